@@ -201,7 +201,7 @@ type AuditRecord struct {
 	// Example: 2026-11-26T06:00:00Z
 	At time.Time `json:"at"`
 
-	// ClusterId Cluster concerned
+	// ClusterId Cluster concerned, if any.
 	//
 	// Example: 0195f7a4-0000-7000-8000-000000000001
 	ClusterId *openapi_types.UUID `json:"cluster_id,omitempty"`
@@ -485,7 +485,7 @@ type Hierarchy struct {
 	// Example: mail
 	Name Name `json:"name"`
 
-	// Priorities Priorities
+	// Priorities Priorities, lowest number first.
 	Priorities []Priority `json:"priorities"`
 
 	// Resources Resources in the order given.
@@ -1141,7 +1141,7 @@ type Token struct {
 	// Example: mail
 	Name Name `json:"name"`
 
-	// Prefix First characters of the secret
+	// Prefix First characters of the secret, to recognise it.
 	//
 	// Example: bsk_4Zb1pQ
 	Prefix string `json:"prefix"`
@@ -1189,7 +1189,7 @@ type TokenCreated struct {
 	// Example: mail
 	Name Name `json:"name"`
 
-	// Prefix First characters of the secret
+	// Prefix First characters of the secret, to recognise it.
 	//
 	// Example: bsk_4Zb1pQ
 	Prefix string `json:"prefix"`

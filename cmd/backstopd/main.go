@@ -1,0 +1,206 @@
+// Command backstopd is Backstop's control plane: the REST API over
+// PostgreSQL. `backstopd` serves; `backstopd demo` starts a throwaway
+// PostgreSQL, serves on it and creates a sample cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/backstop-ha/backstop/server"
+	"github.com/backstop-ha/backstop/store"
+)
+
+// Config is backstopd's configuration: flags, with environment defaults.
+type Config struct {
+	Listen         string
+	DatabaseURL    string
+	LogFormat      string
+	LogLevel       string
+	BootstrapToken string
+	MaxBodyBytes   int64
+}
+
+func main() {
+	args := os.Args[1:]
+	demo := len(args) > 0 && args[0] == "demo"
+	if demo {
+		args = args[1:]
+	}
+	cfg, err := parseFlags(args, os.Getenv, demo)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "backstopd:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := newLogger(cfg, os.Stderr)
+	if demo {
+		err = runDemo(ctx, cfg, log, os.Stdout)
+	} else {
+		err = run(ctx, cfg, log, nil)
+	}
+	if err != nil {
+		log.Error("backstopd stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, getenv func(string) string, demo bool) (Config, error) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	name := "backstopd"
+	if demo {
+		name = "backstopd demo"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var c Config
+	fs.StringVar(&c.Listen, "listen", env("BACKSTOP_LISTEN", "127.0.0.1:8080"), "address to serve the API on (BACKSTOP_LISTEN)")
+	if !demo {
+		fs.StringVar(&c.DatabaseURL, "database-url", env("BACKSTOP_DATABASE_URL", ""), "PostgreSQL URL, postgres://user:pass@host:5432/db (BACKSTOP_DATABASE_URL)")
+	}
+	fs.StringVar(&c.LogFormat, "log-format", env("BACKSTOP_LOG_FORMAT", "text"), "log format: text or json (BACKSTOP_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("BACKSTOP_LOG_LEVEL", "info"), "log level: debug, info, warn, error (BACKSTOP_LOG_LEVEL)")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", name)
+		if !demo {
+			fmt.Fprintf(fs.Output(), "       backstopd demo [flags]   (throwaway PostgreSQL and a sample cluster)\n")
+		}
+		fmt.Fprintf(fs.Output(), "\nEnvironment: BACKSTOP_BOOTSTRAP_TOKEN creates an admin token with that secret when none exists.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.BootstrapToken = getenv("BACKSTOP_BOOTSTRAP_TOKEN")
+	if !demo && c.DatabaseURL == "" {
+		return c, errors.New("--database-url (or BACKSTOP_DATABASE_URL) is required")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return c, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.BootstrapToken != "" && len(c.BootstrapToken) < 16 {
+		return c, errors.New("BACKSTOP_BOOTSTRAP_TOKEN must be at least 16 characters")
+	}
+	return c, nil
+}
+
+func newLogger(c Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.LogLevel)) // checked by parseFlags
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// run serves the API until ctx ends, then shuts down gracefully. ready, if
+// not nil, receives the listening address once the server accepts
+// requests.
+func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := store.Open(openCtx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	version, err := store.Migrate(openCtx, st.Pool())
+	if err != nil {
+		return err
+	}
+	log.Info("database schema ready", "version", version)
+	secret, err := st.EnsureBootstrapToken(openCtx, cfg.BootstrapToken)
+	if err != nil {
+		return fmt.Errorf("bootstrap token: %w", err)
+	}
+	switch {
+	case secret != "" && cfg.BootstrapToken != "":
+		log.Info("created the admin token given in BACKSTOP_BOOTSTRAP_TOKEN")
+	case secret != "":
+		// Printed once, on the first start only; it is stored as a hash.
+		fmt.Fprintf(os.Stderr, "\nFirst start: an admin API token was created. It is shown only now:\n\n    %s\n\n", secret)
+	}
+	latest, err := store.LatestMigration()
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Store: st, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("serving the Backstop API", "addr", ln.Addr().String())
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	// Shutdown gets a fresh context: the serving one is already done, and
+	// in-flight requests deserve a few seconds to finish.
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// hostURL turns a listen address into a URL a browser can open.
+func hostURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return "http://" + host + ":" + port
+}

@@ -1,0 +1,8 @@
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS audit_log;
+DROP TABLE IF EXISTS hierarchy_priorities;
+DROP TABLE IF EXISTS hierarchies;
+DROP TABLE IF EXISTS paths;
+DROP TABLE IF EXISTS nodes;
+DROP TABLE IF EXISTS clusters;
+DROP TABLE IF EXISTS api_tokens;

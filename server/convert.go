@@ -1,0 +1,203 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// etag renders a version as a strong entity tag.
+func etag(version int64) *string {
+	s := `"` + strconv.FormatInt(version, 10) + `"`
+	return &s
+}
+
+// ifMatchVersion parses an If-Match header into a version. "*" (or no
+// header) matches any version. A value this server never issued can match
+// no version, so it gets a version that never exists (412 follows).
+func ifMatchVersion(h *string) *int64 {
+	if h == nil {
+		return nil
+	}
+	v := strings.TrimSpace(*h)
+	if v == "*" || v == "" {
+		return nil
+	}
+	v = strings.Trim(strings.TrimPrefix(v, "W/"), `"`)
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		n = -1
+	}
+	return &n
+}
+
+func page(limit *int, cursor *string) cluster.Page {
+	p := cluster.Page{Limit: cluster.DefaultPageLimit}
+	if limit != nil {
+		p.Limit = *limit
+	}
+	if cursor != nil {
+		p.Cursor = *cursor
+	}
+	return p
+}
+
+func nextCursor(c string) *string {
+	if c == "" {
+		return nil
+	}
+	return &c
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func apiID(id string) uuid.UUID { return uuid.MustParse(id) }
+
+func optID(id string) *uuid.UUID {
+	if id == "" {
+		return nil
+	}
+	u := uuid.MustParse(id)
+	return &u
+}
+
+func toAPITiming(t cluster.Timing) api.Timing {
+	return api.Timing{
+		HeartbeatMs: t.HeartbeatMS, LeaseTtlMs: t.LeaseTTLMS, ServerGraceMs: t.ServerGraceMS,
+		PathHeartbeatMs: t.PathHeartbeatMS, PathDeadAfter: t.PathDeadAfter,
+		QuickCheckIntervalMs: t.QuickCheckIntervalMS, DeepCheckIntervalMs: t.DeepCheckIntervalMS,
+	}
+}
+
+func fromAPITiming(t *api.Timing) *cluster.Timing {
+	if t == nil {
+		return nil
+	}
+	return &cluster.Timing{
+		HeartbeatMS: t.HeartbeatMs, LeaseTTLMS: t.LeaseTtlMs, ServerGraceMS: t.ServerGraceMs,
+		PathHeartbeatMS: t.PathHeartbeatMs, PathDeadAfter: t.PathDeadAfter,
+		QuickCheckIntervalMS: t.QuickCheckIntervalMs, DeepCheckIntervalMS: t.DeepCheckIntervalMs,
+	}
+}
+
+func toAPICluster(c cluster.Cluster) api.Cluster {
+	return api.Cluster{
+		Id: apiID(c.ID), Name: c.Name, Description: c.Description,
+		TimingProfile: api.TimingProfile(c.TimingProfile), Timing: toAPITiming(c.Timing),
+		SwitchbackDefault: api.SwitchbackPolicy(c.SwitchbackDefault), Fencing: api.FencingPolicy(c.Fencing),
+		Version: c.Version, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+	}
+}
+
+func toAPINode(n cluster.Node) api.Node {
+	return api.Node{
+		Id: apiID(n.ID), ClusterId: apiID(n.ClusterID), Name: n.Name, Description: n.Description,
+		State: api.NodeState(n.State), Version: n.Version, CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt,
+	}
+}
+
+func toAPIPath(p cluster.Path) api.Path {
+	return api.Path{
+		Id: apiID(p.ID), ClusterId: apiID(p.ClusterID), LinkId: apiID(p.LinkID), ReverseId: apiID(p.ReverseID),
+		LocalNodeId: apiID(p.LocalNodeID), LocalAddress: p.LocalAddress,
+		RemoteNodeId: apiID(p.RemoteNodeID), RemoteAddress: p.RemoteAddress,
+		Priority: p.Priority, CreatedAt: p.CreatedAt,
+	}
+}
+
+func fromAPIResources(in []api.ResourceSpec) []cluster.Resource {
+	out := make([]cluster.Resource, len(in))
+	for i, r := range in {
+		out[i] = cluster.Resource{
+			Name:      r.Name,
+			Kind:      string(r.Kind),
+			Params:    deref(r.Params, nil),
+			DependsOn: deref(r.DependsOn, nil),
+		}
+		if r.QuickCheck != nil {
+			out[i].QuickCheck = &cluster.CheckSettings{IntervalMS: r.QuickCheck.IntervalMs, TimeoutMS: r.QuickCheck.TimeoutMs}
+		}
+		if r.DeepCheck != nil {
+			out[i].DeepCheck = &cluster.CheckSettings{IntervalMS: r.DeepCheck.IntervalMs, TimeoutMS: r.DeepCheck.TimeoutMs}
+		}
+		if r.LocalRecovery != nil {
+			out[i].LocalRecovery = &cluster.LocalRecovery{MaxRestarts: r.LocalRecovery.MaxRestarts, WindowS: r.LocalRecovery.WindowS}
+		}
+	}
+	return out
+}
+
+func fromAPIPriorities(in []api.Priority) []cluster.Priority {
+	out := make([]cluster.Priority, len(in))
+	for i, p := range in {
+		out[i] = cluster.Priority{NodeID: p.NodeId.String(), Priority: p.Priority}
+	}
+	return out
+}
+
+func fromAPIHierarchySpec(clusterID string, b *api.HierarchySpec) cluster.Hierarchy {
+	return cluster.Hierarchy{
+		ClusterID:        clusterID,
+		Name:             b.Name,
+		Description:      deref(b.Description, ""),
+		ExclusivityGroup: deref(b.ExclusivityGroup, ""),
+		Switchback:       string(deref(b.Switchback, "")),
+		Resources:        fromAPIResources(b.Resources),
+		Priorities:       fromAPIPriorities(b.Priorities),
+	}
+}
+
+func toAPIHierarchy(h cluster.Hierarchy) api.Hierarchy {
+	rs := make([]api.Resource, len(h.Resources))
+	for i, r := range h.Resources {
+		rs[i] = api.Resource{
+			Name: r.Name, Kind: api.ResourceKind(r.Kind), Params: r.Params, DependsOn: r.DependsOn,
+			QuickCheck:    api.CheckSettings{IntervalMs: r.QuickCheck.IntervalMS, TimeoutMs: r.QuickCheck.TimeoutMS},
+			DeepCheck:     api.CheckSettings{IntervalMs: r.DeepCheck.IntervalMS, TimeoutMs: r.DeepCheck.TimeoutMS},
+			LocalRecovery: api.LocalRecovery{MaxRestarts: r.LocalRecovery.MaxRestarts, WindowS: r.LocalRecovery.WindowS},
+		}
+	}
+	ps := make([]api.Priority, len(h.Priorities))
+	for i, p := range h.Priorities {
+		ps[i] = api.Priority{NodeId: apiID(p.NodeID), Priority: p.Priority}
+	}
+	return api.Hierarchy{
+		Id: apiID(h.ID), ClusterId: apiID(h.ClusterID), Name: h.Name, Description: h.Description,
+		ExclusivityGroup: h.ExclusivityGroup, Switchback: api.SwitchbackPolicy(h.Switchback),
+		Resources: rs, Priorities: ps, Version: h.Version, CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt,
+	}
+}
+
+func toAPIToken(t cluster.Token) api.Token {
+	return api.Token{Id: apiID(t.ID), Name: t.Name, Role: api.Role(t.Role), Prefix: t.Prefix, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt}
+}
+
+func toAPIAudit(a cluster.AuditRecord) api.AuditRecord {
+	return api.AuditRecord{
+		Id: a.ID, At: a.At, Actor: a.Actor, ActorTokenId: optID(a.ActorTokenID), Action: a.Action,
+		TargetType: a.TargetType, TargetId: a.TargetID, ClusterId: optID(a.ClusterID), Details: a.Details,
+	}
+}
+
+func location(format string, args ...any) *string {
+	s := fmt.Sprintf(format, args...)
+	return &s
+}
+
+func validIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}

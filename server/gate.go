@@ -1,0 +1,268 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// roleExtension names, on each operation of the contract, the role it
+// needs ("public" for none). Authorization is read from the document so
+// the contract stays the single source of truth.
+const roleExtension = "x-backstop-role"
+
+// gate runs in front of the generated handlers, in the order a client
+// should learn about its mistakes: unknown endpoint (404/405), missing or
+// bad credential (401), role too low (403), body too large (413), wrong
+// content type (415), request not matching the contract (400), then
+// Idempotency-Key replay.
+func (s *Server) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route, params, err := s.router.FindRoute(r)
+		if err != nil {
+			s.routeError(w, r, err)
+			return
+		}
+		op := route.Operation
+		ctx := r.Context()
+		need, _ := op.Extensions[roleExtension].(string)
+		if need != "public" {
+			actor, err := s.authenticate(r, cluster.Role(need))
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			ctx = cluster.WithActor(ctx, actor)
+			r = r.WithContext(ctx)
+		}
+
+		var body []byte
+		if r.Body != nil && r.Body != http.NoBody {
+			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+			if err != nil {
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					s.writeProblem(w, r, http.StatusRequestEntityTooLarge, "body-too-large",
+						fmt.Sprintf("request body exceeds %d bytes", s.maxBody), nil)
+					return
+				}
+				s.badRequest(w, r, fmt.Errorf("read request body: %w", err))
+				return
+			}
+		}
+		if len(body) > 0 && op.RequestBody == nil {
+			s.writeProblem(w, r, http.StatusBadRequest, "bad-request", r.Method+" "+route.Path+" takes no request body", nil)
+			return
+		}
+		if op.RequestBody != nil && (len(body) > 0 || r.Header.Get("Content-Type") != "") {
+			mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if err != nil || op.RequestBody.Value.Content.Get(mt) == nil {
+				s.writeProblem(w, r, http.StatusUnsupportedMediaType, "unsupported-media-type",
+					fmt.Sprintf("Content-Type %q is not accepted; send application/json", r.Header.Get("Content-Type")), nil)
+				return
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+
+		in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: s.validation}
+		if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+			fields := requestErrorFields(err)
+			detail := "the request does not match the API contract"
+			if len(fields) > 0 {
+				detail = fields[0].Location + ": " + fields[0].Message
+				if len(fields) > 1 {
+					detail += fmt.Sprintf(" (and %d more)", len(fields)-1)
+				}
+			}
+			s.writeProblem(w, r, http.StatusBadRequest, "validation", detail, fields)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+
+		if key := r.Header.Get("Idempotency-Key"); key != "" && r.Method == http.MethodPost {
+			s.idempotent(w, r, key, body, next)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// routeError answers a request for no operation of the contract.
+func (s *Server) routeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, routers.ErrMethodNotAllowed) {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, _, err := s.router.FindRoute(probe); err == nil {
+				allowed = append(allowed, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		s.writeProblem(w, r, http.StatusMethodNotAllowed, "method-not-allowed",
+			fmt.Sprintf("%s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allowed, ", ")), nil)
+		return
+	}
+	s.writeProblem(w, r, http.StatusNotFound, "not-found", "no API endpoint at "+r.URL.Path+"; see /openapi.yaml", nil)
+}
+
+// authenticate resolves the bearer token and checks its role.
+func (s *Server) authenticate(r *http.Request, need cluster.Role) (cluster.Actor, error) {
+	h := r.Header.Get("Authorization")
+	scheme, secret, ok := strings.Cut(h, " ")
+	if h == "" {
+		return cluster.Actor{}, fmt.Errorf("%w: send an API token as \"Authorization: Bearer <token>\"", cluster.ErrUnauthenticated)
+	}
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
+		return cluster.Actor{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", cluster.ErrUnauthenticated)
+	}
+	t, err := s.store.Authenticate(r.Context(), strings.TrimSpace(secret))
+	if errors.Is(err, cluster.ErrUnauthenticated) {
+		return cluster.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", cluster.ErrUnauthenticated)
+	}
+	if err != nil {
+		return cluster.Actor{}, err
+	}
+	if !need.Valid() {
+		return cluster.Actor{}, fmt.Errorf("operation has no valid %s (%q)", roleExtension, need)
+	}
+	if !t.Role.Allows(need) {
+		return cluster.Actor{}, fmt.Errorf("%w: token %q has role %s; this operation needs %s", cluster.ErrForbidden, t.Name, t.Role, need)
+	}
+	return cluster.Actor{TokenID: t.ID, Name: t.Name, Role: t.Role}, nil
+}
+
+var unsupportedRE = regexp.MustCompile(`^property "(.+)" is unsupported$`)
+
+// requestErrorFields turns kin-openapi's validation errors into field
+// errors: body fields as JSON pointers, parameters as "<in>.<name>".
+func requestErrorFields(err error) []cluster.FieldError {
+	var out []cluster.FieldError
+	var walk func(err error, prefix string)
+	walk = func(err error, prefix string) {
+		var me openapi3.MultiError
+		var re *openapi3filter.RequestError
+		var se *openapi3.SchemaError
+		var pe *openapi3filter.ParseError
+		switch {
+		case errors.As(err, &me):
+			for _, e := range me {
+				walk(e, prefix)
+			}
+		case errors.As(err, &re) && re.Parameter != nil:
+			loc := re.Parameter.In + "." + re.Parameter.Name
+			msg := re.Reason
+			if errors.As(re.Err, &se) {
+				msg = se.Reason
+			} else if re.Err != nil {
+				msg = strings.TrimSpace(strings.TrimPrefix(re.Err.Error(), "parameter \""+re.Parameter.Name+"\" in "+re.Parameter.In+" has an error: "))
+			}
+			if msg == "" {
+				msg = "invalid"
+			}
+			out = append(out, cluster.FieldError{Location: loc, Message: msg})
+		case errors.As(err, &re) && re.Err != nil && !errors.Is(re.Err, err):
+			walk(re.Err, prefix)
+		case errors.As(err, &re):
+			out = append(out, cluster.FieldError{Location: "/", Message: re.Error()})
+		case errors.As(err, &se):
+			ptr := se.JSONPointer()
+			if m := unsupportedRE.FindStringSubmatch(se.Reason); m != nil {
+				ptr = append(ptr, m[1]) // name the unknown field itself
+			}
+			loc := "/" + strings.Join(ptr, "/")
+			out = append(out, cluster.FieldError{Location: loc, Message: se.Reason})
+		case errors.As(err, &pe):
+			out = append(out, cluster.FieldError{Location: "/", Message: "malformed JSON: " + pe.Error()})
+		default:
+			out = append(out, cluster.FieldError{Location: "/", Message: err.Error()})
+		}
+	}
+	walk(err, "")
+	return out
+}
+
+// idempotent runs a POST under an Idempotency-Key: the first request runs
+// and its answer is stored; a repeat with the same method, path and body
+// gets the stored answer; a repeat with another body is refused.
+func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, body []byte, next http.Handler) {
+	actor := cluster.ActorFrom(r.Context())
+	if actor.TokenID == "" { // public operations have no POSTs; nothing to scope the key to
+		next.ServeHTTP(w, r)
+		return
+	}
+	sum := sha256.Sum256(body)
+	stored, err := s.store.ClaimIdempotencyKey(r.Context(), actor.TokenID, key, r.Method, r.URL.Path, sum[:])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if stored != nil {
+		for k, vs := range stored.Headers {
+			for _, v := range vs {
+				w.Header().Add(k, v)
+			}
+		}
+		w.Header().Set("Idempotent-Replayed", "true")
+		w.WriteHeader(stored.Status)
+		_, _ = w.Write(stored.Body)
+		return
+	}
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	// The key must not stay claimed when the handler panics or the
+	// client goes away: finish with a context the request cannot cancel.
+	done := false
+	defer func() {
+		if !done {
+			_ = s.store.ReleaseIdempotencyKey(context.WithoutCancel(r.Context()), actor.TokenID, key)
+		}
+	}()
+	next.ServeHTTP(rec, r)
+	ctx := context.WithoutCancel(r.Context())
+	if rec.status >= 500 {
+		err = s.store.ReleaseIdempotencyKey(ctx, actor.TokenID, key)
+	} else {
+		hdr := map[string][]string{}
+		for _, k := range []string{"Content-Type", "Etag", "Location"} {
+			if v := rec.Header().Values(k); len(v) > 0 {
+				hdr[k] = v
+			}
+		}
+		err = s.store.CompleteIdempotencyKey(ctx, actor.TokenID, key, cluster.StoredResponse{Status: rec.status, Headers: hdr, Body: rec.body.Bytes()})
+	}
+	done = true
+	if err != nil {
+		s.log.ErrorContext(ctx, "store idempotent response", "err", err, "request_id", requestIDFrom(ctx))
+	}
+}
+
+// recorder copies a response while passing it through.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.body.Write(b)
+	return r.ResponseWriter.Write(b)
+}

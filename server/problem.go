@@ -1,0 +1,128 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// problemBase prefixes every problem type URI; the slug names the kind.
+const problemBase = "https://backstop.dev/problems/"
+
+// problem is an RFC 9457 problem detail (the contract's Problem schema).
+type problem = api.Problem
+
+// statusFor maps a domain error to its HTTP status and problem slug. It is
+// the one place where errors become statuses (headscale's mapError).
+func statusFor(err error) (int, string) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, cluster.ErrNotFound):
+		return http.StatusNotFound, "not-found"
+	case errors.Is(err, cluster.ErrPreconditionFailed):
+		return http.StatusPreconditionFailed, "precondition-failed"
+	case errors.Is(err, cluster.ErrConflict):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, cluster.ErrInvalid):
+		return http.StatusUnprocessableEntity, "invalid"
+	case errors.Is(err, cluster.ErrLimit):
+		return http.StatusUnprocessableEntity, "limit-exceeded"
+	case errors.Is(err, cluster.ErrUnauthenticated):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, cluster.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, "body-too-large"
+	default:
+		return http.StatusInternalServerError, "internal"
+	}
+}
+
+// writeProblem writes an RFC 9457 body. 4xx are logged at Debug, 5xx at
+// Error, both with the request id.
+func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, status int, slug, detail string, fields []cluster.FieldError) {
+	p := problem{
+		Type:   problemBase + slug,
+		Title:  http.StatusText(status),
+		Status: status,
+	}
+	if detail != "" {
+		p.Detail = &detail
+	}
+	inst := r.URL.Path
+	p.Instance = &inst
+	if id := requestIDFrom(r.Context()); id != "" {
+		p.RequestId = &id
+	}
+	if len(fields) > 0 {
+		errs := make([]api.FieldError, len(fields))
+		for i, f := range fields {
+			errs[i] = api.FieldError{Location: f.Location, Message: f.Message}
+		}
+		p.Errors = &errs
+	}
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.Log(r.Context(), level, "request failed", "status", status, "detail", detail, "request_id", requestIDFrom(r.Context()), "path", r.URL.Path)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Del("ETag")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// writeError writes err as a problem. Unknown errors become a 500 whose
+// detail is a fixed string; the real error only goes to the log.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, slug := statusFor(err)
+	if status == http.StatusInternalServerError {
+		s.log.ErrorContext(r.Context(), "internal error", "err", err, "request_id", requestIDFrom(r.Context()), "path", r.URL.Path)
+		s.writeProblem(w, r, status, slug, "internal error; the request id identifies it in the server log", nil)
+		return
+	}
+	var ve *cluster.ValidationError
+	if errors.As(err, &ve) {
+		s.writeProblem(w, r, status, slug, ve.Error(), ve.Fields)
+		return
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="backstop"`)
+	}
+	s.writeProblem(w, r, status, slug, detailOf(err), nil)
+}
+
+// detailOf renders a domain error for clients: "not found: cluster X" reads
+// better as "cluster X not found".
+func detailOf(err error) string {
+	msg := err.Error()
+	if errors.Is(err, cluster.ErrNotFound) {
+		if rest, ok := strings.CutSuffix(msg, ": "+cluster.ErrNotFound.Error()); ok {
+			return rest + " not found"
+		}
+	}
+	// The problem's type and title already say which sentinel it was.
+	for _, s := range sentinels {
+		if rest, ok := strings.CutPrefix(msg, s.Error()+": "); ok {
+			return rest
+		}
+	}
+	return msg
+}
+
+var sentinels = []error{
+	cluster.ErrConflict, cluster.ErrInvalid, cluster.ErrPreconditionFailed,
+	cluster.ErrLimit, cluster.ErrUnauthenticated, cluster.ErrForbidden,
+}
+
+// badRequest answers a request the generated code could not decode
+// (parameter binding, JSON body): every generated default error handler is
+// replaced by this one, so no error is ever sent as text/plain.
+func (s *Server) badRequest(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeProblem(w, r, http.StatusBadRequest, "bad-request", err.Error(), nil)
+}

@@ -1,0 +1,228 @@
+// Package server is Backstop's HTTP layer: it implements the strict server
+// interface generated from openapi/backstop.yaml, validates every request
+// against that document, authenticates API tokens, answers every error as
+// RFC 9457 problem+json, and exposes Prometheus metrics. It depends on the
+// domain package cluster and on a Store interface, never on package store:
+// cmd/backstopd joins the two.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/backstop-ha/backstop/openapi"
+	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// Store is what the HTTP layer needs from persistence. Methods return the
+// errors of package cluster: ErrNotFound, ErrConflict, ErrInvalid (often a
+// *cluster.ValidationError), ErrPreconditionFailed, ErrLimit and
+// ErrUnauthenticated.
+type Store interface {
+	Ping(ctx context.Context) error
+	SchemaVersion(ctx context.Context) (uint, bool, error)
+
+	Authenticate(ctx context.Context, secret string) (cluster.Token, error)
+	CreateToken(ctx context.Context, name string, role cluster.Role) (cluster.Token, string, error)
+	ListTokens(ctx context.Context, p cluster.Page) ([]cluster.Token, string, error)
+	DeleteToken(ctx context.Context, id string) error
+	ListAudit(ctx context.Context, p cluster.Page) ([]cluster.AuditRecord, string, error)
+
+	CreateCluster(ctx context.Context, c cluster.Cluster) (cluster.Cluster, error)
+	FindClusterByID(ctx context.Context, id string) (cluster.Cluster, error)
+	ListClusters(ctx context.Context, p cluster.Page) ([]cluster.Cluster, string, error)
+	UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(cluster.Cluster) (cluster.Cluster, error)) (cluster.Cluster, error)
+	DeleteCluster(ctx context.Context, id string, ifMatch *int64) error
+
+	CreateNode(ctx context.Context, n cluster.Node) (cluster.Node, cluster.Enrollment, error)
+	FindNodeByID(ctx context.Context, clusterID, id string) (cluster.Node, error)
+	ListNodes(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Node, string, error)
+	UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.NodeUpdate) (cluster.Node, error)
+	DeleteNode(ctx context.Context, clusterID, id string, ifMatch *int64) error
+
+	CreatePath(ctx context.Context, clusterID string, a, b cluster.PathEnd, priority int) ([2]cluster.Path, error)
+	FindPathByID(ctx context.Context, clusterID, id string) (cluster.Path, error)
+	ListPaths(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Path, string, error)
+	DeletePath(ctx context.Context, clusterID, id string, ifMatch *int64) error
+
+	CreateHierarchy(ctx context.Context, h cluster.Hierarchy) (cluster.Hierarchy, error)
+	FindHierarchyByID(ctx context.Context, clusterID, id string) (cluster.Hierarchy, error)
+	ListHierarchies(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Hierarchy, string, error)
+	UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.HierarchyUpdate) (cluster.Hierarchy, error)
+	DeleteHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64) error
+
+	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error)
+	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r cluster.StoredResponse) error
+	ReleaseIdempotencyKey(ctx context.Context, tokenID, key string) error
+}
+
+// Config configures a Server.
+type Config struct {
+	// Store is required.
+	Store Store
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registry receives the server's metrics and is what /metrics shows.
+	// Nil: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// MaxBodyBytes bounds request bodies (413 past it); default 1 MiB.
+	MaxBodyBytes int64
+	// SchemaVersion is the newest migration this binary knows; /readyz
+	// answers 503 until the database has it.
+	SchemaVersion uint
+}
+
+// Server is the Backstop HTTP API. It is an http.Handler.
+type Server struct {
+	store      Store
+	log        *slog.Logger
+	registry   *prometheus.Registry
+	router     routers.Router
+	validation *openapi3filter.Options
+	maxBody    int64
+	schema     uint
+	handler    http.Handler
+	metrics    *httpMetrics
+}
+
+var _ api.StrictServerInterface = (*Server)(nil)
+
+// New builds the server: middleware, the request gate and the generated
+// routes, with every default error handler of the generated code replaced
+// by one that writes problem+json.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: Store is required")
+	}
+	s := &Server{
+		store:    cfg.Store,
+		log:      cfg.Logger,
+		registry: cfg.Registry,
+		maxBody:  cfg.MaxBodyBytes,
+		schema:   cfg.SchemaVersion,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "api")
+	if s.maxBody <= 0 {
+		s.maxBody = 1 << 20
+	}
+	if s.registry == nil {
+		s.registry = prometheus.NewRegistry()
+		s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	m, err := newHTTPMetrics(s.registry)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+
+	doc, err := openapi.Load()
+	if err != nil {
+		return nil, err
+	}
+	doc.Servers = nil // match paths as they are, whatever host serves them
+	if s.router, err = gorillamux.NewRouter(doc); err != nil {
+		return nil, fmt.Errorf("server: build router: %w", err)
+	}
+	s.validation = &openapi3filter.Options{
+		MultiError:         true,
+		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, // the gate authenticates first
+		SchemaValidationOptions: []openapi3.SchemaValidationOption{
+			openapi3.WithStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
+		},
+	}
+
+	r := chi.NewRouter()
+	r.Use(s.requestID, s.observe, s.recoverer, s.gate)
+	strict := api.NewStrictHandlerWithOptions(s, nil, api.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc:  s.badRequest,
+		ResponseErrorHandlerFunc: s.writeError,
+	})
+	api.HandlerWithOptions(strict, api.ChiServerOptions{BaseRouter: r, ErrorHandlerFunc: s.badRequest})
+	// The gate answers unknown routes first; these only back it up.
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeProblem(w, r, http.StatusNotFound, "not-found", "no API endpoint at "+r.URL.Path, nil)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeProblem(w, r, http.StatusMethodNotAllowed, "method-not-allowed", r.Method+" is not allowed on "+r.URL.Path, nil)
+	})
+	s.handler = r
+	return s, nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+type requestIDKey struct{}
+
+var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+
+// requestID takes a sane X-Request-Id from the client or makes one, and
+// echoes it in the response.
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !requestIDRE.MatchString(id) {
+			id = uuid.Must(uuid.NewV7()).String()
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+func requestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// recoverer turns a panic into a logged 500 problem instead of a dropped
+// connection.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe logs each request and records its metrics.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		d := time.Since(start)
+		s.metrics.observe(r.Method, route, ww.Status(), d)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", ww.Status()),
+			slog.Duration("duration", d), slog.String("request_id", requestIDFrom(r.Context())))
+	})
+}

@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+const clusterColumns = `id, name, description, timing_profile, timing, switchback_default, fencing, version, created_at, updated_at`
+
+func scanCluster(row pgx.Row) (cluster.Cluster, error) {
+	var c cluster.Cluster
+	err := row.Scan(&c.ID, &c.Name, &c.Description, &c.TimingProfile, &c.Timing, &c.SwitchbackDefault, &c.Fencing, &c.Version, &c.CreatedAt, &c.UpdatedAt)
+	return c, err
+}
+
+// CreateCluster stores a new, validated cluster and returns it.
+func (s *Store) CreateCluster(ctx context.Context, c cluster.Cluster) (cluster.Cluster, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Cluster, error) {
+		c.ID = newID()
+		out, err := scanCluster(tx.QueryRow(ctx, `INSERT INTO clusters (id, name, description, timing_profile, timing, switchback_default, fencing)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+clusterColumns,
+			c.ID, c.Name, c.Description, c.TimingProfile, c.Timing, c.SwitchbackDefault, c.Fencing))
+		if err != nil {
+			return out, err
+		}
+		return out, audit(ctx, tx, "cluster.create", "cluster", out.ID, out.ID, map[string]any{"name": out.Name, "timing_profile": out.TimingProfile})
+	})
+}
+
+// FindClusterByID returns a cluster or cluster.ErrNotFound.
+func (s *Store) FindClusterByID(ctx context.Context, id string) (cluster.Cluster, error) {
+	c, err := scanCluster(s.pool.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1`, id))
+	if err != nil {
+		return c, fmt.Errorf("cluster %s: %w", id, interpretError(err))
+	}
+	return c, nil
+}
+
+func lockClusterTx(ctx context.Context, tx pgx.Tx, id string) (cluster.Cluster, error) {
+	c, err := scanCluster(tx.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1 FOR UPDATE`, id))
+	if err != nil {
+		return c, fmt.Errorf("cluster %s: %w", id, interpretError(err))
+	}
+	return c, nil
+}
+
+// ListClusters lists clusters, oldest first.
+func (s *Store) ListClusters(ctx context.Context, p cluster.Page) ([]cluster.Cluster, string, error) {
+	after, err := idCursor(p)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id > $1 ORDER BY id LIMIT $2`, after, pageLimit(p))
+	if err != nil {
+		return nil, "", interpretError(err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Cluster, error) { return scanCluster(r) })
+	if err != nil {
+		return nil, "", interpretError(err)
+	}
+	items, next := trimPage(items, p, func(c cluster.Cluster) string { return c.ID })
+	return items, next, nil
+}
+
+// UpdateCluster applies change to a cluster under a row lock. change gets
+// the current cluster and returns the new one (or a validation error), so
+// that rules depending on the current values run on the locked row.
+func (s *Store) UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(cluster.Cluster) (cluster.Cluster, error)) (cluster.Cluster, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Cluster, error) {
+		cur, err := lockClusterTx(ctx, tx, id)
+		if err != nil {
+			return cur, err
+		}
+		if err := checkVersion(cur.Version, ifMatch); err != nil {
+			return cur, err
+		}
+		c, err := change(cur)
+		if err != nil {
+			return cur, err
+		}
+		out, err := scanCluster(tx.QueryRow(ctx, `UPDATE clusters SET name = $2, description = $3, timing_profile = $4, timing = $5,
+			switchback_default = $6, fencing = $7, version = version + 1, updated_at = now()
+			WHERE id = $1 RETURNING `+clusterColumns,
+			id, c.Name, c.Description, c.TimingProfile, c.Timing, c.SwitchbackDefault, c.Fencing))
+		if err != nil {
+			return out, err
+		}
+		return out, audit(ctx, tx, "cluster.update", "cluster", id, id, map[string]any{"name": out.Name, "version": out.Version})
+	})
+}
+
+// DeleteCluster deletes a cluster and everything it owns.
+func (s *Store) DeleteCluster(ctx context.Context, id string, ifMatch *int64) error {
+	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
+		cur, err := lockClusterTx(ctx, tx, id)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if err := checkVersion(cur.Version, ifMatch); err != nil {
+			return struct{}{}, err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM clusters WHERE id = $1`, id); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, audit(ctx, tx, "cluster.delete", "cluster", id, id, map[string]any{"name": cur.Name})
+	})
+	return err
+}
