@@ -361,7 +361,7 @@ func (s *Server) CreateToken(ctx context.Context, r api.CreateTokenRequestObject
 	}
 	a := toAPIToken(t)
 	return api.CreateToken201JSONResponse{
-		Body: api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, Secret: secret},
+		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, Secret: secret},
 		Headers: api.CreateToken201ResponseHeaders{Location: location("/v1/tokens/%s", t.ID)},
 	}, nil
 }

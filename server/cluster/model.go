@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -195,3 +196,19 @@ type Page struct {
 
 // DefaultPageLimit is the page size when a client gives none.
 const DefaultPageLimit = 100
+
+// StoredResponse is an HTTP response kept for an Idempotency-Key, replayed
+// when the same request comes again.
+type StoredResponse struct {
+	Status  int
+	Headers map[string][]string
+	Body    []byte
+}
+
+// ErrIdempotencyInProgress is returned when the first request with an
+// Idempotency-Key is still running.
+var ErrIdempotencyInProgress = fmt.Errorf("%w: a request with this Idempotency-Key is still in progress; retry later", ErrConflict)
+
+// ErrIdempotencyMismatch is returned when an Idempotency-Key was already
+// used for a different request.
+var ErrIdempotencyMismatch = Invalid("header.Idempotency-Key", "this key was already used with a different request body or path; use a new key")
