@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/backstop-ha/backstop/openapi/client"
+)
+
+func newHierarchiesCmd(a *app) *cobra.Command {
+	cmd := groupCmd("hierarchies", "Manage protected applications (resource hierarchies)", "hierarchy")
+	cmd.AddCommand(
+		hierarchiesListCmd(a),
+		hierarchiesGetCmd(a),
+		hierarchiesCreateCmd(a),
+		hierarchiesReplaceCmd(a),
+		hierarchiesDeleteCmd(a),
+	)
+	return cmd
+}
+
+func hierarchiesListCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "list CLUSTER",
+		Aliases: []string{"ls"},
+		Short:   "List the hierarchies of a cluster, oldest first",
+		Args:    positional("CLUSTER"),
+	}
+	lo := addListFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, err := parseID("cluster id", args[0])
+		if err != nil {
+			return err
+		}
+		l, err := fetchAll(cmd.Context(), lo, func(ctx context.Context, limit *int, cursor *string) (page[client.Hierarchy], error) {
+			resp, err := a.api.ListHierarchiesWithResponse(ctx, cid, &client.ListHierarchiesParams{Limit: limit, Cursor: cursor})
+			if err := a.check(resp, err, http.StatusOK); err != nil {
+				return page[client.Hierarchy]{}, err
+			}
+			return page[client.Hierarchy]{resp.JSON200.Items, resp.JSON200.NextCursor, resp.Body}, nil
+		})
+		if err != nil {
+			return err
+		}
+		return printList(a, l, func(t *table, h client.Hierarchy) {
+			t.row(h.Id.String(), h.Name, string(h.Switchback), h.ExclusivityGroup,
+				strconv.Itoa(len(h.Resources)), strconv.Itoa(len(h.Priorities)), strconv.FormatInt(h.Version, 10))
+		}, "ID", "NAME", "SWITCHBACK", "GROUP", "RESOURCES", "NODES", "VERSION")
+	}
+	return cmd
+}
+
+func hierarchiesGetCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get CLUSTER HIERARCHY",
+		Short: "Show a hierarchy with its resources and priorities",
+		Args:  positional("CLUSTER", "HIERARCHY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cid, hid, err := parseClusterHierarchy(args)
+			if err != nil {
+				return err
+			}
+			resp, err := a.api.GetHierarchyWithResponse(cmd.Context(), cid, hid)
+			if err := a.check(resp, err, http.StatusOK); err != nil {
+				return err
+			}
+			if a.jsonOutput() {
+				return a.printJSON(resp.Body)
+			}
+			return a.printHierarchy(resp.JSON200, resp.HTTPResponse.Header.Get("ETag"))
+		},
+	}
+}
+
+const specHelp = `FILE holds a HierarchySpec as JSON ("-" reads standard input), e.g.
+
+  {
+    "name": "mail",
+    "exclusivity_group": "exchange",
+    "resources": [
+      {"name": "vip", "kind": "ip", "params": {"address": "198.18.1.50/24", "interface": "eth0"}},
+      {"name": "spool", "kind": "volume", "params": {"source": "/srv/mail", "target": "/var/spool/postfix"}, "depends_on": ["vip"]},
+      {"name": "postfix", "kind": "service", "params": {"start": "postfix start", "stop": "postfix stop"}, "depends_on": ["spool"]}
+    ],
+    "priorities": [
+      {"node_id": "0195f7a4-1111-7000-8000-000000000001", "priority": 1},
+      {"node_id": "0195f7a4-1111-7000-8000-000000000002", "priority": 2}
+    ]
+  }
+
+The file is sent as it is; the server validates it and names any offending
+field as a JSON pointer.`
+
+func hierarchiesCreateCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create CLUSTER -f FILE",
+		Short: "Create a hierarchy from a JSON spec",
+		Long:  "Create a protected application whole: its resources and per-node priorities.\n\n" + specHelp,
+		Args:  positional("CLUSTER"),
+	}
+	var file string
+	cmd.Flags().StringVarP(&file, "file", "f", "", `HierarchySpec JSON file, "-" for standard input`)
+	_ = cmd.MarkFlagRequired("file")
+	idem := addIdempotencyFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, err := parseID("cluster id", args[0])
+		if err != nil {
+			return err
+		}
+		key, err := idem.value(cmd)
+		if err != nil {
+			return err
+		}
+		spec, err := a.readSpec(file)
+		if err != nil {
+			return err
+		}
+		resp, err := a.api.CreateHierarchyWithBodyWithResponse(cmd.Context(), cid,
+			&client.CreateHierarchyParams{IdempotencyKey: &key}, "application/json", bytes.NewReader(spec))
+		if err := a.check(resp, err, http.StatusCreated); err != nil {
+			return retryHint(err, key)
+		}
+		a.noteReplay(resp.HTTPResponse)
+		if a.jsonOutput() {
+			return a.printJSON(resp.Body)
+		}
+		return a.printHierarchy(resp.JSON201, resp.HTTPResponse.Header.Get("ETag"))
+	}
+	return cmd
+}
+
+func hierarchiesReplaceCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "replace CLUSTER HIERARCHY -f FILE",
+		Short: "Replace a hierarchy's whole definition from a JSON spec",
+		Long:  "Replace a hierarchy's whole definition, validated as on creation.\n\n" + specHelp,
+		Args:  positional("CLUSTER", "HIERARCHY"),
+	}
+	var file string
+	cmd.Flags().StringVarP(&file, "file", "f", "", `HierarchySpec JSON file, "-" for standard input`)
+	_ = cmd.MarkFlagRequired("file")
+	match := addIfMatchFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, hid, err := parseClusterHierarchy(args)
+		if err != nil {
+			return err
+		}
+		spec, err := a.readSpec(file)
+		if err != nil {
+			return err
+		}
+		resp, err := a.api.ReplaceHierarchyWithBodyWithResponse(cmd.Context(), cid, hid,
+			&client.ReplaceHierarchyParams{IfMatch: ifMatch(cmd, match)}, "application/json", bytes.NewReader(spec))
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return err
+		}
+		if a.jsonOutput() {
+			return a.printJSON(resp.Body)
+		}
+		return a.printHierarchy(resp.JSON200, resp.HTTPResponse.Header.Get("ETag"))
+	}
+	return cmd
+}
+
+func hierarchiesDeleteCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "delete CLUSTER HIERARCHY",
+		Aliases: []string{"rm"},
+		Short:   "Delete a hierarchy with its resources and priorities",
+		Args:    positional("CLUSTER", "HIERARCHY"),
+	}
+	match := addIfMatchFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, hid, err := parseClusterHierarchy(args)
+		if err != nil {
+			return err
+		}
+		resp, err := a.api.DeleteHierarchyWithResponse(cmd.Context(), cid, hid, &client.DeleteHierarchyParams{IfMatch: ifMatch(cmd, match)})
+		if err := a.check(resp, err, http.StatusNoContent); err != nil {
+			return err
+		}
+		return a.deleted("hierarchy %s deleted", hid)
+	}
+	return cmd
+}
+
+// maxSpecSize bounds a spec file; a real one is a few kilobytes.
+const maxSpecSize = 8 << 20
+
+// readSpec reads a JSON spec from a file, or from standard input for "-",
+// and checks that it is one JSON object.
+func (a *app) readSpec(file string) ([]byte, error) {
+	var r io.Reader
+	name := file
+	if file == "-" {
+		r, name = a.stdin, "standard input"
+	} else {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxSpecSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > maxSpecSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxSpecSize)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("%s: not a JSON object: %w", name, err)
+	}
+	return data, nil
+}
+
+func parseClusterHierarchy(args []string) (client.ClusterID, client.HierarchyID, error) {
+	cid, err := parseID("cluster id", args[0])
+	if err != nil {
+		return cid, cid, err
+	}
+	hid, err := parseID("hierarchy id", args[1])
+	return cid, hid, err
+}
+
+func (a *app) printHierarchy(h *client.Hierarchy, etag string) error {
+	w := a.stdout
+	if err := printFields(w,
+		field{"ID", h.Id.String()},
+		field{"Cluster", h.ClusterId.String()},
+		field{"Name", h.Name},
+		field{"Description", h.Description},
+		field{"Exclusivity group", h.ExclusivityGroup},
+		field{"Switchback", string(h.Switchback)},
+		field{"Version", strconv.FormatInt(h.Version, 10)},
+		field{"ETag", etag},
+		field{"Created", fmtTime(h.CreatedAt)},
+		field{"Updated", fmtTime(h.UpdatedAt)},
+	); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nResources:")
+	t := newTable(w, "  NAME", "KIND", "DEPENDS ON", "QUICK CHECK", "DEEP CHECK", "LOCAL RECOVERY", "PARAMS")
+	for _, r := range h.Resources {
+		t.row("  "+r.Name, string(r.Kind), strings.Join(r.DependsOn, ","), checkSettings(r.QuickCheck), checkSettings(r.DeepCheck),
+			fmt.Sprintf("%d restarts/%ds", r.LocalRecovery.MaxRestarts, r.LocalRecovery.WindowS), compactJSON(r.Params))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nPriorities:")
+	t = newTable(w, "  PRIORITY", "NODE")
+	for _, p := range h.Priorities {
+		t.row("  "+strconv.Itoa(p.Priority), p.NodeId.String())
+	}
+	return t.flush()
+}
+
+// checkSettings renders check settings as interval/timeout.
+func checkSettings(c client.CheckSettings) string {
+	return fmt.Sprintf("%dms/%dms", c.IntervalMs, c.TimeoutMs)
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/backstop-ha/backstop/openapi/client"
+)
+
+func newPathsCmd(a *app) *cobra.Command {
+	cmd := groupCmd("paths", "Manage communication paths (heartbeat links) between nodes", "path")
+	cmd.AddCommand(
+		pathsListCmd(a),
+		pathsGetCmd(a),
+		pathsCreateCmd(a),
+		pathsDeleteCmd(a),
+	)
+	return cmd
+}
+
+var pathHeaders = []string{"ID", "LINK", "LOCAL NODE", "LOCAL ADDRESS", "REMOTE NODE", "REMOTE ADDRESS", "PRIORITY"}
+
+func pathRow(t *table, p client.Path) {
+	t.row(p.Id.String(), p.LinkId.String(), p.LocalNodeId.String(), p.LocalAddress,
+		p.RemoteNodeId.String(), p.RemoteAddress, strconv.Itoa(p.Priority))
+}
+
+func pathsListCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "list CLUSTER",
+		Aliases: []string{"ls"},
+		Short:   "List the directed paths of a cluster (two per link)",
+		Args:    positional("CLUSTER"),
+	}
+	lo := addListFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, err := parseID("cluster id", args[0])
+		if err != nil {
+			return err
+		}
+		l, err := fetchAll(cmd.Context(), lo, func(ctx context.Context, limit *int, cursor *string) (page[client.Path], error) {
+			resp, err := a.api.ListPathsWithResponse(ctx, cid, &client.ListPathsParams{Limit: limit, Cursor: cursor})
+			if err := a.check(resp, err, http.StatusOK); err != nil {
+				return page[client.Path]{}, err
+			}
+			return page[client.Path]{resp.JSON200.Items, resp.JSON200.NextCursor, resp.Body}, nil
+		})
+		if err != nil {
+			return err
+		}
+		return printList(a, l, pathRow, pathHeaders...)
+	}
+	return cmd
+}
+
+func pathsGetCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get CLUSTER PATH",
+		Short: "Show one direction of a communication path",
+		Args:  positional("CLUSTER", "PATH"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cid, pid, err := parseClusterPath(args)
+			if err != nil {
+				return err
+			}
+			resp, err := a.api.GetPathWithResponse(cmd.Context(), cid, pid)
+			if err := a.check(resp, err, http.StatusOK); err != nil {
+				return err
+			}
+			if a.jsonOutput() {
+				return a.printJSON(resp.Body)
+			}
+			p := resp.JSON200
+			return printFields(a.stdout,
+				field{"ID", p.Id.String()},
+				field{"Cluster", p.ClusterId.String()},
+				field{"Link", p.LinkId.String()},
+				field{"Reverse", p.ReverseId.String()},
+				field{"Local node", p.LocalNodeId.String()},
+				field{"Local address", p.LocalAddress},
+				field{"Remote node", p.RemoteNodeId.String()},
+				field{"Remote address", p.RemoteAddress},
+				field{"Priority", strconv.Itoa(p.Priority)},
+				field{"ETag", resp.HTTPResponse.Header.Get("ETag")},
+				field{"Created", fmtTime(p.CreatedAt)},
+			)
+		},
+	}
+}
+
+func pathsCreateCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create CLUSTER --a NODE_ID=ADDRESS --b NODE_ID=ADDRESS",
+		Short: "Create a heartbeat link between two nodes, in both directions",
+		Args:  positional("CLUSTER"),
+	}
+	var endA, endB string
+	var priority int
+	cmd.Flags().StringVar(&endA, "a", "", "one end: NODE_ID=ADDRESS, the IP address that node uses on the path")
+	cmd.Flags().StringVar(&endB, "b", "", "the other end: NODE_ID=ADDRESS")
+	cmd.Flags().IntVar(&priority, "priority", 1, "path priority, 1..99; lower is preferred")
+	_ = cmd.MarkFlagRequired("a")
+	_ = cmd.MarkFlagRequired("b")
+	idem := addIdempotencyFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, err := parseID("cluster id", args[0])
+		if err != nil {
+			return err
+		}
+		a1, err := parsePathEnd("--a", endA)
+		if err != nil {
+			return err
+		}
+		b1, err := parsePathEnd("--b", endB)
+		if err != nil {
+			return err
+		}
+		key, err := idem.value(cmd)
+		if err != nil {
+			return err
+		}
+		body := client.PathCreate{A: a1, B: b1, Priority: ptrIf(cmd.Flags().Changed("priority"), priority)}
+		resp, err := a.api.CreatePathWithResponse(cmd.Context(), cid, &client.CreatePathParams{IdempotencyKey: &key}, body)
+		if err := a.check(resp, err, http.StatusCreated); err != nil {
+			return retryHint(err, key)
+		}
+		a.noteReplay(resp.HTTPResponse)
+		if a.jsonOutput() {
+			return a.printJSON(resp.Body)
+		}
+		t := newTable(a.stdout, pathHeaders...)
+		pathRow(t, resp.JSON201.Forward)
+		pathRow(t, resp.JSON201.Reverse)
+		return t.flush()
+	}
+	return cmd
+}
+
+func pathsDeleteCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "delete CLUSTER PATH",
+		Aliases: []string{"rm"},
+		Short:   "Delete a communication path, both directions",
+		Args:    positional("CLUSTER", "PATH"),
+	}
+	match := addIfMatchFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cid, pid, err := parseClusterPath(args)
+		if err != nil {
+			return err
+		}
+		resp, err := a.api.DeletePathWithResponse(cmd.Context(), cid, pid, &client.DeletePathParams{IfMatch: ifMatch(cmd, match)})
+		if err := a.check(resp, err, http.StatusNoContent); err != nil {
+			return err
+		}
+		return a.deleted("path %s deleted, both directions", pid)
+	}
+	return cmd
+}
+
+// parsePathEnd parses NODE_ID=ADDRESS.
+func parsePathEnd(flag, s string) (client.PathEnd, error) {
+	node, addr, ok := strings.Cut(s, "=")
+	if !ok || strings.TrimSpace(addr) == "" {
+		return client.PathEnd{}, usageErrorf("%s %q: want NODE_ID=ADDRESS", flag, s)
+	}
+	id, err := parseID(flag+" node id", strings.TrimSpace(node))
+	if err != nil {
+		return client.PathEnd{}, err
+	}
+	return client.PathEnd{NodeId: id, Address: strings.TrimSpace(addr)}, nil
+}
+
+func parseClusterPath(args []string) (client.ClusterID, client.PathID, error) {
+	cid, err := parseID("cluster id", args[0])
+	if err != nil {
+		return cid, cid, err
+	}
+	pid, err := parseID("path id", args[1])
+	return cid, pid, err
+}

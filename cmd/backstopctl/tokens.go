@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/spf13/cobra"
+
+	"github.com/backstop-ha/backstop/openapi/client"
+)
+
+func newTokensCmd(a *app) *cobra.Command {
+	cmd := groupCmd("tokens", "Manage API tokens and their roles", "token")
+	cmd.AddCommand(
+		tokensListCmd(a),
+		tokensCreateCmd(a),
+		tokensDeleteCmd(a),
+	)
+	return cmd
+}
+
+func tokensListCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List API tokens (never their secrets), oldest first",
+		Args:    positional(),
+	}
+	lo := addListFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		l, err := fetchAll(cmd.Context(), lo, func(ctx context.Context, limit *int, cursor *string) (page[client.Token], error) {
+			resp, err := a.api.ListTokensWithResponse(ctx, &client.ListTokensParams{Limit: limit, Cursor: cursor})
+			if err := a.check(resp, err, http.StatusOK); err != nil {
+				return page[client.Token]{}, err
+			}
+			return page[client.Token]{resp.JSON200.Items, resp.JSON200.NextCursor, resp.Body}, nil
+		})
+		if err != nil {
+			return err
+		}
+		return printList(a, l, func(t *table, tk client.Token) {
+			t.row(tk.Id.String(), tk.Name, string(tk.Role), tk.Prefix, fmtTime(tk.CreatedAt), fmtTimePtr(tk.LastUsedAt))
+		}, "ID", "NAME", "ROLE", "PREFIX", "CREATED", "LAST USED")
+	}
+	return cmd
+}
+
+func tokensCreateCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create --name NAME --role ROLE",
+		Short: "Create an API token and print its secret, once",
+		Long: `Create an API token. Its secret is printed once and cannot be read again:
+the server keeps only a hash of it.
+
+Roles: viewer reads; operator also acts (switchover, maintenance); admin also
+configures and manages tokens.`,
+		Args: positional(),
+	}
+	var name string
+	role := newEnumFlag(string(client.Viewer), string(client.Operator), string(client.Admin))
+	cmd.Flags().StringVar(&name, "name", "", "token name, e.g. the tool or person using it")
+	cmd.Flags().Var(role, "role", "role of the token")
+	_ = cmd.MarkFlagRequired("name")
+	_ = cmd.MarkFlagRequired("role")
+	idem := addIdempotencyFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		key, err := idem.value(cmd)
+		if err != nil {
+			return err
+		}
+		body := client.TokenCreate{Name: name, Role: client.Role(role.value)}
+		resp, err := a.api.CreateTokenWithResponse(cmd.Context(), &client.CreateTokenParams{IdempotencyKey: &key}, body)
+		if err := a.check(resp, err, http.StatusCreated); err != nil {
+			return retryHint(err, key)
+		}
+		a.noteReplay(resp.HTTPResponse)
+		if a.jsonOutput() {
+			fmt.Fprintln(a.stderr, "warning: the secret is shown only in this answer; it will not be shown again")
+			return a.printJSON(resp.Body)
+		}
+		tk := resp.JSON201
+		w := a.stdout
+		fmt.Fprintf(w, "Token %s created.\n", tk.Name)
+		if err := printFields(w,
+			field{"ID", tk.Id.String()},
+			field{"Role", string(tk.Role)},
+			field{"Prefix", tk.Prefix},
+		); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nSECRET:\n\n    %s\n\n", tk.Secret)
+		fmt.Fprintln(w, "WARNING: store this secret now: it will not be shown again.")
+		fmt.Fprintln(w, "Use it as --token or "+envToken+".")
+		return nil
+	}
+	return cmd
+}
+
+func tokensDeleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete TOKEN",
+		Aliases: []string{"rm", "revoke"},
+		Short:   "Revoke an API token at once",
+		Long:    "Revoke an API token at once. Revoking the last admin token is refused (409).",
+		Args:    positional("TOKEN"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID("token id", args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := a.api.DeleteTokenWithResponse(cmd.Context(), id)
+			if err := a.check(resp, err, http.StatusNoContent); err != nil {
+				return err
+			}
+			return a.deleted("token %s revoked", id)
+		},
+	}
+}
