@@ -75,8 +75,10 @@ CREATE TABLE hierarchies (
     UNIQUE (cluster_id, id)
 );
 
--- A node may not be removed while a hierarchy names it (NO ACTION: checked
--- at the end of the statement, so deleting a whole cluster still cascades).
+-- A node may not be removed while a hierarchy names it: store.DeleteNode
+-- refuses that (naming the hierarchies) under the node's row lock, which
+-- hierarchy writes share. The foreign key cascades so that deleting a whole
+-- cluster removes nodes and hierarchies in any order.
 CREATE TABLE hierarchy_priorities (
     cluster_id   uuid NOT NULL,
     hierarchy_id uuid NOT NULL,
@@ -85,7 +87,7 @@ CREATE TABLE hierarchy_priorities (
     PRIMARY KEY (hierarchy_id, node_id),
     UNIQUE (hierarchy_id, priority),
     FOREIGN KEY (cluster_id, hierarchy_id) REFERENCES hierarchies (cluster_id, id) ON DELETE CASCADE,
-    FOREIGN KEY (cluster_id, node_id) REFERENCES nodes (cluster_id, id)
+    FOREIGN KEY (cluster_id, node_id) REFERENCES nodes (cluster_id, id) ON DELETE CASCADE
 );
 CREATE INDEX hierarchy_priorities_node_idx ON hierarchy_priorities (node_id);
 

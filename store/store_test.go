@@ -1,0 +1,315 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop/store"
+	"github.com/backstop-ha/backstop/store/pgtemp"
+	"github.com/backstop-ha/backstop/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtemp.RunTests(m)) }
+
+func actorCtx(t *testing.T) context.Context {
+	return cluster.WithActor(t.Context(), cluster.Actor{TokenID: "01a21687-0000-7000-8000-000000000001", Name: "test", Role: cluster.RoleAdmin})
+}
+
+func newCluster(t *testing.T, st *store.Store, name string) cluster.Cluster {
+	t.Helper()
+	c, err := st.CreateCluster(actorCtx(t), cluster.Cluster{Name: name, TimingProfile: cluster.ProfileLAN, Timing: cluster.Profiles[cluster.ProfileLAN],
+		SwitchbackDefault: cluster.SwitchbackIntelligent, Fencing: cluster.FencingSelf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newNode(t *testing.T, st *store.Store, c cluster.Cluster, name string) cluster.Node {
+	t.Helper()
+	n, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func vipHierarchy(c cluster.Cluster, name string, nodes ...cluster.Node) cluster.Hierarchy {
+	h := cluster.Hierarchy{ClusterID: c.ID, Name: name, Resources: []cluster.Resource{
+		{Name: "vip", Kind: cluster.KindIP, Params: map[string]any{"address": "198.18.1.50/24", "interface": "eth0"}},
+	}}
+	for i, n := range nodes {
+		h.Priorities = append(h.Priorities, cluster.Priority{NodeID: n.ID, Priority: i + 1})
+	}
+	return h
+}
+
+// Replicas starting together must apply each migration once and all come
+// up: golang-migrate's advisory lock serialises them.
+func TestMigrateConcurrently(t *testing.T) {
+	url := storetest.EmptyURL(t)
+	latest, err := store.LatestMigration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			st, err := store.Open(t.Context(), url)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer st.Close()
+			v, err := store.Migrate(t.Context(), st.Pool())
+			if err == nil && v != latest {
+				err = fmt.Errorf("version %d, want %d", v, latest)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("replica %d: %v", i, err)
+		}
+	}
+}
+
+// The 65th node is refused, also when the last ones race each other.
+func TestNodeLimit(t *testing.T) {
+	st := storetest.New(t)
+	c := newCluster(t, st, "big")
+	for i := range cluster.MaxNodes - 4 {
+		newNode(t, st, c, fmt.Sprintf("n%d", i))
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, limited := 0, 0
+	for i := range 8 {
+		wg.Go(func() {
+			_, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: fmt.Sprintf("race%d", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, cluster.ErrLimit):
+				limited++
+			default:
+				t.Errorf("create node: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 4 || limited != 4 {
+		t.Fatalf("created %d and refused %d of 8 racing nodes; want 4 and 4", ok, limited)
+	}
+}
+
+// A node named in priorities cannot be removed; the error names the
+// hierarchy. Deleting the cluster still removes everything.
+func TestDeleteNodeInUse(t *testing.T) {
+	st := storetest.New(t)
+	c := newCluster(t, st, "mail")
+	n1, n2 := newNode(t, st, c, "mx1"), newNode(t, st, c, "mx2")
+	if _, err := st.CreatePath(actorCtx(t), c.ID, cluster.PathEnd{NodeID: n1.ID, Address: "198.18.1.11"}, cluster.PathEnd{NodeID: n2.ID, Address: "198.18.1.12"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "web", n1, n2)); err != nil {
+		t.Fatal(err)
+	}
+	err := st.DeleteNode(actorCtx(t), c.ID, n2.ID, nil)
+	if !errors.Is(err, cluster.ErrConflict) || !strings.Contains(err.Error(), "web") {
+		t.Fatalf("DeleteNode = %v, want ErrConflict naming hierarchy web", err)
+	}
+	if err := st.DeleteCluster(actorCtx(t), c.ID, nil); err != nil {
+		t.Fatalf("DeleteCluster: %v", err)
+	}
+	if _, err := st.FindNodeByID(t.Context(), c.ID, n1.ID); !errors.Is(err, cluster.ErrNotFound) {
+		t.Fatalf("node after cluster delete: %v, want ErrNotFound", err)
+	}
+	var left int
+	if err := st.Pool().QueryRow(t.Context(), `SELECT (SELECT count(*) FROM paths) + (SELECT count(*) FROM hierarchy_priorities) + (SELECT count(*) FROM hierarchies)`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("rows left after cluster delete: %d (%v)", left, err)
+	}
+}
+
+// A refused hierarchy leaves nothing behind, audit record included.
+func TestCreateHierarchyAtomic(t *testing.T) {
+	st := storetest.New(t)
+	c := newCluster(t, st, "mail")
+	other := newCluster(t, st, "other")
+	n1, foreign := newNode(t, st, c, "mx1"), newNode(t, st, other, "mx9")
+	count := func() (n int) {
+		if err := st.Pool().QueryRow(t.Context(), `SELECT (SELECT count(*) FROM hierarchies) + (SELECT count(*) FROM hierarchy_priorities) + (SELECT count(*) FROM audit_log)`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	_, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "web", n1, foreign))
+	var ve *cluster.ValidationError
+	if !errors.As(err, &ve) || ve.Fields[0].Location != "/priorities/1/node_id" {
+		t.Fatalf("CreateHierarchy with a foreign node = %v, want a validation error at /priorities/1/node_id", err)
+	}
+	if after := count(); after != before {
+		t.Fatalf("rows grew from %d to %d after a refused create", before, after)
+	}
+}
+
+// Stale If-Match versions are refused and change nothing.
+func TestUpdateHierarchyIfMatch(t *testing.T) {
+	st := storetest.New(t)
+	c := newCluster(t, st, "mail")
+	n1 := newNode(t, st, c, "mx1")
+	h, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "web", n1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := "new"
+	v := h.Version
+	h2, err := st.UpdateHierarchy(actorCtx(t), c.ID, h.ID, &v, cluster.HierarchyUpdate{Description: &desc})
+	if err != nil || h2.Version != v+1 || h2.Description != "new" || len(h2.Priorities) != 1 {
+		t.Fatalf("update with the current version: %+v, %v", h2, err)
+	}
+	stale := "stale"
+	if _, err := st.UpdateHierarchy(actorCtx(t), c.ID, h.ID, &v, cluster.HierarchyUpdate{Description: &stale}); !errors.Is(err, cluster.ErrPreconditionFailed) {
+		t.Fatalf("update with a stale version = %v, want ErrPreconditionFailed", err)
+	}
+	got, err := st.FindHierarchyByID(t.Context(), c.ID, h.ID)
+	if err != nil || got.Description != "new" {
+		t.Fatalf("after the stale update: %q, %v", got.Description, err)
+	}
+}
+
+// Replicas starting together create one bootstrap token at most.
+func TestBootstrapTokenOnce(t *testing.T) {
+	st := storetest.New(t)
+	var wg sync.WaitGroup
+	secrets := make([]string, 4)
+	for i := range secrets {
+		wg.Go(func() {
+			s, err := st.EnsureBootstrapToken(t.Context(), "")
+			if err != nil {
+				t.Error(err)
+			}
+			secrets[i] = s
+		})
+	}
+	wg.Wait()
+	created := 0
+	for _, s := range secrets {
+		if s != "" {
+			created++
+			if _, err := st.Authenticate(t.Context(), s); err != nil {
+				t.Errorf("bootstrap secret does not authenticate: %v", err)
+			}
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d bootstrap tokens created, want 1", created)
+	}
+	if _, err := st.Authenticate(t.Context(), "bsk_nope"); !errors.Is(err, cluster.ErrUnauthenticated) {
+		t.Fatalf("unknown secret: %v, want ErrUnauthenticated", err)
+	}
+}
+
+// The last admin token cannot be revoked, so the API never locks itself out.
+func TestLastAdminToken(t *testing.T) {
+	st := storetest.New(t)
+	if _, err := st.EnsureBootstrapToken(t.Context(), ""); err != nil {
+		t.Fatal(err)
+	}
+	ts, _, err := st.ListTokens(t.Context(), cluster.Page{})
+	if err != nil || len(ts) != 1 {
+		t.Fatalf("tokens: %v %v", ts, err)
+	}
+	if err := st.DeleteToken(actorCtx(t), ts[0].ID); !errors.Is(err, cluster.ErrConflict) {
+		t.Fatalf("revoking the last admin: %v, want ErrConflict", err)
+	}
+	if _, _, err := st.CreateToken(actorCtx(t), "second", cluster.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteToken(actorCtx(t), ts[0].ID); err != nil {
+		t.Fatalf("revoking one of two admins: %v", err)
+	}
+}
+
+// Pages cover every item once, in order, and end without a cursor.
+func TestPagination(t *testing.T) {
+	st := storetest.New(t)
+	for i := range 7 {
+		newCluster(t, st, fmt.Sprintf("c%d", i))
+	}
+	seen := map[string]bool{}
+	p := cluster.Page{Limit: 3}
+	for pages := 1; ; pages++ {
+		cs, next, err := st.ListClusters(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if seen[c.ID] {
+				t.Fatalf("cluster %s seen twice", c.Name)
+			}
+			seen[c.ID] = true
+		}
+		if next == "" {
+			if pages != 3 || len(seen) != 7 {
+				t.Fatalf("%d pages, %d clusters; want 3 and 7", pages, len(seen))
+			}
+			break
+		}
+		p.Cursor = next
+	}
+	if _, _, err := st.ListClusters(t.Context(), cluster.Page{Limit: 3, Cursor: "!!"}); !errors.Is(err, cluster.ErrInvalid) {
+		t.Fatalf("bad cursor: %v, want ErrInvalid", err)
+	}
+}
+
+// An Idempotency-Key answers a repeat with the stored response, refuses
+// another body, and is released for a retry after a server error.
+func TestIdempotencyKeys(t *testing.T) {
+	st := storetest.New(t)
+	tok, _, err := st.CreateToken(actorCtx(t), "t", cluster.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	claim := func(hash string) (*cluster.StoredResponse, error) {
+		return st.ClaimIdempotencyKey(ctx, tok.ID, "k1", "POST", "/v1/clusters", []byte(hash))
+	}
+	if r, err := claim("a"); r != nil || err != nil {
+		t.Fatalf("first claim: %v %v", r, err)
+	}
+	if _, err := claim("a"); !errors.Is(err, cluster.ErrIdempotencyInProgress) {
+		t.Fatalf("claim while running: %v", err)
+	}
+	if err := st.CompleteIdempotencyKey(ctx, tok.ID, "k1", cluster.StoredResponse{Status: 201, Headers: map[string][]string{"Etag": {`"1"`}}, Body: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := claim("a")
+	if err != nil || r == nil || r.Status != 201 || r.Headers["Etag"][0] != `"1"` {
+		t.Fatalf("replay: %+v %v", r, err)
+	}
+	if _, err := claim("b"); !errors.Is(err, cluster.ErrInvalid) {
+		t.Fatalf("other body: %v, want ErrInvalid", err)
+	}
+	if _, err := st.ClaimIdempotencyKey(ctx, tok.ID, "k2", "POST", "/x", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ReleaseIdempotencyKey(ctx, tok.ID, "k2"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.ClaimIdempotencyKey(ctx, tok.ID, "k2", "POST", "/x", []byte("a")); r != nil || err != nil {
+		t.Fatalf("claim after release: %v %v", r, err)
+	}
+}
