@@ -1,0 +1,43 @@
+# Backstop: the two commands README.md promises, and their parts.
+GO ?= go
+GEN := openapi/api/api.gen.go openapi/client/client.gen.go
+
+.PHONY: demo test vet fmt-check generate generate-check build bench clean
+
+## demo: a local demo cluster on a throwaway PostgreSQL (Ctrl-C stops it)
+demo:
+	$(GO) run ./cmd/backstopd demo
+
+## test: vet, formatting, generated-code drift, then every test with -race
+test: vet fmt-check generate-check
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+generate:
+	$(GO) generate ./...
+
+## generate-check: regenerating from openapi/backstop.yaml must change
+## nothing, and go.mod must be tidy. Works on a dirty tree too: it compares
+## the generated files before and after, not against git.
+generate-check:
+	@before=$$(cat $(GEN) | sha256sum); \
+	$(GO) generate ./... || exit 1; \
+	after=$$(cat $(GEN) | sha256sum); \
+	if [ "$$before" != "$$after" ]; then \
+		echo "generated code was stale: go generate ./... updated $(GEN); commit the result"; exit 1; fi
+	$(GO) mod tidy -diff
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 5 ./server/
+
+clean:
+	rm -rf bin
