@@ -24,6 +24,81 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for CommandInfoAction.
+const (
+	CommandInfoActionBringInService   CommandInfoAction = "bring_in_service"
+	CommandInfoActionMoveIp           CommandInfoAction = "move_ip"
+	CommandInfoActionRestartResource  CommandInfoAction = "restart_resource"
+	CommandInfoActionTakeOutOfService CommandInfoAction = "take_out_of_service"
+)
+
+// Valid indicates whether the value is a known member of the CommandInfoAction enum.
+func (e CommandInfoAction) Valid() bool {
+	switch e {
+	case CommandInfoActionBringInService:
+		return true
+	case CommandInfoActionMoveIp:
+		return true
+	case CommandInfoActionRestartResource:
+		return true
+	case CommandInfoActionTakeOutOfService:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CommandResultStatus.
+const (
+	CommandResultStatusFailed    CommandResultStatus = "failed"
+	CommandResultStatusRejected  CommandResultStatus = "rejected"
+	CommandResultStatusSucceeded CommandResultStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the CommandResultStatus enum.
+func (e CommandResultStatus) Valid() bool {
+	switch e {
+	case CommandResultStatusFailed:
+		return true
+	case CommandResultStatusRejected:
+		return true
+	case CommandResultStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CommandStatus.
+const (
+	CommandStatusDelivered CommandStatus = "delivered"
+	CommandStatusExpired   CommandStatus = "expired"
+	CommandStatusFailed    CommandStatus = "failed"
+	CommandStatusQueued    CommandStatus = "queued"
+	CommandStatusRejected  CommandStatus = "rejected"
+	CommandStatusSucceeded CommandStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the CommandStatus enum.
+func (e CommandStatus) Valid() bool {
+	switch e {
+	case CommandStatusDelivered:
+		return true
+	case CommandStatusExpired:
+		return true
+	case CommandStatusFailed:
+		return true
+	case CommandStatusQueued:
+		return true
+	case CommandStatusRejected:
+		return true
+	case CommandStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FencingPolicy.
 const (
 	None FencingPolicy = "none"
@@ -44,25 +119,112 @@ func (e FencingPolicy) Valid() bool {
 
 // Defines values for NodeState.
 const (
-	Down        NodeState = "down"
-	Maintenance NodeState = "maintenance"
-	Pending     NodeState = "pending"
-	Unreachable NodeState = "unreachable"
-	Up          NodeState = "up"
+	NodeStateDown        NodeState = "down"
+	NodeStateMaintenance NodeState = "maintenance"
+	NodeStatePending     NodeState = "pending"
+	NodeStateUnreachable NodeState = "unreachable"
+	NodeStateUp          NodeState = "up"
 )
 
 // Valid indicates whether the value is a known member of the NodeState enum.
 func (e NodeState) Valid() bool {
 	switch e {
-	case Down:
+	case NodeStateDown:
 		return true
-	case Maintenance:
+	case NodeStateMaintenance:
 		return true
-	case Pending:
+	case NodeStatePending:
 		return true
-	case Unreachable:
+	case NodeStateUnreachable:
 		return true
-	case Up:
+	case NodeStateUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OperationKind.
+const (
+	OperationKindInService    OperationKind = "in_service"
+	OperationKindOutOfService OperationKind = "out_of_service"
+)
+
+// Valid indicates whether the value is a known member of the OperationKind enum.
+func (e OperationKind) Valid() bool {
+	switch e {
+	case OperationKindInService:
+		return true
+	case OperationKindOutOfService:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OperationState.
+const (
+	OperationStateFailed    OperationState = "failed"
+	OperationStatePending   OperationState = "pending"
+	OperationStateRunning   OperationState = "running"
+	OperationStateSucceeded OperationState = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the OperationState enum.
+func (e OperationState) Valid() bool {
+	switch e {
+	case OperationStateFailed:
+		return true
+	case OperationStatePending:
+		return true
+	case OperationStateRunning:
+		return true
+	case OperationStateSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PathReportState.
+const (
+	PathReportStateDown PathReportState = "down"
+	PathReportStateUp   PathReportState = "up"
+)
+
+// Valid indicates whether the value is a known member of the PathReportState enum.
+func (e PathReportState) Valid() bool {
+	switch e {
+	case PathReportStateDown:
+		return true
+	case PathReportStateUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlacementState.
+const (
+	PlacementStateFailed       PlacementState = "failed"
+	PlacementStateInService    PlacementState = "in_service"
+	PlacementStateOutOfService PlacementState = "out_of_service"
+	PlacementStateStarting     PlacementState = "starting"
+	PlacementStateStopping     PlacementState = "stopping"
+)
+
+// Valid indicates whether the value is a known member of the PlacementState enum.
+func (e PlacementState) Valid() bool {
+	switch e {
+	case PlacementStateFailed:
+		return true
+	case PlacementStateInService:
+		return true
+	case PlacementStateOutOfService:
+		return true
+	case PlacementStateStarting:
+		return true
+	case PlacementStateStopping:
 		return true
 	default:
 		return false
@@ -126,6 +288,33 @@ func (e Role) Valid() bool {
 	}
 }
 
+// Defines values for StepResultAction.
+const (
+	StepResultActionMoveIp       StepResultAction = "move_ip"
+	StepResultActionRestart      StepResultAction = "restart"
+	StepResultActionRollbackStop StepResultAction = "rollback_stop"
+	StepResultActionStart        StepResultAction = "start"
+	StepResultActionStop         StepResultAction = "stop"
+)
+
+// Valid indicates whether the value is a known member of the StepResultAction enum.
+func (e StepResultAction) Valid() bool {
+	switch e {
+	case StepResultActionMoveIp:
+		return true
+	case StepResultActionRestart:
+		return true
+	case StepResultActionRollbackStop:
+		return true
+	case StepResultActionStart:
+		return true
+	case StepResultActionStop:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SwitchbackPolicy.
 const (
 	Automatic   SwitchbackPolicy = "automatic"
@@ -166,6 +355,72 @@ func (e TimingProfile) Valid() bool {
 	default:
 		return false
 	}
+}
+
+// AgentConfig The desired configuration of one node.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","fencing":"self","hierarchies":[],"node_id":"0195f7a4-1111-7000-8000-000000000001","path_key":"c2VjcmV0","paths":[],"peers":[],"signing_keys":[],"timing":{"deep_check_interval_ms":5000,"heartbeat_ms":250,"lease_ttl_ms":1000,"path_dead_after":3,"path_heartbeat_ms":200,"quick_check_interval_ms":500,"server_grace_ms":250},"version":3}
+type AgentConfig struct {
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// Fencing `self`: an isolated agent fences itself; `none`: external fencing.
+	//
+	// Example: self
+	Fencing FencingPolicy `json:"fencing"`
+
+	// Hierarchies Hierarchies with a priority for this node.
+	Hierarchies []Hierarchy `json:"hierarchies"`
+
+	// NodeId This node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// PathKey Per-cluster key that authenticates path heartbeats (HMAC-SHA256).
+	//
+	// Example: c2VjcmV0
+	PathKey []byte `json:"path_key"`
+
+	// Paths Directed paths from and to this node.
+	Paths []Path `json:"paths"`
+
+	// Peers Every other node of the cluster.
+	Peers []AgentPeer `json:"peers"`
+
+	// SigningKeys Command-signing keys; new ones endorsed by a trusted key.
+	SigningKeys []SigningKey `json:"signing_keys"`
+
+	// Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
+	// `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
+	// `server_grace_ms` ≥ `heartbeat_ms`; `deep_check_interval_ms` ≥
+	// `quick_check_interval_ms`.
+	//
+	//
+	// Example: {"deep_check_interval_ms":5000,"heartbeat_ms":250,"lease_ttl_ms":1000,"path_dead_after":3,"path_heartbeat_ms":200,"quick_check_interval_ms":500,"server_grace_ms":250}
+	Timing Timing `json:"timing"`
+
+	// Version Increases whenever anything below changes.
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// AgentPeer Another node of the cluster.
+//
+// Example: {"name":"mx2","node_id":"0195f7a4-1111-7000-8000-000000000002"}
+type AgentPeer struct {
+	// Name Its name.
+	//
+	// Example: mx2
+	Name string `json:"name"`
+
+	// NodeId Peer node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId openapi_types.UUID `json:"node_id"`
 }
 
 // AuditList A page of audit records.
@@ -229,6 +484,26 @@ type AuditRecord struct {
 	//
 	// Example: hierarchy
 	TargetType string `json:"target_type"`
+}
+
+// CheckResult The last result of a check.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","ok":true}
+type CheckResult struct {
+	// At When it ran (agent clock).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// Detail What failed.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Ok Passed.
+	//
+	// Example: true
+	Ok bool `json:"ok"`
 }
 
 // CheckSettings Interval and timeout of a check; the timeout must be below the
@@ -415,10 +690,242 @@ type ClusterPatch struct {
 	TimingProfile *TimingProfile `json:"timing_profile,omitempty"`
 }
 
+// CommandBatch Commands for this node.
+//
+// Example: {"commands":[]}
+type CommandBatch struct {
+	// Commands Oldest first.
+	Commands []Envelope `json:"commands"`
+}
+
+// CommandInfo A signed command and what became of it.
+//
+// Example: {"action":"bring_in_service","cluster_id":"0195f7a4-0000-7000-8000-000000000001","epoch":4,"expires_at":"2026-11-26T06:00:30Z","hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","id":"0195f7a4-6666-7000-8000-000000000001","issued_at":"2026-11-26T06:00:00Z","key_id":"k-0195f7a4","node_id":"0195f7a4-1111-7000-8000-000000000001","status":"succeeded","term":1}
+type CommandInfo struct {
+	// Action The command's action.
+	//
+	// Example: bring_in_service
+	Action CommandInfoAction `json:"action"`
+
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// CompletedAt Result received at.
+	//
+	// Example: 2026-11-26T06:00:01Z
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+
+	// Detail Agent's detail.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Placement epoch.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// ExpiresAt Agents refuse it after this.
+	//
+	// Example: 2026-11-26T06:00:30Z
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Id Command id.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// IssuedAt Signed at.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	IssuedAt time.Time `json:"issued_at"`
+
+	// KeyId Signing key id.
+	//
+	// Example: k-0195f7a4
+	KeyId string `json:"key_id"`
+
+	// NodeId Addressed node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// RejectionReason The agent's reason code when rejected.
+	//
+	// Example: stale_epoch
+	RejectionReason *string `json:"rejection_reason,omitempty"`
+
+	// Status `queued`, `delivered`, `succeeded`, `failed` (a step failed), `rejected` (the agent refused it) or `expired` (never delivered in time).
+	//
+	// Example: succeeded
+	Status CommandStatus `json:"status"`
+
+	// Term Leader term.
+	//
+	// Example: 1
+	Term int64 `json:"term"`
+}
+
+// CommandInfoAction The command's action.
+//
+// Example: bring_in_service
+type CommandInfoAction string
+
+// CommandList A page of commands.
+//
+// Example: {"items":[]}
+type CommandList struct {
+	// Items The commands.
+	Items []CommandInfo `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// CommandResult The outcome of a command on the agent.
+//
+// Example: {"status":"succeeded","steps":[{"action":"start","duration_ms":12,"ok":true,"resource":"vip"}]}
+type CommandResult struct {
+	// Detail Human detail.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Reason Rejection reason code (`bad_signature`, `unknown_key`, `wrong_node`, `wrong_cluster`, `expired`, `replay`, `stale_epoch`, `stale_term`, `malformed`).
+	//
+	// Example: stale_epoch
+	Reason *string `json:"reason,omitempty"`
+
+	// Status `succeeded`, `failed` (a step failed; what was brought up was rolled back) or `rejected` (refused before running).
+	//
+	// Example: succeeded
+	Status CommandResultStatus `json:"status"`
+
+	// Steps Per-step results.
+	Steps *[]StepResult `json:"steps,omitempty"`
+}
+
+// CommandResultStatus `succeeded`, `failed` (a step failed; what was brought up was rolled back) or `rejected` (refused before running).
+//
+// Example: succeeded
+type CommandResultStatus string
+
+// CommandStatus `queued`, `delivered`, `succeeded`, `failed` (a step failed), `rejected` (the agent refused it) or `expired` (never delivered in time).
+//
+// Example: succeeded
+type CommandStatus string
+
 // Description Free text for operators.
 //
 // Example: Postfix for example.com
 type Description = string
+
+// EnrollRequest An agent's enrollment.
+//
+// Example: {"enrollment_token":"bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff.AbCdEfGhIjKlMnOp","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"},"public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}
+type EnrollRequest struct {
+	// EnrollmentToken The node's one-time enrollment token.
+	//
+	// Example: bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff.AbCdEfGhIjKlMnOp
+	EnrollmentToken string `json:"enrollment_token"`
+
+	// Facts What the agent found about its host; mixed platforms are fine.
+	//
+	// Example: {"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","interfaces":[],"kernel":"6.1.0-18-amd64","os":"linux"}
+	Facts HostFacts `json:"facts"`
+
+	// PublicKey The agent's Ed25519 public key (base64).
+	//
+	// Example: 11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+	PublicKey []byte `json:"public_key"`
+}
+
+// Enrollment The answer to an enrollment.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","credential":"bsa_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff","node_id":"0195f7a4-1111-7000-8000-000000000001","node_name":"mx1","signing_keys":[]}
+type Enrollment struct {
+	// ClusterId Its cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// Credential The agent credential (`Authorization: Bearer`); shown only here.
+	//
+	// Example: bsa_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
+	Credential string `json:"credential"`
+
+	// NodeId This node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// NodeName The node's name.
+	//
+	// Example: mx1
+	NodeName string `json:"node_name"`
+
+	// SigningKeys Keys that sign commands.
+	SigningKeys []SigningKey `json:"signing_keys"`
+}
+
+// Envelope A signed command as delivered.
+//
+// Example: {"command_id":"0195f7a4-6666-7000-8000-000000000001","key_id":"k-0195f7a4","payload":"eyJpZCI6IjAxOTUifQ==","signature":"c2lnbmF0dXJl"}
+type Envelope struct {
+	// CommandId The command id, to report the result under.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	CommandId openapi_types.UUID `json:"command_id"`
+
+	// KeyId Signing key id.
+	//
+	// Example: k-0195f7a4
+	KeyId string `json:"key_id"`
+
+	// Payload Canonical command bytes (base64).
+	//
+	// Example: eyJpZCI6IjAxOTUifQ==
+	Payload []byte `json:"payload"`
+
+	// Signature Ed25519 signature (base64).
+	//
+	// Example: c2lnbmF0dXJl
+	Signature []byte `json:"signature"`
+}
+
+// FenceReport A self-fencing this agent did, reported when it reconnects.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","duration_ms":3.2,"hierarchies":[],"reason":"lease expired and 1 of 3 nodes visible"}
+type FenceReport struct {
+	// At When (agent clock).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// DurationMs How long the fast kill took.
+	//
+	// Example: 3.2
+	DurationMs *float32 `json:"duration_ms,omitempty"`
+
+	// Hierarchies Hierarchies fenced.
+	//
+	// Example: ["0195f7a4-3333-7000-8000-000000000001"]
+	Hierarchies []openapi_types.UUID `json:"hierarchies"`
+
+	// Reason Why.
+	//
+	// Example: lease expired and 1 of 3 nodes visible
+	Reason string `json:"reason"`
+}
 
 // FencingPolicy `self`: an isolated agent fences itself; `none`: external fencing.
 //
@@ -455,9 +962,51 @@ type Health struct {
 	Status string `json:"status"`
 }
 
+// Heartbeat An agent's heartbeat.
+//
+// Example: {"config_version":3,"hierarchies":[],"paths":[],"resources":[]}
+type Heartbeat struct {
+	// ConfigVersion Version of the configuration the agent applies.
+	//
+	// Example: 3
+	ConfigVersion int64 `json:"config_version"`
+
+	// Fences Self-fencings not yet reported.
+	Fences *[]FenceReport `json:"fences,omitempty"`
+
+	// Hierarchies Local state of each hierarchy this node knows.
+	Hierarchies *[]HierarchyReport `json:"hierarchies,omitempty"`
+
+	// Paths Peer reachability per path.
+	Paths *[]PathReport `json:"paths,omitempty"`
+
+	// Resources Health of in-service resources.
+	Resources *[]ResourceHealth `json:"resources,omitempty"`
+}
+
+// HeartbeatAck The server's answer to a heartbeat.
+//
+// Example: {"config_version":3,"lease_ttl_ms":1000,"term":1}
+type HeartbeatAck struct {
+	// ConfigVersion Newest configuration version; fetch it when it differs.
+	//
+	// Example: 3
+	ConfigVersion int64 `json:"config_version"`
+
+	// LeaseTtlMs Lease length from the send time of this heartbeat.
+	//
+	// Example: 1000
+	LeaseTtlMs int `json:"lease_ttl_ms"`
+
+	// Term Current leader term.
+	//
+	// Example: 1
+	Term int64 `json:"term"`
+}
+
 // Hierarchy A protected application.
 //
-// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","exclusivity_group":"","id":"0195f7a4-3333-7000-8000-000000000001","name":"web","priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"deep_check":{"interval_ms":5000,"timeout_ms":2500},"depends_on":[],"kind":"ip","local_recovery":{"max_restarts":3,"window_s":300},"name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"},"quick_check":{"interval_ms":500,"timeout_ms":250}}],"switchback":"intelligent","updated_at":"2026-11-26T06:00:00Z","version":1}
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","exclusivity_group":"","id":"0195f7a4-3333-7000-8000-000000000001","name":"web","placement":{"epoch":0,"state":"out_of_service","updated_at":"2026-11-26T06:00:00Z"},"priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"deep_check":{"interval_ms":5000,"timeout_ms":2500},"depends_on":[],"kind":"ip","local_recovery":{"max_restarts":3,"window_s":300},"name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"},"quick_check":{"interval_ms":500,"timeout_ms":250}}],"switchback":"intelligent","updated_at":"2026-11-26T06:00:00Z","version":1}
 type Hierarchy struct {
 	// ClusterId Owning cluster.
 	//
@@ -488,6 +1037,11 @@ type Hierarchy struct {
 	//
 	// Example: mail
 	Name Name `json:"name"`
+
+	// Placement Which node the hierarchy is in service on, with the epoch that increases at every move.
+	//
+	// Example: {"epoch":4,"node_id":"0195f7a4-1111-7000-8000-000000000001","state":"in_service","updated_at":"2026-11-26T06:00:00Z"}
+	Placement Placement `json:"placement"`
 
 	// Priorities Priorities, lowest number first.
 	Priorities []Priority `json:"priorities"`
@@ -561,6 +1115,31 @@ type HierarchyPatch struct {
 	Switchback *SwitchbackPolicy `json:"switchback,omitempty"`
 }
 
+// HierarchyReport The local state of a hierarchy on this node.
+//
+// Example: {"epoch":4,"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","state":"in_service"}
+type HierarchyReport struct {
+	// Detail Why (for failed).
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Newest epoch applied.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// State Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+	//
+	// Example: in_service
+	State PlacementState `json:"state"`
+}
+
 // HierarchySpec A whole hierarchy definition.
 //
 // Example: {"name":"web","priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"kind":"ip","name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"}}]}
@@ -595,6 +1174,59 @@ type HierarchySpec struct {
 	Switchback *SwitchbackPolicy `json:"switchback,omitempty"`
 }
 
+// HostFacts What the agent found about its host; mixed platforms are fine.
+//
+// Example: {"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","interfaces":[],"kernel":"6.1.0-18-amd64","os":"linux"}
+type HostFacts struct {
+	// AgentVersion backstop-agent version.
+	//
+	// Example: 0.1.0
+	AgentVersion string `json:"agent_version"`
+
+	// Arch CPU architecture.
+	//
+	// Example: amd64
+	Arch string `json:"arch"`
+
+	// Hostname Host name.
+	//
+	// Example: mx1
+	Hostname string `json:"hostname"`
+
+	// Interfaces Network interfaces.
+	Interfaces *[]HostInterface `json:"interfaces,omitempty"`
+
+	// Kernel Kernel release.
+	//
+	// Example: 6.1.0-18-amd64
+	Kernel *string `json:"kernel,omitempty"`
+
+	// Os Operating system.
+	//
+	// Example: linux
+	Os string `json:"os"`
+}
+
+// HostInterface A network interface of the host.
+//
+// Example: {"addresses":["198.18.1.11/24"],"mac":"02:00:00:00:00:01","name":"eth0"}
+type HostInterface struct {
+	// Addresses Addresses in CIDR form.
+	//
+	// Example: ["198.18.1.11/24"]
+	Addresses *[]string `json:"addresses,omitempty"`
+
+	// Mac Hardware address.
+	//
+	// Example: 02:00:00:00:00:01
+	Mac *string `json:"mac,omitempty"`
+
+	// Name Interface name.
+	//
+	// Example: eth0
+	Name string `json:"name"`
+}
+
 // LocalRecovery Restart a failed resource up to `max_restarts` times within `window_s` before failing the hierarchy over.
 //
 // Example: {"max_restarts":3,"window_s":300}
@@ -619,6 +1251,11 @@ type Name = string
 //
 // Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","id":"0195f7a4-1111-7000-8000-000000000001","name":"mx1","state":"pending","updated_at":"2026-11-26T06:00:00Z","version":1}
 type Node struct {
+	// Agent The node's enrolled agent, once it enrolled.
+	//
+	// Example: {"enrolled_at":"2026-11-26T06:00:00Z","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"}}
+	Agent *NodeAgent `json:"agent,omitempty"`
+
 	// ClusterId Owning cluster.
 	//
 	// Example: 0195f7a4-0000-7000-8000-000000000001
@@ -663,6 +1300,26 @@ type Node struct {
 	Version int64 `json:"version"`
 }
 
+// NodeAgent The node's enrolled agent, once it enrolled.
+//
+// Example: {"enrolled_at":"2026-11-26T06:00:00Z","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"}}
+type NodeAgent struct {
+	// EnrolledAt Enrollment time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	EnrolledAt time.Time `json:"enrolled_at"`
+
+	// Facts What the agent found about its host; mixed platforms are fine.
+	//
+	// Example: {"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","interfaces":[],"kernel":"6.1.0-18-amd64","os":"linux"}
+	Facts HostFacts `json:"facts"`
+
+	// LastHeartbeatAt Last heartbeat received (server clock).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+}
+
 // NodeCreate A new node.
 //
 // Example: {"name":"mx1"}
@@ -680,6 +1337,11 @@ type NodeCreate struct {
 
 // NodeCreated A new node with its one-time enrollment token.
 type NodeCreated struct {
+	// Agent The node's enrolled agent, once it enrolled.
+	//
+	// Example: {"enrolled_at":"2026-11-26T06:00:00Z","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"}}
+	Agent *NodeAgent `json:"agent,omitempty"`
+
 	// ClusterId Owning cluster.
 	//
 	// Example: 0195f7a4-0000-7000-8000-000000000001
@@ -768,6 +1430,79 @@ type NodePatch struct {
 //
 // Example: pending
 type NodeState string
+
+// Operation A placement action requested by an operator, followed to its end.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","command_id":"0195f7a4-6666-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","epoch":4,"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","id":"0195f7a4-5555-7000-8000-000000000001","kind":"in_service","node_id":"0195f7a4-1111-7000-8000-000000000001","state":"succeeded","steps":[{"action":"start","duration_ms":12,"ok":true,"resource":"vip"}],"updated_at":"2026-11-26T06:00:01Z"}
+type Operation struct {
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// CommandId The signed command sent to the agent.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	CommandId *openapi_types.UUID `json:"command_id,omitempty"`
+
+	// CreatedAt Requested at.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Detail Why it failed; a rejected command gives the agent's reason.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Epoch of the placement change.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Id Operation id.
+	//
+	// Example: 0195f7a4-5555-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// Kind What was asked.
+	//
+	// Example: in_service
+	Kind OperationKind `json:"kind"`
+
+	// NodeId Node the command went to.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// State `pending` (queued for the agent), `running` (delivered), `succeeded` or `failed`.
+	//
+	// Example: running
+	State OperationState `json:"state"`
+
+	// Steps Per-step results reported by the agent.
+	Steps []StepResult `json:"steps"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:01Z
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// OperationKind What was asked.
+//
+// Example: in_service
+type OperationKind string
+
+// OperationState `pending` (queued for the agent), `running` (delivered), `succeeded` or `failed`.
+//
+// Example: running
+type OperationState string
 
 // Path One direction of a communication path.
 //
@@ -887,6 +1622,86 @@ type PathPair struct {
 	Reverse Path `json:"reverse"`
 }
 
+// PathReport What this node sees of a peer over one communication path.
+//
+// Example: {"loss":0,"path_id":"0195f7a4-2222-7000-8000-000000000001","peer_node_id":"0195f7a4-1111-7000-8000-000000000002","rtt_ms":0.4,"state":"up"}
+type PathReport struct {
+	// Loss Fraction of heartbeats lost recently.
+	//
+	// Example: 0
+	Loss *float32 `json:"loss,omitempty"`
+
+	// PathId The directed path from this node.
+	//
+	// Example: 0195f7a4-2222-7000-8000-000000000001
+	PathId openapi_types.UUID `json:"path_id"`
+
+	// PeerNodeId The peer.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	PeerNodeId openapi_types.UUID `json:"peer_node_id"`
+
+	// RttMs Smoothed round-trip time.
+	//
+	// Example: 0.4
+	RttMs *float32 `json:"rtt_ms,omitempty"`
+
+	// State Whether authenticated heartbeats arrive.
+	//
+	// Example: up
+	State PathReportState `json:"state"`
+}
+
+// PathReportState Whether authenticated heartbeats arrive.
+//
+// Example: up
+type PathReportState string
+
+// Placement Which node the hierarchy is in service on, with the epoch that increases at every move.
+//
+// Example: {"epoch":4,"node_id":"0195f7a4-1111-7000-8000-000000000001","state":"in_service","updated_at":"2026-11-26T06:00:00Z"}
+type Placement struct {
+	// Detail Why the state is what it is (for `failed`, what failed).
+	//
+	// Example: step postfix/start failed: exit status 1
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Increases at every placement change; agents refuse commands of older epochs.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// NodeId The node; absent when the hierarchy was never placed.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// State Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+	//
+	// Example: in_service
+	State PlacementState `json:"state"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// PlacementRequest The node to bring the hierarchy in service on.
+//
+// Example: {"node_id":"0195f7a4-1111-7000-8000-000000000001"}
+type PlacementRequest struct {
+	// NodeId A node with a priority for the hierarchy.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+}
+
+// PlacementState Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+//
+// Example: in_service
+type PlacementState string
+
 // Priority A node's priority for a hierarchy (1 = primary, 2 = first backup, ...).
 //
 // Example: {"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}
@@ -993,6 +1808,41 @@ type Resource struct {
 	QuickCheck CheckSettings `json:"quick_check"`
 }
 
+// ResourceHealth Health of one in-service resource.
+//
+// Example: {"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","quick":{"at":"2026-11-26T06:00:00Z","ok":true},"resource":"postfix","restarts":0}
+type ResourceHealth struct {
+	// CheckFailures Failed checks since the agent started.
+	//
+	// Example: 2
+	CheckFailures *int64 `json:"check_failures,omitempty"`
+
+	// Deep The last result of a check.
+	//
+	// Example: {"at":"2026-11-26T06:00:00Z","ok":true}
+	Deep *CheckResult `json:"deep,omitempty"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Quick The last result of a check.
+	//
+	// Example: {"at":"2026-11-26T06:00:00Z","ok":true}
+	Quick *CheckResult `json:"quick,omitempty"`
+
+	// Resource Resource name.
+	//
+	// Example: postfix
+	Resource string `json:"resource"`
+
+	// Restarts Local restarts within the current window.
+	//
+	// Example: 1
+	Restarts *int `json:"restarts,omitempty"`
+}
+
 // ResourceKind The kit that manages the resource. `params` by kind:
 // * `ip`: `address` (CIDR, required), `interface` (required), `backup_interfaces` (list)
 // * `volume`: `source` (device or directory, required), `target` (absolute path, required), `fstype`, `options`
@@ -1063,6 +1913,89 @@ type ResourceSpec struct {
 //
 // Example: operator
 type Role string
+
+// SigningKey A command-signing public key.
+//
+// Example: {"active":true,"created_at":"2026-11-26T06:00:00Z","fingerprint":"AbCdEfGhIjKlMnOp","key_id":"k-0195f7a4","public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}
+type SigningKey struct {
+	// Active Signs new commands.
+	//
+	// Example: true
+	Active bool `json:"active"`
+
+	// CreatedAt Created at.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// EndorsedBy Key id that endorsed this one at rotation.
+	//
+	// Example: k-0195f7a3
+	EndorsedBy *string `json:"endorsed_by,omitempty"`
+
+	// Endorsement Signature by `endorsed_by` over the key id and public key.
+	//
+	// Example: c2lnbmF0dXJl
+	Endorsement *[]byte `json:"endorsement,omitempty"`
+
+	// Fingerprint Digest embedded in enrollment tokens.
+	//
+	// Example: AbCdEfGhIjKlMnOp
+	Fingerprint string `json:"fingerprint"`
+
+	// KeyId Key id carried by envelopes.
+	//
+	// Example: k-0195f7a4
+	KeyId string `json:"key_id"`
+
+	// PublicKey Ed25519 public key (base64).
+	//
+	// Example: 11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+	PublicKey []byte `json:"public_key"`
+}
+
+// SigningKeyList The signing keys.
+//
+// Example: {"items":[]}
+type SigningKeyList struct {
+	// Items The keys.
+	Items []SigningKey `json:"items"`
+}
+
+// StepResult The outcome of one step of a command on the agent.
+//
+// Example: {"action":"start","duration_ms":12,"ok":true,"resource":"vip"}
+type StepResult struct {
+	// Action What was done to it.
+	//
+	// Example: start
+	Action StepResultAction `json:"action"`
+
+	// Detail Error or note.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// DurationMs Step duration.
+	//
+	// Example: 12
+	DurationMs *int64 `json:"duration_ms,omitempty"`
+
+	// Ok Whether the step succeeded.
+	//
+	// Example: true
+	Ok bool `json:"ok"`
+
+	// Resource Resource name.
+	//
+	// Example: vip
+	Resource string `json:"resource"`
+}
+
+// StepResultAction What was done to it.
+//
+// Example: start
+type StepResultAction string
 
 // SwitchbackPolicy `intelligent` keeps a hierarchy where it is when a higher-priority
 // node returns (an event says a switchback is possible); `automatic`
@@ -1249,6 +2182,12 @@ type PathID = openapi_types.UUID
 // TokenID defines model for TokenID.
 type TokenID = openapi_types.UUID
 
+// AgentPollCommandsParams defines parameters for AgentPollCommands.
+type AgentPollCommandsParams struct {
+	// Wait Longest wait in milliseconds.
+	Wait *int `form:"wait,omitempty" json:"wait,omitempty"`
+}
+
 // ListAuditParams defines parameters for ListAudit.
 type ListAuditParams struct {
 	// Limit Page size.
@@ -1286,6 +2225,18 @@ type UpdateClusterParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// ListCommandsParams defines parameters for ListCommands.
+type ListCommandsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// NodeId Only commands for this node.
+	NodeId *openapi_types.UUID `form:"node_id,omitempty" json:"node_id,omitempty"`
+}
+
 // ListHierarchiesParams defines parameters for ListHierarchies.
 type ListHierarchiesParams struct {
 	// Limit Page size.
@@ -1318,6 +2269,20 @@ type UpdateHierarchyParams struct {
 type ReplaceHierarchyParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// BringHierarchyInServiceParams defines parameters for BringHierarchyInService.
+type BringHierarchyInServiceParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// TakeHierarchyOutOfServiceParams defines parameters for TakeHierarchyOutOfService.
+type TakeHierarchyOutOfServiceParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListNodesParams defines parameters for ListNodes.
@@ -1370,6 +2335,13 @@ type DeletePathParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// RotateSigningKeyParams defines parameters for RotateSigningKey.
+type RotateSigningKeyParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListTokensParams defines parameters for ListTokens.
 type ListTokensParams struct {
 	// Limit Page size.
@@ -1386,6 +2358,15 @@ type CreateTokenParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// AgentCommandResultJSONRequestBody defines body for AgentCommandResult for application/json ContentType.
+type AgentCommandResultJSONRequestBody = CommandResult
+
+// AgentEnrollJSONRequestBody defines body for AgentEnroll for application/json ContentType.
+type AgentEnrollJSONRequestBody = EnrollRequest
+
+// AgentHeartbeatJSONRequestBody defines body for AgentHeartbeat for application/json ContentType.
+type AgentHeartbeatJSONRequestBody = Heartbeat
+
 // CreateClusterJSONRequestBody defines body for CreateCluster for application/json ContentType.
 type CreateClusterJSONRequestBody = ClusterCreate
 
@@ -1401,6 +2382,9 @@ type UpdateHierarchyJSONRequestBody = HierarchyPatch
 // ReplaceHierarchyJSONRequestBody defines body for ReplaceHierarchy for application/json ContentType.
 type ReplaceHierarchyJSONRequestBody = HierarchySpec
 
+// BringHierarchyInServiceJSONRequestBody defines body for BringHierarchyInService for application/json ContentType.
+type BringHierarchyInServiceJSONRequestBody = PlacementRequest
+
 // CreateNodeJSONRequestBody defines body for CreateNode for application/json ContentType.
 type CreateNodeJSONRequestBody = NodeCreate
 
@@ -1415,6 +2399,21 @@ type CreateTokenJSONRequestBody = TokenCreate
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
+	// AgentPollCommands Long-poll for commands
+	// (GET /agent/v1/commands)
+	AgentPollCommands(w http.ResponseWriter, r *http.Request, params AgentPollCommandsParams)
+	// AgentCommandResult Report a command's outcome
+	// (POST /agent/v1/commands/{command_id}/result)
+	AgentCommandResult(w http.ResponseWriter, r *http.Request, commandId openapi_types.UUID)
+	// AgentConfig Desired configuration of this node
+	// (GET /agent/v1/config)
+	AgentConfig(w http.ResponseWriter, r *http.Request)
+	// AgentEnroll Enroll an agent
+	// (POST /agent/v1/enroll)
+	AgentEnroll(w http.ResponseWriter, r *http.Request)
+	// AgentHeartbeat Renew the node lease and report health
+	// (POST /agent/v1/heartbeat)
+	AgentHeartbeat(w http.ResponseWriter, r *http.Request)
 	// GetHealthz Liveness
 	// (GET /healthz)
 	GetHealthz(w http.ResponseWriter, r *http.Request)
@@ -1445,6 +2444,9 @@ type ServerInterface interface {
 	// UpdateCluster Update a cluster
 	// (PATCH /v1/clusters/{cluster_id})
 	UpdateCluster(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params UpdateClusterParams)
+	// ListCommands List signed commands
+	// (GET /v1/clusters/{cluster_id}/commands)
+	ListCommands(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListCommandsParams)
 	// ListHierarchies List hierarchies
 	// (GET /v1/clusters/{cluster_id}/hierarchies)
 	ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams)
@@ -1463,6 +2465,12 @@ type ServerInterface interface {
 	// ReplaceHierarchy Replace a hierarchy
 	// (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	ReplaceHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ReplaceHierarchyParams)
+	// BringHierarchyInService Bring a hierarchy in service on a node
+	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service)
+	BringHierarchyInService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params BringHierarchyInServiceParams)
+	// TakeHierarchyOutOfService Take a hierarchy out of service
+	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service)
+	TakeHierarchyOutOfService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params TakeHierarchyOutOfServiceParams)
 	// ListNodes List nodes
 	// (GET /v1/clusters/{cluster_id}/nodes)
 	ListNodes(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListNodesParams)
@@ -1490,6 +2498,15 @@ type ServerInterface interface {
 	// GetPath Get a directed path
 	// (GET /v1/clusters/{cluster_id}/paths/{path_id})
 	GetPath(w http.ResponseWriter, r *http.Request, clusterId ClusterID, pathId PathID)
+	// GetOperation Follow an operation
+	// (GET /v1/operations/{operation_id})
+	GetOperation(w http.ResponseWriter, r *http.Request, operationId openapi_types.UUID)
+	// ListSigningKeys List command-signing keys
+	// (GET /v1/signing-keys)
+	ListSigningKeys(w http.ResponseWriter, r *http.Request)
+	// RotateSigningKey Rotate the command-signing key
+	// (POST /v1/signing-keys/rotate)
+	RotateSigningKey(w http.ResponseWriter, r *http.Request, params RotateSigningKeyParams)
 	// ListTokens List API tokens
 	// (GET /v1/tokens)
 	ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams)
@@ -1504,6 +2521,36 @@ type ServerInterface interface {
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
 
 type Unimplemented struct{}
+
+// AgentPollCommands Long-poll for commands
+// (GET /agent/v1/commands)
+func (_ Unimplemented) AgentPollCommands(w http.ResponseWriter, r *http.Request, params AgentPollCommandsParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// AgentCommandResult Report a command's outcome
+// (POST /agent/v1/commands/{command_id}/result)
+func (_ Unimplemented) AgentCommandResult(w http.ResponseWriter, r *http.Request, commandId openapi_types.UUID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// AgentConfig Desired configuration of this node
+// (GET /agent/v1/config)
+func (_ Unimplemented) AgentConfig(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// AgentEnroll Enroll an agent
+// (POST /agent/v1/enroll)
+func (_ Unimplemented) AgentEnroll(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// AgentHeartbeat Renew the node lease and report health
+// (POST /agent/v1/heartbeat)
+func (_ Unimplemented) AgentHeartbeat(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
 
 // GetHealthz Liveness
 // (GET /healthz)
@@ -1565,6 +2612,12 @@ func (_ Unimplemented) UpdateCluster(w http.ResponseWriter, r *http.Request, clu
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// ListCommands List signed commands
+// (GET /v1/clusters/{cluster_id}/commands)
+func (_ Unimplemented) ListCommands(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListCommandsParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // ListHierarchies List hierarchies
 // (GET /v1/clusters/{cluster_id}/hierarchies)
 func (_ Unimplemented) ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams) {
@@ -1598,6 +2651,18 @@ func (_ Unimplemented) UpdateHierarchy(w http.ResponseWriter, r *http.Request, c
 // ReplaceHierarchy Replace a hierarchy
 // (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 func (_ Unimplemented) ReplaceHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ReplaceHierarchyParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// BringHierarchyInService Bring a hierarchy in service on a node
+// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service)
+func (_ Unimplemented) BringHierarchyInService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params BringHierarchyInServiceParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TakeHierarchyOutOfService Take a hierarchy out of service
+// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service)
+func (_ Unimplemented) TakeHierarchyOutOfService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params TakeHierarchyOutOfServiceParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -1655,6 +2720,24 @@ func (_ Unimplemented) GetPath(w http.ResponseWriter, r *http.Request, clusterId
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// GetOperation Follow an operation
+// (GET /v1/operations/{operation_id})
+func (_ Unimplemented) GetOperation(w http.ResponseWriter, r *http.Request, operationId openapi_types.UUID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListSigningKeys List command-signing keys
+// (GET /v1/signing-keys)
+func (_ Unimplemented) ListSigningKeys(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RotateSigningKey Rotate the command-signing key
+// (POST /v1/signing-keys/rotate)
+func (_ Unimplemented) RotateSigningKey(w http.ResponseWriter, r *http.Request, params RotateSigningKeyParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // ListTokens List API tokens
 // (GET /v1/tokens)
 func (_ Unimplemented) ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams) {
@@ -1681,6 +2764,107 @@ type ServerInterfaceWrapper struct {
 }
 
 type MiddlewareFunc func(http.Handler) http.Handler
+
+// AgentPollCommands operation middleware
+func (siw *ServerInterfaceWrapper) AgentPollCommands(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AgentPollCommandsParams
+
+	// ------------- Optional query parameter "wait" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "wait", r.URL.Query(), &params.Wait, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "wait"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "wait", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentPollCommands(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentCommandResult operation middleware
+func (siw *ServerInterfaceWrapper) AgentCommandResult(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "command_id" -------------
+	var commandId openapi_types.UUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "command_id", chi.URLParam(r, "command_id"), &commandId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "command_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentCommandResult(w, r, commandId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentConfig operation middleware
+func (siw *ServerInterfaceWrapper) AgentConfig(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentConfig(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentEnroll operation middleware
+func (siw *ServerInterfaceWrapper) AgentEnroll(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentEnroll(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentHeartbeat operation middleware
+func (siw *ServerInterfaceWrapper) AgentHeartbeat(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentHeartbeat(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
 
 // GetHealthz operation middleware
 func (siw *ServerInterfaceWrapper) GetHealthz(w http.ResponseWriter, r *http.Request) {
@@ -1988,6 +3172,74 @@ func (siw *ServerInterfaceWrapper) UpdateCluster(w http.ResponseWriter, r *http.
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.UpdateCluster(w, r, clusterId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListCommands operation middleware
+func (siw *ServerInterfaceWrapper) ListCommands(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListCommandsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "node_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "node_id", r.URL.Query(), &params.NodeId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "node_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListCommands(w, r, clusterId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2305,6 +3557,124 @@ func (siw *ServerInterfaceWrapper) ReplaceHierarchy(w http.ResponseWriter, r *ht
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.ReplaceHierarchy(w, r, clusterId, hierarchyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// BringHierarchyInService operation middleware
+func (siw *ServerInterfaceWrapper) BringHierarchyInService(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params BringHierarchyInServiceParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.BringHierarchyInService(w, r, clusterId, hierarchyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TakeHierarchyOutOfService operation middleware
+func (siw *ServerInterfaceWrapper) TakeHierarchyOutOfService(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params TakeHierarchyOutOfServiceParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TakeHierarchyOutOfService(w, r, clusterId, hierarchyId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2771,6 +4141,87 @@ func (siw *ServerInterfaceWrapper) GetPath(w http.ResponseWriter, r *http.Reques
 	handler.ServeHTTP(w, r)
 }
 
+// GetOperation operation middleware
+func (siw *ServerInterfaceWrapper) GetOperation(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "operation_id" -------------
+	var operationId openapi_types.UUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "operation_id", chi.URLParam(r, "operation_id"), &operationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "operation_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetOperation(w, r, operationId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListSigningKeys operation middleware
+func (siw *ServerInterfaceWrapper) ListSigningKeys(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListSigningKeys(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateSigningKey operation middleware
+func (siw *ServerInterfaceWrapper) RotateSigningKey(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RotateSigningKeyParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateSigningKey(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListTokens operation middleware
 func (siw *ServerInterfaceWrapper) ListTokens(w http.ResponseWriter, r *http.Request) {
 
@@ -3070,6 +4521,39 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Put(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}", wrapper.ReplaceHierarchy)
 	})
 	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service", wrapper.BringHierarchyInService)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service", wrapper.TakeHierarchyOutOfService)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/operations/{operation_id}", wrapper.GetOperation)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/commands", wrapper.ListCommands)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/signing-keys", wrapper.ListSigningKeys)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/signing-keys/rotate", wrapper.RotateSigningKey)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/agent/v1/enroll", wrapper.AgentEnroll)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/agent/v1/heartbeat", wrapper.AgentHeartbeat)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/agent/v1/commands", wrapper.AgentPollCommands)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/agent/v1/commands/{command_id}/result", wrapper.AgentCommandResult)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/agent/v1/config", wrapper.AgentConfig)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/tokens", wrapper.ListTokens)
 	})
 	r.Group(func(r chi.Router) {
@@ -3086,6 +4570,195 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 }
 
 type ProblemApplicationProblemPlusJSONResponse Problem
+
+type AgentPollCommandsRequestObject struct {
+	Params AgentPollCommandsParams
+}
+
+type AgentPollCommandsResponseObject interface {
+	VisitAgentPollCommandsResponse(w http.ResponseWriter) error
+}
+
+type AgentPollCommands200JSONResponse CommandBatch
+
+func (response AgentPollCommands200JSONResponse) VisitAgentPollCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentPollCommandsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentPollCommandsdefaultApplicationProblemPlusJSONResponse) VisitAgentPollCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResultRequestObject struct {
+	CommandId openapi_types.UUID `json:"command_id"`
+	Body      *AgentCommandResultJSONRequestBody
+}
+
+type AgentCommandResultResponseObject interface {
+	VisitAgentCommandResultResponse(w http.ResponseWriter) error
+}
+
+type AgentCommandResult204Response struct {
+}
+
+func (response AgentCommandResult204Response) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type AgentCommandResultdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentCommandResultdefaultApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigRequestObject struct {
+}
+
+type AgentConfigResponseObject interface {
+	VisitAgentConfigResponse(w http.ResponseWriter) error
+}
+
+type AgentConfig200JSONResponse AgentConfig
+
+func (response AgentConfig200JSONResponse) VisitAgentConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentConfigdefaultApplicationProblemPlusJSONResponse) VisitAgentConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentEnrollRequestObject struct {
+	Body *AgentEnrollJSONRequestBody
+}
+
+type AgentEnrollResponseObject interface {
+	VisitAgentEnrollResponse(w http.ResponseWriter) error
+}
+
+type AgentEnroll201JSONResponse Enrollment
+
+func (response AgentEnroll201JSONResponse) VisitAgentEnrollResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentEnrolldefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentEnrolldefaultApplicationProblemPlusJSONResponse) VisitAgentEnrollResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeatRequestObject struct {
+	Body *AgentHeartbeatJSONRequestBody
+}
+
+type AgentHeartbeatResponseObject interface {
+	VisitAgentHeartbeatResponse(w http.ResponseWriter) error
+}
+
+type AgentHeartbeat200JSONResponse HeartbeatAck
+
+func (response AgentHeartbeat200JSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeatdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentHeartbeatdefaultApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
 
 type GetHealthzRequestObject struct {
 }
@@ -3524,6 +5197,46 @@ func (response UpdateClusterdefaultApplicationProblemPlusJSONResponse) VisitUpda
 	return err
 }
 
+type ListCommandsRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	Params    ListCommandsParams
+}
+
+type ListCommandsResponseObject interface {
+	VisitListCommandsResponse(w http.ResponseWriter) error
+}
+
+type ListCommands200JSONResponse CommandList
+
+func (response ListCommands200JSONResponse) VisitListCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCommandsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListCommandsdefaultApplicationProblemPlusJSONResponse) VisitListCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListHierarchiesRequestObject struct {
 	ClusterId ClusterID `json:"cluster_id"`
 	Params    ListHierarchiesParams
@@ -3797,6 +5510,109 @@ type ReplaceHierarchydefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ReplaceHierarchydefaultApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInServiceRequestObject struct {
+	ClusterId   ClusterID   `json:"cluster_id"`
+	HierarchyId HierarchyID `json:"hierarchy_id"`
+	Params      BringHierarchyInServiceParams
+	Body        *BringHierarchyInServiceJSONRequestBody
+}
+
+type BringHierarchyInServiceResponseObject interface {
+	VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error
+}
+
+type BringHierarchyInService202ResponseHeaders struct {
+	Location *string
+}
+
+type BringHierarchyInService202JSONResponse struct {
+	Body    Operation
+	Headers BringHierarchyInService202ResponseHeaders
+}
+
+func (response BringHierarchyInService202JSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInServicedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response BringHierarchyInServicedefaultApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfServiceRequestObject struct {
+	ClusterId   ClusterID   `json:"cluster_id"`
+	HierarchyId HierarchyID `json:"hierarchy_id"`
+	Params      TakeHierarchyOutOfServiceParams
+}
+
+type TakeHierarchyOutOfServiceResponseObject interface {
+	VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error
+}
+
+type TakeHierarchyOutOfService202ResponseHeaders struct {
+	Location *string
+}
+
+type TakeHierarchyOutOfService202JSONResponse struct {
+	Body    Operation
+	Headers TakeHierarchyOutOfService202ResponseHeaders
+}
+
+func (response TakeHierarchyOutOfService202JSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfServicedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response TakeHierarchyOutOfServicedefaultApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -4206,6 +6022,122 @@ func (response GetPathdefaultApplicationProblemPlusJSONResponse) VisitGetPathRes
 	return err
 }
 
+type GetOperationRequestObject struct {
+	OperationId openapi_types.UUID `json:"operation_id"`
+}
+
+type GetOperationResponseObject interface {
+	VisitGetOperationResponse(w http.ResponseWriter) error
+}
+
+type GetOperation200JSONResponse Operation
+
+func (response GetOperation200JSONResponse) VisitGetOperationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOperationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetOperationdefaultApplicationProblemPlusJSONResponse) VisitGetOperationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeysRequestObject struct {
+}
+
+type ListSigningKeysResponseObject interface {
+	VisitListSigningKeysResponse(w http.ResponseWriter) error
+}
+
+type ListSigningKeys200JSONResponse SigningKeyList
+
+func (response ListSigningKeys200JSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeysdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListSigningKeysdefaultApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKeyRequestObject struct {
+	Params RotateSigningKeyParams
+}
+
+type RotateSigningKeyResponseObject interface {
+	VisitRotateSigningKeyResponse(w http.ResponseWriter) error
+}
+
+type RotateSigningKey201JSONResponse SigningKey
+
+func (response RotateSigningKey201JSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKeydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RotateSigningKeydefaultApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListTokensRequestObject struct {
 	Params ListTokensParams
 }
@@ -4330,6 +6262,21 @@ func (response DeleteTokendefaultApplicationProblemPlusJSONResponse) VisitDelete
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
+	// AgentPollCommands Long-poll for commands
+	// (GET /agent/v1/commands)
+	AgentPollCommands(ctx context.Context, request AgentPollCommandsRequestObject) (AgentPollCommandsResponseObject, error)
+	// AgentCommandResult Report a command's outcome
+	// (POST /agent/v1/commands/{command_id}/result)
+	AgentCommandResult(ctx context.Context, request AgentCommandResultRequestObject) (AgentCommandResultResponseObject, error)
+	// AgentConfig Desired configuration of this node
+	// (GET /agent/v1/config)
+	AgentConfig(ctx context.Context, request AgentConfigRequestObject) (AgentConfigResponseObject, error)
+	// AgentEnroll Enroll an agent
+	// (POST /agent/v1/enroll)
+	AgentEnroll(ctx context.Context, request AgentEnrollRequestObject) (AgentEnrollResponseObject, error)
+	// AgentHeartbeat Renew the node lease and report health
+	// (POST /agent/v1/heartbeat)
+	AgentHeartbeat(ctx context.Context, request AgentHeartbeatRequestObject) (AgentHeartbeatResponseObject, error)
 	// GetHealthz Liveness
 	// (GET /healthz)
 	GetHealthz(ctx context.Context, request GetHealthzRequestObject) (GetHealthzResponseObject, error)
@@ -4360,6 +6307,9 @@ type StrictServerInterface interface {
 	// UpdateCluster Update a cluster
 	// (PATCH /v1/clusters/{cluster_id})
 	UpdateCluster(ctx context.Context, request UpdateClusterRequestObject) (UpdateClusterResponseObject, error)
+	// ListCommands List signed commands
+	// (GET /v1/clusters/{cluster_id}/commands)
+	ListCommands(ctx context.Context, request ListCommandsRequestObject) (ListCommandsResponseObject, error)
 	// ListHierarchies List hierarchies
 	// (GET /v1/clusters/{cluster_id}/hierarchies)
 	ListHierarchies(ctx context.Context, request ListHierarchiesRequestObject) (ListHierarchiesResponseObject, error)
@@ -4378,6 +6328,12 @@ type StrictServerInterface interface {
 	// ReplaceHierarchy Replace a hierarchy
 	// (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	ReplaceHierarchy(ctx context.Context, request ReplaceHierarchyRequestObject) (ReplaceHierarchyResponseObject, error)
+	// BringHierarchyInService Bring a hierarchy in service on a node
+	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service)
+	BringHierarchyInService(ctx context.Context, request BringHierarchyInServiceRequestObject) (BringHierarchyInServiceResponseObject, error)
+	// TakeHierarchyOutOfService Take a hierarchy out of service
+	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service)
+	TakeHierarchyOutOfService(ctx context.Context, request TakeHierarchyOutOfServiceRequestObject) (TakeHierarchyOutOfServiceResponseObject, error)
 	// ListNodes List nodes
 	// (GET /v1/clusters/{cluster_id}/nodes)
 	ListNodes(ctx context.Context, request ListNodesRequestObject) (ListNodesResponseObject, error)
@@ -4405,6 +6361,15 @@ type StrictServerInterface interface {
 	// GetPath Get a directed path
 	// (GET /v1/clusters/{cluster_id}/paths/{path_id})
 	GetPath(ctx context.Context, request GetPathRequestObject) (GetPathResponseObject, error)
+	// GetOperation Follow an operation
+	// (GET /v1/operations/{operation_id})
+	GetOperation(ctx context.Context, request GetOperationRequestObject) (GetOperationResponseObject, error)
+	// ListSigningKeys List command-signing keys
+	// (GET /v1/signing-keys)
+	ListSigningKeys(ctx context.Context, request ListSigningKeysRequestObject) (ListSigningKeysResponseObject, error)
+	// RotateSigningKey Rotate the command-signing key
+	// (POST /v1/signing-keys/rotate)
+	RotateSigningKey(ctx context.Context, request RotateSigningKeyRequestObject) (RotateSigningKeyResponseObject, error)
 	// ListTokens List API tokens
 	// (GET /v1/tokens)
 	ListTokens(ctx context.Context, request ListTokensRequestObject) (ListTokensResponseObject, error)
@@ -4453,6 +6418,151 @@ type strictHandler struct {
 	ssi         StrictServerInterface
 	middlewares []StrictMiddlewareFunc
 	options     StrictHTTPServerOptions
+}
+
+// AgentPollCommands operation middleware
+func (sh *strictHandler) AgentPollCommands(w http.ResponseWriter, r *http.Request, params AgentPollCommandsParams) {
+	var request AgentPollCommandsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentPollCommands(ctx, request.(AgentPollCommandsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentPollCommands")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentPollCommandsResponseObject); ok {
+		if err := validResponse.VisitAgentPollCommandsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentCommandResult operation middleware
+func (sh *strictHandler) AgentCommandResult(w http.ResponseWriter, r *http.Request, commandId openapi_types.UUID) {
+	var request AgentCommandResultRequestObject
+
+	request.CommandId = commandId
+
+	var body AgentCommandResultJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentCommandResult(ctx, request.(AgentCommandResultRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentCommandResult")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentCommandResultResponseObject); ok {
+		if err := validResponse.VisitAgentCommandResultResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentConfig operation middleware
+func (sh *strictHandler) AgentConfig(w http.ResponseWriter, r *http.Request) {
+	var request AgentConfigRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentConfig(ctx, request.(AgentConfigRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentConfig")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentConfigResponseObject); ok {
+		if err := validResponse.VisitAgentConfigResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentEnroll operation middleware
+func (sh *strictHandler) AgentEnroll(w http.ResponseWriter, r *http.Request) {
+	var request AgentEnrollRequestObject
+
+	var body AgentEnrollJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentEnroll(ctx, request.(AgentEnrollRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentEnroll")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentEnrollResponseObject); ok {
+		if err := validResponse.VisitAgentEnrollResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentHeartbeat operation middleware
+func (sh *strictHandler) AgentHeartbeat(w http.ResponseWriter, r *http.Request) {
+	var request AgentHeartbeatRequestObject
+
+	var body AgentHeartbeatJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentHeartbeat(ctx, request.(AgentHeartbeatRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentHeartbeat")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentHeartbeatResponseObject); ok {
+		if err := validResponse.VisitAgentHeartbeatResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
 }
 
 // GetHealthz operation middleware
@@ -4723,6 +6833,33 @@ func (sh *strictHandler) UpdateCluster(w http.ResponseWriter, r *http.Request, c
 	}
 }
 
+// ListCommands operation middleware
+func (sh *strictHandler) ListCommands(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListCommandsParams) {
+	var request ListCommandsRequestObject
+
+	request.ClusterId = clusterId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListCommands(ctx, request.(ListCommandsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListCommands")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListCommandsResponseObject); ok {
+		if err := validResponse.VisitListCommandsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListHierarchies operation middleware
 func (sh *strictHandler) ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams) {
 	var request ListHierarchiesRequestObject
@@ -4902,6 +7039,69 @@ func (sh *strictHandler) ReplaceHierarchy(w http.ResponseWriter, r *http.Request
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ReplaceHierarchyResponseObject); ok {
 		if err := validResponse.VisitReplaceHierarchyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// BringHierarchyInService operation middleware
+func (sh *strictHandler) BringHierarchyInService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params BringHierarchyInServiceParams) {
+	var request BringHierarchyInServiceRequestObject
+
+	request.ClusterId = clusterId
+	request.HierarchyId = hierarchyId
+	request.Params = params
+
+	var body BringHierarchyInServiceJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.BringHierarchyInService(ctx, request.(BringHierarchyInServiceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "BringHierarchyInService")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(BringHierarchyInServiceResponseObject); ok {
+		if err := validResponse.VisitBringHierarchyInServiceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// TakeHierarchyOutOfService operation middleware
+func (sh *strictHandler) TakeHierarchyOutOfService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params TakeHierarchyOutOfServiceParams) {
+	var request TakeHierarchyOutOfServiceRequestObject
+
+	request.ClusterId = clusterId
+	request.HierarchyId = hierarchyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.TakeHierarchyOutOfService(ctx, request.(TakeHierarchyOutOfServiceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "TakeHierarchyOutOfService")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(TakeHierarchyOutOfServiceResponseObject); ok {
+		if err := validResponse.VisitTakeHierarchyOutOfServiceResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -5176,6 +7376,82 @@ func (sh *strictHandler) GetPath(w http.ResponseWriter, r *http.Request, cluster
 	}
 }
 
+// GetOperation operation middleware
+func (sh *strictHandler) GetOperation(w http.ResponseWriter, r *http.Request, operationId openapi_types.UUID) {
+	var request GetOperationRequestObject
+
+	request.OperationId = operationId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetOperation(ctx, request.(GetOperationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetOperation")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetOperationResponseObject); ok {
+		if err := validResponse.VisitGetOperationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListSigningKeys operation middleware
+func (sh *strictHandler) ListSigningKeys(w http.ResponseWriter, r *http.Request) {
+	var request ListSigningKeysRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListSigningKeys(ctx, request.(ListSigningKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListSigningKeys")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListSigningKeysResponseObject); ok {
+		if err := validResponse.VisitListSigningKeysResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateSigningKey operation middleware
+func (sh *strictHandler) RotateSigningKey(w http.ResponseWriter, r *http.Request, params RotateSigningKeyParams) {
+	var request RotateSigningKeyRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateSigningKey(ctx, request.(RotateSigningKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateSigningKey")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateSigningKeyResponseObject); ok {
+		if err := validResponse.VisitRotateSigningKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListTokens operation middleware
 func (sh *strictHandler) ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams) {
 	var request ListTokensRequestObject
@@ -5266,158 +7542,256 @@ func (sh *strictHandler) DeleteToken(w http.ResponseWriter, r *http.Request, tok
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H1rctw4muBVEOyJaKmH+ZTkKqeif6hsV5Wm/FDLqu7tdnpFJIlUosUEWAColNqhA+wJ9gK7J9mb7Ekm",
-	"8AEkQRL5ktKWPVMTMV1WkgQ+AN8b3+NTEPN5xhlhSgajT8GM4IQI+OerC3yl/5sQGQuaKcpZMAr+SoSk",
-	"nCE+RWpGkCAqF4wkSJBMEEmYwvrFYyQJSxBVaILja0QZik6nnTdYxbOoG4SBjGdkjvXo5BbPs5QEo2Ac",
-	"HIyDIAzUXab/lEpQdhXc34fBax5jM30Tml/PXxeQxIJgBYBInouYLJumdzPoxWkuFRGy1x88P5p+hw87",
-	"/X6/3/lO/8/3+n/61f8NPCDdh0GGBZ4TZffqhRnw9GUbRPsI0URDVMGx4dRUj5FhNQvCgOG5/tJCf0mT",
-	"IAwE+S2ngiTBSImcuEuecjHHKhgFeQ5vtvf1RS4kF22QL2YERYzcqssY3oiKPc4EuaE8lyjDV6S+nDcv",
-	"Xx29/dvfD/5+8Rf15uXJ4s2L/oH+7+uLq8Wblyfmt+r/b4ul/ZYTceeszYDkrmOOb18TdqVmwWjY7/vW",
-	"8TMlAot4dufb//Lh8hM4ODg42OoEZsWYjz+D04TMM64Ii+9+IXdt8E9QnFLCVCeecUkYuiZ3aG/Q7Q6P",
-	"jlA8wwLHGgf3u+icZAQryq4QRmfv3l+gBVUzfWpjJvGcwIeYJWjCkztLthIOdUqFVAgzuSDi2HyFGVcz",
-	"IuDdEB0Oh90xq23ds+kgHiYHpGOorjPHNO1YvCy2zLCSatOclXb0Uped8dFRGMwpK/4eeHdtCrzEj7qa",
-	"caEUS4UEwckxwkgqnBLEGUFU2pWSxCz1cDCsY0XBhvxrsExsGfADP4K+pnOq2sCe4SuCJP1XnZSO+n7S",
-	"SGEQd+KETHGeKjvtHN/SeT7XA/RhB81f1f5RpsgVEQDRW54QH7Xo35cTymAwGGxFKIwn5PE0cobVzAfs",
-	"aaIZkz7WhAoSKyuXMNJALFnCcDgcbrUE/dfjl3DBrwnzrQEeLN/xw8PDw63AVXq8x8J7rz+WGWeSgHg7",
-	"E3ySkrn+Z8yZIgyQGWdZSo1k7mXmjX//pzRiulyKXq/CNK3kFtpE8iHGFZrynGnwpMIql8HosH8YBooq",
-	"2KK3XKEf7QsW/plSmRz1elrnkIpn3YTcFJDJHuOqY0a8d/fi3wSZBqPgD71KEeqZp7JXrBt2pMGXGTr/",
-	"8QV6fnj0HbJTdOGk7bd66JM8oeo1lcrH1rUIBWzVLyFBYi4SWcOCTwFVZC6D0YePWuEQPCNCUXMi9omP",
-	"/TlDlW+tWiRAeQ4f6Z2xe4mFwHf6b0cP8Cg38HuhHuhXYV3HCE+0Log4gweaGdcR/O3LUy+dVDj7wUL/",
-	"sXyNT/5JYqVhckFuwfSOETTPjR7a2E8c23csKnaN+ApC/USvz5DPaMK5kkrgTD/RdDLsD591BoPO8NlF",
-	"/9mo3x/1+/8IQovasMOW/LQg1BDSJBgdDsNAYXFFlKbHjTU++4lddCFUWxhQrKW5/L/NsEILLFHCWUNH",
-	"K9WWat2NEyg3oj0qH6HI7M447/cPYr1g+BeJ0B4XKJJ3UpF5tF+fs72h/ikvS8a1hEUqva45TojR9meY",
-	"NVXQDZnmGuZnTryF6Hw+pwopOielweEBYQmelFMmWlnSg/jmdfT6pVZEzFlMtMEVIjpFmN09yKhYuwUO",
-	"YuMkoRoInJ45+GckSoOnAUZ2ZEZiOqUxsoM0aLBBKC3a9q3+lGmElVq5bUhKTWPlaihTzw6Dtr5TI0O/",
-	"EqEP1MBgz/VhtkJrI2vE3Jz6F8qMBrNi4pJm17PLxHCrgobDgkXUoXA3ozpoH5d9MSPx9XuitFGxAhWm",
-	"OJUtXDhliogbnILJoRGe58roZrEe9Rg2vPh9nkuFJgRNSMoXxmSh9vsuejenSpFkZGjOkMEfpf5Wo8Ne",
-	"McYMp+YUiy/3GzbLp6B4cqllIijJ9mP4YXjUb0tZ94sWSeqFlNM1VHhXHz94Bvjh6ORHfS+SOtD4J7Nv",
-	"1OYaHq2ea9D3GgA1zHGWWQPDixVWIHktVcOk+BQNu91nh0ir/9JwbvADERzPkDEt86zBF6z/5nK1vHUn",
-	"1IyMsFjTwiiQJJ0GhntsygVdThQGckFVPNNgXpZ2FexMmtIrrfHCzsBkeuUkuwRMvmxiVT/UVqNQE4JL",
-	"xAqDlGBJLpUyrw3gNbAsEoKTSzyFHT2wvzW+1+/+ltP4esmMYSCJuCHi8krgmDjIbOC9zASfUmAmKdYk",
-	"kWfJ2p2+MW6+YDRoEYV7UC001c+0GaaRaIeisTbLanX2pfPqvYMhq7/60bx2xlMa3y0TQ4905a2VugYh",
-	"VwP6Vr9z70fX1V++L7+oVllh9KovL8xbHoza5Lsz+/J9HfOam/saS7V7narE4yUqBZEIK0RuiLizkxvR",
-	"9OoCX9XAGGygZ/gEMpxpHYFb21ieg/dYKxyulhO6VFjb1xUs+4VR+rcT5CeIkUXB2Rssu8V96xy1xX6m",
-	"WKq2IfPlafu/OJ010BBWuwIt1jkoisuSXfgm3LE2ck68qMzfL+OYcO4xHuGgsGCfFU7qLQjuR0rSRCLF",
-	"LT/SoOIlBNiisAUGwphT5s4z+J3kPj/JtXDgZX2TG6csCEFKo+VUo2lGBFa8QWPBGZdqSm/hFftrN+bz",
-	"IKxfOQwPPYKvfgKt+SPNsaMRwgxRyVO4OcVazUX6hIlEVOk3jlHEOCPRCJFbRQTDKbIYAJAybWB8KLk/",
-	"Z8BoqgXYB23gNI6/EsJHue+Y5jpTwhJt3031mw2sT8vr4KBnxeucSImv9CQlfbbYUrr0Fvk/3r97izIO",
-	"erU26DjwBnP5xQWK4CKm23J7hSgy90PeR3AH0XpQP+BecVkte/0e3CjLHk4SQaT0bVu5Sq/Pj0q0EJxd",
-	"mXst2uBrjCt92KdnyE5gXssE0RiWAjKhvRenL8/31/K9cicrkHxM8GeCU+W5ozO/650VBCeUaWCMi79x",
-	"0IXfP+DX7eM0lHi5VME7ybKUkgTN6ZUwNol9Fe1V03KW3u039by2ZV4A0qIifh2hxYwwNIM1Nbxx/Hrt",
-	"VtqRvdtXen58wllwRWKg2uoWpmlRO/7ETW2UB1nh5FZPRW+ouru8EjzPzM/1eVc7zqzmuCCTQB805YKa",
-	"g/7wqbxE3Pgi0n5/p63Xj3CVZYgMRqtMd59PqO0U6oP5mRGWyEu94A8fw+CaMg0OzYIQiCG9FCTm2oiw",
-	"98GXgkiFhZJg1C8oS/jiUv8Bw9nF3sD3huytkgCUPwoGz7/vDr7vDrrP+r3hIVz0KSKmONafETXra/xw",
-	"XAKbebf0XlSyteXdeKxbYIX3+t2CaWbuU2J2Zjx/W24JD8k0gX5VvYLglWNE5pm6A3WAtS53yK3RF31w",
-	"+s7k0XExO3VnuCTfCpMon4Uo5QsiFWL5fEKECV3Z2JY4K9iCx5hweERz+vPiEaLGaOAiIQJd0RvCNp67",
-	"GMQ3t0uT2+u5/w19KrUAOK+DpU1etW12z7uGew/1sJTEtM6YLq5zKNmJPd0YbiNUrPSKb8yoLgHfnVld",
-	"3q4do5RKJZEgWYpjc8e8mPGUwO+No6qPPOc3JNEDM7JA70/efl4DfAPB8ZYs6gJDEA2jbNkEdUPy2cFn",
-	"5OEapur5g1j2HN+emm+eHcIO278GW3FzDUjxuDzbrVj4+4zEW8LzGA5/v4oSAJZtHboGr0vURwmZUkY9",
-	"BsSXU8pdhXoX2vH9x/svS3L/PkAiT8lIS745lwqiEqsthptv+FYrEZKIGxoTlBEBV6Rd9ErT6Wi1VvfF",
-	"SLW6tJ3jOyRyw9XLxYRlZDEVXwdNm6g3+zhEGL08+QmpmeD51QxFlfEWfQO03vLcL9VVfCLytTZGzx1b",
-	"dAvGcG5MVoTRFNPUyaRAeabFW+TatRGYUsaJRBmKChM3QhMy5YLAGNrmq6EO0nA1mMxaa7lOxvXXP/nX",
-	"IBFOtaWQFCq7GRPt9QEuCXBoUuUsJnX/z4ETTDGoBVJ4YzYqYFs+OTOl9awB1cecNUI8D2qBIt8/O9wg",
-	"dNvFkNpuOND4cOOt5Q+t+z1sYtpSohQRMkQJvaJKhijqRiGKLiOI4Yk6UYhgIlq4GLH9BHFhvqmzLnsL",
-	"2GBb9cj+DOsBNBz/88NJ5x+4869+5/nH6p/dy87HP/2bzwjRXMq3GhMKYdiXyJlEUREN3AH/dvRUTrJt",
-	"ZGVxj3o7sNHPEIhuXOK/e2q+rKfGt0uPyZLYbRSIsjf6K1/mCXkPL/7uLvC7C8w2PtT41/v7iNgK0AD9",
-	"MbK3g12GS2yOWJtGEFQrByLBafpuCvr8OnQM7sNPjXURJniazglTl+Q2o4JIL47+bUaMSId4caQZu0QL",
-	"Lq6LO8k20n73AKR1oIGJ2oD8RG8IogrZ20J9in+U9g51L+p0zAgd+DraP0ZyxhcMLpzQjIgGgU0kuTz8",
-	"x2SQ/aV/9x/zA/mX57ffX/w2/Ovi6O/X352Lwc/s2eu4f4Kfv0wOfpyu9aG0oA+XbG/7UD8uR9LiYlFq",
-	"4wZ2DlWjmvN4shsoP/Isw4H26W5/Ak8nzy3hrXM1QvDtLpyM5UAbmU6WvL8pz6KGeXdOxZUMvcPI4vN6",
-	"CLdi896teF9oFY3bbouxEcqZoimciOF3hp4kyG2GojzThkPCFywKxyzKmSA4nuFJSiK0B2H8nCnBU5Sl",
-	"mBGUcqmgVECujc+MEIGkommKJAGn5f6YcaHNTy3lGWYxiWxsv40/cSlJcwe+gDDnalowQ8qv6zEq1cct",
-	"IXCGfeEL79r5pjGfz3Nmb+Hb2aefjxHWx1ud25pSdn254QfTaXmz7fG7DQbl08e4ATV1zrki3imGQfl4",
-	"qznMd5pbkk0X2x8Gv9tIyzKvbHYUlRXOPyizeu2KS/RsgvB+hgVJ0OQOTbiaVWDIbeEApF4PRx3rW9DY",
-	"wLRC3zPv1UGpE8qSGUqsXjXD57EwKxpsWYB8QQSiEuLCiBCNbDRvcFSTiNs+uZjQm833bOgDuckKVk+y",
-	"9bYNN9k2l62syCKE9KaHE8sGoKw1cgtaqsHcRLwmqrc2uXW0DubUOJRPpdKy84FGcVuaoglRC6INvwU3",
-	"6mhY1vuhbCVf+BTgJbdHQJxbyq/7MJgsG2647XDDOi22HXXr6xNgNXtlChpMtni3Tv9FDZFwa15QOq6f",
-	"P9/Ka40DDe8yrNFAbocyWiMjJpV2A11sd6jQOK1lDFDbUE7cLQhTsKdzSWRh2rRLltShc93ovnjvpZzx",
-	"xMxVSPHVWsujBEvTa1SykWJnlp34OkvWkDZJYJN2YtKWA212Y6ntgG/MpNUwn2HqAeyHOrc0VMPIwkcr",
-	"Uy4W2BTZ+N2E+epNGPvR13Baw92e1vBhpzXc4rQGDzytwQNOawCEXOdWDqltwoucs17/eoNrFFNVo3g5",
-	"iKMlbHepYdT8YuMhXtkJtUN7A/Rn/XSOxV2IhujPtgTdBMfXeRaibre73/SfPSbaqLnTX4GoXGWD/cro",
-	"bzkpIitq8RMrFLDtNLBKNpdw+FGgrPu1tvqVLffSCpW0xb+qwJUPg4/dYtZRhSUDrWrmkiRILWhM9DBC",
-	"cGHiw9yUr2qk3qDnGCRVDtjSMSEDoigmNhxWxcR+ZZngsR5gkhL0iikz5EZ1xSi7wSlNfDd1Zu3+Ck1a",
-	"B3DytQDj9BGRpj5Qhv98GH7sVsFMI2T+TVh8h+K7OCUos/mCHZNshmTGeVr+ZZ96b7vsTvtUpUYungyB",
-	"nmHJRsWeYprmYosbAif7z6NUUSYVeGmXhHnBDnnU5a3ruvac4Gm/uQ9T+UtSOaDQJEQ4lbyINYr+R+fc",
-	"POqcJhEqCukhmyvo5ybPnz9/vkVZoWUJaRquny8uzmw+HYqbzhCD9Z7SM8oX2vx+xoVCMp9rVl2oste2",
-	"alFZ9c5d0GpCcuoieQsinaBfz08Rw/MicmzlXJuR5ToVuiiKBDsQrkrIK3M4vFcCVUZeGTdX3peS6VRr",
-	"2zcESVtOqcUmv6GktKOdJqW1uaa7FStrA9TqUzV2ZHkWzwTiQpUbiFvmEZVHoje0ZGZLsLfiWWbrNwsp",
-	"/YUaJ0z7iFZ9XQ/s3Dba1z3NDYu5aTCrUm5Vtev1zpRV6NGiqQa+bHHc/lhZOIlyxTWUqE8WuojWOo1V",
-	"5P+LPew2572mqoibZviKSFsh3dYjR5GBKkKTO2BsozH7E4poFo1QZPcxMinYISqWth+iqNzICO25vxt9",
-	"+bJ8rL9OqVT7MO4NT/M50WOb+SO0lxDAdl64p7nWv90RTWW4CO3hieRproyjpP7OVOqdiUIUcVi7jGA6",
-	"S0own2YyDVg1f4aseJpcTmkK3+vfLit+YMbh8RT2A2I1EZYoygS/oQkRI5i3GjZEpHvVhRx8Uy1rdHqm",
-	"t3EY7YfVXu8ZqkVznJl9UTFs+IxLBQBxgBVcyCXA8KIWL/rNXKQR2tN/9UDi1LeD3GYkVpdGbMAegz8V",
-	"Dft9M4ycqw0njPl8jlmiXwa0dLewdt8NLNqcb2CKfxmFmccQGhTrxxpU/XAO/7FD12++qbcaZy30fXs/",
-	"rEcMgoPJb8M8NPNjOY/5UvJE81bwnZXqeWk3VpauYQa2uuFqeQOrdoXOunSPekrCf2OJhPYkIShyVxPt",
-	"fwtiyitkuE8Pj24oWRARQcEMeaxZrykYExnLA8dKbwPkk+jzCJET7rJ/rMXLnDL7cszZlF5piw0C+0tZ",
-	"xa+JvTuzbMZMqvmKnQ1c+XPK6mzEedpC0laKS3tpThGCCF0Tksmas2gxIwLiLKk0lTb0w6sZEZ3Cyh8z",
-	"8NoULQ32MEPkRlvXEt/psaqEHLjM4lLSSWp2JVd8jhWNozErMiTBC1UPL6qXSSg/ajDTeqXI5kZclNWI",
-	"tuCnr0qzwVY7vcFpTmQXnecpkSNH9GnxiUyxGRS5tSaj3sHxmEWtspIR+n//29SocSpQRuj//6//0/he",
-	"f90oL6lf+7+NyY9R5K+JCS+PWbSkgGXUqtL6bZTWXCZjLleWjH1plQP9fieu1Y+tiZJmMdl1FV69qUn1",
-	"pbZMbQjcK9/x17Gt15Z9tkFl2eZxeDMn4JVjJ36wVnPKkDlVyEbyasFpalQ1wykG9Z3ZsMxuCzeaML6h",
-	"UtrLxmqDJIK30WJG45ltMaH5iR5oaQLZ0IVmuBSY1Sf168szzzkhzkw53TX33cP+9ke4lCKW4TN8sA1C",
-	"P6A6cosQWxidJCZMTONVkQZmgvMB4YrMxH/myZVpk9MKFdoe3xvivXaSDVpoL8F3/G38XH4e4TLG49Ms",
-	"6hXrvPpsUsgZWwTPVD+Lc6n4PDLeLHKbpTSmCkXm1aiQSWMWTbHUlo2c4zRFr0/eltUetZ2UYlZZR/sm",
-	"pXChf5vytKz6nRBJrxiyb8m6GIbqoaGtYbyA/zWg1QWxed4WwP4sjhOGTs5OjfJjEpt5rsBnJ0ksiHpA",
-	"ker6NdXqXgRFmxx8RbmJryJTegvpCNc2HSEIAwFKYaGPfRUFmZf3aXhgK5v1cZlYqstcrkpdw7maEaY0",
-	"LwT70/jn92x6hZOaHxOE0ZyyXDWyfx+3Kdtl4JuTbhWGhKvQqrNX4XU36BhqjqYttCtGJWkV9KhhTftC",
-	"g6+vawn2x6pCxjBICf7aMEDAiUckx5XE6U+oKAlnDYlsczIP3iZ3h9bsxRbpcoZxtfPlDEJ41AVJwG12",
-	"kqsZF/RfQP4j9APBgghrI5hvvSUpKxTaSSaahXLjPDOT1VdenBRYvyp57uvgymF5INtuYdkebF0YnGOh",
-	"PzL8rRppowvbAgW/oQA4UBjjXFB1916vwmzJBIhAU8ZqTaAMLgZEjKCdYu9m0DP7ZvodmRKxtq2R+Wy/",
-	"7DkKlAST1aMITCcxyqa86KWGY+Xwsx/sVabx32DKiJCt9PXqLeMusV5FifANpilcvIIJNcfxjDIi4Ya+",
-	"iy4giYPHOaRrUmlULkjFwjE0ZylLJSRRiFp5WiNtk815QtIyNEaWrT6ME0YWnzVNEllFcM/IPKx8w84d",
-	"PGz2mJm6MmVsA7VuqoyIDvh5nIozYzZmf/gDesHZjRb7nEn9y58Q1POd8KQYFEmGr8llrI0AE8TQRfaK",
-	"vngNC1LENEAlZEyZVGOGbOqL3bVjlLNrplmRGQY+E+Sf4PDu6qlfQRo7xFOYXpNVnEy0rF9eZHpy7hly",
-	"05NGNvAm2g8RZXGaQ/zFYf8wRIf9oxAdDg5gUw4HR13013YoBhS2MtC3AzigG6+J+PjwsVtE1kRoDyNv",
-	"IWQ9jqh2a3VNZNRbXhRZP/NXRd6HvXsNFdhySZBhKZpdUGblV4alRBH0wIygAaq2IgtLAQ36fWNTWHjX",
-	"d68FGWlf6Dbe1wcHPEoP5bAp0/ZWg3pOcCKty1EfcvTqAl9FXXT260WIzk4uXvwM0Lx89frVxSs044zn",
-	"wmmBPEJwzKYtKRhQ3sakMAbjagaNr2TZIEpDADzJHousZqj3WI0gVmd4iGY8FxLqTZU8blTsVdkdtijr",
-	"ZH5Z0ie2DGcBGkF7cyyuSaLHMbyyhEB1zkmW4jto3SRyEu0fV4OX02GU0OmUCM2S9Ix6IAiEmkLYltkJ",
-	"6D/7J3RSqfeAEitVHFhjoeEgra8ZaoXinQbg0qteOE4rr3rxi/GbH9vGRfBY0xmDyx+43eUpeKcZIYkE",
-	"4BmKbjtlzRn9POqiEzSnEvqXcVHyECNq2gffH4R6JGwGV5wjbSDbZwfGKE5pTJh0VeGTDMcz0hl2+05A",
-	"TyUqTs5O3SzyYNDtmzd5RhjOaDAKDrr97oF1QIC47Jmq1v/S/77y6ZonALhEw34fLWY0JZbOIAIIYu+y",
-	"LjpVKOFEQkdPxfPY4FiCFZ5gCapcubGnWkn7iaif7byNNqTDfn9FC1JP69FGAfHNmn7asuWenp8XrcUZ",
-	"2byyR0G5AqebaKWcmEgTG2Gl7Vh6Q5gt/46vJKjQ0FdR6zgNvApGQZZPUhrDiL05UYLGculhnQk+J2pG",
-	"cmkaD5DbjEuqnGbuxdo024EoMjuk94ze2OnWnpGerJelmNZPJyjWcqkVo8uClV0qrnD6KeYJ+fNYjzYO",
-	"Qg02T/48Dn56dTEOQsFzpR+6EX/j4B4dAGVUh+zpattw9JolFIF7zQ0yRv/uz9iZZ15u4ranbcm2e4fn",
-	"6dIj1wj7LiNMM/1S83Pco4XGIytJYlUf75HbobYjywLA2oWhBn2EgOFse2jeNVGG/n7y5vXuz6qmND/g",
-	"mATByd2mDNRWtilYoxGEtoQBEKUpklR1NNDK6ZhNKMPiDmmhAnwJm84Hx+iof4D2XE1z32SnLqgkRoy0",
-	"jvjcwPtoxttozjAId82LAVCkuEFlOPij/sEWh75jRDkveko8AEluBj3oAr0UTYxmXOsUHSKeJlolN7Ek",
-	"1vAo+h6jhaAKkguJ5W5jBoqXEphJ0xdUa8BVH9sRWsw42jN2bIgWM6zQnnkxRCYubD8cM42kPtTREEJX",
-	"5iJyB0Izljq3qld6pjf+fbj2ReNPCGzx2G2RczN8qzp2e1AOwpv8XbsfjE01/DE3ojCyEraHmkUlgx9e",
-	"TDIhGQUiFQJxDS4VrzXQyHuuL4ohv+mjdbudrTncqkvZ489Vz1cO6Bxo+ZP3TB0/NpfLrnW0RVMmKRUX",
-	"ckUDq6i8RYParSnWZowx0eyFXjhm5SWezT2h2gjRgqZyhexVV8+mPS/WUkcU5Q7GzNytXly8Ds2duPVB",
-	"oITYOEAnkQneDVH9oliOGZ7wG2IrCtvrVrnvYzNm3UVTuG3x0bGOfyF3Ft1A7/mBJ3fbSbiGbr20U9ea",
-	"loipadi2FQrb65T7ui9U29j3LfoZ7Jp+lqlkRe/fBZaF91RzE+MLAmBeXeCl7djsaz14x9YxXlX6qni/",
-	"fM9C9ShSNfta0dTG1OrnwL1PVRLuvUGZlPjqar2E36Xb4NpetmuZbr0/CvEFk2jPulnBRg9d9+l+m3mb",
-	"gR9MLVNwVvm48uGyRSS7YJlmqIefQ+gXfOfWl6V1oto21zN06qF2Ph252tDPLazWENuDCWwHxPITUQ84",
-	"IUeubYWLdj9OXwI2ZkWpvmaPdK3IFs5KcHVDkx6QaCnBN/YZ2ECyi2yQLsLgz0tKcViJUNsNRBbd6ivE",
-	"qJyl9uU/yuMxK2NlLFuWZZiMT5j9CnEJuyHPB0oxb9PzKsJ1W8lkaihuJJi+GK0U0R9fAc2YA/88AqaW",
-	"zbpa93fkzB+lK0I2MQZ+riXNfsP2QL1l0xqLoNZnaUdGQSP92CKC++vnZKFrzApvf0nTOSZElIEQdXwJ",
-	"Iy1Ex6zKhdlb3oTDXNRpoeu/0z1v3P0U93rNi0zDtUcItxLhwzHDrLxmqZ6GKMnNYqq0PHOX4z6pgIG6",
-	"o1bhwmVtCMxMiTdLQqFJUnbyUSDrJ+Fw4TGlCq604aUueltd5i0EVYowm9TA7soH9u5ruflTNfB6SgPI",
-	"1/TT6VZTt3t22Two/BQ8ogjMcFfNh1aloH2qJ2cXuV12ojJzz04GZRpq0xV55kFPipteYTuCEw4qHWDR",
-	"g496RU0Hz5xm1GrWKk3QTlvVg3AmVlio6plp+AFZ8Tyr/cwz22RpS2ZrGup8WcvVaXjnVxGcbKP/Atbr",
-	"zGEPG0uVLTWM3qdylm2sW6eHFIVme4W4gAifWispnyX7CMb35LbsY05lA4PWQeHCpN18d38iyt3az69y",
-	"rSXEp7dsH3ReO9DN1ivH5S4+zBruoqjEDNvaqcKNKDT6CLwZaoXO2w4TnTDbWjJqqQFR2W4S3MMVYk4F",
-	"nwNiwmvLDeJdUfmjTeKHmcKNLqVf2BheS2KFOfxVkFppED+OO2a5lzs6vhuDu1Wjy9AN9oQarLFNlGlz",
-	"RzvQE6Pl59OnP78+/Fn1xC9IO5YbfiXEY/Hyc2p8YPtu5U2y1vJ6PxJ0Gf22PUhlE541ziPbP2dHbiNm",
-	"N644aPP3F3cVnSSJLJwiNsu2uFTZKxLtnh2akN9nRyZXuhnVu98dM01XJv4VxVgI44VkMTGZBM3+Uu1W",
-	"W7kkcswUt68e21IRUnFBEpMxhKGiBJYzE0Nls8pNOncRG20hgeVIhe8kana7oUrWu90sd9BAC6Sv53Ja",
-	"4PgandTbUG3MkZ3mdl/YbHebyy1hyKYrWWWzH6Oo2doLYhs86WPfkml/kiSW1Daj+41Ze++T1RxWWvDn",
-	"Vp+31F54bz1ZPl10UpAQTVPjoEWUIezYAVVlYEpkmyv0nxueYYqnlpH2XDq2hPETL3ESPIz4tvIPmA1J",
-	"dhP2pYd6yOlu4BQo6hu0rH27R59VMq6i2ac37zff7i9i0+sNW23OnxNDCsU9hLBxm1A1BTnvdpeY1Tug",
-	"i91Jox+2E0BPYkqvQuLCin5qZC4N6N0KhzIDaIXeb2LRa605ijySUhFUCw5JZyll1/t+O+AMpvqm7YCy",
-	"hckaO6DZxmRXwaVtOexggvn7CW+Sq/hRjQXtTk4NpAmLhk5jVvUoGZnIaGMmzDj03JwRGKO+qaGtzyRn",
-	"WBCtdkS2CUVUqiZQsylOoafcFNO0sBJs1SlpiwVRia60DMUsGTOD64DiilsLAwo/LTUBoO/CU5oA31LX",
-	"q83J7GkskbKXjofAPd10qnZOu4xJbVH5ZkS+MbvvfYLCU1vc5mnSCn3N13xq+cMI4ulDUB+37Rso6Ru1",
-	"km1p8HY7P6tMW5oCa4F6Wg2+xvi/mMBbr3HonQPRaEnO1AxZ50SFl9AeSBqbCGHqycj9TbypF2aSb1qN",
-	"qmrgrNGjiuo1O9KfyooIrtpkf1hz77Ra9XEKynTRRVnDSysP1ORuFiqNVkCOncTcMSsK4b7/+aQzPHpm",
-	"3Jd8iqharnNc2Fb/T6d0rK3KtQUmPI2or9XoWsL/4ESPUWSOcwMH45PGAzlYuB1+1/hX7xP8d72r8IZf",
-	"g9pv3PXYVNvrInhQdHWBWiowS1UDw3oBx6xwA4ZI1q8VDG+ckJjPiUQ5M4Wr8SQly52BBUls4tPTkO/I",
-	"p6eHesTOb0vCsEojc+oZyvWKVx8+auK2cLS4VlHRyUbb0jLAtbOgSdW4Bu2ZjIbQqasdQgFfyq7AxrdM",
-	"oIxoN6GJ9Q7XmsnZQFmRs6rwVMf0fXCGMZ6M9hgvPDWm9uq2ptwvrU17BVfFPoKS0B71zBf2LENT/8WE",
-	"NNdK/gOy+sKYq6nci9j2hJXwcTZeY4M7hEWZ9tcX9XxhDRup5YE7g5gM4vYYJsU+hNLykMAeFlUpLERO",
-	"AQRnOJvbfv/x/j8DAAD//w==",
+	"7L3bcuM4miD8KgjNRJQ9Q+vkQ3Xa0ReuTFelu7Iy3U5X93SX8xchErJQpgAVAVqpzvDtHzG3e7MvsPsk",
+	"+ybzJBv4AJAgCUqULFdm7vTGTldaBInTdz5+6kR8NueMMCk6p586U4JjksI/L27wnfpvTESU0rmknHVO",
+	"O38hqaCcIT5BckpQSmSWMhKjlMxTIgiTWA08Q4KwGFGJxji6R5Sh8HJy8BOW0TTsdoKOiKZkhtXXyUc8",
+	"myekc9q57RzedjpBRy7n6k8hU8ruOo+PQecNj7Cevrqan6/f2JVEKcESFiJ4lkakaZrew6AXJZmQJBW9",
+	"/uDF8eRbfHTQ7/f7B9+q//mD+p9+8f8GniU9Bp05TvGMSHNWL/UHL1/Vl2geIRqrFRXraDk1Vd+YYznt",
+	"BB2GZ+pNs/oRjTtBJyW/ZTQlcedUphlxtzzh6QzLzmkny2Bk/VxfZqngaX3JN1OCQkY+ylEEI0J7xvOU",
+	"PFCeCTTHd6S8nZ9eXRy//evfDv9282f506vzxU8v+4fqv29u7hY/vTrXvxX/99Fu7beMpEtnb3pJ7j5m",
+	"+OMbwu7ktHM67Pd9+3hNSYrTaLr0nX/+sPkGDg8PDze6gan95tPv4DImszmXhEXLH8myvvxzFCWUMHkQ",
+	"TbkgDN2TJdobdLvD42MUTXGKIwWD+110TeYES8ruEEZX797foAWVU3Vrt0zgGYEXMYvRmMdLg7YCLnVC",
+	"UyERZmJB0jP9FmZcTkkKYwN0NBx2b1np6E4mg2gYH5IDjXUHM0yTAwOX9sg0KSkOzdnpgdpq0x0fHwed",
+	"GWX274H31CZAS/ygqwgXSrCQKCU4PkMYCYkTgjgjiAqzUxLrrR4NhmWosGTIvwdDxJoWP/AD6Bs6o7K+",
+	"2Ct8R5Cg/yij0nHfjxoJfMSdOCYTnCXSTDvDH+ksm6kP9OEE9V/F+VEmyR1JYUVveUx82KJ+b0aUwWAw",
+	"2AhRGI/J03HkCsupb7GXsSJM6lpjmpJIGr6EkVpEwxaGw+Fwoy2ov56+hRt+T5hvD/Cg+cSPjo6ONlqu",
+	"VN976nof1ctizpkgwN6uUj5OyEz9M+JMEgbAjOfzhGrO3JvrEf/+q9BsOt+K2q/ENCn4FmrD+RDjEk14",
+	"xtTyhMQyE53To/5R0JFUwhG95RJ9bwaY9U+lnIvTXk/JHELyeTcmD3Zlose4PNBffHTP4l9TMumcdv6l",
+	"VwhCPf1U9Oy+4UQqdJmh6+9fohdHx98iM0UXbtq8qz59fkeYfMnZhN75KVVMhLogFMGYLMUWhBVMK9wp",
+	"QcUnl/O3FiAmhEXqVk87giSTTpAzL6ru9pcPQY6krREdUOJecatONPzLr9HsL33zq/ninIBcpP4p6B2j",
+	"7E4NN79IOoP1qAMh81E0JdH9SNGm9AEno5kAAtYPFO1N5ZhgCb8NFVlMCBZkJKUeNoBhsJiY4HiEJ4r7",
+	"nB6a3yrvq7G/ZTS6b5gx6AiSPpB0dJfiiNg5H4POg5Z4O6eHSuxL+Zykkmq8cO+jQe7bSuhbg5/Opa6G",
+	"3+/1sCue0Gip3ivdfZOkRIkwYgCap5SnVC7RhKdITqnIoZJKMhPr5s9lLzW32QROUwx/52BXxwxnno25",
+	"0NqzK6C3xo9JaoUYEJfkFEuEMzklTCpCRwRwFpRDlkB7r386f3nw/vX58Phkv7xeBzXyNY2XkjStyXMj",
+	"r4CtkRimFWiS8hnIcJJvcRmKi/ruwSBrde6LB5IukZYD1Ty5nlXAdatpgQheESV31OcuU4caCvHZDLP4",
+	"wIxSdyLOECMLRR8FIizmqSAxGi8RRjJV64rVoNZre68/rKRRz+IKQrXqGzd6lEsoanIKU2KyUGg1JYw8",
+	"kBRhtpRTtacxSfhCSfLsjogSAB06cEOZPDnqeCW5gsv/kq8gKOuIhRRmtlQQkDJJsMBgAdJBlspdfcjX",
+	"wse/kkiq/Rc3Xddi2EpAclicEWNmH4edDTnTsFOjz/pjteuQAqknZXTVM9Yws5FKqY1uR6WG66lU5V6L",
+	"C4QdeQ8/i6l8Q4X0qZBKXQfJWA1CKYl4GovKwRuE+eVD7RRzVKoLMM6n2hEDtYBreMnLEgqbg4cawO8W",
+	"etRQ2NcZwmNBmEScwQOl+JWv5O2ry7UnrFffeLBmybU1vWMEzTJt86qcJ47MGAvnWlXuBOqJ2p8W1U/H",
+	"nEshUzxXTxREDPvDk4PB4GB4ctM/Oe33T/v9v3cCI0YLF0eUWP0YdBR0Hg2DjsTpHZEbCYfmFbNpq8DX",
+	"IMDupbr9vyoGucACxZxV8CA3kRT7ruGWOYj6V/kpCvXp3Gb9/mGkNgz/IiHa4ykKxVJIMgsrHLd+oP4p",
+	"R7mS1KCOAeOf4ZhoQgXEeSsFba0wgqWf7VGJJJ0VtNKzhAY4yaeMsSQH6iO+eVtIrkoriUjKSBwgOlEc",
+	"63lkWQewcRxTtQicXDnwp7XXCk0DiDwQcxLRCY2Q+UgDMzGIUsNt3+4Ns1a8uaKVKxxby5FLaOg3WKgL",
+	"1Wsw97qdXbJ2kCVkrk79I2XaWrJi4hxn15PLWFMri8OBJRHlVbiHUVy0j8q+VDrZNRFgzmoChAlORA0S",
+	"bgzNRym8rQ1AoOJVCfIK4srvNZjVKZ/00SfCkOKjmKE9rIQeFCU8ut/fIX5ao4mX4k4wTap31wlcO+RR",
+	"/8WJ56tqm3UjpBCVj2mEM2+POU8IZjUQ4PcaBBpv8z2RkrI7seF9Xhq9XCs6dEZ45l7qGaCP/X2WCYnG",
+	"xEjRYOy2en0XvZtRKUl86kqb3wikZWC0Z78xxYnGSfvmfsXa/alTtxWYlx0zQUVmct+oEVi1kXy6ivHX",
+	"teQengC2O9bc476X5Dir8U9mRpTmApPKirkG/bUKh7vN0jK8UGHEC6+PQ7McPkHDbvfkCARrofkweBAJ",
+	"jqZGGc3mVauY9vyNVktP7oQ+s9gmYpPLV4KOWFAZTdUyR7lFHk4mSaiiDp2vz+al1zuap3xCgbwkWKFE",
+	"No/XnnSuBQ/q5jLnompgqp5RJcPTGdkpIXVmWa2cvHKGPsHGtkqk2tIJvFaGsoruqoW+VWMe/eC6xkyS",
+	"v1HsclPjSBWi2rx3ZQY/liGverhvFPffuYTcwpqDJSJgJdOTa9Z0cYPvSssYbG7HKVT9MgDXjtGx6Hiu",
+	"1TXzOKahAgtL57qCZL/UKtxmjPwcLHV+K0+N+pYpao38TLCQdbX098ft/8fxrGp2ajI2GbBYZ26yYTa7",
+	"sDS532planpZGDN+HzOTEwHzBHOTWfaVDW/YAOG+pySJBZLc0CO1VNyAgDUMW2BAjBll7jyDf6Lc86Nc",
+	"HQa03+M7f4iLeSrqPjlXJjaDvGhWPKzZM5OYCKlDglpj2gV7IAmfkzqqVaA+n/dD86Yv2YT7aIqgdww8",
+	"5TAKlMMFaAckwtpORmWTBXascHBE2UhJuzQiZf9IaymMzLm6jyM1yZymRDTIwYcgZZRixNoHm5XGnpyc",
+	"nKwYK0S2Rhi/J2b6+wP70c4WDn8bgNERWRQREhMQQkk680n5TcZioOL6+r4RSI+CG2NK2fzFd0sS35OR",
+	"0ij5xPk1JULiVI5spGcn6Mz4AxnRuQKsgiD7PriFHfR5JHaFRwlpEmm1JQylJCL0gcQIy3WS7eDptiXw",
+	"330jjC21Zl6qfcfgQ82glOCIzBSrhAFlE2orC6qLXt5FCpSSSSYIohKBBgx0cM0RHW4g/JeRtzGkdCu7",
+	"7VrQ8MKioXuNCuRqUrF+zoKWVKd+rynvehDc4HwtXfLNZTz9ta2WSFh7P+15HKdECBI/Y0hJSn7V4Ycj",
+	"pRk2ET9s8EuPQRGPCQQEIP161aILQasjjWSeOS1NXiMFa7h5rwc/WqpdU6EhzhWphzvRXRvCDypx07nP",
+	"IN+kWlwOHfkeXfAsUYcVcsRa3cTIIjvRTZxvtdNNHFnna9NP9NK3dtXwTEZcC2w4l+bMmgFBKhfiFT2E",
+	"JHN1S46MByJBJ+jEJopSW0uHhWsH5AYtL5x2Hui88/jBY1Dwc8bX2QyzJr643u3SRBSuLdkokYS9cIzj",
+	"kZJ3scxSEgYozNg94ws2uidL9eci5exupNCq+MtgnPpBI0is/pmSeYLhHYeaFH8qfFN/zXCi0JzEVY96",
+	"mQY5Oz05WkmSyvsM87tTk2nvVYj2MFL3aLxZZ1qcX2CBxinP7qYSZXP4M+VJQmJwA+wjnqpNaXIZoj0t",
+	"BsRoTCY8JSjNmGIf+65Y6cKNnqpjCTaJywJjSbqtbw5gzhczCNvQ7sf2NOC9JHODRY9wtJf6reHxyRo1",
+	"yhzzCux833QRv2Uk07cQk4Q+EAMmLe5nPygdfI6uyF4Blfp2LPShPR3plk+EqDbul25HLwjMnGaYQu+V",
+	"V2Y5wCaX96pstqjYTVJCkFSEVGnUih5gyStWq84VF3JCP8IQ82s34rMyVgz6Qx9eXDAFw9fkt4yITWnm",
+	"OcvlBgKfmdVpZPFAR7Yo3UeQ0dHfx4P5n/vLP80OxZ9ffPzDzW/DvyyO/3b/7XU6eM1O3kT9c/ziVXz4",
+	"/aR7Pn4ZX0x+mF7++mPyE3s3h4OPdEogTD/KzeGdfnfQ7SvunSrpv4NnMYgFUy5kHrynpCYuIGmFZR/B",
+	"cpuNExqZqPHB4Le/nf/tx48v08lf3ve+vVn+9c+v3919O40ervCc/pSki0uMr6LXP1/zP9bNvvXt+piy",
+	"Io/fCMSZlkKd00PwVvl6n35eDhgcK75Tj9m2B7oyYpoL+T0MrJzZKoHyIh4eHw9eID1ep4iNsSAnRxVy",
+	"vtG5rw1brpCl2rWUNmD376NaF/mbDfuEjC0kOcKsGQu2MelEKYkJkxQnAAN4AxjYxo4CL5SQpJoesVGK",
+	"waUUXvPu7owUzvE0AiAqRqG98DyTU57Sf4AQdoq+Izglabh/hsSULxjiLFmiKUlJFf02PPr2+t8zZxM4",
+	"V7qCCvnCjb0xXKsD4n8kSxMUocZtrnesindvDDmu63LGM+lAR4vo8NxK3MK4KwqpwW/XHm1iJ/UbQed4",
+	"mXCsfibLP83//vLy5PLX84/vbn6mkz//8Y9mRyCBQy5Hwsaz7/vxf/wp6TTZ0xvAL9cPEY0DRcRSMuep",
+	"NOnzYOfLWNyIwk807Oze0pIfXE0zxYwzGuEk37DiG6KBFzWc+tpUGedaaikrhg/mQxqmLt3mpmzOuezi",
+	"LFybRb4+HxZ8T1hErgEANnanC5JMDowbTTt+NP2NFVxpoCKxtiiZKH/GSCTFBnGQJe35sDv0ZAtaZVYH",
+	"JiEji4NDZqC0+kMTu/VABR3r4I2WIZXPFkvpbqqm2vMFSjgcKEETLCS6p0mCJOfl+FE4jDw0roiMY9ls",
+	"rK3WrXPr1BVWCNsv7YzHHxw6vxbzC5WypJbkVqYmq8Rfq3btlhe9XhOqYBJY88wqysfXhDmFY9hjYyDJ",
+	"JDxVEiIVPIFSIBqe4LgFolKNOEMh44yEp4h8lCRlOEEGo0o2AxOUwhmpKJn6Qe2swfV+kaY+g907RhCf",
+	"TAiLFd5O1MgKRiZ5fZNOz/DWGREC36lJ8hOrIVLSWBblT+/fvUVzDuF+iDJIFySmmoPS0aGyQLeWWxGg",
+	"UBc88D6CpPragzKo9KyNTfT6PSiRInpYG+C9IGp36Q1zpgKBbUsno1bcux3GpbrsyytkJtDD5ilRanoC",
+	"cIj2Xl6+ut5fS9PzkyyW5APB1wQn0uPx0r+rk00JjilTi9FGmiZjJr+vX6cW0kaNcWfn83lCSYxm9M4k",
+	"ipuhaK+YVsnX+1UTft3D1mip4/eh5iBT2FOFEkDM9+qjXGGcem2DU7c3geTxrTWxkE3oXXF2hx7G5eSn",
+	"51DaEB5R/tiaEkjl5P3CMAblEVrkdHqYinNTmnp55DdHGBBQLWFJZC4FtNYIXHmkxDNOPBxjJYd7w5Xk",
+	"p64fjPsQsJ37e4o4FXTP+EJsnkHuW6OfrzXkUkO+ZqqWhcc0oXKJ5iTNK4W0zqD2raNk9nf4aw5kTQRj",
+	"gig7MNEJeeGq9odzbd4wdKl8f8fHhydr43FKgL4SZ8+je79yoyPIvxGulWYTPPXFtzeFlqzDzLdkQYSs",
+	"YKQZfYYmREaKj+Qickwnk2p44mGrCIXyoj3eVEEsC4KkfQkHZRJaNOGgTdTMHEE9ycPruX2ZpamiNsnu",
+	"PLilzeVO2TbAkueP+RyvKZe6mIFTN2Y3JrzNsz/IRzUVfaByObpLeTbXP28SqWXMeAsyVnqgjXkB+7SO",
+	"i+lrNgtHVA1hWp9IAbAPxTc0A/u0RZkWU7xDYVKF6bl5KL4Ep3qGUx8Ch+aExWKkTlGx0XvK1HLovBOA",
+	"CJWMlNL5QNKlKYs1MqFaAvBqQVnMFyP1B3zOnOADvK+FRSMZgLx42hm8+EN38IfuoHvS7w2PoN6RJOkE",
+	"gwuXyGlfnZKT39IuVUudRREoWkvVeWqOywp77bsFmFye22T7FeXYePCwZtQphiAYcobIbG5K0rBa3jn5",
+	"qIOf2wZWPbk84E5zc0p0ZKUokg+sEIqa2JM/C1DCgT1qk8WGQb5Xlpg8biTpWBFFgPd3ShBPFZu6ow/a",
+	"A7eRnOOtIONg8uah3v8N04rK5nxfjlEdKUvH7N53CfZc8N024ShHx3XxW44usosQrsrndlDd6guO4coX",
+	"vrssk1zTO0MJFRCgC8AA+1hMeULg98pVlb884w8EalsxskDvz98+bz5KC9bzlizKLCclao2iZouqxEYd",
+	"PpULrKDnak3F863Id1nJn1Fm1emNKLtaiH2c3+1G5Pz9nEQbrucp1P5xFSZs5ZKB0hNls4eDCRqL/ek5",
+	"RSrJdmkiVrFwkhtaBzP+dbpEe0p4MoFdWwQ0NkT+G/UbnhrzV7w2/H+1+euzBuKbU24pib2H0VUqXAl5",
+	"tqGU+tMriTOgx6Y+Qk1qCxiMyYQy6lG1y+rrc2qarpa4C5XPG7f7nFzg3wcozRJyqgSzGRcSqrM6aK6w",
+	"Ht5VMq615s1tdTh0oVjH6WpV5XfjHkVZjRleojTTgka+mSCvGk7TL4PN6Cpz5nGAMHp1/gOSUwgRRmFh",
+	"kQi/AvZTy61uFKW9hCEPDdyMKIAvrXBLQAlkhMc8k4hKgaZcyDM0ox9JjOYJlooqCoRTgiaUVfnWtrGg",
+	"ORYbB8w9SRlJOqedE/WBg8EfDuyrlajRcuRAefYqqNiyzwd6o2ZchTWYBa8LZdcbqsntVz8j0BIkiWRW",
+	"DWKzW1j37eJ06sEISj1viBWr1sivmzecQ66zZrngqSk6BGPaqzlcyMucCq+LVS/uth68pn5HKQH7cnmH",
+	"NTBYu1nuy16G0G3K7pCuD1gJYwCgWnc9VfZt7wpmNHARVCCxCVuLU9u8ckbluqyuqNZTxUmT4KZQq+Cf",
+	"g4Hinx/UdiMF90NtqLD/37FgW0NqBdeKrzZl1IFN5+Xlq2ukaEYlnqW+kBzY1uHHaick7KeGODiNF4pm",
+	"mWVXkN6z+XWLaCgdm99HHUvhHDcEr8YKG+BNvXas6RuAz7U2uiNsJPxCTcvmSr0OXct8CMZgHTxBGQqt",
+	"kT60OTXqG9TERzlCz0OtpMRae38ZwMrDP/n3IBBOEr4wySNTgvQ30V4f1iVgHUou4ywi+1VHXl7bbFCq",
+	"a+ZVNIrF1vQlPaVx54GIF/Fq5uBhqW7bH06OWvTgcAGhdBrOanyw8dYLmucAkopOJERKkooAxfSOShGg",
+	"sBsGKByFELsVHoQBgomoDa3B5hXEU/1Ohf3oojwVGbXcomWO1QfUOv6/X84P/o4P/tE/ePGh+Gd3dPDh",
+	"3/7Vp2QpkdQbEwx+ZS2rphkTKCzz9/Bz+Q43CvgvxfobpX2uQ8Ge7muCc1irFvCYQNL8unIH//ROVZVD",
+	"3yk9pUHObsu4tTFOqNUau8Q/nR1eZ4c+xm3dFQVyrcr+0ClLNiA1AGaFqMx/96bzrSELO03Pa0ixa4CV",
+	"CyeTbreounmKXIKFdKpeNoJ2PqSoqbJnOMyO4829WXEWnJpz4BQkPaHMnsfG7Nz2Dg1m7UlUW1G32DmQ",
+	"W5wk7yZgOFxH2DqPwafm1NBVRWQg3QDqCEO5dyVUCKQULhsHXgeEb7cA5/WJqj/QB6AEJkLb0Attv9gL",
+	"Dw70Fw7g7RZJdORJSXTr8zn9x1u/1A/NQGqDudtm5v6eQWF+4GmCgSdnXX9WWdIg3jo3O6R47MLBnn+o",
+	"lc3JoPdX5VVXa96dQ30lQT9gZPG83vGNyLz3KN5b+bSSYWAgNkQZkzRxDNManwRIgAyF2RzKVPAFC4Nb",
+	"FmbMxG4nxJSfiDiTKU/QPMGMoIQLCf2GM4kwmhOSIiFpkiBBwGG/f8t4isIZVvIiwywioSnzbnJ+XExS",
+	"1IEvoOJ1MS2owPnb5byg4uUaEzBGSW9GB8oDZkw9PJTqIhGmqRXLq1EEaMKNJURyIJ+ExbsglFvk07Yh",
+	"rk91cJfHHh8fH6/I7zUORrfQ31YlDsnzlBlaS5sHf+98Oa0F1yUzV3K1hWbbDfWbdpbGvMpwcJ3jzE5r",
+	"1K2Kn6AyL1uE8/Jt+Znc0QciihPJS75tXVLxAiIqbBPunGZ49PV2BRa/uPKGOZFsNq2spgHr8+CBSDQ2",
+	"sMLi3ujhhh2UqEklfr9E+lfXF20sSwF2JOkUB1hoRHoew1IrY1F+CbnFqGXNqyL5fLwsE4ItKmFVRb4d",
+	"Wa0GW+rvdTNSJaKnKJQBIFZYlIpQH3WIm9mVKlexQora0xW0TDFoc/RQrEvXQgvRXl5LY79U6gsygU2x",
+	"r65XEDKf8FfkKiFBMbIGetB21JsUXWnarRAhYyYxqN7C+/kUwfL3VjcITyi7H7V8YTLJ82I8AU6DQf70",
+	"KfFWClpnXBLvFMNO/njDVprqPaUtkrab9bXf/O/obVjV9o2KAua3ak+/dsc5eNbShac41fR5zOW0WIbY",
+	"dB0A1OvXUYb6evKyLoZg7V0+p30ZURpmaGSv7gzP1EY6x8F6JvSCpIgKqEVA0moRI29CfhWJ6zJuROhD",
+	"+zMb+ssUl0nB6kmeo69tmaysaI8Inb62R5bNW+zW+bzFpdKaq4BXBfXaIdeu1oGcEoXyiQGKd27pFKhz",
+	"UzQmckEIQ3LBtTkuQGZ+RNlKuvCpgxvCdAeDzZXtx6Azbvrctl2fi/jjmpO8TVb/BYvzZbUcW8Z/02xk",
+	"EGxMC/KgkRcvNooYwR213iaoudDazgYgoyQyonuEtpDFdgcK3rAzv+nBqfVS1JPIBBHWtFtbaGV1a4O+",
+	"GovIO53L6bqii09iLI1l+OzJNN34Oku+Rm0SwyHtxKSff6h18YyvzaSv1nyFqWdh35WppcYaRhY+XJnw",
+	"dIF19/B/qjBfvApjXvoSbmu429sabndbww1ua7DlbQ22uK2BJ27FQbU2tMi56/XDK1TDTlV8pYmCbJVb",
+	"aLI2LJcDLxYQGXBtQdgrZ2Q9o064uiLbM3YTOqEm2gLnpK600e8eFU6VbO6rXudj89+nODcJ5TE7Qnv3",
+	"UhIRJpOyWdoNux2sqdCYH4GPm5X4o63as7p08BOV9fIBezks2ULIaKeGSX+36PczrnSvGKU8Y/GBTOm8",
+	"biGBu1150sJvtvzrlIBihzM5JUwqsCWxe884TekDca2RhTO2ZHCEn1ezdXvblYNelXt55ZbfqC6dRlON",
+	"i+VIeCrctD/OihQ6kwgLEcy0HvA44w/NacFb+y9L7oiWZYbaZg1DFSvIdKZCt+ugUKURsomtKTnQT7zJ",
+	"xeA0mOtOCj2dpKDHnSLykUpTNBENNnCNeSJJqw6yM20Uz5uG2bLZisbwJCapviixhSNtJfaqh7mkurAh",
+	"ZwXkLLBAukcGrDj+jK6fahLz7x8sXA0+K+VJr/WX5OvfrsmGvS0kOYKugVUcdxG8GpXzRI13nc5pMjSs",
+	"BJY7eqZrvLTPoYWuPPr3jTQ/rdJMITX+MYhkUV8/RWFBucIAhWWXq2lZBDkr+t98PgfvVoMTa5X7NujY",
+	"T8E/9ZcaHFurvbtXjg1os5BdbcQtXapbOmJvgP6ons5wugzQEP1RV2uCJkjZPEDdbnf/aXC42mj2BRhC",
+	"VlnYf2b0t4zYnLVmbCib1zazrxXyQr4OL/infJwQT2HGc4auv3+JXhwdf4vmepCvg1jBcZ38718GH7p2",
+	"1tMCSgaK2UKzJbnQEEnSlKc6RMktIl18qTfoOebmoqp04zehOp6pDnw0HAYdSSXc6s9snvJIfWCcEHTB",
+	"pP6kOZCplHNx2uvZHK1uTB56ZtuiR9kDTmi8ibSBpY6IcCpAA8SZALkyxOVZ9L8MP3SLmgCnSP+bsGiJ",
+	"omWUECt8oANdvhqJOedJ/pd56hU/zEn7GH2lurcIAJ9hy1ovU5QlSzeIf3XqiXtMZpQpAhqRpmoJcEIe",
+	"Y2jvYdCzfdR7bewZPbfir9eZA1M1SkB2KTQOEE4Et1mc4X8cGEZ9cBmHKCVizpkgyFQf91OTFy9evGim",
+	"Jq2b0al1vb65ubLCZlTV7zTU18uvajyoO1Z5KpHIZopUW0PlPdWGdIMA5Q2tRqRiA/qHOgH++foSMTyz",
+	"UsrKudqh5Tr2D0/tCQSrSnznlfq8AR9FCdg8IznPBiCTCYkkfSBIEKl4s6iRya+oYOnxTguW1qmmexQr",
+	"G42qQe/NgXYqJ9Jcq9F2YHTk3rxaZJHj7+b0N0CvUxXCxN+1qczyI9UutvoVrXq7nDK/adEc9zY9cpwO",
+	"7a0UtKAsPhBzEtEJjRB8gchqPemNwaOGUxV42eC6/SVnTJia2XEJJMqTBS6g1W5jFfoXjRI2kIqLouic",
+	"EV9h9Mq5bhdYDhtc1wbHBnM/lqK5C+mgoBL1ugZwXCPL8T0WTl2TAYYJJCgzRRJ1EgR8t2IKGG5cNU3d",
+	"WytYKcIuP2tIcH4pGyw4bWQ1Fgo9NTqKK1xXcau5NIVudGCfu0pIZGqxa75R00RWXNnqonH5Vlfh3I/e",
+	"AOcbkBCkLfnF8J2JTM+RCoWaEoRovARh4vSW/RsK6Tw8RaGhXaFupBIgu8j9QOnrhnhBH97id62jjopK",
+	"QyHaS6iQ+/DdB55kM6K+reeH+FRtWbEBP1zpvO4XJU7viAzRHh4LnmRSu57LYyZCnQxYDmDvIoTprP3g",
+	"1NgPKmtVMhH0tqHxaEITYm0Lo4IH6+/waALnAZUnEBYonKf8gcYkPYV5i88GiHTvutBJR1u1Ty+v1DEO",
+	"w/2gOOs9DWlohuf6XGQEBz7lQsKCOKwVgnLyBcNAJdKpkVmahGhP/dUDKa98HOTjnERypEU1OGOIUEHD",
+	"fl9/RsxkywmNuVQNBqLlHmEpgwrEIn2/SkoszC8RJJtG6rFaqno4g/+YT1dMLnMfiShVbds8ssUjepar",
+	"dVaYy3ZFC5v5+u8lwyl5BgzbuUpcdJtwmrEoYpAJicZkjYwHu24q3nS4cfGm/0ZSINoThKDQ3U24/zWI",
+	"hl4mw326b/hAyYKkIbS9EmeK9OpsxVBr+ziS6higFKK6jwA5CZT7Z4q9zCgzg23TFiKgTFHOq/g9MdGI",
+	"hszoSRVdMbNBcNSMVjyEztMakDp9UD0KtqFKB6alqdNWuXp9oLBasGgT+TGh7I6k85QyNcjTRbqhV+nu",
+	"mmfbNfv6gQqIYHK7yuab1Vs0BznmPCGYtQqx33VWHmExTwWJR+Oltz8uorGmb3agJn5KpcASpVzW+84U",
+	"Z324Yka/W/h93mp0vEShs7hQx2iAhUavSkF1Ayht2JG0AkfVNb2id1CGeTYmcayDe6slFipx4x5AbN1I",
+	"1px5hNOU6gwDYjr9io26yq7odf5l9DfPO7yWu5o7NxFY7Fob2F0QIH/Ypk20NR16dxKuab+z607RzeGT",
+	"TmLf5v5YnsmI64J2CnkhdCCPTVa45Dbb8xDmbdO1fQTT3ybVpI7GanmQlF9qIWpmVtpEYTFQiid/ICMQ",
+	"JRVKKmVpBGPKfUbN4NZJyeArQNARR5ItKrqv7JGr7hHZEWW1dnPbBL9vjgvSASZkjvJ8w1ZMaCtTgBbn",
+	"V4uzFUjP5wksVMB2vKBfrf9cF56ctlMhuidkLkou4AX4zXWADQSPqId3U5IeWN/dLQNfbEpkljKB9jBD",
+	"5AGMSHipvlVUq4YEBC6gTy/IXZnkMyxpFN4y29ECfMvlkhjlxlj5S1UPuTuoBlg3dKb+tRn+X+TOAAmv",
+	"owecZER00XWWEHHqKNdKQUe6KS0K3cZ1Ye/w7JZB09pRefT/+Z+6l+0oJjge4YlUEux//ef/qryv3tYV",
+	"wkZ3KY4IvPtf//m/K5OfobBQ5UaOMR8G37LQkdFLj81R+xwcI493w50U3AL+zomVjYEbo3YGndOhGtuw",
+	"MuOFqOxduyKatdjyF2oiiTE/qPEHMB7Z8SVltYSieuO5A//wBAyKrhPf3yixvNWafA921qIenF1H2eR6",
+	"7M58Upt3856QkO8PQ87cYuxub+q8L6WpPqUEN93LukZ2yydTO5hj7wJrsFFd409UCBsA6wZlqtFoAQGQ",
+	"WD+lAqkPNRbcHbqrGTYuZvVN/fzqynNPiu9Dc9k1oc/D/uZX2IgRTfAML2wC0Cvh2X9tNUT01OMuSi/Y",
+	"srm6Iotu3W4qOf+axXeKmHqKS20O71WLtXuTQbWFaHULvuuvw2fzfQRNhMfHijUHukr5hPqMGG/xjMSW",
+	"z8z1KN0lPcqE5LNQ+6jJx3lCIypRqIeGlifdsnCChQzRnpjhJEFvzt/asCixH6Awwaywv+7rEswL9Zsu",
+	"6KSu6ZbFREn7yIwSZTasPq/OFKsfF/C/emllRqyf1xmwv/LgOUPnV5daG9Qhy7YhhCBRSmqNezdOazk6",
+	"OjpaW8yO4TvKdU4smdCPUELv3pTQ0xKyFtXA4lN3tX0h+f1wxM2Va1afxPpceizkKBOrYnHL8fQ26mbP",
+	"BM06fWsigjCaUZZJsr/DQ9msPY2+6ZpfFAIcoylOcQT2UxNLo8ExUBQtJRG/Y1SQWgO2EtTUfXnGernS",
+	"6qzGeJPCbacWDsEvZvlrNXyAiScUdM2R018EMEecNSiyyc1sfUzuCa05iw1KvGrCVa/xqgHCIy4IAo65",
+	"80xOeUr/Aeh/ir4jOCWp0RH0uzraL2wCoZ1UTzWrbF0bVVeizcOhLNSvKvj6ZVDlIL+QTY/w0YLGutRl",
+	"j8lySxtY8aVWVjALgl9R0jIIjFGWUrl8r3bhdApQiOE/Fq2MRCmJFReB6AaZpYzEmmWMlyi8evf+BvVg",
+	"YO9h0NMGZUAhOCzAIMC0ckwwVFWA3/2zu2JIXo0CsMDM+DDo6UsL0Z7JfBhzLoVM8Vy/tt9iEY8QNTvh",
+	"gDScSRxJh5h+Z6IjtXsKU0ZSUescUIzSthrjNBUIP2CaQCwn6G8zHE0pIwKCfrvoBqr+8CgD4zsVWt6D",
+	"2qU4kgpI8r4WcRigWmHTU6UQznhMkjzaHljjsNs9OdIWIBHkheTK+pAoSn5MySwoXN9OWC8c9i3THd/y",
+	"cGlqvHBzkh6AkcnpBXfLbtm//At6ydmDghbOhPrl39Cf3r97i8Y8th9FguF7MoqUBqLjorvIRP3aYTgl",
+	"NkwaquNjyoS8ZcjUSjKndoYyds8UHdSfgdds0cWumvoC8r4gRFsdMXZC70PoQ6kPxUa+/vuvgrNQLWKJ",
+	"9jSuq0lDE8sf7geIsijJIKT7qH8UoKP+cYCOBodwKEeD4y76Sz26G7qg6tXXY8KVMh/qIPJfPnRtsH6I",
+	"9rA+uDkHPUZpkVzDCMoFObVQrZL8lpF02dW8TAGv4WSoB1apmKT+Z6Ac157sw9m9gXa9kBen6dYc31Fm",
+	"mOccC4HChM6oUnAG3a5SYa2aggb9vlZozHpDhyyGebnKlDxQnglNzRWDNgO6lfHq4oBAqk85NBJehKVe",
+	"ExwLQ5vUJYcXN/gu7KKrn28CdHV+8/I1rObVxZuLmws05YxnKQovJwc/YRlNw1ME1ywkTojW3jSwiAVJ",
+	"LdU5GgzhG4zLqbo8KkyimwY0oEnmWkQxQ0xmcy4Ji5YHP5JlCOH/wyM05VkqoBNkTuNO7VkJPNOewTxb",
+	"FH4BmLQWXfWrzvvJI+QBR9DeDKf3JFbf0bQyX4E8uCbzBC9JfIpkmpFw/6z4eD4dRjGdTAgEq6kZ1Yeo",
+	"zY+0JzEcwpbPC90CQGKlfAV7tOIVUsKixlbo+q4XnAcNWKttETRgf9FhAWfazMPz0qAMYlsgeI0nYBpn",
+	"hMQCFs9Q+PEgbxCknodddI5mVAh1jTzNaYhmNfWL7w8C9SWsPy45R0o7N88OtUae0Igw4crh53McTcnB",
+	"sNt3cgQKVnF+demWXe8Mun09ks8Jw3PaOe0cdvvdQ2P9AF5dMFnriVe/3hFv5VsNKKYBlmZAeXqrOvhS",
+	"dUiTzX6my2stlCK1wEraNH3B1B8hmtEkoabHFeCCBUfMTBts2+05v5rL2BpWr3iSvLTLNgE1EA4D4n41",
+	"kJKBo1pNq27Qnbhqner3FQPvnHaAAhaiqnrXsn9cKsU0PO6vtAD6bFq6dy1gGhz6sN+3EoPx/rvcRHER",
+	"UEjyyVcG4OhT+Q4qxINAUpEa7bWV7iqADGUhDR3Ym+HlmEAv2f2uFlHMdv2T57vp2Tw1V0DUpa0L0fCX",
+	"D5D9pXNZzAUdzHmSwJqi4lolvoNug7oB1YegU8E9JSrrllOPgQeee5+KItOPvTT3EK+ElhunVi7VNZaZ",
+	"k2pvYg62qj4NgKXwr4Arpwq2K3drD2Rx4evSaD8EEHLsw9w5TyUwh3IpXT4BPPtIoswpKQ3cX4ftYgFp",
+	"s+B6zoUgPzIakDIu+Dxd6zseL1uAtaNr2Vyq56iO/hhshkA2ArysEBXR+i72HnlrHCpmFD8/9ugrLgIW",
+	"vhE2puEpGMQm9K6RHygcMcwGYEdH1GFbUCWnKqe682+hBXyDJlmS3LKiXbgIoPqIUQMUb9JaRtVQbsuu",
+	"3TJcEhRA2DCyYTmUBZ3ragyR4pwKkjlDMRX3SPBbhpHE9wRCp3RpBBPsiqA3AgaBmkpkOhrPOGhVfGJl",
+	"cM2mvagAB/eM9N2dxkPeNflyLuT5AfAVEQo5VsDB9oCo9X8g2l76dmF6mwvjbfpmRb+fcu3qW+bYIfas",
+	"/Ssi+0qXztNkACYUEHtiwzCLb9mUK6aJIymMvxWkPROmJup69jeiGvd5yxS4BhB9xCfG/zlT7JtY0TwP",
+	"/SoF2+WNpbq37BxyqwPj0o3bCaKNUKw7rz2Fkj+5aVHXEyv45F50pfbgu+povEmb8afE17YjD/rqbHmS",
+	"VtxrsDPaVHTs85GmC9Oi7gyFBeqBPl6zPu+AZJVIlJ5aSTzYBhCtp0f6tioEKfclN9Oka8LIQriN1rR7",
+	"XOs4hTxWmMkgIzGAHzWPg+JrpiMQTahcBqXqE8BJIV/B1EmyDFAXGLplcIUkNqSsTpL0gm5u3gT2z5ik",
+	"SJJ0VthZbJZZmazbbvdNpON1fj5PoB56ygLBD4u8QWpb+xs99pcPhaxnzfTtgLVYaSss2R0Hzyc+j+59",
+	"ePIGLidVUPT7yI/gF7KliaqwaqBzYxauX/tHowx5DlAp0LDfVzwvIcaKByULoFjIvIsuJYo5UUKE4uFZ",
+	"pJWwGEs8Nr39yyD4A5GvzbxbXaBPF+H3nU1gKpHTJrmsvLmdE7k3SlXVpb/tVYmlkGS2nrzNiExp1GwA",
+	"ukr5jMgpyQSS5CNEjnFBCzmv2JsCHCh7YT7pvaOfzHRr70hN1psnmJZvp2P3MppKOR9ZQ+lIcomTTxGP",
+	"yR9v1dduO4FaNo//eNv54eLmthOkPJPqoVui5LbziA6BnhWXXFWwa/dptmDlsOoBaYV993fszDPLD3HT",
+	"2zZGwe4Sz5KVOt67OWHnV5eFX8mJ/LL+FFHYqY1jxXvl5lOboaVdYCnbSi39FIE5c9NL8+6JMvS385/e",
+	"7P6uSi65La5J6aHLtgTUVP2zpFGb2U1HQUBKUwyS3hlGrpSzWzamDKdLpDQFoEtGcDhDx/1DtOf6sfYL",
+	"a66P+f9A5LVe75MJL9xnwfwHwa5pMSwUSa5BGS7+uH+4waXvGFCuweCwHeV+GPRwFlPZCCba7wZjILAp",
+	"jUXZ2Ns1bs1ZpnPW0CKlkghTHUPLguDWkSlmwpTNxUa1BeX7FC2mHO1pL7mpy7mnBwZIJ9XvB7dMAakP",
+	"dNQKz2EPNUO+72yLIb03dEYlhO6sGahDJTrPaniHLUCIiQfkIDfchJmU7uIJZKcEP9r4AF+WKaaJK6/B",
+	"2frlNchntYBkGeIaWLLDKmDkvdeX9pNf9dWaXbS5XHs4u7hXNV/+QedC85+8d+qE6HnVUx0gJxDOqyra",
+	"WOORsbaGeYAwuOsSzMIz4wA2scrBLcvjk02xPDA7KUZTBFrsFVH1Y5LwBcKK66S2+84tc9RQXQ1bW1dR",
+	"TEwRBafoCYwNUDkGXqm6Y/4AugNNkXG6iX0fmdH7Nle5MTw6vndIVvzwBPW2IlubUoETniIzqBvxmdOJ",
+	"26Bz6Y5MIHZ7r4bet4kU/Z3tQvbQm+zV+jG4mkxslqImOtIEFnNxg++aJjHDejDmMYC6Oas6Udvx+Tiz",
+	"qiehqj7XAqdaY6ufAvc+FT0hHjXIJMRX9fYV/G6YsT1GyCNQPN3ElkjEF0ygPRPEZbwsjkVlv0689Ye3",
+	"xpbJT9r//KGNr0zPFe+CZOpPbX8PweoACGiF4B5zuaRgOYvQJyMXB/rczGoNsm2NYDtAlh+I3OKGHL62",
+	"ESya87h8BdA4t53zK0zReJG0vwUC6bTnX3G0hGDbaBl0INFFpsIJwhAtFOfssGChKYFq68L1ZmrAKKIJ",
+	"zOBvxNkty9OADFkWeQaQj5n9DCkXu0HPbZ31edrvKIcHJ3l3U850VQSs/H6m2DW4YhNbvgCc0Rf+PAxm",
+	"fQCYFvydNtICUSEyEtsEQPO1b4TpgVDWDZTyZ2Aeon+hT/Cy8F3oQsY2LJAzG2ps2prfMh2AQrVzXnCG",
+	"9sIxjkfCVkUJAxQaf+fonizVn1DQGbpxgLRqHKPqCWDm0pR6T8gInCahKXbeoJ82x5rtWo8J6hVtk2Vx",
+	"7KWora3qofvC25ymJZvEHD13EFsrhSsvI7QjhUsBVRER5epdecOP52NQK9G05ANbj6k5SjrvtdHZX5eK",
+	"cX/FanteTbQNHDmHtDNQqpQ1N2Dk/vqcks4a7b8oVeicMFpMeUICRBnIuo7JD2K5FCW29f72MHp1/gOS",
+	"UyjijMKiXGCoo/Wp8XPXEzuuKwHguf+6ks2ghatThGsF9oNbhlke4lI8DVCc6c0UpUd1QLf7pFjMLYNa",
+	"NqAX4bznBGa6MbBBoUAXP3dq7kHlr5iDX3JCJeS1wKAueltE9C9SKiVhpqwKW+YPDKdrtlLkkPtZ7RTk",
+	"ozoA+kDlcnSX8mzeOVW/gahcM08UZwrLfFqbkE+dJ7QOHD5WYgKeo8zmp3LRd1u/0kyUVyc1k0H7h9J0",
+	"eXRqT6QPPWviAVs5dFDAaQ9e6tlSwp459VeLWYtSqGbaogyxMzHEzubPUKmAlPsznysm397dYkEWKqf+",
+	"zgamAl8aJPlyN6yv3cg0dchDa67SRhFwPtL75FaHbm2Eyl8KgP4X7ALiewsm0GBwegLh++wmp6fcSgu7",
+	"kwPC1vLU/nR/INI92ucXudYi4uc3QG11XzuQzdYLx/kpbme06iod10BGqCvBFLABjRMJ0yMDJdCBWgMf",
+	"AeFPp12hc5uFFdbEgBClRJdzAy9OAZjQzVQBJgxrtlvtCsufbLnazmKVL/+z2KzWopi1Wn0RqJbbrZ5G",
+	"HeeZP7mpMLFq2C0SSwI34xvyOiJTqqdOHc2HPjNYPp88/fzy8LPKib8j7hhq+IUgj4HLzyPx9YrWOJ6k",
+	"yWdld17LxVWB6wXH4QyFBjWgscgUs/jUaYpMBRpnszkkzGgtvSmUqdrNN0DYmAJvWQjNWkdO59AiRVSU",
+	"c5/zmH+wXQdFOL2JwqcCDftDkx7PnKxzydGcJ0kXlY0j/RdFdLTLasvtoPd4imyz0X11KNaCobPwJL7X",
+	"GXCZvGV8UmnEgPK2tNCrYYofyMpGsGovMRrbBCsSo70wm4de2/l36uCK+2XvcxX185k1Nu+k24641JoD",
+	"tyJuw50Rt3f25H3E7TyKyFyS+AygTBvb7PgKifssui0ASqkwcakZsjHOtTfG520ZtiZ/PJMHfPJFkcA/",
+	"K0ojcsKEQoXYo0oL45w0uQTJQz4Mo+MM7WlamRNK5KOT+zrfEedRxx4i1kXnzgXiBCKYFdVBBdEpPnHU",
+	"f+EjGTf4vpDE3mXy3WSnROOfyFdHPnXkJdwrX9nOsQ4M7hu5sIyJfr3z6i18+qt2W6kttPFYwZnszFfF",
+	"zMHZm9Z//+7+qfM4trncldgCtGfri54c6Vzrk2NdIrpaT0hJIvXExwDSuwNTxqOSGl4V3FAmiLhlkpuh",
+	"Z6ZCvpAc0qtZslSCI0ZTLKY6v8IU09ZVrG1VJrMS2I6QeClQONcerhBlTNIEzCV6Sj2TaPYKvdUc8EsJ",
+	"XE1xdI/OHUfQxw2EJbWXzxOMWswcN2mBcF2Oo+AMhdWEdn/e8tflTziP47pctQLv2+iT8Hrvk5GxV7oN",
+	"ro0R0WC7dRl76gsqucKgEE0S7RVWcgp2RJpvhGMAr1OF/gtNM3Rjk7zGFxeOWKSd0w2eie2QbyOnhD6Q",
+	"eDcpIepT29xuC0+EDT2quRjMGT0rZ1yFs5/fp9D+uH8XR4I6sNU+hGuiUcEGP6TIFlRRuOiM7TbY8neA",
+	"F7vjRt9txoA+i/1+FRBb0/3nBubcar9b5pDXHlwh9+s8Vd2h1zYJMTnmuSAoFxzKXSaU3e/79YArmOqr",
+	"1gPUFtroAaWz2mHiWZ0Pu4og/P0Zw9eK3DIFBUUF4gXXqkwFaCCkbczl9Jbp86KciVO3ZNOUJ7GJ1l/w",
+	"yqEGpiyTmOKUKLEjVJOOaBzmogm0qokSrNSDie69DoKhabZji8BQge6gSSSLb5mGdQBxaOyW97tpVAGu",
+	"dPXAz6cC4Abf0ADqIm1sWR03fW646eeGuimBE0S2AZp9Hk1EzXyFqTf94Dsup6iA1LzMBrQf2mW+Wg3L",
+	"2yF5a3Lf+wT9djYIIVKoFQCuOgfQFDC0HUJ8/vS0px17CyE9P7qim2W9i1VNgjfH+aw8rbE8jlnU55Xg",
+	"S4T/d2N46yUOdXJuikB+daL3Kf+3RbOGgiGOu/GOE9cW9V////9AYZoxVvyV12ANoSS85mlhUGSvmeyc",
+	"Wm3Zpvovxj7+jNC10gh/U7a6Px1evteNtVwHyA6SRSpyXn5hjW2fjo+PjzeqOexCy9OqDhtQNIUsD+7J",
+	"UqysJ1SthGmLajZ3QrdVNXV+LTTorTUQD5zMTDCyIpkqxIJedTodza8jFM2HxXNCZaUJcwNomiKgJQfH",
+	"DiV593jv9YZbQmqZ07t33YM256S5EmIhrav7cqYPirbpe9qXuW8bC9qyg/rKoThqYDr13+sGsvpJXt83",
+	"ITiFStUQfahTDEs1C3W8AgYfnK4DnCzRmEQ4E4oV3xOYuPBXAvQUC6TSJ45fw9ad9tW7d04OngECG61n",
+	"ZGGRDJrG78ACCQfk5oy68Lct+OkePetchzAI7enKzhoidPMosd/Gh3ijJ/mqjQdFw6s11gPbqmpHtCbv",
+	"QOJSGPPDmhDP1STEaeCkI5b0jZpAKEiJNYq8wu8zp1SdoiG66/X71+cHw+MT7bTjkwbU1lPqnlyfNU5p",
+	"XQu+DSDh8yi4pYZ8DZQHbvQMhfo6W7jVPmvqjQOFm8F3iX71PsF/1zvIHvg9sE/tpDbtV7oIHihKmvcu",
+	"glmKUt/G92XS7o/6LwIkys50TRvHJOIzIlDGZpjhO4LHCWl2gVmUaOPJUivfkSdLfeoJJ78pCsMutaZV",
+	"raLrdpjTZXTNOmpUy3ZQM+GfNM8lPVjQWBEmKB8i0J6u8RE4TfQD6NZN2R1Ytm2fEFvjoV4f4D0QOZOT",
+	"mmasaPR2AMJv2C3n+fu+8dLT022vbGEV+7mN1QSeFGmGoBrXv3rlyzAWge63pLOH3R7WWrP0ZQwXU7kx",
+	"z/UJC+bjHLyCBvcTBmTqb9+UK+iptZFSZUTnI7qmnmfLCVZXV+p8Z8KSg3Lcl7kw052ZFqHC1QIEaEym",
+	"VD+auYeei031VVywGPq8gdmwDA1BpYlvWZt3ezPyMbQohLa+RfSDewZ3/tlfm3LmqS1rGdhatWaLTllU",
+	"53Om4uXjh8f/GwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -20,6 +20,81 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for CommandInfoAction.
+const (
+	CommandInfoActionBringInService   CommandInfoAction = "bring_in_service"
+	CommandInfoActionMoveIp           CommandInfoAction = "move_ip"
+	CommandInfoActionRestartResource  CommandInfoAction = "restart_resource"
+	CommandInfoActionTakeOutOfService CommandInfoAction = "take_out_of_service"
+)
+
+// Valid indicates whether the value is a known member of the CommandInfoAction enum.
+func (e CommandInfoAction) Valid() bool {
+	switch e {
+	case CommandInfoActionBringInService:
+		return true
+	case CommandInfoActionMoveIp:
+		return true
+	case CommandInfoActionRestartResource:
+		return true
+	case CommandInfoActionTakeOutOfService:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CommandResultStatus.
+const (
+	CommandResultStatusFailed    CommandResultStatus = "failed"
+	CommandResultStatusRejected  CommandResultStatus = "rejected"
+	CommandResultStatusSucceeded CommandResultStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the CommandResultStatus enum.
+func (e CommandResultStatus) Valid() bool {
+	switch e {
+	case CommandResultStatusFailed:
+		return true
+	case CommandResultStatusRejected:
+		return true
+	case CommandResultStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CommandStatus.
+const (
+	CommandStatusDelivered CommandStatus = "delivered"
+	CommandStatusExpired   CommandStatus = "expired"
+	CommandStatusFailed    CommandStatus = "failed"
+	CommandStatusQueued    CommandStatus = "queued"
+	CommandStatusRejected  CommandStatus = "rejected"
+	CommandStatusSucceeded CommandStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the CommandStatus enum.
+func (e CommandStatus) Valid() bool {
+	switch e {
+	case CommandStatusDelivered:
+		return true
+	case CommandStatusExpired:
+		return true
+	case CommandStatusFailed:
+		return true
+	case CommandStatusQueued:
+		return true
+	case CommandStatusRejected:
+		return true
+	case CommandStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FencingPolicy.
 const (
 	None FencingPolicy = "none"
@@ -40,25 +115,112 @@ func (e FencingPolicy) Valid() bool {
 
 // Defines values for NodeState.
 const (
-	Down        NodeState = "down"
-	Maintenance NodeState = "maintenance"
-	Pending     NodeState = "pending"
-	Unreachable NodeState = "unreachable"
-	Up          NodeState = "up"
+	NodeStateDown        NodeState = "down"
+	NodeStateMaintenance NodeState = "maintenance"
+	NodeStatePending     NodeState = "pending"
+	NodeStateUnreachable NodeState = "unreachable"
+	NodeStateUp          NodeState = "up"
 )
 
 // Valid indicates whether the value is a known member of the NodeState enum.
 func (e NodeState) Valid() bool {
 	switch e {
-	case Down:
+	case NodeStateDown:
 		return true
-	case Maintenance:
+	case NodeStateMaintenance:
 		return true
-	case Pending:
+	case NodeStatePending:
 		return true
-	case Unreachable:
+	case NodeStateUnreachable:
 		return true
-	case Up:
+	case NodeStateUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OperationKind.
+const (
+	OperationKindInService    OperationKind = "in_service"
+	OperationKindOutOfService OperationKind = "out_of_service"
+)
+
+// Valid indicates whether the value is a known member of the OperationKind enum.
+func (e OperationKind) Valid() bool {
+	switch e {
+	case OperationKindInService:
+		return true
+	case OperationKindOutOfService:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OperationState.
+const (
+	OperationStateFailed    OperationState = "failed"
+	OperationStatePending   OperationState = "pending"
+	OperationStateRunning   OperationState = "running"
+	OperationStateSucceeded OperationState = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the OperationState enum.
+func (e OperationState) Valid() bool {
+	switch e {
+	case OperationStateFailed:
+		return true
+	case OperationStatePending:
+		return true
+	case OperationStateRunning:
+		return true
+	case OperationStateSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PathReportState.
+const (
+	PathReportStateDown PathReportState = "down"
+	PathReportStateUp   PathReportState = "up"
+)
+
+// Valid indicates whether the value is a known member of the PathReportState enum.
+func (e PathReportState) Valid() bool {
+	switch e {
+	case PathReportStateDown:
+		return true
+	case PathReportStateUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PlacementState.
+const (
+	PlacementStateFailed       PlacementState = "failed"
+	PlacementStateInService    PlacementState = "in_service"
+	PlacementStateOutOfService PlacementState = "out_of_service"
+	PlacementStateStarting     PlacementState = "starting"
+	PlacementStateStopping     PlacementState = "stopping"
+)
+
+// Valid indicates whether the value is a known member of the PlacementState enum.
+func (e PlacementState) Valid() bool {
+	switch e {
+	case PlacementStateFailed:
+		return true
+	case PlacementStateInService:
+		return true
+	case PlacementStateOutOfService:
+		return true
+	case PlacementStateStarting:
+		return true
+	case PlacementStateStopping:
 		return true
 	default:
 		return false
@@ -122,6 +284,33 @@ func (e Role) Valid() bool {
 	}
 }
 
+// Defines values for StepResultAction.
+const (
+	StepResultActionMoveIp       StepResultAction = "move_ip"
+	StepResultActionRestart      StepResultAction = "restart"
+	StepResultActionRollbackStop StepResultAction = "rollback_stop"
+	StepResultActionStart        StepResultAction = "start"
+	StepResultActionStop         StepResultAction = "stop"
+)
+
+// Valid indicates whether the value is a known member of the StepResultAction enum.
+func (e StepResultAction) Valid() bool {
+	switch e {
+	case StepResultActionMoveIp:
+		return true
+	case StepResultActionRestart:
+		return true
+	case StepResultActionRollbackStop:
+		return true
+	case StepResultActionStart:
+		return true
+	case StepResultActionStop:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SwitchbackPolicy.
 const (
 	Automatic   SwitchbackPolicy = "automatic"
@@ -162,6 +351,72 @@ func (e TimingProfile) Valid() bool {
 	default:
 		return false
 	}
+}
+
+// AgentConfig The desired configuration of one node.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","fencing":"self","hierarchies":[],"node_id":"0195f7a4-1111-7000-8000-000000000001","path_key":"c2VjcmV0","paths":[],"peers":[],"signing_keys":[],"timing":{"deep_check_interval_ms":5000,"heartbeat_ms":250,"lease_ttl_ms":1000,"path_dead_after":3,"path_heartbeat_ms":200,"quick_check_interval_ms":500,"server_grace_ms":250},"version":3}
+type AgentConfig struct {
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// Fencing `self`: an isolated agent fences itself; `none`: external fencing.
+	//
+	// Example: self
+	Fencing FencingPolicy `json:"fencing"`
+
+	// Hierarchies Hierarchies with a priority for this node.
+	Hierarchies []Hierarchy `json:"hierarchies"`
+
+	// NodeId This node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// PathKey Per-cluster key that authenticates path heartbeats (HMAC-SHA256).
+	//
+	// Example: c2VjcmV0
+	PathKey []byte `json:"path_key"`
+
+	// Paths Directed paths from and to this node.
+	Paths []Path `json:"paths"`
+
+	// Peers Every other node of the cluster.
+	Peers []AgentPeer `json:"peers"`
+
+	// SigningKeys Command-signing keys; new ones endorsed by a trusted key.
+	SigningKeys []SigningKey `json:"signing_keys"`
+
+	// Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
+	// `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
+	// `server_grace_ms` ≥ `heartbeat_ms`; `deep_check_interval_ms` ≥
+	// `quick_check_interval_ms`.
+	//
+	//
+	// Example: {"deep_check_interval_ms":5000,"heartbeat_ms":250,"lease_ttl_ms":1000,"path_dead_after":3,"path_heartbeat_ms":200,"quick_check_interval_ms":500,"server_grace_ms":250}
+	Timing Timing `json:"timing"`
+
+	// Version Increases whenever anything below changes.
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// AgentPeer Another node of the cluster.
+//
+// Example: {"name":"mx2","node_id":"0195f7a4-1111-7000-8000-000000000002"}
+type AgentPeer struct {
+	// Name Its name.
+	//
+	// Example: mx2
+	Name string `json:"name"`
+
+	// NodeId Peer node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId openapi_types.UUID `json:"node_id"`
 }
 
 // AuditList A page of audit records.
@@ -225,6 +480,26 @@ type AuditRecord struct {
 	//
 	// Example: hierarchy
 	TargetType string `json:"target_type"`
+}
+
+// CheckResult The last result of a check.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","ok":true}
+type CheckResult struct {
+	// At When it ran (agent clock).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// Detail What failed.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Ok Passed.
+	//
+	// Example: true
+	Ok bool `json:"ok"`
 }
 
 // CheckSettings Interval and timeout of a check; the timeout must be below the
@@ -411,10 +686,242 @@ type ClusterPatch struct {
 	TimingProfile *TimingProfile `json:"timing_profile,omitempty"`
 }
 
+// CommandBatch Commands for this node.
+//
+// Example: {"commands":[]}
+type CommandBatch struct {
+	// Commands Oldest first.
+	Commands []Envelope `json:"commands"`
+}
+
+// CommandInfo A signed command and what became of it.
+//
+// Example: {"action":"bring_in_service","cluster_id":"0195f7a4-0000-7000-8000-000000000001","epoch":4,"expires_at":"2026-11-26T06:00:30Z","hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","id":"0195f7a4-6666-7000-8000-000000000001","issued_at":"2026-11-26T06:00:00Z","key_id":"k-0195f7a4","node_id":"0195f7a4-1111-7000-8000-000000000001","status":"succeeded","term":1}
+type CommandInfo struct {
+	// Action The command's action.
+	//
+	// Example: bring_in_service
+	Action CommandInfoAction `json:"action"`
+
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// CompletedAt Result received at.
+	//
+	// Example: 2026-11-26T06:00:01Z
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+
+	// Detail Agent's detail.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Placement epoch.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// ExpiresAt Agents refuse it after this.
+	//
+	// Example: 2026-11-26T06:00:30Z
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Id Command id.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// IssuedAt Signed at.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	IssuedAt time.Time `json:"issued_at"`
+
+	// KeyId Signing key id.
+	//
+	// Example: k-0195f7a4
+	KeyId string `json:"key_id"`
+
+	// NodeId Addressed node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// RejectionReason The agent's reason code when rejected.
+	//
+	// Example: stale_epoch
+	RejectionReason *string `json:"rejection_reason,omitempty"`
+
+	// Status `queued`, `delivered`, `succeeded`, `failed` (a step failed), `rejected` (the agent refused it) or `expired` (never delivered in time).
+	//
+	// Example: succeeded
+	Status CommandStatus `json:"status"`
+
+	// Term Leader term.
+	//
+	// Example: 1
+	Term int64 `json:"term"`
+}
+
+// CommandInfoAction The command's action.
+//
+// Example: bring_in_service
+type CommandInfoAction string
+
+// CommandList A page of commands.
+//
+// Example: {"items":[]}
+type CommandList struct {
+	// Items The commands.
+	Items []CommandInfo `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// CommandResult The outcome of a command on the agent.
+//
+// Example: {"status":"succeeded","steps":[{"action":"start","duration_ms":12,"ok":true,"resource":"vip"}]}
+type CommandResult struct {
+	// Detail Human detail.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Reason Rejection reason code (`bad_signature`, `unknown_key`, `wrong_node`, `wrong_cluster`, `expired`, `replay`, `stale_epoch`, `stale_term`, `malformed`).
+	//
+	// Example: stale_epoch
+	Reason *string `json:"reason,omitempty"`
+
+	// Status `succeeded`, `failed` (a step failed; what was brought up was rolled back) or `rejected` (refused before running).
+	//
+	// Example: succeeded
+	Status CommandResultStatus `json:"status"`
+
+	// Steps Per-step results.
+	Steps *[]StepResult `json:"steps,omitempty"`
+}
+
+// CommandResultStatus `succeeded`, `failed` (a step failed; what was brought up was rolled back) or `rejected` (refused before running).
+//
+// Example: succeeded
+type CommandResultStatus string
+
+// CommandStatus `queued`, `delivered`, `succeeded`, `failed` (a step failed), `rejected` (the agent refused it) or `expired` (never delivered in time).
+//
+// Example: succeeded
+type CommandStatus string
+
 // Description Free text for operators.
 //
 // Example: Postfix for example.com
 type Description = string
+
+// EnrollRequest An agent's enrollment.
+//
+// Example: {"enrollment_token":"bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff.AbCdEfGhIjKlMnOp","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"},"public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}
+type EnrollRequest struct {
+	// EnrollmentToken The node's one-time enrollment token.
+	//
+	// Example: bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff.AbCdEfGhIjKlMnOp
+	EnrollmentToken string `json:"enrollment_token"`
+
+	// Facts What the agent found about its host; mixed platforms are fine.
+	//
+	// Example: {"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","interfaces":[],"kernel":"6.1.0-18-amd64","os":"linux"}
+	Facts HostFacts `json:"facts"`
+
+	// PublicKey The agent's Ed25519 public key (base64).
+	//
+	// Example: 11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+	PublicKey []byte `json:"public_key"`
+}
+
+// Enrollment The answer to an enrollment.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","credential":"bsa_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff","node_id":"0195f7a4-1111-7000-8000-000000000001","node_name":"mx1","signing_keys":[]}
+type Enrollment struct {
+	// ClusterId Its cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// Credential The agent credential (`Authorization: Bearer`); shown only here.
+	//
+	// Example: bsa_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
+	Credential string `json:"credential"`
+
+	// NodeId This node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// NodeName The node's name.
+	//
+	// Example: mx1
+	NodeName string `json:"node_name"`
+
+	// SigningKeys Keys that sign commands.
+	SigningKeys []SigningKey `json:"signing_keys"`
+}
+
+// Envelope A signed command as delivered.
+//
+// Example: {"command_id":"0195f7a4-6666-7000-8000-000000000001","key_id":"k-0195f7a4","payload":"eyJpZCI6IjAxOTUifQ==","signature":"c2lnbmF0dXJl"}
+type Envelope struct {
+	// CommandId The command id, to report the result under.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	CommandId openapi_types.UUID `json:"command_id"`
+
+	// KeyId Signing key id.
+	//
+	// Example: k-0195f7a4
+	KeyId string `json:"key_id"`
+
+	// Payload Canonical command bytes (base64).
+	//
+	// Example: eyJpZCI6IjAxOTUifQ==
+	Payload []byte `json:"payload"`
+
+	// Signature Ed25519 signature (base64).
+	//
+	// Example: c2lnbmF0dXJl
+	Signature []byte `json:"signature"`
+}
+
+// FenceReport A self-fencing this agent did, reported when it reconnects.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","duration_ms":3.2,"hierarchies":[],"reason":"lease expired and 1 of 3 nodes visible"}
+type FenceReport struct {
+	// At When (agent clock).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// DurationMs How long the fast kill took.
+	//
+	// Example: 3.2
+	DurationMs *float32 `json:"duration_ms,omitempty"`
+
+	// Hierarchies Hierarchies fenced.
+	//
+	// Example: ["0195f7a4-3333-7000-8000-000000000001"]
+	Hierarchies []openapi_types.UUID `json:"hierarchies"`
+
+	// Reason Why.
+	//
+	// Example: lease expired and 1 of 3 nodes visible
+	Reason string `json:"reason"`
+}
 
 // FencingPolicy `self`: an isolated agent fences itself; `none`: external fencing.
 //
@@ -451,9 +958,51 @@ type Health struct {
 	Status string `json:"status"`
 }
 
+// Heartbeat An agent's heartbeat.
+//
+// Example: {"config_version":3,"hierarchies":[],"paths":[],"resources":[]}
+type Heartbeat struct {
+	// ConfigVersion Version of the configuration the agent applies.
+	//
+	// Example: 3
+	ConfigVersion int64 `json:"config_version"`
+
+	// Fences Self-fencings not yet reported.
+	Fences *[]FenceReport `json:"fences,omitempty"`
+
+	// Hierarchies Local state of each hierarchy this node knows.
+	Hierarchies *[]HierarchyReport `json:"hierarchies,omitempty"`
+
+	// Paths Peer reachability per path.
+	Paths *[]PathReport `json:"paths,omitempty"`
+
+	// Resources Health of in-service resources.
+	Resources *[]ResourceHealth `json:"resources,omitempty"`
+}
+
+// HeartbeatAck The server's answer to a heartbeat.
+//
+// Example: {"config_version":3,"lease_ttl_ms":1000,"term":1}
+type HeartbeatAck struct {
+	// ConfigVersion Newest configuration version; fetch it when it differs.
+	//
+	// Example: 3
+	ConfigVersion int64 `json:"config_version"`
+
+	// LeaseTtlMs Lease length from the send time of this heartbeat.
+	//
+	// Example: 1000
+	LeaseTtlMs int `json:"lease_ttl_ms"`
+
+	// Term Current leader term.
+	//
+	// Example: 1
+	Term int64 `json:"term"`
+}
+
 // Hierarchy A protected application.
 //
-// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","exclusivity_group":"","id":"0195f7a4-3333-7000-8000-000000000001","name":"web","priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"deep_check":{"interval_ms":5000,"timeout_ms":2500},"depends_on":[],"kind":"ip","local_recovery":{"max_restarts":3,"window_s":300},"name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"},"quick_check":{"interval_ms":500,"timeout_ms":250}}],"switchback":"intelligent","updated_at":"2026-11-26T06:00:00Z","version":1}
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","exclusivity_group":"","id":"0195f7a4-3333-7000-8000-000000000001","name":"web","placement":{"epoch":0,"state":"out_of_service","updated_at":"2026-11-26T06:00:00Z"},"priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"deep_check":{"interval_ms":5000,"timeout_ms":2500},"depends_on":[],"kind":"ip","local_recovery":{"max_restarts":3,"window_s":300},"name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"},"quick_check":{"interval_ms":500,"timeout_ms":250}}],"switchback":"intelligent","updated_at":"2026-11-26T06:00:00Z","version":1}
 type Hierarchy struct {
 	// ClusterId Owning cluster.
 	//
@@ -484,6 +1033,11 @@ type Hierarchy struct {
 	//
 	// Example: mail
 	Name Name `json:"name"`
+
+	// Placement Which node the hierarchy is in service on, with the epoch that increases at every move.
+	//
+	// Example: {"epoch":4,"node_id":"0195f7a4-1111-7000-8000-000000000001","state":"in_service","updated_at":"2026-11-26T06:00:00Z"}
+	Placement Placement `json:"placement"`
 
 	// Priorities Priorities, lowest number first.
 	Priorities []Priority `json:"priorities"`
@@ -557,6 +1111,31 @@ type HierarchyPatch struct {
 	Switchback *SwitchbackPolicy `json:"switchback,omitempty"`
 }
 
+// HierarchyReport The local state of a hierarchy on this node.
+//
+// Example: {"epoch":4,"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","state":"in_service"}
+type HierarchyReport struct {
+	// Detail Why (for failed).
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Newest epoch applied.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// State Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+	//
+	// Example: in_service
+	State PlacementState `json:"state"`
+}
+
 // HierarchySpec A whole hierarchy definition.
 //
 // Example: {"name":"web","priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"kind":"ip","name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"}}]}
@@ -591,6 +1170,59 @@ type HierarchySpec struct {
 	Switchback *SwitchbackPolicy `json:"switchback,omitempty"`
 }
 
+// HostFacts What the agent found about its host; mixed platforms are fine.
+//
+// Example: {"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","interfaces":[],"kernel":"6.1.0-18-amd64","os":"linux"}
+type HostFacts struct {
+	// AgentVersion backstop-agent version.
+	//
+	// Example: 0.1.0
+	AgentVersion string `json:"agent_version"`
+
+	// Arch CPU architecture.
+	//
+	// Example: amd64
+	Arch string `json:"arch"`
+
+	// Hostname Host name.
+	//
+	// Example: mx1
+	Hostname string `json:"hostname"`
+
+	// Interfaces Network interfaces.
+	Interfaces *[]HostInterface `json:"interfaces,omitempty"`
+
+	// Kernel Kernel release.
+	//
+	// Example: 6.1.0-18-amd64
+	Kernel *string `json:"kernel,omitempty"`
+
+	// Os Operating system.
+	//
+	// Example: linux
+	Os string `json:"os"`
+}
+
+// HostInterface A network interface of the host.
+//
+// Example: {"addresses":["198.18.1.11/24"],"mac":"02:00:00:00:00:01","name":"eth0"}
+type HostInterface struct {
+	// Addresses Addresses in CIDR form.
+	//
+	// Example: ["198.18.1.11/24"]
+	Addresses *[]string `json:"addresses,omitempty"`
+
+	// Mac Hardware address.
+	//
+	// Example: 02:00:00:00:00:01
+	Mac *string `json:"mac,omitempty"`
+
+	// Name Interface name.
+	//
+	// Example: eth0
+	Name string `json:"name"`
+}
+
 // LocalRecovery Restart a failed resource up to `max_restarts` times within `window_s` before failing the hierarchy over.
 //
 // Example: {"max_restarts":3,"window_s":300}
@@ -615,6 +1247,11 @@ type Name = string
 //
 // Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","id":"0195f7a4-1111-7000-8000-000000000001","name":"mx1","state":"pending","updated_at":"2026-11-26T06:00:00Z","version":1}
 type Node struct {
+	// Agent The node's enrolled agent, once it enrolled.
+	//
+	// Example: {"enrolled_at":"2026-11-26T06:00:00Z","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"}}
+	Agent *NodeAgent `json:"agent,omitempty"`
+
 	// ClusterId Owning cluster.
 	//
 	// Example: 0195f7a4-0000-7000-8000-000000000001
@@ -659,6 +1296,26 @@ type Node struct {
 	Version int64 `json:"version"`
 }
 
+// NodeAgent The node's enrolled agent, once it enrolled.
+//
+// Example: {"enrolled_at":"2026-11-26T06:00:00Z","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"}}
+type NodeAgent struct {
+	// EnrolledAt Enrollment time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	EnrolledAt time.Time `json:"enrolled_at"`
+
+	// Facts What the agent found about its host; mixed platforms are fine.
+	//
+	// Example: {"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","interfaces":[],"kernel":"6.1.0-18-amd64","os":"linux"}
+	Facts HostFacts `json:"facts"`
+
+	// LastHeartbeatAt Last heartbeat received (server clock).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+}
+
 // NodeCreate A new node.
 //
 // Example: {"name":"mx1"}
@@ -676,6 +1333,11 @@ type NodeCreate struct {
 
 // NodeCreated A new node with its one-time enrollment token.
 type NodeCreated struct {
+	// Agent The node's enrolled agent, once it enrolled.
+	//
+	// Example: {"enrolled_at":"2026-11-26T06:00:00Z","facts":{"agent_version":"0.1.0","arch":"amd64","hostname":"mx1","os":"linux"}}
+	Agent *NodeAgent `json:"agent,omitempty"`
+
 	// ClusterId Owning cluster.
 	//
 	// Example: 0195f7a4-0000-7000-8000-000000000001
@@ -764,6 +1426,79 @@ type NodePatch struct {
 //
 // Example: pending
 type NodeState string
+
+// Operation A placement action requested by an operator, followed to its end.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","command_id":"0195f7a4-6666-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","epoch":4,"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","id":"0195f7a4-5555-7000-8000-000000000001","kind":"in_service","node_id":"0195f7a4-1111-7000-8000-000000000001","state":"succeeded","steps":[{"action":"start","duration_ms":12,"ok":true,"resource":"vip"}],"updated_at":"2026-11-26T06:00:01Z"}
+type Operation struct {
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// CommandId The signed command sent to the agent.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	CommandId *openapi_types.UUID `json:"command_id,omitempty"`
+
+	// CreatedAt Requested at.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Detail Why it failed; a rejected command gives the agent's reason.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Epoch of the placement change.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Id Operation id.
+	//
+	// Example: 0195f7a4-5555-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// Kind What was asked.
+	//
+	// Example: in_service
+	Kind OperationKind `json:"kind"`
+
+	// NodeId Node the command went to.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// State `pending` (queued for the agent), `running` (delivered), `succeeded` or `failed`.
+	//
+	// Example: running
+	State OperationState `json:"state"`
+
+	// Steps Per-step results reported by the agent.
+	Steps []StepResult `json:"steps"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:01Z
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// OperationKind What was asked.
+//
+// Example: in_service
+type OperationKind string
+
+// OperationState `pending` (queued for the agent), `running` (delivered), `succeeded` or `failed`.
+//
+// Example: running
+type OperationState string
 
 // Path One direction of a communication path.
 //
@@ -883,6 +1618,86 @@ type PathPair struct {
 	Reverse Path `json:"reverse"`
 }
 
+// PathReport What this node sees of a peer over one communication path.
+//
+// Example: {"loss":0,"path_id":"0195f7a4-2222-7000-8000-000000000001","peer_node_id":"0195f7a4-1111-7000-8000-000000000002","rtt_ms":0.4,"state":"up"}
+type PathReport struct {
+	// Loss Fraction of heartbeats lost recently.
+	//
+	// Example: 0
+	Loss *float32 `json:"loss,omitempty"`
+
+	// PathId The directed path from this node.
+	//
+	// Example: 0195f7a4-2222-7000-8000-000000000001
+	PathId openapi_types.UUID `json:"path_id"`
+
+	// PeerNodeId The peer.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	PeerNodeId openapi_types.UUID `json:"peer_node_id"`
+
+	// RttMs Smoothed round-trip time.
+	//
+	// Example: 0.4
+	RttMs *float32 `json:"rtt_ms,omitempty"`
+
+	// State Whether authenticated heartbeats arrive.
+	//
+	// Example: up
+	State PathReportState `json:"state"`
+}
+
+// PathReportState Whether authenticated heartbeats arrive.
+//
+// Example: up
+type PathReportState string
+
+// Placement Which node the hierarchy is in service on, with the epoch that increases at every move.
+//
+// Example: {"epoch":4,"node_id":"0195f7a4-1111-7000-8000-000000000001","state":"in_service","updated_at":"2026-11-26T06:00:00Z"}
+type Placement struct {
+	// Detail Why the state is what it is (for `failed`, what failed).
+	//
+	// Example: step postfix/start failed: exit status 1
+	Detail *string `json:"detail,omitempty"`
+
+	// Epoch Increases at every placement change; agents refuse commands of older epochs.
+	//
+	// Example: 4
+	Epoch int64 `json:"epoch"`
+
+	// NodeId The node; absent when the hierarchy was never placed.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// State Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+	//
+	// Example: in_service
+	State PlacementState `json:"state"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// PlacementRequest The node to bring the hierarchy in service on.
+//
+// Example: {"node_id":"0195f7a4-1111-7000-8000-000000000001"}
+type PlacementRequest struct {
+	// NodeId A node with a priority for the hierarchy.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+}
+
+// PlacementState Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+//
+// Example: in_service
+type PlacementState string
+
 // Priority A node's priority for a hierarchy (1 = primary, 2 = first backup, ...).
 //
 // Example: {"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}
@@ -989,6 +1804,41 @@ type Resource struct {
 	QuickCheck CheckSettings `json:"quick_check"`
 }
 
+// ResourceHealth Health of one in-service resource.
+//
+// Example: {"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","quick":{"at":"2026-11-26T06:00:00Z","ok":true},"resource":"postfix","restarts":0}
+type ResourceHealth struct {
+	// CheckFailures Failed checks since the agent started.
+	//
+	// Example: 2
+	CheckFailures *int64 `json:"check_failures,omitempty"`
+
+	// Deep The last result of a check.
+	//
+	// Example: {"at":"2026-11-26T06:00:00Z","ok":true}
+	Deep *CheckResult `json:"deep,omitempty"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Quick The last result of a check.
+	//
+	// Example: {"at":"2026-11-26T06:00:00Z","ok":true}
+	Quick *CheckResult `json:"quick,omitempty"`
+
+	// Resource Resource name.
+	//
+	// Example: postfix
+	Resource string `json:"resource"`
+
+	// Restarts Local restarts within the current window.
+	//
+	// Example: 1
+	Restarts *int `json:"restarts,omitempty"`
+}
+
 // ResourceKind The kit that manages the resource. `params` by kind:
 // * `ip`: `address` (CIDR, required), `interface` (required), `backup_interfaces` (list)
 // * `volume`: `source` (device or directory, required), `target` (absolute path, required), `fstype`, `options`
@@ -1059,6 +1909,89 @@ type ResourceSpec struct {
 //
 // Example: operator
 type Role string
+
+// SigningKey A command-signing public key.
+//
+// Example: {"active":true,"created_at":"2026-11-26T06:00:00Z","fingerprint":"AbCdEfGhIjKlMnOp","key_id":"k-0195f7a4","public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}
+type SigningKey struct {
+	// Active Signs new commands.
+	//
+	// Example: true
+	Active bool `json:"active"`
+
+	// CreatedAt Created at.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// EndorsedBy Key id that endorsed this one at rotation.
+	//
+	// Example: k-0195f7a3
+	EndorsedBy *string `json:"endorsed_by,omitempty"`
+
+	// Endorsement Signature by `endorsed_by` over the key id and public key.
+	//
+	// Example: c2lnbmF0dXJl
+	Endorsement *[]byte `json:"endorsement,omitempty"`
+
+	// Fingerprint Digest embedded in enrollment tokens.
+	//
+	// Example: AbCdEfGhIjKlMnOp
+	Fingerprint string `json:"fingerprint"`
+
+	// KeyId Key id carried by envelopes.
+	//
+	// Example: k-0195f7a4
+	KeyId string `json:"key_id"`
+
+	// PublicKey Ed25519 public key (base64).
+	//
+	// Example: 11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+	PublicKey []byte `json:"public_key"`
+}
+
+// SigningKeyList The signing keys.
+//
+// Example: {"items":[]}
+type SigningKeyList struct {
+	// Items The keys.
+	Items []SigningKey `json:"items"`
+}
+
+// StepResult The outcome of one step of a command on the agent.
+//
+// Example: {"action":"start","duration_ms":12,"ok":true,"resource":"vip"}
+type StepResult struct {
+	// Action What was done to it.
+	//
+	// Example: start
+	Action StepResultAction `json:"action"`
+
+	// Detail Error or note.
+	//
+	// Example:
+	Detail *string `json:"detail,omitempty"`
+
+	// DurationMs Step duration.
+	//
+	// Example: 12
+	DurationMs *int64 `json:"duration_ms,omitempty"`
+
+	// Ok Whether the step succeeded.
+	//
+	// Example: true
+	Ok bool `json:"ok"`
+
+	// Resource Resource name.
+	//
+	// Example: vip
+	Resource string `json:"resource"`
+}
+
+// StepResultAction What was done to it.
+//
+// Example: start
+type StepResultAction string
 
 // SwitchbackPolicy `intelligent` keeps a hierarchy where it is when a higher-priority
 // node returns (an event says a switchback is possible); `automatic`
@@ -1245,6 +2178,12 @@ type PathID = openapi_types.UUID
 // TokenID defines model for TokenID.
 type TokenID = openapi_types.UUID
 
+// AgentPollCommandsParams defines parameters for AgentPollCommands.
+type AgentPollCommandsParams struct {
+	// Wait Longest wait in milliseconds.
+	Wait *int `form:"wait,omitempty" json:"wait,omitempty"`
+}
+
 // ListAuditParams defines parameters for ListAudit.
 type ListAuditParams struct {
 	// Limit Page size.
@@ -1282,6 +2221,18 @@ type UpdateClusterParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// ListCommandsParams defines parameters for ListCommands.
+type ListCommandsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// NodeId Only commands for this node.
+	NodeId *openapi_types.UUID `form:"node_id,omitempty" json:"node_id,omitempty"`
+}
+
 // ListHierarchiesParams defines parameters for ListHierarchies.
 type ListHierarchiesParams struct {
 	// Limit Page size.
@@ -1314,6 +2265,20 @@ type UpdateHierarchyParams struct {
 type ReplaceHierarchyParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// BringHierarchyInServiceParams defines parameters for BringHierarchyInService.
+type BringHierarchyInServiceParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// TakeHierarchyOutOfServiceParams defines parameters for TakeHierarchyOutOfService.
+type TakeHierarchyOutOfServiceParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListNodesParams defines parameters for ListNodes.
@@ -1366,6 +2331,13 @@ type DeletePathParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// RotateSigningKeyParams defines parameters for RotateSigningKey.
+type RotateSigningKeyParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListTokensParams defines parameters for ListTokens.
 type ListTokensParams struct {
 	// Limit Page size.
@@ -1382,6 +2354,15 @@ type CreateTokenParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// AgentCommandResultJSONRequestBody defines body for AgentCommandResult for application/json ContentType.
+type AgentCommandResultJSONRequestBody = CommandResult
+
+// AgentEnrollJSONRequestBody defines body for AgentEnroll for application/json ContentType.
+type AgentEnrollJSONRequestBody = EnrollRequest
+
+// AgentHeartbeatJSONRequestBody defines body for AgentHeartbeat for application/json ContentType.
+type AgentHeartbeatJSONRequestBody = Heartbeat
+
 // CreateClusterJSONRequestBody defines body for CreateCluster for application/json ContentType.
 type CreateClusterJSONRequestBody = ClusterCreate
 
@@ -1396,6 +2377,9 @@ type UpdateHierarchyJSONRequestBody = HierarchyPatch
 
 // ReplaceHierarchyJSONRequestBody defines body for ReplaceHierarchy for application/json ContentType.
 type ReplaceHierarchyJSONRequestBody = HierarchySpec
+
+// BringHierarchyInServiceJSONRequestBody defines body for BringHierarchyInService for application/json ContentType.
+type BringHierarchyInServiceJSONRequestBody = PlacementRequest
 
 // CreateNodeJSONRequestBody defines body for CreateNode for application/json ContentType.
 type CreateNodeJSONRequestBody = NodeCreate
@@ -1482,6 +2466,91 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 
 // The interface specification for the client above.
 type ClientInterface interface {
+
+	// AgentPollCommands Long-poll for commands
+	//
+	// Returns at once when commands are queued for this node; otherwise waits up to `wait` milliseconds and returns an empty list.
+	//
+	// Corresponds with GET /agent/v1/commands (the `AgentPollCommands` operationId).
+	AgentPollCommands(ctx context.Context, params *AgentPollCommandsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentCommandResultWithBody Report a command's outcome
+	//
+	// Reports per-step results of an executed command, or the reason it was rejected.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+	AgentCommandResultWithBody(ctx context.Context, commandId openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentCommandResult Report a command's outcome
+	//
+	// Reports per-step results of an executed command, or the reason it was rejected.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+	AgentCommandResult(ctx context.Context, commandId openapi_types.UUID, body AgentCommandResultJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentConfig Desired configuration of this node
+	//
+	// The versioned configuration of this node: its hierarchies' full
+	// definitions, peers and paths, the timing profile, the path
+	// authentication key and the signing keys. Agents cache it on disk so
+	// a takeover never depends on reading it at the moment of failure.
+	//
+	// Corresponds with GET /agent/v1/config (the `AgentConfig` operationId).
+	AgentConfig(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentEnrollWithBody Enroll an agent
+	//
+	// Exchanges a node's one-time enrollment token for the agent
+	// credential (shown once). The agent sends its Ed25519 public key and
+	// host facts; the answer carries the control plane's command-signing
+	// keys, one of which matches the fingerprint embedded in the token.
+	// A used, expired or unknown token is answered with 401.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+	AgentEnrollWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentEnroll Enroll an agent
+	//
+	// Exchanges a node's one-time enrollment token for the agent
+	// credential (shown once). The agent sends its Ed25519 public key and
+	// host facts; the answer carries the control plane's command-signing
+	// keys, one of which matches the fingerprint embedded in the token.
+	// A used, expired or unknown token is answered with 401.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+	AgentEnroll(ctx context.Context, body AgentEnrollJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentHeartbeatWithBody Renew the node lease and report health
+	//
+	// Renews the node's lease and reports per-resource health, per-path
+	// peer reachability, the hierarchies' local state and the epochs
+	// applied. The answer carries the lease TTL, the leader term and the
+	// current configuration version.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+	AgentHeartbeatWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentHeartbeat Renew the node lease and report health
+	//
+	// Renews the node's lease and reports per-resource health, per-path
+	// peer reachability, the hierarchies' local state and the epochs
+	// applied. The answer carries the lease TTL, the leader term and the
+	// current configuration version.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+	AgentHeartbeat(ctx context.Context, body AgentHeartbeatJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealthz Liveness
 	//
@@ -1588,6 +2657,16 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/clusters/{cluster_id} (the `UpdateCluster` operationId).
 	UpdateCluster(ctx context.Context, clusterId ClusterID, params *UpdateClusterParams, body UpdateClusterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListCommands List signed commands
+	//
+	// Lists the commands issued to the cluster's agents, oldest first,
+	// with their delivery state and, for refused ones, the agent's
+	// rejection reason (`bad_signature`, `unknown_key`, `wrong_node`,
+	// `expired`, `replay`, `stale_epoch`, ...).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/commands (the `ListCommands` operationId).
+	ListCommands(ctx context.Context, clusterId ClusterID, params *ListCommandsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListHierarchies List hierarchies
 	//
 	// Lists the cluster's hierarchies, oldest first.
@@ -1676,6 +2755,46 @@ type ClientInterface interface {
 	//
 	// Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 	ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// BringHierarchyInServiceWithBody Bring a hierarchy in service on a node
+	//
+	// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+	// the same transaction as the placement change, a signed
+	// `bring_in_service` command is queued for the node's agent, and the
+	// answer is 202 with an operation to poll. Refused with 409 while the
+	// hierarchy is in service (or starting) on another node: take it out
+	// of service first. The node must have a priority for the hierarchy
+	// and be enrolled (`up`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+	BringHierarchyInServiceWithBody(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// BringHierarchyInService Bring a hierarchy in service on a node
+	//
+	// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+	// the same transaction as the placement change, a signed
+	// `bring_in_service` command is queued for the node's agent, and the
+	// answer is 202 with an operation to poll. Refused with 409 while the
+	// hierarchy is in service (or starting) on another node: take it out
+	// of service first. The node must have a priority for the hierarchy
+	// and be enrolled (`up`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+	BringHierarchyInService(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, body BringHierarchyInServiceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TakeHierarchyOutOfService Take a hierarchy out of service
+	//
+	// Queues a signed `take_out_of_service` command for the node the
+	// hierarchy is placed on (epoch bumped in the same transaction) and
+	// answers 202 with an operation. A hierarchy already out of service
+	// answers 409.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
+	TakeHierarchyOutOfService(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListNodes List nodes
 	//
@@ -1787,6 +2906,29 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/clusters/{cluster_id}/paths/{path_id} (the `GetPath` operationId).
 	GetPath(ctx context.Context, clusterId ClusterID, pathId PathID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetOperation Follow an operation
+	//
+	// An operation goes `pending` → `running` → `succeeded` or `failed`, with the agent's per-step results.
+	//
+	// Corresponds with GET /v1/operations/{operation_id} (the `GetOperation` operationId).
+	GetOperation(ctx context.Context, operationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListSigningKeys List command-signing keys
+	//
+	// The control plane's Ed25519 command-signing public keys; the active one signs new commands, the others stay trusted by agents.
+	//
+	// Corresponds with GET /v1/signing-keys (the `ListSigningKeys` operationId).
+	ListSigningKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateSigningKey Rotate the command-signing key
+	//
+	// Creates a new signing key, endorsed (signed) by the current active
+	// key, and makes it active. Agents learn it from their configuration
+	// and accept it only because a key they already trust endorsed it.
+	//
+	// Corresponds with POST /v1/signing-keys/rotate (the `RotateSigningKey` operationId).
+	RotateSigningKey(ctx context.Context, params *RotateSigningKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListTokens List API tokens
 	//
 	// Lists tokens (never their secrets), oldest first.
@@ -1821,6 +2963,171 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/tokens/{token_id} (the `DeleteToken` operationId).
 	DeleteToken(ctx context.Context, tokenId TokenID, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// AgentPollCommands Long-poll for commands
+//
+// Returns at once when commands are queued for this node; otherwise waits up to `wait` milliseconds and returns an empty list.
+//
+// Corresponds with GET /agent/v1/commands (the `AgentPollCommands` operationId).
+func (c *Client) AgentPollCommands(ctx context.Context, params *AgentPollCommandsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentPollCommandsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentCommandResultWithBody Report a command's outcome
+//
+// Reports per-step results of an executed command, or the reason it was rejected.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+func (c *Client) AgentCommandResultWithBody(ctx context.Context, commandId openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentCommandResultRequestWithBody(c.Server, commandId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentCommandResult Report a command's outcome
+//
+// Reports per-step results of an executed command, or the reason it was rejected.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+func (c *Client) AgentCommandResult(ctx context.Context, commandId openapi_types.UUID, body AgentCommandResultJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentCommandResultRequest(c.Server, commandId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentConfig Desired configuration of this node
+//
+// The versioned configuration of this node: its hierarchies' full
+// definitions, peers and paths, the timing profile, the path
+// authentication key and the signing keys. Agents cache it on disk so
+// a takeover never depends on reading it at the moment of failure.
+//
+// Corresponds with GET /agent/v1/config (the `AgentConfig` operationId).
+func (c *Client) AgentConfig(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentConfigRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentEnrollWithBody Enroll an agent
+//
+// Exchanges a node's one-time enrollment token for the agent
+// credential (shown once). The agent sends its Ed25519 public key and
+// host facts; the answer carries the control plane's command-signing
+// keys, one of which matches the fingerprint embedded in the token.
+// A used, expired or unknown token is answered with 401.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+func (c *Client) AgentEnrollWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentEnrollRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentEnroll Enroll an agent
+//
+// Exchanges a node's one-time enrollment token for the agent
+// credential (shown once). The agent sends its Ed25519 public key and
+// host facts; the answer carries the control plane's command-signing
+// keys, one of which matches the fingerprint embedded in the token.
+// A used, expired or unknown token is answered with 401.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+func (c *Client) AgentEnroll(ctx context.Context, body AgentEnrollJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentEnrollRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentHeartbeatWithBody Renew the node lease and report health
+//
+// Renews the node's lease and reports per-resource health, per-path
+// peer reachability, the hierarchies' local state and the epochs
+// applied. The answer carries the lease TTL, the leader term and the
+// current configuration version.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+func (c *Client) AgentHeartbeatWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentHeartbeatRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentHeartbeat Renew the node lease and report health
+//
+// Renews the node's lease and reports per-resource health, per-path
+// peer reachability, the hierarchies' local state and the epochs
+// applied. The answer carries the lease TTL, the leader term and the
+// current configuration version.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+func (c *Client) AgentHeartbeat(ctx context.Context, body AgentHeartbeatJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentHeartbeatRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // GetHealthz Liveness
@@ -2048,6 +3355,26 @@ func (c *Client) UpdateCluster(ctx context.Context, clusterId ClusterID, params 
 	return c.Client.Do(req)
 }
 
+// ListCommands List signed commands
+//
+// Lists the commands issued to the cluster's agents, oldest first,
+// with their delivery state and, for refused ones, the agent's
+// rejection reason (`bad_signature`, `unknown_key`, `wrong_node`,
+// `expired`, `replay`, `stale_epoch`, ...).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/commands (the `ListCommands` operationId).
+func (c *Client) ListCommands(ctx context.Context, clusterId ClusterID, params *ListCommandsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListCommandsRequest(c.Server, clusterId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListHierarchies List hierarchies
 //
 // Lists the cluster's hierarchies, oldest first.
@@ -2217,6 +3544,76 @@ func (c *Client) ReplaceHierarchyWithBody(ctx context.Context, clusterId Cluster
 // Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 func (c *Client) ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewReplaceHierarchyRequest(c.Server, clusterId, hierarchyId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BringHierarchyInServiceWithBody Bring a hierarchy in service on a node
+//
+// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+// the same transaction as the placement change, a signed
+// `bring_in_service` command is queued for the node's agent, and the
+// answer is 202 with an operation to poll. Refused with 409 while the
+// hierarchy is in service (or starting) on another node: take it out
+// of service first. The node must have a priority for the hierarchy
+// and be enrolled (`up`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+func (c *Client) BringHierarchyInServiceWithBody(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBringHierarchyInServiceRequestWithBody(c.Server, clusterId, hierarchyId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// BringHierarchyInService Bring a hierarchy in service on a node
+//
+// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+// the same transaction as the placement change, a signed
+// `bring_in_service` command is queued for the node's agent, and the
+// answer is 202 with an operation to poll. Refused with 409 while the
+// hierarchy is in service (or starting) on another node: take it out
+// of service first. The node must have a priority for the hierarchy
+// and be enrolled (`up`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+func (c *Client) BringHierarchyInService(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, body BringHierarchyInServiceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewBringHierarchyInServiceRequest(c.Server, clusterId, hierarchyId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TakeHierarchyOutOfService Take a hierarchy out of service
+//
+// Queues a signed `take_out_of_service` command for the node the
+// hierarchy is placed on (epoch bumped in the same transaction) and
+// answers 202 with an operation. A hierarchy already out of service
+// answers 409.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
+func (c *Client) TakeHierarchyOutOfService(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTakeHierarchyOutOfServiceRequest(c.Server, clusterId, hierarchyId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2457,6 +3854,59 @@ func (c *Client) GetPath(ctx context.Context, clusterId ClusterID, pathId PathID
 	return c.Client.Do(req)
 }
 
+// GetOperation Follow an operation
+//
+// An operation goes `pending` → `running` → `succeeded` or `failed`, with the agent's per-step results.
+//
+// Corresponds with GET /v1/operations/{operation_id} (the `GetOperation` operationId).
+func (c *Client) GetOperation(ctx context.Context, operationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOperationRequest(c.Server, operationId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListSigningKeys List command-signing keys
+//
+// The control plane's Ed25519 command-signing public keys; the active one signs new commands, the others stay trusted by agents.
+//
+// Corresponds with GET /v1/signing-keys (the `ListSigningKeys` operationId).
+func (c *Client) ListSigningKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSigningKeysRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateSigningKey Rotate the command-signing key
+//
+// Creates a new signing key, endorsed (signed) by the current active
+// key, and makes it active. Agents learn it from their configuration
+// and accept it only because a key they already trust endorsed it.
+//
+// Corresponds with POST /v1/signing-keys/rotate (the `RotateSigningKey` operationId).
+func (c *Client) RotateSigningKey(ctx context.Context, params *RotateSigningKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateSigningKeyRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListTokens List API tokens
 //
 // Lists tokens (never their secrets), oldest first.
@@ -2530,6 +3980,214 @@ func (c *Client) DeleteToken(ctx context.Context, tokenId TokenID, reqEditors ..
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewAgentPollCommandsRequest constructs an http.Request for the AgentPollCommands method
+func NewAgentPollCommandsRequest(server string, params *AgentPollCommandsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/commands")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Wait != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "wait", *params.Wait, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAgentCommandResultRequest calls the generic AgentCommandResult builder with application/json body
+func NewAgentCommandResultRequest(server string, commandId openapi_types.UUID, body AgentCommandResultJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAgentCommandResultRequestWithBody(server, commandId, "application/json", bodyReader)
+}
+
+// NewAgentCommandResultRequestWithBody constructs an http.Request for the AgentCommandResult method, with any body, and a specified content type
+func NewAgentCommandResultRequestWithBody(server string, commandId openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "command_id", commandId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/commands/%s/result", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAgentConfigRequest constructs an http.Request for the AgentConfig method
+func NewAgentConfigRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/config")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAgentEnrollRequest calls the generic AgentEnroll builder with application/json body
+func NewAgentEnrollRequest(server string, body AgentEnrollJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAgentEnrollRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAgentEnrollRequestWithBody constructs an http.Request for the AgentEnroll method, with any body, and a specified content type
+func NewAgentEnrollRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/enroll")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAgentHeartbeatRequest calls the generic AgentHeartbeat builder with application/json body
+func NewAgentHeartbeatRequest(server string, body AgentHeartbeatJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAgentHeartbeatRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAgentHeartbeatRequestWithBody constructs an http.Request for the AgentHeartbeat method, with any body, and a specified content type
+func NewAgentHeartbeatRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/heartbeat")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
 }
 
 // NewGetHealthzRequest constructs an http.Request for the GetHealthz method
@@ -2972,6 +4630,91 @@ func NewUpdateClusterRequestWithBody(server string, clusterId ClusterID, params 
 	return req, nil
 }
 
+// NewListCommandsRequest constructs an http.Request for the ListCommands method
+func NewListCommandsRequest(server string, clusterId ClusterID, params *ListCommandsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/commands", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.NodeId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "node_id", *params.NodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListHierarchiesRequest constructs an http.Request for the ListHierarchies method
 func NewListHierarchiesRequest(server string, clusterId ClusterID, params *ListHierarchiesParams) (*http.Request, error) {
 	var err error
@@ -3335,6 +5078,131 @@ func NewReplaceHierarchyRequestWithBody(server string, clusterId ClusterID, hier
 			}
 
 			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewBringHierarchyInServiceRequest calls the generic BringHierarchyInService builder with application/json body
+func NewBringHierarchyInServiceRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, body BringHierarchyInServiceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewBringHierarchyInServiceRequestWithBody(server, clusterId, hierarchyId, params, "application/json", bodyReader)
+}
+
+// NewBringHierarchyInServiceRequestWithBody constructs an http.Request for the BringHierarchyInService method, with any body, and a specified content type
+func NewBringHierarchyInServiceRequestWithBody(server string, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/in-service", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewTakeHierarchyOutOfServiceRequest constructs an http.Request for the TakeHierarchyOutOfService method
+func NewTakeHierarchyOutOfServiceRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/out-of-service", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
 		}
 
 	}
@@ -3875,6 +5743,109 @@ func NewGetPathRequest(server string, clusterId ClusterID, pathId PathID) (*http
 	return req, nil
 }
 
+// NewGetOperationRequest constructs an http.Request for the GetOperation method
+func NewGetOperationRequest(server string, operationId openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "operation_id", operationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/operations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListSigningKeysRequest constructs an http.Request for the ListSigningKeys method
+func NewListSigningKeysRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/signing-keys")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRotateSigningKeyRequest constructs an http.Request for the RotateSigningKey method
+func NewRotateSigningKeyRequest(server string, params *RotateSigningKeyParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/signing-keys/rotate")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListTokensRequest constructs an http.Request for the ListTokens method
 func NewListTokensRequest(server string, params *ListTokensParams) (*http.Request, error) {
 	var err error
@@ -4074,6 +6045,95 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// AgentPollCommandsWithResponse Long-poll for commands
+	//
+	// Returns at once when commands are queued for this node; otherwise waits up to `wait` milliseconds and returns an empty list.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /agent/v1/commands (the `AgentPollCommands` operationId).
+	AgentPollCommandsWithResponse(ctx context.Context, params *AgentPollCommandsParams, reqEditors ...RequestEditorFn) (*AgentPollCommandsResponse, error)
+
+	// AgentCommandResultWithBodyWithResponse Report a command's outcome
+	//
+	// Reports per-step results of an executed command, or the reason it was rejected.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+	AgentCommandResultWithBodyWithResponse(ctx context.Context, commandId openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentCommandResultResponse, error)
+
+	// AgentCommandResultWithResponse Report a command's outcome
+	//
+	// Reports per-step results of an executed command, or the reason it was rejected.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+	AgentCommandResultWithResponse(ctx context.Context, commandId openapi_types.UUID, body AgentCommandResultJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentCommandResultResponse, error)
+
+	// AgentConfigWithResponse Desired configuration of this node
+	//
+	// The versioned configuration of this node: its hierarchies' full
+	// definitions, peers and paths, the timing profile, the path
+	// authentication key and the signing keys. Agents cache it on disk so
+	// a takeover never depends on reading it at the moment of failure.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /agent/v1/config (the `AgentConfig` operationId).
+	AgentConfigWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AgentConfigResponse, error)
+
+	// AgentEnrollWithBodyWithResponse Enroll an agent
+	//
+	// Exchanges a node's one-time enrollment token for the agent
+	// credential (shown once). The agent sends its Ed25519 public key and
+	// host facts; the answer carries the control plane's command-signing
+	// keys, one of which matches the fingerprint embedded in the token.
+	// A used, expired or unknown token is answered with 401.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+	AgentEnrollWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentEnrollResponse, error)
+
+	// AgentEnrollWithResponse Enroll an agent
+	//
+	// Exchanges a node's one-time enrollment token for the agent
+	// credential (shown once). The agent sends its Ed25519 public key and
+	// host facts; the answer carries the control plane's command-signing
+	// keys, one of which matches the fingerprint embedded in the token.
+	// A used, expired or unknown token is answered with 401.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+	AgentEnrollWithResponse(ctx context.Context, body AgentEnrollJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentEnrollResponse, error)
+
+	// AgentHeartbeatWithBodyWithResponse Renew the node lease and report health
+	//
+	// Renews the node's lease and reports per-resource health, per-path
+	// peer reachability, the hierarchies' local state and the epochs
+	// applied. The answer carries the lease TTL, the leader term and the
+	// current configuration version.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+	AgentHeartbeatWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentHeartbeatResponse, error)
+
+	// AgentHeartbeatWithResponse Renew the node lease and report health
+	//
+	// Renews the node's lease and reports per-resource health, per-path
+	// peer reachability, the hierarchies' local state and the epochs
+	// applied. The answer carries the lease TTL, the leader term and the
+	// current configuration version.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+	AgentHeartbeatWithResponse(ctx context.Context, body AgentHeartbeatJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentHeartbeatResponse, error)
+
 	// GetHealthzWithResponse Liveness
 	//
 	// Answers 200 while the process is up. It does not touch the database.
@@ -4195,6 +6255,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/clusters/{cluster_id} (the `UpdateCluster` operationId).
 	UpdateClusterWithResponse(ctx context.Context, clusterId ClusterID, params *UpdateClusterParams, body UpdateClusterJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateClusterResponse, error)
 
+	// ListCommandsWithResponse List signed commands
+	//
+	// Lists the commands issued to the cluster's agents, oldest first,
+	// with their delivery state and, for refused ones, the agent's
+	// rejection reason (`bad_signature`, `unknown_key`, `wrong_node`,
+	// `expired`, `replay`, `stale_epoch`, ...).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/commands (the `ListCommands` operationId).
+	ListCommandsWithResponse(ctx context.Context, clusterId ClusterID, params *ListCommandsParams, reqEditors ...RequestEditorFn) (*ListCommandsResponse, error)
+
 	// ListHierarchiesWithResponse List hierarchies
 	//
 	// Lists the cluster's hierarchies, oldest first.
@@ -4289,6 +6361,48 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 	ReplaceHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplaceHierarchyResponse, error)
+
+	// BringHierarchyInServiceWithBodyWithResponse Bring a hierarchy in service on a node
+	//
+	// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+	// the same transaction as the placement change, a signed
+	// `bring_in_service` command is queued for the node's agent, and the
+	// answer is 202 with an operation to poll. Refused with 409 while the
+	// hierarchy is in service (or starting) on another node: take it out
+	// of service first. The node must have a priority for the hierarchy
+	// and be enrolled (`up`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+	BringHierarchyInServiceWithBodyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BringHierarchyInServiceResponse, error)
+
+	// BringHierarchyInServiceWithResponse Bring a hierarchy in service on a node
+	//
+	// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+	// the same transaction as the placement change, a signed
+	// `bring_in_service` command is queued for the node's agent, and the
+	// answer is 202 with an operation to poll. Refused with 409 while the
+	// hierarchy is in service (or starting) on another node: take it out
+	// of service first. The node must have a priority for the hierarchy
+	// and be enrolled (`up`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+	BringHierarchyInServiceWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, body BringHierarchyInServiceJSONRequestBody, reqEditors ...RequestEditorFn) (*BringHierarchyInServiceResponse, error)
+
+	// TakeHierarchyOutOfServiceWithResponse Take a hierarchy out of service
+	//
+	// Queues a signed `take_out_of_service` command for the node the
+	// hierarchy is placed on (epoch bumped in the same transaction) and
+	// answers 202 with an operation. A hierarchy already out of service
+	// answers 409.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
+	TakeHierarchyOutOfServiceWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*TakeHierarchyOutOfServiceResponse, error)
 
 	// ListNodesWithResponse List nodes
 	//
@@ -4412,6 +6526,35 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/clusters/{cluster_id}/paths/{path_id} (the `GetPath` operationId).
 	GetPathWithResponse(ctx context.Context, clusterId ClusterID, pathId PathID, reqEditors ...RequestEditorFn) (*GetPathResponse, error)
 
+	// GetOperationWithResponse Follow an operation
+	//
+	// An operation goes `pending` → `running` → `succeeded` or `failed`, with the agent's per-step results.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/operations/{operation_id} (the `GetOperation` operationId).
+	GetOperationWithResponse(ctx context.Context, operationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetOperationResponse, error)
+
+	// ListSigningKeysWithResponse List command-signing keys
+	//
+	// The control plane's Ed25519 command-signing public keys; the active one signs new commands, the others stay trusted by agents.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/signing-keys (the `ListSigningKeys` operationId).
+	ListSigningKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListSigningKeysResponse, error)
+
+	// RotateSigningKeyWithResponse Rotate the command-signing key
+	//
+	// Creates a new signing key, endorsed (signed) by the current active
+	// key, and makes it active. Agents learn it from their configuration
+	// and accept it only because a key they already trust endorsed it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/signing-keys/rotate (the `RotateSigningKey` operationId).
+	RotateSigningKeyWithResponse(ctx context.Context, params *RotateSigningKeyParams, reqEditors ...RequestEditorFn) (*RotateSigningKeyResponse, error)
+
 	// ListTokensWithResponse List API tokens
 	//
 	// Lists tokens (never their secrets), oldest first.
@@ -4450,6 +6593,239 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/tokens/{token_id} (the `DeleteToken` operationId).
 	DeleteTokenWithResponse(ctx context.Context, tokenId TokenID, reqEditors ...RequestEditorFn) (*DeleteTokenResponse, error)
+}
+
+type AgentPollCommandsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CommandBatch
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AgentPollCommandsResponse) GetJSON200() *CommandBatch {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentPollCommandsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentPollCommandsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentPollCommandsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentPollCommandsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentPollCommandsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentCommandResultResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentCommandResultResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentCommandResultResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentCommandResultResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentCommandResultResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentCommandResultResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentConfigResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AgentConfig
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AgentConfigResponse) GetJSON200() *AgentConfig {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentConfigResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentConfigResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentConfigResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentConfigResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentConfigResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentEnrollResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Enrollment
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AgentEnrollResponse) GetJSON201() *Enrollment {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentEnrollResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentEnrollResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentEnrollResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentEnrollResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentEnrollResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentHeartbeatResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *HeartbeatAck
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AgentHeartbeatResponse) GetJSON200() *HeartbeatAck {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentHeartbeatResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentHeartbeatResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentHeartbeatResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentHeartbeatResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentHeartbeatResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type GetHealthzResponse struct {
@@ -4947,6 +7323,54 @@ func (r UpdateClusterResponse) ContentType() string {
 	return ""
 }
 
+type ListCommandsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CommandList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListCommandsResponse) GetJSON200() *CommandList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListCommandsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListCommandsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListCommandsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListCommandsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListCommandsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListHierarchiesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5251,6 +7675,116 @@ func (r ReplaceHierarchyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ReplaceHierarchyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// BringHierarchyInServiceResponse202Headers the declared response headers of an HTTP 202 response for BringHierarchyInService
+type BringHierarchyInServiceResponse202Headers struct {
+	Location *string
+}
+
+type BringHierarchyInServiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Operation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *BringHierarchyInServiceResponse202Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r BringHierarchyInServiceResponse) GetJSON202() *Operation {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r BringHierarchyInServiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r BringHierarchyInServiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r BringHierarchyInServiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r BringHierarchyInServiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r BringHierarchyInServiceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// TakeHierarchyOutOfServiceResponse202Headers the declared response headers of an HTTP 202 response for TakeHierarchyOutOfService
+type TakeHierarchyOutOfServiceResponse202Headers struct {
+	Location *string
+}
+
+type TakeHierarchyOutOfServiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Operation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *TakeHierarchyOutOfServiceResponse202Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r TakeHierarchyOutOfServiceResponse) GetJSON202() *Operation {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r TakeHierarchyOutOfServiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TakeHierarchyOutOfServiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TakeHierarchyOutOfServiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TakeHierarchyOutOfServiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TakeHierarchyOutOfServiceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5704,6 +8238,150 @@ func (r GetPathResponse) ContentType() string {
 	return ""
 }
 
+type GetOperationResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Operation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOperationResponse) GetJSON200() *Operation {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetOperationResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOperationResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOperationResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOperationResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOperationResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListSigningKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SigningKeyList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSigningKeysResponse) GetJSON200() *SigningKeyList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListSigningKeysResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSigningKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSigningKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSigningKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSigningKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RotateSigningKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *SigningKey
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RotateSigningKeyResponse) GetJSON201() *SigningKey {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RotateSigningKeyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RotateSigningKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RotateSigningKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RotateSigningKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RotateSigningKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5846,6 +8524,143 @@ func (r DeleteTokenResponse) ContentType() string {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
 	return ""
+}
+
+// AgentPollCommandsWithResponse Long-poll for commands
+//
+// Returns at once when commands are queued for this node; otherwise waits up to `wait` milliseconds and returns an empty list.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /agent/v1/commands (the `AgentPollCommands` operationId).
+func (c *ClientWithResponses) AgentPollCommandsWithResponse(ctx context.Context, params *AgentPollCommandsParams, reqEditors ...RequestEditorFn) (*AgentPollCommandsResponse, error) {
+	rsp, err := c.AgentPollCommands(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentPollCommandsResponse(rsp)
+}
+
+// AgentCommandResultWithBodyWithResponse Report a command's outcome
+//
+// Reports per-step results of an executed command, or the reason it was rejected.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+func (c *ClientWithResponses) AgentCommandResultWithBodyWithResponse(ctx context.Context, commandId openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentCommandResultResponse, error) {
+	rsp, err := c.AgentCommandResultWithBody(ctx, commandId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentCommandResultResponse(rsp)
+}
+
+// AgentCommandResultWithResponse Report a command's outcome
+//
+// Reports per-step results of an executed command, or the reason it was rejected.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/commands/{command_id}/result (the `AgentCommandResult` operationId).
+func (c *ClientWithResponses) AgentCommandResultWithResponse(ctx context.Context, commandId openapi_types.UUID, body AgentCommandResultJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentCommandResultResponse, error) {
+	rsp, err := c.AgentCommandResult(ctx, commandId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentCommandResultResponse(rsp)
+}
+
+// AgentConfigWithResponse Desired configuration of this node
+//
+// The versioned configuration of this node: its hierarchies' full
+// definitions, peers and paths, the timing profile, the path
+// authentication key and the signing keys. Agents cache it on disk so
+// a takeover never depends on reading it at the moment of failure.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /agent/v1/config (the `AgentConfig` operationId).
+func (c *ClientWithResponses) AgentConfigWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AgentConfigResponse, error) {
+	rsp, err := c.AgentConfig(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentConfigResponse(rsp)
+}
+
+// AgentEnrollWithBodyWithResponse Enroll an agent
+//
+// Exchanges a node's one-time enrollment token for the agent
+// credential (shown once). The agent sends its Ed25519 public key and
+// host facts; the answer carries the control plane's command-signing
+// keys, one of which matches the fingerprint embedded in the token.
+// A used, expired or unknown token is answered with 401.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+func (c *ClientWithResponses) AgentEnrollWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentEnrollResponse, error) {
+	rsp, err := c.AgentEnrollWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentEnrollResponse(rsp)
+}
+
+// AgentEnrollWithResponse Enroll an agent
+//
+// Exchanges a node's one-time enrollment token for the agent
+// credential (shown once). The agent sends its Ed25519 public key and
+// host facts; the answer carries the control plane's command-signing
+// keys, one of which matches the fingerprint embedded in the token.
+// A used, expired or unknown token is answered with 401.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/enroll (the `AgentEnroll` operationId).
+func (c *ClientWithResponses) AgentEnrollWithResponse(ctx context.Context, body AgentEnrollJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentEnrollResponse, error) {
+	rsp, err := c.AgentEnroll(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentEnrollResponse(rsp)
+}
+
+// AgentHeartbeatWithBodyWithResponse Renew the node lease and report health
+//
+// Renews the node's lease and reports per-resource health, per-path
+// peer reachability, the hierarchies' local state and the epochs
+// applied. The answer carries the lease TTL, the leader term and the
+// current configuration version.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+func (c *ClientWithResponses) AgentHeartbeatWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentHeartbeatResponse, error) {
+	rsp, err := c.AgentHeartbeatWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentHeartbeatResponse(rsp)
+}
+
+// AgentHeartbeatWithResponse Renew the node lease and report health
+//
+// Renews the node's lease and reports per-resource health, per-path
+// peer reachability, the hierarchies' local state and the epochs
+// applied. The answer carries the lease TTL, the leader term and the
+// current configuration version.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
+func (c *ClientWithResponses) AgentHeartbeatWithResponse(ctx context.Context, body AgentHeartbeatJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentHeartbeatResponse, error) {
+	rsp, err := c.AgentHeartbeat(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentHeartbeatResponse(rsp)
 }
 
 // GetHealthzWithResponse Liveness
@@ -6041,6 +8856,24 @@ func (c *ClientWithResponses) UpdateClusterWithResponse(ctx context.Context, clu
 	return ParseUpdateClusterResponse(rsp)
 }
 
+// ListCommandsWithResponse List signed commands
+//
+// Lists the commands issued to the cluster's agents, oldest first,
+// with their delivery state and, for refused ones, the agent's
+// rejection reason (`bad_signature`, `unknown_key`, `wrong_node`,
+// `expired`, `replay`, `stale_epoch`, ...).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/commands (the `ListCommands` operationId).
+func (c *ClientWithResponses) ListCommandsWithResponse(ctx context.Context, clusterId ClusterID, params *ListCommandsParams, reqEditors ...RequestEditorFn) (*ListCommandsResponse, error) {
+	rsp, err := c.ListCommands(ctx, clusterId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListCommandsResponse(rsp)
+}
+
 // ListHierarchiesWithResponse List hierarchies
 //
 // Lists the cluster's hierarchies, oldest first.
@@ -6188,6 +9021,66 @@ func (c *ClientWithResponses) ReplaceHierarchyWithResponse(ctx context.Context, 
 		return nil, err
 	}
 	return ParseReplaceHierarchyResponse(rsp)
+}
+
+// BringHierarchyInServiceWithBodyWithResponse Bring a hierarchy in service on a node
+//
+// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+// the same transaction as the placement change, a signed
+// `bring_in_service` command is queued for the node's agent, and the
+// answer is 202 with an operation to poll. Refused with 409 while the
+// hierarchy is in service (or starting) on another node: take it out
+// of service first. The node must have a priority for the hierarchy
+// and be enrolled (`up`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+func (c *ClientWithResponses) BringHierarchyInServiceWithBodyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*BringHierarchyInServiceResponse, error) {
+	rsp, err := c.BringHierarchyInServiceWithBody(ctx, clusterId, hierarchyId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBringHierarchyInServiceResponse(rsp)
+}
+
+// BringHierarchyInServiceWithResponse Bring a hierarchy in service on a node
+//
+// Places the hierarchy on `node_id` by hand: the epoch is bumped in
+// the same transaction as the placement change, a signed
+// `bring_in_service` command is queued for the node's agent, and the
+// answer is 202 with an operation to poll. Refused with 409 while the
+// hierarchy is in service (or starting) on another node: take it out
+// of service first. The node must have a priority for the hierarchy
+// and be enrolled (`up`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service (the `BringHierarchyInService` operationId).
+func (c *ClientWithResponses) BringHierarchyInServiceWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, body BringHierarchyInServiceJSONRequestBody, reqEditors ...RequestEditorFn) (*BringHierarchyInServiceResponse, error) {
+	rsp, err := c.BringHierarchyInService(ctx, clusterId, hierarchyId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseBringHierarchyInServiceResponse(rsp)
+}
+
+// TakeHierarchyOutOfServiceWithResponse Take a hierarchy out of service
+//
+// Queues a signed `take_out_of_service` command for the node the
+// hierarchy is placed on (epoch bumped in the same transaction) and
+// answers 202 with an operation. A hierarchy already out of service
+// answers 409.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
+func (c *ClientWithResponses) TakeHierarchyOutOfServiceWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*TakeHierarchyOutOfServiceResponse, error) {
+	rsp, err := c.TakeHierarchyOutOfService(ctx, clusterId, hierarchyId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTakeHierarchyOutOfServiceResponse(rsp)
 }
 
 // ListNodesWithResponse List nodes
@@ -6384,6 +9277,53 @@ func (c *ClientWithResponses) GetPathWithResponse(ctx context.Context, clusterId
 	return ParseGetPathResponse(rsp)
 }
 
+// GetOperationWithResponse Follow an operation
+//
+// An operation goes `pending` → `running` → `succeeded` or `failed`, with the agent's per-step results.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/operations/{operation_id} (the `GetOperation` operationId).
+func (c *ClientWithResponses) GetOperationWithResponse(ctx context.Context, operationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetOperationResponse, error) {
+	rsp, err := c.GetOperation(ctx, operationId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOperationResponse(rsp)
+}
+
+// ListSigningKeysWithResponse List command-signing keys
+//
+// The control plane's Ed25519 command-signing public keys; the active one signs new commands, the others stay trusted by agents.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/signing-keys (the `ListSigningKeys` operationId).
+func (c *ClientWithResponses) ListSigningKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListSigningKeysResponse, error) {
+	rsp, err := c.ListSigningKeys(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSigningKeysResponse(rsp)
+}
+
+// RotateSigningKeyWithResponse Rotate the command-signing key
+//
+// Creates a new signing key, endorsed (signed) by the current active
+// key, and makes it active. Agents learn it from their configuration
+// and accept it only because a key they already trust endorsed it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/signing-keys/rotate (the `RotateSigningKey` operationId).
+func (c *ClientWithResponses) RotateSigningKeyWithResponse(ctx context.Context, params *RotateSigningKeyParams, reqEditors ...RequestEditorFn) (*RotateSigningKeyResponse, error) {
+	rsp, err := c.RotateSigningKey(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateSigningKeyResponse(rsp)
+}
+
 // ListTokensWithResponse List API tokens
 //
 // Lists tokens (never their secrets), oldest first.
@@ -6445,6 +9385,167 @@ func (c *ClientWithResponses) DeleteTokenWithResponse(ctx context.Context, token
 		return nil, err
 	}
 	return ParseDeleteTokenResponse(rsp)
+}
+
+// ParseAgentPollCommandsResponse parses an HTTP response from a AgentPollCommandsWithResponse call
+func ParseAgentPollCommandsResponse(rsp *http.Response) (*AgentPollCommandsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentPollCommandsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CommandBatch
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAgentCommandResultResponse parses an HTTP response from a AgentCommandResultWithResponse call
+func ParseAgentCommandResultResponse(rsp *http.Response) (*AgentCommandResultResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentCommandResultResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAgentConfigResponse parses an HTTP response from a AgentConfigWithResponse call
+func ParseAgentConfigResponse(rsp *http.Response) (*AgentConfigResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentConfigResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AgentConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAgentEnrollResponse parses an HTTP response from a AgentEnrollWithResponse call
+func ParseAgentEnrollResponse(rsp *http.Response) (*AgentEnrollResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentEnrollResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Enrollment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAgentHeartbeatResponse parses an HTTP response from a AgentHeartbeatWithResponse call
+func ParseAgentHeartbeatResponse(rsp *http.Response) (*AgentHeartbeatResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentHeartbeatResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest HeartbeatAck
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
 }
 
 // ParseGetHealthzResponse parses an HTTP response from a GetHealthzWithResponse call
@@ -6819,6 +9920,39 @@ func ParseUpdateClusterResponse(rsp *http.Response) (*UpdateClusterResponse, err
 	return response, nil
 }
 
+// ParseListCommandsResponse parses an HTTP response from a ListCommandsWithResponse call
+func ParseListCommandsResponse(rsp *http.Response) (*ListCommandsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListCommandsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CommandList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListHierarchiesResponse parses an HTTP response from a ListHierarchiesWithResponse call
 func ParseListHierarchiesResponse(rsp *http.Response) (*ListHierarchiesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -7067,6 +10201,98 @@ func ParseReplaceHierarchyResponse(rsp *http.Response) (*ReplaceHierarchyRespons
 			headers.ETag = &value
 		}
 		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseBringHierarchyInServiceResponse parses an HTTP response from a BringHierarchyInServiceWithResponse call
+func ParseBringHierarchyInServiceResponse(rsp *http.Response) (*BringHierarchyInServiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &BringHierarchyInServiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Operation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers BringHierarchyInServiceResponse202Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers202 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseTakeHierarchyOutOfServiceResponse parses an HTTP response from a TakeHierarchyOutOfServiceWithResponse call
+func ParseTakeHierarchyOutOfServiceResponse(rsp *http.Response) (*TakeHierarchyOutOfServiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TakeHierarchyOutOfServiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Operation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers TakeHierarchyOutOfServiceResponse202Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers202 = &headers
 	}
 
 	return response, nil
@@ -7415,6 +10641,105 @@ func ParseGetPathResponse(rsp *http.Response) (*GetPathResponse, error) {
 			headers.ETag = &value
 		}
 		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetOperationResponse parses an HTTP response from a GetOperationWithResponse call
+func ParseGetOperationResponse(rsp *http.Response) (*GetOperationResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOperationResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Operation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListSigningKeysResponse parses an HTTP response from a ListSigningKeysWithResponse call
+func ParseListSigningKeysResponse(rsp *http.Response) (*ListSigningKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSigningKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SigningKeyList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRotateSigningKeyResponse parses an HTTP response from a RotateSigningKeyWithResponse call
+func ParseRotateSigningKeyResponse(rsp *http.Response) (*RotateSigningKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RotateSigningKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest SigningKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil
