@@ -103,10 +103,32 @@ func toAPICluster(c cluster.Cluster) api.Cluster {
 }
 
 func toAPINode(n cluster.Node) api.Node {
-	return api.Node{
+	out := api.Node{
 		Id: apiID(n.ID), ClusterId: apiID(n.ClusterID), Name: n.Name, Description: n.Description,
 		State: api.NodeState(n.State), Version: n.Version, CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt,
 	}
+	if a := n.Agent; a != nil {
+		f := a.Facts
+		facts := api.HostFacts{Hostname: f.Hostname, Os: f.OS, Arch: f.Arch, AgentVersion: f.AgentVersion}
+		if f.Kernel != "" {
+			facts.Kernel = ptr(f.Kernel)
+		}
+		if len(f.Interfaces) > 0 {
+			ifs := make([]api.HostInterface, len(f.Interfaces))
+			for i, x := range f.Interfaces {
+				ifs[i] = api.HostInterface{Name: x.Name}
+				if x.MAC != "" {
+					ifs[i].Mac = ptr(x.MAC)
+				}
+				if len(x.Addresses) > 0 {
+					ifs[i].Addresses = ptr(x.Addresses)
+				}
+			}
+			facts.Interfaces = &ifs
+		}
+		out.Agent = &api.NodeAgent{EnrolledAt: a.EnrolledAt, LastHeartbeatAt: a.LastHeartbeatAt, Facts: facts}
+	}
+	return out
 }
 
 func toAPIPath(p cluster.Path) api.Path {
@@ -178,7 +200,15 @@ func toAPIHierarchy(h cluster.Hierarchy) api.Hierarchy {
 		Id: apiID(h.ID), ClusterId: apiID(h.ClusterID), Name: h.Name, Description: h.Description,
 		ExclusivityGroup: h.ExclusivityGroup, Switchback: api.SwitchbackPolicy(h.Switchback),
 		Resources: rs, Priorities: ps, Version: h.Version, CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt,
+		Placement: api.Placement{NodeId: optID(h.Placement.NodeID), Epoch: h.Placement.Epoch, State: api.PlacementState(h.Placement.State), UpdatedAt: h.Placement.UpdatedAt, Detail: placementDetail(h.Placement)},
 	}
+}
+
+func placementDetail(p cluster.Placement) *string {
+	if p.Detail == "" {
+		return nil
+	}
+	return &p.Detail
 }
 
 func toAPIToken(t cluster.Token) api.Token {
@@ -197,7 +227,9 @@ func location(format string, args ...any) *string {
 	return &s
 }
 
+// validIP accepts an IPv4 or IPv6 address without a zone (PostgreSQL's
+// inet has no zones, and a path address must not depend on one).
 func validIP(s string) bool {
-	_, err := netip.ParseAddr(s)
-	return err == nil
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Zone() == ""
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +40,17 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		op := route.Operation
 		ctx := r.Context()
 		need, _ := op.Extensions[roleExtension].(string)
-		if need != "public" {
+		switch need {
+		case "public":
+		case "agent":
+			a, err := s.authenticateAgent(r)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			ctx = cluster.WithAgent(ctx, a)
+			r = r.WithContext(ctx)
+		default:
 			actor, err := s.authenticate(r, cluster.Role(need))
 			if err != nil {
 				s.writeError(w, r, err)
@@ -92,6 +103,16 @@ func (s *Server) gate(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if len(body) > 0 {
+			if ve := checkJSONBody(body); ve != nil {
+				status := http.StatusUnprocessableEntity
+				if ve.Fields[0].Location == "/" {
+					status = http.StatusBadRequest
+				}
+				s.writeProblem(w, r, status, "validation", ve.Error(), ve.Fields)
+				return
+			}
+		}
 
 		if key := r.Header.Get("Idempotency-Key"); key != "" && r.Method == http.MethodPost {
 			s.idempotent(w, r, key, body, next)
@@ -120,17 +141,39 @@ func (s *Server) routeError(w http.ResponseWriter, r *http.Request, err error) {
 	s.writeProblem(w, r, http.StatusNotFound, "not-found", "no API endpoint at "+r.URL.Path+"; see /openapi.yaml", nil)
 }
 
+// bearer returns the secret of an "Authorization: Bearer" header.
+func bearer(r *http.Request) (string, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", fmt.Errorf("%w: send a credential as \"Authorization: Bearer <token>\"", cluster.ErrUnauthenticated)
+	}
+	scheme, secret, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
+		return "", fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", cluster.ErrUnauthenticated)
+	}
+	return strings.TrimSpace(secret), nil
+}
+
+// authenticateAgent resolves an agent credential.
+func (s *Server) authenticateAgent(r *http.Request) (cluster.AgentIdentity, error) {
+	secret, err := bearer(r)
+	if err != nil {
+		return cluster.AgentIdentity{}, err
+	}
+	a, err := s.store.AuthenticateAgent(r.Context(), secret)
+	if errors.Is(err, cluster.ErrUnauthenticated) {
+		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", cluster.ErrUnauthenticated)
+	}
+	return a, err
+}
+
 // authenticate resolves the bearer token and checks its role.
 func (s *Server) authenticate(r *http.Request, need cluster.Role) (cluster.Actor, error) {
-	h := r.Header.Get("Authorization")
-	scheme, secret, ok := strings.Cut(h, " ")
-	if h == "" {
-		return cluster.Actor{}, fmt.Errorf("%w: send an API token as \"Authorization: Bearer <token>\"", cluster.ErrUnauthenticated)
+	secret, err := bearer(r)
+	if err != nil {
+		return cluster.Actor{}, err
 	}
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
-		return cluster.Actor{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", cluster.ErrUnauthenticated)
-	}
-	t, err := s.store.Authenticate(r.Context(), strings.TrimSpace(secret))
+	t, err := s.store.Authenticate(r.Context(), secret)
 	if errors.Is(err, cluster.ErrUnauthenticated) {
 		return cluster.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", cluster.ErrUnauthenticated)
 	}
@@ -149,51 +192,104 @@ func (s *Server) authenticate(r *http.Request, need cluster.Role) (cluster.Actor
 var unsupportedRE = regexp.MustCompile(`^property "(.+)" is unsupported$`)
 
 // requestErrorFields turns kin-openapi's validation errors into field
-// errors: body fields as JSON pointers, parameters as "<in>.<name>".
+// errors: body fields as JSON pointers, parameters as "<in>.<name>". It
+// looks at each error's own type before unwrapping, because a parameter's
+// error wraps the schema errors that would otherwise lose its name.
 func requestErrorFields(err error) []cluster.FieldError {
 	var out []cluster.FieldError
-	var walk func(err error, prefix string)
-	walk = func(err error, prefix string) {
-		var me openapi3.MultiError
-		var re *openapi3filter.RequestError
-		var se *openapi3.SchemaError
-		var pe *openapi3filter.ParseError
-		switch {
-		case errors.As(err, &me):
-			for _, e := range me {
-				walk(e, prefix)
+	var walk func(err error, param string)
+	walk = func(err error, param string) {
+		switch e := err.(type) {
+		case openapi3.MultiError:
+			for _, x := range e {
+				walk(x, param)
 			}
-		case errors.As(err, &re) && re.Parameter != nil:
-			loc := re.Parameter.In + "." + re.Parameter.Name
-			msg := re.Reason
-			if errors.As(re.Err, &se) {
-				msg = se.Reason
-			} else if re.Err != nil {
-				msg = strings.TrimSpace(strings.TrimPrefix(re.Err.Error(), "parameter \""+re.Parameter.Name+"\" in "+re.Parameter.In+" has an error: "))
+		case *openapi3filter.RequestError:
+			if e.Parameter != nil {
+				param = e.Parameter.In + "." + e.Parameter.Name
 			}
-			if msg == "" {
-				msg = "invalid"
+			if e.Err == nil {
+				out = append(out, cluster.FieldError{Location: cmpOr(param, "/"), Message: cmpOr(e.Reason, "invalid")})
+				return
 			}
-			out = append(out, cluster.FieldError{Location: loc, Message: msg})
-		case errors.As(err, &re) && re.Err != nil && !errors.Is(re.Err, err):
-			walk(re.Err, prefix)
-		case errors.As(err, &re):
-			out = append(out, cluster.FieldError{Location: "/", Message: re.Error()})
-		case errors.As(err, &se):
-			ptr := se.JSONPointer()
-			if m := unsupportedRE.FindStringSubmatch(se.Reason); m != nil {
+			walk(e.Err, param)
+		case *openapi3.SchemaError:
+			if param != "" {
+				out = append(out, cluster.FieldError{Location: param, Message: e.Reason})
+				return
+			}
+			ptr := e.JSONPointer()
+			if m := unsupportedRE.FindStringSubmatch(e.Reason); m != nil {
 				ptr = append(ptr, m[1]) // name the unknown field itself
 			}
-			loc := "/" + strings.Join(ptr, "/")
-			out = append(out, cluster.FieldError{Location: loc, Message: se.Reason})
-		case errors.As(err, &pe):
-			out = append(out, cluster.FieldError{Location: "/", Message: "malformed JSON: " + pe.Error()})
+			out = append(out, cluster.FieldError{Location: "/" + strings.Join(ptr, "/"), Message: e.Reason})
+		case *openapi3filter.ParseError:
+			if param != "" {
+				out = append(out, cluster.FieldError{Location: param, Message: e.Error()})
+				return
+			}
+			out = append(out, cluster.FieldError{Location: "/", Message: "malformed JSON: " + e.Error()})
 		default:
-			out = append(out, cluster.FieldError{Location: "/", Message: err.Error()})
+			if u := errors.Unwrap(err); u != nil {
+				walk(u, param)
+				return
+			}
+			out = append(out, cluster.FieldError{Location: cmpOr(param, "/"), Message: err.Error()})
 		}
 	}
 	walk(err, "")
 	return out
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// checkJSONBody refuses what the contract cannot express: data after the
+// JSON value, and strings holding NUL characters (PostgreSQL cannot store
+// them). It names the offending field.
+func checkJSONBody(body []byte) *cluster.ValidationError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return cluster.Invalid("/", "malformed JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return cluster.Invalid("/", "unexpected data after the JSON value")
+	}
+	var find func(v any, ptr string) string
+	find = func(v any, ptr string) string {
+		switch x := v.(type) {
+		case string:
+			if strings.ContainsRune(x, 0) {
+				return ptr
+			}
+		case []any:
+			for i, e := range x {
+				if p := find(e, fmt.Sprintf("%s/%d", ptr, i)); p != "" {
+					return p
+				}
+			}
+		case map[string]any:
+			for k, e := range x {
+				if strings.ContainsRune(k, 0) {
+					return ptr
+				}
+				if p := find(e, ptr+"/"+k); p != "" {
+					return p
+				}
+			}
+		}
+		return ""
+	}
+	if p := find(v, ""); p != "" {
+		return cluster.Invalid(cmpOr(p, "/"), "must not contain NUL characters")
+	}
+	return nil
 }
 
 // idempotent runs a POST under an Idempotency-Key: the first request runs

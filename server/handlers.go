@@ -166,7 +166,7 @@ func (s *Server) CreateNode(ctx context.Context, r api.CreateNodeRequestObject) 
 		ClusterID:   r.ClusterId.String(),
 		Name:        r.Body.Name,
 		Description: deref(r.Body.Description, ""),
-	})
+	}, s.keys.Fingerprint())
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ type Store interface {
 	UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(cluster.Cluster) (cluster.Cluster, error)) (cluster.Cluster, error)
 	DeleteCluster(ctx context.Context, id string, ifMatch *int64) error
 
-	CreateNode(ctx context.Context, n cluster.Node) (cluster.Node, cluster.Enrollment, error)
+	CreateNode(ctx context.Context, n cluster.Node, keyFingerprint string) (cluster.Node, cluster.Enrollment, error)
 	FindNodeByID(ctx context.Context, clusterID, id string) (cluster.Node, error)
 	ListNodes(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Node, string, error)
 	UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.NodeUpdate) (cluster.Node, error)
@@ -67,6 +67,19 @@ type Store interface {
 	UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.HierarchyUpdate) (cluster.Hierarchy, error)
 	DeleteHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64) error
 
+	ListSigningKeys(ctx context.Context) ([]cluster.SealedKey, error)
+	Enroll(ctx context.Context, token string, publicKey []byte, facts cluster.HostFacts) (cluster.Node, string, error)
+	AuthenticateAgent(ctx context.Context, credential string) (cluster.AgentIdentity, error)
+	RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r cluster.AgentReport) (cluster.HeartbeatAck, error)
+	AgentConfig(ctx context.Context, a cluster.AgentIdentity) (cluster.AgentConfig, error)
+	ListenCommands(ctx context.Context, wake func(nodeID string)) error
+	PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign cluster.Signer) (cluster.Operation, error)
+	FindOperation(ctx context.Context, id string) (cluster.Operation, error)
+	NextCommands(ctx context.Context, nodeID string) ([]cluster.SignedCommand, error)
+	RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) error
+	ExpireCommands(ctx context.Context, resultGrace time.Duration) (int, error)
+	ListCommands(ctx context.Context, clusterID, nodeID string, p cluster.Page) ([]cluster.CommandInfo, string, error)
+
 	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error)
 	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r cluster.StoredResponse) error
 	ReleaseIdempotencyKey(ctx context.Context, tokenID, key string) error
@@ -76,6 +89,8 @@ type Store interface {
 type Config struct {
 	// Store is required.
 	Store Store
+	// Keyring signs commands; required.
+	Keyring Keyring
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registry receives the server's metrics and is what /metrics shows.
@@ -99,6 +114,8 @@ type Server struct {
 	schema     uint
 	handler    http.Handler
 	metrics    *httpMetrics
+	keys       Keyring
+	waiters    waiters
 }
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -110,12 +127,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("server: Store is required")
 	}
+	if cfg.Keyring == nil {
+		return nil, errNoKeyring
+	}
 	s := &Server{
 		store:    cfg.Store,
 		log:      cfg.Logger,
 		registry: cfg.Registry,
 		maxBody:  cfg.MaxBodyBytes,
 		schema:   cfg.SchemaVersion,
+		keys:     cfg.Keyring,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

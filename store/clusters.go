@@ -83,7 +83,7 @@ func (s *Store) UpdateCluster(ctx context.Context, id string, ifMatch *int64, ch
 			return cur, err
 		}
 		out, err := scanCluster(tx.QueryRow(ctx, `UPDATE clusters SET name = $2, description = $3, timing_profile = $4, timing = $5,
-			switchback_default = $6, fencing = $7, version = version + 1, updated_at = now()
+			switchback_default = $6, fencing = $7, version = version + 1, config_version = config_version + 1, updated_at = now()
 			WHERE id = $1 RETURNING `+clusterColumns,
 			id, c.Name, c.Description, c.TimingProfile, c.Timing, c.SwitchbackDefault, c.Fencing))
 		if err != nil {

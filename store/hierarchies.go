@@ -3,17 +3,21 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/backstop-ha/backstop/server/cluster"
 )
 
-const hierarchyColumns = `id, cluster_id, name, description, exclusivity_group, switchback, resources, version, created_at, updated_at`
+const hierarchyColumns = `id, cluster_id, name, description, exclusivity_group, switchback, resources, version, created_at, updated_at,
+	coalesce(placement_node_id::text, ''), epoch, placement_state, placement_detail, placement_updated_at`
 
 func scanHierarchy(row pgx.Row) (cluster.Hierarchy, error) {
 	var h cluster.Hierarchy
-	err := row.Scan(&h.ID, &h.ClusterID, &h.Name, &h.Description, &h.ExclusivityGroup, &h.Switchback, &h.Resources, &h.Version, &h.CreatedAt, &h.UpdatedAt)
+	p := &h.Placement
+	err := row.Scan(&h.ID, &h.ClusterID, &h.Name, &h.Description, &h.ExclusivityGroup, &h.Switchback, &h.Resources, &h.Version, &h.CreatedAt, &h.UpdatedAt,
+		&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt)
 	return h, err
 }
 
@@ -110,6 +114,9 @@ func (s *Store) CreateHierarchy(ctx context.Context, h cluster.Hierarchy) (clust
 		if err := writePrioritiesTx(ctx, tx, out); err != nil {
 			return out, err
 		}
+		if err := bumpConfigTx(ctx, tx, out.ClusterID); err != nil {
+			return out, err
+		}
 		return out, audit(ctx, tx, "hierarchy.create", "hierarchy", out.ID, out.ClusterID, map[string]any{"name": out.Name, "resources": len(out.Resources)})
 	})
 }
@@ -168,6 +175,10 @@ func (s *Store) UpdateHierarchy(ctx context.Context, clusterID, id string, ifMat
 		if err := h.Normalize(&c); err != nil {
 			return h, err
 		}
+		if p := cur.Placement; p.Active() && !slices.ContainsFunc(h.Priorities, func(x cluster.Priority) bool { return x.NodeID == p.NodeID }) {
+			return h, fmt.Errorf("%w: the hierarchy is %s on node %s, which the new priorities leave out; take it out of service first",
+				cluster.ErrConflict, p.State, p.NodeID)
+		}
 		out, err := scanHierarchy(tx.QueryRow(ctx, `UPDATE hierarchies SET name = $2, description = $3, exclusivity_group = $4, switchback = $5,
 			resources = $6, version = version + 1, updated_at = now() WHERE id = $1 RETURNING `+hierarchyColumns,
 			id, h.Name, h.Description, h.ExclusivityGroup, h.Switchback, h.Resources))
@@ -176,6 +187,9 @@ func (s *Store) UpdateHierarchy(ctx context.Context, clusterID, id string, ifMat
 		}
 		out.Priorities = h.Priorities
 		if err := writePrioritiesTx(ctx, tx, out); err != nil {
+			return out, err
+		}
+		if err := bumpConfigTx(ctx, tx, clusterID); err != nil {
 			return out, err
 		}
 		return out, audit(ctx, tx, "hierarchy.update", "hierarchy", id, clusterID, map[string]any{"name": out.Name, "version": out.Version})
@@ -192,7 +206,14 @@ func (s *Store) DeleteHierarchy(ctx context.Context, clusterID, id string, ifMat
 		if err := checkVersion(cur.Version, ifMatch); err != nil {
 			return struct{}{}, err
 		}
+		if cur.Placement.Active() {
+			return struct{}{}, fmt.Errorf("%w: hierarchy %q is %s on node %s; take it out of service first",
+				cluster.ErrConflict, cur.Name, cur.Placement.State, cur.Placement.NodeID)
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM hierarchies WHERE id = $1`, id); err != nil {
+			return struct{}{}, err
+		}
+		if err := bumpConfigTx(ctx, tx, clusterID); err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, audit(ctx, tx, "hierarchy.delete", "hierarchy", id, clusterID, map[string]any{"name": cur.Name})

@@ -14,20 +14,38 @@ import (
 // EnrollmentPrefix starts every enrollment token.
 const EnrollmentPrefix = "bse_"
 
-const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at`
+const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at, enrolled_at, facts, last_heartbeat_at`
 
 func scanNode(row pgx.Row) (cluster.Node, error) {
 	var n cluster.Node
-	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt)
+	var enrolled *time.Time
+	var facts *cluster.HostFacts
+	var seen *time.Time
+	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt, &enrolled, &facts, &seen)
+	if err == nil && enrolled != nil {
+		n.Agent = &cluster.NodeAgent{EnrolledAt: *enrolled, LastHeartbeatAt: seen}
+		if facts != nil {
+			n.Agent.Facts = *facts
+		}
+	}
 	return n, err
 }
 
+// bumpConfigTx increases a cluster's configuration version: its agents
+// fetch their configuration again.
+func bumpConfigTx(ctx context.Context, tx pgx.Tx, clusterID string) error {
+	_, err := tx.Exec(ctx, `UPDATE clusters SET config_version = config_version + 1 WHERE id = $1`, clusterID)
+	return err
+}
+
 // CreateNode adds a node to a cluster and returns it with its one-time
-// enrollment token. It returns cluster.ErrLimit when the cluster already
-// has cluster.MaxNodes nodes; the cluster row lock makes that count exact
-// under concurrent creations.
-func (s *Store) CreateNode(ctx context.Context, n cluster.Node) (cluster.Node, cluster.Enrollment, error) {
-	enr := cluster.Enrollment{Token: NewSecret(EnrollmentPrefix), ExpiresAt: time.Now().Add(cluster.EnrollmentTTL).UTC().Truncate(time.Microsecond)}
+// enrollment token, which ends with keyFingerprint (the fingerprint of the
+// active signing key) so the agent can recognise the real control plane.
+// It returns cluster.ErrLimit when the cluster already has
+// cluster.MaxNodes nodes; the cluster row lock makes that count exact under
+// concurrent creations.
+func (s *Store) CreateNode(ctx context.Context, n cluster.Node, keyFingerprint string) (cluster.Node, cluster.Enrollment, error) {
+	enr := cluster.Enrollment{Token: NewSecret(EnrollmentPrefix) + "." + keyFingerprint, ExpiresAt: time.Now().Add(cluster.EnrollmentTTL).UTC().Truncate(time.Microsecond)}
 	out, err := withTx(ctx, s, func(tx pgx.Tx) (cluster.Node, error) {
 		if _, err := lockClusterTx(ctx, tx, n.ClusterID); err != nil {
 			return n, err
@@ -44,6 +62,9 @@ func (s *Store) CreateNode(ctx context.Context, n cluster.Node) (cluster.Node, c
 			VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+nodeColumns,
 			n.ID, n.ClusterID, n.Name, n.Description, hashSecret(enr.Token), enr.ExpiresAt))
 		if err != nil {
+			return out, err
+		}
+		if err := bumpConfigTx(ctx, tx, n.ClusterID); err != nil {
 			return out, err
 		}
 		return out, audit(ctx, tx, "node.create", "node", out.ID, out.ClusterID, map[string]any{"name": out.Name})
@@ -112,6 +133,9 @@ func (s *Store) UpdateNode(ctx context.Context, clusterID, id string, ifMatch *i
 		if err != nil {
 			return out, err
 		}
+		if err := bumpConfigTx(ctx, tx, clusterID); err != nil {
+			return out, err
+		}
 		return out, audit(ctx, tx, "node.update", "node", id, clusterID, map[string]any{"name": out.Name, "version": out.Version})
 	})
 }
@@ -141,6 +165,9 @@ func (s *Store) DeleteNode(ctx context.Context, clusterID, id string, ifMatch *i
 				cluster.ErrConflict, cur.Name, strings.Join(names, ", "))
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM nodes WHERE id = $1`, id); err != nil {
+			return struct{}{}, err
+		}
+		if err := bumpConfigTx(ctx, tx, clusterID); err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, audit(ctx, tx, "node.delete", "node", id, clusterID, map[string]any{"name": cur.Name})

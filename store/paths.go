@@ -52,6 +52,9 @@ func (s *Store) CreatePath(ctx context.Context, clusterID string, a, b cluster.P
 		if out[1], err = scanPath(tx.QueryRow(ctx, ins, rev, clusterID, link, fwd, b.NodeID, b.Address, a.NodeID, a.Address, priority)); err != nil {
 			return out, err
 		}
+		if err := bumpConfigTx(ctx, tx, clusterID); err != nil {
+			return out, err
+		}
 		return out, audit(ctx, tx, "path.create", "path", link, clusterID, map[string]any{
 			"a":        map[string]string{"node_id": a.NodeID, "address": a.Address},
 			"b":        map[string]string{"node_id": b.NodeID, "address": b.Address},
@@ -90,6 +93,9 @@ func (s *Store) DeletePath(ctx context.Context, clusterID, id string, ifMatch *i
 			return struct{}{}, err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM paths WHERE link_id = $1`, p.LinkID); err != nil {
+			return struct{}{}, err
+		}
+		if err := bumpConfigTx(ctx, tx, clusterID); err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, audit(ctx, tx, "path.delete", "path", p.LinkID, clusterID, map[string]any{"path_ids": []string{p.ID, p.ReverseID}})

@@ -33,7 +33,7 @@ func newCluster(t *testing.T, st *store.Store, name string) cluster.Cluster {
 
 func newNode(t *testing.T, st *store.Store, c cluster.Cluster, name string) cluster.Node {
 	t.Helper()
-	n, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: name})
+	n, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: name}, "fp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestNodeLimit(t *testing.T) {
 	ok, limited := 0, 0
 	for i := range 8 {
 		wg.Go(func() {
-			_, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: fmt.Sprintf("race%d", i)})
+			_, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: fmt.Sprintf("race%d", i)}, "fp")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -30,6 +30,9 @@ func runDemo(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) e
 	if cfg.BootstrapToken == "" {
 		cfg.BootstrapToken = store.NewSecret(store.TokenPrefix)
 	}
+	if len(cfg.SecretKey) == 0 {
+		cfg.SecretKey = []byte(store.NewSecret("")) // the demo database is thrown away with it
+	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, cfg, log, ready) }()

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop/server"
+	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
 )
 
@@ -30,6 +31,8 @@ type Config struct {
 	LogLevel       string
 	BootstrapToken string
 	MaxBodyBytes   int64
+	// SecretKey seals the command-signing keys stored in PostgreSQL.
+	SecretKey []byte
 }
 
 func main() {
@@ -80,6 +83,7 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	fs.StringVar(&c.LogFormat, "log-format", env("BACKSTOP_LOG_FORMAT", "text"), "log format: text or json (BACKSTOP_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("BACKSTOP_LOG_LEVEL", "info"), "log level: debug, info, warn, error (BACKSTOP_LOG_LEVEL)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted")
+	secretFile := fs.String("secret-key-file", env("BACKSTOP_SECRET_KEY_FILE", ""), "file holding the secret that seals the command-signing keys (BACKSTOP_SECRET_KEY_FILE; or the secret itself in BACKSTOP_SECRET_KEY)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", name)
 		if !demo {
@@ -95,6 +99,18 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.BootstrapToken = getenv("BACKSTOP_BOOTSTRAP_TOKEN")
+	switch {
+	case *secretFile != "":
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return c, fmt.Errorf("--secret-key-file: %w", err)
+		}
+		c.SecretKey = []byte(strings.TrimSpace(string(b)))
+	case getenv("BACKSTOP_SECRET_KEY") != "":
+		c.SecretKey = []byte(getenv("BACKSTOP_SECRET_KEY"))
+	case !demo:
+		return c, errors.New("--secret-key-file (or BACKSTOP_SECRET_KEY) is required: it seals the command-signing keys; create one with `openssl rand -base64 32 > /etc/backstop/secret.key`")
+	}
 	if !demo && c.DatabaseURL == "" {
 		return c, errors.New("--database-url (or BACKSTOP_DATABASE_URL) is required")
 	}
@@ -152,10 +168,29 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Store: st, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest})
+	sealKey, err := signing.SecretKeyFromBytes(cfg.SecretKey)
+	if err != nil {
+		return fmt.Errorf("secret key: %w", err)
+	}
+	keys, err := signing.Open(openCtx, st, sealKey)
 	if err != nil {
 		return err
 	}
+	log.Info("command signing key ready", "fingerprint", keys.Fingerprint())
+	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest})
+	if err != nil {
+		return err
+	}
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	bgDone := make(chan struct{})
+	go func() {
+		defer close(bgDone)
+		srv.Run(bgCtx)
+	}()
+	defer func() {
+		stopBackground()
+		<-bgDone
+	}()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -164,7 +199,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
+		WriteTimeout:      90 * time.Second, // long polls wait up to 60 s
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -68,9 +68,11 @@ type Hierarchy struct {
 	Switchback       string
 	Resources        []Resource
 	Priorities       []Priority
-	Version          int64
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	// Placement is managed by placement actions, never by updates.
+	Placement Placement
+	Version   int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // HierarchyUpdate lists the fields to change on a hierarchy; nil leaves a

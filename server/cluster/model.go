@@ -62,9 +62,11 @@ type Node struct {
 	Name        string
 	Description string
 	State       string
-	Version     int64
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Agent is nil until the node's agent enrolls.
+	Agent     *NodeAgent
+	Version   int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // NodeUpdate lists the fields to change on a node; nil leaves a field alone.

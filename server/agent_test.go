@@ -1,0 +1,201 @@
+package server_test
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/backstop-ha/backstop/openapi/envelope"
+)
+
+type enrolled struct {
+	NodeID      string `json:"node_id"`
+	ClusterID   string `json:"cluster_id"`
+	Credential  string `json:"credential"`
+	SigningKeys []struct {
+		KeyID       string `json:"key_id"`
+		PublicKey   []byte `json:"public_key"`
+		Fingerprint string `json:"fingerprint"`
+		EndorsedBy  string `json:"endorsed_by"`
+		Endorsement []byte `json:"endorsement"`
+	} `json:"signing_keys"`
+}
+
+func (e *env) agentDo(credential, method, path string, body any) (*http.Response, []byte) {
+	e.t.Helper()
+	// do() sets the admin token; the agent's credential replaces it.
+	return e.do(method, path, body, "Authorization", "Bearer "+credential)
+}
+
+func (e *env) enroll(token string) enrolled {
+	e.t.Helper()
+	pub, _, _ := ed25519.GenerateKey(nil)
+	resp, b := e.do("POST", "/agent/v1/enroll", map[string]any{
+		"enrollment_token": token, "public_key": base64.StdEncoding.EncodeToString(pub),
+		"facts": map[string]any{"hostname": "mx", "os": "linux", "arch": "amd64", "agent_version": "test"},
+	}, "Authorization", "")
+	if resp.StatusCode != 201 {
+		e.t.Fatalf("enroll: %d %s", resp.StatusCode, b)
+	}
+	var out enrolled
+	if err := json.Unmarshal(b, &out); err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// The agent side of a manual placement, spoken over HTTP the way an agent
+// does: enroll with the token's key fingerprint, long-poll, verify the
+// signed command, report the result; the operation and the placement
+// follow. A second node is refused while the first runs it, a reused
+// token is refused, and a rejection is visible with its reason.
+func TestAgentPlacementFlow(t *testing.T) {
+	e := newEnv(t, 1)
+	cid, _ := clusterWithNodes(e, 0)
+	var tokens, nodes []string
+	for _, name := range []string{"mx1", "mx2"} {
+		resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": name})
+		if resp.StatusCode != 201 {
+			t.Fatalf("node: %d %s", resp.StatusCode, b)
+		}
+		var n struct {
+			ID    string `json:"id"`
+			Token string `json:"enrollment_token"`
+		}
+		_ = json.Unmarshal(b, &n)
+		tokens, nodes = append(tokens, n.Token), append(nodes, n.ID)
+	}
+	resp, b := e.do("POST", "/v1/clusters/"+cid+"/hierarchies", mailSpec("mail", nodes))
+	if resp.StatusCode != 201 {
+		t.Fatalf("hierarchy: %d %s", resp.StatusCode, b)
+	}
+	var h struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(b, &h)
+
+	a1 := e.enroll(tokens[0])
+	_, fp, _ := strings.Cut(tokens[0], ".")
+	if len(a1.SigningKeys) != 1 || a1.SigningKeys[0].Fingerprint != fp || envelope.Fingerprint(a1.SigningKeys[0].PublicKey) != fp {
+		t.Fatalf("token fingerprint %q does not match the enrollment's keys %+v", fp, a1.SigningKeys)
+	}
+	if resp, _ := e.do("POST", "/agent/v1/enroll", map[string]any{
+		"enrollment_token": tokens[0], "public_key": base64.StdEncoding.EncodeToString(make([]byte, 32)),
+		"facts": map[string]any{"hostname": "mx", "os": "linux", "arch": "amd64", "agent_version": "test"},
+	}, "Authorization", ""); resp.StatusCode != 401 {
+		t.Fatalf("reused enrollment token: %d, want 401", resp.StatusCode)
+	}
+	a2 := e.enroll(tokens[1])
+	if resp, b := e.agentDo(a1.Credential, "POST", "/agent/v1/heartbeat", map[string]any{"config_version": 0}); resp.StatusCode != 200 || !strings.Contains(string(b), `"lease_ttl_ms":1000`) {
+		t.Fatalf("heartbeat: %d %s", resp.StatusCode, b)
+	}
+
+	// A long poll started before the command is queued returns with it.
+	type polled struct {
+		Commands []struct {
+			CommandID string `json:"command_id"`
+			Payload   []byte `json:"payload"`
+			KeyID     string `json:"key_id"`
+			Signature []byte `json:"signature"`
+		} `json:"commands"`
+	}
+	got := make(chan polled, 1)
+	start := time.Now()
+	go func() {
+		_, b := e.agentDo(a1.Credential, "GET", "/agent/v1/commands?wait=20000", nil)
+		var p polled
+		_ = json.Unmarshal(b, &p)
+		got <- p
+	}()
+	time.Sleep(200 * time.Millisecond) // let the poll register: this test is about waking it
+	resp, b = e.do("POST", "/v1/clusters/"+cid+"/hierarchies/"+h.ID+"/in-service", map[string]any{"node_id": nodes[0]})
+	if resp.StatusCode != 202 {
+		t.Fatalf("in-service: %d %s", resp.StatusCode, b)
+	}
+	opPath := resp.Header.Get("Location")
+	p := <-got
+	if len(p.Commands) != 1 || time.Since(start) > 15*time.Second {
+		t.Fatalf("long poll returned %d commands after %s", len(p.Commands), time.Since(start))
+	}
+	keys := map[string]ed25519.PublicKey{a1.SigningKeys[0].KeyID: a1.SigningKeys[0].PublicKey}
+	v := &envelope.Verifier{ClusterID: a1.ClusterID, NodeID: a1.NodeID, Keys: keys}
+	c := p.Commands[0]
+	cmd, err := v.Verify(envelope.Envelope{Payload: c.Payload, KeyID: c.KeyID, Signature: c.Signature})
+	if err != nil {
+		t.Fatalf("verify the delivered command: %v", err)
+	}
+	if cmd.Action != envelope.BringInService || cmd.Epoch != 1 || len(cmd.Resources) != 3 || cmd.Resources[0].Name != "vip" {
+		t.Fatalf("command = %+v", cmd)
+	}
+	// The other agent cannot use it: it is addressed to node 1.
+	v2 := &envelope.Verifier{ClusterID: a2.ClusterID, NodeID: a2.NodeID, Keys: keys}
+	if _, err := v2.Verify(envelope.Envelope{Payload: c.Payload, KeyID: c.KeyID, Signature: c.Signature}); envelope.ReasonOf(err) != envelope.ReasonWrongNode {
+		t.Fatalf("node 2 verifying node 1's command: %v", err)
+	}
+	if resp, b := e.do("POST", "/v1/clusters/"+cid+"/hierarchies/"+h.ID+"/in-service", map[string]any{"node_id": nodes[1]}); resp.StatusCode != 409 {
+		t.Fatalf("in-service on a second node: %d %s, want 409", resp.StatusCode, b)
+	}
+	if resp, b := e.agentDo(a1.Credential, "POST", "/agent/v1/commands/"+c.CommandID+"/result", map[string]any{
+		"status": "succeeded", "steps": []map[string]any{{"resource": "vip", "action": "start", "ok": true, "duration_ms": 3}},
+	}); resp.StatusCode != 204 {
+		t.Fatalf("result: %d %s", resp.StatusCode, b)
+	}
+	_, b = e.do("GET", opPath, nil)
+	if !strings.Contains(string(b), `"state":"succeeded"`) || !strings.Contains(string(b), `"resource":"vip"`) {
+		t.Fatalf("operation after success: %s", b)
+	}
+	_, b = e.do("GET", "/v1/clusters/"+cid+"/hierarchies/"+h.ID, nil)
+	if !strings.Contains(string(b), `"state":"in_service"`) || !strings.Contains(string(b), `"node_id":"`+nodes[0]+`"`) {
+		t.Fatalf("placement after success: %s", b)
+	}
+
+	// Out of service; the agent rejects it as stale (as if it had seen a
+	// newer epoch): the reason shows on the command, the placement fails.
+	resp, b = e.do("POST", "/v1/clusters/"+cid+"/hierarchies/"+h.ID+"/out-of-service", nil)
+	if resp.StatusCode != 202 {
+		t.Fatalf("out-of-service: %d %s", resp.StatusCode, b)
+	}
+	_, b = e.agentDo(a1.Credential, "GET", "/agent/v1/commands?wait=0", nil)
+	var p2 polled
+	_ = json.Unmarshal(b, &p2)
+	if len(p2.Commands) != 1 {
+		t.Fatalf("second poll: %s", b)
+	}
+	if resp, b := e.agentDo(a1.Credential, "POST", "/agent/v1/commands/"+p2.Commands[0].CommandID+"/result", map[string]any{
+		"status": "rejected", "reason": "stale_epoch", "detail": "test",
+	}); resp.StatusCode != 204 {
+		t.Fatalf("rejection: %d %s", resp.StatusCode, b)
+	}
+	_, b = e.do("GET", "/v1/clusters/"+cid+"/commands?node_id="+nodes[0], nil)
+	if !strings.Contains(string(b), `"rejection_reason":"stale_epoch"`) || !strings.Contains(string(b), `"status":"rejected"`) {
+		t.Fatalf("commands after a rejection: %s", b)
+	}
+	if resp, _ := e.agentDo(a2.Credential, "POST", "/agent/v1/commands/"+p2.Commands[0].CommandID+"/result", map[string]any{"status": "succeeded"}); resp.StatusCode != 404 {
+		t.Fatalf("result for another node's command: %d, want 404", resp.StatusCode)
+	}
+
+	// Rotation: the new key reaches agents endorsed by the old one.
+	if resp, b := e.do("POST", "/v1/signing-keys/rotate", nil); resp.StatusCode != 201 {
+		t.Fatalf("rotate: %d %s", resp.StatusCode, b)
+	}
+	_, b = e.agentDo(a1.Credential, "GET", "/agent/v1/config", nil)
+	var cfg enrolled
+	_ = json.Unmarshal(b, &cfg)
+	if len(cfg.SigningKeys) != 2 {
+		t.Fatalf("config keys after rotation: %s", b)
+	}
+	nk := cfg.SigningKeys[1]
+	if nk.EndorsedBy != a1.SigningKeys[0].KeyID || !ed25519.Verify(a1.SigningKeys[0].PublicKey, envelope.EndorsementBytes(nk.KeyID, nk.PublicKey), nk.Endorsement) {
+		t.Fatalf("rotated key %+v is not endorsed by the enrolled key", nk)
+	}
+	if resp, _ := e.agentDo("bsa_bogus", "GET", "/agent/v1/config", nil); resp.StatusCode != 401 {
+		t.Fatalf("config with a bogus credential: %d", resp.StatusCode)
+	}
+	if resp, _ := e.agentDo(adminSecret, "GET", "/agent/v1/config", nil); resp.StatusCode != 401 {
+		t.Fatalf("config with an API token instead of an agent credential: %d", resp.StatusCode)
+	}
+}

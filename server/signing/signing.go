@@ -1,0 +1,190 @@
+// Package signing keeps the control plane's Ed25519 command-signing keys:
+// it creates the first key, seals private keys with AES-256-GCM under the
+// operator's secret key before they reach PostgreSQL, rotates keys (each
+// new key endorsed by the previous one, so agents can trust it), and signs
+// commands into envelopes.
+package signing
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/backstop-ha/backstop/openapi/envelope"
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// KeyStore is the persistence the keyring needs.
+type KeyStore interface {
+	EnsureSigningKey(ctx context.Context, create func() (cluster.SealedKey, error)) (cluster.SealedKey, error)
+	ListSigningKeys(ctx context.Context) ([]cluster.SealedKey, error)
+	RotateSigningKey(ctx context.Context, k cluster.SealedKey) error
+}
+
+// CommandTTL is how long an agent accepts a command after it was signed.
+const CommandTTL = 30 * time.Second
+
+// Keyring signs commands with the active key.
+type Keyring struct {
+	store KeyStore
+	aead  cipher.AEAD
+
+	// mu guards the fields below.
+	mu     sync.Mutex
+	active cluster.SealedKey
+	priv   ed25519.PrivateKey
+}
+
+// SecretKeyFromBytes derives the sealing key from the operator's secret
+// (the content of --secret-key-file or BACKSTOP_SECRET_KEY). Any secret of
+// at least 16 bytes works; SHA-256 turns it into an AES-256 key.
+func SecretKeyFromBytes(secret []byte) ([]byte, error) {
+	if len(secret) < 16 {
+		return nil, errors.New("the secret key must be at least 16 bytes (e.g. `openssl rand -base64 32`)")
+	}
+	k := sha256.Sum256(secret)
+	return k[:], nil
+}
+
+// Open loads the active key, creating the first one on the first start.
+// It fails when the active key cannot be unsealed with secretKey (a wrong
+// or changed secret key): signing with a new key would orphan every agent.
+func Open(ctx context.Context, ks KeyStore, secretKey []byte) (*Keyring, error) {
+	block, err := aes.NewCipher(secretKey)
+	if err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	}
+	k := &Keyring{store: ks, aead: aead}
+	active, err := ks.EnsureSigningKey(ctx, func() (cluster.SealedKey, error) { return k.newKey(nil) })
+	if err != nil {
+		return nil, fmt.Errorf("signing: load the active key: %w", err)
+	}
+	if err := k.use(active); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// newKey generates a key, sealed, endorsed by the current one if any.
+func (k *Keyring) newKey(endorser *cluster.SealedKey) (cluster.SealedKey, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return cluster.SealedKey{}, err
+	}
+	sk := cluster.SealedKey{SigningKey: cluster.SigningKey{KeyID: "k-" + uuid.Must(uuid.NewV7()).String()[:13], PublicKey: pub, Active: true}}
+	sk.PrivateSealed = k.seal(priv.Seed(), sk.KeyID)
+	if endorser != nil {
+		sk.EndorsedBy = endorser.KeyID
+		sk.Endorsement = ed25519.Sign(k.priv, envelope.EndorsementBytes(sk.KeyID, pub))
+	}
+	return sk, nil
+}
+
+func (k *Keyring) seal(seed []byte, keyID string) []byte {
+	nonce := make([]byte, k.aead.NonceSize())
+	rand.Read(nonce)
+	return k.aead.Seal(nonce, nonce, seed, []byte(keyID))
+}
+
+func (k *Keyring) unseal(sk cluster.SealedKey) (ed25519.PrivateKey, error) {
+	n := k.aead.NonceSize()
+	if len(sk.PrivateSealed) < n {
+		return nil, fmt.Errorf("signing: key %s: sealed key too short", sk.KeyID)
+	}
+	seed, err := k.aead.Open(nil, sk.PrivateSealed[:n], sk.PrivateSealed[n:], []byte(sk.KeyID))
+	if err != nil {
+		return nil, fmt.Errorf("signing: key %s cannot be unsealed with this secret key (was --secret-key-file changed?)", sk.KeyID)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+func (k *Keyring) use(sk cluster.SealedKey) error {
+	priv, err := k.unseal(sk)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.active, k.priv = sk, priv
+	return nil
+}
+
+// Fingerprint is the fingerprint of the active key, for enrollment tokens.
+func (k *Keyring) Fingerprint() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return envelope.Fingerprint(k.active.PublicKey)
+}
+
+// Refresh reloads the active key, after another replica rotated it.
+func (k *Keyring) Refresh(ctx context.Context) error {
+	keys, err := k.store.ListSigningKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sk := range keys {
+		if sk.Active {
+			k.mu.Lock()
+			same := sk.KeyID == k.active.KeyID
+			k.mu.Unlock()
+			if same {
+				return nil
+			}
+			return k.use(sk)
+		}
+	}
+	return errors.New("signing: no active key")
+}
+
+// Rotate makes a new key, endorsed by the active one, the active key.
+func (k *Keyring) Rotate(ctx context.Context) (cluster.SigningKey, error) {
+	if err := k.Refresh(ctx); err != nil {
+		return cluster.SigningKey{}, err
+	}
+	k.mu.Lock()
+	cur := k.active
+	k.mu.Unlock()
+	sk, err := k.newKey(&cur)
+	if err != nil {
+		return cluster.SigningKey{}, err
+	}
+	if err := k.store.RotateSigningKey(ctx, sk); err != nil {
+		return cluster.SigningKey{}, err
+	}
+	if err := k.use(sk); err != nil {
+		return cluster.SigningKey{}, err
+	}
+	return sk.SigningKey, nil
+}
+
+// Sign signs a command spec with the active key; it returns the signed
+// command and its issue and expiry times.
+func (k *Keyring) Sign(spec cluster.CommandSpec) (cluster.SignedCommand, time.Time, time.Time, error) {
+	k.mu.Lock()
+	keyID, priv := k.active.KeyID, k.priv
+	k.mu.Unlock()
+	issued := time.Now().UTC().Truncate(time.Microsecond)
+	expires := issued.Add(CommandTTL)
+	e, err := envelope.Sign(envelope.Command{
+		ID: spec.ID, ClusterID: spec.ClusterID, NodeID: spec.NodeID, HierarchyID: spec.HierarchyID, Hierarchy: spec.Hierarchy,
+		Epoch: spec.Epoch, Term: spec.Term, IssuedAt: issued, ExpiresAt: expires,
+		Action: envelope.Action(spec.Action), Resources: spec.Resources,
+	}, keyID, priv)
+	if err != nil {
+		return cluster.SignedCommand{}, issued, expires, err
+	}
+	return cluster.SignedCommand{ID: spec.ID, Payload: e.Payload, KeyID: e.KeyID, Signature: e.Signature}, issued, expires, nil
+}

@@ -1,0 +1,278 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// CredentialPrefix starts every agent credential.
+const CredentialPrefix = "bsa_"
+
+const signingKeyColumns = `key_id, public_key, active, coalesce(endorsed_by, ''), endorsement, created_at, private_sealed`
+
+func scanSigningKey(row pgx.Row) (cluster.SealedKey, error) {
+	var k cluster.SealedKey
+	err := row.Scan(&k.KeyID, &k.PublicKey, &k.Active, &k.EndorsedBy, &k.Endorsement, &k.CreatedAt, &k.PrivateSealed)
+	return k, err
+}
+
+// ListSigningKeys returns every signing key, oldest first.
+func (s *Store) ListSigningKeys(ctx context.Context) ([]cluster.SealedKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys ORDER BY created_at, key_id`)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	ks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.SealedKey, error) { return scanSigningKey(r) })
+	return ks, interpretError(err)
+}
+
+// EnsureSigningKey returns the active signing key, creating the first one
+// with create when none exists. Replicas starting together serialise on an
+// advisory lock, so exactly one first key is made.
+func (s *Store) EnsureSigningKey(ctx context.Context, create func() (cluster.SealedKey, error)) (cluster.SealedKey, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.SealedKey, error) {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('backstop.signing-key'))`); err != nil {
+			return cluster.SealedKey{}, err
+		}
+		k, err := scanSigningKey(tx.QueryRow(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys WHERE active`))
+		if err == nil || !errors.Is(err, pgx.ErrNoRows) {
+			return k, err
+		}
+		k, err = create()
+		if err != nil {
+			return k, err
+		}
+		return k, insertSigningKeyTx(ctx, tx, k)
+	})
+}
+
+func insertSigningKeyTx(ctx context.Context, tx pgx.Tx, k cluster.SealedKey) error {
+	if _, err := tx.Exec(ctx, `UPDATE signing_keys SET active = false WHERE active`); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO signing_keys (key_id, public_key, private_sealed, active, endorsed_by, endorsement)
+		VALUES ($1, $2, $3, true, $4, $5)`, k.KeyID, k.PublicKey, k.PrivateSealed, nullString(k.EndorsedBy), k.Endorsement)
+	if err != nil {
+		return err
+	}
+	// Every agent must learn the new key.
+	if _, err := tx.Exec(ctx, `UPDATE clusters SET config_version = config_version + 1`); err != nil {
+		return err
+	}
+	return audit(ctx, tx, "signing_key.create", "signing_key", k.KeyID, "", map[string]any{"endorsed_by": k.EndorsedBy})
+}
+
+// RotateSigningKey makes k (endorsed by the key active until now) the
+// active key; the older keys stay trusted.
+func (s *Store) RotateSigningKey(ctx context.Context, k cluster.SealedKey) error {
+	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('backstop.signing-key'))`); err != nil {
+			return struct{}{}, err
+		}
+		var active string
+		if err := tx.QueryRow(ctx, `SELECT key_id FROM signing_keys WHERE active`).Scan(&active); err != nil {
+			return struct{}{}, err
+		}
+		if active != k.EndorsedBy {
+			return struct{}{}, fmt.Errorf("%w: the active key changed during rotation (now %s); retry", cluster.ErrConflict, active)
+		}
+		return struct{}{}, insertSigningKeyTx(ctx, tx, k)
+	})
+	return err
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// CurrentTerm returns the leader term commands carry.
+func (s *Store) CurrentTerm(ctx context.Context) (int64, error) {
+	var t int64
+	err := s.pool.QueryRow(ctx, `SELECT term FROM control_plane WHERE id = 1`).Scan(&t)
+	return t, interpretError(err)
+}
+
+// Enroll exchanges a node's one-time enrollment token for an agent
+// credential, which it returns (stored only as a hash). It returns
+// cluster.ErrUnauthenticated, saying why, for an unknown, used or expired
+// token.
+func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, facts cluster.HostFacts) (cluster.Node, string, error) {
+	credential := NewSecret(CredentialPrefix)
+	n, err := withTx(ctx, s, func(tx pgx.Tx) (cluster.Node, error) {
+		var id string
+		var expires time.Time
+		err := tx.QueryRow(ctx, `SELECT id, enrollment_expires_at FROM nodes WHERE enrollment_hash = $1 FOR UPDATE`, hashSecret(token)).Scan(&id, &expires)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return cluster.Node{}, fmt.Errorf("%w: the enrollment token is unknown or was already used; create a new node or ask an administrator", cluster.ErrUnauthenticated)
+		}
+		if err != nil {
+			return cluster.Node{}, err
+		}
+		if time.Now().After(expires) {
+			return cluster.Node{}, fmt.Errorf("%w: the enrollment token expired at %s", cluster.ErrUnauthenticated, expires.UTC().Format(time.RFC3339))
+		}
+		n, err := scanNode(tx.QueryRow(ctx, `UPDATE nodes SET enrollment_hash = NULL, credential_hash = $2, agent_public_key = $3, facts = $4,
+			enrolled_at = now(), last_heartbeat_at = now(), state = 'up', version = version + 1, updated_at = now()
+			WHERE id = $1 RETURNING `+nodeColumns, id, hashSecret(credential), publicKey, facts))
+		if err != nil {
+			return n, err
+		}
+		if err := bumpConfigTx(ctx, tx, n.ClusterID); err != nil {
+			return n, err
+		}
+		return n, audit(cluster.WithActor(ctx, cluster.Actor{Name: "agent:" + n.Name}), tx, "node.enroll", "node", n.ID, n.ClusterID,
+			map[string]any{"hostname": facts.Hostname, "agent_version": facts.AgentVersion})
+	})
+	return n, credential, err
+}
+
+// AuthenticateAgent returns the agent whose credential this is, or
+// cluster.ErrUnauthenticated.
+func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (cluster.AgentIdentity, error) {
+	var a cluster.AgentIdentity
+	err := s.pool.QueryRow(ctx, `SELECT id, cluster_id, name FROM nodes WHERE credential_hash = $1`, hashSecret(credential)).Scan(&a.NodeID, &a.ClusterID, &a.NodeName)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a, cluster.ErrUnauthenticated
+	}
+	return a, interpretError(err)
+}
+
+// RecordHeartbeat renews a node's lease, measured by the server's clock
+// from now: the cluster's lease TTL plus the server grace, so the agent's
+// own deadline (TTL from its send time) always passes first. It stores the
+// report; reports of a failed or fenced hierarchy at its current epoch
+// update the placement.
+func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r cluster.AgentReport) (cluster.HeartbeatAck, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.HeartbeatAck, error) {
+		var ack cluster.HeartbeatAck
+		var ttlMS int64
+		err := tx.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
+			lease_expires_at = now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0),
+			report = $2, state = CASE WHEN n.state = 'pending' THEN 'up' ELSE n.state END
+			FROM clusters c WHERE n.id = $1 AND c.id = n.cluster_id
+			RETURNING (c.timing->>'lease_ttl_ms')::bigint, c.config_version, (SELECT term FROM control_plane WHERE id = 1)`,
+			a.NodeID, r.Raw).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
+		if err != nil {
+			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
+		}
+		ack.LeaseTTL = time.Duration(ttlMS) * time.Millisecond
+		for _, h := range r.Hierarchies {
+			if h.State != cluster.PlacementFailed {
+				continue
+			}
+			if err := setPlacementTx(ctx, tx, a.NodeID, h.HierarchyID, h.Epoch, cluster.PlacementFailed, "agent on "+a.NodeName+" reports: "+h.Detail); err != nil {
+				return ack, err
+			}
+		}
+		for _, f := range r.Fences {
+			for _, hid := range f.Hierarchies {
+				if err := setPlacementTx(ctx, tx, a.NodeID, hid, -1, cluster.PlacementFailed,
+					fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason)); err != nil {
+					return ack, err
+				}
+			}
+			if err := audit(cluster.WithActor(ctx, cluster.Actor{Name: "agent:" + a.NodeName}), tx, "node.fenced", "node", a.NodeID, a.ClusterID,
+				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies}); err != nil {
+				return ack, err
+			}
+		}
+		return ack, nil
+	})
+}
+
+// setPlacementTx sets the placement state of a hierarchy placed on nodeID,
+// only if its epoch is still epoch (-1: any epoch), so a stale report never
+// overrides a newer placement.
+func setPlacementTx(ctx context.Context, tx pgx.Tx, nodeID, hierarchyID string, epoch int64, state, detail string) error {
+	_, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_state = $4, placement_detail = $5, placement_updated_at = now()
+		WHERE id = $1 AND placement_node_id = $2 AND ($3 < 0 OR epoch = $3) AND placement_state <> $4`,
+		hierarchyID, nodeID, epoch, state, detail)
+	return err
+}
+
+// AgentConfig assembles the desired configuration of a node.
+func (s *Store) AgentConfig(ctx context.Context, a cluster.AgentIdentity) (cluster.AgentConfig, error) {
+	var cfg cluster.AgentConfig
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return cfg, err
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // read-only
+	c, err := scanCluster(tx.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1`, a.ClusterID))
+	if err != nil {
+		return cfg, interpretError(err)
+	}
+	cfg.Cluster, cfg.NodeID = c, a.NodeID
+	if err := tx.QueryRow(ctx, `SELECT config_version, path_key FROM clusters WHERE id = $1`, a.ClusterID).Scan(&cfg.Version, &cfg.PathKey); err != nil {
+		return cfg, interpretError(err)
+	}
+	rows, err := tx.Query(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies h WHERE cluster_id = $1
+		AND EXISTS (SELECT 1 FROM hierarchy_priorities p WHERE p.hierarchy_id = h.id AND p.node_id = $2) ORDER BY id`, a.ClusterID, a.NodeID)
+	if err != nil {
+		return cfg, interpretError(err)
+	}
+	if cfg.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Hierarchy, error) { return scanHierarchy(r) }); err != nil {
+		return cfg, interpretError(err)
+	}
+	if err := loadPriorities(ctx, tx, cfg.Hierarchies); err != nil {
+		return cfg, interpretError(err)
+	}
+	rows, err = tx.Query(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id <> $2 ORDER BY id`, a.ClusterID, a.NodeID)
+	if err != nil {
+		return cfg, interpretError(err)
+	}
+	if cfg.Peers, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Node, error) { return scanNode(r) }); err != nil {
+		return cfg, interpretError(err)
+	}
+	rows, err = tx.Query(ctx, `SELECT `+pathColumns+` FROM paths WHERE cluster_id = $1 AND (local_node_id = $2 OR remote_node_id = $2) ORDER BY id`, a.ClusterID, a.NodeID)
+	if err != nil {
+		return cfg, interpretError(err)
+	}
+	if cfg.Paths, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Path, error) { return scanPath(r) }); err != nil {
+		return cfg, interpretError(err)
+	}
+	rows, err = tx.Query(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys ORDER BY created_at, key_id`)
+	if err != nil {
+		return cfg, interpretError(err)
+	}
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.SealedKey, error) { return scanSigningKey(r) })
+	if err != nil {
+		return cfg, interpretError(err)
+	}
+	for _, k := range keys {
+		cfg.SigningKeys = append(cfg.SigningKeys, k.SigningKey)
+	}
+	return cfg, nil
+}
+
+// ListenCommands calls wake with the node id of every command queued on
+// any replica, until ctx ends. It holds one dedicated connection.
+func (s *Store) ListenCommands(ctx context.Context, wake func(nodeID string)) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `LISTEN `+CommandNotifyChannel); err != nil {
+		return err
+	}
+	// UNLISTEN before the connection returns to the pool; ctx is over by
+	// then, so use a fresh one.
+	defer conn.Exec(context.Background(), `UNLISTEN *`) //nolint:errcheck
+	for {
+		n, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		wake(n.Payload)
+	}
+}

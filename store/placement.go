@@ -1,0 +1,283 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// CommandNotifyChannel is the PostgreSQL NOTIFY channel that wakes agents'
+// long polls on every replica; the payload is the node id.
+const CommandNotifyChannel = "backstop_commands"
+
+// PlaceHierarchy brings a hierarchy in service on nodeID (kind
+// in_service) or takes it out of service on the node it is placed on
+// (kind out_of_service, nodeID ignored). In one transaction it checks the
+// request against the current placement, bumps the epoch, stores the
+// signed command and the operation, and notifies the node's long poll.
+// Returns cluster.ErrConflict when the hierarchy is active on another node
+// (or already out of service), cluster.ErrInvalid when the node has no
+// priority for it or has no enrolled agent.
+func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign cluster.Signer) (cluster.Operation, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Operation, error) {
+		var op cluster.Operation
+		h, err := scanHierarchy(tx.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, hierarchyID))
+		if err != nil {
+			return op, fmt.Errorf("hierarchy %s: %w", hierarchyID, interpretError(err))
+		}
+		p := h.Placement
+		var action, state string
+		switch kind {
+		case cluster.OperationInService:
+			if p.Active() && p.NodeID != nodeID {
+				return op, fmt.Errorf("%w: hierarchy %q is %s on node %s; take it out of service there first", cluster.ErrConflict, h.Name, p.State, p.NodeID)
+			}
+			if p.Active() && p.State != cluster.PlacementStopping {
+				return op, fmt.Errorf("%w: hierarchy %q is already %s on this node", cluster.ErrConflict, h.Name, p.State)
+			}
+			var prio int
+			var enrolled bool
+			err := tx.QueryRow(ctx, `SELECT p.priority, n.enrolled_at IS NOT NULL FROM hierarchy_priorities p JOIN nodes n ON n.id = p.node_id
+				WHERE p.hierarchy_id = $1 AND p.node_id = $2`, hierarchyID, nodeID).Scan(&prio, &enrolled)
+			if err == pgx.ErrNoRows {
+				return op, cluster.Invalid("/node_id", "node %s has no priority for hierarchy %q", nodeID, h.Name)
+			}
+			if err != nil {
+				return op, err
+			}
+			if !enrolled {
+				return op, cluster.Invalid("/node_id", "node %s has no enrolled agent yet", nodeID)
+			}
+			action, state = "bring_in_service", cluster.PlacementStarting
+		case cluster.OperationOutOfService:
+			if p.NodeID == "" || p.State == cluster.PlacementOutOfService {
+				return op, fmt.Errorf("%w: hierarchy %q is not in service anywhere", cluster.ErrConflict, h.Name)
+			}
+			nodeID = p.NodeID
+			action, state = "take_out_of_service", cluster.PlacementStopping
+		default:
+			return op, fmt.Errorf("unknown placement kind %q", kind)
+		}
+		var term int64
+		if err := tx.QueryRow(ctx, `SELECT term FROM control_plane WHERE id = 1`).Scan(&term); err != nil {
+			return op, err
+		}
+		epoch := p.Epoch + 1
+		spec := cluster.CommandSpec{ID: newID(), ClusterID: clusterID, NodeID: nodeID, HierarchyID: hierarchyID, Hierarchy: h.Name,
+			Epoch: epoch, Term: term, Action: action, Resources: cluster.BringUpOrder(h.Resources)}
+		sc, issued, expires, err := sign(spec)
+		if err != nil {
+			return op, err
+		}
+		op = cluster.Operation{ID: newID(), ClusterID: clusterID, HierarchyID: hierarchyID, NodeID: nodeID, Kind: kind,
+			State: cluster.OperationPending, Epoch: epoch, CommandID: spec.ID, Steps: []cluster.StepResult{}}
+		if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = $2, epoch = $3, placement_state = $4,
+			placement_detail = '', placement_updated_at = now() WHERE id = $1`, hierarchyID, nodeID, epoch, state); err != nil {
+			return op, err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO commands (id, cluster_id, node_id, hierarchy_id, operation_id, action, epoch, term, key_id, payload, signature, issued_at, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			spec.ID, clusterID, nodeID, hierarchyID, op.ID, action, epoch, term, sc.KeyID, sc.Payload, sc.Signature, issued, expires); err != nil {
+			return op, err
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO operations (id, cluster_id, hierarchy_id, node_id, kind, epoch, command_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at, updated_at`,
+			op.ID, clusterID, hierarchyID, nodeID, kind, epoch, spec.ID).Scan(&op.CreatedAt, &op.UpdatedAt); err != nil {
+			return op, err
+		}
+		// Delivered at commit, to every replica's listener.
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, CommandNotifyChannel, nodeID); err != nil {
+			return op, err
+		}
+		return op, audit(ctx, tx, "hierarchy."+kind, "hierarchy", hierarchyID, clusterID,
+			map[string]any{"node_id": nodeID, "epoch": epoch, "command_id": spec.ID, "operation_id": op.ID})
+	})
+}
+
+const operationColumns = `id, cluster_id, hierarchy_id, node_id, kind, state, epoch, coalesce(command_id::text, ''), detail, steps, created_at, updated_at`
+
+// FindOperation returns an operation or cluster.ErrNotFound.
+func (s *Store) FindOperation(ctx context.Context, id string) (cluster.Operation, error) {
+	var o cluster.Operation
+	err := s.pool.QueryRow(ctx, `SELECT `+operationColumns+` FROM operations WHERE id = $1`, id).Scan(
+		&o.ID, &o.ClusterID, &o.HierarchyID, &o.NodeID, &o.Kind, &o.State, &o.Epoch, &o.CommandID, &o.Detail, &o.Steps, &o.CreatedAt, &o.UpdatedAt)
+	if err != nil {
+		return o, fmt.Errorf("operation %s: %w", id, interpretError(err))
+	}
+	return o, nil
+}
+
+// NextCommands returns the commands queued for a node, oldest first, and
+// marks them delivered (their operations running).
+func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]cluster.SignedCommand, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.SignedCommand, error) {
+		rows, err := tx.Query(ctx, `UPDATE commands SET status = 'delivered', delivered_at = now()
+			WHERE id IN (SELECT id FROM commands WHERE node_id = $1 AND status = 'queued' ORDER BY issued_at FOR UPDATE SKIP LOCKED)
+			RETURNING id, payload, key_id, signature, operation_id, issued_at`, nodeID)
+		if err != nil {
+			return nil, err
+		}
+		type row struct {
+			c      cluster.SignedCommand
+			op     *string
+			issued time.Time
+		}
+		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.c.ID, &x.c.Payload, &x.c.KeyID, &x.c.Signature, &x.op, &x.issued)
+			return x, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]cluster.SignedCommand, 0, len(rs))
+		for _, x := range rs {
+			if x.op != nil {
+				if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'running', updated_at = now() WHERE id = $1 AND state = 'pending'`, *x.op); err != nil {
+					return nil, err
+				}
+			}
+		}
+		// RETURNING gives no order; deliver oldest first.
+		for len(rs) > 0 {
+			i := 0
+			for j := range rs {
+				if rs[j].issued.Before(rs[i].issued) {
+					i = j
+				}
+			}
+			out = append(out, rs[i].c)
+			rs = append(rs[:i], rs[i+1:]...)
+		}
+		return out, nil
+	})
+}
+
+// RecordCommandResult stores an agent's outcome of a command addressed to
+// it, completes its operation, and moves the placement on when the
+// command's epoch is still the hierarchy's. It returns cluster.ErrNotFound
+// for a command of another node and cluster.ErrConflict for a second
+// result.
+func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) error {
+	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
+		var status, action, hierarchyID string
+		var epoch int64
+		var opID *string
+		err := tx.QueryRow(ctx, `SELECT status, action, hierarchy_id, epoch, operation_id FROM commands WHERE id = $1 AND node_id = $2 FOR UPDATE`,
+			commandID, a.NodeID).Scan(&status, &action, &hierarchyID, &epoch, &opID)
+		if err != nil {
+			return struct{}{}, fmt.Errorf("command %s: %w", commandID, interpretError(err))
+		}
+		switch status {
+		case cluster.CommandSucceeded, cluster.CommandFailed, cluster.CommandRejected:
+			return struct{}{}, fmt.Errorf("%w: command %s already has a result (%s)", cluster.ErrConflict, commandID, status)
+		}
+		if r.Steps == nil {
+			r.Steps = []cluster.StepResult{}
+		}
+		detail := r.Detail
+		if r.Status == cluster.CommandRejected {
+			detail = fmt.Sprintf("rejected by the agent on %s: %s: %s", a.NodeName, r.Reason, r.Detail)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE commands SET status = $2, rejection_reason = $3, detail = $4, steps = $5, completed_at = now(),
+			delivered_at = coalesce(delivered_at, now()) WHERE id = $1`, commandID, r.Status, r.Reason, detail, r.Steps); err != nil {
+			return struct{}{}, err
+		}
+		opState := cluster.OperationFailed
+		if r.Status == cluster.CommandSucceeded {
+			opState = cluster.OperationSucceeded
+		}
+		if opID != nil {
+			if _, err := tx.Exec(ctx, `UPDATE operations SET state = $2, detail = $3, steps = $4, updated_at = now() WHERE id = $1`,
+				*opID, opState, detail, r.Steps); err != nil {
+				return struct{}{}, err
+			}
+		}
+		var place string
+		switch {
+		case r.Status == cluster.CommandSucceeded && action == "bring_in_service":
+			place = cluster.PlacementInService
+		case r.Status == cluster.CommandSucceeded && action == "take_out_of_service":
+			place = cluster.PlacementOutOfService
+		case r.Status != cluster.CommandSucceeded && (action == "bring_in_service" || action == "take_out_of_service"):
+			place = cluster.PlacementFailed
+		}
+		if place != "" {
+			if err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == cluster.PlacementFailed, detail)); err != nil {
+				return struct{}{}, err
+			}
+		}
+		return struct{}{}, nil
+	})
+	return err
+}
+
+func detailIf(cond bool, s string) string {
+	if cond {
+		return s
+	}
+	return ""
+}
+
+// ExpireCommands closes commands that can no longer run: queued past
+// their expiry (never delivered), or delivered with no result long after
+// it. Their operations fail, and placements still waiting on them fail.
+func (s *Store) ExpireCommands(ctx context.Context, resultGrace time.Duration) (int, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (int, error) {
+		rows, err := tx.Query(ctx, `UPDATE commands SET
+			status = CASE WHEN status = 'queued' THEN 'expired' ELSE 'failed' END,
+			detail = CASE WHEN status = 'queued' THEN 'expired before the agent fetched it' ELSE 'no result from the agent' END,
+			completed_at = now()
+			WHERE (status = 'queued' AND expires_at < now()) OR (status = 'delivered' AND expires_at < now() - $1::interval)
+			RETURNING operation_id, node_id, hierarchy_id, epoch, detail`, resultGrace.String())
+		if err != nil {
+			return 0, err
+		}
+		type row struct {
+			op                  *string
+			node, hierarchy, dt string
+			epoch               int64
+		}
+		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.op, &x.node, &x.hierarchy, &x.epoch, &x.dt)
+			return x, err
+		})
+		if err != nil {
+			return 0, err
+		}
+		for _, x := range rs {
+			if x.op != nil {
+				if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', detail = $2, updated_at = now() WHERE id = $1 AND state IN ('pending', 'running')`, *x.op, x.dt); err != nil {
+					return 0, err
+				}
+			}
+			if err := setPlacementTx(ctx, tx, x.node, x.hierarchy, x.epoch, cluster.PlacementFailed, "command "+x.dt); err != nil {
+				return 0, err
+			}
+		}
+		return len(rs), nil
+	})
+}
+
+const commandColumns = `id, cluster_id, node_id, hierarchy_id, action, epoch, term, key_id, status, rejection_reason, detail, issued_at, expires_at, completed_at`
+
+// ListCommands lists a cluster's commands, oldest first, optionally only
+// those of one node.
+func (s *Store) ListCommands(ctx context.Context, clusterID, nodeID string, p cluster.Page) ([]cluster.CommandInfo, string, error) {
+	after, err := idCursor(p)
+	if err != nil {
+		return nil, "", err
+	}
+	return listInCluster(ctx, s, clusterID, p, `SELECT `+commandColumns+` FROM commands WHERE cluster_id = $1 AND id > $2
+		AND ($4 = '' OR node_id::text = $4) ORDER BY id LIMIT $3`,
+		[]any{clusterID, after, pageLimit(p), nodeID}, func(r pgx.Row) (cluster.CommandInfo, error) {
+			var c cluster.CommandInfo
+			err := r.Scan(&c.ID, &c.ClusterID, &c.NodeID, &c.HierarchyID, &c.Action, &c.Epoch, &c.Term, &c.KeyID, &c.Status, &c.RejectionReason, &c.Detail, &c.IssuedAt, &c.ExpiresAt, &c.CompletedAt)
+			return c, err
+		}, func(c cluster.CommandInfo) string { return c.ID })
+}
