@@ -117,6 +117,48 @@ func (e FencingPolicy) Valid() bool {
 	}
 }
 
+// Defines values for IncidentKind.
+const (
+	IncidentKindFailover   IncidentKind = "failover"
+	IncidentKindSwitchback IncidentKind = "switchback"
+	IncidentKindSwitchover IncidentKind = "switchover"
+)
+
+// Valid indicates whether the value is a known member of the IncidentKind enum.
+func (e IncidentKind) Valid() bool {
+	switch e {
+	case IncidentKindFailover:
+		return true
+	case IncidentKindSwitchback:
+		return true
+	case IncidentKindSwitchover:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for IncidentState.
+const (
+	IncidentStateFailed   IncidentState = "failed"
+	IncidentStateOpen     IncidentState = "open"
+	IncidentStateResolved IncidentState = "resolved"
+)
+
+// Valid indicates whether the value is a known member of the IncidentState enum.
+func (e IncidentState) Valid() bool {
+	switch e {
+	case IncidentStateFailed:
+		return true
+	case IncidentStateOpen:
+		return true
+	case IncidentStateResolved:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for NodeState.
 const (
 	NodeStateDown        NodeState = "down"
@@ -148,6 +190,7 @@ func (e NodeState) Valid() bool {
 const (
 	OperationKindInService    OperationKind = "in_service"
 	OperationKindOutOfService OperationKind = "out_of_service"
+	OperationKindSwitchover   OperationKind = "switchover"
 )
 
 // Valid indicates whether the value is a known member of the OperationKind enum.
@@ -156,6 +199,8 @@ func (e OperationKind) Valid() bool {
 	case OperationKindInService:
 		return true
 	case OperationKindOutOfService:
+		return true
+	case OperationKindSwitchover:
 		return true
 	default:
 		return false
@@ -282,6 +327,27 @@ func (e Role) Valid() bool {
 	case Operator:
 		return true
 	case Viewer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for Severity.
+const (
+	Critical Severity = "critical"
+	Info     Severity = "info"
+	Warning  Severity = "warning"
+)
+
+// Valid indicates whether the value is a known member of the Severity enum.
+func (e Severity) Valid() bool {
+	switch e {
+	case Critical:
+		return true
+	case Info:
+		return true
+	case Warning:
 		return true
 	default:
 		return false
@@ -484,6 +550,31 @@ type AuditRecord struct {
 	//
 	// Example: hierarchy
 	TargetType string `json:"target_type"`
+}
+
+// Candidate A node considered for a hierarchy.
+//
+// Example: {"node":"mx2","node_id":"0195f7a4-1111-7000-8000-000000000002","priority":2}
+type Candidate struct {
+	// Node Its name.
+	//
+	// Example: mx2
+	Node string `json:"node"`
+
+	// NodeId The node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// Priority Its priority for the hierarchy.
+	//
+	// Example: 2
+	Priority int `json:"priority"`
+
+	// Rejected Why it cannot take the hierarchy; absent when it can.
+	//
+	// Example: in maintenance
+	Rejected *string `json:"rejected,omitempty"`
 }
 
 // CheckResult The last result of a check.
@@ -824,6 +915,107 @@ type CommandResultStatus string
 // Example: succeeded
 type CommandStatus string
 
+// ControlPlane The backstopd replicas.
+//
+// Example: {"replicas":[],"term":3}
+type ControlPlane struct {
+	// LeaderId Replica that leads.
+	//
+	// Example: mx-cp1-4f2a
+	LeaderId *string `json:"leader_id,omitempty"`
+
+	// LeaderSince Since when.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	LeaderSince *time.Time `json:"leader_since,omitempty"`
+
+	// Replicas Replicas seen in the last minute.
+	Replicas []struct {
+		// Address API address.
+		//
+		// Example: 10.0.0.5:8080
+		Address string `json:"address"`
+
+		// Id Replica id.
+		//
+		// Example: mx-cp1-4f2a
+		Id string `json:"id"`
+
+		// LastSeenAt Last alive.
+		//
+		// Example: 2026-11-26T06:00:00Z
+		LastSeenAt time.Time `json:"last_seen_at"`
+
+		// Leader Whether it leads.
+		//
+		// Example: true
+		Leader bool `json:"leader"`
+
+		// StartedAt Started.
+		//
+		// Example: 2026-11-26T06:00:00Z
+		StartedAt time.Time `json:"started_at"`
+
+		// Version Version.
+		//
+		// Example: 0.1.0
+		Version *string `json:"version,omitempty"`
+	} `json:"replicas"`
+
+	// Term Current leader term.
+	//
+	// Example: 3
+	Term int64 `json:"term"`
+}
+
+// Decision A decision of the failover engine, with its inputs.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","candidates":[],"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","kind":"failover","reason":"node mx1 is down"}
+type Decision struct {
+	// At When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// Candidates Every node considered, best first.
+	Candidates []Candidate `json:"candidates"`
+
+	// FromNodeId Node it left.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	FromNodeId *openapi_types.UUID `json:"from_node_id,omitempty"`
+
+	// HierarchyId The hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Inputs The snapshot the decision was made from (node states and the hierarchy's placement).
+	//
+	// Example: {}
+	Inputs *map[string]interface{} `json:"inputs,omitempty"`
+
+	// Kind `failover`, `switchback`, `switchback_possible` (intelligent policy: nothing moved), `fail` (no candidate) or `switchover` (operator).
+	//
+	// Example: failover
+	Kind string `json:"kind"`
+
+	// Reason Why.
+	//
+	// Example: node mx1 is down
+	Reason string `json:"reason"`
+
+	// Term Leader term that decided.
+	//
+	// Example: 3
+	Term *int64 `json:"term,omitempty"`
+
+	// ToNodeId Node chosen.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	ToNodeId *openapi_types.UUID `json:"to_node_id,omitempty"`
+}
+
 // Description Free text for operators.
 //
 // Example: Postfix for example.com
@@ -900,6 +1092,120 @@ type Envelope struct {
 	//
 	// Example: c2lnbmF0dXJl
 	Signature []byte `json:"signature"`
+}
+
+// Event A recorded state change.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","cluster_id":"0195f7a4-0000-7000-8000-000000000001","details":{},"id":"0195f7a4-8888-7000-8000-000000000001","message":"node mx1 is down","seq":42,"severity":"critical","subject":{},"type":"node.down"}
+type Event struct {
+	// At When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// Details Structured details.
+	//
+	// Example: {}
+	Details map[string]interface{} `json:"details"`
+
+	// Id Event id (stable across deliveries).
+	//
+	// Example: 0195f7a4-8888-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// Message For humans.
+	//
+	// Example: node mx1 is down
+	Message string `json:"message"`
+
+	// Seq Per-cluster sequence; follow it with `after`.
+	//
+	// Example: 42
+	Seq int64 `json:"seq"`
+
+	// Severity Event severity.
+	//
+	// Example: critical
+	Severity Severity `json:"severity"`
+
+	// Subject Ids of what it is about.
+	//
+	// Example: {"node_id":"0195f7a4-1111-7000-8000-000000000001"}
+	Subject map[string]string `json:"subject"`
+
+	// Type Event type, e.g. `node.down`, `failover.started`.
+	//
+	// Example: node.down
+	Type string `json:"type"`
+}
+
+// EventList Events.
+//
+// Example: {"items":[],"last_seq":0}
+type EventList struct {
+	// Items Oldest first.
+	Items []Event `json:"items"`
+
+	// LastSeq Pass as `after` to continue.
+	//
+	// Example: 42
+	LastSeq int64 `json:"last_seq"`
+}
+
+// Explanation Why a hierarchy is where it is, and where it would go next.
+//
+// Example: {"failed_marks":[],"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","next_candidates":[],"placement":{"epoch":1,"state":"in_service","updated_at":"2026-11-26T06:00:00Z"}}
+type Explanation struct {
+	// FailedMarks Nodes it failed on.
+	FailedMarks []FailedMark `json:"failed_marks"`
+
+	// HierarchyId The hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// LastDecision A decision of the failover engine, with its inputs.
+	//
+	// Example: {"at":"2026-11-26T06:00:00Z","candidates":[],"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","kind":"failover","reason":"node mx1 is down"}
+	LastDecision *Decision `json:"last_decision,omitempty"`
+
+	// NextCandidates The candidates for that move.
+	NextCandidates []Candidate `json:"next_candidates"`
+
+	// NextNodeId Where it would go if its node failed now; absent when nowhere.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NextNodeId *openapi_types.UUID `json:"next_node_id,omitempty"`
+
+	// Placement Which node the hierarchy is in service on, with the epoch that increases at every move.
+	//
+	// Example: {"epoch":4,"node_id":"0195f7a4-1111-7000-8000-000000000001","state":"in_service","updated_at":"2026-11-26T06:00:00Z"}
+	Placement Placement `json:"placement"`
+}
+
+// FailedMark A node a hierarchy failed on.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","node_id":"0195f7a4-1111-7000-8000-000000000001","reason":"postfix: local recovery exhausted"}
+type FailedMark struct {
+	// At When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// NodeId The node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// Reason What failed.
+	//
+	// Example: postfix: local recovery exhausted
+	Reason string `json:"reason"`
 }
 
 // FenceReport A self-fencing this agent did, reported when it reconnects.
@@ -1227,6 +1533,104 @@ type HostInterface struct {
 	Name string `json:"name"`
 }
 
+// Incident A failover, switchover or switchback with its timeline.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","detected_at":"2026-11-26T06:00:00Z","hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","id":"0195f7a4-7777-7000-8000-000000000001","kind":"failover","reason":"node mx1 is down","recovery_ms":600,"state":"resolved"}
+type Incident struct {
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// DecidedAt Target chosen.
+	//
+	// Example: 2026-11-26T06:00:00.01Z
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+
+	// DetectedAt Failure detected (or switchover requested).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	DetectedAt time.Time `json:"detected_at"`
+
+	// FirstDeepCheckAt First passing deep check on the new node.
+	//
+	// Example: 2026-11-26T06:00:02Z
+	FirstDeepCheckAt *time.Time `json:"first_deep_check_at,omitempty"`
+
+	// FromNodeId Node it left.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	FromNodeId *openapi_types.UUID `json:"from_node_id,omitempty"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Id Incident id.
+	//
+	// Example: 0195f7a4-7777-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// Kind What moved it.
+	//
+	// Example: failover
+	Kind IncidentKind `json:"kind"`
+
+	// Reason Why.
+	//
+	// Example: node mx1 is down
+	Reason string `json:"reason"`
+
+	// RecoveryMs From detected to in service.
+	//
+	// Example: 600
+	RecoveryMs *int64 `json:"recovery_ms,omitempty"`
+
+	// StartedAt In service on the new node.
+	//
+	// Example: 2026-11-26T06:00:00.6Z
+	StartedAt *time.Time `json:"started_at,omitempty"`
+
+	// State `open` while moving.
+	//
+	// Example: resolved
+	State IncidentState `json:"state"`
+
+	// StoppedAt Taken out of service on the old node (absent when it was down).
+	//
+	// Example: 2026-11-26T06:00:00.3Z
+	StoppedAt *time.Time `json:"stopped_at,omitempty"`
+
+	// ToNodeId Node it went to.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	ToNodeId *openapi_types.UUID `json:"to_node_id,omitempty"`
+}
+
+// IncidentKind What moved it.
+//
+// Example: failover
+type IncidentKind string
+
+// IncidentState `open` while moving.
+//
+// Example: resolved
+type IncidentState string
+
+// IncidentList A page of incidents.
+//
+// Example: {"items":[]}
+type IncidentList struct {
+	// Items The incidents.
+	Items []Incident `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
 // LocalRecovery Restart a failed resource up to `max_restarts` times within `window_s` before failing the hierarchy over.
 //
 // Example: {"max_restarts":3,"window_s":300}
@@ -1240,6 +1644,19 @@ type LocalRecovery struct {
 	//
 	// Example: 300
 	WindowS int `json:"window_s"`
+}
+
+// MaintenanceResult A node put in maintenance and the moves it caused.
+//
+// Example: {"node":{"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","id":"0195f7a4-1111-7000-8000-000000000001","name":"mx1","state":"up","updated_at":"2026-11-26T06:00:00Z","version":2},"operations":[]}
+type MaintenanceResult struct {
+	// Node A server that runs `backstop-agent`.
+	//
+	// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","id":"0195f7a4-1111-7000-8000-000000000001","name":"mx1","state":"pending","updated_at":"2026-11-26T06:00:00Z","version":1}
+	Node Node `json:"node"`
+
+	// Operations Switchovers away from the node.
+	Operations []Operation `json:"operations"`
 }
 
 // Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
@@ -1275,6 +1692,11 @@ type Node struct {
 	//
 	// Example: 0195f7a4-1111-7000-8000-000000000001
 	Id openapi_types.UUID `json:"id"`
+
+	// Maintenance In maintenance: no candidate for any hierarchy.
+	//
+	// Example: false
+	Maintenance *bool `json:"maintenance,omitempty"`
 
 	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 	//
@@ -1371,6 +1793,11 @@ type NodeCreated struct {
 	//
 	// Example: 0195f7a4-1111-7000-8000-000000000001
 	Id openapi_types.UUID `json:"id"`
+
+	// Maintenance In maintenance: no candidate for any hierarchy.
+	//
+	// Example: false
+	Maintenance *bool `json:"maintenance,omitempty"`
 
 	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 	//
@@ -1487,6 +1914,11 @@ type Operation struct {
 
 	// Steps Per-step results reported by the agent.
 	Steps []StepResult `json:"steps"`
+
+	// TargetNodeId Destination of a switchover.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	TargetNodeId *openapi_types.UUID `json:"target_node_id,omitempty"`
 
 	// UpdatedAt Last change.
 	//
@@ -1914,6 +2346,11 @@ type ResourceSpec struct {
 // Example: operator
 type Role string
 
+// Severity Event severity.
+//
+// Example: critical
+type Severity string
+
 // SigningKey A command-signing public key.
 //
 // Example: {"active":true,"created_at":"2026-11-26T06:00:00Z","fingerprint":"AbCdEfGhIjKlMnOp","key_id":"k-0195f7a4","public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}
@@ -1962,6 +2399,57 @@ type SigningKeyList struct {
 	Items []SigningKey `json:"items"`
 }
 
+// SimulatedPlacement Where a hierarchy would end up.
+//
+// Example: {"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","node_id":"0195f7a4-1111-7000-8000-000000000002","state":"in_service"}
+type SimulatedPlacement struct {
+	// HierarchyId The hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// NodeId Its node; absent when nowhere.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// State Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+	//
+	// Example: in_service
+	State PlacementState `json:"state"`
+}
+
+// SimulationRequest Hypothetical failures.
+//
+// Example: {"node_failures":["0195f7a4-1111-7000-8000-000000000001"]}
+type SimulationRequest struct {
+	// NodeFailures Nodes that crash.
+	//
+	// Example: ["0195f7a4-1111-7000-8000-000000000001"]
+	NodeFailures *[]openapi_types.UUID `json:"node_failures,omitempty"`
+
+	// PathFailures Paths (either direction's id) that die.
+	//
+	// Example: []
+	PathFailures *[]openapi_types.UUID `json:"path_failures,omitempty"`
+
+	// ResourceFailures Hierarchies whose resources fail past local recovery on the node they run on.
+	//
+	// Example: []
+	ResourceFailures *[]openapi_types.UUID `json:"resource_failures,omitempty"`
+}
+
+// SimulationResult The outcome of a simulation.
+//
+// Example: {"decisions":[],"placements":[]}
+type SimulationResult struct {
+	// Decisions What the engine would decide.
+	Decisions []Decision `json:"decisions"`
+
+	// Placements Resulting placements of every hierarchy.
+	Placements []SimulatedPlacement `json:"placements"`
+}
+
 // StepResult The outcome of one step of a command on the agent.
 //
 // Example: {"action":"start","duration_ms":12,"ok":true,"resource":"vip"}
@@ -2003,6 +2491,16 @@ type StepResultAction string
 //
 // Example: intelligent
 type SwitchbackPolicy string
+
+// SwitchoverRequest Where to switch over to.
+//
+// Example: {"node_id":"0195f7a4-1111-7000-8000-000000000002"}
+type SwitchoverRequest struct {
+	// NodeId Target node; default: the best candidate by priority.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+}
 
 // Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
 // `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
@@ -2237,6 +2735,21 @@ type ListCommandsParams struct {
 	NodeId *openapi_types.UUID `form:"node_id,omitempty" json:"node_id,omitempty"`
 }
 
+// ListEventsParams defines parameters for ListEvents.
+type ListEventsParams struct {
+	// After Return events with a larger seq.
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// Type Only events of this type.
+	Type *string `form:"type,omitempty" json:"type,omitempty"`
+
+	// Severity Only events of this severity or worse.
+	Severity *Severity `form:"severity,omitempty" json:"severity,omitempty"`
+
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // ListHierarchiesParams defines parameters for ListHierarchies.
 type ListHierarchiesParams struct {
 	// Limit Page size.
@@ -2285,6 +2798,22 @@ type TakeHierarchyOutOfServiceParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// SwitchoverHierarchyParams defines parameters for SwitchoverHierarchy.
+type SwitchoverHierarchyParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListIncidentsParams defines parameters for ListIncidents.
+type ListIncidentsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ListNodesParams defines parameters for ListNodes.
 type ListNodesParams struct {
 	// Limit Page size.
@@ -2311,6 +2840,15 @@ type DeleteNodeParams struct {
 type UpdateNodeParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// StartMaintenanceParams defines parameters for StartMaintenance.
+type StartMaintenanceParams struct {
+	// Wait Wait for the hierarchies to move.
+	Wait *bool `form:"wait,omitempty" json:"wait,omitempty"`
+
+	// TimeoutS Longest wait.
+	TimeoutS *int `form:"timeout_s,omitempty" json:"timeout_s,omitempty"`
 }
 
 // ListPathsParams defines parameters for ListPaths.
@@ -2385,6 +2923,9 @@ type ReplaceHierarchyJSONRequestBody = HierarchySpec
 // BringHierarchyInServiceJSONRequestBody defines body for BringHierarchyInService for application/json ContentType.
 type BringHierarchyInServiceJSONRequestBody = PlacementRequest
 
+// SwitchoverHierarchyJSONRequestBody defines body for SwitchoverHierarchy for application/json ContentType.
+type SwitchoverHierarchyJSONRequestBody = SwitchoverRequest
+
 // CreateNodeJSONRequestBody defines body for CreateNode for application/json ContentType.
 type CreateNodeJSONRequestBody = NodeCreate
 
@@ -2393,6 +2934,9 @@ type UpdateNodeJSONRequestBody = NodePatch
 
 // CreatePathJSONRequestBody defines body for CreatePath for application/json ContentType.
 type CreatePathJSONRequestBody = PathCreate
+
+// SimulateFailuresJSONRequestBody defines body for SimulateFailures for application/json ContentType.
+type SimulateFailuresJSONRequestBody = SimulationRequest
 
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenCreate
@@ -2447,6 +2991,9 @@ type ServerInterface interface {
 	// ListCommands List signed commands
 	// (GET /v1/clusters/{cluster_id}/commands)
 	ListCommands(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListCommandsParams)
+	// ListEvents Read the cluster's event log
+	// (GET /v1/clusters/{cluster_id}/events)
+	ListEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListEventsParams)
 	// ListHierarchies List hierarchies
 	// (GET /v1/clusters/{cluster_id}/hierarchies)
 	ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams)
@@ -2465,12 +3012,24 @@ type ServerInterface interface {
 	// ReplaceHierarchy Replace a hierarchy
 	// (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	ReplaceHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ReplaceHierarchyParams)
+	// ExplainHierarchy Why a hierarchy is where it is
+	// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain)
+	ExplainHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID)
+	// ClearFailedMark Clear a node's failed mark for a hierarchy
+	// (DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id})
+	ClearFailedMark(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID)
 	// BringHierarchyInService Bring a hierarchy in service on a node
 	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service)
 	BringHierarchyInService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params BringHierarchyInServiceParams)
 	// TakeHierarchyOutOfService Take a hierarchy out of service
 	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service)
 	TakeHierarchyOutOfService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params TakeHierarchyOutOfServiceParams)
+	// SwitchoverHierarchy Switch a hierarchy over to another node
+	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover)
+	SwitchoverHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params SwitchoverHierarchyParams)
+	// ListIncidents List incidents
+	// (GET /v1/clusters/{cluster_id}/incidents)
+	ListIncidents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListIncidentsParams)
 	// ListNodes List nodes
 	// (GET /v1/clusters/{cluster_id}/nodes)
 	ListNodes(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListNodesParams)
@@ -2486,6 +3045,12 @@ type ServerInterface interface {
 	// UpdateNode Update a node
 	// (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 	UpdateNode(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params UpdateNodeParams)
+	// EndMaintenance End a node's maintenance
+	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
+	EndMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID)
+	// StartMaintenance Put a node in maintenance
+	// (PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
+	StartMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params StartMaintenanceParams)
 	// ListPaths List communication paths
 	// (GET /v1/clusters/{cluster_id}/paths)
 	ListPaths(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListPathsParams)
@@ -2498,6 +3063,12 @@ type ServerInterface interface {
 	// GetPath Get a directed path
 	// (GET /v1/clusters/{cluster_id}/paths/{path_id})
 	GetPath(w http.ResponseWriter, r *http.Request, clusterId ClusterID, pathId PathID)
+	// SimulateFailures What would happen if ...
+	// (POST /v1/clusters/{cluster_id}/simulate)
+	SimulateFailures(w http.ResponseWriter, r *http.Request, clusterId ClusterID)
+	// GetControlPlane Replicas and leader
+	// (GET /v1/control-plane)
+	GetControlPlane(w http.ResponseWriter, r *http.Request)
 	// GetOperation Follow an operation
 	// (GET /v1/operations/{operation_id})
 	GetOperation(w http.ResponseWriter, r *http.Request, operationId openapi_types.UUID)
@@ -2618,6 +3189,12 @@ func (_ Unimplemented) ListCommands(w http.ResponseWriter, r *http.Request, clus
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// ListEvents Read the cluster's event log
+// (GET /v1/clusters/{cluster_id}/events)
+func (_ Unimplemented) ListEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListEventsParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // ListHierarchies List hierarchies
 // (GET /v1/clusters/{cluster_id}/hierarchies)
 func (_ Unimplemented) ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams) {
@@ -2654,6 +3231,18 @@ func (_ Unimplemented) ReplaceHierarchy(w http.ResponseWriter, r *http.Request, 
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// ExplainHierarchy Why a hierarchy is where it is
+// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain)
+func (_ Unimplemented) ExplainHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ClearFailedMark Clear a node's failed mark for a hierarchy
+// (DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id})
+func (_ Unimplemented) ClearFailedMark(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // BringHierarchyInService Bring a hierarchy in service on a node
 // (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service)
 func (_ Unimplemented) BringHierarchyInService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params BringHierarchyInServiceParams) {
@@ -2663,6 +3252,18 @@ func (_ Unimplemented) BringHierarchyInService(w http.ResponseWriter, r *http.Re
 // TakeHierarchyOutOfService Take a hierarchy out of service
 // (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service)
 func (_ Unimplemented) TakeHierarchyOutOfService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params TakeHierarchyOutOfServiceParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SwitchoverHierarchy Switch a hierarchy over to another node
+// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover)
+func (_ Unimplemented) SwitchoverHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params SwitchoverHierarchyParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListIncidents List incidents
+// (GET /v1/clusters/{cluster_id}/incidents)
+func (_ Unimplemented) ListIncidents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListIncidentsParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -2696,6 +3297,18 @@ func (_ Unimplemented) UpdateNode(w http.ResponseWriter, r *http.Request, cluste
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// EndMaintenance End a node's maintenance
+// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
+func (_ Unimplemented) EndMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// StartMaintenance Put a node in maintenance
+// (PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
+func (_ Unimplemented) StartMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params StartMaintenanceParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // ListPaths List communication paths
 // (GET /v1/clusters/{cluster_id}/paths)
 func (_ Unimplemented) ListPaths(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListPathsParams) {
@@ -2717,6 +3330,18 @@ func (_ Unimplemented) DeletePath(w http.ResponseWriter, r *http.Request, cluste
 // GetPath Get a directed path
 // (GET /v1/clusters/{cluster_id}/paths/{path_id})
 func (_ Unimplemented) GetPath(w http.ResponseWriter, r *http.Request, clusterId ClusterID, pathId PathID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// SimulateFailures What would happen if ...
+// (POST /v1/clusters/{cluster_id}/simulate)
+func (_ Unimplemented) SimulateFailures(w http.ResponseWriter, r *http.Request, clusterId ClusterID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetControlPlane Replicas and leader
+// (GET /v1/control-plane)
+func (_ Unimplemented) GetControlPlane(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3249,6 +3874,87 @@ func (siw *ServerInterfaceWrapper) ListCommands(w http.ResponseWriter, r *http.R
 	handler.ServeHTTP(w, r)
 }
 
+// ListEvents operation middleware
+func (siw *ServerInterfaceWrapper) ListEvents(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListEventsParams
+
+	// ------------- Optional query parameter "after" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", r.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "after"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "after", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", r.URL.Query(), &params.Type, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "type", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "severity" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "severity", r.URL.Query(), &params.Severity, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "severity"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "severity", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListEvents(w, r, clusterId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListHierarchies operation middleware
 func (siw *ServerInterfaceWrapper) ListHierarchies(w http.ResponseWriter, r *http.Request) {
 
@@ -3566,6 +4272,85 @@ func (siw *ServerInterfaceWrapper) ReplaceHierarchy(w http.ResponseWriter, r *ht
 	handler.ServeHTTP(w, r)
 }
 
+// ExplainHierarchy operation middleware
+func (siw *ServerInterfaceWrapper) ExplainHierarchy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ExplainHierarchy(w, r, clusterId, hierarchyId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ClearFailedMark operation middleware
+func (siw *ServerInterfaceWrapper) ClearFailedMark(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ClearFailedMark(w, r, clusterId, hierarchyId, nodeId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // BringHierarchyInService operation middleware
 func (siw *ServerInterfaceWrapper) BringHierarchyInService(w http.ResponseWriter, r *http.Request) {
 
@@ -3675,6 +4460,120 @@ func (siw *ServerInterfaceWrapper) TakeHierarchyOutOfService(w http.ResponseWrit
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.TakeHierarchyOutOfService(w, r, clusterId, hierarchyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SwitchoverHierarchy operation middleware
+func (siw *ServerInterfaceWrapper) SwitchoverHierarchy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SwitchoverHierarchyParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SwitchoverHierarchy(w, r, clusterId, hierarchyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListIncidents operation middleware
+func (siw *ServerInterfaceWrapper) ListIncidents(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListIncidentsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListIncidents(w, r, clusterId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3942,6 +4841,105 @@ func (siw *ServerInterfaceWrapper) UpdateNode(w http.ResponseWriter, r *http.Req
 	handler.ServeHTTP(w, r)
 }
 
+// EndMaintenance operation middleware
+func (siw *ServerInterfaceWrapper) EndMaintenance(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.EndMaintenance(w, r, clusterId, nodeId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// StartMaintenance operation middleware
+func (siw *ServerInterfaceWrapper) StartMaintenance(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params StartMaintenanceParams
+
+	// ------------- Optional query parameter "wait" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "wait", r.URL.Query(), &params.Wait, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "wait"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "wait", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "timeout_s" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "timeout_s", r.URL.Query(), &params.TimeoutS, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "timeout_s"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "timeout_s", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.StartMaintenance(w, r, clusterId, nodeId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListPaths operation middleware
 func (siw *ServerInterfaceWrapper) ListPaths(w http.ResponseWriter, r *http.Request) {
 
@@ -4132,6 +5130,46 @@ func (siw *ServerInterfaceWrapper) GetPath(w http.ResponseWriter, r *http.Reques
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetPath(w, r, clusterId, pathId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// SimulateFailures operation middleware
+func (siw *ServerInterfaceWrapper) SimulateFailures(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SimulateFailures(w, r, clusterId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetControlPlane operation middleware
+func (siw *ServerInterfaceWrapper) GetControlPlane(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetControlPlane(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4525,6 +5563,33 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service", wrapper.TakeHierarchyOutOfService)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover", wrapper.SwitchoverHierarchy)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain", wrapper.ExplainHierarchy)
+	})
+	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id}", wrapper.ClearFailedMark)
+	})
+	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/maintenance", wrapper.EndMaintenance)
+	})
+	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/maintenance", wrapper.StartMaintenance)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/simulate", wrapper.SimulateFailures)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/incidents", wrapper.ListIncidents)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/events", wrapper.ListEvents)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/control-plane", wrapper.GetControlPlane)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/operations/{operation_id}", wrapper.GetOperation)
@@ -5237,6 +6302,46 @@ func (response ListCommandsdefaultApplicationProblemPlusJSONResponse) VisitListC
 	return err
 }
 
+type ListEventsRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	Params    ListEventsParams
+}
+
+type ListEventsResponseObject interface {
+	VisitListEventsResponse(w http.ResponseWriter) error
+}
+
+type ListEvents200JSONResponse EventList
+
+func (response ListEvents200JSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEventsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListEventsdefaultApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListHierarchiesRequestObject struct {
 	ClusterId ClusterID `json:"cluster_id"`
 	Params    ListHierarchiesParams
@@ -5521,6 +6626,81 @@ func (response ReplaceHierarchydefaultApplicationProblemPlusJSONResponse) VisitR
 	return err
 }
 
+type ExplainHierarchyRequestObject struct {
+	ClusterId   ClusterID   `json:"cluster_id"`
+	HierarchyId HierarchyID `json:"hierarchy_id"`
+}
+
+type ExplainHierarchyResponseObject interface {
+	VisitExplainHierarchyResponse(w http.ResponseWriter) error
+}
+
+type ExplainHierarchy200JSONResponse Explanation
+
+func (response ExplainHierarchy200JSONResponse) VisitExplainHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExplainHierarchydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ExplainHierarchydefaultApplicationProblemPlusJSONResponse) VisitExplainHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearFailedMarkRequestObject struct {
+	ClusterId   ClusterID   `json:"cluster_id"`
+	HierarchyId HierarchyID `json:"hierarchy_id"`
+	NodeId      NodeID      `json:"node_id"`
+}
+
+type ClearFailedMarkResponseObject interface {
+	VisitClearFailedMarkResponse(w http.ResponseWriter) error
+}
+
+type ClearFailedMark204Response struct {
+}
+
+func (response ClearFailedMark204Response) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type ClearFailedMarkdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ClearFailedMarkdefaultApplicationProblemPlusJSONResponse) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type BringHierarchyInServiceRequestObject struct {
 	ClusterId   ClusterID   `json:"cluster_id"`
 	HierarchyId HierarchyID `json:"hierarchy_id"`
@@ -5613,6 +6793,98 @@ type TakeHierarchyOutOfServicedefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response TakeHierarchyOutOfServicedefaultApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchyRequestObject struct {
+	ClusterId   ClusterID   `json:"cluster_id"`
+	HierarchyId HierarchyID `json:"hierarchy_id"`
+	Params      SwitchoverHierarchyParams
+	Body        *SwitchoverHierarchyJSONRequestBody
+}
+
+type SwitchoverHierarchyResponseObject interface {
+	VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error
+}
+
+type SwitchoverHierarchy202ResponseHeaders struct {
+	Location *string
+}
+
+type SwitchoverHierarchy202JSONResponse struct {
+	Body    Operation
+	Headers SwitchoverHierarchy202ResponseHeaders
+}
+
+func (response SwitchoverHierarchy202JSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SwitchoverHierarchydefaultApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIncidentsRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	Params    ListIncidentsParams
+}
+
+type ListIncidentsResponseObject interface {
+	VisitListIncidentsResponse(w http.ResponseWriter) error
+}
+
+type ListIncidents200JSONResponse IncidentList
+
+func (response ListIncidents200JSONResponse) VisitListIncidentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIncidentsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListIncidentsdefaultApplicationProblemPlusJSONResponse) VisitListIncidentsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -5856,6 +7128,87 @@ func (response UpdateNodedefaultApplicationProblemPlusJSONResponse) VisitUpdateN
 	return err
 }
 
+type EndMaintenanceRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	NodeId    NodeID    `json:"node_id"`
+}
+
+type EndMaintenanceResponseObject interface {
+	VisitEndMaintenanceResponse(w http.ResponseWriter) error
+}
+
+type EndMaintenance200JSONResponse Node
+
+func (response EndMaintenance200JSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EndMaintenancedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response EndMaintenancedefaultApplicationProblemPlusJSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartMaintenanceRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	NodeId    NodeID    `json:"node_id"`
+	Params    StartMaintenanceParams
+}
+
+type StartMaintenanceResponseObject interface {
+	VisitStartMaintenanceResponse(w http.ResponseWriter) error
+}
+
+type StartMaintenance200JSONResponse MaintenanceResult
+
+func (response StartMaintenance200JSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartMaintenancedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response StartMaintenancedefaultApplicationProblemPlusJSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListPathsRequestObject struct {
 	ClusterId ClusterID `json:"cluster_id"`
 	Params    ListPathsParams
@@ -6011,6 +7364,84 @@ type GetPathdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetPathdefaultApplicationProblemPlusJSONResponse) VisitGetPathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailuresRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	Body      *SimulateFailuresJSONRequestBody
+}
+
+type SimulateFailuresResponseObject interface {
+	VisitSimulateFailuresResponse(w http.ResponseWriter) error
+}
+
+type SimulateFailures200JSONResponse SimulationResult
+
+func (response SimulateFailures200JSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailuresdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SimulateFailuresdefaultApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetControlPlaneRequestObject struct {
+}
+
+type GetControlPlaneResponseObject interface {
+	VisitGetControlPlaneResponse(w http.ResponseWriter) error
+}
+
+type GetControlPlane200JSONResponse ControlPlane
+
+func (response GetControlPlane200JSONResponse) VisitGetControlPlaneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetControlPlanedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetControlPlanedefaultApplicationProblemPlusJSONResponse) VisitGetControlPlaneResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -6310,6 +7741,9 @@ type StrictServerInterface interface {
 	// ListCommands List signed commands
 	// (GET /v1/clusters/{cluster_id}/commands)
 	ListCommands(ctx context.Context, request ListCommandsRequestObject) (ListCommandsResponseObject, error)
+	// ListEvents Read the cluster's event log
+	// (GET /v1/clusters/{cluster_id}/events)
+	ListEvents(ctx context.Context, request ListEventsRequestObject) (ListEventsResponseObject, error)
 	// ListHierarchies List hierarchies
 	// (GET /v1/clusters/{cluster_id}/hierarchies)
 	ListHierarchies(ctx context.Context, request ListHierarchiesRequestObject) (ListHierarchiesResponseObject, error)
@@ -6328,12 +7762,24 @@ type StrictServerInterface interface {
 	// ReplaceHierarchy Replace a hierarchy
 	// (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	ReplaceHierarchy(ctx context.Context, request ReplaceHierarchyRequestObject) (ReplaceHierarchyResponseObject, error)
+	// ExplainHierarchy Why a hierarchy is where it is
+	// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain)
+	ExplainHierarchy(ctx context.Context, request ExplainHierarchyRequestObject) (ExplainHierarchyResponseObject, error)
+	// ClearFailedMark Clear a node's failed mark for a hierarchy
+	// (DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id})
+	ClearFailedMark(ctx context.Context, request ClearFailedMarkRequestObject) (ClearFailedMarkResponseObject, error)
 	// BringHierarchyInService Bring a hierarchy in service on a node
 	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/in-service)
 	BringHierarchyInService(ctx context.Context, request BringHierarchyInServiceRequestObject) (BringHierarchyInServiceResponseObject, error)
 	// TakeHierarchyOutOfService Take a hierarchy out of service
 	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service)
 	TakeHierarchyOutOfService(ctx context.Context, request TakeHierarchyOutOfServiceRequestObject) (TakeHierarchyOutOfServiceResponseObject, error)
+	// SwitchoverHierarchy Switch a hierarchy over to another node
+	// (POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover)
+	SwitchoverHierarchy(ctx context.Context, request SwitchoverHierarchyRequestObject) (SwitchoverHierarchyResponseObject, error)
+	// ListIncidents List incidents
+	// (GET /v1/clusters/{cluster_id}/incidents)
+	ListIncidents(ctx context.Context, request ListIncidentsRequestObject) (ListIncidentsResponseObject, error)
 	// ListNodes List nodes
 	// (GET /v1/clusters/{cluster_id}/nodes)
 	ListNodes(ctx context.Context, request ListNodesRequestObject) (ListNodesResponseObject, error)
@@ -6349,6 +7795,12 @@ type StrictServerInterface interface {
 	// UpdateNode Update a node
 	// (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 	UpdateNode(ctx context.Context, request UpdateNodeRequestObject) (UpdateNodeResponseObject, error)
+	// EndMaintenance End a node's maintenance
+	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
+	EndMaintenance(ctx context.Context, request EndMaintenanceRequestObject) (EndMaintenanceResponseObject, error)
+	// StartMaintenance Put a node in maintenance
+	// (PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
+	StartMaintenance(ctx context.Context, request StartMaintenanceRequestObject) (StartMaintenanceResponseObject, error)
 	// ListPaths List communication paths
 	// (GET /v1/clusters/{cluster_id}/paths)
 	ListPaths(ctx context.Context, request ListPathsRequestObject) (ListPathsResponseObject, error)
@@ -6361,6 +7813,12 @@ type StrictServerInterface interface {
 	// GetPath Get a directed path
 	// (GET /v1/clusters/{cluster_id}/paths/{path_id})
 	GetPath(ctx context.Context, request GetPathRequestObject) (GetPathResponseObject, error)
+	// SimulateFailures What would happen if ...
+	// (POST /v1/clusters/{cluster_id}/simulate)
+	SimulateFailures(ctx context.Context, request SimulateFailuresRequestObject) (SimulateFailuresResponseObject, error)
+	// GetControlPlane Replicas and leader
+	// (GET /v1/control-plane)
+	GetControlPlane(ctx context.Context, request GetControlPlaneRequestObject) (GetControlPlaneResponseObject, error)
 	// GetOperation Follow an operation
 	// (GET /v1/operations/{operation_id})
 	GetOperation(ctx context.Context, request GetOperationRequestObject) (GetOperationResponseObject, error)
@@ -6860,6 +8318,33 @@ func (sh *strictHandler) ListCommands(w http.ResponseWriter, r *http.Request, cl
 	}
 }
 
+// ListEvents operation middleware
+func (sh *strictHandler) ListEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListEventsParams) {
+	var request ListEventsRequestObject
+
+	request.ClusterId = clusterId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListEvents(ctx, request.(ListEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListEvents")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListEventsResponseObject); ok {
+		if err := validResponse.VisitListEventsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListHierarchies operation middleware
 func (sh *strictHandler) ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams) {
 	var request ListHierarchiesRequestObject
@@ -7046,6 +8531,61 @@ func (sh *strictHandler) ReplaceHierarchy(w http.ResponseWriter, r *http.Request
 	}
 }
 
+// ExplainHierarchy operation middleware
+func (sh *strictHandler) ExplainHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID) {
+	var request ExplainHierarchyRequestObject
+
+	request.ClusterId = clusterId
+	request.HierarchyId = hierarchyId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ExplainHierarchy(ctx, request.(ExplainHierarchyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ExplainHierarchy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ExplainHierarchyResponseObject); ok {
+		if err := validResponse.VisitExplainHierarchyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ClearFailedMark operation middleware
+func (sh *strictHandler) ClearFailedMark(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID) {
+	var request ClearFailedMarkRequestObject
+
+	request.ClusterId = clusterId
+	request.HierarchyId = hierarchyId
+	request.NodeId = nodeId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ClearFailedMark(ctx, request.(ClearFailedMarkRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ClearFailedMark")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ClearFailedMarkResponseObject); ok {
+		if err := validResponse.VisitClearFailedMarkResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // BringHierarchyInService operation middleware
 func (sh *strictHandler) BringHierarchyInService(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params BringHierarchyInServiceParams) {
 	var request BringHierarchyInServiceRequestObject
@@ -7102,6 +8642,71 @@ func (sh *strictHandler) TakeHierarchyOutOfService(w http.ResponseWriter, r *htt
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(TakeHierarchyOutOfServiceResponseObject); ok {
 		if err := validResponse.VisitTakeHierarchyOutOfServiceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SwitchoverHierarchy operation middleware
+func (sh *strictHandler) SwitchoverHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params SwitchoverHierarchyParams) {
+	var request SwitchoverHierarchyRequestObject
+
+	request.ClusterId = clusterId
+	request.HierarchyId = hierarchyId
+	request.Params = params
+
+	var body SwitchoverHierarchyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SwitchoverHierarchy(ctx, request.(SwitchoverHierarchyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SwitchoverHierarchy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SwitchoverHierarchyResponseObject); ok {
+		if err := validResponse.VisitSwitchoverHierarchyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListIncidents operation middleware
+func (sh *strictHandler) ListIncidents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListIncidentsParams) {
+	var request ListIncidentsRequestObject
+
+	request.ClusterId = clusterId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListIncidents(ctx, request.(ListIncidentsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListIncidents")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListIncidentsResponseObject); ok {
+		if err := validResponse.VisitListIncidentsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -7260,6 +8865,61 @@ func (sh *strictHandler) UpdateNode(w http.ResponseWriter, r *http.Request, clus
 	}
 }
 
+// EndMaintenance operation middleware
+func (sh *strictHandler) EndMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID) {
+	var request EndMaintenanceRequestObject
+
+	request.ClusterId = clusterId
+	request.NodeId = nodeId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.EndMaintenance(ctx, request.(EndMaintenanceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "EndMaintenance")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(EndMaintenanceResponseObject); ok {
+		if err := validResponse.VisitEndMaintenanceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// StartMaintenance operation middleware
+func (sh *strictHandler) StartMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params StartMaintenanceParams) {
+	var request StartMaintenanceRequestObject
+
+	request.ClusterId = clusterId
+	request.NodeId = nodeId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.StartMaintenance(ctx, request.(StartMaintenanceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StartMaintenance")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(StartMaintenanceResponseObject); ok {
+		if err := validResponse.VisitStartMaintenanceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListPaths operation middleware
 func (sh *strictHandler) ListPaths(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListPathsParams) {
 	var request ListPathsRequestObject
@@ -7369,6 +9029,63 @@ func (sh *strictHandler) GetPath(w http.ResponseWriter, r *http.Request, cluster
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetPathResponseObject); ok {
 		if err := validResponse.VisitGetPathResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// SimulateFailures operation middleware
+func (sh *strictHandler) SimulateFailures(w http.ResponseWriter, r *http.Request, clusterId ClusterID) {
+	var request SimulateFailuresRequestObject
+
+	request.ClusterId = clusterId
+
+	var body SimulateFailuresJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.SimulateFailures(ctx, request.(SimulateFailuresRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SimulateFailures")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(SimulateFailuresResponseObject); ok {
+		if err := validResponse.VisitSimulateFailuresResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetControlPlane operation middleware
+func (sh *strictHandler) GetControlPlane(w http.ResponseWriter, r *http.Request) {
+	var request GetControlPlaneRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetControlPlane(ctx, request.(GetControlPlaneRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetControlPlane")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetControlPlaneResponseObject); ok {
+		if err := validResponse.VisitGetControlPlaneResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -7542,256 +9259,314 @@ func (sh *strictHandler) DeleteToken(w http.ResponseWriter, r *http.Request, tok
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3bcuM4miD8KgjNRJQ9Q+vkQ3Xa0ReuTFelu7Iy3U5X93SX8xchErJQpgAVAVqpzvDtHzG3e7MvsPsk",
-	"+ybzJBv4AJAgCUqULFdm7vTGTldaBInTdz5+6kR8NueMMCk6p586U4JjksI/L27wnfpvTESU0rmknHVO",
-	"O38hqaCcIT5BckpQSmSWMhKjlMxTIgiTWA08Q4KwGFGJxji6R5Sh8HJy8BOW0TTsdoKOiKZkhtXXyUc8",
-	"myekc9q57RzedjpBRy7n6k8hU8ruOo+PQecNj7Cevrqan6/f2JVEKcESFiJ4lkakaZrew6AXJZmQJBW9",
-	"/uDF8eRbfHTQ7/f7B9+q//mD+p9+8f8GniU9Bp05TvGMSHNWL/UHL1/Vl2geIRqrFRXraDk1Vd+YYznt",
-	"BB2GZ+pNs/oRjTtBJyW/ZTQlcedUphlxtzzh6QzLzmkny2Bk/VxfZqngaX3JN1OCQkY+ylEEI0J7xvOU",
-	"PFCeCTTHd6S8nZ9eXRy//evfDv9282f506vzxU8v+4fqv29u7hY/vTrXvxX/99Fu7beMpEtnb3pJ7j5m",
-	"+OMbwu7ktHM67Pd9+3hNSYrTaLr0nX/+sPkGDg8PDze6gan95tPv4DImszmXhEXLH8myvvxzFCWUMHkQ",
-	"TbkgDN2TJdobdLvD42MUTXGKIwWD+110TeYES8ruEEZX797foAWVU3Vrt0zgGYEXMYvRmMdLg7YCLnVC",
-	"UyERZmJB0jP9FmZcTkkKYwN0NBx2b1np6E4mg2gYH5IDjXUHM0yTAwOX9sg0KSkOzdnpgdpq0x0fHwed",
-	"GWX274H31CZAS/ygqwgXSrCQKCU4PkMYCYkTgjgjiAqzUxLrrR4NhmWosGTIvwdDxJoWP/AD6Bs6o7K+",
-	"2Ct8R5Cg/yij0nHfjxoJfMSdOCYTnCXSTDvDH+ksm6kP9OEE9V/F+VEmyR1JYUVveUx82KJ+b0aUwWAw",
-	"2AhRGI/J03HkCsupb7GXsSJM6lpjmpJIGr6EkVpEwxaGw+Fwoy2ov56+hRt+T5hvD/Cg+cSPjo6ONlqu",
-	"VN976nof1ctizpkgwN6uUj5OyEz9M+JMEgbAjOfzhGrO3JvrEf/+q9BsOt+K2q/ENCn4FmrD+RDjEk14",
-	"xtTyhMQyE53To/5R0JFUwhG95RJ9bwaY9U+lnIvTXk/JHELyeTcmD3Zlose4PNBffHTP4l9TMumcdv6l",
-	"VwhCPf1U9Oy+4UQqdJmh6+9fohdHx98iM0UXbtq8qz59fkeYfMnZhN75KVVMhLogFMGYLMUWhBVMK9wp",
-	"QcUnl/O3FiAmhEXqVk87giSTTpAzL6ru9pcPQY6krREdUOJecatONPzLr9HsL33zq/ninIBcpP4p6B2j",
-	"7E4NN79IOoP1qAMh81E0JdH9SNGm9AEno5kAAtYPFO1N5ZhgCb8NFVlMCBZkJKUeNoBhsJiY4HiEJ4r7",
-	"nB6a3yrvq7G/ZTS6b5gx6AiSPpB0dJfiiNg5H4POg5Z4O6eHSuxL+Zykkmq8cO+jQe7bSuhbg5/Opa6G",
-	"3+/1sCue0Gip3ivdfZOkRIkwYgCap5SnVC7RhKdITqnIoZJKMhPr5s9lLzW32QROUwx/52BXxwxnno25",
-	"0NqzK6C3xo9JaoUYEJfkFEuEMzklTCpCRwRwFpRDlkB7r386f3nw/vX58Phkv7xeBzXyNY2XkjStyXMj",
-	"r4CtkRimFWiS8hnIcJJvcRmKi/ruwSBrde6LB5IukZYD1Ty5nlXAdatpgQheESV31OcuU4caCvHZDLP4",
-	"wIxSdyLOECMLRR8FIizmqSAxGi8RRjJV64rVoNZre68/rKRRz+IKQrXqGzd6lEsoanIKU2KyUGg1JYw8",
-	"kBRhtpRTtacxSfhCSfLsjogSAB06cEOZPDnqeCW5gsv/kq8gKOuIhRRmtlQQkDJJsMBgAdJBlspdfcjX",
-	"wse/kkiq/Rc3Xddi2EpAclicEWNmH4edDTnTsFOjz/pjteuQAqknZXTVM9Yws5FKqY1uR6WG66lU5V6L",
-	"C4QdeQ8/i6l8Q4X0qZBKXQfJWA1CKYl4GovKwRuE+eVD7RRzVKoLMM6n2hEDtYBreMnLEgqbg4cawO8W",
-	"etRQ2NcZwmNBmEScwQOl+JWv5O2ry7UnrFffeLBmybU1vWMEzTJt86qcJ47MGAvnWlXuBOqJ2p8W1U/H",
-	"nEshUzxXTxREDPvDk4PB4GB4ctM/Oe33T/v9v3cCI0YLF0eUWP0YdBR0Hg2DjsTpHZEbCYfmFbNpq8DX",
-	"IMDupbr9vyoGucACxZxV8CA3kRT7ruGWOYj6V/kpCvXp3Gb9/mGkNgz/IiHa4ykKxVJIMgsrHLd+oP4p",
-	"R7mS1KCOAeOf4ZhoQgXEeSsFba0wgqWf7VGJJJ0VtNKzhAY4yaeMsSQH6iO+eVtIrkoriUjKSBwgOlEc",
-	"63lkWQewcRxTtQicXDnwp7XXCk0DiDwQcxLRCY2Q+UgDMzGIUsNt3+4Ns1a8uaKVKxxby5FLaOg3WKgL",
-	"1Wsw97qdXbJ2kCVkrk79I2XaWrJi4hxn15PLWFMri8OBJRHlVbiHUVy0j8q+VDrZNRFgzmoChAlORA0S",
-	"bgzNRym8rQ1AoOJVCfIK4srvNZjVKZ/00SfCkOKjmKE9rIQeFCU8ut/fIX5ao4mX4k4wTap31wlcO+RR",
-	"/8WJ56tqm3UjpBCVj2mEM2+POU8IZjUQ4PcaBBpv8z2RkrI7seF9Xhq9XCs6dEZ45l7qGaCP/X2WCYnG",
-	"xEjRYOy2en0XvZtRKUl86kqb3wikZWC0Z78xxYnGSfvmfsXa/alTtxWYlx0zQUVmct+oEVi1kXy6ivHX",
-	"teQengC2O9bc476X5Dir8U9mRpTmApPKirkG/bUKh7vN0jK8UGHEC6+PQ7McPkHDbvfkCARrofkweBAJ",
-	"jqZGGc3mVauY9vyNVktP7oQ+s9gmYpPLV4KOWFAZTdUyR7lFHk4mSaiiDp2vz+al1zuap3xCgbwkWKFE",
-	"No/XnnSuBQ/q5jLnompgqp5RJcPTGdkpIXVmWa2cvHKGPsHGtkqk2tIJvFaGsoruqoW+VWMe/eC6xkyS",
-	"v1HsclPjSBWi2rx3ZQY/liGverhvFPffuYTcwpqDJSJgJdOTa9Z0cYPvSssYbG7HKVT9MgDXjtGx6Hiu",
-	"1TXzOKahAgtL57qCZL/UKtxmjPwcLHV+K0+N+pYpao38TLCQdbX098ft/8fxrGp2ajI2GbBYZ26yYTa7",
-	"sDS532planpZGDN+HzOTEwHzBHOTWfaVDW/YAOG+pySJBZLc0CO1VNyAgDUMW2BAjBll7jyDf6Lc86Nc",
-	"HQa03+M7f4iLeSrqPjlXJjaDvGhWPKzZM5OYCKlDglpj2gV7IAmfkzqqVaA+n/dD86Yv2YT7aIqgdww8",
-	"5TAKlMMFaAckwtpORmWTBXascHBE2UhJuzQiZf9IaymMzLm6jyM1yZymRDTIwYcgZZRixNoHm5XGnpyc",
-	"nKwYK0S2Rhi/J2b6+wP70c4WDn8bgNERWRQREhMQQkk680n5TcZioOL6+r4RSI+CG2NK2fzFd0sS35OR",
-	"0ij5xPk1JULiVI5spGcn6Mz4AxnRuQKsgiD7PriFHfR5JHaFRwlpEmm1JQylJCL0gcQIy3WS7eDptiXw",
-	"330jjC21Zl6qfcfgQ82glOCIzBSrhAFlE2orC6qLXt5FCpSSSSYIohKBBgx0cM0RHW4g/JeRtzGkdCu7",
-	"7VrQ8MKioXuNCuRqUrF+zoKWVKd+rynvehDc4HwtXfLNZTz9ta2WSFh7P+15HKdECBI/Y0hJSn7V4Ycj",
-	"pRk2ET9s8EuPQRGPCQQEIP161aILQasjjWSeOS1NXiMFa7h5rwc/WqpdU6EhzhWphzvRXRvCDypx07nP",
-	"IN+kWlwOHfkeXfAsUYcVcsRa3cTIIjvRTZxvtdNNHFnna9NP9NK3dtXwTEZcC2w4l+bMmgFBKhfiFT2E",
-	"JHN1S46MByJBJ+jEJopSW0uHhWsH5AYtL5x2Hui88/jBY1Dwc8bX2QyzJr643u3SRBSuLdkokYS9cIzj",
-	"kZJ3scxSEgYozNg94ws2uidL9eci5exupNCq+MtgnPpBI0is/pmSeYLhHYeaFH8qfFN/zXCi0JzEVY96",
-	"mQY5Oz05WkmSyvsM87tTk2nvVYj2MFL3aLxZZ1qcX2CBxinP7qYSZXP4M+VJQmJwA+wjnqpNaXIZoj0t",
-	"BsRoTCY8JSjNmGIf+65Y6cKNnqpjCTaJywJjSbqtbw5gzhczCNvQ7sf2NOC9JHODRY9wtJf6reHxyRo1",
-	"yhzzCux833QRv2Uk07cQk4Q+EAMmLe5nPygdfI6uyF4Blfp2LPShPR3plk+EqDbul25HLwjMnGaYQu+V",
-	"V2Y5wCaX96pstqjYTVJCkFSEVGnUih5gyStWq84VF3JCP8IQ82s34rMyVgz6Qx9eXDAFw9fkt4yITWnm",
-	"OcvlBgKfmdVpZPFAR7Yo3UeQ0dHfx4P5n/vLP80OxZ9ffPzDzW/DvyyO/3b/7XU6eM1O3kT9c/ziVXz4",
-	"/aR7Pn4ZX0x+mF7++mPyE3s3h4OPdEogTD/KzeGdfnfQ7SvunSrpv4NnMYgFUy5kHrynpCYuIGmFZR/B",
-	"cpuNExqZqPHB4Le/nf/tx48v08lf3ve+vVn+9c+v3919O40ervCc/pSki0uMr6LXP1/zP9bNvvXt+piy",
-	"Io/fCMSZlkKd00PwVvl6n35eDhgcK75Tj9m2B7oyYpoL+T0MrJzZKoHyIh4eHw9eID1ep4iNsSAnRxVy",
-	"vtG5rw1brpCl2rWUNmD376NaF/mbDfuEjC0kOcKsGQu2MelEKYkJkxQnAAN4AxjYxo4CL5SQpJoesVGK",
-	"waUUXvPu7owUzvE0AiAqRqG98DyTU57Sf4AQdoq+Izglabh/hsSULxjiLFmiKUlJFf02PPr2+t8zZxM4",
-	"V7qCCvnCjb0xXKsD4n8kSxMUocZtrnesindvDDmu63LGM+lAR4vo8NxK3MK4KwqpwW/XHm1iJ/UbQed4",
-	"mXCsfibLP83//vLy5PLX84/vbn6mkz//8Y9mRyCBQy5Hwsaz7/vxf/wp6TTZ0xvAL9cPEY0DRcRSMuep",
-	"NOnzYOfLWNyIwk807Oze0pIfXE0zxYwzGuEk37DiG6KBFzWc+tpUGedaaikrhg/mQxqmLt3mpmzOuezi",
-	"LFybRb4+HxZ8T1hErgEANnanC5JMDowbTTt+NP2NFVxpoCKxtiiZKH/GSCTFBnGQJe35sDv0ZAtaZVYH",
-	"JiEji4NDZqC0+kMTu/VABR3r4I2WIZXPFkvpbqqm2vMFSjgcKEETLCS6p0mCJOfl+FE4jDw0roiMY9ls",
-	"rK3WrXPr1BVWCNsv7YzHHxw6vxbzC5WypJbkVqYmq8Rfq3btlhe9XhOqYBJY88wqysfXhDmFY9hjYyDJ",
-	"JDxVEiIVPIFSIBqe4LgFolKNOEMh44yEp4h8lCRlOEEGo0o2AxOUwhmpKJn6Qe2swfV+kaY+g907RhCf",
-	"TAiLFd5O1MgKRiZ5fZNOz/DWGREC36lJ8hOrIVLSWBblT+/fvUVzDuF+iDJIFySmmoPS0aGyQLeWWxGg",
-	"UBc88D6CpPragzKo9KyNTfT6PSiRInpYG+C9IGp36Q1zpgKBbUsno1bcux3GpbrsyytkJtDD5ilRanoC",
-	"cIj2Xl6+ut5fS9PzkyyW5APB1wQn0uPx0r+rk00JjilTi9FGmiZjJr+vX6cW0kaNcWfn83lCSYxm9M4k",
-	"ipuhaK+YVsnX+1UTft3D1mip4/eh5iBT2FOFEkDM9+qjXGGcem2DU7c3geTxrTWxkE3oXXF2hx7G5eSn",
-	"51DaEB5R/tiaEkjl5P3CMAblEVrkdHqYinNTmnp55DdHGBBQLWFJZC4FtNYIXHmkxDNOPBxjJYd7w5Xk",
-	"p64fjPsQsJ37e4o4FXTP+EJsnkHuW6OfrzXkUkO+ZqqWhcc0oXKJ5iTNK4W0zqD2raNk9nf4aw5kTQRj",
-	"gig7MNEJeeGq9odzbd4wdKl8f8fHhydr43FKgL4SZ8+je79yoyPIvxGulWYTPPXFtzeFlqzDzLdkQYSs",
-	"YKQZfYYmREaKj+Qickwnk2p44mGrCIXyoj3eVEEsC4KkfQkHZRJaNOGgTdTMHEE9ycPruX2ZpamiNsnu",
-	"PLilzeVO2TbAkueP+RyvKZe6mIFTN2Y3JrzNsz/IRzUVfaByObpLeTbXP28SqWXMeAsyVnqgjXkB+7SO",
-	"i+lrNgtHVA1hWp9IAbAPxTc0A/u0RZkWU7xDYVKF6bl5KL4Ep3qGUx8Ch+aExWKkTlGx0XvK1HLovBOA",
-	"CJWMlNL5QNKlKYs1MqFaAvBqQVnMFyP1B3zOnOADvK+FRSMZgLx42hm8+EN38IfuoHvS7w2PoN6RJOkE",
-	"gwuXyGlfnZKT39IuVUudRREoWkvVeWqOywp77bsFmFye22T7FeXYePCwZtQphiAYcobIbG5K0rBa3jn5",
-	"qIOf2wZWPbk84E5zc0p0ZKUokg+sEIqa2JM/C1DCgT1qk8WGQb5Xlpg8biTpWBFFgPd3ShBPFZu6ow/a",
-	"A7eRnOOtIONg8uah3v8N04rK5nxfjlEdKUvH7N53CfZc8N024ShHx3XxW44usosQrsrndlDd6guO4coX",
-	"vrssk1zTO0MJFRCgC8AA+1hMeULg98pVlb884w8EalsxskDvz98+bz5KC9bzlizKLCclao2iZouqxEYd",
-	"PpULrKDnak3F863Id1nJn1Fm1emNKLtaiH2c3+1G5Pz9nEQbrucp1P5xFSZs5ZKB0hNls4eDCRqL/ek5",
-	"RSrJdmkiVrFwkhtaBzP+dbpEe0p4MoFdWwQ0NkT+G/UbnhrzV7w2/H+1+euzBuKbU24pib2H0VUqXAl5",
-	"tqGU+tMriTOgx6Y+Qk1qCxiMyYQy6lG1y+rrc2qarpa4C5XPG7f7nFzg3wcozRJyqgSzGRcSqrM6aK6w",
-	"Ht5VMq615s1tdTh0oVjH6WpV5XfjHkVZjRleojTTgka+mSCvGk7TL4PN6Cpz5nGAMHp1/gOSUwgRRmFh",
-	"kQi/AvZTy61uFKW9hCEPDdyMKIAvrXBLQAlkhMc8k4hKgaZcyDM0ox9JjOYJlooqCoRTgiaUVfnWtrGg",
-	"ORYbB8w9SRlJOqedE/WBg8EfDuyrlajRcuRAefYqqNiyzwd6o2ZchTWYBa8LZdcbqsntVz8j0BIkiWRW",
-	"DWKzW1j37eJ06sEISj1viBWr1sivmzecQ66zZrngqSk6BGPaqzlcyMucCq+LVS/uth68pn5HKQH7cnmH",
-	"NTBYu1nuy16G0G3K7pCuD1gJYwCgWnc9VfZt7wpmNHARVCCxCVuLU9u8ckbluqyuqNZTxUmT4KZQq+Cf",
-	"g4Hinx/UdiMF90NtqLD/37FgW0NqBdeKrzZl1IFN5+Xlq2ukaEYlnqW+kBzY1uHHaick7KeGODiNF4pm",
-	"mWVXkN6z+XWLaCgdm99HHUvhHDcEr8YKG+BNvXas6RuAz7U2uiNsJPxCTcvmSr0OXct8CMZgHTxBGQqt",
-	"kT60OTXqG9TERzlCz0OtpMRae38ZwMrDP/n3IBBOEr4wySNTgvQ30V4f1iVgHUou4ywi+1VHXl7bbFCq",
-	"a+ZVNIrF1vQlPaVx54GIF/Fq5uBhqW7bH06OWvTgcAGhdBrOanyw8dYLmucAkopOJERKkooAxfSOShGg",
-	"sBsGKByFELsVHoQBgomoDa3B5hXEU/1Ohf3oojwVGbXcomWO1QfUOv6/X84P/o4P/tE/ePGh+Gd3dPDh",
-	"3/7Vp2QpkdQbEwx+ZS2rphkTKCzz9/Bz+Q43CvgvxfobpX2uQ8Ge7muCc1irFvCYQNL8unIH//ROVZVD",
-	"3yk9pUHObsu4tTFOqNUau8Q/nR1eZ4c+xm3dFQVyrcr+0ClLNiA1AGaFqMx/96bzrSELO03Pa0ixa4CV",
-	"CyeTbreounmKXIKFdKpeNoJ2PqSoqbJnOMyO4829WXEWnJpz4BQkPaHMnsfG7Nz2Dg1m7UlUW1G32DmQ",
-	"W5wk7yZgOFxH2DqPwafm1NBVRWQg3QDqCEO5dyVUCKQULhsHXgeEb7cA5/WJqj/QB6AEJkLb0Attv9gL",
-	"Dw70Fw7g7RZJdORJSXTr8zn9x1u/1A/NQGqDudtm5v6eQWF+4GmCgSdnXX9WWdIg3jo3O6R47MLBnn+o",
-	"lc3JoPdX5VVXa96dQ30lQT9gZPG83vGNyLz3KN5b+bSSYWAgNkQZkzRxDNManwRIgAyF2RzKVPAFC4Nb",
-	"FmbMxG4nxJSfiDiTKU/QPMGMoIQLCf2GM4kwmhOSIiFpkiBBwGG/f8t4isIZVvIiwywioSnzbnJ+XExS",
-	"1IEvoOJ1MS2owPnb5byg4uUaEzBGSW9GB8oDZkw9PJTqIhGmqRXLq1EEaMKNJURyIJ+ExbsglFvk07Yh",
-	"rk91cJfHHh8fH6/I7zUORrfQ31YlDsnzlBlaS5sHf+98Oa0F1yUzV3K1hWbbDfWbdpbGvMpwcJ3jzE5r",
-	"1K2Kn6AyL1uE8/Jt+Znc0QciihPJS75tXVLxAiIqbBPunGZ49PV2BRa/uPKGOZFsNq2spgHr8+CBSDQ2",
-	"sMLi3ujhhh2UqEklfr9E+lfXF20sSwF2JOkUB1hoRHoew1IrY1F+CbnFqGXNqyL5fLwsE4ItKmFVRb4d",
-	"Wa0GW+rvdTNSJaKnKJQBIFZYlIpQH3WIm9mVKlexQora0xW0TDFoc/RQrEvXQgvRXl5LY79U6gsygU2x",
-	"r65XEDKf8FfkKiFBMbIGetB21JsUXWnarRAhYyYxqN7C+/kUwfL3VjcITyi7H7V8YTLJ82I8AU6DQf70",
-	"KfFWClpnXBLvFMNO/njDVprqPaUtkrab9bXf/O/obVjV9o2KAua3ak+/dsc5eNbShac41fR5zOW0WIbY",
-	"dB0A1OvXUYb6evKyLoZg7V0+p30ZURpmaGSv7gzP1EY6x8F6JvSCpIgKqEVA0moRI29CfhWJ6zJuROhD",
-	"+zMb+ssUl0nB6kmeo69tmaysaI8Inb62R5bNW+zW+bzFpdKaq4BXBfXaIdeu1oGcEoXyiQGKd27pFKhz",
-	"UzQmckEIQ3LBtTkuQGZ+RNlKuvCpgxvCdAeDzZXtx6Azbvrctl2fi/jjmpO8TVb/BYvzZbUcW8Z/02xk",
-	"EGxMC/KgkRcvNooYwR213iaoudDazgYgoyQyonuEtpDFdgcK3rAzv+nBqfVS1JPIBBHWtFtbaGV1a4O+",
-	"GovIO53L6bqii09iLI1l+OzJNN34Oku+Rm0SwyHtxKSff6h18YyvzaSv1nyFqWdh35WppcYaRhY+XJnw",
-	"dIF19/B/qjBfvApjXvoSbmu429sabndbww1ua7DlbQ22uK2BJ27FQbU2tMi56/XDK1TDTlV8pYmCbJVb",
-	"aLI2LJcDLxYQGXBtQdgrZ2Q9o064uiLbM3YTOqEm2gLnpK600e8eFU6VbO6rXudj89+nODcJ5TE7Qnv3",
-	"UhIRJpOyWdoNux2sqdCYH4GPm5X4o63as7p08BOV9fIBezks2ULIaKeGSX+36PczrnSvGKU8Y/GBTOm8",
-	"biGBu1150sJvtvzrlIBihzM5JUwqsCWxe884TekDca2RhTO2ZHCEn1ezdXvblYNelXt55ZbfqC6dRlON",
-	"i+VIeCrctD/OihQ6kwgLEcy0HvA44w/NacFb+y9L7oiWZYbaZg1DFSvIdKZCt+ugUKURsomtKTnQT7zJ",
-	"xeA0mOtOCj2dpKDHnSLykUpTNBENNnCNeSJJqw6yM20Uz5uG2bLZisbwJCapviixhSNtJfaqh7mkurAh",
-	"ZwXkLLBAukcGrDj+jK6fahLz7x8sXA0+K+VJr/WX5OvfrsmGvS0kOYKugVUcdxG8GpXzRI13nc5pMjSs",
-	"BJY7eqZrvLTPoYWuPPr3jTQ/rdJMITX+MYhkUV8/RWFBucIAhWWXq2lZBDkr+t98PgfvVoMTa5X7NujY",
-	"T8E/9ZcaHFurvbtXjg1os5BdbcQtXapbOmJvgP6ons5wugzQEP1RV2uCJkjZPEDdbnf/aXC42mj2BRhC",
-	"VlnYf2b0t4zYnLVmbCib1zazrxXyQr4OL/infJwQT2HGc4auv3+JXhwdf4vmepCvg1jBcZ38718GH7p2",
-	"1tMCSgaK2UKzJbnQEEnSlKc6RMktIl18qTfoOebmoqp04zehOp6pDnw0HAYdSSXc6s9snvJIfWCcEHTB",
-	"pP6kOZCplHNx2uvZHK1uTB56ZtuiR9kDTmi8ibSBpY6IcCpAA8SZALkyxOVZ9L8MP3SLmgCnSP+bsGiJ",
-	"omWUECt8oANdvhqJOedJ/pd56hU/zEn7GH2lurcIAJ9hy1ovU5QlSzeIf3XqiXtMZpQpAhqRpmoJcEIe",
-	"Y2jvYdCzfdR7bewZPbfir9eZA1M1SkB2KTQOEE4Et1mc4X8cGEZ9cBmHKCVizpkgyFQf91OTFy9evGim",
-	"Jq2b0al1vb65ubLCZlTV7zTU18uvajyoO1Z5KpHIZopUW0PlPdWGdIMA5Q2tRqRiA/qHOgH++foSMTyz",
-	"UsrKudqh5Tr2D0/tCQSrSnznlfq8AR9FCdg8IznPBiCTCYkkfSBIEKl4s6iRya+oYOnxTguW1qmmexQr",
-	"G42qQe/NgXYqJ9Jcq9F2YHTk3rxaZJHj7+b0N0CvUxXCxN+1qczyI9UutvoVrXq7nDK/adEc9zY9cpwO",
-	"7a0UtKAsPhBzEtEJjRB8gchqPemNwaOGUxV42eC6/SVnTJia2XEJJMqTBS6g1W5jFfoXjRI2kIqLouic",
-	"EV9h9Mq5bhdYDhtc1wbHBnM/lqK5C+mgoBL1ugZwXCPL8T0WTl2TAYYJJCgzRRJ1EgR8t2IKGG5cNU3d",
-	"WytYKcIuP2tIcH4pGyw4bWQ1Fgo9NTqKK1xXcau5NIVudGCfu0pIZGqxa75R00RWXNnqonH5Vlfh3I/e",
-	"AOcbkBCkLfnF8J2JTM+RCoWaEoRovARh4vSW/RsK6Tw8RaGhXaFupBIgu8j9QOnrhnhBH97id62jjopK",
-	"QyHaS6iQ+/DdB55kM6K+reeH+FRtWbEBP1zpvO4XJU7viAzRHh4LnmRSu57LYyZCnQxYDmDvIoTprP3g",
-	"1NgPKmtVMhH0tqHxaEITYm0Lo4IH6+/waALnAZUnEBYonKf8gcYkPYV5i88GiHTvutBJR1u1Ty+v1DEO",
-	"w/2gOOs9DWlohuf6XGQEBz7lQsKCOKwVgnLyBcNAJdKpkVmahGhP/dUDKa98HOTjnERypEU1OGOIUEHD",
-	"fl9/RsxkywmNuVQNBqLlHmEpgwrEIn2/SkoszC8RJJtG6rFaqno4g/+YT1dMLnMfiShVbds8ssUjepar",
-	"dVaYy3ZFC5v5+u8lwyl5BgzbuUpcdJtwmrEoYpAJicZkjYwHu24q3nS4cfGm/0ZSINoThKDQ3U24/zWI",
-	"hl4mw326b/hAyYKkIbS9EmeK9OpsxVBr+ziS6higFKK6jwA5CZT7Z4q9zCgzg23TFiKgTFHOq/g9MdGI",
-	"hszoSRVdMbNBcNSMVjyEztMakDp9UD0KtqFKB6alqdNWuXp9oLBasGgT+TGh7I6k85QyNcjTRbqhV+nu",
-	"mmfbNfv6gQqIYHK7yuab1Vs0BznmPCGYtQqx33VWHmExTwWJR+Oltz8uorGmb3agJn5KpcASpVzW+84U",
-	"Z324Yka/W/h93mp0vEShs7hQx2iAhUavSkF1Ayht2JG0AkfVNb2id1CGeTYmcayDe6slFipx4x5AbN1I",
-	"1px5hNOU6gwDYjr9io26yq7odf5l9DfPO7yWu5o7NxFY7Fob2F0QIH/Ypk20NR16dxKuab+z607RzeGT",
-	"TmLf5v5YnsmI64J2CnkhdCCPTVa45Dbb8xDmbdO1fQTT3ybVpI7GanmQlF9qIWpmVtpEYTFQiid/ICMQ",
-	"JRVKKmVpBGPKfUbN4NZJyeArQNARR5ItKrqv7JGr7hHZEWW1dnPbBL9vjgvSASZkjvJ8w1ZMaCtTgBbn",
-	"V4uzFUjP5wksVMB2vKBfrf9cF56ctlMhuidkLkou4AX4zXWADQSPqId3U5IeWN/dLQNfbEpkljKB9jBD",
-	"5AGMSHipvlVUq4YEBC6gTy/IXZnkMyxpFN4y29ECfMvlkhjlxlj5S1UPuTuoBlg3dKb+tRn+X+TOAAmv",
-	"owecZER00XWWEHHqKNdKQUe6KS0K3cZ1Ye/w7JZB09pRefT/+Z+6l+0oJjge4YlUEux//ef/qryv3tYV",
-	"wkZ3KY4IvPtf//m/K5OfobBQ5UaOMR8G37LQkdFLj81R+xwcI493w50U3AL+zomVjYEbo3YGndOhGtuw",
-	"MuOFqOxduyKatdjyF2oiiTE/qPEHMB7Z8SVltYSieuO5A//wBAyKrhPf3yixvNWafA921qIenF1H2eR6",
-	"7M58Upt3856QkO8PQ87cYuxub+q8L6WpPqUEN93LukZ2yydTO5hj7wJrsFFd409UCBsA6wZlqtFoAQGQ",
-	"WD+lAqkPNRbcHbqrGTYuZvVN/fzqynNPiu9Dc9k1oc/D/uZX2IgRTfAML2wC0Cvh2X9tNUT01OMuSi/Y",
-	"srm6Iotu3W4qOf+axXeKmHqKS20O71WLtXuTQbWFaHULvuuvw2fzfQRNhMfHijUHukr5hPqMGG/xjMSW",
-	"z8z1KN0lPcqE5LNQ+6jJx3lCIypRqIeGlifdsnCChQzRnpjhJEFvzt/asCixH6Awwaywv+7rEswL9Zsu",
-	"6KSu6ZbFREn7yIwSZTasPq/OFKsfF/C/emllRqyf1xmwv/LgOUPnV5daG9Qhy7YhhCBRSmqNezdOazk6",
-	"OjpaW8yO4TvKdU4smdCPUELv3pTQ0xKyFtXA4lN3tX0h+f1wxM2Va1afxPpceizkKBOrYnHL8fQ26mbP",
-	"BM06fWsigjCaUZZJsr/DQ9msPY2+6ZpfFAIcoylOcQT2UxNLo8ExUBQtJRG/Y1SQWgO2EtTUfXnGernS",
-	"6qzGeJPCbacWDsEvZvlrNXyAiScUdM2R018EMEecNSiyyc1sfUzuCa05iw1KvGrCVa/xqgHCIy4IAo65",
-	"80xOeUr/Aeh/ir4jOCWp0RH0uzraL2wCoZ1UTzWrbF0bVVeizcOhLNSvKvj6ZVDlIL+QTY/w0YLGutRl",
-	"j8lySxtY8aVWVjALgl9R0jIIjFGWUrl8r3bhdApQiOE/Fq2MRCmJFReB6AaZpYzEmmWMlyi8evf+BvVg",
-	"YO9h0NMGZUAhOCzAIMC0ckwwVFWA3/2zu2JIXo0CsMDM+DDo6UsL0Z7JfBhzLoVM8Vy/tt9iEY8QNTvh",
-	"gDScSRxJh5h+Z6IjtXsKU0ZSUescUIzSthrjNBUIP2CaQCwn6G8zHE0pIwKCfrvoBqr+8CgD4zsVWt6D",
-	"2qU4kgpI8r4WcRigWmHTU6UQznhMkjzaHljjsNs9OdIWIBHkheTK+pAoSn5MySwoXN9OWC8c9i3THd/y",
-	"cGlqvHBzkh6AkcnpBXfLbtm//At6ydmDghbOhPrl39Cf3r97i8Y8th9FguF7MoqUBqLjorvIRP3aYTgl",
-	"NkwaquNjyoS8ZcjUSjKndoYyds8UHdSfgdds0cWumvoC8r4gRFsdMXZC70PoQ6kPxUa+/vuvgrNQLWKJ",
-	"9jSuq0lDE8sf7geIsijJIKT7qH8UoKP+cYCOBodwKEeD4y76Sz26G7qg6tXXY8KVMh/qIPJfPnRtsH6I",
-	"9rA+uDkHPUZpkVzDCMoFObVQrZL8lpF02dW8TAGv4WSoB1apmKT+Z6Ac157sw9m9gXa9kBen6dYc31Fm",
-	"mOccC4HChM6oUnAG3a5SYa2aggb9vlZozHpDhyyGebnKlDxQnglNzRWDNgO6lfHq4oBAqk85NBJehKVe",
-	"ExwLQ5vUJYcXN/gu7KKrn28CdHV+8/I1rObVxZuLmws05YxnKQovJwc/YRlNw1ME1ywkTojW3jSwiAVJ",
-	"LdU5GgzhG4zLqbo8KkyimwY0oEnmWkQxQ0xmcy4Ji5YHP5JlCOH/wyM05VkqoBNkTuNO7VkJPNOewTxb",
-	"FH4BmLQWXfWrzvvJI+QBR9DeDKf3JFbf0bQyX4E8uCbzBC9JfIpkmpFw/6z4eD4dRjGdTAgEq6kZ1Yeo",
-	"zY+0JzEcwpbPC90CQGKlfAV7tOIVUsKixlbo+q4XnAcNWKttETRgf9FhAWfazMPz0qAMYlsgeI0nYBpn",
-	"hMQCFs9Q+PEgbxCknodddI5mVAh1jTzNaYhmNfWL7w8C9SWsPy45R0o7N88OtUae0Igw4crh53McTcnB",
-	"sNt3cgQKVnF+demWXe8Mun09ks8Jw3PaOe0cdvvdQ2P9AF5dMFnriVe/3hFv5VsNKKYBlmZAeXqrOvhS",
-	"dUiTzX6my2stlCK1wEraNH3B1B8hmtEkoabHFeCCBUfMTBts2+05v5rL2BpWr3iSvLTLNgE1EA4D4n41",
-	"kJKBo1pNq27Qnbhqner3FQPvnHaAAhaiqnrXsn9cKsU0PO6vtAD6bFq6dy1gGhz6sN+3EoPx/rvcRHER",
-	"UEjyyVcG4OhT+Q4qxINAUpEa7bWV7iqADGUhDR3Ym+HlmEAv2f2uFlHMdv2T57vp2Tw1V0DUpa0L0fCX",
-	"D5D9pXNZzAUdzHmSwJqi4lolvoNug7oB1YegU8E9JSrrllOPgQeee5+KItOPvTT3EK+ElhunVi7VNZaZ",
-	"k2pvYg62qj4NgKXwr4Arpwq2K3drD2Rx4evSaD8EEHLsw9w5TyUwh3IpXT4BPPtIoswpKQ3cX4ftYgFp",
-	"s+B6zoUgPzIakDIu+Dxd6zseL1uAtaNr2Vyq56iO/hhshkA2ArysEBXR+i72HnlrHCpmFD8/9ugrLgIW",
-	"vhE2puEpGMQm9K6RHygcMcwGYEdH1GFbUCWnKqe682+hBXyDJlmS3LKiXbgIoPqIUQMUb9JaRtVQbsuu",
-	"3TJcEhRA2DCyYTmUBZ3ragyR4pwKkjlDMRX3SPBbhpHE9wRCp3RpBBPsiqA3AgaBmkpkOhrPOGhVfGJl",
-	"cM2mvagAB/eM9N2dxkPeNflyLuT5AfAVEQo5VsDB9oCo9X8g2l76dmF6mwvjbfpmRb+fcu3qW+bYIfas",
-	"/Ssi+0qXztNkACYUEHtiwzCLb9mUK6aJIymMvxWkPROmJup69jeiGvd5yxS4BhB9xCfG/zlT7JtY0TwP",
-	"/SoF2+WNpbq37BxyqwPj0o3bCaKNUKw7rz2Fkj+5aVHXEyv45F50pfbgu+povEmb8afE17YjD/rqbHmS",
-	"VtxrsDPaVHTs85GmC9Oi7gyFBeqBPl6zPu+AZJVIlJ5aSTzYBhCtp0f6tioEKfclN9Oka8LIQriN1rR7",
-	"XOs4hTxWmMkgIzGAHzWPg+JrpiMQTahcBqXqE8BJIV/B1EmyDFAXGLplcIUkNqSsTpL0gm5u3gT2z5ik",
-	"SJJ0VthZbJZZmazbbvdNpON1fj5PoB56ygLBD4u8QWpb+xs99pcPhaxnzfTtgLVYaSss2R0Hzyc+j+59",
-	"ePIGLidVUPT7yI/gF7KliaqwaqBzYxauX/tHowx5DlAp0LDfVzwvIcaKByULoFjIvIsuJYo5UUKE4uFZ",
-	"pJWwGEs8Nr39yyD4A5GvzbxbXaBPF+H3nU1gKpHTJrmsvLmdE7k3SlXVpb/tVYmlkGS2nrzNiExp1GwA",
-	"ukr5jMgpyQSS5CNEjnFBCzmv2JsCHCh7YT7pvaOfzHRr70hN1psnmJZvp2P3MppKOR9ZQ+lIcomTTxGP",
-	"yR9v1dduO4FaNo//eNv54eLmthOkPJPqoVui5LbziA6BnhWXXFWwa/dptmDlsOoBaYV993fszDPLD3HT",
-	"2zZGwe4Sz5KVOt67OWHnV5eFX8mJ/LL+FFHYqY1jxXvl5lOboaVdYCnbSi39FIE5c9NL8+6JMvS385/e",
-	"7P6uSi65La5J6aHLtgTUVP2zpFGb2U1HQUBKUwyS3hlGrpSzWzamDKdLpDQFoEtGcDhDx/1DtOf6sfYL",
-	"a66P+f9A5LVe75MJL9xnwfwHwa5pMSwUSa5BGS7+uH+4waXvGFCuweCwHeV+GPRwFlPZCCba7wZjILAp",
-	"jUXZ2Ns1bs1ZpnPW0CKlkghTHUPLguDWkSlmwpTNxUa1BeX7FC2mHO1pL7mpy7mnBwZIJ9XvB7dMAakP",
-	"dNQKz2EPNUO+72yLIb03dEYlhO6sGahDJTrPaniHLUCIiQfkIDfchJmU7uIJZKcEP9r4AF+WKaaJK6/B",
-	"2frlNchntYBkGeIaWLLDKmDkvdeX9pNf9dWaXbS5XHs4u7hXNV/+QedC85+8d+qE6HnVUx0gJxDOqyra",
-	"WOORsbaGeYAwuOsSzMIz4wA2scrBLcvjk02xPDA7KUZTBFrsFVH1Y5LwBcKK66S2+84tc9RQXQ1bW1dR",
-	"TEwRBafoCYwNUDkGXqm6Y/4AugNNkXG6iX0fmdH7Nle5MTw6vndIVvzwBPW2IlubUoETniIzqBvxmdOJ",
-	"26Bz6Y5MIHZ7r4bet4kU/Z3tQvbQm+zV+jG4mkxslqImOtIEFnNxg++aJjHDejDmMYC6Oas6Udvx+Tiz",
-	"qiehqj7XAqdaY6ufAvc+FT0hHjXIJMRX9fYV/G6YsT1GyCNQPN3ElkjEF0ygPRPEZbwsjkVlv0689Ye3",
-	"xpbJT9r//KGNr0zPFe+CZOpPbX8PweoACGiF4B5zuaRgOYvQJyMXB/rczGoNsm2NYDtAlh+I3OKGHL62",
-	"ESya87h8BdA4t53zK0zReJG0vwUC6bTnX3G0hGDbaBl0INFFpsIJwhAtFOfssGChKYFq68L1ZmrAKKIJ",
-	"zOBvxNkty9OADFkWeQaQj5n9DCkXu0HPbZ31edrvKIcHJ3l3U850VQSs/H6m2DW4YhNbvgCc0Rf+PAxm",
-	"fQCYFvydNtICUSEyEtsEQPO1b4TpgVDWDZTyZ2Aeon+hT/Cy8F3oQsY2LJAzG2ps2prfMh2AQrVzXnCG",
-	"9sIxjkfCVkUJAxQaf+fonizVn1DQGbpxgLRqHKPqCWDm0pR6T8gInCahKXbeoJ82x5rtWo8J6hVtk2Vx",
-	"7KWora3qofvC25ymJZvEHD13EFsrhSsvI7QjhUsBVRER5epdecOP52NQK9G05ANbj6k5SjrvtdHZX5eK",
-	"cX/FanteTbQNHDmHtDNQqpQ1N2Dk/vqcks4a7b8oVeicMFpMeUICRBnIuo7JD2K5FCW29f72MHp1/gOS",
-	"UyjijMKiXGCoo/Wp8XPXEzuuKwHguf+6ks2ghatThGsF9oNbhlke4lI8DVCc6c0UpUd1QLf7pFjMLYNa",
-	"NqAX4bznBGa6MbBBoUAXP3dq7kHlr5iDX3JCJeS1wKAueltE9C9SKiVhpqwKW+YPDKdrtlLkkPtZ7RTk",
-	"ozoA+kDlcnSX8mzeOVW/gahcM08UZwrLfFqbkE+dJ7QOHD5WYgKeo8zmp3LRd1u/0kyUVyc1k0H7h9J0",
-	"eXRqT6QPPWviAVs5dFDAaQ9e6tlSwp459VeLWYtSqGbaogyxMzHEzubPUKmAlPsznysm397dYkEWKqf+",
-	"zgamAl8aJPlyN6yv3cg0dchDa67SRhFwPtL75FaHbm2Eyl8KgP4X7ALiewsm0GBwegLh++wmp6fcSgu7",
-	"kwPC1vLU/nR/INI92ucXudYi4uc3QG11XzuQzdYLx/kpbme06iod10BGqCvBFLABjRMJ0yMDJdCBWgMf",
-	"AeFPp12hc5uFFdbEgBClRJdzAy9OAZjQzVQBJgxrtlvtCsufbLnazmKVL/+z2KzWopi1Wn0RqJbbrZ5G",
-	"HeeZP7mpMLFq2C0SSwI34xvyOiJTqqdOHc2HPjNYPp88/fzy8LPKib8j7hhq+IUgj4HLzyPx9YrWOJ6k",
-	"yWdld17LxVWB6wXH4QyFBjWgscgUs/jUaYpMBRpnszkkzGgtvSmUqdrNN0DYmAJvWQjNWkdO59AiRVSU",
-	"c5/zmH+wXQdFOL2JwqcCDftDkx7PnKxzydGcJ0kXlY0j/RdFdLTLasvtoPd4imyz0X11KNaCobPwJL7X",
-	"GXCZvGV8UmnEgPK2tNCrYYofyMpGsGovMRrbBCsSo70wm4de2/l36uCK+2XvcxX185k1Nu+k24641JoD",
-	"tyJuw50Rt3f25H3E7TyKyFyS+AygTBvb7PgKifssui0ASqkwcakZsjHOtTfG520ZtiZ/PJMHfPJFkcA/",
-	"K0ojcsKEQoXYo0oL45w0uQTJQz4Mo+MM7WlamRNK5KOT+zrfEedRxx4i1kXnzgXiBCKYFdVBBdEpPnHU",
-	"f+EjGTf4vpDE3mXy3WSnROOfyFdHPnXkJdwrX9nOsQ4M7hu5sIyJfr3z6i18+qt2W6kttPFYwZnszFfF",
-	"zMHZm9Z//+7+qfM4trncldgCtGfri54c6Vzrk2NdIrpaT0hJIvXExwDSuwNTxqOSGl4V3FAmiLhlkpuh",
-	"Z6ZCvpAc0qtZslSCI0ZTLKY6v8IU09ZVrG1VJrMS2I6QeClQONcerhBlTNIEzCV6Sj2TaPYKvdUc8EsJ",
-	"XE1xdI/OHUfQxw2EJbWXzxOMWswcN2mBcF2Oo+AMhdWEdn/e8tflTziP47pctQLv2+iT8Hrvk5GxV7oN",
-	"ro0R0WC7dRl76gsqucKgEE0S7RVWcgp2RJpvhGMAr1OF/gtNM3Rjk7zGFxeOWKSd0w2eie2QbyOnhD6Q",
-	"eDcpIepT29xuC0+EDT2quRjMGT0rZ1yFs5/fp9D+uH8XR4I6sNU+hGuiUcEGP6TIFlRRuOiM7TbY8neA",
-	"F7vjRt9txoA+i/1+FRBb0/3nBubcar9b5pDXHlwh9+s8Vd2h1zYJMTnmuSAoFxzKXSaU3e/79YArmOqr",
-	"1gPUFtroAaWz2mHiWZ0Pu4og/P0Zw9eK3DIFBUUF4gXXqkwFaCCkbczl9Jbp86KciVO3ZNOUJ7GJ1l/w",
-	"yqEGpiyTmOKUKLEjVJOOaBzmogm0qokSrNSDie69DoKhabZji8BQge6gSSSLb5mGdQBxaOyW97tpVAGu",
-	"dPXAz6cC4Abf0ADqIm1sWR03fW646eeGuimBE0S2AZp9Hk1EzXyFqTf94Dsup6iA1LzMBrQf2mW+Wg3L",
-	"2yF5a3Lf+wT9djYIIVKoFQCuOgfQFDC0HUJ8/vS0px17CyE9P7qim2W9i1VNgjfH+aw8rbE8jlnU55Xg",
-	"S4T/d2N46yUOdXJuikB+daL3Kf+3RbOGgiGOu/GOE9cW9V////9AYZoxVvyV12ANoSS85mlhUGSvmeyc",
-	"Wm3Zpvovxj7+jNC10gh/U7a6Px1evteNtVwHyA6SRSpyXn5hjW2fjo+PjzeqOexCy9OqDhtQNIUsD+7J",
-	"UqysJ1SthGmLajZ3QrdVNXV+LTTorTUQD5zMTDCyIpkqxIJedTodza8jFM2HxXNCZaUJcwNomiKgJQfH",
-	"DiV593jv9YZbQmqZ07t33YM256S5EmIhrav7cqYPirbpe9qXuW8bC9qyg/rKoThqYDr13+sGsvpJXt83",
-	"ITiFStUQfahTDEs1C3W8AgYfnK4DnCzRmEQ4E4oV3xOYuPBXAvQUC6TSJ45fw9ad9tW7d04OngECG61n",
-	"ZGGRDJrG78ACCQfk5oy68Lct+OkePetchzAI7enKzhoidPMosd/Gh3ijJ/mqjQdFw6s11gPbqmpHtCbv",
-	"QOJSGPPDmhDP1STEaeCkI5b0jZpAKEiJNYq8wu8zp1SdoiG66/X71+cHw+MT7bTjkwbU1lPqnlyfNU5p",
-	"XQu+DSDh8yi4pYZ8DZQHbvQMhfo6W7jVPmvqjQOFm8F3iX71PsF/1zvIHvg9sE/tpDbtV7oIHihKmvcu",
-	"glmKUt/G92XS7o/6LwIkys50TRvHJOIzIlDGZpjhO4LHCWl2gVmUaOPJUivfkSdLfeoJJ78pCsMutaZV",
-	"raLrdpjTZXTNOmpUy3ZQM+GfNM8lPVjQWBEmKB8i0J6u8RE4TfQD6NZN2R1Ytm2fEFvjoV4f4D0QOZOT",
-	"mmasaPR2AMJv2C3n+fu+8dLT022vbGEV+7mN1QSeFGmGoBrXv3rlyzAWge63pLOH3R7WWrP0ZQwXU7kx",
-	"z/UJC+bjHLyCBvcTBmTqb9+UK+iptZFSZUTnI7qmnmfLCVZXV+p8Z8KSg3Lcl7kw052ZFqHC1QIEaEym",
-	"VD+auYeei031VVywGPq8gdmwDA1BpYlvWZt3ezPyMbQohLa+RfSDewZ3/tlfm3LmqS1rGdhatWaLTllU",
-	"53Om4uXjh8f/GwAA//8=",
+	"7L3fdtu4ljf4Kljqb62yu2lZkv9UxV514UpSFZ+qJD6J61SfU86IEAlJKFOAigCt6GT5dtbq27mZF5h5",
+	"knmTfpJZ2ABIkAQlSpbj5Ovzfd1dsUQR//be2H9/+1Mn4rM5Z4RJ0Tn71JkSHJMU/vnyGk/Uf2MiopTO",
+	"JeWsc9b5G0kF5QzxMZJTglIis5SRGKVknhJBmMTqwXMkCIsRlWiEo1tEGQovxwevsYymYbcTdEQ0JTOs",
+	"3k4+4tk8IZ2zzk3n6KbTCTpyOVd/CplSNunc3wedX3iE9fDV2fz67hc7kyglWMJEBM/SiDQNc3jXP4yS",
+	"TEiSisNe/9nJ+Ft8fNDr9XoH36r/8536P73i//U9U7oPOnOc4hmRZq+e6xdevqhP0XyFaKxmVMyj5dBU",
+	"vWOO5bQTdBieqV+a2Q9p3Ak6KfkzoymJO2cyzYi75DFPZ1h2zjpZBk/W9/V5lgqe1qd8PSUoZOSjHEbw",
+	"RGj3eJ6SO8ozgeZ4QsrLef3i5cmb3/5+9Pfrv8rXLy4Wr5/3jtR/f7meLF6/uNCfFf/70S7tz4ykS2dt",
+	"ekruOmb44y+ETeS0czbo9XzreEVJitNouvTtf/5l8wkcHR0dbXQCU/vOh5/BZUxmcy4Ji5Y/k2V9+hco",
+	"Sihh8iCackEYuiVLtNfvdgcnJyia4hRHigb3u+gdmRMsKZsgjK7evr9GCyqn6tRumMAzAj/ELEYjHi8N",
+	"2wo41DFNhUSYiQVJz/WvMONySlJ4NkDHg0H3hpW27nTcjwbxETnQXHcwwzQ5MHRpt0yLkmLTnJUeqKU2",
+	"nfHJSdCZUWb/7nt3bQyyxE+6SnChBAuJUoLjc4SRkDghiDOCqDArJbFe6nF/UKYKK4b8azBCrGnyfT+B",
+	"/kJnVNYne4UnBAn6zzIrnfT8rJHAS9yBYzLGWSLNsDP8kc6ymXpBD3ZQ/1XsH2WSTEgKM3rDY+LjFvV5",
+	"M6P0+/3+RozCeEweziNXWE59k72MlWBSxxrTlETS3EsYqUk0LGEwGAw2WoL66+FLuOa3hPnWAF807/jx",
+	"8fHxRtOV6n0Pne+9+rGYcyYIXG9XKR8lZKb+GXEmCQNixvN5QvXNfDjXT/zHH0Jf0/lS1Holpklxb6E2",
+	"Nx9iXKIxz5ianpBYZqJzdtw7DjqSStiiN1yiH80DZv5TKefi7PBQ6RxC8nk3Jnd2ZuKQcXmg33jv7sX/",
+	"Ssm4c9b5t8NCETrU34pDu27YkYpcZujdj8/Rs+OTb5EZogsnbX6rXn0xIUw+52xMJ35JFROhDghF8EyW",
+	"YkvCiqYV75So4pN787dWIMaERepUzzqCJONOkF9eVJ3t7x+CnElbMzqwxK26rTrR4G9/RLO/9cyn5o1z",
+	"AnqR+qegE0bZRD1uPpF0BvNRG0Lmw2hKotuhkk3pHU6GMwECrBco2ZvKEcESPhsosZgQLMhQSv1YHx6D",
+	"ycQEx0M8VrfP2ZH5rPJ79eyfGY1uG0YMOoKkdyQdTlIcETvmfdC50xpv5+xIqX0pn5NUUs0X7nk06H1b",
+	"KX1r+NM51NX0+6N+7IonNFqq35XOvklTokQYNQDNU8pTKpdozFMkp1TkVEklmYl14+e6lxrbLAKnKYa/",
+	"c7Krc4Yzzsa30Nq9K6i3dh+T1CoxoC7JKZYIZ3JKmFSCjgi4WVBOWQLtvXp98fzg/auLwcnpfnm+Dmvk",
+	"cxotJWmak+dEXsC1RmIYVqBxymegw0m+xWGoW9R3DoZZq2O/vCPpEmk9UI2T21kFXbcaFoTgFVF6R33s",
+	"snSosRCfzTCLD8xT6kzEOWJkoeSjQITFPBUkRqMlwkimal6xeqj13N7rFytt1DO5QlCtese1fsoVFDU9",
+	"hSk1WSi2mhJG7kiKMFvKqVrTiCR8oTR5NiGiREBHDt1QJk+PO15Nrrjlf89nEJRtxEILM0sqBEhZJFhi",
+	"sATpMEvlrD7kc+GjP0gk1fqLk65bMWwlITlXnFFjZh8HnQ1vpkGnJp/1y2rHIQVS35TZVY9Y48xGKaUW",
+	"up2UGqyXUpVzLQ4QVuTd/Cym8hcqpM+EVOY6aMbqIZSSiKexqGy8YZjfP9R2MWelugLjvKqdMFATeAc/",
+	"8l4Jhc/BIw3gc0s96lFY1znCI0GYRJzBF8rwKx/JmxeXa3dYz75xY82Ua3N6ywiaZdrnVdlPHJlnLJ1r",
+	"U7kTqG/U+rSqfjbiXAqZ4rn6RlHEoDc4Pej3Dwan173Ts17vrNf7RycwarRweUSp1fdBR1Hn8SDoSJxO",
+	"iNxIOTQ/MYu2BnyNAuxaqsv/TV2QCyxQzFmFD3IXSbHuGm+Zjai/lZ+hUO/OTdbrHUVqwfAvEqI9nqJQ",
+	"LIUks7By49Y31D/kMDeSGswxuPhnOCZaUIFw3spAW6uMYOm/9qhEks4KWemZQgOd5EPGWJID9RLfuC00",
+	"V2WVRCRlJA4QHasb63F0WYewcRxTNQmcXDn0p63XikwDijwQcxLRMY2QeUnDZWIYpcbbvtWby1rdzRWr",
+	"XPHY2hu5xIZ+h4U6UD0Hc67b+SVrG1li5urQP1OmvSUrBs55dr24jLW0sjwcWBFRnoW7GcVB+6Tsc8xi",
+	"qijWd32B1hBxJmgMjjtljGBUSJjKofN4aw1CCT5t8XTOBnV1At78OOqEuk0fS5twV+WbfcXKIw1bO/BR",
+	"e0r+ABPFJ8aXiEoUYca4RBLfkvK784tbKcXmyfLqKUMzrMZimEVkEy1JHZSzai/FTUl0+44IcKA2iZ4x",
+	"TkRN9lwbLQOl8GvtcgSnQlUFWHGd81st2Op3rfRtpd6hFDO0h5WajaKER7f7O7wRrJvOe8ePMU2q0qIT",
+	"uJ7v496zU89b1TLrbm8hKi/TIt78esR5QjCrnS+/1UKn8TTfEykpm4gNz/PSeIK0aU1nhGfuoZ4D2drP",
+	"Z5mQaESM3QbhFetJ6qK3Myolic9c++YbgbTVhfbsO6Y40beA/eV+Jb7yqVP3TpkfO46pipbu/qJ2pauF",
+	"5MNVwg1u7ODoFISKEz846XkvOWc2/sHME2UJcrJ6rH5vrYnrLrM0DS9VGIXWG1XTSg4fo0G3e3oMwldo",
+	"zQ9i1gRHU+P+yOZVP6yONQ9X6+vugD5H7CaKuqvJBB2xoDKaqmkO8xgQ7EySUCUdOl+fl1XPdzhP+ZiC",
+	"eEmwYolsHq/d6dzv0q87aJ2DqpGp+o4qq5HOyE4FqTPKanP4hfPoA7y6q5T4LdMO1moU1rWyaqJv1DP3",
+	"fnJd45jLf1GsclN3XJWi2vzuyjx8X6a86ub+om7/ndtkLfyHWCICflk9uL6aXl7jSWka/c09h4VzqUzA",
+	"tW10fIieY3Udi44zsuDC0r6uENnPtdNgs4v8AnzDfr9iTfqWJWpN/IyxkHVHyOfn7f/N+ayqwje5Nw1Z",
+	"rHNw2sSuXfg23Xe1cm4+L9xnn8ex6eRcPcDBaaZ9ZRNqNmC4HylJYoEkN/JITRU3MGCNwxYYGGNGmTtO",
+	"/18s9/gsV6cBHWn7wZ9UZb4V9SiwqxObh7xsVnxZ86AnMRFSJ6G15rSX7I4kfE7qrFah+nzcD82LvmRj",
+	"7pMpgk4Y5GbAU2AcLsA6IBHWnlkqm3z+I8WDQ8qGStul4LvYJneDzLk6j2M1yJymRDTowUegZZSyEtun",
+	"N5aePT09PV3xrBDZGmX8lpjhbw/sSztbpJjYlJ+OyKKIkJiAEkrSmU/LbwpPgBTXx/eNQPopODGmjM3f",
+	"fack8S0ZKouSj51PUyIkTuXQ5hZ3gs6M35EhnSvCKgSy74VbeN4fR2NXfJSQJpVWe8JQSiJC70iMsFyn",
+	"2fYf7luCiPE3wnjva+6l2nsMP9QcSgmOyExdlfBA2Wnfymfvspd3kgKlZJwJgqhEYAGDHFyzRUcbKP9l",
+	"5m1MYt4qUrCWNLy0aOReowG5WlSsH7OQJdWh32vJu54EN9hfK5d8Y5ncktpSSyKsvSv/Io5TIgSJHzGJ",
+	"SbvdKWdDZRk2CT9s+Es/gyIeE+1tt1778uQgTXqomcwzppXJa7RgTTfv9cP3VmrXTGjIrEbqy53Yrg0J",
+	"L5VM/TxKlS9STS6njnyNLnmWpMMKPWKtbWJ0kZ3YJs672tkmjq7ztdkneupbh2p4JiOuFTaca3NmzsAg",
+	"lQPxqh5Ckrk6JUfHA5WgE3Rik7ervaWDIrQDeoPWF846d3Teuf/gcSj4b8ZX2QyzpntxfdilSSi8s2Kj",
+	"JBL2whGOh0rfxTJLSRigMGO3jC/Y8JYs1Z+LlLPJULFV8ZfhOPWBZpBY/TMl8wTDbxxpUvyp+E39NcOJ",
+	"YnMSV3M4yjLIWenp8UqRVF5nmJ+dGkxHr0K0h5E6RxPNOtfq/AILNEp5NplKlM3hz5QnCYkhDLCPeKoW",
+	"pcVliPa0GhCjERnzlKA0Y+r62HfVSpdu9FAdJ05aUhhL2m19cUBzvixVWIYOP7aXAe8lmRsuuoetvdS/",
+	"GpycrjGjzDav4M73TQfxZ0YyfQoxSegdMWTS4nz2g9LG5+yK7BFQqU/HUh/a07mV+UCIaud+6XT0hMDN",
+	"aR5T7L3yyOwNsMnhPedMpjy5SjAjfhluqxSgdjKhEa7eDPZjkzYP12g9Bz2Bi9SriLzTL9BBLfWcqOYo",
+	"HETz/sHxeIB9SzBvFpRFxKc4sUhrEzvU0oolN6xFIEEIg4O1UfgZZZksp0FXr2Dz2qq1rvW0zlmn3+uq",
+	"/39y9l3vu561icu7o4YaqrFXWr96y/KCG3VDrLSX66asnVNtEVeXyHxZ3u/q3Fsp95YyqhrvOooobYI3",
+	"KoIVU+2QIuyOelIiIDZLfZTtTycoH0iNnvV3nyOeY2qoK5ZBt9/ttUy8MkRSWlDldPKd8wntWqa7V0V/",
+	"nqWpkrdJg6q+RYK6UbdzNvdN7gWJqH/fLlBsvrPKqJLVXMl8wiaUkUDXrVApEGXzTIoNEnIim4Fm5O12",
+	"3rRbymKIHul5dQpVDIwSNPvYR1SgmC9Yp3Xqzy7zPp1V+is+Ksl2ARpt7p8tsvk8xDZO+WzYaDzrAlRF",
+	"dGP5OKbzak/LdWP62+68LUCam+W7qmkJhudiyiVQfs4JSmGFVGWoDtqD41P6GhE6n8ldzzcCza2vrKx3",
+	"f/JFBTQx11Q6S9ygx+XRjPJfwzkXgo4SEqI9JzEFzSHmcYYY1+UvM36nNT31UqXBcZSTqNbu9DthPLSn",
+	"NglLnlaMBofdWptCv1WPt8afvhTbdb4MrWupw4krd8lRu+RhvoY1NAzAZ6g5qXhOgBby3SwJksakvBfl",
+	"0F0ldpgSgiT5KCGqZA+2otxccSHH9CM8Yj7tRnxWtgz7vYHPNnzJlB33jvyZEbGp3+CC5b4zAq+Z1f0E",
+	"xRe6nkCpGoIMj/8x6s//2lv+ZXYk/vrs43fXfw7+tjj5++2379L+K3b6S9S7wM9exEc/jrsXo+fxy/FP",
+	"08s/fk5es7dzMD4iIxrU8MNchcjVA3UkSprOYqCgKRcyL5lS0ocLgApg2Ue4X7JRQiNTq9vv//n3i7//",
+	"/PF5Ov7b+8Nvr5e//fXV28m30+juCs/p6yRdXGJ8Fb369R3/vn451ZfblML8jUCc6SvI2T0Evyof78P3",
+	"yyGDk/7AVylrN3RlnSoX8kd4sLJnq5yqL+PByUn/GdLPa2COERbk9LginTba97XFohU2rR1LaQF2/T7u",
+	"fJn/smGdgJOBJEeYNXPBNmHNKCUxYZLiBGgAb0AD28QS4QclJqkWpW9U2H0phTfFYXeBOmd7GgkQFU+h",
+	"vfAik1Oe0n+CI/IM/UBwStJw/xyJKV8wxFmyRFOSkir7bbj1m5QzPGoNt3OkK6SQryrDWzmzugz5Z7I0",
+	"icHquc1976uqjBtLGOrxDJOd51BHi5rcPFOiRYKDKDxn/tyO4Sa5Av5EgDleJhyrj8nyL/N/PL88vfzj",
+	"4uPb61/p+K/ff29WBF5oqKBP2Gj2Yy/+z78knaackkYtPsoDmIESYimZ81Qa0DKIdWcsbmThBwY3dx9t",
+	"zDeuZqVjxhmNcJIvWN0bouEuatj1tQAFzrHUzEZzD+aPNAxdOs1NrznnsIu9cON2+fy8XHDnveUuTP0y",
+	"ibXF5EvpXeM02OL2K+od76vZN9999913zT+cESHwpMFUEeRPXaEoyB3RpV6dKKVSUQY4uPVmuIYeiOen",
+	"80Q8VR7MVvWm72WaRYq+Yn+padvqUqBERGO0JyQeJQThKOUil7yUiP2GVa+mjbWrzomnZofxFE2zGWZi",
+	"c3MYiG4ViopQ1heLyDka8yThC0SldtGFkEQTblNfWxD4mmvXPnfvkn/DmX9aU8fRuYwF4mMdMqQScORG",
+	"1fKmT5vqpveNvlk/3ajvAkS6ky4Kc+61ETR+R9KucQiH9bPs+g+xGukjf+r4R0UDMeW8+d4XBFVsbsFa",
+	"jR4BWIY/UQK+akyOyL3bf3bOem0zJbbLLYW7wuO3LCbgK2hU6pMhasiH5kxSlpHNCdybF+GM7t3Wj/ME",
+	"M9wE0rB0q6UV6S6ULaDJODCJreaDBc+SGE04pHlUSyggMDqc4fT2QT5ynWxScbfnfknwNeg8v74O8Ovt",
+	"cXIq1xeF3ddIpDx5n2tNqPXrx5AOzrSilx/hF69xeusjmid3NgPdxE5IZXUCvXnu3nNKXh07/97khmMJ",
+	"Lt3dRApgCo0m5m81mqVjCP3AzWUOkvFFuc6c8UXdEN5Zmb1LxCuxuPIH17hdizcGZRKuH5BPMDjE2YSr",
+	"4IqGEvW3VIE3dsfkAbG5du6eoYQr80Xp4hCBIh+nGLC8nkQv3T1CQ8uEzqYwRUP5/frda4+XkHv1G67t",
+	"H5UO9w4M6I1L8gRJxgemFEcXj2j/Vazscm2UkzjHgFDLYIxEG4VuSxl4R92BB+MyJzoobkYmnwfuvr7S",
+	"645M/fcdhahVe8p7PDwGd1G19EC+QAmHDVWiTkh0S5MESc7LGBSwGXl5fVFdz7LZSGvTrREh1RFWaPD3",
+	"drfUB+cuWG+n5GlppbBOfie0Due1POj1kaQK10BuRc4w7vY1cU5RXObJUyTJODxDmCEqeAIA9pqeYLuV",
+	"SqKeOFfqPiPhGSIfJUkZTpDhqFLeoSls5YxUEtX0F7W9hvK9l2nqS/p9ywji4zFhseLbsXqywpFJjsrf",
+	"OTS+ycJDke9YPV+tEcz/L+/fvkFzDpABiDIAuSQGg5ynKAQ87G4NESxAoYbp9n4FUNC1L8qkcmjzdMVh",
+	"7xCA/cVhkWPT3pQGWa3U61SxpklFqVpiUh325ZVN5tKPzVMyph9RAnSI9p5fvni3v1Z+5ztZTMlHgq8I",
+	"TqSnakZ/rnY2JTimTE1GJ3o2JUTz2/pxao1m2JjrdDGfJ5TEaEYnBt7YPIr2imE5S5b71TIAj+XflGTK",
+	"b0N9g0xhTRVJALgxa8ze5gTXVxbgYvsQco6RUXOrszGdFHt35Lm4HFTlnEobSizLL1vTuKMMOV0k1wKo",
+	"dwskUs+l4pyUll4e/7ejDAjA+F4SmWsB7W0uRx8p3Rmnx80mmPeG+wWUJ+395WMN+lLow3mtK7plfCE2",
+	"xz32zdF/rzUgAAPKaKqmhUc0oXKJ5iTN8e1b4/765lEqHXDu15zImgTGGFF2YKzxvN1K+815Z35h5FL5",
+	"/E5Ojk7X1vSWCH0lz15Et35FXqPQfCPcKPcmfOrDyGkqT13HmW/IgghZ4Ujz9DkaExlNwcw1KnJMx+Mq",
+	"xEG75KLypD1ZTILYKwiSySRslAHF0oKDNkkzswX1hKatUku3qAIrLS4v7GpDLDnqoa94K+VSQ3A73Q52",
+	"kwKxOYIU+aiGondULoeTlGdz/fFGvjedBrEgo47f59YrfG61MugWfrccdE9fYJ+2aC6QQxX27yuXnotl",
+	"5QNJq6Ok9cCPPycsFkO1i+oaNSm6dN4JQIVKhtZ2Ns1chqbcWwBfLSiL+WKo/oDXmR28g99rZbFSTPDs",
+	"u27/u26/e9o7HBxDlw5J0jGGMjAipz21Sw5GVju4N7UXRXplDe7roThZK4JxbxcQsn7slJevCKfLw4e1",
+	"aEbxCIJHzhGZzQ3EJquhJZOPOvTctn7jwU2tdorvtY3bsywoampP/l2AEg7Xo3ZZbBjMubLC5H4jTceq",
+	"KMIWGvFUXVMTekfYxnqOt++Bw8mbw8X8D4QmK6dD+XDK6kxZ2mb3vEu0V/axbwdalrPjuhpwxxbZRRl4",
+	"5XU76MnyBdeB5xPfHVKVg0WcUAEgH0AMsI7FlCcEPq8cVfnNUMGgXszIAr2/ePO4mFYtrp43ZFG+clKi",
+	"5ihqvqhKffXRQ2+BFfJczan4fivxXTbyZ5RZc3ojya4mYr/Oz3Yjcf5+TqIN5/MQaX+/ihO2CskAfHXZ",
+	"7eHGAIGL/RBfBRzVdoF/TzC/NSDCb9Ml2lPKkykO3wIUoQE9yJjf8K1xf8VrIYRWu7+eFMzH7HJLTew9",
+	"PL0mCm3hGPSrVwpnYI9NY4Ra1BY0GJMxZdRjapfN18e0NF0rcRcmnxf74zFvgf/oozRLyBmClAwhoaeg",
+	"w+aK6+G3Sse13ry57WmEXqqr42y1qfLZbo8CmnuGlyjNWLmsMch73dL0y7hmdG8k83WAMHpx8ROSU4AZ",
+	"QWHhkQi/guunhs/aqEp7BUNeWrWZUIBYWhGWgMadOuUScnymXMhzNKMfSYzmCZZKKgqEU4LGlNUyuLes",
+	"pcu52ARgbknKSNI565yqFxz0vzuwP61U3ZUzB8qjV0nFwoAc6IXercIGWAeHoxdU09uvfkVgJUgCKczl",
+	"d9slrHt3sTv1ZARlnjfU2lQ7O3uqoYtNrl/NcsFT07gAnmlv5nAhL3MpvA7vpjjbevGP+hylBPzL5RXW",
+	"yGDtYrkvSxVKXymbIN3VqpLGAES17niq17c9KxjR0EVQocQmbi12bXP07cpxWVtRzccPvgKsVdyf/b66",
+	"Pz+o5UaK7gfaUWH/x/FgW0eqFz7FR0sWlQ98Os8vX7xDSmZU8lnqE8mJbR1/rA5CwnpqjIPTeKFklhfY",
+	"xbf4dZNoaHiYn0edS2EfNySvRpTuSxbRuKHUxqaoB6io6Ec8RcXtVIB3SDojSV2Ob1ltA/GblZ7xXSDn",
+	"fvvtt9/uBhdEfacDEuD9P+05MRl18yZ3vryaJ6ynAbADrzfyGtp/eUELPEfR3RBTtjjYWlELpkmWEmQf",
+	"gq6BDt2lGhWgZkc+yEkKrumh027FOzP1EJpjAR3m1MO6y5D1njGy8GSZ1uc12GBeXzTgyhNA21ox1Rw8",
+	"Wc3M68s/vcApv9ns+Ni64kziniMVChotu68/PAncSUkO1QE8+KxgMMkdO7I0EsivNnVdK8C5LgsTdUM+",
+	"6XVP23NK7jqp5pfNCQvRYkoTog6wknepvjVGEYjmHEKwdGjO155x+XzeKEJvCUOmJVllE3iiMYbRXqWV",
+	"nu7JumDrxVv3qP32rAWnUSNrqI/PAFBTjwutgazRp1u+OVZpMeuCOdQ8t5NQTullrSycXNn6yuI4kHL3",
+	"zkm52MDGeKczMxC2pSq5Lz+bKxEUuukbIeiROsOWMhTaTI7Qgreqd1CTRO94xu5qvUvWJoWUj7n8+Cf/",
+	"GgTCScIXBqV0SpB+J9rrwbwEzANhdRwR2a9me+VN9PqlBnpeb3Qx2dqloIc0OV8gvyNehag+KjUI/O70",
+	"uNyyb238trQbzmx8tPG6aPdZ4D17y5bmmUTl/qA53JmNdqEIZ6KGZWGbuH62rK2NoGpKKDVG54dQ9kYJ",
+	"PoP7oKMRtShnflFkt2Glb1Y9U3lVLaM3V1gEwgu8LDIH7e3cSpi9tUO0gkjplObkI6Q3XkP4AgxgJfkS",
+	"IiVJRYBiOqFSBCjshgEKhyFQUXgQBggoltpEfmx+okxW+E3F2aXbiFU84jPK8tISSPGVJFXz+D9+vzj4",
+	"Bz74Z+/g2Yfin93hwYd//1++i/eNt/Hwhcli1Z7xNGMChWVvYvhUmYoPpvm5Ljx5eGYb7EMbQoc2H+uA",
+	"Kf6VC1cNRTXrgvHjWJNuR2ifneB8f4ZcOEndNpwtGyqujb5RBw3eqB1Ym9ir2h4Tdv1XLpc3l8tq6ttl",
+	"YxXcvAocTCPa2Xq7ANQspTTYz71oj2vk0E7RGxsQGBto5aUDtLhb2bA5giJgDhSNgRtJO3+kaDu1Z660",
+	"HZfTekETLTk1QyQqSnpAJ1JPCo1z2jvMB2gvotp68ouVg3zHSfJ2DHkRLfTFT83Ioav6bEE1NbRa57eE",
+	"IaXFCLTg6a11t9QJ4dstyHk9julP9A4kgSlANfJCh2f3woMD/YYD+HULjEXyIIzF9XCf/u2tH+qHZiIt",
+	"Ii/tgFs/Z82Ln3iaaODBoLxPqrwaxlvneIIK9l04nfIXtbLRrDn4NTmb1Jx3ly+8UqAfMLJ43OTfjcS8",
+	"dyveNzi4DcWGKGOSJk7ejeYnARogQ2E2h04+gDp2w8KMmdJUwHk3ZcUy5QmaJ5gRlHABaGmjTCKM5oSk",
+	"SEiaJEgQ8NDs3zCeotBR2cPuDXNc6y4nKemg4xTOsJ2yQVDyuBc/rl0ChbvBx2Z5O0lse2WZaCEaLRFm",
+	"OVh5YFDtTPhDKqUy3oWg3AJutY1wfWj+bvnZk5OTk7UB7xJu11ZdYMnjdGJbK5v7//iCYuzrsG4rUL5C",
+	"X9sNLe52hnK7ylPxLueZnbbxXJUensO3nSOcd7jM92RC7yCJtNoVc+uusy8hYdxcbIXM8Njr7XrQfnFh",
+	"8lxINvtyVsuAh8TJF1ggLG6NHW6ug5I0qZUnO7Hz0j2wuh/z6oimdICktw1t7i5rPz+R3H3UskdgAbQ1",
+	"WpalwhadA2vdoyDJpzk0/IIISTU6pU47Lw7qcWD4duRT62/pXVgbmC6A10yI2vq7ijoLdaqbeb0qtLFC",
+	"x9vTLRANYqOhBei2qJtZhmgvB4LfL/VqBBgm062x61XTzCv8LRXL+RD5k7Xzu8I+vKK3jKCYpqZ/ad7N",
+	"NWMGlSFHRfkMZmr5fYPBYND8voSy22HLH4zHOSiBp7qk38+/fUixi6LWGZfEO8Sgk3+90Rj6d8qWJW0X",
+	"2xt0/gVE0JSiFud4KznNN6x4NfWtB4i15FmL7E5xqi+MEZfTYhpi03kAUa+fR5nq68hRGonOeuO8rTBL",
+	"jNIwQuM15Y7wOHd8wYN1GKoFSREVAARH0moHDi8aWpWJ6xp4ROhd+z0b+DMAy6Jg9SCPc527YqWJTwji",
+	"0A50e2bZRQKa5aXSnKuEVyX12ibXjtahnJKE8qkB6u7cMmRRv03RiMgFIQzJBdfOwgCZ8RFlK+XCpw5u",
+	"qJHs9zd3BdwHnVHT6wabvm5Q5kVPzkAbSLWXLM6n1fLZMv+PMeQ39YONZUGejPXs2UaZWLij5ttENS+1",
+	"LbYBySiNjLC4pS62O1Jo2TL5ekpcoM0CzC8TRFjHc22ildmtrbhpkowmT83e4qu1lgddLI2wznZnmk58",
+	"XZxBszaJYZN2EnDIX9QaufBrCzioOV9h6pnYD2VpqbmGkYWPV8Y8XeA0/pcJ81WYMOZHX8JpDXZ7WoPt",
+	"TmuwwWn1tzyt/han1fc1BilYrY0scs56/eMVqWGHKt7SJEG2AnYxJfP2loMYGwgZCLzpektG1l/UCVdH",
+	"1NOYtMNN5IQaaAuekxrmsNc9LiU9e6DDhbcOCecuoTyjSOjYY0oiwmRSdpq76ez9NfD4+Rb4brPS/WgT",
+	"n1f3vXygsV7eYO8NSx7Lq2qPqWY3z7iyvWKU8ozFBzKl87qHBM525U431F79NiVg2OFMTgmTimxJ7J4z",
+	"TlOqG85Yb2QRKi45HOHj1de6Pe3KRq8CvrlysQ+rU6fRVPNiucKEChdzhbMCv8SgEEFCN62nY9rWOl5M",
+	"pq2jq5v2VtoEsgkghAFmCtpO5c3TAMrJupID/Y0X2QmiGKbXyaEu/tHPnSHykUqDWI/6GwTuPHmu1fDd",
+	"uXaKC5SScSbyEBDIU57EJNUHJbYI863tL1PuV1SmnAUWiKkp6xnHTxiLqiJIff5U5mpqXAmkam28JJ//",
+	"dh3i7WkhydEorVeRlRj8wV0C67U7q2xOU7BiNbA80LOu1dhjWKErt/59o8xPqzJTSM1/LG/xdYbCQnKF",
+	"AQrLAWH1iS3h0f/m8zlEtxqCWGuCy+ZVHVOtq//pC2ytDjdfOT6gzRKKtRO3dKgubt9eH32vvp3hdBmg",
+	"AfpeQ+WiEY5us3mAut3u/sPocLXT7AtwhKzysP/K6J8ZsbWgzdxQdq9t5l8r9IV8Hl7yT/koIR5U/AuG",
+	"3v34HD07PvkWzfVDpttsDYFU37gO+Nbv/Q9dO+pZQSVQ3p8JEiO50BRJ0pSnOoHK7eBTvOmwf+i4m4uW",
+	"Po3vBGhy05rleDAIOpJKONVf2TzlkXrBKCHoJZP6lWZDplLOxdnhoS1Z68bk7tAsWxxSdocTGm+ibWBT",
+	"fe603wGKM+l7ZYrLIcx+H3zoFoBsZ0j/m7BoiaJllBCrfKAD3TsIiTnnSf6X+darfpid9l30ldZKIgB+",
+	"hiVru2ysEUzaO8ucZk4elxllSoBGpAmqDnbI4ww9vOsfGo4Vh238GYduuxVvMAeGatSA7FRoHCCcCG6r",
+	"o8P/PDAX9cFlHKKUiDlngiDT+skvTZ49e/asWZp49Z6s4cBeXV9fWWUzqtp3murrvS80H9QDqzyVSGQz",
+	"Jaqto/KWake6YYDyglYzkgPQsPR3+v/13SVieGa1lJVjtWPLdde/6ResdyBY1V8ph0n3JnwU/TfySv+8",
+	"VoGMxySS9I4gQaS6m0VNTH5F3SJOdtotoi413a1Y2ZFVPfTebGinsiPNQPkjwLaUrt6bQ/UXAGsuoFoD",
+	"9TqQfCY7sA0s5s9Uh9jqR7Tq12Uoik0RS93TbNlGXk3zQMxJRMc0QvAGIqvNfDYmjxpPVehlg+P2432a",
+	"NDWz4hJJlAcLXEKrncYq9i+61G2gFRcdqTgjvq5UlX3dLu0dFriuB6lNNb8v5ZoX2kEhJep4IRotzN74",
+	"fjQzEmucMIEEZQahXpdoGNyk0lIHG0NWq3NrRStFHuiTJiznh7LBhNPGq8ZSoQcgsTjCdXDHzZAvv5gW",
+	"vQb4xTFCItMIS98bNUtkxZGtRuzOl7qK5372pl9fg4YgLd4ywxOTN58zFQq1JAjRaAnKxNkN+3cU0nl4",
+	"hkIju0LdxTJAdpL7gbLXjfAK0Z77ubZRhwXMa4j2EirkPrz3jifZjKh36/EhP1V7VmzCD1c2r/tGnZMc",
+	"AjAWTzKpQ8/lZ8ZC7Qx4DmDtIoThrP/gzPgPKnNVOhE0FqXxcEwTYn0Lw+IO1u/h0Rj2A4A4EBYonKf8",
+	"jsYkPYNxi9cGiHQnXWhjqr3aZ5dXahsH4X5Q7PWepjQ0w3O9LzKCDZ9yIWFCHOYKSTn5hOFBpdKpJ7M0",
+	"CdGe+usQtLzydpCPcxLJoVbVYI8hQwUNej39GjGTLQc07lL1MAgtdwtL9V2gFunzVVpi4X6JoBQ2Ul+r",
+	"qaovZ/Af8+qKy2XuExElyOzNM1s8qme5VULlctkOMb75Xv9cOpzSZ8CxnZvERas/pxOmEgaZkGhE1uh4",
+	"sOom5NyjjZFz/wdpgWhPEIJCdzXh/tegGnovGe6zfcM7ShYkDaHnsDhXolfXUoba2seRVNuQF4gELp7L",
+	"/rm6XmaUmYdtx0wiALUpv6v4LTHZiEbM6EFz1CieQnLUjFYihM63NSJ9T+6I37P48g60MPN92aM85p2g",
+	"s8CpqXSIUipphJPysPmnvmHpRP32Z+LtTmmE4YHQT6F5NkpohG5JVTZhsJMtNbZJOBlTNiHpPKVMPXQx",
+	"eh6/HP80vfzj5+Q1e6uk2i0xWvTtgdXplKyDGQxv1Xw7/f6ff7/4+88fn6fjv70//PZ6+dtfX72dfDuN",
+	"7q7wnL5O0sUlxlfRq1/f8e89eX1mzjX3CZ0wAYlTNipXWqxeYh3GZ21m/65LFQmLeSpIPBwtfbDyS0Rj",
+	"LVbtg1rmKksGS5RyWe81Wuz10YoR/dFotW1YZilRSlvoTC7UqSHgGNKzUszUQEqdaJCw0ezHXvyff0nc",
+	"rRgtZQMoskNHtcowOoHWO7MRiWOdU1zFnaikq3sIsV5VSPwWidnzCKcp1YUNhN2RhM8rYApliq7HGBwS",
+	"r8mCeHBy0n/m7B7aG2FBTo8rYe2NWGPtNldEs9mA0lTLJxFY7lqbT14IIH+2qK0+VuLnlix3kiVq39Ou",
+	"NrGQkOugA5uzNt/TWZaobViZzkFSUgq5LXiWxJABnc134mnYOHWqTUet1Wb6dYu48ENbiTZFBi9NJLec",
+	"8cD4og6js6skpkdojtWcG2SoinK2XY7Bq+WcyykB5aAUEKrGcAvX0e/tQql+PNAVLiinBVOUYjGtqPzt",
+	"BnU4ugXM3yqjABK1mmd7heVUoD1CyzVB3whE4329ipiSZtf0BrNb3UV/xRxfFXEytJhy4TSMgrNGcyyk",
+	"adRnLZkc/NzklOleWBUlYduV9HuDY48AXUnVfoheCHBmMuIzYzKL/Ce1CE1EhcWodTqx+q8M5+lPTe2i",
+	"CJtQRoxo1q0pWl8lL8z7fcEId2oe72GWAFRs8ZRauM4tK0nXllda7TZad7UVW1OaqlcqFcX8m6c8Oceq",
+	"FFXIzsvLf5TeaCi0jjryMLwWn3Hgb3OALfo9IxqVx7XI7MhC8nnhlO8E0MV1CN4apX6OcHQ7hGc+lHMR",
+	"9cOtUUkgHI+g47ckW3SsLG1QTaFXe2+fKHuON3f/89vm1Fudw0nmKC/pb2VwbeVt1x6z1R6jCunn4wSW",
+	"KmA5XtKv9rer+yectvohuiVkLsoqHyiBOocVtBX15WRK0gObHnPDQDqnRGYpE2gPMyUHmEQCL0UOfgH9",
+	"jqhAcy4EHSXatZFJPsOSRuENyzHM1YNlTKxy4//8R9UkNPehulshd7Bsp5mYDD1uVmMsSP6Q/LLBBnmO",
+	"pq2Q1h2Nn/oM6HSk7MkC8ne0zFOhHqkjRY3GrulMfbfZfr7MUxkk/Bzd4SQjooveZQkRZ05oYDgTIYLc",
+	"owiF0JNuKGWiPj08Or9hIWhG5af/v/8b6Y9jguMhHkuShui//+v/qfxe/Vqjrw4nKY4I/Pa//+v/rQx+",
+	"jkKnxZGTigAP37DQ8TCWvjZU7EvPGHpyM9xBIakh6LjThc4HtkalWBgkYdT2oHM2UM82zMzkUFTWrhMp",
+	"mn3w5TfUMW908EQ9f6AbPNnnS672ElXqhefph0enQIduCmLP3264tNSamxCixAXWrp1HOWB84o58WhvX",
+	"N2z5OLzwSfDIudvHk7AIBJsgyThvV2OQPRFliAru0RT75Z2pbcyJd4I12qjO8TUVwpbvuCUl6mm0gPIN",
+	"rL+lAqkXNbbhGLizGTROZvVJ/friynNOSqUiOJquK9wa9DY/wkaOaKJn+MEmBL2Snv3HVmNETyvHAsnK",
+	"9kDQaHdAcLa/yx9ZPFHC1APcuTm9V50A7klWeKG+BN/x1+mz+TyCJsHzofEGukr5mPpCMG/wjMT2npnr",
+	"pwJIio8yIfks1Bl25OM8oRGVKNSPhvZOumHhGAsZoj0xw0mCfrl4Y5O6xX6AwgSzInq8r/tpLNRnGixT",
+	"HdMNi4mgE2bvblHWcNTr1Z5iBtETwH+HqZV1HP19Tbe59qM6XzB0cXWpncq64Mr2EhYkSknVWNm8KPf4",
+	"+Ph4LVAwwxPKNaIHGdOPAE98a+CJtfGhtWCIV9UThb4QdCLY4mZUwNU7sR4JCAs5zMSqSqJyNaDNGd4z",
+	"JT9Oy/OIIIxmlGWS7LLV42adzfVJ+ztBRlOc4giivyYTWJNjoCRaSiI+YVQQVO03U6KaeiaSib2ujJmr",
+	"Z7yQNrbJN4fUXTP9tYECoIkHgOXnzOkHWM4ZZw2LbHIyW2+Tu0Nr9mID+HwtuOr4+ZogPOqCIJBWdJHJ",
+	"KU/pP4H9z9APBKckNTaC/q2uVQibSGgnyPRmlq1x5zXKf57Mbal+FZj+lyGVg/xANt3Ce0sa64BXPJHP",
+	"LUNpxZtaeR4tCX5FkCugMEaZMvHfq1U4bZ8UY/i3RRsjUUpidYuAh11mKSOxvjJGSxRevX1/jQ7hwcO7",
+	"/qGOSwMLwWYBBwGnlSuaABMKPveP7qohOZYWcIEZ8a5/qA8thKbF4NTgXAqZ4rn+2X6LSdxDzc+YA9Nw",
+	"JnEkHWH6g6nt0Mk1mDKSilobqOIp7QYzAUaB8B2mCVSigP02w9GUMhO16KJrwCzkUQYxfCq0vge48DiC",
+	"JqZ5k7I4DFANNP5MGYQzHpMkrxWEq3HQ7Z4ea+eaCHJc3rI9JArAsimZBUXi3tQNtlA5vWFySmhaFHtR",
+	"k0M0J+mB7i+Y18N1b9gN+7d/Q885u1PUwplQn/w7+sv7t2/QiMf2pUgwfEuGkbJAdFVXFxn3mn0Mp8QW",
+	"eUHnIUyZkDcMGaRHs2vnKGO3TMlB/Rr4mQW07qqhX0JkAQrM1BZjp3AwxHOluMOm2Lqd//hDcBaqSSzR",
+	"nuZ1NWhoKhHD/QBRFiUZFKQd944DdNw7CdBx/wg25bh/0kV/q9emoYTa2dcr2pQxH+oSuN8/dG2pYYj2",
+	"sN64OQc7RlmRXNMIyhU5NVFtkvyZkXTZ1XeZIl5zk6FD8ErFJPV/B8Zx7Zt92DslfKF+EWl5pmSVgSc+",
+	"g8bcKEzojCoDp9/tKhPWmimo3+vt2zaTsIGOWAxzKPCU3FGeCS3N1QVtHuhWnlcHBwJSvcqRkfBDmOo7",
+	"gmNhZJM65PDlNZ6EXXT163WAri6un7+C2bx4+cvL65doyhnPUhRejg9eYxlNwzMExywkToi23jSxiAVJ",
+	"rdQ57g/gHYzLqTo8KkyZviY0kEnmWEQxQkxmcy4Ji5YHP5NlCMWLg2M05VkqFA8VMu7M7pXAM51glGNd",
+	"wCdAk9ZZrj7VVct5fR/wCNqb4fSWxOo9WlbmM5AH78g8wUsSnyGZZiTcPy9eng+HUUzHYwKp9mpE9SJq",
+	"0R3sTgwGsOSLwrYAklipX8EarXqFlLKouZWnsdpjIBKb8mi9tkXKo/1EJzWeazdP3tkSwiMm9Z4nEHVg",
+	"hMQCJs9Q+PEg7/aovg+76ALNqG4sz9Nchuirpn7wvX6g3oT1yyXnSFnn5rsjbZEnNCJMuHr4xRxHU3Iw",
+	"6PacCsfiqri4unRb2nT63Z5+ks8Jw3PaOescdXvdI+P9gLu6uGRtQp/6dEK8XQU0oZi2uPoCysE51MaX",
+	"sK2pzS8BcNCFMqQWWGmbpluw+iNEM5ok1HS+BV6w5IgZIrO5XIKc67pNRy9j61i94kny3E7bpANDMi+o",
+	"+9UyEAb5bmpYaF7rDFz1TvV66gLvnHVAAhaqqvqtvf5xCUhycNJb6QH0+bQ+QJgOOA02fdDrWY3B5EC5",
+	"t8kfprN8MfjK9GG9Kz9A9x1QSCpaoz220lkFgK8ipJEDezO8HBHEOFP2O7zDLNc/eL6aQ1tl7yqIum1I",
+	"oRr+/gFq13UlrjmggzlPEphTVByrxBNIrtHdRD8EnQrvKVVZ9w+9Dzz0fPipaOBxf5jmwfeV1HLttB6g",
+	"un8Fc4CCTOriVp09gLAU/xV05XQYcfVuHdwtDnxdQOxDAAVTPs6d81TC5VDuTMDHwGcfSZQ57Trg9tdF",
+	"R1jwvKd9rgT5mdGQlMluyIvNf+DxsgVZO7aWrQR/jM4z98FmDGTr18oGUVFr6HLvsRehWV1G8eNzjz7i",
+	"IhfkG2HTRR7CQWxMJ433geIRc9kA7eh6gLzVRC5VzsDH4FgB36BxliQ3LCZjysBRJQLATjNmgLqbtJVR",
+	"dZRb0NgbhkuKAigbtgV5KSMWXWgsqUjdnIqSOUMxFbdI8BuGkcS3BOLnGtjJlOog6DuFQaGmEpnsphkH",
+	"q4qPrQ6ur2kvK8DGPaJ8d4fxiHctvpwDeXwCfEGEYo4VdLA9IWr7H4S2V769/KjVZmGiTd+s6KVY7rxx",
+	"wxw/xJ71f0VkX9nSeZEv0IQiYk+KOWbxDZtydWniSAoTbwVtz2S7i7qd/Y2olo/cMEWuASR28bGJf87U",
+	"9U2sap5nkJdy9vOmnd0bdgHIMIEJ6cbtFNFGKtZdbR8iyR/cELLrKTl4cJ/fotJV07Qu6tIJvA406uHg",
+	"WFHoDEfq3QPt47T/4/gvdbXXh6BzS1JGks5Z51RN5KD/3YGdgttZ+IFlOu3Egz46m17U6vbq70w2Fd2Q",
+	"faLppWn/e47CgvXAHq95n3cgskoiSg+tNB5sc7PWyyN9WhWBlMeSm2XSO8LIQrhNbHV4XNs4hT5WuMkA",
+	"TyGAD/UdB9CxptsiTahcBiXsLLhJdY6yRnm0F6CGR7xhcIQkNqKsLpL0hK6vfwnsnzFJkSTprPCz2Br5",
+	"slg3TNcoOl7l+/MA6aGHLBj8qEA9AN87JC1rO/b3D4WuZ9307Yi1mGkrLtndDZ4PfBHd+vjkFzicVFHR",
+	"59EfIS5k89urtGqoc+MrXP/sn4065AVQpUCDXk/deQkxXjwAXAKos3kXXUoUc6KUCHWHZ5E2wmIs8QgL",
+	"UjdHfiLylRl3qwP02SL8trMJTSVy2qSXlRe3cyH3izJVdeMSe1RiKSSZrRdvMyJTGjU7gK5SPiNySjKB",
+	"JPkImWNc0ELPK9amCAdAu8wrvWf02gy39ozUYIfzBNPy6XTsWoZTKedD6ygdSi5x8iniMfn+Rr3tphOo",
+	"afP4+5vOTy+vbzpByjOpvnQB1m469+gI5FlxyFUDu3aeZglWD6tukDbYd3/GzjizfBM3PW3jFOwu8SxZ",
+	"aeO9nRN2cXVZxJWczC8bTxGFn9oEVrxHbl61GVvaCZZqxdXUzxC4Mzc9NO+aKEN/v3j9y+7PqhSS2+KY",
+	"lB26bCtADWaxFY3azW66NQNTGihrOjEXuTLObtiIMpwukbIUQC4ZxeEcnfSO0J4bx9ovvLm+y/8nIt/p",
+	"+T5Y8MJ5Fpd/P9i1LIaJQhq9ImU4+JPe0QaHvmNCeQcOh+0k913/EGcxlY1kouNu8AwkNqWxKDt7uyas",
+	"Oct06TtapFQSYbC9tC4IYR2ZYiYM6D82pi0Y32doMeVoT0fJDar4nn4wQBoSaD+4YYpIfaSjZngBa6g5",
+	"8n17Wzxy+AudUQmpO2se1KkSnUd1vMMSIMXEQ3KAbGPSTEpn8QCxU6If7XyAN8sU08TV12Bv/foaoHFY",
+	"QrIX4hpaso9VyMh7rs/tK7/qozWraHO4dnN2ca5qvPyFzoHmH3nP1EnR85qnOkFOIJxjQttc46HxtoZ5",
+	"gjCE6xLMwnMTADa5ysENy/OTDdQvuJ3URVMkWuwVWfUjkvAFwurWSW3vwBvmmKG6l4f2rqKYGAgoB7IN",
+	"ng1QOQdembojfge2A02RCbqJfZ+Y0es2R7kxPTqxd8A8+PAA87aiWxug4zFPkXmoG/FZgMqHcoZ04rV1",
+	"aCkebx/T0Ks2eaKf2Stkt7zJW62/hkCTycxSskTnmcBkXl7jSdMg5rFDeOY+AMw/W6O66vn8OTOrBzGq",
+	"3teCo1rzql/+Hn4q+lnda4JJiA+x/wV8bq5iu41QRaBudJNZIhFfMIH2TAqXibE4/pT9uujWL96aV8av",
+	"dfT5Q5tImR4r3oXA1K/a/hyC1ekP0MbJ3eYyHHK5htCnIRcb+thX1Rpm25rBdsAsPxG5xQk5t9pGtGj2",
+	"4/IFUOMc6LJ+JZoYko62QBqdjvur+ywh+M58BxaQ6CKDzoYw5ArF+WVYXKApATgA4cYyNWEUuQTm4W/E",
+	"+Q3Li4CMWBZ5/Y/vKvsVCi52w57bhurzeuphTg9OVfSmN9NVka7y+Ryxa3jFlrV8ATyjD/xxLpj16V9a",
+	"7ZdTpyETFSIjsS3/M2/7Rpj+TWXLQJl+huYh9zehYG/mkQvdhMEmBXJmE43hXd+IG6bTT6gOzQvO0F44",
+	"wvFQWGi1MEChiXYOb8lS/QnNKKCTGOiqJiyqvgHOXJo2NQkZQsgkNI1aGqzT5kyzXVsxQR2NP1kW217K",
+	"2dqql4svuc1puLZJxtFjp7C1MrdyLMIdmVuKqIp8KNfqyvFdHu+CWsmmAGfRzKSAh6nTvwX5M9SpsKam",
+	"OjToA3vko3ojvbNZDkKJfxYRRMUNkxgSBZigpnWe6/AB9CbjGYJIoxouQBmLNVTJDSuEQMoXKOHRbYAE",
+	"RxjyaeAhLE0xqshnpJNvZlQIomw5Zt+r/gP6lsZocmeijoZKJZgTLEkTy+rtWJcaqjU7PaiwOcsJTick",
+	"VXtT7jbS93OPLSL25Ib2NgSEaWB/Mz2bUaN+VeZ9kAbQetE/RdMWpJjh6vba7aZhoVcRT9GCpzoc5xvd",
+	"PthpqxPkoK+emVwpxhf0n6QKVOAfG0oK/IfTL6Xt9iul6J85axfItUngaVquutt26DcsWFdj5iR88gUJ",
+	"vlLof72Kkq/F+V0bV+WrUgelr9hbmbeAaHOBOpu0szu00ovKkJH76WOaeGucngW+vLPD6ppJSKBuTwAw",
+	"K64bSGFVKqgFCdzD6MXFT0hOofMOCguM91AXKVGT3lOvZ3tXqXvJ03YqRVzaqjxDuNYVLYA70mb2Fd8G",
+	"KM70Ygo8Q13H4n5TTOaGAToaOIRw3igQMzBwLQsFumOVA5SuIRw5pGOMqYRyPnioi94UhUxKS5CEGaAu",
+	"tsy/MCp+s3M2p9wndc9aJYnK5XCS8mzeOVOfgY+g4oANnFaAMM2H9Xb81HlAv/fBfSUV6jF6I3wqd+qy",
+	"TQfMQHlLCXvzzzlPSsPlSfmHIr07nNlAVQpCvXN4h9ND+NGh7f/iGVO/tRi16F9hhi16xzgDQ8lA/h0q",
+	"QRK6H/O5uurbR5ktyUK7i8/sWS/4pcGFUW5h/LV716eOeGh9q7TxgDgvOfzk4gy39r7nPwpA/hfXBZQ1",
+	"FJdAg6f9AYLvyX3tDzmVFg53h4Sty7397v5EpLu1j69yrWXEp/e8b3VeO9DN1ivH+S5u563vojCnjFAD",
+	"YBW0Ad3uCdNPBkqhA7MGXgLKn642RRe2+DSsqQEhSokGCAV/R0GY45TPgDDhsWaH/a64/MEu++1c9fn0",
+	"n8RZv5bFrLv+i2C13GH/MOk4z/w1nUVsSdNuUU8XuEAXUM4WGYSyunQ0L3pisnw8ffrx9eFH1RM/I+8Y",
+	"afiFMI+hy6fR+A7JxzzhvDExOneJBQV8iJA8JRr8XkCK5Ihnsqwcoj2NgkPBUT/PpHBScwv4ZLDH8zBx",
+	"uRSbQ6LMDVMmeDTlAjIubfGGMBDZGrYD0qkgohbAMDmINqD037AJ16BRdAyXF4xqfsL4wneNvdRb81lU",
+	"KhiLlayI6imQ4pFdaLS/TZcl0HGNNW5xxz+rQ3RTXWlbWtfHfaDoRRx+MsJ2pdHzGt+SorYNYYdsbXlt",
+	"sYMaRUbHoDBDFoEFjelHEus8YUNw0qLOVdxCCcGp7sP7Gqe3nTY2DvxmNzYOvKqoLDZzVbsFi/XLpzXU",
+	"kXe7+4z0sf7xNzwmD6Kkogu0B2HjUY0Er7/3qtCQCnLkDIWGxqGH7hSz+Kyom1QMP8pmc6iu1r7Nprz3",
+	"/IxNBnwA3VYmDHKBRillk2HRGyos8EREGSgnLxCFVIegqL00JZtUoEFvYOKSzIEokhzNeZJ0Udml3HtW",
+	"lNK5BgoVbvPQPZ5q9xdlk321KdbvqyEbJL7VcAmZvGF8XOk5CmFjYH1oSzrFdwSc6lrrqssAtZYYjWw1",
+	"PonRXpjNQ2+qxQ9q44rzZe9zx97TOYM3VEBb64N5j5mNSrUHO7te39qd912uF1FE5pLE50BlOkRhn68o",
+	"hk/iEQRCKd/VBXkrgq6iTrSWyduKP57JAz7+okTgX5WkEblgQqFi7CHP5JCP66LJFUge8WHMA87QnpaV",
+	"uaBEPjm5r8ExcF6i5hFiXXThqgoJlLspqYMKoVO84rj3zCcyrvFtYb++zeTb8U6Fxr+Yr858astLvFc+",
+	"ss/JdUXD4i+C416DcxAzVChDzjYpDnO6Kp8ZW01nXek9vGGOELM2GZh3DI0g3iwrkq7QZyz0/5nWXJo7",
+	"8uwHGvAQ4MBwJeHNsOkNY2ShtaIuuljFxecGIOlOg1xCM2l2wyiLaAy9Ja3TXtIZSSgjXaOmmILVkpRR",
+	"Rq1SvfIFKh27eLeWEGnGGGWTc4ig5+/RMUS1YsalzmVTG7wHRbHQJ0x3glpMl17do2jN9GUEoTdv4tQy",
+	"t6rWgureaB7/knV1Wad3qyztTNsTV2neucyz7NOc8KSMYjUVEaBCCmp3UuHnL4oNaIpmBIss1T1IgBNb",
+	"ZUVd5jP5qnOi7DLapETlm7+zhCjqbOKXklUH/sKN8ulMvtB6moGutV83vagltKEV2JOd0QkzG2dpRP/9",
+	"2ZPlLuLY4ulVKjzQnu3xcnqsb/7TE92mq4rprC7ZOvhUABB7gYFSrcDzVf0hKIOkcMnNo+dGYzKOdoAL",
+	"w9AnEoupdqSbhmba42iRsc1MYDlCKiUgnOt0uxBlTNIE9BM9pB5JNKeovdHi/kspHk5xdIsunKy0jxv4",
+	"INRanqYkuBg5bnLu6yBIkbV0jsIqqKAfO+7rSm66iOO6u2IF37cJbsHP27nz35mMBsPtNn/V0+NBmeuG",
+	"hWiS6BRVZYxgx1PwjXCycepSofdMywyjj1ucdS4cb4POlG1Ik9qO+TbKkNIbEu8mvR5Mly1Ot0ValC0A",
+	"q+U7mT161JtxFc8+fYJT++3+LJG6PLTSmND0jmhWsJnYKbKgtooXnWe7DYlFO+CL3d1GP2x2AT1JMtEq",
+	"IrZ5RE9NzHkK0aNeDoeOS2rVRZFfySMScU2shXcJ4rwGIiZPLCu13C7DgKMZXmq/DvTZrucZsPi1M60n",
+	"lWYPP8iXLC5iyLPSur6smLErqXyJZ69xeuvE/ilzV4P2GK8kA2C2LBwnJiSgiYIIk/TSFMGhyigAsik7",
+	"Mrs37DcAIlpgKr+HzjMBsjECUAKNR5AL7ZUUiLCYxBD0BLNAgzUQnsmhCPeDIs8mV4BKXiivNvJe4lSW",
+	"KXRlmelvmMpaaBSweDlM0tPYf7MmJKbBoylZHHGeEMx85ZNuL5TSqKcNBZT5XvkHPq20PnnCEkrnPNze",
+	"DQ1iTIfEHfotHNlCR8cN0QD5GDJRu7a/C5FwlVlFpTKLnXsS83Y/K9w8mhVjmuq6OIDiMrCuud0vFxw6",
+	"TCWU3e773T5XMNRX7fZRS2jj9int1Q6x3upml0sQ8PcTlk4WcG6KCoqmfwtusg/LRAPllCMupzdM75cS",
+	"p2dul4QpT2IDkbPglU0NTCcEMcUpUVZmqAYd0jjMLVHoDh8lOHVzHe0VoO4OjS9HBZookwnuH03rQOJw",
+	"weQt5hs9Ple6Yc/TeXxwQ15yH1oRbJyfMmp63WDT1w10H2CngHEDNnsax5Ma+QpTL+bPD1xOUUGpObI1",
+	"dPzfJUhcjcvbMXkb7R5+fvgJWtxvUL6mWCsAXnU2oKlYbTuGeHpMuIdtewufTL51UEztGdDrsDHb+ah3",
+	"WiMivZnU0zpsSoL/s1146zUOtXPrA2mCzrLEtF9/hFgMAHILNF3OuZwSSSOcFJ1gbXTGtOoomoE4rT1v",
+	"mC1JMMg9bEIZ0UUAOtnTGj26Nxy03bK6pzDgXTwzqa6QeGdq+tVFnBcM6PtYZ7NggWK+YGgPsBNKhj+/",
+	"I/vnCNvfaV1TXdpFbR2W+uM90xz1hulvDBMVq8cJZ/ptOeaBRZCdWVO1VKdndQTHhpUozYB9vXaeOdof",
+	"zYidhyZ02Kkr6m51X7cvMDJzpZxtlFG6OznjTmCV+WX5JbZt6nZTu4FNXQua4vlc6X9j1O12Nw+4W17X",
+	"TbsOoGnXylqgvK02VFHRCAskCABpFbVBM8oySaxKq+6KhOBYBHnARZJ05ocM1fO4gmk8KuaaM05zX7mi",
+	"kdluIiRmwwzOZlxCNtzswAqPzeGn/N9WB2pooOBk1E84cePC//1//l8oNJlm5q+8J2UILbK1MAkdB5LB",
+	"K6z12mzqh2HSoh7xUFfmXl2Xk60efpo/ArZbKTtwB/kuFSM8PzAaN+AfnpycnGzUg9Wllod1YTWkaBr7",
+	"HdySpVgpOqqdAW2TwUqHQKfpoO0yqBGHlSBRzwjEyCLHLAwcrFpIeEAyVYpGjEZLA9Dpd+C818P9rKb9",
+	"qBeFHabJ1aL2xjRF3DHkWe5mcbf3Vi+4JaWWzTD3rA9TLq0iuMaVos7LGT5AhMU8FSRGezohd18dlqvb",
+	"6SOHZpH62phBJR613+T9ThOCU3CgAyyBzv0r9XDTJTkYUi91X9RkiUYkwplQdtItgYGLlHygnmKCVPpU",
+	"pXew9OJoHyH/vv8IFNjoIyYLy2S3ZLmTuw42yEXRdelvW/KDPJi1aXzwENrTYJuaIgSJUiLFfpt8vms9",
+	"yFft2YU1tHHt6s3amay5uLo0r3SO2HywBvthtQhhxastlqs6URPYAIRO42VV/H3utO5SMoTMlRR6/+ri",
+	"YHByqhPo+LiBtfWQsIFPmxJv0IrxhHK4oKqawwaU8DTeR2foxrw3ONFzFOrjbJHi9qSYXA4VbkbfJfl1",
+	"+An+uz5Z7Y7fwvWpE0axhHTSLoIvlCTNDS4YpWh9bPLQDBD5ce8ZQBO7AS4tG21yQ8ZmmOEJwaOENKej",
+	"WZZok1WmZr6jrDL1qgfs/KYsDKvUbrBqV9ERwSlJ3baiZh71mnztObOuJpqDTB4saKwEEzRUEGhPdz0I",
+	"nOSRAI0JiyibQNjRCIEc9b4e4n4PQs44ktKMoTDfCFB+w24Z+dz3juf1QJzbzSih7Fbs5wEwkwRe4A+C",
+	"39KDXeyDHhWmHEvDivKxg24GxOqDEi2GcsFQ6gMWl4+z8Yoa3FcYkqn/+rrcUUzNjZQ6xTkv0T3GPEtO",
+	"sDq6UtKDqbwPKokWLkA4okU1fBWSHY3IlOqvZu6m52pTfRYvWTzn1IBXl6khQDiTU8IkQKTGFWseOT3i",
+	"+UhiqiaCpZO77u7BxD/6K9PeObVt/gLbu9Ms0WkT6bzOdAC8/3D//wcAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

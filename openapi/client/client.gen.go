@@ -113,6 +113,48 @@ func (e FencingPolicy) Valid() bool {
 	}
 }
 
+// Defines values for IncidentKind.
+const (
+	IncidentKindFailover   IncidentKind = "failover"
+	IncidentKindSwitchback IncidentKind = "switchback"
+	IncidentKindSwitchover IncidentKind = "switchover"
+)
+
+// Valid indicates whether the value is a known member of the IncidentKind enum.
+func (e IncidentKind) Valid() bool {
+	switch e {
+	case IncidentKindFailover:
+		return true
+	case IncidentKindSwitchback:
+		return true
+	case IncidentKindSwitchover:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for IncidentState.
+const (
+	IncidentStateFailed   IncidentState = "failed"
+	IncidentStateOpen     IncidentState = "open"
+	IncidentStateResolved IncidentState = "resolved"
+)
+
+// Valid indicates whether the value is a known member of the IncidentState enum.
+func (e IncidentState) Valid() bool {
+	switch e {
+	case IncidentStateFailed:
+		return true
+	case IncidentStateOpen:
+		return true
+	case IncidentStateResolved:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for NodeState.
 const (
 	NodeStateDown        NodeState = "down"
@@ -144,6 +186,7 @@ func (e NodeState) Valid() bool {
 const (
 	OperationKindInService    OperationKind = "in_service"
 	OperationKindOutOfService OperationKind = "out_of_service"
+	OperationKindSwitchover   OperationKind = "switchover"
 )
 
 // Valid indicates whether the value is a known member of the OperationKind enum.
@@ -152,6 +195,8 @@ func (e OperationKind) Valid() bool {
 	case OperationKindInService:
 		return true
 	case OperationKindOutOfService:
+		return true
+	case OperationKindSwitchover:
 		return true
 	default:
 		return false
@@ -278,6 +323,27 @@ func (e Role) Valid() bool {
 	case Operator:
 		return true
 	case Viewer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for Severity.
+const (
+	Critical Severity = "critical"
+	Info     Severity = "info"
+	Warning  Severity = "warning"
+)
+
+// Valid indicates whether the value is a known member of the Severity enum.
+func (e Severity) Valid() bool {
+	switch e {
+	case Critical:
+		return true
+	case Info:
+		return true
+	case Warning:
 		return true
 	default:
 		return false
@@ -480,6 +546,31 @@ type AuditRecord struct {
 	//
 	// Example: hierarchy
 	TargetType string `json:"target_type"`
+}
+
+// Candidate A node considered for a hierarchy.
+//
+// Example: {"node":"mx2","node_id":"0195f7a4-1111-7000-8000-000000000002","priority":2}
+type Candidate struct {
+	// Node Its name.
+	//
+	// Example: mx2
+	Node string `json:"node"`
+
+	// NodeId The node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// Priority Its priority for the hierarchy.
+	//
+	// Example: 2
+	Priority int `json:"priority"`
+
+	// Rejected Why it cannot take the hierarchy; absent when it can.
+	//
+	// Example: in maintenance
+	Rejected *string `json:"rejected,omitempty"`
 }
 
 // CheckResult The last result of a check.
@@ -820,6 +911,107 @@ type CommandResultStatus string
 // Example: succeeded
 type CommandStatus string
 
+// ControlPlane The backstopd replicas.
+//
+// Example: {"replicas":[],"term":3}
+type ControlPlane struct {
+	// LeaderId Replica that leads.
+	//
+	// Example: mx-cp1-4f2a
+	LeaderId *string `json:"leader_id,omitempty"`
+
+	// LeaderSince Since when.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	LeaderSince *time.Time `json:"leader_since,omitempty"`
+
+	// Replicas Replicas seen in the last minute.
+	Replicas []struct {
+		// Address API address.
+		//
+		// Example: 10.0.0.5:8080
+		Address string `json:"address"`
+
+		// Id Replica id.
+		//
+		// Example: mx-cp1-4f2a
+		Id string `json:"id"`
+
+		// LastSeenAt Last alive.
+		//
+		// Example: 2026-11-26T06:00:00Z
+		LastSeenAt time.Time `json:"last_seen_at"`
+
+		// Leader Whether it leads.
+		//
+		// Example: true
+		Leader bool `json:"leader"`
+
+		// StartedAt Started.
+		//
+		// Example: 2026-11-26T06:00:00Z
+		StartedAt time.Time `json:"started_at"`
+
+		// Version Version.
+		//
+		// Example: 0.1.0
+		Version *string `json:"version,omitempty"`
+	} `json:"replicas"`
+
+	// Term Current leader term.
+	//
+	// Example: 3
+	Term int64 `json:"term"`
+}
+
+// Decision A decision of the failover engine, with its inputs.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","candidates":[],"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","kind":"failover","reason":"node mx1 is down"}
+type Decision struct {
+	// At When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// Candidates Every node considered, best first.
+	Candidates []Candidate `json:"candidates"`
+
+	// FromNodeId Node it left.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	FromNodeId *openapi_types.UUID `json:"from_node_id,omitempty"`
+
+	// HierarchyId The hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Inputs The snapshot the decision was made from (node states and the hierarchy's placement).
+	//
+	// Example: {}
+	Inputs *map[string]interface{} `json:"inputs,omitempty"`
+
+	// Kind `failover`, `switchback`, `switchback_possible` (intelligent policy: nothing moved), `fail` (no candidate) or `switchover` (operator).
+	//
+	// Example: failover
+	Kind string `json:"kind"`
+
+	// Reason Why.
+	//
+	// Example: node mx1 is down
+	Reason string `json:"reason"`
+
+	// Term Leader term that decided.
+	//
+	// Example: 3
+	Term *int64 `json:"term,omitempty"`
+
+	// ToNodeId Node chosen.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	ToNodeId *openapi_types.UUID `json:"to_node_id,omitempty"`
+}
+
 // Description Free text for operators.
 //
 // Example: Postfix for example.com
@@ -896,6 +1088,120 @@ type Envelope struct {
 	//
 	// Example: c2lnbmF0dXJl
 	Signature []byte `json:"signature"`
+}
+
+// Event A recorded state change.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","cluster_id":"0195f7a4-0000-7000-8000-000000000001","details":{},"id":"0195f7a4-8888-7000-8000-000000000001","message":"node mx1 is down","seq":42,"severity":"critical","subject":{},"type":"node.down"}
+type Event struct {
+	// At When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// Details Structured details.
+	//
+	// Example: {}
+	Details map[string]interface{} `json:"details"`
+
+	// Id Event id (stable across deliveries).
+	//
+	// Example: 0195f7a4-8888-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// Message For humans.
+	//
+	// Example: node mx1 is down
+	Message string `json:"message"`
+
+	// Seq Per-cluster sequence; follow it with `after`.
+	//
+	// Example: 42
+	Seq int64 `json:"seq"`
+
+	// Severity Event severity.
+	//
+	// Example: critical
+	Severity Severity `json:"severity"`
+
+	// Subject Ids of what it is about.
+	//
+	// Example: {"node_id":"0195f7a4-1111-7000-8000-000000000001"}
+	Subject map[string]string `json:"subject"`
+
+	// Type Event type, e.g. `node.down`, `failover.started`.
+	//
+	// Example: node.down
+	Type string `json:"type"`
+}
+
+// EventList Events.
+//
+// Example: {"items":[],"last_seq":0}
+type EventList struct {
+	// Items Oldest first.
+	Items []Event `json:"items"`
+
+	// LastSeq Pass as `after` to continue.
+	//
+	// Example: 42
+	LastSeq int64 `json:"last_seq"`
+}
+
+// Explanation Why a hierarchy is where it is, and where it would go next.
+//
+// Example: {"failed_marks":[],"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","next_candidates":[],"placement":{"epoch":1,"state":"in_service","updated_at":"2026-11-26T06:00:00Z"}}
+type Explanation struct {
+	// FailedMarks Nodes it failed on.
+	FailedMarks []FailedMark `json:"failed_marks"`
+
+	// HierarchyId The hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// LastDecision A decision of the failover engine, with its inputs.
+	//
+	// Example: {"at":"2026-11-26T06:00:00Z","candidates":[],"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","kind":"failover","reason":"node mx1 is down"}
+	LastDecision *Decision `json:"last_decision,omitempty"`
+
+	// NextCandidates The candidates for that move.
+	NextCandidates []Candidate `json:"next_candidates"`
+
+	// NextNodeId Where it would go if its node failed now; absent when nowhere.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NextNodeId *openapi_types.UUID `json:"next_node_id,omitempty"`
+
+	// Placement Which node the hierarchy is in service on, with the epoch that increases at every move.
+	//
+	// Example: {"epoch":4,"node_id":"0195f7a4-1111-7000-8000-000000000001","state":"in_service","updated_at":"2026-11-26T06:00:00Z"}
+	Placement Placement `json:"placement"`
+}
+
+// FailedMark A node a hierarchy failed on.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","node_id":"0195f7a4-1111-7000-8000-000000000001","reason":"postfix: local recovery exhausted"}
+type FailedMark struct {
+	// At When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// NodeId The node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// Reason What failed.
+	//
+	// Example: postfix: local recovery exhausted
+	Reason string `json:"reason"`
 }
 
 // FenceReport A self-fencing this agent did, reported when it reconnects.
@@ -1223,6 +1529,104 @@ type HostInterface struct {
 	Name string `json:"name"`
 }
 
+// Incident A failover, switchover or switchback with its timeline.
+//
+// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","detected_at":"2026-11-26T06:00:00Z","hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","id":"0195f7a4-7777-7000-8000-000000000001","kind":"failover","reason":"node mx1 is down","recovery_ms":600,"state":"resolved"}
+type Incident struct {
+	// ClusterId Cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+
+	// DecidedAt Target chosen.
+	//
+	// Example: 2026-11-26T06:00:00.01Z
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+
+	// DetectedAt Failure detected (or switchover requested).
+	//
+	// Example: 2026-11-26T06:00:00Z
+	DetectedAt time.Time `json:"detected_at"`
+
+	// FirstDeepCheckAt First passing deep check on the new node.
+	//
+	// Example: 2026-11-26T06:00:02Z
+	FirstDeepCheckAt *time.Time `json:"first_deep_check_at,omitempty"`
+
+	// FromNodeId Node it left.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	FromNodeId *openapi_types.UUID `json:"from_node_id,omitempty"`
+
+	// HierarchyId Hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// Id Incident id.
+	//
+	// Example: 0195f7a4-7777-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// Kind What moved it.
+	//
+	// Example: failover
+	Kind IncidentKind `json:"kind"`
+
+	// Reason Why.
+	//
+	// Example: node mx1 is down
+	Reason string `json:"reason"`
+
+	// RecoveryMs From detected to in service.
+	//
+	// Example: 600
+	RecoveryMs *int64 `json:"recovery_ms,omitempty"`
+
+	// StartedAt In service on the new node.
+	//
+	// Example: 2026-11-26T06:00:00.6Z
+	StartedAt *time.Time `json:"started_at,omitempty"`
+
+	// State `open` while moving.
+	//
+	// Example: resolved
+	State IncidentState `json:"state"`
+
+	// StoppedAt Taken out of service on the old node (absent when it was down).
+	//
+	// Example: 2026-11-26T06:00:00.3Z
+	StoppedAt *time.Time `json:"stopped_at,omitempty"`
+
+	// ToNodeId Node it went to.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	ToNodeId *openapi_types.UUID `json:"to_node_id,omitempty"`
+}
+
+// IncidentKind What moved it.
+//
+// Example: failover
+type IncidentKind string
+
+// IncidentState `open` while moving.
+//
+// Example: resolved
+type IncidentState string
+
+// IncidentList A page of incidents.
+//
+// Example: {"items":[]}
+type IncidentList struct {
+	// Items The incidents.
+	Items []Incident `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
 // LocalRecovery Restart a failed resource up to `max_restarts` times within `window_s` before failing the hierarchy over.
 //
 // Example: {"max_restarts":3,"window_s":300}
@@ -1236,6 +1640,19 @@ type LocalRecovery struct {
 	//
 	// Example: 300
 	WindowS int `json:"window_s"`
+}
+
+// MaintenanceResult A node put in maintenance and the moves it caused.
+//
+// Example: {"node":{"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","id":"0195f7a4-1111-7000-8000-000000000001","name":"mx1","state":"up","updated_at":"2026-11-26T06:00:00Z","version":2},"operations":[]}
+type MaintenanceResult struct {
+	// Node A server that runs `backstop-agent`.
+	//
+	// Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","created_at":"2026-11-26T06:00:00Z","description":"","id":"0195f7a4-1111-7000-8000-000000000001","name":"mx1","state":"pending","updated_at":"2026-11-26T06:00:00Z","version":1}
+	Node Node `json:"node"`
+
+	// Operations Switchovers away from the node.
+	Operations []Operation `json:"operations"`
 }
 
 // Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
@@ -1271,6 +1688,11 @@ type Node struct {
 	//
 	// Example: 0195f7a4-1111-7000-8000-000000000001
 	Id openapi_types.UUID `json:"id"`
+
+	// Maintenance In maintenance: no candidate for any hierarchy.
+	//
+	// Example: false
+	Maintenance *bool `json:"maintenance,omitempty"`
 
 	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 	//
@@ -1367,6 +1789,11 @@ type NodeCreated struct {
 	//
 	// Example: 0195f7a4-1111-7000-8000-000000000001
 	Id openapi_types.UUID `json:"id"`
+
+	// Maintenance In maintenance: no candidate for any hierarchy.
+	//
+	// Example: false
+	Maintenance *bool `json:"maintenance,omitempty"`
 
 	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 	//
@@ -1483,6 +1910,11 @@ type Operation struct {
 
 	// Steps Per-step results reported by the agent.
 	Steps []StepResult `json:"steps"`
+
+	// TargetNodeId Destination of a switchover.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	TargetNodeId *openapi_types.UUID `json:"target_node_id,omitempty"`
 
 	// UpdatedAt Last change.
 	//
@@ -1910,6 +2342,11 @@ type ResourceSpec struct {
 // Example: operator
 type Role string
 
+// Severity Event severity.
+//
+// Example: critical
+type Severity string
+
 // SigningKey A command-signing public key.
 //
 // Example: {"active":true,"created_at":"2026-11-26T06:00:00Z","fingerprint":"AbCdEfGhIjKlMnOp","key_id":"k-0195f7a4","public_key":"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}
@@ -1958,6 +2395,57 @@ type SigningKeyList struct {
 	Items []SigningKey `json:"items"`
 }
 
+// SimulatedPlacement Where a hierarchy would end up.
+//
+// Example: {"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","node_id":"0195f7a4-1111-7000-8000-000000000002","state":"in_service"}
+type SimulatedPlacement struct {
+	// HierarchyId The hierarchy.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	HierarchyId openapi_types.UUID `json:"hierarchy_id"`
+
+	// NodeId Its node; absent when nowhere.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// State Where the hierarchy stands on its node: `in_service`, `out_of_service`, `starting`, `stopping` or `failed`.
+	//
+	// Example: in_service
+	State PlacementState `json:"state"`
+}
+
+// SimulationRequest Hypothetical failures.
+//
+// Example: {"node_failures":["0195f7a4-1111-7000-8000-000000000001"]}
+type SimulationRequest struct {
+	// NodeFailures Nodes that crash.
+	//
+	// Example: ["0195f7a4-1111-7000-8000-000000000001"]
+	NodeFailures *[]openapi_types.UUID `json:"node_failures,omitempty"`
+
+	// PathFailures Paths (either direction's id) that die.
+	//
+	// Example: []
+	PathFailures *[]openapi_types.UUID `json:"path_failures,omitempty"`
+
+	// ResourceFailures Hierarchies whose resources fail past local recovery on the node they run on.
+	//
+	// Example: []
+	ResourceFailures *[]openapi_types.UUID `json:"resource_failures,omitempty"`
+}
+
+// SimulationResult The outcome of a simulation.
+//
+// Example: {"decisions":[],"placements":[]}
+type SimulationResult struct {
+	// Decisions What the engine would decide.
+	Decisions []Decision `json:"decisions"`
+
+	// Placements Resulting placements of every hierarchy.
+	Placements []SimulatedPlacement `json:"placements"`
+}
+
 // StepResult The outcome of one step of a command on the agent.
 //
 // Example: {"action":"start","duration_ms":12,"ok":true,"resource":"vip"}
@@ -1999,6 +2487,16 @@ type StepResultAction string
 //
 // Example: intelligent
 type SwitchbackPolicy string
+
+// SwitchoverRequest Where to switch over to.
+//
+// Example: {"node_id":"0195f7a4-1111-7000-8000-000000000002"}
+type SwitchoverRequest struct {
+	// NodeId Target node; default: the best candidate by priority.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000002
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+}
 
 // Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
 // `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
@@ -2233,6 +2731,21 @@ type ListCommandsParams struct {
 	NodeId *openapi_types.UUID `form:"node_id,omitempty" json:"node_id,omitempty"`
 }
 
+// ListEventsParams defines parameters for ListEvents.
+type ListEventsParams struct {
+	// After Return events with a larger seq.
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// Type Only events of this type.
+	Type *string `form:"type,omitempty" json:"type,omitempty"`
+
+	// Severity Only events of this severity or worse.
+	Severity *Severity `form:"severity,omitempty" json:"severity,omitempty"`
+
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // ListHierarchiesParams defines parameters for ListHierarchies.
 type ListHierarchiesParams struct {
 	// Limit Page size.
@@ -2281,6 +2794,22 @@ type TakeHierarchyOutOfServiceParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// SwitchoverHierarchyParams defines parameters for SwitchoverHierarchy.
+type SwitchoverHierarchyParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListIncidentsParams defines parameters for ListIncidents.
+type ListIncidentsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ListNodesParams defines parameters for ListNodes.
 type ListNodesParams struct {
 	// Limit Page size.
@@ -2307,6 +2836,15 @@ type DeleteNodeParams struct {
 type UpdateNodeParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// StartMaintenanceParams defines parameters for StartMaintenance.
+type StartMaintenanceParams struct {
+	// Wait Wait for the hierarchies to move.
+	Wait *bool `form:"wait,omitempty" json:"wait,omitempty"`
+
+	// TimeoutS Longest wait.
+	TimeoutS *int `form:"timeout_s,omitempty" json:"timeout_s,omitempty"`
 }
 
 // ListPathsParams defines parameters for ListPaths.
@@ -2381,6 +2919,9 @@ type ReplaceHierarchyJSONRequestBody = HierarchySpec
 // BringHierarchyInServiceJSONRequestBody defines body for BringHierarchyInService for application/json ContentType.
 type BringHierarchyInServiceJSONRequestBody = PlacementRequest
 
+// SwitchoverHierarchyJSONRequestBody defines body for SwitchoverHierarchy for application/json ContentType.
+type SwitchoverHierarchyJSONRequestBody = SwitchoverRequest
+
 // CreateNodeJSONRequestBody defines body for CreateNode for application/json ContentType.
 type CreateNodeJSONRequestBody = NodeCreate
 
@@ -2389,6 +2930,9 @@ type UpdateNodeJSONRequestBody = NodePatch
 
 // CreatePathJSONRequestBody defines body for CreatePath for application/json ContentType.
 type CreatePathJSONRequestBody = PathCreate
+
+// SimulateFailuresJSONRequestBody defines body for SimulateFailures for application/json ContentType.
+type SimulateFailuresJSONRequestBody = SimulationRequest
 
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenCreate
@@ -2667,6 +3211,16 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/clusters/{cluster_id}/commands (the `ListCommands` operationId).
 	ListCommands(ctx context.Context, clusterId ClusterID, params *ListCommandsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListEvents Read the cluster's event log
+	//
+	// Events in `seq` order after `after` (exclusive). The sequence is
+	// taken inside the transaction that writes the event, under the
+	// cluster's row lock, so a reader that follows `after` never misses
+	// an event, even one whose transaction committed late.
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
+	ListEvents(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListHierarchies List hierarchies
 	//
 	// Lists the cluster's hierarchies, oldest first.
@@ -2756,6 +3310,23 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 	ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ExplainHierarchy Why a hierarchy is where it is
+	//
+	// The placement, the last stored decision about the hierarchy (with
+	// its inputs and every candidate node with the reason it was or was
+	// not chosen), the nodes it is marked failed on, and where it would
+	// go next if its node failed now.
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain (the `ExplainHierarchy` operationId).
+	ExplainHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ClearFailedMark Clear a node's failed mark for a hierarchy
+	//
+	// Makes the node a candidate for the hierarchy again after an operator fixed what failed there.
+	//
+	// Corresponds with DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id} (the `ClearFailedMark` operationId).
+	ClearFailedMark(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// BringHierarchyInServiceWithBody Bring a hierarchy in service on a node
 	//
 	// Places the hierarchy on `node_id` by hand: the epoch is bumped in
@@ -2795,6 +3366,43 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
 	TakeHierarchyOutOfService(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SwitchoverHierarchyWithBody Switch a hierarchy over to another node
+	//
+	// Moves an in-service hierarchy for maintenance: it is taken out of
+	// service on its node, then brought in service on `node_id` (default:
+	// the best candidate by priority), each step a signed command with a
+	// new epoch. Answers 202 with an operation; the move is also an
+	// incident with its timeline. 409 when the hierarchy is not in
+	// service or a move is already running; 422 when the target cannot
+	// take it (the detail says why).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+	SwitchoverHierarchyWithBody(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SwitchoverHierarchy Switch a hierarchy over to another node
+	//
+	// Moves an in-service hierarchy for maintenance: it is taken out of
+	// service on its node, then brought in service on `node_id` (default:
+	// the best candidate by priority), each step a signed command with a
+	// new epoch. Answers 202 with an operation; the move is also an
+	// incident with its timeline. 409 when the hierarchy is not in
+	// service or a move is already running; 422 when the target cannot
+	// take it (the detail says why).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+	SwitchoverHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, body SwitchoverHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListIncidents List incidents
+	//
+	// Failovers, switchovers and switchbacks with their measured timelines, oldest first.
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/incidents (the `ListIncidents` operationId).
+	ListIncidents(ctx context.Context, clusterId ClusterID, params *ListIncidentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListNodes List nodes
 	//
@@ -2861,6 +3469,23 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 	UpdateNode(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// EndMaintenance End a node's maintenance
+	//
+	// The node becomes a candidate again; with automatic switchback its hierarchies may move back.
+	//
+	// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `EndMaintenance` operationId).
+	EndMaintenance(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StartMaintenance Put a node in maintenance
+	//
+	// Marks the node in maintenance (no candidate for any hierarchy) and
+	// switches every hierarchy in service on it to its best candidate.
+	// With `wait=true`, answers only when those moves ended (or after
+	// `timeout_s`), with the node and the operations.
+	//
+	// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `StartMaintenance` operationId).
+	StartMaintenance(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *StartMaintenanceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListPaths List communication paths
 	//
 	// Lists every directed path of the cluster (two per link).
@@ -2905,6 +3530,41 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/clusters/{cluster_id}/paths/{path_id} (the `GetPath` operationId).
 	GetPath(ctx context.Context, clusterId ClusterID, pathId PathID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SimulateFailuresWithBody What would happen if ...
+	//
+	// Applies hypothetical failures to the current state and returns the
+	// decisions the engine would take and the resulting placements,
+	// without changing anything. A failed node is taken as down (its
+	// hierarchies move); a failed path only removes that path (nothing
+	// moves on path failures alone); a resource failure marks the
+	// hierarchy failed on the node it runs on.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+	SimulateFailuresWithBody(ctx context.Context, clusterId ClusterID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SimulateFailures What would happen if ...
+	//
+	// Applies hypothetical failures to the current state and returns the
+	// decisions the engine would take and the resulting placements,
+	// without changing anything. A failed node is taken as down (its
+	// hierarchies move); a failed path only removes that path (nothing
+	// moves on path failures alone); a resource failure marks the
+	// hierarchy failed on the node it runs on.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+	SimulateFailures(ctx context.Context, clusterId ClusterID, body SimulateFailuresJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetControlPlane Replicas and leader
+	//
+	// The backstopd replicas seen in the last minute, which one leads, and its term.
+	//
+	// Corresponds with GET /v1/control-plane (the `GetControlPlane` operationId).
+	GetControlPlane(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetOperation Follow an operation
 	//
@@ -3375,6 +4035,26 @@ func (c *Client) ListCommands(ctx context.Context, clusterId ClusterID, params *
 	return c.Client.Do(req)
 }
 
+// ListEvents Read the cluster's event log
+//
+// Events in `seq` order after `after` (exclusive). The sequence is
+// taken inside the transaction that writes the event, under the
+// cluster's row lock, so a reader that follows `after` never misses
+// an event, even one whose transaction committed late.
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
+func (c *Client) ListEvents(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListEventsRequest(c.Server, clusterId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListHierarchies List hierarchies
 //
 // Lists the cluster's hierarchies, oldest first.
@@ -3554,6 +4234,43 @@ func (c *Client) ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hier
 	return c.Client.Do(req)
 }
 
+// ExplainHierarchy Why a hierarchy is where it is
+//
+// The placement, the last stored decision about the hierarchy (with
+// its inputs and every candidate node with the reason it was or was
+// not chosen), the nodes it is marked failed on, and where it would
+// go next if its node failed now.
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain (the `ExplainHierarchy` operationId).
+func (c *Client) ExplainHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExplainHierarchyRequest(c.Server, clusterId, hierarchyId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ClearFailedMark Clear a node's failed mark for a hierarchy
+//
+// Makes the node a candidate for the hierarchy again after an operator fixed what failed there.
+//
+// Corresponds with DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id} (the `ClearFailedMark` operationId).
+func (c *Client) ClearFailedMark(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewClearFailedMarkRequest(c.Server, clusterId, hierarchyId, nodeId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // BringHierarchyInServiceWithBody Bring a hierarchy in service on a node
 //
 // Places the hierarchy on `node_id` by hand: the epoch is bumped in
@@ -3614,6 +4331,73 @@ func (c *Client) BringHierarchyInService(ctx context.Context, clusterId ClusterI
 // Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
 func (c *Client) TakeHierarchyOutOfService(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTakeHierarchyOutOfServiceRequest(c.Server, clusterId, hierarchyId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SwitchoverHierarchyWithBody Switch a hierarchy over to another node
+//
+// Moves an in-service hierarchy for maintenance: it is taken out of
+// service on its node, then brought in service on `node_id` (default:
+// the best candidate by priority), each step a signed command with a
+// new epoch. Answers 202 with an operation; the move is also an
+// incident with its timeline. 409 when the hierarchy is not in
+// service or a move is already running; 422 when the target cannot
+// take it (the detail says why).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+func (c *Client) SwitchoverHierarchyWithBody(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSwitchoverHierarchyRequestWithBody(c.Server, clusterId, hierarchyId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SwitchoverHierarchy Switch a hierarchy over to another node
+//
+// Moves an in-service hierarchy for maintenance: it is taken out of
+// service on its node, then brought in service on `node_id` (default:
+// the best candidate by priority), each step a signed command with a
+// new epoch. Answers 202 with an operation; the move is also an
+// incident with its timeline. 409 when the hierarchy is not in
+// service or a move is already running; 422 when the target cannot
+// take it (the detail says why).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+func (c *Client) SwitchoverHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, body SwitchoverHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSwitchoverHierarchyRequest(c.Server, clusterId, hierarchyId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListIncidents List incidents
+//
+// Failovers, switchovers and switchbacks with their measured timelines, oldest first.
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/incidents (the `ListIncidents` operationId).
+func (c *Client) ListIncidents(ctx context.Context, clusterId ClusterID, params *ListIncidentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListIncidentsRequest(c.Server, clusterId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -3759,6 +4543,43 @@ func (c *Client) UpdateNode(ctx context.Context, clusterId ClusterID, nodeId Nod
 	return c.Client.Do(req)
 }
 
+// EndMaintenance End a node's maintenance
+//
+// The node becomes a candidate again; with automatic switchback its hierarchies may move back.
+//
+// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `EndMaintenance` operationId).
+func (c *Client) EndMaintenance(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewEndMaintenanceRequest(c.Server, clusterId, nodeId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StartMaintenance Put a node in maintenance
+//
+// Marks the node in maintenance (no candidate for any hierarchy) and
+// switches every hierarchy in service on it to its best candidate.
+// With `wait=true`, answers only when those moves ended (or after
+// `timeout_s`), with the node and the operations.
+//
+// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `StartMaintenance` operationId).
+func (c *Client) StartMaintenance(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *StartMaintenanceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStartMaintenanceRequest(c.Server, clusterId, nodeId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListPaths List communication paths
 //
 // Lists every directed path of the cluster (two per link).
@@ -3844,6 +4665,71 @@ func (c *Client) DeletePath(ctx context.Context, clusterId ClusterID, pathId Pat
 // Corresponds with GET /v1/clusters/{cluster_id}/paths/{path_id} (the `GetPath` operationId).
 func (c *Client) GetPath(ctx context.Context, clusterId ClusterID, pathId PathID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetPathRequest(c.Server, clusterId, pathId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SimulateFailuresWithBody What would happen if ...
+//
+// Applies hypothetical failures to the current state and returns the
+// decisions the engine would take and the resulting placements,
+// without changing anything. A failed node is taken as down (its
+// hierarchies move); a failed path only removes that path (nothing
+// moves on path failures alone); a resource failure marks the
+// hierarchy failed on the node it runs on.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+func (c *Client) SimulateFailuresWithBody(ctx context.Context, clusterId ClusterID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSimulateFailuresRequestWithBody(c.Server, clusterId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SimulateFailures What would happen if ...
+//
+// Applies hypothetical failures to the current state and returns the
+// decisions the engine would take and the resulting placements,
+// without changing anything. A failed node is taken as down (its
+// hierarchies move); a failed path only removes that path (nothing
+// moves on path failures alone); a resource failure marks the
+// hierarchy failed on the node it runs on.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+func (c *Client) SimulateFailures(ctx context.Context, clusterId ClusterID, body SimulateFailuresJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSimulateFailuresRequest(c.Server, clusterId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetControlPlane Replicas and leader
+//
+// The backstopd replicas seen in the last minute, which one leads, and its term.
+//
+// Corresponds with GET /v1/control-plane (the `GetControlPlane` operationId).
+func (c *Client) GetControlPlane(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetControlPlaneRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -4715,6 +5601,103 @@ func NewListCommandsRequest(server string, clusterId ClusterID, params *ListComm
 	return req, nil
 }
 
+// NewListEventsRequest constructs an http.Request for the ListEvents method
+func NewListEventsRequest(server string, clusterId ClusterID, params *ListEventsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/events", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Type != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "type", *params.Type, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Severity != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "severity", *params.Severity, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListHierarchiesRequest constructs an http.Request for the ListHierarchies method
 func NewListHierarchiesRequest(server string, clusterId ClusterID, params *ListHierarchiesParams) (*http.Request, error) {
 	var err error
@@ -5085,6 +6068,95 @@ func NewReplaceHierarchyRequestWithBody(server string, clusterId ClusterID, hier
 	return req, nil
 }
 
+// NewExplainHierarchyRequest constructs an http.Request for the ExplainHierarchy method
+func NewExplainHierarchyRequest(server string, clusterId ClusterID, hierarchyId HierarchyID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/explain", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewClearFailedMarkRequest constructs an http.Request for the ClearFailedMark method
+func NewClearFailedMarkRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/failed-marks/%s", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewBringHierarchyInServiceRequest calls the generic BringHierarchyInService builder with application/json body
 func NewBringHierarchyInServiceRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, params *BringHierarchyInServiceParams, body BringHierarchyInServiceJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -5205,6 +6277,148 @@ func NewTakeHierarchyOutOfServiceRequest(server string, clusterId ClusterID, hie
 			req.Header.Set("Idempotency-Key", headerParam0)
 		}
 
+	}
+
+	return req, nil
+}
+
+// NewSwitchoverHierarchyRequest calls the generic SwitchoverHierarchy builder with application/json body
+func NewSwitchoverHierarchyRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, body SwitchoverHierarchyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSwitchoverHierarchyRequestWithBody(server, clusterId, hierarchyId, params, "application/json", bodyReader)
+}
+
+// NewSwitchoverHierarchyRequestWithBody constructs an http.Request for the SwitchoverHierarchy method, with any body, and a specified content type
+func NewSwitchoverHierarchyRequestWithBody(server string, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/switchover", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListIncidentsRequest constructs an http.Request for the ListIncidents method
+func NewListIncidentsRequest(server string, clusterId ClusterID, params *ListIncidentsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/incidents", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 
 	return req, nil
@@ -5511,6 +6725,127 @@ func NewUpdateNodeRequestWithBody(server string, clusterId ClusterID, nodeId Nod
 	return req, nil
 }
 
+// NewEndMaintenanceRequest constructs an http.Request for the EndMaintenance method
+func NewEndMaintenanceRequest(server string, clusterId ClusterID, nodeId NodeID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/nodes/%s/maintenance", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStartMaintenanceRequest constructs an http.Request for the StartMaintenance method
+func NewStartMaintenanceRequest(server string, clusterId ClusterID, nodeId NodeID, params *StartMaintenanceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/nodes/%s/maintenance", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Wait != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "wait", *params.Wait, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.TimeoutS != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "timeout_s", *params.TimeoutS, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListPathsRequest constructs an http.Request for the ListPaths method
 func NewListPathsRequest(server string, clusterId ClusterID, params *ListPathsParams) (*http.Request, error) {
 	var err error
@@ -5726,6 +7061,80 @@ func NewGetPathRequest(server string, clusterId ClusterID, pathId PathID) (*http
 	}
 
 	operationPath := fmt.Sprintf("/v1/clusters/%s/paths/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSimulateFailuresRequest calls the generic SimulateFailures builder with application/json body
+func NewSimulateFailuresRequest(server string, clusterId ClusterID, body SimulateFailuresJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSimulateFailuresRequestWithBody(server, clusterId, "application/json", bodyReader)
+}
+
+// NewSimulateFailuresRequestWithBody constructs an http.Request for the SimulateFailures method, with any body, and a specified content type
+func NewSimulateFailuresRequestWithBody(server string, clusterId ClusterID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/simulate", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetControlPlaneRequest constructs an http.Request for the GetControlPlane method
+func NewGetControlPlaneRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/control-plane")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -6267,6 +7676,18 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/clusters/{cluster_id}/commands (the `ListCommands` operationId).
 	ListCommandsWithResponse(ctx context.Context, clusterId ClusterID, params *ListCommandsParams, reqEditors ...RequestEditorFn) (*ListCommandsResponse, error)
 
+	// ListEventsWithResponse Read the cluster's event log
+	//
+	// Events in `seq` order after `after` (exclusive). The sequence is
+	// taken inside the transaction that writes the event, under the
+	// cluster's row lock, so a reader that follows `after` never misses
+	// an event, even one whose transaction committed late.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
+	ListEventsWithResponse(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*ListEventsResponse, error)
+
 	// ListHierarchiesWithResponse List hierarchies
 	//
 	// Lists the cluster's hierarchies, oldest first.
@@ -6362,6 +7783,27 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 	ReplaceHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplaceHierarchyResponse, error)
 
+	// ExplainHierarchyWithResponse Why a hierarchy is where it is
+	//
+	// The placement, the last stored decision about the hierarchy (with
+	// its inputs and every candidate node with the reason it was or was
+	// not chosen), the nodes it is marked failed on, and where it would
+	// go next if its node failed now.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain (the `ExplainHierarchy` operationId).
+	ExplainHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, reqEditors ...RequestEditorFn) (*ExplainHierarchyResponse, error)
+
+	// ClearFailedMarkWithResponse Clear a node's failed mark for a hierarchy
+	//
+	// Makes the node a candidate for the hierarchy again after an operator fixed what failed there.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id} (the `ClearFailedMark` operationId).
+	ClearFailedMarkWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID, reqEditors ...RequestEditorFn) (*ClearFailedMarkResponse, error)
+
 	// BringHierarchyInServiceWithBodyWithResponse Bring a hierarchy in service on a node
 	//
 	// Places the hierarchy on `node_id` by hand: the epoch is bumped in
@@ -6403,6 +7845,45 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/out-of-service (the `TakeHierarchyOutOfService` operationId).
 	TakeHierarchyOutOfServiceWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *TakeHierarchyOutOfServiceParams, reqEditors ...RequestEditorFn) (*TakeHierarchyOutOfServiceResponse, error)
+
+	// SwitchoverHierarchyWithBodyWithResponse Switch a hierarchy over to another node
+	//
+	// Moves an in-service hierarchy for maintenance: it is taken out of
+	// service on its node, then brought in service on `node_id` (default:
+	// the best candidate by priority), each step a signed command with a
+	// new epoch. Answers 202 with an operation; the move is also an
+	// incident with its timeline. 409 when the hierarchy is not in
+	// service or a move is already running; 422 when the target cannot
+	// take it (the detail says why).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+	SwitchoverHierarchyWithBodyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SwitchoverHierarchyResponse, error)
+
+	// SwitchoverHierarchyWithResponse Switch a hierarchy over to another node
+	//
+	// Moves an in-service hierarchy for maintenance: it is taken out of
+	// service on its node, then brought in service on `node_id` (default:
+	// the best candidate by priority), each step a signed command with a
+	// new epoch. Answers 202 with an operation; the move is also an
+	// incident with its timeline. 409 when the hierarchy is not in
+	// service or a move is already running; 422 when the target cannot
+	// take it (the detail says why).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+	SwitchoverHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, body SwitchoverHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*SwitchoverHierarchyResponse, error)
+
+	// ListIncidentsWithResponse List incidents
+	//
+	// Failovers, switchovers and switchbacks with their measured timelines, oldest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/incidents (the `ListIncidents` operationId).
+	ListIncidentsWithResponse(ctx context.Context, clusterId ClusterID, params *ListIncidentsParams, reqEditors ...RequestEditorFn) (*ListIncidentsResponse, error)
 
 	// ListNodesWithResponse List nodes
 	//
@@ -6475,6 +7956,27 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 	UpdateNodeWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateNodeResponse, error)
 
+	// EndMaintenanceWithResponse End a node's maintenance
+	//
+	// The node becomes a candidate again; with automatic switchback its hierarchies may move back.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `EndMaintenance` operationId).
+	EndMaintenanceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*EndMaintenanceResponse, error)
+
+	// StartMaintenanceWithResponse Put a node in maintenance
+	//
+	// Marks the node in maintenance (no candidate for any hierarchy) and
+	// switches every hierarchy in service on it to its best candidate.
+	// With `wait=true`, answers only when those moves ended (or after
+	// `timeout_s`), with the node and the operations.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `StartMaintenance` operationId).
+	StartMaintenanceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *StartMaintenanceParams, reqEditors ...RequestEditorFn) (*StartMaintenanceResponse, error)
+
 	// ListPathsWithResponse List communication paths
 	//
 	// Lists every directed path of the cluster (two per link).
@@ -6525,6 +8027,43 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/clusters/{cluster_id}/paths/{path_id} (the `GetPath` operationId).
 	GetPathWithResponse(ctx context.Context, clusterId ClusterID, pathId PathID, reqEditors ...RequestEditorFn) (*GetPathResponse, error)
+
+	// SimulateFailuresWithBodyWithResponse What would happen if ...
+	//
+	// Applies hypothetical failures to the current state and returns the
+	// decisions the engine would take and the resulting placements,
+	// without changing anything. A failed node is taken as down (its
+	// hierarchies move); a failed path only removes that path (nothing
+	// moves on path failures alone); a resource failure marks the
+	// hierarchy failed on the node it runs on.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+	SimulateFailuresWithBodyWithResponse(ctx context.Context, clusterId ClusterID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SimulateFailuresResponse, error)
+
+	// SimulateFailuresWithResponse What would happen if ...
+	//
+	// Applies hypothetical failures to the current state and returns the
+	// decisions the engine would take and the resulting placements,
+	// without changing anything. A failed node is taken as down (its
+	// hierarchies move); a failed path only removes that path (nothing
+	// moves on path failures alone); a resource failure marks the
+	// hierarchy failed on the node it runs on.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+	SimulateFailuresWithResponse(ctx context.Context, clusterId ClusterID, body SimulateFailuresJSONRequestBody, reqEditors ...RequestEditorFn) (*SimulateFailuresResponse, error)
+
+	// GetControlPlaneWithResponse Replicas and leader
+	//
+	// The backstopd replicas seen in the last minute, which one leads, and its term.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/control-plane (the `GetControlPlane` operationId).
+	GetControlPlaneWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetControlPlaneResponse, error)
 
 	// GetOperationWithResponse Follow an operation
 	//
@@ -7371,6 +8910,54 @@ func (r ListCommandsResponse) ContentType() string {
 	return ""
 }
 
+type ListEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *EventList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListEventsResponse) GetJSON200() *EventList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListEventsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListHierarchiesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7681,6 +9268,95 @@ func (r ReplaceHierarchyResponse) ContentType() string {
 	return ""
 }
 
+type ExplainHierarchyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Explanation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ExplainHierarchyResponse) GetJSON200() *Explanation {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExplainHierarchyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExplainHierarchyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExplainHierarchyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExplainHierarchyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExplainHierarchyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ClearFailedMarkResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ClearFailedMarkResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ClearFailedMarkResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ClearFailedMarkResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ClearFailedMarkResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ClearFailedMarkResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // BringHierarchyInServiceResponse202Headers the declared response headers of an HTTP 202 response for BringHierarchyInService
 type BringHierarchyInServiceResponse202Headers struct {
 	Location *string
@@ -7785,6 +9461,109 @@ func (r TakeHierarchyOutOfServiceResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r TakeHierarchyOutOfServiceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SwitchoverHierarchyResponse202Headers the declared response headers of an HTTP 202 response for SwitchoverHierarchy
+type SwitchoverHierarchyResponse202Headers struct {
+	Location *string
+}
+
+type SwitchoverHierarchyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Operation
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *SwitchoverHierarchyResponse202Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r SwitchoverHierarchyResponse) GetJSON202() *Operation {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SwitchoverHierarchyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SwitchoverHierarchyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SwitchoverHierarchyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SwitchoverHierarchyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SwitchoverHierarchyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListIncidentsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *IncidentList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListIncidentsResponse) GetJSON200() *IncidentList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListIncidentsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListIncidentsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListIncidentsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListIncidentsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListIncidentsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8046,6 +9825,102 @@ func (r UpdateNodeResponse) ContentType() string {
 	return ""
 }
 
+type EndMaintenanceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Node
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r EndMaintenanceResponse) GetJSON200() *Node {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r EndMaintenanceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r EndMaintenanceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r EndMaintenanceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r EndMaintenanceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r EndMaintenanceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StartMaintenanceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MaintenanceResult
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r StartMaintenanceResponse) GetJSON200() *MaintenanceResult {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StartMaintenanceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StartMaintenanceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StartMaintenanceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StartMaintenanceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StartMaintenanceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListPathsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -8232,6 +10107,102 @@ func (r GetPathResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetPathResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type SimulateFailuresResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SimulationResult
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SimulateFailuresResponse) GetJSON200() *SimulationResult {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SimulateFailuresResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SimulateFailuresResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SimulateFailuresResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SimulateFailuresResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SimulateFailuresResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetControlPlaneResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ControlPlane
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetControlPlaneResponse) GetJSON200() *ControlPlane {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetControlPlaneResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetControlPlaneResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetControlPlaneResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetControlPlaneResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetControlPlaneResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8874,6 +10845,24 @@ func (c *ClientWithResponses) ListCommandsWithResponse(ctx context.Context, clus
 	return ParseListCommandsResponse(rsp)
 }
 
+// ListEventsWithResponse Read the cluster's event log
+//
+// Events in `seq` order after `after` (exclusive). The sequence is
+// taken inside the transaction that writes the event, under the
+// cluster's row lock, so a reader that follows `after` never misses
+// an event, even one whose transaction committed late.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
+func (c *ClientWithResponses) ListEventsWithResponse(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*ListEventsResponse, error) {
+	rsp, err := c.ListEvents(ctx, clusterId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListEventsResponse(rsp)
+}
+
 // ListHierarchiesWithResponse List hierarchies
 //
 // Lists the cluster's hierarchies, oldest first.
@@ -9023,6 +11012,39 @@ func (c *ClientWithResponses) ReplaceHierarchyWithResponse(ctx context.Context, 
 	return ParseReplaceHierarchyResponse(rsp)
 }
 
+// ExplainHierarchyWithResponse Why a hierarchy is where it is
+//
+// The placement, the last stored decision about the hierarchy (with
+// its inputs and every candidate node with the reason it was or was
+// not chosen), the nodes it is marked failed on, and where it would
+// go next if its node failed now.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain (the `ExplainHierarchy` operationId).
+func (c *ClientWithResponses) ExplainHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, reqEditors ...RequestEditorFn) (*ExplainHierarchyResponse, error) {
+	rsp, err := c.ExplainHierarchy(ctx, clusterId, hierarchyId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExplainHierarchyResponse(rsp)
+}
+
+// ClearFailedMarkWithResponse Clear a node's failed mark for a hierarchy
+//
+// Makes the node a candidate for the hierarchy again after an operator fixed what failed there.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id} (the `ClearFailedMark` operationId).
+func (c *ClientWithResponses) ClearFailedMarkWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, nodeId NodeID, reqEditors ...RequestEditorFn) (*ClearFailedMarkResponse, error) {
+	rsp, err := c.ClearFailedMark(ctx, clusterId, hierarchyId, nodeId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseClearFailedMarkResponse(rsp)
+}
+
 // BringHierarchyInServiceWithBodyWithResponse Bring a hierarchy in service on a node
 //
 // Places the hierarchy on `node_id` by hand: the epoch is bumped in
@@ -9081,6 +11103,63 @@ func (c *ClientWithResponses) TakeHierarchyOutOfServiceWithResponse(ctx context.
 		return nil, err
 	}
 	return ParseTakeHierarchyOutOfServiceResponse(rsp)
+}
+
+// SwitchoverHierarchyWithBodyWithResponse Switch a hierarchy over to another node
+//
+// Moves an in-service hierarchy for maintenance: it is taken out of
+// service on its node, then brought in service on `node_id` (default:
+// the best candidate by priority), each step a signed command with a
+// new epoch. Answers 202 with an operation; the move is also an
+// incident with its timeline. 409 when the hierarchy is not in
+// service or a move is already running; 422 when the target cannot
+// take it (the detail says why).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+func (c *ClientWithResponses) SwitchoverHierarchyWithBodyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SwitchoverHierarchyResponse, error) {
+	rsp, err := c.SwitchoverHierarchyWithBody(ctx, clusterId, hierarchyId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSwitchoverHierarchyResponse(rsp)
+}
+
+// SwitchoverHierarchyWithResponse Switch a hierarchy over to another node
+//
+// Moves an in-service hierarchy for maintenance: it is taken out of
+// service on its node, then brought in service on `node_id` (default:
+// the best candidate by priority), each step a signed command with a
+// new epoch. Answers 202 with an operation; the move is also an
+// incident with its timeline. 409 when the hierarchy is not in
+// service or a move is already running; 422 when the target cannot
+// take it (the detail says why).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/switchover (the `SwitchoverHierarchy` operationId).
+func (c *ClientWithResponses) SwitchoverHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *SwitchoverHierarchyParams, body SwitchoverHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*SwitchoverHierarchyResponse, error) {
+	rsp, err := c.SwitchoverHierarchy(ctx, clusterId, hierarchyId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSwitchoverHierarchyResponse(rsp)
+}
+
+// ListIncidentsWithResponse List incidents
+//
+// Failovers, switchovers and switchbacks with their measured timelines, oldest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/incidents (the `ListIncidents` operationId).
+func (c *ClientWithResponses) ListIncidentsWithResponse(ctx context.Context, clusterId ClusterID, params *ListIncidentsParams, reqEditors ...RequestEditorFn) (*ListIncidentsResponse, error) {
+	rsp, err := c.ListIncidents(ctx, clusterId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListIncidentsResponse(rsp)
 }
 
 // ListNodesWithResponse List nodes
@@ -9196,6 +11275,39 @@ func (c *ClientWithResponses) UpdateNodeWithResponse(ctx context.Context, cluste
 	return ParseUpdateNodeResponse(rsp)
 }
 
+// EndMaintenanceWithResponse End a node's maintenance
+//
+// The node becomes a candidate again; with automatic switchback its hierarchies may move back.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `EndMaintenance` operationId).
+func (c *ClientWithResponses) EndMaintenanceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*EndMaintenanceResponse, error) {
+	rsp, err := c.EndMaintenance(ctx, clusterId, nodeId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEndMaintenanceResponse(rsp)
+}
+
+// StartMaintenanceWithResponse Put a node in maintenance
+//
+// Marks the node in maintenance (no candidate for any hierarchy) and
+// switches every hierarchy in service on it to its best candidate.
+// With `wait=true`, answers only when those moves ended (or after
+// `timeout_s`), with the node and the operations.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance (the `StartMaintenance` operationId).
+func (c *ClientWithResponses) StartMaintenanceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *StartMaintenanceParams, reqEditors ...RequestEditorFn) (*StartMaintenanceResponse, error) {
+	rsp, err := c.StartMaintenance(ctx, clusterId, nodeId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStartMaintenanceResponse(rsp)
+}
+
 // ListPathsWithResponse List communication paths
 //
 // Lists every directed path of the cluster (two per link).
@@ -9275,6 +11387,61 @@ func (c *ClientWithResponses) GetPathWithResponse(ctx context.Context, clusterId
 		return nil, err
 	}
 	return ParseGetPathResponse(rsp)
+}
+
+// SimulateFailuresWithBodyWithResponse What would happen if ...
+//
+// Applies hypothetical failures to the current state and returns the
+// decisions the engine would take and the resulting placements,
+// without changing anything. A failed node is taken as down (its
+// hierarchies move); a failed path only removes that path (nothing
+// moves on path failures alone); a resource failure marks the
+// hierarchy failed on the node it runs on.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+func (c *ClientWithResponses) SimulateFailuresWithBodyWithResponse(ctx context.Context, clusterId ClusterID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SimulateFailuresResponse, error) {
+	rsp, err := c.SimulateFailuresWithBody(ctx, clusterId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSimulateFailuresResponse(rsp)
+}
+
+// SimulateFailuresWithResponse What would happen if ...
+//
+// Applies hypothetical failures to the current state and returns the
+// decisions the engine would take and the resulting placements,
+// without changing anything. A failed node is taken as down (its
+// hierarchies move); a failed path only removes that path (nothing
+// moves on path failures alone); a resource failure marks the
+// hierarchy failed on the node it runs on.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/simulate (the `SimulateFailures` operationId).
+func (c *ClientWithResponses) SimulateFailuresWithResponse(ctx context.Context, clusterId ClusterID, body SimulateFailuresJSONRequestBody, reqEditors ...RequestEditorFn) (*SimulateFailuresResponse, error) {
+	rsp, err := c.SimulateFailures(ctx, clusterId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSimulateFailuresResponse(rsp)
+}
+
+// GetControlPlaneWithResponse Replicas and leader
+//
+// The backstopd replicas seen in the last minute, which one leads, and its term.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/control-plane (the `GetControlPlane` operationId).
+func (c *ClientWithResponses) GetControlPlaneWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetControlPlaneResponse, error) {
+	rsp, err := c.GetControlPlane(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetControlPlaneResponse(rsp)
 }
 
 // GetOperationWithResponse Follow an operation
@@ -9953,6 +12120,39 @@ func ParseListCommandsResponse(rsp *http.Response) (*ListCommandsResponse, error
 	return response, nil
 }
 
+// ParseListEventsResponse parses an HTTP response from a ListEventsWithResponse call
+func ParseListEventsResponse(rsp *http.Response) (*ListEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest EventList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListHierarchiesResponse parses an HTTP response from a ListHierarchiesWithResponse call
 func ParseListHierarchiesResponse(rsp *http.Response) (*ListHierarchiesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10206,6 +12406,68 @@ func ParseReplaceHierarchyResponse(rsp *http.Response) (*ReplaceHierarchyRespons
 	return response, nil
 }
 
+// ParseExplainHierarchyResponse parses an HTTP response from a ExplainHierarchyWithResponse call
+func ParseExplainHierarchyResponse(rsp *http.Response) (*ExplainHierarchyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExplainHierarchyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Explanation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseClearFailedMarkResponse parses an HTTP response from a ClearFailedMarkWithResponse call
+func ParseClearFailedMarkResponse(rsp *http.Response) (*ClearFailedMarkResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ClearFailedMarkResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseBringHierarchyInServiceResponse parses an HTTP response from a BringHierarchyInServiceWithResponse call
 func ParseBringHierarchyInServiceResponse(rsp *http.Response) (*BringHierarchyInServiceResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10293,6 +12555,85 @@ func ParseTakeHierarchyOutOfServiceResponse(rsp *http.Response) (*TakeHierarchyO
 			headers.Location = &value
 		}
 		response.Headers202 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSwitchoverHierarchyResponse parses an HTTP response from a SwitchoverHierarchyWithResponse call
+func ParseSwitchoverHierarchyResponse(rsp *http.Response) (*SwitchoverHierarchyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SwitchoverHierarchyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Operation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers SwitchoverHierarchyResponse202Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers202 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListIncidentsResponse parses an HTTP response from a ListIncidentsWithResponse call
+func ParseListIncidentsResponse(rsp *http.Response) (*ListIncidentsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListIncidentsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest IncidentList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil
@@ -10505,6 +12846,72 @@ func ParseUpdateNodeResponse(rsp *http.Response) (*UpdateNodeResponse, error) {
 	return response, nil
 }
 
+// ParseEndMaintenanceResponse parses an HTTP response from a EndMaintenanceWithResponse call
+func ParseEndMaintenanceResponse(rsp *http.Response) (*EndMaintenanceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &EndMaintenanceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Node
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStartMaintenanceResponse parses an HTTP response from a StartMaintenanceWithResponse call
+func ParseStartMaintenanceResponse(rsp *http.Response) (*StartMaintenanceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StartMaintenanceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MaintenanceResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListPathsResponse parses an HTTP response from a ListPathsWithResponse call
 func ParseListPathsResponse(rsp *http.Response) (*ListPathsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10641,6 +13048,72 @@ func ParseGetPathResponse(rsp *http.Response) (*GetPathResponse, error) {
 			headers.ETag = &value
 		}
 		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSimulateFailuresResponse parses an HTTP response from a SimulateFailuresWithResponse call
+func ParseSimulateFailuresResponse(rsp *http.Response) (*SimulateFailuresResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SimulateFailuresResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SimulationResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetControlPlaneResponse parses an HTTP response from a GetControlPlaneWithResponse call
+func ParseGetControlPlaneResponse(rsp *http.Response) (*GetControlPlaneResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetControlPlaneResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ControlPlane
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil
