@@ -233,8 +233,12 @@ func (s *Server) AgentCommandResult(ctx context.Context, r api.AgentCommandResul
 	if out.Status == cluster.CommandRejected && out.Reason == "" {
 		return nil, cluster.Invalid("/reason", "a rejected command needs a reason code")
 	}
-	if err := s.store.RecordCommandResult(ctx, a, r.CommandId.String(), out); err != nil {
+	eff, err := s.store.RecordCommandResult(ctx, a, r.CommandId.String(), out)
+	if err != nil {
 		return nil, err
+	}
+	if eff.Recovered != nil {
+		s.metrics.recovery.Observe(eff.Recovered.Seconds())
 	}
 	lvl := slog.LevelInfo
 	if out.Status != cluster.CommandSucceeded {

@@ -107,6 +107,9 @@ func toAPINode(n cluster.Node) api.Node {
 		Id: apiID(n.ID), ClusterId: apiID(n.ClusterID), Name: n.Name, Description: n.Description,
 		State: api.NodeState(n.State), Version: n.Version, CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt,
 	}
+	if n.Maintenance {
+		out.Maintenance = ptr(true)
+	}
 	if a := n.Agent; a != nil {
 		f := a.Facts
 		facts := api.HostFacts{Hostname: f.Hostname, Os: f.OS, Arch: f.Arch, AgentVersion: f.AgentVersion}

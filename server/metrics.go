@@ -11,6 +11,7 @@ import (
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	recovery prometheus.Histogram
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
@@ -24,8 +25,13 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 			Help:    "API request latency by method and route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"method", "route"}),
+		recovery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "backstop_failover_recovery_seconds",
+			Help:    "Time from a failure's detection (or a switchover's request) to the hierarchy in service on its new node.",
+			Buckets: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60},
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.recovery} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -76,9 +76,20 @@ type Store interface {
 	PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign cluster.Signer) (cluster.Operation, error)
 	FindOperation(ctx context.Context, id string) (cluster.Operation, error)
 	NextCommands(ctx context.Context, nodeID string) ([]cluster.SignedCommand, error)
-	RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) error
+	RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) (cluster.CommandEffect, error)
 	ExpireCommands(ctx context.Context, resultGrace time.Duration) (int, error)
 	ListCommands(ctx context.Context, clusterID, nodeID string, p cluster.Page) ([]cluster.CommandInfo, string, error)
+
+	ClusterStatus(ctx context.Context, clusterID string) (cluster.ClusterStatus, error)
+	StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error)
+	SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (cluster.Node, error)
+	ClearFailedMark(ctx context.Context, clusterID, hierarchyID, nodeID string) error
+	LastDecision(ctx context.Context, hierarchyID string) (cluster.DecisionRecord, bool, error)
+	FailedMarks(ctx context.Context, hierarchyID string) ([]cluster.FailedMark, error)
+	ListIncidents(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Incident, string, error)
+	OperationsDone(ctx context.Context, ids []string) (bool, error)
+	ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]cluster.Event, error)
+	ControlPlane(ctx context.Context) (cluster.ControlPlane, error)
 
 	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error)
 	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r cluster.StoredResponse) error

@@ -155,14 +155,34 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 	return withTx(ctx, s, func(tx pgx.Tx) (cluster.HeartbeatAck, error) {
 		var ack cluster.HeartbeatAck
 		var ttlMS int64
+		var was string
+		if err := tx.QueryRow(ctx, `SELECT state FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was); err != nil {
+			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
+		}
 		err := tx.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
 			lease_expires_at = now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0),
-			report = $2, state = CASE WHEN n.state = 'pending' THEN 'up' ELSE n.state END
+			report = $2, state = 'up', state_since = CASE WHEN n.state = 'up' THEN n.state_since ELSE now() END
 			FROM clusters c WHERE n.id = $1 AND c.id = n.cluster_id
 			RETURNING (c.timing->>'lease_ttl_ms')::bigint, c.config_version, (SELECT term FROM control_plane WHERE id = 1)`,
 			a.NodeID, r.Raw).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
 		if err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
+		}
+		if was != cluster.NodeUp {
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.up", cluster.SeverityInfo, map[string]string{"node_id": a.NodeID},
+				map[string]any{"from": was}, "node %s is up (was %s)", a.NodeName, was); err != nil {
+				return ack, err
+			}
+		}
+		// The first passing deep check after a move ends its timeline.
+		if _, err := tx.Exec(ctx, `UPDATE incidents i SET first_deep_check_at = now() FROM hierarchies h
+			WHERE i.hierarchy_id = h.id AND i.to_node = $1 AND i.started_at IS NOT NULL AND i.first_deep_check_at IS NULL
+			AND h.placement_node_id = $1 AND h.placement_state = 'in_service'
+			AND EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce($2::jsonb->'resources', '[]'::jsonb)) e
+				WHERE e->>'hierarchy_id' = h.id::text AND (e->'deep'->>'ok')::boolean AND (e->'deep'->>'at')::timestamptz >= i.started_at - interval '1 second')
+			AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce($2::jsonb->'resources', '[]'::jsonb)) e
+				WHERE e->>'hierarchy_id' = h.id::text AND NOT coalesce((e->'deep'->>'ok')::boolean, false))`, a.NodeID, r.Raw); err != nil {
+			return ack, err
 		}
 		ack.LeaseTTL = time.Duration(ttlMS) * time.Millisecond
 		for _, h := range r.Hierarchies {

@@ -14,14 +14,14 @@ import (
 // EnrollmentPrefix starts every enrollment token.
 const EnrollmentPrefix = "bse_"
 
-const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at, enrolled_at, facts, last_heartbeat_at`
+const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at, enrolled_at, facts, last_heartbeat_at, maintenance`
 
 func scanNode(row pgx.Row) (cluster.Node, error) {
 	var n cluster.Node
 	var enrolled *time.Time
 	var facts *cluster.HostFacts
 	var seen *time.Time
-	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt, &enrolled, &facts, &seen)
+	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt, &enrolled, &facts, &seen, &n.Maintenance)
 	if err == nil && enrolled != nil {
 		n.Agent = &cluster.NodeAgent{EnrolledAt: *enrolled, LastHeartbeatAt: seen}
 		if facts != nil {

@@ -158,23 +158,25 @@ func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]cluster.Sign
 }
 
 // RecordCommandResult stores an agent's outcome of a command addressed to
-// it, completes its operation, and moves the placement on when the
-// command's epoch is still the hierarchy's. It returns cluster.ErrNotFound
-// for a command of another node and cluster.ErrConflict for a second
-// result.
-func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) error {
-	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
-		var status, action, hierarchyID string
+// it, completes its operation, moves the placement on when the command's
+// epoch is still the hierarchy's, and advances the command's incident. It
+// returns cluster.ErrNotFound for a command of another node and
+// cluster.ErrConflict for a second result.
+func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) (cluster.CommandEffect, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.CommandEffect, error) {
+		var eff cluster.CommandEffect
+		var status, action, hierarchyID, clusterID, hname string
 		var epoch int64
-		var opID *string
-		err := tx.QueryRow(ctx, `SELECT status, action, hierarchy_id, epoch, operation_id FROM commands WHERE id = $1 AND node_id = $2 FOR UPDATE`,
-			commandID, a.NodeID).Scan(&status, &action, &hierarchyID, &epoch, &opID)
+		var opID, incID *string
+		err := tx.QueryRow(ctx, `SELECT c.status, c.action, c.hierarchy_id, c.cluster_id, c.epoch, c.operation_id, c.incident_id, coalesce(h.name, '')
+			FROM commands c LEFT JOIN hierarchies h ON h.id = c.hierarchy_id WHERE c.id = $1 AND c.node_id = $2 FOR UPDATE OF c`,
+			commandID, a.NodeID).Scan(&status, &action, &hierarchyID, &clusterID, &epoch, &opID, &incID, &hname)
 		if err != nil {
-			return struct{}{}, fmt.Errorf("command %s: %w", commandID, interpretError(err))
+			return eff, fmt.Errorf("command %s: %w", commandID, interpretError(err))
 		}
 		switch status {
 		case cluster.CommandSucceeded, cluster.CommandFailed, cluster.CommandRejected:
-			return struct{}{}, fmt.Errorf("%w: command %s already has a result (%s)", cluster.ErrConflict, commandID, status)
+			return eff, fmt.Errorf("%w: command %s already has a result (%s)", cluster.ErrConflict, commandID, status)
 		}
 		if r.Steps == nil {
 			r.Steps = []cluster.StepResult{}
@@ -185,35 +187,90 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 		}
 		if _, err := tx.Exec(ctx, `UPDATE commands SET status = $2, rejection_reason = $3, detail = $4, steps = $5, completed_at = now(),
 			delivered_at = coalesce(delivered_at, now()) WHERE id = $1`, commandID, r.Status, r.Reason, detail, r.Steps); err != nil {
-			return struct{}{}, err
+			return eff, err
 		}
-		opState := cluster.OperationFailed
-		if r.Status == cluster.CommandSucceeded {
-			opState = cluster.OperationSucceeded
-		}
+		ok := r.Status == cluster.CommandSucceeded
 		if opID != nil {
-			if _, err := tx.Exec(ctx, `UPDATE operations SET state = $2, detail = $3, steps = $4, updated_at = now() WHERE id = $1`,
-				*opID, opState, detail, r.Steps); err != nil {
-				return struct{}{}, err
+			var kind string
+			if err := tx.QueryRow(ctx, `SELECT kind FROM operations WHERE id = $1`, *opID).Scan(&kind); err != nil {
+				return eff, err
+			}
+			// A switchover's first step (stopping on the old node) leaves
+			// its operation running.
+			if !(kind == "switchover" && action == "take_out_of_service" && ok) {
+				state := cluster.OperationFailed
+				if ok {
+					state = cluster.OperationSucceeded
+				}
+				if _, err := tx.Exec(ctx, `UPDATE operations SET state = $2, detail = $3, steps = $4, updated_at = now() WHERE id = $1`,
+					*opID, state, detail, r.Steps); err != nil {
+					return eff, err
+				}
 			}
 		}
 		var place string
 		switch {
-		case r.Status == cluster.CommandSucceeded && action == "bring_in_service":
+		case ok && action == "bring_in_service":
 			place = cluster.PlacementInService
-		case r.Status == cluster.CommandSucceeded && action == "take_out_of_service":
+		case ok && action == "take_out_of_service":
 			place = cluster.PlacementOutOfService
-		case r.Status != cluster.CommandSucceeded && (action == "bring_in_service" || action == "take_out_of_service"):
+		case !ok && (action == "bring_in_service" || action == "take_out_of_service"):
 			place = cluster.PlacementFailed
 		}
 		if place != "" {
 			if err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == cluster.PlacementFailed, detail)); err != nil {
-				return struct{}{}, err
+				return eff, err
 			}
 		}
-		return struct{}{}, nil
+		subject := map[string]string{"hierarchy_id": hierarchyID, "node_id": a.NodeID, "command_id": commandID}
+		switch {
+		case r.Status == cluster.CommandRejected:
+			err = writeEvent(ctx, tx, clusterID, "command.rejected", cluster.SeverityWarning, subject, map[string]any{"reason": r.Reason, "detail": r.Detail},
+				"the agent on %s rejected a %s command for %s: %s", a.NodeName, action, hname, r.Reason)
+		case place == cluster.PlacementInService:
+			err = writeEvent(ctx, tx, clusterID, "hierarchy.in_service", cluster.SeverityInfo, subject, nil, "hierarchy %s is in service on %s", hname, a.NodeName)
+		case place == cluster.PlacementOutOfService:
+			err = writeEvent(ctx, tx, clusterID, "hierarchy.out_of_service", cluster.SeverityInfo, subject, nil, "hierarchy %s is out of service on %s", hname, a.NodeName)
+		case place == cluster.PlacementFailed:
+			err = writeEvent(ctx, tx, clusterID, "hierarchy.failed", cluster.SeverityCritical, subject, map[string]any{"detail": detail},
+				"hierarchy %s failed on %s: %s", hname, a.NodeName, detail)
+		}
+		if err != nil {
+			return eff, err
+		}
+		if incID != nil {
+			eff.IncidentID = *incID
+			var kind string
+			var detected time.Time
+			if err := tx.QueryRow(ctx, `SELECT kind, detected_at FROM incidents WHERE id = $1`, *incID).Scan(&kind, &detected); err != nil {
+				return eff, err
+			}
+			switch {
+			case ok && action == "take_out_of_service":
+				_, err = tx.Exec(ctx, `UPDATE incidents SET stopped_at = now() WHERE id = $1`, *incID)
+			case ok && action == "bring_in_service":
+				var ms int64
+				if err := tx.QueryRow(ctx, `UPDATE incidents SET started_at = now(), state = 'resolved',
+					recovery_ms = (extract(epoch FROM now() - detected_at) * 1000)::bigint WHERE id = $1 RETURNING recovery_ms`, *incID).Scan(&ms); err != nil {
+					return eff, err
+				}
+				d := time.Duration(ms) * time.Millisecond
+				eff.Recovered = &d
+				err = writeEvent(ctx, tx, clusterID, kind+".completed", cluster.SeverityInfo, map[string]string{"hierarchy_id": hierarchyID, "incident_id": *incID, "node_id": a.NodeID},
+					map[string]any{"recovery_ms": ms}, "%s of %s completed: in service on %s after %d ms", kind, hname, a.NodeName, ms)
+			case !ok:
+				if _, err := tx.Exec(ctx, `UPDATE incidents SET state = 'failed' WHERE id = $1 AND state = 'open'`, *incID); err != nil {
+					return eff, err
+				}
+				err = writeEvent(ctx, tx, clusterID, kind+".failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": hierarchyID, "incident_id": *incID, "node_id": a.NodeID},
+					map[string]any{"detail": detail}, "%s of %s failed on %s: %s", kind, hname, a.NodeName, detail)
+			}
+			if err != nil {
+				return eff, err
+			}
+		}
+		return eff, nil
 	})
-	return err
 }
 
 func detailIf(cond bool, s string) string {

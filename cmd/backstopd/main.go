@@ -15,10 +15,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/backstop-ha/backstop/server"
+	"github.com/backstop-ha/backstop/server/failover"
+	"github.com/backstop-ha/backstop/server/leader"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
 )
@@ -181,20 +184,29 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if err != nil {
 		return err
 	}
-	bgCtx, stopBackground := context.WithCancel(context.Background())
-	bgDone := make(chan struct{})
-	go func() {
-		defer close(bgDone)
-		srv.Run(bgCtx)
-	}()
-	defer func() {
-		stopBackground()
-		<-bgDone
-	}()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
+	engine := &failover.Engine{Store: st, Sign: keys.Sign, Log: log.With("component", "engine")}
+	elector := leader.New(leader.Config{
+		Store:     leaderStore{st},
+		ReplicaID: replicaID(),
+		Address:   ln.Addr().String(),
+		Version:   backstopVersion,
+		Logger:    log,
+		Lead:      engine.Run,
+	})
+	// Background work stops after the HTTP server drained: with a context
+	// of its own, not the serving one.
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Go(func() { srv.Run(bgCtx) })
+	bg.Go(func() { elector.Run(bgCtx) })
+	defer func() {
+		stopBackground()
+		bg.Wait()
+	}()
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -223,6 +235,27 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// version is backstopd's version, shown in the control plane view.
+const backstopVersion = "0.1.0"
+
+// replicaID names this process among the replicas: host name and a random
+// suffix, so a restarted replica is a new one.
+func replicaID() string {
+	host, _ := os.Hostname()
+	return host + "-" + store.NewSecret("")[:6]
+}
+
+// leaderStore adapts the store to the elector's interface.
+type leaderStore struct{ *store.Store }
+
+func (l leaderStore) TryLead(ctx context.Context, id string) (leader.Session, int64, error) {
+	s, err := l.Store.TryLead(ctx, id)
+	if err != nil || s == nil {
+		return nil, 0, err
+	}
+	return s, s.Term, nil
 }
 
 // hostURL turns a listen address into a URL a browser can open.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -231,4 +232,152 @@ type HeartbeatAck struct {
 	LeaseTTL      time.Duration
 	Term          int64
 	ConfigVersion int64
+}
+
+// Replica is one backstopd process.
+type Replica struct {
+	ID         string
+	Address    string
+	Version    string
+	StartedAt  time.Time
+	LastSeenAt time.Time
+	Leader     bool
+}
+
+// ControlPlane is the set of replicas and who leads.
+type ControlPlane struct {
+	Term        int64
+	LeaderID    string
+	LeaderSince *time.Time
+	Replicas    []Replica
+}
+
+// NodeStatus is what the failover engine reads about a node.
+type NodeStatus struct {
+	ID          string
+	Name        string
+	State       string
+	Maintenance bool
+	// PathsAlive: some up peer reports a live communication path to it.
+	PathsAlive bool
+	StateSince time.Time
+}
+
+// HierarchyStatus is what the failover engine reads about a hierarchy.
+type HierarchyStatus struct {
+	Hierarchy
+	// FailedOn maps the nodes it is marked failed on to the reason.
+	FailedOn map[string]string
+	// LastDecision is the key of the last decision acted on, so the
+	// engine never repeats one.
+	LastDecision string
+	// MoveTo is the destination of a two-step move in progress.
+	MoveTo string
+}
+
+// ClusterStatus is one cluster as the failover engine sees it.
+type ClusterStatus struct {
+	Cluster     Cluster
+	Nodes       []NodeStatus
+	Hierarchies []HierarchyStatus
+}
+
+// DecisionRecord is a decision as stored, with its inputs.
+type DecisionRecord struct {
+	ClusterID   string
+	HierarchyID string
+	Kind        string
+	From        string
+	To          string
+	Reason      string
+	Candidates  json.RawMessage
+	Inputs      json.RawMessage
+	Term        int64
+	At          time.Time
+	// Key identifies the decision so it is acted on once.
+	Key string
+}
+
+// Incident is a failover, switchover or switchback with its timeline.
+type Incident struct {
+	ID               string
+	ClusterID        string
+	HierarchyID      string
+	Kind             string
+	From             string
+	To               string
+	Reason           string
+	State            string
+	DetectedAt       time.Time
+	DecidedAt        *time.Time
+	StoppedAt        *time.Time
+	StartedAt        *time.Time
+	FirstDeepCheckAt *time.Time
+	RecoveryMS       *int64
+}
+
+// Event is a recorded state change.
+type Event struct {
+	ClusterID string
+	Seq       int64
+	ID        string
+	Type      string
+	Severity  string
+	Subject   map[string]string
+	Message   string
+	Details   map[string]any
+	At        time.Time
+}
+
+// Event severities.
+const (
+	SeverityInfo     = "info"
+	SeverityWarning  = "warning"
+	SeverityCritical = "critical"
+)
+
+// ErrStaleTerm is returned when a leader acts with a term that is no
+// longer current: another replica leads now.
+var ErrStaleTerm = fmt.Errorf("%w: leadership moved to another replica", ErrConflict)
+
+// FailedMark is a node a hierarchy failed on.
+type FailedMark struct {
+	NodeID string
+	Reason string
+	At     time.Time
+}
+
+// NodeTransition is a node state change made by the failure detector.
+type NodeTransition struct {
+	ClusterID, NodeID, Node, From, To string
+}
+
+// Move kinds for StartMove and incidents.
+const (
+	MoveFailover   = "failover"
+	MoveSwitchover = "switchover"
+	MoveSwitchback = "switchback"
+)
+
+// MoveRequest is a placement change the engine or an operator starts.
+type MoveRequest struct {
+	Kind        string // MoveFailover, MoveSwitchover, MoveSwitchback
+	ClusterID   string
+	HierarchyID string
+	ExpectEpoch int64
+	To          string
+	// DetectedAt starts the incident's timeline (failure detected, or
+	// the request made).
+	DetectedAt time.Time
+	Decision   DecisionRecord
+	// Operation, for switchovers an operator asked for.
+	WithOperation bool
+}
+
+// CommandEffect is what a command result changed, for metrics.
+type CommandEffect struct {
+	// Recovered is set when the result ended an incident: how long from
+	// detection to in service.
+	Recovered  *time.Duration
+	IncidentID string
 }

@@ -62,6 +62,8 @@ type Node struct {
 	Name        string
 	Description string
 	State       string
+	// Maintenance takes the node out of every hierarchy's candidates.
+	Maintenance bool
 	// Agent is nil until the node's agent enrolls.
 	Agent     *NodeAgent
 	Version   int64

@@ -1,0 +1,13 @@
+ALTER TABLE commands DROP COLUMN IF EXISTS incident_id;
+DROP TABLE IF EXISTS events;
+ALTER TABLE clusters DROP COLUMN IF EXISTS event_seq;
+DROP TABLE IF EXISTS incidents;
+DROP TABLE IF EXISTS decisions;
+ALTER TABLE operations DROP COLUMN IF EXISTS target_node_id;
+ALTER TABLE operations DROP CONSTRAINT IF EXISTS operations_kind_check;
+ALTER TABLE operations ADD CONSTRAINT operations_kind_check CHECK (kind IN ('in_service', 'out_of_service'));
+ALTER TABLE hierarchies DROP COLUMN IF EXISTS move_to, DROP COLUMN IF EXISTS move_incident, DROP COLUMN IF EXISTS last_decision;
+DROP TABLE IF EXISTS failed_marks;
+ALTER TABLE nodes DROP COLUMN IF EXISTS maintenance, DROP COLUMN IF EXISTS state_since;
+DROP TABLE IF EXISTS replicas;
+ALTER TABLE control_plane DROP COLUMN IF EXISTS leader_id, DROP COLUMN IF EXISTS leader_since;

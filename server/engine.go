@@ -1,0 +1,386 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop/server/failover"
+)
+
+// Operator actions and views of the failover engine.
+
+func findHierarchy(st cluster.ClusterStatus, id string) (cluster.HierarchyStatus, error) {
+	for _, h := range st.Hierarchies {
+		if h.ID == id {
+			return h, nil
+		}
+	}
+	return cluster.HierarchyStatus{}, fmt.Errorf("hierarchy %s: %w", id, cluster.ErrNotFound)
+}
+
+// switchover starts an operator's move of h to target ("" for the best
+// candidate).
+func (s *Server) switchover(ctx context.Context, st cluster.ClusterStatus, h cluster.HierarchyStatus, target, why string) (*cluster.Operation, error) {
+	if h.Placement.State != cluster.PlacementInService {
+		return nil, fmt.Errorf("%w: hierarchy %q is %s, not in service; bring it in service instead", cluster.ErrConflict, h.Name, h.Placement.State)
+	}
+	if h.MoveTo != "" {
+		return nil, fmt.Errorf("%w: hierarchy %q is already moving", cluster.ErrConflict, h.Name)
+	}
+	snap := failover.SnapshotOf(st)
+	best, cs := failover.Next(snap, h.ID)
+	if target == "" {
+		if best == "" {
+			return nil, cluster.Invalid("/node_id", "no node can take hierarchy %q: %s", h.Name, rejections(cs))
+		}
+		target = best
+	} else {
+		i := slices.IndexFunc(cs, func(c failover.Candidate) bool { return c.NodeID == target })
+		switch {
+		case i < 0:
+			return nil, cluster.Invalid("/node_id", "node %s has no priority for hierarchy %q", target, h.Name)
+		case cs[i].Rejected != "":
+			return nil, cluster.Invalid("/node_id", "node %s cannot take hierarchy %q: %s", cs[i].Node, h.Name, cs[i].Rejected)
+		}
+	}
+	d := failover.Decision{HierarchyID: h.ID, Hierarchy: h.Name, Kind: "switchover", From: h.Placement.NodeID, To: target, Reason: why, Candidates: cs}
+	rec := failover.Record(st, d, fmt.Sprintf("switchover|%s|%d", target, h.Placement.Epoch))
+	_, op, err := s.store.StartMove(ctx, 0, cluster.MoveRequest{Kind: cluster.MoveSwitchover, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
+		ExpectEpoch: h.Placement.Epoch, To: target, DetectedAt: time.Now(), Decision: rec, WithOperation: true}, s.keys.Sign)
+	if err != nil {
+		return nil, err
+	}
+	s.waiters.wake(h.Placement.NodeID)
+	return op, nil
+}
+
+func rejections(cs []failover.Candidate) string {
+	out := ""
+	for _, c := range cs {
+		if out != "" {
+			out += "; "
+		}
+		out += fmt.Sprintf("%s (priority %d): %s", c.Node, c.Priority, c.Rejected)
+	}
+	if out == "" {
+		return "it has no other node"
+	}
+	return out
+}
+
+// SwitchoverHierarchy moves a hierarchy for maintenance.
+func (s *Server) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierarchyRequestObject) (api.SwitchoverHierarchyResponseObject, error) {
+	st, err := s.store.ClusterStatus(ctx, r.ClusterId.String())
+	if err != nil {
+		return nil, err
+	}
+	h, err := findHierarchy(st, r.HierarchyId.String())
+	if err != nil {
+		return nil, err
+	}
+	target := ""
+	if r.Body != nil && r.Body.NodeId != nil {
+		target = r.Body.NodeId.String()
+	}
+	op, err := s.switchover(ctx, st, h, target, "switchover requested by "+cluster.ActorFrom(ctx).String())
+	if err != nil {
+		return nil, err
+	}
+	return api.SwitchoverHierarchy202JSONResponse{Body: toAPIOperation(*op), Headers: api.SwitchoverHierarchy202ResponseHeaders{Location: location("/v1/operations/%s", op.ID)}}, nil
+}
+
+// ExplainHierarchy says why a hierarchy is where it is.
+func (s *Server) ExplainHierarchy(ctx context.Context, r api.ExplainHierarchyRequestObject) (api.ExplainHierarchyResponseObject, error) {
+	st, err := s.store.ClusterStatus(ctx, r.ClusterId.String())
+	if err != nil {
+		return nil, err
+	}
+	h, err := findHierarchy(st, r.HierarchyId.String())
+	if err != nil {
+		return nil, err
+	}
+	out := api.ExplainHierarchy200JSONResponse{HierarchyId: apiID(h.ID), FailedMarks: []api.FailedMark{}, NextCandidates: []api.Candidate{},
+		Placement: toAPIHierarchy(h.Hierarchy).Placement}
+	marks, err := s.store.FailedMarks(ctx, h.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range marks {
+		out.FailedMarks = append(out.FailedMarks, api.FailedMark{NodeId: apiID(m.NodeID), Reason: m.Reason, At: m.At})
+	}
+	if d, ok, err := s.store.LastDecision(ctx, h.ID); err != nil {
+		return nil, err
+	} else if ok {
+		ad, err := toAPIDecision(d)
+		if err != nil {
+			return nil, err
+		}
+		out.LastDecision = &ad
+	}
+	next, cs := failover.Next(failover.SnapshotOf(st), h.ID)
+	out.NextNodeId = optID(next)
+	out.NextCandidates = toAPICandidates(cs)
+	return out, nil
+}
+
+func toAPICandidates(cs []failover.Candidate) []api.Candidate {
+	out := make([]api.Candidate, len(cs))
+	for i, c := range cs {
+		out[i] = api.Candidate{NodeId: apiID(c.NodeID), Node: c.Node, Priority: c.Priority}
+		if c.Rejected != "" {
+			out[i].Rejected = ptr(c.Rejected)
+		}
+	}
+	return out
+}
+
+func toAPIDecision(d cluster.DecisionRecord) (api.Decision, error) {
+	out := api.Decision{HierarchyId: apiID(d.HierarchyID), Kind: d.Kind, Reason: d.Reason, At: d.At, FromNodeId: optID(d.From), ToNodeId: optID(d.To)}
+	if d.Term != 0 {
+		out.Term = ptr(d.Term)
+	}
+	var cs []failover.Candidate
+	if err := json.Unmarshal(d.Candidates, &cs); err != nil {
+		return out, fmt.Errorf("decision candidates: %w", err)
+	}
+	out.Candidates = toAPICandidates(cs)
+	if len(d.Inputs) > 0 {
+		var in map[string]any
+		if err := json.Unmarshal(d.Inputs, &in); err != nil {
+			return out, fmt.Errorf("decision inputs: %w", err)
+		}
+		out.Inputs = &in
+	}
+	return out, nil
+}
+
+// ClearFailedMark makes a node a candidate for a hierarchy again.
+func (s *Server) ClearFailedMark(ctx context.Context, r api.ClearFailedMarkRequestObject) (api.ClearFailedMarkResponseObject, error) {
+	if err := s.store.ClearFailedMark(ctx, r.ClusterId.String(), r.HierarchyId.String(), r.NodeId.String()); err != nil {
+		return nil, err
+	}
+	return api.ClearFailedMark204Response{}, nil
+}
+
+// StartMaintenance puts a node in maintenance and switches its
+// hierarchies away.
+func (s *Server) StartMaintenance(ctx context.Context, r api.StartMaintenanceRequestObject) (api.StartMaintenanceResponseObject, error) {
+	cid, nid := r.ClusterId.String(), r.NodeId.String()
+	n, err := s.store.SetMaintenance(ctx, cid, nid, true)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.store.ClusterStatus(ctx, cid)
+	if err != nil {
+		return nil, err
+	}
+	out := api.StartMaintenance200JSONResponse{Operations: []api.Operation{}}
+	var ids []string
+	for _, h := range st.Hierarchies {
+		if h.Placement.NodeID != nid || h.Placement.State != cluster.PlacementInService || h.MoveTo != "" {
+			continue
+		}
+		op, err := s.switchover(ctx, st, h, "", "node "+n.Name+" enters maintenance")
+		if err != nil {
+			// Leave it running where it is rather than stop it with
+			// nowhere to go; the log and the event trail say why.
+			s.log.WarnContext(ctx, "maintenance: hierarchy stays on the node", "hierarchy", h.Name, "err", err)
+			continue
+		}
+		ids = append(ids, op.ID)
+	}
+	if deref(r.Params.Wait, false) {
+		deadline := time.Now().Add(time.Duration(deref(r.Params.TimeoutS, 60)) * time.Second)
+		for time.Now().Before(deadline) {
+			done, err := s.store.OperationsDone(ctx, ids)
+			if err != nil {
+				return nil, err
+			}
+			if done {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	for _, id := range ids {
+		op, err := s.store.FindOperation(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out.Operations = append(out.Operations, toAPIOperation(op))
+	}
+	if n, err = s.store.FindNodeByID(ctx, cid, nid); err != nil {
+		return nil, err
+	}
+	out.Node = toAPINode(n)
+	return out, nil
+}
+
+// EndMaintenance makes a node a candidate again.
+func (s *Server) EndMaintenance(ctx context.Context, r api.EndMaintenanceRequestObject) (api.EndMaintenanceResponseObject, error) {
+	n, err := s.store.SetMaintenance(ctx, r.ClusterId.String(), r.NodeId.String(), false)
+	if err != nil {
+		return nil, err
+	}
+	return api.EndMaintenance200JSONResponse(toAPINode(n)), nil
+}
+
+// SimulateFailures answers "what if" without changing anything.
+func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresRequestObject) (api.SimulateFailuresResponseObject, error) {
+	cid := r.ClusterId.String()
+	st, err := s.store.ClusterStatus(ctx, cid)
+	if err != nil {
+		return nil, err
+	}
+	snap := failover.SnapshotOf(st)
+	v := &cluster.ValidationError{}
+	for i, id := range deref(r.Body.NodeFailures, nil) {
+		n, ok := snap.Nodes[id.String()]
+		if !ok {
+			v.Add(fmt.Sprintf("/node_failures/%d", i), "node %s is not a node of this cluster", id)
+			continue
+		}
+		n.State, n.PathsAlive = cluster.NodeDown, false
+		snap.Nodes[n.ID] = n
+	}
+	if pf := deref(r.Body.PathFailures, nil); len(pf) > 0 {
+		paths, _, err := s.store.ListPaths(ctx, cid, cluster.Page{Limit: 100000})
+		if err != nil {
+			return nil, err
+		}
+		dead := map[string]bool{}
+		for i, id := range pf {
+			found := false
+			for _, p := range paths {
+				if p.ID == id.String() || p.ReverseID == id.String() {
+					dead[p.ID], found = true, true
+				}
+			}
+			if !found {
+				v.Add(fmt.Sprintf("/path_failures/%d", i), "path %s is not a path of this cluster", id)
+			}
+		}
+		alive := map[string]bool{}
+		for _, p := range paths {
+			if !dead[p.ID] {
+				alive[p.RemoteNodeID] = true
+			}
+		}
+		for id, n := range snap.Nodes {
+			if !alive[id] {
+				n.PathsAlive = false
+				snap.Nodes[id] = n
+			}
+		}
+	}
+	for i, id := range deref(r.Body.ResourceFailures, nil) {
+		j := slices.IndexFunc(snap.Hierarchies, func(h failover.HierarchyView) bool { return h.ID == id.String() })
+		if j < 0 {
+			v.Add(fmt.Sprintf("/resource_failures/%d", i), "hierarchy %s is not a hierarchy of this cluster", id)
+			continue
+		}
+		h := &snap.Hierarchies[j]
+		if h.Placement.NodeID == "" {
+			v.Add(fmt.Sprintf("/resource_failures/%d", i), "hierarchy %s is not placed on any node", h.Name)
+			continue
+		}
+		h.Placement.State, h.Placement.Detail = cluster.PlacementFailed, "simulated resource failure"
+		h.FailedOn[h.Placement.NodeID] = true
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	ds := failover.Decide(snap)
+	out := api.SimulateFailures200JSONResponse{Decisions: []api.Decision{}, Placements: []api.SimulatedPlacement{}}
+	final := map[string]cluster.Placement{}
+	for _, h := range snap.Hierarchies {
+		final[h.ID] = h.Placement
+	}
+	for _, d := range ds {
+		out.Decisions = append(out.Decisions, api.Decision{HierarchyId: apiID(d.HierarchyID), Kind: d.Kind, Reason: d.Reason,
+			FromNodeId: optID(d.From), ToNodeId: optID(d.To), Candidates: toAPICandidates(d.Candidates), At: time.Now()})
+		switch d.Kind {
+		case failover.KindFailover, failover.KindSwitchback:
+			final[d.HierarchyID] = cluster.Placement{NodeID: d.To, State: cluster.PlacementInService}
+		case failover.KindFail:
+			final[d.HierarchyID] = cluster.Placement{State: cluster.PlacementFailed}
+		}
+	}
+	for _, h := range snap.Hierarchies {
+		p := final[h.ID]
+		out.Placements = append(out.Placements, api.SimulatedPlacement{HierarchyId: apiID(h.ID), NodeId: optID(p.NodeID), State: api.PlacementState(p.State)})
+	}
+	return out, nil
+}
+
+// ListIncidents lists a cluster's incidents.
+func (s *Server) ListIncidents(ctx context.Context, r api.ListIncidentsRequestObject) (api.ListIncidentsResponseObject, error) {
+	is, next, err := s.store.ListIncidents(ctx, r.ClusterId.String(), page(r.Params.Limit, r.Params.Cursor))
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListIncidents200JSONResponse{Items: make([]api.Incident, len(is)), NextCursor: nextCursor(next)}
+	for i, x := range is {
+		out.Items[i] = api.Incident{Id: apiID(x.ID), ClusterId: apiID(x.ClusterID), HierarchyId: apiID(x.HierarchyID), Kind: api.IncidentKind(x.Kind),
+			FromNodeId: optID(x.From), ToNodeId: optID(x.To), Reason: x.Reason, State: api.IncidentState(x.State), DetectedAt: x.DetectedAt,
+			DecidedAt: x.DecidedAt, StoppedAt: x.StoppedAt, StartedAt: x.StartedAt, FirstDeepCheckAt: x.FirstDeepCheckAt, RecoveryMs: x.RecoveryMS}
+	}
+	return out, nil
+}
+
+// ListEvents reads a cluster's event log.
+func (s *Server) ListEvents(ctx context.Context, r api.ListEventsRequestObject) (api.ListEventsResponseObject, error) {
+	after := deref(r.Params.After, 0)
+	sev := ""
+	if r.Params.Severity != nil {
+		sev = string(*r.Params.Severity)
+	}
+	evs, err := s.store.ListEvents(ctx, r.ClusterId.String(), after, deref(r.Params.Type, ""), sev, deref(r.Params.Limit, 100))
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListEvents200JSONResponse{Items: make([]api.Event, len(evs)), LastSeq: after}
+	for i, e := range evs {
+		out.Items[i] = api.Event{Seq: e.Seq, Id: apiID(e.ID), ClusterId: apiID(e.ClusterID), Type: e.Type, Severity: api.Severity(e.Severity),
+			Message: e.Message, Subject: e.Subject, Details: e.Details, At: e.At}
+		out.LastSeq = e.Seq
+	}
+	return out, nil
+}
+
+// GetControlPlane shows the replicas and the leader.
+func (s *Server) GetControlPlane(ctx context.Context, _ api.GetControlPlaneRequestObject) (api.GetControlPlaneResponseObject, error) {
+	cp, err := s.store.ControlPlane(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := api.GetControlPlane200JSONResponse{Term: cp.Term, LeaderSince: cp.LeaderSince}
+	if cp.LeaderID != "" {
+		out.LeaderId = ptr(cp.LeaderID)
+	}
+	out.Replicas = make([]struct {
+		Address    string    `json:"address"`
+		Id         string    `json:"id"`
+		LastSeenAt time.Time `json:"last_seen_at"`
+		Leader     bool      `json:"leader"`
+		StartedAt  time.Time `json:"started_at"`
+		Version    *string   `json:"version,omitempty"`
+	}, len(cp.Replicas))
+	for i, r := range cp.Replicas {
+		out.Replicas[i].Address, out.Replicas[i].Id, out.Replicas[i].LastSeenAt = r.Address, r.ID, r.LastSeenAt
+		out.Replicas[i].Leader, out.Replicas[i].StartedAt = r.Leader, r.StartedAt
+		if r.Version != "" {
+			out.Replicas[i].Version = ptr(r.Version)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,204 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// Store is what the engine reads and writes. Every write takes the
+// leader term and fails with cluster.ErrStaleTerm once another replica
+// leads, so a deposed leader cannot act.
+type Store interface {
+	JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTransition, error)
+	ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, error)
+	StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error)
+	AdvanceMoves(ctx context.Context, term int64, sign cluster.Signer) (int, error)
+	FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d cluster.DecisionRecord) error
+	NoteDecision(ctx context.Context, term int64, d cluster.DecisionRecord, eventType, message string) error
+}
+
+// Engine is the leader's loop: detect failures, decide, act.
+type Engine struct {
+	Store    Store
+	Sign     cluster.Signer
+	Log      *slog.Logger
+	Interval time.Duration // default 50 ms
+	// Observe, if set, is told about each decision acted on.
+	Observe func(d Decision)
+}
+
+// Run steps until ctx ends (leadership lost or shutdown).
+func (e *Engine) Run(ctx context.Context, term int64) {
+	iv := e.Interval
+	if iv <= 0 {
+		iv = 50 * time.Millisecond
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		if err := e.Step(ctx, term); err != nil && ctx.Err() == nil {
+			if errors.Is(err, cluster.ErrStaleTerm) {
+				e.Log.ErrorContext(ctx, "engine: another replica leads now; stopping", "term", term)
+				return
+			}
+			e.Log.WarnContext(ctx, "engine step", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Step runs one pass: judge leases, advance two-step moves, decide and act.
+func (e *Engine) Step(ctx context.Context, term int64) error {
+	trs, err := e.Store.JudgeNodes(ctx, term)
+	if err != nil {
+		return fmt.Errorf("judge nodes: %w", err)
+	}
+	for _, tr := range trs {
+		e.Log.WarnContext(ctx, "node state changed", "node", tr.Node, "node_id", tr.NodeID, "from", tr.From, "to", tr.To)
+	}
+	if _, err := e.Store.AdvanceMoves(ctx, term, e.Sign); err != nil {
+		return fmt.Errorf("advance moves: %w", err)
+	}
+	sts, err := e.Store.ClusterStatuses(ctx)
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	var errs []error
+	for _, st := range sts {
+		if err := e.act(ctx, term, st); err != nil {
+			if errors.Is(err, cluster.ErrStaleTerm) {
+				return err
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// act decides for one cluster and carries the decisions out.
+func (e *Engine) act(ctx context.Context, term int64, st cluster.ClusterStatus) error {
+	snap := SnapshotOf(st)
+	byID := map[string]cluster.HierarchyStatus{}
+	for _, h := range st.Hierarchies {
+		byID[h.ID] = h
+	}
+	var errs []error
+	for _, d := range Decide(snap) {
+		h := byID[d.HierarchyID]
+		if h.MoveTo != "" {
+			continue // a move is under way
+		}
+		key := fmt.Sprintf("%s|%s|%d", d.Kind, d.To, h.Placement.Epoch)
+		if key == h.LastDecision {
+			continue // acted on already
+		}
+		rec := Record(st, d, key)
+		var err error
+		switch d.Kind {
+		case KindFailover, KindSwitchback:
+			kind, detected := cluster.MoveFailover, time.Now()
+			if d.Kind == KindSwitchback {
+				kind = cluster.MoveSwitchback
+			} else if n, ok := snap.Nodes[h.Placement.NodeID]; ok && n.State == cluster.NodeDown {
+				detected = nodeSince(st, h.Placement.NodeID)
+			} else if !h.Placement.UpdatedAt.IsZero() {
+				detected = h.Placement.UpdatedAt
+			}
+			_, _, err = e.Store.StartMove(ctx, term, cluster.MoveRequest{Kind: kind, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
+				ExpectEpoch: h.Placement.Epoch, To: d.To, DetectedAt: detected, Decision: rec}, e.Sign)
+		case KindFail:
+			err = e.Store.FailHierarchy(ctx, term, st.Cluster.ID, h.ID, h.Placement.Epoch, rec)
+		case KindSwitchbackPossible:
+			err = e.Store.NoteDecision(ctx, term, rec, "switchback.possible", fmt.Sprintf("switchback of %s possible: %s", h.Name, d.Reason))
+		}
+		if err != nil {
+			if errors.Is(err, cluster.ErrStaleTerm) {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("%s %s: %w", d.Kind, h.Name, err))
+			continue
+		}
+		e.Log.InfoContext(ctx, "decision", "kind", d.Kind, "hierarchy", h.Name, "from", d.From, "to", d.To, "reason", d.Reason)
+		if e.Observe != nil {
+			e.Observe(d)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func nodeSince(st cluster.ClusterStatus, id string) time.Time {
+	for _, n := range st.Nodes {
+		if n.ID == id {
+			return n.StateSince
+		}
+	}
+	return time.Now()
+}
+
+// SnapshotOf turns what the store read into a decision snapshot. A
+// hierarchy moving to a node counts as placed there.
+func SnapshotOf(st cluster.ClusterStatus) Snapshot {
+	s := Snapshot{Nodes: make(map[string]NodeView, len(st.Nodes))}
+	for _, n := range st.Nodes {
+		s.Nodes[n.ID] = NodeView{ID: n.ID, Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive}
+	}
+	for _, h := range st.Hierarchies {
+		v := HierarchyView{ID: h.ID, Name: h.Name, Group: h.ExclusivityGroup, Switchback: h.Switchback,
+			Priorities: h.Priorities, Placement: h.Placement, FailedOn: map[string]bool{}}
+		for n := range h.FailedOn {
+			v.FailedOn[n] = true
+		}
+		if h.MoveTo != "" {
+			v.Placement.NodeID, v.Placement.State = h.MoveTo, cluster.PlacementStarting
+		}
+		s.Hierarchies = append(s.Hierarchies, v)
+	}
+	return s
+}
+
+// Record turns a decision into its stored form, with the inputs it was
+// made from: the states of the hierarchy's nodes and its placement.
+func Record(st cluster.ClusterStatus, d Decision, key string) cluster.DecisionRecord {
+	type nodeIn struct {
+		Name        string `json:"name"`
+		State       string `json:"state"`
+		Maintenance bool   `json:"maintenance,omitempty"`
+		PathsAlive  bool   `json:"paths_alive"`
+	}
+	in := struct {
+		Nodes     map[string]nodeIn `json:"nodes"`
+		Placement map[string]any    `json:"placement"`
+		FailedOn  map[string]string `json:"failed_on,omitempty"`
+	}{Nodes: map[string]nodeIn{}}
+	for _, h := range st.Hierarchies {
+		if h.ID != d.HierarchyID {
+			continue
+		}
+		in.Placement = map[string]any{"node_id": h.Placement.NodeID, "state": h.Placement.State, "epoch": h.Placement.Epoch, "detail": h.Placement.Detail}
+		in.FailedOn = h.FailedOn
+		for _, p := range h.Priorities {
+			for _, n := range st.Nodes {
+				if n.ID == p.NodeID {
+					in.Nodes[n.ID] = nodeIn{Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive}
+				}
+			}
+		}
+	}
+	inputs, _ := json.Marshal(in)
+	cands, _ := json.Marshal(d.Candidates)
+	if d.Candidates == nil {
+		cands = []byte("[]")
+	}
+	return cluster.DecisionRecord{ClusterID: st.Cluster.ID, HierarchyID: d.HierarchyID, Kind: d.Kind, From: d.From, To: d.To,
+		Reason: d.Reason, Candidates: cands, Inputs: inputs, Key: key}
+}

@@ -1,0 +1,446 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// checkTermTx verifies term is still the leader term, holding it for the
+// transaction (FOR SHARE): a new leader's TryLead waits for us to commit,
+// and after it commits we fail here. Term 0 (operator actions on any
+// replica) reads the current term instead.
+func checkTermTx(ctx context.Context, tx pgx.Tx, term int64) (int64, error) {
+	var cur int64
+	if err := tx.QueryRow(ctx, `SELECT term FROM control_plane WHERE id = 1 FOR SHARE`).Scan(&cur); err != nil {
+		return 0, err
+	}
+	if term != 0 && term != cur {
+		return 0, fmt.Errorf("%w (term %d, now %d)", cluster.ErrStaleTerm, term, cur)
+	}
+	return cur, nil
+}
+
+// JudgeNodes is the failure detector, run by the leader. A node whose
+// lease (TTL plus grace, measured from its last heartbeat by the database
+// clock) ran out becomes `down` only if no up peer reports a live path to
+// it; if one does, it becomes `unreachable` and nothing moves. A new leader
+// judges nobody until one lease period after it took over.
+func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTransition, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.NodeTransition, error) {
+		if _, err := checkTermTx(ctx, tx, term); err != nil {
+			return nil, err
+		}
+		rows, err := tx.Query(ctx, `SELECT n.id, n.cluster_id, n.name, n.state,
+			EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
+				WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up' AND p.lease_expires_at > now()
+				AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up')
+			FROM nodes n JOIN clusters c ON c.id = n.cluster_id CROSS JOIN control_plane cp
+			WHERE n.state IN ('up', 'unreachable') AND n.lease_expires_at < now()
+			AND cp.leader_since + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0) < now()
+			ORDER BY n.id FOR UPDATE OF n`)
+		if err != nil {
+			return nil, err
+		}
+		type row struct {
+			t    cluster.NodeTransition
+			seen bool
+		}
+		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.t.NodeID, &x.t.ClusterID, &x.t.Node, &x.t.From, &x.seen)
+			return x, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		var out []cluster.NodeTransition
+		for _, x := range rs {
+			x.t.To = cluster.NodeDown
+			if x.seen {
+				x.t.To = cluster.NodeUnreachable
+			}
+			if x.t.To == x.t.From {
+				continue
+			}
+			if _, err := tx.Exec(ctx, `UPDATE nodes SET state = $2, state_since = now() WHERE id = $1`, x.t.NodeID, x.t.To); err != nil {
+				return nil, err
+			}
+			sev, msg := cluster.SeverityCritical, "node %s is down: its lease expired and no peer sees it on any communication path"
+			if x.t.To == cluster.NodeUnreachable {
+				sev, msg = cluster.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
+			}
+			if err := writeEvent(ctx, tx, x.t.ClusterID, "node."+x.t.To, sev, map[string]string{"node_id": x.t.NodeID},
+				map[string]any{"from": x.t.From}, msg, x.t.Node); err != nil {
+				return nil, err
+			}
+			out = append(out, x.t)
+		}
+		return out, nil
+	})
+}
+
+// ClusterStatuses reads what the failover engine decides from, for every
+// cluster with hierarchies. Placements failed on an up node (the agent
+// gave up after local recovery, or a bring-up failed) are first turned
+// into failed marks.
+func (s *Store) ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.ClusterStatus, error) {
+		if _, err := tx.Exec(ctx, `INSERT INTO failed_marks (hierarchy_id, node_id, reason)
+			SELECT h.id, h.placement_node_id, h.placement_detail FROM hierarchies h JOIN nodes n ON n.id = h.placement_node_id
+			WHERE h.placement_state = 'failed' AND n.state = 'up' ON CONFLICT DO NOTHING`); err != nil {
+			return nil, err
+		}
+		rows, err := tx.Query(ctx, `SELECT `+clusterColumns+` FROM clusters c WHERE EXISTS (SELECT 1 FROM hierarchies h WHERE h.cluster_id = c.id) ORDER BY id`)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Cluster, error) { return scanCluster(r) })
+		if err != nil {
+			return nil, err
+		}
+		out := make([]cluster.ClusterStatus, 0, len(cs))
+		for _, c := range cs {
+			st, err := clusterStatusTx(ctx, tx, c)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, st)
+		}
+		return out, nil
+	})
+}
+
+// ClusterStatus reads one cluster as the engine sees it (for explain and
+// simulate).
+func (s *Store) ClusterStatus(ctx context.Context, clusterID string) (cluster.ClusterStatus, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (cluster.ClusterStatus, error) {
+		c, err := scanCluster(tx.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1`, clusterID))
+		if err != nil {
+			return cluster.ClusterStatus{}, fmt.Errorf("cluster %s: %w", clusterID, interpretError(err))
+		}
+		return clusterStatusTx(ctx, tx, c)
+	})
+}
+
+func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster.ClusterStatus, error) {
+	st := cluster.ClusterStatus{Cluster: c}
+	rows, err := tx.Query(ctx, `SELECT n.id, n.name, n.state, n.maintenance, n.state_since,
+		EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
+			WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up'
+			AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up')
+		FROM nodes n WHERE n.cluster_id = $1 ORDER BY n.id`, c.ID)
+	if err != nil {
+		return st, err
+	}
+	st.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.NodeStatus, error) {
+		var n cluster.NodeStatus
+		err := r.Scan(&n.ID, &n.Name, &n.State, &n.Maintenance, &n.StateSince, &n.PathsAlive)
+		return n, err
+	})
+	if err != nil {
+		return st, err
+	}
+	rows, err = tx.Query(ctx, `SELECT `+hierarchyColumns+`, last_decision, coalesce(move_to::text, '') FROM hierarchies WHERE cluster_id = $1 ORDER BY id`, c.ID)
+	if err != nil {
+		return st, err
+	}
+	st.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.HierarchyStatus, error) {
+		var h cluster.HierarchyStatus
+		p := &h.Placement
+		err := r.Scan(&h.ID, &h.ClusterID, &h.Name, &h.Description, &h.ExclusivityGroup, &h.Switchback, &h.Resources, &h.Version, &h.CreatedAt, &h.UpdatedAt,
+			&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt, &h.LastDecision, &h.MoveTo)
+		h.FailedOn = map[string]string{}
+		return h, err
+	})
+	if err != nil {
+		return st, err
+	}
+	hs := make([]cluster.Hierarchy, len(st.Hierarchies))
+	at := map[string]int{}
+	for i, h := range st.Hierarchies {
+		hs[i] = h.Hierarchy
+		at[h.ID] = i
+	}
+	if err := loadPriorities(ctx, tx, hs); err != nil {
+		return st, err
+	}
+	for i := range hs {
+		st.Hierarchies[i].Priorities = hs[i].Priorities
+	}
+	rows, err = tx.Query(ctx, `SELECT m.hierarchy_id, m.node_id, m.reason FROM failed_marks m JOIN hierarchies h ON h.id = m.hierarchy_id WHERE h.cluster_id = $1`, c.ID)
+	if err != nil {
+		return st, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var hid, nid, reason string
+		if err := rows.Scan(&hid, &nid, &reason); err != nil {
+			return st, err
+		}
+		st.Hierarchies[at[hid]].FailedOn[nid] = reason
+	}
+	return st, rows.Err()
+}
+
+func insertDecisionTx(ctx context.Context, tx pgx.Tx, d cluster.DecisionRecord) error {
+	if d.Candidates == nil {
+		d.Candidates = json.RawMessage("[]")
+	}
+	if d.Inputs == nil {
+		d.Inputs = json.RawMessage("{}")
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO decisions (cluster_id, hierarchy_id, kind, from_node, to_node, reason, candidates, inputs, term)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, d.ClusterID, d.HierarchyID, d.Kind, nullUUID(d.From), nullUUID(d.To), d.Reason, d.Candidates, d.Inputs, d.Term)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE hierarchies SET last_decision = $2 WHERE id = $1`, d.HierarchyID, d.Key)
+	return err
+}
+
+// issueCommandTx bumps a hierarchy's epoch, sets its placement, and stores
+// a signed command for node in one go.
+func issueCommandTx(ctx context.Context, tx pgx.Tx, h cluster.Hierarchy, node, action, state string, term int64, incidentID, operationID string, sign cluster.Signer) (cluster.CommandSpec, error) {
+	spec := cluster.CommandSpec{ID: newID(), ClusterID: h.ClusterID, NodeID: node, HierarchyID: h.ID, Hierarchy: h.Name,
+		Epoch: h.Placement.Epoch + 1, Term: term, Action: action, Resources: cluster.BringUpOrder(h.Resources)}
+	sc, issued, expires, err := sign(spec)
+	if err != nil {
+		return spec, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = $2, epoch = $3, placement_state = $4,
+		placement_detail = '', placement_updated_at = now() WHERE id = $1`, h.ID, node, spec.Epoch, state); err != nil {
+		return spec, err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO commands (id, cluster_id, node_id, hierarchy_id, operation_id, incident_id, action, epoch, term, key_id, payload, signature, issued_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		spec.ID, h.ClusterID, node, h.ID, nullUUID(operationID), nullUUID(incidentID), action, spec.Epoch, term, sc.KeyID, sc.Payload, sc.Signature, issued, expires)
+	if err != nil {
+		return spec, err
+	}
+	_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, CommandNotifyChannel, node)
+	return spec, err
+}
+
+func lockHierarchyTx(ctx context.Context, tx pgx.Tx, clusterID, id string) (cluster.Hierarchy, error) {
+	h, err := scanHierarchy(tx.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, id))
+	if err != nil {
+		return h, fmt.Errorf("hierarchy %s: %w", id, interpretError(err))
+	}
+	return h, nil
+}
+
+// StartMove starts moving a hierarchy, as the leader (term) or an operator
+// (term 0) decided. From a down node, or a hierarchy with no node, it is
+// brought in service on the target at once (the old node fenced itself
+// before the server's lease ran out). From a live node it is first taken
+// out of service there; AdvanceMoves brings it up on the target once that
+// succeeded. Each step bumps the epoch. It returns the incident and, when
+// asked, the operation. cluster.ErrConflict when the hierarchy changed
+// since the decision (epoch) or a move is already running.
+func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error) {
+	type out struct {
+		inc cluster.Incident
+		op  *cluster.Operation
+	}
+	o, err := withTx(ctx, s, func(tx pgx.Tx) (out, error) {
+		var o out
+		cur, err := checkTermTx(ctx, tx, term)
+		if err != nil {
+			return o, err
+		}
+		h, err := lockHierarchyTx(ctx, tx, m.ClusterID, m.HierarchyID)
+		if err != nil {
+			return o, err
+		}
+		if m.ExpectEpoch >= 0 && h.Placement.Epoch != m.ExpectEpoch {
+			return o, fmt.Errorf("%w: hierarchy %q changed (epoch %d, decided at %d)", cluster.ErrConflict, h.Name, h.Placement.Epoch, m.ExpectEpoch)
+		}
+		var moving *string
+		if err := tx.QueryRow(ctx, `SELECT move_to::text FROM hierarchies WHERE id = $1`, h.ID).Scan(&moving); err != nil {
+			return o, err
+		}
+		if moving != nil {
+			return o, fmt.Errorf("%w: hierarchy %q is already moving to node %s", cluster.ErrConflict, h.Name, *moving)
+		}
+		from := h.Placement.NodeID
+		var fromState string
+		if from != "" {
+			if err := tx.QueryRow(ctx, `SELECT state FROM nodes WHERE id = $1`, from).Scan(&fromState); err != nil {
+				return o, err
+			}
+		}
+		now := time.Now()
+		o.inc = cluster.Incident{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, Kind: m.Kind, From: from, To: m.To,
+			Reason: m.Decision.Reason, State: "open", DetectedAt: m.DetectedAt, DecidedAt: &now}
+		if _, err := tx.Exec(ctx, `INSERT INTO incidents (id, cluster_id, hierarchy_id, kind, from_node, to_node, reason, detected_at, decided_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())`, o.inc.ID, m.ClusterID, h.ID, m.Kind, nullUUID(from), m.To, m.Decision.Reason, m.DetectedAt); err != nil {
+			return o, err
+		}
+		m.Decision.Term = cur
+		if err := insertDecisionTx(ctx, tx, m.Decision); err != nil {
+			return o, err
+		}
+		opID := ""
+		if m.WithOperation {
+			op := cluster.Operation{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, NodeID: m.To, Kind: "switchover",
+				State: cluster.OperationPending, Epoch: h.Placement.Epoch + 1, Steps: []cluster.StepResult{}}
+			if err := tx.QueryRow(ctx, `INSERT INTO operations (id, cluster_id, hierarchy_id, node_id, kind, epoch, target_node_id)
+				VALUES ($1, $2, $3, $4, 'switchover', $5, $4) RETURNING created_at, updated_at`, op.ID, m.ClusterID, h.ID, m.To, op.Epoch).Scan(&op.CreatedAt, &op.UpdatedAt); err != nil {
+				return o, err
+			}
+			o.op, opID = &op, op.ID
+		}
+		liveFrom := from != "" && fromState != cluster.NodeDown && (h.Placement.State == cluster.PlacementInService || h.Placement.State == cluster.PlacementStarting)
+		subject := map[string]string{"hierarchy_id": h.ID, "incident_id": o.inc.ID}
+		if liveFrom {
+			spec, err := issueCommandTx(ctx, tx, h, from, "take_out_of_service", cluster.PlacementStopping, cur, o.inc.ID, opID, sign)
+			if err != nil {
+				return o, err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE hierarchies SET move_to = $2, move_incident = $3 WHERE id = $1`, h.ID, m.To, o.inc.ID); err != nil {
+				return o, err
+			}
+			if o.op != nil {
+				o.op.CommandID = spec.ID
+				if _, err := tx.Exec(ctx, `UPDATE operations SET command_id = $2 WHERE id = $1`, opID, spec.ID); err != nil {
+					return o, err
+				}
+			}
+		} else {
+			spec, err := issueCommandTx(ctx, tx, h, m.To, "bring_in_service", cluster.PlacementStarting, cur, o.inc.ID, opID, sign)
+			if err != nil {
+				return o, err
+			}
+			if o.op != nil {
+				o.op.CommandID = spec.ID
+				if _, err := tx.Exec(ctx, `UPDATE operations SET command_id = $2 WHERE id = $1`, opID, spec.ID); err != nil {
+					return o, err
+				}
+			}
+		}
+		sev := cluster.SeverityInfo
+		if m.Kind == cluster.MoveFailover {
+			sev = cluster.SeverityCritical
+		}
+		if err := writeEvent(ctx, tx, m.ClusterID, m.Kind+".started", sev, subject,
+			map[string]any{"from_node_id": from, "to_node_id": m.To, "reason": m.Decision.Reason},
+			"%s of %s started: %s", m.Kind, h.Name, m.Decision.Reason); err != nil {
+			return o, err
+		}
+		return o, audit(ctx, tx, "hierarchy."+m.Kind, "hierarchy", h.ID, m.ClusterID, map[string]any{"from": from, "to": m.To, "incident_id": o.inc.ID})
+	})
+	return o.inc, o.op, err
+}
+
+// AdvanceMoves brings hierarchies whose old node finished taking them out
+// of service in service on their move's target, and abandons moves whose
+// stop failed. It returns how many moved on.
+func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign cluster.Signer) (int, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (int, error) {
+		cur, err := checkTermTx(ctx, tx, term)
+		if err != nil {
+			return 0, err
+		}
+		rows, err := tx.Query(ctx, `SELECT `+hierarchyColumns+`, move_to::text, coalesce(move_incident::text, '') FROM hierarchies
+			WHERE move_to IS NOT NULL AND placement_state IN ('out_of_service', 'failed') FOR UPDATE`)
+		if err != nil {
+			return 0, err
+		}
+		type row struct {
+			h       cluster.Hierarchy
+			to, inc string
+		}
+		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			p := &x.h.Placement
+			err := r.Scan(&x.h.ID, &x.h.ClusterID, &x.h.Name, &x.h.Description, &x.h.ExclusivityGroup, &x.h.Switchback, &x.h.Resources, &x.h.Version, &x.h.CreatedAt, &x.h.UpdatedAt,
+				&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt, &x.to, &x.inc)
+			return x, err
+		})
+		if err != nil {
+			return 0, err
+		}
+		for _, x := range rs {
+			if _, err := tx.Exec(ctx, `UPDATE hierarchies SET move_to = NULL, move_incident = NULL WHERE id = $1`, x.h.ID); err != nil {
+				return 0, err
+			}
+			var opID *string
+			_ = tx.QueryRow(ctx, `SELECT operation_id::text FROM commands WHERE incident_id = $1 AND operation_id IS NOT NULL LIMIT 1`, x.inc).Scan(&opID)
+			if x.h.Placement.State == cluster.PlacementFailed {
+				if _, err := tx.Exec(ctx, `UPDATE incidents SET state = 'failed' WHERE id = $1`, x.inc); err != nil {
+					return 0, err
+				}
+				if opID != nil {
+					if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', detail = $2, updated_at = now() WHERE id = $1`, *opID, "stopping on the old node failed: "+x.h.Placement.Detail); err != nil {
+						return 0, err
+					}
+				}
+				continue
+			}
+			if _, err := issueCommandTx(ctx, tx, x.h, x.to, "bring_in_service", cluster.PlacementStarting, cur, x.inc, deref(opID), sign); err != nil {
+				return 0, err
+			}
+		}
+		return len(rs), nil
+	})
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// FailHierarchy records that no node can take a hierarchy: its placement
+// becomes failed with no node, and a critical event says why.
+func (s *Store) FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d cluster.DecisionRecord) error {
+	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
+		cur, err := checkTermTx(ctx, tx, term)
+		if err != nil {
+			return struct{}{}, err
+		}
+		h, err := lockHierarchyTx(ctx, tx, clusterID, hierarchyID)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if h.Placement.Epoch != expectEpoch {
+			return struct{}{}, fmt.Errorf("%w: hierarchy changed since the decision", cluster.ErrConflict)
+		}
+		d.Term = cur
+		if err := insertDecisionTx(ctx, tx, d); err != nil {
+			return struct{}{}, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = NULL, epoch = epoch + 1, placement_state = 'failed',
+			placement_detail = $2, placement_updated_at = now() WHERE id = $1`, h.ID, d.Reason); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, writeEvent(ctx, tx, clusterID, "hierarchy.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.ID},
+			map[string]any{"reason": d.Reason, "candidates": d.Candidates}, "hierarchy %s failed: %s", h.Name, d.Reason)
+	})
+	return err
+}
+
+// NoteDecision stores a decision that moves nothing (a possible
+// switchback under the intelligent policy) with its event.
+func (s *Store) NoteDecision(ctx context.Context, term int64, d cluster.DecisionRecord, eventType, message string) error {
+	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
+		cur, err := checkTermTx(ctx, tx, term)
+		if err != nil {
+			return struct{}{}, err
+		}
+		d.Term = cur
+		if err := insertDecisionTx(ctx, tx, d); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, writeEvent(ctx, tx, d.ClusterID, eventType, cluster.SeverityInfo, map[string]string{"hierarchy_id": d.HierarchyID, "node_id": d.To},
+			map[string]any{"reason": d.Reason}, "%s", message)
+	})
+	return err
+}

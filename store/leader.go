@@ -1,0 +1,105 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// leaderLockKey is the advisory lock whose holder leads.
+const leaderLockKey = 0x6261636b73746f70 // "backstop"
+
+// LeaderSession is held leadership: the advisory lock on a dedicated
+// connection, and the term it was granted. Losing the connection loses
+// the lock at once (PostgreSQL releases it with the session), which is
+// what makes a killed leader's successor safe.
+type LeaderSession struct {
+	conn *pgx.Conn
+	Term int64
+	// Since is when this leadership began (database clock).
+	Since time.Time
+}
+
+// TryLead tries to become leader. It returns nil (and no error) when
+// another replica leads. On success the term is incremented in the same
+// transaction that records the leader.
+func (s *Store) TryLead(ctx context.Context, replicaID string) (*LeaderSession, error) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn := pc.Hijack() // dedicated: the lock lives as long as this session
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, int64(leaderLockKey)).Scan(&got); err != nil || !got {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	l := &LeaderSession{conn: conn}
+	err = conn.QueryRow(ctx, `UPDATE control_plane SET term = term + 1, leader_id = $1, leader_since = now() WHERE id = 1
+		RETURNING term, leader_since`, replicaID).Scan(&l.Term, &l.Since)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("take leadership: %w", err)
+	}
+	return l, nil
+}
+
+// Check verifies the session (and so the lock) is still alive.
+func (l *LeaderSession) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return l.conn.Ping(ctx)
+}
+
+// Release gives leadership up by ending the session.
+func (l *LeaderSession) Release() {
+	// A fresh context: releasing must happen even when the caller's
+	// context is what ended leadership.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(leaderLockKey))
+	_ = l.conn.Close(ctx)
+}
+
+// TouchReplica records that a replica is alive.
+func (s *Store) TouchReplica(ctx context.Context, id, address, version string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO replicas (id, address, version) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), address = excluded.address`, id, address, version)
+	return interpretError(err)
+}
+
+// RemoveReplica forgets a replica that stops cleanly.
+func (s *Store) RemoveReplica(ctx context.Context, id string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM replicas WHERE id = $1`, id)
+	return interpretError(err)
+}
+
+// ControlPlane returns the replicas seen in the last minute, the leader
+// and its term.
+func (s *Store) ControlPlane(ctx context.Context) (cluster.ControlPlane, error) {
+	var cp cluster.ControlPlane
+	var leader *string
+	err := s.pool.QueryRow(ctx, `SELECT term, leader_id, leader_since FROM control_plane WHERE id = 1`).Scan(&cp.Term, &leader, &cp.LeaderSince)
+	if err != nil {
+		return cp, interpretError(err)
+	}
+	if leader != nil {
+		cp.LeaderID = *leader
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, address, version, started_at, last_seen_at FROM replicas
+		WHERE last_seen_at > now() - interval '1 minute' ORDER BY started_at, id`)
+	if err != nil {
+		return cp, interpretError(err)
+	}
+	cp.Replicas, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Replica, error) {
+		var x cluster.Replica
+		err := r.Scan(&x.ID, &x.Address, &x.Version, &x.StartedAt, &x.LastSeenAt)
+		x.Leader = x.ID == cp.LeaderID
+		return x, err
+	})
+	return cp, interpretError(err)
+}
