@@ -25,14 +25,20 @@ func TestMain(m *testing.M) { os.Exit(pgtemp.RunTests(m)) }
 const adminSecret = "bsk_test-admin-secret-0123456789"
 
 type env struct {
-	t   testing.TB
-	url string
-	st  *store.Store
+	t     testing.TB
+	url   string
+	st    *store.Store
+	dbURL string
 }
 
 func newEnv(t testing.TB, schema uint) *env {
 	t.Helper()
-	st := storetest.New(t)
+	dbURL := storetest.URL(t)
+	st, err := store.Open(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
 	if _, err := st.EnsureBootstrapToken(t.Context(), adminSecret); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +62,7 @@ func newEnv(t testing.TB, schema uint) *env {
 		cancel()
 		<-done
 	})
-	return &env{t: t, url: ts.URL, st: st}
+	return &env{t: t, url: ts.URL, st: st, dbURL: dbURL}
 }
 
 func (e *env) do(method, path string, body any, hdr ...string) (*http.Response, []byte) {
