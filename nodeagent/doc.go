@@ -1,5 +1,33 @@
-// Package nodeagent will hold backstop-agent, the program on each protected
-// node: enrollment, heartbeats and leases, signed-command verification,
-// resource kits, monitoring, local recovery and self-fencing. It arrives
-// with the agent issue; until then there is deliberately no agent binary.
+// Package nodeagent is backstop-agent, the program on each protected node.
+//
+// An Agent enrolls once with a one-time token (generating its Ed25519 key
+// pair and pinning the control plane's command-signing keys), then runs a
+// few independent loops until its context ends:
+//
+//   - heartbeat: renews the node lease every timing.heartbeat_ms and
+//     reports hierarchy states, resource health, path reachability and
+//     self-fencings; it also notices configuration changes and applies
+//     them live (the configuration is cached on disk so the agent can
+//     monitor and fence before the control plane answers);
+//   - commands: long-polls for signed commands, verifies each one
+//     (envelope.Verifier with a memory of accepted ids, epochs and terms
+//     kept in the data directory), records it durably, runs it and reports
+//     the per-step result, retrying until the control plane has it;
+//   - monitors: one per in-service resource, running the quick and deep
+//     checks, restarting a failed resource and its dependents locally up to
+//     local_recovery.max_restarts within the window, then failing the
+//     hierarchy on this node;
+//   - fence watcher: when the lease has run out and this node cannot see a
+//     majority of its cluster over the communication paths, it fences every
+//     active hierarchy at once (kit Fence, not an orderly stop);
+//   - paths: authenticated UDP heartbeats over every communication path,
+//     with per-path state, round-trip time and loss.
+//
+// The agent never stops resources because it is shutting down: an agent
+// restart must not take services down. It brings nothing in service except
+// on a valid, fresh, signed command.
+//
+// Log lines carry stable keys (event, hierarchy_id, resource, command_id,
+// reason, lease_remaining_ms, ...) so that tests and operators can follow
+// what happened; logkeys.go lists them.
 package nodeagent

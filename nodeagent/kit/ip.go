@@ -366,3 +366,34 @@ func (k *ipKit) stopAnnouncing() {
 		k.cancelAnnounce = nil
 	}
 }
+
+// MoveTo moves the address to the named interface (the move_ip command),
+// adding it there before deleting it elsewhere so it is never absent, and
+// announces it. Moving to the interface that already holds it succeeds.
+func (k *ipKit) MoveTo(ctx context.Context, iface string) error {
+	target, err := netlink.LinkByName(iface)
+	if err != nil {
+		return fmt.Errorf("%s: move to %s: %w", k.desc, iface, err)
+	}
+	if !linkUp(target) {
+		return fmt.Errorf("%s: move to %s: its link is down", k.desc, iface)
+	}
+	held, err := k.holders()
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(target, k.nlAddr()); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%s: add address to %s: %w", k.desc, iface, err)
+	}
+	for _, a := range held {
+		if a.LinkIndex == target.Attrs().Index {
+			continue
+		}
+		if err := netlink.AddrDel(nil, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("%s: delete address from interface #%d after the move: %w", k.desc, a.LinkIndex, err)
+		}
+	}
+	k.log.InfoContext(ctx, "ip: address moved on command", "address", k.prefix.String(), "to", iface)
+	k.announce(ctx, target)
+	return nil
+}

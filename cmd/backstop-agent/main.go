@@ -1,0 +1,131 @@
+// Command backstop-agent is Backstop's node agent: it runs on every
+// protected node, enrolls with the control plane once, then heartbeats,
+// executes signed commands, monitors and recovers resources, and fences
+// the node when it is cut off. See package nodeagent.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/backstop-ha/backstop/nodeagent"
+)
+
+// version is set at build time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+// options are the command line, before they become a nodeagent.Config.
+type options struct {
+	cfg       nodeagent.Config
+	logFormat string
+	logLevel  string
+	version   bool
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "backstop-agent:", err)
+		os.Exit(2)
+	}
+	if o.version {
+		fmt.Println(version)
+		return
+	}
+	log := newLogger(o, os.Stderr)
+	o.cfg.Logger = log
+	// SIGTERM (systemd stop) and SIGINT end the loops; resources stay as
+	// they are, so restarting the agent never takes services down.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := nodeagent.New(o.cfg)
+	if err == nil {
+		err = a.Run(ctx)
+	}
+	if err != nil {
+		log.Error("backstop-agent stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	d := nodeagent.DefaultConfig()
+	o := options{cfg: d}
+	fs := flag.NewFlagSet("backstop-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	servers := fs.String("server", env("BACKSTOP_SERVER", ""), "control plane URL(s), comma-separated: the next is tried on connection errors and 5xx (BACKSTOP_SERVER)")
+	fs.StringVar(&o.cfg.DataDir, "data-dir", env("BACKSTOP_DATA_DIR", d.DataDir), "directory of the key pair, credential, cached configuration and local state (BACKSTOP_DATA_DIR)")
+	fs.StringVar(&o.cfg.EnrollToken, "enroll-token", env("BACKSTOP_ENROLL_TOKEN", ""), "one-time enrollment token of this node, used on first start (BACKSTOP_ENROLL_TOKEN)")
+	port := fs.String("path-port", env("BACKSTOP_PATH_PORT", strconv.Itoa(d.PathPort)), "UDP port of communication path heartbeats (BACKSTOP_PATH_PORT)")
+	fs.StringVar(&o.cfg.MetricsListen, "metrics-listen", env("BACKSTOP_METRICS_LISTEN", d.MetricsListen), "address of /metrics; empty or \"off\" disables (BACKSTOP_METRICS_LISTEN)")
+	fs.StringVar(&o.cfg.Watchdog, "watchdog", env("BACKSTOP_WATCHDOG", ""), "watchdog device fed while the agent is healthy, e.g. /dev/watchdog (BACKSTOP_WATCHDOG)")
+	fs.StringVar(&o.logFormat, "log-format", env("BACKSTOP_LOG_FORMAT", "json"), "log format: json or text (BACKSTOP_LOG_FORMAT)")
+	fs.StringVar(&o.logLevel, "log-level", env("BACKSTOP_LOG_LEVEL", "info"), "log level: debug, info, warn, error (BACKSTOP_LOG_LEVEL)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: backstop-agent --server URL[,URL...] --data-dir DIR [--enroll-token T] [flags]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.version {
+		return o, nil
+	}
+	for _, s := range strings.Split(*servers, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.cfg.Servers = append(o.cfg.Servers, s)
+		}
+	}
+	p, err := strconv.Atoi(*port)
+	if err != nil {
+		return o, fmt.Errorf("--path-port: %q is not a number", *port)
+	}
+	o.cfg.PathPort = p
+	if o.cfg.MetricsListen == "off" {
+		o.cfg.MetricsListen = ""
+	}
+	o.cfg.Version = version
+	if o.logFormat != "json" && o.logFormat != "text" {
+		return o, fmt.Errorf("--log-format must be json or text, not %q", o.logFormat)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return o, fmt.Errorf("--log-level: %w", err)
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+func newLogger(o options, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(o.logLevel)) // checked by parseFlags
+	opts := &slog.HandlerOptions{Level: lvl}
+	if o.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,343 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// checkSettings returns a resource's effective quick and deep check
+// settings: its own, or the cluster timing's intervals with half of them
+// as timeouts (the contract's rule for omitted settings).
+func checkSettings(res cluster.Resource, t cluster.Timing) (quick, deep cluster.CheckSettings) {
+	quick = cluster.CheckSettings{IntervalMS: t.QuickCheckIntervalMS, TimeoutMS: t.QuickCheckIntervalMS / 2}
+	deep = cluster.CheckSettings{IntervalMS: t.DeepCheckIntervalMS, TimeoutMS: t.DeepCheckIntervalMS / 2}
+	if res.QuickCheck != nil && res.QuickCheck.IntervalMS > 0 {
+		quick = *res.QuickCheck
+	}
+	if res.DeepCheck != nil && res.DeepCheck.IntervalMS > 0 {
+		deep = *res.DeepCheck
+	}
+	for _, s := range []*cluster.CheckSettings{&quick, &deep} {
+		if s.IntervalMS <= 0 {
+			s.IntervalMS = 1000
+		}
+		if s.TimeoutMS <= 0 || s.TimeoutMS > s.IntervalMS {
+			s.TimeoutMS = s.IntervalMS / 2
+		}
+		if s.TimeoutMS <= 0 {
+			s.TimeoutMS = 1
+		}
+	}
+	return quick, deep
+}
+
+func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// localRecovery returns a resource's local recovery budget.
+func localRecovery(res cluster.Resource) cluster.LocalRecovery {
+	if res.LocalRecovery != nil {
+		return *res.LocalRecovery
+	}
+	return cluster.DefaultLocalRecovery
+}
+
+// pruneRestarts returns the restart times within the window before now.
+func pruneRestarts(hist []time.Time, now time.Time, lr cluster.LocalRecovery) []time.Time {
+	window := time.Duration(lr.WindowS) * time.Second
+	out := hist[:0:0]
+	for _, t := range hist {
+		if now.Sub(t) < window {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// allowRestart decides local recovery: restart when fewer than
+// max_restarts restarts happened within the window, otherwise fail the
+// hierarchy. It returns the pruned history (with now appended when a
+// restart is allowed).
+func allowRestart(hist []time.Time, now time.Time, lr cluster.LocalRecovery) ([]time.Time, bool) {
+	hist = pruneRestarts(hist, now, lr)
+	if len(hist) < lr.MaxRestarts {
+		return append(hist, now), true
+	}
+	return hist, false
+}
+
+// startMonitorsLocked starts one monitor per resource of h (in service).
+func (r *runner) startMonitorsLocked(h *hierarchy) {
+	r.stopMonitorsLocked(h)
+	ctx, cancel := context.WithCancel(r.monBase)
+	h.stopMon = cancel
+	epoch := h.st.Epoch
+	for _, u := range h.units {
+		if _, ok := h.health[u.res.Name]; !ok {
+			h.health[u.res.Name] = &resHealth{}
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.monitor(ctx, h, u, epoch)
+		}()
+	}
+}
+
+// stopMonitorsLocked stops h's monitors without waiting for them: a
+// monitor may be the caller (local recovery), and a stopped monitor never
+// acts again because it checks its context under h.ops.
+func (r *runner) stopMonitorsLocked(h *hierarchy) {
+	if h.stopMon != nil {
+		h.stopMon()
+		h.stopMon = nil
+	}
+}
+
+// monitor runs the quick and deep checks of one resource at their
+// intervals until ctx ends. Checks of one resource run one at a time
+// (a kit instance is used by one goroutine at a time), and only while no
+// command or recovery changes the hierarchy.
+func (r *runner) monitor(ctx context.Context, h *hierarchy, u *unit, epoch int64) {
+	q, d := checkSettings(u.res, r.timing())
+	now := time.Now()
+	nextQ, nextD := now.Add(ms(q.IntervalMS)), now.Add(ms(d.IntervalMS))
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		next := nextQ
+		if nextD.Before(next) {
+			next = nextD
+		}
+		timer.Reset(time.Until(next))
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		deep := !now.Before(nextD)
+		s := q
+		if deep {
+			s = d
+		}
+		if !h.ops.TryRLock() {
+			// A command or a recovery is changing the hierarchy: look
+			// again one quick interval later.
+			nextQ = now.Add(ms(q.IntervalMS))
+			if deep {
+				nextD = nextQ
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			h.ops.RUnlock()
+			return
+		}
+		started := time.Now()
+		err := r.check(ctx, u, deep, ms(s.TimeoutMS))
+		h.ops.RUnlock()
+		if ctx.Err() != nil {
+			return
+		}
+		r.recordCheck(h, u, deep, err, started)
+		q, d = checkSettings(u.res, r.timing()) // the timing may have changed
+		done := time.Now()
+		if deep {
+			nextD = done.Add(ms(d.IntervalMS))
+		} else {
+			nextQ = done.Add(ms(q.IntervalMS))
+		}
+		if err == nil {
+			continue
+		}
+		r.recoverResource(ctx, h, u.res, epoch, deep, err, started)
+		done = time.Now()
+		nextQ, nextD = done.Add(ms(q.IntervalMS)), done.Add(ms(d.IntervalMS))
+	}
+}
+
+// check runs one check with its timeout.
+func (r *runner) check(ctx context.Context, u *unit, deep bool, timeout time.Duration) error {
+	if u.inst == nil {
+		return u.err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := u.inst.Check(cctx, deep)
+	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("check timed out after %v: %w", timeout, err)
+	}
+	return err
+}
+
+func checkName(deep bool) string {
+	if deep {
+		return "deep"
+	}
+	return "quick"
+}
+
+// recordCheck stores a check result and counts failures.
+func (r *runner) recordCheck(h *hierarchy, u *unit, deep bool, err error, at time.Time) {
+	res := &checkResult{OK: err == nil, At: at}
+	if err != nil {
+		res.Detail = truncate(err.Error(), maxDetail)
+	}
+	h.mu.Lock()
+	hl := h.health[u.res.Name]
+	if hl == nil {
+		hl = &resHealth{}
+		h.health[u.res.Name] = hl
+	}
+	prev := &hl.quick
+	if deep {
+		prev = &hl.deep
+	}
+	wasFailing := *prev != nil && !(*prev).OK
+	*prev = res
+	if err != nil {
+		hl.failures++
+	}
+	failures := hl.failures
+	log := r.hlog(h)
+	h.mu.Unlock()
+	if err != nil {
+		r.met.checkFailures.WithLabelValues(h.id, u.res.Name, checkName(deep)).Inc()
+		log.Warn("check failed", keyEvent, eventCheckFailed, keyResource, u.res.Name, keyCheck, checkName(deep),
+			keyDetail, res.Detail, "check_failures", failures)
+	} else if wasFailing {
+		log.Info("check passes again", keyEvent, eventCheckRecovered, keyResource, u.res.Name, keyCheck, checkName(deep))
+	}
+}
+
+// recoverResource handles a failed check of res: a local restart of res
+// and its dependents while the budget allows, else the hierarchy fails on
+// this node and is taken out of service here (the control plane then
+// fails it over).
+func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.Resource, epoch int64, deep bool, cerr error, checkedAt time.Time) {
+	h.ops.Lock()
+	defer h.ops.Unlock()
+	if ctx.Err() != nil {
+		return // a command or fencing took over
+	}
+	h.mu.Lock()
+	if h.st.State != cluster.PlacementInService || h.st.Epoch != epoch {
+		h.mu.Unlock()
+		return
+	}
+	if t, ok := h.restartedAt[res.Name]; ok && !t.Before(checkedAt) {
+		h.mu.Unlock()
+		return // restarted (with a dependency) since this check began
+	}
+	units := h.units
+	h.mu.Unlock()
+
+	// A resource often fails because something it depends on did (the
+	// service because its volume went away): recover the first failing
+	// dependency instead, which restarts this resource too, and charge
+	// the restart to it.
+	for _, i := range ancestors(units, res.Name) {
+		u := units[i]
+		q, _ := checkSettings(u.res, r.timing())
+		started := time.Now()
+		if err := r.check(ctx, u, false, ms(q.TimeoutMS)); err != nil {
+			r.recordCheck(h, u, false, err, started)
+			res, cerr, deep = u.res, err, false
+			break
+		}
+	}
+
+	h.mu.Lock()
+	lr := localRecovery(res)
+	now := r.now()
+	hist, ok := allowRestart(h.restarts[res.Name], now, lr)
+	h.restarts[res.Name] = hist
+	opCtx, gen := r.beginOpLocked(h)
+	log := r.hlog(h)
+	h.mu.Unlock()
+
+	if ok {
+		r.met.restarts.WithLabelValues(h.id, res.Name).Inc()
+		log.Warn("local recovery: restarting the resource and its dependents",
+			keyEvent, eventLocalRestart, keyResource, res.Name, keyCheck, checkName(deep), keyDetail, cerr.Error(),
+			keyRestarts, len(hist), "max_restarts", lr.MaxRestarts, "window_s", lr.WindowS)
+		start := time.Now()
+		o := r.execFor(h, nil).restart(opCtx, units, res.Name)
+		log.Info("local recovery done", keyEvent, eventLocalRestart+"_done", keyResource, res.Name, "ok", o.OK,
+			keyDurationMS, time.Since(start).Milliseconds(), keyDetail, o.Detail)
+		h.mu.Lock()
+		r.endOpLocked(h)
+		done := r.now()
+		for _, s := range o.Steps {
+			if s.OK && (s.Action == actionStart || s.Action == actionRestart) {
+				h.restartedAt[s.Resource] = done
+			}
+		}
+		h.mu.Unlock()
+		return
+	}
+
+	detail := truncate(fmt.Sprintf("resource %s failed its %s check (%v); local recovery exhausted: %d restarts within %d s allowed",
+		res.Name, checkName(deep), cerr, lr.MaxRestarts, lr.WindowS), maxDetail)
+	r.met.hierarchyFailures.Inc()
+	log.Error("hierarchy failed on this node: taking it out of service here",
+		keyEvent, eventHierarchyFailed, keyResource, res.Name, keyDetail, detail, keyEpoch, epoch)
+	h.mu.Lock()
+	if h.gen != gen {
+		r.endOpLocked(h)
+		h.mu.Unlock()
+		return
+	}
+	r.stopMonitorsLocked(h)
+	r.setStateLocked(h, cluster.PlacementFailed, detail)
+	h.mu.Unlock()
+	r.save()
+
+	o := r.execFor(h, nil).takeDown(opCtx, units)
+
+	h.mu.Lock()
+	r.endOpLocked(h)
+	if h.gen == gen {
+		h.st.Active = !o.Clean
+		if !o.OK {
+			h.st.Detail = joinDetail(detail, "take-down: "+o.Detail)
+		}
+	}
+	h.mu.Unlock()
+	r.save()
+}
+
+// ancestors returns the indexes of the units name depends on, directly or
+// through others, in bring-up order.
+func ancestors(units []*unit, name string) []int {
+	idx := map[string]int{}
+	for i, u := range units {
+		idx[u.res.Name] = i
+	}
+	need := map[string]bool{}
+	var visit func(string)
+	visit = func(n string) {
+		i, ok := idx[n]
+		if !ok {
+			return
+		}
+		for _, d := range units[i].res.DependsOn {
+			if !need[d] {
+				need[d] = true
+				visit(d)
+			}
+		}
+	}
+	visit(name)
+	var out []int
+	for i, u := range units {
+		if need[u.res.Name] {
+			out = append(out, i)
+		}
+	}
+	return out
+}

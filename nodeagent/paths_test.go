@@ -1,0 +1,275 @@
+package nodeagent
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/backstop-ha/backstop/openapi/client"
+)
+
+var pathKey = []byte("0123456789abcdef0123456789abcdef")
+
+func samplePacket() pathPacket {
+	return pathPacket{
+		Cluster: uuid.MustParse(testCluster), Sender: uuid.MustParse(testPeer), Receiver: uuid.MustParse(testNode),
+		Path: uuid.MustParse("0195f7a4-2222-7000-8000-000000000002"), Seq: 1 << 60, SentNS: 12345,
+		EchoSeq: 77, EchoSentNS: 999, EchoHoldNS: 42,
+	}
+}
+
+func TestPathPacketRoundTripAndTampering(t *testing.T) {
+	p := samplePacket()
+	b := p.marshal(pathKey)
+	if len(b) != pathPacketLen {
+		t.Fatalf("length %d", len(b))
+	}
+	got, err := unmarshalPathPacket(b, pathKey)
+	if err != nil || got != p {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	for i := range b {
+		c := bytes.Clone(b)
+		c[i] ^= 0x01
+		if _, err := unmarshalPathPacket(c, pathKey); err != errPathMAC {
+			t.Fatalf("flipping byte %d: %v", i, err)
+		}
+	}
+	if _, err := unmarshalPathPacket(b, []byte("another key")); err != errPathMAC {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if _, err := unmarshalPathPacket(b, nil); err != errPathMAC {
+		t.Fatalf("no key: %v", err)
+	}
+	if _, err := unmarshalPathPacket(b[:len(b)-1], pathKey); err != errPathLength {
+		t.Fatalf("short: %v", err)
+	}
+	if _, err := unmarshalPathPacket(append(b, 0), pathKey); err != errPathLength {
+		t.Fatalf("long: %v", err)
+	}
+}
+
+// FuzzPathPacket feeds the decoder arbitrary bytes: it must never panic,
+// and whatever it accepts must be exactly what an encoder with the key
+// produces (so nothing unauthenticated is ever believed).
+func FuzzPathPacket(f *testing.F) {
+	p := samplePacket()
+	good := p.marshal(pathKey)
+	f.Add(good)
+	tampered := bytes.Clone(good)
+	tampered[80] ^= 0xff
+	f.Add(tampered)
+	f.Add(good[:50])
+	f.Add([]byte{})
+	f.Add((&pathPacket{}).marshal([]byte("other")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, err := unmarshalPathPacket(b, pathKey)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(q.marshal(pathKey), b) {
+			t.Fatalf("accepted a packet that does not re-encode to itself: %x", b)
+		}
+	})
+}
+
+func TestLinkStateLossReplayAndRTT(t *testing.T) {
+	var s linkState
+	t0 := time.Unix(100, 0)
+	iv := 100 * time.Millisecond
+	if s.loss(t0, iv) != 1 || s.isUp(t0, 3*iv) {
+		t.Fatal("a silent link is up or lossless")
+	}
+	base := uint64(1 << 40)
+	// 20 packets, every 5th missing.
+	var now time.Time
+	for i := range uint64(20) {
+		now = t0.Add(time.Duration(i) * iv)
+		if i%5 == 4 {
+			continue
+		}
+		if !s.accept(pathPacket{Seq: base + i}, now, 0, 0, 0) {
+			t.Fatalf("seq %d refused", i)
+		}
+	}
+	// i=19 is not late yet: one interval after i=18 it is just due.
+	if got := s.loss(now, iv); math.Abs(got-3.0/19) > 1e-9 {
+		t.Fatalf("loss %v, want %v", got, 3.0/19)
+	}
+	if got := s.loss(now.Add(iv), iv); math.Abs(got-4.0/20) > 1e-9 {
+		t.Fatalf("loss one interval later %v, want %v", got, 4.0/20)
+	}
+	if s.accept(pathPacket{Seq: base + 18}, now, 0, 0, 0) || s.accept(pathPacket{Seq: base + 3}, now, 0, 0, 0) {
+		t.Fatal("a replayed or old seq was accepted")
+	}
+	if !s.isUp(now, 3*iv) || s.isUp(now.Add(3*iv), 3*iv) {
+		t.Fatal("up/down by time is wrong")
+	}
+	// Silence counts as loss.
+	if got := s.loss(now.Add(10*iv), iv); got < 0.5 {
+		t.Fatalf("loss after a 1 s silence %v", got)
+	}
+	if got := s.loss(now.Add(30*iv), iv); got != 1 {
+		t.Fatalf("loss after a long silence %v", got)
+	}
+	// A restarted peer continues far above: accepted, window restarts.
+	if !s.accept(pathPacket{Seq: base + 1_000_000}, now, 0, 0, 0) || s.span != 1 {
+		t.Fatal("restarted peer not accepted")
+	}
+
+	// RTT: we sent seq 500 at our time 1 ms; the peer held it 0.2 ms;
+	// its echo arrives at our time 2 ms: RTT 0.8 ms.
+	var r linkState
+	r.accept(pathPacket{Seq: 9, EchoSeq: 500, EchoSentNS: 1_000_000, EchoHoldNS: 200_000}, t0, 2_000_000, 400, 600)
+	if !r.hasRTT || r.srtt != 800*time.Microsecond {
+		t.Fatalf("rtt %v %v", r.srtt, r.hasRTT)
+	}
+	// An echo of a seq we never sent (another process of ours) is ignored.
+	r.accept(pathPacket{Seq: 10, EchoSeq: 9000, EchoSentNS: 0, EchoHoldNS: 0}, t0, 9_000_000_000, 400, 600)
+	if r.srtt != 800*time.Microsecond {
+		t.Fatalf("rtt moved on a foreign echo: %v", r.srtt)
+	}
+	if seq, sent, hold := r.echo(9_000_500_000); seq != 10 || sent != 0 || hold != 500_000 {
+		t.Fatalf("echo %d %d %d", seq, sent, hold)
+	}
+	if _, _, hold := r.echo(1); hold != 0 {
+		t.Fatalf("negative hold not clamped: %d", hold)
+	}
+}
+
+// twoPaths returns the directed paths of a link between testNode at a and
+// testPeer at b.
+func twoPaths(a, b string) []client.Path {
+	fwd, rev := uuid.MustParse("0195f7a4-2222-7000-8000-000000000001"), uuid.MustParse("0195f7a4-2222-7000-8000-000000000002")
+	link := uuid.MustParse("0195f7a4-2222-7000-8000-0000000000ff")
+	n1, n2 := uuid.MustParse(testNode), uuid.MustParse(testPeer)
+	return []client.Path{
+		{Id: fwd, ReverseId: rev, LinkId: link, LocalNodeId: n1, RemoteNodeId: n2, LocalAddress: a, RemoteAddress: b, Priority: 1},
+		{Id: rev, ReverseId: fwd, LinkId: link, LocalNodeId: n2, RemoteNodeId: n1, LocalAddress: b, RemoteAddress: a, Priority: 1},
+	}
+}
+
+func TestPathManagerRefusesForeignPackets(t *testing.T) {
+	m := newPathManager(testLogger(t), newMetrics(), DefaultPathPort)
+	m.configure(pathsConfig{ClusterID: testCluster, NodeID: testNode, Key: pathKey, Interval: 100 * time.Millisecond,
+		DeadAfter: 3, Paths: twoPaths("198.18.1.11", "198.18.1.12"), Peers: []string{testPeer, "0195f7a4-1111-7000-8000-000000000003"}})
+	now := time.Now()
+	good := samplePacket() // testPeer → testNode on the reverse path
+	mut := func(f func(*pathPacket)) []byte {
+		p := good
+		p.Seq = uint64(now.UnixNano())
+		f(&p)
+		return p.marshal(pathKey)
+	}
+	other := uuid.MustParse("0195f7a4-9999-7000-8000-000000000009")
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"wrong key", (&good).marshal([]byte("k")), "bad_mac"},
+		{"wrong cluster", mut(func(p *pathPacket) { p.Cluster = other }), "wrong_cluster"},
+		{"wrong receiver", mut(func(p *pathPacket) { p.Receiver = other }), "wrong_receiver"},
+		{"unknown path", mut(func(p *pathPacket) { p.Path = other }), "unknown_path"},
+		{"wrong sender", mut(func(p *pathPacket) { p.Sender = other }), "wrong_sender"},
+	} {
+		if got := m.handle(tc.b, now); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if v, n := m.visible(now); v != 1 || n != 3 {
+		t.Fatalf("visible %d of %d before any valid packet", v, n)
+	}
+	ok := mut(func(*pathPacket) {})
+	if got := m.handle(ok, now); got != "" {
+		t.Fatalf("valid packet dropped: %s", got)
+	}
+	if got := m.handle(ok, now); got != "replay" {
+		t.Fatalf("replayed packet: %q", got)
+	}
+	if v, n := m.visible(now); v != 2 || n != 3 {
+		t.Fatalf("visible %d of %d", v, n)
+	}
+	if v, _ := m.visible(now.Add(300 * time.Millisecond)); v != 1 {
+		t.Fatal("the peer stays visible after 3 silent intervals")
+	}
+	reps := m.reports()
+	if len(reps) != 1 || reps[0].PeerNodeId.String() != testPeer {
+		t.Fatalf("reports %+v", reps)
+	}
+}
+
+// TestPathsOverLoopback runs two path managers, as two nodes at 127.0.0.1
+// and 127.0.0.2, on a shared port.
+func TestPathsOverLoopback(t *testing.T) {
+	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("127.0.0.2 unusable: %v", err)
+	}
+	port := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
+
+	paths := twoPaths("127.0.0.1", "127.0.0.2")
+	iv := 20 * time.Millisecond
+	a := newPathManager(testLogger(t), newMetrics(), port)
+	a.configure(pathsConfig{ClusterID: testCluster, NodeID: testNode, Key: pathKey, Interval: iv, DeadAfter: 3, Paths: paths, Peers: []string{testPeer}})
+	b := newPathManager(testLogger(t), newMetrics(), port)
+	b.configure(pathsConfig{ClusterID: testCluster, NodeID: testPeer, Key: pathKey, Interval: iv, DeadAfter: 3, Paths: paths, Peers: []string{testNode}})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	ctxB, cancelB := context.WithCancel(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); a.run(ctx) }()
+	go func() { defer wg.Done(); b.run(ctxB) }()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	waitFor(t, 5*time.Second, "both nodes see each other with an RTT", func() bool {
+		va, _ := a.visible(time.Now())
+		vb, _ := b.visible(time.Now())
+		sa, sb := a.snapshot(), b.snapshot()
+		return va == 2 && vb == 2 && len(sa) == 1 && sa[0].HasRTT && len(sb) == 1 && sb[0].HasRTT
+	})
+	s := a.snapshot()[0]
+	if s.RTT <= 0 || s.RTT > time.Second {
+		t.Errorf("rtt %v", s.RTT)
+	}
+	waitFor(t, 5*time.Second, "no loss over loopback", func() bool { return a.snapshot()[0].Loss < 0.2 })
+	if v, n := a.visible(time.Now()); !majority(v, n) {
+		t.Errorf("2 of 2 is a majority")
+	}
+
+	cancelB() // node b goes silent
+	waitFor(t, 5*time.Second, "a sees the path down", func() bool {
+		v, _ := a.visible(time.Now())
+		return v == 1 && !a.snapshot()[0].Up
+	})
+	rep := a.reports()
+	if rep[0].State != client.PathReportStateDown || *rep[0].Loss != 1 {
+		t.Errorf("report %+v", rep[0])
+	}
+	if v, n := a.visible(time.Now()); majority(v, n) {
+		t.Errorf("alone in a 2-node cluster is not a majority")
+	}
+}
+
+// waitFor polls cond every 10 ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
