@@ -80,6 +80,14 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, status int
 // writeError writes err as a problem. Unknown errors become a 500 whose
 // detail is a fixed string; the real error only goes to the log.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
+		// The client went away (an agent's long poll ended by its own
+		// deadline or shutdown): nobody reads this answer, and it is no
+		// server error. 499 is nginx's "client closed request".
+		s.log.DebugContext(r.Context(), "client went away", "path", r.URL.Path, "request_id", requestIDFrom(r.Context()))
+		w.WriteHeader(499)
+		return
+	}
 	status, slug := statusFor(err)
 	if status == http.StatusInternalServerError {
 		s.log.ErrorContext(r.Context(), "internal error", "err", err, "request_id", requestIDFrom(r.Context()), "path", r.URL.Path)

@@ -189,19 +189,35 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 			if h.State != cluster.PlacementFailed {
 				continue
 			}
-			if err := setPlacementTx(ctx, tx, a.NodeID, h.HierarchyID, h.Epoch, cluster.PlacementFailed, "agent on "+a.NodeName+" reports: "+h.Detail); err != nil {
+			name, err := setPlacementTx(ctx, tx, a.NodeID, h.HierarchyID, h.Epoch, cluster.PlacementFailed, "agent on "+a.NodeName+" reports: "+h.Detail)
+			if err != nil {
 				return ack, err
+			}
+			if name != "" {
+				if err := writeEvent(ctx, tx, a.ClusterID, "hierarchy.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
+					map[string]any{"detail": h.Detail, "epoch": h.Epoch}, "hierarchy %s failed on %s: %s", name, a.NodeName, h.Detail); err != nil {
+					return ack, err
+				}
 			}
 		}
 		for _, f := range r.Fences {
 			for _, hid := range f.Hierarchies {
-				if err := setPlacementTx(ctx, tx, a.NodeID, hid, -1, cluster.PlacementFailed,
+				if _, err := setPlacementTx(ctx, tx, a.NodeID, hid, -1, cluster.PlacementFailed,
 					fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason)); err != nil {
 					return ack, err
 				}
 			}
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.fenced", cluster.SeverityCritical, map[string]string{"node_id": a.NodeID},
+				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies}, "node %s fenced itself: %s", a.NodeName, f.Reason); err != nil {
+				return ack, err
+			}
 			if err := audit(cluster.WithActor(ctx, cluster.Actor{Name: "agent:" + a.NodeName}), tx, "node.fenced", "node", a.NodeID, a.ClusterID,
 				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies}); err != nil {
+				return ack, err
+			}
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.self_fenced", cluster.SeverityCritical, map[string]string{"node_id": a.NodeID},
+				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies},
+				"node %s fenced itself: %s", a.NodeName, f.Reason); err != nil {
 				return ack, err
 			}
 		}
@@ -211,12 +227,17 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 
 // setPlacementTx sets the placement state of a hierarchy placed on nodeID,
 // only if its epoch is still epoch (-1: any epoch), so a stale report never
-// overrides a newer placement.
-func setPlacementTx(ctx context.Context, tx pgx.Tx, nodeID, hierarchyID string, epoch int64, state, detail string) error {
-	_, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_state = $4, placement_detail = $5, placement_updated_at = now()
-		WHERE id = $1 AND placement_node_id = $2 AND ($3 < 0 OR epoch = $3) AND placement_state <> $4`,
-		hierarchyID, nodeID, epoch, state, detail)
-	return err
+// overrides a newer placement. It returns the hierarchy's name when it
+// changed something, "" otherwise.
+func setPlacementTx(ctx context.Context, tx pgx.Tx, nodeID, hierarchyID string, epoch int64, state, detail string) (string, error) {
+	var name string
+	err := tx.QueryRow(ctx, `UPDATE hierarchies SET placement_state = $4, placement_detail = $5, placement_updated_at = now()
+		WHERE id = $1 AND placement_node_id = $2 AND ($3 < 0 OR epoch = $3) AND placement_state <> $4 RETURNING name`,
+		hierarchyID, nodeID, epoch, state, detail).Scan(&name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return name, err
 }
 
 // AgentConfig assembles the desired configuration of a node.

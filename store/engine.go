@@ -59,7 +59,7 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 		if err != nil {
 			return nil, err
 		}
-		var out []cluster.NodeTransition
+		out := []cluster.NodeTransition{}
 		for _, x := range rs {
 			x.t.To = cluster.NodeDown
 			if x.seen {
@@ -83,6 +83,20 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 		}
 		return out, nil
 	})
+}
+
+// NextLeaseExpiry returns how long until the next lease of an up or
+// unreachable node runs out (plus its grace), measured by the database
+// clock, or ok false when no lease runs. The engine sleeps until then
+// instead of polling blindly, so detection costs no tick latency.
+func (s *Store) NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error) {
+	var ms *float64
+	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM min(lease_expires_at) - now()) * 1000 FROM nodes
+		WHERE state IN ('up', 'unreachable') AND lease_expires_at IS NOT NULL`).Scan(&ms)
+	if err != nil || ms == nil {
+		return 0, false, interpretError(err)
+	}
+	return time.Duration(*ms * float64(time.Millisecond)), true, nil
 }
 
 // ClusterStatuses reads what the failover engine decides from, for every

@@ -176,7 +176,20 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 		}
 		switch status {
 		case cluster.CommandSucceeded, cluster.CommandFailed, cluster.CommandRejected:
-			return eff, fmt.Errorf("%w: command %s already has a result (%s)", cluster.ErrConflict, commandID, status)
+			if r.Status != cluster.CommandRejected {
+				return eff, fmt.Errorf("%w: command %s already has a result (%s)", cluster.ErrConflict, commandID, status)
+			}
+			// The command was delivered again after it completed (its row
+			// requeued: a replay attempt) and the agent refused it. Keep
+			// the original outcome, and make the refusal visible.
+			if _, err := tx.Exec(ctx, `UPDATE commands SET rejection_reason = $2, detail = $3 WHERE id = $1`, commandID, r.Reason,
+				fmt.Sprintf("delivered again after it completed (%s); the agent on %s rejected it: %s: %s", status, a.NodeName, r.Reason, r.Detail)); err != nil {
+				return eff, err
+			}
+			return eff, writeEvent(ctx, tx, clusterID, "command.rejected", cluster.SeverityWarning,
+				map[string]string{"hierarchy_id": hierarchyID, "node_id": a.NodeID, "command_id": commandID},
+				map[string]any{"reason": r.Reason, "detail": r.Detail, "redelivered": true},
+				"the agent on %s rejected a redelivered %s command for %s: %s", a.NodeName, action, hname, r.Reason)
 		}
 		if r.Steps == nil {
 			r.Steps = []cluster.StepResult{}
@@ -190,7 +203,11 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 			return eff, err
 		}
 		ok := r.Status == cluster.CommandSucceeded
-		if opID != nil {
+		// A replay rejection means the agent ran this command before: it
+		// changes nothing on the node, so neither the operation nor the
+		// placement moves.
+		replay := r.Status == cluster.CommandRejected && r.Reason == "replay"
+		if opID != nil && !replay {
 			var kind string
 			if err := tx.QueryRow(ctx, `SELECT kind FROM operations WHERE id = $1`, *opID).Scan(&kind); err != nil {
 				return eff, err
@@ -214,11 +231,12 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 			place = cluster.PlacementInService
 		case ok && action == "take_out_of_service":
 			place = cluster.PlacementOutOfService
+		case replay:
 		case !ok && (action == "bring_in_service" || action == "take_out_of_service"):
 			place = cluster.PlacementFailed
 		}
 		if place != "" {
-			if err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == cluster.PlacementFailed, detail)); err != nil {
+			if _, err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == cluster.PlacementFailed, detail)); err != nil {
 				return eff, err
 			}
 		}
@@ -313,7 +331,7 @@ func (s *Store) ExpireCommands(ctx context.Context, resultGrace time.Duration) (
 					return 0, err
 				}
 			}
-			if err := setPlacementTx(ctx, tx, x.node, x.hierarchy, x.epoch, cluster.PlacementFailed, "command "+x.dt); err != nil {
+			if _, err := setPlacementTx(ctx, tx, x.node, x.hierarchy, x.epoch, cluster.PlacementFailed, "command "+x.dt); err != nil {
 				return 0, err
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/backstop-ha/backstop/server/cluster"
 )
@@ -164,7 +165,7 @@ func decideOne(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 		}
 	}
 	d.Kind = KindFail
-	d.Reason += "; no node can take it over"
+	d.Reason += "; no node can take it over: " + rejectionList(d.Candidates)
 	return d, true
 }
 
@@ -232,6 +233,18 @@ func switchback(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 		d.Kind = KindSwitchbackPossible
 	}
 	return d, true
+}
+
+// rejectionList says why each candidate was turned down.
+func rejectionList(cs []Candidate) string {
+	if len(cs) == 0 {
+		return "it has no priority on any node"
+	}
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		parts = append(parts, fmt.Sprintf("%s (priority %d): %s", c.Node, c.Priority, c.Rejected))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func nodeName(s Snapshot, id string) string {

@@ -16,6 +16,7 @@ import (
 // leads, so a deposed leader cannot act.
 type Store interface {
 	JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTransition, error)
+	NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error)
 	ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, error)
 	StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error)
 	AdvanceMoves(ctx context.Context, term int64, sign cluster.Signer) (int, error)
@@ -25,10 +26,12 @@ type Store interface {
 
 // Engine is the leader's loop: detect failures, decide, act.
 type Engine struct {
-	Store    Store
-	Sign     cluster.Signer
-	Log      *slog.Logger
-	Interval time.Duration // default 50 ms
+	Store Store
+	Sign  cluster.Signer
+	Log   *slog.Logger
+	// Interval is the longest pause between passes (default 50 ms); the
+	// engine also wakes right after the next lease expires.
+	Interval time.Duration
 	// Observe, if set, is told about each decision acted on.
 	Observe func(d Decision)
 }
@@ -39,8 +42,8 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 	if iv <= 0 {
 		iv = 50 * time.Millisecond
 	}
-	t := time.NewTicker(iv)
-	defer t.Stop()
+	timer := time.NewTimer(iv)
+	defer timer.Stop()
 	for {
 		if err := e.Step(ctx, term); err != nil && ctx.Err() == nil {
 			if errors.Is(err, cluster.ErrStaleTerm) {
@@ -49,10 +52,16 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 			}
 			e.Log.WarnContext(ctx, "engine step", "err", err)
 		}
+		wait := iv
+		if d, ok, err := e.Store.NextLeaseExpiry(ctx); err == nil && ok {
+			// Wake just after the next lease runs out; never spin.
+			wait = min(iv, max(d+2*time.Millisecond, 2*time.Millisecond))
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-timer.C:
 		}
 	}
 }

@@ -188,3 +188,13 @@ func (k *Keyring) Sign(spec cluster.CommandSpec) (cluster.SignedCommand, time.Ti
 	}
 	return cluster.SignedCommand{ID: spec.ID, Payload: e.Payload, KeyID: e.KeyID, Signature: e.Signature}, issued, expires, nil
 }
+
+// SignEnvelope signs an arbitrary command with the active key, exactly as
+// given (times included). Sign builds commands from specs; this exists for
+// tools and tests that must craft one, such as an expired command.
+func (k *Keyring) SignEnvelope(c envelope.Command) (envelope.Envelope, error) {
+	k.mu.Lock()
+	keyID, priv := k.active.KeyID, k.priv
+	k.mu.Unlock()
+	return envelope.Sign(c, keyID, priv)
+}
