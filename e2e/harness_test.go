@@ -71,8 +71,10 @@ type daemon struct {
 	dbURL     string
 	bootstrap string // BACKSTOP_BOOTSTRAP_TOKEN, "" for none
 
-	addr string // host:port it listens on
-	p    *proc  // the current process
+	host string   // address to listen on; "" for 127.0.0.1
+	args []string // more command-line flags
+	addr string   // host:port it listens on
+	p    *proc    // the current process
 }
 
 // proc is one backstopd process.
@@ -95,6 +97,16 @@ func startDaemon(t *testing.T, name, dbURL, bootstrap string) *daemon {
 	return d
 }
 
+// startDaemonOn is startDaemon listening on host (the test network's host
+// address, where agents in namespaces reach it).
+func startDaemonOn(t *testing.T, name, dbURL, bootstrap, host string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, name: name, dbURL: dbURL, bootstrap: bootstrap, host: host}
+	d.launch()
+	d.waitReady()
+	return d
+}
+
 // launchDaemon starts backstopd without waiting for it: tests that start
 // several processes at the same moment launch them all, then wait.
 func launchDaemon(t *testing.T, name, dbURL, bootstrap string) *daemon {
@@ -111,9 +123,13 @@ func (d *daemon) launch() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	host := d.host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	d.addr = net.JoinHostPort(host, strconv.Itoa(port))
 	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	cmd := exec.Command(env.bin, "--listen", d.addr, "--database-url", d.dbURL)
+	cmd := exec.Command(env.bin, append([]string{"--listen", d.addr, "--database-url", d.dbURL}, d.args...)...)
 	cmd.Env = daemonEnv(d.bootstrap)
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	cmd.SysProcAttr = childAttr()

@@ -29,6 +29,8 @@ const specPath = "../openapi/backstop.yaml"
 // env is what TestMain prepares once for every test.
 var env struct {
 	bin     string          // the backstopd binary built from ../cmd/backstopd
+	agent   string          // the backstop-agent binary
+	tcpecho string          // the protected service of the agent tests
 	pg      *pgtemp.Harness // hands out fresh databases; nil when skip is set
 	skip    string          // why every test skips (no PostgreSQL available)
 	spec    []byte          // the contract, as in the repository
@@ -115,16 +117,29 @@ func removeStaleDirs() {
 	}
 }
 
-// buildBackstopd builds ./cmd/backstopd into dir, as a normal (non-race)
-// binary: the system under test is the shipped program.
+// buildBackstopd builds ./cmd/backstopd, ./cmd/backstop-agent and the
+// test service into dir, as normal (non-race) binaries: the system under
+// test is the shipped program.
 func buildBackstopd(dir string) error {
 	env.bin = filepath.Join(dir, "backstopd")
-	cmd := exec.Command("go", "build", "-o", env.bin, "./cmd/backstopd")
-	cmd.Dir = ".." // the module root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/backstopd: %w\n%s", err, out)
+	env.agent = filepath.Join(dir, "backstop-agent")
+	env.tcpecho = filepath.Join(dir, "tcpecho")
+	builds := map[string]string{env.bin: "./cmd/backstopd", env.agent: "./cmd/backstop-agent", env.tcpecho: "./e2e/internal/tcpecho"}
+	// BACKSTOP_E2E_BACKSTOPD runs the tests against another backstopd
+	// build (e.g. a release candidate) with this tree's tests.
+	if b := os.Getenv("BACKSTOP_E2E_BACKSTOPD"); b != "" {
+		delete(builds, env.bin)
+		env.bin = b
 	}
-	return nil
+	for out, pkg := range builds {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = ".." // the module root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		}
+	}
+	// The agents run as root in namespaces and must reach the binaries.
+	return os.Chmod(dir, 0o755)
 }
 
 // loadContract loads and validates openapi/backstop.yaml and prepares the

@@ -9,9 +9,13 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // requireRoot skips t when the test cannot create network namespaces, and
@@ -51,6 +55,9 @@ type netNode struct {
 	// brPort and brPort1 are the bridge-side ends of eth0 and eth1:
 	// downing them cuts the node's links.
 	brPort, brPort1 string
+
+	once sync.Once
+	nl   *netlink.Handle
 }
 
 // hostAddr is the host's address on the test network.
@@ -123,6 +130,11 @@ func killNamespace(ns string) {
 
 func (n *netTopology) destroy() {
 	for _, nd := range n.nodes {
+		if nd.nl != nil {
+			nd.nl.Close()
+		}
+	}
+	for _, nd := range n.nodes {
 		killNamespace(nd.ns)
 	}
 	// Deleting a namespace deletes its veths, and their peers with them.
@@ -133,8 +145,8 @@ func (n *netTopology) destroy() {
 	_ = exec.Command("ip", "netns", "del", n.bridge).Run()
 }
 
-// setLink sets node i's bridge ports up or down: down cuts it from the
-// control plane and its peers at once.
+// setLink sets node i's veths' bridge ends up or down: the node's eth0
+// and eth1 lose carrier, as when a cable is pulled or a switch port dies.
 func (n *netTopology) setLink(i int, up bool) {
 	state := "down"
 	if up {
@@ -145,17 +157,55 @@ func (n *netTopology) setLink(i int, up bool) {
 	}
 }
 
+// isolate detaches (or reattaches) node i's veths from the bridge: the
+// node's interfaces keep their carrier but reach nobody, the control
+// plane and every peer lost at once (a partition, not a dead NIC).
+func (n *netTopology) isolate(i int, cut bool) {
+	for _, p := range []string{n.nodes[i].brPort, n.nodes[i].brPort1} {
+		if cut {
+			ipCmd(n.t, "-n", n.bridge, "link", "set", p, "nomaster")
+		} else {
+			ipCmd(n.t, "-n", n.bridge, "link", "set", p, "master", "br0")
+		}
+	}
+}
+
 // holders returns the indexes of the nodes whose namespace holds addr on
-// any interface.
+// any interface. It asks netlink through a handle per namespace, cheap
+// enough to sample every few milliseconds.
 func (n *netTopology) holders(addr string) []int {
+	want := net.ParseIP(addr)
 	var out []int
 	for i, nd := range n.nodes {
-		b, _ := exec.Command("ip", "-n", nd.ns, "-4", "-o", "addr").Output()
-		if strings.Contains(string(b), " "+addr+"/") {
-			out = append(out, i)
+		h := nd.netlink()
+		if h == nil {
+			continue
+		}
+		as, err := h.AddrList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			if a.IP.Equal(want) {
+				out = append(out, i)
+				break
+			}
 		}
 	}
 	return out
+}
+
+// netlink returns (opening once) a netlink handle in the node's namespace.
+func (nd *netNode) netlink() *netlink.Handle {
+	nd.once.Do(func() {
+		ns, err := netns.GetFromName(nd.ns)
+		if err != nil {
+			return
+		}
+		defer ns.Close()
+		nd.nl, _ = netlink.NewHandleAt(ns)
+	})
+	return nd.nl
 }
 
 // dialFromHost connects to addr:port from the host, through the test

@@ -10,13 +10,30 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 )
 
 func main() {
 	listen := flag.String("listen", ":7000", "address to listen on")
 	name := flag.String("name", "", "node name to greet with")
 	pidFile := flag.String("pid-file", "", "write the PID here")
+	dial := flag.String("dial", "", "instead of serving, connect to this address and print the greeting")
 	flag.Parse()
+	if *dial != "" {
+		c, err := net.DialTimeout("tcp", *dial, time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tcpecho:", err)
+			os.Exit(1)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tcpecho:", err)
+			os.Exit(1)
+		}
+		fmt.Print(line)
+		return
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcpecho:", err)

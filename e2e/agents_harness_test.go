@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentProc is one backstop-agent running in a node's namespaces.
+type agentProc struct {
+	t      *testing.T
+	name   string
+	ns     string
+	dir    string
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+}
+
+// startAgent starts backstop-agent in node nd's network namespace and in a
+// private mount namespace of its own, enrolling with token. It is killed
+// (by PID) when t ends, and its log is shown if t failed.
+func startAgent(t *testing.T, name string, nd *netNode, server, token string) *agentProc {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a := &agentProc{t: t, name: name, ns: nd.ns, dir: dir, out: &syncBuffer{}}
+	a.start(server, token)
+	return a
+}
+
+func (a *agentProc) start(server, token string) {
+	t := a.t
+	args := []string{"netns", "exec", a.ns, "unshare", "--mount", "--propagation", "private", "--",
+		env.agent, "--server", server, "--data-dir", a.dir, "--log-format", "json", "--metrics-listen", "off"}
+	if token != "" {
+		args = append(args, "--enroll-token", token)
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Env = daemonEnv("")
+	cmd.Stdout, cmd.Stderr = a.out, a.out
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start agent %s: %v", a.name, err)
+	}
+	a.cmd, a.exited = cmd, make(chan struct{})
+	exited := a.exited
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		a.kill()
+		if t.Failed() {
+			t.Logf("agent %s (pid %d) log:\n%s", a.name, cmd.Process.Pid, a.out.String())
+		}
+	})
+}
+
+// kill SIGKILLs the agent process (by PID) and waits for it.
+func (a *agentProc) kill() {
+	select {
+	case <-a.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(a.cmd.Process.Pid, syscall.SIGKILL)
+	<-a.exited
+}
+
+// logLines returns the agent's JSON log records that have key=value.
+func (a *agentProc) logLines(key, value string) []map[string]any {
+	var out []map[string]any
+	s := bufio.NewScanner(strings.NewReader(a.out.String()))
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		var m map[string]any
+		if json.Unmarshal(s.Bytes(), &m) != nil {
+			continue
+		}
+		if fmt.Sprint(m[key]) == value {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// eventually polls cond every 50 ms until it holds or the deadline passes.
+func eventually(t *testing.T, deadline time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", deadline, what)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+// greeting connects to addr:port and returns the first line the service
+// says ("hello from <namespace>"), or "" when nothing answers.
+func greeting(addr string, port int) string {
+	c, err := dialFromHost(addr, port, 500*time.Millisecond)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(line)
+}
