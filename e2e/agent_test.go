@@ -77,7 +77,7 @@ func TestAgentPlacementInNamespaces(t *testing.T) {
 	nc.c.do(t, "POST", hp+"/in-service", map[string]any{"node_id": nc.nodes[1]}).want(t, 409)
 	unplace()
 	place(1)
-	for range 4 { // more samples of the command-to-in-service time
+	for range 9 { // at least 10 samples of the command-to-in-service time
 		unplace()
 		place(1)
 	}
@@ -96,6 +96,20 @@ func TestAgentPlacementInNamespaces(t *testing.T) {
 	t.Logf("local restart: service answering again %v after the kill", time.Since(killed))
 	if p := nc.placement(h); p.NodeID != nc.nodes[1] || p.State != "in_service" {
 		t.Fatalf("after one kill the hierarchy moved: %+v", p)
+	}
+
+	// Two more hierarchies on node 2: the agent's memory with three.
+	for k := 1; k <= 2; k++ {
+		hk := nc.createHierarchy(fmt.Sprintf("extra%d", k), k, []int{1, 0}, nil)
+		nc.placeOn(hk, 1)
+	}
+	time.Sleep(time.Second) // a few check rounds
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nc.agents[1].cmd.Process.Pid)); err == nil {
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				t.Logf("agent on node2 running 3 hierarchies: %s", strings.Join(strings.Fields(l), " "))
+			}
+		}
 	}
 
 	// The primary interface goes down: the address moves to eth1.
