@@ -164,6 +164,31 @@ func TestFailoverNPlusOne(t *testing.T) {
 	for i, h := range hs {
 		nc.placeOn(h, i)
 	}
+	// Ask first what would happen, changing nothing.
+	var sim struct {
+		Decisions []struct {
+			HierarchyID string `json:"hierarchy_id"`
+			Kind        string `json:"kind"`
+			ToNodeID    string `json:"to_node_id"`
+		} `json:"decisions"`
+		Placements []struct {
+			HierarchyID string `json:"hierarchy_id"`
+			NodeID      string `json:"node_id"`
+			State       string `json:"state"`
+		} `json:"placements"`
+	}
+	nc.c.do(t, "POST", "/v1/clusters/"+nc.id+"/simulate", map[string]any{"node_failures": []string{nc.nodes[0], nc.nodes[1]}}).must(t, 200).decode(t, &sim)
+	if len(sim.Decisions) != 2 || sim.Decisions[0].Kind != "failover" || sim.Decisions[0].ToNodeID != nc.nodes[3] || sim.Decisions[1].Kind != "fail" {
+		t.Fatalf("simulated decisions: %+v", sim.Decisions)
+	}
+	if len(sim.Placements) != 3 {
+		t.Fatalf("simulated placements: %+v", sim.Placements)
+	}
+	for i, h := range hs {
+		if p := nc.placement(h); p.NodeID != nc.nodes[i] || p.State != "in_service" {
+			t.Fatalf("the simulation changed %s: %+v", h, p)
+		}
+	}
 	nc.crash(0, nil)
 	nc.waitPlaced(hs[0], 3, 30*time.Second)
 	nc.crash(1, nil)
