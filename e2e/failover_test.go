@@ -67,6 +67,14 @@ func TestFailoverNodeCrash(t *testing.T) {
 	if p := nc.placement(h); p.NodeID != nc.nodes[1] {
 		t.Fatalf("intelligent switchback moved the hierarchy: %+v", p)
 	}
+	// The rebooted agent found its old state "in service" and must have
+	// given it up (or refused to restart it), never restarted it.
+	eventually(t, 10*time.Second, "node1's agent giving up its stale hierarchy", func() bool {
+		return len(nc.agents[0].logLines("event", "relinquished"))+len(nc.agents[0].logLines("event", "local_recovery_withheld")) > 0
+	})
+	if n := len(nc.agents[0].logLines("event", "local_restart")); n > 0 {
+		t.Errorf("the rebooted node restarted resources %d times", n)
+	}
 	inv.check(t)
 }
 

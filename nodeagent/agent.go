@@ -101,20 +101,24 @@ var defaultTiming = cluster.Profiles[cluster.ProfileLAN]
 // Agent is backstop-agent: New prepares it from its data directory, Run
 // enrolls if needed and runs its loops until the context ends.
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	met     *metrics
-	api     *apiClient
-	key     ed25519.PrivateKey
-	keys    *keyring
-	mem     *memory
-	lease   *lease
-	runner  *runner
-	paths   *pathManager
-	results *reporter
-	fences  *fenceQueue
-	live    *liveness
-	wd      *watchdog
+	cfg    Config
+	log    *slog.Logger
+	met    *metrics
+	api    *apiClient
+	key    ed25519.PrivateKey
+	keys   *keyring
+	mem    *memory
+	lease  *lease
+	runner *runner
+	// serverPlacement is the placement of each hierarchy in the last
+	// configuration this process fetched from the control plane (nil
+	// before the first); guarded by cfgMu.
+	serverPlacement map[string]placementView
+	paths           *pathManager
+	results         *reporter
+	fences          *fenceQueue
+	live            *liveness
+	wd              *watchdog
 
 	startedAt        time.Time
 	firstHeartbeat   chan struct{} // closed when the first heartbeat got an answer or failed
@@ -197,6 +201,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.paths = newPathManager(log.With(keyComponent, "paths"), a.met, cfg.PathPort)
 	a.runner = newRunner(dir, cfg.newInstance, log.With(keyComponent, "hierarchies"), a.met, a.timing, cfg.StepTimeout)
+	a.runner.authority = a.authority
 	if err := a.runner.load(); err != nil {
 		return nil, err
 	}

@@ -96,7 +96,17 @@ func (a *Agent) heartbeatOnce(ctx context.Context, sentAt time.Time) error {
 		return fmt.Errorf("heartbeat answer with lease_ttl_ms %d", ack.LeaseTtlMs)
 	}
 	a.met.heartbeatsAcked.Inc()
+	// Fetch the configuration again after this process's first answer
+	// and after every reconnection: placements may have moved while this
+	// node was away, and reconcile must see them before anything acts.
+	refresh := false
+	select {
+	case <-a.firstAck:
+	default:
+		refresh = true
+	}
 	if a.lease.renew(sentAt, ms(ack.LeaseTtlMs)) {
+		refresh = true
 		rem, _ := a.lease.remaining()
 		a.log.Info("lease renewed after it had expired", keyEvent, eventLeaseRenewed, keyLeaseRemaining, rem.Milliseconds())
 	}
@@ -107,7 +117,7 @@ func (a *Agent) heartbeatOnce(ctx context.Context, sentAt time.Time) error {
 	} else if raised {
 		a.log.Info("new leader term", keyTerm, ack.Term)
 	}
-	if ack.ConfigVersion != a.appliedVersion() {
+	if refresh || ack.ConfigVersion != a.appliedVersion() {
 		select {
 		case a.configKick <- struct{}{}:
 		default:
@@ -250,4 +260,74 @@ func (a *Agent) applyConfig(c *client.AgentConfig, from string) {
 	a.log.Info("configuration applied", keyEvent, eventConfigApplied, keyVersion, c.Version, "from", from,
 		"heartbeat_ms", t.HeartbeatMS, "lease_ttl_ms", t.LeaseTTLMS, "fencing", string(c.Fencing),
 		"peers", len(c.Peers), "paths", len(c.Paths), keyHierarchies, len(c.Hierarchies))
+	if from == "server" {
+		a.reconcile(c)
+	}
+}
+
+// reconcile takes out of service here every hierarchy the control plane
+// has placed elsewhere, or here at a newer epoch, than what this node
+// runs: it was moved while this node was cut off (or rebooted). It only
+// ever stops things.
+func (a *Agent) reconcile(c *client.AgentConfig) {
+	a.cfgMu.Lock()
+	a.serverPlacement = map[string]placementView{}
+	for _, h := range c.Hierarchies {
+		pv := placementView{epoch: h.Placement.Epoch, state: string(h.Placement.State)}
+		if h.Placement.NodeId != nil {
+			pv.node = h.Placement.NodeId.String()
+		}
+		a.serverPlacement[h.Id.String()] = pv
+	}
+	a.cfgMu.Unlock()
+	self := c.NodeId.String()
+	for _, h := range a.runner.list() {
+		h.mu.Lock()
+		active, epoch := h.st.Active || h.st.State == cluster.PlacementInService, h.st.Epoch
+		h.mu.Unlock()
+		pv, known := a.serverPlacement[h.id]
+		if !active || !known {
+			continue
+		}
+		if pv.node != self || pv.epoch > epoch {
+			why := fmt.Sprintf("the control plane placed the hierarchy on node %s at epoch %d while this node ran epoch %d", pv.node, pv.epoch, epoch)
+			go a.runner.relinquish(h, why)
+		}
+	}
+}
+
+// placementView is the control plane's placement of a hierarchy, as the
+// configuration fetched by this process says.
+type placementView struct {
+	node  string
+	epoch int64
+	state string
+}
+
+// authority says whether this node may act on its own (local recovery) on
+// a hierarchy it runs at epoch: while its lease is valid, and either this
+// process brought it in service on a signed command at that epoch, or a
+// configuration fetched from the control plane by this process still
+// places the hierarchy here at that epoch.
+func (a *Agent) authority(hierarchyID string, epoch int64, byCommand bool) (bool, string) {
+	if rem, ok := a.lease.remaining(); !ok || rem <= 0 {
+		return false, "this node holds no valid lease"
+	}
+	if byCommand {
+		return true, "" // this process brought it in service on a signed command at this epoch
+	}
+	a.cfgMu.RLock()
+	pv, known := a.serverPlacement[hierarchyID]
+	self := ""
+	if a.conf != nil {
+		self = a.conf.NodeId.String()
+	}
+	a.cfgMu.RUnlock()
+	switch {
+	case !known:
+		return false, "no configuration from the control plane confirms the placement yet"
+	case pv.node != self || pv.epoch != epoch:
+		return false, fmt.Sprintf("the control plane places it on node %s at epoch %d, not here at epoch %d", pv.node, pv.epoch, epoch)
+	}
+	return true, ""
 }

@@ -66,6 +66,10 @@ type hierarchy struct {
 	// restartedAt is when each resource was last (re)started by recovery;
 	// a failed check that began before it is stale.
 	restartedAt map[string]time.Time
+	// cmdEpoch is the epoch of the last bring_in_service this process
+	// ran for the hierarchy (not persisted: a restarted agent must get
+	// the control plane's word again before acting on its own).
+	cmdEpoch int64
 }
 
 // resHealth is what the monitors know of one resource.
@@ -100,6 +104,14 @@ type runner struct {
 	monBase context.Context
 	// wg counts monitor goroutines.
 	wg sync.WaitGroup
+
+	// authority, when set, says whether this node may act on its own on a
+	// hierarchy it runs at an epoch (local recovery restarts): only while
+	// its lease is valid and the control plane's configuration, fetched
+	// by this process, still places the hierarchy here at that epoch.
+	// Without it a rebooted node, or one the control plane has already
+	// failed over, would restart a second copy.
+	authority func(hierarchyID string, epoch int64, byCommand bool) (bool, string)
 
 	// saveMu serializes writes of hierarchies.json.
 	saveMu sync.Mutex
@@ -336,6 +348,7 @@ func (r *runner) bringInService(h *hierarchy, cmd *envelope.Command) outcome {
 		return o
 	}
 	if o.OK {
+		h.cmdEpoch = cmd.Epoch
 		r.setStateLocked(h, cluster.PlacementInService, "")
 		r.startMonitorsLocked(h)
 	} else {
@@ -583,4 +596,42 @@ func (h *hierarchy) healthLocked(id uuid.UUID, res cluster.Resource, now time.Ti
 	}
 	out.Quick, out.Deep = conv(hl.quick), conv(hl.deep)
 	return out
+}
+
+// relinquish takes a hierarchy this node runs out of service because the
+// control plane placed it elsewhere (or at a newer epoch) while this node
+// was cut off: stop in reverse order, never start anything.
+func (r *runner) relinquish(h *hierarchy, why string) {
+	h.mu.Lock()
+	if !h.st.Active && h.st.State != cluster.PlacementInService {
+		h.mu.Unlock()
+		return
+	}
+	h.gen++
+	if h.cancelOp != nil {
+		h.cancelOp()
+	}
+	r.stopMonitorsLocked(h)
+	if len(h.units) != len(h.st.Resources) {
+		h.units = r.unitsLocked(h, h.st.Resources)
+	}
+	units := h.units
+	r.setStateLocked(h, cluster.PlacementStopping, why)
+	h.mu.Unlock()
+	r.save()
+	r.hlog(h).Warn("taking the hierarchy out of service here: "+why, keyEvent, eventRelinquished, keyDetail, why)
+
+	h.ops.Lock()
+	o := r.execFor(h, nil).takeDown(r.base, units)
+	h.ops.Unlock()
+
+	h.mu.Lock()
+	h.st.Active = !o.Clean
+	if o.OK {
+		r.setStateLocked(h, cluster.PlacementOutOfService, why)
+	} else {
+		r.setStateLocked(h, cluster.PlacementFailed, joinDetail(why, "take-down: "+o.Detail))
+	}
+	h.mu.Unlock()
+	r.save()
 }

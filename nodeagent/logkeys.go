@@ -44,6 +44,8 @@ const (
 	eventLeaseExpired      = "lease_expired"
 	eventLeaseRenewed      = "lease_renewed"
 	eventConfigApplied     = "config_applied"
+	eventRelinquished      = "relinquished"
+	eventRecoveryWithheld  = "local_recovery_withheld"
 	eventConfigRejected    = "config_rejected"
 	eventKeyTrusted        = "signing_key_trusted"
 	eventKeyRefused        = "signing_key_refused"

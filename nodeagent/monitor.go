@@ -251,6 +251,20 @@ func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.
 		}
 	}
 
+	if r.authority != nil {
+		h.mu.Lock()
+		byCommand := h.cmdEpoch == epoch && epoch > 0
+		h.mu.Unlock()
+		if ok, why := r.authority(h.id, epoch, byCommand); !ok {
+			// Not ours to restart: fail it here so nothing of it is left
+			// running, and let the control plane decide where it goes.
+			r.hlog(h).Warn("local recovery withheld: "+why, keyEvent, eventRecoveryWithheld, keyResource, res.Name, keyDetail, cerr.Error())
+			cerr = fmt.Errorf("%v; local recovery withheld: %s", cerr, why)
+			r.failLocally(ctx, h, res, deep, cerr, epoch)
+			return
+		}
+	}
+
 	h.mu.Lock()
 	lr := localRecovery(res)
 	now := r.now()
@@ -281,17 +295,27 @@ func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.
 		return
 	}
 
-	detail := truncate(fmt.Sprintf("resource %s failed its %s check (%v); local recovery exhausted: %d restarts within %d s allowed",
-		res.Name, checkName(deep), cerr, lr.MaxRestarts, lr.WindowS), maxDetail)
+	h.mu.Lock()
+	r.endOpLocked(h)
+	stale := h.gen != gen // a command or fencing took over meanwhile
+	h.mu.Unlock()
+	if stale {
+		return
+	}
+	r.failLocally(ctx, h, res, deep, fmt.Errorf("%v; local recovery exhausted: %d restarts within %d s allowed", cerr, lr.MaxRestarts, lr.WindowS), epoch)
+}
+
+// failLocally marks a hierarchy failed on this node and takes it out of
+// service here, in reverse order; the control plane fails it over.
+func (r *runner) failLocally(ctx context.Context, h *hierarchy, res cluster.Resource, deep bool, cerr error, epoch int64) {
+	detail := truncate(fmt.Sprintf("resource %s failed its %s check: %v", res.Name, checkName(deep), cerr), maxDetail)
 	r.met.hierarchyFailures.Inc()
+	log := r.hlog(h)
 	log.Error("hierarchy failed on this node: taking it out of service here",
 		keyEvent, eventHierarchyFailed, keyResource, res.Name, keyDetail, detail, keyEpoch, epoch)
 	h.mu.Lock()
-	if h.gen != gen {
-		r.endOpLocked(h)
-		h.mu.Unlock()
-		return
-	}
+	opCtx, gen := r.beginOpLocked(h)
+	units := h.units
 	r.stopMonitorsLocked(h)
 	r.setStateLocked(h, cluster.PlacementFailed, detail)
 	h.mu.Unlock()
