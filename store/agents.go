@@ -207,10 +207,6 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 					return ack, err
 				}
 			}
-			if err := writeEvent(ctx, tx, a.ClusterID, "node.fenced", cluster.SeverityCritical, map[string]string{"node_id": a.NodeID},
-				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies}, "node %s fenced itself: %s", a.NodeName, f.Reason); err != nil {
-				return ack, err
-			}
 			if err := audit(cluster.WithActor(ctx, cluster.Actor{Name: "agent:" + a.NodeName}), tx, "node.fenced", "node", a.NodeID, a.ClusterID,
 				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies}); err != nil {
 				return ack, err

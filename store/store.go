@@ -31,6 +31,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
+	// Two connections listen all the time (commands, events) and long
+	// polls and streams come in bursts: pgx's default of max(4, CPUs) is
+	// too small for a control plane.
+	cfg.MaxConns = max(cfg.MaxConns, 16)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)
