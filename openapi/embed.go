@@ -1,5 +1,6 @@
 // Package openapi holds Backstop's API contract, backstop.yaml, the single
-// source of truth for the REST API. The generated server side lives in
+// source of truth for the REST API, and BACKSTOP-MIB.txt, the MIB module
+// of its SNMP notifications. The generated server side lives in
 // openapi/api and the Go client in openapi/client.
 package openapi
 
@@ -14,6 +15,12 @@ import (
 //
 //go:embed backstop.yaml
 var Spec []byte
+
+// MIB is BACKSTOP-MIB, the SNMP notifications' MIB module, as served at
+// GET /v1/snmp-mib.
+//
+//go:embed BACKSTOP-MIB.txt
+var MIB []byte
 
 // Load parses and validates the contract.
 func Load() (*openapi3.T, error) {

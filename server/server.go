@@ -89,6 +89,17 @@ type Store interface {
 	ListIncidents(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Incident, string, error)
 	OperationsDone(ctx context.Context, ids []string) (bool, error)
 	ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]cluster.Event, error)
+	ListenEvents(ctx context.Context, fn func(cluster.EventSignal)) error
+
+	CreateTarget(ctx context.Context, t cluster.Target) (cluster.Target, error)
+	FindTarget(ctx context.Context, kind, id string) (cluster.Target, error)
+	ListTargets(ctx context.Context, kind string, p cluster.Page) ([]cluster.Target, string, error)
+	UpdateTarget(ctx context.Context, kind, id string, ifMatch *int64, change func(cluster.Target) (cluster.Target, error)) (cluster.Target, error)
+	DeleteTarget(ctx context.Context, kind, id string, ifMatch *int64) error
+	ListDeliveries(ctx context.Context, kind, targetID, status string, p cluster.Page) ([]cluster.Delivery, string, error)
+	FindDelivery(ctx context.Context, kind, targetID, id string) (cluster.Delivery, error)
+	Redeliver(ctx context.Context, kind, targetID, id string) (cluster.Delivery, error)
+	SNMPEngine(ctx context.Context) (cluster.SNMPEngine, error)
 	ControlPlane(ctx context.Context) (cluster.ControlPlane, error)
 
 	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error)
@@ -112,6 +123,15 @@ type Config struct {
 	// SchemaVersion is the newest migration this binary knows; /readyz
 	// answers 503 until the database has it.
 	SchemaVersion uint
+	// Deliverer seals target secrets and makes pings and test traps
+	// (package notify). Without one, the webhook and SNMP target
+	// endpoints answer 503.
+	Deliverer Deliverer
+	// StreamHeartbeat is the interval of the event stream's heartbeat
+	// comments (default 15 s); StreamPoll, of its fallback reads of the
+	// log when no notification came (default 5 s).
+	StreamHeartbeat time.Duration
+	StreamPoll      time.Duration
 }
 
 // Server is the Backstop HTTP API. It is an http.Handler.
@@ -127,6 +147,11 @@ type Server struct {
 	metrics    *httpMetrics
 	keys       Keyring
 	waiters    waiters
+	deliver    Deliverer
+	hub        eventHub
+	heartbeat  time.Duration
+	poll       time.Duration
+	events     *prometheus.CounterVec
 }
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -142,12 +167,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, errNoKeyring
 	}
 	s := &Server{
-		store:    cfg.Store,
-		log:      cfg.Logger,
-		registry: cfg.Registry,
-		maxBody:  cfg.MaxBodyBytes,
-		schema:   cfg.SchemaVersion,
-		keys:     cfg.Keyring,
+		store:     cfg.Store,
+		log:       cfg.Logger,
+		registry:  cfg.Registry,
+		maxBody:   cfg.MaxBodyBytes,
+		schema:    cfg.SchemaVersion,
+		keys:      cfg.Keyring,
+		deliver:   cfg.Deliverer,
+		heartbeat: cfg.StreamHeartbeat,
+		poll:      cfg.StreamPoll,
+	}
+	if s.heartbeat <= 0 {
+		s.heartbeat = 15 * time.Second
+	}
+	if s.poll <= 0 {
+		s.poll = 5 * time.Second
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -165,6 +199,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	s.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "backstop_events_total",
+		Help: "Events committed (by any replica) as this replica heard them (LISTEN/NOTIFY), by type and severity.",
+	}, []string{"type", "severity"})
+	if err := s.registry.Register(s.events); err != nil {
+		return nil, err
+	}
 
 	doc, err := openapi.Load()
 	if err != nil {

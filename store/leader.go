@@ -39,13 +39,49 @@ func (s *Store) TryLead(ctx context.Context, replicaID string) (*LeaderSession, 
 		return nil, err
 	}
 	l := &LeaderSession{conn: conn}
-	err = conn.QueryRow(ctx, `UPDATE control_plane SET term = term + 1, leader_id = $1, leader_since = now() WHERE id = 1
-		RETURNING term, leader_since`, replicaID).Scan(&l.Term, &l.Since)
-	if err != nil {
+	if err := takeLeadership(ctx, conn, replicaID, l); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("take leadership: %w", err)
 	}
 	return l, nil
+}
+
+// takeLeadership increments the term and records the leader, and writes a
+// leader.changed event to every cluster's log in the same transaction: a
+// leader change concerns every cluster, and each log must stay complete
+// on its own.
+func takeLeadership(ctx context.Context, conn *pgx.Conn, replicaID string, l *LeaderSession) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	var previous *string
+	err = tx.QueryRow(ctx, `UPDATE control_plane c SET term = c.term + 1, leader_id = $1, leader_since = now()
+		FROM (SELECT leader_id FROM control_plane WHERE id = 1) old WHERE c.id = 1
+		RETURNING c.term, c.leader_since, old.leader_id`, replicaID).Scan(&l.Term, &l.Since, &previous)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.Query(ctx, `SELECT id FROM clusters ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	details := map[string]any{"term": l.Term, "leader_id": replicaID}
+	if previous != nil {
+		details["previous_leader_id"] = *previous
+	}
+	for _, id := range ids {
+		if err := writeEvent(ctx, tx, id, "leader.changed", cluster.SeverityInfo, map[string]string{"replica_id": replicaID}, details,
+			"replica %s leads the control plane (term %d)", replicaID, l.Term); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
 }
 
 // Check verifies the session (and so the lock) is still alive.

@@ -45,6 +45,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (uint, error) {
 	if dirty {
 		return v, fmt.Errorf("migrate: schema version %d is dirty: a migration failed halfway; repair it by hand", v)
 	}
+	// River's tables (the job queue of event delivery) come from River's
+	// own migrations, at the version go.mod pins.
+	if err := MigrateRiver(ctx, pool); err != nil {
+		return v, err
+	}
 	return v, nil
 }
 

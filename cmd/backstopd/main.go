@@ -19,9 +19,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/backstop-ha/backstop/server"
 	"github.com/backstop-ha/backstop/server/failover"
 	"github.com/backstop-ha/backstop/server/leader"
+	"github.com/backstop-ha/backstop/server/notify"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
 )
@@ -36,6 +40,8 @@ type Config struct {
 	MaxBodyBytes   int64
 	// SecretKey seals the command-signing keys stored in PostgreSQL.
 	SecretKey []byte
+	// Delivery configures event delivery to webhooks and SNMP managers.
+	Delivery notify.Config
 }
 
 func main() {
@@ -86,6 +92,12 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	fs.StringVar(&c.LogFormat, "log-format", env("BACKSTOP_LOG_FORMAT", "text"), "log format: text or json (BACKSTOP_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("BACKSTOP_LOG_LEVEL", "info"), "log level: debug, info, warn, error (BACKSTOP_LOG_LEVEL)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body accepted")
+	d := notify.DefaultConfig()
+	fs.IntVar(&c.Delivery.MaxAttempts, "delivery-max-attempts", d.MaxAttempts, "retry budget: attempts per webhook or trap delivery before it is dead-lettered")
+	fs.DurationVar(&c.Delivery.BackoffBase, "delivery-backoff", d.BackoffBase, "wait after a delivery's first failed attempt; doubles after each, with jitter")
+	fs.DurationVar(&c.Delivery.BackoffMax, "delivery-backoff-max", d.BackoffMax, "longest wait between two attempts of a delivery")
+	fs.DurationVar(&c.Delivery.AttemptTimeout, "delivery-timeout", d.AttemptTimeout, "time a webhook receiver has to answer one attempt")
+	fs.IntVar(&c.Delivery.Workers, "delivery-workers", d.Workers, "deliveries made at once by this replica (each target one at a time)")
 	secretFile := fs.String("secret-key-file", env("BACKSTOP_SECRET_KEY_FILE", ""), "file holding the secret that seals the command-signing keys (BACKSTOP_SECRET_KEY_FILE; or the secret itself in BACKSTOP_SECRET_KEY)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", name)
@@ -116,6 +128,10 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	}
 	if !demo && c.DatabaseURL == "" {
 		return c, errors.New("--database-url (or BACKSTOP_DATABASE_URL) is required")
+	}
+	if c.Delivery.MaxAttempts < 1 || c.Delivery.BackoffBase <= 0 || c.Delivery.BackoffMax < c.Delivery.BackoffBase ||
+		c.Delivery.AttemptTimeout <= 0 || c.Delivery.Workers < 1 {
+		return c, errors.New("--delivery-*: attempts and workers must be at least 1, durations positive, --delivery-backoff-max at least --delivery-backoff")
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return c, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
@@ -180,7 +196,32 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		return err
 	}
 	log.Info("command signing key ready", "fingerprint", keys.Fingerprint())
-	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest})
+	// Event delivery gets a pool of its own: slow receivers never hold
+	// the connections the API and the engine need.
+	dst, err := store.OpenSized(openCtx, cfg.DatabaseURL, int32(cfg.Delivery.Workers)+4)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	snmpEngine, err := dst.StartSNMPEngine(openCtx)
+	if err != nil {
+		return fmt.Errorf("SNMP engine: %w", err)
+	}
+	log.Info("SNMPv3 engine ready", "engine_id", fmt.Sprintf("%x", snmpEngine.ID), "boots", snmpEngine.Boots)
+	sealer, err := notify.NewSealer(cfg.SecretKey)
+	if err != nil {
+		return fmt.Errorf("secret key: %w", err)
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dcfg := cfg.Delivery
+	dcfg.Pool, dcfg.Store, dcfg.Sealer, dcfg.Logger, dcfg.Registry = dst.Pool(), dst, sealer, log, registry
+	delivery, err := notify.New(dcfg)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest,
+		Registry: registry, Deliverer: delivery})
 	if err != nil {
 		return err
 	}
@@ -202,8 +243,21 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Go(func() { srv.Run(bgCtx) })
+	bg.Go(func() { srv.RunEvents(bgCtx) })
 	bg.Go(func() { elector.Run(bgCtx) })
+	if err := delivery.Start(bgCtx); err != nil {
+		stopBackground()
+		bg.Wait()
+		return fmt.Errorf("start event delivery: %w", err)
+	}
 	defer func() {
+		// Deliveries in flight get a few seconds to end; the rest stay
+		// queued for the next start or another replica.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := delivery.Stop(ctx); err != nil {
+			log.Warn("stop event delivery", "err", err)
+		}
 		stopBackground()
 		bg.Wait()
 	}()
@@ -215,6 +269,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	hs.RegisterOnShutdown(srv.CloseStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("serving the Backstop API", "addr", ln.Addr().String())

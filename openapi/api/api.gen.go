@@ -99,6 +99,75 @@ func (e CommandStatus) Valid() bool {
 	}
 }
 
+// Defines values for DeliveryKind.
+const (
+	DeliveryKindEvent      DeliveryKind = "event"
+	DeliveryKindPing       DeliveryKind = "ping"
+	DeliveryKindRedelivery DeliveryKind = "redelivery"
+	DeliveryKindTest       DeliveryKind = "test"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryKind enum.
+func (e DeliveryKind) Valid() bool {
+	switch e {
+	case DeliveryKindEvent:
+		return true
+	case DeliveryKindPing:
+		return true
+	case DeliveryKindRedelivery:
+		return true
+	case DeliveryKindTest:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryAttemptOutcome.
+const (
+	DeliveryAttemptOutcomeDelivered DeliveryAttemptOutcome = "delivered"
+	DeliveryAttemptOutcomeFailed    DeliveryAttemptOutcome = "failed"
+	DeliveryAttemptOutcomeRetry     DeliveryAttemptOutcome = "retry"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryAttemptOutcome enum.
+func (e DeliveryAttemptOutcome) Valid() bool {
+	switch e {
+	case DeliveryAttemptOutcomeDelivered:
+		return true
+	case DeliveryAttemptOutcomeFailed:
+		return true
+	case DeliveryAttemptOutcomeRetry:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryStatus.
+const (
+	DeliveryStatusCancelled    DeliveryStatus = "cancelled"
+	DeliveryStatusDeadLettered DeliveryStatus = "dead_lettered"
+	DeliveryStatusDelivered    DeliveryStatus = "delivered"
+	DeliveryStatusPending      DeliveryStatus = "pending"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryStatus enum.
+func (e DeliveryStatus) Valid() bool {
+	switch e {
+	case DeliveryStatusCancelled:
+		return true
+	case DeliveryStatusDeadLettered:
+		return true
+	case DeliveryStatusDelivered:
+		return true
+	case DeliveryStatusPending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FencingPolicy.
 const (
 	None FencingPolicy = "none"
@@ -348,6 +417,57 @@ func (e Severity) Valid() bool {
 	case Info:
 		return true
 	case Warning:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SnmpV3AuthProtocol.
+const (
+	SHA    SnmpV3AuthProtocol = "SHA"
+	SHA256 SnmpV3AuthProtocol = "SHA-256"
+)
+
+// Valid indicates whether the value is a known member of the SnmpV3AuthProtocol enum.
+func (e SnmpV3AuthProtocol) Valid() bool {
+	switch e {
+	case SHA:
+		return true
+	case SHA256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SnmpV3PrivProtocol.
+const (
+	AES SnmpV3PrivProtocol = "AES"
+)
+
+// Valid indicates whether the value is a known member of the SnmpV3PrivProtocol enum.
+func (e SnmpV3PrivProtocol) Valid() bool {
+	switch e {
+	case AES:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SnmpVersion.
+const (
+	V2c SnmpVersion = "v2c"
+	V3  SnmpVersion = "v3"
+)
+
+// Valid indicates whether the value is a known member of the SnmpVersion enum.
+func (e SnmpVersion) Valid() bool {
+	switch e {
+	case V2c:
+		return true
+	case V3:
 		return true
 	default:
 		return false
@@ -1016,6 +1136,152 @@ type Decision struct {
 	ToNodeId *openapi_types.UUID `json:"to_node_id,omitempty"`
 }
 
+// Delivery One event (or ping, or test trap) for one target, with its attempts.
+//
+// Example: {"attempt_log":[],"attempts":1,"created_at":"2026-11-26T06:00:00Z","event_id":"0195f7a4-8888-7000-8000-000000000001","event_type":"node.down","id":"4b0e7c3a-2f51-4d0e-9a55-3c1f0e9d2a11","kind":"event","status":"delivered","target_id":"0195f7a4-6666-7000-8000-000000000001"}
+type Delivery struct {
+	// AttemptLog Every attempt.
+	AttemptLog []DeliveryAttempt `json:"attempt_log"`
+
+	// Attempts Attempts made.
+	//
+	// Example: 1
+	Attempts int `json:"attempts"`
+
+	// ClusterId The event's cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId *openapi_types.UUID `json:"cluster_id,omitempty"`
+
+	// CreatedAt When it was queued.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// EventId The event id (the `webhook-id` header).
+	//
+	// Example: 0195f7a4-8888-7000-8000-000000000001
+	EventId openapi_types.UUID `json:"event_id"`
+
+	// EventSeq The event's seq in its cluster.
+	//
+	// Example: 42
+	EventSeq *int64 `json:"event_seq,omitempty"`
+
+	// EventType The event type.
+	//
+	// Example: node.down
+	EventType string `json:"event_type"`
+
+	// FinishedAt When it was delivered or given up.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+
+	// Id Delivery id.
+	//
+	// Example: 4b0e7c3a-2f51-4d0e-9a55-3c1f0e9d2a11
+	Id openapi_types.UUID `json:"id"`
+
+	// Kind What is delivered.
+	//
+	// Example: event
+	Kind DeliveryKind `json:"kind"`
+
+	// LastError The last attempt's error.
+	//
+	// Example:
+	LastError *string `json:"last_error,omitempty"`
+
+	// NextAttemptAt When the next attempt is due (pending deliveries).
+	//
+	// Example: 2026-11-26T06:00:05Z
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+	// Status `pending` (queued or waiting for a retry), `delivered`,
+	// `dead_lettered` (retry budget spent, or a permanent failure) or
+	// `cancelled` (the target was disabled).
+	//
+	//
+	// Example: delivered
+	Status DeliveryStatus `json:"status"`
+
+	// TargetId The webhook or SNMP target.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	TargetId openapi_types.UUID `json:"target_id"`
+}
+
+// DeliveryKind What is delivered.
+//
+// Example: event
+type DeliveryKind string
+
+// DeliveryAttempt One try of a delivery.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","error":"HTTP 500 Internal Server Error","latency_ms":12.5,"n":1,"outcome":"retry","response_excerpt":"upstream unavailable","status_code":500}
+type DeliveryAttempt struct {
+	// At When it ended.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// Error What went wrong.
+	//
+	// Example: HTTP 500 Internal Server Error
+	Error *string `json:"error,omitempty"`
+
+	// LatencyMs Time to the answer (or the error).
+	//
+	// Example: 12.5
+	LatencyMs float64 `json:"latency_ms"`
+
+	// N Attempt number from 1.
+	//
+	// Example: 1
+	N int `json:"n"`
+
+	// Outcome `delivered`, `retry` (will be tried again) or `failed` (given up).
+	//
+	// Example: retry
+	Outcome DeliveryAttemptOutcome `json:"outcome"`
+
+	// ResponseExcerpt At most 512 bytes of the receiver's answer.
+	//
+	// Example: upstream unavailable
+	ResponseExcerpt *string `json:"response_excerpt,omitempty"`
+
+	// StatusCode The receiver's HTTP status (absent for network errors and traps).
+	//
+	// Example: 500
+	StatusCode *int `json:"status_code,omitempty"`
+}
+
+// DeliveryAttemptOutcome `delivered`, `retry` (will be tried again) or `failed` (given up).
+//
+// Example: retry
+type DeliveryAttemptOutcome string
+
+// DeliveryList A page of deliveries, newest first.
+//
+// Example: {"items":[]}
+type DeliveryList struct {
+	// Items The deliveries.
+	Items []Delivery `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: NDI
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// DeliveryStatus `pending` (queued or waiting for a retry), `delivered`,
+// `dead_lettered` (retry budget spent, or a permanent failure) or
+// `cancelled` (the target was disabled).
+//
+// Example: delivered
+type DeliveryStatus string
+
 // Description Free text for operators.
 //
 // Example: Postfix for example.com
@@ -1094,7 +1360,46 @@ type Envelope struct {
 	Signature []byte `json:"signature"`
 }
 
-// Event A recorded state change.
+// Event A recorded state change, written in the same transaction as the
+// change itself. The taxonomy (type, the severity it is written
+// with, its SNMP notification in BACKSTOP-MIB under
+// 1.3.6.1.4.1.32473.0, and what it means):
+//
+// | type | severity | trap | meaning |
+// |---|---|---|---|
+// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and no peer sees it on any path; its hierarchies fail over |
+// | `node.unreachable` | warning | 2 `backstopNodeUnreachable` | the control plane lost the node but a peer still sees it; nothing moves |
+// | `node.up` | info | 3 `backstopNodeUp` | the node heartbeats again (or for the first time) |
+// | `node.maintenance_started` | info | 4 `backstopNodeMaintenanceStarted` | an operator put the node in maintenance |
+// | `node.maintenance_ended` | info | 5 `backstopNodeMaintenanceEnded` | the node left maintenance |
+// | `node.self_fenced` | critical | 6 `backstopNodeSelfFenced` | the agent fenced its hierarchies itself (lease lost without a majority) |
+// | `path.down` | warning | 7 `backstopPathDown` | a communication path stopped carrying heartbeats (reserved: no producer yet) |
+// | `path.up` | info | 8 `backstopPathUp` | a communication path carries heartbeats again (reserved: no producer yet) |
+// | `resource.check_failed` | warning | 9 `backstopResourceCheckFailed` | a quick or deep check of a resource failed (reserved: no producer yet) |
+// | `local_recovery.started` | warning | 10 `backstopLocalRecoveryStarted` | the agent restarts a failed resource on the same node (reserved: no producer yet) |
+// | `local_recovery.succeeded` | info | 11 `backstopLocalRecoverySucceeded` | the restarted resource passes its checks (reserved: no producer yet) |
+// | `local_recovery.failed` | critical | 12 `backstopLocalRecoveryFailed` | local recovery gave up; the hierarchy fails over (reserved: no producer yet) |
+// | `hierarchy.in_service` | info | 13 `backstopHierarchyInService` | a hierarchy was brought in service on a node |
+// | `hierarchy.out_of_service` | info | 14 `backstopHierarchyOutOfService` | a hierarchy was taken out of service on a node |
+// | `hierarchy.failed` | critical | 15 `backstopHierarchyFailed` | a hierarchy failed and no node can take it, or a bring-up failed |
+// | `failover.started` | critical | 16 `backstopFailoverStarted` | the engine moves a hierarchy away from a failed node |
+// | `failover.completed` | info | 17 `backstopFailoverCompleted` | the failover's hierarchy is in service on its new node |
+// | `failover.failed` | critical | 18 `backstopFailoverFailed` | the failover could not bring the hierarchy in service |
+// | `switchover.started` | info | 19 `backstopSwitchoverStarted` | an operator's switchover started |
+// | `switchover.completed` | info | 20 `backstopSwitchoverCompleted` | the switchover ended with the hierarchy in service |
+// | `switchover.failed` | critical | 21 `backstopSwitchoverFailed` | the switchover failed |
+// | `switchback.possible` | info | 22 `backstopSwitchbackPossible` | a higher-priority node is back; intelligent switchback leaves the move to an operator |
+// | `switchback.started` | info | 23 `backstopSwitchbackStarted` | an automatic switchback started |
+// | `switchback.completed` | info | 24 `backstopSwitchbackCompleted` | the switchback ended with the hierarchy on its preferred node |
+// | `switchback.failed` | critical | 25 `backstopSwitchbackFailed` | the switchback failed |
+// | `command.rejected` | warning | 26 `backstopCommandRejected` | an agent refused a signed command (signature, epoch, expiry, ...) |
+// | `leader.changed` | info | 27 `backstopLeaderChanged` | a backstopd replica became leader (written to every cluster's log) |
+// | `delivery.dead_lettered` | warning | 28 `backstopDeliveryDeadLettered` | a webhook or trap delivery was given up after its retry budget or a permanent error |
+//
+// Unknown types (from a newer server) are sent as trap 99
+// `backstopEvent`; test traps are 100 `backstopTestNotification`.
+// `subject` names what the event is about (`node_id`,
+// `hierarchy_id`, `incident_id`, `replica_id`, `target_id`, ...).
 //
 // Example: {"at":"2026-11-26T06:00:00Z","cluster_id":"0195f7a4-0000-7000-8000-000000000001","details":{},"id":"0195f7a4-8888-7000-8000-000000000001","message":"node mx1 is down","seq":42,"severity":"critical","subject":{},"type":"node.down"}
 type Event struct {
@@ -1156,6 +1461,11 @@ type EventList struct {
 	// Example: 42
 	LastSeq int64 `json:"last_seq"`
 }
+
+// EventTypePattern An event type of the taxonomy (see `Event`), or a prefix pattern such as `node.*`.
+//
+// Example: node.*
+type EventTypePattern = string
 
 // Explanation Why a hierarchy is where it is, and where it would go next.
 //
@@ -2450,6 +2760,289 @@ type SimulationResult struct {
 	Placements []SimulatedPlacement `json:"placements"`
 }
 
+// SnmpEngine The SNMPv3 engine backstopd sends traps as.
+//
+// Example: {"boots":7,"engine_id":"80007ed9055f3c2a9b1d4e6f70","time":3600}
+type SnmpEngine struct {
+	// Boots snmpEngineBoots.
+	//
+	// Example: 7
+	Boots int `json:"boots"`
+
+	// EngineId snmpEngineID in hex (RFC 3411 format 5: enterprise 32473 then 8 random octets).
+	//
+	// Example: 80007ed9055f3c2a9b1d4e6f70
+	EngineId string `json:"engine_id"`
+
+	// Time snmpEngineTime: seconds since the last boot.
+	//
+	// Example: 3600
+	Time int `json:"time"`
+}
+
+// SnmpTarget An SNMP trap target, without its secrets.
+//
+// Example: {"cluster_ids":[],"created_at":"2026-11-26T06:00:00Z","enabled":true,"event_types":[],"host":"192.0.2.10","id":"0195f7a4-7777-7000-8000-000000000001","min_severity":"critical","name":"nms1","port":162,"snmp_version":"v2c","updated_at":"2026-11-26T06:00:00Z","version":1}
+type SnmpTarget struct {
+	// ClusterIds Clusters sent; empty: all.
+	//
+	// Example: []
+	ClusterIds []openapi_types.UUID `json:"cluster_ids"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Description Free text.
+	//
+	// Example: the NOC's manager
+	Description *string `json:"description,omitempty"`
+
+	// Enabled Whether traps are sent.
+	//
+	// Example: true
+	Enabled bool `json:"enabled"`
+
+	// EventTypes Event types sent; empty: all.
+	//
+	// Example: []
+	EventTypes []string `json:"event_types"`
+
+	// Host The manager.
+	//
+	// Example: 192.0.2.10
+	Host string `json:"host"`
+
+	// Id Target id.
+	//
+	// Example: 0195f7a4-7777-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity Severity `json:"min_severity"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name TargetName `json:"name"`
+
+	// Port UDP port.
+	//
+	// Example: 162
+	Port int `json:"port"`
+
+	// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+	//
+	// Example: v3
+	SnmpVersion SnmpVersion `json:"snmp_version"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// V3AuthProtocol `SHA` or `SHA-256` (`v3`).
+	//
+	// Example: SHA-256
+	V3AuthProtocol *string `json:"v3_auth_protocol,omitempty"`
+
+	// V3PrivProtocol `AES` (`v3`).
+	//
+	// Example: AES
+	V3PrivProtocol *string `json:"v3_priv_protocol,omitempty"`
+
+	// V3User The USM user (`v3`).
+	//
+	// Example: backstop
+	V3User *string `json:"v3_user,omitempty"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// SnmpTargetCreate A new SNMP trap target. `min_severity` defaults to `critical` (webhooks: `info`).
+//
+// Example: {"community":"public","host":"192.0.2.10","snmp_version":"v2c"}
+type SnmpTargetCreate struct {
+	// ClusterIds Clusters to send; empty means all.
+	//
+	// Example: []
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Community The v2c community (write-only); required for `v2c`.
+	//
+	// Example: public
+	Community *string `json:"community,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether traps are sent.
+	//
+	// Example: true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types (or prefix patterns) to send; empty or absent means all of `min_severity` and worse.
+	//
+	// Example: []
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// Host The manager's address or host name.
+	//
+	// Example: 192.0.2.10
+	Host string `json:"host"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Port UDP port.
+	//
+	// Example: 162
+	Port *int `json:"port,omitempty"`
+
+	// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+	//
+	// Example: v3
+	SnmpVersion SnmpVersion `json:"snmp_version"`
+
+	// V3 An SNMPv3 USM user with authentication and privacy (authPriv). Passphrases are write-only.
+	//
+	// Example: {"auth_passphrase":"auth-secret-1","auth_protocol":"SHA","priv_passphrase":"priv-secret-1","priv_protocol":"AES","user":"backstop"}
+	V3 *SnmpV3 `json:"v3,omitempty"`
+}
+
+// SnmpTargetList A page of SNMP targets.
+//
+// Example: {"items":[]}
+type SnmpTargetList struct {
+	// Items The targets.
+	Items []SnmpTarget `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// SnmpTargetPatch Changes to an SNMP target; absent fields stay.
+//
+// Example: {"min_severity":"warning"}
+type SnmpTargetPatch struct {
+	// ClusterIds Clusters to send; empty means all.
+	//
+	// Example: []
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Community A new v2c community.
+	//
+	// Example: s3cret
+	Community *string `json:"community,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether traps are sent; false cancels pending ones.
+	//
+	// Example: false
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types to send; empty means all.
+	//
+	// Example: ["node.down"]
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// Host The manager's address or host name.
+	//
+	// Example: 192.0.2.11
+	Host *string `json:"host,omitempty"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Port UDP port.
+	//
+	// Example: 1162
+	Port *int `json:"port,omitempty"`
+
+	// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+	//
+	// Example: v3
+	SnmpVersion *SnmpVersion `json:"snmp_version,omitempty"`
+
+	// V3 An SNMPv3 USM user with authentication and privacy (authPriv). Passphrases are write-only.
+	//
+	// Example: {"auth_passphrase":"auth-secret-1","auth_protocol":"SHA","priv_passphrase":"priv-secret-1","priv_protocol":"AES","user":"backstop"}
+	V3 *SnmpV3 `json:"v3,omitempty"`
+}
+
+// SnmpV3 An SNMPv3 USM user with authentication and privacy (authPriv). Passphrases are write-only.
+//
+// Example: {"auth_passphrase":"auth-secret-1","auth_protocol":"SHA","priv_passphrase":"priv-secret-1","priv_protocol":"AES","user":"backstop"}
+type SnmpV3 struct {
+	// AuthPassphrase Authentication passphrase (at least 8 characters).
+	//
+	// Example: auth-secret-1
+	AuthPassphrase *string `json:"auth_passphrase,omitempty"`
+
+	// AuthProtocol Authentication: HMAC-SHA-96 (`SHA`) or HMAC-SHA-256 (`SHA-256`).
+	//
+	// Example: SHA-256
+	AuthProtocol SnmpV3AuthProtocol `json:"auth_protocol"`
+
+	// PrivPassphrase Privacy passphrase (at least 8 characters).
+	//
+	// Example: priv-secret-1
+	PrivPassphrase *string `json:"priv_passphrase,omitempty"`
+
+	// PrivProtocol Privacy: AES-128 (CFB).
+	//
+	// Example: AES
+	PrivProtocol SnmpV3PrivProtocol `json:"priv_protocol"`
+
+	// User USM user name.
+	//
+	// Example: backstop
+	User string `json:"user"`
+}
+
+// SnmpV3AuthProtocol Authentication: HMAC-SHA-96 (`SHA`) or HMAC-SHA-256 (`SHA-256`).
+//
+// Example: SHA-256
+type SnmpV3AuthProtocol string
+
+// SnmpV3PrivProtocol Privacy: AES-128 (CFB).
+//
+// Example: AES
+type SnmpV3PrivProtocol string
+
+// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+//
+// Example: v3
+type SnmpVersion string
+
 // StepResult The outcome of one step of a command on the agent.
 //
 // Example: {"action":"start","duration_ms":12,"ok":true,"resource":"vip"}
@@ -2501,6 +3094,11 @@ type SwitchoverRequest struct {
 	// Example: 0195f7a4-1111-7000-8000-000000000002
 	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
 }
+
+// TargetName A name for people; need not be unique.
+//
+// Example: ops-pager
+type TargetName = string
 
 // Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
 // `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
@@ -2653,11 +3251,252 @@ type TokenList struct {
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
 
+// Webhook A webhook subscription, without its secret.
+//
+// Example: {"cluster_ids":[],"created_at":"2026-11-26T06:00:00Z","enabled":true,"event_types":[],"id":"0195f7a4-6666-7000-8000-000000000001","min_severity":"info","name":"ops","secret_prefix":"whsec_MfKQ","updated_at":"2026-11-26T06:00:00Z","url":"https://hooks.example.com/backstop","version":1}
+type Webhook struct {
+	// ClusterIds Clusters delivered; empty: all.
+	//
+	// Example: []
+	ClusterIds []openapi_types.UUID `json:"cluster_ids"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Description Free text.
+	//
+	// Example: pages the on-call engineer
+	Description *string `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered.
+	//
+	// Example: true
+	Enabled bool `json:"enabled"`
+
+	// EventTypes Event types delivered; empty: all.
+	//
+	// Example: ["node.*"]
+	EventTypes []string `json:"event_types"`
+
+	// Id Webhook id.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity Severity `json:"min_severity"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name TargetName `json:"name"`
+
+	// SecretPrefix First characters of the secret, to recognise it.
+	//
+	// Example: whsec_MfKQ
+	SecretPrefix string `json:"secret_prefix"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url WebhookURL `json:"url"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// WebhookCreate A new webhook subscription.
+//
+// Example: {"min_severity":"warning","url":"https://hooks.example.com/backstop"}
+type WebhookCreate struct {
+	// ClusterIds Clusters whose events to deliver; empty or absent means all.
+	//
+	// Example: ["0195f7a4-0000-7000-8000-000000000001"]
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered.
+	//
+	// Example: true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types (or prefix patterns) to deliver; empty or absent means all.
+	//
+	// Example: ["node.*","failover.started"]
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url WebhookURL `json:"url"`
+}
+
+// WebhookCreated A new webhook with its signing secret, shown only here.
+type WebhookCreated struct {
+	// ClusterIds Clusters delivered; empty: all.
+	//
+	// Example: []
+	ClusterIds []openapi_types.UUID `json:"cluster_ids"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Description Free text.
+	//
+	// Example: pages the on-call engineer
+	Description *string `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered.
+	//
+	// Example: true
+	Enabled bool `json:"enabled"`
+
+	// EventTypes Event types delivered; empty: all.
+	//
+	// Example: ["node.*"]
+	EventTypes []string `json:"event_types"`
+
+	// Id Webhook id.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity Severity `json:"min_severity"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name TargetName `json:"name"`
+
+	// Secret The Standard Webhooks signing secret: `whsec_` then the base64 of 32 random bytes, the HMAC key.
+	//
+	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
+	Secret string `json:"secret"`
+
+	// SecretPrefix First characters of the secret, to recognise it.
+	//
+	// Example: whsec_MfKQ
+	SecretPrefix string `json:"secret_prefix"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url WebhookURL `json:"url"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// WebhookList A page of webhooks.
+//
+// Example: {"items":[]}
+type WebhookList struct {
+	// Items The webhooks.
+	Items []Webhook `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// WebhookPatch Changes to a webhook; absent fields stay.
+//
+// Example: {"enabled":false}
+type WebhookPatch struct {
+	// ClusterIds Clusters to deliver; empty means all.
+	//
+	// Example: []
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered; false cancels pending deliveries.
+	//
+	// Example: false
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types to deliver; empty means all.
+	//
+	// Example: ["hierarchy.*"]
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url *WebhookURL `json:"url,omitempty"`
+}
+
+// WebhookURL The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+//
+// Example: https://hooks.example.com/backstop
+type WebhookURL = string
+
 // ClusterID defines model for ClusterID.
 type ClusterID = openapi_types.UUID
 
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// DeliveryID defines model for DeliveryID.
+type DeliveryID = openapi_types.UUID
+
+// DeliveryStatusFilter `pending` (queued or waiting for a retry), `delivered`,
+// `dead_lettered` (retry budget spent, or a permanent failure) or
+// `cancelled` (the target was disabled).
+//
+// Example: delivered
+type DeliveryStatusFilter = DeliveryStatus
 
 // HierarchyID defines model for HierarchyID.
 type HierarchyID = openapi_types.UUID
@@ -2677,8 +3516,14 @@ type NodeID = openapi_types.UUID
 // PathID defines model for PathID.
 type PathID = openapi_types.UUID
 
+// SnmpTargetID defines model for SnmpTargetID.
+type SnmpTargetID = openapi_types.UUID
+
 // TokenID defines model for TokenID.
 type TokenID = openapi_types.UUID
+
+// WebhookID defines model for WebhookID.
+type WebhookID = openapi_types.UUID
 
 // AgentPollCommandsParams defines parameters for AgentPollCommands.
 type AgentPollCommandsParams struct {
@@ -2748,6 +3593,21 @@ type ListEventsParams struct {
 
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// StreamEventsParams defines parameters for StreamEvents.
+type StreamEventsParams struct {
+	// After Start after this seq (ignored when `Last-Event-ID` is sent).
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// Type Only events of this type.
+	Type *string `form:"type,omitempty" json:"type,omitempty"`
+
+	// Severity Only events of this severity or worse.
+	Severity *Severity `form:"severity,omitempty" json:"severity,omitempty"`
+
+	// LastEventID The `id` of the last event received; the stream resumes after it.
+	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
 
 // ListHierarchiesParams defines parameters for ListHierarchies.
@@ -2880,6 +3740,46 @@ type RotateSigningKeyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListSnmpTargetsParams defines parameters for ListSnmpTargets.
+type ListSnmpTargetsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateSnmpTargetParams defines parameters for CreateSnmpTarget.
+type CreateSnmpTargetParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteSnmpTargetParams defines parameters for DeleteSnmpTarget.
+type DeleteSnmpTargetParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// UpdateSnmpTargetParams defines parameters for UpdateSnmpTarget.
+type UpdateSnmpTargetParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListSnmpDeliveriesParams defines parameters for ListSnmpDeliveries.
+type ListSnmpDeliveriesParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Status Only deliveries in this state.
+	Status *DeliveryStatusFilter `form:"status,omitempty" json:"status,omitempty"`
+}
+
 // ListTokensParams defines parameters for ListTokens.
 type ListTokensParams struct {
 	// Limit Page size.
@@ -2891,6 +3791,53 @@ type ListTokensParams struct {
 
 // CreateTokenParams defines parameters for CreateToken.
 type CreateTokenParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListWebhooksParams defines parameters for ListWebhooks.
+type ListWebhooksParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateWebhookParams defines parameters for CreateWebhook.
+type CreateWebhookParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteWebhookParams defines parameters for DeleteWebhook.
+type DeleteWebhookParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// UpdateWebhookParams defines parameters for UpdateWebhook.
+type UpdateWebhookParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
+type ListWebhookDeliveriesParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Status Only deliveries in this state.
+	Status *DeliveryStatusFilter `form:"status,omitempty" json:"status,omitempty"`
+}
+
+// RedeliverWebhookDeliveryParams defines parameters for RedeliverWebhookDelivery.
+type RedeliverWebhookDeliveryParams struct {
 	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
 	// same key and body returns the first answer; with another body, 422.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
@@ -2938,8 +3885,20 @@ type CreatePathJSONRequestBody = PathCreate
 // SimulateFailuresJSONRequestBody defines body for SimulateFailures for application/json ContentType.
 type SimulateFailuresJSONRequestBody = SimulationRequest
 
+// CreateSnmpTargetJSONRequestBody defines body for CreateSnmpTarget for application/json ContentType.
+type CreateSnmpTargetJSONRequestBody = SnmpTargetCreate
+
+// UpdateSnmpTargetJSONRequestBody defines body for UpdateSnmpTarget for application/json ContentType.
+type UpdateSnmpTargetJSONRequestBody = SnmpTargetPatch
+
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenCreate
+
+// CreateWebhookJSONRequestBody defines body for CreateWebhook for application/json ContentType.
+type CreateWebhookJSONRequestBody = WebhookCreate
+
+// UpdateWebhookJSONRequestBody defines body for UpdateWebhook for application/json ContentType.
+type UpdateWebhookJSONRequestBody = WebhookPatch
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -2994,6 +3953,9 @@ type ServerInterface interface {
 	// ListEvents Read the cluster's event log
 	// (GET /v1/clusters/{cluster_id}/events)
 	ListEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListEventsParams)
+	// StreamEvents Follow the cluster's events live (Server-Sent Events)
+	// (GET /v1/clusters/{cluster_id}/events/stream)
+	StreamEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params StreamEventsParams)
 	// ListHierarchies List hierarchies
 	// (GET /v1/clusters/{cluster_id}/hierarchies)
 	ListHierarchies(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListHierarchiesParams)
@@ -3078,6 +4040,33 @@ type ServerInterface interface {
 	// RotateSigningKey Rotate the command-signing key
 	// (POST /v1/signing-keys/rotate)
 	RotateSigningKey(w http.ResponseWriter, r *http.Request, params RotateSigningKeyParams)
+	// GetSnmpEngine The SNMPv3 engine traps are sent as
+	// (GET /v1/snmp-engine)
+	GetSnmpEngine(w http.ResponseWriter, r *http.Request)
+	// GetSnmpMib BACKSTOP-MIB
+	// (GET /v1/snmp-mib)
+	GetSnmpMib(w http.ResponseWriter, r *http.Request)
+	// ListSnmpTargets List SNMP targets
+	// (GET /v1/snmp-targets)
+	ListSnmpTargets(w http.ResponseWriter, r *http.Request, params ListSnmpTargetsParams)
+	// CreateSnmpTarget Send SNMP traps to a manager
+	// (POST /v1/snmp-targets)
+	CreateSnmpTarget(w http.ResponseWriter, r *http.Request, params CreateSnmpTargetParams)
+	// DeleteSnmpTarget Delete an SNMP target
+	// (DELETE /v1/snmp-targets/{target_id})
+	DeleteSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params DeleteSnmpTargetParams)
+	// GetSnmpTarget Get an SNMP target
+	// (GET /v1/snmp-targets/{target_id})
+	GetSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID)
+	// UpdateSnmpTarget Update an SNMP target
+	// (PATCH /v1/snmp-targets/{target_id})
+	UpdateSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params UpdateSnmpTargetParams)
+	// ListSnmpDeliveries The SNMP target's delivery log
+	// (GET /v1/snmp-targets/{target_id}/deliveries)
+	ListSnmpDeliveries(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params ListSnmpDeliveriesParams)
+	// TestSnmpTarget Send a test trap
+	// (POST /v1/snmp-targets/{target_id}/test)
+	TestSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID)
 	// ListTokens List API tokens
 	// (GET /v1/tokens)
 	ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams)
@@ -3087,6 +4076,33 @@ type ServerInterface interface {
 	// DeleteToken Revoke an API token
 	// (DELETE /v1/tokens/{token_id})
 	DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID)
+	// ListWebhooks List webhooks
+	// (GET /v1/webhooks)
+	ListWebhooks(w http.ResponseWriter, r *http.Request, params ListWebhooksParams)
+	// CreateWebhook Subscribe a webhook receiver
+	// (POST /v1/webhooks)
+	CreateWebhook(w http.ResponseWriter, r *http.Request, params CreateWebhookParams)
+	// DeleteWebhook Delete a webhook
+	// (DELETE /v1/webhooks/{webhook_id})
+	DeleteWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params DeleteWebhookParams)
+	// GetWebhook Get a webhook
+	// (GET /v1/webhooks/{webhook_id})
+	GetWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID)
+	// UpdateWebhook Update a webhook
+	// (PATCH /v1/webhooks/{webhook_id})
+	UpdateWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params UpdateWebhookParams)
+	// ListWebhookDeliveries The webhook's delivery log
+	// (GET /v1/webhooks/{webhook_id}/deliveries)
+	ListWebhookDeliveries(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params ListWebhookDeliveriesParams)
+	// GetWebhookDelivery Get one delivery
+	// (GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id})
+	GetWebhookDelivery(w http.ResponseWriter, r *http.Request, webhookId WebhookID, deliveryId DeliveryID)
+	// RedeliverWebhookDelivery Deliver an event again
+	// (POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver)
+	RedeliverWebhookDelivery(w http.ResponseWriter, r *http.Request, webhookId WebhookID, deliveryId DeliveryID, params RedeliverWebhookDeliveryParams)
+	// PingWebhook Send a test request to a webhook
+	// (POST /v1/webhooks/{webhook_id}/ping)
+	PingWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID)
 }
 
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
@@ -3192,6 +4208,12 @@ func (_ Unimplemented) ListCommands(w http.ResponseWriter, r *http.Request, clus
 // ListEvents Read the cluster's event log
 // (GET /v1/clusters/{cluster_id}/events)
 func (_ Unimplemented) ListEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params ListEventsParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// StreamEvents Follow the cluster's events live (Server-Sent Events)
+// (GET /v1/clusters/{cluster_id}/events/stream)
+func (_ Unimplemented) StreamEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params StreamEventsParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3363,6 +4385,60 @@ func (_ Unimplemented) RotateSigningKey(w http.ResponseWriter, r *http.Request, 
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// GetSnmpEngine The SNMPv3 engine traps are sent as
+// (GET /v1/snmp-engine)
+func (_ Unimplemented) GetSnmpEngine(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetSnmpMib BACKSTOP-MIB
+// (GET /v1/snmp-mib)
+func (_ Unimplemented) GetSnmpMib(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListSnmpTargets List SNMP targets
+// (GET /v1/snmp-targets)
+func (_ Unimplemented) ListSnmpTargets(w http.ResponseWriter, r *http.Request, params ListSnmpTargetsParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// CreateSnmpTarget Send SNMP traps to a manager
+// (POST /v1/snmp-targets)
+func (_ Unimplemented) CreateSnmpTarget(w http.ResponseWriter, r *http.Request, params CreateSnmpTargetParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// DeleteSnmpTarget Delete an SNMP target
+// (DELETE /v1/snmp-targets/{target_id})
+func (_ Unimplemented) DeleteSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params DeleteSnmpTargetParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetSnmpTarget Get an SNMP target
+// (GET /v1/snmp-targets/{target_id})
+func (_ Unimplemented) GetSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// UpdateSnmpTarget Update an SNMP target
+// (PATCH /v1/snmp-targets/{target_id})
+func (_ Unimplemented) UpdateSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params UpdateSnmpTargetParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListSnmpDeliveries The SNMP target's delivery log
+// (GET /v1/snmp-targets/{target_id}/deliveries)
+func (_ Unimplemented) ListSnmpDeliveries(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params ListSnmpDeliveriesParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TestSnmpTarget Send a test trap
+// (POST /v1/snmp-targets/{target_id}/test)
+func (_ Unimplemented) TestSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // ListTokens List API tokens
 // (GET /v1/tokens)
 func (_ Unimplemented) ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams) {
@@ -3378,6 +4454,60 @@ func (_ Unimplemented) CreateToken(w http.ResponseWriter, r *http.Request, param
 // DeleteToken Revoke an API token
 // (DELETE /v1/tokens/{token_id})
 func (_ Unimplemented) DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListWebhooks List webhooks
+// (GET /v1/webhooks)
+func (_ Unimplemented) ListWebhooks(w http.ResponseWriter, r *http.Request, params ListWebhooksParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// CreateWebhook Subscribe a webhook receiver
+// (POST /v1/webhooks)
+func (_ Unimplemented) CreateWebhook(w http.ResponseWriter, r *http.Request, params CreateWebhookParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// DeleteWebhook Delete a webhook
+// (DELETE /v1/webhooks/{webhook_id})
+func (_ Unimplemented) DeleteWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params DeleteWebhookParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetWebhook Get a webhook
+// (GET /v1/webhooks/{webhook_id})
+func (_ Unimplemented) GetWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// UpdateWebhook Update a webhook
+// (PATCH /v1/webhooks/{webhook_id})
+func (_ Unimplemented) UpdateWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params UpdateWebhookParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListWebhookDeliveries The webhook's delivery log
+// (GET /v1/webhooks/{webhook_id}/deliveries)
+func (_ Unimplemented) ListWebhookDeliveries(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params ListWebhookDeliveriesParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetWebhookDelivery Get one delivery
+// (GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id})
+func (_ Unimplemented) GetWebhookDelivery(w http.ResponseWriter, r *http.Request, webhookId WebhookID, deliveryId DeliveryID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RedeliverWebhookDelivery Deliver an event again
+// (POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver)
+func (_ Unimplemented) RedeliverWebhookDelivery(w http.ResponseWriter, r *http.Request, webhookId WebhookID, deliveryId DeliveryID, params RedeliverWebhookDeliveryParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// PingWebhook Send a test request to a webhook
+// (POST /v1/webhooks/{webhook_id}/ping)
+func (_ Unimplemented) PingWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3946,6 +5076,95 @@ func (siw *ServerInterfaceWrapper) ListEvents(w http.ResponseWriter, r *http.Req
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.ListEvents(w, r, clusterId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// StreamEvents operation middleware
+func (siw *ServerInterfaceWrapper) StreamEvents(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params StreamEventsParams
+
+	// ------------- Optional query parameter "after" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "after", r.URL.Query(), &params.After, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "after"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "after", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "type", r.URL.Query(), &params.Type, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "type", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "severity" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "severity", r.URL.Query(), &params.Severity, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "severity"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "severity", Err: err})
+		}
+		return
+	}
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Last-Event-ID" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Last-Event-ID")]; found {
+		var LastEventID string
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Last-Event-ID", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Last-Event-ID", valueList[0], &LastEventID, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Last-Event-ID", Err: err})
+			return
+		}
+
+		params.LastEventID = &LastEventID
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.StreamEvents(w, r, clusterId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5260,6 +6479,341 @@ func (siw *ServerInterfaceWrapper) RotateSigningKey(w http.ResponseWriter, r *ht
 	handler.ServeHTTP(w, r)
 }
 
+// GetSnmpEngine operation middleware
+func (siw *ServerInterfaceWrapper) GetSnmpEngine(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetSnmpEngine(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetSnmpMib operation middleware
+func (siw *ServerInterfaceWrapper) GetSnmpMib(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetSnmpMib(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListSnmpTargets operation middleware
+func (siw *ServerInterfaceWrapper) ListSnmpTargets(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListSnmpTargetsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListSnmpTargets(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateSnmpTarget operation middleware
+func (siw *ServerInterfaceWrapper) CreateSnmpTarget(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateSnmpTargetParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateSnmpTarget(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteSnmpTarget operation middleware
+func (siw *ServerInterfaceWrapper) DeleteSnmpTarget(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "target_id" -------------
+	var targetId SnmpTargetID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "target_id", chi.URLParam(r, "target_id"), &targetId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "target_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteSnmpTargetParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteSnmpTarget(w, r, targetId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetSnmpTarget operation middleware
+func (siw *ServerInterfaceWrapper) GetSnmpTarget(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "target_id" -------------
+	var targetId SnmpTargetID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "target_id", chi.URLParam(r, "target_id"), &targetId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "target_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetSnmpTarget(w, r, targetId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateSnmpTarget operation middleware
+func (siw *ServerInterfaceWrapper) UpdateSnmpTarget(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "target_id" -------------
+	var targetId SnmpTargetID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "target_id", chi.URLParam(r, "target_id"), &targetId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "target_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateSnmpTargetParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateSnmpTarget(w, r, targetId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListSnmpDeliveries operation middleware
+func (siw *ServerInterfaceWrapper) ListSnmpDeliveries(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "target_id" -------------
+	var targetId SnmpTargetID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "target_id", chi.URLParam(r, "target_id"), &targetId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "target_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListSnmpDeliveriesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", r.URL.Query(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "status"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "status", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListSnmpDeliveries(w, r, targetId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TestSnmpTarget operation middleware
+func (siw *ServerInterfaceWrapper) TestSnmpTarget(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "target_id" -------------
+	var targetId SnmpTargetID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "target_id", chi.URLParam(r, "target_id"), &targetId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "target_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TestSnmpTarget(w, r, targetId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListTokens operation middleware
 func (siw *ServerInterfaceWrapper) ListTokens(w http.ResponseWriter, r *http.Request) {
 
@@ -5364,6 +6918,407 @@ func (siw *ServerInterfaceWrapper) DeleteToken(w http.ResponseWriter, r *http.Re
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.DeleteToken(w, r, tokenId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListWebhooks operation middleware
+func (siw *ServerInterfaceWrapper) ListWebhooks(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhooksParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListWebhooks(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateWebhook operation middleware
+func (siw *ServerInterfaceWrapper) CreateWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateWebhookParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateWebhook(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteWebhook operation middleware
+func (siw *ServerInterfaceWrapper) DeleteWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteWebhookParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteWebhook(w, r, webhookId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetWebhook operation middleware
+func (siw *ServerInterfaceWrapper) GetWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetWebhook(w, r, webhookId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateWebhook operation middleware
+func (siw *ServerInterfaceWrapper) UpdateWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateWebhookParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateWebhook(w, r, webhookId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListWebhookDeliveries operation middleware
+func (siw *ServerInterfaceWrapper) ListWebhookDeliveries(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListWebhookDeliveriesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", r.URL.Query(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "status"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "status", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListWebhookDeliveries(w, r, webhookId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetWebhookDelivery operation middleware
+func (siw *ServerInterfaceWrapper) GetWebhookDelivery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryId DeliveryID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", chi.URLParam(r, "delivery_id"), &deliveryId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "delivery_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetWebhookDelivery(w, r, webhookId, deliveryId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RedeliverWebhookDelivery operation middleware
+func (siw *ServerInterfaceWrapper) RedeliverWebhookDelivery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryId DeliveryID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", chi.URLParam(r, "delivery_id"), &deliveryId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "delivery_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RedeliverWebhookDeliveryParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RedeliverWebhookDelivery(w, r, webhookId, deliveryId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PingWebhook operation middleware
+func (siw *ServerInterfaceWrapper) PingWebhook(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PingWebhook(w, r, webhookId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5587,6 +7542,63 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/events", wrapper.ListEvents)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/events/stream", wrapper.StreamEvents)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/webhooks", wrapper.ListWebhooks)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/webhooks", wrapper.CreateWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/v1/webhooks/{webhook_id}", wrapper.DeleteWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/webhooks/{webhook_id}", wrapper.GetWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Patch(options.BaseURL+"/v1/webhooks/{webhook_id}", wrapper.UpdateWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/webhooks/{webhook_id}/ping", wrapper.PingWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/webhooks/{webhook_id}/deliveries", wrapper.ListWebhookDeliveries)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}", wrapper.GetWebhookDelivery)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", wrapper.RedeliverWebhookDelivery)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/snmp-targets", wrapper.ListSnmpTargets)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/snmp-targets", wrapper.CreateSnmpTarget)
+	})
+	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/v1/snmp-targets/{target_id}", wrapper.DeleteSnmpTarget)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/snmp-targets/{target_id}", wrapper.GetSnmpTarget)
+	})
+	r.Group(func(r chi.Router) {
+		r.Patch(options.BaseURL+"/v1/snmp-targets/{target_id}", wrapper.UpdateSnmpTarget)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/snmp-targets/{target_id}/test", wrapper.TestSnmpTarget)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/snmp-targets/{target_id}/deliveries", wrapper.ListSnmpDeliveries)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/snmp-engine", wrapper.GetSnmpEngine)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/snmp-mib", wrapper.GetSnmpMib)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/control-plane", wrapper.GetControlPlane)
@@ -6331,6 +8343,75 @@ type ListEventsdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ListEventsdefaultApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEventsRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	Params    StreamEventsParams
+}
+
+type StreamEventsResponseObject interface {
+	VisitStreamEventsResponse(w http.ResponseWriter) error
+}
+
+type StreamEvents200TexteventStreamResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response StreamEvents200TexteventStreamResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type StreamEventsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response StreamEventsdefaultApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -7569,6 +9650,385 @@ func (response RotateSigningKeydefaultApplicationProblemPlusJSONResponse) VisitR
 	return err
 }
 
+type GetSnmpEngineRequestObject struct {
+}
+
+type GetSnmpEngineResponseObject interface {
+	VisitGetSnmpEngineResponse(w http.ResponseWriter) error
+}
+
+type GetSnmpEngine200JSONResponse SnmpEngine
+
+func (response GetSnmpEngine200JSONResponse) VisitGetSnmpEngineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpEnginedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetSnmpEnginedefaultApplicationProblemPlusJSONResponse) VisitGetSnmpEngineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpMibRequestObject struct {
+}
+
+type GetSnmpMibResponseObject interface {
+	VisitGetSnmpMibResponse(w http.ResponseWriter) error
+}
+
+type GetSnmpMib200TextResponse string
+
+func (response GetSnmpMib200TextResponse) VisitGetSnmpMibResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(200)
+
+	_, err := w.Write([]byte(fmt.Sprint(response)))
+	return err
+}
+
+type GetSnmpMibdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetSnmpMibdefaultApplicationProblemPlusJSONResponse) VisitGetSnmpMibResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpTargetsRequestObject struct {
+	Params ListSnmpTargetsParams
+}
+
+type ListSnmpTargetsResponseObject interface {
+	VisitListSnmpTargetsResponse(w http.ResponseWriter) error
+}
+
+type ListSnmpTargets200JSONResponse SnmpTargetList
+
+func (response ListSnmpTargets200JSONResponse) VisitListSnmpTargetsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpTargetsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListSnmpTargetsdefaultApplicationProblemPlusJSONResponse) VisitListSnmpTargetsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTargetRequestObject struct {
+	Params CreateSnmpTargetParams
+	Body   *CreateSnmpTargetJSONRequestBody
+}
+
+type CreateSnmpTargetResponseObject interface {
+	VisitCreateSnmpTargetResponse(w http.ResponseWriter) error
+}
+
+type CreateSnmpTarget201ResponseHeaders struct {
+	ETag     *string
+	Location *string
+}
+
+type CreateSnmpTarget201JSONResponse struct {
+	Body    SnmpTarget
+	Headers CreateSnmpTarget201ResponseHeaders
+}
+
+func (response CreateSnmpTarget201JSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateSnmpTargetdefaultApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteSnmpTargetRequestObject struct {
+	TargetId SnmpTargetID `json:"target_id"`
+	Params   DeleteSnmpTargetParams
+}
+
+type DeleteSnmpTargetResponseObject interface {
+	VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error
+}
+
+type DeleteSnmpTarget204Response struct {
+}
+
+func (response DeleteSnmpTarget204Response) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteSnmpTargetdefaultApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpTargetRequestObject struct {
+	TargetId SnmpTargetID `json:"target_id"`
+}
+
+type GetSnmpTargetResponseObject interface {
+	VisitGetSnmpTargetResponse(w http.ResponseWriter) error
+}
+
+type GetSnmpTarget200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetSnmpTarget200JSONResponse struct {
+	Body    SnmpTarget
+	Headers GetSnmpTarget200ResponseHeaders
+}
+
+func (response GetSnmpTarget200JSONResponse) VisitGetSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetSnmpTargetdefaultApplicationProblemPlusJSONResponse) VisitGetSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTargetRequestObject struct {
+	TargetId SnmpTargetID `json:"target_id"`
+	Params   UpdateSnmpTargetParams
+	Body     *UpdateSnmpTargetJSONRequestBody
+}
+
+type UpdateSnmpTargetResponseObject interface {
+	VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error
+}
+
+type UpdateSnmpTarget200ResponseHeaders struct {
+	ETag *string
+}
+
+type UpdateSnmpTarget200JSONResponse struct {
+	Body    SnmpTarget
+	Headers UpdateSnmpTarget200ResponseHeaders
+}
+
+func (response UpdateSnmpTarget200JSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateSnmpTargetdefaultApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpDeliveriesRequestObject struct {
+	TargetId SnmpTargetID `json:"target_id"`
+	Params   ListSnmpDeliveriesParams
+}
+
+type ListSnmpDeliveriesResponseObject interface {
+	VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error
+}
+
+type ListSnmpDeliveries200JSONResponse DeliveryList
+
+func (response ListSnmpDeliveries200JSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpDeliveriesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListSnmpDeliveriesdefaultApplicationProblemPlusJSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTargetRequestObject struct {
+	TargetId SnmpTargetID `json:"target_id"`
+}
+
+type TestSnmpTargetResponseObject interface {
+	VisitTestSnmpTargetResponse(w http.ResponseWriter) error
+}
+
+type TestSnmpTarget200JSONResponse Delivery
+
+func (response TestSnmpTarget200JSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response TestSnmpTargetdefaultApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListTokensRequestObject struct {
 	Params ListTokensParams
 }
@@ -7691,6 +10151,393 @@ func (response DeleteTokendefaultApplicationProblemPlusJSONResponse) VisitDelete
 	return err
 }
 
+type ListWebhooksRequestObject struct {
+	Params ListWebhooksParams
+}
+
+type ListWebhooksResponseObject interface {
+	VisitListWebhooksResponse(w http.ResponseWriter) error
+}
+
+type ListWebhooks200JSONResponse WebhookList
+
+func (response ListWebhooks200JSONResponse) VisitListWebhooksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhooksdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListWebhooksdefaultApplicationProblemPlusJSONResponse) VisitListWebhooksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookRequestObject struct {
+	Params CreateWebhookParams
+	Body   *CreateWebhookJSONRequestBody
+}
+
+type CreateWebhookResponseObject interface {
+	VisitCreateWebhookResponse(w http.ResponseWriter) error
+}
+
+type CreateWebhook201ResponseHeaders struct {
+	ETag     *string
+	Location *string
+}
+
+type CreateWebhook201JSONResponse struct {
+	Body    WebhookCreated
+	Headers CreateWebhook201ResponseHeaders
+}
+
+func (response CreateWebhook201JSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhookdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateWebhookdefaultApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhookRequestObject struct {
+	WebhookId WebhookID `json:"webhook_id"`
+	Params    DeleteWebhookParams
+}
+
+type DeleteWebhookResponseObject interface {
+	VisitDeleteWebhookResponse(w http.ResponseWriter) error
+}
+
+type DeleteWebhook204Response struct {
+}
+
+func (response DeleteWebhook204Response) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteWebhookdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteWebhookdefaultApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookRequestObject struct {
+	WebhookId WebhookID `json:"webhook_id"`
+}
+
+type GetWebhookResponseObject interface {
+	VisitGetWebhookResponse(w http.ResponseWriter) error
+}
+
+type GetWebhook200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetWebhook200JSONResponse struct {
+	Body    Webhook
+	Headers GetWebhook200ResponseHeaders
+}
+
+func (response GetWebhook200JSONResponse) VisitGetWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetWebhookdefaultApplicationProblemPlusJSONResponse) VisitGetWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookRequestObject struct {
+	WebhookId WebhookID `json:"webhook_id"`
+	Params    UpdateWebhookParams
+	Body      *UpdateWebhookJSONRequestBody
+}
+
+type UpdateWebhookResponseObject interface {
+	VisitUpdateWebhookResponse(w http.ResponseWriter) error
+}
+
+type UpdateWebhook200ResponseHeaders struct {
+	ETag *string
+}
+
+type UpdateWebhook200JSONResponse struct {
+	Body    Webhook
+	Headers UpdateWebhook200ResponseHeaders
+}
+
+func (response UpdateWebhook200JSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhookdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateWebhookdefaultApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveriesRequestObject struct {
+	WebhookId WebhookID `json:"webhook_id"`
+	Params    ListWebhookDeliveriesParams
+}
+
+type ListWebhookDeliveriesResponseObject interface {
+	VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error
+}
+
+type ListWebhookDeliveries200JSONResponse DeliveryList
+
+func (response ListWebhookDeliveries200JSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveriesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListWebhookDeliveriesdefaultApplicationProblemPlusJSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookDeliveryRequestObject struct {
+	WebhookId  WebhookID  `json:"webhook_id"`
+	DeliveryId DeliveryID `json:"delivery_id"`
+}
+
+type GetWebhookDeliveryResponseObject interface {
+	VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error
+}
+
+type GetWebhookDelivery200JSONResponse Delivery
+
+func (response GetWebhookDelivery200JSONResponse) VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookDeliverydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetWebhookDeliverydefaultApplicationProblemPlusJSONResponse) VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDeliveryRequestObject struct {
+	WebhookId  WebhookID  `json:"webhook_id"`
+	DeliveryId DeliveryID `json:"delivery_id"`
+	Params     RedeliverWebhookDeliveryParams
+}
+
+type RedeliverWebhookDeliveryResponseObject interface {
+	VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error
+}
+
+type RedeliverWebhookDelivery202JSONResponse Delivery
+
+func (response RedeliverWebhookDelivery202JSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDeliverydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RedeliverWebhookDeliverydefaultApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhookRequestObject struct {
+	WebhookId WebhookID `json:"webhook_id"`
+}
+
+type PingWebhookResponseObject interface {
+	VisitPingWebhookResponse(w http.ResponseWriter) error
+}
+
+type PingWebhook200JSONResponse Delivery
+
+func (response PingWebhook200JSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhookdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PingWebhookdefaultApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// AgentPollCommands Long-poll for commands
@@ -7744,6 +10591,9 @@ type StrictServerInterface interface {
 	// ListEvents Read the cluster's event log
 	// (GET /v1/clusters/{cluster_id}/events)
 	ListEvents(ctx context.Context, request ListEventsRequestObject) (ListEventsResponseObject, error)
+	// StreamEvents Follow the cluster's events live (Server-Sent Events)
+	// (GET /v1/clusters/{cluster_id}/events/stream)
+	StreamEvents(ctx context.Context, request StreamEventsRequestObject) (StreamEventsResponseObject, error)
 	// ListHierarchies List hierarchies
 	// (GET /v1/clusters/{cluster_id}/hierarchies)
 	ListHierarchies(ctx context.Context, request ListHierarchiesRequestObject) (ListHierarchiesResponseObject, error)
@@ -7828,6 +10678,33 @@ type StrictServerInterface interface {
 	// RotateSigningKey Rotate the command-signing key
 	// (POST /v1/signing-keys/rotate)
 	RotateSigningKey(ctx context.Context, request RotateSigningKeyRequestObject) (RotateSigningKeyResponseObject, error)
+	// GetSnmpEngine The SNMPv3 engine traps are sent as
+	// (GET /v1/snmp-engine)
+	GetSnmpEngine(ctx context.Context, request GetSnmpEngineRequestObject) (GetSnmpEngineResponseObject, error)
+	// GetSnmpMib BACKSTOP-MIB
+	// (GET /v1/snmp-mib)
+	GetSnmpMib(ctx context.Context, request GetSnmpMibRequestObject) (GetSnmpMibResponseObject, error)
+	// ListSnmpTargets List SNMP targets
+	// (GET /v1/snmp-targets)
+	ListSnmpTargets(ctx context.Context, request ListSnmpTargetsRequestObject) (ListSnmpTargetsResponseObject, error)
+	// CreateSnmpTarget Send SNMP traps to a manager
+	// (POST /v1/snmp-targets)
+	CreateSnmpTarget(ctx context.Context, request CreateSnmpTargetRequestObject) (CreateSnmpTargetResponseObject, error)
+	// DeleteSnmpTarget Delete an SNMP target
+	// (DELETE /v1/snmp-targets/{target_id})
+	DeleteSnmpTarget(ctx context.Context, request DeleteSnmpTargetRequestObject) (DeleteSnmpTargetResponseObject, error)
+	// GetSnmpTarget Get an SNMP target
+	// (GET /v1/snmp-targets/{target_id})
+	GetSnmpTarget(ctx context.Context, request GetSnmpTargetRequestObject) (GetSnmpTargetResponseObject, error)
+	// UpdateSnmpTarget Update an SNMP target
+	// (PATCH /v1/snmp-targets/{target_id})
+	UpdateSnmpTarget(ctx context.Context, request UpdateSnmpTargetRequestObject) (UpdateSnmpTargetResponseObject, error)
+	// ListSnmpDeliveries The SNMP target's delivery log
+	// (GET /v1/snmp-targets/{target_id}/deliveries)
+	ListSnmpDeliveries(ctx context.Context, request ListSnmpDeliveriesRequestObject) (ListSnmpDeliveriesResponseObject, error)
+	// TestSnmpTarget Send a test trap
+	// (POST /v1/snmp-targets/{target_id}/test)
+	TestSnmpTarget(ctx context.Context, request TestSnmpTargetRequestObject) (TestSnmpTargetResponseObject, error)
 	// ListTokens List API tokens
 	// (GET /v1/tokens)
 	ListTokens(ctx context.Context, request ListTokensRequestObject) (ListTokensResponseObject, error)
@@ -7837,6 +10714,33 @@ type StrictServerInterface interface {
 	// DeleteToken Revoke an API token
 	// (DELETE /v1/tokens/{token_id})
 	DeleteToken(ctx context.Context, request DeleteTokenRequestObject) (DeleteTokenResponseObject, error)
+	// ListWebhooks List webhooks
+	// (GET /v1/webhooks)
+	ListWebhooks(ctx context.Context, request ListWebhooksRequestObject) (ListWebhooksResponseObject, error)
+	// CreateWebhook Subscribe a webhook receiver
+	// (POST /v1/webhooks)
+	CreateWebhook(ctx context.Context, request CreateWebhookRequestObject) (CreateWebhookResponseObject, error)
+	// DeleteWebhook Delete a webhook
+	// (DELETE /v1/webhooks/{webhook_id})
+	DeleteWebhook(ctx context.Context, request DeleteWebhookRequestObject) (DeleteWebhookResponseObject, error)
+	// GetWebhook Get a webhook
+	// (GET /v1/webhooks/{webhook_id})
+	GetWebhook(ctx context.Context, request GetWebhookRequestObject) (GetWebhookResponseObject, error)
+	// UpdateWebhook Update a webhook
+	// (PATCH /v1/webhooks/{webhook_id})
+	UpdateWebhook(ctx context.Context, request UpdateWebhookRequestObject) (UpdateWebhookResponseObject, error)
+	// ListWebhookDeliveries The webhook's delivery log
+	// (GET /v1/webhooks/{webhook_id}/deliveries)
+	ListWebhookDeliveries(ctx context.Context, request ListWebhookDeliveriesRequestObject) (ListWebhookDeliveriesResponseObject, error)
+	// GetWebhookDelivery Get one delivery
+	// (GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id})
+	GetWebhookDelivery(ctx context.Context, request GetWebhookDeliveryRequestObject) (GetWebhookDeliveryResponseObject, error)
+	// RedeliverWebhookDelivery Deliver an event again
+	// (POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver)
+	RedeliverWebhookDelivery(ctx context.Context, request RedeliverWebhookDeliveryRequestObject) (RedeliverWebhookDeliveryResponseObject, error)
+	// PingWebhook Send a test request to a webhook
+	// (POST /v1/webhooks/{webhook_id}/ping)
+	PingWebhook(ctx context.Context, request PingWebhookRequestObject) (PingWebhookResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, request any) (any, error)
@@ -8338,6 +11242,33 @@ func (sh *strictHandler) ListEvents(w http.ResponseWriter, r *http.Request, clus
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ListEventsResponseObject); ok {
 		if err := validResponse.VisitListEventsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// StreamEvents operation middleware
+func (sh *strictHandler) StreamEvents(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params StreamEventsParams) {
+	var request StreamEventsRequestObject
+
+	request.ClusterId = clusterId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.StreamEvents(ctx, request.(StreamEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "StreamEvents")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(StreamEventsResponseObject); ok {
+		if err := validResponse.VisitStreamEventsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -9169,6 +12100,253 @@ func (sh *strictHandler) RotateSigningKey(w http.ResponseWriter, r *http.Request
 	}
 }
 
+// GetSnmpEngine operation middleware
+func (sh *strictHandler) GetSnmpEngine(w http.ResponseWriter, r *http.Request) {
+	var request GetSnmpEngineRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetSnmpEngine(ctx, request.(GetSnmpEngineRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetSnmpEngine")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetSnmpEngineResponseObject); ok {
+		if err := validResponse.VisitGetSnmpEngineResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetSnmpMib operation middleware
+func (sh *strictHandler) GetSnmpMib(w http.ResponseWriter, r *http.Request) {
+	var request GetSnmpMibRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetSnmpMib(ctx, request.(GetSnmpMibRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetSnmpMib")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetSnmpMibResponseObject); ok {
+		if err := validResponse.VisitGetSnmpMibResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListSnmpTargets operation middleware
+func (sh *strictHandler) ListSnmpTargets(w http.ResponseWriter, r *http.Request, params ListSnmpTargetsParams) {
+	var request ListSnmpTargetsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListSnmpTargets(ctx, request.(ListSnmpTargetsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListSnmpTargets")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListSnmpTargetsResponseObject); ok {
+		if err := validResponse.VisitListSnmpTargetsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateSnmpTarget operation middleware
+func (sh *strictHandler) CreateSnmpTarget(w http.ResponseWriter, r *http.Request, params CreateSnmpTargetParams) {
+	var request CreateSnmpTargetRequestObject
+
+	request.Params = params
+
+	var body CreateSnmpTargetJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateSnmpTarget(ctx, request.(CreateSnmpTargetRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateSnmpTarget")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateSnmpTargetResponseObject); ok {
+		if err := validResponse.VisitCreateSnmpTargetResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteSnmpTarget operation middleware
+func (sh *strictHandler) DeleteSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params DeleteSnmpTargetParams) {
+	var request DeleteSnmpTargetRequestObject
+
+	request.TargetId = targetId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteSnmpTarget(ctx, request.(DeleteSnmpTargetRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteSnmpTarget")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteSnmpTargetResponseObject); ok {
+		if err := validResponse.VisitDeleteSnmpTargetResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetSnmpTarget operation middleware
+func (sh *strictHandler) GetSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID) {
+	var request GetSnmpTargetRequestObject
+
+	request.TargetId = targetId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetSnmpTarget(ctx, request.(GetSnmpTargetRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetSnmpTarget")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetSnmpTargetResponseObject); ok {
+		if err := validResponse.VisitGetSnmpTargetResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateSnmpTarget operation middleware
+func (sh *strictHandler) UpdateSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params UpdateSnmpTargetParams) {
+	var request UpdateSnmpTargetRequestObject
+
+	request.TargetId = targetId
+	request.Params = params
+
+	var body UpdateSnmpTargetJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateSnmpTarget(ctx, request.(UpdateSnmpTargetRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateSnmpTarget")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateSnmpTargetResponseObject); ok {
+		if err := validResponse.VisitUpdateSnmpTargetResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListSnmpDeliveries operation middleware
+func (sh *strictHandler) ListSnmpDeliveries(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID, params ListSnmpDeliveriesParams) {
+	var request ListSnmpDeliveriesRequestObject
+
+	request.TargetId = targetId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListSnmpDeliveries(ctx, request.(ListSnmpDeliveriesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListSnmpDeliveries")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListSnmpDeliveriesResponseObject); ok {
+		if err := validResponse.VisitListSnmpDeliveriesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// TestSnmpTarget operation middleware
+func (sh *strictHandler) TestSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID) {
+	var request TestSnmpTargetRequestObject
+
+	request.TargetId = targetId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.TestSnmpTarget(ctx, request.(TestSnmpTargetRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "TestSnmpTarget")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(TestSnmpTargetResponseObject); ok {
+		if err := validResponse.VisitTestSnmpTargetResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListTokens operation middleware
 func (sh *strictHandler) ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams) {
 	var request ListTokensRequestObject
@@ -9254,319 +12432,696 @@ func (sh *strictHandler) DeleteToken(w http.ResponseWriter, r *http.Request, tok
 	}
 }
 
+// ListWebhooks operation middleware
+func (sh *strictHandler) ListWebhooks(w http.ResponseWriter, r *http.Request, params ListWebhooksParams) {
+	var request ListWebhooksRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListWebhooks(ctx, request.(ListWebhooksRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListWebhooks")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListWebhooksResponseObject); ok {
+		if err := validResponse.VisitListWebhooksResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateWebhook operation middleware
+func (sh *strictHandler) CreateWebhook(w http.ResponseWriter, r *http.Request, params CreateWebhookParams) {
+	var request CreateWebhookRequestObject
+
+	request.Params = params
+
+	var body CreateWebhookJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateWebhook(ctx, request.(CreateWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateWebhookResponseObject); ok {
+		if err := validResponse.VisitCreateWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteWebhook operation middleware
+func (sh *strictHandler) DeleteWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params DeleteWebhookParams) {
+	var request DeleteWebhookRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteWebhook(ctx, request.(DeleteWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteWebhookResponseObject); ok {
+		if err := validResponse.VisitDeleteWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetWebhook operation middleware
+func (sh *strictHandler) GetWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID) {
+	var request GetWebhookRequestObject
+
+	request.WebhookId = webhookId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetWebhook(ctx, request.(GetWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetWebhookResponseObject); ok {
+		if err := validResponse.VisitGetWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateWebhook operation middleware
+func (sh *strictHandler) UpdateWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params UpdateWebhookParams) {
+	var request UpdateWebhookRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	var body UpdateWebhookJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateWebhook(ctx, request.(UpdateWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateWebhookResponseObject); ok {
+		if err := validResponse.VisitUpdateWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListWebhookDeliveries operation middleware
+func (sh *strictHandler) ListWebhookDeliveries(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params ListWebhookDeliveriesParams) {
+	var request ListWebhookDeliveriesRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListWebhookDeliveries(ctx, request.(ListWebhookDeliveriesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListWebhookDeliveries")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListWebhookDeliveriesResponseObject); ok {
+		if err := validResponse.VisitListWebhookDeliveriesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetWebhookDelivery operation middleware
+func (sh *strictHandler) GetWebhookDelivery(w http.ResponseWriter, r *http.Request, webhookId WebhookID, deliveryId DeliveryID) {
+	var request GetWebhookDeliveryRequestObject
+
+	request.WebhookId = webhookId
+	request.DeliveryId = deliveryId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetWebhookDelivery(ctx, request.(GetWebhookDeliveryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetWebhookDelivery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetWebhookDeliveryResponseObject); ok {
+		if err := validResponse.VisitGetWebhookDeliveryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RedeliverWebhookDelivery operation middleware
+func (sh *strictHandler) RedeliverWebhookDelivery(w http.ResponseWriter, r *http.Request, webhookId WebhookID, deliveryId DeliveryID, params RedeliverWebhookDeliveryParams) {
+	var request RedeliverWebhookDeliveryRequestObject
+
+	request.WebhookId = webhookId
+	request.DeliveryId = deliveryId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RedeliverWebhookDelivery(ctx, request.(RedeliverWebhookDeliveryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RedeliverWebhookDelivery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RedeliverWebhookDeliveryResponseObject); ok {
+		if err := validResponse.VisitRedeliverWebhookDeliveryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PingWebhook operation middleware
+func (sh *strictHandler) PingWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID) {
+	var request PingWebhookRequestObject
+
+	request.WebhookId = webhookId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PingWebhook(ctx, request.(PingWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PingWebhook")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PingWebhookResponseObject); ok {
+		if err := validResponse.VisitPingWebhookResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3fdtu4ljf4Kljqb62yu2lZkv9UxV514UpSFZ+qJD6J61SfU86IEAlJKFOAigCt6GT5dtbq27mZF5h5",
-	"knmTfpJZ2ABIkAQlSpbj5Ovzfd1dsUQR//be2H9/+1Mn4rM5Z4RJ0Tn71JkSHJMU/vnyGk/Uf2MiopTO",
-	"JeWsc9b5G0kF5QzxMZJTglIis5SRGKVknhJBmMTqwXMkCIsRlWiEo1tEGQovxwevsYymYbcTdEQ0JTOs",
-	"3k4+4tk8IZ2zzk3n6KbTCTpyOVd/CplSNunc3wedX3iE9fDV2fz67hc7kyglWMJEBM/SiDQNc3jXP4yS",
-	"TEiSisNe/9nJ+Ft8fNDr9XoH36r/8536P73i//U9U7oPOnOc4hmRZq+e6xdevqhP0XyFaKxmVMyj5dBU",
-	"vWOO5bQTdBieqV+a2Q9p3Ak6KfkzoymJO2cyzYi75DFPZ1h2zjpZBk/W9/V5lgqe1qd8PSUoZOSjHEbw",
-	"RGj3eJ6SO8ozgeZ4QsrLef3i5cmb3/5+9Pfrv8rXLy4Wr5/3jtR/f7meLF6/uNCfFf/70S7tz4ykS2dt",
-	"ekruOmb44y+ETeS0czbo9XzreEVJitNouvTtf/5l8wkcHR0dbXQCU/vOh5/BZUxmcy4Ji5Y/k2V9+hco",
-	"Sihh8iCackEYuiVLtNfvdgcnJyia4hRHigb3u+gdmRMsKZsgjK7evr9GCyqn6tRumMAzAj/ELEYjHi8N",
-	"2wo41DFNhUSYiQVJz/WvMONySlJ4NkDHg0H3hpW27nTcjwbxETnQXHcwwzQ5MHRpt0yLkmLTnJUeqKU2",
-	"nfHJSdCZUWb/7nt3bQyyxE+6SnChBAuJUoLjc4SRkDghiDOCqDArJbFe6nF/UKYKK4b8azBCrGnyfT+B",
-	"/kJnVNYne4UnBAn6zzIrnfT8rJHAS9yBYzLGWSLNsDP8kc6ymXpBD3ZQ/1XsH2WSTEgKM3rDY+LjFvV5",
-	"M6P0+/3+RozCeEweziNXWE59k72MlWBSxxrTlETS3EsYqUk0LGEwGAw2WoL66+FLuOa3hPnWAF807/jx",
-	"8fHxRtOV6n0Pne+9+rGYcyYIXG9XKR8lZKb+GXEmCQNixvN5QvXNfDjXT/zHH0Jf0/lS1Holpklxb6E2",
-	"Nx9iXKIxz5ianpBYZqJzdtw7DjqSStiiN1yiH80DZv5TKefi7PBQ6RxC8nk3Jnd2ZuKQcXmg33jv7sX/",
-	"Ssm4c9b5t8NCETrU34pDu27YkYpcZujdj8/Rs+OTb5EZogsnbX6rXn0xIUw+52xMJ35JFROhDghF8EyW",
-	"YkvCiqYV75So4pN787dWIMaERepUzzqCJONOkF9eVJ3t7x+CnElbMzqwxK26rTrR4G9/RLO/9cyn5o1z",
-	"AnqR+qegE0bZRD1uPpF0BvNRG0Lmw2hKotuhkk3pHU6GMwECrBco2ZvKEcESPhsosZgQLMhQSv1YHx6D",
-	"ycQEx0M8VrfP2ZH5rPJ79eyfGY1uG0YMOoKkdyQdTlIcETvmfdC50xpv5+xIqX0pn5NUUs0X7nk06H1b",
-	"KX1r+NM51NX0+6N+7IonNFqq35XOvklTokQYNQDNU8pTKpdozFMkp1TkVEklmYl14+e6lxrbLAKnKYa/",
-	"c7Krc4Yzzsa30Nq9K6i3dh+T1CoxoC7JKZYIZ3JKmFSCjgi4WVBOWQLtvXp98fzg/auLwcnpfnm+Dmvk",
-	"cxotJWmak+dEXsC1RmIYVqBxymegw0m+xWGoW9R3DoZZq2O/vCPpEmk9UI2T21kFXbcaFoTgFVF6R33s",
-	"snSosRCfzTCLD8xT6kzEOWJkoeSjQITFPBUkRqMlwkimal6xeqj13N7rFytt1DO5QlCtese1fsoVFDU9",
-	"hSk1WSi2mhJG7kiKMFvKqVrTiCR8oTR5NiGiREBHDt1QJk+PO15Nrrjlf89nEJRtxEILM0sqBEhZJFhi",
-	"sATpMEvlrD7kc+GjP0gk1fqLk65bMWwlITlXnFFjZh8HnQ1vpkGnJp/1y2rHIQVS35TZVY9Y48xGKaUW",
-	"up2UGqyXUpVzLQ4QVuTd/Cym8hcqpM+EVOY6aMbqIZSSiKexqGy8YZjfP9R2MWelugLjvKqdMFATeAc/",
-	"8l4Jhc/BIw3gc0s96lFY1znCI0GYRJzBF8rwKx/JmxeXa3dYz75xY82Ua3N6ywiaZdrnVdlPHJlnLJ1r",
-	"U7kTqG/U+rSqfjbiXAqZ4rn6RlHEoDc4Pej3Dwan173Ts17vrNf7RycwarRweUSp1fdBR1Hn8SDoSJxO",
-	"iNxIOTQ/MYu2BnyNAuxaqsv/TV2QCyxQzFmFD3IXSbHuGm+Zjai/lZ+hUO/OTdbrHUVqwfAvEqI9nqJQ",
-	"LIUks7By49Y31D/kMDeSGswxuPhnOCZaUIFw3spAW6uMYOm/9qhEks4KWemZQgOd5EPGWJID9RLfuC00",
-	"V2WVRCRlJA4QHasb63F0WYewcRxTNQmcXDn0p63XikwDijwQcxLRMY2QeUnDZWIYpcbbvtWby1rdzRWr",
-	"XPHY2hu5xIZ+h4U6UD0Hc67b+SVrG1li5urQP1OmvSUrBs55dr24jLW0sjwcWBFRnoW7GcVB+6Tsc8xi",
-	"qijWd32B1hBxJmgMjjtljGBUSJjKofN4aw1CCT5t8XTOBnV1At78OOqEuk0fS5twV+WbfcXKIw1bO/BR",
-	"e0r+ABPFJ8aXiEoUYca4RBLfkvK784tbKcXmyfLqKUMzrMZimEVkEy1JHZSzai/FTUl0+44IcKA2iZ4x",
-	"TkRN9lwbLQOl8GvtcgSnQlUFWHGd81st2Op3rfRtpd6hFDO0h5WajaKER7f7O7wRrJvOe8ePMU2q0qIT",
-	"uJ7v496zU89b1TLrbm8hKi/TIt78esR5QjCrnS+/1UKn8TTfEykpm4gNz/PSeIK0aU1nhGfuoZ4D2drP",
-	"Z5mQaESM3QbhFetJ6qK3Myolic9c++YbgbTVhfbsO6Y40beA/eV+Jb7yqVP3TpkfO46pipbu/qJ2pauF",
-	"5MNVwg1u7ODoFISKEz846XkvOWc2/sHME2UJcrJ6rH5vrYnrLrM0DS9VGIXWG1XTSg4fo0G3e3oMwldo",
-	"zQ9i1gRHU+P+yOZVP6yONQ9X6+vugD5H7CaKuqvJBB2xoDKaqmkO8xgQ7EySUCUdOl+fl1XPdzhP+ZiC",
-	"eEmwYolsHq/d6dzv0q87aJ2DqpGp+o4qq5HOyE4FqTPKanP4hfPoA7y6q5T4LdMO1moU1rWyaqJv1DP3",
-	"fnJd45jLf1GsclN3XJWi2vzuyjx8X6a86ub+om7/ndtkLfyHWCICflk9uL6aXl7jSWka/c09h4VzqUzA",
-	"tW10fIieY3Udi44zsuDC0r6uENnPtdNgs4v8AnzDfr9iTfqWJWpN/IyxkHVHyOfn7f/N+ayqwje5Nw1Z",
-	"rHNw2sSuXfg23Xe1cm4+L9xnn8ex6eRcPcDBaaZ9ZRNqNmC4HylJYoEkN/JITRU3MGCNwxYYGGNGmTtO",
-	"/18s9/gsV6cBHWn7wZ9UZb4V9SiwqxObh7xsVnxZ86AnMRFSJ6G15rSX7I4kfE7qrFah+nzcD82LvmRj",
-	"7pMpgk4Y5GbAU2AcLsA6IBHWnlkqm3z+I8WDQ8qGStul4LvYJneDzLk6j2M1yJymRDTowUegZZSyEtun",
-	"N5aePT09PV3xrBDZGmX8lpjhbw/sSztbpJjYlJ+OyKKIkJiAEkrSmU/LbwpPgBTXx/eNQPopODGmjM3f",
-	"fack8S0ZKouSj51PUyIkTuXQ5hZ3gs6M35EhnSvCKgSy74VbeN4fR2NXfJSQJpVWe8JQSiJC70iMsFyn",
-	"2fYf7luCiPE3wnjva+6l2nsMP9QcSgmOyExdlfBA2Wnfymfvspd3kgKlZJwJgqhEYAGDHFyzRUcbKP9l",
-	"5m1MYt4qUrCWNLy0aOReowG5WlSsH7OQJdWh32vJu54EN9hfK5d8Y5ncktpSSyKsvSv/Io5TIgSJHzGJ",
-	"SbvdKWdDZRk2CT9s+Es/gyIeE+1tt1778uQgTXqomcwzppXJa7RgTTfv9cP3VmrXTGjIrEbqy53Yrg0J",
-	"L5VM/TxKlS9STS6njnyNLnmWpMMKPWKtbWJ0kZ3YJs672tkmjq7ztdkneupbh2p4JiOuFTaca3NmzsAg",
-	"lQPxqh5Ckrk6JUfHA5WgE3Rik7ervaWDIrQDeoPWF846d3Teuf/gcSj4b8ZX2QyzpntxfdilSSi8s2Kj",
-	"JBL2whGOh0rfxTJLSRigMGO3jC/Y8JYs1Z+LlLPJULFV8ZfhOPWBZpBY/TMl8wTDbxxpUvyp+E39NcOJ",
-	"YnMSV3M4yjLIWenp8UqRVF5nmJ+dGkxHr0K0h5E6RxPNOtfq/AILNEp5NplKlM3hz5QnCYkhDLCPeKoW",
-	"pcVliPa0GhCjERnzlKA0Y+r62HfVSpdu9FAdJ05aUhhL2m19cUBzvixVWIYOP7aXAe8lmRsuuoetvdS/",
-	"GpycrjGjzDav4M73TQfxZ0YyfQoxSegdMWTS4nz2g9LG5+yK7BFQqU/HUh/a07mV+UCIaud+6XT0hMDN",
-	"aR5T7L3yyOwNsMnhPedMpjy5SjAjfhluqxSgdjKhEa7eDPZjkzYP12g9Bz2Bi9SriLzTL9BBLfWcqOYo",
-	"HETz/sHxeIB9SzBvFpRFxKc4sUhrEzvU0oolN6xFIEEIg4O1UfgZZZksp0FXr2Dz2qq1rvW0zlmn3+uq",
-	"/39y9l3vu561icu7o4YaqrFXWr96y/KCG3VDrLSX66asnVNtEVeXyHxZ3u/q3Fsp95YyqhrvOooobYI3",
-	"KoIVU+2QIuyOelIiIDZLfZTtTycoH0iNnvV3nyOeY2qoK5ZBt9/ttUy8MkRSWlDldPKd8wntWqa7V0V/",
-	"nqWpkrdJg6q+RYK6UbdzNvdN7gWJqH/fLlBsvrPKqJLVXMl8wiaUkUDXrVApEGXzTIoNEnIim4Fm5O12",
-	"3rRbymKIHul5dQpVDIwSNPvYR1SgmC9Yp3Xqzy7zPp1V+is+Ksl2ARpt7p8tsvk8xDZO+WzYaDzrAlRF",
-	"dGP5OKbzak/LdWP62+68LUCam+W7qmkJhudiyiVQfs4JSmGFVGWoDtqD41P6GhE6n8ldzzcCza2vrKx3",
-	"f/JFBTQx11Q6S9ygx+XRjPJfwzkXgo4SEqI9JzEFzSHmcYYY1+UvM36nNT31UqXBcZSTqNbu9DthPLSn",
-	"NglLnlaMBofdWptCv1WPt8afvhTbdb4MrWupw4krd8lRu+RhvoY1NAzAZ6g5qXhOgBby3SwJksakvBfl",
-	"0F0ldpgSgiT5KCGqZA+2otxccSHH9CM8Yj7tRnxWtgz7vYHPNnzJlB33jvyZEbGp3+CC5b4zAq+Z1f0E",
-	"xRe6nkCpGoIMj/8x6s//2lv+ZXYk/vrs43fXfw7+tjj5++2379L+K3b6S9S7wM9exEc/jrsXo+fxy/FP",
-	"08s/fk5es7dzMD4iIxrU8MNchcjVA3UkSprOYqCgKRcyL5lS0ocLgApg2Ue4X7JRQiNTq9vv//n3i7//",
-	"/PF5Ov7b+8Nvr5e//fXV28m30+juCs/p6yRdXGJ8Fb369R3/vn451ZfblML8jUCc6SvI2T0Evyof78P3",
-	"yyGDk/7AVylrN3RlnSoX8kd4sLJnq5yqL+PByUn/GdLPa2COERbk9LginTba97XFohU2rR1LaQF2/T7u",
-	"fJn/smGdgJOBJEeYNXPBNmHNKCUxYZLiBGgAb0AD28QS4QclJqkWpW9U2H0phTfFYXeBOmd7GgkQFU+h",
-	"vfAik1Oe0n+CI/IM/UBwStJw/xyJKV8wxFmyRFOSkir7bbj1m5QzPGoNt3OkK6SQryrDWzmzugz5Z7I0",
-	"icHquc1976uqjBtLGOrxDJOd51BHi5rcPFOiRYKDKDxn/tyO4Sa5Av5EgDleJhyrj8nyL/N/PL88vfzj",
-	"4uPb61/p+K/ff29WBF5oqKBP2Gj2Yy/+z78knaackkYtPsoDmIESYimZ81Qa0DKIdWcsbmThBwY3dx9t",
-	"zDeuZqVjxhmNcJIvWN0bouEuatj1tQAFzrHUzEZzD+aPNAxdOs1NrznnsIu9cON2+fy8XHDnveUuTP0y",
-	"ibXF5EvpXeM02OL2K+od76vZN9999913zT+cESHwpMFUEeRPXaEoyB3RpV6dKKVSUQY4uPVmuIYeiOen",
-	"80Q8VR7MVvWm72WaRYq+Yn+padvqUqBERGO0JyQeJQThKOUil7yUiP2GVa+mjbWrzomnZofxFE2zGWZi",
-	"c3MYiG4ViopQ1heLyDka8yThC0SldtGFkEQTblNfWxD4mmvXPnfvkn/DmX9aU8fRuYwF4mMdMqQScORG",
-	"1fKmT5vqpveNvlk/3ajvAkS6ky4Kc+61ETR+R9KucQiH9bPs+g+xGukjf+r4R0UDMeW8+d4XBFVsbsFa",
-	"jR4BWIY/UQK+akyOyL3bf3bOem0zJbbLLYW7wuO3LCbgK2hU6pMhasiH5kxSlpHNCdybF+GM7t3Wj/ME",
-	"M9wE0rB0q6UV6S6ULaDJODCJreaDBc+SGE04pHlUSyggMDqc4fT2QT5ynWxScbfnfknwNeg8v74O8Ovt",
-	"cXIq1xeF3ddIpDx5n2tNqPXrx5AOzrSilx/hF69xeusjmid3NgPdxE5IZXUCvXnu3nNKXh07/97khmMJ",
-	"Lt3dRApgCo0m5m81mqVjCP3AzWUOkvFFuc6c8UXdEN5Zmb1LxCuxuPIH17hdizcGZRKuH5BPMDjE2YSr",
-	"4IqGEvW3VIE3dsfkAbG5du6eoYQr80Xp4hCBIh+nGLC8nkQv3T1CQ8uEzqYwRUP5/frda4+XkHv1G67t",
-	"H5UO9w4M6I1L8gRJxgemFEcXj2j/Vazscm2UkzjHgFDLYIxEG4VuSxl4R92BB+MyJzoobkYmnwfuvr7S",
-	"645M/fcdhahVe8p7PDwGd1G19EC+QAmHDVWiTkh0S5MESc7LGBSwGXl5fVFdz7LZSGvTrREh1RFWaPD3",
-	"drfUB+cuWG+n5GlppbBOfie0Due1POj1kaQK10BuRc4w7vY1cU5RXObJUyTJODxDmCEqeAIA9pqeYLuV",
-	"SqKeOFfqPiPhGSIfJUkZTpDhqFLeoSls5YxUEtX0F7W9hvK9l2nqS/p9ywji4zFhseLbsXqywpFJjsrf",
-	"OTS+ycJDke9YPV+tEcz/L+/fvkFzDpABiDIAuSQGg5ynKAQ87G4NESxAoYbp9n4FUNC1L8qkcmjzdMVh",
-	"7xCA/cVhkWPT3pQGWa3U61SxpklFqVpiUh325ZVN5tKPzVMyph9RAnSI9p5fvni3v1Z+5ztZTMlHgq8I",
-	"TqSnakZ/rnY2JTimTE1GJ3o2JUTz2/pxao1m2JjrdDGfJ5TEaEYnBt7YPIr2imE5S5b71TIAj+XflGTK",
-	"b0N9g0xhTRVJALgxa8ze5gTXVxbgYvsQco6RUXOrszGdFHt35Lm4HFTlnEobSizLL1vTuKMMOV0k1wKo",
-	"dwskUs+l4pyUll4e/7ejDAjA+F4SmWsB7W0uRx8p3Rmnx80mmPeG+wWUJ+395WMN+lLow3mtK7plfCE2",
-	"xz32zdF/rzUgAAPKaKqmhUc0oXKJ5iTN8e1b4/765lEqHXDu15zImgTGGFF2YKzxvN1K+815Z35h5FL5",
-	"/E5Ojk7X1vSWCH0lz15Et35FXqPQfCPcKPcmfOrDyGkqT13HmW/IgghZ4Ujz9DkaExlNwcw1KnJMx+Mq",
-	"xEG75KLypD1ZTILYKwiSySRslAHF0oKDNkkzswX1hKatUku3qAIrLS4v7GpDLDnqoa94K+VSQ3A73Q52",
-	"kwKxOYIU+aiGondULoeTlGdz/fFGvjedBrEgo47f59YrfG61MugWfrccdE9fYJ+2aC6QQxX27yuXnotl",
-	"5QNJq6Ok9cCPPycsFkO1i+oaNSm6dN4JQIVKhtZ2Ns1chqbcWwBfLSiL+WKo/oDXmR28g99rZbFSTPDs",
-	"u27/u26/e9o7HBxDlw5J0jGGMjAipz21Sw5GVju4N7UXRXplDe7roThZK4JxbxcQsn7slJevCKfLw4e1",
-	"aEbxCIJHzhGZzQ3EJquhJZOPOvTctn7jwU2tdorvtY3bsywoampP/l2AEg7Xo3ZZbBjMubLC5H4jTceq",
-	"KMIWGvFUXVMTekfYxnqOt++Bw8mbw8X8D4QmK6dD+XDK6kxZ2mb3vEu0V/axbwdalrPjuhpwxxbZRRl4",
-	"5XU76MnyBdeB5xPfHVKVg0WcUAEgH0AMsI7FlCcEPq8cVfnNUMGgXszIAr2/ePO4mFYtrp43ZFG+clKi",
-	"5ihqvqhKffXRQ2+BFfJczan4fivxXTbyZ5RZc3ojya4mYr/Oz3Yjcf5+TqIN5/MQaX+/ihO2CskAfHXZ",
-	"7eHGAIGL/RBfBRzVdoF/TzC/NSDCb9Ml2lPKkykO3wIUoQE9yJjf8K1xf8VrIYRWu7+eFMzH7HJLTew9",
-	"PL0mCm3hGPSrVwpnYI9NY4Ra1BY0GJMxZdRjapfN18e0NF0rcRcmnxf74zFvgf/oozRLyBmClAwhoaeg",
-	"w+aK6+G3Sse13ry57WmEXqqr42y1qfLZbo8CmnuGlyjNWLmsMch73dL0y7hmdG8k83WAMHpx8ROSU4AZ",
-	"QWHhkQi/guunhs/aqEp7BUNeWrWZUIBYWhGWgMadOuUScnymXMhzNKMfSYzmCZZKKgqEU4LGlNUyuLes",
-	"pcu52ARgbknKSNI565yqFxz0vzuwP61U3ZUzB8qjV0nFwoAc6IXercIGWAeHoxdU09uvfkVgJUgCKczl",
-	"d9slrHt3sTv1ZARlnjfU2lQ7O3uqoYtNrl/NcsFT07gAnmlv5nAhL3MpvA7vpjjbevGP+hylBPzL5RXW",
-	"yGDtYrkvSxVKXymbIN3VqpLGAES17niq17c9KxjR0EVQocQmbi12bXP07cpxWVtRzccPvgKsVdyf/b66",
-	"Pz+o5UaK7gfaUWH/x/FgW0eqFz7FR0sWlQ98Os8vX7xDSmZU8lnqE8mJbR1/rA5CwnpqjIPTeKFklhfY",
-	"xbf4dZNoaHiYn0edS2EfNySvRpTuSxbRuKHUxqaoB6io6Ec8RcXtVIB3SDojSV2Ob1ltA/GblZ7xXSDn",
-	"fvvtt9/uBhdEfacDEuD9P+05MRl18yZ3vryaJ6ynAbADrzfyGtp/eUELPEfR3RBTtjjYWlELpkmWEmQf",
-	"gq6BDt2lGhWgZkc+yEkKrumh027FOzP1EJpjAR3m1MO6y5D1njGy8GSZ1uc12GBeXzTgyhNA21ox1Rw8",
-	"Wc3M68s/vcApv9ns+Ni64kziniMVChotu68/PAncSUkO1QE8+KxgMMkdO7I0EsivNnVdK8C5LgsTdUM+",
-	"6XVP23NK7jqp5pfNCQvRYkoTog6wknepvjVGEYjmHEKwdGjO155x+XzeKEJvCUOmJVllE3iiMYbRXqWV",
-	"nu7JumDrxVv3qP32rAWnUSNrqI/PAFBTjwutgazRp1u+OVZpMeuCOdQ8t5NQTullrSycXNn6yuI4kHL3",
-	"zkm52MDGeKczMxC2pSq5Lz+bKxEUuukbIeiROsOWMhTaTI7Qgreqd1CTRO94xu5qvUvWJoWUj7n8+Cf/",
-	"GgTCScIXBqV0SpB+J9rrwbwEzANhdRwR2a9me+VN9PqlBnpeb3Qx2dqloIc0OV8gvyNehag+KjUI/O70",
-	"uNyyb238trQbzmx8tPG6aPdZ4D17y5bmmUTl/qA53JmNdqEIZ6KGZWGbuH62rK2NoGpKKDVG54dQ9kYJ",
-	"PoP7oKMRtShnflFkt2Glb1Y9U3lVLaM3V1gEwgu8LDIH7e3cSpi9tUO0gkjplObkI6Q3XkP4AgxgJfkS",
-	"IiVJRYBiOqFSBCjshgEKhyFQUXgQBggoltpEfmx+okxW+E3F2aXbiFU84jPK8tISSPGVJFXz+D9+vzj4",
-	"Bz74Z+/g2Yfin93hwYd//1++i/eNt/Hwhcli1Z7xNGMChWVvYvhUmYoPpvm5Ljx5eGYb7EMbQoc2H+uA",
-	"Kf6VC1cNRTXrgvHjWJNuR2ifneB8f4ZcOEndNpwtGyqujb5RBw3eqB1Ym9ir2h4Tdv1XLpc3l8tq6ttl",
-	"YxXcvAocTCPa2Xq7ANQspTTYz71oj2vk0E7RGxsQGBto5aUDtLhb2bA5giJgDhSNgRtJO3+kaDu1Z660",
-	"HZfTekETLTk1QyQqSnpAJ1JPCo1z2jvMB2gvotp68ouVg3zHSfJ2DHkRLfTFT83Ioav6bEE1NbRa57eE",
-	"IaXFCLTg6a11t9QJ4dstyHk9julP9A4kgSlANfJCh2f3woMD/YYD+HULjEXyIIzF9XCf/u2tH+qHZiIt",
-	"Ii/tgFs/Z82Ln3iaaODBoLxPqrwaxlvneIIK9l04nfIXtbLRrDn4NTmb1Jx3ly+8UqAfMLJ43OTfjcS8",
-	"dyveNzi4DcWGKGOSJk7ejeYnARogQ2E2h04+gDp2w8KMmdJUwHk3ZcUy5QmaJ5gRlHABaGmjTCKM5oSk",
-	"SEiaJEgQ8NDs3zCeotBR2cPuDXNc6y4nKemg4xTOsJ2yQVDyuBc/rl0ChbvBx2Z5O0lse2WZaCEaLRFm",
-	"OVh5YFDtTPhDKqUy3oWg3AJutY1wfWj+bvnZk5OTk7UB7xJu11ZdYMnjdGJbK5v7//iCYuzrsG4rUL5C",
-	"X9sNLe52hnK7ylPxLueZnbbxXJUensO3nSOcd7jM92RC7yCJtNoVc+uusy8hYdxcbIXM8Njr7XrQfnFh",
-	"8lxINvtyVsuAh8TJF1ggLG6NHW6ug5I0qZUnO7Hz0j2wuh/z6oimdICktw1t7i5rPz+R3H3UskdgAbQ1",
-	"WpalwhadA2vdoyDJpzk0/IIISTU6pU47Lw7qcWD4duRT62/pXVgbmC6A10yI2vq7ijoLdaqbeb0qtLFC",
-	"x9vTLRANYqOhBei2qJtZhmgvB4LfL/VqBBgm062x61XTzCv8LRXL+RD5k7Xzu8I+vKK3jKCYpqZ/ad7N",
-	"NWMGlSFHRfkMZmr5fYPBYND8voSy22HLH4zHOSiBp7qk38+/fUixi6LWGZfEO8Sgk3+90Rj6d8qWJW0X",
-	"2xt0/gVE0JSiFud4KznNN6x4NfWtB4i15FmL7E5xqi+MEZfTYhpi03kAUa+fR5nq68hRGonOeuO8rTBL",
-	"jNIwQuM15Y7wOHd8wYN1GKoFSREVAARH0moHDi8aWpWJ6xp4ROhd+z0b+DMAy6Jg9SCPc527YqWJTwji",
-	"0A50e2bZRQKa5aXSnKuEVyX12ibXjtahnJKE8qkB6u7cMmRRv03RiMgFIQzJBdfOwgCZ8RFlK+XCpw5u",
-	"qJHs9zd3BdwHnVHT6wabvm5Q5kVPzkAbSLWXLM6n1fLZMv+PMeQ39YONZUGejPXs2UaZWLij5ttENS+1",
-	"LbYBySiNjLC4pS62O1Jo2TL5ekpcoM0CzC8TRFjHc22ildmtrbhpkowmT83e4qu1lgddLI2wznZnmk58",
-	"XZxBszaJYZN2EnDIX9QaufBrCzioOV9h6pnYD2VpqbmGkYWPV8Y8XeA0/pcJ81WYMOZHX8JpDXZ7WoPt",
-	"TmuwwWn1tzyt/han1fc1BilYrY0scs56/eMVqWGHKt7SJEG2AnYxJfP2loMYGwgZCLzpektG1l/UCVdH",
-	"1NOYtMNN5IQaaAuekxrmsNc9LiU9e6DDhbcOCecuoTyjSOjYY0oiwmRSdpq76ez9NfD4+Rb4brPS/WgT",
-	"n1f3vXygsV7eYO8NSx7Lq2qPqWY3z7iyvWKU8ozFBzKl87qHBM525U431F79NiVg2OFMTgmTimxJ7J4z",
-	"TlOqG85Yb2QRKi45HOHj1de6Pe3KRq8CvrlysQ+rU6fRVPNiucKEChdzhbMCv8SgEEFCN62nY9rWOl5M",
-	"pq2jq5v2VtoEsgkghAFmCtpO5c3TAMrJupID/Y0X2QmiGKbXyaEu/tHPnSHykUqDWI/6GwTuPHmu1fDd",
-	"uXaKC5SScSbyEBDIU57EJNUHJbYI863tL1PuV1SmnAUWiKkp6xnHTxiLqiJIff5U5mpqXAmkam28JJ//",
-	"dh3i7WkhydEorVeRlRj8wV0C67U7q2xOU7BiNbA80LOu1dhjWKErt/59o8xPqzJTSM1/LG/xdYbCQnKF",
-	"AQrLAWH1iS3h0f/m8zlEtxqCWGuCy+ZVHVOtq//pC2ytDjdfOT6gzRKKtRO3dKgubt9eH32vvp3hdBmg",
-	"AfpeQ+WiEY5us3mAut3u/sPocLXT7AtwhKzysP/K6J8ZsbWgzdxQdq9t5l8r9IV8Hl7yT/koIR5U/AuG",
-	"3v34HD07PvkWzfVDpttsDYFU37gO+Nbv/Q9dO+pZQSVQ3p8JEiO50BRJ0pSnOoHK7eBTvOmwf+i4m4uW",
-	"Po3vBGhy05rleDAIOpJKONVf2TzlkXrBKCHoJZP6lWZDplLOxdnhoS1Z68bk7tAsWxxSdocTGm+ibWBT",
-	"fe603wGKM+l7ZYrLIcx+H3zoFoBsZ0j/m7BoiaJllBCrfKAD3TsIiTnnSf6X+darfpid9l30ldZKIgB+",
-	"hiVru2ysEUzaO8ucZk4elxllSoBGpAmqDnbI4ww9vOsfGo4Vh238GYduuxVvMAeGatSA7FRoHCCcCG6r",
-	"o8P/PDAX9cFlHKKUiDlngiDT+skvTZ49e/asWZp49Z6s4cBeXV9fWWUzqtp3murrvS80H9QDqzyVSGQz",
-	"Jaqto/KWake6YYDyglYzkgPQsPR3+v/13SVieGa1lJVjtWPLdde/6ResdyBY1V8ph0n3JnwU/TfySv+8",
-	"VoGMxySS9I4gQaS6m0VNTH5F3SJOdtotoi413a1Y2ZFVPfTebGinsiPNQPkjwLaUrt6bQ/UXAGsuoFoD",
-	"9TqQfCY7sA0s5s9Uh9jqR7Tq12Uoik0RS93TbNlGXk3zQMxJRMc0QvAGIqvNfDYmjxpPVehlg+P2432a",
-	"NDWz4hJJlAcLXEKrncYq9i+61G2gFRcdqTgjvq5UlX3dLu0dFriuB6lNNb8v5ZoX2kEhJep4IRotzN74",
-	"fjQzEmucMIEEZQahXpdoGNyk0lIHG0NWq3NrRStFHuiTJiznh7LBhNPGq8ZSoQcgsTjCdXDHzZAvv5gW",
-	"vQb4xTFCItMIS98bNUtkxZGtRuzOl7qK5372pl9fg4YgLd4ywxOTN58zFQq1JAjRaAnKxNkN+3cU0nl4",
-	"hkIju0LdxTJAdpL7gbLXjfAK0Z77ubZRhwXMa4j2EirkPrz3jifZjKh36/EhP1V7VmzCD1c2r/tGnZMc",
-	"AjAWTzKpQ8/lZ8ZC7Qx4DmDtIoThrP/gzPgPKnNVOhE0FqXxcEwTYn0Lw+IO1u/h0Rj2A4A4EBYonKf8",
-	"jsYkPYNxi9cGiHQnXWhjqr3aZ5dXahsH4X5Q7PWepjQ0w3O9LzKCDZ9yIWFCHOYKSTn5hOFBpdKpJ7M0",
-	"CdGe+usQtLzydpCPcxLJoVbVYI8hQwUNej39GjGTLQc07lL1MAgtdwtL9V2gFunzVVpi4X6JoBQ2Ul+r",
-	"qaovZ/Af8+qKy2XuExElyOzNM1s8qme5VULlctkOMb75Xv9cOpzSZ8CxnZvERas/pxOmEgaZkGhE1uh4",
-	"sOom5NyjjZFz/wdpgWhPEIJCdzXh/tegGnovGe6zfcM7ShYkDaHnsDhXolfXUoba2seRVNuQF4gELp7L",
-	"/rm6XmaUmYdtx0wiALUpv6v4LTHZiEbM6EFz1CieQnLUjFYihM63NSJ9T+6I37P48g60MPN92aM85p2g",
-	"s8CpqXSIUipphJPysPmnvmHpRP32Z+LtTmmE4YHQT6F5NkpohG5JVTZhsJMtNbZJOBlTNiHpPKVMPXQx",
-	"eh6/HP80vfzj5+Q1e6uk2i0xWvTtgdXplKyDGQxv1Xw7/f6ff7/4+88fn6fjv70//PZ6+dtfX72dfDuN",
-	"7q7wnL5O0sUlxlfRq1/f8e89eX1mzjX3CZ0wAYlTNipXWqxeYh3GZ21m/65LFQmLeSpIPBwtfbDyS0Rj",
-	"LVbtg1rmKksGS5RyWe81Wuz10YoR/dFotW1YZilRSlvoTC7UqSHgGNKzUszUQEqdaJCw0ezHXvyff0nc",
-	"rRgtZQMoskNHtcowOoHWO7MRiWOdU1zFnaikq3sIsV5VSPwWidnzCKcp1YUNhN2RhM8rYApliq7HGBwS",
-	"r8mCeHBy0n/m7B7aG2FBTo8rYe2NWGPtNldEs9mA0lTLJxFY7lqbT14IIH+2qK0+VuLnlix3kiVq39Ou",
-	"NrGQkOugA5uzNt/TWZaobViZzkFSUgq5LXiWxJABnc134mnYOHWqTUet1Wb6dYu48ENbiTZFBi9NJLec",
-	"8cD4og6js6skpkdojtWcG2SoinK2XY7Bq+WcyykB5aAUEKrGcAvX0e/tQql+PNAVLiinBVOUYjGtqPzt",
-	"BnU4ugXM3yqjABK1mmd7heVUoD1CyzVB3whE4329ipiSZtf0BrNb3UV/xRxfFXEytJhy4TSMgrNGcyyk",
-	"adRnLZkc/NzklOleWBUlYduV9HuDY48AXUnVfoheCHBmMuIzYzKL/Ce1CE1EhcWodTqx+q8M5+lPTe2i",
-	"CJtQRoxo1q0pWl8lL8z7fcEId2oe72GWAFRs8ZRauM4tK0nXllda7TZad7UVW1OaqlcqFcX8m6c8Oceq",
-	"FFXIzsvLf5TeaCi0jjryMLwWn3Hgb3OALfo9IxqVx7XI7MhC8nnhlO8E0MV1CN4apX6OcHQ7hGc+lHMR",
-	"9cOtUUkgHI+g47ckW3SsLG1QTaFXe2+fKHuON3f/89vm1Fudw0nmKC/pb2VwbeVt1x6z1R6jCunn4wSW",
-	"KmA5XtKv9rer+yectvohuiVkLsoqHyiBOocVtBX15WRK0gObHnPDQDqnRGYpE2gPMyUHmEQCL0UOfgH9",
-	"jqhAcy4EHSXatZFJPsOSRuENyzHM1YNlTKxy4//8R9UkNPehulshd7Bsp5mYDD1uVmMsSP6Q/LLBBnmO",
-	"pq2Q1h2Nn/oM6HSk7MkC8ne0zFOhHqkjRY3GrulMfbfZfr7MUxkk/Bzd4SQjooveZQkRZ05oYDgTIYLc",
-	"owiF0JNuKGWiPj08Or9hIWhG5af/v/8b6Y9jguMhHkuShui//+v/qfxe/Vqjrw4nKY4I/Pa//+v/rQx+",
-	"jkKnxZGTigAP37DQ8TCWvjZU7EvPGHpyM9xBIakh6LjThc4HtkalWBgkYdT2oHM2UM82zMzkUFTWrhMp",
-	"mn3w5TfUMW908EQ9f6AbPNnnS672ElXqhefph0enQIduCmLP3264tNSamxCixAXWrp1HOWB84o58WhvX",
-	"N2z5OLzwSfDIudvHk7AIBJsgyThvV2OQPRFliAru0RT75Z2pbcyJd4I12qjO8TUVwpbvuCUl6mm0gPIN",
-	"rL+lAqkXNbbhGLizGTROZvVJ/friynNOSqUiOJquK9wa9DY/wkaOaKJn+MEmBL2Snv3HVmNETyvHAsnK",
-	"9kDQaHdAcLa/yx9ZPFHC1APcuTm9V50A7klWeKG+BN/x1+mz+TyCJsHzofEGukr5mPpCMG/wjMT2npnr",
-	"pwJIio8yIfks1Bl25OM8oRGVKNSPhvZOumHhGAsZoj0xw0mCfrl4Y5O6xX6AwgSzInq8r/tpLNRnGixT",
-	"HdMNi4mgE2bvblHWcNTr1Z5iBtETwH+HqZV1HP19Tbe59qM6XzB0cXWpncq64Mr2EhYkSknVWNm8KPf4",
-	"+Ph4LVAwwxPKNaIHGdOPAE98a+CJtfGhtWCIV9UThb4QdCLY4mZUwNU7sR4JCAs5zMSqSqJyNaDNGd4z",
-	"JT9Oy/OIIIxmlGWS7LLV42adzfVJ+ztBRlOc4giivyYTWJNjoCRaSiI+YVQQVO03U6KaeiaSib2ujJmr",
-	"Z7yQNrbJN4fUXTP9tYECoIkHgOXnzOkHWM4ZZw2LbHIyW2+Tu0Nr9mID+HwtuOr4+ZogPOqCIJBWdJHJ",
-	"KU/pP4H9z9APBKckNTaC/q2uVQibSGgnyPRmlq1x5zXKf57Mbal+FZj+lyGVg/xANt3Ce0sa64BXPJHP",
-	"LUNpxZtaeR4tCX5FkCugMEaZMvHfq1U4bZ8UY/i3RRsjUUpidYuAh11mKSOxvjJGSxRevX1/jQ7hwcO7",
-	"/qGOSwMLwWYBBwGnlSuaABMKPveP7qohOZYWcIEZ8a5/qA8thKbF4NTgXAqZ4rn+2X6LSdxDzc+YA9Nw",
-	"JnEkHWH6g6nt0Mk1mDKSilobqOIp7QYzAUaB8B2mCVSigP02w9GUMhO16KJrwCzkUQYxfCq0vge48DiC",
-	"JqZ5k7I4DFANNP5MGYQzHpMkrxWEq3HQ7Z4ea+eaCHJc3rI9JArAsimZBUXi3tQNtlA5vWFySmhaFHtR",
-	"k0M0J+mB7i+Y18N1b9gN+7d/Q885u1PUwplQn/w7+sv7t2/QiMf2pUgwfEuGkbJAdFVXFxn3mn0Mp8QW",
-	"eUHnIUyZkDcMGaRHs2vnKGO3TMlB/Rr4mQW07qqhX0JkAQrM1BZjp3AwxHOluMOm2Lqd//hDcBaqSSzR",
-	"nuZ1NWhoKhHD/QBRFiUZFKQd944DdNw7CdBx/wg25bh/0kV/q9emoYTa2dcr2pQxH+oSuN8/dG2pYYj2",
-	"sN64OQc7RlmRXNMIyhU5NVFtkvyZkXTZ1XeZIl5zk6FD8ErFJPV/B8Zx7Zt92DslfKF+EWl5pmSVgSc+",
-	"g8bcKEzojCoDp9/tKhPWmimo3+vt2zaTsIGOWAxzKPCU3FGeCS3N1QVtHuhWnlcHBwJSvcqRkfBDmOo7",
-	"gmNhZJM65PDlNZ6EXXT163WAri6un7+C2bx4+cvL65doyhnPUhRejg9eYxlNwzMExywkToi23jSxiAVJ",
-	"rdQ57g/gHYzLqTo8KkyZviY0kEnmWEQxQkxmcy4Ji5YHP5NlCMWLg2M05VkqFA8VMu7M7pXAM51glGNd",
-	"wCdAk9ZZrj7VVct5fR/wCNqb4fSWxOo9WlbmM5AH78g8wUsSnyGZZiTcPy9eng+HUUzHYwKp9mpE9SJq",
-	"0R3sTgwGsOSLwrYAklipX8EarXqFlLKouZWnsdpjIBKb8mi9tkXKo/1EJzWeazdP3tkSwiMm9Z4nEHVg",
-	"hMQCJs9Q+PEg7/aovg+76ALNqG4sz9Nchuirpn7wvX6g3oT1yyXnSFnn5rsjbZEnNCJMuHr4xRxHU3Iw",
-	"6PacCsfiqri4unRb2nT63Z5+ks8Jw3PaOescdXvdI+P9gLu6uGRtQp/6dEK8XQU0oZi2uPoCysE51MaX",
-	"sK2pzS8BcNCFMqQWWGmbpluw+iNEM5ok1HS+BV6w5IgZIrO5XIKc67pNRy9j61i94kny3E7bpANDMi+o",
-	"+9UyEAb5bmpYaF7rDFz1TvV66gLvnHVAAhaqqvqtvf5xCUhycNJb6QH0+bQ+QJgOOA02fdDrWY3B5EC5",
-	"t8kfprN8MfjK9GG9Kz9A9x1QSCpaoz220lkFgK8ipJEDezO8HBHEOFP2O7zDLNc/eL6aQ1tl7yqIum1I",
-	"oRr+/gFq13UlrjmggzlPEphTVByrxBNIrtHdRD8EnQrvKVVZ9w+9Dzz0fPipaOBxf5jmwfeV1HLttB6g",
-	"un8Fc4CCTOriVp09gLAU/xV05XQYcfVuHdwtDnxdQOxDAAVTPs6d81TC5VDuTMDHwGcfSZQ57Trg9tdF",
-	"R1jwvKd9rgT5mdGQlMluyIvNf+DxsgVZO7aWrQR/jM4z98FmDGTr18oGUVFr6HLvsRehWV1G8eNzjz7i",
-	"IhfkG2HTRR7CQWxMJ433geIRc9kA7eh6gLzVRC5VzsDH4FgB36BxliQ3LCZjysBRJQLATjNmgLqbtJVR",
-	"dZRb0NgbhkuKAigbtgV5KSMWXWgsqUjdnIqSOUMxFbdI8BuGkcS3BOLnGtjJlOog6DuFQaGmEpnsphkH",
-	"q4qPrQ6ur2kvK8DGPaJ8d4fxiHctvpwDeXwCfEGEYo4VdLA9IWr7H4S2V769/KjVZmGiTd+s6KVY7rxx",
-	"wxw/xJ71f0VkX9nSeZEv0IQiYk+KOWbxDZtydWniSAoTbwVtz2S7i7qd/Y2olo/cMEWuASR28bGJf87U",
-	"9U2sap5nkJdy9vOmnd0bdgHIMIEJ6cbtFNFGKtZdbR8iyR/cELLrKTl4cJ/fotJV07Qu6tIJvA406uHg",
-	"WFHoDEfq3QPt47T/4/gvdbXXh6BzS1JGks5Z51RN5KD/3YGdgttZ+IFlOu3Egz46m17U6vbq70w2Fd2Q",
-	"faLppWn/e47CgvXAHq95n3cgskoiSg+tNB5sc7PWyyN9WhWBlMeSm2XSO8LIQrhNbHV4XNs4hT5WuMkA",
-	"TyGAD/UdB9CxptsiTahcBiXsLLhJdY6yRnm0F6CGR7xhcIQkNqKsLpL0hK6vfwnsnzFJkSTprPCz2Br5",
-	"slg3TNcoOl7l+/MA6aGHLBj8qEA9AN87JC1rO/b3D4WuZ9307Yi1mGkrLtndDZ4PfBHd+vjkFzicVFHR",
-	"59EfIS5k89urtGqoc+MrXP/sn4065AVQpUCDXk/deQkxXjwAXAKos3kXXUoUc6KUCHWHZ5E2wmIs8QgL",
-	"UjdHfiLylRl3qwP02SL8trMJTSVy2qSXlRe3cyH3izJVdeMSe1RiKSSZrRdvMyJTGjU7gK5SPiNySjKB",
-	"JPkImWNc0ELPK9amCAdAu8wrvWf02gy39ozUYIfzBNPy6XTsWoZTKedD6ygdSi5x8iniMfn+Rr3tphOo",
-	"afP4+5vOTy+vbzpByjOpvnQB1m469+gI5FlxyFUDu3aeZglWD6tukDbYd3/GzjizfBM3PW3jFOwu8SxZ",
-	"aeO9nRN2cXVZxJWczC8bTxGFn9oEVrxHbl61GVvaCZZqxdXUzxC4Mzc9NO+aKEN/v3j9y+7PqhSS2+KY",
-	"lB26bCtADWaxFY3azW66NQNTGihrOjEXuTLObtiIMpwukbIUQC4ZxeEcnfSO0J4bx9ovvLm+y/8nIt/p",
-	"+T5Y8MJ5Fpd/P9i1LIaJQhq9ImU4+JPe0QaHvmNCeQcOh+0k913/EGcxlY1kouNu8AwkNqWxKDt7uyas",
-	"Oct06TtapFQSYbC9tC4IYR2ZYiYM6D82pi0Y32doMeVoT0fJDar4nn4wQBoSaD+4YYpIfaSjZngBa6g5",
-	"8n17Wzxy+AudUQmpO2se1KkSnUd1vMMSIMXEQ3KAbGPSTEpn8QCxU6If7XyAN8sU08TV12Bv/foaoHFY",
-	"QrIX4hpaso9VyMh7rs/tK7/qozWraHO4dnN2ca5qvPyFzoHmH3nP1EnR85qnOkFOIJxjQttc46HxtoZ5",
-	"gjCE6xLMwnMTADa5ysENy/OTDdQvuJ3URVMkWuwVWfUjkvAFwurWSW3vwBvmmKG6l4f2rqKYGAgoB7IN",
-	"ng1QOQdembojfge2A02RCbqJfZ+Y0es2R7kxPTqxd8A8+PAA87aiWxug4zFPkXmoG/FZgMqHcoZ04rV1",
-	"aCkebx/T0Ks2eaKf2Stkt7zJW62/hkCTycxSskTnmcBkXl7jSdMg5rFDeOY+AMw/W6O66vn8OTOrBzGq",
-	"3teCo1rzql/+Hn4q+lnda4JJiA+x/wV8bq5iu41QRaBudJNZIhFfMIH2TAqXibE4/pT9uujWL96aV8av",
-	"dfT5Q5tImR4r3oXA1K/a/hyC1ekP0MbJ3eYyHHK5htCnIRcb+thX1Rpm25rBdsAsPxG5xQk5t9pGtGj2",
-	"4/IFUOMc6LJ+JZoYko62QBqdjvur+ywh+M58BxaQ6CKDzoYw5ArF+WVYXKApATgA4cYyNWEUuQTm4W/E",
-	"+Q3Li4CMWBZ5/Y/vKvsVCi52w57bhurzeuphTg9OVfSmN9NVka7y+Ryxa3jFlrV8ATyjD/xxLpj16V9a",
-	"7ZdTpyETFSIjsS3/M2/7Rpj+TWXLQJl+huYh9zehYG/mkQvdhMEmBXJmE43hXd+IG6bTT6gOzQvO0F44",
-	"wvFQWGi1MEChiXYOb8lS/QnNKKCTGOiqJiyqvgHOXJo2NQkZQsgkNI1aGqzT5kyzXVsxQR2NP1kW217K",
-	"2dqql4svuc1puLZJxtFjp7C1MrdyLMIdmVuKqIp8KNfqyvFdHu+CWsmmAGfRzKSAh6nTvwX5M9SpsKam",
-	"OjToA3vko3ojvbNZDkKJfxYRRMUNkxgSBZigpnWe6/AB9CbjGYJIoxouQBmLNVTJDSuEQMoXKOHRbYAE",
-	"RxjyaeAhLE0xqshnpJNvZlQIomw5Zt+r/gP6lsZocmeijoZKJZgTLEkTy+rtWJcaqjU7PaiwOcsJTick",
-	"VXtT7jbS93OPLSL25Ib2NgSEaWB/Mz2bUaN+VeZ9kAbQetE/RdMWpJjh6vba7aZhoVcRT9GCpzoc5xvd",
-	"PthpqxPkoK+emVwpxhf0n6QKVOAfG0oK/IfTL6Xt9iul6J85axfItUngaVquutt26DcsWFdj5iR88gUJ",
-	"vlLof72Kkq/F+V0bV+WrUgelr9hbmbeAaHOBOpu0szu00ovKkJH76WOaeGucngW+vLPD6ppJSKBuTwAw",
-	"K64bSGFVKqgFCdzD6MXFT0hOofMOCguM91AXKVGT3lOvZ3tXqXvJ03YqRVzaqjxDuNYVLYA70mb2Fd8G",
-	"KM70Ygo8Q13H4n5TTOaGAToaOIRw3igQMzBwLQsFumOVA5SuIRw5pGOMqYRyPnioi94UhUxKS5CEGaAu",
-	"tsy/MCp+s3M2p9wndc9aJYnK5XCS8mzeOVOfgY+g4oANnFaAMM2H9Xb81HlAv/fBfSUV6jF6I3wqd+qy",
-	"TQfMQHlLCXvzzzlPSsPlSfmHIr07nNlAVQpCvXN4h9ND+NGh7f/iGVO/tRi16F9hhi16xzgDQ8lA/h0q",
-	"QRK6H/O5uurbR5ktyUK7i8/sWS/4pcGFUW5h/LV716eOeGh9q7TxgDgvOfzk4gy39r7nPwpA/hfXBZQ1",
-	"FJdAg6f9AYLvyX3tDzmVFg53h4Sty7397v5EpLu1j69yrWXEp/e8b3VeO9DN1ivH+S5u563vojCnjFAD",
-	"YBW0Ad3uCdNPBkqhA7MGXgLKn642RRe2+DSsqQEhSokGCAV/R0GY45TPgDDhsWaH/a64/MEu++1c9fn0",
-	"n8RZv5bFrLv+i2C13GH/MOk4z/w1nUVsSdNuUU8XuEAXUM4WGYSyunQ0L3pisnw8ffrx9eFH1RM/I+8Y",
-	"afiFMI+hy6fR+A7JxzzhvDExOneJBQV8iJA8JRr8XkCK5Ihnsqwcoj2NgkPBUT/PpHBScwv4ZLDH8zBx",
-	"uRSbQ6LMDVMmeDTlAjIubfGGMBDZGrYD0qkgohbAMDmINqD037AJ16BRdAyXF4xqfsL4wneNvdRb81lU",
-	"KhiLlayI6imQ4pFdaLS/TZcl0HGNNW5xxz+rQ3RTXWlbWtfHfaDoRRx+MsJ2pdHzGt+SorYNYYdsbXlt",
-	"sYMaRUbHoDBDFoEFjelHEus8YUNw0qLOVdxCCcGp7sP7Gqe3nTY2DvxmNzYOvKqoLDZzVbsFi/XLpzXU",
-	"kXe7+4z0sf7xNzwmD6Kkogu0B2HjUY0Er7/3qtCQCnLkDIWGxqGH7hSz+Kyom1QMP8pmc6iu1r7Nprz3",
-	"/IxNBnwA3VYmDHKBRillk2HRGyos8EREGSgnLxCFVIegqL00JZtUoEFvYOKSzIEokhzNeZJ0Udml3HtW",
-	"lNK5BgoVbvPQPZ5q9xdlk321KdbvqyEbJL7VcAmZvGF8XOk5CmFjYH1oSzrFdwSc6lrrqssAtZYYjWw1",
-	"PonRXpjNQ2+qxQ9q44rzZe9zx97TOYM3VEBb64N5j5mNSrUHO7te39qd912uF1FE5pLE50BlOkRhn68o",
-	"hk/iEQRCKd/VBXkrgq6iTrSWyduKP57JAz7+okTgX5WkEblgQqFi7CHP5JCP66LJFUge8WHMA87QnpaV",
-	"uaBEPjm5r8ExcF6i5hFiXXThqgoJlLspqYMKoVO84rj3zCcyrvFtYb++zeTb8U6Fxr+Yr858astLvFc+",
-	"ss/JdUXD4i+C416DcxAzVChDzjYpDnO6Kp8ZW01nXek9vGGOELM2GZh3DI0g3iwrkq7QZyz0/5nWXJo7",
-	"8uwHGvAQ4MBwJeHNsOkNY2ShtaIuuljFxecGIOlOg1xCM2l2wyiLaAy9Ja3TXtIZSSgjXaOmmILVkpRR",
-	"Rq1SvfIFKh27eLeWEGnGGGWTc4ig5+/RMUS1YsalzmVTG7wHRbHQJ0x3glpMl17do2jN9GUEoTdv4tQy",
-	"t6rWgureaB7/knV1Wad3qyztTNsTV2neucyz7NOc8KSMYjUVEaBCCmp3UuHnL4oNaIpmBIss1T1IgBNb",
-	"ZUVd5jP5qnOi7DLapETlm7+zhCjqbOKXklUH/sKN8ulMvtB6moGutV83vagltKEV2JOd0QkzG2dpRP/9",
-	"2ZPlLuLY4ulVKjzQnu3xcnqsb/7TE92mq4rprC7ZOvhUABB7gYFSrcDzVf0hKIOkcMnNo+dGYzKOdoAL",
-	"w9AnEoupdqSbhmba42iRsc1MYDlCKiUgnOt0uxBlTNIE9BM9pB5JNKeovdHi/kspHk5xdIsunKy0jxv4",
-	"INRanqYkuBg5bnLu6yBIkbV0jsIqqKAfO+7rSm66iOO6u2IF37cJbsHP27nz35mMBsPtNn/V0+NBmeuG",
-	"hWiS6BRVZYxgx1PwjXCycepSofdMywyjj1ucdS4cb4POlG1Ik9qO+TbKkNIbEu8mvR5Mly1Ot0ValC0A",
-	"q+U7mT161JtxFc8+fYJT++3+LJG6PLTSmND0jmhWsJnYKbKgtooXnWe7DYlFO+CL3d1GP2x2AT1JMtEq",
-	"IrZ5RE9NzHkK0aNeDoeOS2rVRZFfySMScU2shXcJ4rwGIiZPLCu13C7DgKMZXmq/DvTZrucZsPi1M60n",
-	"lWYPP8iXLC5iyLPSur6smLErqXyJZ69xeuvE/ilzV4P2GK8kA2C2LBwnJiSgiYIIk/TSFMGhyigAsik7",
-	"Mrs37DcAIlpgKr+HzjMBsjECUAKNR5AL7ZUUiLCYxBD0BLNAgzUQnsmhCPeDIs8mV4BKXiivNvJe4lSW",
-	"KXRlmelvmMpaaBSweDlM0tPYf7MmJKbBoylZHHGeEMx85ZNuL5TSqKcNBZT5XvkHPq20PnnCEkrnPNze",
-	"DQ1iTIfEHfotHNlCR8cN0QD5GDJRu7a/C5FwlVlFpTKLnXsS83Y/K9w8mhVjmuq6OIDiMrCuud0vFxw6",
-	"TCWU3e773T5XMNRX7fZRS2jj9int1Q6x3upml0sQ8PcTlk4WcG6KCoqmfwtusg/LRAPllCMupzdM75cS",
-	"p2dul4QpT2IDkbPglU0NTCcEMcUpUVZmqAYd0jjMLVHoDh8lOHVzHe0VoO4OjS9HBZookwnuH03rQOJw",
-	"weQt5hs9Ple6Yc/TeXxwQ15yH1oRbJyfMmp63WDT1w10H2CngHEDNnsax5Ma+QpTL+bPD1xOUUGpObI1",
-	"dPzfJUhcjcvbMXkb7R5+fvgJWtxvUL6mWCsAXnU2oKlYbTuGeHpMuIdtewufTL51UEztGdDrsDHb+ah3",
-	"WiMivZnU0zpsSoL/s1146zUOtXPrA2mCzrLEtF9/hFgMAHILNF3OuZwSSSOcFJ1gbXTGtOoomoE4rT1v",
-	"mC1JMMg9bEIZ0UUAOtnTGj26Nxy03bK6pzDgXTwzqa6QeGdq+tVFnBcM6PtYZ7NggWK+YGgPsBNKhj+/",
-	"I/vnCNvfaV1TXdpFbR2W+uM90xz1hulvDBMVq8cJZ/ptOeaBRZCdWVO1VKdndQTHhpUozYB9vXaeOdof",
-	"zYidhyZ02Kkr6m51X7cvMDJzpZxtlFG6OznjTmCV+WX5JbZt6nZTu4FNXQua4vlc6X9j1O12Nw+4W17X",
-	"TbsOoGnXylqgvK02VFHRCAskCABpFbVBM8oySaxKq+6KhOBYBHnARZJ05ocM1fO4gmk8KuaaM05zX7mi",
-	"kdluIiRmwwzOZlxCNtzswAqPzeGn/N9WB2pooOBk1E84cePC//1//l8oNJlm5q+8J2UILbK1MAkdB5LB",
-	"K6z12mzqh2HSoh7xUFfmXl2Xk60efpo/ArZbKTtwB/kuFSM8PzAaN+AfnpycnGzUg9Wllod1YTWkaBr7",
-	"HdySpVgpOqqdAW2TwUqHQKfpoO0yqBGHlSBRzwjEyCLHLAwcrFpIeEAyVYpGjEZLA9Dpd+C818P9rKb9",
-	"qBeFHabJ1aL2xjRF3DHkWe5mcbf3Vi+4JaWWzTD3rA9TLq0iuMaVos7LGT5AhMU8FSRGezohd18dlqvb",
-	"6SOHZpH62phBJR613+T9ThOCU3CgAyyBzv0r9XDTJTkYUi91X9RkiUYkwplQdtItgYGLlHygnmKCVPpU",
-	"pXew9OJoHyH/vv8IFNjoIyYLy2S3ZLmTuw42yEXRdelvW/KDPJi1aXzwENrTYJuaIgSJUiLFfpt8vms9",
-	"yFft2YU1tHHt6s3amay5uLo0r3SO2HywBvthtQhhxastlqs6URPYAIRO42VV/H3utO5SMoTMlRR6/+ri",
-	"YHByqhPo+LiBtfWQsIFPmxJv0IrxhHK4oKqawwaU8DTeR2foxrw3ONFzFOrjbJHi9qSYXA4VbkbfJfl1",
-	"+An+uz5Z7Y7fwvWpE0axhHTSLoIvlCTNDS4YpWh9bPLQDBD5ce8ZQBO7AS4tG21yQ8ZmmOEJwaOENKej",
-	"WZZok1WmZr6jrDL1qgfs/KYsDKvUbrBqV9ERwSlJ3baiZh71mnztObOuJpqDTB4saKwEEzRUEGhPdz0I",
-	"nOSRAI0JiyibQNjRCIEc9b4e4n4PQs44ktKMoTDfCFB+w24Z+dz3juf1QJzbzSih7Fbs5wEwkwRe4A+C",
-	"39KDXeyDHhWmHEvDivKxg24GxOqDEi2GcsFQ6gMWl4+z8Yoa3FcYkqn/+rrcUUzNjZQ6xTkv0T3GPEtO",
-	"sDq6UtKDqbwPKokWLkA4okU1fBWSHY3IlOqvZu6m52pTfRYvWTzn1IBXl6khQDiTU8IkQKTGFWseOT3i",
-	"+UhiqiaCpZO77u7BxD/6K9PeObVt/gLbu9Ms0WkT6bzOdAC8/3D//wcAAP//",
+	"7L3rchs5miD6KgjORJjqISmSknyhomNDZctldfmislRd0130KsFMUEQpCWQlQFFst/+eiP17/pwXOOdJ",
+	"zpvMk2zgA5CJzETyJsqyd3p3ZspiIhO373793Aj5NOGMMCkag8+NCcERSeGfp5f4Wv03IiJMaSIpZ41B",
+	"468kFZQzxMdITghKiZyljEQoJUlKBGESq4HHSBAWISrRCIc3iDIUnI3b77AMJ0Gn0WqIcEKmWH2d3OFp",
+	"EpPGoDFsHAwbjVZDLhL1p5ApZdeNL19ajbc8xHr68mp++fjWriRMCZawEMFnaUjqptm/7e2H8UxIkor9",
+	"bu/F0fgZPmx3u91u+5n6P8/V/+nm/6/nWdKXViPBKZ4Sac7qpf7g2avqEs0jRCO1onwda05N1TcSLCeN",
+	"VoPhqXrTrP6KRo1WIyV/zGhKosZApjPibnnM0ymWjUFjNoOR1XN9OUsFT6tLvpwQFDByJ69CGBHYM05S",
+	"ckv5TKAEX5Pidt69Oj16/+vfDv52+bN89+pk/u5l90D99+3l9fzdqxP9W/6/d3Zrf8xIunD2ppfk7mOK",
+	"794Sdi0njUG/2/Xt4xWJ6S1JF77jt88q53846pJn4QFu98dHvfZh1CXtF/joqH0Q9sZd8iLq417N+Ufm",
+	"k/e/ALu4C4nlTLymsSSe6/jA4gUyk1IiFDbJCRVISCzhFnwHKeCThYP895SMG4PGv+3nKL+vn4r94kpg",
+	"cW8oSXEaTrzHmj2sh+uDg4ODjeB6Yr95/4M9i8g04ZKwcPETWVSXf4LCmBIm2+GEC8LQDVmgZq/T6R8d",
+	"oXCCUxwqzN7roI8kIVhSdo0wOv9wcYnmVE4ULgyZwFMCL2IWoRGPFoYYCkCVMU2FRJiJOUmP9VuYcTkh",
+	"KYxtocN+vzNkhaN7Ou6F/eiAtDUta08xjdsG2+2RaQKdH5qz07baah3mHB21GlPK7N8976mNgUL7CYJi",
+	"ByjGQqKU4OgYYQV/MUGcEUSF2SmJ9FYPe/0iVFji7t+DYQ11i+/50f4tnVJZXew5viZI0H8UCdRR148n",
+	"MXzEnTgiYzyLpZl2iu/odDZVH+jCCeq/8vOjTJJrksKK3vOI+LBF/V6PKL1er7cRojAekfvjyDmWE99i",
+	"zyJF7tW1RjQloTTcHiO1iJot9Pv9/kZbUH/dfwsXbJpc4vSaSN9GLt6/O0cSHtcf/rNnz55ttHL9wfuv",
+	"/ZLfEOZbNjyoX/Dh4eHhZgtW37v/en8lownnN74Vm0f1a3769OnTjdY811+876q/qJdFwpkgIKadp3wU",
+	"k6n6Z8iZJAzIB06SmGoJcz/RI/7jd6HFzWwzas8S0ziXv9A6EhxiXKIxnzG1PMOTB4fdw1ZDUgmH9J5L",
+	"9NoMMOufSJmIwf6+kp2F5EknIrd2ZWKfcdnWX/yyLne3+4YTKXFChj6+foleHB49Q2aKDty3eVd9+uSa",
+	"MPmSszG99vOGiAh1QSiEMbMUW6KhqIiiVgW4+OxKsGsLwmPCQnWrg4Yg8bjRysQFqu72t0+tjCyuTVqB",
+	"CN0o+aAR9v/6ezj9a9f8ar6YEJDv1T8FvWaUXavh5hdJp7AedSAkuQonJLy5UtwgvcXx1VQAy+i2FLdL",
+	"5YhgCb/1FSOKCRbkSko9rAfDYDERwdEVHoMYeGB+K72vxv4xo+FNzYythiDpLUmvrlMcEjvnl1bjVmtu",
+	"jcGBUl9SnpBUUo0X7n3U6C9bKS8r8NO51OXw+1oPO+cxDRfqvcLd18mmSlbWghdKUspTKhdozFMtPFuo",
+	"pJJMxar5M2lXzW02gdMUw98Z2FUxw5lnY76/8uxy6K1IQCS1YiMIqHKCJcIzOSFMKkJHBPBylEGWQM03",
+	"705eti/enPSPnu4V1+ugRram0UKSujV5buQVCBIkgmkFGqd8ClKz5FtchpJbfPdgkLU89ylof1ryVvNk",
+	"9oIcrteaFojgOVGSXnXuInWooBCfTjGL2maUuhNxjBiZK/ooEGERTwWJ0GiBMJKpWlekBq29tgv9YSX/",
+	"exaXE6pl37jUo1xCUZEMmVJMhEKrCWHklqQIs4WcqD2NSMznSndi10QUAOjAgRvK5NPDhld2zrn8b9kK",
+	"WkVbRy73mi3lBKRIEiwwWIB0kKV0V5+ytfDR7ySUav/5TVf1RrYUkBwWZwSZ6V2/sSFn6jcq9Fl/rHId",
+	"UiD1pIiuesYKZtZSKbXR7ahUfzWVKt1rfoGwI+/hzyIq31IhfUp7olQ7pYuoQSglIU8jUTp4gzC/faqc",
+	"YoZKVQHG+dR6xEAt4CO85GUJue3MQw3gdws9aijs6xjhkSBMIs7ggVK1i1fy/tXZyhPWq689WLNkj4mJ",
+	"oOlM225L54lDM8bCuTZONFrqidqfVjAGI86lkClO1BMFEf1u/2m712v3n152nw663UG3+/dGy4jRwsUR",
+	"JVZ/aTUUdB72W46GtbagYV4xm7YmkwoE2L1UFBjFIOdYoIizEh5kRql83xXcMgdR/SofoECfznDW7R6E",
+	"asPwLxKgJk9RIBZCkmlQ4rjVA/VPeZWpdjVKJDD+KY6IJlRAnLdSK1cKI1j62R6VSNJpTis9S6iBk2zK",
+	"CEvSVh/xzbuG5Kq0kpCkjEQtRMeKYz2MLOsANo4iqhaB43MH/rT2WqJpAJFtkZCQjmmIzEdqmIlBlApu",
+	"+3ZvmLXizSW9XOHYSo5cQEO/iUhdqF6DudftLMGVgywgc3nqnyjT9qklE2c4u5pcRppaWRxuWRJRXEWr",
+	"YPWxF+2jsi8xi6iCWB/7Aqkh5EzQCEylShnBKKcwpUvn0dYShCJ8WuNpDPpVcQK+/DDihOKmDyVNuLvy",
+	"rb6k5ZGao+37oD0lv4OK4iPjC0QlCjFjXCKJb0jx2xnjVkKxGVncPWVoitVcDLOQbCIlqYtydu2FuAkJ",
+	"bz4SASbrOtIzxrGo0J5LI2WgFN7WRl4wKpRFgCXsnN9owlbltdJ3lPqEUsxQEysxG4UxD2/2dsgRrJnO",
+	"y+PHmMZlatFoub6Gw+6Lp56vqm1WHQ1ClD6mSbx5e8R5TDCr3C+/0USn9jYviJSUXYsN7/PMWIK0ak2n",
+	"hM/cSz0GsLW/T2dCohExehs4tKwlqYM+TKmUJBq4+s0TgbTWhZr2GxMcay5g39wrebQ+N6rWKfOyY5gq",
+	"SenuGxWWrjaSTVdy8LjemoOnQFQcj81R18vknNX4JzMjihTkaPlcve5KFdfdZmEZXqgwAq3Xj6mFHD5G",
+	"/U7n6SEQX6ElP4i9IDicGPPHLCnbYXXMxNVyed2d0GeI3URQdyWZVkPMqQwnaplXmdcNTiaOqaIOje/P",
+	"yqrXe5WkfEyBvMRYocQsiVaedGZ36VUNtM5FVcBUPaNKa6RTslNC6syyKnogH3oPq+4yIX7L8JmVEoU1",
+	"rSxb6Hs15osfXFcY5rI38l1uao4rQ9Q6752bwV+KkFc+3LeK++9cJ1vDfoglImCX1ZNr1nR6ia8Ly+ht",
+	"bjnMjUtFAK4co2ND9Fyra1h0jJE5FhbOdQnJfqmNBpsx8hOwDfvtihXqW6SoFfIzxkJWDSFfH7f/D8ez",
+	"sghfZ940YLHKwGkDFHdh23S/tZZx82VuPvs6hk0ndvAeBk6z7HMbwrQBwr2mJI4EktzQI7VUXIOAFQyb",
+	"Y0CMKWXuPL1/odzDo1wVBrSn7Qd/GJt5KqpeYFcmNoO8aJY/rFjQ44gIqcP+1sa0U3ZLYp6QKqqVoD6b",
+	"91P9ps/YmPtoiqDXDGIzYBQoh3PQDkiItWWWyjqb/0jh4BVlV0rapWC72CZ2gyRc3cehmiShKRE1cvAB",
+	"SBmFOND1A0qjDSKOhJitEMZviJn+pm0/2tgixMSG/DTELAwJiQgIoSSd+qT8OvcEUHF9fU8E0qPgxphS",
+	"Nn/z3ZLEN+RKaZR87PyaEiFxKq9sjHyj1ZjyW3JFEwVYOUH2fXALy/vDSOwKj2JSJ9JqSxhKSUjoLYkQ",
+	"lqsk2979bUvgMX4ijPW+Yl6qfMfgQ8WgFOOQTBWrhAFFo/1aNnsXvbyLFCgl45kgiEoEGjDQwRVHdLCB",
+	"8F9E3tqw8a08BStBwwuLhu5tGZy4es6cllQCUDXlXQ2CG5yvpUu+uUxsSWWrBRK2vin/JIpSIgSJHjCI",
+	"SZvdKWdXSjOsI37Y4Jceg0IeEW1tt1b74uIgMP1KI5lnTkuTV0jBGm5sQoSl2hUVGmLZkXq4E921JuCl",
+	"lBuReamyTarFZdDRytM/cvAsUIclcsRK3cTIIjvRTZxvraebOLLO96af6KVv7arhMxlyLbDhTJozawYE",
+	"KV2IV/QQkiTqlhwZD0SCRqsRmbhdbS3t564dkBu0vDBo3NKk8eWTx6Dg54xvZlPM6vjiardLHVH4aMlG",
+	"gSQ0gxGOrpS8i+UsJUELBTN2w/icXd2QhfpznnJ2faXQKv/LYJz6QSNIpP6ZkiTG8I5DTfI/Fb6pv6Y4",
+	"VmhOonIMR5EGOTt9eriUJBX3GWR3pybT3qsANTFS92i8WcdanJ9jgUYpn11PJJol8GfK45hE4AbYQzxV",
+	"m9LkMkBNLQZEaETGPCUonTHFPvZcsdKFGz1Vw/GTFgTGgnRb3RzAnC9KFbah3Y/r04ALSRKDRV/gaM/0",
+	"W/2jpyvUKHPMS7Dzou4i/piRmb4Fk4mn/1jjfvZahYPP0BXZK6BS346FPtTUsZXZRJDxR6ekcDt6QWDm",
+	"NMMUei+9MssBNrm8l5zJlMfnMWbET8NtlgLkAMc0xGXOYH82YfPARqsx6DEwUq8g8lF/QDu11DhRjlFo",
+	"h0mvfTjuY98WzJcFZSHxCU4s1NLEDqW0fMs1exFIEMJ0Kqfxwk8pm8liGHSZBZvPlrV1Lac1Bo1et6P+",
+	"/9Hgefd51+rExdNRU12puZdqv/rIsoQbxSGW6stVVdauqbKJ8zNkHhbPu7z2tYR7CxlliXcVRBQOwesV",
+	"wQqpdggR9kQ9IRHgm6U+yPaHExQvpALP+tnX8OeYWgAlzaDT63TXDLwyQFLYUOl2spPzEe1KpLtXRH85",
+	"S1NFb+MaUX2LAHUjbmdo7lvcKxJS/7mdoMg8s8KootVc0XzCrikjLZ23QqVAlCUzKTYIyAltBJqht9tZ",
+	"024oi8B7pNfVyEUxUErQ9K6HqEARn7PG2qE/u4z7dHbpz/goBdu10Ghz+2wezecBtnHKp1e1yrNO+VVA",
+	"N5YPozovt7Rc1oa/7c7aAqC5WbyrWpZgOBETLgHyM0xQAiuEKkN2UBOuDyocCB3P5O7niUCJtZUV5e7P",
+	"Pq+ABuaKSGeBG+S4zJtR/Osq4ULQUUwC1HQCU1ACPo8BYlynv0z5rZb01EeVBMdRBqJautPfhPlQUx0S",
+	"ljwtKQ0Ouq2tCv1avt4KfvpCbFfZMrSspS4nKvGSg/WCh/kK1NCFF75CzknJcgKwkJ1mgZDUBuXZ4hj+",
+	"vAlyqwCiyVOUUHbdUpctFamRKU72wNXEGTF56A5hx1KSaeIh7fDzVcyvNf2248CktE7AFqynROyfP3/+",
+	"fIl7Bt4w2wZbn4Eb+MiahVIMx4BvuY4PVz3xZnYss796WItzPH7Cb4asTeTt7Z7o93ykPr+DCis3T4B0",
+	"lQ2AVbRY5jRRpBFO74nwup5350BZEkxmI3QVNdYa5g6Zdg6ZtXtHNNIqcmBKALRpFCBdMGSv5jiWA/fK",
+	"49CrEuSP5VciyB9KXVOo67udNZMqXFSrPwT1vErUO3XUfEwZFZM1bjS3KPAUXdNbwsoxofe7YN/V3rcA",
+	"08r783N3CPemzpZd24klUimxtZwarUaiw70U7S7aR+xovxpJ0rSuhhao9YZ2PBEIRq52DoIN29K52hvN",
+	"TNhmJOx1RlAzISxSEkleMGpldP3R+je8nu+kXE1qaTKROimD7AosnaotD+Gw8+mhbnKPkQ8yUlVAWcev",
+	"krGEUligy6CWyRKW23hFCpkutJnfgucG+p+Bx8aby8tzdNTtIkgLYDhGFxCxjE5hgIJeqBplzP2do1aD",
+	"AdcyfobGoJESCZhha6hckbuQpAkcbiJkSvAUzRi+xTTGozg/nqsQEoyOut2NskIIi3bLbvyYqZM9IWEn",
+	"5awYcbr61DxEID/GCmjTKdFFDogpkAVyovoTFlfETH0J+d74TB+qFcxm05FmIqxWDkF6kNaheqvlkeyu",
+	"K8pRwcoNgBCg5pzGMRop+KQkQvgaU6aVm8zybZlKwVTtioAWpox1ukBo7TOP7lMGwOr+0ZQLiY56fTRa",
+	"KKUxK1AJgSDpE1uirHjfNXBcQ/cMYNdkkNt5AIb0C6hpfItKDWBEznl6o6/eaLUpTkr0+ai7OnmE2axF",
+	"B/jyy1xGdlY5d3Ou0UKMzAsmk/s6e/Nvbyybfy9J9iXGV0Urw50D1NTStcKeOaZQYVCngwIS7BX9TEMW",
+	"QM5KTKQkqfHfKSYxmkXXRCKRECZB88QoIekUM4A5TONZCuaHIQtCzEISx5kPyhRGA7GQCgX3kU3fMmhr",
+	"1lpyMRUWohVo/d0iLhfUvjI2vSrGwpaCcVNCkFQ3BrqzsZSUvAXnXMgxvYMh5tdOyKdFV2uv2/c5W09Z",
+	"yuP4I/ljRsSmjvgTlgWjEPjMtOp4zx/oBP3GoDES5Orw76Ne8nN38Zfpgfj5xd3zyz/6f50f/e3m2ce0",
+	"94Y9fRt2T/CLV9HB63HnZPQyOh3/ODn7/af4HfuQAL0Mja1NTX+V2eQzeztOw4lCj2kEqseEC5nVIFFy",
+	"ERdQ7ZDN7kCrno1iGpriV73eH387+dtPdy/T8V8v9p9dLn79+c2H62eT8PYcJ/RdnM7PMD4P3/zykf+5",
+	"qpJXt1uXE/xEIM40v3ZOD8Fbxeu9/3k5YHDU6/uUJnugSws/cSFfw8DSmS2LUjqN+kdHvRdIj9e1RUdY",
+	"kKeHJUl8o3NfWX2pRKQq11LYgN2/j4idZm/W7FNLMpIjzOqxYJs44VApZExSHAMM4A1gYJvgXHihgCTl",
+	"Km8bVUo7kw9vuMmOpxYAUT4KNYOTmZzwlP4DInsG6AeCU5IGe8dITPicIc7iBZqQlJTRb8Oj36Q+wIMW",
+	"RXOudAkV8pU58JaiWF7X6yeyMJm2atzmwWzLynbV1gSoBgiadDcHOtYocpWlHqyRMVC2olSSJa42Cb73",
+	"R9YneBFzDBbkxV+Sv788e3r2+8ndh8tf6PjnP//Z7AjCuqAkXcxG09fd6D//EjfqkjRqjQ1hFhHcUkQs",
+	"JQlPpVEWIHh8xqJaFL5ntPDuw3ezg6uIwJhxRkMcZxvWipGfF9Wc+sqKf861VMzxhg9mQ2qmLtzmpmzO",
+	"uez8LNxA2Gx9Xiy49XK5E1MQjETaBWnSwlponlIp87gdKAEuU8yEjqZUqAKlFEwaGZWCxOMOugR5+44z",
+	"Pl2gplpFS79PlD4kob4IFfbrQzanctICUzNYwxiXdGwq1Kqpfzh5+dPF5Yfz9ruzHzSwDlmvc9B52ul1",
+	"Dju9zkH/8NlBp9vKc32oRFOCmdgbDNmQ/RMMzOif+fz/BE0U/RNGKTj855D9s91uF/5XvRhkhugA/ROF",
+	"KZUAYf9EPRTYQLD3PCKvzAiZE11Ix0cmAg2WxjhKCEmRIESoJaoDZAsoEnkMu3dq+oE2gyBGwlnIjKUE",
+	"hxMMDtp/ojlO9epRv7icX4rjoKyFDmxDSYwZQTEXMlssGs0kaFJqbZLGsV3hccHfKworSdSHKRtz9E90",
+	"UJo9cY/CLbsJJhSwCdmSNbpuPET7uZ936sdcmWAZZ77D4nzv8sEX+VjMMmUKJTNnt8XyNHWzgnXOmfOo",
+	"ds5TOzKbISZjWTeHwpCrMWGhfscBqafFGS5IPH6djcvDKPW7FXjRuIeaGuzgfhVacbjaKf4dKurYM4bS",
+	"5haqcyh6lq/gHMuJBWodfj1jFiWhmKoalCiuidN0oV53q6umBMpFRAOA+ZRHs5CkaEFkYQEFGHpenFvD",
+	"kHdmNaPacRWuVk6bNUvRVS6sGc89gxf5Oj6a0VAY5XU2FiOolIF4iiJCEl1tRtuv7fdNKOwaK4p5iOMr",
+	"RX7B7u3Aer6kXjdf01s1/qMZ7kC7G2YLHxEI21Vkq+IOGQdA3Xx9WfxvfnO9Xt3y3MFG3tArzpeUYCE0",
+	"9OpzFJuvKb9Flz73axaV3yN8BtnPoGt8S9AsOS6G3sAZCk2IV68sj0DKkwndk3IIZd5uhF3kA53yaIUI",
+	"d8qQ+ZzO1YbbK89ZzH905z30zPthJj+Ml0wt8Q1hyNRUWj25/xaOPBO7mFQ855xP6mg2zHT9MWqNfZCo",
+	"2Z7ZUHOzCBtG5GKPuwiHsL42Q0uYo8MQDZdzV4XneGHqN9s5nd1nE2c5mu6hP6tO+9Id5wZCPhHOpFSU",
+	"7lthByNz79T+c39enTs/9kIEZshncQRl++FwS9DvrEPPm4d1dap8uecQz4tsoJ8nPxEo/xaydKEyie9k",
+	"+13fNJWzdT4PzDzrZbPm/rwn2+/55i6erTNxAU7zMLtOHmaX76pf/rIuNpAPVIB5PSFpOyv8p+UZATkJ",
+	"x8gN2MvnUoLoLdFdehSAG0NWJhtV1la91/6Bb2nFe8UzyadY0tCd2netMIf3Wg99s9Rcq671VXetBmeS",
+	"lIxJmhaR1lmF/4aPfMvw3TCsoXDDRjvr5PkvBSHdIURZdlw+ELNSogwuWyaamXbX0inTLa1fLFqo0+lk",
+	"7BGihzqmVKh7wA5F0rGPL/MxuJrYYksmmEDyptUGJbfVjLJSeTG/ttNnPvySC6dwEg59sj6kVwRHb53R",
+	"2I2SAHXNfhnYk/W8mrRuCqnejo+o5BwCJ6Ra4ZD9onPkQCkUqGmoOyNzUM3SW5LuIZwqbZVJ0HDV3C9e",
+	"DFm2ZFCjg+M87lHAC72uQ5guiZDvHUU26AxZIGagigdgkRNaV5V5LJhAeKQYbjMw9i9whbkRnUELBZSF",
+	"NNLhGjZzj4bY/JXFdgQaJioVCpfG0m9hw87LAH8pF6VYHqg2JULg65oIXghPO+yrf2iVvTFoWByFvC9t",
+	"0nDjn/OQsUcJ0H+s8hBblWG+kOksVHQk8ldgXrfo8mkWwygkHsUE4TDlQtQHY+0qiDEDnoo3ladoMpti",
+	"JjaPEvfGRLrNRQT5Y6a072M05nHM5xBnqLhPAEQo2CZCMgfwFcZzO+6LC/41d/55RXnDxlkEESPWWGYp",
+	"j6ck8wYepi+1KUt+uNGGQdK57rh2tpZHoF87OLScAEv+0GHdJT+CjW6zZ5oDVH64OWrVBsrDNvwhJvCo",
+	"tmZAlvT1R2PQXTemZLuSS2Dx9YST5Avw1flVfM8ANZQJ40xSNiObA7g3lMSZvfZYLxcJOcdKHPCFfzEn",
+	"cthGveQWZ0EICjST3rNhIikZ0zuU6C8iMQsnsEeApT/5AOxP1Tz2xK6n8T9/w+1/XH36j+Zw2DH/3Psf",
+	"6o/h8E97/+PffdTl9C6JMcN1HRkWBb2TQs+ZlGjktJZt88McVLZrDnE+5XqJII5eTXF6c6+EOB1tVMqt",
+	"y5KQIA5CF/Xp6WAxfelOAaXVFWC/VAC/uHhfHg3YzY3IrTMx18ICLb2/w+mNDxUePbMMsCFy8ieXx4iZ",
+	"cV88t+T1/2XPjdUdS1AEd5MWCEuodX//WoFZOtbmDMWPM4vKvFhUnvF51Um/s5r6LhAvbbyVDVyRY5V/",
+	"sVUE4eoF+cidA5x1TRQ8hrJq45olgv3GoSJZ9muiA88GZWspuZtgaNz1KNL27tsxrFm9qS4nsabW/urT",
+	"W785QpbCVyOMgK/oIzj3N66/K0g8bpu6m7pSpLZERDRqmYABEmUNH9Q2GCPhRnnahXI7B52+p6FlBnRV",
+	"12lPMfkDU+z9loJJbH3Ie7jmC+6mKrWA+BzF3JhUx1hIdEPjGEnOiw0n4DCyWvpdTwD82u0ftW+w8PXf",
+	"1uNSnxxesFr7ymrQFEJOM56wdu7umhe9Osq1hDVYugjjHl8d5uSVZD1FiUg8DgYIM0QFj5VU47pirev1",
+	"WAmTjAQDRO5MLoXBqEKRIVPFmjNSqkqjH1TOGmr1nvpTOz4wJfyOTQbUWI0sYaSiO2bwvombyu0u2YlV",
+	"i9Nkr5Wn/MvFh/co4dAfAFFmkj10i3eeogDajXcq7b9aKNBJjd5H4A2uPCiCyr51GYr97n6CUzwV+3lB",
+	"jfUNBDZRDpJhbHpyWfyX6rLPzm3lFj3MqBAxwCFqvjx79XFvJf3OTjJfkg8E3xAcS0+JTP27OtmU4Igy",
+	"tRidalFX/YzfVK9TSzRXtYVNTpIkpiRCU3ptehmboaiZT8tZvNhbnWJTW9qL3wSag0xgTyVKAE1iVijz",
+	"9dWs3thQgO3D27NogkrIHxvT6/zsDjyMy2mhnEFpTT3l4sdqKsxk7eMK/aVzFz908F6j7aiHqTg3pamX",
+	"JzbPEQYEeAYXRGZSwPo6lyOPFHjG08N6FczL4cB/byLT+Fh3eMnl4aywNbphfC42b3LsW6Ofr9W0+4WW",
+	"oibgisZULlBCUohV2ajJr28dhTqBDn/NgKyOYIwRZW3r2szGr70eG/pi6FLx/o6ODp6uLOBdAPSlOHsS",
+	"3vgFee2MyTLZwHG5CZ76GuLU1aJehZnvdXJYESPN6GM0JjKcgJprROSIjsflfgbrVRIpLtpTskQQy4LA",
+	"c6XjKk0HLE04aB01M0dQrV6yVR2pLUq+FjaXVXFdB1iyFoe+ZL6US91vGwhj6GvrumV6xubtosidmore",
+	"Urm4uk75LNE/b2R70ykaczJq+G1u3dzmVql5vobdLeuwpxnY583NA3lfwt6XEtNzG1f5OqJVW6J1wTuR",
+	"EBaJK3WKio2a6io0abQaxXAv9c0pvruyYW6AV3PKIj6/Un/A58wJ3sL7WlgsVQ588bzTe97pdZ529/sK",
+	"cGGZYww1X4mcdNUpOQ2x1uvtps4iDw2o9Pa6b1OsJS7GD3PwrD9aHZVvrymXBw8rPpp8CIIhx4hME9NP",
+	"k1VaI5M7HVKxbiWQN7k1P3oYu/EmHU+2MXsWCUVF7MmetVDMgT3adPyNXFTnlph82UjSsSKKsNkJPFVs",
+	"CuJCNpZzfHO7mLx5b5j/hn3IiqlavqZkVaQsHLN73wXYK9rYt+tQlqHjqpoAji6yizIApc9tppt8b0Xf",
+	"s4Xvri2V03g4pgLCvAAYYB/zCY8J/F66quKXoVyh+jAjc3Rx8v5hG1itwXrek3mR5aREBx+XbVElJ/TB",
+	"fbnAEnqu1pQ/34p8F5X8KWVWnd6IsquFZAkC9m43IucXCQk3XM99qP2XZZiwlUsGymkVzR64GN9a188r",
+	"7z21nePf48xfu/vBr5MFairhyVSC36IDQk2rIKN+w1Nj/opW9gtabv561M495pTXlMQuYPQKL7TtvaA/",
+	"vZQ4A3ps6iPUpDaHwYiMKaMeVbuovj6kpulqibtQ+byNPh6SC/xHD6WzmAwQNvWcOCuEsSush3fdRIWE",
+	"pBrx0aliHYPlqspX4x55H+4pXqB0xoox+a0sTp+m3wab0WWszOMWwujVyY9ITiDjCgW5RSL4DthPpRlr",
+	"rSjtJQxZ2ZfNiMKvNn7duEP5jEUmhB3SU7mQx2hK70iEkhhLRRV1pPyYsjLf2rbOT4bFxgFzQ1JG4sag",
+	"8VR9oN173ravlioCFSMHirOXQcUG9bf1Rm+XNQJY1ftGb6git5//gkBLkAQCs4vftltY9e38dKrBCEo9",
+	"r6kD4ny2f3TkLX2eH3KVNesyb/mY9dUcLuRZRoVXNbfJ77ZamET9jlIC9uXiDitgsHKz3Bd7C9lSlF0j",
+	"sRCSTEthDABUq66nzL7tXcGMBi5aJUisw9b81DZvtV26LqsrqvX4O60AauX8s9dT/POT2m6o4L6vDRX2",
+	"fxwLtjWkenul+GDJtuADm87Ls1cfkaIZpXiW6kIyYFuFH8udkLCfCuLgNJormuXt4uLb/KpF+BE0u1EP",
+	"lsI5bghetS25z0z6kM8EYgPvW24OI0/dfLesoLukUxJX6fiWOUTgv1lqGd9Fm9xnz549200TEPVMOyTA",
+	"+v+06/hkFOeNb31xNY+YJQSdDbzWyEtdGdHXocBzFZ0NG8jmF1tJ1dH1GpEdBHVBHLhLdcXCih55LyMp",
+	"mKavcheVf2VQlCTBQujK0nmRB1uIeu6JMq2uq7/Bur7p7iqP0MfWkql658lyZL5PHXVtLjSmOBO451CF",
+	"HEaL5utPj9LbpECHqsVF+TRHMMkdPbIwE9CvdbLVlnTiOivULNgET7qdp5uVZPdVcOYJYQGaT2gMee6l",
+	"uEv11ChFQJrrKjJnjz3zQsGbGhLqr5UBbqnYpJ833RQH26GAz9lq8tY5WP94VnaioaYauORfoRtN1S+0",
+	"oj+Nvt0i51gmxaxy5thk6Z24cgofW0vDyYSt78yPUyiZs6GO8VFHZnjqD80SRYICN3wjADlSR9hShgIb",
+	"yRHYTq3qG9W6JJAdWrzRlUEhxWsuDv/s34NAOI753LQknRCkv4maXbcuEFbXEZK9crTXFN9p+3NPUdfl",
+	"1uh8sRWmoKc0MV9Av0Ne7kd9ADPY+Z4/PSzM2Fvpvy2chrMaH2w4pc/y5s7etKVkJsvV1mxvM+vtQiGe",
+	"iUqdTWbqzn+1qK2NyugWKugamR9c2RsF+PS/tBq6CAvlzE+K7DEstc2qMaVPVSJ6M4FFOBWNpJMrtRYx",
+	"+2CnWKt8a6OwJh8gvfcqwiegACvKp2uHiBaK6DWVooWCTtBCwVUAUBS0g5YuMENtID82r0BpNvVOydiF",
+	"aVy1iE8py1JLiim+J+2/4/Y/uu0Xn/J/dq7an/7kze997+2VcGKiWLVlPJ0xkZcI0dbE4LEiFe8N83nB",
+	"/HtGtsE5rAPoJ9eGl/4rFm4TV1S9LBg9jDbpUHyvnuA8h1p6WYasbgrBFjUZ10beqHYI3sSLtZbvFSpw",
+	"SpPz/K9YLk8sl5XUt4vGyrF5WeFyXW3f5tu1QMzSrZP0795OFCvo0E47S9R0h6iBlVOnCcRuacPm3R2g",
+	"5kCWJlAP2tkQ2/InQk3D0nacTutt6GDBqb59g4IkILnb+ELmvhAa57Z3GA+wPola15Kf7xzoO47jD2OI",
+	"i1hDXvxc39VEp+OK5b34oMcGFAEWaM7TG1ruLJYBwrNtWpmt7LHyI70FSmASUA290O7ZZtBu6y+04e01",
+	"+j+Qe/V/WN2KxH+81Uv9VA+kuedlvaYyXzPnxQ88dTBw74ZBjyq8GsRbZXiCDPZdGJ2yD62lo1l18Hsy",
+	"Nqk17y5eeClBbzMyf9jg343IvPcoLmoM3FkvtRmTNHbibjQ+CZAAGQpmidKSdS21IQsKPQOaNa0AqKxt",
+	"ArA3ZDxFgSOyB3V908AIYvwUzrSNokJQsLjnL1eYQG5u8KGZjY1EphVF5i1Eo4Vb37ZlavUZ94dUQmW0",
+	"C0K5RSuYtdqZ3zN+tzj26OjoaKXDu1C3a+MITUtQs9Lw8BtJdIimvh24V5zKch2YXr/V4De2RqW1E5sw",
+	"TsUMV9Dm3t+/IR/7qj48pWK+QrPtHI8fpgPPMkvFxwxnSonC9zVU1IeHZ+XbjqFdgq5+nJ3JNbWVqm1Z",
+	"Bu0YWt1FuiZu/BQCxg1jy2mGR18/XMv/+c25yTMiWW/LWU4D7uMnn2OBsLgpNhsvUJNKerLjOy/wgcJb",
+	"69f7AiuWdJpcbeva3F3UfnYjmfnIUENfZVn1yLThEnmhrdGiSBXW664mSWL8MR75z9SFrj3IV0RIqqtT",
+	"6rBzpxD+g5Th25FNrbeldWGlYzovvGZc1NbeledZqFvdzOpVgo01+uXaPkkAC3stFKQzxvSIrEmd+tlp",
+	"zOI0qO54xTTzCah1m/NsbzxENrJyf+fYV6/oAyMooikJc0CqdvD5Smpq8Xv9fr9f/72YspurNV8Yj7Oi",
+	"BJ7skl4ve3qfZBcFrVMuiXeKfiN7vNEc+j2ly5J1N9vtN/5ViKAuRC3K6q1kMF+z4+XQt7pArAXPimd3",
+	"glPNMEZcTvJliE3XAUC9eh1FqK9WjtKV6Kw1zhcxXUSUmhlq2ZQ7w8Pw+BwHq2Wo5iRF1GkrsroaWhmJ",
+	"qxJ4SOjt+mfW90cAFknB8kkehp27ZKUOTwjickLSeyDLLgLQLC4V1lwGvDKoVw65crUO5BQolE8MULxz",
+	"S5eFpx/eiMg5IQzJue6bJVrIzI8oW0oXPjdwTY5kr7e5KeBLqzGq+1x/08/1i7joiRlYp6TaKYuyZa05",
+	"toj/YwzxTb3WxrQgC8Z68WKjSCzcUOutg5pTrYttADJKIiMsWlMW2x0oeHN+/IYRp9BmXsxvJoiwhufK",
+	"QkurW5lxU0cZTZya5eLLpZZ7MZbass72ZOpufJWfQaM2ieCQduJwyD60duXC783hoNZ8jqlnYT8UqaXG",
+	"GkbmPlwZ83SO0+hfKsx3ocKYl76F2+rv9rb6291Wf4Pb6m15W70tbqvnawySo9o6tMi569XDS1TDTpV/",
+	"pY6CbFXYxaTMWy4HPjYgMuB40/mWjKxm1DFXV9TVNWmvNqETaqItcE7qMofdzmEh6NlTOlx485BwZhJy",
+	"+jaD7zElIWEyLhrN3XD23ory+NkR+LhZgT/awGdf6ZydKevFA/ZyWPJQVlV7TRW9ecqV7hWhlM9Y1JYp",
+	"TaoWErjbpSddk3v164SAYodnckKYVGBLokJ/7jSluuGMtUbmruKCwRF+Xs7W7W2XDnpZ4Ztzt/Zheek0",
+	"nGhcLHWGLTXhzeuXmCpEENBNq+GYtrWOtybT1t7VTXsrbVKyCUoIQ5kpKtyWcFDKyZqSW/qJt7ITeDFM",
+	"r5N9nfyjxw0QuaPSVKxHvQ0cd54417L77lgbxYXpl2pdQEBPeRyRVF+U2MLNt7K/TLFfURFy5lggppas",
+	"Vxw9oi+qXEHq64cyl0PjCkWqVvpLsvUbT/UWVdQ0avNV3a2rVazuqfGu0jlNwkrWytk6ela1GnsILXTp",
+	"0V/U0vy0TDOF1PjHshZfAxQ4nfBbKCj1qG+hwKbw6H/zJAHvVo0Ta4Vz2XyqYbJ19T99jq3l7uZzxwa0",
+	"WUCxNuIWLtWt29fsoT+rp1OcLlqoj/6sS+VC6+VZYjr23gsOlxvNvgFDyDIL+y+M/jEjNhe0HhuK5rXN",
+	"7Gu5vJCtwwv+KR/FZOptPfnx9Uv04vDoGUr0INNDt1KBVHNcp/jWb71PHTvrIIcSSO+Hjt9yriESulXr",
+	"ACq3g0/+pf3evmNuzlv61H4TSpOb1iyH/X6rIamEW/2FJSkP1QdGMUGnTOpPmgOZSJmIwf6+TVnrROR2",
+	"32xb7FN2i2MabSJtYJN97rTfAYgz4XtFiMtKmP3W/9TJC7INkP43YeEChYswJlb4QG3dOwiJhPM4+8s8",
+	"9Yof5qR9jL7UWkm0AJ9hy1ovG+sKJusby5xmTh6TGWWKgPpSpnSpOjghjzF0/7a3bzBW7K9jz9h32614",
+	"nTkwVa0EZJdCoxbCseA2Ozr4z7Zh1O2zKEApEQlngiDT+slPTV68ePGinpp45Z5ZzYW9ubw8t8JmWNbv",
+	"NNRXe19oPKg6VnkqkZhNFam2hsobqg3pBgGKG1qOSE6BBm9H5BP0y8czxPDUSilL51oPLVexf9MFWZ9A",
+	"a1l/paxMujfgI++/kWX6Z7kKZDwmoaS3BAkiFW8WFTL5HXWLONppt4gq1XSPYmlHVjXowhxoo3Qi9YXy",
+	"R1DbUrpyb1aqPy+w5hZUq4FepySfiQ5cpyzmT1S72KpXtOztYimKTSuWure5ZnN8tcy2SEhIxzRE8AUi",
+	"y818NgaPCk6V4GWD6/bX+zRhambHBZAoTtZyAa1yG8vQP+9St4FUnHek4oz4ulKVznW7sHfY4KoepDbU",
+	"/Esh1jyXDnIqUa0XoquFWY7vr2ZGIl0nTCBBmalQr1M0TN2kwlb7G5esVve2FqzkcaCPGrCcXcoGC05r",
+	"WY2FQk+BxPwKV5U7ri/58ta06DWFXxwlJDSNsDTfqGgiS65secXubKvLcO4nb/j1JUgI0tZbZvjaxM1n",
+	"SIUCTQkCNFqAMDEYsj+hgCbBAAWGdgW6i2UL2UXutZS+bohXgJru71pHvcrLvAaoGVMh9+C7tzyeTYn6",
+	"tp4f4lO1ZcUG/HCl87pf1DHJARTG4vFMatdzccxYqJMBywHsXQQwnbUfDIz9oLRWJRNBY1EaXY1pTKxt",
+	"4Srnwfo7PBzDeUAhDoQFCpKU39KIpAOYN/9sC5HOdQfamGqr9uDsXB1jP9hr5Wfd1JCGpjjR5yJDOPAJ",
+	"FxIWxGGtEJSTLRgGKpFOjZylcYCa6q99kPKKx0HuEhLKKy2qwRlDhArqd7v6M2Iq15zQmEvVYCBa7hEW",
+	"8rtALNL3q6TE3PwSQipsqB6rpaqHU/iP+XTJ5JL4SEShZPbmkS0e0bPYKqHEXLarGF/P17+WDKfkGTBs",
+	"Zypx3urP6YSpiMFMSDQiK2Q82HVd5dyDjSvn/jeSAlFTEIICdzfB3vcgGnqZDPfpvsEtJXOSBtBzWBwr",
+	"0qtzKQOt7eNQqmPIEkRabj2XvWPFXqaUmcG2YyYRULUp41X8hphoRENm9KRZ1SieQnDUlJY8hM7TCpBe",
+	"kFvityye3oIUZp4XLcpj3mg15jg1mQ5hSiUNcVycNvvVNy29Vu/+RLzdKQ0xbAs9CiWzUUxDdEPKtAmD",
+	"nmyhcZ2AkzFl1yRNUsrUoJPRy+h0/OPk7Pef4nfsg6JqN8RI0TdtK9MpWgcruLpR6230en/87eRvP929",
+	"TMd/vdh/drn49ec3H66fTcLbc5zQd3E6P8P4PHzzy0f+Z09cn1lzxXxCr5mAwCnrlStsVm+xWsZnZWT/",
+	"rlMVCYt4Kkh0NVr4ysovEI00WbUDNc1VmgyWKOWy2ms0P+uDJTP6vdHq2LCcpUQJbYGzuECHhoBhSK9K",
+	"IVMNKDXCfsxG09fd6D//ErtHMVrImqLIDhxVMsPoNbTemY5IFOmY4nLdiVK4ugcQq1mFxK+RmDMPcZpS",
+	"ndhA2C2JeVIqplCE6KqPwQHxCi2I+kdHvRfO6aHmCAvy9LDk1t4INVYec4k0mwMoLLV4Ey2LXSvjyXMC",
+	"5I8WtdnHivzckMVOokTtd9bLTcwp5KrSgfVRmxd0OovVMSwN5yApKbjc5nwWRxABPUt2YmnYOHRqnY5a",
+	"y9X0yzX8wvdtJVrnGTwzntxixAPj82oZnV0FMT1Ac6z62CADVZSz7WIM3iwSLicEhIOCQ6jsw81NR7+t",
+	"50r11wNdYoJyWjCFKRaTksi/3qQORq9R5m+ZUgCBWvWrPcdyIlCT0GJO0BOBaLSndxFRUm+a3mB1y7vo",
+	"L1njm9xPhuYTLpyGUXDXKMFCmkZ9VpPJip+bmDLdC6skJGy7k163f+ghoEuh2l+iFxycMxnyqVGZRfZK",
+	"xUMTUmFr1DqdWP0swxn9ua5dFGHXlBFDmnVrirVZySvzfZ8zwl2ax3o4i6FUbD5KbVzHlhWo65osrcKN",
+	"VrG2/GgKS/VSJTZNTuGU/Dd38f7d+e2BPUjrBoSiIpFAMsWJQLhMhkacq5N5poRQ9Z7mYooGPCPRi+7R",
+	"0fgg7OMXo150SJ6On3Ub2mfVGBw89RTQNl8rr05kK/9BDSgs4ZnPqO2spf5bZ6+U3Dkhd6j58fVLdHDY",
+	"6yGNNuhogIhSqpOUCoIO+ofPDnQhpOcoxSziU8RDSaQoCXfLt11xe1FfqeJ8fZd0Sga2Mrdj/Y8VfVAn",
+	"VazWDe0WVhiL83NpmbM2y6iDF93HxRuxosAFoAJpm6sOZrV92gQJU1KpkJ9nSRjEX6t6EcOjWK1fa3jk",
+	"Foq8LRLbnW3CFYNt9F70O91Ov9PrbtiiZwpClNXyXa3cWPPYVEAQFETm9572W3BJTpXP2364y1b8orbI",
+	"kIAKP6a/7wDhOL4HByhTum+g/nA5wJ8QJMldSTlXOPD+w8snwhh+Ur9KbICmLq7c0LOUwJGuZUkoQJ7f",
+	"GgQPN7iklZeigdtHrs3myzmMDhKsVXDAdGp6qI44ReRawf7suDVNsXrpmUHWJM6Uwv9enSP1pOhhe+oN",
+	"2yli9Yq1smnyVzP0cao5H1zhmZxcJSmXPOSewLjg4s2JDnq9eHPS7h89DVAzuD0oWZYb5mHNHElKb5fN",
+	"cXJ64f/syelFzSdngqR+kP7l4h1ST70ftALJRqWtzRXpGoWnl/h6byeVrI0NHJDTQF4JfHIKVKQbJYxo",
+	"Fcj+toWvc059j6LFZX7eQYG71AAZvyAUxwwslwxQc05GE85vBMRlj3nFc2HyzoC5asNUw8+0PVx1Sy4p",
+	"OUitthH+lGAm7sktXX2p62Ge+SZ9kH3bD1E2BDXnKZWkzVm82DvOXKgQCRrc9sOgFIhgz6zcZbTYZaK4",
+	"4lYD5vjA4kUWn3KPvtMuNzX1C3wOrq/BXJs8hQoJ9A6Zxhpir3zhPLWWpezqlV5WAmio7cZTscQgsOyM",
+	"YFGXi4Scm/4eq6FkJTfPq7WoPUz8DXYLSFMAioPlQPFI/NgWvFBcd13unMXiPz06OjhaHo1/L859e7DW",
+	"CwfeXrtlorWcOK8qu6ApMAzdiTnd+dR65odc4fvOii/kK9+m5vNLkM2Aa2Dm3kK2fB2rj4TEZQdrSXm0",
+	"Lt81ykF/h5xMCwoFXlZK2jxQWv+3w6pW86ZjBCCBQsxCEgtkKhoizkoW99o2MWszrvWuEgzyHZvF/J0w",
+	"ot73wYhWs55vmPd4id5fDzaV9Zm182bKls4azdPslb4EkQApvcXhAjXVs/OU3u510DkWIpmkOok6JSgX",
+	"ZMuBJ6CbZqMV7M3kpK3Ngm0FLyXtVemhOoHutvie+sV9r6SRGkVTK5W5kliNKikvqELciieQD0VNLFFM",
+	"lBb/XOnxKQ4VaS6pp+XtOejQ6z8voMPzdSjgCuW+uNoBevPu5GVbqfIvnqImaP57CnGzn/tH5ncwBOy5",
+	"0Ur64K0Z4NOatoHKRVV8cQZ8Nj3I8n3f9yBXWDDMMgfo5PSi3es/R82Xr38onI8CsE9rmDb8do0Mzark",
+	"07FoOJs86K+gnSWpCKYtw0urAu/lg6jeYJ1g9dc64wroqqiZyQIAccHtQYCadtctlBMPNy4PDOa3B8Vz",
+	"vfUGNzk1qDfP1He8kZwRBEUlsqp1isgZwbRaLP9+bQZ8MW3+7tzYNm1mRDeTcM/JzmygxCQSKHjht+QK",
+	"goxTHscKkK5gzKdiCQ09eO1i+pBFqi6RcUkq9fEdGC04v53vugdUiUNTZ29HFLnu5lkr/GaJgDcxF51V",
+	"ol7LALFVkogO9F4e6FzC12yeloUK2I4X+7I+8Oc8pqFHIofMijimOtfghhAl2rqRShC7pEuvQJCNeng9",
+	"IWnbZnUPGQQVpETOUiZQEzNEdGArXoisZrtaA5Sm5ELQUawjcmeST7GkYTBkWetdNbDYysVZoSZL+qVy",
+	"7QR3UJUGZHHB2wXUmMIS3OzGBD7y+5RF6G9QnsP4WHTIk7GHDABOR0RIp1PlaJFl8D9QI/UKjDmycl3b",
+	"3DFPUUJ4EpNjxAiJFHlAI4JmUFqhuFCeiHZinHIu53aUkPxaL+lU/WuzuzzNsn8lvI5ucTwjooM+zmIi",
+	"Bk42zdVUBAjS9UMUKLmDXEkZq1/3D46HLIBgouLo////QfrniODoCo8lSQP0X//r/y29r97WDQuvrlMc",
+	"Enj3v/7X/1ea/BgFee7GlZO9C4OHLHCC8guPDQb5MpqvPOnM7qSQB9xquMuF47dl3fKNQd5y5Qwag74a",
+	"W7Myk3Zc2rvOPa5PWyl+odomQucbqfFtGI/s+EJ2SgHQ9MYzTe3gKeCAq6t1vYyjuNUKwENiZd6e0q6j",
+	"mGN55M78tDKvb9ridXg7jsCQYye/c0xYCERVkHisqTeVyDTDQ5QhKrgnuKpXPJnKwRx5F1iBjfIa31Eh",
+	"bMU7twqbGo3mUPEM66dUIPWh2s71fXc1/drFLL8ppb5X70mJcwSHk1W1Dvvdza+wFiPq4Ble2ASgl8Kz",
+	"/9oqiFiBaIivN81fbNtw3SAKAA6NyJinBP0+i64VMfX0utsc3suWcvcmS7hQ3YLv+qvwWX8frTrC45Ow",
+	"NAc6T/mY+rKWFFuMLJ9J9KgWaDnhTEg+DbTxhNwlMQ2pRIEeGlieNGTBGAsZoKaY4jhGb0/e2zpIYq+F",
+	"ghizPOFyT7egn6vfdH85dU1DFhFBr1nmfi1KV+rz6kwxg4Qj8BzD0orylX5eZcD+RqgnDJ2cn+k8DF9Y",
+	"V9nBu3Ed28PDw8OVvTUZvqZcF8EnY3oHHT1vTEdPrfhoCRxSvKqO4m+koQcccX14zfKTWN08Awt5NRPL",
+	"Ik+KBTRtmZ2mCSlAWKIpF1K3wcZoStlMkr0dHspGSZXmpiuRYFDRLDcZWUeTBseWomgpCfk1o4JYFdrp",
+	"xOtATTV536QrLk0zVWOWBYLAR7Llr8ytAZi4R6hGhpz+nqQZ4qxAkU1uZutjck9oxVls0HFaE65qy2kN",
+	"EB5xQRDIxD+ZyQlP6T+M1fQHglOSGh1Bv6vLewV1ILSTZs5mlWu3ataNsbP6Rxbql/Wf/jaociu7kE2P",
+	"8IsFjVVOc0+y4Lbu8uxLa3ndLAh+V47yX3Wslu9ATRgXErNR9mAd5v8QId2bNMAteeBN7rWBVp6IDAiv",
+	"MoidTwQJr96Nf/p5zbDtWRo7FdIg2q1jzqAT8um+Y8m/d4R31oLvv3mYd5LVn+GsHSrpWWcvbBnvDTCm",
+	"nZbZCe82MG2Ni9PO/T81NgoB90mVBo/r5cp7dvj9et75Em7uVPIr4PlDdQvdAA2AjCw/HHOxv3x8+4hx",
+	"zWqdWwYwF69z24Bmcwr3EJF93Gy90K0NqP2WFF5nfRqCJLklHEuCV+uybpf1l9llTNjXixx+eDJdFz+8",
+	"8S0YWq6LgUNTY1OR7yEDt74eYd6QWJWjEtJ4NWZvoPBZwXV9lQ9SWiVmEU4jZF4XWckK/dYABZpHBDq9",
+	"E1xyULZD8ZmDvs32HC0kES14/ObdyctqdZSc07xIn//409/+SC/nv/9y/ur52dvzv5/x/lv8Fl/MD5LX",
+	"o59ffXwx/unnP+9cSbQUL1cTC1tdqS5+N3L8tsf9SFpADvSrVFmbSLMLZdb91lq0KEew71GhvW/Ytz2v",
+	"NSK+M5iHj+4y0LvEgb5CrPcDhln7GHldsLUZQB8i5Hq9Q81ru5S0s/9G7LsOt9TzmpL9IVFnO0CYoaze",
+	"qq46Ck4yIJUB+uXj2w76SHQ5Fg0SjEvj4yr3MlqLvLqx5l1PaInWK2fq9C7UZk0Q3jVh8mQmJ/7taK97",
+	"mJKIMEmh+oqcpYxE2jcyWqDg/MPFJdqHgfu3vX1dswxsxXCmAKZgUi52u4B+wfC7f3bX35b1WQY+bma8",
+	"7e1r62QA4iuIKZxLodM11ZO9NRbxBfpBjLlOymQSh9LxGvxgjlcXXsSUkVRUaEQ+SseameJTAuFbTGPo",
+	"UgCBClMcTigzFW066BL62fNwBvXdqNCOTbUGpdZDal5WbyTQchY85DFKYszIAFGJpjxSRMP6T9Vb/U7n",
+	"6aGOYBP2tbLjX+TNrCdk2sqLuk7cQjxUToZMTghN80Yg1NSXTEjahiC5vFdKZ8iG7N/+Db3kTBEByplQ",
+	"v/wJ/eXiw3s04pH9KBIM35CrEAtieIpCBe2DM8MUPpgGICRC+BpTJuSQIV0W0J7aMZqxG6YkOMOa1Gsp",
+	"+R0q1XbU1KdQdQaaj6gjxk5TmQAnSWwOxfZ0+I/fBWeBWsQCNTVJUJMGpktNsNdClIXxDCj0YfewhQ67",
+	"Ry102DuAQznsHXXQX6t9S1BM7eqr3U4QZSjQ7VF++9SxbWgC1MT64BIODntEmY5RUN9J89NaaN/7HzOS",
+	"LjraaaOA17hs0D6EX0Uk9T+DKJDKkz04OyWaQW8bpOUcJcNQZrxECRYCBTGdUhmgZq/TOep2W9Yfj3rd",
+	"rvbcm/UGjrgUWLkoSckt5TOhZT0sUGAGdErj1cWBBKI+5chO8CIs9SPBkTC0SV1ycHqJr4MOOv/lsoXO",
+	"Ty5fvoHVvDp9e3p5iiac8VmKgrNx+52SkYIBgmsWEsdEhyloYBFzxaE1zB72+vANxuVEXR4VxhamAQ1o",
+	"krkWkc8QkWnCJWHhov0TWQQQNtg/RBM+SxWrT3MaN7BnJfBUF5/M+iDCLwCTNiJV/ao7WmW9XwBHUHOK",
+	"0xsSqe9oWpmtQLY/kiTGCxINkNJMgr3j/OPZdBhFdDwmUIZdzag+RG3nP3sS/T5suZxusdSRCHu0fkT0",
+	"kccGyXkaqTMGILHlcG14Yl4O1/6iC94e63gm/VjhGYOqzVCWnccQ2ssIiQQsnqHgrm0JaVs9DzroBE2p",
+	"EJDTlmY0RLOa6sV3ey31Jaw/LjlHMZ/bZwc69CSmIWHCdTifJDickHa/03W63+Ss4uT8zFWJGr1OV4/k",
+	"CWE4oY1B46DT7RyYMB/g1TmTtcVe1a/eWkQfDaBgE8QADChr3KgO/o8ZmZn8+qxP6zHiSk6dU0HQHCt9",
+	"eZZAZQP1R4CmNI6prb2kcMGCI2ZGklR0rpOVFqacnUU2gvCcx/FLu2xTKhoKPYOZo9wigEEtVDWtukF3",
+	"4nIYlpJ0qHoJKGCuHat3LfvHBVNb/6i7NNTNF7z1CWLhAdPg0PvdrpUYTH1Ml5soLgJmmGzypaWl9an8",
+	"AOoaCCQldcheW+GuWtB7U0hDB5pTvBgpGZKRvY4WUcx2/ZNnu9m3HdhcARHuxBENf/sEfc10lyZzQe2E",
+	"xzGsKcyvVeJrKLwI7yqloYR7Su6HR2q2Kjzvfzb/uqLRF7VGs4Ol0HI5yXqSIhqha3prAwN0DTxd1nYr",
+	"nxAAlsK/HK7yBTZcfVwbe/ILXxV1/qkFzTR8mJvwVAJzaEPGhj4F3b2aIXJHwpmSicw6gPvrhhRYQENI",
+	"SJ3JhCA/MhqQMilEWSOyH3i0WAOsHcXfdglrZHklkJlDEn1R90kX+vSltRkC2d4mRUNJ3ofGxd5D38GH",
+	"ihlFD489+orzhKsnwuZk3QeD2Jhe1/IDqLeimQ3Ajq4Vj22r8IyqDMBK6mgBT9B4FsdDFpExZWBFEi3o",
+	"q23UAMWbtJZRjggFEQ8rFaKUR6uEDSMbFqsloxPdZzhUnFNBMmcoouIGCT5kGEl8QyBJRTf9NW0c1KCU",
+	"YBCoqUSm8uWUg1bFx1YG12zaiwpwcA9I391pPORdky/nQh4eAF8RAcV16uFge0DU+j8QbS99O70LjY0R",
+	"2zaunGn3cKXeedasF74+ZI4domkt9yHZU7p01gAKYEIBsaf8OGbRkEHe/hiHUpjEApD2TCV0UdWzn4hy",
+	"a4EhU+DaguxJPjaB/lPFvokVzbPq4oV67tJGVHWG7AS6hrZM7kK0niBaC8Wn+tTvQcnzs7+SOgK6MRJk",
+	"g/C0jqccPRxzZmZy6lh1O71Ot9FqKCqjAGkagT9e3Y3hs9O7ntvGw/ATXX5BF3fOen70evv9QwWhUxyq",
+	"b/e1e8L+jxOopzuBfGo1bkjKSNwYNJ6qhbR7z9t2CVxxs5iy2V25vv3GLRzWIw/66mwO31rcq7cz2nSa",
+	"3bqPNOmnJDpGQY56oI9X/GY7IFkFEqWnBiOqTYBcTY9MVbAiQcqSJupp0kfCyFxk1aSfCJMHonWcXB7L",
+	"zWTQa68FP2oep1ii4kPhBI9oTOWiVeirDJxU16+GEukZA9St84cMrpBEhpRVSZJe0OXl25b9MyIpkiSd",
+	"5nYW2z+tSNYN0tWSjjfZ+dyDeugpcwQ/yDviUev4NHrsb59yWc+68NYD1nyla2HJ7jh4NvFJeOPDk7dw",
+	"OamCoq8jP0IAtK19XoZVA50bs3D92j9qZcgTgEqB+t2u4nkxMVY8aMYLbbCTDjqTKOJEgDND8lmolbAI",
+	"SzzCuqhcEQR/JPKNmXerC/TpItpju/bVqrOqkcuKm9s5kXurVFUiXMVZLIQk09XkbUpkSsN6A9B5yqdE",
+	"TshMQBipEjO4oLmcl+9NAQ40dDaf9N7ROzPdyjtSk+0nMabF28nqelxNpEyurKH0SnKJ488hj8ifh+pr",
+	"w0ZLLZtHfx42fjy9HDZaKZ9J9dBtvj1sfEEHQM/ySy4r2JX7NFuwclj5gLTCvvs7duaZZoe46W0bo2Bn",
+	"gafxUh3vQ0LYyflZ7ldyUhytP0XkdmrjWPFeufnUZmhpF1joI6aWPkBgztz00rx7ogz97eTd293fVcEl",
+	"t8U1KT10sS4BNaFVljRqMzvID7Gm5rpjwpReG0aulLMhG1GG0wVSmgLQJSM4HKOj7gFqun6svdya62P+",
+	"PxL5Ua/33oQX7jNn/r3WrmkxLFQXi0tvtbR51D3Y4NJ3DCgfweCwHeW+7e3jWURlLZhovxuMgTjuNBJF",
+	"Y2/HuDWnM90WTVccE6bvs5YFwa0jU8yEtsEhbFRbUL4HaD7hqKm95C00n2CJmnpgy9R53GsNmQJSH+io",
+	"FZ7AHiqGfN/Z5kP239IplRCwuGKgDqFqPKjhHbYAAWgekIOupyYIrXAX9yA7BfjRxgf4skwxjV15Dc7W",
+	"L69Bp0YLSJYhroAlO6wERt57tcFX3/fVml2sc7n2cHZxr2q+7IPOhWY/ee/UyUX1qqc6MFggbD/dsUn1",
+	"V8baWipEHmMWHBsHsEnKbw1ZlohPRV5fWzGaPNCimZePGJGYzxFWXCeNjMw4ZI4aCnUtjHUVRcS0B3ba",
+	"ecPYFioWe1Cq7ojfgu5AU2ScbmLPR2b0vs1VbgyPju8d+uF9uod6W5KtdRd0sE46wVgtVLyUAdIVBqxB",
+	"S+H4+j4NvWuT7fGVrUL2yOus1foxOJpMZJaiJTrOBBZzeomv6yYxw/ZhzJcW9INfFmxpx2fjzKruhaj6",
+	"XHOMWhtX/fR3/3Me0PpFA0xMJPHVQVG/G1ZsjxHKZSiObiJLJOJzJlDThHAZH4tjT9mrkm794a1xZfxO",
+	"e58/reMp03NFuyCY+lPb30NrefiDkogKx0ylQKSmWJZPQs4P9KFZ1Qpk2xrBdoAsPxK5xQ05XG0jWDTn",
+	"cfYKoDGxQew1ceoTG0Jo/P6Kn8UE39o0WaUBiQ4ynbsRhlihKGOGOQNNCbSKE64vUwNGHktgBj8Rx0OW",
+	"VbsxZFlkhW58rOwXSKXYDXpu66rPihZeZfDglB7clDOd5+EqX88QuwJXbP2WbwBn9IU/DINZHf6lxX6Z",
+	"B8YIRIWYkcjWuTJfeyK0e6WkGSjVz8A8xP5CtsAi91y0QPSxQYGc2UBj+NYTMWQ6/IRq17zgDDWDEY6u",
+	"hG27HbRQYLydVzdkof6cp5xdXymWB7KqcYuqJ4CZMAYCNK/AZRK0UKfT2avTTusjzXatxbQ+V3SLeJEf",
+	"eyFma+P6lVkMUim4zVbV3DDi6KFD2NZSt7I+9TtStxRQ5fFQrtaV9f58OAa1FE11uk8tkp7qbCDKUCDI",
+	"H4EOhTXFAwNTZrNJ7tQX6a2NchCK/LOQICqGTGIIFGCC6ha4BYMPdPY1liHwNKrpWmjGIl0PeMhyIpDy",
+	"OYp5eNNCgiMM8TQwCNuMFJGtSAffTKkQROlyzH5X/QfkLZ3J7a5EXQ2VijDHWJI6lNXHsSo0VEt2NpPK",
+	"xCzHOL0mqTqbAoYd9vzYY6vleWJDuxtWXa5Bf7M8G1Gj3irift7Qwr9EmMddoVtO+dCT27POMmySFeJp",
+	"3uPJN7tTyWA9/M/TsqorOVeIL+g/SLkip39uSCnwX06vELbbK9Vc/MpRuwCudQRPw3LZ3LZDu2GOurow",
+	"dcyvHcJnCM9jUr19IVOCp/W+EBSAqxBGt/XgADUvwFXVvlB70oe4Z/2VpS2L1pAVZBZNroTEC4F4QlgH",
+	"neJwYs6Hal3w4uIUTYkQCiSBTg1ZQKNBYNKv9OAnwhBk6IUG1CyIsMSlYQgLSNAZMpMphAJYsUmsSMGj",
+	"wzgKYPQg0HqKobCjlM+F2syQ6bcuIB6iw5lZXoAEIcL4gMx84OHHJrxNATsap3wKKVrgRoIELGAScJwI",
+	"gm5tOdrgLRayDXO1z14FqGnr05qlmMi50WLIStV1UxJyxkgId5EiEgtS5FIDEHOpdjdiqcQ/+0auO0HC",
+	"Do3UBwWeGwaSZdOovV0Tmf0wZHJOQ9JB78ncTZtNZmJCInX0gmdODZp62I0YsuY5F/I6JRc/v0Vvzy4u",
+	"T9/vv/9wefb6by3LOCCEXZ/xmMyzvtJYIDxkY6y7COy14Jx1nB9wPyWR0hCjecolMN5pB53AvICLlJEh",
+	"awaDvBhvsAdBU+qpnq13lDex5kqvvKNEQP5glgbIjAStYBnORx8xHBGFupSRogackQ4KFDQEOr4xyJv5",
+	"jWkss+L/ABL6wBbuk5gKeYwoJHbTOB4y3QbKiBlsNh2B50BwiEQHvXjO0xtztfpDAknOfYz9AqZdj7Vf",
+	"KHA1kGX41R+oSa8ZhxBIBY1lIDaHuvcvtv/NsX1FhwIaZdl+gP+akJkc6ejYhUwALmKpVblq1WGmCWlN",
+	"PV90ASIKKzeVbBqDxv/8rdt+8elzr9V7/uXft1KNKryqGOSQEpkuBqjf7XYVDabRAB32hwy4Bvo8bAjy",
+	"x7AxOOy3hjD3sDEY5rAwbLSG2dnDI9tIdtj4oj7nEBL15+YRFHrJx1AqXYfMx4s8AsGQ7oiKjGqbsGsT",
+	"OKLEh53oa6+zCs4Vbo5ieku8/P9bkWsK8Yyr7S7Z/pz31vG/vnGm+a5dsHYji3WsAs4h7cwwMCmcpIUh",
+	"99eHtFuv8OQmSnQAj6lzwkrajEkLUa1JO0IN5OUowcrEzaImRq9OfkRykvLZ9QQFJhvmirNAZ15TE7Nc",
+	"TdL/WErmzWKRS5np2lQ+AEHDZP8vULgIY9ICxd+mK+RPWyia6c2QvKQAJOe6T/LFDBn0VQIvl84G0Vlu",
+	"YLW3KNRCNxQyjexJa0E/4rpgBpVaAFaDOuh9np09T6mUhJkWP2yRPTB2y3qPcwa5j+pztpYfKhdX1ymf",
+	"JY2B+g0cHyWvMvQtM2cKy9yoa08vf38BJVo37vrjvt//Uorv/txQV6OkpyRftu4RBScnTImilAgB/TNN",
+	"VsdRd79/6KaAZPkbWtiw8A690yi0+TIT3fJ4NnXOSCRcN3fLpssyDfdFers/tdE30OZ30Ni/xek+vLSf",
+	"aFe/b0791XxWU/Yjn9a+W5gY8iCzZ6jQzMz9mSdKLlk/dM6C7EVCwq8dLpDjS4384fTe+j8gZGDikIe1",
+	"uco6bh3nI/ufs1k2CSnIXmoB/c/ZheldaplATfjAPQjfowcQ3OdW1ogicEDYxhGsf7o/Euke7cOLXCsR",
+	"8fHDCba6rx3IZquF4+wUtwtB6KAggwxtQwxy2AhaWh6BkS0l0IGTCj4Cwp8uoYFObEWNoCIGBCglurUg",
+	"WIpywAQjlQJMGFYfhbArLL93HMJ28QfZ8h8lAmElitkYhG8C1bIohPtRx2TmL1SRB8xo2M2LBLTc6l2Q",
+	"ox+aMvpV6mg+9Mhg+XDy9MPLww8qJ35F3DHU8BtBHgOXjyPx7ZO7LIuuNtsrC3Bo5SZWIcFcHpGQQjV8",
+	"POIzWRQOUVOX9qMQfZDMpHDyjfLGq6CPZ/6bYn0ZDtG/Q6ZU8HDCBaSR2IxUYZrr6lpkECMOYUIt41Ez",
+	"7XfnfBZHQ3bNdYVcOgbmBbOaVxif+9jYqT6aryJSwVysoEWUb4HkQ3Yh0f46WRTaFesuxbZj8VcNb9lU",
+	"VtoW1vV1txW8iP3PhtguVXre4RuSJ+wj7ICtrRmSn6AujacdC5ghW1YOjekdOJawtAAnbRHwklkoJjh9",
+	"DUPe4fSmsY6OA+/sRseBT+XlUsxa1WnBZv30aQV02EP4mvCxevh7HpF7QRJlbWuHqZYNe1AlwWvvPc8l",
+	"pBwcOUOBgfEAjRZoglk0yItBKIQfzaYJlIzRts26ZL7sjk1aXwthEw43ZMEopez6Cmorw4EEeZE0Uaz+",
+	"l1W9gPjNVl5QwtShoAL1u33jM2dO3UXJwYPeQUWTcvdFXh/AVVAoBLuZ5UDRXjB/UXa9pw7F2n11HSqJ",
+	"b3QNqJkcMj7OXjMZkJcW9aczIdEE3xIwqmupq0oD1F4iNLIlhkiEmsEsCbzxoz+og8vvl11khr3HMwZv",
+	"KICuLQ+eWwjaqP5Mf2fs9YM9eR9zPQlDkkgSHes4DXBR2PElwfBRLIIAKEVenYO3AuhyKa21afK25I/P",
+	"ZJuPvykS+LOiNCIjTChQiH3FZ/KKj6ukySVIHvJh1APOUFPTyoxQIh+d3NMRMTjLu/cQsQ46cUWFGHL4",
+	"FdVBOdHJP3HYfeEjGZf4JtdfP8zkh/FOica/kK+KfOrIC7hXvLKviXXaosVvdYv4R8e4d2AcxAzlwpBz",
+	"TArDoJo9YZiFuoo8FUiHkuszHDKHiFmdrKW7AY3A3yxLlC6XZ2zj7oGWXEZESEc2Hy0yHr3X0lWcocYp",
+	"LkXxGzQdMkbmWirqoJNlWHxsqj7e6srdseAIsyGjLKSRko8yo72kUxJTRjpGTDExMAUqo5RaJXplG1Qy",
+	"dv5tTSHSGWOUXR+DBz37jvYhqh0zLnWAvjpgaEkXEYlpjAReKI1u4ZU9LjJQ+jac0Bs6gteWO/J9OoLH",
+	"vwSNGlqnT6tI7W5JCl16HKF55zTPok99wNNr0+ZNtFBOBbU5Kbfz51HANEVTgsUsVbq2wcS1oqLOspV8",
+	"1zFRdhvrhERlh7+zgCjqHOK3kiMF9sKN4ulMvNBqmHkPn/6u4UVtYR1YgTPZGZwwc3AWRvTfXz1Y7iSK",
+	"bJHgUtoqamKJplxI9PRQc/6nR3Lia1ShmGy1omYL6ga3TH34Us3hsj0EzSDTTXIz9NhITMbQDrG0WC10",
+	"gsVEG9Ihd9WGMtt2H2YlsB2dpRKYXl8BmjFJY5BP9JR6JlEfovZek/tvpSJKisMbdOJEpd1tYINQe3mc",
+	"Oif5zFGdcV87QfKopWMUlCsl+wvifl/BTSdRVDVXLMH7dZxb8Pp65vyPJqLBYLuNX/U0rlLqukEhGsc6",
+	"RFUpI9ixFDwRTjROlSp0X2iaYeRx2zwGssHcOGQP8uloo+2Qb6MIKX0g0W5yBkF12eJ21wiLslntlXgn",
+	"c0YPyhmX4ezjBzitf9xfxVOXuVZqA5o+Eo0KNhI7RbZSv8JFZ2ynJrBoB3ixO270w2YM6FGCiZYBsY0j",
+	"emxgzkKIHpQ57DsmqWWMImPJIxJyDay5dQn8vKbuXRZY5uih5d4maIoX2q6jnlah+pRF75xlPSo1u/9F",
+	"nrIo9yFPC/v6tnzGLqXyBZ69w+mN4/unzN0NajJeCgbAbJEbToxLQANFlmBd58GhSikAsCkaMjtD9itU",
+	"V5xjKv8M7fRayPoI3Ow6LrRVUiDCIhKB0xPUAl2BivCZvBLBXiuPs8kEoIIVSviTa3EqixC6NMH2V0xl",
+	"xTVKdUtgtchCyqVuyrRZZ7Wa5sTV5FC3wVth1qc1VSGys/JP/LTUz+0R60I49+E2pKohY9ol7sBvbsgW",
+	"2jtugAbAx4CJOrW9XZCE85kVVEqr2LklMethuMTMo1FRd0QmurVUqfYDaso5h7aZMWU3e36zzzlM9V2b",
+	"fdQW1jH7FM5qhwVsq2qXCxDw9yOmTuY1ahUU5J2M59xEHxaBBtIpR1xOhkyflyKnA7f104THkan7N+el",
+	"Q22Z9k5iglOitMxATXpFoyDTRKkSjsMYp26so2UBinfoorlUoGulMgH/0bAOIA4MRn8EL0lKPNddCB/P",
+	"4oNr4pJ70F9p4/iUUd3n+pt+DtxOhQTGDdDscQxPauZzTL2FDH/gcoJySM3adWA52UkwYVb5toLl6yH5",
+	"OtI9vL7/Wf1nk/Q1hVotwFXnAOqS1bZDiMcvdHu/Y1/DJpMdHSRTeyb0GmzMcT4oT6tts2MW9bgGmwLh",
+	"/2oMb7XEoU5utSNN0OksxvJ+QV/1vhjoMiLQZJFwOSFQnSRvb2+9M6b/WN7hzOlXPmQ2JcHU0GLXlBGd",
+	"BKCDPa3SoxveQi9RK3sKU5GUz0yoq64ZpXP6FSPOEgY0P9bRLFigiM8ZakLthILiz2/J3jHC9j0tayqm",
+	"nefWYal/bmYlqfQTg0T57nHMmf5aVvPAlsWfWlW1kKdnZQRHh5UonQH6evU8c7WvzYyN+wZ02KUr6F6L",
+	"X6+fYGTWSjnbKKJ0d3TGXcAy9cviS2R77+4mdwObvBY0wUmi5L8x6nQ6mzvcLa7rTqRt6ES6NBfIfiiy",
+	"1ckEEgSqg+a5QVPKZpJYkVbxipjgSLQyh4sk6dRfB12v4xyW8aCFZJ156pvl5t1Zd+MhMQdmiodHhXLN",
+	"m11YbrHZ/5z928pANV2hnIj6a05cv/B//V//NwpMpJn5K2u0HSCeokATk8AxIJkizJUG4nVNvkxY1ANe",
+	"6tLYq8tisNXOiky50YE7iHcpKeHZhdGopqjz0dHR0UaN5V1ouV9reQOKpltx+4YsxFLSUW53bDsnl9oe",
+	"O52Ubetk3UZBERI1RiBG5lkh5pZTgB8CHpBMlaARodHCVB33G3Au9HQ/qWU/KKOw09SZWtTZmE7PO67j",
+	"mplZ3OO90RteE1KLaph71/spl1YQXGFKUfflTN9ChEU8FSRCTR2Qu6cuy5Xt9JVDB2zNNqaQiUftk6yJ",
+	"e0xwCgZ0KEugY/8KjWl1Sg6G0Evd7D1eoBEJ8UwoPemGLHSpShtwC9CTL5BKn6j0EbaeX+0DxN/3HgAC",
+	"a23EZG6R7IYsdsLr4IDc1gAu/G0NfmyatLVEX0tpMgHliUAX79+d3x5YHYAqcJPQ99B6JyKSxHyhU5vB",
+	"9BZBZVptNjMCTl7nbMS5QqcZAxsxZWFKsIIRbMutgiUdItsxy94/toUoU4GilCfo9gDJFCfCFP1VX9Wl",
+	"EOmUoGs+ZGoLcwz9+IS12t0A+DKU15rdq+m2eMGmyak+o4cka/ksdfnK8HQXwKS+VrxKfX66giyUSF6z",
+	"eqMHnKZ0tJRrvTv7AU15NIM8Qyx18Qki0A/m0090pdyxOUaBmqYV6f4PJy9/urj8cN5+d/ZDR97JPd3P",
+	"Qu0ETTHD17qgLYo5jjp1N/mOjrbvhuuuAL06fX32/uzy7MP7CzQY/Bn9cPrj2fttynw6J9K8eHd229/b",
+	"fYtUd+Vr3m2p+SVcrs6TWOURghtRIGXyKgRq6vYDmp0IEqZEir11goHVlV2aSb9r31C+kXU8RPoE9b53",
+	"Jri4H90Mv+vMSxdQlhbru25ipqlKv4DAajsu9LV0eVpF5YcscMlGsGctUgabdac+3TMVyxAKQZq2FYqr",
+	"mDOBNwJbezeAvjYdFKiv2t62AQpu+2GAGCGRQIExrcpFcDxkwe1B9kD9szkTJG2hizcniodcvDlp94+e",
+	"IjyTE8Kk2VMLnZxeoCSltzhcDODheUpvFQd5zVPFkHK13tSeV2N4SiUGqUCT3UEmWZmkScvYcq0wZ7V8",
+	"jIIfTy9RiW8HCrdkW/0yGLJAh7v+IkiK2gR174azbvcg1EOvaAR/EqR/VRs1P6jd6h/VOs2Pao/6R7VT",
+	"/SOkXr+056crqGEhkkmKBdEcBHqXtJVYODBdR3SQLYT5dIbsEnjNNc+KoGYpoNBJhUQtlBKZUhLpdHeE",
+	"BZqT0YTzG3GM8JABtFGBZgyHN4zPYxJdkwj98uoc+PuwYTofkWjYQFOCmSnhbi2ReMhiHuIYkTTlab3r",
+	"LkfZR3XgTQD1Gr0X/U630+/0uk4/oalQWqkL6koZPmi01P9Rn57JyVV+Qbpy16StKXBbvatHpFzykMcK",
+	"pTXA61pIt8V31S/uu3pE/u7J6UWj1VBg5ciNmhJtSCMfx73nXHgNq3ZI6PcWKq5odc6ZQVDCltBuL+0Z",
+	"drL/Wf9jE6+hybnMUjyzfmUxvz5GxpbmSKZK1k9IVOdXvA+2PrZ3kbmAtSlrXulYdL7dyoigOnEjiNXK",
+	"ytlxfgWp6CExbleuxntd02YgmR/MdtUsj+3lmv6absHKLAMKkiV0kqpCtZLIpGUi0NHMb08ykHErNyix",
+	"BVhbB72iAo9iQNtCUnVIYmEqmztYXV/qcme4vCXLnUL5HdMkY9CY45SB/rY5I3uU+PTVWGWj1L8R7LLB",
+	"6vdAsBVMad9wl2VdILRgCqJik6doRBSkGlHUqCbgo9aElJG508TKyZTGUpJpUmslZ9PkVb6Wr9HncsVI",
+	"s5rFhcRyJl5DY6CH1YXtjGvFSmZntUvLl7nFJ0Wp46uS9FUAK4nWuO/LN5Yo7ko4COzuLomQ7x29PdBa",
+	"PePzFuIzmfWqBJ2sZbwAJnTeqTYZKiUuyo61g06Q1degtIarsg1QOCHhjeYxrt4f8+vrWl+BWujXkU4s",
+	"nNZRUXVFsDsXjjJ51tCBXYAtyO44n28r0ghJrytz9mHQ9va6Sz3Jd22qgz2sQ5v0Ye3MPndyfmY+6dyv",
+	"+WEb61zmL2T5p203WnWjJosBuJoJqeYsXhw7PaSG7IYQpX9lhjDIlufjGtzUU8IBPm79G2MfwdeUgze6",
+	"HCawASQ8ji3Cmbo2yR1u9BgF+jrXyGd/1AYcDhRuBt8F+rX/Gf67OjP9lt+Ar1xXh8ASakd0EDywGgpE",
+	"V8EsZliedG5aqR92X4BR0c1m0bTRZjLOmOZaeBST+txzixLrpJCrle8ohVx96h4nvykKwy5d6cbabVdw",
+	"HTMMidkoe3gPJvSrnfW7ZkNmF+swInvMO2NF8/wEd+Em0tc60rzozeXlefNiDxEWJZxC/RbTTLCDTj3O",
+	"HmiZfv7h4pJEJunGdPBFWQNfc1TneBFzHAV7LVuXTqHthcQswmk0ZBYu0BwvBkM2ZH9Cgdlpm0bBwGkS",
+	"TCNd/E37JRiyEQwyXehMIIRSYmW+AYpI3icN8k/3jgtfl3RKhMTTxExiZMMnurAdpDr9wuidbS5bfFnt",
+	"BctZSoIBCm57Le2TGWFBnh6iN+9OXrYv3pz0j54aDw1Slz2DCFng4AgF+o18q3pkp/hztsbC0xGPFvbD",
+	"mZivg3ywvhoEP+nltCMS8ggisyFww4gSIG2Y3sPziSDhVQBNj62ADQX6JCRcaTqtQ0SY9ggNdHqEHYul",
+	"oup0SlCitmeW37ImKd2OP7tJRVyMU0oShpqmUb7xswGFGTLo2QzFEDuzJEAjMubaJWd+jPicBRAUBUGK",
+	"Yk+pNf27OyM2DRlU5jcLMHeLTO5rC/W6SKDRAhnE3LNbEcfo6O6uhQ67z1tDdth/AbtmRM55eqOdU9ry",
+	"bd1hcP7kTmMyxTF4Gfl4rCHyd7XDtIUmnPEZlLgNPip4bZ9At+djSKjWVeeMtDfGNBYZaxyyX205RA3n",
+	"o1l0raVEkVijCGdIzKCmnQlG37NJAvlNRgRH7Zio1ZCohTAKMm1QPbqyjwIHv839ZEWsdW+BrAl45tGz",
+	"SQPaNGNuERIBdZiPFn2U+qVbHFrjQQtZZsIFkEx9EEbxbukTzPiNjbUBYdkVrzzicr0YbMjN43YjvIV6",
+	"R4uEZNUfOn9qtBpjUwCwY5KVFV2vsXrmjfGUbh7N5KI9SmkE3QxnadwYNCZSJmKwv695kJm9E/Lpfu4E",
+	"bG3G9R5H6C5MXit2G4qzieD97XsHLYtGOJPGLH5tZW2wEsT+Z/OvTVyDrhy4ykGY4/g6XsKtcfLRExDn",
+	"2cp36x30yd4+N6HXS5gf50OLwSuQ8fHTELe8n83A0BzGth3ucv9cjuXNgDClu0YDBHVAgr0h87nscjwb",
+	"WNkPTfhcieRqY5ncoAuTDJkjZdnh19zyVCMS6nrLaERMyaro2NTrszWk7SIlRzo6vsbupB1Iu0HubTmt",
+	"PkVTTWVTfvcofsIVqGWdhN8AimXVrLbCsmUsaR3HYO6vy7yAmdZRdANCaXQtphtdBXSBwZDNJ0q6VQgT",
+	"c3atk2yUJgxZtzObdaNTGkEItqVSj3p9NFpI6Lo9tk4WwKsnVg71YYRjB/mXu/Ex3Y0GUr6qq9FlE2sC",
+	"//5nu7ylWY8fXE3cwKMl0mXPl1gmMmS+tUf032VqaWM3QoBrpvhqF7w+xm0PDv+buSvocZoHon/F6imV",
+	"3O9DiAtwqgDBjRW7N3aluqmbjEicKHbIVoj/jjwzdpwmq8KyWnHdbceRM04nb96893/Euv68I/34S71o",
+	"TeMrhJiM2TcwB7EbUbndOgJQqtaBOE4WivGvKf4nGaIaSuUQCUhsI6bGWwnqRKqF4thpW05wk//EzamF",
+	"XFXVSaCKbYNqtxNwJDlKhslZsWgCS0Z3VDDxercGfbPQEAvLDZG9evGawIwBrF6cYfoStmR+9P5dk5tL",
+	"Z9foQZ7XpqcneuHC/VeG4SfkrT9hwdGCKf7qGD1sW/f5+ia1bAqFW4tj6C2h42HGYsRAkeFhci1vzYzo",
+	"ITJwwmhAtGxQ/unuz4BpgvwWgm60JevfZoXECUAU1mKehNgmAxA0GtZocnVhuO3l/T2+yVjCFFMocUQg",
+	"3/KSWMb7RXR1ZNVpnsFfJB5egSme4W32Ulr7W/WcbJKwT8gGf1xxPZ06+7Haa9Xpbtu7cvXm653PVo42",
+	"t9okQZyA+UIXWqybwSeh1c6BKazIHNTgi+ZRE1aKozY5mALVBBmgDAo7q7ly5TXSGZjO2vVm5D1tcKZ9",
+	"l4Qhidx5jHdzfT2RTVXt7Drq2rG3Q4KeunIp6lXXONIvSrLK8quEEu+3H/3PWHSipoxodbdBBZpRMD1Z",
+	"KvU4ni840kySjff3NA3BzeH5t9GVoT8AEpGg8tfGE1q9i8Y7HAQ/90AMerZWTSFJaw++a2Fdp1UtY/cR",
+	"r28cWUgic14u7GalfFZMZFLZq1OeSbNSLlBHR8Don3nmaWXFXpdA/6rT+xkHredX8YFbm6gCN000mY6S",
+	"hZ5O1P8Qua9fqLnT7J0Cw+PQ0bsg3d5iefVPWlWulMJXLmC0tVLU2nWQhxsOVhyavD8LZ0/W+WfF3c9f",
+	"AQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

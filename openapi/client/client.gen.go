@@ -95,6 +95,75 @@ func (e CommandStatus) Valid() bool {
 	}
 }
 
+// Defines values for DeliveryKind.
+const (
+	DeliveryKindEvent      DeliveryKind = "event"
+	DeliveryKindPing       DeliveryKind = "ping"
+	DeliveryKindRedelivery DeliveryKind = "redelivery"
+	DeliveryKindTest       DeliveryKind = "test"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryKind enum.
+func (e DeliveryKind) Valid() bool {
+	switch e {
+	case DeliveryKindEvent:
+		return true
+	case DeliveryKindPing:
+		return true
+	case DeliveryKindRedelivery:
+		return true
+	case DeliveryKindTest:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryAttemptOutcome.
+const (
+	DeliveryAttemptOutcomeDelivered DeliveryAttemptOutcome = "delivered"
+	DeliveryAttemptOutcomeFailed    DeliveryAttemptOutcome = "failed"
+	DeliveryAttemptOutcomeRetry     DeliveryAttemptOutcome = "retry"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryAttemptOutcome enum.
+func (e DeliveryAttemptOutcome) Valid() bool {
+	switch e {
+	case DeliveryAttemptOutcomeDelivered:
+		return true
+	case DeliveryAttemptOutcomeFailed:
+		return true
+	case DeliveryAttemptOutcomeRetry:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryStatus.
+const (
+	DeliveryStatusCancelled    DeliveryStatus = "cancelled"
+	DeliveryStatusDeadLettered DeliveryStatus = "dead_lettered"
+	DeliveryStatusDelivered    DeliveryStatus = "delivered"
+	DeliveryStatusPending      DeliveryStatus = "pending"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryStatus enum.
+func (e DeliveryStatus) Valid() bool {
+	switch e {
+	case DeliveryStatusCancelled:
+		return true
+	case DeliveryStatusDeadLettered:
+		return true
+	case DeliveryStatusDelivered:
+		return true
+	case DeliveryStatusPending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for FencingPolicy.
 const (
 	None FencingPolicy = "none"
@@ -344,6 +413,57 @@ func (e Severity) Valid() bool {
 	case Info:
 		return true
 	case Warning:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SnmpV3AuthProtocol.
+const (
+	SHA    SnmpV3AuthProtocol = "SHA"
+	SHA256 SnmpV3AuthProtocol = "SHA-256"
+)
+
+// Valid indicates whether the value is a known member of the SnmpV3AuthProtocol enum.
+func (e SnmpV3AuthProtocol) Valid() bool {
+	switch e {
+	case SHA:
+		return true
+	case SHA256:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SnmpV3PrivProtocol.
+const (
+	AES SnmpV3PrivProtocol = "AES"
+)
+
+// Valid indicates whether the value is a known member of the SnmpV3PrivProtocol enum.
+func (e SnmpV3PrivProtocol) Valid() bool {
+	switch e {
+	case AES:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SnmpVersion.
+const (
+	V2c SnmpVersion = "v2c"
+	V3  SnmpVersion = "v3"
+)
+
+// Valid indicates whether the value is a known member of the SnmpVersion enum.
+func (e SnmpVersion) Valid() bool {
+	switch e {
+	case V2c:
+		return true
+	case V3:
 		return true
 	default:
 		return false
@@ -1012,6 +1132,152 @@ type Decision struct {
 	ToNodeId *openapi_types.UUID `json:"to_node_id,omitempty"`
 }
 
+// Delivery One event (or ping, or test trap) for one target, with its attempts.
+//
+// Example: {"attempt_log":[],"attempts":1,"created_at":"2026-11-26T06:00:00Z","event_id":"0195f7a4-8888-7000-8000-000000000001","event_type":"node.down","id":"4b0e7c3a-2f51-4d0e-9a55-3c1f0e9d2a11","kind":"event","status":"delivered","target_id":"0195f7a4-6666-7000-8000-000000000001"}
+type Delivery struct {
+	// AttemptLog Every attempt.
+	AttemptLog []DeliveryAttempt `json:"attempt_log"`
+
+	// Attempts Attempts made.
+	//
+	// Example: 1
+	Attempts int `json:"attempts"`
+
+	// ClusterId The event's cluster.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId *openapi_types.UUID `json:"cluster_id,omitempty"`
+
+	// CreatedAt When it was queued.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// EventId The event id (the `webhook-id` header).
+	//
+	// Example: 0195f7a4-8888-7000-8000-000000000001
+	EventId openapi_types.UUID `json:"event_id"`
+
+	// EventSeq The event's seq in its cluster.
+	//
+	// Example: 42
+	EventSeq *int64 `json:"event_seq,omitempty"`
+
+	// EventType The event type.
+	//
+	// Example: node.down
+	EventType string `json:"event_type"`
+
+	// FinishedAt When it was delivered or given up.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+
+	// Id Delivery id.
+	//
+	// Example: 4b0e7c3a-2f51-4d0e-9a55-3c1f0e9d2a11
+	Id openapi_types.UUID `json:"id"`
+
+	// Kind What is delivered.
+	//
+	// Example: event
+	Kind DeliveryKind `json:"kind"`
+
+	// LastError The last attempt's error.
+	//
+	// Example:
+	LastError *string `json:"last_error,omitempty"`
+
+	// NextAttemptAt When the next attempt is due (pending deliveries).
+	//
+	// Example: 2026-11-26T06:00:05Z
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+	// Status `pending` (queued or waiting for a retry), `delivered`,
+	// `dead_lettered` (retry budget spent, or a permanent failure) or
+	// `cancelled` (the target was disabled).
+	//
+	//
+	// Example: delivered
+	Status DeliveryStatus `json:"status"`
+
+	// TargetId The webhook or SNMP target.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	TargetId openapi_types.UUID `json:"target_id"`
+}
+
+// DeliveryKind What is delivered.
+//
+// Example: event
+type DeliveryKind string
+
+// DeliveryAttempt One try of a delivery.
+//
+// Example: {"at":"2026-11-26T06:00:00Z","error":"HTTP 500 Internal Server Error","latency_ms":12.5,"n":1,"outcome":"retry","response_excerpt":"upstream unavailable","status_code":500}
+type DeliveryAttempt struct {
+	// At When it ended.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	At time.Time `json:"at"`
+
+	// Error What went wrong.
+	//
+	// Example: HTTP 500 Internal Server Error
+	Error *string `json:"error,omitempty"`
+
+	// LatencyMs Time to the answer (or the error).
+	//
+	// Example: 12.5
+	LatencyMs float64 `json:"latency_ms"`
+
+	// N Attempt number from 1.
+	//
+	// Example: 1
+	N int `json:"n"`
+
+	// Outcome `delivered`, `retry` (will be tried again) or `failed` (given up).
+	//
+	// Example: retry
+	Outcome DeliveryAttemptOutcome `json:"outcome"`
+
+	// ResponseExcerpt At most 512 bytes of the receiver's answer.
+	//
+	// Example: upstream unavailable
+	ResponseExcerpt *string `json:"response_excerpt,omitempty"`
+
+	// StatusCode The receiver's HTTP status (absent for network errors and traps).
+	//
+	// Example: 500
+	StatusCode *int `json:"status_code,omitempty"`
+}
+
+// DeliveryAttemptOutcome `delivered`, `retry` (will be tried again) or `failed` (given up).
+//
+// Example: retry
+type DeliveryAttemptOutcome string
+
+// DeliveryList A page of deliveries, newest first.
+//
+// Example: {"items":[]}
+type DeliveryList struct {
+	// Items The deliveries.
+	Items []Delivery `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: NDI
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// DeliveryStatus `pending` (queued or waiting for a retry), `delivered`,
+// `dead_lettered` (retry budget spent, or a permanent failure) or
+// `cancelled` (the target was disabled).
+//
+// Example: delivered
+type DeliveryStatus string
+
 // Description Free text for operators.
 //
 // Example: Postfix for example.com
@@ -1090,7 +1356,46 @@ type Envelope struct {
 	Signature []byte `json:"signature"`
 }
 
-// Event A recorded state change.
+// Event A recorded state change, written in the same transaction as the
+// change itself. The taxonomy (type, the severity it is written
+// with, its SNMP notification in BACKSTOP-MIB under
+// 1.3.6.1.4.1.32473.0, and what it means):
+//
+// | type | severity | trap | meaning |
+// |---|---|---|---|
+// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and no peer sees it on any path; its hierarchies fail over |
+// | `node.unreachable` | warning | 2 `backstopNodeUnreachable` | the control plane lost the node but a peer still sees it; nothing moves |
+// | `node.up` | info | 3 `backstopNodeUp` | the node heartbeats again (or for the first time) |
+// | `node.maintenance_started` | info | 4 `backstopNodeMaintenanceStarted` | an operator put the node in maintenance |
+// | `node.maintenance_ended` | info | 5 `backstopNodeMaintenanceEnded` | the node left maintenance |
+// | `node.self_fenced` | critical | 6 `backstopNodeSelfFenced` | the agent fenced its hierarchies itself (lease lost without a majority) |
+// | `path.down` | warning | 7 `backstopPathDown` | a communication path stopped carrying heartbeats (reserved: no producer yet) |
+// | `path.up` | info | 8 `backstopPathUp` | a communication path carries heartbeats again (reserved: no producer yet) |
+// | `resource.check_failed` | warning | 9 `backstopResourceCheckFailed` | a quick or deep check of a resource failed (reserved: no producer yet) |
+// | `local_recovery.started` | warning | 10 `backstopLocalRecoveryStarted` | the agent restarts a failed resource on the same node (reserved: no producer yet) |
+// | `local_recovery.succeeded` | info | 11 `backstopLocalRecoverySucceeded` | the restarted resource passes its checks (reserved: no producer yet) |
+// | `local_recovery.failed` | critical | 12 `backstopLocalRecoveryFailed` | local recovery gave up; the hierarchy fails over (reserved: no producer yet) |
+// | `hierarchy.in_service` | info | 13 `backstopHierarchyInService` | a hierarchy was brought in service on a node |
+// | `hierarchy.out_of_service` | info | 14 `backstopHierarchyOutOfService` | a hierarchy was taken out of service on a node |
+// | `hierarchy.failed` | critical | 15 `backstopHierarchyFailed` | a hierarchy failed and no node can take it, or a bring-up failed |
+// | `failover.started` | critical | 16 `backstopFailoverStarted` | the engine moves a hierarchy away from a failed node |
+// | `failover.completed` | info | 17 `backstopFailoverCompleted` | the failover's hierarchy is in service on its new node |
+// | `failover.failed` | critical | 18 `backstopFailoverFailed` | the failover could not bring the hierarchy in service |
+// | `switchover.started` | info | 19 `backstopSwitchoverStarted` | an operator's switchover started |
+// | `switchover.completed` | info | 20 `backstopSwitchoverCompleted` | the switchover ended with the hierarchy in service |
+// | `switchover.failed` | critical | 21 `backstopSwitchoverFailed` | the switchover failed |
+// | `switchback.possible` | info | 22 `backstopSwitchbackPossible` | a higher-priority node is back; intelligent switchback leaves the move to an operator |
+// | `switchback.started` | info | 23 `backstopSwitchbackStarted` | an automatic switchback started |
+// | `switchback.completed` | info | 24 `backstopSwitchbackCompleted` | the switchback ended with the hierarchy on its preferred node |
+// | `switchback.failed` | critical | 25 `backstopSwitchbackFailed` | the switchback failed |
+// | `command.rejected` | warning | 26 `backstopCommandRejected` | an agent refused a signed command (signature, epoch, expiry, ...) |
+// | `leader.changed` | info | 27 `backstopLeaderChanged` | a backstopd replica became leader (written to every cluster's log) |
+// | `delivery.dead_lettered` | warning | 28 `backstopDeliveryDeadLettered` | a webhook or trap delivery was given up after its retry budget or a permanent error |
+//
+// Unknown types (from a newer server) are sent as trap 99
+// `backstopEvent`; test traps are 100 `backstopTestNotification`.
+// `subject` names what the event is about (`node_id`,
+// `hierarchy_id`, `incident_id`, `replica_id`, `target_id`, ...).
 //
 // Example: {"at":"2026-11-26T06:00:00Z","cluster_id":"0195f7a4-0000-7000-8000-000000000001","details":{},"id":"0195f7a4-8888-7000-8000-000000000001","message":"node mx1 is down","seq":42,"severity":"critical","subject":{},"type":"node.down"}
 type Event struct {
@@ -1152,6 +1457,11 @@ type EventList struct {
 	// Example: 42
 	LastSeq int64 `json:"last_seq"`
 }
+
+// EventTypePattern An event type of the taxonomy (see `Event`), or a prefix pattern such as `node.*`.
+//
+// Example: node.*
+type EventTypePattern = string
 
 // Explanation Why a hierarchy is where it is, and where it would go next.
 //
@@ -2446,6 +2756,289 @@ type SimulationResult struct {
 	Placements []SimulatedPlacement `json:"placements"`
 }
 
+// SnmpEngine The SNMPv3 engine backstopd sends traps as.
+//
+// Example: {"boots":7,"engine_id":"80007ed9055f3c2a9b1d4e6f70","time":3600}
+type SnmpEngine struct {
+	// Boots snmpEngineBoots.
+	//
+	// Example: 7
+	Boots int `json:"boots"`
+
+	// EngineId snmpEngineID in hex (RFC 3411 format 5: enterprise 32473 then 8 random octets).
+	//
+	// Example: 80007ed9055f3c2a9b1d4e6f70
+	EngineId string `json:"engine_id"`
+
+	// Time snmpEngineTime: seconds since the last boot.
+	//
+	// Example: 3600
+	Time int `json:"time"`
+}
+
+// SnmpTarget An SNMP trap target, without its secrets.
+//
+// Example: {"cluster_ids":[],"created_at":"2026-11-26T06:00:00Z","enabled":true,"event_types":[],"host":"192.0.2.10","id":"0195f7a4-7777-7000-8000-000000000001","min_severity":"critical","name":"nms1","port":162,"snmp_version":"v2c","updated_at":"2026-11-26T06:00:00Z","version":1}
+type SnmpTarget struct {
+	// ClusterIds Clusters sent; empty: all.
+	//
+	// Example: []
+	ClusterIds []openapi_types.UUID `json:"cluster_ids"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Description Free text.
+	//
+	// Example: the NOC's manager
+	Description *string `json:"description,omitempty"`
+
+	// Enabled Whether traps are sent.
+	//
+	// Example: true
+	Enabled bool `json:"enabled"`
+
+	// EventTypes Event types sent; empty: all.
+	//
+	// Example: []
+	EventTypes []string `json:"event_types"`
+
+	// Host The manager.
+	//
+	// Example: 192.0.2.10
+	Host string `json:"host"`
+
+	// Id Target id.
+	//
+	// Example: 0195f7a4-7777-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity Severity `json:"min_severity"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name TargetName `json:"name"`
+
+	// Port UDP port.
+	//
+	// Example: 162
+	Port int `json:"port"`
+
+	// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+	//
+	// Example: v3
+	SnmpVersion SnmpVersion `json:"snmp_version"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// V3AuthProtocol `SHA` or `SHA-256` (`v3`).
+	//
+	// Example: SHA-256
+	V3AuthProtocol *string `json:"v3_auth_protocol,omitempty"`
+
+	// V3PrivProtocol `AES` (`v3`).
+	//
+	// Example: AES
+	V3PrivProtocol *string `json:"v3_priv_protocol,omitempty"`
+
+	// V3User The USM user (`v3`).
+	//
+	// Example: backstop
+	V3User *string `json:"v3_user,omitempty"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// SnmpTargetCreate A new SNMP trap target. `min_severity` defaults to `critical` (webhooks: `info`).
+//
+// Example: {"community":"public","host":"192.0.2.10","snmp_version":"v2c"}
+type SnmpTargetCreate struct {
+	// ClusterIds Clusters to send; empty means all.
+	//
+	// Example: []
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Community The v2c community (write-only); required for `v2c`.
+	//
+	// Example: public
+	Community *string `json:"community,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether traps are sent.
+	//
+	// Example: true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types (or prefix patterns) to send; empty or absent means all of `min_severity` and worse.
+	//
+	// Example: []
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// Host The manager's address or host name.
+	//
+	// Example: 192.0.2.10
+	Host string `json:"host"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Port UDP port.
+	//
+	// Example: 162
+	Port *int `json:"port,omitempty"`
+
+	// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+	//
+	// Example: v3
+	SnmpVersion SnmpVersion `json:"snmp_version"`
+
+	// V3 An SNMPv3 USM user with authentication and privacy (authPriv). Passphrases are write-only.
+	//
+	// Example: {"auth_passphrase":"auth-secret-1","auth_protocol":"SHA","priv_passphrase":"priv-secret-1","priv_protocol":"AES","user":"backstop"}
+	V3 *SnmpV3 `json:"v3,omitempty"`
+}
+
+// SnmpTargetList A page of SNMP targets.
+//
+// Example: {"items":[]}
+type SnmpTargetList struct {
+	// Items The targets.
+	Items []SnmpTarget `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// SnmpTargetPatch Changes to an SNMP target; absent fields stay.
+//
+// Example: {"min_severity":"warning"}
+type SnmpTargetPatch struct {
+	// ClusterIds Clusters to send; empty means all.
+	//
+	// Example: []
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Community A new v2c community.
+	//
+	// Example: s3cret
+	Community *string `json:"community,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether traps are sent; false cancels pending ones.
+	//
+	// Example: false
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types to send; empty means all.
+	//
+	// Example: ["node.down"]
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// Host The manager's address or host name.
+	//
+	// Example: 192.0.2.11
+	Host *string `json:"host,omitempty"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Port UDP port.
+	//
+	// Example: 1162
+	Port *int `json:"port,omitempty"`
+
+	// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+	//
+	// Example: v3
+	SnmpVersion *SnmpVersion `json:"snmp_version,omitempty"`
+
+	// V3 An SNMPv3 USM user with authentication and privacy (authPriv). Passphrases are write-only.
+	//
+	// Example: {"auth_passphrase":"auth-secret-1","auth_protocol":"SHA","priv_passphrase":"priv-secret-1","priv_protocol":"AES","user":"backstop"}
+	V3 *SnmpV3 `json:"v3,omitempty"`
+}
+
+// SnmpV3 An SNMPv3 USM user with authentication and privacy (authPriv). Passphrases are write-only.
+//
+// Example: {"auth_passphrase":"auth-secret-1","auth_protocol":"SHA","priv_passphrase":"priv-secret-1","priv_protocol":"AES","user":"backstop"}
+type SnmpV3 struct {
+	// AuthPassphrase Authentication passphrase (at least 8 characters).
+	//
+	// Example: auth-secret-1
+	AuthPassphrase *string `json:"auth_passphrase,omitempty"`
+
+	// AuthProtocol Authentication: HMAC-SHA-96 (`SHA`) or HMAC-SHA-256 (`SHA-256`).
+	//
+	// Example: SHA-256
+	AuthProtocol SnmpV3AuthProtocol `json:"auth_protocol"`
+
+	// PrivPassphrase Privacy passphrase (at least 8 characters).
+	//
+	// Example: priv-secret-1
+	PrivPassphrase *string `json:"priv_passphrase,omitempty"`
+
+	// PrivProtocol Privacy: AES-128 (CFB).
+	//
+	// Example: AES
+	PrivProtocol SnmpV3PrivProtocol `json:"priv_protocol"`
+
+	// User USM user name.
+	//
+	// Example: backstop
+	User string `json:"user"`
+}
+
+// SnmpV3AuthProtocol Authentication: HMAC-SHA-96 (`SHA`) or HMAC-SHA-256 (`SHA-256`).
+//
+// Example: SHA-256
+type SnmpV3AuthProtocol string
+
+// SnmpV3PrivProtocol Privacy: AES-128 (CFB).
+//
+// Example: AES
+type SnmpV3PrivProtocol string
+
+// SnmpVersion `v2c` (community) or `v3` (USM user, authPriv).
+//
+// Example: v3
+type SnmpVersion string
+
 // StepResult The outcome of one step of a command on the agent.
 //
 // Example: {"action":"start","duration_ms":12,"ok":true,"resource":"vip"}
@@ -2497,6 +3090,11 @@ type SwitchoverRequest struct {
 	// Example: 0195f7a4-1111-7000-8000-000000000002
 	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
 }
+
+// TargetName A name for people; need not be unique.
+//
+// Example: ops-pager
+type TargetName = string
 
 // Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
 // `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
@@ -2649,11 +3247,252 @@ type TokenList struct {
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
 
+// Webhook A webhook subscription, without its secret.
+//
+// Example: {"cluster_ids":[],"created_at":"2026-11-26T06:00:00Z","enabled":true,"event_types":[],"id":"0195f7a4-6666-7000-8000-000000000001","min_severity":"info","name":"ops","secret_prefix":"whsec_MfKQ","updated_at":"2026-11-26T06:00:00Z","url":"https://hooks.example.com/backstop","version":1}
+type Webhook struct {
+	// ClusterIds Clusters delivered; empty: all.
+	//
+	// Example: []
+	ClusterIds []openapi_types.UUID `json:"cluster_ids"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Description Free text.
+	//
+	// Example: pages the on-call engineer
+	Description *string `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered.
+	//
+	// Example: true
+	Enabled bool `json:"enabled"`
+
+	// EventTypes Event types delivered; empty: all.
+	//
+	// Example: ["node.*"]
+	EventTypes []string `json:"event_types"`
+
+	// Id Webhook id.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity Severity `json:"min_severity"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name TargetName `json:"name"`
+
+	// SecretPrefix First characters of the secret, to recognise it.
+	//
+	// Example: whsec_MfKQ
+	SecretPrefix string `json:"secret_prefix"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url WebhookURL `json:"url"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// WebhookCreate A new webhook subscription.
+//
+// Example: {"min_severity":"warning","url":"https://hooks.example.com/backstop"}
+type WebhookCreate struct {
+	// ClusterIds Clusters whose events to deliver; empty or absent means all.
+	//
+	// Example: ["0195f7a4-0000-7000-8000-000000000001"]
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered.
+	//
+	// Example: true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types (or prefix patterns) to deliver; empty or absent means all.
+	//
+	// Example: ["node.*","failover.started"]
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url WebhookURL `json:"url"`
+}
+
+// WebhookCreated A new webhook with its signing secret, shown only here.
+type WebhookCreated struct {
+	// ClusterIds Clusters delivered; empty: all.
+	//
+	// Example: []
+	ClusterIds []openapi_types.UUID `json:"cluster_ids"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Description Free text.
+	//
+	// Example: pages the on-call engineer
+	Description *string `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered.
+	//
+	// Example: true
+	Enabled bool `json:"enabled"`
+
+	// EventTypes Event types delivered; empty: all.
+	//
+	// Example: ["node.*"]
+	EventTypes []string `json:"event_types"`
+
+	// Id Webhook id.
+	//
+	// Example: 0195f7a4-6666-7000-8000-000000000001
+	Id openapi_types.UUID `json:"id"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity Severity `json:"min_severity"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name TargetName `json:"name"`
+
+	// Secret The Standard Webhooks signing secret: `whsec_` then the base64 of 32 random bytes, the HMAC key.
+	//
+	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
+	Secret string `json:"secret"`
+
+	// SecretPrefix First characters of the secret, to recognise it.
+	//
+	// Example: whsec_MfKQ
+	SecretPrefix string `json:"secret_prefix"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url WebhookURL `json:"url"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// WebhookList A page of webhooks.
+//
+// Example: {"items":[]}
+type WebhookList struct {
+	// Items The webhooks.
+	Items []Webhook `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// WebhookPatch Changes to a webhook; absent fields stay.
+//
+// Example: {"enabled":false}
+type WebhookPatch struct {
+	// ClusterIds Clusters to deliver; empty means all.
+	//
+	// Example: []
+	ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Enabled Whether events are delivered; false cancels pending deliveries.
+	//
+	// Example: false
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// EventTypes Event types to deliver; empty means all.
+	//
+	// Example: ["hierarchy.*"]
+	EventTypes *[]EventTypePattern `json:"event_types,omitempty"`
+
+	// MinSeverity Event severity.
+	//
+	// Example: critical
+	MinSeverity *Severity `json:"min_severity,omitempty"`
+
+	// Name A name for people; need not be unique.
+	//
+	// Example: ops-pager
+	Name *TargetName `json:"name,omitempty"`
+
+	// Url The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+	//
+	// Example: https://hooks.example.com/backstop
+	Url *WebhookURL `json:"url,omitempty"`
+}
+
+// WebhookURL The receiver: an absolute `http` or `https` URL. Redirects are not followed.
+//
+// Example: https://hooks.example.com/backstop
+type WebhookURL = string
+
 // ClusterID defines model for ClusterID.
 type ClusterID = openapi_types.UUID
 
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// DeliveryID defines model for DeliveryID.
+type DeliveryID = openapi_types.UUID
+
+// DeliveryStatusFilter `pending` (queued or waiting for a retry), `delivered`,
+// `dead_lettered` (retry budget spent, or a permanent failure) or
+// `cancelled` (the target was disabled).
+//
+// Example: delivered
+type DeliveryStatusFilter = DeliveryStatus
 
 // HierarchyID defines model for HierarchyID.
 type HierarchyID = openapi_types.UUID
@@ -2673,8 +3512,14 @@ type NodeID = openapi_types.UUID
 // PathID defines model for PathID.
 type PathID = openapi_types.UUID
 
+// SnmpTargetID defines model for SnmpTargetID.
+type SnmpTargetID = openapi_types.UUID
+
 // TokenID defines model for TokenID.
 type TokenID = openapi_types.UUID
+
+// WebhookID defines model for WebhookID.
+type WebhookID = openapi_types.UUID
 
 // AgentPollCommandsParams defines parameters for AgentPollCommands.
 type AgentPollCommandsParams struct {
@@ -2744,6 +3589,21 @@ type ListEventsParams struct {
 
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// StreamEventsParams defines parameters for StreamEvents.
+type StreamEventsParams struct {
+	// After Start after this seq (ignored when `Last-Event-ID` is sent).
+	After *int64 `form:"after,omitempty" json:"after,omitempty"`
+
+	// Type Only events of this type.
+	Type *string `form:"type,omitempty" json:"type,omitempty"`
+
+	// Severity Only events of this severity or worse.
+	Severity *Severity `form:"severity,omitempty" json:"severity,omitempty"`
+
+	// LastEventID The `id` of the last event received; the stream resumes after it.
+	LastEventID *string `json:"Last-Event-ID,omitempty"`
 }
 
 // ListHierarchiesParams defines parameters for ListHierarchies.
@@ -2876,6 +3736,46 @@ type RotateSigningKeyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListSnmpTargetsParams defines parameters for ListSnmpTargets.
+type ListSnmpTargetsParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateSnmpTargetParams defines parameters for CreateSnmpTarget.
+type CreateSnmpTargetParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteSnmpTargetParams defines parameters for DeleteSnmpTarget.
+type DeleteSnmpTargetParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// UpdateSnmpTargetParams defines parameters for UpdateSnmpTarget.
+type UpdateSnmpTargetParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListSnmpDeliveriesParams defines parameters for ListSnmpDeliveries.
+type ListSnmpDeliveriesParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Status Only deliveries in this state.
+	Status *DeliveryStatusFilter `form:"status,omitempty" json:"status,omitempty"`
+}
+
 // ListTokensParams defines parameters for ListTokens.
 type ListTokensParams struct {
 	// Limit Page size.
@@ -2887,6 +3787,53 @@ type ListTokensParams struct {
 
 // CreateTokenParams defines parameters for CreateToken.
 type CreateTokenParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListWebhooksParams defines parameters for ListWebhooks.
+type ListWebhooksParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateWebhookParams defines parameters for CreateWebhook.
+type CreateWebhookParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteWebhookParams defines parameters for DeleteWebhook.
+type DeleteWebhookParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// UpdateWebhookParams defines parameters for UpdateWebhook.
+type UpdateWebhookParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
+type ListWebhookDeliveriesParams struct {
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Status Only deliveries in this state.
+	Status *DeliveryStatusFilter `form:"status,omitempty" json:"status,omitempty"`
+}
+
+// RedeliverWebhookDeliveryParams defines parameters for RedeliverWebhookDelivery.
+type RedeliverWebhookDeliveryParams struct {
 	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
 	// same key and body returns the first answer; with another body, 422.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
@@ -2934,8 +3881,20 @@ type CreatePathJSONRequestBody = PathCreate
 // SimulateFailuresJSONRequestBody defines body for SimulateFailures for application/json ContentType.
 type SimulateFailuresJSONRequestBody = SimulationRequest
 
+// CreateSnmpTargetJSONRequestBody defines body for CreateSnmpTarget for application/json ContentType.
+type CreateSnmpTargetJSONRequestBody = SnmpTargetCreate
+
+// UpdateSnmpTargetJSONRequestBody defines body for UpdateSnmpTarget for application/json ContentType.
+type UpdateSnmpTargetJSONRequestBody = SnmpTargetPatch
+
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenCreate
+
+// CreateWebhookJSONRequestBody defines body for CreateWebhook for application/json ContentType.
+type CreateWebhookJSONRequestBody = WebhookCreate
+
+// UpdateWebhookJSONRequestBody defines body for UpdateWebhook for application/json ContentType.
+type UpdateWebhookJSONRequestBody = WebhookPatch
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -3220,6 +4179,29 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
 	ListEvents(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StreamEvents Follow the cluster's events live (Server-Sent Events)
+	//
+	// A `text/event-stream` (Server-Sent Events) of the cluster's events,
+	// oldest first, that stays open. Each event is one SSE message whose
+	// `id:` is the event's `seq` and whose `data:` is the event as JSON
+	// (schema `Event`); there is no `event:` field, so a browser's
+	// `EventSource.onmessage` sees every event and reads its type from
+	// the data.
+	//
+	// The stream starts after `Last-Event-ID` (which a browser sends by
+	// itself when it reconnects) or else after `after`: a client that
+	// reconnects with the last id it saw misses nothing and gets nothing
+	// twice. New events are pushed as soon as their transaction commits
+	// (PostgreSQL LISTEN/NOTIFY, with a poll every few seconds as a
+	// fallback), from whichever replica wrote them. A comment line
+	// (`: heartbeat`) is sent every 15 seconds so proxies keep the
+	// connection open and clients notice a dead one. `type` and
+	// `severity` filter the stream as they filter the list; ids still
+	// are sequence numbers, so resuming works with filters too.
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/events/stream (the `StreamEvents` operationId).
+	StreamEvents(ctx context.Context, clusterId ClusterID, params *StreamEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListHierarchies List hierarchies
 	//
@@ -3589,6 +4571,120 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/signing-keys/rotate (the `RotateSigningKey` operationId).
 	RotateSigningKey(ctx context.Context, params *RotateSigningKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetSnmpEngine The SNMPv3 engine traps are sent as
+	//
+	// backstopd's SNMPv3 engine id (stable for the deployment, shared by
+	// every replica) and its boot counter (increased at every start of
+	// any replica; receivers drop v3 traps whose boots or time go
+	// backwards, so it is kept in PostgreSQL).
+	//
+	// Corresponds with GET /v1/snmp-engine (the `GetSnmpEngine` operationId).
+	GetSnmpEngine(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetSnmpMib BACKSTOP-MIB
+	//
+	// The MIB module that defines Backstop's notifications (openapi/BACKSTOP-MIB.txt), for SNMP managers to load.
+	//
+	// Corresponds with GET /v1/snmp-mib (the `GetSnmpMib` operationId).
+	GetSnmpMib(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListSnmpTargets List SNMP targets
+	//
+	// Lists SNMP trap targets (never their secrets), oldest first.
+	//
+	// Corresponds with GET /v1/snmp-targets (the `ListSnmpTargets` operationId).
+	ListSnmpTargets(ctx context.Context, params *ListSnmpTargetsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateSnmpTargetWithBody Send SNMP traps to a manager
+	//
+	// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+	// `/v1/snmp-mib`) to the manager for every matching event, by
+	// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+	// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+	// For v3 backstopd is the authoritative engine: configure the
+	// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+	// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+	// Community and passphrases are write-only: never shown again.
+	// Traps go through the same ordered, retried queue as webhooks; a
+	// trap is unacknowledged UDP, so "delivered" means sent without a
+	// local error.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+	CreateSnmpTargetWithBody(ctx context.Context, params *CreateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateSnmpTarget Send SNMP traps to a manager
+	//
+	// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+	// `/v1/snmp-mib`) to the manager for every matching event, by
+	// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+	// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+	// For v3 backstopd is the authoritative engine: configure the
+	// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+	// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+	// Community and passphrases are write-only: never shown again.
+	// Traps go through the same ordered, retried queue as webhooks; a
+	// trap is unacknowledged UDP, so "delivered" means sent without a
+	// local error.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+	CreateSnmpTarget(ctx context.Context, params *CreateSnmpTargetParams, body CreateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteSnmpTarget Delete an SNMP target
+	//
+	// Deletes the target with its delivery log; pending traps are dropped.
+	//
+	// Corresponds with DELETE /v1/snmp-targets/{target_id} (the `DeleteSnmpTarget` operationId).
+	DeleteSnmpTarget(ctx context.Context, targetId SnmpTargetID, params *DeleteSnmpTargetParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetSnmpTarget Get an SNMP target
+	//
+	// Returns one SNMP target, without its secrets.
+	//
+	// Corresponds with GET /v1/snmp-targets/{target_id} (the `GetSnmpTarget` operationId).
+	GetSnmpTarget(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateSnmpTargetWithBody Update an SNMP target
+	//
+	// Changes the fields given; secrets given replace the stored ones.
+	// Switching `snmp_version` needs that version's secrets in the same
+	// request. Disabling the target cancels its pending traps.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+	UpdateSnmpTargetWithBody(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateSnmpTarget Update an SNMP target
+	//
+	// Changes the fields given; secrets given replace the stored ones.
+	// Switching `snmp_version` needs that version's secrets in the same
+	// request. Disabling the target cancels its pending traps.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+	UpdateSnmpTarget(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, body UpdateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListSnmpDeliveries The SNMP target's delivery log
+	//
+	// Traps sent (or being retried) to this target, newest first, with their attempts.
+	//
+	// Corresponds with GET /v1/snmp-targets/{target_id}/deliveries (the `ListSnmpDeliveries` operationId).
+	ListSnmpDeliveries(ctx context.Context, targetId SnmpTargetID, params *ListSnmpDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TestSnmpTarget Send a test trap
+	//
+	// Sends one `backstopTestNotification` trap now, outside the queue,
+	// and answers with the recorded delivery. A trap is not
+	// acknowledged: check that the manager logged it.
+	//
+	// Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
+	TestSnmpTarget(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListTokens List API tokens
 	//
 	// Lists tokens (never their secrets), oldest first.
@@ -3623,6 +4719,149 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/tokens/{token_id} (the `DeleteToken` operationId).
 	DeleteToken(ctx context.Context, tokenId TokenID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListWebhooks List webhooks
+	//
+	// Lists webhook subscriptions (never their secrets), oldest first.
+	//
+	// Corresponds with GET /v1/webhooks (the `ListWebhooks` operationId).
+	ListWebhooks(ctx context.Context, params *ListWebhooksParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWebhookWithBody Subscribe a webhook receiver
+	//
+	// Subscribes an HTTP(S) endpoint to events. Every matching event is
+	// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+	// Webhooks way:
+	//
+	// * `webhook-id`: the event id (the same on every retry and
+	//   redelivery: deduplicate on it);
+	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
+	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+	//   the base64-decoded part of the secret after `whsec_`.
+	//
+	// Delivery is at least once and in order: one delivery at a time per
+	// webhook, in the order the events were written (so a receiver never
+	// sees `node.up` before the `node.down` it follows). A 2xx answer
+	// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+	// 429 and network errors are retried with exponential backoff and
+	// jitter, honouring `Retry-After`; any other answer fails at once.
+	// When the retry budget is spent (or on such a failure) the
+	// delivery is dead-lettered, a `delivery.dead_lettered` event is
+	// written, and the next event is delivered. A failing receiver holds
+	// back only its own deliveries, never those of other targets, and
+	// never the engine. The `secret` is in this answer only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+	CreateWebhookWithBody(ctx context.Context, params *CreateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateWebhook Subscribe a webhook receiver
+	//
+	// Subscribes an HTTP(S) endpoint to events. Every matching event is
+	// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+	// Webhooks way:
+	//
+	// * `webhook-id`: the event id (the same on every retry and
+	//   redelivery: deduplicate on it);
+	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
+	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+	//   the base64-decoded part of the secret after `whsec_`.
+	//
+	// Delivery is at least once and in order: one delivery at a time per
+	// webhook, in the order the events were written (so a receiver never
+	// sees `node.up` before the `node.down` it follows). A 2xx answer
+	// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+	// 429 and network errors are retried with exponential backoff and
+	// jitter, honouring `Retry-After`; any other answer fails at once.
+	// When the retry budget is spent (or on such a failure) the
+	// delivery is dead-lettered, a `delivery.dead_lettered` event is
+	// written, and the next event is delivered. A failing receiver holds
+	// back only its own deliveries, never those of other targets, and
+	// never the engine. The `secret` is in this answer only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+	CreateWebhook(ctx context.Context, params *CreateWebhookParams, body CreateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteWebhook Delete a webhook
+	//
+	// Deletes the subscription with its delivery log; pending deliveries are dropped.
+	//
+	// Corresponds with DELETE /v1/webhooks/{webhook_id} (the `DeleteWebhook` operationId).
+	DeleteWebhook(ctx context.Context, webhookId WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWebhook Get a webhook
+	//
+	// Returns one webhook subscription, without its secret.
+	//
+	// Corresponds with GET /v1/webhooks/{webhook_id} (the `GetWebhook` operationId).
+	GetWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWebhookWithBody Update a webhook
+	//
+	// Changes the fields given. Disabling a webhook (`enabled: false`)
+	// cancels its pending deliveries: that is how to stop the retries to
+	// a receiver that is gone. The secret cannot be changed; create a
+	// new webhook to rotate it.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+	UpdateWebhookWithBody(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateWebhook Update a webhook
+	//
+	// Changes the fields given. Disabling a webhook (`enabled: false`)
+	// cancels its pending deliveries: that is how to stop the retries to
+	// a receiver that is gone. The secret cannot be changed; create a
+	// new webhook to rotate it.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+	UpdateWebhook(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListWebhookDeliveries The webhook's delivery log
+	//
+	// Deliveries to this webhook, newest first, each with every attempt:
+	// when, how long, the HTTP status, the outcome and at most 512 bytes
+	// of the receiver's answer.
+	//
+	// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries (the `ListWebhookDeliveries` operationId).
+	ListWebhookDeliveries(ctx context.Context, webhookId WebhookID, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWebhookDelivery Get one delivery
+	//
+	// One delivery of the webhook with its attempts.
+	//
+	// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id} (the `GetWebhookDelivery` operationId).
+	GetWebhookDelivery(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RedeliverWebhookDelivery Deliver an event again
+	//
+	// Queues a new delivery (kind `redelivery`) of the same event, with
+	// the same `webhook-id`, after whatever is already queued for the
+	// webhook, with a fresh retry budget. Typically used on a
+	// dead-lettered delivery once the receiver is fixed. The webhook
+	// must be enabled (409 otherwise).
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver (the `RedeliverWebhookDelivery` operationId).
+	RedeliverWebhookDelivery(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, params *RedeliverWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PingWebhook Send a test request to a webhook
+	//
+	// POSTs a signed `webhook.ping` payload to the receiver now, once,
+	// outside the queue (it neither waits for nor holds back events),
+	// and answers with the recorded delivery and its one attempt. A
+	// receiver that does not answer 2xx gives a `dead_lettered`
+	// delivery; the request itself still succeeds.
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
+	PingWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // AgentPollCommands Long-poll for commands
@@ -4045,6 +5284,39 @@ func (c *Client) ListCommands(ctx context.Context, clusterId ClusterID, params *
 // Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
 func (c *Client) ListEvents(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListEventsRequest(c.Server, clusterId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StreamEvents Follow the cluster's events live (Server-Sent Events)
+//
+// A `text/event-stream` (Server-Sent Events) of the cluster's events,
+// oldest first, that stays open. Each event is one SSE message whose
+// `id:` is the event's `seq` and whose `data:` is the event as JSON
+// (schema `Event`); there is no `event:` field, so a browser's
+// `EventSource.onmessage` sees every event and reads its type from
+// the data.
+//
+// The stream starts after `Last-Event-ID` (which a browser sends by
+// itself when it reconnects) or else after `after`: a client that
+// reconnects with the last id it saw misses nothing and gets nothing
+// twice. New events are pushed as soon as their transaction commits
+// (PostgreSQL LISTEN/NOTIFY, with a poll every few seconds as a
+// fallback), from whichever replica wrote them. A comment line
+// (`: heartbeat`) is sent every 15 seconds so proxies keep the
+// connection open and clients notice a dead one. `type` and
+// `severity` filter the stream as they filter the list; ids still
+// are sequence numbers, so resuming works with filters too.
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/events/stream (the `StreamEvents` operationId).
+func (c *Client) StreamEvents(ctx context.Context, clusterId ClusterID, params *StreamEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStreamEventsRequest(c.Server, clusterId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -4793,6 +6065,230 @@ func (c *Client) RotateSigningKey(ctx context.Context, params *RotateSigningKeyP
 	return c.Client.Do(req)
 }
 
+// GetSnmpEngine The SNMPv3 engine traps are sent as
+//
+// backstopd's SNMPv3 engine id (stable for the deployment, shared by
+// every replica) and its boot counter (increased at every start of
+// any replica; receivers drop v3 traps whose boots or time go
+// backwards, so it is kept in PostgreSQL).
+//
+// Corresponds with GET /v1/snmp-engine (the `GetSnmpEngine` operationId).
+func (c *Client) GetSnmpEngine(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSnmpEngineRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetSnmpMib BACKSTOP-MIB
+//
+// The MIB module that defines Backstop's notifications (openapi/BACKSTOP-MIB.txt), for SNMP managers to load.
+//
+// Corresponds with GET /v1/snmp-mib (the `GetSnmpMib` operationId).
+func (c *Client) GetSnmpMib(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSnmpMibRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListSnmpTargets List SNMP targets
+//
+// Lists SNMP trap targets (never their secrets), oldest first.
+//
+// Corresponds with GET /v1/snmp-targets (the `ListSnmpTargets` operationId).
+func (c *Client) ListSnmpTargets(ctx context.Context, params *ListSnmpTargetsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSnmpTargetsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateSnmpTargetWithBody Send SNMP traps to a manager
+//
+// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+// `/v1/snmp-mib`) to the manager for every matching event, by
+// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+// For v3 backstopd is the authoritative engine: configure the
+// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+// Community and passphrases are write-only: never shown again.
+// Traps go through the same ordered, retried queue as webhooks; a
+// trap is unacknowledged UDP, so "delivered" means sent without a
+// local error.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+func (c *Client) CreateSnmpTargetWithBody(ctx context.Context, params *CreateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateSnmpTargetRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateSnmpTarget Send SNMP traps to a manager
+//
+// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+// `/v1/snmp-mib`) to the manager for every matching event, by
+// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+// For v3 backstopd is the authoritative engine: configure the
+// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+// Community and passphrases are write-only: never shown again.
+// Traps go through the same ordered, retried queue as webhooks; a
+// trap is unacknowledged UDP, so "delivered" means sent without a
+// local error.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+func (c *Client) CreateSnmpTarget(ctx context.Context, params *CreateSnmpTargetParams, body CreateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateSnmpTargetRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteSnmpTarget Delete an SNMP target
+//
+// Deletes the target with its delivery log; pending traps are dropped.
+//
+// Corresponds with DELETE /v1/snmp-targets/{target_id} (the `DeleteSnmpTarget` operationId).
+func (c *Client) DeleteSnmpTarget(ctx context.Context, targetId SnmpTargetID, params *DeleteSnmpTargetParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteSnmpTargetRequest(c.Server, targetId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetSnmpTarget Get an SNMP target
+//
+// Returns one SNMP target, without its secrets.
+//
+// Corresponds with GET /v1/snmp-targets/{target_id} (the `GetSnmpTarget` operationId).
+func (c *Client) GetSnmpTarget(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSnmpTargetRequest(c.Server, targetId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateSnmpTargetWithBody Update an SNMP target
+//
+// Changes the fields given; secrets given replace the stored ones.
+// Switching `snmp_version` needs that version's secrets in the same
+// request. Disabling the target cancels its pending traps.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+func (c *Client) UpdateSnmpTargetWithBody(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateSnmpTargetRequestWithBody(c.Server, targetId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateSnmpTarget Update an SNMP target
+//
+// Changes the fields given; secrets given replace the stored ones.
+// Switching `snmp_version` needs that version's secrets in the same
+// request. Disabling the target cancels its pending traps.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+func (c *Client) UpdateSnmpTarget(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, body UpdateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateSnmpTargetRequest(c.Server, targetId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListSnmpDeliveries The SNMP target's delivery log
+//
+// Traps sent (or being retried) to this target, newest first, with their attempts.
+//
+// Corresponds with GET /v1/snmp-targets/{target_id}/deliveries (the `ListSnmpDeliveries` operationId).
+func (c *Client) ListSnmpDeliveries(ctx context.Context, targetId SnmpTargetID, params *ListSnmpDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSnmpDeliveriesRequest(c.Server, targetId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TestSnmpTarget Send a test trap
+//
+// Sends one `backstopTestNotification` trap now, outside the queue,
+// and answers with the recorded delivery. A trap is not
+// acknowledged: check that the manager logged it.
+//
+// Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
+func (c *Client) TestSnmpTarget(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTestSnmpTargetRequest(c.Server, targetId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListTokens List API tokens
 //
 // Lists tokens (never their secrets), oldest first.
@@ -4858,6 +6354,259 @@ func (c *Client) CreateToken(ctx context.Context, params *CreateTokenParams, bod
 // Corresponds with DELETE /v1/tokens/{token_id} (the `DeleteToken` operationId).
 func (c *Client) DeleteToken(ctx context.Context, tokenId TokenID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteTokenRequest(c.Server, tokenId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListWebhooks List webhooks
+//
+// Lists webhook subscriptions (never their secrets), oldest first.
+//
+// Corresponds with GET /v1/webhooks (the `ListWebhooks` operationId).
+func (c *Client) ListWebhooks(ctx context.Context, params *ListWebhooksParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListWebhooksRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWebhookWithBody Subscribe a webhook receiver
+//
+// Subscribes an HTTP(S) endpoint to events. Every matching event is
+// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+// Webhooks way:
+//
+//   - `webhook-id`: the event id (the same on every retry and
+//     redelivery: deduplicate on it);
+//   - `webhook-timestamp`: the attempt's time, in Unix seconds;
+//   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+//     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+//     the base64-decoded part of the secret after `whsec_`.
+//
+// Delivery is at least once and in order: one delivery at a time per
+// webhook, in the order the events were written (so a receiver never
+// sees `node.up` before the `node.down` it follows). A 2xx answer
+// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+// 429 and network errors are retried with exponential backoff and
+// jitter, honouring `Retry-After`; any other answer fails at once.
+// When the retry budget is spent (or on such a failure) the
+// delivery is dead-lettered, a `delivery.dead_lettered` event is
+// written, and the next event is delivered. A failing receiver holds
+// back only its own deliveries, never those of other targets, and
+// never the engine. The `secret` is in this answer only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+func (c *Client) CreateWebhookWithBody(ctx context.Context, params *CreateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWebhookRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateWebhook Subscribe a webhook receiver
+//
+// Subscribes an HTTP(S) endpoint to events. Every matching event is
+// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+// Webhooks way:
+//
+//   - `webhook-id`: the event id (the same on every retry and
+//     redelivery: deduplicate on it);
+//   - `webhook-timestamp`: the attempt's time, in Unix seconds;
+//   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+//     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+//     the base64-decoded part of the secret after `whsec_`.
+//
+// Delivery is at least once and in order: one delivery at a time per
+// webhook, in the order the events were written (so a receiver never
+// sees `node.up` before the `node.down` it follows). A 2xx answer
+// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+// 429 and network errors are retried with exponential backoff and
+// jitter, honouring `Retry-After`; any other answer fails at once.
+// When the retry budget is spent (or on such a failure) the
+// delivery is dead-lettered, a `delivery.dead_lettered` event is
+// written, and the next event is delivered. A failing receiver holds
+// back only its own deliveries, never those of other targets, and
+// never the engine. The `secret` is in this answer only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+func (c *Client) CreateWebhook(ctx context.Context, params *CreateWebhookParams, body CreateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateWebhookRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteWebhook Delete a webhook
+//
+// Deletes the subscription with its delivery log; pending deliveries are dropped.
+//
+// Corresponds with DELETE /v1/webhooks/{webhook_id} (the `DeleteWebhook` operationId).
+func (c *Client) DeleteWebhook(ctx context.Context, webhookId WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWebhookRequest(c.Server, webhookId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWebhook Get a webhook
+//
+// Returns one webhook subscription, without its secret.
+//
+// Corresponds with GET /v1/webhooks/{webhook_id} (the `GetWebhook` operationId).
+func (c *Client) GetWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWebhookRequest(c.Server, webhookId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWebhookWithBody Update a webhook
+//
+// Changes the fields given. Disabling a webhook (`enabled: false`)
+// cancels its pending deliveries: that is how to stop the retries to
+// a receiver that is gone. The secret cannot be changed; create a
+// new webhook to rotate it.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+func (c *Client) UpdateWebhookWithBody(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWebhookRequestWithBody(c.Server, webhookId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateWebhook Update a webhook
+//
+// Changes the fields given. Disabling a webhook (`enabled: false`)
+// cancels its pending deliveries: that is how to stop the retries to
+// a receiver that is gone. The secret cannot be changed; create a
+// new webhook to rotate it.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+func (c *Client) UpdateWebhook(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateWebhookRequest(c.Server, webhookId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListWebhookDeliveries The webhook's delivery log
+//
+// Deliveries to this webhook, newest first, each with every attempt:
+// when, how long, the HTTP status, the outcome and at most 512 bytes
+// of the receiver's answer.
+//
+// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries (the `ListWebhookDeliveries` operationId).
+func (c *Client) ListWebhookDeliveries(ctx context.Context, webhookId WebhookID, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListWebhookDeliveriesRequest(c.Server, webhookId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWebhookDelivery Get one delivery
+//
+// One delivery of the webhook with its attempts.
+//
+// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id} (the `GetWebhookDelivery` operationId).
+func (c *Client) GetWebhookDelivery(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWebhookDeliveryRequest(c.Server, webhookId, deliveryId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RedeliverWebhookDelivery Deliver an event again
+//
+// Queues a new delivery (kind `redelivery`) of the same event, with
+// the same `webhook-id`, after whatever is already queued for the
+// webhook, with a fresh retry budget. Typically used on a
+// dead-lettered delivery once the receiver is fixed. The webhook
+// must be enabled (409 otherwise).
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver (the `RedeliverWebhookDelivery` operationId).
+func (c *Client) RedeliverWebhookDelivery(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, params *RedeliverWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRedeliverWebhookDeliveryRequest(c.Server, webhookId, deliveryId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PingWebhook Send a test request to a webhook
+//
+// POSTs a signed `webhook.ping` payload to the receiver now, once,
+// outside the queue (it neither waits for nor holds back events),
+// and answers with the recorded delivery and its one attempt. A
+// receiver that does not answer 2xx gives a `dead_lettered`
+// delivery; the request itself still succeeds.
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
+func (c *Client) PingWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPingWebhookRequest(c.Server, webhookId)
 	if err != nil {
 		return nil, err
 	}
@@ -5693,6 +7442,106 @@ func NewListEventsRequest(server string, clusterId ClusterID, params *ListEvents
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStreamEventsRequest constructs an http.Request for the StreamEvents method
+func NewStreamEventsRequest(server string, clusterId ClusterID, params *StreamEventsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/events/stream", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Type != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "type", *params.Type, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Severity != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "severity", *params.Severity, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.LastEventID != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Last-Event-ID", *params.LastEventID, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Last-Event-ID", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -7255,6 +9104,445 @@ func NewRotateSigningKeyRequest(server string, params *RotateSigningKeyParams) (
 	return req, nil
 }
 
+// NewGetSnmpEngineRequest constructs an http.Request for the GetSnmpEngine method
+func NewGetSnmpEngineRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-engine")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetSnmpMibRequest constructs an http.Request for the GetSnmpMib method
+func NewGetSnmpMibRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-mib")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListSnmpTargetsRequest constructs an http.Request for the ListSnmpTargets method
+func NewListSnmpTargetsRequest(server string, params *ListSnmpTargetsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateSnmpTargetRequest calls the generic CreateSnmpTarget builder with application/json body
+func NewCreateSnmpTargetRequest(server string, params *CreateSnmpTargetParams, body CreateSnmpTargetJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateSnmpTargetRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateSnmpTargetRequestWithBody constructs an http.Request for the CreateSnmpTarget method, with any body, and a specified content type
+func NewCreateSnmpTargetRequestWithBody(server string, params *CreateSnmpTargetParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteSnmpTargetRequest constructs an http.Request for the DeleteSnmpTarget method
+func NewDeleteSnmpTargetRequest(server string, targetId SnmpTargetID, params *DeleteSnmpTargetParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "target_id", targetId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetSnmpTargetRequest constructs an http.Request for the GetSnmpTarget method
+func NewGetSnmpTargetRequest(server string, targetId SnmpTargetID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "target_id", targetId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateSnmpTargetRequest calls the generic UpdateSnmpTarget builder with application/json body
+func NewUpdateSnmpTargetRequest(server string, targetId SnmpTargetID, params *UpdateSnmpTargetParams, body UpdateSnmpTargetJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateSnmpTargetRequestWithBody(server, targetId, params, "application/json", bodyReader)
+}
+
+// NewUpdateSnmpTargetRequestWithBody constructs an http.Request for the UpdateSnmpTarget method, with any body, and a specified content type
+func NewUpdateSnmpTargetRequestWithBody(server string, targetId SnmpTargetID, params *UpdateSnmpTargetParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "target_id", targetId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListSnmpDeliveriesRequest constructs an http.Request for the ListSnmpDeliveries method
+func NewListSnmpDeliveriesRequest(server string, targetId SnmpTargetID, params *ListSnmpDeliveriesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "target_id", targetId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets/%s/deliveries", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewTestSnmpTargetRequest constructs an http.Request for the TestSnmpTarget method
+func NewTestSnmpTargetRequest(server string, targetId SnmpTargetID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "target_id", targetId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/snmp-targets/%s/test", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListTokensRequest constructs an http.Request for the ListTokens method
 func NewListTokensRequest(server string, params *ListTokensParams) (*http.Request, error) {
 	var err error
@@ -7403,6 +9691,488 @@ func NewDeleteTokenRequest(server string, tokenId TokenID) (*http.Request, error
 	}
 
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListWebhooksRequest constructs an http.Request for the ListWebhooks method
+func NewListWebhooksRequest(server string, params *ListWebhooksParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateWebhookRequest calls the generic CreateWebhook builder with application/json body
+func NewCreateWebhookRequest(server string, params *CreateWebhookParams, body CreateWebhookJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateWebhookRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateWebhookRequestWithBody constructs an http.Request for the CreateWebhook method, with any body, and a specified content type
+func NewCreateWebhookRequestWithBody(server string, params *CreateWebhookParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteWebhookRequest constructs an http.Request for the DeleteWebhook method
+func NewDeleteWebhookRequest(server string, webhookId WebhookID, params *DeleteWebhookParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetWebhookRequest constructs an http.Request for the GetWebhook method
+func NewGetWebhookRequest(server string, webhookId WebhookID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateWebhookRequest calls the generic UpdateWebhook builder with application/json body
+func NewUpdateWebhookRequest(server string, webhookId WebhookID, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateWebhookRequestWithBody(server, webhookId, params, "application/json", bodyReader)
+}
+
+// NewUpdateWebhookRequestWithBody constructs an http.Request for the UpdateWebhook method, with any body, and a specified content type
+func NewUpdateWebhookRequestWithBody(server string, webhookId WebhookID, params *UpdateWebhookParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListWebhookDeliveriesRequest constructs an http.Request for the ListWebhookDeliveries method
+func NewListWebhookDeliveriesRequest(server string, webhookId WebhookID, params *ListWebhookDeliveriesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s/deliveries", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetWebhookDeliveryRequest constructs an http.Request for the GetWebhookDelivery method
+func NewGetWebhookDeliveryRequest(server string, webhookId WebhookID, deliveryId DeliveryID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "delivery_id", deliveryId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s/deliveries/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRedeliverWebhookDeliveryRequest constructs an http.Request for the RedeliverWebhookDelivery method
+func NewRedeliverWebhookDeliveryRequest(server string, webhookId WebhookID, deliveryId DeliveryID, params *RedeliverWebhookDeliveryParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "delivery_id", deliveryId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s/deliveries/%s/redeliver", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPingWebhookRequest constructs an http.Request for the PingWebhook method
+func NewPingWebhookRequest(server string, webhookId WebhookID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s/ping", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -7687,6 +10457,31 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/clusters/{cluster_id}/events (the `ListEvents` operationId).
 	ListEventsWithResponse(ctx context.Context, clusterId ClusterID, params *ListEventsParams, reqEditors ...RequestEditorFn) (*ListEventsResponse, error)
+
+	// StreamEventsWithResponse Follow the cluster's events live (Server-Sent Events)
+	//
+	// A `text/event-stream` (Server-Sent Events) of the cluster's events,
+	// oldest first, that stays open. Each event is one SSE message whose
+	// `id:` is the event's `seq` and whose `data:` is the event as JSON
+	// (schema `Event`); there is no `event:` field, so a browser's
+	// `EventSource.onmessage` sees every event and reads its type from
+	// the data.
+	//
+	// The stream starts after `Last-Event-ID` (which a browser sends by
+	// itself when it reconnects) or else after `after`: a client that
+	// reconnects with the last id it saw misses nothing and gets nothing
+	// twice. New events are pushed as soon as their transaction commits
+	// (PostgreSQL LISTEN/NOTIFY, with a poll every few seconds as a
+	// fallback), from whichever replica wrote them. A comment line
+	// (`: heartbeat`) is sent every 15 seconds so proxies keep the
+	// connection open and clients notice a dead one. `type` and
+	// `severity` filter the stream as they filter the list; ids still
+	// are sequence numbers, so resuming works with filters too.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/events/stream (the `StreamEvents` operationId).
+	StreamEventsWithResponse(ctx context.Context, clusterId ClusterID, params *StreamEventsParams, reqEditors ...RequestEditorFn) (*StreamEventsResponse, error)
 
 	// ListHierarchiesWithResponse List hierarchies
 	//
@@ -8094,6 +10889,134 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/signing-keys/rotate (the `RotateSigningKey` operationId).
 	RotateSigningKeyWithResponse(ctx context.Context, params *RotateSigningKeyParams, reqEditors ...RequestEditorFn) (*RotateSigningKeyResponse, error)
 
+	// GetSnmpEngineWithResponse The SNMPv3 engine traps are sent as
+	//
+	// backstopd's SNMPv3 engine id (stable for the deployment, shared by
+	// every replica) and its boot counter (increased at every start of
+	// any replica; receivers drop v3 traps whose boots or time go
+	// backwards, so it is kept in PostgreSQL).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/snmp-engine (the `GetSnmpEngine` operationId).
+	GetSnmpEngineWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetSnmpEngineResponse, error)
+
+	// GetSnmpMibWithResponse BACKSTOP-MIB
+	//
+	// The MIB module that defines Backstop's notifications (openapi/BACKSTOP-MIB.txt), for SNMP managers to load.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/snmp-mib (the `GetSnmpMib` operationId).
+	GetSnmpMibWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetSnmpMibResponse, error)
+
+	// ListSnmpTargetsWithResponse List SNMP targets
+	//
+	// Lists SNMP trap targets (never their secrets), oldest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/snmp-targets (the `ListSnmpTargets` operationId).
+	ListSnmpTargetsWithResponse(ctx context.Context, params *ListSnmpTargetsParams, reqEditors ...RequestEditorFn) (*ListSnmpTargetsResponse, error)
+
+	// CreateSnmpTargetWithBodyWithResponse Send SNMP traps to a manager
+	//
+	// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+	// `/v1/snmp-mib`) to the manager for every matching event, by
+	// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+	// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+	// For v3 backstopd is the authoritative engine: configure the
+	// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+	// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+	// Community and passphrases are write-only: never shown again.
+	// Traps go through the same ordered, retried queue as webhooks; a
+	// trap is unacknowledged UDP, so "delivered" means sent without a
+	// local error.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+	CreateSnmpTargetWithBodyWithResponse(ctx context.Context, params *CreateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateSnmpTargetResponse, error)
+
+	// CreateSnmpTargetWithResponse Send SNMP traps to a manager
+	//
+	// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+	// `/v1/snmp-mib`) to the manager for every matching event, by
+	// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+	// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+	// For v3 backstopd is the authoritative engine: configure the
+	// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+	// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+	// Community and passphrases are write-only: never shown again.
+	// Traps go through the same ordered, retried queue as webhooks; a
+	// trap is unacknowledged UDP, so "delivered" means sent without a
+	// local error.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+	CreateSnmpTargetWithResponse(ctx context.Context, params *CreateSnmpTargetParams, body CreateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateSnmpTargetResponse, error)
+
+	// DeleteSnmpTargetWithResponse Delete an SNMP target
+	//
+	// Deletes the target with its delivery log; pending traps are dropped.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/snmp-targets/{target_id} (the `DeleteSnmpTarget` operationId).
+	DeleteSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, params *DeleteSnmpTargetParams, reqEditors ...RequestEditorFn) (*DeleteSnmpTargetResponse, error)
+
+	// GetSnmpTargetWithResponse Get an SNMP target
+	//
+	// Returns one SNMP target, without its secrets.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/snmp-targets/{target_id} (the `GetSnmpTarget` operationId).
+	GetSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*GetSnmpTargetResponse, error)
+
+	// UpdateSnmpTargetWithBodyWithResponse Update an SNMP target
+	//
+	// Changes the fields given; secrets given replace the stored ones.
+	// Switching `snmp_version` needs that version's secrets in the same
+	// request. Disabling the target cancels its pending traps.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+	UpdateSnmpTargetWithBodyWithResponse(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateSnmpTargetResponse, error)
+
+	// UpdateSnmpTargetWithResponse Update an SNMP target
+	//
+	// Changes the fields given; secrets given replace the stored ones.
+	// Switching `snmp_version` needs that version's secrets in the same
+	// request. Disabling the target cancels its pending traps.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+	UpdateSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, body UpdateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateSnmpTargetResponse, error)
+
+	// ListSnmpDeliveriesWithResponse The SNMP target's delivery log
+	//
+	// Traps sent (or being retried) to this target, newest first, with their attempts.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/snmp-targets/{target_id}/deliveries (the `ListSnmpDeliveries` operationId).
+	ListSnmpDeliveriesWithResponse(ctx context.Context, targetId SnmpTargetID, params *ListSnmpDeliveriesParams, reqEditors ...RequestEditorFn) (*ListSnmpDeliveriesResponse, error)
+
+	// TestSnmpTargetWithResponse Send a test trap
+	//
+	// Sends one `backstopTestNotification` trap now, outside the queue,
+	// and answers with the recorded delivery. A trap is not
+	// acknowledged: check that the manager logged it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
+	TestSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*TestSnmpTargetResponse, error)
+
 	// ListTokensWithResponse List API tokens
 	//
 	// Lists tokens (never their secrets), oldest first.
@@ -8132,6 +11055,163 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/tokens/{token_id} (the `DeleteToken` operationId).
 	DeleteTokenWithResponse(ctx context.Context, tokenId TokenID, reqEditors ...RequestEditorFn) (*DeleteTokenResponse, error)
+
+	// ListWebhooksWithResponse List webhooks
+	//
+	// Lists webhook subscriptions (never their secrets), oldest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/webhooks (the `ListWebhooks` operationId).
+	ListWebhooksWithResponse(ctx context.Context, params *ListWebhooksParams, reqEditors ...RequestEditorFn) (*ListWebhooksResponse, error)
+
+	// CreateWebhookWithBodyWithResponse Subscribe a webhook receiver
+	//
+	// Subscribes an HTTP(S) endpoint to events. Every matching event is
+	// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+	// Webhooks way:
+	//
+	// * `webhook-id`: the event id (the same on every retry and
+	//   redelivery: deduplicate on it);
+	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
+	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+	//   the base64-decoded part of the secret after `whsec_`.
+	//
+	// Delivery is at least once and in order: one delivery at a time per
+	// webhook, in the order the events were written (so a receiver never
+	// sees `node.up` before the `node.down` it follows). A 2xx answer
+	// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+	// 429 and network errors are retried with exponential backoff and
+	// jitter, honouring `Retry-After`; any other answer fails at once.
+	// When the retry budget is spent (or on such a failure) the
+	// delivery is dead-lettered, a `delivery.dead_lettered` event is
+	// written, and the next event is delivered. A failing receiver holds
+	// back only its own deliveries, never those of other targets, and
+	// never the engine. The `secret` is in this answer only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+	CreateWebhookWithBodyWithResponse(ctx context.Context, params *CreateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWebhookResponse, error)
+
+	// CreateWebhookWithResponse Subscribe a webhook receiver
+	//
+	// Subscribes an HTTP(S) endpoint to events. Every matching event is
+	// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+	// Webhooks way:
+	//
+	// * `webhook-id`: the event id (the same on every retry and
+	//   redelivery: deduplicate on it);
+	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
+	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+	//   the base64-decoded part of the secret after `whsec_`.
+	//
+	// Delivery is at least once and in order: one delivery at a time per
+	// webhook, in the order the events were written (so a receiver never
+	// sees `node.up` before the `node.down` it follows). A 2xx answer
+	// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+	// 429 and network errors are retried with exponential backoff and
+	// jitter, honouring `Retry-After`; any other answer fails at once.
+	// When the retry budget is spent (or on such a failure) the
+	// delivery is dead-lettered, a `delivery.dead_lettered` event is
+	// written, and the next event is delivered. A failing receiver holds
+	// back only its own deliveries, never those of other targets, and
+	// never the engine. The `secret` is in this answer only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+	CreateWebhookWithResponse(ctx context.Context, params *CreateWebhookParams, body CreateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWebhookResponse, error)
+
+	// DeleteWebhookWithResponse Delete a webhook
+	//
+	// Deletes the subscription with its delivery log; pending deliveries are dropped.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/webhooks/{webhook_id} (the `DeleteWebhook` operationId).
+	DeleteWebhookWithResponse(ctx context.Context, webhookId WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error)
+
+	// GetWebhookWithResponse Get a webhook
+	//
+	// Returns one webhook subscription, without its secret.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/webhooks/{webhook_id} (the `GetWebhook` operationId).
+	GetWebhookWithResponse(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*GetWebhookResponse, error)
+
+	// UpdateWebhookWithBodyWithResponse Update a webhook
+	//
+	// Changes the fields given. Disabling a webhook (`enabled: false`)
+	// cancels its pending deliveries: that is how to stop the retries to
+	// a receiver that is gone. The secret cannot be changed; create a
+	// new webhook to rotate it.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+	UpdateWebhookWithBodyWithResponse(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWebhookResponse, error)
+
+	// UpdateWebhookWithResponse Update a webhook
+	//
+	// Changes the fields given. Disabling a webhook (`enabled: false`)
+	// cancels its pending deliveries: that is how to stop the retries to
+	// a receiver that is gone. The secret cannot be changed; create a
+	// new webhook to rotate it.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+	UpdateWebhookWithResponse(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWebhookResponse, error)
+
+	// ListWebhookDeliveriesWithResponse The webhook's delivery log
+	//
+	// Deliveries to this webhook, newest first, each with every attempt:
+	// when, how long, the HTTP status, the outcome and at most 512 bytes
+	// of the receiver's answer.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries (the `ListWebhookDeliveries` operationId).
+	ListWebhookDeliveriesWithResponse(ctx context.Context, webhookId WebhookID, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*ListWebhookDeliveriesResponse, error)
+
+	// GetWebhookDeliveryWithResponse Get one delivery
+	//
+	// One delivery of the webhook with its attempts.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id} (the `GetWebhookDelivery` operationId).
+	GetWebhookDeliveryWithResponse(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error)
+
+	// RedeliverWebhookDeliveryWithResponse Deliver an event again
+	//
+	// Queues a new delivery (kind `redelivery`) of the same event, with
+	// the same `webhook-id`, after whatever is already queued for the
+	// webhook, with a fresh retry budget. Typically used on a
+	// dead-lettered delivery once the receiver is fixed. The webhook
+	// must be enabled (409 otherwise).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver (the `RedeliverWebhookDelivery` operationId).
+	RedeliverWebhookDeliveryWithResponse(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, params *RedeliverWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RedeliverWebhookDeliveryResponse, error)
+
+	// PingWebhookWithResponse Send a test request to a webhook
+	//
+	// POSTs a signed `webhook.ping` payload to the receiver now, once,
+	// outside the queue (it neither waits for nor holds back events),
+	// and answers with the recorded delivery and its one attempt. A
+	// receiver that does not answer 2xx gives a `dead_lettered`
+	// delivery; the request itself still succeeds.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
+	PingWebhookWithResponse(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*PingWebhookResponse, error)
 }
 
 type AgentPollCommandsResponse struct {
@@ -8952,6 +12032,47 @@ func (r ListEventsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StreamEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r StreamEventsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StreamEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StreamEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StreamEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StreamEventsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -10353,6 +13474,446 @@ func (r RotateSigningKeyResponse) ContentType() string {
 	return ""
 }
 
+type GetSnmpEngineResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SnmpEngine
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetSnmpEngineResponse) GetJSON200() *SnmpEngine {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetSnmpEngineResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetSnmpEngineResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetSnmpEngineResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetSnmpEngineResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetSnmpEngineResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetSnmpMibResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetSnmpMibResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetSnmpMibResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetSnmpMibResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetSnmpMibResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetSnmpMibResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListSnmpTargetsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SnmpTargetList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSnmpTargetsResponse) GetJSON200() *SnmpTargetList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListSnmpTargetsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSnmpTargetsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSnmpTargetsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSnmpTargetsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSnmpTargetsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateSnmpTargetResponse201Headers the declared response headers of an HTTP 201 response for CreateSnmpTarget
+type CreateSnmpTargetResponse201Headers struct {
+	ETag     *string
+	Location *string
+}
+
+type CreateSnmpTargetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *SnmpTarget
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreateSnmpTargetResponse201Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateSnmpTargetResponse) GetJSON201() *SnmpTarget {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateSnmpTargetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateSnmpTargetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateSnmpTargetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateSnmpTargetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateSnmpTargetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteSnmpTargetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteSnmpTargetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteSnmpTargetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteSnmpTargetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteSnmpTargetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteSnmpTargetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetSnmpTargetResponse200Headers the declared response headers of an HTTP 200 response for GetSnmpTarget
+type GetSnmpTargetResponse200Headers struct {
+	ETag *string
+}
+
+type GetSnmpTargetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SnmpTarget
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetSnmpTargetResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetSnmpTargetResponse) GetJSON200() *SnmpTarget {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetSnmpTargetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetSnmpTargetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetSnmpTargetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetSnmpTargetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetSnmpTargetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateSnmpTargetResponse200Headers the declared response headers of an HTTP 200 response for UpdateSnmpTarget
+type UpdateSnmpTargetResponse200Headers struct {
+	ETag *string
+}
+
+type UpdateSnmpTargetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SnmpTarget
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *UpdateSnmpTargetResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateSnmpTargetResponse) GetJSON200() *SnmpTarget {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateSnmpTargetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateSnmpTargetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateSnmpTargetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateSnmpTargetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateSnmpTargetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListSnmpDeliveriesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DeliveryList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSnmpDeliveriesResponse) GetJSON200() *DeliveryList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListSnmpDeliveriesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSnmpDeliveriesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSnmpDeliveriesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSnmpDeliveriesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSnmpDeliveriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TestSnmpTargetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Delivery
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TestSnmpTargetResponse) GetJSON200() *Delivery {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r TestSnmpTargetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TestSnmpTargetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TestSnmpTargetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TestSnmpTargetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TestSnmpTargetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -10491,6 +14052,453 @@ func (r DeleteTokenResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r DeleteTokenResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListWebhooksResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListWebhooksResponse) GetJSON200() *WebhookList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListWebhooksResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListWebhooksResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListWebhooksResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListWebhooksResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListWebhooksResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateWebhookResponse201Headers the declared response headers of an HTTP 201 response for CreateWebhook
+type CreateWebhookResponse201Headers struct {
+	ETag     *string
+	Location *string
+}
+
+type CreateWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *WebhookCreated
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreateWebhookResponse201Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateWebhookResponse) GetJSON201() *WebhookCreated {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetWebhookResponse200Headers the declared response headers of an HTTP 200 response for GetWebhook
+type GetWebhookResponse200Headers struct {
+	ETag *string
+}
+
+type GetWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Webhook
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetWebhookResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWebhookResponse) GetJSON200() *Webhook {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateWebhookResponse200Headers the declared response headers of an HTTP 200 response for UpdateWebhook
+type UpdateWebhookResponse200Headers struct {
+	ETag *string
+}
+
+type UpdateWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Webhook
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *UpdateWebhookResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateWebhookResponse) GetJSON200() *Webhook {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListWebhookDeliveriesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DeliveryList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListWebhookDeliveriesResponse) GetJSON200() *DeliveryList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListWebhookDeliveriesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListWebhookDeliveriesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListWebhookDeliveriesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListWebhookDeliveriesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListWebhookDeliveriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetWebhookDeliveryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Delivery
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWebhookDeliveryResponse) GetJSON200() *Delivery {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetWebhookDeliveryResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWebhookDeliveryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWebhookDeliveryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWebhookDeliveryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWebhookDeliveryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RedeliverWebhookDeliveryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Delivery
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r RedeliverWebhookDeliveryResponse) GetJSON202() *Delivery {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RedeliverWebhookDeliveryResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RedeliverWebhookDeliveryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RedeliverWebhookDeliveryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RedeliverWebhookDeliveryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RedeliverWebhookDeliveryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PingWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Delivery
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PingWebhookResponse) GetJSON200() *Delivery {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PingWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PingWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PingWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PingWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PingWebhookResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -10861,6 +14869,37 @@ func (c *ClientWithResponses) ListEventsWithResponse(ctx context.Context, cluste
 		return nil, err
 	}
 	return ParseListEventsResponse(rsp)
+}
+
+// StreamEventsWithResponse Follow the cluster's events live (Server-Sent Events)
+//
+// A `text/event-stream` (Server-Sent Events) of the cluster's events,
+// oldest first, that stays open. Each event is one SSE message whose
+// `id:` is the event's `seq` and whose `data:` is the event as JSON
+// (schema `Event`); there is no `event:` field, so a browser's
+// `EventSource.onmessage` sees every event and reads its type from
+// the data.
+//
+// The stream starts after `Last-Event-ID` (which a browser sends by
+// itself when it reconnects) or else after `after`: a client that
+// reconnects with the last id it saw misses nothing and gets nothing
+// twice. New events are pushed as soon as their transaction commits
+// (PostgreSQL LISTEN/NOTIFY, with a poll every few seconds as a
+// fallback), from whichever replica wrote them. A comment line
+// (`: heartbeat`) is sent every 15 seconds so proxies keep the
+// connection open and clients notice a dead one. `type` and
+// `severity` filter the stream as they filter the list; ids still
+// are sequence numbers, so resuming works with filters too.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/events/stream (the `StreamEvents` operationId).
+func (c *ClientWithResponses) StreamEventsWithResponse(ctx context.Context, clusterId ClusterID, params *StreamEventsParams, reqEditors ...RequestEditorFn) (*StreamEventsResponse, error) {
+	rsp, err := c.StreamEvents(ctx, clusterId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStreamEventsResponse(rsp)
 }
 
 // ListHierarchiesWithResponse List hierarchies
@@ -11491,6 +15530,200 @@ func (c *ClientWithResponses) RotateSigningKeyWithResponse(ctx context.Context, 
 	return ParseRotateSigningKeyResponse(rsp)
 }
 
+// GetSnmpEngineWithResponse The SNMPv3 engine traps are sent as
+//
+// backstopd's SNMPv3 engine id (stable for the deployment, shared by
+// every replica) and its boot counter (increased at every start of
+// any replica; receivers drop v3 traps whose boots or time go
+// backwards, so it is kept in PostgreSQL).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/snmp-engine (the `GetSnmpEngine` operationId).
+func (c *ClientWithResponses) GetSnmpEngineWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetSnmpEngineResponse, error) {
+	rsp, err := c.GetSnmpEngine(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetSnmpEngineResponse(rsp)
+}
+
+// GetSnmpMibWithResponse BACKSTOP-MIB
+//
+// The MIB module that defines Backstop's notifications (openapi/BACKSTOP-MIB.txt), for SNMP managers to load.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/snmp-mib (the `GetSnmpMib` operationId).
+func (c *ClientWithResponses) GetSnmpMibWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetSnmpMibResponse, error) {
+	rsp, err := c.GetSnmpMib(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetSnmpMibResponse(rsp)
+}
+
+// ListSnmpTargetsWithResponse List SNMP targets
+//
+// Lists SNMP trap targets (never their secrets), oldest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/snmp-targets (the `ListSnmpTargets` operationId).
+func (c *ClientWithResponses) ListSnmpTargetsWithResponse(ctx context.Context, params *ListSnmpTargetsParams, reqEditors ...RequestEditorFn) (*ListSnmpTargetsResponse, error) {
+	rsp, err := c.ListSnmpTargets(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSnmpTargetsResponse(rsp)
+}
+
+// CreateSnmpTargetWithBodyWithResponse Send SNMP traps to a manager
+//
+// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+// `/v1/snmp-mib`) to the manager for every matching event, by
+// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+// For v3 backstopd is the authoritative engine: configure the
+// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+// Community and passphrases are write-only: never shown again.
+// Traps go through the same ordered, retried queue as webhooks; a
+// trap is unacknowledged UDP, so "delivered" means sent without a
+// local error.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+func (c *ClientWithResponses) CreateSnmpTargetWithBodyWithResponse(ctx context.Context, params *CreateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateSnmpTargetResponse, error) {
+	rsp, err := c.CreateSnmpTargetWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateSnmpTargetResponse(rsp)
+}
+
+// CreateSnmpTargetWithResponse Send SNMP traps to a manager
+//
+// Sends a trap (an SNMPv2 notification of BACKSTOP-MIB, served at
+// `/v1/snmp-mib`) to the manager for every matching event, by
+// default the `critical` ones. `snmp_version` `v2c` needs `community`;
+// `v3` needs `v3` (user, SHA or SHA-256 authentication, AES privacy: authPriv).
+// For v3 backstopd is the authoritative engine: configure the
+// receiver with the engine id of `GET /v1/snmp-engine` (net-snmp:
+// `createUser -e 0x<engine_id> <user> SHA <auth> AES <priv>`).
+// Community and passphrases are write-only: never shown again.
+// Traps go through the same ordered, retried queue as webhooks; a
+// trap is unacknowledged UDP, so "delivered" means sent without a
+// local error.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/snmp-targets (the `CreateSnmpTarget` operationId).
+func (c *ClientWithResponses) CreateSnmpTargetWithResponse(ctx context.Context, params *CreateSnmpTargetParams, body CreateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateSnmpTargetResponse, error) {
+	rsp, err := c.CreateSnmpTarget(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateSnmpTargetResponse(rsp)
+}
+
+// DeleteSnmpTargetWithResponse Delete an SNMP target
+//
+// Deletes the target with its delivery log; pending traps are dropped.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/snmp-targets/{target_id} (the `DeleteSnmpTarget` operationId).
+func (c *ClientWithResponses) DeleteSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, params *DeleteSnmpTargetParams, reqEditors ...RequestEditorFn) (*DeleteSnmpTargetResponse, error) {
+	rsp, err := c.DeleteSnmpTarget(ctx, targetId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteSnmpTargetResponse(rsp)
+}
+
+// GetSnmpTargetWithResponse Get an SNMP target
+//
+// Returns one SNMP target, without its secrets.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/snmp-targets/{target_id} (the `GetSnmpTarget` operationId).
+func (c *ClientWithResponses) GetSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*GetSnmpTargetResponse, error) {
+	rsp, err := c.GetSnmpTarget(ctx, targetId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetSnmpTargetResponse(rsp)
+}
+
+// UpdateSnmpTargetWithBodyWithResponse Update an SNMP target
+//
+// Changes the fields given; secrets given replace the stored ones.
+// Switching `snmp_version` needs that version's secrets in the same
+// request. Disabling the target cancels its pending traps.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+func (c *ClientWithResponses) UpdateSnmpTargetWithBodyWithResponse(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateSnmpTargetResponse, error) {
+	rsp, err := c.UpdateSnmpTargetWithBody(ctx, targetId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateSnmpTargetResponse(rsp)
+}
+
+// UpdateSnmpTargetWithResponse Update an SNMP target
+//
+// Changes the fields given; secrets given replace the stored ones.
+// Switching `snmp_version` needs that version's secrets in the same
+// request. Disabling the target cancels its pending traps.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/snmp-targets/{target_id} (the `UpdateSnmpTarget` operationId).
+func (c *ClientWithResponses) UpdateSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, params *UpdateSnmpTargetParams, body UpdateSnmpTargetJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateSnmpTargetResponse, error) {
+	rsp, err := c.UpdateSnmpTarget(ctx, targetId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateSnmpTargetResponse(rsp)
+}
+
+// ListSnmpDeliveriesWithResponse The SNMP target's delivery log
+//
+// Traps sent (or being retried) to this target, newest first, with their attempts.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/snmp-targets/{target_id}/deliveries (the `ListSnmpDeliveries` operationId).
+func (c *ClientWithResponses) ListSnmpDeliveriesWithResponse(ctx context.Context, targetId SnmpTargetID, params *ListSnmpDeliveriesParams, reqEditors ...RequestEditorFn) (*ListSnmpDeliveriesResponse, error) {
+	rsp, err := c.ListSnmpDeliveries(ctx, targetId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSnmpDeliveriesResponse(rsp)
+}
+
+// TestSnmpTargetWithResponse Send a test trap
+//
+// Sends one `backstopTestNotification` trap now, outside the queue,
+// and answers with the recorded delivery. A trap is not
+// acknowledged: check that the manager logged it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
+func (c *ClientWithResponses) TestSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*TestSnmpTargetResponse, error) {
+	rsp, err := c.TestSnmpTarget(ctx, targetId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTestSnmpTargetResponse(rsp)
+}
+
 // ListTokensWithResponse List API tokens
 //
 // Lists tokens (never their secrets), oldest first.
@@ -11552,6 +15785,229 @@ func (c *ClientWithResponses) DeleteTokenWithResponse(ctx context.Context, token
 		return nil, err
 	}
 	return ParseDeleteTokenResponse(rsp)
+}
+
+// ListWebhooksWithResponse List webhooks
+//
+// Lists webhook subscriptions (never their secrets), oldest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/webhooks (the `ListWebhooks` operationId).
+func (c *ClientWithResponses) ListWebhooksWithResponse(ctx context.Context, params *ListWebhooksParams, reqEditors ...RequestEditorFn) (*ListWebhooksResponse, error) {
+	rsp, err := c.ListWebhooks(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListWebhooksResponse(rsp)
+}
+
+// CreateWebhookWithBodyWithResponse Subscribe a webhook receiver
+//
+// Subscribes an HTTP(S) endpoint to events. Every matching event is
+// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+// Webhooks way:
+//
+//   - `webhook-id`: the event id (the same on every retry and
+//     redelivery: deduplicate on it);
+//   - `webhook-timestamp`: the attempt's time, in Unix seconds;
+//   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+//     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+//     the base64-decoded part of the secret after `whsec_`.
+//
+// Delivery is at least once and in order: one delivery at a time per
+// webhook, in the order the events were written (so a receiver never
+// sees `node.up` before the `node.down` it follows). A 2xx answer
+// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+// 429 and network errors are retried with exponential backoff and
+// jitter, honouring `Retry-After`; any other answer fails at once.
+// When the retry budget is spent (or on such a failure) the
+// delivery is dead-lettered, a `delivery.dead_lettered` event is
+// written, and the next event is delivered. A failing receiver holds
+// back only its own deliveries, never those of other targets, and
+// never the engine. The `secret` is in this answer only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+func (c *ClientWithResponses) CreateWebhookWithBodyWithResponse(ctx context.Context, params *CreateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateWebhookResponse, error) {
+	rsp, err := c.CreateWebhookWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWebhookResponse(rsp)
+}
+
+// CreateWebhookWithResponse Subscribe a webhook receiver
+//
+// Subscribes an HTTP(S) endpoint to events. Every matching event is
+// POSTed to it as JSON (schema `WebhookPayload`), signed the Standard
+// Webhooks way:
+//
+//   - `webhook-id`: the event id (the same on every retry and
+//     redelivery: deduplicate on it);
+//   - `webhook-timestamp`: the attempt's time, in Unix seconds;
+//   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
+//     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
+//     the base64-decoded part of the secret after `whsec_`.
+//
+// Delivery is at least once and in order: one delivery at a time per
+// webhook, in the order the events were written (so a receiver never
+// sees `node.up` before the `node.down` it follows). A 2xx answer
+// (within the attempt timeout, 10 s by default) delivers; 5xx, 408,
+// 429 and network errors are retried with exponential backoff and
+// jitter, honouring `Retry-After`; any other answer fails at once.
+// When the retry budget is spent (or on such a failure) the
+// delivery is dead-lettered, a `delivery.dead_lettered` event is
+// written, and the next event is delivered. A failing receiver holds
+// back only its own deliveries, never those of other targets, and
+// never the engine. The `secret` is in this answer only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks (the `CreateWebhook` operationId).
+func (c *ClientWithResponses) CreateWebhookWithResponse(ctx context.Context, params *CreateWebhookParams, body CreateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateWebhookResponse, error) {
+	rsp, err := c.CreateWebhook(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateWebhookResponse(rsp)
+}
+
+// DeleteWebhookWithResponse Delete a webhook
+//
+// Deletes the subscription with its delivery log; pending deliveries are dropped.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/webhooks/{webhook_id} (the `DeleteWebhook` operationId).
+func (c *ClientWithResponses) DeleteWebhookWithResponse(ctx context.Context, webhookId WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error) {
+	rsp, err := c.DeleteWebhook(ctx, webhookId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteWebhookResponse(rsp)
+}
+
+// GetWebhookWithResponse Get a webhook
+//
+// Returns one webhook subscription, without its secret.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/webhooks/{webhook_id} (the `GetWebhook` operationId).
+func (c *ClientWithResponses) GetWebhookWithResponse(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*GetWebhookResponse, error) {
+	rsp, err := c.GetWebhook(ctx, webhookId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWebhookResponse(rsp)
+}
+
+// UpdateWebhookWithBodyWithResponse Update a webhook
+//
+// Changes the fields given. Disabling a webhook (`enabled: false`)
+// cancels its pending deliveries: that is how to stop the retries to
+// a receiver that is gone. The secret cannot be changed; create a
+// new webhook to rotate it.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+func (c *ClientWithResponses) UpdateWebhookWithBodyWithResponse(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateWebhookResponse, error) {
+	rsp, err := c.UpdateWebhookWithBody(ctx, webhookId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWebhookResponse(rsp)
+}
+
+// UpdateWebhookWithResponse Update a webhook
+//
+// Changes the fields given. Disabling a webhook (`enabled: false`)
+// cancels its pending deliveries: that is how to stop the retries to
+// a receiver that is gone. The secret cannot be changed; create a
+// new webhook to rotate it.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/webhooks/{webhook_id} (the `UpdateWebhook` operationId).
+func (c *ClientWithResponses) UpdateWebhookWithResponse(ctx context.Context, webhookId WebhookID, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWebhookResponse, error) {
+	rsp, err := c.UpdateWebhook(ctx, webhookId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateWebhookResponse(rsp)
+}
+
+// ListWebhookDeliveriesWithResponse The webhook's delivery log
+//
+// Deliveries to this webhook, newest first, each with every attempt:
+// when, how long, the HTTP status, the outcome and at most 512 bytes
+// of the receiver's answer.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries (the `ListWebhookDeliveries` operationId).
+func (c *ClientWithResponses) ListWebhookDeliveriesWithResponse(ctx context.Context, webhookId WebhookID, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*ListWebhookDeliveriesResponse, error) {
+	rsp, err := c.ListWebhookDeliveries(ctx, webhookId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListWebhookDeliveriesResponse(rsp)
+}
+
+// GetWebhookDeliveryWithResponse Get one delivery
+//
+// One delivery of the webhook with its attempts.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries/{delivery_id} (the `GetWebhookDelivery` operationId).
+func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error) {
+	rsp, err := c.GetWebhookDelivery(ctx, webhookId, deliveryId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWebhookDeliveryResponse(rsp)
+}
+
+// RedeliverWebhookDeliveryWithResponse Deliver an event again
+//
+// Queues a new delivery (kind `redelivery`) of the same event, with
+// the same `webhook-id`, after whatever is already queued for the
+// webhook, with a fresh retry budget. Typically used on a
+// dead-lettered delivery once the receiver is fixed. The webhook
+// must be enabled (409 otherwise).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver (the `RedeliverWebhookDelivery` operationId).
+func (c *ClientWithResponses) RedeliverWebhookDeliveryWithResponse(ctx context.Context, webhookId WebhookID, deliveryId DeliveryID, params *RedeliverWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RedeliverWebhookDeliveryResponse, error) {
+	rsp, err := c.RedeliverWebhookDelivery(ctx, webhookId, deliveryId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRedeliverWebhookDeliveryResponse(rsp)
+}
+
+// PingWebhookWithResponse Send a test request to a webhook
+//
+// POSTs a signed `webhook.ping` payload to the receiver now, once,
+// outside the queue (it neither waits for nor holds back events),
+// and answers with the recorded delivery and its one attempt. A
+// receiver that does not answer 2xx gives a `dead_lettered`
+// delivery; the request itself still succeeds.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
+func (c *ClientWithResponses) PingWebhookWithResponse(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*PingWebhookResponse, error) {
+	rsp, err := c.PingWebhook(ctx, webhookId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePingWebhookResponse(rsp)
 }
 
 // ParseAgentPollCommandsResponse parses an HTTP response from a AgentPollCommandsWithResponse call
@@ -12141,6 +16597,32 @@ func ParseListEventsResponse(rsp *http.Response) (*ListEventsResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStreamEventsResponse parses an HTTP response from a StreamEventsWithResponse call
+func ParseStreamEventsResponse(rsp *http.Response) (*StreamEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StreamEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13218,6 +17700,338 @@ func ParseRotateSigningKeyResponse(rsp *http.Response) (*RotateSigningKeyRespons
 	return response, nil
 }
 
+// ParseGetSnmpEngineResponse parses an HTTP response from a GetSnmpEngineWithResponse call
+func ParseGetSnmpEngineResponse(rsp *http.Response) (*GetSnmpEngineResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetSnmpEngineResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SnmpEngine
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetSnmpMibResponse parses an HTTP response from a GetSnmpMibWithResponse call
+func ParseGetSnmpMibResponse(rsp *http.Response) (*GetSnmpMibResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetSnmpMibResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListSnmpTargetsResponse parses an HTTP response from a ListSnmpTargetsWithResponse call
+func ParseListSnmpTargetsResponse(rsp *http.Response) (*ListSnmpTargetsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSnmpTargetsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SnmpTargetList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateSnmpTargetResponse parses an HTTP response from a CreateSnmpTargetWithResponse call
+func ParseCreateSnmpTargetResponse(rsp *http.Response) (*CreateSnmpTargetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateSnmpTargetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest SnmpTarget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreateSnmpTargetResponse201Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers201 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteSnmpTargetResponse parses an HTTP response from a DeleteSnmpTargetWithResponse call
+func ParseDeleteSnmpTargetResponse(rsp *http.Response) (*DeleteSnmpTargetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteSnmpTargetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetSnmpTargetResponse parses an HTTP response from a GetSnmpTargetWithResponse call
+func ParseGetSnmpTargetResponse(rsp *http.Response) (*GetSnmpTargetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetSnmpTargetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SnmpTarget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetSnmpTargetResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateSnmpTargetResponse parses an HTTP response from a UpdateSnmpTargetWithResponse call
+func ParseUpdateSnmpTargetResponse(rsp *http.Response) (*UpdateSnmpTargetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateSnmpTargetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SnmpTarget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers UpdateSnmpTargetResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListSnmpDeliveriesResponse parses an HTTP response from a ListSnmpDeliveriesWithResponse call
+func ParseListSnmpDeliveriesResponse(rsp *http.Response) (*ListSnmpDeliveriesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSnmpDeliveriesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DeliveryList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTestSnmpTargetResponse parses an HTTP response from a TestSnmpTargetWithResponse call
+func ParseTestSnmpTargetResponse(rsp *http.Response) (*TestSnmpTargetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TestSnmpTargetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListTokensResponse parses an HTTP response from a ListTokensWithResponse call
 func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -13313,6 +18127,345 @@ func ParseDeleteTokenResponse(rsp *http.Response) (*DeleteTokenResponse, error) 
 	switch {
 	case rsp.StatusCode == 204:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListWebhooksResponse parses an HTTP response from a ListWebhooksWithResponse call
+func ParseListWebhooksResponse(rsp *http.Response) (*ListWebhooksResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListWebhooksResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateWebhookResponse parses an HTTP response from a CreateWebhookWithResponse call
+func ParseCreateWebhookResponse(rsp *http.Response) (*CreateWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest WebhookCreated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreateWebhookResponse201Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers201 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteWebhookResponse parses an HTTP response from a DeleteWebhookWithResponse call
+func ParseDeleteWebhookResponse(rsp *http.Response) (*DeleteWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetWebhookResponse parses an HTTP response from a GetWebhookWithResponse call
+func ParseGetWebhookResponse(rsp *http.Response) (*GetWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Webhook
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetWebhookResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateWebhookResponse parses an HTTP response from a UpdateWebhookWithResponse call
+func ParseUpdateWebhookResponse(rsp *http.Response) (*UpdateWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Webhook
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers UpdateWebhookResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListWebhookDeliveriesResponse parses an HTTP response from a ListWebhookDeliveriesWithResponse call
+func ParseListWebhookDeliveriesResponse(rsp *http.Response) (*ListWebhookDeliveriesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListWebhookDeliveriesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DeliveryList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetWebhookDeliveryResponse parses an HTTP response from a GetWebhookDeliveryWithResponse call
+func ParseGetWebhookDeliveryResponse(rsp *http.Response) (*GetWebhookDeliveryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWebhookDeliveryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRedeliverWebhookDeliveryResponse parses an HTTP response from a RedeliverWebhookDeliveryWithResponse call
+func ParseRedeliverWebhookDeliveryResponse(rsp *http.Response) (*RedeliverWebhookDeliveryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RedeliverWebhookDeliveryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePingWebhookResponse parses an HTTP response from a PingWebhookWithResponse call
+func ParsePingWebhookResponse(rsp *http.Response) (*PingWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PingWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
