@@ -93,6 +93,7 @@ func TestFailoverNetworkLoss(t *testing.T) {
 	if got := nc.top.holders(vip); slices.Contains(got, 0) {
 		t.Errorf("node1 still holds the VIP while cut off: %v", got)
 	}
+	nc.hasEvents("path.down", "node.down", "failover.started")
 	nc.top.setLink(0, true)
 	nc.waitNodeState(0, "up", 30*time.Second)
 	time.Sleep(2 * time.Second) // watch for a second copy after the link returns
@@ -139,6 +140,10 @@ func TestFailoverServiceKilled(t *testing.T) {
 		t.Fatalf("explain after the failure: %+v", ex)
 	}
 	nc.hasEvents("hierarchy.failed", "failover.started", "failover.completed")
+	evs := strings.Join(nc.events(), " ")
+	if !strings.Contains(evs, "local_recovery.s") || !strings.Contains(evs, "local_recovery.failed") {
+		t.Errorf("events %s lack local recovery events", evs)
+	}
 	inv.check(t)
 }
 

@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -156,7 +158,8 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 		var ack cluster.HeartbeatAck
 		var ttlMS int64
 		var was string
-		if err := tx.QueryRow(ctx, `SELECT state FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was); err != nil {
+		var prev []byte
+		if err := tx.QueryRow(ctx, `SELECT state, report FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was, &prev); err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
 		}
 		err := tx.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
@@ -167,6 +170,9 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 			a.NodeID, r.Raw).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
 		if err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
+		}
+		if err := reportChangesTx(ctx, tx, a, prev, r.Raw); err != nil {
+			return ack, err
 		}
 		if was != cluster.NodeUp {
 			if err := writeEvent(ctx, tx, a.ClusterID, "node.up", cluster.SeverityInfo, map[string]string{"node_id": a.NodeID},
@@ -192,6 +198,12 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 			name, err := setPlacementTx(ctx, tx, a.NodeID, h.HierarchyID, h.Epoch, cluster.PlacementFailed, "agent on "+a.NodeName+" reports: "+h.Detail)
 			if err != nil {
 				return ack, err
+			}
+			if name != "" && strings.Contains(h.Detail, "local recovery") {
+				if err := writeEvent(ctx, tx, a.ClusterID, "local_recovery.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
+					map[string]any{"detail": h.Detail}, "local recovery of %s on %s gave up: %s", name, a.NodeName, h.Detail); err != nil {
+					return ack, err
+				}
 			}
 			if name != "" {
 				if err := writeEvent(ctx, tx, a.ClusterID, "hierarchy.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
@@ -312,4 +324,99 @@ func (s *Store) ListenCommands(ctx context.Context, wake func(nodeID string)) er
 		}
 		wake(n.Payload)
 	}
+}
+
+// reportView is the part of an agent's heartbeat report whose changes are
+// events.
+type reportView struct {
+	Resources []struct {
+		HierarchyID string `json:"hierarchy_id"`
+		Resource    string `json:"resource"`
+		Quick       *struct {
+			OK     bool   `json:"ok"`
+			Detail string `json:"detail"`
+		} `json:"quick"`
+		Deep *struct {
+			OK     bool   `json:"ok"`
+			Detail string `json:"detail"`
+		} `json:"deep"`
+		Restarts int `json:"restarts"`
+	} `json:"resources"`
+	Paths []struct {
+		PathID     string `json:"path_id"`
+		PeerNodeID string `json:"peer_node_id"`
+		State      string `json:"state"`
+	} `json:"paths"`
+}
+
+// reportChangesTx turns what changed between two heartbeat reports of a
+// node into events: paths going down or up, checks starting to fail, and
+// local restarts (with whether the restarted resource passes again).
+func reportChangesTx(ctx context.Context, tx pgx.Tx, a cluster.AgentIdentity, prevRaw, curRaw []byte) error {
+	if len(prevRaw) == 0 || len(curRaw) == 0 {
+		return nil // the first report says nothing about changes
+	}
+	var prev, cur reportView
+	if json.Unmarshal(prevRaw, &prev) != nil || json.Unmarshal(curRaw, &cur) != nil {
+		return nil
+	}
+	paths := map[string]string{}
+	for _, p := range prev.Paths {
+		paths[p.PathID] = p.State
+	}
+	for _, p := range cur.Paths {
+		old, known := paths[p.PathID]
+		if !known || old == p.State || (p.State != "up" && p.State != "down") {
+			continue
+		}
+		sev := cluster.SeverityInfo
+		if p.State == "down" {
+			sev = cluster.SeverityWarning
+		}
+		if err := writeEvent(ctx, tx, a.ClusterID, "path."+p.State, sev, map[string]string{"node_id": a.NodeID, "path_id": p.PathID, "peer_node_id": p.PeerNodeID},
+			nil, "communication path from %s to node %s is %s", a.NodeName, p.PeerNodeID, p.State); err != nil {
+			return err
+		}
+	}
+	type resKey struct{ h, r string }
+	type resWas struct {
+		quickOK, deepOK bool
+		restarts        int
+	}
+	res := map[resKey]resWas{}
+	for _, x := range prev.Resources {
+		res[resKey{x.HierarchyID, x.Resource}] = resWas{quickOK: x.Quick == nil || x.Quick.OK, deepOK: x.Deep == nil || x.Deep.OK, restarts: x.Restarts}
+	}
+	for _, x := range cur.Resources {
+		old, known := res[resKey{x.HierarchyID, x.Resource}]
+		if !known {
+			continue
+		}
+		subject := map[string]string{"node_id": a.NodeID, "hierarchy_id": x.HierarchyID, "resource": x.Resource}
+		for _, c := range []struct {
+			name   string
+			wasOK  bool
+			result *struct {
+				OK     bool   `json:"ok"`
+				Detail string `json:"detail"`
+			}
+		}{{"quick", old.quickOK, x.Quick}, {"deep", old.deepOK, x.Deep}} {
+			if c.result != nil && c.wasOK && !c.result.OK {
+				if err := writeEvent(ctx, tx, a.ClusterID, "resource.check_failed", cluster.SeverityWarning, subject,
+					map[string]any{"check": c.name, "detail": c.result.Detail}, "%s check of %s failed on %s: %s", c.name, x.Resource, a.NodeName, c.result.Detail); err != nil {
+					return err
+				}
+			}
+		}
+		if x.Restarts > old.restarts {
+			typ, sev, msg := "local_recovery.started", cluster.SeverityWarning, "%s restarted %s locally (restart %d)"
+			if x.Quick != nil && x.Quick.OK {
+				typ, sev, msg = "local_recovery.succeeded", cluster.SeverityInfo, "%s restarted %s locally and it passes its checks (restart %d)"
+			}
+			if err := writeEvent(ctx, tx, a.ClusterID, typ, sev, subject, map[string]any{"restarts": x.Restarts}, msg, a.NodeName, x.Resource, x.Restarts); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

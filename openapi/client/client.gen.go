@@ -1369,12 +1369,12 @@ type Envelope struct {
 // | `node.maintenance_started` | info | 4 `backstopNodeMaintenanceStarted` | an operator put the node in maintenance |
 // | `node.maintenance_ended` | info | 5 `backstopNodeMaintenanceEnded` | the node left maintenance |
 // | `node.self_fenced` | critical | 6 `backstopNodeSelfFenced` | the agent fenced its hierarchies itself (lease lost without a majority) |
-// | `path.down` | warning | 7 `backstopPathDown` | a communication path stopped carrying heartbeats (reserved: no producer yet) |
-// | `path.up` | info | 8 `backstopPathUp` | a communication path carries heartbeats again (reserved: no producer yet) |
-// | `resource.check_failed` | warning | 9 `backstopResourceCheckFailed` | a quick or deep check of a resource failed (reserved: no producer yet) |
-// | `local_recovery.started` | warning | 10 `backstopLocalRecoveryStarted` | the agent restarts a failed resource on the same node (reserved: no producer yet) |
-// | `local_recovery.succeeded` | info | 11 `backstopLocalRecoverySucceeded` | the restarted resource passes its checks (reserved: no producer yet) |
-// | `local_recovery.failed` | critical | 12 `backstopLocalRecoveryFailed` | local recovery gave up; the hierarchy fails over (reserved: no producer yet) |
+// | `path.down` | warning | 7 `backstopPathDown` | a communication path stopped carrying heartbeats |
+// | `path.up` | info | 8 `backstopPathUp` | a communication path carries heartbeats again |
+// | `resource.check_failed` | warning | 9 `backstopResourceCheckFailed` | a quick or deep check of a resource failed |
+// | `local_recovery.started` | warning | 10 `backstopLocalRecoveryStarted` | the agent restarts a failed resource on the same node |
+// | `local_recovery.succeeded` | info | 11 `backstopLocalRecoverySucceeded` | the restarted resource passes its checks |
+// | `local_recovery.failed` | critical | 12 `backstopLocalRecoveryFailed` | local recovery gave up; the hierarchy fails over |
 // | `hierarchy.in_service` | info | 13 `backstopHierarchyInService` | a hierarchy was brought in service on a node |
 // | `hierarchy.out_of_service` | info | 14 `backstopHierarchyOutOfService` | a hierarchy was taken out of service on a node |
 // | `hierarchy.failed` | critical | 15 `backstopHierarchyFailed` | a hierarchy failed and no node can take it, or a bring-up failed |
