@@ -87,12 +87,13 @@ func runTests(m *testing.M) int {
 const tmpPrefix = "backstop-e2e-"
 
 // removeOnSignal removes dir and exits when the test process is
-// interrupted, terminated or loses its output (`go test | head`): the
+// interrupted, terminated or hung up on (not SIGPIPE: subscribing to it
+// would turn an EPIPE on any socket of a test into an exit): the
 // deferred cleanups would not run. backstopd children die with the process
 // (see childAttr) and pgtemp's watchdog stops PostgreSQL.
 func removeOnSignal(dir string) {
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		sig := <-sigc
 		os.RemoveAll(dir)

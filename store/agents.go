@@ -214,8 +214,12 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 		}
 		for _, f := range r.Fences {
 			for _, hid := range f.Hierarchies {
-				if _, err := setPlacementTx(ctx, tx, a.NodeID, hid, -1, cluster.PlacementFailed,
-					fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason)); err != nil {
+				// A fence report can arrive late (queued while the node was
+				// cut off): it only concerns a placement older than the
+				// fencing, never one made since (a switch back to the node).
+				if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_state = 'failed', placement_detail = $3, placement_updated_at = now()
+					WHERE id = $1 AND placement_node_id = $2 AND placement_state <> 'failed' AND placement_updated_at <= $4`,
+					hid, a.NodeID, fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason), f.At); err != nil {
 					return ack, err
 				}
 			}
