@@ -1,0 +1,209 @@
+package nslab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is a child process whose output goes to a log file. It gets
+// SIGKILL from the kernel if this process dies without stopping it.
+type Proc struct {
+	Cmd    *exec.Cmd
+	Log    string // path of its combined output
+	exited chan struct{}
+}
+
+func startProc(logPath string, env []string, name string, args ...string) (*Proc, error) {
+	lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Cmd: cmd, Log: logPath, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Exited tells whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill SIGKILLs the process (by PID) and waits for it.
+func (p *Proc) Kill() {
+	if p == nil || p.Exited() {
+		return
+	}
+	_ = syscall.Kill(p.Cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
+}
+
+// Stop sends SIGTERM and waits up to d, then SIGKILL.
+func (p *Proc) Stop(d time.Duration) {
+	if p == nil || p.Exited() {
+		return
+	}
+	_ = syscall.Kill(p.Cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(d):
+		p.Kill()
+	}
+}
+
+// cleanEnv is this process's environment without BACKSTOP_ variables,
+// plus extra.
+func cleanEnv(extra ...string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BACKSTOP_") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, extra...)
+}
+
+// Daemon is one backstopd.
+type Daemon struct {
+	*Proc
+	Addr string // host:port
+}
+
+// URL is the daemon's base URL.
+func (d *Daemon) URL() string { return "http://" + d.Addr }
+
+// StartBackstopd starts backstopd listening on host (a free port) with
+// the database dbURL, the admin bootstrap token and the key that seals
+// its signing keys, and waits until /readyz answers 200.
+func StartBackstopd(ctx context.Context, bin, host, dbURL, adminToken, sealKey, logPath string) (*Daemon, error) {
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		p, err := startProc(logPath, cleanEnv("BACKSTOP_SECRET_KEY="+sealKey, "BACKSTOP_BOOTSTRAP_TOKEN="+adminToken),
+			bin, "--listen", addr, "--database-url", dbURL)
+		if err != nil {
+			return nil, err
+		}
+		d := &Daemon{Proc: p, Addr: addr}
+		err = d.waitReady(ctx, time.Minute)
+		if err == nil {
+			return d, nil
+		}
+		d.Kill()
+		b, _ := os.ReadFile(logPath)
+		if attempt < 3 && strings.Contains(string(b), "address already in use") {
+			continue
+		}
+		return nil, fmt.Errorf("backstopd: %w (log %s)", err, logPath)
+	}
+}
+
+func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	end := time.Now().Add(limit)
+	for time.Now().Before(end) {
+		if d.Exited() {
+			return errors.New("exited before it was ready")
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.URL()+"/readyz", nil)
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("not ready after %v", limit)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Agent is backstop-agent of one node, run in the node's network
+// namespace and a private mount namespace of its own.
+type Agent struct {
+	Bin     string
+	Name    string
+	NS      string
+	DataDir string
+	LogPath string
+	Proc    *Proc
+}
+
+// NewAgent prepares an agent for node nd with its data directory under
+// dir (created).
+func NewAgent(bin, name string, nd *Node, dir string) (*Agent, error) {
+	a := &Agent{Bin: bin, Name: name, NS: nd.NS, DataDir: filepath.Join(dir, name), LogPath: filepath.Join(dir, name+".log")}
+	if err := os.MkdirAll(a.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Start starts the agent with the control plane's URLs (comma-separated)
+// and, on its first start, its enrollment token.
+func (a *Agent) Start(servers, token string) error {
+	args := []string{"netns", "exec", a.NS, "unshare", "--mount", "--propagation", "private", "--",
+		a.Bin, "--server", servers, "--data-dir", a.DataDir, "--log-format", "json", "--metrics-listen", "off"}
+	if token != "" {
+		args = append(args, "--enroll-token", token)
+	}
+	p, err := startProc(a.LogPath, cleanEnv(), "ip", args...)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", a.Name, err)
+	}
+	a.Proc = p
+	return nil
+}
+
+// Kill SIGKILLs the agent (by PID).
+func (a *Agent) Kill() { a.Proc.Kill() }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,593 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The mail service of the e2e tests: Debian's Postfix with a configuration
+// directory of its own, its queue and mailboxes on a volume. The recipe and
+// its pitfalls are measured in the shared notes (mail and OCF in
+// namespaces, sections 2 and 3).
+//
+// Layout, under one 0755 directory (the postfix user must traverse it):
+//
+//	conf/  main.cf and master.cf: ONE configuration directory that every
+//	       node uses (it lives on the host, outside the volume, so that
+//	       each node's Postfix is configured identically)
+//	vol/   the volume's source: spool/ (queue_directory), data/
+//	       (data_directory: master.lock), log/ (maillog_file) and vmail/
+//	       (virtual Maildir mailboxes)
+//	mnt/   the volume's target: empty on the host and on passive nodes;
+//	       the volume kit bind-mounts vol/ here in the active node's
+//	       private mount namespace, where its Postfix runs
+//
+// main.cf names only mnt/ paths, so Postfix reads and writes its queue
+// only through the mount: a node without the volume cannot run it.
+type mailSetup struct {
+	dir    string
+	conf   string
+	volume string
+	target string
+	vip    string
+	rcpt   string // the one mailbox
+}
+
+const (
+	mailDomain = "test.example"
+	mailRcpt   = "alice@" + mailDomain
+	postfixBin = "/usr/sbin/postfix"
+)
+
+// newMailDir creates the directories (empty) and removes them when t
+// ends. Call it before newNSCluster, so that the removal runs after the
+// nodes (and their Postfix processes) are gone.
+func newMailDir(t *testing.T) *mailSetup {
+	t.Helper()
+	requireRoot(t)
+	if _, err := os.Stat(postfixBin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("needs Postfix (apt-get install -y postfix): %v", err)
+		}
+		t.Skipf("needs Postfix (apt-get install -y postfix): %v", err)
+	}
+	dir, err := os.MkdirTemp("", "backstop-mail-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // MkdirTemp gives 0700
+		t.Fatal(err)
+	}
+	m := &mailSetup{dir: dir, conf: filepath.Join(dir, "conf"), volume: filepath.Join(dir, "vol"), target: filepath.Join(dir, "mnt"), rcpt: mailRcpt}
+	for _, d := range []string{m.conf, m.target, m.volume, m.vol("spool"), m.vol("data"), m.vol("log"), m.vol("vmail")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+// vol returns a path in the volume's source (the host's view).
+func (m *mailSetup) vol(parts ...string) string {
+	return filepath.Join(append([]string{m.volume}, parts...)...)
+}
+
+// mnt returns a path under the volume's target (what Postfix sees).
+func (m *mailSetup) mnt(parts ...string) string {
+	return filepath.Join(append([]string{m.target}, parts...)...)
+}
+
+// configure writes the Postfix configuration for vip on the test network
+// subnet ("198.19.K").
+func (m *mailSetup) configure(t *testing.T, vip, subnet string) {
+	t.Helper()
+	m.vip = vip
+	mainCF := fmt.Sprintf(`# Written by the e2e mail test; see e2e/mail_harness_test.go.
+compatibility_level = 3.6
+queue_directory = %[1]s
+data_directory = %[2]s
+maillog_file = %[3]s/maillog
+maillog_file_prefixes = %[3]s
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+command_directory = /usr/sbin
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+# Only the virtual IP: Postfix refuses to start where it is absent, so the
+# ip resource is brought up first (and taken down last).
+inet_interfaces = %[4]s
+inet_protocols = ipv4
+myhostname = mail.%[5]s
+mydomain = %[5]s
+mydestination = $myhostname, localhost
+mynetworks = 127.0.0.0/8 %[6]s.0/24
+relayhost =
+disable_dns_lookups = yes
+smtp_host_lookup = native
+lmtp_host_lookup = native
+smtpd_peername_lookup = no
+default_transport = error:outbound disabled
+relay_transport = error:outbound disabled
+virtual_mailbox_domains = %[5]s
+virtual_mailbox_base = %[7]s
+virtual_mailbox_maps = inline:{ %[8]s=alice/ }
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+# A deferred delivery is retried within seconds, not minutes: the test
+# waits for the queue to drain.
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+`, m.mnt("spool"), m.mnt("data"), m.mnt("log"), vip, mailDomain, subnet, m.mnt("vmail"), m.rcpt)
+	if err := os.WriteFile(filepath.Join(m.conf, "main.cf"), []byte(mainCF), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/etc/postfix/master.cf")
+	if err != nil {
+		t.Fatalf("Debian's master.cf: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(m.conf, "master.cf"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Debian's master.cf chroots smtpd and friends into the queue
+	// directory; without the chroot nothing needs copying into it.
+	if out, err := exec.Command("postconf", "-c", m.conf, "-F", "*/*/chroot = n").CombinedOutput(); err != nil {
+		t.Fatalf("postconf -F: %v\n%s", err, out)
+	}
+	// Ownership as Postfix wants it: the queue directory root's (Postfix
+	// creates its subdirectories at start), data_directory the
+	// postfix user's, the mailboxes the virtual delivery uid's.
+	//
+	// The log directory and maillog must be the postfix user's too:
+	// `postfix start` runs postsuper as that user, and after a crash
+	// postsuper finds the temporary file of a cleanup process killed
+	// mid-message in incoming/ ("bogus file name"), logs a warning
+	// straight to maillog_file, and dies if it cannot open it for
+	// writing ("open logfile ...: Permission denied") — so the start
+	// fails, on every node in turn (measured: a root-owned maillog made
+	// 2 of 6 runs fail the hierarchy after a crash).
+	if err := os.WriteFile(m.vol("log", "maillog"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{m.vol("data"), m.vol("log"), m.vol("log", "maillog")} {
+		if out, err := exec.Command("chown", "postfix:postfix", p).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v\n%s", err, out)
+		}
+	}
+	if err := os.Chown(m.vol("vmail"), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// resources is the hierarchy: the virtual IP ← the volume ← Postfix ←
+// an SMTP probe through the VIP (quick: 220 greeting; deep: EHLO + NOOP).
+//
+// Postfix runs under the service kit: `postfix -c conf start` daemonizes,
+// the master's pid file on the volume names the service (its process
+// group: the master calls setsid), and the kit fences it by SIGKILL of
+// that group in milliseconds. There is no stop command on purpose: the
+// kit's stop sends SIGTERM to the master (what `postfix stop` does) and
+// polls every 10 ms for it to exit, whereas postfix-script's stop checks
+// right after its kill and, when the master has not exited yet (2 of 8
+// switchovers measured here), sleeps a whole second before looking again. The
+// ocf kit with ocf:heartbeat:postfix works too (the notes, section 4),
+// but its start sleeps a fixed second and its fence is a stop that needs
+// the VIP still present.
+func (m *mailSetup) resources() []map[string]any {
+	conf := m.conf
+	return []map[string]any{
+		{"name": "vip", "kind": "ip", "params": map[string]any{"address": m.vip + "/24", "interface": "eth0", "backup_interfaces": []string{"eth1"}}},
+		{"name": "mailvol", "kind": "volume", "params": map[string]any{"source": m.volume, "target": m.target}, "depends_on": []string{"vip"}},
+		{"name": "postfix", "kind": "service", "params": map[string]any{
+			"start":           postfixBin + " -c " + conf + " start",
+			"pid_file":        m.mnt("spool", "pid", "master.pid"),
+			"stop_timeout_ms": 5000,
+		}, "depends_on": []string{"mailvol"},
+			"quick_check":    map[string]any{"interval_ms": 500, "timeout_ms": 250},
+			"local_recovery": map[string]any{"max_restarts": 2, "window_s": 300}},
+		{"name": "smtp", "kind": "smtp", "params": map[string]any{"host": m.vip, "port": 25}, "depends_on": []string{"postfix"},
+			"quick_check":    map[string]any{"interval_ms": 1000, "timeout_ms": 500},
+			"deep_check":     map[string]any{"interval_ms": 3000, "timeout_ms": 1500},
+			"local_recovery": map[string]any{"max_restarts": 3, "window_s": 300}},
+	}
+}
+
+// createMailHierarchy creates the mail hierarchy with prios (node
+// indexes, priority 1 first) and returns its id.
+func (nc *nsCluster) createMailHierarchy(name string, m *mailSetup, prios []int) string {
+	nc.t.Helper()
+	var ps []map[string]any
+	for i, n := range prios {
+		ps = append(ps, map[string]any{"node_id": nc.nodes[n], "priority": i + 1})
+	}
+	var h struct {
+		ID string `json:"id"`
+	}
+	nc.c.do(nc.t, "POST", "/v1/clusters/"+nc.id+"/hierarchies", map[string]any{
+		"name": name, "resources": m.resources(), "priorities": ps,
+	}).must(nc.t, 201).decode(nc.t, &h)
+	return h.ID
+}
+
+// mailbox reads the Maildir (host view of the volume) and returns how
+// many copies of each Message-ID it holds.
+func (m *mailSetup) mailbox() (map[string]int, error) {
+	out := map[string]int{}
+	for _, sub := range []string{"new", "cur"} {
+		d := m.vol("vmail", "alice", sub)
+		ents, err := os.ReadDir(d)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			id, err := messageID(filepath.Join(d, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			out[id]++
+		}
+	}
+	return out, nil
+}
+
+// messageID returns the Message-ID header of a stored message.
+func messageID(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		l := s.Text()
+		if l == "" {
+			break // end of the headers
+		}
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "Message-ID") {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("%s: no Message-ID header", path)
+}
+
+// queued counts the files in Postfix's queue (host view): complete
+// queue files (Postfix sets their owner-execute bit once the message is
+// safely written, before it answers 250) and incomplete ones, which a
+// process killed while receiving a message leaves behind and Postfix
+// ignores (that message was never acknowledged).
+func (m *mailSetup) queued() (complete, incomplete []string) {
+	for _, q := range []string{"maildrop", "incoming", "active", "deferred", "hold"} {
+		_ = filepath.WalkDir(m.vol("spool", q), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			rel, _ := filepath.Rel(m.vol("spool"), p)
+			if fi, err := d.Info(); err == nil && fi.Mode().Perm()&0o100 != 0 {
+				complete = append(complete, rel)
+			} else {
+				incomplete = append(incomplete, rel)
+			}
+			return nil
+		})
+	}
+	return complete, incomplete
+}
+
+// maillogLines returns the maillog lines that contain any of subs.
+func (m *mailSetup) maillogLines(subs ...string) []string {
+	b, _ := os.ReadFile(m.vol("log", "maillog"))
+	var out []string
+	for l := range strings.SplitSeq(string(b), "\n") {
+		for _, s := range subs {
+			if s != "" && strings.Contains(l, s) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// logs returns the end of the maillog and of each agent's service.log,
+// for a failing test.
+func (m *mailSetup) logs(nc *nsCluster) string {
+	var b strings.Builder
+	tail := func(path string, n int) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", path, len(lines), strings.Join(lines, "\n"))
+	}
+	tail(m.vol("log", "maillog"), 60)
+	for _, a := range nc.agents {
+		_ = filepath.WalkDir(a.dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Name() == "service.log" {
+				tail(p, 20)
+			}
+			return nil
+		})
+	}
+	return b.String()
+}
+
+// watchInvariantOn is watchInvariant for a service listening on port
+// (watchInvariant watches tcpecho's port 7000): it samples which nodes
+// hold addr and which have a listener on addr:port.
+func (nc *nsCluster) watchInvariantOn(addr string, port int) *invariant {
+	inv := &invariant{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(inv.done)
+		for {
+			select {
+			case <-inv.stop:
+				return
+			default:
+			}
+			holders := inv.live(nc.top.holders(addr))
+			running := inv.live(nc.top.listeners(addr, port))
+			inv.samples.Add(1)
+			if len(holders) > 1 || len(running) > 1 {
+				inv.violations.Add(1)
+				inv.mu.Lock()
+				if inv.first == "" {
+					inv.first = fmt.Sprintf("at %s: address held by %v, port %d open in %v", time.Now().Format(time.RFC3339Nano), holders, port, running)
+				}
+				inv.mu.Unlock()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	nc.t.Cleanup(func() { inv.check(nc.t) })
+	return inv
+}
+
+// mailClient sends mail to the VIP continuously, one message per SMTP
+// session, and retries each message until the server accepts it (250
+// after DATA), the way an MTA's queue does, only faster (mailRetryGap).
+// A message keeps its Message-ID across retries, so a retry of a message
+// whose acceptance was lost in a fault shows as a duplicate.
+type mailClient struct {
+	addr, rcpt, run string
+
+	mu       sync.Mutex
+	accepted []acceptedMail // in acceptance order
+	failures []time.Time    // failed attempts
+	lastErr  string
+
+	attempts atomic.Int64
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+type acceptedMail struct {
+	id string
+	at time.Time // the 250 after DATA arrived
+}
+
+const (
+	mailDialTimeout = 300 * time.Millisecond
+	mailStepTimeout = time.Second
+	mailRetryGap    = 20 * time.Millisecond
+	mailSendGap     = 15 * time.Millisecond // between messages: ~40 messages/s
+)
+
+func startMailClient(addr, rcpt string) *mailClient {
+	c := &mailClient{addr: addr, rcpt: rcpt, run: strconv.FormatInt(time.Now().UnixNano(), 36),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go c.loop()
+	return c
+}
+
+func (c *mailClient) loop() {
+	defer close(c.done)
+	for seq := 1; ; seq++ {
+		id := fmt.Sprintf("<m%06d.%s@client.test>", seq, c.run)
+		for {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			c.attempts.Add(1)
+			err := c.send(id, seq)
+			now := time.Now()
+			c.mu.Lock()
+			if err == nil {
+				c.accepted = append(c.accepted, acceptedMail{id: id, at: now})
+			} else {
+				c.failures = append(c.failures, now)
+				c.lastErr = err.Error()
+			}
+			c.mu.Unlock()
+			if err == nil {
+				break
+			}
+			time.Sleep(mailRetryGap)
+		}
+		time.Sleep(mailSendGap)
+	}
+}
+
+// send runs one SMTP session delivering message seq; nil means the
+// server answered 250 to the end of DATA. Every step (greeting, EHLO,
+// MAIL, RCPT, DATA, the message) must answer within mailStepTimeout: a
+// session cut by a fault (a crashed node sends no RST) fails then and is
+// retried, instead of hanging for an MTA's usual minutes.
+func (c *mailClient) send(id string, seq int) error {
+	tc, err := net.DialTimeout("tcp", c.addr, mailDialTimeout)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	conn, err := noSigpipe(tc.(*net.TCPConn))
+	if err != nil {
+		return err
+	}
+	step := func() { _ = conn.SetDeadline(time.Now().Add(mailStepTimeout)) }
+	step()
+	host, _, _ := net.SplitHostPort(c.addr)
+	s, err := smtp.NewClient(conn, host) // reads the greeting
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	step()
+	if err := s.Hello("client.test"); err != nil {
+		return err
+	}
+	step()
+	if err := s.Mail("sender@client.test"); err != nil {
+		return err
+	}
+	step()
+	if err := s.Rcpt(c.rcpt); err != nil {
+		return err
+	}
+	step()
+	w, err := s.Data()
+	if err != nil {
+		return err
+	}
+	step()
+	fmt.Fprintf(w, "From: sender@client.test\r\nTo: %s\r\nSubject: message %d\r\nMessage-ID: %s\r\nDate: %s\r\n\r\nMessage %d of run %s.\r\n",
+		c.rcpt, seq, id, time.Now().Format(time.RFC1123Z), seq, c.run)
+	if err := w.Close(); err != nil { // reads the reply to the final dot
+		return err
+	}
+	step()
+	_ = s.Quit() // accepted already; the reply to QUIT does not matter
+	return nil
+}
+
+// halt stops the client after its current attempt.
+func (c *mailClient) halt() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	<-c.done
+}
+
+// acceptedSince returns the acceptance times of messages accepted after t.
+func (c *mailClient) acceptedSince(t time.Time) []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []time.Time
+	for i := len(c.accepted) - 1; i >= 0 && c.accepted[i].at.After(t); i-- {
+		out = append(out, c.accepted[i].at)
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// failuresBetween counts failed attempts in [from, to].
+func (c *mailClient) failuresBetween(from, to time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, f := range c.failures {
+		if !f.Before(from) && !f.After(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// acceptedIDs returns the Message-IDs the server accepted.
+func (c *mailClient) acceptedIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, len(c.accepted))
+	for i, a := range c.accepted {
+		out[i] = a.id
+	}
+	return out
+}
+
+func (c *mailClient) lastError() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
+}
+
+// noSigpipeConn is a TCP connection whose writes never raise SIGPIPE.
+//
+// A write to a connection the peer has reset (Postfix killed by a fault)
+// fails with EPIPE and makes the kernel send SIGPIPE; because TestMain
+// asks for SIGPIPE (removeOnSignal, for `go test | head`), Go delivers it
+// there whatever the descriptor, and the whole test binary exits at once
+// without its cleanups, leaving namespaces behind (seen once here). Sent
+// with MSG_NOSIGNAL, the write just fails with EPIPE and the client
+// retries the message.
+type noSigpipeConn struct {
+	*net.TCPConn
+	raw syscall.RawConn
+}
+
+func noSigpipe(c *net.TCPConn) (*noSigpipeConn, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &noSigpipeConn{TCPConn: c, raw: raw}, nil
+}
+
+// Write sends p with MSG_NOSIGNAL, waiting for the socket (within the
+// write deadline) when its buffer is full.
+func (c *noSigpipeConn) Write(p []byte) (int, error) {
+	done := 0
+	var serr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			n, err := unix.SendmsgN(int(fd), p[done:], nil, nil, unix.MSG_NOSIGNAL)
+			if errors.Is(err, unix.EAGAIN) {
+				return false // wait until writable
+			}
+			if err != nil {
+				serr = err
+				return true
+			}
+			done += n
+		}
+		return true
+	})
+	if serr != nil {
+		return done, &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: serr}
+	}
+	return done, err
+}
