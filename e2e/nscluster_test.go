@@ -262,31 +262,6 @@ func (inv *invariant) check(t *testing.T) {
 	}
 }
 
-// listeners returns the indexes of the nodes with a TCP listener on
-// addr:port (read from /proc/net/tcp of a process in the namespace).
-func (n *netTopology) listeners(addr string, port int) []int {
-	ip := net.ParseIP(addr).To4()
-	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], port)
-	var out []int
-	for i, nd := range n.nodes {
-		b, err := readNetTCP(nd.ns)
-		if err == nil && strings.Contains(b, want) && strings.Contains(b, " 0A ") && listenLine(b, want) {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func listenLine(table, local string) bool {
-	for _, l := range strings.Split(table, "\n") {
-		f := strings.Fields(l)
-		if len(f) > 3 && f[1] == local && f[3] == "0A" {
-			return true
-		}
-	}
-	return false
-}
-
 // portOf returns the numeric port of a host:port string.
 func portOf(hostport string) int {
 	_, p, _ := net.SplitHostPort(hostport)

@@ -30,6 +30,10 @@ type Topology struct {
 	Bridge string // namespace of the bridge
 	HostIf string // root-namespace veth
 	Nodes  []*Node
+
+	// nlMu serializes the netlink queries of Holders (the invariant
+	// checker and a test may sample at once).
+	nlMu sync.Mutex
 }
 
 // Node is one node's network namespace.
@@ -186,8 +190,10 @@ func (t *Topology) ResetAddrs(i int) error {
 
 // Holders returns the indexes of the nodes whose namespace holds addr on
 // any interface, through a netlink handle per namespace (cheap enough to
-// sample every few milliseconds). Not safe for concurrent use.
+// sample every few milliseconds). Safe for concurrent use.
 func (t *Topology) Holders(addr string) []int {
+	t.nlMu.Lock()
+	defer t.nlMu.Unlock()
 	want := net.ParseIP(addr)
 	var out []int
 	for i, nd := range t.Nodes {
@@ -273,4 +279,20 @@ func readNetTCP(ns string) (string, error) {
 	}
 	runtime.UnlockOSThread()
 	return string(b), rerr
+}
+
+// Isolate detaches (cut) or reattaches node i's veths from the bridge: the
+// node's interfaces keep their carrier but reach nobody, the control
+// plane and every peer lost at once (a partition, not a dead NIC).
+func (t *Topology) Isolate(i int, cut bool) error {
+	for _, p := range []string{t.Nodes[i].brPort, t.Nodes[i].brPort1} {
+		args := []string{"-n", t.Bridge, "link", "set", p, "nomaster"}
+		if !cut {
+			args = []string{"-n", t.Bridge, "link", "set", p, "master", "br0"}
+		}
+		if err := IP(args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
