@@ -29,34 +29,15 @@ func newHierarchiesCmd(a *app) *cobra.Command {
 }
 
 func hierarchiesListCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "list CLUSTER",
-		Aliases: []string{"ls"},
-		Short:   "List the hierarchies of a cluster, oldest first",
-		Args:    positional("CLUSTER"),
-	}
-	lo := addListFlags(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
-		if err != nil {
-			return err
-		}
-		l, err := fetchAll(cmd.Context(), lo, func(ctx context.Context, limit *int, cursor *string) (page[client.Hierarchy], error) {
+	return childListCmd(a, "List the hierarchies of a cluster, oldest first",
+		func(ctx context.Context, cid client.ClusterID, limit *int, cursor *string) (page[client.Hierarchy], error) {
 			resp, err := a.api.ListHierarchiesWithResponse(ctx, cid, &client.ListHierarchiesParams{Limit: limit, Cursor: cursor})
-			if err := a.check(resp, err, http.StatusOK); err != nil {
-				return page[client.Hierarchy]{}, err
-			}
-			return page[client.Hierarchy]{resp.JSON200.Items, resp.JSON200.NextCursor, resp.Body}, nil
-		})
-		if err != nil {
-			return err
-		}
-		return printList(a, l, func(t *table, h client.Hierarchy) {
+			return pageOf(a, resp, err, func() ([]client.Hierarchy, *string) { return resp.JSON200.Items, resp.JSON200.NextCursor })
+		},
+		func(t *table, h client.Hierarchy) {
 			t.row(h.Id.String(), h.Name, string(h.Switchback), h.ExclusivityGroup,
 				strconv.Itoa(len(h.Resources)), strconv.Itoa(len(h.Priorities)), strconv.FormatInt(h.Version, 10))
 		}, "ID", "NAME", "SWITCHBACK", "GROUP", "RESOURCES", "NODES", "VERSION")
-	}
-	return cmd
 }
 
 func hierarchiesGetCmd(a *app) *cobra.Command {
@@ -65,7 +46,7 @@ func hierarchiesGetCmd(a *app) *cobra.Command {
 		Short: "Show a hierarchy with its resources and priorities",
 		Args:  positional("CLUSTER", "HIERARCHY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cid, hid, err := parseClusterHierarchy(args)
+			cid, hid, err := parseClusterChild(args, hierarchyKind)
 			if err != nil {
 				return err
 			}
@@ -150,7 +131,7 @@ func hierarchiesReplaceCmd(a *app) *cobra.Command {
 	_ = cmd.MarkFlagRequired("file")
 	match := addIfMatchFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, hid, err := parseClusterHierarchy(args)
+		cid, hid, err := parseClusterChild(args, hierarchyKind)
 		if err != nil {
 			return err
 		}
@@ -171,26 +152,13 @@ func hierarchiesReplaceCmd(a *app) *cobra.Command {
 	return cmd
 }
 
+var hierarchyKind = childKind{arg: "HIERARCHY", what: "hierarchy"}
+
 func hierarchiesDeleteCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "delete CLUSTER HIERARCHY",
-		Aliases: []string{"rm"},
-		Short:   "Delete a hierarchy with its resources and priorities",
-		Args:    positional("CLUSTER", "HIERARCHY"),
-	}
-	match := addIfMatchFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, hid, err := parseClusterHierarchy(args)
-		if err != nil {
-			return err
-		}
-		resp, err := a.api.DeleteHierarchyWithResponse(cmd.Context(), cid, hid, &client.DeleteHierarchyParams{IfMatch: ifMatch(cmd, match)})
-		if err := a.check(resp, err, http.StatusNoContent); err != nil {
-			return err
-		}
-		return a.deleted("hierarchy %s deleted", hid)
-	}
-	return cmd
+	return childDeleteCmd(a, hierarchyKind, "Delete a hierarchy with its resources and priorities", "", "deleted",
+		func(ctx context.Context, cid client.ClusterID, id client.HierarchyID, m *string) (apiResponse, error) {
+			return a.api.DeleteHierarchyWithResponse(ctx, cid, id, &client.DeleteHierarchyParams{IfMatch: m})
+		})
 }
 
 // maxSpecSize bounds a spec file; a real one is a few kilobytes.
@@ -223,15 +191,6 @@ func (a *app) readSpec(file string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: not a JSON object: %w", name, err)
 	}
 	return data, nil
-}
-
-func parseClusterHierarchy(args []string) (client.ClusterID, client.HierarchyID, error) {
-	cid, err := parseID("cluster id", args[0])
-	if err != nil {
-		return cid, cid, err
-	}
-	hid, err := parseID("hierarchy id", args[1])
-	return cid, hid, err
 }
 
 func (a *app) printHierarchy(h *client.Hierarchy, etag string) error {

@@ -24,33 +24,15 @@ func newNodesCmd(a *app) *cobra.Command {
 }
 
 func nodesListCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "list CLUSTER",
-		Aliases: []string{"ls"},
-		Short:   "List the nodes of a cluster, oldest first",
-		Args:    positional("CLUSTER"),
-	}
-	lo := addListFlags(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
-		if err != nil {
-			return err
-		}
-		l, err := fetchAll(cmd.Context(), lo, func(ctx context.Context, limit *int, cursor *string) (page[client.Node], error) {
+	return childListCmd(a, "List the nodes of a cluster, oldest first",
+		func(ctx context.Context, cid client.ClusterID, limit *int, cursor *string) (page[client.Node], error) {
 			resp, err := a.api.ListNodesWithResponse(ctx, cid, &client.ListNodesParams{Limit: limit, Cursor: cursor})
-			if err := a.check(resp, err, http.StatusOK); err != nil {
-				return page[client.Node]{}, err
-			}
-			return page[client.Node]{resp.JSON200.Items, resp.JSON200.NextCursor, resp.Body}, nil
-		})
-		if err != nil {
-			return err
-		}
-		return printList(a, l, func(t *table, n client.Node) {
+			return pageOf(a, resp, err, func() ([]client.Node, *string) { return resp.JSON200.Items, resp.JSON200.NextCursor })
+		},
+		func(t *table, n client.Node) {
 			t.row(n.Id.String(), n.Name, string(n.State), abbrev(n.Description, 40))
-		}, "ID", "NAME", "STATE", "DESCRIPTION")
-	}
-	return cmd
+		},
+		"ID", "NAME", "STATE", "DESCRIPTION")
 }
 
 func nodesGetCmd(a *app) *cobra.Command {
@@ -59,7 +41,7 @@ func nodesGetCmd(a *app) *cobra.Command {
 		Short: "Show a node",
 		Args:  positional("CLUSTER", "NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cid, nid, err := parseClusterNode(args)
+			cid, nid, err := parseClusterChild(args, nodeKind)
 			if err != nil {
 				return err
 			}
@@ -137,7 +119,7 @@ func nodesUpdateCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&description, "description", "", "new description")
 	match := addIfMatchFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, nid, err := parseClusterNode(args)
+		cid, nid, err := parseClusterChild(args, nodeKind)
 		if err != nil {
 			return err
 		}
@@ -158,37 +140,16 @@ func nodesUpdateCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func nodesDeleteCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "delete CLUSTER NODE",
-		Aliases: []string{"rm"},
-		Short:   "Remove a node and its communication paths",
-		Long: `Remove a node and its communication paths. A node still named in a
-hierarchy's priorities is refused (409) until the hierarchies are changed.`,
-		Args: positional("CLUSTER", "NODE"),
-	}
-	match := addIfMatchFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, nid, err := parseClusterNode(args)
-		if err != nil {
-			return err
-		}
-		resp, err := a.api.DeleteNodeWithResponse(cmd.Context(), cid, nid, &client.DeleteNodeParams{IfMatch: ifMatch(cmd, match)})
-		if err := a.check(resp, err, http.StatusNoContent); err != nil {
-			return err
-		}
-		return a.deleted("node %s removed with its communication paths", nid)
-	}
-	return cmd
-}
+var nodeKind = childKind{arg: "NODE", what: "node"}
 
-func parseClusterNode(args []string) (client.ClusterID, client.NodeID, error) {
-	cid, err := parseID("cluster id", args[0])
-	if err != nil {
-		return cid, cid, err
-	}
-	nid, err := parseID("node id", args[1])
-	return cid, nid, err
+func nodesDeleteCmd(a *app) *cobra.Command {
+	return childDeleteCmd(a, nodeKind, "Remove a node and its communication paths",
+		`Remove a node and its communication paths. A node still named in a
+hierarchy's priorities is refused (409) until the hierarchies are changed.`,
+		"removed with its communication paths",
+		func(ctx context.Context, cid client.ClusterID, id client.NodeID, m *string) (apiResponse, error) {
+			return a.api.DeleteNodeWithResponse(ctx, cid, id, &client.DeleteNodeParams{IfMatch: m})
+		})
 }
 
 func (a *app) printNode(n *client.Node, etag string) error {

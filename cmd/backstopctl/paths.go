@@ -30,31 +30,11 @@ func pathRow(t *table, p client.Path) {
 }
 
 func pathsListCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "list CLUSTER",
-		Aliases: []string{"ls"},
-		Short:   "List the directed paths of a cluster (two per link)",
-		Args:    positional("CLUSTER"),
-	}
-	lo := addListFlags(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
-		if err != nil {
-			return err
-		}
-		l, err := fetchAll(cmd.Context(), lo, func(ctx context.Context, limit *int, cursor *string) (page[client.Path], error) {
+	return childListCmd(a, "List the directed paths of a cluster (two per link)",
+		func(ctx context.Context, cid client.ClusterID, limit *int, cursor *string) (page[client.Path], error) {
 			resp, err := a.api.ListPathsWithResponse(ctx, cid, &client.ListPathsParams{Limit: limit, Cursor: cursor})
-			if err := a.check(resp, err, http.StatusOK); err != nil {
-				return page[client.Path]{}, err
-			}
-			return page[client.Path]{resp.JSON200.Items, resp.JSON200.NextCursor, resp.Body}, nil
-		})
-		if err != nil {
-			return err
-		}
-		return printList(a, l, pathRow, pathHeaders...)
-	}
-	return cmd
+			return pageOf(a, resp, err, func() ([]client.Path, *string) { return resp.JSON200.Items, resp.JSON200.NextCursor })
+		}, pathRow, pathHeaders...)
 }
 
 func pathsGetCmd(a *app) *cobra.Command {
@@ -63,7 +43,7 @@ func pathsGetCmd(a *app) *cobra.Command {
 		Short: "Show one direction of a communication path",
 		Args:  positional("CLUSTER", "PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cid, pid, err := parseClusterPath(args)
+			cid, pid, err := parseClusterChild(args, pathKind)
 			if err != nil {
 				return err
 			}
@@ -140,26 +120,13 @@ func pathsCreateCmd(a *app) *cobra.Command {
 	return cmd
 }
 
+var pathKind = childKind{arg: "PATH", what: "path"}
+
 func pathsDeleteCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:     "delete CLUSTER PATH",
-		Aliases: []string{"rm"},
-		Short:   "Delete a communication path, both directions",
-		Args:    positional("CLUSTER", "PATH"),
-	}
-	match := addIfMatchFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, pid, err := parseClusterPath(args)
-		if err != nil {
-			return err
-		}
-		resp, err := a.api.DeletePathWithResponse(cmd.Context(), cid, pid, &client.DeletePathParams{IfMatch: ifMatch(cmd, match)})
-		if err := a.check(resp, err, http.StatusNoContent); err != nil {
-			return err
-		}
-		return a.deleted("path %s deleted, both directions", pid)
-	}
-	return cmd
+	return childDeleteCmd(a, pathKind, "Delete a communication path, both directions", "", "deleted, both directions",
+		func(ctx context.Context, cid client.ClusterID, id client.PathID, m *string) (apiResponse, error) {
+			return a.api.DeletePathWithResponse(ctx, cid, id, &client.DeletePathParams{IfMatch: m})
+		})
 }
 
 // parsePathEnd parses NODE_ID=ADDRESS.
@@ -173,13 +140,4 @@ func parsePathEnd(flag, s string) (client.PathEnd, error) {
 		return client.PathEnd{}, err
 	}
 	return client.PathEnd{NodeId: id, Address: strings.TrimSpace(addr)}, nil
-}
-
-func parseClusterPath(args []string) (client.ClusterID, client.PathID, error) {
-	cid, err := parseID("cluster id", args[0])
-	if err != nil {
-		return cid, cid, err
-	}
-	pid, err := parseID("path id", args[1])
-	return cid, pid, err
 }
