@@ -7,6 +7,20 @@ import (
 	"time"
 )
 
+// newPlacedCluster is the common start of the failover scenarios: a
+// cluster of n nodes, the test hierarchy "mail" (priorities node1, node2,
+// node3; extra fields from extra) in service on node 1, and the
+// never-two-copies checker watching its VIP.
+func newPlacedCluster(t *testing.T, n int, profile string, replicas int, extra map[string]any) (*nsCluster, string, string, *invariant) {
+	t.Helper()
+	nc := newNSCluster(t, n, profile, replicas)
+	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, extra)
+	vip := nc.top.vip(0)
+	inv := nc.watchInvariant(vip)
+	nc.placeOn(h, 0)
+	return nc, h, vip, inv
+}
+
 // placeOn brings h in service on node i by hand and waits for it.
 func (nc *nsCluster) placeOn(h string, i int) {
 	nc.t.Helper()
@@ -44,11 +58,7 @@ func (nc *nsCluster) hasEvents(types ...string) {
 // links down) → the hierarchy fails over to priority 2, recorded as an
 // incident with its timeline, and the VIP answers from node 2.
 func TestFailoverNodeCrash(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	crashed := time.Now()
 	nc.crash(0, inv)
 	nc.waitPlaced(h, 1, 30*time.Second)
@@ -82,11 +92,7 @@ func TestFailoverNodeCrash(t *testing.T) {
 // when the link comes back node 1 has fenced itself and nothing runs
 // twice.
 func TestFailoverNetworkLoss(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	nc.top.setLink(0, false)
 	nc.waitPlaced(h, 1, 30*time.Second)
 	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
@@ -107,11 +113,7 @@ func TestFailoverNetworkLoss(t *testing.T) {
 // (no failover); killed past max_restarts (2) the hierarchy fails on node
 // 1, is marked failed there, and fails over to node 2.
 func TestFailoverServiceKilled(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	answers := func(i int) func() bool {
 		return func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[i].ns }
 	}
@@ -149,11 +151,7 @@ func TestFailoverServiceKilled(t *testing.T) {
 
 // TestFailoverCascade: nodes 1 and 2 both crash → priority 3.
 func TestFailoverCascade(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	nc.crash(1, inv)
 	nc.waitNodeState(1, "down", 30*time.Second)
 	nc.crash(0, inv)
@@ -223,13 +221,9 @@ func TestFailoverNPlusOne(t *testing.T) {
 // switchover to a lower-priority node stays, and a switchback is only
 // noted.
 func TestSwitchoverMaintenanceSwitchback(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, map[string]any{"switchback": "automatic"})
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, map[string]any{"switchback": "automatic"})
 	hp := "/v1/clusters/" + nc.id + "/hierarchies/" + h
 	np := "/v1/clusters/" + nc.id + "/nodes/"
-	nc.placeOn(h, 0)
 	drain := func(i, to int) {
 		t.Helper()
 		var mr struct {
@@ -281,11 +275,7 @@ func TestSwitchoverMaintenanceSwitchback(t *testing.T) {
 // leads with a higher term, no hierarchy moves during the handover, and a
 // node crash right after is still handled.
 func TestLeaderKilled(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 2)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, _, inv := newPlacedCluster(t, 3, "lan", 2, nil)
 	var cp struct {
 		Term     int64  `json:"term"`
 		LeaderID string `json:"leader_id"`
@@ -333,11 +323,7 @@ func TestLeaderKilled(t *testing.T) {
 // peers still see it: it is unreachable, nothing moves, and its service
 // keeps serving (checked from node 2).
 func TestUnreachableNothingMoves(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	ipCmd(t, "-n", nc.top.nodes[0].ns, "route", "add", "blackhole", nc.top.hostAddr()+"/32")
 	nc.waitNodeState(0, "unreachable", 30*time.Second)
 	time.Sleep(2 * time.Second)
@@ -357,11 +343,7 @@ func TestUnreachableNothingMoves(t *testing.T) {
 // reaches the running agents without a restart (they apply the new
 // heartbeat and lease), and a crash is then handled on the fast profile.
 func TestTimingProfileChangesLive(t *testing.T) {
-	nc := newNSCluster(t, 3, "lan", 1)
-	h := nc.createHierarchy("mail", 0, []int{0, 1, 2}, nil)
-	vip := nc.top.vip(0)
-	inv := nc.watchInvariant(vip)
-	nc.placeOn(h, 0)
+	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	pids := make([]int, len(nc.agents))
 	for i, a := range nc.agents {
 		pids[i] = a.cmd.Process.Pid
