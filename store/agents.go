@@ -159,7 +159,8 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 		var ttlMS int64
 		var was string
 		var prev []byte
-		if err := tx.QueryRow(ctx, `SELECT state, report FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was, &prev); err != nil {
+		var prevSeen *time.Time
+		if err := tx.QueryRow(ctx, `SELECT state, report, last_heartbeat_at FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was, &prev, &prevSeen); err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
 		}
 		err := tx.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
@@ -214,12 +215,15 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 		}
 		for _, f := range r.Fences {
 			for _, hid := range f.Hierarchies {
-				// A fence report can arrive late (queued while the node was
-				// cut off): it only concerns a placement older than the
-				// fencing, never one made since (a switch back to the node).
+				// A fence report arrives late: queued while the node was cut
+				// off, it comes with the first heartbeat after it is back,
+				// perhaps after a hierarchy was already placed on the node
+				// again. It concerns only placements the node had before
+				// its previous heartbeat; both times are the database's,
+				// so no clock of the agent is trusted.
 				if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_state = 'failed', placement_detail = $3, placement_updated_at = now()
 					WHERE id = $1 AND placement_node_id = $2 AND placement_state <> 'failed' AND placement_updated_at <= $4`,
-					hid, a.NodeID, fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason), f.At); err != nil {
+					hid, a.NodeID, fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason), prevSeen); err != nil {
 					return ack, err
 				}
 			}

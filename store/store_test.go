@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/backstop-ha/backstop/server/cluster"
 	"github.com/backstop-ha/backstop/store"
@@ -311,5 +312,53 @@ func TestIdempotencyKeys(t *testing.T) {
 	}
 	if r, err := st.ClaimIdempotencyKey(ctx, tok.ID, "k2", "POST", "/x", []byte("a")); r != nil || err != nil {
 		t.Fatalf("claim after release: %v %v", r, err)
+	}
+}
+
+// A fence report fails the placements the node had before it was cut
+// off, never one made after it came back (the report arrives with the
+// first heartbeat after the reconnection, possibly after a switch back).
+func TestLateFenceReport(t *testing.T) {
+	st := storetest.New(t)
+	c := newCluster(t, st, "mail")
+	n1, enr, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: "mx1"}, "fp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Enroll(t.Context(), enr.Token, make([]byte, 32), cluster.HostFacts{Hostname: "mx1", OS: "linux", Arch: "amd64", AgentVersion: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	a := cluster.AgentIdentity{NodeID: n1.ID, ClusterID: c.ID, NodeName: "mx1"}
+	old, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "old", n1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "fresh", n1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	place := func(id string) {
+		if _, err := st.Pool().Exec(t.Context(), `UPDATE hierarchies SET placement_node_id = $2, placement_state = 'in_service', epoch = epoch + 1,
+			placement_updated_at = clock_timestamp() WHERE id = $1`, id, n1.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	place(old.ID) // placed before the node's last heartbeat before the cut
+	if _, err := st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	place(fresh.ID) // placed after it, while the fence report was queued
+	rep := cluster.AgentReport{Raw: []byte(`{}`), Fences: []cluster.FenceReport{{At: time.Now(), Reason: "isolated", Hierarchies: []string{old.ID, fresh.ID}}}}
+	if _, err := st.RecordHeartbeat(t.Context(), a, rep); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{old.ID: cluster.PlacementFailed, fresh.ID: cluster.PlacementInService} {
+		h, err := st.FindHierarchyByID(t.Context(), c.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Placement.State != want {
+			t.Errorf("hierarchy %s after the fence report: %s, want %s", h.Name, h.Placement.State, want)
+		}
 	}
 }
