@@ -64,6 +64,13 @@ func newNSCluster(t *testing.T, n int, profile string, replicas int) *nsCluster 
 	for i := range n {
 		nc.waitNodeState(i, "up", 60*time.Second)
 	}
+	// A formed cluster: every agent hears every peer over its path (the
+	// state a real cluster is in long before anything fails).
+	for i, a := range nc.agents {
+		eventually(t, 30*time.Second, fmt.Sprintf("node%d's paths to its %d peers up", i+1, n-1), func() bool {
+			return len(a.logLines("event", "path_up")) >= n-1
+		})
+	}
 	return nc
 }
 

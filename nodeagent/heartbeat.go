@@ -289,7 +289,9 @@ func (a *Agent) reconcile(c *client.AgentConfig) {
 		if !active || !known {
 			continue
 		}
-		if pv.node != self || pv.epoch > epoch {
+		// A configuration read before this node's newest command has an
+		// older epoch: it says nothing about that placement.
+		if pv.epoch > epoch || (pv.epoch == epoch && pv.node != self) {
 			why := fmt.Sprintf("the control plane placed the hierarchy on node %s at epoch %d while this node ran epoch %d", pv.node, pv.epoch, epoch)
 			go a.runner.relinquish(h, why)
 		}
