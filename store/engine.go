@@ -26,11 +26,48 @@ func checkTermTx(ctx context.Context, tx pgx.Tx, term int64) (int64, error) {
 	return cur, nil
 }
 
-// JudgeNodes is the failure detector, run by the leader. A node whose
-// lease (TTL plus grace, measured from its last heartbeat by the database
-// clock) ran out becomes `down` only if no up peer reports a live path to
-// it; if one does, it becomes `unreachable` and nothing moves. A new leader
-// judges nobody until one lease period after it took over.
+// JudgeNodes is the failure detector, run by the leader. It looks at
+// every up or unreachable node whose lease (TTL plus grace, measured from
+// the receipt of its last heartbeat by the database clock) ran out, and
+// decides from what its peers report:
+//
+//   - seen: a fresh peer (state up, lease not expired) reports a live
+//     path to it → `unreachable`, warning, nothing moves. The node may
+//     still serve.
+//   - witnessed dead: no fresh peer sees it, and at least one fresh peer
+//     whose report was received after the node's last heartbeat
+//     (nodes.last_heartbeat_at, both by the database clock) has path
+//     entries for it, all of them down → `down`, critical; its
+//     hierarchies fail over.
+//   - no evidence: no fresh peer report says anything about it since its
+//     last heartbeat → no transition and no event. The node keeps its
+//     state and is judged again at the next pass.
+//
+// Why positive evidence: a lease lapses either because the node died or
+// because the control plane (backstopd, PostgreSQL, the network to them)
+// was too slow to take its heartbeat. When the control plane is starved,
+// every lease lapses at once, so no peer report is fresh; "no fresh peer
+// sees it" then holds for healthy, mutually visible nodes whose agents see
+// a majority and so, by design, do not fence themselves. Declaring them
+// down would start second copies. An agent fences itself only without a
+// majority; the server declares down only when a live peer looks at the
+// node and sees it dead. A lapse that is the control plane's own fault
+// therefore moves nothing (Kubernetes' node lifecycle controller likewise
+// stops evicting when most of a zone goes NotReady at once). A real
+// crash is still found at once: the crashed node's peers keep
+// heartbeating, and their path to it is dead (path_heartbeat_ms ×
+// path_dead_after ≤ lease_ttl_ms) by the time its lease runs out. Two of
+// three nodes crashing together are both down on the third's reports.
+//
+// A node with no enrolled peer (a one-node cluster, or one whose other
+// nodes never enrolled) can never get evidence. Its lapsed lease makes it
+// `unreachable`, never `down`: no other node could take its hierarchies,
+// its agent never fences itself (it is always a majority of one), so
+// "down" would be a claim nobody checked, and marking its hierarchies
+// failed would stop services an overloaded control plane merely lost.
+//
+// A new leader judges nobody until one lease period after it took over.
+// Term is checked (and held) first: a deposed leader writes nothing.
 func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTransition, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.NodeTransition, error) {
 		if _, err := checkTermTx(ctx, tx, term); err != nil {
@@ -39,7 +76,12 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 		rows, err := tx.Query(ctx, `SELECT n.id, n.cluster_id, n.name, n.state,
 			EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
 				WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up' AND p.lease_expires_at > now()
-				AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up')
+				AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up'),
+			EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
+				WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up' AND p.lease_expires_at > now()
+				AND p.last_heartbeat_at > coalesce(n.last_heartbeat_at, '-infinity'::timestamptz)
+				AND e->>'peer_node_id' = n.id::text),
+			NOT EXISTS (SELECT 1 FROM nodes p WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state <> 'pending')
 			FROM nodes n JOIN clusters c ON c.id = n.cluster_id CROSS JOIN control_plane cp
 			WHERE n.state IN ('up', 'unreachable') AND n.lease_expires_at < now()
 			AND cp.leader_since + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0) < now()
@@ -48,12 +90,12 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 			return nil, err
 		}
 		type row struct {
-			t    cluster.NodeTransition
-			seen bool
+			t                      cluster.NodeTransition
+			seen, witnessed, alone bool
 		}
 		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 			var x row
-			err := r.Scan(&x.t.NodeID, &x.t.ClusterID, &x.t.Node, &x.t.From, &x.seen)
+			err := r.Scan(&x.t.NodeID, &x.t.ClusterID, &x.t.Node, &x.t.From, &x.seen, &x.witnessed, &x.alone)
 			return x, err
 		})
 		if err != nil {
@@ -61,19 +103,22 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 		}
 		out := []cluster.NodeTransition{}
 		for _, x := range rs {
-			x.t.To = cluster.NodeDown
-			if x.seen {
-				x.t.To = cluster.NodeUnreachable
+			var sev, msg string
+			switch {
+			case x.seen:
+				x.t.To, sev, msg = cluster.NodeUnreachable, cluster.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
+			case x.witnessed:
+				x.t.To, sev, msg = cluster.NodeDown, cluster.SeverityCritical, "node %s is down: its lease expired and its peers see it on no communication path"
+			case x.alone:
+				x.t.To, sev, msg = cluster.NodeUnreachable, cluster.SeverityWarning, "node %s is unreachable: its lease expired and it has no peer that could see it dead; nothing moves"
+			default:
+				continue // no fresh evidence either way: judge it again later
 			}
 			if x.t.To == x.t.From {
 				continue
 			}
 			if _, err := tx.Exec(ctx, `UPDATE nodes SET state = $2, state_since = now() WHERE id = $1`, x.t.NodeID, x.t.To); err != nil {
 				return nil, err
-			}
-			sev, msg := cluster.SeverityCritical, "node %s is down: its lease expired and no peer sees it on any communication path"
-			if x.t.To == cluster.NodeUnreachable {
-				sev, msg = cluster.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
 			}
 			if err := writeEvent(ctx, tx, x.t.ClusterID, "node."+x.t.To, sev, map[string]string{"node_id": x.t.NodeID},
 				map[string]any{"from": x.t.From}, msg, x.t.Node); err != nil {
@@ -88,11 +133,16 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 // NextLeaseExpiry returns how long until the next lease of an up or
 // unreachable node runs out (plus its grace), measured by the database
 // clock, or ok false when no lease runs. The engine sleeps until then
-// instead of polling blindly, so detection costs no tick latency.
+// instead of polling blindly, so detection costs no tick latency. Leases
+// that already ran out are left out: a node JudgeNodes left unjudged
+// (no fresh evidence, or a new leader's grace) or found unreachable
+// would otherwise make the engine wake at once, again and again, and
+// spin exactly when the control plane is overloaded. Such nodes are
+// judged again at the engine's regular interval.
 func (s *Store) NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error) {
 	var ms *float64
 	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM min(lease_expires_at) - now()) * 1000 FROM nodes
-		WHERE state IN ('up', 'unreachable') AND lease_expires_at IS NOT NULL`).Scan(&ms)
+		WHERE state IN ('up', 'unreachable') AND lease_expires_at > now()`).Scan(&ms)
 	if err != nil || ms == nil {
 		return 0, false, interpretError(err)
 	}
@@ -146,7 +196,7 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster
 	st := cluster.ClusterStatus{Cluster: c}
 	rows, err := tx.Query(ctx, `SELECT n.id, n.name, n.state, n.maintenance, n.state_since,
 		EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
-			WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up'
+			WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up' AND p.lease_expires_at > now()
 			AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up')
 		FROM nodes n WHERE n.cluster_id = $1 ORDER BY n.id`, c.ID)
 	if err != nil {

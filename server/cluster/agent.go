@@ -258,7 +258,8 @@ type NodeStatus struct {
 	Name        string
 	State       string
 	Maintenance bool
-	// PathsAlive: some up peer reports a live communication path to it.
+	// PathsAlive: some up peer whose lease still runs (a fresh report)
+	// reports a live communication path to it.
 	PathsAlive bool
 	StateSince time.Time
 }

@@ -20,8 +20,9 @@ type NodeView struct {
 	Name        string
 	State       string // cluster.Node* states
 	Maintenance bool
-	// PathsAlive is true when at least one peer sees the node over a
-	// communication path (automatic switchback waits for it).
+	// PathsAlive is true when at least one peer with a fresh report (up,
+	// lease running) sees the node over a communication path (automatic
+	// switchback waits for it).
 	PathsAlive bool
 }
 

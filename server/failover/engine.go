@@ -36,6 +36,9 @@ type Engine struct {
 	Observe func(d Decision)
 }
 
+// minRecheck is the shortest pause between two passes.
+const minRecheck = 5 * time.Millisecond
+
 // Run steps until ctx ends (leadership lost or shutdown).
 func (e *Engine) Run(ctx context.Context, term int64) {
 	iv := e.Interval
@@ -54,8 +57,11 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 		}
 		wait := iv
 		if d, ok, err := e.Store.NextLeaseExpiry(ctx); err == nil && ok {
-			// Wake just after the next lease runs out; never spin.
-			wait = min(iv, max(d+2*time.Millisecond, 2*time.Millisecond))
+			// Wake just after the next lease runs out. NextLeaseExpiry
+			// leaves out leases already lapsed (a node left unjudged
+			// for want of evidence stays lapsed), and minRecheck bounds
+			// the rate anyway, so the engine never spins.
+			wait = min(iv, max(d+2*time.Millisecond, minRecheck))
 		}
 		timer.Reset(wait)
 		select {
