@@ -48,6 +48,19 @@ type Config struct {
 	Version string
 	// StepTimeout bounds each kit Start or Stop of a command.
 	StepTimeout time.Duration
+	// FenceGuard starts (or joins) the node's fence guard, the process
+	// that fences this node's hierarchies when the agent stops renewing
+	// its lease: dead, stopped, hung or crash-looping (see guard.go).
+	// cmd/backstop-agent turns it on; it needs the agent's own binary.
+	FenceGuard bool
+	// GuardArgs are extra arguments of `backstop-agent guard` (logging).
+	GuardArgs []string
+	// RestartHold is how long the control plane keeps this node's lease
+	// (and so its hierarchies in place) after the agent stops cleanly,
+	// so that a restart or an upgrade neither interrupts nor moves a
+	// service. Zero disables it: a stop then leads to a failover once the
+	// lease runs out.
+	RestartHold time.Duration
 	// ShutdownGrace is how long a stopping agent lets running commands
 	// finish before abandoning them (their hierarchies are then reported
 	// failed by the next agent process).
@@ -68,6 +81,7 @@ func DefaultConfig() Config {
 		Version:       "dev",
 		StepTimeout:   5 * time.Minute,
 		ShutdownGrace: 10 * time.Second,
+		RestartHold:   15 * time.Second,
 	}
 }
 
@@ -87,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.PathPort <= 0 || c.PathPort > 65535 {
 		return fmt.Errorf("path port %d is out of range", c.PathPort)
+	}
+	if c.RestartHold < 0 || c.RestartHold > maxRestartHold {
+		return fmt.Errorf("restart hold must be between 0 and %s", maxRestartHold)
 	}
 	if c.StepTimeout <= 0 || c.ShutdownGrace < 0 {
 		return errors.New("step timeout must be positive and shutdown grace not negative")
@@ -119,6 +136,8 @@ type Agent struct {
 	fences          *fenceQueue
 	live            *liveness
 	wd              *watchdog
+	// guard is the link to the fence guard; nil without one.
+	guard *guardLink
 
 	startedAt        time.Time
 	firstHeartbeat   chan struct{} // closed when the first heartbeat got an answer or failed
@@ -198,6 +217,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if ok {
 		a.setIdentity(&id)
+	}
+	if cfg.FenceGuard {
+		a.guard = newGuardLink(dir, log.With(keyComponent, "guard"), spawnGuard(dir, cfg.GuardArgs, log))
 	}
 	a.paths = newPathManager(log.With(keyComponent, "paths"), a.met, cfg.PathPort)
 	a.runner = newRunner(dir, cfg.newInstance, log.With(keyComponent, "hierarchies"), a.met, a.timing, cfg.StepTimeout)
@@ -329,8 +351,12 @@ func (a *Agent) run(ctx context.Context) error {
 	a.live.register("commands", n*(a.cfg.pollWait+15*time.Second)+30*time.Second)
 	a.paths.beat = func() { a.live.beat("paths") }
 
+	loopFuncs := []func(context.Context){a.heartbeatLoop, a.fenceLoop, a.paths.run, a.configLoop, a.results.run, a.commandsLoop}
+	if a.guard != nil {
+		loopFuncs = append(loopFuncs, a.guard.run)
+	}
 	var loops sync.WaitGroup
-	for _, f := range []func(context.Context){a.heartbeatLoop, a.fenceLoop, a.paths.run, a.configLoop, a.results.run, a.commandsLoop} {
+	for _, f := range loopFuncs {
 		loops.Add(1)
 		go func() {
 			defer loops.Done()

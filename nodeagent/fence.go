@@ -70,6 +70,10 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 	var w fenceWatch
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var notices chan guardMsg // nil without a guard: never ready
+	if a.guard != nil {
+		notices = a.guard.fenced
+	}
 	for {
 		t := a.timing()
 		wait := max(ms(t.HeartbeatMS)/2, 5*time.Millisecond)
@@ -80,11 +84,70 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case m := <-notices:
+			a.adoptGuardFence(m)
+			continue
 		case <-timer.C:
 		}
 		a.live.beat("fence")
-		a.fenceCheck(&w, time.Now())
+		now := time.Now()
+		a.fenceCheck(&w, now)
+		a.feedGuard(now)
 	}
+}
+
+// vouchFor is how long the agent vouches for its node to the fence guard
+// while its lease has run out but a majority of the cluster is visible:
+// less than the time its peers need to find its path heartbeats missing
+// (path_dead_after × path_heartbeat_ms), after which they would report
+// the node unseen and the control plane could declare it down.
+func vouchFor(t cluster.Timing) time.Duration {
+	return max(ms(t.PathHeartbeatMS*max(t.PathDeadAfter-1, 1)), ms(t.HeartbeatMS)/2)
+}
+
+// feedGuard grants the fence guard its next deadline: the lease deadline
+// while the lease is valid, a short vouch while the lease is gone but a
+// majority is visible, nothing otherwise (the guard then fences when the
+// last deadline passes, as the agent itself would). The boot clock is read
+// first, so that a pause of the agent between the two readings can only
+// make the granted deadline earlier, never later.
+func (a *Agent) feedGuard(now time.Time) {
+	if a.guard == nil {
+		return
+	}
+	boot := boottime()
+	if a.fencingPolicy() == cluster.FencingNone {
+		a.guard.disarm("the cluster's fencing policy is none")
+		return
+	}
+	rem, ok := a.lease.remaining()
+	if !ok {
+		return
+	}
+	if rem > 0 {
+		a.guard.arm(boot + rem)
+		return
+	}
+	if !a.settled(now) {
+		return
+	}
+	if v, n := a.visibility(now); majority(v, n) {
+		a.guard.arm(boot + vouchFor(a.timing()))
+	}
+}
+
+// adoptGuardFence follows a fencing done by the fence guard: the agent
+// fences too (with its own kit instances, so that its running operations,
+// monitors and recorded states agree; a resource already killed is
+// killed again at no cost), reports it, then acknowledges, so that the
+// guard knows this agent is alive and does not kill it.
+func (a *Agent) adoptGuardFence(m guardMsg) {
+	a.log.Error("the fence guard fenced this node: the agent did not renew its lease in time", keyEvent, eventGuardFenced,
+		keyReason, m.Reason, keyHierarchies, m.Hierarchies, keyDurationMS, m.TookMS, "failures", m.Failures)
+	rem, _ := a.lease.remaining()
+	v, n := a.visibility(time.Now())
+	a.fenceWith(m.Reason, rem, v, n)
+	a.guard.ack(m.Fenced)
 }
 
 // settled reports whether the agent has been up long enough to judge its
@@ -163,7 +226,16 @@ func (a *Agent) fenceCheck(w *fenceWatch, now time.Time) {
 // fenceNow fences every active hierarchy and queues the report.
 func (a *Agent) fenceNow(rem time.Duration, visible, total int) {
 	reason := fmt.Sprintf("lease expired %d ms ago and %d of %d nodes visible", -rem.Milliseconds(), visible, total)
+	a.fenceWith(reason, rem, visible, total)
+}
+
+// fenceWith fences every active hierarchy for reason and queues the
+// report.
+func (a *Agent) fenceWith(reason string, rem time.Duration, visible, total int) {
 	res := a.runner.fence(reason)
+	if len(res.Hierarchies) == 0 {
+		return
+	}
 	a.met.fences.Inc()
 	a.met.fenceSeconds.Observe(res.Took.Seconds())
 	// lease_remaining_ms is the lease at the decision (≤ 0): the fast kill

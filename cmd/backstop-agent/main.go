@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/backstop-ha/backstop/nodeagent"
 )
@@ -32,6 +33,10 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "guard" {
+		guardMain(os.Args[2:])
+		return
+	}
 	o, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -77,6 +82,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	port := fs.String("path-port", env("BACKSTOP_PATH_PORT", strconv.Itoa(d.PathPort)), "UDP port of communication path heartbeats (BACKSTOP_PATH_PORT)")
 	fs.StringVar(&o.cfg.MetricsListen, "metrics-listen", env("BACKSTOP_METRICS_LISTEN", d.MetricsListen), "address of /metrics; empty or \"off\" disables (BACKSTOP_METRICS_LISTEN)")
 	fs.StringVar(&o.cfg.Watchdog, "watchdog", env("BACKSTOP_WATCHDOG", ""), "watchdog device fed while the agent is healthy, e.g. /dev/watchdog (BACKSTOP_WATCHDOG)")
+	fs.BoolVar(&o.cfg.FenceGuard, "fence-guard", envBool(getenv, "BACKSTOP_FENCE_GUARD", true), "run the node's fence guard, which fences this node's hierarchies when the agent dies, stops or hangs without renewing its lease (BACKSTOP_FENCE_GUARD)")
+	fs.DurationVar(&o.cfg.RestartHold, "restart-hold", envDuration(getenv, "BACKSTOP_RESTART_HOLD", d.RestartHold), "on a clean stop (SIGTERM), ask the control plane to keep this node's hierarchies in place this long for the next agent process; 0 disables (BACKSTOP_RESTART_HOLD)")
 	fs.StringVar(&o.logFormat, "log-format", env("BACKSTOP_LOG_FORMAT", "json"), "log format: json or text (BACKSTOP_LOG_FORMAT)")
 	fs.StringVar(&o.logLevel, "log-level", env("BACKSTOP_LOG_LEVEL", "info"), "log level: debug, info, warn, error (BACKSTOP_LOG_LEVEL)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -107,6 +114,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		o.cfg.MetricsListen = ""
 	}
 	o.cfg.Version = version
+	o.cfg.GuardArgs = []string{"--log-format", o.logFormat, "--log-level", o.logLevel}
 	if o.logFormat != "json" && o.logFormat != "text" {
 		return o, fmt.Errorf("--log-format must be json or text, not %q", o.logFormat)
 	}
@@ -128,4 +136,48 @@ func newLogger(o options, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// envBool reads a boolean environment variable, def when unset or not a
+// boolean.
+func envBool(getenv func(string) string, k string, def bool) bool {
+	if b, err := strconv.ParseBool(getenv(k)); err == nil {
+		return b
+	}
+	return def
+}
+
+// envDuration reads a duration environment variable, def when unset or
+// not a duration.
+func envDuration(getenv func(string) string, k string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(getenv(k)); err == nil {
+		return d
+	}
+	return def
+}
+
+// guardMain runs `backstop-agent guard`: the fence guard the agent starts
+// for its data directory (see nodeagent.RunGuard). It ignores SIGTERM,
+// SIGINT and SIGHUP: it is a dead man's switch that must outlive a stop
+// of the agent (systemd's KillMode=process leaves it running, like the
+// services); only SIGKILL, or a reboot, ends it.
+func guardMain(args []string) {
+	fs := flag.NewFlagSet("backstop-agent guard", flag.ContinueOnError)
+	dir := fs.String("data-dir", nodeagent.DefaultConfig().DataDir, "the agent's data directory")
+	var o options
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	log := newLogger(o, os.Stderr).With("component", "guard")
+	err := nodeagent.RunGuard(context.Background(), nodeagent.GuardConfig{DataDir: *dir, Logger: log, Realtime: true})
+	if err != nil {
+		log.Error("fence guard stopped", "err", err)
+		os.Exit(1)
+	}
 }

@@ -1,0 +1,161 @@
+//go:build linux
+
+package nodeagent
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/backstop-ha/backstop/nodeagent/kit"
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// guardFixture is a data directory with one active hierarchy whose
+// service (a real process started by the real service kit) runs, and a
+// fence guard serving the directory in this process.
+type guardFixture struct {
+	dir  string
+	inst kit.Instance
+	conn net.Conn
+	dec  *json.Decoder
+}
+
+const guardTestHierarchy = "0195f7a4-2222-7000-8000-000000000001"
+
+func newGuardFixture(t *testing.T) *guardFixture {
+	t.Helper()
+	dir := t.TempDir()
+	res := cluster.Resource{Name: "svc", Kind: cluster.KindService, Params: map[string]any{"start": "exec sleep 300"}}
+	stateDir := filepath.Join(dir, dirResources, guardTestHierarchy, res.Name)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := kit.New(res, kit.Env{StateDir: stateDir, Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Fence() })
+	st := []hierState{{ID: guardTestHierarchy, Name: "mail", State: cluster.PlacementInService, Epoch: 3, Active: true,
+		Resources: []cluster.Resource{res}, UpdatedAt: time.Now()}}
+	if err := saveJSON(filepath.Join(dir, fileHierarchies), st); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunGuard(ctx, GuardConfig{DataDir: dir, Logger: testLogger(t), AckTimeout: 5 * time.Second})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	var c net.Conn
+	waitFor(t, 10*time.Second, "the guard's socket", func() bool {
+		c, err = net.Dial("unix", filepath.Join(dir, fileGuardSock))
+		return err == nil
+	})
+	t.Cleanup(func() { c.Close() })
+	return &guardFixture{dir: dir, inst: inst, conn: c, dec: json.NewDecoder(c)}
+}
+
+func (f *guardFixture) send(t *testing.T, m guardMsg) {
+	t.Helper()
+	if err := json.NewEncoder(f.conn).Encode(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *guardFixture) running(t *testing.T) bool {
+	return f.inst.Check(t.Context(), false) == nil
+}
+
+// TestGuardFencesWhenTheAgentGoesSilent protects "never two copies" when
+// the agent dies: the guard, which outlives it, kills the hierarchy's
+// service once the last deadline the agent granted has passed (never
+// before), and records the fencing for the next agent process.
+func TestGuardFencesWhenTheAgentGoesSilent(t *testing.T) {
+	f := newGuardFixture(t)
+	armedAt := time.Now()
+	f.send(t, guardMsg{ArmNS: int64(boottime() + 300*time.Millisecond)})
+	f.conn.Close() // the agent dies without a word
+	waitFor(t, 30*time.Second, "the service to be fenced", func() bool { return !f.running(t) })
+	var reports []struct {
+		At          time.Time `json:"at"`
+		Hierarchies []string  `json:"hierarchies"`
+	}
+	waitFor(t, 10*time.Second, "the fence report", func() bool {
+		ok, err := loadJSON(filepath.Join(f.dir, fileFences), &reports)
+		return err == nil && ok && len(reports) > 0
+	})
+	if got := reports[0].Hierarchies; len(got) != 1 || got[0] != guardTestHierarchy {
+		t.Fatalf("fence report names %v, want [%s]", got, guardTestHierarchy)
+	}
+	if early := armedAt.Add(300 * time.Millisecond).Sub(reports[0].At); early > 0 {
+		t.Fatalf("fenced %s before the granted deadline", early)
+	}
+	var st []hierState
+	if _, err := loadJSON(filepath.Join(f.dir, fileHierarchies), &st); err != nil || len(st) != 1 {
+		t.Fatalf("hierarchies.json: %v %v", st, err)
+	}
+	if st[0].Active || st[0].State != cluster.PlacementOutOfService {
+		t.Fatalf("after fencing the hierarchy is recorded %s active=%v, want out_of_service inactive", st[0].State, st[0].Active)
+	}
+}
+
+// TestGuardTellsALiveAgent protects the agent's view of its node: a live
+// agent whose deadline passed (it was late, or isolated) is told of the
+// fencing and acknowledges; the guard then leaves the report to it and
+// does not kill it.
+func TestGuardTellsALiveAgent(t *testing.T) {
+	f := newGuardFixture(t)
+	f.send(t, guardMsg{ArmNS: int64(boottime() + 100*time.Millisecond)})
+	var m guardMsg
+	if err := f.dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Fenced == 0 || len(m.Hierarchies) != 1 || m.Hierarchies[0] != guardTestHierarchy {
+		t.Fatalf("notice %+v, want a fencing of %s", m, guardTestHierarchy)
+	}
+	if f.running(t) {
+		t.Fatal("the notice came before the service was fenced")
+	}
+	f.send(t, guardMsg{AckFence: m.Fenced})
+	// Re-arming works after a fencing; with nothing active the next
+	// expiry fences nothing and sends no notice.
+	f.send(t, guardMsg{ArmNS: int64(boottime() + 50*time.Millisecond)})
+	_ = f.conn.SetReadDeadline(time.Now().Add(time.Second))
+	if err := f.dec.Decode(&m); err == nil {
+		t.Fatalf("second notice %+v with nothing active", m)
+	}
+	if ok, _ := loadJSON(filepath.Join(f.dir, fileFences), new([]any)); ok {
+		t.Fatal("the guard recorded a report although the live agent acknowledged (it reports itself)")
+	}
+}
+
+// TestGuardKeepsADeadlineThatMovesForward protects against a false
+// fencing: every newer deadline the agent grants postpones the fencing,
+// and an older one never brings it forward.
+func TestGuardKeepsADeadlineThatMovesForward(t *testing.T) {
+	f := newGuardFixture(t)
+	far := boottime() + time.Hour
+	f.send(t, guardMsg{ArmNS: int64(far)})
+	f.send(t, guardMsg{ArmNS: int64(boottime() + time.Millisecond)}) // late, older
+	_ = f.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	var m guardMsg
+	if err := f.dec.Decode(&m); err == nil {
+		t.Fatalf("fenced (%+v) although the deadline is an hour away", m)
+	}
+	if !f.running(t) {
+		t.Fatal("service fenced before the deadline")
+	}
+}
