@@ -49,6 +49,10 @@ type stepResult struct {
 	OK       bool
 	Detail   string
 	Duration time.Duration
+	// Overtaken marks a step that started something and succeeded, but
+	// found the operation overtaken (fenced, relinquished) when it
+	// finished: what it started may have escaped the fencing.
+	Overtaken bool
 }
 
 // outcome is the outcome of a whole command.
@@ -70,12 +74,28 @@ type executor struct {
 	log *slog.Logger
 	// stepTimeout bounds each Start or Stop.
 	stepTimeout time.Duration
+	// gate, when set, is asked immediately before and after every step
+	// that can make something run (startsSomething): an error refuses the
+	// step before, and marks it Overtaken after. Stops are never gated:
+	// stopping can't make a second copy.
+	gate func() error
+}
+
+// startsSomething says whether a step action can make something run.
+func startsSomething(action string) bool {
+	switch action {
+	case actionStart, actionRestart, actionMoveIP:
+		return true
+	}
+	return false
 }
 
 // run performs one step and logs it.
 func (e *executor) run(ctx context.Context, u *unit, action string, f func(context.Context) error) stepResult {
 	start := time.Now()
+	gated := e.gate != nil && startsSomething(action)
 	var err error
+	var overtaken bool
 	switch {
 	case u.err != nil:
 		err = u.err
@@ -83,11 +103,17 @@ func (e *executor) run(ctx context.Context, u *unit, action string, f func(conte
 		// Cancelled (fencing, shutdown): start nothing more.
 		err = context.Cause(ctx)
 	default:
+		if gated {
+			if err = e.gate(); err != nil {
+				break
+			}
+		}
 		sctx, cancel := context.WithTimeout(ctx, e.stepTimeout)
 		err = f(sctx)
 		cancel()
+		overtaken = err == nil && gated && e.gate() != nil
 	}
-	s := stepResult{Resource: u.res.Name, Action: action, OK: err == nil, Duration: time.Since(start)}
+	s := stepResult{Resource: u.res.Name, Action: action, OK: err == nil, Duration: time.Since(start), Overtaken: overtaken}
 	if err != nil {
 		s.Detail = truncate(err.Error(), maxDetail)
 	}

@@ -311,6 +311,13 @@ type placementView struct {
 // process brought it in service on a signed command at that epoch, or a
 // configuration fetched from the control plane by this process still
 // places the hierarchy here at that epoch.
+//
+// byCommand skips the placement check, so the runner must only pass it
+// for the placement the command made: it is false once the hierarchy was
+// fenced or relinquished or left service (cmdEpoch is cleared, the
+// generation moved on), and whatever this answers, the runner's
+// operation bracket refuses local recovery unless the hierarchy is still
+// in service and active at the generation its monitor saw.
 func (a *Agent) authority(hierarchyID string, epoch int64, byCommand bool) (bool, string) {
 	if rem, ok := a.lease.remaining(); !ok || rem <= 0 {
 		return false, "this node holds no valid lease"

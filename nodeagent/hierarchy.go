@@ -2,13 +2,16 @@ package nodeagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +27,10 @@ import (
 // hierarchies.json so that a restarted agent resumes monitoring what it
 // runs and still knows what to fence.
 type hierState struct {
-	ID    string `json:"id"`
-	Name  string `json:"name,omitempty"`
-	State string `json:"state"`
-	Epoch int64  `json:"epoch"`
+	ID    string    `json:"id"`
+	Name  string    `json:"name,omitempty"`
+	State placement `json:"state"`
+	Epoch int64     `json:"epoch"`
 	// Detail says why the state is what it is (for failed, what failed).
 	Detail string `json:"detail,omitempty"`
 	// Active is true while any resource may be running here: from the
@@ -55,9 +58,14 @@ type hierarchy struct {
 	units []*unit
 	// cancelOp cancels the running command or recovery (fencing does).
 	cancelOp context.CancelFunc
-	// gen increases when the hierarchy is fenced: an operation that
-	// started before must not record its outcome over the fencing.
+	// gen increases when the hierarchy is preempted (fenced or
+	// relinquished, see preemptLocked): an operation that started before
+	// must neither act any more nor record its outcome over the
+	// preemption.
 	gen uint64
+	// preemptedByFence says whether the newest preemption was a fencing
+	// (false: a relinquish, whose take-down follows).
+	preemptedByFence bool
 	// stopMon stops the monitors; nil when none run.
 	stopMon context.CancelFunc
 	health  map[string]*resHealth
@@ -113,6 +121,11 @@ type runner struct {
 	// failed over, would restart a second copy.
 	authority func(hierarchyID string, epoch int64, byCommand bool) (bool, string)
 
+	// hookBeforeAuthority, tests only: called by local recovery between
+	// its dependency checks (h.mu not held) and asking authority, the
+	// window in which fencing may overtake it.
+	hookBeforeAuthority func(h *hierarchy)
+
 	// saveMu serializes writes of hierarchies.json.
 	saveMu sync.Mutex
 	// mu guards hs.
@@ -133,7 +146,7 @@ func newRunner(dir string, newInstance func(cluster.Resource, kit.Env) (kit.Inst
 }
 
 func newHierarchy(id string) *hierarchy {
-	return &hierarchy{id: id, st: hierState{ID: id, State: cluster.PlacementOutOfService},
+	return &hierarchy{id: id, st: hierState{ID: id, State: stateOutOfService},
 		health: map[string]*resHealth{}, restarts: map[string][]time.Time{}, restartedAt: map[string]time.Time{}}
 }
 
@@ -182,9 +195,15 @@ func (r *runner) load() error {
 			continue
 		}
 		h := newHierarchy(st.ID)
-		if st.State == cluster.PlacementStarting || st.State == cluster.PlacementStopping {
+		switch {
+		case st.State == stateStarting || st.State == stateStopping:
 			st.Detail = fmt.Sprintf("the agent restarted while the hierarchy was %s", st.State)
-			st.State = cluster.PlacementFailed
+			st.State = stateFailed
+		case !st.State.valid():
+			// Whether anything runs is unknown: failed, and active so
+			// that fencing covers it.
+			st.Detail = fmt.Sprintf("unknown state %q in %s", st.State, fileHierarchies)
+			st.State, st.Active = stateFailed, true
 		}
 		h.st = st
 		r.hs[st.ID] = h
@@ -203,7 +222,7 @@ func (r *runner) start(monCtx, opsCtx context.Context) {
 		if h.st.Active {
 			h.units = r.unitsLocked(h, h.st.Resources)
 		}
-		if h.st.State == cluster.PlacementInService {
+		if h.st.State == stateInService {
 			r.startMonitorsLocked(h)
 			r.hlog(h).Info("hierarchy resumed: monitoring what the previous agent process brought in service",
 				keyEvent, eventResumed, keyEpoch, h.st.Epoch, keyState, h.st.State)
@@ -280,15 +299,111 @@ func (r *runner) execFor(h *hierarchy, cmd *envelope.Command) *executor {
 	return &executor{log: log, stepTimeout: r.exec.stepTimeout}
 }
 
-// setStateLocked changes the state and logs it.
-func (r *runner) setStateLocked(h *hierarchy, state, detail string) {
-	h.st.State, h.st.Detail, h.st.UpdatedAt = state, detail, r.now()
+// placement is the local state of a hierarchy on this node. Its values are
+// the contract's placement states (cluster.Placement*), which is what the
+// heartbeat reports.
+type placement string
+
+const (
+	stateOutOfService placement = cluster.PlacementOutOfService
+	stateStarting     placement = cluster.PlacementStarting
+	stateInService    placement = cluster.PlacementInService
+	stateStopping     placement = cluster.PlacementStopping
+	stateFailed       placement = cluster.PlacementFailed
+)
+
+// transitions is the agent's state machine for one hierarchy:
+// transitions[from][to] is true when the hierarchy may go from one state
+// to the other. transitionLocked refuses every other change. What each
+// edge is for:
+//
+//	out_of_service → starting        bring_in_service
+//	out_of_service → stopping        take_out_of_service (a take-down of what may still run)
+//	out_of_service → failed          an operation overtaken by fencing could not fence what it started
+//	starting       → in_service      the bring-up succeeded (the only way into in_service)
+//	starting       → failed          the bring-up failed; a fencing failed
+//	starting       → out_of_service  fenced
+//	starting       → stopping        relinquished
+//	in_service     → starting        bring_in_service again (a newer epoch)
+//	in_service     → stopping        take_out_of_service, relinquished
+//	in_service     → failed          failed locally (checks, recovery withheld or exhausted); a fencing failed
+//	in_service     → out_of_service  fenced
+//	stopping       → out_of_service  the take-down succeeded; fenced
+//	stopping       → failed          the take-down failed; a fencing failed
+//	stopping       → stopping        take_out_of_service or a relinquish while a take-down is pending
+//	stopping       → starting        a newer bring_in_service ran before a pending relinquish
+//	failed         → starting        bring_in_service
+//	failed         → stopping        take_out_of_service, relinquished
+//	failed         → out_of_service  fenced
+//	failed         → failed          a fencing failed again
+//
+// Local recovery and restart_resource/move_ip change no state: they act
+// only on a hierarchy in service, and leave it so.
+var transitions = map[placement]map[placement]bool{
+	stateOutOfService: {stateStarting: true, stateStopping: true, stateFailed: true},
+	stateStarting:     {stateInService: true, stateFailed: true, stateOutOfService: true, stateStopping: true},
+	stateInService:    {stateStarting: true, stateStopping: true, stateFailed: true, stateOutOfService: true},
+	stateStopping:     {stateOutOfService: true, stateFailed: true, stateStopping: true, stateStarting: true},
+	stateFailed:       {stateStarting: true, stateStopping: true, stateOutOfService: true, stateFailed: true},
+}
+
+// valid says whether p is a known state.
+func (p placement) valid() bool {
+	_, ok := transitions[p]
+	return ok
+}
+
+// words is p for people: "in service".
+func (p placement) words() string { return strings.ReplaceAll(string(p), "_", " ") }
+
+// canTransition says whether the state machine allows from → to.
+func canTransition(from, to placement) error {
+	if !transitions[from][to] {
+		return fmt.Errorf("invalid hierarchy state transition %s → %s", from, to)
+	}
+	return nil
+}
+
+// transitionLocked is the one place where a hierarchy's state changes: it
+// refuses (and logs as an error) a transition the state machine does not
+// allow, and otherwise records and logs the new state. Leaving in service
+// ends the authority of the command that brought the hierarchy in service
+// (cmdEpoch): local recovery on it needs a new command or the control
+// plane's configuration again.
+func (r *runner) transitionLocked(h *hierarchy, to placement, detail string) error {
+	from := h.st.State
+	if err := canTransition(from, to); err != nil {
+		r.hlog(h).Error("hierarchy state transition refused", keyEvent, eventHierarchyState, keyErr, err,
+			"from", string(from), keyState, string(to), keyEpoch, h.st.Epoch, keyDetail, detail)
+		return err
+	}
+	if to != stateInService {
+		h.cmdEpoch = 0
+	}
+	h.st.State, h.st.Detail, h.st.UpdatedAt = to, detail, r.now()
 	lvl := slog.LevelInfo
-	if state == cluster.PlacementFailed {
+	if to == stateFailed {
 		lvl = slog.LevelWarn
 	}
 	r.hlog(h).Log(context.Background(), lvl, "hierarchy state", keyEvent, eventHierarchyState,
-		keyState, state, keyEpoch, h.st.Epoch, "active", h.st.Active, keyDetail, detail)
+		"from", string(from), keyState, string(to), keyEpoch, h.st.Epoch, "active", h.st.Active, keyDetail, detail)
+	return nil
+}
+
+// preemptLocked takes a hierarchy from whatever operation runs on it,
+// without waiting for it: it bumps the generation, cancels the operation
+// and stops the monitors. Fencing and relinquish use it; the preempted
+// operation, back in the bracket, finds the generation changed and
+// neither acts nor records anything more. It returns the new generation.
+func (r *runner) preemptLocked(h *hierarchy, byFence bool) uint64 {
+	h.gen++
+	h.preemptedByFence = byFence
+	h.cmdEpoch = 0
+	if h.cancelOp != nil {
+		h.cancelOp()
+	}
+	r.stopMonitorsLocked(h)
+	return h.gen
 }
 
 // beginOpLocked registers a running operation under h.mu; the returned context
@@ -309,6 +424,182 @@ func (r *runner) endOpLocked(h *hierarchy) {
 // fencedDetail is the detail of operations overtaken by fencing.
 const fencedDetail = "the node fenced itself while the command ran"
 
+// relinquishedDetail is the detail of operations overtaken by a relinquish.
+const relinquishedDetail = "the hierarchy was relinquished while the operation ran"
+
+// opSpec is one operation on a hierarchy, as the bracket (operate) runs
+// it: what must hold for it to begin, the state it enters, its kit actions
+// and how its outcome is recorded.
+type opSpec struct {
+	// name names the operation in refusals ("bring_in_service",
+	// "local_recovery", ...).
+	name string
+	// cmd is the command, nil for the agent's own operations.
+	cmd *envelope.Command
+	// ctx, when set, must not be done: the monitor's context, which
+	// fencing and commands end.
+	ctx context.Context
+	// from lists the states the operation may begin in; empty: any.
+	from []placement
+	// needActive requires the hierarchy active.
+	needActive bool
+	// gen, when hasGen, is the generation the operation was decided at
+	// (local recovery: the one its monitor observed); any preemption
+	// since refuses it.
+	gen    uint64
+	hasGen bool
+	// epoch, when non-zero, must be the hierarchy's epoch.
+	epoch int64
+	// stopMonitors stops the monitors before the operation begins.
+	stopMonitors bool
+	// enter is the state the operation enters when it begins ("" keeps
+	// the state), with enterDetail.
+	enter       placement
+	enterDetail string
+	// prepare, when set, runs under h.mu once every check passed, before
+	// anything changes: it may refuse the operation (and then must have
+	// changed nothing it should not), or set the hierarchy up for it.
+	prepare func() error
+	// run performs the kit actions, without h.mu, with the operation's
+	// context and units, through e, whose gate refuses to start anything
+	// once the operation is overtaken.
+	run func(ctx context.Context, e *executor, units []*unit) outcome
+	// finish, when set, records the outcome under h.mu, only when the
+	// generation and the state are still those the operation began with.
+	finish func(o outcome)
+}
+
+// errOvertaken is the gate's answer once an operation has been overtaken.
+var errOvertaken = errors.New("overtaken by fencing or a relinquish: nothing more is started")
+
+// admitLocked checks, under h.mu, that p may begin now.
+func (r *runner) admitLocked(h *hierarchy, p *opSpec) error {
+	switch {
+	case p.ctx != nil && p.ctx.Err() != nil:
+		return fmt.Errorf("%s: ended before it began (a command or fencing took over)", p.name)
+	case p.hasGen && h.gen != p.gen:
+		return fmt.Errorf("%s: the hierarchy was fenced or relinquished since the operation was decided", p.name)
+	case len(p.from) > 0 && !slices.Contains(p.from, h.st.State):
+		want := make([]string, len(p.from))
+		for i, s := range p.from {
+			want[i] = s.words()
+		}
+		return fmt.Errorf("%s needs the hierarchy %s on this node; it is %s", p.name, strings.Join(want, " or "), h.st.State.words())
+	case p.needActive && !h.st.Active:
+		return fmt.Errorf("%s needs the hierarchy active on this node; it is not", p.name)
+	case p.epoch != 0 && h.st.Epoch != p.epoch:
+		return fmt.Errorf("%s was decided at epoch %d; the hierarchy is at epoch %d", p.name, p.epoch, h.st.Epoch)
+	}
+	if p.enter != "" {
+		if err := canTransition(h.st.State, p.enter); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+// operate is the operation bracket, the one way commands and local
+// recovery act on a hierarchy. The caller holds h.ops. Under h.mu it
+// checks that the operation may begin (context, generation, state,
+// activity, epoch, transition; admitLocked), prepares it, stops the
+// monitors if asked, enters its state and registers it (beginOpLocked);
+// then, without h.mu, runs its kit actions, each action that can start
+// something gated by a check of the generation and state under h.mu
+// immediately before it (and again after it); then, under h.mu again,
+// records the outcome only if no preemption happened meanwhile. An
+// operation overtaken by fencing fences what it started after the
+// fencing began. A refused operation returns an outcome saying why and
+// the error.
+func (r *runner) operate(h *hierarchy, p opSpec) (outcome, error) {
+	h.mu.Lock()
+	if err := r.admitLocked(h, &p); err != nil {
+		h.mu.Unlock()
+		return outcome{Detail: err.Error()}, err
+	}
+	if p.prepare != nil {
+		if err := p.prepare(); err != nil {
+			h.mu.Unlock()
+			return outcome{Detail: err.Error()}, err
+		}
+	}
+	if p.stopMonitors {
+		r.stopMonitorsLocked(h)
+	}
+	if p.enter != "" {
+		if err := r.transitionLocked(h, p.enter, p.enterDetail); err != nil {
+			h.mu.Unlock() // admitLocked checked it: not reached
+			return outcome{Detail: err.Error()}, err
+		}
+	}
+	ctx, gen := r.beginOpLocked(h)
+	state, units := h.st.State, h.units
+	h.mu.Unlock()
+	if p.enter != "" {
+		r.save()
+	}
+
+	e := r.execFor(h, p.cmd)
+	e.gate = func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.gen != gen || h.st.State != state || ctx.Err() != nil {
+			return errOvertaken
+		}
+		return nil
+	}
+	o := p.run(ctx, e, units)
+
+	h.mu.Lock()
+	r.endOpLocked(h)
+	if h.gen != gen || h.st.State != state {
+		byFence := h.preemptedByFence
+		h.mu.Unlock()
+		d := relinquishedDetail
+		if byFence {
+			d = fencedDetail
+			r.fenceOvertaken(h, units, o)
+		}
+		o.OK, o.Detail = false, joinDetail(d, o.Detail)
+		return o, nil
+	}
+	if p.finish != nil {
+		p.finish(o)
+	}
+	h.mu.Unlock()
+	r.save()
+	return o, nil
+}
+
+// fenceOvertaken fences again the units an operation overtaken by fencing
+// started after the fencing began (steps marked overtaken): the fencing
+// could not wait for those kit calls, and may have run its Fence before
+// they finished. A failure leaves the hierarchy failed and active, for the
+// next fencing round.
+func (r *runner) fenceOvertaken(h *hierarchy, units []*unit, o outcome) {
+	var errs []string
+	for i := len(o.Steps) - 1; i >= 0; i-- {
+		s := o.Steps[i]
+		if !s.Overtaken {
+			continue
+		}
+		u := units[indexOf(units, s.Resource)]
+		r.hlog(h).Error("a kit action finished after fencing began: fencing the resource again",
+			keyEvent, eventFenced, keyResource, s.Resource, keyAction, s.Action)
+		if err := u.inst.Fence(); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", s.Resource, err))
+		}
+	}
+	if len(errs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	r.preemptLocked(h, true) // the fencing in progress must not record it clean
+	h.st.Active = true
+	_ = r.transitionLocked(h, stateFailed, truncate(fmt.Sprintf("fence after an overtaken operation failed: %v", errs), maxDetail))
+	h.mu.Unlock()
+	r.save()
+}
+
 // execute runs a verified, recorded command. The caller runs the commands
 // of one hierarchy one at a time, in order.
 func (r *runner) execute(cmd *envelope.Command) outcome {
@@ -327,77 +618,58 @@ func (r *runner) execute(cmd *envelope.Command) outcome {
 }
 
 func (r *runner) bringInService(h *hierarchy, cmd *envelope.Command) outcome {
-	h.mu.Lock()
-	r.stopMonitorsLocked(h)
-	h.st.Name, h.st.Epoch, h.st.Resources, h.st.Active = cmd.Hierarchy, cmd.Epoch, cmd.Resources, true
-	h.units = r.unitsLocked(h, cmd.Resources)
-	h.health, h.restarts, h.restartedAt = map[string]*resHealth{}, map[string][]time.Time{}, map[string]time.Time{}
-	r.setStateLocked(h, cluster.PlacementStarting, "")
-	ctx, gen := r.beginOpLocked(h)
-	units := h.units
-	h.mu.Unlock()
-	r.save()
-
-	o := r.execFor(h, cmd).bringUp(ctx, units)
-
-	h.mu.Lock()
-	r.endOpLocked(h)
-	if h.gen != gen {
-		h.mu.Unlock()
-		o.OK, o.Detail = false, joinDetail(fencedDetail, o.Detail)
-		return o
-	}
-	if o.OK {
-		h.cmdEpoch = cmd.Epoch
-		r.setStateLocked(h, cluster.PlacementInService, "")
-		r.startMonitorsLocked(h)
-	} else {
-		h.st.Active = !o.Clean
-		r.setStateLocked(h, cluster.PlacementFailed, o.Detail)
-	}
-	h.mu.Unlock()
-	r.save()
+	o, _ := r.operate(h, opSpec{
+		name: string(cmd.Action), cmd: cmd, stopMonitors: true, enter: stateStarting,
+		prepare: func() error {
+			h.st.Name, h.st.Epoch, h.st.Resources, h.st.Active = cmd.Hierarchy, cmd.Epoch, cmd.Resources, true
+			h.units = r.unitsLocked(h, cmd.Resources)
+			h.health, h.restarts, h.restartedAt = map[string]*resHealth{}, map[string][]time.Time{}, map[string]time.Time{}
+			return nil
+		},
+		run: func(ctx context.Context, e *executor, units []*unit) outcome { return e.bringUp(ctx, units) },
+		finish: func(o outcome) {
+			if o.OK {
+				if r.transitionLocked(h, stateInService, "") == nil {
+					h.cmdEpoch = cmd.Epoch
+					r.startMonitorsLocked(h)
+				}
+			} else {
+				h.st.Active = !o.Clean
+				_ = r.transitionLocked(h, stateFailed, o.Detail)
+			}
+		},
+	})
 	return o
 }
 
 func (r *runner) takeOutOfService(h *hierarchy, cmd *envelope.Command) outcome {
-	h.mu.Lock()
-	r.stopMonitorsLocked(h)
-	if cmd.Epoch > h.st.Epoch {
-		h.st.Epoch = cmd.Epoch
-	}
-	if cmd.Hierarchy != "" {
-		h.st.Name = cmd.Hierarchy
-	}
-	if len(cmd.Resources) > 0 {
-		h.st.Resources = cmd.Resources
-		h.units = r.unitsLocked(h, cmd.Resources)
-	} else if len(h.units) != len(h.st.Resources) {
-		h.units = r.unitsLocked(h, h.st.Resources)
-	}
-	r.setStateLocked(h, cluster.PlacementStopping, "")
-	ctx, gen := r.beginOpLocked(h)
-	units := h.units
-	h.mu.Unlock()
-	r.save()
-
-	o := r.execFor(h, cmd).takeDown(ctx, units)
-
-	h.mu.Lock()
-	r.endOpLocked(h)
-	if h.gen != gen {
-		h.mu.Unlock()
-		o.OK, o.Detail = false, joinDetail(fencedDetail, o.Detail)
-		return o
-	}
-	if o.OK {
-		h.st.Active = false
-		r.setStateLocked(h, cluster.PlacementOutOfService, "")
-	} else {
-		r.setStateLocked(h, cluster.PlacementFailed, o.Detail)
-	}
-	h.mu.Unlock()
-	r.save()
+	o, _ := r.operate(h, opSpec{
+		name: string(cmd.Action), cmd: cmd, stopMonitors: true, enter: stateStopping,
+		prepare: func() error {
+			if cmd.Epoch > h.st.Epoch {
+				h.st.Epoch = cmd.Epoch
+			}
+			if cmd.Hierarchy != "" {
+				h.st.Name = cmd.Hierarchy
+			}
+			if len(cmd.Resources) > 0 {
+				h.st.Resources = cmd.Resources
+				h.units = r.unitsLocked(h, cmd.Resources)
+			} else if len(h.units) != len(h.st.Resources) {
+				h.units = r.unitsLocked(h, h.st.Resources)
+			}
+			return nil
+		},
+		run: func(ctx context.Context, e *executor, units []*unit) outcome { return e.takeDown(ctx, units) },
+		finish: func(o outcome) {
+			if o.OK {
+				h.st.Active = false
+				_ = r.transitionLocked(h, stateOutOfService, "")
+			} else {
+				_ = r.transitionLocked(h, stateFailed, o.Detail)
+			}
+		},
+	})
 	return o
 }
 
@@ -405,40 +677,34 @@ func (r *runner) takeOutOfService(h *hierarchy, cmd *envelope.Command) outcome {
 // hierarchy in service here and leave it in service: if a step fails, the
 // monitors notice what is broken and recover or fail the hierarchy.
 func (r *runner) changeResource(h *hierarchy, cmd *envelope.Command) outcome {
-	h.mu.Lock()
-	if h.st.State != cluster.PlacementInService {
-		st := h.st.State
-		h.mu.Unlock()
-		return outcome{Detail: fmt.Sprintf("%s needs the hierarchy in service on this node; it is %s", cmd.Action, st)}
-	}
-	if cmd.Epoch > h.st.Epoch {
-		h.st.Epoch = cmd.Epoch
-	}
-	ctx, gen := r.beginOpLocked(h)
-	units := h.units
-	h.mu.Unlock()
+	o, _ := r.operate(h, opSpec{
+		name: string(cmd.Action), cmd: cmd, from: []placement{stateInService},
+		prepare: func() error {
+			if cmd.Epoch > h.st.Epoch {
+				h.st.Epoch = cmd.Epoch
+			}
+			return nil
+		},
+		run: func(ctx context.Context, e *executor, units []*unit) outcome {
+			if cmd.Action == envelope.MoveIP {
+				return e.moveIP(ctx, units, cmd.Target, cmd.Interface)
+			}
+			return e.restart(ctx, units, cmd.Target)
+		},
+		finish: func(o outcome) { r.recordRestartsLocked(h, o) },
+	})
+	return o
+}
 
-	var o outcome
-	if cmd.Action == envelope.MoveIP {
-		o = r.execFor(h, cmd).moveIP(ctx, units, cmd.Target, cmd.Interface)
-	} else {
-		o = r.execFor(h, cmd).restart(ctx, units, cmd.Target)
-	}
-
-	h.mu.Lock()
-	r.endOpLocked(h)
-	if h.gen != gen {
-		o.OK, o.Detail = false, joinDetail(fencedDetail, o.Detail)
-	}
+// recordRestartsLocked notes when resources were (re)started, so that a
+// failed check that began before is known stale.
+func (r *runner) recordRestartsLocked(h *hierarchy, o outcome) {
 	now := r.now()
 	for _, s := range o.Steps {
 		if s.OK && (s.Action == actionStart || s.Action == actionRestart) {
 			h.restartedAt[s.Resource] = now
 		}
 	}
-	h.mu.Unlock()
-	r.save()
-	return o
 }
 
 func joinDetail(a, b string) string {
@@ -468,16 +734,19 @@ type fenceResult struct {
 	Took        time.Duration
 }
 
-// fence removes every active hierarchy at once: it cancels their running
-// operations and monitors, then calls Fence on each resource in reverse
-// order, all hierarchies in parallel, without waiting for any lock (a
-// command may be blocked in a kit call; fencing must not wait for it).
-// Fenced hierarchies become out of service, or failed when a Fence call
-// failed (they stay active, so the next round fences them again).
+// fence removes every active hierarchy at once: it preempts their running
+// operations and monitors (preemptLocked), then calls Fence on each
+// resource in reverse order, all hierarchies in parallel, without waiting
+// for any lock (a command may be blocked in a kit call; fencing must not
+// wait for it). Fenced hierarchies become out of service, or failed when a
+// Fence call failed (they stay active, so the next round fences them
+// again); a hierarchy preempted again meanwhile is recorded by that later
+// preemption instead.
 func (r *runner) fence(reason string) fenceResult {
 	start := time.Now()
 	type job struct {
 		h     *hierarchy
+		gen   uint64
 		units []*unit
 		errs  []string
 	}
@@ -485,12 +754,8 @@ func (r *runner) fence(reason string) fenceResult {
 	for _, h := range r.list() {
 		h.mu.Lock()
 		if h.st.Active {
-			h.gen++
-			if h.cancelOp != nil {
-				h.cancelOp()
-			}
-			r.stopMonitorsLocked(h)
-			jobs = append(jobs, &job{h: h, units: h.units})
+			gen := r.preemptLocked(h, true)
+			jobs = append(jobs, &job{h: h, gen: gen, units: h.units})
 		}
 		h.mu.Unlock()
 	}
@@ -515,14 +780,20 @@ func (r *runner) fence(reason string) fenceResult {
 	for _, j := range jobs {
 		h := j.h
 		res.Hierarchies = append(res.Hierarchies, h.id)
-		h.mu.Lock()
-		if len(j.errs) == 0 {
-			h.st.Active = false
-			r.setStateLocked(h, cluster.PlacementOutOfService, "fenced: "+reason)
-		} else {
-			d := truncate(fmt.Sprintf("fence failed: %v", j.errs), maxDetail)
+		var d string
+		if len(j.errs) > 0 {
+			d = truncate(fmt.Sprintf("fence failed: %v", j.errs), maxDetail)
 			res.Failures = append(res.Failures, h.id+": "+d)
-			r.setStateLocked(h, cluster.PlacementFailed, d)
+		}
+		h.mu.Lock()
+		if h.gen == j.gen {
+			if d == "" {
+				h.st.Active = false
+				_ = r.transitionLocked(h, stateOutOfService, "fenced: "+reason)
+			} else {
+				h.st.Active = true
+				_ = r.transitionLocked(h, stateFailed, d)
+			}
 		}
 		h.mu.Unlock()
 	}
@@ -553,7 +824,7 @@ func (r *runner) reports(known []string, epochOf func(string) int64) ([]client.H
 			rep.Detail = &d
 		}
 		hr = append(hr, rep)
-		if h.st.State == cluster.PlacementInService || (h.st.State == cluster.PlacementFailed && len(h.health) > 0) {
+		if h.st.State == stateInService || (h.st.State == stateFailed && len(h.health) > 0) {
 			for _, u := range h.units {
 				rh = append(rh, h.healthLocked(id, u.res, now))
 			}
@@ -600,38 +871,43 @@ func (h *hierarchy) healthLocked(id uuid.UUID, res cluster.Resource, now time.Ti
 
 // relinquish takes a hierarchy this node runs out of service because the
 // control plane placed it elsewhere (or at a newer epoch) while this node
-// was cut off: stop in reverse order, never start anything.
+// was cut off: stop in reverse order, never start anything. It preempts
+// what runs on the hierarchy, then takes it down through the bracket, which
+// gives up if a fencing or a newer command got there first.
 func (r *runner) relinquish(h *hierarchy, why string) {
 	h.mu.Lock()
-	if !h.st.Active && h.st.State != cluster.PlacementInService {
+	if !h.st.Active && h.st.State != stateInService {
 		h.mu.Unlock()
 		return
 	}
-	h.gen++
-	if h.cancelOp != nil {
-		h.cancelOp()
+	if err := canTransition(h.st.State, stateStopping); err != nil {
+		h.mu.Unlock()
+		r.hlog(h).Error("cannot relinquish the hierarchy", keyErr, err, keyDetail, why)
+		return
 	}
-	r.stopMonitorsLocked(h)
+	gen := r.preemptLocked(h, false)
 	if len(h.units) != len(h.st.Resources) {
 		h.units = r.unitsLocked(h, h.st.Resources)
 	}
-	units := h.units
-	r.setStateLocked(h, cluster.PlacementStopping, why)
+	_ = r.transitionLocked(h, stateStopping, why)
 	h.mu.Unlock()
 	r.save()
 	r.hlog(h).Warn("taking the hierarchy out of service here: "+why, keyEvent, eventRelinquished, keyDetail, why)
 
 	h.ops.Lock()
-	o := r.execFor(h, nil).takeDown(r.base, units)
-	h.ops.Unlock()
-
-	h.mu.Lock()
-	h.st.Active = !o.Clean
-	if o.OK {
-		r.setStateLocked(h, cluster.PlacementOutOfService, why)
-	} else {
-		r.setStateLocked(h, cluster.PlacementFailed, joinDetail(why, "take-down: "+o.Detail))
+	defer h.ops.Unlock()
+	if _, err := r.operate(h, opSpec{
+		name: "relinquish", from: []placement{stateStopping}, gen: gen, hasGen: true,
+		run: func(ctx context.Context, e *executor, units []*unit) outcome { return e.takeDown(ctx, units) },
+		finish: func(o outcome) {
+			h.st.Active = !o.Clean
+			if o.OK {
+				_ = r.transitionLocked(h, stateOutOfService, why)
+			} else {
+				_ = r.transitionLocked(h, stateFailed, joinDetail(why, "take-down: "+o.Detail))
+			}
+		},
+	}); err != nil {
+		r.hlog(h).Info("relinquish given up: "+err.Error(), keyEvent, eventRelinquished, keyDetail, why)
 	}
-	h.mu.Unlock()
-	r.save()
 }

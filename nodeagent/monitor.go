@@ -74,7 +74,7 @@ func (r *runner) startMonitorsLocked(h *hierarchy) {
 	r.stopMonitorsLocked(h)
 	ctx, cancel := context.WithCancel(r.monBase)
 	h.stopMon = cancel
-	epoch := h.st.Epoch
+	epoch, gen := h.st.Epoch, h.gen
 	for _, u := range h.units {
 		if _, ok := h.health[u.res.Name]; !ok {
 			h.health[u.res.Name] = &resHealth{}
@@ -82,7 +82,7 @@ func (r *runner) startMonitorsLocked(h *hierarchy) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.monitor(ctx, h, u, epoch)
+			r.monitor(ctx, h, u, epoch, gen)
 		}()
 	}
 }
@@ -100,8 +100,9 @@ func (r *runner) stopMonitorsLocked(h *hierarchy) {
 // monitor runs the quick and deep checks of one resource at their
 // intervals until ctx ends. Checks of one resource run one at a time
 // (a kit instance is used by one goroutine at a time), and only while no
-// command or recovery changes the hierarchy.
-func (r *runner) monitor(ctx context.Context, h *hierarchy, u *unit, epoch int64) {
+// command or recovery changes the hierarchy. epoch and gen are those of the
+// hierarchy when the monitors started: what recovery holds them to.
+func (r *runner) monitor(ctx context.Context, h *hierarchy, u *unit, epoch int64, gen uint64) {
 	q, d := checkSettings(u.res, r.timing())
 	now := time.Now()
 	nextQ, nextD := now.Add(ms(q.IntervalMS)), now.Add(ms(d.IntervalMS))
@@ -154,7 +155,7 @@ func (r *runner) monitor(ctx context.Context, h *hierarchy, u *unit, epoch int64
 		if err == nil {
 			continue
 		}
-		r.recoverResource(ctx, h, u.res, epoch, deep, err, started)
+		r.recoverResource(ctx, h, u.res, epoch, gen, deep, err, started)
 		done = time.Now()
 		nextQ, nextD = done.Add(ms(q.IntervalMS)), done.Add(ms(d.IntervalMS))
 	}
@@ -214,20 +215,30 @@ func (r *runner) recordCheck(h *hierarchy, u *unit, deep bool, err error, at tim
 	}
 }
 
-// recoverResource handles a failed check of res: a local restart of res
-// and its dependents while the budget allows, else the hierarchy fails on
-// this node and is taken out of service here (the control plane then
-// fails it over).
-func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.Resource, epoch int64, deep bool, cerr error, checkedAt time.Time) {
+// recoverResource handles a failed check of res, seen by a monitor started
+// at epoch and generation seen: a local restart of res and its dependents
+// while the budget allows, else the hierarchy fails on this node and is
+// taken out of service here (the control plane then fails it over).
+//
+// Never two copies: local recovery acts only on a hierarchy still in
+// service and active here, at the epoch and generation its monitor saw,
+// with its monitor's context alive. The dependency checks and the
+// authority question run without h.mu, and fencing may complete meanwhile
+// (and the lease be renewed after it); so the bracket (operate) checks all
+// of it again under h.mu right before the restart begins, the executor's
+// gate again right before each start, and the bracket again before the
+// outcome is recorded.
+func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.Resource, epoch int64, seen uint64, deep bool, cerr error, checkedAt time.Time) {
 	h.ops.Lock()
 	defer h.ops.Unlock()
-	if ctx.Err() != nil {
-		return // a command or fencing took over
+	spec := func(name string) opSpec {
+		return opSpec{name: name, ctx: ctx, from: []placement{stateInService}, needActive: true,
+			gen: seen, hasGen: true, epoch: epoch}
 	}
 	h.mu.Lock()
-	if h.st.State != cluster.PlacementInService || h.st.Epoch != epoch {
+	if p := spec("local recovery"); r.admitLocked(h, &p) != nil {
 		h.mu.Unlock()
-		return
+		return // a command or fencing took over
 	}
 	if t, ok := h.restartedAt[res.Name]; ok && !t.Before(checkedAt) {
 		h.mu.Unlock()
@@ -251,88 +262,80 @@ func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.
 		}
 	}
 
+	if r.hookBeforeAuthority != nil {
+		r.hookBeforeAuthority(h)
+	}
 	if r.authority != nil {
 		h.mu.Lock()
-		byCommand := h.cmdEpoch == epoch && epoch > 0
+		// The command's authority holds only while the placement it made
+		// holds: cmdEpoch is cleared by every preemption and every
+		// transition out of service, and the bracket below rechecks the
+		// generation whatever authority answers.
+		byCommand := h.cmdEpoch == epoch && epoch > 0 && h.gen == seen
 		h.mu.Unlock()
 		if ok, why := r.authority(h.id, epoch, byCommand); !ok {
 			// Not ours to restart: fail it here so nothing of it is left
 			// running, and let the control plane decide where it goes.
 			r.hlog(h).Warn("local recovery withheld: "+why, keyEvent, eventRecoveryWithheld, keyResource, res.Name, keyDetail, cerr.Error())
 			cerr = fmt.Errorf("%v; local recovery withheld: %s", cerr, why)
-			r.failLocally(ctx, h, res, deep, cerr, epoch)
+			r.failLocally(ctx, h, res, deep, cerr, epoch, seen)
 			return
 		}
 	}
 
-	h.mu.Lock()
 	lr := localRecovery(res)
-	now := r.now()
-	hist, ok := allowRestart(h.restarts[res.Name], now, lr)
-	h.restarts[res.Name] = hist
-	opCtx, gen := r.beginOpLocked(h)
-	log := r.hlog(h)
-	h.mu.Unlock()
-
-	if ok {
+	errExhausted := fmt.Errorf("local recovery exhausted: %d restarts within %d s allowed", lr.MaxRestarts, lr.WindowS)
+	p := spec("local recovery")
+	p.prepare = func() error {
+		hist, ok := allowRestart(h.restarts[res.Name], r.now(), lr)
+		h.restarts[res.Name] = hist
+		if !ok {
+			return errExhausted
+		}
 		r.met.restarts.WithLabelValues(h.id, res.Name).Inc()
-		log.Warn("local recovery: restarting the resource and its dependents",
+		r.hlog(h).Warn("local recovery: restarting the resource and its dependents",
 			keyEvent, eventLocalRestart, keyResource, res.Name, keyCheck, checkName(deep), keyDetail, cerr.Error(),
 			keyRestarts, len(hist), "max_restarts", lr.MaxRestarts, "window_s", lr.WindowS)
-		start := time.Now()
-		o := r.execFor(h, nil).restart(opCtx, units, res.Name)
-		log.Info("local recovery done", keyEvent, eventLocalRestart+"_done", keyResource, res.Name, "ok", o.OK,
+		return nil
+	}
+	start := time.Now()
+	p.run = func(ctx context.Context, e *executor, units []*unit) outcome { return e.restart(ctx, units, res.Name) }
+	p.finish = func(o outcome) { r.recordRestartsLocked(h, o) }
+	o, err := r.operate(h, p)
+	switch {
+	case errors.Is(err, errExhausted):
+		r.failLocally(ctx, h, res, deep, fmt.Errorf("%v; %w", cerr, err), epoch, seen)
+	case err != nil:
+		r.hlog(h).Info("local recovery not started: "+err.Error(), keyEvent, eventRecoveryWithheld, keyResource, res.Name)
+	default:
+		r.hlog(h).Info("local recovery done", keyEvent, eventLocalRestart+"_done", keyResource, res.Name, "ok", o.OK,
 			keyDurationMS, time.Since(start).Milliseconds(), keyDetail, o.Detail)
-		h.mu.Lock()
-		r.endOpLocked(h)
-		done := r.now()
-		for _, s := range o.Steps {
-			if s.OK && (s.Action == actionStart || s.Action == actionRestart) {
-				h.restartedAt[s.Resource] = done
-			}
-		}
-		h.mu.Unlock()
-		return
 	}
-
-	h.mu.Lock()
-	r.endOpLocked(h)
-	stale := h.gen != gen // a command or fencing took over meanwhile
-	h.mu.Unlock()
-	if stale {
-		return
-	}
-	r.failLocally(ctx, h, res, deep, fmt.Errorf("%v; local recovery exhausted: %d restarts within %d s allowed", cerr, lr.MaxRestarts, lr.WindowS), epoch)
 }
 
 // failLocally marks a hierarchy failed on this node and takes it out of
-// service here, in reverse order; the control plane fails it over.
-func (r *runner) failLocally(ctx context.Context, h *hierarchy, res cluster.Resource, deep bool, cerr error, epoch int64) {
+// service here, in reverse order; the control plane fails it over. Like
+// local recovery it acts only on a hierarchy still in service and active
+// at the epoch and generation its monitor saw.
+func (r *runner) failLocally(ctx context.Context, h *hierarchy, res cluster.Resource, deep bool, cerr error, epoch int64, seen uint64) {
 	detail := truncate(fmt.Sprintf("resource %s failed its %s check: %v", res.Name, checkName(deep), cerr), maxDetail)
-	r.met.hierarchyFailures.Inc()
-	log := r.hlog(h)
-	log.Error("hierarchy failed on this node: taking it out of service here",
-		keyEvent, eventHierarchyFailed, keyResource, res.Name, keyDetail, detail, keyEpoch, epoch)
-	h.mu.Lock()
-	opCtx, gen := r.beginOpLocked(h)
-	units := h.units
-	r.stopMonitorsLocked(h)
-	r.setStateLocked(h, cluster.PlacementFailed, detail)
-	h.mu.Unlock()
-	r.save()
-
-	o := r.execFor(h, nil).takeDown(opCtx, units)
-
-	h.mu.Lock()
-	r.endOpLocked(h)
-	if h.gen == gen {
-		h.st.Active = !o.Clean
-		if !o.OK {
-			h.st.Detail = joinDetail(detail, "take-down: "+o.Detail)
-		}
-	}
-	h.mu.Unlock()
-	r.save()
+	_, _ = r.operate(h, opSpec{
+		name: "local failure", ctx: ctx, from: []placement{stateInService}, needActive: true,
+		gen: seen, hasGen: true, epoch: epoch, stopMonitors: true, enter: stateFailed, enterDetail: detail,
+		prepare: func() error {
+			r.met.hierarchyFailures.Inc()
+			r.hlog(h).Error("hierarchy failed on this node: taking it out of service here",
+				keyEvent, eventHierarchyFailed, keyResource, res.Name, keyDetail, detail, keyEpoch, epoch)
+			return nil
+		},
+		run: func(ctx context.Context, e *executor, units []*unit) outcome { return e.takeDown(ctx, units) },
+		finish: func(o outcome) {
+			h.st.Active = !o.Clean
+			if !o.OK {
+				h.st.Detail = joinDetail(detail, "take-down: "+o.Detail)
+			}
+		},
+	})
 }
 
 // ancestors returns the indexes of the units name depends on, directly or
