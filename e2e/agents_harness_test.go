@@ -41,7 +41,10 @@ func startAgent(t *testing.T, name string, nd *netNode, server, token string) *a
 func (a *agentProc) start(server, token string) {
 	t := a.t
 	args := []string{"netns", "exec", a.ns, "unshare", "--mount", "--propagation", "private", "--",
-		env.agent, "--server", server, "--data-dir", a.dir, "--log-format", "json", "--metrics-listen", "off"}
+		env.agent, "--server", server, "--data-dir", a.dir, "--log-format", "json", "--metrics-listen", "off",
+		// The fence guard outlives the agent: it must not hold the
+		// agent's output pipe open (Wait would wait for it).
+		"--guard-log", filepath.Join(a.dir, "guard.log")}
 	if token != "" {
 		args = append(args, "--enroll-token", token)
 	}

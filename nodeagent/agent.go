@@ -55,6 +55,9 @@ type Config struct {
 	FenceGuard bool
 	// GuardArgs are extra arguments of `backstop-agent guard` (logging).
 	GuardArgs []string
+	// GuardLog is a file the guard appends its logs to; empty: the
+	// agent's standard error (the journal, under systemd).
+	GuardLog string
 	// RestartHold is how long the control plane keeps this node's lease
 	// (and so its hierarchies in place) after the agent stops cleanly,
 	// so that a restart or an upgrade neither interrupts nor moves a
@@ -219,7 +222,7 @@ func New(cfg Config) (*Agent, error) {
 		a.setIdentity(&id)
 	}
 	if cfg.FenceGuard {
-		a.guard = newGuardLink(dir, log.With(keyComponent, "guard"), spawnGuard(dir, cfg.GuardArgs, log))
+		a.guard = newGuardLink(dir, log.With(keyComponent, "guard"), spawnGuard(dir, cfg.GuardArgs, cfg.GuardLog, log))
 	}
 	a.paths = newPathManager(log.With(keyComponent, "paths"), a.met, cfg.PathPort)
 	a.runner = newRunner(dir, cfg.newInstance, log.With(keyComponent, "hierarchies"), a.met, a.timing, cfg.StepTimeout)

@@ -106,8 +106,8 @@ func vouchFor(t cluster.Timing) time.Duration {
 }
 
 // feedGuard grants the fence guard its next deadline: the lease deadline
-// while the lease is valid, a short vouch while the lease is gone but a
-// majority is visible, nothing otherwise (the guard then fences when the
+// while the lease is valid, a short vouch while the lease is (about to
+// be) gone but a majority is visible, nothing otherwise (the guard then fences when the
 // last deadline passes, as the agent itself would). The boot clock is read
 // first, so that a pause of the agent between the two readings can only
 // make the granted deadline earlier, never later.
@@ -126,13 +126,13 @@ func (a *Agent) feedGuard(now time.Time) {
 	}
 	if rem > 0 {
 		a.guard.arm(boot + rem)
-		return
 	}
-	if !a.settled(now) {
-		return
-	}
-	if v, n := a.visibility(now); majority(v, n) {
-		a.guard.arm(boot + vouchFor(a.timing()))
+	// Vouch before the lease runs out, not after: the guard fences the
+	// moment the deadline passes, and this loop wakes just after it.
+	if v := vouchFor(a.timing()); rem < v && a.settled(now) {
+		if vis, n := a.visibility(now); majority(vis, n) {
+			a.guard.arm(boot + v)
+		}
 	}
 }
 

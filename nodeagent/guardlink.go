@@ -41,9 +41,9 @@ func newGuardLink(dir string, log *slog.Logger, spawn func() error) *guardLink {
 }
 
 // spawnGuard returns a function that starts `exe guard --data-dir dir
-// args...` detached from the agent (see guardSysProcAttr), its logs on
-// the agent's standard error.
-func spawnGuard(dir string, args []string, log *slog.Logger) func() error {
+// args...` detached from the agent (see guardSysProcAttr), its logs
+// appended to logFile, or on the agent's standard error when empty.
+func spawnGuard(dir string, args []string, logFile string, log *slog.Logger) func() error {
 	return func() error {
 		exe, err := os.Executable()
 		if err != nil {
@@ -51,6 +51,14 @@ func spawnGuard(dir string, args []string, log *slog.Logger) func() error {
 		}
 		cmd := exec.Command(exe, append([]string{"guard", "--data-dir", dir}, args...)...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if logFile != "" {
+			f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				return fmt.Errorf("fence guard log: %w", err)
+			}
+			defer f.Close() // the child has its own copy
+			cmd.Stdout, cmd.Stderr = f, f
+		}
 		cmd.SysProcAttr = guardSysProcAttr()
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start the fence guard: %w", err)

@@ -83,6 +83,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.cfg.MetricsListen, "metrics-listen", env("BACKSTOP_METRICS_LISTEN", d.MetricsListen), "address of /metrics; empty or \"off\" disables (BACKSTOP_METRICS_LISTEN)")
 	fs.StringVar(&o.cfg.Watchdog, "watchdog", env("BACKSTOP_WATCHDOG", ""), "watchdog device fed while the agent is healthy, e.g. /dev/watchdog (BACKSTOP_WATCHDOG)")
 	fs.BoolVar(&o.cfg.FenceGuard, "fence-guard", envBool(getenv, "BACKSTOP_FENCE_GUARD", true), "run the node's fence guard, which fences this node's hierarchies when the agent dies, stops or hangs without renewing its lease (BACKSTOP_FENCE_GUARD)")
+	fs.StringVar(&o.cfg.GuardLog, "guard-log", env("BACKSTOP_GUARD_LOG", ""), "file the fence guard appends its logs to; empty: the agent's standard error (BACKSTOP_GUARD_LOG)")
 	fs.DurationVar(&o.cfg.RestartHold, "restart-hold", envDuration(getenv, "BACKSTOP_RESTART_HOLD", d.RestartHold), "on a clean stop (SIGTERM), ask the control plane to keep this node's hierarchies in place this long for the next agent process; 0 disables (BACKSTOP_RESTART_HOLD)")
 	fs.StringVar(&o.logFormat, "log-format", env("BACKSTOP_LOG_FORMAT", "json"), "log format: json or text (BACKSTOP_LOG_FORMAT)")
 	fs.StringVar(&o.logLevel, "log-level", env("BACKSTOP_LOG_LEVEL", "info"), "log level: debug, info, warn, error (BACKSTOP_LOG_LEVEL)")
@@ -173,7 +174,9 @@ func guardMain(args []string) {
 		}
 		os.Exit(2)
 	}
-	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// SIGPIPE too: a closed log pipe (the agent that started it gone)
+	// must not end the guard.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	log := newLogger(o, os.Stderr).With("component", "guard")
 	err := nodeagent.RunGuard(context.Background(), nodeagent.GuardConfig{DataDir: *dir, Logger: log, Realtime: true})
 	if err != nil {
