@@ -165,6 +165,12 @@ func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequest
 		return nil, err
 	}
 	rep := cluster.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw}
+	if ms := deref(r.Body.RestartHoldMs, 0); ms < 0 || time.Duration(ms)*time.Millisecond > cluster.MaxRestartHold {
+		return nil, cluster.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", cluster.MaxRestartHold.Milliseconds(), ms)
+	} else if ms > 0 {
+		rep.RestartHold = time.Duration(ms) * time.Millisecond
+		s.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", ms)
+	}
 	for _, h := range deref(r.Body.Hierarchies, nil) {
 		rep.Hierarchies = append(rep.Hierarchies, cluster.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: string(h.State), Detail: deref(h.Detail, "")})
 	}

@@ -199,3 +199,41 @@ func TestAgentPlacementFlow(t *testing.T) {
 		t.Fatalf("config with an API token instead of an agent credential: %d", resp.StatusCode)
 	}
 }
+
+// An agent announcing its restart over HTTP: restart_hold_ms above the
+// lease TTL comes back as lease_ttl_ms with a node.restarting event; a
+// value outside the contract's bounds is a validation problem.
+func TestAgentRestartHold(t *testing.T) {
+	e := newEnv(t, 1)
+	cid, _ := clusterWithNodes(e, 0)
+	resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": "mx1"})
+	if resp.StatusCode != 201 {
+		t.Fatalf("node: %d %s", resp.StatusCode, b)
+	}
+	var n struct {
+		Token string `json:"enrollment_token"`
+	}
+	_ = json.Unmarshal(b, &n)
+	en := e.enroll(n.Token)
+	beat := func(body map[string]any) (int, map[string]any) {
+		resp, b := e.agentDo(en.Credential, "POST", "/agent/v1/heartbeat", body)
+		var out map[string]any
+		_ = json.Unmarshal(b, &out)
+		return resp.StatusCode, out
+	}
+	if code, ack := beat(map[string]any{"config_version": 0}); code != 200 || ack["lease_ttl_ms"] != float64(1000) {
+		t.Fatalf("heartbeat: %d %v", code, ack)
+	}
+	if code, ack := beat(map[string]any{"config_version": 0, "restart_hold_ms": 20000}); code != 200 || ack["lease_ttl_ms"] != float64(20000) {
+		t.Fatalf("heartbeat with a restart hold: %d %v; want lease_ttl_ms 20000", code, ack)
+	}
+	_, b = e.do("GET", "/v1/clusters/"+cid+"/events?type=node.restarting", nil)
+	if !strings.Contains(string(b), "node mx1's agent is restarting; its hierarchies stay in place for up to 20000 ms") {
+		t.Fatalf("events: %s", b)
+	}
+	for _, bad := range []int{-1, 120001} {
+		if code, p := beat(map[string]any{"config_version": 0, "restart_hold_ms": bad}); code != 400 {
+			t.Errorf("restart_hold_ms %d: %d %v, want 400", bad, code, p)
+		}
+	}
+}

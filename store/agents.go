@@ -150,10 +150,19 @@ func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (clust
 
 // RecordHeartbeat renews a node's lease, measured by the server's clock
 // from now: the cluster's lease TTL plus the server grace, so the agent's
-// own deadline (TTL from its send time) always passes first. It stores the
-// report; reports of a failed or fenced hierarchy at its current epoch
-// update the placement.
+// own deadline (TTL from its send time) always passes first. An agent
+// announcing a restart (r.RestartHold longer than the TTL) gets the hold
+// instead of the TTL, in the lease and in the answer, and a
+// node.restarting event is written: its hierarchies stay in place while
+// the next agent process starts (the node's fence guard keeps the same
+// deadline, measured from the send time, so it passes first). It stores
+// the report; reports of a failed or fenced hierarchy at its current
+// epoch update the placement.
 func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r cluster.AgentReport) (cluster.HeartbeatAck, error) {
+	if r.RestartHold < 0 || r.RestartHold > cluster.MaxRestartHold {
+		return cluster.HeartbeatAck{}, cluster.Invalid("/restart_hold_ms", "must be between 0 and %d ms", cluster.MaxRestartHold.Milliseconds())
+	}
+	holdMS := r.RestartHold.Milliseconds()
 	return withTx(ctx, s, func(tx pgx.Tx) (cluster.HeartbeatAck, error) {
 		var ack cluster.HeartbeatAck
 		var ttlMS int64
@@ -164,11 +173,11 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
 		}
 		err := tx.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
-			lease_expires_at = now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0),
+			lease_expires_at = now() + make_interval(secs => (greatest((c.timing->>'lease_ttl_ms')::bigint, $3::bigint) + (c.timing->>'server_grace_ms')::int) / 1000.0),
 			report = $2, state = 'up', state_since = CASE WHEN n.state = 'up' THEN n.state_since ELSE now() END
 			FROM clusters c WHERE n.id = $1 AND c.id = n.cluster_id
 			RETURNING (c.timing->>'lease_ttl_ms')::bigint, c.config_version, (SELECT term FROM control_plane WHERE id = 1)`,
-			a.NodeID, r.Raw).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
+			a.NodeID, r.Raw, holdMS).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
 		if err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
 		}
@@ -192,6 +201,13 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 			return ack, err
 		}
 		ack.LeaseTTL = time.Duration(ttlMS) * time.Millisecond
+		if holdMS > ttlMS {
+			ack.LeaseTTL = r.RestartHold.Truncate(time.Millisecond)
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.restarting", cluster.SeverityInfo, map[string]string{"node_id": a.NodeID},
+				map[string]any{"restart_hold_ms": holdMS}, "node %s's agent is restarting; its hierarchies stay in place for up to %d ms", a.NodeName, holdMS); err != nil {
+				return ack, err
+			}
+		}
 		for _, h := range r.Hierarchies {
 			if h.State != cluster.PlacementFailed {
 				continue

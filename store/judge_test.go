@@ -358,3 +358,52 @@ func TestNextLeaseExpiryIgnoresLapsed(t *testing.T) {
 		t.Fatalf("NextLeaseExpiry: %v, %v, %v; want n2's lease, 0 < d ≤ 800 ms", d, ok, err)
 	}
 }
+
+// A restart never becomes a failover: an agent that announces a restart
+// (restart_hold_ms longer than the lease TTL) keeps its lease for the
+// hold plus the server grace from receipt and is told lease_ttl_ms =
+// hold, with a node.restarting event; during the hold its node is not
+// judged even though its peers lose its paths. Once the hold has run out
+// without a heartbeat, it is judged like any other node. A hold no longer
+// than the TTL changes nothing; one above the maximum is refused.
+func TestRestartHold(t *testing.T) {
+	e := newJudgeEnv(t, 2)
+	a := cluster.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: "n1"}
+	lease := func() (ms int64) {
+		t.Helper()
+		if err := e.st.Pool().QueryRow(t.Context(), `SELECT (extract(epoch FROM lease_expires_at - last_heartbeat_at) * 1000)::bigint FROM nodes WHERE id = $1`,
+			a.NodeID).Scan(&ms); err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	ack, err := e.st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`), RestartHold: 500 * time.Millisecond})
+	if err != nil || ack.LeaseTTL != time.Second || lease() != 1250 {
+		t.Fatalf("hold shorter than the TTL: ack %+v, lease %d ms, %v; want the TTL (1 s, lease 1250 ms)", ack, lease(), err)
+	}
+	if evs := e.nodeEvents(); len(evs) != 0 {
+		t.Fatalf("events for a hold shorter than the TTL: %v", evs)
+	}
+	ack, err = e.st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`), RestartHold: 15 * time.Second})
+	if err != nil || ack.LeaseTTL != 15*time.Second || lease() != 15250 {
+		t.Fatalf("restart hold: ack %+v, lease %d ms, %v; want 15 s, lease 15250 ms", ack, lease(), err)
+	}
+	evs, err := e.st.ListEvents(t.Context(), e.c.ID, 0, "node.restarting", "", 10)
+	if err != nil || len(evs) != 1 || evs[0].Severity != cluster.SeverityInfo ||
+		evs[0].Message != "node n1's agent is restarting; its hierarchies stay in place for up to 15000 ms" || evs[0].Subject["node_id"] != a.NodeID {
+		t.Fatalf("node.restarting events: %+v, %v", evs, err)
+	}
+	// The agent is gone; its peer reports its paths dead. Nothing moves.
+	e.set(1, "up", "0 s", "1250 ms", map[int]string{0: "down"})
+	if trs := e.judge(); len(trs) != 0 {
+		t.Fatalf("transitions during the restart hold: %+v", trs)
+	}
+	// The hold ran out and no new agent came: down on the peer's report.
+	e.exec(`UPDATE nodes SET last_heartbeat_at = now() - interval '15300 ms', lease_expires_at = now() - interval '50 ms' WHERE id = $1`, a.NodeID)
+	if trs := e.judge(); len(trs) != 1 || trs[0].To != cluster.NodeDown {
+		t.Fatalf("transitions after the hold: %+v, want n1 down", trs)
+	}
+	if _, err := e.st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`), RestartHold: cluster.MaxRestartHold + time.Millisecond}); !errors.Is(err, cluster.ErrInvalid) {
+		t.Fatalf("hold above the maximum: %v, want ErrInvalid", err)
+	}
+}

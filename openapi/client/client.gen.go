@@ -1363,8 +1363,8 @@ type Envelope struct {
 //
 // | type | severity | trap | meaning |
 // |---|---|---|---|
-// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and no peer sees it on any path; its hierarchies fail over |
-// | `node.unreachable` | warning | 2 `backstopNodeUnreachable` | the control plane lost the node but a peer still sees it; nothing moves |
+// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over |
+// | `node.unreachable` | warning | 2 `backstopNodeUnreachable` | the control plane lost the node but a peer still sees it (or it has no peer); nothing moves |
 // | `node.up` | info | 3 `backstopNodeUp` | the node heartbeats again (or for the first time) |
 // | `node.maintenance_started` | info | 4 `backstopNodeMaintenanceStarted` | an operator put the node in maintenance |
 // | `node.maintenance_ended` | info | 5 `backstopNodeMaintenanceEnded` | the node left maintenance |
@@ -1391,6 +1391,7 @@ type Envelope struct {
 // | `command.rejected` | warning | 26 `backstopCommandRejected` | an agent refused a signed command (signature, epoch, expiry, ...) |
 // | `leader.changed` | info | 27 `backstopLeaderChanged` | a backstopd replica became leader (written to every cluster's log) |
 // | `delivery.dead_lettered` | warning | 28 `backstopDeliveryDeadLettered` | a webhook or trap delivery was given up after its retry budget or a permanent error |
+// | `node.restarting` | info | 29 `backstopNodeRestarting` | the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window |
 //
 // Unknown types (from a newer server) are sent as trap 99
 // `backstopEvent`; test traps are 100 `backstopTestNotification`.
@@ -1594,6 +1595,22 @@ type Heartbeat struct {
 
 	// Resources Health of in-service resources.
 	Resources *[]ResourceHealth `json:"resources,omitempty"`
+
+	// RestartHoldMs The agent is restarting: keep its lease for this long from
+	// receipt so that hierarchies stay in place while the next agent
+	// process starts; the node's node-local fence guard keeps the
+	// same deadline. Sent on the agent's last heartbeat before it
+	// exits for a restart. When it exceeds the cluster's
+	// `lease_ttl_ms`, the server keeps the node's lease until
+	// receipt + `restart_hold_ms` + `server_grace_ms`, answers
+	// `lease_ttl_ms` = `restart_hold_ms`, and writes a
+	// `node.restarting` event; otherwise it is ignored (the normal
+	// lease is longer). Nothing else changes: once the hold runs out
+	// without a heartbeat, the node is judged like any other.
+	//
+	//
+	// Example: 15000
+	RestartHoldMs *int `json:"restart_hold_ms,omitempty"`
 }
 
 // HeartbeatAck The server's answer to a heartbeat.
@@ -1605,7 +1622,7 @@ type HeartbeatAck struct {
 	// Example: 3
 	ConfigVersion int64 `json:"config_version"`
 
-	// LeaseTtlMs Lease length from the send time of this heartbeat.
+	// LeaseTtlMs Lease length from the send time of this heartbeat: the cluster's lease TTL, or the heartbeat's `restart_hold_ms` when that was longer and granted.
 	//
 	// Example: 1000
 	LeaseTtlMs int `json:"lease_ttl_ms"`

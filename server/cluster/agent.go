@@ -173,8 +173,18 @@ type AgentReport struct {
 	ConfigVersion int64
 	Hierarchies   []HierarchyReport
 	Fences        []FenceReport
-	Raw           json.RawMessage
+	// RestartHold (the heartbeat's restart_hold_ms, 0 for none) says the
+	// agent is restarting: when longer than the lease TTL, the lease is
+	// kept for this long (plus the server grace) from receipt, so the
+	// node's hierarchies stay in place while the next agent process
+	// starts. The node's fence guard keeps the same deadline.
+	RestartHold time.Duration
+	Raw         json.RawMessage
 }
+
+// MaxRestartHold bounds AgentReport.RestartHold (the contract's maximum
+// of restart_hold_ms).
+const MaxRestartHold = 120 * time.Second
 
 // AgentConfig is the desired configuration of one node.
 type AgentConfig struct {
@@ -229,6 +239,8 @@ func AgentFrom(ctx context.Context) (AgentIdentity, bool) {
 
 // HeartbeatAck is the server's answer to a heartbeat.
 type HeartbeatAck struct {
+	// LeaseTTL is the lease the agent may count on from its send time:
+	// the cluster's TTL, or the restart hold when one longer was granted.
 	LeaseTTL      time.Duration
 	Term          int64
 	ConfigVersion int64

@@ -30,8 +30,8 @@ type EventType struct {
 // Event schema, README and openapi/BACKSTOP-MIB.txt document the same
 // list; a test keeps the MIB in step.
 var EventTypes = []EventType{
-	{"node.down", SeverityCritical, 1, "backstopNodeDown", true, "the node's lease expired and no peer sees it on any path; its hierarchies fail over"},
-	{"node.unreachable", SeverityWarning, 2, "backstopNodeUnreachable", true, "the control plane lost the node but a peer still sees it; nothing moves"},
+	{"node.down", SeverityCritical, 1, "backstopNodeDown", true, "the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over"},
+	{"node.unreachable", SeverityWarning, 2, "backstopNodeUnreachable", true, "the control plane lost the node but a peer still sees it (or it has no peer); nothing moves"},
 	{"node.up", SeverityInfo, 3, "backstopNodeUp", true, "the node heartbeats again (or for the first time)"},
 	{"node.maintenance_started", SeverityInfo, 4, "backstopNodeMaintenanceStarted", true, "an operator put the node in maintenance"},
 	{"node.maintenance_ended", SeverityInfo, 5, "backstopNodeMaintenanceEnded", true, "the node left maintenance"},
@@ -58,6 +58,7 @@ var EventTypes = []EventType{
 	{"command.rejected", SeverityWarning, 26, "backstopCommandRejected", true, "an agent refused a signed command (signature, epoch, expiry, ...)"},
 	{"leader.changed", SeverityInfo, 27, "backstopLeaderChanged", true, "a backstopd replica became leader (written to every cluster's log)"},
 	{"delivery.dead_lettered", SeverityWarning, 28, "backstopDeliveryDeadLettered", true, "a webhook or trap delivery was given up after its retry budget or a permanent error"},
+	{"node.restarting", SeverityInfo, 29, "backstopNodeRestarting", true, "the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window"},
 }
 
 // GenericTrap is the notification for an event type the MIB does not
