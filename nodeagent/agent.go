@@ -394,6 +394,7 @@ func (a *Agent) run(ctx context.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
+	a.announceRestart()
 	if err := a.lease.save(a.cfg.DataDir); err != nil {
 		a.log.Error("cannot save the lease for the next agent process", keyErr, err)
 	}

@@ -124,15 +124,16 @@ func (a *Agent) feedGuard(now time.Time) {
 	if !ok {
 		return
 	}
-	if rem > 0 {
-		a.guard.arm(boot + rem)
-	}
+	grant := rem
 	// Vouch before the lease runs out, not after: the guard fences the
 	// moment the deadline passes, and this loop wakes just after it.
 	if v := vouchFor(a.timing()); rem < v && a.settled(now) {
 		if vis, n := a.visibility(now); majority(vis, n) {
-			a.guard.arm(boot + v)
+			grant = v
 		}
+	}
+	if grant > 0 {
+		a.guard.arm(boot + grant)
 	}
 }
 

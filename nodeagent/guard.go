@@ -232,15 +232,15 @@ func (g *guard) serve(gc *guardConn) {
 	}
 }
 
-// arm moves the deadline to d if that is later: deadlines never move
-// backwards (a late message must not shorten what a newer one granted,
-// nor can it matter: every deadline sent was valid when sent).
+// arm replaces the deadline with d, the newest grant of the agent, even
+// when it is earlier: the control plane's lease follows the newest
+// heartbeat it received, so a restart hold ends with the next ordinary
+// lease on both sides. An agent's grants reach the guard in order (one
+// connection); a newer agent process supersedes an older one.
 func (g *guard) arm(d time.Duration) {
 	g.mu.Lock()
 	wasDisarmed := g.deadline == 0
-	if d > g.deadline {
-		g.deadline = d
-	}
+	g.deadline = d
 	g.mu.Unlock()
 	if wasDisarmed {
 		g.log.Info("fence guard armed", keyEvent, eventGuardArmed, "deadline_in_ms", (d - g.now()).Milliseconds())

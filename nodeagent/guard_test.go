@@ -126,9 +126,8 @@ func TestGuardTellsALiveAgent(t *testing.T) {
 	if m.Fenced == 0 || len(m.Hierarchies) != 1 || m.Hierarchies[0] != guardTestHierarchy {
 		t.Fatalf("notice %+v, want a fencing of %s", m, guardTestHierarchy)
 	}
-	if f.running(t) {
-		t.Fatal("the notice came before the service was fenced")
-	}
+	// Fence sends SIGKILL and does not wait for the process to be reaped.
+	waitFor(t, 10*time.Second, "the service to be gone", func() bool { return !f.running(t) })
 	f.send(t, guardMsg{AckFence: m.Fenced})
 	// Re-arming works after a fencing; with nothing active the next
 	// expiry fences nothing and sends no notice.
@@ -142,20 +141,34 @@ func TestGuardTellsALiveAgent(t *testing.T) {
 	}
 }
 
-// TestGuardKeepsADeadlineThatMovesForward protects against a false
-// fencing: every newer deadline the agent grants postpones the fencing,
-// and an older one never brings it forward.
-func TestGuardKeepsADeadlineThatMovesForward(t *testing.T) {
+// TestGuardFollowsTheNewestDeadline protects both directions of the
+// guard's deadline: a newer grant postpones the fencing (no false fence
+// of a node whose agent renews), and a newer, shorter grant brings it
+// forward (a restart hold ends with the next ordinary lease, as on the
+// control plane, so the guard never outlasts the server's deadline).
+func TestGuardFollowsTheNewestDeadline(t *testing.T) {
 	f := newGuardFixture(t)
-	far := boottime() + time.Hour
-	f.send(t, guardMsg{ArmNS: int64(far)})
-	f.send(t, guardMsg{ArmNS: int64(boottime() + time.Millisecond)}) // late, older
-	_ = f.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	f.send(t, guardMsg{ArmNS: int64(boottime() + 2*time.Second)})
+	f.send(t, guardMsg{ArmNS: int64(boottime() + time.Hour)})
+	_ = f.conn.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
 	var m guardMsg
 	if err := f.dec.Decode(&m); err == nil {
-		t.Fatalf("fenced (%+v) although the deadline is an hour away", m)
+		t.Fatalf("fenced (%+v) although the newest deadline is an hour away", m)
 	}
 	if !f.running(t) {
 		t.Fatal("service fenced before the deadline")
+	}
+	f.conn.Close()
+	f.conn = nil
+	c, err := net.Dial("unix", filepath.Join(f.dir, fileGuardSock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f.conn, f.dec = c, json.NewDecoder(c)
+	f.send(t, guardMsg{ArmNS: int64(boottime() + 150*time.Millisecond)}) // the hold ended
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if err := f.dec.Decode(&m); err != nil || m.Fenced == 0 {
+		t.Fatalf("no fencing after a shorter, newer deadline passed: %+v %v", m, err)
 	}
 }

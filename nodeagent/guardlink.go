@@ -138,12 +138,13 @@ func (l *guardLink) sendLocked(m guardMsg) bool {
 	return true
 }
 
-// arm grants the guard deadline d (CLOCK_BOOTTIME). Deadlines only move
-// forward, so only a later one is sent.
+// arm grants the guard deadline d (CLOCK_BOOTTIME), which replaces the
+// previous one (it may be earlier: a restart hold ends). A deadline
+// within a millisecond of the last one sent is not sent again.
 func (l *guardLink) arm(d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if d <= l.lastArm && !l.disarmed {
+	if !l.disarmed && d >= l.lastArm && d-l.lastArm < time.Millisecond {
 		return
 	}
 	if l.sendLocked(guardMsg{ArmNS: int64(d)}) {

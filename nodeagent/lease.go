@@ -28,18 +28,19 @@ func newLease(now func() time.Time) *lease {
 	return &lease{now: now}
 }
 
-// renew records an acknowledged heartbeat sent at sentAt. Answers may
-// arrive out of order; the deadline never moves backwards. It returns
-// whether the lease had expired before this answer.
+// renew records an acknowledged heartbeat sent at sentAt. The answer to
+// the newest heartbeat sets the deadline, even when that is earlier than
+// the one before: the control plane's lease follows the newest heartbeat
+// it received, so a restart hold (a long TTL) ends with the next ordinary
+// heartbeat on both sides. Answers to older heartbeats, arriving out of
+// order, change nothing. It returns whether the lease had expired before
+// this answer.
 func (l *lease) renew(sentAt time.Time, ttl time.Duration) (wasExpired bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d := sentAt.Add(ttl)
-	if d.After(l.deadline) {
-		l.deadline = d
-	}
 	if sentAt.After(l.lastAck) {
 		l.lastAck = sentAt
+		l.deadline = sentAt.Add(ttl)
 	}
 	wasExpired = l.expired
 	if l.now().Before(l.deadline) {

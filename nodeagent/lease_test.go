@@ -46,6 +46,23 @@ func TestLeaseCountsFromSendTime(t *testing.T) {
 	})
 }
 
+// TestLeaseHoldEndsWithTheNextHeartbeat protects "the agent's deadline
+// passes first" across a restart hold: the server's lease follows the
+// newest heartbeat it received, so after a hold (a long TTL) the next
+// ordinary answer must shorten the agent's lease too; keeping the longer
+// one would let the agent serve past the server's deadline.
+func TestLeaseHoldEndsWithTheNextHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLease(nil)
+		l.renew(time.Now(), 15*time.Second) // the restart hold
+		time.Sleep(100 * time.Millisecond)
+		l.renew(time.Now(), time.Second) // the next agent's first heartbeat
+		if rem, _ := l.remaining(); rem != time.Second {
+			t.Fatalf("remaining %v after the hold ended, want 1s", rem)
+		}
+	})
+}
+
 func TestLeaseSurvivesACleanRestart(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the boot clock is Linux only")
