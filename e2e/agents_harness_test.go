@@ -22,6 +22,15 @@ type agentProc struct {
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	exited chan struct{}
+	// bin replaces env.agent when set (an upgraded binary); args are
+	// extra flags.
+	bin  string
+	args []string
+	// mntPID, when set, is a process whose mount namespace the next
+	// start joins instead of making a new one: an agent restarted on a
+	// running node sees the mounts its predecessor made, as on a real
+	// machine (a reboot, by contrast, starts from a fresh namespace).
+	mntPID int
 }
 
 // startAgent starts backstop-agent in node nd's network namespace and in a
@@ -40,14 +49,24 @@ func startAgent(t *testing.T, name string, nd *netNode, server, token string) *a
 
 func (a *agentProc) start(server, token string) {
 	t := a.t
-	args := []string{"netns", "exec", a.ns, "unshare", "--mount", "--propagation", "private", "--",
-		env.agent, "--server", server, "--data-dir", a.dir, "--log-format", "json", "--metrics-listen", "off",
+	bin := env.agent
+	if a.bin != "" {
+		bin = a.bin
+	}
+	mnt := []string{"unshare", "--mount", "--propagation", "private", "--"}
+	if a.mntPID > 0 {
+		mnt = []string{"nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", a.mntPID), "--"}
+		a.mntPID = 0
+	}
+	args := append([]string{"netns", "exec", a.ns}, mnt...)
+	args = append(args, bin, "--server", server, "--data-dir", a.dir, "--log-format", "json", "--metrics-listen", "off",
 		// The fence guard outlives the agent: it must not hold the
 		// agent's output pipe open (Wait would wait for it).
-		"--guard-log", filepath.Join(a.dir, "guard.log")}
+		"--guard-log", filepath.Join(a.dir, "guard.log"))
 	if token != "" {
 		args = append(args, "--enroll-token", token)
 	}
+	args = append(args, a.args...)
 	cmd := exec.Command("ip", args...)
 	cmd.Env = daemonEnv("")
 	cmd.Stdout, cmd.Stderr = a.out, a.out
