@@ -1367,7 +1367,7 @@ type Envelope struct {
 //
 // | type | severity | trap | meaning |
 // |---|---|---|---|
-// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over |
+// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over (once its fence device, if it has one, confirmed it off) |
 // | `node.unreachable` | warning | 2 `backstopNodeUnreachable` | the control plane lost the node but a peer still sees it (or it has no peer); nothing moves |
 // | `node.up` | info | 3 `backstopNodeUp` | the node heartbeats again (or for the first time) |
 // | `node.maintenance_started` | info | 4 `backstopNodeMaintenanceStarted` | an operator put the node in maintenance |
@@ -1396,6 +1396,8 @@ type Envelope struct {
 // | `leader.changed` | info | 27 `backstopLeaderChanged` | a backstopd replica became leader (written to every cluster's log) |
 // | `delivery.dead_lettered` | warning | 28 `backstopDeliveryDeadLettered` | a webhook or trap delivery was given up after its retry budget or a permanent error |
 // | `node.restarting` | info | 29 `backstopNodeRestarting` | the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window |
+// | `fence.failed` | critical | 30 `backstopFenceFailed` | fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried |
+// | `fence.succeeded` | info | 31 `backstopFenceSucceeded` | the node's fence device confirmed it off; its hierarchies fail over |
 //
 // Unknown types (from a newer server) are sent as trap 99
 // `backstopEvent`; test traps are 100 `backstopTestNotification`.
@@ -1518,6 +1520,105 @@ type FailedMark struct {
 	// Example: postfix: local recovery exhausted
 	Reason string `json:"reason"`
 }
+
+// FenceAgentName A fence agent of Debian's `fence-agents` (or any program speaking its stdin `key=value` protocol) in backstopd's fence-agents directory.
+//
+// Example: fence_redfish
+type FenceAgentName = string
+
+// FenceDevice A node's fence device, without its secret values.
+//
+// Example: {"agent":"fence_redfish","created_at":"2026-11-26T06:00:00Z","node_id":"0195f7a4-1111-7000-8000-000000000001","params":{"ip":"192.0.2.21","username":"fencer"},"secret_params_set":["password"],"timeout_s":20,"updated_at":"2026-11-26T06:00:00Z","version":1}
+type FenceDevice struct {
+	// Agent A fence agent of Debian's `fence-agents` (or any program speaking its stdin `key=value` protocol) in backstopd's fence-agents directory.
+	//
+	// Example: fence_redfish
+	Agent FenceAgentName `json:"agent"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// LastFencedAt When a fence of this node was last confirmed.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	LastFencedAt *time.Time `json:"last_fenced_at,omitempty"`
+
+	// NodeId The fenced node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// Params Options given to the fence agent on stdin, one `name=value` line
+	// each. Names match `^[a-z][a-z0-9_]*$` (at most 64 characters) and
+	// are not `action`; values have at most 1024 characters and no line
+	// breaks.
+	//
+	//
+	// Example: {"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"}
+	Params FenceParams `json:"params"`
+
+	// SecretParamsSet Names of the stored secret options.
+	//
+	// Example: ["password"]
+	SecretParamsSet []string `json:"secret_params_set"`
+
+	// TimeoutS Longest run of one agent call, in seconds.
+	//
+	// Example: 20
+	TimeoutS int `json:"timeout_s"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// FenceDeviceSpec A node's fence device as written.
+//
+// Example: {"agent":"fence_redfish","params":{"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"},"secret_params":{"password":"s3cret"}}
+type FenceDeviceSpec struct {
+	// Agent A fence agent of Debian's `fence-agents` (or any program speaking its stdin `key=value` protocol) in backstopd's fence-agents directory.
+	//
+	// Example: fence_redfish
+	Agent FenceAgentName `json:"agent"`
+
+	// Params Options given to the fence agent on stdin, one `name=value` line
+	// each. Names match `^[a-z][a-z0-9_]*$` (at most 64 characters) and
+	// are not `action`; values have at most 1024 characters and no line
+	// breaks.
+	//
+	//
+	// Example: {"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"}
+	Params *FenceParams `json:"params,omitempty"`
+
+	// SecretParams Secret options (e.g. `password`): write-only, sealed at rest and
+	// never returned. Absent: the stored ones stay. A name may not
+	// also be in `params`.
+	//
+	//
+	// Example: {"password":"s3cret"}
+	SecretParams *map[string]string `json:"secret_params,omitempty"`
+
+	// TimeoutS Longest run of one agent call (`off`, then `status`), in seconds.
+	//
+	// Example: 20
+	TimeoutS *int `json:"timeout_s,omitempty"`
+}
+
+// FenceParams Options given to the fence agent on stdin, one `name=value` line
+// each. Names match `^[a-z][a-z0-9_]*$` (at most 64 characters) and
+// are not `action`; values have at most 1024 characters and no line
+// breaks.
+//
+// Example: {"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"}
+type FenceParams map[string]string
 
 // FenceReport A self-fencing this agent did, reported when it reconnects.
 //
@@ -3719,6 +3820,18 @@ type UpdateNodeParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// DeleteFenceDeviceParams defines parameters for DeleteFenceDevice.
+type DeleteFenceDeviceParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// PutFenceDeviceParams defines parameters for PutFenceDevice.
+type PutFenceDeviceParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
 // StartMaintenanceParams defines parameters for StartMaintenance.
 type StartMaintenanceParams struct {
 	// Wait Wait for the hierarchies to move.
@@ -3896,6 +4009,9 @@ type CreateNodeJSONRequestBody = NodeCreate
 // UpdateNodeJSONRequestBody defines body for UpdateNode for application/json ContentType.
 type UpdateNodeJSONRequestBody = NodePatch
 
+// PutFenceDeviceJSONRequestBody defines body for PutFenceDevice for application/json ContentType.
+type PutFenceDeviceJSONRequestBody = FenceDeviceSpec
+
 // CreatePathJSONRequestBody defines body for CreatePath for application/json ContentType.
 type CreatePathJSONRequestBody = PathCreate
 
@@ -4024,6 +4140,15 @@ type ServerInterface interface {
 	// UpdateNode Update a node
 	// (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 	UpdateNode(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params UpdateNodeParams)
+	// DeleteFenceDevice Remove a node's fence device
+	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+	DeleteFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params DeleteFenceDeviceParams)
+	// GetFenceDevice Get a node's fence device
+	// (GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+	GetFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID)
+	// PutFenceDevice Set a node's fence device
+	// (PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+	PutFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params PutFenceDeviceParams)
 	// EndMaintenance End a node's maintenance
 	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
 	EndMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID)
@@ -4333,6 +4458,24 @@ func (_ Unimplemented) GetNode(w http.ResponseWriter, r *http.Request, clusterId
 // UpdateNode Update a node
 // (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 func (_ Unimplemented) UpdateNode(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params UpdateNodeParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// DeleteFenceDevice Remove a node's fence device
+// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+func (_ Unimplemented) DeleteFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params DeleteFenceDeviceParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetFenceDevice Get a node's fence device
+// (GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+func (_ Unimplemented) GetFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// PutFenceDevice Set a node's fence device
+// (PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+func (_ Unimplemented) PutFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params PutFenceDeviceParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -6077,6 +6220,159 @@ func (siw *ServerInterfaceWrapper) UpdateNode(w http.ResponseWriter, r *http.Req
 	handler.ServeHTTP(w, r)
 }
 
+// DeleteFenceDevice operation middleware
+func (siw *ServerInterfaceWrapper) DeleteFenceDevice(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteFenceDeviceParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteFenceDevice(w, r, clusterId, nodeId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetFenceDevice operation middleware
+func (siw *ServerInterfaceWrapper) GetFenceDevice(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetFenceDevice(w, r, clusterId, nodeId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// PutFenceDevice operation middleware
+func (siw *ServerInterfaceWrapper) PutFenceDevice(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params PutFenceDeviceParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.PutFenceDevice(w, r, clusterId, nodeId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // EndMaintenance operation middleware
 func (siw *ServerInterfaceWrapper) EndMaintenance(w http.ResponseWriter, r *http.Request) {
 
@@ -7550,6 +7846,15 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Put(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/maintenance", wrapper.StartMaintenance)
+	})
+	r.Group(func(r chi.Router) {
+		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/fence-device", wrapper.DeleteFenceDevice)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/fence-device", wrapper.GetFenceDevice)
+	})
+	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/fence-device", wrapper.PutFenceDevice)
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/simulate", wrapper.SimulateFailures)
@@ -9226,6 +9531,143 @@ func (response UpdateNodedefaultApplicationProblemPlusJSONResponse) VisitUpdateN
 	return err
 }
 
+type DeleteFenceDeviceRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	NodeId    NodeID    `json:"node_id"`
+	Params    DeleteFenceDeviceParams
+}
+
+type DeleteFenceDeviceResponseObject interface {
+	VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error
+}
+
+type DeleteFenceDevice204Response struct {
+}
+
+func (response DeleteFenceDevice204Response) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteFenceDevicedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteFenceDevicedefaultApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFenceDeviceRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	NodeId    NodeID    `json:"node_id"`
+}
+
+type GetFenceDeviceResponseObject interface {
+	VisitGetFenceDeviceResponse(w http.ResponseWriter) error
+}
+
+type GetFenceDevice200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetFenceDevice200JSONResponse struct {
+	Body    FenceDevice
+	Headers GetFenceDevice200ResponseHeaders
+}
+
+func (response GetFenceDevice200JSONResponse) VisitGetFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFenceDevicedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetFenceDevicedefaultApplicationProblemPlusJSONResponse) VisitGetFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDeviceRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	NodeId    NodeID    `json:"node_id"`
+	Params    PutFenceDeviceParams
+	Body      *PutFenceDeviceJSONRequestBody
+}
+
+type PutFenceDeviceResponseObject interface {
+	VisitPutFenceDeviceResponse(w http.ResponseWriter) error
+}
+
+type PutFenceDevice200ResponseHeaders struct {
+	ETag *string
+}
+
+type PutFenceDevice200JSONResponse struct {
+	Body    FenceDevice
+	Headers PutFenceDevice200ResponseHeaders
+}
+
+func (response PutFenceDevice200JSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevicedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response PutFenceDevicedefaultApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type EndMaintenanceRequestObject struct {
 	ClusterId ClusterID `json:"cluster_id"`
 	NodeId    NodeID    `json:"node_id"`
@@ -10662,6 +11104,15 @@ type StrictServerInterface interface {
 	// UpdateNode Update a node
 	// (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 	UpdateNode(ctx context.Context, request UpdateNodeRequestObject) (UpdateNodeResponseObject, error)
+	// DeleteFenceDevice Remove a node's fence device
+	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+	DeleteFenceDevice(ctx context.Context, request DeleteFenceDeviceRequestObject) (DeleteFenceDeviceResponseObject, error)
+	// GetFenceDevice Get a node's fence device
+	// (GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+	GetFenceDevice(ctx context.Context, request GetFenceDeviceRequestObject) (GetFenceDeviceResponseObject, error)
+	// PutFenceDevice Set a node's fence device
+	// (PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
+	PutFenceDevice(ctx context.Context, request PutFenceDeviceRequestObject) (PutFenceDeviceResponseObject, error)
 	// EndMaintenance End a node's maintenance
 	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/maintenance)
 	EndMaintenance(ctx context.Context, request EndMaintenanceRequestObject) (EndMaintenanceResponseObject, error)
@@ -11813,6 +12264,96 @@ func (sh *strictHandler) UpdateNode(w http.ResponseWriter, r *http.Request, clus
 	}
 }
 
+// DeleteFenceDevice operation middleware
+func (sh *strictHandler) DeleteFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params DeleteFenceDeviceParams) {
+	var request DeleteFenceDeviceRequestObject
+
+	request.ClusterId = clusterId
+	request.NodeId = nodeId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteFenceDevice(ctx, request.(DeleteFenceDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteFenceDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteFenceDeviceResponseObject); ok {
+		if err := validResponse.VisitDeleteFenceDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetFenceDevice operation middleware
+func (sh *strictHandler) GetFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID) {
+	var request GetFenceDeviceRequestObject
+
+	request.ClusterId = clusterId
+	request.NodeId = nodeId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetFenceDevice(ctx, request.(GetFenceDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetFenceDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetFenceDeviceResponseObject); ok {
+		if err := validResponse.VisitGetFenceDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// PutFenceDevice operation middleware
+func (sh *strictHandler) PutFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params PutFenceDeviceParams) {
+	var request PutFenceDeviceRequestObject
+
+	request.ClusterId = clusterId
+	request.NodeId = nodeId
+	request.Params = params
+
+	var body PutFenceDeviceJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.PutFenceDevice(ctx, request.(PutFenceDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "PutFenceDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(PutFenceDeviceResponseObject); ok {
+		if err := validResponse.VisitPutFenceDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // EndMaintenance operation middleware
 func (sh *strictHandler) EndMaintenance(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID) {
 	var request EndMaintenanceRequestObject
@@ -12708,442 +13249,466 @@ func (sh *strictHandler) PingWebhook(w http.ResponseWriter, r *http.Request, web
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3rchs5miD6KgjORJjqISmSknyhomJDZctldfmitlRd0130KsFMUEQpCWQlQFFst/+eiP17/pwXOOdJ",
-	"zpvMk2zgA5CJzETyJsqyd3p3ZspiIhPAhw/f/fK5EfJpwhlhUjQGnxsTgiOSwj9PL/G1+m9ERJjSRFLO",
-	"GoPGX0kqKGeIj5GcEJQSOUsZiVBKkpQIwiRWA4+RICxCVKIRDm8QZSg4G7ffYRlOgk6j1RDhhEyx+jq5",
-	"w9MkJo1BY9g4GDYarYZcJOpPIVPKrhtfvrQab3mI9fTl1fzy8a1dSZgSLGEhgs/SkNRNs3/b2w/jmZAk",
-	"Ffvd3ouj8TN82O52u932M/V/nqv/083/X8+zpC+tRoJTPCXSwOql/uDZq+oSzSNEI7WifB1rTk3VNxIs",
-	"J41Wg+GpetOs/opGjVYjJX/MaEqixkCmM+JueczTKZaNQWM2g5FVuL6cpYKn1SVfTggKGLmTVyGMCCyM",
-	"k5TcUj4TKMHXpLidd69Oj97/+reDv13+Rb57dTJ/97J7oP779vJ6/u7Vif4t/987u7U/ZiRdOHvTS3L3",
-	"McV3bwm7lpPGoN/t+vbxisT0lqQLH/jtswr8D0dd8iw8wO3++KjXPoy6pP0CHx21D8LeuEteRH3cq4F/",
-	"ZD55/wOwi7uQWM7EaxpL4jmODyxeIDMpJULdJjmhAgmJJZyCD5ACPlkA5L+nZNwYNP5tP7/y+/qp2C+u",
-	"BBb3hpIUp+HEC9bsYT1eHxwcHGyE1xP7zfsD9iwi04RLwsLFz2RRXf4JCmNKmGyHEy4IQzdkgZq9Tqd/",
-	"dITCCU5xqG72Xgd9JAnBkrJrhNH5h4tLNKdyou7CkAk8JfAiZhEa8WhhiKGAqzKmqZAIMzEn6bF+CzMu",
-	"JySFsS102O93hqwAuqfjXtiPDkhb07L2FNO4bW67BZkm0DnQnJ221Vbrbs7RUasxpcz+3fNCbQwU2k8Q",
-	"FDtAMRYSpQRHxwgr/IsJ4owgKsxOSaS3etjrF7HCEnf/HgxrqFt8z3/t39IpldXFnuNrggT9R5FAHXX9",
-	"9ySGj7gTR2SMZ7E0007xHZ3OpuoDXYCg/iuHH2WSXJMUVvSeR8R3W9Tv9Rel1+v1NroojEfk/nfkHMuJ",
-	"b7FnkSL36lgjmpJQGm6PkVpEzRb6/X5/oy2ov+6/hQs2TS5xek2kbyMX79+dIwmP64H/7NmzZxutXH/w",
-	"/mu/5DeE+ZYND+oXfHh4eLjZgtX37r/eX8lowvmNb8XmUf2anz59+nSjNc/1F++76i/qZZFwJgiIaecp",
-	"H8Vkqv4ZciYJA/KBkySmWsLcT/SI//hdaHEz24zas8Q0zuUvtI4EhxiXaMxnTC3P8OTBYfew1ZBUApDe",
-	"c4lemwFm/RMpEzHY31eys5A86UTk1q5M7DMu2/qLX9bl7nbfAJESJ2To4+uX6MXh0TNkpujAeZt31adP",
-	"rgmTLzkb02s/b4iIUAeEQhgzS7ElGoqKKGpVwIvPrgS7tiA8JixUpzpoCBKPG61MXKDqbH/71MrI4tqk",
-	"FYjQjZIPGmH/r7+H0792za/miwkB+V79U9BrRtm1Gm5+kXQK61EAIclVOCHhzZXiBuktjq+mAlhGt6W4",
-	"XSpHBEv4ra8YUUywIFdS6mE9GAaLiQiOrvAYxMAD81vpfTX2jxkNb2pmbDUESW9JenWd4pDYOb+0Grda",
-	"c2sMDpT6kvKEpJLqe+GeR43+spXysuJ+Ooe6HH9f62HnPKbhQr1XOPs62VTJylrwQklKeUrlAo15qoVn",
-	"i5VUkqlYNX8m7aq5zSZwmmL4O0O76s1w5tmY76+EXY69FQmIpFZsBAFVTrBEeCYnhElF6IgAXo4yzBKo",
-	"+ebdycv2xZuT/tHTveJ6nauRrWm0kKRuTZ4TeQWCBIlgWoHGKZ+C1Cz5Foeh5BbfOZjLWp77FLQ/LXmr",
-	"eTJ7QY7Xa00LRPCcKEmvOneROlSuEJ9OMYvaZpQ6E3GMGJkr+igQYRFPBYnQaIEwkqlaV6QGrb22C/1h",
-	"Jf97FpcTqmXfuNSjXEJRkQyZUkyEulYTwsgtSRFmCzlRexqRmM+V7sSuiSgg0IGDN5TJp4cNr+ycc/nf",
-	"shW0iraOXO41W8oJSJEkWGSwCOlcltJZfcrWwke/k1Cq/ecnXdUb2VJEclicEWSmd/3Ghpyp36jQZ/2x",
-	"ynFIgdST4nXVM1ZuZi2VUhvdjkr1V1Op0rnmBwg78gJ/FlH5lgrpU9oTpdopXUQNQikJeRqJEuDNhfnt",
-	"UwWK2VWqCjDOp9YjBmoBH+ElL0vIbWceagC/W+xRQ2FfxwiPBGEScQYPlKpdPJL3r85WQlivvhawZske",
-	"ExNB05m23ZbgiUMzxuK5Nk40WuqJ2p9WMAYjzqWQKU7UE4UR/W7/abvXa/efXnafDrrdQbf790bLiNHC",
-	"vSNKrP7SaijsPOy3HA1rbUHDvGI2bU0mFQywe6koMIpBzrFAEWele5AZpfJ9V+6WAUT1q3yAAg2d4azb",
-	"PQjVhuFfJEBNnqJALIQk06DEcasA9U95lal2NUokMP4pjogmVECct1IrVwojWPrZHpVI0mlOKz1LqMGT",
-	"bMoIS9JWH/HNu4bkqrSSkKSMRC1Ex4pjPYws6yA2jiKqFoHjcwf/tPZaommAkW2RkJCOaYjMR2qYibko",
-	"lbvt271h1oo3l/RydcdWcuTCNfSbiNSB6jWYc93OElwBZOEyl6f+mTJtn1oycXZnV5PLSFMre4dblkQU",
-	"V9EqWH3sQfuo7EvMIqow1se+QGoIORM0AlOpUkYwyilM6dB5tLUEoQif1ngag35VnIAvP4w4objpQ0kT",
-	"7q58qy9peaQGtH0ftqfkd1BRfGR8gahEIWaMSyTxDSl+O2PcSig2I4u7pwxNsZqLYRaSTaQkdVDOrr0Y",
-	"NyHhzUciwGRdR3rGOBYV2nNppAyUwtvayAtGhbIIsISd8xtN2Kq8VvpAqSGUYoaaWInZKIx5eLO3Q45g",
-	"zXReHj/GNC5Ti0bL9TUcdl889XxVbbPqaBCi9DFN4s3bI85jglnlfPmNJjq1p3lBpKTsWmx4nmfGEqRV",
-	"azolfOYe6jGgrf19OhMSjYjR28ChZS1JHfRhSqUk0cDVb54IpLUu1LTfmOBYcwH75l7Jo/W5UbVOmZcd",
-	"w1RJSnffqLB0tZFsupKDx/XWHDwFouJ4bI66XibnrMY/mRlRpCBHy+fqdVequO42C8vwYoURaL1+TC3k",
-	"8DHqdzpPD4H4Ci35QewFweHEmD9mSdkOq2MmrpbL6+6EPkPsJoK6K8m0GmJOZThRy7zKvG4AmTimijo0",
-	"vj8rq17vVZLyMQXyEmN1JWZJtBLSmd2lVzXQOgdVQVP1jCqtkU7JTgmpM8uq6IF86D2susuE+C3DZ1ZK",
-	"FNa0smyh79WYL350XWGYy97Id7mpOa6MUeu8d24GfyliXhm4bxX337lOtob9EEtEwC6rJ9es6fQSXxeW",
-	"0dvccpgbl4oIXAGjY0P0HKtrWHSMkfktLMB1Ccl+qY0GmzHyE7AN++2KFepbpKgV8jPGQlYNIV//bv8f",
-	"fs/KInydedOgxSoDpw1Q3IVt0/3WWsbNl7n57OsYNp3YwXsYOM2yz20I0wYX7jUlcSSQ5IYeqaXimgtY",
-	"uWFzDBdjSpk7T+9fV+7hr1wVB7Sn7Ud/GJt5KqpeYFcmNoO81yx/WLGgxxERUof9rX3TTtktiXlCqlet",
-	"hPXZvJ/qN33GxtxHUwS9ZhCbAaNAOZyDdkBCrC2zVNbZ/EfqDl5RdqWkXQq2i21iN0jC1XkcqkkSmhJR",
-	"IwcfgJRRiANdP6A02iDiSIjZCmH8hpjpb9r2o40tQkxsyE9DzMKQkIiAEErSqU/Kr3NPABXXx/dEID0K",
-	"TowpZfM33ylJfEOulEbJx86vKRESp/LKxsg3Wo0pvyVXNFGIlRNk3we3sLw/jMSu7lFM6kRabQlDKQkJ",
-	"vSURwnKVZNu7v20JPMZPhLHeV8xLle+Y+1AxKMU4JFPFKmFA0Wi/ls3evV7eRQqUkvFMEEQlAg0Y6OAK",
-	"EB1sIPwXL29t2PhWnoKVqOHFRUP3tgxOXD1nTksqAaia8q5GwQ3ga+mSby4TW1LZaoGErW/KP4milAhB",
-	"ogcMYtJmd8rZldIM64gfNvdLj0Ehj4i2tlurfXFxEJh+pS+ZZ05Lk1dIwRpvbEKEpdoVFRpi2ZF6uBPd",
-	"tSbgpZQbkXmpsk2qxWXY0crTP3L0LFCHJXLESt3EyCI70U2cb62nmziyzvemn+ilb+2q4TMZci2w4Uya",
-	"M2uGC1I6EK/oISRJ1Ck5Mh6IBI1WIzJxu9pa2s9dOyA3aHlh0LilSePLJ49Bwc8Z38ymmNXxxdVulzqi",
-	"8NGSjQJJaAYjHF0peRfLWUqCFgpm7IbxObu6IQv15zzl7PpKXav8L3Pj1A/6gkTqnylJYgzvONQk/1Pd",
-	"N/XXFMfqmpOoHMNRpEHOTp8eLiVJxX0G2dmpybT3KkBNjNQ5Gm/WsRbn51igUcpn1xOJZgn8mfI4JhG4",
-	"AfYQT9WmNLkMUFOLAREakTFPCUpnTLGPPVesdPFGT9Vw/KQFgbEg3VY3Bzjni1KFbWj34/o04EKSxNyi",
-	"LwDaM/1W/+jpCjXKgHnJ7byoO4g/ZmSmT8Fk4uk/1jifvVYB8Nl1RfYIqNSnY7EPNXVsZTYRZPzRKSmc",
-	"jl4QmDnNMHW9lx6Z5QCbHN5LzmTK4/MYM+Kn4TZLAXKAYxriMmewP5uweWCj1Rj0GBipVxD5qD+gnVpq",
-	"nCjHKLTDpNc+HPexbwvmy4KykPgEJxZqaWKHUlq+5Zq9CCQIYTqV03jhp5TNZDEMusyCzWfL2rqW0xqD",
-	"Rq/bUf//aPC8+7xrdeIidNRUV2rupdqvBlmWcKM4xFJ9uarK2jVVNnF+hszDIrzLa19LuLeYUZZ4V2FE",
-	"AQherwhWl2qHGGEh6gmJAN8s9WG2P5ygeCAVfNbPvoY/x9QCKGkGnV6nu2bglUGSwoZKp5NBzke0K5Hu",
-	"XhH95SxNFb2Na0T1LQLUjbidXXPf4l6RkPrhdoIi88wKo4pWc0XzCbumjLR03gqVAlGWzKTYICAntBFo",
-	"ht5uZ027oSwC75FeVyMXxUApQdO7HqICRXzOGmuH/uwy7tPZpT/joxRs10Kjze2zeTSfB9nGKZ9e1SrP",
-	"OuVXId1YPozqvNzSclkb/rY7awug5mbxrmpZguFETLgEzM9ughJYIVQZsoOacHxQ4UDoeCZ3P08ESqyt",
-	"rCh3f/Z5BTQyV0Q6i9wgx2XejOJfVwkXgo5iEqCmE5iCEvB5DBDjOv1lym+1pKc+qiQ4jjIU1dKd/ibM",
-	"h5oKSFjytKQ0ONdtbVXo1/LxVu6nL8R2lS1Dy1rqcKISLzlYL3iYr7gauvDCV8g5KVlOABcyaBYISW1Q",
-	"ni2O4c+bILcKIZo8RQll1y112FKRGpniZA9cTZwRk4fuEHYsJZkmHtIOP1/F/FrTbzsOTErrBGzBekrE",
-	"/vnz58+XuGfgDbNtsPUZvIGPrFkoxXAM+Jbr+HDVE29mxzL7q4e1OODxE34zZG0ib0/3RL/nI/X5GVRY",
-	"uXkCpKtsAKxei2VOE0UaAXpPhNf1vDsHypJgMhuhq6ix1jB3yLRzzKzdO6KRVpEDUwKgTaMA6YIhezXg",
-	"WI7cK8GhVyXIH8uPRJA/lLqmrq7vdNZMqnCvWj0Q1PMqUe/UUfMxZVRM1jjR3KLAU3RNbwkrx4Te74B9",
-	"R3vfAkwrz8/P3SHcmzpbdm0nlkilxNZyarQaiQ73UrS7aB+xo/1qJEnTuhpaoNYb2vFEIBi52jkINmxL",
-	"52pPNDNhm5Gw1xlBzYSwSEkkecGoldH1R+uf8Hq+k3I1qaXJRApS5rIrtHSqtjyEw86nh7rJPUY+yEhV",
-	"4co6fpWMJZTCAl0GtUyWsNzGK1LIdKHN/BY9N9D/DD423lxenqOjbhdBWgDDMbqAiGV0CgMU9kLVKGPu",
-	"7xy1Ggy4lvEzNAaNlEi4GbaGyhW5C0maAHATIVOCp2jG8C2mMR7FOXiuQkgwOup2N8oKISzaLbvx30yd",
-	"7AkJOylnxYjT1VDzEIEcjBXUplOiixwQUyAL5ET1JyyueDP1IeR74zMNVCuYzaYjzURYrRyC9CCtQ/VW",
-	"yyPZWVeUo4KVGxAhQM05jWM0UvhJSYTwNaZMKzeZ5dsylYKp2hUBLU4Z63SB0NpnHt2njIDV/aMpFxId",
-	"9fpotFBKY1agEgJB0ie2RFnxvGvwuIbuGcSuySC38wAO6RdQ0/gWlRrAiJzz9EYfvdFqU5yU6PNRd3Xy",
-	"CLNZiw7y5Ye5jOyscu7mXKOFGJkXTCb3dfbm395YNv9ekuxLjK96rQx3DlBTS9fq9swxhQqDOh0ULsFe",
-	"0c80ZAHkrMRESpIa/51iEqNZdE0kEglhEjRPjBKSTjEDnMM0nqVgfhiyIMQsJHGc+aBMYTQQC6lQeB/Z",
-	"9C1zbc1aSy6mwkK0Aq2/W7zLBbWvfJteFWNhS8G4KSFIqhMD3dlYSkregnMu5JjewRDzayfk06Krtdft",
-	"+5ytpyzlcfyR/DEjYlNH/AnLglEIfGZadbznD3SCfmPQGAlydfj3US/5S3fx5+mB+MuLu+eXf/T/Oj/6",
-	"282zj2nvDXv6Nuye4BevooPX487J6GV0Ov5pcvb7z/E79iEBehkaW5ua/iqzyWf2dpyGE3U9phGoHhMu",
-	"ZFaDRMlFXEC1Qza7A616NoppaIpf9Xp//O3kbz/fvUzHf73Yf3a5+PUvbz5cP5uEt+c4oe/idH6G8Xn4",
-	"5peP/IeqSl7dbl1O8BOBONP82oEegreKx3t/eDlocNTr+5QmC9ClhZ+4kK9hYAlmy6KUTqP+0VHvBdLj",
-	"dW3RERbk6WFJEt8I7iurL5WIVOVYChuw+/cRsdPszZp9aklGcoRZ/S3YJk44VAoZkxTHgAN4AxzYJjgX",
-	"XihcknKVt40qpZ3JhzfcZOCpRUCUj0LN4GQmJzyl/4DIngH6keCUpMHeMRITPmeIs3iBJiQl5eu3Ieg3",
-	"qQ/woEXRnCNdQoV8ZQ68pSiW1/X6mSxMpq0at3kw27KyXbU1AaoBgibdzcGONYpcZakHa2QMlK0olWSJ",
-	"q02C7/2R9QlexByDBXnx5+TvL8+env1+cvfh8hc6/ssPP5gdQVgXlKSL2Wj6uhv955/jRl2SRq2xIcwi",
-	"gluKiKUk4ak0ygIEj89YVHuF7xktvPvw3QxwFREYM85oiONsw1ox8vOiGqivrPjnHEvFHG/4YDakZurC",
-	"aW7K5pzDzmHhBsJm6/PeglsvlzsxBcFIpF2QJi2sheYplTKP24ES4DLFTOhoSnVVoJSCSSOjUpB43EGX",
-	"IG/fccanC9RUq2jp94nShyTUF6HCfn3I5lROWmBqBmsY45KOTYVaNfWPJy9/vrj8cN5+d/ajRtYh63UO",
-	"Ok87vc5hp9c56B8+O+h0W3muD5VoSjATe4MhG7J/goEZ/TOf/5+giaJ/wiiFh/8csn+22+3C/6oXg8wQ",
-	"HaB/ojClEjDsn6iHAhsI9p5H5JUZIXOiC+n4yESgwdIwUlQFJYSkSBAi1DKVeqG0M50enGA5OQZAOOX9",
-	"QLFBEC7hrGnGUoLDCQZf7T/RHKd6I6hfXNkvxXFQ4ULHuKEkxoygmAuZrRuNZhKUKrVESeM4W2iTQ9DO",
-	"BCt2BgP2jgvuYFFYXaImo2zM0T/RQWlFiQsptyonWFhgJlvRRpeVh2BA9/NOeZkrE0vjzHdYnO9dPvgi",
-	"H4tZpmuhZOZAoFi9pm5WMN45cx7VznlqR2YzxGQs6+ZQF+hqTFio33Ew7mlxhgsSj19n4/IoS/1uBYf0",
-	"1URNjZVw5urWcTjuKf4dCu5YGEPlc4v0OWY9y1dwjuXE4ryOzp4xe2Oh1qoalCimitN0oV53jtmZpIAn",
-	"z4vf13ji/br6qtpVBXf0p7OeKLqYhbXWuXt5kc/10YyG+ievs7EYQUEMxFMUEZLoojLaTG2/byJezawx",
-	"D3F8pSgpmLAdvMyn7XXzed+q8R/NcAcz3YhZ+IhA2M6UzcwdigxI5V9DFq6bQ7nXq1uCO9iIB3pV+bQJ",
-	"FkJjk4aH8M+bQ9wlmf2aiXOYw2eQ/Qy6xrcEzZLjYjQMwEK4BDEP/Mlz+NwdOwQo7/LBLvKBTlWyQmA5",
-	"Zch8TqdIO5DO5yymHbrzHnrm/TCTH8ZLppb4hjBkShmtntwP6SPPxC5mF2Fp2BPjJogMM132i1obG+RH",
-	"tmdJEd9t9I6L6e4iHIL12gwtYbmO/jPcw10VnuOFKZts53R2n02cpUa6QH9WnfalO86NP3winEmpKJ23",
-	"wnJG5t6p/XB/Xp07B3sh8DHksziCavkA3BKGO+vQ8+bRVJ0qv+s5xOwiG+jndU8Eyr+F7P2uTOKDbL/r",
-	"m6YCW+fzwCSzFjJr7s8L2X7PN3cRts7EBTzNo9s6eXRbvqt++cs6xz8fqBDzekLSdlZvT8sJAlIBjpEb",
-	"J5fPpeS/W6Kb4ygEN/ajTOaorK16rv0D39KK54pnkk+xpKE7te9YYQ7vsR76Zqk5Vl1iq+5YzZ1JUjIm",
-	"aVq8tM4q/Cd85FuG74RhDYUTNkpRJ087KQjEDiHKktLygZiV8lNw2SDQzJSqls5UbmmxftFCnU7HCk06",
-	"3LpjKnS6AHYokg45fJmPwdV8ElupwMRvN60SJrktIpRVqIv5tZ0+c52XPCcFSDj0ybpuXhEcvXVGYzc4",
-	"AbQk+2VgT9bhabKpKWRYO66Zkk8GfH+ufGtkCvAJ5RB6UZRtPxYGOTqVPigqUP4ZrS5psZYqiTDW3Kws",
-	"AAuJge5AIG2mX2DG+AwE5jllEZ+rpQ7ZLzqLDtRGgZqGETEyB8UtvSXpHsKp0meZBB1YgenFiyHLdgGK",
-	"dnCcR0YKeKHXdWjoJRHyvaPqBp0hC8QMlPUAbHZCa7MyjxYTCI+UbNAMjIUMnGVuzGfQQgFlIY10QIfN",
-	"7aMhNn9l0R+BRt9KDcOl0fZbWLnzQsFfymUrloeyTYkQ+LomxhcC2A776h9aqW8MGpacQGaYNnq4EdJ5",
-	"UNmjhPA/VgGJrQo1X8h0FiqSF/lrNK9blvk0i3IUEo9ignCYciHqw7V2FeaYIU/F38pTNJlNMRObx5F7",
-	"oybd9iOC/DFTCvgxGvM45nOIRFSMMgB6GWwTQ5kj+Arzuh33xUX/mjP/vKIAYuMsgpgSa06zlMdTtHkD",
-	"H9SX2qQmP95o0yHpXHdcS1zLo3usHT5aTpElf+jA75Knwca/WZjmCJUDN79ataH0sA1/EAo8qq0qkKWF",
-	"/dEYdNeNOtmuKBPYhD0BJ/kCfJWAFd8zSA2FxDiTlM3I5gjuDTZxZq8F6+UiIedYSS6+ADHmxBbbuJjc",
-	"Ji0IQYFm0ns2kCQlY3qHEv1FJGbhBPYIuPQnH4L9qZrpntj1NP7nb7j9j6tP/9EcDjvmn3v/Q/0xHP5p",
-	"73/8u4+6nN4lMWa4rmfDoqAiU+hKkxJ9Oa3t2/wwB+3ymkMkULmiIkjOV1Oc3twrZU7HI5Wy77I0JYiU",
-	"0GV/ejqcTB+6U2JpdY3YLxXELy7el2kDxmqjHehczbVugVY03uH0xncVHj33DG5D5GRYLo8iM+O+eE7J",
-	"6yHMnhvBGEvQWXeTOAhLqHWQ/1rBWTrWlhfFjzPjz7xYdp7xedWNv7Oq+y4SL23NlQ1ckYWVf7FVROHq",
-	"AfnInYOcdW0WPDa9amubJYL9xsEkWX5sokPTBmXjLbmbYGjt9SjS9u4bNqxZ36kua7GmGv9q6K3fPiFL",
-	"8qsRRsBd9BHc/xtX6BUkHrdNZU5dS1Lr4hGNWiakgERZSwi1DcZIuFEmd6Egz0Gn72l5mSFd1bnaU0z+",
-	"wJSDv6VgvVsf8x6uPYO7qUq1ID5HMTfW3zEWEt3QOEaS82JLCgBGVm2/6wmRX7tBpHYPFr7+23pc6pPD",
-	"C1ZrX1mVmkJQasYT1s7uXfOgV8fBlm4Nlu6FccFXd3PyWrOeskUkHgcDhBmigsdKqnG9sdb7eqyESUaC",
-	"ASJ3JtvC3KhCGSJT55ozUqpbox9UYA3VfE/9yR8fmBJ+xyZHaqxGlm6kojtm8L6JrMrtLhnEquVrstfK",
-	"U/754sN7lHDoIIAoM+kgugk8T1EADck7lQZhLRTotEfvI3AWVx4UUWXfeinFfnc/wSmeiv285Mb6BgKb",
-	"SgfpMjaBuSz+S3XYZ+e2toseZlSIGPAQNV+evfq4t5J+Z5DMl+RDwTcEx9JTRFP/riCbEhxRphajkzHq",
-	"6qPxm+pxaonmqrb0yUmSxJREaEqvTbdjMxQ182k5ixd7q5Nwaot/8ZtAc5AJ7KlECaCNzAplvr7e1Rsb",
-	"KbB9AHwWbFAJCmRjep3D7sDDuJwmyxmW1lRcLn6spgZN1mCu0IE6jxyAHt9rNCb1MBXnpDT18kTvOcKA",
-	"ACfmgshMClhf53LkkQLPeHpYr4J5ORyEE5jYNT7WPWByeTgrfY1uGJ+Lzdsg+9bo52s1DYGh6aiJw6Ix",
-	"lQuUkBRCWTZqA+xbR6GSoMNfMySrIxhjRFnbemGz8Wuvx0bNGLpUPL+jowP/oqAc84TH0VVd1pTHxTNA",
-	"N4Qkjp8nq2cOwtM45dMhg4S0RCLBtf5a7/uZT2hMnIRiNeGQJSkPDe1MpTh2vU7qP20tn8ONQNcznEaw",
-	"KBP/CGE4EcFRTBnpoAsn5cpSD0iOzkiIrUNI5ZCRO7Uzmw0F83dQliR6FxISiWJnqiEL3GY/gY2uhMzN",
-	"bFnFQMQZkzTOwfQfECXlHkegfit1+QlaJvuhMiX6ofoBY4RKKRSxGbKqxw9Mcse6PdOcCmO8QvSacSXe",
-	"NfWq0ymOhyxz6alDJuleB7030YYkFjZEVQwQVycCfmgeRyidMYH4TOqgUh3elkG95UT5CfT7LLomEYrp",
-	"DUGYmZ7ZJW9YT3dbynpf9fql1lerkxdLFH0pczoJb/y3Qp9LltQJwQSbMCRfb6i6suyrWNB7nSdZZD1m",
-	"9DEaExlOwJ5jMDii43G5tcd6RXWKi/ZU7xHEylrgotWXwDSD0xySOmy73N5NI9jl5Vtdw2bihKI+EZ7r",
-	"MZ/YFrNzbLESMP46xaxcgs6AuFooaKuSbVtUVy4ALyuYvA4yZt1EfXmzKZe6tT1IGKGvg/KWmVCbd2Yj",
-	"d2oqekvl4uo65bNE/7yREVtnQ83JqOE3Xndz43WlvcAaBuysmaWWBD9vbmfLW4D2vpSkR7dHnK/5YLX7",
-	"YBfcfAlhkbhSUFTyqClkRJNGq1EM41TfnOK7KxuGCvdWx0lcqT/gcwaCt/C+1rpKRTpfPO/0nnd6nafd",
-	"/b5CXFjmGEN5ZSInXQUlp/fcem0UFSzycKBKG7379p9b4qv/MIdomkcrWfTt9b/z3MOKszMfgmDIMSLT",
-	"xLSuZZUu5OROs/d1i+68yd1i0cM4YDZpLrSN/6BIKCr6Q/ashWIO7NdWvtjI13tuicmXjVQGK+sLmwjE",
-	"U8WmIBZsY4XBN7d7kzdvw/TfsOVfMSvS1/+veikLYHbPu4B7RWfVds0As+u4qvyGo6TtouJG6XObKfnf",
-	"W3+FbOG76wDn9PiOqYDQTq0yq33MJzwm8HvpqIpfhsqg6sOMzNHFyfuH7RW3But5T+ZFlpMSnXBQNuqW",
-	"ojkO7ssFltBztab8+Vbku2gtm1Jm7VIbUXa1kCy5x57tRuT8IiHhhuu5D7X/suwmbOXbhMp1RfshLsa0",
-	"17XOy9u8bRdB44mKWbvRyK+TBWoq4ck0Xdii2UhNVy6j3sNTY0eOVrbmWm5HftQmWQbKa0piFzB6RTiH",
-	"bXOiP72UOMP12NTZrkltjoMRGVNGPap2UX19SE3T1RJ3ofJ5e+o8JBf4jx5KZzEZIGxKp3FWSF1Rtx7e",
-	"dZOTEpLqi49OFesYLFdVvhr3yFveT/ECpTNWzMNpZbk5NP022IyuGGcetxBGr05+QnICWZYoyC0SwXfA",
-	"fip9j2tFaS9hyCosbUYUfrWJICaugM9YZHJBINOFC3mMpvSORCiJsVRUUaecjCkr861tS2plt9h4Mm9I",
-	"ykjcGDSeqg+0e8/b9tVS8a1iCE5x9jKq2OyYtt7o7bKeG6vaTOkNVeT2818QaAmSQIZD8dt2C6u+nUOn",
-	"GtWj1POakjvOZ/tHR94uAzmQq6xZV1TMx6yv5nAhzzIqvKqPVH621RpA6neUErAvF3dYQYOVm+W+IHbI",
-	"kKTsGomFkGRaigcCpFp1PGX2bc8KZjR40SphYt1tzaG2eVf70nFZXVGtx9/UCK5Wzj97PcU/P6nthgrv",
-	"+9pQYf/HsWBbQ6q3LZEPl2y3S7DpvDx79REpmlEKDKsuJEO2VfdjuTcf9lO5ODiN5opmeRsm+Ta/ahH+",
-	"C5qdqOeWAhw3RK/a7vdnJg/PZwKxGSwtN2+Zp26Oa9Y7QdIpiat0fMtkPPDfLLWM76Ij9bNnz57tpt+O",
-	"eqYdEmD9f9p1fDKK88a3vgC1R0y3gyYiXmvkpS5C6msG4jmKzoa9mvODreS86dKoyA6CGjsO3qW6OGhF",
-	"j7yXkRRM01e5i8q/Mijwk2AhdBH3vNCKrfk+94RrV9fV32Bd33Qjo0doGW3JVL3zZPllvk/LAm0uNKY4",
-	"EwHrUIUcR4vm60+P0kaoQIeqdXz5NL9gkjt6ZGEmoF/rpH0uaXp3VqhTssk96Xaebtb9wFcsnSeEBSaO",
-	"aspvSwHM6qlRioA01xU/zx575oXiUTUk1F8fB9xSsSk50XRzhWwzED5nq8lb52B98Kxs+kRN4X3Jv0Lj",
-	"p6pfaEUrKH26Rc6xTIpZ5cyxVQd24sopfGwtDScTtr4zP06hFNaGOoYplOGpDzZLFAkK3PCNAORIHapO",
-	"GQpsJEdggxHVN6q1iCDNuniiK4NCisdcHP7ZvweBcBzzuen+OyG2IEez69b7whLi/fbK0WR5gN6q6Dx3",
-	"sRWmoKc0MWVAv0Nebv1+UAgIfP70sDBjb6X/tgANZzU+3HDKCOZ91L35f8lMlisX2jaC1tuFQjwTlZK2",
-	"zLR4+GpRWxtVrC4UqzYyP7iyNwrw6X9pNXThJcqZnxRZMCy1zaoxpU9VQuMzgUU4Vcykk3S4FjH7YKdY",
-	"q1Jyo7AmHyK99yrCJ6AAK8qn6wWJForoNZWihYJO0ELBVQBYFLSDFrJRvFotxeYVKI+o3ikZuzCNqxbx",
-	"KWVZjlYxV/6k/Xfc/ke3/eJT/s/OVfvTn7yJ8u+9bUlObAQ0WMYhEDgoWhODx4pUvDfO570p7hnZBnBY",
-	"B9FPrg0v/Vcs3CauqHpZMHoYbdKh+F49wXk+QG6bVp1xwBY1pQuMvFFtxr2JF2st3ytUs5WmeMC/Yrk8",
-	"sVxWUt8uGiu/zct6BOjGFjZxtaXTKqBLmf7d2/RlBR3aaROXmkYsNbhy6vRb2S1t2LyRChTvyHIL6lE7",
-	"zw4y3bUi1DQsbcd56d7eKRad6julKEwCkruNL2TuC6FxTnuH8QDrk6h1Lfn5zoG+4zj+MIa4iDXkxc/1",
-	"DYR0XrtY3vYS2tlAQW2B5jy9oeUmfhkiPNuma+DKdkY/0VugBCaTu1CKsRm02/oLbXh7jVYr5F6tVlZ3",
-	"/fGDt3qon+qRNPe8rNe/6WvmvPiRpw4H7t2b61GFV3PxVhmeoBTELoxO2YfW0tGsOvg9GZvUmncXL7yU",
-	"oLcZmT9s8O9GZN4LiosaA3fWthCyZp24G32fdHowQ8EsUVqyLko4ZEGhJ0ezptUGlbVNNvaGjKcocET2",
-	"oK5FIRhBjJ/CmbZRVAgKFvf85QoTyM0NvmtmYyOR6fqSeQvRaOHWtG6ZopfG/SGVUBntglBu0XVpHeJ6",
-	"3/jd4tijo6OjlQ7vQgG8jSM0LUHN2jrAbyTRIZr6dOBccSrLBZV6/VaD39hir9ZObMI4FTNcQZt7f/+G",
-	"fOyrWl6VCngLzbbze/wwza6WWSo+ZnemlK59X0NFfXh4VgfxGAoL6IrnGUyuqa1ObysUaMfQ6obtNXHj",
-	"pxAwbhhbTjM8+vrhWv7Pb85NnhHJelvOchpwHz/5HAuExU2xr3+BmlTSkx3feYEPFN5av3AeWLGk009u",
-	"W9fm7qL2sxPJzEeGGvpKNKtHpuOdyCvWjRZFqrBeI0NJEuOP8ch/psB6LSBfESGpLvOqw86d5hcPUs9y",
-	"Rza13pbWhZWO6byCoXFRW3tXnmehTnUzq1cJN9ZoTZ31BFC4sNdCQTpjTI/I+kGqn52mSk4v+I5XTDOf",
-	"gKLROc/2xkNkIyvnd459hb8+MIIimpIwR6Rqp6yvpKYWv9fv9/v134spu7la84XxOCtK4Mku6fWyp/dJ",
-	"dlHYOuWSeKfoN7LHG82h31O6LFl3s91+41+FCOpC1KKsnkuG8zU7Xo59qystW/SseHYnONUMY8TlJF+G",
-	"2HQdgNSr11HE+moJNl3S0VrjfBHTxYtSM0Mtm3JneBgen9/Baj23OUkRdVoJrS4rWL7EVQk8JPR2fZj1",
-	"/RGARVKwfJKHYecuWam7J0RXs7rHZdlFAJq9S4U1lxGvjOoVIFeO1sGcAoXyiQGKd27psvD0nRwROSeE",
-	"ITnXvfJEC5n5EWVL6cLnBq7Jkez1NjcFfGk1RnWf62/6uX7xLnpiBtapTXjKomxZa44t3v8xhvimXmtj",
-	"WpAFY714sVEkFm6o9dZhzanWxTZAGSWRERatKYvtDhW8OT9+w4hTsTavijkTRFjDc2WhpdWtzLipo4wm",
-	"Ts1y8eVSy70YS219dAuZuhNf5WfQV5tEAKSdOByyD61dAvR7czioNZ9j6lnYj0VqqW8NI3PfXRnzdI7T",
-	"6F8qzHehwpiXvoXT6u/2tPrbnVZ/g9PqbXlavS1Oq+frsJNftXVokXPWq4eXqIadKv9KHQXZqrCLSZm3",
-	"XA58bEBkwPGm8y0ZWc2oY66OqKuLO19tQifURFvcOanLHHY7h4WgZ08NfuHNQ8KZScjpjw6+x5SEhMm4",
-	"aDQv1Ldd0WciA4GPmxX4ow189pXO2ZmyXgSwl8OSh7Kq2mOq6M1TrnSvCKV8xqK2TGlStZDA2S6FdE3u",
-	"1a8TAoodnskJYVKhLYkKffDTlOrOTdYambuKCwZH+Hk5W7enXQL0ssI3527tw/LSaTjRd7HUDbrUeDuv",
-	"X2KqEEFAN62GY9oeVd6aTFt7VzdtUrZJySYoUQxlpqhweytCKSdrSm7pJ97KTuDFME2D9nXyjx43QOSO",
-	"StP6AfU2cNx54lzL7rtjbRQXpkeydQEBPeVxRFJ9UGILN9/KRk3Fxl9FzJljgZhasl5x9Ii+qHIFqa8f",
-	"ylwOjSsUqVrpL8nWbzzVW1RR01ebr+poX61idU+Nd5XOaRJWsvbt1tGzqmffQ2ihS0F/UUvz0zLNFFLf",
-	"P5b1yhugIKdcQQsFRYew+iUrxA//5kkC3q0aJ9YK57L5VMNk6+p/+hxby93N544NaLOAYm3ELRyqW7ev",
-	"2UM/qKdTnC5aqI9+0KVyod36LDGtr++Fh8uNZt+AIWSZhf0XRv+YEZsLWn8biua1zexrubyQrcOL/ikf",
-	"xWTq7eH68fVL9OLw6BlK9CDTjLpSgVRzXKf41m+9Tx076yDHEkjvhy7/cq4xEjrU6wAqtxVW/qX93r5j",
-	"bs57Y9V+E0qTmx5Hh/1+qyGphFP9xTYZgUbYp0zqTxqATKRMxGB/36asdSJyu2+2LfYpu8UxjTaRNrDJ",
-	"Pnf6WAHGmfC9IsZlJcx+63/q5AXZBkj/m7BwgcJFGBMrfKC2bsKFRMJ5nP1lnnrFDwNpH6Mv9SgTLbjP",
-	"sGWtl411BZP1jWVOVzSPyYwyRUB9KVO6VB1AyGMM3b/t7ZsbK/bXsWfsu32LvM4cmKpWArJLoVEL4Vhw",
-	"mx0d/GfbMOr2WRSglIiEMwEtLKJaavLixYsX9dTEK/fMag7szeXluRU2w7J+p7G+2vtC34OqY5WnEonZ",
-	"VJFqa6i8odqQbi5AcUPLL5JToMHbWvwE/fLxDDE8tVLK0rnWu5ar2L9pJ64h0FrWqCwrk+4N+Mj7b2SZ",
-	"/lmuAhmPSSjpLUGCSMWbRYVMfkfdIo522i2iSjVdUCxtbawGXRiANkoQqS+UP4LaltKVe7NS/XmBNbeg",
-	"Wg32OiX5THTgOmUxf6baxVY9omVvF0tRbFqx1D1NjxynA49L1QQpi9oiISEd0xDBF4gsNwvaGD0qd6qE",
-	"Lxsct7/epwlTMzsuoERxspaLaJXTWHb983aPG0jFeWs3zoivvVsJrtuFvcMGVzXztaHmXwqx5rl0kFOJ",
-	"ar0QXS3Mcnx/NTMS6TphAglqG4DpFA1TN6mw1f7GJavVua2FK3kc6KMGLGeHssGC01pWY7HQUyAxP8JV",
-	"5Y7rS768Nb2uTeEXRwkJTSMszTcqmsj6XddKIabZVpfduZ+94deXICFIW2+Z4WsTN59dKhRoShCg0QKE",
-	"icGQ/QkFNAkGKDC0K9DtYFvILnKvpfR1Q7wC1HR/1zrqVV7mNUDNmAq5B9+95fFsStS39fwQn6otKzbg",
-	"hyud1/2ijkkOoDAWj2dSu56LY8ZCQQYsB7B3EcB01n4wMPaD0lqVTAQdeml0NaYxsbaFq5wH6+/wcAzw",
-	"gEIcCAsUJCm/pRFJBzBv/tkWIp3rDvQDNp3bzs4VGPvBXiuHdVNjGpriRMNFhgDwCRcSFsRhrRCUky0Y",
-	"BiqRTo2cpXGAmuqvfZDyiuAgdwkJ5ZUW1QDGEKGC+t2u/oyYyjUnNOZSNRiIlgvCQn4XiEX6fJWUmJtf",
-	"QkiFDdVjtVT1cAr/MZ8umVwSH4kolMzePLLFI3oWWyWUmMt2FePr+frXkuGUPAOG7UwlzlsJOi1lFTGY",
-	"CYlGZIWMB7uuq5x7sHHl3P9GUiBqCkJQ4O4m2PseREMvk+E+3Te4pWRO0gCad4tjRXp1LmWgtX0cSgWG",
-	"LEGk5dZz2TtW7GVKmRlsO3ISAVWbMl7Fb4iJRjRkRk+aVY3iKQRHTWnJQ+g8rSDpBbklfsvi6S1IYeZ5",
-	"0aI85o1WY45Tk+kQplTSEMfFabNffdPSa/Xuz8TbndIQw7bQo1AyG8U0RDekTJsw6MkWG9cJOBlTdk3S",
-	"JKVMDToZvYxOxz9Nzn7/OX7HPiiqdkOMFH3TtjKdonWwgqsbtd5Gr/fH307+9vPdy3T814v9Z5eLX//y",
-	"5sP1s0l4e44T+i5O52cYn4dvfvnIf/DE9Zk1V8wn9JoJCJyyXrnCZvUWq2V8Vkb27zpVkbCIp4JEV6OF",
-	"r6z8AtFIk1U7UNNcpclgiVIuq71Gc1gfLJnR741WYMNylhIltAXO4gIdGgKGIb0qdZlqUKkR9mM2mr7u",
-	"Rv/559gFxWgha4oiO3hUyQyj19B6ZzoiUaRjist1J0rh6h5ErGYVEr9GYmAe4jSlOrGBsFsS86RUTKGI",
-	"0VUfg4PiFVoQ9Y+Oei8c6KHmCAvy9LDk1t7oaqwEc4k0GwAUllo8iZa9XSvjyXMC5I8WtdnHivzckMVO",
-	"okTtd9bLTcwp5KrSgfVRmxd0OosVGJaGc5CUFFxucz6LI4iAniU7sTRsHDq1Tket5Wr65Rp+4fu2Eq3z",
-	"DJ4ZT24x4oHxebWMzq6CmB6gOVZ9bJDBKsrZdjEGbxYJlxMCwkHBIVT24eamo9/Wc6X664EuMUE5LZjC",
-	"FItJSeRfb1LnRq9R5m+ZUgCBWvWrPcdyIlCT0GJO0BOBaLSndxFRUm+a3mB1hV5zldZQS9b4JveTofmE",
-	"C6dhFJw1SrCQplGf1WSy4ucmpkz3wioJCdvupNftH3oI6FKs9pfoBQfnTIZ8alRmkb1S8dCEVNgatU4n",
-	"Vj/LcEZ/rmsXRdg1ZcSQZt2aYm1W8sp83+eMcJfmsR7OYigVm49SG9exZQXquiZLq3CjVawtB01hqV6q",
-	"xKbJKUDJf3IX79+d3x5YQFo3IBQViQSSKU4EwmUyNOJcQeaZEkLVe5qLKRrwjEQvukdH44Owj1+MetEh",
-	"eTp+1m1on1VjcPDUU0DbfK28OpGt/Ec1oLCEZz6jtrOW+m+dvVJy54TcoebH1y/RwWGvh/S1QUcDRJRS",
-	"naRUEHTQP3x2oAshPUcpZhGfIh5KIkVJuFu+7Yrbi/pKFefru6RTMrCVuR3rf6zog4JUsVo3tFtYYSzO",
-	"4dIysDbLqMMX3cfFG7Gi0AWwAmmbqw5mtX3aBAlTUqmQn2dJmIu/VvUihkexWr/W8MgtFHlbJLY724Qr",
-	"Btvoveh3up1+p9fdsEXPFIQoq+W7Wrmx5rGpgCAoiMzvPe234JCcKp+3/XCXrfhFbZEhARV+TH/fAcJx",
-	"fA8OUKZ030D94XKAPyFIkruScq7uwPsPL58IY/hJ/SqxQZq6uHJDz1ICIF3LklDAPL81CB5ucEgrD0Uj",
-	"t49cm82XcxidS7BWwQHTqemhOuIUL9cK9mfHrWmK1UvPDLImcaYU/vfqHKknRQ/bU2/YTvFWr1grmyZ/",
-	"NUMfp5rzwRWeyclVknLJQ+4JjAsu3pzooNeLNyft/tHTADWD24OSZblhHtbMkaT0dtkcJ6cX/s+enF7U",
-	"fHImSOpH6V8u3iH11PtBK5BsVNraHJGuUXh6ia/3dlLJ2tjA4XIazCuhT06BinSjdCNaBbK/beHrnFPf",
-	"o2hxmZ93UOAuNUDGLwjFMQPLJQPUnJPRhPMbAXHZY17xXJi8M2Cu2jDV8DNtD1fdkktKDlKrbYQ/JZiJ",
-	"e3JLV1/qephnvkkfZt/2Q5QNQc15SiVpcxYv9o4zFypEgga3/TAoBSJYmJW7jBa7TBRX3GrAHB9YvMji",
-	"U+7Rd9rlpqZ+gc/B9TWYa5OnUCGB3iHTWEPslQ+cp9aylB290stKCA213XgqlhgElsEIFnW5SMi56e+x",
-	"GktWcvO8Wovaw8TfYLdwaQpIcbAcKR6JH9uCF4rrrsuds1j8p0dHB0fLo/HvxblvD9Z64cDba7dMtJYT",
-	"51VlFzQFhqE7Mac7n1rP/JArfN9Z8YV85dvUfH4JshlwDczcU8iWr2P1kZC47GAtKY/W5btGOejvkJNp",
-	"QaHAy0pJmwdK6/92WNVq3nSMACVQiFlIYoFMRUPEWcniXtsmZm3Gtd5RgkG+Y7OYvxNG1Ps+GNFq1vMN",
-	"8x4v0fvrwaayPrN23kzZ0lmjeZq90pcgEiCltzhcoKZ6dp7S270OOsdCJJNUJ1GnBOWCbDnwBHTTbLTC",
-	"vZmctLVZsK3wpaS9Kj1UJ9DdFt9Tv7jvlTRSo2hqpTJXEqtRJeUFVYhbEQL5UNTEEsVEafHPlR6f4lCR",
-	"5pJ6Wt6ecx16/eeF6/B8HQq4QrkvrnaA3rw7edlWqvyLp6gJmv+eurjZz/0j8zsYAvbcaCUNeGsG+LSm",
-	"baByUBVfnEGfTQFZPu/7AnKFBcMsc4BOTi/avf5z1Hz5+scCfBSCfVrDtOG3a2TXrEo+HYuGs8mD/gra",
-	"WZKKYNoyvrQq+F4GRPUE6wSrv9YZV0BXRc1MFgCMC24PAtS0u26hnHi4cXlgML89KML11hvc5NSg3jxT",
-	"3/FGckYQFJXIqtYpImcE02qx/Pu1GfDFtPm7c2PbtJkR3UzChZOd2WCJSSRQ+MJvyRUEGac8jhUiXcGY",
-	"T8USGnrw2sX0IYtUHSLjklTq4zs4WnB+O991AVSJQ1OwtyOKXHfzrBV+s0TAm5iDzipRr2WA2CpJRAd6",
-	"Lw90Lt3XbJ6WxQrYjvf2ZX3gz3lMQ49EDpkVcUx1rsENIUq0dSOVIHZJl16BIBv18HpC0rbN6h4yCCpI",
-	"iZylTKAmZojowFa8EFnNdrUGKE3JhaCjWEfkziSfYknDYMiy1rtqYLGVi7NCTZb0S+XaCe6gKg3I4oK3",
-	"C6gxhSW42Y0JfOT3KYvQ36A8h/Gx6JAnYw8ZAJ6OiJBOp8rRIsvgf6BG6hUcc2Tlura5Y56ihPAkJseI",
-	"ERIp8oBGBM2gtEJxoTwR7cQ45VzO7Sgh+bFe0qn612ZneZpl/0p4Hd3ieEZEB32cxUQMnGyaq6kIEKTr",
-	"hyhQcge5kjJWv+4fHA9ZAMFExdH///+D9M8RwdEVHkuSBui//tf/W3pfva0bFl5dpzgk8O5//a//rzT5",
-	"MQry3I0rJ3sXBg9Z4ATlFx6bG+TLaL7ypDO7k0IecKvhLhfAb8u65RuDvOUKDBqDvhpbszKTdlzau849",
-	"rk9bKX6h2iZC5xup8W0Yj+z4QnZKAdH0xjNN7eAp3AFXV+t6GUdxqxWEh8TKvD2lXUcxx/LInflpZV7f",
-	"tMXj8HYcgSHHTn7nmLAQiKog8VhTbyqRaYaHKENUcE9wVa8ImQpgjrwLrOBGeY3vqBC24p1bhU2NRnOo",
-	"eIb1UyqQ+lBt5/q+u5p+7WKWn5RS36vnpMQ5gsPJqlqH/e7mR1h7I+rwGV7YBKGX4rP/2CoXsYLREF9v",
-	"mr/YtuG6QRQgHBqRMU8J+n0WXSti6ul1tzm+ly3l7kmW7kJ1C77jr+Jn/Xm06giPT8LSHOg85WPqy1pS",
-	"bDGyfCbRo1qg5YQzIfk00MYTcpfENKQSBXpoYHnSkAVjLGSAmmKK4xi9PXlv6yCJvRYKYszyhMs93YJ+",
-	"rn7T/eXUMQ1ZRAS9Zpn7tShdqc8rmGIGCUfgOYalFeUr/bzKgP2NUE8YOjk/03kYvrCusoN34zq2h4eH",
-	"hyt7azJ8Tbkugk/G9A46et6Yjp5a8dESOKR4VR3F30hDDwBxfXjNckisbp6BhbyaiWWRJ8UCmrbMTtOE",
-	"FCAs0ZQLqdtgYzSlbCbJ3g6BslFSpTnpSiQYVDTLTUbW0aTRsaUoWkpCfs2oIFaFdjrxOlhTTd436YpL",
-	"00zVmGWBIPCRbPkrc2sAJ+4RqpFdTn9P0uzirLgim5zM1mByIbQCFht0nNaEq9pyWiOER1wQBDLxT2Zy",
-	"wlP6D2M1/ZHglKRGR9Dv6vJeQR0K7aSZs1nl2q2adWPsrP6Rxfpl/ae/Darcyg5kUxB+saixymnuSRbc",
-	"1l2efWktr5tFwe/KUf6rjtXyAdSEcSExG2UP1mH+DxHSvUkD3JIH3uReG2zliciQ8CrD2PlEkPDq3fjn",
-	"v6wZtj1LY6dCGkS7dQwMOiGf7juW/HtHeGct+P6bh3knWf0Zztqhkp519sKW8d6AY9ppmUF4t4Fpaxyc",
-	"du7/qbFRCLhPqjT3uF6uvGeH36/nnS/dzZ1KfoV7/lDdQje4BkBGlgPHHOwvH98+YlyzWueWAczF49w2",
-	"oNlA4R4iso+brRe6tQG135LC66xPQ5Akt4RjSfBqXdbtsv4yu4wJ+3qRww9Ppuvihzc+BUPLdTFwaGps",
-	"KvI9ZODW1yPMGxKrclRCGq++2RsofFZwXV/lg5RWiVmE0wiZ10VWskK/NUCB5hGBTu8ElxyU7VB85qBv",
-	"sz1HC0lECx6/eXfyslodJec0L9LnP/38tz/Sy/nvv5y/en729vzvZ7z/Fr/FF/OD5PXoL68+vhj//Jcf",
-	"dq4kWoqXq4mFra5UF78bOX5bcD+SFpAj/SpV1ibS7EKZdb+1Fi3KL9j3qNDeN+zbwmuNiO8M5+Gjuwz0",
-	"LnGgrxDr/YBh1j5GXhdsbQbQhwi5Xg+oeW2Xknb234h9190t9bymZH9IFGwHCDOU1VvVVUfBSQakMkC/",
-	"fHzbQR+JLseiUYJxaXxc5V5Ga5FXN9a86wkt0XrlTEHvQm3WBOFdEyZPZnLi3472uocpiQiTFKqvyFnK",
-	"SKR9I6MFCs4/XFyifRi4f9vb1zXLwFYMMAU0BZNysdsF9AuG3/2zu/62rM8y8HEz421vX1snAxBfQUzh",
-	"XAqdrqme7K2xiC/QD2LMdVImkziUjtfgRwNeXXgRU0ZSUaER+Sgda2aKTwmEbzGNoUsBBCpMcTihzFS0",
-	"6aBL6GfPwxnUd6NCOzbVGpRaD6l5Wb2RQMtZ8JDHKIkxIwNEJZrySBEN6z9Vb/U7naeHOoJN2NfKjn+R",
-	"N7OekGkrL+o6cQvxUDkZMjkhNM0bgVBTXzIhaRuC5PJeKZ0hG7J/+zf0kjNFBChnQv3yJ/Tniw/v0YhH",
-	"9qNIMHxDrkIsiOEp6ipoH5wZpu6DaQBCIoSvMWVCDhnSZQEt1I7RjN0wJcEZ1qReS8nvUKm2o6Y+haoz",
-	"0HxEgRg7TWUCnCSxAYrt6fAfvwvOArWIBWpqkqAmDUyXmmCvhSgL4xlQ6MPuYQsddo9a6LB3AEA57B11",
-	"0F+rfUtQTO3qq91OEGUo0O1RfvvUsW1oAtTEGnAJB4c9okzHKKjvpDm0Ftr3/seMpIuOdtoo5DUuG7QP",
-	"4VcRSf3PIAqk8mQPYKdEM+htg7Sco2QYyoyXKMFCoCCmUyoD1Ox1Okfdbsv641Gv29Wee7PewBGXAisX",
-	"JSm5pXwmtKyHBQrMgE5pvDo4kEDUpxzZCV6EpX4kOBKGNqlDDk4v8XXQQee/XLbQ+cnlyzewmlenb08v",
-	"T9GEMz5LUXA2br9TMlIwQHDMQuKY6DAFjSxirji0xtnDXh++wbicqMOjwtjCNKIBTTLHIvIZIjJNuCQs",
-	"XLR/JosAwgb7h2jCZ6li9WlO4wYWVgJPdfHJrA8i/AI4aSNS1a+6o1XW+wXuCGpOcXpDIvUdTSuzFcj2",
-	"R5LEeEGiAVKaSbB3nH88mw6jiI7HBMqwqxnVh6jt/Gch0e/DlsvpFksdibBH60dEH3lsLjlPIwVjQBJb",
-	"DteGJ+blcO0vuuDtsY5n0o/VPWNQtRnKsvMYQnsZIZGAxTMU3LUtIW2r50EHnaApFQJy2tKMhmhWUz34",
-	"bq+lvoT1xyXnKOZz++xAh57ENCRMuA7nkwSHE9Lud7pO95ucVZycn7kqUaPX6eqRPCEMJ7QxaBx0up0D",
-	"E+YDvDpnsrbYq/rVW4voo0EUbIIYgAFljRsV4P+YkZnJr8/6tB4jruTUORUEzbHSl2cJVDZQfwRoSuOY",
-	"2tpL6i5YdMTMSJKKznWy0sKUs7PIRhCe8zh+aZdtSkVDoWcwc5RbBDCohaqmVSfoTlwOw1KSDlUvAQXM",
-	"tWP1rmX/uGBq6x91l4a6+YK3PkEsPNw0AHq/27USg6mP6XITxUXADJNNvrS0tIbKj6CugUBSUofssRXO",
-	"qgW9N4U0dKA5xYuRkiEZ2etoEcVs1z95tpt924HNFRDhTBzR8LdP0NdMd2kyB9ROeBzDmsL8WCW+hsKL",
-	"8K5SGkp3T8n98EjNVsXn/c/mX1c0+qLWaHawFFsuJ1lPUkQjdE1vbWCAroGny9pu5RMCxFL3L8erfIEN",
-	"Vx/Xxp78wFdFnX9qQTMN381NeCqBObQhY0NDQXevZojckXCmZCKzDuD+uiEFFtAQElJnMiHIfxkNSpkU",
-	"oqwR2Y88WqyB1o7ib7uENbK8EsjMIYk+qPukC3360trsAtneJkVDSd6Hxr29hz7Ah4oZRQ9/e/QR5wlX",
-	"T4TNybrPDWJjel3LD6DeimY2gDu6Vjy2rcIzqjIAK6mjBTxB41kcD1lExpSBFUm0oK+2UQMUb9JaRjki",
-	"FEQ8rFSIUh6tEjaMbFisloxOdJ/hUHFOhcmcoYiKGyT4kGEk8Q2BJBXd9Ne0cVCDUoJBoKYSmcqXUw5a",
-	"FR9bGVyzae9VAMA9IH13p/GQd02+nAN5eAR8RQQU16nHg+0RUev/QLS99O30LjQ2RmzbuHKm3cOVeudZ",
-	"s174+pA5doimtdyHZE/p0lkDKMAJhcSe8uOYRUMGeftjHEphEgtA2jOV0EVVz34iyq0FhkyhawuyJ/nY",
-	"BPpPFfsmVjTPqosX6rlLG1HVGbIT6BraMrkL0XqCaC0Wn2qo34OS57C/kjoCujESZIPwtI6nHD2AOTMz",
-	"OXWsup1ep9toNRSVUYg0jcAfr87G8NnpXc9t42H4iS6/oIs7Zz0/er39/qHC0CkO1bf72j1h/8cJ1NOd",
-	"QD61GjckZSRuDBpP1ULavedtuwSuuFlM2eyuXN9+4xYO65EHfXQ2h28t7tXbGW06zU7dR5r0UxIdoyC/",
-	"eqCPV/xmOyBZBRKlpwYjqk2AXE2PTFWwIkHKkibqadJHwshcZNWknwiTB6J1nFwey81k0GuvBT9qHqdY",
-	"ouJD4QSPaEzlolXoqwycVNevhhLpGQPUrfOHDI6QRIaUVUmSXtDl5duW/TMiKZIkneZ2Fts/rUjWzaWr",
-	"JR1vMvjcg3roKfMLfpB3xKPW8Wn02N8+5bKedeGth6z5Ste6Jbvj4NnEJ+GN7568hcNJFRZ9HfkRAqBt",
-	"7fMyrhrs3JiF69f+UStDngBWCtTvdhXPi4mx4kEzXmiDnXTQmUQRJwKcGZLPQq2ERVjiEdZF5Yoo+BOR",
-	"b8y8Wx2gTxfRHtu1j1bBqkYuK25u50TurVJViXAVZ7EQkkxXk7cpkSkN6w1A5ymfEjkhMwFhpErM4ILm",
-	"cl6+N4U40NDZfNJ7Ru/MdCvPSE22n8SYFk8nq+txNZEyubKG0ivJJY4/hzwiPwzV14aNllo2j34YNn46",
-	"vRw2WimfSfXQbb49bHxBB0DP8kMuK9iV8zRbsHJYGUBaYd/9GTvzTDMgbnraxijYWeBpvFTH+5AQdnJ+",
-	"lvuVnBRH608RuZ3aOFa8R24+tdm1tAss9BFTSx8gMGduemjePVGG/nby7u3uz6rgktvimJQeuliXgJrQ",
-	"KksatZkd5IdYU3PdMWFKrw0jV8rZkI0ow+kCKU0B6JIRHI7RUfcANV0/1l5uzfUx/5+I/KjXe2/CC+eZ",
-	"M/9ea9e0GBaqi8Wlt1raPOoebHDoO0aUj2Bw2I5y3/b28SyishZNtN8NxkAcdxqJorG3Y9ya05lui6Yr",
-	"jgnT91nLguDWkSlmQtvgEDaqLSjfAzSfcNTUXvIWmk+wRE09sGXqPO61hkwhqQ911ApPYA8VQ74PtvmQ",
-	"/bd0SiUELK4YqEOoGg9qeIctQACaB+Wg66kJQiucxT3ITgF/tPEBvixTTGNXXgPY+uU16NRoEckyxBW4",
-	"ZIeV0Mh7rjb46vs+WrOLdQ7XAmcX56rmyz7oHGj2k/dMnVxUr3qqA4MFwvbTHZtUf2WsraVC5DFmwbFx",
-	"AJuk/NaQZYn4VOT1tRWjyQMtmnn5iBGJ+RxhxXXSyMiMQ+aooVDXwlhXUURMe2CnnTeMbaFisQel6o74",
-	"LegONEXG6Sb2fGRG79sc5cb46PjeoR/ep3uotyXZWndBB+ukE4zVQsVDGSBdYcAatNQdX9+noXdtsj2+",
-	"slXIgrzOWq0fg6PJRGYpWqLjTGAxp5f4um4SM2wfxnxpQT/4ZcGWdnw2zqzqXhdVwzW/UWvfVT/93f+c",
-	"B7R+0QgTE0l8dVDU74YVWzBCuQzF0U1kiUR8zgRqmhAu42Nx7Cl7VdKtP7z1XRm/097nT+t4yvRc0S4I",
-	"pv7U9ufQWh7+oCSiApipFIjUFMvyScg5QB+aVa24bFtfsB1clp+I3OKEHK62ES4aeJy9AmxMbBB7TZz6",
-	"xIYQGr+/4mcxwbc2TVZpQKKDTOduhCFWKMqYYc5AUwKt4oTry9SIkccSmMFPxPGQZdVuDFkWWaEbHyv7",
-	"BVIpdnM9t3XVZ0ULrzJ8cEoPbsqZzvNwla9niF1xV2z9lm/gzugDfxgGszr8S4v9Mg+MEYgKMSORrXNl",
-	"vvZEaPdKSTNQqp/BeYj9hWyBRe65aIHoY4MCObOBxvCtJ2LIdPgJ1a55wRlqBiMcXQnbdjtoocB4O69u",
-	"yEL9OU85u75SLA9kVeMWVU/gZsIYCNC8ApdJ0EKdTmevTjutjzTbtRbT+lzRLeJFDvZCzNbG9SuzGKRS",
-	"cJutqrlhxNFDh7CtpW5lfep3pG4ppMrjoVytK+v9+XAMauk11ek+tZf0VGcDUYYCQf4IdCisKR4YmDKb",
-	"TXKnvkhvbZSDUOSfhQRRMWQSQ6AAE1S3wC0YfKCzr7EMgadRTddCMxbpesBDlhOBlM9RzMObFhIcYYin",
-	"gUHYZqSIbEU6+GZKhSBKl2P2u+o/IG/pTG53JepoqFSEOcaS1F1ZDY5VoaFasrOZVCZmOcbpNUkVbAo3",
-	"7LDnvz22Wp4nNrS7YdXlmutvlmcjatRbxbufN7TwLxHmcVfollM+9OT2rLMMm2SFeJr3ePLN7lQyWO/+",
-	"52lZ1ZWcq4sv6D9IuSKnf25IKfAfTq8Qttsr1Vz8ylG7gK51BE/jctnctkO7YX51dWHqmF87hM8Qnsek",
-	"evtCpgRP630hKABXIYxu68EBal6Aq6p9ofakgbhn/ZWlLYvWkBVkFk2uhMQLgXhCWAed4nBi4EO1Lnhx",
-	"cYqmRAiFkkCnhiyg0SAw6Vd68BNhCDL0QgNqFkRY4tIwhAUk6AyZyRRCAazYJFak4NFhHAUwehBoPcVQ",
-	"2FHK50JtZsj0WxcQD9HhzCwvQIIQYXxAZj7w8GMT3qaQHY1TPoUULXAjQQIWMAkAJ4KgW1uONniLhWzD",
-	"XO2zVwFq2vq0Zikmcm60GLJSdd2UhJwxEsJZpIjEghS51ADEXKrdjVgq8c++ketOkLBDI/VBgeeGgWTZ",
-	"NGpv10RmPwyZnNOQdNB7MnfTZpOZmJBIgV7wzKlBUw+7EUPWPOdCXqfk4i9v0duzi8vT9/vvP1yevf5b",
-	"yzIOCGHXMB6TedZXGguEh2yMdReBvRbAWcf5AfdTEikNMZqnXALjnXbQCcwLd5EyMmTNYJAX4w32IGhK",
-	"PdWz9Y7yJtZc6ZV3lAjIH8zSAJmRoBUuA3w0iAFEFOpSRooacEY6KFDYEOj4xiBv5jemscyK/wNKaIAt",
-	"3CcxFfIYUUjspnE8ZLoNlBEz2Gw6As+B4BCJDnrxnKc35mj1hwSSnPsY+wVMux5rv1DoajDL8Ks/UJNe",
-	"Mw4hkAoby0hsgLr3L7b/zbF9RYcCGmXZfnD/NSEzOdLRsYuZgFzEUqty1arDTBPSmnq+6AJGFFZuKtk0",
-	"Bo3/+Vu3/eLT516r9/zLv2+lGlV4VTHIISUyXQxQv9vtKhpMowE67A8ZcA30edgQ5I9hY3DYbw1h7mFj",
-	"MMxxYdhoDTPYwyPbSHbY+KI+5xAS9efmERR6ycdQKl2HzMeLPALBkO6Iioxqm7BrEziixIed6GuvswrO",
-	"FW6OYnpLvPz/W5FrCvGMq+0u2f6c99bxv75xpvmuXbB2I4t1rAIOkHZmGJgUIGlxyP31Ie3WKzy5iRId",
-	"wGPqQFhJmzFpIao1aUeogbwcJViZuFnUxOjVyU9ITlI+u56gwGTDXHEW6MxramKWq0n6H0vJvFkscikz",
-	"XZvKByBomOz/BQoXYUxaoPjbdIX8aQtFM70ZkpcUgORc90m+mCGDvkrg5dLZIDrLDaz29gq10A2FTCML",
-	"aS3oR1wXzKBSC8BqUAe9z7Oz5ymVkjDT4octsgfGblnvcc4w91F9ztbyQ+Xi6jrls6QxUL+B46PkVYa+",
-	"ZQamsMyNuvb08vcXUKJ1464/7vv9L6X47s8NdTRKekryZeseUQA5YUoUpUQI6J9psjqOuvv9QzcFJMvf",
-	"0MKGxXfonUahzZeZ6JbHs6kDI5Fw3dwtmy7LNNwX6e3+1EbfQJvfQWP/Fqf78NJ+ol39vjn1V/NZTdmP",
-	"fFr7bmFiyIPMnqFCMzP3Z54ouWT90DmLshcJCb92uEB+X2rkD6f31v8BIQMThzyszVXWces4H9n/nM2y",
-	"SUhB9lIL6H/OLkzvUssEasIH7kH4Hj2A4D6nskYUgYPCNo5gfej+RKQL2ocXuVZexMcPJ9jqvHYgm60W",
-	"jjMobheC0EFBhhnahhjkuBG0tDwCI1tKoAMnFXwEhD9dQgOd2IoaQUUMCFBKdGtBsBTliAlGKoWYMKw+",
-	"CmFXt/zecQjbxR9ky3+UCISVV8zGIHwTVy2LQrgfdUxm/kIVecCMxt28SEDLrd4FOfqhKaNfpY7mQ4+M",
-	"lg8nTz+8PPygcuJXvDuGGn4jl8fg5eNIfPvkLsuiq832ygIcWrmJVUgwl0ckpFANH4/4TBaFQ9TUpf0o",
-	"RB8kMymcfKO88Sro45n/plhfhkP075ApFTyccAFpJDYjVZjmuroWGcSIQ5hQy3jUTPvdOZ/F0ZBdc10h",
-	"l46BecGs5hXG5z42dqpB81VEKpiLFbSI8imQfMguJNpfJ4tCu2Ldpdh2LP6q4S2bykrb4ro+7rbCF7H/",
-	"2RDbpUrPO3xD8oR9hB20tTVDcgjq0njasYAZsmXl0JjegWMJS4tw0hYBL5mFYoLT1zDkHU5vGuvoOPDO",
-	"bnQc+FReLsWsVUELNuunTyuwwwLha+LH6uHveUTuhUmUta0dplo27EGVBK+99zyXkHJ05AwFBscDNFqg",
-	"CWbRIC8GoS78aDZNoGSMtm3WJfNlZ2zS+loIm3C4IQtGKWXXV1BbGQAS5EXSRLH6X1b1AuI3W3lBCVOH",
-	"ggrU7/aNz5w5dRclBw96BxVNyt0XeX0AV0GhEOxmlgNFe8H8Rdn1ngKKtfvqOlQS3+gaUDM5ZHycvWYy",
-	"IC/t1Z/OhEQTfEvAqK6lrioNUHuJ0MiWGCIRagazJPDGj/6oAJefL7vIDHuPZwzeUABdWx48txi0Uf2Z",
-	"/s7Y6wcLeR9zPQlDkkgSHes4DXBR2PElwfBRLIKAKEVenaO3QuhyKa21afK25I/PZJuPvykS+BdFaURG",
-	"mFCgLvYVn8krPq6SJpcgeciHUQ84Q01NKzNCiXx0ck9HxOAs795DxDroxBUVYsjhV1QH5UQn/8Rh94WP",
-	"ZFzim1x//TCTH8Y7JRr/unzVy6dAXrh7xSP7mrdOW7T4rW4R/+g37h0YBzFDuTDkgEndMKhmTxhmoa4i",
-	"TwXSoeQahkPmEDGrk7V0N6AR+JtlidLl8oxt3D3QksuICOnI5qNFxqP3WrqKM9Q4xaUofnNNh4yRuZaK",
-	"Ouhk2S0+NlUfb3Xl7lhwhNmQURbSSMlHmdFe0imJKSMdI6aYGJgClVFKrRK9sg0qGTv/tqYQ6Ywxyq6P",
-	"wYOefUf7ENWOGZc6QF8BGFrSRURiGiOBF0qjW3hlj4sMlb4NJ/SGjuC15Y58n47g8S9Bo4bWaWgVqd0t",
-	"SaFLjyM075zm2etTH/D02rR5Ey2UU0FtTsrt/HkUME3RlGAxS5WubW7iWlFRZ9lKvuuYKLuNdUKiMuDv",
-	"LCCKOkD8VnKkwF64UTydiRdajTPv4dPfNb6oLayDKwCTneEJM4CzOKL//urBcidRZIsEl9JWURNLNOVC",
-	"oqeHmvM/PZITX6MKxWSrFTVbUDe4ZerDl2oOl+0haAaZbpKbocdGYjKGdoilxWqhEywm2pAOuas2lNm2",
-	"+zArge3oLJXA9PoK0IxJGoN8oqfUM4n6ELX3mtx/KxVRUhzeoBMnKu1uAxuE2svj1DnJZ47qjPvaCZJH",
-	"LR2joFwp2V8Q9/sKbjqJoqq5Ysm9X8e5Ba+vZ87/aCIazG238auexlVKXTdXiMaxDlFVygh2LAVPhBON",
-	"U6UK3ReaZhh53DaPgWwwNw7Zc/l0tNF2l2+jCCkNkGg3OYOgumxxumuERdms9kq8k4HRg3LGZXf28QOc",
-	"1gf3V/HUZa6V2oCmj0RfBRuJnSJbqV/dRWdspyawaAf3Ynfc6MfNGNCjBBMtQ2IbR/TYyJyFED0oc9h3",
-	"TFLLGEXGkkck5BpZc+sS+HlN3bsssMzRQ8u9TdAUL7RdRz2tYvUpi945y3pUanb/gzxlUe5Dnhb29W35",
-	"jF1K5Qs8e4fTG8f3T5m7G9RkvBQMgNkiN5wYl4BGiizBus6DQ5VSAGhTNGR2huxXqK44x1T+AO30Wsj6",
-	"CNzsOi60VVIgwiISgdMT1AJdgYrwmbwSwV4rj7PJBKCCFUr4k2txKosYujTB9ldMZcU1SnVLYLXIQsql",
-	"bsq0WWe1mubE1eRQt8FbYdanNVUhMlj5J35a6uf2iHUhnPNwG1LVkDHtEnfwNzdkC+0dN0gD6GPQREFt",
-	"bxck4XxmBZXSKnZuScx6GC4x8+irqDsiE91aqlT7ATXlnEPbzJiymz2/2eccpvquzT5qC+uYfQqw2mEB",
-	"26ra5SIE/P2IqZN5jVqFBXkn4zk30YdFpIF0yhGXkyHT8FLkdOC2fprwODJ1/+a8BNSWae8kJjglSssM",
-	"1KRXNAoyTZQq4TiMcerGOloWoHiHLppLBbpWKhPwH43rgOLAYPRH8JKkxHPdhfDxLD64Ji65B/2VNo5P",
-	"GdV9rr/p58DtVEhg3OCaPY7hSc18jqm3kOGPXE5QjqlZuw4sJzsJJswq31Zu+XqXfB3pHl7f/6z+s0n6",
-	"mrpaLbirDgDqktW2uxCPX+j2fmBfwyaTgQ6SqT0Teg02BpwPytNq2+yYRT2uwaZA+L8aw1stcSjIrXak",
-	"CTqdxVjeL+ir3hcDXUYEmiwSLicEqpPk7e2td8b0H8s7nDn9yofMpiSYGlrsmjKikwB0sKdVenTDW+gl",
-	"amVPYSqS8pkJddU1o3ROv2LEWcKA5sc6mgULFPE5Q02onVBQ/Pkt2TtG2L6nZU3FtPPcOiz1z82sJJV+",
-	"Yi5Rvnscc6a/ltU8sGXxp1ZVLeTpWRnB0WElSmdwfb16njna12bGxn0DOuzSFXavxa/XTzAya6WcbRRR",
-	"ujs64y5gmfpl70tke+/uJncDm7wWNMFJouS/Mep0Ops73O1d151I29CJdGkukP1QZKuTCSQIVAfNc4Om",
-	"lM0ksSKt4hUxwZFoZQ4XSdKpvw66Xsc5LONBC8k689Q3y827s+7GQ2IAZoqHR4VyzZsdWG6x2f+c/dvK",
-	"QDVdoZyI+mtOXL/wf/1f/zcKTKSZ+StrtB0gnqJAE5PAMSCZIsyVBuJ1Tb5MWNQDHurS2KvLYrDVzopM",
-	"udGBO4h3KSnh2YHRqKao89HR0dFGjeVdbLlfa3mDiqZbcfuGLMRS0lFud2w7J5faHjudlG3rZN1GQRES",
-	"NUYgRuZZIeaWU4AfAh6QTJWgEaHRwlQd9xtwLvR0P6tlPyijsNPUmVoUbEyn5x3Xcc3MLC54b/SG18TU",
-	"ohrmnvV+yqUVBFeYUtR5OdO3EGERTwWJUFMH5O6pw3JlO33k0AFbs40pZOJR+yRr4h4TnIIBHcoS6Ni/",
-	"QmNanZKDIfRSN3uPF2hEQjwTSk+6IQtdqtIG3AL25Auk0icqfYSt50f7APH3vQfAwFobMZnbS3ZDFjvh",
-	"dQAgtzWAi39box+bJm0t0ddSmkxAeSLQxft357cHVgegCt0k9D203omIJDFf6NRmML1FUJlWm82MgJPX",
-	"ORtxrq7TjIGNmLIwJVjhCLblVsGSDpHtmGXvH9tClKlAUcoTdHuAZIoTYYr+qq/qUoh0StA1HzK1hTmG",
-	"fnzCWu1uAH0ZymvN7tV0W7xg0+RUw+ghyVo+S12+MjzdBTKprxWPUsNPV5CFEslrVm/0oNOUjpZyrXdn",
-	"P6Ipj2aQZ4ilLj5BBPrRfPqJrpQ7NmAUqGlake7/ePLy54vLD+ftd2c/duSd3NP9LNRO0BQzfK0L2qKY",
-	"46hTd5Lv6Gj7brjuCtCr09dn788uzz68v0CDwQ/ox9Ofzt5vU+bTgUjz4t3ZbX9v9y1S3ZWvebal5pdw",
-	"uDpPYpVHCE5EoZTJqxCoqdsPaHYiSJgSKfbWCQZWR3ZpJv2ufUP5RtbxEGkI6n3vTHBxP7rZ/a4zL11A",
-	"WVqsz7qJmaYq/cIFVttxsa+ly9MqKj9kgUs2gj1rkTK3WXfq0z1TsQyhEKRpW6G4ioEJvBHY2rsB9LXp",
-	"oEB91fa2DVBw2w8DxAiJBAqMaVUuguMhC24Psgfqn82ZIGkLXbw5UTzk4s1Ju3/0FOGZnBAmzZ5a6OT0",
-	"AiUpvcXhYgAPz1N6qzjIa54qhpSr9ab2vBrDUyoxSAWa7A4yycokTVrGlmuFOavlYxT8dHqJSnw7UHdL",
-	"ttUvgyELdLjrL4KkqE1Q924463YPQj30ikbwJ0H6V7VR84Parf5RrdP8qPaof1Q71T9C6vVLCz9dQQ0L",
-	"kUxSLIjmINC7pK3EwoHpOqKDbCHMpzNkl8BrrnlWBDVLAYVOKiRqoZTIlJJIp7sjLNCcjCac34hjhIcM",
-	"sI0KNGM4vGF8HpPomkTol1fnwN+HDdP5iETDBpoSzEwJd2uJxEMW8xDHiKQpT+tdd/mVfVQH3gSuXqP3",
-	"ot/pdvqdXtfpJzQVSit1UV0pwweNlvo/6tMzObnKD0hX7pq0NQVuq3f1iJRLHvJYXWmN8LoW0m3xXfWL",
-	"+64ekb97cnrRaDUUWjlyo6ZEG9LIx3HvOQdew6odEvq9hYorWp1zZhCUsCW020t7hp3sf9b/2MRraHIu",
-	"sxTPrF9ZzK+PkbGlOZKpkvUTEtX5Fe9zWx/bu8hcxNqUNa90LDrfbmVEUEHcCGK1snIGzq8gFT3kjduV",
-	"q/Fex7QZSuaA2a6a5bE9XNNf0y1YmWVAQbKETlJVV60kMmmZCHQ089uTDGXcyg1KbAHW1kGvqMCjGK5t",
-	"Iak6JLEwlc2dW11f6nJnd3lLljuF8jumScagMccpA/1tc0b2KPHpq2+VjVL/Rm6XDVa/xwVbwZT2DXdZ",
-	"1gVCC6YgKjZ5ikZEYaoRRY1qAj5qTUgZmTtNrJxMaSwlmSa1VnI2TV7la/kafS5XjDSrWVxILGfiNTQG",
-	"elhd2M64VqxkBqtdWr7MKT4pSh1flaSvQlhJtMZ9X76xRHFXwkFgd3dJhHzv6O2B1uoZn7cQn8msVyXo",
-	"ZC3jBTCh8061yVApcVEG1g46QVZfg9Iarso2QOGEhDeax7h6f8yvr2t9BWqhX0c6sXhaR0XVEcHuXDzK",
-	"5FlDB3aBtiC743y+rUgjJL2uzNmHQdvb6y71JN+1qQ72sA5t0sDamX3u5PzMfNI5X/PDNta5zF/I8k/b",
-	"brTqRE0WA3A1E1LNWbw4dnpIDdkNIUr/ygxhkC3PxzV3U08JAHzc+jfGPoKvKQdvdDlMYANMeBxbhDN1",
-	"bZI7nOgxCvRxrpHP/qgNOBws3Ay/C/Rr/zP8d3Vm+i2/AV+5rg6BJdSO6CB4YDUUiK6CWcywPOnctFI/",
-	"7L4Ao6KbzaJpo81knDHNtfAoJvW55/ZKrJNCrla+oxRy9al7QH7TKwy7dKUba7ddwXXMMCRmo+zhPZjQ",
-	"r3bW75oNmV2sw4gsmHfGiuY5BHfhJtLHOtK86M3l5XnzYg8RFiWcQv0W00ywg049zh5omX7+4eKSRCbp",
-	"xnTwRVkDXwOqc7yIOY6CvZatS6eu7YXELMJpNGQWL9AcLwZDNmR/QoHZaZtGwcBpEkwjXfxN+yUYshEM",
-	"Ml3oTCCEUmJlvgGKSN4nDfJP944LX5d0SoTE08RMYmTDJ7qwHaQ6/cLonW0uW3xZ7QXLWUqCAQpuey3t",
-	"kxlhQZ4eojfvTl62L96c9I+eGg8NUoc9gwhZ4OAIBfqNfKt6ZKf4c7bGwtMRjxb2w5mYr4N8sD4aBD/p",
-	"5bQjEvIIIrMhcMOIEiBtmN7D84kg4VUATY+tgA0F+iQkXGk6rUNEmPYIDXR6hB2LpaLqdEpQorZnlt+y",
-	"Jindjj87SUVcjFNKEoaaplG+8bMBhRky6NkMxRA7syRAIzLm2iVnfoz4nAUQFKW76u8ptaZ/d2fEpiGD",
-	"yvxmAeZskcl9baFeFwk0WiBzMffsVsQxOrq7a6HD7vPWkB32X8CuGZFznt5o55S2fFt3GMCf3OmbTHEM",
-	"XkY+HmuM/F3tMG2hCWd8BiVug48KX9sn0O35GBKqddU5I+2NMY1FxhqH7FdbDlHj+WgWXWspUSTWKMIZ",
-	"EjOoaWeC0fdskkB+khHBUTsmajUkaiGMgkwbVI+u7KPAud/mfLIi1rq3QNYEPPPo2aQBbZoxpwiJgDrM",
-	"R4s+Sv3SLQ6t8aCFLDPhAkimBsT/Zu9qehu3gehfIXSpXch2G7SHOqegLdpbgia3OoBlm5aIypQhUlGM",
-	"oP+94MzwQ5Yc26pr59DbYjdLMtQM+Thv5g09vGPcQXff2FwbAMshvOqAy4dhMB03t+1G+AZ6R7std+oP",
-	"42+jOFqTAOCYipXNuX4g6ukb45m3+arSu9GiFCvoZliVeTSNMq23ajqZ4B1Es4+XxWbiScD4vFvvNqC7",
-	"MflB2E0nzjnA++uzg/aKZolDY9a/ekUbLIKYfNCfzqEGQxx4jCD0Pn4KS9jbJ29egFi7lV+WHezC3l00",
-	"YSdL6Lfzv4bBR5zx9mWIPb/PeWZIm9G3w53n57yXD+ZcmrfraspAB2Q+nMkuys772dRiP5YVtYHk5hdz",
-	"uAGFSWYyQFn2x9PC3qkECVFvmS04SVat7kmvz2pI20XqgmF2/IG4ExJIl3Huvjct7iKpqZx7392EJzzi",
-	"WpYk/AIu5tSsennZZ1fSKcSg5+scC+heHU0aEKTREabTWwXeAtOZrDODbo3D5IVMscjGvISh6rayVTdY",
-	"0ggg2Eql/vj9HVvsNHTdXluSBfzqG4tDuzwiiIP8Tzfekm4kS7kq1RheEyca/+TDLu/TqsfH8CVO9mgP",
-	"6X3mS30GGRy3dkP+zj1Lo8uAgDBMcbUPfLrH9TeHiYt1nc9I91/q0dY0BiE4Yxz8JeSKzX1Ubj50Aahk",
-	"w23iOLZQdH8bxv9iClHVWaIhEhC0jWg23gqiTqhayNYlV1kjbjJmL7utWCZ5vmOgYluA2m0jOBK4kqTk",
-	"LAeahMJGdwiYaL6ZhL5Z0BAL4AYb/PDdTxjMqIXinTVMf9gtabve121yc8x3Ja/jfWy6u9CDC/Y/kRR+",
-	"grz1CwKOrZDpv3Kjw23rHp9fwpZNFrhtoQx9i9FxW2PhY6CQ4SGXPJ7JVqIHGwjNJBcQLasTc7obH5CF",
-	"ld+CoBtuyfDkrBBXAQjCWpQnwR6CAggsDSs4dnWhcNvd+zu8ZBTGFMNQoo9A3tOUAOPNJDxfk+o01eB3",
-	"Jh4+CZle4TV7zKzNp7pmNondJ8gG7weum1VnH9GCJyUvHyqdRdM/X4210mjtVpsoiGNjvqK0FOuoNkao",
-	"uNZCpooNtNgIA5q9JmzM1lwuhUxBTZAClFZhJ2orVz5DOgOls5aV9HlPI6hpnwfDoERue4yf2/p6bNBU",
-	"tVNDp2tHvR2C6KnOukZ9KguN+kWBVSl6SiTsl4ffzDXmOlGjRWx5OQIFGi+YHkwV9jhuT+jTTIKNN980",
-	"HILI4fb/hq4M1UpAIpLIzdqoQqvSrvEODQI/d2AMPFvzIo1Ra0+8caZ0yZNN7NhHWJ8vWQhGJrvs2M08",
-	"MVbRkEmlXp3xnjQr2gIyOkz4/pl7Pa0UW/BM4D9twu/pCq3bq/iVqE1QgWsaWhyWkllOx+l/sKXBL0ju",
-	"FAudCEnl0K53Qbi9affsv/Mk11nMDHIRkisVsw3XpVjaDy4UWxXLam84tVPanBWvf/8TAAD//w==",
+	"7P3rcuM4tiAKvwpCsyNS7pZkSb5kpRwVE65MZ6W78uJOu7p2dylHhEjIQpkCWARkpbo6/34R8/f7c17g",
+	"nCc5b7Kf5AQWABIkQd0s52V2z+y9Ky2CBLCwsO6XPxohnyWcESZFY/BHY0pwRFL458UNvlX/jYgIU5pI",
+	"yllj0PgbSQXlDPEJklOCUiLnKSMRSkmSEkGYxGrgGRKERYhKNMbhHaIMBZeT9hssw2nQabQaIpySGVZf",
+	"Jx/xLIlJY9AYNo6GjUarIZeJ+lPIlLLbxqdPrcZrHmI9fXk1P79/bVcSpgRLWIjg8zQkddMc3vcOw3gu",
+	"JEnFYbf37GTyFB+3u91ut/1U/Z/v1P/p5v+v51nSp1YjwSmeEWlg9Vx/8PJFdYnmEaKRWlG+jg2npuob",
+	"CZbTRqvB8Ey9aVY/olGj1UjJ73OakqgxkOmcuFue8HSGZWPQmM9hZBWuz+ep4Gl1yTdTggJGPspRCCMC",
+	"C+MkJfeUzwVK8C0pbufNi4uTt7/8/ejvN3+Vb16cL9487x6p/76+uV28eXGuf8v/96Pd2u9zki6dvekl",
+	"ufuY4Y+vCbuV08ag3+369vGCxPSepEsf+O2zCvyPx13yNDzC7f7kpNc+jrqk/QyfnLSPwt6kS55Ffdyr",
+	"gX9kPvnwA7CLu5ZYzsVLGkviOY53LF4iMyklQt0mOaUCCYklnIIPkAI+WQDkf6Rk0hg0/sdhfuUP9VNx",
+	"WFwJLO4VJSlOw6kXrNnDerw+Ojo62gqvp/abDwfsZURmCZeEhcufyLK6/HMUxpQw2Q6nXBCG7sgSNXud",
+	"Tv/kBIVTnOJQ3eyDDnpPEoIlZbcIo6t31zdoQeVU3YUhE3hG4EXMIjTm0dIQQwFXZUJTIRFmYkHSM/0W",
+	"ZlxOSQpjW+i43+8MWQF0p5Ne2I+OSFvTsvYM07htbrsFmSbQOdCcnbbVVutuzslJqzGjzP7d80JtAhTa",
+	"TxAUO0AxFhKlBEdnCCv8iwnijCAqzE5JpLd63OsXscISd/8eDGuoW3zPf+1f0xmV1cVe4VuCBP1nkUCd",
+	"dP33JIaPuBNHZILnsTTTzvBHOpvP1Ae6AEH9Vw4/yiS5JSms6C2PiO+2qN/rL0qv1+ttdVEYj8jD78gV",
+	"llPfYi8jRe7VsUY0JaE03B4jtYiaLfT7/f5WW1B/PXwL12yW3OD0lkjfRq7fvrlCEh7XA//p06dPt1q5",
+	"/uDD137D7wjzLRse1C/4+Pj4eLsFq+89fL2/kPGU8zvfis2j+jWfnp6ebrXmhf7iQ1f9Sb0sEs4EATHt",
+	"KuXjmMzUP0POJGFAPnCSxFRLmIeJHvHn34QWN7PNqD1LTONc/kKbSHCIcYkmfM7U8gxPHhx3j1sNSSUA",
+	"6S2X6KUZYNY/lTIRg8NDJTsLyZNORO7tysQh47Ktv/hpU+5u9w0QKXFCht6/fI6eHZ88RWaKDpy3eVd9",
+	"+vyWMPmcswm99fOGiAh1QCiEMfMUW6KhqIiiVgW8+MOVYDcWhCeEhepUBw1B4kmjlYkLVJ3trx9aGVnc",
+	"mLQCEbpT8kEj7P/tt3D2t6751XwxISDfq38Kessou1XDzS+SzmA9CiAkGYVTEt6NFDdI73E8mglgGd2W",
+	"4napHBMs4be+YkQxwYKMpNTDejAMFhMRHI3wBMTAI/Nb6X019vc5De9qZmw1BEnvSTq6TXFI7JyfWo17",
+	"rbk1BkdKfUl5QlJJ9b1wz6NGf9lJeVlzP51DXY2/L/WwKx7TcKneK5x9nWyqZGUteKEkpTylcokmPNXC",
+	"s8VKKslMrJs/k3bV3GYTOE0x/J2hXfVmOPNszffXwi7H3ooERFIrNoKAKqdYIjyXU8KkInREAC9HGWYJ",
+	"1Hz15vx5+/rVef/k9KC4XudqZGsaLyWpW5PnRF6AIEEimFagScpnIDVLvsNhKLnFdw7mspbnvgDtT0ve",
+	"ap7MXpDj9UbTAhG8IkrSq85dpA6VK8RnM8yithmlzkScIUYWij4KRFjEU0EiNF4ijGSq1hWpQRuv7Vp/",
+	"WMn/nsXlhGrVN270KJdQVCRDphQToa7VlDByT1KE2VJO1Z7GJOYLpTuxWyIKCHTk4A1l8vS44ZWdcy7/",
+	"a7aCVtHWkcu9Zks5ASmSBIsMFiGdy1I6qw/ZWvj4NxJKtf/8pKt6I1uJSA6LM4LM7GO/sSVn6jcq9Fl/",
+	"rHIcUiD1pHhd9YyVm1lLpdRGd6NS/fVUqnSu+QHCjrzAn0dUvqZC+pT2RKl2ShdRg1BKQp5GogR4c2F+",
+	"/VCBYnaVqgKM86nNiIFawHt4ycsSctuZhxrA7xZ71FDY1xnCY0GYRJzBA6VqF4/k7YvLtRDWq68FrFmy",
+	"x8RE0GyubbcleOLQjLF4ro0TjZZ6ovanFYzBmHMpZIoT9URhRL/bP233eu3+6U33dNDtDrrdfzRaRowW",
+	"7h1RYvWnVkNh53G/5WhYGwsa5hWzaWsyqWCA3UtFgVEMcoEFijgr3YPMKJXvu3K3DCCqX+UDFGjoDOfd",
+	"7lGoNgz/IgFq8hQFYikkmQUljlsFqH/KUaba1SiRwPhnOCKaUAFx3kmtXCuMYOlne1QiSWc5rfQsoQZP",
+	"sikjLElbfcQ37waSq9JKQpIyErUQnSiO9TiyrIPYOIqoWgSOrxz809priaYBRrZFQkI6oSEyH6lhJuai",
+	"VO62b/eGWSveXNLL1R1by5EL19BvIlIHqtdgznU3S3AFkIXLXJ76J8q0fWrFxNmdXU8uI02t7B1uWRJR",
+	"XEWrYPWxB+2jss8xi6jCWB/7Aqkh5EzQCEylShnBKKcwpUPn0c4ShCJ8WuNpDPpVcQK+/DjihOKmjyVN",
+	"uLvyrb6k5ZEa0PZ92J6S30BF8ZHxJaIShZgxLpHEd6T47YxxK6HYjCzunjI0w2ouhllItpGS1EE5u/Zi",
+	"3JSEd++JAJN1HemZ4FhUaM+NkTJQCm9rIy8YFcoiwAp2zu80YavyWukDpYZQihlqYiVmozDm4d3BHjmC",
+	"NdN5efwE07hMLRot19dw3H126vmq2mbV0SBE6WOaxJu3x5zHBLPK+fI7TXRqT/OaSEnZrdjyPC+NJUir",
+	"1nRG+Nw91DNAW/v7bC4kGhOjt4FDy1qSOujdjEpJooGr3zwRSGtdqGm/McWx5gL2zYOSR+uPRtU6ZV52",
+	"DFMlKd19o8LS1Uay6UoOHtdbc3QKRMXx2Jx0vUzOWY1/MjOiSEFOVs/V665Vcd1tFpbhxQoj0Hr9mFrI",
+	"4RPU73ROj4H4Ci35QewFweHUmD/mSdkOq2MmRqvldXdCnyF2G0HdlWRaDbGgMpyqZY4yrxtAJo6pog6N",
+	"b8/Kqtc7SlI+oUBeYqyuxDyJ1kI6s7v0qgZa56AqaKqeUaU10hnZKyF1ZlkXPZAPfYBVd5UQv2P4zFqJ",
+	"wppWVi30rRrzyY+uawxz2Rv5Lrc1x5UxapP3rszgT0XMKwP3teL+e9fJNrAfYokI2GX15Jo1Xdzg28Iy",
+	"ettbDnPjUhGBK2B0bIieY3UNi44xMr+FBbiuINnPtdFgO0Z+DrZhv12xQn2LFLVCfiZYyKoh5PPf7f/D",
+	"71lZhK8zbxq0WGfgtAGK+7Btut/ayLj5PDeffR7DphM7+AADp1n2lQ1h2uLCvaQkjgSS3NAjtVRccwEr",
+	"N2yB4WLMKHPn6f37yj3+lavigPa0/eAPYzNPRdUL7MrEZpD3muUPKxb0OCJC6rC/jW/aBbsnMU9I9aqV",
+	"sD6b90P9pi/ZhPtoiqC3DGIzYBQohwvQDkiItWWWyjqb/1jdwRFlIyXtUrBd7BK7QRKuzuNYTZLQlIga",
+	"OfgIpIxCHOjmAaXRFhFHQszXCON3xEx/17YfbewQYmJDfhpiHoaERASEUJLOfFJ+nXsCqLg+vicC6VFw",
+	"Ykwpm7/6TkniOzJSGiWfOL+mREicypGNkW+0GjN+T0Y0UYiVE2TfB3ewvD+OxK7uUUzqRFptCUMpCQm9",
+	"JxHCcp1k23u4bQk8xk+Esd5XzEuV75j7UDEoxTgkM8UqYUDRaL+Rzd69Xt5FCpSSyVwQRCUCDRjo4BoQ",
+	"HW0h/Bcvb23Y+E6egrWo4cVFQ/d2DE5cP2dOSyoBqJryrkfBLeBr6ZJvLhNbUtlqgYRtbso/j6KUCEGi",
+	"Rwxi0mZ3ytlIaYZ1xA+b+6XHoJBHRFvbrdW+uDgITB/pS+aZ09LkNVKwxhubEGGpdkWFhlh2pB7uRXet",
+	"CXgp5UZkXqpsk2pxGXa08vSPHD0L1GGFHLFWNzGyyF50E+dbm+kmjqzzrekneuk7u2r4XIZcC2w4k+bM",
+	"muGClA7EK3oISRJ1So6MByJBo9WITNyutpb2c9cOyA1aXhg07mnS+PTBY1Dwc8ZX8xlmdXxxvduljii8",
+	"t2SjQBKawRhHIyXvYjlPSdBCwZzdMb5gozuyVH8uUs5uR+pa5X+ZG6d+0BckUv9MSRJjeMehJvmf6r6p",
+	"v2Y4VtecROUYjiINcnZ6erySJBX3GWRnpybT3qsANTFS52i8WWdanF9ggcYpn99OJZon8GfK45hE4AY4",
+	"QDxVm9LkMkBNLQZEaEwmPCUonTPFPg5csdLFGz1Vw/GTFgTGgnRb3RzgnC9KFbah3Y+b04BrSRJziz4B",
+	"aC/1W/2T0zVqlAHzitt5XXcQv8/JXJ+CycTTf2xwPgetAuCz64rsEVCpT8diH2rq2MpsIsj4ozNSOB29",
+	"IDBzmmHqeq88MssBtjm855zJlMdXMWbET8NtlgLkAMc0xGXOYH82YfPARqsx6DEwUq8g8l5/QDu11DhR",
+	"jlFoh0mvfTzpY98WzJcFZSHxCU4s1NLEHqW0fMs1exFIEMJ0Kqfxws8om8tiGHSZBZvPlrV1Lac1Bo1e",
+	"t6P+/8ngu+53XasTF6GjphqpuVdqvxpkWcKN4hAr9eWqKmvXVNnE1SUyD4vwLq99I+HeYkZZ4l2HEQUg",
+	"eL0iWF2qPWKEhagnJAJ8s9SH2f5wguKBVPBZP/sc/hxTC6CkGXR6ne6GgVcGSQobKp1OBjkf0a5EuntF",
+	"9OfzNFX0Nq4R1XcIUDfidnbNfYt7QULqh9s5iswzK4wqWs0VzSfsljLS0nkrVApEWTKXYouAnNBGoBl6",
+	"u5s17Y6yCLxHel2NXBQDpQTNPvYQFSjiC9bYOPRnn3Gfzi79GR+lYLsWGm9vn82j+TzINkn5bFSrPOuU",
+	"X4V0E/k4qvNqS8tNbfjb/qwtgJrbxbuqZQmGEzHlEjA/uwlKYIVQZcgOasLxQYUDoeOZ3P08ESixtrKi",
+	"3P2Hzyugkbki0lnkBjku82YU/xolXAg6jkmAmk5gCkrA5zFAjOv0lxm/15Ke+qiS4DjKUFRLd/qbMB9q",
+	"KiBhydOS0uBct41VoV/Kx1u5n74Q23W2DC1rqcOJSrzkaLPgYb7maujCC58h56RkOQFcyKBZICS1QXm2",
+	"OIY/b4LcK4Ro8hQllN221GFLRWpkipMDcDVxRkweukPYsZRklnhIO/w8ivmtpt92HJiUNgnYgvWUiP13",
+	"33333Qr3DLxhtg22PoM38JENC6UYjgHfch0frnrizexYZX/1sBYHPH7Cb4ZsTOTt6Z7r93ykPj+DCis3",
+	"T4B0lQ2A1WuxymmiSCNA74nwup7350BZEUxmI3QVNdYa5h6Zdo6ZtXtHNNIqcmBKALRpFCBdMOSgBhyr",
+	"kXstOPSqBPl99ZEI8rtS19TV9Z3OhkkV7lWrB4J6XiXqnTpqPqGMiukGJ5pbFHiKbuk9YeWY0IcdsO9o",
+	"H1qAae35+bk7hHtTZ8uu7cQSqZTYWk6NViPR4V6KdhftI3a0X40kaVpXQwvUekM7nggEI9c7B8GGbelc",
+	"7YlmJmwzEvY6J6iZEBYpiSQvGLU2uv5k8xPezHdSria1MplIQcpcdoWWTtWWx3DY+fRQN7nHyAcZqSpc",
+	"WcevkrGEUligy6BWyRKW23hFCpkutZnfoucW+p/Bx8arm5srdNLtIkgLYDhG1xCxjC5ggMJeqBplzP2d",
+	"k1aDAdcyfobGoJESCTfD1lAZkY8hSRMAbiJkSvAMzRm+xzTG4zgHzyiEBKOTbnerrBDCov2yG//N1Mme",
+	"kLCTclaMOF0PNQ8RyMFYQW06I7rIATEFskBOVH/C4oo3Ux9Cvjc+10C1gtl8NtZMhNXKIUgP0jpUb708",
+	"kp11RTkqWLkBEQLUXNA4RmOFn5RECN9iyrRyk1m+LVMpmKpdEdDilLFOFwitfebRfcoIWN0/mnEh0Umv",
+	"j8ZLpTRmBSohECR9YkuUFc+7Bo9r6J5B7JoMcjsP4JB+ATWNb1GpAYzIBU/v9NEbrTbFSYk+n3TXJ48w",
+	"m7XoIF9+mKvIzjrnbs41WoiRRcFk8lBnb/7trWXzbyXJvsT4qtfKcOcANbV0rW7PAlOoMKjTQeESHBT9",
+	"TEMWQM5KTKQkqfHfKSYxnke3RCKRECZB88QoIekMM8A5TON5CuaHIQtCzEISx5kPyhRGA7GQCoX3kU3f",
+	"MtfWrLXkYiosRCvQ+rvFu1xQ+8q36UUxFrYUjJsSgqQ6MdCdjaWk5C244kJO6EcYYn7thHxWdLX2un2f",
+	"s/WCpTyO35Pf50Rs64g/Z1kwCoHPzKqO9/yBTtBvDBpjQUbH/xj3kr92l3+ZHYm/Pvv43c3v/b8tTv5+",
+	"9/R92nvFTl+H3XP87EV09HLSOR8/jy4mP04vf/spfsPeJUAvQ2NrU9OPMpt8Zm/HaThV12MWgeox5UJm",
+	"NUiUXMQFVDtk84+gVc/HMQ1N8ate7/e/n//9p4/P08nfrg+f3ix/+eurd7dPp+H9FU7omzhdXGJ8Fb76",
+	"+T3/vqqSV7dblxP8RCDONL92oIfgreLxPhxeDhqc9Po+pckCdGXhJy7kSxhYgtmqKKWLqH9y0nuG9Hhd",
+	"W3SMBTk9LkniW8F9bfWlEpGqHEthA3b/PiJ2kb1Zs08tyUiOMKu/BbvECYdKIWOS4hhwAG+BA7sE58IL",
+	"hUtSrvK2VaW0S/n4hpsMPLUIiPJRqBmcz+WUp/SfENkzQD8QnJI0ODhDYsoXDHEWL9GUpKR8/bYE/Tb1",
+	"AR61KJpzpCuokK/MgbcUxeq6Xj+Rpcm0VeO2D2ZbVbartiZANUDQpLs52LFBkass9WCDjIGyFaWSLDHa",
+	"JvjeH1mf4GXMMViQl39J/vH88vTyt/OP725+ppO/fv+92RGEdUFJupiNZy+70X/+JW7UJWnUGhvCLCK4",
+	"pYhYShKeSqMsQPD4nEW1V/iB0cL7D9/NAFcRgTHjjIY4zjasFSM/L6qB+tqKf86xVMzxhg9mQ2qmLpzm",
+	"tmzOOewcFm4gbLY+7y2493K5c1MQjETaBWnSwlpokVIp87gdKAEuU8yEjqZUVwVKKZg0MioFiScddAPy",
+	"9kfO+GyJmmoVLf0+UfqQhPoiVNivD9mCymkLTM1gDWNc0ompUKum/uH8+U/XN++u2m8uf9DIOmS9zlHn",
+	"tNPrHHd6naP+8dOjTreV5/pQiWYEM3EwGLIh+xcYmNG/8vn/BZoo+heMUnj4ryH7V7vdLvyvejHIDNEB",
+	"+hcKUyoBw/6FeiiwgWBveURemBEyJ7qQjo9MBBosDSNFVVBCSIoEIUItU6kXSjvT6cEJltMzAIRT3g8U",
+	"GwThEk3OQgAzmhD1r4jc05BAnScq0RSDwNnSdWnTGcTaIT6ZHCBnM3OWEhxOMTh5/4UWONUQQP3iln4u",
+	"joPSGDo4DiUxZgTFXMhsw2g8l6CNqb1JGsfZDps8tYtjHAYcnBX8yKKwukRNRtmEo3+ho9KKEhfEbjlP",
+	"MM3ATLYUjq5HD1GE7uedujQjE4TjzHdcnO9NPvg6H4tZpqShZO5AoFj2pm5WsPo5c57UznlhR2YzxGQi",
+	"6+ZQN28EWBGVUPW0OMM1iScvs3F5eKZ+t4J8+k6jpkZnOHN1XTkc9wz/BpV6LIyhZLq9LTlmPc1XcIXl",
+	"1F4WHdY9Z/aqQ5FWNShR3Bin6VK97hyzM0kBT74rfl/jiffr6qtqVxXc0Z/OmqnoKhjWzOfu5Vk+13sz",
+	"GgqnvMzGYgSVNBBPUURIoqvRaPu2/b4JlTWzxjzE8UiRYLB9O3iZT9vr5vO+VuPfm+EOZrqhtvARgbCd",
+	"KZuZO6QckMq/hizON4dyr1e3BHewkSv0qvJpEyyExiYND+GfN4e4S2v7NRPnMIfPIPsZdIvvCZonZ8Uw",
+	"GoCF0JRUz55HDOXJf+6OHQKUtwdh1/lAp5xZISKdMmQ+p3OrHUjncxbzFd15jz3zvpvLd5MVU0t8Rxgy",
+	"NZDWT+6H9IlnYhezi7A0fI1xE32Gma4XRq1xDhIr2/OkiO827MfFdHcRDsF6aYaWsFyHDRru4a4KL/DS",
+	"1Fu2czq7zybOcipdoD+tTvvcHecGLj4RzqRUlM5bYTkjC+/Ufrh/V507B3shYjLk8ziCMvsA3BKGO+vQ",
+	"8+ZhWJ0qv+s5xOw6G+jndU8Eyr+F7P2uTOKDbL/rm6YCW+fzwCSz3jMb7s8L2X7PN3cRts7EBTzNw+I6",
+	"eVhcvqt++cu6OEA+UCHm7ZSk7axQn5YTBOQQnCE3wC6fSwmO90R31VEIbgxPmcxRWVv1XPtHvqUVzxXP",
+	"JZ9hSUN3at+xwhzeYz32zVJzrLo2V92xmjuTpGRC0rR4aZ1V+E/4xLcM3wnDGgonbLSpTp6vUhCIHUKU",
+	"ZbPlAzErJbbgsiWhmWljLZ3i3NL6wLKFOp2OFZp0nHbHlPZ0AexQJB2r+Dwfg6uJKLbEgQn8blrtTXJb",
+	"fSgrbRfzWzt95nMvuVwKkHDok/X5vCA4eu2Mxm5UA6hX9svAnqyn1KRhU0jNdnw6JWcOOA1d+dbIFOBM",
+	"yiH0rCjbvi8McpQxfVBUoPwzWs/SYi1VEmGsuVlZABYSA92BCNxMv8CM8TkIzAvKIr6wZF4J0X48PXKo",
+	"IMjfOYqaiicIQwCrRn45BVGiouxZBFbKTkQ1JzD6ntX2yuoVn0wyWGhFXH+Q6iOgOWOG1ftkv6NeafEV",
+	"mc8AurDUsh66SrX9l9LUf9bpi6CvC9Q0jJyRBWjM6T1JDxBOCQKfppJ5FJo9ezZk2eLAwhGc5SGpAl7o",
+	"dR3o3xAh3zo2hqAzZIGYg5UkAGOp0GYEmYfpCYTHSrZqBsY0CV5KN9g2aKGAspBGOpLGJlXSEJu/srCb",
+	"QF//SvHIlWkOO7gX8grNn8r1QlbHEM6IEPi2JrgaIgeP++of2prSGDQsmkNKnrY2uaHpeTTfF8md+FKV",
+	"O3aqkH0t03moWEbkL469aT3siyy8VEg8jgnCYcqFqI+T21d8aYY8FUc3T9F0PsNMbB/A7w1Xdfu+CPL7",
+	"XJGeMzThccwXEAKqBI0A+E2wS/BqjuBr/Bp23CcX/WvO/I81lScblxEE81g7pqU8nmrZWzj/PtVmk/nx",
+	"RttsSee245pAWx7dbeO43XJuMvldR9yXXDw28NDCNEeoHLj51arNYYBt+KN/4FFtOYcsH+/3xqC7abjP",
+	"btWwwBjvifTJF+Arwaz4nkFqqODGmaRsTrZHcG+UjzN7LVhvlgm5wkry80XmMSeo2wYk5c4AQQgKNJM+",
+	"sBE8KZnQjyjRX0RiHk5hj4BLf/Ih2J+qJQYSu57G//oVt/85+vDn5nDYMf88+J/qj+HwTwf/8z981OXi",
+	"YxJjhuuaZSwLJgYK7YBSoi+ndTqYHxagnd9yCMEql7IEwW00w+ndg3IVdSBYKe0xyw+DEBVdb6mn4/j0",
+	"oTu1rdYX5/1UQfzi4n0pTmDsN8KpTpLd6BZoKfgNTu98V+GLJ/3BbYic1NbV4Xtm3CfPKXlds9lzo1hg",
+	"CTL7fjI2YQm1kQm/VHAWvEg6WiE3ni2K9f4ZX1TjJ/bW7sBF4pU90bKBa9Lf8i+2iihcPSAfuXOQs66/",
+	"hccmWu0ptEKw3zqKJ0tMTnRM4KBs/CYfpxh6qn0RaXv/nTI2LKxVly5a0wZhPfQ271uRZVfWCCOgMUM9",
+	"urfeUJ1zozZrKwWfoBdkTDF7IoxK3oYHQjdRwmyJkpTfpniGRELwHbS8kQIJGVGGgjuy/P4ex3MSqGGS",
+	"hzw+QJTl5iKrpZuvmrbHvJR1AWVYySgl0YSK6UqGq0cqXtttPxt9+LOXxwIMXoBdoO4uPSm7ta2jEXZH",
+	"wpRIBDurJJFC8fzqkjdJH92hi2qKNWGmSWPQ6D3rd7qdfqevns0FSU2AHazFqBFq5SP93kgQCcHGWIgF",
+	"TyGK2HZDgEL8D66db4Cxvniug5FrsiQfq+Q+MFftd67P/MIGKUCUNMF0YFGEdLPMxPS5SJhxkz9mn1OL",
+	"X2sP8EoP9eNYRUYDu5YRyIXkKYnspeIwpniriiiaCSPV1Ppq902LzJV8e85ulZqUzrNmySaEE8dxS/t2",
+	"Ql4utdf3NjL5isr8m7IwOs3g4gbfHjy0MmLOWbBpC2KQwnfQLsh3rd7vEOfrhITb1+/3GH9xFuC1IbVe",
+	"RViFiEeUCRLqgMjNaK36VIbEg4Y4Us88us2OFPPhF3WVlWh9XkfJbli4yqipbTd2+8HBAE6DtDmLly0k",
+	"CAbvvQ4VUTrskOkqbCmR85SRqIPOQewfuPQC+vcKiZcddA6GcjTDS8S4HDIcC47GEAUV6N0FFQO35zBA",
+	"rnB37tQLdExVRaJiCrYryrAFhUHNgE8mAXhAGBQ2lHMRHKwkPHnTo2LDo7VXWONU7V272vv5vzMHr/1s",
+	"JgmzIFYyLSG2ACyBOj0rJ8aUkSEjOJx2kGYTMyzDKQrAlvIhk+z+9B8BamKTenh6rGhsikNJUnGgUQin",
+	"BBxSgY4PDc6MvIam+J4g+6baj/OujSHRqxinBN+JamOtnUnCJvgFZ/IeAqO3pn2CxJO29eCBhKLhHdGo",
+	"ZYKtSZQ1y1N6BmMk3KrGVaFU6VGnX2oI/+sHRyushp321FU4Mo2y7imEJ2yuGj5e4zp3U5U6qnyBYm7C",
+	"WyaKn9/ROEaS82KzPgBGdi27nuThjVvna8GuJANtZEZy5aP17pGsfmfhWmfy08Z1jzY86PUZgmXKJV2N",
+	"1gVfHTXLu3B4CrqSeBIMEGaICh4rGcQNN7XhpWcoYJyRYIDIR5OHbm5UoUCr6QDEGSlV9NQPqjonJXF0",
+	"4U+Lf8eUSjEx1SMmamTpRsY8NCbhxqHJOckdoxnEqoU9s9fKU/7l+t1blHDorYYoMzR6zKMlWMKD3+ck",
+	"XXYqrZNbKNAFYbyPIBq28qCIKoc2DFMcdg81cz7MixFu7sGzRUagkIAt7VS2zytpAl1e2aqXepix8ceA",
+	"h6j5/PLF+4O1BpYMkvmSfCj4iuBYetoL6N8VZFOCI8rUYjTTr6scze+qx6nluFGt9H+eJDElEZrRW03P",
+	"0L3VB/JpldB1sL48QW1ZZH4XaA4yhT2VKAE02FzjbauvBPzKhkLvnhqcRVNX0qXYhN7msDvyMC6FvxkP",
+	"M1ha04um+LE6Ncy23obhhsc4odEYzkusrfHmYSrOSWnq5clrcoQBAaLQkshMCtjcKeLIIwWecXpc7yPx",
+	"cjiIlzZZPXyiu2PmBuvcoHLH+GLzTL4sNti3Rj9fM+dc9eGDzgGJJjSmcokSkkKs/saLucJy6ltHoca6",
+	"w18zJKsjGBNEWduGmWbjN16PTQswdKl4ficnR/5FQaOaKY+jUV09CU8M2wDdEZI4gWxZpycQniYpnw0Z",
+	"lOpIJBJcO5jqg9sWUxoTp9SSmnDIkpSHhnamUpy50V7qP21tQNeqxu0cpxEsymSGQZ5BRHCkpPsOunaK",
+	"UVjqAXa8jITYCu1UDhn5CNFvpk4EzN9BWfmcjyEhkSj27B2ywG2DGti8M6hpky2rmKI1Z5LGOZj+DGkg",
+	"7nEE6rdS/9OgZfLCK1Oi76sfMF5ipYALhIesGtIIPvMz3bh2QYXxLiN6y0DxbupVpzMcD1kWs6gOmaQH",
+	"HfTWxPuRWNjkPTFAkCwGgbY8jpROLBCfS51up/N3Mqi3nDQmgX6bR7ckQjG9I+BugFWVVLKe7kObKci9",
+	"fqkp8PqyLiWKvpI5nYd3/luhzyUrdwPR0tswJF/X3LqGVetY0FtdQabIeszoMzQhSqemeeP0iE4m5aaH",
+	"m5UbLS7aU9dUECtrQQylvgSmTXZmSc+gVG58rRHs5ua1ru45dXLtngjP9VjoCm2mK4PGSsD42xSzcnFu",
+	"A+JqCdWdilnvYF0tAC9rJbMJMlqu560olHIJoeFawtCS635qRGzfs5p8VFPReyqXo9uUzxP981ZRJtqO",
+	"siDjhj+6pJtHl1Qar20QYZK1+deS4B87OOJMVoW6qSXp0e2e7WvLXu3L3gWDWkJYJEYKikoeNSVeadJo",
+	"NYp5asZAN7J5dnBvdSD4SICxMOtHCR1kXGOx077g2Xed3nedXue0e9hXiAvLnGBoPEPktKug5HTl3qzB",
+	"vIJFnu9QaTD+0M7cK4Jp3y0gXeCLFXP9+jqDe+5hJRoxH4JgyBkis0QudQk1zkobIR81e9+0HOmrPG4t",
+	"epwIqW3aru4S4FMkFBX9IXvWQjEH9mtrAm4VjHllicmnrVQGK+sLWyKBp4pNgRF+a4XBN7d7k7dvUPvf",
+	"sBl6sV6MrzN69VIWwOyedwH3itFkuzlas+u4rjCho6TtoxZh6XPbKfnfWue5bOH7642dmUzOUEwF5K5p",
+	"lVntYzHlMYHfS0dV/DL0TFAfZmSBrs/fPm4X7Q1Yz1uyKLKclOiEsbJRtxT9dfRQLrCCnqs15c93It9F",
+	"a9mMMmuX2oqyq4Vk1Qvs2W5FziGSYrv1PITaf1p1E3bybUJN76L9EBeTduuaiucNsHcLcfeErW/cgvGX",
+	"6RI1lfBk2tHt0Iaxpl+xUe/hqbEjR2ubFq+2I3/R9sEGyhtKYtcwek28tW0AqT+9kjjvFGikSW2OgxGZ",
+	"UEY9qnZRfX1MTdPVEveh8nm7jT4mF/hzD6XzmAyy+AzOCrn56tbDu271hYSk+uKjC8U6BqtVlc/GPcD1",
+	"rdMo8BLCgAqFBlpZ8QGafh1sRtfSNo9bCKMX5z9mud9BbpEIvgH2Uwhh1JJ3jSjtJQxZ7dntiMIvNlPb",
+	"xBXwOYtMsjZkm3Mhz9CMfiQRSmIsFVXUOeETyogvNHGHYsPZLTaezDuSMhI3Bo1T9YF277u2fbVUlrga",
+	"h1hvXbYB/Dpu39qV/d0I1zXg1RuqyO1XPyPQEiSBFOTit+0W1n07h041qkep5zXFSJ3P9k9OvP3XciBX",
+	"WbOuNZ+P2VzN4UJeZlR4XYfd/Gyr1VHV7yglYF8u7rCCBms3y31ZplAChrJbJJZCklkpHgiQat3xlNm3",
+	"PSuY0eBFq4SJdbc1h9rW8cLl47K6olqPv90rXK2cf/Z6in9+UNsNFd73taHC/o9jwbaGVG/DVh8undtH",
+	"it89v3zxHimaUQoMqy4kQ7Z192O1Nx/2U7k4OI0WimZ5W8n6Nr9uEf4Lmp2o55YCHLdEL5jFhz6XplCG",
+	"NxfKpJi33MJMPHWL+GRd5SSdkbhKx3eslgH+m5WW8d3UmeLYp0+fPt1PJ1L1TDskwPp/2nV8Morzxve+",
+	"ALUvWA8D2it6rZE3uj2Dr02i5yg63d425nvnYCtFKXTTCGQHQYqdg3epbptQ0SMfZCQF0/Qod1H5VwYV",
+	"TBMshG5vlVeStN2wFp4spOq6+lus66tu8frI2rC3xL0hU/XOk9WX+SHN3LS50JjiTASsQxVyHC2arz98",
+	"kQarBTpU7XDCZ/kFk9zRIwszAf3apC7Linbgl4VCjNvck27ndLu+cL42UjwhLDBxVDN+XwpgVk+NUgSk",
+	"ua4tVPbYMy9Ux60hof4CoOCWik1NvaabzG/bJPIFW0/eOkebg2dtO1xqWpJJ/hla4lb9Qmua5OrTLXKO",
+	"VVLMOmeOLQu2F1dO4WMbaTiZsPWN+XEKtX631DFMJUBPAeR5okhQ4IZvBCBH6lB1ylBgIzkCG4yovlEt",
+	"tgp1kIonujYoJCkneTnD//DvQSAcx3yhmIGGt6k42Oy6BY2xhHi/g3I0WR6gty46z11shSnoKU1MWU3C",
+	"3FEhIPC70+Mtc+YK0HBW48MNp076e+hiUVugI5nLcml222DdertQiOei0uyDmeZ3ny1qa6tePoU2Pkbm",
+	"B1f2VgE+/U+thq4sSznzkyILhpW2WTWm9KlKaHwmsAinTLN0qoJsRMze2Sk26iHTKKzJh0h1FTkgu5VP",
+	"kC6IKlooordUihYKOkELBaMAsChoBy1ko3i1WorNK1D/Xb1TMnZhGlct4jPKshytYjGr8/Y/dPrlh/yf",
+	"nVH7w5+8VTbeehs2ntsIaLCMQyBwULQmBl8qUvHBOJ937fscdTMUfCEJfF1hyX/HwpVdUfWyYPQ42qRD",
+	"8b16gvN8gBjPi3HpjAO2rKktZuQNM9+Y85hgtq0XayPfK7TrkKa6179juTyxXFZS3y0aK7/Nq7qn6ZZ/",
+	"NnG1hUwPnux3bzvMNXRor+0ta1pU1uDKhdOJcr+0YfsWk1AAKMstqEftPDvI9B2OUNOwtD3npXu7Slp0",
+	"qu8hqTAJSO4uvpCFL4TGOe09xgNsTqI2teTnOwf6juP43QTiIjaQF/+ob62q89pFfVkoKCvK7wiDjkEC",
+	"LXh6R8vtzTNEeLpLP/W1jV5/pPdACUwmd6HWfDNot/UX2vD2Bk0oyYOaUK7vh+oHb/VQP9Qjae552ayz",
+	"7efMefEjTx0OPLhr8RcVXs3FW2d4glIQ+zA6ZR/aSEez6uC3ZGxSa95fvPBKgt5mZPG4wb9bkXkvKK5r",
+	"DNxZQ3fImnXibvR90unBDAXzRGnJumr4kAWFpoPNml6CVNZ2ETwYMp6iwBHZg7rm7WAEMX4KZ9pGUSEo",
+	"WNzzlytMIDc3+K6ZjY1Eph9m5i1E46XbtKdlqtIb94dUQmW0D0K5Qz/aTYjrQ+N3i2NPTk5O1jq8CxWq",
+	"t47QtAQ1610Cv5FEh2jq04FzxaksF1Tq9VsNfme7MVg7sQnjVMxwDW3u/eMr8rGvawZc6lAkNNvO7/Hj",
+	"tAFeZal4n92ZUrr2Qw0V9eHhWaHyMygsoFs6ZTC5pbb9lq1QoB1DlUDyTePGLyBg3DC2nGZ49PXjjfyf",
+	"X52bPCOS9bac1TTgIX7yBRYIizujhxt2UKAmlfRkx3de4AOFtzYvC/tW92vKO23v6trcX9R+diKZ+chQ",
+	"Q18PFfXI9AIXecW68bJIFTZr8S5JYvwxvtqwugNSLSBfECGp7sOgw86d7n6PUnB+Tza13o7WhbWO6bwQ",
+	"rHFRW3tXnmehTnU7q1cJN1bIeM3f52ROorzpmcKFgxYK0jljekTWKV/97HQOU9KaaYPW8Ypp5hPQ1SXn",
+	"2d54iGxk5fyusK/w1ztGTFHzDJGqrYA/k5pa/F6/3+/Xfy+m7G604QuTSVaUwJNd0utlTx+S7KKwdcYl",
+	"8U7Rb2SPt5pDv6d0WbLpZrv9xr8LEdSFqEVZPZcM52t2vBr71rdCsehZ8exOcaoZxpjLab4Mse06AKnX",
+	"r6OI9dUSbLqko7XG+SKmixelZoZaNuXO8Eg14LM7WK3ntiApok6v1PVlBcuXuCqBh4Tebw6zvj8CsEgK",
+	"Vk/yOOzcJSt194ToalYPuCz7CECzd6mw5jLilVG9AuTK0TqYU6BQPjFA8c4dXRaexvpjIheEMCQXuhm4",
+	"aCEzP/QeWUEX/mjgmhxJuJzbN7ob132uv+3n+sW76IkZ2KQ24QWLsmVtOLZ4/025815ra1qQBWM9e7Zd",
+	"9fKGWm8d1lxoXWwLlFESGWHRhrLY/lDBm/PjN4w4FWvzqphzQYQ1PFcWWlrd2oybOspo4tQsF18ttTyI",
+	"sdS3mTCQqTvxdX4GfbVJBEDai8Mh+9DGJUC/NYeDWvMVpp6F/VCklvrWMLLw3ZUJTxc4jf6twnwTKox5",
+	"6Ws4rf5+T6u/22n1tzit3o6n1dvhtHq+Fpj5VduEFjlnvX54iWrYqfKv1FGQnQq7mJR5y+XAxwZEBhxv",
+	"Ot+SkfWMOubqiLq6uPNoGzqhJtrhzkld5rDbOS4EPXtq8AtvHhLOTEJZRJHQvseUhITJuGg0L9S3XdNn",
+	"IgOBj5sV+KMNfPaVztmbsl4EsJfDkseyqtpjqujNM650rwilfM6itkxpUrWQwNmuhHRN7tUvUwKKHZ7L",
+	"KWFSoS2J3HPGaUp1a1VrjcxdxQWDI/y8mq3b0y4BelXhmyu39mF56TSc6rtYzDChwq25wllev8RUIYKA",
+	"bloNx7RNZL01mXb2rm7bRXibkk26yxSWRDdYzpqfQykna0pu6Sfeyk7gxTBdPQ918o8eN0DkI5Wm9QPq",
+	"beG488S5lt13Z8h00UzJZC4yFxDQUx5HJNUHJXZw863tpFrszFvEnAUWSDf0ghVHX9AXVa4g9flDmcuh",
+	"cYUiVWv9Jdn6jad6hypq+mpzNE6rWWSFC/7gLv/V3J1VOqdJWLESWOboWddU+zG00JWgv66l+WmZZgqp",
+	"7x/LmlkPUJBTrqCFgqJDWP2SFeKHf/MkAe9WjRNrjXPZfKphsnX1P32OrdXu5ivHBrRLM8bCobp1+5o9",
+	"9L16OsPpsoX66HtdKhcaBM+TFup0OgcPw8PVRrOvwBCyysL+M6O/z4nNBa2/DUXz2nb2tVxeyNbhRf+U",
+	"j2PiqYp/ztD7l8/Rs+OTpyjRg5BmrpUKpJrjOsW3fu196NhZBzmWQHr/XJAIyYXGSJKmPNUBVG4rrPxL",
+	"h71Dx9yc98aq/SaUJjc9jo77/VZDUgmn+rNtMoLHMUEXTOpPGoBMpUzE4PDQpqx1InJ/aLYtDim7xzGN",
+	"tpE2sMk+d/pYAcaZ8L0ixmUlzH7tf+jkBdkGSP+bsHCJwmUYEyt8oLZuwoVEwnmc/WWeesUPA2kfoy/1",
+	"KBMtuM+wZa2XTXQFk82NZU5XNI/JjDJFQH0pU7pUHUDIYww9vO8dmhsrDjexZxy6fYu8zhyYqlYCskuh",
+	"UQtB81FzW4P/bBtG3b6MApQSkXAmoIVFVEtNnj179qyemnjlnnnNgb26ubmywmZY1u801ld7X+h7UHWs",
+	"8lQiMZ8pUm0NlXdUG9LNBShuaPVFKndtrhLgn99fIoZnVkpZOddm13Id+4enFgKtVY3KsjLp3oCPvP9G",
+	"lumf5SqQyYSEkt4TJIhUvFlUyOQ31C3iZK/dIqpU0wXFKjryXA26NgBtlCBSXyh/DLUtpSv3ZqX68wJr",
+	"W/Uct9GBm5TF/IlqF1v1iFa9XSxFsW3F0jXNfnXgcamaIGVRWyQkpBMaIvgCkeVmQVujR+VOlfBli+P2",
+	"1/s0YWpZu3IHJYqTtVxEq5zGquuft3vcQirOW7txRnzt3Upw3S3sHTa4rpmvDTX/VIg1z6WDnEpU64Xo",
+	"amGW4/urmZFI1wkTSFDbAEynaJi6ScUm11uXrFbnthGu5HGgXzRgOTuULRac1rIai4WeAon5Ea4rd1xf",
+	"8kW3a7TPXSUkNI2wNN+oaCKbd10rhZhmW111537yhl/fgIQgbb1lhm9N3Hx2qbJW8Gi8BGFiMGR/QgFN",
+	"ggEKDO0KdDvYFrKLPGgpfd0QrwA13d+1jjrKy7wGqBlTIQ/gu/c8ns+I+raeH+JTtWXFBvxwpfO6X9Qx",
+	"yQEUxuLxXGrXc3HMRCjIgOVAd1kPYDprPxgY+0FprUomgg69NBpNaEysbWGU82D9HR5OAB5QiANhgYIk",
+	"5fc0IukA5s0/20K6rX/eue3ySoGxHxy0clg3NaahGU40XGQIAJ9yIWFBHNYKQTnZgmGgEunUyHkaB6ip",
+	"/joEKa8IDvIxIaEcmQb6CsYQoYL63a7+jJjJDSc05lI1GIiWC8JCfheIRfp8lZSYm19CSIUN1WO1VPVw",
+	"Bv8xny6ZXBIfiSiUzN4+ssUjehZbJZSYy24V4+v5+ueS4ZQ8A4btTCXOWwk6LWUVMZgLicZkjYwHu66r",
+	"nHu0deXc/0ZSIGoKQlDg7iY4+BZEQy+T4T7dN7inZEHSAJp3izNFenUuZaC1fRxKBYYsQaTl1nM5OFPs",
+	"ZUaZGWw7chIBVZsyXsXviIlGNGRGT5pVjeIpBEfNaMlD6DytIOk1uSd+y+LFPUhh5nnRojzhjVZjgVOT",
+	"6RCmVNIQx8Vps19909Jb9e5PxNud0hDDttCjUDIfxzREd6RMmzDoyRYbNwk4mVB2S9IkpUwNOh8/jy4m",
+	"P04vf/spfsPeKap2R4wUfde2Mp2idbCC0Z1ab6PX+/3v53//6ePzdPK368OnN8tf/vrq3e3TaXh/hRP6",
+	"Jk4Xlxhfha9+fs+/98T1mTVXzCf0lgkInLJeucJm9RarZXzWRvbvO1WRsIingkSj8dJXVn6JaKTJqh2o",
+	"aa7SZLBEKZfVXqM5rI9WzOj3RiuwYTlPiRLaAmdxgQ4NAcOQXpW6TDWo1Aj7MRvPXnaj//xL7IJivJQ1",
+	"RZEdPKpkhtFbaL0zG5Mo0jHF5boTpXB1DyJWswqJXyMxMA9xmlKd2EDYPYl5UiqmUMToqo/BQfEKLYj6",
+	"Jye9Zw70UHOMBTk9Lrm1t7oaa8FcIs0GAIWlFk+iZW/X2njynAD5o0Vt9rEiP3dkuZcoUfudzXITcwq5",
+	"rnRgfdTmNZ3NYwWGleEcJCUFl9uCz+MIIqDnyV4sDVuHTm3SUWu1mn6zgV/4oa1E6zyDl8aTW4x4YHxR",
+	"LaOzryCmR2iOVR8bZLCKcrZbjMGrZcLllIBwUHAIlX24ueno181cqf56oCtMUE4LpjDFYloS+Teb1LnR",
+	"G5T5W6UUQKBW/WqvsJwK1CS0mBP0RCAaHehdRJTUm6a3WF2h11ylNdSKNb7K/WRoMeXCaRgFZ40SLKRp",
+	"1Gc1maz4uYkp072wSkLCrjvpdfvHHgK6Eqv9JXrBwTmXIZ8ZlVlkr1Q8NCEVtkat04nVzzKc0X/UtYsi",
+	"7JYyYkizbk2xMSt5Yb7vc0a4S/NYD+cxlIrNR6mN69iyAnXdkKVVuNE61paDprBUL1Vis+QCoOQ/ueu3",
+	"b67ujywgrRsQiopEAskUJwLhMhkac64g81QJoeo9zcUUDXhKomfdk5PJUdjHz8a96JicTp52G9pn1Rgc",
+	"nXoKaJuvlVcnspX/oAYUlvDUZ9R21lL/rcsXSu6cko+o+f7lc3R03OshfW3QyQARpVQnKRUEHfWPnx7p",
+	"QkjfoRSziM8QDyWRoiTcrd52xe1FfaWK8/Xd0BkZ2MrcjvU/VvRBQapYrRvaLawxFudwaRlYm2XU4Yvu",
+	"4+KNWFHoAliBtM1VB7PaPm2ChCmpVMjPsyTMxd+oehHD41itX2t45B6KvC0T251tyhWDbfSe9TvdTr/T",
+	"627ZomcGQpTV8l2t3Fjz2ExAEBRE5vdO+y04JKfK530/3GcrflFbZEhAhR/T33eAcBw/gAOUKd1XUH+4",
+	"HOBPCJLkY0k5V3fg7bvnT4Qx/KR+ldggTV1cuaFnKQGQbmRJKGCe3xoED7c4pLWHopHbR67N5ss5jM4l",
+	"2KjggOnU9FgdcYqXaw37s+M2NMXqpWcGWZM4Uwr/e3GF1JOih+3UG7ZTvNVr1spmyd/M0C9TzflohOdy",
+	"OkpSLnnIPYFxwfWrcx30ev3qvN0/OQ1QM7g/KlmWG+ZhzRxJSu9XzXF+ce3/7PnFdc0n54KkfpT++foN",
+	"Uk+9H7QCyValrc0R6RqFFzf49mAvlayNDRwup8G8EvrkFKhIN0o3olUg+7sWvs459QOKFpf5eQcF7lID",
+	"ZPyCUBwzsFwyQM0FGU85vxMQlz3hFc+FyTsD5qoNUw0/0/Zw1R25pOQgtdpG+DOCmXggt3T1pa6Heeab",
+	"9GH2fT9E2RDUXKRUkjZn8fLgLHOhQiRocN8Pg1IggoVZuctosctEccWtBszxjsXLLD7lAX2nXW5q6hf4",
+	"HFyfg7k2eQoVEuhHZBpriIPygfPUWpayo1d6WQmhobYbT8UKg8AqGMGibpYJuTL9PdZjyVpunldrUXuY",
+	"+hvsFi5NASmOViPFF+LHtuCF4rqbcucsFv/05OToZHU0/oM49/3RRi8ceXvtlonWauK8ruyCpsAwdC/m",
+	"dOdTm5kfcoXvGyu+kK98l5rPz0E2A66BmXsK2fJ1rD4SEpcdrCXl0bp8NygH/Q1yMi0oFHhZKWnzSGn9",
+	"Xw+rWs+bzhCgBAoxC0kskKloiDgrWdxr28RszLg2O0owyHdsFvM3woh63wYjWs96vmLe4yV6fzvaVtZn",
+	"1s6bKVs6azRPs1f6EkQCpPQeh0vUVM+uUnp/0EFXWIhkmuok6pSgXJAtB56AbpqNVrg3l9O2Ngu2Fb6U",
+	"tFelh+oEuvvie+oX972SRmoUTa1U5kpiNaqkvKAKcStCIB+KmliimCgt/julx6c4VKS5pJ6Wt+dch17/",
+	"u8J1+G4TCrhGuS+udoBevTl/3laq/LNT1ATN/0Bd3Ozn/on5HQwBB260kga8NQN82NA2UDmoii/OoM+2",
+	"gCyf90MBucaCYZY5QOcX1+1e/zvUfP7yhwJ8FIJ92MC04bdrZNesSj4di4azyaP+GtpZkopg2jK+tCr4",
+	"XgZE9QTrBKu/1RlXQFdFzUwWAIwL7o8C1LS7bqGceLhxeWAwvz8qwvXeG9zk1KDePlPf8UZyRhAUlciq",
+	"1ikiZwTTarH8h7UZ8MW0+btzY9u0mRHdTMKFk53ZYIlJJFD4wu/JCIKMUx7HCpFGMOZDsYSGHrxxMX3I",
+	"IlWHyLgklfr4Do4WnN/Od10AVeLQFOztiCLX3T5rhd+tEPCm5qCzStQbGSB2ShLRgd6rA51L9zWbp2Wx",
+	"ArbjvX1ZH/grHtPQI5FDZkUcU51rcEeIEm3dSCWIXdKlVyDIRj28nZK0bbO6hwyCClIi5ykTqIkZIjqw",
+	"FS9FVrNdrQFKU3Ih6DjWEblzyWdY0jAYsqz1rhpYbOXirFCTJf1SuXaCO6hKA7K44N0CakxhCW52YwIf",
+	"+UPKIvS3KM9hfCw65MnYQwaAp2MipNOpcrzMMvgfqZF6BcccWbmube6EpyghPInJGWKERIo8oDFBcyit",
+	"UFwoT0Q7MU45l3M7Skh+rDd0pv613VleZNm/El5H9zieE9FB7+cxEQMnm2Y0EwGCdP0QBUruICMpY/Xr",
+	"4dHZkAUQTFQc/f/+X0j/HBEcjfBEkjRA//W//+/S++pt3bBwdJvikMC7//W//5/S5GcoyHM3Rk72Lgwe",
+	"ssAJyi88NjfIl9E88qQzu5NCHnCr4S4XwG/LuuUbg7zlCgwag74aW7Myk3Zc2rvOPa5PWyl+odomQucb",
+	"qfFtGI/s+EJ2SgHR9MYzTe3oFO6Aq6t1vYyjuNUKwkNiZd6e0q6jmGN54s58WpnXN23xOLwdR2DImZPf",
+	"OSEsBKIqSDzR1JtKZJrhIcoQFdwTXNUrQqYCmBPvAiu4UV7jGyqErXjnVmFTo9ECKp5h/ZQKpD5U27m+",
+	"766mX7uY1Sel1PfqOSlxjuBwuq7WYb+7/RHW3og6fIYXtkHolfjsP7bKRaxgNMTXm+Yvtm24bhAFCIfG",
+	"ZMJTgn6bR7eKmHp63W2P72VLuXuSpbtQ3YLv+Kv4WX8erTrC45OwNAe6SvmE+rKWFFuMLJ9J9KgWaDnh",
+	"XEg+C7TxhHxMYhpSiQI9NLA8aciCCRYyQE0xw3GMXp+/tXWQxEELBTFmecLlgW5Bv1C/6f5y6piGLCKC",
+	"3rLM/VqUrtTnFUwxg4Qj8BzD0orylX5eZcD+RqjnDJ1fXeo8DF9YV9nBu3Ud2+Pj4+O1vTUZvqVcF8En",
+	"E/oROnremY6eWvHREjikeFUdxV9JQw8AcX14zWpIrG+egYUczcWqyJNiAU1bZqdpQgoQlmjGhdRtsDGa",
+	"UTaX5GCPQNkqqdKcdCUSDCqa5SYj62jS6NhSFC0lIb9lVBCrQjudeB2sqSbvm3TFlWmmasyqQBD4SLb8",
+	"tbk1gBMPCNXILqe/J2l2cdZckW1OZmcwuRBaA4stOk5rwlVtOa0RwiMuCAKZ+OdzOeUp/aexmv5AcEpS",
+	"oyPod3V5r6AOhfbSzNmscuNWzboxdlb/yGL9qv7TXwdVbmUHsi0IP1nUWOc09yQL7uouz760kdfNouA3",
+	"5Sj/Rcdq+QBqwriQmI+zB5sw/8cI6d6mAW7JA29yrw228kRkSDjKMHYxFSQcvZn89NcNw7bnaexUSINo",
+	"t46BQSfks0PHkv/gCO+sBd9/8zDvJKs/w1k7VNKzzl7YMd4bcEw7LTMI7zcwbYOD0879PzW2CgH3SZXm",
+	"HtfLlQ/s8Pv5vPOlu7lXya9wzx+rW+gW1wDIyGrgmIP9+f3rLxjXrNa5YwBz8Th3DWg2UHiAiOzjZpuF",
+	"bm1B7Xek8Drr0xAkyS3hWBG8Wpd1u6q/zD5jwj5f5PDjk+m6+OGtT8HQcl0MHJoam4p8jxm49fkI85bE",
+	"qhyVkMbrb/YWCp8VXDdX+SClVWIW4TRC5nWRlazQbw1QoHlEoNM7wSUHZTsUnznq22zP8VIS0YLHr96c",
+	"P69WR8k5zbP0ux9/+vvv6c3it5+vXnx3+frqH5e8/xq/xteLo+Tl+K8v3j+b/PTX7/euJFqKl6uJha2u",
+	"VRe/GTl+V3B/IS0gR/p1qqxNpNmHMut+ayNalF+wb1GhfWjYt4XXBhHfGc7DR/cZ6F3iQJ8h1vsRw6x9",
+	"jLwu2NoMoI8Rcr0ZUPPaLiXt7L8R+667W+p5Tcn+kCjYDhBmKKu3qquOgpMMSGWAfn7/uoPeE12ORaME",
+	"49L4uMq9jDYir26sedcTWqL1yrmC3rXarAnCuyVMns/l1L8d7XUPUxIRJilUX5HzlJFI+0bGSxRcvbu+",
+	"QYcw8PC+d6hrloGtGGAKaAom5WK3C+gXDL/7Z3f9bVmfZeDjZsb73qG2TgYgvoKYwrkUOl1TPTnYYBGf",
+	"oB/EhOukTCZxKB2vwQ8GvLrwIqaMpKJCI/JROtbMFJ8SCN9jGkOXAghUmOFwSpmpaNNBN9DPnodzqO9G",
+	"hXZsqjUotR5S87J6I4GWs+Ahj1ESY0YGiEo045EiGtZ/qt7qdzqnxzqCTdjXyo5/kTeznpJZKy/qOnUL",
+	"8VA5HTI5JTTNG4FQU18yIWkbguTyXimdIRuy//E/0HPOFBGgnAn1y5/QX67fvUVjHtmPIsHwHRmFWBDD",
+	"U9RV0D44M0zdB9MAhEQI32LKhBwypMsCWqidoTm7Y0qCM6xJvZaS36BSbUdNfQFVZ6D5iAIxdprKBDhJ",
+	"YgMU29Phz78JzgK1iCVqapKgJg1Ml5rgoIUoC+M5UOjj7nELHXdPWui4dwRAOe6ddNDfqn1LUEzt6qvd",
+	"ThBlKNDtUX790LFtaALUxBpwCQeHPaJMxyio76Q5tJba9/77nKTLjnbaKOQ1Lht0COFXEUn9zyAKpPLk",
+	"AGCnRDPobYO0nKNkGMqMlyjBQqAgpjMqA9TsdTon3W7L+uNRr9vVnnuz3sARlwIrFyUpuad8LrSshwUK",
+	"zIBOabw6OJBA1Kcc2QlehKW+JzgShjapQw4ubvBt0EFXP9+00NX5zfNXsJoXF68vbi7QlDM+T1FwOWm/",
+	"UTJSMEBwzELimOgwBY0sYqE4tMbZ414fvsG4nKrDo8LYwjSiAU0yxyLyGSIyS7gkLFy2fyLLAMIG+8do",
+	"yuepYvVpTuMGFlYCz3TxyawPIvwCOGkjUtWvuqNV1vsF7ghqznB6RyL1HU0rsxXI9nuSxHhJogFSmklw",
+	"cJZ/PJsOo4hOJgTKsKsZ1Yeo7fxnIdHvw5bL6RYrHYmwR+tHRO95bC45TyMFY0ASWw7Xhifm5XDtL7rg",
+	"7ZmOZ9KP1T1jULUZyrLzGEJ7GSGRgMUzFHxsW0LaVs+DDjpHMyoE5LSlGQ3RrKZ68N1eS30J649LzlHM",
+	"F/bZkQ49iWlImHAdzucJDqek3e90ne43Oas4v7p0VaJGr9PVI3lCGE5oY9A46nQ7RybMB3h1zmRtsVf1",
+	"q7cW0XuDKNgEMQADyho3KsD/Pidzk1+f9Wk9Q1zJqQsqCFpgpS/PE6hsoP4I0IzGMbW1l9RdsOiImZEk",
+	"FZ3rZKWFKWeXkY0gvOJx/Nwu25SKhkLPYOYotwhgUAtVTatO0J24HIalJB2qXgIKmGvH6l3L/nHB1NY/",
+	"6a4MdfMFb32AWHi4aQD0frdrJQZTH9PlJoqLgBkmm3xlaWkNlR9AXQOBpKQO2WMrnFULem8KaehAc4aX",
+	"YyVDMnLQ0SKK2a5/8mw3h7YDmysgwpk4ouGvH6Cvme7SZA6onfA4hjWF+bFKfAuFF+FdpTSU7p6S++GR",
+	"mq2Kz4d/mH+NaPRJrdHsYCW23EyznqSIRuiW3tvAAF0DT5e13cknBIil7l+OV/kCG64+ro09+YGvizr/",
+	"0IJmGr6bm/BUAnNoQ8aGhoLuXs0Q+UjCuZKJzDqA++uGFFhAQ0hIncmEIP9lNChlUoiyRmQ/8Gi5AVo7",
+	"ir/tEtbI8kogM4ck+qAeki704VNruwtke5sUDSV5Hxr39h77AB8qZhQ9/u3RR5wnXD0RNifrITeITeht",
+	"LT+Aeiua2QDu6Frx2LYKz6jKAKykjhbwBE3mcTxkEZlQBlYk0YK+2kYNULxJaxnliFAQ8bBSIUp5tErY",
+	"MLJhsVoyOtd9hkPFORUmc4YiKu6Q4EOGkcR3BJJUdNNf08ZBDUoJBoGaSmQqX844aFV8YmVwzaa9VwEA",
+	"94j03Z3GQ941+XIO5PER8AURUFynHg92R0St/wPR9tK3i4+hsTFi28aVM+0ertQ7z5r1wteHzLFDNK3l",
+	"PiQHSpfOGkABTigk9pQfxywaMsjbn+BQCpNYANKeqYQuqnr2E1FuLTBkCl1bkD3JJybQf6bYN7GieVZd",
+	"vFDPXdqIqs6QnUPX0JbJXYg2E0RrsfhCQ/0BlDyH/UjqCOjGWJAtwtM6nnL0AObMzOTUsep2ep1uo9VQ",
+	"VEYh0iwCf7w6G8NnZx97bhsPw090+QVd3Dnr+dHrHfaPFYbOcKi+3dfuCfs/TqCe7gTyodW4IykjcWPQ",
+	"OFULafe+a9slcMXNYsrmH8v17bdu4bAZedBHZ3P4NuJevb3Rpovs1H2kST8l0RkK8qsH+njFb7YHklUg",
+	"UXpqMKLaBMj19MhUBSsSpCxpop4mvSeMLERWTfqJMHkgWsfJ5bHcTAa99lrwo+ZxiiUqPhRO8ZjGVC5b",
+	"hb7KwEl1/WookZ4xQN06f8jgCElkSFmVJOkF3dy8btk/I5IiSdJZbmex/dOKZN1culrS8SqDzwOoh54y",
+	"v+BHeUc8ah2fRo/99UMu61kX3mbImq90o1uyPw6eTXwe3vnuyWs4nFRh0eeRHyEA2tY+L+Oqwc6tWbh+",
+	"7Z+1MuQ5YKVA/W5X8byYGCseNOOFNthJB11KFHEiwJkh+TzUSliEJR5jXVSuiII/EvnKzLvTAfp0Ee2x",
+	"3fhoFaxq5LLi5vZO5F4rVZUIV3EWSyHJbD15mxGZ0rDeAHSV8hmRUzIXEEaqxAwuaC7n5XtTiAMNnc0n",
+	"vWf0xky39ozUZIdJjGnxdLK6HqOplMnIGkpHkksc/xHyiHw/VF8bNlpq2Tz6ftj48eJm2GilfC7VQ7f5",
+	"9rDxCR0BPcsPuaxgV87TbMHKYWUAaYV9/2fszDPLgLjtaRujYGeJZ/FKHe9dQtj51WXuV3JSHK0/ReR2",
+	"auNY8R65+dR219IusNBHTC19gMCcue2hefdEGfr7+ZvX+z+rgktuh2NSeuhyUwJqQqssadRmdpAfYk3N",
+	"dceEGb01jFwpZ0M2pgynS6Q0BaBLRnA4QyfdI9R0/VgHuTXXx/x/JPK9Xu+DCS+cZ878e61902JYqC4W",
+	"l95rafOke7TFoe8ZUd6DwWE3yn3fO8TziMpaNNF+NxgDcdxpJIrG3o5xa87mui2arjgmTN9nLQuCW0em",
+	"mAltg0PYqLagfA/QYspRU3vJW2gxxRI19cCWqfN40BoyhaQ+1FErPIc9VAz5PtjmQw5f0xmVELC4ZqAO",
+	"oWo8quEdtgABaB6Ug66nJgitcBYPIDsF/NHGB/iyTDGNXXkNYOuX16BTo0UkyxDX4JIdVkIj77na4Ktv",
+	"+2jNLjY5XAucfZyrmi/7oHOg2U/eM3VyUb3qqQ4MFgjbT3dsUv3IWFtLhchjzIIz4wA2SfmtIcsS8anI",
+	"62srRpMHWjTz8hFjEvMFworrpJGRGYfMUUOhroWxrqKImPbATjtvGNtCxWIPStUd83vQHWiKjNNNHPjI",
+	"jN63Ocqt8dHxvUM/vA8PUG9LsrXugg7WSScYq4WKhzJAusKANWipO765T0Pv2mR7fGarkAV5nbVaPwZH",
+	"k4nMUrREx5nAYi5u8G3dJGbYIYz51IJ+8KuCLe34bJxZ1YMuqoZrfqM2vqt++nv4Rx7Q+kkjTEwk8dVB",
+	"Ub8bVmzBCOUyFEc3kSUS8QUTqGlCuIyPxbGnHFRJt/7wzndl8kZ7nz9s4inTc0X7IJj6U7ufQ2t1+IOS",
+	"iApgplIgUlMsyych5wB9bFa15rLtfMH2cFl+JHKHE3K42la4aOBx+QKwMbFB7DVx6lMbQmj8/oqfxQTf",
+	"2zRZpQGJDjKduxGGWKEoY4Y5A00JtIoTri9TI0YeS2AGPxFnQ5ZVuzFkWWSFbnys7GdIpdjP9dzVVZ8V",
+	"LRxl+OCUHtyWM13l4SqfzxC75q7Y+i1fwZ3RB/44DGZ9+JcW+2UeGCMQFWJOIlvnynztidDulZJmoFQ/",
+	"g/MQ+wvZAsvcc9EC0ccGBXJmA43hW0/EkOnwE6pd84Iz1AzGOBoJ23Y7aKHAeDtHd2Sp/lyknN2OFMsD",
+	"WdW4RdUTuJkwBgI0R+AyCVqo0+kc1Gmn9ZFm+9ZiWn9UdIt4mYO9ELO1df3KLAapFNxmq2puGXH02CFs",
+	"G6lbWZ/6PalbCqnyeChX68p6fz4eg1p5TXW6T+0lvdDZQJShQJDfAx0Ka4oHBqbMZpN8VF+k9zbKQSjy",
+	"z0KCqBgyiSFQgAmqW+AWDD7Q2ddYhsDTqKZroTmLdD3gIcuJQMoXKObhXQsJjjDE08AgbDNSRLYiHXwz",
+	"o0IQpcsx+131H5C3dCa3uxJ1NFQqwhxjSequrAbHutBQLdnZTCoTsxzj9JakCjaFG3bc898eWy3PExva",
+	"3bLqcs31N8uzETXqreLdzxta+JcI87grdMspH3tyezZZhk2yQjzNezz5ZncqGWx2//O0rOpKrtTFF/Sf",
+	"pFyR0z83pBT4D6dXCNvtlWoufuaoXUDXOoKncblsbtuj3TC/urowdcxvHcJnCM+XpHqHQqYEz+p9ISgA",
+	"VyGMbuvBAWpeg6uqfa32pIF4YP2VpS2L1pAVZBZNroTES4F4QlgHXeBwauBDtS54fX2BZkQIhZJAp4Ys",
+	"oNEgMOlXevATYQgy9EIDahZEWOLSMIQFJOgMmckUQgGs2CRWpODRYRwFMHoQaD3FUNhxyhdCbWbI9FvX",
+	"EA/R4cwsL0CCEGF8QGY+8PBjE96mkB1NUj6DFC1wI0ECFjAJACeCoFtbjjZ4jYVsw1ztyxcBatr6tGYp",
+	"JnJuvByyUnXdlIScMRLCWaSIxIIUudQAxFyq3Y1YKvHPvpHrTpCwQyP1QYEXhoFk2TRqb7dEZj8MmVzQ",
+	"kHTQW7Jw02aTuZiSSIFe8MypQVMPuxFD1rziQt6m5Pqvr9Hry+ubi7eHb9/dXL78e8syDghh1zCekEXW",
+	"VxoLhIdsgnUXgYMWwFnH+QH3UxIpDTFapFwC45110DnMC3eRMjJkzWCQF+MNDiBoSj3Vs/VO8ibWXOmV",
+	"HykRkD+YpQEyI0ErXAb4aBADiCjUpYwUNeCMdFCgsCHQ8Y1B3sxvQmOZFf8HlNAAW7pPYirkGaKQ2E3j",
+	"eMh0GygjZrD5bAyeA8EhEh304gVP78zR6g8JJDn3MfZrmHYz1n6t0NVgluFXv6MmvWUcQiAVNpaR2AD1",
+	"4N9s/6tj+4oOBTTKsv3g/mtCZnKkozMXMwG5iKVW5apVx5kmpDX1fNEFjCis3FSyaQwa/+vXbvvZhz96",
+	"rd53n/5jJ9WowquKQQ4pkelygPrdblfRYBoN0HF/yIBroD+GDUF+HzYGx/3WEOYeNgbDHBeGjdYwgz08",
+	"so1kh41P6nMOIVF/bh9BoZd8BqXSdch8vMwjEAzpjqjIqLYJuzaBI0p82Iu+9jKr4Fzh5iim98TL/78W",
+	"uaYQz7je7pLtz3lvE//rK2eab9oFazey3MQq4ABpb4aBaQGSFofcXx/Tbr3Gk5so0QE8pg6ElbQZkxai",
+	"WpN2hBrIy1GClYmbRU2MXpz/iOQ05fPbKQpMNsyIs0BnXlMTs1xN0n9fSubNYpFLmenaVD4AQcNk/y9R",
+	"uAxj0gLF36Yr5E9bKJrrzZC8pAAk57pP8sUMGfRVAi+XzgbRWW5gtbdXqIXuKGQaWUhrQT/iumAGlVoA",
+	"VoM66G2enb1IqZSEmRY/bJk9MHbLeo9zhrlf1OdsLT9ULke3KZ8njYH6DRwfJa8y9C0zMIVlbtW1p5e/",
+	"v4QSrVt3/XHf738qxXf/0VBHo6SnJF+27hEFkBOmRFFKhID+mSar46R72D92U0Cy/A0tbFh8h95pFNp8",
+	"mYnueTyfOTASCdfN3bLpskzDQ5HeH85s9A20+R00Du9xeggvHSba1e+bU381n9WU/cinte8WJoY8yOwZ",
+	"KjQzc3/miZJLNg+dsyh7nZDwc4cL5PelRv5wem/9HxAyMHXIw8ZcZRO3jvORwz+yWbYJKcheagH9z9mF",
+	"6V1qmUBN+MADCN8XDyB4yKlsEEXgoLCNI9gcuj8S6YL28UWutRfxy4cT7HRee5DN1gvHGRR3C0HooCDD",
+	"DG1DDHLcCFpaHoGRLSXQgZMKPgLCny6hgc5tRY2gIgYEKCW6tSBYinLEBCOVQkwYVh+FsK9b/uA4hN3i",
+	"D7Llf5EIhLVXzMYgfBVXLYtCeBh1TOb+QhV5wIzG3bxIQMut3gU5+qEpo1+ljuZDXxgtH0+efnx5+FHl",
+	"xM94dww1/Eouj8HLLyPxHZKPWRZdbbZXFuDQyk2sQoK5PCIhhWr4eMznsigcoqYu7Uch+iCZS+HkG+WN",
+	"V0Efz/w3xfoyHKJ/h0yp4OGUC0gjsRmpwjTX1bXIIEYcwoRaxqNm2u8u+DyOhuyW6wq5dALMC2Y1rzC+",
+	"8LGxCw2azyJSwVysoEWUT4HkQ/Yh0f4yXRbaFesuxbZj8WcNb9lWVtoV1/VxtxW+iMM/DLFdqfS8wXck",
+	"T9hH2EFbWzMkh6AujacdC5ghW1YOTehHcCxhaRFO2iLgJbNQTHD6Eoa8weldYxMdB97Zj44Dn8rLpZi1",
+	"KmjBZv30aQ12WCB8TvxYP/wtj8iDMImytrXDVMuGPaqS4LX3XuUSUo6OnKHA4HiAxks0xSwa5MUg1IUf",
+	"z2cJlIzRts26ZL7sjE1aXwthEw43ZME4pex2BLWVASBBXiRNFKv/ZVUvIH6zlReUMHUoqED9bt/4zJlT",
+	"d1Fy8KB3UNGk3H2W1wdwFRQKwW5mOVC0F8xflN0eKKBYu6+uQyXxna4BNZdDxifZayYD8sZe/dlcSDTF",
+	"9wSM6lrqqtIAtZcIjW2JIRKhZjBPAm/86A8KcPn5suvMsPfljMFbCqAby4NXFoO2qj/T3xt7fWch72Ou",
+	"52FIEkmiMx2nAS4KO74kGH4RiyAgSpFX5+itELpcSmtjmrwr+eNz2eaTr4oE/lVRGpERJhSoiz3iczni",
+	"kyppcgmSh3wY9YAz1NS0MiOUyEcnD3REDM7y7j1ErIPOXVEhhhx+RXVQTnTyTxx3n/lIxg2+y/XXd3P5",
+	"brJXovHvy1e9fArkhbtXPLLPeeu0RYvf6xbxX/zGvQHjIGYoF4YcMKkbBtXsCcMs1FXkqUA6lFzDcMgc",
+	"ImZ1spbuBjQGf7MsUbpcnrGNuwdachkTIR3ZfLzMePRBS1dxhhqnuBTFb67pkDGy0FJRB52vusVnpurj",
+	"va7cHQuOMBsyykIaKfkoM9pLOiMxZaRjxBQTA1OgMkqpVaJXtkElY+ff1hQinTNG2e0ZeNCz72gfotox",
+	"41IH6CsAQ0u6iEhMYyTwUml0S6/scZ2h0tfhhN7SEbyx3JHv0xE8/i1o1NA6Da0itbsnKXTpcYTmvdM8",
+	"e33qA55emjZvooVyKqjNSbmdP48CpimaESzmqdK1zU3cKCrqMlvJNx0TZbexSUhUBvy9BURRB4hfS44U",
+	"2Au3iqcz8ULrceYtfPqbxhe1hU1wBWCyNzxhBnAWR/Tfnz1Y7jyKbJHgUtoqamKJZlxIdHqsOf/piZz6",
+	"GlUoJlutqNmCusEtUx++VHO4bA9Bc8h0k9wMPTMSkzG0QywtVgudYjHVhnTIXbWhzLbdh1kJbEdnqQSm",
+	"11eA5kzSGOQTPaWeSdSHqL3V5P5rqYiS4vAOnTtRaR+3sEGovXyZOif5zFGdcV87QfKopTMUlCsl+wvi",
+	"flvBTedRVDVXrLj3mzi34PXNzPnvTUSDue02ftXTuEqp6+YK0TjWIapKGcGOpeCJcKJxqlSh+0zTDCOP",
+	"2+YxkA3mxiF7Lp+ONtrt8m0VIaUBEu0nZxBUlx1Od4OwKJvVXol3MjB6VM646s5++QCnzcH9WTx1mWul",
+	"NqDpPdFXwUZip8hW6ld30RnbqQks2sO92B83+mE7BvRFgolWIbGNI/rSyJyFED0qczicEBaSdkSs3bqO",
+	"U2Q8WSfXxpzdkhTB2xEaLxGG5iRoTCY8VavO+pDX0PKX6s0XZDdb7VdB0p8IvX0UkZLh88EU3hGF3SkG",
+	"uaSq44w5vChyx6EmJE1dK0J9RVdSglxuaMMNbaftex103D3ObWhqxiGbYgHdrGpK1xbP7dFuqDtNzUV1",
+	"IfN1cJ2dMOKzM6H5ivwonhbrcXl21UHvWGjvgNK9lDzS0lZn0x0BhkMwkk2T0mKfdj8H2kf0PZ9MdHtV",
+	"NmT2N12+ONDOZaM78snkwNIV6LyqrexL18nMJxMnKMVksoL6EJEwxkpfDCK+gOqcWQV9vStFqHRAFeQp",
+	"wedbCCObC4oCGNfR0R9BXtfA5jlll29i6sOglMgUekoEcFfNdsYk7yMGtab5BGWNZp8I835b14VCukEx",
+	"T5eoGbTb7qN2RNMgb/kZHM5FeijGlAUHQ2a6dNpEecjYsj605nG/n5emPjgzgWfu2CGb4SUco+7kmHv3",
+	"zLIoExLHMWzO9rCH4MkA4ZQMmSAYnPznF9ft/slp+8fnb/LKN5b83JGlzpVjJqtftzY+GzLdbrRl8pNB",
+	"zy+SLChGcEcS2UJJSrLBS4u2Q4bj2KQ+zzroXeL0qVSvOtWykJARtc+aoIeAD0bRyaDdVhyOJ1IEpp7r",
+	"SDcRDdrBwRky+GoS4aVigNlR+gjn1Vzuj+HtKKvpjhODBuDSKCXRhIppIfiVJhD32u90O/1OHzK/k4RD",
+	"3tTx8VGj1RAiHlEGxbkV6VIjdPVtMZqntDFoHJrPKvnjWj85VKPmgqTGRAHTA70r4I/24Amx4CkkdR2p",
+	"Z7qD54zwuRyJxqDf3Vi0dKD9JSJuN2BfBr2/Fi52/TAutovo6XhDN5I8xyTkWk/KHZsQYmhKLmc5DY4L",
+	"pNxWDyn6BkKceloVTi9Y9MZZ1hdVpB9+qBcsyg91VtjX1xWuuE4+eYPTOyfslDJ3N6jJeCkOtSAemGgU",
+	"jRRZbZ+64CEltXBAm6IPvTNkvwAjWGAqv4dOzq2MtbqFHRQf0UIKYZHihdwUl9PFTzUxCw5aeYh3Znsr",
+	"OECFv64LTmURQ1fWdvkFU1mJyoPeVhwWWaj2ofuBbtfUd4JjQbLKHmPOY4KZry6J21u4MOtpTUGynPB7",
+	"Jz4ttRL+giXJnPNwe6HWK9BF/M1jKIQOzDRIA+hj0ERB7WAfJOFqbul8aRV7d2Jn7bNXeBj1VdSyLtFd",
+	"TUtlx1BTLjh0bI8puzvwexyvYKpv2uOotrCJx7EAqz32Tqha/F2EgL+/YNWOvD2CwgI0JnJBFLFdcJP4",
+	"UkQaqOQx5nI6ZBpeipwO3K6jUx4b7UZ9owjUluksKqZKY8BDFqhJRzQKMicIdRTLLM3GsgDFO3S/BirQ",
+	"LWdE8x+N64DiwGD0R/CKehhXugH2l3M24pqUuB609tw6NHpc97n+tp+DiKdC7YwtrtmX8Xmqma8w9dbQ",
+	"/oHLKcoxNesUh+V0L3ksWdOFyi3f7JJvIt3D64d/qP9sUzlBXa0W3FUHAHVG490uxJfvsfAwsG/gDsxA",
+	"B3V8PBN6fYUGnI/K02o7PJpFfVmrbYHwfzaGt17iUJBbH8Ml6GweY/mwfIP6MCBocCfQdJlwOSXaGGr6",
+	"DoksMMi0vs2b66a5D2PIbDasKd/KbikjOv9U5xlZpScFsRna2FvZU5hi+Hxusqx0uVJdTkox4ixXVfNj",
+	"HUiNBYr4gqEmlO0qKP78nhycGc9UJmsqpp2XdcBS/9zMqqHqJ+YS5bvHMWf6a1m5LduRaWZV1UKJCCsj",
+	"ODqsROkcrq9XzzNH+9LM2HhoLLFdusLujfj15rntZq2Us62SmfZHZ9wFrFK/7H2JEJ/LkM/IftKGsUmp",
+	"RlOcJEr+m6BOp7N9rKe967oJfhua4K9MQ89MztaGL5AgUJg+T0ufUTaXxIq0ilfEBEeilcX6SJLO/C14",
+	"9DquYBmP2sPAmaeuGY8egwAm+/HkGoCZvjVRoVPIdgeWW2wO/8j+bWWgmoakTjLnLSduSOJ//f/+/ygw",
+	"SQ7mLzEPQ0IiEgWIpygwnijHgGQ9GglJ25DXoempqOsvayLyH/FQV4b93xTj/PdW39RNTNlDqHVJCc8O",
+	"jEY1/UROTk5O1vQTMXKGMXG52NIoU8yteowYVBT0VuFN+44sxUrSUbhQTwS6iPonJ71nNg+obT6EdANV",
+	"pL6nzVRYd/BShESNEYiRRdYDpOX0foJYWyRTJWjoCJFbHVTvM+Bc6+l+Ust+VEZhp6kztSjYqM3uv4VA",
+	"ZmZxwXunN7whphbVMPesD1MurSC4xpSizsuZvoUIi3gqSISaOhfsQB2WK9vpIx8yGK3o5QyKQFD7pIPO",
+	"tXM4JjgFAzpUxNJpJyFnE3o71+ets8ExZP1AjrkSv8YkxHOh9KQ7stTOXJvrBdiTL5BKn6j0HraeH+0j",
+	"pH72HgEDa23EZGEv2R1Z7oXXAYDcrlQu/u2MfmyWtLVEX0tpnPAGdP32zdX9kdUBqEI3HQZhvRMRSWK+",
+	"1FV1wPQWQVOEQpBCXmJ3zLm6TnMGNmLKwpRghSPYVvoHSzo49DHL3j+zNdBTgaKUJ+j+CMkUJ8L0m1Bf",
+	"1VW46YygWz5kagsLDK2ghbXa3QH6MpS3OTioiZa6ZrPkQsPoMclaPktdqRx4ug9kUl8rHqWGn25eAN05",
+	"Niwc7kGnGR2v5FpvLn9AMx7NIYAHS133jAj0g/n0E92kYWLAKFDTdME//OH8+U/XN++u2m8uf+jIj/JA",
+	"t1JTO0EzzPCt7qWAYo6jTt1JvqHjxmYV67MSUrmU4K4Avbh4efn28uby3dtrNBh8j364+PHy7S4V5h2I",
+	"NK/fXN73D/bfnd9d+YZnW+q7DoerU3TXeYTgRBRKmZReN5qRpiYaSBxskoemjuzGTPpN+4byjWziIdIQ",
+	"1Pvem+DifnS7+11nXrqGjghYn3UTM01V+oULrLbjYl9Ld0ZQVH7IApdsBAfWImVus24Srdv1YxlCbJ/p",
+	"mKa4io2eU28ENtQvgJaKHRSor44Uk4AYr+C+HwYmHi4wplW5DM6GLLg/yh6ofzbngqQtdP3qXPGQ61fn",
+	"7f7JKcJzOSVMmj210PnFNUpSeo/D5QAeXqX0XnGQl/8fe1f32zaOxP+VgV9qL2Qn7aaLq/0UtL3tHXDb",
+	"4JJiH06HirYYWxeZNESqtpF//sCZIUUndvwRN26BfdlNZX2SM5wf5+M3unIGqdnWc9sjd46uCisQFdCy",
+	"2w/Iivk6vGFrdoWNqdW3kP3+8QYe2O3M6ZbtuiP9VGVUafXFyAq6Es4XaX1+/uuITv1a5PhPCXTUfSgf",
+	"cF9LB9178kH3jXTQfSkdRNaf9378iLxXGDObVMJweh62zes6WNjn5ECq78I0n16qbtDWjPVKYinmJ2IT",
+	"P5knPvmSmJZAGJjL4UTrOzMAkSqUtsJArcToTul5KfOxzOHLhyu072mLm27KPG3BVArF3YO8J1KkqtQj",
+	"UYKsKl1tDt01KnvSAN4EVS/k9L0+j1pZTg3m70Wi7jbDv7YS9x9369pOvjYTRKSxky6twF13LZ1RaatH",
+	"unQqTQJPNJzfVq91R+Jr6Yzm2suP15wnGOFGWon2XCNPE96LJnyDqY6W0J+tStGt1Y1lRqAk/EJ7ONpj",
+	"c3J2T3/sEzVkuo/ALhJa5ZZ6PAD2pUXI1GH9mcw3xRWfo62nji6qWLD2Nc1bA4vRvZOwCDaVJGYjVg7D",
+	"+QKo6Htq3LFCjc+apv1EshmYw4jUB35yubV7zJUeiu+xTpf4UZyqPYBMvnhAWOBjr4LIxKRhDragaevB",
+	"h8KIYYlqu8LnM5Kl4aY6kVZvZlk/mi4faHKnyPzI/dn6rbmoFO7f9jdkJymN3K5VvkDyB9EuXyf5DAXb",
+	"YpTO2Lo81YCMgClCxbauYCidpDIU5a0JxqhpIVVyHvVPjUh6hLVyOtvoJVfT2YfmXV6ixfqWM/ltltdY",
+	"t/V37En5fffC/ok75UqGsTqm54tn8dUq6njRJX2bwFpJO+7n2o0nNu4OHGT+626ksX9E+/aMdvVKzxPQ",
+	"tQ1t0nFPlnAUgFPnI6LzkdvE5WFYe3AJfr+GrG7xlq0Po4kc3ZGNiff9pR6PN8YK3Iu+DDrxcrppFXVT",
+	"hF8Xy1HAs7wOHENsEbuL5nkHLY3It7KVLgpPOtxfd0MP+alddfgNu6xNNFhH889dXv2DbxnNLx84xDsX",
+	"4oWquTWRP3M9ZsE4rjChTleVy0HUvjRVd1K6/VdwhCFRE1aib3ac4ACelnqR/SNiXGiMRj9ME9hDEk7j",
+	"i4gevZFfCWd04It4d6BSOmnvt0gK95PvlfXr7B7/v50U6Zu+w1g5EZMJi7RlPcAf/A4Fs6vwKXxaw3dE",
+	"iYtwcf4OnYpxNQutjb6SsVZktcSwlJtpj7xK7EJ14d78SFQX7lbPGPl9VRi/MkY33m+7xerwaWDqYfjx",
+	"GUboT//Un9oM8VfsYoj8MB/NFM2bETxGmIimdUi26NPNzVX7ugNS5TNdIHUg97Huwcc1wR4oTKquPl/f",
+	"yJyLboSBf15//gPaNFSQ8VBdiWWpRZ51Ek+J7NT22gqViypPlZcLmItlP1Wp+gUy/tJukWfcR4KemRPv",
+	"MMUlVKBZsNWSKoEAKukxXx9y2bToxfrTzmDl7raYSmPFdMYPYWz4ijiVsdTpiyoWTsq1ys3qxe5bhK0r",
+	"mfUh+/Y6oZjMUBj52wV8+tfl++71p8s3b3/jCA24ya4xQxYtOEBGVzSfSmf2Vg+Hd1z5dajzpb9xgPmU",
+	"5CNoagAP0et0cznSOWZmY+JGzBhBlB7ZfGLk6GvWc+PvATZyQ1ssuKJ1mlJEFEWE+lQe4c8V1q3qxVTC",
+	"zH0ev37iXVJ4STOTbnHhoJSVCtpGY8I3x9lwhUmVkdIQD3evnmWeqATjiqHTfIZJUZikaDpuW/NmsWDY",
+	"lCpsCsUvwHMLXPuawOtzMDBceraPjv8UM4C3i0UCF+d/S1J18eYd82nYua7uKDhFnm8fDsPxlwvS5EKU",
+	"GGXUt7ckkf9zX1glMNFK19hdIfu3k9fupRv4bIAF1UR4zGgPaVOCaUzVn55FiOR8WOdjQolm5p0iWoGp",
+	"kU6Zk9E7vkigmclcirxbSvc2Mk9AQBZ2g+6nr/6nLNJvnp/QP4XaWgWelhDR80UD5JrhWcRCQErzIeiD",
+	"vErYXds7DxLwxoQoQnggeOOd0Ag2lEuca4NgOYZXa+DyZhjMy81pG2F/Q6rN5UwG9ofeL62kFai9uFjZ",
+	"resbvJ5NT2a3N89ru+wOqyLHRtp1Vbb6rYm1M9M/OyMbxE/vjfT0rAkCJvtZvdOA7pWHb4TdvOLsA7x/",
+	"/OigN9EgAhrz+nWQt8EjiLN7/muf0GCMA7cFCBsd3yVKeLBOnrwAcR7e/LjRwXXYe12YcG2UsBnO7w2D",
+	"tyjj6csQD5yf/cSQB+PQ5spNfK7R8nYmldu75n1AHpCsk6p1IbtGz/oe+8FEzx0kdx8WcAMRk6QqQln+",
+	"9LH2NpUhIbX6gKFkttR8wFTRvn2Jf0mrgbLjN/idKIB0HOU+1NLSKDKbyr727iRxwi2q5YOEP4CKBSLV",
+	"g7TsKZO0S2CwideFKGDYdayGAbErD8F03qvgXqCfqvnEoVunMKVWYyqycTthILpErrqhkkYEwZ6l/+3r",
+	"NzBcWmmwkx8HWVCvXnkcuk4jIj/IX+HGU4YbWVJeNNQYm4kdhf/s3r/ek1WPn+OdOMujX6QfRr7MU5Ah",
+	"xNZOGL8L29LWcUBA7KZ4sQneXeMOF4ez4OvaPyJ9+Ktu7YroEEIQxvZdoXLIGq9c1gkOKDGVPnGcuneH",
+	"o7H/L2EX1XwiLHoCoo5lqz1fI68TsRbCbSXNZMVv0oOb5awYibJcAjZQ0NhoYcU5EqmS4uSsAJoKQz2W",
+	"CTDx81LlaWgZbkD74vxdRAi7trjOD8lj1ftx+ytu010l58lDbLo80oYLx18odj9h3voRAcesUONnqdHm",
+	"jsmfr2/ibqEeuM2wDH1G3nFfY9H4QDHDQ41kkqpHiR7QLiwoWaC3bC7c6u50QGlPv4VONxqSzs5ZIaEC",
+	"EIm1OE8CLqMCCCoN05IaCrK77c1igTsZQz7F2JXYeCAH/EiE8e4hsrzlhidcg7828fCqUOMX2M1uE2s3",
+	"VS+ZTeLHCbPBDwPXq1Vn962hFJWsLms7afX/818nrXy3x13eiRDH+3yLyodYu3MnhEZaW6ixgbYtpoUD",
+	"zQ0nbIL8toUaI5sgOyg9w07rMXPlNaYzcDprVasm74kYubPoNkSR+/ge7x/z60F7ldXOdAKvHbcVi7yn",
+	"drLurleVtsRfFEmV4a2EgA+Xvzsz5ilqWKtmsuoiA03Tqyd6VESZs+aBTZpJNPBuTuNbcHD48dXYEKzO",
+	"C0xEKpCmmyu0aht6PvJN8LwN96C1tdRj6oLgxB2MraSYJiH6iO/XlCxEd2a5XDOapXBSsUKTym3ikwfU",
+	"rCQLFNGBomnd/qCdqoGhnBT00zSez1Bo/fgtPnJo08T88F3fIb4pJfMxncD/ASOHXyi4o4dWFIrLoUPb",
+	"rHh4x+uf/kmK0k4ScMilUNKYBKbSVsXIT3hhINej+sHtiAXcQcT/BwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -1363,7 +1363,7 @@ type Envelope struct {
 //
 // | type | severity | trap | meaning |
 // |---|---|---|---|
-// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over |
+// | `node.down` | critical | 1 `backstopNodeDown` | the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over (once its fence device, if it has one, confirmed it off) |
 // | `node.unreachable` | warning | 2 `backstopNodeUnreachable` | the control plane lost the node but a peer still sees it (or it has no peer); nothing moves |
 // | `node.up` | info | 3 `backstopNodeUp` | the node heartbeats again (or for the first time) |
 // | `node.maintenance_started` | info | 4 `backstopNodeMaintenanceStarted` | an operator put the node in maintenance |
@@ -1392,6 +1392,8 @@ type Envelope struct {
 // | `leader.changed` | info | 27 `backstopLeaderChanged` | a backstopd replica became leader (written to every cluster's log) |
 // | `delivery.dead_lettered` | warning | 28 `backstopDeliveryDeadLettered` | a webhook or trap delivery was given up after its retry budget or a permanent error |
 // | `node.restarting` | info | 29 `backstopNodeRestarting` | the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window |
+// | `fence.failed` | critical | 30 `backstopFenceFailed` | fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried |
+// | `fence.succeeded` | info | 31 `backstopFenceSucceeded` | the node's fence device confirmed it off; its hierarchies fail over |
 //
 // Unknown types (from a newer server) are sent as trap 99
 // `backstopEvent`; test traps are 100 `backstopTestNotification`.
@@ -1514,6 +1516,105 @@ type FailedMark struct {
 	// Example: postfix: local recovery exhausted
 	Reason string `json:"reason"`
 }
+
+// FenceAgentName A fence agent of Debian's `fence-agents` (or any program speaking its stdin `key=value` protocol) in backstopd's fence-agents directory.
+//
+// Example: fence_redfish
+type FenceAgentName = string
+
+// FenceDevice A node's fence device, without its secret values.
+//
+// Example: {"agent":"fence_redfish","created_at":"2026-11-26T06:00:00Z","node_id":"0195f7a4-1111-7000-8000-000000000001","params":{"ip":"192.0.2.21","username":"fencer"},"secret_params_set":["password"],"timeout_s":20,"updated_at":"2026-11-26T06:00:00Z","version":1}
+type FenceDevice struct {
+	// Agent A fence agent of Debian's `fence-agents` (or any program speaking its stdin `key=value` protocol) in backstopd's fence-agents directory.
+	//
+	// Example: fence_redfish
+	Agent FenceAgentName `json:"agent"`
+
+	// CreatedAt Creation time.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// LastFencedAt When a fence of this node was last confirmed.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	LastFencedAt *time.Time `json:"last_fenced_at,omitempty"`
+
+	// NodeId The fenced node.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId openapi_types.UUID `json:"node_id"`
+
+	// Params Options given to the fence agent on stdin, one `name=value` line
+	// each. Names match `^[a-z][a-z0-9_]*$` (at most 64 characters) and
+	// are not `action`; values have at most 1024 characters and no line
+	// breaks.
+	//
+	//
+	// Example: {"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"}
+	Params FenceParams `json:"params"`
+
+	// SecretParamsSet Names of the stored secret options.
+	//
+	// Example: ["password"]
+	SecretParamsSet []string `json:"secret_params_set"`
+
+	// TimeoutS Longest run of one agent call, in seconds.
+	//
+	// Example: 20
+	TimeoutS int `json:"timeout_s"`
+
+	// UpdatedAt Last change.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Version Version (the ETag).
+	//
+	// Example: 1
+	Version int64 `json:"version"`
+}
+
+// FenceDeviceSpec A node's fence device as written.
+//
+// Example: {"agent":"fence_redfish","params":{"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"},"secret_params":{"password":"s3cret"}}
+type FenceDeviceSpec struct {
+	// Agent A fence agent of Debian's `fence-agents` (or any program speaking its stdin `key=value` protocol) in backstopd's fence-agents directory.
+	//
+	// Example: fence_redfish
+	Agent FenceAgentName `json:"agent"`
+
+	// Params Options given to the fence agent on stdin, one `name=value` line
+	// each. Names match `^[a-z][a-z0-9_]*$` (at most 64 characters) and
+	// are not `action`; values have at most 1024 characters and no line
+	// breaks.
+	//
+	//
+	// Example: {"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"}
+	Params *FenceParams `json:"params,omitempty"`
+
+	// SecretParams Secret options (e.g. `password`): write-only, sealed at rest and
+	// never returned. Absent: the stored ones stay. A name may not
+	// also be in `params`.
+	//
+	//
+	// Example: {"password":"s3cret"}
+	SecretParams *map[string]string `json:"secret_params,omitempty"`
+
+	// TimeoutS Longest run of one agent call (`off`, then `status`), in seconds.
+	//
+	// Example: 20
+	TimeoutS *int `json:"timeout_s,omitempty"`
+}
+
+// FenceParams Options given to the fence agent on stdin, one `name=value` line
+// each. Names match `^[a-z][a-z0-9_]*$` (at most 64 characters) and
+// are not `action`; values have at most 1024 characters and no line
+// breaks.
+//
+// Example: {"ip":"192.0.2.21","ssl_insecure":"1","username":"fencer"}
+type FenceParams map[string]string
 
 // FenceReport A self-fencing this agent did, reported when it reconnects.
 //
@@ -3715,6 +3816,18 @@ type UpdateNodeParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// DeleteFenceDeviceParams defines parameters for DeleteFenceDevice.
+type DeleteFenceDeviceParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// PutFenceDeviceParams defines parameters for PutFenceDevice.
+type PutFenceDeviceParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
 // StartMaintenanceParams defines parameters for StartMaintenance.
 type StartMaintenanceParams struct {
 	// Wait Wait for the hierarchies to move.
@@ -3891,6 +4004,9 @@ type CreateNodeJSONRequestBody = NodeCreate
 
 // UpdateNodeJSONRequestBody defines body for UpdateNode for application/json ContentType.
 type UpdateNodeJSONRequestBody = NodePatch
+
+// PutFenceDeviceJSONRequestBody defines body for PutFenceDevice for application/json ContentType.
+type PutFenceDeviceJSONRequestBody = FenceDeviceSpec
 
 // CreatePathJSONRequestBody defines body for CreatePath for application/json ContentType.
 type CreatePathJSONRequestBody = PathCreate
@@ -4467,6 +4583,64 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 	UpdateNode(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteFenceDevice Remove a node's fence device
+	//
+	// The node is no longer fenced by a peer before a failover.
+	//
+	// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `DeleteFenceDevice` operationId).
+	DeleteFenceDevice(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *DeleteFenceDeviceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetFenceDevice Get a node's fence device
+	//
+	// Returns the node's fence device: its agent, its options and the
+	// names (never the values) of its secret options. 404 when the node
+	// has none.
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `GetFenceDevice` operationId).
+	GetFenceDevice(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutFenceDeviceWithBody Set a node's fence device
+	//
+	// Creates or replaces the node's fence device. Once a node has one,
+	// the leader fences it through the device (`action=off`, then
+	// `action=status` must answer off) before it moves any hierarchy
+	// off the node after it was declared `down`; while the fence fails
+	// nothing moves, a critical `fence.failed` event is written and the
+	// fence is retried. `agent` must be an executable of backstopd's
+	// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+	// on the replica that answers (422 otherwise); every replica that
+	// may lead needs the same agents installed. `secret_params` are
+	// sealed (AES-256-GCM under the secret key) and never returned;
+	// absent, the stored secret options are kept, present, they replace
+	// all of them. Option names are the agent's stdin names (those of
+	// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+	PutFenceDeviceWithBody(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutFenceDevice Set a node's fence device
+	//
+	// Creates or replaces the node's fence device. Once a node has one,
+	// the leader fences it through the device (`action=off`, then
+	// `action=status` must answer off) before it moves any hierarchy
+	// off the node after it was declared `down`; while the fence fails
+	// nothing moves, a critical `fence.failed` event is written and the
+	// fence is retried. `agent` must be an executable of backstopd's
+	// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+	// on the replica that answers (422 otherwise); every replica that
+	// may lead needs the same agents installed. `secret_params` are
+	// sealed (AES-256-GCM under the secret key) and never returned;
+	// absent, the stored secret options are kept, present, they replace
+	// all of them. Option names are the agent's stdin names (those of
+	// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+	PutFenceDevice(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, body PutFenceDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// EndMaintenance End a node's maintenance
 	//
@@ -5822,6 +5996,104 @@ func (c *Client) UpdateNodeWithBody(ctx context.Context, clusterId ClusterID, no
 // Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 func (c *Client) UpdateNode(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateNodeRequest(c.Server, clusterId, nodeId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteFenceDevice Remove a node's fence device
+//
+// The node is no longer fenced by a peer before a failover.
+//
+// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `DeleteFenceDevice` operationId).
+func (c *Client) DeleteFenceDevice(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *DeleteFenceDeviceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteFenceDeviceRequest(c.Server, clusterId, nodeId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetFenceDevice Get a node's fence device
+//
+// Returns the node's fence device: its agent, its options and the
+// names (never the values) of its secret options. 404 when the node
+// has none.
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `GetFenceDevice` operationId).
+func (c *Client) GetFenceDevice(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetFenceDeviceRequest(c.Server, clusterId, nodeId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutFenceDeviceWithBody Set a node's fence device
+//
+// Creates or replaces the node's fence device. Once a node has one,
+// the leader fences it through the device (`action=off`, then
+// `action=status` must answer off) before it moves any hierarchy
+// off the node after it was declared `down`; while the fence fails
+// nothing moves, a critical `fence.failed` event is written and the
+// fence is retried. `agent` must be an executable of backstopd's
+// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+// on the replica that answers (422 otherwise); every replica that
+// may lead needs the same agents installed. `secret_params` are
+// sealed (AES-256-GCM under the secret key) and never returned;
+// absent, the stored secret options are kept, present, they replace
+// all of them. Option names are the agent's stdin names (those of
+// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+func (c *Client) PutFenceDeviceWithBody(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutFenceDeviceRequestWithBody(c.Server, clusterId, nodeId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutFenceDevice Set a node's fence device
+//
+// Creates or replaces the node's fence device. Once a node has one,
+// the leader fences it through the device (`action=off`, then
+// `action=status` must answer off) before it moves any hierarchy
+// off the node after it was declared `down`; while the fence fails
+// nothing moves, a critical `fence.failed` event is written and the
+// fence is retried. `agent` must be an executable of backstopd's
+// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+// on the replica that answers (422 otherwise); every replica that
+// may lead needs the same agents installed. `secret_params` are
+// sealed (AES-256-GCM under the secret key) and never returned;
+// absent, the stored secret options are kept, present, they replace
+// all of them. Option names are the agent's stdin names (those of
+// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+func (c *Client) PutFenceDevice(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, body PutFenceDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutFenceDeviceRequest(c.Server, clusterId, nodeId, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -8591,6 +8863,172 @@ func NewUpdateNodeRequestWithBody(server string, clusterId ClusterID, nodeId Nod
 	return req, nil
 }
 
+// NewDeleteFenceDeviceRequest constructs an http.Request for the DeleteFenceDevice method
+func NewDeleteFenceDeviceRequest(server string, clusterId ClusterID, nodeId NodeID, params *DeleteFenceDeviceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/nodes/%s/fence-device", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetFenceDeviceRequest constructs an http.Request for the GetFenceDevice method
+func NewGetFenceDeviceRequest(server string, clusterId ClusterID, nodeId NodeID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/nodes/%s/fence-device", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPutFenceDeviceRequest calls the generic PutFenceDevice builder with application/json body
+func NewPutFenceDeviceRequest(server string, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, body PutFenceDeviceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutFenceDeviceRequestWithBody(server, clusterId, nodeId, params, "application/json", bodyReader)
+}
+
+// NewPutFenceDeviceRequestWithBody constructs an http.Request for the PutFenceDevice method, with any body, and a specified content type
+func NewPutFenceDeviceRequestWithBody(server string, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/nodes/%s/fence-device", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewEndMaintenanceRequest constructs an http.Request for the EndMaintenance method
 func NewEndMaintenanceRequest(server string, clusterId ClusterID, nodeId NodeID) (*http.Request, error) {
 	var err error
@@ -10767,6 +11205,68 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 	UpdateNodeWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateNodeResponse, error)
+
+	// DeleteFenceDeviceWithResponse Remove a node's fence device
+	//
+	// The node is no longer fenced by a peer before a failover.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `DeleteFenceDevice` operationId).
+	DeleteFenceDeviceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *DeleteFenceDeviceParams, reqEditors ...RequestEditorFn) (*DeleteFenceDeviceResponse, error)
+
+	// GetFenceDeviceWithResponse Get a node's fence device
+	//
+	// Returns the node's fence device: its agent, its options and the
+	// names (never the values) of its secret options. 404 when the node
+	// has none.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `GetFenceDevice` operationId).
+	GetFenceDeviceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*GetFenceDeviceResponse, error)
+
+	// PutFenceDeviceWithBodyWithResponse Set a node's fence device
+	//
+	// Creates or replaces the node's fence device. Once a node has one,
+	// the leader fences it through the device (`action=off`, then
+	// `action=status` must answer off) before it moves any hierarchy
+	// off the node after it was declared `down`; while the fence fails
+	// nothing moves, a critical `fence.failed` event is written and the
+	// fence is retried. `agent` must be an executable of backstopd's
+	// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+	// on the replica that answers (422 otherwise); every replica that
+	// may lead needs the same agents installed. `secret_params` are
+	// sealed (AES-256-GCM under the secret key) and never returned;
+	// absent, the stored secret options are kept, present, they replace
+	// all of them. Option names are the agent's stdin names (those of
+	// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+	PutFenceDeviceWithBodyWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutFenceDeviceResponse, error)
+
+	// PutFenceDeviceWithResponse Set a node's fence device
+	//
+	// Creates or replaces the node's fence device. Once a node has one,
+	// the leader fences it through the device (`action=off`, then
+	// `action=status` must answer off) before it moves any hierarchy
+	// off the node after it was declared `down`; while the fence fails
+	// nothing moves, a critical `fence.failed` event is written and the
+	// fence is retried. `agent` must be an executable of backstopd's
+	// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+	// on the replica that answers (422 otherwise); every replica that
+	// may lead needs the same agents installed. `secret_params` are
+	// sealed (AES-256-GCM under the secret key) and never returned;
+	// absent, the stored secret options are kept, present, they replace
+	// all of them. Option names are the agent's stdin names (those of
+	// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+	PutFenceDeviceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, body PutFenceDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*PutFenceDeviceResponse, error)
 
 	// EndMaintenanceWithResponse End a node's maintenance
 	//
@@ -12957,6 +13457,157 @@ func (r UpdateNodeResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateNodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteFenceDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteFenceDeviceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteFenceDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteFenceDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteFenceDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteFenceDeviceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetFenceDeviceResponse200Headers the declared response headers of an HTTP 200 response for GetFenceDevice
+type GetFenceDeviceResponse200Headers struct {
+	ETag *string
+}
+
+type GetFenceDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *FenceDevice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetFenceDeviceResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetFenceDeviceResponse) GetJSON200() *FenceDevice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetFenceDeviceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetFenceDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetFenceDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetFenceDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetFenceDeviceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PutFenceDeviceResponse200Headers the declared response headers of an HTTP 200 response for PutFenceDevice
+type PutFenceDeviceResponse200Headers struct {
+	ETag *string
+}
+
+type PutFenceDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *FenceDevice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PutFenceDeviceResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutFenceDeviceResponse) GetJSON200() *FenceDevice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutFenceDeviceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutFenceDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutFenceDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutFenceDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutFenceDeviceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -15331,6 +15982,92 @@ func (c *ClientWithResponses) UpdateNodeWithResponse(ctx context.Context, cluste
 	return ParseUpdateNodeResponse(rsp)
 }
 
+// DeleteFenceDeviceWithResponse Remove a node's fence device
+//
+// The node is no longer fenced by a peer before a failover.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `DeleteFenceDevice` operationId).
+func (c *ClientWithResponses) DeleteFenceDeviceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *DeleteFenceDeviceParams, reqEditors ...RequestEditorFn) (*DeleteFenceDeviceResponse, error) {
+	rsp, err := c.DeleteFenceDevice(ctx, clusterId, nodeId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteFenceDeviceResponse(rsp)
+}
+
+// GetFenceDeviceWithResponse Get a node's fence device
+//
+// Returns the node's fence device: its agent, its options and the
+// names (never the values) of its secret options. 404 when the node
+// has none.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `GetFenceDevice` operationId).
+func (c *ClientWithResponses) GetFenceDeviceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, reqEditors ...RequestEditorFn) (*GetFenceDeviceResponse, error) {
+	rsp, err := c.GetFenceDevice(ctx, clusterId, nodeId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetFenceDeviceResponse(rsp)
+}
+
+// PutFenceDeviceWithBodyWithResponse Set a node's fence device
+//
+// Creates or replaces the node's fence device. Once a node has one,
+// the leader fences it through the device (`action=off`, then
+// `action=status` must answer off) before it moves any hierarchy
+// off the node after it was declared `down`; while the fence fails
+// nothing moves, a critical `fence.failed` event is written and the
+// fence is retried. `agent` must be an executable of backstopd's
+// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+// on the replica that answers (422 otherwise); every replica that
+// may lead needs the same agents installed. `secret_params` are
+// sealed (AES-256-GCM under the secret key) and never returned;
+// absent, the stored secret options are kept, present, they replace
+// all of them. Option names are the agent's stdin names (those of
+// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+func (c *ClientWithResponses) PutFenceDeviceWithBodyWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutFenceDeviceResponse, error) {
+	rsp, err := c.PutFenceDeviceWithBody(ctx, clusterId, nodeId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutFenceDeviceResponse(rsp)
+}
+
+// PutFenceDeviceWithResponse Set a node's fence device
+//
+// Creates or replaces the node's fence device. Once a node has one,
+// the leader fences it through the device (`action=off`, then
+// `action=status` must answer off) before it moves any hierarchy
+// off the node after it was declared `down`; while the fence fails
+// nothing moves, a critical `fence.failed` event is written and the
+// fence is retried. `agent` must be an executable of backstopd's
+// fence-agents directory (`--fence-agents-dir`, default `/usr/sbin`)
+// on the replica that answers (422 otherwise); every replica that
+// may lead needs the same agents installed. `secret_params` are
+// sealed (AES-256-GCM under the secret key) and never returned;
+// absent, the stored secret options are kept, present, they replace
+// all of them. Option names are the agent's stdin names (those of
+// its `--longopts` with `_` for `-`); `action` is set by backstopd.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device (the `PutFenceDevice` operationId).
+func (c *ClientWithResponses) PutFenceDeviceWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *PutFenceDeviceParams, body PutFenceDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*PutFenceDeviceResponse, error) {
+	rsp, err := c.PutFenceDevice(ctx, clusterId, nodeId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutFenceDeviceResponse(rsp)
+}
+
 // EndMaintenanceWithResponse End a node's maintenance
 //
 // The node becomes a candidate again; with automatic switchback its hierarchies may move back.
@@ -17332,6 +18069,127 @@ func ParseUpdateNodeResponse(rsp *http.Response) (*UpdateNodeResponse, error) {
 	switch {
 	case rsp.StatusCode == 200:
 		var headers UpdateNodeResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteFenceDeviceResponse parses an HTTP response from a DeleteFenceDeviceWithResponse call
+func ParseDeleteFenceDeviceResponse(rsp *http.Response) (*DeleteFenceDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteFenceDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetFenceDeviceResponse parses an HTTP response from a GetFenceDeviceWithResponse call
+func ParseGetFenceDeviceResponse(rsp *http.Response) (*GetFenceDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetFenceDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest FenceDevice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetFenceDeviceResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePutFenceDeviceResponse parses an HTTP response from a PutFenceDeviceWithResponse call
+func ParsePutFenceDeviceResponse(rsp *http.Response) (*PutFenceDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutFenceDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest FenceDevice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PutFenceDeviceResponse200Headers
 		if values := rsp.Header.Values("ETag"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {

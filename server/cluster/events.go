@@ -30,7 +30,7 @@ type EventType struct {
 // Event schema, README and openapi/BACKSTOP-MIB.txt document the same
 // list; a test keeps the MIB in step.
 var EventTypes = []EventType{
-	{"node.down", SeverityCritical, 1, "backstopNodeDown", true, "the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over"},
+	{"node.down", SeverityCritical, 1, "backstopNodeDown", true, "the node's lease expired and a live peer sees it dead on every path; its hierarchies fail over (once its fence device, if it has one, confirmed it off)"},
 	{"node.unreachable", SeverityWarning, 2, "backstopNodeUnreachable", true, "the control plane lost the node but a peer still sees it (or it has no peer); nothing moves"},
 	{"node.up", SeverityInfo, 3, "backstopNodeUp", true, "the node heartbeats again (or for the first time)"},
 	{"node.maintenance_started", SeverityInfo, 4, "backstopNodeMaintenanceStarted", true, "an operator put the node in maintenance"},
@@ -59,6 +59,8 @@ var EventTypes = []EventType{
 	{"leader.changed", SeverityInfo, 27, "backstopLeaderChanged", true, "a backstopd replica became leader (written to every cluster's log)"},
 	{"delivery.dead_lettered", SeverityWarning, 28, "backstopDeliveryDeadLettered", true, "a webhook or trap delivery was given up after its retry budget or a permanent error"},
 	{"node.restarting", SeverityInfo, 29, "backstopNodeRestarting", true, "the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window"},
+	{"fence.failed", SeverityCritical, 30, "backstopFenceFailed", true, "fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried"},
+	{"fence.succeeded", SeverityInfo, 31, "backstopFenceSucceeded", true, "the node's fence device confirmed it off; its hierarchies fail over"},
 }
 
 // GenericTrap is the notification for an event type the MIB does not
