@@ -21,7 +21,16 @@
 //     majority of its cluster over the communication paths, it fences every
 //     active hierarchy at once (kit Fence, not an orderly stop);
 //   - paths: authenticated UDP heartbeats over every communication path,
-//     with per-path state, round-trip time and loss.
+//     with per-path state, round-trip time and loss;
+//   - guard link: grants the fence guard (guard.go), a process of its own
+//     that outlives the agent, its next deadline, and follows the
+//     fencings the guard does when the agent was too late.
+//
+// The fence guard (`backstop-agent guard`) fences the node when the agent
+// dies, hangs or crash-loops without renewing its lease; on a clean stop
+// the agent first asks the control plane for a restart hold
+// (restart.go), so that the next agent process adopts the running
+// hierarchies instead.
 //
 // The agent never stops resources because it is shutting down: an agent
 // restart must not take services down. It brings nothing in service except
