@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/internal/nslab"
 )
 
 // nsCluster is a whole test cluster: backstopd on the host, one agent per
@@ -192,10 +194,15 @@ func (nc *nsCluster) events() []string {
 	return out
 }
 
-// invariant samples, every few milliseconds until stopped, which nodes hold
-// a virtual IP and run its service, and records any moment where two do.
+// invariant is the never-two-copies checker of a virtual IP and its
+// service (nslab.Invariant): who holds the address follows every node's
+// address events (netlink), so an overlap of a millisecond counts; who
+// listens on the port is sampled about every millisecond per node. The
+// legacy fields (samples, violations, first, stop, done) serve a checker
+// that samples both (watchInvariantOn in mail_harness_test.go).
 type invariant struct {
-	excluded   sync.Map // node index -> true: crashed nodes hold nothing real
+	lab        *nslab.Invariant // nil: the legacy sampler
+	excluded   sync.Map         // node index -> true: crashed nodes hold nothing real
 	stop       chan struct{}
 	done       chan struct{}
 	violations atomic.Int64
@@ -205,30 +212,25 @@ type invariant struct {
 	checked    atomic.Bool
 }
 
-// watchInvariant starts the never-two-copies checker for addr.
+// watchInvariant starts the never-two-copies checker for addr and
+// tcpecho's port 7000.
 func (nc *nsCluster) watchInvariant(addr string) *invariant {
-	inv := &invariant{stop: make(chan struct{}), done: make(chan struct{})}
+	return nc.watchInvariantPort(addr, 7000)
+}
+
+// watchInvariantPort starts the never-two-copies checker for addr and a
+// service listening on addr:port.
+func (nc *nsCluster) watchInvariantPort(addr string, port int) *invariant {
+	nc.t.Helper()
+	lab, err := nslab.WatchInvariant(nc.top.lab, addr, port, time.Millisecond)
+	if err != nil {
+		nc.t.Fatal(err)
+	}
+	inv := &invariant{lab: lab, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(inv.done)
-		for {
-			select {
-			case <-inv.stop:
-				return
-			default:
-			}
-			holders := inv.live(nc.top.holders(addr))
-			running := inv.live(nc.top.listeners(addr, 7000))
-			inv.samples.Add(1)
-			if len(holders) > 1 || len(running) > 1 {
-				inv.violations.Add(1)
-				inv.mu.Lock()
-				if inv.first == "" {
-					inv.first = fmt.Sprintf("at %s: address held by %v, service running in %v", time.Now().Format(time.RFC3339Nano), holders, running)
-				}
-				inv.mu.Unlock()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		<-inv.stop
+		lab.Stop()
 	}()
 	nc.t.Cleanup(func() { inv.check(nc.t) })
 	return inv
@@ -236,10 +238,20 @@ func (nc *nsCluster) watchInvariant(addr string) *invariant {
 
 // exclude stops counting node i: it crashed, and what its namespace still
 // holds would be gone with a real machine (see crash).
-func (inv *invariant) exclude(i int) { inv.excluded.Store(i, true) }
+func (inv *invariant) exclude(i int) {
+	inv.excluded.Store(i, true)
+	if inv.lab != nil {
+		inv.lab.Exclude(i)
+	}
+}
 
 // include counts node i again (it rebooted: see reboot).
-func (inv *invariant) include(i int) { inv.excluded.Delete(i) }
+func (inv *invariant) include(i int) {
+	inv.excluded.Delete(i)
+	if inv.lab != nil {
+		inv.lab.Include(i)
+	}
+}
 
 func (inv *invariant) live(nodes []int) []int {
 	out := nodes[:0:0]
@@ -253,13 +265,31 @@ func (inv *invariant) live(nodes []int) []int {
 
 // check stops the checker (once) and fails t if two copies ever ran.
 func (inv *invariant) check(t *testing.T) {
+	t.Helper()
 	select {
 	case <-inv.done:
 	default:
-		close(inv.stop)
+		select {
+		case <-inv.stop:
+		default:
+			close(inv.stop)
+		}
 		<-inv.done
 	}
 	if !inv.checked.CompareAndSwap(false, true) {
+		return
+	}
+	if inv.lab != nil {
+		r := inv.lab.Report("")
+		events, period := inv.lab.Stats()
+		if errs := inv.lab.Errors(); len(errs) > 0 {
+			t.Errorf("the never-two-copies checker lost track (it may have missed an overlap): %v", errs)
+		}
+		if r.Violated() {
+			t.Errorf("never-two-copies violated: %v; first %s", r, r.First)
+		} else {
+			t.Logf("invariant held: %v (%d address events; listener reads every %v per node)", r, events, period)
+		}
 		return
 	}
 	if n := inv.violations.Load(); n > 0 {

@@ -27,9 +27,20 @@ func readLine(c net.Conn, timeout time.Duration) string {
 // attempt) until one is greeted with want. It returns when that
 // connection was established. It gives up when ctx ends.
 func AwaitGreeting(ctx context.Context, addr, want string, every, attemptTimeout time.Duration) (time.Time, error) {
+	at, _, err := AwaitGreetingFrom(ctx, addr, func(g string) bool { return g == want }, every, attemptTimeout)
+	return at, err
+}
+
+// AwaitGreetingFrom is AwaitGreeting for the first greeting that accept
+// takes; it returns that greeting too.
+func AwaitGreetingFrom(ctx context.Context, addr string, accept func(string) bool, every, attemptTimeout time.Duration) (time.Time, string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	found := make(chan time.Time, 1)
+	type greeted struct {
+		at time.Time
+		g  string
+	}
+	found := make(chan greeted, 1)
 	sem := make(chan struct{}, 64) // attempts in flight
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -42,9 +53,9 @@ func AwaitGreeting(ctx context.Context, addr, want string, every, attemptTimeout
 		}
 		connected := time.Now()
 		defer c.Close()
-		if strings.TrimSpace(readLine(c, attemptTimeout)) == want {
+		if g := strings.TrimSpace(readLine(c, attemptTimeout)); accept(g) {
 			select {
-			case found <- connected:
+			case found <- greeted{connected, g}:
 			default:
 			}
 		}
@@ -56,10 +67,10 @@ func AwaitGreeting(ctx context.Context, addr, want string, every, attemptTimeout
 		default: // too many in flight: skip this tick
 		}
 		select {
-		case at := <-found:
-			return at, nil
+		case f := <-found:
+			return f.at, f.g, nil
 		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
+			return time.Time{}, "", ctx.Err()
 		case <-tick.C:
 		}
 	}

@@ -54,6 +54,17 @@ func (p *Proc) Exited() bool {
 	}
 }
 
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.exited }
+
+// Signal sends sig to the process (by PID) unless it has exited.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if p == nil || p.Exited() {
+		return errors.New("the process has exited")
+	}
+	return syscall.Kill(p.Cmd.Process.Pid, sig)
+}
+
 // Kill SIGKILLs the process (by PID) and waits for it.
 func (p *Proc) Kill() {
 	if p == nil || p.Exited() {
@@ -177,11 +188,17 @@ func NewAgent(bin, name string, nd *Node, dir string) (*Agent, error) {
 	return a, nil
 }
 
+// GuardLog is the path of the agent's fence guard's log.
+func (a *Agent) GuardLog() string { return filepath.Join(a.DataDir, "guard.log") }
+
 // Start starts the agent with the control plane's URLs (comma-separated)
-// and, on its first start, its enrollment token.
+// and, on its first start, its enrollment token. The process is the agent
+// itself (ip netns exec and unshare exec it), so that signals sent to
+// Proc reach it; the fence guard it spawns logs to GuardLog.
 func (a *Agent) Start(servers, token string) error {
 	args := []string{"netns", "exec", a.NS, "unshare", "--mount", "--propagation", "private", "--",
-		a.Bin, "--server", servers, "--data-dir", a.DataDir, "--log-format", "json", "--metrics-listen", "off"}
+		a.Bin, "--server", servers, "--data-dir", a.DataDir, "--log-format", "json", "--metrics-listen", "off",
+		"--guard-log", a.GuardLog()}
 	if token != "" {
 		args = append(args, "--enroll-token", token)
 	}
