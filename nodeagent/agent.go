@@ -40,7 +40,9 @@ type Config struct {
 	// MetricsListen is the address of /metrics; empty disables it.
 	MetricsListen string
 	// Watchdog is a watchdog device such as /dev/watchdog; empty
-	// disables it.
+	// disables it. With FenceGuard the guard feeds it (cmd/backstop-agent
+	// passes it in GuardArgs); without, the agent does while its loops
+	// are healthy.
 	Watchdog string
 	// Logger receives the logs; nil discards them.
 	Logger *slog.Logger
@@ -327,7 +329,9 @@ func (a *Agent) run(ctx context.Context) error {
 	// (enrollment may wait on the control plane for long), and disarmed
 	// on the way out: a clean stop must not reboot the node; systemd
 	// restarts the agent, which arms it again.
-	if a.cfg.Watchdog != "" {
+	// With a fence guard, the guard feeds the watchdog (it outlives the
+	// agent: GuardArgs carry --watchdog); the agent does only without one.
+	if a.cfg.Watchdog != "" && a.guard == nil {
 		wd, err := openWatchdog(a.cfg.Watchdog)
 		if err != nil {
 			return err

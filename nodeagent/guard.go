@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -67,6 +68,13 @@ type GuardConfig struct {
 	// Realtime asks for a real-time scheduling priority and locked
 	// memory (best effort: refused without the privilege).
 	Realtime bool
+	// Watchdog is a watchdog device (/dev/watchdog) the guard feeds every
+	// WatchdogKick while it runs and its fencings succeed: a guard that
+	// hangs or dies, or cannot fence, gets the node rebooted by the
+	// kernel. Empty: none. Never point it at a real device on a test
+	// machine: a missed keepalive reboots it.
+	Watchdog     string
+	WatchdogKick time.Duration
 }
 
 // guardMsg is one message of the guard protocol: JSON, one per line.
@@ -89,6 +97,13 @@ type guard struct {
 	log *slog.Logger
 	// now returns CLOCK_BOOTTIME.
 	now func() time.Duration
+
+	// fence fences what the data directory records (fenceDir; tests
+	// replace it).
+	fence func(reason string) fenceResult
+	// fenceFailed is set when a fencing left something unkilled: the
+	// watchdog is then no longer fed, so that the node reboots.
+	fenceFailed atomic.Bool
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -167,6 +182,25 @@ func RunGuard(ctx context.Context, cfg GuardConfig) error {
 		return err
 	}
 	g := &guard{cfg: cfg, log: log, now: boottime, conns: map[*guardConn]bool{}, wake: make(chan struct{}, 1)}
+	g.fence = g.fenceDir
+	if guardTestHook != nil {
+		guardTestHook(g)
+	}
+	if cfg.Watchdog != "" {
+		wd, err := openWatchdog(cfg.Watchdog)
+		if err != nil {
+			return err
+		}
+		log.Info("watchdog armed by the fence guard", keyEvent, eventWatchdogOpened, "device", cfg.Watchdog)
+		stop := make(chan struct{})
+		defer func() {
+			close(stop)
+			// Only a guard told to stop (ctx) gets here; after a failed
+			// fencing the node must still reboot.
+			_ = wd.close(!g.fenceFailed.Load())
+		}()
+		go g.feedWatchdog(wd, stop)
+	}
 	log.Info("fence guard started", keyEvent, eventGuardStarted, "pid", os.Getpid(), "socket", sock)
 	go func() {
 		<-ctx.Done()
@@ -251,6 +285,38 @@ func (g *guard) arm(d time.Duration) {
 	}
 }
 
+// guardTestHook, when set by a test, adjusts a guard before it serves.
+var guardTestHook func(*guard)
+
+// feedWatchdog kicks wd every WatchdogKick until stop, unless a fencing
+// failed: then it withholds the keepalives so that the kernel reboots
+// the node, the last resort when a resource cannot be killed.
+func (g *guard) feedWatchdog(wd *watchdog, stop <-chan struct{}) {
+	every := g.cfg.WatchdogKick
+	if every <= 0 {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	logged := false
+	for {
+		if g.fenceFailed.Load() {
+			if !logged {
+				logged = true
+				g.log.Error("fencing failed: withholding watchdog keepalives so that the node reboots",
+					keyEvent, eventWatchdogUnhealthy, keyReason, "fence_failed")
+			}
+		} else if err := wd.kick(); err != nil {
+			g.log.Error("watchdog keepalive failed", keyErr, err)
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // loop waits for the deadline and fences when it passes.
 func (g *guard) loop(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
@@ -298,7 +364,10 @@ func (g *guard) expire(d time.Duration) {
 
 	late := g.now() - d
 	reason := fmt.Sprintf("fence guard: the agent renewed neither the lease nor its vouch (deadline passed %d ms ago)", late.Milliseconds())
-	res := g.fenceDir(reason)
+	res := g.fence(reason)
+	if len(res.Failures) > 0 {
+		g.fenceFailed.Store(true)
+	}
 	if len(res.Hierarchies) == 0 {
 		g.log.Info("fence guard deadline passed with nothing active here", keyEvent, eventGuardExpired, keyReason, reason)
 		return
@@ -357,7 +426,10 @@ wait:
 	}
 	// No live agent took over: fence again what an agent may have started
 	// meanwhile, and leave the report for the next agent process.
-	res2 := g.fenceDir(reason)
+	res2 := g.fence(reason)
+	if len(res2.Failures) > 0 {
+		g.fenceFailed.Store(true)
+	}
 	g.log.Error("fence guard: no agent acknowledged the fencing; it is recorded for the next agent process", keyEvent, eventGuardFenced,
 		"killed_agents", killed, keyHierarchies, res2.Hierarchies)
 	hs := unionStrings(res.Hierarchies, res2.Hierarchies)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,5 +171,67 @@ func TestGuardFollowsTheNewestDeadline(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if err := f.dec.Decode(&m); err != nil || m.Fenced == 0 {
 		t.Fatalf("no fencing after a shorter, newer deadline passed: %+v %v", m, err)
+	}
+}
+
+// TestGuardWithholdsTheWatchdogWhenFencingFails protects the last resort
+// of "never two copies" on real hardware: the guard feeds the watchdog
+// while it runs, and stops feeding it (so that the kernel reboots the
+// node) once a fencing left something unkilled; it never disarms it then.
+// The "device" is a plain file: never a real watchdog on a test machine.
+func TestGuardWithholdsTheWatchdogWhenFencingFails(t *testing.T) {
+	dir := t.TempDir()
+	dev := filepath.Join(t.TempDir(), "watchdog")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	guardTestHook = func(g *guard) {
+		g.fence = func(string) fenceResult {
+			return fenceResult{Hierarchies: []string{guardTestHierarchy}, Failures: []string{"svc: cannot kill"}}
+		}
+	}
+	t.Cleanup(func() { guardTestHook = nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunGuard(ctx, GuardConfig{DataDir: dir, Logger: testLogger(t), AckTimeout: time.Second,
+			Watchdog: dev, WatchdogKick: 10 * time.Millisecond})
+	}()
+	size := func() int64 {
+		fi, err := os.Stat(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	waitFor(t, 10*time.Second, "keepalives", func() bool { return size() >= 3 })
+	var c net.Conn
+	waitFor(t, 10*time.Second, "the guard's socket", func() bool {
+		var err error
+		c, err = net.Dial("unix", filepath.Join(dir, fileGuardSock))
+		return err == nil
+	})
+	defer c.Close()
+	if err := json.NewEncoder(c).Encode(guardMsg{ArmNS: int64(boottime() + 20*time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	var m guardMsg
+	if err := json.NewDecoder(c).Decode(&m); err != nil || len(m.Failures) == 0 {
+		t.Fatalf("notice %+v %v, want a failed fencing", m, err)
+	}
+	// The flag is set before the notice is sent: at most one keepalive
+	// that had already passed its check may still land.
+	before := size()
+	time.Sleep(300 * time.Millisecond) // 30 kick periods
+	if after := size(); after > before+1 {
+		t.Fatalf("the watchdog was fed %d more times after a failed fencing", after-before)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dev)
+	if strings.Contains(string(b), "V") {
+		t.Fatal("the guard disarmed the watchdog after a failed fencing")
 	}
 }

@@ -116,6 +116,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	o.cfg.Version = version
 	o.cfg.GuardArgs = []string{"--log-format", o.logFormat, "--log-level", o.logLevel}
+	if o.cfg.Watchdog != "" {
+		o.cfg.GuardArgs = append(o.cfg.GuardArgs, "--watchdog", o.cfg.Watchdog)
+	}
 	if o.logFormat != "json" && o.logFormat != "text" {
 		return o, fmt.Errorf("--log-format must be json or text, not %q", o.logFormat)
 	}
@@ -168,6 +171,7 @@ func guardMain(args []string) {
 	var o options
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level")
+	wd := fs.String("watchdog", "", "watchdog device the guard feeds while it runs and its fencings succeed")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -178,7 +182,7 @@ func guardMain(args []string) {
 	// must not end the guard.
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	log := newLogger(o, os.Stderr).With("component", "guard")
-	err := nodeagent.RunGuard(context.Background(), nodeagent.GuardConfig{DataDir: *dir, Logger: log, Realtime: true})
+	err := nodeagent.RunGuard(context.Background(), nodeagent.GuardConfig{DataDir: *dir, Logger: log, Realtime: true, Watchdog: *wd})
 	if err != nil {
 		log.Error("fence guard stopped", "err", err)
 		os.Exit(1)
