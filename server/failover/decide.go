@@ -1,8 +1,3 @@
-// Package failover decides where each hierarchy runs. Decisions are pure
-// functions of a Snapshot (node states, priorities, placements, failed
-// marks, exclusivity groups), so every rule is a table test and a decision
-// can be stored with exactly the inputs that produced it. The leader loop
-// that gathers snapshots and carries decisions out lives beside it.
 package failover
 
 import (
@@ -24,6 +19,10 @@ type NodeView struct {
 	// lease running) sees the node over a communication path (automatic
 	// switchback waits for it).
 	PathsAlive bool
+	// AwaitingFence is true for a down node with a fence device whose
+	// fence has not been confirmed since it went down: nothing moves off
+	// it (it may still run its hierarchies) until the fence is confirmed.
+	AwaitingFence bool
 }
 
 // HierarchyView is what a decision knows about a hierarchy.
@@ -147,6 +146,8 @@ func decideOne(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 		return d, false
 	case p.NodeID == "":
 		return d, false // never placed: operators bring hierarchies in service
+	case s.Nodes[p.NodeID].AwaitingFence:
+		return d, false // down, but not fenced yet: it may still run the hierarchy
 	case active(p) && nodeDown(s, p.NodeID):
 		d.Reason = fmt.Sprintf("node %s is down", nodeName(s, p.NodeID))
 	case p.State == cluster.PlacementFailed && !h.FailedOn[p.NodeID] && nodeDown(s, p.NodeID):

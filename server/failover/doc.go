@@ -1,0 +1,86 @@
+// Package failover decides where each hierarchy runs. Decisions are pure
+// functions of a Snapshot (node states, priorities, placements, failed
+// marks, exclusivity groups), so every rule is a table test and a decision
+// can be stored with exactly the inputs that produced it. The leader loop
+// that gathers snapshots and carries decisions out lives beside it.
+//
+// # The safety argument: never two copies
+//
+// A decision is only as safe as its inputs, so this is where the whole
+// argument is written down once: each invariant, the function that
+// enforces it, and the test that shows it. Tests named Test* without a
+// package are in e2e/ (real backstopd, real agents in network namespaces,
+// and a checker that follows every node's addresses through netlink and
+// its listening sockets every ~1.3 ms).
+//
+// 1. One leader per term. Leadership is a PostgreSQL advisory lock held
+// on a dedicated connection (store.TryLead); taking it increments the
+// term in the same transaction. A killed leader's connection drops and
+// the lock with it. Shown by store.TestOneLeaderPerTerm and TestLeaderKilled.
+//
+// 2. A deposed leader cannot write. Every engine write (judging nodes,
+// moving, signing a command) starts with store.checkTermTx, which reads
+// the term FOR SHARE in the same transaction: a new leader's takeover
+// waits for it, and after the takeover the old term fails with
+// cluster.ErrStaleTerm. Shown by store.TestStaleTermWritesNothing.
+//
+// 3. No judgement during a new leader's first lease. store.JudgeNodes
+// ignores every node until one lease plus grace after leader_since, so a
+// leader change never looks like a silent cluster. Shown by
+// store.TestJudgeNewLeaderGrace and TestLeaderKilled.
+//
+// 4. Down only when no peer sees the node, on positive evidence.
+// store.JudgeNodes declares a node whose lease ran out down only when a
+// peer with a fresh lease reported, after the node's last heartbeat, a
+// path to it and no such peer sees it; a peer that sees it makes it
+// unreachable (nothing moves); with no fresh report at all (an overloaded
+// or frozen control plane lets every lease lapse at once) nothing is
+// judged. Shown by store.TestJudgeNodeCrash, store.TestJudgeUnreachable,
+// store.TestJudgeStarvedControlPlane, store.TestJudgeTwoOfThreeCrash,
+// TestUnreachableNothingMoves and TestStarvedControlPlaneMovesNothing.
+//
+// 5. The node stops serving before the control plane may declare it
+// down. The agent's lease runs from the send time of its newest
+// acknowledged heartbeat, the server's from receipt plus a grace
+// (nodeagent lease.renew); the newest answer wins on both sides, so a
+// restart hold ends with the next heartbeat. An isolated agent fences
+// itself at its deadline (nodeagent decideFence). The fence guard, a
+// real-time-priority process that outlives the agent, holds the same
+// deadline (or, while the lease is gone but a majority of the cluster is
+// visible, a vouch shorter than the time the peers need to see the node
+// silent) and fences when it passes, whatever became of the agent. Shown
+// by nodeagent.TestLeaseCountsFromSendTime,
+// nodeagent.TestLeaseHoldEndsWithTheNextHeartbeat,
+// nodeagent.TestGuardFencesWhenTheAgentGoesSilent,
+// nodeagent.TestGuardFollowsTheNewestDeadline, TestFailoverNetworkLoss,
+// TestAgentKilledFencedByGuard, TestAgentStoppedFencedByGuard,
+// TestAgentCrashLoopFencedByGuard, TestAgentStopFailsOverAfterTheHold.
+// A guard that dies or hangs, or a fencing that fails, stops feeding the
+// watchdog when one is configured
+// (nodeagent.TestGuardWithholdsTheWatchdogWhenFencingFails).
+//
+// 6. Epochs and terms are refused when stale. Every placement change
+// bumps the hierarchy's epoch in its transaction; every command is signed
+// (Ed25519) over its epoch, term, addressee and expiry, and the agent's
+// envelope.Verifier refuses a command older than the newest epoch or term
+// it has seen, and any replay. Shown by envelope.TestVerify and
+// TestAgentRejectsBadCommands.
+//
+// 7. A reconnecting or restarted agent never restarts what moved. Local
+// recovery needs the agent's authority (nodeagent Agent.authority: a valid
+// lease and a configuration, fetched by this process, that still places
+// the hierarchy here at that epoch), and every operation goes through one
+// bracket (nodeagent runner.operate) that rechecks the state, the
+// generation bumped by fencing and the context under the lock before every
+// kit action. Shown by nodeagent.TestFencedHierarchyIsNeverRestartedByLocalRecovery
+// (a synctest reproduction of the fence → stop → start race),
+// nodeagent.TestLocalRecoveryRefusedAtAStaleGeneration and
+// TestFailoverNodeCrash (the rebooted node relinquishes).
+//
+// 8. A restart or upgrade neither interrupts nor duplicates. The
+// stopping agent asks for a restart hold; the control plane keeps the
+// lease, the guard the same deadline, and the next process adopts the
+// running hierarchies; if none comes, 5 applies when the hold ends. Shown
+// by store.TestRestartHold, TestAgentRestartKeepsServices and
+// TestAgentUpgradeKeepsServices.
+package failover
