@@ -197,14 +197,15 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster
 	rows, err := tx.Query(ctx, `SELECT n.id, n.name, n.state, n.maintenance, n.state_since,
 		EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
 			WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up' AND p.lease_expires_at > now()
-			AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up')
+			AND e->>'peer_node_id' = n.id::text AND e->>'state' = 'up'),
+		`+awaitingFenceSQL+`
 		FROM nodes n WHERE n.cluster_id = $1 ORDER BY n.id`, c.ID)
 	if err != nil {
 		return st, err
 	}
 	st.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.NodeStatus, error) {
 		var n cluster.NodeStatus
-		err := r.Scan(&n.ID, &n.Name, &n.State, &n.Maintenance, &n.StateSince, &n.PathsAlive)
+		err := r.Scan(&n.ID, &n.Name, &n.State, &n.Maintenance, &n.StateSince, &n.PathsAlive, &n.AwaitingFence)
 		return n, err
 	})
 	if err != nil {
@@ -334,16 +335,25 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 		}
 		from := h.Placement.NodeID
 		var fromState string
+		var awaitingFence bool
 		if from != "" {
-			if err := tx.QueryRow(ctx, `SELECT state FROM nodes WHERE id = $1`, from).Scan(&fromState); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT state, `+awaitingFenceSQL+` FROM nodes n WHERE id = $1`, from).Scan(&fromState, &awaitingFence); err != nil {
 				return o, err
 			}
+		}
+		if awaitingFence {
+			// The engine's decision waits for the fence already; this
+			// holds for an operator's move too.
+			return o, fmt.Errorf("%w: node of hierarchy %q is down and awaits its fence; nothing moves off it until its fence device confirms it off (or the device is removed)",
+				cluster.ErrConflict, h.Name)
 		}
 		now := time.Now()
 		o.inc = cluster.Incident{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, Kind: m.Kind, From: from, To: m.To,
 			Reason: m.Decision.Reason, State: "open", DetectedAt: m.DetectedAt, DecidedAt: &now}
-		if _, err := tx.Exec(ctx, `INSERT INTO incidents (id, cluster_id, hierarchy_id, kind, from_node, to_node, reason, detected_at, decided_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())`, o.inc.ID, m.ClusterID, h.ID, m.Kind, nullUUID(from), m.To, m.Decision.Reason, m.DetectedAt); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO incidents (id, cluster_id, hierarchy_id, kind, from_node, to_node, reason, detected_at, decided_at, fenced_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(),
+				(SELECT fenced_at FROM nodes WHERE id = $5 AND state = 'down' AND fenced_at >= state_since))`,
+			o.inc.ID, m.ClusterID, h.ID, m.Kind, nullUUID(from), m.To, m.Decision.Reason, m.DetectedAt); err != nil {
 			return o, err
 		}
 		m.Decision.Term = cur

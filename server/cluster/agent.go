@@ -274,6 +274,9 @@ type NodeStatus struct {
 	// reports a live communication path to it.
 	PathsAlive bool
 	StateSince time.Time
+	// AwaitingFence: the node is down, has a fence device, and no fence
+	// was confirmed since it went down. Nothing moves off it.
+	AwaitingFence bool
 }
 
 // HierarchyStatus is what the failover engine reads about a hierarchy.

@@ -165,7 +165,7 @@ func nodeSince(st cluster.ClusterStatus, id string) time.Time {
 func SnapshotOf(st cluster.ClusterStatus) Snapshot {
 	s := Snapshot{Nodes: make(map[string]NodeView, len(st.Nodes))}
 	for _, n := range st.Nodes {
-		s.Nodes[n.ID] = NodeView{ID: n.ID, Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive}
+		s.Nodes[n.ID] = NodeView{ID: n.ID, Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive, AwaitingFence: n.AwaitingFence}
 	}
 	for _, h := range st.Hierarchies {
 		v := HierarchyView{ID: h.ID, Name: h.Name, Group: h.ExclusivityGroup, Switchback: h.Switchback,
@@ -189,6 +189,9 @@ func Record(st cluster.ClusterStatus, d Decision, key string) cluster.DecisionRe
 		State       string `json:"state"`
 		Maintenance bool   `json:"maintenance,omitempty"`
 		PathsAlive  bool   `json:"paths_alive"`
+		// AwaitingFence never shows in a decision that moved something;
+		// it is there for explain and simulate.
+		AwaitingFence bool `json:"awaiting_fence,omitempty"`
 	}
 	in := struct {
 		Nodes     map[string]nodeIn `json:"nodes"`
@@ -204,7 +207,7 @@ func Record(st cluster.ClusterStatus, d Decision, key string) cluster.DecisionRe
 		for _, p := range h.Priorities {
 			for _, n := range st.Nodes {
 				if n.ID == p.NodeID {
-					in.Nodes[n.ID] = nodeIn{Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive}
+					in.Nodes[n.ID] = nodeIn{Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive, AwaitingFence: n.AwaitingFence}
 				}
 			}
 		}
