@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // httpMetrics are the API's request metrics.
@@ -42,4 +44,41 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+// fenceMetrics count the leader's fences through fence devices.
+type fenceMetrics struct {
+	attempts *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newFenceMetrics(reg prometheus.Registerer) (*fenceMetrics, error) {
+	m := &fenceMetrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "backstop_fence_attempts_total",
+			Help: "Fences of down nodes through their fence devices run by this replica as leader, by agent and outcome (succeeded, failed).",
+		}, []string{"agent", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "backstop_fence_duration_seconds",
+			Help:    "Time of one fence attempt (off, then status) by agent and outcome.",
+			Buckets: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60},
+		}, []string{"agent", "outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.attempts, m.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// ObserveFence records a fence attempt in the metrics (the engine's
+// OnFence hook).
+func (s *Server) ObserveFence(r cluster.FenceResult) {
+	outcome := "failed"
+	if r.OK {
+		outcome = "succeeded"
+	}
+	s.fences.attempts.WithLabelValues(r.Agent, outcome).Inc()
+	s.fences.duration.WithLabelValues(r.Agent, outcome).Observe(r.Duration.Seconds())
 }

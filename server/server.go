@@ -102,6 +102,10 @@ type Store interface {
 	SNMPEngine(ctx context.Context) (cluster.SNMPEngine, error)
 	ControlPlane(ctx context.Context) (cluster.ControlPlane, error)
 
+	FindFenceDevice(ctx context.Context, clusterID, nodeID string) (cluster.FenceDevice, error)
+	PutFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64, change func(cur *cluster.FenceDevice) (cluster.FenceDevice, error)) (cluster.FenceDevice, error)
+	DeleteFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64) error
+
 	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error)
 	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r cluster.StoredResponse) error
 	ReleaseIdempotencyKey(ctx context.Context, tokenID, key string) error
@@ -132,6 +136,9 @@ type Config struct {
 	// log when no notification came (default 5 s).
 	StreamHeartbeat time.Duration
 	StreamPoll      time.Duration
+	// FenceAgentsDir is where fence agents named by fence devices must
+	// be (default DefaultFenceAgentsDir).
+	FenceAgentsDir string
 }
 
 // Server is the Backstop HTTP API. It is an http.Handler.
@@ -152,6 +159,8 @@ type Server struct {
 	heartbeat  time.Duration
 	poll       time.Duration
 	events     *prometheus.CounterVec
+	fenceDir   string
+	fences     *fenceMetrics
 }
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -176,6 +185,10 @@ func New(cfg Config) (*Server, error) {
 		deliver:   cfg.Deliverer,
 		heartbeat: cfg.StreamHeartbeat,
 		poll:      cfg.StreamPoll,
+		fenceDir:  cfg.FenceAgentsDir,
+	}
+	if s.fenceDir == "" {
+		s.fenceDir = DefaultFenceAgentsDir
 	}
 	if s.heartbeat <= 0 {
 		s.heartbeat = 15 * time.Second
@@ -199,6 +212,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.fences, err = newFenceMetrics(s.registry); err != nil {
+		return nil, err
+	}
 	s.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "backstop_events_total",
 		Help: "Events committed (by any replica) as this replica heard them (LISTEN/NOTIFY), by type and severity.",

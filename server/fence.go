@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/cluster"
+)
+
+// Fence devices: a node's fence-agents program and its options. The
+// secret options are sealed by the Deliverer's sealer (the one that seals
+// webhook and SNMP secrets), bound to the node id, and never returned.
+
+// DefaultFenceAgentsDir is where Debian's fence-agents installs its
+// programs.
+const DefaultFenceAgentsDir = "/usr/sbin"
+
+// GetFenceDevice shows a node's fence device without its secret values.
+func (s *Server) GetFenceDevice(ctx context.Context, r api.GetFenceDeviceRequestObject) (api.GetFenceDeviceResponseObject, error) {
+	d, err := s.store.FindFenceDevice(ctx, r.ClusterId.String(), r.NodeId.String())
+	if err != nil {
+		return nil, err
+	}
+	return api.GetFenceDevice200JSONResponse{Body: toAPIFenceDevice(d), Headers: api.GetFenceDevice200ResponseHeaders{ETag: etag(d.Version)}}, nil
+}
+
+// PutFenceDevice creates or replaces a node's fence device.
+func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequestObject) (api.PutFenceDeviceResponseObject, error) {
+	dl, err := s.deliverer()
+	if err != nil {
+		return nil, err
+	}
+	b := r.Body
+	nodeID := r.NodeId.String()
+	params := map[string]string(deref(b.Params, api.FenceParams{}))
+	v := &cluster.ValidationError{}
+	if err := s.checkFenceAgent(b.Agent); err != nil {
+		v.Add("/agent", "%s", err)
+	}
+	cluster.ValidateFenceParams(v, "/params", params)
+	var secrets map[string]string
+	if b.SecretParams != nil {
+		secrets = *b.SecretParams
+		cluster.ValidateFenceParams(v, "/secret_params", secrets)
+	}
+	timeout := time.Duration(deref(b.TimeoutS, int(cluster.DefaultFenceTimeout/time.Second))) * time.Second
+	if timeout < time.Second || timeout > cluster.MaxFenceTimeout {
+		v.Add("/timeout_s", "must be between 1 and %d", int(cluster.MaxFenceTimeout/time.Second))
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	var sealed []byte
+	if secrets != nil {
+		plain, err := json.Marshal(secrets)
+		if err != nil {
+			return nil, err
+		}
+		sealed = dl.Seal(cluster.FenceSealID(nodeID), plain)
+	}
+	d, err := s.store.PutFenceDevice(ctx, r.ClusterId.String(), nodeID, ifMatchVersion(r.Params.IfMatch), func(cur *cluster.FenceDevice) (cluster.FenceDevice, error) {
+		next := cluster.FenceDevice{NodeID: nodeID, ClusterID: r.ClusterId.String(), Agent: b.Agent, Params: params, Timeout: timeout,
+			SecretNames: slices.Sorted(maps.Keys(secrets)), SecretSealed: sealed}
+		if secrets == nil && cur != nil {
+			next.SecretNames, next.SecretSealed = cur.SecretNames, cur.SecretSealed
+		}
+		v := &cluster.ValidationError{}
+		for _, k := range next.SecretNames {
+			if _, ok := params[k]; ok {
+				v.Add("/params/"+k, "%s is a secret option of this device; give it in secret_params only", k)
+			}
+		}
+		return next, v.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return api.PutFenceDevice200JSONResponse{Body: toAPIFenceDevice(d), Headers: api.PutFenceDevice200ResponseHeaders{ETag: etag(d.Version)}}, nil
+}
+
+// DeleteFenceDevice removes a node's fence device.
+func (s *Server) DeleteFenceDevice(ctx context.Context, r api.DeleteFenceDeviceRequestObject) (api.DeleteFenceDeviceResponseObject, error) {
+	if err := s.store.DeleteFenceDevice(ctx, r.ClusterId.String(), r.NodeId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
+		return nil, err
+	}
+	return api.DeleteFenceDevice204Response{}, nil
+}
+
+// checkFenceAgent says why agent cannot be run from the fence-agents
+// directory, if it cannot: the name pattern keeps it inside the
+// directory, and it must be an executable file there.
+func (s *Server) checkFenceAgent(agent string) error {
+	if !cluster.ValidFenceAgentName(agent) {
+		return fmt.Errorf("%q is no fence agent name (^fence_[a-z0-9_]+$)", agent)
+	}
+	p := filepath.Join(s.fenceDir, agent)
+	fi, err := os.Stat(p)
+	switch {
+	case err != nil:
+		return fmt.Errorf("no fence agent %s in %s on this control plane (install fence-agents, or set --fence-agents-dir)", agent, s.fenceDir)
+	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	return nil
+}
+
+func toAPIFenceDevice(d cluster.FenceDevice) api.FenceDevice {
+	names := d.SecretNames
+	if names == nil {
+		names = []string{}
+	}
+	return api.FenceDevice{NodeId: apiID(d.NodeID), Agent: d.Agent, Params: api.FenceParams(d.Params), SecretParamsSet: names,
+		TimeoutS: int(d.Timeout / time.Second), LastFencedAt: d.LastFencedAt, Version: d.Version, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+}
