@@ -168,7 +168,7 @@ func RunGuard(ctx context.Context, cfg GuardConfig) error {
 	defer unlock()
 	if cfg.Realtime {
 		if err := guardPriority(); err != nil {
-			log.Warn("fence guard runs without real-time priority: a loaded node may delay its fencing", keyErr, err)
+			log.Warn("fence guard runs without part of its protection against a loaded node (real-time priority, locked memory, OOM immunity)", keyErr, err)
 		}
 	}
 	sock := filepath.Join(cfg.DataDir, fileGuardSock)

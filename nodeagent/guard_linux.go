@@ -59,7 +59,10 @@ func guardPriority() error {
 	if os.Geteuid() == 0 {
 		// Only with the privilege: without it MCL_FUTURE makes later
 		// allocations fail, which the Go runtime cannot survive.
-		if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
+		// MCL_ONFAULT locks pages as they are touched instead of
+		// populating every mapping: the Go runtime reserves far more
+		// address space than it uses (without it: 120 MB resident).
+		if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT); err != nil {
 			errs = append(errs, fmt.Errorf("mlockall: %w", err))
 		}
 	}
