@@ -50,6 +50,11 @@ func guardPriority() error {
 		if err != nil {
 			continue
 		}
+		// No SCHED_RESET_ON_FORK: the kernel applies it to new threads
+		// too, and the Go runtime starts threads when it needs them,
+		// which would then run at normal priority. So what a kit's
+		// Fence runs (an OCF agent's stop, bounded by its fence timeout)
+		// runs real-time too, like the rest of the fencing.
 		attr := unix.SchedAttr{Policy: unix.SCHED_RR, Priority: guardRTPriority}
 		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
 			errs = append(errs, fmt.Errorf("real-time priority: %w", err))
