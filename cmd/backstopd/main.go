@@ -24,6 +24,7 @@ import (
 
 	"github.com/backstop-ha/backstop/server"
 	"github.com/backstop-ha/backstop/server/failover"
+	"github.com/backstop-ha/backstop/server/fencing"
 	"github.com/backstop-ha/backstop/server/leader"
 	"github.com/backstop-ha/backstop/server/notify"
 	"github.com/backstop-ha/backstop/server/signing"
@@ -42,6 +43,8 @@ type Config struct {
 	SecretKey []byte
 	// Delivery configures event delivery to webhooks and SNMP managers.
 	Delivery notify.Config
+	// FenceAgentsDir holds the fence agents fence devices name.
+	FenceAgentsDir string
 }
 
 func main() {
@@ -98,6 +101,8 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	fs.DurationVar(&c.Delivery.BackoffMax, "delivery-backoff-max", d.BackoffMax, "longest wait between two attempts of a delivery")
 	fs.DurationVar(&c.Delivery.AttemptTimeout, "delivery-timeout", d.AttemptTimeout, "time a webhook receiver has to answer one attempt")
 	fs.IntVar(&c.Delivery.Workers, "delivery-workers", d.Workers, "deliveries made at once by this replica (each target one at a time)")
+	fs.StringVar(&c.FenceAgentsDir, "fence-agents-dir", env("BACKSTOP_FENCE_AGENTS_DIR", server.DefaultFenceAgentsDir),
+		"directory of the fence agents (Debian's fence-agents: fence_redfish, fence_ipmilan, ...) that fence devices name (BACKSTOP_FENCE_AGENTS_DIR)")
 	secretFile := fs.String("secret-key-file", env("BACKSTOP_SECRET_KEY_FILE", ""), "file holding the secret that seals the command-signing keys (BACKSTOP_SECRET_KEY_FILE; or the secret itself in BACKSTOP_SECRET_KEY)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", name)
@@ -221,7 +226,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		return err
 	}
 	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest,
-		Registry: registry, Deliverer: delivery})
+		Registry: registry, Deliverer: delivery, FenceAgentsDir: cfg.FenceAgentsDir})
 	if err != nil {
 		return err
 	}
@@ -229,7 +234,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if err != nil {
 		return err
 	}
-	engine := &failover.Engine{Store: st, Sign: keys.Sign, Log: log.With("component", "engine")}
+	engine := &failover.Engine{Store: st, Sign: keys.Sign, Log: log.With("component", "engine"),
+		Fencer: &fencing.Runner{Dir: cfg.FenceAgentsDir, Open: sealer.Open}, OnFence: srv.ObserveFence}
 	elector := leader.New(leader.Config{
 		Store:     leaderStore{st},
 		ReplicaID: replicaID(),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/backstop-ha/backstop/server/cluster"
@@ -22,6 +23,8 @@ type Store interface {
 	AdvanceMoves(ctx context.Context, term int64, sign cluster.Signer) (int, error)
 	FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d cluster.DecisionRecord) error
 	NoteDecision(ctx context.Context, term int64, d cluster.DecisionRecord, eventType, message string) error
+	FenceJobs(ctx context.Context) ([]cluster.FenceJob, error)
+	RecordFence(ctx context.Context, term int64, r cluster.FenceResult) error
 }
 
 // Engine is the leader's loop: detect failures, decide, act.
@@ -34,6 +37,16 @@ type Engine struct {
 	Interval time.Duration
 	// Observe, if set, is told about each decision acted on.
 	Observe func(d Decision)
+	// Fencer fences down nodes through their fence devices before their
+	// hierarchies move. Without one, a node with a fence device that
+	// goes down keeps its hierarchies until its device is removed.
+	Fencer Fencer
+	// OnFence, if set, is told about each fence attempt (metrics).
+	OnFence func(r cluster.FenceResult)
+
+	fences   fences
+	wakeOnce sync.Once
+	wakeCh   chan struct{}
 }
 
 // minRecheck is the shortest pause between two passes.
@@ -68,6 +81,7 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-e.wake():
 		}
 	}
 }
@@ -89,6 +103,9 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 		return fmt.Errorf("read state: %w", err)
 	}
 	var errs []error
+	if err := e.startFences(ctx, term, sts); err != nil {
+		errs = append(errs, fmt.Errorf("start fences: %w", err))
+	}
 	for _, st := range sts {
 		if err := e.act(ctx, term, st); err != nil {
 			if errors.Is(err, cluster.ErrStaleTerm) {
