@@ -31,6 +31,13 @@ import (
 // on a pool of its own, as backstopd wires it, with a short retry budget.
 func newDeliveryEnv(t testing.TB, cfg notify.Config) *env {
 	t.Helper()
+	return newDeliveryEnvWith(t, cfg, nil)
+}
+
+// newDeliveryEnvWith is newDeliveryEnv with a last say on the server's
+// configuration.
+func newDeliveryEnvWith(t testing.TB, cfg notify.Config, adjust func(*server.Config)) *env {
+	t.Helper()
 	dbURL := storetest.URL(t)
 	st, err := store.Open(t.Context(), dbURL)
 	if err != nil {
@@ -70,8 +77,12 @@ func newDeliveryEnv(t testing.TB, cfg notify.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: slog.New(slog.DiscardHandler), Deliverer: d, Registry: reg,
-		StreamHeartbeat: 200 * time.Millisecond, StreamPoll: time.Second})
+	scfg := server.Config{Store: st, Keyring: keys, Logger: slog.New(slog.DiscardHandler), Deliverer: d, Registry: reg,
+		StreamHeartbeat: 200 * time.Millisecond, StreamPoll: time.Second}
+	if adjust != nil {
+		adjust(&scfg)
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
