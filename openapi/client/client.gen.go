@@ -1976,6 +1976,11 @@ type Incident struct {
 	// Example: 2026-11-26T06:00:00Z
 	DetectedAt time.Time `json:"detected_at"`
 
+	// FencedAt The old node, down, was confirmed off by its fence device (absent when it has none, or was not down).
+	//
+	// Example: 2026-11-26T06:00:00.6Z
+	FencedAt *time.Time `json:"fenced_at,omitempty"`
+
 	// FirstDeepCheckAt First passing deep check on the new node.
 	//
 	// Example: 2026-11-26T06:00:02Z
