@@ -143,6 +143,9 @@ func TestFenceRedfishNodeCrash(t *testing.T) {
 	}
 	t.Logf("node crash → service answering on node2 through the VIP, fenced with fence_redfish: %v (down → fenced %v, fence %v ms)",
 		took, fenced[0].At.Sub(down[0].At).Round(time.Millisecond), fenced[0].Details["duration_ms"])
+	if inc := nc.incidents(); len(inc) != 1 || inc[0]["fenced_at"] == nil {
+		t.Errorf("the incident does not show the fence: %v", inc)
+	}
 	var dev struct {
 		LastFencedAt *time.Time `json:"last_fenced_at"`
 	}

@@ -332,7 +332,7 @@ func (s *Server) ListIncidents(ctx context.Context, r api.ListIncidentsRequestOb
 	for i, x := range is {
 		out.Items[i] = api.Incident{Id: apiID(x.ID), ClusterId: apiID(x.ClusterID), HierarchyId: apiID(x.HierarchyID), Kind: api.IncidentKind(x.Kind),
 			FromNodeId: optID(x.From), ToNodeId: optID(x.To), Reason: x.Reason, State: api.IncidentState(x.State), DetectedAt: x.DetectedAt,
-			DecidedAt: x.DecidedAt, StoppedAt: x.StoppedAt, StartedAt: x.StartedAt, FirstDeepCheckAt: x.FirstDeepCheckAt, RecoveryMs: x.RecoveryMS}
+			FencedAt: x.FencedAt, DecidedAt: x.DecidedAt, StoppedAt: x.StoppedAt, StartedAt: x.StartedAt, FirstDeepCheckAt: x.FirstDeepCheckAt, RecoveryMs: x.RecoveryMS}
 	}
 	return out, nil
 }

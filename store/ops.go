@@ -80,7 +80,7 @@ func (s *Store) FailedMarks(ctx context.Context, hierarchyID string) ([]cluster.
 }
 
 const incidentColumns = `id, cluster_id, hierarchy_id, kind, coalesce(from_node::text, ''), coalesce(to_node::text, ''), reason, state,
-	detected_at, decided_at, stopped_at, started_at, first_deep_check_at, recovery_ms`
+	detected_at, decided_at, stopped_at, started_at, first_deep_check_at, recovery_ms, fenced_at`
 
 // ListIncidents lists a cluster's incidents, oldest first.
 func (s *Store) ListIncidents(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Incident, string, error) {
@@ -92,7 +92,7 @@ func (s *Store) ListIncidents(ctx context.Context, clusterID string, p cluster.P
 		[]any{clusterID, after, pageLimit(p)}, func(r pgx.Row) (cluster.Incident, error) {
 			var i cluster.Incident
 			err := r.Scan(&i.ID, &i.ClusterID, &i.HierarchyID, &i.Kind, &i.From, &i.To, &i.Reason, &i.State,
-				&i.DetectedAt, &i.DecidedAt, &i.StoppedAt, &i.StartedAt, &i.FirstDeepCheckAt, &i.RecoveryMS)
+				&i.DetectedAt, &i.DecidedAt, &i.StoppedAt, &i.StartedAt, &i.FirstDeepCheckAt, &i.RecoveryMS, &i.FencedAt)
 			return i, err
 		}, func(i cluster.Incident) string { return i.ID })
 }

@@ -316,15 +316,18 @@ type DecisionRecord struct {
 
 // Incident is a failover, switchover or switchback with its timeline.
 type Incident struct {
-	ID               string
-	ClusterID        string
-	HierarchyID      string
-	Kind             string
-	From             string
-	To               string
-	Reason           string
-	State            string
-	DetectedAt       time.Time
+	ID          string
+	ClusterID   string
+	HierarchyID string
+	Kind        string
+	From        string
+	To          string
+	Reason      string
+	State       string
+	DetectedAt  time.Time
+	// FencedAt is when the old node, down, was confirmed off by its
+	// fence device.
+	FencedAt         *time.Time
 	DecidedAt        *time.Time
 	StoppedAt        *time.Time
 	StartedAt        *time.Time
