@@ -112,7 +112,11 @@ func run(ctx context.Context, path string, stdin []byte, timeout time.Duration) 
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "LC_ALL=C"}
 	cmd.WaitDelay = time.Second
 	setProcessGroup(cmd)
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		raisePriority(cmd)
+		err = cmd.Wait()
+	}
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
