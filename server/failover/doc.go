@@ -77,7 +77,18 @@
 // nodeagent.TestLocalRecoveryRefusedAtAStaleGeneration and
 // TestFailoverNodeCrash (the rebooted node relinquishes).
 //
-// 8. A restart or upgrade neither interrupts nor duplicates. The
+// 8. No move off a down node before its fence is confirmed, when it has a
+// fence device. A down node with a device awaits its fence
+// (store.awaitingFenceSQL, one definition used by the cluster status the
+// decision reads, by the fencer's job list and by store.StartMove, which
+// refuses a move off such a node); the leader's fencer runs the unmodified
+// fence agent (action=off, then status must answer "off"), records the
+// fence under the term check, and only then does the failover proceed; a
+// failed fence moves nothing, raises fence.failed and is retried. Shown by
+// store.TestAwaitingFenceGate, failover.TestFencerRetriesAndParallelism,
+// TestFenceRedfishNodeCrash and TestFenceDeviceNotAnswering.
+//
+// 9. A restart or upgrade neither interrupts nor duplicates. The
 // stopping agent asks for a restart hold; the control plane keeps the
 // lease, the guard the same deadline, and the next process adopts the
 // running hierarchies; if none comes, 5 applies when the hold ends. Shown
