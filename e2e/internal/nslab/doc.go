@@ -5,7 +5,9 @@
 // and eth1 on the bridge, backstop-agent in each node's namespace (and a
 // private mount namespace of its own), and the faults and probes of the
 // e2e tests (node crash, link loss, who holds an address, who listens on
-// a port).
+// a port), and the never-two-copies checker (Invariant), which the e2e
+// harness uses too: address events over netlink, measured as intervals,
+// and listeners sampled about every millisecond per node.
 //
 // It mirrors the e2e test harness (e2e/netns_test.go,
 // e2e/nscluster_test.go, e2e/agents_harness_test.go), which is test code

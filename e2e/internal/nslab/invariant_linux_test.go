@@ -184,3 +184,53 @@ func listenIn(t *testing.T, ns, addr string) net.Listener {
 	}
 	return ln
 }
+
+// BenchmarkListenerRead compares the ways of telling whether a node
+// listens on a port: /proc/net/tcp through setns at every read (the
+// former sampler, Topology.Listeners), /proc/net/tcp kept open and read
+// again from offset 0, and the sock_diag dump of listeners the checker
+// uses.
+func BenchmarkListenerRead(b *testing.B) {
+	if err := RequireRoot(); err != nil {
+		b.Skipf("skipped: builds network namespaces: %v", err)
+	}
+	top, err := NewTopology("nb", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer top.Destroy()
+	ns := top.Nodes[0].NS
+	ip := net.ParseIP(top.VIP(0)).To4()
+	b.Run("proc-setns-each", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := readNetTCP(ns); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("proc-open-once", func(b *testing.B) {
+		var f *os.File
+		if err := InNS(ns, func() (err error) { f, err = os.Open("/proc/thread-self/net/tcp"); return err }); err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		for b.Loop() {
+			if _, err := f.ReadAt(buf, 0); err != nil && err.Error() != "EOF" {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sock-diag", func(b *testing.B) {
+		var d *diagSocket
+		if err := InNS(ns, func() (err error) { d, err = newDiagSocket(); return err }); err != nil {
+			b.Fatal(err)
+		}
+		defer d.close()
+		for b.Loop() {
+			if _, err := d.listening(ip, 7000); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
