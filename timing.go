@@ -1,4 +1,4 @@
-package cluster
+package backstop
 
 // Timing holds a cluster's effective failure-detection timing. The named
 // profiles are the defaults of the design brief; custom values must pass

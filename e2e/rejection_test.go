@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
 )
@@ -138,7 +138,7 @@ func TestAgentRejectsBadCommands(t *testing.T) {
 		nc.c.do(t, "GET", "/v1/clusters/"+nc.id+"/commands?node_id="+nc.nodes[0]+"&limit=100", nil).must(t, 200).decode(t, &l)
 		got = map[string]string{}
 		for _, c := range l.Items {
-			if _, ok := ids[c.ID]; ok && c.Status == cluster.CommandRejected {
+			if _, ok := ids[c.ID]; ok && c.Status == backstop.CommandRejected {
 				got[c.ID] = c.Reason
 			}
 		}

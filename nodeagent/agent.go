@@ -18,10 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // Config is the agent's configuration. cmd/backstop-agent fills it from
@@ -72,7 +72,7 @@ type Config struct {
 	ShutdownGrace time.Duration
 
 	// Test hooks.
-	newInstance func(cluster.Resource, kit.Env) (kit.Instance, error)
+	newInstance func(backstop.Resource, kit.Env) (kit.Instance, error)
 	httpDoer    client.HttpRequestDoer
 	pollWait    time.Duration
 }
@@ -118,7 +118,7 @@ func (c Config) Validate() error {
 
 // defaultTiming applies before the first configuration: the lan profile,
 // whose heartbeat is 250 ms.
-var defaultTiming = cluster.Profiles[cluster.ProfileLAN]
+var defaultTiming = backstop.Profiles[backstop.ProfileLAN]
 
 // Agent is backstop-agent: New prepares it from its data directory, Run
 // enrolls if needed and runs its loops until the context ends.
@@ -159,7 +159,7 @@ type Agent struct {
 	// cfgMu guards the fields below.
 	cfgMu sync.RWMutex
 	conf  *client.AgentConfig
-	tim   cluster.Timing
+	tim   backstop.Timing
 
 	// workersMu guards workers and inflight.
 	workersMu sync.Mutex
@@ -266,7 +266,7 @@ func (a *Agent) setIdentity(id *identity) {
 }
 
 // timing returns the timing in force.
-func (a *Agent) timing() cluster.Timing {
+func (a *Agent) timing() backstop.Timing {
 	a.cfgMu.RLock()
 	defer a.cfgMu.RUnlock()
 	return a.tim

@@ -21,9 +21,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // fakeCP is a hand-written control plane for the agent endpoints: enough
@@ -194,7 +194,7 @@ func (s *fakeCP) send(e client.Envelope) {
 }
 
 // command returns a command for the agent, signed by key.
-func (s *fakeCP) command(action envelope.Action, epoch int64, rs ...cluster.Resource) envelope.Command {
+func (s *fakeCP) command(action envelope.Action, epoch int64, rs ...backstop.Resource) envelope.Command {
 	return envelope.Command{ID: uuid.NewString(), ClusterID: s.clusterID.String(), NodeID: s.nodeID.String(), HierarchyID: hid1,
 		Hierarchy: "mail", Epoch: epoch, Term: 1, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(30 * time.Second),
 		Action: action, Resources: rs}

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // IPMover is implemented by kit instances that can move their address to
@@ -37,7 +37,7 @@ const maxDetail = 4096
 // when the instance could not be made (bad parameters, unknown kind); every
 // step on such a unit fails with it.
 type unit struct {
-	res  cluster.Resource
+	res  backstop.Resource
 	inst kit.Instance
 	err  error
 }
@@ -273,7 +273,7 @@ func (e *executor) moveIP(ctx context.Context, units []*unit, target, iface stri
 	}
 	u := units[t]
 	s := e.run(ctx, u, actionMoveIP, func(ctx context.Context) error {
-		if u.res.Kind != cluster.KindIP {
+		if u.res.Kind != backstop.KindIP {
 			return fmt.Errorf("resource %q is of kind %s, move_ip needs an ip resource", u.res.Name, u.res.Kind)
 		}
 		if iface == "" {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 func newTestExecutor(t *testing.T) *executor {
@@ -16,7 +16,7 @@ func newTestExecutor(t *testing.T) *executor {
 }
 
 // units makes units of fake instances for resources (in bring-up order).
-func units(t *testing.T, f *fakeKits, rs ...cluster.Resource) []*unit {
+func units(t *testing.T, f *fakeKits, rs ...backstop.Resource) []*unit {
 	t.Helper()
 	var us []*unit
 	for _, r := range rs {
@@ -38,8 +38,8 @@ func stepsOf(o outcome) []string {
 	return out
 }
 
-func mailHierarchy() []cluster.Resource {
-	return []cluster.Resource{res("vip", "ip"), res("vol", "volume"), res("postfix", "service", "vip", "vol")}
+func mailHierarchy() []backstop.Resource {
+	return []backstop.Resource{res("vip", "ip"), res("vol", "volume"), res("postfix", "service", "vip", "vol")}
 }
 
 func TestBringUpStartsInOrder(t *testing.T) {
@@ -132,7 +132,7 @@ func TestTakeDownContinuesPastFailures(t *testing.T) {
 }
 
 func TestDependents(t *testing.T) {
-	rs := []cluster.Resource{res("vip", "ip"), res("vol", "volume"), res("db", "service", "vol"),
+	rs := []backstop.Resource{res("vip", "ip"), res("vol", "volume"), res("db", "service", "vol"),
 		res("mta", "service", "vip", "db"), res("probe", "smtp", "mta"), res("other", "tcp", "vip")}
 	f := newFakeKits()
 	us := units(t, f, rs...)
@@ -157,7 +157,7 @@ func TestDependents(t *testing.T) {
 
 func TestRestartStopsAndStartsDependents(t *testing.T) {
 	f := newFakeKits()
-	rs := []cluster.Resource{res("vip", "ip"), res("vol", "volume"), res("postfix", "service", "vip", "vol"), res("smtp", "smtp", "postfix")}
+	rs := []backstop.Resource{res("vip", "ip"), res("vol", "volume"), res("postfix", "service", "vip", "vol"), res("smtp", "smtp", "postfix")}
 	us := units(t, f, rs...)
 	o := newTestExecutor(t).restart(t.Context(), us, "vol")
 	if !o.OK {

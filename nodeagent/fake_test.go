@@ -11,8 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // fakeKits makes fake kit instances and records every call on them, in
@@ -32,7 +32,7 @@ func newFakeKits() *fakeKits {
 	return &fakeKits{insts: map[string]*fakeInst{}, newErr: map[string]error{}}
 }
 
-func (f *fakeKits) New(r cluster.Resource, env kit.Env) (kit.Instance, error) {
+func (f *fakeKits) New(r backstop.Resource, env kit.Env) (kit.Instance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.newErr[r.Name]; err != nil {
@@ -188,7 +188,7 @@ func (i *fakeInst) Fence() error {
 
 func (i *fakeInst) MoveTo(ctx context.Context, iface string) error {
 	i.f.record("move " + i.name + " " + iface)
-	if i.kind != cluster.KindIP {
+	if i.kind != backstop.KindIP {
 		return errors.New("not an ip")
 	}
 	i.set(func(i *fakeInst) { i.iface = iface })
@@ -216,8 +216,8 @@ func (w tWriter) Write(b []byte) (int, error) {
 }
 
 // res builds a resource.
-func res(name, kind string, deps ...string) cluster.Resource {
-	return cluster.Resource{Name: name, Kind: kind, Params: map[string]any{}, DependsOn: deps}
+func res(name, kind string, deps ...string) backstop.Resource {
+	return backstop.Resource{Name: name, Kind: kind, Params: map[string]any{}, DependsOn: deps}
 }
 
 func equalCalls(t *testing.T, got, want []string) {

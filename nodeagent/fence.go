@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // fenceVerdict is what the fence watcher decides.
@@ -52,7 +52,7 @@ func decideFence(in fenceInput) fenceVerdict {
 		return verdictMajority
 	case in.Active == 0:
 		return verdictHold
-	case in.Policy == cluster.FencingNone:
+	case in.Policy == backstop.FencingNone:
 		return verdictDisabled
 	}
 	return verdictFence
@@ -101,7 +101,7 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 // less than the time its peers need to find its path heartbeats missing
 // (path_dead_after × path_heartbeat_ms), after which they would report
 // the node unseen and the control plane could declare it down.
-func vouchFor(t cluster.Timing) time.Duration {
+func vouchFor(t backstop.Timing) time.Duration {
 	return max(ms(t.PathHeartbeatMS*max(t.PathDeadAfter-1, 1)), ms(t.HeartbeatMS)/2)
 }
 
@@ -116,7 +116,7 @@ func (a *Agent) feedGuard(now time.Time) {
 		return
 	}
 	boot := boottime()
-	if a.fencingPolicy() == cluster.FencingNone {
+	if a.fencingPolicy() == backstop.FencingNone {
 		a.guard.disarm("the cluster's fencing policy is none")
 		return
 	}
@@ -271,7 +271,7 @@ func (a *Agent) fencingPolicy() string {
 	a.cfgMu.RLock()
 	defer a.cfgMu.RUnlock()
 	if a.conf == nil || a.conf.Fencing == "" {
-		return cluster.FencingSelf
+		return backstop.FencingSelf
 	}
 	return string(a.conf.Fencing)
 }

@@ -16,8 +16,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // The fence guard is the node-local half of "fencing that needs no live
@@ -453,7 +453,7 @@ wait:
 // with fresh kit instances (kits keep what Fence needs in their state
 // directories), and records them fenced.
 func (g *guard) fenceDir(reason string) fenceResult {
-	r := newRunner(g.cfg.DataDir, nil, g.log.With(keyComponent, "guard"), newMetrics(), func() cluster.Timing { return defaultTiming }, time.Minute)
+	r := newRunner(g.cfg.DataDir, nil, g.log.With(keyComponent, "guard"), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)
 	if err := r.load(); err != nil {
 		g.log.Error("fence guard cannot read the hierarchies' state; fencing nothing it cannot name", keyErr, err)
 		return fenceResult{}

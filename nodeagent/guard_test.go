@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // guardFixture is a data directory with one active hierarchy whose
@@ -31,7 +31,7 @@ const guardTestHierarchy = "0195f7a4-2222-7000-8000-000000000001"
 func newGuardFixture(t *testing.T) *guardFixture {
 	t.Helper()
 	dir := t.TempDir()
-	res := cluster.Resource{Name: "svc", Kind: cluster.KindService, Params: map[string]any{"start": "exec sleep 300"}}
+	res := backstop.Resource{Name: "svc", Kind: backstop.KindService, Params: map[string]any{"start": "exec sleep 300"}}
 	stateDir := filepath.Join(dir, dirResources, guardTestHierarchy, res.Name)
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -44,8 +44,8 @@ func newGuardFixture(t *testing.T) *guardFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = inst.Fence() })
-	st := []hierState{{ID: guardTestHierarchy, Name: "mail", State: cluster.PlacementInService, Epoch: 3, Active: true,
-		Resources: []cluster.Resource{res}, UpdatedAt: time.Now()}}
+	st := []hierState{{ID: guardTestHierarchy, Name: "mail", State: backstop.PlacementInService, Epoch: 3, Active: true,
+		Resources: []backstop.Resource{res}, UpdatedAt: time.Now()}}
 	if err := saveJSON(filepath.Join(dir, fileHierarchies), st); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestGuardFencesWhenTheAgentGoesSilent(t *testing.T) {
 	if _, err := loadJSON(filepath.Join(f.dir, fileHierarchies), &st); err != nil || len(st) != 1 {
 		t.Fatalf("hierarchies.json: %v %v", st, err)
 	}
-	if st[0].Active || st[0].State != cluster.PlacementOutOfService {
+	if st[0].Active || st[0].State != backstop.PlacementOutOfService {
 		t.Fatalf("after fencing the hierarchy is recorded %s active=%v, want out_of_service inactive", st[0].State, st[0].Active)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // heartbeatLoop sends a heartbeat every timing.heartbeat_ms (measured from
@@ -235,8 +235,8 @@ func (a *Agent) checkConfig(c *client.AgentConfig) error {
 	return nil
 }
 
-func timingOf(t client.Timing) cluster.Timing {
-	return cluster.Timing{HeartbeatMS: t.HeartbeatMs, LeaseTTLMS: t.LeaseTtlMs, ServerGraceMS: t.ServerGraceMs,
+func timingOf(t client.Timing) backstop.Timing {
+	return backstop.Timing{HeartbeatMS: t.HeartbeatMs, LeaseTTLMS: t.LeaseTtlMs, ServerGraceMS: t.ServerGraceMs,
 		PathHeartbeatMS: t.PathHeartbeatMs, PathDeadAfter: t.PathDeadAfter,
 		QuickCheckIntervalMS: t.QuickCheckIntervalMs, DeepCheckIntervalMS: t.DeepCheckIntervalMs}
 }
@@ -283,7 +283,7 @@ func (a *Agent) reconcile(c *client.AgentConfig) {
 	self := c.NodeId.String()
 	for _, h := range a.runner.list() {
 		h.mu.Lock()
-		active, epoch := h.st.Active || h.st.State == cluster.PlacementInService, h.st.Epoch
+		active, epoch := h.st.Active || h.st.State == backstop.PlacementInService, h.st.Epoch
 		h.mu.Unlock()
 		pv, known := a.serverPlacement[h.id]
 		if !active || !known {

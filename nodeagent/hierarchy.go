@@ -17,10 +17,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // hierState is the local state of one hierarchy on this node, persisted in
@@ -38,8 +38,8 @@ type hierState struct {
 	// succeeded. Fencing targets active hierarchies.
 	Active bool `json:"active"`
 	// Resources are those of the last command, in bring-up order.
-	Resources []cluster.Resource `json:"resources"`
-	UpdatedAt time.Time          `json:"updated_at"`
+	Resources []backstop.Resource `json:"resources"`
+	UpdatedAt time.Time           `json:"updated_at"`
 }
 
 // hierarchy is one hierarchy's runtime: its state, kit instances,
@@ -98,12 +98,12 @@ type checkResult struct {
 // persists their local state.
 type runner struct {
 	dir         string
-	newInstance func(cluster.Resource, kit.Env) (kit.Instance, error)
+	newInstance func(backstop.Resource, kit.Env) (kit.Instance, error)
 	log         *slog.Logger
 	exec        *executor
 	met         *metrics
 	// timing returns the current timing (it changes live).
-	timing func() cluster.Timing
+	timing func() backstop.Timing
 	now    func() time.Time
 
 	// base is the parent of operations (commands, recoveries) and monBase
@@ -133,7 +133,7 @@ type runner struct {
 	hs map[string]*hierarchy
 }
 
-func newRunner(dir string, newInstance func(cluster.Resource, kit.Env) (kit.Instance, error), log *slog.Logger, met *metrics, timing func() cluster.Timing, stepTimeout time.Duration) *runner {
+func newRunner(dir string, newInstance func(backstop.Resource, kit.Env) (kit.Instance, error), log *slog.Logger, met *metrics, timing func() backstop.Timing, stepTimeout time.Duration) *runner {
 	if newInstance == nil {
 		newInstance = kit.New
 	}
@@ -242,7 +242,7 @@ var safeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // unitsLocked returns the units of resources, reusing the instances of
 // identical resources so that a kit keeps its process handles.
-func (r *runner) unitsLocked(h *hierarchy, resources []cluster.Resource) []*unit {
+func (r *runner) unitsLocked(h *hierarchy, resources []backstop.Resource) []*unit {
 	old := map[string]*unit{}
 	for _, u := range h.units {
 		old[u.res.Name] = u
@@ -300,16 +300,16 @@ func (r *runner) execFor(h *hierarchy, cmd *envelope.Command) *executor {
 }
 
 // placement is the local state of a hierarchy on this node. Its values are
-// the contract's placement states (cluster.Placement*), which is what the
+// the contract's placement states (backstop.Placement*), which is what the
 // heartbeat reports.
 type placement string
 
 const (
-	stateOutOfService placement = cluster.PlacementOutOfService
-	stateStarting     placement = cluster.PlacementStarting
-	stateInService    placement = cluster.PlacementInService
-	stateStopping     placement = cluster.PlacementStopping
-	stateFailed       placement = cluster.PlacementFailed
+	stateOutOfService placement = backstop.PlacementOutOfService
+	stateStarting     placement = backstop.PlacementStarting
+	stateInService    placement = backstop.PlacementInService
+	stateStopping     placement = backstop.PlacementStopping
+	stateFailed       placement = backstop.PlacementFailed
 )
 
 // transitions is the agent's state machine for one hierarchy:
@@ -842,7 +842,7 @@ func (r *runner) reports(known []string, epochOf func(string) int64) ([]client.H
 	return hr, rh
 }
 
-func (h *hierarchy) healthLocked(id uuid.UUID, res cluster.Resource, now time.Time) client.ResourceHealth {
+func (h *hierarchy) healthLocked(id uuid.UUID, res backstop.Resource, now time.Time) client.ResourceHealth {
 	out := client.ResourceHealth{HierarchyId: id, Resource: res.Name}
 	restarts := len(pruneRestarts(h.restarts[res.Name], now, localRecovery(res)))
 	out.Restarts = &restarts

@@ -6,22 +6,22 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // checkSettings returns a resource's effective quick and deep check
 // settings: its own, or the cluster timing's intervals with half of them
 // as timeouts (the contract's rule for omitted settings).
-func checkSettings(res cluster.Resource, t cluster.Timing) (quick, deep cluster.CheckSettings) {
-	quick = cluster.CheckSettings{IntervalMS: t.QuickCheckIntervalMS, TimeoutMS: t.QuickCheckIntervalMS / 2}
-	deep = cluster.CheckSettings{IntervalMS: t.DeepCheckIntervalMS, TimeoutMS: t.DeepCheckIntervalMS / 2}
+func checkSettings(res backstop.Resource, t backstop.Timing) (quick, deep backstop.CheckSettings) {
+	quick = backstop.CheckSettings{IntervalMS: t.QuickCheckIntervalMS, TimeoutMS: t.QuickCheckIntervalMS / 2}
+	deep = backstop.CheckSettings{IntervalMS: t.DeepCheckIntervalMS, TimeoutMS: t.DeepCheckIntervalMS / 2}
 	if res.QuickCheck != nil && res.QuickCheck.IntervalMS > 0 {
 		quick = *res.QuickCheck
 	}
 	if res.DeepCheck != nil && res.DeepCheck.IntervalMS > 0 {
 		deep = *res.DeepCheck
 	}
-	for _, s := range []*cluster.CheckSettings{&quick, &deep} {
+	for _, s := range []*backstop.CheckSettings{&quick, &deep} {
 		if s.IntervalMS <= 0 {
 			s.IntervalMS = 1000
 		}
@@ -38,15 +38,15 @@ func checkSettings(res cluster.Resource, t cluster.Timing) (quick, deep cluster.
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 
 // localRecovery returns a resource's local recovery budget.
-func localRecovery(res cluster.Resource) cluster.LocalRecovery {
+func localRecovery(res backstop.Resource) backstop.LocalRecovery {
 	if res.LocalRecovery != nil {
 		return *res.LocalRecovery
 	}
-	return cluster.DefaultLocalRecovery
+	return backstop.DefaultLocalRecovery
 }
 
 // pruneRestarts returns the restart times within the window before now.
-func pruneRestarts(hist []time.Time, now time.Time, lr cluster.LocalRecovery) []time.Time {
+func pruneRestarts(hist []time.Time, now time.Time, lr backstop.LocalRecovery) []time.Time {
 	window := time.Duration(lr.WindowS) * time.Second
 	out := hist[:0:0]
 	for _, t := range hist {
@@ -61,7 +61,7 @@ func pruneRestarts(hist []time.Time, now time.Time, lr cluster.LocalRecovery) []
 // max_restarts restarts happened within the window, otherwise fail the
 // hierarchy. It returns the pruned history (with now appended when a
 // restart is allowed).
-func allowRestart(hist []time.Time, now time.Time, lr cluster.LocalRecovery) ([]time.Time, bool) {
+func allowRestart(hist []time.Time, now time.Time, lr backstop.LocalRecovery) ([]time.Time, bool) {
 	hist = pruneRestarts(hist, now, lr)
 	if len(hist) < lr.MaxRestarts {
 		return append(hist, now), true
@@ -228,7 +228,7 @@ func (r *runner) recordCheck(h *hierarchy, u *unit, deep bool, err error, at tim
 // of it again under h.mu right before the restart begins, the executor's
 // gate again right before each start, and the bracket again before the
 // outcome is recorded.
-func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.Resource, epoch int64, seen uint64, deep bool, cerr error, checkedAt time.Time) {
+func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res backstop.Resource, epoch int64, seen uint64, deep bool, cerr error, checkedAt time.Time) {
 	h.ops.Lock()
 	defer h.ops.Unlock()
 	spec := func(name string) opSpec {
@@ -317,7 +317,7 @@ func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res cluster.
 // service here, in reverse order; the control plane fails it over. Like
 // local recovery it acts only on a hierarchy still in service and active
 // at the epoch and generation its monitor saw.
-func (r *runner) failLocally(ctx context.Context, h *hierarchy, res cluster.Resource, deep bool, cerr error, epoch int64, seen uint64) {
+func (r *runner) failLocally(ctx context.Context, h *hierarchy, res backstop.Resource, deep bool, cerr error, epoch int64, seen uint64) {
 	detail := truncate(fmt.Sprintf("resource %s failed its %s check: %v", res.Name, checkName(deep), cerr), maxDetail)
 	_, _ = r.operate(h, opSpec{
 		name: "local failure", ctx: ctx, from: []placement{stateInService}, needActive: true,

@@ -8,9 +8,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // TestFencedHierarchyIsNeverRestartedByLocalRecovery proves the invariant
@@ -144,7 +144,7 @@ func TestStartFinishingAfterFencingIsFencedAgain(t *testing.T) {
 		f := newFakeKits()
 		r := newTestRunner(t, t.TempDir(), f)
 		stub := &stubbornInst{entered: make(chan struct{}), release: make(chan struct{})}
-		r.newInstance = func(rs cluster.Resource, env kit.Env) (kit.Instance, error) {
+		r.newInstance = func(rs backstop.Resource, env kit.Env) (kit.Instance, error) {
 			in, err := f.New(rs, env)
 			if err != nil || rs.Name != "svc" {
 				return in, err
@@ -177,7 +177,7 @@ func TestStartFinishingAfterFencingIsFencedAgain(t *testing.T) {
 // operation decided at a generation a preemption has since replaced,
 // whatever the state looks like now, and runs none of its kit actions.
 func TestLocalRecoveryRefusedAtAStaleGeneration(t *testing.T) {
-	r := newRunner(t.TempDir(), newFakeKits().New, testLogger(t), newMetrics(), func() cluster.Timing { return defaultTiming }, time.Minute)
+	r := newRunner(t.TempDir(), newFakeKits().New, testLogger(t), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)
 	h := r.get(hid1)
 	h.mu.Lock()
 	h.st.State, h.st.Active, h.st.Epoch = stateInService, true, 3
@@ -226,8 +226,8 @@ func cancelled() context.Context {
 // contract's placement states, as reported in heartbeats.
 func TestPlacementStatesAreTheContracts(t *testing.T) {
 	for p, want := range map[placement]string{
-		stateOutOfService: cluster.PlacementOutOfService, stateStarting: cluster.PlacementStarting,
-		stateInService: cluster.PlacementInService, stateStopping: cluster.PlacementStopping, stateFailed: cluster.PlacementFailed,
+		stateOutOfService: backstop.PlacementOutOfService, stateStarting: backstop.PlacementStarting,
+		stateInService: backstop.PlacementInService, stateStopping: backstop.PlacementStopping, stateFailed: backstop.PlacementFailed,
 	} {
 		if string(p) != want || !p.valid() {
 			t.Errorf("%q: want %q, valid", p, want)
@@ -263,7 +263,7 @@ func TestTransitions(t *testing.T) {
 				if err := canTransition(from, to); (err == nil) != want {
 					t.Fatalf("canTransition: %v, want allowed %v", err, want)
 				}
-				r := newRunner(t.TempDir(), nil, testLogger(t), newMetrics(), func() cluster.Timing { return defaultTiming }, time.Minute)
+				r := newRunner(t.TempDir(), nil, testLogger(t), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)
 				h := newHierarchy(hid1)
 				h.st.State, h.st.Detail, h.cmdEpoch = from, "before", 4
 				err := r.transitionLocked(h, to, "after")
@@ -306,7 +306,7 @@ func TestLoadRefusesUnknownStates(t *testing.T) {
 	if err := saveJSON(dir+"/"+fileHierarchies, []hierState{{ID: hid1, State: "running", Epoch: 2}}); err != nil {
 		t.Fatal(err)
 	}
-	r := newRunner(dir, nil, testLogger(t), newMetrics(), func() cluster.Timing { return defaultTiming }, time.Minute)
+	r := newRunner(dir, nil, testLogger(t), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)
 	if err := r.load(); err != nil {
 		t.Fatal(err)
 	}

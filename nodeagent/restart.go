@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // maxRestartHold bounds Config.RestartHold; the control plane refuses
@@ -62,7 +62,7 @@ func (a *Agent) announceRestart() {
 	a.lease.renew(sentAt, ms(resp.JSON200.LeaseTtlMs))
 	a.fences.ack(nFences)
 	rem, _ := a.lease.remaining()
-	if a.guard != nil && a.fencingPolicy() != cluster.FencingNone {
+	if a.guard != nil && a.fencingPolicy() != backstop.FencingNone {
 		if err := armGuardOnce(a.cfg.DataDir, boot+rem); err != nil {
 			a.log.Error("cannot give the fence guard the restart hold; it fences at the ordinary lease deadline", keyErr, err)
 		}

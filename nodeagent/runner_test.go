@@ -11,9 +11,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 const (
@@ -25,7 +25,7 @@ const (
 // the test ends.
 func newTestRunner(t *testing.T, dir string, f *fakeKits) *runner {
 	t.Helper()
-	r := newRunner(dir, f.New, testLogger(t), newMetrics(), func() cluster.Timing { return defaultTiming }, time.Minute)
+	r := newRunner(dir, f.New, testLogger(t), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)
 	if err := r.load(); err != nil {
 		t.Fatal(err)
 	}
@@ -38,15 +38,15 @@ func newTestRunner(t *testing.T, dir string, f *fakeKits) *runner {
 	return r
 }
 
-func command(action envelope.Action, hid string, epoch int64, rs ...cluster.Resource) *envelope.Command {
+func command(action envelope.Action, hid string, epoch int64, rs ...backstop.Resource) *envelope.Command {
 	return &envelope.Command{ID: "c-" + string(action), HierarchyID: hid, Hierarchy: "mail", Epoch: epoch, Term: 1,
 		Action: action, Resources: rs, ExpiresAt: time.Now().Add(time.Minute)}
 }
 
-func withChecks(r cluster.Resource, quickMS, deepMS, maxRestarts int) cluster.Resource {
-	r.QuickCheck = &cluster.CheckSettings{IntervalMS: quickMS, TimeoutMS: quickMS / 2}
-	r.DeepCheck = &cluster.CheckSettings{IntervalMS: deepMS, TimeoutMS: deepMS / 2}
-	r.LocalRecovery = &cluster.LocalRecovery{MaxRestarts: maxRestarts, WindowS: 60}
+func withChecks(r backstop.Resource, quickMS, deepMS, maxRestarts int) backstop.Resource {
+	r.QuickCheck = &backstop.CheckSettings{IntervalMS: quickMS, TimeoutMS: quickMS / 2}
+	r.DeepCheck = &backstop.CheckSettings{IntervalMS: deepMS, TimeoutMS: deepMS / 2}
+	r.LocalRecovery = &backstop.LocalRecovery{MaxRestarts: maxRestarts, WindowS: 60}
 	return r
 }
 
@@ -93,7 +93,7 @@ func TestLocalRecoveryRestartsThenFailsTheHierarchy(t *testing.T) {
 		for n := 1; n <= 2; n++ {
 			kill()
 			equalCalls(t, f.take(), []string{"stop svc", "start svc"})
-			if st := stateOf(r, hid1); st.State != cluster.PlacementInService {
+			if st := stateOf(r, hid1); st.State != backstop.PlacementInService {
 				t.Fatalf("after restart %d: state %s", n, st.State)
 			}
 			h := healthOf(t, r, "svc")
@@ -106,7 +106,7 @@ func TestLocalRecoveryRestartsThenFailsTheHierarchy(t *testing.T) {
 		kill() // a third failure: the budget (2 in 60 s) is spent
 		equalCalls(t, f.take(), []string{"stop svc", "stop vip"})
 		st := stateOf(r, hid1)
-		if st.State != cluster.PlacementFailed || st.Active || !strings.Contains(st.Detail, "local recovery exhausted") {
+		if st.State != backstop.PlacementFailed || st.Active || !strings.Contains(st.Detail, "local recovery exhausted") {
 			t.Fatalf("state %+v", st)
 		}
 		time.Sleep(time.Second) // nobody monitors a failed hierarchy
@@ -203,7 +203,7 @@ func TestTakeOutOfServiceAndCommandsNeedingService(t *testing.T) {
 		}
 		equalCalls(t, f.take(), []string{"stop postfix", "stop vol", "stop vip"})
 		st := stateOf(r, hid1)
-		if st.State != cluster.PlacementOutOfService || st.Active || st.Epoch != 3 {
+		if st.State != backstop.PlacementOutOfService || st.Active || st.Epoch != 3 {
 			t.Fatalf("state %+v", st)
 		}
 		time.Sleep(2 * time.Second)
@@ -226,7 +226,7 @@ func TestFailedBringUpIsReportedFailed(t *testing.T) {
 			t.Fatal("succeeded")
 		}
 		st := stateOf(r, hid1)
-		if st.State != cluster.PlacementFailed || st.Active || !strings.Contains(st.Detail, "postfix/start") {
+		if st.State != backstop.PlacementFailed || st.Active || !strings.Contains(st.Detail, "postfix/start") {
 			t.Fatalf("state %+v", st)
 		}
 	})
@@ -271,7 +271,7 @@ func TestFenceCancelsARunningBringUp(t *testing.T) {
 			t.Fatalf("fence calls %q", fences)
 		}
 		for _, id := range []string{hid1, hid2} {
-			if st := stateOf(r, id); st.State != cluster.PlacementOutOfService || st.Active || !strings.HasPrefix(st.Detail, "fenced: ") {
+			if st := stateOf(r, id); st.State != backstop.PlacementOutOfService || st.Active || !strings.HasPrefix(st.Detail, "fenced: ") {
 				t.Fatalf("%s: state %+v", id, st)
 			}
 		}
@@ -298,7 +298,7 @@ func TestFenceFailureKeepsTheHierarchyActive(t *testing.T) {
 		if len(fr.Failures) != 1 {
 			t.Fatalf("fence result %+v", fr)
 		}
-		if st := stateOf(r, hid1); st.State != cluster.PlacementFailed || !st.Active {
+		if st := stateOf(r, hid1); st.State != backstop.PlacementFailed || !st.Active {
 			t.Fatalf("state %+v", st)
 		}
 	})
@@ -309,7 +309,7 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 		f := newFakeKits()
 		dir := t.TempDir()
 		func() {
-			r := newRunner(dir, f.New, testLogger(t), newMetrics(), func() cluster.Timing { return defaultTiming }, time.Minute)
+			r := newRunner(dir, f.New, testLogger(t), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer func() { cancel(); r.wait() }()
 			r.start(ctx, ctx)
@@ -323,7 +323,7 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 		if _, err := loadJSON(filepath.Join(dir, fileHierarchies), &list); err != nil {
 			t.Fatal(err)
 		}
-		list = append(list, hierState{ID: hid2, State: cluster.PlacementStarting, Epoch: 2, Active: true, Resources: []cluster.Resource{res("db", "service")}})
+		list = append(list, hierState{ID: hid2, State: backstop.PlacementStarting, Epoch: 2, Active: true, Resources: []backstop.Resource{res("db", "service")}})
 		if err := saveJSON(filepath.Join(dir, fileHierarchies), list); err != nil {
 			t.Fatal(err)
 		}
@@ -341,11 +341,11 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 		if calls := f.take(); len(calls) != 0 {
 			t.Fatalf("resuming started or stopped something: %q", calls)
 		}
-		if st := stateOf(r, hid1); st.State != cluster.PlacementInService || st.Epoch != 7 {
+		if st := stateOf(r, hid1); st.State != backstop.PlacementInService || st.Epoch != 7 {
 			t.Fatalf("resumed %+v", st)
 		}
 		st := stateOf(r, hid2)
-		if st.State != cluster.PlacementFailed || !st.Active || !strings.Contains(st.Detail, "restarted while") {
+		if st.State != backstop.PlacementFailed || !st.Active || !strings.Contains(st.Detail, "restarted while") {
 			t.Fatalf("interrupted %+v", st)
 		}
 		if ids := r.activeIDs(); !slices.Equal(ids, []string{hid1, hid2}) {
@@ -359,7 +359,7 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 }
 
 func TestAllowRestart(t *testing.T) {
-	lr := cluster.LocalRecovery{MaxRestarts: 2, WindowS: 10}
+	lr := backstop.LocalRecovery{MaxRestarts: 2, WindowS: 10}
 	t0 := time.Unix(1000, 0)
 	var hist []time.Time
 	var ok bool
@@ -378,23 +378,23 @@ func TestAllowRestart(t *testing.T) {
 			t.Fatalf("at %v: allowed %v, want %v (history %v)", s.at, ok, s.want, hist)
 		}
 	}
-	if _, ok := allowRestart(nil, t0, cluster.LocalRecovery{MaxRestarts: 0, WindowS: 10}); ok {
+	if _, ok := allowRestart(nil, t0, backstop.LocalRecovery{MaxRestarts: 0, WindowS: 10}); ok {
 		t.Fatal("max_restarts 0 allowed a restart")
 	}
 }
 
 func TestCheckSettingsDefaults(t *testing.T) {
 	q, d := checkSettings(res("x", "tcp"), defaultTiming)
-	if q != (cluster.CheckSettings{IntervalMS: 500, TimeoutMS: 250}) || d != (cluster.CheckSettings{IntervalMS: 5000, TimeoutMS: 2500}) {
+	if q != (backstop.CheckSettings{IntervalMS: 500, TimeoutMS: 250}) || d != (backstop.CheckSettings{IntervalMS: 5000, TimeoutMS: 2500}) {
 		t.Fatalf("defaults %+v %+v", q, d)
 	}
 	r := res("x", "tcp")
-	r.QuickCheck = &cluster.CheckSettings{IntervalMS: 200, TimeoutMS: 900}
+	r.QuickCheck = &backstop.CheckSettings{IntervalMS: 200, TimeoutMS: 900}
 	q, _ = checkSettings(r, defaultTiming)
 	if q.TimeoutMS != 100 {
 		t.Fatalf("a timeout above the interval is not clamped: %+v", q)
 	}
-	if lr := localRecovery(r); lr != cluster.DefaultLocalRecovery {
+	if lr := localRecovery(r); lr != backstop.DefaultLocalRecovery {
 		t.Fatalf("local recovery default %+v", lr)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // TestMIBNamesEveryEventType checks that BACKSTOP-MIB has a notification
@@ -21,8 +21,8 @@ func TestMIBNamesEveryEventType(t *testing.T) {
 	for _, m := range re.FindAllStringSubmatch(string(MIB), -1) {
 		got[m[1]] = m[2]
 	}
-	want := map[string]string{cluster.GenericTrapName: fmt.Sprint(cluster.GenericTrap), cluster.TestTrapName: fmt.Sprint(cluster.TestTrap)}
-	for _, e := range cluster.EventTypes {
+	want := map[string]string{backstop.GenericTrapName: fmt.Sprint(backstop.GenericTrap), backstop.TestTrapName: fmt.Sprint(backstop.TestTrap)}
+	for _, e := range backstop.EventTypes {
 		want[e.TrapName] = fmt.Sprint(e.Trap)
 	}
 	for name, n := range want {
@@ -35,7 +35,7 @@ func TestMIBNamesEveryEventType(t *testing.T) {
 			t.Errorf("BACKSTOP-MIB: notification %s is no event type of the taxonomy", name)
 		}
 	}
-	for _, e := range cluster.EventTypes {
+	for _, e := range backstop.EventTypes {
 		if !strings.Contains(string(Spec), "`"+e.Type+"`") {
 			t.Errorf("the contract's Event schema does not document %s", e.Type)
 		}
@@ -112,7 +112,7 @@ func TestMIBLoadsInNetSNMP(t *testing.T) {
 	base := baseMIBDir(t)
 	args := []string{"-m", "+BACKSTOP-MIB", "-M", "+.:" + base, "-On"}
 	want := map[string]string{}
-	for _, e := range cluster.EventTypes {
+	for _, e := range backstop.EventTypes {
 		args = append(args, "BACKSTOP-MIB::"+e.TrapName)
 		want["BACKSTOP-MIB::"+e.TrapName] = fmt.Sprintf(".1.3.6.1.4.1.32473.0.%d", e.Trap)
 	}
@@ -121,10 +121,10 @@ func TestMIBLoadsInNetSNMP(t *testing.T) {
 		t.Fatalf("snmptranslate %v: %v\n%s", args, err, out)
 	}
 	lines := strings.Fields(string(out))
-	if len(lines) != len(cluster.EventTypes) {
-		t.Fatalf("snmptranslate gave %d OIDs for %d notifications:\n%s", len(lines), len(cluster.EventTypes), out)
+	if len(lines) != len(backstop.EventTypes) {
+		t.Fatalf("snmptranslate gave %d OIDs for %d notifications:\n%s", len(lines), len(backstop.EventTypes), out)
 	}
-	for i, e := range cluster.EventTypes {
+	for i, e := range backstop.EventTypes {
 		if w := want["BACKSTOP-MIB::"+e.TrapName]; lines[i] != w {
 			t.Errorf("%s translates to %s, want %s", e.TrapName, lines[i], w)
 		}

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // Keyring signs commands; package signing implements it.
@@ -19,9 +19,9 @@ type Keyring interface {
 	// Fingerprint is the active key's fingerprint, for enrollment tokens.
 	Fingerprint() string
 	// Sign signs a command spec with the active key.
-	Sign(cluster.CommandSpec) (cluster.SignedCommand, time.Time, time.Time, error)
+	Sign(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error)
 	// Rotate makes a new key, endorsed by the active one, active.
-	Rotate(ctx context.Context) (cluster.SigningKey, error)
+	Rotate(ctx context.Context) (backstop.SigningKey, error)
 }
 
 // waiters wakes agents' long polls when commands are queued for them.
@@ -111,15 +111,15 @@ func (s *Server) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func agentFrom(ctx context.Context) (cluster.AgentIdentity, error) {
-	a, ok := cluster.AgentFrom(ctx)
+func agentFrom(ctx context.Context) (backstop.AgentIdentity, error) {
+	a, ok := backstop.AgentFrom(ctx)
 	if !ok {
-		return a, fmt.Errorf("%w: this endpoint needs an agent credential", cluster.ErrUnauthenticated)
+		return a, fmt.Errorf("%w: this endpoint needs an agent credential", backstop.ErrUnauthenticated)
 	}
 	return a, nil
 }
 
-func toAPISigningKey(k cluster.SigningKey) api.SigningKey {
+func toAPISigningKey(k backstop.SigningKey) api.SigningKey {
 	out := api.SigningKey{KeyId: k.KeyID, PublicKey: k.PublicKey, Fingerprint: envelope.Fingerprint(k.PublicKey), Active: k.Active, CreatedAt: k.CreatedAt}
 	if k.EndorsedBy != "" {
 		out.EndorsedBy = ptr(k.EndorsedBy)
@@ -132,11 +132,11 @@ func toAPISigningKey(k cluster.SigningKey) api.SigningKey {
 func (s *Server) AgentEnroll(ctx context.Context, r api.AgentEnrollRequestObject) (api.AgentEnrollResponseObject, error) {
 	b := r.Body
 	if len(b.PublicKey) != 32 {
-		return nil, cluster.Invalid("/public_key", "must be a 32-byte Ed25519 public key, base64-encoded (got %d bytes)", len(b.PublicKey))
+		return nil, backstop.Invalid("/public_key", "must be a 32-byte Ed25519 public key, base64-encoded (got %d bytes)", len(b.PublicKey))
 	}
-	facts := cluster.HostFacts{Hostname: b.Facts.Hostname, OS: b.Facts.Os, Kernel: deref(b.Facts.Kernel, ""), Arch: b.Facts.Arch, AgentVersion: b.Facts.AgentVersion}
+	facts := backstop.HostFacts{Hostname: b.Facts.Hostname, OS: b.Facts.Os, Kernel: deref(b.Facts.Kernel, ""), Arch: b.Facts.Arch, AgentVersion: b.Facts.AgentVersion}
 	for _, i := range deref(b.Facts.Interfaces, nil) {
-		facts.Interfaces = append(facts.Interfaces, cluster.HostInterface{Name: i.Name, MAC: deref(i.Mac, ""), Addresses: deref(i.Addresses, nil)})
+		facts.Interfaces = append(facts.Interfaces, backstop.HostInterface{Name: i.Name, MAC: deref(i.Mac, ""), Addresses: deref(i.Addresses, nil)})
 	}
 	n, credential, err := s.store.Enroll(ctx, b.EnrollmentToken, b.PublicKey, facts)
 	if err != nil {
@@ -164,18 +164,18 @@ func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequest
 	if err != nil {
 		return nil, err
 	}
-	rep := cluster.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw}
-	if ms := deref(r.Body.RestartHoldMs, 0); ms < 0 || time.Duration(ms)*time.Millisecond > cluster.MaxRestartHold {
-		return nil, cluster.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", cluster.MaxRestartHold.Milliseconds(), ms)
+	rep := backstop.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw}
+	if ms := deref(r.Body.RestartHoldMs, 0); ms < 0 || time.Duration(ms)*time.Millisecond > backstop.MaxRestartHold {
+		return nil, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", backstop.MaxRestartHold.Milliseconds(), ms)
 	} else if ms > 0 {
 		rep.RestartHold = time.Duration(ms) * time.Millisecond
 		s.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", ms)
 	}
 	for _, h := range deref(r.Body.Hierarchies, nil) {
-		rep.Hierarchies = append(rep.Hierarchies, cluster.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: string(h.State), Detail: deref(h.Detail, "")})
+		rep.Hierarchies = append(rep.Hierarchies, backstop.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: string(h.State), Detail: deref(h.Detail, "")})
 	}
 	for _, f := range deref(r.Body.Fences, nil) {
-		fr := cluster.FenceReport{At: f.At, Reason: f.Reason}
+		fr := backstop.FenceReport{At: f.At, Reason: f.Reason}
 		for _, h := range f.Hierarchies {
 			fr.Hierarchies = append(fr.Hierarchies, h.String())
 		}
@@ -232,12 +232,12 @@ func (s *Server) AgentCommandResult(ctx context.Context, r api.AgentCommandResul
 		return nil, err
 	}
 	b := r.Body
-	out := cluster.CommandOutcome{Status: string(b.Status), Reason: deref(b.Reason, ""), Detail: deref(b.Detail, "")}
+	out := backstop.CommandOutcome{Status: string(b.Status), Reason: deref(b.Reason, ""), Detail: deref(b.Detail, "")}
 	for _, st := range deref(b.Steps, nil) {
-		out.Steps = append(out.Steps, cluster.StepResult{Resource: st.Resource, Action: string(st.Action), OK: st.Ok, Detail: deref(st.Detail, ""), DurationMS: deref(st.DurationMs, 0)})
+		out.Steps = append(out.Steps, backstop.StepResult{Resource: st.Resource, Action: string(st.Action), OK: st.Ok, Detail: deref(st.Detail, ""), DurationMS: deref(st.DurationMs, 0)})
 	}
-	if out.Status == cluster.CommandRejected && out.Reason == "" {
-		return nil, cluster.Invalid("/reason", "a rejected command needs a reason code")
+	if out.Status == backstop.CommandRejected && out.Reason == "" {
+		return nil, backstop.Invalid("/reason", "a rejected command needs a reason code")
 	}
 	eff, err := s.store.RecordCommandResult(ctx, a, r.CommandId.String(), out)
 	if err != nil {
@@ -247,7 +247,7 @@ func (s *Server) AgentCommandResult(ctx context.Context, r api.AgentCommandResul
 		s.metrics.recovery.Observe(eff.Recovered.Seconds())
 	}
 	lvl := slog.LevelInfo
-	if out.Status != cluster.CommandSucceeded {
+	if out.Status != backstop.CommandSucceeded {
 		lvl = slog.LevelWarn
 	}
 	s.log.Log(ctx, lvl, "command result", "node", a.NodeName, "command_id", r.CommandId.String(), "status", out.Status, "reason", out.Reason, "detail", out.Detail)
@@ -287,7 +287,7 @@ func (s *Server) AgentConfig(ctx context.Context, _ api.AgentConfigRequestObject
 
 // BringHierarchyInService places a hierarchy on a node by hand.
 func (s *Server) BringHierarchyInService(ctx context.Context, r api.BringHierarchyInServiceRequestObject) (api.BringHierarchyInServiceResponseObject, error) {
-	op, err := s.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), cluster.OperationInService, r.Body.NodeId.String(), s.keys.Sign)
+	op, err := s.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationInService, r.Body.NodeId.String(), s.keys.Sign)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +297,7 @@ func (s *Server) BringHierarchyInService(ctx context.Context, r api.BringHierarc
 
 // TakeHierarchyOutOfService takes a hierarchy out of service by hand.
 func (s *Server) TakeHierarchyOutOfService(ctx context.Context, r api.TakeHierarchyOutOfServiceRequestObject) (api.TakeHierarchyOutOfServiceResponseObject, error) {
-	op, err := s.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), cluster.OperationOutOfService, "", s.keys.Sign)
+	op, err := s.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationOutOfService, "", s.keys.Sign)
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +363,7 @@ func (s *Server) RotateSigningKey(ctx context.Context, _ api.RotateSigningKeyReq
 	return api.RotateSigningKey201JSONResponse(toAPISigningKey(k)), nil
 }
 
-func toAPIOperation(o cluster.Operation) api.Operation {
+func toAPIOperation(o backstop.Operation) api.Operation {
 	out := api.Operation{
 		Id: apiID(o.ID), ClusterId: apiID(o.ClusterID), HierarchyId: apiID(o.HierarchyID), NodeId: apiID(o.NodeID),
 		Kind: api.OperationKind(o.Kind), State: api.OperationState(o.State), Epoch: o.Epoch, CommandId: optID(o.CommandID),

@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // etag renders a version as a strong entity tag.
@@ -37,8 +37,8 @@ func ifMatchVersion(h *string) *int64 {
 	return &n
 }
 
-func page(limit *int, cursor *string) cluster.Page {
-	p := cluster.Page{Limit: cluster.DefaultPageLimit}
+func page(limit *int, cursor *string) backstop.Page {
+	p := backstop.Page{Limit: backstop.DefaultPageLimit}
 	if limit != nil {
 		p.Limit = *limit
 	}
@@ -74,7 +74,7 @@ func optID(id string) *uuid.UUID {
 	return &u
 }
 
-func toAPITiming(t cluster.Timing) api.Timing {
+func toAPITiming(t backstop.Timing) api.Timing {
 	return api.Timing{
 		HeartbeatMs: t.HeartbeatMS, LeaseTtlMs: t.LeaseTTLMS, ServerGraceMs: t.ServerGraceMS,
 		PathHeartbeatMs: t.PathHeartbeatMS, PathDeadAfter: t.PathDeadAfter,
@@ -82,18 +82,18 @@ func toAPITiming(t cluster.Timing) api.Timing {
 	}
 }
 
-func fromAPITiming(t *api.Timing) *cluster.Timing {
+func fromAPITiming(t *api.Timing) *backstop.Timing {
 	if t == nil {
 		return nil
 	}
-	return &cluster.Timing{
+	return &backstop.Timing{
 		HeartbeatMS: t.HeartbeatMs, LeaseTTLMS: t.LeaseTtlMs, ServerGraceMS: t.ServerGraceMs,
 		PathHeartbeatMS: t.PathHeartbeatMs, PathDeadAfter: t.PathDeadAfter,
 		QuickCheckIntervalMS: t.QuickCheckIntervalMs, DeepCheckIntervalMS: t.DeepCheckIntervalMs,
 	}
 }
 
-func toAPICluster(c cluster.Cluster) api.Cluster {
+func toAPICluster(c backstop.Cluster) api.Cluster {
 	return api.Cluster{
 		Id: apiID(c.ID), Name: c.Name, Description: c.Description,
 		TimingProfile: api.TimingProfile(c.TimingProfile), Timing: toAPITiming(c.Timing),
@@ -102,7 +102,7 @@ func toAPICluster(c cluster.Cluster) api.Cluster {
 	}
 }
 
-func toAPINode(n cluster.Node) api.Node {
+func toAPINode(n backstop.Node) api.Node {
 	out := api.Node{
 		Id: apiID(n.ID), ClusterId: apiID(n.ClusterID), Name: n.Name, Description: n.Description,
 		State: api.NodeState(n.State), Version: n.Version, CreatedAt: n.CreatedAt, UpdatedAt: n.UpdatedAt,
@@ -134,7 +134,7 @@ func toAPINode(n cluster.Node) api.Node {
 	return out
 }
 
-func toAPIPath(p cluster.Path) api.Path {
+func toAPIPath(p backstop.Path) api.Path {
 	return api.Path{
 		Id: apiID(p.ID), ClusterId: apiID(p.ClusterID), LinkId: apiID(p.LinkID), ReverseId: apiID(p.ReverseID),
 		LocalNodeId: apiID(p.LocalNodeID), LocalAddress: p.LocalAddress,
@@ -143,38 +143,38 @@ func toAPIPath(p cluster.Path) api.Path {
 	}
 }
 
-func fromAPIResources(in []api.ResourceSpec) []cluster.Resource {
-	out := make([]cluster.Resource, len(in))
+func fromAPIResources(in []api.ResourceSpec) []backstop.Resource {
+	out := make([]backstop.Resource, len(in))
 	for i, r := range in {
-		out[i] = cluster.Resource{
+		out[i] = backstop.Resource{
 			Name:      r.Name,
 			Kind:      string(r.Kind),
 			Params:    deref(r.Params, nil),
 			DependsOn: deref(r.DependsOn, nil),
 		}
 		if r.QuickCheck != nil {
-			out[i].QuickCheck = &cluster.CheckSettings{IntervalMS: r.QuickCheck.IntervalMs, TimeoutMS: r.QuickCheck.TimeoutMs}
+			out[i].QuickCheck = &backstop.CheckSettings{IntervalMS: r.QuickCheck.IntervalMs, TimeoutMS: r.QuickCheck.TimeoutMs}
 		}
 		if r.DeepCheck != nil {
-			out[i].DeepCheck = &cluster.CheckSettings{IntervalMS: r.DeepCheck.IntervalMs, TimeoutMS: r.DeepCheck.TimeoutMs}
+			out[i].DeepCheck = &backstop.CheckSettings{IntervalMS: r.DeepCheck.IntervalMs, TimeoutMS: r.DeepCheck.TimeoutMs}
 		}
 		if r.LocalRecovery != nil {
-			out[i].LocalRecovery = &cluster.LocalRecovery{MaxRestarts: r.LocalRecovery.MaxRestarts, WindowS: r.LocalRecovery.WindowS}
+			out[i].LocalRecovery = &backstop.LocalRecovery{MaxRestarts: r.LocalRecovery.MaxRestarts, WindowS: r.LocalRecovery.WindowS}
 		}
 	}
 	return out
 }
 
-func fromAPIPriorities(in []api.Priority) []cluster.Priority {
-	out := make([]cluster.Priority, len(in))
+func fromAPIPriorities(in []api.Priority) []backstop.Priority {
+	out := make([]backstop.Priority, len(in))
 	for i, p := range in {
-		out[i] = cluster.Priority{NodeID: p.NodeId.String(), Priority: p.Priority}
+		out[i] = backstop.Priority{NodeID: p.NodeId.String(), Priority: p.Priority}
 	}
 	return out
 }
 
-func fromAPIHierarchySpec(clusterID string, b *api.HierarchySpec) cluster.Hierarchy {
-	return cluster.Hierarchy{
+func fromAPIHierarchySpec(clusterID string, b *api.HierarchySpec) backstop.Hierarchy {
+	return backstop.Hierarchy{
 		ClusterID:        clusterID,
 		Name:             b.Name,
 		Description:      deref(b.Description, ""),
@@ -185,7 +185,7 @@ func fromAPIHierarchySpec(clusterID string, b *api.HierarchySpec) cluster.Hierar
 	}
 }
 
-func toAPIHierarchy(h cluster.Hierarchy) api.Hierarchy {
+func toAPIHierarchy(h backstop.Hierarchy) api.Hierarchy {
 	rs := make([]api.Resource, len(h.Resources))
 	for i, r := range h.Resources {
 		rs[i] = api.Resource{
@@ -207,18 +207,18 @@ func toAPIHierarchy(h cluster.Hierarchy) api.Hierarchy {
 	}
 }
 
-func placementDetail(p cluster.Placement) *string {
+func placementDetail(p backstop.Placement) *string {
 	if p.Detail == "" {
 		return nil
 	}
 	return &p.Detail
 }
 
-func toAPIToken(t cluster.Token) api.Token {
+func toAPIToken(t backstop.Token) api.Token {
 	return api.Token{Id: apiID(t.ID), Name: t.Name, Role: api.Role(t.Role), Prefix: t.Prefix, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt}
 }
 
-func toAPIAudit(a cluster.AuditRecord) api.AuditRecord {
+func toAPIAudit(a backstop.AuditRecord) api.AuditRecord {
 	return api.AuditRecord{
 		Id: a.ID, At: a.At, Actor: a.Actor, ActorTokenId: optID(a.ActorTokenID), Action: a.Action,
 		TargetType: a.TargetType, TargetId: a.TargetID, ClusterId: optID(a.ClusterID), Details: a.Details,

@@ -7,50 +7,50 @@ import (
 	"slices"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 	"github.com/backstop-ha/backstop/server/failover"
 )
 
 // Operator actions and views of the failover engine.
 
-func findHierarchy(st cluster.ClusterStatus, id string) (cluster.HierarchyStatus, error) {
+func findHierarchy(st backstop.ClusterStatus, id string) (backstop.HierarchyStatus, error) {
 	for _, h := range st.Hierarchies {
 		if h.ID == id {
 			return h, nil
 		}
 	}
-	return cluster.HierarchyStatus{}, fmt.Errorf("hierarchy %s: %w", id, cluster.ErrNotFound)
+	return backstop.HierarchyStatus{}, fmt.Errorf("hierarchy %s: %w", id, backstop.ErrNotFound)
 }
 
 // switchover starts an operator's move of h to target ("" for the best
 // candidate).
-func (s *Server) switchover(ctx context.Context, st cluster.ClusterStatus, h cluster.HierarchyStatus, target, why string) (*cluster.Operation, error) {
-	if h.Placement.State != cluster.PlacementInService {
-		return nil, fmt.Errorf("%w: hierarchy %q is %s, not in service; bring it in service instead", cluster.ErrConflict, h.Name, h.Placement.State)
+func (s *Server) switchover(ctx context.Context, st backstop.ClusterStatus, h backstop.HierarchyStatus, target, why string) (*backstop.Operation, error) {
+	if h.Placement.State != backstop.PlacementInService {
+		return nil, fmt.Errorf("%w: hierarchy %q is %s, not in service; bring it in service instead", backstop.ErrConflict, h.Name, h.Placement.State)
 	}
 	if h.MoveTo != "" {
-		return nil, fmt.Errorf("%w: hierarchy %q is already moving", cluster.ErrConflict, h.Name)
+		return nil, fmt.Errorf("%w: hierarchy %q is already moving", backstop.ErrConflict, h.Name)
 	}
 	snap := failover.SnapshotOf(st)
 	best, cs := failover.Next(snap, h.ID)
 	if target == "" {
 		if best == "" {
-			return nil, cluster.Invalid("/node_id", "no node can take hierarchy %q: %s", h.Name, rejections(cs))
+			return nil, backstop.Invalid("/node_id", "no node can take hierarchy %q: %s", h.Name, rejections(cs))
 		}
 		target = best
 	} else {
 		i := slices.IndexFunc(cs, func(c failover.Candidate) bool { return c.NodeID == target })
 		switch {
 		case i < 0:
-			return nil, cluster.Invalid("/node_id", "node %s has no priority for hierarchy %q", target, h.Name)
+			return nil, backstop.Invalid("/node_id", "node %s has no priority for hierarchy %q", target, h.Name)
 		case cs[i].Rejected != "":
-			return nil, cluster.Invalid("/node_id", "node %s cannot take hierarchy %q: %s", cs[i].Node, h.Name, cs[i].Rejected)
+			return nil, backstop.Invalid("/node_id", "node %s cannot take hierarchy %q: %s", cs[i].Node, h.Name, cs[i].Rejected)
 		}
 	}
 	d := failover.Decision{HierarchyID: h.ID, Hierarchy: h.Name, Kind: "switchover", From: h.Placement.NodeID, To: target, Reason: why, Candidates: cs}
 	rec := failover.Record(st, d, fmt.Sprintf("switchover|%s|%d", target, h.Placement.Epoch))
-	_, op, err := s.store.StartMove(ctx, 0, cluster.MoveRequest{Kind: cluster.MoveSwitchover, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
+	_, op, err := s.store.StartMove(ctx, 0, backstop.MoveRequest{Kind: backstop.MoveSwitchover, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
 		ExpectEpoch: h.Placement.Epoch, To: target, DetectedAt: time.Now(), Decision: rec, WithOperation: true}, s.keys.Sign)
 	if err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func (s *Server) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierar
 	if r.Body != nil && r.Body.NodeId != nil {
 		target = r.Body.NodeId.String()
 	}
-	op, err := s.switchover(ctx, st, h, target, "switchover requested by "+cluster.ActorFrom(ctx).String())
+	op, err := s.switchover(ctx, st, h, target, "switchover requested by "+backstop.ActorFrom(ctx).String())
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func toAPICandidates(cs []failover.Candidate) []api.Candidate {
 	return out
 }
 
-func toAPIDecision(d cluster.DecisionRecord) (api.Decision, error) {
+func toAPIDecision(d backstop.DecisionRecord) (api.Decision, error) {
 	out := api.Decision{HierarchyId: apiID(d.HierarchyID), Kind: d.Kind, Reason: d.Reason, At: d.At, FromNodeId: optID(d.From), ToNodeId: optID(d.To)}
 	if d.Term != 0 {
 		out.Term = ptr(d.Term)
@@ -182,7 +182,7 @@ func (s *Server) StartMaintenance(ctx context.Context, r api.StartMaintenanceReq
 	out := api.StartMaintenance200JSONResponse{Operations: []api.Operation{}}
 	var ids []string
 	for _, h := range st.Hierarchies {
-		if h.Placement.NodeID != nid || h.Placement.State != cluster.PlacementInService || h.MoveTo != "" {
+		if h.Placement.NodeID != nid || h.Placement.State != backstop.PlacementInService || h.MoveTo != "" {
 			continue
 		}
 		op, err := s.switchover(ctx, st, h, "", "node "+n.Name+" enters maintenance")
@@ -242,18 +242,18 @@ func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresReq
 		return nil, err
 	}
 	snap := failover.SnapshotOf(st)
-	v := &cluster.ValidationError{}
+	v := &backstop.ValidationError{}
 	for i, id := range deref(r.Body.NodeFailures, nil) {
 		n, ok := snap.Nodes[id.String()]
 		if !ok {
 			v.Add(fmt.Sprintf("/node_failures/%d", i), "node %s is not a node of this cluster", id)
 			continue
 		}
-		n.State, n.PathsAlive = cluster.NodeDown, false
+		n.State, n.PathsAlive = backstop.NodeDown, false
 		snap.Nodes[n.ID] = n
 	}
 	if pf := deref(r.Body.PathFailures, nil); len(pf) > 0 {
-		paths, _, err := s.store.ListPaths(ctx, cid, cluster.Page{Limit: 100000})
+		paths, _, err := s.store.ListPaths(ctx, cid, backstop.Page{Limit: 100000})
 		if err != nil {
 			return nil, err
 		}
@@ -293,7 +293,7 @@ func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresReq
 			v.Add(fmt.Sprintf("/resource_failures/%d", i), "hierarchy %s is not placed on any node", h.Name)
 			continue
 		}
-		h.Placement.State, h.Placement.Detail = cluster.PlacementFailed, "simulated resource failure"
+		h.Placement.State, h.Placement.Detail = backstop.PlacementFailed, "simulated resource failure"
 		h.FailedOn[h.Placement.NodeID] = true
 	}
 	if err := v.Err(); err != nil {
@@ -301,7 +301,7 @@ func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresReq
 	}
 	ds := failover.Decide(snap)
 	out := api.SimulateFailures200JSONResponse{Decisions: []api.Decision{}, Placements: []api.SimulatedPlacement{}}
-	final := map[string]cluster.Placement{}
+	final := map[string]backstop.Placement{}
 	for _, h := range snap.Hierarchies {
 		final[h.ID] = h.Placement
 	}
@@ -310,9 +310,9 @@ func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresReq
 			FromNodeId: optID(d.From), ToNodeId: optID(d.To), Candidates: toAPICandidates(d.Candidates), At: time.Now()})
 		switch d.Kind {
 		case failover.KindFailover, failover.KindSwitchback:
-			final[d.HierarchyID] = cluster.Placement{NodeID: d.To, State: cluster.PlacementInService}
+			final[d.HierarchyID] = backstop.Placement{NodeID: d.To, State: backstop.PlacementInService}
 		case failover.KindFail:
-			final[d.HierarchyID] = cluster.Placement{State: cluster.PlacementFailed}
+			final[d.HierarchyID] = backstop.Placement{State: backstop.PlacementFailed}
 		}
 	}
 	for _, h := range snap.Hierarchies {

@@ -16,9 +16,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // The event stream, webhook subscriptions and SNMP targets.
@@ -29,8 +29,8 @@ type Deliverer interface {
 	Seal(targetID string, plain []byte) []byte
 	Open(targetID string, sealed []byte) ([]byte, error)
 	// Ping and TestTrap send once, now, and return the recorded delivery.
-	Ping(ctx context.Context, t cluster.Target) (cluster.Delivery, error)
-	TestTrap(ctx context.Context, t cluster.Target) (cluster.Delivery, error)
+	Ping(ctx context.Context, t backstop.Target) (backstop.Delivery, error)
+	TestTrap(ctx context.Context, t backstop.Target) (backstop.Delivery, error)
 }
 
 var errNoDeliverer = errors.New("server: no Deliverer configured")
@@ -119,7 +119,7 @@ func (h *eventHub) publish(clusterID string) {
 // notification delays an event by at most the streams' poll interval.
 func (s *Server) RunEvents(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := s.store.ListenEvents(ctx, func(e cluster.EventSignal) {
+		err := s.store.ListenEvents(ctx, func(e backstop.EventSignal) {
 			s.events.WithLabelValues(e.Type, e.Severity).Inc()
 			s.hub.publish(e.ClusterID)
 		})
@@ -135,7 +135,7 @@ func (s *Server) RunEvents(ctx context.Context) {
 	}
 }
 
-func toAPIEvent(e cluster.Event) api.Event {
+func toAPIEvent(e backstop.Event) api.Event {
 	return api.Event{Seq: e.Seq, Id: apiID(e.ID), ClusterId: apiID(e.ClusterID), Type: e.Type, Severity: api.Severity(e.Severity),
 		Message: e.Message, Subject: e.Subject, Details: e.Details, At: e.At}
 }
@@ -146,7 +146,7 @@ func (s *Server) StreamEvents(ctx context.Context, r api.StreamEventsRequestObje
 	if h := r.Params.LastEventID; h != nil {
 		n, err := strconv.ParseInt(*h, 10, 64)
 		if err != nil {
-			return nil, cluster.Invalid("header.Last-Event-ID", "not an event seq: %q", *h)
+			return nil, backstop.Invalid("header.Last-Event-ID", "not an event seq: %q", *h)
 		}
 		after = n
 	}
@@ -201,7 +201,7 @@ func (e *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 	for {
 		evs, err := s.store.ListEvents(ctx, e.clusterID, e.after, e.typ, e.severity, streamBatch)
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, cluster.ErrNotFound) {
+			if ctx.Err() == nil && !errors.Is(err, backstop.ErrNotFound) {
 				s.log.WarnContext(ctx, "event stream: read the log", "err", err, "cluster_id", e.clusterID)
 			}
 			return nil // the client reconnects (or gets the 404) with Last-Event-ID
@@ -240,11 +240,11 @@ func (e *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 // Webhooks.
 
 // validateFilter checks filters and that the clusters named exist.
-func (s *Server) validateFilter(ctx context.Context, f cluster.TargetFilter) error {
-	v := &cluster.ValidationError{}
+func (s *Server) validateFilter(ctx context.Context, f backstop.TargetFilter) error {
+	v := &backstop.ValidationError{}
 	f.Validate(v, "")
 	for i, id := range f.ClusterIDs {
-		if _, err := s.store.FindClusterByID(ctx, id); errors.Is(err, cluster.ErrNotFound) {
+		if _, err := s.store.FindClusterByID(ctx, id); errors.Is(err, backstop.ErrNotFound) {
 			v.Add(fmt.Sprintf("/cluster_ids/%d", i), "cluster %s does not exist", id)
 		} else if err != nil {
 			return err
@@ -256,7 +256,7 @@ func (s *Server) validateFilter(ctx context.Context, f cluster.TargetFilter) err
 func validWebhookURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return cluster.Invalid("/url", "%q is not an absolute http or https URL", raw)
+		return backstop.Invalid("/url", "%q is not an absolute http or https URL", raw)
 	}
 	return nil
 }
@@ -287,7 +287,7 @@ func nonNilStrings(s []string) []string {
 	return s
 }
 
-func toAPIWebhook(t cluster.Target) api.Webhook {
+func toAPIWebhook(t backstop.Target) api.Webhook {
 	w := api.Webhook{Id: apiID(t.ID), Name: t.Name, Url: t.Webhook.URL, Enabled: t.Enabled, EventTypes: nonNilStrings(t.Filter.EventTypes),
 		MinSeverity: api.Severity(t.Filter.MinSeverity), ClusterIds: apiUUIDs(t.Filter.ClusterIDs), SecretPrefix: t.Webhook.SecretPrefix,
 		Version: t.Version, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
@@ -307,15 +307,15 @@ func (s *Server) CreateWebhook(ctx context.Context, r api.CreateWebhookRequestOb
 	if err := validWebhookURL(b.Url); err != nil {
 		return nil, err
 	}
-	f := cluster.TargetFilter{EventTypes: deref(b.EventTypes, nil), MinSeverity: string(deref(b.MinSeverity, api.Severity(cluster.SeverityInfo))),
+	f := backstop.TargetFilter{EventTypes: deref(b.EventTypes, nil), MinSeverity: string(deref(b.MinSeverity, api.Severity(backstop.SeverityInfo))),
 		ClusterIDs: uuidStrings(b.ClusterIds)}
 	if err := s.validateFilter(ctx, f); err != nil {
 		return nil, err
 	}
-	secret := cluster.NewWebhookSecret()
+	secret := backstop.NewWebhookSecret()
 	id := uuid.Must(uuid.NewV7()).String()
-	t, err := s.store.CreateTarget(ctx, cluster.Target{ID: id, Kind: cluster.TargetWebhook, Name: deref(b.Name, ""), Description: deref(b.Description, ""),
-		Enabled: deref(b.Enabled, true), Filter: f, Webhook: &cluster.WebhookConfig{URL: b.Url, SecretPrefix: secret[:10]},
+	t, err := s.store.CreateTarget(ctx, backstop.Target{ID: id, Kind: backstop.TargetWebhook, Name: deref(b.Name, ""), Description: deref(b.Description, ""),
+		Enabled: deref(b.Enabled, true), Filter: f, Webhook: &backstop.WebhookConfig{URL: b.Url, SecretPrefix: secret[:10]},
 		Secret: d.Seal(id, []byte(secret))})
 	if err != nil {
 		return nil, err
@@ -331,7 +331,7 @@ func (s *Server) CreateWebhook(ctx context.Context, r api.CreateWebhookRequestOb
 
 // ListWebhooks lists webhooks.
 func (s *Server) ListWebhooks(ctx context.Context, r api.ListWebhooksRequestObject) (api.ListWebhooksResponseObject, error) {
-	ts, next, err := s.store.ListTargets(ctx, cluster.TargetWebhook, page(r.Params.Limit, r.Params.Cursor))
+	ts, next, err := s.store.ListTargets(ctx, backstop.TargetWebhook, page(r.Params.Limit, r.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +344,7 @@ func (s *Server) ListWebhooks(ctx context.Context, r api.ListWebhooksRequestObje
 
 // GetWebhook returns a webhook.
 func (s *Server) GetWebhook(ctx context.Context, r api.GetWebhookRequestObject) (api.GetWebhookResponseObject, error) {
-	t, err := s.store.FindTarget(ctx, cluster.TargetWebhook, r.WebhookId.String())
+	t, err := s.store.FindTarget(ctx, backstop.TargetWebhook, r.WebhookId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +352,7 @@ func (s *Server) GetWebhook(ctx context.Context, r api.GetWebhookRequestObject) 
 }
 
 // patchFilter applies filter fields of a PATCH.
-func patchFilter(f cluster.TargetFilter, types *[]string, sev *api.Severity, clusters *[]uuid.UUID) cluster.TargetFilter {
+func patchFilter(f backstop.TargetFilter, types *[]string, sev *api.Severity, clusters *[]uuid.UUID) backstop.TargetFilter {
 	if types != nil {
 		f.EventTypes = *types
 	}
@@ -373,11 +373,11 @@ func (s *Server) UpdateWebhook(ctx context.Context, r api.UpdateWebhookRequestOb
 			return nil, err
 		}
 	}
-	f := patchFilter(cluster.TargetFilter{}, b.EventTypes, nil, b.ClusterIds)
+	f := patchFilter(backstop.TargetFilter{}, b.EventTypes, nil, b.ClusterIds)
 	if err := s.validateFilter(ctx, f); err != nil {
 		return nil, err
 	}
-	t, err := s.store.UpdateTarget(ctx, cluster.TargetWebhook, r.WebhookId.String(), ifMatchVersion(r.Params.IfMatch), func(t cluster.Target) (cluster.Target, error) {
+	t, err := s.store.UpdateTarget(ctx, backstop.TargetWebhook, r.WebhookId.String(), ifMatchVersion(r.Params.IfMatch), func(t backstop.Target) (backstop.Target, error) {
 		t.Name, t.Description, t.Enabled = deref(b.Name, t.Name), deref(b.Description, t.Description), deref(b.Enabled, t.Enabled)
 		t.Filter = patchFilter(t.Filter, b.EventTypes, b.MinSeverity, b.ClusterIds)
 		if b.Url != nil {
@@ -395,7 +395,7 @@ func (s *Server) UpdateWebhook(ctx context.Context, r api.UpdateWebhookRequestOb
 
 // DeleteWebhook deletes a webhook.
 func (s *Server) DeleteWebhook(ctx context.Context, r api.DeleteWebhookRequestObject) (api.DeleteWebhookResponseObject, error) {
-	if err := s.store.DeleteTarget(ctx, cluster.TargetWebhook, r.WebhookId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
+	if err := s.store.DeleteTarget(ctx, backstop.TargetWebhook, r.WebhookId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
 		return nil, err
 	}
 	return api.DeleteWebhook204Response{}, nil
@@ -407,7 +407,7 @@ func (s *Server) PingWebhook(ctx context.Context, r api.PingWebhookRequestObject
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.store.FindTarget(ctx, cluster.TargetWebhook, r.WebhookId.String())
+	t, err := s.store.FindTarget(ctx, backstop.TargetWebhook, r.WebhookId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -418,14 +418,14 @@ func (s *Server) PingWebhook(ctx context.Context, r api.PingWebhookRequestObject
 	return api.PingWebhook200JSONResponse(toAPIDelivery(d)), nil
 }
 
-func toAPIDelivery(d cluster.Delivery) api.Delivery {
+func toAPIDelivery(d backstop.Delivery) api.Delivery {
 	out := api.Delivery{Id: apiID(d.ID), TargetId: apiID(d.TargetID), Kind: api.DeliveryKind(d.Kind), EventId: apiID(d.EventID), EventType: d.EventType,
 		Status: api.DeliveryStatus(d.Status), Attempts: d.Attempts, CreatedAt: d.CreatedAt, FinishedAt: d.FinishedAt, ClusterId: optID(d.ClusterID),
 		AttemptLog: make([]api.DeliveryAttempt, len(d.Log))}
 	if d.EventSeq != 0 {
 		out.EventSeq = ptr(d.EventSeq)
 	}
-	if d.Status == cluster.DeliveryPending {
+	if d.Status == backstop.DeliveryPending {
 		out.NextAttemptAt = ptr(d.NextAttemptAt)
 	}
 	if d.LastError != "" {
@@ -447,7 +447,7 @@ func toAPIDelivery(d cluster.Delivery) api.Delivery {
 	return out
 }
 
-func deliveryList(ds []cluster.Delivery, next string) api.DeliveryList {
+func deliveryList(ds []backstop.Delivery, next string) api.DeliveryList {
 	out := api.DeliveryList{Items: make([]api.Delivery, len(ds)), NextCursor: nextCursor(next)}
 	for i, d := range ds {
 		out.Items[i] = toAPIDelivery(d)
@@ -464,7 +464,7 @@ func statusFilter(p *api.DeliveryStatus) string {
 
 // ListWebhookDeliveries shows a webhook's delivery log.
 func (s *Server) ListWebhookDeliveries(ctx context.Context, r api.ListWebhookDeliveriesRequestObject) (api.ListWebhookDeliveriesResponseObject, error) {
-	ds, next, err := s.store.ListDeliveries(ctx, cluster.TargetWebhook, r.WebhookId.String(), statusFilter(r.Params.Status), page(r.Params.Limit, r.Params.Cursor))
+	ds, next, err := s.store.ListDeliveries(ctx, backstop.TargetWebhook, r.WebhookId.String(), statusFilter(r.Params.Status), page(r.Params.Limit, r.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +473,7 @@ func (s *Server) ListWebhookDeliveries(ctx context.Context, r api.ListWebhookDel
 
 // GetWebhookDelivery returns one delivery.
 func (s *Server) GetWebhookDelivery(ctx context.Context, r api.GetWebhookDeliveryRequestObject) (api.GetWebhookDeliveryResponseObject, error) {
-	d, err := s.store.FindDelivery(ctx, cluster.TargetWebhook, r.WebhookId.String(), r.DeliveryId.String())
+	d, err := s.store.FindDelivery(ctx, backstop.TargetWebhook, r.WebhookId.String(), r.DeliveryId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -482,7 +482,7 @@ func (s *Server) GetWebhookDelivery(ctx context.Context, r api.GetWebhookDeliver
 
 // RedeliverWebhookDelivery queues an event again.
 func (s *Server) RedeliverWebhookDelivery(ctx context.Context, r api.RedeliverWebhookDeliveryRequestObject) (api.RedeliverWebhookDeliveryResponseObject, error) {
-	d, err := s.store.Redeliver(ctx, cluster.TargetWebhook, r.WebhookId.String(), r.DeliveryId.String())
+	d, err := s.store.Redeliver(ctx, backstop.TargetWebhook, r.WebhookId.String(), r.DeliveryId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -491,7 +491,7 @@ func (s *Server) RedeliverWebhookDelivery(ctx context.Context, r api.RedeliverWe
 
 // SNMP targets.
 
-func toAPISnmpTarget(t cluster.Target) api.SnmpTarget {
+func toAPISnmpTarget(t backstop.Target) api.SnmpTarget {
 	c := t.SNMP
 	out := api.SnmpTarget{Id: apiID(t.ID), Name: t.Name, Host: c.Host, Port: c.Port, SnmpVersion: api.SnmpVersion(c.Version), Enabled: t.Enabled,
 		EventTypes: nonNilStrings(t.Filter.EventTypes), MinSeverity: api.Severity(t.Filter.MinSeverity), ClusterIds: apiUUIDs(t.Filter.ClusterIDs),
@@ -499,7 +499,7 @@ func toAPISnmpTarget(t cluster.Target) api.SnmpTarget {
 	if t.Description != "" {
 		out.Description = ptr(t.Description)
 	}
-	if c.Version == cluster.SNMPv3 {
+	if c.Version == backstop.SNMPv3 {
 		out.V3User, out.V3AuthProtocol, out.V3PrivProtocol = ptr(c.User), ptr(c.AuthProtocol), ptr(c.PrivProtocol)
 	}
 	return out
@@ -507,8 +507,8 @@ func toAPISnmpTarget(t cluster.Target) api.SnmpTarget {
 
 // snmpSettings applies the SNMP fields of a request to a configuration
 // and its secrets, then checks they fit together.
-func snmpSettings(c cluster.SNMPConfig, sec cluster.SNMPSecrets, host *string, port *int, version *api.SnmpVersion, community *string, v3 *api.SnmpV3) (cluster.SNMPConfig, cluster.SNMPSecrets, error) {
-	v := &cluster.ValidationError{}
+func snmpSettings(c backstop.SNMPConfig, sec backstop.SNMPSecrets, host *string, port *int, version *api.SnmpVersion, community *string, v3 *api.SnmpV3) (backstop.SNMPConfig, backstop.SNMPSecrets, error) {
+	v := &backstop.ValidationError{}
 	if host != nil {
 		c.Host = strings.TrimSpace(*host)
 		if c.Host == "" || strings.ContainsAny(c.Host, " /") {
@@ -523,7 +523,7 @@ func snmpSettings(c cluster.SNMPConfig, sec cluster.SNMPSecrets, host *string, p
 	if version != nil && string(*version) != c.Version {
 		c.Version = string(*version)
 		// Another version's secrets do not carry over.
-		sec = cluster.SNMPSecrets{}
+		sec = backstop.SNMPSecrets{}
 		c.User, c.AuthProtocol, c.PrivProtocol = "", "", ""
 	}
 	if community != nil {
@@ -534,14 +534,14 @@ func snmpSettings(c cluster.SNMPConfig, sec cluster.SNMPSecrets, host *string, p
 		sec.AuthPassphrase, sec.PrivPassphrase = deref(v3.AuthPassphrase, ""), deref(v3.PrivPassphrase, "")
 	}
 	switch c.Version {
-	case cluster.SNMPv2c:
+	case backstop.SNMPv2c:
 		if sec.Community == "" {
 			v.Add("/community", "snmp_version v2c needs a community")
 		}
 		if v3 != nil {
 			v.Add("/v3", "v3 settings are for snmp_version v3")
 		}
-	case cluster.SNMPv3:
+	case backstop.SNMPv3:
 		if c.User == "" {
 			v.Add("/v3", "snmp_version v3 needs v3 (user, protocols and passphrases)")
 		}
@@ -553,7 +553,7 @@ func snmpSettings(c cluster.SNMPConfig, sec cluster.SNMPSecrets, host *string, p
 	return c, sec, v.Err()
 }
 
-func (s *Server) sealSNMP(d Deliverer, id string, sec cluster.SNMPSecrets) ([]byte, error) {
+func (s *Server) sealSNMP(d Deliverer, id string, sec backstop.SNMPSecrets) ([]byte, error) {
 	b, err := json.Marshal(sec)
 	if err != nil {
 		return nil, err
@@ -568,11 +568,11 @@ func (s *Server) CreateSnmpTarget(ctx context.Context, r api.CreateSnmpTargetReq
 		return nil, err
 	}
 	b := r.Body
-	c, sec, err := snmpSettings(cluster.SNMPConfig{Port: 162}, cluster.SNMPSecrets{}, &b.Host, b.Port, &b.SnmpVersion, b.Community, b.V3)
+	c, sec, err := snmpSettings(backstop.SNMPConfig{Port: 162}, backstop.SNMPSecrets{}, &b.Host, b.Port, &b.SnmpVersion, b.Community, b.V3)
 	if err != nil {
 		return nil, err
 	}
-	f := cluster.TargetFilter{EventTypes: deref(b.EventTypes, nil), MinSeverity: string(deref(b.MinSeverity, api.Severity(cluster.SeverityCritical))),
+	f := backstop.TargetFilter{EventTypes: deref(b.EventTypes, nil), MinSeverity: string(deref(b.MinSeverity, api.Severity(backstop.SeverityCritical))),
 		ClusterIDs: uuidStrings(b.ClusterIds)}
 	if err := s.validateFilter(ctx, f); err != nil {
 		return nil, err
@@ -582,7 +582,7 @@ func (s *Server) CreateSnmpTarget(ctx context.Context, r api.CreateSnmpTargetReq
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.store.CreateTarget(ctx, cluster.Target{ID: id, Kind: cluster.TargetSNMP, Name: deref(b.Name, ""), Description: deref(b.Description, ""),
+	t, err := s.store.CreateTarget(ctx, backstop.Target{ID: id, Kind: backstop.TargetSNMP, Name: deref(b.Name, ""), Description: deref(b.Description, ""),
 		Enabled: deref(b.Enabled, true), Filter: f, SNMP: &c, Secret: sealed})
 	if err != nil {
 		return nil, err
@@ -593,7 +593,7 @@ func (s *Server) CreateSnmpTarget(ctx context.Context, r api.CreateSnmpTargetReq
 
 // ListSnmpTargets lists trap targets.
 func (s *Server) ListSnmpTargets(ctx context.Context, r api.ListSnmpTargetsRequestObject) (api.ListSnmpTargetsResponseObject, error) {
-	ts, next, err := s.store.ListTargets(ctx, cluster.TargetSNMP, page(r.Params.Limit, r.Params.Cursor))
+	ts, next, err := s.store.ListTargets(ctx, backstop.TargetSNMP, page(r.Params.Limit, r.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}
@@ -606,7 +606,7 @@ func (s *Server) ListSnmpTargets(ctx context.Context, r api.ListSnmpTargetsReque
 
 // GetSnmpTarget returns a trap target.
 func (s *Server) GetSnmpTarget(ctx context.Context, r api.GetSnmpTargetRequestObject) (api.GetSnmpTargetResponseObject, error) {
-	t, err := s.store.FindTarget(ctx, cluster.TargetSNMP, r.TargetId.String())
+	t, err := s.store.FindTarget(ctx, backstop.TargetSNMP, r.TargetId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -621,12 +621,12 @@ func (s *Server) UpdateSnmpTarget(ctx context.Context, r api.UpdateSnmpTargetReq
 		return nil, err
 	}
 	b := r.Body
-	f := patchFilter(cluster.TargetFilter{}, b.EventTypes, nil, b.ClusterIds)
+	f := patchFilter(backstop.TargetFilter{}, b.EventTypes, nil, b.ClusterIds)
 	if err := s.validateFilter(ctx, f); err != nil {
 		return nil, err
 	}
-	t, err := s.store.UpdateTarget(ctx, cluster.TargetSNMP, r.TargetId.String(), ifMatchVersion(r.Params.IfMatch), func(t cluster.Target) (cluster.Target, error) {
-		var sec cluster.SNMPSecrets
+	t, err := s.store.UpdateTarget(ctx, backstop.TargetSNMP, r.TargetId.String(), ifMatchVersion(r.Params.IfMatch), func(t backstop.Target) (backstop.Target, error) {
+		var sec backstop.SNMPSecrets
 		plain, err := dl.Open(t.ID, t.Secret)
 		if err != nil {
 			return t, err
@@ -654,7 +654,7 @@ func (s *Server) UpdateSnmpTarget(ctx context.Context, r api.UpdateSnmpTargetReq
 
 // DeleteSnmpTarget deletes a trap target.
 func (s *Server) DeleteSnmpTarget(ctx context.Context, r api.DeleteSnmpTargetRequestObject) (api.DeleteSnmpTargetResponseObject, error) {
-	if err := s.store.DeleteTarget(ctx, cluster.TargetSNMP, r.TargetId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
+	if err := s.store.DeleteTarget(ctx, backstop.TargetSNMP, r.TargetId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
 		return nil, err
 	}
 	return api.DeleteSnmpTarget204Response{}, nil
@@ -666,7 +666,7 @@ func (s *Server) TestSnmpTarget(ctx context.Context, r api.TestSnmpTargetRequest
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.store.FindTarget(ctx, cluster.TargetSNMP, r.TargetId.String())
+	t, err := s.store.FindTarget(ctx, backstop.TargetSNMP, r.TargetId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -679,7 +679,7 @@ func (s *Server) TestSnmpTarget(ctx context.Context, r api.TestSnmpTargetRequest
 
 // ListSnmpDeliveries shows a trap target's delivery log.
 func (s *Server) ListSnmpDeliveries(ctx context.Context, r api.ListSnmpDeliveriesRequestObject) (api.ListSnmpDeliveriesResponseObject, error) {
-	ds, next, err := s.store.ListDeliveries(ctx, cluster.TargetSNMP, r.TargetId.String(), statusFilter(r.Params.Status), page(r.Params.Limit, r.Params.Cursor))
+	ds, next, err := s.store.ListDeliveries(ctx, backstop.TargetSNMP, r.TargetId.String(), statusFilter(r.Params.Status), page(r.Params.Limit, r.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}

@@ -10,8 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // Fence devices: a node's fence-agents program and its options. The
@@ -40,19 +40,19 @@ func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequest
 	b := r.Body
 	nodeID := r.NodeId.String()
 	params := map[string]string(deref(b.Params, api.FenceParams{}))
-	v := &cluster.ValidationError{}
+	v := &backstop.ValidationError{}
 	if err := s.checkFenceAgent(b.Agent); err != nil {
 		v.Add("/agent", "%s", err)
 	}
-	cluster.ValidateFenceParams(v, "/params", params)
+	backstop.ValidateFenceParams(v, "/params", params)
 	var secrets map[string]string
 	if b.SecretParams != nil {
 		secrets = *b.SecretParams
-		cluster.ValidateFenceParams(v, "/secret_params", secrets)
+		backstop.ValidateFenceParams(v, "/secret_params", secrets)
 	}
-	timeout := time.Duration(deref(b.TimeoutS, int(cluster.DefaultFenceTimeout/time.Second))) * time.Second
-	if timeout < time.Second || timeout > cluster.MaxFenceTimeout {
-		v.Add("/timeout_s", "must be between 1 and %d", int(cluster.MaxFenceTimeout/time.Second))
+	timeout := time.Duration(deref(b.TimeoutS, int(backstop.DefaultFenceTimeout/time.Second))) * time.Second
+	if timeout < time.Second || timeout > backstop.MaxFenceTimeout {
+		v.Add("/timeout_s", "must be between 1 and %d", int(backstop.MaxFenceTimeout/time.Second))
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -63,15 +63,15 @@ func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequest
 		if err != nil {
 			return nil, err
 		}
-		sealed = dl.Seal(cluster.FenceSealID(nodeID), plain)
+		sealed = dl.Seal(backstop.FenceSealID(nodeID), plain)
 	}
-	d, err := s.store.PutFenceDevice(ctx, r.ClusterId.String(), nodeID, ifMatchVersion(r.Params.IfMatch), func(cur *cluster.FenceDevice) (cluster.FenceDevice, error) {
-		next := cluster.FenceDevice{NodeID: nodeID, ClusterID: r.ClusterId.String(), Agent: b.Agent, Params: params, Timeout: timeout,
+	d, err := s.store.PutFenceDevice(ctx, r.ClusterId.String(), nodeID, ifMatchVersion(r.Params.IfMatch), func(cur *backstop.FenceDevice) (backstop.FenceDevice, error) {
+		next := backstop.FenceDevice{NodeID: nodeID, ClusterID: r.ClusterId.String(), Agent: b.Agent, Params: params, Timeout: timeout,
 			SecretNames: slices.Sorted(maps.Keys(secrets)), SecretSealed: sealed}
 		if secrets == nil && cur != nil {
 			next.SecretNames, next.SecretSealed = cur.SecretNames, cur.SecretSealed
 		}
-		v := &cluster.ValidationError{}
+		v := &backstop.ValidationError{}
 		for _, k := range next.SecretNames {
 			if _, ok := params[k]; ok {
 				v.Add("/params/"+k, "%s is a secret option of this device; give it in secret_params only", k)
@@ -97,7 +97,7 @@ func (s *Server) DeleteFenceDevice(ctx context.Context, r api.DeleteFenceDeviceR
 // directory, if it cannot: the name pattern keeps it inside the
 // directory, and it must be an executable file there.
 func (s *Server) checkFenceAgent(agent string) error {
-	if !cluster.ValidFenceAgentName(agent) {
+	if !backstop.ValidFenceAgentName(agent) {
 		return fmt.Errorf("%q is no fence agent name (^fence_[a-z0-9_]+$)", agent)
 	}
 	p := filepath.Join(s.fenceDir, agent)
@@ -111,7 +111,7 @@ func (s *Server) checkFenceAgent(agent string) error {
 	return nil
 }
 
-func toAPIFenceDevice(d cluster.FenceDevice) api.FenceDevice {
+func toAPIFenceDevice(d backstop.FenceDevice) api.FenceDevice {
 	names := d.SecretNames
 	if names == nil {
 		names = []string{}

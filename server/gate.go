@@ -17,7 +17,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // roleExtension names, on each operation of the contract, the role it
@@ -48,15 +48,15 @@ func (s *Server) gate(next http.Handler) http.Handler {
 				s.writeError(w, r, err)
 				return
 			}
-			ctx = cluster.WithAgent(ctx, a)
+			ctx = backstop.WithAgent(ctx, a)
 			r = r.WithContext(ctx)
 		default:
-			actor, err := s.authenticate(r, cluster.Role(need))
+			actor, err := s.authenticate(r, backstop.Role(need))
 			if err != nil {
 				s.writeError(w, r, err)
 				return
 			}
-			ctx = cluster.WithActor(ctx, actor)
+			ctx = backstop.WithActor(ctx, actor)
 			r = r.WithContext(ctx)
 		}
 
@@ -145,48 +145,48 @@ func (s *Server) routeError(w http.ResponseWriter, r *http.Request, err error) {
 func bearer(r *http.Request) (string, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return "", fmt.Errorf("%w: send a credential as \"Authorization: Bearer <token>\"", cluster.ErrUnauthenticated)
+		return "", fmt.Errorf("%w: send a credential as \"Authorization: Bearer <token>\"", backstop.ErrUnauthenticated)
 	}
 	scheme, secret, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
-		return "", fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", cluster.ErrUnauthenticated)
+		return "", fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", backstop.ErrUnauthenticated)
 	}
 	return strings.TrimSpace(secret), nil
 }
 
 // authenticateAgent resolves an agent credential.
-func (s *Server) authenticateAgent(r *http.Request) (cluster.AgentIdentity, error) {
+func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, error) {
 	secret, err := bearer(r)
 	if err != nil {
-		return cluster.AgentIdentity{}, err
+		return backstop.AgentIdentity{}, err
 	}
 	a, err := s.store.AuthenticateAgent(r.Context(), secret)
-	if errors.Is(err, cluster.ErrUnauthenticated) {
-		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", cluster.ErrUnauthenticated)
+	if errors.Is(err, backstop.ErrUnauthenticated) {
+		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
 	}
 	return a, err
 }
 
 // authenticate resolves the bearer token and checks its role.
-func (s *Server) authenticate(r *http.Request, need cluster.Role) (cluster.Actor, error) {
+func (s *Server) authenticate(r *http.Request, need backstop.Role) (backstop.Actor, error) {
 	secret, err := bearer(r)
 	if err != nil {
-		return cluster.Actor{}, err
+		return backstop.Actor{}, err
 	}
 	t, err := s.store.Authenticate(r.Context(), secret)
-	if errors.Is(err, cluster.ErrUnauthenticated) {
-		return cluster.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", cluster.ErrUnauthenticated)
+	if errors.Is(err, backstop.ErrUnauthenticated) {
+		return backstop.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", backstop.ErrUnauthenticated)
 	}
 	if err != nil {
-		return cluster.Actor{}, err
+		return backstop.Actor{}, err
 	}
 	if !need.Valid() {
-		return cluster.Actor{}, fmt.Errorf("operation has no valid %s (%q)", roleExtension, need)
+		return backstop.Actor{}, fmt.Errorf("operation has no valid %s (%q)", roleExtension, need)
 	}
 	if !t.Role.Allows(need) {
-		return cluster.Actor{}, fmt.Errorf("%w: token %q has role %s; this operation needs %s", cluster.ErrForbidden, t.Name, t.Role, need)
+		return backstop.Actor{}, fmt.Errorf("%w: token %q has role %s; this operation needs %s", backstop.ErrForbidden, t.Name, t.Role, need)
 	}
-	return cluster.Actor{TokenID: t.ID, Name: t.Name, Role: t.Role}, nil
+	return backstop.Actor{TokenID: t.ID, Name: t.Name, Role: t.Role}, nil
 }
 
 var unsupportedRE = regexp.MustCompile(`^property "(.+)" is unsupported$`)
@@ -195,8 +195,8 @@ var unsupportedRE = regexp.MustCompile(`^property "(.+)" is unsupported$`)
 // errors: body fields as JSON pointers, parameters as "<in>.<name>". It
 // looks at each error's own type before unwrapping, because a parameter's
 // error wraps the schema errors that would otherwise lose its name.
-func requestErrorFields(err error) []cluster.FieldError {
-	var out []cluster.FieldError
+func requestErrorFields(err error) []backstop.FieldError {
+	var out []backstop.FieldError
 	var walk func(err error, param string)
 	walk = func(err error, param string) {
 		switch e := err.(type) {
@@ -209,32 +209,32 @@ func requestErrorFields(err error) []cluster.FieldError {
 				param = e.Parameter.In + "." + e.Parameter.Name
 			}
 			if e.Err == nil {
-				out = append(out, cluster.FieldError{Location: cmpOr(param, "/"), Message: cmpOr(e.Reason, "invalid")})
+				out = append(out, backstop.FieldError{Location: cmpOr(param, "/"), Message: cmpOr(e.Reason, "invalid")})
 				return
 			}
 			walk(e.Err, param)
 		case *openapi3.SchemaError:
 			if param != "" {
-				out = append(out, cluster.FieldError{Location: param, Message: e.Reason})
+				out = append(out, backstop.FieldError{Location: param, Message: e.Reason})
 				return
 			}
 			ptr := e.JSONPointer()
 			if m := unsupportedRE.FindStringSubmatch(e.Reason); m != nil {
 				ptr = append(ptr, m[1]) // name the unknown field itself
 			}
-			out = append(out, cluster.FieldError{Location: "/" + strings.Join(ptr, "/"), Message: e.Reason})
+			out = append(out, backstop.FieldError{Location: "/" + strings.Join(ptr, "/"), Message: e.Reason})
 		case *openapi3filter.ParseError:
 			if param != "" {
-				out = append(out, cluster.FieldError{Location: param, Message: e.Error()})
+				out = append(out, backstop.FieldError{Location: param, Message: e.Error()})
 				return
 			}
-			out = append(out, cluster.FieldError{Location: "/", Message: "malformed JSON: " + e.Error()})
+			out = append(out, backstop.FieldError{Location: "/", Message: "malformed JSON: " + e.Error()})
 		default:
 			if u := errors.Unwrap(err); u != nil {
 				walk(u, param)
 				return
 			}
-			out = append(out, cluster.FieldError{Location: cmpOr(param, "/"), Message: err.Error()})
+			out = append(out, backstop.FieldError{Location: cmpOr(param, "/"), Message: err.Error()})
 		}
 	}
 	walk(err, "")
@@ -251,15 +251,15 @@ func cmpOr(a, b string) string {
 // checkJSONBody refuses what the contract cannot express: data after the
 // JSON value, and strings holding NUL characters (PostgreSQL cannot store
 // them). It names the offending field.
-func checkJSONBody(body []byte) *cluster.ValidationError {
+func checkJSONBody(body []byte) *backstop.ValidationError {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return cluster.Invalid("/", "malformed JSON: %v", err)
+		return backstop.Invalid("/", "malformed JSON: %v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return cluster.Invalid("/", "unexpected data after the JSON value")
+		return backstop.Invalid("/", "unexpected data after the JSON value")
 	}
 	var find func(v any, ptr string) string
 	find = func(v any, ptr string) string {
@@ -287,7 +287,7 @@ func checkJSONBody(body []byte) *cluster.ValidationError {
 		return ""
 	}
 	if p := find(v, ""); p != "" {
-		return cluster.Invalid(cmpOr(p, "/"), "must not contain NUL characters")
+		return backstop.Invalid(cmpOr(p, "/"), "must not contain NUL characters")
 	}
 	return nil
 }
@@ -296,7 +296,7 @@ func checkJSONBody(body []byte) *cluster.ValidationError {
 // and its answer is stored; a repeat with the same method, path and body
 // gets the stored answer; a repeat with another body is refused.
 func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, body []byte, next http.Handler) {
-	actor := cluster.ActorFrom(r.Context())
+	actor := backstop.ActorFrom(r.Context())
 	if actor.TokenID == "" { // public operations have no POSTs; nothing to scope the key to
 		next.ServeHTTP(w, r)
 		return
@@ -338,7 +338,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, 
 				hdr[k] = v
 			}
 		}
-		err = s.store.CompleteIdempotencyKey(ctx, actor.TokenID, key, cluster.StoredResponse{Status: rec.status, Headers: hdr, Body: rec.body.Bytes()})
+		err = s.store.CompleteIdempotencyKey(ctx, actor.TokenID, key, backstop.StoredResponse{Status: rec.status, Headers: hdr, Body: rec.body.Bytes()})
 	}
 	done = true
 	if err != nil {

@@ -8,9 +8,9 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // Handlers convert API types to domain types, call the store and convert
@@ -70,18 +70,18 @@ func (s *Server) GetOpenAPI(ctx context.Context, _ api.GetOpenAPIRequestObject) 
 // CreateCluster creates a cluster with the defaults of the design brief.
 func (s *Server) CreateCluster(ctx context.Context, r api.CreateClusterRequestObject) (api.CreateClusterResponseObject, error) {
 	b := r.Body
-	profile := string(deref(b.TimingProfile, api.TimingProfile(cluster.ProfileLAN)))
-	t, err := cluster.ResolveTiming(profile, fromAPITiming(b.Timing), "/timing")
+	profile := string(deref(b.TimingProfile, api.TimingProfile(backstop.ProfileLAN)))
+	t, err := backstop.ResolveTiming(profile, fromAPITiming(b.Timing), "/timing")
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.store.CreateCluster(ctx, cluster.Cluster{
+	c, err := s.store.CreateCluster(ctx, backstop.Cluster{
 		Name:              b.Name,
 		Description:       deref(b.Description, ""),
 		TimingProfile:     profile,
 		Timing:            t,
-		SwitchbackDefault: string(deref(b.SwitchbackDefault, cluster.SwitchbackIntelligent)),
-		Fencing:           string(deref(b.Fencing, cluster.FencingSelf)),
+		SwitchbackDefault: string(deref(b.SwitchbackDefault, backstop.SwitchbackIntelligent)),
+		Fencing:           string(deref(b.Fencing, backstop.FencingSelf)),
 	})
 	if err != nil {
 		return nil, err
@@ -116,7 +116,7 @@ func (s *Server) GetCluster(ctx context.Context, r api.GetClusterRequestObject) 
 // UpdateCluster changes a cluster's settings.
 func (s *Server) UpdateCluster(ctx context.Context, r api.UpdateClusterRequestObject) (api.UpdateClusterResponseObject, error) {
 	b := r.Body
-	c, err := s.store.UpdateCluster(ctx, r.ClusterId.String(), ifMatchVersion(r.Params.IfMatch), func(c cluster.Cluster) (cluster.Cluster, error) {
+	c, err := s.store.UpdateCluster(ctx, r.ClusterId.String(), ifMatchVersion(r.Params.IfMatch), func(c backstop.Cluster) (backstop.Cluster, error) {
 		if b.Name != nil {
 			c.Name = *b.Name
 		}
@@ -131,18 +131,18 @@ func (s *Server) UpdateCluster(ctx context.Context, r api.UpdateClusterRequestOb
 		}
 		switch {
 		case b.TimingProfile != nil:
-			t, err := cluster.ResolveTiming(string(*b.TimingProfile), fromAPITiming(b.Timing), "/timing")
+			t, err := backstop.ResolveTiming(string(*b.TimingProfile), fromAPITiming(b.Timing), "/timing")
 			if err != nil {
 				return c, err
 			}
 			c.TimingProfile, c.Timing = string(*b.TimingProfile), t
 		case b.Timing != nil:
 			// New values alone make the profile custom.
-			t, err := cluster.ResolveTiming(cluster.ProfileCustom, fromAPITiming(b.Timing), "/timing")
+			t, err := backstop.ResolveTiming(backstop.ProfileCustom, fromAPITiming(b.Timing), "/timing")
 			if err != nil {
 				return c, err
 			}
-			c.TimingProfile, c.Timing = cluster.ProfileCustom, t
+			c.TimingProfile, c.Timing = backstop.ProfileCustom, t
 		}
 		return c, nil
 	})
@@ -162,7 +162,7 @@ func (s *Server) DeleteCluster(ctx context.Context, r api.DeleteClusterRequestOb
 
 // CreateNode adds a node and returns its one-time enrollment token.
 func (s *Server) CreateNode(ctx context.Context, r api.CreateNodeRequestObject) (api.CreateNodeResponseObject, error) {
-	n, enr, err := s.store.CreateNode(ctx, cluster.Node{
+	n, enr, err := s.store.CreateNode(ctx, backstop.Node{
 		ClusterID:   r.ClusterId.String(),
 		Name:        r.Body.Name,
 		Description: deref(r.Body.Description, ""),
@@ -206,7 +206,7 @@ func (s *Server) GetNode(ctx context.Context, r api.GetNodeRequestObject) (api.G
 // UpdateNode renames a node or changes its description.
 func (s *Server) UpdateNode(ctx context.Context, r api.UpdateNodeRequestObject) (api.UpdateNodeResponseObject, error) {
 	n, err := s.store.UpdateNode(ctx, r.ClusterId.String(), r.NodeId.String(), ifMatchVersion(r.Params.IfMatch),
-		cluster.NodeUpdate{Name: r.Body.Name, Description: r.Body.Description})
+		backstop.NodeUpdate{Name: r.Body.Name, Description: r.Body.Description})
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +224,7 @@ func (s *Server) DeleteNode(ctx context.Context, r api.DeleteNodeRequestObject) 
 // CreatePath creates a path in both directions.
 func (s *Server) CreatePath(ctx context.Context, r api.CreatePathRequestObject) (api.CreatePathResponseObject, error) {
 	b := r.Body
-	v := &cluster.ValidationError{}
+	v := &backstop.ValidationError{}
 	for _, e := range []struct {
 		at  string
 		end api.PathEnd
@@ -240,8 +240,8 @@ func (s *Server) CreatePath(ctx context.Context, r api.CreatePathRequestObject) 
 		return nil, err
 	}
 	ps, err := s.store.CreatePath(ctx, r.ClusterId.String(),
-		cluster.PathEnd{NodeID: b.A.NodeId.String(), Address: b.A.Address},
-		cluster.PathEnd{NodeID: b.B.NodeId.String(), Address: b.B.Address},
+		backstop.PathEnd{NodeID: b.A.NodeId.String(), Address: b.A.Address},
+		backstop.PathEnd{NodeID: b.B.NodeId.String(), Address: b.B.Address},
 		deref(b.Priority, 1))
 	if err != nil {
 		return nil, err
@@ -315,7 +315,7 @@ func (s *Server) GetHierarchy(ctx context.Context, r api.GetHierarchyRequestObje
 // ReplaceHierarchy replaces a whole hierarchy definition.
 func (s *Server) ReplaceHierarchy(ctx context.Context, r api.ReplaceHierarchyRequestObject) (api.ReplaceHierarchyResponseObject, error) {
 	spec := fromAPIHierarchySpec(r.ClusterId.String(), r.Body)
-	h, err := s.store.UpdateHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), ifMatchVersion(r.Params.IfMatch), cluster.HierarchyUpdate{
+	h, err := s.store.UpdateHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), ifMatchVersion(r.Params.IfMatch), backstop.HierarchyUpdate{
 		Name: &spec.Name, Description: &spec.Description, ExclusivityGroup: &spec.ExclusivityGroup,
 		Switchback: &spec.Switchback, Resources: spec.Resources, Priorities: spec.Priorities,
 	})
@@ -328,7 +328,7 @@ func (s *Server) ReplaceHierarchy(ctx context.Context, r api.ReplaceHierarchyReq
 // UpdateHierarchy changes some fields of a hierarchy.
 func (s *Server) UpdateHierarchy(ctx context.Context, r api.UpdateHierarchyRequestObject) (api.UpdateHierarchyResponseObject, error) {
 	b := r.Body
-	u := cluster.HierarchyUpdate{Name: b.Name, Description: b.Description, ExclusivityGroup: b.ExclusivityGroup}
+	u := backstop.HierarchyUpdate{Name: b.Name, Description: b.Description, ExclusivityGroup: b.ExclusivityGroup}
 	if b.Switchback != nil {
 		u.Switchback = ptr(string(*b.Switchback))
 	}
@@ -355,7 +355,7 @@ func (s *Server) DeleteHierarchy(ctx context.Context, r api.DeleteHierarchyReque
 
 // CreateToken creates an API token; its secret is in this answer only.
 func (s *Server) CreateToken(ctx context.Context, r api.CreateTokenRequestObject) (api.CreateTokenResponseObject, error) {
-	t, secret, err := s.store.CreateToken(ctx, r.Body.Name, cluster.Role(r.Body.Role))
+	t, secret, err := s.store.CreateToken(ctx, r.Body.Name, backstop.Role(r.Body.Role))
 	if err != nil {
 		return nil, err
 	}

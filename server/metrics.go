@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // httpMetrics are the API's request metrics.
@@ -74,7 +74,7 @@ func newFenceMetrics(reg prometheus.Registerer) (*fenceMetrics, error) {
 
 // ObserveFence records a fence attempt in the metrics (the engine's
 // OnFence hook).
-func (s *Server) ObserveFence(r cluster.FenceResult) {
+func (s *Server) ObserveFence(r backstop.FenceResult) {
 	outcome := "failed"
 	if r.OK {
 		outcome = "succeeded"

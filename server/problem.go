@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // problemBase prefixes every problem type URI; the slug names the kind.
@@ -22,19 +22,19 @@ type problem = api.Problem
 func statusFor(err error) (int, string) {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, cluster.ErrNotFound):
+	case errors.Is(err, backstop.ErrNotFound):
 		return http.StatusNotFound, "not-found"
-	case errors.Is(err, cluster.ErrPreconditionFailed):
+	case errors.Is(err, backstop.ErrPreconditionFailed):
 		return http.StatusPreconditionFailed, "precondition-failed"
-	case errors.Is(err, cluster.ErrConflict):
+	case errors.Is(err, backstop.ErrConflict):
 		return http.StatusConflict, "conflict"
-	case errors.Is(err, cluster.ErrInvalid):
+	case errors.Is(err, backstop.ErrInvalid):
 		return http.StatusUnprocessableEntity, "invalid"
-	case errors.Is(err, cluster.ErrLimit):
+	case errors.Is(err, backstop.ErrLimit):
 		return http.StatusUnprocessableEntity, "limit-exceeded"
-	case errors.Is(err, cluster.ErrUnauthenticated):
+	case errors.Is(err, backstop.ErrUnauthenticated):
 		return http.StatusUnauthorized, "unauthenticated"
-	case errors.Is(err, cluster.ErrForbidden):
+	case errors.Is(err, backstop.ErrForbidden):
 		return http.StatusForbidden, "forbidden"
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "body-too-large"
@@ -45,7 +45,7 @@ func statusFor(err error) (int, string) {
 
 // writeProblem writes an RFC 9457 body. 4xx are logged at Debug, 5xx at
 // Error, both with the request id.
-func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, status int, slug, detail string, fields []cluster.FieldError) {
+func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, status int, slug, detail string, fields []backstop.FieldError) {
 	p := problem{
 		Type:   problemBase + slug,
 		Title:  http.StatusText(status),
@@ -94,7 +94,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.writeProblem(w, r, status, slug, "internal error; the request id identifies it in the server log", nil)
 		return
 	}
-	var ve *cluster.ValidationError
+	var ve *backstop.ValidationError
 	if errors.As(err, &ve) {
 		s.writeProblem(w, r, status, slug, ve.Error(), ve.Fields)
 		return
@@ -109,8 +109,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // better as "cluster X not found".
 func detailOf(err error) string {
 	msg := err.Error()
-	if errors.Is(err, cluster.ErrNotFound) {
-		if rest, ok := strings.CutSuffix(msg, ": "+cluster.ErrNotFound.Error()); ok {
+	if errors.Is(err, backstop.ErrNotFound) {
+		if rest, ok := strings.CutSuffix(msg, ": "+backstop.ErrNotFound.Error()); ok {
 			return rest + " not found"
 		}
 	}
@@ -124,8 +124,8 @@ func detailOf(err error) string {
 }
 
 var sentinels = []error{
-	cluster.ErrConflict, cluster.ErrInvalid, cluster.ErrPreconditionFailed,
-	cluster.ErrLimit, cluster.ErrUnauthenticated, cluster.ErrForbidden,
+	backstop.ErrConflict, backstop.ErrInvalid, backstop.ErrPreconditionFailed,
+	backstop.ErrLimit, backstop.ErrUnauthenticated, backstop.ErrForbidden,
 }
 
 // badRequest answers a request the generated code could not decode

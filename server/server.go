@@ -25,89 +25,89 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi"
 	"github.com/backstop-ha/backstop/openapi/api"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // Store is what the HTTP layer needs from persistence. Methods return the
 // errors of package cluster: ErrNotFound, ErrConflict, ErrInvalid (often a
-// *cluster.ValidationError), ErrPreconditionFailed, ErrLimit and
+// *backstop.ValidationError), ErrPreconditionFailed, ErrLimit and
 // ErrUnauthenticated.
 type Store interface {
 	Ping(ctx context.Context) error
 	SchemaVersion(ctx context.Context) (uint, bool, error)
 
-	Authenticate(ctx context.Context, secret string) (cluster.Token, error)
-	CreateToken(ctx context.Context, name string, role cluster.Role) (cluster.Token, string, error)
-	ListTokens(ctx context.Context, p cluster.Page) ([]cluster.Token, string, error)
+	Authenticate(ctx context.Context, secret string) (backstop.Token, error)
+	CreateToken(ctx context.Context, name string, role backstop.Role) (backstop.Token, string, error)
+	ListTokens(ctx context.Context, p backstop.Page) ([]backstop.Token, string, error)
 	DeleteToken(ctx context.Context, id string) error
-	ListAudit(ctx context.Context, p cluster.Page) ([]cluster.AuditRecord, string, error)
+	ListAudit(ctx context.Context, p backstop.Page) ([]backstop.AuditRecord, string, error)
 
-	CreateCluster(ctx context.Context, c cluster.Cluster) (cluster.Cluster, error)
-	FindClusterByID(ctx context.Context, id string) (cluster.Cluster, error)
-	ListClusters(ctx context.Context, p cluster.Page) ([]cluster.Cluster, string, error)
-	UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(cluster.Cluster) (cluster.Cluster, error)) (cluster.Cluster, error)
+	CreateCluster(ctx context.Context, c backstop.Cluster) (backstop.Cluster, error)
+	FindClusterByID(ctx context.Context, id string) (backstop.Cluster, error)
+	ListClusters(ctx context.Context, p backstop.Page) ([]backstop.Cluster, string, error)
+	UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(backstop.Cluster) (backstop.Cluster, error)) (backstop.Cluster, error)
 	DeleteCluster(ctx context.Context, id string, ifMatch *int64) error
 
-	CreateNode(ctx context.Context, n cluster.Node, keyFingerprint string) (cluster.Node, cluster.Enrollment, error)
-	FindNodeByID(ctx context.Context, clusterID, id string) (cluster.Node, error)
-	ListNodes(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Node, string, error)
-	UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.NodeUpdate) (cluster.Node, error)
+	CreateNode(ctx context.Context, n backstop.Node, keyFingerprint string) (backstop.Node, backstop.Enrollment, error)
+	FindNodeByID(ctx context.Context, clusterID, id string) (backstop.Node, error)
+	ListNodes(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Node, string, error)
+	UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u backstop.NodeUpdate) (backstop.Node, error)
 	DeleteNode(ctx context.Context, clusterID, id string, ifMatch *int64) error
 
-	CreatePath(ctx context.Context, clusterID string, a, b cluster.PathEnd, priority int) ([2]cluster.Path, error)
-	FindPathByID(ctx context.Context, clusterID, id string) (cluster.Path, error)
-	ListPaths(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Path, string, error)
+	CreatePath(ctx context.Context, clusterID string, a, b backstop.PathEnd, priority int) ([2]backstop.Path, error)
+	FindPathByID(ctx context.Context, clusterID, id string) (backstop.Path, error)
+	ListPaths(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Path, string, error)
 	DeletePath(ctx context.Context, clusterID, id string, ifMatch *int64) error
 
-	CreateHierarchy(ctx context.Context, h cluster.Hierarchy) (cluster.Hierarchy, error)
-	FindHierarchyByID(ctx context.Context, clusterID, id string) (cluster.Hierarchy, error)
-	ListHierarchies(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Hierarchy, string, error)
-	UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.HierarchyUpdate) (cluster.Hierarchy, error)
+	CreateHierarchy(ctx context.Context, h backstop.Hierarchy) (backstop.Hierarchy, error)
+	FindHierarchyByID(ctx context.Context, clusterID, id string) (backstop.Hierarchy, error)
+	ListHierarchies(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Hierarchy, string, error)
+	UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u backstop.HierarchyUpdate) (backstop.Hierarchy, error)
 	DeleteHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64) error
 
-	ListSigningKeys(ctx context.Context) ([]cluster.SealedKey, error)
-	Enroll(ctx context.Context, token string, publicKey []byte, facts cluster.HostFacts) (cluster.Node, string, error)
-	AuthenticateAgent(ctx context.Context, credential string) (cluster.AgentIdentity, error)
-	RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r cluster.AgentReport) (cluster.HeartbeatAck, error)
-	AgentConfig(ctx context.Context, a cluster.AgentIdentity) (cluster.AgentConfig, error)
+	ListSigningKeys(ctx context.Context) ([]backstop.SealedKey, error)
+	Enroll(ctx context.Context, token string, publicKey []byte, facts backstop.HostFacts) (backstop.Node, string, error)
+	AuthenticateAgent(ctx context.Context, credential string) (backstop.AgentIdentity, error)
+	RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r backstop.AgentReport) (backstop.HeartbeatAck, error)
+	AgentConfig(ctx context.Context, a backstop.AgentIdentity) (backstop.AgentConfig, error)
 	ListenCommands(ctx context.Context, wake func(nodeID string)) error
-	PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign cluster.Signer) (cluster.Operation, error)
-	FindOperation(ctx context.Context, id string) (cluster.Operation, error)
-	NextCommands(ctx context.Context, nodeID string) ([]cluster.SignedCommand, error)
-	RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) (cluster.CommandEffect, error)
+	PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign backstop.Signer) (backstop.Operation, error)
+	FindOperation(ctx context.Context, id string) (backstop.Operation, error)
+	NextCommands(ctx context.Context, nodeID string) ([]backstop.SignedCommand, error)
+	RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome) (backstop.CommandEffect, error)
 	ExpireCommands(ctx context.Context, resultGrace time.Duration) (int, error)
-	ListCommands(ctx context.Context, clusterID, nodeID string, p cluster.Page) ([]cluster.CommandInfo, string, error)
+	ListCommands(ctx context.Context, clusterID, nodeID string, p backstop.Page) ([]backstop.CommandInfo, string, error)
 
-	ClusterStatus(ctx context.Context, clusterID string) (cluster.ClusterStatus, error)
-	StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error)
-	SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (cluster.Node, error)
+	ClusterStatus(ctx context.Context, clusterID string) (backstop.ClusterStatus, error)
+	StartMove(ctx context.Context, term int64, m backstop.MoveRequest, sign backstop.Signer) (backstop.Incident, *backstop.Operation, error)
+	SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (backstop.Node, error)
 	ClearFailedMark(ctx context.Context, clusterID, hierarchyID, nodeID string) error
-	LastDecision(ctx context.Context, hierarchyID string) (cluster.DecisionRecord, bool, error)
-	FailedMarks(ctx context.Context, hierarchyID string) ([]cluster.FailedMark, error)
-	ListIncidents(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Incident, string, error)
+	LastDecision(ctx context.Context, hierarchyID string) (backstop.DecisionRecord, bool, error)
+	FailedMarks(ctx context.Context, hierarchyID string) ([]backstop.FailedMark, error)
+	ListIncidents(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Incident, string, error)
 	OperationsDone(ctx context.Context, ids []string) (bool, error)
-	ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]cluster.Event, error)
-	ListenEvents(ctx context.Context, fn func(cluster.EventSignal)) error
+	ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]backstop.Event, error)
+	ListenEvents(ctx context.Context, fn func(backstop.EventSignal)) error
 
-	CreateTarget(ctx context.Context, t cluster.Target) (cluster.Target, error)
-	FindTarget(ctx context.Context, kind, id string) (cluster.Target, error)
-	ListTargets(ctx context.Context, kind string, p cluster.Page) ([]cluster.Target, string, error)
-	UpdateTarget(ctx context.Context, kind, id string, ifMatch *int64, change func(cluster.Target) (cluster.Target, error)) (cluster.Target, error)
+	CreateTarget(ctx context.Context, t backstop.Target) (backstop.Target, error)
+	FindTarget(ctx context.Context, kind, id string) (backstop.Target, error)
+	ListTargets(ctx context.Context, kind string, p backstop.Page) ([]backstop.Target, string, error)
+	UpdateTarget(ctx context.Context, kind, id string, ifMatch *int64, change func(backstop.Target) (backstop.Target, error)) (backstop.Target, error)
 	DeleteTarget(ctx context.Context, kind, id string, ifMatch *int64) error
-	ListDeliveries(ctx context.Context, kind, targetID, status string, p cluster.Page) ([]cluster.Delivery, string, error)
-	FindDelivery(ctx context.Context, kind, targetID, id string) (cluster.Delivery, error)
-	Redeliver(ctx context.Context, kind, targetID, id string) (cluster.Delivery, error)
-	SNMPEngine(ctx context.Context) (cluster.SNMPEngine, error)
-	ControlPlane(ctx context.Context) (cluster.ControlPlane, error)
+	ListDeliveries(ctx context.Context, kind, targetID, status string, p backstop.Page) ([]backstop.Delivery, string, error)
+	FindDelivery(ctx context.Context, kind, targetID, id string) (backstop.Delivery, error)
+	Redeliver(ctx context.Context, kind, targetID, id string) (backstop.Delivery, error)
+	SNMPEngine(ctx context.Context) (backstop.SNMPEngine, error)
+	ControlPlane(ctx context.Context) (backstop.ControlPlane, error)
 
-	FindFenceDevice(ctx context.Context, clusterID, nodeID string) (cluster.FenceDevice, error)
-	PutFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64, change func(cur *cluster.FenceDevice) (cluster.FenceDevice, error)) (cluster.FenceDevice, error)
+	FindFenceDevice(ctx context.Context, clusterID, nodeID string) (backstop.FenceDevice, error)
+	PutFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64, change func(cur *backstop.FenceDevice) (backstop.FenceDevice, error)) (backstop.FenceDevice, error)
 	DeleteFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64) error
 
-	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error)
-	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r cluster.StoredResponse) error
+	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*backstop.StoredResponse, error)
+	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r backstop.StoredResponse) error
 	ReleaseIdempotencyKey(ctx context.Context, tokenID, key string) error
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // CredentialPrefix starts every agent credential.
@@ -18,29 +18,29 @@ const CredentialPrefix = "bsa_"
 
 const signingKeyColumns = `key_id, public_key, active, coalesce(endorsed_by, ''), endorsement, created_at, private_sealed`
 
-func scanSigningKey(row pgx.Row) (cluster.SealedKey, error) {
-	var k cluster.SealedKey
+func scanSigningKey(row pgx.Row) (backstop.SealedKey, error) {
+	var k backstop.SealedKey
 	err := row.Scan(&k.KeyID, &k.PublicKey, &k.Active, &k.EndorsedBy, &k.Endorsement, &k.CreatedAt, &k.PrivateSealed)
 	return k, err
 }
 
 // ListSigningKeys returns every signing key, oldest first.
-func (s *Store) ListSigningKeys(ctx context.Context) ([]cluster.SealedKey, error) {
+func (s *Store) ListSigningKeys(ctx context.Context) ([]backstop.SealedKey, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys ORDER BY created_at, key_id`)
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	ks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.SealedKey, error) { return scanSigningKey(r) })
+	ks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.SealedKey, error) { return scanSigningKey(r) })
 	return ks, interpretError(err)
 }
 
 // EnsureSigningKey returns the active signing key, creating the first one
 // with create when none exists. Replicas starting together serialise on an
 // advisory lock, so exactly one first key is made.
-func (s *Store) EnsureSigningKey(ctx context.Context, create func() (cluster.SealedKey, error)) (cluster.SealedKey, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.SealedKey, error) {
+func (s *Store) EnsureSigningKey(ctx context.Context, create func() (backstop.SealedKey, error)) (backstop.SealedKey, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.SealedKey, error) {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('backstop.signing-key'))`); err != nil {
-			return cluster.SealedKey{}, err
+			return backstop.SealedKey{}, err
 		}
 		k, err := scanSigningKey(tx.QueryRow(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys WHERE active`))
 		if err == nil || !errors.Is(err, pgx.ErrNoRows) {
@@ -54,7 +54,7 @@ func (s *Store) EnsureSigningKey(ctx context.Context, create func() (cluster.Sea
 	})
 }
 
-func insertSigningKeyTx(ctx context.Context, tx pgx.Tx, k cluster.SealedKey) error {
+func insertSigningKeyTx(ctx context.Context, tx pgx.Tx, k backstop.SealedKey) error {
 	if _, err := tx.Exec(ctx, `UPDATE signing_keys SET active = false WHERE active`); err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func insertSigningKeyTx(ctx context.Context, tx pgx.Tx, k cluster.SealedKey) err
 
 // RotateSigningKey makes k (endorsed by the key active until now) the
 // active key; the older keys stay trusted.
-func (s *Store) RotateSigningKey(ctx context.Context, k cluster.SealedKey) error {
+func (s *Store) RotateSigningKey(ctx context.Context, k backstop.SealedKey) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('backstop.signing-key'))`); err != nil {
 			return struct{}{}, err
@@ -82,7 +82,7 @@ func (s *Store) RotateSigningKey(ctx context.Context, k cluster.SealedKey) error
 			return struct{}{}, err
 		}
 		if active != k.EndorsedBy {
-			return struct{}{}, fmt.Errorf("%w: the active key changed during rotation (now %s); retry", cluster.ErrConflict, active)
+			return struct{}{}, fmt.Errorf("%w: the active key changed during rotation (now %s); retry", backstop.ErrConflict, active)
 		}
 		return struct{}{}, insertSigningKeyTx(ctx, tx, k)
 	})
@@ -105,22 +105,22 @@ func (s *Store) CurrentTerm(ctx context.Context) (int64, error) {
 
 // Enroll exchanges a node's one-time enrollment token for an agent
 // credential, which it returns (stored only as a hash). It returns
-// cluster.ErrUnauthenticated, saying why, for an unknown, used or expired
+// backstop.ErrUnauthenticated, saying why, for an unknown, used or expired
 // token.
-func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, facts cluster.HostFacts) (cluster.Node, string, error) {
+func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, facts backstop.HostFacts) (backstop.Node, string, error) {
 	credential := NewSecret(CredentialPrefix)
-	n, err := withTx(ctx, s, func(tx pgx.Tx) (cluster.Node, error) {
+	n, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
 		var id string
 		var expires time.Time
 		err := tx.QueryRow(ctx, `SELECT id, enrollment_expires_at FROM nodes WHERE enrollment_hash = $1 FOR UPDATE`, hashSecret(token)).Scan(&id, &expires)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return cluster.Node{}, fmt.Errorf("%w: the enrollment token is unknown or was already used; create a new node or ask an administrator", cluster.ErrUnauthenticated)
+			return backstop.Node{}, fmt.Errorf("%w: the enrollment token is unknown or was already used; create a new node or ask an administrator", backstop.ErrUnauthenticated)
 		}
 		if err != nil {
-			return cluster.Node{}, err
+			return backstop.Node{}, err
 		}
 		if time.Now().After(expires) {
-			return cluster.Node{}, fmt.Errorf("%w: the enrollment token expired at %s", cluster.ErrUnauthenticated, expires.UTC().Format(time.RFC3339))
+			return backstop.Node{}, fmt.Errorf("%w: the enrollment token expired at %s", backstop.ErrUnauthenticated, expires.UTC().Format(time.RFC3339))
 		}
 		n, err := scanNode(tx.QueryRow(ctx, `UPDATE nodes SET enrollment_hash = NULL, credential_hash = $2, agent_public_key = $3, facts = $4,
 			enrolled_at = now(), last_heartbeat_at = now(), state = 'up', version = version + 1, updated_at = now()
@@ -131,19 +131,19 @@ func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, fact
 		if err := bumpConfigTx(ctx, tx, n.ClusterID); err != nil {
 			return n, err
 		}
-		return n, audit(cluster.WithActor(ctx, cluster.Actor{Name: "agent:" + n.Name}), tx, "node.enroll", "node", n.ID, n.ClusterID,
+		return n, audit(backstop.WithActor(ctx, backstop.Actor{Name: "agent:" + n.Name}), tx, "node.enroll", "node", n.ID, n.ClusterID,
 			map[string]any{"hostname": facts.Hostname, "agent_version": facts.AgentVersion})
 	})
 	return n, credential, err
 }
 
 // AuthenticateAgent returns the agent whose credential this is, or
-// cluster.ErrUnauthenticated.
-func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (cluster.AgentIdentity, error) {
-	var a cluster.AgentIdentity
+// backstop.ErrUnauthenticated.
+func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (backstop.AgentIdentity, error) {
+	var a backstop.AgentIdentity
 	err := s.pool.QueryRow(ctx, `SELECT id, cluster_id, name FROM nodes WHERE credential_hash = $1`, hashSecret(credential)).Scan(&a.NodeID, &a.ClusterID, &a.NodeName)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return a, cluster.ErrUnauthenticated
+		return a, backstop.ErrUnauthenticated
 	}
 	return a, interpretError(err)
 }
@@ -158,13 +158,13 @@ func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (clust
 // deadline, measured from the send time, so it passes first). It stores
 // the report; reports of a failed or fenced hierarchy at its current
 // epoch update the placement.
-func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r cluster.AgentReport) (cluster.HeartbeatAck, error) {
-	if r.RestartHold < 0 || r.RestartHold > cluster.MaxRestartHold {
-		return cluster.HeartbeatAck{}, cluster.Invalid("/restart_hold_ms", "must be between 0 and %d ms", cluster.MaxRestartHold.Milliseconds())
+func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r backstop.AgentReport) (backstop.HeartbeatAck, error) {
+	if r.RestartHold < 0 || r.RestartHold > backstop.MaxRestartHold {
+		return backstop.HeartbeatAck{}, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms", backstop.MaxRestartHold.Milliseconds())
 	}
 	holdMS := r.RestartHold.Milliseconds()
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.HeartbeatAck, error) {
-		var ack cluster.HeartbeatAck
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.HeartbeatAck, error) {
+		var ack backstop.HeartbeatAck
 		var ttlMS int64
 		var was string
 		var prev []byte
@@ -184,8 +184,8 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 		if err := reportChangesTx(ctx, tx, a, prev, r.Raw); err != nil {
 			return ack, err
 		}
-		if was != cluster.NodeUp {
-			if err := writeEvent(ctx, tx, a.ClusterID, "node.up", cluster.SeverityInfo, map[string]string{"node_id": a.NodeID},
+		if was != backstop.NodeUp {
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.up", backstop.SeverityInfo, map[string]string{"node_id": a.NodeID},
 				map[string]any{"from": was}, "node %s is up (was %s)", a.NodeName, was); err != nil {
 				return ack, err
 			}
@@ -203,27 +203,27 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 		ack.LeaseTTL = time.Duration(ttlMS) * time.Millisecond
 		if holdMS > ttlMS {
 			ack.LeaseTTL = r.RestartHold.Truncate(time.Millisecond)
-			if err := writeEvent(ctx, tx, a.ClusterID, "node.restarting", cluster.SeverityInfo, map[string]string{"node_id": a.NodeID},
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.restarting", backstop.SeverityInfo, map[string]string{"node_id": a.NodeID},
 				map[string]any{"restart_hold_ms": holdMS}, "node %s's agent is restarting; its hierarchies stay in place for up to %d ms", a.NodeName, holdMS); err != nil {
 				return ack, err
 			}
 		}
 		for _, h := range r.Hierarchies {
-			if h.State != cluster.PlacementFailed {
+			if h.State != backstop.PlacementFailed {
 				continue
 			}
-			name, err := setPlacementTx(ctx, tx, a.NodeID, h.HierarchyID, h.Epoch, cluster.PlacementFailed, "agent on "+a.NodeName+" reports: "+h.Detail)
+			name, err := setPlacementTx(ctx, tx, a.NodeID, h.HierarchyID, h.Epoch, backstop.PlacementFailed, "agent on "+a.NodeName+" reports: "+h.Detail)
 			if err != nil {
 				return ack, err
 			}
 			if name != "" && strings.Contains(h.Detail, "local recovery") {
-				if err := writeEvent(ctx, tx, a.ClusterID, "local_recovery.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
+				if err := writeEvent(ctx, tx, a.ClusterID, "local_recovery.failed", backstop.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
 					map[string]any{"detail": h.Detail}, "local recovery of %s on %s gave up: %s", name, a.NodeName, h.Detail); err != nil {
 					return ack, err
 				}
 			}
 			if name != "" {
-				if err := writeEvent(ctx, tx, a.ClusterID, "hierarchy.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
+				if err := writeEvent(ctx, tx, a.ClusterID, "hierarchy.failed", backstop.SeverityCritical, map[string]string{"hierarchy_id": h.HierarchyID, "node_id": a.NodeID},
 					map[string]any{"detail": h.Detail, "epoch": h.Epoch}, "hierarchy %s failed on %s: %s", name, a.NodeName, h.Detail); err != nil {
 					return ack, err
 				}
@@ -243,11 +243,11 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a cluster.AgentIdentity, r 
 					return ack, err
 				}
 			}
-			if err := audit(cluster.WithActor(ctx, cluster.Actor{Name: "agent:" + a.NodeName}), tx, "node.fenced", "node", a.NodeID, a.ClusterID,
+			if err := audit(backstop.WithActor(ctx, backstop.Actor{Name: "agent:" + a.NodeName}), tx, "node.fenced", "node", a.NodeID, a.ClusterID,
 				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies}); err != nil {
 				return ack, err
 			}
-			if err := writeEvent(ctx, tx, a.ClusterID, "node.self_fenced", cluster.SeverityCritical, map[string]string{"node_id": a.NodeID},
+			if err := writeEvent(ctx, tx, a.ClusterID, "node.self_fenced", backstop.SeverityCritical, map[string]string{"node_id": a.NodeID},
 				map[string]any{"at": f.At, "reason": f.Reason, "hierarchies": f.Hierarchies},
 				"node %s fenced itself: %s", a.NodeName, f.Reason); err != nil {
 				return ack, err
@@ -273,8 +273,8 @@ func setPlacementTx(ctx context.Context, tx pgx.Tx, nodeID, hierarchyID string, 
 }
 
 // AgentConfig assembles the desired configuration of a node.
-func (s *Store) AgentConfig(ctx context.Context, a cluster.AgentIdentity) (cluster.AgentConfig, error) {
-	var cfg cluster.AgentConfig
+func (s *Store) AgentConfig(ctx context.Context, a backstop.AgentIdentity) (backstop.AgentConfig, error) {
+	var cfg backstop.AgentConfig
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return cfg, err
@@ -293,7 +293,7 @@ func (s *Store) AgentConfig(ctx context.Context, a cluster.AgentIdentity) (clust
 	if err != nil {
 		return cfg, interpretError(err)
 	}
-	if cfg.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Hierarchy, error) { return scanHierarchy(r) }); err != nil {
+	if cfg.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Hierarchy, error) { return scanHierarchy(r) }); err != nil {
 		return cfg, interpretError(err)
 	}
 	if err := loadPriorities(ctx, tx, cfg.Hierarchies); err != nil {
@@ -303,21 +303,21 @@ func (s *Store) AgentConfig(ctx context.Context, a cluster.AgentIdentity) (clust
 	if err != nil {
 		return cfg, interpretError(err)
 	}
-	if cfg.Peers, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Node, error) { return scanNode(r) }); err != nil {
+	if cfg.Peers, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Node, error) { return scanNode(r) }); err != nil {
 		return cfg, interpretError(err)
 	}
 	rows, err = tx.Query(ctx, `SELECT `+pathColumns+` FROM paths WHERE cluster_id = $1 AND (local_node_id = $2 OR remote_node_id = $2) ORDER BY id`, a.ClusterID, a.NodeID)
 	if err != nil {
 		return cfg, interpretError(err)
 	}
-	if cfg.Paths, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Path, error) { return scanPath(r) }); err != nil {
+	if cfg.Paths, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Path, error) { return scanPath(r) }); err != nil {
 		return cfg, interpretError(err)
 	}
 	rows, err = tx.Query(ctx, `SELECT `+signingKeyColumns+` FROM signing_keys ORDER BY created_at, key_id`)
 	if err != nil {
 		return cfg, interpretError(err)
 	}
-	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.SealedKey, error) { return scanSigningKey(r) })
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.SealedKey, error) { return scanSigningKey(r) })
 	if err != nil {
 		return cfg, interpretError(err)
 	}
@@ -376,7 +376,7 @@ type reportView struct {
 // reportChangesTx turns what changed between two heartbeat reports of a
 // node into events: paths going down or up, checks starting to fail, and
 // local restarts (with whether the restarted resource passes again).
-func reportChangesTx(ctx context.Context, tx pgx.Tx, a cluster.AgentIdentity, prevRaw, curRaw []byte) error {
+func reportChangesTx(ctx context.Context, tx pgx.Tx, a backstop.AgentIdentity, prevRaw, curRaw []byte) error {
 	if len(prevRaw) == 0 || len(curRaw) == 0 {
 		return nil // the first report says nothing about changes
 	}
@@ -393,9 +393,9 @@ func reportChangesTx(ctx context.Context, tx pgx.Tx, a cluster.AgentIdentity, pr
 		if !known || old == p.State || (p.State != "up" && p.State != "down") {
 			continue
 		}
-		sev := cluster.SeverityInfo
+		sev := backstop.SeverityInfo
 		if p.State == "down" {
-			sev = cluster.SeverityWarning
+			sev = backstop.SeverityWarning
 		}
 		if err := writeEvent(ctx, tx, a.ClusterID, "path."+p.State, sev, map[string]string{"node_id": a.NodeID, "path_id": p.PathID, "peer_node_id": p.PeerNodeID},
 			nil, "communication path from %s to node %s is %s", a.NodeName, p.PeerNodeID, p.State); err != nil {
@@ -426,16 +426,16 @@ func reportChangesTx(ctx context.Context, tx pgx.Tx, a cluster.AgentIdentity, pr
 			}
 		}{{"quick", old.quickOK, x.Quick}, {"deep", old.deepOK, x.Deep}} {
 			if c.result != nil && c.wasOK && !c.result.OK {
-				if err := writeEvent(ctx, tx, a.ClusterID, "resource.check_failed", cluster.SeverityWarning, subject,
+				if err := writeEvent(ctx, tx, a.ClusterID, "resource.check_failed", backstop.SeverityWarning, subject,
 					map[string]any{"check": c.name, "detail": c.result.Detail}, "%s check of %s failed on %s: %s", c.name, x.Resource, a.NodeName, c.result.Detail); err != nil {
 					return err
 				}
 			}
 		}
 		if x.Restarts > old.restarts {
-			typ, sev, msg := "local_recovery.started", cluster.SeverityWarning, "%s restarted %s locally (restart %d)"
+			typ, sev, msg := "local_recovery.started", backstop.SeverityWarning, "%s restarted %s locally (restart %d)"
 			if x.Quick != nil && x.Quick.OK {
-				typ, sev, msg = "local_recovery.succeeded", cluster.SeverityInfo, "%s restarted %s locally and it passes its checks (restart %d)"
+				typ, sev, msg = "local_recovery.succeeded", backstop.SeverityInfo, "%s restarted %s locally and it passes its checks (restart %d)"
 			}
 			if err := writeEvent(ctx, tx, a.ClusterID, typ, sev, subject, map[string]any{"restarts": x.Restarts}, msg, a.NodeName, x.Resource, x.Restarts); err != nil {
 				return err

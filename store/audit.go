@@ -6,11 +6,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // ListAudit lists audit records, oldest first.
-func (s *Store) ListAudit(ctx context.Context, p cluster.Page) ([]cluster.AuditRecord, string, error) {
+func (s *Store) ListAudit(ctx context.Context, p backstop.Page) ([]backstop.AuditRecord, string, error) {
 	after, err := intCursor(p)
 	if err != nil {
 		return nil, "", err
@@ -20,14 +20,14 @@ func (s *Store) ListAudit(ctx context.Context, p cluster.Page) ([]cluster.AuditR
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.AuditRecord, error) {
-		var a cluster.AuditRecord
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.AuditRecord, error) {
+		var a backstop.AuditRecord
 		err := r.Scan(&a.ID, &a.At, &a.Actor, &a.ActorTokenID, &a.Action, &a.TargetType, &a.TargetID, &a.ClusterID, &a.Details)
 		return a, err
 	})
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, next := trimPage(items, p, func(a cluster.AuditRecord) string { return strconv.FormatInt(a.ID, 10) })
+	items, next := trimPage(items, p, func(a backstop.AuditRecord) string { return strconv.FormatInt(a.ID, 10) })
 	return items, next, nil
 }

@@ -6,20 +6,20 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 const clusterColumns = `id, name, description, timing_profile, timing, switchback_default, fencing, version, created_at, updated_at`
 
-func scanCluster(row pgx.Row) (cluster.Cluster, error) {
-	var c cluster.Cluster
+func scanCluster(row pgx.Row) (backstop.Cluster, error) {
+	var c backstop.Cluster
 	err := row.Scan(&c.ID, &c.Name, &c.Description, &c.TimingProfile, &c.Timing, &c.SwitchbackDefault, &c.Fencing, &c.Version, &c.CreatedAt, &c.UpdatedAt)
 	return c, err
 }
 
 // CreateCluster stores a new, validated cluster and returns it.
-func (s *Store) CreateCluster(ctx context.Context, c cluster.Cluster) (cluster.Cluster, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Cluster, error) {
+func (s *Store) CreateCluster(ctx context.Context, c backstop.Cluster) (backstop.Cluster, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Cluster, error) {
 		c.ID = newID()
 		out, err := scanCluster(tx.QueryRow(ctx, `INSERT INTO clusters (id, name, description, timing_profile, timing, switchback_default, fencing)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+clusterColumns,
@@ -31,8 +31,8 @@ func (s *Store) CreateCluster(ctx context.Context, c cluster.Cluster) (cluster.C
 	})
 }
 
-// FindClusterByID returns a cluster or cluster.ErrNotFound.
-func (s *Store) FindClusterByID(ctx context.Context, id string) (cluster.Cluster, error) {
+// FindClusterByID returns a cluster or backstop.ErrNotFound.
+func (s *Store) FindClusterByID(ctx context.Context, id string) (backstop.Cluster, error) {
 	c, err := scanCluster(s.pool.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1`, id))
 	if err != nil {
 		return c, fmt.Errorf("cluster %s: %w", id, interpretError(err))
@@ -40,7 +40,7 @@ func (s *Store) FindClusterByID(ctx context.Context, id string) (cluster.Cluster
 	return c, nil
 }
 
-func lockClusterTx(ctx context.Context, tx pgx.Tx, id string) (cluster.Cluster, error) {
+func lockClusterTx(ctx context.Context, tx pgx.Tx, id string) (backstop.Cluster, error) {
 	c, err := scanCluster(tx.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1 FOR UPDATE`, id))
 	if err != nil {
 		return c, fmt.Errorf("cluster %s: %w", id, interpretError(err))
@@ -49,7 +49,7 @@ func lockClusterTx(ctx context.Context, tx pgx.Tx, id string) (cluster.Cluster, 
 }
 
 // ListClusters lists clusters, oldest first.
-func (s *Store) ListClusters(ctx context.Context, p cluster.Page) ([]cluster.Cluster, string, error) {
+func (s *Store) ListClusters(ctx context.Context, p backstop.Page) ([]backstop.Cluster, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
@@ -58,19 +58,19 @@ func (s *Store) ListClusters(ctx context.Context, p cluster.Page) ([]cluster.Clu
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Cluster, error) { return scanCluster(r) })
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Cluster, error) { return scanCluster(r) })
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, next := trimPage(items, p, func(c cluster.Cluster) string { return c.ID })
+	items, next := trimPage(items, p, func(c backstop.Cluster) string { return c.ID })
 	return items, next, nil
 }
 
 // UpdateCluster applies change to a cluster under a row lock. change gets
 // the current cluster and returns the new one (or a validation error), so
 // that rules depending on the current values run on the locked row.
-func (s *Store) UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(cluster.Cluster) (cluster.Cluster, error)) (cluster.Cluster, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Cluster, error) {
+func (s *Store) UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(backstop.Cluster) (backstop.Cluster, error)) (backstop.Cluster, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Cluster, error) {
 		cur, err := lockClusterTx(ctx, tx, id)
 		if err != nil {
 			return cur, err

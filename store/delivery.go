@@ -13,7 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // What the delivery workers (package notify) need: a target's deliveries
@@ -75,11 +75,11 @@ func MigrateRiver(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // LoadDelivery returns a delivery with its target (sealed secret
-// included). It returns cluster.ErrNotFound when the target was deleted.
-func (s *Store) LoadDelivery(ctx context.Context, seq int64) (cluster.Delivery, cluster.Target, error) {
+// included). It returns backstop.ErrNotFound when the target was deleted.
+func (s *Store) LoadDelivery(ctx context.Context, seq int64) (backstop.Delivery, backstop.Target, error) {
 	d, err := scanDelivery(s.pool.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM deliveries d JOIN targets t ON t.id = d.target_id WHERE d.id = $1`, seq))
 	if err != nil {
-		return d, cluster.Target{}, interpretError(err)
+		return d, backstop.Target{}, interpretError(err)
 	}
 	t, err := scanTarget(s.pool.QueryRow(ctx, `SELECT `+targetColumns+` FROM targets WHERE id = $1`, d.TargetID))
 	return d, t, interpretError(err)
@@ -105,7 +105,7 @@ func (s *Store) ReleaseTarget(ctx context.Context, targetID, owner string) error
 // HeadDelivery returns the first pending delivery of a target (the next
 // one to make, in order) with the target; ok is false when none is
 // pending.
-func (s *Store) HeadDelivery(ctx context.Context, targetID string) (d cluster.Delivery, t cluster.Target, ok bool, err error) {
+func (s *Store) HeadDelivery(ctx context.Context, targetID string) (d backstop.Delivery, t backstop.Target, ok bool, err error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+deliveryColumns+`, `+prefixed("t.", targetColumns)+` FROM deliveries d JOIN targets t ON t.id = d.target_id
 		WHERE d.target_id = $1 AND d.status = 'pending' ORDER BY d.id LIMIT 1`, targetID)
 	if err != nil {
@@ -143,8 +143,8 @@ func prefixed(p, columns string) string {
 // the event's cluster (when it still exists). It returns the delivery's
 // new status; a delivery no longer pending (cancelled meanwhile) is left
 // as it is.
-func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.Delivery, r cluster.AttemptResult, outcome string, next time.Time) (string, error) {
-	if outcome != cluster.OutcomeFailed {
+func (s *Store) RecordAttempt(ctx context.Context, t backstop.Target, d backstop.Delivery, r backstop.AttemptResult, outcome string, next time.Time) (string, error) {
+	if outcome != backstop.OutcomeFailed {
 		// The common case in one statement (one round trip): the attempt
 		// and the delivery's new state.
 		errText, next := "", next
@@ -155,9 +155,9 @@ func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.D
 		if r.StatusCode != 0 {
 			code = &r.StatusCode
 		}
-		status := cluster.DeliveryPending
-		if outcome == cluster.OutcomeDelivered {
-			status, next = cluster.DeliveryDelivered, time.Now()
+		status := backstop.DeliveryPending
+		if outcome == backstop.OutcomeDelivered {
+			status, next = backstop.DeliveryDelivered, time.Now()
 		}
 		tag, err := s.pool.Exec(ctx, `WITH d AS (
 				UPDATE deliveries SET attempts = attempts + 1, status = $2, last_error = $3, next_attempt_at = $4,
@@ -165,7 +165,7 @@ func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.D
 				WHERE id = $1 AND status = 'pending' RETURNING id, attempts)
 			INSERT INTO delivery_attempts (delivery_id, n, latency_ms, status_code, outcome, error, response_excerpt)
 			SELECT id, attempts, $5, $6, $7, $3, $8 FROM d`,
-			d.Seq, status, errText, next, float64(r.Latency.Microseconds())/1000, code, outcome, cleanText(r.Excerpt, cluster.MaxExcerpt))
+			d.Seq, status, errText, next, float64(r.Latency.Microseconds())/1000, code, outcome, cleanText(r.Excerpt, backstop.MaxExcerpt))
 		if err != nil {
 			return "", interpretError(err)
 		}
@@ -181,7 +181,7 @@ func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.D
 		if err := tx.QueryRow(ctx, `SELECT status, attempts FROM deliveries WHERE id = $1 FOR UPDATE`, d.Seq).Scan(&status, &attempts); err != nil {
 			return "", err
 		}
-		if status != cluster.DeliveryPending {
+		if status != backstop.DeliveryPending {
 			return status, nil
 		}
 		attempts++
@@ -193,20 +193,20 @@ func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.D
 			errText = cleanText(r.Err.Error(), 1000)
 		}
 		switch outcome {
-		case cluster.OutcomeDelivered:
-			status = cluster.DeliveryDelivered
+		case backstop.OutcomeDelivered:
+			status = backstop.DeliveryDelivered
 			_, err := tx.Exec(ctx, `UPDATE deliveries SET status = 'delivered', attempts = $2, last_error = '', finished_at = now() WHERE id = $1`, d.Seq, attempts)
 			return status, err
-		case cluster.OutcomeRetry:
+		case backstop.OutcomeRetry:
 			_, err := tx.Exec(ctx, `UPDATE deliveries SET attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1`, d.Seq, attempts, errText, next)
 			return status, err
 		}
-		status = cluster.DeliveryDeadLettered
+		status = backstop.DeliveryDeadLettered
 		if _, err := tx.Exec(ctx, `UPDATE deliveries SET status = 'dead_lettered', attempts = $2, last_error = $3, finished_at = now() WHERE id = $1`,
 			d.Seq, attempts, errText); err != nil {
 			return "", err
 		}
-		if d.ClusterID == "" || (d.Kind != cluster.DeliveryEvent && d.Kind != cluster.DeliveryRedelivery) {
+		if d.ClusterID == "" || (d.Kind != backstop.DeliveryEvent && d.Kind != backstop.DeliveryRedelivery) {
 			return status, nil
 		}
 		var exists bool
@@ -217,7 +217,7 @@ func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.D
 		if name == "" {
 			name = t.ID
 		}
-		return status, writeEvent(ctx, tx, d.ClusterID, "delivery.dead_lettered", cluster.SeverityWarning,
+		return status, writeEvent(ctx, tx, d.ClusterID, "delivery.dead_lettered", backstop.SeverityWarning,
 			map[string]string{"target_id": t.ID, "delivery_id": d.ID, "event_id": d.EventID},
 			map[string]any{"target_kind": t.Kind, "target_name": t.Name, "event_type": d.EventType, "event_seq": d.EventSeq, "attempts": attempts, "last_error": errText},
 			"%s delivery of %s #%d to %q given up after %d attempt(s): %s", targetNoun(t.Kind), d.EventType, d.EventSeq, name, attempts, errText)
@@ -226,14 +226,14 @@ func (s *Store) RecordAttempt(ctx context.Context, t cluster.Target, d cluster.D
 
 // DeliveryBacklog returns, for every target, how many deliveries are
 // pending and since when.
-func (s *Store) DeliveryBacklog(ctx context.Context) ([]cluster.TargetBacklog, error) {
+func (s *Store) DeliveryBacklog(ctx context.Context) ([]backstop.TargetBacklog, error) {
 	rows, err := s.pool.Query(ctx, `SELECT t.id, t.kind, t.name, count(d.id), coalesce(min(d.created_at), 'epoch')
 		FROM targets t LEFT JOIN deliveries d ON d.target_id = t.id AND d.status = 'pending' GROUP BY t.id ORDER BY t.id`)
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.TargetBacklog, error) {
-		var b cluster.TargetBacklog
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.TargetBacklog, error) {
+		var b backstop.TargetBacklog
 		err := r.Scan(&b.TargetID, &b.Kind, &b.Name, &b.Pending, &b.Oldest)
 		if b.Pending == 0 {
 			b.Oldest = time.Time{}
@@ -252,12 +252,12 @@ const snmpPEN = 32473
 // RFC 3411 format 5, the enterprise number then 8 random octets) and
 // counts one more boot at every start. Every replica increments it: boots
 // only ever grow, which is what receivers check.
-func (s *Store) StartSNMPEngine(ctx context.Context) (cluster.SNMPEngine, error) {
+func (s *Store) StartSNMPEngine(ctx context.Context) (backstop.SNMPEngine, error) {
 	id := []byte{0x80 | byte(snmpPEN>>24), byte(snmpPEN >> 16 & 0xff), byte(snmpPEN >> 8 & 0xff), byte(snmpPEN & 0xff), 5}
 	suffix := make([]byte, 8)
 	rand.Read(suffix) // never fails (crypto/rand, Go 1.24+)
 	id = append(id, suffix...)
-	var e cluster.SNMPEngine
+	var e backstop.SNMPEngine
 	err := s.pool.QueryRow(ctx, `WITH ins AS (INSERT INTO snmp_engine (id, engine_id, boots) VALUES (1, $1, 0) ON CONFLICT (id) DO NOTHING)
 		SELECT 1`, id).Scan(nil)
 	if err != nil {
@@ -270,8 +270,8 @@ func (s *Store) StartSNMPEngine(ctx context.Context) (cluster.SNMPEngine, error)
 // SNMPEngine returns the engine with its current boots and time (seconds
 // since the last boot, by the database clock, so that every replica
 // agrees).
-func (s *Store) SNMPEngine(ctx context.Context) (cluster.SNMPEngine, error) {
-	var e cluster.SNMPEngine
+func (s *Store) SNMPEngine(ctx context.Context) (backstop.SNMPEngine, error) {
+	var e backstop.SNMPEngine
 	err := s.pool.QueryRow(ctx, `SELECT engine_id, boots, LEAST(floor(extract(epoch FROM now() - boots_at)), 2147483647)::int FROM snmp_engine WHERE id = 1`).Scan(&e.ID, &e.Boots, &e.Time)
 	return e, interpretError(err)
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // checkTermTx verifies term is still the leader term, holding it for the
@@ -21,7 +21,7 @@ func checkTermTx(ctx context.Context, tx pgx.Tx, term int64) (int64, error) {
 		return 0, err
 	}
 	if term != 0 && term != cur {
-		return 0, fmt.Errorf("%w (term %d, now %d)", cluster.ErrStaleTerm, term, cur)
+		return 0, fmt.Errorf("%w (term %d, now %d)", backstop.ErrStaleTerm, term, cur)
 	}
 	return cur, nil
 }
@@ -68,8 +68,8 @@ func checkTermTx(ctx context.Context, tx pgx.Tx, term int64) (int64, error) {
 //
 // A new leader judges nobody until one lease period after it took over.
 // Term is checked (and held) first: a deposed leader writes nothing.
-func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTransition, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.NodeTransition, error) {
+func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTransition, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([]backstop.NodeTransition, error) {
 		if _, err := checkTermTx(ctx, tx, term); err != nil {
 			return nil, err
 		}
@@ -90,7 +90,7 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 			return nil, err
 		}
 		type row struct {
-			t                      cluster.NodeTransition
+			t                      backstop.NodeTransition
 			seen, witnessed, alone bool
 		}
 		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
@@ -101,16 +101,16 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTrans
 		if err != nil {
 			return nil, err
 		}
-		out := []cluster.NodeTransition{}
+		out := []backstop.NodeTransition{}
 		for _, x := range rs {
 			var sev, msg string
 			switch {
 			case x.seen:
-				x.t.To, sev, msg = cluster.NodeUnreachable, cluster.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
+				x.t.To, sev, msg = backstop.NodeUnreachable, backstop.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
 			case x.witnessed:
-				x.t.To, sev, msg = cluster.NodeDown, cluster.SeverityCritical, "node %s is down: its lease expired and its peers see it on no communication path"
+				x.t.To, sev, msg = backstop.NodeDown, backstop.SeverityCritical, "node %s is down: its lease expired and its peers see it on no communication path"
 			case x.alone:
-				x.t.To, sev, msg = cluster.NodeUnreachable, cluster.SeverityWarning, "node %s is unreachable: its lease expired and it has no peer that could see it dead; nothing moves"
+				x.t.To, sev, msg = backstop.NodeUnreachable, backstop.SeverityWarning, "node %s is unreachable: its lease expired and it has no peer that could see it dead; nothing moves"
 			default:
 				continue // no fresh evidence either way: judge it again later
 			}
@@ -153,8 +153,8 @@ func (s *Store) NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error
 // cluster with hierarchies. Placements failed on an up node (the agent
 // gave up after local recovery, or a bring-up failed) are first turned
 // into failed marks.
-func (s *Store) ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.ClusterStatus, error) {
+func (s *Store) ClusterStatuses(ctx context.Context) ([]backstop.ClusterStatus, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([]backstop.ClusterStatus, error) {
 		if _, err := tx.Exec(ctx, `INSERT INTO failed_marks (hierarchy_id, node_id, reason)
 			SELECT h.id, h.placement_node_id, h.placement_detail FROM hierarchies h JOIN nodes n ON n.id = h.placement_node_id
 			WHERE h.placement_state = 'failed' AND n.state = 'up' ON CONFLICT DO NOTHING`); err != nil {
@@ -164,11 +164,11 @@ func (s *Store) ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, e
 		if err != nil {
 			return nil, err
 		}
-		cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Cluster, error) { return scanCluster(r) })
+		cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Cluster, error) { return scanCluster(r) })
 		if err != nil {
 			return nil, err
 		}
-		out := make([]cluster.ClusterStatus, 0, len(cs))
+		out := make([]backstop.ClusterStatus, 0, len(cs))
 		for _, c := range cs {
 			st, err := clusterStatusTx(ctx, tx, c)
 			if err != nil {
@@ -182,18 +182,18 @@ func (s *Store) ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, e
 
 // ClusterStatus reads one cluster as the engine sees it (for explain and
 // simulate).
-func (s *Store) ClusterStatus(ctx context.Context, clusterID string) (cluster.ClusterStatus, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.ClusterStatus, error) {
+func (s *Store) ClusterStatus(ctx context.Context, clusterID string) (backstop.ClusterStatus, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.ClusterStatus, error) {
 		c, err := scanCluster(tx.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id = $1`, clusterID))
 		if err != nil {
-			return cluster.ClusterStatus{}, fmt.Errorf("cluster %s: %w", clusterID, interpretError(err))
+			return backstop.ClusterStatus{}, fmt.Errorf("cluster %s: %w", clusterID, interpretError(err))
 		}
 		return clusterStatusTx(ctx, tx, c)
 	})
 }
 
-func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster.ClusterStatus, error) {
-	st := cluster.ClusterStatus{Cluster: c}
+func clusterStatusTx(ctx context.Context, tx pgx.Tx, c backstop.Cluster) (backstop.ClusterStatus, error) {
+	st := backstop.ClusterStatus{Cluster: c}
 	rows, err := tx.Query(ctx, `SELECT n.id, n.name, n.state, n.maintenance, n.state_since,
 		EXISTS (SELECT 1 FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
 			WHERE p.cluster_id = n.cluster_id AND p.id <> n.id AND p.state = 'up' AND p.lease_expires_at > now()
@@ -203,8 +203,8 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster
 	if err != nil {
 		return st, err
 	}
-	st.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.NodeStatus, error) {
-		var n cluster.NodeStatus
+	st.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.NodeStatus, error) {
+		var n backstop.NodeStatus
 		err := r.Scan(&n.ID, &n.Name, &n.State, &n.Maintenance, &n.StateSince, &n.PathsAlive, &n.AwaitingFence)
 		return n, err
 	})
@@ -215,8 +215,8 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster
 	if err != nil {
 		return st, err
 	}
-	st.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.HierarchyStatus, error) {
-		var h cluster.HierarchyStatus
+	st.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.HierarchyStatus, error) {
+		var h backstop.HierarchyStatus
 		p := &h.Placement
 		err := r.Scan(&h.ID, &h.ClusterID, &h.Name, &h.Description, &h.ExclusivityGroup, &h.Switchback, &h.Resources, &h.Version, &h.CreatedAt, &h.UpdatedAt,
 			&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt, &h.LastDecision, &h.MoveTo)
@@ -226,7 +226,7 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster
 	if err != nil {
 		return st, err
 	}
-	hs := make([]cluster.Hierarchy, len(st.Hierarchies))
+	hs := make([]backstop.Hierarchy, len(st.Hierarchies))
 	at := map[string]int{}
 	for i, h := range st.Hierarchies {
 		hs[i] = h.Hierarchy
@@ -253,7 +253,7 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c cluster.Cluster) (cluster
 	return st, rows.Err()
 }
 
-func insertDecisionTx(ctx context.Context, tx pgx.Tx, d cluster.DecisionRecord) error {
+func insertDecisionTx(ctx context.Context, tx pgx.Tx, d backstop.DecisionRecord) error {
 	if d.Candidates == nil {
 		d.Candidates = json.RawMessage("[]")
 	}
@@ -271,9 +271,9 @@ func insertDecisionTx(ctx context.Context, tx pgx.Tx, d cluster.DecisionRecord) 
 
 // issueCommandTx bumps a hierarchy's epoch, sets its placement, and stores
 // a signed command for node in one go.
-func issueCommandTx(ctx context.Context, tx pgx.Tx, h cluster.Hierarchy, node, action, state string, term int64, incidentID, operationID string, sign cluster.Signer) (cluster.CommandSpec, error) {
-	spec := cluster.CommandSpec{ID: newID(), ClusterID: h.ClusterID, NodeID: node, HierarchyID: h.ID, Hierarchy: h.Name,
-		Epoch: h.Placement.Epoch + 1, Term: term, Action: action, Resources: cluster.BringUpOrder(h.Resources)}
+func issueCommandTx(ctx context.Context, tx pgx.Tx, h backstop.Hierarchy, node, action, state string, term int64, incidentID, operationID string, sign backstop.Signer) (backstop.CommandSpec, error) {
+	spec := backstop.CommandSpec{ID: newID(), ClusterID: h.ClusterID, NodeID: node, HierarchyID: h.ID, Hierarchy: h.Name,
+		Epoch: h.Placement.Epoch + 1, Term: term, Action: action, Resources: backstop.BringUpOrder(h.Resources)}
 	sc, issued, expires, err := sign(spec)
 	if err != nil {
 		return spec, err
@@ -292,7 +292,7 @@ func issueCommandTx(ctx context.Context, tx pgx.Tx, h cluster.Hierarchy, node, a
 	return spec, err
 }
 
-func lockHierarchyTx(ctx context.Context, tx pgx.Tx, clusterID, id string) (cluster.Hierarchy, error) {
+func lockHierarchyTx(ctx context.Context, tx pgx.Tx, clusterID, id string) (backstop.Hierarchy, error) {
 	h, err := scanHierarchy(tx.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, id))
 	if err != nil {
 		return h, fmt.Errorf("hierarchy %s: %w", id, interpretError(err))
@@ -306,12 +306,12 @@ func lockHierarchyTx(ctx context.Context, tx pgx.Tx, clusterID, id string) (clus
 // before the server's lease ran out). From a live node it is first taken
 // out of service there; AdvanceMoves brings it up on the target once that
 // succeeded. Each step bumps the epoch. It returns the incident and, when
-// asked, the operation. cluster.ErrConflict when the hierarchy changed
+// asked, the operation. backstop.ErrConflict when the hierarchy changed
 // since the decision (epoch) or a move is already running.
-func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error) {
+func (s *Store) StartMove(ctx context.Context, term int64, m backstop.MoveRequest, sign backstop.Signer) (backstop.Incident, *backstop.Operation, error) {
 	type out struct {
-		inc cluster.Incident
-		op  *cluster.Operation
+		inc backstop.Incident
+		op  *backstop.Operation
 	}
 	o, err := withTx(ctx, s, func(tx pgx.Tx) (out, error) {
 		var o out
@@ -324,14 +324,14 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 			return o, err
 		}
 		if m.ExpectEpoch >= 0 && h.Placement.Epoch != m.ExpectEpoch {
-			return o, fmt.Errorf("%w: hierarchy %q changed (epoch %d, decided at %d)", cluster.ErrConflict, h.Name, h.Placement.Epoch, m.ExpectEpoch)
+			return o, fmt.Errorf("%w: hierarchy %q changed (epoch %d, decided at %d)", backstop.ErrConflict, h.Name, h.Placement.Epoch, m.ExpectEpoch)
 		}
 		var moving *string
 		if err := tx.QueryRow(ctx, `SELECT move_to::text FROM hierarchies WHERE id = $1`, h.ID).Scan(&moving); err != nil {
 			return o, err
 		}
 		if moving != nil {
-			return o, fmt.Errorf("%w: hierarchy %q is already moving to node %s", cluster.ErrConflict, h.Name, *moving)
+			return o, fmt.Errorf("%w: hierarchy %q is already moving to node %s", backstop.ErrConflict, h.Name, *moving)
 		}
 		from := h.Placement.NodeID
 		var fromState string
@@ -345,10 +345,10 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 			// The engine's decision waits for the fence already; this
 			// holds for an operator's move too.
 			return o, fmt.Errorf("%w: node of hierarchy %q is down and awaits its fence; nothing moves off it until its fence device confirms it off (or the device is removed)",
-				cluster.ErrConflict, h.Name)
+				backstop.ErrConflict, h.Name)
 		}
 		now := time.Now()
-		o.inc = cluster.Incident{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, Kind: m.Kind, From: from, To: m.To,
+		o.inc = backstop.Incident{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, Kind: m.Kind, From: from, To: m.To,
 			Reason: m.Decision.Reason, State: "open", DetectedAt: m.DetectedAt, DecidedAt: &now}
 		if _, err := tx.Exec(ctx, `INSERT INTO incidents (id, cluster_id, hierarchy_id, kind, from_node, to_node, reason, detected_at, decided_at, fenced_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(),
@@ -362,18 +362,18 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 		}
 		opID := ""
 		if m.WithOperation {
-			op := cluster.Operation{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, NodeID: m.To, Kind: "switchover",
-				State: cluster.OperationPending, Epoch: h.Placement.Epoch + 1, Steps: []cluster.StepResult{}}
+			op := backstop.Operation{ID: newID(), ClusterID: m.ClusterID, HierarchyID: h.ID, NodeID: m.To, Kind: "switchover",
+				State: backstop.OperationPending, Epoch: h.Placement.Epoch + 1, Steps: []backstop.StepResult{}}
 			if err := tx.QueryRow(ctx, `INSERT INTO operations (id, cluster_id, hierarchy_id, node_id, kind, epoch, target_node_id)
 				VALUES ($1, $2, $3, $4, 'switchover', $5, $4) RETURNING created_at, updated_at`, op.ID, m.ClusterID, h.ID, m.To, op.Epoch).Scan(&op.CreatedAt, &op.UpdatedAt); err != nil {
 				return o, err
 			}
 			o.op, opID = &op, op.ID
 		}
-		liveFrom := from != "" && fromState != cluster.NodeDown && (h.Placement.State == cluster.PlacementInService || h.Placement.State == cluster.PlacementStarting)
+		liveFrom := from != "" && fromState != backstop.NodeDown && (h.Placement.State == backstop.PlacementInService || h.Placement.State == backstop.PlacementStarting)
 		subject := map[string]string{"hierarchy_id": h.ID, "incident_id": o.inc.ID}
 		if liveFrom {
-			spec, err := issueCommandTx(ctx, tx, h, from, "take_out_of_service", cluster.PlacementStopping, cur, o.inc.ID, opID, sign)
+			spec, err := issueCommandTx(ctx, tx, h, from, "take_out_of_service", backstop.PlacementStopping, cur, o.inc.ID, opID, sign)
 			if err != nil {
 				return o, err
 			}
@@ -387,7 +387,7 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 				}
 			}
 		} else {
-			spec, err := issueCommandTx(ctx, tx, h, m.To, "bring_in_service", cluster.PlacementStarting, cur, o.inc.ID, opID, sign)
+			spec, err := issueCommandTx(ctx, tx, h, m.To, "bring_in_service", backstop.PlacementStarting, cur, o.inc.ID, opID, sign)
 			if err != nil {
 				return o, err
 			}
@@ -398,9 +398,9 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 				}
 			}
 		}
-		sev := cluster.SeverityInfo
-		if m.Kind == cluster.MoveFailover {
-			sev = cluster.SeverityCritical
+		sev := backstop.SeverityInfo
+		if m.Kind == backstop.MoveFailover {
+			sev = backstop.SeverityCritical
 		}
 		if err := writeEvent(ctx, tx, m.ClusterID, m.Kind+".started", sev, subject,
 			map[string]any{"from_node_id": from, "to_node_id": m.To, "reason": m.Decision.Reason},
@@ -415,7 +415,7 @@ func (s *Store) StartMove(ctx context.Context, term int64, m cluster.MoveRequest
 // AdvanceMoves brings hierarchies whose old node finished taking them out
 // of service in service on their move's target, and abandons moves whose
 // stop failed. It returns how many moved on.
-func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign cluster.Signer) (int, error) {
+func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign backstop.Signer) (int, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) (int, error) {
 		cur, err := checkTermTx(ctx, tx, term)
 		if err != nil {
@@ -427,7 +427,7 @@ func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign cluster.Signe
 			return 0, err
 		}
 		type row struct {
-			h       cluster.Hierarchy
+			h       backstop.Hierarchy
 			to, inc string
 		}
 		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
@@ -446,7 +446,7 @@ func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign cluster.Signe
 			}
 			var opID *string
 			_ = tx.QueryRow(ctx, `SELECT operation_id::text FROM commands WHERE incident_id = $1 AND operation_id IS NOT NULL LIMIT 1`, x.inc).Scan(&opID)
-			if x.h.Placement.State == cluster.PlacementFailed {
+			if x.h.Placement.State == backstop.PlacementFailed {
 				if _, err := tx.Exec(ctx, `UPDATE incidents SET state = 'failed' WHERE id = $1`, x.inc); err != nil {
 					return 0, err
 				}
@@ -457,7 +457,7 @@ func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign cluster.Signe
 				}
 				continue
 			}
-			if _, err := issueCommandTx(ctx, tx, x.h, x.to, "bring_in_service", cluster.PlacementStarting, cur, x.inc, deref(opID), sign); err != nil {
+			if _, err := issueCommandTx(ctx, tx, x.h, x.to, "bring_in_service", backstop.PlacementStarting, cur, x.inc, deref(opID), sign); err != nil {
 				return 0, err
 			}
 		}
@@ -474,7 +474,7 @@ func deref(p *string) string {
 
 // FailHierarchy records that no node can take a hierarchy: its placement
 // becomes failed with no node, and a critical event says why.
-func (s *Store) FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d cluster.DecisionRecord) error {
+func (s *Store) FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d backstop.DecisionRecord) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
 		cur, err := checkTermTx(ctx, tx, term)
 		if err != nil {
@@ -485,7 +485,7 @@ func (s *Store) FailHierarchy(ctx context.Context, term int64, clusterID, hierar
 			return struct{}{}, err
 		}
 		if h.Placement.Epoch != expectEpoch {
-			return struct{}{}, fmt.Errorf("%w: hierarchy changed since the decision", cluster.ErrConflict)
+			return struct{}{}, fmt.Errorf("%w: hierarchy changed since the decision", backstop.ErrConflict)
 		}
 		d.Term = cur
 		if err := insertDecisionTx(ctx, tx, d); err != nil {
@@ -495,7 +495,7 @@ func (s *Store) FailHierarchy(ctx context.Context, term int64, clusterID, hierar
 			placement_detail = $2, placement_updated_at = now() WHERE id = $1`, h.ID, d.Reason); err != nil {
 			return struct{}{}, err
 		}
-		return struct{}{}, writeEvent(ctx, tx, clusterID, "hierarchy.failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": h.ID},
+		return struct{}{}, writeEvent(ctx, tx, clusterID, "hierarchy.failed", backstop.SeverityCritical, map[string]string{"hierarchy_id": h.ID},
 			map[string]any{"reason": d.Reason, "candidates": d.Candidates}, "hierarchy %s failed: %s", h.Name, d.Reason)
 	})
 	return err
@@ -503,7 +503,7 @@ func (s *Store) FailHierarchy(ctx context.Context, term int64, clusterID, hierar
 
 // NoteDecision stores a decision that moves nothing (a possible
 // switchback under the intelligent policy) with its event.
-func (s *Store) NoteDecision(ctx context.Context, term int64, d cluster.DecisionRecord, eventType, message string) error {
+func (s *Store) NoteDecision(ctx context.Context, term int64, d backstop.DecisionRecord, eventType, message string) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
 		cur, err := checkTermTx(ctx, tx, term)
 		if err != nil {
@@ -513,7 +513,7 @@ func (s *Store) NoteDecision(ctx context.Context, term int64, d cluster.Decision
 		if err := insertDecisionTx(ctx, tx, d); err != nil {
 			return struct{}{}, err
 		}
-		return struct{}{}, writeEvent(ctx, tx, d.ClusterID, eventType, cluster.SeverityInfo, map[string]string{"hierarchy_id": d.HierarchyID, "node_id": d.To},
+		return struct{}{}, writeEvent(ctx, tx, d.ClusterID, eventType, backstop.SeverityInfo, map[string]string{"hierarchy_id": d.HierarchyID, "node_id": d.To},
 			map[string]any{"reason": d.Reason}, "%s", message)
 	})
 	return err

@@ -13,7 +13,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // EventNotifyChannel is the PostgreSQL NOTIFY channel writeEvent signals
@@ -42,7 +42,7 @@ func writeEvent(ctx context.Context, tx pgx.Tx, clusterID, typ, severity string,
 	if details == nil {
 		details = map[string]any{}
 	}
-	e := cluster.Event{ClusterID: clusterID, Seq: seq, ID: newID(), Type: typ, Severity: severity, Subject: subject,
+	e := backstop.Event{ClusterID: clusterID, Seq: seq, ID: newID(), Type: typ, Severity: severity, Subject: subject,
 		Message: fmt.Sprintf(format, args...), Details: details, At: at}
 	payload, err := json.Marshal(EventJSON(e))
 	if err != nil {
@@ -75,14 +75,14 @@ func writeEvent(ctx context.Context, tx pgx.Tx, clusterID, typ, severity string,
 }
 
 // severityRankSQL ranks a severity column or parameter as
-// cluster.SeverityRank does.
+// backstop.SeverityRank does.
 func severityRankSQL(x string) string {
 	return `(CASE ` + x + `::text WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END)`
 }
 
 // EventJSON is an event as the API, the stream and webhooks show it (the
 // contract's Event schema).
-func EventJSON(e cluster.Event) map[string]any {
+func EventJSON(e backstop.Event) map[string]any {
 	return map[string]any{
 		"seq": e.Seq, "id": e.ID, "cluster_id": e.ClusterID, "type": e.Type, "severity": e.Severity,
 		"message": e.Message, "subject": e.Subject, "details": e.Details, "at": e.At.UTC().Format(time.RFC3339Nano),
@@ -113,8 +113,8 @@ func queueDeliveriesTx(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	}
 	params := make([]river.InsertManyParams, len(ids))
 	for i, id := range ids {
-		params[i] = river.InsertManyParams{Args: cluster.DeliveryJob{DeliveryID: id},
-			InsertOpts: &river.InsertOpts{Queue: cluster.DeliveryQueue, MaxAttempts: deliveryMaxAttempts}}
+		params[i] = river.InsertManyParams{Args: backstop.DeliveryJob{DeliveryID: id},
+			InsertOpts: &river.InsertOpts{Queue: backstop.DeliveryQueue, MaxAttempts: deliveryMaxAttempts}}
 	}
 	if _, err := rc.InsertManyTx(ctx, tx, params); err != nil {
 		return fmt.Errorf("queue deliveries: %w", err)
@@ -124,8 +124,8 @@ func queueDeliveriesTx(ctx context.Context, tx pgx.Tx, ids []int64) error {
 
 // ListEvents lists a cluster's events after a sequence number, oldest
 // first, optionally of one type and at least one severity.
-func (s *Store) ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]cluster.Event, error) {
-	sev := map[string]int{"": 0, cluster.SeverityInfo: 0, cluster.SeverityWarning: 1, cluster.SeverityCritical: 2}[minSeverity]
+func (s *Store) ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]backstop.Event, error) {
+	sev := map[string]int{"": 0, backstop.SeverityInfo: 0, backstop.SeverityWarning: 1, backstop.SeverityCritical: 2}[minSeverity]
 	rows, err := s.pool.Query(ctx, `SELECT cluster_id, seq, id, type, severity, subject, message, details, at FROM events
 		WHERE cluster_id = $1 AND seq > $2 AND ($3 = '' OR type = $3)
 		AND CASE severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END >= $4
@@ -133,8 +133,8 @@ func (s *Store) ListEvents(ctx context.Context, clusterID string, after int64, t
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Event, error) {
-		var e cluster.Event
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Event, error) {
+		var e backstop.Event
 		err := r.Scan(&e.ClusterID, &e.Seq, &e.ID, &e.Type, &e.Severity, &e.Subject, &e.Message, &e.Details, &e.At)
 		return e, err
 	})
@@ -152,7 +152,7 @@ func (s *Store) ListEvents(ctx context.Context, clusterID string, after int64, t
 // ListenEvents calls fn for every event committed from now on (by any
 // replica) until ctx ends or the connection fails. Notifications can be
 // lost when it fails: callers read the log after every restart.
-func (s *Store) ListenEvents(ctx context.Context, fn func(cluster.EventSignal)) error {
+func (s *Store) ListenEvents(ctx context.Context, fn func(backstop.EventSignal)) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -174,6 +174,6 @@ func (s *Store) ListenEvents(ctx context.Context, fn func(cluster.EventSignal)) 
 			continue
 		}
 		seq, _ := strconv.ParseInt(f[1], 10, 64)
-		fn(cluster.EventSignal{ClusterID: f[0], Seq: seq, Severity: f[2], Type: f[3]})
+		fn(backstop.EventSignal{ClusterID: f[0], Seq: seq, Severity: f[2], Type: f[3]})
 	}
 }

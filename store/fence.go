@@ -8,15 +8,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Fence devices and the leader's fences through them.
 
 const fenceColumns = `d.node_id, d.cluster_id, d.agent, d.params, d.secret_names, d.secret_sealed, d.timeout_s, n.fenced_at, d.version, d.created_at, d.updated_at`
 
-func scanFenceDevice(row pgx.Row) (cluster.FenceDevice, error) {
-	var d cluster.FenceDevice
+func scanFenceDevice(row pgx.Row) (backstop.FenceDevice, error) {
+	var d backstop.FenceDevice
 	var timeoutS int
 	err := row.Scan(&d.NodeID, &d.ClusterID, &d.Agent, &d.Params, &d.SecretNames, &d.SecretSealed, &timeoutS, &d.LastFencedAt, &d.Version, &d.CreatedAt, &d.UpdatedAt)
 	d.Timeout = time.Duration(timeoutS) * time.Second
@@ -27,9 +27,9 @@ func scanFenceDevice(row pgx.Row) (cluster.FenceDevice, error) {
 }
 
 // FindFenceDevice returns a node's fence device (with its sealed
-// secrets), or cluster.ErrNotFound when the node or its device does not
+// secrets), or backstop.ErrNotFound when the node or its device does not
 // exist.
-func (s *Store) FindFenceDevice(ctx context.Context, clusterID, nodeID string) (cluster.FenceDevice, error) {
+func (s *Store) FindFenceDevice(ctx context.Context, clusterID, nodeID string) (backstop.FenceDevice, error) {
 	d, err := scanFenceDevice(s.pool.QueryRow(ctx, `SELECT `+fenceColumns+` FROM fence_devices d JOIN nodes n ON n.id = d.node_id
 		WHERE d.cluster_id = $1 AND d.node_id = $2`, clusterID, nodeID))
 	if err != nil {
@@ -46,13 +46,13 @@ func (s *Store) FindFenceDevice(ctx context.Context, clusterID, nodeID string) (
 // none) and returns the new one (or a validation error). ifMatch names
 // the current device's version; with no device, any If-Match is stale.
 // The audit record names the agent, the options and the secret options'
-// names, never their values. cluster.ErrNotFound for an unknown node.
-func (s *Store) PutFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64, change func(cur *cluster.FenceDevice) (cluster.FenceDevice, error)) (cluster.FenceDevice, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.FenceDevice, error) {
+// names, never their values. backstop.ErrNotFound for an unknown node.
+func (s *Store) PutFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64, change func(cur *backstop.FenceDevice) (backstop.FenceDevice, error)) (backstop.FenceDevice, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.FenceDevice, error) {
 		if _, err := scanNode(tx.QueryRow(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, nodeID)); err != nil {
-			return cluster.FenceDevice{}, fmt.Errorf("node %s: %w", nodeID, interpretError(err))
+			return backstop.FenceDevice{}, fmt.Errorf("node %s: %w", nodeID, interpretError(err))
 		}
-		var cur *cluster.FenceDevice
+		var cur *backstop.FenceDevice
 		d, err := scanFenceDevice(tx.QueryRow(ctx, `SELECT `+fenceColumns+` FROM fence_devices d JOIN nodes n ON n.id = d.node_id WHERE d.node_id = $1`, nodeID))
 		switch {
 		case err == nil:
@@ -62,7 +62,7 @@ func (s *Store) PutFenceDevice(ctx context.Context, clusterID, nodeID string, if
 			}
 		case errors.Is(err, pgx.ErrNoRows):
 			if ifMatch != nil {
-				return d, fmt.Errorf("%w: node %s has no fence device but If-Match names version %d", cluster.ErrPreconditionFailed, nodeID, *ifMatch)
+				return d, fmt.Errorf("%w: node %s has no fence device but If-Match names version %d", backstop.ErrPreconditionFailed, nodeID, *ifMatch)
 			}
 		default:
 			return d, err
@@ -127,14 +127,14 @@ const awaitingFenceSQL = `(n.state = 'down' AND EXISTS (SELECT 1 FROM fence_devi
 
 // FenceJobs lists the fences the leader owes: every node awaiting one,
 // with its device (sealed secrets included).
-func (s *Store) FenceJobs(ctx context.Context) ([]cluster.FenceJob, error) {
+func (s *Store) FenceJobs(ctx context.Context) ([]backstop.FenceJob, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+fenceColumns+`, n.name, n.state_since FROM fence_devices d JOIN nodes n ON n.id = d.node_id
 		WHERE `+awaitingFenceSQL+` ORDER BY n.id`)
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.FenceJob, error) {
-		var j cluster.FenceJob
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.FenceJob, error) {
+		var j backstop.FenceJob
 		d := &j.Device
 		var timeoutS int
 		err := r.Scan(&d.NodeID, &d.ClusterID, &d.Agent, &d.Params, &d.SecretNames, &d.SecretSealed, &timeoutS, &d.LastFencedAt, &d.Version, &d.CreatedAt, &d.UpdatedAt,
@@ -150,9 +150,9 @@ func (s *Store) FenceJobs(ctx context.Context) ([]cluster.FenceJob, error) {
 // (critical: webhooks and traps) and changes nothing else. A success
 // counts only for the down episode it was made for: when the node came
 // back (or went down again) since, the fence confirms nothing about its
-// current state and only the event is written. cluster.ErrStaleTerm when
+// current state and only the event is written. backstop.ErrStaleTerm when
 // another replica leads.
-func (s *Store) RecordFence(ctx context.Context, term int64, r cluster.FenceResult) error {
+func (s *Store) RecordFence(ctx context.Context, term int64, r backstop.FenceResult) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
 		if _, err := checkTermTx(ctx, tx, term); err != nil {
 			return struct{}{}, err
@@ -161,7 +161,7 @@ func (s *Store) RecordFence(ctx context.Context, term int64, r cluster.FenceResu
 		details := map[string]any{"agent": r.Agent, "duration_ms": r.Duration.Milliseconds(), "attempt": r.Attempt}
 		if !r.OK {
 			details["detail"] = r.Detail
-			return struct{}{}, writeEvent(ctx, tx, r.ClusterID, "fence.failed", cluster.SeverityCritical, subject, details,
+			return struct{}{}, writeEvent(ctx, tx, r.ClusterID, "fence.failed", backstop.SeverityCritical, subject, details,
 				"fencing node %s with %s failed (attempt %d); nothing moves off it until a fence succeeds: %s", r.NodeName, r.Agent, r.Attempt, r.Detail)
 		}
 		tag, err := tx.Exec(ctx, `UPDATE nodes SET fenced_at = now() WHERE id = $1 AND state = 'down' AND state_since = $2`, r.NodeID, r.DownSince)
@@ -169,7 +169,7 @@ func (s *Store) RecordFence(ctx context.Context, term int64, r cluster.FenceResu
 			return struct{}{}, err
 		}
 		details["current"] = tag.RowsAffected() == 1
-		return struct{}{}, writeEvent(ctx, tx, r.ClusterID, "fence.succeeded", cluster.SeverityInfo, subject, details,
+		return struct{}{}, writeEvent(ctx, tx, r.ClusterID, "fence.succeeded", backstop.SeverityInfo, subject, details,
 			"node %s fenced with %s in %d ms: its fence device confirms it off", r.NodeName, r.Agent, r.Duration.Milliseconds())
 	})
 	return err

@@ -6,15 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 func ptr64(v int64) *int64 { return &v }
 
-func putDevice(t *testing.T, e *judgeEnv, i int, ifMatch *int64) (cluster.FenceDevice, error) {
+func putDevice(t *testing.T, e *judgeEnv, i int, ifMatch *int64) (backstop.FenceDevice, error) {
 	t.Helper()
-	return e.st.PutFenceDevice(actorCtx(t), e.c.ID, e.nodes[i].ID, ifMatch, func(cur *cluster.FenceDevice) (cluster.FenceDevice, error) {
-		d := cluster.FenceDevice{Agent: "fence_redfish", Params: map[string]string{"ip": "192.0.2.1"}, Timeout: 20 * time.Second,
+	return e.st.PutFenceDevice(actorCtx(t), e.c.ID, e.nodes[i].ID, ifMatch, func(cur *backstop.FenceDevice) (backstop.FenceDevice, error) {
+		d := backstop.FenceDevice{Agent: "fence_redfish", Params: map[string]string{"ip": "192.0.2.1"}, Timeout: 20 * time.Second,
 			SecretNames: []string{"password"}, SecretSealed: []byte("sealed")}
 		if cur != nil {
 			d.Params["ipport"] = "8443"
@@ -25,14 +25,14 @@ func putDevice(t *testing.T, e *judgeEnv, i int, ifMatch *int64) (cluster.FenceD
 
 func TestFenceDeviceCRUD(t *testing.T) {
 	e := newJudgeEnv(t, 2)
-	if _, err := putDevice(t, e, 0, ptr64(1)); !errors.Is(err, cluster.ErrPreconditionFailed) {
+	if _, err := putDevice(t, e, 0, ptr64(1)); !errors.Is(err, backstop.ErrPreconditionFailed) {
 		t.Fatalf("create with If-Match: %v, want ErrPreconditionFailed", err)
 	}
 	d, err := putDevice(t, e, 0, nil)
 	if err != nil || d.Version != 1 || d.Agent != "fence_redfish" || string(d.SecretSealed) != "sealed" || d.Timeout != 20*time.Second {
 		t.Fatalf("create: %+v, %v", d, err)
 	}
-	if _, err := putDevice(t, e, 0, ptr64(7)); !errors.Is(err, cluster.ErrPreconditionFailed) {
+	if _, err := putDevice(t, e, 0, ptr64(7)); !errors.Is(err, backstop.ErrPreconditionFailed) {
 		t.Fatalf("stale If-Match: %v, want ErrPreconditionFailed", err)
 	}
 	if d, err = putDevice(t, e, 0, ptr64(1)); err != nil || d.Version != 2 || d.Params["ipport"] != "8443" {
@@ -42,7 +42,7 @@ func TestFenceDeviceCRUD(t *testing.T) {
 	if err != nil || got.Version != 2 || fmt.Sprint(got.SecretNames) != "[password]" {
 		t.Fatalf("find: %+v, %v", got, err)
 	}
-	if _, err := e.st.FindFenceDevice(t.Context(), e.c.ID, e.nodes[1].ID); !errors.Is(err, cluster.ErrNotFound) {
+	if _, err := e.st.FindFenceDevice(t.Context(), e.c.ID, e.nodes[1].ID); !errors.Is(err, backstop.ErrNotFound) {
 		t.Fatalf("node without a device: %v, want ErrNotFound", err)
 	}
 	var audited int
@@ -53,13 +53,13 @@ func TestFenceDeviceCRUD(t *testing.T) {
 	if audited != 2 || leaked {
 		t.Fatalf("%d audit records (want 2), secret in them: %v", audited, leaked)
 	}
-	if err := e.st.DeleteFenceDevice(actorCtx(t), e.c.ID, e.nodes[0].ID, ptr64(1)); !errors.Is(err, cluster.ErrPreconditionFailed) {
+	if err := e.st.DeleteFenceDevice(actorCtx(t), e.c.ID, e.nodes[0].ID, ptr64(1)); !errors.Is(err, backstop.ErrPreconditionFailed) {
 		t.Fatalf("delete with a stale If-Match: %v", err)
 	}
 	if err := e.st.DeleteFenceDevice(actorCtx(t), e.c.ID, e.nodes[0].ID, ptr64(2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.DeleteFenceDevice(actorCtx(t), e.c.ID, e.nodes[0].ID, nil); !errors.Is(err, cluster.ErrNotFound) {
+	if err := e.st.DeleteFenceDevice(actorCtx(t), e.c.ID, e.nodes[0].ID, nil); !errors.Is(err, backstop.ErrNotFound) {
 		t.Fatalf("second delete: %v, want ErrNotFound", err)
 	}
 }
@@ -98,19 +98,19 @@ func TestAwaitingFenceGate(t *testing.T) {
 	if err != nil || len(jobs) != 1 || jobs[0].Device.NodeID != e.nodes[0].ID || jobs[0].NodeName != "n1" {
 		t.Fatalf("FenceJobs: %+v, %v", jobs, err)
 	}
-	sign := func(cluster.CommandSpec) (cluster.SignedCommand, time.Time, time.Time, error) {
-		return cluster.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
+	sign := func(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
+		return backstop.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
 	}
 	move := func() error {
-		_, _, err := e.st.StartMove(t.Context(), e.term, cluster.MoveRequest{Kind: cluster.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
-			ExpectEpoch: -1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: cluster.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
+		_, _, err := e.st.StartMove(t.Context(), e.term, backstop.MoveRequest{Kind: backstop.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
+			ExpectEpoch: -1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: backstop.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
 				Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, sign)
 		return err
 	}
-	if err := move(); !errors.Is(err, cluster.ErrConflict) {
+	if err := move(); !errors.Is(err, backstop.ErrConflict) {
 		t.Fatalf("StartMove off a node awaiting its fence: %v, want ErrConflict", err)
 	}
-	res := cluster.FenceResult{ClusterID: e.c.ID, NodeID: e.nodes[0].ID, NodeName: "n1", DownSince: jobs[0].DownSince, Agent: "fence_redfish",
+	res := backstop.FenceResult{ClusterID: e.c.ID, NodeID: e.nodes[0].ID, NodeName: "n1", DownSince: jobs[0].DownSince, Agent: "fence_redfish",
 		Duration: 700 * time.Millisecond, Attempt: 1, Detail: "off: fence_redfish exited 1 (generic error)"}
 	if err := e.st.RecordFence(t.Context(), e.term, res); err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestAwaitingFenceGate(t *testing.T) {
 	}
 	// A success recorded under another term than the current one is refused.
 	res.OK = true
-	if err := e.st.RecordFence(t.Context(), e.term+1, res); !errors.Is(err, cluster.ErrStaleTerm) {
+	if err := e.st.RecordFence(t.Context(), e.term+1, res); !errors.Is(err, backstop.ErrStaleTerm) {
 		t.Fatalf("RecordFence with a stale term: %v", err)
 	}
 	if err := e.st.RecordFence(t.Context(), e.term, res); err != nil {

@@ -7,14 +7,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 const hierarchyColumns = `id, cluster_id, name, description, exclusivity_group, switchback, resources, version, created_at, updated_at,
 	coalesce(placement_node_id::text, ''), epoch, placement_state, placement_detail, placement_updated_at`
 
-func scanHierarchy(row pgx.Row) (cluster.Hierarchy, error) {
-	var h cluster.Hierarchy
+func scanHierarchy(row pgx.Row) (backstop.Hierarchy, error) {
+	var h backstop.Hierarchy
 	p := &h.Placement
 	err := row.Scan(&h.ID, &h.ClusterID, &h.Name, &h.Description, &h.ExclusivityGroup, &h.Switchback, &h.Resources, &h.Version, &h.CreatedAt, &h.UpdatedAt,
 		&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt)
@@ -25,7 +25,7 @@ func scanHierarchy(row pgx.Row) (cluster.Hierarchy, error) {
 // query.
 func loadPriorities(ctx context.Context, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, hs []cluster.Hierarchy) error {
+}, hs []backstop.Hierarchy) error {
 	if len(hs) == 0 {
 		return nil
 	}
@@ -34,7 +34,7 @@ func loadPriorities(ctx context.Context, q interface {
 	for i, h := range hs {
 		ids[i] = h.ID
 		at[h.ID] = i
-		hs[i].Priorities = []cluster.Priority{}
+		hs[i].Priorities = []backstop.Priority{}
 	}
 	rows, err := q.Query(ctx, `SELECT hierarchy_id, node_id, priority FROM hierarchy_priorities
 		WHERE hierarchy_id = ANY($1::uuid[]) ORDER BY hierarchy_id, priority`, ids)
@@ -44,7 +44,7 @@ func loadPriorities(ctx context.Context, q interface {
 	defer rows.Close()
 	for rows.Next() {
 		var hid string
-		var p cluster.Priority
+		var p backstop.Priority
 		if err := rows.Scan(&hid, &p.NodeID, &p.Priority); err != nil {
 			return err
 		}
@@ -55,7 +55,7 @@ func loadPriorities(ctx context.Context, q interface {
 
 // writePrioritiesTx replaces a hierarchy's priorities after checking each
 // node belongs to the cluster.
-func writePrioritiesTx(ctx context.Context, tx pgx.Tx, h cluster.Hierarchy) error {
+func writePrioritiesTx(ctx context.Context, tx pgx.Tx, h backstop.Hierarchy) error {
 	nodes := make([]string, len(h.Priorities))
 	for i, p := range h.Priorities {
 		nodes[i] = p.NodeID
@@ -72,7 +72,7 @@ func writePrioritiesTx(ctx context.Context, tx pgx.Tx, h cluster.Hierarchy) erro
 	for _, id := range found {
 		known[id] = true
 	}
-	v := &cluster.ValidationError{}
+	v := &backstop.ValidationError{}
 	for i, p := range h.Priorities {
 		if !known[p.NodeID] {
 			v.Add(fmt.Sprintf("/priorities/%d/node_id", i), "node %s is not a node of this cluster", p.NodeID)
@@ -94,8 +94,8 @@ func writePrioritiesTx(ctx context.Context, tx pgx.Tx, h cluster.Hierarchy) erro
 // CreateHierarchy validates and stores a whole hierarchy atomically: the
 // cluster's defaults are applied under its row lock, and nothing is written
 // when any rule fails.
-func (s *Store) CreateHierarchy(ctx context.Context, h cluster.Hierarchy) (cluster.Hierarchy, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Hierarchy, error) {
+func (s *Store) CreateHierarchy(ctx context.Context, h backstop.Hierarchy) (backstop.Hierarchy, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Hierarchy, error) {
 		c, err := lockClusterTx(ctx, tx, h.ClusterID)
 		if err != nil {
 			return h, err
@@ -122,13 +122,13 @@ func (s *Store) CreateHierarchy(ctx context.Context, h cluster.Hierarchy) (clust
 }
 
 // FindHierarchyByID returns a hierarchy with its priorities, or
-// cluster.ErrNotFound.
-func (s *Store) FindHierarchyByID(ctx context.Context, clusterID, id string) (cluster.Hierarchy, error) {
+// backstop.ErrNotFound.
+func (s *Store) FindHierarchyByID(ctx context.Context, clusterID, id string) (backstop.Hierarchy, error) {
 	h, err := scanHierarchy(s.pool.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2`, clusterID, id))
 	if err != nil {
 		return h, fmt.Errorf("hierarchy %s: %w", id, interpretError(err))
 	}
-	hs := []cluster.Hierarchy{h}
+	hs := []backstop.Hierarchy{h}
 	if err := loadPriorities(ctx, s.pool, hs); err != nil {
 		return h, interpretError(err)
 	}
@@ -136,13 +136,13 @@ func (s *Store) FindHierarchyByID(ctx context.Context, clusterID, id string) (cl
 }
 
 // ListHierarchies lists a cluster's hierarchies, oldest first.
-func (s *Store) ListHierarchies(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Hierarchy, string, error) {
+func (s *Store) ListHierarchies(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Hierarchy, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
 	}
 	items, next, err := listInCluster(ctx, s, clusterID, p, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p)}, scanHierarchy, func(h cluster.Hierarchy) string { return h.ID })
+		[]any{clusterID, after, pageLimit(p)}, scanHierarchy, func(h backstop.Hierarchy) string { return h.ID })
 	if err != nil {
 		return nil, "", err
 	}
@@ -154,11 +154,11 @@ func (s *Store) ListHierarchies(ctx context.Context, clusterID string, p cluster
 
 // UpdateHierarchy applies u to a hierarchy (for PUT, u carries every
 // field) and validates the result as a whole, under the cluster's lock.
-func (s *Store) UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.HierarchyUpdate) (cluster.Hierarchy, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Hierarchy, error) {
+func (s *Store) UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u backstop.HierarchyUpdate) (backstop.Hierarchy, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Hierarchy, error) {
 		c, err := lockClusterTx(ctx, tx, clusterID)
 		if err != nil {
-			return cluster.Hierarchy{}, err
+			return backstop.Hierarchy{}, err
 		}
 		cur, err := scanHierarchy(tx.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, id))
 		if err != nil {
@@ -167,7 +167,7 @@ func (s *Store) UpdateHierarchy(ctx context.Context, clusterID, id string, ifMat
 		if err := checkVersion(cur.Version, ifMatch); err != nil {
 			return cur, err
 		}
-		hs := []cluster.Hierarchy{cur}
+		hs := []backstop.Hierarchy{cur}
 		if err := loadPriorities(ctx, tx, hs); err != nil {
 			return cur, err
 		}
@@ -175,9 +175,9 @@ func (s *Store) UpdateHierarchy(ctx context.Context, clusterID, id string, ifMat
 		if err := h.Normalize(&c); err != nil {
 			return h, err
 		}
-		if p := cur.Placement; p.Active() && !slices.ContainsFunc(h.Priorities, func(x cluster.Priority) bool { return x.NodeID == p.NodeID }) {
+		if p := cur.Placement; p.Active() && !slices.ContainsFunc(h.Priorities, func(x backstop.Priority) bool { return x.NodeID == p.NodeID }) {
 			return h, fmt.Errorf("%w: the hierarchy is %s on node %s, which the new priorities leave out; take it out of service first",
-				cluster.ErrConflict, p.State, p.NodeID)
+				backstop.ErrConflict, p.State, p.NodeID)
 		}
 		out, err := scanHierarchy(tx.QueryRow(ctx, `UPDATE hierarchies SET name = $2, description = $3, exclusivity_group = $4, switchback = $5,
 			resources = $6, version = version + 1, updated_at = now() WHERE id = $1 RETURNING `+hierarchyColumns,
@@ -208,7 +208,7 @@ func (s *Store) DeleteHierarchy(ctx context.Context, clusterID, id string, ifMat
 		}
 		if cur.Placement.Active() {
 			return struct{}{}, fmt.Errorf("%w: hierarchy %q is %s on node %s; take it out of service first",
-				cluster.ErrConflict, cur.Name, cur.Placement.State, cur.Placement.NodeID)
+				backstop.ErrConflict, cur.Name, cur.Placement.State, cur.Placement.NodeID)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM hierarchies WHERE id = $1`, id); err != nil {
 			return struct{}{}, err

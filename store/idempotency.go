@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // IdempotencyTTL is how long a stored response answers a repeated key.
@@ -16,11 +16,11 @@ const IdempotencyTTL = 24 * time.Hour
 // ClaimIdempotencyKey claims key for a request of tokenID with the given
 // method, path and body hash. It returns (nil, nil) when the caller must
 // run the request and then Complete or Release it; the stored response when
-// the same request already completed; cluster.ErrIdempotencyMismatch when the key
-// was used for something else; cluster.ErrIdempotencyInProgress while the first
+// the same request already completed; backstop.ErrIdempotencyMismatch when the key
+// was used for something else; backstop.ErrIdempotencyInProgress while the first
 // request still runs.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*cluster.StoredResponse, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (*cluster.StoredResponse, error) {
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*backstop.StoredResponse, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (*backstop.StoredResponse, error) {
 		// Expired keys are removed lazily; the index keeps this cheap.
 		if _, err := tx.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval`, IdempotencyTTL.String()); err != nil {
 			return nil, err
@@ -42,23 +42,23 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, p
 		err = tx.QueryRow(ctx, `SELECT method, path, request_hash, status, headers, body FROM idempotency_keys
 			WHERE token_id = $1 AND key = $2`, tokenID, key).Scan(&m, &p, &h, &status, &headers, &body)
 		if errors.Is(err, pgx.ErrNoRows) { // expired and removed between our statements
-			return nil, cluster.ErrIdempotencyInProgress
+			return nil, backstop.ErrIdempotencyInProgress
 		}
 		if err != nil {
 			return nil, err
 		}
 		if m != method || p != path || string(h) != string(hash) {
-			return nil, cluster.ErrIdempotencyMismatch
+			return nil, backstop.ErrIdempotencyMismatch
 		}
 		if status == nil {
-			return nil, cluster.ErrIdempotencyInProgress
+			return nil, backstop.ErrIdempotencyInProgress
 		}
-		return &cluster.StoredResponse{Status: *status, Headers: headers, Body: body}, nil
+		return &backstop.StoredResponse{Status: *status, Headers: headers, Body: body}, nil
 	})
 }
 
 // CompleteIdempotencyKey stores the response of a claimed key.
-func (s *Store) CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r cluster.StoredResponse) error {
+func (s *Store) CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r backstop.StoredResponse) error {
 	_, err := s.pool.Exec(ctx, `UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE token_id = $1 AND key = $2`,
 		tokenID, key, r.Status, r.Headers, r.Body)
 	return interpretError(err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
@@ -21,8 +21,8 @@ import (
 type judgeEnv struct {
 	t     *testing.T
 	st    *store.Store
-	c     cluster.Cluster
-	nodes []cluster.Node
+	c     backstop.Cluster
+	nodes []backstop.Node
 	term  int64
 }
 
@@ -91,7 +91,7 @@ func (e *judgeEnv) lapse(i int) {
 	e.exec(`UPDATE nodes SET last_heartbeat_at = now() - interval '1300 ms', lease_expires_at = now() - interval '50 ms' WHERE id = $1`, e.nodes[i].ID)
 }
 
-func (e *judgeEnv) judge() []cluster.NodeTransition {
+func (e *judgeEnv) judge() []backstop.NodeTransition {
 	e.t.Helper()
 	trs, err := e.st.JudgeNodes(e.t.Context(), e.term)
 	if err != nil {
@@ -184,7 +184,7 @@ func TestJudgeNodeCrash(t *testing.T) {
 	e.lapse(0)
 	e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down"})
 	trs := e.judge()
-	if len(trs) != 1 || trs[0].NodeID != e.nodes[0].ID || trs[0].From != cluster.NodeUp || trs[0].To != cluster.NodeDown {
+	if len(trs) != 1 || trs[0].NodeID != e.nodes[0].ID || trs[0].From != backstop.NodeUp || trs[0].To != backstop.NodeDown {
 		t.Fatalf("transitions: %+v, want n1 up → down", trs)
 	}
 	e.wantStates("down", "up")
@@ -220,7 +220,7 @@ func TestJudgeUnreachable(t *testing.T) {
 	e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down", 2: "up"})
 	e.set(2, "up", "-10 ms", "1 s", map[int]string{0: "up", 1: "up"})
 	trs := e.judge()
-	if len(trs) != 1 || trs[0].To != cluster.NodeUnreachable {
+	if len(trs) != 1 || trs[0].To != backstop.NodeUnreachable {
 		t.Fatalf("transitions: %+v, want n1 unreachable", trs)
 	}
 	e.wantStates("unreachable", "up", "up")
@@ -234,7 +234,7 @@ func TestJudgeUnreachable(t *testing.T) {
 	// Now the last peer that saw it loses it too: down.
 	e.set(2, "up", "-5 ms", "1 s", map[int]string{0: "down", 1: "up"})
 	trs = e.judge()
-	if len(trs) != 1 || trs[0].From != cluster.NodeUnreachable || trs[0].To != cluster.NodeDown {
+	if len(trs) != 1 || trs[0].From != backstop.NodeUnreachable || trs[0].To != backstop.NodeDown {
 		t.Fatalf("transitions: %+v, want n1 unreachable → down", trs)
 	}
 	if evs := e.nodeEvents(); fmt.Sprint(evs) != "[node.unreachable node.down]" {
@@ -265,21 +265,21 @@ func TestJudgeLoneNode(t *testing.T) {
 	e := newJudgeEnv(t, 1)
 	e.lapse(0)
 	trs := e.judge()
-	if len(trs) != 1 || trs[0].To != cluster.NodeUnreachable {
+	if len(trs) != 1 || trs[0].To != backstop.NodeUnreachable {
 		t.Fatalf("transitions: %+v, want unreachable", trs)
 	}
 	// A second node created but never enrolled gives no evidence either.
 	e2 := newJudgeEnv(t, 1)
 	newNode(t, e2.st, e2.c, "pending")
 	e2.lapse(0)
-	if trs := e2.judge(); len(trs) != 1 || trs[0].To != cluster.NodeUnreachable {
+	if trs := e2.judge(); len(trs) != 1 || trs[0].To != backstop.NodeUnreachable {
 		t.Fatalf("with a pending peer: %+v, want unreachable", trs)
 	}
 }
 
 // One leader per term, and a deposed leader cannot write: once the term
 // moved on, JudgeNodes and placement writes of the old term fail with
-// cluster.ErrStaleTerm and change nothing (no state, no event, no epoch,
+// backstop.ErrStaleTerm and change nothing (no state, no event, no epoch,
 // no command).
 func TestStaleTermWritesNothing(t *testing.T) {
 	e := newJudgeEnv(t, 2)
@@ -293,7 +293,7 @@ func TestStaleTermWritesNothing(t *testing.T) {
 	old := e.term
 	e.exec(`UPDATE control_plane SET term = term + 1, leader_id = 'other', leader_since = now() - interval '1 hour' WHERE id = 1`)
 
-	if trs, err := e.st.JudgeNodes(t.Context(), old); !errors.Is(err, cluster.ErrStaleTerm) || len(trs) != 0 {
+	if trs, err := e.st.JudgeNodes(t.Context(), old); !errors.Is(err, backstop.ErrStaleTerm) || len(trs) != 0 {
 		t.Fatalf("JudgeNodes with a stale term: %+v, %v; want ErrStaleTerm", trs, err)
 	}
 	e.wantStates("up", "up")
@@ -301,14 +301,14 @@ func TestStaleTermWritesNothing(t *testing.T) {
 		t.Fatalf("events after a stale JudgeNodes: %v", evs)
 	}
 	signed := false
-	sign := func(cluster.CommandSpec) (cluster.SignedCommand, time.Time, time.Time, error) {
+	sign := func(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
 		signed = true
-		return cluster.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
+		return backstop.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
 	}
-	_, _, err = e.st.StartMove(t.Context(), old, cluster.MoveRequest{Kind: cluster.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
-		ExpectEpoch: 1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: cluster.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
+	_, _, err = e.st.StartMove(t.Context(), old, backstop.MoveRequest{Kind: backstop.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
+		ExpectEpoch: 1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: backstop.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
 			Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, sign)
-	if !errors.Is(err, cluster.ErrStaleTerm) {
+	if !errors.Is(err, backstop.ErrStaleTerm) {
 		t.Fatalf("StartMove with a stale term: %v, want ErrStaleTerm", err)
 	}
 	var node string
@@ -322,7 +322,7 @@ func TestStaleTermWritesNothing(t *testing.T) {
 	}
 	// The current term judges.
 	e.term = old + 1
-	if trs := e.judge(); len(trs) != 1 || trs[0].To != cluster.NodeDown {
+	if trs := e.judge(); len(trs) != 1 || trs[0].To != backstop.NodeDown {
 		t.Fatalf("current term: %+v", trs)
 	}
 }
@@ -341,7 +341,7 @@ func TestJudgeNewLeaderGrace(t *testing.T) {
 	}
 	e.wantStates("up", "up")
 	e.exec(`UPDATE control_plane SET leader_since = now() - interval '1300 ms' WHERE id = 1`)
-	if trs := e.judge(); len(trs) != 1 || trs[0].To != cluster.NodeDown {
+	if trs := e.judge(); len(trs) != 1 || trs[0].To != backstop.NodeDown {
 		t.Fatalf("transitions after the grace: %+v, want n1 down", trs)
 	}
 }
@@ -368,7 +368,7 @@ func TestNextLeaseExpiryIgnoresLapsed(t *testing.T) {
 // than the TTL changes nothing; one above the maximum is refused.
 func TestRestartHold(t *testing.T) {
 	e := newJudgeEnv(t, 2)
-	a := cluster.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: "n1"}
+	a := backstop.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: "n1"}
 	lease := func() (ms int64) {
 		t.Helper()
 		if err := e.st.Pool().QueryRow(t.Context(), `SELECT (extract(epoch FROM lease_expires_at - last_heartbeat_at) * 1000)::bigint FROM nodes WHERE id = $1`,
@@ -377,19 +377,19 @@ func TestRestartHold(t *testing.T) {
 		}
 		return ms
 	}
-	ack, err := e.st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`), RestartHold: 500 * time.Millisecond})
+	ack, err := e.st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`), RestartHold: 500 * time.Millisecond})
 	if err != nil || ack.LeaseTTL != time.Second || lease() != 1250 {
 		t.Fatalf("hold shorter than the TTL: ack %+v, lease %d ms, %v; want the TTL (1 s, lease 1250 ms)", ack, lease(), err)
 	}
 	if evs := e.nodeEvents(); len(evs) != 0 {
 		t.Fatalf("events for a hold shorter than the TTL: %v", evs)
 	}
-	ack, err = e.st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`), RestartHold: 15 * time.Second})
+	ack, err = e.st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`), RestartHold: 15 * time.Second})
 	if err != nil || ack.LeaseTTL != 15*time.Second || lease() != 15250 {
 		t.Fatalf("restart hold: ack %+v, lease %d ms, %v; want 15 s, lease 15250 ms", ack, lease(), err)
 	}
 	evs, err := e.st.ListEvents(t.Context(), e.c.ID, 0, "node.restarting", "", 10)
-	if err != nil || len(evs) != 1 || evs[0].Severity != cluster.SeverityInfo ||
+	if err != nil || len(evs) != 1 || evs[0].Severity != backstop.SeverityInfo ||
 		evs[0].Message != "node n1's agent is restarting; its hierarchies stay in place for up to 15000 ms" || evs[0].Subject["node_id"] != a.NodeID {
 		t.Fatalf("node.restarting events: %+v, %v", evs, err)
 	}
@@ -400,10 +400,10 @@ func TestRestartHold(t *testing.T) {
 	}
 	// The hold ran out and no new agent came: down on the peer's report.
 	e.exec(`UPDATE nodes SET last_heartbeat_at = now() - interval '15300 ms', lease_expires_at = now() - interval '50 ms' WHERE id = $1`, a.NodeID)
-	if trs := e.judge(); len(trs) != 1 || trs[0].To != cluster.NodeDown {
+	if trs := e.judge(); len(trs) != 1 || trs[0].To != backstop.NodeDown {
 		t.Fatalf("transitions after the hold: %+v, want n1 down", trs)
 	}
-	if _, err := e.st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`), RestartHold: cluster.MaxRestartHold + time.Millisecond}); !errors.Is(err, cluster.ErrInvalid) {
+	if _, err := e.st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`), RestartHold: backstop.MaxRestartHold + time.Millisecond}); !errors.Is(err, backstop.ErrInvalid) {
 		t.Fatalf("hold above the maximum: %v, want ErrInvalid", err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // leaderLockKey is the advisory lock whose holder leads.
@@ -76,7 +76,7 @@ func takeLeadership(ctx context.Context, conn *pgx.Conn, replicaID string, l *Le
 		details["previous_leader_id"] = *previous
 	}
 	for _, id := range ids {
-		if err := writeEvent(ctx, tx, id, "leader.changed", cluster.SeverityInfo, map[string]string{"replica_id": replicaID}, details,
+		if err := writeEvent(ctx, tx, id, "leader.changed", backstop.SeverityInfo, map[string]string{"replica_id": replicaID}, details,
 			"replica %s leads the control plane (term %d)", replicaID, l.Term); err != nil {
 			return err
 		}
@@ -116,8 +116,8 @@ func (s *Store) RemoveReplica(ctx context.Context, id string) error {
 
 // ControlPlane returns the replicas seen in the last minute, the leader
 // and its term.
-func (s *Store) ControlPlane(ctx context.Context) (cluster.ControlPlane, error) {
-	var cp cluster.ControlPlane
+func (s *Store) ControlPlane(ctx context.Context) (backstop.ControlPlane, error) {
+	var cp backstop.ControlPlane
 	var leader *string
 	err := s.pool.QueryRow(ctx, `SELECT term, leader_id, leader_since FROM control_plane WHERE id = 1`).Scan(&cp.Term, &leader, &cp.LeaderSince)
 	if err != nil {
@@ -131,8 +131,8 @@ func (s *Store) ControlPlane(ctx context.Context) (cluster.ControlPlane, error) 
 	if err != nil {
 		return cp, interpretError(err)
 	}
-	cp.Replicas, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Replica, error) {
-		var x cluster.Replica
+	cp.Replicas, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Replica, error) {
+		var x backstop.Replica
 		err := r.Scan(&x.ID, &x.Address, &x.Version, &x.StartedAt, &x.LastSeenAt)
 		x.Leader = x.ID == cp.LeaderID
 		return x, err

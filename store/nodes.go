@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // EnrollmentPrefix starts every enrollment token.
@@ -16,14 +16,14 @@ const EnrollmentPrefix = "bse_"
 
 const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at, enrolled_at, facts, last_heartbeat_at, maintenance`
 
-func scanNode(row pgx.Row) (cluster.Node, error) {
-	var n cluster.Node
+func scanNode(row pgx.Row) (backstop.Node, error) {
+	var n backstop.Node
 	var enrolled *time.Time
-	var facts *cluster.HostFacts
+	var facts *backstop.HostFacts
 	var seen *time.Time
 	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt, &enrolled, &facts, &seen, &n.Maintenance)
 	if err == nil && enrolled != nil {
-		n.Agent = &cluster.NodeAgent{EnrolledAt: *enrolled, LastHeartbeatAt: seen}
+		n.Agent = &backstop.NodeAgent{EnrolledAt: *enrolled, LastHeartbeatAt: seen}
 		if facts != nil {
 			n.Agent.Facts = *facts
 		}
@@ -41,12 +41,12 @@ func bumpConfigTx(ctx context.Context, tx pgx.Tx, clusterID string) error {
 // CreateNode adds a node to a cluster and returns it with its one-time
 // enrollment token, which ends with keyFingerprint (the fingerprint of the
 // active signing key) so the agent can recognise the real control plane.
-// It returns cluster.ErrLimit when the cluster already has
-// cluster.MaxNodes nodes; the cluster row lock makes that count exact under
+// It returns backstop.ErrLimit when the cluster already has
+// backstop.MaxNodes nodes; the cluster row lock makes that count exact under
 // concurrent creations.
-func (s *Store) CreateNode(ctx context.Context, n cluster.Node, keyFingerprint string) (cluster.Node, cluster.Enrollment, error) {
-	enr := cluster.Enrollment{Token: NewSecret(EnrollmentPrefix) + "." + keyFingerprint, ExpiresAt: time.Now().Add(cluster.EnrollmentTTL).UTC().Truncate(time.Microsecond)}
-	out, err := withTx(ctx, s, func(tx pgx.Tx) (cluster.Node, error) {
+func (s *Store) CreateNode(ctx context.Context, n backstop.Node, keyFingerprint string) (backstop.Node, backstop.Enrollment, error) {
+	enr := backstop.Enrollment{Token: NewSecret(EnrollmentPrefix) + "." + keyFingerprint, ExpiresAt: time.Now().Add(backstop.EnrollmentTTL).UTC().Truncate(time.Microsecond)}
+	out, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
 		if _, err := lockClusterTx(ctx, tx, n.ClusterID); err != nil {
 			return n, err
 		}
@@ -54,8 +54,8 @@ func (s *Store) CreateNode(ctx context.Context, n cluster.Node, keyFingerprint s
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM nodes WHERE cluster_id = $1`, n.ClusterID).Scan(&count); err != nil {
 			return n, err
 		}
-		if count >= cluster.MaxNodes {
-			return n, fmt.Errorf("%w: a cluster has at most %d nodes and this one has %d", cluster.ErrLimit, cluster.MaxNodes, count)
+		if count >= backstop.MaxNodes {
+			return n, fmt.Errorf("%w: a cluster has at most %d nodes and this one has %d", backstop.ErrLimit, backstop.MaxNodes, count)
 		}
 		n.ID = newID()
 		out, err := scanNode(tx.QueryRow(ctx, `INSERT INTO nodes (id, cluster_id, name, description, enrollment_hash, enrollment_expires_at)
@@ -72,8 +72,8 @@ func (s *Store) CreateNode(ctx context.Context, n cluster.Node, keyFingerprint s
 	return out, enr, err
 }
 
-// FindNodeByID returns a node of a cluster or cluster.ErrNotFound.
-func (s *Store) FindNodeByID(ctx context.Context, clusterID, id string) (cluster.Node, error) {
+// FindNodeByID returns a node of a cluster or backstop.ErrNotFound.
+func (s *Store) FindNodeByID(ctx context.Context, clusterID, id string) (backstop.Node, error) {
 	n, err := scanNode(s.pool.QueryRow(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id = $2`, clusterID, id))
 	if err != nil {
 		return n, fmt.Errorf("node %s: %w", id, interpretError(err))
@@ -82,19 +82,19 @@ func (s *Store) FindNodeByID(ctx context.Context, clusterID, id string) (cluster
 }
 
 // ListNodes lists a cluster's nodes, oldest first. It returns
-// cluster.ErrNotFound for an unknown cluster.
-func (s *Store) ListNodes(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Node, string, error) {
+// backstop.ErrNotFound for an unknown cluster.
+func (s *Store) ListNodes(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Node, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
 	}
 	return listInCluster(ctx, s, clusterID, p, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p)}, scanNode, func(n cluster.Node) string { return n.ID })
+		[]any{clusterID, after, pageLimit(p)}, scanNode, func(n backstop.Node) string { return n.ID })
 }
 
 // listInCluster runs a page query over a cluster's children and tells an
 // empty list apart from an unknown cluster.
-func listInCluster[T any](ctx context.Context, s *Store, clusterID string, p cluster.Page, query string, args []any, scan func(pgx.Row) (T, error), key func(T) string) ([]T, string, error) {
+func listInCluster[T any](ctx context.Context, s *Store, clusterID string, p backstop.Page, query string, args []any, scan func(pgx.Row) (T, error), key func(T) string) ([]T, string, error) {
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, "", interpretError(err)
@@ -113,8 +113,8 @@ func listInCluster[T any](ctx context.Context, s *Store, clusterID string, p clu
 }
 
 // UpdateNode renames a node or changes its description.
-func (s *Store) UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u cluster.NodeUpdate) (cluster.Node, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Node, error) {
+func (s *Store) UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u backstop.NodeUpdate) (backstop.Node, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
 		cur, err := scanNode(tx.QueryRow(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, id))
 		if err != nil {
 			return cur, fmt.Errorf("node %s: %w", id, interpretError(err))
@@ -140,7 +140,7 @@ func (s *Store) UpdateNode(ctx context.Context, clusterID, id string, ifMatch *i
 	})
 }
 
-// DeleteNode removes a node and its paths. It returns cluster.ErrConflict,
+// DeleteNode removes a node and its paths. It returns backstop.ErrConflict,
 // naming the hierarchies, while any hierarchy gives the node a priority.
 func (s *Store) DeleteNode(ctx context.Context, clusterID, id string, ifMatch *int64) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
@@ -162,7 +162,7 @@ func (s *Store) DeleteNode(ctx context.Context, clusterID, id string, ifMatch *i
 		}
 		if len(names) > 0 {
 			return struct{}{}, fmt.Errorf("%w: node %q still has a priority in hierarchies %s; remove it from their priorities first",
-				cluster.ErrConflict, cur.Name, strings.Join(names, ", "))
+				backstop.ErrConflict, cur.Name, strings.Join(names, ", "))
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM nodes WHERE id = $1`, id); err != nil {
 			return struct{}{}, err

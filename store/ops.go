@@ -6,12 +6,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // SetMaintenance puts a node in maintenance or takes it out.
-func (s *Store) SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (cluster.Node, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Node, error) {
+func (s *Store) SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (backstop.Node, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
 		n, err := scanNode(tx.QueryRow(ctx, `UPDATE nodes SET maintenance = $3, version = version + 1, updated_at = now()
 			WHERE cluster_id = $1 AND id = $2 RETURNING `+nodeColumns, clusterID, nodeID, on))
 		if err != nil {
@@ -21,7 +21,7 @@ func (s *Store) SetMaintenance(ctx context.Context, clusterID, nodeID string, on
 		if on {
 			typ, msg = "node.maintenance_started", "node %s is in maintenance"
 		}
-		if err := writeEvent(ctx, tx, clusterID, typ, cluster.SeverityInfo, map[string]string{"node_id": nodeID}, nil, msg, n.Name); err != nil {
+		if err := writeEvent(ctx, tx, clusterID, typ, backstop.SeverityInfo, map[string]string{"node_id": nodeID}, nil, msg, n.Name); err != nil {
 			return n, err
 		}
 		return n, audit(ctx, tx, "node."+map[bool]string{true: "maintenance_on", false: "maintenance_off"}[on], "node", nodeID, clusterID, nil)
@@ -37,7 +37,7 @@ func (s *Store) ClearFailedMark(ctx context.Context, clusterID, hierarchyID, nod
 			return struct{}{}, err
 		}
 		if tag.RowsAffected() == 0 {
-			return struct{}{}, fmt.Errorf("failed mark of hierarchy %s on node %s: %w", hierarchyID, nodeID, cluster.ErrNotFound)
+			return struct{}{}, fmt.Errorf("failed mark of hierarchy %s on node %s: %w", hierarchyID, nodeID, backstop.ErrNotFound)
 		}
 		// A placement still failed on that node would be marked again at
 		// once: leave it out of service there instead.
@@ -52,8 +52,8 @@ func (s *Store) ClearFailedMark(ctx context.Context, clusterID, hierarchyID, nod
 
 // LastDecision returns the newest stored decision about a hierarchy; ok is
 // false when there is none.
-func (s *Store) LastDecision(ctx context.Context, hierarchyID string) (cluster.DecisionRecord, bool, error) {
-	var d cluster.DecisionRecord
+func (s *Store) LastDecision(ctx context.Context, hierarchyID string) (backstop.DecisionRecord, bool, error) {
+	var d backstop.DecisionRecord
 	var from, to *string
 	err := s.pool.QueryRow(ctx, `SELECT cluster_id, hierarchy_id, kind, from_node::text, to_node::text, reason, candidates, inputs, term, at
 		FROM decisions WHERE hierarchy_id = $1 ORDER BY id DESC LIMIT 1`, hierarchyID).Scan(
@@ -66,13 +66,13 @@ func (s *Store) LastDecision(ctx context.Context, hierarchyID string) (cluster.D
 }
 
 // FailedMarks lists the nodes a hierarchy is marked failed on.
-func (s *Store) FailedMarks(ctx context.Context, hierarchyID string) ([]cluster.FailedMark, error) {
+func (s *Store) FailedMarks(ctx context.Context, hierarchyID string) ([]backstop.FailedMark, error) {
 	rows, err := s.pool.Query(ctx, `SELECT node_id, reason, at FROM failed_marks WHERE hierarchy_id = $1 ORDER BY at`, hierarchyID)
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.FailedMark, error) {
-		var m cluster.FailedMark
+	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.FailedMark, error) {
+		var m backstop.FailedMark
 		err := r.Scan(&m.NodeID, &m.Reason, &m.At)
 		return m, err
 	})
@@ -83,18 +83,18 @@ const incidentColumns = `id, cluster_id, hierarchy_id, kind, coalesce(from_node:
 	detected_at, decided_at, stopped_at, started_at, first_deep_check_at, recovery_ms, fenced_at`
 
 // ListIncidents lists a cluster's incidents, oldest first.
-func (s *Store) ListIncidents(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Incident, string, error) {
+func (s *Store) ListIncidents(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Incident, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
 	}
 	return listInCluster(ctx, s, clusterID, p, `SELECT `+incidentColumns+` FROM incidents WHERE cluster_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p)}, func(r pgx.Row) (cluster.Incident, error) {
-			var i cluster.Incident
+		[]any{clusterID, after, pageLimit(p)}, func(r pgx.Row) (backstop.Incident, error) {
+			var i backstop.Incident
 			err := r.Scan(&i.ID, &i.ClusterID, &i.HierarchyID, &i.Kind, &i.From, &i.To, &i.Reason, &i.State,
 				&i.DetectedAt, &i.DecidedAt, &i.StoppedAt, &i.StartedAt, &i.FirstDeepCheckAt, &i.RecoveryMS, &i.FencedAt)
 			return i, err
-		}, func(i cluster.Incident) string { return i.ID })
+		}, func(i backstop.Incident) string { return i.ID })
 }
 
 // ActiveHierarchiesOn lists the ids of hierarchies in service (or

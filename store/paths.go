@@ -6,13 +6,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 const pathColumns = `id, cluster_id, link_id, reverse_id, local_node_id, host(local_address), remote_node_id, host(remote_address), priority, created_at`
 
-func scanPath(row pgx.Row) (cluster.Path, error) {
-	var p cluster.Path
+func scanPath(row pgx.Row) (backstop.Path, error) {
+	var p backstop.Path
 	err := row.Scan(&p.ID, &p.ClusterID, &p.LinkID, &p.ReverseID, &p.LocalNodeID, &p.LocalAddress, &p.RemoteNodeID, &p.RemoteAddress, &p.Priority, &p.CreatedAt)
 	return p, err
 }
@@ -20,16 +20,16 @@ func scanPath(row pgx.Row) (cluster.Path, error) {
 // CreatePath creates a communication path between two nodes of a cluster
 // in both directions and returns them (a→b, then b→a). Ends naming a node
 // of another cluster get a validation error naming the field.
-func (s *Store) CreatePath(ctx context.Context, clusterID string, a, b cluster.PathEnd, priority int) ([2]cluster.Path, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) ([2]cluster.Path, error) {
-		var out [2]cluster.Path
+func (s *Store) CreatePath(ctx context.Context, clusterID string, a, b backstop.PathEnd, priority int) ([2]backstop.Path, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([2]backstop.Path, error) {
+		var out [2]backstop.Path
 		if _, err := lockClusterTx(ctx, tx, clusterID); err != nil {
 			return out, err
 		}
-		v := &cluster.ValidationError{}
+		v := &backstop.ValidationError{}
 		for _, end := range []struct {
 			at string
-			e  cluster.PathEnd
+			e  backstop.PathEnd
 		}{{"/a/node_id", a}, {"/b/node_id", b}} {
 			var ok bool
 			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM nodes WHERE cluster_id = $1 AND id = $2)`, clusterID, end.e.NodeID).Scan(&ok); err != nil {
@@ -63,8 +63,8 @@ func (s *Store) CreatePath(ctx context.Context, clusterID string, a, b cluster.P
 	})
 }
 
-// FindPathByID returns one direction of a path or cluster.ErrNotFound.
-func (s *Store) FindPathByID(ctx context.Context, clusterID, id string) (cluster.Path, error) {
+// FindPathByID returns one direction of a path or backstop.ErrNotFound.
+func (s *Store) FindPathByID(ctx context.Context, clusterID, id string) (backstop.Path, error) {
 	p, err := scanPath(s.pool.QueryRow(ctx, `SELECT `+pathColumns+` FROM paths WHERE cluster_id = $1 AND id = $2`, clusterID, id))
 	if err != nil {
 		return p, fmt.Errorf("path %s: %w", id, interpretError(err))
@@ -73,13 +73,13 @@ func (s *Store) FindPathByID(ctx context.Context, clusterID, id string) (cluster
 }
 
 // ListPaths lists every directed path of a cluster, oldest first.
-func (s *Store) ListPaths(ctx context.Context, clusterID string, p cluster.Page) ([]cluster.Path, string, error) {
+func (s *Store) ListPaths(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Path, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
 	}
 	return listInCluster(ctx, s, clusterID, p, `SELECT `+pathColumns+` FROM paths WHERE cluster_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p)}, scanPath, func(p cluster.Path) string { return p.ID })
+		[]any{clusterID, after, pageLimit(p)}, scanPath, func(p backstop.Path) string { return p.ID })
 }
 
 // DeletePath deletes both directions of the path one of whose ids is id.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // CommandNotifyChannel is the PostgreSQL NOTIFY channel that wakes agents'
@@ -19,12 +19,12 @@ const CommandNotifyChannel = "backstop_commands"
 // (kind out_of_service, nodeID ignored). In one transaction it checks the
 // request against the current placement, bumps the epoch, stores the
 // signed command and the operation, and notifies the node's long poll.
-// Returns cluster.ErrConflict when the hierarchy is active on another node
-// (or already out of service), cluster.ErrInvalid when the node has no
+// Returns backstop.ErrConflict when the hierarchy is active on another node
+// (or already out of service), backstop.ErrInvalid when the node has no
 // priority for it or has no enrolled agent.
-func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign cluster.Signer) (cluster.Operation, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Operation, error) {
-		var op cluster.Operation
+func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign backstop.Signer) (backstop.Operation, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Operation, error) {
+		var op backstop.Operation
 		h, err := scanHierarchy(tx.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, hierarchyID))
 		if err != nil {
 			return op, fmt.Errorf("hierarchy %s: %w", hierarchyID, interpretError(err))
@@ -32,33 +32,33 @@ func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind
 		p := h.Placement
 		var action, state string
 		switch kind {
-		case cluster.OperationInService:
+		case backstop.OperationInService:
 			if p.Active() && p.NodeID != nodeID {
-				return op, fmt.Errorf("%w: hierarchy %q is %s on node %s; take it out of service there first", cluster.ErrConflict, h.Name, p.State, p.NodeID)
+				return op, fmt.Errorf("%w: hierarchy %q is %s on node %s; take it out of service there first", backstop.ErrConflict, h.Name, p.State, p.NodeID)
 			}
-			if p.Active() && p.State != cluster.PlacementStopping {
-				return op, fmt.Errorf("%w: hierarchy %q is already %s on this node", cluster.ErrConflict, h.Name, p.State)
+			if p.Active() && p.State != backstop.PlacementStopping {
+				return op, fmt.Errorf("%w: hierarchy %q is already %s on this node", backstop.ErrConflict, h.Name, p.State)
 			}
 			var prio int
 			var enrolled bool
 			err := tx.QueryRow(ctx, `SELECT p.priority, n.enrolled_at IS NOT NULL FROM hierarchy_priorities p JOIN nodes n ON n.id = p.node_id
 				WHERE p.hierarchy_id = $1 AND p.node_id = $2`, hierarchyID, nodeID).Scan(&prio, &enrolled)
 			if err == pgx.ErrNoRows {
-				return op, cluster.Invalid("/node_id", "node %s has no priority for hierarchy %q", nodeID, h.Name)
+				return op, backstop.Invalid("/node_id", "node %s has no priority for hierarchy %q", nodeID, h.Name)
 			}
 			if err != nil {
 				return op, err
 			}
 			if !enrolled {
-				return op, cluster.Invalid("/node_id", "node %s has no enrolled agent yet", nodeID)
+				return op, backstop.Invalid("/node_id", "node %s has no enrolled agent yet", nodeID)
 			}
-			action, state = "bring_in_service", cluster.PlacementStarting
-		case cluster.OperationOutOfService:
-			if p.NodeID == "" || p.State == cluster.PlacementOutOfService {
-				return op, fmt.Errorf("%w: hierarchy %q is not in service anywhere", cluster.ErrConflict, h.Name)
+			action, state = "bring_in_service", backstop.PlacementStarting
+		case backstop.OperationOutOfService:
+			if p.NodeID == "" || p.State == backstop.PlacementOutOfService {
+				return op, fmt.Errorf("%w: hierarchy %q is not in service anywhere", backstop.ErrConflict, h.Name)
 			}
 			nodeID = p.NodeID
-			action, state = "take_out_of_service", cluster.PlacementStopping
+			action, state = "take_out_of_service", backstop.PlacementStopping
 		default:
 			return op, fmt.Errorf("unknown placement kind %q", kind)
 		}
@@ -67,14 +67,14 @@ func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind
 			return op, err
 		}
 		epoch := p.Epoch + 1
-		spec := cluster.CommandSpec{ID: newID(), ClusterID: clusterID, NodeID: nodeID, HierarchyID: hierarchyID, Hierarchy: h.Name,
-			Epoch: epoch, Term: term, Action: action, Resources: cluster.BringUpOrder(h.Resources)}
+		spec := backstop.CommandSpec{ID: newID(), ClusterID: clusterID, NodeID: nodeID, HierarchyID: hierarchyID, Hierarchy: h.Name,
+			Epoch: epoch, Term: term, Action: action, Resources: backstop.BringUpOrder(h.Resources)}
 		sc, issued, expires, err := sign(spec)
 		if err != nil {
 			return op, err
 		}
-		op = cluster.Operation{ID: newID(), ClusterID: clusterID, HierarchyID: hierarchyID, NodeID: nodeID, Kind: kind,
-			State: cluster.OperationPending, Epoch: epoch, CommandID: spec.ID, Steps: []cluster.StepResult{}}
+		op = backstop.Operation{ID: newID(), ClusterID: clusterID, HierarchyID: hierarchyID, NodeID: nodeID, Kind: kind,
+			State: backstop.OperationPending, Epoch: epoch, CommandID: spec.ID, Steps: []backstop.StepResult{}}
 		if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = $2, epoch = $3, placement_state = $4,
 			placement_detail = '', placement_updated_at = now() WHERE id = $1`, hierarchyID, nodeID, epoch, state); err != nil {
 			return op, err
@@ -100,9 +100,9 @@ func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind
 
 const operationColumns = `id, cluster_id, hierarchy_id, node_id, kind, state, epoch, coalesce(command_id::text, ''), detail, steps, created_at, updated_at`
 
-// FindOperation returns an operation or cluster.ErrNotFound.
-func (s *Store) FindOperation(ctx context.Context, id string) (cluster.Operation, error) {
-	var o cluster.Operation
+// FindOperation returns an operation or backstop.ErrNotFound.
+func (s *Store) FindOperation(ctx context.Context, id string) (backstop.Operation, error) {
+	var o backstop.Operation
 	err := s.pool.QueryRow(ctx, `SELECT `+operationColumns+` FROM operations WHERE id = $1`, id).Scan(
 		&o.ID, &o.ClusterID, &o.HierarchyID, &o.NodeID, &o.Kind, &o.State, &o.Epoch, &o.CommandID, &o.Detail, &o.Steps, &o.CreatedAt, &o.UpdatedAt)
 	if err != nil {
@@ -113,8 +113,8 @@ func (s *Store) FindOperation(ctx context.Context, id string) (cluster.Operation
 
 // NextCommands returns the commands queued for a node, oldest first, and
 // marks them delivered (their operations running).
-func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]cluster.SignedCommand, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) ([]cluster.SignedCommand, error) {
+func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]backstop.SignedCommand, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) ([]backstop.SignedCommand, error) {
 		rows, err := tx.Query(ctx, `UPDATE commands SET status = 'delivered', delivered_at = now()
 			WHERE id IN (SELECT id FROM commands WHERE node_id = $1 AND status = 'queued' ORDER BY issued_at FOR UPDATE SKIP LOCKED)
 			RETURNING id, payload, key_id, signature, operation_id, issued_at`, nodeID)
@@ -122,7 +122,7 @@ func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]cluster.Sign
 			return nil, err
 		}
 		type row struct {
-			c      cluster.SignedCommand
+			c      backstop.SignedCommand
 			op     *string
 			issued time.Time
 		}
@@ -134,7 +134,7 @@ func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]cluster.Sign
 		if err != nil {
 			return nil, err
 		}
-		out := make([]cluster.SignedCommand, 0, len(rs))
+		out := make([]backstop.SignedCommand, 0, len(rs))
 		for _, x := range rs {
 			if x.op != nil {
 				if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'running', updated_at = now() WHERE id = $1 AND state = 'pending'`, *x.op); err != nil {
@@ -160,11 +160,11 @@ func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]cluster.Sign
 // RecordCommandResult stores an agent's outcome of a command addressed to
 // it, completes its operation, moves the placement on when the command's
 // epoch is still the hierarchy's, and advances the command's incident. It
-// returns cluster.ErrNotFound for a command of another node and
-// cluster.ErrConflict for a second result.
-func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity, commandID string, r cluster.CommandOutcome) (cluster.CommandEffect, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.CommandEffect, error) {
-		var eff cluster.CommandEffect
+// returns backstop.ErrNotFound for a command of another node and
+// backstop.ErrConflict for a second result.
+func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome) (backstop.CommandEffect, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.CommandEffect, error) {
+		var eff backstop.CommandEffect
 		var status, action, hierarchyID, clusterID, hname string
 		var epoch int64
 		var opID, incID *string
@@ -175,9 +175,9 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 			return eff, fmt.Errorf("command %s: %w", commandID, interpretError(err))
 		}
 		switch status {
-		case cluster.CommandSucceeded, cluster.CommandFailed, cluster.CommandRejected:
-			if r.Status != cluster.CommandRejected {
-				return eff, fmt.Errorf("%w: command %s already has a result (%s)", cluster.ErrConflict, commandID, status)
+		case backstop.CommandSucceeded, backstop.CommandFailed, backstop.CommandRejected:
+			if r.Status != backstop.CommandRejected {
+				return eff, fmt.Errorf("%w: command %s already has a result (%s)", backstop.ErrConflict, commandID, status)
 			}
 			// The command was delivered again after it completed (its row
 			// requeued: a replay attempt) and the agent refused it. Keep
@@ -186,27 +186,27 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 				fmt.Sprintf("delivered again after it completed (%s); the agent on %s rejected it: %s: %s", status, a.NodeName, r.Reason, r.Detail)); err != nil {
 				return eff, err
 			}
-			return eff, writeEvent(ctx, tx, clusterID, "command.rejected", cluster.SeverityWarning,
+			return eff, writeEvent(ctx, tx, clusterID, "command.rejected", backstop.SeverityWarning,
 				map[string]string{"hierarchy_id": hierarchyID, "node_id": a.NodeID, "command_id": commandID},
 				map[string]any{"reason": r.Reason, "detail": r.Detail, "redelivered": true},
 				"the agent on %s rejected a redelivered %s command for %s: %s", a.NodeName, action, hname, r.Reason)
 		}
 		if r.Steps == nil {
-			r.Steps = []cluster.StepResult{}
+			r.Steps = []backstop.StepResult{}
 		}
 		detail := r.Detail
-		if r.Status == cluster.CommandRejected {
+		if r.Status == backstop.CommandRejected {
 			detail = fmt.Sprintf("rejected by the agent on %s: %s: %s", a.NodeName, r.Reason, r.Detail)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE commands SET status = $2, rejection_reason = $3, detail = $4, steps = $5, completed_at = now(),
 			delivered_at = coalesce(delivered_at, now()) WHERE id = $1`, commandID, r.Status, r.Reason, detail, r.Steps); err != nil {
 			return eff, err
 		}
-		ok := r.Status == cluster.CommandSucceeded
+		ok := r.Status == backstop.CommandSucceeded
 		// A replay rejection means the agent ran this command before: it
 		// changes nothing on the node, so neither the operation nor the
 		// placement moves.
-		replay := r.Status == cluster.CommandRejected && r.Reason == "replay"
+		replay := r.Status == backstop.CommandRejected && r.Reason == "replay"
 		if opID != nil && !replay {
 			var kind string
 			if err := tx.QueryRow(ctx, `SELECT kind FROM operations WHERE id = $1`, *opID).Scan(&kind); err != nil {
@@ -215,9 +215,9 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 			// A switchover's first step (stopping on the old node) leaves
 			// its operation running.
 			if !(kind == "switchover" && action == "take_out_of_service" && ok) {
-				state := cluster.OperationFailed
+				state := backstop.OperationFailed
 				if ok {
-					state = cluster.OperationSucceeded
+					state = backstop.OperationSucceeded
 				}
 				if _, err := tx.Exec(ctx, `UPDATE operations SET state = $2, detail = $3, steps = $4, updated_at = now() WHERE id = $1`,
 					*opID, state, detail, r.Steps); err != nil {
@@ -228,29 +228,29 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 		var place string
 		switch {
 		case ok && action == "bring_in_service":
-			place = cluster.PlacementInService
+			place = backstop.PlacementInService
 		case ok && action == "take_out_of_service":
-			place = cluster.PlacementOutOfService
+			place = backstop.PlacementOutOfService
 		case replay:
 		case !ok && (action == "bring_in_service" || action == "take_out_of_service"):
-			place = cluster.PlacementFailed
+			place = backstop.PlacementFailed
 		}
 		if place != "" {
-			if _, err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == cluster.PlacementFailed, detail)); err != nil {
+			if _, err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == backstop.PlacementFailed, detail)); err != nil {
 				return eff, err
 			}
 		}
 		subject := map[string]string{"hierarchy_id": hierarchyID, "node_id": a.NodeID, "command_id": commandID}
 		switch {
-		case r.Status == cluster.CommandRejected:
-			err = writeEvent(ctx, tx, clusterID, "command.rejected", cluster.SeverityWarning, subject, map[string]any{"reason": r.Reason, "detail": r.Detail},
+		case r.Status == backstop.CommandRejected:
+			err = writeEvent(ctx, tx, clusterID, "command.rejected", backstop.SeverityWarning, subject, map[string]any{"reason": r.Reason, "detail": r.Detail},
 				"the agent on %s rejected a %s command for %s: %s", a.NodeName, action, hname, r.Reason)
-		case place == cluster.PlacementInService:
-			err = writeEvent(ctx, tx, clusterID, "hierarchy.in_service", cluster.SeverityInfo, subject, nil, "hierarchy %s is in service on %s", hname, a.NodeName)
-		case place == cluster.PlacementOutOfService:
-			err = writeEvent(ctx, tx, clusterID, "hierarchy.out_of_service", cluster.SeverityInfo, subject, nil, "hierarchy %s is out of service on %s", hname, a.NodeName)
-		case place == cluster.PlacementFailed:
-			err = writeEvent(ctx, tx, clusterID, "hierarchy.failed", cluster.SeverityCritical, subject, map[string]any{"detail": detail},
+		case place == backstop.PlacementInService:
+			err = writeEvent(ctx, tx, clusterID, "hierarchy.in_service", backstop.SeverityInfo, subject, nil, "hierarchy %s is in service on %s", hname, a.NodeName)
+		case place == backstop.PlacementOutOfService:
+			err = writeEvent(ctx, tx, clusterID, "hierarchy.out_of_service", backstop.SeverityInfo, subject, nil, "hierarchy %s is out of service on %s", hname, a.NodeName)
+		case place == backstop.PlacementFailed:
+			err = writeEvent(ctx, tx, clusterID, "hierarchy.failed", backstop.SeverityCritical, subject, map[string]any{"detail": detail},
 				"hierarchy %s failed on %s: %s", hname, a.NodeName, detail)
 		}
 		if err != nil {
@@ -274,13 +274,13 @@ func (s *Store) RecordCommandResult(ctx context.Context, a cluster.AgentIdentity
 				}
 				d := time.Duration(ms) * time.Millisecond
 				eff.Recovered = &d
-				err = writeEvent(ctx, tx, clusterID, kind+".completed", cluster.SeverityInfo, map[string]string{"hierarchy_id": hierarchyID, "incident_id": *incID, "node_id": a.NodeID},
+				err = writeEvent(ctx, tx, clusterID, kind+".completed", backstop.SeverityInfo, map[string]string{"hierarchy_id": hierarchyID, "incident_id": *incID, "node_id": a.NodeID},
 					map[string]any{"recovery_ms": ms}, "%s of %s completed: in service on %s after %d ms", kind, hname, a.NodeName, ms)
 			case !ok:
 				if _, err := tx.Exec(ctx, `UPDATE incidents SET state = 'failed' WHERE id = $1 AND state = 'open'`, *incID); err != nil {
 					return eff, err
 				}
-				err = writeEvent(ctx, tx, clusterID, kind+".failed", cluster.SeverityCritical, map[string]string{"hierarchy_id": hierarchyID, "incident_id": *incID, "node_id": a.NodeID},
+				err = writeEvent(ctx, tx, clusterID, kind+".failed", backstop.SeverityCritical, map[string]string{"hierarchy_id": hierarchyID, "incident_id": *incID, "node_id": a.NodeID},
 					map[string]any{"detail": detail}, "%s of %s failed on %s: %s", kind, hname, a.NodeName, detail)
 			}
 			if err != nil {
@@ -331,7 +331,7 @@ func (s *Store) ExpireCommands(ctx context.Context, resultGrace time.Duration) (
 					return 0, err
 				}
 			}
-			if _, err := setPlacementTx(ctx, tx, x.node, x.hierarchy, x.epoch, cluster.PlacementFailed, "command "+x.dt); err != nil {
+			if _, err := setPlacementTx(ctx, tx, x.node, x.hierarchy, x.epoch, backstop.PlacementFailed, "command "+x.dt); err != nil {
 				return 0, err
 			}
 		}
@@ -343,16 +343,16 @@ const commandColumns = `id, cluster_id, node_id, hierarchy_id, action, epoch, te
 
 // ListCommands lists a cluster's commands, oldest first, optionally only
 // those of one node.
-func (s *Store) ListCommands(ctx context.Context, clusterID, nodeID string, p cluster.Page) ([]cluster.CommandInfo, string, error) {
+func (s *Store) ListCommands(ctx context.Context, clusterID, nodeID string, p backstop.Page) ([]backstop.CommandInfo, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
 	}
 	return listInCluster(ctx, s, clusterID, p, `SELECT `+commandColumns+` FROM commands WHERE cluster_id = $1 AND id > $2
 		AND ($4 = '' OR node_id::text = $4) ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p), nodeID}, func(r pgx.Row) (cluster.CommandInfo, error) {
-			var c cluster.CommandInfo
+		[]any{clusterID, after, pageLimit(p), nodeID}, func(r pgx.Row) (backstop.CommandInfo, error) {
+			var c backstop.CommandInfo
 			err := r.Scan(&c.ID, &c.ClusterID, &c.NodeID, &c.HierarchyID, &c.Action, &c.Epoch, &c.Term, &c.KeyID, &c.Status, &c.RejectionReason, &c.Detail, &c.IssuedAt, &c.ExpiresAt, &c.CompletedAt)
 			return c, err
-		}, func(c cluster.CommandInfo) string { return c.ID })
+		}, func(c backstop.CommandInfo) string { return c.ID })
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Store is Backstop's PostgreSQL store. It is safe for concurrent use.
@@ -85,15 +85,15 @@ func interpretError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, pgx.ErrNoRows):
-		return cluster.ErrNotFound
+		return backstop.ErrNotFound
 	case errors.As(err, &pgErr):
 		switch pgErr.Code {
 		case "23505": // unique_violation
-			return fmt.Errorf("%w: %s", cluster.ErrConflict, uniqueMessage(pgErr.ConstraintName))
+			return fmt.Errorf("%w: %s", backstop.ErrConflict, uniqueMessage(pgErr.ConstraintName))
 		case "23503": // foreign_key_violation
-			return fmt.Errorf("%w: the object is still referenced (%s)", cluster.ErrConflict, pgErr.ConstraintName)
+			return fmt.Errorf("%w: the object is still referenced (%s)", backstop.ErrConflict, pgErr.ConstraintName)
 		case "23514": // check_violation
-			return fmt.Errorf("%w: value out of range (%s)", cluster.ErrInvalid, pgErr.ConstraintName)
+			return fmt.Errorf("%w: value out of range (%s)", backstop.ErrInvalid, pgErr.ConstraintName)
 		}
 	}
 	return err
@@ -117,7 +117,7 @@ func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // audit writes one audit record in tx, naming the actor carried by ctx.
 func audit(ctx context.Context, tx pgx.Tx, action, targetType, targetID, clusterID string, details map[string]any) error {
-	a := cluster.ActorFrom(ctx)
+	a := backstop.ActorFrom(ctx)
 	if details == nil {
 		details = map[string]any{}
 	}
@@ -143,17 +143,17 @@ func nullUUID(id string) any {
 
 // pageLimit returns the page size to fetch: one more than asked, so the
 // presence of a next page is known without a count.
-func pageLimit(p cluster.Page) int {
+func pageLimit(p backstop.Page) int {
 	if p.Limit <= 0 {
-		return cluster.DefaultPageLimit + 1
+		return backstop.DefaultPageLimit + 1
 	}
 	return p.Limit + 1
 }
 
-var errBadCursor = cluster.Invalid("query.cursor", "not a cursor returned by this server")
+var errBadCursor = backstop.Invalid("query.cursor", "not a cursor returned by this server")
 
 // idCursor decodes a cursor over uuid keys ("" for the first page).
-func idCursor(p cluster.Page) (string, error) {
+func idCursor(p backstop.Page) (string, error) {
 	if p.Cursor == "" {
 		return "00000000-0000-0000-0000-000000000000", nil
 	}
@@ -169,7 +169,7 @@ func idCursor(p cluster.Page) (string, error) {
 }
 
 // intCursor decodes a cursor over integer keys (0 for the first page).
-func intCursor(p cluster.Page) (int64, error) {
+func intCursor(p backstop.Page) (int64, error) {
 	if p.Cursor == "" {
 		return 0, nil
 	}
@@ -186,7 +186,7 @@ func intCursor(p cluster.Page) (int64, error) {
 
 // trimPage cuts the extra item fetched by pageLimit and returns the cursor
 // of the next page ("" on the last one).
-func trimPage[T any](items []T, p cluster.Page, key func(T) string) ([]T, string) {
+func trimPage[T any](items []T, p backstop.Page, key func(T) string) ([]T, string) {
 	limit := pageLimit(p) - 1
 	if len(items) <= limit {
 		return items, ""
@@ -199,7 +199,7 @@ func trimPage[T any](items []T, p cluster.Page, key func(T) string) ([]T, string
 // the client sent none).
 func checkVersion(stored int64, ifMatch *int64) error {
 	if ifMatch != nil && *ifMatch != stored {
-		return fmt.Errorf("%w: the object is at version %d but If-Match names %d; read it again", cluster.ErrPreconditionFailed, stored, *ifMatch)
+		return fmt.Errorf("%w: the object is at version %d but If-Match names %d; read it again", backstop.ErrPreconditionFailed, stored, *ifMatch)
 	}
 	return nil
 }

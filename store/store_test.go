@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 	"github.com/backstop-ha/backstop/store/storetest"
@@ -19,34 +19,34 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtemp.RunTests(m)) }
 
 func actorCtx(t *testing.T) context.Context {
-	return cluster.WithActor(t.Context(), cluster.Actor{TokenID: "01a21687-0000-7000-8000-000000000001", Name: "test", Role: cluster.RoleAdmin})
+	return backstop.WithActor(t.Context(), backstop.Actor{TokenID: "01a21687-0000-7000-8000-000000000001", Name: "test", Role: backstop.RoleAdmin})
 }
 
-func newCluster(t *testing.T, st *store.Store, name string) cluster.Cluster {
+func newCluster(t *testing.T, st *store.Store, name string) backstop.Cluster {
 	t.Helper()
-	c, err := st.CreateCluster(actorCtx(t), cluster.Cluster{Name: name, TimingProfile: cluster.ProfileLAN, Timing: cluster.Profiles[cluster.ProfileLAN],
-		SwitchbackDefault: cluster.SwitchbackIntelligent, Fencing: cluster.FencingSelf})
+	c, err := st.CreateCluster(actorCtx(t), backstop.Cluster{Name: name, TimingProfile: backstop.ProfileLAN, Timing: backstop.Profiles[backstop.ProfileLAN],
+		SwitchbackDefault: backstop.SwitchbackIntelligent, Fencing: backstop.FencingSelf})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func newNode(t *testing.T, st *store.Store, c cluster.Cluster, name string) cluster.Node {
+func newNode(t *testing.T, st *store.Store, c backstop.Cluster, name string) backstop.Node {
 	t.Helper()
-	n, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: name}, "fp")
+	n, _, err := st.CreateNode(actorCtx(t), backstop.Node{ClusterID: c.ID, Name: name}, "fp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-func vipHierarchy(c cluster.Cluster, name string, nodes ...cluster.Node) cluster.Hierarchy {
-	h := cluster.Hierarchy{ClusterID: c.ID, Name: name, Resources: []cluster.Resource{
-		{Name: "vip", Kind: cluster.KindIP, Params: map[string]any{"address": "198.18.1.50/24", "interface": "eth0"}},
+func vipHierarchy(c backstop.Cluster, name string, nodes ...backstop.Node) backstop.Hierarchy {
+	h := backstop.Hierarchy{ClusterID: c.ID, Name: name, Resources: []backstop.Resource{
+		{Name: "vip", Kind: backstop.KindIP, Params: map[string]any{"address": "198.18.1.50/24", "interface": "eth0"}},
 	}}
 	for i, n := range nodes {
-		h.Priorities = append(h.Priorities, cluster.Priority{NodeID: n.ID, Priority: i + 1})
+		h.Priorities = append(h.Priorities, backstop.Priority{NodeID: n.ID, Priority: i + 1})
 	}
 	return h
 }
@@ -88,7 +88,7 @@ func TestMigrateConcurrently(t *testing.T) {
 func TestNodeLimit(t *testing.T) {
 	st := storetest.New(t)
 	c := newCluster(t, st, "big")
-	for i := range cluster.MaxNodes - 4 {
+	for i := range backstop.MaxNodes - 4 {
 		newNode(t, st, c, fmt.Sprintf("n%d", i))
 	}
 	var wg sync.WaitGroup
@@ -96,13 +96,13 @@ func TestNodeLimit(t *testing.T) {
 	ok, limited := 0, 0
 	for i := range 8 {
 		wg.Go(func() {
-			_, _, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: fmt.Sprintf("race%d", i)}, "fp")
+			_, _, err := st.CreateNode(actorCtx(t), backstop.Node{ClusterID: c.ID, Name: fmt.Sprintf("race%d", i)}, "fp")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				ok++
-			case errors.Is(err, cluster.ErrLimit):
+			case errors.Is(err, backstop.ErrLimit):
 				limited++
 			default:
 				t.Errorf("create node: %v", err)
@@ -121,20 +121,20 @@ func TestDeleteNodeInUse(t *testing.T) {
 	st := storetest.New(t)
 	c := newCluster(t, st, "mail")
 	n1, n2 := newNode(t, st, c, "mx1"), newNode(t, st, c, "mx2")
-	if _, err := st.CreatePath(actorCtx(t), c.ID, cluster.PathEnd{NodeID: n1.ID, Address: "198.18.1.11"}, cluster.PathEnd{NodeID: n2.ID, Address: "198.18.1.12"}, 1); err != nil {
+	if _, err := st.CreatePath(actorCtx(t), c.ID, backstop.PathEnd{NodeID: n1.ID, Address: "198.18.1.11"}, backstop.PathEnd{NodeID: n2.ID, Address: "198.18.1.12"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "web", n1, n2)); err != nil {
 		t.Fatal(err)
 	}
 	err := st.DeleteNode(actorCtx(t), c.ID, n2.ID, nil)
-	if !errors.Is(err, cluster.ErrConflict) || !strings.Contains(err.Error(), "web") {
+	if !errors.Is(err, backstop.ErrConflict) || !strings.Contains(err.Error(), "web") {
 		t.Fatalf("DeleteNode = %v, want ErrConflict naming hierarchy web", err)
 	}
 	if err := st.DeleteCluster(actorCtx(t), c.ID, nil); err != nil {
 		t.Fatalf("DeleteCluster: %v", err)
 	}
-	if _, err := st.FindNodeByID(t.Context(), c.ID, n1.ID); !errors.Is(err, cluster.ErrNotFound) {
+	if _, err := st.FindNodeByID(t.Context(), c.ID, n1.ID); !errors.Is(err, backstop.ErrNotFound) {
 		t.Fatalf("node after cluster delete: %v, want ErrNotFound", err)
 	}
 	var left int
@@ -157,7 +157,7 @@ func TestCreateHierarchyAtomic(t *testing.T) {
 	}
 	before := count()
 	_, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "web", n1, foreign))
-	var ve *cluster.ValidationError
+	var ve *backstop.ValidationError
 	if !errors.As(err, &ve) || ve.Fields[0].Location != "/priorities/1/node_id" {
 		t.Fatalf("CreateHierarchy with a foreign node = %v, want a validation error at /priorities/1/node_id", err)
 	}
@@ -177,12 +177,12 @@ func TestUpdateHierarchyIfMatch(t *testing.T) {
 	}
 	desc := "new"
 	v := h.Version
-	h2, err := st.UpdateHierarchy(actorCtx(t), c.ID, h.ID, &v, cluster.HierarchyUpdate{Description: &desc})
+	h2, err := st.UpdateHierarchy(actorCtx(t), c.ID, h.ID, &v, backstop.HierarchyUpdate{Description: &desc})
 	if err != nil || h2.Version != v+1 || h2.Description != "new" || len(h2.Priorities) != 1 {
 		t.Fatalf("update with the current version: %+v, %v", h2, err)
 	}
 	stale := "stale"
-	if _, err := st.UpdateHierarchy(actorCtx(t), c.ID, h.ID, &v, cluster.HierarchyUpdate{Description: &stale}); !errors.Is(err, cluster.ErrPreconditionFailed) {
+	if _, err := st.UpdateHierarchy(actorCtx(t), c.ID, h.ID, &v, backstop.HierarchyUpdate{Description: &stale}); !errors.Is(err, backstop.ErrPreconditionFailed) {
 		t.Fatalf("update with a stale version = %v, want ErrPreconditionFailed", err)
 	}
 	got, err := st.FindHierarchyByID(t.Context(), c.ID, h.ID)
@@ -218,7 +218,7 @@ func TestBootstrapTokenOnce(t *testing.T) {
 	if created != 1 {
 		t.Fatalf("%d bootstrap tokens created, want 1", created)
 	}
-	if _, err := st.Authenticate(t.Context(), "bsk_nope"); !errors.Is(err, cluster.ErrUnauthenticated) {
+	if _, err := st.Authenticate(t.Context(), "bsk_nope"); !errors.Is(err, backstop.ErrUnauthenticated) {
 		t.Fatalf("unknown secret: %v, want ErrUnauthenticated", err)
 	}
 }
@@ -229,14 +229,14 @@ func TestLastAdminToken(t *testing.T) {
 	if _, err := st.EnsureBootstrapToken(t.Context(), ""); err != nil {
 		t.Fatal(err)
 	}
-	ts, _, err := st.ListTokens(t.Context(), cluster.Page{})
+	ts, _, err := st.ListTokens(t.Context(), backstop.Page{})
 	if err != nil || len(ts) != 1 {
 		t.Fatalf("tokens: %v %v", ts, err)
 	}
-	if err := st.DeleteToken(actorCtx(t), ts[0].ID); !errors.Is(err, cluster.ErrConflict) {
+	if err := st.DeleteToken(actorCtx(t), ts[0].ID); !errors.Is(err, backstop.ErrConflict) {
 		t.Fatalf("revoking the last admin: %v, want ErrConflict", err)
 	}
-	if _, _, err := st.CreateToken(actorCtx(t), "second", cluster.RoleAdmin); err != nil {
+	if _, _, err := st.CreateToken(actorCtx(t), "second", backstop.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.DeleteToken(actorCtx(t), ts[0].ID); err != nil {
@@ -251,7 +251,7 @@ func TestPagination(t *testing.T) {
 		newCluster(t, st, fmt.Sprintf("c%d", i))
 	}
 	seen := map[string]bool{}
-	p := cluster.Page{Limit: 3}
+	p := backstop.Page{Limit: 3}
 	for pages := 1; ; pages++ {
 		cs, next, err := st.ListClusters(t.Context(), p)
 		if err != nil {
@@ -271,7 +271,7 @@ func TestPagination(t *testing.T) {
 		}
 		p.Cursor = next
 	}
-	if _, _, err := st.ListClusters(t.Context(), cluster.Page{Limit: 3, Cursor: "!!"}); !errors.Is(err, cluster.ErrInvalid) {
+	if _, _, err := st.ListClusters(t.Context(), backstop.Page{Limit: 3, Cursor: "!!"}); !errors.Is(err, backstop.ErrInvalid) {
 		t.Fatalf("bad cursor: %v, want ErrInvalid", err)
 	}
 }
@@ -280,28 +280,28 @@ func TestPagination(t *testing.T) {
 // another body, and is released for a retry after a server error.
 func TestIdempotencyKeys(t *testing.T) {
 	st := storetest.New(t)
-	tok, _, err := st.CreateToken(actorCtx(t), "t", cluster.RoleAdmin)
+	tok, _, err := st.CreateToken(actorCtx(t), "t", backstop.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	claim := func(hash string) (*cluster.StoredResponse, error) {
+	claim := func(hash string) (*backstop.StoredResponse, error) {
 		return st.ClaimIdempotencyKey(ctx, tok.ID, "k1", "POST", "/v1/clusters", []byte(hash))
 	}
 	if r, err := claim("a"); r != nil || err != nil {
 		t.Fatalf("first claim: %v %v", r, err)
 	}
-	if _, err := claim("a"); !errors.Is(err, cluster.ErrIdempotencyInProgress) {
+	if _, err := claim("a"); !errors.Is(err, backstop.ErrIdempotencyInProgress) {
 		t.Fatalf("claim while running: %v", err)
 	}
-	if err := st.CompleteIdempotencyKey(ctx, tok.ID, "k1", cluster.StoredResponse{Status: 201, Headers: map[string][]string{"Etag": {`"1"`}}, Body: []byte(`{}`)}); err != nil {
+	if err := st.CompleteIdempotencyKey(ctx, tok.ID, "k1", backstop.StoredResponse{Status: 201, Headers: map[string][]string{"Etag": {`"1"`}}, Body: []byte(`{}`)}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := claim("a")
 	if err != nil || r == nil || r.Status != 201 || r.Headers["Etag"][0] != `"1"` {
 		t.Fatalf("replay: %+v %v", r, err)
 	}
-	if _, err := claim("b"); !errors.Is(err, cluster.ErrInvalid) {
+	if _, err := claim("b"); !errors.Is(err, backstop.ErrInvalid) {
 		t.Fatalf("other body: %v, want ErrInvalid", err)
 	}
 	if _, err := st.ClaimIdempotencyKey(ctx, tok.ID, "k2", "POST", "/x", []byte("a")); err != nil {
@@ -321,14 +321,14 @@ func TestIdempotencyKeys(t *testing.T) {
 func TestLateFenceReport(t *testing.T) {
 	st := storetest.New(t)
 	c := newCluster(t, st, "mail")
-	n1, enr, err := st.CreateNode(actorCtx(t), cluster.Node{ClusterID: c.ID, Name: "mx1"}, "fp")
+	n1, enr, err := st.CreateNode(actorCtx(t), backstop.Node{ClusterID: c.ID, Name: "mx1"}, "fp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.Enroll(t.Context(), enr.Token, make([]byte, 32), cluster.HostFacts{Hostname: "mx1", OS: "linux", Arch: "amd64", AgentVersion: "t"}); err != nil {
+	if _, _, err := st.Enroll(t.Context(), enr.Token, make([]byte, 32), backstop.HostFacts{Hostname: "mx1", OS: "linux", Arch: "amd64", AgentVersion: "t"}); err != nil {
 		t.Fatal(err)
 	}
-	a := cluster.AgentIdentity{NodeID: n1.ID, ClusterID: c.ID, NodeName: "mx1"}
+	a := backstop.AgentIdentity{NodeID: n1.ID, ClusterID: c.ID, NodeName: "mx1"}
 	old, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "old", n1))
 	if err != nil {
 		t.Fatal(err)
@@ -344,15 +344,15 @@ func TestLateFenceReport(t *testing.T) {
 		}
 	}
 	place(old.ID) // placed before the node's last heartbeat before the cut
-	if _, err := st.RecordHeartbeat(t.Context(), a, cluster.AgentReport{Raw: []byte(`{}`)}); err != nil {
+	if _, err := st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`)}); err != nil {
 		t.Fatal(err)
 	}
 	place(fresh.ID) // placed after it, while the fence report was queued
-	rep := cluster.AgentReport{Raw: []byte(`{}`), Fences: []cluster.FenceReport{{At: time.Now(), Reason: "isolated", Hierarchies: []string{old.ID, fresh.ID}}}}
+	rep := backstop.AgentReport{Raw: []byte(`{}`), Fences: []backstop.FenceReport{{At: time.Now(), Reason: "isolated", Hierarchies: []string{old.ID, fresh.ID}}}}
 	if _, err := st.RecordHeartbeat(t.Context(), a, rep); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]string{old.ID: cluster.PlacementFailed, fresh.ID: cluster.PlacementInService} {
+	for id, want := range map[string]string{old.ID: backstop.PlacementFailed, fresh.ID: backstop.PlacementInService} {
 		h, err := st.FindHierarchyByID(t.Context(), c.ID, id)
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Delivery targets: webhook receivers and SNMP managers share one table
@@ -17,8 +17,8 @@ import (
 
 const targetColumns = `id, kind, name, description, enabled, event_types, min_severity, cluster_ids::text[], config, secret, version, created_at, updated_at`
 
-func scanTarget(row pgx.Row) (cluster.Target, error) {
-	var t cluster.Target
+func scanTarget(row pgx.Row) (backstop.Target, error) {
+	var t backstop.Target
 	var cfg []byte
 	err := row.Scan(&t.ID, &t.Kind, &t.Name, &t.Description, &t.Enabled, &t.Filter.EventTypes, &t.Filter.MinSeverity,
 		&t.Filter.ClusterIDs, &cfg, &t.Secret, &t.Version, &t.CreatedAt, &t.UpdatedAt)
@@ -28,20 +28,20 @@ func scanTarget(row pgx.Row) (cluster.Target, error) {
 	return t, unmarshalTargetConfig(&t, cfg)
 }
 
-func unmarshalTargetConfig(t *cluster.Target, cfg []byte) error {
+func unmarshalTargetConfig(t *backstop.Target, cfg []byte) error {
 	switch t.Kind {
-	case cluster.TargetWebhook:
-		t.Webhook = &cluster.WebhookConfig{}
+	case backstop.TargetWebhook:
+		t.Webhook = &backstop.WebhookConfig{}
 		return json.Unmarshal(cfg, t.Webhook)
-	case cluster.TargetSNMP:
-		t.SNMP = &cluster.SNMPConfig{}
+	case backstop.TargetSNMP:
+		t.SNMP = &backstop.SNMPConfig{}
 		return json.Unmarshal(cfg, t.SNMP)
 	}
 	return fmt.Errorf("target %s: unknown kind %q", t.ID, t.Kind)
 }
 
-func targetConfig(t cluster.Target) ([]byte, error) {
-	if t.Kind == cluster.TargetWebhook {
+func targetConfig(t backstop.Target) ([]byte, error) {
+	if t.Kind == backstop.TargetWebhook {
 		return json.Marshal(t.Webhook)
 	}
 	return json.Marshal(t.SNMP)
@@ -56,12 +56,12 @@ func nonNil(s []string) []string {
 
 // CreateTarget stores a new target. The caller chooses t.ID (a UUID), so
 // that it can seal t.Secret bound to it first.
-func (s *Store) CreateTarget(ctx context.Context, t cluster.Target) (cluster.Target, error) {
+func (s *Store) CreateTarget(ctx context.Context, t backstop.Target) (backstop.Target, error) {
 	cfg, err := targetConfig(t)
 	if err != nil {
 		return t, err
 	}
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Target, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Target, error) {
 		out, err := scanTarget(tx.QueryRow(ctx, `INSERT INTO targets (id, kind, name, description, enabled, event_types, min_severity, cluster_ids, config, secret)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[]::uuid[], $9, $10) RETURNING `+targetColumns,
 			t.ID, t.Kind, t.Name, t.Description, t.Enabled, nonNil(t.Filter.EventTypes), t.Filter.MinSeverity, nonNil(t.Filter.ClusterIDs), cfg, t.Secret))
@@ -72,8 +72,8 @@ func (s *Store) CreateTarget(ctx context.Context, t cluster.Target) (cluster.Tar
 	})
 }
 
-// FindTarget returns a target of a kind, or cluster.ErrNotFound.
-func (s *Store) FindTarget(ctx context.Context, kind, id string) (cluster.Target, error) {
+// FindTarget returns a target of a kind, or backstop.ErrNotFound.
+func (s *Store) FindTarget(ctx context.Context, kind, id string) (backstop.Target, error) {
 	t, err := scanTarget(s.pool.QueryRow(ctx, `SELECT `+targetColumns+` FROM targets WHERE id = $1 AND kind = $2`, id, kind))
 	if err != nil {
 		return t, fmt.Errorf("%s %s: %w", targetNoun(kind), id, interpretError(err))
@@ -82,14 +82,14 @@ func (s *Store) FindTarget(ctx context.Context, kind, id string) (cluster.Target
 }
 
 func targetNoun(kind string) string {
-	if kind == cluster.TargetSNMP {
+	if kind == backstop.TargetSNMP {
 		return "SNMP target"
 	}
 	return "webhook"
 }
 
 // ListTargets lists the targets of a kind, oldest first.
-func (s *Store) ListTargets(ctx context.Context, kind string, p cluster.Page) ([]cluster.Target, string, error) {
+func (s *Store) ListTargets(ctx context.Context, kind string, p backstop.Page) ([]backstop.Target, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
@@ -98,11 +98,11 @@ func (s *Store) ListTargets(ctx context.Context, kind string, p cluster.Page) ([
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Target, error) { return scanTarget(r) })
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Target, error) { return scanTarget(r) })
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, next := trimPage(items, p, func(t cluster.Target) string { return t.ID })
+	items, next := trimPage(items, p, func(t backstop.Target) string { return t.ID })
 	return items, next, nil
 }
 
@@ -110,8 +110,8 @@ func (s *Store) ListTargets(ctx context.Context, kind string, p cluster.Page) ([
 // current target and returns the new one (or a validation error).
 // Disabling a target cancels its pending deliveries (a disabled target is
 // how an operator stops the retries to a receiver that is gone).
-func (s *Store) UpdateTarget(ctx context.Context, kind, id string, ifMatch *int64, change func(cluster.Target) (cluster.Target, error)) (cluster.Target, error) {
-	return withTx(ctx, s, func(tx pgx.Tx) (cluster.Target, error) {
+func (s *Store) UpdateTarget(ctx context.Context, kind, id string, ifMatch *int64, change func(backstop.Target) (backstop.Target, error)) (backstop.Target, error) {
+	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Target, error) {
 		cur, err := scanTarget(tx.QueryRow(ctx, `SELECT `+targetColumns+` FROM targets WHERE id = $1 AND kind = $2 FOR UPDATE`, id, kind))
 		if err != nil {
 			return cur, fmt.Errorf("%s %s: %w", targetNoun(kind), id, interpretError(err))
@@ -165,8 +165,8 @@ func (s *Store) DeleteTarget(ctx context.Context, kind, id string, ifMatch *int6
 const deliveryColumns = `d.id, d.public_id, d.target_id, t.kind, d.kind, d.event_id, coalesce(d.cluster_id::text, ''), coalesce(d.event_seq, 0), d.event_type,
 	d.payload, d.status, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.finished_at`
 
-func scanDelivery(row pgx.Row) (cluster.Delivery, error) {
-	var d cluster.Delivery
+func scanDelivery(row pgx.Row) (backstop.Delivery, error) {
+	var d backstop.Delivery
 	err := row.Scan(&d.Seq, &d.ID, &d.TargetID, &d.TargetKind, &d.Kind, &d.EventID, &d.ClusterID, &d.EventSeq, &d.EventType,
 		&d.Payload, &d.Status, &d.Attempts, &d.NextAttemptAt, &d.LastError, &d.CreatedAt, &d.FinishedAt)
 	return d, err
@@ -174,7 +174,7 @@ func scanDelivery(row pgx.Row) (cluster.Delivery, error) {
 
 // ListDeliveries lists a target's deliveries, newest first, each with its
 // attempts. status "" means any.
-func (s *Store) ListDeliveries(ctx context.Context, kind, targetID, status string, p cluster.Page) ([]cluster.Delivery, string, error) {
+func (s *Store) ListDeliveries(ctx context.Context, kind, targetID, status string, p backstop.Page) ([]backstop.Delivery, string, error) {
 	before := int64(1<<63 - 1)
 	if p.Cursor != "" {
 		n, err := intCursor(p)
@@ -191,18 +191,18 @@ func (s *Store) ListDeliveries(ctx context.Context, kind, targetID, status strin
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Delivery, error) { return scanDelivery(r) })
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Delivery, error) { return scanDelivery(r) })
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, next := trimPage(items, p, func(d cluster.Delivery) string { return strconv.FormatInt(d.Seq, 10) })
+	items, next := trimPage(items, p, func(d backstop.Delivery) string { return strconv.FormatInt(d.Seq, 10) })
 	if err := s.attachAttempts(ctx, items); err != nil {
 		return nil, "", err
 	}
 	return items, next, nil
 }
 
-func (s *Store) attachAttempts(ctx context.Context, ds []cluster.Delivery) error {
+func (s *Store) attachAttempts(ctx context.Context, ds []backstop.Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
@@ -210,7 +210,7 @@ func (s *Store) attachAttempts(ctx context.Context, ds []cluster.Delivery) error
 	ids := make([]int64, len(ds))
 	for i, d := range ds {
 		ids[i], idx[d.Seq] = d.Seq, i
-		ds[i].Log = []cluster.DeliveryAttempt{}
+		ds[i].Log = []backstop.DeliveryAttempt{}
 	}
 	rows, err := s.pool.Query(ctx, `SELECT delivery_id, n, at, latency_ms, coalesce(status_code, 0), outcome, error, response_excerpt
 		FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY delivery_id, n`, ids)
@@ -220,7 +220,7 @@ func (s *Store) attachAttempts(ctx context.Context, ds []cluster.Delivery) error
 	defer rows.Close()
 	for rows.Next() {
 		var id int64
-		var a cluster.DeliveryAttempt
+		var a backstop.DeliveryAttempt
 		var ms float64
 		if err := rows.Scan(&id, &a.N, &a.At, &ms, &a.StatusCode, &a.Outcome, &a.Error, &a.Excerpt); err != nil {
 			return err
@@ -232,13 +232,13 @@ func (s *Store) attachAttempts(ctx context.Context, ds []cluster.Delivery) error
 }
 
 // FindDelivery returns a delivery of a target with its attempts.
-func (s *Store) FindDelivery(ctx context.Context, kind, targetID, id string) (cluster.Delivery, error) {
+func (s *Store) FindDelivery(ctx context.Context, kind, targetID, id string) (backstop.Delivery, error) {
 	d, err := scanDelivery(s.pool.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM deliveries d JOIN targets t ON t.id = d.target_id
 		WHERE d.public_id = $1 AND d.target_id = $2 AND t.kind = $3`, id, targetID, kind))
 	if err != nil {
 		return d, fmt.Errorf("delivery %s: %w", id, interpretError(err))
 	}
-	ds := []cluster.Delivery{d}
+	ds := []backstop.Delivery{d}
 	err = s.attachAttempts(ctx, ds)
 	return ds[0], err
 }
@@ -246,7 +246,7 @@ func (s *Store) FindDelivery(ctx context.Context, kind, targetID, id string) (cl
 // Redeliver queues a new delivery of the event of an earlier delivery
 // (same event id, so a receiver's deduplication still applies), after
 // everything already queued for the target.
-func (s *Store) Redeliver(ctx context.Context, kind, targetID, id string) (cluster.Delivery, error) {
+func (s *Store) Redeliver(ctx context.Context, kind, targetID, id string) (backstop.Delivery, error) {
 	seq, err := withTx(ctx, s, func(tx pgx.Tx) (int64, error) {
 		var seq int64
 		var enabled bool
@@ -256,13 +256,13 @@ func (s *Store) Redeliver(ctx context.Context, kind, targetID, id string) (clust
 			WHERE d.public_id = $1 AND d.target_id = $2 AND t.kind = $3 AND d.kind IN ('event', 'redelivery')
 			RETURNING id, (SELECT enabled FROM targets WHERE id = $2)`, id, targetID, kind).Scan(&seq, &enabled)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("delivery %s of %s %s (of an event): %w", id, targetNoun(kind), targetID, cluster.ErrNotFound)
+			return 0, fmt.Errorf("delivery %s of %s %s (of an event): %w", id, targetNoun(kind), targetID, backstop.ErrNotFound)
 		}
 		if err != nil {
 			return 0, err
 		}
 		if !enabled {
-			return 0, fmt.Errorf("%w: the %s is disabled; enable it first", cluster.ErrConflict, targetNoun(kind))
+			return 0, fmt.Errorf("%w: the %s is disabled; enable it first", backstop.ErrConflict, targetNoun(kind))
 		}
 		if err := queueDeliveriesTx(ctx, tx, []int64{seq}); err != nil {
 			return 0, err
@@ -270,28 +270,28 @@ func (s *Store) Redeliver(ctx context.Context, kind, targetID, id string) (clust
 		return seq, audit(ctx, tx, kind+".redeliver", kind, targetID, "", map[string]any{"delivery_id": id})
 	})
 	if err != nil {
-		return cluster.Delivery{}, err
+		return backstop.Delivery{}, err
 	}
 	return s.deliveryBySeq(ctx, seq)
 }
 
-func (s *Store) deliveryBySeq(ctx context.Context, seq int64) (cluster.Delivery, error) {
+func (s *Store) deliveryBySeq(ctx context.Context, seq int64) (backstop.Delivery, error) {
 	d, err := scanDelivery(s.pool.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM deliveries d JOIN targets t ON t.id = d.target_id WHERE d.id = $1`, seq))
 	if err != nil {
 		return d, interpretError(err)
 	}
-	ds := []cluster.Delivery{d}
+	ds := []backstop.Delivery{d}
 	err = s.attachAttempts(ctx, ds)
 	return ds[0], err
 }
 
 // RecordOneShot stores a delivery that is tried once, now, outside the
 // queue (a ping or a test trap), with its only attempt.
-func (s *Store) RecordOneShot(ctx context.Context, targetID, kind, eventID, eventType string, payload []byte, r cluster.AttemptResult) (cluster.Delivery, error) {
+func (s *Store) RecordOneShot(ctx context.Context, targetID, kind, eventID, eventType string, payload []byte, r backstop.AttemptResult) (backstop.Delivery, error) {
 	seq, err := withTx(ctx, s, func(tx pgx.Tx) (int64, error) {
-		status, outcome, errText := cluster.DeliveryDelivered, cluster.OutcomeDelivered, ""
+		status, outcome, errText := backstop.DeliveryDelivered, backstop.OutcomeDelivered, ""
 		if r.Err != nil {
-			status, outcome, errText = cluster.DeliveryDeadLettered, cluster.OutcomeFailed, r.Err.Error()
+			status, outcome, errText = backstop.DeliveryDeadLettered, backstop.OutcomeFailed, r.Err.Error()
 		}
 		var seq int64
 		err := tx.QueryRow(ctx, `INSERT INTO deliveries (public_id, target_id, kind, event_id, event_type, payload, status, attempts, last_error, finished_at)
@@ -303,12 +303,12 @@ func (s *Store) RecordOneShot(ctx context.Context, targetID, kind, eventID, even
 		return seq, insertAttemptTx(ctx, tx, seq, 1, outcome, r)
 	})
 	if err != nil {
-		return cluster.Delivery{}, err
+		return backstop.Delivery{}, err
 	}
 	return s.deliveryBySeq(ctx, seq)
 }
 
-func insertAttemptTx(ctx context.Context, tx pgx.Tx, seq int64, n int, outcome string, r cluster.AttemptResult) error {
+func insertAttemptTx(ctx context.Context, tx pgx.Tx, seq int64, n int, outcome string, r backstop.AttemptResult) error {
 	errText := ""
 	if r.Err != nil {
 		errText = cleanText(r.Err.Error(), 1000)
@@ -318,6 +318,6 @@ func insertAttemptTx(ctx context.Context, tx pgx.Tx, seq int64, n int, outcome s
 		code = &r.StatusCode
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO delivery_attempts (delivery_id, n, latency_ms, status_code, outcome, error, response_excerpt)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, seq, n, float64(r.Latency.Microseconds())/1000, code, outcome, errText, cleanText(r.Excerpt, cluster.MaxExcerpt))
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, seq, n, float64(r.Latency.Microseconds())/1000, code, outcome, errText, cleanText(r.Excerpt, backstop.MaxExcerpt))
 	return err
 }

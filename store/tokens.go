@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // TokenPrefix starts every API token secret, so leaked secrets are easy to
@@ -43,25 +43,25 @@ func secretPrefix(secret string) string {
 
 const tokenColumns = `id, name, role, prefix, created_at, last_used_at`
 
-func scanToken(row pgx.Row) (cluster.Token, error) {
-	var t cluster.Token
+func scanToken(row pgx.Row) (backstop.Token, error) {
+	var t backstop.Token
 	var role string
 	err := row.Scan(&t.ID, &t.Name, &role, &t.Prefix, &t.CreatedAt, &t.LastUsedAt)
-	t.Role = cluster.Role(role)
+	t.Role = backstop.Role(role)
 	return t, err
 }
 
 // CreateToken creates an API token and returns it with its secret, which is
 // stored only as a hash.
-func (s *Store) CreateToken(ctx context.Context, name string, role cluster.Role) (cluster.Token, string, error) {
+func (s *Store) CreateToken(ctx context.Context, name string, role backstop.Role) (backstop.Token, string, error) {
 	secret := NewSecret(TokenPrefix)
-	t, err := withTx(ctx, s, func(tx pgx.Tx) (cluster.Token, error) {
+	t, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Token, error) {
 		return createTokenTx(ctx, tx, name, role, secret)
 	})
 	return t, secret, err
 }
 
-func createTokenTx(ctx context.Context, tx pgx.Tx, name string, role cluster.Role, secret string) (cluster.Token, error) {
+func createTokenTx(ctx context.Context, tx pgx.Tx, name string, role backstop.Role, secret string) (backstop.Token, error) {
 	id := newID()
 	t, err := scanToken(tx.QueryRow(ctx, `INSERT INTO api_tokens (id, name, role, secret_hash, prefix)
 		VALUES ($1, $2, $3, $4, $5) RETURNING `+tokenColumns,
@@ -91,7 +91,7 @@ func (s *Store) EnsureBootstrapToken(ctx context.Context, secret string) (string
 		if n > 0 {
 			return "", nil
 		}
-		if _, err := createTokenTx(ctx, tx, "bootstrap", cluster.RoleAdmin, secret); err != nil {
+		if _, err := createTokenTx(ctx, tx, "bootstrap", backstop.RoleAdmin, secret); err != nil {
 			return "", err
 		}
 		return secret, nil
@@ -99,12 +99,12 @@ func (s *Store) EnsureBootstrapToken(ctx context.Context, secret string) (string
 }
 
 // Authenticate returns the token whose secret this is. It returns
-// cluster.ErrUnauthenticated for an unknown secret. last_used_at is
+// backstop.ErrUnauthenticated for an unknown secret. last_used_at is
 // refreshed at most once a minute to keep reads cheap.
-func (s *Store) Authenticate(ctx context.Context, secret string) (cluster.Token, error) {
+func (s *Store) Authenticate(ctx context.Context, secret string) (backstop.Token, error) {
 	t, err := scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE secret_hash = $1`, hashSecret(secret)))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return t, cluster.ErrUnauthenticated
+		return t, backstop.ErrUnauthenticated
 	}
 	if err != nil {
 		return t, fmt.Errorf("authenticate: %w", err)
@@ -118,7 +118,7 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (cluster.Token,
 }
 
 // ListTokens lists tokens, oldest first.
-func (s *Store) ListTokens(ctx context.Context, p cluster.Page) ([]cluster.Token, string, error) {
+func (s *Store) ListTokens(ctx context.Context, p backstop.Page) ([]backstop.Token, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
@@ -127,16 +127,16 @@ func (s *Store) ListTokens(ctx context.Context, p cluster.Page) ([]cluster.Token
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (cluster.Token, error) { return scanToken(r) })
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.Token, error) { return scanToken(r) })
 	if err != nil {
 		return nil, "", interpretError(err)
 	}
-	items, next := trimPage(items, p, func(t cluster.Token) string { return t.ID })
+	items, next := trimPage(items, p, func(t backstop.Token) string { return t.ID })
 	return items, next, nil
 }
 
-// DeleteToken revokes a token. It returns cluster.ErrNotFound for an
-// unknown id and cluster.ErrConflict when it is the last admin token.
+// DeleteToken revokes a token. It returns backstop.ErrNotFound for an
+// unknown id and backstop.ErrConflict when it is the last admin token.
 func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
 		// Lock every admin token so two concurrent revocations cannot
@@ -149,8 +149,8 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 		if err != nil {
 			return struct{}{}, fmt.Errorf("token %s: %w", id, interpretError(err))
 		}
-		if t.Role == cluster.RoleAdmin && admins <= 1 {
-			return struct{}{}, fmt.Errorf("%w: %q is the last admin token; create another admin token before revoking it", cluster.ErrConflict, t.Name)
+		if t.Role == backstop.RoleAdmin && admins <= 1 {
+			return struct{}{}, fmt.Errorf("%w: %q is the last admin token; create another admin token before revoking it", backstop.ErrConflict, t.Name)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM api_tokens WHERE id = $1`, id); err != nil {
 			return struct{}{}, err

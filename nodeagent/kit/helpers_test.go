@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Tests that need another network or mount namespace run kit code in a
@@ -37,7 +37,7 @@ type helperOp struct {
 }
 
 type helperSpec struct {
-	Resource cluster.Resource  `json:"resource"`
+	Resource backstop.Resource `json:"resource"`
 	StateDir string            `json:"state_dir"`
 	Env      map[string]string `json:"env"` // set in the helper's environment first
 	Ops      []helperOp        `json:"ops"`

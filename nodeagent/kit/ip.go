@@ -15,10 +15,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
-func init() { kinds[cluster.KindIP] = newIP }
+func init() { kinds[backstop.KindIP] = newIP }
 
 // reannounceAfter is the delay of the second gratuitous ARP (or unsolicited
 // neighbour advertisement). The first goes out before Start returns; the
@@ -47,7 +47,7 @@ type ipKit struct {
 	cancelAnnounce context.CancelFunc
 }
 
-func newIP(r cluster.Resource, env Env) (Instance, error) {
+func newIP(r backstop.Resource, env Env) (Instance, error) {
 	p := params{r}
 	a, err := p.str("address", true)
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 const (
@@ -69,7 +69,7 @@ func vipHolders(t *testing.T, node string) []string {
 	return out
 }
 
-func ipResource(backups ...string) cluster.Resource {
+func ipResource(backups ...string) backstop.Resource {
 	p := map[string]any{"address": vipCIDR, "interface": "eth0"}
 	if backups != nil {
 		l := []any{}
@@ -78,7 +78,7 @@ func ipResource(backups ...string) cluster.Resource {
 		}
 		p["backup_interfaces"] = l
 	}
-	return cluster.Resource{Name: "vip", Kind: cluster.KindIP, Params: p}
+	return backstop.Resource{Name: "vip", Kind: backstop.KindIP, Params: p}
 }
 
 func TestIPStartAnnounceStopFence(t *testing.T) {
@@ -185,7 +185,7 @@ func TestIPLocalRecovery(t *testing.T) {
 		t.Fatalf("start with eth0 down put the VIP on %v, want [eth1]", h)
 	}
 	// A missing interface is named.
-	r := cluster.Resource{Name: "vip2", Kind: cluster.KindIP, Params: map[string]any{"address": "198.18.0.51/24", "interface": "nope0"}}
+	r := backstop.Resource{Name: "vip2", Kind: backstop.KindIP, Params: map[string]any{"address": "198.18.0.51/24", "interface": "nope0"}}
 	expect(t, helper(t, inNetns(node), helperSpec{Resource: r, Ops: []helperOp{{Op: "start"}}}),
 		"ip 198.18.0.51/24 on nope0: no such interface")
 }
@@ -201,12 +201,12 @@ func TestIPParams(t *testing.T) {
 		{map[string]any{"address": vipCIDR, "interface": "eth0", "backup_interfaces": []any{"eth0"}}, "listed twice"},
 		{map[string]any{"address": vipCIDR, "interface": "eth0", "backup_interfaces": "eth1"}, "must be a list"},
 	} {
-		_, err := New(cluster.Resource{Name: "v", Kind: cluster.KindIP, Params: tc.params}, Env{})
+		_, err := New(backstop.Resource{Name: "v", Kind: backstop.KindIP, Params: tc.params}, Env{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%v) = %v, want an error containing %q", tc.params, err, tc.want)
 		}
 	}
-	if _, err := New(cluster.Resource{Name: "x", Kind: "floppy"}, Env{}); err == nil || !strings.Contains(err.Error(), `unknown kind "floppy"`) {
+	if _, err := New(backstop.Resource{Name: "x", Kind: "floppy"}, Env{}); err == nil || !strings.Contains(err.Error(), `unknown kind "floppy"`) {
 		t.Errorf("unknown kind: %v", err)
 	}
 }

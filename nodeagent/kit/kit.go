@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Env is what an instance may use on this node.
@@ -47,7 +47,7 @@ type Instance interface {
 var ErrNotRunning = errors.New("not running")
 
 // New returns the instance for r, after checking its parameters.
-func New(r cluster.Resource, env Env) (Instance, error) {
+func New(r backstop.Resource, env Env) (Instance, error) {
 	f, ok := kinds[r.Kind]
 	if !ok {
 		return nil, fmt.Errorf("resource %q: unknown kind %q", r.Name, r.Kind)
@@ -56,4 +56,4 @@ func New(r cluster.Resource, env Env) (Instance, error) {
 }
 
 // kinds maps each kind to its constructor; each kit registers itself.
-var kinds = map[string]func(cluster.Resource, Env) (Instance, error){}
+var kinds = map[string]func(backstop.Resource, Env) (Instance, error){}

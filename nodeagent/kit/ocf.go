@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
-func init() { kinds[cluster.KindOCF] = newOCF }
+func init() { kinds[backstop.KindOCF] = newOCF }
 
 // ocfRoot is OCF_ROOT, where resource-agents installs itself on Debian;
 // agents are ocfRoot/resource.d/PROVIDER/TYPE.
@@ -143,12 +143,12 @@ type ocfKit struct {
 // passEnv are variables of the agent's environment handed to OCF agents.
 var passEnv = []string{"HA_RSCTMP", "HA_VARRUN", "HA_VARLIB", "HA_LOGFILE", "HA_DEBUGLOG", "HA_debug", "HA_LOGFACILITY", "OCF_TRACE_RA", "OCF_TRACE_FILE", "TZ"}
 
-func newOCF(r cluster.Resource, env Env) (Instance, error) {
+func newOCF(r backstop.Resource, env Env) (Instance, error) {
 	return newOCFAt(r, env, ocfRoot)
 }
 
 // newOCFAt is newOCF with agents under root (tests use their own).
-func newOCFAt(r cluster.Resource, env Env, root string) (*ocfKit, error) {
+func newOCFAt(r backstop.Resource, env Env, root string) (*ocfKit, error) {
 	p := params{r}
 	agent, err := p.str("agent", true)
 	if err != nil {

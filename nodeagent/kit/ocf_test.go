@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
-func ocfResource(agent string, params map[string]any) cluster.Resource {
-	return cluster.Resource{Name: "r1", Kind: cluster.KindOCF, Params: map[string]any{"agent": agent, "params": params}}
+func ocfResource(agent string, params map[string]any) backstop.Resource {
+	return backstop.Resource{Name: "r1", Kind: backstop.KindOCF, Params: map[string]any{"agent": agent, "params": params}}
 }
 
 func TestOCFDummy(t *testing.T) {
@@ -88,7 +88,7 @@ func TestOCFAgentNotInstalled(t *testing.T) {
 		{"agent": "heartbeat:Dummy", "params": map[string]any{"bad-name": "x"}},
 		{"agent": "heartbeat:Dummy", "params": map[string]any{"x": []any{}}},
 	} {
-		if _, err := New(cluster.Resource{Name: "r", Kind: cluster.KindOCF, Params: bad}, Env{}); err == nil {
+		if _, err := New(backstop.Resource{Name: "r", Kind: backstop.KindOCF, Params: bad}, Env{}); err == nil {
 			t.Errorf("New(%v) accepted", bad)
 		}
 	}
@@ -118,8 +118,8 @@ func fakeOCF(t *testing.T, params map[string]any) *ocfKit {
 		t.Fatal(err)
 	}
 	r := ocfResource("test:Fake", params)
-	r.QuickCheck = &cluster.CheckSettings{IntervalMS: 500, TimeoutMS: 250}
-	r.DeepCheck = &cluster.CheckSettings{IntervalMS: 5000, TimeoutMS: 2500}
+	r.QuickCheck = &backstop.CheckSettings{IntervalMS: 500, TimeoutMS: 250}
+	r.DeepCheck = &backstop.CheckSettings{IntervalMS: 5000, TimeoutMS: 2500}
 	k, err := newOCFAt(r, Env{StateDir: t.TempDir(), Log: testLogger(t)}, root)
 	if err != nil {
 		t.Fatal(err)

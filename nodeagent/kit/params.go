@@ -7,15 +7,15 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // params reads a resource's parameters as decoded from JSON (strings,
 // float64 numbers, []any lists, map[string]any objects). The server has
-// validated them already (cluster.Hierarchy.Normalize), but the agent
+// validated them already (backstop.Hierarchy.Normalize), but the agent
 // checks again so that a kit never runs with a half-understood resource.
 type params struct {
-	r cluster.Resource
+	r backstop.Resource
 }
 
 func (p params) errorf(name, format string, a ...any) error {

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // The check-only kinds: tcp, http, smtp and command. They have nothing to
@@ -22,10 +22,10 @@ import (
 // when ctx has none).
 
 func init() {
-	kinds[cluster.KindTCP] = newTCP
-	kinds[cluster.KindHTTP] = newHTTP
-	kinds[cluster.KindSMTP] = newSMTP
-	kinds[cluster.KindCommand] = newCommand
+	kinds[backstop.KindTCP] = newTCP
+	kinds[backstop.KindHTTP] = newHTTP
+	kinds[backstop.KindSMTP] = newSMTP
+	kinds[backstop.KindCommand] = newCommand
 }
 
 // probeTimeout bounds a check whose context has no deadline.
@@ -72,7 +72,7 @@ type tcpKit struct {
 	addr string
 }
 
-func newTCP(r cluster.Resource, env Env) (Instance, error) {
+func newTCP(r backstop.Resource, env Env) (Instance, error) {
 	addr, err := hostPort(params{r})
 	if err != nil {
 		return nil, err
@@ -101,7 +101,7 @@ type httpKit struct {
 	client *http.Client
 }
 
-func newHTTP(r cluster.Resource, env Env) (Instance, error) {
+func newHTTP(r backstop.Resource, env Env) (Instance, error) {
 	p := params{r}
 	u, err := p.str("url", true)
 	if err != nil {
@@ -165,7 +165,7 @@ type smtpKit struct {
 	addr string
 }
 
-func newSMTP(r cluster.Resource, env Env) (Instance, error) {
+func newSMTP(r backstop.Resource, env Env) (Instance, error) {
 	addr, err := hostPort(params{r})
 	if err != nil {
 		return nil, err
@@ -241,7 +241,7 @@ type commandKit struct {
 	tmpDir string
 }
 
-func newCommand(r cluster.Resource, env Env) (Instance, error) {
+func newCommand(r backstop.Resource, env Env) (Instance, error) {
 	script, err := params{r}.str("check", true)
 	if err != nil {
 		return nil, err

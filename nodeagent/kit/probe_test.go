@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 func probe(t *testing.T, kind string, params map[string]any) Instance {
 	t.Helper()
-	inst, err := New(cluster.Resource{Name: "p", Kind: kind, Params: params}, Env{StateDir: t.TempDir()})
+	inst, err := New(backstop.Resource{Name: "p", Kind: kind, Params: params}, Env{StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +65,14 @@ func TestTCPProbe(t *testing.T) {
 		}
 	}()
 	ctx := t.Context()
-	if err := probe(t, cluster.KindTCP, hostPortParams(l.Addr().String())).Check(ctx, false); err != nil {
+	if err := probe(t, backstop.KindTCP, hostPortParams(l.Addr().String())).Check(ctx, false); err != nil {
 		t.Errorf("open port: %v", err)
 	}
 	addr := closedPort(t)
-	if err := probe(t, cluster.KindTCP, hostPortParams(addr)).Check(ctx, true); err == nil || !strings.Contains(err.Error(), "refused") {
+	if err := probe(t, backstop.KindTCP, hostPortParams(addr)).Check(ctx, true); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("closed port: %v", err)
 	}
-	if _, err := New(cluster.Resource{Name: "p", Kind: cluster.KindTCP, Params: map[string]any{"host": "x", "port": 70000.0}}, Env{}); err == nil {
+	if _, err := New(backstop.Resource{Name: "p", Kind: backstop.KindTCP, Params: map[string]any{"host": "x", "port": 70000.0}}, Env{}); err == nil {
 		t.Error("port 70000 accepted")
 	}
 }
@@ -102,7 +102,7 @@ func TestHTTPProbe(t *testing.T) {
 		}
 		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
-		return probe(t, cluster.KindHTTP, p).Check(c, false)
+		return probe(t, backstop.KindHTTP, p).Check(c, false)
 	}
 	if err := check("/ok", nil); err != nil {
 		t.Errorf("/ok: %v", err)
@@ -123,7 +123,7 @@ func TestHTTPProbe(t *testing.T) {
 	if d := time.Since(began); d > 3*time.Second {
 		t.Errorf("/slow: check took %v with a 300 ms deadline", d)
 	}
-	if _, err := New(cluster.Resource{Name: "p", Kind: cluster.KindHTTP, Params: map[string]any{"url": "ftp://x/"}}, Env{}); err == nil {
+	if _, err := New(backstop.Resource{Name: "p", Kind: backstop.KindHTTP, Params: map[string]any{"url": "ftp://x/"}}, Env{}); err == nil {
 		t.Error("ftp URL accepted")
 	}
 }
@@ -189,7 +189,7 @@ func TestSMTPProbe(t *testing.T) {
 	ctx := t.Context()
 	good := map[string]string{"EHLO": "250-mail.test.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n", "QUIT": "221 2.0.0 Bye\r\n"}
 	addr, seen := smtpServer(t, "220-mail.test.example ESMTP\r\n220 ready\r\n", good)
-	p := probe(t, cluster.KindSMTP, hostPortParams(addr))
+	p := probe(t, backstop.KindSMTP, hostPortParams(addr))
 	if err := p.Check(ctx, false); err != nil {
 		t.Errorf("quick: %v", err)
 	}
@@ -205,12 +205,12 @@ func TestSMTPProbe(t *testing.T) {
 	}
 
 	addr, _ = smtpServer(t, "554 5.3.2 not now\r\n", nil)
-	if err := probe(t, cluster.KindSMTP, hostPortParams(addr)).Check(ctx, false); err == nil || !strings.Contains(err.Error(), "greeting: 554 5.3.2 not now, want 220") {
+	if err := probe(t, backstop.KindSMTP, hostPortParams(addr)).Check(ctx, false); err == nil || !strings.Contains(err.Error(), "greeting: 554 5.3.2 not now, want 220") {
 		t.Errorf("554 greeting: %v", err)
 	}
 
 	addr, _ = smtpServer(t, "220 ready\r\n", map[string]string{"NOOP": "421 4.3.0 shutting down\r\n"})
-	p = probe(t, cluster.KindSMTP, hostPortParams(addr))
+	p = probe(t, backstop.KindSMTP, hostPortParams(addr))
 	if err := p.Check(ctx, false); err != nil {
 		t.Errorf("quick with a broken NOOP: %v", err)
 	}
@@ -222,13 +222,13 @@ func TestSMTPProbe(t *testing.T) {
 	c, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	if err := probe(t, cluster.KindSMTP, hostPortParams(addr)).Check(c, false); err == nil {
+	if err := probe(t, backstop.KindSMTP, hostPortParams(addr)).Check(c, false); err == nil {
 		t.Error("silent server passed")
 	}
 	if d := time.Since(began); d > 3*time.Second {
 		t.Errorf("silent server: check took %v with a 200 ms deadline", d)
 	}
-	if err := probe(t, cluster.KindSMTP, hostPortParams(closedPort(t))).Check(ctx, false); err == nil {
+	if err := probe(t, backstop.KindSMTP, hostPortParams(closedPort(t))).Check(ctx, false); err == nil {
 		t.Error("closed port passed")
 	}
 }
@@ -236,17 +236,17 @@ func TestSMTPProbe(t *testing.T) {
 func TestCommandProbe(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	if err := probe(t, cluster.KindCommand, map[string]any{"check": "test 1 -eq 1"}).Check(ctx, false); err != nil {
+	if err := probe(t, backstop.KindCommand, map[string]any{"check": "test 1 -eq 1"}).Check(ctx, false); err != nil {
 		t.Errorf("exit 0: %v", err)
 	}
-	err := probe(t, cluster.KindCommand, map[string]any{"check": "echo looking; echo broken >&2; exit 3"}).Check(ctx, true)
+	err := probe(t, backstop.KindCommand, map[string]any{"check": "echo looking; echo broken >&2; exit 3"}).Check(ctx, true)
 	if err == nil || !strings.Contains(err.Error(), "exit 3: looking | broken") {
 		t.Errorf("exit 3: %v", err)
 	}
 	c, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	if err := probe(t, cluster.KindCommand, map[string]any{"check": "sleep 30"}).Check(c, false); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+	if err := probe(t, backstop.KindCommand, map[string]any{"check": "sleep 30"}).Check(c, false); err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("hanging command: %v", err)
 	}
 	if d := time.Since(began); d > 3*time.Second {
@@ -254,7 +254,7 @@ func TestCommandProbe(t *testing.T) {
 	}
 	// What a check leaves behind in its group is killed.
 	pidFile := filepath.Join(t.TempDir(), "bg.pid")
-	if err := probe(t, cluster.KindCommand, map[string]any{"check": "sleep 30 & echo $! > " + pidFile}).Check(ctx, false); err != nil {
+	if err := probe(t, backstop.KindCommand, map[string]any{"check": "sleep 30 & echo $! > " + pidFile}).Check(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(pidFile)

@@ -14,10 +14,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
-func init() { kinds[cluster.KindService] = newService }
+func init() { kinds[backstop.KindService] = newService }
 
 const (
 	// defaultStopTimeout applies when stop_timeout_ms is not given.
@@ -65,7 +65,7 @@ type serviceKit struct {
 	log         *slog.Logger
 }
 
-func newService(r cluster.Resource, env Env) (Instance, error) {
+func newService(r backstop.Resource, env Env) (Instance, error) {
 	p := params{r}
 	k := &serviceKit{desc: "service " + r.Name, stateDir: env.StateDir, grace: startGrace, log: logger(env)}
 	var err error

@@ -12,11 +12,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
-func serviceResource(params map[string]any) cluster.Resource {
-	return cluster.Resource{Name: "svc", Kind: cluster.KindService, Params: params}
+func serviceResource(params map[string]any) backstop.Resource {
+	return backstop.Resource{Name: "svc", Kind: backstop.KindService, Params: params}
 }
 
 // newService returns a service instance with a fresh state directory,

@@ -18,10 +18,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
-func init() { kinds[cluster.KindVolume] = newVolume }
+func init() { kinds[backstop.KindVolume] = newVolume }
 
 const (
 	// busyRetryFor is how long Stop retries an unmount that fails with
@@ -51,7 +51,7 @@ type volumeKit struct {
 	resolved string // the target with symbolic links resolved, once Start has
 }
 
-func newVolume(r cluster.Resource, env Env) (Instance, error) {
+func newVolume(r backstop.Resource, env Env) (Instance, error) {
 	p := params{r}
 	k := &volumeKit{log: logger(env)}
 	var err error

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // inMountns runs the helper in a private mount namespace, so that its
@@ -14,8 +14,8 @@ import (
 // with the helper process.
 var inMountns = []string{"unshare", "--mount", "--propagation", "private"}
 
-func volumeResource(params map[string]any) cluster.Resource {
-	return cluster.Resource{Name: "data", Kind: cluster.KindVolume, Params: params}
+func volumeResource(params map[string]any) backstop.Resource {
+	return backstop.Resource{Name: "data", Kind: backstop.KindVolume, Params: params}
 }
 
 // noMountAt fails t if the test process sees a mount at path.

@@ -16,7 +16,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Action is what a command asks an agent to do.
@@ -53,7 +53,7 @@ type Command struct {
 	Action      Action    `json:"action"`
 	// Resources are in bring-up order (children first); take-down runs
 	// them in reverse.
-	Resources []cluster.Resource `json:"resources"`
+	Resources []backstop.Resource `json:"resources"`
 	// Target names the resource of restart_resource and move_ip.
 	Target string `json:"target,omitempty"`
 	// Interface is the destination interface of move_ip.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 var (
@@ -33,7 +33,7 @@ func command() Command {
 		ID: "cmd1", ClusterID: "c1", NodeID: "n1", HierarchyID: "h1", Hierarchy: "mail",
 		Epoch: 5, Term: 2, IssuedAt: now.Add(-time.Second), ExpiresAt: now.Add(30 * time.Second),
 		Action:    BringInService,
-		Resources: []cluster.Resource{{Name: "vip", Kind: "ip", Params: map[string]any{"address": "198.18.1.50/24", "interface": "eth0"}}},
+		Resources: []backstop.Resource{{Name: "vip", Kind: "ip", Params: map[string]any{"address": "198.18.1.50/24", "interface": "eth0"}}},
 	}
 }
 

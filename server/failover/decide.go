@@ -6,14 +6,14 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // NodeView is what a decision knows about a node.
 type NodeView struct {
 	ID          string
 	Name        string
-	State       string // cluster.Node* states
+	State       string // backstop.Node* states
 	Maintenance bool
 	// PathsAlive is true when at least one peer with a fresh report (up,
 	// lease running) sees the node over a communication path (automatic
@@ -31,8 +31,8 @@ type HierarchyView struct {
 	Name       string
 	Group      string // exclusivity group, "" for none
 	Switchback string
-	Priorities []cluster.Priority // lowest number first
-	Placement  cluster.Placement
+	Priorities []backstop.Priority // lowest number first
+	Placement  backstop.Placement
 	// FailedOn marks nodes this hierarchy failed on; they are not
 	// candidates until an operator clears the mark.
 	FailedOn map[string]bool
@@ -81,8 +81,8 @@ type Decision struct {
 
 // active reports whether a placement holds (or may hold) the hierarchy on
 // its node.
-func active(p cluster.Placement) bool {
-	return p.NodeID != "" && (p.State == cluster.PlacementInService || p.State == cluster.PlacementStarting || p.State == cluster.PlacementStopping)
+func active(p backstop.Placement) bool {
+	return p.NodeID != "" && (p.State == backstop.PlacementInService || p.State == backstop.PlacementStarting || p.State == backstop.PlacementStopping)
 }
 
 // occupancy tracks which exclusivity groups are active on which node.
@@ -124,7 +124,7 @@ func Decide(s Snapshot) []Decision {
 
 func nodeDown(s Snapshot, id string) bool {
 	n, ok := s.Nodes[id]
-	return !ok || n.State == cluster.NodeDown
+	return !ok || n.State == backstop.NodeDown
 }
 
 // decideOne decides for one hierarchy, if anything is to be decided.
@@ -132,7 +132,7 @@ func decideOne(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 	p := h.Placement
 	d := Decision{HierarchyID: h.ID, Hierarchy: h.Name, From: p.NodeID}
 	switch {
-	case p.NodeID == "" && p.State == cluster.PlacementFailed:
+	case p.NodeID == "" && p.State == backstop.PlacementFailed:
 		// Failed earlier for want of a candidate: take the first one that
 		// appears, and say nothing new while there is none.
 		d.Reason = "hierarchy is failed with no node; a candidate is available again"
@@ -150,11 +150,11 @@ func decideOne(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 		return d, false // down, but not fenced yet: it may still run the hierarchy
 	case active(p) && nodeDown(s, p.NodeID):
 		d.Reason = fmt.Sprintf("node %s is down", nodeName(s, p.NodeID))
-	case p.State == cluster.PlacementFailed && !h.FailedOn[p.NodeID] && nodeDown(s, p.NodeID):
+	case p.State == backstop.PlacementFailed && !h.FailedOn[p.NodeID] && nodeDown(s, p.NodeID):
 		d.Reason = fmt.Sprintf("hierarchy failed on node %s, which is down", nodeName(s, p.NodeID))
-	case p.State == cluster.PlacementFailed && h.FailedOn[p.NodeID]:
+	case p.State == backstop.PlacementFailed && h.FailedOn[p.NodeID]:
 		d.Reason = fmt.Sprintf("hierarchy failed on node %s: %s", nodeName(s, p.NodeID), p.Detail)
-	case p.State == cluster.PlacementInService:
+	case p.State == backstop.PlacementInService:
 		return switchback(s, h, occ)
 	default:
 		return d, false // starting, stopping, out of service, or failed with no node to leave: nothing to do
@@ -184,9 +184,9 @@ func candidates(s Snapshot, h HierarchyView, occ occupancy, exclude string) []Ca
 			c.Rejected = "the node it is leaving"
 		case !known:
 			c.Rejected = "unknown node"
-		case n.Maintenance || n.State == cluster.NodeMaintenance:
+		case n.Maintenance || n.State == backstop.NodeMaintenance:
 			c.Rejected = "in maintenance"
-		case n.State != cluster.NodeUp:
+		case n.State != backstop.NodeUp:
 			c.Rejected = "node is " + n.State
 		case h.FailedOn[pr.NodeID]:
 			c.Rejected = "the hierarchy failed on this node (clear the mark to allow it again)"
@@ -209,7 +209,7 @@ func switchback(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 			curPrio = pr.Priority
 		}
 	}
-	if curPrio == 0 || s.Nodes[cur].State != cluster.NodeUp {
+	if curPrio == 0 || s.Nodes[cur].State != backstop.NodeUp {
 		// Not on an up node (unreachable, say): moving it could run it twice.
 		return Decision{}, false
 	}
@@ -229,7 +229,7 @@ func switchback(s Snapshot, h HierarchyView, occ occupancy) (Decision, bool) {
 	}
 	d := Decision{HierarchyID: h.ID, Hierarchy: h.Name, From: cur, To: best.NodeID, Candidates: cs,
 		Reason: fmt.Sprintf("node %s (priority %d) is up again; the hierarchy runs on %s (priority %d)", best.Node, best.Priority, nodeName(s, cur), curPrio)}
-	if h.Switchback == cluster.SwitchbackAutomatic {
+	if h.Switchback == backstop.SwitchbackAutomatic {
 		d.Kind = KindSwitchback
 	} else {
 		d.Kind = KindSwitchbackPossible

@@ -5,18 +5,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 func node(id, state string) NodeView {
-	return NodeView{ID: id, Name: id, State: state, PathsAlive: state == cluster.NodeUp}
+	return NodeView{ID: id, Name: id, State: state, PathsAlive: state == backstop.NodeUp}
 }
 
 func hier(id, group, on, state string, prios ...string) HierarchyView {
-	h := HierarchyView{ID: id, Name: id, Group: group, Switchback: cluster.SwitchbackIntelligent, FailedOn: map[string]bool{},
-		Placement: cluster.Placement{NodeID: on, State: state, Epoch: 1}}
+	h := HierarchyView{ID: id, Name: id, Group: group, Switchback: backstop.SwitchbackIntelligent, FailedOn: map[string]bool{},
+		Placement: backstop.Placement{NodeID: on, State: state, Epoch: 1}}
 	for i, p := range prios {
-		h.Priorities = append(h.Priorities, cluster.Priority{NodeID: p, Priority: i + 1})
+		h.Priorities = append(h.Priorities, backstop.Priority{NodeID: p, Priority: i + 1})
 	}
 	return h
 }
@@ -30,8 +30,8 @@ func nodes(vs ...NodeView) map[string]NodeView {
 }
 
 func TestDecide(t *testing.T) {
-	up, down, unreach := cluster.NodeUp, cluster.NodeDown, cluster.NodeUnreachable
-	in := cluster.PlacementInService
+	up, down, unreach := backstop.NodeUp, backstop.NodeDown, backstop.NodeUnreachable
+	in := backstop.PlacementInService
 	cases := []struct {
 		name string
 		snap Snapshot
@@ -44,7 +44,7 @@ func TestDecide(t *testing.T) {
 		{"down, awaiting its fence: nothing moves", Snapshot{nodes(NodeView{ID: "n1", Name: "n1", State: down, AwaitingFence: true}, node("n2", up)),
 			[]HierarchyView{hier("h", "", "n1", in, "n1", "n2")}}, nil, ""},
 		{"down, awaiting its fence, failed there: nothing moves", Snapshot{nodes(NodeView{ID: "n1", Name: "n1", State: down, AwaitingFence: true}, node("n2", up)),
-			[]HierarchyView{hier("h", "", "n1", cluster.PlacementFailed, "n1", "n2")}}, nil, ""},
+			[]HierarchyView{hier("h", "", "n1", backstop.PlacementFailed, "n1", "n2")}}, nil, ""},
 		{"down and fenced: moves", Snapshot{nodes(NodeView{ID: "n1", Name: "n1", State: down}, node("n2", up)),
 			[]HierarchyView{hier("h", "", "n1", in, "n1", "n2")}}, []string{"h:failover:n2"}, "n1 is down"},
 		{"unreachable: nothing moves", Snapshot{nodes(node("n1", unreach), node("n2", up)),
@@ -56,7 +56,7 @@ func TestDecide(t *testing.T) {
 		{"no candidate: failed", Snapshot{nodes(node("n1", down), node("n2", down)),
 			[]HierarchyView{hier("h", "", "n1", in, "n1", "n2")}}, []string{"h:fail:"}, "no node can take it over"},
 		{"local failure: next node", func() Snapshot {
-			h := hier("h", "", "n1", cluster.PlacementFailed, "n1", "n2")
+			h := hier("h", "", "n1", backstop.PlacementFailed, "n1", "n2")
 			h.FailedOn["n1"] = true
 			return Snapshot{nodes(node("n1", up), node("n2", up)), []HierarchyView{h}}
 		}(), []string{"h:failover:n2"}, "failed on node n1"},
@@ -73,37 +73,37 @@ func TestDecide(t *testing.T) {
 		{"automatic switchback", Snapshot{nodes(node("n1", up), node("n2", up)),
 			[]HierarchyView{func() HierarchyView {
 				h := hier("h", "", "n2", in, "n1", "n2")
-				h.Switchback = cluster.SwitchbackAutomatic
+				h.Switchback = backstop.SwitchbackAutomatic
 				return h
 			}()}},
 			[]string{"h:switchback:n1"}, ""},
 		{"automatic switchback waits for paths", Snapshot{nodes(NodeView{ID: "n1", State: up}, node("n2", up)),
 			[]HierarchyView{func() HierarchyView {
 				h := hier("h", "", "n2", in, "n1", "n2")
-				h.Switchback = cluster.SwitchbackAutomatic
+				h.Switchback = backstop.SwitchbackAutomatic
 				return h
 			}()}},
 			nil, ""},
 		{"never switch back to a lower priority", Snapshot{nodes(node("n1", up), node("n2", up)),
 			[]HierarchyView{func() HierarchyView {
 				h := hier("h", "", "n1", in, "n1", "n2")
-				h.Switchback = cluster.SwitchbackAutomatic
+				h.Switchback = backstop.SwitchbackAutomatic
 				return h
 			}()}},
 			nil, ""},
 		{"no switchback from an unreachable node", Snapshot{nodes(node("n1", up), node("n2", unreach)),
 			[]HierarchyView{func() HierarchyView {
 				h := hier("h", "", "n2", in, "n1", "n2")
-				h.Switchback = cluster.SwitchbackAutomatic
+				h.Switchback = backstop.SwitchbackAutomatic
 				return h
 			}()}},
 			nil, ""},
 		{"failed with no node takes a returning candidate", Snapshot{nodes(node("n1", up)),
-			[]HierarchyView{hier("h", "", "", cluster.PlacementFailed, "n1")}}, []string{"h:failover:n1"}, ""},
+			[]HierarchyView{hier("h", "", "", backstop.PlacementFailed, "n1")}}, []string{"h:failover:n1"}, ""},
 		{"failed with no node and still none: silent", Snapshot{nodes(node("n1", down)),
-			[]HierarchyView{hier("h", "", "", cluster.PlacementFailed, "n1")}}, nil, ""},
+			[]HierarchyView{hier("h", "", "", backstop.PlacementFailed, "n1")}}, nil, ""},
 		{"never placed: left alone", Snapshot{nodes(node("n1", up)),
-			[]HierarchyView{hier("h", "", "", cluster.PlacementOutOfService, "n1")}}, nil, ""},
+			[]HierarchyView{hier("h", "", "", backstop.PlacementOutOfService, "n1")}}, nil, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,7 +139,7 @@ func BenchmarkDecideNodeFailure(b *testing.B) {
 	s := Snapshot{Nodes: map[string]NodeView{}}
 	for i := range 64 {
 		id := fmt.Sprintf("n%02d", i)
-		s.Nodes[id] = node(id, cluster.NodeUp)
+		s.Nodes[id] = node(id, backstop.NodeUp)
 	}
 	for i := range 500 {
 		k := 3 + i%3
@@ -151,10 +151,10 @@ func BenchmarkDecideNodeFailure(b *testing.B) {
 		if i%5 == 0 {
 			group = fmt.Sprintf("g%d", i%25)
 		}
-		s.Hierarchies = append(s.Hierarchies, hier(fmt.Sprintf("h%03d", i), group, prios[0], cluster.PlacementInService, prios...))
+		s.Hierarchies = append(s.Hierarchies, hier(fmt.Sprintf("h%03d", i), group, prios[0], backstop.PlacementInService, prios...))
 	}
 	failed := s.Nodes["n00"]
-	failed.State = cluster.NodeDown
+	failed.State = backstop.NodeDown
 	s.Nodes["n00"] = failed
 	moved := 0
 	for b.Loop() {

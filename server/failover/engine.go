@@ -9,28 +9,28 @@ import (
 	"sync"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Store is what the engine reads and writes. Every write takes the
-// leader term and fails with cluster.ErrStaleTerm once another replica
+// leader term and fails with backstop.ErrStaleTerm once another replica
 // leads, so a deposed leader cannot act.
 type Store interface {
-	JudgeNodes(ctx context.Context, term int64) ([]cluster.NodeTransition, error)
+	JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTransition, error)
 	NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error)
-	ClusterStatuses(ctx context.Context) ([]cluster.ClusterStatus, error)
-	StartMove(ctx context.Context, term int64, m cluster.MoveRequest, sign cluster.Signer) (cluster.Incident, *cluster.Operation, error)
-	AdvanceMoves(ctx context.Context, term int64, sign cluster.Signer) (int, error)
-	FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d cluster.DecisionRecord) error
-	NoteDecision(ctx context.Context, term int64, d cluster.DecisionRecord, eventType, message string) error
-	FenceJobs(ctx context.Context) ([]cluster.FenceJob, error)
-	RecordFence(ctx context.Context, term int64, r cluster.FenceResult) error
+	ClusterStatuses(ctx context.Context) ([]backstop.ClusterStatus, error)
+	StartMove(ctx context.Context, term int64, m backstop.MoveRequest, sign backstop.Signer) (backstop.Incident, *backstop.Operation, error)
+	AdvanceMoves(ctx context.Context, term int64, sign backstop.Signer) (int, error)
+	FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d backstop.DecisionRecord) error
+	NoteDecision(ctx context.Context, term int64, d backstop.DecisionRecord, eventType, message string) error
+	FenceJobs(ctx context.Context) ([]backstop.FenceJob, error)
+	RecordFence(ctx context.Context, term int64, r backstop.FenceResult) error
 }
 
 // Engine is the leader's loop: detect failures, decide, act.
 type Engine struct {
 	Store Store
-	Sign  cluster.Signer
+	Sign  backstop.Signer
 	Log   *slog.Logger
 	// Interval is the longest pause between passes (default 50 ms); the
 	// engine also wakes right after the next lease expires.
@@ -42,7 +42,7 @@ type Engine struct {
 	// goes down keeps its hierarchies until its device is removed.
 	Fencer Fencer
 	// OnFence, if set, is told about each fence attempt (metrics).
-	OnFence func(r cluster.FenceResult)
+	OnFence func(r backstop.FenceResult)
 
 	fences   fences
 	wakeOnce sync.Once
@@ -62,7 +62,7 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 	defer timer.Stop()
 	for {
 		if err := e.Step(ctx, term); err != nil && ctx.Err() == nil {
-			if errors.Is(err, cluster.ErrStaleTerm) {
+			if errors.Is(err, backstop.ErrStaleTerm) {
 				e.Log.ErrorContext(ctx, "engine: another replica leads now; stopping", "term", term)
 				return
 			}
@@ -108,7 +108,7 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 	}
 	for _, st := range sts {
 		if err := e.act(ctx, term, st); err != nil {
-			if errors.Is(err, cluster.ErrStaleTerm) {
+			if errors.Is(err, backstop.ErrStaleTerm) {
 				return err
 			}
 			errs = append(errs, err)
@@ -118,9 +118,9 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 }
 
 // act decides for one cluster and carries the decisions out.
-func (e *Engine) act(ctx context.Context, term int64, st cluster.ClusterStatus) error {
+func (e *Engine) act(ctx context.Context, term int64, st backstop.ClusterStatus) error {
 	snap := SnapshotOf(st)
-	byID := map[string]cluster.HierarchyStatus{}
+	byID := map[string]backstop.HierarchyStatus{}
 	for _, h := range st.Hierarchies {
 		byID[h.ID] = h
 	}
@@ -138,15 +138,15 @@ func (e *Engine) act(ctx context.Context, term int64, st cluster.ClusterStatus) 
 		var err error
 		switch d.Kind {
 		case KindFailover, KindSwitchback:
-			kind, detected := cluster.MoveFailover, time.Now()
+			kind, detected := backstop.MoveFailover, time.Now()
 			if d.Kind == KindSwitchback {
-				kind = cluster.MoveSwitchback
-			} else if n, ok := snap.Nodes[h.Placement.NodeID]; ok && n.State == cluster.NodeDown {
+				kind = backstop.MoveSwitchback
+			} else if n, ok := snap.Nodes[h.Placement.NodeID]; ok && n.State == backstop.NodeDown {
 				detected = nodeSince(st, h.Placement.NodeID)
 			} else if !h.Placement.UpdatedAt.IsZero() {
 				detected = h.Placement.UpdatedAt
 			}
-			_, _, err = e.Store.StartMove(ctx, term, cluster.MoveRequest{Kind: kind, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
+			_, _, err = e.Store.StartMove(ctx, term, backstop.MoveRequest{Kind: kind, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
 				ExpectEpoch: h.Placement.Epoch, To: d.To, DetectedAt: detected, Decision: rec}, e.Sign)
 		case KindFail:
 			err = e.Store.FailHierarchy(ctx, term, st.Cluster.ID, h.ID, h.Placement.Epoch, rec)
@@ -154,7 +154,7 @@ func (e *Engine) act(ctx context.Context, term int64, st cluster.ClusterStatus) 
 			err = e.Store.NoteDecision(ctx, term, rec, "switchback.possible", fmt.Sprintf("switchback of %s possible: %s", h.Name, d.Reason))
 		}
 		if err != nil {
-			if errors.Is(err, cluster.ErrStaleTerm) {
+			if errors.Is(err, backstop.ErrStaleTerm) {
 				return err
 			}
 			errs = append(errs, fmt.Errorf("%s %s: %w", d.Kind, h.Name, err))
@@ -168,7 +168,7 @@ func (e *Engine) act(ctx context.Context, term int64, st cluster.ClusterStatus) 
 	return errors.Join(errs...)
 }
 
-func nodeSince(st cluster.ClusterStatus, id string) time.Time {
+func nodeSince(st backstop.ClusterStatus, id string) time.Time {
 	for _, n := range st.Nodes {
 		if n.ID == id {
 			return n.StateSince
@@ -179,7 +179,7 @@ func nodeSince(st cluster.ClusterStatus, id string) time.Time {
 
 // SnapshotOf turns what the store read into a decision snapshot. A
 // hierarchy moving to a node counts as placed there.
-func SnapshotOf(st cluster.ClusterStatus) Snapshot {
+func SnapshotOf(st backstop.ClusterStatus) Snapshot {
 	s := Snapshot{Nodes: make(map[string]NodeView, len(st.Nodes))}
 	for _, n := range st.Nodes {
 		s.Nodes[n.ID] = NodeView{ID: n.ID, Name: n.Name, State: n.State, Maintenance: n.Maintenance, PathsAlive: n.PathsAlive, AwaitingFence: n.AwaitingFence}
@@ -191,7 +191,7 @@ func SnapshotOf(st cluster.ClusterStatus) Snapshot {
 			v.FailedOn[n] = true
 		}
 		if h.MoveTo != "" {
-			v.Placement.NodeID, v.Placement.State = h.MoveTo, cluster.PlacementStarting
+			v.Placement.NodeID, v.Placement.State = h.MoveTo, backstop.PlacementStarting
 		}
 		s.Hierarchies = append(s.Hierarchies, v)
 	}
@@ -200,7 +200,7 @@ func SnapshotOf(st cluster.ClusterStatus) Snapshot {
 
 // Record turns a decision into its stored form, with the inputs it was
 // made from: the states of the hierarchy's nodes and its placement.
-func Record(st cluster.ClusterStatus, d Decision, key string) cluster.DecisionRecord {
+func Record(st backstop.ClusterStatus, d Decision, key string) backstop.DecisionRecord {
 	type nodeIn struct {
 		Name        string `json:"name"`
 		State       string `json:"state"`
@@ -234,6 +234,6 @@ func Record(st cluster.ClusterStatus, d Decision, key string) cluster.DecisionRe
 	if d.Candidates == nil {
 		cands = []byte("[]")
 	}
-	return cluster.DecisionRecord{ClusterID: st.Cluster.ID, HierarchyID: d.HierarchyID, Kind: d.Kind, From: d.From, To: d.To,
+	return backstop.DecisionRecord{ClusterID: st.Cluster.ID, HierarchyID: d.HierarchyID, Kind: d.Kind, From: d.From, To: d.To,
 		Reason: d.Reason, Candidates: cands, Inputs: inputs, Key: key}
 }

@@ -6,13 +6,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Fencer powers a node off through its fence device and returns nil
 // only once the device confirmed it off (package fencing).
 type Fencer interface {
-	Fence(ctx context.Context, d cluster.FenceDevice) error
+	Fence(ctx context.Context, d backstop.FenceDevice) error
 }
 
 // Fence retry backoff: the first retry after fenceBackoffMin, doubling
@@ -35,7 +35,7 @@ type fences struct {
 // clusters, and different nodes are fenced in parallel; one node is
 // never fenced twice at once. The goroutines end with ctx (leadership
 // lost) or once the node no longer awaits a fence.
-func (e *Engine) startFences(ctx context.Context, term int64, sts []cluster.ClusterStatus) error {
+func (e *Engine) startFences(ctx context.Context, term int64, sts []backstop.ClusterStatus) error {
 	if e.Fencer == nil {
 		return nil
 	}
@@ -79,7 +79,7 @@ func (e *Engine) fenceRunning(nodeID string) bool {
 // longer awaits one (it came back, or its device was removed), or ctx
 // ends. Each failure is a fence.failed event; the device is read again
 // before each retry, so a fixed configuration is used at once.
-func (e *Engine) fenceLoop(ctx context.Context, term int64, j cluster.FenceJob) {
+func (e *Engine) fenceLoop(ctx context.Context, term int64, j backstop.FenceJob) {
 	node := j.Device.NodeID
 	defer func() {
 		e.fences.mu.Lock()
@@ -94,7 +94,7 @@ func (e *Engine) fenceLoop(ctx context.Context, term int64, j cluster.FenceJob) 
 		if ctx.Err() != nil {
 			return // leadership lost or shutdown: the next leader fences
 		}
-		res := cluster.FenceResult{ClusterID: j.Device.ClusterID, NodeID: node, NodeName: j.NodeName, DownSince: j.DownSince,
+		res := backstop.FenceResult{ClusterID: j.Device.ClusterID, NodeID: node, NodeName: j.NodeName, DownSince: j.DownSince,
 			OK: err == nil, Agent: j.Device.Agent, Duration: time.Since(start), Attempt: attempt}
 		if err != nil {
 			res.Detail = err.Error()
@@ -107,7 +107,7 @@ func (e *Engine) fenceLoop(ctx context.Context, term int64, j cluster.FenceJob) 
 		}
 		rerr := e.Store.RecordFence(ctx, term, res)
 		switch {
-		case errors.Is(rerr, cluster.ErrStaleTerm):
+		case errors.Is(rerr, backstop.ErrStaleTerm):
 			return
 		case rerr != nil:
 			e.Log.WarnContext(ctx, "record fence", "node_id", node, "err", rerr)
@@ -138,17 +138,17 @@ func (e *Engine) fenceLoop(ctx context.Context, term int64, j cluster.FenceJob) 
 	}
 }
 
-func (e *Engine) fenceJob(ctx context.Context, nodeID string) (cluster.FenceJob, bool, error) {
+func (e *Engine) fenceJob(ctx context.Context, nodeID string) (backstop.FenceJob, bool, error) {
 	jobs, err := e.Store.FenceJobs(ctx)
 	if err != nil {
-		return cluster.FenceJob{}, false, err
+		return backstop.FenceJob{}, false, err
 	}
 	for _, j := range jobs {
 		if j.Device.NodeID == nodeID {
 			return j, true, nil
 		}
 	}
-	return cluster.FenceJob{}, false, nil
+	return backstop.FenceJob{}, false, nil
 }
 
 // wakeUp makes the engine run its next pass now.

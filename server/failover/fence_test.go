@@ -10,7 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // fenceStore is the part of the store the fencer uses: nodes await a
@@ -20,22 +20,22 @@ type fenceStore struct {
 	// mu guards the fields below.
 	mu       sync.Mutex
 	awaiting map[string]bool
-	results  []cluster.FenceResult
+	results  []backstop.FenceResult
 }
 
-func (s *fenceStore) FenceJobs(context.Context) ([]cluster.FenceJob, error) {
+func (s *fenceStore) FenceJobs(context.Context) ([]backstop.FenceJob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []cluster.FenceJob
+	var out []backstop.FenceJob
 	for _, id := range []string{"n1", "n2"} {
 		if s.awaiting[id] {
-			out = append(out, cluster.FenceJob{Device: cluster.FenceDevice{NodeID: id, Agent: "fence_test"}, NodeName: id, DownSince: time.Unix(1, 0)})
+			out = append(out, backstop.FenceJob{Device: backstop.FenceDevice{NodeID: id, Agent: "fence_test"}, NodeName: id, DownSince: time.Unix(1, 0)})
 		}
 	}
 	return out, nil
 }
 
-func (s *fenceStore) RecordFence(_ context.Context, _ int64, r cluster.FenceResult) error {
+func (s *fenceStore) RecordFence(_ context.Context, _ int64, r backstop.FenceResult) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.results = append(s.results, r)
@@ -59,7 +59,7 @@ type fakeFencer struct {
 	t0       time.Time
 }
 
-func (f *fakeFencer) Fence(ctx context.Context, d cluster.FenceDevice) error {
+func (f *fakeFencer) Fence(ctx context.Context, d backstop.FenceDevice) error {
 	f.mu.Lock()
 	f.started[d.NodeID] = append(f.started[d.NodeID], time.Since(f.t0))
 	f.running[d.NodeID]++
@@ -87,9 +87,9 @@ func (f *fakeFencer) Fence(ctx context.Context, d cluster.FenceDevice) error {
 	return nil
 }
 
-func awaitingStatus() []cluster.ClusterStatus {
-	return []cluster.ClusterStatus{{Nodes: []cluster.NodeStatus{{ID: "n1", State: cluster.NodeDown, AwaitingFence: true},
-		{ID: "n2", State: cluster.NodeDown, AwaitingFence: true}}}}
+func awaitingStatus() []backstop.ClusterStatus {
+	return []backstop.ClusterStatus{{Nodes: []backstop.NodeStatus{{ID: "n1", State: backstop.NodeDown, AwaitingFence: true},
+		{ID: "n2", State: backstop.NodeDown, AwaitingFence: true}}}}
 }
 
 // One fence at a time per node, nodes in parallel, a hung device holds up

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Runner fences nodes through their fence devices.
@@ -27,7 +27,7 @@ type Runner struct {
 	// Dir holds the fence agents (default /usr/sbin).
 	Dir string
 	// Open unseals a device's secret options (sealed under
-	// cluster.FenceSealID(node id)).
+	// backstop.FenceSealID(node id)).
 	Open func(id string, sealed []byte) ([]byte, error)
 }
 
@@ -45,8 +45,8 @@ const maxOutput = 512
 // nil only when status answered off; the error says which step failed,
 // with the agent's exit code and its output (truncated, with every
 // secret value masked).
-func (r *Runner) Fence(ctx context.Context, d cluster.FenceDevice) error {
-	if !cluster.ValidFenceAgentName(d.Agent) {
+func (r *Runner) Fence(ctx context.Context, d backstop.FenceDevice) error {
+	if !backstop.ValidFenceAgentName(d.Agent) {
 		return fmt.Errorf("%q is no fence agent name", d.Agent)
 	}
 	secrets := map[string]string{}
@@ -54,7 +54,7 @@ func (r *Runner) Fence(ctx context.Context, d cluster.FenceDevice) error {
 		if r.Open == nil {
 			return errors.New("no sealer to open the device's secret options")
 		}
-		plain, err := r.Open(cluster.FenceSealID(d.NodeID), d.SecretSealed)
+		plain, err := r.Open(backstop.FenceSealID(d.NodeID), d.SecretSealed)
 		if err != nil {
 			return err
 		}
@@ -64,21 +64,21 @@ func (r *Runner) Fence(ctx context.Context, d cluster.FenceDevice) error {
 	}
 	timeout := d.Timeout
 	if timeout <= 0 {
-		timeout = cluster.DefaultFenceTimeout
+		timeout = backstop.DefaultFenceTimeout
 	}
 	dir := r.Dir
 	if dir == "" {
 		dir = "/usr/sbin"
 	}
 	path := filepath.Join(dir, d.Agent)
-	code, out, err := run(ctx, path, cluster.FenceStdin("off", d.Params, secrets), timeout)
+	code, out, err := run(ctx, path, backstop.FenceStdin("off", d.Params, secrets), timeout)
 	if err != nil {
 		return fmt.Errorf("off: %w%s", err, mask(out, secrets))
 	}
 	if code != 0 {
 		return fmt.Errorf("off: %s exited %d (%s)%s", d.Agent, code, meaning(code), mask(out, secrets))
 	}
-	code, out, err = run(ctx, path, cluster.FenceStdin("status", d.Params, secrets), timeout)
+	code, out, err = run(ctx, path, backstop.FenceStdin("status", d.Params, secrets), timeout)
 	switch {
 	case err != nil:
 		return fmt.Errorf("status after off: %w%s", err, mask(out, secrets))

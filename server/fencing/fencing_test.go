@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // fakeAgent writes a fence agent that records its stdin per action and
@@ -35,14 +35,14 @@ exit 0
 	return dir
 }
 
-func device(secret string) cluster.FenceDevice {
+func device(secret string) backstop.FenceDevice {
 	plain, _ := json.Marshal(map[string]string{"password": secret})
-	return cluster.FenceDevice{NodeID: "n1", Agent: "fence_fake", Params: map[string]string{"ip": "192.0.2.1", "ssl_insecure": "1"},
+	return backstop.FenceDevice{NodeID: "n1", Agent: "fence_fake", Params: map[string]string{"ip": "192.0.2.1", "ssl_insecure": "1"},
 		SecretSealed: plain, Timeout: 5 * time.Second}
 }
 
 func open(id string, sealed []byte) ([]byte, error) {
-	if id != cluster.FenceSealID("n1") {
+	if id != backstop.FenceSealID("n1") {
 		return nil, os.ErrPermission
 	}
 	return sealed, nil
@@ -95,7 +95,7 @@ func TestFenceTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	err := (&Runner{Dir: dir}).Fence(context.Background(), cluster.FenceDevice{NodeID: "n1", Agent: "fence_slow", Timeout: time.Second})
+	err := (&Runner{Dir: dir}).Fence(context.Background(), backstop.FenceDevice{NodeID: "n1", Agent: "fence_slow", Timeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "no answer within 1s") {
 		t.Fatalf("Fence = %v, want a timeout", err)
 	}

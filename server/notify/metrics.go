@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // metrics are the delivery metrics, per target.
@@ -58,15 +58,15 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-func (m *metrics) attempt(t cluster.Target, outcome, status string, d cluster.Delivery) {
+func (m *metrics) attempt(t backstop.Target, outcome, status string, d backstop.Delivery) {
 	m.attempts.WithLabelValues(t.Kind, t.ID, outcome).Inc()
-	if outcome != cluster.OutcomeDelivered {
+	if outcome != backstop.OutcomeDelivered {
 		m.failures.WithLabelValues(t.Kind, t.ID).Inc()
 	}
-	if status == cluster.DeliveryDeadLettered {
+	if status == backstop.DeliveryDeadLettered {
 		m.dead.WithLabelValues(t.Kind, t.ID).Inc()
 	}
-	if status == cluster.DeliveryDelivered && !d.CreatedAt.IsZero() {
+	if status == backstop.DeliveryDelivered && !d.CreatedAt.IsZero() {
 		m.lag.WithLabelValues(t.Kind).Observe(time.Since(d.CreatedAt).Seconds())
 	}
 }

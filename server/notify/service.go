@@ -45,21 +45,21 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Store is the persistence delivery needs (package store implements it).
 type Store interface {
 	// LoadDelivery returns a delivery and its target, or
-	// cluster.ErrNotFound when the target was deleted.
-	LoadDelivery(ctx context.Context, seq int64) (cluster.Delivery, cluster.Target, error)
+	// backstop.ErrNotFound when the target was deleted.
+	LoadDelivery(ctx context.Context, seq int64) (backstop.Delivery, backstop.Target, error)
 	ClaimTarget(ctx context.Context, targetID, owner string, ttl time.Duration) (bool, error)
 	ReleaseTarget(ctx context.Context, targetID, owner string) error
-	HeadDelivery(ctx context.Context, targetID string) (cluster.Delivery, cluster.Target, bool, error)
-	RecordAttempt(ctx context.Context, t cluster.Target, d cluster.Delivery, r cluster.AttemptResult, outcome string, next time.Time) (string, error)
-	RecordOneShot(ctx context.Context, targetID, kind, eventID, eventType string, payload []byte, r cluster.AttemptResult) (cluster.Delivery, error)
-	SNMPEngine(ctx context.Context) (cluster.SNMPEngine, error)
-	DeliveryBacklog(ctx context.Context) ([]cluster.TargetBacklog, error)
+	HeadDelivery(ctx context.Context, targetID string) (backstop.Delivery, backstop.Target, bool, error)
+	RecordAttempt(ctx context.Context, t backstop.Target, d backstop.Delivery, r backstop.AttemptResult, outcome string, next time.Time) (string, error)
+	RecordOneShot(ctx context.Context, targetID, kind, eventID, eventType string, payload []byte, r backstop.AttemptResult) (backstop.Delivery, error)
+	SNMPEngine(ctx context.Context) (backstop.SNMPEngine, error)
+	DeliveryBacklog(ctx context.Context) ([]backstop.TargetBacklog, error)
 }
 
 // Config configures delivery. Zero values take the defaults of
@@ -181,7 +181,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	rc, err := river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
-		Queues:               map[string]river.QueueConfig{cluster.DeliveryQueue: {MaxWorkers: cfg.Workers}},
+		Queues:               map[string]river.QueueConfig{backstop.DeliveryQueue: {MaxWorkers: cfg.Workers}},
 		Workers:              workers,
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.JobTimeout + time.Minute,
@@ -284,17 +284,17 @@ func randDuration(max time.Duration) time.Duration {
 
 // worker is the River worker of delivery jobs.
 type worker struct {
-	river.WorkerDefaults[cluster.DeliveryJob]
+	river.WorkerDefaults[backstop.DeliveryJob]
 	s *Service
 }
 
 // Work makes the job's delivery, draining its target's backlog in order
 // while it holds the target's lease. It returns nil once the delivery is
 // no longer pending, and otherwise snoozes until it may be due.
-func (w *worker) Work(ctx context.Context, job *river.Job[cluster.DeliveryJob]) error {
+func (w *worker) Work(ctx context.Context, job *river.Job[backstop.DeliveryJob]) error {
 	s := w.s
 	d, t, err := s.cfg.Store.LoadDelivery(ctx, job.Args.DeliveryID)
-	if errors.Is(err, cluster.ErrNotFound) {
+	if errors.Is(err, backstop.ErrNotFound) {
 		return nil // its target was deleted
 	}
 	if err != nil {
@@ -305,7 +305,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[cluster.DeliveryJob]) 
 		deadline = dl.Add(-s.cfg.AttemptTimeout - 5*time.Second)
 	}
 	owner := uuid.NewString()
-	for d.Status == cluster.DeliveryPending {
+	for d.Status == backstop.DeliveryPending {
 		ok, err := s.cfg.Store.ClaimTarget(ctx, t.ID, owner, s.cfg.leaseTTL())
 		if err != nil {
 			return err
@@ -327,17 +327,17 @@ func (w *worker) Work(ctx context.Context, job *river.Job[cluster.DeliveryJob]) 
 		if err != nil {
 			return err
 		}
-		if d, _, err = s.cfg.Store.LoadDelivery(ctx, job.Args.DeliveryID); errors.Is(err, cluster.ErrNotFound) {
+		if d, _, err = s.cfg.Store.LoadDelivery(ctx, job.Args.DeliveryID); errors.Is(err, backstop.ErrNotFound) {
 			return nil
 		} else if err != nil {
 			return err
 		}
 		switch {
-		case d.Status != cluster.DeliveryPending:
+		case d.Status != backstop.DeliveryPending:
 			// Done; but a delivery queued while this worker held the
 			// lease may have snoozed on it: drain once more if so.
 			if h, _, ok, err := s.cfg.Store.HeadDelivery(ctx, t.ID); err == nil && ok && !h.NextAttemptAt.After(time.Now()) && time.Now().Before(deadline) {
-				d.Status = cluster.DeliveryPending // loop once more, for the others
+				d.Status = backstop.DeliveryPending // loop once more, for the others
 				continue
 			}
 			return nil
@@ -382,20 +382,20 @@ func (s *Service) drain(ctx context.Context, targetID, owner string, deadline ti
 }
 
 // attempt makes one attempt of d and records it.
-func (s *Service) attempt(ctx context.Context, t cluster.Target, d cluster.Delivery) error {
+func (s *Service) attempt(ctx context.Context, t backstop.Target, d backstop.Delivery) error {
 	r, retryAfter := s.send(ctx, t, d)
 	n := d.Attempts + 1
-	outcome, next := cluster.OutcomeDelivered, time.Time{}
+	outcome, next := backstop.OutcomeDelivered, time.Time{}
 	switch {
 	case r.Err == nil:
 	case r.Retryable && n < s.cfg.MaxAttempts:
-		outcome = cluster.OutcomeRetry
+		outcome = backstop.OutcomeRetry
 		next = time.Now().Add(min(max(s.backoff(n), retryAfter), s.cfg.BackoffMax))
 	case r.Retryable:
-		outcome = cluster.OutcomeFailed
+		outcome = backstop.OutcomeFailed
 		r.Err = fmt.Errorf("retry budget of %d attempts spent; last: %w", s.cfg.MaxAttempts, r.Err)
 	default:
-		outcome = cluster.OutcomeFailed
+		outcome = backstop.OutcomeFailed
 	}
 	// Record even when the job's context is ending: the attempt was made.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -407,67 +407,67 @@ func (s *Service) attempt(ctx context.Context, t cluster.Target, d cluster.Deliv
 	s.metrics.attempt(t, outcome, status, d)
 	log := s.log.With("target_kind", t.Kind, "target_id", t.ID, "delivery_id", d.ID, "event_type", d.EventType, "attempt", n)
 	switch outcome {
-	case cluster.OutcomeRetry:
+	case backstop.OutcomeRetry:
 		log.InfoContext(ctx, "delivery failed; will retry", "err", r.Err, "next_attempt_at", next)
-	case cluster.OutcomeFailed:
+	case backstop.OutcomeFailed:
 		log.WarnContext(ctx, "delivery dead-lettered", "err", r.Err)
 	}
 	return nil
 }
 
 // send makes one try at the target.
-func (s *Service) send(ctx context.Context, t cluster.Target, d cluster.Delivery) (cluster.AttemptResult, time.Duration) {
+func (s *Service) send(ctx context.Context, t backstop.Target, d backstop.Delivery) (backstop.AttemptResult, time.Duration) {
 	secret, err := s.cfg.Sealer.Open(t.ID, t.Secret)
 	if err != nil {
-		return cluster.AttemptResult{Err: err}, 0
+		return backstop.AttemptResult{Err: err}, 0
 	}
 	switch t.Kind {
-	case cluster.TargetWebhook:
+	case backstop.TargetWebhook:
 		body, err := webhookBody(d.EventType, eventTime(d.Payload), d.Payload)
 		if err != nil {
-			return cluster.AttemptResult{Err: err}, 0
+			return backstop.AttemptResult{Err: err}, 0
 		}
 		return s.hooks.deliver(ctx, t.Webhook.URL, string(secret), d.EventID, body, s.cfg.AttemptTimeout)
-	case cluster.TargetSNMP:
-		var sec cluster.SNMPSecrets
+	case backstop.TargetSNMP:
+		var sec backstop.SNMPSecrets
 		if err := json.Unmarshal(secret, &sec); err != nil {
-			return cluster.AttemptResult{Err: fmt.Errorf("SNMP secrets: %w", err)}, 0
+			return backstop.AttemptResult{Err: fmt.Errorf("SNMP secrets: %w", err)}, 0
 		}
 		vars, oid, err := trapVarbinds(d.Payload)
 		if err != nil {
-			return cluster.AttemptResult{Err: err}, 0
+			return backstop.AttemptResult{Err: err}, 0
 		}
-		if d.Kind == cluster.DeliveryTest {
-			oid = oidNotifications + fmt.Sprintf(".%d", cluster.TestTrap)
+		if d.Kind == backstop.DeliveryTest {
+			oid = oidNotifications + fmt.Sprintf(".%d", backstop.TestTrap)
 		}
 		engine, err := s.cfg.Store.SNMPEngine(ctx)
 		if err != nil {
-			return cluster.AttemptResult{Err: fmt.Errorf("SNMP engine: %w", err), Retryable: true}, 0
+			return backstop.AttemptResult{Err: fmt.Errorf("SNMP engine: %w", err), Retryable: true}, 0
 		}
 		return s.traps.send(t, sec, engine, oid, vars, s.cfg.AttemptTimeout), 0
 	}
-	return cluster.AttemptResult{Err: fmt.Errorf("unknown target kind %q", t.Kind)}, 0
+	return backstop.AttemptResult{Err: fmt.Errorf("unknown target kind %q", t.Kind)}, 0
 }
 
 // Ping sends a signed webhook.ping to a webhook now, once, and records it.
-func (s *Service) Ping(ctx context.Context, t cluster.Target) (cluster.Delivery, error) {
+func (s *Service) Ping(ctx context.Context, t backstop.Target) (backstop.Delivery, error) {
 	now := time.Now().UTC()
 	data, _ := json.Marshal(map[string]any{"webhook_id": t.ID, "message": "ping from backstopd", "at": now.Format(time.RFC3339Nano)})
-	d := cluster.Delivery{Kind: cluster.DeliveryPing, EventID: uuid.NewString(), EventType: "webhook.ping", Payload: data}
+	d := backstop.Delivery{Kind: backstop.DeliveryPing, EventID: uuid.NewString(), EventType: "webhook.ping", Payload: data}
 	r, _ := s.send(ctx, t, d)
-	s.metrics.attempt(t, map[bool]string{true: cluster.OutcomeDelivered, false: cluster.OutcomeFailed}[r.Err == nil], "", d)
+	s.metrics.attempt(t, map[bool]string{true: backstop.OutcomeDelivered, false: backstop.OutcomeFailed}[r.Err == nil], "", d)
 	return s.cfg.Store.RecordOneShot(context.WithoutCancel(ctx), t.ID, d.Kind, d.EventID, d.EventType, data, r)
 }
 
 // TestTrap sends a backstopTestNotification to an SNMP target now, once,
 // and records it.
-func (s *Service) TestTrap(ctx context.Context, t cluster.Target) (cluster.Delivery, error) {
+func (s *Service) TestTrap(ctx context.Context, t backstop.Target) (backstop.Delivery, error) {
 	now := time.Now().UTC()
 	id := uuid.NewString()
-	data, _ := json.Marshal(map[string]any{"seq": 0, "id": id, "type": "snmp.test", "severity": cluster.SeverityInfo,
+	data, _ := json.Marshal(map[string]any{"seq": 0, "id": id, "type": "snmp.test", "severity": backstop.SeverityInfo,
 		"message": "test trap from backstopd", "subject": map[string]string{"target_id": t.ID}, "details": map[string]any{}, "at": now.Format(time.RFC3339Nano)})
-	d := cluster.Delivery{Kind: cluster.DeliveryTest, EventID: id, EventType: "snmp.test", Payload: data}
+	d := backstop.Delivery{Kind: backstop.DeliveryTest, EventID: id, EventType: "snmp.test", Payload: data}
 	r, _ := s.send(ctx, t, d)
-	s.metrics.attempt(t, map[bool]string{true: cluster.OutcomeDelivered, false: cluster.OutcomeFailed}[r.Err == nil], "", d)
+	s.metrics.attempt(t, map[bool]string{true: backstop.OutcomeDelivered, false: backstop.OutcomeFailed}[r.Err == nil], "", d)
 	return s.cfg.Store.RecordOneShot(context.WithoutCancel(ctx), t.ID, d.Kind, d.EventID, d.EventType, data, r)
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // OIDs of BACKSTOP-MIB (openapi/BACKSTOP-MIB.txt). The enterprise number
@@ -42,8 +42,8 @@ const (
 
 // TrapOID returns the notification OID an event type is sent as.
 func TrapOID(typ string) string {
-	n := cluster.GenericTrap
-	if e, ok := cluster.LookupEventType(typ); ok {
+	n := backstop.GenericTrap
+	if e, ok := backstop.LookupEventType(typ); ok {
 		n = e.Trap
 	}
 	return oidNotifications + "." + strconv.Itoa(n)
@@ -96,7 +96,7 @@ func trapVarbinds(payload []byte) ([]gosnmp.SnmpPDU, string, error) {
 		{Name: vb(vbSeq), Type: gosnmp.Counter64, Value: uint64(max(e.Seq, 0))},
 		str(vbID, e.ID),
 		str(vbType, e.Type),
-		{Name: vb(vbSeverity), Type: gosnmp.Integer, Value: cluster.SeverityRank(e.Severity) + 1},
+		{Name: vb(vbSeverity), Type: gosnmp.Integer, Value: backstop.SeverityRank(e.Severity) + 1},
 		str(vbCluster, e.ClusterID),
 		str(vbNode, e.Subject["node_id"]),
 		str(vbHierarchy, e.Subject["hierarchy_id"]),
@@ -125,7 +125,7 @@ type trapSender struct {
 
 func newTrapSink() *trapSink { return &trapSink{senders: map[string]*trapSender{}} }
 
-func (s *trapSink) sender(t cluster.Target) *trapSender {
+func (s *trapSink) sender(t backstop.Target) *trapSender {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x, ok := s.senders[t.ID]
@@ -152,7 +152,7 @@ func (s *trapSink) forget(id string) {
 }
 
 // send sends one trap: trapOID with vars, as the engine for v3.
-func (s *trapSink) send(t cluster.Target, sec cluster.SNMPSecrets, engine cluster.SNMPEngine, trapOID string, vars []gosnmp.SnmpPDU, timeout time.Duration) cluster.AttemptResult {
+func (s *trapSink) send(t backstop.Target, sec backstop.SNMPSecrets, engine backstop.SNMPEngine, trapOID string, vars []gosnmp.SnmpPDU, timeout time.Duration) backstop.AttemptResult {
 	start := time.Now()
 	x := s.sender(t)
 	x.mu.Lock()
@@ -165,7 +165,7 @@ func (s *trapSink) send(t cluster.Target, sec cluster.SNMPSecrets, engine cluste
 		x.g = nil
 		g, err := newGoSNMP(t.SNMP, sec, engine, timeout)
 		if err != nil {
-			return cluster.AttemptResult{Err: err, Latency: time.Since(start)}
+			return backstop.AttemptResult{Err: err, Latency: time.Since(start)}
 		}
 		x.g, x.key = g, key
 	}
@@ -180,7 +180,7 @@ func (s *trapSink) send(t cluster.Target, sec cluster.SNMPSecrets, engine cluste
 		{Name: oidSnmpTrapOID, Type: gosnmp.ObjectIdentifier, Value: trapOID},
 	}, vars...)
 	_, err := x.g.SendTrap(gosnmp.SnmpTrap{Variables: pdus})
-	r := cluster.AttemptResult{Latency: time.Since(start)}
+	r := backstop.AttemptResult{Latency: time.Since(start)}
 	if err != nil {
 		// A socket error (e.g. ICMP unreachable seen on the connected
 		// UDP socket) is worth another try, on a new socket.
@@ -191,7 +191,7 @@ func (s *trapSink) send(t cluster.Target, sec cluster.SNMPSecrets, engine cluste
 	return r
 }
 
-func newGoSNMP(c *cluster.SNMPConfig, sec cluster.SNMPSecrets, engine cluster.SNMPEngine, timeout time.Duration) (*gosnmp.GoSNMP, error) {
+func newGoSNMP(c *backstop.SNMPConfig, sec backstop.SNMPSecrets, engine backstop.SNMPEngine, timeout time.Duration) (*gosnmp.GoSNMP, error) {
 	if c == nil {
 		return nil, fmt.Errorf("not an SNMP target")
 	}
@@ -204,9 +204,9 @@ func newGoSNMP(c *cluster.SNMPConfig, sec cluster.SNMPSecrets, engine cluster.SN
 		MaxOids:   gosnmp.MaxOids,
 	}
 	switch c.Version {
-	case cluster.SNMPv2c:
+	case backstop.SNMPv2c:
 		g.Version, g.Community = gosnmp.Version2c, sec.Community
-	case cluster.SNMPv3:
+	case backstop.SNMPv3:
 		auth := gosnmp.SHA
 		if c.AuthProtocol == "SHA-256" {
 			auth = gosnmp.SHA256

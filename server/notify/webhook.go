@@ -16,14 +16,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Sign returns the Standard Webhooks signature header value of a message:
 // "v1," and the base64 HMAC-SHA256, keyed with the secret's decoded
 // bytes, of "<msgID>.<timestamp>.<body>".
 func Sign(secret, msgID string, timestamp int64, body []byte) (string, error) {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, cluster.WebhookSecretPrefix))
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, backstop.WebhookSecretPrefix))
 	if err != nil {
 		return "", fmt.Errorf("webhook secret: %w", err)
 	}
@@ -76,7 +76,7 @@ func newWebhookSink() *webhookSink {
 
 // deliver makes one attempt. retryAfter is the receiver's Retry-After,
 // when it sent one.
-func (w *webhookSink) deliver(ctx context.Context, url, secret, msgID string, body []byte, timeout time.Duration) (r cluster.AttemptResult, retryAfter time.Duration) {
+func (w *webhookSink) deliver(ctx context.Context, url, secret, msgID string, body []byte, timeout time.Duration) (r backstop.AttemptResult, retryAfter time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
@@ -84,11 +84,11 @@ func (w *webhookSink) deliver(ctx context.Context, url, secret, msgID string, bo
 	ts := time.Now().Unix()
 	sig, err := Sign(secret, msgID, ts, body)
 	if err != nil {
-		return cluster.AttemptResult{Err: err}, 0
+		return backstop.AttemptResult{Err: err}, 0
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return cluster.AttemptResult{Err: err}, 0
+		return backstop.AttemptResult{Err: err}, 0
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Backstop-Webhooks/1")
@@ -100,12 +100,12 @@ func (w *webhookSink) deliver(ctx context.Context, url, secret, msgID string, bo
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within %v", timeout)
 		}
-		return cluster.AttemptResult{Err: err, Retryable: true}, 0
+		return backstop.AttemptResult{Err: err, Retryable: true}, 0
 	}
 	defer resp.Body.Close()
-	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, cluster.MaxExcerpt))
+	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, backstop.MaxExcerpt))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // reuse the connection
-	r = cluster.AttemptResult{StatusCode: resp.StatusCode, Excerpt: string(excerpt)}
+	r = backstop.AttemptResult{StatusCode: resp.StatusCode, Excerpt: string(excerpt)}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return r, 0
 	}

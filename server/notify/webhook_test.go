@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backstop-ha/backstop/server/cluster"
+	"github.com/backstop-ha/backstop"
 )
 
 // Sign reproduces the reference vector published with the Standard
@@ -18,7 +18,7 @@ func TestSignStandardWebhooksVector(t *testing.T) {
 	if want := "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; got != want {
 		t.Fatalf("signature %s, want %s", got, want)
 	}
-	s := cluster.NewWebhookSecret()
+	s := backstop.NewWebhookSecret()
 	if !strings.HasPrefix(s, "whsec_") || len(s) != 6+44 {
 		t.Fatalf("new secret %q", s)
 	}

@@ -19,15 +19,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 )
 
 // KeyStore is the persistence the keyring needs.
 type KeyStore interface {
-	EnsureSigningKey(ctx context.Context, create func() (cluster.SealedKey, error)) (cluster.SealedKey, error)
-	ListSigningKeys(ctx context.Context) ([]cluster.SealedKey, error)
-	RotateSigningKey(ctx context.Context, k cluster.SealedKey) error
+	EnsureSigningKey(ctx context.Context, create func() (backstop.SealedKey, error)) (backstop.SealedKey, error)
+	ListSigningKeys(ctx context.Context) ([]backstop.SealedKey, error)
+	RotateSigningKey(ctx context.Context, k backstop.SealedKey) error
 }
 
 // CommandTTL is how long an agent accepts a command after it was signed.
@@ -40,7 +40,7 @@ type Keyring struct {
 
 	// mu guards the fields below.
 	mu     sync.Mutex
-	active cluster.SealedKey
+	active backstop.SealedKey
 	priv   ed25519.PrivateKey
 }
 
@@ -68,7 +68,7 @@ func Open(ctx context.Context, ks KeyStore, secretKey []byte) (*Keyring, error) 
 		return nil, fmt.Errorf("signing: %w", err)
 	}
 	k := &Keyring{store: ks, aead: aead}
-	active, err := ks.EnsureSigningKey(ctx, func() (cluster.SealedKey, error) { return k.newKey(nil) })
+	active, err := ks.EnsureSigningKey(ctx, func() (backstop.SealedKey, error) { return k.newKey(nil) })
 	if err != nil {
 		return nil, fmt.Errorf("signing: load the active key: %w", err)
 	}
@@ -79,12 +79,12 @@ func Open(ctx context.Context, ks KeyStore, secretKey []byte) (*Keyring, error) 
 }
 
 // newKey generates a key, sealed, endorsed by the current one if any.
-func (k *Keyring) newKey(endorser *cluster.SealedKey) (cluster.SealedKey, error) {
+func (k *Keyring) newKey(endorser *backstop.SealedKey) (backstop.SealedKey, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return cluster.SealedKey{}, err
+		return backstop.SealedKey{}, err
 	}
-	sk := cluster.SealedKey{SigningKey: cluster.SigningKey{KeyID: "k-" + uuid.Must(uuid.NewV7()).String()[:13], PublicKey: pub, Active: true}}
+	sk := backstop.SealedKey{SigningKey: backstop.SigningKey{KeyID: "k-" + uuid.Must(uuid.NewV7()).String()[:13], PublicKey: pub, Active: true}}
 	sk.PrivateSealed = k.seal(priv.Seed(), sk.KeyID)
 	if endorser != nil {
 		sk.EndorsedBy = endorser.KeyID
@@ -99,7 +99,7 @@ func (k *Keyring) seal(seed []byte, keyID string) []byte {
 	return k.aead.Seal(nonce, nonce, seed, []byte(keyID))
 }
 
-func (k *Keyring) unseal(sk cluster.SealedKey) (ed25519.PrivateKey, error) {
+func (k *Keyring) unseal(sk backstop.SealedKey) (ed25519.PrivateKey, error) {
 	n := k.aead.NonceSize()
 	if len(sk.PrivateSealed) < n {
 		return nil, fmt.Errorf("signing: key %s: sealed key too short", sk.KeyID)
@@ -111,7 +111,7 @@ func (k *Keyring) unseal(sk cluster.SealedKey) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(seed), nil
 }
 
-func (k *Keyring) use(sk cluster.SealedKey) error {
+func (k *Keyring) use(sk backstop.SealedKey) error {
 	priv, err := k.unseal(sk)
 	if err != nil {
 		return err
@@ -150,29 +150,29 @@ func (k *Keyring) Refresh(ctx context.Context) error {
 }
 
 // Rotate makes a new key, endorsed by the active one, the active key.
-func (k *Keyring) Rotate(ctx context.Context) (cluster.SigningKey, error) {
+func (k *Keyring) Rotate(ctx context.Context) (backstop.SigningKey, error) {
 	if err := k.Refresh(ctx); err != nil {
-		return cluster.SigningKey{}, err
+		return backstop.SigningKey{}, err
 	}
 	k.mu.Lock()
 	cur := k.active
 	k.mu.Unlock()
 	sk, err := k.newKey(&cur)
 	if err != nil {
-		return cluster.SigningKey{}, err
+		return backstop.SigningKey{}, err
 	}
 	if err := k.store.RotateSigningKey(ctx, sk); err != nil {
-		return cluster.SigningKey{}, err
+		return backstop.SigningKey{}, err
 	}
 	if err := k.use(sk); err != nil {
-		return cluster.SigningKey{}, err
+		return backstop.SigningKey{}, err
 	}
 	return sk.SigningKey, nil
 }
 
 // Sign signs a command spec with the active key; it returns the signed
 // command and its issue and expiry times.
-func (k *Keyring) Sign(spec cluster.CommandSpec) (cluster.SignedCommand, time.Time, time.Time, error) {
+func (k *Keyring) Sign(spec backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
 	k.mu.Lock()
 	keyID, priv := k.active.KeyID, k.priv
 	k.mu.Unlock()
@@ -184,9 +184,9 @@ func (k *Keyring) Sign(spec cluster.CommandSpec) (cluster.SignedCommand, time.Ti
 		Action: envelope.Action(spec.Action), Resources: spec.Resources,
 	}, keyID, priv)
 	if err != nil {
-		return cluster.SignedCommand{}, issued, expires, err
+		return backstop.SignedCommand{}, issued, expires, err
 	}
-	return cluster.SignedCommand{ID: spec.ID, Payload: e.Payload, KeyID: e.KeyID, Signature: e.Signature}, issued, expires, nil
+	return backstop.SignedCommand{ID: spec.ID, Payload: e.Payload, KeyID: e.KeyID, Signature: e.Signature}, issued, expires, nil
 }
 
 // SignEnvelope signs an arbitrary command with the active key, exactly as

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/envelope"
-	"github.com/backstop-ha/backstop/server/cluster"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 	"github.com/backstop-ha/backstop/store/storetest"
@@ -44,7 +44,7 @@ func TestKeyring(t *testing.T) {
 		t.Fatal("a 5-byte secret was accepted")
 	}
 
-	spec := cluster.CommandSpec{ID: "c1", ClusterID: "cl", NodeID: "n1", HierarchyID: "h1", Epoch: 1, Term: 1, Action: "bring_in_service"}
+	spec := backstop.CommandSpec{ID: "c1", ClusterID: "cl", NodeID: "n1", HierarchyID: "h1", Epoch: 1, Term: 1, Action: "bring_in_service"}
 	sc, _, _, err := k.Sign(spec)
 	if err != nil {
 		t.Fatal(err)
