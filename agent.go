@@ -7,13 +7,16 @@ import (
 	"time"
 )
 
+// PlacementState is where a hierarchy stands on its node.
+type PlacementState string
+
 // Placement states of a hierarchy.
 const (
-	PlacementInService    = "in_service"
-	PlacementOutOfService = "out_of_service"
-	PlacementStarting     = "starting"
-	PlacementStopping     = "stopping"
-	PlacementFailed       = "failed"
+	PlacementInService    PlacementState = "in_service"
+	PlacementOutOfService PlacementState = "out_of_service"
+	PlacementStarting     PlacementState = "starting"
+	PlacementStopping     PlacementState = "stopping"
+	PlacementFailed       PlacementState = "failed"
 )
 
 // Placement says which node a hierarchy is in service on. Epoch increases
@@ -21,7 +24,7 @@ const (
 type Placement struct {
 	NodeID    string
 	Epoch     int64
-	State     string
+	State     PlacementState
 	Detail    string
 	UpdatedAt time.Time
 }
@@ -154,10 +157,10 @@ type CommandOutcome struct {
 
 // HierarchyReport is an agent's view of one hierarchy.
 type HierarchyReport struct {
-	HierarchyID string `json:"hierarchy_id"`
-	Epoch       int64  `json:"epoch"`
-	State       string `json:"state"`
-	Detail      string `json:"detail,omitempty"`
+	HierarchyID string         `json:"hierarchy_id"`
+	Epoch       int64          `json:"epoch"`
+	State       PlacementState `json:"state"`
+	Detail      string         `json:"detail,omitempty"`
 }
 
 // FenceReport is a self-fencing an agent did.
@@ -268,7 +271,7 @@ type ControlPlane struct {
 type NodeStatus struct {
 	ID          string
 	Name        string
-	State       string
+	State       NodeState
 	Maintenance bool
 	// PathsAlive: some up peer whose lease still runs (a fresh report)
 	// reports a live communication path to it.
@@ -368,7 +371,8 @@ type FailedMark struct {
 
 // NodeTransition is a node state change made by the failure detector.
 type NodeTransition struct {
-	ClusterID, NodeID, Node, From, To string
+	ClusterID, NodeID, Node string
+	From, To                NodeState
 }
 
 // Move kinds for StartMove and incidents.

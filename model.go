@@ -21,13 +21,24 @@ const (
 	FencingNone = "none"
 )
 
+// NodeState is what the control plane knows of a node.
+type NodeState string
+
 // Node states.
 const (
-	NodePending     = "pending"
-	NodeUp          = "up"
-	NodeDown        = "down"
-	NodeUnreachable = "unreachable"
-	NodeMaintenance = "maintenance"
+	// NodePending: created, its agent not enrolled yet.
+	NodePending NodeState = "pending"
+	// NodeUp: its lease runs.
+	NodeUp NodeState = "up"
+	// NodeDown: its lease ran out and a live peer sees it dead on every
+	// path; its hierarchies fail over (after its fence, with a device).
+	NodeDown NodeState = "down"
+	// NodeUnreachable: its lease ran out but a peer still sees it;
+	// nothing moves.
+	NodeUnreachable NodeState = "unreachable"
+	// NodeMaintenance is shown for a node in maintenance (a flag beside
+	// the state in storage).
+	NodeMaintenance NodeState = "maintenance"
 )
 
 // Cluster is a group of 2..64 nodes that back each other up.
@@ -61,7 +72,7 @@ type Node struct {
 	ClusterID   string
 	Name        string
 	Description string
-	State       string
+	State       NodeState
 	// Maintenance takes the node out of every hierarchy's candidates.
 	Maintenance bool
 	// Agent is nil until the node's agent enrolls.

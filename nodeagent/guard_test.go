@@ -44,7 +44,7 @@ func newGuardFixture(t *testing.T) *guardFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = inst.Fence() })
-	st := []hierState{{ID: guardTestHierarchy, Name: "mail", State: backstop.PlacementInService, Epoch: 3, Active: true,
+	st := []hierState{{ID: guardTestHierarchy, Name: "mail", State: stateInService, Epoch: 3, Active: true,
 		Resources: []backstop.Resource{res}, UpdatedAt: time.Now()}}
 	if err := saveJSON(filepath.Join(dir, fileHierarchies), st); err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestGuardFencesWhenTheAgentGoesSilent(t *testing.T) {
 	if _, err := loadJSON(filepath.Join(f.dir, fileHierarchies), &st); err != nil || len(st) != 1 {
 		t.Fatalf("hierarchies.json: %v %v", st, err)
 	}
-	if st[0].Active || st[0].State != backstop.PlacementOutOfService {
+	if st[0].Active || st[0].State != stateOutOfService {
 		t.Fatalf("after fencing the hierarchy is recorded %s active=%v, want out_of_service inactive", st[0].State, st[0].Active)
 	}
 }

@@ -283,7 +283,7 @@ func (a *Agent) reconcile(c *client.AgentConfig) {
 	self := c.NodeId.String()
 	for _, h := range a.runner.list() {
 		h.mu.Lock()
-		active, epoch := h.st.Active || h.st.State == backstop.PlacementInService, h.st.Epoch
+		active, epoch := h.st.Active || h.st.State == stateInService, h.st.Epoch
 		h.mu.Unlock()
 		pv, known := a.serverPlacement[h.id]
 		if !active || !known {

@@ -305,11 +305,11 @@ func (r *runner) execFor(h *hierarchy, cmd *envelope.Command) *executor {
 type placement string
 
 const (
-	stateOutOfService placement = backstop.PlacementOutOfService
-	stateStarting     placement = backstop.PlacementStarting
-	stateInService    placement = backstop.PlacementInService
-	stateStopping     placement = backstop.PlacementStopping
-	stateFailed       placement = backstop.PlacementFailed
+	stateOutOfService = placement(backstop.PlacementOutOfService)
+	stateStarting     = placement(backstop.PlacementStarting)
+	stateInService    = placement(backstop.PlacementInService)
+	stateStopping     = placement(backstop.PlacementStopping)
+	stateFailed       = placement(backstop.PlacementFailed)
 )
 
 // transitions is the agent's state machine for one hierarchy:

@@ -225,11 +225,11 @@ func cancelled() context.Context {
 // TestPlacementStatesAreTheContracts: the agent's states are the
 // contract's placement states, as reported in heartbeats.
 func TestPlacementStatesAreTheContracts(t *testing.T) {
-	for p, want := range map[placement]string{
+	for p, want := range map[placement]backstop.PlacementState{
 		stateOutOfService: backstop.PlacementOutOfService, stateStarting: backstop.PlacementStarting,
 		stateInService: backstop.PlacementInService, stateStopping: backstop.PlacementStopping, stateFailed: backstop.PlacementFailed,
 	} {
-		if string(p) != want || !p.valid() {
+		if backstop.PlacementState(p) != want || !p.valid() {
 			t.Errorf("%q: want %q, valid", p, want)
 		}
 	}

@@ -93,7 +93,7 @@ func TestLocalRecoveryRestartsThenFailsTheHierarchy(t *testing.T) {
 		for n := 1; n <= 2; n++ {
 			kill()
 			equalCalls(t, f.take(), []string{"stop svc", "start svc"})
-			if st := stateOf(r, hid1); st.State != backstop.PlacementInService {
+			if st := stateOf(r, hid1); st.State != stateInService {
 				t.Fatalf("after restart %d: state %s", n, st.State)
 			}
 			h := healthOf(t, r, "svc")
@@ -106,7 +106,7 @@ func TestLocalRecoveryRestartsThenFailsTheHierarchy(t *testing.T) {
 		kill() // a third failure: the budget (2 in 60 s) is spent
 		equalCalls(t, f.take(), []string{"stop svc", "stop vip"})
 		st := stateOf(r, hid1)
-		if st.State != backstop.PlacementFailed || st.Active || !strings.Contains(st.Detail, "local recovery exhausted") {
+		if st.State != stateFailed || st.Active || !strings.Contains(st.Detail, "local recovery exhausted") {
 			t.Fatalf("state %+v", st)
 		}
 		time.Sleep(time.Second) // nobody monitors a failed hierarchy
@@ -203,7 +203,7 @@ func TestTakeOutOfServiceAndCommandsNeedingService(t *testing.T) {
 		}
 		equalCalls(t, f.take(), []string{"stop postfix", "stop vol", "stop vip"})
 		st := stateOf(r, hid1)
-		if st.State != backstop.PlacementOutOfService || st.Active || st.Epoch != 3 {
+		if st.State != stateOutOfService || st.Active || st.Epoch != 3 {
 			t.Fatalf("state %+v", st)
 		}
 		time.Sleep(2 * time.Second)
@@ -226,7 +226,7 @@ func TestFailedBringUpIsReportedFailed(t *testing.T) {
 			t.Fatal("succeeded")
 		}
 		st := stateOf(r, hid1)
-		if st.State != backstop.PlacementFailed || st.Active || !strings.Contains(st.Detail, "postfix/start") {
+		if st.State != stateFailed || st.Active || !strings.Contains(st.Detail, "postfix/start") {
 			t.Fatalf("state %+v", st)
 		}
 	})
@@ -271,7 +271,7 @@ func TestFenceCancelsARunningBringUp(t *testing.T) {
 			t.Fatalf("fence calls %q", fences)
 		}
 		for _, id := range []string{hid1, hid2} {
-			if st := stateOf(r, id); st.State != backstop.PlacementOutOfService || st.Active || !strings.HasPrefix(st.Detail, "fenced: ") {
+			if st := stateOf(r, id); st.State != stateOutOfService || st.Active || !strings.HasPrefix(st.Detail, "fenced: ") {
 				t.Fatalf("%s: state %+v", id, st)
 			}
 		}
@@ -298,7 +298,7 @@ func TestFenceFailureKeepsTheHierarchyActive(t *testing.T) {
 		if len(fr.Failures) != 1 {
 			t.Fatalf("fence result %+v", fr)
 		}
-		if st := stateOf(r, hid1); st.State != backstop.PlacementFailed || !st.Active {
+		if st := stateOf(r, hid1); st.State != stateFailed || !st.Active {
 			t.Fatalf("state %+v", st)
 		}
 	})
@@ -323,7 +323,7 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 		if _, err := loadJSON(filepath.Join(dir, fileHierarchies), &list); err != nil {
 			t.Fatal(err)
 		}
-		list = append(list, hierState{ID: hid2, State: backstop.PlacementStarting, Epoch: 2, Active: true, Resources: []backstop.Resource{res("db", "service")}})
+		list = append(list, hierState{ID: hid2, State: stateStarting, Epoch: 2, Active: true, Resources: []backstop.Resource{res("db", "service")}})
 		if err := saveJSON(filepath.Join(dir, fileHierarchies), list); err != nil {
 			t.Fatal(err)
 		}
@@ -341,11 +341,11 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 		if calls := f.take(); len(calls) != 0 {
 			t.Fatalf("resuming started or stopped something: %q", calls)
 		}
-		if st := stateOf(r, hid1); st.State != backstop.PlacementInService || st.Epoch != 7 {
+		if st := stateOf(r, hid1); st.State != stateInService || st.Epoch != 7 {
 			t.Fatalf("resumed %+v", st)
 		}
 		st := stateOf(r, hid2)
-		if st.State != backstop.PlacementFailed || !st.Active || !strings.Contains(st.Detail, "restarted while") {
+		if st.State != stateFailed || !st.Active || !strings.Contains(st.Detail, "restarted while") {
 			t.Fatalf("interrupted %+v", st)
 		}
 		if ids := r.activeIDs(); !slices.Equal(ids, []string{hid1, hid2}) {

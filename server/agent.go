@@ -172,7 +172,7 @@ func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequest
 		s.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", ms)
 	}
 	for _, h := range deref(r.Body.Hierarchies, nil) {
-		rep.Hierarchies = append(rep.Hierarchies, backstop.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: string(h.State), Detail: deref(h.Detail, "")})
+		rep.Hierarchies = append(rep.Hierarchies, backstop.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: backstop.PlacementState(h.State), Detail: deref(h.Detail, "")})
 	}
 	for _, f := range deref(r.Body.Fences, nil) {
 		fr := backstop.FenceReport{At: f.At, Reason: f.Reason}

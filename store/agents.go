@@ -166,7 +166,7 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r
 	return withTx(ctx, s, func(tx pgx.Tx) (backstop.HeartbeatAck, error) {
 		var ack backstop.HeartbeatAck
 		var ttlMS int64
-		var was string
+		var was backstop.NodeState
 		var prev []byte
 		var prevSeen *time.Time
 		if err := tx.QueryRow(ctx, `SELECT state, report, last_heartbeat_at FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was, &prev, &prevSeen); err != nil {
@@ -261,7 +261,7 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r
 // only if its epoch is still epoch (-1: any epoch), so a stale report never
 // overrides a newer placement. It returns the hierarchy's name when it
 // changed something, "" otherwise.
-func setPlacementTx(ctx context.Context, tx pgx.Tx, nodeID, hierarchyID string, epoch int64, state, detail string) (string, error) {
+func setPlacementTx(ctx context.Context, tx pgx.Tx, nodeID, hierarchyID string, epoch int64, state backstop.PlacementState, detail string) (string, error) {
 	var name string
 	err := tx.QueryRow(ctx, `UPDATE hierarchies SET placement_state = $4, placement_detail = $5, placement_updated_at = now()
 		WHERE id = $1 AND placement_node_id = $2 AND ($3 < 0 OR epoch = $3) AND placement_state <> $4 RETURNING name`,

@@ -120,7 +120,7 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTran
 			if _, err := tx.Exec(ctx, `UPDATE nodes SET state = $2, state_since = now() WHERE id = $1`, x.t.NodeID, x.t.To); err != nil {
 				return nil, err
 			}
-			if err := writeEvent(ctx, tx, x.t.ClusterID, "node."+x.t.To, sev, map[string]string{"node_id": x.t.NodeID},
+			if err := writeEvent(ctx, tx, x.t.ClusterID, "node."+string(x.t.To), sev, map[string]string{"node_id": x.t.NodeID},
 				map[string]any{"from": x.t.From}, msg, x.t.Node); err != nil {
 				return nil, err
 			}
@@ -271,7 +271,7 @@ func insertDecisionTx(ctx context.Context, tx pgx.Tx, d backstop.DecisionRecord)
 
 // issueCommandTx bumps a hierarchy's epoch, sets its placement, and stores
 // a signed command for node in one go.
-func issueCommandTx(ctx context.Context, tx pgx.Tx, h backstop.Hierarchy, node, action, state string, term int64, incidentID, operationID string, sign backstop.Signer) (backstop.CommandSpec, error) {
+func issueCommandTx(ctx context.Context, tx pgx.Tx, h backstop.Hierarchy, node, action string, state backstop.PlacementState, term int64, incidentID, operationID string, sign backstop.Signer) (backstop.CommandSpec, error) {
 	spec := backstop.CommandSpec{ID: newID(), ClusterID: h.ClusterID, NodeID: node, HierarchyID: h.ID, Hierarchy: h.Name,
 		Epoch: h.Placement.Epoch + 1, Term: term, Action: action, Resources: backstop.BringUpOrder(h.Resources)}
 	sc, issued, expires, err := sign(spec)
@@ -334,7 +334,7 @@ func (s *Store) StartMove(ctx context.Context, term int64, m backstop.MoveReques
 			return o, fmt.Errorf("%w: hierarchy %q is already moving to node %s", backstop.ErrConflict, h.Name, *moving)
 		}
 		from := h.Placement.NodeID
-		var fromState string
+		var fromState backstop.NodeState
 		var awaitingFence bool
 		if from != "" {
 			if err := tx.QueryRow(ctx, `SELECT state, `+awaitingFenceSQL+` FROM nodes n WHERE id = $1`, from).Scan(&fromState, &awaitingFence); err != nil {

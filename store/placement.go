@@ -30,7 +30,8 @@ func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind
 			return op, fmt.Errorf("hierarchy %s: %w", hierarchyID, interpretError(err))
 		}
 		p := h.Placement
-		var action, state string
+		var action string
+		var state backstop.PlacementState
 		switch kind {
 		case backstop.OperationInService:
 			if p.Active() && p.NodeID != nodeID {
@@ -225,7 +226,7 @@ func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentit
 				}
 			}
 		}
-		var place string
+		var place backstop.PlacementState
 		switch {
 		case ok && action == "bring_in_service":
 			place = backstop.PlacementInService

@@ -352,7 +352,7 @@ func TestLateFenceReport(t *testing.T) {
 	if _, err := st.RecordHeartbeat(t.Context(), a, rep); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]string{old.ID: backstop.PlacementFailed, fresh.ID: backstop.PlacementInService} {
+	for id, want := range map[string]backstop.PlacementState{old.ID: backstop.PlacementFailed, fresh.ID: backstop.PlacementInService} {
 		h, err := st.FindHierarchyByID(t.Context(), c.ID, id)
 		if err != nil {
 			t.Fatal(err)

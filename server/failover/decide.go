@@ -13,7 +13,7 @@ import (
 type NodeView struct {
 	ID          string
 	Name        string
-	State       string // backstop.Node* states
+	State       backstop.NodeState
 	Maintenance bool
 	// PathsAlive is true when at least one peer with a fresh report (up,
 	// lease running) sees the node over a communication path (automatic
@@ -187,7 +187,7 @@ func candidates(s Snapshot, h HierarchyView, occ occupancy, exclude string) []Ca
 		case n.Maintenance || n.State == backstop.NodeMaintenance:
 			c.Rejected = "in maintenance"
 		case n.State != backstop.NodeUp:
-			c.Rejected = "node is " + n.State
+			c.Rejected = "node is " + string(n.State)
 		case h.FailedOn[pr.NodeID]:
 			c.Rejected = "the hierarchy failed on this node (clear the mark to allow it again)"
 		case h.Group != "" && occ[pr.NodeID][h.Group] != "" && occ[pr.NodeID][h.Group] != h.Name:

@@ -8,11 +8,11 @@ import (
 	"github.com/backstop-ha/backstop"
 )
 
-func node(id, state string) NodeView {
+func node(id string, state backstop.NodeState) NodeView {
 	return NodeView{ID: id, Name: id, State: state, PathsAlive: state == backstop.NodeUp}
 }
 
-func hier(id, group, on, state string, prios ...string) HierarchyView {
+func hier(id, group, on string, state backstop.PlacementState, prios ...string) HierarchyView {
 	h := HierarchyView{ID: id, Name: id, Group: group, Switchback: backstop.SwitchbackIntelligent, FailedOn: map[string]bool{},
 		Placement: backstop.Placement{NodeID: on, State: state, Epoch: 1}}
 	for i, p := range prios {

@@ -202,10 +202,10 @@ func SnapshotOf(st backstop.ClusterStatus) Snapshot {
 // made from: the states of the hierarchy's nodes and its placement.
 func Record(st backstop.ClusterStatus, d Decision, key string) backstop.DecisionRecord {
 	type nodeIn struct {
-		Name        string `json:"name"`
-		State       string `json:"state"`
-		Maintenance bool   `json:"maintenance,omitempty"`
-		PathsAlive  bool   `json:"paths_alive"`
+		Name        string             `json:"name"`
+		State       backstop.NodeState `json:"state"`
+		Maintenance bool               `json:"maintenance,omitempty"`
+		PathsAlive  bool               `json:"paths_alive"`
 		// AwaitingFence never shows in a decision that moved something;
 		// it is there for explain and simulate.
 		AwaitingFence bool `json:"awaiting_fence,omitempty"`
