@@ -75,3 +75,7 @@ func (e *ValidationError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// ErrStaleTerm is returned when a leader acts with a term that is no
+// longer current: another replica leads now.
+var ErrStaleTerm = fmt.Errorf("%w: leadership moved to another replica", ErrConflict)

@@ -322,3 +322,23 @@ func NewWebhookSecret() string {
 	rand.Read(b) // never fails (crypto/rand, Go 1.24+)
 	return WebhookSecretPrefix + base64.StdEncoding.EncodeToString(b)
 }
+
+// Event is a recorded state change.
+type Event struct {
+	ClusterID string
+	Seq       int64
+	ID        string
+	Type      string
+	Severity  string
+	Subject   map[string]string
+	Message   string
+	Details   map[string]any
+	At        time.Time
+}
+
+// Event severities.
+const (
+	SeverityInfo     = "info"
+	SeverityWarning  = "warning"
+	SeverityCritical = "critical"
+)
