@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/backstop-ha/backstop/store/pgtemp"
+	"github.com/backstop-ha/backstop/store/storetest"
 )
 
 // specPath is the API contract every response is checked against, relative
@@ -28,13 +29,13 @@ const specPath = "../openapi/backstop.yaml"
 
 // env is what TestMain prepares once for every test.
 var env struct {
-	bin     string          // the backstopd binary built from ../cmd/backstopd
-	agent   string          // the backstop-agent binary
-	tcpecho string          // the protected service of the agent tests
-	pg      *pgtemp.Harness // hands out fresh databases; nil when skip is set
-	skip    string          // why every test skips (no PostgreSQL available)
-	spec    []byte          // the contract, as in the repository
-	router  routers.Router  // finds the contract's operation for a request
+	bin     string             // the backstopd binary built from ../cmd/backstopd
+	agent   string             // the backstop-agent binary
+	tcpecho string             // the protected service of the agent tests
+	pg      *storetest.Harness // hands out fresh databases; nil when skip is set
+	skip    string             // why every test skips (no PostgreSQL available)
+	spec    []byte             // the contract, as in the repository
+	router  routers.Router     // finds the contract's operation for a request
 	options *openapi3filter.Options
 }
 
@@ -63,7 +64,7 @@ func runTests(m *testing.M) int {
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	h, err := pgtemp.NewHarness(ctx, pgtemp.Options{})
+	h, err := storetest.NewHarness(ctx, pgtemp.Options{})
 	cancel()
 	switch {
 	case errors.Is(err, pgtemp.ErrBinariesNotFound) && os.Getenv("CI") == "":

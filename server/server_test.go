@@ -16,11 +16,10 @@ import (
 	"github.com/backstop-ha/backstop/server"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
-	"github.com/backstop-ha/backstop/store/pgtemp"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtemp.RunTests(m)) }
+func TestMain(m *testing.M) { os.Exit(storetest.RunTests(m)) }
 
 const adminSecret = "bsk_test-admin-secret-0123456789"
 

@@ -12,11 +12,10 @@ import (
 
 	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/store"
-	"github.com/backstop-ha/backstop/store/pgtemp"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtemp.RunTests(m)) }
+func TestMain(m *testing.M) { os.Exit(storetest.RunTests(m)) }
 
 func actorCtx(t *testing.T) context.Context {
 	return backstop.WithActor(t.Context(), backstop.Actor{TokenID: "01a21687-0000-7000-8000-000000000001", Name: "test", Role: backstop.RoleAdmin})

@@ -10,11 +10,10 @@ import (
 	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/envelope"
 	"github.com/backstop-ha/backstop/server/signing"
-	"github.com/backstop-ha/backstop/store/pgtemp"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtemp.RunTests(m)) }
+func TestMain(m *testing.M) { os.Exit(storetest.RunTests(m)) }
 
 // The first start creates one key; the database holds it only sealed; a
 // different secret key cannot open it; rotation keeps old commands

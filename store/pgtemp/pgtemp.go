@@ -1,6 +1,5 @@
 // Package pgtemp starts a private, throwaway PostgreSQL server for tests and
-// for demos, and hands tests fresh databases cloned from per-schema template
-// databases.
+// for demos.
 //
 // Start runs initdb and pg_ctl from the local PostgreSQL installation in a new
 // temporary directory, on 127.0.0.1 and a free TCP port, with durability
@@ -18,8 +17,11 @@
 // of file and the watchdog stops the server and removes its directory, so no
 // server is left behind.
 //
-// For tests, Harness (and the process-wide SharedHarness) uses either such a
-// private server or, when BACKSTOP_TEST_DATABASE_URL is set, an existing one.
+// Handing tests fresh databases cloned from per-schema template databases is
+// store/storetest's job (its Harness uses such a private server or, when
+// BACKSTOP_TEST_DATABASE_URL is set, an existing one). It lives there, not
+// here, because it needs the testing package and backstopd's demo mode links
+// pgtemp: nothing here may import testing (TestBinariesDoNotLinkTesting).
 //
 // The package only works on Unix-like systems (it uses /bin/sh, setsid and,
 // on Linux, /proc).
@@ -47,12 +49,16 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ErrBinariesNotFound is returned (wrapped) by Start, NewHarness and
-// SharedHarness when no PostgreSQL server binaries are installed.
+// ErrBinariesNotFound is returned (wrapped) by Start, and so by storetest's
+// harness, when no PostgreSQL server binaries are installed.
 // Test it with errors.Is.
 var ErrBinariesNotFound = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with: apt-get install -y postgresql" +
-	" (searched $PATH and /usr/lib/postgresql/*/bin); alternatively, for tests, set " + EnvDatabaseURL +
+	" (searched $PATH and /usr/lib/postgresql/*/bin); alternatively, for tests, set " + testDatabaseURLEnv +
 	" to the URL of a database on an existing server, e.g. postgres://postgres@127.0.0.1:5432/postgres")
+
+// testDatabaseURLEnv is storetest.EnvDatabaseURL, which ErrBinariesNotFound
+// suggests; spelled out because pgtemp cannot import storetest.
+const testDatabaseURLEnv = "BACKSTOP_TEST_DATABASE_URL"
 
 const (
 	// superuser is the name of the bootstrap superuser initdb creates.

@@ -2,6 +2,15 @@
 // their own: a template database is migrated once per process (named after
 // the hash of the migrations, so a schema change gets a new template) and
 // each test gets a clone of it.
+//
+// The databases come from a Harness, on a throwaway server started with
+// store/pgtemp or, when BACKSTOP_TEST_DATABASE_URL is set, on an existing
+// one. A test binary that uses them stops the shared server in TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(storetest.RunTests(m)) }
+//
+// This package imports testing; production code must not import it (pgtemp,
+// which backstopd's demo mode uses, stays free of testing).
 package storetest
 
 import (
@@ -10,13 +19,12 @@ import (
 
 	"github.com/backstop-ha/backstop/migrations"
 	"github.com/backstop-ha/backstop/store"
-	"github.com/backstop-ha/backstop/store/pgtemp"
 )
 
 // URL returns the URL of a fresh, migrated database dropped when t ends.
 func URL(t testing.TB) string {
 	t.Helper()
-	return pgtemp.NewTestDatabase(t, "backstop_"+migrations.Hash()[:16], func(ctx context.Context, url string) error {
+	return NewTestDatabase(t, "backstop_"+migrations.Hash()[:16], func(ctx context.Context, url string) error {
 		st, err := store.Open(ctx, url)
 		if err != nil {
 			return err
@@ -30,7 +38,7 @@ func URL(t testing.TB) string {
 // EmptyURL returns the URL of a fresh database with no schema at all.
 func EmptyURL(t testing.TB) string {
 	t.Helper()
-	return pgtemp.NewTestDatabase(t, "empty", func(context.Context, string) error { return nil })
+	return NewTestDatabase(t, "empty", func(context.Context, string) error { return nil })
 }
 
 // New returns a store on a fresh, migrated database.
