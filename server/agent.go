@@ -3,16 +3,29 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
 	"github.com/backstop-ha/backstop/openapi/envelope"
 )
+
+// agentHandlers serve the node agents: enrollment, heartbeats, the
+// command long poll and results, and the signing keys they verify
+// commands with.
+type agentHandlers struct {
+	store   AgentStore
+	log     *slog.Logger
+	keys    Keyring
+	waiters *waiters
+	// recovery observes the time from detection to recovery.
+	recovery prometheus.Observer
+}
 
 // Keyring signs commands; package signing implements it.
 type Keyring interface {
@@ -63,29 +76,33 @@ func (w *waiters) wake(nodeID string) {
 	}
 }
 
-// Run runs the server's background work until ctx ends: the listener that
-// wakes long polls for commands queued on any replica, and the sweeper
-// that closes commands no agent will run.
-func (s *Server) Run(ctx context.Context) {
+// wakeAll wakes every poll.
+func (w *waiters) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, chs := range w.m {
+		for ch := range chs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// run wakes long polls for commands queued on any replica and closes
+// commands no agent will run, until ctx ends.
+func (ah *agentHandlers) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for ctx.Err() == nil {
-			err := s.store.ListenCommands(ctx, s.waiters.wake)
+			err := ah.store.ListenCommands(ctx, ah.waiters.wake)
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.WarnContext(ctx, "command listener stopped; restarting", "err", err)
+			ah.log.WarnContext(ctx, "command listener stopped; restarting", "err", err)
 			// Wake everyone so no poll waits on a missed notification.
-			s.waiters.mu.Lock()
-			for id := range s.waiters.m {
-				for ch := range s.waiters.m[id] {
-					select {
-					case ch <- struct{}{}:
-					default:
-					}
-				}
-			}
-			s.waiters.mu.Unlock()
+			ah.waiters.wakeAll()
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):
@@ -101,10 +118,10 @@ func (s *Server) Run(ctx context.Context) {
 				return
 			case <-t.C:
 			}
-			if n, err := s.store.ExpireCommands(ctx, 60*time.Second); err != nil && ctx.Err() == nil {
-				s.log.WarnContext(ctx, "expire commands", "err", err)
+			if n, err := ah.store.ExpireCommands(ctx, 60*time.Second); err != nil && ctx.Err() == nil {
+				ah.log.WarnContext(ctx, "expire commands", "err", err)
 			} else if n > 0 {
-				s.log.WarnContext(ctx, "closed commands no agent ran", "count", n)
+				ah.log.WarnContext(ctx, "closed commands no agent ran", "count", n)
 			}
 		}
 	})
@@ -129,7 +146,7 @@ func toAPISigningKey(k backstop.SigningKey) api.SigningKey {
 }
 
 // AgentEnroll exchanges an enrollment token for the agent credential.
-func (s *Server) AgentEnroll(ctx context.Context, r api.AgentEnrollRequestObject) (api.AgentEnrollResponseObject, error) {
+func (ah *agentHandlers) AgentEnroll(ctx context.Context, r api.AgentEnrollRequestObject) (api.AgentEnrollResponseObject, error) {
 	b := r.Body
 	if len(b.PublicKey) != 32 {
 		return nil, backstop.Invalid("/public_key", "must be a 32-byte Ed25519 public key, base64-encoded (got %d bytes)", len(b.PublicKey))
@@ -138,11 +155,11 @@ func (s *Server) AgentEnroll(ctx context.Context, r api.AgentEnrollRequestObject
 	for _, i := range deref(b.Facts.Interfaces, nil) {
 		facts.Interfaces = append(facts.Interfaces, backstop.HostInterface{Name: i.Name, MAC: deref(i.Mac, ""), Addresses: deref(i.Addresses, nil)})
 	}
-	n, credential, err := s.store.Enroll(ctx, b.EnrollmentToken, b.PublicKey, facts)
+	n, credential, err := ah.store.Enroll(ctx, b.EnrollmentToken, b.PublicKey, facts)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := s.store.ListSigningKeys(ctx)
+	keys, err := ah.store.ListSigningKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +167,12 @@ func (s *Server) AgentEnroll(ctx context.Context, r api.AgentEnrollRequestObject
 	for _, k := range keys {
 		out.SigningKeys = append(out.SigningKeys, toAPISigningKey(k.SigningKey))
 	}
-	s.log.InfoContext(ctx, "agent enrolled", "node_id", n.ID, "node", n.Name, "hostname", facts.Hostname)
+	ah.log.InfoContext(ctx, "agent enrolled", "node_id", n.ID, "node", n.Name, "hostname", facts.Hostname)
 	return out, nil
 }
 
 // AgentHeartbeat renews the node lease and records its report.
-func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequestObject) (api.AgentHeartbeatResponseObject, error) {
+func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequestObject) (api.AgentHeartbeatResponseObject, error) {
 	a, err := agentFrom(ctx)
 	if err != nil {
 		return nil, err
@@ -169,7 +186,7 @@ func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequest
 		return nil, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", backstop.MaxRestartHold.Milliseconds(), ms)
 	} else if ms > 0 {
 		rep.RestartHold = time.Duration(ms) * time.Millisecond
-		s.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", ms)
+		ah.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", ms)
 	}
 	for _, h := range deref(r.Body.Hierarchies, nil) {
 		rep.Hierarchies = append(rep.Hierarchies, backstop.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: backstop.PlacementState(h.State), Detail: deref(h.Detail, "")})
@@ -180,9 +197,9 @@ func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequest
 			fr.Hierarchies = append(fr.Hierarchies, h.String())
 		}
 		rep.Fences = append(rep.Fences, fr)
-		s.log.WarnContext(ctx, "agent reports it fenced itself", "node_id", a.NodeID, "node", a.NodeName, "at", f.At, "reason", f.Reason)
+		ah.log.WarnContext(ctx, "agent reports it fenced itself", "node_id", a.NodeID, "node", a.NodeName, "at", f.At, "reason", f.Reason)
 	}
-	ack, err := s.store.RecordHeartbeat(ctx, a, rep)
+	ack, err := ah.store.RecordHeartbeat(ctx, a, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +208,7 @@ func (s *Server) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequest
 
 // AgentPollCommands returns the node's queued commands, waiting up to
 // wait ms for one to be queued.
-func (s *Server) AgentPollCommands(ctx context.Context, r api.AgentPollCommandsRequestObject) (api.AgentPollCommandsResponseObject, error) {
+func (ah *agentHandlers) AgentPollCommands(ctx context.Context, r api.AgentPollCommandsRequestObject) (api.AgentPollCommandsResponseObject, error) {
 	a, err := agentFrom(ctx)
 	if err != nil {
 		return nil, err
@@ -199,12 +216,12 @@ func (s *Server) AgentPollCommands(ctx context.Context, r api.AgentPollCommandsR
 	wait := time.Duration(deref(r.Params.Wait, 25000)) * time.Millisecond
 	// Register before looking, so a command queued in between still wakes
 	// this poll.
-	wake, done := s.waiters.add(a.NodeID)
+	wake, done := ah.waiters.add(a.NodeID)
 	defer done()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		cmds, err := s.store.NextCommands(ctx, a.NodeID)
+		cmds, err := ah.store.NextCommands(ctx, a.NodeID)
 		if err != nil {
 			return nil, err
 		}
@@ -226,41 +243,41 @@ func (s *Server) AgentPollCommands(ctx context.Context, r api.AgentPollCommandsR
 }
 
 // AgentCommandResult records a command's outcome.
-func (s *Server) AgentCommandResult(ctx context.Context, r api.AgentCommandResultRequestObject) (api.AgentCommandResultResponseObject, error) {
+func (ah *agentHandlers) AgentCommandResult(ctx context.Context, r api.AgentCommandResultRequestObject) (api.AgentCommandResultResponseObject, error) {
 	a, err := agentFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
 	b := r.Body
 	out := backstop.CommandOutcome{Status: string(b.Status), Reason: deref(b.Reason, ""), Detail: deref(b.Detail, "")}
-	for _, st := range deref(b.Steps, nil) {
-		out.Steps = append(out.Steps, backstop.StepResult{Resource: st.Resource, Action: string(st.Action), OK: st.Ok, Detail: deref(st.Detail, ""), DurationMS: deref(st.DurationMs, 0)})
+	for _, step := range deref(b.Steps, nil) {
+		out.Steps = append(out.Steps, backstop.StepResult{Resource: step.Resource, Action: string(step.Action), OK: step.Ok, Detail: deref(step.Detail, ""), DurationMS: deref(step.DurationMs, 0)})
 	}
 	if out.Status == backstop.CommandRejected && out.Reason == "" {
 		return nil, backstop.Invalid("/reason", "a rejected command needs a reason code")
 	}
-	eff, err := s.store.RecordCommandResult(ctx, a, r.CommandId.String(), out)
+	eff, err := ah.store.RecordCommandResult(ctx, a, r.CommandId.String(), out)
 	if err != nil {
 		return nil, err
 	}
 	if eff.Recovered != nil {
-		s.metrics.recovery.Observe(eff.Recovered.Seconds())
+		ah.recovery.Observe(eff.Recovered.Seconds())
 	}
 	lvl := slog.LevelInfo
 	if out.Status != backstop.CommandSucceeded {
 		lvl = slog.LevelWarn
 	}
-	s.log.Log(ctx, lvl, "command result", "node", a.NodeName, "command_id", r.CommandId.String(), "status", out.Status, "reason", out.Reason, "detail", out.Detail)
+	ah.log.Log(ctx, lvl, "command result", "node", a.NodeName, "command_id", r.CommandId.String(), "status", out.Status, "reason", out.Reason, "detail", out.Detail)
 	return api.AgentCommandResult204Response{}, nil
 }
 
 // AgentConfig returns the node's desired configuration.
-func (s *Server) AgentConfig(ctx context.Context, _ api.AgentConfigRequestObject) (api.AgentConfigResponseObject, error) {
+func (ah *agentHandlers) AgentConfig(ctx context.Context, _ api.AgentConfigRequestObject) (api.AgentConfigResponseObject, error) {
 	a, err := agentFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := s.store.AgentConfig(ctx, a)
+	cfg, err := ah.store.AgentConfig(ctx, a)
 	if err != nil {
 		return nil, err
 	}
@@ -285,42 +302,13 @@ func (s *Server) AgentConfig(ctx context.Context, _ api.AgentConfigRequestObject
 	return out, nil
 }
 
-// BringHierarchyInService places a hierarchy on a node by hand.
-func (s *Server) BringHierarchyInService(ctx context.Context, r api.BringHierarchyInServiceRequestObject) (api.BringHierarchyInServiceResponseObject, error) {
-	op, err := s.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationInService, r.Body.NodeId.String(), s.keys.Sign)
-	if err != nil {
-		return nil, err
-	}
-	s.waiters.wake(op.NodeID) // this replica at once; others through NOTIFY
-	return api.BringHierarchyInService202JSONResponse{Body: toAPIOperation(op), Headers: api.BringHierarchyInService202ResponseHeaders{Location: location("/v1/operations/%s", op.ID)}}, nil
-}
-
-// TakeHierarchyOutOfService takes a hierarchy out of service by hand.
-func (s *Server) TakeHierarchyOutOfService(ctx context.Context, r api.TakeHierarchyOutOfServiceRequestObject) (api.TakeHierarchyOutOfServiceResponseObject, error) {
-	op, err := s.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationOutOfService, "", s.keys.Sign)
-	if err != nil {
-		return nil, err
-	}
-	s.waiters.wake(op.NodeID)
-	return api.TakeHierarchyOutOfService202JSONResponse{Body: toAPIOperation(op), Headers: api.TakeHierarchyOutOfService202ResponseHeaders{Location: location("/v1/operations/%s", op.ID)}}, nil
-}
-
-// GetOperation returns an operation.
-func (s *Server) GetOperation(ctx context.Context, r api.GetOperationRequestObject) (api.GetOperationResponseObject, error) {
-	op, err := s.store.FindOperation(ctx, r.OperationId.String())
-	if err != nil {
-		return nil, err
-	}
-	return api.GetOperation200JSONResponse(toAPIOperation(op)), nil
-}
-
 // ListCommands lists a cluster's signed commands.
-func (s *Server) ListCommands(ctx context.Context, r api.ListCommandsRequestObject) (api.ListCommandsResponseObject, error) {
+func (ah *agentHandlers) ListCommands(ctx context.Context, r api.ListCommandsRequestObject) (api.ListCommandsResponseObject, error) {
 	node := ""
 	if r.Params.NodeId != nil {
 		node = r.Params.NodeId.String()
 	}
-	cs, next, err := s.store.ListCommands(ctx, r.ClusterId.String(), node, page(r.Params.Limit, r.Params.Cursor))
+	cs, next, err := ah.store.ListCommands(ctx, r.ClusterId.String(), node, page(r.Params.Limit, r.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}
@@ -342,8 +330,8 @@ func (s *Server) ListCommands(ctx context.Context, r api.ListCommandsRequestObje
 }
 
 // ListSigningKeys lists the command-signing public keys.
-func (s *Server) ListSigningKeys(ctx context.Context, _ api.ListSigningKeysRequestObject) (api.ListSigningKeysResponseObject, error) {
-	keys, err := s.store.ListSigningKeys(ctx)
+func (ah *agentHandlers) ListSigningKeys(ctx context.Context, _ api.ListSigningKeysRequestObject) (api.ListSigningKeysResponseObject, error) {
+	keys, err := ah.store.ListSigningKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -355,30 +343,10 @@ func (s *Server) ListSigningKeys(ctx context.Context, _ api.ListSigningKeysReque
 }
 
 // RotateSigningKey makes a new, endorsed signing key active.
-func (s *Server) RotateSigningKey(ctx context.Context, _ api.RotateSigningKeyRequestObject) (api.RotateSigningKeyResponseObject, error) {
-	k, err := s.keys.Rotate(ctx)
+func (ah *agentHandlers) RotateSigningKey(ctx context.Context, _ api.RotateSigningKeyRequestObject) (api.RotateSigningKeyResponseObject, error) {
+	k, err := ah.keys.Rotate(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return api.RotateSigningKey201JSONResponse(toAPISigningKey(k)), nil
 }
-
-func toAPIOperation(o backstop.Operation) api.Operation {
-	out := api.Operation{
-		Id: apiID(o.ID), ClusterId: apiID(o.ClusterID), HierarchyId: apiID(o.HierarchyID), NodeId: apiID(o.NodeID),
-		Kind: api.OperationKind(o.Kind), State: api.OperationState(o.State), Epoch: o.Epoch, CommandId: optID(o.CommandID),
-		Steps: make([]api.StepResult, len(o.Steps)), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
-	}
-	if o.Detail != "" {
-		out.Detail = ptr(o.Detail)
-	}
-	for i, st := range o.Steps {
-		out.Steps[i] = api.StepResult{Resource: st.Resource, Action: api.StepResultAction(st.Action), Ok: st.OK, DurationMs: ptr(st.DurationMS)}
-		if st.Detail != "" {
-			out.Steps[i].Detail = ptr(st.Detail)
-		}
-	}
-	return out
-}
-
-var errNoKeyring = errors.New("server: Keyring is required")

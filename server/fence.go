@@ -14,17 +14,24 @@ import (
 	"github.com/backstop-ha/backstop/openapi/api"
 )
 
-// Fence devices: a node's fence-agents program and its options. The
-// secret options are sealed by the Deliverer's sealer (the one that seals
-// webhook and SNMP secrets), bound to the node id, and never returned.
+// fenceHandlers manage nodes' fence devices: a node's fence-agents
+// program and its options. The secret options are sealed by the
+// Deliverer's sealer (the one that seals webhook and SNMP secrets), bound
+// to the node id, and never returned.
+type fenceHandlers struct {
+	store   FenceDeviceStore
+	deliver Deliverer
+	// dir is where fence agents must be.
+	dir string
+}
 
 // DefaultFenceAgentsDir is where Debian's fence-agents installs its
 // programs.
 const DefaultFenceAgentsDir = "/usr/sbin"
 
 // GetFenceDevice shows a node's fence device without its secret values.
-func (s *Server) GetFenceDevice(ctx context.Context, r api.GetFenceDeviceRequestObject) (api.GetFenceDeviceResponseObject, error) {
-	d, err := s.store.FindFenceDevice(ctx, r.ClusterId.String(), r.NodeId.String())
+func (fh *fenceHandlers) GetFenceDevice(ctx context.Context, r api.GetFenceDeviceRequestObject) (api.GetFenceDeviceResponseObject, error) {
+	d, err := fh.store.FindFenceDevice(ctx, r.ClusterId.String(), r.NodeId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -32,8 +39,8 @@ func (s *Server) GetFenceDevice(ctx context.Context, r api.GetFenceDeviceRequest
 }
 
 // PutFenceDevice creates or replaces a node's fence device.
-func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequestObject) (api.PutFenceDeviceResponseObject, error) {
-	dl, err := s.deliverer()
+func (fh *fenceHandlers) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequestObject) (api.PutFenceDeviceResponseObject, error) {
+	dl, err := requireDeliverer(fh.deliver)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +48,7 @@ func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequest
 	nodeID := r.NodeId.String()
 	params := map[string]string(deref(b.Params, api.FenceParams{}))
 	v := &backstop.ValidationError{}
-	if err := s.checkFenceAgent(b.Agent); err != nil {
+	if err := fh.checkFenceAgent(b.Agent); err != nil {
 		v.Add("/agent", "%s", err)
 	}
 	backstop.ValidateFenceParams(v, "/params", params)
@@ -65,7 +72,7 @@ func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequest
 		}
 		sealed = dl.Seal(backstop.FenceSealID(nodeID), plain)
 	}
-	d, err := s.store.PutFenceDevice(ctx, r.ClusterId.String(), nodeID, ifMatchVersion(r.Params.IfMatch), func(cur *backstop.FenceDevice) (backstop.FenceDevice, error) {
+	d, err := fh.store.PutFenceDevice(ctx, r.ClusterId.String(), nodeID, ifMatchVersion(r.Params.IfMatch), func(cur *backstop.FenceDevice) (backstop.FenceDevice, error) {
 		next := backstop.FenceDevice{NodeID: nodeID, ClusterID: r.ClusterId.String(), Agent: b.Agent, Params: params, Timeout: timeout,
 			SecretNames: slices.Sorted(maps.Keys(secrets)), SecretSealed: sealed}
 		if secrets == nil && cur != nil {
@@ -86,8 +93,8 @@ func (s *Server) PutFenceDevice(ctx context.Context, r api.PutFenceDeviceRequest
 }
 
 // DeleteFenceDevice removes a node's fence device.
-func (s *Server) DeleteFenceDevice(ctx context.Context, r api.DeleteFenceDeviceRequestObject) (api.DeleteFenceDeviceResponseObject, error) {
-	if err := s.store.DeleteFenceDevice(ctx, r.ClusterId.String(), r.NodeId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
+func (fh *fenceHandlers) DeleteFenceDevice(ctx context.Context, r api.DeleteFenceDeviceRequestObject) (api.DeleteFenceDeviceResponseObject, error) {
+	if err := fh.store.DeleteFenceDevice(ctx, r.ClusterId.String(), r.NodeId.String(), ifMatchVersion(r.Params.IfMatch)); err != nil {
 		return nil, err
 	}
 	return api.DeleteFenceDevice204Response{}, nil
@@ -96,15 +103,15 @@ func (s *Server) DeleteFenceDevice(ctx context.Context, r api.DeleteFenceDeviceR
 // checkFenceAgent says why agent cannot be run from the fence-agents
 // directory, if it cannot: the name pattern keeps it inside the
 // directory, and it must be an executable file there.
-func (s *Server) checkFenceAgent(agent string) error {
+func (fh *fenceHandlers) checkFenceAgent(agent string) error {
 	if !backstop.ValidFenceAgentName(agent) {
 		return fmt.Errorf("%q is no fence agent name (^fence_[a-z0-9_]+$)", agent)
 	}
-	p := filepath.Join(s.fenceDir, agent)
+	p := filepath.Join(fh.dir, agent)
 	fi, err := os.Stat(p)
 	switch {
 	case err != nil:
-		return fmt.Errorf("no fence agent %s in %s on this control plane (install fence-agents, or set --fence-agents-dir)", agent, s.fenceDir)
+		return fmt.Errorf("no fence agent %s in %s on this control plane (install fence-agents, or set --fence-agents-dir)", agent, fh.dir)
 	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
 		return fmt.Errorf("%s is not an executable file", p)
 	}

@@ -160,7 +160,7 @@ func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, err
 	if err != nil {
 		return backstop.AgentIdentity{}, err
 	}
-	a, err := s.store.AuthenticateAgent(r.Context(), secret)
+	a, err := s.gateStore.AuthenticateAgent(r.Context(), secret)
 	if errors.Is(err, backstop.ErrUnauthenticated) {
 		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
 	}
@@ -173,7 +173,7 @@ func (s *Server) authenticate(r *http.Request, need backstop.Role) (backstop.Act
 	if err != nil {
 		return backstop.Actor{}, err
 	}
-	t, err := s.store.Authenticate(r.Context(), secret)
+	t, err := s.gateStore.Authenticate(r.Context(), secret)
 	if errors.Is(err, backstop.ErrUnauthenticated) {
 		return backstop.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", backstop.ErrUnauthenticated)
 	}
@@ -302,7 +302,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, 
 		return
 	}
 	sum := sha256.Sum256(body)
-	stored, err := s.store.ClaimIdempotencyKey(r.Context(), actor.TokenID, key, r.Method, r.URL.Path, sum[:])
+	stored, err := s.gateStore.ClaimIdempotencyKey(r.Context(), actor.TokenID, key, r.Method, r.URL.Path, sum[:])
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -324,13 +324,13 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, 
 	done := false
 	defer func() {
 		if !done {
-			_ = s.store.ReleaseIdempotencyKey(context.WithoutCancel(r.Context()), actor.TokenID, key)
+			_ = s.gateStore.ReleaseIdempotencyKey(context.WithoutCancel(r.Context()), actor.TokenID, key)
 		}
 	}()
 	next.ServeHTTP(rec, r)
 	ctx := context.WithoutCancel(r.Context())
 	if rec.status >= 500 {
-		err = s.store.ReleaseIdempotencyKey(ctx, actor.TokenID, key)
+		err = s.gateStore.ReleaseIdempotencyKey(ctx, actor.TokenID, key)
 	} else {
 		hdr := map[string][]string{}
 		for _, k := range []string{"Content-Type", "Etag", "Location"} {
@@ -338,7 +338,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, 
 				hdr[k] = v
 			}
 		}
-		err = s.store.CompleteIdempotencyKey(ctx, actor.TokenID, key, backstop.StoredResponse{Status: rec.status, Headers: hdr, Body: rec.body.Bytes()})
+		err = s.gateStore.CompleteIdempotencyKey(ctx, actor.TokenID, key, backstop.StoredResponse{Status: rec.status, Headers: hdr, Body: rec.body.Bytes()})
 	}
 	done = true
 	if err != nil {

@@ -2,8 +2,8 @@
 // interface generated from openapi/backstop.yaml, validates every request
 // against that document, authenticates API tokens, answers every error as
 // RFC 9457 problem+json, and exposes Prometheus metrics. It depends on the
-// domain package cluster and on a Store interface, never on package store:
-// cmd/backstopd joins the two.
+// domain package backstop and on per-area store interfaces (stores.go),
+// never on package store: cmd/backstopd joins the two.
 package server
 
 import (
@@ -25,91 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi"
 	"github.com/backstop-ha/backstop/openapi/api"
 )
-
-// Store is what the HTTP layer needs from persistence. Methods return the
-// errors of package cluster: ErrNotFound, ErrConflict, ErrInvalid (often a
-// *backstop.ValidationError), ErrPreconditionFailed, ErrLimit and
-// ErrUnauthenticated.
-type Store interface {
-	Ping(ctx context.Context) error
-	SchemaVersion(ctx context.Context) (uint, bool, error)
-
-	Authenticate(ctx context.Context, secret string) (backstop.Token, error)
-	CreateToken(ctx context.Context, name string, role backstop.Role) (backstop.Token, string, error)
-	ListTokens(ctx context.Context, p backstop.Page) ([]backstop.Token, string, error)
-	DeleteToken(ctx context.Context, id string) error
-	ListAudit(ctx context.Context, p backstop.Page) ([]backstop.AuditRecord, string, error)
-
-	CreateCluster(ctx context.Context, c backstop.Cluster) (backstop.Cluster, error)
-	FindClusterByID(ctx context.Context, id string) (backstop.Cluster, error)
-	ListClusters(ctx context.Context, p backstop.Page) ([]backstop.Cluster, string, error)
-	UpdateCluster(ctx context.Context, id string, ifMatch *int64, change func(backstop.Cluster) (backstop.Cluster, error)) (backstop.Cluster, error)
-	DeleteCluster(ctx context.Context, id string, ifMatch *int64) error
-
-	CreateNode(ctx context.Context, n backstop.Node, keyFingerprint string) (backstop.Node, backstop.Enrollment, error)
-	FindNodeByID(ctx context.Context, clusterID, id string) (backstop.Node, error)
-	ListNodes(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Node, string, error)
-	UpdateNode(ctx context.Context, clusterID, id string, ifMatch *int64, u backstop.NodeUpdate) (backstop.Node, error)
-	DeleteNode(ctx context.Context, clusterID, id string, ifMatch *int64) error
-
-	CreatePath(ctx context.Context, clusterID string, a, b backstop.PathEnd, priority int) ([2]backstop.Path, error)
-	FindPathByID(ctx context.Context, clusterID, id string) (backstop.Path, error)
-	ListPaths(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Path, string, error)
-	DeletePath(ctx context.Context, clusterID, id string, ifMatch *int64) error
-
-	CreateHierarchy(ctx context.Context, h backstop.Hierarchy) (backstop.Hierarchy, error)
-	FindHierarchyByID(ctx context.Context, clusterID, id string) (backstop.Hierarchy, error)
-	ListHierarchies(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Hierarchy, string, error)
-	UpdateHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64, u backstop.HierarchyUpdate) (backstop.Hierarchy, error)
-	DeleteHierarchy(ctx context.Context, clusterID, id string, ifMatch *int64) error
-
-	ListSigningKeys(ctx context.Context) ([]backstop.SealedKey, error)
-	Enroll(ctx context.Context, token string, publicKey []byte, facts backstop.HostFacts) (backstop.Node, string, error)
-	AuthenticateAgent(ctx context.Context, credential string) (backstop.AgentIdentity, error)
-	RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r backstop.AgentReport) (backstop.HeartbeatAck, error)
-	AgentConfig(ctx context.Context, a backstop.AgentIdentity) (backstop.AgentConfig, error)
-	ListenCommands(ctx context.Context, wake func(nodeID string)) error
-	PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign backstop.Signer) (backstop.Operation, error)
-	FindOperation(ctx context.Context, id string) (backstop.Operation, error)
-	NextCommands(ctx context.Context, nodeID string) ([]backstop.SignedCommand, error)
-	RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome) (backstop.CommandEffect, error)
-	ExpireCommands(ctx context.Context, resultGrace time.Duration) (int, error)
-	ListCommands(ctx context.Context, clusterID, nodeID string, p backstop.Page) ([]backstop.CommandInfo, string, error)
-
-	ClusterStatus(ctx context.Context, clusterID string) (backstop.ClusterStatus, error)
-	StartMove(ctx context.Context, term int64, m backstop.MoveRequest, sign backstop.Signer) (backstop.Incident, *backstop.Operation, error)
-	SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (backstop.Node, error)
-	ClearFailedMark(ctx context.Context, clusterID, hierarchyID, nodeID string) error
-	LastDecision(ctx context.Context, hierarchyID string) (backstop.DecisionRecord, bool, error)
-	FailedMarks(ctx context.Context, hierarchyID string) ([]backstop.FailedMark, error)
-	ListIncidents(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Incident, string, error)
-	OperationsDone(ctx context.Context, ids []string) (bool, error)
-	ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]backstop.Event, error)
-	ListenEvents(ctx context.Context, fn func(backstop.EventSignal)) error
-
-	CreateTarget(ctx context.Context, t backstop.Target) (backstop.Target, error)
-	FindTarget(ctx context.Context, kind, id string) (backstop.Target, error)
-	ListTargets(ctx context.Context, kind string, p backstop.Page) ([]backstop.Target, string, error)
-	UpdateTarget(ctx context.Context, kind, id string, ifMatch *int64, change func(backstop.Target) (backstop.Target, error)) (backstop.Target, error)
-	DeleteTarget(ctx context.Context, kind, id string, ifMatch *int64) error
-	ListDeliveries(ctx context.Context, kind, targetID, status string, p backstop.Page) ([]backstop.Delivery, string, error)
-	FindDelivery(ctx context.Context, kind, targetID, id string) (backstop.Delivery, error)
-	Redeliver(ctx context.Context, kind, targetID, id string) (backstop.Delivery, error)
-	SNMPEngine(ctx context.Context) (backstop.SNMPEngine, error)
-	ControlPlane(ctx context.Context) (backstop.ControlPlane, error)
-
-	FindFenceDevice(ctx context.Context, clusterID, nodeID string) (backstop.FenceDevice, error)
-	PutFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64, change func(cur *backstop.FenceDevice) (backstop.FenceDevice, error)) (backstop.FenceDevice, error)
-	DeleteFenceDevice(ctx context.Context, clusterID, nodeID string, ifMatch *int64) error
-
-	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*backstop.StoredResponse, error)
-	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r backstop.StoredResponse) error
-	ReleaseIdempotencyKey(ctx context.Context, tokenID, key string) error
-}
 
 // Config configures a Server.
 type Config struct {
@@ -142,25 +60,46 @@ type Config struct {
 }
 
 // Server is the Backstop HTTP API. It is an http.Handler.
+//
+// The handlers of the generated strict server interface live in one type
+// per area, each holding only the store interface it calls; Server embeds
+// them all, so it implements api.StrictServerInterface, and adds what
+// runs in front of them: request ids, logging and metrics, recovery, the
+// gate (authentication, body checks, validation, idempotency) and
+// problem+json.
+//
+// Handlers convert API types to domain types, call the store and convert
+// back. They never build error bodies: a returned error reaches writeError
+// through the strict server's ResponseErrorHandlerFunc.
 type Server struct {
-	store      Store
+	healthHandlers
+	clusterHandlers
+	nodeHandlers
+	pathHandlers
+	hierarchyHandlers
+	tokenHandlers
+	agentHandlers
+	placementHandlers
+	eventHandlers
+	webhookHandlers
+	snmpHandlers
+	fenceHandlers
+
+	// gateStore authenticates requests and keeps idempotent answers.
+	gateStore  gateStore
 	log        *slog.Logger
-	registry   *prometheus.Registry
 	router     routers.Router
 	validation *openapi3filter.Options
 	maxBody    int64
-	schema     uint
 	handler    http.Handler
 	metrics    *httpMetrics
-	keys       Keyring
-	waiters    waiters
-	deliver    Deliverer
-	hub        eventHub
-	heartbeat  time.Duration
-	poll       time.Duration
-	events     *prometheus.CounterVec
-	fenceDir   string
 	fences     *fenceMetrics
+}
+
+// gateStore is what the gate needs: credentials and idempotency keys.
+type gateStore interface {
+	AuthStore
+	IdempotencyStore
 }
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -175,52 +114,64 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Keyring == nil {
 		return nil, errNoKeyring
 	}
-	s := &Server{
-		store:     cfg.Store,
-		log:       cfg.Logger,
-		registry:  cfg.Registry,
-		maxBody:   cfg.MaxBodyBytes,
-		schema:    cfg.SchemaVersion,
-		keys:      cfg.Keyring,
-		deliver:   cfg.Deliverer,
-		heartbeat: cfg.StreamHeartbeat,
-		poll:      cfg.StreamPoll,
-		fenceDir:  cfg.FenceAgentsDir,
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
 	}
-	if s.fenceDir == "" {
-		s.fenceDir = DefaultFenceAgentsDir
+	log = log.With("component", "api")
+	registry := cfg.Registry
+	if registry == nil {
+		registry = prometheus.NewRegistry()
+		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	if s.heartbeat <= 0 {
-		s.heartbeat = 15 * time.Second
+	fenceDir := cfg.FenceAgentsDir
+	if fenceDir == "" {
+		fenceDir = DefaultFenceAgentsDir
 	}
-	if s.poll <= 0 {
-		s.poll = 5 * time.Second
+	heartbeat, poll := cfg.StreamHeartbeat, cfg.StreamPoll
+	if heartbeat <= 0 {
+		heartbeat = 15 * time.Second
 	}
-	if s.log == nil {
-		s.log = slog.Default()
+	if poll <= 0 {
+		poll = 5 * time.Second
 	}
-	s.log = s.log.With("component", "api")
-	if s.maxBody <= 0 {
-		s.maxBody = 1 << 20
-	}
-	if s.registry == nil {
-		s.registry = prometheus.NewRegistry()
-		s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	m, err := newHTTPMetrics(s.registry)
+	m, err := newHTTPMetrics(registry)
 	if err != nil {
 		return nil, err
 	}
-	s.metrics = m
-	if s.fences, err = newFenceMetrics(s.registry); err != nil {
+	fences, err := newFenceMetrics(registry)
+	if err != nil {
 		return nil, err
 	}
-	s.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "backstop_events_total",
 		Help: "Events committed (by any replica) as this replica heard them (LISTEN/NOTIFY), by type and severity.",
 	}, []string{"type", "severity"})
-	if err := s.registry.Register(s.events); err != nil {
+	if err := registry.Register(events); err != nil {
 		return nil, err
+	}
+	wake := &waiters{}
+	s := &Server{
+		healthHandlers:    healthHandlers{store: cfg.Store, log: log, registry: registry, schema: cfg.SchemaVersion},
+		clusterHandlers:   clusterHandlers{store: cfg.Store},
+		nodeHandlers:      nodeHandlers{store: cfg.Store, fingerprint: cfg.Keyring.Fingerprint},
+		pathHandlers:      pathHandlers{store: cfg.Store},
+		hierarchyHandlers: hierarchyHandlers{store: cfg.Store},
+		tokenHandlers:     tokenHandlers{store: cfg.Store},
+		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery},
+		placementHandlers: placementHandlers{store: cfg.Store, log: log, sign: cfg.Keyring.Sign, waiters: wake},
+		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events},
+		webhookHandlers:   webhookHandlers{store: cfg.Store, deliver: cfg.Deliverer},
+		snmpHandlers:      snmpHandlers{store: cfg.Store, deliver: cfg.Deliverer},
+		fenceHandlers:     fenceHandlers{store: cfg.Store, deliver: cfg.Deliverer, dir: fenceDir},
+		gateStore:         cfg.Store,
+		log:               log,
+		maxBody:           cfg.MaxBodyBytes,
+		metrics:           m,
+		fences:            fences,
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = 1 << 20
 	}
 
 	doc, err := openapi.Load()
@@ -315,3 +266,10 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			slog.Duration("duration", d), slog.String("request_id", requestIDFrom(r.Context())))
 	})
 }
+
+// Run runs the server's background work until ctx ends: the listener that
+// wakes long polls for commands queued on any replica, and the sweeper
+// that closes commands no agent will run.
+func (s *Server) Run(ctx context.Context) { s.agentHandlers.run(ctx) }
+
+var errNoKeyring = errors.New("server: Keyring is required")

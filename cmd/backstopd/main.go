@@ -47,6 +47,9 @@ type Config struct {
 	FenceAgentsDir string
 }
 
+// *store.Store is the persistence of every area of the HTTP layer.
+var _ server.Store = (*store.Store)(nil)
+
 func main() {
 	args := os.Args[1:]
 	demo := len(args) > 0 && args[0] == "demo"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -12,10 +13,73 @@ import (
 	"github.com/backstop-ha/backstop/server/failover"
 )
 
-// Operator actions and views of the failover engine.
+// placementHandlers are operators' actions on where hierarchies run
+// (bring in service, take out, switch over, maintenance, failed marks)
+// and the engine's views (operations, explain, simulate, incidents).
+type placementHandlers struct {
+	store placementStore
+	log   *slog.Logger
+	// sign signs the commands that moves queue.
+	sign    backstop.Signer
+	waiters *waiters
+}
 
-func findHierarchy(st backstop.ClusterStatus, id string) (backstop.HierarchyStatus, error) {
-	for _, h := range st.Hierarchies {
+// placementStore is what placementHandlers read and write.
+type placementStore interface {
+	EngineStore
+	FindNodeByID(ctx context.Context, clusterID, id string) (backstop.Node, error)
+	ListPaths(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Path, string, error)
+}
+
+// BringHierarchyInService places a hierarchy on a node by hand.
+func (ph *placementHandlers) BringHierarchyInService(ctx context.Context, r api.BringHierarchyInServiceRequestObject) (api.BringHierarchyInServiceResponseObject, error) {
+	op, err := ph.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationInService, r.Body.NodeId.String(), ph.sign)
+	if err != nil {
+		return nil, err
+	}
+	ph.waiters.wake(op.NodeID) // this replica at once; others through NOTIFY
+	return api.BringHierarchyInService202JSONResponse{Body: toAPIOperation(op), Headers: api.BringHierarchyInService202ResponseHeaders{Location: location("/v1/operations/%s", op.ID)}}, nil
+}
+
+// TakeHierarchyOutOfService takes a hierarchy out of service by hand.
+func (ph *placementHandlers) TakeHierarchyOutOfService(ctx context.Context, r api.TakeHierarchyOutOfServiceRequestObject) (api.TakeHierarchyOutOfServiceResponseObject, error) {
+	op, err := ph.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationOutOfService, "", ph.sign)
+	if err != nil {
+		return nil, err
+	}
+	ph.waiters.wake(op.NodeID)
+	return api.TakeHierarchyOutOfService202JSONResponse{Body: toAPIOperation(op), Headers: api.TakeHierarchyOutOfService202ResponseHeaders{Location: location("/v1/operations/%s", op.ID)}}, nil
+}
+
+// GetOperation returns an operation.
+func (ph *placementHandlers) GetOperation(ctx context.Context, r api.GetOperationRequestObject) (api.GetOperationResponseObject, error) {
+	op, err := ph.store.FindOperation(ctx, r.OperationId.String())
+	if err != nil {
+		return nil, err
+	}
+	return api.GetOperation200JSONResponse(toAPIOperation(op)), nil
+}
+
+func toAPIOperation(o backstop.Operation) api.Operation {
+	out := api.Operation{
+		Id: apiID(o.ID), ClusterId: apiID(o.ClusterID), HierarchyId: apiID(o.HierarchyID), NodeId: apiID(o.NodeID),
+		Kind: api.OperationKind(o.Kind), State: api.OperationState(o.State), Epoch: o.Epoch, CommandId: optID(o.CommandID),
+		Steps: make([]api.StepResult, len(o.Steps)), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
+	}
+	if o.Detail != "" {
+		out.Detail = ptr(o.Detail)
+	}
+	for i, step := range o.Steps {
+		out.Steps[i] = api.StepResult{Resource: step.Resource, Action: api.StepResultAction(step.Action), Ok: step.OK, DurationMs: ptr(step.DurationMS)}
+		if step.Detail != "" {
+			out.Steps[i].Detail = ptr(step.Detail)
+		}
+	}
+	return out
+}
+
+func findHierarchy(status backstop.ClusterStatus, id string) (backstop.HierarchyStatus, error) {
+	for _, h := range status.Hierarchies {
 		if h.ID == id {
 			return h, nil
 		}
@@ -25,14 +89,14 @@ func findHierarchy(st backstop.ClusterStatus, id string) (backstop.HierarchyStat
 
 // switchover starts an operator's move of h to target ("" for the best
 // candidate).
-func (s *Server) switchover(ctx context.Context, st backstop.ClusterStatus, h backstop.HierarchyStatus, target, why string) (*backstop.Operation, error) {
+func (ph *placementHandlers) switchover(ctx context.Context, status backstop.ClusterStatus, h backstop.HierarchyStatus, target, why string) (*backstop.Operation, error) {
 	if h.Placement.State != backstop.PlacementInService {
 		return nil, fmt.Errorf("%w: hierarchy %q is %s, not in service; bring it in service instead", backstop.ErrConflict, h.Name, h.Placement.State)
 	}
 	if h.MoveTo != "" {
 		return nil, fmt.Errorf("%w: hierarchy %q is already moving", backstop.ErrConflict, h.Name)
 	}
-	snap := failover.SnapshotOf(st)
+	snap := failover.SnapshotOf(status)
 	best, cs := failover.Next(snap, h.ID)
 	if target == "" {
 		if best == "" {
@@ -49,13 +113,13 @@ func (s *Server) switchover(ctx context.Context, st backstop.ClusterStatus, h ba
 		}
 	}
 	d := failover.Decision{HierarchyID: h.ID, Hierarchy: h.Name, Kind: "switchover", From: h.Placement.NodeID, To: target, Reason: why, Candidates: cs}
-	rec := failover.Record(st, d, fmt.Sprintf("switchover|%s|%d", target, h.Placement.Epoch))
-	_, op, err := s.store.StartMove(ctx, 0, backstop.MoveRequest{Kind: backstop.MoveSwitchover, ClusterID: st.Cluster.ID, HierarchyID: h.ID,
-		ExpectEpoch: h.Placement.Epoch, To: target, DetectedAt: time.Now(), Decision: rec, WithOperation: true}, s.keys.Sign)
+	rec := failover.Record(status, d, fmt.Sprintf("switchover|%s|%d", target, h.Placement.Epoch))
+	_, op, err := ph.store.StartMove(ctx, 0, backstop.MoveRequest{Kind: backstop.MoveSwitchover, ClusterID: status.Cluster.ID, HierarchyID: h.ID,
+		ExpectEpoch: h.Placement.Epoch, To: target, DetectedAt: time.Now(), Decision: rec, WithOperation: true}, ph.sign)
 	if err != nil {
 		return nil, err
 	}
-	s.waiters.wake(h.Placement.NodeID)
+	ph.waiters.wake(h.Placement.NodeID)
 	return op, nil
 }
 
@@ -74,12 +138,12 @@ func rejections(cs []failover.Candidate) string {
 }
 
 // SwitchoverHierarchy moves a hierarchy for maintenance.
-func (s *Server) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierarchyRequestObject) (api.SwitchoverHierarchyResponseObject, error) {
-	st, err := s.store.ClusterStatus(ctx, r.ClusterId.String())
+func (ph *placementHandlers) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierarchyRequestObject) (api.SwitchoverHierarchyResponseObject, error) {
+	status, err := ph.store.ClusterStatus(ctx, r.ClusterId.String())
 	if err != nil {
 		return nil, err
 	}
-	h, err := findHierarchy(st, r.HierarchyId.String())
+	h, err := findHierarchy(status, r.HierarchyId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +151,7 @@ func (s *Server) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierar
 	if r.Body != nil && r.Body.NodeId != nil {
 		target = r.Body.NodeId.String()
 	}
-	op, err := s.switchover(ctx, st, h, target, "switchover requested by "+backstop.ActorFrom(ctx).String())
+	op, err := ph.switchover(ctx, status, h, target, "switchover requested by "+backstop.ActorFrom(ctx).String())
 	if err != nil {
 		return nil, err
 	}
@@ -95,25 +159,25 @@ func (s *Server) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierar
 }
 
 // ExplainHierarchy says why a hierarchy is where it is.
-func (s *Server) ExplainHierarchy(ctx context.Context, r api.ExplainHierarchyRequestObject) (api.ExplainHierarchyResponseObject, error) {
-	st, err := s.store.ClusterStatus(ctx, r.ClusterId.String())
+func (ph *placementHandlers) ExplainHierarchy(ctx context.Context, r api.ExplainHierarchyRequestObject) (api.ExplainHierarchyResponseObject, error) {
+	status, err := ph.store.ClusterStatus(ctx, r.ClusterId.String())
 	if err != nil {
 		return nil, err
 	}
-	h, err := findHierarchy(st, r.HierarchyId.String())
+	h, err := findHierarchy(status, r.HierarchyId.String())
 	if err != nil {
 		return nil, err
 	}
 	out := api.ExplainHierarchy200JSONResponse{HierarchyId: apiID(h.ID), FailedMarks: []api.FailedMark{}, NextCandidates: []api.Candidate{},
 		Placement: toAPIHierarchy(h.Hierarchy).Placement}
-	marks, err := s.store.FailedMarks(ctx, h.ID)
+	marks, err := ph.store.FailedMarks(ctx, h.ID)
 	if err != nil {
 		return nil, err
 	}
 	for _, m := range marks {
 		out.FailedMarks = append(out.FailedMarks, api.FailedMark{NodeId: apiID(m.NodeID), Reason: m.Reason, At: m.At})
 	}
-	if d, ok, err := s.store.LastDecision(ctx, h.ID); err != nil {
+	if d, ok, err := ph.store.LastDecision(ctx, h.ID); err != nil {
 		return nil, err
 	} else if ok {
 		ad, err := toAPIDecision(d)
@@ -122,7 +186,7 @@ func (s *Server) ExplainHierarchy(ctx context.Context, r api.ExplainHierarchyReq
 		}
 		out.LastDecision = &ad
 	}
-	next, cs := failover.Next(failover.SnapshotOf(st), h.ID)
+	next, cs := failover.Next(failover.SnapshotOf(status), h.ID)
 	out.NextNodeId = optID(next)
 	out.NextCandidates = toAPICandidates(cs)
 	return out, nil
@@ -160,8 +224,8 @@ func toAPIDecision(d backstop.DecisionRecord) (api.Decision, error) {
 }
 
 // ClearFailedMark makes a node a candidate for a hierarchy again.
-func (s *Server) ClearFailedMark(ctx context.Context, r api.ClearFailedMarkRequestObject) (api.ClearFailedMarkResponseObject, error) {
-	if err := s.store.ClearFailedMark(ctx, r.ClusterId.String(), r.HierarchyId.String(), r.NodeId.String()); err != nil {
+func (ph *placementHandlers) ClearFailedMark(ctx context.Context, r api.ClearFailedMarkRequestObject) (api.ClearFailedMarkResponseObject, error) {
+	if err := ph.store.ClearFailedMark(ctx, r.ClusterId.String(), r.HierarchyId.String(), r.NodeId.String()); err != nil {
 		return nil, err
 	}
 	return api.ClearFailedMark204Response{}, nil
@@ -169,27 +233,27 @@ func (s *Server) ClearFailedMark(ctx context.Context, r api.ClearFailedMarkReque
 
 // StartMaintenance puts a node in maintenance and switches its
 // hierarchies away.
-func (s *Server) StartMaintenance(ctx context.Context, r api.StartMaintenanceRequestObject) (api.StartMaintenanceResponseObject, error) {
+func (ph *placementHandlers) StartMaintenance(ctx context.Context, r api.StartMaintenanceRequestObject) (api.StartMaintenanceResponseObject, error) {
 	cid, nid := r.ClusterId.String(), r.NodeId.String()
-	n, err := s.store.SetMaintenance(ctx, cid, nid, true)
+	n, err := ph.store.SetMaintenance(ctx, cid, nid, true)
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.store.ClusterStatus(ctx, cid)
+	status, err := ph.store.ClusterStatus(ctx, cid)
 	if err != nil {
 		return nil, err
 	}
 	out := api.StartMaintenance200JSONResponse{Operations: []api.Operation{}}
 	var ids []string
-	for _, h := range st.Hierarchies {
+	for _, h := range status.Hierarchies {
 		if h.Placement.NodeID != nid || h.Placement.State != backstop.PlacementInService || h.MoveTo != "" {
 			continue
 		}
-		op, err := s.switchover(ctx, st, h, "", "node "+n.Name+" enters maintenance")
+		op, err := ph.switchover(ctx, status, h, "", "node "+n.Name+" enters maintenance")
 		if err != nil {
 			// Leave it running where it is rather than stop it with
 			// nowhere to go; the log and the event trail say why.
-			s.log.WarnContext(ctx, "maintenance: hierarchy stays on the node", "hierarchy", h.Name, "err", err)
+			ph.log.WarnContext(ctx, "maintenance: hierarchy stays on the node", "hierarchy", h.Name, "err", err)
 			continue
 		}
 		ids = append(ids, op.ID)
@@ -197,7 +261,7 @@ func (s *Server) StartMaintenance(ctx context.Context, r api.StartMaintenanceReq
 	if deref(r.Params.Wait, false) {
 		deadline := time.Now().Add(time.Duration(deref(r.Params.TimeoutS, 60)) * time.Second)
 		for time.Now().Before(deadline) {
-			done, err := s.store.OperationsDone(ctx, ids)
+			done, err := ph.store.OperationsDone(ctx, ids)
 			if err != nil {
 				return nil, err
 			}
@@ -212,13 +276,13 @@ func (s *Server) StartMaintenance(ctx context.Context, r api.StartMaintenanceReq
 		}
 	}
 	for _, id := range ids {
-		op, err := s.store.FindOperation(ctx, id)
+		op, err := ph.store.FindOperation(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		out.Operations = append(out.Operations, toAPIOperation(op))
 	}
-	if n, err = s.store.FindNodeByID(ctx, cid, nid); err != nil {
+	if n, err = ph.store.FindNodeByID(ctx, cid, nid); err != nil {
 		return nil, err
 	}
 	out.Node = toAPINode(n)
@@ -226,8 +290,8 @@ func (s *Server) StartMaintenance(ctx context.Context, r api.StartMaintenanceReq
 }
 
 // EndMaintenance makes a node a candidate again.
-func (s *Server) EndMaintenance(ctx context.Context, r api.EndMaintenanceRequestObject) (api.EndMaintenanceResponseObject, error) {
-	n, err := s.store.SetMaintenance(ctx, r.ClusterId.String(), r.NodeId.String(), false)
+func (ph *placementHandlers) EndMaintenance(ctx context.Context, r api.EndMaintenanceRequestObject) (api.EndMaintenanceResponseObject, error) {
+	n, err := ph.store.SetMaintenance(ctx, r.ClusterId.String(), r.NodeId.String(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -235,13 +299,13 @@ func (s *Server) EndMaintenance(ctx context.Context, r api.EndMaintenanceRequest
 }
 
 // SimulateFailures answers "what if" without changing anything.
-func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresRequestObject) (api.SimulateFailuresResponseObject, error) {
+func (ph *placementHandlers) SimulateFailures(ctx context.Context, r api.SimulateFailuresRequestObject) (api.SimulateFailuresResponseObject, error) {
 	cid := r.ClusterId.String()
-	st, err := s.store.ClusterStatus(ctx, cid)
+	status, err := ph.store.ClusterStatus(ctx, cid)
 	if err != nil {
 		return nil, err
 	}
-	snap := failover.SnapshotOf(st)
+	snap := failover.SnapshotOf(status)
 	v := &backstop.ValidationError{}
 	for i, id := range deref(r.Body.NodeFailures, nil) {
 		n, ok := snap.Nodes[id.String()]
@@ -253,7 +317,7 @@ func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresReq
 		snap.Nodes[n.ID] = n
 	}
 	if pf := deref(r.Body.PathFailures, nil); len(pf) > 0 {
-		paths, _, err := s.store.ListPaths(ctx, cid, backstop.Page{Limit: 100000})
+		paths, _, err := ph.store.ListPaths(ctx, cid, backstop.Page{Limit: 100000})
 		if err != nil {
 			return nil, err
 		}
@@ -323,8 +387,8 @@ func (s *Server) SimulateFailures(ctx context.Context, r api.SimulateFailuresReq
 }
 
 // ListIncidents lists a cluster's incidents.
-func (s *Server) ListIncidents(ctx context.Context, r api.ListIncidentsRequestObject) (api.ListIncidentsResponseObject, error) {
-	is, next, err := s.store.ListIncidents(ctx, r.ClusterId.String(), page(r.Params.Limit, r.Params.Cursor))
+func (ph *placementHandlers) ListIncidents(ctx context.Context, r api.ListIncidentsRequestObject) (api.ListIncidentsResponseObject, error) {
+	is, next, err := ph.store.ListIncidents(ctx, r.ClusterId.String(), page(r.Params.Limit, r.Params.Cursor))
 	if err != nil {
 		return nil, err
 	}
@@ -333,54 +397,6 @@ func (s *Server) ListIncidents(ctx context.Context, r api.ListIncidentsRequestOb
 		out.Items[i] = api.Incident{Id: apiID(x.ID), ClusterId: apiID(x.ClusterID), HierarchyId: apiID(x.HierarchyID), Kind: api.IncidentKind(x.Kind),
 			FromNodeId: optID(x.From), ToNodeId: optID(x.To), Reason: x.Reason, State: api.IncidentState(x.State), DetectedAt: x.DetectedAt,
 			FencedAt: x.FencedAt, DecidedAt: x.DecidedAt, StoppedAt: x.StoppedAt, StartedAt: x.StartedAt, FirstDeepCheckAt: x.FirstDeepCheckAt, RecoveryMs: x.RecoveryMS}
-	}
-	return out, nil
-}
-
-// ListEvents reads a cluster's event log.
-func (s *Server) ListEvents(ctx context.Context, r api.ListEventsRequestObject) (api.ListEventsResponseObject, error) {
-	after := deref(r.Params.After, 0)
-	sev := ""
-	if r.Params.Severity != nil {
-		sev = string(*r.Params.Severity)
-	}
-	evs, err := s.store.ListEvents(ctx, r.ClusterId.String(), after, deref(r.Params.Type, ""), sev, deref(r.Params.Limit, 100))
-	if err != nil {
-		return nil, err
-	}
-	out := api.ListEvents200JSONResponse{Items: make([]api.Event, len(evs)), LastSeq: after}
-	for i, e := range evs {
-		out.Items[i] = api.Event{Seq: e.Seq, Id: apiID(e.ID), ClusterId: apiID(e.ClusterID), Type: e.Type, Severity: api.Severity(e.Severity),
-			Message: e.Message, Subject: e.Subject, Details: e.Details, At: e.At}
-		out.LastSeq = e.Seq
-	}
-	return out, nil
-}
-
-// GetControlPlane shows the replicas and the leader.
-func (s *Server) GetControlPlane(ctx context.Context, _ api.GetControlPlaneRequestObject) (api.GetControlPlaneResponseObject, error) {
-	cp, err := s.store.ControlPlane(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := api.GetControlPlane200JSONResponse{Term: cp.Term, LeaderSince: cp.LeaderSince}
-	if cp.LeaderID != "" {
-		out.LeaderId = ptr(cp.LeaderID)
-	}
-	out.Replicas = make([]struct {
-		Address    string    `json:"address"`
-		Id         string    `json:"id"`
-		LastSeenAt time.Time `json:"last_seen_at"`
-		Leader     bool      `json:"leader"`
-		StartedAt  time.Time `json:"started_at"`
-		Version    *string   `json:"version,omitempty"`
-	}, len(cp.Replicas))
-	for i, r := range cp.Replicas {
-		out.Replicas[i].Address, out.Replicas[i].Id, out.Replicas[i].LastSeenAt = r.Address, r.ID, r.LastSeenAt
-		out.Replicas[i].Leader, out.Replicas[i].StartedAt = r.Leader, r.StartedAt
-		if r.Version != "" {
-			out.Replicas[i].Version = ptr(r.Version)
-		}
 	}
 	return out, nil
 }
