@@ -46,6 +46,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/server/seal"
 )
 
 // Store is the persistence delivery needs (package store implements it).
@@ -68,7 +69,7 @@ type Config struct {
 	// Pool runs River (jobs) and should be the Store's pool.
 	Pool   *pgxpool.Pool
 	Store  Store
-	Sealer *Sealer
+	Sealer *seal.Sealer
 	Logger *slog.Logger
 	// Registry receives the delivery metrics (nil: none).
 	Registry prometheus.Registerer

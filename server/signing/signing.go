@@ -1,5 +1,5 @@
 // Package signing keeps the control plane's Ed25519 command-signing keys:
-// it creates the first key, seals private keys with AES-256-GCM under the
+// it creates the first key, seals private keys (package seal) under the
 // operator's secret key before they reach PostgreSQL, rotates keys (each
 // new key endorsed by the previous one, so agents can trust it), and signs
 // commands into envelopes.
@@ -7,11 +7,8 @@ package signing
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -21,6 +18,7 @@ import (
 
 	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/envelope"
+	"github.com/backstop-ha/backstop/server/seal"
 )
 
 // KeyStore is the persistence the keyring needs.
@@ -35,8 +33,8 @@ const CommandTTL = 30 * time.Second
 
 // Keyring signs commands with the active key.
 type Keyring struct {
-	store KeyStore
-	aead  cipher.AEAD
+	store  KeyStore
+	sealer *seal.Sealer
 
 	// mu guards the fields below.
 	mu     sync.Mutex
@@ -46,28 +44,21 @@ type Keyring struct {
 
 // SecretKeyFromBytes derives the sealing key from the operator's secret
 // (the content of --secret-key-file or BACKSTOP_SECRET_KEY). Any secret of
-// at least 16 bytes works; SHA-256 turns it into an AES-256 key.
+// at least 16 bytes works; SHA-256 turns it into an AES-256 key (see
+// package seal).
 func SecretKeyFromBytes(secret []byte) ([]byte, error) {
-	if len(secret) < 16 {
-		return nil, errors.New("the secret key must be at least 16 bytes (e.g. `openssl rand -base64 32`)")
-	}
-	k := sha256.Sum256(secret)
-	return k[:], nil
+	return seal.DeriveKey(seal.LabelSigningKeys, secret)
 }
 
 // Open loads the active key, creating the first one on the first start.
 // It fails when the active key cannot be unsealed with secretKey (a wrong
 // or changed secret key): signing with a new key would orphan every agent.
 func Open(ctx context.Context, ks KeyStore, secretKey []byte) (*Keyring, error) {
-	block, err := aes.NewCipher(secretKey)
+	sealer, err := seal.New(secretKey, "signing: key")
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("signing: %w", err)
-	}
-	k := &Keyring{store: ks, aead: aead}
+	k := &Keyring{store: ks, sealer: sealer}
 	active, err := ks.EnsureSigningKey(ctx, func() (backstop.SealedKey, error) { return k.newKey(nil) })
 	if err != nil {
 		return nil, fmt.Errorf("signing: load the active key: %w", err)
@@ -85,7 +76,7 @@ func (k *Keyring) newKey(endorser *backstop.SealedKey) (backstop.SealedKey, erro
 		return backstop.SealedKey{}, err
 	}
 	sk := backstop.SealedKey{SigningKey: backstop.SigningKey{KeyID: "k-" + uuid.Must(uuid.NewV7()).String()[:13], PublicKey: pub, Active: true}}
-	sk.PrivateSealed = k.seal(priv.Seed(), sk.KeyID)
+	sk.PrivateSealed = k.sealer.Seal(sk.KeyID, priv.Seed())
 	if endorser != nil {
 		sk.EndorsedBy = endorser.KeyID
 		sk.Endorsement = ed25519.Sign(k.priv, envelope.EndorsementBytes(sk.KeyID, pub))
@@ -93,20 +84,10 @@ func (k *Keyring) newKey(endorser *backstop.SealedKey) (backstop.SealedKey, erro
 	return sk, nil
 }
 
-func (k *Keyring) seal(seed []byte, keyID string) []byte {
-	nonce := make([]byte, k.aead.NonceSize())
-	rand.Read(nonce)
-	return k.aead.Seal(nonce, nonce, seed, []byte(keyID))
-}
-
 func (k *Keyring) unseal(sk backstop.SealedKey) (ed25519.PrivateKey, error) {
-	n := k.aead.NonceSize()
-	if len(sk.PrivateSealed) < n {
-		return nil, fmt.Errorf("signing: key %s: sealed key too short", sk.KeyID)
-	}
-	seed, err := k.aead.Open(nil, sk.PrivateSealed[:n], sk.PrivateSealed[n:], []byte(sk.KeyID))
+	seed, err := k.sealer.Open(sk.KeyID, sk.PrivateSealed)
 	if err != nil {
-		return nil, fmt.Errorf("signing: key %s cannot be unsealed with this secret key (was --secret-key-file changed?)", sk.KeyID)
+		return nil, err
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
 }
