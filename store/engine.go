@@ -269,26 +269,45 @@ func insertDecisionTx(ctx context.Context, tx pgx.Tx, d backstop.DecisionRecord)
 	return err
 }
 
+// issueCommandParams are the parameters of issueCommandTx: a struct, as
+// River's driver params are, because six positional ids, states and
+// actions were easy to pass in the wrong order.
+type issueCommandParams struct {
+	// Hierarchy is the locked hierarchy; its placement epoch is bumped.
+	Hierarchy backstop.Hierarchy
+	// NodeID is the node the command is for; Action what it runs there.
+	NodeID string
+	Action string
+	// State is the hierarchy's placement state from now on.
+	State backstop.PlacementState
+	// Term is the leader's term (0 for an operator's action).
+	Term int64
+	// IncidentID and OperationID link the command ("" for none).
+	IncidentID  string
+	OperationID string
+}
+
 // issueCommandTx bumps a hierarchy's epoch, sets its placement, and stores
-// a signed command for node in one go.
-func issueCommandTx(ctx context.Context, tx pgx.Tx, h backstop.Hierarchy, node, action string, state backstop.PlacementState, term int64, incidentID, operationID string, sign backstop.Signer) (backstop.CommandSpec, error) {
-	spec := backstop.CommandSpec{ID: newID(), ClusterID: h.ClusterID, NodeID: node, HierarchyID: h.ID, Hierarchy: h.Name,
-		Epoch: h.Placement.Epoch + 1, Term: term, Action: action, Resources: backstop.BringUpOrder(h.Resources)}
+// a signed command for p.NodeID in one go.
+func issueCommandTx(ctx context.Context, tx pgx.Tx, p issueCommandParams, sign backstop.Signer) (backstop.CommandSpec, error) {
+	h := p.Hierarchy
+	spec := backstop.CommandSpec{ID: newID(), ClusterID: h.ClusterID, NodeID: p.NodeID, HierarchyID: h.ID, Hierarchy: h.Name,
+		Epoch: h.Placement.Epoch + 1, Term: p.Term, Action: p.Action, Resources: backstop.BringUpOrder(h.Resources)}
 	sc, issued, expires, err := sign(spec)
 	if err != nil {
 		return spec, err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = $2, epoch = $3, placement_state = $4,
-		placement_detail = '', placement_updated_at = now() WHERE id = $1`, h.ID, node, spec.Epoch, state); err != nil {
+		placement_detail = '', placement_updated_at = now() WHERE id = $1`, h.ID, p.NodeID, spec.Epoch, p.State); err != nil {
 		return spec, err
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO commands (id, cluster_id, node_id, hierarchy_id, operation_id, incident_id, action, epoch, term, key_id, payload, signature, issued_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-		spec.ID, h.ClusterID, node, h.ID, nullUUID(operationID), nullUUID(incidentID), action, spec.Epoch, term, sc.KeyID, sc.Payload, sc.Signature, issued, expires)
+		spec.ID, h.ClusterID, p.NodeID, h.ID, nullUUID(p.OperationID), nullUUID(p.IncidentID), p.Action, spec.Epoch, p.Term, sc.KeyID, sc.Payload, sc.Signature, issued, expires)
 	if err != nil {
 		return spec, err
 	}
-	_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, CommandNotifyChannel, node)
+	_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, CommandNotifyChannel, p.NodeID)
 	return spec, err
 }
 
@@ -373,7 +392,8 @@ func (s *Store) StartMove(ctx context.Context, term int64, m backstop.MoveReques
 		liveFrom := from != "" && fromState != backstop.NodeDown && (h.Placement.State == backstop.PlacementInService || h.Placement.State == backstop.PlacementStarting)
 		subject := map[string]string{"hierarchy_id": h.ID, "incident_id": o.inc.ID}
 		if liveFrom {
-			spec, err := issueCommandTx(ctx, tx, h, from, "take_out_of_service", backstop.PlacementStopping, cur, o.inc.ID, opID, sign)
+			spec, err := issueCommandTx(ctx, tx, issueCommandParams{Hierarchy: h, NodeID: from, Action: "take_out_of_service",
+				State: backstop.PlacementStopping, Term: cur, IncidentID: o.inc.ID, OperationID: opID}, sign)
 			if err != nil {
 				return o, err
 			}
@@ -387,7 +407,8 @@ func (s *Store) StartMove(ctx context.Context, term int64, m backstop.MoveReques
 				}
 			}
 		} else {
-			spec, err := issueCommandTx(ctx, tx, h, m.To, "bring_in_service", backstop.PlacementStarting, cur, o.inc.ID, opID, sign)
+			spec, err := issueCommandTx(ctx, tx, issueCommandParams{Hierarchy: h, NodeID: m.To, Action: "bring_in_service",
+				State: backstop.PlacementStarting, Term: cur, IncidentID: o.inc.ID, OperationID: opID}, sign)
 			if err != nil {
 				return o, err
 			}
@@ -457,7 +478,8 @@ func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign backstop.Sign
 				}
 				continue
 			}
-			if _, err := issueCommandTx(ctx, tx, x.h, x.to, "bring_in_service", backstop.PlacementStarting, cur, x.inc, deref(opID), sign); err != nil {
+			if _, err := issueCommandTx(ctx, tx, issueCommandParams{Hierarchy: x.h, NodeID: x.to, Action: "bring_in_service",
+				State: backstop.PlacementStarting, Term: cur, IncidentID: x.inc, OperationID: deref(opID)}, sign); err != nil {
 				return 0, err
 			}
 		}
