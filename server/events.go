@@ -43,7 +43,8 @@ func (eh *eventHandlers) ListEvents(ctx context.Context, r api.ListEventsRequest
 	if r.Params.Severity != nil {
 		sev = string(*r.Params.Severity)
 	}
-	evs, err := eh.store.ListEvents(ctx, r.ClusterId.String(), after, deref(r.Params.Type, ""), sev, deref(r.Params.Limit, 100))
+	evs, err := eh.store.ListEvents(ctx, backstop.EventFilter{ClusterID: r.ClusterId.String(), After: after, Type: deref(r.Params.Type, ""),
+		MinSeverity: sev, Limit: deref(r.Params.Limit, 100)})
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +213,7 @@ func (e *eventStream) VisitStreamEventsResponse(w http.ResponseWriter) error {
 	poll := time.NewTicker(eh.poll)
 	defer poll.Stop()
 	for {
-		evs, err := eh.store.ListEvents(ctx, e.clusterID, e.after, e.typ, e.severity, streamBatch)
+		evs, err := eh.store.ListEvents(ctx, backstop.EventFilter{ClusterID: e.clusterID, After: e.after, Type: e.typ, MinSeverity: e.severity, Limit: streamBatch})
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, backstop.ErrNotFound) {
 				eh.log.WarnContext(ctx, "event stream: read the log", "err", err, "cluster_id", e.clusterID)

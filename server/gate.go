@@ -302,7 +302,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, 
 		return
 	}
 	sum := sha256.Sum256(body)
-	stored, err := s.gateStore.ClaimIdempotencyKey(r.Context(), actor.TokenID, key, r.Method, r.URL.Path, sum[:])
+	stored, err := s.gateStore.ClaimIdempotencyKey(r.Context(), backstop.IdempotencyClaim{TokenID: actor.TokenID, Key: key, Method: r.Method, Path: r.URL.Path, BodyHash: sum[:]})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

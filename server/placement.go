@@ -33,7 +33,8 @@ type placementStore interface {
 
 // BringHierarchyInService places a hierarchy on a node by hand.
 func (ph *placementHandlers) BringHierarchyInService(ctx context.Context, r api.BringHierarchyInServiceRequestObject) (api.BringHierarchyInServiceResponseObject, error) {
-	op, err := ph.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationInService, r.Body.NodeId.String(), ph.sign)
+	op, err := ph.store.PlaceHierarchy(ctx, backstop.PlaceRequest{ClusterID: r.ClusterId.String(), HierarchyID: r.HierarchyId.String(),
+		Kind: backstop.OperationInService, NodeID: r.Body.NodeId.String()}, ph.sign)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +44,8 @@ func (ph *placementHandlers) BringHierarchyInService(ctx context.Context, r api.
 
 // TakeHierarchyOutOfService takes a hierarchy out of service by hand.
 func (ph *placementHandlers) TakeHierarchyOutOfService(ctx context.Context, r api.TakeHierarchyOutOfServiceRequestObject) (api.TakeHierarchyOutOfServiceResponseObject, error) {
-	op, err := ph.store.PlaceHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), backstop.OperationOutOfService, "", ph.sign)
+	op, err := ph.store.PlaceHierarchy(ctx, backstop.PlaceRequest{ClusterID: r.ClusterId.String(), HierarchyID: r.HierarchyId.String(),
+		Kind: backstop.OperationOutOfService}, ph.sign)
 	if err != nil {
 		return nil, err
 	}

@@ -168,7 +168,7 @@ type IdempotencyStore interface {
 	// (an ErrConflict) while the first request still runs and
 	// ErrIdempotencyMismatch (an ErrInvalid) when the key was used for
 	// another request (method, path or body hash).
-	ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*backstop.StoredResponse, error)
+	ClaimIdempotencyKey(ctx context.Context, c backstop.IdempotencyClaim) (*backstop.StoredResponse, error)
 	// CompleteIdempotencyKey stores the answer of a claimed key.
 	CompleteIdempotencyKey(ctx context.Context, tokenID, key string, r backstop.StoredResponse) error
 	// ReleaseIdempotencyKey gives up a claim, so a retry runs again.
@@ -211,7 +211,7 @@ type EngineStore interface {
 	// PlaceHierarchy brings a hierarchy in service on a node, or takes
 	// it out of service, by hand. Returns ErrNotFound and ErrConflict
 	// when the hierarchy's state forbids it.
-	PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign backstop.Signer) (backstop.Operation, error)
+	PlaceHierarchy(ctx context.Context, req backstop.PlaceRequest, sign backstop.Signer) (backstop.Operation, error)
 	// FindOperation returns ErrNotFound if there is no operation id.
 	FindOperation(ctx context.Context, id string) (backstop.Operation, error)
 	// ClusterStatus is the cluster as the engine sees it.
@@ -236,8 +236,9 @@ type EngineStore interface {
 
 // EventStore reads the event log.
 type EventStore interface {
-	// ListEvents reads a cluster's events after a seq, oldest first.
-	ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]backstop.Event, error)
+	// ListEvents reads the events f selects. Returns ErrNotFound for an
+	// unknown cluster.
+	ListEvents(ctx context.Context, f backstop.EventFilter) ([]backstop.Event, error)
 	// ListenEvents calls fn for every event committed (by any replica)
 	// until ctx ends or the listener fails.
 	ListenEvents(ctx context.Context, fn func(backstop.EventSignal)) error

@@ -124,7 +124,8 @@ func queueDeliveriesTx(ctx context.Context, tx pgx.Tx, ids []int64) error {
 
 // ListEvents lists a cluster's events after a sequence number, oldest
 // first, optionally of one type and at least one severity.
-func (s *Store) ListEvents(ctx context.Context, clusterID string, after int64, typ, minSeverity string, limit int) ([]backstop.Event, error) {
+func (s *Store) ListEvents(ctx context.Context, f backstop.EventFilter) ([]backstop.Event, error) {
+	clusterID, after, typ, minSeverity, limit := f.ClusterID, f.After, f.Type, f.MinSeverity, f.Limit
 	sev := map[string]int{"": 0, backstop.SeverityInfo: 0, backstop.SeverityWarning: 1, backstop.SeverityCritical: 2}[minSeverity]
 	rows, err := s.pool.Query(ctx, `SELECT cluster_id, seq, id, type, severity, subject, message, details, at FROM events
 		WHERE cluster_id = $1 AND seq > $2 AND ($3 = '' OR type = $3)

@@ -19,7 +19,8 @@ const IdempotencyTTL = 24 * time.Hour
 // the same request already completed; backstop.ErrIdempotencyMismatch when the key
 // was used for something else; backstop.ErrIdempotencyInProgress while the first
 // request still runs.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, tokenID, key, method, path string, hash []byte) (*backstop.StoredResponse, error) {
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, c backstop.IdempotencyClaim) (*backstop.StoredResponse, error) {
+	tokenID, key, method, path, hash := c.TokenID, c.Key, c.Method, c.Path, c.BodyHash
 	return withTx(ctx, s, func(tx pgx.Tx) (*backstop.StoredResponse, error) {
 		// Expired keys are removed lazily; the index keeps this cheap.
 		if _, err := tx.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval`, IdempotencyTTL.String()); err != nil {

@@ -388,7 +388,7 @@ func TestRestartHold(t *testing.T) {
 	if err != nil || ack.LeaseTTL != 15*time.Second || lease() != 15250 {
 		t.Fatalf("restart hold: ack %+v, lease %d ms, %v; want 15 s, lease 15250 ms", ack, lease(), err)
 	}
-	evs, err := e.st.ListEvents(t.Context(), e.c.ID, 0, "node.restarting", "", 10)
+	evs, err := e.st.ListEvents(t.Context(), backstop.EventFilter{ClusterID: e.c.ID, Type: "node.restarting", Limit: 10})
 	if err != nil || len(evs) != 1 || evs[0].Severity != backstop.SeverityInfo ||
 		evs[0].Message != "node n1's agent is restarting; its hierarchies stay in place for up to 15000 ms" || evs[0].Subject["node_id"] != a.NodeID {
 		t.Fatalf("node.restarting events: %+v, %v", evs, err)

@@ -14,15 +14,16 @@ import (
 // long polls on every replica; the payload is the node id.
 const CommandNotifyChannel = "backstop_commands"
 
-// PlaceHierarchy brings a hierarchy in service on nodeID (kind
+// PlaceHierarchy brings a hierarchy in service on req.NodeID (kind
 // in_service) or takes it out of service on the node it is placed on
-// (kind out_of_service, nodeID ignored). In one transaction it checks the
+// (kind out_of_service, NodeID ignored). In one transaction it checks the
 // request against the current placement, bumps the epoch, stores the
 // signed command and the operation, and notifies the node's long poll.
 // Returns backstop.ErrConflict when the hierarchy is active on another node
 // (or already out of service), backstop.ErrInvalid when the node has no
 // priority for it or has no enrolled agent.
-func (s *Store) PlaceHierarchy(ctx context.Context, clusterID, hierarchyID, kind, nodeID string, sign backstop.Signer) (backstop.Operation, error) {
+func (s *Store) PlaceHierarchy(ctx context.Context, req backstop.PlaceRequest, sign backstop.Signer) (backstop.Operation, error) {
+	clusterID, hierarchyID, kind, nodeID := req.ClusterID, req.HierarchyID, req.Kind, req.NodeID
 	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Operation, error) {
 		var op backstop.Operation
 		h, err := scanHierarchy(tx.QueryRow(ctx, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, hierarchyID))

@@ -285,7 +285,7 @@ func TestIdempotencyKeys(t *testing.T) {
 	}
 	ctx := t.Context()
 	claim := func(hash string) (*backstop.StoredResponse, error) {
-		return st.ClaimIdempotencyKey(ctx, tok.ID, "k1", "POST", "/v1/clusters", []byte(hash))
+		return st.ClaimIdempotencyKey(ctx, backstop.IdempotencyClaim{TokenID: tok.ID, Key: "k1", Method: "POST", Path: "/v1/clusters", BodyHash: []byte(hash)})
 	}
 	if r, err := claim("a"); r != nil || err != nil {
 		t.Fatalf("first claim: %v %v", r, err)
@@ -303,13 +303,13 @@ func TestIdempotencyKeys(t *testing.T) {
 	if _, err := claim("b"); !errors.Is(err, backstop.ErrInvalid) {
 		t.Fatalf("other body: %v, want ErrInvalid", err)
 	}
-	if _, err := st.ClaimIdempotencyKey(ctx, tok.ID, "k2", "POST", "/x", []byte("a")); err != nil {
+	if _, err := st.ClaimIdempotencyKey(ctx, backstop.IdempotencyClaim{TokenID: tok.ID, Key: "k2", Method: "POST", Path: "/x", BodyHash: []byte("a")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.ReleaseIdempotencyKey(ctx, tok.ID, "k2"); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := st.ClaimIdempotencyKey(ctx, tok.ID, "k2", "POST", "/x", []byte("a")); r != nil || err != nil {
+	if r, err := st.ClaimIdempotencyKey(ctx, backstop.IdempotencyClaim{TokenID: tok.ID, Key: "k2", Method: "POST", Path: "/x", BodyHash: []byte("a")}); r != nil || err != nil {
 		t.Fatalf("claim after release: %v %v", r, err)
 	}
 }
