@@ -60,6 +60,9 @@ type Store interface {
 	RecordAttempt(ctx context.Context, t backstop.Target, d backstop.Delivery, r backstop.AttemptResult, outcome string, next time.Time) (string, error)
 	RecordOneShot(ctx context.Context, targetID, kind, eventID, eventType string, payload []byte, r backstop.AttemptResult) (backstop.Delivery, error)
 	SNMPEngine(ctx context.Context) (backstop.SNMPEngine, error)
+	// DeliveryBacklog returns one entry per existing target, pending
+	// deliveries or not: the metrics report it, and the trap sweep
+	// closes the sockets of SNMP targets missing from it.
 	DeliveryBacklog(ctx context.Context) ([]backstop.TargetBacklog, error)
 }
 
@@ -159,7 +162,23 @@ type Service struct {
 	hooks   *webhookSink
 	traps   *trapSink
 	metrics *metrics
+
+	// stopSweep ends the trap sweep Start runs; sweepDone is closed when
+	// it has.
+	stopSweep context.CancelFunc
+	sweepDone chan struct{}
 }
+
+const (
+	// trapSweepInterval is how often the trap sweep runs, so how long
+	// the socket of a deleted SNMP target may outlive it.
+	trapSweepInterval = time.Minute
+	// trapIdleTTL is how long a trap sender may stay unused before the
+	// sweep closes it: a socket is cheap to open again (UDP, no
+	// handshake), and a target that sends nothing any more (disabled,
+	// or whose lease another replica holds) must not keep one.
+	trapIdleTTL = 10 * time.Minute
+)
 
 // New builds the service; Start starts working jobs.
 func New(cfg Config) (*Service, error) {
@@ -229,18 +248,71 @@ func (internalRetry) NextRetry(job *rivertype.JobRow) time.Time {
 	return time.Now().Add(min(time.Duration(n*n)*time.Second, time.Minute))
 }
 
-// Start works delivery jobs until Stop.
+// Start works delivery jobs, and sweeps the trap senders of deleted or
+// idle SNMP targets, until Stop.
 func (s *Service) Start(ctx context.Context) error {
-	if s.river == nil {
-		return nil
+	if s.river != nil {
+		if err := s.river.Start(ctx); err != nil {
+			return err
+		}
 	}
-	return s.river.Start(ctx)
+	ctx, s.stopSweep = context.WithCancel(ctx)
+	s.sweepDone = make(chan struct{})
+	go s.sweepLoop(ctx)
+	return nil
+}
+
+// sweepLoop runs sweepTraps every trapSweepInterval until ctx ends.
+func (s *Service) sweepLoop(ctx context.Context) {
+	defer close(s.sweepDone)
+	tick := time.NewTicker(trapSweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.sweepTraps(sctx, now)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "sweep SNMP trap senders", "err", err)
+			}
+		}
+	}
+}
+
+// sweepTraps closes the cached trap sockets of SNMP targets that no longer
+// exist (deleted, here or on another replica) and of those unused for
+// trapIdleTTL before now. A changed target's socket is replaced at its
+// next trap, or closed here once idle.
+func (s *Service) sweepTraps(ctx context.Context, now time.Time) error {
+	bs, err := s.cfg.Store.DeliveryBacklog(ctx)
+	if err != nil {
+		return err
+	}
+	live := make(map[string]bool, len(bs))
+	for _, b := range bs {
+		if b.Kind == backstop.TargetSNMP {
+			live[b.TargetID] = true
+		}
+	}
+	if n := s.traps.sweep(live, now.Add(-trapIdleTTL)); n > 0 {
+		s.log.DebugContext(ctx, "closed SNMP trap senders", "count", n)
+	}
+	return nil
 }
 
 // Stop lets running deliveries end for a few seconds (within ctx), then
 // cancels them: an attempt cut short is made again by the next worker
-// (at least once).
+// (at least once). It closes the cached trap sockets.
 func (s *Service) Stop(ctx context.Context) error {
+	if s.stopSweep != nil {
+		s.stopSweep()
+		<-s.sweepDone
+	}
+	// After the deliveries in flight: drop waits for a send to end.
+	defer s.traps.sweep(nil, time.Time{})
 	if s.river == nil {
 		return nil
 	}

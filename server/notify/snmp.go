@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -109,6 +110,14 @@ func trapVarbinds(payload []byte) ([]gosnmp.SnmpPDU, string, error) {
 // trapSink sends traps, with one *gosnmp.GoSNMP per target (never the
 // package's global): each keeps its socket and, for v3, its localized
 // keys.
+//
+// A cached sender is rebuilt, and its socket closed, when its target
+// changed (send compares the target's version, secret and engine). The
+// senders of targets that were deleted, or that stopped sending (a
+// target disabled or narrowed by a change, or whose lease another replica
+// holds), are closed by sweep, which the Service runs every
+// trapSweepInterval: without it each of them would keep its UDP socket
+// for the life of the process.
 type trapSink struct {
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -116,53 +125,101 @@ type trapSink struct {
 }
 
 type trapSender struct {
+	// lastUsed is when a send last started (Unix nanoseconds), read by
+	// sweep without waiting for a send in progress.
+	lastUsed atomic.Int64
+
 	// mu serialises sends on g (its security parameters are updated
-	// before each v3 trap).
+	// before each v3 trap) and guards the fields below.
 	mu  sync.Mutex
 	key string // what g was built from; a change rebuilds it
 	g   *gosnmp.GoSNMP
+	// dropped is set when the sink dropped this sender: a send that
+	// found it just before must not open a socket nobody would close.
+	dropped bool
 }
 
 func newTrapSink() *trapSink { return &trapSink{senders: map[string]*trapSender{}} }
 
-func (s *trapSink) sender(t backstop.Target) *trapSender {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	x, ok := s.senders[t.ID]
-	if !ok {
-		x = &trapSender{}
-		s.senders[t.ID] = x
+// sender returns t's sender, locked, marked used at now.
+func (s *trapSink) sender(t backstop.Target, now time.Time) *trapSender {
+	for {
+		s.mu.Lock()
+		x, ok := s.senders[t.ID]
+		if !ok {
+			x = &trapSender{}
+			s.senders[t.ID] = x
+		}
+		x.lastUsed.Store(now.UnixNano())
+		s.mu.Unlock()
+		x.mu.Lock()
+		if !x.dropped {
+			return x
+		}
+		x.mu.Unlock() // dropped meanwhile: take (or make) the current one
 	}
-	return x
 }
 
-// forget drops targets that no longer exist from the cache.
-func (s *trapSink) forget(id string) {
-	s.mu.Lock()
-	x := s.senders[id]
-	delete(s.senders, id)
-	s.mu.Unlock()
-	if x != nil {
-		x.mu.Lock()
-		if x.g != nil && x.g.Conn != nil {
-			_ = x.g.Conn.Close()
-		}
-		x.mu.Unlock()
+// closeLocked closes x's socket, if any. x.mu must be held.
+func (x *trapSender) closeLocked() {
+	if x.g != nil && x.g.Conn != nil {
+		_ = x.g.Conn.Close()
 	}
+	x.g = nil
+}
+
+// drop removes id's sender, if it is still x, and closes its socket once
+// a send in progress on it ends.
+func (s *trapSink) drop(id string, x *trapSender) {
+	s.mu.Lock()
+	if s.senders[id] == x {
+		delete(s.senders, id)
+	}
+	s.mu.Unlock()
+	x.mu.Lock()
+	x.dropped = true
+	x.closeLocked()
+	x.mu.Unlock()
+}
+
+// sweep drops the senders of targets not in live and of those that have
+// not sent since idleSince, closing their sockets. It returns how many it
+// dropped. A nil live drops every sender that idleSince does not keep.
+func (s *trapSink) sweep(live map[string]bool, idleSince time.Time) int {
+	type entry struct {
+		id string
+		x  *trapSender
+	}
+	var stale []entry
+	s.mu.Lock()
+	for id, x := range s.senders {
+		if !live[id] || x.lastUsed.Load() < idleSince.UnixNano() {
+			stale = append(stale, entry{id, x})
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range stale {
+		s.drop(e.id, e.x)
+	}
+	return len(stale)
+}
+
+// open is how many senders the sink caches (each holds at most one
+// socket).
+func (s *trapSink) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.senders)
 }
 
 // send sends one trap: trapOID with vars, as the engine for v3.
 func (s *trapSink) send(t backstop.Target, sec backstop.SNMPSecrets, engine backstop.SNMPEngine, trapOID string, vars []gosnmp.SnmpPDU, timeout time.Duration) backstop.AttemptResult {
 	start := time.Now()
-	x := s.sender(t)
-	x.mu.Lock()
+	x := s.sender(t, start)
 	defer x.mu.Unlock()
 	key := fmt.Sprintf("%d|%x|%x", t.Version, t.Secret, engine.ID)
 	if x.g == nil || x.key != key {
-		if x.g != nil && x.g.Conn != nil {
-			_ = x.g.Conn.Close()
-		}
-		x.g = nil
+		x.closeLocked()
 		g, err := newGoSNMP(t.SNMP, sec, engine, timeout)
 		if err != nil {
 			return backstop.AttemptResult{Err: err, Latency: time.Since(start)}
@@ -184,8 +241,7 @@ func (s *trapSink) send(t backstop.Target, sec backstop.SNMPSecrets, engine back
 	if err != nil {
 		// A socket error (e.g. ICMP unreachable seen on the connected
 		// UDP socket) is worth another try, on a new socket.
-		_ = x.g.Conn.Close()
-		x.g = nil
+		x.closeLocked()
 		r.Err, r.Retryable = fmt.Errorf("send trap to %s:%d: %w", t.SNMP.Host, t.SNMP.Port, err), true
 	}
 	return r
