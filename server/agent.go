@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,11 @@ type agentHandlers struct {
 	waiters *waiters
 	// recovery observes the time from detection to recovery.
 	recovery prometheus.Observer
+	// pollWaiting is a test signal (River's elector tests have them): when
+	// set, it is called each time a long poll found no command and starts
+	// waiting to be woken, so a test can queue one then instead of
+	// sleeping.
+	pollWaiting atomic.Pointer[func(nodeID string)]
 }
 
 // Keyring signs commands; package signing implements it.
@@ -231,6 +237,9 @@ func (ah *agentHandlers) AgentPollCommands(ctx context.Context, r api.AgentPollC
 				out.Commands[i] = api.Envelope{CommandId: apiID(c.ID), Payload: c.Payload, KeyId: c.KeyID, Signature: c.Signature}
 			}
 			return out, nil
+		}
+		if f := ah.pollWaiting.Load(); f != nil {
+			(*f)(a.NodeID)
 		}
 		select {
 		case <-wake:

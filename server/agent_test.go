@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -104,22 +105,40 @@ func TestAgentPlacementFlow(t *testing.T) {
 		} `json:"commands"`
 	}
 	got := make(chan polled, 1)
+	waiting := make(chan struct{}, 1)
+	e.srv.OnPollWaiting(func(nodeID string) {
+		if nodeID == a1.NodeID {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
+	})
+	const pollWait = 20 * time.Second
 	start := time.Now()
 	go func() {
-		_, b := e.agentDo(a1.Credential, "GET", "/agent/v1/commands?wait=20000", nil)
+		_, b := e.agentDo(a1.Credential, "GET", fmt.Sprintf("/agent/v1/commands?wait=%d", pollWait.Milliseconds()), nil)
 		var p polled
 		_ = json.Unmarshal(b, &p)
 		got <- p
 	}()
-	time.Sleep(200 * time.Millisecond) // let the poll register: this test is about waking it
+	// This test is about waking a waiting poll: queue the command once
+	// the poll has looked, found nothing and waits.
+	select {
+	case <-waiting:
+	case <-time.After(pollWait):
+		t.Fatal("the long poll never started waiting")
+	}
 	resp, b = e.do("POST", "/v1/clusters/"+cid+"/hierarchies/"+h.ID+"/in-service", map[string]any{"node_id": nodes[0]})
 	if resp.StatusCode != 202 {
 		t.Fatalf("in-service: %d %s", resp.StatusCode, b)
 	}
 	opPath := resp.Header.Get("Location")
 	p := <-got
-	if len(p.Commands) != 1 || time.Since(start) > 15*time.Second {
-		t.Fatalf("long poll returned %d commands after %s", len(p.Commands), time.Since(start))
+	// A poll its timer ended took at least pollWait, and its last look
+	// would find the command too: only the time tells it was not woken.
+	if len(p.Commands) != 1 || time.Since(start) >= pollWait {
+		t.Fatalf("long poll returned %d commands after %s; it was not woken", len(p.Commands), time.Since(start))
 	}
 	keys := map[string]ed25519.PublicKey{a1.SigningKeys[0].KeyID: a1.SigningKeys[0].PublicKey}
 	v := &envelope.Verifier{ClusterID: a1.ClusterID, NodeID: a1.NodeID, Keys: keys}

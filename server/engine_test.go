@@ -42,8 +42,8 @@ func (a *fakeAgent) run(ctx context.Context) {
 			if a.alive.Load() {
 				a.mu.Lock()
 				var paths []map[string]any
-				for peer, st := range a.seen {
-					paths = append(paths, map[string]any{"path_id": peer, "peer_node_id": peer, "state": st})
+				for peer, state := range a.seen {
+					paths = append(paths, map[string]any{"path_id": peer, "peer_node_id": peer, "state": state})
 				}
 				a.mu.Unlock()
 				a.e.agentDo(a.cred, "POST", "/agent/v1/heartbeat", map[string]any{"config_version": 0, "paths": paths})

@@ -105,7 +105,7 @@ func newDeliveryEnvWith(t testing.TB, cfg notify.Config, adjust func(*server.Con
 		cancel()
 		wg.Wait()
 	})
-	return &env{t: t, url: ts.URL, st: st, dbURL: dbURL}
+	return &env{t: t, url: ts.URL, srv: srv, st: st, dbURL: dbURL}
 }
 
 // receiver is a webhook receiver that verifies every request with the
@@ -116,6 +116,12 @@ type receiver struct {
 	secret string
 	// answer decides the status of a request (nil: 204).
 	answer func(msgID string, n int) int
+	// hang makes the receiver answer nothing: each request waits until
+	// its sender gives up (or the test ends), as a receiver slower than
+	// any attempt timeout would.
+	hang bool
+	// stop ends hung requests when the test ends.
+	stop chan struct{}
 
 	mu    sync.Mutex
 	got   []delivered          // verified requests, in arrival order
@@ -136,9 +142,10 @@ type delivered struct {
 }
 
 func newReceiver(t testing.TB) *receiver {
-	r := &receiver{t: t, tries: map[string]int{}}
+	r := &receiver{t: t, tries: map[string]int{}, stop: make(chan struct{})}
 	r.srv = httptest.NewServer(r)
 	t.Cleanup(r.srv.Close)
+	t.Cleanup(func() { close(r.stop) }) // before Close, which waits for requests
 	return r
 }
 
@@ -181,8 +188,15 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.tries[d.ID]++
 	n := r.tries[d.ID]
-	answer := r.answer
+	answer, hang := r.answer, r.hang
 	r.mu.Unlock()
+	if hang {
+		select {
+		case <-req.Context().Done():
+		case <-r.stop:
+		}
+		return
+	}
 	status := 204
 	if answer != nil {
 		status = answer(d.ID, n)
@@ -227,12 +241,16 @@ func (r *receiver) subscribe(e *env, body map[string]any) string {
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("timed out after %v waiting for %s", d, what)
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 }
 
@@ -270,7 +288,7 @@ func listEvents(e *env, cid, query string) []eventJSON {
 
 // Events reach a subscribed receiver signed, in order, without a gap;
 // filters hold back what was not asked for; other receivers are not
-// held back by a dead one.
+// held back by a dead one or one that never answers.
 func TestWebhooksOrderedSignedFiltered(t *testing.T) {
 	e := newDeliveryEnv(t, notify.Config{})
 	cid, nodes := clusterWithNodes(e, 2)
@@ -280,28 +298,47 @@ func TestWebhooksOrderedSignedFiltered(t *testing.T) {
 	dead.answer = func(string, int) int { return 503 }
 	dead.subscribe(e, map[string]any{"event_types": []string{"node.*"}})
 	slow := newReceiver(t)
-	slow.answer = func(string, int) int {
-		time.Sleep(3 * time.Second) // past the 2 s attempt timeout
-		return 204
-	}
+	slow.hang = true // past the 2 s attempt timeout, every time
 	slow.subscribe(e, map[string]any{})
-	start := time.Now()
 	maintenance(e, cid, nodes[0], 10)
-	waitUntil(t, 20*time.Second, "20 events at the receiver", func() bool { return len(all.received()) == 20 })
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("delivery took %v while another receiver failed", d)
-	}
-	got := all.received()
-	for i, d := range got {
-		if i > 0 && d.Data.Seq != got[i-1].Data.Seq+1 {
-			t.Fatalf("event %d has seq %d after %d: out of order or a gap", i, d.Data.Seq, got[i-1].Data.Seq)
+	// The dead and the slow receiver's deliveries are dead-lettered
+	// meanwhile, and each dead letter is an event of the cluster
+	// (delivery.dead_lettered), so "all" gets those too, wherever they
+	// fall among the maintenance events: count and check the maintenance
+	// events, and check that nothing else but delivery events came.
+	nodeEvents := func(ds []delivered) []delivered {
+		var out []delivered
+		for _, d := range ds {
+			if strings.HasPrefix(d.Type, "node.") {
+				out = append(out, d)
+			}
 		}
+		return out
+	}
+	// Were deliveries to "all" held back by the slow receiver, whose
+	// every attempt takes the 2 s attempt timeout, 20 events would take
+	// minutes.
+	waitUntil(t, 30*time.Second, "20 maintenance events at the receiver", func() bool { return len(nodeEvents(all.received())) >= 20 })
+	received := all.received()
+	for i, d := range received {
+		if i > 0 && d.Data.Seq != received[i-1].Data.Seq+1 {
+			t.Fatalf("event %d has seq %d after %d: out of order or a gap", i, d.Data.Seq, received[i-1].Data.Seq)
+		}
+		if d.Data.ClusterID != cid || d.Type != d.Data.Type || !strings.HasPrefix(d.Type, "node.") && !strings.HasPrefix(d.Type, "delivery.") {
+			t.Errorf("event %d: %+v, want a node or delivery event of cluster %s", i, d, cid)
+		}
+	}
+	got := nodeEvents(received)
+	if len(got) != 20 {
+		t.Fatalf("%d maintenance events, want 20: %+v", len(got), got)
+	}
+	for i, d := range got {
 		want := "node.maintenance_started"
 		if i%2 == 1 {
 			want = "node.maintenance_ended"
 		}
-		if d.Type != want || d.Data.Type != want || d.Data.ClusterID != cid {
-			t.Errorf("event %d: %+v, want %s of cluster %s", i, d, want, cid)
+		if d.Type != want || d.Data.Type != want {
+			t.Errorf("maintenance event %d: %+v, want %s", i, d, want)
 		}
 	}
 	waitUntil(t, 10*time.Second, "10 filtered events", func() bool { return len(onlyEnded.received()) == 10 })
@@ -328,7 +365,10 @@ func TestWebhooksOrderedSignedFiltered(t *testing.T) {
 // Webhook and SNMP target configuration: secrets shown once, validation
 // as problem+json, disabling cancels what is pending.
 func TestTargetConfiguration(t *testing.T) {
-	e := newDeliveryEnv(t, notify.Config{})
+	// A budget no delivery exhausts during the test: what is pending when
+	// the webhook is disabled must still be pending, not dead-lettered
+	// (a dead letter is one more event, and delivery, to count).
+	e := newDeliveryEnv(t, notify.Config{MaxAttempts: 1000})
 	for _, tc := range []struct {
 		path   string
 		body   map[string]any
@@ -380,20 +420,20 @@ func TestTargetConfiguration(t *testing.T) {
 	if resp.StatusCode != 201 || strings.Contains(string(b), "public") || !strings.Contains(string(b), `"min_severity":"critical"`) {
 		t.Fatalf("create SNMP target: %d %s", resp.StatusCode, b)
 	}
-	var st struct {
+	var snmpTarget struct {
 		ID string `json:"id"`
 	}
-	_ = json.Unmarshal(b, &st)
+	_ = json.Unmarshal(b, &snmpTarget)
 	// To v3: the v3 settings are needed, and the community goes.
-	if resp, b := e.do("PATCH", "/v1/snmp-targets/"+st.ID, map[string]any{"snmp_version": "v3"}); resp.StatusCode != 422 {
+	if resp, b := e.do("PATCH", "/v1/snmp-targets/"+snmpTarget.ID, map[string]any{"snmp_version": "v3"}); resp.StatusCode != 422 {
 		t.Errorf("v3 without settings: %d %s", resp.StatusCode, b)
 	}
-	resp, b = e.do("PATCH", "/v1/snmp-targets/"+st.ID, map[string]any{"snmp_version": "v3", "v3": map[string]any{"user": "u", "auth_protocol": "SHA",
+	resp, b = e.do("PATCH", "/v1/snmp-targets/"+snmpTarget.ID, map[string]any{"snmp_version": "v3", "v3": map[string]any{"user": "u", "auth_protocol": "SHA",
 		"auth_passphrase": "12345678", "priv_protocol": "AES", "priv_passphrase": "abcdefgh"}})
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"v3_user":"u"`) || strings.Contains(string(b), "12345678") {
 		t.Errorf("to v3: %d %s", resp.StatusCode, b)
 	}
-	resp, b = e.do("POST", "/v1/snmp-targets/"+st.ID+"/test", nil)
+	resp, b = e.do("POST", "/v1/snmp-targets/"+snmpTarget.ID+"/test", nil)
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"kind":"test"`) {
 		t.Errorf("test trap: %d %s", resp.StatusCode, b)
 	}
@@ -401,7 +441,7 @@ func TestTargetConfiguration(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"engine_id":"80007ed905`) {
 		t.Errorf("engine: %d %s", resp.StatusCode, b)
 	}
-	if resp, _ := e.do("DELETE", "/v1/snmp-targets/"+st.ID, nil); resp.StatusCode != 204 {
+	if resp, _ := e.do("DELETE", "/v1/snmp-targets/"+snmpTarget.ID, nil); resp.StatusCode != 204 {
 		t.Errorf("delete SNMP target: %d", resp.StatusCode)
 	}
 	if resp, _ := e.do("DELETE", "/v1/webhooks/"+wid, nil); resp.StatusCode != 204 {
@@ -427,7 +467,12 @@ func TestWebhookRetriesThenDelivers(t *testing.T) {
 	wid := r.subscribe(e, map[string]any{"event_types": []string{"node.maintenance_started"}})
 	maintenance(e, cid, nodes[0], 1)
 	waitUntil(t, 20*time.Second, "the event after three failures", func() bool { return len(r.received()) == 1 })
-	time.Sleep(500 * time.Millisecond) // nothing more may come
+	// Once the delivery is recorded as delivered nothing more is sent
+	// for it: wait for that rather than for a while.
+	waitUntil(t, 10*time.Second, "the delivery recorded as delivered", func() bool {
+		_, b := e.do("GET", "/v1/webhooks/"+wid+"/deliveries?status=delivered", nil)
+		return strings.Contains(string(b), `"status":"delivered"`)
+	})
 	r.mu.Lock()
 	if got := r.got; len(got) != 1 || r.tries[got[0].ID] != 4 {
 		t.Fatalf("received %+v after tries %v; want one event on the 4th try", got, r.tries)
@@ -536,21 +581,36 @@ type sseEvent struct {
 // lastID, "" for none).
 func readStream(t *testing.T, e *env, cid, lastID string, n int) []sseEvent {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	out, err := streamEvents(t.Context(), e, cid, lastID, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// streamEvents is readStream for any goroutine: it returns its failure
+// instead of calling t.Fatal, which must run on the test's goroutine
+// (elsewhere it would end that goroutine and leave the test waiting).
+// It sends each event on progress too, if not nil (buffer n).
+func streamEvents(ctx context.Context, e *env, cid, lastID string, n int, progress chan<- sseEvent) ([]sseEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/clusters/"+cid+"/events/stream", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", e.url+"/v1/clusters/"+cid+"/events/stream", nil)
+	if err != nil {
+		return nil, err
+	}
 	req.Header.Set("Authorization", "Bearer "+adminSecret)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("stream: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		return nil, fmt.Errorf("stream: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	var out []sseEvent
 	var cur sseEvent
@@ -562,17 +622,20 @@ func readStream(t *testing.T, e *env, cid, lastID string, n int) []sseEvent {
 			cur.ID = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "data: "):
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &cur.Data); err != nil {
-				t.Fatal(err)
+				return out, fmt.Errorf("event data %q: %w", line, err)
 			}
 		case line == "" && cur.ID != "":
 			out = append(out, cur)
+			if progress != nil {
+				progress <- cur
+			}
 			cur = sseEvent{}
 		}
 	}
 	if len(out) < n {
-		t.Fatalf("stream ended after %d of %d events: %v", len(out), n, sc.Err())
+		return out, fmt.Errorf("stream ended after %d of %d events: %v", len(out), n, sc.Err())
 	}
-	return out
+	return out, nil
 }
 
 // A client that disconnects and reconnects with Last-Event-ID misses
@@ -584,12 +647,32 @@ func TestEventStreamResumes(t *testing.T) {
 	maintenance(e, cid, nodes[0], 2) // 4 events
 	first := readStream(t, e, cid, "", 3)
 	maintenance(e, cid, nodes[0], 1) // 2 more while away
-	done := make(chan []sseEvent)
-	go func() { done <- readStream(t, e, cid, first[2].ID, 5) }()
-	time.Sleep(300 * time.Millisecond)
+	type result struct {
+		events []sseEvent
+		err    error
+	}
+	done := make(chan result, 1)
+	progress := make(chan sseEvent, 5)
+	go func() {
+		evs, err := streamEvents(t.Context(), e, cid, first[2].ID, 5, progress)
+		done <- result{evs, err}
+	}()
+	// The stream is connected once it has sent the three events written
+	// before it (the one not read, and the two while away): the next two
+	// are pushed live.
+	for range 3 {
+		select {
+		case <-progress:
+		case r := <-done:
+			t.Fatalf("stream ended before the live events: %v", r.err)
+		}
+	}
 	maintenance(e, cid, nodes[0], 1) // 2 more, live
-	rest := <-done
-	all := append(first, rest...)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	all := append(first, r.events...)
 	for i, ev := range all {
 		if ev.ID != strconv.FormatInt(ev.Data.Seq, 10) || ev.Data.Seq != int64(i+1) {
 			t.Fatalf("stream event %d: id %s seq %d, want %d", i, ev.ID, ev.Data.Seq, i+1)

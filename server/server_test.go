@@ -26,6 +26,7 @@ const adminSecret = "bsk_test-admin-secret-0123456789"
 type env struct {
 	t     testing.TB
 	url   string
+	srv   *server.Server
 	st    *store.Store
 	dbURL string
 }
@@ -61,7 +62,7 @@ func newEnv(t testing.TB, schema uint) *env {
 		cancel()
 		<-done
 	})
-	return &env{t: t, url: ts.URL, st: st, dbURL: dbURL}
+	return &env{t: t, url: ts.URL, srv: srv, st: st, dbURL: dbURL}
 }
 
 func (e *env) do(method, path string, body any, hdr ...string) (*http.Response, []byte) {
