@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/server/failover"
 	"github.com/backstop-ha/backstop/server/leader"
 	"github.com/backstop-ha/backstop/server/signing"
@@ -148,14 +149,14 @@ func TestEngineFailover(t *testing.T) {
 		_ = json.Unmarshal(b, &x)
 		return x.Placement.NodeID, x.Placement.State
 	}
-	waitFor(t, "in service on n1", func() bool {
+	testkit.Eventually(t, 30*time.Second, "in service on n1", func() bool {
 		n, s := placement()
 		return n == ids[0] && s == "in_service"
 	})
 
 	// n2 goes silent but n3 still sees it: unreachable, nothing moves.
 	agents[1].alive.Store(false)
-	waitFor(t, "n2 unreachable", func() bool {
+	testkit.Eventually(t, 30*time.Second, "n2 unreachable", func() bool {
 		_, b := e.do("GET", "/v1/clusters/"+c.ID+"/nodes/"+ids[1], nil)
 		return strings.Contains(string(b), `"state":"unreachable"`)
 	})
@@ -165,7 +166,7 @@ func TestEngineFailover(t *testing.T) {
 	for _, a := range agents[1:] {
 		a.setPeers(map[string]string{ids[0]: "down", ids[1]: "up", ids[2]: "up"})
 	}
-	waitFor(t, "failover to n3", func() bool {
+	testkit.Eventually(t, 30*time.Second, "failover to n3", func() bool {
 		n, s := placement()
 		return n == ids[2] && s == "in_service"
 	})
@@ -189,17 +190,6 @@ func TestEngineFailover(t *testing.T) {
 	_, b = e.do("GET", "/v1/control-plane", nil)
 	if !strings.Contains(string(b), `"leader":true`) {
 		t.Fatalf("control plane: %s", b)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/server"
 	"github.com/backstop-ha/backstop/server/notify"
 	"github.com/backstop-ha/backstop/server/signing"
@@ -239,21 +240,6 @@ func (r *receiver) subscribe(e *env, body map[string]any) string {
 	return w.ID
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		case <-tick.C:
-		}
-	}
-}
-
 // maintenance toggles a node's maintenance n times: 2n events.
 func maintenance(e *env, cid, nid string, n int) {
 	for range n {
@@ -318,7 +304,7 @@ func TestWebhooksOrderedSignedFiltered(t *testing.T) {
 	// Were deliveries to "all" held back by the slow receiver, whose
 	// every attempt takes the 2 s attempt timeout, 20 events would take
 	// minutes.
-	waitUntil(t, 30*time.Second, "20 maintenance events at the receiver", func() bool { return len(nodeEvents(all.received())) >= 20 })
+	testkit.Eventually(t, 30*time.Second, "20 maintenance events at the receiver", func() bool { return len(nodeEvents(all.received())) >= 20 })
 	received := all.received()
 	for i, d := range received {
 		if i > 0 && d.Data.Seq != received[i-1].Data.Seq+1 {
@@ -341,7 +327,7 @@ func TestWebhooksOrderedSignedFiltered(t *testing.T) {
 			t.Errorf("maintenance event %d: %+v, want %s", i, d, want)
 		}
 	}
-	waitUntil(t, 10*time.Second, "10 filtered events", func() bool { return len(onlyEnded.received()) == 10 })
+	testkit.Eventually(t, 10*time.Second, "10 filtered events", func() bool { return len(onlyEnded.received()) == 10 })
 	for _, d := range onlyEnded.received() {
 		if d.Type != "node.maintenance_ended" {
 			t.Errorf("filtered receiver got %s", d.Type)
@@ -399,7 +385,7 @@ func TestTargetConfiguration(t *testing.T) {
 	cid, nodes := clusterWithNodes(e, 1)
 	maintenance(e, cid, nodes[0], 1)
 	first := listEvents(e, cid, "")[0].ID
-	waitUntil(t, 10*time.Second, "a failed attempt", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a failed attempt", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.tries[first] > 0
@@ -466,10 +452,10 @@ func TestWebhookRetriesThenDelivers(t *testing.T) {
 	}
 	wid := r.subscribe(e, map[string]any{"event_types": []string{"node.maintenance_started"}})
 	maintenance(e, cid, nodes[0], 1)
-	waitUntil(t, 20*time.Second, "the event after three failures", func() bool { return len(r.received()) == 1 })
+	testkit.Eventually(t, 20*time.Second, "the event after three failures", func() bool { return len(r.received()) == 1 })
 	// Once the delivery is recorded as delivered nothing more is sent
 	// for it: wait for that rather than for a while.
-	waitUntil(t, 10*time.Second, "the delivery recorded as delivered", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the delivery recorded as delivered", func() bool {
 		_, b := e.do("GET", "/v1/webhooks/"+wid+"/deliveries?status=delivered", nil)
 		return strings.Contains(string(b), `"status":"delivered"`)
 	})
@@ -515,7 +501,7 @@ func TestWebhookRetriesThenDelivers(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("redeliver: %d %s", resp.StatusCode, b)
 	}
-	waitUntil(t, 10*time.Second, "the redelivery", func() bool { return len(r.received()) == 2 })
+	testkit.Eventually(t, 10*time.Second, "the redelivery", func() bool { return len(r.received()) == 2 })
 	if got := r.received(); got[1].ID != got[0].ID {
 		t.Errorf("redelivery has webhook-id %s, want %s", got[1].ID, got[0].ID)
 	}
@@ -533,7 +519,7 @@ func TestWebhookDeadLetters(t *testing.T) {
 	goneID := gone.subscribe(e, map[string]any{"event_types": []string{"node.maintenance_started"}})
 	downID := down.subscribe(e, map[string]any{"event_types": []string{"node.maintenance_started"}})
 	maintenance(e, cid, nodes[0], 1)
-	waitUntil(t, 20*time.Second, "two dead letters", func() bool { return len(listEvents(e, cid, "&type=delivery.dead_lettered")) == 2 })
+	testkit.Eventually(t, 20*time.Second, "two dead letters", func() bool { return len(listEvents(e, cid, "&type=delivery.dead_lettered")) == 2 })
 	byTarget := map[string]eventJSON{}
 	for _, ev := range listEvents(e, cid, "&type=delivery.dead_lettered") {
 		byTarget[ev.Subject["target_id"]] = ev
@@ -559,7 +545,7 @@ func TestWebhookDeadLetters(t *testing.T) {
 	down.answer = nil
 	down.mu.Unlock()
 	maintenance(e, cid, nodes[0], 1)
-	waitUntil(t, 10*time.Second, "the next event", func() bool { return len(down.received()) == 1 })
+	testkit.Eventually(t, 10*time.Second, "the next event", func() bool { return len(down.received()) == 1 })
 	resp, b := e.do("GET", "/v1/webhooks/"+downID+"/deliveries?status=dead_lettered", nil)
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"dead_lettered"`) {
 		t.Errorf("dead-lettered deliveries: %d %s", resp.StatusCode, b)
