@@ -36,9 +36,20 @@ func toAPISnmpTarget(t backstop.Target) api.SnmpTarget {
 	return out
 }
 
+// snmpChange is the SNMP fields of a create or update request; nil
+// fields are not changed.
+type snmpChange struct {
+	Host      *string
+	Port      *int
+	Version   *api.SnmpVersion
+	Community *string
+	V3        *api.SnmpV3
+}
+
 // snmpSettings applies the SNMP fields of a request to a configuration
 // and its secrets, then checks they fit together.
-func snmpSettings(c backstop.SNMPConfig, sec backstop.SNMPSecrets, host *string, port *int, version *api.SnmpVersion, community *string, v3 *api.SnmpV3) (backstop.SNMPConfig, backstop.SNMPSecrets, error) {
+func snmpSettings(c backstop.SNMPConfig, sec backstop.SNMPSecrets, ch snmpChange) (backstop.SNMPConfig, backstop.SNMPSecrets, error) {
+	host, port, version, community, v3 := ch.Host, ch.Port, ch.Version, ch.Community, ch.V3
 	v := &backstop.ValidationError{}
 	if host != nil {
 		c.Host = strings.TrimSpace(*host)
@@ -99,7 +110,8 @@ func (sh *snmpHandlers) CreateSnmpTarget(ctx context.Context, r api.CreateSnmpTa
 		return nil, err
 	}
 	b := r.Body
-	c, sec, err := snmpSettings(backstop.SNMPConfig{Port: 162}, backstop.SNMPSecrets{}, &b.Host, b.Port, &b.SnmpVersion, b.Community, b.V3)
+	c, sec, err := snmpSettings(backstop.SNMPConfig{Port: 162}, backstop.SNMPSecrets{},
+		snmpChange{Host: &b.Host, Port: b.Port, Version: &b.SnmpVersion, Community: b.Community, V3: b.V3})
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +177,7 @@ func (sh *snmpHandlers) UpdateSnmpTarget(ctx context.Context, r api.UpdateSnmpTa
 		if err := json.Unmarshal(plain, &sec); err != nil {
 			return t, fmt.Errorf("SNMP secrets of %s: %w", t.ID, err)
 		}
-		c, sec, err := snmpSettings(*t.SNMP, sec, b.Host, b.Port, b.SnmpVersion, b.Community, b.V3)
+		c, sec, err := snmpSettings(*t.SNMP, sec, snmpChange{Host: b.Host, Port: b.Port, Version: b.SnmpVersion, Community: b.Community, V3: b.V3})
 		if err != nil {
 			return t, err
 		}
