@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 )
 
@@ -182,7 +183,7 @@ func (h *Harness) CreateDatabase(ctx context.Context, templateName string, prepa
 			return "", nil, fmt.Errorf("storetest: create database %s from template %s: %w", name, tpl, err)
 		}
 		// 55006 object_in_use: a session is still connected to the template.
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return "", nil, fmt.Errorf("storetest: create database %s from template %s: %w", name, tpl, err)
 		}
 	}
@@ -353,17 +354,6 @@ func randomName(prefix string) (string, error) {
 		return "", fmt.Errorf("storetest: %w", err)
 	}
 	return prefix + hex.EncodeToString(b[:]), nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 var shared struct {
