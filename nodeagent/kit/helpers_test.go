@@ -259,17 +259,3 @@ func syscallKill(pid int) { unix.Kill(pid, unix.SIGKILL) }
 
 // inNetns is the wrapper that runs the helper in a network namespace.
 func inNetns(ns string) []string { return []string{"ip", "netns", "exec", ns} }
-
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	end := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(end) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 const (
@@ -52,8 +53,13 @@ func peerMAC(t *testing.T, peer string) string {
 // waitPeerMAC waits for a gratuitous ARP to set the peer's entry to mac.
 func waitPeerMAC(t *testing.T, peer, mac, why string) {
 	t.Helper()
-	if !waitFor(2*time.Second, func() bool { return peerMAC(t, peer) == mac }) {
-		t.Errorf("%s: peer's neighbour entry for %s is %q, want %s (no gratuitous ARP seen)", why, vip, peerMAC(t, peer), mac)
+	var got string
+	err := testkit.Poll(t.Context(), 0, "the peer's neighbour entry", func() (bool, error) {
+		got = peerMAC(t, peer)
+		return got == mac, nil
+	})
+	if err != nil {
+		t.Errorf("%s: peer's neighbour entry for %s is %q, want %s (no gratuitous ARP seen)", why, vip, got, mac)
 	}
 }
 
@@ -155,9 +161,9 @@ func TestIPLocalRecovery(t *testing.T) {
 
 	// eth0 back: the check moves the address back there.
 	run(t, "ip", "-n", peer, "link", "set", "p0", "up")
-	if !waitFor(2*time.Second, func() bool { return strings.Contains(run(t, "ip", "-n", node, "link", "show", "eth0"), "LOWER_UP") }) {
-		t.Fatal("eth0 did not get its carrier back")
-	}
+	testkit.Eventually(t, 0, "eth0's carrier back", func() bool {
+		return strings.Contains(run(t, "ip", "-n", node, "link", "show", "eth0"), "LOWER_UP")
+	})
 	// br0 lost its carrier with both ports down, which flushed its
 	// neighbour entries: seed the client's entry again.
 	run(t, "ip", "-n", peer, "neigh", "replace", vip, "lladdr", macStale, "dev", "br0", "nud", "stale")
@@ -177,9 +183,9 @@ func TestIPLocalRecovery(t *testing.T) {
 
 	// Start with eth0 down but a backup up puts it on the backup.
 	run(t, "ip", "-n", peer, "link", "set", "p1", "up")
-	if !waitFor(2*time.Second, func() bool { return strings.Contains(run(t, "ip", "-n", node, "link", "show", "eth1"), "LOWER_UP") }) {
-		t.Fatal("eth1 did not get its carrier back")
-	}
+	testkit.Eventually(t, 0, "eth1's carrier back", func() bool {
+		return strings.Contains(run(t, "ip", "-n", node, "link", "show", "eth1"), "LOWER_UP")
+	})
 	expect(t, helper(t, inNetns(node), helperSpec{Resource: ipResource("eth1"), Ops: []helperOp{{Op: "start"}}}), "")
 	if h := vipHolders(t, node); len(h) != 1 || h[0] != "eth1" {
 		t.Fatalf("start with eth0 down put the VIP on %v, want [eth1]", h)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 func probe(t *testing.T, kind string, params map[string]any) Instance {
@@ -196,7 +197,7 @@ func TestSMTPProbe(t *testing.T) {
 	if err := p.Check(ctx, true); err != nil {
 		t.Errorf("deep: %v", err)
 	}
-	if !waitFor(time.Second, func() bool { return len(seen()) == 4 }) {
+	if err := testkit.Poll(t.Context(), 0, "4 requests at the server", func() (bool, error) { return len(seen()) == 4, nil }); err != nil {
 		t.Fatalf("server saw %q", seen())
 	}
 	s := seen()
@@ -259,7 +260,7 @@ func TestCommandProbe(t *testing.T) {
 	}
 	b, _ := os.ReadFile(pidFile)
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if !waitFor(time.Second, func() bool { return !alive(pid, 0) }) {
+	if err := testkit.Poll(t.Context(), 0, "the check's background process gone", func() (bool, error) { return !alive(pid, 0), nil }); err != nil {
 		t.Errorf("background process %d of the check still alive", pid)
 		syscallKill(pid)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 func serviceResource(params map[string]any) backstop.Resource {
@@ -91,9 +92,7 @@ func TestServiceStartCheckKillStop(t *testing.T) {
 		t.Errorf("service pgid %d, want its own group %d", pgid, pid)
 	}
 	unix.Kill(pid, unix.SIGKILL)
-	if !waitFor(2*time.Second, func() bool { return inst.Check(ctx, false) != nil }) {
-		t.Fatal("check still passes after kill -9")
-	}
+	testkit.Eventually(t, 0, "the check failing after kill -9", func() bool { return inst.Check(ctx, false) != nil })
 	err := inst.Check(ctx, false)
 	if errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "exited") {
 		t.Errorf("check after kill -9 = %v, want a failure (not ErrNotRunning) saying it exited", err)
@@ -127,7 +126,7 @@ func TestServiceStopKillsTermIgnoringGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := recordedPID(t, dir)
-	if !waitFor(2*time.Second, func() bool { return len(groupMembers(pid)) == 3 }) {
+	if err := testkit.Poll(ctx, 0, "3 members in the group", func() (bool, error) { return len(groupMembers(pid)) == 3, nil }); err != nil {
 		t.Fatalf("group %d has members %v, want 3", pid, groupMembers(pid))
 	}
 	began := time.Now()
@@ -169,9 +168,7 @@ func TestServicePidFile(t *testing.T) {
 	b, _ := os.ReadFile(pidFile)
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	unix.Kill(pid, unix.SIGKILL)
-	if !waitFor(2*time.Second, func() bool { return inst.Check(ctx, false) != nil }) {
-		t.Fatal("check still passes after kill -9")
-	}
+	testkit.Eventually(t, 0, "the check failing after kill -9", func() bool { return inst.Check(ctx, false) != nil })
 	if err := inst.Check(ctx, false); errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "from pid file") {
 		t.Errorf("check after kill -9 = %v", err)
 	}
@@ -236,7 +233,7 @@ func TestServiceFence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("service Fence: %v", time.Since(began).Round(time.Microsecond))
-	if !waitFor(time.Second, func() bool { return len(groupMembers(pid)) == 0 }) {
+	if err := testkit.Poll(ctx, 0, "an empty group", func() (bool, error) { return len(groupMembers(pid)) == 0, nil }); err != nil {
 		t.Errorf("processes left after fence: %v", groupMembers(pid))
 	}
 	if err := inst.Check(ctx, false); err == nil || errors.Is(err, ErrNotRunning) {
