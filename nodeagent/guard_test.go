@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/nodeagent/kit"
 )
 
@@ -61,7 +62,7 @@ func newGuardFixture(t *testing.T) *guardFixture {
 		}
 	})
 	var c net.Conn
-	waitFor(t, 10*time.Second, "the guard's socket", func() bool {
+	testkit.Eventually(t, 0, "the guard's socket", func() bool {
 		c, err = net.Dial("unix", filepath.Join(dir, fileGuardSock))
 		return err == nil
 	})
@@ -89,12 +90,12 @@ func TestGuardFencesWhenTheAgentGoesSilent(t *testing.T) {
 	armedAt := time.Now()
 	f.send(t, guardMsg{ArmNS: int64(boottime() + 300*time.Millisecond)})
 	f.conn.Close() // the agent dies without a word
-	waitFor(t, 30*time.Second, "the service to be fenced", func() bool { return !f.running(t) })
+	testkit.Eventually(t, 30*time.Second, "the service to be fenced", func() bool { return !f.running(t) })
 	var reports []struct {
 		At          time.Time `json:"at"`
 		Hierarchies []string  `json:"hierarchies"`
 	}
-	waitFor(t, 10*time.Second, "the fence report", func() bool {
+	testkit.Eventually(t, 0, "the fence report", func() bool {
 		ok, err := loadJSON(filepath.Join(f.dir, fileFences), &reports)
 		return err == nil && ok && len(reports) > 0
 	})
@@ -128,7 +129,7 @@ func TestGuardTellsALiveAgent(t *testing.T) {
 		t.Fatalf("notice %+v, want a fencing of %s", m, guardTestHierarchy)
 	}
 	// Fence sends SIGKILL and does not wait for the process to be reaped.
-	waitFor(t, 10*time.Second, "the service to be gone", func() bool { return !f.running(t) })
+	testkit.Eventually(t, 0, "the service to be gone", func() bool { return !f.running(t) })
 	f.send(t, guardMsg{AckFence: m.Fenced})
 	// Re-arming works after a fencing; with nothing active the next
 	// expiry fences nothing and sends no notice.
@@ -204,9 +205,9 @@ func TestGuardWithholdsTheWatchdogWhenFencingFails(t *testing.T) {
 		}
 		return fi.Size()
 	}
-	waitFor(t, 10*time.Second, "keepalives", func() bool { return size() >= 3 })
+	testkit.Eventually(t, 0, "keepalives", func() bool { return size() >= 3 })
 	var c net.Conn
-	waitFor(t, 10*time.Second, "the guard's socket", func() bool {
+	testkit.Eventually(t, 0, "the guard's socket", func() bool {
 		var err error
 		c, err = net.Dial("unix", filepath.Join(dir, fileGuardSock))
 		return err == nil

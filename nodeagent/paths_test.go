@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/openapi/client"
 )
 
@@ -233,7 +234,7 @@ func TestPathsOverLoopback(t *testing.T) {
 		wg.Wait()
 	}()
 
-	waitFor(t, 5*time.Second, "both nodes see each other with an RTT", func() bool {
+	testkit.Eventually(t, 0, "both nodes see each other with an RTT", func() bool {
 		va, _ := a.visible(time.Now())
 		vb, _ := b.visible(time.Now())
 		sa, sb := a.snapshot(), b.snapshot()
@@ -243,13 +244,13 @@ func TestPathsOverLoopback(t *testing.T) {
 	if s.RTT <= 0 || s.RTT > time.Second {
 		t.Errorf("rtt %v", s.RTT)
 	}
-	waitFor(t, 5*time.Second, "no loss over loopback", func() bool { return a.snapshot()[0].Loss < 0.2 })
+	testkit.Eventually(t, 0, "no loss over loopback", func() bool { return a.snapshot()[0].Loss < 0.2 })
 	if v, n := a.visible(time.Now()); !majority(v, n) {
 		t.Errorf("2 of 2 is a majority")
 	}
 
 	cancelB() // node b goes silent
-	waitFor(t, 5*time.Second, "a sees the path down", func() bool {
+	testkit.Eventually(t, 0, "a sees the path down", func() bool {
 		v, _ := a.visible(time.Now())
 		return v == 1 && !a.snapshot()[0].Up
 	})
@@ -259,17 +260,5 @@ func TestPathsOverLoopback(t *testing.T) {
 	}
 	if v, n := a.visible(time.Now()); majority(v, n) {
 		t.Errorf("alone in a 2-node cluster is not a majority")
-	}
-}
-
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
