@@ -96,21 +96,17 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 	}
 }
 
-// vouchFor is how long the agent vouches for its node to the fence guard
-// while its lease has run out but a majority of the cluster is visible:
-// less than the time its peers need to find its path heartbeats missing
-// (path_dead_after × path_heartbeat_ms), after which they would report
-// the node unseen and the control plane could declare it down.
-func vouchFor(t backstop.Timing) time.Duration {
-	return max(ms(t.PathHeartbeatMS*max(t.PathDeadAfter-1, 1)), ms(t.HeartbeatMS)/2)
-}
-
-// feedGuard grants the fence guard its next deadline: the lease deadline
-// while the lease is valid, a short vouch while the lease is (about to
-// be) gone but a majority is visible, nothing otherwise (the guard then fences when the
-// last deadline passes, as the agent itself would). The boot clock is read
-// first, so that a pause of the agent between the two readings can only
-// make the granted deadline earlier, never later.
+// feedGuard grants the fence guard its next deadline: the later of the
+// lease deadline and the vouch, the time before which a majority of the
+// cluster is known, from its echoes, to keep seeing this node over the
+// paths (pathManager.seenBy), so that the control plane finds the node
+// unreachable, not down. The vouch is granted whenever it exists, not
+// only once the lease ran out: under load the agent's loops may run late,
+// and a healthy node whose peers see it must not be fenced because its
+// heartbeat answer was slow. Without either, the guard fences when the
+// last deadline passes, as the agent itself would. The boot clock is read
+// first, so that a pause of the agent between the readings can only make
+// the granted deadline earlier, never later.
 func (a *Agent) feedGuard(now time.Time) {
 	if a.guard == nil {
 		return
@@ -120,15 +116,19 @@ func (a *Agent) feedGuard(now time.Time) {
 		a.guard.disarm("the cluster's fencing policy is none")
 		return
 	}
+	if a.alone() {
+		// Nothing can start a second copy, and the control plane never
+		// declares a lone node down: fencing would only be an outage.
+		a.guard.disarm("this node is its cluster's only node")
+		return
+	}
 	rem, ok := a.lease.remaining()
 	if !ok {
 		return
 	}
 	grant := rem
-	// Vouch before the lease runs out, not after: the guard fences the
-	// moment the deadline passes, and this loop wakes just after it.
-	if v := vouchFor(a.timing()); rem < v && a.settled(now) {
-		if vis, n := a.visibility(now); majority(vis, n) {
+	if a.settled(now) {
+		if v, ok := a.paths.seenBy(now); ok && v > grant {
 			grant = v
 		}
 	}
@@ -274,4 +274,12 @@ func (a *Agent) fencingPolicy() string {
 		return backstop.FencingSelf
 	}
 	return string(a.conf.Fencing)
+}
+
+// alone reports whether the applied configuration names no peer: a
+// one-node cluster.
+func (a *Agent) alone() bool {
+	a.cfgMu.RLock()
+	defer a.cfgMu.RUnlock()
+	return a.conf != nil && len(a.conf.Peers) == 0
 }

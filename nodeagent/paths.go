@@ -37,6 +37,10 @@ type linkState struct {
 	peerSeq    uint64
 	peerSentNS int64
 	peerRecvNS int64
+	// echoedNS is the send time (this node's clock) of the newest packet
+	// of ours the peer had received, from its genuine echoes: the peer
+	// sees this node at least as of then (0: never echoed).
+	echoedNS int64
 	// up is the state last logged.
 	up bool
 }
@@ -65,6 +69,9 @@ func (s *linkState) accept(p pathPacket, now time.Time, nowNS int64, ourLo, ourH
 	s.lastRecv = now
 	s.peerSeq, s.peerSentNS, s.peerRecvNS = p.Seq, p.SentNS, nowNS
 	if p.EchoSeq != 0 && p.EchoSeq >= ourLo && p.EchoSeq <= ourHi && p.EchoHoldNS >= 0 {
+		if p.EchoSentNS > s.echoedNS && p.EchoSentNS <= nowNS {
+			s.echoedNS = p.EchoSentNS
+		}
 		rtt := time.Duration(nowNS - p.EchoSentNS - p.EchoHoldNS)
 		if rtt >= 0 && rtt < time.Minute {
 			if s.hasRTT {
@@ -455,6 +462,41 @@ func (m *pathManager) reports() []client.PathReport {
 		out = append(out, r)
 	}
 	return out
+}
+
+// seenBy returns until when a majority of the cluster (this node
+// included) is known to keep seeing this node: the peers' echoes say which
+// of this node's packets each received; a peer that received a packet
+// sent at T does not find the path dead before T + dead-after, so the
+// majority-th newest echo plus (dead-after − 1) intervals (one interval of
+// margin for the peer's own report) is a time before which no majority can
+// have lost this node. Only peers whose own packets are fresh count (a
+// mutual view, not merely "I hear them"). ok is false without such a
+// majority. The time is on the path manager's clock, returned as how far
+// from now it lies.
+func (m *pathManager) seenBy(now time.Time) (until time.Duration, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dead := m.deadAfterLocked()
+	nowNS := m.nowNS()
+	best := map[string]int64{}
+	for _, l := range m.links {
+		if l.st.isUp(now, dead) && l.st.echoedNS > best[l.peer] {
+			best[l.peer] = l.st.echoedNS
+		}
+	}
+	total := 1 + len(m.peers)
+	need := total / 2 // peers needed besides this node for a strict majority
+	if need == 0 || len(best) < need {
+		return 0, false
+	}
+	times := make([]int64, 0, len(best))
+	for _, t := range best {
+		times = append(times, t)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] > times[j] })
+	t := times[need-1]
+	return time.Duration(t-nowNS) + m.interval*time.Duration(m.deadAfter-1), true
 }
 
 // visible returns how many nodes of the cluster this node sees: itself

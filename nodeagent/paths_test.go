@@ -262,3 +262,40 @@ func TestPathsOverLoopback(t *testing.T) {
 		t.Errorf("alone in a 2-node cluster is not a majority")
 	}
 }
+
+// TestSeenByNeedsAMajorityThatEchoesThisNode protects the fence guard's
+// vouch: a node may be kept serving past its lease only while a majority
+// of the cluster (itself included) is known, from the peers' echoes of its
+// own packets, to see it, and only until those peers could have found it
+// silent. Hearing peers is not enough: a node whose packets no longer
+// reach them (a stuck sender, a one-way link) gets no vouch.
+func TestSeenByNeedsAMajorityThatEchoesThisNode(t *testing.T) {
+	m := newPathManager(testLogger(t), newMetrics(), 0)
+	m.interval, m.deadAfter = 100*time.Millisecond, 3
+	m.epoch = time.Now().Add(-time.Hour) // the agent has run for a while
+	now := time.Now()
+	nowNS := m.nowNS()
+	link := func(peer string, heard time.Time, echoedNS int64) *pathLink {
+		return &pathLink{id: peer + "-path", peer: peer, st: linkState{lastRecv: heard, echoedNS: echoedNS}}
+	}
+	// A 5-node cluster: 4 peers; a majority is this node and 2 peers.
+	m.peers = map[string]bool{"p1": true, "p2": true, "p3": true, "p4": true}
+	m.links = map[string]*pathLink{
+		"a": link("p1", now, nowNS-10*int64(time.Millisecond)),
+		"b": link("p2", now, nowNS-50*int64(time.Millisecond)),
+		"c": link("p3", now, 0), // heard, never echoed us: one-way
+		"d": link("p4", now.Add(-time.Second), nowNS),
+	}
+	until, ok := m.seenBy(now)
+	if !ok {
+		t.Fatal("no vouch although p1 and p2 echo this node")
+	}
+	// The second-newest echo (p2's, 50 ms ago) plus two intervals.
+	if want := 150 * time.Millisecond; until < want-5*time.Millisecond || until > want+5*time.Millisecond {
+		t.Fatalf("seen until %v from now, want about %v", until, want)
+	}
+	delete(m.links, "b")
+	if _, ok := m.seenBy(now); ok {
+		t.Fatal("vouch with only one peer echoing (p3 only heard, p4 silent)")
+	}
+}
