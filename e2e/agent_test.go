@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // killService SIGKILLs the tcpecho process in node i's namespace (found by
@@ -55,7 +57,7 @@ func TestAgentPlacementInNamespaces(t *testing.T) {
 			t.Fatalf("in-service on node%d: %v", i+1, op)
 		}
 		durations = append(durations, time.Since(start))
-		eventually(t, 10*time.Second, "the VIP answering from node "+strconv.Itoa(i+1), func() bool {
+		testkit.Eventually(t, 0, "the VIP answering from node "+strconv.Itoa(i+1), func() bool {
 			return greeting(vip, 7000) == "hello from "+nc.top.nodes[i].ns
 		})
 		if got := nc.top.holders(vip); !slices.Equal(got, []int{i}) {
@@ -90,7 +92,7 @@ func TestAgentPlacementInNamespaces(t *testing.T) {
 	if nc.killService(1) != 1 {
 		t.Fatal("no service process found in node2's namespace")
 	}
-	eventually(t, 10*time.Second, "the service answering again after a local restart", func() bool {
+	testkit.Eventually(t, 0, "the service answering again after a local restart", func() bool {
 		return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns
 	})
 	t.Logf("local restart: service answering again %v after the kill", time.Since(killed))
@@ -114,11 +116,11 @@ func TestAgentPlacementInNamespaces(t *testing.T) {
 
 	// The primary interface goes down: the address moves to eth1.
 	ipCmd(t, "-n", nc.top.nodes[1].ns, "link", "set", "eth0", "down")
-	eventually(t, 10*time.Second, "the VIP on eth1", func() bool {
+	testkit.Eventually(t, 0, "the VIP on eth1", func() bool {
 		out, _ := exec.Command("ip", "-n", nc.top.nodes[1].ns, "-4", "-o", "addr", "show", "dev", "eth1").Output()
 		return strings.Contains(string(out), " "+vip+"/")
 	})
-	eventually(t, 10*time.Second, "the VIP answering through eth1", func() bool {
+	testkit.Eventually(t, 0, "the VIP answering through eth1", func() bool {
 		return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns
 	})
 	inv.check(t)
@@ -139,9 +141,9 @@ func TestAgentFencesItself(t *testing.T) {
 	}
 	cut := time.Now()
 	nc.top.isolate(0, true)
-	eventually(t, 10*time.Second, "node1 to give up the VIP", func() bool { return !slices.Contains(nc.top.holders(vip), 0) })
+	testkit.Eventually(t, 0, "node1 to give up the VIP", func() bool { return !slices.Contains(nc.top.holders(vip), 0) })
 	fencedAfter := time.Since(cut)
-	eventually(t, 10*time.Second, "node1's service gone", func() bool { return !slices.Contains(nc.top.listeners(vip, 7000), 0) })
+	testkit.Eventually(t, 0, "node1's service gone", func() bool { return !slices.Contains(nc.top.listeners(vip, 7000), 0) })
 	// lan: lease 1000 ms, server grace 250 ms; the server can declare the
 	// node down no earlier than lease + grace after its last heartbeat.
 	t.Logf("node1 fenced itself %v after its links were cut (server deadline ≥ 1.25 s after the last heartbeat)", fencedAfter)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // The scenarios of this file take the agent alone away from a node that
@@ -48,7 +50,7 @@ func (nc *nsCluster) agentFaultFailover(h, vip string, since time.Time) {
 	t := nc.t
 	t.Helper()
 	nc.waitPlaced(h, 1, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
 	t.Logf("agent fault → service answering on node2 through the VIP: %v", time.Since(since))
 	if len(nc.guardLines(0, "event", "guard_fenced")) == 0 {
 		t.Errorf("node1's fence guard did not fence; its log:\n%s", nc.guardLog(0))
@@ -112,7 +114,7 @@ func TestAgentKilledFencedByGuard(t *testing.T) {
 			nc.agentFaultFailover(h, vip, killed)
 			nc.hasEvents("node.down", "failover.started", "failover.completed")
 			nc.restartAgent(0)
-			eventually(t, 10*time.Second, "the guard's fencing reported by the restarted agent", func() bool {
+			testkit.Eventually(t, 0, "the guard's fencing reported by the restarted agent", func() bool {
 				return slices.Contains(nc.events(), "node.self_fenced")
 			})
 			if n := len(nc.agents[0].logLines("event", "local_restart")); n > 0 {
@@ -133,7 +135,7 @@ func TestAgentStoppedFencedByGuard(t *testing.T) {
 	stopped := time.Now()
 	_ = syscall.Kill(pid, syscall.SIGSTOP)
 	nc.agentFaultFailover(h, vip, stopped)
-	eventually(t, 15*time.Second, "the guard killing the hung agent", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the guard killing the hung agent", func() bool {
 		select {
 		case <-nc.agents[0].exited:
 			return true
@@ -228,7 +230,7 @@ func restartInPlace(t *testing.T, profile, bin string) {
 	a.bin = bin
 	nc.sameMachine(0)
 	a.start(nc.servers(), "")
-	eventually(t, 30*time.Second, "the new agent process renewing the lease", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the new agent process renewing the lease", func() bool {
 		return len(a.logLines("event", "guard_connected")) >= 2 && nc.nodeState(0) == "up"
 	})
 	time.Sleep(3 * time.Second) // keep probing: nothing may move after the restart either
@@ -286,7 +288,7 @@ func TestAgentStopFailsOverAfterTheHold(t *testing.T) {
 	nc.sameMachine(0)
 	a.start(nc.servers(), "")
 	nc.waitNodeState(0, "up", 30*time.Second)
-	eventually(t, 10*time.Second, "the restarted agent connected to its guard", func() bool {
+	testkit.Eventually(t, 0, "the restarted agent connected to its guard", func() bool {
 		return len(a.logLines("event", "guard_connected")) >= 2
 	})
 	stopped := time.Now()

@@ -116,18 +116,6 @@ func (a *agentProc) logLines(key, value string) []map[string]any {
 	return out
 }
 
-// eventually polls cond every 50 ms until it holds or the deadline passes.
-func eventually(t *testing.T, deadline time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", deadline, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-}
-
 // greeting connects to addr:port and returns the first line the service
 // says ("hello from <namespace>"), or "" when nothing answers.
 func greeting(addr string, port int) string {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // TestNodeCrashIsReported: a real node crash in the namespace cluster
@@ -35,7 +37,7 @@ func TestNodeCrashIsReported(t *testing.T) {
 	nc.crash(0, nil)
 	nc.waitPlaced(h, 1, 30*time.Second)
 
-	evWait(t, 20*time.Second, "node.down and failover.completed at the webhook", func() bool {
+	testkit.Eventually(t, 20*time.Second, "node.down and failover.completed at the webhook", func() bool {
 		var down, done bool
 		for _, e := range hook.events() {
 			down = down || e.Type == "node.down"
@@ -54,7 +56,7 @@ func TestNodeCrashIsReported(t *testing.T) {
 			t.Errorf("webhook events %v lack %s", types, want)
 		}
 	}
-	evWait(t, 20*time.Second, "node-down and failover-started traps, v2c and v3", func() bool {
+	testkit.Eventually(t, 20*time.Second, "node-down and failover-started traps, v2c and v3", func() bool {
 		n := map[string]int{}
 		for _, tr := range td.traps() {
 			v := "v2c"

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // Event delivery, end to end: the built backstopd, a real PostgreSQL,
@@ -172,17 +174,6 @@ func checkInOrder(t *testing.T, what string, evs []hookEvent, first int64) {
 	}
 }
 
-func evWait(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-}
-
 // toggleMaintenance puts a node in maintenance and out n times: 2n
 // events.
 func toggleMaintenance(t *testing.T, c *client, cid, nid string, n int) {
@@ -286,7 +277,7 @@ func startTrapd(t *testing.T, engineID, user, auth, priv string) *trapd {
 			t.Logf("snmptrapd output:\n%s", d.lines("TRAP ", "NET-SNMP", "snmptrapd"))
 		}
 	})
-	evWait(t, 10*time.Second, "snmptrapd to start", func() bool { return strings.Contains(d.out.String(), "NET-SNMP version") })
+	testkit.Eventually(t, 0, "snmptrapd to start", func() bool { return strings.Contains(d.out.String(), "NET-SNMP version") })
 	return d
 }
 
@@ -377,7 +368,7 @@ func TestEventsReachWebhooksAndTraps(t *testing.T) {
 	stream := openStream(t, d, cid, "")
 	toggleMaintenance(t, c, cid, nid, 3) // events 1..6
 
-	evWait(t, 20*time.Second, "6 events at the webhook", func() bool { return len(all.events()) >= 6 })
+	testkit.Eventually(t, 20*time.Second, "6 events at the webhook", func() bool { return len(all.events()) >= 6 })
 	checkInOrder(t, "webhook", all.events()[:6], 1)
 	for i, e := range all.events()[:6] {
 		want := map[bool]string{true: "node.maintenance_started", false: "node.maintenance_ended"}[i%2 == 0]
@@ -386,7 +377,7 @@ func TestEventsReachWebhooksAndTraps(t *testing.T) {
 		}
 	}
 
-	evWait(t, 20*time.Second, "12 traps at snmptrapd", func() bool { return len(td.traps()) >= 12 })
+	testkit.Eventually(t, 20*time.Second, "12 traps at snmptrapd", func() bool { return len(td.traps()) >= 12 })
 	var v2, v3 []trapLine
 	for _, tr := range td.traps() {
 		switch {
@@ -421,12 +412,12 @@ func TestEventsReachWebhooksAndTraps(t *testing.T) {
 
 	// A test trap, sent at once.
 	c.do(t, "POST", "/v1/snmp-targets/"+v3target.ID+"/test", nil).must(t, 200)
-	evWait(t, 10*time.Second, "the test trap", func() bool {
+	testkit.Eventually(t, 0, "the test trap", func() bool {
 		return strings.Contains(td.lines("TRAP "), "SNMPv2-MIB::snmpTrapOID.0 = OID: BACKSTOP-MIB::backstopTestNotification")
 	})
 
 	// The flaky receiver got each of its 3 events once, on the 4th try.
-	evWait(t, 20*time.Second, "3 events at the flaky receiver", func() bool { return len(flaky.events()) >= 3 })
+	testkit.Eventually(t, 20*time.Second, "3 events at the flaky receiver", func() bool { return len(flaky.events()) >= 3 })
 	flaky.mu.Lock()
 	for id, n := range flaky.tries {
 		if n != 4 {
@@ -441,7 +432,7 @@ func TestEventsReachWebhooksAndTraps(t *testing.T) {
 	}
 
 	// The receiver that never came up: 3 dead letters, each an event.
-	evWait(t, 30*time.Second, "3 dead letters", func() bool {
+	testkit.Eventually(t, 30*time.Second, "3 dead letters", func() bool {
 		var l struct{ Items []json.RawMessage }
 		c.do(t, "GET", "/v1/clusters/"+cid+"/events?type=delivery.dead_lettered", nil).must(t, 200).decode(t, &l)
 		return len(l.Items) == 3
@@ -500,7 +491,7 @@ func TestDeliverySurvivesCrash(t *testing.T) {
 
 	// Wait for the first attempt to fail (the receiver is down), so the
 	// kill comes between attempts: no delivery can have happened.
-	evWait(t, 15*time.Second, "a failed attempt", func() bool {
+	testkit.Eventually(t, 15*time.Second, "a failed attempt", func() bool {
 		var l struct {
 			Items []struct {
 				Attempts int `json:"attempts"`
@@ -523,7 +514,7 @@ func TestDeliverySurvivesCrash(t *testing.T) {
 	d.waitReady()
 	// The 4 events, then the new leader's leader.changed (written at the
 	// restart, after them).
-	evWait(t, 30*time.Second, "5 events after the restart", func() bool { return len(r.events()) >= 5 })
+	testkit.Eventually(t, 30*time.Second, "5 events after the restart", func() bool { return len(r.events()) >= 5 })
 	time.Sleep(time.Second) // nothing more may come
 	got := r.events()
 	checkInOrder(t, "after restart", got, 1)

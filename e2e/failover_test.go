@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // newPlacedCluster is the common start of the failover scenarios: a
@@ -62,7 +64,7 @@ func TestFailoverNodeCrash(t *testing.T) {
 	crashed := time.Now()
 	nc.crash(0, inv)
 	nc.waitPlaced(h, 1, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
 	t.Logf("node crash → service answering on node2 through the VIP: %v", time.Since(crashed))
 	inc := nc.incidents()
 	if len(inc) != 1 || inc[0]["kind"] != "failover" || inc[0]["state"] != "resolved" || inc[0]["recovery_ms"] == nil {
@@ -73,13 +75,13 @@ func TestFailoverNodeCrash(t *testing.T) {
 	// node 2 (intelligent switchback) and a switchback is noted.
 	nc.reboot(0, inv)
 	nc.waitNodeState(0, "up", 30*time.Second)
-	eventually(t, 10*time.Second, "a switchback.possible event", func() bool { return slices.Contains(nc.events(), "switchback.possible") })
+	testkit.Eventually(t, 0, "a switchback.possible event", func() bool { return slices.Contains(nc.events(), "switchback.possible") })
 	if p := nc.placement(h); p.NodeID != nc.nodes[1] {
 		t.Fatalf("intelligent switchback moved the hierarchy: %+v", p)
 	}
 	// The rebooted agent found its old state "in service" and must have
 	// given it up (or refused to restart it), never restarted it.
-	eventually(t, 10*time.Second, "node1's agent giving up its stale hierarchy", func() bool {
+	testkit.Eventually(t, 0, "node1's agent giving up its stale hierarchy", func() bool {
 		return len(nc.agents[0].logLines("event", "relinquished"))+len(nc.agents[0].logLines("event", "local_recovery_withheld")) > 0
 	})
 	if n := len(nc.agents[0].logLines("event", "local_restart")); n > 0 {
@@ -95,7 +97,7 @@ func TestFailoverNetworkLoss(t *testing.T) {
 	nc, h, vip, inv := newPlacedCluster(t, 3, "lan", 1, nil)
 	nc.top.setLink(0, false)
 	nc.waitPlaced(h, 1, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
 	if got := nc.top.holders(vip); slices.Contains(got, 0) {
 		t.Errorf("node1 still holds the VIP while cut off: %v", got)
 	}
@@ -121,14 +123,14 @@ func TestFailoverServiceKilled(t *testing.T) {
 		if nc.killService(0) != 1 {
 			t.Fatal("no service process on node1")
 		}
-		eventually(t, 10*time.Second, "a local restart on node1", answers(0))
+		testkit.Eventually(t, 0, "a local restart on node1", answers(0))
 		if p := nc.placement(h); p.NodeID != nc.nodes[0] {
 			t.Fatalf("kill %d moved the hierarchy: %+v", k, p)
 		}
 	}
 	nc.killService(0)
 	nc.waitPlaced(h, 1, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", answers(1))
+	testkit.Eventually(t, 0, "the VIP answering from node2", answers(1))
 	var ex struct {
 		FailedMarks []struct {
 			NodeID string `json:"node_id"`
@@ -156,7 +158,7 @@ func TestFailoverCascade(t *testing.T) {
 	nc.waitNodeState(1, "down", 30*time.Second)
 	nc.crash(0, inv)
 	nc.waitPlaced(h, 2, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node3", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[2].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node3", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[2].ns })
 	inv.check(t)
 }
 
@@ -203,7 +205,7 @@ func TestFailoverNPlusOne(t *testing.T) {
 	nc.crash(0, nil)
 	nc.waitPlaced(hs[0], 3, 30*time.Second)
 	nc.crash(1, nil)
-	eventually(t, 30*time.Second, "ex2 failed", func() bool { return nc.placement(hs[1]).State == "failed" })
+	testkit.Eventually(t, 30*time.Second, "ex2 failed", func() bool { return nc.placement(hs[1]).State == "failed" })
 	if p := nc.placement(hs[1]); !strings.Contains(p.Detail, `exclusivity group "exchange" already runs "ex1"`) {
 		t.Fatalf("ex2 failed without the exclusivity reason: %+v", p)
 	}
@@ -234,7 +236,7 @@ func TestSwitchoverMaintenanceSwitchback(t *testing.T) {
 			t.Fatalf("maintenance on node%d did not drain it: %v", i+1, mr.Operations)
 		}
 		nc.waitPlaced(h, to, 30*time.Second)
-		eventually(t, 10*time.Second, "the VIP answering after the drain", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[to].ns })
+		testkit.Eventually(t, 0, "the VIP answering after the drain", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[to].ns })
 	}
 	drain(0, 1)
 	drain(1, 2)
@@ -244,7 +246,7 @@ func TestSwitchoverMaintenanceSwitchback(t *testing.T) {
 	// Automatic switchback: node 1 (priority 1) is back.
 	nc.c.do(t, "DELETE", np+nc.nodes[0]+"/maintenance", nil).must(t, 200)
 	nc.waitPlaced(h, 0, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node1", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[0].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node1", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[0].ns })
 	// Intelligent: an explicit switchover to priority 3 stays there.
 	nc.c.do(t, "DELETE", np+nc.nodes[1]+"/maintenance", nil).must(t, 200)
 	nc.c.do(t, "PATCH", hp, map[string]any{"switchback": "intelligent"}).must(t, 200)
@@ -253,7 +255,7 @@ func TestSwitchoverMaintenanceSwitchback(t *testing.T) {
 		t.Fatalf("switchover: %v", op)
 	}
 	nc.waitPlaced(h, 2, 10*time.Second)
-	eventually(t, 10*time.Second, "a switchback.possible event", func() bool { return slices.Contains(nc.events(), "switchback.possible") })
+	testkit.Eventually(t, 0, "a switchback.possible event", func() bool { return slices.Contains(nc.events(), "switchback.possible") })
 	time.Sleep(time.Second)
 	if p := nc.placement(h); p.NodeID != nc.nodes[2] {
 		t.Fatalf("intelligent switchback moved the hierarchy off node3: %+v", p)
@@ -285,7 +287,7 @@ func TestLeaderKilled(t *testing.T) {
 			Leader  bool   `json:"leader"`
 		} `json:"replicas"`
 	}
-	eventually(t, 10*time.Second, "both replicas registered", func() bool {
+	testkit.Eventually(t, 0, "both replicas registered", func() bool {
 		nc.c.do(t, "GET", "/v1/control-plane", nil).must(t, 200).decode(t, &cp)
 		return len(cp.Replicas) == 2
 	})
@@ -306,7 +308,7 @@ func TestLeaderKilled(t *testing.T) {
 	nc.daemons[lead].p.abandoned = true // killed on purpose: not a graceful stop
 	_ = nc.daemons[lead].p.cmd.Process.Kill()
 	nc.c = nc.daemons[other].client(adminSecret)
-	eventually(t, 15*time.Second, "the other replica leading", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the other replica leading", func() bool {
 		nc.c.do(t, "GET", "/v1/control-plane", nil).must(t, 200).decode(t, &cp)
 		return cp.Term > oldTerm && cp.LeaderID != ""
 	})
@@ -350,7 +352,7 @@ func TestTimingProfileChangesLive(t *testing.T) {
 	}
 	nc.c.do(t, "PATCH", "/v1/clusters/"+nc.id, map[string]any{"timing_profile": "fast"}).must(t, 200)
 	for i, a := range nc.agents {
-		eventually(t, 10*time.Second, "node"+string(rune('1'+i))+" applying the fast profile", func() bool {
+		testkit.Eventually(t, 0, "node"+string(rune('1'+i))+" applying the fast profile", func() bool {
 			for _, l := range a.logLines("event", "config_applied") {
 				if l["heartbeat_ms"] == float64(50) && l["lease_ttl_ms"] == float64(250) {
 					return true
@@ -365,7 +367,7 @@ func TestTimingProfileChangesLive(t *testing.T) {
 	crashed := time.Now()
 	nc.crash(0, inv)
 	nc.waitPlaced(h, 1, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
 	t.Logf("fast profile: node crash → service answering on node2: %v", time.Since(crashed))
 	inv.check(t)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop/e2e/internal/redfish"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // Peer fencing through real fence devices: the unmodified fence_redfish
@@ -118,7 +119,7 @@ func TestFenceRedfishNodeCrash(t *testing.T) {
 	crashed := time.Now()
 	nc.crash(0, inv)
 	nc.waitPlaced(h, 1, 30*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
 	took := time.Since(crashed)
 
 	offs := forceOffs(bmcs[0])
@@ -169,7 +170,7 @@ func TestFenceDeviceNotAnswering(t *testing.T) {
 	bmcs[0].SetBroken(500)
 	nc.crash(0, inv)
 	nc.waitNodeState(0, "down", 30*time.Second)
-	eventually(t, 15*time.Second, "two fence.failed events", func() bool { return len(nc.eventsOf("fence.failed")) >= 2 })
+	testkit.Eventually(t, 15*time.Second, "two fence.failed events", func() bool { return len(nc.eventsOf("fence.failed")) >= 2 })
 	hold := time.Now().Add(5 * time.Second)
 	for time.Now().Before(hold) {
 		if p := nc.placement(h); p.NodeID != before.NodeID || p.Epoch != before.Epoch {
@@ -197,7 +198,7 @@ func TestFenceDeviceNotAnswering(t *testing.T) {
 	fixed := time.Now()
 	bmcs[0].SetBroken(0)
 	nc.waitPlaced(h, 1, 60*time.Second)
-	eventually(t, 10*time.Second, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
+	testkit.Eventually(t, 0, "the VIP answering from node2", func() bool { return greeting(vip, 7000) == "hello from "+nc.top.nodes[1].ns })
 	t.Logf("BMC fixed → service answering on node2: %v", time.Since(fixed))
 	if offs := forceOffs(bmcs[0]); len(offs) != 1 || !offs[0].Authorized {
 		t.Fatalf("node1's BMC got %+v, want one authorized ForceOff", bmcs[0].Resets())

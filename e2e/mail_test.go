@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // TestMailService is the mail-service proof: Postfix (Debian's, one shared
@@ -28,20 +30,20 @@ func TestMailService(t *testing.T) {
 	vip := nc.top.vip(0)
 	m.configure(t, vip, nc.top.subnet)
 	h := nc.createMailHierarchy("mail", m, []int{0, 1, 2})
-	inv := nc.watchInvariantOn(vip, 25)
+	inv := nc.watchInvariantPort(vip, 25)
 	defer func() {
 		if t.Failed() {
 			t.Logf("mail logs:\n%s", m.logs(nc))
 		}
 	}()
 	nc.placeOn(h, 0)
-	eventually(t, 10*time.Second, "an SMTP greeting on the VIP", func() bool {
+	testkit.Eventually(t, 0, "an SMTP greeting on the VIP", func() bool {
 		return strings.HasPrefix(greeting(vip, 25), "220 ")
 	})
 
 	client := startMailClient(net.JoinHostPort(vip, "25"), m.rcpt)
 	defer client.halt()
-	eventually(t, 10*time.Second, "the first message accepted", func() bool { return len(client.acceptedSince(time.Time{})) > 0 })
+	testkit.Eventually(t, 0, "the first message accepted", func() bool { return len(client.acceptedSince(time.Time{})) > 0 })
 	time.Sleep(2 * time.Second)
 
 	type outage struct {
@@ -59,7 +61,7 @@ func TestMailService(t *testing.T) {
 		t.Helper()
 		nc.waitPlaced(h, to, 30*time.Second)
 		placedAt := time.Now()
-		eventually(t, 15*time.Second, fmt.Sprintf("a message accepted on node%d after %s (last error: %s)", to+1, fault, client.lastError()),
+		testkit.Eventually(t, 15*time.Second, fmt.Sprintf("a message accepted on node%d after %s (last error: %s)", to+1, fault, client.lastError()),
 			func() bool { return len(client.acceptedSince(placedAt)) > 0 })
 		end := client.acceptedSince(placedAt)[0]
 		o := outage{fault: fault, placed: placedAt.Sub(at), failed: client.failuresBetween(at, end)}

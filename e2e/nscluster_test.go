@@ -6,12 +6,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/backstop-ha/backstop/e2e/internal/nslab"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // nsCluster is a whole test cluster: backstopd on the host, one agent per
@@ -69,7 +69,7 @@ func newNSCluster(t *testing.T, n int, profile string, replicas int) *nsCluster 
 	// A formed cluster: every agent hears every peer over its path (the
 	// state a real cluster is in long before anything fails).
 	for i, a := range nc.agents {
-		eventually(t, 30*time.Second, fmt.Sprintf("node%d's paths to its %d peers up", i+1, n-1), func() bool {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("node%d's paths to its %d peers up", i+1, n-1), func() bool {
 			return len(a.logLines("event", "path_up")) >= n-1
 		})
 	}
@@ -95,7 +95,7 @@ func (nc *nsCluster) nodeState(i int) string {
 
 func (nc *nsCluster) waitNodeState(i int, state string, d time.Duration) {
 	nc.t.Helper()
-	eventually(nc.t, d, fmt.Sprintf("node%d %s", i+1, state), func() bool { return nc.nodeState(i) == state })
+	testkit.Eventually(nc.t, d, fmt.Sprintf("node%d %s", i+1, state), func() bool { return nc.nodeState(i) == state })
 }
 
 // createHierarchy creates the test hierarchy: a virtual IP on eth0 (eth1
@@ -161,7 +161,7 @@ func (nc *nsCluster) nodeIndex(id string) int {
 // waitPlaced waits until h is in service on node i.
 func (nc *nsCluster) waitPlaced(h string, i int, d time.Duration) {
 	nc.t.Helper()
-	eventually(nc.t, d, fmt.Sprintf("hierarchy in service on node%d", i+1), func() bool {
+	testkit.Eventually(nc.t, d, fmt.Sprintf("hierarchy in service on node%d", i+1), func() bool {
 		p := nc.placement(h)
 		return p.State == "in_service" && p.NodeID == nc.nodes[i]
 	})
@@ -171,7 +171,7 @@ func (nc *nsCluster) waitPlaced(h string, i int, d time.Duration) {
 func (nc *nsCluster) operation(path string, d time.Duration) map[string]any {
 	nc.t.Helper()
 	var op map[string]any
-	eventually(nc.t, d, "operation "+path, func() bool {
+	testkit.Eventually(nc.t, d, "operation "+path, func() bool {
 		op = nil
 		nc.c.do(nc.t, "GET", path, nil).must(nc.t, 200).decode(nc.t, &op)
 		return op["state"] == "succeeded" || op["state"] == "failed"
@@ -197,19 +197,10 @@ func (nc *nsCluster) events() []string {
 // invariant is the never-two-copies checker of a virtual IP and its
 // service (nslab.Invariant): who holds the address follows every node's
 // address events (netlink), so an overlap of a millisecond counts; who
-// listens on the port is sampled about every millisecond per node. The
-// legacy fields (samples, violations, first, stop, done) serve a checker
-// that samples both (watchInvariantOn in mail_harness_test.go).
+// listens on the port is sampled about every millisecond per node.
 type invariant struct {
-	lab        *nslab.Invariant // nil: the legacy sampler
-	excluded   sync.Map         // node index -> true: crashed nodes hold nothing real
-	stop       chan struct{}
-	done       chan struct{}
-	violations atomic.Int64
-	samples    atomic.Int64
-	mu         sync.Mutex
-	first      string
-	checked    atomic.Bool
+	lab     *nslab.Invariant
+	checked atomic.Bool
 }
 
 // watchInvariant starts the never-two-copies checker for addr and
@@ -226,76 +217,34 @@ func (nc *nsCluster) watchInvariantPort(addr string, port int) *invariant {
 	if err != nil {
 		nc.t.Fatal(err)
 	}
-	inv := &invariant{lab: lab, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(inv.done)
-		<-inv.stop
-		lab.Stop()
-	}()
+	inv := &invariant{lab: lab}
 	nc.t.Cleanup(func() { inv.check(nc.t) })
 	return inv
 }
 
 // exclude stops counting node i: it crashed, and what its namespace still
 // holds would be gone with a real machine (see crash).
-func (inv *invariant) exclude(i int) {
-	inv.excluded.Store(i, true)
-	if inv.lab != nil {
-		inv.lab.Exclude(i)
-	}
-}
+func (inv *invariant) exclude(i int) { inv.lab.Exclude(i) }
 
 // include counts node i again (it rebooted: see reboot).
-func (inv *invariant) include(i int) {
-	inv.excluded.Delete(i)
-	if inv.lab != nil {
-		inv.lab.Include(i)
-	}
-}
-
-func (inv *invariant) live(nodes []int) []int {
-	out := nodes[:0:0]
-	for _, i := range nodes {
-		if _, ex := inv.excluded.Load(i); !ex {
-			out = append(out, i)
-		}
-	}
-	return out
-}
+func (inv *invariant) include(i int) { inv.lab.Include(i) }
 
 // check stops the checker (once) and fails t if two copies ever ran.
 func (inv *invariant) check(t *testing.T) {
 	t.Helper()
-	select {
-	case <-inv.done:
-	default:
-		select {
-		case <-inv.stop:
-		default:
-			close(inv.stop)
-		}
-		<-inv.done
-	}
 	if !inv.checked.CompareAndSwap(false, true) {
 		return
 	}
-	if inv.lab != nil {
-		r := inv.lab.Report("")
-		events, period := inv.lab.Stats()
-		if errs := inv.lab.Errors(); len(errs) > 0 {
-			t.Errorf("the never-two-copies checker lost track (it may have missed an overlap): %v", errs)
-		}
-		if r.Violated() {
-			t.Errorf("never-two-copies violated: %v; first %s", r, r.First)
-		} else {
-			t.Logf("invariant held: %v (%d address events; listener reads every %v per node)", r, events, period)
-		}
-		return
+	inv.lab.Stop()
+	r := inv.lab.Report("")
+	events, period := inv.lab.Stats()
+	if errs := inv.lab.Errors(); len(errs) > 0 {
+		t.Errorf("the never-two-copies checker lost track (it may have missed an overlap): %v", errs)
 	}
-	if n := inv.violations.Load(); n > 0 {
-		t.Errorf("never-two-copies violated in %d of %d samples; first %s", n, inv.samples.Load(), inv.first)
+	if r.Violated() {
+		t.Errorf("never-two-copies violated: %v; first %s", r, r.First)
 	} else {
-		t.Logf("invariant held over %d samples", inv.samples.Load())
+		t.Logf("invariant held: %v (%d address events; listener reads every %v per node)", r, events, period)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/openapi/envelope"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
@@ -111,7 +112,7 @@ func TestAgentRejectsBadCommands(t *testing.T) {
 	if _, err := pool.Exec(t.Context(), `SELECT pg_notify($1, $2)`, store.CommandNotifyChannel, nc.nodes[0]); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the requeued command refused as a replay", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the requeued command refused as a replay", func() bool {
 		var l struct {
 			Items []struct {
 				ID     string `json:"id"`
@@ -127,7 +128,7 @@ func TestAgentRejectsBadCommands(t *testing.T) {
 		return false
 	})
 	var got map[string]string
-	eventually(t, 30*time.Second, "every crafted command rejected", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every crafted command rejected", func() bool {
 		var l struct {
 			Items []struct {
 				ID     string `json:"id"`
