@@ -78,6 +78,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/backstop-ha/backstop/e2e/internal/nslab"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 )
 
@@ -497,7 +498,7 @@ func placeOnNode1(ctx context.Context, c *nslab.Cluster, h string, r *result) er
 		if r != nil {
 			r.placeRetries++
 		}
-		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -609,7 +610,7 @@ func oneRun(ctx context.Context, c *nslab.Cluster, inv *nslab.Invariant, h strin
 		return err
 	}
 	r.lastSeq = seq
-	if err := sleep(ctx, settle); err != nil {
+	if err := testkit.Sleep(ctx, settle); err != nil {
 		return err
 	}
 	if p, err := c.Placement(ctx, h); err != nil {
@@ -676,13 +677,13 @@ func oneRun(ctx context.Context, c *nslab.Cluster, inv *nslab.Invariant, h strin
 	}
 	// Keep watching the fault phase for a while: a node that failed to
 	// fence itself would show now.
-	if err := sleep(ctx, time.Second); err != nil {
+	if err := testkit.Sleep(ctx, time.Second); err != nil {
 		return err
 	}
 	if r.fault == "agent-stop" {
 		// The hang lasts 10 s; the guard should have killed the agent
 		// long before.
-		if err := sleep(ctx, 10*time.Second-time.Since(t0)); err != nil {
+		if err := testkit.Sleep(ctx, 10*time.Second-time.Since(t0)); err != nil {
 			return err
 		}
 		_ = a.Proc.Signal(syscall.SIGCONT)
@@ -694,7 +695,7 @@ func oneRun(ctx context.Context, c *nslab.Cluster, inv *nslab.Invariant, h strin
 		}
 		// Still in the fault phase: a woken agent restarting its stale
 		// copy would show now.
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := testkit.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -734,7 +735,7 @@ func oneRun(ctx context.Context, c *nslab.Cluster, inv *nslab.Invariant, h strin
 		// hierarchy fails over again and node 1 gets a failed mark
 		// (observed; see the "not measured" lines). Wait for the report
 		// first.
-		err := nslab.Poll(ctx, 5*time.Second, "node1's fence report", func() (bool, error) {
+		err := testkit.Poll(ctx, 5*time.Second, "node1's fence report", func() (bool, error) {
 			evs, err := c.EventsAfter(ctx, seq)
 			for _, ev := range evs {
 				if ev.Type == "node.self_fenced" || ev.Type == "node.fenced" {
@@ -788,17 +789,6 @@ func oneRun(ctx context.Context, c *nslab.Cluster, inv *nslab.Invariant, h strin
 		break
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // pct returns the p-th percentile (nearest rank) of ds.

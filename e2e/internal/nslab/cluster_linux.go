@@ -2,12 +2,13 @@ package nslab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // Binaries are the programs a cluster runs.
@@ -134,7 +135,7 @@ func (c *Cluster) NodeState(ctx context.Context, i int) (string, error) {
 
 // WaitNodeState polls until node i is in state.
 func (c *Cluster) WaitNodeState(ctx context.Context, i int, state string, d time.Duration) error {
-	return poll(ctx, d, fmt.Sprintf("node%d %s", i+1, state), func() (bool, error) {
+	return testkit.Poll(ctx, d, fmt.Sprintf("node%d %s", i+1, state), func() (bool, error) {
 		s, err := c.NodeState(ctx, i)
 		return s == state, err
 	})
@@ -194,7 +195,7 @@ func (c *Cluster) Placement(ctx context.Context, h string) (Placement, error) {
 
 // WaitPlaced polls until h is in service on node i.
 func (c *Cluster) WaitPlaced(ctx context.Context, h string, i int, d time.Duration) error {
-	return poll(ctx, d, fmt.Sprintf("hierarchy in service on node%d", i+1), func() (bool, error) {
+	return testkit.Poll(ctx, d, fmt.Sprintf("hierarchy in service on node%d", i+1), func() (bool, error) {
 		p, err := c.Placement(ctx, h)
 		return p.State == "in_service" && p.NodeID == c.NodeIDs[i], err
 	})
@@ -216,7 +217,7 @@ func (c *Cluster) action(ctx context.Context, p string, i int) error {
 		return err
 	}
 	var op map[string]any
-	err = poll(ctx, time.Minute, "operation "+r.Location, func() (bool, error) {
+	err = testkit.Poll(ctx, time.Minute, "operation "+r.Location, func() (bool, error) {
 		op = nil
 		_, err := c.API.Do(ctx, "GET", r.Location, nil, 200, &op)
 		return op["state"] == "succeeded" || op["state"] == "failed", err
@@ -289,37 +290,6 @@ func (c *Cluster) Incidents(ctx context.Context) ([]Incident, error) {
 		}
 		cursor = page.NextCursor
 	}
-}
-
-// poll calls cond every 50 ms until it holds, d passes or ctx ends.
-// Errors from cond are retried; the last one is reported on timeout.
-func poll(ctx context.Context, d time.Duration, what string, cond func() (bool, error)) error {
-	end := time.Now().Add(d)
-	var last error
-	for {
-		ok, err := cond()
-		if ok && err == nil {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(end) {
-			msg := fmt.Sprintf("timed out after %v waiting for %s", d, what)
-			if last != nil {
-				msg += " (last error: " + last.Error() + ")"
-			}
-			return errors.New(msg)
-		}
-		if err := sleep(ctx, 50*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-// Poll is poll for callers of the package.
-func Poll(ctx context.Context, d time.Duration, what string, cond func() (bool, error)) error {
-	return poll(ctx, d, what, cond)
 }
 
 // Greeting connects to addr (host:port) and returns tcpecho's first line

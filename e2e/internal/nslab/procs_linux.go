@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
 // Proc is a child process whose output goes to a log file. It gets
@@ -151,7 +153,7 @@ func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
 				return nil
 			}
 		}
-		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -212,15 +214,3 @@ func (a *Agent) Start(servers, token string) error {
 
 // Kill SIGKILLs the agent (by PID).
 func (a *Agent) Kill() { a.Proc.Kill() }
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
