@@ -342,37 +342,6 @@ func (m *mailSetup) logs(nc *nsCluster) string {
 	return b.String()
 }
 
-// watchInvariantOn is watchInvariant for a service listening on port
-// (watchInvariant watches tcpecho's port 7000): it samples which nodes
-// hold addr and which have a listener on addr:port.
-func (nc *nsCluster) watchInvariantOn(addr string, port int) *invariant {
-	inv := &invariant{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(inv.done)
-		for {
-			select {
-			case <-inv.stop:
-				return
-			default:
-			}
-			holders := inv.live(nc.top.holders(addr))
-			running := inv.live(nc.top.listeners(addr, port))
-			inv.samples.Add(1)
-			if len(holders) > 1 || len(running) > 1 {
-				inv.violations.Add(1)
-				inv.mu.Lock()
-				if inv.first == "" {
-					inv.first = fmt.Sprintf("at %s: address held by %v, port %d open in %v", time.Now().Format(time.RFC3339Nano), holders, port, running)
-				}
-				inv.mu.Unlock()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	nc.t.Cleanup(func() { inv.check(nc.t) })
-	return inv
-}
-
 // mailClient sends mail to the VIP continuously, one message per SMTP
 // session, and retries each message until the server accepts it (250
 // after DATA), the way an MTA's queue does, only faster (mailRetryGap).
