@@ -91,7 +91,7 @@ func TestEngineFailover(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 	eng := &failover.Engine{Store: st, Sign: keys.Sign, Log: log, Interval: 20 * time.Millisecond}
-	el := leader.New(leader.Config{Store: testLeaderStore{st}, ReplicaID: "test", Address: "x", Logger: log, Interval: 100 * time.Millisecond, Lead: eng.Run})
+	el := leader.New(leader.Config{Store: leader.FromStore[*store.LeaderSession](st), ReplicaID: "test", Address: "x", Logger: log, Interval: 100 * time.Millisecond, Lead: eng.Run})
 	var wg sync.WaitGroup
 	wg.Go(func() { el.Run(ctx) })
 	defer wg.Wait()
@@ -191,14 +191,4 @@ func TestEngineFailover(t *testing.T) {
 	if !strings.Contains(string(b), `"leader":true`) {
 		t.Fatalf("control plane: %s", b)
 	}
-}
-
-type testLeaderStore struct{ *store.Store }
-
-func (l testLeaderStore) TryLead(ctx context.Context, id string) (leader.Session, int64, error) {
-	s, err := l.Store.TryLead(ctx, id)
-	if err != nil || s == nil {
-		return nil, 0, err
-	}
-	return s, s.Term, nil
 }

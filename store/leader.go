@@ -84,6 +84,10 @@ func takeLeadership(ctx context.Context, conn *pgx.Conn, replicaID string, l *Le
 	return tx.Commit(ctx)
 }
 
+// LeaderTerm returns the term this leadership was granted
+// (leader.TermSession).
+func (l *LeaderSession) LeaderTerm() int64 { return l.Term }
+
 // Check verifies the session (and so the lock) is still alive.
 func (l *LeaderSession) Check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -240,7 +240,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	engine := &failover.Engine{Store: st, Sign: keys.Sign, Log: log.With("component", "engine"),
 		Fencer: &fencing.Runner{Dir: cfg.FenceAgentsDir, Open: sealer.Open}, OnFence: srv.ObserveFence}
 	elector := leader.New(leader.Config{
-		Store:     leaderStore{st},
+		Store:     leader.FromStore[*store.LeaderSession](st),
 		ReplicaID: replicaID(),
 		Address:   ln.Addr().String(),
 		Version:   backstopVersion,
@@ -309,17 +309,6 @@ const backstopVersion = "0.1.0"
 func replicaID() string {
 	host, _ := os.Hostname()
 	return host + "-" + store.NewSecret("")[:6]
-}
-
-// leaderStore adapts the store to the elector's interface.
-type leaderStore struct{ *store.Store }
-
-func (l leaderStore) TryLead(ctx context.Context, id string) (leader.Session, int64, error) {
-	s, err := l.Store.TryLead(ctx, id)
-	if err != nil || s == nil {
-		return nil, 0, err
-	}
-	return s, s.Term, nil
 }
 
 // hostURL turns a listen address into a URL a browser can open.

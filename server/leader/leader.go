@@ -27,6 +27,39 @@ type Store interface {
 	RemoveReplica(ctx context.Context, id string) error
 }
 
+// TermSession is a store's own session type: held leadership and its
+// term. The constraint is comparable so that its zero value (nil) means
+// "another replica leads".
+type TermSession interface {
+	comparable
+	Session
+	LeaderTerm() int64
+}
+
+// StoreOf is a store whose TryLead returns its own session type, the zero
+// value when another replica leads (*store.Store).
+type StoreOf[S TermSession] interface {
+	TryLead(ctx context.Context, replicaID string) (S, error)
+	TouchReplica(ctx context.Context, id, address, version string) error
+	RemoveReplica(ctx context.Context, id string) error
+}
+
+// FromStore adapts such a store to Store: the one adapter between the
+// store's concrete session and the elector's interface (Go has no
+// covariant results, and the store must not import this package).
+func FromStore[S TermSession](st StoreOf[S]) Store { return storeAdapter[S]{st} }
+
+type storeAdapter[S TermSession] struct{ StoreOf[S] }
+
+func (a storeAdapter[S]) TryLead(ctx context.Context, replicaID string) (Session, int64, error) {
+	s, err := a.StoreOf.TryLead(ctx, replicaID)
+	var none S
+	if err != nil || s == none {
+		return nil, 0, err
+	}
+	return s, s.LeaderTerm(), nil
+}
+
 // Config configures an Elector.
 type Config struct {
 	Store     Store
