@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -85,34 +84,5 @@ func TestWaitTimeoutUnderCI(t *testing.T) {
 	t.Setenv("CI", "true")
 	if ci := WaitTimeout(); ci <= local {
 		t.Fatalf("CI %v, local %v: CI must wait longer", ci, local)
-	}
-}
-
-// TestBinariesDoNotLinkTestkit: testkit is test support; no binary that
-// ships may link it (the e2e tools under e2e/cmd may).
-func TestBinariesDoNotLinkTestkit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs go list")
-	}
-	// go test puts its own GOROOT/bin first in PATH.
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go command: %v", err)
-	}
-	const module = "github.com/backstop-ha/backstop/"
-	for _, pkg := range []string{"cmd/backstopd", "cmd/backstop-agent", "cmd/backstopctl"} {
-		out, err := exec.CommandContext(t.Context(), goBin, "list", "-deps", module+pkg).Output()
-		if err != nil {
-			var stderr []byte
-			if ee, ok := err.(*exec.ExitError); ok {
-				stderr = ee.Stderr
-			}
-			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, stderr)
-		}
-		for _, dep := range strings.Fields(string(out)) {
-			if dep == module+"e2e/testkit" {
-				t.Errorf("%s links e2e/testkit", pkg)
-			}
-		}
 	}
 }
