@@ -76,7 +76,9 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 	}
 	for {
 		t := a.timing()
-		wait := max(ms(t.HeartbeatMS)/2, 5*time.Millisecond)
+		// Every half heartbeat and half path interval: the guard's
+		// vouch, renewed here, reaches less than a path interval ahead.
+		wait := max(min(ms(t.HeartbeatMS), ms(t.PathHeartbeatMS))/2, 5*time.Millisecond)
 		if rem, ok := a.lease.remaining(); ok && rem > 0 && rem < wait {
 			wait = rem + time.Millisecond
 		}

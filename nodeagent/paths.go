@@ -467,10 +467,13 @@ func (m *pathManager) reports() []client.PathReport {
 // seenBy returns until when a majority of the cluster (this node
 // included) is known to keep seeing this node: the peers' echoes say which
 // of this node's packets each received; a peer that received a packet
-// sent at T does not find the path dead before T + dead-after, so the
-// majority-th newest echo plus (dead-after − 1) intervals (one interval of
-// margin for the peer's own report) is a time before which no majority can
-// have lost this node. Only peers whose own packets are fresh count (a
+// sent at T does not find the path dead before T + dead-after (it counts
+// from its receipt, later than T), and then still has to report it and
+// the control plane to judge, so the majority-th newest echo plus the
+// dead-after time, less a quarter interval of margin, is a time before
+// which no majority can have lost this node. (One whole interval less
+// would leave too little: the newest echo lags the present by up to an
+// interval already, and the agent must renew the vouch before it ends.) Only peers whose own packets are fresh count (a
 // mutual view, not merely "I hear them"). ok is false without such a
 // majority. The time is on the path manager's clock, returned as how far
 // from now it lies.
@@ -496,7 +499,7 @@ func (m *pathManager) seenBy(now time.Time) (until time.Duration, ok bool) {
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] > times[j] })
 	t := times[need-1]
-	return time.Duration(t-nowNS) + m.interval*time.Duration(m.deadAfter-1), true
+	return time.Duration(t-nowNS) + m.interval*time.Duration(m.deadAfter) - m.interval/4, true
 }
 
 // visible returns how many nodes of the cluster this node sees: itself

@@ -290,8 +290,9 @@ func TestSeenByNeedsAMajorityThatEchoesThisNode(t *testing.T) {
 	if !ok {
 		t.Fatal("no vouch although p1 and p2 echo this node")
 	}
-	// The second-newest echo (p2's, 50 ms ago) plus two intervals.
-	if want := 150 * time.Millisecond; until < want-5*time.Millisecond || until > want+5*time.Millisecond {
+	// The second-newest echo (p2's, 50 ms ago) plus the dead-after time
+	// less a quarter interval.
+	if want := 225 * time.Millisecond; until < want-5*time.Millisecond || until > want+5*time.Millisecond {
 		t.Fatalf("seen until %v from now, want about %v", until, want)
 	}
 	delete(m.links, "b")
