@@ -358,21 +358,35 @@ func (a *Agent) run(ctx context.Context) error {
 	a.live.register("commands", n*(a.cfg.pollWait+15*time.Second)+30*time.Second)
 	a.paths.beat = func() { a.live.beat("paths") }
 
-	loopFuncs := []func(context.Context){a.heartbeatLoop, a.fenceLoop, a.paths.run, a.configLoop, a.results.run, a.commandsLoop}
-	if a.guard != nil {
-		loopFuncs = append(loopFuncs, a.guard.run)
+	// Two groups of loops, so that a stop never leaves the fence guard
+	// unfed: heartbeats and commands end with ctx; the fence watcher, the
+	// paths, the guard link and the reporters run on until the restart
+	// hold is in place and running commands had their grace (lateCtx),
+	// or the guard would fence a node whose agent is merely stopping.
+	lateCtx, stopLate := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLate()
+	var early, late sync.WaitGroup
+	spawn := func(wg *sync.WaitGroup, c context.Context, fs ...func(context.Context)) {
+		for _, f := range fs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f(c)
+			}()
+		}
 	}
-	var loops sync.WaitGroup
-	for _, f := range loopFuncs {
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
-			f(ctx)
-		}()
+	spawn(&early, ctx, a.heartbeatLoop, a.commandsLoop)
+	spawn(&late, lateCtx, a.fenceLoop, a.paths.run, a.configLoop, a.results.run)
+	if a.guard != nil {
+		spawn(&late, lateCtx, a.guard.run)
 	}
 	<-ctx.Done()
-	loops.Wait()
+	early.Wait()
 	cancelMon()
+	// The heartbeat loop finished its last request (heartbeats are not
+	// cut by ctx), so the hold is the newest heartbeat the control plane
+	// gets from this process.
+	a.announceRestart()
 
 	// Let running commands and recoveries finish (bounded), then abandon
 	// them: resources are never stopped because the agent stops.
@@ -398,10 +412,11 @@ func (a *Agent) run(ctx context.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	a.announceRestart()
 	if err := a.lease.save(a.cfg.DataDir); err != nil {
 		a.log.Error("cannot save the lease for the next agent process", keyErr, err)
 	}
+	stopLate()
+	late.Wait()
 	rem, _ = a.lease.remaining()
 	a.log.Info("agent stopped; resources left as they are", keyEvent, eventStopped, keyLeaseRemaining, rem.Milliseconds(),
 		keyHierarchies, a.runner.activeIDs())

@@ -27,7 +27,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 		sentAt := time.Now()
-		err := a.heartbeatOnce(ctx, sentAt)
+		// Not cut by ctx: a heartbeat the control plane may still receive
+		// after this process asked for a restart hold would end the hold
+		// there while the guard keeps it. Each try has its own timeout.
+		err := a.heartbeatOnce(context.WithoutCancel(ctx), sentAt)
 		a.firstHBOnce.Do(func() { close(a.firstHeartbeat) })
 		if ctx.Err() != nil {
 			return
