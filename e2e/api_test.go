@@ -598,6 +598,7 @@ func TestBadRequests(t *testing.T) {
 		}
 	}
 	oversize := `{"name": "big-body", "description": "` + strings.Repeat("x", 1<<20) + `"}`
+	alphaETag := admin.do(t, "GET", ca, nil).must(t, 200).header.Get("ETag")
 
 	cases := []badRequest{
 		// Body syntax and shape.
@@ -631,6 +632,9 @@ func TestBadRequests(t *testing.T) {
 		{name: "PATCH cluster to a taken name", method: "PATCH", path: ca, body: `{"name": "beta"}`, status: 409},
 		{name: "PATCH cluster with a stale If-Match", method: "PATCH", path: ca, body: `{"description": "stale"}`, opts: []reqOpt{ifMatch(`"7"`)}, status: 412},
 		{name: "DELETE cluster with a stale If-Match", method: "DELETE", path: ca, opts: []reqOpt{ifMatch(`"7"`)}, status: 412},
+		{name: "PATCH cluster with a weak If-Match of the current version", method: "PATCH", path: ca, body: `{"description": "weak"}`,
+			opts: []reqOpt{ifMatch("W/" + alphaETag)}, status: 412},
+		{name: "DELETE cluster with a weak If-Match of the current version", method: "DELETE", path: ca, opts: []reqOpt{ifMatch("W/" + alphaETag)}, status: 412},
 		{name: "If-Match longer than 100 characters", method: "PATCH", path: ca, body: `{"description": "x"}`,
 			opts: []reqOpt{ifMatch(`"` + strings.Repeat("9", 120) + `"`)}, status: 400, locs: []string{"header.If-Match"}},
 

@@ -20,7 +20,9 @@ func etag(version int64) *string {
 
 // ifMatchVersion parses an If-Match header into a version. "*" (or no
 // header) matches any version. A value this server never issued can match
-// no version, so it gets a version that never exists (412 follows).
+// no version, so it gets a version that never exists (412 follows). So
+// does a weak tag (W/"3"): If-Match compares strongly (RFC 9110 §13.1.1),
+// and a weak tag never matches strongly.
 func ifMatchVersion(h *string) *int64 {
 	if h == nil {
 		return nil
@@ -29,10 +31,13 @@ func ifMatchVersion(h *string) *int64 {
 	if v == "*" || v == "" {
 		return nil
 	}
-	v = strings.Trim(strings.TrimPrefix(v, "W/"), `"`)
-	n, err := strconv.ParseInt(v, 10, 64)
+	never := int64(-1)
+	if strings.HasPrefix(v, "W/") {
+		return &never
+	}
+	n, err := strconv.ParseInt(strings.Trim(v, `"`), 10, 64)
 	if err != nil {
-		n = -1
+		return &never
 	}
 	return &n
 }
