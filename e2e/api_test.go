@@ -599,6 +599,17 @@ func TestBadRequests(t *testing.T) {
 	}
 	oversize := `{"name": "big-body", "description": "` + strings.Repeat("x", 1<<20) + `"}`
 	alphaETag := admin.do(t, "GET", ca, nil).must(t, 200).header.Get("ETag")
+	rawKey := idempotencyKey("\xff\xfe-probe") // raw bytes, not UTF-8
+	hugeKey := idempotencyKey(strings.Repeat("k", 8000))
+	// wantInstance checks the problem's instance is the request URI as
+	// sent, escaped, not the decoded path.
+	wantInstance := func(uri string) func(*testing.T, *response, problem) {
+		return func(t *testing.T, _ *response, p problem) {
+			if p.Instance != uri {
+				t.Errorf("instance %q, want %q", p.Instance, uri)
+			}
+		}
+	}
 
 	cases := []badRequest{
 		// Body syntax and shape.
@@ -747,6 +758,30 @@ func TestBadRequests(t *testing.T) {
 		{name: "cursor longer than 200 characters", method: "GET", path: ca + "/nodes?cursor=" + strings.Repeat("A", 201), status: 400, locs: []string{"query.cursor"}},
 		{name: "Idempotency-Key longer than 255 characters", method: "POST", path: "/v1/clusters", body: `{"name": "x"}`,
 			opts: []reqOpt{idempotencyKey(strings.Repeat("k", 256))}, status: 400, locs: []string{"header.Idempotency-Key"}},
+		{name: "malformed percent-encoding in a cursor", method: "GET", path: "/v1/clusters?cursor=%%%garbage", status: 400, locs: []string{"query.cursor"}},
+		{name: "limit given twice", method: "GET", path: "/v1/clusters?limit=1&limit=2", status: 400, locs: []string{"query.limit"}},
+		{name: "cursor given twice", method: "GET", path: ca + "/nodes?cursor=a&cursor=b", status: 400, locs: []string{"query.cursor"}},
+		{name: "event type given twice", method: "GET", path: ca + "/events?type=node.up&type=node.down", status: 400, locs: []string{"query.type"}},
+		{name: "invalid UTF-8 in an event type", method: "GET", path: ca + "/events?type=%FF%FE", status: 400, locs: []string{"query.type"}},
+		{name: "overlong UTF-8 NUL in an event type", method: "GET", path: ca + "/events?type=%C0%80", status: 400, locs: []string{"query.type"}},
+		{name: "NUL in an event type", method: "GET", path: ca + "/events?type=node.%00", status: 400, locs: []string{"query.type"}},
+		{name: "invalid UTF-8 in the event stream's type", method: "GET", path: ca + "/events/stream?type=%FF", status: 400, locs: []string{"query.type"}},
+		{name: "NUL in the event stream's type", method: "GET", path: ca + "/events/stream?type=a%00", status: 400, locs: []string{"query.type"}},
+		{name: "invalid UTF-8 in a query parameter name", method: "GET", path: "/v1/clusters?%FF=1", status: 400, locs: []string{"query"}},
+		{name: "NUL in a path parameter", method: "GET", path: "/v1/clusters/%00", status: 400, locs: []string{"path.cluster_id"},
+			check: wantInstance("/v1/clusters/%00")},
+		{name: "problem instance keeps the query as sent", method: "GET", path: "/v1/clusters?limit=0&x=%C3%A9", status: 400, locs: []string{"query.limit"},
+			check: wantInstance("/v1/clusters?limit=0&x=%C3%A9")},
+		{name: "raw bytes in an Idempotency-Key creating a cluster", method: "POST", path: "/v1/clusters", body: `{"name": "raw-key"}`,
+			opts: []reqOpt{rawKey}, status: 400, locs: []string{"header.Idempotency-Key"}},
+		{name: "raw bytes in an Idempotency-Key creating a node", method: "POST", path: ca + "/nodes", body: `{"name": "raw-key"}`,
+			opts: []reqOpt{rawKey}, status: 400, locs: []string{"header.Idempotency-Key"}},
+		{name: "raw bytes in an Idempotency-Key testing an SNMP target", method: "POST", path: "/v1/snmp-targets/" + unknownID + "/test",
+			opts: []reqOpt{rawKey}, status: 400, locs: []string{"header.Idempotency-Key"}},
+		{name: "8,000-character Idempotency-Key on simulate", method: "POST", path: ca + "/simulate", body: `{}`,
+			opts: []reqOpt{hugeKey}, status: 400, locs: []string{"header.Idempotency-Key"}, detail: "255"},
+		{name: "8,000-character Idempotency-Key on a webhook ping", method: "POST", path: "/v1/webhooks/" + unknownID + "/ping",
+			opts: []reqOpt{hugeKey}, status: 400, locs: []string{"header.Idempotency-Key"}, detail: "255"},
 		{name: "Idempotency-Key reused with another body", method: "POST", path: "/v1/clusters", body: `{"name": "delta"}`,
 			opts: []reqOpt{idempotencyKey("e2e-used-key")}, status: 422, locs: []string{"header.Idempotency-Key"}},
 

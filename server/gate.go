@@ -28,8 +28,8 @@ const roleExtension = "x-backstop-role"
 // gate runs in front of the generated handlers, in the order a client
 // should learn about its mistakes: unknown endpoint (404/405), missing or
 // bad credential (401), role too low (403), body too large (413), wrong
-// content type (415), request not matching the contract (400), then
-// Idempotency-Key replay.
+// content type (415), request not matching the contract or holding text
+// the store cannot keep (400), then Idempotency-Key replay.
 func (s *Server) gate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		route, params, err := s.router.FindRoute(r)
@@ -89,17 +89,13 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 
+		if fields := checkParameters(r, route, params); len(fields) > 0 {
+			s.invalidRequest(w, r, fields)
+			return
+		}
 		in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: s.validation}
 		if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
-			fields := requestErrorFields(err)
-			detail := "the request does not match the API contract"
-			if len(fields) > 0 {
-				detail = fields[0].Location + ": " + fields[0].Message
-				if len(fields) > 1 {
-					detail += fmt.Sprintf(" (and %d more)", len(fields)-1)
-				}
-			}
-			s.writeProblem(w, r, http.StatusBadRequest, "validation", detail, fields)
+			s.invalidRequest(w, r, requestErrorFields(err))
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -120,6 +116,19 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// invalidRequest answers a request that does not match the contract with
+// a 400 naming each offending field.
+func (s *Server) invalidRequest(w http.ResponseWriter, r *http.Request, fields []backstop.FieldError) {
+	detail := "the request does not match the API contract"
+	if len(fields) > 0 {
+		detail = fields[0].Location + ": " + fields[0].Message
+		if len(fields) > 1 {
+			detail += fmt.Sprintf(" (and %d more)", len(fields)-1)
+		}
+	}
+	s.writeProblem(w, r, http.StatusBadRequest, "validation", detail, fields)
 }
 
 // routeError answers a request for no operation of the contract.

@@ -54,7 +54,7 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, status int
 	if detail != "" {
 		p.Detail = &detail
 	}
-	inst := r.URL.Path
+	inst := instance(r)
 	p.Instance = &inst
 	if id := requestIDFrom(r.Context()); id != "" {
 		p.RequestId = &id
