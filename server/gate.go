@@ -39,6 +39,7 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		}
 		op := route.Operation
 		ctx := r.Context()
+		extendWriteDeadline(w, op)
 		need, _ := op.Extensions[roleExtension].(string)
 		switch need {
 		case "public":
@@ -371,3 +372,6 @@ func (r *recorder) Write(b []byte) (int, error) {
 	r.body.Write(b)
 	return r.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -129,6 +130,26 @@ func badText(s string) string {
 
 func isArray(p *openapi3.Parameter) bool {
 	return p.Schema != nil && p.Schema.Value != nil && p.Schema.Value.Type.Is(openapi3.TypeArray)
+}
+
+// waitMargin is what a waiting operation gets, past its longest wait, to
+// write its answer.
+const waitMargin = 30 * time.Second
+
+// extendWriteDeadline lets an operation that waits (one declaring a
+// timeout_s query parameter) outlive the server's write timeout: the
+// deadline moves to the contract's longest wait plus a margin, so the
+// answer always gets written.
+func extendWriteDeadline(w http.ResponseWriter, op *openapi3.Operation) {
+	for _, p := range op.Parameters {
+		if p == nil || p.Value == nil || p.Value.In != openapi3.ParameterInQuery || p.Value.Name != "timeout_s" {
+			continue
+		}
+		if s := p.Value.Schema; s != nil && s.Value != nil && s.Value.Max != nil {
+			longest := time.Duration(*s.Value.Max) * time.Second
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(longest + waitMargin))
+		}
+	}
 }
 
 // instance is a problem's instance: the request's URI as sent, escaped,

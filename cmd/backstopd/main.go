@@ -274,7 +274,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      90 * time.Second, // long polls wait up to 60 s
+		WriteTimeout:      90 * time.Second, // long polls wait up to 60 s; PUT maintenance?wait=true extends its own (server.extendWriteDeadline)
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
