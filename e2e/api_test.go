@@ -863,6 +863,62 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
+// TestNodeEventsOnce proves that putting a node in maintenance (or taking
+// it out) when it already is so writes no event and keeps its version:
+// 3×PUT and 2×DELETE make one event each way.
+func TestNodeEventsOnce(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, "backstopd", newDatabase(t), adminSecret)
+	admin := d.client(adminSecret)
+	var c clusterJSON
+	admin.do(t, "POST", "/v1/clusters", `{"name": "once"}`).must(t, 201).decode(t, &c)
+	base := "/v1/clusters/" + c.ID
+	var n nodeCreatedJSON
+	admin.do(t, "POST", base+"/nodes", `{"name": "n1"}`).must(t, 201).decode(t, &n)
+	npath := base + "/nodes/" + n.ID
+
+	events := func(typ string) int {
+		var l struct {
+			Items []struct {
+				Subject map[string]string `json:"subject"`
+			} `json:"items"`
+		}
+		admin.do(t, "GET", base+"/events?limit=500&type="+typ, nil).must(t, 200).decode(t, &l)
+		count := 0
+		for _, e := range l.Items {
+			if e.Subject["node_id"] == n.ID {
+				count++
+			}
+		}
+		return count
+	}
+	version := func() int64 {
+		var got nodeJSON
+		admin.do(t, "GET", npath, nil).must(t, 200).decode(t, &got)
+		return got.Version
+	}
+
+	v0 := version()
+	for range 3 {
+		admin.do(t, "PUT", npath+"/maintenance", nil).must(t, 200)
+	}
+	if v := version(); v != v0+1 {
+		t.Errorf("3×PUT maintenance: version %d, want %d", v, v0+1)
+	}
+	for range 2 {
+		admin.do(t, "DELETE", npath+"/maintenance", nil).must(t, 200)
+	}
+	if v := version(); v != v0+2 {
+		t.Errorf("2×DELETE maintenance: version %d, want %d", v, v0+2)
+	}
+	if got := events("node.maintenance_started"); got != 1 {
+		t.Errorf("3×PUT maintenance wrote %d node.maintenance_started events, want 1", got)
+	}
+	if got := events("node.maintenance_ended"); got != 1 {
+		t.Errorf("2×DELETE maintenance wrote %d node.maintenance_ended events, want 1", got)
+	}
+}
+
 // snapshot reads every object the API lists, as canonical JSON by object
 // ("node a1 <id>", "audit 7", ...); tokens without their last use.
 func snapshot(t *testing.T, c *client) map[string]string {

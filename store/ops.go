@@ -9,10 +9,19 @@ import (
 	"github.com/backstop-ha/backstop"
 )
 
-// SetMaintenance puts a node in maintenance or takes it out.
+// SetMaintenance puts a node in maintenance or takes it out. Asking for
+// what already holds changes nothing: no event, no new version and no
+// audit record, so that PUT and DELETE are idempotent.
 func (s *Store) SetMaintenance(ctx context.Context, clusterID, nodeID string, on bool) (backstop.Node, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
-		n, err := scanNode(tx.QueryRow(ctx, `UPDATE nodes SET maintenance = $3, version = version + 1, updated_at = now()
+		n, err := scanNode(tx.QueryRow(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, nodeID))
+		if err != nil {
+			return n, fmt.Errorf("node %s: %w", nodeID, interpretError(err))
+		}
+		if n.Maintenance == on {
+			return n, nil // already so: no event, no new version, no audit record
+		}
+		n, err = scanNode(tx.QueryRow(ctx, `UPDATE nodes SET maintenance = $3, version = version + 1, updated_at = now()
 			WHERE cluster_id = $1 AND id = $2 RETURNING `+nodeColumns, clusterID, nodeID, on))
 		if err != nil {
 			return n, fmt.Errorf("node %s: %w", nodeID, interpretError(err))
