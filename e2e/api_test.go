@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -863,9 +864,10 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// TestNodeEventsOnce proves that putting a node in maintenance (or taking
-// it out) when it already is so writes no event and keeps its version:
-// 3×PUT and 2×DELETE make one event each way.
+// TestNodeEventsOnce proves that a node's first enrollment writes the
+// node.up the README promises, and that putting a node in maintenance (or
+// taking it out) when it already is so writes no event and keeps its
+// version: 3×PUT and 2×DELETE make one event each way.
 func TestNodeEventsOnce(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, "backstopd", newDatabase(t), adminSecret)
@@ -896,6 +898,14 @@ func TestNodeEventsOnce(t *testing.T) {
 		var got nodeJSON
 		admin.do(t, "GET", npath, nil).must(t, 200).decode(t, &got)
 		return got.Version
+	}
+
+	admin.as("").do(t, "POST", "/agent/v1/enroll", map[string]any{
+		"enrollment_token": n.EnrollmentToken, "public_key": base64.StdEncoding.EncodeToString(make([]byte, 32)),
+		"facts": map[string]any{"hostname": "n1", "os": "linux", "arch": "amd64", "agent_version": "test"},
+	}).must(t, 201)
+	if got := events("node.up"); got != 1 {
+		t.Errorf("first enrollment wrote %d node.up events, want 1", got)
 	}
 
 	v0 := version()

@@ -112,7 +112,8 @@ func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, fact
 	n, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
 		var id string
 		var expires time.Time
-		err := tx.QueryRow(ctx, `SELECT id, enrollment_expires_at FROM nodes WHERE enrollment_hash = $1 FOR UPDATE`, hashSecret(token)).Scan(&id, &expires)
+		var was backstop.NodeState
+		err := tx.QueryRow(ctx, `SELECT id, enrollment_expires_at, state FROM nodes WHERE enrollment_hash = $1 FOR UPDATE`, hashSecret(token)).Scan(&id, &expires, &was)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return backstop.Node{}, fmt.Errorf("%w: the enrollment token is unknown or was already used; create a new node or ask an administrator", backstop.ErrUnauthenticated)
 		}
@@ -123,13 +124,21 @@ func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, fact
 			return backstop.Node{}, fmt.Errorf("%w: the enrollment token expired at %s", backstop.ErrUnauthenticated, expires.UTC().Format(time.RFC3339))
 		}
 		n, err := scanNode(tx.QueryRow(ctx, `UPDATE nodes SET enrollment_hash = NULL, credential_hash = $2, agent_public_key = $3, facts = $4,
-			enrolled_at = now(), last_heartbeat_at = now(), state = 'up', version = version + 1, updated_at = now()
+			enrolled_at = now(), last_heartbeat_at = now(), state = 'up', state_since = now(), version = version + 1, updated_at = now()
 			WHERE id = $1 RETURNING `+nodeColumns, id, hashSecret(credential), publicKey, facts))
 		if err != nil {
 			return n, err
 		}
 		if err := bumpConfigTx(ctx, tx, n.ClusterID); err != nil {
 			return n, err
+		}
+		// The node is up from its enrollment on, so its first heartbeat
+		// finds it up: the node.up of its first time is written here.
+		if was != backstop.NodeUp {
+			if err := writeEvent(ctx, tx, n.ClusterID, "node.up", backstop.SeverityInfo, map[string]string{"node_id": n.ID},
+				map[string]any{"from": was}, "node %s is up (was %s)", n.Name, was); err != nil {
+				return n, err
+			}
 		}
 		return n, audit(backstop.WithActor(ctx, backstop.Actor{Name: "agent:" + n.Name}), tx, "node.enroll", "node", n.ID, n.ClusterID,
 			map[string]any{"hostname": facts.Hostname, "agent_version": facts.AgentVersion})
