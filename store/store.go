@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -58,6 +60,35 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // withTx runs fn in a transaction and commits it when fn returns nil
 // (River's dbutil.WithTxV). Errors come back through interpretError.
 func withTx[T any](ctx context.Context, s *Store, fn func(tx pgx.Tx) (T, error)) (T, error) {
+	// PostgreSQL aborts one of two transactions that deadlock (or, at a
+	// stricter isolation, fail to serialize); the loser is safe to run
+	// again, since everything it did was rolled back. Without this, a
+	// request racing the failure detector's or a heartbeat's row locks got
+	// a 500 under load.
+	for attempt := 1; ; attempt++ {
+		v, err := withTxOnce(ctx, s, fn)
+		if err == nil || attempt == maxTxAttempts || !retryableTx(err) || ctx.Err() != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond):
+		}
+	}
+}
+
+// maxTxAttempts bounds withTx's runs of one transaction.
+const maxTxAttempts = 4
+
+// retryableTx reports a transaction PostgreSQL aborted to break a
+// deadlock or a serialization conflict.
+func retryableTx(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+func withTxOnce[T any](ctx context.Context, s *Store, fn func(tx pgx.Tx) (T, error)) (T, error) {
 	var zero T
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
