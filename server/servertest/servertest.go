@@ -326,16 +326,16 @@ func (h *Harness) startAgent(n *Node) {
 // stop cancels n's agent and waits for it to end.
 func (n *Node) stop() {
 	n.cancel()
+	n.running = false
 	select {
 	case <-n.done:
+		if n.runErr != nil {
+			n.h.t.Errorf("%s: the agent's Run: %v", n.Name, n.runErr)
+		}
 	case <-time.After(n.h.opts.Wait):
 		n.h.t.Errorf("%s: the agent did not stop within %v", n.Name, n.h.opts.Wait)
 	}
-	n.running = false
 	n.doer.close()
-	if n.runErr != nil {
-		n.h.t.Errorf("%s: the agent's Run: %v", n.Name, n.runErr)
-	}
 }
 
 // StopAgent stops node i's agent cleanly (SIGTERM): it ends its loops
@@ -431,6 +431,21 @@ func (h *Harness) EveryAgentSeesEveryPeer() {
 				if p != n && p.running && seen[p.ID] != "up" {
 					return false
 				}
+			}
+		}
+		return true
+	})
+}
+
+// WaitPeersSee waits until every other running agent reports node i in
+// state ("up" or "down") in its heartbeats.
+func (h *Harness) WaitPeersSee(i int, state string) {
+	h.t.Helper()
+	n := h.node(i)
+	testkit.Eventually(h.t, h.opts.Wait, fmt.Sprintf("every peer seeing %s %s", n.Name, state), func() bool {
+		for _, p := range h.Nodes {
+			if p != n && p.running && p.doer.sees()[n.ID] != state {
+				return false
 			}
 		}
 		return true
