@@ -1691,6 +1691,17 @@ type Heartbeat struct {
 	// Hierarchies Local state of each hierarchy this node knows.
 	Hierarchies *[]HierarchyReport `json:"hierarchies,omitempty"`
 
+	// Instance Identifies the agent process (random, chosen at its start). A
+	// restart hold is ended only by a heartbeat of another process
+	// (the next agent) or one without an instance: a heartbeat of the
+	// stopping process that reaches the server after its hold (one
+	// that timed out on the agent's side) leaves the hold in place,
+	// which the node's fence guard also keeps.
+	//
+	//
+	// Example: 4f6c2a1e9b3d4c5e
+	Instance *string `json:"instance,omitempty"`
+
 	// Paths Peer reachability per path.
 	Paths *[]PathReport `json:"paths,omitempty"`
 
