@@ -140,3 +140,19 @@ func TestCleanStopWithRestartHoldMovesNothing(t *testing.T) {
 	}
 	h.ExactlyOneCopy("mail")
 }
+
+// Nodes 1 and 2 crash one after the other: the hierarchy cascades to
+// priority 3.
+func TestFailoverCascade(t *testing.T) {
+	h := placed(t)
+	h.CrashNode(1)
+	h.WaitNodeState(1, "down")
+	if p := h.Placement("mail"); p.Node != 0 {
+		t.Fatalf("node2's crash moved the hierarchy off node1: %+v", p)
+	}
+	h.CrashNode(0)
+	h.WaitPlaced("mail", 2)
+	if n := h.ExactlyOneCopy("mail"); n != 2 {
+		t.Fatalf("mail runs on node%d, want node3", n+1)
+	}
+}

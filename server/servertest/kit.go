@@ -156,38 +156,31 @@ func (k *Kit) newInstance(r backstop.Resource, env kit.Env) (kit.Instance, error
 
 // FailChecks makes every check of resource res of hierarchy hid fail with
 // err (nil: a generic error) until HealChecks.
-func (k *Kit) FailChecks(hid, res string, err error) {
-	if err == nil {
-		err = fmt.Errorf("%s: injected check failure", res)
-	}
-	k.w.mu.Lock()
-	defer k.w.mu.Unlock()
-	k.checkErr[resKey{hid, res}] = err
-}
+func (k *Kit) FailChecks(hid, res string, err error) { k.inject(k.checkErr, hid, res, err, "check") }
 
 // HealChecks undoes FailChecks.
-func (k *Kit) HealChecks(hid, res string) {
-	k.w.mu.Lock()
-	defer k.w.mu.Unlock()
-	delete(k.checkErr, resKey{hid, res})
-}
+func (k *Kit) HealChecks(hid, res string) { k.inject(k.checkErr, hid, res, nil, "") }
 
 // FailStarts makes every start of resource res of hierarchy hid fail with
 // err (nil: a generic error) until HealStarts.
-func (k *Kit) FailStarts(hid, res string, err error) {
-	if err == nil {
-		err = fmt.Errorf("%s: injected start failure", res)
-	}
-	k.w.mu.Lock()
-	defer k.w.mu.Unlock()
-	k.startErr[resKey{hid, res}] = err
-}
+func (k *Kit) FailStarts(hid, res string, err error) { k.inject(k.startErr, hid, res, err, "start") }
 
 // HealStarts undoes FailStarts.
-func (k *Kit) HealStarts(hid, res string) {
+func (k *Kit) HealStarts(hid, res string) { k.inject(k.startErr, hid, res, nil, "") }
+
+// inject sets the failure of what (check or start) in m, or clears it
+// when what is "".
+func (k *Kit) inject(m map[resKey]error, hid, res string, err error, what string) {
 	k.w.mu.Lock()
 	defer k.w.mu.Unlock()
-	delete(k.startErr, resKey{hid, res})
+	if what == "" {
+		delete(m, resKey{hid, res})
+		return
+	}
+	if err == nil {
+		err = fmt.Errorf("%s: injected %s failure", res, what)
+	}
+	m[resKey{hid, res}] = err
 }
 
 // Starts returns how many times resource res of hierarchy hid was
