@@ -72,7 +72,10 @@ type AgentReport struct {
 	// node's hierarchies stay in place while the next agent process
 	// starts. The node's fence guard keeps the same deadline.
 	RestartHold time.Duration
-	Raw         json.RawMessage
+	// Instance names the agent process (the heartbeat's instance; ""
+	// when not given): a hold is ended only by another process.
+	Instance string
+	Raw      json.RawMessage
 }
 
 // MaxRestartHold bounds AgentReport.RestartHold (the contract's maximum

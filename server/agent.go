@@ -187,7 +187,7 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	if err != nil {
 		return nil, err
 	}
-	rep := backstop.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw}
+	rep := backstop.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw, Instance: deref(r.Body.Instance, "")}
 	if ms := deref(r.Body.RestartHoldMs, 0); ms < 0 || time.Duration(ms)*time.Millisecond > backstop.MaxRestartHold {
 		return nil, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", backstop.MaxRestartHold.Milliseconds(), ms)
 	} else if ms > 0 {

@@ -181,12 +181,22 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r
 		if err := tx.QueryRow(ctx, `SELECT state, report, last_heartbeat_at FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was, &prev, &prevSeen); err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
 		}
+		// The lease follows the newest heartbeat, so a hold ends with the
+		// next agent process's first one; but a heartbeat of the very
+		// process that asked for the hold, reaching us after it (it timed
+		// out on the agent's side), must not end it: that process is gone
+		// and its guard keeps the hold's deadline. Such a heartbeat keeps
+		// the longer of the two leases.
 		err := tx.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
-			lease_expires_at = now() + make_interval(secs => (greatest((c.timing->>'lease_ttl_ms')::bigint, $3::bigint) + (c.timing->>'server_grace_ms')::int) / 1000.0),
+			lease_expires_at = CASE WHEN $4 <> '' AND n.hold_instance = $4 AND $3::bigint = 0
+				THEN greatest(n.lease_expires_at, now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0))
+				ELSE now() + make_interval(secs => (greatest((c.timing->>'lease_ttl_ms')::bigint, $3::bigint) + (c.timing->>'server_grace_ms')::int) / 1000.0) END,
+			hold_instance = CASE WHEN $3::bigint > (c.timing->>'lease_ttl_ms')::bigint AND $4 <> '' THEN $4
+				WHEN $4 <> '' AND n.hold_instance = $4 THEN n.hold_instance ELSE NULL END,
 			report = $2, state = 'up', state_since = CASE WHEN n.state = 'up' THEN n.state_since ELSE now() END
 			FROM clusters c WHERE n.id = $1 AND c.id = n.cluster_id
 			RETURNING (c.timing->>'lease_ttl_ms')::bigint, c.config_version, (SELECT term FROM control_plane WHERE id = 1)`,
-			a.NodeID, r.Raw, holdMS).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
+			a.NodeID, r.Raw, holdMS, r.Instance).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
 		if err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
 		}

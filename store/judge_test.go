@@ -407,3 +407,46 @@ func TestRestartHold(t *testing.T) {
 		t.Fatalf("hold above the maximum: %v, want ErrInvalid", err)
 	}
 }
+
+// TestRestartHoldSurvivesAStrayHeartbeat protects "never two copies"
+// across a restart: a heartbeat of the stopping agent process that reaches
+// the server after its restart hold (it timed out on the agent's side)
+// must not shorten the lease, since that process is gone and its fence
+// guard keeps the hold's deadline; the next process's first heartbeat, or
+// one that names no process, ends the hold as before.
+func TestRestartHoldSurvivesAStrayHeartbeat(t *testing.T) {
+	e := newJudgeEnv(t, 2)
+	a := backstop.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: "n1"}
+	remaining := func() (ms int64) {
+		t.Helper()
+		if err := e.st.Pool().QueryRow(t.Context(), `SELECT (extract(epoch FROM lease_expires_at - now()) * 1000)::bigint FROM nodes WHERE id = $1`,
+			a.NodeID).Scan(&ms); err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	beat := func(instance string, hold time.Duration) {
+		t.Helper()
+		if _, err := e.st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`), RestartHold: hold, Instance: instance}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat("old", 15*time.Second)
+	beat("old", 0) // the stray one
+	if ms := remaining(); ms < 14000 {
+		t.Fatalf("a stray heartbeat of the stopping process cut the hold to %d ms", ms)
+	}
+	beat("new", 0) // the next process
+	if ms := remaining(); ms > 1250 {
+		t.Fatalf("the next process's heartbeat left the hold in place (%d ms left)", ms)
+	}
+	beat("old", 0) // no hold any more: an ordinary heartbeat
+	if ms := remaining(); ms > 1250 {
+		t.Fatalf("an ordinary heartbeat kept a longer lease (%d ms left)", ms)
+	}
+	beat("old", 15*time.Second)
+	beat("", 0) // an agent that names no process
+	if ms := remaining(); ms > 1250 {
+		t.Fatalf("a heartbeat without an instance did not end the hold (%d ms left)", ms)
+	}
+}
