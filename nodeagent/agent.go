@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,9 @@ type Agent struct {
 	wd              *watchdog
 	// guard is the link to the fence guard; nil without one.
 	guard *guardLink
+	// instance names this agent process in its heartbeats, so that a
+	// late heartbeat of this process cannot end its own restart hold.
+	instance string
 
 	startedAt        time.Time
 	firstHeartbeat   chan struct{} // closed when the first heartbeat got an answer or failed
@@ -223,6 +227,7 @@ func New(cfg Config) (*Agent, error) {
 	if ok {
 		a.setIdentity(&id)
 	}
+	a.instance = strings.ReplaceAll(uuid.NewString(), "-", "")
 	if cfg.FenceGuard {
 		a.guard = newGuardLink(dir, log.With(keyComponent, "guard"), spawnGuard(dir, cfg.GuardArgs, cfg.GuardLog, log))
 	}

@@ -131,7 +131,7 @@ func (a *Agent) heartbeatOnce(ctx context.Context, sentAt time.Time) error {
 
 // buildHeartbeat gathers what a heartbeat reports.
 func (a *Agent) buildHeartbeat() client.Heartbeat {
-	hb := client.Heartbeat{ConfigVersion: max(a.appliedVersion(), 0)}
+	hb := client.Heartbeat{ConfigVersion: max(a.appliedVersion(), 0), Instance: &a.instance}
 	hiers, res := a.runner.reports(a.knownHierarchies(), a.mem.epochOf)
 	if len(hiers) > 1024 {
 		hiers = hiers[:1024]
