@@ -92,6 +92,8 @@
 // stopping agent asks for a restart hold; the control plane keeps the
 // lease, the guard the same deadline, and the next process adopts the
 // running hierarchies; if none comes, 5 applies when the hold ends. Shown
-// by store.TestRestartHold, TestAgentRestartKeepsServices and
+// by store.TestRestartHold, store.TestRestartHoldSurvivesAStrayHeartbeat
+// (a late heartbeat of the stopping process never cuts its own hold),
+// TestAgentRestartKeepsServices and
 // TestAgentUpgradeKeepsServices.
 package failover
