@@ -45,7 +45,7 @@ func newGuardFixture(t *testing.T) *guardFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = inst.Fence() })
-	st := []hierState{{ID: guardTestHierarchy, Name: "mail", State: stateInService, Epoch: 3, Active: true,
+	st := []hierarchyRecord{{ID: guardTestHierarchy, Name: "mail", State: stateInService, Epoch: 3, Active: true,
 		Resources: []backstop.Resource{res}, UpdatedAt: time.Now()}}
 	if err := saveJSON(filepath.Join(dir, fileHierarchies), st); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestGuardFencesWhenTheAgentGoesSilent(t *testing.T) {
 	if early := armedAt.Add(300 * time.Millisecond).Sub(reports[0].At); early > 0 {
 		t.Fatalf("fenced %s before the granted deadline", early)
 	}
-	var st []hierState
+	var st []hierarchyRecord
 	if _, err := loadJSON(filepath.Join(f.dir, fileHierarchies), &st); err != nil || len(st) != 1 {
 		t.Fatalf("hierarchies.json: %v %v", st, err)
 	}

@@ -23,10 +23,10 @@ import (
 	"github.com/backstop-ha/backstop/openapi/envelope"
 )
 
-// hierState is the local state of one hierarchy on this node, persisted in
+// hierarchyRecord is the local state of one hierarchy on this node, persisted in
 // hierarchies.json so that a restarted agent resumes monitoring what it
 // runs and still knows what to fence.
-type hierState struct {
+type hierarchyRecord struct {
 	ID    string    `json:"id"`
 	Name  string    `json:"name,omitempty"`
 	State placement `json:"state"`
@@ -42,9 +42,9 @@ type hierState struct {
 	UpdatedAt time.Time           `json:"updated_at"`
 }
 
-// hierarchy is one hierarchy's runtime: its state, kit instances,
+// localHierarchy is one hierarchy's runtime on this node: its state, kit instances,
 // monitors and health.
-type hierarchy struct {
+type localHierarchy struct {
 	id string
 	// ops is held for writing by commands, local recovery and the
 	// take-down of a failed hierarchy, and for reading by checks: a check
@@ -54,7 +54,7 @@ type hierarchy struct {
 
 	// mu guards the fields below.
 	mu    sync.Mutex
-	st    hierState
+	st    hierarchyRecord
 	units []*unit
 	// cancelOp cancels the running command or recovery (fencing does).
 	cancelOp context.CancelFunc
@@ -124,13 +124,13 @@ type runner struct {
 	// hookBeforeAuthority, tests only: called by local recovery between
 	// its dependency checks (h.mu not held) and asking authority, the
 	// window in which fencing may overtake it.
-	hookBeforeAuthority func(h *hierarchy)
+	hookBeforeAuthority func(h *localHierarchy)
 
 	// saveMu serializes writes of hierarchies.json.
 	saveMu sync.Mutex
 	// mu guards hs.
 	mu sync.Mutex
-	hs map[string]*hierarchy
+	hs map[string]*localHierarchy
 }
 
 func newRunner(dir string, newInstance func(backstop.Resource, kit.Env) (kit.Instance, error), log *slog.Logger, met *metrics, timing func() backstop.Timing, stepTimeout time.Duration) *runner {
@@ -141,17 +141,17 @@ func newRunner(dir string, newInstance func(backstop.Resource, kit.Env) (kit.Ins
 		dir: dir, newInstance: newInstance, log: log, met: met, timing: timing, now: time.Now,
 		exec: &executor{log: log, stepTimeout: stepTimeout},
 		base: context.Background(), monBase: context.Background(),
-		hs: map[string]*hierarchy{},
+		hs: map[string]*localHierarchy{},
 	}
 }
 
-func newHierarchy(id string) *hierarchy {
-	return &hierarchy{id: id, st: hierState{ID: id, State: stateOutOfService},
+func newHierarchy(id string) *localHierarchy {
+	return &localHierarchy{id: id, st: hierarchyRecord{ID: id, State: stateOutOfService},
 		health: map[string]*resHealth{}, restarts: map[string][]time.Time{}, restartedAt: map[string]time.Time{}}
 }
 
 // get returns the hierarchy id, creating it out of service.
-func (r *runner) get(id string) *hierarchy {
+func (r *runner) get(id string) *localHierarchy {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h, ok := r.hs[id]
@@ -163,10 +163,10 @@ func (r *runner) get(id string) *hierarchy {
 }
 
 // list returns the hierarchies sorted by id.
-func (r *runner) list() []*hierarchy {
+func (r *runner) list() []*localHierarchy {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*hierarchy, 0, len(r.hs))
+	out := make([]*localHierarchy, 0, len(r.hs))
 	for _, h := range r.hs {
 		out = append(out, h)
 	}
@@ -175,7 +175,7 @@ func (r *runner) list() []*hierarchy {
 }
 
 // hlog returns the logger of a hierarchy.
-func (r *runner) hlog(h *hierarchy) *slog.Logger {
+func (r *runner) hlog(h *localHierarchy) *slog.Logger {
 	return r.log.With(keyHierarchy, h.id, keyHierarchyName, h.st.Name)
 }
 
@@ -184,7 +184,7 @@ func (r *runner) hlog(h *hierarchy) *slog.Logger {
 // run is unknown, so they stay active (fenceable) and unmonitored until a
 // command settles them.
 func (r *runner) load() error {
-	var list []hierState
+	var list []hierarchyRecord
 	if _, err := loadJSON(filepath.Join(r.dir, fileHierarchies), &list); err != nil {
 		return err
 	}
@@ -242,7 +242,7 @@ var safeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // unitsLocked returns the units of resources, reusing the instances of
 // identical resources so that a kit keeps its process handles.
-func (r *runner) unitsLocked(h *hierarchy, resources []backstop.Resource) []*unit {
+func (r *runner) unitsLocked(h *localHierarchy, resources []backstop.Resource) []*unit {
 	old := map[string]*unit{}
 	for _, u := range h.units {
 		old[u.res.Name] = u
@@ -279,7 +279,7 @@ func (r *runner) save() {
 	r.saveMu.Lock()
 	defer r.saveMu.Unlock()
 	hs := r.list()
-	list := make([]hierState, 0, len(hs))
+	list := make([]hierarchyRecord, 0, len(hs))
 	for _, h := range hs {
 		h.mu.Lock()
 		list = append(list, h.st)
@@ -291,7 +291,7 @@ func (r *runner) save() {
 }
 
 // execFor returns an executor logging with h's (and cmd's, if any) ids.
-func (r *runner) execFor(h *hierarchy, cmd *envelope.Command) *executor {
+func (r *runner) execFor(h *localHierarchy, cmd *envelope.Command) *executor {
 	log := r.log.With(keyHierarchy, h.id)
 	if cmd != nil {
 		log = log.With(keyCommand, cmd.ID)
@@ -370,7 +370,7 @@ func canTransition(from, to placement) error {
 // ends the authority of the command that brought the hierarchy in service
 // (cmdEpoch): local recovery on it needs a new command or the control
 // plane's configuration again.
-func (r *runner) transitionLocked(h *hierarchy, to placement, detail string) error {
+func (r *runner) transitionLocked(h *localHierarchy, to placement, detail string) error {
 	from := h.st.State
 	if err := canTransition(from, to); err != nil {
 		r.hlog(h).Error("hierarchy state transition refused", keyEvent, eventHierarchyState, keyErr, err,
@@ -395,7 +395,7 @@ func (r *runner) transitionLocked(h *hierarchy, to placement, detail string) err
 // and stops the monitors. Fencing and relinquish use it; the preempted
 // operation, back in the bracket, finds the generation changed and
 // neither acts nor records anything more. It returns the new generation.
-func (r *runner) preemptLocked(h *hierarchy, byFence bool) uint64 {
+func (r *runner) preemptLocked(h *localHierarchy, byFence bool) uint64 {
 	h.gen++
 	h.preemptedByFence = byFence
 	h.cmdEpoch = 0
@@ -408,13 +408,13 @@ func (r *runner) preemptLocked(h *hierarchy, byFence bool) uint64 {
 
 // beginOpLocked registers a running operation under h.mu; the returned context
 // is cancelled by fencing.
-func (r *runner) beginOpLocked(h *hierarchy) (context.Context, uint64) {
+func (r *runner) beginOpLocked(h *localHierarchy) (context.Context, uint64) {
 	ctx, cancel := context.WithCancel(r.base)
 	h.cancelOp = cancel
 	return ctx, h.gen
 }
 
-func (r *runner) endOpLocked(h *hierarchy) {
+func (r *runner) endOpLocked(h *localHierarchy) {
 	if h.cancelOp != nil {
 		h.cancelOp()
 		h.cancelOp = nil
@@ -473,7 +473,7 @@ type opSpec struct {
 var errOvertaken = errors.New("overtaken by fencing or a relinquish: nothing more is started")
 
 // admitLocked checks, under h.mu, that p may begin now.
-func (r *runner) admitLocked(h *hierarchy, p *opSpec) error {
+func (r *runner) admitLocked(h *localHierarchy, p *opSpec) error {
 	switch {
 	case p.ctx != nil && p.ctx.Err() != nil:
 		return fmt.Errorf("%s: ended before it began (a command or fencing took over)", p.name)
@@ -510,7 +510,7 @@ func (r *runner) admitLocked(h *hierarchy, p *opSpec) error {
 // operation overtaken by fencing fences what it started after the
 // fencing began. A refused operation returns an outcome saying why and
 // the error.
-func (r *runner) operate(h *hierarchy, p opSpec) (outcome, error) {
+func (r *runner) operate(h *localHierarchy, p opSpec) (outcome, error) {
 	h.mu.Lock()
 	if err := r.admitLocked(h, &p); err != nil {
 		h.mu.Unlock()
@@ -575,7 +575,7 @@ func (r *runner) operate(h *hierarchy, p opSpec) (outcome, error) {
 // could not wait for those kit calls, and may have run its Fence before
 // they finished. A failure leaves the hierarchy failed and active, for the
 // next fencing round.
-func (r *runner) fenceOvertaken(h *hierarchy, units []*unit, o outcome) {
+func (r *runner) fenceOvertaken(h *localHierarchy, units []*unit, o outcome) {
 	var errs []string
 	for i := len(o.Steps) - 1; i >= 0; i-- {
 		s := o.Steps[i]
@@ -617,7 +617,7 @@ func (r *runner) execute(cmd *envelope.Command) outcome {
 	return outcome{Detail: fmt.Sprintf("unknown action %q", cmd.Action)}
 }
 
-func (r *runner) bringInService(h *hierarchy, cmd *envelope.Command) outcome {
+func (r *runner) bringInService(h *localHierarchy, cmd *envelope.Command) outcome {
 	o, _ := r.operate(h, opSpec{
 		name: string(cmd.Action), cmd: cmd, stopMonitors: true, enter: stateStarting,
 		prepare: func() error {
@@ -642,7 +642,7 @@ func (r *runner) bringInService(h *hierarchy, cmd *envelope.Command) outcome {
 	return o
 }
 
-func (r *runner) takeOutOfService(h *hierarchy, cmd *envelope.Command) outcome {
+func (r *runner) takeOutOfService(h *localHierarchy, cmd *envelope.Command) outcome {
 	o, _ := r.operate(h, opSpec{
 		name: string(cmd.Action), cmd: cmd, stopMonitors: true, enter: stateStopping,
 		prepare: func() error {
@@ -676,7 +676,7 @@ func (r *runner) takeOutOfService(h *hierarchy, cmd *envelope.Command) outcome {
 // changeResource runs restart_resource and move_ip, which act on a
 // hierarchy in service here and leave it in service: if a step fails, the
 // monitors notice what is broken and recover or fail the hierarchy.
-func (r *runner) changeResource(h *hierarchy, cmd *envelope.Command) outcome {
+func (r *runner) changeResource(h *localHierarchy, cmd *envelope.Command) outcome {
 	o, _ := r.operate(h, opSpec{
 		name: string(cmd.Action), cmd: cmd, from: []placement{stateInService},
 		prepare: func() error {
@@ -698,7 +698,7 @@ func (r *runner) changeResource(h *hierarchy, cmd *envelope.Command) outcome {
 
 // recordRestartsLocked notes when resources were (re)started, so that a
 // failed check that began before is known stale.
-func (r *runner) recordRestartsLocked(h *hierarchy, o outcome) {
+func (r *runner) recordRestartsLocked(h *localHierarchy, o outcome) {
 	now := r.now()
 	for _, s := range o.Steps {
 		if s.OK && (s.Action == actionStart || s.Action == actionRestart) {
@@ -745,7 +745,7 @@ type fenceResult struct {
 func (r *runner) fence(reason string) fenceResult {
 	start := time.Now()
 	type job struct {
-		h     *hierarchy
+		h     *localHierarchy
 		gen   uint64
 		units []*unit
 		errs  []string
@@ -842,7 +842,7 @@ func (r *runner) reports(known []string, epochOf func(string) int64) ([]client.H
 	return hr, rh
 }
 
-func (h *hierarchy) healthLocked(id uuid.UUID, res backstop.Resource, now time.Time) client.ResourceHealth {
+func (h *localHierarchy) healthLocked(id uuid.UUID, res backstop.Resource, now time.Time) client.ResourceHealth {
 	out := client.ResourceHealth{HierarchyId: id, Resource: res.Name}
 	restarts := len(pruneRestarts(h.restarts[res.Name], now, localRecovery(res)))
 	out.Restarts = &restarts
@@ -874,7 +874,7 @@ func (h *hierarchy) healthLocked(id uuid.UUID, res backstop.Resource, now time.T
 // was cut off: stop in reverse order, never start anything. It preempts
 // what runs on the hierarchy, then takes it down through the bracket, which
 // gives up if a fencing or a newer command got there first.
-func (r *runner) relinquish(h *hierarchy, why string) {
+func (r *runner) relinquish(h *localHierarchy, why string) {
 	h.mu.Lock()
 	if !h.st.Active && h.st.State != stateInService {
 		h.mu.Unlock()

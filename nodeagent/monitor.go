@@ -70,7 +70,7 @@ func allowRestart(hist []time.Time, now time.Time, lr backstop.LocalRecovery) ([
 }
 
 // startMonitorsLocked starts one monitor per resource of h (in service).
-func (r *runner) startMonitorsLocked(h *hierarchy) {
+func (r *runner) startMonitorsLocked(h *localHierarchy) {
 	r.stopMonitorsLocked(h)
 	ctx, cancel := context.WithCancel(r.monBase)
 	h.stopMon = cancel
@@ -90,7 +90,7 @@ func (r *runner) startMonitorsLocked(h *hierarchy) {
 // stopMonitorsLocked stops h's monitors without waiting for them: a
 // monitor may be the caller (local recovery), and a stopped monitor never
 // acts again because it checks its context under h.ops.
-func (r *runner) stopMonitorsLocked(h *hierarchy) {
+func (r *runner) stopMonitorsLocked(h *localHierarchy) {
 	if h.stopMon != nil {
 		h.stopMon()
 		h.stopMon = nil
@@ -102,7 +102,7 @@ func (r *runner) stopMonitorsLocked(h *hierarchy) {
 // (a kit instance is used by one goroutine at a time), and only while no
 // command or recovery changes the hierarchy. epoch and gen are those of the
 // hierarchy when the monitors started: what recovery holds them to.
-func (r *runner) monitor(ctx context.Context, h *hierarchy, u *unit, epoch int64, gen uint64) {
+func (r *runner) monitor(ctx context.Context, h *localHierarchy, u *unit, epoch int64, gen uint64) {
 	q, d := checkSettings(u.res, r.timing())
 	now := time.Now()
 	nextQ, nextD := now.Add(ms(q.IntervalMS)), now.Add(ms(d.IntervalMS))
@@ -183,7 +183,7 @@ func checkName(deep bool) string {
 }
 
 // recordCheck stores a check result and counts failures.
-func (r *runner) recordCheck(h *hierarchy, u *unit, deep bool, err error, at time.Time) {
+func (r *runner) recordCheck(h *localHierarchy, u *unit, deep bool, err error, at time.Time) {
 	res := &checkResult{OK: err == nil, At: at}
 	if err != nil {
 		res.Detail = truncate(err.Error(), maxDetail)
@@ -228,7 +228,7 @@ func (r *runner) recordCheck(h *hierarchy, u *unit, deep bool, err error, at tim
 // of it again under h.mu right before the restart begins, the executor's
 // gate again right before each start, and the bracket again before the
 // outcome is recorded.
-func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res backstop.Resource, epoch int64, seen uint64, deep bool, cerr error, checkedAt time.Time) {
+func (r *runner) recoverResource(ctx context.Context, h *localHierarchy, res backstop.Resource, epoch int64, seen uint64, deep bool, cerr error, checkedAt time.Time) {
 	h.ops.Lock()
 	defer h.ops.Unlock()
 	spec := func(name string) opSpec {
@@ -317,7 +317,7 @@ func (r *runner) recoverResource(ctx context.Context, h *hierarchy, res backstop
 // service here, in reverse order; the control plane fails it over. Like
 // local recovery it acts only on a hierarchy still in service and active
 // at the epoch and generation its monitor saw.
-func (r *runner) failLocally(ctx context.Context, h *hierarchy, res backstop.Resource, deep bool, cerr error, epoch int64, seen uint64) {
+func (r *runner) failLocally(ctx context.Context, h *localHierarchy, res backstop.Resource, deep bool, cerr error, epoch int64, seen uint64) {
 	detail := truncate(fmt.Sprintf("resource %s failed its %s check: %v", res.Name, checkName(deep), cerr), maxDetail)
 	_, _ = r.operate(h, opSpec{
 		name: "local failure", ctx: ctx, from: []placement{stateInService}, needActive: true,

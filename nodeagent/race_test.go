@@ -60,7 +60,7 @@ func TestFencedHierarchyIsNeverRestartedByLocalRecovery(t *testing.T) {
 				f.take()
 
 				var hooked atomic.Int32
-				r.hookBeforeAuthority = func(h *hierarchy) {
+				r.hookBeforeAuthority = func(h *localHierarchy) {
 					if hooked.Add(1) != 1 {
 						return
 					}
@@ -303,7 +303,7 @@ func TestTransitions(t *testing.T) {
 // loaded failed and active, so that fencing covers whatever may run.
 func TestLoadRefusesUnknownStates(t *testing.T) {
 	dir := t.TempDir()
-	if err := saveJSON(dir+"/"+fileHierarchies, []hierState{{ID: hid1, State: "running", Epoch: 2}}); err != nil {
+	if err := saveJSON(dir+"/"+fileHierarchies, []hierarchyRecord{{ID: hid1, State: "running", Epoch: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	r := newRunner(dir, nil, testLogger(t), newMetrics(), func() backstop.Timing { return defaultTiming }, time.Minute)

@@ -50,7 +50,7 @@ func withChecks(r backstop.Resource, quickMS, deepMS, maxRestarts int) backstop.
 	return r
 }
 
-func stateOf(r *runner, id string) hierState {
+func stateOf(r *runner, id string) hierarchyRecord {
 	h := r.get(id)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -319,11 +319,11 @@ func TestResumeAfterAgentRestart(t *testing.T) {
 		}()
 		// A second hierarchy the previous process was starting when it
 		// died.
-		var list []hierState
+		var list []hierarchyRecord
 		if _, err := loadJSON(filepath.Join(dir, fileHierarchies), &list); err != nil {
 			t.Fatal(err)
 		}
-		list = append(list, hierState{ID: hid2, State: stateStarting, Epoch: 2, Active: true, Resources: []backstop.Resource{res("db", "service")}})
+		list = append(list, hierarchyRecord{ID: hid2, State: stateStarting, Epoch: 2, Active: true, Resources: []backstop.Resource{res("db", "service")}})
 		if err := saveJSON(filepath.Join(dir, fileHierarchies), list); err != nil {
 			t.Fatal(err)
 		}
