@@ -186,6 +186,16 @@ func toggleMaintenance(t *testing.T, c *client, cid, nid string, n int) {
 
 func newClusterAndNode(t *testing.T, c *client) (string, string) {
 	t.Helper()
+	// A replica that becomes leader writes leader.changed into every
+	// cluster's log: on a loaded machine that can come after the cluster
+	// is created, and shift the seqs these tests expect. Wait for it.
+	testkit.Eventually(t, 30*time.Second, "a leader", func() bool {
+		var cp struct {
+			LeaderID string `json:"leader_id"`
+		}
+		c.do(t, "GET", "/v1/control-plane", nil).must(t, 200).decode(t, &cp)
+		return cp.LeaderID != ""
+	})
 	var cl, nd struct {
 		ID string `json:"id"`
 	}
