@@ -21,11 +21,9 @@
 package servertest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -710,31 +708,7 @@ func (h *Harness) cpath(p string) string { return "/v1/clusters/" + h.ClusterID 
 // reached.
 func (h *Harness) Do(method, path string, body any) (int, []byte) {
 	h.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, h.URL+path, rd)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+AdminToken)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
+	resp, b := testkit.Request(h.t, h.client, method, h.URL+path, AdminToken, body)
 	return resp.StatusCode, b
 }
 
