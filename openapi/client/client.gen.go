@@ -1734,7 +1734,14 @@ type HeartbeatAck struct {
 	// Example: 3
 	ConfigVersion int64 `json:"config_version"`
 
-	// LeaseTtlMs Lease length from the send time of this heartbeat: the cluster's lease TTL, or the heartbeat's `restart_hold_ms` when that was longer and granted.
+	// LeaseTtlMs Lease length from the send time of this heartbeat: the
+	// cluster's lease TTL, or the heartbeat's `restart_hold_ms` when
+	// that was longer and granted. 0 when the control plane had
+	// declared the node down before this heartbeat arrived: its
+	// hierarchies may already be starting elsewhere, so the agent
+	// renews nothing, fences what it runs at once, and gets its lease
+	// back with its next heartbeat.
+	//
 	//
 	// Example: 1000
 	LeaseTtlMs int `json:"lease_ttl_ms"`
