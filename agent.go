@@ -115,4 +115,7 @@ type HeartbeatAck struct {
 	LeaseTTL      time.Duration
 	Term          int64
 	ConfigVersion int64
+	// DeclaredDown: the node had been declared down before this heartbeat
+	// arrived; LeaseTTL is 0 and the agent must fence what it runs.
+	DeclaredDown bool
 }

@@ -220,6 +220,15 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r
 			return ack, err
 		}
 		ack.LeaseTTL = time.Duration(ttlMS) * time.Millisecond
+		if was == backstop.NodeDown {
+			// The node was declared down before this heartbeat arrived
+			// (perhaps sent before the declaration): a failover may be
+			// under way. Granting a lease from its send time could let the
+			// agent, and its fence guard, serve past the moment a second
+			// copy starts. No lease: the agent fences at once.
+			ack.LeaseTTL = 0
+			ack.DeclaredDown = true
+		}
 		if holdMS > ttlMS {
 			ack.LeaseTTL = r.RestartHold.Truncate(time.Millisecond)
 			if err := writeEvent(ctx, tx, a.ClusterID, "node.restarting", backstop.SeverityInfo, map[string]string{"node_id": a.NodeID},

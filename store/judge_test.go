@@ -450,3 +450,22 @@ func TestRestartHoldSurvivesAStrayHeartbeat(t *testing.T) {
 		t.Fatalf("a heartbeat without an instance did not end the hold (%d ms left)", ms)
 	}
 }
+
+// TestHeartbeatOfADownNodeGrantsNoLease protects "never two copies" in the
+// race between a declaration and a heartbeat: a heartbeat the agent sent
+// before the node was declared down, but that arrives after, must grant no
+// lease (the failover may already be starting a second copy); the agent
+// fences instead, and its next heartbeat gets a lease again.
+func TestHeartbeatOfADownNodeGrantsNoLease(t *testing.T) {
+	e := newJudgeEnv(t, 2)
+	a := backstop.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: "n1"}
+	e.exec(`UPDATE nodes SET state = 'down', state_since = now() WHERE id = $1`, a.NodeID)
+	ack, err := e.st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`), Instance: "p"})
+	if err != nil || ack.LeaseTTL != 0 || !ack.DeclaredDown {
+		t.Fatalf("heartbeat of a down node: ack %+v, %v; want no lease, declared down", ack, err)
+	}
+	ack, err = e.st.RecordHeartbeat(t.Context(), a, backstop.AgentReport{Raw: []byte(`{}`), Instance: "p"})
+	if err != nil || ack.LeaseTTL != time.Second || ack.DeclaredDown {
+		t.Fatalf("next heartbeat: ack %+v, %v; want the 1 s lease", ack, err)
+	}
+}
