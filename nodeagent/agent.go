@@ -155,6 +155,10 @@ type Agent struct {
 	firstAckOnce     sync.Once
 	configKick       chan struct{}
 	withholdWatchdog atomic.Bool
+	// declaredDown is set by a heartbeat answer saying the control plane
+	// had declared this node down, until an answer grants a lease again:
+	// meanwhile the agent vouches for nothing to its guard.
+	declaredDown atomic.Bool
 
 	// idMu guards id.
 	idMu sync.RWMutex

@@ -129,8 +129,8 @@ func (a *Agent) feedGuard(now time.Time) {
 		return
 	}
 	grant := rem
-	if a.settled(now) {
-		if v, ok := a.paths.seenBy(now); ok && v > grant {
+	if a.settled(now) && !a.declaredDown.Load() {
+		if v, ok := a.paths.seenBy(now, a.lease.lastAckTime()); ok && v > grant {
 			grant = v
 		}
 	}

@@ -95,8 +95,27 @@ func (a *Agent) heartbeatOnce(ctx context.Context, sentAt time.Time) error {
 		return &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
 	}
 	ack := resp.JSON200
-	if ack.LeaseTtlMs <= 0 {
+	if ack.LeaseTtlMs < 0 {
 		return fmt.Errorf("heartbeat answer with lease_ttl_ms %d", ack.LeaseTtlMs)
+	}
+	if ack.LeaseTtlMs == 0 {
+		// The control plane had declared this node down: its hierarchies
+		// may be starting elsewhere now. Renew nothing, stop vouching
+		// until a real lease comes back, and fence what runs here at
+		// once; the next heartbeat gets a lease again, and the fetched
+		// configuration says what is still placed here.
+		a.declaredDown.Store(true)
+		a.fences.ack(nFences)
+		rem, _ := a.lease.remaining()
+		v, n := a.visibility(time.Now())
+		a.log.Error("the control plane declared this node down: fencing what runs here", keyEvent, eventDeclaredDown,
+			keyLeaseRemaining, rem.Milliseconds())
+		a.fenceWith("the control plane declared this node down", rem, v, n)
+		select {
+		case a.configKick <- struct{}{}:
+		default:
+		}
+		return nil
 	}
 	a.met.heartbeatsAcked.Inc()
 	// Fetch the configuration again after this process's first answer
@@ -108,6 +127,7 @@ func (a *Agent) heartbeatOnce(ctx context.Context, sentAt time.Time) error {
 	default:
 		refresh = true
 	}
+	a.declaredDown.Store(false)
 	if a.lease.renew(sentAt, ms(ack.LeaseTtlMs)) {
 		refresh = true
 		rem, _ := a.lease.remaining()

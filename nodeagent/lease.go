@@ -72,6 +72,14 @@ func (l *lease) markExpired() bool {
 	return true
 }
 
+// lastAckTime returns the send time of the newest acknowledged heartbeat
+// (zero when none was).
+func (l *lease) lastAckTime() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastAck
+}
+
 // sinceAck returns the time since the newest acknowledged heartbeat was
 // sent (0 when none was).
 func (l *lease) sinceAck() time.Duration {

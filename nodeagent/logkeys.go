@@ -79,4 +79,5 @@ const (
 	eventGuardExpired      = "guard_expired"
 	eventGuardFenced       = "guard_fenced"
 	eventRestartHold       = "restart_hold"
+	eventDeclaredDown      = "declared_down"
 )

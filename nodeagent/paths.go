@@ -41,6 +41,10 @@ type linkState struct {
 	// of ours the peer had received, from its genuine echoes: the peer
 	// sees this node at least as of then (0: never echoed).
 	echoedNS int64
+	// gapNS is when (this node's clock) the echoes last jumped by nearly
+	// a dead-after time: the peer may have found this node silent then,
+	// and reported it (0: never).
+	gapNS int64
 	// up is the state last logged.
 	up bool
 }
@@ -350,8 +354,13 @@ func (m *pathManager) handleLocked(b []byte, now time.Time) string {
 	if p.Sender != l.peerB {
 		return "wrong_sender"
 	}
-	if !l.st.accept(p, now, m.nowNS(), l.seqLo, l.seq) {
+	nowNS := m.nowNS()
+	prevEcho := l.st.echoedNS
+	if !l.st.accept(p, now, nowNS, l.seqLo, l.seq) {
 		return "replay"
+	}
+	if prevEcho != 0 && l.st.echoedNS-prevEcho >= int64(m.deadAfterLocked()-m.interval/2) {
+		l.st.gapNS = nowNS
 	}
 	if !l.st.up {
 		l.st.up = true
@@ -475,15 +484,25 @@ func (m *pathManager) reports() []client.PathReport {
 // would leave too little: the newest echo lags the present by up to an
 // interval already, and the agent must renew the vouch before it ends.) Only peers whose own packets are fresh count (a
 // mutual view, not merely "I hear them"). ok is false without such a
-// majority. The time is on the path manager's clock, returned as how far
-// from now it lies.
-func (m *pathManager) seenBy(now time.Time) (until time.Duration, ok bool) {
+// majority. The view must also have been continuous since since (the send
+// time of the last heartbeat the control plane acknowledged): a peer whose
+// echoes show a gap after it may have reported this node dead meanwhile,
+// and does not count. The time is on the path manager's clock, returned as
+// how far from now it lies.
+func (m *pathManager) seenBy(now, since time.Time) (until time.Duration, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dead := m.deadAfterLocked()
 	nowNS := m.nowNS()
+	sinceNS := int64(since.Sub(m.epoch))
 	best := map[string]int64{}
 	for _, l := range m.links {
+		if l.st.gapNS != 0 && l.st.gapNS >= sinceNS {
+			// The peer may have lost this node since the control plane
+			// last renewed its lease, and reported it: the control plane
+			// may have declared it down then, whatever the peer sees now.
+			continue
+		}
 		if l.st.isUp(now, dead) && l.st.echoedNS > best[l.peer] {
 			best[l.peer] = l.st.echoedNS
 		}

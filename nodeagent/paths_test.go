@@ -286,7 +286,7 @@ func TestSeenByNeedsAMajorityThatEchoesThisNode(t *testing.T) {
 		"c": link("p3", now, 0), // heard, never echoed us: one-way
 		"d": link("p4", now.Add(-time.Second), nowNS),
 	}
-	until, ok := m.seenBy(now)
+	until, ok := m.seenBy(now, now.Add(-time.Minute))
 	if !ok {
 		t.Fatal("no vouch although p1 and p2 echo this node")
 	}
@@ -295,8 +295,17 @@ func TestSeenByNeedsAMajorityThatEchoesThisNode(t *testing.T) {
 	if want := 225 * time.Millisecond; until < want-5*time.Millisecond || until > want+5*time.Millisecond {
 		t.Fatalf("seen until %v from now, want about %v", until, want)
 	}
+	// A gap in p2's echoes after the last acknowledged heartbeat: p2 may
+	// have reported this node dead then; it no longer counts.
+	m.links["b"].st.gapNS = nowNS - 20*int64(time.Millisecond)
+	if _, ok := m.seenBy(now, now.Add(-time.Second)); ok {
+		t.Fatal("vouch although p2's view of this node had a gap since the last lease")
+	}
+	if _, ok := m.seenBy(now, now); !ok {
+		t.Fatal("a gap before the last acknowledged heartbeat must not count")
+	}
 	delete(m.links, "b")
-	if _, ok := m.seenBy(now); ok {
+	if _, ok := m.seenBy(now, now.Add(-time.Minute)); ok {
 		t.Fatal("vouch with only one peer echoing (p3 only heard, p4 silent)")
 	}
 }
