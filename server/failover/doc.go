@@ -48,11 +48,18 @@
 // real-time-priority process that outlives the agent, holds the same
 // deadline (or, while the lease is gone but a majority of the cluster is
 // visible, a vouch shorter than the time the peers need to see the node
-// silent) and fences when it passes, whatever became of the agent. Shown
+// silent, counting only peers whose view of the node has had no gap since
+// the last acknowledged heartbeat) and fences when it passes, whatever
+// became of the agent. A heartbeat that reaches the control plane after
+// the node was declared down grants no lease (store.RecordHeartbeat
+// answers lease_ttl_ms 0) and the agent fences at once, so a heartbeat
+// racing the declaration cannot extend the node's service. Shown
 // by nodeagent.TestLeaseCountsFromSendTime,
 // nodeagent.TestLeaseHoldEndsWithTheNextHeartbeat,
 // nodeagent.TestGuardFencesWhenTheAgentGoesSilent,
-// nodeagent.TestGuardFollowsTheNewestDeadline, TestFailoverNetworkLoss,
+// nodeagent.TestGuardFollowsTheNewestDeadline,
+// nodeagent.TestSeenByNeedsAMajorityThatEchoesThisNode,
+// store.TestHeartbeatOfADownNodeGrantsNoLease, TestFailoverNetworkLoss,
 // TestAgentKilledFencedByGuard, TestAgentStoppedFencedByGuard,
 // TestAgentCrashLoopFencedByGuard, TestAgentStopFailsOverAfterTheHold.
 // A guard that dies or hangs, or a fencing that fails, stops feeding the
