@@ -80,9 +80,13 @@ func TestFailoverNodeCrash(t *testing.T) {
 		t.Fatalf("intelligent switchback moved the hierarchy: %+v", p)
 	}
 	// The rebooted agent found its old state "in service" and must have
-	// given it up (or refused to restart it), never restarted it.
+	// given it up (relinquished it on the configuration, or fenced it when
+	// its first heartbeat was answered "declared down"), or refused to
+	// restart it; never restarted it.
 	testkit.Eventually(t, 0, "node1's agent giving up its stale hierarchy", func() bool {
-		return len(nc.agents[0].logLines("event", "relinquished"))+len(nc.agents[0].logLines("event", "local_recovery_withheld")) > 0
+		a := nc.agents[0]
+		return len(a.logLines("event", "relinquished"))+len(a.logLines("event", "declared_down"))+
+			len(a.logLines("event", "local_recovery_withheld")) > 0
 	})
 	if n := len(nc.agents[0].logLines("event", "local_restart")); n > 0 {
 		t.Errorf("the rebooted node restarted resources %d times", n)
