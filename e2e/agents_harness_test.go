@@ -82,6 +82,11 @@ func (a *agentProc) start(server, token string) {
 	}()
 	t.Cleanup(func() {
 		a.kill()
+		// The fence guard outlives the agent and would go on writing in
+		// the data directory (a fencing at the lease deadline) while the
+		// test's temporary directory is removed: end every process of
+		// the node now, as the topology's teardown would, only later.
+		killNamespace(a.ns)
 		if t.Failed() {
 			t.Logf("agent %s (pid %d) log:\n%s", a.name, cmd.Process.Pid, a.out.String())
 		}
