@@ -108,8 +108,8 @@ func (c Config) Validate() error {
 	if c.PathPort <= 0 || c.PathPort > 65535 {
 		return fmt.Errorf("path port %d is out of range", c.PathPort)
 	}
-	if c.RestartHold < 0 || c.RestartHold > maxRestartHold {
-		return fmt.Errorf("restart hold must be between 0 and %s", maxRestartHold)
+	if c.RestartHold < 0 || c.RestartHold > backstop.MaxRestartHold {
+		return fmt.Errorf("restart hold must be between 0 and %s", backstop.MaxRestartHold)
 	}
 	if c.StepTimeout <= 0 || c.ShutdownGrace < 0 {
 		return errors.New("step timeout must be positive and shutdown grace not negative")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -338,9 +337,9 @@ func (g *guard) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-g.wake:
-			if !t.Stop() {
-				<-t.C
-			}
+			// No drain: since Go 1.23 Reset discards a pending expiry, and
+			// a receive after a Stop that returned false would block
+			// forever, leaving the guard unable to fence.
 		case <-t.C:
 		}
 	}
@@ -479,6 +478,3 @@ func unionStrings(a, b []string) []string {
 	}
 	return out
 }
-
-// errGuardUnavailable reports that no fence guard could be reached.
-var errGuardUnavailable = errors.New("fence guard unavailable")

@@ -13,10 +13,6 @@ import (
 	"github.com/backstop-ha/backstop/openapi/client"
 )
 
-// maxRestartHold bounds Config.RestartHold; the control plane refuses
-// longer holds too (Heartbeat.restart_hold_ms).
-const maxRestartHold = 120 * time.Second
-
 // announceRestart runs when the agent stops cleanly (SIGTERM: systemctl
 // stop or restart, a package upgrade). Services keep running, so the node
 // must neither be failed over while the next agent process starts nor keep
