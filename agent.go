@@ -40,10 +40,26 @@ type AgentIdentity struct {
 // CommandOutcome is what an agent reports about a command.
 type CommandOutcome struct {
 	Status string // succeeded, failed or rejected
-	Reason string
+	Reason string // a rejection's code, or FailedFenced/FailedIsolated
 	Detail string
 	Steps  []StepResult
 }
+
+// Reason codes of a failed command that did not fail because of the
+// hierarchy: the node could not hold anything at that moment. A bring-up
+// that failed so leaves no failed mark on the node.
+const (
+	// FailedFenced: the node fenced itself (its lease lapsed) while the
+	// command ran, and everything the command had started was fenced.
+	FailedFenced = "fenced"
+	// FailedIsolated: the node refused to start anything because its
+	// lease had expired and it saw no majority of the cluster.
+	FailedIsolated = "isolated"
+)
+
+// NodeGaveUp reports whether a failed command's reason says the node, not
+// the hierarchy, was the cause (FailedFenced or FailedIsolated).
+func NodeGaveUp(reason string) bool { return reason == FailedFenced || reason == FailedIsolated }
 
 // HierarchyReport is an agent's view of one hierarchy.
 type HierarchyReport struct {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
 )
@@ -147,8 +148,8 @@ func (a *Agent) executeCommand(cmd *envelope.Command) {
 	log := a.log.With(keyCommand, cmd.ID, keyHierarchy, cmd.HierarchyID, keyAction, string(cmd.Action))
 	start := time.Now()
 	var o outcome
-	if refuse := a.refuseNow(cmd); refuse != "" {
-		o = outcome{Detail: refuse}
+	if refuse, reason := a.refuseNow(cmd); refuse != "" {
+		o = outcome{Detail: refuse, Reason: reason}
 	} else {
 		o = a.runner.execute(cmd)
 	}
@@ -169,27 +170,32 @@ func (a *Agent) executeCommand(cmd *envelope.Command) {
 // refuseNow re-checks, when a queued command's turn comes, what may have
 // changed since it was verified: a newer epoch for the hierarchy, expiry,
 // and (to bring something in service) that this node is not isolated
-// without a lease.
-func (a *Agent) refuseNow(cmd *envelope.Command) string {
+// without a lease. It returns the refusal ("" for none) and, for an
+// isolated node, the reason code backstop.FailedIsolated.
+func (a *Agent) refuseNow(cmd *envelope.Command) (refusal, reason string) {
 	if newest := a.mem.epochOf(cmd.HierarchyID); newest > cmd.Epoch {
-		return fmt.Sprintf("superseded: a command of epoch %d for this hierarchy arrived while this one (epoch %d) waited", newest, cmd.Epoch)
+		return fmt.Sprintf("superseded: a command of epoch %d for this hierarchy arrived while this one (epoch %d) waited", newest, cmd.Epoch), ""
 	}
 	if cmd.Action != envelope.BringInService {
-		return ""
+		return "", ""
 	}
 	now := time.Now()
 	if !now.Before(cmd.ExpiresAt) {
-		return fmt.Sprintf("expired at %s while waiting for an earlier command of the hierarchy", cmd.ExpiresAt.Format(time.RFC3339Nano))
+		return fmt.Sprintf("expired at %s while waiting for an earlier command of the hierarchy", cmd.ExpiresAt.Format(time.RFC3339Nano)), ""
 	}
 	if iso, v, n := a.isolated(now); iso {
-		return fmt.Sprintf("refusing to bring anything in service: the lease has expired and only %d of %d nodes are visible", v, n)
+		return fmt.Sprintf("refusing to bring anything in service: the lease has expired and only %d of %d nodes are visible", v, n), backstop.FailedIsolated
 	}
-	return ""
+	return "", ""
 }
 
 // resultOf converts an outcome to the contract's CommandResult.
 func resultOf(status client.CommandResultStatus, o outcome) client.CommandResult {
 	r := client.CommandResult{Status: status}
+	if o.Reason != "" {
+		reason := o.Reason
+		r.Reason = &reason
+	}
 	if o.Detail != "" {
 		d := truncate(o.Detail, maxDetail)
 		r.Detail = &d

@@ -61,6 +61,9 @@ type outcome struct {
 	OK    bool
 	// Detail says which step failed and why; empty on success.
 	Detail string
+	// Reason is backstop.FailedFenced or backstop.FailedIsolated when the
+	// node, not the hierarchy, made the operation fail; empty otherwise.
+	Reason string
 	// Clean is true when nothing of the hierarchy can be left running
 	// (after a take-down or rollback where every stop succeeded).
 	Clean bool

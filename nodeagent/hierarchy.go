@@ -555,11 +555,14 @@ func (r *runner) operate(h *localHierarchy, p opSpec) (outcome, error) {
 		byFence := h.preemptedByFence
 		h.mu.Unlock()
 		d := relinquishedDetail
+		o.OK = false
 		if byFence {
 			d = fencedDetail
-			r.fenceOvertaken(h, units, o)
+			if r.fenceOvertaken(h, units, o) {
+				o.Reason = backstop.FailedFenced
+			}
 		}
-		o.OK, o.Detail = false, joinDetail(d, o.Detail)
+		o.Detail = joinDetail(d, o.Detail)
 		return o, nil
 	}
 	if p.finish != nil {
@@ -575,7 +578,9 @@ func (r *runner) operate(h *localHierarchy, p opSpec) (outcome, error) {
 // could not wait for those kit calls, and may have run its Fence before
 // they finished. A failure leaves the hierarchy failed and active, for the
 // next fencing round.
-func (r *runner) fenceOvertaken(h *localHierarchy, units []*unit, o outcome) {
+//
+// It reports whether the hierarchy is left fenced clean.
+func (r *runner) fenceOvertaken(h *localHierarchy, units []*unit, o outcome) bool {
 	var errs []string
 	for i := len(o.Steps) - 1; i >= 0; i-- {
 		s := o.Steps[i]
@@ -590,7 +595,7 @@ func (r *runner) fenceOvertaken(h *localHierarchy, units []*unit, o outcome) {
 		}
 	}
 	if len(errs) == 0 {
-		return
+		return true
 	}
 	h.mu.Lock()
 	r.preemptLocked(h, true) // the fencing in progress must not record it clean
@@ -598,6 +603,7 @@ func (r *runner) fenceOvertaken(h *localHierarchy, units []*unit, o outcome) {
 	_ = r.transitionLocked(h, stateFailed, truncate(fmt.Sprintf("fence after an overtaken operation failed: %v", errs), maxDetail))
 	h.mu.Unlock()
 	r.save()
+	return false
 }
 
 // execute runs a verified, recorded command. The caller runs the commands

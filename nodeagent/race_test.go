@@ -162,7 +162,7 @@ func TestStartFinishingAfterFencingIsFencedAgain(t *testing.T) {
 		}
 		close(stub.release)
 		o := <-done
-		if o.OK || !strings.Contains(o.Detail, fencedDetail) {
+		if o.OK || !strings.Contains(o.Detail, fencedDetail) || o.Reason != backstop.FailedFenced {
 			t.Fatalf("bring-up outcome %+v", o)
 		}
 		equalCalls(t, f.take(), []string{"start vip", "start svc", "fence svc", "fence vip", "fence svc"})

@@ -252,7 +252,7 @@ func TestFenceCancelsARunningBringUp(t *testing.T) {
 
 		fr := r.fence("lease expired")
 		o := <-done
-		if o.OK || !strings.Contains(o.Detail, fencedDetail) {
+		if o.OK || !strings.Contains(o.Detail, fencedDetail) || o.Reason != backstop.FailedFenced {
 			t.Fatalf("bring-up outcome %+v", o)
 		}
 		if !slices.Equal(fr.Hierarchies, []string{hid1, hid2}) || len(fr.Failures) != 0 {

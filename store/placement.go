@@ -237,7 +237,24 @@ func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentit
 		case !ok && (action == "bring_in_service" || action == "take_out_of_service"):
 			place = backstop.PlacementFailed
 		}
-		if place != "" {
+		// A bring-up the node gave up because it fenced itself or was
+		// isolated is not the hierarchy's failure on that node: nothing of
+		// it runs there (the agent fenced what it had started, or started
+		// nothing), and the node it left was down and fenced before the
+		// command was issued. The hierarchy is failed with no node, so the
+		// engine places it again as soon as a node, this one included,
+		// can take it, rather than leaving a failed mark no operator asked
+		// for (the last survivor's lease lapsing once under load must not
+		// end the service).
+		unplaced := place == backstop.PlacementFailed && action == "bring_in_service" && backstop.NodeGaveUp(r.Reason)
+		switch {
+		case unplaced:
+			if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = NULL, placement_state = 'failed', placement_detail = $4,
+				placement_updated_at = now() WHERE id = $1 AND placement_node_id = $2 AND epoch = $3`,
+				hierarchyID, a.NodeID, epoch, detail+"; it will be placed again as soon as a node can take it"); err != nil {
+				return eff, err
+			}
+		case place != "":
 			if _, err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == backstop.PlacementFailed, detail)); err != nil {
 				return eff, err
 			}

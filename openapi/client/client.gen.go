@@ -1007,7 +1007,7 @@ type CommandResult struct {
 	// Example:
 	Detail *string `json:"detail,omitempty"`
 
-	// Reason Rejection reason code (`bad_signature`, `unknown_key`, `wrong_node`, `wrong_cluster`, `expired`, `replay`, `stale_epoch`, `stale_term`, `malformed`).
+	// Reason For `rejected`, the rejection code (`bad_signature`, `unknown_key`, `wrong_node`, `wrong_cluster`, `expired`, `replay`, `stale_epoch`, `stale_term`, `malformed`). For `failed`, `fenced` (the node fenced itself while the command ran; what it started was fenced) or `isolated` (the node refused to start anything: its lease had expired and it saw no majority); a bring-up failed so leaves no failed mark on the node and the hierarchy is placed again.
 	//
 	// Example: stale_epoch
 	Reason *string `json:"reason,omitempty"`

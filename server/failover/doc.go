@@ -103,4 +103,15 @@
 // (a late heartbeat of the stopping process never cuts its own hold),
 // TestAgentRestartKeepsServices and
 // TestAgentUpgradeKeepsServices.
+//
+// 10. A bring-up the target gave up by fencing itself is placed again,
+// never twice. When the target's lease lapses while it brings a hierarchy
+// in service (or it refuses because it is isolated), the agent fences what
+// it started and reports the reason fenced or isolated; the store leaves
+// the hierarchy failed with no node and no failed mark
+// (store.RecordCommandResult), and the engine places it again when a node
+// can take it. Nothing runs twice: the target runs nothing of it, the node
+// it left was down before the command was issued, and every further
+// placement goes through 1–8 again. Shown by
+// store.TestFencedBringUpLeavesNoFailedMark and TestFailoverCascade.
 package failover
