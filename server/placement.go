@@ -80,13 +80,19 @@ func toAPIOperation(o backstop.Operation) api.Operation {
 	return out
 }
 
-func findHierarchy(status backstop.ClusterStatus, id string) (backstop.HierarchyStatus, error) {
+// hierarchyStatus reads a cluster's status and the hierarchy id in it
+// (backstop.ErrNotFound when the cluster has no such hierarchy).
+func (ph *placementHandlers) hierarchyStatus(ctx context.Context, clusterID, id string) (backstop.ClusterStatus, backstop.HierarchyStatus, error) {
+	status, err := ph.store.ClusterStatus(ctx, clusterID)
+	if err != nil {
+		return status, backstop.HierarchyStatus{}, err
+	}
 	for _, h := range status.Hierarchies {
 		if h.ID == id {
-			return h, nil
+			return status, h, nil
 		}
 	}
-	return backstop.HierarchyStatus{}, fmt.Errorf("hierarchy %s: %w", id, backstop.ErrNotFound)
+	return status, backstop.HierarchyStatus{}, fmt.Errorf("hierarchy %s: %w", id, backstop.ErrNotFound)
 }
 
 // switchover starts an operator's move of h to target ("" for the best
@@ -141,11 +147,7 @@ func rejections(cs []failover.Candidate) string {
 
 // SwitchoverHierarchy moves a hierarchy for maintenance.
 func (ph *placementHandlers) SwitchoverHierarchy(ctx context.Context, r api.SwitchoverHierarchyRequestObject) (api.SwitchoverHierarchyResponseObject, error) {
-	status, err := ph.store.ClusterStatus(ctx, r.ClusterId.String())
-	if err != nil {
-		return nil, err
-	}
-	h, err := findHierarchy(status, r.HierarchyId.String())
+	status, h, err := ph.hierarchyStatus(ctx, r.ClusterId.String(), r.HierarchyId.String())
 	if err != nil {
 		return nil, err
 	}
@@ -162,11 +164,7 @@ func (ph *placementHandlers) SwitchoverHierarchy(ctx context.Context, r api.Swit
 
 // ExplainHierarchy says why a hierarchy is where it is.
 func (ph *placementHandlers) ExplainHierarchy(ctx context.Context, r api.ExplainHierarchyRequestObject) (api.ExplainHierarchyResponseObject, error) {
-	status, err := ph.store.ClusterStatus(ctx, r.ClusterId.String())
-	if err != nil {
-		return nil, err
-	}
-	h, err := findHierarchy(status, r.HierarchyId.String())
+	status, h, err := ph.hierarchyStatus(ctx, r.ClusterId.String(), r.HierarchyId.String())
 	if err != nil {
 		return nil, err
 	}

@@ -70,16 +70,11 @@ func TestFenceDeviceCRUD(t *testing.T) {
 // failed fence changes nothing but the event log.
 func TestAwaitingFenceGate(t *testing.T) {
 	e := newJudgeEnv(t, 2)
-	h, err := e.st.CreateHierarchy(actorCtx(t), vipHierarchy(e.c, "web", e.nodes[0], e.nodes[1]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.exec(`UPDATE hierarchies SET placement_node_id = $2, placement_state = 'in_service', epoch = 1 WHERE id = $1`, h.ID, e.nodes[0].ID)
+	h := e.placeOnFirst()
 	if _, err := putDevice(t, e, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	e.lapse(0)
-	e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down"})
+	e.silenceFirst()
 	e.judge()
 	e.wantStates("down", "up")
 
@@ -98,13 +93,10 @@ func TestAwaitingFenceGate(t *testing.T) {
 	if err != nil || len(jobs) != 1 || jobs[0].Device.NodeID != e.nodes[0].ID || jobs[0].NodeName != "n1" {
 		t.Fatalf("FenceJobs: %+v, %v", jobs, err)
 	}
-	sign := func(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
-		return backstop.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
-	}
 	move := func() error {
 		_, _, err := e.st.StartMove(t.Context(), e.term, backstop.MoveRequest{Kind: backstop.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
 			ExpectEpoch: -1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: backstop.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
-				Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, sign)
+				Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, fakeSign)
 		return err
 	}
 	if err := move(); !errors.Is(err, backstop.ErrConflict) {

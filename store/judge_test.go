@@ -91,6 +91,31 @@ func (e *judgeEnv) lapse(i int) {
 	e.exec(`UPDATE nodes SET last_heartbeat_at = now() - interval '1300 ms', lease_expires_at = now() - interval '50 ms' WHERE id = $1`, e.nodes[i].ID)
 }
 
+// placeOnFirst creates hierarchy "web" on the first two nodes, in service
+// on the first.
+func (e *judgeEnv) placeOnFirst() backstop.Hierarchy {
+	e.t.Helper()
+	h, err := e.st.CreateHierarchy(actorCtx(e.t), vipHierarchy(e.c, "web", e.nodes[0], e.nodes[1]))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.exec(`UPDATE hierarchies SET placement_node_id = $2, placement_state = 'in_service', epoch = 1 WHERE id = $1`, h.ID, e.nodes[0].ID)
+	return h
+}
+
+// silenceFirst lets the first node's lease lapse while the second, fresh,
+// reports it cannot see it: the evidence that makes it down.
+func (e *judgeEnv) silenceFirst() {
+	e.t.Helper()
+	e.lapse(0)
+	e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down"})
+}
+
+// fakeSign signs nothing: the store keeps what it is given.
+func fakeSign(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
+	return backstop.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
+}
+
 func (e *judgeEnv) judge() []backstop.NodeTransition {
 	e.t.Helper()
 	trs, err := e.st.JudgeNodes(e.t.Context(), e.term)
@@ -283,13 +308,8 @@ func TestJudgeLoneNode(t *testing.T) {
 // no command).
 func TestStaleTermWritesNothing(t *testing.T) {
 	e := newJudgeEnv(t, 2)
-	h, err := e.st.CreateHierarchy(actorCtx(t), vipHierarchy(e.c, "web", e.nodes[0], e.nodes[1]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.exec(`UPDATE hierarchies SET placement_node_id = $2, placement_state = 'in_service', epoch = 1 WHERE id = $1`, h.ID, e.nodes[0].ID)
-	e.lapse(0)
-	e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down"})
+	h := e.placeOnFirst()
+	e.silenceFirst()
 	old := e.term
 	e.exec(`UPDATE control_plane SET term = term + 1, leader_id = 'other', leader_since = now() - interval '1 hour' WHERE id = 1`)
 
@@ -301,11 +321,11 @@ func TestStaleTermWritesNothing(t *testing.T) {
 		t.Fatalf("events after a stale JudgeNodes: %v", evs)
 	}
 	signed := false
-	sign := func(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
+	sign := func(c backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
 		signed = true
-		return backstop.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
+		return fakeSign(c)
 	}
-	_, _, err = e.st.StartMove(t.Context(), old, backstop.MoveRequest{Kind: backstop.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
+	_, _, err := e.st.StartMove(t.Context(), old, backstop.MoveRequest{Kind: backstop.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
 		ExpectEpoch: 1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: backstop.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
 			Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, sign)
 	if !errors.Is(err, backstop.ErrStaleTerm) {

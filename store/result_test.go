@@ -27,21 +27,13 @@ func TestFencedBringUpLeavesNoFailedMark(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("reason=%q", tc.reason), func(t *testing.T) {
 			e := newJudgeEnv(t, 2)
-			h, err := e.st.CreateHierarchy(actorCtx(t), vipHierarchy(e.c, "web", e.nodes[0], e.nodes[1]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.exec(`UPDATE hierarchies SET placement_node_id = $2, placement_state = 'in_service', epoch = 1 WHERE id = $1`, h.ID, e.nodes[0].ID)
-			e.lapse(0)
-			e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down"})
+			h := e.placeOnFirst()
+			e.silenceFirst()
 			e.judge()
 			e.wantStates("down", "up")
-			sign := func(backstop.CommandSpec) (backstop.SignedCommand, time.Time, time.Time, error) {
-				return backstop.SignedCommand{KeyID: "k", Payload: []byte("{}"), Signature: []byte("s")}, time.Now(), time.Now().Add(time.Minute), nil
-			}
 			if _, _, err := e.st.StartMove(t.Context(), e.term, backstop.MoveRequest{Kind: backstop.MoveFailover, ClusterID: e.c.ID, HierarchyID: h.ID,
 				ExpectEpoch: -1, To: e.nodes[1].ID, DetectedAt: time.Now(), Decision: backstop.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
-					Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, sign); err != nil {
+					Kind: "failover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, fakeSign); err != nil {
 				t.Fatal(err)
 			}
 			var cmdID string
