@@ -2,11 +2,13 @@ package backstop
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,6 +23,7 @@ const (
 	KindHTTP    = "http"
 	KindSMTP    = "smtp"
 	KindCommand = "command"
+	KindName    = "name"
 )
 
 // CheckSettings are a check's interval and timeout.
@@ -310,6 +313,14 @@ var kindParams = map[string]map[string]paramSpec{
 	KindCommand: {
 		"check": {true, checkString},
 	},
+	KindName: {
+		"name":          {true, checkDNSName},
+		"zone":          {true, checkDNSName},
+		"server":        {true, checkDNSServer},
+		"address":       {false, checkIPAddr},
+		"ttl":           {false, checkIntRange(1, 86400)},
+		"tsig_key_file": {false, checkAbsPath},
+	},
 }
 
 // KindParams returns the parameter names a kind accepts, sorted.
@@ -343,6 +354,73 @@ func validateParams(v *ValidationError, at, kind string, params map[string]any) 
 			v.Add(at+"/"+name, "required for kind %s", kind)
 		}
 	}
+	if kind == KindName {
+		n, _ := params["name"].(string)
+		z, _ := params["zone"].(string)
+		if checkDNSName(n) == "" && checkDNSName(z) == "" && !inZone(n, z) {
+			v.Add(at+"/name", "%q is not inside zone %q: the update goes to the zone's primary server, so the name must be below the zone", n, z)
+		}
+	}
+}
+
+// dnsLabelRE is one label of a host or zone name (letters, digits,
+// hyphens, underscores as in _service names), 1..63 characters.
+var dnsLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
+
+func checkDNSName(v any) string {
+	if m := checkString(v); m != "" {
+		return m
+	}
+	s := strings.TrimSuffix(v.(string), ".")
+	if len(s) > 253 {
+		return "must be a domain name of at most 253 characters"
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !dnsLabelRE.MatchString(l) {
+			return fmt.Sprintf("must be a domain name such as mail.example.com (label %q is not valid)", l)
+		}
+	}
+	return ""
+}
+
+// inZone reports whether name is below zone (not the zone's apex).
+func inZone(name, zone string) bool {
+	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	z := strings.ToLower(strings.TrimSuffix(zone, "."))
+	return strings.HasSuffix(n, "."+z)
+}
+
+func checkDNSServer(v any) string {
+	if m := checkString(v); m != "" {
+		return m
+	}
+	s := v.(string)
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		p, perr := strconv.Atoi(port)
+		if perr != nil || p < 1 || p > 65535 {
+			return "port must be between 1 and 65535"
+		}
+		host = h
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return ""
+	}
+	if checkDNSName(host) != "" {
+		return "must be the DNS server as host or host:port, e.g. 198.18.0.53 or ns1.example.com:53"
+	}
+	return ""
+}
+
+func checkIPAddr(v any) string {
+	if m := checkString(v); m != "" {
+		return m
+	}
+	a, err := netip.ParseAddr(v.(string))
+	if err != nil || a.Zone() != "" {
+		return "must be an IPv4 or IPv6 address without prefix length, e.g. 198.18.1.50"
+	}
+	return ""
 }
 
 func checkString(v any) string {

@@ -69,6 +69,30 @@ func TestNormalizeRejects(t *testing.T) {
 		{"tcp port", func(h *Hierarchy) {
 			h.Resources = append(h.Resources, Resource{Name: "smtp", Kind: KindTCP, Params: map[string]any{"host": "x", "port": 70000.0}})
 		}, "/resources/3/params/port", "between"},
+		{"name outside its zone", func(h *Hierarchy) {
+			h.Resources = append(h.Resources, dnsName("mail.other.example", "test.example", "198.18.0.53"))
+		}, "/resources/3/params/name", "not inside zone"},
+		{"name not a domain", func(h *Hierarchy) {
+			h.Resources = append(h.Resources, dnsName("mail server", "test.example", "198.18.0.53"))
+		}, "/resources/3/params/name", "domain name"},
+		{"name server", func(h *Hierarchy) {
+			h.Resources = append(h.Resources, dnsName("mail.test.example", "test.example", "198.18.0.53:99999"))
+		}, "/resources/3/params/server", "port"},
+		{"name address", func(h *Hierarchy) {
+			r := dnsName("mail.test.example", "test.example", "ns1.test.example")
+			r.Params["address"] = "198.18.1.50/24"
+			h.Resources = append(h.Resources, r)
+		}, "/resources/3/params/address", "without prefix"},
+		{"name key file", func(h *Hierarchy) {
+			r := dnsName("mail.test.example", "test.example", "198.18.0.53")
+			r.Params["tsig_key_file"] = "dns.key"
+			h.Resources = append(h.Resources, r)
+		}, "/resources/3/params/tsig_key_file", "absolute"},
+		{"name missing zone", func(h *Hierarchy) {
+			r := dnsName("mail.test.example", "test.example", "198.18.0.53")
+			delete(r.Params, "zone")
+			h.Resources = append(h.Resources, r)
+		}, "/resources/3/params/zone", "required"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,5 +129,21 @@ func TestTimingProfilesValid(t *testing.T) {
 	}
 	if _, err := ResolveTiming(ProfileCustom, nil, "/timing"); err == nil {
 		t.Error("custom profile without timing was accepted")
+	}
+}
+
+func dnsName(name, zone, server string) Resource {
+	return Resource{Name: "dnsname", Kind: KindName, Params: map[string]any{"name": name, "zone": zone, "server": server}}
+}
+
+func TestNormalizeName(t *testing.T) {
+	h := mailHierarchy()
+	r := dnsName("Mail.Test.Example.", "test.example", "[2001:db8::53]:5353")
+	r.Params["address"] = "198.18.1.50"
+	r.Params["ttl"] = 5.0
+	r.Params["tsig_key_file"] = "/etc/backstop/dns.key"
+	h.Resources = append(h.Resources, r)
+	if err := h.Normalize(lanCluster()); err != nil {
+		t.Fatalf("Normalize: %v", err)
 	}
 }

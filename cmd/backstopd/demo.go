@@ -117,10 +117,10 @@ func seedDemo(ctx context.Context, base, token string, out io.Writer) error {
 		Name:             "postfix",
 		ExclusivityGroup: &group,
 		Resources: []client.ResourceSpec{
-			{Name: "vip", Kind: client.Ip, Params: params("address", "198.18.1.50/24", "interface", "eth0")},
-			{Name: "spool", Kind: client.Volume, Params: params("source", "/srv/mail", "target", "/var/spool/postfix"), DependsOn: deps("vip")},
-			{Name: "postfix", Kind: client.Ocf, Params: params("agent", "heartbeat:postfix", "params", map[string]any{"config_dir": "/etc/postfix"}), DependsOn: deps("spool")},
-			{Name: "smtp", Kind: client.Smtp, Params: params("host", "198.18.1.50", "port", 25), DependsOn: deps("postfix")},
+			{Name: "vip", Kind: client.ResourceKindIp, Params: params("address", "198.18.1.50/24", "interface", "eth0")},
+			{Name: "spool", Kind: client.ResourceKindVolume, Params: params("source", "/srv/mail", "target", "/var/spool/postfix"), DependsOn: deps("vip")},
+			{Name: "postfix", Kind: client.ResourceKindOcf, Params: params("agent", "heartbeat:postfix", "params", map[string]any{"config_dir": "/etc/postfix"}), DependsOn: deps("spool")},
+			{Name: "smtp", Kind: client.ResourceKindSmtp, Params: params("host", "198.18.1.50", "port", 25), DependsOn: deps("postfix")},
 		},
 		Priorities: []client.Priority{
 			{NodeId: nodes[0].Id, Priority: 1},

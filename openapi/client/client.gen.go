@@ -343,34 +343,37 @@ func (e PlacementState) Valid() bool {
 
 // Defines values for ResourceKind.
 const (
-	Command ResourceKind = "command"
-	Http    ResourceKind = "http"
-	Ip      ResourceKind = "ip"
-	Ocf     ResourceKind = "ocf"
-	Service ResourceKind = "service"
-	Smtp    ResourceKind = "smtp"
-	Tcp     ResourceKind = "tcp"
-	Volume  ResourceKind = "volume"
+	ResourceKindCommand ResourceKind = "command"
+	ResourceKindHttp    ResourceKind = "http"
+	ResourceKindIp      ResourceKind = "ip"
+	ResourceKindName    ResourceKind = "name"
+	ResourceKindOcf     ResourceKind = "ocf"
+	ResourceKindService ResourceKind = "service"
+	ResourceKindSmtp    ResourceKind = "smtp"
+	ResourceKindTcp     ResourceKind = "tcp"
+	ResourceKindVolume  ResourceKind = "volume"
 )
 
 // Valid indicates whether the value is a known member of the ResourceKind enum.
 func (e ResourceKind) Valid() bool {
 	switch e {
-	case Command:
+	case ResourceKindCommand:
 		return true
-	case Http:
+	case ResourceKindHttp:
 		return true
-	case Ip:
+	case ResourceKindIp:
 		return true
-	case Ocf:
+	case ResourceKindName:
 		return true
-	case Service:
+	case ResourceKindOcf:
 		return true
-	case Smtp:
+	case ResourceKindService:
 		return true
-	case Tcp:
+	case ResourceKindSmtp:
 		return true
-	case Volume:
+	case ResourceKindTcp:
+		return true
+	case ResourceKindVolume:
 		return true
 	default:
 		return false
@@ -2659,6 +2662,12 @@ type Resource struct {
 	// * `http`: `url` (http/https, required), `expect_status` (default 200)
 	// * `smtp`: `host`, `port` (both required)
 	// * `command`: `check` (required)
+	// * `name`: a DNS name that follows the hierarchy (RFC 2136 dynamic update):
+	//   `name` and `zone` (required; the name is below the zone), `server` (the
+	//   zone's primary, host or host:port, required), `address` (the address to
+	//   publish, usually the virtual IP; omitted: the node's own address towards
+	//   the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
+	//   on the nodes to a key file as tsig-keygen writes it)
 	//
 	//
 	// Example: ip
@@ -2723,14 +2732,20 @@ type ResourceHealth struct {
 }
 
 // ResourceKind The kit that manages the resource. `params` by kind:
-// * `ip`: `address` (CIDR, required), `interface` (required), `backup_interfaces` (list)
-// * `volume`: `source` (device or directory, required), `target` (absolute path, required), `fstype`, `options`
-// * `service`: `start` (required), `stop`, `pid_file`, `stop_timeout_ms`
-// * `ocf`: `agent` as `provider:type` (required, e.g. `heartbeat:IPaddr2`), `params` (string map)
-// * `tcp`: `host`, `port` (both required)
-// * `http`: `url` (http/https, required), `expect_status` (default 200)
-// * `smtp`: `host`, `port` (both required)
-// * `command`: `check` (required)
+//   - `ip`: `address` (CIDR, required), `interface` (required), `backup_interfaces` (list)
+//   - `volume`: `source` (device or directory, required), `target` (absolute path, required), `fstype`, `options`
+//   - `service`: `start` (required), `stop`, `pid_file`, `stop_timeout_ms`
+//   - `ocf`: `agent` as `provider:type` (required, e.g. `heartbeat:IPaddr2`), `params` (string map)
+//   - `tcp`: `host`, `port` (both required)
+//   - `http`: `url` (http/https, required), `expect_status` (default 200)
+//   - `smtp`: `host`, `port` (both required)
+//   - `command`: `check` (required)
+//   - `name`: a DNS name that follows the hierarchy (RFC 2136 dynamic update):
+//     `name` and `zone` (required; the name is below the zone), `server` (the
+//     zone's primary, host or host:port, required), `address` (the address to
+//     publish, usually the virtual IP; omitted: the node's own address towards
+//     the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
+//     on the nodes to a key file as tsig-keygen writes it)
 //
 // Example: ip
 type ResourceKind string
@@ -2760,6 +2775,12 @@ type ResourceSpec struct {
 	// * `http`: `url` (http/https, required), `expect_status` (default 200)
 	// * `smtp`: `host`, `port` (both required)
 	// * `command`: `check` (required)
+	// * `name`: a DNS name that follows the hierarchy (RFC 2136 dynamic update):
+	//   `name` and `zone` (required; the name is below the zone), `server` (the
+	//   zone's primary, host or host:port, required), `address` (the address to
+	//   publish, usually the virtual IP; omitted: the node's own address towards
+	//   the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
+	//   on the nodes to a key file as tsig-keygen writes it)
 	//
 	//
 	// Example: ip
