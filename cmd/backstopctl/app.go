@@ -35,6 +35,11 @@ type app struct {
 
 	opts globalOptions
 	api  *client.ClientWithResponses
+	// stream is the client of long-lived requests (the event stream):
+	// no overall timeout, only one for the response headers.
+	stream *client.Client
+	// quietServerNote silences the /v1 note (shell completion).
+	quietServerNote bool
 }
 
 // wrapCommands makes every runnable command below root set the client up
@@ -47,6 +52,9 @@ func (a *app) wrapCommands(cmd *cobra.Command) {
 	}
 	if cmd.RunE == nil {
 		return
+	}
+	if !cmd.HasSubCommands() {
+		a.addCompletion(cmd)
 	}
 	inner := cmd.RunE
 	needsAPI := !cmd.HasSubCommands()
@@ -87,10 +95,22 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usageErrorf("server %q is not an http:// or https:// URL", a.opts.server)
 	}
+	// The generated client adds /v1/... itself: a server URL copied from
+	// an API path (http://host:8080/v1) would ask for /v1/v1/... and get
+	// a 404. Take the base URL and say so, once.
+	if p := strings.TrimRight(u.Path, "/"); p == "/v1" || strings.HasSuffix(p, "/v1") {
+		u.Path = strings.TrimSuffix(p, "/v1")
+		u.RawQuery, u.Fragment = "", ""
+		base := u.String()
+		if !a.quietServerNote {
+			fmt.Fprintf(a.stderr, "note: --server is the base URL without /v1 (the API paths start with /v1); using %s\n", base)
+		}
+		a.opts.server = base
+	}
 	switch a.opts.output {
-	case outputTable, outputJSON:
+	case outputTable, outputJSON, outputYAML:
 	default:
-		return usageErrorf("output format %q: want table or json", a.opts.output)
+		return usageErrorf("output format %q: want table, json or yaml", a.opts.output)
 	}
 	if a.opts.timeout <= 0 {
 		return usageErrorf("--timeout must be positive")
@@ -104,6 +124,10 @@ func (a *app) setup(cmd *cobra.Command) error {
 		return usageErrorf("server %q: %v", a.opts.server, err)
 	}
 	a.api = api
+	sc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: a.opts.timeout}}
+	if a.stream, err = client.NewClient(a.opts.server, client.WithHTTPClient(sc), client.WithRequestEditorFn(a.editRequest)); err != nil {
+		return usageErrorf("server %q: %v", a.opts.server, err)
+	}
 	return nil
 }
 
@@ -197,16 +221,10 @@ func (a *app) noteReplay(resp *http.Response) {
 // retryHint adds, to an error of a create request whose outcome is unknown
 // (no answer, or a server error), how to retry it without doing it twice.
 func retryHint(err error, key string) error {
-	var te *transportError
-	var pe *problemError
-	var he *httpError
-	unknown := errors.As(err, &te) ||
-		(errors.As(err, &pe) && pe.status() >= 500) ||
-		(errors.As(err, &he) && he.status >= 500)
-	if !unknown {
+	if !outcomeUnknown(err) {
 		return err
 	}
-	return &hintedError{err: err, hint: "the request may have been applied; repeat the command with --idempotency-key " + key + " to retry it safely"}
+	return &hintedError{err: err, hint: "the request may have been applied; run the same command again (it reuses idempotency key " + key + ") or pass --idempotency-key " + key + " to retry it safely"}
 }
 
 // groupCmd makes a command that only holds subcommands.
@@ -278,26 +296,6 @@ func ptrIf[T any](set bool, v T) *T {
 		return nil
 	}
 	return &v
-}
-
-// idempotencyFlag adds --idempotency-key to a create command.
-type idempotencyFlag struct{ key string }
-
-func addIdempotencyFlag(cmd *cobra.Command) *idempotencyFlag {
-	f := &idempotencyFlag{}
-	cmd.Flags().StringVar(&f.key, "idempotency-key", "", "Idempotency-Key header; repeat a create with the same key to retry it safely (default: a new random UUID)")
-	return f
-}
-
-// value returns the key to send: the flag's, or a fresh UUID.
-func (f *idempotencyFlag) value(cmd *cobra.Command) (string, error) {
-	if !cmd.Flags().Changed("idempotency-key") {
-		return uuid.NewString(), nil
-	}
-	if n := len(f.key); n < 1 || n > 255 {
-		return "", usageErrorf("--idempotency-key must be 1 to 255 characters")
-	}
-	return f.key, nil
 }
 
 // ifMatchFlag adds --if-match to a command that changes or deletes.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
@@ -17,16 +19,6 @@ import (
 type childKind struct {
 	arg  string // positional argument name: "NODE"
 	what string // in messages: "node"
-}
-
-// parseClusterChild parses the CLUSTER and child id arguments.
-func parseClusterChild(args []string, k childKind) (client.ClusterID, uuid.UUID, error) {
-	cid, err := parseID("cluster id", args[0])
-	if err != nil {
-		return cid, cid, err
-	}
-	id, err := parseID(k.what+" id", args[1])
-	return cid, id, err
 }
 
 // pageOf turns one list response into a page, or its error.
@@ -49,7 +41,7 @@ func childListCmd[T any](a *app, short string, fetch func(ctx context.Context, c
 	}
 	lo := addListFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
+		cid, err := a.cluster(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
@@ -75,9 +67,13 @@ func childDeleteCmd(a *app, k childKind, short, long, done string,
 		Args:    positional("CLUSTER", k.arg),
 	}
 	match := addIfMatchFlag(cmd)
+	yes := addYesFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, id, err := parseClusterChild(args, k)
+		cid, id, err := a.clusterChild(cmd.Context(), args, k)
 		if err != nil {
+			return err
+		}
+		if err := a.confirm(*yes, fmt.Sprintf("%s %s of cluster %s: %s.", k.what, args[1], args[0], strings.ToLower(short[:1])+short[1:])); err != nil {
 			return err
 		}
 		resp, err := del(cmd.Context(), cid, id, ifMatch(cmd, match))

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
 
 	"github.com/spf13/cobra"
 
@@ -55,7 +58,7 @@ func clustersGetCmd(a *app) *cobra.Command {
 		Short: "Show a cluster with its effective timing",
 		Args:  positional("CLUSTER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID("cluster id", args[0])
+			id, err := a.cluster(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -77,18 +80,86 @@ type clusterFlags struct {
 	timing, switchback, fencing    *enumFlag
 	nameSet, descSet               bool
 	timingSet, switchSet, fenceSet bool
+	values                         []timingValue
+}
+
+// timingValue is one --*-ms flag of the custom timing profile.
+type timingValue struct {
+	flag string
+	v    int
+	set  bool
+	get  func(t *client.Timing) *int
+}
+
+func timingValues() []timingValue {
+	return []timingValue{
+		{flag: "heartbeat-ms", get: func(t *client.Timing) *int { return &t.HeartbeatMs }},
+		{flag: "lease-ttl-ms", get: func(t *client.Timing) *int { return &t.LeaseTtlMs }},
+		{flag: "server-grace-ms", get: func(t *client.Timing) *int { return &t.ServerGraceMs }},
+		{flag: "path-heartbeat-ms", get: func(t *client.Timing) *int { return &t.PathHeartbeatMs }},
+		{flag: "path-dead-after", get: func(t *client.Timing) *int { return &t.PathDeadAfter }},
+		{flag: "quick-check-interval-ms", get: func(t *client.Timing) *int { return &t.QuickCheckIntervalMs }},
+		{flag: "deep-check-interval-ms", get: func(t *client.Timing) *int { return &t.DeepCheckIntervalMs }},
+	}
+}
+
+// customTiming returns the timing to send with the custom profile: the
+// given values over base (nil base: every value must be given). It
+// returns nil when no value was given.
+func (f *clusterFlags) customTiming(base *client.Timing) (*client.Timing, error) {
+	given := false
+	for _, tv := range f.values {
+		given = given || tv.set
+	}
+	if !given {
+		if f.timingSet && f.timing.value == string(client.Custom) {
+			return nil, usageErrorf("--timing-profile custom needs the timing values: --%s", strings.Join(timingFlagNames(), ", --"))
+		}
+		return nil, nil
+	}
+	if f.timingSet && f.timing.value != string(client.Custom) {
+		return nil, usageErrorf("timing values are the custom profile's: drop --timing-profile %s or use --timing-profile custom", f.timing.value)
+	}
+	var t client.Timing
+	if base != nil {
+		t = *base
+	}
+	var missing []string
+	for _, tv := range f.values {
+		if tv.set {
+			*tv.get(&t) = tv.v
+		} else if base == nil {
+			missing = append(missing, "--"+tv.flag)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, usageErrorf("the custom timing profile needs every value; missing %s", strings.Join(missing, ", "))
+	}
+	return &t, nil
+}
+
+func timingFlagNames() []string {
+	var n []string
+	for _, tv := range timingValues() {
+		n = append(n, tv.flag)
+	}
+	return n
 }
 
 func addClusterFlags(cmd *cobra.Command) *clusterFlags {
 	f := &clusterFlags{
-		timing:     newEnumFlag("fast", "lan", "wan"),
+		timing:     newEnumFlag("fast", "lan", "wan", "custom"),
+		values:     timingValues(),
 		switchback: newEnumFlag("intelligent", "automatic"),
 		fencing:    newEnumFlag("self", "none"),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.name, "name", "", "cluster name: letters, digits, '.', '_' and '-'")
 	fl.StringVar(&f.description, "description", "", "free text for operators")
-	fl.Var(f.timing, "timing-profile", "timing profile (the server's default is lan)")
+	fl.Var(f.timing, "timing-profile", "timing profile (the server's default is lan); custom takes the --*-ms values below")
+	for i := range f.values {
+		fl.IntVar(&f.values[i].v, f.values[i].flag, 0, "custom timing: "+strings.ReplaceAll(f.values[i].flag, "-", " "))
+	}
 	fl.Var(f.switchback, "switchback", "default switchback policy of the cluster's hierarchies")
 	fl.Var(f.fencing, "fencing", "self: an isolated agent fences itself; none: external fencing")
 	return f
@@ -102,6 +173,19 @@ func (f *clusterFlags) read(cmd *cobra.Command) {
 	f.timingSet = fl.Changed("timing-profile")
 	f.switchSet = fl.Changed("switchback")
 	f.fenceSet = fl.Changed("fencing")
+	for i := range f.values {
+		f.values[i].set = fl.Changed(f.values[i].flag)
+	}
+}
+
+// profile is the timing profile to send: custom when timing values were
+// given.
+func (f *clusterFlags) profile(t *client.Timing) *client.TimingProfile {
+	if t != nil {
+		p := client.Custom
+		return &p
+	}
+	return ptrIf(f.timingSet, client.TimingProfile(f.timing.value))
 }
 
 func clustersCreateCmd(a *app) *cobra.Command {
@@ -111,24 +195,29 @@ func clustersCreateCmd(a *app) *cobra.Command {
 		Args:  positional(),
 	}
 	f := addClusterFlags(cmd)
-	idem := addIdempotencyFlag(cmd)
+	idem := addIdempotencyFlag(a, cmd)
 	_ = cmd.MarkFlagRequired("name")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		f.read(cmd)
-		key, err := idem.value(cmd)
+		timing, err := f.customTiming(nil)
 		if err != nil {
 			return err
 		}
 		body := client.ClusterCreate{
 			Name:              f.name,
 			Description:       ptrIf(f.descSet, f.description),
-			TimingProfile:     ptrIf(f.timingSet, client.TimingProfile(f.timing.value)),
+			TimingProfile:     f.profile(timing),
+			Timing:            timing,
 			SwitchbackDefault: ptrIf(f.switchSet, client.SwitchbackPolicy(f.switchback.value)),
 			Fencing:           ptrIf(f.fenceSet, client.FencingPolicy(f.fencing.value)),
 		}
+		key, err := idem.value(cmd, "createCluster"+"", body)
+		if err != nil {
+			return err
+		}
 		resp, err := a.api.CreateClusterWithResponse(cmd.Context(), &client.CreateClusterParams{IdempotencyKey: &key}, body)
-		if err := a.check(resp, err, http.StatusCreated); err != nil {
-			return retryHint(err, key)
+		if err := idem.settle(a.check(resp, err, http.StatusCreated), key); err != nil {
+			return err
 		}
 		a.noteReplay(resp.HTTPResponse)
 		if a.jsonOutput() {
@@ -150,18 +239,36 @@ Setting --timing-profile replaces the timing values with the profile's.`,
 	f := addClusterFlags(cmd)
 	match := addIfMatchFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		id, err := parseID("cluster id", args[0])
+		id, err := a.cluster(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
 		f.read(cmd)
-		if !f.nameSet && !f.descSet && !f.timingSet && !f.switchSet && !f.fenceSet {
-			return usageErrorf("nothing to update: give at least one of --name, --description, --timing-profile, --switchback, --fencing")
+		var timing *client.Timing
+		for _, tv := range f.values {
+			if tv.set { // fill the values not given from the cluster's
+				cur, err := a.api.GetClusterWithResponse(cmd.Context(), id)
+				if err := a.check(cur, err, http.StatusOK); err != nil {
+					return err
+				}
+				if timing, err = f.customTiming(&cur.JSON200.Timing); err != nil {
+					return err
+				}
+				break
+			}
+		}
+		if timing == nil && f.timingSet && f.timing.value == string(client.Custom) {
+			_, err := f.customTiming(nil)
+			return err
+		}
+		if !f.nameSet && !f.descSet && !f.timingSet && !f.switchSet && !f.fenceSet && timing == nil {
+			return usageErrorf("nothing to update: give at least one of --name, --description, --timing-profile (or timing values), --switchback, --fencing")
 		}
 		body := client.ClusterPatch{
 			Name:              ptrIf(f.nameSet, f.name),
 			Description:       ptrIf(f.descSet, f.description),
-			TimingProfile:     ptrIf(f.timingSet, client.TimingProfile(f.timing.value)),
+			TimingProfile:     f.profile(timing),
+			Timing:            timing,
 			SwitchbackDefault: ptrIf(f.switchSet, client.SwitchbackPolicy(f.switchback.value)),
 			Fencing:           ptrIf(f.fenceSet, client.FencingPolicy(f.fencing.value)),
 		}
@@ -185,10 +292,21 @@ func clustersDeleteCmd(a *app) *cobra.Command {
 		Args:    positional("CLUSTER"),
 	}
 	match := addIfMatchFlag(cmd)
+	yes := addYesFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		id, err := parseID("cluster id", args[0])
+		ctx := cmd.Context()
+		id, err := a.cluster(ctx, args[0])
 		if err != nil {
 			return err
+		}
+		if !*yes {
+			what, err := a.clusterCascade(ctx, id)
+			if err != nil {
+				return err
+			}
+			if err := a.confirm(false, what); err != nil {
+				return err
+			}
 		}
 		resp, err := a.api.DeleteClusterWithResponse(cmd.Context(), id, &client.DeleteClusterParams{IfMatch: ifMatch(cmd, match)})
 		if err := a.check(resp, err, http.StatusNoContent); err != nil {
@@ -197,6 +315,41 @@ func clustersDeleteCmd(a *app) *cobra.Command {
 		return a.deleted("cluster %s deleted with its nodes, paths and hierarchies", id)
 	}
 	return cmd
+}
+
+// clusterCascade says what deleting cluster id removes with it.
+func (a *app) clusterCascade(ctx context.Context, id uuid.UUID) (string, error) {
+	resp, err := a.api.GetClusterWithResponse(ctx, id)
+	if err := a.check(resp, err, http.StatusOK); err != nil {
+		return "", err
+	}
+	nodes, err := a.listNodes(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	paths, err := a.listPaths(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	hs, err := a.listHierarchies(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	var running []string
+	for _, h := range hs {
+		if h.Placement.State == client.PlacementStateInService || h.Placement.State == client.PlacementStateStarting {
+			running = append(running, h.Name)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Delete cluster %s (%s) with everything it owns:\n", resp.JSON200.Name, id)
+	fmt.Fprintf(&b, "  %d node(s) (their agents' enrollments), %d path(s) (%d links), %d hierarchy(ies) with their placements,\n", len(nodes), len(paths), len(paths)/2, len(hs))
+	fmt.Fprintf(&b, "  fence devices, incidents, commands and the cluster's event log.\n")
+	if len(running) > 0 {
+		fmt.Fprintf(&b, "  In service now, and no longer protected afterwards: %s.\n", strings.Join(running, ", "))
+	}
+	b.WriteString("This cannot be undone.")
+	return b.String(), nil
 }
 
 // deleted confirms a deletion in table output; json output stays empty, as

@@ -66,15 +66,45 @@ func (e *problemError) status() int {
 
 // Error renders the problem as "<status> <title>: <detail>".
 func (e *problemError) Error() string {
+	msg := e.headline()
+	if d := e.detail(); d != "" {
+		msg += ": " + d
+	}
+	return msg
+}
+
+// headline is "<status> <title>".
+func (e *problemError) headline() string {
 	title := e.problem.Title
 	if title == "" {
 		title = http.StatusText(e.status())
 	}
-	msg := fmt.Sprintf("%d %s", e.status(), title)
-	if e.problem.Detail != nil && *e.problem.Detail != "" {
-		msg += ": " + *e.problem.Detail
+	return fmt.Sprintf("%d %s", e.status(), title)
+}
+
+func (e *problemError) detail() string {
+	if e.problem.Detail == nil {
+		return ""
 	}
-	return msg
+	return *e.problem.Detail
+}
+
+func fieldErrors(p client.Problem) []client.FieldError {
+	if p.Errors == nil {
+		return nil
+	}
+	return *p.Errors
+}
+
+// restates tells whether a problem's detail only repeats its field
+// errors' messages (the server puts the first one, or all of them, in it).
+func restates(detail string, fes []client.FieldError) bool {
+	for _, fe := range fes {
+		if fe.Message != "" && strings.Contains(detail, fe.Message) {
+			return true
+		}
+	}
+	return false
 }
 
 // httpError is an answer that is neither the expected one nor a problem,
@@ -139,14 +169,27 @@ func reportError(w io.Writer, cmd *cobra.Command, err error) int {
 	} else if errors.As(err, &f) {
 		code = exitFailure
 	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
 
 	var pe *problemError
 	if errors.As(err, &pe) {
-		fmt.Fprintf(w, "error: %s\n", pe.Error())
-		if pe.problem.Errors != nil {
-			for _, fe := range *pe.problem.Errors {
+		// A validation problem's detail restates its field errors: print
+		// each field error once, on its own line, and the detail only
+		// when it says something they do not.
+		if fes := fieldErrors(pe.problem); len(fes) > 0 {
+			head := pe.headline()
+			if d := pe.detail(); d != "" && !restates(d, fes) {
+				head += ": " + d
+			}
+			fmt.Fprintf(w, "error: %s\n", head)
+			for _, fe := range fes {
 				fmt.Fprintf(w, "  %s: %s\n", fe.Location, fe.Message)
 			}
+		} else {
+			fmt.Fprintf(w, "error: %s\n", pe.Error())
 		}
 		if pe.problem.RequestId != nil && *pe.problem.RequestId != "" {
 			fmt.Fprintf(w, "request id: %s\n", *pe.problem.RequestId)

@@ -23,6 +23,7 @@ func newHierarchiesCmd(a *app) *cobra.Command {
 		hierarchiesGetCmd(a),
 		hierarchiesCreateCmd(a),
 		hierarchiesReplaceCmd(a),
+		hierarchiesUpdateCmd(a),
 		hierarchiesDeleteCmd(a),
 	)
 	return cmd
@@ -46,7 +47,7 @@ func hierarchiesGetCmd(a *app) *cobra.Command {
 		Short: "Show a hierarchy with its resources and priorities",
 		Args:  positional("CLUSTER", "HIERARCHY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cid, hid, err := parseClusterChild(args, hierarchyKind)
+			cid, hid, err := a.clusterChild(cmd.Context(), args, hierarchyKind)
 			if err != nil {
 				return err
 			}
@@ -91,13 +92,9 @@ func hierarchiesCreateCmd(a *app) *cobra.Command {
 	var file string
 	cmd.Flags().StringVarP(&file, "file", "f", "", `HierarchySpec JSON file, "-" for standard input`)
 	_ = cmd.MarkFlagRequired("file")
-	idem := addIdempotencyFlag(cmd)
+	idem := addIdempotencyFlag(a, cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
-		if err != nil {
-			return err
-		}
-		key, err := idem.value(cmd)
+		cid, err := a.cluster(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
@@ -105,10 +102,14 @@ func hierarchiesCreateCmd(a *app) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		key, err := idem.value(cmd, "createHierarchy"+cid.String(), spec)
+		if err != nil {
+			return err
+		}
 		resp, err := a.api.CreateHierarchyWithBodyWithResponse(cmd.Context(), cid,
 			&client.CreateHierarchyParams{IdempotencyKey: &key}, "application/json", bytes.NewReader(spec))
-		if err := a.check(resp, err, http.StatusCreated); err != nil {
-			return retryHint(err, key)
+		if err := idem.settle(a.check(resp, err, http.StatusCreated), key); err != nil {
+			return err
 		}
 		a.noteReplay(resp.HTTPResponse)
 		if a.jsonOutput() {
@@ -131,7 +132,7 @@ func hierarchiesReplaceCmd(a *app) *cobra.Command {
 	_ = cmd.MarkFlagRequired("file")
 	match := addIfMatchFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, hid, err := parseClusterChild(args, hierarchyKind)
+		cid, hid, err := a.clusterChild(cmd.Context(), args, hierarchyKind)
 		if err != nil {
 			return err
 		}
@@ -231,4 +232,89 @@ func (a *app) printHierarchy(h *client.Hierarchy, etag string) error {
 // checkSettings renders check settings as interval/timeout.
 func checkSettings(c client.CheckSettings) string {
 	return fmt.Sprintf("%dms/%dms", c.IntervalMs, c.TimeoutMs)
+}
+
+func hierarchiesUpdateCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "update CLUSTER HIERARCHY",
+		Short: "Change the given settings of a hierarchy",
+		Long: `Change the given settings of a hierarchy and leave the others. --priority
+replaces the whole priority list (give every node); --resources-file
+replaces the whole resource list with a JSON array of ResourceSpec.`,
+		Args: positional("CLUSTER", "HIERARCHY"),
+	}
+	var name, description, group, resFile string
+	var prios []string
+	switchback := newEnumFlag("intelligent", "automatic")
+	fl := cmd.Flags()
+	fl.StringVar(&name, "name", "", "new name")
+	fl.StringVar(&description, "description", "", "new description")
+	fl.StringVar(&group, "exclusivity-group", "", "new exclusivity group ('' leaves the group)")
+	fl.Var(switchback, "switchback", "switchback policy")
+	fl.StringArrayVar(&prios, "priority", nil, "NODE=N, repeatable: the new priority list (node by name or id; 1 is preferred)")
+	fl.StringVar(&resFile, "resources-file", "", `JSON array of ResourceSpec replacing the resources ("-": standard input)`)
+	match := addIfMatchFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		cid, hid, err := a.clusterChild(ctx, args, hierarchyKind)
+		if err != nil {
+			return err
+		}
+		body := client.HierarchyPatch{
+			Name:             ptrIf(fl.Changed("name"), name),
+			Description:      ptrIf(fl.Changed("description"), description),
+			ExclusivityGroup: ptrIf(fl.Changed("exclusivity-group"), group),
+		}
+		if fl.Changed("switchback") {
+			sb := client.SwitchbackPolicy(switchback.value)
+			body.Switchback = &sb
+		}
+		if len(prios) > 0 {
+			var ps []client.Priority
+			for _, p := range prios {
+				n, v, ok := strings.Cut(p, "=")
+				prio, perr := strconv.Atoi(strings.TrimSpace(v))
+				if !ok || perr != nil {
+					return usageErrorf("--priority %q: want NODE=N", p)
+				}
+				nid, err := a.node(ctx, cid, strings.TrimSpace(n))
+				if err != nil {
+					return err
+				}
+				ps = append(ps, client.Priority{NodeId: nid, Priority: prio})
+			}
+			body.Priorities = &ps
+		}
+		if resFile != "" {
+			raw, err := a.readFile(resFile)
+			if err != nil {
+				return err
+			}
+			var rs []client.ResourceSpec
+			if err := json.Unmarshal(raw, &rs); err != nil {
+				return fmt.Errorf("%s: not a JSON array of resources: %w", resFile, err)
+			}
+			body.Resources = &rs
+		}
+		if body == (client.HierarchyPatch{}) {
+			return usageErrorf("nothing to update: give at least one of --name, --description, --exclusivity-group, --switchback, --priority, --resources-file")
+		}
+		resp, err := a.api.UpdateHierarchyWithResponse(ctx, cid, hid, &client.UpdateHierarchyParams{IfMatch: ifMatch(cmd, match)}, body)
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return err
+		}
+		if a.jsonOutput() {
+			return a.printJSON(resp.Body)
+		}
+		return a.printHierarchy(resp.JSON200, resp.HTTPResponse.Header.Get("ETag"))
+	}
+	return cmd
+}
+
+// readFile reads a file, or standard input for "-".
+func (a *app) readFile(file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(io.LimitReader(a.stdin, maxSpecSize))
+	}
+	return os.ReadFile(file)
 }

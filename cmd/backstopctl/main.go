@@ -1,21 +1,30 @@
 // Command backstopctl is the operator CLI of Backstop. It drives backstopd,
-// the control plane, through its HTTP API (openapi/backstop.yaml): clusters,
-// their nodes and communication paths, resource hierarchies, API tokens and
-// the audit trail.
+// the control plane, through its HTTP API (openapi/backstop.yaml) and the
+// generated Go client: a one-screen status of each cluster (like
+// crm_mon -1, live with --watch), the placement actions (switchover,
+// in-service, out-of-service, maintenance on|off, each with --wait and
+// progress), explain, simulate, incidents, the event log (--follow over
+// Server-Sent Events), failed marks, webhooks and SNMP targets, and the
+// configuration: clusters, nodes, paths, hierarchies, API tokens and the
+// audit trail.
 //
 // Usage:
 //
-//	backstopctl [--server URL] [--token T] [-o table|json] [--timeout D] COMMAND ...
+//	backstopctl [--server URL] [--token T] [-o table|json|yaml] [--timeout D] COMMAND ...
 //
-// The server URL and the API token default to $BACKSTOP_URL and
-// $BACKSTOP_TOKEN. List commands follow the API's cursors and print every
-// page unless --limit caps them. Create commands send an Idempotency-Key
-// (a fresh UUID unless --idempotency-key names one), so repeating a create
-// with the same key is safe. With -o json the API's own JSON is printed,
-// pretty-printed; a list prints {"items": [...]} holding every page.
+// Objects are named by name or by UUID wherever an id is accepted
+// (backstopctl status mail). The server URL and the API token default to
+// $BACKSTOP_URL and $BACKSTOP_TOKEN; a server URL ending in /v1 is taken
+// without it. List commands follow the API's cursors and print every page
+// unless --limit caps them. Create commands send an Idempotency-Key; a
+// create that got no answer is retried with the same key when the same
+// command runs again (or with --idempotency-key). Destructive commands say
+// what they remove and ask for "yes" (--yes in scripts). With -o json or
+// -o yaml the API's own document is printed.
 //
 // Exit status: 0 on success, 1 when the request failed (an API problem, a
-// network error, an unreadable file), 2 for a usage error.
+// network error, a failed operation), 2 for a usage error, 3 when --wait
+// ran out of time with the operation still running.
 package main
 
 import (
@@ -62,18 +71,22 @@ func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "backstopctl",
 		Short: "Operate a Backstop control plane",
-		Long: `backstopctl manages Backstop through the backstopd API: clusters, nodes,
-communication paths, resource hierarchies, API tokens and the audit trail.
+		Long: `backstopctl operates Backstop through the backstopd API: the status of
+clusters, placement actions (switchover, in/out of service, maintenance),
+explain and simulate, incidents and events, webhooks and SNMP targets, and
+the configuration (clusters, nodes, paths, hierarchies, tokens, audit).
+Objects are named by name or id.
 
 The server and token default to $` + envServer + ` and $` + envToken + `.
-Exit status: 0 on success, 1 when the request failed, 2 for a usage error.`,
+Exit status: 0 on success, 1 when the request failed, 2 for a usage error,
+3 when --wait ran out of time.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	f := root.PersistentFlags()
 	f.StringVar(&a.opts.server, "server", defaultServer, "URL of the backstopd API (env "+envServer+")")
 	f.StringVar(&a.opts.token, "token", "", "API token (env "+envToken+")")
-	f.StringVarP(&a.opts.output, "output", "o", outputTable, "output format: table or json")
+	f.StringVarP(&a.opts.output, "output", "o", outputTable, "output format: table, json or yaml")
 	f.DurationVar(&a.opts.timeout, "timeout", defaultTimeout, "time limit of each HTTP request")
 
 	root.AddCommand(
@@ -83,6 +96,20 @@ Exit status: 0 on success, 1 when the request failed, 2 for a usage error.`,
 		newHierarchiesCmd(a),
 		newTokensCmd(a),
 		newAuditCmd(a),
+		newStatusCmd(a),
+		newSwitchoverCmd(a),
+		newInServiceCmd(a),
+		newOutOfServiceCmd(a),
+		newMaintenanceCmd(a),
+		newExplainCmd(a),
+		newSimulateCmd(a),
+		newFailedMarksCmd(a),
+		newOperationsCmd(a),
+		newIncidentsCmd(a),
+		newEventsCmd(a),
+		newWebhooksCmd(a),
+		newSnmpTargetsCmd(a),
+		newControlPlaneCmd(a),
 	)
 	a.wrapCommands(root)
 	return root

@@ -41,7 +41,7 @@ func nodesGetCmd(a *app) *cobra.Command {
 		Short: "Show a node",
 		Args:  positional("CLUSTER", "NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cid, nid, err := parseClusterChild(args, nodeKind)
+			cid, nid, err := a.clusterChild(cmd.Context(), args, nodeKind)
 			if err != nil {
 				return err
 			}
@@ -70,20 +70,20 @@ node's agent uses to enroll (backstop-agent --enroll-token); it expires after
 	cmd.Flags().StringVar(&name, "name", "", "node name: letters, digits, '.', '_' and '-'")
 	cmd.Flags().StringVar(&description, "description", "", "free text for operators")
 	_ = cmd.MarkFlagRequired("name")
-	idem := addIdempotencyFlag(cmd)
+	idem := addIdempotencyFlag(a, cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
-		if err != nil {
-			return err
-		}
-		key, err := idem.value(cmd)
+		cid, err := a.cluster(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
 		body := client.NodeCreate{Name: name, Description: ptrIf(cmd.Flags().Changed("description"), description)}
+		key, err := idem.value(cmd, "createNode"+cid.String(), body)
+		if err != nil {
+			return err
+		}
 		resp, err := a.api.CreateNodeWithResponse(cmd.Context(), cid, &client.CreateNodeParams{IdempotencyKey: &key}, body)
-		if err := a.check(resp, err, http.StatusCreated); err != nil {
-			return retryHint(err, key)
+		if err := idem.settle(a.check(resp, err, http.StatusCreated), key); err != nil {
+			return err
 		}
 		a.noteReplay(resp.HTTPResponse)
 		if a.jsonOutput() {
@@ -119,7 +119,7 @@ func nodesUpdateCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&description, "description", "", "new description")
 	match := addIfMatchFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, nid, err := parseClusterChild(args, nodeKind)
+		cid, nid, err := a.clusterChild(cmd.Context(), args, nodeKind)
 		if err != nil {
 			return err
 		}

@@ -3,23 +3,38 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const (
 	outputTable = "table"
 	outputJSON  = "json"
+	outputYAML  = "yaml"
 )
 
-func (a *app) jsonOutput() bool { return a.opts.output == outputJSON }
+// jsonOutput tells whether the API's own document is printed (json or
+// yaml) rather than a table.
+func (a *app) jsonOutput() bool { return a.opts.output == outputJSON || a.opts.output == outputYAML }
 
-// printJSON writes a JSON body of the API pretty-printed, as it came.
+// printJSON writes a JSON body of the API pretty-printed, as it came, or
+// as YAML with -o yaml (same fields, same order).
 func (a *app) printJSON(body []byte) error {
+	if a.opts.output == outputYAML {
+		b, err := jsonToYAML(body)
+		if err != nil {
+			return fmt.Errorf("invalid JSON from server %s: %w", a.opts.server, err)
+		}
+		_, err = a.stdout.Write(b)
+		return err
+	}
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, body, "", "  "); err != nil {
 		return fmt.Errorf("invalid JSON from server %s: %w", a.opts.server, err)
@@ -27,6 +42,42 @@ func (a *app) printJSON(body []byte) error {
 	buf.WriteByte('\n')
 	_, err := a.stdout.Write(buf.Bytes())
 	return err
+}
+
+// jsonToYAML re-encodes a JSON document as YAML. JSON is YAML, so the
+// decoder reads it into a node tree that keeps the keys' order; the
+// encoder then writes it in block style.
+func jsonToYAML(body []byte) ([]byte, error) {
+	if !json.Valid(body) {
+		return nil, errors.New("not JSON")
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal(body, &n); err != nil {
+		return nil, err
+	}
+	blockStyle(&n)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// blockStyle clears the flow style the JSON input gave every mapping and
+// sequence, and the double quotes of strings that need none.
+func blockStyle(n *yaml.Node) {
+	n.Style &^= yaml.FlowStyle
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+		n.Style &^= yaml.DoubleQuotedStyle
+	}
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
 }
 
 // table writes aligned columns.
@@ -105,3 +156,6 @@ func compactJSON(v any) string {
 	}
 	return string(b)
 }
+
+// jsonMarshal encodes a value of the client for printJSON.
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

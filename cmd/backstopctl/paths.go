@@ -43,7 +43,7 @@ func pathsGetCmd(a *app) *cobra.Command {
 		Short: "Show one direction of a communication path",
 		Args:  positional("CLUSTER", "PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cid, pid, err := parseClusterChild(args, pathKind)
+			cid, pid, err := a.clusterChild(cmd.Context(), args, pathKind)
 			if err != nil {
 				return err
 			}
@@ -80,33 +80,33 @@ func pathsCreateCmd(a *app) *cobra.Command {
 	}
 	var endA, endB string
 	var priority int
-	cmd.Flags().StringVar(&endA, "a", "", "one end: NODE_ID=ADDRESS, the IP address that node uses on the path")
-	cmd.Flags().StringVar(&endB, "b", "", "the other end: NODE_ID=ADDRESS")
+	cmd.Flags().StringVar(&endA, "a", "", "one end: NODE=ADDRESS (node by name or id), the IP address that node uses on the path")
+	cmd.Flags().StringVar(&endB, "b", "", "the other end: NODE=ADDRESS")
 	cmd.Flags().IntVar(&priority, "priority", 1, "path priority, 1..99; lower is preferred")
 	_ = cmd.MarkFlagRequired("a")
 	_ = cmd.MarkFlagRequired("b")
-	idem := addIdempotencyFlag(cmd)
+	idem := addIdempotencyFlag(a, cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cid, err := parseID("cluster id", args[0])
+		cid, err := a.cluster(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
-		a1, err := parsePathEnd("--a", endA)
+		a1, err := a.pathEnd(cmd.Context(), cid, "--a", endA)
 		if err != nil {
 			return err
 		}
-		b1, err := parsePathEnd("--b", endB)
-		if err != nil {
-			return err
-		}
-		key, err := idem.value(cmd)
+		b1, err := a.pathEnd(cmd.Context(), cid, "--b", endB)
 		if err != nil {
 			return err
 		}
 		body := client.PathCreate{A: a1, B: b1, Priority: ptrIf(cmd.Flags().Changed("priority"), priority)}
+		key, err := idem.value(cmd, "createPath"+cid.String(), body)
+		if err != nil {
+			return err
+		}
 		resp, err := a.api.CreatePathWithResponse(cmd.Context(), cid, &client.CreatePathParams{IdempotencyKey: &key}, body)
-		if err := a.check(resp, err, http.StatusCreated); err != nil {
-			return retryHint(err, key)
+		if err := idem.settle(a.check(resp, err, http.StatusCreated), key); err != nil {
+			return err
 		}
 		a.noteReplay(resp.HTTPResponse)
 		if a.jsonOutput() {
@@ -129,13 +129,13 @@ func pathsDeleteCmd(a *app) *cobra.Command {
 		})
 }
 
-// parsePathEnd parses NODE_ID=ADDRESS.
-func parsePathEnd(flag, s string) (client.PathEnd, error) {
+// pathEnd parses NODE=ADDRESS, the node by name or id.
+func (a *app) pathEnd(ctx context.Context, cid client.ClusterID, flag, s string) (client.PathEnd, error) {
 	node, addr, ok := strings.Cut(s, "=")
-	if !ok || strings.TrimSpace(addr) == "" {
-		return client.PathEnd{}, usageErrorf("%s %q: want NODE_ID=ADDRESS", flag, s)
+	if !ok || strings.TrimSpace(addr) == "" || strings.TrimSpace(node) == "" {
+		return client.PathEnd{}, usageErrorf("%s %q: want NODE_ID=ADDRESS (or NODE_NAME=ADDRESS)", flag, s)
 	}
-	id, err := parseID(flag+" node id", strings.TrimSpace(node))
+	id, err := a.node(ctx, cid, strings.TrimSpace(node))
 	if err != nil {
 		return client.PathEnd{}, err
 	}

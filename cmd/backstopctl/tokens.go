@@ -63,16 +63,16 @@ configures and manages tokens.`,
 	cmd.Flags().Var(role, "role", "role of the token")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("role")
-	idem := addIdempotencyFlag(cmd)
+	idem := addIdempotencyFlag(a, cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		key, err := idem.value(cmd)
+		body := client.TokenCreate{Name: name, Role: client.Role(role.value)}
+		key, err := idem.value(cmd, "createToken"+"", body)
 		if err != nil {
 			return err
 		}
-		body := client.TokenCreate{Name: name, Role: client.Role(role.value)}
 		resp, err := a.api.CreateTokenWithResponse(cmd.Context(), &client.CreateTokenParams{IdempotencyKey: &key}, body)
-		if err := a.check(resp, err, http.StatusCreated); err != nil {
-			return retryHint(err, key)
+		if err := idem.settle(a.check(resp, err, http.StatusCreated), key); err != nil {
+			return err
 		}
 		a.noteReplay(resp.HTTPResponse)
 		if a.jsonOutput() {
@@ -98,22 +98,27 @@ configures and manages tokens.`,
 }
 
 func tokensDeleteCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:     "delete TOKEN",
 		Aliases: []string{"rm", "revoke"},
 		Short:   "Revoke an API token at once",
 		Long:    "Revoke an API token at once. Revoking the last admin token is refused (409).",
 		Args:    positional("TOKEN"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID("token id", args[0])
-			if err != nil {
-				return err
-			}
-			resp, err := a.api.DeleteTokenWithResponse(cmd.Context(), id)
-			if err := a.check(resp, err, http.StatusNoContent); err != nil {
-				return err
-			}
-			return a.deleted("token %s revoked", id)
-		},
 	}
+	yes := addYesFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		id, err := resolve(cmd.Context(), "token", args[0], a.tokenNames)
+		if err != nil {
+			return err
+		}
+		if err := a.confirm(*yes, "Revoke API token "+args[0]+": every client using it is refused from now on."); err != nil {
+			return err
+		}
+		resp, err := a.api.DeleteTokenWithResponse(cmd.Context(), id)
+		if err := a.check(resp, err, http.StatusNoContent); err != nil {
+			return err
+		}
+		return a.deleted("token %s revoked", id)
+	}
+	return cmd
 }

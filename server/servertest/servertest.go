@@ -43,6 +43,7 @@ import (
 	"github.com/backstop-ha/backstop/server"
 	"github.com/backstop-ha/backstop/server/failover"
 	"github.com/backstop-ha/backstop/server/leader"
+	"github.com/backstop-ha/backstop/server/notify"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/storetest"
@@ -250,7 +251,21 @@ func (h *Harness) startControlPlane() {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(h.cpLogs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, SchemaVersion: latest})
+	// Webhook and SNMP target secrets are sealed, and pings and test
+	// traps sent, by a deliverer; this one sends only those one-shots
+	// (no queue: the harness has no River workers).
+	if _, err := st.StartSNMPEngine(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := notify.NewSealer(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliverer, err := notify.New(notify.Config{Store: st, Sealer: sealer, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, SchemaVersion: latest, Deliverer: deliverer})
 	if err != nil {
 		t.Fatal(err)
 	}
