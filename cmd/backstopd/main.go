@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -45,6 +46,9 @@ type Config struct {
 	Delivery notify.Config
 	// FenceAgentsDir holds the fence agents fence devices name.
 	FenceAgentsDir string
+	// PprofListen, when set, serves net/http/pprof there (a separate
+	// listener, never the API's: profiles are for operators on the host).
+	PprofListen string
 }
 
 // *store.Store is the persistence of every area of the HTTP layer.
@@ -106,6 +110,7 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	fs.IntVar(&c.Delivery.Workers, "delivery-workers", d.Workers, "deliveries made at once by this replica (each target one at a time)")
 	fs.StringVar(&c.FenceAgentsDir, "fence-agents-dir", env("BACKSTOP_FENCE_AGENTS_DIR", server.DefaultFenceAgentsDir),
 		"directory of the fence agents (Debian's fence-agents: fence_redfish, fence_ipmilan, ...) that fence devices name (BACKSTOP_FENCE_AGENTS_DIR)")
+	fs.StringVar(&c.PprofListen, "pprof-listen", env("BACKSTOP_PPROF_LISTEN", ""), "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty (BACKSTOP_PPROF_LISTEN)")
 	secretFile := fs.String("secret-key-file", env("BACKSTOP_SECRET_KEY_FILE", ""), "file holding the secret that seals the command-signing keys (BACKSTOP_SECRET_KEY_FILE; or the secret itself in BACKSTOP_SECRET_KEY)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", name)
@@ -270,6 +275,21 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		stopBackground()
 		bg.Wait()
 	}()
+	if cfg.PprofListen != "" {
+		pln, err := net.Listen("tcp", cfg.PprofListen)
+		if err != nil {
+			return fmt.Errorf("--pprof-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ps.Serve(pln) }()
+		defer ps.Close()
+		log.Info("serving Go profiles", "addr", pln.Addr().String())
+	}
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
