@@ -92,6 +92,11 @@ type AgentReport struct {
 	// when not given): a hold is ended only by another process.
 	Instance string
 	Raw      json.RawMessage
+	// Digest identifies the part of the report anything decides from
+	// (hierarchy states and epochs, check results, restarts, path
+	// states), not its telemetry (round-trip times, losses, check
+	// times). Nil: unknown, the report is always stored.
+	Digest []byte
 }
 
 // MaxRestartHold bounds AgentReport.RestartHold (the contract's maximum

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -24,6 +26,8 @@ type agentHandlers struct {
 	log     *slog.Logger
 	keys    Keyring
 	waiters *waiters
+	// slots admits heartbeats to store work (admit).
+	slots chan struct{}
 	// recovery observes the time from detection to recovery.
 	recovery prometheus.Observer
 	// pollWaiting is a test signal (River's elector tests have them): when
@@ -178,21 +182,53 @@ func (ah *agentHandlers) AgentEnroll(ctx context.Context, r api.AgentEnrollReque
 }
 
 // AgentHeartbeat renews the node lease and records its report.
+//
+// Most heartbeats say nothing new: the node is up and its report differs
+// from the stored one only in telemetry (round-trip times, check times).
+// Those renew the lease with one UPDATE (store.RenewLease) and nothing
+// else; the rest, and any the fast path turns down, take the full
+// transaction. The store work does not follow the request's
+// cancellation: a query cut by a cancelled context costs PostgreSQL a
+// cancel request and pgx its connection (a new session), which is how an
+// overloaded control plane collapsed. A heartbeat whose agent already
+// gave up is not started, and heartbeats beyond what the database can
+// take are refused with 503 and Retry-After (admit).
 func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequestObject) (api.AgentHeartbeatResponseObject, error) {
 	a, err := agentFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
+	hold := deref(r.Body.RestartHoldMs, 0)
+	if hold < 0 || time.Duration(hold)*time.Millisecond > backstop.MaxRestartHold {
+		return nil, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", backstop.MaxRestartHold.Milliseconds(), hold)
+	}
+	release, err := ah.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	// Detached from the request: see above. The timeout only bounds a
+	// stuck database; the agent's own deadline is far shorter.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	digest := reportDigest(r.Body)
+	if hold == 0 && deref(r.Body.Fences, nil) == nil && !reportsFailure(r.Body) {
+		ack, ok, err := ah.store.RenewLease(sctx, a, digest)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
+		}
+	}
 	raw, err := json.Marshal(r.Body)
 	if err != nil {
 		return nil, err
 	}
-	rep := backstop.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw, Instance: deref(r.Body.Instance, "")}
-	if ms := deref(r.Body.RestartHoldMs, 0); ms < 0 || time.Duration(ms)*time.Millisecond > backstop.MaxRestartHold {
-		return nil, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", backstop.MaxRestartHold.Milliseconds(), ms)
-	} else if ms > 0 {
-		rep.RestartHold = time.Duration(ms) * time.Millisecond
-		ah.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", ms)
+	rep := backstop.AgentReport{ConfigVersion: r.Body.ConfigVersion, Raw: raw, Instance: deref(r.Body.Instance, ""), Digest: digest}
+	if hold > 0 {
+		rep.RestartHold = time.Duration(hold) * time.Millisecond
+		ah.log.InfoContext(ctx, "agent announces a restart", "node_id", a.NodeID, "node", a.NodeName, "restart_hold_ms", hold)
 	}
 	for _, h := range deref(r.Body.Hierarchies, nil) {
 		rep.Hierarchies = append(rep.Hierarchies, backstop.HierarchyReport{HierarchyID: h.HierarchyId.String(), Epoch: h.Epoch, State: backstop.PlacementState(h.State), Detail: deref(h.Detail, "")})
@@ -205,12 +241,112 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 		rep.Fences = append(rep.Fences, fr)
 		ah.log.WarnContext(ctx, "agent reports it fenced itself", "node_id", a.NodeID, "node", a.NodeName, "at", f.At, "reason", f.Reason)
 	}
-	ack, err := ah.store.RecordHeartbeat(ctx, a, rep)
+	ack, err := ah.store.RecordHeartbeat(sctx, a, rep)
 	if err != nil {
 		return nil, err
 	}
 	return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
 }
+
+// storeTimeout bounds store work detached from its request.
+const storeTimeout = 10 * time.Second
+
+// reportsFailure tells whether a heartbeat reports a failed hierarchy,
+// which RecordHeartbeat turns into a placement change.
+func reportsFailure(b *api.AgentHeartbeatJSONRequestBody) bool {
+	for _, h := range deref(b.Hierarchies, nil) {
+		if h.State == api.PlacementStateFailed {
+			return true
+		}
+	}
+	return false
+}
+
+// reportDigest hashes what anything reads from a stored report: each
+// hierarchy's id, epoch, state and detail; each resource's checks'
+// presence and outcome and its restarts; each path's id, peer and state.
+// Round-trip times, losses, failure counts, check times and details are
+// telemetry and left out, so a steady node's reports share one digest.
+// Order counts (the agent sorts its lists).
+func reportDigest(b *api.AgentHeartbeatJSONRequestBody) []byte {
+	h := sha256.New()
+	var buf []byte
+	str := func(s string) {
+		buf = binary.AppendUvarint(buf, uint64(len(s)))
+		buf = append(buf, s...)
+	}
+	check := func(c *api.CheckResult) {
+		switch {
+		case c == nil:
+			buf = append(buf, 0)
+		case c.Ok:
+			buf = append(buf, 1)
+		default:
+			buf = append(buf, 2)
+		}
+	}
+	buf = append(buf, "backstop-report-v1"...)
+	for _, x := range deref(b.Hierarchies, nil) {
+		buf = append(buf, 'h')
+		buf = append(buf, x.HierarchyId[:]...)
+		buf = binary.AppendVarint(buf, x.Epoch)
+		str(string(x.State))
+		str(deref(x.Detail, ""))
+	}
+	for _, x := range deref(b.Resources, nil) {
+		buf = append(buf, 'r')
+		buf = append(buf, x.HierarchyId[:]...)
+		str(x.Resource)
+		check(x.Quick)
+		check(x.Deep)
+		buf = binary.AppendVarint(buf, int64(deref(x.Restarts, 0)))
+	}
+	for _, x := range deref(b.Paths, nil) {
+		buf = append(buf, 'p')
+		buf = append(buf, x.PathId[:]...)
+		buf = append(buf, x.PeerNodeId[:]...)
+		str(string(x.State))
+	}
+	h.Write(buf)
+	return h.Sum(nil)
+}
+
+// admit takes a slot for store work, waiting at most admitWait: a
+// heartbeat answered later than that is of little use to the agent (its
+// lease runs on its own clock), and queueing more work than the database
+// can take is what makes a control plane collapse instead of saturate.
+// It fails with errOverloaded (503, Retry-After) when no slot frees up, and
+// with the context's error when the client gave up while waiting.
+func (ah *agentHandlers) admit(ctx context.Context) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // the agent gave up already: don't start
+	}
+	select {
+	case ah.slots <- struct{}{}:
+		return func() { <-ah.slots }, nil
+	default:
+	}
+	t := time.NewTimer(admitWait)
+	defer t.Stop()
+	select {
+	case ah.slots <- struct{}{}:
+		return func() { <-ah.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, errOverloaded
+	}
+}
+
+const (
+	// agentSlots is how many heartbeats do store work at once: a few
+	// per PostgreSQL connection keeps them busy without a queue
+	// building up inside the pool.
+	agentSlots = 48
+	// admitWait is how long a heartbeat waits for a slot before it is
+	// refused.
+	admitWait = 250 * time.Millisecond
+)
 
 // AgentPollCommands returns the node's queued commands, waiting up to
 // wait ms for one to be queued.

@@ -184,6 +184,10 @@ type AgentStore interface {
 	// agent credential. Returns ErrUnauthenticated for an unknown, used
 	// or expired token.
 	Enroll(ctx context.Context, token string, publicKey []byte, facts backstop.HostFacts) (backstop.Node, string, error)
+	// RenewLease renews the lease of an up node whose stored report has
+	// digest, and nothing else, in one statement; ok false: nothing was
+	// done and RecordHeartbeat must be called.
+	RenewLease(ctx context.Context, a backstop.AgentIdentity, digest []byte) (ack backstop.HeartbeatAck, ok bool, err error)
 	// RecordHeartbeat renews the node's lease and records its report.
 	RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r backstop.AgentReport) (backstop.HeartbeatAck, error)
 	// AgentConfig returns the node's desired configuration.

@@ -1,0 +1,181 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/backstop-ha/backstop"
+)
+
+// Tests of the heartbeat's fast path (RenewLease) and of the failure
+// detector never waiting on a heartbeat. Both are about the safety
+// promise "never two copies": a lease is only ever granted where the full
+// heartbeat would have granted the same one, and a node is never judged
+// on a lease a heartbeat is renewing.
+
+func (e *judgeEnv) agent(i int) backstop.AgentIdentity {
+	return backstop.AgentIdentity{NodeID: e.nodes[i].ID, ClusterID: e.c.ID, NodeName: e.nodes[i].Name}
+}
+
+// leaseLeft is how long node i's lease runs, by the database clock.
+func (e *judgeEnv) leaseLeft(i int) time.Duration {
+	e.t.Helper()
+	var ms float64
+	if err := e.st.Pool().QueryRow(e.t.Context(), `SELECT extract(epoch FROM lease_expires_at - now()) * 1000 FROM nodes WHERE id = $1`, e.nodes[i].ID).Scan(&ms); err != nil {
+		e.t.Fatal(err)
+	}
+	return time.Duration(ms * float64(time.Millisecond))
+}
+
+func (e *judgeEnv) storedReport(i int) string {
+	e.t.Helper()
+	var s string
+	if err := e.st.Pool().QueryRow(e.t.Context(), `SELECT report::text FROM nodes WHERE id = $1`, e.nodes[i].ID).Scan(&s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// TestRenewLease: the fast path renews a lease exactly as the full
+// heartbeat would, and only where the full heartbeat would do nothing
+// else. Invariant (never two copies): a node declared down gets no lease
+// from it (its agent must be told to fence, which only RecordHeartbeat
+// does), and a restart hold or an incident's deep-check timeline is never
+// skipped.
+func TestRenewLease(t *testing.T) {
+	e := newJudgeEnv(t, 2)
+	ctx := t.Context()
+	d1, d2 := []byte("digest-1-0123456789abcdef0123456"), []byte("digest-2-0123456789abcdef0123456")
+	renew := func(d []byte) (backstop.HeartbeatAck, bool) {
+		t.Helper()
+		ack, ok, err := e.st.RenewLease(ctx, e.agent(0), d)
+		if err != nil {
+			t.Fatalf("RenewLease: %v", err)
+		}
+		return ack, ok
+	}
+	// No digest stored yet: the first report must be stored.
+	if _, ok := renew(d1); ok {
+		t.Fatal("RenewLease renewed a node with no stored digest")
+	}
+	if _, ok := renew(nil); ok {
+		t.Fatal("RenewLease renewed without a digest")
+	}
+	raw1 := `{"config_version": 1, "paths": [{"path_id": "0195f7a4-2222-7000-8000-000000000001", "state": "up", "rtt_ms": 0.3, "peer_node_id": "` + e.nodes[1].ID + `"}]}`
+	if _, err := e.st.RecordHeartbeat(ctx, e.agent(0), backstop.AgentReport{ConfigVersion: 1, Raw: []byte(raw1), Digest: d1}); err != nil {
+		t.Fatal(err)
+	}
+	stored := e.storedReport(0)
+
+	// Same digest: renewed from now, TTL plus grace, report kept.
+	e.exec(`UPDATE nodes SET lease_expires_at = now() + interval '10 ms' WHERE id = $1`, e.nodes[0].ID)
+	ack, ok := renew(d1)
+	if !ok {
+		t.Fatal("RenewLease refused an up node with the same digest")
+	}
+	if ack.LeaseTTL != time.Second || ack.Term != e.term || ack.DeclaredDown {
+		t.Errorf("ack %+v, want a 1 s lease at term %d", ack, e.term)
+	}
+	if left := e.leaseLeft(0); left < time.Second || left > 1250*time.Millisecond {
+		t.Errorf("lease runs %v more, want TTL plus grace (1.25 s)", left)
+	}
+	if got := e.storedReport(0); got != stored {
+		t.Errorf("report rewritten by the fast path: %s, want %s", got, stored)
+	}
+
+	// Another digest: nothing done.
+	e.exec(`UPDATE nodes SET lease_expires_at = now() + interval '10 ms' WHERE id = $1`, e.nodes[0].ID)
+	if _, ok := renew(d2); ok {
+		t.Fatal("RenewLease renewed a node whose report changed")
+	}
+	if left := e.leaseLeft(0); left > 100*time.Millisecond {
+		t.Errorf("a refused fast path renewed the lease (%v left)", left)
+	}
+
+	// Declared down: no lease from the fast path; the full heartbeat
+	// answers with none and says why.
+	e.exec(`UPDATE nodes SET state = 'down', lease_expires_at = now() - interval '1 s' WHERE id = $1`, e.nodes[0].ID)
+	if _, ok := renew(d1); ok {
+		t.Fatal("RenewLease renewed the lease of a node declared down")
+	}
+	if left := e.leaseLeft(0); left > 0 {
+		t.Errorf("a down node's lease was renewed (%v left)", left)
+	}
+	ack, err := e.st.RecordHeartbeat(ctx, e.agent(0), backstop.AgentReport{ConfigVersion: 1, Raw: []byte(raw1), Digest: d1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.LeaseTTL != 0 || !ack.DeclaredDown {
+		t.Errorf("full heartbeat of a node declared down: %+v, want no lease", ack)
+	}
+
+	// A restart hold is the full heartbeat's business.
+	e.exec(`UPDATE nodes SET state = 'up', hold_instance = 'a1' WHERE id = $1`, e.nodes[0].ID)
+	if _, ok := renew(d1); ok {
+		t.Fatal("RenewLease renewed a node under a restart hold")
+	}
+	e.exec(`UPDATE nodes SET hold_instance = NULL WHERE id = $1`, e.nodes[0].ID)
+	if _, ok := renew(d1); !ok {
+		t.Fatal("RenewLease refused an up node after its hold ended")
+	}
+
+	// An incident waiting for the node's first passing deep check needs
+	// the reports' check times: the full heartbeat stores them.
+	e.exec(`INSERT INTO incidents (id, cluster_id, hierarchy_id, kind, to_node, reason, detected_at, started_at)
+		VALUES (gen_random_uuid(), $1, gen_random_uuid(), 'failover', $2, 'test', now(), now())`, e.c.ID, e.nodes[0].ID)
+	if _, ok := renew(d1); ok {
+		t.Fatal("RenewLease skipped a report an incident waits for")
+	}
+	e.exec(`UPDATE incidents SET first_deep_check_at = now() WHERE to_node = $1`, e.nodes[0].ID)
+	if _, ok := renew(d1); !ok {
+		t.Fatal("RenewLease refused after the incident's timeline ended")
+	}
+
+	// A deleted node: nothing to renew, no error (the full heartbeat
+	// answers not found).
+	e.exec(`DELETE FROM nodes WHERE id = $1`, e.nodes[0].ID)
+	if _, ok := renew(d1); ok {
+		t.Fatal("RenewLease renewed a deleted node")
+	}
+	if _, err := e.st.RecordHeartbeat(ctx, e.agent(0), backstop.AgentReport{Raw: []byte(raw1), Digest: d1}); !errors.Is(err, backstop.ErrNotFound) {
+		t.Errorf("heartbeat of a deleted node: %v, want not found", err)
+	}
+}
+
+// TestJudgeSkipsLockedNodes: the failure detector does not wait on a
+// node whose row a heartbeat holds, and does not judge it; once the
+// heartbeat is done (here: it did not renew) the next pass judges it.
+// Invariant: no node is declared down on a lease being renewed, and the
+// detector never holds up heartbeats by waiting itself.
+func TestJudgeSkipsLockedNodes(t *testing.T) {
+	e := newJudgeEnv(t, 3)
+	e.lapse(0)
+	e.set(1, "up", "-10 ms", "1 s", map[int]string{0: "down", 2: "up"})
+	e.set(2, "up", "-10 ms", "1 s", map[int]string{0: "down", 1: "up"})
+	tx, err := e.st.Pool().Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	if _, err := tx.Exec(t.Context(), `SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE`, e.nodes[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	trs, err := e.st.JudgeNodes(ctx, e.term)
+	if err != nil {
+		t.Fatalf("JudgeNodes with a node row locked: %v (it waited on the lock)", err)
+	}
+	if len(trs) != 0 {
+		t.Fatalf("JudgeNodes judged a node a heartbeat holds: %+v", trs)
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	trs = e.judge()
+	if len(trs) != 1 || trs[0].NodeID != e.nodes[0].ID || trs[0].To != backstop.NodeDown {
+		t.Fatalf("after the heartbeat let go: %+v, want node 1 down", trs)
+	}
+}
