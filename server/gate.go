@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -170,11 +172,59 @@ func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, err
 	if err != nil {
 		return backstop.AgentIdentity{}, err
 	}
+	key := sha256.Sum256([]byte(secret))
+	if a, ok := s.agentCreds.get(key, time.Now()); ok {
+		return a, nil
+	}
 	a, err := s.gateStore.AuthenticateAgent(r.Context(), secret)
 	if errors.Is(err, backstop.ErrUnauthenticated) {
 		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
 	}
+	if err == nil {
+		s.agentCreds.put(key, a, time.Now())
+	}
 	return a, err
+}
+
+// credCacheTTL is how long a resolved agent credential is believed
+// without asking the database again. Agent credentials change only when
+// their node is deleted (enrollment sets one, nothing rotates it); a
+// deleted node's agent keeps passing the gate for at most this long, and
+// finds no node behind it (its heartbeats are refused, no command is
+// queued for it). An agent asks several times a second, so this saves
+// most lookups.
+const credCacheTTL = 2 * time.Second
+
+// credCache remembers resolved agent credentials for credCacheTTL,
+// keyed by the credential's SHA-256.
+type credCache struct {
+	// mu guards m.
+	mu sync.Mutex
+	m  map[[32]byte]credEntry
+}
+
+type credEntry struct {
+	a     backstop.AgentIdentity
+	until time.Time
+}
+
+func (c *credCache) get(key [32]byte, now time.Time) (backstop.AgentIdentity, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || now.After(e.until) {
+		return backstop.AgentIdentity{}, false
+	}
+	return e.a, true
+}
+
+func (c *credCache) put(key [32]byte, a backstop.AgentIdentity, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= 100_000 { // bounded: start over rather than grow
+		c.m = map[[32]byte]credEntry{}
+	}
+	c.m[key] = credEntry{a: a, until: now.Add(credCacheTTL)}
 }
 
 // authenticate resolves the bearer token and checks its role.

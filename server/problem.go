@@ -17,6 +17,13 @@ const problemBase = "https://backstop.dev/problems/"
 // problem is an RFC 9457 problem detail (the contract's Problem schema).
 type problem = api.Problem
 
+// errOverloaded refuses work the server cannot take now (503 with
+// Retry-After): shedding load early keeps what is admitted fast.
+var errOverloaded = errors.New("the control plane is overloaded; retry shortly")
+
+// retryAfter is the Retry-After of an overloaded answer, in seconds.
+const retryAfter = "1"
+
 // statusFor maps a domain error to its HTTP status and problem slug. It is
 // the one place where errors become statuses (headscale's mapError).
 func statusFor(err error) (int, string) {
@@ -38,6 +45,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusForbidden, "forbidden"
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "body-too-large"
+	case errors.Is(err, errOverloaded):
+		return http.StatusServiceUnavailable, "overloaded"
 	default:
 		return http.StatusInternalServerError, "internal"
 	}
@@ -67,7 +76,7 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, status int
 		p.Errors = &errs
 	}
 	level := slog.LevelDebug
-	if status >= 500 {
+	if status >= 500 && status != http.StatusServiceUnavailable { // 503s are shed load: counted in metrics, not logged one by one
 		level = slog.LevelError
 	}
 	s.log.Log(r.Context(), level, "request failed", "status", status, "detail", detail, "request_id", requestIDFrom(r.Context()), "path", r.URL.Path)
@@ -101,6 +110,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="backstop"`)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	s.writeProblem(w, r, status, slug, detailOf(err), nil)
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -87,6 +88,7 @@ type Server struct {
 
 	// gateStore authenticates requests and keeps idempotent answers.
 	gateStore  gateStore
+	agentCreds credCache
 	log        *slog.Logger
 	router     routers.Router
 	validation *openapi3filter.Options
@@ -158,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 		pathHandlers:      pathHandlers{store: cfg.Store},
 		hierarchyHandlers: hierarchyHandlers{store: cfg.Store},
 		tokenHandlers:     tokenHandlers{store: cfg.Store},
-		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery},
+		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, slots: make(chan struct{}, agentSlots)},
 		placementHandlers: placementHandlers{store: cfg.Store, log: log, sign: cfg.Keyring.Sign, waiters: wake},
 		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events},
 		webhookHandlers:   webhookHandlers{store: cfg.Store, deliver: cfg.Deliverer},
@@ -261,7 +263,17 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		d := time.Since(start)
 		s.metrics.observe(r.Method, route, ww.Status(), d)
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		level := slog.LevelInfo
+		if ww.Status() < 400 && strings.HasPrefix(r.URL.Path, "/agent/") {
+			// Every agent heartbeats several times a second: their
+			// successful requests are in the metrics; a line each
+			// would be most of the log (and of the server's work).
+			level = slog.LevelDebug
+		}
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		s.log.LogAttrs(r.Context(), level, "request",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", ww.Status()),
 			slog.Duration("duration", d), slog.String("request_id", requestIDFrom(r.Context())))
 	})
