@@ -2,7 +2,7 @@
 GO ?= go
 GEN := openapi/api/api.gen.go openapi/client/client.gen.go
 
-.PHONY: demo test vet fmt-check generate generate-check build bench clean
+.PHONY: demo test vet fmt-check generate generate-check build bench bench-scale clean
 
 ## demo: a local demo cluster on a throwaway PostgreSQL (Ctrl-C stops it)
 demo:
@@ -38,6 +38,12 @@ build:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 5 ./server/
+
+## bench-scale: the control plane's capacity curve: 250, 1,000 and 2,000
+## simulated agents (real protocol) at the lan profile against one
+## backstopd and a throwaway PostgreSQL (see e2e/cmd/agentload)
+bench-scale:
+	$(GO) run ./e2e/cmd/agentload --agents 250,1000,2000 --profile lan $(SCALE_FLAGS)
 
 clean:
 	rm -rf bin
