@@ -312,9 +312,18 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r
 				// again. It concerns only placements the node had before
 				// its previous heartbeat; both times are the database's,
 				// so no clock of the agent is trusted.
-				if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_state = 'failed', placement_detail = $3, placement_updated_at = now()
+				//
+				// A clean fence is not the hierarchy's failure on the node
+				// (a lease lapsed; a hierarchy whose fence failed is
+				// reported failed above and keeps its mark): the hierarchy
+				// is left failed with no node and no failed mark, and the
+				// engine places it again where it can run, this node
+				// included (failover.Decide), so one lapse under load does
+				// not leave the service down until an operator acts.
+				if _, err := tx.Exec(ctx, `UPDATE hierarchies SET placement_node_id = NULL, placement_state = 'failed', placement_detail = $3, placement_updated_at = now()
 					WHERE id = $1 AND placement_node_id = $2 AND placement_state <> 'failed' AND placement_updated_at <= $4`,
-					hid, a.NodeID, fmt.Sprintf("node %s fenced itself at %s: %s", a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason), prevSeen); err != nil {
+					hid, a.NodeID, fmt.Sprintf("node %s fenced itself at %s: %s; it will be placed again as soon as a node can take it",
+						a.NodeName, f.At.UTC().Format(time.RFC3339Nano), f.Reason), prevSeen); err != nil {
 					return ack, err
 				}
 			}

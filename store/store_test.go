@@ -315,7 +315,8 @@ func TestIdempotencyKeys(t *testing.T) {
 }
 
 // A fence report fails the placements the node had before it was cut
-// off, never one made after it came back (the report arrives with the
+// off (with no node and no failed mark: they are placed again), never one
+// made after it came back (the report arrives with the
 // first heartbeat after the reconnection, possibly after a switch back).
 func TestLateFenceReport(t *testing.T) {
 	st := storetest.New(t)
@@ -351,13 +352,21 @@ func TestLateFenceReport(t *testing.T) {
 	if _, err := st.RecordHeartbeat(t.Context(), a, rep); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]backstop.PlacementState{old.ID: backstop.PlacementFailed, fresh.ID: backstop.PlacementInService} {
+	// A clean fence leaves the hierarchy failed with no node and no failed
+	// mark, so the engine places it again (the node is up: on it).
+	if _, err := st.ClusterStatuses(t.Context()); err != nil { // turns failed placements on up nodes into marks
+		t.Fatal(err)
+	}
+	for id, want := range map[string]backstop.Placement{old.ID: {State: backstop.PlacementFailed}, fresh.ID: {NodeID: n1.ID, State: backstop.PlacementInService}} {
 		h, err := st.FindHierarchyByID(t.Context(), c.ID, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Placement.State != want {
-			t.Errorf("hierarchy %s after the fence report: %s, want %s", h.Name, h.Placement.State, want)
+		if h.Placement.State != want.State || h.Placement.NodeID != want.NodeID {
+			t.Errorf("hierarchy %s after the fence report: %s on %q, want %s on %q", h.Name, h.Placement.State, h.Placement.NodeID, want.State, want.NodeID)
+		}
+		if marks, err := st.FailedMarks(t.Context(), id); err != nil || len(marks) != 0 {
+			t.Errorf("hierarchy %s has failed marks %+v (%v) after a clean fence", h.Name, marks, err)
 		}
 	}
 }

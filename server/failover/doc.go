@@ -104,14 +104,18 @@
 // TestAgentRestartKeepsServices and
 // TestAgentUpgradeKeepsServices.
 //
-// 10. A bring-up the target gave up by fencing itself is placed again,
-// never twice. When the target's lease lapses while it brings a hierarchy
-// in service (or it refuses because it is isolated), the agent fences what
-// it started and reports the reason fenced or isolated; the store leaves
-// the hierarchy failed with no node and no failed mark
-// (store.RecordCommandResult), and the engine places it again when a node
-// can take it. Nothing runs twice: the target runs nothing of it, the node
-// it left was down before the command was issued, and every further
-// placement goes through 1–8 again. Shown by
-// store.TestFencedBringUpLeavesNoFailedMark and TestFailoverCascade.
+// 10. A hierarchy a node gave up by fencing itself is placed again,
+// never twice. When a node's lease lapses while it brings a hierarchy in
+// service (or it refuses because it is isolated), the agent fences what it
+// started and reports the reason fenced or isolated; when it fenced a
+// hierarchy in service, its fence report says so. A clean fence is not the
+// hierarchy's failure on the node: the store leaves the hierarchy failed
+// with no node and no failed mark (store.RecordCommandResult,
+// store.RecordHeartbeat), and the engine places it again when a node can
+// take it, that node included. A fence that failed is reported as a failed
+// hierarchy and keeps its mark. Nothing runs twice: the node runs nothing
+// of it, any node it left was down before a command was issued, and every
+// further placement goes through 1–8 again. Shown by
+// store.TestFencedBringUpLeavesNoFailedMark, store.TestLateFenceReport
+// and TestFailoverCascade.
 package failover
