@@ -2,14 +2,14 @@
 GO ?= go
 GEN := openapi/api/api.gen.go openapi/client/client.gen.go
 
-.PHONY: demo test vet fmt-check generate generate-check build bench bench-scale clean
+.PHONY: demo test vet fmt-check generate generate-check sdk-check build bench bench-scale clean
 
 ## demo: a local demo cluster on a throwaway PostgreSQL (Ctrl-C stops it)
 demo:
 	$(GO) run ./cmd/backstopd demo
 
-## test: vet, formatting, generated-code drift, then every test with -race
-test: vet fmt-check generate-check
+## test: vet, formatting, generated-code drift (Go and TypeScript), then every test with -race
+test: vet fmt-check generate-check sdk-check
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 vet:
@@ -32,6 +32,20 @@ generate-check:
 	if [ "$$before" != "$$after" ]; then \
 		echo "generated code was stale: go generate ./... updated $(GEN); commit the result"; exit 1; fi
 	$(GO) mod tidy -diff
+
+## sdk-check: the TypeScript SDK's types regenerated from
+## openapi/backstop.yaml must equal the committed ones. Needs the SDK's
+## dependencies (cd openapi/sdk/ts && npm ci; .ci/run does it); without
+## them it says so and, outside CI, passes.
+SDK_TS := openapi/sdk/ts
+sdk-check:
+	@if [ ! -x $(SDK_TS)/node_modules/.bin/openapi-typescript ]; then \
+		echo "sdk-check: run npm ci in $(SDK_TS) first"; [ -z "$$CI" ] || exit 1; exit 0; fi; \
+	tmp=$$(mktemp --suffix=.d.ts); \
+	(cd $(SDK_TS) && node_modules/.bin/openapi-typescript ../../backstop.yaml -o $$tmp >/dev/null) || { rm -f $$tmp; exit 1; }; \
+	if ! cmp -s $$tmp $(SDK_TS)/src/schema.d.ts; then rm -f $$tmp; \
+		echo "TypeScript SDK is stale: cd $(SDK_TS) && npm run generate; commit src/schema.d.ts"; exit 1; fi; \
+	rm -f $$tmp
 
 build:
 	$(GO) build -o bin/ ./cmd/...
