@@ -24,6 +24,7 @@ const (
 	KindSMTP    = "smtp"
 	KindCommand = "command"
 	KindName    = "name"
+	KindMail    = "mail"
 )
 
 // CheckSettings are a check's interval and timeout.
@@ -313,6 +314,14 @@ var kindParams = map[string]map[string]paramSpec{
 	KindCommand: {
 		"check": {true, checkString},
 	},
+	KindMail: {
+		"host":               {true, checkString},
+		"smtp_port":          {false, checkIntRange(1, 65535)},
+		"imap_port":          {false, checkIntRange(1, 65535)},
+		"rcpt":               {true, checkMailAddr},
+		"imap_user":          {true, checkString},
+		"imap_password_file": {true, checkAbsPath},
+	},
 	KindName: {
 		"name":          {true, checkDNSName},
 		"zone":          {true, checkDNSName},
@@ -408,6 +417,17 @@ func checkDNSServer(v any) string {
 	}
 	if checkDNSName(host) != "" {
 		return "must be the DNS server as host or host:port, e.g. 198.18.0.53 or ns1.example.com:53"
+	}
+	return ""
+}
+
+func checkMailAddr(v any) string {
+	if m := checkString(v); m != "" {
+		return m
+	}
+	local, domain, ok := strings.Cut(v.(string), "@")
+	if !ok || local == "" || checkDNSName(domain) != "" || strings.ContainsAny(v.(string), " <>\r\n") {
+		return "must be a mail address such as probe@example.com"
 	}
 	return ""
 }

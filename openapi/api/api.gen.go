@@ -350,6 +350,7 @@ const (
 	ResourceKindCommand ResourceKind = "command"
 	ResourceKindHttp    ResourceKind = "http"
 	ResourceKindIp      ResourceKind = "ip"
+	ResourceKindMail    ResourceKind = "mail"
 	ResourceKindName    ResourceKind = "name"
 	ResourceKindOcf     ResourceKind = "ocf"
 	ResourceKindService ResourceKind = "service"
@@ -366,6 +367,8 @@ func (e ResourceKind) Valid() bool {
 	case ResourceKindHttp:
 		return true
 	case ResourceKindIp:
+		return true
+	case ResourceKindMail:
 		return true
 	case ResourceKindName:
 		return true
@@ -516,6 +519,33 @@ func (e SwitchbackPolicy) Valid() bool {
 	case Automatic:
 		return true
 	case Intelligent:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TemplateParameterType.
+const (
+	TemplateParameterTypeAddress TemplateParameterType = "address"
+	TemplateParameterTypeInteger TemplateParameterType = "integer"
+	TemplateParameterTypeList    TemplateParameterType = "list"
+	TemplateParameterTypePath    TemplateParameterType = "path"
+	TemplateParameterTypeString  TemplateParameterType = "string"
+)
+
+// Valid indicates whether the value is a known member of the TemplateParameterType enum.
+func (e TemplateParameterType) Valid() bool {
+	switch e {
+	case TemplateParameterTypeAddress:
+		return true
+	case TemplateParameterTypeInteger:
+		return true
+	case TemplateParameterTypeList:
+		return true
+	case TemplateParameterTypePath:
+		return true
+	case TemplateParameterTypeString:
 		return true
 	default:
 		return false
@@ -2672,6 +2702,11 @@ type Resource struct {
 	//   publish, usually the virtual IP; omitted: the node's own address towards
 	//   the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
 	//   on the nodes to a key file as tsig-keygen writes it)
+	// * `mail`: a mail system end to end (check only): `host` (required),
+	//   `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
+	//   `rcpt` is read back over IMAP and deleted
 	//
 	//
 	// Example: ip
@@ -2750,6 +2785,11 @@ type ResourceHealth struct {
 //     publish, usually the virtual IP; omitted: the node's own address towards
 //     the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
 //     on the nodes to a key file as tsig-keygen writes it)
+//   - `mail`: a mail system end to end (check only): `host` (required),
+//     `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+//     `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+//     the SMTP and IMAP greetings; deep: a message sent through SMTP to
+//     `rcpt` is read back over IMAP and deleted
 //
 // Example: ip
 type ResourceKind string
@@ -2785,6 +2825,11 @@ type ResourceSpec struct {
 	//   publish, usually the virtual IP; omitted: the node's own address towards
 	//   the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
 	//   on the nodes to a key file as tsig-keygen writes it)
+	// * `mail`: a mail system end to end (check only): `host` (required),
+	//   `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
+	//   `rcpt` is read back over IMAP and deleted
 	//
 	//
 	// Example: ip
@@ -3261,6 +3306,119 @@ type SwitchoverRequest struct {
 //
 // Example: ops-pager
 type TargetName = string
+
+// Template A hierarchy template: data, versioned. `hierarchy` is what it expands
+// into: strings name parameters as `{{param}}`; a string that is only a
+// placeholder takes the parameter's type, and is left out when an
+// optional parameter is not given; a resource with `when: param` is
+// left out unless that parameter is given.
+//
+// Example: {"description":"nginx behind a virtual IP.","hierarchy":{"resources":[]},"name":"nginx","parameters":[],"title":"nginx web server","version":1}
+type Template struct {
+	// Description What it protects and what it expects of the nodes.
+	//
+	// Example: Postfix and Dovecot on a shared data volume.
+	Description string `json:"description"`
+
+	// Hierarchy The hierarchy with placeholders: exclusivity_group, description, resources.
+	//
+	// Example: {"exclusivity_group":"mail","resources":[]}
+	Hierarchy map[string]interface{} `json:"hierarchy"`
+
+	// Name Template name.
+	//
+	// Example: mail
+	Name string `json:"name"`
+
+	// Parameters Its inputs.
+	Parameters []TemplateParameter `json:"parameters"`
+
+	// Title One line.
+	//
+	// Example: Mail server (Postfix + Dovecot)
+	Title string `json:"title"`
+
+	// Version Increases whenever the template changes.
+	//
+	// Example: 1
+	Version int `json:"version"`
+}
+
+// TemplateInstance A hierarchy to create from a template.
+//
+// Example: {"name":"web","parameters":{"data_source":"/srv/www-data","vip":"198.18.1.70"},"priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"template":"nginx"}
+type TemplateInstance struct {
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+	//
+	// Example: mail
+	Name Name `json:"name"`
+
+	// Parameters Values of the template's parameters, by name.
+	//
+	// Example: {"data_source":"/dev/vg0/mail","vip":"198.18.1.50"}
+	Parameters map[string]interface{} `json:"parameters"`
+
+	// Priorities Nodes that may run the hierarchy, with their priorities.
+	Priorities []Priority `json:"priorities"`
+
+	// Template Template name.
+	//
+	// Example: mail
+	Template string `json:"template"`
+
+	// Version The template version the caller expects; refused when the template has changed since.
+	//
+	// Example: 1
+	Version *int `json:"version,omitempty"`
+}
+
+// TemplateList Every template.
+//
+// Example: {"items":[]}
+type TemplateList struct {
+	// Items The templates, by name.
+	Items []Template `json:"items"`
+}
+
+// TemplateParameter One input of a template.
+//
+// Example: {"description":"Virtual IP clients use","name":"vip","required":true,"type":"address"}
+type TemplateParameter struct {
+	// Default Value when not given; absent: an optional parameter whose uses are left out.
+	//
+	// Example: 24
+	Default interface{} `json:"default,omitempty"`
+
+	// Description What it is.
+	//
+	// Example: Virtual IP clients use (no prefix length), e.g. 198.18.1.50
+	Description string `json:"description"`
+
+	// Name Parameter name (a key of `parameters`).
+	//
+	// Example: vip
+	Name string `json:"name"`
+
+	// Required Whether it must be given.
+	//
+	// Example: true
+	Required bool `json:"required"`
+
+	// Type Its JSON type and check.
+	//
+	// Example: address
+	Type TemplateParameterType `json:"type"`
+}
+
+// TemplateParameterType Its JSON type and check.
+//
+// Example: address
+type TemplateParameterType string
 
 // Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
 // `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
@@ -3788,6 +3946,13 @@ type CreateHierarchyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// CreateHierarchyFromTemplateParams defines parameters for CreateHierarchyFromTemplate.
+type CreateHierarchyFromTemplateParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeleteHierarchyParams defines parameters for DeleteHierarchy.
 type DeleteHierarchyParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
@@ -4035,6 +4200,9 @@ type UpdateClusterJSONRequestBody = ClusterPatch
 // CreateHierarchyJSONRequestBody defines body for CreateHierarchy for application/json ContentType.
 type CreateHierarchyJSONRequestBody = HierarchySpec
 
+// CreateHierarchyFromTemplateJSONRequestBody defines body for CreateHierarchyFromTemplate for application/json ContentType.
+type CreateHierarchyFromTemplateJSONRequestBody = TemplateInstance
+
 // UpdateHierarchyJSONRequestBody defines body for UpdateHierarchy for application/json ContentType.
 type UpdateHierarchyJSONRequestBody = HierarchyPatch
 
@@ -4139,6 +4307,9 @@ type ServerInterface interface {
 	// CreateHierarchy Create a hierarchy
 	// (POST /v1/clusters/{cluster_id}/hierarchies)
 	CreateHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params CreateHierarchyParams)
+	// CreateHierarchyFromTemplate Create a hierarchy from a template
+	// (POST /v1/clusters/{cluster_id}/hierarchies/from-template)
+	CreateHierarchyFromTemplate(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params CreateHierarchyFromTemplateParams)
 	// DeleteHierarchy Delete a hierarchy
 	// (DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	DeleteHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params DeleteHierarchyParams)
@@ -4253,6 +4424,12 @@ type ServerInterface interface {
 	// TestSnmpTarget Send a test trap
 	// (POST /v1/snmp-targets/{target_id}/test)
 	TestSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID)
+	// ListTemplates List hierarchy templates
+	// (GET /v1/templates)
+	ListTemplates(w http.ResponseWriter, r *http.Request)
+	// GetTemplate Get a hierarchy template
+	// (GET /v1/templates/{template_name})
+	GetTemplate(w http.ResponseWriter, r *http.Request, templateName string)
 	// ListTokens List API tokens
 	// (GET /v1/tokens)
 	ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams)
@@ -4412,6 +4589,12 @@ func (_ Unimplemented) ListHierarchies(w http.ResponseWriter, r *http.Request, c
 // CreateHierarchy Create a hierarchy
 // (POST /v1/clusters/{cluster_id}/hierarchies)
 func (_ Unimplemented) CreateHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params CreateHierarchyParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// CreateHierarchyFromTemplate Create a hierarchy from a template
+// (POST /v1/clusters/{cluster_id}/hierarchies/from-template)
+func (_ Unimplemented) CreateHierarchyFromTemplate(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params CreateHierarchyFromTemplateParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -4640,6 +4823,18 @@ func (_ Unimplemented) ListSnmpDeliveries(w http.ResponseWriter, r *http.Request
 // TestSnmpTarget Send a test trap
 // (POST /v1/snmp-targets/{target_id}/test)
 func (_ Unimplemented) TestSnmpTarget(w http.ResponseWriter, r *http.Request, targetId SnmpTargetID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListTemplates List hierarchy templates
+// (GET /v1/templates)
+func (_ Unimplemented) ListTemplates(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetTemplate Get a hierarchy template
+// (GET /v1/templates/{template_name})
+func (_ Unimplemented) GetTemplate(w http.ResponseWriter, r *http.Request, templateName string) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -5474,6 +5669,56 @@ func (siw *ServerInterfaceWrapper) CreateHierarchy(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.CreateHierarchy(w, r, clusterId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateHierarchyFromTemplate operation middleware
+func (siw *ServerInterfaceWrapper) CreateHierarchyFromTemplate(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateHierarchyFromTemplateParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateHierarchyFromTemplate(w, r, clusterId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -7171,6 +7416,46 @@ func (siw *ServerInterfaceWrapper) TestSnmpTarget(w http.ResponseWriter, r *http
 	handler.ServeHTTP(w, r)
 }
 
+// ListTemplates operation middleware
+func (siw *ServerInterfaceWrapper) ListTemplates(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListTemplates(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetTemplate operation middleware
+func (siw *ServerInterfaceWrapper) GetTemplate(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "template_name" -------------
+	var templateName string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "template_name", chi.URLParam(r, "template_name"), &templateName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "template_name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetTemplate(w, r, templateName)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListTokens operation middleware
 func (siw *ServerInterfaceWrapper) ListTokens(w http.ResponseWriter, r *http.Request) {
 
@@ -7857,6 +8142,15 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies", wrapper.CreateHierarchy)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/from-template", wrapper.CreateHierarchyFromTemplate)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/templates", wrapper.ListTemplates)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/templates/{template_name}", wrapper.GetTemplate)
 	})
 	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}", wrapper.DeleteHierarchy)
@@ -8873,6 +9167,61 @@ type CreateHierarchydefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response CreateHierarchydefaultApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplateRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	Params    CreateHierarchyFromTemplateParams
+	Body      *CreateHierarchyFromTemplateJSONRequestBody
+}
+
+type CreateHierarchyFromTemplateResponseObject interface {
+	VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error
+}
+
+type CreateHierarchyFromTemplate201ResponseHeaders struct {
+	ETag     *string
+	Location *string
+}
+
+type CreateHierarchyFromTemplate201JSONResponse struct {
+	Body    Hierarchy
+	Headers CreateHierarchyFromTemplate201ResponseHeaders
+}
+
+func (response CreateHierarchyFromTemplate201JSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	if response.Headers.Location != nil {
+		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplatedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateHierarchyFromTemplatedefaultApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -10532,6 +10881,83 @@ func (response TestSnmpTargetdefaultApplicationProblemPlusJSONResponse) VisitTes
 	return err
 }
 
+type ListTemplatesRequestObject struct {
+}
+
+type ListTemplatesResponseObject interface {
+	VisitListTemplatesResponse(w http.ResponseWriter) error
+}
+
+type ListTemplates200JSONResponse TemplateList
+
+func (response ListTemplates200JSONResponse) VisitListTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTemplatesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListTemplatesdefaultApplicationProblemPlusJSONResponse) VisitListTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTemplateRequestObject struct {
+	TemplateName string `json:"template_name"`
+}
+
+type GetTemplateResponseObject interface {
+	VisitGetTemplateResponse(w http.ResponseWriter) error
+}
+
+type GetTemplate200JSONResponse Template
+
+func (response GetTemplate200JSONResponse) VisitGetTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTemplatedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetTemplatedefaultApplicationProblemPlusJSONResponse) VisitGetTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListTokensRequestObject struct {
 	Params ListTokensParams
 }
@@ -11103,6 +11529,9 @@ type StrictServerInterface interface {
 	// CreateHierarchy Create a hierarchy
 	// (POST /v1/clusters/{cluster_id}/hierarchies)
 	CreateHierarchy(ctx context.Context, request CreateHierarchyRequestObject) (CreateHierarchyResponseObject, error)
+	// CreateHierarchyFromTemplate Create a hierarchy from a template
+	// (POST /v1/clusters/{cluster_id}/hierarchies/from-template)
+	CreateHierarchyFromTemplate(ctx context.Context, request CreateHierarchyFromTemplateRequestObject) (CreateHierarchyFromTemplateResponseObject, error)
 	// DeleteHierarchy Delete a hierarchy
 	// (DELETE /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	DeleteHierarchy(ctx context.Context, request DeleteHierarchyRequestObject) (DeleteHierarchyResponseObject, error)
@@ -11217,6 +11646,12 @@ type StrictServerInterface interface {
 	// TestSnmpTarget Send a test trap
 	// (POST /v1/snmp-targets/{target_id}/test)
 	TestSnmpTarget(ctx context.Context, request TestSnmpTargetRequestObject) (TestSnmpTargetResponseObject, error)
+	// ListTemplates List hierarchy templates
+	// (GET /v1/templates)
+	ListTemplates(ctx context.Context, request ListTemplatesRequestObject) (ListTemplatesResponseObject, error)
+	// GetTemplate Get a hierarchy template
+	// (GET /v1/templates/{template_name})
+	GetTemplate(ctx context.Context, request GetTemplateRequestObject) (GetTemplateResponseObject, error)
 	// ListTokens List API tokens
 	// (GET /v1/tokens)
 	ListTokens(ctx context.Context, request ListTokensRequestObject) (ListTokensResponseObject, error)
@@ -11842,6 +12277,40 @@ func (sh *strictHandler) CreateHierarchy(w http.ResponseWriter, r *http.Request,
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(CreateHierarchyResponseObject); ok {
 		if err := validResponse.VisitCreateHierarchyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateHierarchyFromTemplate operation middleware
+func (sh *strictHandler) CreateHierarchyFromTemplate(w http.ResponseWriter, r *http.Request, clusterId ClusterID, params CreateHierarchyFromTemplateParams) {
+	var request CreateHierarchyFromTemplateRequestObject
+
+	request.ClusterId = clusterId
+	request.Params = params
+
+	var body CreateHierarchyFromTemplateJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateHierarchyFromTemplate(ctx, request.(CreateHierarchyFromTemplateRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateHierarchyFromTemplate")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateHierarchyFromTemplateResponseObject); ok {
+		if err := validResponse.VisitCreateHierarchyFromTemplateResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -12949,6 +13418,56 @@ func (sh *strictHandler) TestSnmpTarget(w http.ResponseWriter, r *http.Request, 
 	}
 }
 
+// ListTemplates operation middleware
+func (sh *strictHandler) ListTemplates(w http.ResponseWriter, r *http.Request) {
+	var request ListTemplatesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListTemplates(ctx, request.(ListTemplatesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListTemplates")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListTemplatesResponseObject); ok {
+		if err := validResponse.VisitListTemplatesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetTemplate operation middleware
+func (sh *strictHandler) GetTemplate(w http.ResponseWriter, r *http.Request, templateName string) {
+	var request GetTemplateRequestObject
+
+	request.TemplateName = templateName
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetTemplate(ctx, request.(GetTemplateRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetTemplate")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetTemplateResponseObject); ok {
+		if err := validResponse.VisitGetTemplateResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // ListTokens operation middleware
 func (sh *strictHandler) ListTokens(w http.ResponseWriter, r *http.Request, params ListTokensParams) {
 	var request ListTokensRequestObject
@@ -13293,480 +13812,504 @@ func (sh *strictHandler) PingWebhook(w http.ResponseWriter, r *http.Request, web
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7P3rcts4viiKvwpKe1VFnpFkSbaTjlxdu9yJu5PpXDyxe3rNtLJFiIQktCmATUBWNJl8/Vftr/8v5wXO",
-	"eZLzJutJTuEHgARJUDfLuew1e6+1OhZB4va7Xz82Qj5POCNMisbgY2NGcERS+OflDZ6q/0ZEhClNJOWs",
-	"MWj8jaSCcob4BMkZQSmRi5SRCKUkSYkgTGI18BwJwiJEJRrj8BZRhoKXk/ZrLMNZ0Gm0GiKckTlWXycf",
-	"8DyJSWPQGDZOho1GqyFXifpTyJSyaePTp1bjFQ+xnr68ml/evbIrCVOCJSxE8EUakrppju96x2G8EJKk",
-	"4rjbe3o2eYJP291ut9t+ov7Pd+r/dPP/1/Ms6VOrkeAUz4k0Z/VMf/Dl8+oSzSNEI7WifB1bTk3VNxIs",
-	"Z41Wg+G5etOsfkSjRquRkj8WNCVRYyDTBXG3POHpHMvGoLFYwMjquT5bpIKn1SXfzAgKGPkgRyGMCOwZ",
-	"Jym5o3whUIKnpLid188vz978+veTv9/8Vb5+frF8/ax7ov776ma6fP38Qv+W/+8Hu7U/FiRdOXvTS3L3",
-	"MccfXhE2lbPGoN/t+vbxnMT0jqQr3/HbZ5XzPx13yZPwBLf7k7Ne+zTqkvZTfHbWPgl7ky55GvVxr+b8",
-	"I/PJ+1+AXdy1xHIhfqSxJJ7reMviFTKTUiIUNskZFUhILOEWfAcp4JOFg/yPlEwag8b/OM5R/lg/FcfF",
-	"lcDiXlCS4jSceY81e1gP1ycnJyc7wfXMfvP+B/syIvOES8LC1c9kVV3+BQpjSphshzMuCEO3ZIWavU6n",
-	"f3aGwhlOcagw+6iD3pGEYEnZFGF09fb6Bi2pnClcGDKB5wRexCxCYx6tDDEUgCoTmgqJMBNLkp7rtzDj",
-	"ckZSGNtCp/1+Z8gKR/d40gv70Qlpa1rWnmMatw222yPTBDo/NGenbbXVOsw5O2s15pTZv3veU5sAhfYT",
-	"BMUOUIyFRCnB0TnCCv5igjgjiAqzUxLprZ72+kWosMTdvwfDGuoW3/Oj/Ss6p7K62Cs8JUjQfxYJ1FnX",
-	"jycxfMSdOCITvIilmXaOP9D5Yq4+0IUT1H/l50eZJFOSwore8Ij4sEX9Xo8ovV6vtxOiMB6R++PIFZYz",
-	"32JfRorcq2uNaEpCabg9RmoRNVvo9/v9nbag/rr/Fq7ZPLnB6ZRI30au37y+QhIe1x/+kydPnuy0cv3B",
-	"+6/9ht8S5ls2PKhf8Onp6eluC1bfu/96fyXjGee3vhWbR/Vrfvz48eOd1rzUX7zvqj+pl0XCmSAgpl2l",
-	"fByTufpnyJkkDMgHTpKYagnzONEj/vy70OJmthm1Z4lpnMtfaBsJDjEu0YQvmFqe4cmD0+5pqyGphEN6",
-	"wyX60Qww659JmYjB8bGSnYXkSScid3Zl4phx2dZf/LQtd7f7hhMpcUKG3v34DD09PXuCzBQduG/zrvr0",
-	"xZQw+YyzCZ36eUNEhLogFMKYRYot0VBURFGrAlx8dCXYrQXhCWGhutVBQ5B40mhl4gJVd/vb+1ZGFrcm",
-	"rUCEbpV80Aj7f/s9nP+ta341X0wIyPfqn4JOGWVTNdz8Iukc1qMOhCSjcEbC25HiBukdjkdzASyj21Lc",
-	"LpVjgiX81leMKCZYkJGUelgPhsFiIoKjEZ6AGHhifiu9r8b+saDhbc2MrYYg6R1JR9MUh8TO+anVuNOa",
-	"W2NwotSXlCcklVTjhXsfNfrLXsrLBvx0LnU9/P6oh13xmIYr9V7h7utkUyUra8ELJSnlKZUrNOGpFp4t",
-	"VFJJ5mLT/Jm0q+Y2m8BpiuHvDOyqmOHMszPf33h2OfRWJCCSWrERBFQ5wxLhhZwRJhWhIwJ4OcogS6Dm",
-	"i9cXz9rXLy76Z4+Piut1UCNb03glSd2aPDfyHAQJEsG0Ak1SPgepWfI9LkPJLb57MMhanvsStD8teat5",
-	"MntBDtdbTQtE8IooSa86d5E6VFCIz+eYRW0zSt2JOEeMLBV9FIiwiKeCRGi8QhjJVK0rUoO2Xtu1/rCS",
-	"/z2LywnVum/c6FEuoahIhkwpJkKh1YwwckdShNlKztSexiTmS6U7sSkRBQA6ceCGMvn4tOGVnXMu/1u2",
-	"glbR1pHLvWZLOQEpkgQLDBYgHWQp3dX7bC18/DsJpdp/ftNVvZGtBSSHxRlBZv6h39iRM/UbFfqsP1a5",
-	"DimQelJEVz1jBTNrqZTa6H5Uqr+ZSpXuNb9A2JH38BcRla+okD6lPVGqndJF1CCUkpCnkSgdvEGY395X",
-	"TjFDpaoA43xqO2KgFvAOXvKyhNx25qEG8LuFHjUU9nWO8FgQJhFn8ECp2sUrefP85cYT1quvPVizZI+J",
-	"iaD5QttuS+eJQzPGwrk2TjRa6onan1YwBmPOpZApTtQTBRH9bv9xu9dr9x/fdB8Put1Bt/uPRsuI0cLF",
-	"ESVWf2o1FHSe9luOhrW1oGFeMZu2JpMKBNi9VBQYxSCXWKCIsxIeZEapfN8V3DIHUf0qH6BAn85w0e2e",
-	"hGrD8C8SoCZPUSBWQpJ5UOK41QP1TznKVLsaJRIY/xxHRBMqIM57qZUbhREs/WyPSiTpPKeVniXUwEk2",
-	"ZYQlaauP+ObdQnJVWklIUkaiFqITxbEeRpZ1ABtHEVWLwPGVA39aey3RNIDItkhISCc0ROYjNczEIEoF",
-	"t327N8xa8eaSXq5wbCNHLqCh30SkLlSvwdzrfpbgykEWkLk89c+UafvUmokznN1MLiNNrSwOtyyJKK6i",
-	"VbD62Iv2UdlnmEVUQayPfYHUEHImaASmUqWMYJRTmNKl82hvCUIRPq3xNAb9qjgBX34YcUJx04eSJtxd",
-	"+VZf0vJIzdH2fdCekt9BRfGR8RWiEoWYMS6RxLek+O2McSuh2Iws7p4yNMdqLoZZSHaRktRFObv2QtyM",
-	"hLfviACTdR3pmeBYVGjPjZEyUApvayMvGBXKIsAads5vNWGr8lrpO0p9QilmqImVmI3CmIe3RwfkCNZM",
-	"5+XxE0zjMrVotFxfw2n36WPPV9U2q44GIUof0yTevD3mPCaYVe6X32qiU3ub10RKyqZix/t8aSxBWrWm",
-	"c8IX7qWeA9ja3+cLIdGYGL0NHFrWktRBb+dUShINXP3mkUBa60JN+40ZjjUXsG8elTxaHxtV65R52TFM",
-	"laR0940KS1cbyaYrOXhcb83JYyAqjsfmrOtlcs5q/JOZEUUKcrZ+rl53o4rrbrOwDC9UGIHW68fUQg6f",
-	"oH6n8/gUiK/Qkh/EXhAczoz5Y5GU7bA6ZmK0Xl53J/QZYncR1F1JptUQSyrDmVrmKPO6wcnEMVXUofHt",
-	"WVn1ekdJyicUyEuMFUoskmjjSWd2l17VQOtcVAVM1TOqtEY6JwclpM4sm6IH8qH3sOquE+L3DJ/ZKFFY",
-	"08q6hb5RYz75wXWDYS57I9/lrua4MkRt896VGfypCHnlw32luP/BdbIt7IdYIgJ2WT25Zk2XN3haWEZv",
-	"d8thblwqAnDlGB0boudaXcOiY4zMsbBwrmtI9jNtNNiNkV+AbdhvV6xQ3yJFrZCfCRayagj5/Lj9fzie",
-	"lUX4OvOmAYtNBk4boHgI26b7ra2Mm89y89nnMWw6sYP3MHCaZV/ZEKYdEO5HSuJIIMkNPVJLxTUIWMGw",
-	"JQbEmFPmztP7N8o9PMpVYUB72n7wh7GZp6LqBXZlYjPIi2b5w4oFPY6IkDrsb2tMu2R3JOYJqaJaCeqz",
-	"ed/Xb/olm3AfTRF0yiA2A0aBcrgE7YCEWFtmqayz+Y8VDo4oGylpl4LtYp/YDZJwdR+napKEpkTUyMEn",
-	"IGUU4kC3DyiNdog4EmKxQRi/JWb627b9aGOPEBMb8tMQizAkJCIghJJ07pPy69wTQMX19T0SSI+CG2NK",
-	"2fzNd0sS35KR0ij5xPk1JULiVI5sjHyj1ZjzOzKiiQKsnCD7PriH5f1hJHaFRzGpE2m1JQylJCT0jkQI",
-	"y02Sbe/+tiXwGD8SxnpfMS9VvmPwoWJQinFI5opVwoCi0X4rm72LXt5FCpSSyUIQRCUCDRjo4IYjOtlB",
-	"+C8ib23Y+F6ego2g4YVFQ/f2DE7cPGdOSyoBqJrybgbBHc7X0iXfXCa2pLLVAgnb3pR/EUUpEYJEDxjE",
-	"pM3ulLOR0gzriB82+KXHoJBHRFvbrdW+uDgITB9pJPPMaWnyBilYw41NiLBUu6JCQyw7Ug8PorvWBLyU",
-	"ciMyL1W2SbW4DDpaefpHDp4F6rBGjtiomxhZ5CC6ifOt7XQTR9b51vQTvfS9XTV8IUOuBTacSXNmzYAg",
-	"pQvxih5CkkTdkiPjgUjQaDUiE7erraX93LUDcoOWFwaNO5o0Pr33GBT8nPHFYo5ZHV/c7HapIwo/8hQF",
-	"FvmDlklFNKRE04dmMMbRSAm/WC5SErRQsGC3jC/Z6Jas1J/LlLPpSOFY/pdBP/WDxhb19SAlSYzhHYe0",
-	"5H8q5FN/zXGscJ5EwVEHwRK1v0k9U0ociQLUlMZBivQviEpB4glazmhswjTM1aaYnWtJnUoEl0QiCFLR",
-	"Lx4hNQEVPMay+GHN4SG6El7LgvQGajIEZnE0wxEyOwSVQM2Bl4hxNMe/g7fx6BxhBJJge5EYzxkSXL1/",
-	"R5TqZH+b4/TWAiIsAPxProsUUYESJdxECE8xZevItQMUj0/XUu8iSAQZmMNx64NHTYwUyJulmvNUhzhO",
-	"+WI6k2iRwJ8pj9VWlDqrDzYDLtS05zkmE54SlC6Y4rRHrgTuopiequG4lAuydUERqG4O0NMX0Avb0J7a",
-	"7cnltSSJITif4Ghf6rf6Z483aJzmmNcQsuu6i/hjQRb6FkzSov5ji/s5ahUOPqNsGUhTqW/H4iZq6jDU",
-	"bCJIjqRzUrgdvSCwCJthihKuvTLLLHe5vGecyZTHVzFmxM/ubEIHpEvHNMRlJmp/NhkGIHFUw/VjkDm8",
-	"Mts7/QHt/1PjRDmcox0mvfbppI99WzBfFpSFxCdjslALXgcUaPMt1+xFIEEI01mvJmBhTtlCFiPGy9KK",
-	"+WzZsKFF2sag0et21P8/G3zX/a5rzQfF01FTjdTcaw0F+siy3CRNp9e8UdX67Zoqm7h6iczD4nmX176V",
-	"HmQho6wcbIKIwiF4HUhYIdUBIcKeqCd6BNzY1AfZ/siL4oVU4Fk/+xyuL1M2oaREdXqd7pYxagZIChsq",
-	"3U52cj6iXUkK8GozzxZpquhtXKPV7BHLbzSTDM19i3tOQuo/twsUmWdWble0miuaT9iUMtLSKT5KsKEs",
-	"WUixQ+xSaIP1DL3dz/B4S1kEjja9rkYutYL+huYfekr+ifiSNbaOkjpkiKyzS39yTCkusYXGu5uy88BH",
-	"D7BNUj4f1doZdHa0ArqJfBgrw3qj1E1tpODhDFMAmruFBqtlCYYTMeMSID/DBCWwQlQ3JFI14fqgGISo",
-	"it6PjOQ9J0wWw+w++hwoGpgrIp0FbpDjMsdP8a9RwoWg45gEqOnE8KAE3EMDxLjOFJrzOy3pqY8qCY6j",
-	"DES1dKe/CfOhpjokLHlaihF00G1rrfHX8vVW8NMXjbzJ7KNlLXU5UYmXnGwXZ803oIauUfEZ0nNKRiaA",
-	"hew0C4SkNn7R1hHxp5iQOwUQTZ6ihLJpS122VKRGpjg5Aq8cZ8Sk7DuEHUtJ5omHtMPPo5hPNf2248D6",
-	"tk1sG6ynROy/++6779Z4suANs20wixq4gY9sWVPGcAz4lusjctUTbxLMOlO1h7U4x+Mn/GbI1kTe3u6F",
-	"fs9H6vM7qLBy8wRIV9lWWkWLdf4lRRrh9B4Jr5f+cL6mNXF3NphZUWOtYR6QaeeQWbt3RCOtIgemWkKb",
-	"RgHStVWOao5jPXBvPA69KkH+WH8lgvyh1DWFur7b2TL/xEW1+kNQz6tEvVNHzSeUUTHb4kZziwJP0ZTe",
-	"EVYOn73fBfuu9r61qjben5+7Q2Q8dbbs2k4skUqJLXvVaDUSHRmnaHfRPmJH+9VIkqZ15cZArTe045FA",
-	"MHKzHxXM/ZbO1d5oZu03I2GvC4KaCWGRkkjy2lobExHOtr/h7dxM5cJba/Ou1EkZZFdg6RS4eQjfpk8P",
-	"dfOgjHyQkaoCyjouqIwllCIoXQa1Tpaw3MYrUsh0pT0iFjx30P8MPDZe3NxcobNuF0EGBcMxuobgbnQJ",
-	"AxT0QoEt4xnpnLUaDLiWcck0Bo2USMAMW25mRD6EJE3gcBMhU4LnaMHwHaYxHsf58YxCyMU663Z3SqAh",
-	"LDosu/Fjps6LhdymlLNicO7mU/MQgfwYK6BN50TXgyCmlhjIiepPWFwRM/Ul5HvjC32oVjBbzMeaibBa",
-	"OQTpQVqH6m2WR7K7rihHBSs3AEKAmksax2is4JNar4dWbjLLt2UqBVO1KwJamDLW6QKhtc88uk8ZAKv7",
-	"R3MuJDrr9dF4pZTGrJYnxMykj2w1t+J918BxDd0zgF2TbG/nARjSL6CmccMqNYARueTprb56o9WmOCnR",
-	"57Pu5jwbZhM8HeDLL3Md2dnkB8+5RgsxsiyYTO7rF8+/vbNs/q3UIygxvipaGe4coKaWrhX2LDGFYow6",
-	"cxaQ4KjoZxqyANJ7YiIlSY3/TjGJ8SKaEolEQpgEzROjhKRzzADmMI0XKZgfhiwIMQtJHGc+KFNDDsRC",
-	"KhTcRzbTzaCtWWvJxVRYiFag9XeLuFxQ+8rY9LwYNlxyg6eEIKluDHRnYykpeQuuuJAT+gGGmF87IZ8X",
-	"Xa29bt/nbL1kKY/jd+SPBRG7xixcsCxuh8Bn5tUYhfyBrmXQGDTGgoxO/zHuJX/trv4yPxF/ffrhu5s/",
-	"+n9bnv399sm7tPeCPX4Vdi/w0+fRyY+TzsX4WXQ5+Wn28vef49fsbQL0MjS2NjX9KLPJZ/Z2nIYzhR7z",
-	"CFSPGRcyK9ei5CIuoDAkW3wArXoxjmlo6oT1en/8/eLvP394lk7+dn385Gb1619fvJ0+mYV3Vzihr+N0",
-	"+RLjq/DFL+/491WVvLrduvTpRwJxpvm1c3oI3ipe7/3PywGDs17fpzTZA11bI4sL+SMMLJ3ZuoCuy6h/",
-	"dtZ7ivR4XYZ1jAV5fFqSxHc6942FqkpEqnIthQ3Y/fuI2GX2Zs0+tSQjOcKsHgv2CakOlULGJMUxwADe",
-	"AQb2iWOGFwpIUi6It1NRuZfy4Q032fHUAiDKR6FmcLGQM57Sf0IQ1AD9QHBK0uDoHIkZXzLEWbxCM5KS",
-	"MvrtePS7lFJ40PpxzpWuoUK+ihDeqh3rS6D9TFYmKVmN2z3ub12Fs9ryCdVYSpMZ6EDHFvXAsiyNLZIr",
-	"ylaUSl7JaJc8BX8SQoJXMcdgQV79JfnHs5ePX/5+8eHtzS908tfvvzc7gqA3qN4Xs/H8x270n3+JG3X5",
-	"LLXGhjALnm4pIpaShKfSKAsQZ79gUS0K3zOw+vCRztnBVURgzDijIY6zDWvFyM+Lak59Y3FE51oq5njD",
-	"B7MhNVMXbnNXNudcdn4Wbsxwtj4vFtx5udyFqZ1GIu2CNBl0LbRMqZR53A5US5cpZkIHnipUgaoTJuNO",
-	"h0F20A3I2x844/MVaqpV6OhOQZQ+JKEUCxX260O2pHLWAlMzWMMYl3RiivmqqX+4ePbz9c3bq/brlz9o",
-	"YB2yXuek87jT65x2ep2T/umTk063ladFUYnmBDNxNBiyIfsXGJjRv/L5/wWaKPoXjFJw+K8h+1e73S78",
-	"r3oxyAzRAfoXClMqAcL+hXoosIFgb3hEnpsRMie6OkTTDc/ESFEVlBCSIkGIUMtU6oXSznQmdYLl7BwO",
-	"wqmECIoNgnCJJmchHLOOH0URuaMhgZJYVKIZBoGzpUv4pnOItUN8MjlCzmYWLCU4nGFw8v4LLXGqTwD1",
-	"i1v6pThOR7VCcBxKYswIirmQebzoeCFBG1N7kzSOsx02eWoXxzgMODov+JFFYXWJmoyyCUf/QielFSXu",
-	"EbuVT8E0AzPZqkG6dD9EEbqfd0r4jEwQjjPfaXG+1/ng63wsZpmShpKFcwLFCkF1s4LVz5nzrHbOSzsy",
-	"myEmE1k3h8K8kQ1QLoDq4+IM1ySe/JiNy8Mz81DmAvCZ0OamBme4c4WuHK47CzM2K4Hq8hZbcsh6kq/g",
-	"CsuZRRYdAb9gFtWhnq0alChujNN0pV53rtmZpAAn3xW/r+HE+3X1VbWrCuzoT2d9Z3TBEGvmc/fyNJ/r",
-	"nRkNNWZ+zMZiBEVHEE9RREiiC/do+7b9vo261rPGPMTxSJFgsH07cJlP2+vm875S49+Z4Q5kuqG28BGB",
-	"sJ0pm5k7pByAyr+GLM43P+Ver24J7mAjV5hQ92zaBAuhoUmfh/DPm5+4S2v7NRPnZw6fQfYzaIrvCFok",
-	"56UIdvV1oSmpnj2PGMrzJN0dOwQo76TCrvOBTuW3QkQ6Zch8TqehOyedz1lM7XTnPfXM+3Yh307WTC3x",
-	"LWHIlIvaPLn/pM88E7uQXTxLw9cYN9FnmOnSatQa58qZB3oRNuzHhXR3EQ7B+tEMLUG5Dhs03MNdFV7i",
-	"lSlNbed0dp9NnKWfuof+pDrtM3ecG7j4SBQTI4r3raCckaV3av+5f1edOz/2QsRkyBdxBB0J4HDLORr5",
-	"OvS8eRhWp8rveg4xu84G+nndI4Hyb2WpLJVJfCfb7/qmqZyt83lgklmbni335z3Zfs83d/FsnYkLcJqH",
-	"xXXysLh8V/3yl3UdhXygAszpjKTtrKahlhME5BCcIzfALp/L5uaolSkAN4anTOaorK16r/0T39KK94oX",
-	"ks+xpKE7te9aYQ7vtZ76Zqm5Vl3GrO5aDc4kKZmQNC0irbMK/w2f+Zbhu2FYQ+GGjTbVyfNVCgKxQ4iy",
-	"xL98IGalxBZctiQ0M22spbPBW1ofWLVQp9OxQpOO0+6YKqjuATsUSccqPsvH4Goiiq0GYQK/m1Z7k9wW",
-	"asqqAMZ8aqfPfO4ll0vhJBz6ZH0+zwmOXjmjsRvVAOqV/TKwJ+spNRnrFLLYHZ9OyZkDTkNXvjUyBTiT",
-	"8hN6WpRt3xUGOcqYvigqUP6ZcyeRjiqJMLZJdEUBWEgMdAcicDP9AjPGFyAwLymL+NKSeSVE++H0xKGC",
-	"IH/nIGqKwyAMAawa+OUMRImKsmcBWCk7EdWcwOh7Vtsrq1d8MsnOQivi+oNUXwHNGTOs3if7nfRKi6/I",
-	"fOagC0st66HrVNt/KU39F53cCfq6QE3DyBlZgsac3pH0COGUIPBpKplHgdnTp0OWLQ4sHMF5HpIq4IVe",
-	"1zn9GyLkG8fGEHSGLBALsJIEYCwV2owg8zA9gfBYyVbNwJgmwUvpBtsGLRRQFtJIR9LYlFMaYvNXFnYT",
-	"aPSv1Nlcm+awh3shL2b9qVxaZX0M4ZwIgac1wdUQOXjaV//Q1pTGoGHBHFLytLXJDU3Po/m+SO7Elypy",
-	"slcx8WuZLkLFMiJ/HfFtS4dfZuGlQuJxTBAOUy5EfZzcoeJLM+Dx5XvPFnPMxO4B/N5wVbdFjiB/LBTp",
-	"OUcTHsd8CSGgStAIgN8E+wSv5gC+wa9hx31ywb/mzj9uKNLZeBlBMI+1Y1rK4yksvoPz71NtNpkfbrTN",
-	"lnSmHdcE2vLoblvH7ZZzk8kfOuK+5OKxgYf2THOAyg83R63aHAbYhj/6Bx7VVr7I8vH+aAy624b77Fc4",
-	"DIzxnkiffAG+atWK7xmghmJ3nEnKFmR3APdG+Tiz1x7rzSohV1hJfr7IPOYEdduApNwZIAhBgWbSRzaC",
-	"JyUT+gEl+otILMIZ7BFg6U8+APtTtcRAYtfT+F+/4fY/R+//3BwOO+afR/9T/TEc/unof/6Hj7pcfkhi",
-	"zHBdX5FVwcRAoXNSSjRyWqeD+WEJ2vmUQwhWueonCG6jOU5v75WrqAPBSmmPWX4YhKjo0lQ9HcenL90p",
-	"A7a5jvGnCuAXF+9LcQJjvxFOdZLsVligpeDXOL31ocIXT/oDbIic1Nb14Xtm3CfPLXlds9lzo1hgCTL7",
-	"YTI2YQm1kQm/VmAWvEjCFDaxxrNlsTUC48tq/MTBOkO4QLy2fVw2cEP6W/7FVhGEqxfkI3cOcNa1AvHY",
-	"RKvtl9YI9jtH8WSJyYmOCRyUjd/kwwxD+7kvIm0fvqnIljXI6tJFazpGbD697Vt8ZNmVNcIIaMxQuu+N",
-	"N1TnwqjN2krBJ+g5GVPMHgmjkrfhgdD9pjBboSTl0xTPkUgIvoXuQFIgISPKUHBLVt/f4XhBAjVM8pDH",
-	"R4iy3FxktXTzVdMhmpeyLqBiLRmlJJpQMVvLcPVIxWu77aej93/28lg4g+dgF6jDpUdlt7Z1NMLuSJgS",
-	"iWBnlSRS6DNQXfI26aN7NJxNsSbMNGkMGr2n/U630+/01bOFIKkJsIO1GDVCrXyk3xsJIiHYGAux5ClE",
-	"EdvGEdCz4N5tBsxhbK4z7EDkhizJh+pOAMxV+53rM7+wAQoQJU0wHVgUId0sMzF9LhJm3OQP2RLWwtfG",
-	"C7zSQ/0wVpHRwK5lBHIheUoii1QcxhSxqgiimTBSTa2vNiq1wFzJt+dsqtSkdJH1lTYhnDiOW9q3E/Jy",
-	"VcK+t+fLV9QRwZSF0WkGlzd4enTfIpI5Z8Gmg4oBCt9Fu0e+b6MDhzhfJyTcvdWBx/iLswCvLan1OsIq",
-	"RDyiTJBQB0RuR2vVpzIgHjTEiXrm0W32pJj3R9R1VqLNeR0lu2EBlVFT227s9oOjAdwGaXMWr1pIEAze",
-	"ex0qonTYIdNV2FIiFykjUQddgNg/cOkFtDoWEq866AIM5WiOV4hxOWQ4FhyNIQoq0LsLKgZuz2WAXOHu",
-	"3KkX6JiqikTF1LZXlGEHCoOaAZ9MdKFJBmUf5UIER2sJT94fqtgbaiMKa5iqxbWrg9//W3Px2s9mkjAL",
-	"YiXTEmILjiVQt2flxJgyMmQEh7MO0mxijmU4QwHYUt5nkt2f/iNATWxSDx+fKhqb4lCSVBxpEMIpAYdU",
-	"oONDg3Mjr6EZviPIvqn247xrY0j0KsYpwbei2oNsb5KwDXzBnbyDwOidaZ8g8aRtPXggoejzjmjUMsHW",
-	"JMr6Cio9gzES7lTjqlDV9aTTL/XO/+29oxVWw057ChVOTE+xOwrhCdurhg/X48/dVKXkLF+imJvwloni",
-	"57c0jpHkvNjXEA4jQ8uuJ3m4cFJ1pczBFQmCXUkG2sqM5MpHm90jWf3OAlpn8tPWdY+2vOjNGYJlyiVd",
-	"jdY9vjpqljcs8RR0JfEkGCDMkK1y64ab2vDScxQwzkgwQOSDyUM3GFUo0GqaJXFGShU99YOqzklJHF36",
-	"0+LfMqVSTEz1iIkaWcLImIfGJNw4NjknuWM0O7FqYc/stfKUf7l++wYlHNrQIcoMjR7zaAWW8OCPBUlX",
-	"nUqX6RYKdEEY7yOIhq08KILKsQ3DFMfdY82cj/NihNt78GyRESgkYEs7le3zSppAL69s1Us9zNj4Y4BD",
-	"1Hz28vm7o40Gluwk8yX5QPAFwbH0dGLQv6uTTQmOKFOL0Uy/rsg2v61ep5bjRrXS/0WSxJREaE6nmp6h",
-	"O6sP5NMqoetoc3mC2rLI/DbQHGQGeypRAuhFusHbVl8J+IUNhd4/NTiLpq6kS7EJneZnd+JhXAp+Mx5m",
-	"oLSmbU/xY3VqmO1SDsMNj3FCozHcl9hY483DVJyb0tTLk9fkCAMCRKEVkZkUsL1TxJFHCjzj8Wm9j8TL",
-	"4SBe2mT18IluJJobrHODyi3jy+0z+bLYYN8a/XyNMiGxtyLxS0jjm1AT86ivKUl5qDCnmWIW8XnLFNBD",
-	"2FgDJU7lUQddDJmJ6EIzHkeKOOkgQ8j0HIPnzgInhOAz3UXVfH7ImnlhITUvlPdQ8nGW48CQXfmg/DFI",
-	"fYJ8BcVC7IrBiQOpM2ZDOnDJiXuDlTa5knZhsJKQIh257UDqI4EEjciRGw+q92hi0VpDtpzRcFYNv5ou",
-	"cBoh0MhuCUnK0nTjdPI47OMeeTo+iU7DM1K17s4py2SGonP1ov0PrQ50Ru0aU69B6Wq4BqiXkFNEYypX",
-	"KFE3ofjXtnB3heXMB3KFzgOOKJXRkzreMEGUtW1EcTZ+6/XYDBDDgoqoenZ24l8UtG9SVzmqKx3iCVcc",
-	"wFU6MYtZ/zOQkycpnytcCAlNJBJcg2F9HGPeqiAH/iGzMKyzR85dyFL/aWtfiQtkAF8GE/CcQD6bUuQ6",
-	"6NqpO2IBGky2OQ6ZYvxUDhn5AIGOpiQIzN9BWaWkDyEhkSh2sh6ywG0OHLRcZMuWVczGWzBJ4/yY/gwZ",
-	"P+51BOq3UlfgoGVKAFSmRN9XP2ACAlIKlVyHrBq9CuER57qd85IKE0iA6JSBjcX0gEjnOB6yLDxVXTJJ",
-	"jzrojQntJLGweZpigCAvMKMQ6YIJRU90ZqVO1cpOveVkrAn0+yKakgjF9JaAZwlWVaIXPd2dObOF9Pql",
-	"VtmbK/iUmPdaOeQivPVjhb6XrLIRBMbvInv4eknXtXHbJG280cWCilKGGX2OJkSGM/CtGwiO6GRSbgW6",
-	"XWXZ4qI9JWwFsWI1hMtqJDDN4zOnSXZKA5Owm0eCwxdubl7pSq4zJ6/ykfDgh9qR4VvghAG4BJifppgp",
-	"IQd19barGaMzHA1ZRMIYK0DPwBCCng0tKK4W4TSldySCpidD5pKzOV4hHCsRe4XGBFn0AryAEIWWpoLE",
-	"0raUMLIUNjS6ZRVQG2cHOKP4OguJxuEpkSKnt0MG6QNZPVsgmznwlTBmI37sW7x9D29CAYKyLlPbYKSV",
-	"8rwVtFIuIRVCS9RaUztMTZTd29mTD2oqekflajRN+SLRP+8UVaXthksybvijqbp5NFWlJ+MWEVWKwEAW",
-	"kNZ8Pu7heDZZRIpclbQlt7E+WEurvfWtCd10ue+CATkhLBIjdYpK/zIljWnSaDWKeZnGID2yeaVAvHTi",
-	"w0iAcTxrVQvNpVzniNOu4+l3nd53nV7ncfe4rwAXljnB0JOKyFlXnZLTsN+3k8pGPqmzyPN7DB6YtKoD",
-	"NO1fEzz+dgnpMV+sePFDueX373LswcNK9G0+BMGQc0TmiVzpkoGclTZCPmgZZ9vyuy/yOM3oYSICd+nI",
-	"vE9AW5FQVJSo7FkLxRxkEFsDc6fg4ytLTD7tpDdZhUfYkiA8VWwKnE47a02+uV1M3r139VcUFfCSKdQV",
-	"BIQKk34Hk2ut6vIGTx+g16Q2U7sr8SFl4Zjd+y7AXjF6cr/AggwdNxXidES7Q9TeLH1uN6PWt9aUMlv4",
-	"4drmZybCcxRTAbma2m6g9rGc8ZjA76WrKn4ZeoSoDzOyRNcXbx62wf4WrOcNWRZZTkp0gmTZiVGyh53c",
-	"lwusoedqTfnzvch30To8p8zaYXei7GohWbUOe7c7kXOIHNptPfeh9p/WYcJevnyoYV+0l+Nikrr0VvP7",
-	"6PTG3y+lw5OmsXV31l9nK9RUwpNpv7hHh9aaVubGxgFPjd8k2tjPfL3S+0U7i5tT3lISu4bRG/ILbMNT",
-	"/em1xHmvwDpNanMYjMiEMupRtYvq60Nqmq6WeAiVz9uI+CG5wJ97KF3EZJDFI3FWqEWhsB7edauNJCTV",
-	"iI8uFesYrFdVPhv3gFAPnTaEVxD2Viis0cqKbdD062Azuna8edxCGD2/+CmrdRDkFongG2A/hZBdLXnX",
-	"iNJewpDVWt6NKPxqKxOYOBq+YJEpTqCdi0Keozn9QCKUxFgqqqhrIEwoI75Q3D2Ka2dYbDz3tyRlJG4M",
-	"Go/VB9q979r21VIZ7mrcbb2J3Sas6DwVa1z3d9/c1HBab6git1/9gkBLkARS7ovftlvY9O38dKpRbEo9",
-	"rym+63y2f3bm7TeYH3KVNeveCvmY7dUcLuTLjApv6iid3221GrD6HaUE7MvFHVbAYONmuS+rGkoeUTZF",
-	"YiUkmZfi3wCoNl1PmX3bu4IZDVy0SpBYh635qe0cH1++LqsrqvX42xsDauX8s9dT/PO92m6o4L6vDRX2",
-	"fxwLtjWkehsU+2Dpwj5S/O7Zy+fvkKIZpUDI6kIyYNuEH+ujV2A/FcTBabRUNMvbOtm3+U2L8CNodqMe",
-	"LIVz3BG8YBYf+Lw0hWG8uX+mpELLLUTGU7doVeZ1knRO4iod37M6DPhv1lrG91NnimOfPHny5DCdd9Uz",
-	"7ZAA6//jruOTUZw3vvMFZH7B+i/QTtRrjbzR7Uh8bUE9V9Hp9nYx3zsXWynCopukIDsIUkoduEt1m5CK",
-	"HnkvI+maFD8lD/I4MrWp1C23wK+cl47ikwkar6p1sJpuWnpWYJiRlu4xo6Pv1Ac376TzeIe90BQqAlh3",
-	"m/+UofpwgoXQrenyKrC2k93Sk0FYXVl/h3V91e2ZH1iz97anMCS33hG0njDdpxGjNn0as6KJXncoXI5v",
-	"RVP8+y/SHLlAU6vdifg8JxaSOzpxYSagxdvUVFrTyv9loYjqLniyEwZnZqBykHVCWGAC4+b8rpR8oJ4a",
-	"BQ/YTF1Lt+yxZ16obF3DDvzFe6VDHisUD3pZbUfgTrY/no2trKlpJyj5Z2hnXfVxbWhwrW+3yAXXSWSb",
-	"HFO2pN9B3FKFj22lrWWC4zfmkyrU6d5RXzJVPD3FyxeJIkGBG4oSgEys00woQ4GNSglsRJn6RrVQMtQw",
-	"K97oxgCXpJyg6Qz/6N+DQDiO+ZJE1l9uqoU2u24xchN2dlQOD8wjLjeHk+WLrTAFPaUJEqxJdj0pRHh+",
-	"9/h0x3zXwmk4q/HBhtPj4B10oKktrpMsZLmtArSRnNna31SiEC9EpVEPM40rP1sE2k59uAotuIz+Am75",
-	"nYKV+p9aDV0VmnLmJ0X2GNbamdWY0qcqaS2ZwCKcEuvSqeizFTF7a6fYqv9To7AmHyDVVdOBzHQ+QbqY",
-	"sWihiE6pFC0UdIIWCkYBQFHQDlp53Cio2Ni8Ar0b1Dslwx2mcdW6v0WuxPti2sSfvGkTb7zNVi9sSLvO",
-	"K1kwkRey1ZbR4EtFXd4b5vOOm5+j5o06XyjgsKko7L/j+sputXpZMHoYbdKh+F49wXk+QIznhfR0Cglb",
-	"1dQFNPKGmW/MeUww29Ujt5UfGVrtSFOZ799xaZ64NCup7xdZlmPzus6Hul2nTTpvIdM/K/vd28p2Ax06",
-	"aGvamvayNbBy6XSRPSxt2L09LBTvyhIg6kE7T+YwPcMj1DQs7cA1JbwdYS041fd/VZAEJHcfv87SFw7k",
-	"3PYBYxu2J1HbeiXynQN9x3H8dgIxHlvIix/r2yLrmhSivqQblATmt4RBty+Bljy9teaWKiA82QOcNzdp",
-	"/oneASUwVRgKfSKaQbutv9CGt7doIEvu1UB2cy9j//FWL/V9PZDmXqTtulJ/zvwdP/DUwcC9O45/UeHV",
-	"IN4mwxOUcTmE0Sn70FY6mlUHvyVjk1rz4WKf1xL0NiPLhw1k3onMe4/iusbAbSA20GnQTgyRxied781Q",
-	"sEiUlqwr/g9ZUGgY2qzpA0plbQfQoyHjKQockd1WhjOmdReTFHXQfgpn2kZRIShY3POXK0wgNzf40MzG",
-	"eSLTyzbzfELZiLzhVst0lDDuDwkVJg5BKPfoJb0Ncb1vLHJx7NnZ2dlG532huvzO0aaWoGZ9h+A3kuhw",
-	"U307cK84leViaL1+q8FvbScVayc2IamKGW6gzb1/fEXxApsaeZe6iwnNtnM8fpgW3ussFe8ynCnl39/X",
-	"UFEf6p41GTiHShG6HVt2JlN655aReSSQdgxVguK3jYG/hOB3w9hymuHR10+38n9+dW7yjEjW23LW04D7",
-	"+MmXWCAsbo0ebthBgZpUUq0d33mBDxTe2r6k8xvday3vkr+va/NwGQjZjWTmI0MNff2P1CPTx1/k1SbH",
-	"qyJV2Eryu5YkMf4YX11n3b2s9iCfEyGp7qGiQ+idzpwP0iziQDa13p7WhY2O6byIs3FRW3tXnjOibnU3",
-	"q1cJNtbIeM0/FmRBorxhIZS3aqEgXTCmR5hWYCRSPztd/5S0ZloYdrximvkEdGTKebY3HiIbWbm/K+wr",
-	"2veWEdOQIAOkahvvz6SmFr/X7/f79d+LKbsdbfnCZJIVWPBkyvR62dP7JO4oaJ1zSbxT9BvZ453m0O8p",
-	"XZZsu9luv/Hvogp1IWpRVqAng/maHa+Hvs1tjCx4Vjy7M6jFM16hMZezfBli13UAUG9eRxHqq+UTdTlW",
-	"a43zRX8XEaVmhlo25c7wQP0bMhys1mJckhRRp8/x5pKgZSSuSuAhoXfbn1nfHwFYJAXrJ3kYdu6SlTo8",
-	"Ibo82T2Q5RABaBaXCmsuA14Z1CuHXLlaB3IKFMonBijeuafLospN0ZjIJSEMyaVu5C9ayMwPfYPW0IWP",
-	"DVyT7wnIuXuTynHd5/q7fq5fxEVPzMA2xSYvWZQta8uxRfw3rQp6rZ1pQRaM9fTpbp0HGmq9dVBzqXWx",
-	"HUBGSWSERVvKYocDBW/+kt8w4lSbzivaLgQR1vBcWWhpdRuzh+ooo4lTs1x8vdRyL8ZS3yLGnEzdjW/y",
-	"M2jUJhEc0kEcDtmHtq7p+q05HNSarzD1LOyHIrXUWMPI0ocrE54ucRr9W4X5JlQY89LXcFv9w95Wf7/b",
-	"6u9wW709b6u3x231fO1rc1TbhhY5d715eIlq2Knyr9RRkL2K1Jj0f8vlwMcGRAYcbzp3lJHNjDrm6oq6",
-	"ulr3aBc6oSbaA+ekLtnY7ZwWgp49/TOENw8JZyahLKJIaN9jSkLCZFw0mhcKFm/oEZMdgY+bFfijDXz2",
-	"lQE6mLJePGAvhyUPZVW111TRm+dc6V4RSvmCRW2Z0qRqIYG7XXvSNblXv84IKHZ4IWeESQW2JHLvWdcB",
-	"dq2Ruau4YHCEn9ezdXvbpYNeV8Tnyq3jWF46DWcaF4sZJlS49WM4y2uxmIpKENBNq+GYtgG0t77U3t7V",
-	"XTuA71J+SneIw5Lo5ui6oDIVuiyVNSW39BNvlSrwYpiOvMc6+UePGyDygUrTtgX1dnDceeJcy+67c2Q6",
-	"4KZkshCZCwjoKY8jkuqLEnu4+TZ2QS521S5CDiQvQzM+WHH0BX1R5WpYnz+UuRwaVyi4tdFfkq3feKr3",
-	"qAinUZujcVrNIisguCcF6T4a7yad0ySsWAksc/Rsaoj/EFro2qO/rqX5aZlmCqnxj2WN6AcoyClX0EJB",
-	"0SGsfsk6K8C/dTeWWifWBuey+VTDZOvqf/ocW+vdzVeODWifRqqFS3VrEDZ76Hv1dI7TVQv10fe67C80",
-	"914kLdTpdI7uB4frjWZfgSFknYX9F0b/WBCbC1qPDUXz2m72tVxeyNbhBf+Uj2PiqfB/wdC7H5+hp6dn",
-	"T1CiByHNXCvVVDXHdQqJ/dZ737GzDnIogfT+hSARkksNkSRNeaoDqNw2dvmXjnvHjrk572tX+00os276",
-	"k532+62GpBJu9RfbNQaPY4IumdSfNAcykzIRg+Njm7LWicjdsdm2OKbsDsc02kXawCb73OlBBxBnwveK",
-	"EJeVY/ut/76TF5cbIP1vwsIVCldhTKzwgdq6gR4SCedx9pd56hU/zEl7C5sU+wuKFuAzbFnrZRNdjWV7",
-	"Y5nT0fDTLj22dNk9OCGPMfT4rndsMFYcb2PPOHZ7jnmdOTBVrQRkl0Kjlm5TZbA1+M+2YdTtl1GAUiIS",
-	"zgS0JIlqqcnTp0+f1lMTr9yzqLmwFzc3V1bYDMv6nYb6ah8PjQdVxypPJRKLuSLV1lB5S7Uh3SBAcUPr",
-	"Eanccb1KgH959xIxPLdSytq5tkPLTewfntoTaK1rMpiVfPcGfOS9RLJM/yxXgUwmJJT0jiBBpOLNokIm",
-	"v6HOF2cH7XxRpZruUayjI8/UoGtzoI3SidQX/R9DnU7pyr1Z24G8WJxbHK4Gep3ygiY6cJsSnz9T7WKr",
-	"XtG6t4ulKHatvrqhUbcOPC5VRqQsaouEhHRCQwRfILLc/Wln8KjgVAledrhuf+1SE6ZmdlwAieJkLRfQ",
-	"KrexDv3zVq07SMV5rz7OiK9fX+lc9wt7hw1uasRtQ80/FWLNc+kgpxLVeiG6Wpjl+P7KbCTSdcIEEtR2",
-	"dNMpGqZuUrFB/c7lt9W9bQUreRzoFw1Yzi5lhwWntazGQqGn2GN+hZtKN9eXfNGtVu1zVwkJTVMvzTcq",
-	"msj2bfRKIabZVtfh3M/e8OsbkBCkrR3N8NTEzWdIhQJNCQI0XoEwMRiyP6GAJsEABYZ2BbqVcwvZRR61",
-	"lL5uiFeAmu7vWkcd5SVrA9SMqZBH8N07Hi/mRH1bzw/xqdqyYgN+uNJ53S/qmOQACmPxeCG167k4ZiLU",
-	"yYDlAPYuApjO2g8Gxn5QWquSiaC7No1GExoTa1sY5TxYf4eHEzgPKMSBsEBBkvI7GpF0APPmn20h0pl2",
-	"oJe3acX38kodYz84auVn3dSQhuY40eciQzjwGRcSFsRhrRCUky0YBiqRTo1cpHGAmuqvY5DyisdBPiQk",
-	"lCMtqsEZQ4QK6ne7+jNiLrec0JhL1WAgWu4RwgCFZsEAYfT8zbWuyQLQptOpRMn001RKcb938hhFKyXF",
-	"hkib9o4GQ4bMt3TZln9y5p6r6VKqPk8FGpOYL+EXNQyuEnLNdeaa+pT6XZtYtBFlBiXgU/jvQO22eGA5",
-	"pAMxtmEmXH0qWYxjKmYttBALHMfaEH5HU7nAMXp5dY74nEpJooGbYsyXzPnMEqeRUN/Km5cCZEt1iaZQ",
-	"UwvZW+p14aGg09EtWWnILEG/+patnqerw3OE0S1ZITVaQah6vX1LVlPCbJ9SSNJzrWRKkNUYqeT63GAW",
-	"QvJyqB4r4FIP5/AfAww2WbZoK0t8tL1Qt333kCSPzlDs11GSCvZrW1AvkH0u4VsJouCRyGwZeVNPp4+3",
-	"ouILIdGYbBDOYdd15ZtPdi7f/N9IfFf4SFDg7iY4+hZkeq90wH1Gi+COkqUilinBkThXPFMnwQbaTIND",
-	"qY4hy+xpuYV4js4VtZxTZgbb3rhEAN3OhAx+S0wYqaE2etKs3BdPIaptTkuuXedpBUivyR3xm4Qv70B8",
-	"Ns+LroAJb7QaS5yaFJUwpZKGOC5Om/3qm5ZO1bs/E2+LVEMT20KP0uwiVLS4DDVg4LDQuE2k0ISyKUmT",
-	"lDI16GL8LLqc/DR7+fvP8Wv2VlE1xR5A/bltW2Fc0TpYgeIdCkJ7f/z94u8/f3iWTv52ffzkZvXrX1+8",
-	"nT6ZhXdXOKGv43T5EuOr8MUv7/j3noBMs+aK3YtOmYCIN+tOLWxWb7Faf2ljSsahc0wJi3gqSDQar3y9",
-	"DVaIRpqs2oGa5ioVFEuUcllteJuf9cmaGf1hBOrYsFykREnbgbO4QMf0gEVPr0ohUw0oNcJ+zMbzH7vR",
-	"f/4ldo9ivJI11awdOKqk9NEp9H+aj0kU6WDwcsGQUp6BBxCr6aDEr0qaMw9xmlKdkULYHYl5UqqCUYTo",
-	"qnPIAfEKLYj6Z2e9p87poeYYC/L4tBSPsBNqbDzmEmk2B1BYavEmWha7NiYC5ATIH+Zr08YV+bklq4OE",
-	"99rvbJdUmlPITTUf68Ntr+l8EatjWBuHQ1JS8JUu+SKOIHR9kRzERLRzzNs2bd3W21dutnDo37efbZ1L",
-	"96VxwRdDVRhfVusfHSr67AE6tNUHdRmoopztFxzyYpVwOSMgHBQ8eWXne27z+207H7i/kOsa26HTByxM",
-	"sZiVRP7tJnUweov6jOuUAoiwq1/tFZYzgZqEFpO5HglEoyO9i4iSep/CDqsrNDys9Cdbs8YXuYMTLWdc",
-	"OF3L4K5RgoU03SKtJuPq3eofuiFbSUjYdye9bv/UQ0DXQrW/tjJ4phcy5HOjMovslYprLaTCFhd22gH7",
-	"WYYz+mNdzzLCppQRQ5p1f5StWclz832fF8ldmsfsu4ihxm8+Sm1cBwUWqOuWLK3CjTaxtvxoCkv1UiU2",
-	"Ty7hlPw3d/3m9dXdiT1I67+FajCRQDLFiUC4TIbGnKuTeaKEUPWe5mKKBjwh0dPu2dnkJOzjp+NedEoe",
-	"T550G9rZ2BicPPZUPjdfK69OZCv/QQ0oLOGJzxvhrKX+Wy+fK7lzRj5oC+HJaa+HNNqgswEiSqlOUioI",
-	"OumfPjnRFay+QylmEZ8jHkoiRUm4W7/tir+S+mpM5+u7oXMysCXVHbdNrOiDOqlimXXok7HByp+fS8uc",
-	"tVlGHbzoZkLeUCMFLgAVSBvLdRSybRYoSJiSSmuDPL3FIP5WZacYHsdq/VrDI3dQnW+V2BaBM64YbKP3",
-	"tN/pdvqdXnfHPlFzEKKslu9q5caax+YCotcgpaL3uN+CS3LKs971w/tXmi6cTU11KAGlmUyT6QHCcXwP",
-	"DlCmdF9B4ehyZgYhSJIPJeVc4cCbt88eCWP4Sf0qsQGauoQAQ89SAke6lSWhAHl+axA83OGSNl6KBm4f",
-	"uTabLyefOkiwVaUI0y7soVoZFZFrA/uz47Y0xeqlZwZZk/FUitt8foXUk6Jr9LE33qqI1RvWyubJ38zQ",
-	"L1OG+2SEF3I2SlIuecg9EY3B9YsLHa18/eKi3T97HKBmcHdSsiw3zMOaOZKU3q2b4+Ly2v/Zi8vrmk8u",
-	"BEn9IP3L9Wuknno/aAWSnWqSmyvSLrbLGzw9OkgJcmMDB+Q0kFcCn5wCFelGCSNaBbK/b8XynFPfo9p0",
-	"mZ93UOAuNbCuQvD7BZZLBqi5JOMZ57cCAuonvOK5MAmDwFy1YarhZ9oerronl5QcpFZDg9GcYCbuyS1d",
-	"fanrYZ75Jn2QfdcPUTYENcE52uYsXh2dZz5hCOEN7vphUIogsWdWbnVbbA9SXHGrAXO8ZfEqCyy6R/Nz",
-	"l5uawhM+B9fnYK5NnkJpC/oBmY4o4qh84Ty1lqXs6pVeVgJoKMrHU7HGILDujGBRN6uEXJnGLJuhZCM3",
-	"z8vs2MABT0hRAWkKQHGyHii+ED+2lUoU192WO2dJFI/Pzk7O1qdR3Itz351s9cKJt+FzmWitJ86b6mVo",
-	"CgxDD2JOdz61nfkhV/i+saoZ+cr3Kdb9DGQzHc/C3FvIlq+TLJCQuOxgLSmP1uW7RR3vb5CTaUGhwMtK",
-	"2bYnSuv/eljVZt50jgAkUIhZSGKBTClKxFnJ4l7b32drxrXdVYJBvmPTz78RRtT7NhjRZtbzFfMeL9H7",
-	"28musj6zdt5M2dLpvnl9BKUvQSRASu9wuEJN9ewqpXdHHXSFhUhmqc5+TwnKBdly4AnoptloBXsLOWtr",
-	"s2BbwUtJe1V6qM58vCu+p35x3ytppEbR1EplriRWo0rKC6oQt+IJ5ENRE0sUE6XFf6f0+BSHijSX1NPy",
-	"9hx06PW/K6DDd9tQwA3KfXG1A/Ti9cWztlLlnz5GTdD8jxTiZj/3z8zvYAg4cqOV9MFbM8D7LW0DlYuq",
-	"+OIM+Ox6kOX7vu9BbrBgmGUO0MXldbvX/w41n/34Q+F8FIC938K04bdrZGhWJZ+ORcPZ5El/A+0sSUUw",
-	"bRleWhV4Lx9E9QbrBKu/1RlXQFdFzUwWAIgL7k4C1LS7bqGceLhxeWAwvzspnuudN7jJKR6+e4kFxxvJ",
-	"GUFQDSQrN6iInBFMq10O7tcfwhfT5m+rjm23bUZ0FxD3nOzMBkpMBoiCF35HRhBknPI4VoA0gjHvi7VP",
-	"9OCtuyBA+q+6RMYlqTQ2cGC04Px2vuseUCUOTZ29HVHkurunG/HbNQLezFx0VkJ8KwPEXtk9OtB7faBz",
-	"CV+zeVoWKmA7XuzLGvhf8ZiGHokcUmLimOokkVtClGjrRipB7JKumQNBNurhdEbStk3HHzIIKkiJXKRM",
-	"oCZmiOjAVrwSWbF9tQaoKcqFoONYR+QuJJ9jScNgyLKeyWpgsQePs0JNlvRL5aIX7qAqDcjigvcLqDEV",
-	"QbjZjQl85PepZ9Hfoa6K8bHokCdjD9GZG2MipNNidLzKSi88UAf8Cow5snJdv+MJT1FCeBKTc8QIiRR5",
-	"QGOCFlATo7hQnoh2YpxyLud2lJD8Wm/oXP1rt7u8zNK2JbyO7nC8IKKD3i1iIgZOGtRoLgIEdRZCFCi5",
-	"g4ykjNWvxyfnQxZAMFFx9P/7fyH9c0RwNMITSdIA/df//r9L76u3dUrNaJrikMC7//W//5/S5OcoyHM3",
-	"Rk7aNQwessAJyi88NhjkS0UfefLQ3UkhgbvVcJcLx2/r8eUbg4Tzyhk0Bn01tmZlJl+8tHedNF6ftlL8",
-	"QrW/h05BUuPbMB7Z8YXslAKg6Y1nmtrJY8ABV1frehlHcasVgIeM2LyvqF1HMTn2zJ35cWVe37TF6/C2",
-	"ioEh505i7oSwEIiqIPFEU28qkeliiChDVHBPcFWveDKVgznzLrACG+U1vqZC2FKFbvk8NRotoVQd1k+p",
-	"QOpDxegUZ0V9dzX92sWsvymlvlfvSYlzBIezTUUq+93dr7AWI+rgGV7YBaDXwrP/2iqIWIFoiK83XXts",
-	"v3fd2QsADo3JhKcE/b6IpoqYepoU7g7vZUu5e5MlXKhuwXf9Vfisv49WHeHxSViaA12lfEJ9WUuKLUaW",
-	"zyR6VAu0nHAhJJ8H2nhCPiQxDalEgR4aWJ40ZMEECxmgppjjOEavLt7YAlbiqIWCGLM8U/ZIJ6Eu1W86",
-	"kxVBYmlEBJ2yzP1alK7U59WZYgYJR+A5hqUV5Sv9vMqA/R1sLxi6uHqp8zB8YV1lB+/OBYhPT09PNzZF",
-	"ZXhKue5eQCb0A7RivTWtWLXioyVwSPGqOoq/kk4scMT14TXrT2Jz1xMs5Ggh1kWeFCuf2vpITRNSgLBE",
-	"c8hTZiFBGM0pW0hydMBD2Smp0tx0JRIMStHlJiPraNLg2FIULSUhnzIqiFWhnRbKDtRUqy6YdMW1aaZq",
-	"zLpAEPhItvyNuTUAE/cI1ciQ099MNkOcDSiyy83sfUzuCW04ix1ahWvCVe0VrgHCIy4ISFAPLhZyxlP6",
-	"T2M1/YHglKRGR9Dv6rpsQR0IHaQLt1nl1j22dUfzrHCVhfp1jcO/Dqrcyi5k1yP8ZEFjk9Pckyy4r7s8",
-	"+9JWXjcLgt+Uo/xXHavlO1ATxoXEYpw92Ib5P0RI9y6di0seeJN7baCVJyIDwlEGscuZIOHo9eTnv24Z",
-	"tr1IY6e0HUS7dcwZdEI+P3Ys+feO8M56J/43D/NOssJBnLVDJT3r7IU9470BxrTTMjvhwwambXFx2rn/",
-	"p8ZOIeA+qdLgcb1cec/WzJ/PO1/CzYNKfgU8f6g2rzugAZCR9YdjLvaXd6++YFyzWueeAczF69w3oNmc",
-	"wj1EZB832y50awdqvyeF11mfhiBJbgnHmuDVuqzbdY2BDhkT9vkihx+eTNfFD+98C4aW6yru0I3alFJ8",
-	"yMCtz0eYdyRW5aiENN6M2TsofFZw3V7lg5RWiVmE0wiZ10VWskK/NUCB5hGBTu8ElxyU7VB85qRvsz3H",
-	"K0lECx6/eH3xrFodJec0T9Pvfvr573+kN8vff7l6/t3LV1f/eMn7r/ArfL08SX4c//X5u6eTn//6/cGV",
-	"REvxcjWxsNWN6uI3I8fve9xfSAvIgX6TKmsTaQ6hzLrf2ooW5Qj2LSq09w37tue1RcR3BvPw0UMGepc4",
-	"0GeI9X7AMGsfI68LtjYD6EOEXG93qHltl5J29t+Ifdfhlnpe02shJOpsBwgzlJUK1eViwUkGpDJAv7x7",
-	"1UHviC7HokGCcVuttdyEaivy6saadz2hJVqvXKjTu1abNUF4U8LkxULO/NvRXvcwJRFhkkL1FblIGYm0",
-	"b2S8QsHV2+sbdAwDj+96x7pmGdiK4UwBTMGkXGxTAo2e4Xf/7K6/LWuQDXzczHjXO9bWyQDEVxBTOJdC",
-	"p2uqJ0dbLOITNPKYcJ2UySQOpeM1+MEcry68iCkjqajQiHyUjjUzxacEwneYxtBeAgIV5jicUWYq2nTQ",
-	"zYwKFPFwAfXdqNCOTbUGpdZDal5WbyTQchY85DFKYszIAFGJ5jxSRMP6T9Vb/U7n8amOYBP2tbLjX+Rd",
-	"yGdk3sqLus7cQjxUzoZMzghN8w4u1NSXTEjahiC5vMlNZ8iG7H/8D/SMM0UEKGdC/fIn9Jfrt2/QmEf2",
-	"o0gwfEtGIRbE8BSFCtoHZ4YpfDCdW0iE8BRTJqQu3Ouc2jlasFumJDjDmtRrKfkdKtV21NSXUHUGusao",
-	"I8ZON6AAJ0lsDsU24/jz74KzQC1ihZqaJEA9ZNNeKDhqIcrCeAEU+rR72kKn3bMWOu2dwKGc9s466G/V",
-	"hjMopnb11TY1iDIU6L42v73v2P5BAWpifXAJB4c9okzHKKjvpPlprbTv/Y8FSVcd7bRRwGtcNugYwq8i",
-	"kvqfQRRI5ckRnJ0SzaApEdJyjpJhKDNeogQLgYKYzqkMULPX6Zx1u27l5K723Jv1Bo64FFi5KEnJHeUL",
-	"oWU9LFBgBnRK49XFgQTiVFuGgi/qRVjqO4IjYWiTuuTg8gZPgw66+uWmha4ubp69gNU8v3x1eXOJZpzx",
-	"RYqCl5P2ayUjBQME1ywkjokOU9DAIpaKQ2uYPe314RuMy5m6PCqMLUwDGtAkcy0inyEi84RLwsJV+2ey",
-	"CiBssH+KZnyRKlaf5jRuYM9K4LkuPpk1sIRfACZtRKr6Vbciy5r2AI6g5hyntyRS39G0MluBbL8jSYxX",
-	"UB87XZDg6Dz/eDYdRhGdTAjUz1czqg9R27LRnkS/D1sup1usdSTCHq0fEb3jsUFynkbqjAFIbDlcG56Y",
-	"l8O1v+iCt+c6nkk/VnjGoGoz1NPnMYT2MkJ0oW+FXB/alpC21fOggy7QnAoBOW1pRkM0q6lefLfXUl/C",
-	"+uOScxTzpX12okNPYhoSJlyH80WCwxlp9ztdp21Rziourl66KlGj1+nqkTwhDCe0MWicdLqdExPmA7w6",
-	"Z7K22Kv61VuL6J0BFGyCGIABZR031cH/sSALk1+fNdg9R1zJqUsqCFpipS8vEqhsoP4I0JzGMbW1lxQu",
-	"WHDEzEiSis51stLClLOXkY0gvOJx/Mwu25SKhkLPYOYo93ZgUAtVTatu0J24HIalJB2qXgIKmGvH6l3L",
-	"/nHB1NY/664NdfMFb72HWHjANDj0frdrJQZTH9PlJoqLgBkmm3xtaWl9Kj+AugYCSUkdstdWuKsWNE0V",
-	"0tCB5hyvxkqGZOSoo0UUs13/5Nlujm3rPFdAhDtxRMPf3kNDOt1ey1xQO+FxDGsK82uVeAqFF+FdpTSU",
-	"cE/J/fBIzVaF5+OP5l8jGn1SazQ7WAstN7OsmSyiEZrSOxsYoGvg6bK2e/mEALAU/uVwlS+w4erj2tiT",
-	"X/imqPP3LeiC4sPchKcSmEMbMjb0Kei24wyRDyRcKJnIrAO4v+4kggV08oTUmUwI8iOjASmTQpR1kPuB",
-	"R6stwNpR/G17t0aWVwKZOSTRF3WfdKH3n1q7IZBtSlM0lOQNhFzsPfUdfKiYUfTw2KOvOE+4eiRsTtZ9",
-	"MIhN6LSWH0C9Fc1sAHZ0rXhse7xnVGUAVlJHC3iEJos4HrKITCgDK5JoQUN0owYo3qS1jHJEKIh40CKj",
-	"lEerhA0jGxarJaML3SA6VJxTQTJnKKLiFgk+ZBhJfEsgSUV3azZtHNSglGAQqKlEpvLlnINWxSdWBtds",
-	"2osKcHAPSN/daTzkXZMv50IeHgCfEwHFderhYH9A1Po/EG0vfbv8EBobI856tDDtHq7UO8+6LMPXh8yx",
-	"QzSt5T4kR0qXzjp3AUwoIPaUH8csGjLI25/gUAqTWADSnqmELqp69iNRbi0wZApcW5A9yScm0H+u2Dex",
-	"onlWXbxQz13aiKrOkF1Au9eWyV2IthNEa6H4Up/6PSh5fvYjqSOgG2NBdghP63jK0cMxZ2Ymp45Vt9Pr",
-	"dButhqIyCpDmEfjj1d0YPjv/0HPbeBh+ossv6OLOWc+PXu+4f6ogdI5D9e2+dk/Y/3EC9XQnkPetxi1J",
-	"GYkbg8ZjtZB277u2XQJX3CymbPGhXN9+5xYO25EHfXU2h28r7tU7GG26zG7dR5r0UxKdoyBHPdDHK36z",
-	"A5CsAonSU4MR1SZAbqZHpipYkSBlSRP1NOkdYcS0yDIkSeeBaB0nl8dyMxk0SWzBj5rHKZao+FA4w2Ma",
-	"U7lqFTpuASfV9auhRHrGAKHDvhgyuEISGVJWJUl6QTc3r1r2z4ikSJJ0nttZbOO7Ilk3SFdLOl5k53MP",
-	"6qGnzBH8JG9lSK3j0+ixv73PZT3rwtsOWPOVboUlh+Pg2cQX4a0PT17B5aQKij6P/AgB0Lb2eRlWDXTu",
-	"zML1a/+slSEvACoF6ne7iufFxFjxoIsy9C9POuilRBEnApwZki9CrYRFWOIx1kXliiD4E5EvzLx7XaBP",
-	"F9Ee262vVp1VjVxW3NzBidwrpaoS4SrOYiUkmW8mb3MiUxrWG4CuUj4nckYWAsJIlZjBBc3lvHxvCnCg",
-	"E7f5pPeOXpvpNt6Rmuw4iTEt3k5W12M0kzIZWUPpSHKJ448hj8j3Q/W1YaOlls2j74eNny5vho1WyhdS",
-	"PXS7pg8bn9AJ0LP8kssKduU+zRasHFY+IK2wH/6OnXnm2SHuetvGKNhZ4Xm8Vsd7mxB2cfUy9ys5KY7W",
-	"nyJyO7VxrHiv3HxqN7S0Cyz0EVNLHyAwZ+56ad49UYb+fvH61eHvquCS2+OalB662paAmtAqSxq1mR3k",
-	"h1hTc90xYU6nhpEr5WzIxpThdIWUpgB0yQgO5+ise4Karh/rKLfm+pj/T0S+0+u9N+GF+8yZf691aFoM",
-	"C9XF4tI7LW2edU92uPQDA8o7MDjsR7nvesd4EVFZCyba7wZjII47jUTR2Nsxbs35QrdFs31FdcNuLQuC",
-	"W0emmAltg4NWpEq1BeV7gJYzjpraS95CyxmWqKkHtkydx6PWkCkg9YGOWuEF7KFiyPedbT7k+BWdUwkB",
-	"ixsG6hCqxoMa3mELEIDmATnoemqC0Ap3cQ+yU4AfbXyAL8sU09iV1+Bs/fIadGq0gGQZ4gZYssNKYOS9",
-	"Vxt89W1frdnFNpdrD+cQ96rmyz7oXGj2k/dOnVxUr3qqA4MFwvbTHZtUPzLW1lIh8hiz4Nw4gE1SfmvI",
-	"skR8KvL62orR5IEWzbx8hG7tjBXXSSMjMw6Zo4ZCXQtjXUURMe2BnT7sMLaFisUelKo75negO9AUGaeb",
-	"OPKRGb1vc5U7w6Pje4d+eO/vod6WZGvdvh6sk04wVgsVL2WAdIUBa9BSOL69T0Pv2mR7fGarkD3yOmu1",
-	"fgyOJhOZpWiJjjOBxVze4GndJGbYMYz51IJG/uuCLe34bJxZ1b0QVZ9rjlFb46qf/h5/zANaP2mAiYkk",
-	"vjoo6nfDiu0xQrkMxdFNZIlEfMkEapoQLuNjcewpR1XSrT+8N65MXmvv8/ttPGV6rugQBFN/av97aK0P",
-	"f1ASUeGYqRSI1BTL8knI+YE+NKvagGx7I9gBkOUnIve4IYer7QSL5jxePgdoTGwQe02c+syGEBq/v+Jn",
-	"McF3Nk1WaUCig0znboQhVijKmGHOQFMCreKE68vUgJHHEpjBj8T5kGXVbgxZFlmhGx8r+wVSKQ6Dnvu6",
-	"6rOihaMMHpzSg7typqs8XOXzGWI34Iqt3/IV4Iy+8IdhMJvDv7TYL/PAGIGoEAsS2TpX5muPhHavlDQD",
-	"pfoZmIfYX8gWWOWeixaIPjYokDMbaAzfeiSGTIefUO2aF5yhZjDG0UjYtttBCwXG2zm6JSv15zLlbDpS",
-	"LA9kVeMWVU8AM2EMBGiOwGUStFCn0zmq007rI80OrcW0PlZ0i3iVH3shZmvn+pVZDFIpuM1W1dwx4uih",
-	"Q9i2UreyPvUHUrcUUOXxUK7WlfX+fDgGtRZNdbpPLZJe6mwgylAgyB+BDoU1xQMDU2azST6oL9I7G+Ug",
-	"FPlnIUFUDJnEECjABNUtcAsGH+jsayxD4GlU07XQgkW6HvCQ5UQg5UsU8/C2hQRHGOJpYBC2GSkiW5EO",
-	"vplTIYjS5Zj9rvoPyFs6k9tdiboaKhVhjrEkdSirj2NTaKiW7GwmlYlZjnE6Jak6mwKGnfb82GOr5Xli",
-	"Q7s7Vl2uQX+zPBtRo94q4n7e0MK/RJjHXaFbTvnUk9uzzTJskhXiad7jyTe7U8lgO/zP07KqK7lSiC/o",
-	"P0m5Iqd/bkgp8F9OrxC22yvVXPzMUbsArnUET8Ny2dx2QLthjrq6MHXMpw7hM4TnS1K9YyFTguf1vhAU",
-	"gKsQRrf14AA1r8FV1b5We9KHeGT9laUti9aQFWQWTa6ExCuBeEJYB13icGbOh2pd8Pr6Es2JEAokgU4N",
-	"WUCjQWDSr/TgR8IQZOiFBtQsiLDEpWEIC0jQGTKTKYQCWLFJrEjBo8M4CmD0INB6iqGw45QvhdrMkOm3",
-	"riEeosOZWV6ABCHC+IDMfODhxya8TQE7mqR8Dila4EaCBCxgEnCcCIJubTna4BUWsg1ztV8+D1DT1qc1",
-	"SzGRc+PVkJWq66Yk5IyREO4iRSQWpMilBiDmUu1uxFKJf/aNXHeChB0aqQ8KvDQMJMumUXubEpn9MGRy",
-	"SUPSQW/I0k2bTRZiRiJ19IJnTg2aetiNGLLmFRdympLrv75Cr15e31y+OX7z9ublj39vWcYBIez6jCdk",
-	"mfWVxgLhIZtg3UXgqAXnrOP8gPspiZSGGC1TLoHxzjvoAuYFXKSMDFkzGOTFeIMjCJpST/VsvbO8iTVX",
-	"euUHSgTkD2ZpgMxI0AqW4Xz0EcMRUahLGSlqwBnpoEBBQ6DjG4O8md+ExjIr/g8goQ9s5T6JqZDniEJi",
-	"N43jIdNtoIyYwRbzMXgOBIdIdNCLlzy9NVerPySQ5NzH2K9h2u1Y+7UCVwNZhl/9gZp0yjiEQCpoLAOx",
-	"OdSjf7P9r47tKzoU0CjL9gP814TM5EhH5y5kAnARS63KVatOM01Ia+r5ogsQUVi5qWTTGDT+12/d9tP3",
-	"H3ut3nef/mMv1ajCq4pBDimR6WqA+t1uV9FgGg3QaX/IgGugj8OGIH8MG4PTfmsIcw8bg2EOC8NGa5id",
-	"PTyyjWSHjU/qcw4hUX/uHkGhl3wOpdJ1yHy8yiMQDOmOqMiotgm7NoEjSnw4iL72Y1bBucLNUUzviJf/",
-	"fy1yTSGecbPdJduf8942/tcXzjTftAvWbmS1jVXAOaSDGQZmhZO0MOT++pB26w2e3ESJDuAxdU5YSZsx",
-	"aSGqNWlHqIG8HCVYmbhZ1MTo+cVPSM5SvpjOUGCyYUacBTrzmpqY5WqS/rtSMm8Wi1zKTNem8gEIGib7",
-	"f4XCVRiTFij+Nl0hf9pC0UJvhuQlBSA5132SL2bIoK8SeLl0NojOcgOrvUWhFrqlkGlkT1oL+hHXBTOo",
-	"1AKwGtRBb/Ls7GVKpSTMtPhhq+yBsVvWe5wzyP2iPmdr+aFyNZqmfJE0Buo3cHyUvMrQt8ycKSxzp649",
-	"vfz9FZRo3bnrj/t+/1MpvvtjQ12Nkp6SfNm6RxScnDAlilIiBPTPNFkdZ93j/qmbApLlb2hhw8I79E6j",
-	"0ObLTHTH48XcOSORcN3cLZsuyzQ8Fund8dxG30Cb30Hj+A6nx/DScaJd/b459VfzWU3Zj3xa+25hYsiD",
-	"zJ6hQjMz92eeKLlk+9A5C7LXCQk/d7hAji818ofTe+v/gJCBmUMetuYq27h1nI8cf8xm2SWkIHupBfQ/",
-	"Zxemd6llAjXhA/cgfF88gOA+t7JFFIEDwjaOYPvT/YlI92gfXuTaiIhfPpxgr/s6gGy2WTjOTnG/EIQO",
-	"CjLI0DbEIIeNoKXlERjZUgIdOKngIyD86RIa6MJW1AgqYkCAUqJbC4KlKAdMMFIpwIRh9VEIh8Lye8ch",
-	"7Bd/kC3/i0QgbEQxG4PwVaBaFoVwP+qYLPyFKvKAGQ27eZGAllu9C3L0Q1NGv0odzYe+MFg+nDz98PLw",
-	"g8qJnxF3DDX8SpDHwOWXkfiOyYcsi6422ysLcGjlJlYhwVwekZBCNXw85gtZFA5RU5f2oxB9kCykcPKN",
-	"8saroI9n/ptifRkO0b9DplTwcMYFpJHYjFRhmuvqWmQQIw5hQi3jUTPtd5d8EUdDNuW6Qi6dAPOCWc0r",
-	"jC99bOxSH81nEalgLlbQIsq3QPIhh5Bof52tCu2KdZdi27H4s4a37Cor7Qvr+rrbCl7E8UdDbNcqPa/x",
-	"LckT9hF2wNbWDMlPUJfG044FzJAtK4cm9AM4lrC0ACdtEfCSWSgmOP0RhrzG6W1jGx0H3jmMjgOfysul",
-	"mLWq04LN+unTBuiwh/A54WPz8Dc8IveCJMra1g5TLRv2oEqC1957lUtIOThyhgID4wEar9AMs2iQF4NQ",
-	"CD9ezBMoGaNtm3XJfNkdm7S+FsImHG7IgnFK2XQEtZXhQIK8SJooVv/Lql5A/GYrLyhh6lBQgfrdvvGZ",
-	"M6fuouTgQe+gokm5+zSvD+AqKBSC3cxyoGgvmL8omx6pQ7F2X12HSuJbXQNqIYeMT7LXTAbkjUX9+UJI",
-	"NMN3BIzqWuqq0gC1lwiNbYkhEqFmsEgCb/zoD+rg8vtl15lh78sZg3cUQLeWB68sBO1Uf6Z/MPb61p68",
-	"j7lehCFJJInOdZwGuCjs+JJg+EUsggAoRV6dg7cC6HIpra1p8r7kjy9km0++KhL4V0VpREaYUKAQe8QX",
-	"csQnVdLkEiQP+TDqAWeoqWllRiiRj04e6YgYnOXde4hYB124okIMOfyK6qCc6OSfOO0+9ZGMG3yb669v",
-	"F/Lt5KBE49/IV0U+deQF3Cte2efEOm3R4ne6RfwXx7jXYBzEDOXCkHNMCsOgmj1hmIW6ijwVSIeS6zMc",
-	"MoeIWZ2spbsBjcHfLEuULpdnbOPugZZcxkRIRzYfrzIefdTSVZyhxikuRfEbNB0yRpZaKuqgi3VYfG6q",
-	"Pt7pyt2x4AizIaMspJGSjzKjvaRzElNGOkZMMTEwBSqjlFolemUbVDJ2/m1NIdIFY5RNz8GDnn1H+xDV",
-	"jhmXOkBfHTC0pIuIxDRGAq+URrfyyh7XGSh9HU7oHR3BW8sd+T4dwePfgkYNrdOnVaR2dySFLj2O0Hxw",
-	"mmfRpz7g6UfT5k20UE4FtTkpt/PnUcA0RXOCxSJVurbBxK2iol5mK/mmY6LsNrYJicoO/2ABUdQ5xK8l",
-	"RwrshTvF05l4oc0w8wY+/U3Di9rCNrACZ3IwOGHm4CyM6L8/e7DcRRTZIsGltFXUxBLNuZDo8anm/I/P",
-	"5MzXqEIx2WpFzRbUDW6Z+vClmsNlewhaQKab5GbouZGYjKEdYmmxWugMi5k2pEPuqg1ltu0+zEpgOzpL",
-	"JTC9vgK0YJLGIJ/oKfVMoj5E7Y0m919LRZQUh7fowolK+7CDDULt5cvUOclnjuqM+9oJkkctnaOgXCnZ",
-	"XxD32wpuuoiiqrliDd5v49yC17cz578zEQ0G2238qqdxlVLXDQrRONYhqkoZwY6l4JFwonGqVKH7VNMM",
-	"I4/b5jGQDebGIXuQT0cb7Yd8O0VI6QOJDpMzCKrLHre7RViUzWqvxDuZM3pQzrgOZ798gNP2x/1ZPHWZ",
-	"a6U2oOkd0ahgI7FTZCv1K1x0xnZqAosOgBeH40Y/7MaAvkgw0TogtnFEXxqYsxCiB2UOxxPCQtKOiLVb",
-	"13GKjCfr5NqYsylJEbwdofEKYWhOgsZkwlO16qwPeQ0t/1G9+ZzsZ6v9Kkj6I6G3jyJSMnzem8I7orA7",
-	"xSCXVHWcMYcXRe441ISkqWtFqK/oSkqQyw1tuKHttH2vg067p7kNTc04ZDMsoJtVTena4r09GIa609Qg",
-	"qnsyXwfX2QsiPjsTWqzJj+JpsR6XZ1cd9JaFFgeU7qXkkZa2OpvuCDAcgpFsmpQW+7T7OdA+ou/5ZKLb",
-	"q7Ihs7/p8sWBdi4b3ZFPJkeWrkDnVW1lX7lOZj6ZOEEpJpMV1IeIhDFW+mIQ8SVU58wq6OtdKUKlA6og",
-	"Twk+30IY2VxQFMC4jo7+CPK6BjbPKUO+iakPg1IiU+gpEQCumu2MSd5HDGpN8wnKGs0+Eub9tq4LhXSD",
-	"Yp6uUDNot91H7YimQd7yMzheiPRYjCkLjobMdOm0ifKQsWV9aM3Tfj8vTX10bgLP3LFDNscruEbdyTH3",
-	"7pllUSYkjmPYnO1hD8GTAcIpGTJBMDj5Ly6v2/2zx+2fnr3OK99Y8nNLVjpXjpmsft3a+HzIdLvRlslP",
-	"Bj2/SLKgGMEtSWQLJSnJBq8s2A4ZjmOT+jzvoLeJ06dSvepUy0JCRtQ+a4IeAj4YRSeDdltxOJ5IEZh6",
-	"riPdRDRoB0fnyMCrSYSXigFmV+kjnFcLeTiGt6espjtODBoAS6OURBMqZoXgV5pA3Gu/0+30O33I/E4S",
-	"DnlTp6cnjVZDiHhEGRTnVqRLjdDVt8VokdLGoHFsPqvkj2v95FiNWgiSGhMFTA/0rgA/2oMnxJKnkNR1",
-	"op7pDp5zwhdyJBqDfndr0dI57S8RcbsF+zLg/bVwsev7cbF9RE/HG7qV5DkmIdd6Uu7YhBBDU3I5y2lw",
-	"XCDltnpI0TcQ4tTTqnB6yaLXzrK+qCJ9/0u9ZFF+qfPCvr6ucMVN8slrnN46YaeUubtBTcZLcagF8cBE",
-	"o2igyGr71AUPKamFA9gUfeidIfsVGMESU/k9dHJuZazVLeyg+IgWUgiLFC/kpricLn6qiVlw1MpDvDPb",
-	"W8EBKvx1XXAqixC6trbLr5jKSlQe9LbisMhCtQ/dD3S3pr4THAuSVfYYcx4TzHx1SdzewoVZH9cUJMsJ",
-	"v3fix6VWwl+wJJlzH24v1HoFugi/eQyF0IGZBmgAfAyYqFM7OgRJuFpYOl9axcGd2Fn77DUeRo2KWtYl",
-	"uqtpqewYasolh47tMWW3R36P4xVM9U17HNUWtvE4Fs7qgL0TqhZ/FyDg7y9YtSNvj6CgAI2JXBJFbJfc",
-	"JL4UgQYqeYy5nA2ZPi9FTgdu19EZj412o75RPNSW6SwqZkpjwEMWqElHNAoyJwh1FMsszcayAMU7dL8G",
-	"KtCUM6L5j4Z1AHFgMPojeE09jCvdAPvLORtxTUpcD1p77hwaPa77XH/Xz0HEU6F2xg5o9mV8nmrmK0y9",
-	"NbR/4HKGckjNOsVhOTtIHkvWdKGC5dsh+TbSPbx+/FH9Z5fKCQq1WoCrzgHUGY33Q4gv32Phfse+hTsw",
-	"Ozqo4+OZ0OsrNMf5oDyttsOjWdSXtdoWCP9nY3ibJQ51cptjuASdL2Is75dvUB8GBA3uBJqtEi5nRBtD",
-	"Td8hkQUGmda3eXPdNPdhDJnNhjXlW9mUMqLzT3WekVV6UhCboY29lT2FKYbPFybLSpcr1eWkFCPOclU1",
-	"P9aB1FigiC8ZakLZroLiz+/I0bnxTGWypmLaeVkHLPXPzawaqn5ikCjfPY4501/Lym3Zjkxzq6oWSkRY",
-	"GcHRYSVKF4C+Xj3PXO2PZsbGfWOJ7dIVdG/Fr7fPbTdrpZztlMx0ODrjLmCd+mXxJUJ8IUM+J4dJG8Ym",
-	"pRrNcJIo+W+COp3O7rGeFtd1E/w2NMFfm4aemZytDV8gQaAwfZ6WPqdsIYkVaRWviAmORCuL9ZEknftb",
-	"8Oh1XMEyHrSHgTNPXTMePQbBmRzGk2sOzPStiQqdQna7sNxic/wx+7eVgWoakjrJnFNO3JDE//r//f9R",
-	"YJIczF9iEYaERCQKEE9RYDxRjgHJejQSkrYhr0PTU1HXX9ZE5D/gpa4N+78pxvkfrL6pm5hygFDrkhKe",
-	"XRiNavqJnJ2dnW3oJ2LkDGPicqGlUaaYO/UYMaAo6FTBTfuWrMRa0lFAqEcCXUb9s7PeU5sH1DYfQrqB",
-	"KlLf02YqrDt4KUKixgjEyDLrAdJyej9BrC2SqRI0dITIVAfV+ww413q6n9WyH5RR2GnqTC3qbNRmD99C",
-	"IDOzuMd7qze8JaQW1TD3ro9TLq0guMGUou7Lmb6FCIt4KkiEmjoX7Ehd1v/H3rU1p5Er/6/SxUtga8CX",
-	"JPvfxfV/IIl343NOEtfirX04bGUEI8Mcg0SNNMaUK9/9lLpbGmFDuJiYpOq87DrDjK7d6lZffh3rdrTl",
-	"PYVvu/NygiAQuf+lBR1yDo+lKNCAjohYlHYy0Oo6H5a035QNLjDrB3PMnfrVlwNRGndPupFzcub6XC+k",
-	"nmqAuV2mKv2BU6+29hukfp58AwpcaSOWM89kN3K+F1mHCxRXpYrpb2fyU5NpkzT6lSdNFN4A3Y8fLm9f",
-	"+jtA7siNwiC8dyKT07GeE6oOmt4yLIqwEKRQQez2tXbsVCq0EedqUEjhaER4pH+0pKNDX6jw/ZnHQC8M",
-	"ZIWewu1LsIWYGq434VolFO58ImGoe8pNYSawFLTxVrsbJF8FVZmDxopoqa6aTM9pjb7lsVb1sgoqB3/d",
-	"BzG51ha3ktaPihdgdY4NgcOXkNMk739Van24eAMTnZUYwCMs4Z5JA2+46RdUpOGal9FAnavgH73pvP1n",
-	"9+rTZfPDxZuWvbMNKqXmZgITocSQainAWIustWonP+T92maI9QFCqtIS4hHAu/PfLj5eXF18+tiFdvv/",
-	"4c357xcfd0GYj1ak3v1wcXva2H91/njkG+7tg7rruLmUorvOI4Q74kiKU3rjaMa84Ggg09gkD81t2RV3",
-	"+kP7hqqJbOIhohWkee9NcYkb3Y6/V5mXulgRQdBe14WiU+V0gYHddGLqS6gygjvleyqNj4204S1SzM1U",
-	"JJrK9Qs7wNg+rpjmpIqPnnNfpD7UL8WSii1IXaufnZDAGK/09nSQcjxcyqZVO0/Peiq9fRl+cH/WSyOL",
-	"BLrvO06GdN93mqevfwZR2pFUlueUQOe8C9MivxWDeRt/vCzyWydBftOFE0jVtZ7LHrl3dJFbgVoBHbvt",
-	"oFkxXocXbNWtsBK1+hrS38+v4IHcTh1v2aZ70u6plDKt/jSygKaE47teeXz8ckCvfs4z/KcEeuomyg/c",
-	"bOmhGyc/dHOkh26m9BBRf9769SPwXmHMdFQIw+F5WDav6dTCNgcHUn4Xhvm0euoKZc1QLwSWYnwiFvGT",
-	"WeKDLwlpCYSBmeyPtL4xZyB6CqktN1AqMbhRejaW2VBm8Oe7S5TvvRoX3ZRZrwYTKRRXD/KWSNFTYz0Q",
-	"Y5BFoYvVrruKZQ/qwBsh64WYvpPjqJTlxGD8XkTq7jL8spa4/7imSzv6XG0QgcaOmnQCN9239EahrR7o",
-	"sWNpIniC4bxd/NY9ib+lN6pvO+ddjhOM9EY6ibY8Iw/j3os2fIWojo7QHy1L0Z3VlWRGRUn4g3Z3bY/F",
-	"ydE9/bGN15DhPgK6SCiVO9bDM2BbWqSZOl1/KrNVfsWncOuhvYsqJqxtRfNax2LUdhIOwSqTxKzUlcNy",
-	"PoNW9C05bl+uxidt03YkWS3MbkDqZ35zubR7jJUeku8xT5fwURyrPVCZfPKAsMDPXgSSiUHDnNqCoq0F",
-	"73Ij+mNk2wU8n4EcGy6qE3H1apT1vfHyjiJ3gsiPXJ+tXZuJQuH9bXtBdpDUyPVc5RMkvxPu8nmST2Cw",
-	"NULpiKXL1wqQkWKKqmJdF9CXjlJZFeWrCfqo6SBVchbVT41AeoS1cjJdaSVXk+m7aizPUWJ9zZs8mnkX",
-	"87Z+w5qU3/Yu7HvcKFYyrNU+LV+8iy8WtY5nPdLXEayVdON+qtz4ysXdKQepn92VNPZjdG9P6Vav9CwB",
-	"XdpQJh3vZAl7ATh0PgI6H7hLXBaWtQUd8Pc1RHWLr2xtGIzk4IZkTHzvH+vhcKWvwA30ebQTT6erTlG3",
-	"RTi7mI6CPsvnwD7IFnV3UfW309GIeCtr4aLwpd3tdVfUyQ9tqsM5bHI20WLtzT7XubzgJqP95Qe7WOeC",
-	"v1BVTRP4M+dj5qzH5Sbk6arx/CwqX9pTN1K6+1cwhCFQE2airzac4AIeFnqR7SNimGv0Rj8ME9iCEg5j",
-	"i4i6XomvhDt65pN4N4BSOmjtt4gKt6PvhfPr6B7/vx4U6VbfoK+cgMmERdiyFuAP/oaC0VXYC79W4R1R",
-	"4CK8Ov4VjYpxNgudjT6TsVQktUR/LFfDHnmW2ATqwo18T1AXrqknrPy2LIyzjLUbb7ddI3X4NTBlP/z4",
-	"BCH0l+/1hxZDPItNBJFf5r2Jolm1gvtwE9G29kkWvb+6uqx3GyBVNtU5QgdyHesWnC9x9kBueuryU/dK",
-	"Zpx0Iwz8o/vpI9RpqSDlpboU87EWWdpIPCSyY9uuFSoTRdZTni5gJubtnuqpnyDlmTbzLOU6EtRnRrjD",
-	"5JdQAWbBFnPKBAIopNf52pDJqkQv5p82zhZat/lEGismU+6EdcMXhKmMqU5/qvzOUblWmVn82M1F2LKQ",
-	"aRvS25OEfDJ9YeTPr+D9h87bZvd95/T1z+yhAbfZJUbIogQHSOmLaqr0ZmvxcRjjwq99nc19w0HNpyAf",
-	"QVsD+IiG08zkQGcYmY2BGzFiBEF6pLORkYPPacutv1ewERvaYsIVndMUIqLII9Sm9Aj/rrDuVM8nEqZu",
-	"ejz8xJuk8JNqJ93hwk4pKxXUjcaAb/az4QnTU0ZKQzjcrXKaeqAS9CuGSvMpBkVhkKJpuGvN6d0dq009",
-	"hUWheAC8t8C5rwmcHIOB/tyjfTT8VMwZvL67S+DV8S9JT706/ZXxNOxMFzfknCLLt3eH4frLO+LkXIzR",
-	"y6ivr4ki/+NmWCQw0kqXWF0h/cPRa7PjFj49w4RqAjxmbQ9hU4Jo7Km/PIoQ0Xm/zIakJZqpN4poBaZE",
-	"OGUORm/4JIFqJzMpsuZYutHILAEBabgNup8++5/SiL95f0L9FCprFXBagkfPJw2QaYZ3ERMBKcyHVB/E",
-	"VcLq2t54kIAXJgQRwgvBF++EVrCCXOJYG1SWY/Vqibq8Wg3m4+awhbBvEWpzPpUB/aH1Uy2pBWgvTlZ2",
-	"5/oKq2dVk9ndzbPSzpv9Is+wkHZZjGvt2sjaqWkfHZEM4t5bAz05qpyAyXZS7zBK90LnK9VuPnG2Uby/",
-	"f++gF9Eggjbm+Wsna4PXII7u+a9tXIOxHrjOQVjx+CZewp158uAJiLMw8v16B5fp3svchEu9hNVyfms1",
-	"eA0zHj4Nccf92Y4MeTF2La5c+ecqLq+nUrm7a9YGxAFJGz21zGVX8Vnb634w0jOnkruJBb2BgEl6KtKy",
-	"/OtD7WUqq4RU6gP6ktFSszOGivblS/wgrQaKjl9hdyIH0n6Ye1dJS6vIaCrbyruD+AnXsJZ3En4HLBaA",
-	"VHfisq+JpE0cg5W/LngBw61j0Q2IVXlITee7Ct4F2j01Gznt1jHMWKshJdm4mzAQXCJn3VBKIyrBHqX/",
-	"9ckp9OdWGqzkx04W5KsXXg9dxhGRHeR/7sZDuhuZUp7V1RiLiQ2J/+jeD++rWY+f4ps406M/pB96vszX",
-	"VIbgWzug/y5cS2v7UQJiM8WzbfDmHLc7ORwFW9f2Hundh7q2KqLTEAIx1m9ylUFaWeXSRjBAiYn0geNU",
-	"vTs8je1/CZuoZiNh0RIQVSxbrPkaWZ0ItRCuC2lGC3aTFlzNp/lAjMdzwAIKGgstLBhHIlZSHJwVlKbc",
-	"UI1lUpi4v57yMLSsbkD91fGvESDs0uQ6vySPWe/7ra+4jneVnCUPddP5ni5cuP5CsfkJ49b3qHBMczV8",
-	"Ehutrpj8qXsVVwv1itsU09CnZB33ORaVDRQjPNRAJj31KNAD6rkFJXO0ls2EO90dDyjt4bfQ6EZL0tg4",
-	"KiRkACKwFsdJQCdKgKDUMC2poCCb207v7vAmY8imGJsSKwvkGXeJarzrRI6vueAJ5+AvDTy8zNXwGW6z",
-	"68jabdVzRpP4dcJo8N2U68Wss/taX4pCFp3Sjmrtf//tqJViCZYl5Hce4188hLTGj+kyOxvpsYTO5UUr",
-	"mB7vcWHll/bR0f1IG/ulltRuRZG7w9FU2RMR5mTt5PT/Wset49ZJ+5fjX45ry3aB+3YKNiGdQT2tBtoc",
-	"58ZKlVKaHg1gsYuRtdNHDadoJk2hL0c5bsDVv7pNK4tJrgTB5hT6bo6wBKqcuNXnZvC72t9fEACTd+Zx",
-	"xXwCF/L287zw7urmzDG0kdb1YaBu80nuLiAVvm6CWMG5GiIyIxt7PVpR7TEKaJe2k3i0KFUVQ0bo5mnU",
-	"DMENP27j7WOsQqgvIgSaRsAI5BJtkSXajpa1elloS1hQEYcavpYJeNf53akEHu6HT6ipLJqI5lPVPYq6",
-	"iuCHlnRYhexEC+/4I26CHe2Pv8biamWWY1BXjpDnnO1W2lA/kxvB91a0QXJqrIdUUcIdHWBsIcUkCZ5c",
-	"HF+V/hG1zDy+ZDXHwlHFAuQsl9xPHsDcEi2Qdwzyqgz+g9K0xhM/IrtH+xmS1h+P4pzdxCbG2m/6avtV",
-	"Wp73jwUsFRg4XZAcZbpvRa44tTyUIIuXd7i89/dSjO0oAacF5koak8BE2iIf+A3PDWR6UD5ojhDVnbr9",
-	"3wAAAP//",
+	"7P0LdttG2iAMb6UO5z3HUjdFkdTFsXT6zFFsJXbHF8VSkukOPUIRKIoVgVUMqiianfYCZgX/Bv5vJd9O",
+	"ZiXfqeepAgpAgTdJtjPTM+/7xiKAuj736x+tWE6mUjChVevkj9aY0YRl8M/zK3pj/pswFWd8qrkUrZPW",
+	"zyxTXAoiR0SPGcmYnmWCJSRj04wpJjQ1L54SxURCuCZDGt8SLkj0arT3hup4HHVa7ZaKx2xCzejsI51M",
+	"U9Y6aQ1aB4NWq93Si6n5U+mMi5vWp0/t1msZU5y+upqf3r92K4kzRjUsRMlZFrOmafbvevtxOlOaZWq/",
+	"23t2NHpKD/e63W5376n5P9+Y/9Mt/l8vsKRP7daUZnTCtD2r5zjgqxf1JdpHhCdmRcU61pyamzGmVI9b",
+	"7ZagE/OlXf01T1rtVsZ+n/GMJa0Tnc2Yv+WRzCZUt05asxm8WT/X57NMyay+5KsxI5FgH/V1DG9E7oyn",
+	"GbvjcqbIlN6w8nbevDg/evvLPw7+cfWjfvPibP7meffA/Pf11c38zYsz/K34349ua7/PWLbw9oZL8vcx",
+	"oR9fM3Gjx62Tfrcb2scLlvI7li1Cx++e1c7/cNhlT+MDutcfHfX2DpMu23tGj472DuLeqMueJX3aazj/",
+	"xA55/wtwi7vUVM/UdzzVLHAd70S6IHZSzpTBJj3miihNNdxC6CAVDFk6yP/K2Kh10vpv+wXK7+NTtV9e",
+	"CSzuJWcZzeJx8Fjzh81wfXBwcLARXI/dmPc/2FcJm0ylZiJe/MAW9eWfkTjlTOi9eCwVE+SWLchOr9Pp",
+	"Hx2ReEwzGhvM3u2Q92zKqObihlBy8e7yisy5HhtcGAhFJww+pCIhQ5ksLDFUgCojnilNqFBzlp3iV1RI",
+	"PWYZvNsmh/1+ZyBKR3c86sX95IDtIS3bm1Ce7llsd0eGBLo4NG+ne2arTZhzdNRuTbhwf/eCpzYCCh0m",
+	"CIYdkJQqTTJGk1NCDfyljEjBCFd2pyzBrR72+mWocMQ9vAfLGpoW3wuj/Ws+4bq+2At6w4ji/yoTqKNu",
+	"GE9SGMSfOGEjOku1nXZCP/LJbGIG6MIJ4l/F+XGh2Q3LYEVvZcJC2GJ+b0aUXq/X2whRhEzY/XHkgupx",
+	"aLGvEkPuzbUmPGOxttyeErOIhi30+/3+Rlswf91/C5diMr2i2Q3ToY1cvn1zQTQ8bj78p0+fPt1o5Tjg",
+	"/dd+JW+ZCC0bHjQv+PDw8HCzBZvx7r/eX9hwLOVtaMX2UfOaj4+Pjzda8xxHvO+qP5mP1VQKxUBMu8jk",
+	"MGUT889YCs0EkA86naYcJcz9Kb7x198Uipv5ZsyeNeVpIX+RdSQ4IqQmIzkTZnmWJ58cdg/bLc01HNJb",
+	"qcl39gW7/rHWU3Wyv29kZ6XltJOwO7cytS+k3sMRP63L3d2+4UQqnFCQ9989J88Oj54SO0UH7tt+a4Y+",
+	"u2FCP5dixG/CvCFhylwQieGdWUYd0TBUxFCrElz84UuwawvCIyZic6snLcXSUaudiwvc3O2vH9o5WVyb",
+	"tAIRujXyQSvu//xbPPm5a3+1I04ZyPfmn4rfCC5uzOv2F80nsB5zIGx6HY9ZfHttuEF2R9PriQKW0W0b",
+	"bpfpIaMafusbRpQyqti11vhaD16DxSSMJtd0BGLggf2t8r159/cZj28bZmy3FMvuWHZ9k9GYuTk/tVt3",
+	"qLm1Tg6M+pLJKcs0R7zw76NBf9lKeVmBn96lLoff7/C1C5nyeGG+K919k2xqZGUUvMg04zLjekFGMkPh",
+	"2UEl12yiVs2fS7tmbrsJmmUU/s7Bro4Z3jwb8/2VZ1dAb00CYpkTG0FA1WOqCZ3pMRPaEDqmgJeTHLIU",
+	"2Xn55uz53uXLs/7R8W55vR5q5GsaLjRrWlPgRl6AIMESmFaRUSYnIDVrucVlGLkldA8WWatzn4P2h5K3",
+	"mSe3FxRwvda0QAQvmJH06nOXqUMNheRkQkWyZ98yd6JOiWBzQx8VYSKRmWIJGS4IJToz60rMS2uv7RIH",
+	"NvJ/YHEFoVo2xhW+5ROKmmQojGKiDFqNmWB3LCNULPTY7GnIUjk3upO4YaoEQAce3HChjw9bQdm54PK/",
+	"5itol20dhdxrt1QQkDJJcMDgANJDlspdfcjXIoe/sVib/Rc3XdcbxVJA8licFWQmH/utDTlTv1WjzzhY",
+	"7Tq0IuZJGV1xxhpmNlIps9HtqFR/NZWq3GtxgbCj4OHPEq5fc6VDSvvUqHZGFzEvkYzFMktU5eAtwvz6",
+	"oXaKOSrVBRhvqPWIgVnAe/goyBIK21mAGsDvDnrMq7CvU0KHiglNpIAHRtUuX8nbF69WnjCuvvFg7ZID",
+	"JiZGJjO03VbOk8b2HQfnaJxotc0Tsz9UME6GUmqlMzo1TwxE9Lv9471eb69/fNU9Pul2T7rdf7baVoxW",
+	"Po4YsfpTu2Wg87Df9jSstQUN+4ndtDOZ1CDA7aWmwBgGOaeKJFJU8CA3ShX7ruGWPYj6qPKERHg6g1m3",
+	"exCbDcO/WER2ZEYitVCaTaIKx60faHjK61y1a1AigfFPaMKQUAFx3kqtXCmMUB1me1wTzScFrQwsoQFO",
+	"8ikTqtmeGSQ07xqSq9FKYpYJlrQJHxmO9TiyrAfYNEm4WQRNLzz4Q+21QtMAIvfUlMV8xGNiB2lgJhZR",
+	"argd2r1l1oY3V/Ryg2MrOXIJDcMmInOhuAZ7r9tZgmsHWULm6tQ/cIH2qSUT5zi7mlwmSK0cDrcdiSiv",
+	"ol2y+riLDlHZ51Qk3EBsiH2B1BBLoXgCplKjjFBSUJjKpctkawnCED7UeFon/bo4ASM/jjhhuOljSRP+",
+	"rkKrr2h5rOFo+yFoz9hvoKKEyPiCcE1iKoTURNNbVh47Z9xGKLZvlnfPBZlQM5egImabSEnmorxdByFu",
+	"zOLb90yBybqJ9Ixoqmq058pKGSSDr9HIC0aFqgiwhJ3LWyRsdV6rQ0eJJ5RRQXaoEbNJnMr4dvcBOYIz",
+	"0wV5/IjytEotWm3f13DYfXYcGNVss+5oUKoyGJJ4+/VQypRRUbtfeYtEp/E2L5nWXNyoDe/zlbUEoWrN",
+	"J0zO/Es9BbB1v09mSpMhs3obOLScJalD3k241iw58fWbJ4qg1kV23BhjmiIXcF/uVjxaf7Tq1in7sWeY",
+	"qkjp/hc1lm42kk9XcfD43pqDYyAqnsfmqBtkct5qwpPZN8oU5Gj5XL3uShXX32ZpGUGosAJt0I+JQo4c",
+	"kX6nc3wIxFeh5AexF4zGY2v+mE2rdliMmbheLq/7E4YMsZsI6r4k026pOdfx2CzzOve6wcmkKTfUofXn",
+	"s7Lieq+nmRxxIC8pNSgxmyYrTzq3u/TqBlrvompgap5xozXyCXtQQurNsip6oHj1HlbdZUL8luEzKyUK",
+	"Z1pZttC35p1PYXBdYZjLvyh2uak5rgpR63x3YV/+VIa86uG+Ntz/wXWyNeyHVBMGdlmcHFnT+RW9KS2j",
+	"t7nlsDAulQG4doyeDTFwrb5h0TNGFlhYOtclJPs5Gg02Y+RnYBsO2xVr1LdMUWvkZ0SVrhtCPj9u/x+O",
+	"Z1URvsm8acFilYHTBSg+hG3TH2st4+bzwnz2eQybXuzgPQycdtkXLoRpA4T7jrM0UURLS4/MUmkDAtYw",
+	"bE4BMSZc+PP0/oNyj49ydRhAT9u34TA2+1TVvcC+TGxfCqJZ8bBmQU8TpjSG/a2NaefijqVyyuqoVoH6",
+	"fN4PzZt+JUYyRFMUvxEQmwFvgXI4B+2AxRQts1w32fyHBgevubg20i4H28U2sRtsKs19HJpJpjxjqkEO",
+	"PgApoxQHun5AabJBxJFSsxXC+C2z09/uuUFbW4SYuJCflprFMWMJAyGUZZOQlN/kngAqjtf3RBF8C25M",
+	"GGXz19AtaXrLro1GKUferxlTmmb62sXIt9qtibxj13xqAKsgyKEBt7C8P47EbvAoZU0iLVrCSMZixu9Y",
+	"QqheJdn27m9bAo/xE2Wt9zXzUm0ciw81g1JKYzYxrBJeKBvt17LZ++gVXKQiGRvNFCNcE9CAgQ6uOKKD",
+	"DYT/MvI2ho1v5SlYCRpBWLR0b8vgxNVzFrSkFoCKlHc1CG5wvo4uheaysSW1rZZI2Pqm/LMkyZhSLHnE",
+	"ICY0u3Mpro1m2ET8qMUvfIfEMmFobXdW+/LiIDD9GpEsMKejySukYIQblxDhqHZNhYZYdmIePoju2hDw",
+	"UsmNyL1U+SbN4nLoaBfpHwV4lqjDEjlipW5iZZEH0U28sdbTTTxZ58+mn+DSt3bVyJmOJQpsNJfm7JoB",
+	"QSoXEhQ9lGZTc0uejAciQavdSmzcLlpL+4VrB+QGlBdOWnd82vr0IWBQCHPGl7MJFU18cbXbpYkofCcz",
+	"Ejnkj9o2FdGSEqQPO9GQJtdG+KV6lrGoTaKZuBVyLq5v2cL8Oc+kuLk2OFb8ZdHP/IDYYkaPMjZNKXzj",
+	"kZbiT4N85q8JTQ3OsyTa7RBYIvqbzDOjxLEkIjvaOkgJ/kK4ViwdkfmYpzZMw15tRsUpSupcE7gklkCQ",
+	"Cn64S8wEXMmU6vLAyOEhuhI+y4P0TsxkBMziZEwTYncIKoGZg86JkGRCfwNv4+4poQQkwb3Z1HrOiJLm",
+	"+ztmVCf324Rmtw4QYQHgf/JdpIQrMjXCTULoDeViGbn2gOL4cCn1LoNElIM5HDcePNmhxIC8Xao9T3OI",
+	"w0zObsaazKbwZyZTsxWjzuLB5sBFdtx5DtlIZoxkM2E47a4vgfsohlO1PJdySbYuKQL1zQF6hgJ6YRvo",
+	"qV2fXF5qNrUE5xMc7Sv8qn90vELjtMe8hJBdNl3E7zM2w1uwSYv4xxr3s9suHXxO2XKQ5hpvx+Em2cEw",
+	"1HwiSI7kE1a6HVwQWITta4YSLr0yxyw3ubznUuhMphcpFSzM7lxCB6RLpzymVSbqfrYZBiBx1MP1U5A5",
+	"gjLbexwA/X/mPVUN59iLp729w1GfhrZgR1ZcxCwkY4oYBa8HFGiLLTfsRRHFmMCsVxuwMOFipssR41Vp",
+	"xQ5bNWygSNs6afW6HfP/j06+6X7TdeaD8umYqa7N3EsNBXhkeW4S0uklX9S1frem2iYuXhH7sHze1bWv",
+	"pQc5yKgqB6sgonQIQQcSNUj1gBDhTjQQPQJubB6C7HDkRflCavCMzz6H68uWTagoUZ1ep7tmjJoFktKG",
+	"KreTn1yIaNeSAoLazPNZlhl6mzZoNVvE8lvNJEfz0OJesJiHz+2MJPaZk9sNrZaG5jNxwwVrY4qPEWy4",
+	"mM602iB2KXbBepbebmd4vOUiAUcbrqtVSK2gv5HJx56RfxI5F621o6QeMkTW22U4OaYSl9gmw81N2UXg",
+	"YwDYRpmcXDfaGTA72gDdSD+OlWG5UeqqMVLw4QxTAJqbhQabZSlBp2osNUB+jglGYIWobkik2oHrg2IQ",
+	"qi56P7GS94QJXQ6z+yPkQEFgrol0DrhBjssdP+W/rqdSKT5MWUR2vBgeMgX30AkREjOFJvIOJT0zqJHg",
+	"JMlBFKU7HBPmIzvmkKiWWSVG0EO3tbXGX6rXW8PPUDTyKrMPylrmcpIKLzlYL85arkANrFHxGdJzKkYm",
+	"gIX8NEuEpDF+0dURCaeYsDsDEDsyI1MubtrmsrUhNTqj013wyknBbMq+R9ip1mwyDZB2+Pk6lTdIv917",
+	"YH1bJ7YN1lMh9t988803SzxZ8IXdNphFLdzAIGvWlLEcA8byfUS+ehJMgllmqg6wFu94woTfvrI2kXe3",
+	"e4bfhUh9cQc1Vm6fAOmq2krraLHMv2RII5zeExX00j+cr2lJ3J0LZjbUGDXMB2TaBWQ27p3wBFXkyFZL",
+	"2ONJRLC2ym7DcSwH7pXHgatS7PflV6LY70ZdM6gbup018098VGs+BPO8TtQ7TdR8xAVX4zVutLAoyIzc",
+	"8DsmquGz97vg0NXet1bVyvsLc3eIjOfeln3biSNSGXNlr1rt1hQj4wztLttH3NthNZJlWVO5MVDrLe14",
+	"ogi8udqPCuZ+R+cabzS39ts3Ya8zRnamTCRGIilqa61MRDha/4bXczNVC28tzbsyJ2WR3YClV+DmMXyb",
+	"IT3Uz4Oy8kFOqkoo67mgcpZQiaD0GdQyWcJxm6BIobMFekQceG6g/1l4bL28urogR90ugQwKQVNyCcHd",
+	"5BxeMNALBbasZ6Rz1G4J4FrWJdM6aWVMA2a4cjPX7GPMsikc7lTpjNEJmQl6R3lKh2lxPNcx5GIddbsb",
+	"JdAwkTwsuwljJubFQm5TJkU5OHf1qQWIQHGMNdDmE4b1IJitJQZyovkTFlfGTLyEYm9yhofqBLPZZIhM",
+	"RDTKIQRfQh2qt1oeye+6phyVrNwACBHZmfM0JUMDn9x5PVC5yS3fjqmUTNW+COhgylqnS4TWPQvoPlUA",
+	"rO+fTKTS5KjXJ8OFURrzWp4QM5M9cdXcyvfdAMcNdM8CdkOyvZsHYAg/IDvWDWvUAMH0XGa3ePVWq83o",
+	"tEKfj7qr82yES/D0gK+4zGVkZ5UfvOAabSLYvGQyua9fvBh7Y9n8z1KPoML46mhluXNEdlC6NtgzpxyK",
+	"MWLmLCDBbtnPNBARpPekTGuWWf+dYRLDWXLDNFFTJjRonpRMWTahAmCO8nSWgflhIKKYipilae6DsjXk",
+	"QCzkysB94jLdLNratVZcTKWFoAKN45ZxuaT2VbHpRTlsuOIGzxgj2twY6M7WUlLxFlxIpUf8I7xif+3E",
+	"clJ2tfa6/ZCz9VxkMk3fs99nTG0as3Am8rgdBsNM6jEKxQOsZdA6aQ0Vuz7857A3/bG7+PvkQP347OM3",
+	"V7/3f54f/eP26fus91Icv467Z/TZi+Tgu1HnbPg8OR99P3712w/pG/FuCvQytrY2M/11bpPP7e00i8cG",
+	"PSYJqB5jqXRersXIRVJBYUgx+wha9WyY8tjWCev1fv/H2T9++Pg8G/18uf/0avHLjy/f3Twdx3cXdMrf",
+	"pNn8FaUX8cuf3su/1VXy+nab0qefKCIF8mvv9Ah8Vb7e+5+XBwZHvX5IaXIHurRGllT6O3ixcmbLArrO",
+	"k/7RUe8ZwfexDOuQKnZ8WJHENzr3lYWqKkSqdi2lDbj9h4jYef5lwz5RktGSUNGMBduEVMdGIROa0xRg",
+	"gG4AA9vEMcMHJSSpFsTbqKjcK/34hpv8eBoBkBRvkZ3obKbHMuP/giCoE/ItoxnLot1TosZyLogU6YKM",
+	"Wcaq6Lfh0W9SSuFR68d5V7qECoUqQgSrdiwvgfYDW9ikZPPe5nF/yyqcNZZPqMdS2sxADzrWqAeWZ2ms",
+	"kVxRtaLU8kquN8lTCCchTOkilRQsyIu/T//5/NXxq9/OPr67+omPfvzb3+yOIOgNqvelYjj5rpv8j7+n",
+	"raZ8lkZjQ5wHT7cNEcvYVGbaKgsQZz8TSSMK3zOw+uEjnfODq4nAVEjBY5rmG0bFKMyLGk59ZXFE71pq",
+	"5njLB/NXGqYu3eambM677OIs/JjhfH1BLLgLcrkzWzuNJeiCtBl0bTLPuNZF3A5US9cZFQoDTw2qQNUJ",
+	"m3GHYZAdcgXy9kcp5GRBdswqMLpTMaMPaSjFwpUbfSDmXI/bYGoGa5iQmo9sMV8z9bdnz3+4vHp3sffm",
+	"1bcIrAPR6xx0jju9zmGn1znoHz496HTbRVoU12TCqFC7JwMxEP8GAzP5dzH/v0ETJf+Gtwwc/nsg/r23",
+	"t1f6X/NhlBuiI/JvEmdcA4T9m/RI5ALB3sqEvbBv6ILoYoimH55JiaEqZMpYRhRjyizTqBdGO8NM6inV",
+	"41M4CK8SIig2BMIldqSI4ZgxfpQk7I7HDEpicU3GFATONpbwzSYQa0fkaLRLvM3MRMZoPKbg5P03mdMM",
+	"T4D0y1v6qfweRrVCcByZplQwkkqli3jR4UyDNmb2pnma5jvckZlbnJDwwu5pyY+sSqubmsm4GEnyb3JQ",
+	"WdHUP2K/8imYZmAmVzUIS/dDFKE/vFfC59oG4XjzHZbne1O8fFm8S0WupJHpzDuBcoWgplnB6ufNedQ4",
+	"57l7M58hZSPdNIfBvGsXoFwC1ePyDJcsHX2Xv1eEZxahzCXgs6HNOwjOcOcGXSVcdx5mbFcC1eUdthSQ",
+	"9bRYwQXVY4csGAE/Ew7VoZ6teWlquDHNsoX53Ltmb5ISnHxTHh/hJDi6GdXsqgY7OHTedwYLhjgzn7+X",
+	"Z8Vc7+3bUGPmu/xdSqDoCJEZSRibYuEetG+78V3UNc6aypim14YEg+3bg8ti2l63mPe1ef+9fd2DTD/U",
+	"FgZRhLqZ8pmlR8oBqMJryON8i1Pu9ZqW4L9s5Qob6p5PO6VKITTheajwvMWJ+7S23zBxceYwDHHDkBt6",
+	"x8hselqJYDejK6SkOHsRMVTkSfo79ghQ0UlFXBYvepXfShHpXBA7HKaheyddzFlO7fTnPQzM+26m342W",
+	"TK3pLRPElotaPXn4pI8CE/uQXT5Ly9eEtNFnVGBpNe6Mc9XMA1yEC/vxId1fhEewvrOvVqAcwwYt9/BX",
+	"Red0YUtTuzm93ecT5+mn/qE/rU/73H/PD1x8osqJEeX7NlAu2Dw4dfjcv6nPXRx7KWIylrM0gY4EcLjV",
+	"HI1iHThvEYbVqfO7nkfMLvMXw7zuiSLFWHkqS22S0Mn2u6FpamfrDQ9MMm/Ts+b+gifb74XmLp+tN3EJ",
+	"TouwuE4RFlfsql8dGesoFC8awLwZs2wvr2mIcoKCHIJT4gfYFXO53ByzMgPg1vCUyxy1tdXvtX8QWlr5",
+	"XulMywnVPPanDl0rzBG81sPQLA3XimXMmq7V4sw0YyOWZWWk9VYRvuGj0DJCNwxrKN2w1aY6Rb5KSSD2",
+	"CFGe+Fe8SEUlsYVWLQk7uTbWxmzwNuoDizbpdDpOaMI47Y6tguofsEeRMFbxefEOrSeiuGoQNvB7x2lv",
+	"WrpCTXkVwFTeuOlzn3vF5VI6CY8+OZ/PC0aT197b1I9qAPXKjQzsyXlKbcY6hyx2z6dTceaA09CXb61M",
+	"Ac6k4oSelWXb96WXPGUML4orUgxz6iXScSMRpi6JriwAK02B7kAEbq5fUCHkDATmOReJnDsyb4ToMJwe",
+	"eFQQ5O8CRG1xGEIhgBWBX49BlKgpew6AjbKTcOQEVt9z2l5VvZKjUX4WqIjjgByvgBeMGVYfkv0OepXF",
+	"12Q+e9ClpVb10GWq7b+Npv4TJneCvq7IjmXkgs1BY87uWLZLaMYI+DSNzGPA7NmzgcgXBxaO6LQISVXw",
+	"Qa/rnf4VU/qtZ2OIOgMRqRlYSSIwlio0I+giTE8ROjSy1U5kTZPgpfSDbaM2ibiIeYKRNC7llMfU/pWH",
+	"3USI/rU6m0vTHLZwLxTFrD9VS6ssjyGcMKXoTUNwNUQOHvbNP9Ca0jppOTCHlDy0Nvmh6UU03xfJnfhS",
+	"RU62KiZ+qbNZbFhGEq4jvm7p8PM8vFRpOkwZoXEmlWqOk3uo+NIceEL53uPZhAq1eQB/MFzVb5Gj2O8z",
+	"Q3pOyUimqZxDCKgRNCLgN9E2wasFgK/wa7j3Pvng33Dnf6wo0tl6lUAwj7NjOsoTKCy+gfPvU2M2WRhu",
+	"0GbLOjcd3wTaDuhua8ftVnOT2e8YcV9x8bjAQ3emBUAVh1ugVmMOA2wjHP0DjxorX+T5eL+3Trrrhvts",
+	"VzgMjPGBSJ9iAaFq1YbvWaCGYndSaC5mbHMAD0b5eLM3HuvVYsouqJH8QpF5wgvqdgFJhTNAMUYiZNK7",
+	"LoInYyP+kUxxRKJm8Rj2CLD0lxCA/aVeYmDq1tP6n7/SvX9df/jrzmDQsf/c/e/mj8HgL7v//b9C1OX8",
+	"4zSlgjb1FVmUTAwcOidlDJHTOR3sD3PQzm8khGBVq36C4HY9odntvXIVMRCskvaY54dBiAqWpuphHB9e",
+	"ulcGbHUd4081wC8vPpTiBMZ+K5xikuxaWIBS8Bua3YZQ4Ysn/QE2JF5q6/LwPfvep8AtBV2z+XOrWFAN",
+	"MvvDZGzCEhojE36pwSx4kZQtbOKMZ/NyawQh5/X4iQfrDOED8dL2cfmLK9LfihHbZRCuX1CI3HnA2dQK",
+	"JGATrbdfWiLYbxzFkycmTzEm8KRq/GYfxxTaz30Rafvhm4qsWYOsKV20oWPE6tNbv8VHnl3ZIIyAxgyl",
+	"+94GQ3XOrNqMVgo5Ii/YkFPxRFmVfA8eKOw3RcWCTDN5k9EJUVNGb6E7kFZE6YQLEt2yxd/uaDpjkXlN",
+	"y1imu4SLwlzktHQ7qu0QLStZF1Cxll1nLBlxNV7KcPFNw2u7e8+uP/w1yGPhDF6AXaAJl55U3drO0Qi7",
+	"Y3HGNIGd1ZJIoc9AfcnrpI9u0XA2o0iY+bR10uo963e6nX6nb57NFMtsgB2sxaoRZuXX+N21YhqCjalS",
+	"c5lBFLFrHAE9C+7dZsAexuo6wx5ErsiSfKzuBMBc0e/cnPlFLVCAKGmD6cCiCOlmuYnpc5Ew6yZ/zJaw",
+	"Dr5WXuAFvhqGsZqMBnYtK5ArLTOWOKSS8E4Zq8ogmgsj9dT6eqNSB8y1fHspboyalM3yvtI2hJOmaRt9",
+	"O7GsViXsB3u+fEUdEWxZGEwzOL+iN7v3LSJZcBZqO6hYoAhdtH/k2zY68Ijz5ZTFm7c6CBh/aR7gtSa1",
+	"XkZYlUqvuVAsxoDI9WitGSoH4pOWOjDPArrNlhTz/oi6zEq0Oq+jYjcsoTLZQduN2360ewK3wfakSBdt",
+	"ohgF7z2GihgddiCwClvG9CwTLOmQMxD7T3x6Aa2OlaaLDjkDQzmZ0AURUg8ETZUkQ4iCinB3Uc3AHbgM",
+	"kCv8nXv1Aj1TVZmo2Nr2hjJsQGHITiRHIyw0KaDso56paHcp4Sn6Q5V7Q61EYYSpRly7ePD7f2cvHv1s",
+	"NgmzJFYKlBDbcCyRuT0nJ6ZcsIFgNB53CLKJCdXxmERgS/mQS3Z/+a+I7FCbenh8aGhsRmPNMrWLIEQz",
+	"Bg6pCONDo1Mrr5ExvWPEfWn2433rYkhwFcOM0VtV70G2NUlYB77gTt5DYPTGtE+xdLTnPHggoeB5Jzxp",
+	"22BrluR9BY2eIQSLN6pxVarqetDpV3rn//rB0wrrYac9gwoHtqfYHYfwhPVVw8fr8edvqlZyVs5JKm14",
+	"y8jw81uepkRLWe5rCIeRo2U3kDxcOqmmUubgigTBriIDrWVG8uWj1e6RvH5nCa1z+WntukdrXvTqDMEq",
+	"5dK+RusfXxM1KxqWBAq6snQUnRAqiKty64ebuvDSUxIJKVh0QthHm4duMapUoNU2S5KCVSp64oO6zslZ",
+	"mpyH0+LfCaNSjGz1iJF5s4KRqYytSbi1b3NOCsdofmL1wp75Z9Up/3757i2ZSmhDR7iwNHookwVYwqPf",
+	"ZyxbdGpdptskwoIwwUcQDVt7UAaVfReGqfa7+8ic94tihOt78FyRESgk4Eo7Ve3zRpogry5c1Ut8zdr4",
+	"U4BDsvP81Yv3uysNLPlJFksKgeBLRlMd6MSAv5uTzRhNuDCLQabfVGRb3tavE+W460bp/2w6TTlLyITf",
+	"ID0jd04fKKY1Qtfu6vIEjWWR5W2EHGQMe6pQAuhFusLb1lwJ+KULhd4+NTiPpq6lS4kRvynO7iDAuAz8",
+	"5jzMQmlD257yYE1qmOtSDq9bHuOFRlO4L7WyxluAqXg3hdQrkNfkCQMKRKEF07kUsL5TxJNHSjzj+LDZ",
+	"RxLkcBAvbbN65AgbiRYG68KgcivkfP1Mvjw2OLTGMF/jQmkarEj8CtL4RtzGPOI1TTMZG8zZyahI5KRt",
+	"C+gRaq2BmmZ6t0POBsJGdJGxTBNDnDDIEDI9h+C5c8AJIfgCu6ja4QdipygsZOaF8h5GPs5zHARxKz+p",
+	"DgapT5CvYFiIWzE4cSB1xm4IA5e8uDdY6Y400i68bCSkBCO3PUh9oojiCdv140FxjzYWrT0Q8zGPx/Xw",
+	"q5sZzRICGtktY9OqNN06HB3Hfdpjz4YHyWF8xOrW3QkXucxQdq6e7f0T1YHO9V6DqdeidD1cA9RLyCni",
+	"KdcLMjU3YfjXunB3QfU4BHKlzgOeKJXTkybeMCJc7LmI4vz9tdfjMkAsCyqj6tHRQXhR0L7JXOV1U+mQ",
+	"QLjiCVylF7OY9z8DOXmUyYnBhZjxqSZKIhg2xzEWrQoK4B8IB8OYPXLqQ5b5zx76SnwgA/iymEAnDPLZ",
+	"jCLXIZde3REH0GCyLXDIFuPneiDYRwh0tCVBYP4OySslfYwZS1S5k/VARH5z4KjtI1u+rHI23kxonhbH",
+	"9FfI+PGvIzK/VboCR21bAqA2JflbfQAbEJBxqOQ6EPXoVQiPOMV2znOubCAB4TcCbCy2B0Q2oelA5OGp",
+	"5pJZttshb21oJ0uVy9NUJwTyAnMKkc2EMvQEMysxVSs/9baXsabIb7PkhiUk5bcMPEuwqgq96GF35twW",
+	"0utXWmWvruBTYd5L5ZCz+DaMFXgveWUjCIzfRPYI9ZJuauO2Stp4i8WCylKGffuUjJiOx+BbtxCc8NGo",
+	"2gp0vcqy5UUHStgq5sRqCJdFJLDN43OnSX5KJzZht4gEhxGurl5jJdexl1f5RAXww+zI8i1wwgBcAszf",
+	"ZFQYIYd0cdv1jNExTQYiYXFKDaDnYAhBz5YWlFdLaJbxO5ZA05OB8MnZhC4ITY2IvSBDRhx6AV5AiEIb",
+	"qSBztC1jgs2VC41uOwXUxdkBzhi+LmKGOHzDtCro7UBA+kBezxbIZgF8FYxZiR/bFm/fwptQgqC8y9Q6",
+	"GOmkvGAFrUxqSIVAiRo1tYepibJ5O3v20UzF77heXN9kcjbFnzeKqkK74ZwNW+Foqm4RTVXrybhGRJUh",
+	"MJAFhJrPH1s4nm0WkSFXFW3Jb6wP1tJ6b31nQrdd7rtgQJ4ykahrc4pG/7Iljfm01W6V8zKtQfra5ZUC",
+	"8cLEh2sFxvG8VS00l/KdI167jmffdHrfdHqd4+5+3wAuLHNEoScV0+OuOSWvYX9oJ7WNfDJnUeT3WDyw",
+	"aVUP0LR/SfD4uzmkx3yx4sWP5ZbfvstxAA9r0bfFKwReOSVsMtULLBkoRWUj7CPKOOuW331ZxGkmjxMR",
+	"uElH5m0C2sqEoqZE5c/aJJUgg7gamBsFH184YvJpI73JKTzKlQSRmWFT4HTaWGsKze1j8ua9q7+iqIBX",
+	"wqCuYiBU2PQ7mBy1qvMrevMIvSbRTO2vJISUpWP277sEe+Xoye0CC3J0XFWI0xPtHqL2ZmW4zYxaf7am",
+	"lPnCH65tfm4iPCUpV5CriXYDs4/5WKYMfq9cVXlk6BFiBhZsTi7P3j5ug/01WM9bNi+znIxhgmTViVGx",
+	"hx3clwssoedmTcXzrch32To84cLZYTei7GYhebUOd7cbkXOIHNpsPfeh9p+WYcJWvnyoYV+2l9NykroO",
+	"VvP7w+uNv11KRyBNY+3urL+MF2THCE+2/eIWHVobWplbGwc8tX6TZGU/8+VK7xftLG5PeU1J7BLeXpFf",
+	"4Bqe4tBLifNWgXVIagsYTNiICx5Qtcvq62Nqmr6W+BAqX7AR8WNygb/2SDZL2UkejyRFqRaFwXr41q82",
+	"MmUZIj45N6zjZLmq8tm4B4R6YNoQXUDYW6mwRjsvtsGzr4PNYO14+7hNKHlx9n1e6yAqLBLRn4D9lEJ2",
+	"UfJuEKWDhCGvtbwZUfjFVSawcTRyJhJbnACdi0qfkgn/yBIyTak2VBFrIIy4YKFQ3C2Ka+dYbD33tywT",
+	"LG2dtI7NAHu9b/bcp5Uy3PW422YTu0tYwTwVZ1wPd99c1XAaN1ST2y9+IqAlaAYp9+Wx3RZWjV2cTj2K",
+	"zajnDcV3vWH7R0fBfoPFIddZM/ZWKN5ZX82RSr/KqfCqjtLF3darAZvfScbAvlzeYQ0MVm5WhrKqoeQR",
+	"FzdELZRmk0r8GwDVquupsm93VzCjhYt2BRKbsLU4tY3j46vX5XRFs55we2NArYJ/9nqGf34w240N3PfR",
+	"UOH+x7NgO0NqsEFxCJbO3CPD756/evGeGJpRCYSsLyQHtlX4sTx6BfZTQxyaJXNDs4Ktk0ObX7WIMILm",
+	"NxrAUjjHDcELZgmBzytbGCaY+2dLKrT9QmQy84tW5V4nzScsrdPxLavDgP9mqWV8O3Wm/O7Tp0+fPkzn",
+	"XfMMHRJg/T/uej4Zw3nTu1BA5hes/wLtRIPWyCtsRxJqCxq4ik63t4n53rvYWhEWbJJC3EuQUurBXYZt",
+	"Qmp65L2MpEtS/Iw8KNPE1qYyt9wGv3JROkqORmS4qNfB2vHT0vMCw4K1sccMRt+ZAVfvpHO8wV54BhUB",
+	"nLstfMpQfXhKlcLWdEUVWNfJbh7IIKyvrL/Bur7q9syPrNkH21NYktvsCFpOmO7TiBFNn9asaKPXPQpX",
+	"4FvZFP/hizRHLtHUenciOSmIhZaeTlyaCWjxOjWVlrTyf1UqoroJnmyEwbkZqBpkPWUisoFxE3lXST4w",
+	"T62CB2ymqaVb/jgwL1S2bmAH4eK92iOPNYoHvazWI3AH6x/PylbW3LYT1PIztLOu+7hWNLjG2y1zwWUS",
+	"2SrHlCvp9yBuqdJga2lrueD4J/NJlep0b6gv2SqegeLls6khQZEfihKBTIxpJlyQyEWlRC6izIxRL5QM",
+	"NczKN7oywGVaTdD0Xv8jvAdFaJrKOUucv9xWC93p+sXIbdjZbjU8sIi4XB1OViy2xhRwShsk2JDselCK",
+	"8Pzm+HDDfNfSaXirCcGG1+PgPXSgaSyuM53palsFaCM5drW/uSYxnalaox5hG1d+tgi0jfpwlVpwWf0F",
+	"3PIbBSv1P7VbWBWaSxEmRe4YltqZzTuVoWppLbnAorwS69qr6LMWMXvnplir/1OrtKYQIDVV04HMdDki",
+	"WMxYtUnCb7hWbRJ1ojaJriOAomgvahdxo6BiU/sJ9G4w31QMd5Sndev+GrkSH8ppE38Jpk28DTZbPXMh",
+	"7ZhXMhOqKGSLltHoS0Vd3hvmi46bn6PmjTlfKOCwqijsf+L6qm61ZlkweRxt0qP4QT3Be35ChCwK6WEK",
+	"iVg01AW08oadbyhlyqjY1CO3lh8ZWu1oW5nvP3Fpgbg0J6lvF1lWYPOyzofYrtMlnbeJ7Z+V/x5sZbuC",
+	"Dj1oa9qG9rINsHLudZF9WNqweXtYKN6VJ0A0g3aRzGF7hidkx7K0B64pEewI68Cpuf+rgSQgudv4deah",
+	"cCDvth8wtmF9ErWuV6LYOdB3mqbvRhDjsYa8+EdzW2SsSaGaS7pBSWB5ywR0+1JkLrNbZ26pA8LTLcB5",
+	"dZPm7/kdUAJbhaHUJ2In2tvDEfbg6zUayLJ7NZBd3cs4fLz1S/3QDKSFF2m9rtSfM38nDDxNMHDvjuNf",
+	"VHi1iLfK8ARlXB7C6JQPtJaO5tTBP5Oxyaz54WKflxL0PcHmjxvIvBGZDx7FZYOB20JshGnQXgwR4hPm",
+	"ewsSzaZGS8aK/wMRlRqG7jT0AeW6sQPo7kDIjESeyO4qw1nTuo9Jhjqgn8KbtlVWCEoW9+LjGhMozA0h",
+	"NHNxnsT2ss09n1A2omi41bYdJaz7Q0OFiYcglFv0kl6HuN43Frn87tHR0dFK532puvzG0aaOoOZ9h+A3",
+	"NsVwU7wduFea6WoxtF6/3ZK3rpOKsxPbkFTDDFfQ5t4/v6J4gVWNvCvdxRSy7QKPH6eF9zJLxfscZyr5",
+	"9/c1VDSHuudNBk6hUgS2Y8vP5Ibf+WVkniiCjqFaUPy6MfDnEPxuGVtBMwL6+uFa/s+vzk2eE8lmW85y",
+	"GnAfP/mcKkLVrdXDLTsoUZNaqrXnOy/xgdJX65d0fou91oou+du6Nh8uAyG/kdx8ZKlhqP+ReWT7+Kui",
+	"2uRwUaYKa0l+l5pNrT8mVNcZu5c1HuQLpjTHHioYQu915nyUZhEPZFPrbWldWOmYLoo4Wxe1s3cVOSPm",
+	"VjezelVgY4mMt/P7jM1YUjQshPJWbRJlMyHwDdsKjCXmZ6/rn5HWbAvDTlBMs0NAR6aCZwfjIfI3a/d3",
+	"QUNF+94JZhsS5IBUb+P9mdTU8nj9fr/fPF7Kxe31mh+MRnmBhUCmTK+XP71P4o6B1onULDhFv5U/3mgO",
+	"/M7osmzdzXb7rf8UVWgKUUvyAj05zDfseDn0rW5j5MCz5tkdQy2e4YIMpR4Xy1CbrgOAevU6ylBfL5+I",
+	"5VidNS4U/V1GlIYZGtmUP8Mj9W/IcbBei3HOMsK9PserS4JWkbgugceM361/Zv1wBGCZFCyf5HHYuU9W",
+	"mvCEYXmyeyDLQwSgOVwqrbkKeFVQrx1y7Wo9yClRqJAYYHjnli6LOjclQ6bnjAmi59jIX7WJnR/6Bi2h",
+	"C3+0aEO+JyDn5k0qh03D9Tcdrl/GxUDMwDrFJs9Fki9rzXfL+G9bFfTaG9OCPBjr2bPNOg+0zHqboOYc",
+	"dbENQMZIZEwka8piDwcKwfylsGHEqzZdVLSdKaac4bm20MrqVmYPNVFGG6fmuPhyqeVejKW5RYw9maYb",
+	"X+VnQNRmCRzSgzgc8oHWrun6Z3M4mDVfUB5Y2LdlaolYI9g8hCsjmc1plvxHhflTqDD2o6/htvoPe1v9",
+	"7W6rv8Ft9ba8rd4Wt9ULta8tUG0dWuTd9erXK1TDTVWM0kRBtipSY9P/HZcDHxsQGXC8Ye6oYKsZdSrN",
+	"FXWxWvf1JnTCTLQFzmks2djtHJaCngP9M1QwD4nmJqE8okih7zFjMRM6LRvNSwWLV/SIyY8gxM1K/NEF",
+	"PofKAD2Ysl4+4CCHZY9lVXXXVNObJ9LoXgnJ5Ewkezrj07qFBO526Uk35F79Mmag2NGZHjOhDdiyxL9n",
+	"rAPsWyMLV3HJ4Ag/L2fr7rYrB72siM+FX8exunQejxEXyxkmXPn1Y6QoarHYikoQ0M3r4ZiuAXSwvtTW",
+	"3tVNO4BvUn4KO8RRzbA5OhZU5grLUjlTchufBKtUgRfDduTdx+QffO+EsI9c27YtpLeB4y4Q51p1350S",
+	"2wE3Y6OZyl1AQE9lmrAML0pt4eZb2QW53FW7DDmQvAzN+GDFyRf0RVWrYX3+UOZqaFyp4NZKf0m+fuup",
+	"3qIiHKK2JMOsnkVWQvBACtJ9NN5VOqdNWHESWO7oWdUQ/zG00KVHf9lI87MqzVQa8U/kjehPSFRQrqhN",
+	"orJD2PySd1aAf2M3lkYn1grnsh2qZbN18Z8hx9Zyd/OFZwPappFq6VL9GoQ7PfI383RCs0Wb9MnfsOwv",
+	"NPeeTduk0+ns3g8OlxvNvgJDyDIL+0+C/z5jLhe0GRvK5rXN7GuFvJCvIwj+mRymLFDh/0yQ9989J88O",
+	"j56SKb5EkLnWqqkix/UKif3a+9Bxs54UUALp/TPFEqLnCJEsy2SGAVR+G7tipP3evmduLvraNY4JZdZt",
+	"f7LDfr/d0lzDrf7kusbQYcrIudA4pD2QsdZTdbK/71LWOgm727fbVvtc3NGUJ5tIG9Rmn3s96ADibPhe",
+	"GeLycmy/9j90iuJyJwT/zUS8IPEiTpkTPsgeNtAjaiplmv9lnwbFD3vSwcIm5f6Cqg34DFtGvWyE1VjW",
+	"N5Z5HQ0/bdJjC8vuwQkFjKH7d719i7Fqfx17xr7fcyzozIGpGiUgtxSetLFNlcXW6H/sWUa99yqJSMbU",
+	"VAoFLUmSRmry7NmzZ83UJCj3zBou7OXV1YUTNuOqfodQX+/jgXhQd6zKTBM1mxhS7QyVtxwN6RYByhta",
+	"jkjVjut1AvzT+1dE0ImTUpbOtR5armL/8NSdQHtZk8G85Hsw4KPoJZJn+ue5Cmw0YrHmd4wopg1vVjUy",
+	"+SfqfHH0oJ0v6lTTP4pldOS5eenSHmirciLNRf+HUKdT+3Jv3nagKBbnF4drgF6vvKCNDlynxOcPHF1s",
+	"9Sta9nW5FMWm1VdXNOrGwONKZUQukj01ZTEf8ZjACExXuz9tDB41nKrAywbXHa5dasPU7I5LIFGerO0D",
+	"Wu02lqF/0ap1A6m46NUnBQv166uc63Zh77DBVY24Xaj5p1KseSEdFFSiXi8Eq4U5jh+uzMYSrBOmiOKu",
+	"oxumaNi6SeUG9RuX3zb3thasFHGgXzRgOb+UDRacNbIaB4WBYo/FFa4q3dxc8gVbrbrnvhIS26ZeyDdq",
+	"msj6bfQqIab5Vpfh3A/B8OsrkBC0qx0t6I2Nm8+RikRICSIyXIAwcTIQfyERn0YnJLK0K8JWzm3iFrnb",
+	"Nvq6JV4R2fF/Rx31uihZG5GdlCu9C+PeyXQ2YWZsnB/iU9Gy4gJ+pNF5/RExJjmCwlgynWl0PZffGSlz",
+	"MmA5gL2rCKZz9oMTaz+orNXIRNBdmyfXI54yZ1u4LngwjiPjEZwHFOIgVJFomsk7nrDsBOYthm0T1rnp",
+	"QC9v24rv1YU5xn602y7OegchjUzoFM9Fx3DgY6k0LEjCWiEoJ18wvGhEOvPmLEsjsmP+2gcpr3wc7OOU",
+	"xfoaRTU4Y4hQIf1uF4dRE73mhNZcal4GouUfIbxg0Cw6IZS8eHuJNVkA2jCdSlVMPztGKe73Do5JsjBS",
+	"bEzQtLd7MhDEjoVlW/4lhX+utkupGZ4rMmSpnMMv5jW4Ssg1x8w1M5T5HU0saEQZQwn4DP57YnZbPrAC",
+	"0oEYuzATaYaazoYpV+M2makZTVM0hN/xTM9oSl5dnBI54Vqz5MRPMZZz4Q0zp1mizFhF81KAbG0u0RZq",
+	"ahN3S70uPFT85vqWLRAyK9BvxnLV87A6vCSU3LIFMW8bCDWf792yxQ0Trk8pt0g4oTyFGzP/sFWXIfhH",
+	"S/jPjqtimS52HYz4iANXZSDo2oJNDl5HQBkmtPakd3gAUenxVEf4Pbw1UyyL8k+oUnOZJW7DxdVT3JW/",
+	"4d0O+dGwjRN3qpdvri4Acl69ObsgNxljIAadQl1O2CxaP2xCla1FD1/hNePisB0vTcDWho5WGNCMnLCU",
+	"aZaUshpBGUCqZnSjwugYQwJ4bB4bBDUPJ/Afi1BFvQyoN1Q2O05DbLJUAn/z6K6A+lVufVIRsLbrANEs",
+	"234uPcbI9ODcyc1CRX9UryW6YYgzpcmQrdBzYNdNlbAPNq6E/X+RJmRIGyORv5to98+gHgUFLRmy/0R3",
+	"nM0N3zE0Q50a8QPziSO0eNFYm2PIk6Tafk2j3VPDeCZc2Jddm2GmgNzk8pq8ZTYi1xIdnDSvnCYzCBCc",
+	"8IqX3HtaA9JLdsfC1vXzO9BE7POyV2UkW+3WnGY22yfOuOYxrVCv/NfQtPzGfPsDC3abtaRxT+FbyHlj",
+	"w9aqUAO2IgeN6wRdjbi4Ydk048K8dDZ8npyPvh+/+u2H9I14Z6ia4bSgSd7uOb3G0DpYgWHDBkJ7v//j",
+	"7B8/fHyejX6+3H96tfjlx5fvbp6O47sLOuVv0mz+itKL+OVP7+XfArGtds01EyK/EQqCB51nurRZ3GK9",
+	"lNXK7JaHTtdlIpGZYsn1cBFqE7EgPEGy6l5Emmu0eapJJnW9d3Bx1gdLZgxHZJhjo3qWMaO4RN7iIuTa",
+	"YBzFVRlkagClVtxPxXDyXTf5H39P/aMYLnRDYXAPjmrZkfwGWmlNhixJMK6+WnulkrIRAMR6Zi0La+X2",
+	"zGOaZRyTe5i4Y6mcVgqKlCG67mfzQLxGC5L+0VHvmXd6ZGdIFTs+rIR2bIQaK4+5QprtAZSWWr6JtsOu",
+	"lTkVBQEKR0y7DHxDfm7Z4kEipd046+XnFhRyVfnM5sjlSz6ZpeYYloY0sYyV3M5zOUsT0ABm0wextm0c",
+	"PrhOh7zlpqqrNWIj7tsauMk7/spGM5SjfoSc10tJPVQg3yM0u2uOj7NQxaXYLs7m5WIq9ZiBcFByilbj",
+	"GArz6a/rhROEa+IuMcN6LdXijKpxReRfb1IPo9codblMKYBgxebVXlA9VmSH8XJe3BNFeLKLu0g4a3bP",
+	"bLC6Uu/IWqu3JWt8WfiKyXwsldcADu6aTKnStvGm02R8jd78A3vbVYSEbXfS6/YPAwR0KVSHy1SDk3+m",
+	"YzmxKrPKP6l5KWOuXJ1mr7NymGV4b//R1P6NiRsumCXN2GpmbVbywo4fcsj5SwtY0GcplEsu3jIbx/jK",
+	"EnVdk6XVuNEq1lYcTWmpQaokJtNzOKXwzV2+fXNxd+AO0rnCobBOoojO6FQRWiVDQynNyTw1Qqj5DrmY",
+	"oQFPWfKse3Q0Ooj79Nmwlxyy49HTbgv9tq2Tg+NAEXk7WnV1Kl/5t+aF0hKehhw73lqax3r1wsidY/YR",
+	"ja0Hh70eQbQhRyeEGaV6mnHFyEH/8OkBFgP7hmRUJHJCZKyZVhXhbvm2a65fHirXXazvik/YiatO73nA",
+	"UkMfzEmVK9ZDy5EVDpPiXNr2rO0ymuAF+zIFo7YMuABUEPQ7YEC367uoWJyxWpeIIlPIIv5aFbwEHaZm",
+	"/ajhsTsodLiYum6LY2kYbKv3rN/pdvqdXnfDllsTEKKclu9r5daaJyYKAgEhO6V33G/DJXmVbu/68f2L",
+	"dpfOpqHQlgKjrO3XfUJomt6DA1Qp3VdQg7ua5MIY0exjRTk3OPD23fMnyhp+srBKbIGmKbfC0rMM7dxr",
+	"WRJKkBe2BsHDDS5p5aUgcIfItd18NY/XQ4K1im7YzmuP1RWqjFwr2J97b01TLC49N8ja5LFKCOyLC2Ke",
+	"lL3Mx8HQtTJWr1irmEx/tq9+mYrmB9d0psfX00xqGctAcGh0+fIMA78vX57t9Y+OI7IT3R1ULMst+7Bh",
+	"jmnG75bNcXZ+GR727PyyYciZYlkYpH+6fEPM0+CATiDZqLy7vSL0Vp5f0ZvdB6nmbm3ggJwW8irgU1Cg",
+	"Mt2oYES7RPa3Lf5ecOp7FO6u8vMOifylRs7rCi7UyHHJiOzM2XAs5a2C3ISRrHkubO4lMFc0TLXCTDvA",
+	"VbfkklqC1GppMJkwKtQ9uaWvL3UDzLPYZAiy7/oxyV8hO+Bn3gO/8WnuXodo6OiuH0eVYBx3ZtWuweVO",
+	"K+UVt1swxzuRLvIYrXv0kfe5qa3hEXJwfQ7muiMzqBLCPxLbXEbtVi9cZs6ylF+90csqAA31DWWmlhgE",
+	"lp0RLOpqMWUXtsfNaihZyc2LikUuBiMQnVVCmhJQHCwHii/Ej13RF8N11+XOeT7K8dHRwdHyjJR7ce67",
+	"g7U+OAj2zq4SreXEeVXpEaTA8OqDmNO9odYzPxQK35+sAEmx8m3qnj8H2QxDg4R/C/nyMV+FKE2rDtaK",
+	"8uhcvmuURP8TcjIUFEq8rJK4fGC0/q+HVa3mTacEQILEVMQsVcRW9SRSVCzuja2S1mZc610lGOQ7LpP/",
+	"T8KIen8ORrSa9XzFvCdI9H4+2FTWF87OmytbmDldlJow+hJEAmT8jsYLsmOeXWT8brdDLqhS03GGhQQy",
+	"RgpBthp4Arpp/raBvZke76FZcM/AS0V7NXooJpHelb8zv/jfVTRSq2iiUlkoifWokuqCasStfALFq2SH",
+	"apIyo8V/Y/T4jMaGNFfU0+r2PHTo9b8pocM361DAFcp9ebUn5OWbs+d7RpV/dkx2QPPfNYib/9w/sr+D",
+	"IWDXj1bCg3dmgA9r2gZqF1XzxVnw2fQgq/d934NcYcGwyzwhZ+eXe73+N2Tn+Xffls7HANiHNUwbYbtG",
+	"jmZ18ulZNLxNHvRX0M6KVATTVuGlXYP36kHUb7BJsPq5ybgCuirZyWUBgLjo7iAiO27XbVIQDz8uDwzm",
+	"dwflc70LBjd5ddg3r1bheSOlYAQKq+SVGw2Rs4JpvWHE/VpthGLawh3qqWtcLhg2VPHPyc1socQm0xh4",
+	"kXfsGoKMM5mmBpCu4Z0P5TIy+PLaDSUgk9pcopCa1XpEeDBacn574/oHVItDM2fv3ihz3c0zt+TtEgFv",
+	"bC86r8a+lgFiq0QpDPReHuhcwdd8nraDCthOEPsgHNbc7oVMeRyQyCG7KE055tvcMmZEWz9SCWKXsPwQ",
+	"BNmYhzdjlu25ygYDAUEFGdOzTCiyQwVhGNhKFyrvWwBB/lyRqVSKD1OMyJ1pOaGax9FA5O2nzYvldkbe",
+	"CpEs4UfV+iH+S3UakMcFbxdQY4urSLsbG/go71MapL9BiRrrY8GQJ2sPwSSYIVPa69Y6XORVLB4jDCok",
+	"RXqyclPr6JHMyJTJacpOiWAsMeSBDBmZQXmR8kLlVO1NrVPO59yeElJc6xWbTNNgNZwzPwXBvnVCEqpp",
+	"m1hZmyUdEuVvRX6tLfZxSkWiBoILLU8ITqhwM17UPVUk+uMP+OHTp+jUALu2VY0oYAy0N6QDAYEVY6yB",
+	"pemtTQ3MR3qiQMNrg9TMFUnZSBvOYzFODATm2tG0+IZAyTwNHXoE9u7xU/0j8+kJvm62NhD5oDORYmVf",
+	"qsvDwVAW9/xIG/9cxQ0XH8mQjblICPWSszp+xw7zXR6UZK1OzhduBnC5LXCMaH5w5U9wgjkb2uyt5T7v",
+	"pe7fX+xt2nwcjPX3rhh+cxanWnfA1oUtYWK+eiHvWCw1NrRTWOPfABPBhKROiOaUTmP9HI+rcu0yc5ke",
+	"+KgTwj7G6UzxO64X1zeZnE3bxBuhXUSDVYveVb8rOrBX76qG5CKI3g79AnzNDlyX+r1rD0V1cjGdbWBx",
+	"dCu4cMMGW+2EK4q8E4ykXFQW/gYy9bCf7o4Dgb86ANjdsje0wUbmguUdPbI+XbWqa0E4f6bw9Ll6IeV2",
+	"0N5J+7AYEhPcKb7y6t1s5P7zaK20te6xsifNNxvuADlnw1YNKKim17k0vK+yu/35fL5nfjbb5lM/help",
+	"16tgBUv89Z4luswB5WzFkqsv0nW4ei7rk5CfaTpjOWlzu3miPN7VNqJCDW1rh5+wu/27m+6+RefK4R+F",
+	"M8X821gSDjyhGIVaylsuqnryjBQDrV/93N1kLRJ4woUzaAZIRKMgsZrGrcpSbCQPVz4tsG9hfQOapixz",
+	"LOrU1tNMitqW+VdjqiwVSTDAr7EYwmq6kp9BHp5QIiHerS6jIWEf1TkEtDbQgu18U3asMiRvxDTukfZR",
+	"5ztB9gLcDO0FDXuvIG4uTpE45RANPFOsmhZcLLGkiroEzwCxsg7UP0J0wuVOFKIkuKxOsGdrTezEiPOZ",
+	"s986qbJcSOVwVWTeL3lR2zJKhQ+A7AjpXPYpoNqurf7gk6JQAklQbMkvDQX6HUznlyNbNQIAvho8dBfO",
+	"FC+uosmYwIvsZ5Sv1zElhEuSGfno75fv3oKyAGIpZOOW7T3WjOmQvN1KObiZvbY4VI/LynPxbEV5UiQL",
+	"ZTnDFi3L3wuiC5+Y8TYTK87zSmUaPid3wNY65P0sZerEq/xxPVERgdKCMYlSI3Fda52aX/cPTgcigqSP",
+	"8tv/7/+P4M8Jo8k1HWmWReR//6//f+V78zUKg9c3GY0ZfPu//9f/U5n8lERFjv21V2kMXh6IyEueLj0O",
+	"aFuhYVzpNX9SqFnWbvnLBTXZlaAvNgY11mpn0Drpm3cbVmZLpFX2jnXSmssLlEeot7TEEhXm/T2sfOHe",
+	"L1URKKEIbjz3qB0cg9DmM7Zu0MBX3mrNPABFoPJ38nWUydiRP/Nxbd7QtOXrCHZHhVdOvVpUIyZiMH4p",
+	"lo6QHKOCyjMGRc+5koEkmF75ZGoHcxRcYA02qmt8w5Vy1fn9ivEjpP48hirJ5ilXxAxUziLwVtT3V9Nv",
+	"XMzym/rpxUXgnowizmg8XtWXod/d/AobMaIJnuGDTQB6KTyHr62GiDWIhjxo26jW6q+2mTUAHBmykcwY",
+	"+W2W3BhiGujLvzm8VyOa/Jus4EJ9C6Hrr8Nn8320mwhPMwe6yOSIhwQvo3Eljs9M8a02eKPimdJyEqFa",
+	"wj5OUx5zTSJ8NXI8aSCiEYXiPWpC05S8Pnvrajar3TaJUiqKGj27WHdpbn7D4k0EaiklTPEbkYfJlq3g",
+	"ZnhzplRAYQiI8IWllVk5Pq8bSuUtE8EsnLOLV5gvH0q/qQbibtxz5/Dw8HBJ1rI1CdIbLlHFMCKeEYXU",
+	"7fXhP4e96Y/ooEIJDEpx1AN6v5Lmo3DEzWkQy09idaNPqvS1UQKbMwTKzT5cSeAdG/pNjMYNpblEzAgl",
+	"Ey5mmu0+4KFsZNmwN13L2IHq64Vr39kwEBzbhqJlLJY3givmXJ2FO9yHmrqobsvKLC0HZN5ZFrAPg+TL",
+	"X1kDAWDiHiH1OXKGrWc54qxAkU1uZutj8k9oxVlgy8Q0fTcCc91SXR0I16f2H5UtIUAExAUFNdmis5ke",
+	"y4z/y0a3fMtoxjKrI+C3WIo8agKh7uLvkwP147OP31z93v95fvSP26fvs95Lcfw67p7RZy+Sg+9GKxUm",
+	"u8r6cXwI3zfcdVGr2UG9Gsu5QGdSrcDB10GV2/mFbHqEnxxorApuDhR12dZ0lI+0nrnIguCfKqD5F8yp",
+	"CR2oTbchajb0vEarmf9jpN6W4fL4+Ph47TRbWyPLQqucqhwIr3OInY8Vi6/fjH74cc302lmWetXcISup",
+	"Y8+gE8vJvhdxde9M3ISl/I5B2cX/q9Nxp3mtXCn2YiM9Y5b5lnm5AGNonMxP+GETiNa4OAzC/ktro1Td",
+	"kFRp8bhZrlyOM19Rem0FNx9U8ivheT2u8rPn1gIZWX449mJ/ev/6C+afmnVumWhavs5tE0/tKdxDRA5x",
+	"s/VSbDag9ltSePSVWIKkpSMcS5IMm6ojLeuF+5C5O58vw/PxyXRTnufGt2BpOTYuk3cs69juAY+ZYPP5",
+	"CPOGxKoaPZ6lqzF7A4XPCa7rq3xQekhTkdAsIfZzlZcWxK9OSIQ8IsIyPBA6CeUVDZ856LuqPMMFeJTN",
+	"45dvzp7Xq1gWnOZZ9s33P/zj9+xq/ttPFy++efX64p+vZP81fU0v5wfT74Y/vnj/bPTDj397cCXRUbxC",
+	"TSxtdaW6+KeR47c97i+kBRRAv0qVdQUPHkKZ9cdaixYVCPZnVGjvm57rzmuNzNwc5mHQh0zIrXCgz5CT",
+	"+4jpsCFG3pQUa1/gj5Eau96hFpGQFe3s/yL23YRb5nlDe8GYmbOFmKC8OwZ2SAEnGZDKiPz0/nWHvGdY",
+	"NhNBQkjXoKTad3kt8urnBHcDKQCoV87M6V2azdpkqRsm9NlMj8PbQa97nLGECc2hSqaeZYIl6BsZLkh0",
+	"8e7yiuzDi/t3vX2sLQ22YjhTAFMwKZc7c5rDxN/Ds/v+Nhsnm9h4fZzxrreP1skIxFcQU6TUCsvqmCe7",
+	"ayziE/SuHEksniM0jbXnNfjWHi8WyKdcsEzVaETxFuYE2SLBitA7ylPoqAiBChMaj7mwlUc75GrMFUlk",
+	"PIM63FyhY9Oswaj1EGOV14WMUM6ChzIl05QKdgLxUjIxRMP5T81X/U7n+BAzjZT7rOr4V2TI9JyhdDcp",
+	"4uDJ2C+YyvV4IDC8NG9aym0fgCnL9iCZyQs8HYiB+G//jTyXwhABLoUyv/wFA7GGMnGDEiXoLbuOqWKW",
+	"pxhUQB+cfc3gg21WyhJCbygXSmNXFe/UTslM3AojwVnWZD7L2G/QUaRjpsZgSmiUao6Yeg1wIzqdpvZQ",
+	"XP/Jv/6mpIjMIhZkB0kCdGGxHXWj3TbhIk5nQKEPu4dtctg9apPD3gEcymHvqEN+rvdYJSl3q693ZiVc",
+	"kAhbuf76oeNa5kZkh+LBTSU47AkXGKNgxsmK01qg7/33GcsWHXTaGOC1LhuyD+FXCcvCzyAKpPZkF87O",
+	"iGYYU4hyjpFhuLBeoilVikQpn3AdkZ1ep3PU7frNgrroubfrjTxxKXJy0TRjd1zOFMp6VJHIvtCpvG8u",
+	"DiQQr8EQFOY0H8JS3zOaKEubzCVH51f0JuqQi5+u2uTi7Or5S0xNOX99fnVOxlLIWUaiV6O9N0ZGik4I",
+	"XLPSNGUYpoDAouaGQyPMHvb6MIaQemwuj+fRxLACoEn2WlQxQ8ImU6mZiBd7P7BFBOld/UMylrPMsPqs",
+	"oHEn7qwUnWCTABfdjb8ATLrMQfMrdt/O+9QCjpCdCc1uWWLGQVqZr0DvvWfTlC6gJVQ2Y9HuaTF4Ph0l",
+	"CR+NGLSMMzOagaD5kI2qhpPo92HL1bT4pY5E2KPzI5L3MrVILrPEnDEAiWtb4sITi7Yl7hdsTHKK8Uz4",
+	"2OCZgO460EJOppCCKRjD3lYGuT7uOUK6Z55HHXJGJlwpqD2S5TQEWU394rs9aA5FcXAtJUnl3D07wNCT",
+	"lMdMKN/hfDal8Zjt9TtdL6+mYBVnF698lajV63TxTTllgk5566R10Ol2DmyYD/Dqgsm6phzm12DN2PcW",
+	"UKgNYgAG5L6Cg/99xma2DhrQVEyYlEZOnXPFyJwafXk2hQp05o+ITHiaclcj1+CCA0cqrCRp6FwnbwHD",
+	"pXiVuAjCC5mmz92yKzlt9XaGAnpWmGnNDfoTV8OwjKTDzUdAAQvt2Hzr2D8tmdr6R92loW6h4K0PkPgF",
+	"mAaH3u92ncRg+xj43MRwETDD5JMvbQGEp/ItqGsgkFTUIXdtpbtqE5km5pCQDuxM6GJoZEjBdjsoouSR",
+	"7KHJ893su27xvoAId+KJhr9+gB7s2FHaXtDeVKYprCkurlXTGyiQD98apaGCe0buh0dmtjo87/9h/3XN",
+	"k09mjXYHS6Hlyoo4kBGaYOh4QTxd+5GtfEIAWBAEnsNVscBAekFx4auygz+0ofFnCHOnMtPAHPYgsx5P",
+	"AUQ7g2cfWTwzMpFdB3B/bJ5JlYRo2DlVhRAURkYLUrbUQ940/VuZLNYAa0/xdx3NW3n+P1RQYFO8qPuU",
+	"dfjwqb0ZArk+rGVDSdEz18few9DBx4YZJY+PPXjFRWGMJ8rVzrgPBokRv2nkB1AX0+Vy5z29kHu6RnSG",
+	"qpyAldTTAp6Q0SxNByJhIy7AiqTaZMogpVtg6LPVMqoRoZi2bVSISr0jI2xY2bDc1YYAbCoSG85pIFkK",
+	"knB1S5QcCArZ4FBMANNDbbs981LGKAjUXBPboWAiQauSIyeDI5sOogIc3CPSd3+aAHlH8uVdyOMD4Aum",
+	"oAhqMxxsD4io/wPRDtK38482ldeGVT+BblzgHq71pbIcz5ohBsKzQ+w4y33Mdo0unTerBpgwQBxoE0VF",
+	"MhBQX21EIVsQxgZpz3asUnU9+4mqtoAbCAOubahyI0c20H9i2DdzonneBarUd0u7iKrOQJwZzSpp29yF",
+	"ZD1BtBGKz/HU70HJi7O/1hgB3RoqtkF4WifQNgyOOTczefWGu51ep9tqtwyVMYA0ScAfb+7G8tnJx57f",
+	"btHyE8y+wiY8eUJbr7ffPzQQOqGxGbuP7gn3P16gHnZs/NBu3bJMsLR10jo2C9nrfbPnliANN0u5mH2s",
+	"9iHbuNXeeuQBr87VWlmLe/UejDad57ceIk34lCWnJCpQD/Txmt/sAUhWiUTh1GBEdYVqVtMjW725TJDy",
+	"pIlmmvSeCWa7QluShHkgqOMU8lhhJmM01eM2/Ig8zrBEw4fiMR3ylOtFu5SsDZwU+wxBK6ucAbKpjMdq",
+	"IOAKWWJJWZ0k4YKurl633Z9QIIVlk8LO4nq9l8m6RbpG0vEyP597UA+cskDwg6KOAneOT6vH/vqhXkRj",
+	"PWAtVroWljwcB88nPotvQ3jyGi4nM1D0eeRHCIB2PaqqsGqhc2MWjp/9q1GGPAOoVKTf7RqelzJrxZMx",
+	"U8oQhdm0Q15pkkiG9Xa0nMWohCVU0yHF4t9lEPyeGQCEebe6wJAugh7bta/WnFWDXFbe3IMTuddGVbXZ",
+	"xPaqsPH5avI2YTrjcbMB6CKTE6bHbKYgjNSIGVLxQs4r9mYA5+XV1QWxQwbv6I2dbuUdmcn2pynl5dvJ",
+	"6y9ej7WeXjtD6bWWmqZ/xDJhfxuY0Qattlm2TP42aH1/fjVotTM50+YhKDnWzTFofSIHQM+KS64q2LX7",
+	"tFtwclj1gFBhf/g79uaZ5Ie46W1bo2BnQSfpUh3v3ZSJs4tXhV/JS3F0/hRV2KmtYyV45XaozdDSLbDU",
+	"79ks/YSAOXPTSwvuiQvyj7M3rx/+rkouuS2uyeihi3UJqA2tcqTR9vg38kOK1Bw72034jWXkRjkbiCEX",
+	"NFsQoykAXbKCwyk56h6QHd+PtVtYc0PM/3um3+N670144T4L5t9rPzQthoViUe/sDqXNo+7BBpf+wIDy",
+	"HgwO21Huu94+nSVcN4IJ+t3gHYjjzhJVNvZ2rFtzMsP21VgZGrtaI3UbCHDr6IwKhTY4Qq1qC8r3CZmP",
+	"JdlBL3kbC73t4IttW49/tz0QBkhDoGNWeAZ7qBnyQ2dbvLL/mk+4hoDFFS9iCFXrUQ3vsAUIQAuA3DvB",
+	"8iC00l3cg+yU4AeNDzCyzmwJOCevwdmG5TXoqO8AyTHEFbDkXquAUfBeXfDVn/tq7S7WuVx3OA9xr2a+",
+	"fEDvQvOfgnfq5aIG1VMMDFaEuqE7Lqn+2lpbKw2jUiqiU+sAtkn57YHIE/G5KvogGUZTBFrsFOUjhiyV",
+	"c0IN18kSKzMOhKeGQl0La10lCdPgb4BJrYQF77ZJudiDUXWH8o7ZsmXW6aZ2Q2QG922vcmN49Hzv0Lf8",
+	"wz3U24psbUsdjmRGvGCsNilfygnBCgPOoGVwfH2fBu7aZnt8ZquQO/ImazU+BkeTjcyCkqZgk4DFnF/R",
+	"m6ZJ7Gv78M6nduu1jXhZ9X7+nl3VvRAVz7XAqLVxNUx/9/8oAlo/IcCkLFQi7wX8blmxO0Yol2E4uo0s",
+	"0UTOhSI7NoTL+lg8e8punXTjwFvjyugNep8/rOMpw7mShyCYONT299BeHv5gJKLSMXOtCGsolhWSkIsD",
+	"fWxWtQLZtkawB0CW75ne4oY8rrYRLNrzePUCoHHqgtgb4tTHLoTQ+v0NP0sZvXNpskYDUh1yybS2pXzo",
+	"hCU5MywYaMagdLDyfZkIGEUsgX35iTodiLzajSXLKi90E2JlP0EqxcOg57au+ry4/HUOD16J+E0500UR",
+	"rvL5DLErcMXVb/kKcAYv/HEYzOrwLxT7dREYowhXasYSV+fKjvZEoXulohkY1a8oLWuzBRaF56INoo8L",
+	"CpTCBRrDWE/UQGD4CUfXvJKC7ERDmlwrfiOonmUsapPIejuvb9nC/DnPpLi5NiwPZFXrFjVPADPhHQjQ",
+	"vAaXSdQmnU5nt0k7bY40e2gtpl0vZpouimMvxWxt3Gcgj0GqBLe5qs0bRhw9dgjbWuqWPZkHU7cMUBXx",
+	"UL7WBQR90uj6eAgGtRRNMd2nEUnPMRuICxIp9nuEobC2eGBky2zuuEr0LspBGfIvYgZ9CjSFQAGheILO",
+	"GN/gA4WjrWUIPI1mujaZiQRrqw9EQQQyOSepjG/bREnoj4DeRTMCZqSofEUYfDPhSjGjywk3rvkPyFuY",
+	"ye2vxFwN14YwQ1XfBpTF41gVGoqSncuksjHLKc1uWGbOpoRhh70w9rhqeYHY0O6G3XEa0N8uz0XUmK/K",
+	"uF80Hgwv0VaKLVboV84+DOT2rLMMl2RFZFb04g3N7lUyWA//i7Ss+kouDOIr/i9WrcgZnhtSCsKX0yuF",
+	"7fYqNRc/c9QugGsTwUNYrprbHtBuWKAuNhBK5Y1H+Czh+ZJUb1/pjNFJsy+EROAqhLf38OWI7FyCq2rv",
+	"0uwJD3HX+SsrW1btgSjJLEiulKYLReSUiQ45p/HYng9HXfDy8pxMmFIGJIFODUTEk5PIpl/hy0+UJcjY",
+	"A8VQsyihmlZeIxRLTA+EzRQiEazYJlZkDNvOkAjePolQT7EUdpjJuTKbGQj86hLiITpS2OVFRDGmrA/I",
+	"zgcefmrD26Cw9SiTE0jRAjcSJGABk4DjJBB068rRRq+p0nsw196rFxHZcfVp7VJs5NxwMRCV6roZi6UQ",
+	"LIa7yAhLFStzqRMQczm6G6k24p/7otCdIGGHJ2ZAReeWgeTZNGZvN0znPwyEnvOYdchbNvfTZqczNWaJ",
+	"OXolc6cGzwLsRg0E9CS5ydjlj6/J61eXV+dv99++u3r13T/ajnFACDue8YjNSZ7boAgdiBHFbm+7bWzQ",
+	"AQcG3M9IpDymZJ5JDYx30iFnMC/gIhdsIHaik6IYb7QLQVPmKc7WO8onU9LolR85U5A/mKcBCitBG1jG",
+	"Cua2yruQmkNdysRQAylYh0QGGiKMb4yKpusjnuq8SRuABB7Ywn+ScqVPCYfEbp6mA4Hteq2YIWaTIXgO",
+	"lIRIdNCL5zK7tVeLAymipQwx9kuYdj3WfmnA1UKW5Ve/kx1+I2TmGjpUgdge6u5/2P5Xx/YNHYp4kmf7",
+	"Af4jIbM50smpD5kAXMxRq2rVqsNcE0JNvVh0CSJKK7eVbFonrf/5a3fv2Yc/eu3eN5/+ayvVqMarykEO",
+	"GdPZ4oT0u92uocE8OSGH/YEArkH+GLQU+33QOjnstwcw96B1MihgYdBqD/Kzh0dxxjWPaTpofTLDeYTE",
+	"/Ll5BAUu+RRKpWPIfLooIhAs6U64yqm2Dbu2gSNGfHgQfe27vIJzjZuTlN+xIP//WuSaUjzjartLvj/v",
+	"u3X8ry+9af7ULli3kcU6VgHvkB7MMDAunaSDIf/Xx7Rbr/Dk2kZ7RpYpTthImylrE46atCfUQF6OEaxs",
+	"3CzZoeTF2fdEjzM5uxmTyGbDXEsRYeY1tzHL9ST995Vk3jwWuZKZjqbyExA0bPb/gsSLOGVtUPxdukLx",
+	"tE2SGW6GFSUFIDnXf1IsZiCg/y14uTAbBLPcwGrvUKhNbjlkGuW9JEHQTyQWzOAaBWDzUoe8LbKz5xnX",
+	"mgnXGHKRP7B2y2aPcw65X9TnHOpByGzyTMWr/LBd3dobd2f1v+9/qsR3/9EyV2Okp2m1OxOcnGvYBm11",
+	"Sh3T9vuHfgpInr+BwoaDd+hxzaEds50IG016cs1UYhPufLpyyzzXgBHinsyPdzTbh4/2p+jqD82Joxaz",
+	"2rIfxbTu29LEkAeZPyOlptP+z3Jq5JL1Q+ccyF5OWfy5wwUKfGmQP7wenf8HhAyMPfKwNldZx63jDbJv",
+	"NM49v9XewzOjc+zc6zVcIzvR9+e2tI7rGRftFjo8uliLabDpL3Q/yxKMSy2uGlRWy+84WEuwcE+n0/F3",
+	"Gg3EXM7S5MRmMatZqm0sbNJ2XtnEJZvGRvtP+S0zFB29uwPhdUR0rCzfkW39G0thBna1ZDqkygRPfJbW",
+	"9stDTLgyQrbHgcgOcEZixPHIP/W3Z2/Oo13DyyIbDBvl/Y0hIaLcYtLm6wyEFNhBBfK7zaWwxO8TOmYk",
+	"kRPKhWVdyi1guAA2j1aook4M2qhqA+12yGH3EDxSHvfOm+2tZoffZXJyVXQ+/MyscT1aVOvP+h9a+Flo",
+	"YbWHbQNtLNqHPhCd/CNfwSahVx7FMAhUiNVAZkqtVENhVvcQEL94oNV9uNca0VaVdtybne73TPtH+/iq",
+	"6Uok/fJhV1vd1wPosKuNCPkpbheq1SFRDhnoa4kK2IjaqLfBm22j+IIcAIOAkoylhsiZqzwU1dSliGRs",
+	"Im0gmCckIKUygAmvNUdrPRSW3ztea7s4rXz5XyRSayWKuVitrwLV8mit+1HH6Sxc0KcILETYLYqptP0q",
+	"h1DLJLbtRurU0Q70hcHy8ewOj283eFR9+jPiTq4VfRXIY+Hyc2nGZYlvn33Ms40bs2LzQLB24YpSGtyK",
+	"CYs5dA2hQznTZeGQ7GAJVA5RWtOZVl5eZkxFAoiLdstcRy7X4ZKQJTEQoIOOpYJ0O5e5r7CtN8GajZBL",
+	"A+GUbRt5ADEEmoB6PBA3EiuJ8xEwL5jVfiLkPMTGzvFoPotIBXOJkoZRvQVWvPIQEu0v40VJAeGqODL+",
+	"ecMAN5WVtoV1vO49Ay9q/w9LbJcqPW/oLSsKmxDqga2rreRZbKCEKDpgoaM9lt8kI/4RHPBUO4DTrllC",
+	"xV6QMpp9B6+8odltax0dB755GB0HhirKStm1mtNCo0eQPq2ADncInxM+Vr/+VibsXpDExZ6zV9/HtriF",
+	"khA0RV4UElIBjlKQyMJ4RIYLMqbCWgkhAtwg/HA2mUJpLfQBNSU953ds05/bhNqw4YGIhhkXN9dQgx4O",
+	"JCqKSapyldS8OhDEubeLwju2Xg9XpN/t29gi4dWn1RIijapWx+6zoo6Kr6BwCAq2y4Hi5uAm4OJm1xyK",
+	"849hvT5Nb7FW3kwPhBzln9lM8SuH+pOZ0mRM7xg4H1HqqtMAs5eEDF0pNpaQnWg2jYJx9t+agyvuV1zm",
+	"DpAv5zTbUABdWx68cBC0UZ2u/oOx13fu5EPM9SyO2VSz5BTj2cCV696vCIZfxFoIgFLm1QV4G4Culhxc",
+	"myZvS/7kTO/J0VdFAn80lEblhIlEBrGv5Uxfy1GdNPkEKUA+rHogBdlBWpkTShKik7sYOUjz+iQBItYh",
+	"Z76okEKtE0N1SEF0iiEOu89CJOOK3hb667uZfjd6UKLxH+SrI5858hLula/sc2IdWrTkHcu+Cox7A8ZB",
+	"KkghDPn+DJlh1w8mqIix2wZXBFNu8AwHwiNiTidrY9e0IcTl6AqlK+SZHXutJyi5DJnSnmw+XOQ8ereN",
+	"1e6hFjStZDtZNB0IweYoFXXI2TIsPrXVce+ww0GqJKFiILiIeWLko9xor/mEpVywjhVTbKxgicoYpdaI",
+	"XvkGjYxdjI0UIpsJwcXNKUQa5eNgrIXZsZAaE5nMAUPrzoRpylOi6MJodIug7HGZg9LXEayzYcDM2nJH",
+	"sU9P8PiPoNFA6/C0ytTujmXQzcwTmh+c5jn0aQ4M/c62w1RtUlBBNCcVdv4iW4JnZMKommVG17aYuFb0",
+	"6Kt8JX/q2FG3jXVCR/PDf7DAUe4d4teSSwr2wo3ijm1c5WqYeQtD/6nhxWxhHViBM3kwOBH24ByM4N+f",
+	"Paj4LElcMfVKej/ZoZpMpNLk+BA5//GRHoca+hgmW6883Ib66m3bR6NSm71qDyEzyAjW0r56aiUma2iH",
+	"nANqFjqmaoyGdMjxdykfri2SXQlsB7P5ItsTMSIzoXkK8glOiTOp5tilt0juv5bKURmNb8mZF737cQMb",
+	"hNnLl6kHVcycNBn30QlSRDSdkqhaUT5cOPzPFfh0liR1c8USvF/HuQWfr2fOf28jGiy2uzj/QIM/o65b",
+	"FOJpiqH8RhmhnqXgifKicepUofsMaYaVx12TLcia9fM1AsiH0UbbId9GEVJ4IMnD5FaD6rLF7a4RFuWq",
+	"f9TinewZPSpnXIazXz7Aaf3j/iyeuty10hjQ9J4hKriMlYy4jiYGF713Ow2BRQ+AFw/Hjb7djAF9kWCi",
+	"ZUDs4oi+NDDnIUSPyhz2R0zEbC9hzm7dxClynoxFCFIpblhG4GuIG6fQxIkM2UhmZtUjq6A2hbx+Z758",
+	"wbaz1X4VJP2Jwu2ThFUMn/em8J4o7E9xUkiqGGcs4UNVOA6RkOxgTR0zClacg5oX5gNsz+++w/j93IZm",
+	"ZhyIMVXQ9a+hxHf53h4NQ/1pGhDVP5mvg+tsBRGfnQnNluSRyqxctzCwqw55J2KHA0b3MvJIG63OtosM",
+	"vA7BSC6dFMU+dD9H6CP6mxyNsA21GAj3G5Z5j9C5bHVHORrtOroCHarRyr7wncxyNPKCUmzGP6gPCYtT",
+	"avTFKJFzqGKcdxrBXRlChQFVkM8Jw7cJJS5nnkTwXgejP6Ki/ovLB82Rb2TraJGM6Qx670SAq3Y7Q1b0",
+	"W4Sa/HJE8obcT5T9fg/r5xFs5C6zBdmJ9vb8R3sJz6KiNXK0P1PZvhpyEe0OhO1m7AqKQLKQ86HtHPb7",
+	"RQn/3VMbeOa/OxATuoBrxI63hXfPLosLpWmawuaQmFxj8GREaMYGQjEKTv6z88u9/tHx3vfP3xQVwhz5",
+	"uWULzCkWtvoJtoA/HQhsy9y2dRxAzy+TLCjacsumuk2mGctfXjiwHQiaprZExKRD3k29fr7mU6+qIFE6",
+	"4e7ZDugh4IMxdDLa2zMcTk61imzd62tsthztRbunxMKrLRiiDQPMrzJEOC9m+uEY3payGnbmOWn9f+xd",
+	"3W4buZJ+FUI3kQ5aku3E2RkZ50KZeE6Ms0mMIw/m4mjgptS01OsWKTTZlgUjt/sA+4j7JAtWFdlsW239",
+	"WI4SYG9mHKnV/CuyivXzfSBL17lIblI9rSS/pnPIez3pHHVOOieAkDGfK6gvfffubSNqaJ1dpxJIDOzR",
+	"ZZ9AlgJ9XeRpo9fo0mut/THAb7r2qUKLnFwU0DycdxX5wQie1guVQ/HrW/sdMh3PhCrMtW70To42Ni2D",
+	"2T5Exu0G6ovE+0fRYoOXabFdTM8gGrqR5TkSY4X3pDKwCSmGBE3vaxqCEMhj+lFmzzcw4uy3T43Tc5l8",
+	"Drp10Iv0yxf1XCblos4q4/qx0hXX2SefeX4bpJ2mMhwNa0r1KA+1Yh5QNgoKhcdAq0seslaLArGpxtA7",
+	"Q/knKIIFT83fgfE+8qo1BMCxegSNFAH1sk1FIJwIEo2HWdyKyhRv73urBED1avwrnpuqhD6LgfUnT82T",
+	"rDzgAFTQyQoqEvImb0d+fsMzLTwC0kipTHC5Cr8p5GCvtPq+BrixPPhXNvz+EeX6AaEbg/UIOaPrL9BV",
+	"+S1zKDQmZpLQgPiQmNhZa+3jSLgs3Dn/qBd7D2ITPeOzEUbcimjrCmR/fgTPyJpmodhc5CxL5W1rdcTx",
+	"Epr6qSOOdgibRBwrc7VHjpmnHv9QIODfB0Q3KmlkrBSwkTALYQ/bhaLCl6rQAOLRSJnpUOJ82eO0F7Iz",
+	"T1VGtxv7juqkRsTArKf2xsCHMraNXqdJ7IMgaXCx9GU2TgVY3YG8NqlmEyUF6h+UdRBxUDD4Ev4MbpCV",
+	"iYMGG3lNSdwxUCBvnRo9qnvdybavg4ynCsbQFtvsMDFP2/IlT1dyDXxQZspKSfWMmtxM91LH4slpnuzy",
+	"zTb5JtY9/Lz7YP+3DXKC3VoR7NVgAuqcxrttiMNz0bxs2jcIB/qpA7yzFQ2ujBXSdL6qTqtlwqVOHdZr",
+	"Wzn4v5vCW29x2Jlbn8Ol01nxenBOfSAC1Wy6nCszFegMJX427RODiCK8JCHPyxjGULpqWIK5lpNUCqw/",
+	"xTojd+lBmKZUTsrSKk2kIaqgKiuEdUbYPauIfa0q6mNMpOaaJWohWRPgDSsXf3UnWmcUmfK2plXaJawD",
+	"N/hx06NG4ze0icrR80xJfJuHJXTMdTN3Va1ARDgbIbjDGpYXsH1X3vNoaX+nFhsvzSV2XbfSvZG+3ry2",
+	"nfqaKrlVMdP+zpmwA89dv9x+SZgqzFjNxH7KhjmVVLMpn8+t/XfDOp3O9rmebq8raXKVtecZl+LZMnTv",
+	"cnY+fM20AAKPsix9lsrCCGfSWl2RCZ7oyOf6GJHPVlOVYT8uoRuvyvUStFNHWobPMJiT/URyacKI3yup",
+	"MCptt2Clx6b74P92NlANcXNQzDlRIkxJ/N///h8WU5ED/UsX47EQiUhipnIWUyQqcCC5iMZc5G2o68Dz",
+	"VNfxcFNG/isu6rNp/1fVPP+94UCHhSl7SLV+dAn3C5YmNbxLp6enp2t4l8jOIBdXKC2NxyfmVlxMJIo6",
+	"nVi5ad+KpX726KhsqDeanScnp6fHv7o6oDa9iCHRNLPvQzcVR6ZDe5DYZzSTYuG5kqKAIw9ybZnJraGB",
+	"GSITTKpf5cAZYHP/tN1+VUXhmqlztdi5sYPdP9WKd7OE03uLA95QUqvXsHCtu7kyzhBc40qx6xU0HzEh",
+	"E5VrkbAm1oK17GKFth0u+VDC0/a8nAEIROq+6bA+BoczwXNwoAMiFpadjJW8SScFrjdWg3Oo+oEac2t+",
+	"jcSYF9rek27FEoO5rtYLpKfsYGpWmUr/gqGXS/sKpZ/HryCBtT5isXCb7FYs96LrYIJC9r5Q/nYWPzmb",
+	"t9Girz1pgvQGNvjy+fLurbsDpFbcMA3CRScSMc/UElF1wPWWAHlMJUmhhCIfKUBhLQCitJnKcS64BgxV",
+	"ciqDJx0C+lz63585rohcsyRXc3b3lpmczzXx8ti3IltBOhNsoobSDmHBgTJfO6/dLYivZCUdTKsmW2og",
+	"Z/NznKPXPNbKVuqgcuDbfQiTfVt1KXH+kOQFWIw2JFhYIU6zdPSs1vp88YHNVFJAAg83iHsmNPtAr36D",
+	"ZDY3NI2aNdVcSD5Pux/6v/1zcPX1sv354kPH3JsWUk7akbAZl3yCnDMsUzzp1K3k53TU2IzZw0NIlVZC",
+	"2AP28fz3iy8XVxdfvwxYr/d39uH8HxdfdmHiCGakOfh8cXfykiCRGBfoT/33XxW4haDnG64tmg3VxcUS",
+	"3XURIVgRK1JU0htmM6Y5ZQPp1iZ1aHbJrqjRnzo2VA5kkwgRziCOe2+GS/jS7fZ3nXtpIAgr3K51k0s8",
+	"VU4qG9gOJ5S+CBlkHFJ2cGzELeeRot2MZPqgCWbcjCG3j5glrVZx2XP2F7FL9YuBerbDYvvWa4+4Hd+d",
+	"jGPKh4vJtWqW8dlQxndv/Rf2z2ahRR6xwae+1SGDT/32yel7xgszFdLQmCLWPx+weZ7e8fGyB19e5umd",
+	"1SC/q9wqpPJaT/Rw9hmVp4aDVYDHbs9bVoTX4RRbeSssVa26YR6IPdDbsd1bpm0/6Q1ljJVWf2iRs7Zg",
+	"R/fD4ujo7RgfvU4T+Kdg+KkdKH1gR4sf2n7Sh3aM+KEdKX4IqD+/ufkjBHat59Oca0rPA3rRtjULe5Qc",
+	"iPVdCLI+lFegayaqklgK+YlAdioA4R2SLxFpiXHNFmI0VepWnzE+lCBtqWaF5ONbqRaZSCYiYX98vAT9",
+	"PmwQObFIhg02E1wSy5rzRPKhzNSYZ0zkucrrQ3fllj1oAG8KW8/n9B0fBZS/Mw35e4Go28vw20Zk/2Nf",
+	"XZjpdblACBo7beMJ3La/xSdyZdRYZXZLo8AjDOdd9bf2k/C3+ET52/75gPIEA7sRT6Itz8jDhPeCBa9R",
+	"1cER+rNVKdqzutTMYChxd9Dubu2ROuk+4B/bRA0J7sOji3hK8UxNzhj50gLL1Nr6c5HUxRVfslsPHV2U",
+	"oWBtq5rXBhaDd0f+ECwrSXStreyn8ztYRa+54/YVanzRMm0nkuXE7AakfuYWl/hZQqx0X3wPdbqIj2K3",
+	"2iOTyRUPcMPoszdeZELQMGu2gGrrsI+p5qMMtm0Fz2csMk3kY8GurkdZ39te3lHlzgD5kXgse40FzyXc",
+	"37ZXZAcpjVy/q1yB5A+yu1yd5As22Bql1CXt8hxRIxqmYCo2Vc5GwkoqmaJ0NYEYNR6kUiwCnukApIcb",
+	"I2bzWi+5nM0/ln159Tvt+iepN8sB1G39Dty9r3sXdi1ulCvp52qfni9axTdVq+O7HunrBNYIvHG/VG88",
+	"c3G3xkHsRncltPkS3NtjvNVLtYiYKoxOEVQS72QRRQEodT4AOh/bS1zip7XD+szd1wDVLbyy9dh4Ksa3",
+	"qGPCe3+mJpPaWIHt6PexTpyc1p2idolgdKEceXuWzoF9iC3Y7rxsb6ejsSRZqjsAz2EAniYNjrvSkaGn",
+	"6VxHbLSEcruoHChZB1FIx+mSgoIKDUP0Y9Z4MGr16Xjl+/iKy+oaeS5+6Cdr78yz5QSHTrg1DFiPshX8",
+	"090H9+e1XZT6bAV7pPqF9Su3zYKxZvzwAD/49i3GFK+pyqwd0Fp5gQhI4V59Jdet4j4W8RHz0ipSsw0X",
+	"cU2SghsUbLNqlgIRrKzIQqiIwbNpCCF7/Nv6LARAZ1oLLgcP7e7dv8JGfmrHPoxhE0sGJ2tv50n/8oJe",
+	"GUogfrCLL99nF8jy1QgVT9XbKd36Uu2r+mW2PAtI4YfyVoi5Zty7zQHWDXAr6t2sMIGHBWolbyqfpAo0",
+	"z+P9uoUkHMZzGTRdi8YGK3rmSv43AF47KItkIIXbyXfl/Oo+wP/XQ6jdqVvIrEEYQ24A5LDD4Avnz4Bc",
+	"TGiFHivR0TDNmb07+hVCEGHtG56Nru65kGjj8lEm6kHS3JbYBBjH9nxPwDj2VS+Y+W23MIwyvAu5KM8a",
+	"rUOPMV2M/JcvUEJ/ulZ/ajVEo9hEEblp3psqWpQzuI+gMi7rCHXRp6ury+agxYRMgMyYGYUxYN1h5ytC",
+	"wyzVQ3n5dXAlEirR40iGzJo4VSymqbrky0zxJG5FDkDdbtuB4TLheTKUTi7Ygi97QzmUf2MxjbSdJjGx",
+	"zmCbCaKUYxRTelAWky+xbpCxXLgbYo8lIilwnalavXVWebtJZ0IbPptTI3STfIMI7FAY+YdM762UK5no",
+	"6o/tWLgpchH3WHx3HGEEd8S1eP+Offrc/609+NQ/OX1P8VxmF7uAfHrQ4IzF+ItyqPhkp/qx72Pl25FK",
+	"lu7F3imAKYEcl4bBR9iddiLGKkEWbeMK5sjaQACgeDHVYnwdd+z8u+s4IMkbKM/EcxoTyiTGj3tYTOWe",
+	"5dZqh0ywuR0edT9yDmz4SbmS9nChELYRkjW1gvIQisrDCTOUWgiNqP2dYh47WCPIQoAPAaQIUighpVm3",
+	"OqzPTu7vyWwaSqCQow7Q2jKqlI/Y8RHT9pJNG7PlhqLP2On9fcTeHf0SDeW7k18JfccsVH6LoWyMk7ng",
+	"Ocy/uMednPIMrvLq5gYl8r/sCPOITZVUBXCxxP+y8tru24mPz0oudWftAciSV41D+afDHEM5HxXJBK1E",
+	"PXcuVCWZLgB8nUpXWq6kqFzJRPCknQnbG5EATbr3Hdmvrt1XcbC/aX1KancgwfOoTj7+70qM0JFLqwhl",
+	"w5gUiKYPoLAtZOBqjJhTJggoRBNBbroIZ7AEaKPMPDCWQ/NqhblcbwbTcXNQQxhm8NpeCT1WTOdvjajh",
+	"gQAJ2sCe6zUxEn8jtdomTwqzbI/yNJnYS2mRZ41eY2rMXPe6XdRB1HpnrGbdMmUg2k7rHcborjRea3bT",
+	"ibON4f3j5xI4Fc24t8bc/trJN+ksiO4D/bVNIkFoB65LJyj3+CY5BTvvyYOXKy98z/ebS7DK9l6VVLDS",
+	"JVhO52ubwWs24+GLlndcn+3EkCZjVyr2Mppf7vJmLKS9uyY9BqhBcWsoVwX4y33Wc7Yfm6qFNcntwLzd",
+	"gDBGQxlYWe7xiXI6lUxCJAZiI0HYyskZAcs7siPXSaMY1tLU+J0w3Lyfzb2rpsVZJOylbfXdQbIK1mwt",
+	"l1LwA2wxD7u80y57TiVtkkZQRvd9zoC/dVSTBoDDC810uqvAXaA3lIuptW7thsmUnGBJnr0JMwRXpRo9",
+	"LIAGI9hxepwen7DR0ggNvJ8UkoV99cbZoat2ROAH+f/khEMmJ5CkfNfEhFBNbCj83QfXvWdrpL+GN3GS",
+	"R3dIP46T6+dMBh+JP2C0319L9xRMDN0U322BN99xu4tD1/u6ts9f2b2razlUrYXghbF5m8qExaVXLm55",
+	"BxSfCVdmglz//tPQ/xeRi2ox5QY8AQG/YZUhOvA6IcYpu8mFnlb8Jh12tZynY55lSwZ0KwpoWSrOkWAr",
+	"SUrl9EZTqpGRHQ0mam8oHWg1mRus+e7o1wA+emUprpuSp1vvx2VjXbd3pVhEj23T5Z4uXDD/XJL7Capc",
+	"9mhwzFM5edE2qudX/zq4CrmFneE2B9CKOXrHXUVW6QOFfDA5FtFQPkkLY83UMClS8JYtuD3d7R6QyoH1",
+	"gdMNp6S1cQ6ZrxcGGD7KqmL9oFwKC0mVQPpRcred3N/DTUajTzF0JZYeyDNqEsx424jIbogeiRA7VqYp",
+	"X6Zy8h1us+vE2i7V98w9c/MEtSO7GdfVGtWHxkjwXOT9wkwbvX//ZaUVcwlWZcb0n6LlPAbAhx/jZXYx",
+	"VZlg/cuLjnc9PsDEim+9bvdhqrT51ogadzxP7eGoy1qrAKG2cXzyH52jzlHnuPfL0S9HjVWrQG1bAxtx",
+	"EVkzLjvazlJthIyxqBc7UG1iasz8yYtjcJPGbCSmKSzA1X8O2kbks1RyBNnK1f0S0oNkMbOzT6+B3zX+",
+	"+gZwubQyT+78BEXm/Odp7sLV7YXd0FoY24ZmTZPOUnsBKdG4I0AWT+UE0r7I2euwzRpPMYMHuJy4R/NC",
+	"lhmnyIUQB69BcPKn7/jtKbIpa1bxRHXLI4oSoWPgiTbTVW+9zJVB5Lhgh2q6lnH2sf8PaxI4cDA6oeYi",
+	"bwP2V8mSFjQVgJWtaPDT0xTAXqVt1pzxNIsCUIKIyUkq71t2uamzxNUNYTR1jzgdnN2IRZDO13maGbaq",
+	"Q2UOUSAJdsNWXoCR/6e/Bm7IIkkhJzUFxgYq1i2Mp/+ll8BzNe9AxZmpCRLi2LOMaZMLPot8aBn6V1av",
+	"BW+mQ2fF8mbcimkFMXu0ZFMuk+gRSjcKJ4brWGrKuFKVWVu73QjEFIGAecyNp704p7i1DqlC2sT/E1QV",
+	"u4Cdh4JiY2ucYuROjQxPJSFjeAbFcHonq1v/JHhmphGzZmkqhdYRmwmTp2O34KlmiRoXj16HhBDW/v+/",
+	"AAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

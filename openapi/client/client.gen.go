@@ -346,6 +346,7 @@ const (
 	ResourceKindCommand ResourceKind = "command"
 	ResourceKindHttp    ResourceKind = "http"
 	ResourceKindIp      ResourceKind = "ip"
+	ResourceKindMail    ResourceKind = "mail"
 	ResourceKindName    ResourceKind = "name"
 	ResourceKindOcf     ResourceKind = "ocf"
 	ResourceKindService ResourceKind = "service"
@@ -362,6 +363,8 @@ func (e ResourceKind) Valid() bool {
 	case ResourceKindHttp:
 		return true
 	case ResourceKindIp:
+		return true
+	case ResourceKindMail:
 		return true
 	case ResourceKindName:
 		return true
@@ -512,6 +515,33 @@ func (e SwitchbackPolicy) Valid() bool {
 	case Automatic:
 		return true
 	case Intelligent:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TemplateParameterType.
+const (
+	TemplateParameterTypeAddress TemplateParameterType = "address"
+	TemplateParameterTypeInteger TemplateParameterType = "integer"
+	TemplateParameterTypeList    TemplateParameterType = "list"
+	TemplateParameterTypePath    TemplateParameterType = "path"
+	TemplateParameterTypeString  TemplateParameterType = "string"
+)
+
+// Valid indicates whether the value is a known member of the TemplateParameterType enum.
+func (e TemplateParameterType) Valid() bool {
+	switch e {
+	case TemplateParameterTypeAddress:
+		return true
+	case TemplateParameterTypeInteger:
+		return true
+	case TemplateParameterTypeList:
+		return true
+	case TemplateParameterTypePath:
+		return true
+	case TemplateParameterTypeString:
 		return true
 	default:
 		return false
@@ -2668,6 +2698,11 @@ type Resource struct {
 	//   publish, usually the virtual IP; omitted: the node's own address towards
 	//   the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
 	//   on the nodes to a key file as tsig-keygen writes it)
+	// * `mail`: a mail system end to end (check only): `host` (required),
+	//   `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
+	//   `rcpt` is read back over IMAP and deleted
 	//
 	//
 	// Example: ip
@@ -2746,6 +2781,11 @@ type ResourceHealth struct {
 //     publish, usually the virtual IP; omitted: the node's own address towards
 //     the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
 //     on the nodes to a key file as tsig-keygen writes it)
+//   - `mail`: a mail system end to end (check only): `host` (required),
+//     `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+//     `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+//     the SMTP and IMAP greetings; deep: a message sent through SMTP to
+//     `rcpt` is read back over IMAP and deleted
 //
 // Example: ip
 type ResourceKind string
@@ -2781,6 +2821,11 @@ type ResourceSpec struct {
 	//   publish, usually the virtual IP; omitted: the node's own address towards
 	//   the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
 	//   on the nodes to a key file as tsig-keygen writes it)
+	// * `mail`: a mail system end to end (check only): `host` (required),
+	//   `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
+	//   `rcpt` is read back over IMAP and deleted
 	//
 	//
 	// Example: ip
@@ -3257,6 +3302,119 @@ type SwitchoverRequest struct {
 //
 // Example: ops-pager
 type TargetName = string
+
+// Template A hierarchy template: data, versioned. `hierarchy` is what it expands
+// into: strings name parameters as `{{param}}`; a string that is only a
+// placeholder takes the parameter's type, and is left out when an
+// optional parameter is not given; a resource with `when: param` is
+// left out unless that parameter is given.
+//
+// Example: {"description":"nginx behind a virtual IP.","hierarchy":{"resources":[]},"name":"nginx","parameters":[],"title":"nginx web server","version":1}
+type Template struct {
+	// Description What it protects and what it expects of the nodes.
+	//
+	// Example: Postfix and Dovecot on a shared data volume.
+	Description string `json:"description"`
+
+	// Hierarchy The hierarchy with placeholders: exclusivity_group, description, resources.
+	//
+	// Example: {"exclusivity_group":"mail","resources":[]}
+	Hierarchy map[string]interface{} `json:"hierarchy"`
+
+	// Name Template name.
+	//
+	// Example: mail
+	Name string `json:"name"`
+
+	// Parameters Its inputs.
+	Parameters []TemplateParameter `json:"parameters"`
+
+	// Title One line.
+	//
+	// Example: Mail server (Postfix + Dovecot)
+	Title string `json:"title"`
+
+	// Version Increases whenever the template changes.
+	//
+	// Example: 1
+	Version int `json:"version"`
+}
+
+// TemplateInstance A hierarchy to create from a template.
+//
+// Example: {"name":"web","parameters":{"data_source":"/srv/www-data","vip":"198.18.1.70"},"priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"template":"nginx"}
+type TemplateInstance struct {
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+	//
+	// Example: mail
+	Name Name `json:"name"`
+
+	// Parameters Values of the template's parameters, by name.
+	//
+	// Example: {"data_source":"/dev/vg0/mail","vip":"198.18.1.50"}
+	Parameters map[string]interface{} `json:"parameters"`
+
+	// Priorities Nodes that may run the hierarchy, with their priorities.
+	Priorities []Priority `json:"priorities"`
+
+	// Template Template name.
+	//
+	// Example: mail
+	Template string `json:"template"`
+
+	// Version The template version the caller expects; refused when the template has changed since.
+	//
+	// Example: 1
+	Version *int `json:"version,omitempty"`
+}
+
+// TemplateList Every template.
+//
+// Example: {"items":[]}
+type TemplateList struct {
+	// Items The templates, by name.
+	Items []Template `json:"items"`
+}
+
+// TemplateParameter One input of a template.
+//
+// Example: {"description":"Virtual IP clients use","name":"vip","required":true,"type":"address"}
+type TemplateParameter struct {
+	// Default Value when not given; absent: an optional parameter whose uses are left out.
+	//
+	// Example: 24
+	Default interface{} `json:"default,omitempty"`
+
+	// Description What it is.
+	//
+	// Example: Virtual IP clients use (no prefix length), e.g. 198.18.1.50
+	Description string `json:"description"`
+
+	// Name Parameter name (a key of `parameters`).
+	//
+	// Example: vip
+	Name string `json:"name"`
+
+	// Required Whether it must be given.
+	//
+	// Example: true
+	Required bool `json:"required"`
+
+	// Type Its JSON type and check.
+	//
+	// Example: address
+	Type TemplateParameterType `json:"type"`
+}
+
+// TemplateParameterType Its JSON type and check.
+//
+// Example: address
+type TemplateParameterType string
 
 // Timing Effective timing values. Rules: `heartbeat_ms` < `lease_ttl_ms`/3;
 // `path_heartbeat_ms` × `path_dead_after` ≤ `lease_ttl_ms`;
@@ -3784,6 +3942,13 @@ type CreateHierarchyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// CreateHierarchyFromTemplateParams defines parameters for CreateHierarchyFromTemplate.
+type CreateHierarchyFromTemplateParams struct {
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeleteHierarchyParams defines parameters for DeleteHierarchy.
 type DeleteHierarchyParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
@@ -4030,6 +4195,9 @@ type UpdateClusterJSONRequestBody = ClusterPatch
 
 // CreateHierarchyJSONRequestBody defines body for CreateHierarchy for application/json ContentType.
 type CreateHierarchyJSONRequestBody = HierarchySpec
+
+// CreateHierarchyFromTemplateJSONRequestBody defines body for CreateHierarchyFromTemplate for application/json ContentType.
+type CreateHierarchyFromTemplateJSONRequestBody = TemplateInstance
 
 // UpdateHierarchyJSONRequestBody defines body for UpdateHierarchy for application/json ContentType.
 type UpdateHierarchyJSONRequestBody = HierarchyPatch
@@ -4414,6 +4582,38 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies (the `CreateHierarchy` operationId).
 	CreateHierarchy(ctx context.Context, clusterId ClusterID, params *CreateHierarchyParams, body CreateHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateHierarchyFromTemplateWithBody Create a hierarchy from a template
+	//
+	// Expands a template (`GET /v1/templates`) with the given parameters
+	// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+	// would: the result is read, replaced and patched like any other
+	// hierarchy, and the template is not consulted again. Refused with 422:
+	// an unknown, missing or mistyped parameter (named at
+	// `/parameters/NAME`), a `version` that is not the template's current
+	// one, or an expanded hierarchy the domain refuses (named by its JSON
+	// pointer in the expanded hierarchy). 404 for an unknown template.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+	CreateHierarchyFromTemplateWithBody(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateHierarchyFromTemplate Create a hierarchy from a template
+	//
+	// Expands a template (`GET /v1/templates`) with the given parameters
+	// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+	// would: the result is read, replaced and patched like any other
+	// hierarchy, and the template is not consulted again. Refused with 422:
+	// an unknown, missing or mistyped parameter (named at
+	// `/parameters/NAME`), a `version` that is not the template's current
+	// one, or an expanded hierarchy the domain refuses (named by its JSON
+	// pointer in the expanded hierarchy). 404 for an unknown template.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+	CreateHierarchyFromTemplate(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, body CreateHierarchyFromTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteHierarchy Delete a hierarchy
 	//
@@ -4919,6 +5119,20 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
 	TestSnmpTarget(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListTemplates List hierarchy templates
+	//
+	// Every template this backstopd ships, by name, with its version, parameters and the hierarchy it expands into.
+	//
+	// Corresponds with GET /v1/templates (the `ListTemplates` operationId).
+	ListTemplates(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetTemplate Get a hierarchy template
+	//
+	// One template with its parameters and the hierarchy it expands into (`{{param}}` placeholders).
+	//
+	// Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
+	GetTemplate(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListTokens List API tokens
 	//
@@ -5617,6 +5831,58 @@ func (c *Client) CreateHierarchyWithBody(ctx context.Context, clusterId ClusterI
 // Corresponds with POST /v1/clusters/{cluster_id}/hierarchies (the `CreateHierarchy` operationId).
 func (c *Client) CreateHierarchy(ctx context.Context, clusterId ClusterID, params *CreateHierarchyParams, body CreateHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCreateHierarchyRequest(c.Server, clusterId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateHierarchyFromTemplateWithBody Create a hierarchy from a template
+//
+// Expands a template (`GET /v1/templates`) with the given parameters
+// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+// would: the result is read, replaced and patched like any other
+// hierarchy, and the template is not consulted again. Refused with 422:
+// an unknown, missing or mistyped parameter (named at
+// `/parameters/NAME`), a `version` that is not the template's current
+// one, or an expanded hierarchy the domain refuses (named by its JSON
+// pointer in the expanded hierarchy). 404 for an unknown template.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+func (c *Client) CreateHierarchyFromTemplateWithBody(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateHierarchyFromTemplateRequestWithBody(c.Server, clusterId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateHierarchyFromTemplate Create a hierarchy from a template
+//
+// Expands a template (`GET /v1/templates`) with the given parameters
+// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+// would: the result is read, replaced and patched like any other
+// hierarchy, and the template is not consulted again. Refused with 422:
+// an unknown, missing or mistyped parameter (named at
+// `/parameters/NAME`), a `version` that is not the template's current
+// one, or an expanded hierarchy the domain refuses (named by its JSON
+// pointer in the expanded hierarchy). 404 for an unknown template.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+func (c *Client) CreateHierarchyFromTemplate(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, body CreateHierarchyFromTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateHierarchyFromTemplateRequest(c.Server, clusterId, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -6612,6 +6878,40 @@ func (c *Client) ListSnmpDeliveries(ctx context.Context, targetId SnmpTargetID, 
 // Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
 func (c *Client) TestSnmpTarget(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTestSnmpTargetRequest(c.Server, targetId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListTemplates List hierarchy templates
+//
+// Every template this backstopd ships, by name, with its version, parameters and the hierarchy it expands into.
+//
+// Corresponds with GET /v1/templates (the `ListTemplates` operationId).
+func (c *Client) ListTemplates(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListTemplatesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetTemplate Get a hierarchy template
+//
+// One template with its parameters and the hierarchy it expands into (`{{param}}` placeholders).
+//
+// Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
+func (c *Client) GetTemplate(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetTemplateRequest(c.Server, templateName)
 	if err != nil {
 		return nil, err
 	}
@@ -7981,6 +8281,68 @@ func NewCreateHierarchyRequestWithBody(server string, clusterId ClusterID, param
 	}
 
 	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateHierarchyFromTemplateRequest calls the generic CreateHierarchyFromTemplate builder with application/json body
+func NewCreateHierarchyFromTemplateRequest(server string, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, body CreateHierarchyFromTemplateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateHierarchyFromTemplateRequestWithBody(server, clusterId, params, "application/json", bodyReader)
+}
+
+// NewCreateHierarchyFromTemplateRequestWithBody constructs an http.Request for the CreateHierarchyFromTemplate method, with any body, and a specified content type
+func NewCreateHierarchyFromTemplateRequestWithBody(server string, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/from-template", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -10042,6 +10404,67 @@ func NewTestSnmpTargetRequest(server string, targetId SnmpTargetID) (*http.Reque
 	return req, nil
 }
 
+// NewListTemplatesRequest constructs an http.Request for the ListTemplates method
+func NewListTemplatesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/templates")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetTemplateRequest constructs an http.Request for the GetTemplate method
+func NewGetTemplateRequest(server string, templateName string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "template_name", templateName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/templates/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListTokensRequest constructs an http.Request for the ListTokens method
 func NewListTokensRequest(server string, params *ListTokensParams) (*http.Request, error) {
 	var err error
@@ -11019,6 +11442,38 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies (the `CreateHierarchy` operationId).
 	CreateHierarchyWithResponse(ctx context.Context, clusterId ClusterID, params *CreateHierarchyParams, body CreateHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateHierarchyResponse, error)
 
+	// CreateHierarchyFromTemplateWithBodyWithResponse Create a hierarchy from a template
+	//
+	// Expands a template (`GET /v1/templates`) with the given parameters
+	// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+	// would: the result is read, replaced and patched like any other
+	// hierarchy, and the template is not consulted again. Refused with 422:
+	// an unknown, missing or mistyped parameter (named at
+	// `/parameters/NAME`), a `version` that is not the template's current
+	// one, or an expanded hierarchy the domain refuses (named by its JSON
+	// pointer in the expanded hierarchy). 404 for an unknown template.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+	CreateHierarchyFromTemplateWithBodyWithResponse(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateHierarchyFromTemplateResponse, error)
+
+	// CreateHierarchyFromTemplateWithResponse Create a hierarchy from a template
+	//
+	// Expands a template (`GET /v1/templates`) with the given parameters
+	// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+	// would: the result is read, replaced and patched like any other
+	// hierarchy, and the template is not consulted again. Refused with 422:
+	// an unknown, missing or mistyped parameter (named at
+	// `/parameters/NAME`), a `version` that is not the template's current
+	// one, or an expanded hierarchy the domain refuses (named by its JSON
+	// pointer in the expanded hierarchy). 404 for an unknown template.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+	CreateHierarchyFromTemplateWithResponse(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, body CreateHierarchyFromTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateHierarchyFromTemplateResponse, error)
+
 	// DeleteHierarchyWithResponse Delete a hierarchy
 	//
 	// Deletes the hierarchy, its resources and priorities.
@@ -11577,6 +12032,24 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/snmp-targets/{target_id}/test (the `TestSnmpTarget` operationId).
 	TestSnmpTargetWithResponse(ctx context.Context, targetId SnmpTargetID, reqEditors ...RequestEditorFn) (*TestSnmpTargetResponse, error)
+
+	// ListTemplatesWithResponse List hierarchy templates
+	//
+	// Every template this backstopd ships, by name, with its version, parameters and the hierarchy it expands into.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/templates (the `ListTemplates` operationId).
+	ListTemplatesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListTemplatesResponse, error)
+
+	// GetTemplateWithResponse Get a hierarchy template
+	//
+	// One template with its parameters and the hierarchy it expands into (`{{param}}` placeholders).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
+	GetTemplateWithResponse(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*GetTemplateResponse, error)
 
 	// ListTokensWithResponse List API tokens
 	//
@@ -12738,6 +13211,62 @@ func (r CreateHierarchyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r CreateHierarchyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateHierarchyFromTemplateResponse201Headers the declared response headers of an HTTP 201 response for CreateHierarchyFromTemplate
+type CreateHierarchyFromTemplateResponse201Headers struct {
+	ETag     *string
+	Location *string
+}
+
+type CreateHierarchyFromTemplateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Hierarchy
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreateHierarchyFromTemplateResponse201Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateHierarchyFromTemplateResponse) GetJSON201() *Hierarchy {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateHierarchyFromTemplateResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateHierarchyFromTemplateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateHierarchyFromTemplateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateHierarchyFromTemplateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateHierarchyFromTemplateResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -14626,6 +15155,102 @@ func (r TestSnmpTargetResponse) ContentType() string {
 	return ""
 }
 
+type ListTemplatesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TemplateList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListTemplatesResponse) GetJSON200() *TemplateList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListTemplatesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListTemplatesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListTemplatesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListTemplatesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListTemplatesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetTemplateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Template
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetTemplateResponse) GetJSON200() *Template {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetTemplateResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetTemplateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetTemplateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetTemplateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetTemplateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -15669,6 +16294,50 @@ func (c *ClientWithResponses) CreateHierarchyWithResponse(ctx context.Context, c
 	return ParseCreateHierarchyResponse(rsp)
 }
 
+// CreateHierarchyFromTemplateWithBodyWithResponse Create a hierarchy from a template
+//
+// Expands a template (`GET /v1/templates`) with the given parameters
+// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+// would: the result is read, replaced and patched like any other
+// hierarchy, and the template is not consulted again. Refused with 422:
+// an unknown, missing or mistyped parameter (named at
+// `/parameters/NAME`), a `version` that is not the template's current
+// one, or an expanded hierarchy the domain refuses (named by its JSON
+// pointer in the expanded hierarchy). 404 for an unknown template.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+func (c *ClientWithResponses) CreateHierarchyFromTemplateWithBodyWithResponse(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateHierarchyFromTemplateResponse, error) {
+	rsp, err := c.CreateHierarchyFromTemplateWithBody(ctx, clusterId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateHierarchyFromTemplateResponse(rsp)
+}
+
+// CreateHierarchyFromTemplateWithResponse Create a hierarchy from a template
+//
+// Expands a template (`GET /v1/templates`) with the given parameters
+// into an ordinary hierarchy and creates it as `POST .../hierarchies`
+// would: the result is read, replaced and patched like any other
+// hierarchy, and the template is not consulted again. Refused with 422:
+// an unknown, missing or mistyped parameter (named at
+// `/parameters/NAME`), a `version` that is not the template's current
+// one, or an expanded hierarchy the domain refuses (named by its JSON
+// pointer in the expanded hierarchy). 404 for an unknown template.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/hierarchies/from-template (the `CreateHierarchyFromTemplate` operationId).
+func (c *ClientWithResponses) CreateHierarchyFromTemplateWithResponse(ctx context.Context, clusterId ClusterID, params *CreateHierarchyFromTemplateParams, body CreateHierarchyFromTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateHierarchyFromTemplateResponse, error) {
+	rsp, err := c.CreateHierarchyFromTemplate(ctx, clusterId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateHierarchyFromTemplateResponse(rsp)
+}
+
 // DeleteHierarchyWithResponse Delete a hierarchy
 //
 // Deletes the hierarchy, its resources and priorities.
@@ -16520,6 +17189,36 @@ func (c *ClientWithResponses) TestSnmpTargetWithResponse(ctx context.Context, ta
 		return nil, err
 	}
 	return ParseTestSnmpTargetResponse(rsp)
+}
+
+// ListTemplatesWithResponse List hierarchy templates
+//
+// Every template this backstopd ships, by name, with its version, parameters and the hierarchy it expands into.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/templates (the `ListTemplates` operationId).
+func (c *ClientWithResponses) ListTemplatesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListTemplatesResponse, error) {
+	rsp, err := c.ListTemplates(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListTemplatesResponse(rsp)
+}
+
+// GetTemplateWithResponse Get a hierarchy template
+//
+// One template with its parameters and the hierarchy it expands into (`{{param}}` placeholders).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
+func (c *ClientWithResponses) GetTemplateWithResponse(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*GetTemplateResponse, error) {
+	rsp, err := c.GetTemplate(ctx, templateName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetTemplateResponse(rsp)
 }
 
 // ListTokensWithResponse List API tokens
@@ -17499,6 +18198,59 @@ func ParseCreateHierarchyResponse(rsp *http.Response) (*CreateHierarchyResponse,
 	switch {
 	case rsp.StatusCode == 201:
 		var headers CreateHierarchyResponse201Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers201 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateHierarchyFromTemplateResponse parses an HTTP response from a CreateHierarchyFromTemplateWithResponse call
+func ParseCreateHierarchyFromTemplateResponse(rsp *http.Response) (*CreateHierarchyFromTemplateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateHierarchyFromTemplateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Hierarchy
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreateHierarchyFromTemplateResponse201Headers
 		if values := rsp.Header.Values("ETag"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -18934,6 +19686,72 @@ func ParseTestSnmpTargetResponse(rsp *http.Response) (*TestSnmpTargetResponse, e
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListTemplatesResponse parses an HTTP response from a ListTemplatesWithResponse call
+func ParseListTemplatesResponse(rsp *http.Response) (*ListTemplatesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListTemplatesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TemplateList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetTemplateResponse parses an HTTP response from a GetTemplateWithResponse call
+func ParseGetTemplateResponse(rsp *http.Response) (*GetTemplateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetTemplateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Template
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

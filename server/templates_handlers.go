@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/templates"
+)
+
+// ListTemplates lists the hierarchy templates.
+func (hh *hierarchyHandlers) ListTemplates(ctx context.Context, r api.ListTemplatesRequestObject) (api.ListTemplatesResponseObject, error) {
+	ts, err := templates.List()
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListTemplates200JSONResponse{Items: make([]api.Template, len(ts))}
+	for i, t := range ts {
+		out.Items[i] = toAPITemplate(t)
+	}
+	return out, nil
+}
+
+// GetTemplate returns one hierarchy template.
+func (hh *hierarchyHandlers) GetTemplate(ctx context.Context, r api.GetTemplateRequestObject) (api.GetTemplateResponseObject, error) {
+	t, err := templates.Find(r.TemplateName)
+	if err != nil {
+		return nil, err
+	}
+	return api.GetTemplate200JSONResponse(toAPITemplate(t)), nil
+}
+
+// CreateHierarchyFromTemplate expands a template and creates the result
+// as an ordinary hierarchy.
+func (hh *hierarchyHandlers) CreateHierarchyFromTemplate(ctx context.Context, r api.CreateHierarchyFromTemplateRequestObject) (api.CreateHierarchyFromTemplateResponseObject, error) {
+	b := r.Body
+	t, err := templates.Find(b.Template)
+	if err != nil {
+		return nil, err
+	}
+	if b.Version != nil && *b.Version != t.Version {
+		return nil, backstop.Invalid("/version", "template %s is at version %d, not %d: read it again (GET /v1/templates/%s) and check its parameters", t.Name, t.Version, *b.Version, t.Name)
+	}
+	h, err := t.Expand(b.Name, b.Parameters, fromAPIPriorities(b.Priorities))
+	if err != nil {
+		return nil, err
+	}
+	h.ClusterID = r.ClusterId.String()
+	if b.Description != nil {
+		h.Description = *b.Description
+	}
+	created, err := hh.store.CreateHierarchy(ctx, h)
+	if err != nil {
+		return nil, fmt.Errorf("the hierarchy expanded from template %s (version %d): %w", t.Name, t.Version, err)
+	}
+	return api.CreateHierarchyFromTemplate201JSONResponse{Body: toAPIHierarchy(created), Headers: api.CreateHierarchyFromTemplate201ResponseHeaders{
+		ETag: etag(created.Version), Location: location("/v1/clusters/%s/hierarchies/%s", created.ClusterID, created.ID),
+	}}, nil
+}
+
+func toAPITemplate(t templates.Template) api.Template {
+	ps := make([]api.TemplateParameter, len(t.Parameters))
+	for i, p := range t.Parameters {
+		ps[i] = api.TemplateParameter{Name: p.Name, Description: p.Description, Type: api.TemplateParameterType(p.Type), Required: p.Required, Default: p.Default}
+	}
+	return api.Template{Name: t.Name, Version: t.Version, Title: t.Title, Description: t.Description, Parameters: ps, Hierarchy: t.Hierarchy}
+}
