@@ -349,6 +349,9 @@ func (m *mailSetup) logs(nc *nsCluster) string {
 // whose acceptance was lost in a fault shows as a duplicate.
 type mailClient struct {
 	addr, rcpt, run string
+	// resolve, when set, gives the address of each session (a client
+	// that addresses the service by name); addr is its port then.
+	resolve func() (string, error)
 
 	mu       sync.Mutex
 	accepted []acceptedMail // in acceptance order
@@ -373,7 +376,13 @@ const (
 )
 
 func startMailClient(addr, rcpt string) *mailClient {
-	c := &mailClient{addr: addr, rcpt: rcpt, run: strconv.FormatInt(time.Now().UnixNano(), 36),
+	return startMailClientBy(addr, rcpt, nil)
+}
+
+// startMailClientBy starts a client that resolves the server's address
+// with resolve before each session and connects to its port.
+func startMailClientBy(port, rcpt string, resolve func() (string, error)) *mailClient {
+	c := &mailClient{addr: port, rcpt: rcpt, resolve: resolve, run: strconv.FormatInt(time.Now().UnixNano(), 36),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go c.loop()
 	return c
@@ -415,7 +424,15 @@ func (c *mailClient) loop() {
 // session cut by a fault (a crashed node sends no RST) fails then and is
 // retried, instead of hanging for an MTA's usual minutes.
 func (c *mailClient) send(id string, seq int) error {
-	tc, err := net.DialTimeout("tcp", c.addr, mailDialTimeout)
+	addr := c.addr
+	if c.resolve != nil {
+		host, err := c.resolve()
+		if err != nil {
+			return err
+		}
+		addr = net.JoinHostPort(host, c.addr)
+	}
+	tc, err := net.DialTimeout("tcp", addr, mailDialTimeout)
 	if err != nil {
 		return err
 	}
@@ -426,7 +443,7 @@ func (c *mailClient) send(id string, seq int) error {
 	}
 	step := func() { _ = conn.SetDeadline(time.Now().Add(mailStepTimeout)) }
 	step()
-	host, _, _ := net.SplitHostPort(c.addr)
+	host, _, _ := net.SplitHostPort(addr)
 	s, err := smtp.NewClient(conn, host) // reads the greeting
 	if err != nil {
 		return err
