@@ -325,6 +325,85 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/clusters/{cluster_id}/hierarchies/from-template": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a hierarchy from a template
+         * @description Expands a template (`GET /v1/templates`) with the given parameters
+         *     into an ordinary hierarchy and creates it as `POST .../hierarchies`
+         *     would: the result is read, replaced and patched like any other
+         *     hierarchy, and the template is not consulted again. Refused with 422:
+         *     an unknown, missing or mistyped parameter (named at
+         *     `/parameters/NAME`), a `version` that is not the template's current
+         *     one, or an expanded hierarchy the domain refuses (named by its JSON
+         *     pointer in the expanded hierarchy). 404 for an unknown template.
+         */
+        post: operations["createHierarchyFromTemplate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List hierarchy templates
+         * @description Every template this backstopd ships, by name, with its version, parameters and the hierarchy it expands into.
+         */
+        get: operations["listTemplates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/{template_name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Template name.
+                 * @example mail
+                 */
+                template_name: string;
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a hierarchy template
+         * @description One template with its parameters and the hierarchy it expands into (`{{param}}` placeholders).
+         */
+        get: operations["getTemplate"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}": {
         parameters: {
             query?: never;
@@ -2146,10 +2225,15 @@ export interface components {
          *       publish, usually the virtual IP; omitted: the node's own address towards
          *       the server), `ttl` (seconds, default 10), `tsig_key_file` (absolute path
          *       on the nodes to a key file as tsig-keygen writes it)
+         *     * `mail`: a mail system end to end (check only): `host` (required),
+         *       `smtp_port` (default 25), `imap_port` (default 143), `rcpt`,
+         *       `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
+         *       the SMTP and IMAP greetings; deep: a message sent through SMTP to
+         *       `rcpt` is read back over IMAP and deleted
          * @example ip
          * @enum {string}
          */
-        ResourceKind: "ip" | "volume" | "service" | "ocf" | "tcp" | "http" | "smtp" | "command" | "name";
+        ResourceKind: "ip" | "volume" | "service" | "ocf" | "tcp" | "http" | "smtp" | "command" | "name" | "mail";
         /**
          * @description Interval and timeout of a check; the timeout must be below the
          *     interval. Omitted: the cluster's timing (timeout half the interval).
@@ -2323,6 +2407,147 @@ export interface components {
             switchback?: components["schemas"]["SwitchbackPolicy"];
             /** @description The resources, a DAG through `depends_on`. */
             resources: components["schemas"]["ResourceSpec"][];
+            /** @description Nodes that may run the hierarchy, with their priorities. */
+            priorities: components["schemas"]["Priority"][];
+        };
+        /**
+         * @description One input of a template.
+         * @example {
+         *       "name": "vip",
+         *       "description": "Virtual IP clients use",
+         *       "type": "address",
+         *       "required": true
+         *     }
+         */
+        TemplateParameter: {
+            /**
+             * @description Parameter name (a key of `parameters`).
+             * @example vip
+             */
+            name: string;
+            /**
+             * @description What it is.
+             * @example Virtual IP clients use (no prefix length), e.g. 198.18.1.50
+             */
+            description: string;
+            /**
+             * @description Its JSON type and check.
+             * @example address
+             * @enum {string}
+             */
+            type: "string" | "integer" | "list" | "address" | "path";
+            /**
+             * @description Whether it must be given.
+             * @example true
+             */
+            required: boolean;
+            /**
+             * @description Value when not given; absent: an optional parameter whose uses are left out.
+             * @example 24
+             */
+            default?: unknown;
+        };
+        /**
+         * @description A hierarchy template: data, versioned. `hierarchy` is what it expands
+         *     into: strings name parameters as `{{param}}`; a string that is only a
+         *     placeholder takes the parameter's type, and is left out when an
+         *     optional parameter is not given; a resource with `when: param` is
+         *     left out unless that parameter is given.
+         * @example {
+         *       "name": "nginx",
+         *       "version": 1,
+         *       "title": "nginx web server",
+         *       "description": "nginx behind a virtual IP.",
+         *       "parameters": [],
+         *       "hierarchy": {
+         *         "resources": []
+         *       }
+         *     }
+         */
+        Template: {
+            /**
+             * @description Template name.
+             * @example mail
+             */
+            name: string;
+            /**
+             * @description Increases whenever the template changes.
+             * @example 1
+             */
+            version: number;
+            /**
+             * @description One line.
+             * @example Mail server (Postfix + Dovecot)
+             */
+            title: string;
+            /**
+             * @description What it protects and what it expects of the nodes.
+             * @example Postfix and Dovecot on a shared data volume.
+             */
+            description: string;
+            /** @description Its inputs. */
+            parameters: components["schemas"]["TemplateParameter"][];
+            /**
+             * @description The hierarchy with placeholders: exclusivity_group, description, resources.
+             * @example {
+             *       "exclusivity_group": "mail",
+             *       "resources": []
+             *     }
+             */
+            hierarchy: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * @description Every template.
+         * @example {
+         *       "items": []
+         *     }
+         */
+        TemplateList: {
+            /** @description The templates, by name. */
+            items: components["schemas"]["Template"][];
+        };
+        /**
+         * @description A hierarchy to create from a template.
+         * @example {
+         *       "template": "nginx",
+         *       "name": "web",
+         *       "parameters": {
+         *         "vip": "198.18.1.70",
+         *         "data_source": "/srv/www-data"
+         *       },
+         *       "priorities": [
+         *         {
+         *           "node_id": "0195f7a4-1111-7000-8000-000000000001",
+         *           "priority": 1
+         *         }
+         *       ]
+         *     }
+         */
+        TemplateInstance: {
+            /**
+             * @description Template name.
+             * @example mail
+             */
+            template: string;
+            /**
+             * @description The template version the caller expects; refused when the template has changed since.
+             * @example 1
+             */
+            version?: number;
+            name: components["schemas"]["Name"];
+            description?: components["schemas"]["Description"];
+            /**
+             * @description Values of the template's parameters, by name.
+             * @example {
+             *       "vip": "198.18.1.50",
+             *       "data_source": "/dev/vg0/mail"
+             *     }
+             */
+            parameters: {
+                [key: string]: unknown;
+            };
             /** @description Nodes that may run the hierarchy, with their priorities. */
             priorities: components["schemas"]["Priority"][];
         };
@@ -5630,6 +5855,116 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Hierarchy"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    createHierarchyFromTemplate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen key (1..255 characters). Repeating a POST with the
+                 *     same key and body returns the first answer; with another body, 422.
+                 * @example 6f1c2d3e-create-mail-cluster
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "template": "nginx",
+                 *       "version": 1,
+                 *       "name": "web",
+                 *       "parameters": {
+                 *         "vip": "198.18.1.70",
+                 *         "data_source": "/srv/www-data",
+                 *         "port": 8080
+                 *       },
+                 *       "priorities": [
+                 *         {
+                 *           "node_id": "0195f7a4-1111-7000-8000-000000000001",
+                 *           "priority": 1
+                 *         },
+                 *         {
+                 *           "node_id": "0195f7a4-1111-7000-8000-000000000002",
+                 *           "priority": 2
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["TemplateInstance"];
+            };
+        };
+        responses: {
+            /** @description The hierarchy was created. */
+            201: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    Location: components["headers"]["Location"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Hierarchy"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    listTemplates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The templates. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateList"];
+                };
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Template name.
+                 * @example mail
+                 */
+                template_name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The template. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Template"];
                 };
             };
             default: components["responses"]["Problem"];
