@@ -2220,6 +2220,15 @@ type NodeAgent struct {
 	//
 	// Example: 2026-11-26T06:00:00Z
 	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+
+	// Report What the node's agent said in its last heartbeat (received at
+	// `last_heartbeat_at`): how it sees its peers over each communication
+	// path (state, RTT, loss) and the last checks of the resources it
+	// runs. Absent until the first heartbeat.
+	//
+	//
+	// Example: {"paths":[{"loss":0,"path_id":"0195f7a4-2222-7000-8000-000000000001","peer_node_id":"0195f7a4-1111-7000-8000-000000000002","rtt_ms":0.4,"state":"up"}],"resources":[]}
+	Report *NodeReport `json:"report,omitempty"`
 }
 
 // NodeCreate A new node.
@@ -2329,6 +2338,20 @@ type NodePatch struct {
 	//
 	// Example: mail
 	Name *Name `json:"name,omitempty"`
+}
+
+// NodeReport What the node's agent said in its last heartbeat (received at
+// `last_heartbeat_at`): how it sees its peers over each communication
+// path (state, RTT, loss) and the last checks of the resources it
+// runs. Absent until the first heartbeat.
+//
+// Example: {"paths":[{"loss":0,"path_id":"0195f7a4-2222-7000-8000-000000000001","peer_node_id":"0195f7a4-1111-7000-8000-000000000002","rtt_ms":0.4,"state":"up"}],"resources":[]}
+type NodeReport struct {
+	// Paths Peer reachability per path.
+	Paths []PathReport `json:"paths"`
+
+	// Resources Health of in-service resources.
+	Resources []ResourceHealth `json:"resources"`
 }
 
 // NodeState `pending` until the agent enrolls; then `up`, `down`,
@@ -3797,6 +3820,26 @@ type WebhookPatch struct {
 //
 // Example: https://hooks.example.com/backstop
 type WebhookURL = string
+
+// Whoami The caller of a request.
+//
+// Example: {"name":"oncall","role":"operator","token_id":"0195f7a4-4444-7000-8000-000000000001"}
+type Whoami struct {
+	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+	//
+	// Example: mail
+	Name Name `json:"name"`
+
+	// Role `viewer` reads; `operator` also acts (switchover, maintenance); `admin` also configures and manages tokens.
+	//
+	// Example: operator
+	Role Role `json:"role"`
+
+	// TokenId The token's id (absent for the bootstrap token).
+	//
+	// Example: 0195f7a4-4444-7000-8000-000000000001
+	TokenId *openapi_types.UUID `json:"token_id,omitempty"`
+}
 
 // ClusterID defines model for ClusterID.
 type ClusterID = openapi_types.UUID
@@ -5311,6 +5354,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
 	PingWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWhoami Who the caller is
+	//
+	// The token that authenticated the request: its name and role. A
+	// client (the web console) asks once after sign-in to learn what it
+	// may offer; the role still is checked on every request.
+	//
+	// Corresponds with GET /v1/whoami (the `GetWhoami` operationId).
+	GetWhoami(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // AgentPollCommands Long-poll for commands
@@ -7240,6 +7292,25 @@ func (c *Client) RedeliverWebhookDelivery(ctx context.Context, webhookId Webhook
 // Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
 func (c *Client) PingWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPingWebhookRequest(c.Server, webhookId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWhoami Who the caller is
+//
+// The token that authenticated the request: its name and role. A
+// client (the web console) asks once after sign-in to learn what it
+// may offer; the role still is checked on every request.
+//
+// Corresponds with GET /v1/whoami (the `GetWhoami` operationId).
+func (c *Client) GetWhoami(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWhoamiRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -11102,6 +11173,33 @@ func NewPingWebhookRequest(server string, webhookId WebhookID) (*http.Request, e
 	return req, nil
 }
 
+// NewGetWhoamiRequest constructs an http.Request for the GetWhoami method
+func NewGetWhoamiRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/whoami")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -12246,6 +12344,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
 	PingWebhookWithResponse(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*PingWebhookResponse, error)
+
+	// GetWhoamiWithResponse Who the caller is
+	//
+	// The token that authenticated the request: its name and role. A
+	// client (the web console) asks once after sign-in to learn what it
+	// may offer; the role still is checked on every request.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/whoami (the `GetWhoami` operationId).
+	GetWhoamiWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetWhoamiResponse, error)
 }
 
 type AgentPollCommandsResponse struct {
@@ -15842,6 +15951,54 @@ func (r PingWebhookResponse) ContentType() string {
 	return ""
 }
 
+type GetWhoamiResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Whoami
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWhoamiResponse) GetJSON200() *Whoami {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetWhoamiResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWhoamiResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWhoamiResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWhoamiResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWhoamiResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // AgentPollCommandsWithResponse Long-poll for commands
 //
 // Returns at once when commands are queued for this node; otherwise waits up to `wait` milliseconds and returns an empty list.
@@ -17505,6 +17662,23 @@ func (c *ClientWithResponses) PingWebhookWithResponse(ctx context.Context, webho
 		return nil, err
 	}
 	return ParsePingWebhookResponse(rsp)
+}
+
+// GetWhoamiWithResponse Who the caller is
+//
+// The token that authenticated the request: its name and role. A
+// client (the web console) asks once after sign-in to learn what it
+// may offer; the role still is checked on every request.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/whoami (the `GetWhoami` operationId).
+func (c *ClientWithResponses) GetWhoamiWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetWhoamiResponse, error) {
+	rsp, err := c.GetWhoami(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWhoamiResponse(rsp)
 }
 
 // ParseAgentPollCommandsResponse parses an HTTP response from a AgentPollCommandsWithResponse call
@@ -20199,6 +20373,39 @@ func ParsePingWebhookResponse(rsp *http.Response) (*PingWebhookResponse, error) 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetWhoamiResponse parses an HTTP response from a GetWhoamiWithResponse call
+func ParseGetWhoamiResponse(rsp *http.Response) (*GetWhoamiResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWhoamiResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Whoami
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -1504,6 +1504,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/whoami": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Who the caller is
+         * @description The token that authenticated the request: its name and role. A
+         *     client (the web console) asks once after sign-in to learn what it
+         *     may offer; the role still is checked on every request.
+         */
+        get: operations["getWhoami"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/audit": {
         parameters: {
             query?: never;
@@ -2767,6 +2789,24 @@ export interface components {
             next_cursor?: string;
         };
         /**
+         * @description The caller of a request.
+         * @example {
+         *       "token_id": "0195f7a4-4444-7000-8000-000000000001",
+         *       "name": "oncall",
+         *       "role": "operator"
+         *     }
+         */
+        Whoami: {
+            /**
+             * Format: uuid
+             * @description The token's id (absent for the bootstrap token).
+             * @example 0195f7a4-4444-7000-8000-000000000001
+             */
+            token_id?: string;
+            name: components["schemas"]["Name"];
+            role: components["schemas"]["Role"];
+        };
+        /**
          * @description One mutation.
          * @example {
          *       "id": 42,
@@ -3780,6 +3820,31 @@ export interface components {
              */
             last_heartbeat_at?: string;
             facts: components["schemas"]["HostFacts"];
+            report?: components["schemas"]["NodeReport"];
+        };
+        /**
+         * @description What the node's agent said in its last heartbeat (received at
+         *     `last_heartbeat_at`): how it sees its peers over each communication
+         *     path (state, RTT, loss) and the last checks of the resources it
+         *     runs. Absent until the first heartbeat.
+         * @example {
+         *       "paths": [
+         *         {
+         *           "path_id": "0195f7a4-2222-7000-8000-000000000001",
+         *           "peer_node_id": "0195f7a4-1111-7000-8000-000000000002",
+         *           "state": "up",
+         *           "rtt_ms": 0.4,
+         *           "loss": 0
+         *         }
+         *       ],
+         *       "resources": []
+         *     }
+         */
+        NodeReport: {
+            /** @description Peer reachability per path. */
+            paths: components["schemas"]["PathReport"][];
+            /** @description Health of in-service resources. */
+            resources: components["schemas"]["ResourceHealth"][];
         };
         /**
          * @description Where to switch over to.
@@ -7745,6 +7810,27 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            default: components["responses"]["Problem"];
+        };
+    };
+    getWhoami: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Whoami"];
+                };
             };
             default: components["responses"]["Problem"];
         };
