@@ -28,6 +28,9 @@ type NodeAgent struct {
 	EnrolledAt      time.Time
 	LastHeartbeatAt *time.Time
 	Facts           HostFacts
+	// Report is the agent's last heartbeat report as it sent it (paths
+	// with RTT and loss, resource health); nil before the first one.
+	Report json.RawMessage
 }
 
 // AgentIdentity is an authenticated agent.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -134,7 +135,32 @@ func toAPINode(n backstop.Node) api.Node {
 			}
 			facts.Interfaces = &ifs
 		}
-		out.Agent = &api.NodeAgent{EnrolledAt: a.EnrolledAt, LastHeartbeatAt: a.LastHeartbeatAt, Facts: facts}
+		out.Agent = &api.NodeAgent{EnrolledAt: a.EnrolledAt, LastHeartbeatAt: a.LastHeartbeatAt, Facts: facts, Report: toAPINodeReport(a.Report)}
+	}
+	return out
+}
+
+// toAPINodeReport picks what operators see of an agent's last heartbeat
+// report: its paths and its resources' health. The report was validated
+// against the contract when it arrived; one that no longer decodes (an
+// older agent's) is left out rather than failing the read.
+func toAPINodeReport(raw []byte) *api.NodeReport {
+	if len(raw) == 0 {
+		return nil
+	}
+	var hb struct {
+		Paths     []api.PathReport     `json:"paths"`
+		Resources []api.ResourceHealth `json:"resources"`
+	}
+	if json.Unmarshal(raw, &hb) != nil {
+		return nil
+	}
+	out := &api.NodeReport{Paths: hb.Paths, Resources: hb.Resources}
+	if out.Paths == nil {
+		out.Paths = []api.PathReport{}
+	}
+	if out.Resources == nil {
+		out.Resources = []api.ResourceHealth{}
 	}
 	return out
 }

@@ -58,3 +58,15 @@ func (th *tokenHandlers) ListAudit(ctx context.Context, r api.ListAuditRequestOb
 	}
 	return out, nil
 }
+
+// GetWhoami names the caller's token and role, so that a client offers
+// only what the role may do.
+func (th *tokenHandlers) GetWhoami(ctx context.Context, _ api.GetWhoamiRequestObject) (api.GetWhoamiResponseObject, error) {
+	a := backstop.ActorFrom(ctx)
+	out := api.GetWhoami200JSONResponse{Name: a.Name, Role: api.Role(a.Role)}
+	if a.TokenID != "" {
+		id := apiID(a.TokenID)
+		out.TokenId = &id
+	}
+	return out, nil
+}

@@ -14,16 +14,17 @@ import (
 // EnrollmentPrefix starts every enrollment token.
 const EnrollmentPrefix = "bse_"
 
-const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at, enrolled_at, facts, last_heartbeat_at, maintenance`
+const nodeColumns = `id, cluster_id, name, description, state, version, created_at, updated_at, enrolled_at, facts, last_heartbeat_at, maintenance, report`
 
 func scanNode(row pgx.Row) (backstop.Node, error) {
 	var n backstop.Node
 	var enrolled *time.Time
 	var facts *backstop.HostFacts
 	var seen *time.Time
-	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt, &enrolled, &facts, &seen, &n.Maintenance)
+	var report []byte
+	err := row.Scan(&n.ID, &n.ClusterID, &n.Name, &n.Description, &n.State, &n.Version, &n.CreatedAt, &n.UpdatedAt, &enrolled, &facts, &seen, &n.Maintenance, &report)
 	if err == nil && enrolled != nil {
-		n.Agent = &backstop.NodeAgent{EnrolledAt: *enrolled, LastHeartbeatAt: seen}
+		n.Agent = &backstop.NodeAgent{EnrolledAt: *enrolled, LastHeartbeatAt: seen, Report: report}
 		if facts != nil {
 			n.Agent.Facts = *facts
 		}
