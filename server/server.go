@@ -28,6 +28,7 @@ import (
 
 	"github.com/backstop-ha/backstop/openapi"
 	"github.com/backstop-ha/backstop/openapi/api"
+	"github.com/backstop-ha/backstop/server/ui"
 )
 
 // Config configures a Server.
@@ -206,8 +207,26 @@ func New(cfg Config) (*Server, error) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, r, http.StatusMethodNotAllowed, "method-not-allowed", r.Method+" is not allowed on "+r.URL.Path, nil)
 	})
-	s.handler = r
+	s.handler = s.withConsole(r)
 	return s, nil
+}
+
+// withConsole serves the web console (package ui) at /ui beside the API,
+// outside the gate: its files are public, and everything it shows comes
+// from the API with the operator's token. A browser asking for / is sent
+// to it; API clients still get the problem+json 404.
+func (s *Server) withConsole(apiHandler http.Handler) http.Handler {
+	console := s.requestID(s.observe(s.recoverer(ui.Handler())))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, ui.Prefix):
+			console.ServeHTTP(w, r)
+		case r.URL.Path == "/" && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html"):
+			http.Redirect(w, r, ui.Prefix, http.StatusFound)
+		default:
+			apiHandler.ServeHTTP(w, r)
+		}
+	})
 }
 
 // ServeHTTP serves the API.
