@@ -2221,10 +2221,12 @@ type NodeAgent struct {
 	// Example: 2026-11-26T06:00:00Z
 	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
 
-	// Report What the node's agent said in its last heartbeat (received at
-	// `last_heartbeat_at`): how it sees its peers over each communication
-	// path (state, RTT, loss) and the last checks of the resources it
-	// runs. Absent until the first heartbeat.
+	// Report What the node's agent said in a recent heartbeat: how it sees its
+	// peers over each communication path (state, RTT, loss) and the last
+	// checks of the resources it runs. A change of state (a path down, a
+	// check failing) is stored with the heartbeat that reports it;
+	// telemetry alone (RTT, loss, check times) is stored at most every
+	// 5 seconds. Absent until the first heartbeat.
 	//
 	//
 	// Example: {"paths":[{"loss":0,"path_id":"0195f7a4-2222-7000-8000-000000000001","peer_node_id":"0195f7a4-1111-7000-8000-000000000002","rtt_ms":0.4,"state":"up"}],"resources":[]}
@@ -2340,10 +2342,12 @@ type NodePatch struct {
 	Name *Name `json:"name,omitempty"`
 }
 
-// NodeReport What the node's agent said in its last heartbeat (received at
-// `last_heartbeat_at`): how it sees its peers over each communication
-// path (state, RTT, loss) and the last checks of the resources it
-// runs. Absent until the first heartbeat.
+// NodeReport What the node's agent said in a recent heartbeat: how it sees its
+// peers over each communication path (state, RTT, loss) and the last
+// checks of the resources it runs. A change of state (a path down, a
+// check failing) is stored with the heartbeat that reports it;
+// telemetry alone (RTT, loss, check times) is stored at most every
+// 5 seconds. Absent until the first heartbeat.
 //
 // Example: {"paths":[{"loss":0,"path_id":"0195f7a4-2222-7000-8000-000000000001","peer_node_id":"0195f7a4-1111-7000-8000-000000000002","rtt_ms":0.4,"state":"up"}],"resources":[]}
 type NodeReport struct {

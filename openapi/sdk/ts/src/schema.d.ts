@@ -3823,10 +3823,12 @@ export interface components {
             report?: components["schemas"]["NodeReport"];
         };
         /**
-         * @description What the node's agent said in its last heartbeat (received at
-         *     `last_heartbeat_at`): how it sees its peers over each communication
-         *     path (state, RTT, loss) and the last checks of the resources it
-         *     runs. Absent until the first heartbeat.
+         * @description What the node's agent said in a recent heartbeat: how it sees its
+         *     peers over each communication path (state, RTT, loss) and the last
+         *     checks of the resources it runs. A change of state (a path down, a
+         *     check failing) is stored with the heartbeat that reports it;
+         *     telemetry alone (RTT, loss, check times) is stored at most every
+         *     5 seconds. Absent until the first heartbeat.
          * @example {
          *       "paths": [
          *         {
