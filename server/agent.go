@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -211,7 +212,7 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	// stuck database; the agent's own deadline is far shorter.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	digest := reportDigest(r.Body)
+	digest := telemetryDigest(reportDigest(r.Body), a.NodeID, time.Now())
 	if hold == 0 && deref(r.Body.Fences, nil) == nil && !reportsFailure(r.Body) {
 		ack, ok, err := ah.store.RenewLease(sctx, a, digest)
 		if err != nil {
@@ -246,6 +247,25 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 		return nil, err
 	}
 	return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
+}
+
+// TelemetryEvery bounds the age of the telemetry in a node's stored report
+// (round-trip times, losses, check times), which operators read on node
+// reads and in the web console: the fast path skips storing reports that
+// differ only in telemetry, so without a bound a steady node would show
+// the RTTs and check times of its last real change for ever.
+const TelemetryEvery = 5 * time.Second
+
+// telemetryDigest appends to a report digest the node's current telemetry
+// period, so a steady node's report is stored once per TelemetryEvery and
+// its heartbeats in between take the fast path. Each node's periods are
+// shifted by a phase taken from its id, so the nodes of a large cluster
+// do not all store their reports at the same instant.
+func telemetryDigest(d []byte, nodeID string, now time.Time) []byte {
+	f := fnv.New64a()
+	_, _ = f.Write([]byte(nodeID))
+	phase := int64(f.Sum64() % uint64(TelemetryEvery))
+	return binary.AppendVarint(d, (now.UnixNano()+phase)/int64(TelemetryEvery))
 }
 
 // storeTimeout bounds store work detached from its request.

@@ -69,3 +69,42 @@ func TestReportDigest(t *testing.T) {
 		}
 	}
 }
+
+// TestTelemetryDigest: a steady node's report is stored again once per
+// TelemetryEvery (so the RTTs and check times operators read are at most
+// that old), and not more often; nodes are spread over the period.
+func TestTelemetryDigest(t *testing.T) {
+	d := []byte("digest")
+	t0 := time.Date(2026, 12, 7, 21, 0, 0, 0, time.UTC)
+	node := uuid.NewString()
+	changes := 0
+	prev := server.TelemetryDigest(d, node, t0)
+	for ms := int64(100); ms <= 20000; ms += 100 {
+		cur := server.TelemetryDigest(d, node, t0.Add(time.Duration(ms)*time.Millisecond))
+		if !bytes.Equal(cur, prev) {
+			changes++
+		}
+		prev = cur
+	}
+	if want := int(20 * time.Second / server.TelemetryEvery); changes != want {
+		t.Fatalf("the digest changed %d times in 20 s, want %d (once per %v)", changes, want, server.TelemetryEvery)
+	}
+	if !bytes.HasPrefix(prev, d) {
+		t.Fatalf("the report digest is not kept: %x", prev)
+	}
+	// Ten nodes do not all change at the same instant.
+	at := map[int64]bool{}
+	for range 10 {
+		n := uuid.NewString()
+		p := server.TelemetryDigest(d, n, t0)
+		for ms := int64(10); ; ms += 10 {
+			if !bytes.Equal(server.TelemetryDigest(d, n, t0.Add(time.Duration(ms)*time.Millisecond)), p) {
+				at[ms] = true
+				break
+			}
+		}
+	}
+	if len(at) < 2 {
+		t.Fatalf("ten nodes store their telemetry at the same instant: %v", at)
+	}
+}

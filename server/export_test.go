@@ -6,3 +6,6 @@ func (s *Server) OnPollWaiting(f func(nodeID string)) { s.agentHandlers.pollWait
 
 // ReportDigest is reportDigest, for tests.
 var ReportDigest = reportDigest
+
+// TelemetryDigest is telemetryDigest, for tests.
+var TelemetryDigest = telemetryDigest
