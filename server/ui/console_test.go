@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/server/servertest"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
@@ -260,37 +261,39 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("whoami as the viewer: %d %+v %v", resp.StatusCode, me, err)
 		}
 		resp.Body.Close()
-		// Every node reports its paths (with RTT and loss) and the node
-		// running mail its resources' checks.
-		var nodes struct {
-			Items []struct {
-				Name  string
-				Agent struct {
-					Report *struct {
-						Paths []struct {
-							State string
-							RttMs *float64 `json:"rtt_ms"`
-							Loss  *float64
+		// Every node reports its paths with RTT and loss. The first report
+		// after a path comes up may have no RTT yet, and steady reports
+		// store their telemetry only every server.TelemetryEvery: wait.
+		testkit.Eventually(t, 60*time.Second, "every node reporting its 2 paths up with RTT and loss", func() bool {
+			var nodes struct {
+				Items []struct {
+					Agent struct {
+						Report *struct {
+							Paths []struct {
+								State string
+								RttMs *float64 `json:"rtt_ms"`
+								Loss  *float64
+							}
 						}
-						Resources []struct{ Resource string }
 					}
 				}
 			}
-		}
-		if err := json.Unmarshal(h.Must("GET", "/v1/clusters/"+h.ClusterID+"/nodes", nil, 200), &nodes); err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range nodes.Items {
-			r := n.Agent.Report
-			if r == nil || len(r.Paths) != 2 {
-				t.Fatalf("node %s: report %+v, want 2 paths", n.Name, r)
+			if json.Unmarshal(h.Must("GET", "/v1/clusters/"+h.ClusterID+"/nodes", nil, 200), &nodes) != nil || len(nodes.Items) != 3 {
+				return false
 			}
-			for _, p := range r.Paths {
-				if p.State != "up" || p.RttMs == nil || p.Loss == nil {
-					t.Fatalf("node %s path %+v: want up with RTT and loss", n.Name, p)
+			for _, n := range nodes.Items {
+				r := n.Agent.Report
+				if r == nil || len(r.Paths) != 2 {
+					return false
+				}
+				for _, p := range r.Paths {
+					if p.State != "up" || p.RttMs == nil || p.Loss == nil {
+						return false
+					}
 				}
 			}
-		}
+			return true
+		})
 	})
 
 	b := newBrowser(t, h.URL)
