@@ -88,6 +88,14 @@ func TestNormalizeRejects(t *testing.T) {
 			r.Params["tsig_key_file"] = "dns.key"
 			h.Resources = append(h.Resources, r)
 		}, "/resources/3/params/tsig_key_file", "absolute"},
+		{"mail probe recipient", func(h *Hierarchy) {
+			h.Resources = append(h.Resources, Resource{Name: "mailcheck", Kind: KindMail, Params: map[string]any{
+				"host": "198.18.1.50", "rcpt": "probe", "imap_user": "probe", "imap_password_file": "/etc/backstop/probe.pw"}})
+		}, "/resources/3/params/rcpt", "mail address"},
+		{"mail probe password file", func(h *Hierarchy) {
+			h.Resources = append(h.Resources, Resource{Name: "mailcheck", Kind: KindMail, Params: map[string]any{
+				"host": "198.18.1.50", "rcpt": "probe@example.com", "imap_user": "probe", "imap_password_file": "probe.pw"}})
+		}, "/resources/3/params/imap_password_file", "absolute"},
 		{"name missing zone", func(h *Hierarchy) {
 			r := dnsName("mail.test.example", "test.example", "198.18.0.53")
 			delete(r.Params, "zone")
