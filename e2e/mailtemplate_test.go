@@ -361,9 +361,16 @@ func TestMailTemplate(t *testing.T) {
 
 	at = time.Now()
 	r := nc.c.do(t, "POST", "/v1/clusters/"+nc.id+"/hierarchies/"+h.ID+"/switchover", map[string]any{"node_id": nc.nodes[2]}).must(t, 202)
-	if op := nc.operation(r.header.Get("Location"), 60*time.Second); op["state"] != "succeeded" {
+	op := nc.operation(r.header.Get("Location"), 60*time.Second)
+	if op["state"] != "succeeded" {
 		t.Fatalf("switchover to node3: %v", op)
 	}
+	var steps []string
+	for _, s := range op["steps"].([]any) {
+		s := s.(map[string]any)
+		steps = append(steps, fmt.Sprintf("%v/%v %vms", s["resource"], s["action"], s["duration_ms"]))
+	}
+	t.Logf("switchover steps: %s", strings.Join(steps, ", "))
 	measure("switchover node2 → node3", at, 2)
 
 	client.halt()
