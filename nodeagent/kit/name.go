@@ -306,9 +306,20 @@ func (k *nameKit) Stop(ctx context.Context) error {
 	return nil
 }
 
+// errNoAnswer marks a query the server did not answer at all (timeout,
+// connection refused, unreachable network).
+var errNoAnswer = errors.New("no answer")
+
 // Check resolves the name at the server (quick), or also checks that the
 // answer is authoritative, holds only this node's address and has the
 // configured TTL (deep).
+//
+// A server that does not answer at all is logged, not reported: the
+// record it holds cannot have changed while nobody reaches it, and a
+// failed check would restart the name and then fail the whole hierarchy
+// over to nodes that cannot reach the server either: a DNS outage must
+// not take the mail service down with it. A wrong answer (another
+// address, no record, a changed TTL) is reported.
 func (k *nameKit) Check(ctx context.Context, deep bool) error {
 	ctx, cancel := withProbeDeadline(ctx)
 	defer cancel()
@@ -316,7 +327,12 @@ func (k *nameKit) Check(ctx context.Context, deep bool) error {
 	if err != nil {
 		return err
 	}
-	return k.verify(ctx, a, deep)
+	err = k.verify(ctx, a, deep)
+	if errors.Is(err, errNoAnswer) {
+		k.log.Warn("name check: the DNS server does not answer; the record is assumed unchanged", "name", k.name, "server", k.server, "error", err.Error())
+		return nil
+	}
+	return err
 }
 
 // Fence does nothing: see nameKit.
@@ -337,7 +353,7 @@ func (k *nameKit) verify(ctx context.Context, a netip.Addr, deep bool) error {
 		r, _, err = c.ExchangeContext(ctx, q, k.server)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: resolving at %s: %w", k.desc, k.server, err)
+		return fmt.Errorf("%s: resolving at %s: %w: %w", k.desc, k.server, errNoAnswer, err)
 	}
 	typ := dns.TypeToString[rrType(a)]
 	if r.Rcode == dns.RcodeNameError {

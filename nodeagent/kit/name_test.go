@@ -34,13 +34,22 @@ type zoneServer struct {
 func newZoneServer(t *testing.T, zone string, keys map[string]string) *zoneServer {
 	t.Helper()
 	z := &zoneServer{zone: dns.Fqdn(zone), keys: keys}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	// One port for UDP and TCP: a free UDP port may be taken for TCP, so
+	// try a few.
+	var pc net.PacketConn
+	var l net.Listener
+	for try := 0; ; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+		if try == 20 {
+			t.Fatal(err)
+		}
 	}
 	z.addr = pc.LocalAddr().String()
 	var wg sync.WaitGroup
@@ -328,6 +337,36 @@ func TestNameServerDown(t *testing.T) {
 	defer cancel()
 	if err := inst.Start(ctx); err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("start with no server: %v", err)
+	}
+}
+
+// TestNameCheckServerGone: once published, a server that stops answering
+// does not fail the checks (a DNS outage must not fail the hierarchy
+// over), but a server that answers with another address does.
+func TestNameCheckServerGone(t *testing.T) {
+	z := newZoneServer(t, "test.example", nil)
+	inst, err := New(nameResource(map[string]any{"name": "mail.test.example", "zone": "test.example", "server": z.addr, "address": "198.18.1.50"}), Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	z.mu.Lock()
+	z.rrs[0].(*dns.A).A = net.ParseIP("198.18.1.99")
+	z.mu.Unlock()
+	if err := inst.Check(t.Context(), false); err == nil {
+		t.Fatal("quick check passed with the name pointing elsewhere")
+	}
+	for _, s := range z.srv {
+		s.Shutdown()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	for _, deep := range []bool{false, true} {
+		if err := inst.Check(ctx, deep); err != nil {
+			t.Errorf("check (deep %v) with the server gone: %v, want nil (logged)", deep, err)
+		}
 	}
 }
 
