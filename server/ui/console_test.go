@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
@@ -341,6 +342,12 @@ func TestConsole(t *testing.T) {
 	})
 
 	ctx := b.tab()
+	// The operator's tab is dark, as a console at 3 a.m. is (the others
+	// use the light scheme): the screenshots show it.
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+		t.Fatal(err)
+	}
 	b.login(ctx, operator)
 	b.wait(ctx, "the overview with live updates", `document.querySelector("#live")?.dataset.state === "live" && !!document.querySelector('#hier-table [data-hierarchy="mail"]')`)
 
@@ -424,6 +431,7 @@ func TestConsole(t *testing.T) {
 		if v := b.eval(ctx, `document.querySelector("#candidates").textContent`); !strings.Contains(v, "node2") || !strings.Contains(v, "down") {
 			t.Fatalf("candidates table %q does not say node2 is rejected as down", v)
 		}
+		b.shot(ctx, "console-hierarchy.png")
 	})
 
 	run("Incidents", func(t *testing.T) {
@@ -457,6 +465,7 @@ func TestConsole(t *testing.T) {
 		if p := h.Placement("mail"); p.Node != 0 {
 			t.Fatalf("a simulation moved mail: %+v", p)
 		}
+		b.shot(ctx, "console-whatif.png")
 	})
 
 	run("MaintenanceDrains", func(t *testing.T) {

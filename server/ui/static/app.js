@@ -75,8 +75,8 @@ function loginView(message) {
 			const me = await api.request("GET", "/v1/whoami", { tokenOverride: tok, what: "Sign-in" });
 			api.setToken(tok);
 			S.me = me;
-			location.hash = "#/";
-			route();
+			if (location.hash === "#/") route();
+			else location.hash = "#/"; // hashchange routes
 		} catch (ex) {
 			err.textContent = ex instanceof api.ApiError ? ex.text : String(ex);
 			err.hidden = false;
@@ -235,7 +235,11 @@ function shell() {
 		h("a", { href: `#/c/${S.cid}${p}`, "aria-current": here === `#/c/${S.cid}${p}` ? "page" : undefined }, label)));
 }
 
+let routeSeq = 0; // the newest route() call; older ones give up after each await
+
 export async function route() {
+	const my = ++routeSeq;
+	const stale = () => my !== routeSeq;
 	if (!api.token()) return loginView();
 	if (!S.me) {
 		try {
@@ -243,6 +247,7 @@ export async function route() {
 		} catch (e) {
 			return loginView(e instanceof api.ApiError ? e.text : String(e));
 		}
+		if (stale()) return;
 	}
 	const m = location.hash.match(/^#\/c\/([0-9a-f-]{36})(?:\/(h)\/([0-9a-f-]{36})|\/(incidents|events|whatif))?$/);
 	if (!m) {
@@ -252,22 +257,26 @@ export async function route() {
 			showError(e);
 			return;
 		}
+		if (stale()) return;
 		if (S.clusters.length === 0) {
 			replace(document.getElementById("main"), h("div", { class: "card" }, h("h1", {}, "No cluster yet"),
 				h("p", {}, "Create one with backstopctl or POST /v1/clusters; it appears here.")));
 			return;
 		}
-		location.replace(`#/c/${S.clusters[0].id}`);
-		return route();
+		location.replace(`#/c/${S.clusters[0].id}`); // hashchange routes
+		return;
 	}
 	const [, cid, , hid, page] = m;
 	if (S.clusters.length === 0) {
 		try { S.clusters = await api.all("/v1/clusters", "Loading clusters"); } catch (e) { showError(e); }
+		if (stale()) return;
 	}
 	const main = document.getElementById("main");
 	if (cid !== S.cid) {
+		current = null;
 		replace(main, h("p", { class: "muted" }, "Loading…"));
 		await startCluster(cid);
+		if (stale()) return;
 	}
 	shell();
 	if (hid) current = hierarchyView(hid);
@@ -312,6 +321,12 @@ export function alerts() {
 	for (const x of S.hiers) {
 		const p = x.placement;
 		if (p.state === "failed") out.push(["crit", `Hierarchy ${x.name} FAILED${p.node_id ? " on " + nodeName(p.node_id) : ""}: ${p.detail || "no node can take it"}.`]);
+	}
+	for (const x of S.hiers) {
+		const host = S.nodes.find((n) => n.id === x.placement.node_id);
+		if (host && x.placement.state === "in_service" && ["down", "fenced"].includes(nodeState(host)) && !S.incidents.some((i) => i.state === "open" && i.hierarchy_id === x.id)) {
+			out.push(["crit", `Hierarchy ${x.name} was in service on ${host.name}, which is down: waiting for the failover.`]);
+		}
 	}
 	for (const i of S.incidents) {
 		if (i.state === "open") out.push(["busy", `${cap(i.kind)} of ${hierName(i.hierarchy_id)} in progress: ${nodeName(i.from_node_id)} → ${nodeName(i.to_node_id)} (${i.reason}).`]);
@@ -367,7 +382,10 @@ function hierTable() {
 		h("thead", {}, h("tr", {}, ["Hierarchy", "State", "Runs on", "Epoch", "Priorities (1 = primary)", ""].map((t) => h("th", { scope: "col" }, t)))),
 		h("tbody", {}, rows.map((x) => {
 			const p = x.placement;
-			const on = p.node_id && p.state !== "out_of_service" ? nodeName(p.node_id) : "—";
+			const host = S.nodes.find((n) => n.id === p.node_id);
+			const hostState = host ? nodeState(host) : "";
+			const on = p.node_id && p.state !== "out_of_service" ? [nodeName(p.node_id),
+				host && hostState !== "up" ? [" ", badge(hostState)] : null] : "—";
 			return h("tr", { "data-hierarchy": x.name, class: `row-${p.state}` },
 				h("th", { scope: "row" }, h("a", { href: `#/c/${S.cid}/h/${x.id}`, "data-key": "h-" + x.id }, x.name)),
 				h("td", { class: "state" }, badge(p.state)),
