@@ -4,9 +4,11 @@ GEN := openapi/api/api.gen.go openapi/client/client.gen.go
 
 .PHONY: demo test vet fmt-check generate generate-check sdk-check build bench bench-scale clean
 
-## demo: a local demo cluster on a throwaway PostgreSQL (Ctrl-C stops it)
+## demo: a cluster that fails over while you watch: as root three nodes in
+## network namespaces protecting Postfix behind a virtual IP, without root
+## agents on loopback protecting a TCP service (Ctrl-C removes everything)
 demo:
-	$(GO) run ./cmd/backstopd demo
+	$(GO) run ./e2e/cmd/demo
 
 ## test: vet, formatting, generated-code drift (Go and TypeScript), then every test with -race
 test: vet fmt-check generate-check sdk-check

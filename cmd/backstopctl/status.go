@@ -157,7 +157,16 @@ func (a *app) statusOf(ctx context.Context, id uuid.UUID) (statusDoc, error) {
 	if err != nil {
 		return d, err
 	}
+	nodeUp := map[uuid.UUID]bool{}
+	for _, n := range d.Nodes {
+		nodeUp[n.Id] = n.State == client.NodeStateUp
+	}
 	for _, p := range paths {
+		if !nodeUp[p.LocalNodeId] {
+			// Its sender reports nothing now: its last report is stale.
+			d.Paths = append(d.Paths, pathState{Path: p, State: "unknown (sender not up)"})
+			continue
+		}
 		s := states[p.Id]
 		if s == "" {
 			// Agents report a path's changes, not its first state: a

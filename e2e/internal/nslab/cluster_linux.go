@@ -24,10 +24,12 @@ type ClusterOptions struct {
 	DatabaseURL string
 	Profile     string // timing profile: fast, lan, wan
 	Nodes       int
-	Dir         string // logs and agent data directories (must exist)
-	Prefix      string // namespace name prefix, e.g. "fb"
-	AdminToken  string // backstopd's BACKSTOP_BOOTSTRAP_TOKEN
-	SealKey     string // backstopd's BACKSTOP_SECRET_KEY
+	Dir         string   // logs and agent data directories (must exist)
+	Prefix      string   // namespace name prefix, e.g. "fb"
+	AdminToken  string   // backstopd's BACKSTOP_BOOTSTRAP_TOKEN
+	SealKey     string   // backstopd's BACKSTOP_SECRET_KEY
+	Name        string   // the cluster's name (default bench-PROFILE-ID)
+	NodeNames   []string // the nodes' names (default node1, node2, ...)
 }
 
 // Cluster is a running test cluster: the network, one backstopd on the
@@ -65,7 +67,11 @@ func NewCluster(ctx context.Context, o ClusterOptions) (c *Cluster, err error) {
 	var cl struct {
 		ID string `json:"id"`
 	}
-	if _, err = c.API.Do(ctx, "POST", "/v1/clusters", map[string]any{"name": "bench-" + o.Profile + "-" + c.Top.ID, "timing_profile": o.Profile}, 201, &cl); err != nil {
+	name := o.Name
+	if name == "" {
+		name = "bench-" + o.Profile + "-" + c.Top.ID
+	}
+	if _, err = c.API.Do(ctx, "POST", "/v1/clusters", map[string]any{"name": name, "timing_profile": o.Profile}, 201, &cl); err != nil {
 		return c, err
 	}
 	c.ID = cl.ID
@@ -75,7 +81,7 @@ func NewCluster(ctx context.Context, o ClusterOptions) (c *Cluster, err error) {
 			ID    string `json:"id"`
 			Token string `json:"enrollment_token"`
 		}
-		if _, err = c.API.Do(ctx, "POST", c.path("/nodes"), map[string]any{"name": fmt.Sprintf("node%d", i+1)}, 201, &nd); err != nil {
+		if _, err = c.API.Do(ctx, "POST", c.path("/nodes"), map[string]any{"name": c.NodeName(i)}, 201, &nd); err != nil {
 			return c, err
 		}
 		c.NodeIDs, tokens = append(c.NodeIDs, nd.ID), append(tokens, nd.Token)
@@ -91,7 +97,7 @@ func NewCluster(ctx context.Context, o ClusterOptions) (c *Cluster, err error) {
 		}
 	}
 	for i := range o.Nodes {
-		a, err := NewAgent(o.Bins.Agent, fmt.Sprintf("node%d", i+1), c.Top.Nodes[i], o.Dir)
+		a, err := NewAgent(o.Bins.Agent, c.NodeName(i), c.Top.Nodes[i], o.Dir)
 		if err != nil {
 			return c, err
 		}
@@ -123,6 +129,28 @@ func (c *Cluster) Close() {
 }
 
 func (c *Cluster) path(p string) string { return "/v1/clusters/" + c.ID + p }
+
+// NodeName is node i's name.
+func (c *Cluster) NodeName(i int) string {
+	if i < len(c.opts.NodeNames) {
+		return c.opts.NodeNames[i]
+	}
+	return fmt.Sprintf("node%d", i+1)
+}
+
+// CreateHierarchy creates a hierarchy of resources with prios (node
+// indexes, priority 1 first) and returns its id.
+func (c *Cluster) CreateHierarchy(ctx context.Context, name string, resources []map[string]any, prios []int) (string, error) {
+	var ps []map[string]any
+	for i, n := range prios {
+		ps = append(ps, map[string]any{"node_id": c.NodeIDs[n], "priority": i + 1})
+	}
+	var h struct {
+		ID string `json:"id"`
+	}
+	_, err := c.API.Do(ctx, "POST", c.path("/hierarchies"), map[string]any{"name": name, "resources": resources, "priorities": ps}, 201, &h)
+	return h.ID, err
+}
 
 // NodeState returns node i's state (up, down, unreachable, maintenance).
 func (c *Cluster) NodeState(ctx context.Context, i int) (string, error) {

@@ -212,5 +212,27 @@ func (a *Agent) Start(servers, token string) error {
 	return nil
 }
 
+// StartLocal starts the agent as a plain process of this host, without
+// namespaces (the demo's mode without root), with extra environment
+// variables, which its services inherit.
+func (a *Agent) StartLocal(servers, token string, env ...string) error {
+	args := []string{"--server", servers, "--data-dir", a.DataDir, "--log-format", "json", "--metrics-listen", "off",
+		"--guard-log", a.GuardLog()}
+	if token != "" {
+		args = append(args, "--enroll-token", token)
+	}
+	p, err := startProc(a.LogPath, cleanEnv(env...), a.Bin, args...)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", a.Name, err)
+	}
+	a.Proc = p
+	return nil
+}
+
+// NewLocalAgent prepares an agent run without namespaces (StartLocal).
+func NewLocalAgent(bin, name, dir string) (*Agent, error) {
+	return NewAgent(bin, name, &Node{}, dir)
+}
+
 // Kill SIGKILLs the agent (by PID).
 func (a *Agent) Kill() { a.Proc.Kill() }

@@ -296,3 +296,16 @@ func (t *Topology) Isolate(i int, cut bool) error {
 	}
 	return nil
 }
+
+// CutCommand is a shell command that cuts node i's cables, as SetLink(i,
+// false) does: for an operator to type (the demo prints it).
+func (t *Topology) CutCommand(i int) string {
+	nd := t.Nodes[i]
+	return fmt.Sprintf("ip -n %s link set %s down; ip -n %s link set %s down", t.Bridge, nd.brPort, t.Bridge, nd.brPort1)
+}
+
+// CrashCommand is a shell command that crashes node i as Cluster.Crash
+// does: every process of its namespace SIGKILLed, then its cables cut.
+func (t *Topology) CrashCommand(i int) string {
+	return fmt.Sprintf("ip netns pids %s | xargs -r kill -9; %s", t.Nodes[i].NS, t.CutCommand(i))
+}
