@@ -87,7 +87,11 @@ type statusDoc struct {
 
 type pathState struct {
 	client.Path
-	State string `json:"state"` // up, down, unknown (from the path.* events)
+	// State is the sender's view: from its agent's last report when the
+	// node read carries one, else from the path.up/path.down events.
+	State string   `json:"state"`
+	RttMs *float32 `json:"rtt_ms,omitempty"`
+	Loss  *float32 `json:"loss,omitempty"`
 }
 
 type hierarchyState struct {
@@ -158,13 +162,23 @@ func (a *app) statusOf(ctx context.Context, id uuid.UUID) (statusDoc, error) {
 		return d, err
 	}
 	nodeUp := map[uuid.UUID]bool{}
+	reports := map[uuid.UUID]client.PathReport{}
 	for _, n := range d.Nodes {
 		nodeUp[n.Id] = n.State == client.NodeStateUp
+		if n.Agent != nil && n.Agent.Report != nil {
+			for _, pr := range n.Agent.Report.Paths {
+				reports[pr.PathId] = pr
+			}
+		}
 	}
 	for _, p := range paths {
 		if !nodeUp[p.LocalNodeId] {
 			// Its sender reports nothing now: its last report is stale.
 			d.Paths = append(d.Paths, pathState{Path: p, State: "unknown (sender not up)"})
+			continue
+		}
+		if pr, ok := reports[p.Id]; ok {
+			d.Paths = append(d.Paths, pathState{Path: p, State: string(pr.State), RttMs: pr.RttMs, Loss: pr.Loss})
 			continue
 		}
 		s := states[p.Id]
@@ -334,7 +348,7 @@ func printStatus(w io.Writer, d statusDoc, now time.Time) error {
 
 	if len(d.Paths) > 0 {
 		fmt.Fprintf(w, "\nPaths: %d link(s)\n", len(d.Paths)/2)
-		t = newTable(w, "  FROM", "TO", "ADDRESSES", "PRIO", "STATE")
+		t = newTable(w, "  FROM", "TO", "ADDRESSES", "PRIO", "STATE", "RTT", "LOSS")
 		ps := append([]pathState(nil), d.Paths...)
 		sort.SliceStable(ps, func(i, j int) bool {
 			if ps[i].LinkId != ps[j].LinkId {
@@ -347,7 +361,14 @@ func printStatus(w io.Writer, d statusDoc, now time.Time) error {
 			if st == "down" {
 				st = "DOWN"
 			}
-			t.row("  "+names.name(&p.LocalNodeId), names.name(&p.RemoteNodeId), p.LocalAddress+" -> "+p.RemoteAddress, fmt.Sprint(p.Priority), st)
+			rtt, loss := "", ""
+			if p.RttMs != nil {
+				rtt = fmt.Sprintf("%.2f ms", *p.RttMs)
+			}
+			if p.Loss != nil {
+				loss = fmt.Sprintf("%.0f%%", *p.Loss*100)
+			}
+			t.row("  "+names.name(&p.LocalNodeId), names.name(&p.RemoteNodeId), p.LocalAddress+" -> "+p.RemoteAddress, fmt.Sprint(p.Priority), st, rtt, loss)
 		}
 		if err := t.flush(); err != nil {
 			return err
