@@ -27,8 +27,9 @@ type agentHandlers struct {
 	log     *slog.Logger
 	keys    Keyring
 	waiters *waiters
-	// slots admits heartbeats to store work (admit).
-	slots chan struct{}
+	// slots admits heartbeats (admit); leases orders their shedding.
+	slots  chan struct{}
+	leases leaseBook
 	// recovery observes the time from detection to recovery.
 	recovery prometheus.Observer
 	// pollWaiting is a test signal (River's elector tests have them): when
@@ -193,7 +194,8 @@ func (ah *agentHandlers) AgentEnroll(ctx context.Context, r api.AgentEnrollReque
 // cancel request and pgx its connection (a new session), which is how an
 // overloaded control plane collapsed. A heartbeat whose agent already
 // gave up is not started, and heartbeats beyond what the database can
-// take are refused with 503 and Retry-After (admit).
+// take are refused with 503 and Retry-After before any work is done on
+// them (the gate calls admit).
 func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbeatRequestObject) (api.AgentHeartbeatResponseObject, error) {
 	a, err := agentFrom(ctx)
 	if err != nil {
@@ -203,11 +205,6 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	if hold < 0 || time.Duration(hold)*time.Millisecond > backstop.MaxRestartHold {
 		return nil, backstop.Invalid("/restart_hold_ms", "must be between 0 and %d ms (got %d)", backstop.MaxRestartHold.Milliseconds(), hold)
 	}
-	release, err := ah.admit(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	// Detached from the request: see above. The timeout only bounds a
 	// stuck database; the agent's own deadline is far shorter.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -219,6 +216,7 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 			return nil, err
 		}
 		if ok {
+			ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL)
 			return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
 		}
 	}
@@ -246,6 +244,7 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	if err != nil {
 		return nil, err
 	}
+	ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL)
 	return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
 }
 
@@ -331,26 +330,34 @@ func reportDigest(b *api.AgentHeartbeatJSONRequestBody) []byte {
 	return h.Sum(nil)
 }
 
-// admit takes a slot for store work, waiting at most admitWait: a
-// heartbeat answered later than that is of little use to the agent (its
-// lease runs on its own clock), and queueing more work than the database
-// can take is what makes a control plane collapse instead of saturate.
-// It fails with errOverloaded (503, Retry-After) when no slot frees up, and
-// with the context's error when the client gave up while waiting.
-func (ah *agentHandlers) admit(ctx context.Context) (func(), error) {
+// admit takes one of the slots heartbeats are served in (from their
+// body's validation to their answer), before any work is done on them.
+// When every slot is busy, a heartbeat whose node holds a lease with more
+// than half its TTL to run is refused at once (503 with Retry-After): it
+// loses nothing by being refused, and the work goes to those whose
+// leases are closest to running out, which wait up to admitWait for a
+// slot (an answer later than that is of little use: the agent's lease
+// runs on its own clock). Queueing more than the server can do is what
+// made the control plane collapse instead of saturating: every request
+// got slow, the agents gave up on all of them, and the server went on
+// serving requests nobody waited for.
+func (ah *agentHandlers) admit(ctx context.Context, nodeID string) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // the agent gave up already: don't start
 	}
 	select {
 	case ah.slots <- struct{}{}:
-		return func() { <-ah.slots }, nil
+		return ah.release, nil
 	default:
+	}
+	if ah.leases.comfortable(nodeID, time.Now()) {
+		return nil, errOverloaded
 	}
 	t := time.NewTimer(admitWait)
 	defer t.Stop()
 	select {
 	case ah.slots <- struct{}{}:
-		return func() { <-ah.slots }, nil
+		return ah.release, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-t.C:
@@ -358,11 +365,46 @@ func (ah *agentHandlers) admit(ctx context.Context) (func(), error) {
 	}
 }
 
+func (ah *agentHandlers) release() { <-ah.slots }
+
+// leaseBook remembers, for admit, until when this replica last granted
+// each node a lease (by this process's clock). It only orders shedding:
+// nothing about safety depends on it, and a node it does not know is
+// treated as closest to expiry.
+type leaseBook struct {
+	// mu guards m.
+	mu sync.Mutex
+	m  map[string]leaseEntry
+}
+
+type leaseEntry struct {
+	granted time.Time
+	ttl     time.Duration
+}
+
+func (b *leaseBook) note(nodeID string, at time.Time, ttl time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = map[string]leaseEntry{}
+	}
+	b.m[nodeID] = leaseEntry{granted: at, ttl: ttl}
+}
+
+// comfortable tells whether nodeID's lease, granted here, has more than
+// half its TTL to run.
+func (b *leaseBook) comfortable(nodeID string, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.m[nodeID]
+	return ok && e.ttl > 0 && now.Before(e.granted.Add(e.ttl/2))
+}
+
 const (
-	// agentSlots is how many heartbeats do store work at once: a few
-	// per PostgreSQL connection keeps them busy without a queue
-	// building up inside the pool.
-	agentSlots = 48
+	// agentSlots is how many heartbeats are served at once: enough to
+	// keep two cores and the pool's PostgreSQL connections busy, few
+	// enough that an admitted heartbeat is answered quickly.
+	agentSlots = 32
 	// admitWait is how long a heartbeat waits for a slot before it is
 	// refused.
 	admitWait = 250 * time.Millisecond
@@ -383,7 +425,14 @@ func (ah *agentHandlers) AgentPollCommands(ctx context.Context, r api.AgentPollC
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		cmds, err := ah.store.NextCommands(ctx, a.NodeID)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// Detached from the request, as heartbeats' store work: an
+		// agent giving up must not cost a PostgreSQL connection.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		cmds, err := ah.store.NextCommands(sctx, a.NodeID)
+		cancel()
 		if err != nil {
 			return nil, err
 		}

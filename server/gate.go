@@ -46,6 +46,10 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		switch need {
 		case "public":
 		case "agent":
+			if err := ctx.Err(); err != nil {
+				s.writeError(w, r, err) // the agent gave up while this waited to run
+				return
+			}
 			a, err := s.authenticateAgent(r)
 			if err != nil {
 				s.writeError(w, r, err)
@@ -53,6 +57,16 @@ func (s *Server) gate(next http.Handler) http.Handler {
 			}
 			ctx = backstop.WithAgent(ctx, a)
 			r = r.WithContext(ctx)
+			if op.OperationID == "agentHeartbeat" {
+				// Admitted (or shed) before its body is read and
+				// validated: that is most of what a heartbeat costs here.
+				release, err := s.agentHandlers.admit(ctx, a.NodeID)
+				if err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+				defer release()
+			}
 		default:
 			actor, err := s.authenticate(r, backstop.Role(need))
 			if err != nil {
@@ -176,7 +190,11 @@ func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, err
 	if a, ok := s.agentCreds.get(key, time.Now()); ok {
 		return a, nil
 	}
-	a, err := s.gateStore.AuthenticateAgent(r.Context(), secret)
+	// Detached from the request, like the agent endpoints' store work:
+	// an agent giving up must not cost a PostgreSQL connection.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+	defer cancel()
+	a, err := s.gateStore.AuthenticateAgent(ctx, secret)
 	if errors.Is(err, backstop.ErrUnauthenticated) {
 		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
 	}
@@ -190,10 +208,10 @@ func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, err
 // without asking the database again. Agent credentials change only when
 // their node is deleted (enrollment sets one, nothing rotates it); a
 // deleted node's agent keeps passing the gate for at most this long, and
-// finds no node behind it (its heartbeats are refused, no command is
-// queued for it). An agent asks several times a second, so this saves
-// most lookups.
-const credCacheTTL = 2 * time.Second
+// finds no node behind it (its heartbeats are refused as not found, no
+// command can be queued for it, its configuration is not found). Agents
+// ask several times a second: 2,000 of them cost ~130 lookups a second.
+const credCacheTTL = 15 * time.Second
 
 // credCache remembers resolved agent credentials for credCacheTTL,
 // keyed by the credential's SHA-256.

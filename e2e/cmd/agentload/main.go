@@ -521,12 +521,18 @@ func (e *env) addAgents(ctx, runCtx context.Context, wg *sync.WaitGroup, from, t
 				return
 			}
 			agents[k] = a
-			wg.Go(func() { a.run(runCtx) })
 		})
 	}
 	ewg.Wait()
 	if firstErr != nil {
 		return nil, nil, firstErr
+	}
+	// Start them once all are enrolled: every enrollment bumps its
+	// cluster's configuration, which every running agent of the cluster
+	// fetches again (quadratic in the cluster's size); machines being
+	// enrolled one by one would pay it spread over hours.
+	for _, a := range agents {
+		wg.Go(func() { a.run(runCtx) })
 	}
 	// Bring the hierarchies of the new clusters in service on their
 	// first node, so that agents report resources and switchovers can
