@@ -503,6 +503,10 @@ func (e *env) addAgents(ctx, runCtx context.Context, wg *sync.WaitGroup, from, t
 			c.hierarchies = append(c.hierarchies, h)
 		}
 	}
+	// Enroll in random order: an enrollment locks its cluster's row
+	// (configuration version, event sequence), so parallel enrollments
+	// into one cluster only queue.
+	mrand.Shuffle(len(todo), func(i, j int) { todo[i], todo[j] = todo[j], todo[i] })
 	logf("created %d nodes; enrolling them", len(todo))
 	agents := make([]*agent, len(todo))
 	sem := make(chan struct{}, e.o.enrollPar)
@@ -537,15 +541,26 @@ func (e *env) addAgents(ctx, runCtx context.Context, wg *sync.WaitGroup, from, t
 	// Bring the hierarchies of the new clusters in service on their
 	// first node, so that agents report resources and switchovers can
 	// be measured.
+	var pwg sync.WaitGroup
 	for _, c := range clusters {
 		for _, h := range c.hierarchies {
 			if h.on >= 0 {
 				continue
 			}
-			if err := e.place(ctx, h, 0, nil); err != nil {
-				return nil, nil, err
-			}
+			sem <- struct{}{}
+			pwg.Go(func() {
+				defer func() { <-sem }()
+				if err := e.place(ctx, h, 0, nil); err != nil {
+					errMu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					errMu.Unlock()
+				}
+			})
 		}
+	}
+	pwg.Wait()
+	if firstErr != nil {
+		return nil, nil, firstErr
 	}
 	return agents, clusters, nil
 }
