@@ -270,18 +270,9 @@ replaces the whole resource list with a JSON array of ResourceSpec.`,
 			body.Switchback = &sb
 		}
 		if len(prios) > 0 {
-			var ps []client.Priority
-			for _, p := range prios {
-				n, v, ok := strings.Cut(p, "=")
-				prio, perr := strconv.Atoi(strings.TrimSpace(v))
-				if !ok || perr != nil {
-					return usageErrorf("--priority %q: want NODE=N", p)
-				}
-				nid, err := a.node(ctx, cid, strings.TrimSpace(n))
-				if err != nil {
-					return err
-				}
-				ps = append(ps, client.Priority{NodeId: nid, Priority: prio})
+			ps, err := a.priorities(ctx, cid, prios)
+			if err != nil {
+				return err
 			}
 			body.Priorities = &ps
 		}

@@ -317,6 +317,69 @@ func TestLiveCLI(t *testing.T) {
 		mustContain(t, "tokens delete by name", r.stdout, "revoked")
 	})
 
+	t.Run("whoami, templates, fence device, commands, keys, MIB", func(t *testing.T) {
+		r := l.ok("whoami")
+		if fieldValue(r.stdout, "Role") != "admin" {
+			t.Errorf("whoami:\n%s", r.stdout)
+		}
+		r = l.ok("templates", "list")
+		mustContain(t, "templates list", r.stdout, "nginx", "mail", "vip*")
+		r = l.ok("templates", "get", "nginx")
+		mustContain(t, "templates get", r.stdout, "data_source", "address", "templates apply")
+		r = l.ok("templates", "apply", "servertest", "nginx", "--name", "web", "--param", "vip=198.18.0.70", "--param", "data_source=/srv/www-data",
+			"--param", "port=8080", "--priority", "node2=1", "--priority", "node3=2")
+		mustContain(t, "templates apply", r.stdout, "Name:", "web", "nginx")
+		r = l.ok("hierarchies", "get", "servertest", "web", "-o", "json")
+		mustContain(t, "the template's hierarchy", r.stdout, "198.18.0.70", h.Nodes[1].ID)
+		l.ok("hierarchies", "delete", "servertest", "web", "--yes")
+
+		r = l.ok("fence-device", "set", "servertest", "node3", "--agent", "fence_ack_manual", "--param", "ip=192.0.2.21", "--secret", "password=s3cret", "--timeout-s", "20")
+		mustContain(t, "fence-device set", r.stdout, "fence_ack_manual", "ip=192.0.2.21", "password", "20 s")
+		if strings.Contains(r.stdout, "s3cret") {
+			t.Errorf("fence-device set printed the secret:\n%s", r.stdout)
+		}
+		r = l.ok("fence-device", "get", "servertest", "node3")
+		mustContain(t, "fence-device get", r.stdout, "fence_ack_manual")
+		l.ok("fence-device", "delete", "servertest", "node3", "--yes")
+		if r := l.run("", "fence-device", "get", "servertest", "node3"); r.code != 1 || !strings.Contains(r.stderr, "404") {
+			t.Errorf("fence-device after delete: exit %d, stderr %q", r.code, r.stderr)
+		}
+
+		r = l.ok("commands", "servertest", "--node", "node1")
+		mustContain(t, "commands", r.stdout, "bring_in_service", "node1", "mail")
+		r = l.ok("signing-keys", "list")
+		mustContain(t, "signing-keys list", r.stdout, "true")
+		r = l.ok("snmp-mib")
+		mustContain(t, "snmp-mib", r.stdout, "BACKSTOP-MIB DEFINITIONS ::= BEGIN")
+	})
+
+	t.Run("status --watch redraws on events", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		out := &syncBuffer{}
+		done := make(chan int)
+		go func() {
+			var errb bytes.Buffer
+			done <- run(ctx, []string{"status", "servertest", "--watch"}, strings.NewReader(""), out, &errb, func(k string) string { return l.env[k] })
+		}()
+		testkit.Eventually(t, time.Minute, "the first screen", func() bool { return strings.Contains(out.String(), "Hierarchies:") })
+		l.ok("switchover", "servertest", "mail", "--to", "node3", "--wait")
+		testkit.Eventually(t, time.Minute, "a screen with mail on node3", func() bool {
+			screens := strings.Split(out.String(), "\x1b[H\x1b[2J")
+			last := screens[len(screens)-1]
+			for _, line := range strings.Split(last, "\n") {
+				if f := strings.Fields(line); len(f) > 3 && f[0] == "mail" && f[1] == "in" && f[3] == "node3" {
+					return true
+				}
+			}
+			return false
+		})
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("status --watch ended with %d", code)
+		}
+		l.ok("switchover", "servertest", "mail", "--to", "node1", "--wait")
+	})
+
 	t.Run("completion names from the server", func(t *testing.T) {
 		r := l.ok("__complete", "status", "")
 		mustContain(t, "complete status", r.stdout, "servertest")

@@ -110,6 +110,12 @@ Exit status: 0 on success, 1 when the request failed, 2 for a usage error,
 		newWebhooksCmd(a),
 		newSnmpTargetsCmd(a),
 		newControlPlaneCmd(a),
+		newWhoamiCmd(a),
+		newTemplatesCmd(a),
+		newFenceDeviceCmd(a),
+		newCommandsCmd(a),
+		newSigningKeysCmd(a),
+		newMIBCmd(a),
 	)
 	a.wrapCommands(root)
 	return root

@@ -244,7 +244,7 @@ func newWebhooksCmd(a *app) *cobra.Command {
 			return a.printDelivery(resp.JSON202, resp.Body)
 		}}
 
-	cmd.AddCommand(list, get, create, update, del, ping, deliveries, redeliver)
+	cmd.AddCommand(list, get, create, update, del, ping, deliveries, webhookDeliveryCmd(a), redeliver)
 	return cmd
 }
 
