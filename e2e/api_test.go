@@ -794,6 +794,7 @@ func TestBadRequests(t *testing.T) {
 		{name: "wrong Content-Type", method: "POST", path: "/v1/clusters", body: `name=x`, opts: []reqOpt{plain}, status: 415},
 		{name: "body over 1 MiB", method: "POST", path: "/v1/clusters", body: oversize, status: 413},
 		{name: "body on DELETE", method: "DELETE", path: "/v1/clusters/" + victim, body: `{}`, status: 400},
+		{name: "body over 1 MiB on DELETE", method: "DELETE", path: "/v1/clusters/" + victim, body: oversize, status: 400},
 
 		// Authentication and roles.
 		{name: "missing token", method: "GET", path: "/v1/clusters", opts: []reqOpt{noAuth()}, status: 401, check: wantHeader("WWW-Authenticate", "Bearer")},

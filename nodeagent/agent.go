@@ -461,7 +461,7 @@ func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 			return a.finishEnroll(resp.JSON201, fp)
 		}
 		if err == nil {
-			err = &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
+			err = unexpected(resp)
 			if !retryable(err) || resp.StatusCode() == http.StatusUnauthorized {
 				a.log.Error("enrollment refused", keyEvent, eventEnrollRefused, keyErr, err)
 				return nil, fmt.Errorf("enrollment refused: %w", err)

@@ -81,6 +81,20 @@ type response interface {
 	StatusCode() int
 }
 
+// answer is what every generated response offers: its status, media type
+// and body.
+type answer interface {
+	StatusCode() int
+	ContentType() string
+	GetBody() []byte
+}
+
+// unexpected is the statusError of an answer that is not the expected
+// one, with its problem whatever status the contract declares for it.
+func unexpected(resp answer) *statusError {
+	return &statusError{Status: resp.StatusCode(), Problem: client.ProblemOf(resp.ContentType(), resp.GetBody())}
+}
+
 // statusError is an answer that is not the expected one.
 type statusError struct {
 	Status  int

@@ -36,7 +36,7 @@ func (a *Agent) commandsLoop(ctx context.Context) {
 			return c.AgentPollCommandsWithResponse(ctx, &client.AgentPollCommandsParams{Wait: &wait})
 		})
 		if err == nil && (resp.StatusCode() != http.StatusOK || resp.JSON200 == nil) {
-			err = &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
+			err = unexpected(resp)
 		}
 		if err != nil {
 			if ctx.Err() != nil {

@@ -92,7 +92,7 @@ func (a *Agent) heartbeatOnce(ctx context.Context, sentAt time.Time) error {
 		return err
 	}
 	if resp.StatusCode() != http.StatusOK || resp.JSON200 == nil {
-		return &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
+		return unexpected(resp)
 	}
 	ack := resp.JSON200
 	if ack.LeaseTtlMs < 0 {
@@ -225,7 +225,7 @@ func (a *Agent) fetchConfig(ctx context.Context) error {
 		return err
 	}
 	if resp.StatusCode() != http.StatusOK || resp.JSON200 == nil {
-		return &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
+		return unexpected(resp)
 	}
 	conf := resp.JSON200
 	if err := a.checkConfig(conf); err != nil {

@@ -208,7 +208,7 @@ func (r *reporter) send(ctx context.Context, it pendingResult) error {
 	if resp.StatusCode()/100 == 2 {
 		return nil
 	}
-	return &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
+	return unexpected(resp)
 }
 
 // retryable reports whether a failed call may succeed later: transport

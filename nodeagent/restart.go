@@ -43,7 +43,7 @@ func (a *Agent) announceRestart() {
 		return c.AgentHeartbeatWithResponse(ctx, hb)
 	})
 	if err == nil && (resp.StatusCode() != http.StatusOK || resp.JSON200 == nil) {
-		err = &statusError{Status: resp.StatusCode(), Problem: resp.ApplicationproblemJSONDefault}
+		err = unexpected(resp)
 	}
 	if err == nil && resp.JSON200.LeaseTtlMs < hold {
 		err = fmt.Errorf("the control plane granted %d ms, not %d", resp.JSON200.LeaseTtlMs, hold)

@@ -82,6 +82,12 @@ func (s *Server) gate(next http.Handler) http.Handler {
 			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
 			if err != nil {
 				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) && op.RequestBody == nil {
+					// Any body is wrong here, whatever its size: answer
+					// what the contract declares for it.
+					s.writeProblem(w, r, http.StatusBadRequest, "bad-request", r.Method+" "+route.Path+" takes no request body", nil)
+					return
+				}
 				if errors.As(err, &mbe) {
 					s.writeProblem(w, r, http.StatusRequestEntityTooLarge, "body-too-large",
 						fmt.Sprintf("request body exceeds %d bytes", s.maxBody), nil)

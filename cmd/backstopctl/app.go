@@ -146,7 +146,6 @@ type apiResponse interface {
 	StatusCode() int
 	ContentType() string
 	GetBody() []byte
-	GetApplicationproblemJSONDefault() *client.Problem
 }
 
 // check turns a call that did not answer want into an error: the request
@@ -187,7 +186,7 @@ func (a *app) requestError(err error) error {
 // when the body is an RFC 9457 problem.
 func (a *app) responseError(resp apiResponse) error {
 	status := resp.StatusCode()
-	if p := resp.GetApplicationproblemJSONDefault(); p != nil && (p.Title != "" || p.Status != 0) {
+	if p := client.ProblemOf(resp.ContentType(), resp.GetBody()); p != nil {
 		pe := &problemError{problem: *p, httpStatus: status}
 		switch status {
 		case http.StatusUnauthorized:

@@ -3824,6 +3824,29 @@ type WebhookPatch struct {
 	Url *WebhookURL `json:"url,omitempty"`
 }
 
+// WebhookPayload The body of every webhook request (Standard Webhooks shape). For
+// events `data` is the `Event`; a ping has type `webhook.ping` and
+// `data` with the webhook id. The body is the same on every retry;
+// verify the signature over the raw bytes.
+//
+// Example: {"data":{"at":"2026-11-26T06:00:00Z","cluster_id":"0195f7a4-0000-7000-8000-000000000001","details":{},"id":"0195f7a4-8888-7000-8000-000000000001","message":"node mx1 is down","seq":42,"severity":"critical","subject":{},"type":"node.down"},"timestamp":"2026-11-26T06:00:00Z","type":"node.down"}
+type WebhookPayload struct {
+	// Data The event (schema `Event`).
+	//
+	// Example: {"seq":42,"type":"node.down"}
+	Data map[string]interface{} `json:"data"`
+
+	// Timestamp When the event happened.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	Timestamp time.Time `json:"timestamp"`
+
+	// Type The event type, or `webhook.ping`.
+	//
+	// Example: node.down
+	Type string `json:"type"`
+}
+
 // WebhookURL The receiver: an absolute `http` or `https` URL. Redirects are not followed.
 //
 // Example: https://hooks.example.com/backstop
@@ -3891,6 +3914,51 @@ type TokenID = openapi_types.UUID
 
 // WebhookID defines model for WebhookID.
 type WebhookID = openapi_types.UUID
+
+// BadRequest An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type BadRequest = Problem
+
+// Conflict An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type Conflict = Problem
+
+// Forbidden An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type Forbidden = Problem
+
+// NotFound An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type NotFound = Problem
+
+// PayloadTooLarge An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type PayloadTooLarge = Problem
+
+// PreconditionFailed An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type PreconditionFailed = Problem
+
+// Unauthorized An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type Unauthorized = Problem
+
+// UnprocessableEntity An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type UnprocessableEntity = Problem
+
+// UnsupportedMediaType An RFC 9457 problem detail.
+//
+// Example: {"detail":"priorities[1].priority: priority 1 is used twice","errors":[{"location":"/priorities/1/priority","message":"priority 1 is used twice"}],"status":422,"title":"Unprocessable Entity","type":"https://backstop.dev/problems/invalid"}
+type UnsupportedMediaType = Problem
 
 // AgentPollCommandsParams defines parameters for AgentPollCommands.
 type AgentPollCommandsParams struct {
@@ -4229,6 +4297,22 @@ type RedeliverWebhookDeliveryParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// DeliverWebhookEventParams defines parameters for DeliverWebhookEvent.
+type DeliverWebhookEventParams struct {
+	// WebhookId The event id; the same on every retry and redelivery.
+	WebhookId string `json:"webhook-id"`
+
+	// WebhookTimestamp The attempt's time, in Unix seconds; refuse one far from your clock.
+	WebhookTimestamp string `json:"webhook-timestamp"`
+
+	// WebhookSignature One or more space-separated `v1,<base64 HMAC-SHA256>`
+	// signatures over `<webhook-id>.<webhook-timestamp>.<body>`,
+	// one per secret in force. The delivery is authentic when
+	// any of them verifies with your secret (during a rotation
+	// both the old and the new secret sign).
+	WebhookSignature string `json:"webhook-signature"`
+}
+
 // AgentCommandResultJSONRequestBody defines body for AgentCommandResult for application/json ContentType.
 type AgentCommandResultJSONRequestBody = CommandResult
 
@@ -4291,6 +4375,9 @@ type CreateWebhookJSONRequestBody = WebhookCreate
 
 // UpdateWebhookJSONRequestBody defines body for UpdateWebhook for application/json ContentType.
 type UpdateWebhookJSONRequestBody = WebhookPatch
+
+// DeliverWebhookEventJSONRequestBody defines body for DeliverWebhookEvent for application/json ContentType.
+type DeliverWebhookEventJSONRequestBody = WebhookPayload
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -8379,7 +8466,132 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	return r
 }
 
+// CallbackReceiverInterface represents handlers for receiving inbound
+// callback requests. Each callback becomes a Handle*Callback
+// method that the implementation fills in. The caller mounts the per-
+// callback http.Handler returned by {Op}CallbackHandler at
+// whatever URL path they advertise to senders.
+type CallbackReceiverInterface interface {
+	// An event delivered to the receiver
+	// HandleDeliverWebhookEventCallback handles the POST callback for event.
+	HandleDeliverWebhookEventCallback(w http.ResponseWriter, r *http.Request, params DeliverWebhookEventParams)
+}
+
+// CallbackReceiverMiddlewareFunc wraps an http.Handler with cross-
+// cutting behavior (signature verification, logging, rate limiting, ...).
+type CallbackReceiverMiddlewareFunc func(http.Handler) http.Handler
+
+// DeliverWebhookEventCallbackHandler returns the http.Handler for the event callback.
+// Mount this at the URL path advertised to callback senders. errHandler
+// may be nil; if so, parameter-binding errors return 400 with the error
+// message. Middlewares are applied in the order provided -- the last
+// argument becomes the outermost wrapper.
+func DeliverWebhookEventCallbackHandler(si CallbackReceiverInterface, errHandler func(w http.ResponseWriter, r *http.Request, err error), middlewares ...CallbackReceiverMiddlewareFunc) http.Handler {
+	if errHandler == nil {
+		errHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	}
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		_ = err
+
+		// Parameter object where we will unmarshal all parameters from the request.
+		var params DeliverWebhookEventParams
+
+		// ------------- Required header parameter "webhook-id" -------------
+		if valueList, found := r.Header[http.CanonicalHeaderKey("webhook-id")]; found {
+			var WebhookId string
+			n := len(valueList)
+			if n != 1 {
+				errHandler(w, r, &TooManyValuesForParamError{ParamName: "webhook-id", Count: n})
+				return
+			}
+
+			err = runtime.BindStyledParameterWithOptions("simple", "webhook-id", valueList[0], &WebhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""})
+			if err != nil {
+				errHandler(w, r, &InvalidParamFormatError{ParamName: "webhook-id", Err: err})
+				return
+			}
+			params.WebhookId = WebhookId
+
+		} else {
+			err := fmt.Errorf("Header parameter webhook-id is required, but not found")
+			errHandler(w, r, &RequiredHeaderError{ParamName: "webhook-id", Err: err})
+			return
+		}
+
+		// ------------- Required header parameter "webhook-timestamp" -------------
+		if valueList, found := r.Header[http.CanonicalHeaderKey("webhook-timestamp")]; found {
+			var WebhookTimestamp string
+			n := len(valueList)
+			if n != 1 {
+				errHandler(w, r, &TooManyValuesForParamError{ParamName: "webhook-timestamp", Count: n})
+				return
+			}
+
+			err = runtime.BindStyledParameterWithOptions("simple", "webhook-timestamp", valueList[0], &WebhookTimestamp, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""})
+			if err != nil {
+				errHandler(w, r, &InvalidParamFormatError{ParamName: "webhook-timestamp", Err: err})
+				return
+			}
+			params.WebhookTimestamp = WebhookTimestamp
+
+		} else {
+			err := fmt.Errorf("Header parameter webhook-timestamp is required, but not found")
+			errHandler(w, r, &RequiredHeaderError{ParamName: "webhook-timestamp", Err: err})
+			return
+		}
+
+		// ------------- Required header parameter "webhook-signature" -------------
+		if valueList, found := r.Header[http.CanonicalHeaderKey("webhook-signature")]; found {
+			var WebhookSignature string
+			n := len(valueList)
+			if n != 1 {
+				errHandler(w, r, &TooManyValuesForParamError{ParamName: "webhook-signature", Count: n})
+				return
+			}
+
+			err = runtime.BindStyledParameterWithOptions("simple", "webhook-signature", valueList[0], &WebhookSignature, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""})
+			if err != nil {
+				errHandler(w, r, &InvalidParamFormatError{ParamName: "webhook-signature", Err: err})
+				return
+			}
+			params.WebhookSignature = WebhookSignature
+
+		} else {
+			err := fmt.Errorf("Header parameter webhook-signature is required, but not found")
+			errHandler(w, r, &RequiredHeaderError{ParamName: "webhook-signature", Err: err})
+			return
+		}
+
+		si.HandleDeliverWebhookEventCallback(w, r, params)
+	})
+	for _, mw := range middlewares {
+		h = mw(h)
+	}
+	return h
+}
+
+type BadRequestApplicationProblemPlusJSONResponse Problem
+
+type ConflictApplicationProblemPlusJSONResponse Problem
+
+type ForbiddenApplicationProblemPlusJSONResponse Problem
+
+type NotFoundApplicationProblemPlusJSONResponse Problem
+
+type PayloadTooLargeApplicationProblemPlusJSONResponse Problem
+
+type PreconditionFailedApplicationProblemPlusJSONResponse Problem
+
 type ProblemApplicationProblemPlusJSONResponse Problem
+
+type UnauthorizedApplicationProblemPlusJSONResponse Problem
+
+type UnprocessableEntityApplicationProblemPlusJSONResponse Problem
+
+type UnsupportedMediaTypeApplicationProblemPlusJSONResponse Problem
 
 type AgentPollCommandsRequestObject struct {
 	Params AgentPollCommandsParams
@@ -8399,6 +8611,38 @@ func (response AgentPollCommands200JSONResponse) VisitAgentPollCommandsResponse(
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentPollCommands400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentPollCommands400ApplicationProblemPlusJSONResponse) VisitAgentPollCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentPollCommands401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentPollCommands401ApplicationProblemPlusJSONResponse) VisitAgentPollCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8437,6 +8681,118 @@ func (response AgentCommandResult204Response) VisitAgentCommandResultResponse(w 
 	return nil
 }
 
+type AgentCommandResult400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult400ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResult401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult401ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResult404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult404ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResult409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult409ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResult413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult413ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResult415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult415ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentCommandResult422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response AgentCommandResult422ApplicationProblemPlusJSONResponse) VisitAgentCommandResultResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AgentCommandResultdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -8471,6 +8827,38 @@ func (response AgentConfig200JSONResponse) VisitAgentConfigResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfig400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfig400ApplicationProblemPlusJSONResponse) VisitAgentConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfig401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfig401ApplicationProblemPlusJSONResponse) VisitAgentConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8514,6 +8902,70 @@ func (response AgentEnroll201JSONResponse) VisitAgentEnrollResponse(w http.Respo
 	return err
 }
 
+type AgentEnroll400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentEnroll400ApplicationProblemPlusJSONResponse) VisitAgentEnrollResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentEnroll413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentEnroll413ApplicationProblemPlusJSONResponse) VisitAgentEnrollResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentEnroll415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentEnroll415ApplicationProblemPlusJSONResponse) VisitAgentEnrollResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentEnroll422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response AgentEnroll422ApplicationProblemPlusJSONResponse) VisitAgentEnrollResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type AgentEnrolldefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -8549,6 +9001,102 @@ func (response AgentHeartbeat200JSONResponse) VisitAgentHeartbeatResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeat400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentHeartbeat400ApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeat401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentHeartbeat401ApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeat409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AgentHeartbeat409ApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeat413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentHeartbeat413ApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeat415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentHeartbeat415ApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentHeartbeat422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response AgentHeartbeat422ApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8591,6 +9139,22 @@ func (response GetHealthz200JSONResponse) VisitGetHealthzResponse(w http.Respons
 	return err
 }
 
+type GetHealthz400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetHealthz400ApplicationProblemPlusJSONResponse) VisitGetHealthzResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetHealthzdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -8623,6 +9187,22 @@ func (response GetMetrics200TextResponse) VisitGetMetricsResponse(w http.Respons
 	w.WriteHeader(200)
 
 	_, err := w.Write([]byte(fmt.Sprint(response)))
+	return err
+}
+
+type GetMetrics400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetMetrics400ApplicationProblemPlusJSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
 	return err
 }
 
@@ -8670,6 +9250,22 @@ func (response GetOpenAPI200ApplicationyamlResponse) VisitGetOpenAPIResponse(w h
 	return err
 }
 
+type GetOpenAPI400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetOpenAPI400ApplicationProblemPlusJSONResponse) VisitGetOpenAPIResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOpenAPIdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -8704,6 +9300,22 @@ func (response GetReadyz200JSONResponse) VisitGetReadyzResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetReadyz400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetReadyz400ApplicationProblemPlusJSONResponse) VisitGetReadyzResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8763,6 +9375,70 @@ func (response ListAudit200JSONResponse) VisitListAuditResponse(w http.ResponseW
 	return err
 }
 
+type ListAudit400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit400ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit401ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit403ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAudit422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListAudit422ApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListAuditdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -8798,6 +9474,54 @@ func (response ListClusters200JSONResponse) VisitListClustersResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListClusters400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListClusters400ApplicationProblemPlusJSONResponse) VisitListClustersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListClusters401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListClusters401ApplicationProblemPlusJSONResponse) VisitListClustersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListClusters422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListClusters422ApplicationProblemPlusJSONResponse) VisitListClustersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8856,6 +9580,118 @@ func (response CreateCluster201JSONResponse) VisitCreateClusterResponse(w http.R
 	return err
 }
 
+type CreateCluster400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster400ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCluster401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster401ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCluster403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster403ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCluster409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster409ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCluster413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster413ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCluster415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster415ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCluster422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateCluster422ApplicationProblemPlusJSONResponse) VisitCreateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateClusterdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -8888,6 +9724,102 @@ type DeleteCluster204Response struct {
 func (response DeleteCluster204Response) VisitDeleteClusterResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeleteCluster400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteCluster400ApplicationProblemPlusJSONResponse) VisitDeleteClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteCluster401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteCluster401ApplicationProblemPlusJSONResponse) VisitDeleteClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteCluster403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteCluster403ApplicationProblemPlusJSONResponse) VisitDeleteClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteCluster404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteCluster404ApplicationProblemPlusJSONResponse) VisitDeleteClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteCluster409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteCluster409ApplicationProblemPlusJSONResponse) VisitDeleteClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteCluster412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteCluster412ApplicationProblemPlusJSONResponse) VisitDeleteClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeleteClusterdefaultApplicationProblemPlusJSONResponse struct {
@@ -8935,6 +9867,54 @@ func (response GetCluster200JSONResponse) VisitGetClusterResponse(w http.Respons
 		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
 	}
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCluster400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetCluster400ApplicationProblemPlusJSONResponse) VisitGetClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCluster401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetCluster401ApplicationProblemPlusJSONResponse) VisitGetClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCluster404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetCluster404ApplicationProblemPlusJSONResponse) VisitGetClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8990,6 +9970,150 @@ func (response UpdateCluster200JSONResponse) VisitUpdateClusterResponse(w http.R
 	return err
 }
 
+type UpdateCluster400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster400ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster401ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster403ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster404ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster409ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster412ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster413ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster415ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCluster422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCluster422ApplicationProblemPlusJSONResponse) VisitUpdateClusterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateClusterdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9030,6 +10154,70 @@ func (response ListCommands200JSONResponse) VisitListCommandsResponse(w http.Res
 	return err
 }
 
+type ListCommands400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListCommands400ApplicationProblemPlusJSONResponse) VisitListCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCommands401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListCommands401ApplicationProblemPlusJSONResponse) VisitListCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCommands404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListCommands404ApplicationProblemPlusJSONResponse) VisitListCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCommands422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListCommands422ApplicationProblemPlusJSONResponse) VisitListCommandsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListCommandsdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9066,6 +10254,54 @@ func (response ListEvents200JSONResponse) VisitListEventsResponse(w http.Respons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents400ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents401ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListEvents404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListEvents404ApplicationProblemPlusJSONResponse) VisitListEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9139,6 +10375,54 @@ func (response StreamEvents200TexteventStreamResponse) VisitStreamEventsResponse
 	}
 }
 
+type StreamEvents400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents400ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents401ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamEvents404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response StreamEvents404ApplicationProblemPlusJSONResponse) VisitStreamEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type StreamEventsdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9175,6 +10459,70 @@ func (response ListHierarchies200JSONResponse) VisitListHierarchiesResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListHierarchies400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListHierarchies400ApplicationProblemPlusJSONResponse) VisitListHierarchiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListHierarchies401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListHierarchies401ApplicationProblemPlusJSONResponse) VisitListHierarchiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListHierarchies404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListHierarchies404ApplicationProblemPlusJSONResponse) VisitListHierarchiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListHierarchies422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListHierarchies422ApplicationProblemPlusJSONResponse) VisitListHierarchiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9230,6 +10578,134 @@ func (response CreateHierarchy201JSONResponse) VisitCreateHierarchyResponse(w ht
 		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
 	}
 	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy400ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy401ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy403ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy404ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy409ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy413ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy415ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchy422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchy422ApplicationProblemPlusJSONResponse) VisitCreateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9324,6 +10800,102 @@ func (response DeleteHierarchy204Response) VisitDeleteHierarchyResponse(w http.R
 	return nil
 }
 
+type DeleteHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHierarchy400ApplicationProblemPlusJSONResponse) VisitDeleteHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHierarchy401ApplicationProblemPlusJSONResponse) VisitDeleteHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteHierarchy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHierarchy403ApplicationProblemPlusJSONResponse) VisitDeleteHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHierarchy404ApplicationProblemPlusJSONResponse) VisitDeleteHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteHierarchy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHierarchy409ApplicationProblemPlusJSONResponse) VisitDeleteHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteHierarchy412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteHierarchy412ApplicationProblemPlusJSONResponse) VisitDeleteHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteHierarchydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9370,6 +10942,54 @@ func (response GetHierarchy200JSONResponse) VisitGetHierarchyResponse(w http.Res
 		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
 	}
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetHierarchy400ApplicationProblemPlusJSONResponse) VisitGetHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetHierarchy401ApplicationProblemPlusJSONResponse) VisitGetHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetHierarchy404ApplicationProblemPlusJSONResponse) VisitGetHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9426,6 +11046,150 @@ func (response UpdateHierarchy200JSONResponse) VisitUpdateHierarchyResponse(w ht
 	return err
 }
 
+type UpdateHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy400ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy401ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy403ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy404ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy409ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy412ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy413ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy415ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateHierarchy422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateHierarchy422ApplicationProblemPlusJSONResponse) VisitUpdateHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateHierarchydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9478,6 +11242,150 @@ func (response ReplaceHierarchy200JSONResponse) VisitReplaceHierarchyResponse(w 
 	return err
 }
 
+type ReplaceHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy400ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy401ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy403ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy404ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy409ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy412ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy413ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy415ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReplaceHierarchy422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ReplaceHierarchy422ApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ReplaceHierarchydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9518,6 +11426,54 @@ func (response ExplainHierarchy200JSONResponse) VisitExplainHierarchyResponse(w 
 	return err
 }
 
+type ExplainHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ExplainHierarchy400ApplicationProblemPlusJSONResponse) VisitExplainHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExplainHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ExplainHierarchy401ApplicationProblemPlusJSONResponse) VisitExplainHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExplainHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ExplainHierarchy404ApplicationProblemPlusJSONResponse) VisitExplainHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ExplainHierarchydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9551,6 +11507,86 @@ type ClearFailedMark204Response struct {
 func (response ClearFailedMark204Response) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type ClearFailedMark400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ClearFailedMark400ApplicationProblemPlusJSONResponse) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearFailedMark401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ClearFailedMark401ApplicationProblemPlusJSONResponse) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearFailedMark403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ClearFailedMark403ApplicationProblemPlusJSONResponse) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearFailedMark404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ClearFailedMark404ApplicationProblemPlusJSONResponse) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearFailedMark409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ClearFailedMark409ApplicationProblemPlusJSONResponse) VisitClearFailedMarkResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type ClearFailedMarkdefaultApplicationProblemPlusJSONResponse struct {
@@ -9605,6 +11641,134 @@ func (response BringHierarchyInService202JSONResponse) VisitBringHierarchyInServ
 	return err
 }
 
+type BringHierarchyInService400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService400ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService401ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService403ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService404ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService409ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService413ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService415ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type BringHierarchyInService422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response BringHierarchyInService422ApplicationProblemPlusJSONResponse) VisitBringHierarchyInServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type BringHierarchyInServicedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9652,6 +11816,102 @@ func (response TakeHierarchyOutOfService202JSONResponse) VisitTakeHierarchyOutOf
 		w.Header().Set("Location", fmt.Sprint(*response.Headers.Location))
 	}
 	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfService400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response TakeHierarchyOutOfService400ApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfService401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response TakeHierarchyOutOfService401ApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfService403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response TakeHierarchyOutOfService403ApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfService404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response TakeHierarchyOutOfService404ApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfService409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response TakeHierarchyOutOfService409ApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TakeHierarchyOutOfService422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response TakeHierarchyOutOfService422ApplicationProblemPlusJSONResponse) VisitTakeHierarchyOutOfServiceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9708,6 +11968,134 @@ func (response SwitchoverHierarchy202JSONResponse) VisitSwitchoverHierarchyRespo
 	return err
 }
 
+type SwitchoverHierarchy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy400ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy401ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy403ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy404ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy409ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy413ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy415ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SwitchoverHierarchy422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response SwitchoverHierarchy422ApplicationProblemPlusJSONResponse) VisitSwitchoverHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SwitchoverHierarchydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9748,6 +12136,70 @@ func (response ListIncidents200JSONResponse) VisitListIncidentsResponse(w http.R
 	return err
 }
 
+type ListIncidents400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListIncidents400ApplicationProblemPlusJSONResponse) VisitListIncidentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIncidents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListIncidents401ApplicationProblemPlusJSONResponse) VisitListIncidentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIncidents404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListIncidents404ApplicationProblemPlusJSONResponse) VisitListIncidentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListIncidents422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListIncidents422ApplicationProblemPlusJSONResponse) VisitListIncidentsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListIncidentsdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9784,6 +12236,70 @@ func (response ListNodes200JSONResponse) VisitListNodesResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListNodes400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListNodes400ApplicationProblemPlusJSONResponse) VisitListNodesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListNodes401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListNodes401ApplicationProblemPlusJSONResponse) VisitListNodesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListNodes404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListNodes404ApplicationProblemPlusJSONResponse) VisitListNodesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListNodes422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListNodes422ApplicationProblemPlusJSONResponse) VisitListNodesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9843,6 +12359,134 @@ func (response CreateNode201JSONResponse) VisitCreateNodeResponse(w http.Respons
 	return err
 }
 
+type CreateNode400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode400ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode401ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode403ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode404ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode409ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode413ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode415ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateNode422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateNode422ApplicationProblemPlusJSONResponse) VisitCreateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateNodedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -9876,6 +12520,102 @@ type DeleteNode204Response struct {
 func (response DeleteNode204Response) VisitDeleteNodeResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeleteNode400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteNode400ApplicationProblemPlusJSONResponse) VisitDeleteNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteNode401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteNode401ApplicationProblemPlusJSONResponse) VisitDeleteNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteNode403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteNode403ApplicationProblemPlusJSONResponse) VisitDeleteNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteNode404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteNode404ApplicationProblemPlusJSONResponse) VisitDeleteNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteNode409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteNode409ApplicationProblemPlusJSONResponse) VisitDeleteNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteNode412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteNode412ApplicationProblemPlusJSONResponse) VisitDeleteNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeleteNodedefaultApplicationProblemPlusJSONResponse struct {
@@ -9924,6 +12664,54 @@ func (response GetNode200JSONResponse) VisitGetNodeResponse(w http.ResponseWrite
 		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
 	}
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetNode400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetNode400ApplicationProblemPlusJSONResponse) VisitGetNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetNode401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetNode401ApplicationProblemPlusJSONResponse) VisitGetNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetNode404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetNode404ApplicationProblemPlusJSONResponse) VisitGetNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9980,6 +12768,150 @@ func (response UpdateNode200JSONResponse) VisitUpdateNodeResponse(w http.Respons
 	return err
 }
 
+type UpdateNode400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode400ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode401ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode403ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode404ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode409ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode412ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode413ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode415ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateNode422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateNode422ApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateNodedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10013,6 +12945,102 @@ type DeleteFenceDevice204Response struct {
 func (response DeleteFenceDevice204Response) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeleteFenceDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFenceDevice400ApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFenceDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFenceDevice401ApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFenceDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFenceDevice403ApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFenceDevice404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFenceDevice404ApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFenceDevice409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFenceDevice409ApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteFenceDevice412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteFenceDevice412ApplicationProblemPlusJSONResponse) VisitDeleteFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeleteFenceDevicedefaultApplicationProblemPlusJSONResponse struct {
@@ -10061,6 +13089,54 @@ func (response GetFenceDevice200JSONResponse) VisitGetFenceDeviceResponse(w http
 		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
 	}
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFenceDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetFenceDevice400ApplicationProblemPlusJSONResponse) VisitGetFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFenceDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetFenceDevice401ApplicationProblemPlusJSONResponse) VisitGetFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetFenceDevice404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetFenceDevice404ApplicationProblemPlusJSONResponse) VisitGetFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10117,6 +13193,150 @@ func (response PutFenceDevice200JSONResponse) VisitPutFenceDeviceResponse(w http
 	return err
 }
 
+type PutFenceDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice400ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice401ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice403ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice404ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice409ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice412ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice413ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice415ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PutFenceDevice422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response PutFenceDevice422ApplicationProblemPlusJSONResponse) VisitPutFenceDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type PutFenceDevicedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10153,6 +13373,86 @@ func (response EndMaintenance200JSONResponse) VisitEndMaintenanceResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EndMaintenance400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response EndMaintenance400ApplicationProblemPlusJSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EndMaintenance401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response EndMaintenance401ApplicationProblemPlusJSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EndMaintenance403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response EndMaintenance403ApplicationProblemPlusJSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EndMaintenance404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response EndMaintenance404ApplicationProblemPlusJSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type EndMaintenance409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response EndMaintenance409ApplicationProblemPlusJSONResponse) VisitEndMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10198,6 +13498,86 @@ func (response StartMaintenance200JSONResponse) VisitStartMaintenanceResponse(w 
 	return err
 }
 
+type StartMaintenance400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response StartMaintenance400ApplicationProblemPlusJSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartMaintenance401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response StartMaintenance401ApplicationProblemPlusJSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartMaintenance403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response StartMaintenance403ApplicationProblemPlusJSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartMaintenance404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response StartMaintenance404ApplicationProblemPlusJSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StartMaintenance409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response StartMaintenance409ApplicationProblemPlusJSONResponse) VisitStartMaintenanceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type StartMaintenancedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10234,6 +13614,70 @@ func (response ListPaths200JSONResponse) VisitListPathsResponse(w http.ResponseW
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPaths400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListPaths400ApplicationProblemPlusJSONResponse) VisitListPathsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPaths401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListPaths401ApplicationProblemPlusJSONResponse) VisitListPathsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPaths404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListPaths404ApplicationProblemPlusJSONResponse) VisitListPathsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPaths422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListPaths422ApplicationProblemPlusJSONResponse) VisitListPathsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10279,6 +13723,134 @@ func (response CreatePath201JSONResponse) VisitCreatePathResponse(w http.Respons
 	return err
 }
 
+type CreatePath400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath400ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath401ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath403ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath404ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath409ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath413ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath415ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreatePath422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreatePath422ApplicationProblemPlusJSONResponse) VisitCreatePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreatePathdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10312,6 +13884,102 @@ type DeletePath204Response struct {
 func (response DeletePath204Response) VisitDeletePathResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeletePath400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePath400ApplicationProblemPlusJSONResponse) VisitDeletePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePath401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePath401ApplicationProblemPlusJSONResponse) VisitDeletePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePath403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePath403ApplicationProblemPlusJSONResponse) VisitDeletePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePath404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePath404ApplicationProblemPlusJSONResponse) VisitDeletePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePath409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePath409ApplicationProblemPlusJSONResponse) VisitDeletePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeletePath412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeletePath412ApplicationProblemPlusJSONResponse) VisitDeletePathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeletePathdefaultApplicationProblemPlusJSONResponse struct {
@@ -10364,6 +14032,54 @@ func (response GetPath200JSONResponse) VisitGetPathResponse(w http.ResponseWrite
 	return err
 }
 
+type GetPath400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetPath400ApplicationProblemPlusJSONResponse) VisitGetPathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPath401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetPath401ApplicationProblemPlusJSONResponse) VisitGetPathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetPath404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetPath404ApplicationProblemPlusJSONResponse) VisitGetPathResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetPathdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10404,6 +14120,118 @@ func (response SimulateFailures200JSONResponse) VisitSimulateFailuresResponse(w 
 	return err
 }
 
+type SimulateFailures400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures400ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailures401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures401ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailures404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures404ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailures409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures409ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailures413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures413ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailures415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures415ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SimulateFailures422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response SimulateFailures422ApplicationProblemPlusJSONResponse) VisitSimulateFailuresResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type SimulateFailuresdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10438,6 +14266,38 @@ func (response GetControlPlane200JSONResponse) VisitGetControlPlaneResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetControlPlane400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetControlPlane400ApplicationProblemPlusJSONResponse) VisitGetControlPlaneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetControlPlane401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetControlPlane401ApplicationProblemPlusJSONResponse) VisitGetControlPlaneResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10481,6 +14341,54 @@ func (response GetOperation200JSONResponse) VisitGetOperationResponse(w http.Res
 	return err
 }
 
+type GetOperation400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetOperation400ApplicationProblemPlusJSONResponse) VisitGetOperationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOperation401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetOperation401ApplicationProblemPlusJSONResponse) VisitGetOperationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetOperation404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetOperation404ApplicationProblemPlusJSONResponse) VisitGetOperationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOperationdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10515,6 +14423,54 @@ func (response ListSigningKeys200JSONResponse) VisitListSigningKeysResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeys400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListSigningKeys400ApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListSigningKeys401ApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSigningKeys403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListSigningKeys403ApplicationProblemPlusJSONResponse) VisitListSigningKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10558,6 +14514,86 @@ func (response RotateSigningKey201JSONResponse) VisitRotateSigningKeyResponse(w 
 	return err
 }
 
+type RotateSigningKey400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey400ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey401ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey403ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey409ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateSigningKey422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response RotateSigningKey422ApplicationProblemPlusJSONResponse) VisitRotateSigningKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type RotateSigningKeydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10592,6 +14628,54 @@ func (response GetSnmpEngine200JSONResponse) VisitGetSnmpEngineResponse(w http.R
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpEngine400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpEngine400ApplicationProblemPlusJSONResponse) VisitGetSnmpEngineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpEngine401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpEngine401ApplicationProblemPlusJSONResponse) VisitGetSnmpEngineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpEngine403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpEngine403ApplicationProblemPlusJSONResponse) VisitGetSnmpEngineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10631,6 +14715,22 @@ func (response GetSnmpMib200TextResponse) VisitGetSnmpMibResponse(w http.Respons
 	return err
 }
 
+type GetSnmpMib400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpMib400ApplicationProblemPlusJSONResponse) VisitGetSnmpMibResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetSnmpMibdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10666,6 +14766,70 @@ func (response ListSnmpTargets200JSONResponse) VisitListSnmpTargetsResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpTargets400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpTargets400ApplicationProblemPlusJSONResponse) VisitListSnmpTargetsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpTargets401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpTargets401ApplicationProblemPlusJSONResponse) VisitListSnmpTargetsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpTargets403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpTargets403ApplicationProblemPlusJSONResponse) VisitListSnmpTargetsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpTargets422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpTargets422ApplicationProblemPlusJSONResponse) VisitListSnmpTargetsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10724,6 +14888,118 @@ func (response CreateSnmpTarget201JSONResponse) VisitCreateSnmpTargetResponse(w 
 	return err
 }
 
+type CreateSnmpTarget400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget400ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTarget401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget401ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTarget403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget403ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTarget409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget409ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTarget413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget413ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTarget415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget415ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateSnmpTarget422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateSnmpTarget422ApplicationProblemPlusJSONResponse) VisitCreateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10756,6 +15032,102 @@ type DeleteSnmpTarget204Response struct {
 func (response DeleteSnmpTarget204Response) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeleteSnmpTarget400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteSnmpTarget400ApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteSnmpTarget401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteSnmpTarget401ApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteSnmpTarget403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteSnmpTarget403ApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteSnmpTarget404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteSnmpTarget404ApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteSnmpTarget409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteSnmpTarget409ApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteSnmpTarget412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteSnmpTarget412ApplicationProblemPlusJSONResponse) VisitDeleteSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeleteSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
@@ -10803,6 +15175,70 @@ func (response GetSnmpTarget200JSONResponse) VisitGetSnmpTargetResponse(w http.R
 		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
 	}
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpTarget400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpTarget400ApplicationProblemPlusJSONResponse) VisitGetSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpTarget401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpTarget401ApplicationProblemPlusJSONResponse) VisitGetSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpTarget403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpTarget403ApplicationProblemPlusJSONResponse) VisitGetSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetSnmpTarget404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetSnmpTarget404ApplicationProblemPlusJSONResponse) VisitGetSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10858,6 +15294,150 @@ func (response UpdateSnmpTarget200JSONResponse) VisitUpdateSnmpTargetResponse(w 
 	return err
 }
 
+type UpdateSnmpTarget400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget400ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget401ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget403ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget404ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget409ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget412ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget413ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget415ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateSnmpTarget422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateSnmpTarget422ApplicationProblemPlusJSONResponse) VisitUpdateSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateSnmpTargetdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10898,6 +15478,86 @@ func (response ListSnmpDeliveries200JSONResponse) VisitListSnmpDeliveriesRespons
 	return err
 }
 
+type ListSnmpDeliveries400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpDeliveries400ApplicationProblemPlusJSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpDeliveries401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpDeliveries401ApplicationProblemPlusJSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpDeliveries403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpDeliveries403ApplicationProblemPlusJSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpDeliveries404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpDeliveries404ApplicationProblemPlusJSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListSnmpDeliveries422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListSnmpDeliveries422ApplicationProblemPlusJSONResponse) VisitListSnmpDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListSnmpDeliveriesdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -10933,6 +15593,102 @@ func (response TestSnmpTarget200JSONResponse) VisitTestSnmpTargetResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTarget400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response TestSnmpTarget400ApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTarget401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response TestSnmpTarget401ApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTarget403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response TestSnmpTarget403ApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTarget404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response TestSnmpTarget404ApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTarget409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response TestSnmpTarget409ApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TestSnmpTarget422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response TestSnmpTarget422ApplicationProblemPlusJSONResponse) VisitTestSnmpTargetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11053,6 +15809,70 @@ func (response ListTokens200JSONResponse) VisitListTokensResponse(w http.Respons
 	return err
 }
 
+type ListTokens400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListTokens400ApplicationProblemPlusJSONResponse) VisitListTokensResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTokens401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListTokens401ApplicationProblemPlusJSONResponse) VisitListTokensResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTokens403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListTokens403ApplicationProblemPlusJSONResponse) VisitListTokensResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTokens422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListTokens422ApplicationProblemPlusJSONResponse) VisitListTokensResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListTokensdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -11103,6 +15923,118 @@ func (response CreateToken201JSONResponse) VisitCreateTokenResponse(w http.Respo
 	return err
 }
 
+type CreateToken400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken400ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken401ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken403ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken409ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken413ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken415ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateToken422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateToken422ApplicationProblemPlusJSONResponse) VisitCreateTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateTokendefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -11134,6 +16066,86 @@ type DeleteToken204Response struct {
 func (response DeleteToken204Response) VisitDeleteTokenResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeleteToken400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteToken400ApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteToken401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteToken401ApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteToken403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteToken403ApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteToken404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteToken404ApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteToken409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteToken409ApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeleteTokendefaultApplicationProblemPlusJSONResponse struct {
@@ -11171,6 +16183,70 @@ func (response ListWebhooks200JSONResponse) VisitListWebhooksResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhooks400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhooks400ApplicationProblemPlusJSONResponse) VisitListWebhooksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhooks401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhooks401ApplicationProblemPlusJSONResponse) VisitListWebhooksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhooks403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhooks403ApplicationProblemPlusJSONResponse) VisitListWebhooksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhooks422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhooks422ApplicationProblemPlusJSONResponse) VisitListWebhooksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11229,6 +16305,118 @@ func (response CreateWebhook201JSONResponse) VisitCreateWebhookResponse(w http.R
 	return err
 }
 
+type CreateWebhook400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook400ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhook401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook401ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhook403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook403ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhook409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook409ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhook413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook413ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhook415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook415ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateWebhook422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateWebhook422ApplicationProblemPlusJSONResponse) VisitCreateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateWebhookdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -11261,6 +16449,102 @@ type DeleteWebhook204Response struct {
 func (response DeleteWebhook204Response) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
 	w.WriteHeader(204)
 	return nil
+}
+
+type DeleteWebhook400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteWebhook400ApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhook401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteWebhook401ApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhook403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteWebhook403ApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhook404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteWebhook404ApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhook409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteWebhook409ApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteWebhook412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteWebhook412ApplicationProblemPlusJSONResponse) VisitDeleteWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type DeleteWebhookdefaultApplicationProblemPlusJSONResponse struct {
@@ -11308,6 +16592,70 @@ func (response GetWebhook200JSONResponse) VisitGetWebhookResponse(w http.Respons
 		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
 	}
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhook400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhook400ApplicationProblemPlusJSONResponse) VisitGetWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhook401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhook401ApplicationProblemPlusJSONResponse) VisitGetWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhook403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhook403ApplicationProblemPlusJSONResponse) VisitGetWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhook404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhook404ApplicationProblemPlusJSONResponse) VisitGetWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11363,6 +16711,150 @@ func (response UpdateWebhook200JSONResponse) VisitUpdateWebhookResponse(w http.R
 	return err
 }
 
+type UpdateWebhook400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook400ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook401ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook403ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook404ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook409ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook412ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook413ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook415ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateWebhook422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateWebhook422ApplicationProblemPlusJSONResponse) VisitUpdateWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type UpdateWebhookdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -11403,6 +16895,86 @@ func (response ListWebhookDeliveries200JSONResponse) VisitListWebhookDeliveriesR
 	return err
 }
 
+type ListWebhookDeliveries400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhookDeliveries400ApplicationProblemPlusJSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhookDeliveries401ApplicationProblemPlusJSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhookDeliveries403ApplicationProblemPlusJSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhookDeliveries404ApplicationProblemPlusJSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListWebhookDeliveries422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListWebhookDeliveries422ApplicationProblemPlusJSONResponse) VisitListWebhookDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListWebhookDeliveriesdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -11439,6 +17011,70 @@ func (response GetWebhookDelivery200JSONResponse) VisitGetWebhookDeliveryRespons
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookDelivery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhookDelivery400ApplicationProblemPlusJSONResponse) VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookDelivery401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhookDelivery401ApplicationProblemPlusJSONResponse) VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookDelivery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhookDelivery403ApplicationProblemPlusJSONResponse) VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetWebhookDelivery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetWebhookDelivery404ApplicationProblemPlusJSONResponse) VisitGetWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -11484,6 +17120,102 @@ func (response RedeliverWebhookDelivery202JSONResponse) VisitRedeliverWebhookDel
 	return err
 }
 
+type RedeliverWebhookDelivery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RedeliverWebhookDelivery400ApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDelivery401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RedeliverWebhookDelivery401ApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDelivery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RedeliverWebhookDelivery403ApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDelivery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RedeliverWebhookDelivery404ApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDelivery409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RedeliverWebhookDelivery409ApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RedeliverWebhookDelivery422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response RedeliverWebhookDelivery422ApplicationProblemPlusJSONResponse) VisitRedeliverWebhookDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type RedeliverWebhookDeliverydefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -11519,6 +17251,102 @@ func (response PingWebhook200JSONResponse) VisitPingWebhookResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhook400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response PingWebhook400ApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhook401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response PingWebhook401ApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhook403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response PingWebhook403ApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhook404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response PingWebhook404ApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhook409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response PingWebhook409ApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type PingWebhook422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response PingWebhook422ApplicationProblemPlusJSONResponse) VisitPingWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -13950,510 +19778,554 @@ func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7P0Ldts42iAMbwVH854Tu1uWJdnOxT595rgSVyVdubhiV9V0lzImREIWyhSgIiAr6nQWMCv4N/B/K/l2",
-	"Miv5Dp4HIEES1M12kprpmfd9KxZJXJ/79VMrlpOpFExo1Tr+1BozmrAM/nl2Sa/NfxOm4oxPNZeiddz6",
-	"hWWKS0HkiOgxIxnTs0ywhGRsmjHFhKbmxROimEgI12RI4xvCBYlejfbeUB2Po06r3VLxmE2oGZ19pJNp",
-	"ylrHrUHrYNBqtVt6MTV/Kp1xcd36/Lndei1jitNXV/Pz+9duJXHGqIaFKDnLYtY0zf5tbz9OZ0qzTO13",
-	"e8+ORk/o4V632+3uPTH/56n5P93i//UCS/rcbk1pRidM27N6jgO+elFfon1EeGJWVKxjzam5GWNK9bjV",
-	"bgk6MV/a1V/xpNVuZeyPGc9Y0jrW2Yz5Wx7JbEJ167g1m8Gb9XN9PsuUzOpLvhwzEgn2UV/F8Ebkznia",
-	"sVsuZ4pM6TUrb+fNi7Ojt7/+4+Aflz/pNy9O52+edw/Mf19fXs/fvDjF34r//ei29seMZQtvb7gkfx8T",
-	"+vE1E9d63Drud7uhfbxgKb9l2SJ0/O5Z7fwPh132JD6ge/3RUW/vMOmyvWf06GjvIO6NuuxZ0qe9hvNP",
-	"7JB3vwC3uAtN9Ux9z1PNAtfxTqQLYiflTBls0mOuiNJUwy2EDlLBkKWD/K+MjVrHrf+2X6D8Pj5V++WV",
-	"wOJecpbRLB4HjzV/2AzXBwcHBxvB9diNefeDfZWwyVRqJuLFj2xRX/4piVPOhN6Lx1IxQW7Yguz0Op3+",
-	"0RGJxzSjscHs3Q55z6aMai6uCSXn7y4uyZzrscGFgVB0wuBDKhIylMnCEkMFqDLimdKECjVn2Ql+RYXU",
-	"Y5bBu21y2O93BqJ0dI9HvbifHLA9pGV7E8rTPYvt7siQQBeH5u10z2y1CXOOjtqtCRfu717w1EZAocME",
-	"wbADklKlScZockKogb+UESkY4crulCW41cNevwwVjriH92BZQ9Pie2G0f80nXNcXe06vGVH8X2UCddQN",
-	"40kKg/gTJ2xEZ6m2007oRz6ZTcwAXThB/Ks4Py40u2YZrOitTFgIW8zvzYjS6/V6GyGKkAm7O46cUz0O",
-	"LfZVYsi9udaEZyzWlttTYhbRsIV+v9/faAvmr7tv4UJMppc0u2Y6tJGLt2/OiYbHzYf/5MmTJxutHAe8",
-	"+9ov5Q0ToWXDg+YFHx4eHm62YDPe3df7KxuOpbwJrdg+al7z48ePH2+05jmOeNdVfzYfq6kUioGYdp7J",
-	"Ycom5p+xFJoJIB90Ok05Spj7U3zjr78rFDfzzZg9a8rTQv4i60hwREhNRnImzPIsTz4+7B62W5prOKS3",
-	"UpPv7Qt2/WOtp+p4f9/IzkrLaSdht25lal9IvYcjfl6Xu7t9w4lUOKEg779/Tp4dHj0hdooO3Lf91gx9",
-	"es2Efi7FiF+HeUPClLkgEsM7s4w6omGoiKFWJbj45EuwawvCIyZic6vHLcXSUaudiwvc3O1vH9o5WVyb",
-	"tAIRujHyQSvu//J7PPmla3+1I04ZyPfmn4pfCy6uzev2F80nsB5zIGx6FY9ZfHNluEF2S9OriQKW0W0b",
-	"bpfpIaMafusbRpQyqtiV1vhaD16DxSSMJld0BGLggf2t8r15948Zj28aZmy3FMtuWXZ1ndGYuTk/t1u3",
-	"qLm1jg+M+pLJKcs0R7zw76NBf9lKeVmBn96lLoff7/G1c5nyeGG+K919k2xqZGUUvMg04zLjekFGMkPh",
-	"2UEl12yiVs2fS7tmbrsJmmUU/s7Bro4Z3jwb8/2VZ1dAb00CYpkTG0FA1WOqCZ3pMRPaEDqmgJeTHLIU",
-	"2Xn55vT53sXL0/7R493yej3UyNc0XGjWtKbAjbwAQYIlMK0io0xOQGrWcovLMHJL6B4sslbnPgPtDyVv",
-	"M09uLyjgeq1pgQieMyPp1ecuU4caCsnJhIpkz75l7kSdEMHmhj4qwkQiM8USMlwQSnRm1pWYl9Ze2wUO",
-	"bOT/wOIKQrVsjEt8yycUNclQGMVEGbQaM8FuWUaoWOix2dOQpXJudCdxzVQJgA48uOFCPz5sBWXngsv/",
-	"lq+gXbZ1FHKv3VJBQMokwQGDA0gPWSp39SFfixz+zmJt9l/cdF1vFEsByWNxVpCZfOy3NuRM/VaNPuNg",
-	"tevQipgnZXTFGWuY2UilzEa3o1L91VSqcq/FBcKOgoc/S7h+zZUOKe1To9oZXcS8RDIWyyxRlYO3CPPb",
-	"h9op5qhUF2C8odYjBmYB7+GjIEsobGcBagC/O+gxr8K+TggdKiY0kQIeGFW7fCVvX7xaecK4+saDtUsO",
-	"mJgYmczQdls5Txrbdxyco3Gi1TZPzP5QwTgeSqmVzujUPDEQ0e/2H+/1env9x5fdx8fd7nG3+89W24rR",
-	"yscRI1Z/brcMdB72256GtbagYT+xm3YmkxoEuL3UFBjDIOdUkUSKCh7kRqli3zXcsgdRH1UekwhPZzDr",
-	"dg9is2H4F4vIjsxIpBZKs0lU4bj1Aw1PeZWrdg1KJDD+CU0YEiogzluplSuFEarDbI9rovmkoJWBJTTA",
-	"ST5lQjXbM4OE5l1DcjVaScwywZI24SPDsR5GlvUAmyYJN4ug6bkHf6i9VmgaQOSemrKYj3hM7CANzMQi",
-	"Sg23Q7u3zNrw5opebnBsJUcuoWHYRGQuFNdg73U7S3DtIEvIXJ36Ry7QPrVk4hxnV5PLBKmVw+G2IxHl",
-	"VbRLVh930SEq+5yKhBuIDbEvkBpiKRRPwFRqlBFKCgpTuXSZbC1BGMKHGk/ruF8XJ2DkhxEnDDd9KGnC",
-	"31Vo9RUtjzUcbT8E7Rn7HVSUEBlfEK5JTIWQmmh6w8pj54zbCMX2zfLuuSATauYSVMRsEynJXJS36yDE",
-	"jVl8854pMFk3kZ4RTVWN9lxaKYNk8DUaecGoUBUBlrBzeYOErc5rdego8YQyKsgONWI2iVMZ3+zeI0dw",
-	"Zrogjx9RnlapRavt+xoOu88eB0Y126w7GpSqDIYk3n49lDJlVNTuV94g0Wm8zQumNRfXasP7fGUtQaha",
-	"8wmTM/9STwBs3e+TmdJkyKzeBg4tZ0nqkHcTrjVLjn395pEiqHWRHTfGmKbIBdyXuxWP1qdW3TplP/YM",
-	"UxUp3f+ixtLNRvLpKg4e31tz8BiIiuexOeoGmZy3mvBk9o0yBTlaPlevu1LF9bdZWkYQKqxAG/RjopAj",
-	"R6Tf6Tw+BOKrUPKD2AtG47E1f8ymVTssxkxcLZfX/QlDhthNBHVfkmm31JzreGyWeZV73eBk0pQb6tD6",
-	"81lZcb1X00yOOJCXlBqUmE2TlSed2116dQOtd1E1MDXPuNEa+YTdKyH1ZlkVPVC8eger7jIhfsvwmZUS",
-	"hTOtLFvoW/PO5zC4rjDM5V8Uu9zUHFeFqHW+O7cvfy5DXvVwXxvuf+862Rr2Q6oJA7ssTo6s6eySXpeW",
-	"0dvcclgYl8oAXDtGz4YYuFbfsOgZIwssLJ3rEpL9HI0GmzHyU7ANh+2KNepbpqg18jOiStcNIV8et/8P",
-	"x7OqCN9k3rRgscrA6QIU78O26Y+1lnHzeWE++zKGTS928A4GTrvscxfCtAHCfc9ZmiiipaVHZqm0AQFr",
-	"GDangBgTLvx5ev9BuYdHuToMoKftu3AYm32q6l5gXya2LwXRrHhYs6CnCVMaw/7WxrQzcctSOWV1VKtA",
-	"fT7vh+ZNvxIjGaIpil8LiM2At0A5nIN2wGKKllmum2z+Q4ODV1xcGWmXg+1im9gNNpXmPg7NJFOeMdUg",
-	"Bx+AlFGKA10/oDTZIOJIqdkKYfyG2elv9tygrS1CTFzIT0vN4pixhIEQyrJJSMpvck8AFcfre6QIvgU3",
-	"Joyy+VvoljS9YVdGo5Qj79eMKU0zfeVi5Fvt1kTesis+NYBVEOTQgFtY3h9GYjd4lLImkRYtYSRjMeO3",
-	"LCFUr5Jse3e3LYHH+JGy1vuaeak2jsWHmkEppTGbGFYJL5SN9mvZ7H30Ci5SkYyNZooRrglowEAHVxzR",
-	"wQbCfxl5G8PGt/IUrASNICxaurdlcOLqOQtaUgtARcq7GgQ3OF9Hl0Jz2diS2lZLJGx9U/5pkmRMKZY8",
-	"YBATmt25FFdGM2wiftTiF75DYpkwtLY7q315cRCYfoVIFpjT0eQVUjDCjUuIcFS7pkJDLDsxD+9Fd20I",
-	"eKnkRuReqnyTZnE5dLSL9I8CPEvUYYkcsVI3sbLIvegm3ljr6SaerPNn009w6Vu7auRMxxIFNppLc3bN",
-	"gCCVCwmKHkqzqbklT8YDkaDVbiU2bhetpf3CtQNyA8oLx61bPm19/hAwKIQ548vZhIomvrja7dJEFL6X",
-	"GYkc8kdtm4poSQnSh51oSJMrI/xSPctY1CbRTNwIORdXN2xh/pxnUlxfGRwr/rLoZ35AbDGjRxmbphS+",
-	"8UhL8adBPvPXhKYG51kS7XYILBH9TeaZUeJYEpEdbR2kBH8hXCuWjsh8zFMbpmGvNqPiBCV1rglcEksg",
-	"SAU/3CVmAq5kSnV5YOTwEF0Jn+VBesdmMgJmcTKmCbE7BJXAzEHnREgyob+Dt3H3hFACkuDebGo9Z0RJ",
-	"8/0tM6qT+21CsxsHiLAA8D/5LlLCFZka4SYh9JpysYxce0Dx+HAp9S6DRJSDORw3HjzZocSAvF2qPU9z",
-	"iMNMzq7Hmsym8GcmU7MVo87iwebARXbceQ7ZSGaMZDNhOO2uL4H7KIZTtTyXckm2LikC9c0BeoYCemEb",
-	"6Kldn1xeaDa1BOczHO0r/Kp/9HiFxmmPeQkhu2i6iD9mbIa3YJMW8Y817me3XTr4nLLlIM013o7DTbKD",
-	"Yaj5RJAcySesdDu4ILAI29cMJVx6ZY5ZbnJ5z6XQmUzPUypYmN25hA5Il055TKtM1P1sMwxA4qiH66cg",
-	"cwRltvc4APr/zHuqGs6xF097e4ejPg1twY6suIhZSMYUMQpe9yjQFltu2IsiijGBWa82YGHCxUyXI8ar",
-	"0oodtmrYQJG2ddzqdTvm/x8dP+0+7TrzQfl0zFRXZu6lhgI8sjw3Cen0ki/qWr9bU20T56+IfVg+7+ra",
-	"19KDHGRUlYNVEFE6hKADiRqkukeIcCcaiB4BNzYPQXY48qJ8ITV4xmdfwvVlyyZUlKhOr9NdM0bNAklp",
-	"Q5XbyU8uRLRrSQFBbeb5LMsMvU0btJotYvmtZpKjeWhxL1jMw+d2ShL7zMnthlZLQ/OZuOaCtTHFxwg2",
-	"XExnWm0QuxS7YD1Lb7czPN5wkYCjDdfVKqRW0N/I5GPPyD+JnIvW2lFS9xki6+0ynBxTiUtsk+Hmpuwi",
-	"8DEAbKNMTq4a7QyYHW2AbqQfxsqw3Ch12RgpeH+GKQDNzUKDzbKUoFM1lhogP8cEI7BCVDckUu3A9UEx",
-	"CFUXvR9ZyXvChC6H2X0KOVAQmGsinQNukONyx0/5r6upVIoPUxaRHS+Gh0zBPXRMhMRMoYm8RUnPDGok",
-	"OElyEEXpDseE+ciOOSSqZVaJEfTQbW2t8dfq9dbwMxSNvMrsg7KWuZykwksO1ouzlitQA2tUfIH0nIqR",
-	"CWAhP80SIWmMX3R1RMIpJuzWAMSOzMiUi+u2uWxtSI3O6HQXvHJSMJuy7xF2qjWbTAOkHX6+SuU10m/3",
-	"Hljf1oltg/VUiP3Tp0+fLvFkwRd222AWtXADg6xZU8ZyDBjL9xH56kkwCWaZqTrAWrzjCRN++8raRN7d",
-	"7il+FyL1xR3UWLl9AqSraiuto8Uy/5IhjXB6j1TQS39/vqYlcXcumNlQY9Qw75FpF5DZuHfCE1SRI1st",
-	"YY8nEcHaKrsNx7EcuFceB65KsT+WX4lifxh1zaBu6HbWzD/xUa35EMzzOlHvNFHzERdcjde40cKiIDNy",
-	"zW+ZqIbP3u2CQ1d711pVK+8vzN0hMp57W/ZtJ45IZcyVvWq1W1OMjDO0u2wfcW+H1UiWZU3lxkCtt7Tj",
-	"kSLw5mo/Kpj7HZ1rvNHc2m/fhL3OGNmZMpEYiaSorbUyEeFo/Rtez81ULby1NO/KnJRFdgOWXoGbh/Bt",
-	"hvRQPw/Kygc5qSqhrOeCyllCJYLSZ1DLZAnHbYIihc4W6BFx4LmB/mfhsfXy8vKcHHW7BDIoBE3JBQR3",
-	"kzN4wUAvFNiynpHOUbslgGtZl0zruJUxDZjhys1csY8xy6ZwuFOlM0YnZCboLeUpHabF8VzFkIt11O1u",
-	"lEDDRHK/7CaMmZgXC7lNmRTl4NzVpxYgAsUx1kCbTxjWg2C2lhjIieZPWFwZM/ESir3JGR6qE8xmkyEy",
-	"EdEohxB8CXWo3mp5JL/rmnJUsnIDIERkZ87TlAwNfHLn9UDlJrd8O6ZSMlX7IqCDKWudLhFa9yyg+1QB",
-	"sL5/MpFKk6NenwwXRmnMa3lCzEz2yFVzK993Axw30D0L2A3J9m4egCH8gOxYN6xRAwTTc5nd4NVbrTaj",
-	"0wp9PuquzrMRLsHTA77iMpeRnVV+8IJrtIlg85LJ5K5+8WLsjWXzP0s9ggrjq6OV5c4R2UHp2mDPnHIo",
-	"xoiZs4AEu2U/00BEkN6TMq1ZZv13hkkMZ8k100RNmdCgeVIyZdmECoA5ytNZBuaHgYhiKmKWprkPytaQ",
-	"A7GQKwP3ict0s2hr11pxMZUWggo0jlvG5ZLaV8WmF+Ww4YobPGOMaHNjoDtbS0nFW3AulR7xj/CK/bUT",
-	"y0nZ1drr9kPO1jORyTR9z/6YMbVpzMKpyON2GAwzqccoFA+wlkHruDVU7Orwn8Pe9Kfu4u+TA/XTs49P",
-	"L//o/zI/+sfNk/dZ76V4/DruntJnL5KD70ed0+Hz5Gz0w/jV7z+mb8S7KdDL2NrazPRXuU0+t7fTLB4b",
-	"9JgkoHqMpdJ5uRYjF0kFhSHF7CNo1bNhymNbJ6zX++Mfp//48ePzbPTLxf6Ty8WvP718d/1kHN+e0yl/",
-	"k2bzV5Sexy9/fi//VlfJ69ttSp9+pIgUyK+90yPwVfl6735eHhgc9fohpckd6NIaWVLp7+HFypktC+g6",
-	"S/pHR71nBN/HMqxDqtjjw4okvtG5ryxUVSFStWspbcDtP0TEzvIvG/aJkoyWhIpmLNgmpDo2CpnQnKYA",
-	"A3QDGNgmjhk+KCFJtSDeRkXlXumHN9zkx9MIgKR4i+xEpzM9lhn/FwRBHZPvGM1YFu2eEDWWc0GkSBdk",
-	"zDJWRb8Nj36TUgoPWj/Ou9IlVChUESJYtWN5CbQf2cImJZv3No/7W1bhrLF8Qj2W0mYGetCxRj2wPEtj",
-	"jeSKqhWllldytUmeQjgJYUoXqaRgQV78ffrP568ev/r99OO7y5/56Ke//c3uCILeoHpfKoaT77vJ//h7",
-	"2mrKZ2k0NsR58HTbELGMTWWmrbIAcfYzkTSi8B0Dq+8/0jk/uJoITIUUPKZpvmFUjMK8qOHUVxZH9K6l",
-	"Zo63fDB/pWHq0m1uyua8yy7Owo8ZztcXxILbIJc7tbXTWIIuSJtB1ybzjGtdxO1AtXSdUaEw8NSgClSd",
-	"sBl3GAbZIZcgb3+UQk4WZMesAqM7FTP6kIZSLFy50QdizvW4DaZmsIYJqfnIFvM1U393+vzHi8t353tv",
-	"Xn2HwDoQvc5B53Gn1zns9DoH/cMnB51uu0iL4ppMGBVq93ggBuLfYGAm/y7m/zdoouTf8JaBw38PxL/3",
-	"9vZK/2s+jHJDdET+TeKMa4Cwf5MeiVwg2FuZsBf2DV0QXQzR9MMzKTFUhUwZy4hiTJllGvXCaGeYST2l",
-	"enwCB+FVQgTFhkC4xI4UMRwzxo+ShN3ymEFJLK7JmILA2cYSvtkEYu2IHI12ibeZmcgYjccUnLz/JnOa",
-	"4QmQfnlLP5ffw6hWCI4j05QKRlKpdBEvOpxp0MbM3jRP03yHOzJzixMSXtg9KfmRVWl1UzMZFyNJ/k0O",
-	"Kiua+kfsVz4F0wzM5KoGYel+iCL0h/dK+FzZIBxvvsPyfG+Kly+Kd6nIlTQynXknUK4Q1DQrWP28OY8a",
-	"5zxzb+YzpGykm+YwmHflApRLoPq4PMMFS0ff5+8V4ZlFKHMJ+Gxo8w6CM9y5QVcJ152HGduVQHV5hy0F",
-	"ZD0pVnBO9dghC0bAz4RDdahna16aGm5Ms2xhPveu2ZukBCdPy+MjnARHN6OaXdVgB4fO+85gwRBn5vP3",
-	"8qyY6719G2rMfJ+/SwkUHSEyIwljUyzcg/ZtN76LusZZUxnT9MqQYLB9e3BZTNvrFvO+Nu+/t697kOmH",
-	"2sIgilA3Uz6z9Eg5AFV4DXmcb3HKvV7TEvyXrVxhQ93zaadUKYQmPA8Vnrc4cZ/W9hsmLs4chiFuGHJN",
-	"bxmZTU8qEexmdIWUFGcvIoaKPEl/xx4BKjqpiIviRa/yWykinQtih8M0dO+kiznLqZ3+vIeBed/N9LvR",
-	"kqk1vWGC2HJRqycPn/RRYGIfsstnafmakDb6jAosrcadca6aeYCLcGE/PqT7i/AI1vf21QqUY9ig5R7+",
-	"quicLmxpajent/t84jz91D/0J/Vpn/vv+YGLj1Q5MaJ83wbKBZsHpw6f+9P63MWxlyImYzlLE+hIAIdb",
-	"zdEo1oHzFmFYnTq/63nE7CJ/MczrHilSjJWnstQmCZ1svxuapna23vDAJPM2PWvuL3iy/V5o7vLZehOX",
-	"4LQIi+sUYXHFrvrVkbGOQvGiAczrMcv28pqGKCcoyCE4IX6AXTGXy80xKzMAbg1PucxRW1v9XvsHoaWV",
-	"75XOtJxQzWN/6tC1whzBaz0MzdJwrVjGrOlaLc5MMzZiWVZGWm8V4Rs+Ci0jdMOwhtINW22qU+SrlARi",
-	"jxDliX/Fi1RUElto1ZKwk2tjbcwGb6M+sGiTTqfjhCaM0+7YKqj+AXsUCWMVnxfv0HoiiqsGYQO/d5z2",
-	"pqUr1JRXAUzltZs+97lXXC6lk/Dok/P5vGA0ee29Tf2oBlCv3MjAnpyn1Gasc8hi93w6FWcOOA19+dbK",
-	"FOBMKk7oWVm2fV96yVPG8KK4IsUwJ14iHTcSYeqS6MoCsNIU6A5E4Ob6BRVCzkBgnnORyLkj80aIDsPp",
-	"gUcFQf4uQNQWhyEUAlgR+PUYRImasucA2Cg7CUdOYPU9p+1V1Ss5GuVngYo4DsjxCnjBmGH1IdnvoFdZ",
-	"fE3mswddWmpVD12m2v7baOo/Y3In6OuK7FhGLtgcNObslmW7hGaMgE/TyDwGzJ49G4h8cWDhiE6KkFQF",
-	"H/S63ulfMqXfejaGqDMQkZqBlSQCY6lCM4IuwvQUoUMjW+1E1jQJXko/2DZqk4iLmCcYSeNSTnlM7V95",
-	"2E2E6F+rs7k0zWEL90JRzPpztbTK8hjCCVOKXjcEV0Pk4GHf/AOtKa3jlgNzSMlDa5Mfml5E832V3Imv",
-	"VeRkq2LiFzqbxYZlJOE64uuWDj/Lw0uVpsOUERpnUqnmOLn7ii/NgSeU7z2eTahQmwfwB8NV/RY5iv0x",
-	"M6TnhIxkmso5hIAaQSMCfhNtE7xaAPgKv4Z777MP/g13/mlFkc7WqwSCeZwd01GeQGHxDZx/nxuzycJw",
-	"gzZb1rnu+CbQdkB3Wztut5qbzP7AiPuKi8cFHrozLQCqONwCtRpzGGAb4egfeNRY+SLPx/ujddxdN9xn",
-	"u8JhYIwPRPoUCwhVqzZ8zwI1FLuTQnMxY5sDeDDKx5u98VgvF1N2To3kF4rME15QtwtIKpwBijESIZPe",
-	"dRE8GRvxj2SKIxI1i8ewR4Clv4QA7C/1EgNTt57W//yN7v3r6sNfdwaDjv3n7n83fwwGf9n97/8Voi5n",
-	"H6cpFbSpr8iiZGLg0DkpY4iczulgf5iDdn4tIQSrWvUTBLerCc1u7pSriIFglbTHPD8MQlSwNFUP4/jw",
-	"0r0yYKvrGH+uAX558aEUJzD2W+EUk2TXwgKUgt/Q7CaECl896Q+wIfFSW5eH79n3PgduKeiazZ9bxYJq",
-	"kNnvJ2MTltAYmfBrDWbBi6RsYRNnPJuXWyMIOa/HT9xbZwgfiJe2j8tfXJH+VozYLoNw/YJC5M4DzqZW",
-	"IAGbaL390hLBfuMonjwxeYoxgcdV4zf7OKbQfu6rSNv331RkzRpkTemiDR0jVp/e+i0+8uzKBmEENGYo",
-	"3fc2GKpzatVmtFLIEXnBhpyKR8qq5HvwQGG/KSoWZJrJ64xOiJoyegPdgbQiSidckOiGLf52S9MZi8xr",
-	"WsYy3SVcFOYip6XbUW2HaFnJuoCKtewqY8mIq/FShotvGl7b3Xt29eGvQR4LZ/AC7AJNuPSo6tZ2jkbY",
-	"HYszpgnsrJZECn0G6kteJ310i4azGUXCzKet41bvWb/T7fQ7ffNsplhmA+xgLVaNMCu/wu+uFNMQbEyV",
-	"mssMoohd4wjoWXDnNgP2MFbXGfYgckWW5EN1JwDmin7n5swvaoECREkbTAcWRUg3y01MX4qEWTf5Q7aE",
-	"dfC18gLP8dUwjNVkNLBrWYFcaZmxxCGVhHfKWFUG0VwYqafW1xuVOmCu5dtLcW3UpGyW95W2IZw0Tdvo",
-	"24lltSphP9jz5RvqiGDLwmCawdklvd69axHJgrNQ20HFAkXoov0j37bRgUecL6Ys3rzVQcD4S/MArzWp",
-	"9TLCqlR6xYViMQZErkdrzVA5EB+31IF5FtBttqSYd0fUZVai1XkdFbthCZXJDtpu3Paj3WO4DbYnRbpo",
-	"E8UoeO8xVMTosAOBVdgypmeZYEmHnILYf+zTC2h1rDRddMgpGMrJhC6IkHogaKokGUIUVIS7i2oG7sBl",
-	"gFzh79yrF+iZqspExda2N5RhAwpDdiI5GmGhSQFlH/VMRbtLCU/RH6rcG2olCiNMNeLa+b3f/zt78ehn",
-	"s0mYJbFSoITYhmOJzO05OTHlgg0Eo/G4Q5BNTKiOxyQCW8qHXLL7y39FZIfa1MPHh4bGZjTWLFO7CEI0",
-	"Y+CQijA+NDqx8hoZ01tG3JdmP963LoYEVzHMGL1R9R5kW5OEdeAL7uQ9BEZvTPsUS0d7zoMHEgqed8KT",
-	"tg22ZkneV9DoGUKweKMaV6WqrgedfqV3/m8fPK2wHnbaM6hwYHuK3XIIT1hfNXy4Hn/+pmolZ+WcpNKG",
-	"t4wMP7/haUq0lOW+hnAYOVp2A8nDpZNqKmUOrkgQ7Coy0FpmJF8+Wu0eyet3ltA6l5/Wrnu05kWvzhCs",
-	"Ui7ta7T+8TVRs6JhSaCgK0tH0TGhgrgqt364qQsvPSGRkIJFx4R9tHnoFqNKBVptsyQpWKWiJz6o65yc",
-	"pclZOC3+nTAqxchWjxiZNysYmcrYmoRb+zbnpHCM5idWL+yZf1ad8u8X796SqYQ2dIQLS6OHMlmAJTz6",
-	"Y8ayRafWZbpNIiwIE3wE0bC1B2VQ2XdhmGq/u4/Meb8oRri+B88VGYFCAq60U9U+b6QJ8urcVb3E16yN",
-	"PwU4JDvPX714v7vSwJKfZLGkEAi+ZDTVgU4M+Ls52YzRhAuzGGT6TUW25U39OlGOu2qU/k+n05SzhEz4",
-	"NdIzcuv0gWJaI3Ttri5P0FgWWd5EyEHGsKcKJYBepCu8bc2VgF+6UOjtU4PzaOpaupQY8evi7A4CjMvA",
-	"b87DLJQ2tO0pD9akhrku5fC65TFeaDSF+1Ira7wFmIp3U0i9AnlNnjCgQBRaMJ1LAes7RTx5pMQzHh82",
-	"+0iCHA7ipW1WjxxhI9HCYF0YVG6EnK+fyZfHBofWGOZrXChNgxWJX0Ea34jbmEe8pmkmY4M5OxkViZy0",
-	"bQE9Qq01UNNM73bI6UDYiC4ylmliiBMGGUKm5xA8dw44IQRfYBdVO/xA7BSFhcy8UN7DyMd5joMgbuXH",
-	"1cEg9QnyFQwLcSsGJw6kztgNYeCSF/cGK92RRtqFl42ElGDktgepjxRRPGG7fjwo7tHGorUHYj7m8bge",
-	"fnU9o1lCQCO7YWxalaZbh6PHcZ/22LPhQXIYH7G6dXfCRS4zlJ2rp3v/RHWgc7XXYOq1KF0P1wD1EnKK",
-	"eMr1gkzNTRj+tS7cnVM9DoFcqfOAJ0rl9KSJN4wIF3suojh/f+31uAwQy4LKqHp0dBBeFLRvMld51VQ6",
-	"JBCueAxX6cUs5v3PQE4eZXJicCFmfKqJkgiGzXGMRauCAvgHwsEwZo+c+JBl/rOHvhIfyAC+LCbQCYN8",
-	"NqPIdciFV3fEATSYbAscssX4uR4I9hECHW1JEJi/Q/JKSR9jxhJV7mQ9EJHfHDhq+8iWL6ucjTcTmqfF",
-	"Mf0VMn7864jMb5WuwFHblgCoTUn+Vh/ABgRkHCq5DkQ9ehXCI06wnfOcKxtIQPi1ABuL7QGRTWg6EHl4",
-	"qrlklu12yFsb2slS5fI01TGBvMCcQmQzoQw9wcxKTNXKT73tZawp8vssuWYJSfkNA88SrKpCL3rYnTm3",
-	"hfT6lVbZqyv4VJj3UjnkNL4JYwXeS17ZCALjN5E9Qr2km9q4rZI23mKxoLKUYd8+ISOm4zH41i0EJ3w0",
-	"qrYCXa+ybHnRgRK2ijmxGsJlEQls8/jcaZKf0rFN2C0iwWGEy8vXWMl17OVVPlIB/DA7snwLnDAAlwDz",
-	"1xkVRsghXdx2PWN0TJOBSFicUgPoORhC0LOlBeXVEppl/JYl0PRkIHxyNqELQlMjYi/IkBGHXoAXEKLQ",
-	"RirIHG3LmGBz5UKj204BdXF2gDOGr4uYIQ5fM60KejsQkD6Q17MFslkAXwVjVuLHtsXbt/AmlCAo7zK1",
-	"DkY6KS9YQSuTGlIhUKJGTe1+aqJs3s6efTRT8VuuF1fXmZxN8eeNoqrQbjhnw1Y4mqpbRFPVejKuEVFl",
-	"CAxkAaHm82kLx7PNIjLkqqIt+Y31wVpa763vTOi2y30XDMhTJhJ1ZU7R6F+2pDGfttqtcl6mNUhfubxS",
-	"IF6Y+HClwDiet6qF5lK+c8Rr1/Hsaaf3tNPrPO7u9w3gwjJHFHpSMT3umlPyGvaHdlLbyGdzFkV+j8UD",
-	"m1Z1D037lwSPv5tDesxXK178UG757bscB/CwFn1bvELglRPCJlO9wJKBUlQ2wj6ijLNu+d2XRZxm8jAR",
-	"gZt0ZN4moK1MKGpKVP6sTVIJMoirgblR8PG5IyafN9KbnMKjXEkQmRk2BU6njbWm0Nw+Jm/eu/obigp4",
-	"JQzqKgZChU2/g8lRqzq7pNcP0GsSzdT+SkJIWTpm/75LsFeOntwusCBHx1WFOD3R7j5qb1aG28yo9Wdr",
-	"Spkv/P7a5ucmwhOScgW5mmg3MPuYj2XK4PfKVZVHhh4hZmDB5uTi9O3DNthfg/W8ZfMyy8kYJkhWnRgV",
-	"e9jBXbnAEnpu1lQ834p8l63DEy6cHXYjym4WklfrcHe7ETmHyKHN1nMXav95GSZs5cuHGvZlezktJ6nr",
-	"YDW/T15v/O1SOgJpGmt3Z/11vCA7Rniy7Re36NDa0Mrc2jjgqfWbJCv7mS9Xer9qZ3F7ymtKYhfw9or8",
-	"AtfwFIdeSpy3CqxDUlvAYMJGXPCAql1WXx9S0/S1xPtQ+YKNiB+SC/y1R7JZyo7zeCQpSrUoDNbDt361",
-	"kSnLEPHJmWEdx8tVlS/GPSDUA9OG6ALC3kqFNdp5sQ2efRtsBmvH28dtQsmL0x/yWgdRYZGI/gTspxSy",
-	"i5J3gygdJAx5reXNiMKvrjKBjaORM5HY4gToXFT6hEz4R5aQaUq1oYpYA2HEBQuF4m5RXDvHYuu5v2GZ",
-	"YGnruPXYDLDXe7rnPq2U4a7H3Tab2F3CCuapOON6uPvmqobTuKGa3H7+MwEtQTNIuS+P7bawauzidOpR",
-	"bEY9byi+6w3bPzoK9hssDrnOmrG3QvHO+mqOVPpVToVXdZQu7rZeDdj8TjIG9uXyDmtgsHKzMpRVDSWP",
-	"uLgmaqE0m1Ti3wCoVl1PlX27u4IZLVy0K5DYhK3FqW0cH1+9LqcrmvWE2xsDahX8s9cz/POD2W5s4L6P",
-	"hgr3P54F2xlSgw2KQ7B06h4Zfvf81Yv3xNCMSiBkfSE5sK3Cj+XRK7CfGuLQLJkbmhVsnRza/KpFhBE0",
-	"v9EAlsI5bgheMEsIfF7ZwjDB3D9bUqHtFyKTmV+0Kvc6aT5haZ2Ob1kdBvw3Sy3j26kz5XefPHny5H46",
-	"75pn6JAA6//jrueTMZw3vQ0FZH7F+i/QTjRojbzEdiShtqCBq+h0e5uY772LrRVhwSYpxL0EKaUe3GXY",
-	"JqSmR97JSLokxc/IgzJNbG0qc8tt8CsXpaPkaESGi3odrB0/LT0vMCxYG3vMYPSdGXD1TjqPN9gLz6Ai",
-	"gHO3hU8Zqg9PqVLYmq6oAus62c0DGYT1lfU3WNc33Z75gTX7YHsKS3KbHUHLCdNdGjGi6dOaFW30ukfh",
-	"Cnwrm+I/fJXmyCWaWu9OJCcFsdDS04lLMwEtXqem0pJW/q9KRVQ3wZONMDg3A1WDrKdMRDYwbiJvK8kH",
-	"5qlV8IDNNLV0yx8H5oXK1g3sIFy8V3vksUbxoJfVegTuYP3jWdnKmtt2glp+gXbWdR/XigbXeLtlLrhM",
-	"IlvlmHIl/e7FLVUabC1tLRcc/2Q+qVKd7g31JVvFM1C8fDY1JCjyQ1EikIkxzYQLErmolMhFlJkx6oWS",
-	"oYZZ+UZXBrhMqwma3uufwntQhKapnLPE+ctttdCdrl+M3Iad7VbDA4uIy9XhZMVia0wBp7RBgg3Jrgel",
-	"CM+njw83zHctnYa3mhBseD0O3kMHmsbiOtOZrrZVgDaSY1f7m2sS05mqNeoRtnHlF4tA26gPV6kFl9Vf",
-	"wC2/UbBS/3O7hVWhuRRhUuSOYamd2bxTGaqW1pILLMorsa69ij5rEbN3boq1+j+1SmsKAVJTNR3ITJcj",
-	"gsWMVZsk/Jpr1SZRJ2qT6CoCKIr2onYRNwoqNrWfQO8G803FcEd5Wrfur5Er8aGcNvGXYNrE22Cz1VMX",
-	"0o55JTOhikK2aBmNvlbU5Z1hvui4+SVq3pjzhQIOq4rC/ieur+pWa5YFk4fRJj2KH9QTvOfHRMiikB6m",
-	"kIhFQ11AK2/Y+YZSpoyKTT1ya/mRodWOtpX5/hOXFohLc5L6dpFlBTYv63yI7Tpd0nmb2P5Z+e/BVrYr",
-	"6NC9tqZtaC/bACtnXhfZ+6UNm7eHheJdeQJEM2gXyRy2Z3hCdixLu/eaElke9rMKNV0WYbCLrAPB5p6x",
-	"Zggg09v4guahECIPQu4xHmJ9srauJ6PYOfAEmqbvRhAXsoaM+am5lTLWsVDNZeCgjLC8YQI6hCkyl9mN",
-	"M9HUgefJFsCzurHzD/wWqIet3FDqLbET7e3hCHvw9RpNZ9mdms6u7n8cPt76pX5oBtLC87ReJ+svmfMT",
-	"Bp4mGLhzl/KvKvBaxFtlrILSL/dhqMoHWkuvcyrkn8lAZdZ8f/HSSwn6nmDzhw1+3ojMB4+iCJhtiDYq",
-	"ETtFOVi0KPB0of380jE2X7DtP9VATBnLrKELyk8E2jLuAIK0yfvLyzZJpcJ6Yvn9D4TtGWiBJSuyUFAl",
-	"7pDT/DpGNnp3h+LY6FOkdgxnDtwlXLmqdkVDqlxUsUUczJmYSU4GQrOUTaBhEU2lYGQnX2vb+vbADumP",
-	"6+ILQcoeiKPc8GZL62E6uteutCmd9FNeJeVTy8wIJkDzU4XK9vv9/pKoTsayq41iQfutdivTmGrX7RyW",
-	"jFWfVxZs+VJlIL6Fsg9LjVl4EP7CmgjSRYNryvKNyIMYRETkalipQZBoNo3aJMJeHQMRlVr97jR08OW6",
-	"sXfv7kDIjESesu1qOlqnmM/PDI9GD6M3bausypd8ZcXHNVGsMBSGmJ2L0Ca2C3UeswAFX4pWeW3bC8Y6",
-	"LjXUhrkPcWWLLvDriDh3zSIov3t0dHS0Muym1Bdi4zhxRw7yjmHwG5sipcLbgXulma6WMez12y1543og",
-	"OdSwweSGuKyQkHr//IYifVa14K/0BVQoPBd4/DDN95fZGN/nOFOpnHFXE2NzkkreHuQE5AZspJifyTW/",
-	"9QtAPVIEXbq1dJZ1s1fOIG3FSgwFzQhY2g7Xilz45gJcciLZbIVdTgPuEuEyp4pQdWMtaJYdlKhJrUiC",
-	"F/VS4gOlr9Yvxv4WuySyHIK2DUq4v9yh/EZyw6+lhqHOZeaRkT1mKaZXYp3Y4aJMFdaSRy40m1pPaqgi",
-	"O/YdbDzIF0xpjt2PMPnF66n7IG1e7skavnZI5KYhJUX5dRtc4izVRbaXudXN7NUV2Fgi4+38MWMzlhSt",
-	"RqEwXZtE2UwIfMM28WOJ+dnr12mkNdt8tBMU0+wQ0Eut4NnBSKb8zdr9GfE7XFAVW4nkgFTX9L6QsWgT",
-	"tSjl4mZdPWo0ykujBHLcer386V1S7gy0TqRmwSlAJcPHm6tyRhFVbG2lsd/6TzmUpuDSJC+tlcN8w46X",
-	"Q9/qBmQOPGsxGWOoojVckKHU42IZatN1AFCvXkcZ6uuFT7GQsjMThfI2yojSMEMjm/JneKDOKzkO1quo",
-	"zllGuNehfHUx3yoS1yXwmPHb9c+sH3Z4lUnB8kkehp37ZKUJTxgWFrwDstxH6KjDpdKaq4BXBfXaIdeu",
-	"1oOcEoUKiQGGd27pOAzYTYdMzxkTRM8lmuzbxM4PHb+W0IVPLdqQqQ3IuXl72WHTcP1Nh+uXcTEQ7bOO",
-	"ffBMJPmy1ny3jP+2yUivvTEtyMMonz3brGdIy6y3CWrOUBfbAGSMRMZEsqYsdn+gEMw8DBtGvDrxRS3q",
-	"mWLKuX9qC62sbmXeXxNltBGmjosvl1ruxFiamzvZk2m68VXePkRtlsAh3YvbLx9obTP8n83tZ9Z8Tnlg",
-	"Yd+VqSVijWDzEK6MZDanWfIfFeZPocLYj76F2+rf7231t7ut/ga31dvytnpb3FYv1Hi6QLV1aJF316tf",
-	"r1ANN1UxShMF2aq8lHWlOy4HPjYgMuB4w6xvwVYz6m/GA1zvfKOCGYQ0NwnlDm6FvkeMHkjLRvNSqfEV",
-	"3Z3yIwhxsxJ/dCkLoQJe96aslw84yGHZQ1lV3TXV9OaJNLpXQjI5E8mezvi0biGBu1160g1Zk7+OGSh2",
-	"dKbHTGgDtizx7xkrePvWyMJVXDI4ws/L2bq77cpBLyu/de5XYK0uncdjxMVybhhXfuUnKYoqSrYWGkSH",
-	"8HogtWvdHqwMt7V3ddPe/ZsUjsPejlRDLwBXCp0rLCjnTMltfBKsLwdeDNtLex/T9vC9Y8I+cm0bLpHe",
-	"Bo67QIR61X13Qmzv6oyNZip3AQE9lWnCMrwotYWbb2X/8nI//DLkQNkBaKMJK06+oi+qWsfuyychVANU",
-	"S6XyVvpL8vVbT/UWtRwRtSUZZvX8zxKCB5IH76LxrtI5baqZk8ByR894hQ/5IbTQpUd/0UjzsyrNVBrx",
-	"T2BzBJmwYxIVlCtqk6jsEDa/5D1R4N/YR6nRibXCuWyHatk8e/xnyLG13N187tmAtmmBXLpUv3roTo/8",
-	"zTyd0GzRJn3yNxvzN6TxzWzaJp1OZ/ducLjcaPYNGEKWWdh/FvyPGXNZ3M3YUDavbWZfK+SFfB1B8M/k",
-	"MGWB3hyngrz//jl5dnj0hEzxJYLMtVYHGTmuVwLwt96Hjpv1uIASKMwxUywheo4QybJMZi7Us2hAWYy0",
-	"39v3zM1FR8rGMaFBgu0seNjvt1uaa7jVn12/JzpMGTkTGoe0BzLWeqqO9/ddsmknYbf7dttqn4tbmvJk",
-	"E2mD2roRXvdIgDgbvleGuDxW8rf+h05RFvKY4L+ZiBckXsQpc8IH2cPWl0RNpUzzv+zToPhhTzpYkqjc",
-	"GVS1AZ9hy6iXjbCO0vrGMq8X6edNuuNhwUw4oYAxdP+2t28xVu2vY8/Y97sFBp05MFWjBOSWwpM2Npiz",
-	"2Br9jz3LqPdeJRHJmJpKoSCkOmmkJs+ePXvWTE2Ccs+s4cJeXl6eO2Ezrup3CPX1DjyIB3XHqsw0UbOJ",
-	"IdXOUHnD0ZBuEaC8oeWI5JVWgR/qBPjn96+IoBMnpSydaz20XMX+4ak7gfay9qB5s4ZgwEfRBSiv0ZFn",
-	"DLHRiMWa3zKimDa8WdXI5J+oZ83RvfasqVNN/yiW0ZHn5qULe6Ctyok0t+sYQoVd7cu9ecOQosyjX9ax",
-	"AXq9wqA2OnCdSPkfObrY6le07OtyEZlN6yavaLGPgceVmqZcJHtqymI+4jGBEZiu9m3bGDxqOFWBlw2u",
-	"O1x12Iap2R2XQKI8WdsHtNptLEP/osnyBlJxkW4hBQulXFTOdbuwd9jgqhb6LtT8cynWvJAOCipRr/SD",
-	"df4cxw/XVGQJsTlKirtejDZXCiuelbba37hwvrm3tWCliAP9qgHL+aVssOCskdU4KAyUaS2ucFXR9eZi",
-	"Tdgk2T33lZDYtuNDvlHTRNZvgFkJMc23ugznfgyGX1+ChKBd1XdBr23cfI5UJEJKEJHhAoSJ44H4C4n4",
-	"NDomkaVdETZhbxO3yN220dct8YrIjv876qhXRbHpiOykXOldGPdWprMJM2Pj/BCfipYVF/Ajjc7rj4gx",
-	"yRGUtJPpTKPrufzOSJmTAcsB7F1FMJ2zHxxb+0FlrUYmgr74PLka8ZQ528JVwYNxHBmP4DyghA6hikTT",
-	"TN7yhGXHMG8xbJuwznUHuvDbJMdX5+YY+9FuuzjrHYQ0MqFTPBcdw4GPpdKwIAlrhaCcfMHwohHpzJuz",
-	"LI3IjvlrH6S88nGwj1MW6ysU1eCMIUKF9LtdHEZN9JoTWnOpeRmIln+E8IJBs+iYUPLi7QVWUwJow3Qq",
-	"VTH97BiluN87eEyShZFiY4Kmvd3jgSB2LCy49C8p/HO1/YXN8FyRIUvlHH4xr8FVQpUIzFwzQ5nf0cSC",
-	"RpQxNG/I4L/HZrflAysgHYixCzORZqjpbJhyNW6TmZrRNEVD+C3P9Iym5NX5CZETrjVLjv3cVzkX3jBz",
-	"miXKjFW0HQbI1uYSbaZnm7hb6nXhoeLXVzdsgZBZgX4zlqt7iX0dJKHkhi2IedtAqPl874YtrplwHYa5",
-	"RcIJ5SncmPmHrZcOwT9awn92XP3ZdLHrYMRHHLgqA0FXFmxy8DoCyjChtSe9wwOISo+nOsLv4a2ZYlmU",
-	"f0KVmssscRsurp7irvwN73bIT4ZtHLtTvXhzeQ6Q8+rN6Tm5zhgDMegEKurCZtH6YROqbBcJ+AqvGReH",
-	"jbRpArY2dLTCgGbkhKVMs6SU1QjKAFI1oxsVRscYyjDE5rFBUPNwAv+xCFVUuoFKYWWz4zTEJkvNKzaP",
-	"7gqoX+WmRRUBa7veLc2y7ZfSY4xMD86dIvM772yc0yFkiDOlyZCt0HNg10017A82rmH/f5EmZEgbI5G/",
-	"m2j3z6AeBQUtGbL/RLeczQ3fMTRDnRjxA/OJI7R40VibY8iTpNp+NbLdE8N4JlzYl12DcKaA3OTymrxh",
-	"NiLXEh2cNK95KDMIEJzwipfce1oD0gt2y8LW9bNb0ETs87JXZSRb7dacZjbbJ8645jGtUK/819C0/Np8",
-	"+yML9om2pHFP4VvIeWPD1qpQA7YiB43rBF2NuLhm2TTjwrx0OnyenI1+GL/6/cf0jXhnqJrhtKBJ3uw5",
-	"vcbQOliBYcMGQnt//OP0Hz9+fJ6NfrnYf3K5+PWnl++un4zj23M65W/SbP6K0vP45c/v5d8Csa12zTUT",
-	"Ir8WCoIHnWe6tFncYr0I3crslvtO12UikZliydVwEWrwsiA8QbLqXkSaa7R5qkkmdb3rd3HWB0tmDEdk",
-	"mGOjepYxo7hE3uIi5NpgHMVVGWRqAKVW3E/FcPJ9N/kff0/9oxgudENJfw+OatmR/Bqa4E2GLEkwrr5a",
-	"AamSshEAxHpmLQtr5fbMY5plHJN7mLhlqZxWyvqUIbruZ/NAvEYLkv7RUe+Zd3pkZ0gVe3xYCe3YCDVW",
-	"HnOFNNsDKC21fBNth10rcyoKAhSOmHYZ+Ib83LDFvURKu3HWy88tKOSqWiHNkcsXfDJLzTEsDWliGSu5",
-	"nedyliagAcym92Jt2zh8cJ3elstNVZdrxEbctal3k3f8lY1mKEf9CDmvF3S7r0C+B2hT2RwfZ6GKS7Fd",
-	"nM3LxVTqMQPhoOQUrcYxFObT39YLJwhXs15ihvWaIcYZVeOKyL/epB5Gr1GkdplSAMGKzas9p3qsyA7j",
-	"5by4R4rwZBd3kXDW7J7ZYHWlrq+1MklL1viy8BWT+Vgqv/KW+YpMqdK2Za7TZHyN3vwDu1JWhIRtd9Lr",
-	"9g8DBHQpVIcLzIOTf6ZjObEqs8o/qXkpY65chXWvJ3qYZXhvN5ZSY+KaC2ZJMzaJWpuVvLDjhxxy/tIC",
-	"FvRZCoXOi7fMxjG+skRd12RpNW60irUVR1NaapAqicn0DE4pfHMXb9+c3x64g3SucCiskyiiMzpVhFbJ",
-	"0FBKczJPjBBqvkMuZmjAE5Y86x4djQ7iPn027CWH7PHoSbeFftvW8cHjQPsHO1p1dSpf+XfmhdISnoQc",
-	"O95amsd69cLInWP2EY2tB4e9HkG0IUfHhBmleppxxchB//DJARYDe0oyKhI5ITLWTKuKcLd82zXXLw8V",
-	"2i/Wd8kn7NiVt/M8YKmhD+akyr0moFnQCodJcS5te9Z2GU3wgh3VglFbBlwAKgj6HTCg23VMVSzOWK2/",
-	"S5EpZBF/rQpegg5Ts37U8NgtlBtdTF2f1LE0DLbVe9bvdDv9Tq+7YbO8CQhRTsv3tXJrzRMTBYGAkJ3S",
-	"e9xvwyV5Napv+/Hdy+2Xzqah0JYCo6zttH9MaJregQNUKd03UD2/muTCGNHsY0U5Nzjw9t3zR8oafrKw",
-	"SmyBpim3wtKzDO3ca1kSSpAXtgbBww0uaeWlIHCHyLXdfDWP10OCtYpu2J6JD9XPrYxcK9ife29NUywu",
-	"PTfIBkut/vzinJgnZS/z42DoWhmrV6xVTKa/2Fe/Ti+Cgys60+OraSa1jGUgODS6eHmKgd8XL0/3+keP",
-	"I7IT3R5ULMst+7BhjmnGb5fNcXp2ER729OyiYciZYlkYpH++eEPM0+CATiDZqDGDvSL0Vp5d0uvde+nD",
-	"YG3ggJwW8irgU1CgMt2oYES7RPa3bdtQcOo7lM+v8vMOifylRs7rCi7UyHHJiOzM2XAs5Y2C3ISRrHku",
-	"bO4lMFc0TLXCTDvAVbfkklqC1GppMJkwKtQduaWvL3UDzLPYZAiyb/sxyV8hO+Bn3gO/8UnuXodo6Oi2",
-	"H0eVYBx3ZtV+3+UeSeUVt1swxzuRLvIYre1LYZe4qa3hEXJwfQnmuiMzqBLCPxLbFkrtVi9cZs6ylF+9",
-	"0csqAA31DWWmlhgElp0RLOpyMWXntjvVaihZyc2LikUuBiMQnVVCmhJQHCwHiq/Ej13RF8N11+XOeT7K",
-	"46Ojg6PlGSl34ty3B2t9cBDsel8lWsuJ86rSI0iB4dV7Mad7Q61nfigUvj9ZAZJi5dt0H3gOshmGBgn/",
-	"FvLlY74KUZpWHawV5dG5fNdoTPAn5GQoKJR4WSVx+cBo/d8Oq1rNm04IgASJqYhZqoit6kmkqFjcG5uc",
-	"rc241rtKMMh3XCb/n4QR9f4cjGg16/mGeU+Q6P1ysKmsL5ydN1e2MHO6KDVh9CWIBMj4LY0XZMc8O8/4",
-	"7W6HnFOlpuMMCwlkjBSCbDXwBHTT/G0DezM93kOz4J6Bl4r2avRQTCK9LX9nfvG/q2ikVtFEpbJQEutR",
-	"JdUF1Yhb+QSKV8kO1SRlRot/avT4jMaGNFfU0+r2PHTo9Z+W0OHpOhRwhXJfXu0xefnm9PmeUeWfPSY7",
-	"oPnvGsTNf+4f2d/BELDrRyvhwTszwIc1bQO1i6r54iz4bHqQ1fu+60GusGDYZR6T07OLvV7/Kdl5/v13",
-	"pfMxAPZhDdNG2K6Ro1mdfHoWDW+TB/0VtLMiFcG0VXhp1+C9ehD1G2wSrH5pMq6Arkp2clkAIC66PYjI",
-	"jtt1mxTEw4/LA4P57UH5XG+DwU1eHfbNq1V43kgpGIHCKnnlRkPkrGBabxhxt1YboZi20BHmZf8Tszxo",
-	"qOKfk5vZQolNpjHwIm/ZFQQZZzJNDSBdwTsfymVk8OW1G0pAJrW5RCE1q/WI8GC05Pz2xvUPqBaHZs7e",
-	"vVHmuptnbsmbJQLe2F50Xo19LQPEVolSGOi9PNC5gq/5PG0HFbCdIPZBOKy53XOZ8jggkUN2UZpyzLe5",
-	"YcyItn6kEsQuYfkhCLIxD6/HLNtzlQ0GAoIKMqZnmVBkhwrCMLCVLlTetwCC/LkiU6kUH6YYkTvTckI1",
-	"j6OByBvHmxfL7Yy8FSJZwo+q9UP8l+o0II8L3i6gxhZXkXY3NvBR3qU0SH+DEjXWx4IhT9YegkkwQ6a0",
-	"12d5uMirWDxEGFRIivRk5aam7yOZkSmT05SdEMFYYsgDGTIyg/Ii5YXKqdqbWqecz7k9JaS41ks2mabB",
-	"ajinfgqCfeuYJFTTNrGyNks6JMrfivxaW+zjlIpEDQQXWh4TnFDhZryoe6pI9OkT/PD5c3RigF3bqkYU",
-	"MAaajNKBgMCKMdbA0vTGpgbmIz1SoOG1QWrmiqRspA3nsRgnBgJz7WhafEOgZJ6GDj0Ce/f4qf6R+fQY",
-	"XzdbG4h80JlIsbIv1eXhYKhak7vyuYprLj6SIRtzkRDqJWd1/I4d5rtqGzrnCzcDuNwWOEY0P7jyJzjB",
-	"nA1t9tZyn/dS9++v9jZtPg7G+ntXDL85i1OtR2fr3JYwMV+9kLcslhrbSiqs8W+AiWBCUidEc0qnsX6O",
-	"x2W5dpm5TA981DFhH+N0pvgt14ur60zOpm3ijdAud87zi95Vv2sdY0ZUvWVgDclFEL0d+gX4mh24LvV7",
-	"1x6K6uRiOtvA4uhWcO6GDbbaCVcUeScYSbmoLPwNZOphJ+wdBwJ/dQCwu2VXd4ONzAXLO3pkfbpqVdeC",
-	"cP5M4elz9ULKjdy9k/ZhMSQmuFN85dW72cj959FaaWvdY2VPmm823Id1zoatGlBQTa9yaXhfZbf78/l8",
-	"z/xsts2nfgrTk65XwQqW+NsdS3SZA8rZiiVXX6X3d/Vc1ichv9B0xnLS5nbzSHm8q21EhRra1g4/Ybf7",
-	"t9fdfYvOlcM/CmeK+bexJBx4QjEKtZS3XFT15BkpBlq/+rm7yVok8IQLZ9AMkIhGQWI1jVuVpdhIHi59",
-	"WmDfwvoGNE1Z5ljUia2nmRS1LfOvxlRZKpJggF9jMYTVdCU/gzw8oURCvFtdRkPCPqozCGhtoAXb+abs",
-	"WGVI3ohp3CHto853guwFuBnaCxr2XkHcXJwiccohGnimWDUtuFhiSRV1CZ4BYmUdqJ9CdMLlThSiJLis",
-	"jrFna03sxIjzmbPfOqmyXEjlcFVk3q95UdsySoUPgOwI6Vz2KaDarq3+4JOiUAJJUGzJLw0F+h1M55cj",
-	"WzUCAL4aPHQbzhQvrqLJmMCL7GeUr9cxJYRLkhn56O8X796CsgBiKWTjlu091ozpkLzdSjm4mb22OFSP",
-	"y8pz8WxFeVIkC2U5wxYty98LogufmPE2EyvO8kplGj4nt8DWOuT9LGXq2Kv8cTVREYHSgjGJUiNxXWmd",
-	"ml/3D04GIoKkj/Lb/+//j+DPCaPJFR1plkXkf/+v/3/le/M1CoNX1xmNGXz7v//X/1OZ/IRERY79lVdp",
-	"DF4eiMhLni49DmhboWFc6TV/UqhZ1m75ywU12ZWgLzYGNdZqZ9A67pt3G1ZmS6RV9o510prLC5RHqLe0",
-	"xBIV5v09rHzh3i9VESihCG4896gdPAahzWds3aCBr7zVmnngutQfP19HmYwd+TM/rs0bmrZ8HcHuqPDK",
-	"iVeLasQEds1XLB0hOUYFlWcMip5zJQNJML3yydQO5ii4wBpsVNf4hivlqvP7FeNHSP15DFWSzVOuiBmo",
-	"nEXgrajvr6bfuJjlN/Xzi/PAPRlFnNF4vKovQ7+7+RU2YkQTPMMHmwD0UngOX1sNEWsQDXnQtlGt1V9t",
-	"M2sAODJkI5kx8vssuTbElNYbLmwO79WIJv8mK7hQ30Lo+uvw2Xwf7SbC08yBzjM54iHBy2hcieMzU3yr",
-	"Dd6oeKa0nESolrCP05THXJMIX40cTxqIaESheI+a0DQlr0/fuprNardNopSKokbPLtZdmpvfsHgTgVpK",
-	"CVP8WuRhsmUruBnenCkVUBgCInxhaWVWjs/rhlJ5w0QwC+f0/BXmy4fSb6qBuBv33Dk8PDxckrVsTYL0",
-	"mktUMYyIZ0QhdXN1+M9hb/oTOqhQAoNSHPWA3m+k+SgccXMaxPKTWN3okyp9ZZTA5gyBcrMPVxJ4x4Z+",
-	"E6NxQ2kuETNCyYSLmWa793goG1k27E3XMnag+nrh2nc2DATHtqFoGYvlteCKOVdn4Q73oaYuqtuyMkvL",
-	"AZl3lgXswyD58lfWQACYuENIfY6cYetZjjgrUGSTm9n6mPwTWnEW2DIxTd+NwFy3VFcHwvW5/amyJQSI",
-	"gLigoCZbdDrTY5nxf9nolu8YzVhmdQT8FkuRR00g1F38fXKgfnr28enlH/1f5kf/uHnyPuu9FI9fx91T",
-	"+uxFcvD9aKXCZFdZP44P4fuGuy5qNTuoV2M5F+hMqhU4+Daocju/kE2P8LMDjVXBzYGiLtuajvKR1jMX",
-	"WRD8UwU0/4o5NaEDtek2RM2GntdoNfN/iNTbMlw+fvz48dpptrZGloVWOVU5EF7lEDsfKxZfvRn9+NOa",
-	"6bWzLPWquUNWUseeQSeWk30v4urOmbgJS/ktg7KL/1en407zWrlS7MVGesYs8y3zcgHG0DiZn/D9JhCt",
-	"cXEYhP2X1kapuiGp0uJxs1y5HGe+ofTaCm7eq+RXwvN6XOUXz60FMrL8cOzF/vz+9VfMPzXr3DLRtHyd",
-	"2yae2lO4g4gc4mbrpdhsQO23pPDoK7EESUtHOJYkGTZVR1rWC/c+c3e+XIbnw5PppjzPjW/B0nJsXCZv",
-	"Wdax3QMeMsHmyxHmDYlVNXo8S1dj9gYKnxNc11f5oPSQpiKhWULs5yovLYhfHZMIeUSEZXggdBLKKxo+",
-	"c9B3VXmGC/Aom8cv35w+r1exLDjNs+zpDz/+44/scv77z+cvnr56ff7PV7L/mr6mF/OD6ffDn168fzb6",
-	"8ae/3buS6CheoSaWtrpSXfzTyPHbHvdX0gIKoF+lyrqCB/ehzPpjrUWLCgT7Myq0d03Pdee1RmZuDvMw",
-	"6H0m5FY40BfIyX3AdNgQI29KirUv8IdIjV3vUItIyIp29n8R+27CLfO8ob1gzMzZQkxQ3h0DO6SAkwxI",
-	"ZUR+fv+6Q94zLJuJICGka1BS7bu8Fnn1c4K7wRSAX8eSTnh43TaODuKvQv0sc0O6FObVwqrp13OXN0xc",
-	"rW8//ULGd39hjTZOKFsK/UyA0tmGxlC3D+v0mJd2H8JhtZFvAI0DM4MCF2aTNuPtmgl9OtPj8AYxdCLO",
-	"WMKE5lDqVM8ywRJ0cA0XJDp/d3FJ9uHF/dvePhYIB4M/nCXQGvALlNurmsPF38Oz+05TG+yc2KQLnPG2",
-	"t48m5gh0kKYzX7GIz9CAdCSxApLQNNYexH5ncQS7HFAuWKZqhL54CxO7bKVnRegt5Sm0xYRokwmNx1zY",
-	"8rEdcjnmiiQynkExda7QO23WkNEYwhmjvLhnhMIyPJQpmaZUsGMIepOJofzOCW6+6nc6jw8xXUy5z6rR",
-	"G4oMmZ4zFNEnRTIDGftVb7keDwTGCOedZ7lt5jBl2R5kpHnRwwMxEP/tv5HnUhhKzqVQ5pe/YDTdUCZu",
-	"UKIEvWFXMVXMCgaGnqEj1b5miJrtOMsSQq8pF0pjaxzv1E7ITNwII4Zb+cJ8lrHfoS1Mx0yNEbHQ7dYc",
-	"MfW6GEd0Ok3tobgmon/9XUkRmUUsyA6SAmilY9siR7ttwkWczoDNHnYP2+Swe9Qmh70DOJTD3lGH/FJv",
-	"lEtS7lZfb69LuCAR9uP97UPH9T2OyA7Fg5tKiLogXGCgiRknK05rgQEUf8xYtuig580Ar/W7kX2IoUtY",
-	"Fn4GoTy1J7twdka+xsBQFFaNIMqFdfVNqVIkSvmE64js9Dqdo27X7/jUxfALu97Ik3kjJ9xOM3bL5Uyh",
-	"wE4ViewLncr75uKAuHpdoqC6qvkQlvqe0URZ2mQuOTq7pNdRh5z/fNkm56eXz19iftHZ67PLMzKWQs4y",
-	"Er0a7b0xgm50TOCalaYpw1gTBBY1N2IWwuxhrw9jCKnH5vJ4HhIOKwCaZK9FFTMkbDKVmol4sfcjW0TA",
-	"HfqHZCxnmZHXsoLGHbuzUnSCnR5ciD7+AjDp0j/Nr9hCPW82DDhCdiY0u2GJGQdpZb4CvfeeTVO6gL5e",
-	"2YxFuyfF4Pl0lCR8NGLQ98/MaAaCDlI2NB5Oot+HLVdrGyz1BsMenTOYGO6K2CqzxJwxAInrPeNiTIve",
-	"M+4X7C5zgkFp+NjgmYAWSdAHUKaQRysYwwZlBrk+7jlCumeeRx1ySiZcKSggk+U0BFlN/eK7PejwRXFw",
-	"LSVJ5dw9O8D4oZTHTChf2Dmd0njM9vqdrpccVbCK0/NXvl7b6nW6+KacMkGnvHXcOuh0Owc2Vgt4dcFk",
-	"XWcV82uw8O97CyjURqIAA3JfwcH/MWMzW8wOaCpmvUqjbMy5YmROucH+KZQRNH9EZMLTlLtCxwYXHDhS",
-	"YdUBQ+c6eR8fLsWrxIWBnss0fe6WXUlMrPekFNB4xExrbtCfuBpLZ8RVbj4CCliYOMy3jv3Tkr20f9Rd",
-	"Gq8YisD7ANl7gGlw6P1u10kMthmFz00MFwFbWj750j5OeCrfgc4NAklFp3XXVrqrNpFpYg4J6cDOhC6G",
-	"RhEQbLeDIkqejhCaPN/Nvmv57wuIcCeeaPjbB2ikj23B7QXtTWWawpri4lo1vYYuB/CtEUIruGeUN3hk",
-	"ZqvD8/4n+68rnnw2a7Q7WAotl1bEgbTeBOP/C+Lpeshs5dgDwIJI/hyuigUGckSKC18luX9oQ/fWEOZO",
-	"ZaaBOexBeQQ8BRDtDJ59ZPHMyER2HcD9sQMqVRJCmudUFUJQGBktSNl6HXnn++9kslgDrD3NzrWlb+VF",
-	"HKAMBpviRd2lNseHz+3NEMg10y2rRUXjYx97D0MHHxtmlDw89uAVF9VNHilXAOUuGCRG/LqRH0BxU5eQ",
-	"nzdmQ+7pugkaqnIMpm5PC3hERrM0HYiEjbgAU6BqkymDvHyB8etWy6iG9WLuvVEhKkWrjLBhZcNyayIC",
-	"sKlIbDingWQpSMLVDVFyICik9ENFCMzxtT0TzUsZoyBQc01sm4mJBK1KjpwMjmw6iApwcA9I3/1pAuQd",
-	"yZd3IQ8PgC+Ygkq2zXCwPSCi/g9EO0jfzj7afGwbG/8IWqqBj7/WXCw3psDoA+HZIXac+yVmu0aXzjuO",
-	"A0wYIA70+qIiGQgokjeikPIJY4O0Z9uOqbqe/UhV+/gNhAHXNpQqkiObrTEx7Js50Txv5VVqnqadyagz",
-	"EKdGs0raNgElWU8QbYTiMzz1O1Dy4uyvNIaxt4aKbRBj2An0foNjzs1MXtHobqfX6bbaLUNlDCBNEgiq",
-	"MHdj+ezkY8/vmWn5CabQYSelPCux19vvHxoIndDYjN1HH5P7Hy/aEttufmi3blgmWNo6bj02C9nrPd1z",
-	"S5CGm6VczD5Wm8lt3C9xPfKAV+cK5qzFvXr3RpvO8lsPkSZ8ypITEhWoB/p4zfl5DySrRKJwarCEu2pD",
-	"q+mRLcFdJkh55kszTXrPBLOtvS1JwmQe1HEKeawwkzGa6nEbfkQeZ1ii4UPxmA55yvWiXcq4B06KzaKg",
-	"H1nOANlUxmM1EHCFLLGkrE6ScEGXl6/b7k+ocsOySWFncQ37y2TdIl0j6XiZn88dqAdOWSD4QVEMgzvv",
-	"tdVjf/tQr4SyHrAWK10LS+6Pg+cTn8Y3ITx5DZeTGSj6MvIjRLG7RmNVWLXQuTELx8/+1ShDngJUKtLv",
-	"dg3PS5m14smYKWWIwmzaIa80SSTDoklazmJUwhKq6ZBiBfcyCP7ADADCvFtdYEgXQbf72ldrzqpBLitv",
-	"7t6J3GujqtqUcHtV2L1+NXmbMJ3xuNkAdJ7JCdNjNlMQC2zEDKl4IecVezOA8/Ly8pzYIYN39MZOt/KO",
-	"zGT705Ty8u3kRTSvxlpPr5yh9EpLTdNPsUzY3wZmtEGrbZYtk78NWj+cXQ5a7UzOtHkISo51cwxan8kB",
-	"0LPikqsKdu0+7RacHFY9IFTY7/+OvXkm+SFuetvWKNhZ0Em6VMd7N2Xi9PxV4Vfy8lSdP0UVdmrrWAle",
-	"uR1qM7R0Cyw17TZLPyZgztz00oJ74oL84/TN6/u/q5JLbotrMnroYl0CauPjHGlEMzvIDylSc2xPOOHX",
-	"lpEb5WwghlzQbEGMpgB0yQoOJ+Soe0B2fD/WbmHNDTH/H5h+j+u9M+GF+yyYf69937QYFoqV2bNblDaP",
-	"ugcbXPo9A8p7MDhsR7lve/t0lnDdCCbod4N3IBg/S1TZ2Nuxbs3JDHuQY3lvbE2O1G0gwK2jMyoU2uAI",
-	"taotKN/HZD6WZAe95G2s1reDL7ZtU4Xd9kAYIA2BjlnhKeyhZsgPnW3xyv5rPuEaok5XvIhxcK0HNbzD",
-	"FiCKMABy7wTLIwlLd3EHslOCHzQ+wMg6s3X8nLwGZxuW15IJFzkgOYa4ApbcaxUwCt6ri6D7c1+t3cU6",
-	"l+sO5z7u1cyXD+hdaP5T8E69hOKgeorR3YpQN3THVUa4stbWStevlIroxDqAbWWF9kDk1RS4KppZGUZT",
-	"BFrsFDVAhiyVc0IN18kSKzMOhKeGQnESa10lCdPgb4BJrYQF77ZJuWKHUXWH8pbZ2nPW6aZ2Q2QG922v",
-	"cmN49Hzv0Hz+wx3U24psbetVjmRGvIi6NilfyjHBMhHOoGVwfH2fBu7apux8YauQO/ImazU+BkeTjcyC",
-	"urRgk4DFnF3S66ZJ7Gv78M7nduu1jXhZ9X7+nl3VnRAVz7XAqLVxNUx/9z8VUcmfEWBSFqpz+AJ+t6zY",
-	"HSPUPDEc3UaWaCLnQpEdG8JlfSyePWW3Trpx4K1xZfQGvc8f1vGU4VzJfRBMHGr7e2gvD38wElHpmLlW",
-	"hDVUPAtJyMWBPjSrWoFsWyPYPSDLD0xvcUMeV9sIFu15vHoB0Dh1mQgNyQZjF0Jo/f6Gn6WM3rpcZ6MB",
-	"qQ65YFrbekx0wpKcGRYMNGNQ/1n5vkwEjCKWwL78SJ0MRF6yyJJllVcrCrGynyEf5n7Qc1tXfd4h4CqH",
-	"B6/O/6ac6bwIV/lyhtgVuOKK8HwDOIMX/jAMZnX4F4r9ugiMUYQrNWOJK1ZmR3uk0L1S0QyM6lfUB7Yp",
-	"H4vCc9EG0ccFBUrhAo1hrEdqIDD8hKNrXklBdqIhTa4UvxZUzzIWtUlkvZ1XN2xh/pxnUlxfGZYHsqp1",
-	"i5ongJnwDgRoXoHLJGqTTqez26SdNkea3bcW065XpE0XxbGXYrY2bhaRxyBVgttc6e0NI44eOoRtLXXL",
-	"nsy9qVsGqIp4KF/rAoI+aXR93AeDWoqmmLPViKRnmNLFBYkU+yPCUFhbATKytVJ3XDsBF+WgDPkXMYNm",
-	"E5pCoIBQPEFnjG/wgerf1jIEnkYzXZvMRIIF8geiIAKZnJNUxjdtoiRk8aB30YyAaUUqXxEG30y4Uszo",
-	"csKNa/4D8ham4/srMVfDtSHMUJq5AWXxOFaFhqJk59LhbMxySrNrlpmzKWHYYS+MPa7kYSA2tLthi6MG",
-	"9LfLcxE15qsy7hfdI8NLtOV+ixX65c8PA4lA6yzDZcoRmRUNlUOze+Uo1sP/IreuvpJzg/iK/4tVy6qG",
-	"54aUgvDl9Ephu71K4cwvHLUL4NpE8BCWq+a2e7QbFqiLXaBSee0RPkt4vibV21c6Y3TS7AshEbgK4e09",
-	"fDkiOxfgqtq7MHvCQ9x1/srKllV7IEoyC5IrpelCETllokPOaDy258NRF7y4OCMTppQBSaBTAxHx5Diy",
-	"6Vf48iNlCTI2sjHULEqoppXXCMU64QNhM4VIBCu2iRUZw95BJIK3jyPUUyyFHWZyrsxmBgK/uoB4iI4U",
-	"dnkRUYwp6wOy84GHn9rwNqhOPsrkBFK0wI0ECVjAJOA4CQTduprC0Wuq9B7MtffqRUR2XJFhuxQbOTdc",
-	"DESlRHLGYikEi+EuMsJSxcpc6hjEXI7uRqqN+Oe+KHQnSNjhiRlQ0bllIHk2jdnbNdP5DwOh5zxmHfKW",
-	"zf3c5+lMjVlijl7J3KnBswC7UQMBjWWuM3bx02vy+tXF5dnb/bfvLl99/4+2YxwQwo5nPGJzkuc2KEIH",
-	"YkSxZd9uG7uswIEB9zMSKY8pmWdSA+OddMgpzAu4yAUbiJ3ouKioHO1C0JR5irP1jvLJlDR65UfOFOQP",
-	"5mmAwkrQBpaxDL0t1S+k5lBcNDHUQArWIZGBhgjjG6Oic/6IpzrvtAcggQe28J+kXOkTwiE7n6fpQGDP",
-	"ZStmiNlkCJ4DJSESHfTiucxu7NXiQIpoKUOM/QKmXY+1XxhwtZBl+dUfZIdfC5m5rhxVILaHuvsftv/N",
-	"sX1DhyKe5Nl+gP9IyGyie3LiQyYAF3PUqlp67DDXhFBTLxZdgojSym05otZx63/+1t179uFTr917+vm/",
-	"tlKNaryqHOSQMZ0tjkm/2+0aGsyTY3LYHwjgGuTToKXYH4PW8WG/PYC5B63jQQELg1Z7kJ89PIozrnlM",
-	"00HrsxnOIyTmz80jKHDJJ1DvHkPm00URgWBJd8JVTrVt2LUNHDHiw73oa9/nZbhr3Jyk/JYF+f+3IteU",
-	"4hlX213y/XnfreN/felN86d2wbqNLNaxCniHdG+GgXHpJB0M+b8+pN16hSfXdks0skxxwkbaTFmbcNSk",
-	"PaEG8nKMYGXjZskOJS9OfyB6nMnZ9ZhENhvmSooIM6+5jVmuJ+m/ryTz5rHIlcx0NJUfg6Bhs/8XJF7E",
-	"KWuD4u/SFYqnbZLMcDOsKCkAybn+k2IxAwFNjMHLhdkgmOUGVnuHQm1ywyHTKG8ICoJ+IrHqCdcoAJuX",
-	"OuRtkZ09z7jWTLjunov8gbVbNnucc8j9qj7nUCNJZpNnKl7l+23N1964xa7/ff9zJb77U8tcjZGeptUW",
-	"W3Byruse9EYqtb3b7x/6KSB5/gYKGw7eoVE5h57adiLsFurJNVOJndTz6cp9D10XTYh7Mj/e0mwfPtqf",
-	"oqs/NCeOWsxqy34U07pvSxNDHmT+jJQ6h/s/y6mRS9YPnXMgezFl8ZcOFyjwpUH+8Bqt/h8QMjD2yMPa",
-	"XGUdt443yL7ROPf8fon3z4zOsP2y1zWP7EQ/nNnSOq7xX7Rb6PDoYi2mwc7N0MIuSzAutbhqUFktv+Ng",
-	"LcHCPZ1Ox99pNBBzOUuTY5vFrGaptrGwSdt5ZROXbBob7T/lN8xQdPTuDoTX1tKxsnxHtn9zLIUZ2NWS",
-	"6ZAqEzz2WVrbLw8x4coI2R4HIjvAGYkRxyP/1N+evjmLdg0vi2wwbJQ3qYaEiHKfUJuvMxBSYBscyO82",
-	"l8ISv9nrmJFETigXlnUpt4DhAtg8WqGKOjFoo6oNtNshh91D8Eh53DvvmLiaHX6fycll0b7y67HGrdva",
-	"TqWhvk+7T7tfoMXtPfDRWovcSkH89ehzrfHwf/jDF+EP1ebMDfyiuOZ74h2f8hVsEo7mUVFDVApVA0hv",
-	"qUdwKPTsDkLzVw8+uwtHXyMCrdJnfrPT/YFp/2gfXl1fiaRfPxRtq/u6B71+tWElP8Xtwtc6JMohA/1P",
-	"UQEbURt1WXizPRBWNoJBwHCA5ZfIqavGFNVUyIhkbCJtcJwnOCGlMoAJrzVHsN0Xlt85hm272LV8+V8l",
-	"em0lirn4tW8C1fIItrtRx+ksXOSoCLZE2C0KzLT9yo9Q3yW2fXTq1NEO9JXB8uFsMQ9vS3lQG8MXxJ1c",
-	"U/wmkMfC5ZeyFpQlvn32Mc/AbswUzoPj2oV7TmlwtSYs5tAOhw7lTJeFQ7KDZWE5RK5NZ1p5uaoxFQkg",
-	"Ltpyc7tBuTaZhMyRgQC9fCwVpCC6agYK+9UTrGMJ+UUQYtq20RgQV6EJmAwG4lpiiXw+AuYFs9pPhJyH",
-	"2NgZHs0XEalgLlHSMKq3wIpX7kOi/XW8KCkgXBVHxr9saOSmstK2sI7XvWfgRe1/ssR2qdLzht6wotgL",
-	"oR7YunpTnhULyqqiU5oK4kqSkhH/CEEJVDuA064LSMWGkjKafQ+vvKHZTWsdHQe+uR8dB4YqSm3ZtZrT",
-	"QkNQkD6tgI68bvsXhI/Vr7+VCbsTJHGx52z4d7G3bqEkBM2z54WEVICjFCSyMB6R4YKMqbCWU4iKNwg/",
-	"nE2mUG4M/WJNieD5HduU8DahNpR6IKJhxsX1FTRXgAOJigKbqlw5Nq+YBLH/7aIYka1hxBXpd/s23kp4",
-	"NXu1hOirqiW2+6yoLeMrKBwCpe1yoOA7uE64uN41h+J8hljDUNMbrB840wMhR/lnNnv+0qH+ZKY0GdNb",
-	"Bg5ZlLrqNMDsJSFDV56OJWQnmk2jYO7Bd+bgivsVF7lT6CtaSzcTQNeWB88dBG1Uu6x/b+z1nTv5EHM9",
-	"jWM21Sw5wRg/cG+79yuC4VexFgKglHl1Ad4GoKtlGNemyduSPznTe3L0TZHAnwylUTlhIpFB7Cs501dy",
-	"VCdNPkEKkA+rHkhBdpBW5oSShOjkLkZT0rxmS4CIdcipLyqkUP/FUB1SEJ1iiMPusxDJuKQ3hf76bqbf",
-	"je6VaPwH+erIZ468hHvlK/uSWIcWLXnLsm8C496AcZAKUghDvj9DZtgJhQkqYuxAwhXBNCQ8w4HwiJjT",
-	"ydrYDnAIsUq6QukKeWbHXusxSi5DprQnmw8XOY/ebWMHAKiPTSsZYBZNB0KwOUpFHXK6DItPbMXgW+z6",
-	"kCpJqBgILmKeGPkoN9prPmEpF6xjxRQbP1miMkapNaJXvkEjYxdjI4XIZkJwcX0C0Vf5OBh/YnYspMbk",
-	"LnPA0JM2YZrylCi6MBrdIih7XOSg9G0EMG3o/Fxb7ij26Qke/xE0GmgdnlaZ2t2yDNr0eULzvdM8hz7N",
-	"wbLf2z6vqk0KKojmpMLOX2SQ8IxMGFWzzOjaFhPXiqh9la/kTx1P67axTjhtfvj3FkzLvUP8VvJrwV64",
-	"USy2jTVdDTNvYeg/NbyYLawDK3Am9wYnwh6cgxH8+4sHWp8miSswXyl5QHaoJhOpNHl8iJz/8ZEeh5oc",
-	"GSZbr8bchprzbdtbpFKvvmoPITPIktbSvnpiJSZraIc8DGoWOqZqjIZ0qHvg0mBcqyi7EtgOZjhGttln",
-	"RGZC8xTkE5wSZ1LN8Vxvkdx/K9W0MhrfkFMvovnjBjYIs5evUyOrmDlpMu6jE6SIaDohUbXKfriY+p8r",
-	"8Ok0SermiiV4v45zCz5fz5z/3kY0WGx3uQ+BpodGXbcoxNMU0xuMMkI9S8Ej5UXj1KlC9xnSDCuPu8Zj",
-	"kEns57AEkA+jjbZDvo0ipPBAkvvJNwfVZYvbXSMsylVEqcU72TN6UM64DGe/foDT+sf9RTx1uWulMaDp",
-	"PUNUcFk8GXFdXgwueu92GgKL7gEv7o8bfbcZA/oqwUTLgNjFEX1tYM5DiB6UOeyPmIjZXsKc3bqJU+Q8",
-	"GQszpFJcs4zA1xBLT6GxFRmykczMqkdWQW0Kef3efPmCbWer/SZI+iOF2ycJqxg+70zhPVHYn+K4kFQx",
-	"zljCh6pwHCIh2cE6Q2YUrMIHdUDMB4rFGdPuO8xpyG1oZsaBGFMFnRAbyp6X7+3BMNSfpgFR/ZP5NrjO",
-	"VhDxxZnQbElurczKtRwDu+qQdyJ2OGB0LyOPtNHqbDvrwOsQjORSbFHsQ/dzhD6iv8nRCFtzi4Fwv2Hp",
-	"+widy1Z3lKPRrqMr0LUbrewL38ksRyMvKMVWQQD1IWFxSo2+GCVyDpWd8+4ruCtDqDCgCnJcYfg2ocTV",
-	"ESARvNfB6I+oqInjcmRz5BvZ2mIkYzqDfkQR4KrdzpAVPSihT4EckbxJ+SNlv9/DmoLk/2Pv+prTyLX8",
-	"V1HxErjVgEPi7B1c98GZ8UxSd5O4Lp7Kw2XKLWgZtG4kqqU2plx53Q+wH3E/yZbOOVKrbTBg45BU7cuM",
-	"A03r35HO0fnz+2WyEGOriyVrpu12/FU7k0Va0UWn3dIUXTOSKm0NFTE8e5AVKKDyMbTm216vojVonVDi",
-	"WfzsUM34EpYRWYCr6B51SypjeZ7D4PAwucTkyZTxQgyVERyC/Kdng3bv+F37j18/Vahp/vi5Fkuss1aE",
-	"CIO0+CdDhVTVCWFbwD2/fmQBkM21mNuEzQsRHl56sR0qnucEmzHrsC/ziOPY/TRCWmTGZtJ/14R7CMRg",
-	"3DmZtttOw+m5NSlhgV8iAXXaTlsnjOSVQFSsU4BhKVcdnOel3Z/Ce6KthmxF/QbI0mUhsitpprXkVyrq",
-	"6nWOOr1OD1BD5lj11Xj79k0jaRiTX0oFxA7u6HJPIHODuSwL2eg3uvRaZ38M8Juue6o0oiAXBTQP511N",
-	"fjCCZ8xCF1AQ/MZ9h+zPM6FLe2ka/d7R1qZlNNuHyLjdQn2ReP8oWmzwPC32FNMzioZuZXmOxFjjPakK",
-	"bEKKIcH1h5qGKARyn5KVufMNjDj37UPj9Exln6JuHfQi/fxFPVNZtaiz2rh+rHTFTfbJJ15cR2mnUsWj",
-	"YU2l7+Wh1swDykZBoQi4cOuSh5zVokFs6jH0zlB9BUWw4NL+wx0gaRJUawwK5PQIGikCaoibmoBJETgb",
-	"D7O0lVQp3sH3VguAmtWYYLywdQl9FBfsK5f2QVYe8CJq6GQNKQq5pHcjhL/iuREBFWqkdS64WoVpFfPS",
-	"11p9twbMsjr4Vzb87h4N/QHhLKP1iHm011+g6/Jb5VAYTMwkoQHxITFxs9bax5FwXvpz/l4v9h7EJsrK",
-	"RyOMuBXR1hXIiH0PspI17UKzuShYLtV1a3XE8Rya+qkjjm4I20Qca3O1R96dhx7/WCDg3wdEfKqodZwU",
-	"sJGwC+EO24Wmwpe60AAK1Ejb6VDhfLnjtB8zVk91Trcb9476pCbESm2m7sbAhyp1jV7KLA1BEBldLEOZ",
-	"jVcBTncg1480bKKVQP2Dsg4iDgoGX8IfwVJyMnHQYCNfUxL3Gmihd06NHq17XW/X1/UivInlLnAObkoP",
-	"E/N0LZ9zuZJ/4b22U1ZJamAZ5Xa6lzqWQNjzYJdvt8m3se7h5907979dkBPc1kpgr0YTsM5p/LQNcXh+",
-	"nudN+xbhwDB1gAG3osGVsUKazhfVaWvZgalTh/Xa1g7+76bwNlscbuY253AZOStfDuLqFMhRDZsu59pO",
-	"BTpDibPOhMQgok2viNmLKoYxVL4alqC/1UQqgfWnWGfkLz0IXSXVpCqtMkSkokuqskKoa4QidIo41Kqi",
-	"PsZEam5YpheKNQHysXbx1zeidUKRqWBrOqVdwTpwix83A5I2fkObqBo9z7XCtwWoRs/mN/NX1RpEhLcR",
-	"ojusZUUJ23flPY+W9ndqsfHcXGLfdSfdW+nr7Wvbqa9Sq52KmfZ3zsQdeOz65fdLxnRpx3om9lM2zKmk",
-	"mk35fO7svyvW6XR2z/X0e10rW+i8Pc+5Eo+WoQeXs/fhG2YEkJpUZekzqUorvEnrdEUueGaSkOtjRTFb",
-	"Td+G/TiHbrwo/03UzjoiN3yGwZzsJ5JLE0acZ1mNZWq3Bas8Nt278Le3gdaQWUfFnBMt4pTE//3v/2Ep",
-	"FTnQv0w5HguRiSxlumApRaIiB5KPaMxF0Ya6DjxPzTpucsrIf8FFfTTt/6Ke5783bOy4MGUPqdb3LuFh",
-	"wWS2hovq+Pj4eAMXFdkZ5OKKpaVx/8TciZ+KRNHIiZOb9rVYmkePjtqGemXYWdY7Pn79i68DatOLGJJv",
-	"M/c+dFNxZH90B4l7xjAlFoE/Kol4AyHXltnCGRqYITLBpPpVDpwBNvdP1+0XVRS+mXWuFjc3brD7p58J",
-	"bpZ4eq9xwFtKav0aFq91t9DWG4IbXCluvaLmEyZUpgsjMtbEWrCWW6zYtsMlHyp42p2XMwCBkP6bDjvF",
-	"4HAueAEOdEDEwrKTsVZXclLiemM1OIeqH6gxd+bXSIx5adw96VosMZjra71AeqoOSrvKVPoXDL1a2hco",
-	"/Xz9AhK41kcsFn6TXYvlXnQdTFDMaBjL35PFT83mbbTo1540UXoDG3z+dH7zxt8BpBM3TIPw0YlMzHO9",
-	"RFQdcL1lQKhTS1Ko4NlHGpBpS4BtbUo1LgQ3gCtLTmXwpENAn6vw+xPPn1EYlhV6zm7eMFvwuSGuIvdW",
-	"ZHCQM8EmeqjcEBa8yJDFBb121yC+ilUUOa012VIDNZuf4Ry95LFWtbIOKge+3YcwubfVlxLnD4lvgNlp",
-	"S9KJFeI0k6NHtdanj+/ZTGclJPBwi7hnwrD39OpXSPBzRdNoWFPPheJz2X1/+us/BxdfztufPr7v2Fvb",
-	"QhpONxI244pPkIeH5ZpnnXUr+UmOGtuxnQQIqcpKiHvAfjv7/ePnjxcfv3wesH7/H+z92R8fPz+FnSSa",
-	"kebg08eb3nOCRGJcoj/133/V4Bainm+5tmg21BcXS3Q3RYRgRZxIUUlvnM0oC8oGMq1t6tDckl1Qoz91",
-	"bKgayDYRIpxBHPfeDJf4pbvt73XupYEg/HS31k2u8FTp1TawG04sfQmy6nj08OjYSFveI0W7GbY3aoIZ",
-	"t2PI7SO2TadVfPac+0XqU/1SoOPtsNS99TKgkKc3vXFK+XApuVbtMj0ZqvTmTfjC/dksjSgSNvhw6nTI",
-	"4MNpu3f8jvHSToWyNKaEnZ4N2LyQN3y87MOX54W8cRrkd104hVRd64kyzz2jC2k5WAV47PaDZUV4HV6x",
-	"VbfCStXqKxbA6SO9nbq9Zdvuk/5QpVhp9acRBWsLdnQ7LI+O3ozx0UuZwT8Fw0/dQOkDN1r80PWTPnRj",
-	"xA/dSPFDQP351c8fodIbM58W3FB6HlCutp1Z2KfkQKzvQuD5oboAXTPRtcRSyE8EAlgBqPeQfIlIS4wb",
-	"thCjqdbX5oTxoQJpk4aVio+vlV7kIpuIjP352zno92GDCJtFNmywmeCKmOe8J5IPVa7HPGeiKHSxPnRX",
-	"bdmDBvCmsPVCTt/ro4gGeWYgfy8SdXcZftNI3H/cq0s7vawWCEFjp208gdvut/hEoa0e69xtaRR4hOG8",
-	"qf/WfRL/Fp+ofnt6NqA8wchuxJNoxzPyMOG9aMHXqOroCP3ZqhTdWV1pZjCUuD9on27tkTrp3uEfu0QN",
-	"Ce4joIsEmvVcT04Y+dIiy9TZ+nORrYsrPme3Hjq6qGLB2lU1bwwsRu9OwiFYVZKYtbZymM7vYBW95I7b",
-	"V6jxWcu0m0hWE/M0IPUTv7jEWRNjpYfie6jTRXwUt9XumUy+eIBbRp+9CiITg4Y5swVUW4f9Jg0f5bBt",
-	"a3g+Y5EbImSLdvV6lPW97eUnqtwZID8St2e/seCFgvvb7orsIKWRm3eVL5D8QXaXr5N8xgbboJS6pF0e",
-	"I69EwxRMxaYu2Eg4SSVTlK4mEKPGg1SJRcS9HYH0cGvFbL7WS65m89+qvrz4nXbzk9Sb5QDqtn4HPuOX",
-	"vQv7FrfKlQxztU/PF63iq7rV8V2P9E0CawXeuJ+rNx65uDvjIPWjuxDGfo7u7Sne6pVeJEyX1kgElcQ7",
-	"WUJRAEqdj4DOx+4Sl4Vp7bBT5u9rgOoWX9n6bDwV42vUMfG9P9eTydpYgevo97FOvJyuO0XdEsHoYjkK",
-	"9iydA/sQW7DdedXek47GimRp3QF4BgMI1HFw3FWODDOVc5Ow0RLK7ZJqoGQdJDFFqU8Kiio0LFGyOePB",
-	"6tWn40Xo4wsuq2/ksfhhmKy9s/FWExw74TYwYN3LVghPd+/8n5duUdZnK7gjNSxsWLldFow107s7+MG3",
-	"bymmeE117uyA1soLRESU9+IruWkV97GI95iXVpGabbmIG5IU/KBgm9WzFIhgZUUWQk0MHk1DiBn136zP",
-	"QgB0po3gcvDQ0737F9jIT+3YhzFsY8ngZO3tPDk9/0ivjCUQP3iKLz9kF6jq1QgVT9Xbkm590oSqfpUv",
-	"TyKi/KG6FmJuGA9uc4B1A9yK9W5WmMAfgU5T8YnUoHnu79cdJOEwnsuo6bVobLCiJ77kfwvgtYOySEZS",
-	"uJt8186v7h38fzOE2o2+hswahDHkFkAOOwy+8P4MyMWEVuixCh0N05zZ26NfIAQR177h2ejrnkuFNi4f",
-	"5WI9SJrfEtsA47ie7wkYx73qGTO/6xaGUcZ3IR/l2aB16DFmylH48hlK6Ktv9adWQzSKbRSRn+a9qaJF",
-	"NYP7CCrjso5QF324uDhvDlpMqAwInpnVGAM2HXa2IjTMpBmq8y+DC5FRiR5HgmjWxKliKU3VOV/mmmdp",
-	"K/EA6m7bDixXGS+yofJywRZ82R+qofobS2mkbZmlxDqDbWaIUo5RTBVAWWyxxLpBxgrhb4h9lomsxHWm",
-	"avXWSe3tVs6EsXw2p0boJvkKEdihMPJPJW+dlGuVmfqP3Vi4LQuR9ll68zrBCO6IG/HuLfvw6fTX9uDD",
-	"ae/4HcVzmVvsEvLpQYMzluIvqqHik536x6GPtW9HOlv6FwenAKYEclwaBh9hd9qZGOsMmcWtL5gjawMB",
-	"gNLF1IjxZdpx8++v44Akb6E8E89pTChTGD/uYzGVf5Y7qx0yweZueNT9xDuw4SfVSrrDhULYVijWNBrK",
-	"QygqDyfMUBkhDKL2d8p56mGNIAsBPgSQIkihhJRm0+qwU9a7vSWzaaiAQo46QGvLqFI+Ya+PmHGXbNqY",
-	"LT8Uc8KOb28T9vbo78lQve39Qug7dqGLawxlY5zMB89h/sUt7mTJc7jK66srlMj/ciMsEjbVSpfAxZL+",
-	"y8lr+9RNfHpS8ct7aw9AloJqHKqvHnMM5XxUZhO0Es3cu1C1YqYE8HUqXWn5kqJqJTPBs3YuXG9EBtTx",
-	"wXfkvrr0X6XR/qb1qejugQQvoDqF+L8vMUJHLq0ilA1jUiCaPoDCtlCRqzFhXpkgoBBNBLnpEpzBCqCN",
-	"MvPAWI7NqxXm8nozmI6bgxrCMIOX7koYsGI6f2skjQAESNAG7lxfEyMJN1KnbYqstMv2qJDZxF1KyyJv",
-	"9BtTa+em3+2iDqLWO2M961YpA8luWu8wRnet8bVmN504uxjeP34ugVfRjAdrzO+vJ/kmvQXRvaO/dkkk",
-	"iO3ATekE1R7fJqfgyXvy4OXKi9Dz/eYSrLK9VyUVrHQJVtP50mbwhs14+KLlJ67PbmJIk/FUKvYqml/t",
-	"8mYqlLu7Zn0GqEFpa6hWBfirfdb3th+b6oUzyd3Agt2AMEZDFVlZ/vGJ9jqVTEIkBmIjQdjK2QkBy3uy",
-	"I99JqxnW0qzxO2G4eT+b+6maFmeRsJd21XcHySrYsLV8SsEPsMUC7PKTdtljKmmbNIIquh9yBsKto540",
-	"ABxeaKbTXQXuAv2hWkyddes2TK7VBEvy3E2YIbgq1ehhATQYwZ7T4/h1j42WVhjg/aSQLOyrV94OXbUj",
-	"Ij/I/ycnHDI5gSTluyYmxGpiS+Hv3vnuPVoj/SW+iZM8+kP6fpzcPGYyhEj8AaP94Vq6p2Bi7Kb4bgu8",
-	"/Y57ujh0g69r9/yVp3d1I4eqsxCCMDavpcpYWnnl0lZwQPGZ8GUmyPUfPo39fwm5qBZTbsETEPEb1hmi",
-	"I68TYpyyq0KYac1v0mEXy7kc8zxfMqBb0UDLUnOORFtJUSpnMJqkQUZ2NJiovaHyoNVkbrDm26NfIvjo",
-	"laW4fkoebr0fl411095VYpHct02Xe7pwwfxzRe4nqHLZo8Exl2ryrG20nl/9y+Ai5hb2htscQCvm6B33",
-	"FVmVDxTywdRYJEP1IC2MNaVlSkjwli24O93dHlDag/WB0w2npLV1DlmoFwYYPsqqYqdRuRQWkmqB9KPk",
-	"buvd3sJNxqBPMXYlVh7IE2oSzHjXiMiviB6JEDtWpimfSzX5DrfZTWLtlup75p75eYLakWcZ11PNZ/LR",
-	"OmFPKMdtXHwnsnjBkExDcTKCXVMgGONcggua7A021sroXLQYN9eGQgZweDvZb0M8l4APFnD5JAx9fXUl",
-	"CpIQnXvaLGkwbREPaR/qwQz41RXkX3G0L3k3wxbWIe/wPBfFfoCSKLgNb2Ry29yTkL9WL1G+a4wEL0Rx",
-	"Wtppo//vv9xhhakkqxKjTh+CJd3nP4Afoy9jMXVLdnr+sRM8z3cwXeJbv9u9m2pjvzWSxg0vpNONpiq1",
-	"iwCKG697/9E56hx1Xvf/fvT3o8aq2aW23f0KYTFZM6062s6lsUKlWNONHag3MbV2/uDFKXjJUzYSUwn7",
-	"7+I/B20riplUHDHWCn27hOwwVc7c9NNr4HeNv74BWjItzQOXDyHR+fCJLHy2QnvhznMjrGvDsKaVM+nu",
-	"nxUYewLA8lJNIOuPfP0e2q7xEDJ6gMuJG7koVZVwjFQYafQaxKZ/+I5fHwLbsmYdTta0AqAs8XlGgQg7",
-	"XfXW80JbBA6M9p2hWzlnv53+4SxCjw1HCmouijZAv1UkeVFTEVbdigY/PMwA7dfaZs0Zl3kSYVIkTE2k",
-	"um255abOElU7RFH1LcK0cHYlFlE2Z+dhYuCqDlUpZJEkuB1bewFu64e/BmrQMpOQkiyBsINqtUsb2J/p",
-	"JfDcmneg3ZTrCfIhOVXGjC0EnyUhswD6VxUvRm8mnbNieXPuxLQGmD5asilXWXIPpB2FE6O1TNoqrFgn",
-	"Vjd+NwIvSSRgAXLlYS/OKG3BxEwxbaJ/quu1OhIYG7u7CQZu9chyqQgYJRBoxtM7Wd36B8FzO02Yu5VI",
-	"JYxJ2EzYQo79gkvDMj0u770O+UDc9e//AgAA//8=",
+	"7P2Ldts4si+MvwqWzl4r8owsS/IlibxmneVOnImnc3HH7u4z08oxIRKy0KYANkFZ1mTyAOcJ/i/w/57k",
+	"e5PzJN9CFUCCJKiL7aTTe+acvXfHIolLoVCoKlT96lMrlLNECiYy1Rp+ak0ZjVgK/zy9pNf6vxFTYcqT",
+	"jEvRGrZ+YqniUhA5IdmUkZRl81SwiKQsSZliIqP6xWOimIgIz8iYhjeECxKcTXbf0iycBt1Wp6XCKZtR",
+	"3Tq7o7MkZq1ha9TaH7VanVa2TPSfKku5uG59/txpvZEhxe6ro/nxwxs7kjBlNIOBKDlPQ9bUzd5tfy+M",
+	"5ypjqdrr9Z8fTp7Sg91er9fbfar/zzP9f3rF/+t7hvS500poSmcsM7R6gQ2evawP0TwiPNIjKsaxYddc",
+	"t5HQbNrqtASd6S/N6K941Oq0UvbbnKcsag2zdM7cKU9kOqNZa9iaz+HNOl1fzFMl0/qQL6eMBILdZVch",
+	"vBFYGicpu+VyrkhCr1l5Om9fnh6++/nv+3+//CF7+/Jk8fZFb1//983l9eLtyxP8rfjfOzu13+YsXTpz",
+	"wyG585jRuzdMXGfT1nDQ6/nm8ZLF/JalSx/57bMa/Q/GPfY03Ke7g8lhf/cg6rHd5/TwcHc/7E967Hk0",
+	"oP0G+kemyYcvgB3cRUazuXrF44x5luO9iJfEdMqZ0rspm3JFVEYzWAUfIRU0WSLkf6Vs0hq2/sdeseX3",
+	"8KnaK48EBveas5Sm4dRL1vxhM1/v7+/vb8XXU9vmwwl7FrFZIjMmwuX3bFkf/gkJY85EthtOpWKC3LAl",
+	"afe73cHhIQmnNKWh3tk7XfKBJYxmXFwTSs7fX1ySBc+mei+MhKIzBh9SEZGxjJZGGCrYKhOeqoxQoRYs",
+	"PcavqJDZlKXwboccDAbdkSiR7mjSDwfRPttFWbY7ozzeNbvdkgwFdEE0Z6a7eqpNO+fwsNOacWH/7nup",
+	"NgEJ7RcI+jggMVUZSRmNjgnV/BczIgUjXJmZsginetAflLnCCnf/HMzR0DT4vn/bv+EzntUHe06vGVH8",
+	"n2UBddjz75MYGnE7jtiEzuPMdDujd3w2n+kGekBB/KugHxcZu2YpjOidjJhvt+jfmzdKv9/vb7VRhIzY",
+	"w/fIOc2mvsGeRVrc62WNeMrCzJz2lOhBNExhMBgMtpqC/uvhU7gQs+SSptcs803k4t3bc5LB42biP336",
+	"9OlWI8cGHz72S3nDhG/Y8KB5wAcHBwfbDVi39/Dx/szGUylvfCM2j5rHfHR0dLTVmBfY4kNH/Vl/rBIp",
+	"FAM17TsafWC/zZkCsRFKkTEB/6RJEnNUMveSVI5jNvvzrwo1znw+etoZ5bEVIl2QHUMi5rMxS8lsrjIy",
+	"ZoRmZCZVRg57PU2NNJVaR/zlUyvO1Vj3+1anNWNK0WvY2c1Nff7YsYf68AAEIs+Ayt/RiNhZ5SSYZlmi",
+	"hnt7Wv1WmUy6Ebu1M1N7tzTmEY7l86Yawjl+jFStHw8pjoBEkikiZEZmWqKjohLJcD5jIhuSGY31mrGI",
+	"/O3i/bsOoWTCWRxZ/XKRSnFN9BSITImcZ/pBSsU16xAqyFzcCLkQ+I3+eEwj/WIKhzSLSK6Ud0jG7jKS",
+	"TWmmDyc9nh8vX+0+029PZRwp8u7HNx39F8WjW1suJJO6F5mwFGiDn2f0BmYkWJcEuJq/fAyIZlRFGA2n",
+	"RE4mTERaR4CBdTVNX0gxiXn4UD6jxBz/0F9ERi2tE4xahMb6FF4SdsdVBmpezhrPC9bIR7EhX4T2/cfm",
+	"CtuwyvUnEs7TVBMdtNghoTDDfF6a6gIWXY5/ZaF+jccxSdmEpUyEDJYfPsVVmsh0zCNUvSicWbC6+k/Q",
+	"04KKnhSYBscMdDujvMDSvYKmIiYeuHYgd8moFVE1HUuaRqMWmVJFUhkzcssZKIawPwqOE4xFitBoxkVp",
+	"TfeLNS2Gt+GiTvIPHmtVYWZPzEy4ImMWywXQWmsN3im1g7tdO7xd/V2wA8R+J7NXci6iB9La7pJNjGqQ",
+	"BhPo1CXxQUHidzIjr8wLG5FYyGwXW3wMEp/o0x+tPAZKlxE22nzQ3NqWqfml2B5aQTPmhaEF0vecLmNJ",
+	"o0sp32i95YFkttsZRCa7C2Fp+72DZ4dPj8h4mbGSJOo7XGsOKHIqMp4tyaWUBAe0IYV1j7uZlLsxfPXY",
+	"8gkmxBWB1rXYoEh9xdJblhIahizJFGn3yVv+HRlrcxyMBEPklIVSRFw3/IrymD2UnUE+GpYOp/r8i4bE",
+	"WkkEbCkynmclOQr2GVdk1DoAS6tYhkGxDO5IiRnqhiuQOJ/uTvDTx1iGwjFY1x0qs2urDBQE3QFNuZJC",
+	"nxsLRm9I8PNeQDJ6TQTTCwYNMLVznG+aBVWWlNqqpxHKK9w99JpyAXZ8yrJ0aRYVh/ywldTWYSpoTEBz",
+	"ODY+U2Q6vckjJjI+Aa9OZre8YbpYXhvllymwNxyF+vnz58+bFWq79IeumnhmR3KBzZ/qAW26+HYajyTf",
+	"lgRFFRClQyhIsg+vXpDnB4dPiel1SA7v7kibEthpRkUcCaQOUjIoqGM1Mh8Zd7QqcNjbJ20hs5EADWOn",
+	"O4ID8UdB59lUpvyfj7Jr8dDnKtdVZQqsl7JbecPKJ06/WJzSKDZckzl8o/kn1MrvoyzNO0nClAFT0hg0",
+	"KDzRUY02c+rY2ejn7YlWoq91Bzuwd6nAP52GukTLWlSySEhT8GIGP//88+6JM4Mh+Y7RlKVBF9clSWWo",
+	"DaNxzPDUePDhhRcD6pfBx27EEiYidaVFCP5ba4YkXIYxI4lU2YTfkd3RvNfbZ0QlUsb5X+Zpo223l3e0",
+	"N9gr+tnrlSy9e3ZasgIHA5eDHHqZY3bz3Q0G4aOfqlyRBYvjXWPy6RNrnDJ6owgl6TxmZeuQhFRoBmJ3",
+	"ScqU0ju/SiSt9Gd8puW5/l7/CTa0/gfeHBjPOG79iEfAklypOdtBc094TAGu9+dcWeel66f12HxwbpRN",
+	"PmVYVs2TRKYZi96yiNNLoP2DePYFfrqrmyKjljZq95KYcjFqWbsWdRMWmSs3twdo2dUEDl1+yQdLYLQE",
+	"hrux7Mm/3p3pr3fhs8diIKuO6fkF1Rlp+ZB3BG6dEy1vtK3Lr/2+64gpnrIIzFB+PTeWifFyChmVXcWf",
+	"3Bu2jS/qJkyEXFy3hi3F4kmrk19ncKZFxMdO7rbd2PULTtIbttQGzuCnX8PZTz3zq2kxYXD/qP+p+LXg",
+	"4lq/bn7BjYIEYclVOGXhzRUc5Lc0vpqhftDrtKaMptmY0Qx+Gxz2Oq2YUcWusgxf68NrMJiI0eiKTuCa",
+	"at/8Vvlev/vbnIc3DT12Wrg7r65TGjLb5+dO6xZvllvD/c+dVpJqCzLj6Ldz16PhfvVel6tr/IfOoq5m",
+	"51f42rmMebjU35XWvunuTJ+CKHBIknKZasNoYkWY5UqesZla139+G6f7NpOgaUrh75zt6jvD6Wfre4m1",
+	"tCu4t3ZDw1J7rQUXaKBfuMqMQrM35yxF2q/fnrzYvXh9Mjg82imP19ka+Zi0Ldo0Js+KvISLDnAgZlNF",
+	"JqmcgTWQyXssxjnNpr51MJu12vcp3E7jiaP7yeMZCr7eqFsQgueMpb6+y9KhtoXkbEZFtGve0muijolg",
+	"Cy0fFWEikqk+HcdLff6melyRfmnjsV1gw98zL4MWgmpVG5f4lisoajdXIky15FJkMWVoCFKxRPsPfVRo",
+	"AaoSA+07fMNFdnTQ8t7tFbcQv+Qj6JRjMYp7OTOlQoCURYJlBsuQzmaprNXHfCxoqur5Fytdv9cWKxnJ",
+	"OeLMRcvsbtDa8mQatGryGRurLUemQGUqb1fssbYzG6WUnuj9pNRgvZSqrGuxgDAjL/HnEc/ecJX5ggoS",
+	"eg1kp/olkrJQppGqEN5smF8+1qiYbyWfRp03tZkw0AP4AB95j4QitscjDVCRNtyjX4V5HRM6hlsSieZ1",
+	"TFVWXpJ3L8/WUhhH30hYM2RPCAwjsznGllXoid7+wgfcxeCJVkc/0fNDR/xwLGWmspQm+onmiEFvcLTb",
+	"7+8Oji57R8Neb9jr/aPVMbq3cveI1sU/d1qaOw+0yZXfAG+saJhPzKRtSEeNA+xcahes+oBcUG0rico+",
+	"yINminnX9pYhRL1VOSQBUgfMzFBPGA3OALzMgVqqjM2CyolbJ6i/y6v86rnhkhsO/hmNGAoqEM73uvZe",
+	"q4zQzH/s8UwblIWs9AyhgU/yLiOasV3diK/fDTRXbZWELBUs6hA+0SfWl9FlHcamEfpxaXzu8B/erldk",
+	"GnDkrkpYyCc8JKaRhsPEbJTa3vbN3hzW+myuxA3oPbb2RC5tQ38Ii+PgtZ7f+0Sq1QhZ2szVrr/nAuNn",
+	"VnSc79n14jJCaWX3cMeKiPIoOqWoFLvQPin7goqIa471HV+gNYRSKB5BKBe49kghYSqLLqN7axBa8KHF",
+	"0xoO6uoEtPxl1Al9mn4pbcKdlW/0FSuPNZB24OP2lP0KJopPjC8Jz71nGb1h5bbzg1srxebN8uy5IDOq",
+	"+xJUhGwbLUkvlDNrL8dNWXjzgSkIqWsSPRMaK+bzBJmAQ2VuACgBp0JVBVhxnMsbFGz1szbzkRIplFJB",
+	"2saLHcvwZucRTwTr2/Oe8XivVu6t1XFjIQ96z488repp1gMhlao0hiLefD2WMmZU1NZX3qDQaVzNC5Zl",
+	"XFyrLdfzzHiC0LTmM2YCfMyi4pWO/d2GQOWxBSNhPUld8n7Gs4xFQ9e+eaKsa7ht25jSGE8B++VOJeL2",
+	"U6vunTIfO46pipbuflE70vVE8u4qAahuNOn+EQgVJ6L0sOc95JzR+Dszb5QlyOHqvvq9tSauO83SMLxc",
+	"YRRab5w1KjlyQgbd7tEBCF+Fmh/khmAIFVit86Tqh8WcjqvV+rrboc8Ru42i7moynZZa8Cyc6mFe5VHB",
+	"QJk45lo6tP54XlYc71WSygkH8RJTvSXmSbSW0rnfpV930DoLVWNT/QzC6fiMPaogdXpZl91QvPoAr+4q",
+	"Jf6e6T1rNQrrWlk10Hf6nc9+dl3jmMu/KGa5rTuuylGbfHduXv5c5rwqcd/o0//RbbIN/Ic0Iwz8stg5",
+	"Hk2nl/S6NIz+9p7DwrlUZuAaGR0fomdZXcei44wsdmGJritE9gt0Gmx3kJ+Ab9jvV6xJ37JErYmfCVVZ",
+	"3RHy9ff2f/N9VlXhm9ybhi3WOThtAuVj+DbdtjZybr4o3Gdfx7Hp5DY+wMFphn1uU6y22HCvIMiAZNLI",
+	"Iz1U2rABaztsQWFjzLhw++n/Z8t9+S1X5wG8afvOn2Znnqr6LbCrE5uXvNuseFjzoMcRUxmmJW68007F",
+	"LYslBnaUt1qF6/N+PzZP+kxMpE+mKH4tIDYD3gLjcAHWAQspemZ51uTzH+s9eMXFldZ2Ofgu7hO7wRKp",
+	"1+NAd5LwlKkGPXgftIxSnurmCa/RFhlRSs3XKOM3zHR/s2sbbd0jxMTGBrXUPAwZizD8kKUzn5bfdD0B",
+	"UhyX74ky6RewYkIbm7/4VimjN+xKW5Ry4vyaMpXRNLuyEXStTmsmb9kVTzRjFQLZ1+A9PO9fRmPX+yhm",
+	"TSotesJIykLGb1lEaLZOs+0/3LcEN8ZPlPHe19xLtXbMfqg5lGIaMgjVgxfKTvuNfPbu9vIOUpGUTeaK",
+	"EZ4RsIBBDq4h0f4Wyn958zamtd/rpmAta3h50ci9eyZPru+zkCW1BFmUvOtZcAv6Wrnk68vEltSmWhJh",
+	"m7vyT6IoZUqx6AsGMaHbnUtxpS3DJuFHzf7Cd0goI4beduu1Lw8OEuevcJN5+rQyeY0WjHxjARus1K6Z",
+	"0JBrT/TDR7FdGwJeKtgN+S1VPkk9uJw7OgU8RcGeJemwQo9Ya5sYXeRRbBOnrc1sE0fX+aPZJzj0e1/V",
+	"yHkWSlTYaK7NmTHDBqksiFf1UBlLMKI+1/FAJWh1WpGJ20Vv6aC42unkof2tYeuWJ63PHz0OBf/J+Ho+",
+	"o6LpXFx/7dIkFF7JlAR28wcdk/ZjRAnKh3YwptGVVn5pNk9Z0CGBya+4umFL/SdkQ1/pPVb8Zbaf/gF3",
+	"i249SFkSU/jGES3Fn3rz6b/y7Otgp0tgiHjfpJ9NIKs2IO3MXJAS/IXwTLF4QhZTHpswDbO0KRXHqKlz",
+	"yOKFUPIFVeZDSLoJuJIxzcoN4wkP0ZXwWR6kN9SdEXCLkymNiJkhmAS6D7ogQpIZ/RVuG3eOCSWgCe7O",
+	"E3NzRpTU399CHpn9bUbTG8uIMAC4f3KvSAlXJNHKTYSpYKvEtcMURwcrpXclzy1ncyA3Ep60KdEsb4Zq",
+	"6KmJOE7l/HqakXmC+UMy1lPR5iwSNmcu0rb0HLOJTBlJ50KftDuuBu5usYlN+8uvlEu6dckQqE8Otqcv",
+	"oBemgTe1m4vLi4wlRuB8BtKe4VeDw6M1Fqch8wpBdtG0EL/N2RxXwYAq4R8brM9Op0T4XLLlLM0zXB27",
+	"N0kbw1DzjiA5jc9YaXVwQOARNq9pSbhyyexhuc3ivZAiS2V8HlPB/MedTfYAOLeYh7R6iNqfTYYBaBz1",
+	"cP0YdA6vzvYBG8D7P/2eqoZz7IZJf/dgMqC+KZiWFRch8+mYIkTF6xEV2mLKDXNRRDEmbNYhBCzMuJhn",
+	"5YjxqrZimq06NlClbQ1b/V5X///D4bPes551H5Spo7u60n2vdBQgyXLsFJTTK76oW/12TLVJnJ8R87BM",
+	"7+rYN7KDLGdUjYN1HFEigvcCiepN9YgcYSnqiR6Ba2zu42x/5EV5QWr8jM++xtWXgXWsGFHdfre3YYya",
+	"YZLShCqrk1POJ7RrSQFea+aFSQePG6yae8TyG8sk3+a+wb1kIffT7YRE5pnV27WsllrmM3HNBetgio9W",
+	"bLhI5pnaInYptMF6Rt7ez/F4w0UEF204rlahtYL9RmZ3fQJpmAvR2jhK6jFDZJ1Z+pNjKnGJHTLe3pVd",
+	"BD56mG2SytlVo58B0ds0002yL+NlWO2UumyMFHw8xxSw5nahwXpYStBETSUiUeQ7QSusENUNiVRtWD7A",
+	"6lF11fuJ0bxnTGTlMLtPvgsUZOaaSmeZG/S4/OKn/NdVIpXi45gFpO3E8JAEroeGOVLETN6ipqcb1Rqc",
+	"JDmLonaHbUJ/pI1INzKtxAg6221jq/Hn6vLW9qcvGnmd2wd1Lb04UeUs2d8szlqu2RqIofkV0nMqTibg",
+	"hZyaJUHSGL9ocU79KSbsVjNEW6Yk4eIaEaS0qMlSmuzArRzAIUCstSPYaZaxWeIR7fDzVSyvUX7b98D7",
+	"tklsG4ynIuyfPXv2bMVNFnxhpg1uUcM30MiGmLfmxIC23Dsi1zzxJsGsclV7jhaHPH7Bb17ZWMjb1T3B",
+	"73yivliD2lFunoDoqvpK69ti1f2SFo1AvSfKe0v/eHdNK+LubDCzlsZoYT7ioV1wZuPcCY/QRA4MmuMu",
+	"jwKC2K87DeRYzdxryYGjUuy31Uui2G/aXNNb17c6G+afuFutmQj6eV2od5uk+YQLrqYbrGjhUZApuea3",
+	"TFTDZx+2wL6lfSiW9tr185/uPxv4mXzKru/ECqmUWVjuVqeVYGSclt1l/4h9229GAtKHfzHBrDey44lC",
+	"4KL196jg7rdyrnFFc2+/eRPmOmeknRiMkQL7e20iwuHmK7zZNVMVGHxl3pWmlNnsmi0dAN4vcbfps0Pd",
+	"PCijH+SiqrRlnSuo/EioRFC6B9QqXcKeNl6VIkuXeCNi2XML+8/wY+v15eU5Oez1SBOGV0wBzcbcjHQP",
+	"Oy0Bp5a5kgHwowx2hoXDvWJ3IUsTIG6ispTRGZkLekt5TMdxQZ6rEHKxDnu9rRJomIge97jx70zMi4Xc",
+	"plSKcnDueqp5hEBBxhpr8xlDPIgcyaptsrhgcOWdiYtQzE3OkahWMQOYX5AQjXqIhRUGG6q/Xh/J17pm",
+	"HJW83MAIAWkvEP2UZCm3tx5o3OSeb3uolFzVrgpoecp4p0uC1j7z2D5VBqzP34Ae9weIKVnUGoGYmfSJ",
+	"RZsvr3cDHzfIPcPYDcn2th/gIfyAtM01rDYDBMsWMr3BpTdWbUqTinw+7K3PsxE2wdNhvmIxV4mddffg",
+	"xanRIYItSi6Th96LF21vrZv/UfAIKgdffVuZ0zkgbdSuEeqPQ7EIzJyFTbBTvmcaiQDSe2KWZSw193f6",
+	"kBjPo2uWEZUwkRlk6oSlMyqA5yiP5ym4H0YiCKkIWRznd1AG4x7UQg4AcJHNdDPb1oy1csVUGgga0Nhu",
+	"eS+XzL7qbnpZDhuuXIOnjCESN9jOxlNSuS04N8B3+hXzazeUs/JVa7838F22nopUxrGD6b5NFoPI43YY",
+	"NDOrxygUDxDLoDVsjRW7OvjHuJ/80Fv+bbavfnh+9+zyt8FPi8O/3zz9kPZfi6M3Ye+EPn8Z7b+adE/G",
+	"L6LTyV+nZ79+H78V7xOQl6Hxtenur3KffO5vp2k41dtjFoHpMZUqy+FatF4kFRSuEPM7sKrn45iHBies",
+	"3//t7yd///7uRTr56WLv6eXy5x9ev79+Og1vz2nC38bp4ozS8/D1jx/kX+omeX26TenTTxSRAs9rh3oI",
+	"f1le3ofTy2GDw/7AZzRZgq7EyJIqewUvVmi2KqDrNBocHvafE3wfy8SMqWJHBxVNfCu6rwWqqgip2rKU",
+	"JmDn7xNip/mXDfNETQaB7xt3wX1Cqgv0T+ABugUP3CeOGT4obZIqIN5WoHJn2Zd33OTkaWRAB0KVtIMT",
+	"gxALQVA5WOrOMVFTAJoV8ZJMWcqq229L0m8DpfBF8eOcJV0hhXyIEF7UjtUQaN+zpUlK1u9tH/e3CuGs",
+	"ET6hHktpMgMd7tgADyzP0tgguaLqRanllVxtk6fgT0JIEHO+NWyx5d+Sf7w4Ozr79eTu/eWPfPLDX/5i",
+	"ZgRBb4DeF4vx7FUv+l9/i1tN+SyNzoYwD57uaCGWskSmmTEWIM5+LqLGLfzAwOrHj3TOCVdTgamQgoc0",
+	"zieMhpH/LGqg+lpwRGdZau54cw7mrzR0XVrNbY85Z7ELWrgxw/n4vLvg1nvKnRjsNBaZciGYQdchi5Rn",
+	"WRG3A1VCspQKhYGneqsA6oTJuMMwSESyzuidFHK2JG09io5BG9f2UAZQLFzZ1kdiwbNpB1zN4A0TMuMT",
+	"g2aru/7u5MX3F5fvz3ffnn2HzDoS/e5+96jb7x50+939wcHT/W6vU6RF8YzMGBVqZzgSI/EvrJbzr6L/",
+	"f4ElSv4Fb2k+/NdI/Gt3d7f0v/rDIHdEB+RfJEx5Bhz2L9IngQ0Eeycj9tK8kRVCF0M03fBMSrRUIQlj",
+	"KVEMcdi1eaGtM8ykTmg2PQZCOEiIYNgQCJdoSxECmTF+lETslocMILF4BoVTpGAdhPAFOGmeETmZ7BBn",
+	"MnORMhpOKVzy/ossaIoUIIPylH4sv4dRrRAcR5KYCkZiqbIiXnQ8z8Aa03ODqjF2hm2Z2sEJCS84FQdm",
+	"8pap0ugS3RkXE0n+RfYrI0pcErvIp1ibQPdkUYOwtCBEEbrNOxA+VyYIx+nvoNzf2+Lli+LdvPqRTEky",
+	"dyhQRghq6hW8fk6fh419nto38x5iNsma+tA778oGKJdY9ajcwwWLJ6/y94rwzCKUucR8JrS5jewMa663",
+	"q4TlzsOMzUig+p3dLQVnPS1GcE6zqd0sGAE/F3arA56tfinRpzFN06X+3Flmp5MSnzwrt4984m3dAuvX",
+	"eAebzuviImCIdfO5c3le9PXBvA0YM6/ydykB0BEiUxIxliBwD/q3bfs26hp7jWVI4ystgsH37fBl0W2/",
+	"V/T7Rr//wbzucKYbaguNKEJtT3nP0hHlwFT+MeRxvgWV+/2mIbgvG73ChLrn3SZUKeQmpIfy91tQ3JW1",
+	"g4aOC5pDM8Q2Q67pLSPz5LgSwa5bVyhJsfciYqjIk3Rn7AigotKruChedJDfShHpXBDTHKahO5Qu+iyn",
+	"drr9Hnj6fT/P3k9WdA3VwGw9uPWd+yl96OnY5ewyLc25JqSJPqMCodW4dc5VMw9wEDbsx+V0dxCOwHpl",
+	"Xq1wOYYNmtPDHRVd0KWBprZ9OrPPO87TT12iP613+8J9zw1cfKLKiRHl9dZcLtjC27Wf7s/qfRdkL0VM",
+	"hnIeY8UGIG41R6MYB/ZbhGF16+dd3xFmF/mL/rPuiSJFW3kqS60TH2UHPV83Ndo6zcMhWZTB22x+XsoO",
+	"+r6+y7R1Oi7xaREW1y3C4opZDaotI45C8aJmzOspS3dzTEPUExTkEBwTN8Cu6Mvm5uiRaQYvVVyUaX1s",
+	"9XUd7PuGVl5XOs/kjGY8dLv2LSv04V3WA18vDcuKMGZNy2r2TAKlC9PypnVG4V/hQ98wfCsMYyitsLGm",
+	"ukW+SkkhdgRRnvhXvJgX8bGJLbTqSWjn1lgHs8E7aA8sO6Tb7VqlCeO0uwYF1SWwI5EwVvFF8Q6tJ6JY",
+	"NAgT+N221lsmLVBTjgIIBZ+w+/zOvXLlUqKEI5/snc9LRqM3ztvUjWoA88q2DMeTvSk1GescstidO53K",
+	"ZQ5cGrr6rdEp4DKpoNDzsm77ofSSY4zhQkENG/vGsZNIx7VGGNskurICrDIKcgcicHP7ggoh56AwL7iI",
+	"5MKKea1E+/l035GCoH8XLGrAYQiFAFZk/mwKqkTN2LMMrI0dW7vH2HvW2quaV3IyyWmBhjg2yHEJeHEw",
+	"w+h9ut9+vzL4ms5nCF0aatUOXWXa/ktb6j+agmDaXlekbQ5ywRZgMae3LN0hNGVYiVbrPJrNnj8fiXxw",
+	"4OEIjouQVAUf9HsO9S+Zyt45PoagOxKBmoOXxBYwAjdCVoTpKULHWrdqB8Y1CbeUbrBt0CEBFyFUqzN/",
+	"mn1p/srDbgLc/jWczZVpDve4XijArD9XoVVWxxA6tZbrwdUQOXgw0P9Ab0pr2LJsDil56G1yQ9OLaL7f",
+	"JXfi9wI5uReY+EWWzkN9ZER+HPFNocNP8/BSlUG5MxqmUqnmOLnHii/NmceX7z2dz6hQ2wfwe8NV3RI5",
+	"iv0216LnmExkHMsFhIBqRSOA8ya4T/BqweBr7jXse59d9m9Y809rQDpbZxEE81g/ppU8HmDxLS7/Pjdm",
+	"k/n5Bn22rHvddV2gHY/ttnHcbjU3mf2GEfeVKx4beGhpWjBUQdxiazXmMMA0/NE/8KgR+SLPx/utNext",
+	"Gu5zP+AwcMZ7In2KAfjQqvW5Z5gawO6kyLiYs+0Z3Bvl4/TeSNbLZcLOqdb8fJF5wgnqtgFJxWWAYowE",
+	"eEjv2AielE34HUmwRaLm4RTmCLz0Jx+D/akOMZDY8bT+9y90959XH//cHo265p87/1P/MRr9aed//pdP",
+	"upzeJTEVtKmuyLLkYuBQOSlluDntpYP5YQHW+bWEEKwq6icoblczmt48KFcRA8EqaY95fhiEqCA0VR/j",
+	"+HDRHRiw9TjGn2uMXx68L8UJnP1GOcUk2Y12AWrBb2l649sKv3vSH+yGyEltXR2+Z9777Fkl79Vs/twY",
+	"FjQDnf1xMjZhCI2RCT/XeBZukZQBNrHOs0W5NIKQi3r8xKNVhnCZeGX5uPzFNelvRYudMgvXF8gn7hzm",
+	"bCoF4vGJ1ssvrVDst47iyROTTbnbYdX5ze6mFMrP/S7a9uMXFdkQg6wpXbShYsR66m1e4iPPrmxQRsBi",
+	"Bui+d95QnRNjNqOXQk7ISzbmVDxRxiTfxdrRWG+KiiVJUnmd0hlRCaM3UB0oU0RlERckuGHLv9zSeM4C",
+	"/VomQxnvEC4Kd5G10k2rJILCjrKSdQGItewqZdGEq+nKAxff1Gdtb/f51cc/e89YoMFL8As07aUn1Wtt",
+	"e9EIs2NhyjICM6slkUKdgfqQN0kfvUfB2ZSiYOZJa9jqPx90e91Bd6CfzRVLTYAdjMWYEXrkV/jdlWIZ",
+	"BBtTpRYyhShiWzgCahY8uMyAIcZ6nGGHI9dkSX6p6gRwuOK9c3PmFzVMAaqkCaYDjyKkm+Uupq8lwsw1",
+	"+ZcsCWv5a+0CnuOrfh6r6Wjg1zIKucpkyiK7qSS8U95VZRbNlZF6an29UKll5lq+vRTX2kxK53ldaRPC",
+	"SeO4g3c7oayiEg68NV++oYoIBhYG0wxOL+n1zkNBJIuThZoKKoYpfAvtkvy+hQ4c4XyRsHD7Ugce5y/N",
+	"A7w2lNarBKtS8RUXioUYELmZrNVN5Uw8bKl9/cxj29xTYj58o67yEq3P66j4DUtbmbTRd2OnH+wMYTXY",
+	"rhTxskMUo3B7j6Ei2oYdCURhS1k2TwWLuuQE1P6hKy+g1LHK6LJLTsBRTmZ0SYTMRoLGSpIxREEFOLug",
+	"5uD2LAboFe7MHbxAx1VVFioG215Lhi0kDGkHcjJBoEkBsI/ZXAU7KwVPUR+qXBtq7RZGnmrca+ePvv7v",
+	"zcLjPZtJwiyplQI1xA6QJdCrZ/XEmAs2EoyG0y7BY2JGs3BKAvClfMw1uz/9V0Da1KQeHh1oGZvSMGOp",
+	"2kEWoimDC6kA40ODY6OvkSm9ZcR+qefjfGtjSHAU45TRG1WvQXZvkbAJf8GafIDA6K1ln2LxZNfe4IGG",
+	"gvSOeNQxwdYsyusKajtDCBZuhXFVQnXd7w4qtfN/+ehYhfWw077eCvumptgth/CEzU3DL1fjz51UDXJW",
+	"LkgsTXjLRJ/nNzyOSSZlua4hECPflj1P8nCJUk1Q5nAVCYpdRQfayI3k6kfrr0dy/M7Sts71p41xjzZc",
+	"6PUZglXJlbkWrUu+JmlWFCzxALqyeBIMCRXEoty64aY2vPSYBEIKFgwJuzN56GZHlQBaTbEkKVgF0RMf",
+	"1G1OzuLo1J8W/15ok2Ji0CMm+s3KjoxlaFzCrT2Tc1JcjOYUqwN75p9Vu/zbxft3JJFQho5wYWT0WEZL",
+	"8IQHv81ZuuzWqkx3SICAMN5HEA1be1BmlT0bhqn2ent4OO8VYISb3+BZkBEAErDQTlX/vNYmyNm5Rb3E",
+	"14yPPwY+JO0XZy8/7Kx1sOSULIbkY8HXjMaZpxID/q4pmzIacaEHg4d+E8i2vKkvJ+pxV43a/0mSxJxF",
+	"ZMavUZ6RW2sPFN1qpWtnPTxBIyyyvAnwBJnCnCqSAGqRrrlta0YCfm1Doe+fGpxHU9fSpcSEXxe02/cc",
+	"XJp/8zPMcGlD2Z5yY01mmK1SDq+bM8YJjaawXmotxpvnUHFWCqWXJ6/JUQYUqEJLluVawOaXIo4+Ujoz",
+	"jg6a70i8JxzES5usHjnBQqKFw7pwqNwIudg8ky+PDfaN0X+ucaEy6kUkPoM0vgk3MY+4TEkqQ71z2ikV",
+	"kZx1DIAeocYbmNE02+mSk5EwEV1kKuNICycMMoRMzzHc3FnmhBB8gVVUTfMj0S6AhXS/AO+h9eM8x0EQ",
+	"O/JhtTFIfYJ8BX2E2BHDJQ6kzpgJYeCSE/cGI21Lre3Cy1pDijBy2+HUJ4ooHrEdNx4U52hi0TojsZjy",
+	"cFoPv7qe0zQiYJHdMJZUtenWweQoHNA+ez7ejw7CQ1b37s64yHWG8uXqye4/0BzoXu02uHrNlq6Ha4B5",
+	"CTlFPObZkiR6JfT5tSnfndNs6mO5UuUBR5XK5UnT2TAhXOzaiOL8/Y3HYzNAzBFU3qqHh/v+QUH5Jr2U",
+	"V03QIZ5wxSEspROzmNc/Az15ksqZ3gsh40lGlEQ2bI5jLEoVFMw/EpaHMXvk2OUs/Z9dvCtxmQz4y+wE",
+	"OmOQz6YNuS65cHBHLEODy7bYQwaMn2cjwe4g0NFAgkD/XZIjJd2FjEWqXMl6JAK3OHDQcTdbPqxyNt5c",
+	"ZDwuyPRnyPhxlyPQv1WqAgcdAwFQ65L8pd6ACQhIOSC5jkQ9ehXCI46xnPOCKxNIQPi1AB+LqQGRzmg8",
+	"Enl4ql5klu50yTsT2sliZfM01ZBAXmAuIdK5UFqeYGYlpmrlVO84GWuK/DqPrllEYn7D4GYJRlWRF32s",
+	"zpz7QvqDSqns9Qg+lcN7pR5yEt74dwWuS45sBIHx2+gevlrSTWXc1mkb7xAsqKxlmLePyYRl4RTu1g0H",
+	"R3wyqZYC3QxZtjxoD4StYlathnBZ3ASmeHx+aZJTaWgSdotIcGjh8vINIrlOnbzKJ8qzP/SMzLkFlzDA",
+	"l8Dz1ykVWskhPZx2PWN0SqORiFgYU83oORtC0LORBeXREpqm/JZFUPRkJFxxNqNLQmOtYi/JmBG7vWBf",
+	"QIhCB6Ugs7ItZYItlA2N7lgD1MbZwZ7R57oIGe7ha5apQt6OBKQP5Hi2IDYL5qvsmLX7477g7fe4TShx",
+	"UF5lapMdabU8L4JWKjNIhUCNGi21x8FE2b6cPbvTXfFbni2vrlM5T/DnraKq0G+4YOOWP5qqV0RT1Woy",
+	"bhBRpQUMZAGh5fPpHhfPJotIi6uKteQW1gdvab22vnWhmyr3PXAgJ0xE6kpTUdtfBtKYJ61Oq5yXaRzS",
+	"VzavFIQXJj5cKXCO56VqobiUeznilOt4/qzbf9btd496ewPNuDDMCYWaVCyb9jSVnIL9vpnUJvJZ06LI",
+	"7zH7wKRVPULR/hXB4+8XkB7zu4EXf6lr+ftXOfbsw1r0bfEKgVeOCZsl2RIhA6WoTITdoY6zKfzu6yJO",
+	"M/oyEYHbVGS+T0BbWVDUjKj8WYfEEnQQi4G5VfDxuRUmn7eym6zBoywkiEz1MQWXTltbTb6+3Z28fe3q",
+	"bygq4EzorasYKBUm/Q46R6vq9JJef4Fak+imdkfi25QlMrvrXeK9cvTk/QIL8u24DojTUe0eA3uz0tx2",
+	"Tq0/WlHKfOCPVzY/dxEek5gryNVEv4Gex2IqYwa/V5aq3DLUCNENC7YgFyfvvmyB/Q2OnndsUT5yUoYJ",
+	"ktVLjIo/bP+hp8AKea7HVDy/l/gue4dnXFg/7FaSXQ8kR+uwa7uVOIfIoe3G8xBp/3nVTrjXXT5g2Jf9",
+	"5bScpJ550fw+ObXx75fS4UnT2Lg668/TJWlr5cmUX7xHhdaGUubGxwFPzb1JtLae+Wqj93etLG6ovKEm",
+	"dgFvr8kvsAVPsemVwvlegXUoagsejNiEC+4xtcvm65e0NF0r8TFMPm8h4i95Cvy5T9J5zIZ5PJIUJSwK",
+	"vevhWxdtJGEpbnxyqo+O4WpT5audHhDqgWlDdAlhbyVgjU4OtsHTb+OYQex487hDKHl58tcc6yAoPBLB",
+	"H+D4KYXsoubdoEp7BUOOtbydUPjZIhOYOBo5F5EBJ8DLRZUdkxm/YxFJYpppqYgYCBMumC8U9x7g2vku",
+	"Njf3NywVLG4NW0e6gd3+s137aQWGux532+xitwkrmKdinev+6pvrCk7jhGp6+/mPBKyEjEHKfbltO4V1",
+	"bRfUqUexafO8AXzXaXZweOitN1gQuX40Y22F4p3NzRypsrNcCq+rKF2sbR0NWP9OUgb+5fIMa2ywdrLS",
+	"l1UNkEdcXBO1VBmbVeLfgKnWLU/1+LZrBT0avuhUOLFptxZU2zo+vrpc1lbU4/GXN4atVZyf/b4+Pz/q",
+	"6Yaa7wfoqLD/43iwrSPVW6DYx0sn9pE+716cvfxAtMyoBELWB5Iz27r9sTp6BeZT2zg0jRZaZnlLJ/sm",
+	"v24Q/g2ar6hnlwIdt2Qv6MXHPmcGGMab+2cgFTouEJlMXdCq/NYp4zMW1+X4PdFh4P5mpWf8fuZM+d2n",
+	"T58+fZzKu/oZXkiA9/+o59zJ6JM3vvUFZP6O+C9QTtTrjbzEciS+sqCepej2+tu4752FrYGwYJEUYl+C",
+	"lFKH71IsE1KzIx/kJF2R4qf1QRlHBptKr3IH7pUL6Cg5mZDxso6D1XbT0nOAYcE6WGMGo+90g+tn0j3a",
+	"Yi48BUQAe93mpzKgDydUKSxNV6DA2kp2C08GYX1kgy3G9U2XZ/7Clr23PIURuc0XQasF00MKMaLr07gV",
+	"TfS6I+GK/VZ2xX/8XYojl2RqvTqRnBXCIpOOTVzqCWTxJphKK0r5n5VAVLfZJ1vt4NwNVA2yTpgITGDc",
+	"TN5Wkg/0U2PgwTHTVNItf+zpF5CtG44DP3hv5ojHmsSDWlabCbj9zcmztpQ1N+UEM/kVylnX77jWFLjG",
+	"1S2fgqs0snUXUxbS71GupUqNbWSt5YrjH+xOqoTTvaW9ZFA8PeDl80SLoMANRQlAJ8Y0Ey5IYKNSAhtR",
+	"ptuoAyUDhll5RdcGuCTVBE3n9U/+OShC41guWGTvyw1aaLvngpGbsLOdanhgEXG5PpysGGztUMAuTZBg",
+	"Q7LrfinC89nRwZb5riVqOKPx8YZT4+ADVKBpBNdJ5lm1rAKUkZxa7G+ekZDOVa1QjzCFK79aBNpWdbhK",
+	"JbiM/QLX8lsFKw0+d1qICs2l8IsiS4aVfmb9TqWpWlpLrrAoB2I9cxB9NhJm720XG9V/apXG5GOkJjQd",
+	"yEyXE4JgxqpDIn7NM9UhQTfokOAqAC4KdoNOETcKJjY1n0DtBv1NxXFHeVz37m+QK/GxnDbxJ2/axDtv",
+	"sdUTG9KOeSVzoQogW/SMBr9X1OWDeb6ouPk1MG80fQHAYR0o7H/i+qrXas26YPRlrElH4nvtBOf5kAhZ",
+	"AOlhColYNuACGn3D9DeWMmZUbHsjt9E9MpTayQwy33/i0jxxaVZTv19kWbGbV1U+xHKdNum8Q0z9rPx3",
+	"bynbNXLoUUvTNpSXbeCVU6eK7OPKhu3LwwJ4V54A0czaRTKHqRkekbY50h4dUyLNw37WbU2bReitImtZ",
+	"sLlmrG4CxPR97oIWvhAih0MeMR5ic7G26U1GMXM4E2gcv59AXMgGOuan5lLKiGOhmmHgAEZY3jABFcIU",
+	"Wcj0xrpo6szz9B7Ms76w81/5LUgPg9xQqi3RDnZ3sYVd+HqDorPsQUVn19c/9pO3vqgfm5m0uHnarJL1",
+	"18z58TNPEw88uEr576rwmo23zlkF0C+P4ajKG9rIrrMm5B/JQaXH/Hjx0isF+q5giy8b/LyVmPeSogiY",
+	"bYg2Kgk7RTl4tCic6SJz80unWHzBlP9UI5EwlhpHF8BPeMoytmGDdMiHy8sOiaVCPLF8/UfC1Aw0zJIW",
+	"WShoEnfJSb4cExO926bYNt4pUtOGdQfuEK4sql1RkCpXVQyIg6aJ7uR4JDIWsxkULKKxFIy087F2zN0e",
+	"+CHddm18IWjZI3GYO94MtB6mozvlSpvSST/lKCmfWrpHcAHqnypSdjAYDFZEdTKWXm0VCzpodVpphql2",
+	"ve5ByVn1eS1gy9eCgfgWYB9WOrOQEO7AmgTSRcPVlDk3AodjcCPiqYZIDYIE8yTokABrdYxEUCr1226o",
+	"4Muzxtq9OyMhUxI4xrbFdDSXYu55ps9ovGF0um2VTfnSXVnxcU0VKxyFvsPORmgTU4U6j1kAwJeiVF7H",
+	"1IIxF5cZYMM8hrpyjyrwm6g4D80iKL97eHh4uDbsplQXYus4cSsO8oph8BtLUFLh6sC60jSrwhj2B52W",
+	"vLE1kOzWMMHkWris0ZD6//iGIn3WleCv1AVUqDwX+/jLFN9f5WP8kO+ZCnLGQ12MzUkqeXmQY9AbsJBi",
+	"TpNrfusCQD1RBK90a+ksm2avnELaitEYCpnh8bQdbBS58M0FuORCstkLu1oGPCTCZUEVoerGeNDMcVCS",
+	"JjWQBCfqpXQOlL7aHIz9HVZJZDkH3Tco4fFyh/IVyR2/Rhr6KpfpR1r3mMeYXok4seNlWSpspI9cZCwx",
+	"N6k+RHasO9hIyJdMZRyrH2Hyi1NT94uUeXkkb/jGIZHbhpQU8OsmuMR6qotsL72q2/mrK7yxQsdr/zZn",
+	"cxYVpUYBmK5DgnQuBL5hivixSP/s1OvU2popPtr1qmmmCailVpzZ3kim/M3a+mn12w+oiqVEckaqW3pf",
+	"yVm0jVkUc3GzqR01meTQKJ4ct34/f/qQlDvNrTOZMW8XYJLh4+1NOW2IKrax0Tho/QcOpSm4NMqhtXKe",
+	"b5jxau5bX4DMsmctJmMKKFrjJRnLbFoMQ207DmDq9eMoc30d+BSBlK2byJe3Ud4oDT00HlNuD1+o8kq+",
+	"B+soqguWEu5UKF8P5lvdxHUNPGT8dnOaDfwXXmVRsLqTL3Ocu2KlaZ8wBBZ8wGZ5jNBRu5dKY64yXpXV",
+	"a0SuLa3DOSUJ5VMD9Nl5z4tDj990zLIFY4JkC4ku+w4x/UPFrxVy4VOLNmRqw+bcvrzsuKm5wbbNDcp7",
+	"0RPts4l/8FRE+bA2fLe8/02RkX5na1mQh1E+f75dzZCWHm8T15yiLbYFy2iNjIloQ13s8VjBm3nod4w4",
+	"OPEFFvVcMWWvf2oDrYxubd5fk2Q0Eab2FF+ttTzoYGku7mQo07Ti6277cGuzCIj0KNd+eUMbu+H/aNd+",
+	"esznlHsG9l1ZWuKuEWzh2ysTmS5oGv3HhPlDmDDmo29htQaPu1qD+63WYIvV6t9ztfr3WK2+r/B0sdU2",
+	"kUXOWq9/vSI1bFdFK00S5F7wUuYq3Z5ycMcGQgYu3jDrW7D1B/U3cwNcr3yjvBmENHcJ5RfcCu8eMXog",
+	"LjvNS1Dja6o75STwnWal89GmLPgAvB7NWC8T2HvCsi/lVbXLVLObZ1LbXhFJ5VxEu1nKk7qHBNZ2JaUb",
+	"siZ/njIw7Og8mzKRabZlkbvOiODteiOLq+KSwxF+Xn2s29WuEHoV/Na5i8BaHToPp7gXy7lhXLnIT1IU",
+	"KEoGCw2iQ3g9kNqWbvciw937dnXb2v3bAMdhbUeaQS0AC4XOFQLKWVdyB5948eXgFsPU0t7DtD18b0jY",
+	"Hc9MwSXS3+LizhOhXr2+OyamdnXKJnOVXwGBPJVxxFJcKHWPa7619cvL9fDLnAOwA1BGE0Yc/Y53UVUc",
+	"u6+fhFANUC1B5a29L8nHb26q74HliFtbknFaz/8sbXBP8uBDLN51NqdJNbMaWH7RM11zh/wlrNCVpL9o",
+	"lPlpVWaqDPefwOIIMmJDEhSSK+iQoHwhrH/Ja6LAv7GOUuMl1prLZdNUy+TZ4z99F1urr5vPHR/QfUog",
+	"lxbVRQ9t98lf9NMZTZcdMiB/MTF/YxrezJMO6Xa7Ow/jw9VOs2/AEbLKw/6j4L/Nmc3ibt4NZffadv61",
+	"Ql/Ix+Fl/1SOY+apzXEiyIdXL8jzg8OnJMGXCB6uNRxkPHEdCMBf+h+7ttdhwSUAzDFXLCLZAjmSpalM",
+	"bahnUYCyaGmvv+e4m4uKlI1tQoEEU1nwYDDotDKewar+aOs90XHMyKnIsElDkGmWJWq4t2eTTbsRu90z",
+	"01Z7XNzSmEfbaBvU4EY41SOB40z4Xpnj8ljJXwYfuwUs5JDgv5kIlyRchjGzygfZxdKXRCVSxvlf5qlX",
+	"/TCU9kISlSuDqg7sZ5gy2mUTxFHa3Fnm1CL9vE11PATMBAp5nKF7t/09s2PV3ib+jD23WqD3Mge6atSA",
+	"7FB41MECc2a3Bv9r1xzUu2dRQFKmEikUhFRHjdLk+fPnz5uliVfvmTcs2OvLy3OrbIZV+w65vl6BB/dB",
+	"/WJVphlR85kW1dZRecPRkW42QHlCqzeSA60CP9QF8I8fzoigM6ulrOxrs2257viHp5YCnVXlQfNiDd6A",
+	"j6IKUI7RkWcMscmEhRm/ZUSxTJ/NqiYm/0A1aw4ftWZNXWq6pFglR17oly4MQVsVijSX6xgDwm7m6r15",
+	"wZAC5tGFdWzgXgcY1EQHbhIp/z3HK7b6Eq36ugwisy1u8poS+xh4XME05SLaVQkL+YSHBFpgWbVu29bs",
+	"UdtTFX7ZYrn9qMMmTM3MuMQS5c46LqPVVmPV9i+KLG+hFRfpFlIwX8pFha73C3uHCa4roW9DzT+XYs0L",
+	"7aCQEnWkH8T5sye+H1ORRcTkKCluazGaXClEPCtNdbA1cL5et414pYgD/V0DlvNF2WLAaeNRY7nQA9Na",
+	"LOE60PVmsCYskmyfu0ZIaMrx4blRs0Q2L4BZCTHNp7pqz33vDb++BA0hs6jvgl6buPl8U5EAJUFAxktQ",
+	"JoYj8ScS8CQYksDIrgCLsHeIHeROR9vrRngFpO3+jjbqVQE2HZB2zFW2A+3eyng+Y7pt7B/iU9GzYgN+",
+	"pLZ53RYxJjkASDsZzzO8ei6/M1GaMuA5gLmrALqz/oOh8R9Uxqp1IqiLz6OrCY+Z9S1cFWcwtiPDCdAD",
+	"IHQIVSRIUnnLI5YOod+i2Q5h3esuVOE3SY5n55qMg2CnU9C6jZxGZjRBumQhEHwqVQYDkjBWCMrJBwwv",
+	"apVOvzlP44C09V97oOWVycHuEhZmV6iqAY0hQoUMej1sRs2yDTs07lL9Mggtl4Twgt5mwZBQ8vLdBaIp",
+	"AbdhOpWquH7a2ige9PePSLTUWmxI0LW3MxwJYtpCwKV/SuHS1dQX1s1zRcYslgv4Rb8GSwkoEZi5ppvS",
+	"v6OLBZ0oUyjekMJ/h3q2ZYIVnA7C2IaZSN1UMh/HXE07ZK7mNI7REX7L02xOY3J2fkzkjGcZi4Zu7qtc",
+	"CKeZBU0jpdsqyg4DZ2d6EU2mZ4fYVer34KHi11c3bImcWeF+3ZbFvcS6DpJQcsOWRL+tOVR/vnvDltdM",
+	"2ArD3GzCGeUxrJj+h8FLh+CfTMJ/2hZ/Nl7uWB5xNw4sleagK8M2OXsdgmSY0dqT/sE+RKWHSRbg9/DW",
+	"XLE0yD+hSi1kGtkJF0tPcVbuhHe65Ad9bAwtVS/eXp4D55y9PTkn1yljoAYdA6IuTBa9HyahylSRgK9w",
+	"mXFwWEibRuBrw4tWaFC3HLGYZSwqZTWCMYBSTdtGhdMxBBiGUD/WG1Q/nMF/zIYqkG4AKazsdkx8x2Sp",
+	"eMX20V0e86tctKiiYN2vdkuzbvu17Bit08PlTpH5nVc2zuUQHohzlZExW2PnwKybMOz3t8aw/zeyhLRo",
+	"YyRwZxPs/BHMI6+iJX3+n+CWs4U+d7TMUMda/cB84gA9XjTMNBnyJKmOi0a2c6wPnhkX5mVbIJwpEDe5",
+	"viZvmInINUIHO80xD2UKAYIzXrkld57WmPSC3TK/d/30FiwR87x8qzKRrU5rQVOT7ROmPOMhrUiv/Fdf",
+	"t/xaf/s989aJNqJxV+FbePKG+lircg34iiw3bhJ0NeHimqVJyoV+6WT8Ijqd/HV69uv38VvxXks1fdKC",
+	"JXmza+0aLetgBPoY1hza/+3vJ3///u5FOvnpYu/p5fLnH16/v346DW/PacLfxunijNLz8PWPH+RfPLGt",
+	"Zsw1FyK/FgqCB+3NdGmyOMU6CN3a7JbHTtdlIpKpYtHVeOkr8LIkPEKxal9EmauteZqRVGb1qt8FrfdX",
+	"9OiPyNBko9k8ZdpwCZzBBXhqg3MUR6U3UwMrtcJBLMazV73of/0tdkkxXmYNkP4OH9WyI/k1FMGbjVkU",
+	"YVx9FQGpkrLhYcR6Zi3zW+WG5iFNU47JPUzcslgmFVifMkfX79kcFq/JgmhweNh/7lCPtMdUsaODSmjH",
+	"VltjLZkrotkQoDTU8kp07O5am1NRCCB/xLTNwNfi54YtHyVS2razWX5uISHXYYU0Ry5f8Nk81mRYGdLE",
+	"Ula6dl7IeRyBBTBPHsXbtnX44Ca1LVe7qi43iI14aFHvptvxMxPNUI76EXJRB3R7rEC+L1Cmsjk+znAV",
+	"l+J+cTavl4nMpgyUg9KlaDWOoXCf/rJZOIEfzXqFG9YphhimVE0rKv9mnTo7egOQ2lVGAQQrNo/2nGZT",
+	"RdqMl/PinijCox2cRcRZ8/XMFqMrVX2twSStGOPr4q6YLKZSuchb+iuSUJWZkrnWknEtev0PrEpZURLu",
+	"O5N+b3DgEaArudoPMA+X/PMslDNjMqv8k9otZciVRVh3aqL7jwzn7UYoNSauuWBGNGORqI2Pkpemfd+F",
+	"nDs0jwd9HgPQefGWnjjGV5ak64ZHWu00Wne0FaQpDdUrlcQsOQUq+Vfu4t3b89t9S0h7FQ7AOpEiWUoT",
+	"RWhVDI2l1JR5qpVQ/R2eYloGPGXR897h4WQ/HNDn4350wI4mT3stvLdtDfePPOUfTGvV0al85N/pF0pD",
+	"eOq72HHG0tzW2Uutd07ZHTpb9w/6fYLbhhwOCdNGdZJyxcj+4ODpPoKBPSMpFZGcERlmLFMV5W71tGtX",
+	"v9wHtF+M75LP2NDC2zk3YLGWD5pS5VoTUCxozYVJQZeOobUZRhO/YEU1b9SWZhfgCoL3DhjQbSumKham",
+	"rFbfpcgUMht/IwQvQcexHj9aeOwW4EaXia2TOpX6gG31nw+6ve6g2+9tWSxvBkqUtfJdq9x488RMQSAg",
+	"ZKf0jwYdWCQHo/p2ED4cbr9EmwagLQVOWVNpf0hoHD/gBKhKum8APb+a5MIYydhdxTjXe+Dd+xdPlHH8",
+	"pH6T2DBNU26FkWcp+rk38iSUOM/vDYKHWyzS2kVB5vaJazP5ah6vswk2At0wNRO/VD238uZac/zZ9zZ0",
+	"xeLQc4esF2r1x5fnRD8p3zIfeUPXyrt6zVjFLPnJvPr71CLYv6LzbHqVpDKTofQEhwYXr08w8Pvi9cnu",
+	"4PAoIO3gdr/iWW6Zhw19JCm/XdXHyemFv9mT04uGJueKpX6W/vHiLdFPvQ1ahWSrwgxmifC28vSSXu88",
+	"Sh0G4wOHzWk4r8I+hQQqy43KjuiUxP59yzYUJ/UD4POr53mXBO5QA3vrCleogT0lA9JesPFUyhsFuQkT",
+	"Wbu5MLmXcLiiY6rlP7Q9p+o9T8lMgtZqZDCZMSrUA09L117qeQ7PYpI+zr4dhCR/hbThnnkX7o2P8+t1",
+	"iIYObgdhUAnGsTSr1vsu10gqj7jTgj7ei3iZx2jdHwq7dJoaDA/fBdfXOFzbMgWUEH5HTFkotVNdcJla",
+	"z1K+9NouqzA04BvKVK1wCKyiEQzqcpmwc1Odaj2XrD3NC8QiG4Phic4qbZoSU+yvZorf6Ty2oC/61N30",
+	"dM7zUY4OD/cPV2ekPOjkvt3f6IN9b9X7qtBaLZzXQY+gBIZXH8Wd7jS1mfuhMPj+YAAkxcjvU33gBehm",
+	"GBok3FXIh4/5KkRltHrBWjEe7ZXvBoUJ/oAnGSoKpbOskri8r63+b+eoWn82HRNgCRJSEbJYEYPqSaSo",
+	"eNwbi5xtfHBttpTgkO/aTP4/yEHU/2McROuPnm/47PEKvZ/2t9X1hfXz5sYWZk4XUBPaXoJIgJTf0nBJ",
+	"2vrZecpvd7rknCqVTFMEEkgZKRTZauAJ2Kb525r35tl0F92Cu5pfKtartkMxifS2/J3+xf2uYpEaQxON",
+	"ysJIrEeVVAdUE25lChSvkjbNSMy0Ff9M2/EpDbVorpin1ek526E/eFbaDs82kYBrjPvyaIfk9duTF7va",
+	"lH9+RNpg+e/ojZv/PDg0v4MjYMeNVkLCWzfAxw19A7WFqt3FGfbZlpDV9X4oIdd4MMwwh+Tk9GK3P3hG",
+	"2i9efVeij2awjxu4Nvx+jXyb1cWn49FwJrk/WCM7K1oRdFvll06N36uEqK9gk2L1U5NzBWxV0s51AeC4",
+	"4HY/IG076w4phIcblwcO89v9Ml1vvcFNDg779mgVzm2kFIwAsEqO3KiFnFFM6wUjHlZqwxfT5iNhDvsf",
+	"6eFBQRWXTrZnwyUmmUbzi7xlVxBknMo41ox0Be98LMPI4MsbF5SATGq9iEJmrFYjwuHR0uW3065LoFoc",
+	"mqa9faN86m6fuSVvVih4U7PQORr7Rg6IeyVKYaD36kDnyn7N++lYroDpeHcfhMPq1T2XMQ89GjlkF8Ux",
+	"x3ybG8a0autGKkHsEsIPQZCNfng9ZemuRTYYCQgqSFk2T4UibSoIw8BWulR53QII8ueKJFIpPo4xInee",
+	"yRnNeBiMRF44Xr9YLmfkjBDFEn5UxQ9xX6rLgDwu+H4BNQZcRZrZmMBH+RBokMEWEDXmjgVDnow/BJNg",
+	"xkxlTp3l8TJHsfgSYVA+LdLRlZuKvk9kShImk5gdE8FYpMUDGTMyB3iR8kBlonYTcynnntyOEVIs6yWb",
+	"JbEXDefETUEwbw1JRDPaIUbXZlGXBPlbgYu1xe4SKiI1ElxkckiwQ4WTcaLuqSLBp0/ww+fPwbFm9syg",
+	"GlHYMVBklI4EBFZMEQMrozcmNTBv6YkCC68DWjNXJGaTTJ88ZseJkcBcOxoX3xCAzMugQo/A2j1uqn+g",
+	"Px3i63pqI5E3OhcxIvvSrNwcNFUrclemq7jm4o6M2ZSLiFAnOavrVuzQ31XL0Nm7cN2AzW0BMqL7wcKf",
+	"YAcLNjbZW6vvvFde//5sVtPk42Csv7PE8Jv1ONVqdLbODYSJ/uqlvGWhzLCspEKMf81MBBOSuj6ZU6LG",
+	"5jkel2XsMr2YDvuoIWF3YTxX/JZny6vrVM6TDnFa6JQr57mgd9XvWkPMiKqXDKxtcuHd3nb7ec4103Bd",
+	"63eW3RfVyUUy38LjaEdwbpv1ltrxI4q8F4zEXFQG/hYy9bASdtuywJ8tA+zcs6q73o3MBstbeWTudNW6",
+	"qgX+/Jnips/ihZQLuTuUdnnRpyZYKp45eDdbXf85slYarHtE9qT5ZP11WBds3KoxBc3oVa4N76n0dm+x",
+	"WOzqn/W0eeKmMD3tOQhWMMRfHgjRpQmUHytGXP0utb+rdNlchPxE4znLRZudzRPlnF0drSrUtm2N+BG7",
+	"3bu97u2Z7Vwh/qE/U8xdjRXhwDOKUailvOUC1ZOnpGhoc/Rzu5K1SOAZF9ah6RERjYrEehm3LkuxUTxc",
+	"urLAvIX4BjSOWWqPqGODpxkV2Jb5V1OqjBSJMMCvEQxhvVzJaZCHJ5REiLOqq2SI/47qFAJaG2TB/e6m",
+	"TFtlTt7q0HhA2kf93PEeL3Caob+gYe6VjZurUySMOUQDzxWrpgUXQyyZojbB0yOszAXqJ5+csLkThSoJ",
+	"V1ZDrNlaUzsx4nxu/bdWqywDqRysi8z7OQe1LW8pPwFIW0h7ZR/DVtsx6A+uKPIlkHjVlnzRUKFvYzq/",
+	"nBjUCGD4avDQrT9TvFiKJmcCL7KfUb/exJXghyTT+tHfLt6/A2MB1FLIxi37e4wb027yTivmcM3slMWh",
+	"2bRsPBfP1sCTolgo6xkGtCx/z7td+Ey3t51acZojlWXwObmFY61LPsxjpoYO8sfVTAUEoAVDEsRa47rK",
+	"slj/urd/PBIBJH2U3/5//38Ef44Yja7oJGNpQP7v//n/V77XX6MyeHWd0pDBt//3//w/lc6PSVDk2F85",
+	"SGPw8kgETvJ06bHH2vI1Y6HX3E4Bs6zTcocLZrKFoC8mBhhrNRq0hgP9bsPIDERaZe6Ik9YML1BuoV7S",
+	"EiEq9Pu7iHxh3y+hCJS2CE48v1HbPwKlzT3Yel4HX3mqNffAdak+fj6Oshg7dHs+qvXr67a8HN7qqPDK",
+	"sYNFNWECq+YrFk9QHKOBylMGoOdcSU8STL9MmRphDr0DrPFGdYxvuVIWnd9FjJ+g9OchoCTrp1wR3VA5",
+	"i8AZ0cAdzaBxMKtX6seX55510oY4o+F0XV2GQW/7JWzcEU38DB9sw9Ar+dm/bLWNWONoyIM2hWqN/WqK",
+	"WQPDkTGbyJSRX+fRtRamtF5wYXt+r0Y0uStZ2Qv1KfiWv86fzevRaRI8zSfQeSon3Kd4aYsrsudMgm91",
+	"4DYqnKtMzgI0S9hdEvOQZyTAVwN7Jo1EMKEA3qNmNI7Jm5N3FrNZ7XRIEFNRYPTsIO7SQv+G4E0EsJQi",
+	"pvi1yMNky15w3bymKRUADAERvjC08lGOz+uOUnnDhDcL5+T8DPPlfek31UDcrWvuHBwcHKzIWjYuQXrN",
+	"JZoYWsXTqpC6uTr4x7if/IAXVKiBARRHPaD3Gyk+CiRuToNYTYn1hT6pyq60EdicIVAu9mEhgdsm9Jto",
+	"ixuguUTICCUzLuYZ23lEomzl2TArXcvYAfT14mrf+jCQHTtaoqUslNeCK2avOovrcJdr6qq6gZVZCQek",
+	"31kVsA+N5MNfi4EAPPGAkPp8c/q9Z/nGWbNFtlmZe5PJpdAaWmDJxDh+PwF33UpbHQTX586nypSQITzq",
+	"ggJMtuBknk1lyv9polu+YzRlqbER8FuEIg+aWKi3/NtsX/3w/O7Z5W+DnxaHf795+iHtvxZHb8LeCX3+",
+	"Mtp/NVlrMJlR1snx0b/esNYFVrPlejWVC4GXSTWAg29DKnfyBdmWhJ8ta6wLbvaAutzXdZS3tJm7yLDg",
+	"Hyqg+WfMqfER1KTbEDUfO7dG6w//L5F6W+bLo6Ojo43TbA1GluFWmaicCa9yjl1MFQuv3k6+/2HD9Np5",
+	"Gjto7pCV1DU06IZytudEXD04EzdiMb9lALv4b52Om+RYuVLshlp7xizze+blAo+hczKn8OMmEG2wcBiE",
+	"/afWVqm6Pq3S7ONmvXL1nvmG0msre/NRNb/SPq/HVX713FoQI6uJYxb2xw9vfsf8Uz3Oeyaalpfzvomn",
+	"hgoPUJF9p9lmKTZbSPt7Sni8KzECKZNWcKxIMmxCR1pVC/cxc3e+XobnlxfTTXmeW6+CkeVYuEzesrRr",
+	"qgd8yQSbryeYtxRW1ejxNF6/s7cw+KziurnJB9BDGRURTSNiPlc5tCB+NSQBnhEBwvBA6CTAK+pzZn9g",
+	"UXnGS7hR1o9fvz15UUexLE6a5+mzv37/99/Sy8WvP56/fHb25vwfZ3Lwhr6hF4v95NX4h5cfnk++/+Ev",
+	"j24kWolXmImlqa41F/8wevx9yf07WQEF068zZS3gwWMYs25bG8miYoP9EQ3ah6bnWnptkJmb8zw0+pgJ",
+	"uZUT6Cvk5H7BdFjfQd6UFGte4F8iNXYzohaRkBXr7N/o+G7eW8tY0gao17GMlgU0oT2D8lsGzwE8pQnb",
+	"6ZJXMh0JwyRBRDMKkfZQnRDoCnHzieaOKcU4eBKY5rtYepaKaCTMp3nN70VhGJN8fKZhRWdQwwLHmrIs",
+	"XR6PhCbyxNyP5pDWOYJ1Shd4+tdDMmhG1xWyKra+ew6u0tptEpVmvs/VA/TZs2fPVhygeXVRyLyZ3UFt",
+	"Ucj41offb63hwUD/w4dIp+a46tCpLSefJ4wbUEGV0VnSPFnfZ5WIEEuyraLeMW2ojVxruaMKBpTPzzv4",
+	"Kmc7s/HILzyxsNspTRImqsXBH+QF8EdxFTPFnA+ZVvi9PIJifhtXj7RT7uA6rDhNtURoKCgaMi1NIQow",
+	"r4eDNZFgxKAcBeTHD2+65ANDoFw8BIS0JYmqxNxIoXJRAHrepJ+fp5LOuH/cJnIWIi59FWzzqzMp9KvF",
+	"PYZbwUHeMHG1+Y3JV7pucwfWeKsBQMVQwQh0G1PCHJA6EZlLv7TzJa6ot7oNRHfgXIunCz1Jk+N6zUR2",
+	"MseChvUJYrBUmLKIiYwDuHE2TwWL8Ep7vCTB+fuLS7IHL+7d9vewJABsKKAlaBdwE1guqKyJi7/7e3fD",
+	"JEx6Q2TSrLDH2/4eXioF4HVoovmaQXyGksMTiZhnIqMgpy3Hfmf2CNY1oVywVNVUu+ItTOU02O6K0FvK",
+	"YyiEC/FlMxpOuTCA0foAhQMknEP5BDxFR0KPIaUhBDAHOZxvgOYxPJQxSWIq2BDCXGWkdT0b9qK/GnS7",
+	"RweYIKrsZ9V4LUXGLFswFMazIn2JTF2ca55NRwKzAvJa09yUb0lYugsnoZMvMBIj8T/+B3khhRa1XAql",
+	"f/kTxs+OZWQbJUrQG3YVUsWMKaDlGSo15jUt1EyNaRYRek25UBkWw3Kodkzm4kZow9tYFPqzlP0KhaC6",
+	"umuMgYf61prE1KlbHtAkiQ1RbNngP/+qpAhQrzFnIhTPMoXQg50O4SKM56BYH/QOOuSgd9ghB/19IMpB",
+	"/7BLfqqXxiYxt6OvF9QmXJAAK3D/8rFrK50HpE2RcImEOCvCBYaW6XbSglpLPM1+m7N02cW7ds285qad",
+	"7EHUbMRS/zMI3qs92QHaaYsaQ8HRPNWmJxfmcj+hSpEg5jOeBaTd73YPez23xlsPA67MeAPHyg2sOZuk",
+	"7JbLuUITnSoSmBe6lff1woFwderCAZ6y/hCG+oHRSBnZpBc5OL2k10GXnP942SHnJ5cvXmNG4emb08tT",
+	"MpVCzlMSnE1232rTNhgSWGaV0ZhhdBkyi1powwp59qA/gDaEzKZ68XieBAIjAJlklkUVPURslsiMiXC5",
+	"+z1bBnA6DA7IVM5TbaGlhYwbWlqBIn3DloXaDb8AT9qEb/0rFPMqyovDHiHtGU1vWKTbQVmZjyDb/cCS",
+	"mC6hkl86Z8HOcdF43h0lEZ9MGFT61D3qhqBmnEmGAUoMBjDlKprJyvgPmKMN/yD6dMXdKtNI0xiYxFab",
+	"slHlRbUp+wvWkzrGMFR8rPeZgKJoYFHIGDLnBWNYklBvrrtdK0h39fOgS07IjCsFkFFpLkPwqKkvfK8P",
+	"Nf0oNp5JSWK5sM/20XSJeciEcpWdk4SGU7Y76PacdMjiqDg5P3M9Wa1+t4dvyoQJmvDWsLXf7XX3TXQm",
+	"nNXFIWtrKelfvVDfHwyjUBN7BgeQ/QoI/9uczQ18JchUzHOX2ZSlC64YWVCud38CwKH6j4DMeBxzC22u",
+	"94JlRyqMA0DLuW5euYtLcRbZwO9zGccv7LArqcj1KrQCSg3pbvUKuh1Xo2e1usr1RyABC6em/tYe/7R0",
+	"QzI47K2MUPbF3H6EfF3YaUD0Qa9nNQZTfsY9TfQpAnZT3vnKym1Ile/AywYKScWLZZettFYdIuNIEwnl",
+	"QHtGl2NtCAi209V8dIAj9HWcz2TvOxpZbAb4pL/+kx8FNducRagK5YlOqz80Z2hJEYW1d1TQXz5qSqv5",
+	"bEbTpWGE3UTGMcw9LNgno9dQPwW+1cpuZY+3huaR7q2+b/Y+mX9d8eizHqOZwUquvDSqFAAGRJhZVAhp",
+	"W53qXiEDwMCQI5TzbzFAT/ZZwVjrLISPHagL7ZMQiUwzOIR2AXgFqQAqpN7Pdyyca93LjAO0DKytTJWE",
+	"ZIkFVYWy5d/0hnUNEhDOg6nsOxktN9g+rgcCav3qiVl4GADYYQku1ENQfz5+7my3UW2Z7rL5VZRUd6XE",
+	"gY/woT70oq+6Sw9wJKs/eiezV3IuzAfP13/wQopJzNG7cdDf30AGoLfzUso3NL1m+N3hJtNR80TzK4ve",
+	"sojTS83l+uPBYJOPk1SGTCltip2KzHh9v6jgwt1VQFY9URbV6iHCS0z4deORD4jVFmUlr7aJCpItEasP",
+	"jiHcXzqG3hMymcfxSERswgW4DlWHJAzAVgQmJRlDspqrgYAq2kqsIBFqfdKo/+V6cwTEgiKhVo60EJGC",
+	"RFzdECVHggJOC3iHEbjBFMLVL6WMgs3EM2JqB80kGM5yYs0s1MS8UggI9wWPcLcbzwmOJ4ezIP99TuiX",
+	"TAEMejO/3Z/h0ZUE57L3CDu9M2AeJrHqCdTjBNdwrTJl7peD1kfCcWm17d19yHbwXgO9XlhCSW8WT6FI",
+	"uB8BhNUJBbwAaBsMB1OzUtVdNk9UtQjsSOht0QGcOzkxqX4zrQkya+XldSBLlTcz633sjsSJNtKjjsle",
+	"jDazaRp3yylS/QGHdUH7qwxzoFpjxbYIUO96CocCmXOPpVNxoNftd3utTktLM81Iswgi8vTaGFVqdtd3",
+	"Cy4blQHzr7EMX57S3u/vDQ40h85oqNse4P2D/R8nVB9rNn/stG5YKljcGraO9EB2+8927RCkVlhiLuZ3",
+	"1UqkWxfb3UwM4dLl8mITBaX/aDLwNF91nwjEpyw6JkGx9cC1U4ucuado/HfTP0piGMkLF0cWjm+9zDU1",
+	"KspCN08NbZa7H5hgC5VDeD1RJtsVXQKFWVF4lRmNs2kHfkR9QasX+kwPp3TMY54tOyVIGtBKsJoiFOzM",
+	"lQmWyHCqRgLYlJlraI/YxQFdXr7p2D8BBo6ls8ItGc5T8HOVjy4jWBrF4+ucPg+QkNhlIcT2C7QobsO7",
+	"jNvnl491qLDNNmQx0o0kweNpQ3nHJ+GNTxa8gcVJNRd9dTPoP1bNg6waSJizNU2ru97s860VPvzsn42W",
+	"zQnsb0UGvZ7WkGJmrg9g+voImSddcpaRSDLEZ8zkPESvTEQzOqZYLKa8mf/K9FaGfu+1FXzOCYzw23iT",
+	"aFo1WAvlyd1zizzqCfOG3zJhAGvM6qqlyths/dkyY1nKw2Zn9XkqZyybsrmCTCWtx0rFC0OiIIfmtdeX",
+	"l+fENOld1remu7XLqjvbS2LKywuaQ3xfTbMsubKXOleZzGj8KZQR+8tItzZqdfSwZfSXUeuvp5ejVieV",
+	"80w/BGvdXMmOWp/JPhwmBV9UnXQ1FjBTsIp+lUDo9Psm2MIZ2iyn+7YMYu48uks6i1f6N94nTJycnxXX",
+	"5g7whr0uVsU1nLk39nKJaWq7zW8H6ELnwtCHBG5rtl1n75y4IH8/efvmm1jeUpDCPVY2ZTRabirZTWyY",
+	"ldl48QgqYozHDMYWzvi10dWyKVcjMeaCpkuiDV4QmEY3PCaHvX3Sdm/2d4r7LZ9+91eWfcDxPvhEABYo",
+	"9Lt+57EPCRgoVqdJb+9tNB329rfgk0fmrQ/g0rvfkXLb36PziGeNnIXBC/AO5DCmkSrfmHVNbMhsniEz",
+	"QREK8CAZsTsScDeepVQovGAg1Dh1wO00JIupJG0MNeogyHEbX+yYWlQ7nZHQfO3jNj3CE5hD7TbUR9vi",
+	"lb03fMYzSNZZ8yKmD7S+6O0lTAGSLzxc+l6wPAGjtBZfWevfgMtfyXTMowhRB76+Bl7aFehMBHplqQF1",
+	"tho1cIxfo45mXOTbw+ofa3aIfa2yObzcatMp/tgMa2axCcta4nxdbv39eE/TJJ+0w3T5T16+cxBwvO4i",
+	"TEdUhNqmuxbK68rcJFXK1MZUBMcmfslAgXVGIof/4qqovqq1giJOsF2A1o1ZLBeEahUhjYwZMRKOWwjQ",
+	"9MzNEYlYBtfY0KlRuuHdDilDzKmRoGN5ywxYsokZUTs+AY/zNuy29Z5xQse+Z0uzJe7pbqqYWwZgfSJT",
+	"4gSEd0h5UYYEcc2sE13Loc2vynHWJsf8K3uiLcmbbuLwMcQvmMBiKKQAPkIYzOklvW7qxLy2B+987rTe",
+	"mIDNde/n78GovuGj7z8ustVCEnm6kGYby0n/+bz3qchj+oybNWY+UPSX8LtRQC0LA0Ci1mNNUGpG5EIo",
+	"0jbR3+bu3vEt79SPdmz43nJq8hYD1z5uEvyCfUXfuvr3FaJlBpvwH4Q8gifsFeXxQ67znQt7vQL3Z9/O",
+	"6oBTbT6VuJNnirAGVGmfBV7w4ZfWANecD/c+Ez5/y3FdD+Sev7LsHqzjaIhbyRazUGcvQbokNg29IdN8",
+	"arNJTGim1g1jRm8t0FU21ao8uWBZZsB46YxFuWJZKKMpg+I/yo15Qo4twj3Ny0/U8UjkeLVGxVE5VK1P",
+	"LfwRwBAeR9zeN5oyLw93lfODU+RtWy3vvIhc/nqXjGs2sUVg/WNt5v9WB9W/m2KIG/vLKIbrMz7QnZMV",
+	"MeqKcKXmLLKI5Ka1JwpDRCoen85IOEWADK7Dsoi+6IC5aPOApLC5hdDWEzUSGAnOMVRTSUHawZhGV3nW",
+	"f9AhgYlKu7phS/3nIpXi+kqrqmDfm/A1/QQkMLwDOVlXEPYRdEi3291p8qU2J5c8tneqUy87Ey8LspfS",
+	"NLauCJmnA1TyWWx9rS2D/7901spGbjRDmW884v139rvpnVLkW7juN9BGZo2RFI+hXa2UPQgk0ih5ThFn",
+	"hAsSKPZbgCl9pnZFYKq8tG0hRBtiq/TyipBBmcyMQpSqUDzC2A73zgXqlpnLmRw6okPmIkIUkZEoJFsq",
+	"FySW4U2HKAloBBj2pVtAeASVjwgjzGdcKaZGwhbQ7cB/wIpBIEF3JHppeKa1Cigq1SCHkBzrUtzQXrJA",
+	"Pib3MtZHYKppUxIbB32/SLDFGjw5br0tizM3yDQzPBvOrb9qRsrwDdHgYxQjdAu3HXgADTYZhkVZITIl",
+	"C5lidI+vdwdIczOhVqAC1UdyrqWZ4v9k1YIw/r4hNdq/OP1S+mG/UvLjK2cfArs2SXHk5erd0H9j+za/",
+	"fStkCuLGxPLakchGIv6e4nhPZSmjs+bQChJAfBO8vYsvB6R9AcEyuxd6Tri6OzbIqjJl1RmJkoaIclRl",
+	"dKmITJjoklMaTg19OLp+Li5OiYFKQgE6EgGPhjn8FLz8RJmTAmsDazELSFOV1wjF0msjUYUngmyLlGE5",
+	"ZhLA28MArX8j+sepXCg9mZHAry4ggrYrhRleQBRjyoSUmP4gkpGapA9AxZqkcgYYGBCVAggXcHoBOQlk",
+	"G9oyTcEbqrJd6Gv37GVA2rZukxmKyScZL0eiUnUKrCfBQliLlLBYsfLxOQSjgmPAE820sm2/KDwSgIjA",
+	"I92gogtzsuVwBXpu1yzLfxiJbMFD1iXv2MKFk0vmasoiTXol84AHnnrOQTUSUKv3OmUXP7whb84uLk/f",
+	"7b17f3n26u8de6JB7i7SeMIWJE8eV4SOxITGsd49Ox0sXAsEg2NZ6/88pGSRygw0glmXnEC/sBe5YCPR",
+	"DoZFkapgB1IJ9FPsrX+Yd6YkSVJ5x5kCgJYcZ0UYe0XzMlb2M9UPhcw41GuJtDSQgnVJoLnBoqLZY0Vz",
+	"XJwZLDPDEkiwpfsk5io7JhwAD3kcj4Smc67/iPlsDPfvSkIKLnibFjK9MUuLDSmSSenTOC6g2810jgvN",
+	"roazzEH6G2nzayFTW+i0ysSGqDv/0Ue+OX1Ey6GARzmcCux/FGQGSSw6djkTmItZaVVFcz/I7U70fxWD",
+	"LnFEaeQG4bk1bP3vX3q7zz9+6nf6zz7/170M0dpZVQ6zBDzBIRn0ej0tg3k0JAeDkYBTg3watRT7bQQQ",
+	"dSPoe9QajgpeGLU6o5z28MiC841an3VzjiDRf24fw4lDPoYSgpiwGi+LgEYjuiOucqltkhFN6KpWH9R/",
+	"a73qVV5yraZmkJjfMq9i8q0oXKXUnPXut3x+znebhFe9drr5Q0dY2YksN3EOOUT6j39olX9oWmIPuzHc",
+	"X7/k3duayK5EK2oQQeWwjdbtY9YhHB0qjgoJGARajTV5baRNycuTv5Jsmsr59ZQEJvP/SooAgcS4ySms",
+	"Y859qGBT5bmCFaA1vO4bglpnwOyWJFyGMeuA/8emTBdPOySa42RYgZAHWFPuk2IwIyFTYiIvMCMdwVTg",
+	"5tHKhQ654YCqYCmNZlUkEcSTZ2hu6Je65F0BNrZIeZYxgacKFcv8gfHJN0eg5dvxd41Bsw5Ani2vrlM5",
+	"T1pD/Rtc3laizEp17/Uwre97Ywe6+X4JhaK2/H5Q+n7wuZJ/+amll0brqkm1RjxQThkMXijuPWw5xdL3",
+	"BgduGnqeQ46qneV3val1cx87tqNbGc9nDo1UImVc6i4HtNlT6e3ezEYMp3BStfZuaboHH+0lGPrn6xNb",
+	"LXo1KJZFt/bbUscAt5M/IxZ+B3Bl3Z9lorXAzfMeLMteJCz82uGDxX5p0PZyOPP/hBD+brfS/6Yxh1NH",
+	"lm+sAmxyv+w0sjdJ5Ww3Y7MkNgWiHl9zOL1LEImQ2H5IO/jrqYH1NT+pYKdwb2FMT9HNSAAgKhVEphFm",
+	"gBX7Erw5Rjnh4EhE0OBut+vONBiJhZzH0dAgm6l5nJmss6hjw4Aii4IUTllEYn7D9PGL4UQjkffZyfWO",
+	"fEYcs5FDKXTDFse2S6oay9DVPzouNOWMK21/OuoCaYMaQ7SlGrhUf3fy9jTY0YpHYNLOAtQszCjckT1R",
+	"xIAfjIQUiIcOmG96UVjkEBI8n3JGuTB6hrIDGP9/7F1tcxs3kv4rKN5WmdwbUhQteW2q8kGOldi3sa1E",
+	"ymYry5wG5IAkVkOAN8CI4qn89X7A/cT7JVfoBjAYafimV8vLL7uOODN4a3Q3Gk8/PQefDAO0BUcthm9v",
+	"fKjRInvtPbgaD1wt1581fJcfMjk5dSL5lH6Mo5dk/WvdQAb+s7Itns1mTSCENxvBmMrX7dftCAx84Bv8",
+	"pY2E5l+V01MogJoYcXF5vfzmesbUrdkHoTQVA7Y15pXG/N7tA0bUC/W6wF4Uy3xPtuPK92ATPHugRY1S",
+	"Kc6FoHqL094C7PodTjhb9PrzRK/fxRFaA8IeaAUHYl9fKH9kOpTIh4+zrdRtWyz7Qiz7rQTpHoJqq0O1",
+	"fnlvh39vkdiLLF61x4XQxhEGkuDJqCesr4tVnsYyxVvLFjl0zN7xjfhNTDI2kRZdHzjCaHnMjoHHFkPg",
+	"70tr3xkEfzvwu+/+k8DfV+59B4B/bjpgC4H/FiDwdzPP07yasLzIykEdVTAWR2G1GCAMHthq+zfNs/3Q",
+	"E6ufhwt4P3zA+kEDuY+oI32EZ6skt0ryERle0Nd6pGhu+US+wy49491CmjWfcBAVyCKlASWWsAFXQIXU",
+	"l7kuH95JHUuGccgGmOZaBaxdAyoSUNB4MerjuuV6EhJoGXoC4qZjqYBZyRFOQiyXK4I1joC8A3KRIgsk",
+	"BUioJhDS7YmRxILJfAjOKLRqXxFyVuWWHuHUPMrZDdoSpQjQjYKVxSPfNDbot/G8FLniqlhL/rh5MJse",
+	"ym67CVEOm0aQ1c6VtfZLo2Uf6TkrKJcJDfaTY7YPrj+gFhgC/aggro4WGfJLAHpS7XaCdsXqrwXfU0Yz",
+	"1NAfaXZeWyc4Bu9sg2N3DuWaaSwKGth1MpKCtyeVRmPFzvCFVh9xb6x+/JNM2J12ERdNh1K4yyXlLSIx",
+	"lXeax8XxpNiKUpDY7u+Y9OdkTIW9boScVqPs+vlkCkUdEPmziHTQr7GlH4wItTmDPRH3My5GZ1D/HCYk",
+	"LipVqXKpN8/ZDpm7UUGHblnUuSKddsfi90VQZE9LQPNfv75svyk4mcMoEIeMQNsdqNAK4BAuRg0zKQ4V",
+	"hRVpND3HajC57gk59K9ZpsZTp/YmudJkTC8YQM7wyHNT/5mxJKTvioCwhNTjfBpXZg6/NRNXrK848bCX",
+	"J7xi3Oz0t/Zh7NhJ0EYVIjr35vN8djNf5fEcDgZsqllygDkjAOBzz187lW3xMlu8zHIjCru67FQWusho",
+	"n+uVidY2oLe1VTLXTTn8quzVz8YsKG9FSGy08JnM9Zkc3rQjofWo0PU2kCIFqaNh81aNVBm1BqZSUc//",
+	"XGFxWuQw9GlT4JI2JoIUFqL4xF77TZV+P6XnRaTvc64/D+9Vw2815bemKZ9OaRlRLemssqg/prbCuzF5",
+	"wbKvQlN9hGtGKkjh8YdIF5lhfX4mqBhgXXyuCJJK4Bz2RKD8XTQIAkuC9CHlQF+zEIXTXrfL2kX3vM+U",
+	"Dg7f/bl3RBsR1qWGaqr0Gp+HVW89IdgMXf8WOVym/Q5skcMLrEWeKkmo6AkuBjwxhwCPS9B8wlIuWMv6",
+	"4jbprKSdhdRwvvADNAfJ4tuoWbNcCC5GB5BE4b+DMHIzYiE1UnWYCa4DMpBpylOi6FyR2Xhe6WCfeFH6",
+	"OvIQNoTFre1cF+MMvOutN731pp+/N42iXTZNFywjAL8ujvH3bqCcrlucdfkD5anpiopIYbLw1qGAdxQc",
+	"CTwjE0ZVnrHEq821UjM/+J4868RMN4x18jL95G+zMpdlZfJAMr4Wvi64K9soU9kmLa7eCJ/g0896E5gh",
+	"rLMBYE62wr9M+IWVBif4+N+PnoZ8mCSuBPQ1sktSp5pMpNLk1R461K/29TjImvU5OMZ3vVlLNIKq0HgD",
+	"faOi9PVYOsmBSk5L++iBPYjYm3PghKCmo2OqxngzDoyXjpKjs0fGMs+U7QkMB9mW4ikmMsckF5qn4PZj",
+	"k9iSWpxA8wkN89dSeyKjg3NyGOT7Xm4QvzZjeZqKEkXLyaLbekQ1FCkkByS+Xge7utzxNm1067g/kJI+",
+	"TJKboe4lSnodaBG8vh5m4ReLD7eq2dE4DORkkgvHEQElKlrk0Ok7nqbI1EC4IDSIMr9QQdLFTRXefoMK",
+	"3sYkgKaBaKSgCzlGKjQlJpXcTlNulD+EE7KFSDxd/hCuwG02xRpJQ47v+UY2kBWtB3Vpl9mlbfrPwvSf",
+	"9eXgUeBlHhOzMN3nF4aqzRHMZBYOgqSVwbOtBWk396Dn7s8VfLuZ9/ckqTbLdpfLsnlGu2yLHf8WEmwe",
+	"1KnbGTIxYM2EOazCIg/PH3yQiTeVYsQyAm8DQwQlU8Yy0mdDmZleD228dlEi9w/mzXfsdvfzW1fs+bpi",
+	"LxRKDUnYtbvuO3tmQZgmbKJbRFGQdEDCi6oARKKdrWOhAPMVrAEFfNnmBcUGGdPuPSQ48dempsWeGFOz",
+	"L8SiauNlcX8wAxY2s8COhTOz9RaXeou3EtVHdx7zJXSNMiuXOKsYVYt8FgO3OckYUipZhAiIFKtqwOOQ",
+	"kuNYG/H4jXjfGHFe38nhMEagRU+4v2Ep/BjRvDbgKofDhrMTXBMbOBDzENUrh8MgA8LSGEPMLWGDlGYs",
+	"IXEiZ1A82EGS7aiM4cG0IqBNhM9HhBJHBExieK6FcPu4ILV3tIteKwxt1RKSMZ1xlrRIDErEDqfPkEmJ",
+	"DXJtLL9RFk4YkhfKvt/EEkwk4RkbaJnNST1uNsOfmgnP4sjVRSbxTq6yHdXnIm70hBQ2dQpZ0oHmyeHg",
+	"6nudDpJTzbhijQObfhU+2xMTOodlJIKxRBUIPdstLpSmaQqDQy13hqmiMaEZ6wnFKKCqD49Omp39V80f",
+	"v/9Y1GNxevGczZG6U1hKd6OOWXLQE7SvfG6ZDY6XdSkw0Z+zqY7INGP+4bkT256gaWp5ryct8hnesiEf",
+	"82pQmIoonXD3Wx3iQYAHMgo8bjaNxyKnWsW23PRZDHCiuBk3DoiVV8uCro1D45eySqMf5/r+HJhbnrFg",
+	"2LVuDWTpLGPJkKtxKdXXUk91Wu1Wp9UB2u8pclPV9vZe1qKaUukZF4oN8syoLvOEmivNJuosz3itW9ux",
+	"nzX+5An+smOeyhXLbFwfmgd9V5IfRJMpNZMZcEy+NL+ZpzSfMJnrM1XrdtprHwmD2X6K/OI17KoV72do",
+	"XrfHxOeM2Lmbt3KbI2OAwFzrxNhnA4lxrAJMCXmLtvK/Z2QJkDzgdgfBfGLsGJwizK83D5VHIvkYdOtJ",
+	"I7DbrMi7CPSRSAqBnpTW9OvKgVzlg3+k2XmQx8tFOBpSF/JaYm/JBbZZE7ghfPGiRUkuxjOXsGXKmOVW",
+	"T/wGzs6Mcv2dMZJx5N3HsHKF8ZXQEWfA5lmXtqwf1kxGgx03oiKZ39/zlQCnqrpwDc10eXcuLV7zG+X6",
+	"Rqqf0QFaQidL5UzMoKpLsJgxV5eoGdJUMV+6pC9lyqioKrzykxQjM6HmU6VWXy0oBVc4N5UNvwqrwb16",
+	"0mJwwXr8Amy4S9EOmOIZyG+BWVeY7WmFBsTHiomZtcZWHd5NHR7nzr5fW4F7x+DC9fwKLCGqITzLAlex",
+	"Hl+rKUfqeibJlGUk5eK8UY0tPIamnjW20AxhHWxhaa62IMOlIMMKuEgo5fDfT1j5xFeOAtEmfaZnzFjP",
+	"mbScNeWdANVQ+lKPewKFwNhHJASwkbCxTG1IxnyjLCkR1sgjakwzRmhPxKbRM57EHkHDg2iYZ8hxNt04",
+	"AymjCh4bScHQocANDPsWPAb8CF1SU8QI+pPCCukC1rLdXWN3N06g7y/6XGfTz3UCKu/5JkzZZkqfBt1o",
+	"Wj6mPKvSWm+lHpNCUp00G1nZ3p39q1ahuKmS19PI68QV4PWdK/N/mzCIGz0YgWINpHXRNfPttNeWKvx5",
+	"UoXfUVrXAP55iYN6XxUNVqICrRQ+qDO66PzmOrW956285y15XY/mba4+w5glXZ3/pfgkf7jSPYdGIJki",
+	"4/lU6jHD61PjaeYZRmPA28XyMkRpsBhQWNvDMXrCsUjaat9ixAVD3kakgnIhJCzJw8WoYL9SUU/MuB7L",
+	"3BJhYXVrrIdnvGDP8YjOMNIAUEUSOROkDnUHSyFkecEaBxab5E+vxmMu6M2pxj/XffFs/MXu7mL0NJUC",
+	"v+brBdrfgMHtJlW6c9CDiKAmWQ56pTJqZpf2B9ti7a6Z8K7rRrrXcpbX5/61feVSbMQ3dX8KMOzAsmCW",
+	"2y8JkbkeyAn7yg/kWz91FaEotSywZEynU3PuHZJWq7V5iq5Ts1LoTKbNaUoFW8qc6/EBDnChiGKmA6Jg",
+	"0p1wkWvmjvLGf0gZTVTkE2Q0yyaVHsP32I9j6MYDbpxSOws2jZ0TAnPyqBvmHuiXYWHMdKeu2PntBKO4",
+	"4ti58v92x5ZKITkMKRVHkoXJnf/3P/9LYsvCYv9L5YMBYwlLYiIzElt4UnDj4mAuU5Y1gXgGTWZ1VZqC",
+	"MuQBhWcpL8lpmYjk2694HlL63ANFwLWQspcknpTL+XtTvr+/v7+4bADcVlkf115WhWJcu26tQ9M/lNmE",
+	"6lq3lufw5I2a/3aPKD4yAt08Z3O1VHeWNMoLRY6Szv7+7hvHoNS0HyLTvJ/yATHfwwsnOtD8goEmNc8o",
+	"ItjMvaUQZgaAOLiUmhOdGScX8ekjZLiouo44web+arr9oE6Ka2bRxYGZGzPY6/wMX3Vk4b4i/+HCn+NS",
+	"rLmHysGmUAp3Mqnd8WhFdN9IUtB8RJhIZKZYQurI79UwYhSeeFAYewKeNiZmAszd3P3SIocIskwZzeCS",
+	"HuolITvNQIohH+UoiUhjS4HJCchxzaGkzwY0V4xQ0x0ERTr+LpDrooNcVx0gfoGhF0L3ADSIuw+wNxbe",
+	"Q7OZ2/7nbP7VR9ueDxkhyglK9s1teOtdKCbTJh73F5qCAC1NTj59PL546QIE3Ow6RFU7IEjCpqmcY6kK",
+	"uBQzat1daFkXvOEd676Ecrw51KqtczHIGFVQTNfeYQNoAfDBVPj3D0jGBowDs1SSySm5eEl0RqeKzAAi",
+	"Y74KoHrNJ4yMZE+YIcxoZoyPcvdp57CLBTmWSo8ydvLzT40FWSEnYjI9wjl6SLtTtLKo/gT8+m3bGTPO",
+	"spDhytKMEQXqPLQ4kBWg1hb0Ce8vdXg+fnhLJjLJIVOBaixnxRR5az8NxEyaD+0CK1KXUybolO+8Pfz+",
+	"ryenn4+bHz+8belL3YhgR5iRkAkVdGRkVUtiTvStRTL2kfdXC5hml3rHV4wpHMywB+Td0Q8fPn04/fD5",
+	"0wnpdr8jb49+/PAJhLuQxevuYaXIBTNSP/n44aJza6TQ7eSCDXK8tv3HHyU66WCwa4oDOqlleUAqzVVo",
+	"GlhEI4WWejNMQeOZzZRQjXXYuswqn9pGnzWuphjIOuganEEc99fuEjwxuCacqs0U3aLrgRNm6/obCa5T",
+	"geq1U9JkZpHCPRUBbNVXtQ/0Z9xwNwpWrYGeQ2M9oXoA2VzQ2wgMv8uXMm/ELrkrNkdD1SKx+eqZr44f",
+	"X3QGsc2Aiu2dnZ7HBz0RX7z0P5h/1nPFsoicvD80Zv7k/WGzs/+KmLVnQtsxReTw6IRMM35BB/Mu/Hic",
+	"8Qtj5H+QmfEZitggx3sPKzyagv+K9qfrzwCWZd35HkXIp/CG5JDEPx6dkmuuVWw0hm6av3R7IkZCql8V",
+	"y0iTkfZlL2+3Xw7w0TOewH8ygn81A7V/MKPFP5p+2j+aMeIfzUjxj1BY43s3f1gdmSo1HWdU2YSsWcY1",
+	"a5oDTNemgyENFgD+Wz1xCkZ3JEuphJCRJrOEZSyJXLodFjMhVJEZ64+lPFcHhPYESBtXJBd0cC7kLGXJ",
+	"iCXk13fH4IL1aglLzSyypFcjE0aFQvPubpJoT6RyQFPCskxmi3FPhSJ6UvTTGLaez+LabRfxGzFRkLEV",
+	"iHqtW7t4WYvM/5hP53p8ViwQFr8dN9GuNM27+EQmtRzI1GxpFHgsM3lRftf8JXwXnyjePTw6sZlhgWuP",
+	"mmhDzf802KhgwRf4LIEK3ZK53eGs+y+XoiWSwtcDb506I3f7I4c15TtX+I9NEFSW6N3zyluNOSepHB0Q",
+	"e0kRHI/MUXjKkkUYq7toyi3S6lkirUSoCzf1JleCrIJvR95uFzwcauE510vhIxxPHtJIfGP5v/cB1LqT",
+	"xG2mlIo1Xs7P9r1lYwPuCc7SRJERv2DiwMkp/qejMghJEOCU0hNIt2+U7bUDiyNroJrYv73w0h8WWjKH",
+	"Blj+FnnHjdUCxV2q5TFgKRLGlfR6ld+LjFP3ps1v6fBOoLThBcPoTG1GMwFhpM3dyCehkFutIByR3FZR",
+	"bIkCnoBP7g6KdIX7uWP9SL6kJAEe/+FAXpcZ6TOjkeyB3waAAMmJtl+wmY97RmFtD6o1m0wX3ueLyfRd",
+	"0ZcHj4euftL2Zn4CfEg/8FSzB46juhbXylH0c/XNudZPWOOt7Au+KB+zHtWDWbVvNcPw7l3dpCVRYuPW",
+	"x250p0zpT0GQOMYQspCziMhcK451JzEAGFlwhGUt8LFRo9SzhCV+WlvkkLjgIBQwC+ODXTIYs8E5ulRh",
+	"kDmVo9FCCIXp6OOcK9x2XeQ0mCWC0YVy5A/wVh1uD8ZPHOShxTrdyrKaVUypXmI/j2Dh3XNoLYvbBjXm",
+	"UxWR/hxY0KJCQOwhIiLF/vWZFwGpiCbsckrNfuVCy2rjeur7+IDbwTWyDCjnJ6t1X1dkxUzoYJBuGYu/",
+	"rYMX9k/vXLl/nplFWYwXNhbZL6xfuU0WjNTjqyt44cuXGPNoxjI1x4VGZcjEzfJjrOSqVWzdW0bXzVXc",
+	"fBFXoHHdoGCbleG4E8rTarhtSQyW4m0n9PInJkZ6XOu+erkYbguVZlZW/4KHbg8sOMVGnjWmAMawjiOM",
+	"k7UFEizVkofHH+xEhfsK/3AbGIGH4Iri0y1yWtCLchvy4spTyIp0fmAZSLMLlvXEOWNTRai/sYfCW8De",
+	"vPiGF8TiaSvU2otcOuIS7Ol1LbSBfD/NpWnQ9MJ6WbCiB45fdo3SWNsb0n9RuolAA2ymW0oWcecK/n91",
+	"zaoLeQ7QfyzyRzWUAGwR+MEF0iGPD1qxjxXlqDA7mey13wDyJCTBQmvriC9zgadNM2eLq1I5dbRORQPT",
+	"8+096J3TA8003kHqNjUdsMJhRMYBm1b4cPYxovK+//EOLt1vrtVn7dTZUazj1rlp3jp2Sx27WSEXt0KH",
+	"DmiawkPg5VzYFb76k7ui7Mtk/m87eZZ+WZyPBQndQUADgocWF2r790KROM/SuMCH9kQZIErq5qgM7O7H",
+	"n08QNOkGt3Nl/4UURFyM4kbUE5jiBc2caCoSmiXE7RMyo/MW+RvL+BATwMzDVOcZg+LoWCohozNiBugq",
+	"G0xppkyHuMbcMEgnoSS2rTd5EkO+eE/gC90irGf8XA3kbdYiVZgM+7Dt4hFM9qpD65i5YgfJQQC7FL5u",
+	"gM7mlsDDx1SrU01fv379ekWq6dilWzs2Vj/upUff62fdqGoUNtz5QkEeDvDs/Sr4pVGCUiTqwBpoCDoP",
+	"aYZpd3OZZ2SQSmSPLga1+5c3+29edtrt9qqum8aUppPp0hFMTe8y853//Ee7+eaPf/9TRcZsVBX8kRmZ",
+	"GNFRUzpgTcXMamqWkPhiN0Ikbp8q9mqPvP94+H3z5P1hZ/+VxeWiAINMKqzYH+MbxbTjk63yn/2QSr8a",
+	"ObYfjnrCzOKUZf40JszOMn7SKWRlBULrUNLAQIiJVbZyA7kwu4czG7+HtbDfqyd5BsQuBHI1IRsSyL0g",
+	"mTdNfNgLEjTxHTNYm1NVLOTFbvTXffn78L8/vdn//c2vf8t3j9Tw58nwb59+Hovz3zvTf76Rbz69+7Tz",
+	"fmf6Ye+7VavtJ3Qjeb1T0TyqketQ17q1Trvzqrm72+y8Om2/6rbb3Xb791pUK8h/wv1odt7i/Yh1Uo1W",
+	"/hLVyi8u38gTY2ZGcEKVCSOTy12gi5QzyPdh/1Xr7nXMPzxYw8Hwzc95/59soLFRO0tAjw6v2zoQuJsW",
+	"DrbqtY2cA3tEWutQ/Pe/VwIOEUqO+hL0O1eEj4TMnP9d9V5pZ0BBGne6wARF5NxspsyoCpaQ+l77Nfyy",
+	"13kDiEt7Ix6RsRQS90f8i9HPzcOhZlmMyVL7VW3/YtHzsNHYJc4MpylYVTkcQjv/5BoYShd8vrU0R+pQ",
+	"WDvikfbOQrsMhgoP4kuFj3aC/mwfgz/vT0+P6ycNwkQylRxqr2M7qkWOKtJACFc9Yew7ts81oYr8x8nn",
+	"T6SOYkDishjEjYhU2PmeCA19tyd64s8lO42crc50kvoS09kTJLCexqYnOe55y9PeOCh93W8C28gqy1Z6",
+	"2WuouLuOjSBmn+TAfQReC7kvG1HcyWKiOsWlIbhnoDvNhA1kApxbkHUbVg/C8k7xbKzY4Cxumfl/t8gV",
+	"wu0jMFeki4x87lmqzVGeT8Ba9YTtfuTgcvBKsZLmVGXTVTQTpK4kUHnZDBw4WvWEYkyRGPRPPo2dawcZ",
+	"R14pxZDYDxQgqtEih6RzeWnjlD1RN1NjO2DXlliO+Ijstoki/bmr/NRwQ1EHZP/yMiJ77ddRT4BKgNpK",
+	"eiazc0xbUaGWWLrVe2LFXj+AwgPAmuHCqyWN1eqJ31ypO5Tzfp6MMCyrpg7IIwVR+WBsydXyjDUc/Vux",
+	"kiWdFxln2LuZ5qcz91Mc7G+7PlHgBVzqomaX10CODg7hRHYVgV8Zc7Qx1gjF/2YiALxExJ2isVyUnQiL",
+	"kohwBou6gDZRGlyfMJ5ZEZ9eHHe26uZJI88wg2fGwPoKMa0/16KaL9tpSf3N0W8BItN7TOaYnSW5njf7",
+	"GU9GxmHKs9S4VlpPVXdnBw/ftvXWQE52ivSgDS3600S5S40vjHNbjbNJpHubN7SNii+GlDj3iFAfAlzi",
+	"Ya0Oj1fGQNZNGgqDj6tShwr9uk7+0K314TZ56HnSNM/8gt9v3lBVnLwqgagSDFNI4UOHrFfYj20ywD3S",
+	"O99S1DZTRHZdb5ctFGbuFHq+HjNhjEnSJVCtKm70RFUyT6Fpu+7kRcZyZg7EZmDea8fyWT0RnHHc4yPp",
+	"PFp7IBtQISTUtwXWZZYckIG9oDW+8Mx3UkuM2bEFMAtMObgf9X5bPxdn0db82jx+9AQZRCu0hEsf2mqL",
+	"berQI6cO3U6bLnM+10kZKjJ5fH6Qj+2UE4QYHYxtMMRGhCDi0u2J2ZiJCBRjKsUIiULfn54eEyxQbplD",
+	"kRIcQg1Uk4lUmuzvdkh/rpnqCRu1cvrzhTvtV2m+4Jp9m4i0TUR68kSk4ur88ZKQQq9oTR2wc+W6t5RZ",
+	"+3MY9rXb0vkk13Ni1DJn32fdPGFmT3HVvnXfr7nvYXj/0WR1fR16e8ne8XdEm6fd3b6riwDYP+cs9xTI",
+	"fl/Vz7lISFzcZsUNf3FDJ8xRsZn9hggY+Gt4bxbZq53ZmGqIoHPlGYwhtS9x5K7BbQ1WBCfDjKlx6b6h",
+	"RU7nUz6gaTonucJSKrQnyhephVYQlnDBH3e4IkN+yRI86tj2emKSKzjq2IMCqe+13+AlwIwrVknc+gsr",
+	"o28CLXLfBMudR1NDgs2i66fK+TZY9nRm2y4Yoe62HRj07tH1nnIxupP6WahQjj+fnBp9Yi/bnU5oAdqO",
+	"TPFgdB0zYNN/xYBFPXEjC5jUuSaCcbidm1Fj4I3uENJVUYVLPpySxtopw54uGuqj2iRachhQMSJbr2SQ",
+	"Uuyu9zqXlxC7UXiHGV5dFjeeB7ZJ2BSmEZYOidI8TYkt9VFJwnLMxegRQpGr1IFZqm2q8defauzkCzjl",
+	"7nQ8H0s64UtJrDH/AXZEQIjKklDQuyAkgtpjtGkKNtQg5QAVsK46GUihZMoahKpzZaEd4CwYndGEZAtb",
+	"NmEGYUrdExNqnP0hy+zOkimz+4krzO5Hp8BBchB0XE28/huO9iGjeNjCopJKNE1Z1rqXClg28wS+SPi6",
+	"SXk+XbkM9Lqq9RnNWHaY63Gt+48/jJLHHLsqSPHhzSpYB6TEyI8Jehj1no3Nkh0ef2h5hMAVTBf70t3Z",
+	"uRpLpb/UotoFzbjZL6qgP70qZqm22/lLq91qt3a7r9uv27Wq2bVtv1DE1nkm9bjoaDPlSjNhMXTYgXIT",
+	"Y62nNz4cA5ohJn025rD/Tn86aWqWTbigWLcwk5cImBb5xEy//Qy8BwC4P/zS3LgcsNUdHcyFZy6VqDkz",
+	"dlAxbdpQpK75hItRRBRQh5lRRWTIxICLESR5W0yGKxdZuwk1PsHlxI2c5aLg5WhCkZw4+AzUNa/4xvc3",
+	"K7WTerk+umr4CunwlVYIGNHjqq8eZ1JjMc5g3ykb16Pk3eGP5gTi6i1awz5lWRPgqbYSNy81FdR/rGjw",
+	"/c2E/26pbVKfUJ5GQSmHiIgRF5cNs9y2szL3kLa+vES0OSVDNguS91s388CrOlTk1gaSYHZs6QO4rRdg",
+	"4/OEAwMFT02nLH92rm0ZLv8ReG7BN9DfTOUowjLy/MJo2ozRSeSTRKB/Balp8GVrcyqWN6VGTElYk7M/",
+	"J2MqEhuA9TXWUDgRVedTKFzqBUt8ySe3G/WYTUIB85VKbvbiyMJLocB5WfKja3atXHqNDMxZGAF2sq8p",
+	"F7aeiMhkmprWwukdVbf+ntFUjyNiTsFcMKUiMmE64wO34ACwHuTXPqfmShvV/8eX/w8AAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
