@@ -134,7 +134,7 @@ func (s *Server) gate(next http.Handler) http.Handler {
 		}
 
 		if key := r.Header.Get("Idempotency-Key"); key != "" && r.Method == http.MethodPost {
-			s.idempotent(w, r, key, body, next)
+			s.idempotent(w, r, op, key, body, next)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -378,8 +378,10 @@ func checkJSONBody(body []byte) *backstop.ValidationError {
 
 // idempotent runs a POST under an Idempotency-Key: the first request runs
 // and its answer is stored; a repeat with the same method, path and body
-// gets the stored answer; a repeat with another body is refused.
-func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, body []byte, next http.Handler) {
+// gets the stored answer; a repeat with another body is refused. The
+// stored answer holds no secret: the fields the contract marks
+// x-backstop-secret are stored (and replayed) empty.
+func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, op *openapi3.Operation, key string, body []byte, next http.Handler) {
 	actor := backstop.ActorFrom(r.Context())
 	if actor.TokenID == "" { // public operations have no POSTs; nothing to scope the key to
 		next.ServeHTTP(w, r)
@@ -422,7 +424,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, key string, 
 				hdr[k] = v
 			}
 		}
-		err = s.gateStore.CompleteIdempotencyKey(ctx, actor.TokenID, key, backstop.StoredResponse{Status: rec.status, Headers: hdr, Body: rec.body.Bytes()})
+		err = s.gateStore.CompleteIdempotencyKey(ctx, actor.TokenID, key, backstop.StoredResponse{Status: rec.status, Headers: hdr, Body: redactSecrets(op, rec.status, rec.body.Bytes())})
 	}
 	done = true
 	if err != nil {
@@ -449,3 +451,71 @@ func (r *recorder) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// secretExtension marks, in the contract, a response property that holds
+// a secret shown once (a token, a signing secret, an enrollment token).
+const secretExtension = "x-backstop-secret"
+
+// redactSecrets returns body with every top-level property that the
+// operation's response schema for status marks x-backstop-secret set to
+// the empty string, for storing as an idempotent replay: a replay must not
+// hand the secret out again, and the store must not keep it in clear. A
+// body that is no JSON object is returned as it is.
+func redactSecrets(op *openapi3.Operation, status int, body []byte) []byte {
+	names := secretFields(op, status)
+	if len(names) == 0 {
+		return body
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return body
+	}
+	changed := false
+	for _, n := range names {
+		if _, ok := obj[n]; ok {
+			obj[n] = json.RawMessage(`""`)
+			changed = true
+		}
+	}
+	if !changed {
+		return body
+	}
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return body
+	}
+	return append(out, '\n')
+}
+
+// secretFields lists the top-level properties marked x-backstop-secret in
+// the JSON schema of op's response for status, following allOf.
+func secretFields(op *openapi3.Operation, status int) []string {
+	if op == nil || op.Responses == nil {
+		return nil
+	}
+	ref := op.Responses.Status(status)
+	if ref == nil || ref.Value == nil {
+		return nil
+	}
+	mt := ref.Value.Content.Get("application/json")
+	if mt == nil || mt.Schema == nil {
+		return nil
+	}
+	var names []string
+	var walk func(s *openapi3.SchemaRef)
+	walk = func(s *openapi3.SchemaRef) {
+		if s == nil || s.Value == nil {
+			return
+		}
+		for name, p := range s.Value.Properties {
+			if p != nil && p.Value != nil && p.Value.Extensions[secretExtension] == true {
+				names = append(names, name)
+			}
+		}
+		for _, a := range s.Value.AllOf {
+			walk(a)
+		}
+	}
+	walk(mt.Schema)
+	return names
+}

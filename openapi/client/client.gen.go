@@ -2275,7 +2275,10 @@ type NodeCreated struct {
 	// Example: 2026-11-27T06:00:00Z
 	EnrollmentExpiresAt time.Time `json:"enrollment_expires_at"`
 
-	// EnrollmentToken Give it to the node's agent (`--enroll-token`); shown only here.
+	// EnrollmentToken Give it to the node's agent (`--enroll-token`); shown only
+	// here. An `Idempotency-Key` replay of this answer carries it
+	// empty (the server keeps no copy).
+	//
 	//
 	// Example: bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
 	EnrollmentToken string `json:"enrollment_token"`
@@ -3575,7 +3578,10 @@ type TokenCreated struct {
 	// Example: operator
 	Role Role `json:"role"`
 
-	// Secret Use as `Authorization: Bearer <secret>`.
+	// Secret Use as `Authorization: Bearer <secret>`. An
+	// `Idempotency-Key` replay of this answer carries it empty
+	// (the server keeps no copy).
+	//
 	//
 	// Example: bsk_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
 	Secret string `json:"secret"`
@@ -3741,7 +3747,11 @@ type WebhookCreated struct {
 	// Example: ops-pager
 	Name TargetName `json:"name"`
 
-	// Secret The Standard Webhooks signing secret: `whsec_` then the base64 of 32 random bytes, the HMAC key.
+	// Secret The Standard Webhooks signing secret: `whsec_` then the
+	// base64 of 32 random bytes, the HMAC key. An
+	// `Idempotency-Key` replay of this answer carries it empty
+	// (the server keeps no copy).
+	//
 	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
 	Secret string `json:"secret"`

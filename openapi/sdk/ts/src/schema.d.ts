@@ -2039,7 +2039,9 @@ export interface components {
          */
         NodeCreated: components["schemas"]["Node"] & {
             /**
-             * @description Give it to the node's agent (`--enroll-token`); shown only here.
+             * @description Give it to the node's agent (`--enroll-token`); shown only
+             *     here. An `Idempotency-Key` replay of this answer carries it
+             *     empty (the server keeps no copy).
              * @example bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
              */
             enrollment_token: string;
@@ -2768,7 +2770,9 @@ export interface components {
          */
         TokenCreated: components["schemas"]["Token"] & {
             /**
-             * @description Use as `Authorization: Bearer <secret>`.
+             * @description Use as `Authorization: Bearer <secret>`. An
+             *     `Idempotency-Key` replay of this answer carries it empty
+             *     (the server keeps no copy).
              * @example bsk_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
              */
             secret: string;
@@ -4579,7 +4583,10 @@ export interface components {
          */
         WebhookCreated: components["schemas"]["Webhook"] & {
             /**
-             * @description The Standard Webhooks signing secret: `whsec_` then the base64 of 32 random bytes, the HMAC key.
+             * @description The Standard Webhooks signing secret: `whsec_` then the
+             *     base64 of 32 random bytes, the HMAC key. An
+             *     `Idempotency-Key` replay of this answer carries it empty
+             *     (the server keeps no copy).
              * @example whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
              */
             secret: string;
