@@ -106,7 +106,7 @@ func newDeliveryEnvWith(t testing.TB, cfg notify.Config, adjust func(*server.Con
 		cancel()
 		wg.Wait()
 	})
-	return &env{t: t, url: ts.URL, srv: srv, st: st, dbURL: dbURL}
+	return &env{t: t, url: ts.URL, srv: srv, st: st, dbURL: dbURL, deliver: d}
 }
 
 // receiver is a webhook receiver that verifies every request with the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/server"
+	"github.com/backstop-ha/backstop/server/notify"
 	"github.com/backstop-ha/backstop/server/signing"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/storetest"
@@ -29,6 +30,8 @@ type env struct {
 	srv   *server.Server
 	st    *store.Store
 	dbURL string
+	// deliver is the delivery service of newDeliveryEnv (else nil).
+	deliver *notify.Service
 }
 
 func newEnv(t testing.TB, schema uint) *env {

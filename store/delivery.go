@@ -224,6 +224,23 @@ func (s *Store) RecordAttempt(ctx context.Context, t backstop.Target, d backstop
 	})
 }
 
+// PruneDeliveries deletes up to limit finished deliveries (delivered,
+// dead-lettered or cancelled) that finished before before, oldest first,
+// with their attempts, and returns how many it deleted. A pending
+// delivery is never pruned, however old. Replicas pruning at once skip
+// each other's rows.
+func (s *Store) PruneDeliveries(ctx context.Context, before time.Time, limit int) (int64, error) {
+	// Ids grow with time, so the oldest finished rows come first in the
+	// primary key's order and a batch stops early; no index is needed.
+	tag, err := s.pool.Exec(ctx, `DELETE FROM deliveries WHERE id IN (
+			SELECT id FROM deliveries WHERE status <> 'pending' AND coalesce(finished_at, created_at) < $1
+			ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)`, before, limit)
+	if err != nil {
+		return 0, interpretError(err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // DeliveryBacklog returns, for every target, how many deliveries are
 // pending and since when.
 func (s *Store) DeliveryBacklog(ctx context.Context) ([]backstop.TargetBacklog, error) {

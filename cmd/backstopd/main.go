@@ -108,6 +108,7 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	fs.DurationVar(&c.Delivery.BackoffMax, "delivery-backoff-max", d.BackoffMax, "longest wait between two attempts of a delivery")
 	fs.DurationVar(&c.Delivery.AttemptTimeout, "delivery-timeout", d.AttemptTimeout, "time a webhook receiver has to answer one attempt")
 	fs.IntVar(&c.Delivery.Workers, "delivery-workers", d.Workers, "deliveries made at once by this replica (each target one at a time)")
+	fs.DurationVar(&c.Delivery.Retention, "delivery-retention", d.Retention, "how long finished webhook and trap deliveries stay in the delivery log before they are pruned (hourly, in batches)")
 	fs.StringVar(&c.FenceAgentsDir, "fence-agents-dir", env("BACKSTOP_FENCE_AGENTS_DIR", server.DefaultFenceAgentsDir),
 		"directory of the fence agents (Debian's fence-agents: fence_redfish, fence_ipmilan, ...) that fence devices name (BACKSTOP_FENCE_AGENTS_DIR)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", env("BACKSTOP_PPROF_LISTEN", ""), "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty (BACKSTOP_PPROF_LISTEN)")
@@ -143,7 +144,7 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 		return c, errors.New("--database-url (or BACKSTOP_DATABASE_URL) is required")
 	}
 	if c.Delivery.MaxAttempts < 1 || c.Delivery.BackoffBase <= 0 || c.Delivery.BackoffMax < c.Delivery.BackoffBase ||
-		c.Delivery.AttemptTimeout <= 0 || c.Delivery.Workers < 1 {
+		c.Delivery.AttemptTimeout <= 0 || c.Delivery.Workers < 1 || c.Delivery.Retention <= 0 {
 		return c, errors.New("--delivery-*: attempts and workers must be at least 1, durations positive, --delivery-backoff-max at least --delivery-backoff")
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {

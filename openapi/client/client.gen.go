@@ -5250,7 +5250,9 @@ type ClientInterface interface {
 
 	// ListSnmpDeliveries The SNMP target's delivery log
 	//
-	// Traps sent (or being retried) to this target, newest first, with their attempts.
+	// Traps sent (or being retried) to this target, newest first, with
+	// their attempts. Finished deliveries are pruned after the delivery
+	// retention (`backstopd --delivery-retention`, 30 days by default).
 	//
 	// Corresponds with GET /v1/snmp-targets/{target_id}/deliveries (the `ListSnmpDeliveries` operationId).
 	ListSnmpDeliveries(ctx context.Context, targetId SnmpTargetID, params *ListSnmpDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -5422,7 +5424,9 @@ type ClientInterface interface {
 	//
 	// Deliveries to this webhook, newest first, each with every attempt:
 	// when, how long, the HTTP status, the outcome and at most 512 bytes
-	// of the receiver's answer.
+	// of the receiver's answer. Finished deliveries are kept for the
+	// delivery retention (`backstopd --delivery-retention`, 30 days by
+	// default) and then pruned; pending ones are kept until they finish.
 	//
 	// Corresponds with GET /v1/webhooks/{webhook_id}/deliveries (the `ListWebhookDeliveries` operationId).
 	ListWebhookDeliveries(ctx context.Context, webhookId WebhookID, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -7007,7 +7011,9 @@ func (c *Client) UpdateSnmpTarget(ctx context.Context, targetId SnmpTargetID, pa
 
 // ListSnmpDeliveries The SNMP target's delivery log
 //
-// Traps sent (or being retried) to this target, newest first, with their attempts.
+// Traps sent (or being retried) to this target, newest first, with
+// their attempts. Finished deliveries are pruned after the delivery
+// retention (`backstopd --delivery-retention`, 30 days by default).
 //
 // Corresponds with GET /v1/snmp-targets/{target_id}/deliveries (the `ListSnmpDeliveries` operationId).
 func (c *Client) ListSnmpDeliveries(ctx context.Context, targetId SnmpTargetID, params *ListSnmpDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -7329,7 +7335,9 @@ func (c *Client) UpdateWebhook(ctx context.Context, webhookId WebhookID, params 
 //
 // Deliveries to this webhook, newest first, each with every attempt:
 // when, how long, the HTTP status, the outcome and at most 512 bytes
-// of the receiver's answer.
+// of the receiver's answer. Finished deliveries are kept for the
+// delivery retention (`backstopd --delivery-retention`, 30 days by
+// default) and then pruned; pending ones are kept until they finish.
 //
 // Corresponds with GET /v1/webhooks/{webhook_id}/deliveries (the `ListWebhookDeliveries` operationId).
 func (c *Client) ListWebhookDeliveries(ctx context.Context, webhookId WebhookID, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -12214,7 +12222,9 @@ type ClientWithResponsesInterface interface {
 
 	// ListSnmpDeliveriesWithResponse The SNMP target's delivery log
 	//
-	// Traps sent (or being retried) to this target, newest first, with their attempts.
+	// Traps sent (or being retried) to this target, newest first, with
+	// their attempts. Finished deliveries are pruned after the delivery
+	// retention (`backstopd --delivery-retention`, 30 days by default).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -12404,7 +12414,9 @@ type ClientWithResponsesInterface interface {
 	//
 	// Deliveries to this webhook, newest first, each with every attempt:
 	// when, how long, the HTTP status, the outcome and at most 512 bytes
-	// of the receiver's answer.
+	// of the receiver's answer. Finished deliveries are kept for the
+	// delivery retention (`backstopd --delivery-retention`, 30 days by
+	// default) and then pruned; pending ones are kept until they finish.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -19876,7 +19888,9 @@ func (c *ClientWithResponses) UpdateSnmpTargetWithResponse(ctx context.Context, 
 
 // ListSnmpDeliveriesWithResponse The SNMP target's delivery log
 //
-// Traps sent (or being retried) to this target, newest first, with their attempts.
+// Traps sent (or being retried) to this target, newest first, with
+// their attempts. Finished deliveries are pruned after the delivery
+// retention (`backstopd --delivery-retention`, 30 days by default).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -20156,7 +20170,9 @@ func (c *ClientWithResponses) UpdateWebhookWithResponse(ctx context.Context, web
 //
 // Deliveries to this webhook, newest first, each with every attempt:
 // when, how long, the HTTP status, the outcome and at most 512 bytes
-// of the receiver's answer.
+// of the receiver's answer. Finished deliveries are kept for the
+// delivery retention (`backstopd --delivery-retention`, 30 days by
+// default) and then pruned; pending ones are kept until they finish.
 //
 // Returns a wrapper object for the known response body format(s).
 //

@@ -16,6 +16,7 @@ type metrics struct {
 	dead     *prometheus.CounterVec
 	lag      *prometheus.HistogramVec
 	backlog  *backlogCollector
+	pruned   prometheus.Counter
 }
 
 func newMetrics(st Store) *metrics {
@@ -37,6 +38,10 @@ func newMetrics(st Store) *metrics {
 			Help:    "Time from an event's commit to its successful delivery, by target kind.",
 			Buckets: prometheus.ExponentialBuckets(0.002, 2, 18),
 		}, []string{"target_kind"}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backstop_deliveries_pruned_total",
+			Help: "Finished deliveries (with their attempts) deleted from the delivery log by this replica, past the retention.",
+		}),
 		backlog: &backlogCollector{
 			store: st,
 			pending: prometheus.NewDesc("backstop_delivery_backlog",
@@ -50,7 +55,7 @@ func newMetrics(st Store) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.attempts, m.failures, m.dead, m.lag, m.backlog} {
+	for _, c := range []prometheus.Collector{m.attempts, m.failures, m.dead, m.lag, m.backlog, m.pruned} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

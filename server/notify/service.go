@@ -64,6 +64,9 @@ type Store interface {
 	// deliveries or not: the metrics report it, and the trap sweep
 	// closes the sockets of SNMP targets missing from it.
 	DeliveryBacklog(ctx context.Context) ([]backstop.TargetBacklog, error)
+	// PruneDeliveries deletes up to limit finished deliveries that
+	// finished before before, with their attempts; never a pending one.
+	PruneDeliveries(ctx context.Context, before time.Time, limit int) (int64, error)
 }
 
 // Config configures delivery. Zero values take the defaults of
@@ -94,6 +97,13 @@ type Config struct {
 	PollInterval time.Duration
 	// JobTimeout bounds one job (a drain of a target's backlog).
 	JobTimeout time.Duration
+	// Retention is how long a finished delivery (delivered,
+	// dead-lettered, cancelled) and its attempts stay in the delivery
+	// log; older ones are pruned every PruneInterval, in batches of
+	// PruneBatch. Pending deliveries are never pruned.
+	Retention     time.Duration
+	PruneInterval time.Duration
+	PruneBatch    int
 }
 
 // DefaultConfig is the production configuration: 12 attempts over about
@@ -107,6 +117,9 @@ func DefaultConfig() Config {
 		Workers:        20,
 		PollInterval:   500 * time.Millisecond,
 		JobTimeout:     2 * time.Minute,
+		Retention:      30 * 24 * time.Hour,
+		PruneInterval:  time.Hour,
+		PruneBatch:     1000,
 	}
 }
 
@@ -128,6 +141,11 @@ func (c *Config) defaults() {
 	pick(&c.AttemptTimeout, d.AttemptTimeout)
 	pick(&c.PollInterval, d.PollInterval)
 	pick(&c.JobTimeout, d.JobTimeout)
+	pick(&c.Retention, d.Retention)
+	pick(&c.PruneInterval, d.PruneInterval)
+	if c.PruneBatch <= 0 {
+		c.PruneBatch = d.PruneBatch
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -262,15 +280,21 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// sweepLoop runs sweepTraps every trapSweepInterval until ctx ends.
+// sweepLoop runs sweepTraps every trapSweepInterval and Prune every
+// PruneInterval (and once at start) until ctx ends.
 func (s *Service) sweepLoop(ctx context.Context) {
 	defer close(s.sweepDone)
 	tick := time.NewTicker(trapSweepInterval)
 	defer tick.Stop()
+	prune := time.NewTicker(s.cfg.PruneInterval)
+	defer prune.Stop()
+	s.pruneLogged(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-prune.C:
+			s.pruneLogged(ctx)
 		case now := <-tick.C:
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := s.sweepTraps(sctx, now)
@@ -279,6 +303,44 @@ func (s *Service) sweepLoop(ctx context.Context) {
 				s.log.WarnContext(ctx, "sweep SNMP trap senders", "err", err)
 			}
 		}
+	}
+}
+
+// maxPruneBatches bounds the work of one Prune; a larger backlog (the
+// first prune after an upgrade, say) is worked off over the next runs.
+const maxPruneBatches = 50
+
+// Prune deletes the finished deliveries older than the retention, with
+// their attempts, in batches of PruneBatch (at most maxPruneBatches of
+// them), and returns how many it deleted. It keeps the delivery log,
+// which every event adds to per target, from growing without bound.
+func (s *Service) Prune(ctx context.Context) (int64, error) {
+	var total int64
+	before := time.Now().Add(-s.cfg.Retention)
+	for range maxPruneBatches {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := s.cfg.Store.PruneDeliveries(bctx, before, s.cfg.PruneBatch)
+		cancel()
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < int64(s.cfg.PruneBatch) {
+			break
+		}
+	}
+	s.metrics.pruned.Add(float64(total))
+	return total, nil
+}
+
+// pruneLogged runs Prune and logs what it did.
+func (s *Service) pruneLogged(ctx context.Context) {
+	n, err := s.Prune(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.WarnContext(ctx, "prune the delivery log", "err", err, "pruned", n)
+	case n > 0:
+		s.log.InfoContext(ctx, "pruned the delivery log", "pruned", n, "retention", s.cfg.Retention)
 	}
 }
 

@@ -975,7 +975,9 @@ export interface paths {
          * The webhook's delivery log
          * @description Deliveries to this webhook, newest first, each with every attempt:
          *     when, how long, the HTTP status, the outcome and at most 512 bytes
-         *     of the receiver's answer.
+         *     of the receiver's answer. Finished deliveries are kept for the
+         *     delivery retention (`backstopd --delivery-retention`, 30 days by
+         *     default) and then pruned; pending ones are kept until they finish.
          */
         get: operations["listWebhookDeliveries"];
         put?: never;
@@ -1165,7 +1167,9 @@ export interface paths {
         };
         /**
          * The SNMP target's delivery log
-         * @description Traps sent (or being retried) to this target, newest first, with their attempts.
+         * @description Traps sent (or being retried) to this target, newest first, with
+         *     their attempts. Finished deliveries are pruned after the delivery
+         *     retention (`backstopd --delivery-retention`, 30 days by default).
          */
         get: operations["listSnmpDeliveries"];
         put?: never;
