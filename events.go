@@ -3,6 +3,7 @@ package backstop
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -172,6 +173,10 @@ type WebhookConfig struct {
 	URL string `json:"url"`
 	// SecretPrefix is the start of the signing secret, to recognise it.
 	SecretPrefix string `json:"secret_prefix"`
+	// PreviousSecretPrefix and PreviousSecretUntil describe, after a
+	// rotation, the previous secret, which signs too until then.
+	PreviousSecretPrefix string     `json:"previous_secret_prefix,omitempty"`
+	PreviousSecretUntil  *time.Time `json:"previous_secret_until,omitempty"`
 }
 
 // SNMP versions and protocols.
@@ -342,3 +347,54 @@ const (
 	SeverityWarning  = "warning"
 	SeverityCritical = "critical"
 )
+
+// WebhookSecrets is what a webhook's sealed secret holds: the signing
+// secret and, during a rotation's overlap, the previous one with the time
+// it stops signing. Both sign meanwhile (Standard Webhooks allows several
+// signatures), so receivers switch secrets without refusing a delivery.
+type WebhookSecrets struct {
+	Current       string    `json:"current"`
+	Previous      string    `json:"previous,omitempty"`
+	PreviousUntil time.Time `json:"previous_until,omitzero"`
+}
+
+// ParseWebhookSecrets reads a webhook's unsealed secret: JSON
+// WebhookSecrets, or the bare secret that webhooks created before
+// rotation existed hold.
+func ParseWebhookSecrets(b []byte) (WebhookSecrets, error) {
+	if strings.HasPrefix(string(b), WebhookSecretPrefix) {
+		return WebhookSecrets{Current: string(b)}, nil
+	}
+	var s WebhookSecrets
+	if err := json.Unmarshal(b, &s); err != nil || !strings.HasPrefix(s.Current, WebhookSecretPrefix) {
+		return WebhookSecrets{}, fmt.Errorf("webhook secret: neither a %s secret nor its JSON form", WebhookSecretPrefix)
+	}
+	return s, nil
+}
+
+// Bytes is s as it is sealed.
+func (s WebhookSecrets) Bytes() []byte {
+	b, _ := json.Marshal(s) // strings and a time: cannot fail
+	return b
+}
+
+// Signing returns the secrets that sign a request at now: the current
+// one, then the previous one while its overlap lasts.
+func (s WebhookSecrets) Signing(now time.Time) []string {
+	out := []string{s.Current}
+	if s.Previous != "" && now.Before(s.PreviousUntil) {
+		out = append(out, s.Previous)
+	}
+	return out
+}
+
+// Rotate returns the secrets after a rotation to next at now: the
+// current secret becomes the previous one for overlap (none when overlap
+// is 0; an older previous secret is dropped either way).
+func (s WebhookSecrets) Rotate(next string, now time.Time, overlap time.Duration) WebhookSecrets {
+	out := WebhookSecrets{Current: next}
+	if overlap > 0 {
+		out.Previous, out.PreviousUntil = s.Current, now.Add(overlap).UTC()
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/url"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -31,7 +32,17 @@ func toAPIWebhook(t backstop.Target) api.Webhook {
 	if t.Description != "" {
 		w.Description = ptr(t.Description)
 	}
+	if u := t.Webhook.PreviousSecretUntil; u != nil && t.Webhook.PreviousSecretPrefix != "" && time.Now().Before(*u) {
+		w.PreviousSecretPrefix, w.PreviousSecretExpiresAt = ptr(t.Webhook.PreviousSecretPrefix), ptr(u.UTC())
+	}
 	return w
+}
+
+// withSecret is w with its secret, as shown at creation and rotation.
+func withSecret(w api.Webhook, secret string) api.WebhookCreated {
+	return api.WebhookCreated{Id: w.Id, Name: w.Name, Description: w.Description, Url: w.Url, Enabled: w.Enabled, EventTypes: w.EventTypes,
+		MinSeverity: w.MinSeverity, ClusterIds: w.ClusterIds, SecretPrefix: w.SecretPrefix, PreviousSecretPrefix: w.PreviousSecretPrefix,
+		PreviousSecretExpiresAt: w.PreviousSecretExpiresAt, Version: w.Version, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, Secret: secret}
 }
 
 // CreateWebhook subscribes a receiver; the secret is in this answer only.
@@ -57,13 +68,54 @@ func (wh *webhookHandlers) CreateWebhook(ctx context.Context, r api.CreateWebhoo
 	if err != nil {
 		return nil, err
 	}
-	w := toAPIWebhook(t)
 	return api.CreateWebhook201JSONResponse{
-		Body: api.WebhookCreated{Id: w.Id, Name: w.Name, Description: w.Description, Url: w.Url, Enabled: w.Enabled, EventTypes: w.EventTypes,
-			MinSeverity: w.MinSeverity, ClusterIds: w.ClusterIds, SecretPrefix: w.SecretPrefix, Version: w.Version, CreatedAt: w.CreatedAt,
-			UpdatedAt: w.UpdatedAt, Secret: secret},
+		Body:    withSecret(toAPIWebhook(t), secret),
 		Headers: api.CreateWebhook201ResponseHeaders{ETag: etag(t.Version), Location: location("/v1/webhooks/%s", t.ID)},
 	}, nil
+}
+
+// defaultRotationOverlap is how long the previous secret keeps signing
+// after a rotation that names no overlap.
+const defaultRotationOverlap = 24 * time.Hour
+
+// RotateWebhookSecret replaces a webhook's signing secret; the previous
+// one keeps signing for the overlap. The new secret is in this answer
+// only.
+func (wh *webhookHandlers) RotateWebhookSecret(ctx context.Context, r api.RotateWebhookSecretRequestObject) (api.RotateWebhookSecretResponseObject, error) {
+	d, err := requireDeliverer(wh.deliver)
+	if err != nil {
+		return nil, err
+	}
+	overlap := defaultRotationOverlap
+	if r.Body != nil && r.Body.OverlapS != nil {
+		overlap = time.Duration(*r.Body.OverlapS) * time.Second
+	}
+	secret := backstop.NewWebhookSecret()
+	t, err := wh.store.UpdateTarget(ctx, backstop.TargetWebhook, r.WebhookId.String(), ifMatchVersion(r.Params.IfMatch), func(t backstop.Target) (backstop.Target, error) {
+		plain, err := d.Open(t.ID, t.Secret)
+		if err != nil {
+			return t, err
+		}
+		cur, err := backstop.ParseWebhookSecrets(plain)
+		if err != nil {
+			return t, err
+		}
+		now := time.Now()
+		next := cur.Rotate(secret, now, overlap)
+		t.Secret = d.Seal(t.ID, next.Bytes())
+		c := *t.Webhook
+		c.SecretPrefix, c.PreviousSecretPrefix, c.PreviousSecretUntil = secret[:10], "", nil
+		if next.Previous != "" {
+			c.PreviousSecretPrefix, c.PreviousSecretUntil = next.Previous[:10], &next.PreviousUntil
+		}
+		t.Webhook = &c
+		return t, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return api.RotateWebhookSecret200JSONResponse{Body: withSecret(toAPIWebhook(t), secret),
+		Headers: api.RotateWebhookSecret200ResponseHeaders{ETag: etag(t.Version)}}, nil
 }
 
 // ListWebhooks lists webhooks.

@@ -3648,6 +3648,16 @@ type Webhook struct {
 	// Example: ops-pager
 	Name TargetName `json:"name"`
 
+	// PreviousSecretExpiresAt During a rotation's overlap, when the previous secret stops signing.
+	//
+	// Example: 2026-11-27T06:00:00Z
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+
+	// PreviousSecretPrefix During a rotation's overlap, the first characters of the previous secret, which still signs too.
+	//
+	// Example: whsec_Q2xk
+	PreviousSecretPrefix *string `json:"previous_secret_prefix,omitempty"`
+
 	// SecretPrefix First characters of the secret, to recognise it.
 	//
 	// Example: whsec_MfKQ
@@ -3709,7 +3719,7 @@ type WebhookCreate struct {
 	Url WebhookURL `json:"url"`
 }
 
-// WebhookCreated A new webhook with its signing secret, shown only here.
+// WebhookCreated A webhook with its signing secret, shown only here (at creation and rotation).
 type WebhookCreated struct {
 	// ClusterIds Clusters delivered; empty: all.
 	//
@@ -3751,10 +3761,21 @@ type WebhookCreated struct {
 	// Example: ops-pager
 	Name TargetName `json:"name"`
 
+	// PreviousSecretExpiresAt During a rotation's overlap, when the previous secret stops signing.
+	//
+	// Example: 2026-11-27T06:00:00Z
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+
+	// PreviousSecretPrefix During a rotation's overlap, the first characters of the previous secret, which still signs too.
+	//
+	// Example: whsec_Q2xk
+	PreviousSecretPrefix *string `json:"previous_secret_prefix,omitempty"`
+
 	// Secret The Standard Webhooks signing secret: `whsec_` then the
 	// base64 of 32 random bytes, the HMAC key. An
 	// `Idempotency-Key` replay of this answer carries it empty
-	// (the server keeps no copy).
+	// (the server keeps no copy); if the first answer was lost,
+	// rotate the secret (`POST /v1/webhooks/{webhook_id}/rotate-secret`).
 	//
 	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
@@ -3855,6 +3876,16 @@ type WebhookPayload struct {
 	//
 	// Example: node.down
 	Type string `json:"type"`
+}
+
+// WebhookSecretRotation How to rotate a webhook's secret.
+//
+// Example: {"overlap_s":3600}
+type WebhookSecretRotation struct {
+	// OverlapS Seconds the previous secret keeps signing beside the new one (at most 7 days); 0 ends it at once.
+	//
+	// Example: 3600
+	OverlapS *int `json:"overlap_s,omitempty"`
 }
 
 // WebhookURL The receiver: an absolute `http` or `https` URL. Redirects are not followed.
@@ -4307,6 +4338,16 @@ type RedeliverWebhookDeliveryParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// RotateWebhookSecretParams defines parameters for RotateWebhookSecret.
+type RotateWebhookSecretParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeliverWebhookEventParams defines parameters for DeliverWebhookEvent.
 type DeliverWebhookEventParams struct {
 	// WebhookId The event id; the same on every retry and redelivery.
@@ -4385,6 +4426,9 @@ type CreateWebhookJSONRequestBody = WebhookCreate
 
 // UpdateWebhookJSONRequestBody defines body for UpdateWebhook for application/json ContentType.
 type UpdateWebhookJSONRequestBody = WebhookPatch
+
+// RotateWebhookSecretJSONRequestBody defines body for RotateWebhookSecret for application/json ContentType.
+type RotateWebhookSecretJSONRequestBody = WebhookSecretRotation
 
 // DeliverWebhookEventJSONRequestBody defines body for DeliverWebhookEvent for application/json ContentType.
 type DeliverWebhookEventJSONRequestBody = WebhookPayload
@@ -4610,6 +4654,9 @@ type ServerInterface interface {
 	// PingWebhook Send a test request to a webhook
 	// (POST /v1/webhooks/{webhook_id}/ping)
 	PingWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID)
+	// RotateWebhookSecret Rotate a webhook's signing secret
+	// (POST /v1/webhooks/{webhook_id}/rotate-secret)
+	RotateWebhookSecret(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params RotateWebhookSecretParams)
 	// GetWhoami Who the caller is
 	// (GET /v1/whoami)
 	GetWhoami(w http.ResponseWriter, r *http.Request)
@@ -5054,6 +5101,12 @@ func (_ Unimplemented) RedeliverWebhookDelivery(w http.ResponseWriter, r *http.R
 // PingWebhook Send a test request to a webhook
 // (POST /v1/webhooks/{webhook_id}/ping)
 func (_ Unimplemented) PingWebhook(w http.ResponseWriter, r *http.Request, webhookId WebhookID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RotateWebhookSecret Rotate a webhook's signing secret
+// (POST /v1/webhooks/{webhook_id}/rotate-secret)
+func (_ Unimplemented) RotateWebhookSecret(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params RotateWebhookSecretParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -8123,6 +8176,75 @@ func (siw *ServerInterfaceWrapper) PingWebhook(w http.ResponseWriter, r *http.Re
 	handler.ServeHTTP(w, r)
 }
 
+// RotateWebhookSecret operation middleware
+func (siw *ServerInterfaceWrapper) RotateWebhookSecret(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "webhook_id" -------------
+	var webhookId WebhookID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "webhook_id", chi.URLParam(r, "webhook_id"), &webhookId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "webhook_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RotateWebhookSecretParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateWebhookSecret(w, r, webhookId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetWhoami operation middleware
 func (siw *ServerInterfaceWrapper) GetWhoami(w http.ResponseWriter, r *http.Request) {
 
@@ -8390,6 +8512,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/v1/webhooks/{webhook_id}/ping", wrapper.PingWebhook)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/webhooks/{webhook_id}/rotate-secret", wrapper.RotateWebhookSecret)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/webhooks/{webhook_id}/deliveries", wrapper.ListWebhookDeliveries)
@@ -17378,6 +17503,201 @@ func (response PingWebhookdefaultApplicationProblemPlusJSONResponse) VisitPingWe
 	return err
 }
 
+type RotateWebhookSecretRequestObject struct {
+	WebhookId WebhookID `json:"webhook_id"`
+	Params    RotateWebhookSecretParams
+	Body      *RotateWebhookSecretJSONRequestBody
+}
+
+type RotateWebhookSecretResponseObject interface {
+	VisitRotateWebhookSecretResponse(w http.ResponseWriter) error
+}
+
+type RotateWebhookSecret200ResponseHeaders struct {
+	ETag *string
+}
+
+type RotateWebhookSecret200JSONResponse struct {
+	Body    WebhookCreated
+	Headers RotateWebhookSecret200ResponseHeaders
+}
+
+func (response RotateWebhookSecret200JSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret400ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret401ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret403ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret404ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret409ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret412ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret413ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret415ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecret422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response RotateWebhookSecret422ApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateWebhookSecretdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RotateWebhookSecretdefaultApplicationProblemPlusJSONResponse) VisitRotateWebhookSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetWhoamiRequestObject struct {
 }
 
@@ -17637,6 +17957,9 @@ type StrictServerInterface interface {
 	// PingWebhook Send a test request to a webhook
 	// (POST /v1/webhooks/{webhook_id}/ping)
 	PingWebhook(ctx context.Context, request PingWebhookRequestObject) (PingWebhookResponseObject, error)
+	// RotateWebhookSecret Rotate a webhook's signing secret
+	// (POST /v1/webhooks/{webhook_id}/rotate-secret)
+	RotateWebhookSecret(ctx context.Context, request RotateWebhookSecretRequestObject) (RotateWebhookSecretResponseObject, error)
 	// GetWhoami Who the caller is
 	// (GET /v1/whoami)
 	GetWhoami(ctx context.Context, request GetWhoamiRequestObject) (GetWhoamiResponseObject, error)
@@ -19759,6 +20082,43 @@ func (sh *strictHandler) PingWebhook(w http.ResponseWriter, r *http.Request, web
 	}
 }
 
+// RotateWebhookSecret operation middleware
+func (sh *strictHandler) RotateWebhookSecret(w http.ResponseWriter, r *http.Request, webhookId WebhookID, params RotateWebhookSecretParams) {
+	var request RotateWebhookSecretRequestObject
+
+	request.WebhookId = webhookId
+	request.Params = params
+
+	var body RotateWebhookSecretJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateWebhookSecret(ctx, request.(RotateWebhookSecretRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateWebhookSecret")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateWebhookSecretResponseObject); ok {
+		if err := validResponse.VisitRotateWebhookSecretResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetWhoami operation middleware
 func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 	var request GetWhoamiRequestObject
@@ -19788,559 +20148,569 @@ func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7P2Ldts4tieMvwqW5qwVuVuWJfmSRF69ZrkSp+OuXFyxq2q6SxkTIiELZQpgEZRldToPME/wf4H/9yTf",
-	"m8yTfAt7AyRIgrrYTip1umfOORWLJK4bG/v6259aoZwlUjCRqdbwU2vKaMRS+OfpJb3W/42YClOeZFyK",
-	"1rD1E0sVl4LICcmmjKQsm6eCRSRlScoUExnVLx4TxUREeEbGNLwhXJDgbLL7lmbhNOi2Oi0VTtmM6tbZ",
-	"HZ0lMWsNW6PW/qjV6rSyZaL/VFnKxXXr8+dO640MKXZfHc2PH97YkYQpoxkMRMl5GrKmbvZu+3thPFcZ",
-	"S9Ver//8cPKUHuz2er3e7lP9f57p/9Mr/l/fM6TPnVZCUzpjmVmrF9jg2cv6EM0jwiM9omIcG3bNdRsJ",
-	"zaatTkvQmf7SjP6KR61OK2W/zXnKotYwS+fMnfJEpjOatYat+RzerK/ri3mqZFof8uWUkUCwu+wqhDcC",
-	"u8ZJym65nCuS0GtWns7bl6eH737++/7fL3/I3r48Wbx90dvX/31zeb14+/IEfyv+985O7bc5S5fO3HBI",
-	"7jxm9O4NE9fZtDUc9Hq+ebxkMb9l6dK3/PZZbf0Pxj32NNynu4PJYX/3IOqx3ef08HB3P+xPeux5NKD9",
-	"hvWPTJMP3wA7uIuMZnP1iscZ82zHexEviemUM6VPUzbliqiMZrALvoVU0GRpIf8rZZPWsPU/9oojv4dP",
-	"1V55JDC415ylNA2n3mXNHzbT9f7+/v5WdD21bT58Yc8iNktkxkS4/J4t68M/IWHMmch2w6lUTJAbtiTt",
-	"frc7ODwk4ZSmNNQne6dLPrCE0YyLa0LJ+fuLS7Lg2VSfhZFQdMbgQyoiMpbR0jBDBUdlwlOVESrUgqXH",
-	"+BUVMpuyFN7tkIPBoDsSpaU7mvTDQbTPdpGX7c4oj3fNabdLhgy6WDRnprt6qk0n5/Cw05pxYf/ue1dt",
-	"AhzazxD0dUBiqjKSMhodE6rpL2ZECka4MjNlEU71oD8oU4Vl7v45mKuhafB9/7F/w2c8qw/2nF4zovg/",
-	"ywzqsOc/JzE04nYcsQmdx5npdkbv+Gw+0w30YAXxr2L9uMjYNUthRO9kxHynRf/efFD6/X5/q4MiZMQe",
-	"fkbOaTb1DfYs0uxeb2vEUxZm5ranRA+iYQqDwWCw1RT0Xw+fwoWYJZc0vWaZbyIX796ekwweNy/+06dP",
-	"n241cmzw4WO/lDdM+IYND5oHfHBwcLDdgHV7Dx/vz2w8lfLGN2LzqHnMR0dHR1uNeYEtPnTUn/XHKpFC",
-	"MRDTvqPRB/bbnClgG6EUGRPwT5okMUchcy9J5Thmsz//qlDizOejp51RHlsm0gXeMSRiPhuzlMzmKiNj",
-	"RmhGZlJl5LDX06uRplLLiL98asW5GOt+3+q0Zkwpeg0nu7mpzx879lIfHgBD5Bms8nc0InZW+RJMsyxR",
-	"w709LX6rTCbdiN3amam9WxrzCMfyeVMJ4Rw/xlWtXw8pjoBEkikiZEZmmqOjoBLJcD5jIhuSGY31nrGI",
-	"/O3i/bsOoWTCWRxZ+XKRSnFN9BSITImcZ/pBSsU16xAqyFzcCLkQ+I3+eEwj/WIKlzSLSC6Ud0jG7jKS",
-	"TWmmLyc9nh8vX+0+029PZRwp8u7HNx39F8WrW2suJJO6F5mwFNYGP8/oDcxIsC4JcDd/+RgQTaiKMBpO",
-	"iZxMmIi0jAAD6+o1fSHFJObhQ+mMEnP9Q38RGbW0TDBqERrrW3hJ2B1XGYh5OWk8L0gjH8WGdBHa9x+b",
-	"KmzDKpefSDhPU73oIMUOCYUZ5vPSqy5g0+X4Vxbq13gck5RNWMpEyGD74VPcpYlMxzxC0YvCnQW7q/8E",
-	"OS2oyEmBaXDMQLYzwgts3StoKmLigXsHfJeMWhFV07GkaTRqkSlVJJUxI7ecgWAI56OgOMFYpAiNZlyU",
-	"9nS/2NNieBtu6iT/4LF2FWb2xMyEKzJmsVzAWmupwTuldnC3a4e3q78LdmCx38nslZyL6IFrbU/JJko1",
-	"cIMJdOou8UGxxO9kRl6ZFzZaYiGzXWzxMZb4RN/+qOUxELoMs9Hqg6bWtkzNL8Xx0AKaUS/MWuD6ntNl",
-	"LGl0KeUbLbc8cJntcQaWye5C2Np+7+DZ4dMjMl5mrMSJ+g7VmguKnIqMZ0tyKSXBAW24wrrH3UzK3Ri+",
-	"emz+BBPiikDrmm1QXH3F0luWEhqGLMkUaffJW/4dGWt1HJQEs8gpC6WIuG74FeUxeyg5A380JB1O9f0X",
-	"DYnVkgjoUmQ8z0p8FPQzrsiodQCaVrENg2Ib3JESM9QNdyBxPt2d4KePsQ2FYbAuO1Rm11YZCAi6A5py",
-	"JYW+NxaM3pDg572AZPSaCKY3DBpgauc4PzQLquxSaq2eRsiv8PTQa8oF6PEpy9Kl2VQc8sN2UmuHqaAx",
-	"Acnh2NhMkej0IY+YyPgErDqZPfKG6GJ5bYRfpkDfcATq58+fP28WqO3WH7pi4pkdyQU2f6oHtOnm22k8",
-	"En9bEmRVsCgdQoGTfXj1gjw/OHxKTK9Dcnh3R9qUwEkzIuJI4OrgSgbF6liJzLeMO1oUOOztk7aQ2UiA",
-	"hLHTHcGF+KOg82wqU/7PRzm1eOlzlcuqMgXSS9mtvGHlG6dfbE5pFBvuyRy+0fQTauH3UbbmnSRhyoAo",
-	"aQwSFN7oKEabOXXsbPTz9kQL0de6gx04u1Tgn05DXaJ5LQpZJKQpWDGDn3/+effEmcGQfMdoytKgi/uS",
-	"pDLUitE4ZnhrPPjyQseA+mXwsRuxhIlIXWkWgv/WkiEJl2HMSCJVNuF3ZHc07/X2GVGJlHH+l3naqNvt",
-	"5R3tDfaKfvZ6JU3vnp2WtMDBwKUgZ73MNbv56QaF8NFvVa7IgsXxrlH59I01Thm9UYSSdB6zsnZIQio0",
-	"AbG7JGVK6ZNfXSQt9Gd8pvm5/l7/CTq0/gd6DoxlHI9+xCMgSa7UnO2guic8qgDX53OurPHStdN6dD64",
-	"N8oqnzIkq+ZJItOMRW9ZxOklrP2DaPYFfrqrmyKjllZq95KYcjFqWb0WZRMWGZeb2wO07EoChy695IMl",
-	"MFoCw92Y9+Rf787017vw2WMRkBXH9PyC6ow0f8g7ArPOieY3Wtfl137bdcQUT1kEaii/nhvNxFg5hYzK",
-	"puJProdtY0fdhImQi+vWsKVYPGl1cncGZ5pFfOzkZtuNTb9gJL1hS63gDH76NZz91DO/mhYTBv5H/U/F",
-	"rwUX1/p18wseFFwQllyFUxbeXMFFfkvjqxnKB71Oa8pomo0ZzeC3wWGv04oZVewqy/C1PrwGg4kYja7o",
-	"BNxU++a3yvf63d/mPLxp6LHTwtN5dZ3SkNk+P3dat+hZbg33P3daSao1yIyj3c7djwb/6r2cq2vsh86m",
-	"ribnV/jauYx5uNTflfa+yXemb0FkOCRJuUy1YjSxLMxSJc/YTK3rP/fG6b7NJGiaUvg7J7v6yXD62dov",
-	"sXbtCuqteWhYat1a4EAD+cIVZhSqvTllKdJ+/fbkxe7F65PB4dFOebzO0cjHpHXRpjF5duQlODrAgJhN",
-	"FZmkcgbaQCbvsRnnNJv69sEc1mrfp+CdxhtH95PHMxR0vVG3wATPGUt9fZe5Q+0IydmMimjXvKX3RB0T",
-	"wRaaPyrCRCRTfTuOl/r+TfW4Iv3SxmO7wIa/Z14CLRjVqjYu8S2XUdQ8VyJMNedSZDFlqAhSsUT9D21U",
-	"qAGqEgHtO3TDRXZ00PL69govxC/5CDrlWIzCL2emVDCQMkuwxGAJ0jkslb36mI8FVVU9/2Kn635tsZKQ",
-	"nCvOOFpmd4PWljfToFXjz9hYbTsyBSJT+bhij7WT2cil9ETvx6UG67lUZV+LDYQZeRd/HvHsDVeZL6gg",
-	"odew7FS/RFIWyjRSlYU3B+aXj7VVzI+ST6LOm9qMGegBfICPvFdCEdvj4QYoSBvq0a/CvI4JHYOXRKJ6",
-	"HVOVlbfk3cuztSuMo29cWDNkTwgMI7M5xpZV1hOt/YUNuIvBE62OfqLnh4b44VjKTGUpTfQTTRGD3uBo",
-	"t9/fHRxd9o6Gvd6w1/tHq2Nkb+WeES2Lf+60NHUeaJUr9wBvLGiYT8ykbUhHjQLsXGoOVn1BLqjWlUTl",
-	"HORBM8W8a2fLLES9VTkkAa4OqJmhnjAqnAFYmQO1VBmbBZUbt76g/i6vctdzg5MbLv4ZjRgyKmDO93J7",
-	"rxVGaOa/9nimFcqCV3qG0EAneZcRzdiubsTX7waSq9ZKQpYKFnUIn+gb68vIsg5h0wjtuDQ+d+gPvesV",
-	"ngYUuasSFvIJD4lppOEyMQeldrZ9szeXtb6bK3ED+oytvZFLx9AfwuIYeK3l9z6RarWFLB3matffc4Hx",
-	"Mys6zs/senYZIbeyZ7hjWUR5FJ1SVIrdaB+XfUFFxDXF+q4vkBpCKRSPIJQLTHuk4DCVTZfRvSUIzfhQ",
-	"42kNB3VxAlr+MuKEvk2/lDThzso3+oqWxxqWduCj9pT9CiqKj40vCc+tZxm9YeW284tbC8XmzfLsuSAz",
-	"qvsSVIRsGylJb5Qzay/FTVl484EpCKlrYj0TGivmswSZgENlPACUgFGhKgKsuM7lDTK2+l2b+ZYSVyil",
-	"grSNFTuW4c3OI94I1rbnvePRr1burdVxYyEPes+PPK3qadYDIZWqNIYs3nw9ljJmVNT2V94g02nczQuW",
-	"ZVxcqy3388xYglC15jNmAnzMpqJLx/5uQ6Dy2IKRsJakLnk/41nGoqGr3zxR1jTctm1MaYy3gP1ypxJx",
-	"+6lVt06Zjx3DVEVKd7+oXel6Inl3lQBUN5p0/wiYihNRetjzXnLOaPydmTfKHORwdV/93loV151maRhe",
-	"qjACrTfOGoUcOSGDbvfoAJivQskPckMwhAq01nlStcNiTsfVannd7dBniN1GUHclmU5LLXgWTvUwr/Ko",
-	"YFiZOOaaO7T+eFZWHO9VksoJB/YSU30k5km0dqVzu0u/bqB1NqpGpvoZhNPxGXtURur0si67oXj1AVbd",
-	"VUL8PdN71koU1rSyaqDv9Duf/eS6xjCXf1HMcltzXJWiNvnu3Lz8uUx51cV9o2//R9fJNrAf0owwsMti",
-	"53g1nV7S69Iw+ttbDgvjUpmAa8vo2BA92+oaFh1jZHEKS+u6gmW/QKPBdhf5CdiG/XbFGvctc9Qa+5lQ",
-	"ldUNIV//bP83P2dVEb7JvGnIYp2B0yZQPoZt021rI+Pmi8J89nUMm05u4wMMnGbY5zbFaosD9wqCDEgm",
-	"DT/SQ6UNB7B2whYUDsaMC7ef/n+O3Jc/cnUaQE/bd/40O/NU1b3ArkxsXvIes+JhzYIeR0xlmJa48Uk7",
-	"FbcslhjYUT5qFarP+/3YPOkzMZE+nqL4tYDYDHgLlMMFaAcspGiZ5VmTzX+sz+AVF1da2uVgu7hP7AZL",
-	"pN6PA91JwlOmGuTgfZAySnmqmye8RltkRCk1XyOM3zDT/c2ubbR1jxATGxvUUvMwZCzC8EOWznxSfpN7",
-	"Arg4bt8TZdIvYMeEVjZ/8e1SRm/YldYo5cT5NWUqo2l2ZSPoWp3WTN6yK55owioYsq/Be1jev4zErs9R",
-	"zJpEWrSEkZSFjN+yiNBsnWTbf7htCTzGT5Sx3tfMS7V2zHmoGZRiGjII1YMXykb7jWz27vHyDlKRlE3m",
-	"ihGeEdCAgQ+uWaL9LYT/8uFtTGu/l6dgLWl4adHwvXsmT67vs+AltQRZ5LzrSXCL9bV8ydeXiS2pTbXE",
-	"wjY35Z9EUcqUYtEXDGJCszuX4kprhk3Mj5rzhe+QUEYMre3Wal8eHCTOX+Eh8/RpefIaKRjpxgI2WK5d",
-	"U6Eh157oh4+iuzYEvFSwG3IvVT5JPbicOjoFPEVBniXusEKOWKubGFnkUXQTp63NdBNH1vmj6Sc49Hu7",
-	"auQ8CyUKbDSX5syY4YBUNsQreqiMJRhRn8t4IBK0Oq3IxO2itXRQuHY6eWh/a9i65Unr80ePQcF/M76e",
-	"z6houhfXu12amMIrmZLAHv6gY9J+DCtB/tAOxjS60sIvzeYpCzokMPkVVzdsqf+EbOgrfcaKv8zx0z/g",
-	"adGtBylLYgrfOKyl+FMfPv1Xnn0d7HQJDBH9TfrZBLJqA9LOjIOU4C+EZ4rFE7KY8tiEaZitTak4Rkmd",
-	"QxYvhJIvqDIfQtJNwJWMaVZuGG94iK6Ez/IgvaHujIBZnExpRMwMQSXQfdAFEZLM6K/gbdw5JpSAJLg7",
-	"T4znjCipv7+FPDL724ymN5YQYQDgf3JdpIQrkmjhJsJUsFXs2iGKo4OV3LuS55aTOSw3LjxpU6JJ3gzV",
-	"rKdexHEq59fTjMwTzB+SsZ6KVmdxYXPiIm27nmM2kSkj6Vzom3bHlcDdIzaxaX+5S7kkW5cUgfrk4Hj6",
-	"AnphGuip3ZxdXmQsMQznMyztGX41ODxao3GaZV7ByC6aNuK3OZvjLhhQJfxjg/3Z6ZQWPudsOUnzDHfH",
-	"nk3SxjDUvCNITuMzVtodHBBYhM1rmhOu3DJ7WW6zeS+kyFIZn8dUMP91Z5M9AM4t5iGtXqL2Z5NhABJH",
-	"PVw/BpnDK7N9wAbQ/6ffU9Vwjt0w6e8eTAbUNwXTsuIiZD4ZU4QoeD2iQFtMuWEuiijGhM06hICFGRfz",
-	"rBwxXpVWTLNVwwaKtK1hq9/r6v9/OHzWe9az5oPy6uiurnTfKw0FuGQ5dgry6RVf1LV+O6baJM7PiHlY",
-	"Xu/q2DfSgyxlVJWDdRRRWgSvA4nqQ/WIFGFX1BM9Am5s7qNsf+RFeUNq9IzPvobry8A6VpSobr/b2zBG",
-	"zRBJaUKV3clXzse0a0kBXm3mhUkHjxu0mnvE8hvNJD/mvsG9ZCH3r9sJicwzK7drXi01z2fimgvWwRQf",
-	"LdhwkcwztUXsUmiD9Qy/vZ/h8YaLCBxtOK5WIbWC/kZmd30CaZgL0do4SuoxQ2SdWfqTYypxiR0y3t6U",
-	"XQQ+eohtksrZVaOdAdHbNNFNsi9jZVhtlLpsjBR8PMMUkOZ2ocF6WErQRE0lIlHkJ0ELrBDVDYlUbdg+",
-	"wOpRddH7iZG8Z0xk5TC7Tz4HChJzTaSzxA1yXO74Kf91lUil+DhmAWk7MTwkAffQMEeKmMlblPR0o1qC",
-	"kyQnUZTusE3oj7QR6UamlRhB57htrDX+XN3e2vn0RSOvM/ugrKU3J6rcJfubxVnLNUcDMTS/QnpOxcgE",
-	"tJCvZomRNMYvWpxTf4oJu9UE0ZYpSbi4RgQpzWqylCY74JUDOASItXYYO80yNks8rB1+vorlNfJv+x5Y",
-	"3zaJbYPxVJj9s2fPnq3wZMEXZtpgFjV0A41siHlrbgxoy/URueqJNwlmlanac7U4y+Nn/OaVjZm83d0T",
-	"/M7H6os9qF3l5gmwrqqttH4sVvmXNGuE1XuivF76x/M1rYi7s8HMmhujhvmIl3ZBmY1zJzxCFTkwaI67",
-	"PAoIYr/uNCzHauJeuxw4KsV+W70liv2m1TV9dH27s2H+iXvUmhdBP68z9W4TN59wwdV0gx0tLAoyJdf8",
-	"lolq+OzDNti3tQ/F0l67f/7b/WcDP5NP2bWdWCaVMgvL3eq0EoyM07y7bB+xb/vVSED68G8mqPWGdzxR",
-	"CFy03o8K5n7L5xp3NLf2mzdhrnNG2onBGCmwv9cmIhxuvsObuZmqwOAr8670SpnDrsnSAeD9Er5Nnx7q",
-	"5kEZ+SBnVaUj67ig8iuhEkHpXlCrZAl723hFiixdokfEkucW+p+hx9bry8tzctjrkSYMr5gCmo3xjHQP",
-	"Oy0Bt5ZxyQD4UQYnw8LhXrG7kKUJLG6ispTRGZkLekt5TMdxsTxXIeRiHfZ6WyXQMBE97nXjP5mYFwu5",
-	"TakU5eDc9avmYQLFMtZIm88Y4kHkSFZtk8UFgyufTNyEYm5yjotqBTOA+QUO0SiHWFhh0KH66+WRfK9r",
-	"ylHJyg2EEJD2AtFPSZZy6/VA5Sa3fNtLpWSqdkVAS1PGOl1itPaZR/epEmB9/gb0uD9ATMmi1gjEzKRP",
-	"LNp8eb8b6LiB7xnCbki2t/0ADeEHpG3csFoNECxbyPQGt95otSlNKvz5sLc+z0bYBE+H+IrNXMV21vnB",
-	"i1ujQwRblEwmD/WLF21vLZv/UfAIKhdf/ViZ2zkgbZSuEeqPQ7EIzJyFQ7BT9jONRADpPTHLMpYa/52+",
-	"JMbz6JplRCVMZAaZOmHpjAqgOcrjeQrmh5EIQipCFse5D8pg3INYyAEALrKZbubYmrFWXEylgaACje2W",
-	"z3JJ7aueppflsOGKGzxlDJG4QXc2lpKKt+DcAN/pV8yv3VDOyq7Wfm/gc7aeilTGsYPpvk0Wg8jjdhg0",
-	"M6vHKBQPEMugNWyNFbs6+Me4n/zQW/5ttq9+eH737PK3wU+Lw7/fPP2Q9l+Lozdh74Q+fxntv5p0T8Yv",
-	"otPJX6dnv34fvxXvE+CXobG16e6vcpt8bm+naTjVx2MWgeoxlSrL4Vq0XCQVFK4Q8zvQqufjmIcGJ6zf",
-	"/+3vJ3///u5FOvnpYu/p5fLnH16/v346DW/PacLfxunijNLz8PWPH+Rf6ip5fbpN6dNPFJEC72tn9RD+",
-	"sry9D18vhwwO+wOf0mQXdCVGllTZK3ixsmarArpOo8HhYf85wfexTMyYKnZ0UJHEt1r3tUBVFSZV25bS",
-	"BOz8fUzsNP+yYZ4oySDwfeMpuE9IdYH+CTRAt6CB+8QxwwelQ1IFxNsKVO4s+/KGm3x5GgnQgVAl7eDE",
-	"IMRCEFQOlrpzTNQUgGZFvCRTlrLq8dty6beBUvii+HHOlq7gQj5ECC9qx2oItO/Z0iQl6/e2j/tbhXDW",
-	"CJ9Qj6U0mYEOdWyAB5ZnaWyQXFG1otTySq62yVPwJyEkiDnfGrbY8m/JP16cHZ39enL3/vJHPvnhL38x",
-	"M4KgN0Dvi8V49qoX/a+/xa2mfJZGY0OYB093NBNLWSLTzCgLEGc/F1HjEX5gYPXjRzrnC1cTgamQgoc0",
-	"zieMipH/LmpY9bXgiM621Mzx5h7MX2nourSb215zzmYXa+HGDOfj856CW+8td2Kw01hkyoVgBl2HLFKe",
-	"ZUXcDlQJyVIqFAae6qMCqBMm4w7DIBHJOqN3UsjZkrT1KDoGbVzrQxlAsXBlWx+JBc+mHTA1gzVMyIxP",
-	"DJqt7vq7kxffX1y+P999e/YdEutI9Lv73aNuv3vQ7Xf3BwdP97u9TpEWxTMyY1SoneFIjMS/sFrOv4r+",
-	"/wWaKPkXvKXp8F8j8a/d3d3S/+oPg9wQHZB/kTDlGVDYv0ifBDYQ7J2M2EvzRlYwXQzRdMMzKdFchSSM",
-	"pUQxxGHX6oXWzjCTOqHZ9BgWwkFCBMWGQLhEW4oQlhnjR0nEbnnIABKLZ1A4RQrWQQhfgJPmGZGTyQ5x",
-	"JjMXKaPhlIKT919kQVNcATIoT+nH8nsY1QrBcSSJqWAklior4kXH8wy0MT03qBpjZ9iWqR2ckPCCU3Fg",
-	"Jm+ZKo0u0Z1xMZHkX2S/MqLEXWIX+RRrE+ieLGoQlhaEKEK3eQfC58oE4Tj9HZT7e1u8fFG8m1c/kilJ",
-	"5s4KlBGCmnoFq5/T52Fjn6f2zbyHmE2ypj70ybuyAcolUj0q93DB4smr/L0iPLMIZS4RnwltbiM5w57r",
-	"4yphu/MwYzMSqH5nT0tBWU+LEZzTbGoPC0bAz4U96oBnq19K9G1M03SpP3e22emkRCfPyu0jnXhbt8D6",
-	"NdrBpvO6uAgYYs187lyeF319MG8Dxsyr/F1KAHSEyJREjCUI3IP2bdu+jbrGXmMZ0vhKs2CwfTt0WXTb",
-	"7xX9vtHvfzCvO5TphtpCI4pQ21Pes3RYORCVfwx5nG+xyv1+0xDcl41cYULd824TqhRSE66H8vdbrLjL",
-	"awcNHRdrDs0Q2wy5preMzJPjSgS7bl0hJ8Xei4ihIk/SnbHDgIpKr+KieNFBfitFpHNBTHOYhu6sdNFn",
-	"ObXT7ffA0+/7efZ+sqJrqAZm68Gt79y/0oeejl3KLq+ludeENNFnVCC0GrfGuWrmAQ7Chv24lO4OwmFY",
-	"r8yrFSrHsEFze7ijogu6NNDUtk9n9nnHefqpu+hP692+cN9zAxefqHJiRHm/NZULtvB27V/3Z/W+i2Uv",
-	"RUyGch5jxQZY3GqORjEO7LcIw+rW77u+w8wu8hf9d90TRYq28lSWWie+lR30fN3U1tZpHi7JogzeZvPz",
-	"ruyg7+u7vLZOxyU6LcLiukVYXDGrQbVlxFEoXtSEeT1l6W6OaYhygoIcgmPiBtgVfdncHD0yTeCliosy",
-	"rY+tvq+Dfd/QyvtK55mc0YyHbte+bYU+vNt64OulYVsRxqxpW82ZSaB0YVo+tM4o/Dt86BuGb4dhDKUd",
-	"NtpUt8hXKQnEDiPKE/+KF/MiPjaxhVYtCe1cG+tgNngH9YFlh3S7XSs0YZx216CgugvscCSMVXxRvEPr",
-	"iSgWDcIEfret9pZJC9SUowBCwSfsPve5V1wupZVw+JP1+bxkNHrjvE3dqAZQr2zLcD1ZT6nJWOeQxe74",
-	"dCrOHHAauvKtkSnAmVSs0POybPuh9JKjjOFGQQ0b+8axk0jHtUQY2yS6sgCsMgp8ByJwc/2CCiHnIDAv",
-	"uIjkwrJ5LUT76XTf4YIgfxckasBhCIUAViT+bAqiRE3ZswSslR1bu8foe1bbq6pXcjLJ1wIVcWyQ4xbw",
-	"4mKG0ftkv/1+ZfA1mc8sdGmoVT10lWr7L62p/2gKgml9XZG2ucgFW4DGnN6ydIfQlGElWi3zaDJ7/nwk",
-	"8sGBhSM4LkJSFXzQ7zmrf8lU9s6xMQTdkQjUHKwktoARmBGyIkxPETrWslU7MKZJ8FK6wbZBhwRchFCt",
-	"zvxpzqX5Kw+7CfD413A2V6Y53MO9UIBZf65Cq6yOIXRqLdeDqyFy8GCg/4HWlNawZckcUvLQ2uSGphfR",
-	"fL9L7sTvBXJyLzDxiyydh/rKiPw44ptCh5/m4aUqg3JnNEylUs1xco8VX5oTjy/fezqfUaG2D+D3hqu6",
-	"JXIU+22uWc8xmcg4lgsIAdWCRgD3TXCf4NWCwNf4Nex7n13yb9jzT2tAOltnEQTzWDum5TweYPEtnH+f",
-	"G7PJ/HSDNlvWve66JtCOR3fbOG63mpvMfsOI+4qLxwYe2jUtCKpY3OJoNeYwwDT80T/wqBH5Is/H+601",
-	"7G0a7nM/4DAwxnsifYoB+NCq9b1niBrA7qTIuJiz7QncG+Xj9N64rJfLhJ1TLfn5IvOEE9RtA5IKZ4Bi",
-	"jAR4Se/YCJ6UTfgdSbBFoubhFOYItPQnH4H9qQ4xkNjxtP73L3T3n1cf/9wejbrmnzv/U/8xGv1p53/+",
-	"l4+7nN4lMRW0qa7IsmRi4FA5KWV4OK3TwfywAO38WkIIVhX1EwS3qxlNbx6Uq4iBYJW0xzw/DEJUEJqq",
-	"j3F8uOkODNh6HOPPNcIvD96X4gTGfiOcYpLsRqcApeC3NL3xHYXfPekPTkPkpLauDt8z73327JLXNZs/",
-	"N4oFzUBmf5yMTRhCY2TCzzWaBS+SMsAm1ni2KJdGEHJRj594tMoQLhGvLB+Xv7gm/a1osVMm4foG+did",
-	"Q5xNpUA8NtF6+aUVgv3WUTx5YrIpdzusGr/Z3ZRC+bnfRdp+/KIiG2KQNaWLNlSMWL96m5f4yLMrG4QR",
-	"0JgBuu+dN1TnxKjNaKWQE/KSjTkVT5RRyXexdjTWm6JiSZJUXqd0RlTC6A1UB8oUUVnEBQlu2PIvtzSe",
-	"s0C/lslQxjuEi8JcZLV00yqJoLCjrGRdAGItu0pZNOFquvLCxTf1XdvbfX718c/eOxbW4CXYBZrO0pOq",
-	"W9s6GmF2LExZRmBmtSRSqDNQH/Im6aP3KDibUmTMPGkNW/3ng26vO+gO9LO5YqkJsIOxGDVCj/wKv7tS",
-	"LINgY6rUQqYQRWwLR0DNggeXGTCLsR5n2KHINVmSX6o6AVyu6HduzvyihihAlDTBdGBRhHSz3MT0tViY",
-	"cZN/yZKwlr7WbuA5vuqnsZqMBnYtI5CrTKYssodKwjvlU1Um0VwYqafW1wuVWmKu5dtLca3VpHSe15U2",
-	"IZw0jjvo2wllFZVw4K358g1VRDCwMJhmcHpJr3ceCiJZ3CzUVFAxROHbaHfJ71vowGHOFwkLty914DH+",
-	"0jzAa0NuvYqxKhVfcaFYiAGRm/Fa3VROxMOW2tfPPLrNPTnmww/qKivR+ryOit2wdJRJG203dvrBzhB2",
-	"g+1KES87RDEK3nsMFdE67EggClvKsnkqWNQlJyD2D11+AaWOVUaXXXIChnIyo0siZDYSNFaSjCEKKsDZ",
-	"BTUDt2czQK5wZ+7gBTqmqjJTMdj2mjNswWFIO5CTCQJNCoB9zOYq2FnJeIr6UOXaUGuPMNJU41k7f/T9",
-	"f282Hv1sJgmzJFYKlBA7sCyB3j0rJ8ZcsJFgNJx2CV4TM5qFUxKALeVjLtn96b8C0qYm9fDoQPPYlIYZ",
-	"S9UOkhBNGTikAowPDY6NvEam9JYR+6Wej/OtjSHBUYxTRm9UvQbZvVnCJvQFe/IBAqO35n2KxZNd68ED",
-	"CQXXO+JRxwRbsyivK6j1DCFYuBXGVQnVdb87qNTO/+WjoxXWw077+ijsm5pitxzCEzZXDb9cjT93UjXI",
-	"WbkgsTThLRN9n9/wOCaZlOW6hrAY+bHseZKHSyvVBGUOrkgQ7Coy0EZmJFc+Wu8eyfE7S8c6l582xj3a",
-	"cKPXZwhWOVfmarTu8jVxs6JgiQfQlcWTYEioIBbl1g03teGlxyQQUrBgSNidyUM3J6oE0GqKJUnBKoie",
-	"+KCuc3IWR6f+tPj3QqsUE4MeMdFvVk5kLENjEm7tmZyTwjGar1gd2DP/rNrl3y7evyOJhDJ0hAvDo8cy",
-	"WoIlPPhtztJlt1ZlukMCBITxPoJo2NqDMqns2TBMtdfbw8t5rwAj3NyDZ0FGAEjAQjtV7fNamiBn5xb1",
-	"El8zNv4Y6JC0X5y9/LCz1sCSr2QxJB8JvmY0zjyVGPB3vbIpoxEXejB46TeBbMub+naiHHfVKP2fJEnM",
-	"WURm/Br5Gbm1+kDRrRa6dtbDEzTCIsubAG+QKcypwgmgFukab1szEvBrGwp9/9TgPJq6li4lJvy6WLt9",
-	"z8Wl6Te/wwyVNpTtKTfWpIbZKuXwurljnNBoCvul1mK8eS4VZ6eQe3nymhxhQIEotGRZLgVs7hRx5JHS",
-	"nXF00Owj8d5wEC9tsnrkBAuJFgbrwqByI+Ri80y+PDbYN0b/vcaFyqgXkfgM0vgm3MQ84jYlqQz1yWmn",
-	"VERy1jEAeoQaa2BG02ynS05GwkR0kamMI82cMMgQMj3H4LmzxAkh+AKrqJrmR6JdAAvpfgHeQ8vHeY6D",
-	"IHbkw2pjkPoE+Qr6CrEjBicOpM6YCWHgkhP3BiNtSy3twstaQoowctuh1CeKKB6xHTceFOdoYtE6I7GY",
-	"8nBaD7+6ntM0IqCR3TCWVKXp1sHkKBzQPns+3o8OwkNWt+7OuMhlhrJz9WT3H6gOdK92G0y95kjXwzVA",
-	"vYScIh7zbEkSvRP6/tqU7s5pNvWRXKnygCNK5fyk6W6YEC52bURx/v7G47EZIOYKKh/Vw8N9/6CgfJPe",
-	"yqsm6BBPuOIQttKJWczrn4GcPEnlTJ+FkPEkI0oiGTbHMRalCgriHwlLw5g9cuxSlv7PLvpKXCID+jIn",
-	"gc4Y5LNpRa5LLhzcEUvQYLItzpAB4+fZSLA7CHQ0kCDQf5fkSEl3IWORKleyHonALQ4cdNzDlg+rnI03",
-	"FxmPi2X6M2T8uNsR6N8qVYGDjoEAqHVJ/lJvwAQEpByQXEeiHr0K4RHHWM55wZUJJCD8WoCNxdSASGc0",
-	"Hok8PFVvMkt3uuSdCe1ksbJ5mmpIIC8w5xDpXCjNTzCzElO18lXvOBlrivw6j65ZRGJ+w8CzBKOq8Is+",
-	"VmfObSH9QaVU9noEn8rlvVIOOQlv/KcC9yVHNoLA+G1kD18t6aYybuukjXcIFlSWMszbx2TCsnAKvnVD",
-	"wRGfTKqlQDdDli0P2gNhq5gVqyFcFg+BKR6fO03yVRqahN0iEhxauLx8g0iuUyev8onynA89I3NvgRMG",
-	"6BJo/jqlQgs5pIfTrmeMTmk0EhELY6oJPSdDCHo2vKA8WkLTlN+yCIqejITLzmZ0SWisRewlGTNijxec",
-	"CwhR6CAXZJa3pUywhbKh0R2rgNo4Ozgz+l4XIcMzfM0yVfDbkYD0gRzPFthmQXyVE7P2fNwXvP0e3oQS",
-	"BeVVpjY5kVbK8yJopTKDVAiUqFFTexxMlO3L2bM73RW/5dny6jqV8wR/3iqqCu2GCzZu+aOpekU0Va0m",
-	"4wYRVZrBQBYQaj6f7uF4NllEml1VtCW3sD5YS+u19a0J3VS574EBOWEiUld6FbX+ZSCNedLqtMp5mcYg",
-	"fWXzSoF5YeLDlQLjeF6qFopLuc4Rp1zH82fd/rNuv3vU2xtowoVhTijUpGLZtKdXySnY75tJbSKf9VoU",
-	"+T3mHJi0qkco2r8iePz9AtJjfjfw4i/llr9/lWPPOaxF3xavEHjlmLBZki0RMlCKykTYHco4m8Lvvi7i",
-	"NKMvExG4TUXm+wS0lRlFTYnKn3VILEEGsRiYWwUfn1tm8nkrvckqPMpCgshUX1PgdNpaa/L17Z7k7WtX",
-	"f0NRAWdCH13FQKgw6XfQOWpVp5f0+gvUmkQztTsS36EsLbO73yXaK0dP3i+wID+O64A4HdHuMbA3K81t",
-	"Z9T6oxWlzAf+eGXzcxPhMYm5glxNtBvoeSymMmbwe2Wryi1DjRDdsGALcnHy7ssW2N/g6nnHFuUrJ2WY",
-	"IFl1YlTsYfsPvQVW8HM9puL5vdh32To848LaYbfi7HogOVqH3dut2DlEDm03nodw+8+rTsK9fPmAYV+2",
-	"l9NyknrmRfP75NTGv19KhydNY+PqrD9Pl6SthSdTfvEeFVobSpkbGwc8NX6TaG0989VK7+9aWdys8oaS",
-	"2AW8vSa/wBY8xaZXMud7BdYhqy1oMGITLrhH1S6rr19S03S1xMdQ+byFiL/kLfDnPknnMRvm8UhSlLAo",
-	"9KmHb120kYSlePDJqb46hqtVla92e0CoB6YN0SWEvZWANTo52AZPv41rBrHjzeMOoeTlyV9zrIOgsEgE",
-	"f4DrpxSyi5J3gyjtZQw51vJ2TOFni0xg4mjkXEQGnACdiyo7JjN+xyKSxDTTXBExECZcMF8o7j3AtfNT",
-	"bDz3NywVLG4NW0e6gd3+s137aQWGux5322xitwkrmKdijev+6pvrCk7jhGpy+/mPBLSEjEHKfbltO4V1",
-	"bRerU49i0+p5A/iu0+zg8NBbb7BY5PrVjLUVinc2V3Okys5yLryuonSxt3U0YP07SRnYl8szrJHB2slK",
-	"X1Y1QB5xcU3UUmVsVol/A6Jatz3V69vuFfRo6KJTocSm01qs2tbx8dXtsrqiHo+/vDEcreL+7Pf1/flR",
-	"TzfUdD9AQ4X9H8eCbQ2p3gLFPlo6sY/0fffi7OUHonlGJRCyPpCc2Nadj9XRKzCf2sGhabTQPMtbOtk3",
-	"+XWD8B/QfEc9pxTWcUvygl585HNmgGG8uX8GUqHjApHJ1AWtyr1OGZ+xuM7H74kOA/6blZbx+6kz5Xef",
-	"Pn369HEq7+pn6JAA6/9Rz/HJ6Js3vvUFZP6O+C9QTtRrjbzEciS+sqCerej2+tuY752NrYGwYJEUYl+C",
-	"lFKH7lIsE1LTIx9kJF2R4qflQRlHBptK73IH/MoFdJScTMh4WcfBartp6TnAsGAdrDGD0Xe6wfUz6R5t",
-	"MReeAiKAdbf5VxnQhxOqFJamK1BgbSW7hSeDsD6ywRbj+qbLM39hzd5bnsKw3GZH0GrG9JBCjGj6NGZF",
-	"E73ucLjivJVN8R9/l+LIJZ5ar04kZwWzyKSjE5d6Al68CabSilL+ZyUQ1W3OyVYnODcDVYOsEyYCExg3",
-	"k7eV5AP91Ch4cM00lXTLH3v6BWTrhuvAD96bOeyxxvGgltVmDG5/8+VZW8qam3KCmfwK5azrPq41Ba5x",
-	"d8u34CqJbJ1jykL6PYpbqtTYRtpaLjj+wXxSJZzuLfUlg+LpAS+fJ5oFBW4oSgAyMaaZcEECG5US2Igy",
-	"3UYdKBkwzMo7ujbAJakmaDqvf/LPQREax3LBIusvN2ih7Z4LRm7Cznaq4YFFxOX6cLJisLVLAbs0QYIN",
-	"ya77pQjPZ0cHW+a7llbDGY2PNpwaBx+gAk0juE4yz6plFaCM5NRif/OMhHSuaoV6hClc+dUi0Laqw1Uq",
-	"wWX0F3DLbxWsNPjcaSEqNJfCz4rsMqy0M+t3Kk3V0lpygUU5EOuZg+izETN7b7vYqP5TqzQmHyE1oelA",
-	"ZrqcEAQzVh0S8WueqQ4JukGHBFcBUFGwG3SKuFFQsan5BGo36G8qhjvK47p1f4NciY/ltIk/edMm3nmL",
-	"rZ7YkHbMK5kLVQDZomU0+L2iLh9M80XFza+BeaPXFwAc1oHC/ieur+pWa5YFoy+jTToc36snOM+HRMgC",
-	"SA9TSMSyARfQyBumv7GUMaNiW4/cRn5kKLWTGWS+/8SleeLSrKR+v8iy4jSvqnyI5Tpt0nmHmPpZ+e/e",
-	"UrZr+NCjlqZtKC/bQCunThXZx+UN25eHBfCuPAGimbSLZA5TMzwibXOlPTqmRJqH/aw7mjaL0FtF1pJg",
-	"c81Y3QSw6fv4gha+ECKHQh4xHmJztrapJ6OYOdwJNI7fTyAuZAMZ81NzKWXEsVDNMHAAIyxvmIAKYYos",
-	"ZHpjTTR14nl6D+JZX9j5r/wWuIdBbijVlmgHu7vYwi58XS46OxKAmkpOBAnOIjZLJBSy3/2eLQOMrVzm",
-	"uVomu82WKoPsSAhXbNcSHPXNJ5NltZTAlvWka4vRad3t5jImIlYhWP0GRZf9e1qnpI/NJ6Nwd21WPvtr",
-	"Jhr5KbaJ8B5cGv13lbLNaV9nIQO8mcewjuUNbaRMWr31j2QV02N+vCDtlbfIrmCLLxtxvdXd4l2KIkq3",
-	"IcSpxGEV5WBGoyBIiMxNap1ixQdTc1SNRMJYaqxrgHnhqQXZhgPSIR8uLzsklgpBzPL9HwlTqNAQS1qk",
-	"vqAe3iUn+XZMTMhwm2Lb6Mikpg1rg9whXFkovaIKVi4fGeQIvSa6k+ORyFjMZlAlicZSMNLOx9oxDkUw",
-	"frrt2qBGEO1H4jC39hk8P8yBd2qkNuWwfsqhWT61dI9gd9Q/VbjsYDAYrAglZSy92ioAddDqtNIM8/t6",
-	"3YOShezzWpSYr4U98S1gTay0oOFCuANrYkgXDf4wc28EDsXgQcRbDeEhBAnmSdAhARYIGYmgVF+43VA2",
-	"mGeNBYN3RkKmJHA0fAskaTxx7n2m72h0azrdtsr2g5KDrvi4Jv8V1knfZWfDwokpfZ0HSgDKTFGfr2MK",
-	"0BhvaQaANI8hrtyj9PwmIs5DUxfK7x4eHh6ujfUpFaPYOjjdsoO8TBn8xhLkVLg7sK80zarYif1BpyVv",
-	"bOElezRMBLtmLmskpP4/vqHwonV1/yvFCBUKz8U5/jIV/1cZNj/kZ6YC1/FQu2ZzZkxek+QY5Aas3piv",
-	"yTW/dVGnniiCfuRaDs2mKTOnkCtjJIaCZ3jMewcbhUt8c1E1OZNsNv2u5gEPCatZUEWoujFmO3MdlLhJ",
-	"DZnBCbUp3QOlrzZHgH+HpRlZTkH3jYR4vISlfEdya7Phhr5yafqRlj3mMeZ0IjjteFnmChvJIxcZS4z7",
-	"1gcDj8UOGxfyJVMZx5JLmHHjFPL9IrVlHskEv3Ec5rZxLAXmu4losebxIsVM7+p2RvIKbayQ8dq/zdmc",
-	"RUV9U0DD65AgnQuBb5jKgSzSPztFQrW0Ziqedr1immkCCrgVd7Y3fCp/s7Z/Wvz2o7hi/ZKckOqa3lcy",
-	"Fm2jFsVc3GyqR00mOR6LJ7Gu38+fPiTPT1PrTGbM2wWoZPh4e1VOK6KKbaw0Dlr/wWBpimiNchtxTvMN",
-	"M15NfeurnlnyrAWCTAG6a7wkY5lNi2GobccBRL1+HGWqr6OtInqzNRP5kkXKB6Whh8Zryu3hC5V7yc9g",
-	"Hbp1wVLCnbLo6xGEq4e4LoGHjN9uvmYDv5etzApWd/JlrnOXrTSdE4Zohg84LI8Rr2rPUmnMVcKrknpt",
-	"kWtb61BOiUP5xAB9d97TW+mxm45ZtmBMkGwh0WTfIaZ/KDO2gi98atGG9HA4nNvXtB03NTfYtrlB+Sx6",
-	"Qow2sQ+eiigf1obvls+/qWzS72zNC/LYzefPtytU0tLjbaKaU9TFtiAZLZExEW0oiz0eKXjTHf2GEQec",
-	"vgDAniumrPunNtDK6NYmGzZxRhPWam/x1VLLgy6W5opSZmWadnydtw+PNotgkR7F7Zc3tLEZ/o/m9tNj",
-	"PqfcM7DvytwST41gC99Zmch0QdPoPyrMH0KFMR99C7s1eNzdGtxvtwZb7Fb/nrvVv8du9X3Vroujtgkv",
-	"cvZ6/esVrmG7Klpp4iD3wrQyrnR7y4GPDZgMON4w1Vyw9Rf1N+MBrpfbUd60RZqbhHIHt0LfI0YPxGWj",
-	"eQnffE1JqXwJfLdZ6X60eRI+1LBHU9bLC+y9YdmXsqrabarpzTOpda+IpHIuot0s5UndQgJ7u3KlG1I1",
-	"f54yUOzoPJsykWmyZZG7zwgb7lojC1dxyeAIP6++1u1uVxZ6FebXuQv7Wh06D6d4FssJaVy5cFNSFNBN",
-	"BoANokN4PXrb1ov3wtHd27ta8o9sCG+9KVodFpSkGRQgsPjrXCGKnTUld/CJF9QOvBimgPce5grie0PC",
-	"7nhmqjyR/haOO09YfNV9d0xMweyUTeYqdwEBP5VxxFLcKHUPN9/aounlIvxlygGsA6jdCSOOfkdfVBU8",
-	"7+tnPlQDVEv4fGv9Jfn4jaf6HgCSeLQlGaf1pNPSAfdkLD5E412nc5r8NiuB5Y6e6Rof8pfQQlcu/UUj",
-	"z0+rPFNleP4EVmSQERuSoOBcQYcEZYew/iUvxAL/xuJNjU6sNc5l01TLJPfjP32OrdXu5nPHBnSfusul",
-	"TXUhS9t98hf9dEbTZYcMyF9MzN+YhjfzpEO63e7Ow+hwtdHsGzCErLKw/yj4b3NmU8ebT0PZvLadfa2Q",
-	"F/JxeMk/leOYeQqCnAjy4dUL8vzg8ClJ8CWCl2sNfBlvXAd38Jf+x67tdVhQCaCBzBWLSLZAimRpKlMb",
-	"6llUvSxa2uvvOebmogxmY5tQlcGUMzwYDDqtjGewqz/aIlN0HDNyKjJs0izINMsSNdzbs9kH3Yjd7plp",
-	"qz0ubmnMo22kDWrAKpySlUBxJnyvTHF5rOQvg4/dAotySPDfTIRLEi7DmFnhg+xivU2iEinj/C/z1Ct+",
-	"mJX24iCVy5GqDpxnmDLqZRMEb9rcWOYUQP28TUk+ROmEFfIYQ/du+3vmxKq9TewZe26JQq8zB7pqlIDs",
-	"UHjUwap25rQG/2vXXNS7Z1FAUqYSKRSEVEeN3OT58+fPm7mJV+6ZN2zY68vLcytshlX9Dqm+XvYHz0Hd",
-	"sSrTjKj5TLNqa6i84WhINwegPKHVB8nBc4Ef6gz4xw9nRNCZlVJW9rXZsVx3/cNTuwKdVTVJ8woR3oCP",
-	"ovRQDgySZwyxyYSFGb9lRLFM382qxib/QIVyDh+1UE6da7pLsYqPvNAvXZgFbVVWpLlGyBhgfTNX7s2r",
-	"lBTYki6WZAP1OmikJjpwk0j57zm62OpbtOrrMnLNtmDNa+r6Y+BxBUiVi2hXJSzkEx4SaIFl1WJxW5NH",
-	"7UxV6GWL7fZDHZswNTPjEkmUO+u4hFbbjVXHv6jsvIVUXKRbSMF8KReVdb1f2DtMcF3dfhtq/rkUa15I",
-	"BwWXqMMLIbigvfH9QI4sIiZHSXFbANLkSiHMWmmqg63R+vW+bUQrRRzo7xqwnG/KFgNOG68aS4UebNhi",
-	"C9chvTcjRGFlZvvcVUJCUwMQ742aJrJ51c1KiGk+1VVn7ntv+PUlSAiZhZoX9NrEzeeHigTICQIyXoIw",
-	"MRyJP5GAJ8GQBIZ3BVj5vUPsIHc6Wl83zCsgbfd31FGvCoTrgLRjrrIdaPdWxvMZ021j/xCfipYVG/Aj",
-	"tc7rtogxyQHg6Ml4nqHrufzOROmVAcsBzF0F0J21HwyN/aAyVi0TQTF+Hl1NeMysbeGquIOxHRlOYD0A",
-	"t4dQRYIklbc8YukQ+i2a7RDWve5C6X+T5Hh2rpdxEOx0irVuI6WRGU1wXbIQFnwqVQYDkjBWCMrJBwwv",
-	"apFOvzlP44C09V97IOWVl4PdJSzMrlBUgzWGCBUy6PWwGTXLNuzQmEv1y8C03CWEF/QxC4aEkpfvLhDC",
-	"CagN06lUxfTT1krxoL9/RKKllmJDgqa9neFIENMWojz9Uwp3XU1RY908V2TMYrmAX/RrsJWQX4+Za7op",
-	"/TuaWNCIMoWKESn8d6hnW16wgtKBGdswE6mbSubjmKtph8zVnMYxGsJveZrNaUzOzo+JnPEsY9HQzX2V",
-	"C+E0s6BppHRbBRQAUHamN9FkenaI3aV+Dx4qfn11w5ZImRXq121ZsE0sJiEJJTdsSfTbmkL157s3bHnN",
-	"hC1rzM0hnFEew47pfxiQdgj+yST8p21Bb+PljqUR9+DAVmkKujJkk5PXIXCGGa096R/sQ1R6mGQBfg9v",
-	"zRVLg/wTqtRCppGdcLH1FGflTninS37Q18bQrurF28tzoJyztyfn5DplDMSgY4Dxhcmi9cMkVJnSFfAV",
-	"bjMODqt30whsbehohQZ1yxGLWcaiUlYjKAPI1bRuVBgdQ8BnCPVjfUD1wxn8xxyoAl4H4MnKZsfEd02W",
-	"KmZsH93lUb/KlZIqAtb9CsY0y7ZfS4/RMj04d4rM77yccs6H8EKcq4yM2Ro9B2bdBJy/vzVw/r+RJqRZ",
-	"GyOBO5tg54+gHnkFLemz/wS3nC30vaN5hjrW4gfmEwdo8aJhppchT5LquBBoO8f64plxYV62VcmZAnaT",
-	"y2vyhpmIXMN0sNMcaFGmECA44xUvufO0RqQX7Jb5reunt6CJmOdlr8pEtjqtBU1Ntk+Y8oyHtMK98l99",
-	"3fJr/e33zFuc2rDGXYVv4c0b6mutSjVgK7LUuEnQ1YSLa5YmKRf6pZPxi+h08tfp2a/fx2/Fe83V9E0L",
-	"muTNrtVrNK+DEehrWFNo/7e/n/z9+7sX6eSni72nl8uff3j9/vrpNLw9pwl/G6eLM0rPw9c/fpB/8cS2",
-	"mjHXTIj8WigIHrSe6dJkcYp15Lu12S2Pna7LRCRTxaKr8dJXVWZJeIRs1b6IPFdr8zQjqczqpcaLtd5f",
-	"0aM/IkMvG83mKdOKS+AMLsBbG4yjOCp9mBpIqRUOYjGevepF/+tvsbsU42XWUEfAoaNadiS/hsp7szGL",
-	"IoyrryIgVVI2PIRYz6xlfq3crDkCTkFyDxO3LJZJBdanTNF1P5tD4jVeEA0OD/vPndUj7TFV7OigEtqx",
-	"1dFYu8wV1mwWoDTU8k507Olam1NRMCB/xLTNwNfs54YtHyVS2razWX5uwSHXYYU0Ry5f8Nk81suwMqSJ",
-	"pazkdl7IeRyBBjBPHsXatnX44CYFNVebqi43iI14aCXxJu/4mYlmKEf9CLkAELkvEsj3BWpjNsfHGari",
-	"Utwvzub1MpHZlIFwUHKKVuMYCvPpL5uFE/ghtFeYYZ0KjGFK1bQi8m/WqXOiN0DGXaUUQLBi82jPaTZV",
-	"pM14OS/uiSI82sFZRJw1u2e2GF2p1GwNJmnFGF8XvmKymErlIm/pr0hCVWbq9FpNxtXo9T+wFGZFSLjv",
-	"TPq9wYGHga6kaj+qPTj551koZ0ZlVvknNS9lyJWFdXcKsfuvDOftRig1Jq65YIY1Y2Wqja+Sl6Z9n0PO",
-	"HZrHgj6PAV29eEtPHOMrS9x1wyutdhutu9qKpSkN1cuVxCw5hVXy79zFu7fnt/t2Ia0rHIB1IkWylCaK",
-	"0CobGkupV+apFkL1d3iLaR7wlEXPe4eHk/1wQJ+P+9EBO5o87bXQb9sa7h95ak6Y1qqjU/nIv9MvlIbw",
-	"1OfYccbS3NbZSy13TtkdGlv3D/p9gseGHA4J00p1knLFyP7g4Ok+goE9IykVkZwRGWYsUxXhbvW0a65f",
-	"7kP3L8Z3yWdsaOHtHA9YrPmDXqlygQuoULTGYVKsS8estRlGE71gGTdv1JYmF6AKgn4HDOi2ZVoRVVU1",
-	"QlOYg78Rgpeg41iPHzU8dgtwo8vEFmedSn3BtvrPB91ed9Dt97as0DcDIcpq+a5Wbqx5YqYgEBCyU/pH",
-	"gw5skgOMfTsIH47xX1qbBqAtBUZZU95/SGgcP+AGqHK6bwCyv5rkwhjJ2F1FOddn4N37F0+UMfykfpXY",
-	"EE1TboXhZynauTeyJJQoz28NgodbbNLaTUHi9rFrM/lqHq9zCDYC3TCFGr9UEbny4Vpz/dn3NjTF4tBz",
-	"g6wXavXHl+dEPyl7mY+8oWvlU71mrGKW/GRe/X0KIOxf0Xk2vUpSmclQeoJDg4vXJxj4ffH6ZHdweBSQ",
-	"dnC7X7Est8zDhj6SlN+u6uPk9MLf7MnpRUOTc8VSP0n/ePGW6KfeBq1AslU1CLNF6K08vaTXO49S/MHY",
-	"wOFwGsqrkE/Bgcp8o3IiOiW2f99aEcVN/QDM/up93iWBO9TAel3BhRrYWzIg7QUbT6W8UZCbMJE1z4XJ",
-	"vYTLFQ1TLf+l7blV73lLZhKkVsODyYxRoR54W7r6Us9zeRaT9FH27SAk+SukDX7mXfAbH+fudYiGDm4H",
-	"YVAJxrFrVi0yXi7MVIW4hz7ei3iZx2jdHwq7dJsaDA+fg+trXK5tmQJKCL8jphaV2qluuEytZSnfeq2X",
-	"VQga8A1lqlYYBFatEQzqcpmwc1MSaz2VrL3NC8QiG4Phic4qHZoSUeyvJorf6T62oC/61t30ds7zUY4O",
-	"D/cPV2ekPOjmvt3f6IN9b6n9KtNazZzXQY8gB4ZXH8Wc7jS1mfmhUPj+YAAkxcjvU33gBchmGBok3F3I",
-	"h4/5KkRltOpgrSiP1uW7QWGCP+BNhoJC6S6rJC7vQy2Vb+aqWn83HRMgCRJSEbJYEYPqSaSoWNwbK6tt",
-	"fHFttpVgkO/aTP4/yEXU/2NcROuvnm/47vEyvZ/2t5X1hbXz5soWZk4XUBNaX4JIgJTf0nBJ2vrZecpv",
-	"d7rknCqVTFMEEkgZKQTZauAJ6Kb525r25tnUFFva1fRS0V61HopJpLfl7/Qv7ncVjdQomqhUFkpiPaqk",
-	"OqAacyuvQPEqadOMxExr8c+0Hp/SULPminpanZ5zHPqDZ6Xj8GwTDrhGuS+Pdkhevz15satV+edHpA2a",
-	"/44+uPnPg0PzOxgCdtxoJVx4awb4uKFtoLZRNV+cIZ9tF7K63w9dyDUWDDPMITk5vdjtD56R9otX35XW",
-	"RxPYxw1MG367Rn7M6uzTsWg4k9wfrOGdFakIuq3SS6dG79WFqO9gk2D1U5NxBXRV0s5lAaC44HY/IG07",
-	"6w4pmIcblwcG89v98rreeoObHBz27dEqHG+kFIwAsEqO3KiZnBFM6wUjHlZqwxfT5lvCHPY/0sODgiru",
-	"OtmeDZWYZBpNL/KWXUGQcSrjWBPSFbzzsQwjgy9vXFACMqn1JgqZsVqNCIdGS85vp113gWpxaHrt7Rvl",
-	"W3f7zC15s0LAm5qNztHYNzJA3CtRCgO9Vwc6V85r3k/HUgVMx3v6IBxW7+65jHnokcghuyiOOebbYNHE",
-	"UqQSxC4h/BAE2eiH11OW7lpkg5GAoIKUZfNUKNKmgjAMbKVLldctgCB/rkgileLjGCNy55mc0YyHwUjk",
-	"1er1i+VyRs4IkS3hR1X8EPelOg/I44LvF1BjwFWkmY0JfJQPgQYZbAFRY3wsGPJk7CGYBDNmKnOKO4+X",
-	"OYrFlwiD8kmRjqzcVGl+IlOSMJnE7JgIxiLNHsiYkTnAi5QHKhO1mxinnHtzO0pIsa2XbJbEXjScEzcF",
-	"wbw1JBHNaIcYWZtFXRLkbwUu1ha7S6iI1EhwkckhwQ4VTsaJuqeKBJ8+wQ+fPwfHmtgzg2pE4cRouZbQ",
-	"kYDAiiliYGX0xqQG5i09UaDhdUBq5orEbJLpm8ecODESmGtH4+IbApB5GVToEVi7x031D/SnQ3xdT20k",
-	"8kbnIkZkX5qVm4OmakXuyusqrrm4I2M25SIi1EnO6roVO/R31TJ01heuG7C5LbCMaH6w8CfYwYKNTfbW",
-	"ap/3Svfvz2Y3TT4Oxvo7Wwy/WYtTrUZn69xAmOivXspbFsoMy0oqxPjXxEQwIanr4zml1dg8x+OyjF2m",
-	"N9MhHzUk7C6M54rf8mx5dZ3KedIhTgudcuU8F/Su+l1riBlR9ZKBtUMuvMfbHj/PvWYarkv9zrb7ojq5",
-	"SOZbWBztCM5ts95SO35EkfeCkZiLysDfQqYe1hBuWxL4syWAnXuWktenkdlgecuPjE9Xrata4M+fKTx9",
-	"Fi+kXD3eWWmXFn1igl3FMwfvZiv3n8NrpcG6R2RPmk/WX4d1wcatGlHQjF7l0vCeSm/3FovFrv5ZT5sn",
-	"bgrT056DYAVD/OWBEF16gfJrxbCr36XgeHVdNmchP9F4znLWZmfzRDl3V0eLCrVjW1v8iN3u3V739sxx",
-	"riz+oT9TzN2NFeHAM4pRqKW85QLVk6ekaGhz9HO7k7VI4BkX1qDpYRGNgsR6HrcuS7GRPVy6vMC8hfgG",
-	"NI5Zaq+oY4OnGRXYlvlXU6oMF4kwwK8RDGE9X8nXIA9PKLEQZ1dX8RC/j+oUAlobeMH9fFOmrTIlb3Vp",
-	"PCDto37veK8XuM3QXtAw98rBzcUpEsYcooHnilXTgoshllRRm+DpYVbGgfrJxyds7kQhSoLLaog1W2ti",
-	"J0acz6391kqVZSCVg3WReT/noLblI+VfANIW0rrsYzhqOwb9wWVFvgQSr9iSbxoK9G1M55cTgxoBBF8N",
-	"Hrr1Z4oXW9FkTOBF9jPK15uYEvyQZFo++tvF+3egLIBYCtm4ZXuPMWPaQ95pxRzczE5ZHJpNy8pz8WwN",
-	"PCmyhbKcYUDL8ve8x4XPdHvbiRWnOVJZBp+TW7jWuuTDPGZq6CB/XM1UQABaMCRBrCWuqyyL9a97+8cj",
-	"EUDSR/nt//f/R/DniNHoik4ylgbk//6f/3/le/01CoNX1ykNGXz7f//P/1Pp/JgERY79lYM0Bi+PROAk",
-	"T5cee7QtXzMWes3tFDDLOi13uKAmWwj6YmKAsVZbg9ZwoN9tGJmBSKvMHXHSmuEFyi3US1oiRIV+fxeR",
-	"L+z7JRSB0hHBiecetf0jENrci63nNfCVp1ozD1yX6uPn4yizsUO356Nav75uy9vhrY4Krxw7WFQTJrBq",
-	"vmLxBNkxKqg8ZQB6zpX0JMH0yytTW5hD7wBrtFEd41uulEXndxHjJ8j9eQgoyfopV0Q3VM4icEY0cEcz",
-	"aBzM6p368eW5Z5+0Is5oOF1Xl2HQ234LG09EEz3DB9sQ9Ep69m9b7SDWKBryoE2hWqO/mmLWQHBkzCYy",
-	"ZeTXeXStmSmtF1zYnt6rEU3uTlbOQn0Kvu2v02fzfnSaGE/zDXSeygn3CV5a44rsPZPgWx3wRoVzlclZ",
-	"gGoJu0tiHvKMBPhqYO+kkQgmFMB71IzGMXlz8s5iNqudDgliKgqMnh3EXVro3xC8iQCWUsQUvxZ5mGzZ",
-	"Cq6b12tKBQBDQIQvDK18lePzuqFU3jDhzcI5OT/DfHlf+k01EHfrmjsHBwcHK7KWjUmQXnOJKoYW8bQo",
-	"pG6uDv4x7ic/oIMKJTCA4qgH9H4jxUdhiZvTIFavxPpCn1RlV1oJbM4QKBf7sJDAbRP6TbTGDdBcImSE",
-	"khkX84ztPOKibGXZMDtdy9gB9PXCtW9tGEiOHc3RUhbKa8EVs67Owh3uUk1dVDewMivhgPQ7qwL2oZF8",
-	"+GsxEIAmHhBSnx9Ov/UsPzhrjsg2O3PvZXJXaM1aYMnEOH4/AXPdSl0dGNfnzqfKlJAgPOKCAky24GSe",
-	"TWXK/2miW75jNGWp0RHwW4QiD7rkRIxEcBaxWSIzJsLl7vdsGZCUJTFd5oBWVKgFSw0ECDgqIQhvJNrO",
-	"fYvuUyFJKJPlTkW2d8izt/zbbF/98Pzu2eVvg58Wh3+/efoh7b8WR2/C3gl9/jLafzVp1UNT7nZtwMeu",
-	"nT6EqFQ2wjyr78FHP5EBgRUA0faoqalcCPRg1VAVvo2roJNTwbZr+9nS47qIag+SzH3tVXlLm9moDN3/",
-	"oaKof8ZEHt+CmhwfouZjx1W1XuL4Evm+Zbo8Ojo62ji31wBzGWqVicqJ8Cqn2MVUsfDq7eT7HzbM6Z2n",
-	"sQMhD6lQXbMG3VDO9pwwrwen/0Ys5rcMsB7/rXOAkxygV4rdUIvsmNp+z2RgoDG0iOYr/LhZSxtsHEZ+",
-	"/6m1VX6wT5Q157hZmF19Zr6hnN7K2XxUcbN0zuvBnF89oRfYyOrFMRv744c3v2PSqx7nPbNby9t532xX",
-	"swoPkMt9t9lmeT1bcPt7cnh00BiGlEnLOFZkNjZBMq0qwPuYCUNfL630y7PppuTSrXfB8HKsliZvWdo1",
-	"JQu+ZFbP12PMWzKrash6Gq8/2VtomVZw3VzPBLyjjIqIphExn6sczxC/GpIA74gAsX/AyIegjvqi2R9Y",
-	"LKDxEvzYmtu+fnvyArAzv5paWlxjz9Nnf/3+77+ll4tffzx/+ezszfk/zuTgDX1DLxb7yavxDy8/PJ98",
-	"/8Nfvp5qavlsoZyWFnitkvqH0R7uuw+/k+5RHLV1CrTFdngMFdptayMOWBzrP6Ia/dBMZLteGyQh5zQP",
-	"jT5m7nHl3vsK6cdfMPPXJz405f+aF/iXyALebFGLoM+KTvhvJDQ0n61lLGkDqu1YRssChdHeQblDxXPt",
-	"T2nCdrrklUxHwhBJENGMQlIBFGKEdYUUgURTx5RiyD8JTPNdrLJLRTQS5tO8vPmiUMdJPj7TsKIzKNeB",
-	"Y01Zli6PR0Iv8sS4gnP07hysO6ULFDnq0Sc0o+tqdhVH370HV+kKNl9ME9/n6gX67NmzZysu0LyQKiQZ",
-	"ze6gjCokt+vL77fW8GCg/+ED31Nz3HXo1FbOz3PjDX6iyugsaZ6s77NK8Itdsq0C/DFDqo1Ua6mjinuU",
-	"z887+CplO7Px8C+8sbDbKU0SJqp10B9ke/AHrBUzxfQWmVbovTyCYn4bF8q0U+7gPqy4TTVHaKidGjLN",
-	"TSHgMS/9g+WfYMQgHAXkxw9vuuQDQ0xgvASEtNWXqou5kUDlAh70vPlNP08lnXH/uE2QMASX+or15l5C",
-	"KfSrhffELVYhb5i42txP85U8i+7AGn0pgMkMxZpAtjHV2gGUFEHI9Es7X8Ibv5XjE42Qc82eLvQkTTrv",
-	"NRPZyRxrN9YniHFhYcoiJjIOOM7ZPBUsQu/9eEmC8/cXl2QPXty77e9h9QM4ULCWIF2A07NcO1ovLv7u",
-	"792NCDGZHJHJKMMeb/t76MoKwNbRtOZrBvEZqitPJMK7iYwCn7YU+505I1jChXLBUlUT7Yq3UL81MPaK",
-	"0FvKY6j5C6F0MxpOuTDY2PoChQsknEOlCLxFR0KPIaUhxGoHOXJxgDo5PJQxSWIq2BAiemWkZT0b4aO/",
-	"GnS7RweYC6vsZ9XQNEXGLFswZMazIlOLTF1Ib55NRwITIPKy2txUqklYugs3oZMaMRIj8T/+B3khhWa1",
-	"XAqlf/kThgqPZWQbJUrQG3YVUsWMKqD5GQo15jXN1Ew5bRYRek25UBnW/XJW7ZjMxY3QirfRKPRnKfsV",
-	"al51ddcY7g+lvAlYKYoS7QFNktgsiq2Q/OdflRQByjXmToQ6Yabme7DTIVyE8RwE64PeQYcc9A475KC/",
-	"D4ty0D/skp/qVcBJzO3o67XDCRckwGLjv3zs2qLuAWlTXLhEQkgZ4QKj6HQ7abFaS7zNfpuzdNnFsAJN",
-	"vCaogOxBgHDEUv8ziFOsPdmBtdMaNUa9o3qqVU8uTBxDQpUiQcxnPAtIu9/tHvZ6bjm7HsaWmfEGjpYb",
-	"WHU2Sdktl3OFKjpVJDAvdCvv640D5uqUwAPoaP0hDPUDo5EyvElvcnB6Sa+DLjn/8bJDzk8uX7zG5MnT",
-	"N6eXp2QqhZynJDib7L7Vqm0wJLDNKqMxw0A6kpu0LNc56A+gDSGzqd48nue7wAiAJ5ltUUUPVauZvh0G",
-	"B2Qq56nW0NKCxw3tWoEgfcOWhdgNvwBN2tx2/SvULSsqqcMZIe0ZTW9YpNtBXpmPINv9ABY7KFqYzlmw",
-	"c1w0nndHScQnEwZFTXWPuiEoj2fyfmAlBoMuObEGQMwmTFmCwbnGIJbbw0JG2lToZpz4Plr4LYz5jNbL",
-	"5uwMSdV0qJsx1sOOIS+Z8xDSDmrGv2AHWAJqp1wQnsFmVSFnVgbpwGDyGB0tFyCfkWmkqQPI25YEs6H/",
-	"RUkw+wsW/TrGWGF8rDmEgMp1oAvJGOANBGNYN1KzBWdC+nmg133GlQJcrzTnfnhJ1km214fCixQbz6Qk",
-	"sVzYZ/uodMU8ZEK5YtpJQsMp2x10e07OanHJnZyfuTa4Vr/bwzdlwgRNeGvY2u/2uvsmhBakjEI8sAWv",
-	"9K9ePPYPhsSpCRCEq9N+BQv/25zNDcYo3AYIRiCzKUsXXDGyoFzzrQTQXfUfAZnxOOYWf14Tjj1Imu6A",
-	"ODSH7ubl1bgUZ5GNzj+XcfzCDruSL14vFSygHpTuVu+g23E1xFkL2lx/BLy7MMfqb63gQksepcFhb2UY",
-	"uS8w+iMkVQOPgEUf9HpW1jE1gtx7UN9/oPHlna8sr4er8h3YB0GUqtjf7LaV9qpDZBzpRUIO1p7R5Vir",
-	"MILtdDUdHeAIfR3nM9n7jkYWQAM+6a//5EdBzTFnEQpxeTba6g/N7V8SoWHvHeH5l496pdV8NqPp0hDC",
-	"biLjGOYeFuST0WsocgPfajG9csZbQ/NI91Y/N3ufzL+uePRZj9HMYCVVXhohEFAdIkz/Kq4XW0LsXiEW",
-	"QMCQyJXTbzFAT4pgQVjrdJuPHSje7eMQiUwzuD53AR0HVwGEX32e71g411KjGQfIR1gAmyoJGS0Lqgox",
-	"0X/oDekauCacB1PZdzJabnB8XNsJFGTWE7MYPoCCxBLcqIdAM3383NnuoNpa6mXFsah773KJA9/Ch/rS",
-	"i77qKT3Akaz+6J3MXsm5MB88X//BCykmMUe7zEF/fwMegHbaSynf0PSa4XeHm0xHzRNNryx6yyJOLzWV",
-	"648Hg00+TlIZMqW0EnkqMmOv/qKMC09XgSv2RFnosYcwLzHh141XPsCKWyicvCQqCkjWv6wvjiF4Xh0V",
-	"9QmZzON4JCI24QKMnqpDEgaIOAIzx4wKXE2oQdQbrd9W4CK1JGwUl3JRQAJsQZFQC0eaiUhBIq5uiJIj",
-	"QQFMB+zaKA+basX6pZRR0PZ4RkyBp5kEKVdOrIKIkpiXC8HCfcEr3O3Gc4PjzeFsyH+fG/olU4BV30xv",
-	"9yd41GXgXvZeYad3BnHFZL89gaKpYNSu6UG5RRFaHwnHGNcutKwd9MigvQ7rXOnD4qnmCZ4dgMGdUAB1",
-	"gLbL4Rs1Y9MTVa3UOxL6WHQAjFBOTD7mTEuCzOqnebHOUnnUzNpNuyNxQrRa2TEpptFmOk3jaTnFVX/A",
-	"ZV2s/VWGiWqtsWJbBPR3PdVdYZlzW6tTFqLX7Xd7rU5LczNNSLMIIhj13hhRanbXd6tiG5EBk+SxVmKO",
-	"O9Dv7w0ONIXOaKjbHqDnxP6Pk9qAhbU/dlo3LBUsbg1bR3ogu/1nu3YIUgssMRfzu2q52K0rIm/GhnDr",
-	"cn6xiYDSfzQeeJrvuo8F4lMWHZOgOHpglKrF/NyTNf67yR8lNozLCy4vi5m4nueaQiJlppvn7zbz3Q9M",
-	"sIXKcdaeKJOSjCaBQq0o7OGMxtm0Az+ivKDFC32nh1M65jHPlp0SbhBIJVjyEqqq5sIES2Q4VSMBZMqM",
-	"A93DdnFAl5dvOvZPwOpj6awwqIbzFCx05avLMJZG9vg6X58HcEjssmBi+wWkF7eBacbs88vHOp7bZgey",
-	"GOlGnODxpKG845PwxscL3sDmpJqKvroa9B+t5kFaDSQY2sKz1VNvzvnWAh9+9s9GzeYEzrcig15PS0gx",
-	"M44PmL6+QuZJl5xlJJIMQTQzOQ/RKhPRjI4pVvQpH+a/Mn2Uod97HQWfcQJjEzc+JHqtGrSF8uTueUQe",
-	"9YZ5w2+ZMKhCZnfVUmVstv5umbEs5WGzsfo8lTOWTdlcQWaXlmOl4oUiUSyHprXXl5fnxDTp3da3pru1",
-	"26o720tiyssbmuOwX02zLLmy7qirTGY0/hTKiP1lpFsbtTp62DL6y6j119PLUauTynmmH4K2bpzJo9Zn",
-	"sg+XSUEXVSNdjQTMFKygX10gNPp9E2ThDG2Wr/u2BGJ8Ht0lncUr7RvvEyZOzs8Kh7/j27KOblU4EI3H",
-	"20slpqntDr8doItvDEMfEvDWbLvP3jlxQf5+8vbNN7G9pfCKe+xsymi03JSzm6g2y7PRZQoiYozXDEZF",
-	"zvi1kdWyKVcjMeaCpkuiFV5gmEY2PCaHvX3SdmMSdgr/lk+++yvLPuB4H3wjAAkU8l2/89iXBAwUSwil",
-	"t/dWmg57+1vQySPT1gcw6d3vSrnt79F5xLNGysKwC3gHcj7TSJU9Zl0T1TKbZ0hMUCkELEiG7Y4EePWz",
-	"lAqFDgZCjVEHzE5DsphK0kY3eweRqNv4YscUDNvpjISmax+16RGewBxq3lDf2hav7L3hM55BctOaFzHx",
-	"ofVFvZcwBUgb8VDpe8Hy1JHSXnxlqX8DKn8l0zGPIkRp+PoSeOlUoDER1itLDfK2laiBYvwSdTTjIj8e",
-	"Vv5Yc0Lsa5XD4aVWmwjyxyZYM4tNSNYuztel1t+P9vSa5JN2iC7/yUt3DkyR11yE6ZuKUNt01+KtXRlP",
-	"UqWWcExFcGwirwxeW2ckcow2rooSuVoqKCIc2wWy4JjFckGoFhHSyKgRI+GYhQDy0HiOSMQycGNDp0bo",
-	"hnc7pIwDqEaCjuUtM4jWJmZE7fgYPM7bkNvWZ8YJevueLc2RuKe5qaJuGRT8iUyJE8reIeVNGRIEn7NG",
-	"dM2HNneV46xNTv5XtkTbJW/yxOFjiF8wIdFQ7QJshDCY00t63dSJeW0P3vncab0xoabr3s/fg1F9w1ff",
-	"f0xkq5kk0nTBzTbmk/77ee9TkYH1GQ9rzHzI9S/hdyOAWhIGFEstx5pw2ozIhVCkbeLWje/esS3v1K92",
-	"bPjefGryFgPXPm4S/IJ9Rd+6+PcVomUGm9AfhDyCJewV5fFD3PmOw17vwP3Jt7M64FSrTyXq5JkirAH6",
-	"26eBF3T4pSXANffDve+Ez99yXNcDqeevLLsH6TgS4la8xWzU2UvgLolNoG/IkZ/mMewYmqllw5jRWwsM",
-	"lk21KE8uWJYZxGQ6Y1EuWBbCKMTkh+azEsUW4Z7m5SfqeCRyUGEj4qgcT9gnFv4IMA6Pw27vG02Z1/C7",
-	"yunBqcS3rZR3XkQufz0n45pDbGFy/1iH+b/VRfXvJhjiwf4yguH6jA8052RFjLoiXKk5iyxsvGnticIQ",
-	"kYrFpzMSTqUmg0ixLKIvOqAu2gwmKWxWJLT1RI0ERoJzDNVUUpB2MKbRVY5XEHRIYKLSrm7YUv+5SKW4",
-	"vtKiKuj3JnxNP8GsKP0vyCa7grCPoEO63e5Oky21Obnksa1TnXptoHhZLHspTWPrsp15OkAln8UWQdsy",
-	"+P9LZ61sZEYzK/ONR7z/znY3fVKKfAvX/AbSyKwxkuIxpKuVvAchUBo5zykipHBBAsV+CzClzxQYCUwp",
-	"nratVmlDbJXeXhEyqGWaUYhSFYpHGNvh+lyguJxxzuSgFx0yFxHin4xEwdlSuSCxDG86REnAUcCwL90C",
-	"AjuofEQYYT7jSjE1ErbKcQf+A1oMAi+6I9FbwzMtVUDlrwY+hMuxLsUN9SULQWSyRmN9BaZ6bUps46Dv",
-	"Zwm2ooYnx623ZQXtBp5mhmfDufVXzRgfviEaZI9ihG51vQMPFMMmw7D4MESmZCFTjO7x9e4Aj27G1Ao8",
-	"o/pIzjU3U/yfrFq1x983JHX7N6dfSj/sV+qyfOXsQyDXJi6OtFz1Df031m9z71vBUxDxJpbXDkc2HPH3",
-	"ZMd7KksZnTWHVpAA4pvg7V18OSDtCwiW2b3Qc8Ld3bFBVpUpq85IlCRE5KMqo0tFZMJEl5zScGrWh6Pp",
-	"5+LilBiQJ2SgIxHwaJgDZ8HLT5S5KbCAs2azgJFVeY1QrI83ElVgJci2SBnWzCYBvD0MUPs3rH+cyoXS",
-	"kxkJ/OoCImi7UpjhBUQxpkxIiekPIhmpSfoAPK9JKmeA3gFRKYDNAbcXLCeBbENbSyt4Q1W2C33tnr0M",
-	"SNsW1zJDMfkk4+VIVEqDgfYkWAh7kRIWK1a+PoegVHAMeKKZFrbtF4VFArAceKQbVHRhbrYcaEHP7Zpl",
-	"+Q8jkS14yLrkHVu4QHjJXE1ZpJdeyTzggaeee1CNBBRUvk7ZxQ9vyJuzi8vTd3vv3l+evfp7x95okLuL",
-	"azxhC5InjytCR2JC41ifnp0OVheGBbNACJqdkUUqM5AIZl1yAv3CWeSCjUQ7GBaVxIIdSCXQT7G3/mHe",
-	"mZIkSeUdZwrwD3KEGGH0FU3LWH7RlKgUMuNQVCfS3EAK1iWBpgaL52avFU1xcWZQ2AxJ4IIt3ScxV9kx",
-	"4QDVyON4JPQ65/KPmM/G4H9XElJwwdq0kOmN2VpsSJFMSp/EcQHdbiZzXGhyNZRlLtLfSJtfC5naarRV",
-	"IjaLuvMfeeSbk0c0Hwp4lAPBwPlHRmYw0KJjlzKBuJjlVlX0+4Nc70T7VzHoEkWURm4QsVvD1v/+pbf7",
-	"/OOnfqf/7PN/3UsRrd1V5TBLQEIckkGv19M8mEdDcjAYCbg1yKdRS7HfRgCuN4K+R63hqKCFUaszytce",
-	"HllYwVHrs27OYST6z+1jOHHIxwDYjAmr8bIIaDSsO+Iq59omGdGErmrxQf23lqte5XXxamIGifkt8wom",
-	"34rAVUrNWW9+y+fnfLdJeNVrp5s/dISVnchyE+OQs0j/sQ+tsg9NS+RhD4b765f0va2J7Eq0oAYRVA7Z",
-	"aNk+Zh3C0aDiiJCAQaDFWJPXRtqUvDz5K8mmqZxfT0lgMv+vpAgQAo2bnMI6Wt6HCqpWnitYgYhDd98Q",
-	"xDoDw7ck4TKMWQfsPzZlunjaIdEcJ8MKbD/AmnKfFIMZCZkSE3mBGekIpgKeR8sXOuSGA6qCXWlUqyKJ",
-	"8KM8Q3VDv9Ql7wqYtEXKs4wJvFWoWOYPjE2+OQItP46/awyaNQDybHl1ncp50hrq38B5W4ky67SKNYVh",
-	"Wtv3xgZ08/0SCmtt+f2g9P3gcyX/8lNLb42WVZNqIX9YOWXQg6EC+7DlVLTfGxy4aeh5DjmKdpbe9aHW",
-	"zX3s2I5uZTyfOWukEinjUnc5oM2eSm/3ZjZiOIWbqrV3S9M9+GgvwdA/X5/YatGrwd8surXfljoGuJ38",
-	"GbHwO4CI6/4sEy0Fbp73YEn2ImHh1w4fLM5Lg7SXA7H/J4Twd/NK/5vGHE4dXr6xCLCJf9lpZG+Sytlu",
-	"xmZJbApqPb7kcHqXIBIhsf2QdvDXUwNIbH5SwU5h3sKYnqKbkQAoVyqITCPMACvOJVhzjHDCwZCIcMf/",
-	"H3vfttxGjrT5KgjuRJicLVKULHlsKvpCbstt77RtdUs9PdHDXhXIAkmMigC3gBLFVfh2H2Af8X+SP5AJ",
-	"oFBS8aiT5eHNjFusKpwSmYnEl1+2Wq1wpHFXTGWeJh3LbKbyVNussyRyMKDEsSD1RywhKb9gxvwinKgr",
-	"fJuR9zv8iDhmI/elMB92DLwtctNj6YT+RxRSU465MufPwF0gdXBjiDmpxuGsfz76dBw3jOMR27SzGD0L",
-	"24uwZy8UseQHXSEFMrkD55tZFJYEEwmRTzmmXFg/Q7kO9Gbgk2GAtmDXxfDtrQ81WmS/vQ9X44Gr5fqz",
-	"gu/yPpPjMyeST+nHOHpJ1rvRDawdcF62xdPptAlU9mYjGFP5uv26HYGBD3yDv7WRiv2bcnoKBVATQy6u",
-	"bpYrXc2YujX7KJSmos+2xrzSmN+7fcCIeqFe59iLYpnvyXZc+x6sg2cPtKhRKsW5EFRvcdqbg12/wwln",
-	"i15/nuj1uzhCK0DYA63gQOyrC+VPTIcS+fBxtqW6bYtln4tl30iQ7iGotjxU65d3M/x7i8ReZPGqPS6E",
-	"No4wkARPRl1hfV2sTzWSKd5atsiRY/aOb8VvYpKxsbTo+sARRstjdgw8Nh8Cf19a+84g+M3A7777TwJ/",
-	"X7r3HQD+uemALQT+e4DA3808T/JqwvIiKwd1VMFYHIV1boAwGDx5W8e7rH3sh55Y/TxcwPvhA9YPGsh9",
-	"RB3pIzxbJblVko/I8IK+1iNFc8sn8h125Rnv5tKs+YSDqEAWKQ0osYT1uQIqpJ7MdfnwTupY7IxDNsAk",
-	"1ypg7epTkYCCxotRH9ct15OQQMvQFRA3HUkFzEqOcBJiuVwRrM4E5B2QixRZIClAQjWBkG5XDCWWeuYD",
-	"cEahVfuKkNMqt/QYp+ZRzm7QlihFgG6V2iwe+a6xQb+PZqXIFVfFWvLHzYNZ91C26SZEOWwaQVY719ba",
-	"L4yWfaIXrKBcJjTYT47ZPrj+gCpmCPSjgrg6WmTArwDoSbXbCdqV2b8RfE8ZzVBDf6LZRW2V4Bi8sw2O",
-	"3TmUa6axKGhg18lICt6eVBqNJTvDl4h9xL2x/PHPMmF32kVcNB1K4S6XlBtEYirvNE+K40mxFaUgsd3f",
-	"MenNyIgKe90IOa1G2fXy8QSKOiDyZx7poF9jSz8YEWpzBrsi7mVcDM+hcjtMSFxUqlLlUm+esx0yd6OC",
-	"Dt2yqHNF9tp7Fr8vgiJ7WgKa/+b1ZftNwckcRoE4ZATa7kBtWQCHcDFsmElxqCisSKPpBVaDyXVXyIF/",
-	"zTI1njm1N86VJiN6yQByhkee2/rPjCUhPVcEhCWkHueTuDJz+K2ZuGJ9xamHvTzhFeN6p7+VD2MnToLW",
-	"qhCxd28+zxc381Uez1G/zyaaJYeYMwIAPvf8jVPZFi+zxcssNqKwq8tOZaGLjPa5WZloZQO6qa2SuW7K",
-	"wTdlr34xZkF5K0Jio4XPZa7P5eC2HQmtR4Wut4EUKUgdDZu3aqTKqDUwlYp6/ucKi9MiR6FPmwKXtDER",
-	"pLAQxSf222+q9PsZvSgifV9y/WVwrxp+qym/N035dErLiGpJZ5VF/TG1Fd6NyUuWfROa6hNcM1JBCo8/",
-	"RLrIjIwpN9uOij5W9OeKIKkEzmFXBMrfRYMgsCRID1IO9A0LUTjtdbusHXTPe0zp4PDdm3lHtBFhXWqo",
-	"pkpv8HlY9dYVgk3R9W+Ro0Xa79AWObzEKuqpkoSKruCizxNzCPC4BM3HLOWCtawvbpPOStpZSA3nCz9A",
-	"c5Asvo2aNcuF4GJ4CEkU/jsIIzcjFlIjVYeZ4DogA5mmPCWKzhSZjmaVDvapF6VvIw9hTVjcys51Mc7A",
-	"u95601tv+vl70yjaZdN0yTIC8OviGH/vBsrpuvlZl+8pT01XVEQKk4W3DgW8o+BI4BkZM6ryjCVeba6U",
-	"mvnR9+RZJ2a6YaySl+knf5uVuSgrkweS8a3wdcFd2VqZyjZpcflG+AyfftabwAxhlQ0Ac7IV/kXCL6w0",
-	"OMHH/370NOSjJHEloG+QXZI61WQslSav9tGhfnWgR0HWrM/BMb7r7VqiEVSFxhvoWxWlb8bSSQ5Uclra",
-	"Rw/tQcTenAMnBDUdHVE1wptxYLx0lBx7+2Qk80zZnsBwkG0pnmAic0xyoXkKbj82iS2p+Qk0n9Ewfyu1",
-	"JzLavyBHQb7v1RrxazOWp6koUbSczLutR1RDkUJySOKbdbCryx1v00a3jvsDKemjJLkd6l6gpFeBFsHr",
-	"q2EWfrX4cKuaHY1DX47HuXAcEVCiokWOnL7jaYpMDYQLQoMo8wsVJF3cVuHtN6jgbUwCaBqIRgq6kGOk",
-	"QlNiUslmmnKt/CGckC1E4unyh3AFNtkUKyQNOb7nW9lAVrQe1KVdZJe26T9z039Wl4NHgZd5TMzcdJ9f",
-	"Gao2RzCTWTgIklYGz7bmpN3cg567P1fw7Xre35Ok2izaXS7L5hntsi12/HtIsHlQp25nwESfNRPmsArz",
-	"PDx/8EEm3lSKIcsIvA0MEZRMGMtIjw1kZno9sPHaeYnc782b79hm9/NbV+z5umIvFEoNSdiNu+47e2ZB",
-	"mCZsolNEUZB0QMKLqgBEop2tY6EA8xWsAQV82eYFxfoZ0+49JDjx16amxa4YUbMvxLxq42VxfzADFjYz",
-	"x46FM7P1Fhd6ixuJ6qM7j/kCukaZlUucVYyqRb6IvtucZAQplSxCBESKVTXgcUjJcayNePxGvG+MOK8f",
-	"5GAQI9CiK9zfsBR+jGheG3CVg0HD2QmuiQ0ciFmI6pWDQZABYWmMIeaWsH5KM5aQOJFTKB7sIMl2VMbw",
-	"YFoR0CbC5yNCiSMCJjE810K4fVyQ2jvaRa8VBrZqCcmYzjhLWiQGJWKH02PIpMT6uTaW3ygLJwzJC2Xf",
-	"b2IJJpLwjPW1zGakHjeb4U/NhGdx5Ooik3gnV9mO6nERN7pCCps6hSzpQPPkcHD1/b09JKeacsUahzb9",
-	"Kny2K8Z0BstIBGOJKhB6tltcKE3TFAaHWu4cU0VjQjPWFYpRQFUfHZ829w5eNX/68VNRj8XpxQs2Q+pO",
-	"YSndjTpmyWFX0J7yuWU2OF7WpcBEf8EmOiKTjPmHZ05su4KmqeW9HrfIF3jLhnzMq0FhKqJ0wt1vdYgH",
-	"AR7IKPC42TQei5xoFdty0+cxwIniZtw4JFZeLQu6Ng6NX8oqjX6S6/tzYDY8Y8Gwa50ayNJ5xpIBV6NS",
-	"qq+lntprtVt7rT2g/Z4gN1Vtf/9lLaoplZ5zoVg/z4zqMk+omdJsrM7zjNc6tR37WeNPnuIvO+apXLHM",
-	"xvWhedB3JflBNJlSU5kBx+RL85t5SvMxk7k+V7XOXnvlI2Ew20+RX7yCXbXi/QzN6/aY+JwRO3fzVjY5",
-	"MgYIzJVOjD3WlxjHKsCUkLdoK/97RpYAyQNudxDMJ8aOwSnC/Hr7UHkskk9Bt540ArvNiryLQB+LpBDo",
-	"cWlNv60cyGU++CeaXQR5vFyEoyF1IW8k9pZcYJs1gRvCFy+al+RiPHMJW6aMWW51xe/g7Ewp1z8YIxlH",
-	"3n0MK1cYXwkdcQZsnnVpy/phzWQ02HEjKpL5/T1fCXCqqgvX0EyXd+fC4jW/U65vpfoZHaAldLJUzsQM",
-	"qroEixlzdYmaAU0V86VLelKmjIqqwis/SzE0E2o+VWr11ZxScIVzU9nwq7Aa3KsnLQYXrMevwIa7EO2A",
-	"KZ6B/BaYdYXZnlZoQHysmJhZa2zV4d3U4Unu7PuNFbh3DC5czy/BEqIawrMscBXr0Y2acqSup5JMWEZS",
-	"Li4a1djCE2jqWWMLzRBWwRaW5moLMlwIMqyAi4RSDv/9hJVPfOUoEG3SY3rKjPWcSstZU94JUA2lJ/Wo",
-	"K1AIjH1EQgAbCRvJ1IZkzDfKkhJhjTyiRjRjhHZFbBo950nsETQ8iIZ5hhxn040zkDKq4LGhFAwdCtzA",
-	"sG/BY8CP0AU1RYygPymskM5hLdvdNXZ37QT63rzP7a37ub2Aynu2DlO2mdKnQTealk8oz6q01lupR6SQ",
-	"VCfNRla2d2f/qVUobqvk1TTyKnEFeH3n2vzfOgziRg9GoFgDaZ13zbyZ9tpShT9PqvA7SusKwD8vcVDv",
-	"q6LBSlSglcIHdUbnnd9cp7b3vJX3vCWv69G8zeVnGLOky/O/FB/nD1e658gIJFNkNJtIPWJ4fWo8zTzD",
-	"aAx4u1hehigNFgMKa3s4Rlc4Fklb7VsMuWDI24hUUC6EhCV5uBgW7Fcq6oop1yOZWyIsrG6N9fCMF+w5",
-	"HtEZRhoAqkgip4LUoe5gKYQsL1nj0GKT/OnVeMwFvTnV+Oe6L56Nv9jdXYyeplLg13y9QPsbMLjdpkp3",
-	"DnoQEdQky0GvVEbN7NK+ty3W7poJ77pupHslZ3l17l/bVy7FWnxT96cAww4sCma5/ZIQmeu+HLNv/EC+",
-	"9VOXEYpSywJLRnQyMefeAWm1Wuun6Do1K4XOZNqcpFSwhcy5Hh/gABeKKGY6IAom3TEXuWbuKG/8h5TR",
-	"REU+QUazbFzpMfyI/TiBbjzgxim1M2fT2DkhMCePumHugX4ZFsZMd+qKnW8mGMUVx861/7c7tlQKyVFI",
-	"qTiULEzu/K//9/9JbFlY7H+pvN9nLGFJTGRGYgtPCm5cHMxlwrImEM+gyayuSlNQhjyg8CzkJTkrE5F8",
-	"/xXPQ0qfe6AIuBFS9pLEk3I5f2/KDw4ODuaXDYDbKuvj2suqUIxrN611aPoHMhtTXevU8hyevFXz3+4R",
-	"xYdGoJsXbKYW6s6SRnmhyHGyd3Cw+8YxKDXth8gk76W8T8z38MKJ9jW/ZKBJzTOKCDZ1bymEmQEgDi6l",
-	"ZkRnxslFfPoQGS6qriNOsbm/m24/qJPimpl3cWDmxgz2Jj/DNx1ZuK/If7jwF7gUK+6hcrAplMKdTGp3",
-	"PFoS3TeSFDQfESYSmSmWkDryezWMGIUnHhTGroCnjYkZA3M3d7+0yBGCLFNGM7ikh3pJyE7Tl2LAhzlK",
-	"ItLYUmByAnJccyjpsT7NFSPUdAdBkY6/C+S66CDXVQeIX2HohdA9AA3i7gPsjbn30Gzqtv8Fm33z0bbn",
-	"Q0aIcoKSfXsbbrwLxXjSxOP+XFMQoKXJ6edPJ5cvXYCAm12HqGoHBEnYJJUzLFUBl2JGrbsLLeuCN7xj",
-	"3ZNQjjeHWrV1LvoZowqK6do7bAAtAD6YCv/+IclYn3FglkoyOSGXL4nO6ESRKUBkzFcBVK/5mJGh7Aoz",
-	"hCnNjPFR7j7tAnaxICdS6WHGTn/5uTEnK+RUjCfHOEcPaXeKVubVn4Bfv287Y8ZZFjJcWZoxokCdhxYH",
-	"sgLUyoI+5r2FDs+nj2/JWCY5ZCpQjeWsmCJv7aeBmEnzgV1gRepywgSd8J23Rz/+/fTsy0nz08e3LX2l",
-	"GxHsCDMSMqaCDo2saknMib41T8Y+8d5yAdPsSu/4ijGFgxn2gLw7fv/x88ezj18+n5JO5wfy9vinj59B",
-	"uAtZvOkeVopcMCP1008fL/c2RgptJhesn+O17b/+LNFJB4NdURzQSS3LA1JpLkPTwCIaKbTUm2EKGs9s",
-	"poRqrMLWZVb5zDb6rHE1xUBWQdfgDOK4v3WX4InBNeFUrafo5l0PnDJb199IcJ0KVK97JU1mFincUxHA",
-	"Vn1V+0B/xg13o2DVGug5NNZjqvuQzQW9jcDwu3wp80bskrticzRULRKbr5776vjx5V4/thlQsb2z07P4",
-	"sCviy5f+B/PPeq5YFpHTD0fGzJ9+OGruHbwiZu2Z0HZMETk6PiWTjF/S/qwDP55k/NIY+fcyMz5DERvk",
-	"eO9hhUdT8F/R/nT8GcCyrDvfowj5FN6QHJD4p+MzcsO1io3G0E3zl05XxEhI9ZtiGWky0r7q5u32yz4+",
-	"es4T+E9G8K9moPYPZrT4R9NP+0czRvyjGSn+EQpr/OjmD6sjU6Umo4wqm5A1zbhmTXOA6dh0MKTBAsB/",
-	"qyvOwOgOZSmVEDLSZJawjCWRS7fDYiaEKjJlvZGUF+qQ0K4AaeOK5IL2L4ScpiwZsoT89u4EXLBuLWGp",
-	"mUWWdGtkzKhQaN7dTRLtilT2aUpYlslsPu6pUERPin4awdbzWVy77SJ+I8YKMrYCUa91apcva5H5H/Pp",
-	"XI/OiwXC4rejJtqVpnkXn8ikln2Zmi2NAo9lJi/L75q/hO/iE8W7R8enNjMscO1RE62p+Z8GGxUs+Byf",
-	"JVChWzK3O5x1/+NStERS+HrgrVNn5DY/clhTvnON/1gHQWWJ3j2vvNWYM5LK4SGxlxTB8cgchScsmYex",
-	"uoum3CKtniXSSoS6cF1vcinIKvh25O12wcOh5p5zvRQ+wvHkIY3Ed5b/ex9ArTtJ3HpKqVjjxfxsP1o2",
-	"NuCe4CxNFBnySyYOnZzifzoqg5AEAU4pXYF0+0bZ3jiwOLIGqon92wsv/WGhJXNogOVvkXfcWC1Q3KVa",
-	"Hn2WImFcSa9X+b3IOHVv2nxDh3cMpQ0vGUZnalOaCQgjre9GPgmF3HIF4YjktopiSxTwBHxyd1CkS9zP",
-	"HetH8gUlCfD4DwfyusxIjxmNZA/8NgAESE60/YJNfdwTPQHgJeIZoVqz8USrFnnPBVcjqFfuWgendZLl",
-	"giWWPAgvkNDLNTrT7HMuBanHRaim2XRPNP0DcURetklCZ4r0Zo6ip/I2xwVh3xVz8OBx2OVP2t7MToGH",
-	"6T1PNXvg+K1rcaXcSD9X351L/4S15co+6Ivy8e5RPadl+kIzDCvf1T1bEJ02xwm/x8+Y0p+D4HSMoWsh",
-	"pxGRuVYc611i4DGyoAzLluBjssaYZEmhb2YtckRcUBIKp4VxyQ7pj1j/Al25MLidyuFwLnTDdPRxzjNu",
-	"u85zVswSwehCOfKBA6uFtwfyJw4u0WKdNrLoZhVTqhfY7WNYePccWunCdKoRn6jImEhBxywqBMQeXiJS",
-	"7F+f8RGQmWjCribU7FcutKy+4TzzfXzA7eAaWQTQ85PVuq+ruWImdDBIt4zF31bBKfund67dP8/NoszH",
-	"KRuL7BfWr9w6C0bq8fU1vPD1a4z5OyOZmmNKozJU42b5MVZy2Sq27i2T7PYqrr+IS1DAblCwzcow4DHl",
-	"aTXMtyQGC3G+Y3r1MxNDPap1Xr2cD/OFCjdLq47BQ5sDGs6wkWeNZYAxrOII42RtAQwLteTRyUc7UeG+",
-	"wj9sAl/w0F9RfLpFzgpaU25DbVx56lqRzg4t82l2ybKuuGBsogj1SAEo+AWs0fNvlkEsnrYyrr1ApkMu",
-	"wZ7e1EJryPfTXNYGTc+t0wUreuh4bVcoybW9mf0PpbkINMB6uqVkEXeu4f+X18q6lBeQcoDFBamG0oMt",
-	"Aj+4AD7kD0Ir9rGiDBZmRZP99htAvITkW2htHeFmLvC0aeZsfjUsp45WqaRger69f71zWqKZxjtI3bqm",
-	"A1Y4jMg4QNUSH84+RlTe8z/ewaX73bX6rJ06O4pV3Do3zVvHbqFjNy3kYiNUap+mKTwEXs6lXeHrv7ir",
-	"0Z5MZv9jJ8/Sr/PzwCCRPAhoQPDQ4lFt/14oEudZGhe41K4oA1NJ3RyVgVX+5MspgjXd4Hau7b+Q+oiL",
-	"YdyIugJTy6CZU01FQrOEuH1CpnTWIv9gGR9g4pl5mOo8Y1CUHUs0ZHRKzABdRYUJzZTpENeYkwZpLJTE",
-	"tvUmT2LIU+8KfKFThPWMn6uBNM5apAqTYR+2XTyGyV52aB0xV2QhOQzgnsLXK9DZzBKH+JhqdYrr69ev",
-	"Xy9JcR25NG/HAuvHvfDoe/OsG1WNwoY7XyjI/wF+v98EvzJKUIpEHVoDDUHnAc0w3W8m84z0U4ms1cWg",
-	"dv/25uDNy712u72s66Yxpel4snAEE9O7zHznf/+r3Xzz5//8S0WmblQV/JEZGRvRURPaZ03FzGpqlpD4",
-	"cjdCBHCPKvZqn3z4dPRj8/TD0d7BK4sHRgEGmVQglCTGN4ppxydb5T/7IZV+NXJsPxx1hZnFCcv8aUyY",
-	"nWX8pLPgMg+E1qGzgfkQE7psxQhyaXYPZzZ+D2thv1dP8gwIZQjkiEIWJpCKQRJxmviwFySG4jtmsPb2",
-	"r1jIy93o7wfyj8H//fzm4I83v/0j3z1Wg1/Gg398/mUkLv7Ym/z7jXzz+d3nnQ87k4/7PyxbbT+ha8nr",
-	"nYr1UY0ci7rWqe219141d3ebe6/O2q867Xan3f6jFtUK0qFwP5qdN38/Yn1Wo5W/RrXyi4s38tiYmSGc",
-	"UGXCyPhqF2gq5RTyjNj/qXX298w/PEjEwf/Nz3nv36yvsVE7S0DLDq/b+hO4m+YOtuq1tZwDe0Ra6VD8",
-	"z39WAh0Rwo76EvQ7V4QPhcyc/131XmlnQCEcd7rAxEjk+mymzKgKlpD6fvs1/LK/9wYuze1NfERGUkjc",
-	"H/GvRj83jwaaZTEmaR1Utf2rRe3DRmNXODOcpmBV5WAA7fyba2BGnfP51sLcrCNh7YhH+DsL7TInKjyI",
-	"rxU+2in6sz0M/nw4OzupnzYIE8lEcqj5ju2oFjmuSD8hXHWFse/YPteEKvK/Tr98JnUUAxKXxSBuRKTC",
-	"zndFaOg7XdEVfy3ZaeSKdaaT1BeYzq4ggfU0Nj3Jcc9bfvjGYenrfhPYRpZZttLLXkPFnVVsBDH7JAfO",
-	"JfBayH3ZiOJOFhPkKS4NwT0D3WkmrC8T4PqCbN+wahEiQ+LpSLH+edwy8/9uniuE20dgjkoHmQDds1Sb",
-	"ozwfg7XqCtv9yMH04JViJc2pyqbJaCZIXUmgELOZP3C06grFmCIx6J98EjvXDjKdvFKKgVAAqEdUo0WO",
-	"yN7VlY1TdkXdTI3tgF1bYrnpI7LbJiU4ixuKOiQHV1cR2W+/jroCVALUdNJTmV1guowKtcTCrd4VS/b6",
-	"IRQ8ALYOF14taaxWV/zuSuyhnPfyZIhhWTVxACIpiMr7I0vqlmes4WjnipUs6bzIOMPezTQ/nbuf4mB/",
-	"2/WJAi/gShe1wrwGcjR0CGOyqwi8zpgbjrFGKDo4FQHgJSLuFI1lquxEWJREhDNY1CO0Cdrg+oTxzIr4",
-	"9Py4s1U3Txp5hhk8NwbWV6Zp/bUW1Xy5UFtMwBz95iBBvcdkjtlZkutZs5fxZGgcpjxLjWul9UR1dnbw",
-	"8G1bb/XleKdIS1rToj9NlLvU+Nw4t9U460S6t/lK26j4fEiJc48I9SHABR7W8vB4ZQxk1WSlMPi4LGXp",
-	"BgR0Sd7Sxvpwm7T0POmhp37B7zdfqSpOXpW4VAmGKaTwoUPWS+zHNgnhHmmlNxS19RSRXdfNspTCjKFC",
-	"z9djJowxSToEqmTFja6oSiIqNG3HnbzISE7NgdgMzHvtWLarK4Izjnt8KJ1Haw9kfSqEhLq6wPbMkkPS",
-	"txe0xhee+k5qiTE7NgdmgakO96PeN/VzcRZtrbH140dPkLm0REu4tKWtttimLD1yytJm2nSR87lKqlKR",
-	"yePzknxsp5yYxGh/ZIMhNiIEEZdOV0xHTESgGFMphkhQ+uHs7IRgYXTLWIpU5BBqoJqMpdLkYHeP9Gaa",
-	"qa6wUSunP1+40/781CcgoLO8eUEoZMO0J0+103DBEGGTqwrHW4qw6VxoniJj5QC6OC9hyqqcbc7UNmfq",
-	"yXOmilv+x8uXCh24FdXVzrXr3kLy8S9hhNpqEOc+3UzfUYvOJT5B6AmTkApUwPakceOkEd5EPJqsrq5D",
-	"N5fsHX+dtX6G4OZdnYcV/yVnuWeJ9vuqfsFFQuLi4i1u+DsmOmaOrc7nLeNfwyu+yN5CTUdUQ7CfK0/y",
-	"DFmISWHHvfOBRdPJIGNqVLoaaZGz2YT3aZrOSK6w2gw15ju88y20grCcFP5kxhUZ8CuW4KnMttcV41zB",
-	"qcyeaUh9v/0G7yumXLHKbOhfWRkoFGiR++ag3ns0NSTYNLp5AJ5t43pPZ7btghHqgAFAMniPp4QJF8M7",
-	"qZ+5CuXky+mZ0ScWF+B0QguAgWSCZ7ib8AabqSz6LOqKWwnLpM41EYzDReKUGgNvdIeQrtAs3EfilDRW",
-	"zm72jNpQQtbm+5KjgK0SCY0lg+xndxO5d3UFYSaF163hLWtxIjm0TcKmMI2wdECU5mlKbDWUSp6aEy6G",
-	"jxA1XaYOzFJts6K//axoJ19Au3enSMJI0jFfyPONqRqwIwLOWJaEgt4BIRHUnvhNU7Ch+ikHVIN11Ulf",
-	"CiVT1iBUXSiLQgFnweiMJuSF2MoSU4io6q4YU+PsD1hmd5ZMmd1PXCERAToFDj2E+OhqbvrfcbQPGXDE",
-	"FuZVnaJpyrLWvRQJs0ky8EXCV80f9JnVZUzada3HaMayo1yPap1//WmUPKYDVqGfj24XCjskpaIFmEuI",
-	"AfrpyCzZ0cnHlgczXMN0sa+dnZ3rkVT6ay2qXdKMm/2iCobY62KWart7f2u1W+3Wbud1+3W7VjW7tu0X",
-	"ithS2OWYUMqVZsLC/bAD5SZGWk9ufTgG4EVMemzEYf+d/Xza1Cwbc0GxtGMmrxDbLfKxmX77GXgPsHp/",
-	"+qW5dY9hC2C6IBTPXNZTc2rsoGLatKFIXfMxF8OIKGBXM6OKyICJPhdDyEe38BFXUbN2GxV9isuJGznL",
-	"RUEh0oQ6QnHwGSj9XvGNH28Xsyf1cgl51fBF5OErrRDbokdVXz3JpMZ6pcG+UzYEScm7o5/MCcSVpLSG",
-	"fcKyJiBpbbFyXmoqKJFZ0eCH29wEnVLbpD6mPI2CahcREUMurhpmuW1nZe7Rdz15hcB4SgZsGvAMtG6n",
-	"rFd1qEgDDiTB7NjSB3Bbz4Hx5wkHsgyemk5ZivFc20pl/iPw3JxvoL+ZymGElfb5pdG0GaPjyOezQP8K",
-	"3tfgy9bmVCxvSo2YkrBsaW9GRlQkNlbsy9ChcCIA0Gd7uCwRlviqWG436hEbhwLmi7nc7sWxRcJCDfiy",
-	"5Ec37Fq5Oh3pm7MwYgFlT1MubMkVkck0Na2F0zusbv0Do6keRcScgrlgSkVkzHTG+27BAQvez298Ts2U",
-	"Nqr/z6//HQAA//8=",
+	"7P2Ldts4li+MvwqWZtaK3C3LknxJIq9eZ7ly6bgrF1fsqpruUo4JkZCFMgWwCMqyOp0HOE/wf4H/9yTf",
+	"m5wn+Rb2BkiQBHXxJZWa6XNmpmKRxHVjY19/+3MrlLNECiYy1Rp+bk0ZjVgK/3x1Qa/0fyOmwpQnGZei",
+	"NWz9xFLFpSByQrIpIynL5qlgEUlZkjLFREb1i8dEMRERnpExDa8JFyQ4ney+o1k4DbqtTkuFUzajunV2",
+	"S2dJzFrD1qi1P2q1Oq1smeg/VZZycdX68qXTeitDit1XR/Pjx7d2JGHKaAYDUXKehqypm72b/l4Yz1XG",
+	"UrXX6z8/nDylB7u9Xq+3+1T/n2f6//SK/9f3DOlLp5XQlM5YZtbqBTZ4+rI+RPOI8EiPqBjHhl1z3UZC",
+	"s2mr0xJ0pr80o7/kUavTStlvc56yqDXM0jlzpzyR6YxmrWFrPoc36+v6Yp4qmdaHfDFlJBDsNrsM4Y3A",
+	"rnGSshsu54ok9IqVp/Pu5avD9z//ff/vFz9k716eLN696O3r/769uFq8e3mCvxX/e2un9tucpUtnbjgk",
+	"dx4zevuWiats2hoOej3fPF6ymN+wdOlbfvustv4H4x57Gu7T3cHksL97EPXY7nN6eLi7H/YnPfY8GtB+",
+	"w/pHpsn7b4Ad3HlGs7l6zeOMebbjg4iXxHTKmdKnKZtyRVRGM9gF30IqaLK0kP+Zsklr2PqPveLI7+FT",
+	"tVceCQzuDWcpTcOpd1nzh810vb+/v78VXU9tm/df2NOIzRKZMREuv2fL+vBPSBhzJrLdcCoVE+SaLUm7",
+	"3+0ODg9JOKUpDfXJ3umSjyxhNOPiilBy9uH8gix4NtVnYSQUnTH4kIqIjGW0NMxQwVGZ8FRlhAq1YOkx",
+	"fkWFzKYshXc75GAw6I5EaemOJv1wEO2zXeRluzPK411z2u2SIYMuFs2Z6a6eatPJOTzstGZc2L/73lWb",
+	"AIf2MwR9HZCYqoykjEbHhGr6ixmRghGuzExZhFM96A/KVGGZu38O5mpoGnzff+zf8hnP6oM9o1eMKP7P",
+	"MoM67PnPSQyNuB1HbELncWa6ndFbPpvPdAM9WEH8q1g/LjJ2xVIY0XsZMd9p0b83H5R+v9/f6qAIGbH7",
+	"n5Ezmk19gz2NNLvX2xrxlIWZue0p0YNomMJgMBhsNQX91/2ncC5myQVNr1jmm8j5+3dnJIPHzYv/9OnT",
+	"p1uNHBu8/9gv5DUTvmHDg+YBHxwcHGw3YN3e/cf7MxtPpbz2jdg8ah7z0dHR0VZjXmCL9x31F/2xSqRQ",
+	"DMS072j0kf02ZwrYRihFxgT8kyZJzFHI3EtSOY7Z7M+/KpQ48/noaWeUx5aJdIF3DImYz8YsJbO5ysiY",
+	"EZqRmVQZOez19GqkqdQy4i+fW3EuxrrftzqtGVOKXsHJbm7qy6eOvdSHB8AQeQar/B2NiJ1VvgTTLEvU",
+	"cG9Pi98qk0k3Yjd2ZmrvhsY8wrF82VRCOMOPcVXr10OKIyCRZIoImZGZ5ugoqEQynM+YyIZkRmO9Zywi",
+	"fzv/8L5DKJlwFkdWvlykUlwRPQUiUyLnmX6QUnHFOoQKMhfXQi4EfqM/HtNIv5jCJc0ikgvlHZKx24xk",
+	"U5rpy0mP58eL17vP9NtTGUeKvP/xbUf/RfHq1poLyaTuRSYshbXBzzN6DTMSrEsC3M1fPgVEE6oijIZT",
+	"IicTJiItI8DAunpNX0gxiXl4XzqjxFz/0F9ERi0tE4xahMb6Fl4SdstVBmJeThrPC9LIR7EhXYT2/Yem",
+	"CtuwyuUnEs7TVC86SLFDQmGG+bz0qgvYdDn+lYX6NR7HJGUTljIRMth++BR3aSLTMY9Q9KJwZ8Hu6j9B",
+	"TgsqclJgGhwzkO2M8AJb9xqaipi4594B3yWjVkTVdCxpGo1aZEoVSWXMyA1nIBjC+SgoTjAWKUKjGRel",
+	"Pd0v9rQY3oabOsk/eKhdhZk9MTPhioxZLBew1lpq8E6pHdzu2uHt6u+CHVjs9zJ7Leciuuda21OyiVIN",
+	"3GACnbpLfFAs8XuZkdfmhY2WWMhsF1t8iCU+0bc/ankMhC7DbLT6oKm1LVPzS3E8tIBm1AuzFri+Z3QZ",
+	"SxpdSPlWyy33XGZ7nIFlstsQtrbfO3h2+PSIjJcZK3GivkO15oIir0TGsyW5kJLggDZcYd3jbiblbgxf",
+	"PTR/gglxRaB1zTYorr5i6Q1LCQ1DlmSKtPvkHf+OjLU6DkqCWeSUhVJEXDf8mvKY3ZecgT8akg6n+v6L",
+	"hsRqSQR0KTKeZyU+CvoZV2TUOgBNq9iGQbEN7kiJGeqGO5A4n+5O8NOH2IbCMFiXHSqza6sMBATdAU25",
+	"kkLfGwtGr0nw815AMnpFBNMbBg0wtXOcH5oFVXYptVZPI+RXeHroFeUC9PiUZenSbCoO+X47qbXDVNCY",
+	"gORwbGymSHT6kEdMZHwCVp3MHnlDdLG8MsIvU6BvOAL18+fPnzcL1HbrD10x8dSO5Bybf6UHtOnm22k8",
+	"EH9bEmRVsCgdQoGTfXz9gjw/OHxKTK9Dcnh7S9qUwEkzIuJI4OrgSgbF6liJzLeMO1oUOOztk7aQ2UiA",
+	"hLHTHcGF+KOg82wqU/7PBzm1eOlzlcuqMgXSS9mNvGblG6dfbE5pFBvuyRy+0fQTauH3QbbmvSRhyoAo",
+	"aQwSFN7oKEabOXXsbPTz9kQL0Ve6gx04u1Tgn05DXaJ5LQpZJKQpWDGDn3/+effEmcGQfMdoytKgi/uS",
+	"pDLUitE4Znhr3PvyQseA+mXwqRuxhIlIXWoWgv/WkiEJl2HMSCJVNuG3ZHc07/X2GVGJlHH+l3naqNvt",
+	"5R3tDfaKfvZ6JU3vjp2WtMDBwKUgZ73MNbv56QaF8MFvVa7IgsXxrlH59I01Thm9VoSSdB6zsnZIQio0",
+	"AbHbJGVK6ZNfXSQt9Gd8pvm5/l7/CTq0/gd6DoxlHI9+xCMgSa7UnO2guic8qgDX53OurPHStdN6dD64",
+	"N8oqnzIkq+ZJItOMRe9YxOkFrP29aPYFfrqrmyKjllZq95KYcjFqWb0WZRMWGZeb2wO07EoChy695IMl",
+	"MFoCw92Y9+Rf787017vw2UMRkBXH9PyC6ow0f8g7ArPOieY3WtflV37bdcQUT1kEaii/mhvNxFg5hYzK",
+	"puLProdtY0fdhImQi6vWsKVYPGl1cncGZ5pFfOrkZtuNTb9gJL1mS63gDH76NZz91DO/mhYTBv5H/U/F",
+	"rwQXV/p18wseFFwQllyGUxZeX8JFfkPjyxnKB71Oa8pomo0ZzeC3wWGv04oZVewyy/C1PrwGg4kYjS7p",
+	"BNxU++a3yvf63d/mPLxu6LHTwtN5eZXSkNk+v3RaN+hZbg33v3RaSao1yIyj3c7djwb/6p2cq2vsh86m",
+	"ribn1/jamYx5uNTflfa+yXemb0FkOCRJuUy1YjSxLMxSJc/YTK3rP/fG6b7NJGiaUvg7J7v6yXD62dov",
+	"sXbtCuqteWhYat1a4EAD+cIVZhSqvTllKdJ+8+7kxe75m5PB4dFOebzO0cjHpHXRpjF5duQlODrAgJhN",
+	"FZmkcgbaQCbvsBlnNJv69sEc1mrfr8A7jTeO7iePZyjoeqNugQmeMZb6+i5zh9oRkrMZFdGueUvviTom",
+	"gi00f1SEiUim+nYcL/X9m+pxRfqljcd2jg1/z7wEWjCqVW1c4Fsuo6h5rkSYas6lyGLKUBGkYon6H9qo",
+	"UANUJQLad+iGi+zooOX17RVeiF/yEXTKsRiFX85MqWAgZZZgicESpHNYKnv1KR8Lqqp6/sVO1/3aYiUh",
+	"OVeccbTMbgetLW+mQavGn7Gx2nZkCkSm8nHFHmsns5FL6YnejUsN1nOpyr4WGwgz8i7+POLZW64yX1BB",
+	"Qq9g2al+iaQslGmkKgtvDswvn2qrmB8ln0SdN7UZM9AD+Agfea+EIrbHww1QkDbUo1+FeR0TOgYviUT1",
+	"OqYqK2/J+5ena1cYR9+4sGbInhAYRmZzjC2rrCda+wsbcBeDJ1od/UTPDw3xw7GUmcpSmugnmiIGvcHR",
+	"br+/Ozi66B0Ne71hr/ePVsfI3so9I1oW/9Jpaeo80CpX7gHeWNAwn5hJ25COGgXYudQcrPqCXFCtK4nK",
+	"OciDZop5186WWYh6q3JIAlwdUDNDPWFUOAOwMgdqqTI2Cyo3bn1B/V1e5q7nBic3XPwzGjFkVMCc7+T2",
+	"XiuM0Mx/7fFMK5QFr/QMoYFO8i4jmrFd3Yiv3w0kV62VhCwVLOoQPtE31uPIsg5h0wjtuDQ+c+gPvesV",
+	"ngYUuasSFvIJD4lppOEyMQeldrZ9szeXtb6bK3ED+oytvZFLx9AfwuIYeK3l9y6RarWFLB3matffc4Hx",
+	"Mys6zs/senYZIbeyZ7hjWUR5FJ1SVIrdaB+XfUFFxDXF+q4vkBpCKRSPIJQLTHuk4DCVTZfRnSUIzfhQ",
+	"42kNB3VxAlp+HHFC36aPJU24s/KNvqLlsYalHfioPWW/goriY+NLwnPrWUavWbnt/OLWQrF5szx7LsiM",
+	"6r4EFSHbRkrSG+XM2ktxUxZef2QKQuqaWM+Exor5LEEm4FAZDwAlYFSoigArrnN5jYytftdmvqXEFUqp",
+	"IG1jxY5leL3zgDeCte1573j0q5V7a3XcWMiD3vMjT6t6mvVASKUqjSGLN1+PpYwZFbX9ldfIdBp385xl",
+	"GRdXasv9PDWWIFSt+YyZAB+zqejSsb/bEKg8tmAkrCWpSz7MeJaxaOjqN0+UNQ23bRtTGuMtYL/cqUTc",
+	"fm7VrVPmY8cwVZHS3S9qV7qeSN5dJQDVjSbdPwKm4kSUHva8l5wzGn9n5o0yBzlc3Ve/t1bFdadZGoaX",
+	"KoxA642zRiFHTsig2z06AOarUPKD3BAMoQKtdZ5U7bCY03G5Wl53O/QZYrcR1F1JptNSC56FUz3Myzwq",
+	"GFYmjrnmDq0/npUVx3uZpHLCgb3EVB+JeRKtXenc7tKvG2idjaqRqX4G4XR8xh6UkTq9rMtuKF69h1V3",
+	"lRB/x/SetRKFNa2sGuh7/c4XP7muMczlXxSz3NYcV6WoTb47My9/KVNedXHf6tv/wXWyDeyHNCMM7LLY",
+	"OV5Nry7oVWkY/e0th4VxqUzAtWV0bIiebXUNi44xsjiFpXVdwbJfoNFgu4v8BGzDfrtijfuWOWqN/Uyo",
+	"yuqGkK9/tv+bn7OqCN9k3jRksc7AaRMoH8K26ba1kXHzRWE++zqGTSe38R4GTjPsM5titcWBew1BBiST",
+	"hh/podKGA1g7YQsKB2PGhdtP/99H7vGPXJ0G0NP2nT/NzjxVdS+wKxObl7zHrHhYs6DHEVMZpiVufNJe",
+	"iRsWSwzsKB+1CtXn/X5qnvSpmEgfT1H8SkBsBrwFyuECtAMWUrTM8qzJ5j/WZ/CSi0st7XKwXdwldoMl",
+	"Uu/Hge4k4SlTDXLwPkgZpTzVzRNeoy0yopSarxHGr5np/nrXNtq6Q4iJjQ1qqXkYMhZh+CFLZz4pv8k9",
+	"AVwct++JMukXsGNCK5u/+HYpo9fsUmuUcuL8mjKV0TS7tBF0rU5rJm/YJU80YRUM2dfgHSzvjyOx63MU",
+	"syaRFi1hJGUh4zcsIjRbJ9n2729bAo/xE2Ws9zXzUq0dcx5qBqWYhgxC9eCFstF+I5u9e7y8g1QkZZO5",
+	"YoRnBDRg4INrlmh/C+G/fHgb09rv5ClYSxpeWjR8747Jk+v7LHhJLUEWOe96EtxifS1f8vVlYktqUy2x",
+	"sM1N+SdRlDKlWPSIQUxodudSXGrNsIn5UXO+8B0Syoihtd1a7cuDg8T5Szxknj4tT14jBSPdWMAGy7Vr",
+	"KjTk2hP98EF014aAlwp2Q+6lyiepB5dTR6eApyjIs8QdVsgRa3UTI4s8iG7itLWZbuLIOn80/QSHfmdX",
+	"jZxnoUSBjebSnBkzHJDKhnhFD5WxBCPqcxkPRIJWpxWZuF20lg4K104nD+1vDVs3PGl9+eQxKPhvxjfz",
+	"GRVN9+J6t0sTU3gtUxLYwx90TNqPYSXIH9rBmEaXWvil2TxlQYcEJr/i8pot9Z+QDX2pz1jxlzl++gc8",
+	"Lbr1IGVJTOEbh7UUf+rDp//Ks6+DnS6BIaK/ST+bQFZtQNqZcZAS/IXwTLF4QhZTHpswDbO1KRXHKKlz",
+	"yOKFUPIFVeZDSLoJuJIxzcoN4w0P0ZXwWR6kN9SdETCLkymNiJkhqAS6D7ogQpIZ/RW8jTvHhBKQBHfn",
+	"ifGcESX19zeQR2Z/m9H02hIiDAD8T66LlHBFEi3cRJgKtopdO0RxdLCSe1fy3HIyh+XGhSdtSjTJm6Ga",
+	"9dSLOE7l/GqakXmC+UMy1lPR6iwubE5cpG3Xc8wmMmUknQt90+64Erh7xCY27S93KZdk65IiUJ8cHE9f",
+	"QC9MAz21m7PL84wlhuF8gaU9xa8Gh0drNE6zzCsY2XnTRvw2Z3PcBQOqhH9ssD87ndLC55wtJ2me4e7Y",
+	"s0naGIaadwTJaXzGSruDAwKLsHlNc8KVW2Yvy20274UUWSrjs5gK5r/ubLIHwLnFPKTVS9T+bDIMQOKo",
+	"h+vHIHN4ZbaP2AD6//R7qhrOsRsm/d2DyYD6pmBaVlyEzCdjihAFrwcUaIspN8xFEcWYsFmHELAw42Ke",
+	"lSPGq9KKabZq2ECRtjVs9Xtd/f8Ph896z3rWfFBeHd3Vpe57paEAlyzHTkE+veKLutZvx1SbxNkpMQ/L",
+	"610d+0Z6kKWMqnKwjiJKi+B1IFF9qB6QIuyKeqJHwI3NfZTtj7wob0iNnvHZ13B9GVjHihLV7Xd7G8ao",
+	"GSIpTaiyO/nK+Zh2LSnAq828MOngcYNWc4dYfqOZ5MfcN7iXLOT+dTshkXlm5XbNq6Xm+UxcccE6mOKj",
+	"BRsuknmmtohdCm2wnuG3dzM8XnMRgaMNx9UqpFbQ38jstk8gDXMhWhtHST1kiKwzS39yTCUusUPG25uy",
+	"i8BHD7FNUjm7bLQzIHqbJrpJ9jhWhtVGqYvGSMGHM0wBaW4XGqyHpQRN1FQiEkV+ErTAClHdkEjVhu0D",
+	"rB5VF72fGMl7xkRWDrP77HOgIDHXRDpL3CDH5Y6f8l+XiVSKj2MWkLYTw0MScA8Nc6SImbxBSU83qiU4",
+	"SXISRekO24T+SBuRbmRaiRF0jtvGWuPP1e2tnU9fNPI6sw/KWnpzospdsr9ZnLVcczQQQ/MrpOdUjExA",
+	"C/lqlhhJY/yixTn1p5iwG00QbZmShIsrRJDSrCZLabIDXjmAQ4BYa4ex0yxjs8TD2uHny1heIf+274H1",
+	"bZPYNhhPhdk/e/bs2QpPFnxhpg1mUUM30MiGmLfmxoC2XB+Rq554k2BWmao9V4uzPH7Gb17ZmMnb3T3B",
+	"73ysvtiD2lVungDrqtpK68dilX9Js0ZYvSfK66V/OF/Tirg7G8ysuTFqmA94aReU2Th3wiNUkQOD5rjL",
+	"o4Ag9utOw3KsJu61y4GjUuy31Vui2G9aXdNH17c7G+afuEeteRH08zpT7zZx8wkXXE032NHCoiBTcsVv",
+	"mKiGz95vg31be18s7bX757/dfzbwM/mUXduJZVIps7DcrU4rwcg4zbvL9hH7tl+NBKQP/2aCWm94xxOF",
+	"wEXr/ahg7rd8rnFHc2u/eRPmOmeknRiMkQL7e20iwuHmO7yZm6kKDL4y70qvlDnsmiwdAN7H8G369FA3",
+	"D8rIBzmrKh1ZxwWVXwmVCEr3glolS9jbxitSZOkSPSKWPLfQ/ww9tt5cXJyRw16PNGF4xRTQbIxnpHvY",
+	"aQm4tYxLBsCPMjgZFg73kt2GLE1gcROVpYzOyFzQG8pjOo6L5bkMIRfrsNfbKoGGiehhrxv/ycS8WMht",
+	"SqUoB+euXzUPEyiWsUbafMYQDyJHsmqbLC4YXPlk4iYUc5NzXFQrmAHML3CIRjnEwgqDDtVfL4/ke11T",
+	"jkpWbiCEgLQXiH5KspRbrwcqN7nl214qJVO1KwJamjLW6RKjtc88uk+VAOvzN6DH/QFiSha1RiBmJn1i",
+	"0ebL+91Axw18zxB2Q7K97QdoCD8gbeOG1WqAYNlCpte49UarTWlS4c+HvfV5NsImeDrEV2zmKrazzg9e",
+	"3BodItiiZDK5r1+8aHtr2fyPgkdQufjqx8rczgFpo3SNUH8cikVg5iwcgp2yn2kkAkjviVmWsdT47/Ql",
+	"MZ5HVywjKmEiM8jUCUtnVADNUR7PUzA/jEQQUhGyOM59UAbjHsRCDgBwkc10M8fWjLXiYioNBBVobLd8",
+	"lktqX/U0vSyHDVfc4CljiMQNurOxlFS8BWcG+E6/Yn7thnJWdrX2ewOfs/WVSGUcO5ju22QxiDxuh0Ez",
+	"s3qMQvEAsQxaw9ZYscuDf4z7yQ+95d9m++qH57fPLn4b/LQ4/Pv1049p/404ehv2Tujzl9H+60n3ZPwi",
+	"ejX56/T01+/jd+JDAvwyNLY23f1lbpPP7e00Daf6eMwiUD2mUmU5XIuWi6SCwhVifgta9Xwc89DghPX7",
+	"v/395O/f375IJz+d7z29WP78w5sPV0+n4c0ZTfi7OF2cUnoWvvnxo/xLXSWvT7cpffqJIlLgfe2sHsJf",
+	"lrf3/uvlkMFhf+BTmuyCrsTIkip7DS9W1mxVQNeraHB42H9O8H0sEzOmih0dVCTxrdZ9LVBVhUnVtqU0",
+	"ATt/HxN7lX/ZME+UZBD4vvEU3CWkukD/BBqgW9DAXeKY4YPSIakC4m0FKneaPb7hJl+eRgJ0IFRJOzgx",
+	"CLEQBJWDpe4cEzUFoFkRL8mUpax6/LZc+m2gFB4VP87Z0hVcyIcI4UXtWA2B9j1bmqRk/d72cX+rEM4a",
+	"4RPqsZQmM9Chjg3wwPIsjQ2SK6pWlFpeyeU2eQr+JIQEMedbwxZb/i35x4vTo9NfT24/XPzIJz/85S9m",
+	"RhD0Buh9sRjPXvei//pb3GrKZ2k0NoR58HRHM7GUJTLNjLIAcfZzETUe4XsGVj98pHO+cDURmAopeEjj",
+	"fMKoGPnvooZVXwuO6GxLzRxv7sH8lYauS7u57TXnbHaxFm7McD4+7ym48d5yJwY7jUWmXAhm0HXIIuVZ",
+	"VsTtQJWQLKVCYeCpPiqAOmEy7jAMEpGsM3orhZwtSVuPomPQxrU+lAEUC1e29ZFY8GzaAVMzWMOEzPjE",
+	"oNnqrr87efH9+cWHs913p98hsY5Ev7vfPer2uwfdfnd/cPB0v9vrFGlRPCMzRoXaGY7ESPwLq+X8q+j/",
+	"X6CJkn/BW5oO/zUS/9rd3S39r/4wyA3RAfkXCVOeAYX9i/RJYAPB3suIvTRvZAXTxRBNNzyTEs1VSMJY",
+	"ShRDHHatXmjtDDOpE5pNj2EhHCREUGwIhEu0pQhhmTF+lETshocMILF4BoVTpGAdhPAFOGmeETmZ7BBn",
+	"MnORMhpOKTh5/0UWNMUVIIPylH4sv4dRrRAcR5KYCkZiqbIiXnQ8z0Ab03ODqjF2hm2Z2sEJCS84FQdm",
+	"8oap0ugS3RkXE0n+RfYrI0rcJXaRT7E2ge7JogZhaUGIInSbdyB8Lk0QjtPfQbm/d8XL58W7efUjmZJk",
+	"7qxAGSGoqVew+jl9Hjb2+cq+mfcQs0nW1Ic+eZc2QLlEqkflHs5ZPHmdv1eEZxahzCXiM6HNbSRn2HN9",
+	"XCVsdx5mbEYC1e/saSko62kxgjOaTe1hwQj4ubBHHfBs9UuJvo1pmi715842O52U6ORZuX2kE2/rFli/",
+	"RjvYdF4XFwFDrJnPncvzoq+P5m3AmHmdv0sJgI4QmZKIsQSBe9C+bdu3UdfYayxDGl9qFgy2b4cui277",
+	"vaLft/r9j+Z1hzLdUFtoRBFqe8p7lg4rB6LyjyGP8y1Wud9vGoL7spErTKh73m1ClUJqwvVQ/n6LFXd5",
+	"7aCh42LNoRlimyFX9IaReXJciWDXrSvkpNh7ETFU5Em6M3YYUFHpVZwXLzrIb6WIdC6IaQ7T0J2VLvos",
+	"p3a6/R54+v0wzz5MVnQN1cBsPbj1nftX+tDTsUvZ5bU095qQJvqMCoRW49Y4V808wEHYsB+X0t1BOAzr",
+	"tXm1QuUYNmhuD3dUdEGXBpra9unMPu84Tz91F/1pvdsX7ntu4OITVU6MKO+3pnLBFt6u/ev+rN53seyl",
+	"iMlQzmOs2ACLW83RKMaB/RZhWN36fdd3mNl5/qL/rnuiSNFWnspS68S3soOer5va2jrNwyVZlMHbbH7e",
+	"lR30fX2X19bpuESnRVhctwiLK2Y1qLaMOArFi5owr6Ys3c0xDVFOUJBDcEzcALuiL5ubo0emCbxUcVGm",
+	"9bHV93Ww7xtaeV/pPJMzmvHQ7dq3rdCHd1sPfL00bCvCmDVtqzkzCZQuTMuH1hmFf4cPfcPw7TCMobTD",
+	"RpvqFvkqJYHYYUR54l/xYl7Exya20KoloZ1rYx3MBu+gPrDskG63a4UmjNPuGhRUd4EdjoSxii+Kd2g9",
+	"EcWiQZjA77bV3jJpgZpyFEAo+ITd5z73isultBIOf7I+n5eMRm+dt6kb1QDqlW0ZrifrKTUZ6xyy2B2f",
+	"TsWZA05DV741MgU4k4oVel6WbT+WXnKUMdwoqGFj3zh2Eum4lghjm0RXFoBVRoHvQARurl9QIeQcBOYF",
+	"F5FcWDavhWg/ne47XBDk74JEDTgMoRDAisSfTUGUqCl7loC1smNr9xh9z2p7VfVKTib5WqAijg1y3AJe",
+	"XMwwep/st9+vDL4m85mFLg21qoeuUm3/pTX1H01BMK2vK9I2F7lgC9CY0xuW7hCaMqxEq2UeTWbPn49E",
+	"PjiwcATHRUiqgg/6PWf1L5jK3js2hqA7EoGag5XEFjACM0JWhOkpQsdatmoHxjQJXko32DbokICLEKrV",
+	"mT/NuTR/5WE3AR7/Gs7myjSHO7gXCjDrL1VoldUxhE6t5XpwNUQOHgz0P9Ca0hq2LJlDSh5am9zQ9CKa",
+	"73fJnfi9QE7uBCZ+nqXzUF8ZkR9HfFPo8Fd5eKnKoNwZDVOpVHOc3EPFl+bE48v3ns5nVKjtA/i94apu",
+	"iRzFfptr1nNMJjKO5QJCQLWgEcB9E9wleLUg8DV+DfveF5f8G/b88xqQztZpBME81o5pOY8HWHwL59+X",
+	"xmwyP92gzZZ1r7quCbTj0d02jtut5iaz3zDivuLisYGHdk0LgioWtzhajTkMMA1/9A88akS+yPPxfmsN",
+	"e5uG+9wNOAyM8Z5In2IAPrRqfe8ZogawOykyLuZsewL3Rvk4vTcu68UyYWdUS36+yDzhBHXbgKTCGaAY",
+	"IwFe0js2gidlE35LEmyRqHk4hTkCLf3JR2B/qkMMJHY8rf/9C9395+WnP7dHo675587/0n+MRn/a+V//",
+	"6eMur26TmAraVFdkWTIxcKiclDI8nNbpYH5YgHZ+JSEEq4r6CYLb5Yym1/fKVcRAsEraY54fBiEqCE3V",
+	"xzg+3HQHBmw9jvGXGuGXB+9LcQJjvxFOMUl2o1OAUvA7ml77jsLvnvQHpyFyUltXh++Z9754dsnrms2f",
+	"G8WCZiCzP0zGJgyhMTLh5xrNghdJGWATazxblEsjCLmox088WGUIl4hXlo/LX1yT/la02CmTcH2DfOzO",
+	"Ic6mUiAem2i9/NIKwX7rKJ48MdmUux1Wjd/sdkqh/NzvIm0/fFGRDTHImtJFGypGrF+9zUt85NmVDcII",
+	"aMwA3ffeG6pzYtRmtFLICXnJxpyKJ8qo5LtYOxrrTVGxJEkqr1I6Iyph9BqqA2WKqCziggTXbPmXGxrP",
+	"WaBfy2Qo4x3CRWEuslq6aZVEUNhRVrIuALGWXaYsmnA1XXnh4pv6ru3tPr/89GfvHQtr8BLsAk1n6UnV",
+	"rW0djTA7FqYsIzCzWhIp1BmoD3mT9NE7FJxNKTJmnrSGrf7zQbfXHXQH+tlcsdQE2MFYjBqhR36J310q",
+	"lkGwMVVqIVOIIraFI6Bmwb3LDJjFWI8z7FDkmizJx6pOAJcr+p2bM7+oIQoQJU0wHVgUId0sNzF9LRZm",
+	"3OSPWRLW0tfaDTzDV/00VpPRwK5lBHKVyZRF9lBJeKd8qsokmgsj9dT6eqFSS8y1fHsprrSalM7zutIm",
+	"hJPGcQd9O6GsohIOvDVfvqGKCAYWBtMMXl3Qq537gkgWNws1FVQMUfg22l3yuxY6cJjzecLC7UsdeIy/",
+	"NA/w2pBbr2KsSsWXXCgWYkDkZrxWN5UT8bCl9vUzj25zR455/4O6ykq0Pq+jYjcsHWXSRtuNnX6wM4Td",
+	"YLtSxMsOUYyC9x5DRbQOOxKIwpaybJ4KFnXJCYj9Q5dfQKljldFll5yAoZzM6JIImY0EjZUkY4iCCnB2",
+	"Qc3A7dkMkCvcmTt4gY6pqsxUDLa95gxbcBjSDuRkgkCTAmAfs7kKdlYynqI+VLk21NojjDTVeNbOHnz/",
+	"P5iNRz+bScIsiZUCJcQOLEugd8/KiTEXbCQYDaddgtfEjGbhlARgS/mUS3Z/+s+AtKlJPTw60Dw2pWHG",
+	"UrWDJERTBg6pAONDg2Mjr5EpvWHEfqnn43xrY0hwFOOU0WtVr0F2Z5awCX3BnnyEwOiteZ9i8WTXevBA",
+	"QsH1jnjUMcHWLMrrCmo9QwgWboVxVUJ13e8OKrXzf/nkaIX1sNO+Pgr7pqbYDYfwhM1Vw8er8edOqgY5",
+	"Kxcklia8ZaLv82sexySTslzXEBYjP5Y9T/JwaaWaoMzBFQmCXUUG2siM5MpH690jOX5n6Vjn8tPGuEcb",
+	"bvT6DMEq58pcjdZdviZuVhQs8QC6sngSDAkVxKLcuuGmNrz0mARCChYMCbs1eejmRJUAWk2xJClYBdET",
+	"H9R1Ts7i6JU/Lf6D0CrFxKBHTPSblRMZy9CYhFt7JuekcIzmK1YH9sw/q3b5t/MP70kioQwd4cLw6LGM",
+	"lmAJD36bs3TZrVWZ7pAAAWG8jyAatvagTCp7NgxT7fX28HLeK8AIN/fgWZARABKw0E5V+7yWJsjpmUW9",
+	"xNeMjT8GOiTtF6cvP+6sNbDkK1kMyUeCbxiNM08lBvxdr2zKaMSFHgxe+k0g2/K6vp0ox102Sv8nSRJz",
+	"FpEZv0J+Rm6sPlB0q4WunfXwBI2wyPI6wBtkCnOqcAKoRbrG29aMBPzGhkLfPTU4j6aupUuJCb8q1m7f",
+	"c3Fp+s3vMEOlDWV7yo01qWG2Sjm8bu4YJzSawn6ptRhvnkvF2SnkXp68JkcYUCAKLVmWSwGbO0UceaR0",
+	"ZxwdNPtIvDccxEubrB45wUKihcG6MKhcC7nYPJMvjw32jdF/r3GhMupFJD6FNL4JNzGPuE1JKkN9ctop",
+	"FZGcdQyAHqHGGpjRNNvpkpORMBFdZCrjSDMnDDKETM8xeO4scUIIvsAqqqb5kWgXwEK6X4D30PJxnuMg",
+	"iB35sNoYpD5BvoK+QuyIwYkDqTNmQhi45MS9wUjbUku78LKWkCKM3HYo9Ykiikdsx40HxTmaWLTOSCym",
+	"PJzWw6+u5jSNCGhk14wlVWm6dTA5Cge0z56P96OD8JDVrbszLnKZoexcPdn9B6oD3cvdBlOvOdL1cA1Q",
+	"LyGniMc8W5JE74S+vzaluzOaTX0kV6o84IhSOT9puhsmhItdG1Gcv7/xeGwGiLmCykf18HDfPygo36S3",
+	"8rIJOsQTrjiErXRiFvP6ZyAnT1I502chZDzJiJJIhs1xjEWpgoL4R8LSMGaPHLuUpf+zi74Sl8iAvsxJ",
+	"oDMG+WxakeuScwd3xBI0mGyLM2TA+Hk2EuwWAh0NJAj03yU5UtJtyFikypWsRyJwiwMHHfew5cMqZ+PN",
+	"RcbjYpn+DBk/7nYE+rdKVeCgYyAAal2Sv9QbMAEBKQck15GoR69CeMQxlnNecGUCCQi/EmBjMTUg0hmN",
+	"RyIPT9WbzNKdLnlvQjtZrGyephoSyAvMOUQ6F0rzE8ysxFStfNU7TsaaIr/OoysWkZhfM/Aswagq/KKP",
+	"1ZlzW0h/UCmVvR7Bp3J5r5RDTsJr/6nAfcmRjSAwfhvZw1dLuqmM2zpp4z2CBZWlDPP2MZmwLJyCb91Q",
+	"cMQnk2op0M2QZcuD9kDYKmbFagiXxUNgisfnTpN8lYYmYbeIBIcWLi7eIpLr1MmrfKI850PPyNxb4IQB",
+	"ugSav0qp0EIO6eG06xmjUxqNRMTCmGpCz8kQgp4NLyiPltA05TcsgqInI+GysxldEhprEXtJxozY4wXn",
+	"AkIUOsgFmeVtKRNsoWxodMcqoDbODs6MvtdFyPAMX7FMFfx2JCB9IMezBbZZEF/lxKw9H3cFb7+DN6FE",
+	"QXmVqU1OpJXyvAhaqcwgFQIlatTUHgYTZfty9uxWd8VveLa8vErlPMGft4qqQrvhgo1b/miqXhFNVavJ",
+	"uEFElWYwkAWEms/nOzieTRaRZlcVbcktrA/W0nptfWtCN1Xue2BATpiI1KVeRa1/GUhjnrQ6rXJepjFI",
+	"X9q8UmBemPhwqcA4npeqheJSrnPEKdfx/Fm3/6zb7x719gaacGGYEwo1qVg27elVcgr2+2ZSm8gXvRZF",
+	"fo85Byat6gGK9q8IHv+wgPSY3w28+LHc8nevcuw5h7Xo2+IVAq8cEzZLsiVCBkpRmQi7RRlnU/jdN0Wc",
+	"ZvQ4EYHbVGS+S0BbmVHUlKj8WYfEEmQQi4G5VfDxmWUmX7bSm6zCoywkiEz1NQVOp621Jl/f7knevnb1",
+	"NxQVcCr00VUMhAqTfgedo1b16oJePUKtSTRTuyPxHcrSMrv7XaK9cvTk3QIL8uO4DojTEe0eAnuz0tx2",
+	"Rq0/WlHKfOAPVzY/NxEek5gryNVEu4Gex2IqYwa/V7aq3DLUCNENC7Yg5yfvH7fA/gZXz3u2KF85KcME",
+	"yaoTo2IP27/vLbCCn+sxFc/vxL7L1uEZF9YOuxVn1wPJ0Trs3m7FziFyaLvx3Ifbf1l1Eu7kywcM+7K9",
+	"nJaT1DMvmt9npzb+3VI6PGkaG1dn/Xm6JG0tPJnyi3eo0NpQytzYOOCp8ZtEa+uZr1Z6f9fK4maVN5TE",
+	"zuHtNfkFtuApNr2SOd8psA5ZbUGDEZtwwT2qdll9fUxN09USH0Ll8xYifsxb4M99ks5jNszjkaQoYVHo",
+	"Uw/fumgjCUvx4JNX+uoYrlZVvtrtAaEemDZElxD2VgLW6ORgGzz9Nq4ZxI43jzuEkpcnf82xDoLCIhH8",
+	"Aa6fUsguSt4NorSXMeRYy9sxhZ8tMoGJo5FzERlwAnQuquyYzPgti0gS00xzRcRAmHDBfKG4dwDXzk+x",
+	"8dxfs1SwuDVsHekGdvvPdu2nFRjuetxts4ndJqxgnoo1rvurb64rOI0TqsntZz8S0BIyBin35bbtFNa1",
+	"XaxOPYpNq+cN4LtOs4PDQ2+9wWKR61cz1lYo3tlczZEqO8258LqK0sXe1tGA9e8kZWBfLs+wRgZrJyt9",
+	"WdUAecTFFVFLlbFZJf4NiGrd9lSvb7tX0KOhi06FEptOa7FqW8fHV7fL6op6PP7yxnC0ivuz39f35yc9",
+	"3VDT/QANFfZ/HAu2NaR6CxT7aOnEPtL33YvTlx+J5hmVQMj6QHJiW3c+VkevwHxqB4em0ULzLG/pZN/k",
+	"1w3Cf0DzHfWcUljHLckLevGRz6kBhvHm/hlIhY4LRCZTF7Qq9zplfMbiOh+/IzoM+G9WWsbvps6U3336",
+	"9OnTh6m8q5+hQwKs/0c9xyejb974xheQ+Tviv0A5Ua818gLLkfjKgnq2otvrb2O+dza2BsKCRVKIfQlS",
+	"Sh26S7FMSE2PvJeRdEWKn5YHZRwZbCq9yx3wKxfQUXIyIeNlHQer7aal5wDDgnWwxgxG3+kG18+ke7TF",
+	"XHgKiADW3eZfZUAfTqhSWJquQIG1lewWngzC+sgGW4zrmy7P/Miavbc8hWG5zY6g1YzpPoUY0fRpzIom",
+	"et3hcMV5K5viP/0uxZFLPLVenUjOCmaRSUcnLvUEvHgTTKUVpfxPSyCq25yTrU5wbgaqBlknTAQmMG4m",
+	"byrJB/qpUfDgmmkq6ZY/9vQLyNYN14EfvDdz2GON40Etq80Y3P7my7O2lDU35QQz+RXKWdd9XGsKXOPu",
+	"lm/BVRLZOseUhfR7ELdUqbGNtLVccPyD+aRKON1b6ksGxdMDXj5PNAsK3FCUAGRiTDPhggQ2KiWwEWW6",
+	"jTpQMmCYlXd0bYBLUk3QdF7/7J+DIjSO5YJF1l9u0ELbPReM3ISd7VTDA4uIy/XhZMVga5cCdmmCBBuS",
+	"XfdLEZ7Pjg62zHctrYYzGh9tODUOPkIFmkZwnWSeVcsqQBnJqcX+5hkJ6VzVCvUIU7jyq0WgbVWHq1SC",
+	"y+gv4JbfKlhp8KXTQlRoLoWfFdllWGln1u9UmqqlteQCi3Ig1jMH0WcjZvbBdrFR/adWaUw+QmpC04HM",
+	"dDkhCGasOiTiVzxTHRJ0gw4JLgOgomA36BRxo6BiU/MJ1G7Q31QMd5THdev+BrkSn8ppE3/ypk289xZb",
+	"PbEh7ZhXMheqALJFy2jwe0Vd3pvmi4qbXwPzRq8vADisA4X9d1xf1a3WLAtGj6NNOhzfqyc4z4dEyAJI",
+	"D1NIxLIBF9DIG6a/sZQxo2Jbj9xGfmQotZMZZL5/x6V54tKspH63yLLiNK+qfIjlOm3SeYeY+ln5795S",
+	"tmv40IOWpm0oL9tAK6+cKrIPyxu2Lw8L4F15AkQzaRfJHKZmeETa5kp7cEyJNA/7WXc0bRaht4qsJcHm",
+	"mrG6CWDTd/EFLXwhRA6FPGA8xOZsbVNPRjFzuBNoHH+YQFzIBjLm5+ZSyohjoZph4ABGWF4zARXCFFnI",
+	"9NqaaOrE8/QOxLO+sPNf+Q1wD4PcUKot0Q52d7GFXfi6XHR2JAA1lZwIEpxGbJZIKGS/+z1bBhhbucxz",
+	"tUx2my1VBtmREK7YriU46ptPJstqKYEt60nXFqPTut3NZUxErEKw+g2KLvv3tE5Jn5pPRuHu2qx89tdM",
+	"NPJTbBPh3bs0+u8qZZvTvs5CBngzD2EdyxvaSJm0eusfySqmx/xwQdorb5FdwRaPG3G91d3iXYoiSrch",
+	"xKnEYRXlYEajIEiIzE1qnWLFB1NzVI1EwlhqrGuAeeGpBdmGA9IhHy8uOiSWCkHM8v0fCVOo0BBLWqS+",
+	"oB7eJSf5dkxMyHCbYtvoyKSmDWuD3CFcWSi9ogpWLh8Z5Ai9JrqT45HIWMxmUCWJxlIw0s7H2jEORTB+",
+	"uu3aoEYQ7UfiMLf2GTw/zIF3aqQ25bB+zqFZPrd0j2B31D9VuOxgMBisCCVlLL3cKgB10Oq00gzz+3rd",
+	"g5KF7MtalJivhT3xLWBNrLSg4UK4A2tiSOcN/jBzbwQOxeBBxFsN4SEECeZJ0CEBFggZiaBUX7jdUDaY",
+	"Z40Fg3dGQqYkcDR8CyRpPHHufabvaHRrOt22yvaDkoOu+Lgm/xXWSd9lZ8PCiSl9nQdKAMpMUZ+vYwrQ",
+	"GG9pBoA0DyGu3KH0/CYizn1TF8rvHh4eHq6N9SkVo9g6ON2yg7xMGfzGEuRUuDuwrzTNqtiJ/UGnJa9t",
+	"4SV7NEwEu2YuaySk/j++ofCidXX/K8UIFQrPxTl+nIr/qwybH/MzU4HruK9dszkzJq9JcgxyA1ZvzNfk",
+	"it+4qFNPFEE/ci2HZtOUmVeQK2MkhoJneMx7BxuFS3xzUTU5k2w2/a7mAfcJq1lQRai6NmY7cx2UuEkN",
+	"mcEJtSndA6WvNkeAf4+lGVlOQXeNhHi4hKV8R3Jrs+GGvnJp+pGWPeYx5nQiOO14WeYKG8kj5xlLjPvW",
+	"BwOPxQ4bF/IlUxnHkkuYceMU8n2U2jIPZILfOA5z2ziWAvPdRLRY83iRYqZ3dTsjeYU2Vsh47d/mbM6i",
+	"or4poOF1SJDOhcA3TOVAFumfnSKhWlozFU+7XjHNNAEF3Io72xs+lb9Z2z8tfvtRXLF+SU5IdU3vKxmL",
+	"tlGLYi6uN9WjJpMcj8WTWNfv50/vk+enqXUmM+btAlQyfLy9KqcVUcU2VhoHrX9jsDRFtEa5jTin+YYZ",
+	"r6a+9VXPLHnWAkGmAN01XpKxzKbFMNS24wCiXj+OMtXX0VYRvdmaiXzJIuWD0tBD4zXl9vBI5V7yM1iH",
+	"bl2wlHCnLPp6BOHqIa5L4CHjN5uv2cDvZSuzgtWdPM517rKVpnPCEM3wHoflIeJV7VkqjblKeFVSry1y",
+	"bWsdyilxKJ8YoO/OO3orPXbTMcsWjAmSLSSa7DvE9A9lxlbwhc8t2pAeDodz+5q246bmBts2NyifRU+I",
+	"0Sb2wVciyoe14bvl828qm/Q7W/OCPHbz+fPtCpW09HibqOYV6mJbkIyWyJiINpTFHo4UvOmOfsOIA05f",
+	"AGDPFVPW/VMbaGV0a5MNmzijCWu1t/hqqeVeF0tzRSmzMk07vs7bh0ebRbBID+L2yxva2Az/R3P76TGf",
+	"Ue4Z2HdlbomnRrCF76xMZLqgafRvFeYPocKYj76F3Ro87G4N7rZbgy12q3/H3erfYbf6vmrXxVHbhBc5",
+	"e73+9QrXsF0VrTRxkDthWhlXur3lwMcGTAYcb5hqLtj6i/qb8QDXy+0ob9oizU1CuYNboe8RowfistG8",
+	"hG++pqRUvgS+26x0P9o8CR9q2IMp6+UF9t6w7LGsqnabanrzTGrdKyKpnItoN0t5UreQwN6uXOmGVM2f",
+	"pwwUOzrPpkxkmmxZ5O4zwoa71sjCVVwyOMLPq691u9uVhV6F+XXmwr5Wh87DKZ7FckIaVy7clBQFdJMB",
+	"YIPoEF6P3rb14r1wdHf2rpb8IxvCW2+KVocFJWkGBQgs/jpXiGJnTckdfOIFtQMvhingvYe5gvjekLBb",
+	"npkqT6S/hePOExZfdd8dE1MwO2WTucpdQMBPZRyxFDdK3cHNt7ZoerkIf5lyAOsAanfCiKPf0RdVBc/7",
+	"+pkP1QDVEj7fWn9JPn7jqb4DgCQebUnGaT3ptHTAPRmL99F41+mcJr/NSmC5o2e6xof8GFroyqU/b+T5",
+	"aZVnqgzPn8CKDDJiQxIUnCvokKDsENa/5IVY4N9YvKnRibXGuWyaapnkfvynz7G12t185tiA7lJ3ubSp",
+	"LmRpu0/+op/OaLrskAH5i4n5G9Pwep50SLfb3bkfHa42mn0DhpBVFvYfBf9tzmzqePNpKJvXtrOvFfJC",
+	"Pg4v+adyHDNPQZATQT6+fkGeHxw+JQm+RPByrYEv443r4A7+0v/Utb0OCyoBNJC5YhHJFkiRLE1lakM9",
+	"i6qXRUt7/T3H3FyUwWxsE6oymHKGB4NBp5XxDHb1R1tkio5jRl6JDJs0CzLNskQN9/Zs9kE3Yjd7Ztpq",
+	"j4sbGvNoG2mDGrAKp2QlUJwJ3ytTXB4r+cvgU7fAohwS/DcT4ZKEyzBmVvggu1hvk6hEyjj/yzz1ih9m",
+	"pb04SOVypKoD5xmmjHrZBMGbNjeWOQVQv2xTkg9ROmGFPMbQvZv+njmxam8Te8aeW6LQ68yBrholIDsU",
+	"HnWwqp05rcF/7ZqLevc0CkjKVCKFgpDqqJGbPH/+/HkzN/HKPfOGDXtzcXFmhc2wqt8h1dfL/uA5qDtW",
+	"ZZoRNZ9pVm0NldccDenmAJQntPogOXgu8EOdAf/48ZQIOrNSysq+NjuW665/eGpXoLOqJmleIcIb8FGU",
+	"HsqBQfKMITaZsDDjN4wolum7WdXY5B+oUM7hgxbKqXNNdylW8ZEX+qVzs6Ctyoo01wgZA6xv5sq9eZWS",
+	"AlvSxZJsoF4HjdREB24SKf89RxdbfYtWfV1GrtkWrHlNXX8MPK4AqXIR7aqEhXzCQwItsKxaLG5r8qid",
+	"qQq9bLHdfqhjE6ZmZlwiiXJnHZfQarux6vgXlZ23kIqLdAspmC/lorKudwt7hwmuq9tvQ82/lGLNC+mg",
+	"4BJ1eCEEF7Q3vh/IkUXE5CgpbgtAmlwphFkrTXWwNVq/3reNaKWIA/1dA5bzTdliwGnjVWOp0IMNW2zh",
+	"OqT3ZoQorMxsn7tKSGhqAOK9UdNENq+6WQkxzae66sx97w2/vgAJIbNQ84Jembj5/FCRADlBQMZLECaG",
+	"I/EnEvAkGJLA8K4AK793iB3kTkfr64Z5BaTt/o466mWBcB2QdsxVtgPt3sh4PmO6bewf4lPRsmIDfqTW",
+	"ed0WMSY5ABw9Gc8zdD2X35kovTJgOYC5qwC6s/aDobEfVMaqZSIoxs+jywmPmbUtXBZ3MLYjwwmsB+D2",
+	"EKpIkKTyhkcsHUK/RbMdwrpXXSj9b5IcT8/0Mg6CnU6x1m2kNDKjCa5LFsKCT6XKYEASxgpBOfmA4UUt",
+	"0uk352kckLb+aw+kvPJysNuEhdklimqwxhChQga9HjajZtmGHRpzqX4ZmJa7hPCCPmbBkFDy8v05QjgB",
+	"tWE6laqYftpaKR70949ItNRSbEjQtLczHAli2kKUp39K4a6rKWqsm+eKjFksF/CLfg22EvLrMXNNN6V/",
+	"RxMLGlGmUDEihf8O9WzLC1ZQOjBjG2YidVPJfBxzNe2QuZrTOEZD+A1PszmNyenZMZEznmUsGrq5r3Ih",
+	"nGYWNI2UbquAAgDKzvQmmkzPDrG71O/BQ8WvLq/ZEimzQv26LQu2icUkJKHkmi2JfltTqP5895otr5iw",
+	"ZY25OYQzymPYMf0PA9IOwT+ZhP+0LehtvNyxNOIeHNgqTUGXhmxy8joEzjCjtSf9g32ISg+TLMDv4a25",
+	"YmmQf0KVWsg0shMutp7irNwJ73TJD/raGNpVPX93cQaUc/ru5IxcpYyBGHQMML4wWbR+mIQqU7oCvsJt",
+	"xsFh9W4aga0NHa3QoG45YjHLWFTKagRlALma1o0Ko2MI+AyhfqwPqH44g/+YA1XA6wA8WdnsmPiuyVLF",
+	"jO2juzzqV7lSUkXAulvBmGbZ9mvpMVqmB+dOkfmdl1PO+RBeiHOVkTFbo+fArJuA8/e3Bs7/H6QJadbG",
+	"SODOJtj5I6hHXkFL+uw/wQ1nC33vaJ6hjrX4gfnEAVq8aJjpZciTpDouBNrOsb54ZlyYl21VcqaA3eTy",
+	"mrxmJiLXMB3sNAdalCkECM54xUvuPK0R6Tm7YX7r+qsb0ETM87JXZSJbndaCpibbJ0x5xkNa4V75r75u",
+	"+ZX+9nvmLU5tWOOuwrfw5g31tValGrAVWWrcJOhqwsUVS5OUC/3SyfhF9Gry1+npr9/H78QHzdX0TQua",
+	"5PWu1Ws0r4MR6GtYU2j/t7+f/P372xfp5KfzvacXy59/ePPh6uk0vDmjCX8Xp4tTSs/CNz9+lH/xxLaa",
+	"MddMiPxKKAgetJ7p0mRxinXku7XZLQ+drstEJFPFosvx0ldVZkl4hGzVvog8V2vzNCOpzOqlxou13l/R",
+	"oz8iQy8bzeYp04pL4AwuwFsbjKM4Kn2YGkipFQ5iMZ697kX/9bfYXYrxMmuoI+DQUS07kl9B5b3ZmEUR",
+	"xtVXEZAqKRseQqxn1jK/Vm7WHAGnILmHiRsWy6QC61Om6LqfzSHxGi+IBoeH/efO6pH2mCp2dFAJ7djq",
+	"aKxd5gprNgtQGmp5Jzr2dK3NqSgYkD9i2mbga/ZzzZYPEilt29ksP7fgkOuwQpojl8/5bB7rZVgZ0sRS",
+	"VnI7L+Q8jkADmCcPYm3bOnxwk4Kaq01VFxvERty3kniTd/zURDOUo36EXACI3KME8j1Cbczm+DhDVVyK",
+	"u8XZvFkmMpsyEA5KTtFqHENhPv1ls3ACP4T2CjOsU4ExTKmaVkT+zTp1TvQGyLirlAIIVmwe7RnNpoq0",
+	"GS/nxT1RhEc7OIuIs2b3zBajK5WarcEkrRjjm8JXTBZTqVzkLf0VSajKTJ1eq8m4Gr3+B5bCrAgJd51J",
+	"vzc48DDQlVTtR7UHJ/88C+XMqMwq/6TmpQy5srDuTiF2/5XhvN0IpcbEFRfMsGasTLXxVfLStO9zyLlD",
+	"81jQ5zGgqxdv6YljfGWJu254pdVuo3VXW7E0paF6uZKYJa9glfw7d/7+3dnNvl1I6woHYJ1IkSyliSK0",
+	"yobGUuqVeaqFUP0d3mKaBzxl0fPe4eFkPxzQ5+N+dMCOJk97LfTbtob7R56aE6a16uhUPvLv9AulITz1",
+	"OXacsTS3dfpSy51TdovG1v2Dfp/gsSGHQ8K0Up2kXDGyPzh4uo9gYM9ISkUkZ0SGGctURbhbPe2a65f7",
+	"0P2L8V3wGRtaeDvHAxZr/qBXqlzgAioUrXGYFOvSMWtthtFEL1jGzRu1pckFqIKg3wEDum2ZVkRVVY3Q",
+	"FObgb4TgJeg41uNHDY/dANzoMrHFWadSX7Ct/vNBt9cddPu9LSv0zUCIslq+q5Uba56YKQgEhOyU/tGg",
+	"A5vkAGPfDML7Y/yX1qYBaEuBUdaU9x8SGsf3uAGqnO4bgOyvJrkwRjJ2W1HO9Rl4/+HFE2UMP6lfJTZE",
+	"05RbYfhZinbujSwJJcrzW4Pg4RabtHZTkLh97NpMvprH6xyCjUA3TKHGxyoiVz5ca64/+96Gplgcem6Q",
+	"9UKt/vjyjOgnZS/zkTd0rXyq14xVzJKfzKu/TwGE/Us6z6aXSSozGUpPcGhw/uYEA7/P35zsDg6PAtIO",
+	"bvYrluWWedjQR5Lym1V9nLw69zd78uq8ocm5YqmfpH88f0f0U2+DViDZqhqE2SL0Vr66oFc7D1L8wdjA",
+	"4XAayquQT8GBynyjciI6JbZ/11oRxU19D8z+6n3eJYE71MB6XcGFGthbMiDtBRtPpbxWkJswkTXPhcm9",
+	"hMsVDVMt/6XtuVXveEtmEqRWw4PJjFGh7nlbuvpSz3N5FpP0UfbNICT5K6QNfuZd8Bsf5+51iIYObgZh",
+	"UAnGsWtWLTJeLsxUhbiHPj6IeJnHaN0dCrt0mxoMD5+D62tcrm2ZAkoIvyWmFpXaqW64TK1lKd96rZdV",
+	"CBrwDWWqVhgEVq0RDOpimbAzUxJrPZWsvc0LxCIbg+GJziodmhJR7K8mit/pPragL/rW3fR2zvNRjg4P",
+	"9w9XZ6Tc6+a+2d/og31vqf0q01rNnNdBjyAHhlcfxJzuNLWZ+aFQ+P5gACTFyO9SfeAFyGYYGiTcXciH",
+	"j/kqRGW06mCtKI/W5btBYYI/4E2GgkLpLqskLu9DLZVv5qpafzcdEyAJElIRslgRg+pJpKhY3Bsrq218",
+	"cW22lWCQ79pM/j/IRdT/Y1xE66+eb/ju8TK9n/a3lfWFtfPmyhZmThdQE1pfgkiAlN/QcEna+tlZym92",
+	"uuSMKpVMUwQSSBkpBNlq4Anopvnbmvbm2dQUW9rV9FLRXrUeikmkN+Xv9C/udxWN1CiaqFQWSmI9qqQ6",
+	"oBpzK69A8Spp04zETGvxz7Qen9JQs+aKelqdnnMc+oNnpePwbBMOuEa5L492SN68O3mxq1X550ekDZr/",
+	"jj64+c+DQ/M7GAJ23GglXHhrBvi0oW2gtlE1X5whn20Xsrrf913INRYMM8whOXl1vtsfPCPtF6+/K62P",
+	"JrBPG5g2/HaN/JjV2adj0XAmuT9YwzsrUhF0W6WXTo3eqwtR38EmweqnJuMK6KqkncsCQHHBzX5A2nbW",
+	"HVIwDzcuDwzmN/vldb3xBjc5OOzbo1U43kgpGAFglRy5UTM5I5jWC0bcr9SGL6bNt4Q57H+khwcFVdx1",
+	"sj0bKjHJNJpe5A27hCDjVMaxJqRLeOdTGUYGX964oARkUutNFDJjtRoRDo2WnN9Ou+4C1eLQ9NrbN8q3",
+	"7vaZW/J6hYA3NRudo7FvZIC4U6IUBnqvDnSunNe8n46lCpiO9/RBOKze3TMZ89AjkUN2URxzzLfBooml",
+	"SCWIXUL4IQiy0Q+vpizdtcgGIwFBBSnL5qlQpE0FYRjYSpcqr1sAQf5ckUQqxccxRuTOMzmjGQ+Dkcir",
+	"1esXy+WMnBEiW8KPqvgh7kt1HpDHBd8toMaAq0gzGxP4KO8DDTLYAqLG+Fgw5MnYQzAJZsxU5hR3Hi9z",
+	"FIvHCIPySZGOrNxUaX4iU5IwmcTsmAjGIs0eyJiROcCLlAcqE7WbGKece3M7SkixrRdslsReNJwTNwXB",
+	"vDUkEc1ohxhZm0VdEuRvBS7WFrtNqIjUSHCRySHBDhVOxom6p4oEnz/DD1++BMea2DODakThxGi5ltCR",
+	"gMCKKWJgZfTapAbmLT1RoOF1QGrmisRskumbx5w4MRKYa0fj4hsCkHkZVOgRWLvHTfUP9KdDfF1PbSTy",
+	"RuciRmRfmpWbg6ZqRe7K6yquuLglYzblIiLUSc7quhU79HfVMnTWF64bsLktsIxofrDwJ9jBgo1N9tZq",
+	"n/dK9+/PZjdNPg7G+jtbDL9Zi1OtRmfrzECY6K9eyhsWygzLSirE+NfERDAhqevjOaXV2DzH46KMXaY3",
+	"0yEfNSTsNoznit/wbHl5lcp50iFOC51y5TwX9K76XWuIGVH1koG1Qy68x9seP8+9ZhquS/3OtvuiOrlI",
+	"5ltYHO0Izmyz3lI7fkSRD4KRmIvKwN9Bph7WEG5bEvizJYCdO5aS16eR2WB5y4+MT1etq1rgz58pPH0W",
+	"L6RcPd5ZaZcWfWKCXcVTB+9mK/efw2ulwbpHZE+aT9Zfh3XBxq0aUdCMXubS8J5Kb/YWi8Wu/llPmydu",
+	"CtPTnoNgBUP85Z4QXXqB8mvFsKvfpeB4dV02ZyE/0XjOctZmZ/NEOXdXR4sKtWNbW/yI3ezdXPX2zHGu",
+	"LP6hP1PM3Y0V4cAzilGopbzlAtWTp6RoaHP0c7uTtUjgGRfWoOlhEY2CxHoety5LsZE9XLi8wLyF+AY0",
+	"jllqr6hjg6cZFdiW+VdTqgwXiTDArxEMYT1fydcgD08osRBnV1fxEL+P6hUEtDbwgrv5pkxbZUre6tK4",
+	"R9pH/d7xXi9wm6G9oGHulYObi1MkjDlEA88Vq6YFF0MsqaI2wdPDrIwD9bOPT9jciUKUBJfVEGu21sRO",
+	"jDifW/utlSrLQCoH6yLzfs5BbctHyr8ApC2kddnHcNR2DPqDy4p8CSResSXfNBTo25jOLycGNQIIvho8",
+	"dOPPFC+2osmYwIvsZ5SvNzEl+CHJtHz0t/MP70FZALEUsnHL9h5jxrSHvNOKObiZnbI4NJuWlefi2Rp4",
+	"UmQLZTnDgJbl73mPC5/p9rYTK17lSGUZfE5u4Frrko/zmKmhg/xxOVMBAWjBkASxlrgusyzWv+7tH49E",
+	"AEkf5bf/3/8fwZ8jRqNLOslYGpD/+3/+/5Xv9dcoDF5epTRk8O3//T//T6XzYxIUOfaXDtIYvDwSgZM8",
+	"XXrs0bZ8zVjoNbdTwCzrtNzhgppsIeiLiQHGWm0NWsOBfrdhZAYirTJ3xElrhhcot1AvaYkQFfr9XUS+",
+	"sO+XUARKRwQnnnvU9o9AaHMvtp7XwFeeas08cFWqj5+Po8zGDt2ej2r9+rotb4e3Oiq8cuxgUU2YwKr5",
+	"isUTZMeooPKUAeg5V9KTBNMvr0xtYQ69A6zRRnWM77hSFp3fRYyfIPfnIaAk66dcEd1QOYvAGdHAHc2g",
+	"cTCrd+rHl2eefdKKOKPhdF1dhkFv+y1sPBFN9AwfbEPQK+nZv221g1ijaMiDNoVqjf5qilkDwZExm8iU",
+	"kV/n0ZVmprRecGF7eq9GNLk7WTkL9Sn4tr9On8370WliPM030FkqJ9wneGmNK7L3TIJvdcAbFc5VJmcB",
+	"qiXsNol5yDMS4KuBvZNGIphQAO9RMxrH5O3Je4vZrHY6JIipKDB6dhB3aaF/Q/AmAlhKEVP8SuRhsmUr",
+	"uG5erykVAAwBEb4wtPJVjs/rhlJ5zYQ3C+fk7BTz5X3pN9VA3K1r7hwcHBysyFo2JkF6xSWqGFrE06KQ",
+	"ur48+Me4n/yADiqUwACKox7Q+40UH4Ulbk6DWL0S6wt9UpVdaiWwOUOgXOzDQgK3Teg30Ro3QHOJkBFK",
+	"ZlzMM7bzgIuylWXD7HQtYwfQ1wvXvrVhIDl2NEdLWSivBFfMujoLd7hLNXVR3cDKrIQD0u+sCtiHRvLh",
+	"r8VAAJq4R0h9fjj91rP84Kw5ItvszJ2XyV2hNWuBJRPj+MMEzHUrdXVgXF86nytTQoLwiAsKMNmCk3k2",
+	"lSn/p4lu+Y7RlKVGR8BvEYo86JITMRLBacRmicyYCJe737NlQFKWxHSZA1pRoRYsNRAg4KiEILyRaDv3",
+	"LbpPhSShTJY7FdneIc/e8m+zffXD89tnF78Nfloc/v366ce0/0YcvQ17J/T5y2j/9aRVD0253bUBH7t2",
+	"+hCiUtkI86y+B5/8RAYEVgBE26OmpnIh0INVQ1X4Nq6CTk4F267tF0uP6yKqPUgyd7VX5S1tZqMydP+H",
+	"iqL+GRN5fAtqcnyImo8dV9V6ieMx8n3LdHl0dHS0cW6vAeYy1CoTlRPhZU6xi6li4eW7yfc/bJjTO09j",
+	"B0IeUqG6Zg26oZztOWFe907/jVjMbxhgPf6PzgFOcoBeKXZDLbJjavsdk4GBxtAimq/ww2YtbbBxGPn9",
+	"p9ZW+cE+Udac42ZhdvWZ+ZZyelN2w+VcXZpDaowqXvJ8OU9RMbYIak8UxPnENOkUrhfbouFXRB9MZYGs",
+	"Goj66R2IujryJol55aj1gCcNInVlIh1j21EZj2OYjyKZLEc4Gdb2w+D22guRtHqk95LtS0y1Hjn71bOn",
+	"gWevpkRzin78+PZ3zDDW47xjKnF5O++aWmxW4R5KkE902CyJaour9Y7XKXrDDPfPpOXSK9JIm/CvVlU7",
+	"fsjsrK+Xw/v4d2JTJu/Wu2AuTixNp7ln19SHeMwUqq93C27JrKr5AWm8/mRvodJbLWFzpR7ApTIqIppG",
+	"xHye37nm/hiSAO+IAIGWwKKKCJr6otkfWOCl8RKCBjS3ffPu5AUAlT6aDeCY8IlzC5sWFhQrLXdGAm5t",
+	"5tyDpB2cfTi/IHs3/T0LjLD32fzrkkdf9vATYwIIamaG4qZ8nj776/d//y29WPz649nLZ6dvz/5xKgdv",
+	"6Vt6vthPXo9/ePnx+eT7H/7ydUwNlo0XhobS/tUMDpDsE1qVgYool3B2/rBK4l2353dSMYtDvs5OYin1",
+	"ISwlblsb8d6CofwRrSX3TTi367VBrnlO89DoQ6aYV27cr5Bl/ogJ3j7BpSnN27zAHyPZe7NFLWJ7K6r/",
+	"/yBxpflsLWNJG8CLxzJaFmCb9nrK/WYegWNKE7bTJa9lOhKGSIKIZhRyR6DeJqwrZIIkmjqmFDM7SGCa",
+	"72IxZSqikTCf5lXsF4XVheTjMw0rOoOqLDjWlGXp8ngk9CJPjMc/B2nPMdlTukBhpx5kRDO6rjRbcfTd",
+	"e3CVlmLTAjXxfaleoM+ePXu24gLN6+VCLtnsFqrlAoaBvvx+aw0PBvofPoxFNcddh04NIRQQCAYmU2V0",
+	"ljRP1vdZJcbJLtlWeRyYCNdGqrXUURVf8vl5B1+lbGc2Hv6FNxZ2O6VJwkS13P29rB7+uMRippjFJNMK",
+	"vZdHUMxv43qodsod3IcVt+k5SEofjaS4LWy2XIAVCmXy/GZ90uCcMGY2qFvqA6N1njsq87OjA81eK7mt",
+	"BqTVZ2FEjcJKy2OmOGI4g3FEChSUwbX/lER0qXaOSY8A5C7PCEWHvwfp1Qn0OXhWivTxB/o0rbjmwQ1F",
+	"iUOm7y+IJM5ramFdNaAREEcD8uPHt13ykSHYNl67QtqyZlXy3UiEdZFEet7EwZ+nks64f9wm+h6itn1V",
+	"sHP3uxT61cIt6VaBkddMXG7uAP1KLnt3YI1OSgA7hypoIE1KvE0A7RfR/fRLO48R5rJVRAEanOf6QjjX",
+	"kzR58ldMZCdzLIpanyAGXIYpi5jIOACkZ/NUsAjDYsZLYrRveFHr4FhWBFgYrCXIcxBNUC7KrhcXf/f3",
+	"7oZamRSpyKRq5vo++ogDsGs1rfmaQXyBsuUTibiJIqNwM1qK/c6cEayNRLlgqaoJ08VbhvNgfQhF6A3l",
+	"MRTTBm/IjIZTLgzovBZZ4MoO51CCBeWWkdBjSGkISRBBDgkeoP0FHsqYJDEVbAih8jLS0rUNndNfDbrd",
+	"owNMMlf2s2rMpyJjli0YXn+zIgWSTF2sfJ5NRwIzi/J69dyUgEpYuguyh5NzNBIj8R//QV5IoS83LoXS",
+	"v/wJY/DHMrKNEiXoNbsMqWJG+dL8DMVI85pmaqZOPYsIvaJcqAwL6jmrdkzm4lrIhbA6nP4sZb9CMbmu",
+	"7hrzaKBGPgGLFPn4+gV5fnD4lAQ0SWKzKLb0+J9/VVIEKEkaKQQK8J3h42CnQ7gI4zmoMge9gw456B12",
+	"yEF/HxbloH/YJT/Vy+uTmNvR14vyEy5IgFX8f/nUjSWOKCBtiguXSIjVJFxgeKpuJy1Wa4nyw29zli67",
+	"GK+jiddE65A9iLyPWOp/BgHAtSc7sHZvuTLpJGgQ0Mo+FyZAKKFKkSDmM54FpN3vdg97PbdOZA+DNs14",
+	"A8euENQcamAUoYoE5oVu5X29ccBcndqSgMmuP4ShfmQ0UoY36U0OXl3Qq6BLzn686JCzk4sXbzAr+dXb",
+	"VxevyFQKOU9JcDrZfUezcBoMCWyzymjMMEKV5OZLy3UO+gNoQ8hsqjeP54lkMALgSWZbVNFD1UKqb4fB",
+	"AZnKeap14rTgcUO7VqC6XLNloejAL0CTFjSisJCmTCVSKIZnhLRnNL1mkW4HeWU+gmz3I1hnoRpoOmfB",
+	"znHReN4dJRGfTBhUC9Y96oag7qRJqIOVGAy65MQaezFNN2UJRr3nbl5jnAy1uCV0M07gLC18VMaWSev1",
+	"qHaGpGom1s0YS3HHkJfMeQhpBzUrbLADLAHtAVwQnsFmVbGcVka/wWDy4DctFyCfkWmkqQPI29baszk1",
+	"Ra09+wtW0zvGIHx8rDmEgJKQoH3KGHBDBGNYkFWzBWdC+nmg133GlQLAvDTnfnhJ1km214eKphQbz6Qk",
+	"sVzYZ/uo5sY8ZEK5YtpJQsMp2x10e04yeHHJnZydulbPVr/bwzdlwgRNeGvY2u/2uvsmNh2kjEI8sJXk",
+	"9K/eQgcfDYkbQRyvTvsVLPxvczY34L1wGyDKh8ymLF1wxciCcs23EoBN1n8EZMbjmNvCDmAat70IQxya",
+	"Q3fzuoVcitPIpr2cyTh+YYddAWKo1+AWUGhNd6t30O24mjugBW2uPwLeXRjA9bdWcKElVWhw2FuZn+FT",
+	"RD4BWgHwCFj0Qa9nZR1TfMu9B/X9Bzp23vnKupW4Kt+BRRZEqYrF025baa86RMaRXiTkYO0ZXY61CiPY",
+	"TlfT0QGO0NdxPpO972hkkWngk/76T34U1BxzFqEQl6d5rv7Q3P4lERr23hGef/mkV1rNZzOaLg0h7CYy",
+	"jmHuYUE+Gb2C6lHwrRbTK2e8NTSPdG/1c7P32fwLXVs5TNdKqrwwQiDApUSYV1lcL7Y2351il4CAIUMy",
+	"p99igJ7c24Kw1uk2nzpQFd/HIRKZZnB97gLsFK4CCL/6PN+ycK6lRjMOkI+wsjxVElLFFlQVYqL/0BvS",
+	"NThoOA+msu9ktNzg+LjWKqh0ridmwbEAXowluFH3wTz79KWz3UE1s/lSVhwNbF+FSxz4Fj7Ul170VU/p",
+	"AY5k9UfvZfZazoX54Pn6D15IMYk52mUO+vsb8AC0jF9I+ZamVwy/O9xkOmqeaHpl0TsWcXqhqVx/PBhs",
+	"8nGSypAppZXIVyIzHoJHZVx4ugrAvifKYvrdh3mJCb9qvPIBr99iTOW1hlFAsrEE+uIYghvcUVGfkMk8",
+	"jkciYhMuwGipOiRhADUlMCXTqMDVTDWEk9L6bQWHVUvCRnEpV9skwBYUCbVwpJmIFCTi6pooORIUUKrA",
+	"k4DysCkDrl9KGQVtD42Lut2ZBClXTqyCiJKYlwvBwj3iFe5247nB8eZwNuS/zw39kikoAtFMb3cneNRl",
+	"4F72XmGvbg2UkUkrfQLViMGNUNODcositD4SjjGuXWhZO+gDQ3udMtZsRTxlcsGXBvjSEwpoKdB2OVSn",
+	"Zmx6oqolsEdCH4sOGNTlxATDzrQkyKx+mlfBLdUdzqzdtDsSJ0SrlR2Tux1tptM0npZXuOr3uKyLtb/M",
+	"MAO0NVZsi0yZrqdsMixzbmt16q30uv1ur9VpaW6mCWkWQbSq3hsjSs1u+265eSMyIPoEFiHNAT36/b3B",
+	"gabQGQ112wP0Vdn/cXKGsGL9p07rmqWCxa1h60gPZLf/bNcOQWqBJeZiflutw7x1qfHN2BBuXc4vNhFQ",
+	"+g/GA1/lu+5jgfiURcckKI4eGKVqGV93ZI3/0+SPEhvG5QWXlwUjXc9zTYWeMtPNE+Ob+e5HJthC5QCG",
+	"T5TJ9UeTQKFWFPZwRuNs2oEfUV7Q4oW+08MpHfOYZ8tOCZALpBKsJavQK2qECZbIcKpGAsiUmZAFD9vF",
+	"AV1cvO3YPwEEk6WzwqAazlOw0JWvLsNYGtnjm3x97sEhscuCie0XWHnchgIas88vn+pAiZsdyGKkG3GC",
+	"h5OG8o5PwmsfL3gLm5NqKvrqatC/tZp7aTWQuWsrOldPvTnnWwt8+Nk/GzWbEzjfigx6PS0hxcw4PmD6",
+	"+gqZJ11ympFIMkSnzeQ8RKtMRDM6plgqq3yY/8r0UYZ+73QUfMYJjAbd+JDotWrQFsqTu+MRedAb5i2/",
+	"YcLAdZndVUuVsdn6u2XGspSHzcbqs1TOWDZlcwUpk1qOlYoXikSxHJrW3lxcnBHTpHdb35nu1m6r7mwv",
+	"iSkvb2he4OBymmXJpXVHXWYyo/HnUEbsLyPd2qjV0cOW0V9Grb++uhi1OqmcZ/ohaOvGmTxqfSH7cJkU",
+	"dFE10tVIwEzBCvrVBUKj3zdBFs7QZvm6b0sgxufRXdJZvNK+8SFh4uTstHD4O74t6+hWhQPReLy9VGKa",
+	"2u7w2wG6wOEw9CEBb822++ydExfk7yfv3n4T21sKr7jDzqaMRstNObuJI7Q8G12mICLGeM1gHOqMXxlZ",
+	"LZtyNRJjLmi6JFrhBYZpZMNjctjbJ203JmGn8G/55Lu/suwjjvfeNwKQQCHf9TsPfUnAQLE2V3pzZ6Xp",
+	"sLe/BZ08MG19BJPe3a6Um/4enUc8a6QsDLuAdyC/N41U2WPWNVEtszkGbWJNKLAgGbY7EuDVz1IqFDoY",
+	"CDVGHTA7DcliKkkb3ewdhHhv44sdU4lvpzMSmq591KZHeAJzqHlDfWtbvLL3ls94Bolsa17EVJPWo3ov",
+	"YQqQqOOh0g+C5ck6pb34ylL/BlT+WqZjHkUIf/L1JfDSqUBjIqxXlhpIeytRA8X4JepoxkV+PKz8seaE",
+	"2Ncqh8NLrTb15o9NsGYWm5CsXZyvS62/H+3pNckn7RBd/pOX7hz8L6+5CFN1FaG26a4FMrw0nqRKke6Y",
+	"iuDYRF4ZIMTOSOTgh1wVtae1VFBEOLYLyM4xi+WCUC0ipJFRI0bCMQsBlqjxHJGIZeDGhk6N0A3vdkgZ",
+	"YFONBB3LG2ag4k3MiNrxMXictyG3rc+ME/T2PVuaI3FHc1NF3TLlJSYyJU4oe4eUN2VIENXRGtE1H9rc",
+	"VY6zNvgLX9kSbZe8yROHjyF+wYREQxkZsBHCYF5d0KumTsxre/DOl07rrQk1Xfd+/h6M6hu++v5tIlvN",
+	"JJGmC262MZ/03897n4ucty94WGPmKwnxEn43AqglYYCH1XKsCafNiFwIRdombt347h3b8k79aseG78yn",
+	"Ju8wcO3TJsEv2Ff0rYt/XyFaZrAJ/UHII1jCXlMe38ed7zjs9Q7cnXw7qwNOtfpUok6eKcIaMPV9GnhB",
+	"h48tAa65H+58J3z5luO67kk9f2XZHUjHkRC34i1mo05fAndJLGRBAyrBNI9hx9BMLRvGjN5YxL1sqkV5",
+	"cs6yzECR0xmLcsGyEEYhJj80n5Uotgj3NC8/UccjkaN1GxFH5UDdPrHwRwDOeBh2e9doyrw45mVOD06J",
+	"y22lvLMicvnrORnXHGKLP/3HOsz/rS6q/2mCIR7sxxEM12d8oDknK2LUFeFKzVlk6zGY1p4oDBGpWHw6",
+	"I+GUQDMYIMsi+qID6qLNYJLCZkVCW0/USGAkOMdQTSUFaQdjGl3mCBFBhwQmKu3ymi31n4tUiqtLLaqC",
+	"fm/C1/QTzIrS/4JssksI+wg6pNvt7jTZUpuTSx7aOtWpF92Kl8Wyl9I0tq6Hm6cDVPJZbHXBLYP/Hztr",
+	"ZSMzmlmZbzzi/Xe2u+mTUuRbuOY3kEZmjZEUDyFdreQ9CDrTyHleISYNFyRQ7LcAU/pM5Z7A1Lhq2zKw",
+	"NsRW6e0VIYMiwRmFKFWRY0y4Pheo2micMznMSIfMRYSIMyNRcLZULkgsw+sOURJwFDDsS7eAwA4qHxFG",
+	"mM+4UkyNhC0f3oH/gBaDIJvuSPTW8ExLFVBSr4EP4XKsS3FDfcmCPpms0VhfgalemxLbOOj7WYItVePJ",
+	"cettWZq+gaeZ4dlwbv1VM6qKb4gGS6UYoVu28sADxbDJMCwiD5EpWcgUo3t8vTsgs5sxtQJBqj6SM83N",
+	"FP8nq5bD8vcNSd3+zemX0g/7lYJHXzn7EMi1iYsjLVd9Q/+N9dvc+1bwFMQYiuWVw5ENR/w92fGeylJG",
+	"Z82hFSSA+CZ4exdfDkj7HIJlds/1nHB3d2yQVWXKqjMSJQkR+ajK6FIRmTDRJa9oODXrw9H0c37+ihhY",
+	"LWSgIxHwaJhDlcHLT5S5KbAyumazgEpWeY1QLDw5ElUoK8i2SBkWoycBvD0MUPs3rH+cyoXSkxkJ/Ooc",
+	"Imi7UpjhBUQxpkxIiekPIhmpSfoABLVJKmeA3gFRKYDNAbcXLCeBbENbpC54S1W2C33tnr4MSNtWrTND",
+	"Mfkk4+VIVGrugfYkWAh7kRIWK1a+PoegVHAMeKKZFrbtF4VFArAceKQbVHRhbrYcaEHP7Ypl+Q8jkS14",
+	"yLrkPVu40IPJXE1ZpJdeyTzggaeee1CNBFQqv0rZ+Q9vydvT84tX7/fef7g4ff33jr3RIHcX13jCFiRP",
+	"HleEjsSExrE+PTsdLNsNC2aBEDQ7I4tUIkztrEtOoF84i1ywkWgHw6JEX7ADqQT6KfbWP8w7U5Ikqbzl",
+	"TAH+QY4QI4y+omkZ65qa2q9CZhyqVUWaG0jBuiTQ1GAR9Oy1oikuzgzunSEJXLCl+yTmKjsmHMAxeRyP",
+	"hF7nXP4R89kY/O9KQgouWJsWMr02W4sNISq+R+I4h243kznONbkayjIX6W+kza+ETG2Z5yoRm0Xd+bc8",
+	"8s3JI5oPBTzKgWDg/CMjMxho0bFLmUBczHKraqWDg1zvRPtXMegSRZRGbtDPW8PW//6lt/v80+d+p//s",
+	"y3/eSRGt3VXlMEvAnhySQa/X0zyYR0NyMBgJuDXI51FLsd9GAGc4gr5HreGooIVRqzPK1x4eWSDHUeuL",
+	"bs5hJPrP7WM4ccjHAM6NCavxsghoNKw74irn2iYZ0YSuQjWP/9Zy1eu84GRNzCAxv2FeweRbEbhKqTnr",
+	"zW/5/JzvNgmveuN084eOsLITWW5iHHIW6d/2oVX2oWmJPOzBcH99TN/bmsiuRAtqEEHlkI2W7WPWIRwN",
+	"Ko4ICRgEWow1eW2kTcnLk7+SbJrK+dWUBCbz/1KKACHQuMkprKPlfaygauW5ghWIOHT3DUGsMzB8SxIu",
+	"w5h1wP5jU6aLpx0SzXEyrMD2A6wp90kxmJGQKTGRF5iRjmAq4Hm0fKFDrjmgKtiVRrUqkgg/yjNUN/RL",
+	"XfK+gElbpDzLmMBbhYpl/sDY5Jsj0PLj+LvGoFkDIM+Wl1epnCetof4NnLeVKLPO/8fety23kSNtvgqC",
+	"+0eY/Ld4MC15bCrmQt2tbntnbKstzfQfM+xVgSyQxKgIcAsoUVyFb/cB9hH3STaQCaBQVPGko9XDm5m2",
+	"WFU4JTITiS+/rBVzCt10se+tA+j2/QVUrNvx/W7p/e63pfzLm5pZGuOrzopuX8E/YOaUZf/NmFK1XpFZ",
+	"fthpdw/CNHSfQ46unZN3s6nN536PXENXMs2nwRypmZRpqTlPaNNW2VV76hDDGViqWvuKZm14qT1D6F9V",
+	"m/jVolXLv1k0694tNQx0O/434uh3gBE3/LOcGS9w+7wHJ7JnMzZ8avhgsV9WeHue+n4PIXy2W+l/U8zh",
+	"JNDlW7sA29wvBx9pjzI5bWo2naW2eNrDew4n1zNkIiSuHVKPfzmxhMT2TypuFOEtxPQUzfQFULlSQWSW",
+	"YAZYsS8hmmOdEw6BRKQ7brVa4UjjvpjLPE16ltlM5am2WWdJ5GBAiWNBGk5YQlJ+yYz5RThRX/g2I+93",
+	"+BFxzEYeSmE+7Bh4W2TZY+mF/kcUUlNOuTLnz8BdIHVwY4g5qcbhrH8+/nQSN4zjEdu0sxg9C9uLsGev",
+	"FLHkB30hBXLnA+ebWRSWBBMJkU85pVxYP0O5DgwW4JNhgLZg18Xw7a0PNVrkoHMAV+OBq+X6s4Xv8nMm",
+	"p+dOJJ/Tj3H0kmyw1A2s1nBRtsXz+bwJxQPMRjCm8l3nXScCAx/4Bn/qIBX7d+X0FAqgJsZcXC/XAd7O",
+	"mLo1+yiUpmLI9sa80pg/uH3AiHqhXlfYi2KZH8h23Pge7IJnD7SoUSrFuRBUb3HaW4Fdv8cJZ49ef5no",
+	"9fs4QltA2AOt4EDs2wvlL0yHEvn4cbaNum2PZV+JZb+TID1AUG1zqNYv793w7y0Se5HFq/a4ENrY1haH",
+	"J6O+sL4uVgSbyBRvLVvk2DF7x7fiNzHJ2FRadH3gCKPlMTsGHlsNgX8orX1vEPzdwO+++88Cf9+49x0A",
+	"/qXpgD0E/o8Agb+feZ7l1YTlRVYO6qiCsTgK69wAYbCr4XvbPNsPPbP6ebyA9+MHrB81kPuEOtJHePZK",
+	"cq8kn5DhBX2tJ4rmlk/kbXbtGe9W0qz5hIOoQBYpDSixhA25Aiqkgcx1+fBO6ljsjEM2wCzXKmDtGlKR",
+	"gILGi1Ef1y3Xk5BAy9AXEDedSAXMSo5wEmK5XBGszgTkHZCLFFkgKUBCNYGQbl+MJRbX5iNwRqFV+4qQ",
+	"8yq39ASn5knObtCWKEWAbhU3LR75Q2ODfpssSpErroq15E+bB7ProeyumxDlsGkEWbVvrLVfGy37RC9Z",
+	"QblMaLCfHLN9cP0BVcwQ6EcFcXW0yIhfA9CTarcTNFJu3wq+p4xmqKE/0eyytk1wDN7ZB8fuHco101gU",
+	"NLDrZCQFb08qjcaGneFLxD7h3tj8+GeZsHvtIi6aDqVwn0vKO0RiKu80T4vjSbEVpSCx3d8xGSzIhAp7",
+	"3Qg5rUbZDfLpDIo6IPJnFemgX2NLPxgRanMG+yIeZFyML6BWPkxIXFSqUuVSb56zHTJ3o4IO3bKoc0W6",
+	"na7F74ugyJ6WgOZfvr7svC84mcMoEIeMQNsdqC0L4BAuxg0zKQ4VhRVpNL3EajC57gs58q9ZpsZzp/am",
+	"udJkQq8YQM7wyHNb/5mxJGTgioCwhNTjfBZXZg7/YCauWF9x5mEvz3jFuNvpb+vD2KmToJ0qRHQfzOf5",
+	"4ma+yuM5Hg7ZTLPkCHNGAMDnnl86le3xMnu8zHojCru67FQWushon+XKRFsb0LvaKpnrphx9V/bqV2MW",
+	"lLciJDZa+ELm+kKObtuR0HpU6HobSJGC1NGweatGqoxaA1OpqOd/rrA4LXIc+rQpcEkbE0EKC1F84qDz",
+	"vkq/n9PLItL3JddfRg+q4fea8o+mKZ9PaRlRLemssqg/pbbCuzF5xbLvQlN9gmtGKkjh8YdIF5mRKeVm",
+	"21ExxIr+XBEklcA57ItA+btoEASWBBlAyoFeshCF0163y9pD93zAlA4O34OFd0QbEdalhmqqdInPw6q3",
+	"vhBsjq5/ixyv035HtsjhFVZRT5UkVPQFF0OemEOAxyVoPmUpF6xlfXGbdFbSzkJqOF/4AZqDZPFt1KxZ",
+	"LgQX4yNIovDfQRi5GbGQGqk6zATXARnINOUpUXShyHyyqHSwz7wofR95CDvC4rZ2rotxBt713pvee9Mv",
+	"35tG0S6bpiuWEYBfF8f4BzdQTtetzrr8mfLUdEVFpDBZeOtQwDsKjgSekSmjKs9Y4tXmVqmZH31PXnRi",
+	"phvGNnmZfvL3WZnrsjJ5IBnfC18X3JXtlKlskxY3b4TP8OkXvQnMELbZADAne+FfJ/zCSoMTfPz3k6ch",
+	"HyeJKwG9RHZJ6lSTqVSavD1Ah/rtoZ4EWbM+B8f4rrdriUZQFRpvoG9VlF6OpZMcqOS0tI8e2YOIvTkH",
+	"TghqOjqhaoI348B46Sg5ugdkIvNM2Z7AcJBtKZ5hInNMcqF5Cm4/NoktqdUJNJ/RMH8vtScyOrwkx0G+",
+	"7/UO8WszluepKFG0nKy6rUdUQ5FCckTi5TrY1eWO92mje8f9kZT0cZLcDnWvUdLbQIvg9e0wC18tPtyq",
+	"ZkfjMJTTaS4cRwSUqGiRY6fveJoiUwPhgtAgyvxKBUkXt1V45z0qeBuTAJoGopGCLuQYqdCUmFRyN025",
+	"U/4QTsgeIvF8+UO4AnfZFFskDTm+51vZQFa0HtWlXWeX9uk/K9N/tpeDJ4GXeUzMynSfrwxVmyOYySwc",
+	"BEkrg2dbK9JuHkDPPZwr+MNu3t+zpNqs210uy+YF7bI9dvyPkGDzqE5de8TEkDUT5rAKqzw8f/BBJt5U",
+	"ijHLCLwNDBGUzBjLyICNZGZ6PbLx2lWJ3D+bN39id7uf37tiL9cVe6VQakjClu667+2ZBWGasIleEUVB",
+	"0gEJL6oCEIl2to6FAsxXsAYU8GWbFxQbZky795DgxF+bmhb7YkLNvhCrqo2Xxf3RDFjYzAo7Fs7M3ltc",
+	"6y3eSVSf3HnM19A1yqxc4qxiVC3yRQzd5iQTSKlkESIgUqyqAY9DSo5jbcTjN+J9Y8R5/VmORjECLfrC",
+	"/Q1L4ceI5rUBVzkaNZyd4JrYwIFYhKheORoFGRCWxhhibgkbpjRjCYkTOYfiwQ6SbEdlDA+mFQFtInw+",
+	"IpQ4ImASw3MthNvHBam9o130WmFkq5aQjOmMs6RFYlAidjgDhkxKbJhrY/mNsnDCkLxS9v0mlmAiCc/Y",
+	"UMtsQepxsxn+1Ex4FkeuLjKJ27nK2mrARdzoCyls6hSypAPNk8PB1Q+6XSSnmnPFGkc2/Sp8ti+mdAHL",
+	"SARjiSoQerZbXChN0xQGh1ruAlNFY0Iz1heKUUBVH5+cNbuHb5u//PipqMfi9OIlWyB1p7CU7kYds+So",
+	"L+hA+dwyGxwv61Jgor9kMx2RWcb8wwsntn1B09TyXk9b5Au8ZUM+5tWgMBVROuHutzrEgwAPZBR43Gwa",
+	"j0XOtIptuemLGOBEcTNuHBErr5YFXRuHxi9llUY/zfXDOTB3PGPBsGu9GsjSRcaSEVeTUqqvpZ7qtjqt",
+	"bqsLtN8z5KaqHRy8qUU1pdILLhQb5plRXeYJtVCaTdVFnvFar9a2nzX+5Bn+0jZP5YplNq4PzYO+K8kP",
+	"osmUmssMOCbfmN/MU5pPmcz1har1up2tj4TBbD9HfvEWdtWK9ws0r/tj4ktG7NzPW7nLkTFAYG51Yhyw",
+	"ocQ4VgGmhLxFW/nfM7IESB5wu4NgPjF2DE4R5tfbh8oTkXwKuvWsEdh9VuR9BPpEJIVAT0tr+n3lQG7y",
+	"wT/R7DLI4+UiHA2pC7mU2FtygW3WBG4IX7xoVZKL8cwlbJkyZrnVF7+BszOnXP/ZGMk48u5jWLnC+Ero",
+	"iDNg86xLW9YPayajwY4bUZHM7+/5SoBTVV24hma6vDvXFq/5jXJ9K9XP6AAtoZOlciZmUNUlWMyYq0vU",
+	"jGiqmC9dMpAyZVRUFV75qxRjM6HmU6VW364oBVc4N5UNvw2rwb191mJwwXp8BTbctWgHTPEM5LfArCvM",
+	"9rRCA+JjxcTMWmOvDu+nDk9zZ9+XVuDBMbhwPb8BS4hqCM+ywFWsJ0s15UhdzyWZsYykXFw2qrGFp9DU",
+	"i8YWmiFsgy0szdUeZLgWZFgBFwmlHP79jJVPfOUoEG0yYHrOjPWcS8tZU94JUA1lIPWkL1AIjH1EQgAb",
+	"CZvI1IZkzDfKkhJhjTyiJjRjhPZFbBq94EnsETQ8iIZ5hhxn040zkDKq4LGxFAwdCtzAsG/BY8CP0DU1",
+	"RYygPyuskK5gLXv92tjdnRPoB6s+1931c92AynuxC1O2mdLnQTealk8pz6q01g9ST0ghqU6ajazs787+",
+	"XatQ3FbJ22nkbeIK8Hr7xvzfLgziRg9GoFgDaV11zXw37bWnCn+ZVOH3lNYtgH9e4qDeV0WDlahAK4WP",
+	"6oyuOr+5Tu3veSvveUte15N5m5vPMGZJN+d/KT7NH690z7ERSKbIZDGTesLw+tR4mnmG0RjwdrG8DFEa",
+	"LAYU1vZwjL5wLJK22rcYc8GQtxGpoFwICUvycDEu2K9U1Bdzricyt0RYWN0a6+EZL9hzPKIzjDQAVJFE",
+	"zgWpQ93BUghZXrHGkcUm+dOr8ZgLenOq8c91Xzwbf7G7uxg9TaXAr/l6gfY3YHC7TZXuHPQgIqhJloNe",
+	"qYya2aX92bZYu28mvOu6ke6tnOXtuX9tX7kUO/FNPZwCDDuwLpjl9ktCZK6Hcsq+8wP53k/dRChKLQss",
+	"mdDZzJx7R6TVau2eouvUrBQ6k2lzllLB1jLnenyAA1woopjpgCiYdKdc5Jq5o7zxH1JGExX5BBnNsmml",
+	"x/Aj9uMUuvGIG6fUzopNY+eEwJw86YZ5APplWBgz3akrdn43wSiuONo3/r/dsaVSSI5DSsWxZGFy5//7",
+	"P/+XxJaFxf5L5cMhYwlLYiIzElt4UnDj4mAuM5Y1gXgGTWZ1VZqCMuQRhWctL8l5mYjkj1/xPKT0eQCK",
+	"gKWQspcknpTL+XtTfnh4eLi6bADcVlkf115WhWJcW7bWoekfyWxKda1Xy3N48lbNf7tHFB8bgW5esoVa",
+	"qztLGuWVIidJ9/Dw9XvHoNS0HyKzfJDyITHfwwsnOtT8ioEmNc8oItjcvaUQZgaAOLiUWhCdGScX8elj",
+	"ZLiouo44w+b+Yrr9qE6Ka2bVxYGZGzPYZX6G7zqy8FCR/3DhL3EpttxD5WBTKIXtTGp3PNoQ3TeSFDQf",
+	"ESYSmSmWkDryezWMGIUnHhTGvoCnjYmZAnM3d7+0yDGCLFNGM7ikh3pJyE4zlGLExzlKItLYUmByAnJc",
+	"cygZsCHNFSPUdAdBkY6/C+S66CDXVQeIrzD0QugegQbx9SPsjZX30Gzutv8lW3z30baXQ0aIcoKSfXsb",
+	"3nkXiumsicf9laYgQEuTs8+fTq/euAABN7sOUdUOCJKwWSoXWKoCLsWMWncXWtYFb3jHeiChHG8OtWrr",
+	"XAwzRhUU07V32ABaAHwwFf79I5KxIePALJVkckau3hCd0Zkic4DImK8CqF7zKSNj2RdmCHOaGeOj3H3a",
+	"JexiQU6l0uOMnf3618aKrJAzMZ2d4Bw9pt0pWllVfwJ+/WPbGTPOspDhytKMEQXqPLQ4kBWgthb0KR+s",
+	"dXg+ffyBTGWSQ6YC1VjOiinyg/00EDNpPrILrEhdzpigM97+4fjHv5ydfzltfvr4Q0tf60YEO8KMhEyp",
+	"oGMjq1oSc6JvrZKxT3ywWcA0u9ZtXzGmcDDDHpCfTn7++Pnj+ccvn89Ir/dn8sPJLx8/g3AXsrjsHlaK",
+	"XDAj9bNPH6+6d0YK3U0u2DDHa9t//l6ikw4Gu6U4oJNalgek0tyEpoFFNFJoqTfDFDSe2UwJ1diGrcus",
+	"8rlt9EXjaoqBbIOuwRnEcX/vLsEzg2vCqdpN0a26Hjhjtq6/keA6FaheuyVNZhYp3FMRwFZ9VftAf8YN",
+	"d6Ng1RroOTTWU6qHkM0FvY3A8Lt8KfNG7JK7YnM0VC0Sm69e+Or48VV3GNsMqNje2elFfNQX8dUb/4P5",
+	"z3quWBaRsw/HxsyffThudg/fErP2TGg7pogcn5yRWcav6HDRgx9PM35ljPzPMjM+QxEb5HjvYYVHU/Bf",
+	"0f70/BnAsqw736MI+RTekByR+JeTc7LkWsVGY+im+UuvL2IkpPqbYhlpMtK57uedzpshPnrBE/gnI/hX",
+	"M1D7BzNa/KPpp/2jGSP+0YwU/wiFNX5084fVkalSs0lGlU3Immdcs6Y5wPRsOhjSYAHgv9UX52B0x7KU",
+	"SggZaTJLWMaSyKXbYTETQhWZs8FEykt1RGhfgLRxRXJBh5dCzlOWjFlC/vbTKbhg/VrCUjOLLOnXyJRR",
+	"odC8u5sk2hepHNKUsCyT2WrcU6GInhX9NIGt57O4XneK+I2YKsjYCkS91qtdvalF5n/Mp3M9uSgWCIvf",
+	"TppoV5rmXXwik1oOZWq2NAo8lpm8Kr9r/hK+i08U7x6fnNnMsMC1R020o+Z/HmxUsOArfJZAhe7J3O5x",
+	"1v23S9ESSeHrgbdOnZG7+5HDmvL2Df7HLggqS/TueeWtxlyQVI6PiL2kCI5H5ig8Y8kqjNV9NOUeafUi",
+	"kVYi1IW7epMbQVbBtyNvtwseDrXynOul8AmOJ49pJP5g+b8PAdS6l8TtppSKNV7Pz/ajZWMD7gnO0kSR",
+	"Mb9i4sjJKf7TURmEJAhwSukLpNs3ynbpwOLIGqgm9m+vvPSHhZbMoQGWv0V+4sZqgeIu1fIYshQJ40p6",
+	"vcrvRcapB9Pmd3R4p1Da8IphdKY2p5mAMNLubuSzUMhtVhCOSG6vKPZEAc/AJ3cPRbrB/WxbP5KvKUmA",
+	"x384kNdlRgbMaCR74LcBIEByou0XbO7jnugJAC8RzwjVmk1nWrXIz1xwNYF65a51cFpnWS5YYsmD8AIJ",
+	"vVyjM80+51KQelyEappN90TTPxBH5E2HJHShyGDhKHoqb3NcEPanYg4ePQ67+Unbm8UZ8DD9zFPNHjl+",
+	"61rcKjfSz9UfzqV/xtpyZR/0Vfl496Se0yZ9oRmGle/rnq2JTpvjhN/j50zpz0FwOsbQtZDziMhcK471",
+	"LjHwGFlQhmVL8DFZY0yypNA3ixY5Ji4oCYXTwrhkjwwnbHiJrlwY3E7leLwSumE6+jTnGbddVzkrZolg",
+	"dKEc+cCB1cL7A/kzB5dosU53suhmFVOq19jtE1h49xxa6cJ0qgmfqciYSEGnLCoExB5eIlLsX5/xEZCZ",
+	"aMKuZ9TsVy60rL7hPPd9fMTt4BpZB9Dzk9V6qKu5YiZ0MEi3jMXftsEp+6fbN+4/L8yirMYpG4vsF9av",
+	"3C4LRurxzQ288O1bjPk7E5maY0qjMlTjZvkpVnLTKrYeLJPs9iruvogbUMBuULDNyjDgKeVpNcy3JAZr",
+	"cb5Tev1XJsZ6Uuu9fbMa5gsVbjZWHYOH7g5oOMdGXjSWAcawjSOMk7UHMKzVksenH+1EhfsK/3AX+IKH",
+	"/ori0y1yXtCachtq48pT14p0cWSZT7MrlvXFJWMzRahHCkDBL2CNXn2zDGLxvJVx7QUyHXMJ9nRZC+0g",
+	"389zWRs0vbJOF6zokeO13aIk1/5m9t+U5iLQALvplpJFbN/A/2+ulXUlLyHlAIsLUg2lB1sEfnABfMgf",
+	"hFbsY0UZLMyKJged94B4Ccm30No6ws1c4GnTzNnqalhOHW1TScH0fH//eu+0RDON95C6XU0HrHAYkXGA",
+	"qg0+nH2MqHzgf7yHS/eba/VFO3V2FNu4dW6a947dWsduXsjFnVCpQ5qm8BB4OVd2hW/+w12NDmSy+G/t",
+	"PEu/rc4Dg0TyIKABwUOLR7X9e6VInGdpXOBS+6IMTCV1c1QGVvnTL2cI1nSDa9/Y/0LqIy7GcSPqC0wt",
+	"g2bONBUJzRLi9gmZ00WL/J1lfISJZ+ZhqvOMQVF2LNGQ0TkxA3QVFWY0U6ZDXGNOGqSxUBLb1ps8iSFP",
+	"vS/whV4R1jN+rgbSOGuRKkyGfdh28QQme9OhdcJckYXkKIB7Cl+vQGcLSxziY6rVKa7v3r17tyHFdeLS",
+	"vB0LrB/32qPv8lk3qhqFDXe+UpD/A/x+fxP82ihBKRJ1ZA00BJ1HNMN0v4XMMzJMJbJWF4N6/af3h+/f",
+	"dDudzqaum8aUptPZ2hHMTO8y853/+c9O8/3v//0/KjJ1o6rgj8zI1IiOmtEhaypmVlOzhMRXryNEAA+o",
+	"Ym8PyIdPxz82zz4cdw/fWjwwCjDIpAKhJDG+UUw7Ptkq/9kPqfSrkWP74agvzCzOWOZPY8LsLOMnnQeX",
+	"eSC0Dp0NzIeY0GUrRpArs3s4s/F7WAv7vXqSZ0AoQyBHFLIwgVQMkojTxIe9IDEU3zGDtbd/xUJevY7+",
+	"cij/Mfrfn98f/uP93/6evz5Ro1+no79//nUiLv/Rnf3rvXz/+afP7Q/t2ceDP29abT+hO8nrvYr1UY0c",
+	"i7rWq3U73bfN16+b3bfnnbe9TqfX6fyjFtUK0qFwP5qdt3o/Yn1Wo5W/RbXyi+s38tSYmTGcUGXCyPT6",
+	"NdBUyjnkGbH/VesddM1/eJCIg/+bn/PBv9hQY6N2loCWHV639SdwN60cbNVrOzkH9oi01aH4v/6rEuiI",
+	"EHbUl6DfuSJ8LGTm/O+q90o7AwrhuNMFJkYi12czZUZVsITUDzrv4JeD7nu4NLc38RGZSCFxf8RfjX5u",
+	"Ho80y2JM0jqsavurRe3DRmPXODOcpmBV5WgE7fyLa2BGXfH51trcrGNh7YhH+DsL7TInKjyIbxU+2hn6",
+	"swMM/nw4Pz+tnzUIE8lMcqj5ju2oFjmpSD8hXPWFse/YPteEKvI/zr58JnUUAxKXxSBuRKTCzvdFaOh7",
+	"fdEX/1my08gV60wnqa8xnX1BAutpbHqS4563/PCNo9LX/SawjWyybKWXvYaKe9vYCGL2SQ6cS+C1kIey",
+	"EcWdLCbIU1wagnsGutNM2FAmwPUF2b5h1SJEhsTziWLDi/iIOHtgvmAfcZbhFRq3lM4ioOpV+XBCAstX",
+	"2MzBwn7A2NKILNmwumKMxMhJYBf/DINTxqr0xU+rXDHcvgJzZHrIROiepZpQTEiemem10xc5mCC8UkiS",
+	"OdXZNB3NBKkrCRRmNvMIjnZ9oRhTJAb9l89i51pCppVXijEQGgD1iWq0yDHpXl/bOGlf1M3S2A5Y2SKW",
+	"Gz8irzukBKdxQ1FH5PD6OiIHnXdRX4BKgppSei6zS0zXUaGWWqtq+mKDrjmCggvAFuLCuyWN2eqL31yJ",
+	"P9xngzwZY1hYzRyASQoUBurY3xqO9q5YyZLOjYwz7t1c89OF+ykO9ItdnyjwQq51UavMa0BHg4cwKruK",
+	"wCuNuekY64Sih3MRAG4i4k7xWCbLToRFaUQ4g0U9RJsgDq5XGE+tiI+vjntbiX/WyDfM4IUx8L4yTus/",
+	"a1HNlyu1xQzM0XMFEtV7bOaYnyW5XjQHGU/GxmHLs9S4dlrPVK/dxsO/bb01lNN2kRa1o0fxPFH2UuMr",
+	"4+xW4+wSad/nS+2j8qshLc49I9SHINd4eJvD85UxmG2TpcLg56aUqSUI6oa8qTvrw33S1Mukp577BX/Y",
+	"fKmqOH1V4lQlGKeQwscOmW+wH/skiAektb6jqO2miOy63i1LKsxYKvR8PWbCGJOkR6BKV9zoi6okpkLT",
+	"9tzJj0zk3BzIzcC8145lw/oiOOO4x8fSebT2dDakQkio6wts0yw5IkN7QWx84bnvpJZ4MmQrYB6YavEw",
+	"6v2ufi7Ooq11tnv86hkypzZoCZc2tdcW+5SpJ06Zups2Xed8bpMqVWQS+bwoH9spJ0YxOpzYYIiNCEHE",
+	"pdcX8wkTESjGVIoxEqR+OD8/JViY3TKmIhU6hBqoJlOpNDl83SWDhWaqL2zUzOnPV+60vzr1CgjwLG9f",
+	"EAq5Y9qVp/ppuGCIsMldheMtRdh0LjRPkTFzBF1clbBlVc4+Z2ufs/XsOVsFyuDp8rVCB25LddW+cd1b",
+	"S37+JYxQWw3i3Kfl9CG17lziE5SeMQmqQCXsTxpLJ43wJuLJZHV7HXp3yW7767TdMxTv3tVVWPVfc5Z7",
+	"lmq/r+qXXCQkLi7+4oa/46JT5tjyfN40/jW8YozsLdh8QjUE+7nyJNOQBZkUdtw7H1i0nYwypialq5EW",
+	"OV/M+JCm6YLkCqvdUGO+wzvnQisIy4nhT2ZckRG/Zgmeymx7fTHNFZzK7JmG1A867/G+Ys4Vq8zG/srK",
+	"QKVAizw0B3b3ydSQYPNo+QC82Mf1ns9s2wUj1AETgOTwAU8JMy7G91I/KxXK6Zezc6NPLC7B6YQWABPJ",
+	"DM9wy/AKmykthizqi1sJ06TONRGMw0XinBoDb3SHkK7QLdxH4pQ0ts6u9ozeUMLW5huT44AtEwmVJYPs",
+	"a3cT2b2+hjCTwuvW8Ja1OJEc2SZhU5hGWDoiSvM0JbYaSyVPzikX4yeImm5SB2ap9lnZ339WtpMvoP17",
+	"+EgCRiItMefjKIuvSGClPAjZGCAbNLXOgPFLpGBReO9rwQFmp9t4gcxIbIE0Fyp26CJSd1y+794edDqI",
+	"mknowkIpZhm74jJ3lxgEU+5cN7SUPY+GshM9YYIMaYahk7ksgVS5qAIykfoS+DUiVFUhtSjiXZaRPZCI",
+	"U9QOGFJBFHB7WRWK8WMHPNIAPQHIToCTsRPj720ATGwRSQXXxG9mvotJ7JFOjGWal2bJiFExS1T3Bfhb",
+	"9VxB4UGoEU7dwymjlyxptAjUgoAXjCXzkCjRF653SWa+azGyLFtut+S6vfIEAH2BIXW1ulBJCQ9196B5",
+	"9KRwEr8Otd6bt53OrnF2HOxXizKrfbMR98cNsG+H5ijMiZFch+yIHgzXsQ/D78PwuxWooYFaKRuhu1nT",
+	"iaRTvrZqByZegn8ZMMCzJHQbe7hHqI2fm6bAPR2mHDCCNvBFhlIombIGoepSWUwnHL3NUJqQ5WnrRM3h",
+	"flL3xZQuiByNWGb9VJky651yhbRCeMQuWb8VlWZ+w9E+pnbBFlbVkKRpyrLWg5T8tCmv8EXCt2UD8Dwp",
+	"ZYT5TW3AaMay41xPar1//m7MASb3V+UyHd8u+3lESiWIkBkALeR8Ypbs+PRjy0MDb2C62Ldeu30zkUp/",
+	"q0W1K5pxs2FUwfd+U8xS7XX3T61Oq9N63XvXedepVc2ubfuVIjRJMqZU+YYl5UozYcH72IFyExOtZ7c+",
+	"HAOMMSYDNuHgzZ7/9aypWTblAn2EWSavMVNL5FMz/fYz8B4g73/3S3MLFWDLWbsrHZ65HObm3JwqFdOm",
+	"DUXqmk+5GEfWnzKjisiIiSEXY2CXsWBMVx+7djvH6QyXEzdylouCEKwJVQHj4DNCJqzqGz/eKvSuSH3C",
+	"aKYHjGqScnGpGmTA9JwxAeWdVStEiupJ1VdPM6mx+niw75S90KPkp+NfiBz5AtP2mDxjWRPyYmYZlxnX",
+	"vNRUUPC6osEPt5mGeqW2SX1KeRoFtasiIsZcXDfMctvOGu/UxhkH8hrT3CgZsXnAGtS6TUBT1aGC1COQ",
+	"BLNjSx/Abb0iKS9POFBf8dR0yhYMybWtO+o/As+t+AZGb1I5jkCbG1+bKJ0xOo18dir0r2BxD75sbU7F",
+	"8qbUiCkJi5APFmRCRWJvXn1RWRROhNP73E133GKJr3HpdqOesGkoYL402+1enNi8FmWmpyz50ZJdK9ea",
+	"JcOMJRZZLweacmELqIlMpqlpLZzecXXrHxhN9SQiGaMJF0ypiEyZzvjQLThkdg3zpc+phdJG9f/+7f8H",
+	"AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

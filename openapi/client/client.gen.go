@@ -3644,6 +3644,16 @@ type Webhook struct {
 	// Example: ops-pager
 	Name TargetName `json:"name"`
 
+	// PreviousSecretExpiresAt During a rotation's overlap, when the previous secret stops signing.
+	//
+	// Example: 2026-11-27T06:00:00Z
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+
+	// PreviousSecretPrefix During a rotation's overlap, the first characters of the previous secret, which still signs too.
+	//
+	// Example: whsec_Q2xk
+	PreviousSecretPrefix *string `json:"previous_secret_prefix,omitempty"`
+
 	// SecretPrefix First characters of the secret, to recognise it.
 	//
 	// Example: whsec_MfKQ
@@ -3705,7 +3715,7 @@ type WebhookCreate struct {
 	Url WebhookURL `json:"url"`
 }
 
-// WebhookCreated A new webhook with its signing secret, shown only here.
+// WebhookCreated A webhook with its signing secret, shown only here (at creation and rotation).
 type WebhookCreated struct {
 	// ClusterIds Clusters delivered; empty: all.
 	//
@@ -3747,10 +3757,21 @@ type WebhookCreated struct {
 	// Example: ops-pager
 	Name TargetName `json:"name"`
 
+	// PreviousSecretExpiresAt During a rotation's overlap, when the previous secret stops signing.
+	//
+	// Example: 2026-11-27T06:00:00Z
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+
+	// PreviousSecretPrefix During a rotation's overlap, the first characters of the previous secret, which still signs too.
+	//
+	// Example: whsec_Q2xk
+	PreviousSecretPrefix *string `json:"previous_secret_prefix,omitempty"`
+
 	// Secret The Standard Webhooks signing secret: `whsec_` then the
 	// base64 of 32 random bytes, the HMAC key. An
 	// `Idempotency-Key` replay of this answer carries it empty
-	// (the server keeps no copy).
+	// (the server keeps no copy); if the first answer was lost,
+	// rotate the secret (`POST /v1/webhooks/{webhook_id}/rotate-secret`).
 	//
 	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
@@ -3851,6 +3872,16 @@ type WebhookPayload struct {
 	//
 	// Example: node.down
 	Type string `json:"type"`
+}
+
+// WebhookSecretRotation How to rotate a webhook's secret.
+//
+// Example: {"overlap_s":3600}
+type WebhookSecretRotation struct {
+	// OverlapS Seconds the previous secret keeps signing beside the new one (at most 7 days); 0 ends it at once.
+	//
+	// Example: 3600
+	OverlapS *int `json:"overlap_s,omitempty"`
 }
 
 // WebhookURL The receiver: an absolute `http` or `https` URL. Redirects are not followed.
@@ -4303,6 +4334,16 @@ type RedeliverWebhookDeliveryParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// RotateWebhookSecretParams defines parameters for RotateWebhookSecret.
+type RotateWebhookSecretParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeliverWebhookEventParams defines parameters for DeliverWebhookEvent.
 type DeliverWebhookEventParams struct {
 	// WebhookId The event id; the same on every retry and redelivery.
@@ -4381,6 +4422,9 @@ type CreateWebhookJSONRequestBody = WebhookCreate
 
 // UpdateWebhookJSONRequestBody defines body for UpdateWebhook for application/json ContentType.
 type UpdateWebhookJSONRequestBody = WebhookPatch
+
+// RotateWebhookSecretJSONRequestBody defines body for RotateWebhookSecret for application/json ContentType.
+type RotateWebhookSecretJSONRequestBody = WebhookSecretRotation
 
 // DeliverWebhookEventJSONRequestBody defines body for DeliverWebhookEvent for application/json ContentType.
 type DeliverWebhookEventJSONRequestBody = WebhookPayload
@@ -5333,7 +5377,9 @@ type ClientInterface interface {
 	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
 	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-	//   the base64-decoded part of the secret after `whsec_`.
+	//   the base64-decoded part of the secret after `whsec_`; during a
+	//   secret rotation's overlap, two such signatures separated by a
+	//   space, one per secret (see `rotateWebhookSecret`).
 	//
 	// Delivery is at least once and in order: one delivery at a time per
 	// webhook, in the order the events were written (so a receiver never
@@ -5363,7 +5409,9 @@ type ClientInterface interface {
 	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
 	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-	//   the base64-decoded part of the secret after `whsec_`.
+	//   the base64-decoded part of the secret after `whsec_`; during a
+	//   secret rotation's overlap, two such signatures separated by a
+	//   space, one per secret (see `rotateWebhookSecret`).
 	//
 	// Delivery is at least once and in order: one delivery at a time per
 	// webhook, in the order the events were written (so a receiver never
@@ -5459,6 +5507,42 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
 	PingWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateWebhookSecretWithBody Rotate a webhook's signing secret
+	//
+	// Replaces the signing secret with a new one, shown only in this
+	// answer. For `overlap_s` seconds (default 86400, one day) the
+	// previous secret keeps signing too: every request then carries two
+	// signatures in `webhook-signature` (space-separated, as Standard
+	// Webhooks allows), one per secret, so receivers can switch to the
+	// new secret at any time within the overlap without refusing a
+	// delivery. With `overlap_s: 0` the previous secret stops signing at
+	// once (use it when a secret leaked). Rotating again during an
+	// overlap drops the older previous secret. The webhook's version
+	// changes.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+	RotateWebhookSecretWithBody(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RotateWebhookSecret Rotate a webhook's signing secret
+	//
+	// Replaces the signing secret with a new one, shown only in this
+	// answer. For `overlap_s` seconds (default 86400, one day) the
+	// previous secret keeps signing too: every request then carries two
+	// signatures in `webhook-signature` (space-separated, as Standard
+	// Webhooks allows), one per secret, so receivers can switch to the
+	// new secret at any time within the overlap without refusing a
+	// delivery. With `overlap_s: 0` the previous secret stops signing at
+	// once (use it when a secret leaked). Rotating again during an
+	// overlap drops the older previous secret. The webhook's version
+	// changes.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+	RotateWebhookSecret(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, body RotateWebhookSecretJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetWhoami Who the caller is
 	//
@@ -7184,7 +7268,9 @@ func (c *Client) ListWebhooks(ctx context.Context, params *ListWebhooksParams, r
 //   - `webhook-timestamp`: the attempt's time, in Unix seconds;
 //   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 //     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-//     the base64-decoded part of the secret after `whsec_`.
+//     the base64-decoded part of the secret after `whsec_`; during a
+//     secret rotation's overlap, two such signatures separated by a
+//     space, one per secret (see `rotateWebhookSecret`).
 //
 // Delivery is at least once and in order: one delivery at a time per
 // webhook, in the order the events were written (so a receiver never
@@ -7224,7 +7310,9 @@ func (c *Client) CreateWebhookWithBody(ctx context.Context, params *CreateWebhoo
 //   - `webhook-timestamp`: the attempt's time, in Unix seconds;
 //   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 //     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-//     the base64-decoded part of the secret after `whsec_`.
+//     the base64-decoded part of the secret after `whsec_`; during a
+//     secret rotation's overlap, two such signatures separated by a
+//     space, one per secret (see `rotateWebhookSecret`).
 //
 // Delivery is at least once and in order: one delivery at a time per
 // webhook, in the order the events were written (so a receiver never
@@ -7401,6 +7489,62 @@ func (c *Client) RedeliverWebhookDelivery(ctx context.Context, webhookId Webhook
 // Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
 func (c *Client) PingWebhook(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPingWebhookRequest(c.Server, webhookId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateWebhookSecretWithBody Rotate a webhook's signing secret
+//
+// Replaces the signing secret with a new one, shown only in this
+// answer. For `overlap_s` seconds (default 86400, one day) the
+// previous secret keeps signing too: every request then carries two
+// signatures in `webhook-signature` (space-separated, as Standard
+// Webhooks allows), one per secret, so receivers can switch to the
+// new secret at any time within the overlap without refusing a
+// delivery. With `overlap_s: 0` the previous secret stops signing at
+// once (use it when a secret leaked). Rotating again during an
+// overlap drops the older previous secret. The webhook's version
+// changes.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+func (c *Client) RotateWebhookSecretWithBody(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateWebhookSecretRequestWithBody(c.Server, webhookId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RotateWebhookSecret Rotate a webhook's signing secret
+//
+// Replaces the signing secret with a new one, shown only in this
+// answer. For `overlap_s` seconds (default 86400, one day) the
+// previous secret keeps signing too: every request then carries two
+// signatures in `webhook-signature` (space-separated, as Standard
+// Webhooks allows), one per secret, so receivers can switch to the
+// new secret at any time within the overlap without refusing a
+// delivery. With `overlap_s: 0` the previous secret stops signing at
+// once (use it when a secret leaked). Rotating again during an
+// overlap drops the older previous secret. The webhook's version
+// changes.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+func (c *Client) RotateWebhookSecret(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, body RotateWebhookSecretJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRotateWebhookSecretRequest(c.Server, webhookId, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -11282,6 +11426,79 @@ func NewPingWebhookRequest(server string, webhookId WebhookID) (*http.Request, e
 	return req, nil
 }
 
+// NewRotateWebhookSecretRequest calls the generic RotateWebhookSecret builder with application/json body
+func NewRotateWebhookSecretRequest(server string, webhookId WebhookID, params *RotateWebhookSecretParams, body RotateWebhookSecretJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRotateWebhookSecretRequestWithBody(server, webhookId, params, "application/json", bodyReader)
+}
+
+// NewRotateWebhookSecretRequestWithBody constructs an http.Request for the RotateWebhookSecret method, with any body, and a specified content type
+func NewRotateWebhookSecretRequestWithBody(server string, webhookId WebhookID, params *RotateWebhookSecretParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "webhook_id", webhookId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/webhooks/%s/rotate-secret", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetWhoamiRequest constructs an http.Request for the GetWhoami method
 func NewGetWhoamiRequest(server string) (*http.Request, error) {
 	var err error
@@ -12319,7 +12536,9 @@ type ClientWithResponsesInterface interface {
 	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
 	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-	//   the base64-decoded part of the secret after `whsec_`.
+	//   the base64-decoded part of the secret after `whsec_`; during a
+	//   secret rotation's overlap, two such signatures separated by a
+	//   space, one per secret (see `rotateWebhookSecret`).
 	//
 	// Delivery is at least once and in order: one delivery at a time per
 	// webhook, in the order the events were written (so a receiver never
@@ -12349,7 +12568,9 @@ type ClientWithResponsesInterface interface {
 	// * `webhook-timestamp`: the attempt's time, in Unix seconds;
 	// * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 	//   `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-	//   the base64-decoded part of the secret after `whsec_`.
+	//   the base64-decoded part of the secret after `whsec_`; during a
+	//   secret rotation's overlap, two such signatures separated by a
+	//   space, one per secret (see `rotateWebhookSecret`).
 	//
 	// Delivery is at least once and in order: one delivery at a time per
 	// webhook, in the order the events were written (so a receiver never
@@ -12457,6 +12678,42 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/webhooks/{webhook_id}/ping (the `PingWebhook` operationId).
 	PingWebhookWithResponse(ctx context.Context, webhookId WebhookID, reqEditors ...RequestEditorFn) (*PingWebhookResponse, error)
+
+	// RotateWebhookSecretWithBodyWithResponse Rotate a webhook's signing secret
+	//
+	// Replaces the signing secret with a new one, shown only in this
+	// answer. For `overlap_s` seconds (default 86400, one day) the
+	// previous secret keeps signing too: every request then carries two
+	// signatures in `webhook-signature` (space-separated, as Standard
+	// Webhooks allows), one per secret, so receivers can switch to the
+	// new secret at any time within the overlap without refusing a
+	// delivery. With `overlap_s: 0` the previous secret stops signing at
+	// once (use it when a secret leaked). Rotating again during an
+	// overlap drops the older previous secret. The webhook's version
+	// changes.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+	RotateWebhookSecretWithBodyWithResponse(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RotateWebhookSecretResponse, error)
+
+	// RotateWebhookSecretWithResponse Rotate a webhook's signing secret
+	//
+	// Replaces the signing secret with a new one, shown only in this
+	// answer. For `overlap_s` seconds (default 86400, one day) the
+	// previous secret keeps signing too: every request then carries two
+	// signatures in `webhook-signature` (space-separated, as Standard
+	// Webhooks allows), one per secret, so receivers can switch to the
+	// new secret at any time within the overlap without refusing a
+	// delivery. With `overlap_s: 0` the previous secret stops signing at
+	// once (use it when a secret leaked). Rotating again during an
+	// overlap drops the older previous secret. The webhook's version
+	// changes.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+	RotateWebhookSecretWithResponse(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, body RotateWebhookSecretJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateWebhookSecretResponse, error)
 
 	// GetWhoamiWithResponse Who the caller is
 	//
@@ -18521,6 +18778,124 @@ func (r PingWebhookResponse) ContentType() string {
 	return ""
 }
 
+// RotateWebhookSecretResponse200Headers the declared response headers of an HTTP 200 response for RotateWebhookSecret
+type RotateWebhookSecretResponse200Headers struct {
+	ETag *string
+}
+
+type RotateWebhookSecretResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookCreated
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON412 the response for an HTTP 412 `application/problem+json` response
+	ApplicationproblemJSON412 *PreconditionFailed
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *RotateWebhookSecretResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RotateWebhookSecretResponse) GetJSON200() *WebhookCreated {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON412 returns the response for an HTTP 412 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON412() *PreconditionFailed {
+	return r.ApplicationproblemJSON412
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RotateWebhookSecretResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RotateWebhookSecretResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RotateWebhookSecretResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RotateWebhookSecretResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetWhoamiResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -20039,7 +20414,9 @@ func (c *ClientWithResponses) ListWebhooksWithResponse(ctx context.Context, para
 //   - `webhook-timestamp`: the attempt's time, in Unix seconds;
 //   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 //     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-//     the base64-decoded part of the secret after `whsec_`.
+//     the base64-decoded part of the secret after `whsec_`; during a
+//     secret rotation's overlap, two such signatures separated by a
+//     space, one per secret (see `rotateWebhookSecret`).
 //
 // Delivery is at least once and in order: one delivery at a time per
 // webhook, in the order the events were written (so a receiver never
@@ -20075,7 +20452,9 @@ func (c *ClientWithResponses) CreateWebhookWithBodyWithResponse(ctx context.Cont
 //   - `webhook-timestamp`: the attempt's time, in Unix seconds;
 //   - `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
 //     `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-//     the base64-decoded part of the secret after `whsec_`.
+//     the base64-decoded part of the secret after `whsec_`; during a
+//     secret rotation's overlap, two such signatures separated by a
+//     space, one per secret (see `rotateWebhookSecret`).
 //
 // Delivery is at least once and in order: one delivery at a time per
 // webhook, in the order the events were written (so a receiver never
@@ -20236,6 +20615,54 @@ func (c *ClientWithResponses) PingWebhookWithResponse(ctx context.Context, webho
 		return nil, err
 	}
 	return ParsePingWebhookResponse(rsp)
+}
+
+// RotateWebhookSecretWithBodyWithResponse Rotate a webhook's signing secret
+//
+// Replaces the signing secret with a new one, shown only in this
+// answer. For `overlap_s` seconds (default 86400, one day) the
+// previous secret keeps signing too: every request then carries two
+// signatures in `webhook-signature` (space-separated, as Standard
+// Webhooks allows), one per secret, so receivers can switch to the
+// new secret at any time within the overlap without refusing a
+// delivery. With `overlap_s: 0` the previous secret stops signing at
+// once (use it when a secret leaked). Rotating again during an
+// overlap drops the older previous secret. The webhook's version
+// changes.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+func (c *ClientWithResponses) RotateWebhookSecretWithBodyWithResponse(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RotateWebhookSecretResponse, error) {
+	rsp, err := c.RotateWebhookSecretWithBody(ctx, webhookId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateWebhookSecretResponse(rsp)
+}
+
+// RotateWebhookSecretWithResponse Rotate a webhook's signing secret
+//
+// Replaces the signing secret with a new one, shown only in this
+// answer. For `overlap_s` seconds (default 86400, one day) the
+// previous secret keeps signing too: every request then carries two
+// signatures in `webhook-signature` (space-separated, as Standard
+// Webhooks allows), one per secret, so receivers can switch to the
+// new secret at any time within the overlap without refusing a
+// delivery. With `overlap_s: 0` the previous secret stops signing at
+// once (use it when a secret leaked). Rotating again during an
+// overlap drops the older previous secret. The webhook's version
+// changes.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/webhooks/{webhook_id}/rotate-secret (the `RotateWebhookSecret` operationId).
+func (c *ClientWithResponses) RotateWebhookSecretWithResponse(ctx context.Context, webhookId WebhookID, params *RotateWebhookSecretParams, body RotateWebhookSecretJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateWebhookSecretResponse, error) {
+	rsp, err := c.RotateWebhookSecret(ctx, webhookId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRotateWebhookSecretResponse(rsp)
 }
 
 // GetWhoamiWithResponse Who the caller is
@@ -25416,6 +25843,115 @@ func ParsePingWebhookResponse(rsp *http.Response) (*PingWebhookResponse, error) 
 		}
 		response.ApplicationproblemJSONDefault = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseRotateWebhookSecretResponse parses an HTTP response from a RotateWebhookSecretWithResponse call
+func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RotateWebhookSecretResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookCreated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 412:
+		var dest PreconditionFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON412 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers RotateWebhookSecretResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil

@@ -562,7 +562,11 @@ func (s *Service) send(ctx context.Context, t backstop.Target, d backstop.Delive
 		if err != nil {
 			return backstop.AttemptResult{Err: err}, 0
 		}
-		return s.hooks.deliver(ctx, t.Webhook.URL, string(secret), d.EventID, body, s.cfg.AttemptTimeout)
+		secrets, err := backstop.ParseWebhookSecrets(secret)
+		if err != nil {
+			return backstop.AttemptResult{Err: err}, 0
+		}
+		return s.hooks.deliver(ctx, t.Webhook.URL, secrets.Signing(time.Now()), d.EventID, body, s.cfg.AttemptTimeout)
 	case backstop.TargetSNMP:
 		var sec backstop.SNMPSecrets
 		if err := json.Unmarshal(secret, &sec); err != nil {

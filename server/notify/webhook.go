@@ -33,6 +33,21 @@ func Sign(secret, msgID string, timestamp int64, body []byte) (string, error) {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
 }
 
+// SignAll returns the webhook-signature header value for several secrets
+// (a rotation's overlap): their signatures, space-separated, as Standard
+// Webhooks allows; a receiver accepts the request when one verifies.
+func SignAll(secrets []string, msgID string, timestamp int64, body []byte) (string, error) {
+	sigs := make([]string, 0, len(secrets))
+	for _, sec := range secrets {
+		sig, err := Sign(sec, msgID, timestamp, body)
+		if err != nil {
+			return "", err
+		}
+		sigs = append(sigs, sig)
+	}
+	return strings.Join(sigs, " "), nil
+}
+
 // webhookBody is the request body (the contract's WebhookPayload): the
 // same bytes on every attempt of a delivery.
 func webhookBody(typ string, at time.Time, data []byte) ([]byte, error) {
@@ -76,13 +91,13 @@ func newWebhookSink() *webhookSink {
 
 // deliver makes one attempt. retryAfter is the receiver's Retry-After,
 // when it sent one.
-func (w *webhookSink) deliver(ctx context.Context, url, secret, msgID string, body []byte, timeout time.Duration) (r backstop.AttemptResult, retryAfter time.Duration) {
+func (w *webhookSink) deliver(ctx context.Context, url string, secrets []string, msgID string, body []byte, timeout time.Duration) (r backstop.AttemptResult, retryAfter time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	defer func() { r.Latency = time.Since(start) }()
 	ts := time.Now().Unix()
-	sig, err := Sign(secret, msgID, ts, body)
+	sig, err := SignAll(secrets, msgID, ts, body)
 	if err != nil {
 		return backstop.AttemptResult{Err: err}, 0
 	}

@@ -870,7 +870,9 @@ export interface paths {
          *     * `webhook-timestamp`: the attempt's time, in Unix seconds;
          *     * `webhook-signature`: `v1,<base64 HMAC-SHA256>` computed over
          *       `<webhook-id>.<webhook-timestamp>.<body>` with the key that is
-         *       the base64-decoded part of the secret after `whsec_`.
+         *       the base64-decoded part of the secret after `whsec_`; during a
+         *       secret rotation's overlap, two such signatures separated by a
+         *       space, one per secret (see `rotateWebhookSecret`).
          *
          *     Delivery is at least once and in order: one delivery at a time per
          *     webhook, in the order the events were written (so a receiver never
@@ -952,6 +954,41 @@ export interface paths {
          *     delivery; the request itself still succeeds.
          */
         post: operations["pingWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Webhook id.
+                 * @example 0195f7a4-6666-7000-8000-000000000001
+                 */
+                webhook_id: components["parameters"]["WebhookID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate a webhook's signing secret
+         * @description Replaces the signing secret with a new one, shown only in this
+         *     answer. For `overlap_s` seconds (default 86400, one day) the
+         *     previous secret keeps signing too: every request then carries two
+         *     signatures in `webhook-signature` (space-separated, as Standard
+         *     Webhooks allows), one per secret, so receivers can switch to the
+         *     new secret at any time within the overlap without refusing a
+         *     delivery. With `overlap_s: 0` the previous secret stops signing at
+         *     once (use it when a secret leaked). Rotating again during an
+         *     overlap drops the older previous secret. The webhook's version
+         *     changes.
+         */
+        post: operations["rotateWebhookSecret"];
         delete?: never;
         options?: never;
         head?: never;
@@ -4550,6 +4587,17 @@ export interface components {
              */
             secret_prefix: string;
             /**
+             * @description During a rotation's overlap, the first characters of the previous secret, which still signs too.
+             * @example whsec_Q2xk
+             */
+            previous_secret_prefix?: string;
+            /**
+             * Format: date-time
+             * @description During a rotation's overlap, when the previous secret stops signing.
+             * @example 2026-11-27T06:00:00Z
+             */
+            previous_secret_expires_at?: string;
+            /**
              * Format: int64
              * @description Version (the ETag).
              * @example 1
@@ -4569,7 +4617,21 @@ export interface components {
             updated_at: string;
         };
         /**
-         * @description A new webhook with its signing secret, shown only here.
+         * @description How to rotate a webhook's secret.
+         * @example {
+         *       "overlap_s": 3600
+         *     }
+         */
+        WebhookSecretRotation: {
+            /**
+             * @description Seconds the previous secret keeps signing beside the new one (at most 7 days); 0 ends it at once.
+             * @default 86400
+             * @example 3600
+             */
+            overlap_s: number;
+        };
+        /**
+         * @description A webhook with its signing secret, shown only here (at creation and rotation).
          * @example {
          *       "id": "0195f7a4-6666-7000-8000-000000000001",
          *       "name": "ops",
@@ -4590,7 +4652,8 @@ export interface components {
              * @description The Standard Webhooks signing secret: `whsec_` then the
              *     base64 of 32 random bytes, the HMAC key. An
              *     `Idempotency-Key` replay of this answer carries it empty
-             *     (the server keeps no copy).
+             *     (the server keeps no copy); if the first answer was lost,
+             *     rotate the secret (`POST /v1/webhooks/{webhook_id}/rotate-secret`).
              * @example whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3pFbQDR9fKQ=
              */
             secret: string;
@@ -7417,6 +7480,64 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableEntity"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description The ETag last read; a stale one is answered with 412.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+                /**
+                 * @description A client-chosen key (1..255 characters). Repeating a POST with the
+                 *     same key and body returns the first answer; with another body, 422.
+                 * @example 6f1c2d3e-create-mail-cluster
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description Webhook id.
+                 * @example 0195f7a4-6666-7000-8000-000000000001
+                 */
+                webhook_id: components["parameters"]["WebhookID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "overlap_s": 3600
+                 *     }
+                 */
+                "application/json": components["schemas"]["WebhookSecretRotation"];
+            };
+        };
+        responses: {
+            /** @description The webhook with its new `secret`, shown only here. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
             default: components["responses"]["Problem"];
         };
