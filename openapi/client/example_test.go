@@ -91,8 +91,10 @@ func runWithServer(m *testing.M) int {
 // client takes the server's base URL (the paths carry /v1); a request
 // editor adds the API token. Each XxxWithResponse method returns the
 // answer with its body decoded by status: JSON201 for a 201, JSON200 for
-// a 200, and ApplicationproblemJSONDefault, an RFC 9457 problem, for any
-// error status.
+// a 200, ApplicationproblemJSON404 (an RFC 9457 problem) for a 404 and so
+// on for each error status the operation declares, and
+// ApplicationproblemJSONDefault for any other (5xx). client.ProblemOf
+// reads the problem of any error answer alike.
 func Example() {
 	ctx := context.Background()
 	c, err := client.NewClientWithResponses(exampleURL, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
@@ -115,7 +117,9 @@ func Example() {
 		return
 	}
 	if created.JSON201 == nil {
-		fmt.Println(created.StatusCode(), created.ApplicationproblemJSONDefault.Title)
+		if p := client.ProblemOf(created.ContentType(), created.Body); p != nil {
+			fmt.Println(created.StatusCode(), p.Title)
+		}
 		return
 	}
 	fmt.Println(created.StatusCode(), created.JSON201.Name, created.JSON201.TimingProfile, created.JSON201.Timing.HeartbeatMs)
@@ -132,7 +136,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	if p := missing.ApplicationproblemJSONDefault; p != nil {
+	if p := missing.ApplicationproblemJSON404; p != nil {
 		fmt.Println(missing.StatusCode(), p.Title)
 	}
 	// Output:
