@@ -217,6 +217,16 @@ func (a *app) noteReplay(resp *http.Response) {
 	}
 }
 
+// shownSecret is how a secret shown once (a token, a webhook secret, an
+// enrollment token) is printed: itself, or, in an idempotent replay, which
+// never repeats it, why it is missing.
+func shownSecret(secret string) string {
+	if secret == "" {
+		return "(not shown again: this answer replays an earlier one, which alone held the secret)"
+	}
+	return secret
+}
+
 // retryHint adds, to an error of a create request whose outcome is unknown
 // (no answer, or a server error), how to retry it without doing it twice.
 func retryHint(err error, key string) error {

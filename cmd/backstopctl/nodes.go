@@ -100,7 +100,7 @@ node's agent uses to enroll (backstop-agent --enroll-token); it expires after
 			return err
 		}
 		fmt.Fprintf(w, "\nENROLLMENT TOKEN (shown only now; expires %s):\n\n", fmtTime(n.EnrollmentExpiresAt))
-		fmt.Fprintf(w, "    %s\n\n", n.EnrollmentToken)
+		fmt.Fprintf(w, "    %s\n\n", shownSecret(n.EnrollmentToken))
 		fmt.Fprintln(w, "Give it to the node's agent (backstop-agent --enroll-token). Store it now:")
 		fmt.Fprintln(w, "it will not be shown again.")
 		return nil

@@ -143,7 +143,7 @@ func newWebhooksCmd(a *app) *cobra.Command {
 		}
 		wh := resp.JSON201
 		fmt.Fprintf(a.stdout, "Webhook %s created (%s).\n", wh.Name, wh.Id)
-		fmt.Fprintf(a.stdout, "\nSIGNING SECRET (Standard Webhooks; shown only now):\n\n    %s\n\n", wh.Secret)
+		fmt.Fprintf(a.stdout, "\nSIGNING SECRET (Standard Webhooks; shown only now):\n\n    %s\n\n", shownSecret(wh.Secret))
 		fmt.Fprintln(a.stdout, "Verify webhook-signature with it. Store it now: it will not be shown again.")
 		return nil
 	}

@@ -89,7 +89,7 @@ configures and manages tokens.`,
 		); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "\nSECRET:\n\n    %s\n\n", tk.Secret)
+		fmt.Fprintf(w, "\nSECRET:\n\n    %s\n\n", shownSecret(tk.Secret))
 		fmt.Fprintln(w, "WARNING: store this secret now: it will not be shown again.")
 		fmt.Fprintln(w, "Use it as --token or "+envToken+".")
 		return nil
