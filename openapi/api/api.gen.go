@@ -10900,6 +10900,134 @@ func (response CreateHierarchyFromTemplate201JSONResponse) VisitCreateHierarchyF
 	return err
 }
 
+type CreateHierarchyFromTemplate400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate400ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate401ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate403ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate404ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate409ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate413ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate415ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateHierarchyFromTemplate422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateHierarchyFromTemplate422ApplicationProblemPlusJSONResponse) VisitCreateHierarchyFromTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type CreateHierarchyFromTemplatedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -15866,6 +15994,38 @@ func (response ListTemplates200JSONResponse) VisitListTemplatesResponse(w http.R
 	return err
 }
 
+type ListTemplates400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListTemplates400ApplicationProblemPlusJSONResponse) VisitListTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTemplates401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListTemplates401ApplicationProblemPlusJSONResponse) VisitListTemplatesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListTemplatesdefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -15901,6 +16061,54 @@ func (response GetTemplate200JSONResponse) VisitGetTemplateResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTemplate400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetTemplate400ApplicationProblemPlusJSONResponse) VisitGetTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTemplate401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetTemplate401ApplicationProblemPlusJSONResponse) VisitGetTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTemplate404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetTemplate404ApplicationProblemPlusJSONResponse) VisitGetTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -20563,154 +20771,154 @@ var swaggerSpec = []string{
 	"zW/5/JzvNgmveuN084eOsLITWW5iHHIW6d/2oVX2oWmJPOzBcH99TN/bmsiuRAtqEEHlkI2W7WPWIRwN",
 	"Ko4ICRgEWow1eW2kTcnLk7+SbJrK+dWUBCbz/1KKACHQuMkprKPlfaygauW5ghWIOHT3DUGsMzB8SxIu",
 	"w5h1wP5jU6aLpx0SzXEyrMD2A6wp90kxmJGQKTGRF5iRjmAq4Hm0fKFDrjmgKtiVRrUqkgg/yjNUN/RL",
-	"XfK+gElbpDzLmMBbhYpl/sDY5Jsj0PLj+LvGoFkDIM+Wl1epnCetof4NnLeVKLPO/8fety23kSNtvgqC",
-	"+0eY/Ld4MC15bCrmQt2tbntnbKstzfQfM+xVgSyQxKgIcAsoUVyFb/cB9hH3STaQCaBQVPGko9XDm5m2",
-	"WFU4JTITiS+/rBVzCt10se+tA+j2/QVUrNvx/W7p/e63pfzLm5pZGuOrzopuX8E/YOaUZf/NmFK1XpFZ",
-	"fthpdw/CNHSfQ46unZN3s6nN536PXENXMs2nwRypmZRpqTlPaNNW2VV76hDDGViqWvuKZm14qT1D6F9V",
-	"m/jVolXLv1k0694tNQx0O/434uh3gBE3/LOcGS9w+7wHJ7JnMzZ8avhgsV9WeHue+n4PIXy2W+l/U8zh",
-	"JNDlW7sA29wvBx9pjzI5bWo2naW2eNrDew4n1zNkIiSuHVKPfzmxhMT2TypuFOEtxPQUzfQFULlSQWSW",
-	"YAZYsS8hmmOdEw6BRKQ7brVa4UjjvpjLPE16ltlM5am2WWdJ5GBAiWNBGk5YQlJ+yYz5RThRX/g2I+93",
-	"+BFxzEYeSmE+7Bh4W2TZY+mF/kcUUlNOuTLnz8BdIHVwY4g5qcbhrH8+/nQSN4zjEdu0sxg9C9uLsGev",
-	"FLHkB30hBXLnA+ebWRSWBBMJkU85pVxYP0O5DgwW4JNhgLZg18Xw7a0PNVrkoHMAV+OBq+X6s4Xv8nMm",
-	"p+dOJJ/Tj3H0kmyw1A2s1nBRtsXz+bwJxQPMRjCm8l3nXScCAx/4Bn/qIBX7d+X0FAqgJsZcXC/XAd7O",
-	"mLo1+yiUpmLI9sa80pg/uH3AiHqhXlfYi2KZH8h23Pge7IJnD7SoUSrFuRBUb3HaW4Fdv8cJZ49ef5no",
-	"9fs4QltA2AOt4EDs2wvlL0yHEvn4cbaNum2PZV+JZb+TID1AUG1zqNYv793w7y0Se5HFq/a4ENrY1haH",
-	"J6O+sL4uVgSbyBRvLVvk2DF7x7fiNzHJ2FRadH3gCKPlMTsGHlsNgX8orX1vEPzdwO+++88Cf9+49x0A",
-	"/qXpgD0E/o8Agb+feZ7l1YTlRVYO6qiCsTgK69wAYbCr4XvbPNsPPbP6ebyA9+MHrB81kPuEOtJHePZK",
-	"cq8kn5DhBX2tJ4rmlk/kbXbtGe9W0qz5hIOoQBYpDSixhA25Aiqkgcx1+fBO6ljsjEM2wCzXKmDtGlKR",
-	"gILGi1Ef1y3Xk5BAy9AXEDedSAXMSo5wEmK5XBGszgTkHZCLFFkgKUBCNYGQbl+MJRbX5iNwRqFV+4qQ",
-	"8yq39ASn5knObtCWKEWAbhU3LR75Q2ODfpssSpErroq15E+bB7ProeyumxDlsGkEWbVvrLVfGy37RC9Z",
-	"QblMaLCfHLN9cP0BVcwQ6EcFcXW0yIhfA9CTarcTNFJu3wq+p4xmqKE/0eyytk1wDN7ZB8fuHco101gU",
-	"NLDrZCQFb08qjcaGneFLxD7h3tj8+GeZsHvtIi6aDqVwn0vKO0RiKu80T4vjSbEVpSCx3d8xGSzIhAp7",
-	"3Qg5rUbZDfLpDIo6IPJnFemgX2NLPxgRanMG+yIeZFyML6BWPkxIXFSqUuVSb56zHTJ3o4IO3bKoc0W6",
-	"na7F74ugyJ6WgOZfvr7svC84mcMoEIeMQNsdqC0L4BAuxg0zKQ4VhRVpNL3EajC57gs58q9ZpsZzp/am",
-	"udJkQq8YQM7wyHNb/5mxJGTgioCwhNTjfBZXZg7/YCauWF9x5mEvz3jFuNvpb+vD2KmToJ0qRHQfzOf5",
-	"4ma+yuM5Hg7ZTLPkCHNGAMDnnl86le3xMnu8zHojCru67FQWushon+XKRFsb0LvaKpnrphx9V/bqV2MW",
-	"lLciJDZa+ELm+kKObtuR0HpU6HobSJGC1NGweatGqoxaA1OpqOd/rrA4LXIc+rQpcEkbE0EKC1F84qDz",
-	"vkq/n9PLItL3JddfRg+q4fea8o+mKZ9PaRlRLemssqg/pbbCuzF5xbLvQlN9gmtGKkjh8YdIF5mRKeVm",
-	"21ExxIr+XBEklcA57ItA+btoEASWBBlAyoFeshCF0163y9pD93zAlA4O34OFd0QbEdalhmqqdInPw6q3",
-	"vhBsjq5/ixyv035HtsjhFVZRT5UkVPQFF0OemEOAxyVoPmUpF6xlfXGbdFbSzkJqOF/4AZqDZPFt1KxZ",
-	"LgQX4yNIovDfQRi5GbGQGqk6zATXARnINOUpUXShyHyyqHSwz7wofR95CDvC4rZ2rotxBt713pvee9Mv",
-	"35tG0S6bpiuWEYBfF8f4BzdQTtetzrr8mfLUdEVFpDBZeOtQwDsKjgSekSmjKs9Y4tXmVqmZH31PXnRi",
-	"phvGNnmZfvL3WZnrsjJ5IBnfC18X3JXtlKlskxY3b4TP8OkXvQnMELbZADAne+FfJ/zCSoMTfPz3k6ch",
-	"HyeJKwG9RHZJ6lSTqVSavD1Ah/rtoZ4EWbM+B8f4rrdriUZQFRpvoG9VlF6OpZMcqOS0tI8e2YOIvTkH",
-	"TghqOjqhaoI348B46Sg5ugdkIvNM2Z7AcJBtKZ5hInNMcqF5Cm4/NoktqdUJNJ/RMH8vtScyOrwkx0G+",
-	"7/UO8WszluepKFG0nKy6rUdUQ5FCckTi5TrY1eWO92mje8f9kZT0cZLcDnWvUdLbQIvg9e0wC18tPtyq",
-	"ZkfjMJTTaS4cRwSUqGiRY6fveJoiUwPhgtAgyvxKBUkXt1V45z0qeBuTAJoGopGCLuQYqdCUmFRyN025",
-	"U/4QTsgeIvF8+UO4AnfZFFskDTm+51vZQFa0HtWlXWeX9uk/K9N/tpeDJ4GXeUzMynSfrwxVmyOYySwc",
-	"BEkrg2dbK9JuHkDPPZwr+MNu3t+zpNqs210uy+YF7bI9dvyPkGDzqE5de8TEkDUT5rAKqzw8f/BBJt5U",
-	"ijHLCLwNDBGUzBjLyICNZGZ6PbLx2lWJ3D+bN39id7uf37tiL9cVe6VQakjClu667+2ZBWGasIleEUVB",
-	"0gEJL6oCEIl2to6FAsxXsAYU8GWbFxQbZky795DgxF+bmhb7YkLNvhCrqo2Xxf3RDFjYzAo7Fs7M3ltc",
-	"6y3eSVSf3HnM19A1yqxc4qxiVC3yRQzd5iQTSKlkESIgUqyqAY9DSo5jbcTjN+J9Y8R5/VmORjECLfrC",
-	"/Q1L4ceI5rUBVzkaNZyd4JrYwIFYhKheORoFGRCWxhhibgkbpjRjCYkTOYfiwQ6SbEdlDA+mFQFtInw+",
-	"IpQ4ImASw3MthNvHBam9o130WmFkq5aQjOmMs6RFYlAidjgDhkxKbJhrY/mNsnDCkLxS9v0mlmAiCc/Y",
-	"UMtsQepxsxn+1Ex4FkeuLjKJ27nK2mrARdzoCyls6hSypAPNk8PB1Q+6XSSnmnPFGkc2/Sp8ti+mdAHL",
-	"SARjiSoQerZbXChN0xQGh1ruAlNFY0Iz1heKUUBVH5+cNbuHb5u//PipqMfi9OIlWyB1p7CU7kYds+So",
-	"L+hA+dwyGxwv61Jgor9kMx2RWcb8wwsntn1B09TyXk9b5Au8ZUM+5tWgMBVROuHutzrEgwAPZBR43Gwa",
-	"j0XOtIptuemLGOBEcTNuHBErr5YFXRuHxi9llUY/zfXDOTB3PGPBsGu9GsjSRcaSEVeTUqqvpZ7qtjqt",
-	"bqsLtN8z5KaqHRy8qUU1pdILLhQb5plRXeYJtVCaTdVFnvFar9a2nzX+5Bn+0jZP5YplNq4PzYO+K8kP",
-	"osmUmssMOCbfmN/MU5pPmcz1har1up2tj4TBbD9HfvEWdtWK9ws0r/tj4ktG7NzPW7nLkTFAYG51Yhyw",
-	"ocQ4VgGmhLxFW/nfM7IESB5wu4NgPjF2DE4R5tfbh8oTkXwKuvWsEdh9VuR9BPpEJIVAT0tr+n3lQG7y",
-	"wT/R7DLI4+UiHA2pC7mU2FtygW3WBG4IX7xoVZKL8cwlbJkyZrnVF7+BszOnXP/ZGMk48u5jWLnC+Ero",
-	"iDNg86xLW9YPayajwY4bUZHM7+/5SoBTVV24hma6vDvXFq/5jXJ9K9XP6AAtoZOlciZmUNUlWMyYq0vU",
-	"jGiqmC9dMpAyZVRUFV75qxRjM6HmU6VW364oBVc4N5UNvw2rwb191mJwwXp8BTbctWgHTPEM5LfArCvM",
-	"9rRCA+JjxcTMWmOvDu+nDk9zZ9+XVuDBMbhwPb8BS4hqCM+ywFWsJ0s15UhdzyWZsYykXFw2qrGFp9DU",
-	"i8YWmiFsgy0szdUeZLgWZFgBFwmlHP79jJVPfOUoEG0yYHrOjPWcS8tZU94JUA1lIPWkL1AIjH1EQgAb",
-	"CZvI1IZkzDfKkhJhjTyiJjRjhPZFbBq94EnsETQ8iIZ5hhxn040zkDKq4LGxFAwdCtzAsG/BY8CP0DU1",
-	"RYygPyuskK5gLXv92tjdnRPoB6s+1931c92AynuxC1O2mdLnQTealk8pz6q01g9ST0ghqU6ajazs787+",
-	"XatQ3FbJ22nkbeIK8Hr7xvzfLgziRg9GoFgDaV11zXw37bWnCn+ZVOH3lNYtgH9e4qDeV0WDlahAK4WP",
-	"6oyuOr+5Tu3veSvveUte15N5m5vPMGZJN+d/KT7NH690z7ERSKbIZDGTesLw+tR4mnmG0RjwdrG8DFEa",
-	"LAYU1vZwjL5wLJK22rcYc8GQtxGpoFwICUvycDEu2K9U1Bdzricyt0RYWN0a6+EZL9hzPKIzjDQAVJFE",
-	"zgWpQ93BUghZXrHGkcUm+dOr8ZgLenOq8c91Xzwbf7G7uxg9TaXAr/l6gfY3YHC7TZXuHPQgIqhJloNe",
-	"qYya2aX92bZYu28mvOu6ke6tnOXtuX9tX7kUO/FNPZwCDDuwLpjl9ktCZK6Hcsq+8wP53k/dRChKLQss",
-	"mdDZzJx7R6TVau2eouvUrBQ6k2lzllLB1jLnenyAA1woopjpgCiYdKdc5Jq5o7zxH1JGExX5BBnNsmml",
-	"x/Aj9uMUuvGIG6fUzopNY+eEwJw86YZ5APplWBgz3akrdn43wSiuONo3/r/dsaVSSI5DSsWxZGFy5//7",
-	"P/+XxJaFxf5L5cMhYwlLYiIzElt4UnDj4mAuM5Y1gXgGTWZ1VZqCMuQRhWctL8l5mYjkj1/xPKT0eQCK",
-	"gKWQspcknpTL+XtTfnh4eLi6bADcVlkf115WhWJcW7bWoekfyWxKda1Xy3N48lbNf7tHFB8bgW5esoVa",
-	"qztLGuWVIidJ9/Dw9XvHoNS0HyKzfJDyITHfwwsnOtT8ioEmNc8oItjcvaUQZgaAOLiUWhCdGScX8elj",
-	"ZLiouo44w+b+Yrr9qE6Ka2bVxYGZGzPYZX6G7zqy8FCR/3DhL3EpttxD5WBTKIXtTGp3PNoQ3TeSFDQf",
-	"ESYSmSmWkDryezWMGIUnHhTGvoCnjYmZAnM3d7+0yDGCLFNGM7ikh3pJyE4zlGLExzlKItLYUmByAnJc",
-	"cygZsCHNFSPUdAdBkY6/C+S66CDXVQeIrzD0QugegQbx9SPsjZX30Gzutv8lW3z30baXQ0aIcoKSfXsb",
-	"3nkXiumsicf9laYgQEuTs8+fTq/euAABN7sOUdUOCJKwWSoXWKoCLsWMWncXWtYFb3jHeiChHG8OtWrr",
-	"XAwzRhUU07V32ABaAHwwFf79I5KxIePALJVkckau3hCd0Zkic4DImK8CqF7zKSNj2RdmCHOaGeOj3H3a",
-	"JexiQU6l0uOMnf3618aKrJAzMZ2d4Bw9pt0pWllVfwJ+/WPbGTPOspDhytKMEQXqPLQ4kBWgthb0KR+s",
-	"dXg+ffyBTGWSQ6YC1VjOiinyg/00EDNpPrILrEhdzpigM97+4fjHv5ydfzltfvr4Q0tf60YEO8KMhEyp",
-	"oGMjq1oSc6JvrZKxT3ywWcA0u9ZtXzGmcDDDHpCfTn7++Pnj+ccvn89Ir/dn8sPJLx8/g3AXsrjsHlaK",
-	"XDAj9bNPH6+6d0YK3U0u2DDHa9t//l6ikw4Gu6U4oJNalgek0tyEpoFFNFJoqTfDFDSe2UwJ1diGrcus",
-	"8rlt9EXjaoqBbIOuwRnEcX/vLsEzg2vCqdpN0a26Hjhjtq6/keA6FaheuyVNZhYp3FMRwFZ9VftAf8YN",
-	"d6Ng1RroOTTWU6qHkM0FvY3A8Lt8KfNG7JK7YnM0VC0Sm69e+Or48VV3GNsMqNje2elFfNQX8dUb/4P5",
-	"z3quWBaRsw/HxsyffThudg/fErP2TGg7pogcn5yRWcav6HDRgx9PM35ljPzPMjM+QxEb5HjvYYVHU/Bf",
-	"0f70/BnAsqw736MI+RTekByR+JeTc7LkWsVGY+im+UuvL2IkpPqbYhlpMtK57uedzpshPnrBE/gnI/hX",
-	"M1D7BzNa/KPpp/2jGSP+0YwU/wiFNX5084fVkalSs0lGlU3Immdcs6Y5wPRsOhjSYAHgv9UX52B0x7KU",
-	"SggZaTJLWMaSyKXbYTETQhWZs8FEykt1RGhfgLRxRXJBh5dCzlOWjFlC/vbTKbhg/VrCUjOLLOnXyJRR",
-	"odC8u5sk2hepHNKUsCyT2WrcU6GInhX9NIGt57O4XneK+I2YKsjYCkS91qtdvalF5n/Mp3M9uSgWCIvf",
-	"TppoV5rmXXwik1oOZWq2NAo8lpm8Kr9r/hK+i08U7x6fnNnMsMC1R020o+Z/HmxUsOArfJZAhe7J3O5x",
-	"1v23S9ESSeHrgbdOnZG7+5HDmvL2Df7HLggqS/TueeWtxlyQVI6PiL2kCI5H5ig8Y8kqjNV9NOUeafUi",
-	"kVYi1IW7epMbQVbBtyNvtwseDrXynOul8AmOJ49pJP5g+b8PAdS6l8TtppSKNV7Pz/ajZWMD7gnO0kSR",
-	"Mb9i4sjJKf7TURmEJAhwSukLpNs3ynbpwOLIGqgm9m+vvPSHhZbMoQGWv0V+4sZqgeIu1fIYshQJ40p6",
-	"vcrvRcapB9Pmd3R4p1Da8IphdKY2p5mAMNLubuSzUMhtVhCOSG6vKPZEAc/AJ3cPRbrB/WxbP5KvKUmA",
-	"x384kNdlRgbMaCR74LcBIEByou0XbO7jnugJAC8RzwjVmk1nWrXIz1xwNYF65a51cFpnWS5YYsmD8AIJ",
-	"vVyjM80+51KQelyEappN90TTPxBH5E2HJHShyGDhKHoqb3NcEPanYg4ePQ67+Unbm8UZ8DD9zFPNHjl+",
-	"61rcKjfSz9UfzqV/xtpyZR/0Vfl496Se0yZ9oRmGle/rnq2JTpvjhN/j50zpz0FwOsbQtZDziMhcK471",
-	"LjHwGFlQhmVL8DFZY0yypNA3ixY5Ji4oCYXTwrhkjwwnbHiJrlwY3E7leLwSumE6+jTnGbddVzkrZolg",
-	"dKEc+cCB1cL7A/kzB5dosU53suhmFVOq19jtE1h49xxa6cJ0qgmfqciYSEGnLCoExB5eIlLsX5/xEZCZ",
-	"aMKuZ9TsVy60rL7hPPd9fMTt4BpZB9Dzk9V6qKu5YiZ0MEi3jMXftsEp+6fbN+4/L8yirMYpG4vsF9av",
-	"3C4LRurxzQ288O1bjPk7E5maY0qjMlTjZvkpVnLTKrYeLJPs9iruvogbUMBuULDNyjDgKeVpNcy3JAZr",
-	"cb5Tev1XJsZ6Uuu9fbMa5gsVbjZWHYOH7g5oOMdGXjSWAcawjSOMk7UHMKzVksenH+1EhfsK/3AX+IKH",
-	"/ori0y1yXtCachtq48pT14p0cWSZT7MrlvXFJWMzRahHCkDBL2CNXn2zDGLxvJVx7QUyHXMJ9nRZC+0g",
-	"389zWRs0vbJOF6zokeO13aIk1/5m9t+U5iLQALvplpJFbN/A/2+ulXUlLyHlAIsLUg2lB1sEfnABfMgf",
-	"hFbsY0UZLMyKJged94B4Ccm30No6ws1c4GnTzNnqalhOHW1TScH0fH//eu+0RDON95C6XU0HrHAYkXGA",
-	"qg0+nH2MqHzgf7yHS/eba/VFO3V2FNu4dW6a947dWsduXsjFnVCpQ5qm8BB4OVd2hW/+w12NDmSy+G/t",
-	"PEu/rc4Dg0TyIKABwUOLR7X9e6VInGdpXOBS+6IMTCV1c1QGVvnTL2cI1nSDa9/Y/0LqIy7GcSPqC0wt",
-	"g2bONBUJzRLi9gmZ00WL/J1lfISJZ+ZhqvOMQVF2LNGQ0TkxA3QVFWY0U6ZDXGNOGqSxUBLb1ps8iSFP",
-	"vS/whV4R1jN+rgbSOGuRKkyGfdh28QQme9OhdcJckYXkKIB7Cl+vQGcLSxziY6rVKa7v3r17tyHFdeLS",
-	"vB0LrB/32qPv8lk3qhqFDXe+UpD/A/x+fxP82ihBKRJ1ZA00BJ1HNMN0v4XMMzJMJbJWF4N6/af3h+/f",
-	"dDudzqaum8aUptPZ2hHMTO8y853/+c9O8/3v//0/KjJ1o6rgj8zI1IiOmtEhaypmVlOzhMRXryNEAA+o",
-	"Ym8PyIdPxz82zz4cdw/fWjwwCjDIpAKhJDG+UUw7Ptkq/9kPqfSrkWP74agvzCzOWOZPY8LsLOMnnQeX",
-	"eSC0Dp0NzIeY0GUrRpArs3s4s/F7WAv7vXqSZ0AoQyBHFLIwgVQMkojTxIe9IDEU3zGDtbd/xUJevY7+",
-	"cij/Mfrfn98f/uP93/6evz5Ro1+no79//nUiLv/Rnf3rvXz/+afP7Q/t2ceDP29abT+hO8nrvYr1UY0c",
-	"i7rWq3U73bfN16+b3bfnnbe9TqfX6fyjFtUK0qFwP5qdt3o/Yn1Wo5W/RbXyi+s38tSYmTGcUGXCyPT6",
-	"NdBUyjnkGbH/VesddM1/eJCIg/+bn/PBv9hQY6N2loCWHV639SdwN60cbNVrOzkH9oi01aH4v/6rEuiI",
-	"EHbUl6DfuSJ8LGTm/O+q90o7AwrhuNMFJkYi12czZUZVsITUDzrv4JeD7nu4NLc38RGZSCFxf8RfjX5u",
-	"Ho80y2JM0jqsavurRe3DRmPXODOcpmBV5WgE7fyLa2BGXfH51trcrGNh7YhH+DsL7TInKjyIbxU+2hn6",
-	"swMM/nw4Pz+tnzUIE8lMcqj5ju2oFjmpSD8hXPWFse/YPteEKvI/zr58JnUUAxKXxSBuRKTCzvdFaOh7",
-	"fdEX/1my08gV60wnqa8xnX1BAutpbHqS4563/PCNo9LX/SawjWyybKWXvYaKe9vYCGL2SQ6cS+C1kIey",
-	"EcWdLCbIU1wagnsGutNM2FAmwPUF2b5h1SJEhsTziWLDi/iIOHtgvmAfcZbhFRq3lM4ioOpV+XBCAstX",
-	"2MzBwn7A2NKILNmwumKMxMhJYBf/DINTxqr0xU+rXDHcvgJzZHrIROiepZpQTEiemem10xc5mCC8UkiS",
-	"OdXZNB3NBKkrCRRmNvMIjnZ9oRhTJAb9l89i51pCppVXijEQGgD1iWq0yDHpXl/bOGlf1M3S2A5Y2SKW",
-	"Gz8irzukBKdxQ1FH5PD6OiIHnXdRX4BKgppSei6zS0zXUaGWWqtq+mKDrjmCggvAFuLCuyWN2eqL31yJ",
-	"P9xngzwZY1hYzRyASQoUBurY3xqO9q5YyZLOjYwz7t1c89OF+ykO9ItdnyjwQq51UavMa0BHg4cwKruK",
-	"wCuNuekY64Sih3MRAG4i4k7xWCbLToRFaUQ4g0U9RJsgDq5XGE+tiI+vjntbiX/WyDfM4IUx8L4yTus/",
-	"a1HNlyu1xQzM0XMFEtV7bOaYnyW5XjQHGU/GxmHLs9S4dlrPVK/dxsO/bb01lNN2kRa1o0fxPFH2UuMr",
-	"4+xW4+wSad/nS+2j8qshLc49I9SHINd4eJvD85UxmG2TpcLg56aUqSUI6oa8qTvrw33S1Mukp577BX/Y",
-	"fKmqOH1V4lQlGKeQwscOmW+wH/skiAektb6jqO2miOy63i1LKsxYKvR8PWbCGJOkR6BKV9zoi6okpkLT",
-	"9tzJj0zk3BzIzcC8145lw/oiOOO4x8fSebT2dDakQkio6wts0yw5IkN7QWx84bnvpJZ4MmQrYB6YavEw",
-	"6v2ufi7Ooq11tnv86hkypzZoCZc2tdcW+5SpJ06Zups2Xed8bpMqVWQS+bwoH9spJ0YxOpzYYIiNCEHE",
-	"pdcX8wkTESjGVIoxEqR+OD8/JViY3TKmIhU6hBqoJlOpNDl83SWDhWaqL2zUzOnPV+60vzr1CgjwLG9f",
-	"EAq5Y9qVp/ppuGCIsMldheMtRdh0LjRPkTFzBF1clbBlVc4+Z2ufs/XsOVsFyuDp8rVCB25LddW+cd1b",
-	"S37+JYxQWw3i3Kfl9CG17lziE5SeMQmqQCXsTxpLJ43wJuLJZHV7HXp3yW7767TdMxTv3tVVWPVfc5Z7",
-	"lmq/r+qXXCQkLi7+4oa/46JT5tjyfN40/jW8YozsLdh8QjUE+7nyJNOQBZkUdtw7H1i0nYwypialq5EW",
-	"OV/M+JCm6YLkCqvdUGO+wzvnQisIy4nhT2ZckRG/Zgmeymx7fTHNFZzK7JmG1A867/G+Ys4Vq8zG/srK",
-	"QKVAizw0B3b3ydSQYPNo+QC82Mf1ns9s2wUj1AETgOTwAU8JMy7G91I/KxXK6Zezc6NPLC7B6YQWABPJ",
-	"DM9wy/AKmykthizqi1sJ06TONRGMw0XinBoDb3SHkK7QLdxH4pQ0ts6u9ozeUMLW5huT44AtEwmVJYPs",
-	"a3cT2b2+hjCTwuvW8Ja1OJEc2SZhU5hGWDoiSvM0JbYaSyVPzikX4yeImm5SB2ap9lnZ339WtpMvoP17",
-	"+EgCRiItMefjKIuvSGClPAjZGCAbNLXOgPFLpGBReO9rwQFmp9t4gcxIbIE0Fyp26CJSd1y+794edDqI",
-	"mknowkIpZhm74jJ3lxgEU+5cN7SUPY+GshM9YYIMaYahk7ksgVS5qAIykfoS+DUiVFUhtSjiXZaRPZCI",
-	"U9QOGFJBFHB7WRWK8WMHPNIAPQHIToCTsRPj720ATGwRSQXXxG9mvotJ7JFOjGWal2bJiFExS1T3Bfhb",
-	"9VxB4UGoEU7dwymjlyxptAjUgoAXjCXzkCjRF653SWa+azGyLFtut+S6vfIEAH2BIXW1ulBJCQ9196B5",
-	"9KRwEr8Otd6bt53OrnF2HOxXizKrfbMR98cNsG+H5ijMiZFch+yIHgzXsQ/D78PwuxWooYFaKRuhu1nT",
-	"iaRTvrZqByZegn8ZMMCzJHQbe7hHqI2fm6bAPR2mHDCCNvBFhlIombIGoepSWUwnHL3NUJqQ5WnrRM3h",
-	"flL3xZQuiByNWGb9VJky651yhbRCeMQuWb8VlWZ+w9E+pnbBFlbVkKRpyrLWg5T8tCmv8EXCt2UD8Dwp",
-	"ZYT5TW3AaMay41xPar1//m7MASb3V+UyHd8u+3lESiWIkBkALeR8Ypbs+PRjy0MDb2C62Ldeu30zkUp/",
-	"q0W1K5pxs2FUwfd+U8xS7XX3T61Oq9N63XvXedepVc2ubfuVIjRJMqZU+YYl5UozYcH72IFyExOtZ7c+",
-	"HAOMMSYDNuHgzZ7/9aypWTblAn2EWSavMVNL5FMz/fYz8B4g73/3S3MLFWDLWbsrHZ65HObm3JwqFdOm",
-	"DUXqmk+5GEfWnzKjisiIiSEXY2CXsWBMVx+7djvH6QyXEzdylouCEKwJVQHj4DNCJqzqGz/eKvSuSH3C",
-	"aKYHjGqScnGpGmTA9JwxAeWdVStEiupJ1VdPM6mx+niw75S90KPkp+NfiBz5AtP2mDxjWRPyYmYZlxnX",
-	"vNRUUPC6osEPt5mGeqW2SX1KeRoFtasiIsZcXDfMctvOGu/UxhkH8hrT3CgZsXnAGtS6TUBT1aGC1COQ",
-	"BLNjSx/Abb0iKS9POFBf8dR0yhYMybWtO+o/As+t+AZGb1I5jkCbG1+bKJ0xOo18dir0r2BxD75sbU7F",
-	"8qbUiCkJi5APFmRCRWJvXn1RWRROhNP73E133GKJr3HpdqOesGkoYL402+1enNi8FmWmpyz50ZJdK9ea",
-	"JcOMJRZZLweacmELqIlMpqlpLZzecXXrHxhN9SQiGaMJF0ypiEyZzvjQLThkdg3zpc+phdJG9f/+7f8H",
-	"AAD//w==",
+	"XfK+gElbpDzLmMBbhYpl/sDY5Jsj0PLj+LvGoFkDIM+Wl1epnCetof4NnLeVKLPO/8fe1y63jWNt3gpK",
+	"+1ZFepf6iGJnErnmh7vb3Z2dSeKOPdNvzajXhERIwpgCtARoWevK372AvcS9ki2cA4CgTH35M87oz0zH",
+	"IgkSODhfOM9zasWcwmu63PfWCXR7/wI61u14f7d0f/frEv7ypmaWxviqs+K1r+AfMHPKsv9mTKlar0CW",
+	"H3ba3YMQhu4x5OjaOXk3m9o87o/IDXQl03wazJGaSZmWhvOENm2VXbWnrmI4A0tVa1/RrA03tWdY+lc1",
+	"Jj61GNXybxbDuntLAwPdjv+NOPodYMQN/yxnxgvcHvfgRPZsxoZPXT5Y7JcV3p6nvt+XED7bqfS/ac3h",
+	"JNDlW7sA25wvBw9pjzI5bWo2naW2edrDew4n1zNkIiRuHFKPfzmxhMT2TypuFOktrOkphukLoHKlgsgs",
+	"QQRYsS8hm2OdEw6JRKQ7brVa4ZfGfTGXeZr0LLOZylNtUWdJ5MqAEseCNJywhKT8khnzi+VEfeHHjLzf",
+	"4b+IIxp5KIV5sGPgbZFlj6UX+h9RSE055crEn4G7QOrgxhATqcbhrH86/ngSN4zjEVvYWYyehX2L8M1e",
+	"KWLJD/pCCuTOB843sygsCSYSMp9ySrmwfoZyLzBYgE+GCdqCXRfTt7ce1GiRg84BHI0HrpZ7ny18l58z",
+	"OT13Ivmcfoyjl2SDpdfAbg0XZVs8n8+b0DzAbARjKt913nUiMPCBb/CnDlKxf1NOT6EAamLMxfVyH+Dt",
+	"jKlbsw9CaSqGbG/M98Z8b8yXjDkefxS2cIVxL/bkAxn6G/8Gu4APApNnLEARxIOdLELzFUCDe4Sje6jB",
+	"y4Qa3Mdr3QJvEKhwhzjYXih/YTqUyMdPim40RHvgwUrgwZ0E6QEyoJvz6n557wZWaJHYiyzWRcSF0Ma2",
+	"ETxcGfWFDUywfdtEpnjE3CLHjoY9vpVsi0nGptJCIYKoBS2P2TFw2Wq8wkNp7XsjFu6GVPCv/yxYhY17",
+	"36EVXpoO2OMVvge8wv3M8yyvZpcvIFSoowp66ShsSgTszq7h8m3zbB/0zOrn8U4nHv904VGz7k+oI306",
+	"bq8k90ryCel40Nd6otR7OSJvs2tPT7iSE8+jQ6KiDExpKOlL2JAr4K0ayFyXg3dSx850HKAbs1yrgGJt",
+	"SEUCChpPsX0Svtz8QwKHRl9AknsiFdBgOXZQSLxzRbCVFjCtAHAsslW/UL+rCeTf+2IssRM6H4EzCqPa",
+	"W4ScV7mlJzg1TxK7wVgiSNdVdKItLvmuC7l+nyxKmSuuirXkTwta2jUou+smRDlsGkFW7Rtr7ddmyz7S",
+	"S1bwYxMa7CfXhiA4q4KWc1iVSQVxTc/IiF9DVS7Vbido5Ee/dVKSMpqhhv5Is8vaNskxuGefHLt3KtdM",
+	"Y9F9wq6TkRQ86qo0Ght2hu/n+4R7Y/Pln2TC7rWLuGi6kpL7nCjfIRNTeQB9WoQnxVaUgsR2f8dksCAT",
+	"KuzZMACQjbIb5NMZdODAMq1VDJF+jS1XZESoBXj2RTzIuBhfcHFhJyQu2oqpcl8+T7APMOuo4K63lPdc",
+	"kW6na8EWIuiIqCVAL5bPmjvvCwLtMAvEAb5pXwcaAUMlDxfjhpkUV8KG7YM0vcTWPbnuCznyt1lazXOn",
+	"9qa50mRCrxjUB2LIc1v/mW9JyMB1bGEJqcf5LK6Eef9gJq5YX3Hma5Se8Tx4t+hv62Ds1EnQTu08ug/m",
+	"83x2M1/l8RwPh2ymWXKEAB+otnTXL0Vl+/PQ/XnoeiMKu7rsVBa6yGif5TZSWxvQu9oqmeumHH1T9uo3",
+	"YxaUtyIkNlr4Qub6Qo5u25HQelToeptIkYLU0bB5q0aqjFoDcW/Uk3VXWJwWOQ592hSIv42JIIWFKB5x",
+	"0Hlfpd/P6WWR6fuc68+jB9Xwe035vWnK51NaRlRLOqss6k+prfBsTF6x7JvQVB/hmJEKUnj8YaWLzMiU",
+	"crPtqBhCM0oAfQMDCM5hXwTK32WDILEkyADwIXrJQhROe90uaw/d8wFTOgi+BwvviDYibCIOrW/pEvmK",
+	"VW99IdgcXf8WOV6n/Y5sR8orbHmfKkmo6AsuhjwxQYCvS9B8ylIuWMv64hYhWNLOQmqIL/wHmkCyeDZq",
+	"1iwXgovxESBe/HOw5t98sZAaeVXMBNehjJNpylOi6EKR+WRR6WCfeVH6NkAjO9Ywbu1cF98ZeNd7b3rv",
+	"Tb98bxpFu2yarlhGoFa+COMf3EA5XbcaIvsz5al5FRWRwmThqUNR3lEQWvCMTBlVecYSrza3wtF+8G/y",
+	"olG07jO2AdH6yd9DaNdBaHkgGd8KuRqcle0EK7cI080b4RM8+kVvAvMJ22wAmJO98K8TfmGlwQk+/vvJ",
+	"MePHSeL6dS8xk5I61WQqlSZvD9ChfnuoJwHE2QOmjO96u/FrBC288QT6Vvvv5Vw6yYH3T0t76ZENROzJ",
+	"ORB4UPOiE6omeDIO9KSOP6V7QCYyz5R9E/gcpMaKZ4g6j0kuNE/B7cchcSS1Gu30CQ3zt9IoJKPDS3Ic",
+	"gLOvd8hfm295nvYfxcjJqtN6rGoo8D5HJF5uWl7dm3oPC9o77o+kpI+T5Haqe42S3qa0CG7frmbhi60P",
+	"t6rZcW4M5XSaC0foAf1EWuTY6TuepkirQbggNMgyv1IB6OK2Cu+8RwVvcxLAqUE08gWGhDAVmhJBJXfT",
+	"lDvhh3BC9iUSz4cfwhW4y6bYAjTkyLlvoYGsaD2qS7vOLu3hPyvhP9vLwZOUl/mamJVwny8MVZtjA8ps",
+	"OQgyjAbXtlbAbh5Azz2cK/jDbt7fs0Bt1u0uh7J5QbtsXzv+PQBsHtWpa4+YGLJmwlytwioPzwc+SJuc",
+	"SjFmGYG7gc6DkhljGRmwkczMW49svnYVkPtnc+dP7G7n83tX7OW6Yq8USg1J2NJZ9709syBNEw7RK7Io",
+	"SDog4UZVFESina1jVwfzFGzYBeTm5gbFhhnT7j5ko/HHpmbEvphQsy/EqtbwZXF/NAMWDrPCjoUzs/cW",
+	"13qLdxLVJ3ce8zXcmjIr96Or+KoW+SyGbnOSCUAqWYQVECm2QIHLAZLjKDYx/MZ63xjrvP4sR6MYCy36",
+	"wv1NaapzFWM1r024ytGo4ewE18QmDsQirOqVo1GAgLCc05BzS9gwpRlLSJzIOXR6diXJ9quM4UFYEXBc",
+	"wuMjQoljbSYxXNfCcvu46EDgODK9VhjZFjMkYzrjLGmRGJSI/ZwBQ9orNsy1sfxGWThhSF4pe38T+2WR",
+	"hGdsqGW2IPW42Qx/aiY8iyPXxJrE7VxlbTXgIm70hRQWOoWU9sDJ5erg6gfdLjKJzblijSMLvwqv7Ysp",
+	"XcAyEsFYoooKPftaXChN0xQ+DrXcBUJFY0Iz1heKUaiqPj45a3YP3zZ/+fFj0TzH6cVLtkCeVWH59406",
+	"ZslRX9CB8tgymxwv61JoG3DJZjois4z5ixdObPuCpqklKZ+2yGe4y6Z8zK1BFzGidMLdb3XIB0E9kFHg",
+	"cbNpPBY50yq2vcEvYigniptx44hYebWU9do4NH4pqzT6aa4fzoG5Y4wFn13r1UCWLjKWjLialKC+lies",
+	"2+q0uq0ucLTPkEisdnDwphbVlEovuFBsmGdGdZkr1EJpNlUXecZrvVrbPtb4k2f4S9tclSuW2bw+DA/6",
+	"riQ/WE2m1FxmQAj6xvxmrtJ8ymSuL1St1+1sHRIGs/0c+OIt7KoV7xdoXvdh4kuu2Lmft3KXkDGowNwq",
+	"YhywocQ8VlFMCbjFI1sL6RhZgkoecLuDZD4xdgyiCPPr7aDyRCQfg9d61gzsHhV5H4E+EUkh0NPSmn5b",
+	"GMhNPvhHml0GOF4uwq8hdSGXgL0lF9iiJnBD+E5Tq0AuxjOXsGXKNcutvvgdnJ055frPxkjGkXcfwzYj",
+	"xldCR5wB9Wpd2h6M2OAaDXbciAowvz/nKxWcquouQzTT5d25ttPQ75TrW1A/owO0hJcs9Z4xH1XdL8d8",
+	"c3U/oRFNFfN9ZgZSpoyKqi45f5VibCbUPKo06tsVffsK56Zy4Ldh6763z9q5L1iPL0BdvLbaASGegfwW",
+	"NesK0Z5WaEB8rJiYWWvs1eH91OFp7uz70go8eA0uHM9vqCVENYSxLBBL68lSA0BS13NJZiwjKReXjera",
+	"wlMY6kXXFppP2Ka2sDRX+yLDtUWGFeUioZTDv5+xTY1v8wWiTQZMz5mxnnNpOWvKOwFa1wyknvQFCoGx",
+	"j0gIYDNhE5nalIx5RllSImxoSNSEZozQvojNoBc8iX0FDQ+yYZ4hx9l04wykjCq4bCwFQ4cCNzDsW/AY",
+	"8CF0TQMYI+jPWlZIV7CWvX5t7O7OAPrBqsd1d31cN+BdX+xCa26m9HmqG83Ip5RnVVrrB6knpJBUJ81G",
+	"VvZnZ/+uLOO3VfJ2GnmbvALc3r4x/7cLg7jRgxEo1kBaVx0z30177anCXyZV+D2ldYvCPy9x0JytYsDK",
+	"qkArhY/qjK6K39xL7c95K895S17Xk3mbm2MYs6Sb8V+KT/PH67N0bASSKTJZzKSeMDw+NZ5mnmE2Brxd",
+	"7AVElAaLAV3QfTlGXzgWSduaXYy5YMjbiFRQLoWE/ZO4GBfsVyrqiznXE5lbIixsRY7NC40X7Dke0RlG",
+	"GgCqSCLngtShSWQphSyvWOPI1ib56NV4zAW9OdX457rvdI6/2N1dfD1NpcCn+eaO9jdgcLtNle4c9CAj",
+	"qEmWg16pzJrZpf3Zjli7LxLevbqR7q2c5e25f+27cil24pt6OAUYvsC6ZJbbLwmRuR7KKfvGA/K9n7qJ",
+	"UJRaFlgyobOZiXtHpNVq7Q7RdWpWCp3JtDlLqWBrmXN9fYAruFBEMfMComDSnXKRa+ZCeeM/pIwmKvIA",
+	"Gc2yaaXH8CO+xym8xiNunNI4KzaNnRMCc/KkG+YB6JdhYcx0p64z/d0EozjiaN/4/3ZhS6WQHIeUimPJ",
+	"QnDn//s//5fEloXF/kvlwyFjCUtiIjMS2/Kk4MTFlbnMWNYE4hk0mdVdaQrKkEcUnrW8JOdlIpLvvz19",
+	"SOnzABQBSyllL0k8KZ1EFab88PDwcHXbADitsj6uPawKxbi2bK1D0z+S2ZTqWq+W53ClPahSOuNibJsE",
+	"mD2i+NgIdPOSLdRa3VnSKK8UOUm6h4ev3zsGpaZ9EJnlg5QPiXkeHjjRoeZXDDSpuUYRwebuLoVlZlAQ",
+	"B4dSC6Iz4+RiffoYGS6qjiPOcLi/mNd+VCfFDbPq4MDMjfnYZX6Gbzqz8FCZ/3DhL3EpttxD5WRTKIXt",
+	"TGoXHm3I7htJCoaPCBOJzBRLSB35vRpGjMKIB4WxL+BqY2KmwNzN3S8tcoxFlimjGRzSQ78kZKcZSjHi",
+	"4xwlEWlsKTA5ATmuCUoGbEhzxQg1r4NFkY6/C+S6eEGuqwKIL/DphdA9Ag3i60fYGyvPodncbf9Ltvjm",
+	"s20vh4wQ5QQl+/Y2vPMuFNNZE8P9laYgqJYmZ58+nl69cQkCbnYdVlW7QpCEzVK5wFYVcChm1Lo70LIu",
+	"eMM71gMJvZNzaCxc52KYMaqg87E9w4aiBagPpsLff0QyNmQcmKWSTM7I1RuiMzpTZA4lMuapUFSv+ZSR",
+	"sewL8wlzmhnjo9x52iXsYkFOpdLjjJ399tfGClTImZjOTnCOHtPuFKOs6j8Bv37fdsZ8Z1nIcGVpxogC",
+	"dR5aHEAFqK0FfcoHax2ejx9+IFOZ5IBUoBrbWTFFfrCPBmImzUd2gRWpyxkTdMbbPxz/+Jez88+nzY8f",
+	"fmjpa92IYEeYLyFTKujYyKqWxET0rVUy9pEPNguYZte67TvGFA5m+Abkp5OfP3z6cP7h86cz0uv9mfxw",
+	"8suHTyDchSwuu4eVIhfMSP3s44er7p0rhe4mF2yY47HtP/8o0UkHH7ulOKCTWpYHpNLcVE0Di2ik0FJv",
+	"hhA0nlmkhGpsw9ZlVvncDvqi62qKD9mmugZnEL/7W3cJnrm4Jpyq3RTdquOBMyaAjQskuE4FqtduSZOZ",
+	"RQr3VARlq2CI+yIO9WfccCcKVq2BnkNjPaV6CGgueNsIDL/DS5k7Ygfuik1oqFokNk+9sB3nYxJfdYex",
+	"RUDF9sxOL+Kjvoiv3vgfzH/Wc8WyiJz9emzM/Nmvx83u4Vti1p4Jbb8pIscnZ2SW8Ss6XPTgx9OMXxkj",
+	"/7PMjM9Q5AY5nntY4dEU/Fe0Pz0fA1iWded7FCmfwhuSIxL/cnJOllyr2GgM3TR/6fVFjIRUf1MsI01G",
+	"Otf9vNN5M8RLL3gC/2QE/2o+1P7BfC3+0byn/aP5Rvyj+VL8IzTW+NHNH3ZHpkrNJhlVFpA1z7hmTRPA",
+	"9CwcDGmwoOC/1RfnYHTHsgQlBESazBKWsSRycDtsZkKoInM2mEh5qY4I7QuQNq5ILujwUsh5ypIxS8jf",
+	"fjoFF6xfS1hqZpEl/RqZMioUmnd3kkT7IpVDmhKWZTJbXfdUKKJnrX6awNbzKK7XnSJ/I6YKEFuBqNd6",
+	"tas3tcj8j3l0ricXxQJh89tJE+1K09yLV2RSy6FMzZZGgcc2k1fle81fwnvxiuLe45MziwwLXHvURDtq",
+	"/uepjQoWfIXPEqjQPZnbPWLdfzuIlkgKXw+8deqM3N1DDmvK2zf4H7tUUFmid88rbzXmgqRyfETsIUUQ",
+	"HplQeMaSVTVW99GU+0qrF1lpJUJduKs3ubHIKnh25O12wcOhVsa5XgqfIDx5TCPxneF/H6JQ614St5tS",
+	"KtZ4PT/bj5aNDbgnOEsTRcb8iokjJ6f4T0dlEJIgQJTSF0i3b5TtUsDiyBqoJvZvr7z0h42WTNAAy98i",
+	"P3FjtUBxl3p5DFmKhHElvV7l9yLj1INp8zs6vFNobXjFMDtTm9NMQBppdzfyWSjkNisIRyS3VxR7ooBn",
+	"4JO7hyLd4H62rR/J17QkwPAfAvK6zMiAGY1kA36bAIJKTrT9gs193hM9AeAl4hmhWrPpTKsW+ZkLribQ",
+	"r9yNDk7rLMsFSyx5EB4goZdrdKbZ51wKUo+LVE2z6a5o+gviiLzpkIQuFBksHEVP5WmOS8L+VMzBo+dh",
+	"N19p32ZxBjxMP/NUs0fO37oRt8JG+rn67lz6Z+wtV/ZBX5XDuyf1nDbpC80wrXxf92xNdtqEE36PnzOl",
+	"PwXJ6RhT10LOIyJzrTj2u8TEY2SLMixbgs/JGmOSJYW+WbTIMXFJSWicFuYle2Q4YcNLdOXC5HYqx+OV",
+	"pRvmRZ8mnnHbdZWzYpYIvi6UI584sFp4H5A/c3KJFut0J4tuVjGleo3dPoGFd9ehlS5Mp5rwmYqMiRR0",
+	"yqJCQGzwEpFi/3rER0Bmogm7nlGzX7nQsvqE89y/4yNuBzfIugI9P1kvqRQajgCLGdfBZDpxKf62TT20",
+	"v7p94/7zwiz+6npoY/m9AHkJ2UUwSD2+uYEbvn6NESc0kakJhxqVKSG3mk8hMZuk5buugEYo3W3x2l26",
+	"NpRBu9kGPVOug55SnlbXOZfkc22h85Re/5WJsZ7Uem/frK5zhhY/G9uuwUV3r+g4x0FedDEHfMM2kQBO",
+	"1r6CY636Pj79YCcq3Ff4h7vUb/jaZ1E8ukXOC15XbnONXHnuXpEujiz1a3bFsr64ZGymCPWlEtDxDGiz",
+	"Vx+tg1g8b2tge4JOx1yCQ7GshXaQ7+c5rQ6GXtmoDFb0yBH7btGTbH80/W/K8xFogN10S8kitm/g/zc3",
+	"C7uSl4C5wO6KVEPvxRaBH9wJBgAoYRR7WdEHDGHh5KDzHkp+QvYxtLaOcTQXGG6bOVvdDsypo21aSZg3",
+	"3x9A3xuXaabxHlK3q+mAFQ5TUq6ibIMPZy8jKh/4H+/h0v3uRn3RTp39im3cOjfNe8durWM3L+TiTmW5",
+	"Q5qmcBF4OVd2hW/+w50ND2Sy+G/tPEu/rgbCAZI+yOhA9tQW5Nr3e6VInGdpXBTm9kW5MpfUTQwPtPqn",
+	"n8+wWtV9XPvG/hdyP3ExjhtRXyC2DoY501QkNEuI2ydkThct8neW8REi78zFVOcZg6702KMio3NiPtC1",
+	"lJjRTJkX4hpBeYDjoSS2ozd5EgNQvy/whl6R1zR+rgbWPGuRKkyGvdi+4glM9qagdcJcl4nkKKh3Fb5h",
+	"g84WljnFJ5WrMb7v3r17twHjO3E4d0eD6797bei7HOtGVV9h872vFACggODwb4JfGyUoRaKOrIGGrPuI",
+	"Zoh3XMg8I8NUIm138VGv//T+8P2bbqfT2fTqZjCl6XS29gtm5u0y85z/+c9O8/0f//0/KqDKUVVWSmZk",
+	"akRHzeiQNRUzq6lZQuKr1xGWQA+oYm8PyK8fj39snv163D18awuiUYBBJhUIJYnxjmLa8cpW+c/+k0q/",
+	"Gjm2D476wszijGU+GhNmZxk/6Tw4zQShdeXpQP2IiDbbMoNcmd3DmT3AgLWwz6sneQaMOgRAsgBDBVY1",
+	"QFGnic/HATIW7zEfa48/i4W8eh395VD+Y/S/P70//Mf7v/09f32iRr9NR3//9NtEXP6jO/vXe/n+00+f",
+	"2r+2Zx8O/rxptf2E7iSv9+pWSDWSTOpar9btdN82X79udt+ed972Op1ep/OPWlQrWJfC/Wh23ur9iA1q",
+	"jVb+GtXKN67fyFNjZsYQocqEken1a+DplHMAWrH/VesddM1/+CoZh38wP+eDf7GhxkHtLAEvPdxuG3Dg",
+	"blr5sVW37eQc2BBpq6D4v/6rstITa/hRX4J+54rwsZCZ87+r7ivtDOgE5KILRIYi2WkzZUZVsITUDzrv",
+	"4JeD7nuoGrClCBGZSCFxf8RfjH5uHo80y2JEqR1Wjf3FwhZgo7FrnBlOU7CqcjSCcf7FNVDDrnh8ay04",
+	"7VhYO+IhDs5CO+hIhQfxtcJHO0N/doDJn1/Pz0/rZw3CRDKTHJre4ziqRU4q8DeEq74w9h3H55pQRf7H",
+	"2edPpI5iQOKyGMSNiFTY+b4IDX2vL/riP0t2Gslynekk9TWmsy9IYD2NTU9y3POWIL9xVHq63wR2kE2W",
+	"rXSz11BxbxsbQcw+yYF0CrwW8lA2ojiURoYAiktDcM/A6zQTNpQJkJ0B3Dls24SlMfF8otjwIj4izh6Y",
+	"J9hLnGV4hcYtpbMIuIpVPpyQwPIVNnOwsA8wtjQiSzasrhgjMZIy2MU/w+SUsSp98dMqVwy3r0CQUA+p",
+	"GN21VBOKiOyZmV47fZGrk4RbCkkyUZ3FKWkmSF1J4HCz0CsI7fpCMaZIDPovn8XOtQSomVeKMTA6APeL",
+	"arTIMeleX9s8aV/UzdLYF7CyRWxzgIi87pBSPZH7FHVEDq+vI3LQeRf1BagkaKql5zK7RLySCrXUWlXT",
+	"Fxt0zRF0nAC6FJfeLWnMVl/87noc4j4b5MkY08Jq5iq4pEBhoI7+ruF4/4qVLOncyDjj3s01P124n+JA",
+	"v9j1iQIv5FoXzdq8BnQ8gFhHZlcRiLURnI+5Tuj6OBdBxVFEXBSPfcLsRNgylQhnsGgIaRHy4HqF+dSK",
+	"/PjqvLeV+GfNfMMMXhgD71sDtf6zFtV8v1bbzcGEnitKcb3HZsL8LMn1ojnIeDI2Dluepca103qmeu02",
+	"Bv929NZQTtsFLmxHj+J5suylwVfm2a3G2SXTvgeM7bPyq2t6nHtGqE9BrvHwNqfnK3Mw26LFwuTnJszY",
+	"Ug3uBuDYnfXhHjX2Mvm5537BHxYwVpWnr0KOVVYJFVL42CnzDfZjjwJ5wGKkO4raborIruvdYGIhZKvQ",
+	"8/WYCWNMkh6BNmVxoy+qUFyFpu25yI9M5NwE5ObDvNeOfdP6Iohx3OVj6TxaG50NqRASGhsD3TZLjsjQ",
+	"HhAbX3juX1JLjAzZijIPxJo8jHq/q5+Ls2ibve2ev3oG6NgGLeFwY3ttsceMPTFm7G7adJ3zuQ1WrIBS",
+	"eWCYz+2UkWGMDic2GWIzQpBx6fXFfMJEBIoxlWKMDLG/np+fEuxMbyljkQseUg1Uk6lUmhy+7pLBQjPV",
+	"FzZr5vTnKxftr8aeAQOgJS4MUiF3xJ15rqOGS4YIi24rHG8pwqFzoXmKlKEjeMVViDWrcvagtT1o7dlB",
+	"a0WVwdMB1kIHbkt11b5xr7eW/f1zmKG2GsS5T8v4KbUuLvEIrWdEgRVVCftIYynSCE8inkxWt9ehd5fs",
+	"tj9O2x2iefdXXVWr/lvOck/T7fdV/ZKLhMTFwV/c8GdcdMocXaAHjuNfwyPGyJ6CzSdUQ7KfK8+yDTDQ",
+	"pLDj3vnArvVklDE1KR2NtMj5YsaHNE0XJFfY7oca8x2eORdaQVhSEB+ZcUVG/JolGJXZ8fpimiuIymxM",
+	"Q+oHnfd4XjHnilXC0b+wcqFSoEUemgS8+2RqSLB5tBwAL/Z5vecz23bBCHWFCcDy+IBRwoyL8b3Uz0qF",
+	"cvr57NzoE1uX4HRCCwoTyQxjuOXyCgsVF0MW9cUtxDipc00E43CQOKfGwBvdIaTr9AvnkTglja3h5Z7S",
+	"HHr4WsA1OQ7oQpFRWjKAn7uTyO71NaSZFB63hqesRURyZIeETWEGYemIKM3TlNh2NJVEQadcjJ8ga7pJ",
+	"HZil2sPSv31YupMv4D18+EwCZiItM+njKIsvyOClfBGyMUA2aWqdAeOXSMGi8NzXFgeYnW7zBTIjsS2k",
+	"uVCxqy4idUdm/O7tQaeDVTMJXdhSilnGrrjM3SEGQcidew0tZc9XQ9mJnjBBhjTD1MlclopUuagqZCL1",
+	"peLXiFBVValFsd5lubIHgDhF84QhFUQBuZlVoZg/doVHGkpPoGQnqJOxE+PPbaCY2FYkFWQbv5v5Liax",
+	"Rzox9qlemiUjRsUsUd0X4G/VcwWdF6FJOnUXp4xesqTRItAMA24wlsyXRIm+cG+XZOa5tkaWZcvjlly3",
+	"V54BoS8wpa5Wd2op1UPdPWkePWk5iV+HWu/N205n1zw7fuwXW2VW+2oz7o+bYN+umqMwJ0ZyXWVH9GB1",
+	"Hfs0/D4Nv1uHHhqolbIRups1nUg65WvbliDwEvzLgAKfJaHb2MM9Qm3+3AwF7ukw5VAjaBNfZCiFkilr",
+	"EKoula3phNDbfEoTUJ62UdYczid1X0zpgsjRiGXWT5Ups94pV8irhCF2yfqtaLXzO37tY2oXHGFVE02a",
+	"pixrPUjPUwt5hScSvi0bgCdwKVeY39QGjGYsO871pNb75x/GHCC4vwrLdHy77+kRKfVgQmYAtJDziVmy",
+	"49MPLV8aeAPTxb722u2biVT6ay2qXdGMmw2jCsL7m2KWaq+7f2p1Wp3W6967zrtOrWp27divFKFJkjGl",
+	"yicsKVeaCVu8jy9QHmKi9ezWg2MoY4zJgE04eLPnfz1rapZNuUAfYZbJa0RqiXxqpt8+Bu6Dyvs//NLc",
+	"qgqw/bzdkQ7PHIa5OTdRpWLajKFIXfMpF+PI+lPmqyIyYmLIxRhob2wxpmsQXruNcTrD5cSNnOWiYERr",
+	"QlvEOHiMkAmresaPtzrdK1KfMJrpAaOapFxcqgYZMD1nTEB/a9UKK0X1pOqpp5nU2H492HfKHuhR8tPx",
+	"L0SOfIdtGybPWNYEXMws4zLjmpeGCjp+Vwz4620KpF5pbFKfUp5GQfOuiIgxF9cNs9z2ZY13avOMA3mN",
+	"MDdKRmwe0Bm1bhPQVL1QQeoRSILZsaUH4LZeAcrLEw7cXzw1L2U7puTaNl71D4HrVjwDszepHEegzY2v",
+	"TZTOGJ1GHp0K71fQ2AdPtjanYnlTasSUhF3YBwsyoSKxJ6++qy4KJ5bTe+ymC7dY4pt8ut2oJ2waCpjv",
+	"TXf7LU4srkWZ6SlLfrRk18rNdskwY4mtrJcDTbmwHeREJtPUjBZO77h69F8ZTfUkIhmjCRdMqYhMmc74",
+	"0C04ILuG+dLj1EJpo/r/+Pr/AwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
