@@ -370,6 +370,11 @@ func TestMailTemplate(t *testing.T) {
 		s := s.(map[string]any)
 		steps = append(steps, fmt.Sprintf("%v/%v %vms", s["resource"], s["action"], s["duration_ms"]))
 	}
+	for _, l := range nc.agents[1].logLines("event", "step") {
+		if l["action"] == "stop" {
+			steps = append(steps, fmt.Sprintf("node2 %v/stop %vms", l["resource"], l["duration_ms"]))
+		}
+	}
 	t.Logf("switchover steps: %s", strings.Join(steps, ", "))
 	measure("switchover node2 → node3", at, 2)
 
