@@ -156,7 +156,13 @@ type TokenStore interface {
 	ListTokens(ctx context.Context, p backstop.Page) ([]backstop.Token, string, error)
 	// DeleteToken returns ErrNotFound, and ErrConflict for the last
 	// admin token.
-	DeleteToken(ctx context.Context, id string) error
+	DeleteToken(ctx context.Context, id string, prefix *string) error
+	// FindToken returns ErrNotFound for an unknown id.
+	FindToken(ctx context.Context, id string) (backstop.Token, error)
+	// ReissueToken gives the token a new secret and returns it.
+	// ErrNotFound; ErrPreconditionFailed when prefix is set and is not
+	// the token's.
+	ReissueToken(ctx context.Context, id string, prefix *string) (backstop.Token, string, error)
 	ListAudit(ctx context.Context, p backstop.Page) ([]backstop.AuditRecord, string, error)
 }
 

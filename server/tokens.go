@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 
 	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
@@ -38,9 +39,52 @@ func (th *tokenHandlers) ListTokens(ctx context.Context, r api.ListTokensRequest
 	return out, nil
 }
 
+// tokenETag is a token's ETag: its secret's prefix, which changes when
+// (and only when) the token is re-issued; name and role never change.
+func tokenETag(t backstop.Token) string { return `"` + t.Prefix + `"` }
+
+// ifMatchPrefix turns If-Match into the token prefix it names: nil for
+// none or "*", and one no token has for a weak tag (RFC 9110's strong
+// comparison never matches it).
+func ifMatchPrefix(h *string) *string {
+	if h == nil {
+		return nil
+	}
+	v := strings.TrimSpace(*h)
+	if v == "" || v == "*" {
+		return nil
+	}
+	if strings.HasPrefix(v, "W/") {
+		return ptr("")
+	}
+	return ptr(strings.Trim(v, `"`))
+}
+
+// GetToken returns a token without its secret.
+func (th *tokenHandlers) GetToken(ctx context.Context, r api.GetTokenRequestObject) (api.GetTokenResponseObject, error) {
+	t, err := th.store.FindToken(ctx, r.TokenId.String())
+	if err != nil {
+		return nil, err
+	}
+	return api.GetToken200JSONResponse{Body: toAPIToken(t), Headers: api.GetToken200ResponseHeaders{ETag: ptr(tokenETag(t))}}, nil
+}
+
+// ReissueToken gives a token a new secret, in this answer only.
+func (th *tokenHandlers) ReissueToken(ctx context.Context, r api.ReissueTokenRequestObject) (api.ReissueTokenResponseObject, error) {
+	t, secret, err := th.store.ReissueToken(ctx, r.TokenId.String(), ifMatchPrefix(r.Params.IfMatch))
+	if err != nil {
+		return nil, err
+	}
+	a := toAPIToken(t)
+	return api.ReissueToken200JSONResponse{
+		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, LastUsedAt: a.LastUsedAt, Secret: secret},
+		Headers: api.ReissueToken200ResponseHeaders{ETag: ptr(tokenETag(t))},
+	}, nil
+}
+
 // DeleteToken revokes a token.
 func (th *tokenHandlers) DeleteToken(ctx context.Context, r api.DeleteTokenRequestObject) (api.DeleteTokenResponseObject, error) {
-	if err := th.store.DeleteToken(ctx, r.TokenId.String()); err != nil {
+	if err := th.store.DeleteToken(ctx, r.TokenId.String(), ifMatchPrefix(r.Params.IfMatch)); err != nil {
 		return nil, err
 	}
 	return api.DeleteToken204Response{}, nil

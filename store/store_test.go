@@ -232,13 +232,13 @@ func TestLastAdminToken(t *testing.T) {
 	if err != nil || len(ts) != 1 {
 		t.Fatalf("tokens: %v %v", ts, err)
 	}
-	if err := st.DeleteToken(actorCtx(t), ts[0].ID); !errors.Is(err, backstop.ErrConflict) {
+	if err := st.DeleteToken(actorCtx(t), ts[0].ID, nil); !errors.Is(err, backstop.ErrConflict) {
 		t.Fatalf("revoking the last admin: %v, want ErrConflict", err)
 	}
 	if _, _, err := st.CreateToken(actorCtx(t), "second", backstop.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.DeleteToken(actorCtx(t), ts[0].ID); err != nil {
+	if err := st.DeleteToken(actorCtx(t), ts[0].ID, nil); err != nil {
 		t.Fatalf("revoking one of two admins: %v", err)
 	}
 }

@@ -135,9 +135,53 @@ func (s *Store) ListTokens(ctx context.Context, p backstop.Page) ([]backstop.Tok
 	return items, next, nil
 }
 
+// FindToken returns a token, without its secret, or backstop.ErrNotFound.
+func (s *Store) FindToken(ctx context.Context, id string) (backstop.Token, error) {
+	t, err := scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1`, id))
+	if err != nil {
+		return t, fmt.Errorf("token %s: %w", id, interpretError(err))
+	}
+	return t, nil
+}
+
+// checkPrefix returns backstop.ErrPreconditionFailed when prefix is set
+// and is not the token's: the secret changed since it was read (the
+// prefix is the token's ETag).
+func checkPrefix(t backstop.Token, prefix *string) error {
+	if prefix != nil && *prefix != t.Prefix {
+		return fmt.Errorf("%w: token %q was re-issued since it was read (its ETag is now \"%s\")", backstop.ErrPreconditionFailed, t.Name, t.Prefix)
+	}
+	return nil
+}
+
+// ReissueToken gives a token a new secret, ending the old one at once,
+// and returns the token with the new secret. prefix, when set, must be
+// the token's current prefix (its ETag), else backstop.ErrPreconditionFailed.
+func (s *Store) ReissueToken(ctx context.Context, id string, prefix *string) (backstop.Token, string, error) {
+	secret := NewSecret(TokenPrefix)
+	t, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Token, error) {
+		t, err := scanToken(tx.QueryRow(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return t, fmt.Errorf("token %s: %w", id, interpretError(err))
+		}
+		if err := checkPrefix(t, prefix); err != nil {
+			return t, err
+		}
+		t, err = scanToken(tx.QueryRow(ctx, `UPDATE api_tokens SET secret_hash = $2, prefix = $3 WHERE id = $1 RETURNING `+tokenColumns,
+			id, hashSecret(secret), secretPrefix(secret)))
+		if err != nil {
+			return t, err
+		}
+		return t, audit(ctx, tx, "token.reissue", "token", id, "", map[string]any{"name": t.Name, "role": t.Role})
+	})
+	return t, secret, err
+}
+
 // DeleteToken revokes a token. It returns backstop.ErrNotFound for an
-// unknown id and backstop.ErrConflict when it is the last admin token.
-func (s *Store) DeleteToken(ctx context.Context, id string) error {
+// unknown id, backstop.ErrPreconditionFailed when prefix is set and is not
+// the token's (it was re-issued) and backstop.ErrConflict when it is the
+// last admin token.
+func (s *Store) DeleteToken(ctx context.Context, id string, prefix *string) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
 		// Lock every admin token so two concurrent revocations cannot
 		// both see another admin left.
@@ -148,6 +192,9 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 		t, err := scanToken(tx.QueryRow(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return struct{}{}, fmt.Errorf("token %s: %w", id, interpretError(err))
+		}
+		if err := checkPrefix(t, prefix); err != nil {
+			return struct{}{}, err
 		}
 		if t.Role == backstop.RoleAdmin && admins <= 1 {
 			return struct{}{}, fmt.Errorf("%w: %q is the last admin token; create another admin token before revoking it", backstop.ErrConflict, t.Name)

@@ -114,7 +114,7 @@ func tokensDeleteCmd(a *app) *cobra.Command {
 		if err := a.confirm(*yes, "Revoke API token "+args[0]+": every client using it is refused from now on."); err != nil {
 			return err
 		}
-		resp, err := a.api.DeleteTokenWithResponse(cmd.Context(), id)
+		resp, err := a.api.DeleteTokenWithResponse(cmd.Context(), id, &client.DeleteTokenParams{})
 		if err := a.check(resp, err, http.StatusNoContent); err != nil {
 			return err
 		}

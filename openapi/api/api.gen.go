@@ -3584,7 +3584,8 @@ type TokenCreated struct {
 
 	// Secret Use as `Authorization: Bearer <secret>`. An
 	// `Idempotency-Key` replay of this answer carries it empty
-	// (the server keeps no copy).
+	// (the server keeps no copy); if the first answer was lost,
+	// re-issue the token (`POST /v1/tokens/{token_id}/reissue`).
 	//
 	//
 	// Example: bsk_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
@@ -4291,6 +4292,22 @@ type CreateTokenParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// DeleteTokenParams defines parameters for DeleteToken.
+type DeleteTokenParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ReissueTokenParams defines parameters for ReissueToken.
+type ReissueTokenParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListWebhooksParams defines parameters for ListWebhooks.
 type ListWebhooksParams struct {
 	// Limit Page size.
@@ -4626,7 +4643,13 @@ type ServerInterface interface {
 	CreateToken(w http.ResponseWriter, r *http.Request, params CreateTokenParams)
 	// DeleteToken Revoke an API token
 	// (DELETE /v1/tokens/{token_id})
-	DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID)
+	DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID, params DeleteTokenParams)
+	// GetToken Get an API token
+	// (GET /v1/tokens/{token_id})
+	GetToken(w http.ResponseWriter, r *http.Request, tokenId TokenID)
+	// ReissueToken Re-issue an API token's secret
+	// (POST /v1/tokens/{token_id}/reissue)
+	ReissueToken(w http.ResponseWriter, r *http.Request, tokenId TokenID, params ReissueTokenParams)
 	// ListWebhooks List webhooks
 	// (GET /v1/webhooks)
 	ListWebhooks(w http.ResponseWriter, r *http.Request, params ListWebhooksParams)
@@ -5046,7 +5069,19 @@ func (_ Unimplemented) CreateToken(w http.ResponseWriter, r *http.Request, param
 
 // DeleteToken Revoke an API token
 // (DELETE /v1/tokens/{token_id})
-func (_ Unimplemented) DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID) {
+func (_ Unimplemented) DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID, params DeleteTokenParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// GetToken Get an API token
+// (GET /v1/tokens/{token_id})
+func (_ Unimplemented) GetToken(w http.ResponseWriter, r *http.Request, tokenId TokenID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ReissueToken Re-issue an API token's secret
+// (POST /v1/tokens/{token_id}/reissue)
+func (_ Unimplemented) ReissueToken(w http.ResponseWriter, r *http.Request, tokenId TokenID, params ReissueTokenParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -7764,8 +7799,127 @@ func (siw *ServerInterfaceWrapper) DeleteToken(w http.ResponseWriter, r *http.Re
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteTokenParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.DeleteToken(w, r, tokenId)
+		siw.Handler.DeleteToken(w, r, tokenId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetToken operation middleware
+func (siw *ServerInterfaceWrapper) GetToken(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "token_id" -------------
+	var tokenId TokenID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "token_id", chi.URLParam(r, "token_id"), &tokenId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "token_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetToken(w, r, tokenId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ReissueToken operation middleware
+func (siw *ServerInterfaceWrapper) ReissueToken(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "token_id" -------------
+	var tokenId TokenID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "token_id", chi.URLParam(r, "token_id"), &tokenId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "token_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReissueTokenParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ReissueToken(w, r, tokenId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -8590,6 +8744,12 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/v1/tokens/{token_id}", wrapper.DeleteToken)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/tokens/{token_id}", wrapper.GetToken)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/tokens/{token_id}/reissue", wrapper.ReissueToken)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/whoami", wrapper.GetWhoami)
@@ -16397,6 +16557,7 @@ func (response CreateTokendefaultApplicationProblemPlusJSONResponse) VisitCreate
 
 type DeleteTokenRequestObject struct {
 	TokenId TokenID `json:"token_id"`
+	Params  DeleteTokenParams
 }
 
 type DeleteTokenResponseObject interface {
@@ -16491,12 +16652,303 @@ func (response DeleteToken409ApplicationProblemPlusJSONResponse) VisitDeleteToke
 	return err
 }
 
+type DeleteToken412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteToken412ApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteTokendefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
 }
 
 func (response DeleteTokendefaultApplicationProblemPlusJSONResponse) VisitDeleteTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokenRequestObject struct {
+	TokenId TokenID `json:"token_id"`
+}
+
+type GetTokenResponseObject interface {
+	VisitGetTokenResponse(w http.ResponseWriter) error
+}
+
+type GetToken200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetToken200JSONResponse struct {
+	Body    Token
+	Headers GetToken200ResponseHeaders
+}
+
+func (response GetToken200JSONResponse) VisitGetTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetToken400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetToken400ApplicationProblemPlusJSONResponse) VisitGetTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetToken401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetToken401ApplicationProblemPlusJSONResponse) VisitGetTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetToken403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetToken403ApplicationProblemPlusJSONResponse) VisitGetTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetToken404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetToken404ApplicationProblemPlusJSONResponse) VisitGetTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetTokendefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetTokendefaultApplicationProblemPlusJSONResponse) VisitGetTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueTokenRequestObject struct {
+	TokenId TokenID `json:"token_id"`
+	Params  ReissueTokenParams
+}
+
+type ReissueTokenResponseObject interface {
+	VisitReissueTokenResponse(w http.ResponseWriter) error
+}
+
+type ReissueToken200ResponseHeaders struct {
+	ETag *string
+}
+
+type ReissueToken200JSONResponse struct {
+	Body    TokenCreated
+	Headers ReissueToken200ResponseHeaders
+}
+
+func (response ReissueToken200JSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken400ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken401ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken403ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken404ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken409ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken412ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueToken422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueToken422ApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueTokendefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReissueTokendefaultApplicationProblemPlusJSONResponse) VisitReissueTokenResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -18170,6 +18622,12 @@ type StrictServerInterface interface {
 	// DeleteToken Revoke an API token
 	// (DELETE /v1/tokens/{token_id})
 	DeleteToken(ctx context.Context, request DeleteTokenRequestObject) (DeleteTokenResponseObject, error)
+	// GetToken Get an API token
+	// (GET /v1/tokens/{token_id})
+	GetToken(ctx context.Context, request GetTokenRequestObject) (GetTokenResponseObject, error)
+	// ReissueToken Re-issue an API token's secret
+	// (POST /v1/tokens/{token_id}/reissue)
+	ReissueToken(ctx context.Context, request ReissueTokenRequestObject) (ReissueTokenResponseObject, error)
 	// ListWebhooks List webhooks
 	// (GET /v1/webhooks)
 	ListWebhooks(ctx context.Context, request ListWebhooksRequestObject) (ListWebhooksResponseObject, error)
@@ -20043,10 +20501,11 @@ func (sh *strictHandler) CreateToken(w http.ResponseWriter, r *http.Request, par
 }
 
 // DeleteToken operation middleware
-func (sh *strictHandler) DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID) {
+func (sh *strictHandler) DeleteToken(w http.ResponseWriter, r *http.Request, tokenId TokenID, params DeleteTokenParams) {
 	var request DeleteTokenRequestObject
 
 	request.TokenId = tokenId
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.DeleteToken(ctx, request.(DeleteTokenRequestObject))
@@ -20061,6 +20520,59 @@ func (sh *strictHandler) DeleteToken(w http.ResponseWriter, r *http.Request, tok
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(DeleteTokenResponseObject); ok {
 		if err := validResponse.VisitDeleteTokenResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetToken operation middleware
+func (sh *strictHandler) GetToken(w http.ResponseWriter, r *http.Request, tokenId TokenID) {
+	var request GetTokenRequestObject
+
+	request.TokenId = tokenId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetToken(ctx, request.(GetTokenRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetToken")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetTokenResponseObject); ok {
+		if err := validResponse.VisitGetTokenResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ReissueToken operation middleware
+func (sh *strictHandler) ReissueToken(w http.ResponseWriter, r *http.Request, tokenId TokenID, params ReissueTokenParams) {
+	var request ReissueTokenRequestObject
+
+	request.TokenId = tokenId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ReissueToken(ctx, request.(ReissueTokenRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReissueToken")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ReissueTokenResponseObject); ok {
+		if err := validResponse.VisitReissueTokenResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -20388,569 +20900,574 @@ func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7P2Ldts4li+MvwqWZtaK3C3LknxJIq9eZ7ly6bgrF1fsqpruUo4JkZCFMgWwCMqyOp0HOE/wf4H/9yTf",
-	"m5wn+Rb2BkiQBHXxJZWa6XNmpmKRxHVjY19/+3MrlLNECiYy1Rp+bk0ZjVgK/3x1Qa/0fyOmwpQnGZei",
-	"NWz9xFLFpSByQrIpIynL5qlgEUlZkjLFREb1i8dEMRERnpExDa8JFyQ4ney+o1k4DbqtTkuFUzajunV2",
-	"S2dJzFrD1qi1P2q1Oq1smeg/VZZycdX68qXTeitDit1XR/Pjx7d2JGHKaAYDUXKehqypm72b/l4Yz1XG",
-	"UrXX6z8/nDylB7u9Xq+3+1T/n2f6//SK/9f3DOlLp5XQlM5YZtbqBTZ4+rI+RPOI8EiPqBjHhl1z3UZC",
-	"s2mr0xJ0pr80o7/kUavTStlvc56yqDXM0jlzpzyR6YxmrWFrPoc36+v6Yp4qmdaHfDFlJBDsNrsM4Y3A",
-	"rnGSshsu54ok9IqVp/Pu5avD9z//ff/vFz9k716eLN696O3r/769uFq8e3mCvxX/e2un9tucpUtnbjgk",
-	"dx4zevuWiats2hoOej3fPF6ymN+wdOlbfvustv4H4x57Gu7T3cHksL97EPXY7nN6eLi7H/YnPfY8GtB+",
-	"w/pHpsn7b4Ad3HlGs7l6zeOMebbjg4iXxHTKmdKnKZtyRVRGM9gF30IqaLK0kP+Zsklr2PqPveLI7+FT",
-	"tVceCQzuDWcpTcOpd1nzh810vb+/v78VXU9tm/df2NOIzRKZMREuv2fL+vBPSBhzJrLdcCoVE+SaLUm7",
-	"3+0ODg9JOKUpDfXJ3umSjyxhNOPiilBy9uH8gix4NtVnYSQUnTH4kIqIjGW0NMxQwVGZ8FRlhAq1YOkx",
-	"fkWFzKYshXc75GAw6I5EaemOJv1wEO2zXeRluzPK411z2u2SIYMuFs2Z6a6eatPJOTzstGZc2L/73lWb",
-	"AIf2MwR9HZCYqoykjEbHhGr6ixmRghGuzExZhFM96A/KVGGZu38O5mpoGnzff+zf8hnP6oM9o1eMKP7P",
-	"MoM67PnPSQyNuB1HbELncWa6ndFbPpvPdAM9WEH8q1g/LjJ2xVIY0XsZMd9p0b83H5R+v9/f6qAIGbH7",
-	"n5Ezmk19gz2NNLvX2xrxlIWZue0p0YNomMJgMBhsNQX91/2ncC5myQVNr1jmm8j5+3dnJIPHzYv/9OnT",
-	"p1uNHBu8/9gv5DUTvmHDg+YBHxwcHGw3YN3e/cf7MxtPpbz2jdg8ah7z0dHR0VZjXmCL9x31F/2xSqRQ",
-	"DMS072j0kf02ZwrYRihFxgT8kyZJzFHI3EtSOY7Z7M+/KpQ48/noaWeUx5aJdIF3DImYz8YsJbO5ysiY",
-	"EZqRmVQZOez19GqkqdQy4i+fW3EuxrrftzqtGVOKXsHJbm7qy6eOvdSHB8AQeQar/B2NiJ1VvgTTLEvU",
-	"cG9Pi98qk0k3Yjd2ZmrvhsY8wrF82VRCOMOPcVXr10OKIyCRZIoImZGZ5ugoqEQynM+YyIZkRmO9Zywi",
-	"fzv/8L5DKJlwFkdWvlykUlwRPQUiUyLnmX6QUnHFOoQKMhfXQi4EfqM/HtNIv5jCJc0ikgvlHZKx24xk",
-	"U5rpy0mP58eL17vP9NtTGUeKvP/xbUf/RfHq1poLyaTuRSYshbXBzzN6DTMSrEsC3M1fPgVEE6oijIZT",
-	"IicTJiItI8DAunpNX0gxiXl4XzqjxFz/0F9ERi0tE4xahMb6Fl4SdstVBmJeThrPC9LIR7EhXYT2/Yem",
-	"CtuwyuUnEs7TVC86SLFDQmGG+bz0qgvYdDn+lYX6NR7HJGUTljIRMth++BR3aSLTMY9Q9KJwZ8Hu6j9B",
-	"TgsqclJgGhwzkO2M8AJb9xqaipi4594B3yWjVkTVdCxpGo1aZEoVSWXMyA1nIBjC+SgoTjAWKUKjGRel",
-	"Pd0v9rQY3oabOsk/eKhdhZk9MTPhioxZLBew1lpq8E6pHdzu2uHt6u+CHVjs9zJ7Leciuuda21OyiVIN",
-	"3GACnbpLfFAs8XuZkdfmhY2WWMhsF1t8iCU+0bc/ankMhC7DbLT6oKm1LVPzS3E8tIBm1AuzFri+Z3QZ",
-	"SxpdSPlWyy33XGZ7nIFlstsQtrbfO3h2+PSIjJcZK3GivkO15oIir0TGsyW5kJLggDZcYd3jbiblbgxf",
-	"PTR/gglxRaB1zTYorr5i6Q1LCQ1DlmSKtPvkHf+OjLU6DkqCWeSUhVJEXDf8mvKY3ZecgT8akg6n+v6L",
-	"hsRqSQR0KTKeZyU+CvoZV2TUOgBNq9iGQbEN7kiJGeqGO5A4n+5O8NOH2IbCMFiXHSqza6sMBATdAU25",
-	"kkLfGwtGr0nw815AMnpFBNMbBg0wtXOcH5oFVXYptVZPI+RXeHroFeUC9PiUZenSbCoO+X47qbXDVNCY",
-	"gORwbGymSHT6kEdMZHwCVp3MHnlDdLG8MsIvU6BvOAL18+fPnzcL1HbrD10x8dSO5Bybf6UHtOnm22k8",
-	"EH9bEmRVsCgdQoGTfXz9gjw/OHxKTK9Dcnh7S9qUwEkzIuJI4OrgSgbF6liJzLeMO1oUOOztk7aQ2UiA",
-	"hLHTHcGF+KOg82wqU/7PBzm1eOlzlcuqMgXSS9mNvGblG6dfbE5pFBvuyRy+0fQTauH3QbbmvSRhyoAo",
-	"aQwSFN7oKEabOXXsbPTz9kQL0Ve6gx04u1Tgn05DXaJ5LQpZJKQpWDGDn3/+effEmcGQfMdoytKgi/uS",
-	"pDLUitE4Znhr3PvyQseA+mXwqRuxhIlIXWoWgv/WkiEJl2HMSCJVNuG3ZHc07/X2GVGJlHH+l3naqNvt",
-	"5R3tDfaKfvZ6JU3vjp2WtMDBwKUgZ73MNbv56QaF8MFvVa7IgsXxrlH59I01Thm9VoSSdB6zsnZIQio0",
-	"AbHbJGVK6ZNfXSQt9Gd8pvm5/l7/CTq0/gd6DoxlHI9+xCMgSa7UnO2guic8qgDX53OurPHStdN6dD64",
-	"N8oqnzIkq+ZJItOMRe9YxOkFrP29aPYFfrqrmyKjllZq95KYcjFqWb0WZRMWGZeb2wO07EoChy695IMl",
-	"MFoCw92Y9+Rf787017vw2UMRkBXH9PyC6ow0f8g7ArPOieY3WtflV37bdcQUT1kEaii/mhvNxFg5hYzK",
-	"puLProdtY0fdhImQi6vWsKVYPGl1cncGZ5pFfOrkZtuNTb9gJL1mS63gDH76NZz91DO/mhYTBv5H/U/F",
-	"rwQXV/p18wseFFwQllyGUxZeX8JFfkPjyxnKB71Oa8pomo0ZzeC3wWGv04oZVewyy/C1PrwGg4kYjS7p",
-	"BNxU++a3yvf63d/mPLxu6LHTwtN5eZXSkNk+v3RaN+hZbg33v3RaSao1yIyj3c7djwb/6p2cq2vsh86m",
-	"ribn1/jamYx5uNTflfa+yXemb0FkOCRJuUy1YjSxLMxSJc/YTK3rP/fG6b7NJGiaUvg7J7v6yXD62dov",
-	"sXbtCuqteWhYat1a4EAD+cIVZhSqvTllKdJ+8+7kxe75m5PB4dFOebzO0cjHpHXRpjF5duQlODrAgJhN",
-	"FZmkcgbaQCbvsBlnNJv69sEc1mrfr8A7jTeO7iePZyjoeqNugQmeMZb6+i5zh9oRkrMZFdGueUvviTom",
-	"gi00f1SEiUim+nYcL/X9m+pxRfqljcd2jg1/z7wEWjCqVW1c4Fsuo6h5rkSYas6lyGLKUBGkYon6H9qo",
-	"UANUJQLad+iGi+zooOX17RVeiF/yEXTKsRiFX85MqWAgZZZgicESpHNYKnv1KR8Lqqp6/sVO1/3aYiUh",
-	"OVeccbTMbgetLW+mQavGn7Gx2nZkCkSm8nHFHmsns5FL6YnejUsN1nOpyr4WGwgz8i7+POLZW64yX1BB",
-	"Qq9g2al+iaQslGmkKgtvDswvn2qrmB8ln0SdN7UZM9AD+Agfea+EIrbHww1QkDbUo1+FeR0TOgYviUT1",
-	"OqYqK2/J+5ena1cYR9+4sGbInhAYRmZzjC2rrCda+wsbcBeDJ1od/UTPDw3xw7GUmcpSmugnmiIGvcHR",
-	"br+/Ozi66B0Ne71hr/ePVsfI3so9I1oW/9Jpaeo80CpX7gHeWNAwn5hJ25COGgXYudQcrPqCXFCtK4nK",
-	"OciDZop5186WWYh6q3JIAlwdUDNDPWFUOAOwMgdqqTI2Cyo3bn1B/V1e5q7nBic3XPwzGjFkVMCc7+T2",
-	"XiuM0Mx/7fFMK5QFr/QMoYFO8i4jmrFd3Yiv3w0kV62VhCwVLOoQPtE31uPIsg5h0wjtuDQ+c+gPvesV",
-	"ngYUuasSFvIJD4lppOEyMQeldrZ9szeXtb6bK3ED+oytvZFLx9AfwuIYeK3l9y6RarWFLB3matffc4Hx",
-	"Mys6zs/senYZIbeyZ7hjWUR5FJ1SVIrdaB+XfUFFxDXF+q4vkBpCKRSPIJQLTHuk4DCVTZfRnSUIzfhQ",
-	"42kNB3VxAlp+HHFC36aPJU24s/KNvqLlsYalHfioPWW/goriY+NLwnPrWUavWbnt/OLWQrF5szx7LsiM",
-	"6r4EFSHbRkrSG+XM2ktxUxZef2QKQuqaWM+Exor5LEEm4FAZDwAlYFSoigArrnN5jYytftdmvqXEFUqp",
-	"IG1jxY5leL3zgDeCte1573j0q5V7a3XcWMiD3vMjT6t6mvVASKUqjSGLN1+PpYwZFbX9ldfIdBp385xl",
-	"GRdXasv9PDWWIFSt+YyZAB+zqejSsb/bEKg8tmAkrCWpSz7MeJaxaOjqN0+UNQ23bRtTGuMtYL/cqUTc",
-	"fm7VrVPmY8cwVZHS3S9qV7qeSN5dJQDVjSbdPwKm4kSUHva8l5wzGn9n5o0yBzlc3Ve/t1bFdadZGoaX",
-	"KoxA642zRiFHTsig2z06AOarUPKD3BAMoQKtdZ5U7bCY03G5Wl53O/QZYrcR1F1JptNSC56FUz3Myzwq",
-	"GFYmjrnmDq0/npUVx3uZpHLCgb3EVB+JeRKtXenc7tKvG2idjaqRqX4G4XR8xh6UkTq9rMtuKF69h1V3",
-	"lRB/x/SetRKFNa2sGuh7/c4XP7muMczlXxSz3NYcV6WoTb47My9/KVNedXHf6tv/wXWyDeyHNCMM7LLY",
-	"OV5Nry7oVWkY/e0th4VxqUzAtWV0bIiebXUNi44xsjiFpXVdwbJfoNFgu4v8BGzDfrtijfuWOWqN/Uyo",
-	"yuqGkK9/tv+bn7OqCN9k3jRksc7AaRMoH8K26ba1kXHzRWE++zqGTSe38R4GTjPsM5titcWBew1BBiST",
-	"hh/podKGA1g7YQsKB2PGhdtP/99H7vGPXJ0G0NP2nT/NzjxVdS+wKxObl7zHrHhYs6DHEVMZpiVufNJe",
-	"iRsWSwzsKB+1CtXn/X5qnvSpmEgfT1H8SkBsBrwFyuECtAMWUrTM8qzJ5j/WZ/CSi0st7XKwXdwldoMl",
-	"Uu/Hge4k4SlTDXLwPkgZpTzVzRNeoy0yopSarxHGr5np/nrXNtq6Q4iJjQ1qqXkYMhZh+CFLZz4pv8k9",
-	"AVwct++JMukXsGNCK5u/+HYpo9fsUmuUcuL8mjKV0TS7tBF0rU5rJm/YJU80YRUM2dfgHSzvjyOx63MU",
-	"syaRFi1hJGUh4zcsIjRbJ9n2729bAo/xE2Ws9zXzUq0dcx5qBqWYhgxC9eCFstF+I5u9e7y8g1QkZZO5",
-	"YoRnBDRg4INrlmh/C+G/fHgb09rv5ClYSxpeWjR8747Jk+v7LHhJLUEWOe96EtxifS1f8vVlYktqUy2x",
-	"sM1N+SdRlDKlWPSIQUxodudSXGrNsIn5UXO+8B0Syoihtd1a7cuDg8T5Szxknj4tT14jBSPdWMAGy7Vr",
-	"KjTk2hP98EF014aAlwp2Q+6lyiepB5dTR6eApyjIs8QdVsgRa3UTI4s8iG7itLWZbuLIOn80/QSHfmdX",
-	"jZxnoUSBjebSnBkzHJDKhnhFD5WxBCPqcxkPRIJWpxWZuF20lg4K104nD+1vDVs3PGl9+eQxKPhvxjfz",
-	"GRVN9+J6t0sTU3gtUxLYwx90TNqPYSXIH9rBmEaXWvil2TxlQYcEJr/i8pot9Z+QDX2pz1jxlzl++gc8",
-	"Lbr1IGVJTOEbh7UUf+rDp//Ks6+DnS6BIaK/ST+bQFZtQNqZcZAS/IXwTLF4QhZTHpswDbO1KRXHKKlz",
-	"yOKFUPIFVeZDSLoJuJIxzcoN4w0P0ZXwWR6kN9SdETCLkymNiJkhqAS6D7ogQpIZ/RW8jTvHhBKQBHfn",
-	"ifGcESX19zeQR2Z/m9H02hIiDAD8T66LlHBFEi3cRJgKtopdO0RxdLCSe1fy3HIyh+XGhSdtSjTJm6Ga",
-	"9dSLOE7l/GqakXmC+UMy1lPR6iwubE5cpG3Xc8wmMmUknQt90+64Erh7xCY27S93KZdk65IiUJ8cHE9f",
-	"QC9MAz21m7PL84wlhuF8gaU9xa8Gh0drNE6zzCsY2XnTRvw2Z3PcBQOqhH9ssD87ndLC55wtJ2me4e7Y",
-	"s0naGIaadwTJaXzGSruDAwKLsHlNc8KVW2Yvy20274UUWSrjs5gK5r/ubLIHwLnFPKTVS9T+bDIMQOKo",
-	"h+vHIHN4ZbaP2AD6//R7qhrOsRsm/d2DyYD6pmBaVlyEzCdjihAFrwcUaIspN8xFEcWYsFmHELAw42Ke",
-	"lSPGq9KKabZq2ECRtjVs9Xtd/f8Ph896z3rWfFBeHd3Vpe57paEAlyzHTkE+veKLutZvx1SbxNkpMQ/L",
-	"610d+0Z6kKWMqnKwjiJKi+B1IFF9qB6QIuyKeqJHwI3NfZTtj7wob0iNnvHZ13B9GVjHihLV7Xd7G8ao",
-	"GSIpTaiyO/nK+Zh2LSnAq828MOngcYNWc4dYfqOZ5MfcN7iXLOT+dTshkXlm5XbNq6Xm+UxcccE6mOKj",
-	"BRsuknmmtohdCm2wnuG3dzM8XnMRgaMNx9UqpFbQ38jstk8gDXMhWhtHST1kiKwzS39yTCUusUPG25uy",
-	"i8BHD7FNUjm7bLQzIHqbJrpJ9jhWhtVGqYvGSMGHM0wBaW4XGqyHpQRN1FQiEkV+ErTAClHdkEjVhu0D",
-	"rB5VF72fGMl7xkRWDrP77HOgIDHXRDpL3CDH5Y6f8l+XiVSKj2MWkLYTw0MScA8Nc6SImbxBSU83qiU4",
-	"SXISRekO24T+SBuRbmRaiRF0jtvGWuPP1e2tnU9fNPI6sw/KWnpzospdsr9ZnLVcczQQQ/MrpOdUjExA",
-	"C/lqlhhJY/yixTn1p5iwG00QbZmShIsrRJDSrCZLabIDXjmAQ4BYa4ex0yxjs8TD2uHny1heIf+274H1",
-	"bZPYNhhPhdk/e/bs2QpPFnxhpg1mUUM30MiGmLfmxoC2XB+Rq554k2BWmao9V4uzPH7Gb17ZmMnb3T3B",
-	"73ysvtiD2lVungDrqtpK68dilX9Js0ZYvSfK66V/OF/Tirg7G8ysuTFqmA94aReU2Th3wiNUkQOD5rjL",
-	"o4Ag9utOw3KsJu61y4GjUuy31Vui2G9aXdNH17c7G+afuEeteRH08zpT7zZx8wkXXE032NHCoiBTcsVv",
-	"mKiGz95vg31be18s7bX757/dfzbwM/mUXduJZVIps7DcrU4rwcg4zbvL9hH7tl+NBKQP/2aCWm94xxOF",
-	"wEXr/ahg7rd8rnFHc2u/eRPmOmeknRiMkQL7e20iwuHmO7yZm6kKDL4y70qvlDnsmiwdAN7H8G369FA3",
-	"D8rIBzmrKh1ZxwWVXwmVCEr3glolS9jbxitSZOkSPSKWPLfQ/ww9tt5cXJyRw16PNGF4xRTQbIxnpHvY",
-	"aQm4tYxLBsCPMjgZFg73kt2GLE1gcROVpYzOyFzQG8pjOo6L5bkMIRfrsNfbKoGGiehhrxv/ycS8WMht",
-	"SqUoB+euXzUPEyiWsUbafMYQDyJHsmqbLC4YXPlk4iYUc5NzXFQrmAHML3CIRjnEwgqDDtVfL4/ke11T",
-	"jkpWbiCEgLQXiH5KspRbrwcqN7nl214qJVO1KwJamjLW6RKjtc88uk+VAOvzN6DH/QFiSha1RiBmJn1i",
-	"0ebL+91Axw18zxB2Q7K97QdoCD8gbeOG1WqAYNlCpte49UarTWlS4c+HvfV5NsImeDrEV2zmKrazzg9e",
-	"3BodItiiZDK5r1+8aHtr2fyPgkdQufjqx8rczgFpo3SNUH8cikVg5iwcgp2yn2kkAkjviVmWsdT47/Ql",
-	"MZ5HVywjKmEiM8jUCUtnVADNUR7PUzA/jEQQUhGyOM59UAbjHsRCDgBwkc10M8fWjLXiYioNBBVobLd8",
-	"lktqX/U0vSyHDVfc4CljiMQNurOxlFS8BWcG+E6/Yn7thnJWdrX2ewOfs/WVSGUcO5ju22QxiDxuh0Ez",
-	"s3qMQvEAsQxaw9ZYscuDf4z7yQ+95d9m++qH57fPLn4b/LQ4/Pv1049p/404ehv2Tujzl9H+60n3ZPwi",
-	"ejX56/T01+/jd+JDAvwyNLY23f1lbpPP7e00Daf6eMwiUD2mUmU5XIuWi6SCwhVifgta9Xwc89DghPX7",
-	"v/395O/f375IJz+d7z29WP78w5sPV0+n4c0ZTfi7OF2cUnoWvvnxo/xLXSWvT7cpffqJIlLgfe2sHsJf",
-	"lrf3/uvlkMFhf+BTmuyCrsTIkip7DS9W1mxVQNeraHB42H9O8H0sEzOmih0dVCTxrdZ9LVBVhUnVtqU0",
-	"ATt/HxN7lX/ZME+UZBD4vvEU3CWkukD/BBqgW9DAXeKY4YPSIakC4m0FKneaPb7hJl+eRgJ0IFRJOzgx",
-	"CLEQBJWDpe4cEzUFoFkRL8mUpax6/LZc+m2gFB4VP87Z0hVcyIcI4UXtWA2B9j1bmqRk/d72cX+rEM4a",
-	"4RPqsZQmM9Chjg3wwPIsjQ2SK6pWlFpeyeU2eQr+JIQEMedbwxZb/i35x4vTo9NfT24/XPzIJz/85S9m",
-	"RhD0Buh9sRjPXvei//pb3GrKZ2k0NoR58HRHM7GUJTLNjLIAcfZzETUe4XsGVj98pHO+cDURmAopeEjj",
-	"fMKoGPnvooZVXwuO6GxLzRxv7sH8lYauS7u57TXnbHaxFm7McD4+7ym48d5yJwY7jUWmXAhm0HXIIuVZ",
-	"VsTtQJWQLKVCYeCpPiqAOmEy7jAMEpGsM3orhZwtSVuPomPQxrU+lAEUC1e29ZFY8GzaAVMzWMOEzPjE",
-	"oNnqrr87efH9+cWHs913p98hsY5Ev7vfPer2uwfdfnd/cPB0v9vrFGlRPCMzRoXaGY7ESPwLq+X8q+j/",
-	"X6CJkn/BW5oO/zUS/9rd3S39r/4wyA3RAfkXCVOeAYX9i/RJYAPB3suIvTRvZAXTxRBNNzyTEs1VSMJY",
-	"ShRDHHatXmjtDDOpE5pNj2EhHCREUGwIhEu0pQhhmTF+lETshocMILF4BoVTpGAdhPAFOGmeETmZ7BBn",
-	"MnORMhpOKTh5/0UWNMUVIIPylH4sv4dRrRAcR5KYCkZiqbIiXnQ8z0Ab03ODqjF2hm2Z2sEJCS84FQdm",
-	"8oap0ugS3RkXE0n+RfYrI0rcJXaRT7E2ge7JogZhaUGIInSbdyB8Lk0QjtPfQbm/d8XL58W7efUjmZJk",
-	"7qxAGSGoqVew+jl9Hjb2+cq+mfcQs0nW1Ic+eZc2QLlEqkflHs5ZPHmdv1eEZxahzCXiM6HNbSRn2HN9",
-	"XCVsdx5mbEYC1e/saSko62kxgjOaTe1hwQj4ubBHHfBs9UuJvo1pmi715842O52U6ORZuX2kE2/rFli/",
-	"RjvYdF4XFwFDrJnPncvzoq+P5m3AmHmdv0sJgI4QmZKIsQSBe9C+bdu3UdfYayxDGl9qFgy2b4cui277",
-	"vaLft/r9j+Z1hzLdUFtoRBFqe8p7lg4rB6LyjyGP8y1Wud9vGoL7spErTKh73m1ClUJqwvVQ/n6LFXd5",
-	"7aCh42LNoRlimyFX9IaReXJciWDXrSvkpNh7ETFU5Em6M3YYUFHpVZwXLzrIb6WIdC6IaQ7T0J2VLvos",
-	"p3a6/R54+v0wzz5MVnQN1cBsPbj1nftX+tDTsUvZ5bU095qQJvqMCoRW49Y4V808wEHYsB+X0t1BOAzr",
-	"tXm1QuUYNmhuD3dUdEGXBpra9unMPu84Tz91F/1pvdsX7ntu4OITVU6MKO+3pnLBFt6u/ev+rN53seyl",
-	"iMlQzmOs2ACLW83RKMaB/RZhWN36fdd3mNl5/qL/rnuiSNFWnspS68S3soOer5va2jrNwyVZlMHbbH7e",
-	"lR30fX2X19bpuESnRVhctwiLK2Y1qLaMOArFi5owr6Ys3c0xDVFOUJBDcEzcALuiL5ubo0emCbxUcVGm",
-	"9bHV93Ww7xtaeV/pPJMzmvHQ7dq3rdCHd1sPfL00bCvCmDVtqzkzCZQuTMuH1hmFf4cPfcPw7TCMobTD",
-	"RpvqFvkqJYHYYUR54l/xYl7Exya20KoloZ1rYx3MBu+gPrDskG63a4UmjNPuGhRUd4EdjoSxii+Kd2g9",
-	"EcWiQZjA77bV3jJpgZpyFEAo+ITd5z73isultBIOf7I+n5eMRm+dt6kb1QDqlW0ZrifrKTUZ6xyy2B2f",
-	"TsWZA05DV741MgU4k4oVel6WbT+WXnKUMdwoqGFj3zh2Eum4lghjm0RXFoBVRoHvQARurl9QIeQcBOYF",
-	"F5FcWDavhWg/ne47XBDk74JEDTgMoRDAisSfTUGUqCl7loC1smNr9xh9z2p7VfVKTib5WqAijg1y3AJe",
-	"XMwwep/st9+vDL4m85mFLg21qoeuUm3/pTX1H01BMK2vK9I2F7lgC9CY0xuW7hCaMqxEq2UeTWbPn49E",
-	"PjiwcATHRUiqgg/6PWf1L5jK3js2hqA7EoGag5XEFjACM0JWhOkpQsdatmoHxjQJXko32DbokICLEKrV",
-	"mT/NuTR/5WE3AR7/Gs7myjSHO7gXCjDrL1VoldUxhE6t5XpwNUQOHgz0P9Ca0hq2LJlDSh5am9zQ9CKa",
-	"73fJnfi9QE7uBCZ+nqXzUF8ZkR9HfFPo8Fd5eKnKoNwZDVOpVHOc3EPFl+bE48v3ns5nVKjtA/i94apu",
-	"iRzFfptr1nNMJjKO5QJCQLWgEcB9E9wleLUg8DV+DfveF5f8G/b88xqQztZpBME81o5pOY8HWHwL59+X",
-	"xmwyP92gzZZ1r7quCbTj0d02jtut5iaz3zDivuLisYGHdk0LgioWtzhajTkMMA1/9A88akS+yPPxfmsN",
-	"e5uG+9wNOAyM8Z5In2IAPrRqfe8ZogawOykyLuZsewL3Rvk4vTcu68UyYWdUS36+yDzhBHXbgKTCGaAY",
-	"IwFe0js2gidlE35LEmyRqHk4hTkCLf3JR2B/qkMMJHY8rf/9C9395+WnP7dHo675587/0n+MRn/a+V//",
-	"6eMur26TmAraVFdkWTIxcKiclDI8nNbpYH5YgHZ+JSEEq4r6CYLb5Yym1/fKVcRAsEraY54fBiEqCE3V",
-	"xzg+3HQHBmw9jvGXGuGXB+9LcQJjvxFOMUl2o1OAUvA7ml77jsLvnvQHpyFyUltXh++Z9754dsnrms2f",
-	"G8WCZiCzP0zGJgyhMTLh5xrNghdJGWATazxblEsjCLmox088WGUIl4hXlo/LX1yT/la02CmTcH2DfOzO",
-	"Ic6mUiAem2i9/NIKwX7rKJ48MdmUux1Wjd/sdkqh/NzvIm0/fFGRDTHImtJFGypGrF+9zUt85NmVDcII",
-	"aMwA3ffeG6pzYtRmtFLICXnJxpyKJ8qo5LtYOxrrTVGxJEkqr1I6Iyph9BqqA2WKqCziggTXbPmXGxrP",
-	"WaBfy2Qo4x3CRWEuslq6aZVEUNhRVrIuALGWXaYsmnA1XXnh4pv6ru3tPr/89GfvHQtr8BLsAk1n6UnV",
-	"rW0djTA7FqYsIzCzWhIp1BmoD3mT9NE7FJxNKTJmnrSGrf7zQbfXHXQH+tlcsdQE2MFYjBqhR36J310q",
-	"lkGwMVVqIVOIIraFI6Bmwb3LDJjFWI8z7FDkmizJx6pOAJcr+p2bM7+oIQoQJU0wHVgUId0sNzF9LRZm",
-	"3OSPWRLW0tfaDTzDV/00VpPRwK5lBHKVyZRF9lBJeKd8qsokmgsj9dT6eqFSS8y1fHsprrSalM7zutIm",
-	"hJPGcQd9O6GsohIOvDVfvqGKCAYWBtMMXl3Qq537gkgWNws1FVQMUfg22l3yuxY6cJjzecLC7UsdeIy/",
-	"NA/w2pBbr2KsSsWXXCgWYkDkZrxWN5UT8bCl9vUzj25zR455/4O6ykq0Pq+jYjcsHWXSRtuNnX6wM4Td",
-	"YLtSxMsOUYyC9x5DRbQOOxKIwpaybJ4KFnXJCYj9Q5dfQKljldFll5yAoZzM6JIImY0EjZUkY4iCCnB2",
-	"Qc3A7dkMkCvcmTt4gY6pqsxUDLa95gxbcBjSDuRkgkCTAmAfs7kKdlYynqI+VLk21NojjDTVeNbOHnz/",
-	"P5iNRz+bScIsiZUCJcQOLEugd8/KiTEXbCQYDaddgtfEjGbhlARgS/mUS3Z/+s+AtKlJPTw60Dw2pWHG",
-	"UrWDJERTBg6pAONDg2Mjr5EpvWHEfqnn43xrY0hwFOOU0WtVr0F2Z5awCX3BnnyEwOiteZ9i8WTXevBA",
-	"QsH1jnjUMcHWLMrrCmo9QwgWboVxVUJ13e8OKrXzf/nkaIX1sNO+Pgr7pqbYDYfwhM1Vw8er8edOqgY5",
-	"Kxcklia8ZaLv82sexySTslzXEBYjP5Y9T/JwaaWaoMzBFQmCXUUG2siM5MpH690jOX5n6Vjn8tPGuEcb",
-	"bvT6DMEq58pcjdZdviZuVhQs8QC6sngSDAkVxKLcuuGmNrz0mARCChYMCbs1eejmRJUAWk2xJClYBdET",
-	"H9R1Ts7i6JU/Lf6D0CrFxKBHTPSblRMZy9CYhFt7JuekcIzmK1YH9sw/q3b5t/MP70kioQwd4cLw6LGM",
-	"lmAJD36bs3TZrVWZ7pAAAWG8jyAatvagTCp7NgxT7fX28HLeK8AIN/fgWZARABKw0E5V+7yWJsjpmUW9",
-	"xNeMjT8GOiTtF6cvP+6sNbDkK1kMyUeCbxiNM08lBvxdr2zKaMSFHgxe+k0g2/K6vp0ox102Sv8nSRJz",
-	"FpEZv0J+Rm6sPlB0q4WunfXwBI2wyPI6wBtkCnOqcAKoRbrG29aMBPzGhkLfPTU4j6aupUuJCb8q1m7f",
-	"c3Fp+s3vMEOlDWV7yo01qWG2Sjm8bu4YJzSawn6ptRhvnkvF2SnkXp68JkcYUCAKLVmWSwGbO0UceaR0",
-	"ZxwdNPtIvDccxEubrB45wUKihcG6MKhcC7nYPJMvjw32jdF/r3GhMupFJD6FNL4JNzGPuE1JKkN9ctop",
-	"FZGcdQyAHqHGGpjRNNvpkpORMBFdZCrjSDMnDDKETM8xeO4scUIIvsAqqqb5kWgXwEK6X4D30PJxnuMg",
-	"iB35sNoYpD5BvoK+QuyIwYkDqTNmQhi45MS9wUjbUku78LKWkCKM3HYo9Ykiikdsx40HxTmaWLTOSCym",
-	"PJzWw6+u5jSNCGhk14wlVWm6dTA5Cge0z56P96OD8JDVrbszLnKZoexcPdn9B6oD3cvdBlOvOdL1cA1Q",
-	"LyGniMc8W5JE74S+vzaluzOaTX0kV6o84IhSOT9puhsmhItdG1Gcv7/xeGwGiLmCykf18HDfPygo36S3",
-	"8rIJOsQTrjiErXRiFvP6ZyAnT1I502chZDzJiJJIhs1xjEWpgoL4R8LSMGaPHLuUpf+zi74Sl8iAvsxJ",
-	"oDMG+WxakeuScwd3xBI0mGyLM2TA+Hk2EuwWAh0NJAj03yU5UtJtyFikypWsRyJwiwMHHfew5cMqZ+PN",
-	"RcbjYpn+DBk/7nYE+rdKVeCgYyAAal2Sv9QbMAEBKQck15GoR69CeMQxlnNecGUCCQi/EmBjMTUg0hmN",
-	"RyIPT9WbzNKdLnlvQjtZrGyephoSyAvMOUQ6F0rzE8ysxFStfNU7TsaaIr/OoysWkZhfM/Aswagq/KKP",
-	"1ZlzW0h/UCmVvR7Bp3J5r5RDTsJr/6nAfcmRjSAwfhvZw1dLuqmM2zpp4z2CBZWlDPP2MZmwLJyCb91Q",
-	"cMQnk2op0M2QZcuD9kDYKmbFagiXxUNgisfnTpN8lYYmYbeIBIcWLi7eIpLr1MmrfKI850PPyNxb4IQB",
-	"ugSav0qp0EIO6eG06xmjUxqNRMTCmGpCz8kQgp4NLyiPltA05TcsgqInI+GysxldEhprEXtJxozY4wXn",
-	"AkIUOsgFmeVtKRNsoWxodMcqoDbODs6MvtdFyPAMX7FMFfx2JCB9IMezBbZZEF/lxKw9H3cFb7+DN6FE",
-	"QXmVqU1OpJXyvAhaqcwgFQIlatTUHgYTZfty9uxWd8VveLa8vErlPMGft4qqQrvhgo1b/miqXhFNVavJ",
-	"uEFElWYwkAWEms/nOzieTRaRZlcVbcktrA/W0nptfWtCN1Xue2BATpiI1KVeRa1/GUhjnrQ6rXJepjFI",
-	"X9q8UmBemPhwqcA4npeqheJSrnPEKdfx/Fm3/6zb7x719gaacGGYEwo1qVg27elVcgr2+2ZSm8gXvRZF",
-	"fo85Byat6gGK9q8IHv+wgPSY3w28+LHc8nevcuw5h7Xo2+IVAq8cEzZLsiVCBkpRmQi7RRlnU/jdN0Wc",
-	"ZvQ4EYHbVGS+S0BbmVHUlKj8WYfEEmQQi4G5VfDxmWUmX7bSm6zCoywkiEz1NQVOp621Jl/f7knevnb1",
-	"NxQVcCr00VUMhAqTfgedo1b16oJePUKtSTRTuyPxHcrSMrv7XaK9cvTk3QIL8uO4DojTEe0eAnuz0tx2",
-	"Rq0/WlHKfOAPVzY/NxEek5gryNVEu4Gex2IqYwa/V7aq3DLUCNENC7Yg5yfvH7fA/gZXz3u2KF85KcME",
-	"yaoTo2IP27/vLbCCn+sxFc/vxL7L1uEZF9YOuxVn1wPJ0Trs3m7FziFyaLvx3Ifbf1l1Eu7kywcM+7K9",
-	"nJaT1DMvmt9npzb+3VI6PGkaG1dn/Xm6JG0tPJnyi3eo0NpQytzYOOCp8ZtEa+uZr1Z6f9fK4maVN5TE",
-	"zuHtNfkFtuApNr2SOd8psA5ZbUGDEZtwwT2qdll9fUxN09USH0Ll8xYifsxb4M99ks5jNszjkaQoYVHo",
-	"Uw/fumgjCUvx4JNX+uoYrlZVvtrtAaEemDZElxD2VgLW6ORgGzz9Nq4ZxI43jzuEkpcnf82xDoLCIhH8",
-	"Aa6fUsguSt4NorSXMeRYy9sxhZ8tMoGJo5FzERlwAnQuquyYzPgti0gS00xzRcRAmHDBfKG4dwDXzk+x",
-	"8dxfs1SwuDVsHekGdvvPdu2nFRjuetxts4ndJqxgnoo1rvurb64rOI0TqsntZz8S0BIyBin35bbtFNa1",
-	"XaxOPYpNq+cN4LtOs4PDQ2+9wWKR61cz1lYo3tlczZEqO8258LqK0sXe1tGA9e8kZWBfLs+wRgZrJyt9",
-	"WdUAecTFFVFLlbFZJf4NiGrd9lSvb7tX0KOhi06FEptOa7FqW8fHV7fL6op6PP7yxnC0ivuz39f35yc9",
-	"3VDT/QANFfZ/HAu2NaR6CxT7aOnEPtL33YvTlx+J5hmVQMj6QHJiW3c+VkevwHxqB4em0ULzLG/pZN/k",
-	"1w3Cf0DzHfWcUljHLckLevGRz6kBhvHm/hlIhY4LRCZTF7Qq9zplfMbiOh+/IzoM+G9WWsbvps6U3336",
-	"9OnTh6m8q5+hQwKs/0c9xyejb974xheQ+Tviv0A5Ua818gLLkfjKgnq2otvrb2O+dza2BsKCRVKIfQlS",
-	"Sh26S7FMSE2PvJeRdEWKn5YHZRwZbCq9yx3wKxfQUXIyIeNlHQer7aal5wDDgnWwxgxG3+kG18+ke7TF",
-	"XHgKiADW3eZfZUAfTqhSWJquQIG1lewWngzC+sgGW4zrmy7P/Miavbc8hWG5zY6g1YzpPoUY0fRpzIom",
-	"et3hcMV5K5viP/0uxZFLPLVenUjOCmaRSUcnLvUEvHgTTKUVpfxPSyCq25yTrU5wbgaqBlknTAQmMG4m",
-	"byrJB/qpUfDgmmkq6ZY/9vQLyNYN14EfvDdz2GON40Etq80Y3P7my7O2lDU35QQz+RXKWdd9XGsKXOPu",
-	"lm/BVRLZOseUhfR7ELdUqbGNtLVccPyD+aRKON1b6ksGxdMDXj5PNAsK3FCUAGRiTDPhggQ2KiWwEWW6",
-	"jTpQMmCYlXd0bYBLUk3QdF7/7J+DIjSO5YJF1l9u0ELbPReM3ISd7VTDA4uIy/XhZMVga5cCdmmCBBuS",
-	"XfdLEZ7Pjg62zHctrYYzGh9tODUOPkIFmkZwnWSeVcsqQBnJqcX+5hkJ6VzVCvUIU7jyq0WgbVWHq1SC",
-	"y+gv4JbfKlhp8KXTQlRoLoWfFdllWGln1u9UmqqlteQCi3Ig1jMH0WcjZvbBdrFR/adWaUw+QmpC04HM",
-	"dDkhCGasOiTiVzxTHRJ0gw4JLgOgomA36BRxo6BiU/MJ1G7Q31QMd5THdev+BrkSn8ppE3/ypk289xZb",
-	"PbEh7ZhXMheqALJFy2jwe0Vd3pvmi4qbXwPzRq8vADisA4X9d1xf1a3WLAtGj6NNOhzfqyc4z4dEyAJI",
-	"D1NIxLIBF9DIG6a/sZQxo2Jbj9xGfmQotZMZZL5/x6V54tKspH63yLLiNK+qfIjlOm3SeYeY+ln5795S",
-	"tmv40IOWpm0oL9tAK6+cKrIPyxu2Lw8L4F15AkQzaRfJHKZmeETa5kp7cEyJNA/7WXc0bRaht4qsJcHm",
-	"mrG6CWDTd/EFLXwhRA6FPGA8xOZsbVNPRjFzuBNoHH+YQFzIBjLm5+ZSyohjoZph4ABGWF4zARXCFFnI",
-	"9NqaaOrE8/QOxLO+sPNf+Q1wD4PcUKot0Q52d7GFXfi6XHR2JAA1lZwIEpxGbJZIKGS/+z1bBhhbucxz",
-	"tUx2my1VBtmREK7YriU46ptPJstqKYEt60nXFqPTut3NZUxErEKw+g2KLvv3tE5Jn5pPRuHu2qx89tdM",
-	"NPJTbBPh3bs0+u8qZZvTvs5CBngzD2EdyxvaSJm0eusfySqmx/xwQdorb5FdwRaPG3G91d3iXYoiSrch",
-	"xKnEYRXlYEajIEiIzE1qnWLFB1NzVI1EwlhqrGuAeeGpBdmGA9IhHy8uOiSWCkHM8v0fCVOo0BBLWqS+",
-	"oB7eJSf5dkxMyHCbYtvoyKSmDWuD3CFcWSi9ogpWLh8Z5Ai9JrqT45HIWMxmUCWJxlIw0s7H2jEORTB+",
-	"uu3aoEYQ7UfiMLf2GTw/zIF3aqQ25bB+zqFZPrd0j2B31D9VuOxgMBisCCVlLL3cKgB10Oq00gzz+3rd",
-	"g5KF7MtalJivhT3xLWBNrLSg4UK4A2tiSOcN/jBzbwQOxeBBxFsN4SEECeZJ0CEBFggZiaBUX7jdUDaY",
-	"Z40Fg3dGQqYkcDR8CyRpPHHufabvaHRrOt22yvaDkoOu+Lgm/xXWSd9lZ8PCiSl9nQdKAMpMUZ+vYwrQ",
-	"GG9pBoA0DyGu3KH0/CYizn1TF8rvHh4eHq6N9SkVo9g6ON2yg7xMGfzGEuRUuDuwrzTNqtiJ/UGnJa9t",
-	"4SV7NEwEu2YuaySk/j++ofCidXX/K8UIFQrPxTl+nIr/qwybH/MzU4HruK9dszkzJq9JcgxyA1ZvzNfk",
-	"it+4qFNPFEE/ci2HZtOUmVeQK2MkhoJneMx7BxuFS3xzUTU5k2w2/a7mAfcJq1lQRai6NmY7cx2UuEkN",
-	"mcEJtSndA6WvNkeAf4+lGVlOQXeNhHi4hKV8R3Jrs+GGvnJp+pGWPeYx5nQiOO14WeYKG8kj5xlLjPvW",
-	"BwOPxQ4bF/IlUxnHkkuYceMU8n2U2jIPZILfOA5z2ziWAvPdRLRY83iRYqZ3dTsjeYU2Vsh47d/mbM6i",
-	"or4poOF1SJDOhcA3TOVAFumfnSKhWlozFU+7XjHNNAEF3Io72xs+lb9Z2z8tfvtRXLF+SU5IdU3vKxmL",
-	"tlGLYi6uN9WjJpMcj8WTWNfv50/vk+enqXUmM+btAlQyfLy9KqcVUcU2VhoHrX9jsDRFtEa5jTin+YYZ",
-	"r6a+9VXPLHnWAkGmAN01XpKxzKbFMNS24wCiXj+OMtXX0VYRvdmaiXzJIuWD0tBD4zXl9vBI5V7yM1iH",
-	"bl2wlHCnLPp6BOHqIa5L4CHjN5uv2cDvZSuzgtWdPM517rKVpnPCEM3wHoflIeJV7VkqjblKeFVSry1y",
-	"bWsdyilxKJ8YoO/OO3orPXbTMcsWjAmSLSSa7DvE9A9lxlbwhc8t2pAeDodz+5q246bmBts2NyifRU+I",
-	"0Sb2wVciyoe14bvl828qm/Q7W/OCPHbz+fPtCpW09HibqOYV6mJbkIyWyJiINpTFHo4UvOmOfsOIA05f",
-	"AGDPFVPW/VMbaGV0a5MNmzijCWu1t/hqqeVeF0tzRSmzMk07vs7bh0ebRbBID+L2yxva2Az/R3P76TGf",
-	"Ue4Z2HdlbomnRrCF76xMZLqgafRvFeYPocKYj76F3Ro87G4N7rZbgy12q3/H3erfYbf6vmrXxVHbhBc5",
-	"e73+9QrXsF0VrTRxkDthWhlXur3lwMcGTAYcb5hqLtj6i/qb8QDXy+0ob9oizU1CuYNboe8RowfistG8",
-	"hG++pqRUvgS+26x0P9o8CR9q2IMp6+UF9t6w7LGsqnabanrzTGrdKyKpnItoN0t5UreQwN6uXOmGVM2f",
-	"pwwUOzrPpkxkmmxZ5O4zwoa71sjCVVwyOMLPq691u9uVhV6F+XXmwr5Wh87DKZ7FckIaVy7clBQFdJMB",
-	"YIPoEF6P3rb14r1wdHf2rpb8IxvCW2+KVocFJWkGBQgs/jpXiGJnTckdfOIFtQMvhingvYe5gvjekLBb",
-	"npkqT6S/hePOExZfdd8dE1MwO2WTucpdQMBPZRyxFDdK3cHNt7ZoerkIf5lyAOsAanfCiKPf0RdVBc/7",
-	"+pkP1QDVEj7fWn9JPn7jqb4DgCQebUnGaT3ptHTAPRmL99F41+mcJr/NSmC5o2e6xof8GFroyqU/b+T5",
-	"aZVnqgzPn8CKDDJiQxIUnCvokKDsENa/5IVY4N9YvKnRibXGuWyaapnkfvynz7G12t185tiA7lJ3ubSp",
-	"LmRpu0/+op/OaLrskAH5i4n5G9Pwep50SLfb3bkfHa42mn0DhpBVFvYfBf9tzmzqePNpKJvXtrOvFfJC",
-	"Pg4v+adyHDNPQZATQT6+fkGeHxw+JQm+RPByrYEv443r4A7+0v/Utb0OCyoBNJC5YhHJFkiRLE1lakM9",
-	"i6qXRUt7/T3H3FyUwWxsE6oymHKGB4NBp5XxDHb1R1tkio5jRl6JDJs0CzLNskQN9/Zs9kE3Yjd7Ztpq",
-	"j4sbGvNoG2mDGrAKp2QlUJwJ3ytTXB4r+cvgU7fAohwS/DcT4ZKEyzBmVvggu1hvk6hEyjj/yzz1ih9m",
-	"pb04SOVypKoD5xmmjHrZBMGbNjeWOQVQv2xTkg9ROmGFPMbQvZv+njmxam8Te8aeW6LQ68yBrholIDsU",
-	"HnWwqp05rcF/7ZqLevc0CkjKVCKFgpDqqJGbPH/+/HkzN/HKPfOGDXtzcXFmhc2wqt8h1dfL/uA5qDtW",
-	"ZZoRNZ9pVm0NldccDenmAJQntPogOXgu8EOdAf/48ZQIOrNSysq+NjuW665/eGpXoLOqJmleIcIb8FGU",
-	"HsqBQfKMITaZsDDjN4wolum7WdXY5B+oUM7hgxbKqXNNdylW8ZEX+qVzs6Ctyoo01wgZA6xv5sq9eZWS",
-	"AlvSxZJsoF4HjdREB24SKf89RxdbfYtWfV1GrtkWrHlNXX8MPK4AqXIR7aqEhXzCQwItsKxaLG5r8qid",
-	"qQq9bLHdfqhjE6ZmZlwiiXJnHZfQarux6vgXlZ23kIqLdAspmC/lorKudwt7hwmuq9tvQ82/lGLNC+mg",
-	"4BJ1eCEEF7Q3vh/IkUXE5CgpbgtAmlwphFkrTXWwNVq/3reNaKWIA/1dA5bzTdliwGnjVWOp0IMNW2zh",
-	"OqT3ZoQorMxsn7tKSGhqAOK9UdNENq+6WQkxzae66sx97w2/vgAJIbNQ84Jembj5/FCRADlBQMZLECaG",
-	"I/EnEvAkGJLA8K4AK793iB3kTkfr64Z5BaTt/o466mWBcB2QdsxVtgPt3sh4PmO6bewf4lPRsmIDfqTW",
-	"ed0WMSY5ABw9Gc8zdD2X35kovTJgOYC5qwC6s/aDobEfVMaqZSIoxs+jywmPmbUtXBZ3MLYjwwmsB+D2",
-	"EKpIkKTyhkcsHUK/RbMdwrpXXSj9b5IcT8/0Mg6CnU6x1m2kNDKjCa5LFsKCT6XKYEASxgpBOfmA4UUt",
-	"0uk352kckLb+aw+kvPJysNuEhdklimqwxhChQga9HjajZtmGHRpzqX4ZmJa7hPCCPmbBkFDy8v05QjgB",
-	"tWE6laqYftpaKR70949ItNRSbEjQtLczHAli2kKUp39K4a6rKWqsm+eKjFksF/CLfg22EvLrMXNNN6V/",
-	"RxMLGlGmUDEihf8O9WzLC1ZQOjBjG2YidVPJfBxzNe2QuZrTOEZD+A1PszmNyenZMZEznmUsGrq5r3Ih",
-	"nGYWNI2UbquAAgDKzvQmmkzPDrG71O/BQ8WvLq/ZEimzQv26LQu2icUkJKHkmi2JfltTqP5895otr5iw",
-	"ZY25OYQzymPYMf0PA9IOwT+ZhP+0LehtvNyxNOIeHNgqTUGXhmxy8joEzjCjtSf9g32ISg+TLMDv4a25",
-	"YmmQf0KVWsg0shMutp7irNwJ73TJD/raGNpVPX93cQaUc/ru5IxcpYyBGHQMML4wWbR+mIQqU7oCvsJt",
-	"xsFh9W4aga0NHa3QoG45YjHLWFTKagRlALma1o0Ko2MI+AyhfqwPqH44g/+YA1XA6wA8WdnsmPiuyVLF",
-	"jO2juzzqV7lSUkXAulvBmGbZ9mvpMVqmB+dOkfmdl1PO+RBeiHOVkTFbo+fArJuA8/e3Bs7/H6QJadbG",
-	"SODOJtj5I6hHXkFL+uw/wQ1nC33vaJ6hjrX4gfnEAVq8aJjpZciTpDouBNrOsb54ZlyYl21VcqaA3eTy",
-	"mrxmJiLXMB3sNAdalCkECM54xUvuPK0R6Tm7YX7r+qsb0ETM87JXZSJbndaCpibbJ0x5xkNa4V75r75u",
-	"+ZX+9nvmLU5tWOOuwrfw5g31tValGrAVWWrcJOhqwsUVS5OUC/3SyfhF9Gry1+npr9/H78QHzdX0TQua",
-	"5PWu1Ws0r4MR6GtYU2j/t7+f/P372xfp5KfzvacXy59/ePPh6uk0vDmjCX8Xp4tTSs/CNz9+lH/xxLaa",
-	"MddMiPxKKAgetJ7p0mRxinXku7XZLQ+drstEJFPFosvx0ldVZkl4hGzVvog8V2vzNCOpzOqlxou13l/R",
-	"oz8iQy8bzeYp04pL4AwuwFsbjKM4Kn2YGkipFQ5iMZ697kX/9bfYXYrxMmuoI+DQUS07kl9B5b3ZmEUR",
-	"xtVXEZAqKRseQqxn1jK/Vm7WHAGnILmHiRsWy6QC61Om6LqfzSHxGi+IBoeH/efO6pH2mCp2dFAJ7djq",
-	"aKxd5gprNgtQGmp5Jzr2dK3NqSgYkD9i2mbga/ZzzZYPEilt29ksP7fgkOuwQpojl8/5bB7rZVgZ0sRS",
-	"VnI7L+Q8jkADmCcPYm3bOnxwk4Kaq01VFxvERty3kniTd/zURDOUo36EXACI3KME8j1Cbczm+DhDVVyK",
-	"u8XZvFkmMpsyEA5KTtFqHENhPv1ls3ACP4T2CjOsU4ExTKmaVkT+zTp1TvQGyLirlAIIVmwe7RnNpoq0",
-	"GS/nxT1RhEc7OIuIs2b3zBajK5WarcEkrRjjm8JXTBZTqVzkLf0VSajKTJ1eq8m4Gr3+B5bCrAgJd51J",
-	"vzc48DDQlVTtR7UHJ/88C+XMqMwq/6TmpQy5srDuTiF2/5XhvN0IpcbEFRfMsGasTLXxVfLStO9zyLlD",
-	"81jQ5zGgqxdv6YljfGWJu254pdVuo3VXW7E0paF6uZKYJa9glfw7d/7+3dnNvl1I6woHYJ1IkSyliSK0",
-	"yobGUuqVeaqFUP0d3mKaBzxl0fPe4eFkPxzQ5+N+dMCOJk97LfTbtob7R56aE6a16uhUPvLv9AulITz1",
-	"OXacsTS3dfpSy51TdovG1v2Dfp/gsSGHQ8K0Up2kXDGyPzh4uo9gYM9ISkUkZ0SGGctURbhbPe2a65f7",
-	"0P2L8V3wGRtaeDvHAxZr/qBXqlzgAioUrXGYFOvSMWtthtFEL1jGzRu1pckFqIKg3wEDum2ZVkRVVY3Q",
-	"FObgb4TgJeg41uNHDY/dANzoMrHFWadSX7Ct/vNBt9cddPu9LSv0zUCIslq+q5Uba56YKQgEhOyU/tGg",
-	"A5vkAGPfDML7Y/yX1qYBaEuBUdaU9x8SGsf3uAGqnO4bgOyvJrkwRjJ2W1HO9Rl4/+HFE2UMP6lfJTZE",
-	"05RbYfhZinbujSwJJcrzW4Pg4RabtHZTkLh97NpMvprH6xyCjUA3TKHGxyoiVz5ca64/+96Gplgcem6Q",
-	"9UKt/vjyjOgnZS/zkTd0rXyq14xVzJKfzKu/TwGE/Us6z6aXSSozGUpPcGhw/uYEA7/P35zsDg6PAtIO",
-	"bvYrluWWedjQR5Lym1V9nLw69zd78uq8ocm5YqmfpH88f0f0U2+DViDZqhqE2SL0Vr66oFc7D1L8wdjA",
-	"4XAayquQT8GBynyjciI6JbZ/11oRxU19D8z+6n3eJYE71MB6XcGFGthbMiDtBRtPpbxWkJswkTXPhcm9",
-	"hMsVDVMt/6XtuVXveEtmEqRWw4PJjFGh7nlbuvpSz3N5FpP0UfbNICT5K6QNfuZd8Bsf5+51iIYObgZh",
-	"UAnGsWtWLTJeLsxUhbiHPj6IeJnHaN0dCrt0mxoMD5+D62tcrm2ZAkoIvyWmFpXaqW64TK1lKd96rZdV",
-	"CBrwDWWqVhgEVq0RDOpimbAzUxJrPZWsvc0LxCIbg+GJziodmhJR7K8mit/pPragL/rW3fR2zvNRjg4P",
-	"9w9XZ6Tc6+a+2d/og31vqf0q01rNnNdBjyAHhlcfxJzuNLWZ+aFQ+P5gACTFyO9SfeAFyGYYGiTcXciH",
-	"j/kqRGW06mCtKI/W5btBYYI/4E2GgkLpLqskLu9DLZVv5qpafzcdEyAJElIRslgRg+pJpKhY3Bsrq218",
-	"cW22lWCQ79pM/j/IRdT/Y1xE66+eb/ju8TK9n/a3lfWFtfPmyhZmThdQE1pfgkiAlN/QcEna+tlZym92",
-	"uuSMKpVMUwQSSBkpBNlq4Anopvnbmvbm2dQUW9rV9FLRXrUeikmkN+Xv9C/udxWN1CiaqFQWSmI9qqQ6",
-	"oBpzK69A8Spp04zETGvxz7Qen9JQs+aKelqdnnMc+oNnpePwbBMOuEa5L492SN68O3mxq1X550ekDZr/",
-	"jj64+c+DQ/M7GAJ23GglXHhrBvi0oW2gtlE1X5whn20Xsrrf913INRYMM8whOXl1vtsfPCPtF6+/K62P",
-	"JrBPG5g2/HaN/JjV2adj0XAmuT9YwzsrUhF0W6WXTo3eqwtR38EmweqnJuMK6KqkncsCQHHBzX5A2nbW",
-	"HVIwDzcuDwzmN/vldb3xBjc5OOzbo1U43kgpGAFglRy5UTM5I5jWC0bcr9SGL6bNt4Q57H+khwcFVdx1",
-	"sj0bKjHJNJpe5A27hCDjVMaxJqRLeOdTGUYGX964oARkUutNFDJjtRoRDo2WnN9Ou+4C1eLQ9NrbN8q3",
-	"7vaZW/J6hYA3NRudo7FvZIC4U6IUBnqvDnSunNe8n46lCpiO9/RBOKze3TMZ89AjkUN2URxzzLfBooml",
-	"SCWIXUL4IQiy0Q+vpizdtcgGIwFBBSnL5qlQpE0FYRjYSpcqr1sAQf5ckUQqxccxRuTOMzmjGQ+Dkcir",
-	"1esXy+WMnBEiW8KPqvgh7kt1HpDHBd8toMaAq0gzGxP4KO8DDTLYAqLG+Fgw5MnYQzAJZsxU5hR3Hi9z",
-	"FIvHCIPySZGOrNxUaX4iU5IwmcTsmAjGIs0eyJiROcCLlAcqE7WbGKece3M7SkixrRdslsReNJwTNwXB",
-	"vDUkEc1ohxhZm0VdEuRvBS7WFrtNqIjUSHCRySHBDhVOxom6p4oEnz/DD1++BMea2DODakThxGi5ltCR",
-	"gMCKKWJgZfTapAbmLT1RoOF1QGrmisRskumbx5w4MRKYa0fj4hsCkHkZVOgRWLvHTfUP9KdDfF1PbSTy",
-	"RuciRmRfmpWbg6ZqRe7K6yquuLglYzblIiLUSc7quhU79HfVMnTWF64bsLktsIxofrDwJ9jBgo1N9tZq",
-	"n/dK9+/PZjdNPg7G+jtbDL9Zi1OtRmfrzECY6K9eyhsWygzLSirE+NfERDAhqevjOaXV2DzH46KMXaY3",
-	"0yEfNSTsNoznit/wbHl5lcp50iFOC51y5TwX9K76XWuIGVH1koG1Qy68x9seP8+9ZhquS/3OtvuiOrlI",
-	"5ltYHO0Izmyz3lI7fkSRD4KRmIvKwN9Bph7WEG5bEvizJYCdO5aS16eR2WB5y4+MT1etq1rgz58pPH0W",
-	"L6RcPd5ZaZcWfWKCXcVTB+9mK/efw2ulwbpHZE+aT9Zfh3XBxq0aUdCMXubS8J5Kb/YWi8Wu/llPmydu",
-	"CtPTnoNgBUP85Z4QXXqB8mvFsKvfpeB4dV02ZyE/0XjOctZmZ/NEOXdXR4sKtWNbW/yI3ezdXPX2zHGu",
-	"LP6hP1PM3Y0V4cAzilGopbzlAtWTp6RoaHP0c7uTtUjgGRfWoOlhEY2CxHoety5LsZE9XLi8wLyF+AY0",
-	"jllqr6hjg6cZFdiW+VdTqgwXiTDArxEMYT1fydcgD08osRBnV1fxEL+P6hUEtDbwgrv5pkxbZUre6tK4",
-	"R9pH/d7xXi9wm6G9oGHulYObi1MkjDlEA88Vq6YFF0MsqaI2wdPDrIwD9bOPT9jciUKUBJfVEGu21sRO",
-	"jDifW/utlSrLQCoH6yLzfs5BbctHyr8ApC2kddnHcNR2DPqDy4p8CSResSXfNBTo25jOLycGNQIIvho8",
-	"dOPPFC+2osmYwIvsZ5SvNzEl+CHJtHz0t/MP70FZALEUsnHL9h5jxrSHvNOKObiZnbI4NJuWlefi2Rp4",
-	"UmQLZTnDgJbl73mPC5/p9rYTK17lSGUZfE5u4Frrko/zmKmhg/xxOVMBAWjBkASxlrgusyzWv+7tH49E",
-	"AEkf5bf/3/8fwZ8jRqNLOslYGpD/+3/+/5Xv9dcoDF5epTRk8O3//T//T6XzYxIUOfaXDtIYvDwSgZM8",
-	"XXrs0bZ8zVjoNbdTwCzrtNzhgppsIeiLiQHGWm0NWsOBfrdhZAYirTJ3xElrhhcot1AvaYkQFfr9XUS+",
-	"sO+XUARKRwQnnnvU9o9AaHMvtp7XwFeeas08cFWqj5+Po8zGDt2ej2r9+rotb4e3Oiq8cuxgUU2YwKr5",
-	"isUTZMeooPKUAeg5V9KTBNMvr0xtYQ69A6zRRnWM77hSFp3fRYyfIPfnIaAk66dcEd1QOYvAGdHAHc2g",
-	"cTCrd+rHl2eefdKKOKPhdF1dhkFv+y1sPBFN9AwfbEPQK+nZv221g1ijaMiDNoVqjf5qilkDwZExm8iU",
-	"kV/n0ZVmprRecGF7eq9GNLk7WTkL9Sn4tr9On8370WliPM030FkqJ9wneGmNK7L3TIJvdcAbFc5VJmcB",
-	"qiXsNol5yDMS4KuBvZNGIphQAO9RMxrH5O3Je4vZrHY6JIipKDB6dhB3aaF/Q/AmAlhKEVP8SuRhsmUr",
-	"uG5erykVAAwBEb4wtPJVjs/rhlJ5zYQ3C+fk7BTz5X3pN9VA3K1r7hwcHBysyFo2JkF6xSWqGFrE06KQ",
-	"ur48+Me4n/yADiqUwACKox7Q+40UH4Ulbk6DWL0S6wt9UpVdaiWwOUOgXOzDQgK3Teg30Ro3QHOJkBFK",
-	"ZlzMM7bzgIuylWXD7HQtYwfQ1wvXvrVhIDl2NEdLWSivBFfMujoLd7hLNXVR3cDKrIQD0u+sCtiHRvLh",
-	"r8VAAJq4R0h9fjj91rP84Kw5ItvszJ2XyV2hNWuBJRPj+MMEzHUrdXVgXF86nytTQoLwiAsKMNmCk3k2",
-	"lSn/p4lu+Y7RlKVGR8BvEYo86JITMRLBacRmicyYCJe737NlQFKWxHSZA1pRoRYsNRAg4KiEILyRaDv3",
-	"LbpPhSShTJY7FdneIc/e8m+zffXD89tnF78Nfloc/v366ce0/0YcvQ17J/T5y2j/9aRVD0253bUBH7t2",
-	"+hCiUtkI86y+B5/8RAYEVgBE26OmpnIh0INVQ1X4Nq6CTk4F267tF0uP6yKqPUgyd7VX5S1tZqMydP+H",
-	"iqL+GRN5fAtqcnyImo8dV9V6ieMx8n3LdHl0dHS0cW6vAeYy1CoTlRPhZU6xi6li4eW7yfc/bJjTO09j",
-	"B0IeUqG6Zg26oZztOWFe907/jVjMbxhgPf6PzgFOcoBeKXZDLbJjavsdk4GBxtAimq/ww2YtbbBxGPn9",
-	"p9ZW+cE+Udac42ZhdvWZ+ZZyelN2w+VcXZpDaowqXvJ8OU9RMbYIak8UxPnENOkUrhfbouFXRB9MZYGs",
-	"Goj66R2IujryJol55aj1gCcNInVlIh1j21EZj2OYjyKZLEc4Gdb2w+D22guRtHqk95LtS0y1Hjn71bOn",
-	"gWevpkRzin78+PZ3zDDW47xjKnF5O++aWmxW4R5KkE902CyJaour9Y7XKXrDDPfPpOXSK9JIm/CvVlU7",
-	"fsjsrK+Xw/v4d2JTJu/Wu2AuTixNp7ln19SHeMwUqq93C27JrKr5AWm8/mRvodJbLWFzpR7ApTIqIppG",
-	"xHye37nm/hiSAO+IAIGWwKKKCJr6otkfWOCl8RKCBjS3ffPu5AUAlT6aDeCY8IlzC5sWFhQrLXdGAm5t",
-	"5tyDpB2cfTi/IHs3/T0LjLD32fzrkkdf9vATYwIIamaG4qZ8nj776/d//y29WPz649nLZ6dvz/5xKgdv",
-	"6Vt6vthPXo9/ePnx+eT7H/7ydUwNlo0XhobS/tUMDpDsE1qVgYool3B2/rBK4l2353dSMYtDvs5OYin1",
-	"ISwlblsb8d6CofwRrSX3TTi367VBrnlO89DoQ6aYV27cr5Bl/ogJ3j7BpSnN27zAHyPZe7NFLWJ7K6r/",
-	"/yBxpflsLWNJG8CLxzJaFmCb9nrK/WYegWNKE7bTJa9lOhKGSIKIZhRyR6DeJqwrZIIkmjqmFDM7SGCa",
-	"72IxZSqikTCf5lXsF4XVheTjMw0rOoOqLDjWlGXp8ngk9CJPjMc/B2nPMdlTukBhpx5kRDO6rjRbcfTd",
-	"e3CVlmLTAjXxfaleoM+ePXu24gLN6+VCLtnsFqrlAoaBvvx+aw0PBvofPoxFNcddh04NIRQQCAYmU2V0",
-	"ljRP1vdZJcbJLtlWeRyYCNdGqrXUURVf8vl5B1+lbGc2Hv6FNxZ2O6VJwkS13P29rB7+uMRippjFJNMK",
-	"vZdHUMxv43qodsod3IcVt+k5SEofjaS4LWy2XIAVCmXy/GZ90uCcMGY2qFvqA6N1njsq87OjA81eK7mt",
-	"BqTVZ2FEjcJKy2OmOGI4g3FEChSUwbX/lER0qXaOSY8A5C7PCEWHvwfp1Qn0OXhWivTxB/o0rbjmwQ1F",
-	"iUOm7y+IJM5ramFdNaAREEcD8uPHt13ykSHYNl67QtqyZlXy3UiEdZFEet7EwZ+nks64f9wm+h6itn1V",
-	"sHP3uxT61cIt6VaBkddMXG7uAP1KLnt3YI1OSgA7hypoIE1KvE0A7RfR/fRLO48R5rJVRAEanOf6QjjX",
-	"kzR58ldMZCdzLIpanyAGXIYpi5jIOACkZ/NUsAjDYsZLYrRveFHr4FhWBFgYrCXIcxBNUC7KrhcXf/f3",
-	"7oZamRSpyKRq5vo++ogDsGs1rfmaQXyBsuUTibiJIqNwM1qK/c6cEayNRLlgqaoJ08VbhvNgfQhF6A3l",
-	"MRTTBm/IjIZTLgzovBZZ4MoO51CCBeWWkdBjSGkISRBBDgkeoP0FHsqYJDEVbAih8jLS0rUNndNfDbrd",
-	"owNMMlf2s2rMpyJjli0YXn+zIgWSTF2sfJ5NRwIzi/J69dyUgEpYuguyh5NzNBIj8R//QV5IoS83LoXS",
-	"v/wJY/DHMrKNEiXoNbsMqWJG+dL8DMVI85pmaqZOPYsIvaJcqAwL6jmrdkzm4lrIhbA6nP4sZb9CMbmu",
-	"7hrzaKBGPgGLFPn4+gV5fnD4lAQ0SWKzKLb0+J9/VVIEKEkaKQQK8J3h42CnQ7gI4zmoMge9gw456B12",
-	"yEF/HxbloH/YJT/Vy+uTmNvR14vyEy5IgFX8f/nUjSWOKCBtiguXSIjVJFxgeKpuJy1Wa4nyw29zli67",
-	"GK+jiddE65A9iLyPWOp/BgHAtSc7sHZvuTLpJGgQ0Mo+FyZAKKFKkSDmM54FpN3vdg97PbdOZA+DNs14",
-	"A8euENQcamAUoYoE5oVu5X29ccBcndqSgMmuP4ShfmQ0UoY36U0OXl3Qq6BLzn686JCzk4sXbzAr+dXb",
-	"VxevyFQKOU9JcDrZfUezcBoMCWyzymjMMEKV5OZLy3UO+gNoQ8hsqjeP54lkMALgSWZbVNFD1UKqb4fB",
-	"AZnKeap14rTgcUO7VqC6XLNloejAL0CTFjSisJCmTCVSKIZnhLRnNL1mkW4HeWU+gmz3I1hnoRpoOmfB",
-	"znHReN4dJRGfTBhUC9Y96oag7qRJqIOVGAy65MQaezFNN2UJRr3nbl5jnAy1uCV0M07gLC18VMaWSev1",
-	"qHaGpGom1s0YS3HHkJfMeQhpBzUrbLADLAHtAVwQnsFmVbGcVka/wWDy4DctFyCfkWmkqQPI29baszk1",
-	"Ra09+wtW0zvGIHx8rDmEgJKQoH3KGHBDBGNYkFWzBWdC+nmg133GlQLAvDTnfnhJ1km214eKphQbz6Qk",
-	"sVzYZ/uo5sY8ZEK5YtpJQsMp2x10e04yeHHJnZydulbPVr/bwzdlwgRNeGvY2u/2uvsmNh2kjEI8sJXk",
-	"9K/eQgcfDYkbQRyvTvsVLPxvczY34L1wGyDKh8ymLF1wxciCcs23EoBN1n8EZMbjmNvCDmAat70IQxya",
-	"Q3fzuoVcitPIpr2cyTh+YYddAWKo1+AWUGhNd6t30O24mjugBW2uPwLeXRjA9bdWcKElVWhw2FuZn+FT",
-	"RD4BWgHwCFj0Qa9nZR1TfMu9B/X9Bzp23vnKupW4Kt+BRRZEqYrF025baa86RMaRXiTkYO0ZXY61CiPY",
-	"TlfT0QGO0NdxPpO972hkkWngk/76T34U1BxzFqEQl6d5rv7Q3P4lERr23hGef/mkV1rNZzOaLg0h7CYy",
-	"jmHuYUE+Gb2C6lHwrRbTK2e8NTSPdG/1c7P32fwLXVs5TNdKqrwwQiDApUSYV1lcL7Y2351il4CAIUMy",
-	"p99igJ7c24Kw1uk2nzpQFd/HIRKZZnB97gLsFK4CCL/6PN+ycK6lRjMOkI+wsjxVElLFFlQVYqL/0BvS",
-	"NThoOA+msu9ktNzg+LjWKqh0ridmwbEAXowluFH3wTz79KWz3UE1s/lSVhwNbF+FSxz4Fj7Ul170VU/p",
-	"AY5k9UfvZfZazoX54Pn6D15IMYk52mUO+vsb8AC0jF9I+ZamVwy/O9xkOmqeaHpl0TsWcXqhqVx/PBhs",
-	"8nGSypAppZXIVyIzHoJHZVx4ugrAvifKYvrdh3mJCb9qvPIBr99iTOW1hlFAsrEE+uIYghvcUVGfkMk8",
-	"jkciYhMuwGipOiRhADUlMCXTqMDVTDWEk9L6bQWHVUvCRnEpV9skwBYUCbVwpJmIFCTi6pooORIUUKrA",
-	"k4DysCkDrl9KGQVtD42Lut2ZBClXTqyCiJKYlwvBwj3iFe5247nB8eZwNuS/zw39kikoAtFMb3cneNRl",
-	"4F72XmGvbg2UkUkrfQLViMGNUNODcositD4SjjGuXWhZO+gDQ3udMtZsRTxlcsGXBvjSEwpoKdB2OVSn",
-	"Zmx6oqolsEdCH4sOGNTlxATDzrQkyKx+mlfBLdUdzqzdtDsSJ0SrlR2Tux1tptM0npZXuOr3uKyLtb/M",
-	"MAO0NVZsi0yZrqdsMixzbmt16q30uv1ur9VpaW6mCWkWQbSq3hsjSs1u+265eSMyIPoEFiHNAT36/b3B",
-	"gabQGQ112wP0Vdn/cXKGsGL9p07rmqWCxa1h60gPZLf/bNcOQWqBJeZiflutw7x1qfHN2BBuXc4vNhFQ",
-	"+g/GA1/lu+5jgfiURcckKI4eGKVqGV93ZI3/0+SPEhvG5QWXlwUjXc9zTYWeMtPNE+Ob+e5HJthC5QCG",
-	"T5TJ9UeTQKFWFPZwRuNs2oEfUV7Q4oW+08MpHfOYZ8tOCZALpBKsJavQK2qECZbIcKpGAsiUmZAFD9vF",
-	"AV1cvO3YPwEEk6WzwqAazlOw0JWvLsNYGtnjm3x97sEhscuCie0XWHnchgIas88vn+pAiZsdyGKkG3GC",
-	"h5OG8o5PwmsfL3gLm5NqKvrqatC/tZp7aTWQuWsrOldPvTnnWwt8+Nk/GzWbEzjfigx6PS0hxcw4PmD6",
-	"+gqZJ11ympFIMkSnzeQ8RKtMRDM6plgqq3yY/8r0UYZ+73QUfMYJjAbd+JDotWrQFsqTu+MRedAb5i2/",
-	"YcLAdZndVUuVsdn6u2XGspSHzcbqs1TOWDZlcwUpk1qOlYoXikSxHJrW3lxcnBHTpHdb35nu1m6r7mwv",
-	"iSkvb2he4OBymmXJpXVHXWYyo/HnUEbsLyPd2qjV0cOW0V9Grb++uhi1OqmcZ/ohaOvGmTxqfSH7cJkU",
-	"dFE10tVIwEzBCvrVBUKj3zdBFs7QZvm6b0sgxufRXdJZvNK+8SFh4uTstHD4O74t6+hWhQPReLy9VGKa",
-	"2u7w2wG6wOEw9CEBb822++ydExfk7yfv3n4T21sKr7jDzqaMRstNObuJI7Q8G12mICLGeM1gHOqMXxlZ",
-	"LZtyNRJjLmi6JFrhBYZpZMNjctjbJ203JmGn8G/55Lu/suwjjvfeNwKQQCHf9TsPfUnAQLE2V3pzZ6Xp",
-	"sLe/BZ08MG19BJPe3a6Um/4enUc8a6QsDLuAdyC/N41U2WPWNVEtszkGbWJNKLAgGbY7EuDVz1IqFDoY",
-	"CDVGHTA7DcliKkkb3ewdhHhv44sdU4lvpzMSmq591KZHeAJzqHlDfWtbvLL3ls94Bolsa17EVJPWo3ov",
-	"YQqQqOOh0g+C5ck6pb34ylL/BlT+WqZjHkUIf/L1JfDSqUBjIqxXlhpIeytRA8X4JepoxkV+PKz8seaE",
-	"2Ncqh8NLrTb15o9NsGYWm5CsXZyvS62/H+3pNckn7RBd/pOX7hz8L6+5CFN1FaG26a4FMrw0nqRKke6Y",
-	"iuDYRF4ZIMTOSOTgh1wVtae1VFBEOLYLyM4xi+WCUC0ipJFRI0bCMQsBlqjxHJGIZeDGhk6N0A3vdkgZ",
-	"YFONBB3LG2ag4k3MiNrxMXictyG3rc+ME/T2PVuaI3FHc1NF3TLlJSYyJU4oe4eUN2VIENXRGtE1H9rc",
-	"VY6zNvgLX9kSbZe8yROHjyF+wYREQxkZsBHCYF5d0KumTsxre/DOl07rrQk1Xfd+/h6M6hu++v5tIlvN",
-	"JJGmC262MZ/03897n4ucty94WGPmKwnxEn43AqglYYCH1XKsCafNiFwIRdombt347h3b8k79aseG78yn",
-	"Ju8wcO3TJsEv2Ff0rYt/XyFaZrAJ/UHII1jCXlMe38ed7zjs9Q7cnXw7qwNOtfpUok6eKcIaMPV9GnhB",
-	"h48tAa65H+58J3z5luO67kk9f2XZHUjHkRC34i1mo05fAndJLGRBAyrBNI9hx9BMLRvGjN5YxL1sqkV5",
-	"cs6yzECR0xmLcsGyEEYhJj80n5Uotgj3NC8/UccjkaN1GxFH5UDdPrHwRwDOeBh2e9doyrw45mVOD06J",
-	"y22lvLMicvnrORnXHGKLP/3HOsz/rS6q/2mCIR7sxxEM12d8oDknK2LUFeFKzVlk6zGY1p4oDBGpWHw6",
-	"I+GUQDMYIMsi+qID6qLNYJLCZkVCW0/USGAkOMdQTSUFaQdjGl3mCBFBhwQmKu3ymi31n4tUiqtLLaqC",
-	"fm/C1/QTzIrS/4JssksI+wg6pNvt7jTZUpuTSx7aOtWpF92Kl8Wyl9I0tq6Hm6cDVPJZbHXBLYP/Hztr",
-	"ZSMzmlmZbzzi/Xe2u+mTUuRbuOY3kEZmjZEUDyFdreQ9CDrTyHleISYNFyRQ7LcAU/pM5Z7A1Lhq2zKw",
-	"NsRW6e0VIYMiwRmFKFWRY0y4Pheo2micMznMSIfMRYSIMyNRcLZULkgsw+sOURJwFDDsS7eAwA4qHxFG",
-	"mM+4UkyNhC0f3oH/gBaDIJvuSPTW8ExLFVBSr4EP4XKsS3FDfcmCPpms0VhfgalemxLbOOj7WYItVePJ",
-	"cettWZq+gaeZ4dlwbv1VM6qKb4gGS6UYoVu28sADxbDJMCwiD5EpWcgUo3t8vTsgs5sxtQJBqj6SM83N",
-	"FP8nq5bD8vcNSd3+zemX0g/7lYJHXzn7EMi1iYsjLVd9Q/+N9dvc+1bwFMQYiuWVw5ENR/w92fGeylJG",
-	"Z82hFSSA+CZ4exdfDkj7HIJlds/1nHB3d2yQVWXKqjMSJQkR+ajK6FIRmTDRJa9oODXrw9H0c37+ihhY",
-	"LWSgIxHwaJhDlcHLT5S5KbAyumazgEpWeY1QLDw5ElUoK8i2SBkWoycBvD0MUPs3rH+cyoXSkxkJ/Ooc",
-	"Imi7UpjhBUQxpkxIiekPIhmpSfoABLVJKmeA3gFRKYDNAbcXLCeBbENbpC54S1W2C33tnr4MSNtWrTND",
-	"Mfkk4+VIVGrugfYkWAh7kRIWK1a+PoegVHAMeKKZFrbtF4VFArAceKQbVHRhbrYcaEHP7Ypl+Q8jkS14",
-	"yLrkPVu40IPJXE1ZpJdeyTzggaeee1CNBFQqv0rZ+Q9vydvT84tX7/fef7g4ff33jr3RIHcX13jCFiRP",
-	"HleEjsSExrE+PTsdLNsNC2aBEDQ7I4tUIkztrEtOoF84i1ywkWgHw6JEX7ADqQT6KfbWP8w7U5Ikqbzl",
-	"TAH+QY4QI4y+omkZ65qa2q9CZhyqVUWaG0jBuiTQ1GAR9Oy1oikuzgzunSEJXLCl+yTmKjsmHMAxeRyP",
-	"hF7nXP4R89kY/O9KQgouWJsWMr02W4sNISq+R+I4h243kznONbkayjIX6W+kza+ETG2Z5yoRm0Xd+bc8",
-	"8s3JI5oPBTzKgWDg/CMjMxho0bFLmUBczHKraqWDg1zvRPtXMegSRZRGbtDPW8PW//6lt/v80+d+p//s",
-	"y3/eSRGt3VXlMEvAnhySQa/X0zyYR0NyMBgJuDXI51FLsd9GAGc4gr5HreGooIVRqzPK1x4eWSDHUeuL",
-	"bs5hJPrP7WM4ccjHAM6NCavxsghoNKw74irn2iYZ0YSuQjWP/9Zy1eu84GRNzCAxv2FeweRbEbhKqTnr",
-	"zW/5/JzvNgmveuN084eOsLITWW5iHHIW6d/2oVX2oWmJPOzBcH99TN/bmsiuRAtqEEHlkI2W7WPWIRwN",
-	"Ko4ICRgEWow1eW2kTcnLk7+SbJrK+dWUBCbz/1KKACHQuMkprKPlfaygauW5ghWIOHT3DUGsMzB8SxIu",
-	"w5h1wP5jU6aLpx0SzXEyrMD2A6wp90kxmJGQKTGRF5iRjmAq4Hm0fKFDrjmgKtiVRrUqkgg/yjNUN/RL",
-	"XfK+gElbpDzLmMBbhYpl/sDY5Jsj0PLj+LvGoFkDIM+Wl1epnCetof4NnLeVKLPO/8fety23kSNtvgqC",
-	"+0eY/Ld4MC15bCrmQt2t7vbO2FZbmuk/ZtirAlkgiVER4BZQorgK3+4D7CPuk2wgE0ChqOJJR8vDm5m2",
-	"WFU4JTITify+rBVzCt10se+tA+j2/QVUrNvx/W7p/e7XJfzlTc0sjfFVZ0W3r+AfMHPKsv9mTKlar0CW",
-	"H3ba3YMQhu4x5OjaOXk3m9p87o/INXQl03wazJGaSZmWmvOENm2VXbWnLmM4A0tVa1/RrA0vtWeY+lfV",
-	"Jn61aNXybxbNundLDQPdjv+NOPodYMQN/yxnxgvcHvfgRPZsxoZPnT5Y7JcV3p6nvt+nED7brfS/ac7h",
-	"JNDlW7sA29wvBx9pjzI5bWo2naW2eNrDew4n1zNkIiSuHVKPfzmxhMT2TypuFOEtzOkpmukLoHKlgsgs",
-	"QQRYsS8hmmOdEw6BRKQ7brVa4UjjvpjLPE16ltlM5am2qLMkcmlAiWNBGk5YQlJ+yYz5xXSivvBtRt7v",
-	"8CPiiEYeSmE+7Bh4W2TZY+mF/kcUUlNOuTLnz8BdIHVwY4g5qcbhrH86/ngSN4zjEVvYWYyehe1F2LNX",
-	"iljyg76QArnzgfPNLApLgomEyKecUi6sn6FcBwYL8MkwQFuw62L49taHGi1y0DmAq/HA1XL92cJ3+TmT",
-	"03Mnks/pxzh6STZY6gZWa7go2+L5fN6E4gFmIxhT+a7zrhOBgQ98gz91kIr9m3J6CgVQE2MurpfrAG9n",
-	"TN2afRBKUzFke2O+N+Z7Y75kzPH6o7CFK4x7sScfyNDf+B7sAj4ITJ6xAMUhHuxkcTRfATS4x3F0DzV4",
-	"mVCD+3itW+ANAhXuEAfbC+UvTIcS+fhB0Y2GaA88WAk8uJMgPUAEdHNc3S/v3cAKLRJ7kcW8iLgQ2tgW",
-	"gocno76wBxMs3zaRKV4xt8ixo2GPbwXbYpKxqbRQiODUgpbH7Bh4bDVe4aG09r0RC3dDKvjuPwtWYePe",
-	"d2iFl6YD9niF7wGvcD/zPMur2eULCBXqqIJeOgqLEgG7syu4fNs82w89s/p5vNuJx79deNSo+xPqSB+O",
-	"2yvJvZJ8Qjoe9LWeKPRePpG32bWnJ1zJiefRIVGRBqY0pPQlbMgV8FYNZK7Lh3dSx8p0HKAbs1yrgGJt",
-	"SEUCChpvsX0Qvlz8QwKHRl9AkHsiFdBgOXZQCLxzRbCUFjCtAHAsslm/kL+rCcTf+2IssRI6H4EzCq3a",
-	"V4ScV7mlJzg1T3J2g7ZEEK6rqERbPPJdJ3L9PlmUIldcFWvJnxa0tOuh7K6bEOWwaQRZtW+stV8bLftI",
-	"L1nBj01osJ9cGYLgrgpKzmFWJhXEFT0jI34NWblUu52gkR/91k1JymiGGvojzS5r2wTH4J19cOzeoVwz",
-	"jUX1CbtORlLwqqvSaGzYGb6e7xPujc2Pf5IJu9cu4qLpUkruc6N8h0hM5QX0aXE8KbaiFCS2+zsmgwWZ",
-	"UGHvhgGAbJTdIJ/OoAIHpmmtYoj0a2y5IiNCLcCzL+JBxsX4gosLOyFxUVZMlevyeYJ9gFlHBXe9pbzn",
-	"inQ7XQu2EEFFRC0BerF819x5XxBoh1EgDvBN2x0oBAyZPFyMG2ZSXAoblg/S9BJL9+S6L+TIv2ZpNc+d",
-	"2pvmSpMJvWKQH4hHntv6z4wlIQNXsYUlpB7ns7gS5v2DmbhifcWZz1F6xvvg3U5/Wx/GTp0E7VTOo/tg",
-	"Ps9nN/NVHs/xcMhmmiVHCPCBbEv3/NKpbH8fur8PXW9EYVeXncpCFxnts1xGamsDeldbJXPdlKNvyl79",
-	"ZsyC8laExEYLX8hcX8jRbTsSWo8KXW8DKVKQOho2b9VIlVFrIO6NerLuCovTIsehT5sC8bcxEaSwEMUn",
-	"Djrvq/T7Ob0sIn2fc/159KAafq8pvzdN+XxKy4hqSWeVRf0ptRXejckrln0TmuojXDNSQQqPP8x0kRmZ",
-	"Um62HRVDKEYJoG9gAME57ItA+btoEASWBBkAPkQvWYjCaa/bZe2hez5gSgeH78HCO6KNCIuIQ+lbukS+",
-	"YtVbXwg2R9e/RY7Xab8jW5HyCkvep0oSKvqCiyFPzCHA5yVoPmUpF6xlfXGLECxpZyE1nC/8AM1Bsvg2",
-	"atYsF4KL8REgXvx3MOffjFhIjbwqZoLrkMbJNOUpUXShyHyyqHSwz7wofRugkR1zGLd2rotxBt713pve",
-	"e9Mv35tG0S6bpiuWEciVL47xD26gnK5bDZH9mfLUdEVFpDBZeOtQpHcUhBY8I1NGVZ6xxKvNrXC0H3xP",
-	"XjSK1g1jGxCtn/w9hHYdhJYHkvGtkKvBXdlOsHKLMN28ET7Bp1/0JjBD2GYDwJzshX+d8AsrDU7w8d9P",
-	"jhk/ThJXr3uJmZTUqSZTqTR5e4AO9dtDPQkgzh4wZXzX24VfIyjhjTfQt8p/L8fSSQ68f1raR4/sQcTe",
-	"nAOBBzUdnVA1wZtxoCd1/CndAzKReaZsT2A4SI0VzxB1HpNcaJ6C249NYktqNdrpExrmb6VQSEaHl+Q4",
-	"AGdf7xC/NmN5nvIfRcvJqtt6zGoo8D5HJF4uWl5dm3oPC9o77o+kpI+T5Haoe42S3ia1CF7fLmfhi80P",
-	"t6rZcW4M5XSaC0foAfVEWuTY6TuepkirQbggNIgyv1IB6OK2Cu+8RwVvYxLAqUE08gWGhDAVmhJBJXfT",
-	"lDvhh3BC9ikSz4cfwhW4y6bYAjTkyLlvoYGsaD2qS7vOLu3hPyvhP9vLwZOkl/mcmJVwny8MVZtjA8ps",
-	"OggyjAbPtlbAbh5Azz2cK/jDbt7fs0Bt1u0uh7J5Qbtsnzv+PQBsHtWpa4+YGLJmwlyuwioPzx98kDY5",
-	"lWLMMgJvA50HJTPGMjJgI5mZXo9svHYVkPtn8+ZP7G7383tX7OW6Yq8USg1J2NJd9709syBMEzbRK6Io",
-	"SDog4UVVJESina1jVQfzFSzYBeTm5gXFhhnT7j1ko/HXpqbFvphQsy/EqtLwZXF/NAMWNrPCjoUzs/cW",
-	"13qLdxLVJ3ce8zXcmjIr16OrGFWLfBZDtznJBCCVLMIMiBRLoMDjAMlxFJt4/MZ83xjzvP4sR6MYEy36",
-	"wv1NaapzFWM2rw24ytGo4ewE18QGDsQizOqVo1GAgLCc0xBzS9gwpRlLSJzIOVR6dinJdlTG8CCsCDgu",
-	"4fMRocSxNpMYnmthun1cVCBwHJleK4xsiRmSMZ1xlrRIDErEDmfAkPaKDXNtLL9RFk4YklfKvt/Eelkk",
-	"4RkbapktSD1uNsOfmgnP4sgVsSZxO1dZWw24iBt9IYWFTiGlPXByuTy4+kG3i0xic65Y48jCr8Jn+2JK",
-	"F7CMRDCWqCJDz3aLC6VpmsLgUMtdIFQ0JjRjfaEYhazq45OzZvfwbfOXHz8WxXOcXrxkC+RZFZZ/36hj",
-	"lhz1BR0ojy2zwfGyLoWyAZdspiMyy5h/eOHEti9omlqS8mmLfIa3bMjHvBpUESNKJ9z9Vod4EOQDGQUe",
-	"N5vGY5EzrWJbG/wihnSiuBk3joiVV0tZr41D45eySqOf5vrhHJg7nrFg2LVeDWTpImPJiKtJCeprecK6",
-	"rU6r2+oCR/sMicRqBwdvalFNqfSCC8WGeWZUl3lCLZRmU3WRZ7zWq7XtZ40/eYa/tM1TuWKZjetD86Dv",
-	"SvKD2WRKzWUGhKBvzG/mKc2nTOb6QtV63c7WR8Jgtp8DX7yFXbXi/QLN6/6Y+JIzdu7nrdzlyBhkYG51",
-	"YhywocQ4VpFMCbjFI5sL6RhZgkwecLuDYD4xdgxOEebX24fKE5F8DLr1rBHYPSryPgJ9IpJCoKelNf22",
-	"MJCbfPCPNLsMcLxchKMhdSGXgL0lF9iiJnBD+EpTq0AuxjOXsGXKOcutvvgdnJ055frPxkjGkXcfwzIj",
-	"xldCR5wB9Wpd2hqMWOAaDXbciAowv7/nKyWcquoqQzTT5d25ttLQ75TrW1A/owO0hE6Was+YQVXXyzFj",
-	"rq4nNKKpYr7OzEDKlFFRVSXnr1KMzYSaT5Vafbuibl/h3FQ2/DYs3ff2WSv3BevxBaiL12Y7IMQzkN8i",
-	"Z10h2tMKDYiPFRMza429OryfOjzNnX1fWoEHz8GF6/kNuYSohvAsC8TSerJUAJDU9VySGctIysVlozq3",
-	"8BSaetG5hWYI2+QWluZqn2S4NsmwIl0klHL49zOWqfFlvkC0yYDpOTPWcy4tZ015J0DpmoHUk75AITD2",
-	"EQkBbCRsIlMbkjHfKEtKhAUNiZrQjBHaF7Fp9IInsc+g4UE0zDPkOJtunIGUUQWPjaVg6FDgBoZ9Cx4D",
-	"foSuKQBjBP1Z0wrpCtay16+N3d0ZQD9Y9bnurp/rBrzri11ozc2UPk92o2n5lPKsSmv9IPWEFJLqpNnI",
-	"yv7u7N+VZfy2St5OI28TV4DX2zfm/3ZhEDd6MALFGkjrqmvmu2mvPVX4y6QKv6e0bpH45yUOirNVNFiZ",
-	"FWil8FGd0VXnN9ep/T1v5T1vyet6Mm9z8xnGLOlm/Jfi0/zx6iwdG4FkikwWM6knDK9PjaeZZxiNAW8X",
-	"awERpcFiQBV0n47RF45F0pZmF2MuGPI2IhWUCyFh/SQuxgX7lYr6Ys71ROaWCAtLkWPxQuMFe45HdIaR",
-	"BoAqksi5IHUoElkKIcsr1jiyuUn+9Go85oLenGr8c91XOsdf7O4uRk9TKfBrvrij/Q0Y3G5TpTsHPYgI",
-	"apLloFcqo2Z2aX+2Ldbui4R3XTfSvZWzvD33r+0rl2InvqmHU4BhB9YFs9x+SYjM9VBO2Td+IN/7qZsI",
-	"RallgSUTOpuZc++ItFqt3SG6Ts1KoTOZNmcpFWwtc67PD3AJF4ooZjogCibdKRe5Zu4ob/yHlNFERR4g",
-	"o1k2rfQYfsR+nEI3HnHjlNpZsWnsnBCYkyfdMA9AvwwLY6Y7dZXp7yYYxRVH+8b/tzu2VArJcUipOJYs",
-	"BHf+v//zf0lsWVjsv1Q+HDKWsCQmMiOxTU8KblxcmsuMZU0gnkGTWV2VpqAMeUThWctLcl4mIvn+y9OH",
-	"lD4PQBGwFFL2ksST0k1UYcoPDw8PV5cNgNsq6+Pay6pQjGvL1jo0/SOZTamu9Wp5Dk/aiyqlMy7GtkiA",
-	"2SOKj41ANy/ZQq3VnSWN8kqRk6R7ePj6vWNQatoPkVk+SPmQmO/hhRMdan7FQJOaZxQRbO7eUphmBglx",
-	"cCm1IDozTi7mp4+R4aLqOuIMm/uL6fajOimumVUXB2ZuzGCX+Rm+6cjCQ0X+w4W/xKXYcg+Vg02hFLYz",
-	"qd3xaEN030hS0HxEmEhkplhC6sjv1TBiFJ54UBj7Ap42JmYKzN3c/dIix5hkmTKawSU91EtCdpqhFCM+",
-	"zlESkcaWApMTkOOaQ8mADWmuGKGmO5gU6fi7QK6LDnJddYD4AkMvhO4RaBBfP8LeWHkPzeZu+1+yxTcf",
-	"bXs5ZIQoJyjZt7fhnXehmM6aeNxfaQqCbGly9unj6dUbFyDgZtdhVrVLBEnYLJULLFUBl2JGrbsLLeuC",
-	"N7xjPZBQOzmHwsJ1LoYZowoqH9s7bEhagPxgKvz7RyRjQ8aBWSrJ5IxcvSE6ozNF5pAiY74KSfWaTxkZ",
-	"y74wQ5jTzBgf5e7TLmEXC3IqlR5n7Oy3vzZWoELOxHR2gnP0mHanaGVV/Qn49fu2M2acZSHDlaUZIwrU",
-	"eWhxABWgthb0KR+sdXg+fviBTGWSA1KBaixnxRT5wX4aiJk0H9kFVqQuZ0zQGW//cPzjX87OP582P374",
-	"oaWvdSOCHWFGQqZU0LGRVS2JOdG3VsnYRz7YLGCaXeu2rxhTOJhhD8hPJz9/+PTh/MPnT2ek1/sz+eHk",
-	"lw+fQLgLWVx2DytFLpiR+tnHD1fdO2cK3U0u2DDHa9t//lGikw4Gu6U4oJNalgek0tyUTQOLaKTQUm+G",
-	"EDSeWaSEamzD1mVW+dw2+qLzaoqBbJNdgzOI4/7WXYJnTq4Jp2o3RbfqeuCMCWDjAgmuU4HqtVvSZGaR",
-	"wj0VQdoqGOK+iEP9GTfcjYJVa6Dn0FhPqR4Cmgt6G4Hhd3gp80bswF2xORqqFonNVy9sxfmYxFfdYWwR",
-	"ULG9s9OL+Kgv4qs3/gfzn/VcsSwiZ78eGzN/9utxs3v4lpi1Z0LbMUXk+OSMzDJ+RYeLHvx4mvErY+R/",
-	"lpnxGYrYIMd7Dys8moL/ivan588AlmXd+R5FyKfwhuSIxL+cnJMl1yo2GkM3zV96fREjIdXfFMtIk5HO",
-	"dT/vdN4M8dELnsA/GcG/moHaP5jR4h9NP+0fzRjxj2ak+EcorPGjmz+sjkyVmk0yqiwga55xzZrmANOz",
-	"cDCkwYKE/1ZfnIPRHcsSlBAQaTJLWMaSyMHtsJgJoYrM2WAi5aU6IrQvQNq4Irmgw0sh5ylLxiwhf/vp",
-	"FFywfi1hqZlFlvRrZMqoUGje3U0S7YtUDmlKWJbJbHXeU6GInjX7aQJbz6O4XneK+I2YKkBsBaJe69Wu",
-	"3tQi8z/m07meXBQLhMVvJ020K03zLj6RSS2HMjVbGgUey0xeld81fwnfxSeKd49PziwyLHDtURPtqPmf",
-	"JzcqWPAVPkugQvdkbvc46/7bQbREUvh64K1TZ+TufuSwprx9g/+xSwaVJXr3vPJWYy5IKsdHxF5SBMcj",
-	"cxSesWRVjtV9NOU+0+pFZlqJUBfu6k1uTLIKvh15u13wcKiV51wvhU9wPHlMI/Gd4X8fIlHrXhK3m1Iq",
-	"1ng9P9uPlo0NuCc4SxNFxvyKiSMnp/hPR2UQkiDAKaUvkG7fKNulA4sja6Ca2L+98tIfFloyhwZY/hb5",
-	"iRurBYq7VMtjyFIkjCvp9Sq/FxmnHkyb39HhnUJpwyuG0ZnanGYCwki7u5HPQiG3WUE4Irm9otgTBTwD",
-	"n9w9FOkG97Nt/Ui+piQBHv/hQF6XGRkwo5Hsgd8GgCCTE22/YHMf90RPAHiJeEao1mw606pFfuaCqwnU",
-	"K3etg9M6y3LBEksehBdI6OUanWn2OZeC1OMiVNNsuiea/oE4Im86JKELRQYLR9FTeZvjgrA/FXPw6HHY",
-	"zU/a3izOgIfpZ55q9sjxW9fiVthIP1ffnUv/jLXlyj7oq/Lx7kk9p036QjMMK9/XPVsTnTbHCb/Hz5nS",
-	"n4LgdIyhayHnEZG5VhzrXWLgMbJJGZYtwcdkjTHJkkLfLFrkmLigJBROC+OSPTKcsOElunJhcDuV4/HK",
-	"1A3T0ac5z7jtuspZMUsEowvlyAcOrBbeH8ifObhEi3W6k0U3q5hSvcZun8DCu+fQShemU034TEXGRAo6",
-	"ZVEhIPbwEpFi/3rER0Bmogm7nlGzX7nQsvqG89z38RG3g2tkXYKen6yXlAoNV4DFjOtgMp24FH/bJh/a",
-	"P92+cf95YRZ/dT60sfxegLyE7CIYpB7f3MALX7/GiBOayNQchxqVISG3mk8hMZuk5bvOgEYo3W3x2l26",
-	"NqRBu9kGPVPOg55SnlbnOZfkc22i85Re/5WJsZ7Uem/frM5zhhI/G8uuwUN3z+g4x0ZedDIHjGGbkwBO",
-	"1j6DY636Pj79YCcq3Ff4h7vkb/jcZ1F8ukXOC15XbmONXHnuXpEujiz1a3bFsr64ZGymCPWpElDxDGiz",
-	"V1+tg1g8b2lge4NOx1yCQ7GshXaQ7+e5rQ6aXlmoDFb0yBH7blGTbH81/W/K8xFogN10S8kitm/g/zcX",
-	"C7uSl4C5wOqKVEPtxRaBH9wNBgAooRX7WFEHDGHh5KDzHlJ+QvYxtLaOcTQXeNw2c7a6HJhTR9uUkjA9",
-	"319A3xuXaabxHlK3q+mAFQ5DUi6jbIMPZx8jKh/4H+/h0v3uWn3RTp0dxTZunZvmvWO31rGbF3Jxp7Tc",
-	"IU1TeAi8nCu7wjf/4e6GBzJZ/Ld2nqVfVwPhAEkfRHQgemoTcm3/XikS51kaF4m5fVHOzCV1c4YHWv3T",
-	"z2eYreoG176x/4XcT1yM40bUF4itg2bONBUJzRLi9gmZ00WL/J1lfITIO/Mw1XnGoCo91qjI6JyYAbqS",
-	"EjOaKdMhrhGUBzgeSmLbepMnMQD1+wJf6BVxTePnamDNsxapwmTYh20XT2CyNx1aJ8xVmUiOgnxX4Qs2",
-	"6GxhmVN8ULka4/vu3bt3GzC+E4dzdzS4ftxrj77LZ92oahQ23vtKAQAKCA7/Jvi1UYJSJOrIGmiIuo9o",
-	"hnjHhcwzMkwl0nYXg3r9p/eH7990O53Opq6bxpSm09naEcxM7zLznf/5z07z/R///T8qoMpRVVRKZmRq",
-	"REfN6JA1FTOrqVlC4qvXEaZAD6hibw/Irx+Pf2ye/XrcPXxrE6JRgEEmFQglifGNYtrxyVb5z35IpV+N",
-	"HNsPR31hZnHGMn8aE2ZnGT/pPLjNBKF16elA/YiINlsyg1yZ3cOZvcCAtbDfqyd5Bow6BECyAEMFVjVA",
-	"UaeJj8cBMhbfMYO115/FQl69jv5yKP8x+t+f3h/+4/3f/p6/PlGj36ajv3/6bSIu/9Gd/eu9fP/pp0/t",
-	"X9uzDwd/3rTafkJ3ktd7VSukGkkmda1X63a6b5uvXze7b887b3udTq/T+UctqhWsS+F+NDtv9X7EArVG",
-	"K3+NauUX12/kqTEzYzihyoSR6fVr4OmUcwBasf9V6x10zX/4LBmHfzA/54N/saHGRu0sAS89vG4LcOBu",
-	"WjnYqtd2cg7sEWmrQ/F//Vdlpifm8KO+BP3OFeFjITPnf1e9V9oZUAnInS4QGYpkp82UGVXBElI/6LyD",
-	"Xw667yFrwKYiRGQihcT9EX8x+rl5PNIsixGldljV9hcLW4CNxq5xZjhNwarK0Qja+RfXQA274vOtteC0",
-	"Y2HtiIc4OAvtoCMVHsTXCh/tDP3ZAQZ/fj0/P62fNQgTyUxyKHqP7agWOanA3xCu+sLYd2yfa0IV+R9n",
-	"nz+ROooBictiEDciUmHn+yI09L2+6Iv/LNlpJMt1ppPU15jOviCB9TQ2Pclxz1uC/MZR6et+E9hGNlm2",
-	"0steQ8W9bWwEMfskB9Ip8FrIQ9mI4lIaGQIoLg3BPQPdaSZsKBMgOwO4c1i2CVNj4vlEseFFfEScPTBf",
-	"sI84y/AKjVtKZxFwFat8OCGB5Sts5mBhP2BsaUSWbFhdMUZiJGWwi3+GwSljVfrip1WuGG5fgSChHlIx",
-	"umepJhQR2TMzvXb6IpcnCa8UkmROdRanpJkgdSWBw81Cr+Bo1xeKMUVi0H/5LHauJUDNvFKMgdEBuF9U",
-	"o0WOSff62sZJ+6JulsZ2wMoWscUBIvK6Q0r5RG4o6ogcXl9H5KDzLuoLUElQVEvPZXaJeCUVaqm1qqYv",
-	"NuiaI6g4AXQpLrxb0pitvvjd1TjEfTbIkzGGhdXMZXBJgcJAHf1dw/H+FStZ0rmRcca9m2t+unA/xYF+",
-	"sesTBV7ItS6KtXkN6HgAMY/MriIQayM4H2OdUPVxLoKMo4i4UzzWCbMTYdNUIpzBoiCkRciD6xXGUyvi",
-	"46vj3lbinzXyDTN4YQy8Lw3U+s9aVPP1Wm01B3P0XJGK6z02c8zPklwvmoOMJ2PjsOVZalw7rWeq127j",
-	"4d+23hrKabvAhe3oUTxPlL3U+Mo4u9U4u0Ta94CxfVR+dU6Pc88I9SHINR7e5vB8ZQxmW7RYGPzchBlb",
-	"ysHdABy7sz7co8ZeJj/33C/4wwLGquL0VcixyiyhQgofO2S+wX7sUSAPmIx0R1HbTRHZdb0bTCyEbBV6",
-	"vh4zYYxJ0iNQpixu9EUViqvQtD138iMTOTcHcjMw77Vj3bS+CM447vGxdB6tPZ0NqRASChsD3TZLjsjQ",
-	"XhAbX3juO6klngzZijQPxJo8jHq/q5+Ls2iLve0ev3oG6NgGLeFwY3ttsceMPTFm7G7adJ3zuQ1WrIBS",
-	"eWCYj+2UkWGMDic2GGIjQhBx6fXFfMJEBIoxlWKMDLG/np+fEqxMbyljkQseQg1Uk6lUmhy+7pLBQjPV",
-	"FzZq5vTnK3faX409AwZAS1wYhELuiDvzXEcNFwwRFt1WON5ShE3nQvMUKUNH0MVViDWrcvagtT1o7dlB",
-	"a0WWwdMB1kIHbkt11b5x3VvL/v45jFBbDeLcp2X8lFp3LvEIrWdEgRVZCfuTxtJJI7yJeDJZ3V6H3l2y",
-	"2/46bXeI5t27uipX/bec5Z6m2++r+iUXCYmLi7+44e+46JQ5ukAPHMe/hleMkb0Fm0+ohmA/V55lG2Cg",
-	"SWHHvfOBVevJKGNqUroaaZHzxYwPaZouSK6w3A815ju8cy60grCkIP5kxhUZ8WuW4KnMttcX01zBqcye",
-	"aUj9oPMe7yvmXLFKOPoXVk5UCrTIQ5OAd59MDQk2j5YPwIt9XO/5zLZdMEJdYgKwPD7gKWHGxfhe6mel",
-	"Qjn9fHZu9InNS3A6oQWJiWSGZ7jl9AoLFRdDFvXFLcQ4qXNNBONwkTinxsAb3SGkq/QL95E4JY2t4eWe",
-	"0hxq+FrANTkO6EKRUVoygJ+7m8ju9TWEmRRet4a3rMWJ5Mg2CZvCNMLSEVGapymx5WgqiYJOuRg/QdR0",
-	"kzowS7WHpX/7sHQnX8B7+PCRBIxEWmbSx1EWX5DBS/kkZGOAbNDUOgPGL5GCReG9r00OMDvdxgtkRmKb",
-	"SHOhYpddROqOzPjd24NOB7NmErqwqRSzjF1xmbtLDIKQO9cNLWXPZ0PZiZ4wQYY0w9DJXJaSVLmoSmQi",
-	"9aXk14hQVZWpRTHfZTmzB4A4RfGEIRVEAbmZVaEYP3aJRxpSTyBlJ8iTsRPj720gmdhmJBVkG7+b+S4m",
-	"sUc6MdapXpolI0bFLFHdF+Bv1XMFlRehSDp1D6eMXrKk0SJQDANeMJbMp0SJvnC9SzLzXZsjy7Lldkuu",
-	"2yvPgNAXGFJXqyu1lPKh7h40j540ncSvQ6335m2ns2ucHQf7xWaZ1b7aiPvjBti3y+YozImRXJfZET1Y",
-	"Xsc+DL8Pw+9WoYcGaqVshO5mTSeSTvnasiUIvAT/MqDAZ0noNvZwj1AbPzdNgXs6TDnkCNrAFxlKoWTK",
-	"GoSqS2VzOuHobYbSBJSnLZQ1h/tJ3RdTuiByNGKZ9VNlyqx3yhXyKuERu2T9VpTa+R1H+5jaBVtYVUST",
-	"pinLXhJlzO8TC62FnhO+LeuAJ4opZ7Lf1AaMZiw7zvWk1vvnH8bsIIlAFWbq+HZ91SNSqvWEDARoiecT",
-	"IxrHpx9aPgXxBpaFfe212zcTqfTXWlS7ohk3G1MVxPo3xSzVXnf/1Oq0Oq3XvXedd51a1Sratl8pQpMk",
-	"Y0qVb3JSrjQTFiSAHSg3MdF6duvDMaRLxmTAJhy85vO/njU1y6ZcoC8yy+Q1IsJEPjXTbz8D70GG/x9+",
-	"aW5lH9i64e7qiGcOK92cm9OrYtq0oUhd8ykX48j6bWZUERkxMeRiDPQ6NunTFSKv3cZSneFyosLIclEw",
-	"rzWh/GIcfEbIhFV948dbFfUVqU8YzfSAUU1SLi5VgwyYnjMmoI62aoUZqXpS9dXTTGos8x7sb2UvDin5",
-	"6fgXIke+krc9js9Y1gT8zSzjMuOal5oKKotXNPjrbaqlXqltUp9SnkZBkbCIiDEX1w2z3Lazxgu28cyB",
-	"vEY4HSUjNg9ok1q3iW6qOlSQhwSSYHZs6QO4rVeA//KEA8cYT02nbGWWXNsCr/4j8NyKb2CUKJXjCKyG",
-	"8emJ0hmj08ijYKF/BV1+8GVr2yqWN6VGTElY7X2wIBMqEnvD66v3onBi2r7HiLpjHUt8MVG3G/WETUMB",
-	"8zXwbvfixOJnlJmesuRHS/azXNSXDDOW2Ax+OdCUC1upTmQyTU1r4fSOq1v/ldFUTyKSMZpwwZSKyJTp",
-	"jA/dggOCbJgvfU4tlDaq/4+v/z8AAP//",
+	"7P0LcuM4li+MbwWhmYiUuyVZku18yNFxw5WPTnflw5V2VU13Ka8JkZCFMgWwCMqyOjsXcFfw38D/W8m3",
+	"k7uSL3AOQIIkqIftzMqa6XtnptIiiefBwXn+zqdWKOeJFExkqjX61JoxGrEU/vnygl7p/0ZMhSlPMi5F",
+	"a9T6iaWKS0HklGQzRlKWLVLBIpKyJGWKiYzqF4+JYiIiPCMTGl4TLkhwOu2+pVk4C3qtTkuFMzanunV2",
+	"S+dJzFqj1rh1MG61Oq1sleg/VZZycdX6/LnTeiNDit1XR/Pjhzd2JGHKaAYDUXKRhqypm/2bwX4YL1TG",
+	"UrXfHzw7mj6hh91+v9/vPtH/56n+P/3i/w08Q/rcaSU0pXOWmbV6jg2evqgP0TwiPNIjKsaxZddct5HQ",
+	"bNbqtASd6y/N6C951Oq0Uvbbgqcsao2ydMHcKU9lOqdZa9RaLODN+ro+X6RKpvUhX8wYCQS7zS5DeCOw",
+	"a5yk7IbLhSIJvWLl6bx98fLo3c9/P/j7xQ/Z2xcny7fP+wf6v28urpZvX5zgb8X/3tqp/bZg6cqZGw7J",
+	"ncec3r5h4iqbtUbDft83jxcs5jcsXfmW3z6rrf/hpM+ehAe0O5weDbqHUZ91n9Gjo+5BOJj22bNoSAcN",
+	"6x+ZJu+/AXZw5xnNFuoVjzPm2Y73Il4R0ylnSp+mbMYVURnNYBd8C6mgydJC/mfKpq1R6z/2iyO/j0/V",
+	"fnkkMLjXnKU0DWfeZc0fNtP1wcHBwU50PbNt3n9hTyM2T2TGRLj6nq3qwz8hYcyZyLrhTComyDVbkfag",
+	"1xseHZFwRlMa6pO91yMfWMJoxsUVoeTs/fkFWfJsps/CWCg6Z/AhFRGZyGhlmKGCozLlqcoIFWrJ0mP8",
+	"igqZzVgK73bI4XDYG4vS0j2eDsJhdMC6yMu6c8rjrjntdsmQQReL5sy0q6fadHKOjjqtORf274F31abA",
+	"of0MQV8HJKYqIymj0TGhmv5iRqRghCszUxbhVA8HwzJVWObun4O5GpoGP/Af+zd8zrP6YM/oFSOK/7PM",
+	"oI76/nMSQyNuxxGb0kWcmW7n9JbPF3PdQB9WEP8q1o+LjF2xFEb0TkbMd1r0780HZTAYDHY6KEJG7P5n",
+	"5IxmM99gTyPN7vW2RjxlYWZue0r0IBqmMBwOhztNQf91/ymci3lyQdMrlvkmcv7u7RnJ4HHz4j958uTJ",
+	"TiPHBu8/9gt5zYRv2PCgecCHh4eHuw1Yt3f/8f7MJjMpr30jNo+ax/z48ePHO415iS3ed9Sf9ccqkUIx",
+	"ENO+o9EH9tuCKWAboRQZE/BPmiQxRyFzP0nlJGbzP/+qUOLM56OnnVEeWybSA94xImIxn7CUzBcqIxNG",
+	"aEbmUmXkqN/Xq5GmUsuIv3xqxbkY637f6rTmTCl6BSe7uanPHzv2Uh8dAkPkGazydzQidlb5EsyyLFGj",
+	"/X0tfqtMJr2I3diZqf0bGvMIx/J5WwnhDD/GVa1fDymOgESSKSJkRuaao6OgEslwMWciG5E5jfWesYj8",
+	"7fz9uw6hZMpZHFn5cplKcUX0FIhMiVxk+kFKxRXrECrIQlwLuRT4jf54QiP9YgqXNItILpR3SMZuM5LN",
+	"aKYvJz2eHy9edZ/qt2cyjhR59+Objv6L4tWtNReSSd2LTFgKa4OfZ/QaZiRYjwS4m798DIgmVEUYDWdE",
+	"TqdMRFpGgIH19Jo+l2Ia8/C+dEaJuf6hv4iMW1omGLcIjfUtvCLslqsMxLycNJ4VpJGPYku6CO37D00V",
+	"tmGVy08kXKSpXnSQYkeEwgzzeelVF7DpcvIrC/VrPI5JyqYsZSJksP3wKe7SVKYTHqHoReHOgt3Vf4Kc",
+	"FlTkpMA0OGEg2xnhBbbuFTQVMXHPvQO+S8atiKrZRNI0GrfIjCqSypiRG85AMITzUVCcYCxShEZzLkp7",
+	"elDsaTG8LTd1mn/wULsKM3tkZsIVmbBYLmGttdTgnVI7uO3a4XX1d8EeLPY7mb2SCxHdc63tKdlGqQZu",
+	"MIVO3SU+LJb4nczIK/PCVkssZNbFFh9iiU/07Y9aHgOhyzAbrT5oam3L1PxSHA8toBn1wqwFru8ZXcWS",
+	"RhdSvtFyyz2X2R5nYJnsNoStHfQPnx49eUwmq4yVONHAoVpzQZGXIuPZilxISXBAW66w7rGbSdmN4auH",
+	"5k8wIa4ItK7ZBsXVVyy9YSmhYciSTJH2gLzl35GJVsdBSTCLnLJQiojrhl9RHrP7kjPwR0PS4Uzff9GI",
+	"WC2JgC5FJousxEdBP+OKjFuHoGkV2zAstsEdKTFD3XIHEufT7hQ/fYhtKAyDddmhMru2ykBA0B3QlCsp",
+	"9L2xZPSaBD/vBySjV0QwvWHQAFN7x/mhWVJll1Jr9TRCfoWnh15RLkCPT1mWrsym4pDvt5NaO0wFjQlI",
+	"DsfGZopEpw95xETGp2DVyeyRN0QXyysj/DIF+oYjUD979uxZs0Btt/7IFRNP7UjOsfmXekDbbr6dxgPx",
+	"txVBVgWL0iEUONmHV8/Js8OjJ8T0OiJHt7ekTQmcNCMijgWuDq5kUKyOlch8y7inRYGj/gFpC5mNBUgY",
+	"e70xXIg/CrrIZjLl/3yQU4uXPle5rCpTIL2U3chrVr5xBsXmlEax5Z4s4BtNP6EWfh9ka95JEqYMiJLG",
+	"IEHhjY5itJlTx85GP29PtRB9pTvYg7NLBf7pNNQjmteikEVCmoIVM/j555+7J84MRuQ7RlOWBj3clySV",
+	"oVaMJjHDW+Pelxc6BtQvw4+9iCVMROpSsxD8t5YMSbgKY0YSqbIpvyXd8aLfP2BEJVLG+V/maaNut593",
+	"tD/cL/rZ75c0vTt2WtICh0OXgpz1Mtfs9qcbFMIHv1W5IksWx12j8ukba5Iyeq0IJekiZmXtkIRUaAJi",
+	"t0nKlNInv7pIWujP+Fzzc/29/hN0aP0P9BwYyzge/YhHQJJcqQXbQ3VPeFQBrs/nQlnjpWun9eh8cG+U",
+	"VT5lSFYtkkSmGYvesojTC1j7e9Hsc/y0q5si45ZWaveTmHIxblm9FmUTFhmXm9sDtOxKAkcuveSDJTBa",
+	"AsPdmvfkX3fn+usufPZQBGTFMT2/oDojzR/yjsCsc6L5jdZ1+ZXfdh0xxVMWgRrKrxZGMzFWTiGjsqn4",
+	"k+th29pRN2Ui5OKqNWopFk9bndydwZlmER87udl2a9MvGEmv2UorOMOffg3nP/XNr6bFhIH/Uf9T8SvB",
+	"xZV+3fyCBwUXhCWX4YyF15dwkd/Q+HKO8kG/05oxmmYTRjP4bXjU77RiRhW7zDJ8bQCvwWAiRqNLOgU3",
+	"1YH5rfK9fve3BQ+vG3rstPB0Xl6lNGS2z8+d1g16llujg8+dVpJqDTLjaLdz96PBv3on5+oG+6GzqevJ",
+	"+RW+diZjHq70d6W9b/Kd6VsQGQ5JUi5TrRhNLQuzVMkzNleb+s+9cbpvMwmaphT+zsmufjKcfnb2S2xc",
+	"u4J6ax4allq3FjjQQL5whRmFam9OWYq0X789ed49f30yPHq8Vx6vczTyMWldtGlMnh15AY4OMCBmM0Wm",
+	"qZyDNpDJO2zGGc1mvn0wh7Xa90vwTuONo/vJ4xkKut6qW2CCZ4ylvr7L3KF2hOR8TkXUNW/pPVHHRLCl",
+	"5o+KMBHJVN+Ok5W+f1M9rki/tPXYzrHh75mXQAtGta6NC3zLZRQ1z5UIU825FFnOGCqCVKxQ/0MbFWqA",
+	"qkRABw7dcJE9Pmx5fXuFF+KXfASdcixG4ZczUyoYSJklWGKwBOkclspefczHgqqqnn+x03W/tlhLSM4V",
+	"Zxwt89tha8ebadiq8WdsrLYdmQKRqXxcscfayWzkUnqid+NSw81cqrKvxQbCjLyLv4h49oarzBdUkNAr",
+	"WHaqXyIpC2UaqcrCmwPzy8faKuZHySdR501txwz0AD7AR94roYjt8XADFKQN9ehXYV7HhE7ASyJRvY6p",
+	"yspb8u7F6cYVxtE3LqwZsicEhpH5AmPLKuuJ1v7CBtzD4IlWRz/R80ND/GgiZaaylCb6iaaIYX/4uDsY",
+	"dIePL/qPR/3+qN//R6tjZG/lnhEti3/utDR1HmqVK/cAby1omE/MpG1IR40C7FxqDlZ9QS6p1pVE5Rzk",
+	"QTPFvGtnyyxEvVU5IgGuDqiZoZ4wKpwBWJkDtVIZmweVG7e+oP4uL3PXc4OTGy7+OY0YMipgzndye28U",
+	"Rmjmv/Z4phXKgld6htBAJ3mXEc1YVzfi63cLyVVrJSFLBYs6hE/1jfVlZFmHsGmEdlwanzn0h971Ck8D",
+	"iuyqhIV8ykNiGmm4TMxBqZ1t3+zNZa3v5krcgD5jG2/k0jH0h7A4Bl5r+b1LpFptIUuHudr191xg/Mya",
+	"jvMzu5ldRsit7BnuWBZRHkWnFJViN9rHZZ9TEXFNsb7rC6SGUArFIwjlAtMeKThMZdNldGcJQjM+1Hha",
+	"o2FdnICWv4w4oW/TLyVNuLPyjb6i5bGGpR36qD1lv4KK4mPjK8Jz61lGr1m57fzi1kKxebM8ey7InOq+",
+	"BBUh20VK0hvlzNpLcTMWXn9gCkLqmljPlMaK+SxBJuBQGQ8AJWBUqIoAa65zeY2MrX7XZr6lxBVKqSBt",
+	"Y8WOZXi994A3grXtee949KuVe2t13FjIw/6zx55W9TTrgZBKVRpDFm++nkgZMypq+yuvkek07uY5yzIu",
+	"rtSO+3lqLEGoWvM5MwE+ZlPRpWN/tyFQeWzBWFhLUo+8n/MsY9HI1W8eKWsabts2ZjTGW8B+uVeJuP3U",
+	"qlunzMeOYaoipbtf1K50PZG8u0oAqhtNevAYmIoTUXrU915yzmj8nZk3yhzkaH1fg/5GFdedZmkYXqow",
+	"Aq03zhqFHDklw17v8SEwX4WSH+SGYAgVaK2LpGqHxZyOy/XyutuhzxC7i6DuSjKdllryLJzpYV7mUcGw",
+	"MnHMNXdo/fGsrDjeyySVUw7sJab6SCySaONK53aXQd1A62xUjUz1Mwin43P2oIzU6WVTdkPx6j2suuuE",
+	"+Dum92yUKKxpZd1A3+l3PvvJdYNhLv+imOWu5rgqRW3z3Zl5+XOZ8qqL+0bf/g+uk21hP6QZYWCXxc7x",
+	"anp5Qa9KwxjsbjksjEtlAq4to2ND9Gyra1h0jJHFKSyt6xqW/RyNBrtd5CdgG/bbFWvct8xRa+xnSlVW",
+	"N4R8/bP93/ycVUX4JvOmIYtNBk6bQPkQtk23ra2Mm88L89nXMWw6uY33MHCaYZ/ZFKsdDtwrCDIgmTT8",
+	"SA+VNhzA2glbUjgYcy7cfgb/PnJf/sjVaQA9bd/50+zMU1X3ArsysXnJe8yKhzULehwxlWFa4tYn7aW4",
+	"YbHEwI7yUatQfd7vx+ZJn4qp9PEUxa8ExGbAW6AcLkE7YCFFyyzPmmz+E30GL7m41NIuB9vFXWI3WCL1",
+	"fhzqThKeMtUgBx+AlFHKU90+4TXaISNKqcUGYfyame6vu7bR1h1CTGxsUEstwpCxCMMPWTr3SflN7gng",
+	"4rh9j5RJv4AdE1rZ/MW3Sxm9Zpdao5RT59eUqYym2aWNoGt1WnN5wy55ogmrYMi+Bu9gef8yErs+RzFr",
+	"EmnREkZSFjJ+wyJCs02S7eD+tiXwGD9SxnpfMy/V2jHnoWZQimnIIFQPXigb7bey2bvHyztIRVI2XShG",
+	"eEZAAwY+uGGJDnYQ/suHtzGt/U6ego2k4aVFw/fumDy5uc+Cl9QSZJHzbibBHdbX8iVfXya2pDbVEgvb",
+	"3pR/EkUpU4pFXzCICc3uXIpLrRk2MT9qzhe+Q0IZMbS2W6t9eXCQOH+Jh8zTp+XJG6RgpBsL2GC5dk2F",
+	"hlx7oh8+iO7aEPBSwW7IvVT5JPXgcuroFPAUBXmWuMMaOWKjbmJkkQfRTZy2ttNNHFnnj6af4NDv7KqR",
+	"iyyUKLDRXJozY4YDUtkQr+ihMpZgRH0u44FI0Oq0IhO3i9bSYeHa6eSh/a1R64Ynrc8fPQYF/834ejGn",
+	"oule3Ox2aWIKr2RKAnv4g45J+zGsBPlDO5jQ6FILvzRbpCzokMDkV1xes5X+E7KhL/UZK/4yx0//gKdF",
+	"tx6kLIkpfOOwluJPffj0X3n2dbDXIzBE9DfpZ1PIqg1IOzMOUoK/EJ4pFk/JcsZjE6Zhtjal4hgldQ5Z",
+	"vBBKvqTKfAhJNwFXMqZZuWG84SG6Ej7Lg/RGujMCZnEyoxExMwSVQPdBl0RIMqe/grdx75hQApJgd5EY",
+	"zxlRUn9/A3lk9rc5Ta8tIcIAwP/kukgJVyTRwk2EqWDr2LVDFI8P13LvSp5bTuaw3LjwpE2JJnkzVLOe",
+	"ehEnqVxczTKySDB/SMZ6KlqdxYXNiYu07XpO2FSmjKQLoW/aPVcCd4/Y1Kb95S7lkmxdUgTqk4Pj6Qvo",
+	"hWmgp3Z7dnmescQwnM+wtKf41fDo8QaN0yzzGkZ23rQRvy3YAnfBgCrhH1vsz16ntPA5Z8tJmme4O/Zs",
+	"kjaGoeYdQXIan7PS7uCAwCJsXtOccO2W2ctyl817LkWWyvgspoL5rzub7AFwbjEPafUStT+bDAOQOOrh",
+	"+jHIHF6Z7QM2gP4//Z6qhnN0w2TQPZwOqW8KpmXFRch8MqYIUfB6QIG2mHLDXBRRjAmbdQgBC3MuFlk5",
+	"YrwqrZhmq4YNFGlbo9ag39P//2j0tP+0b80H5dXRXV3qvtcaCnDJcuwU5NNrvqhr/XZMtUmcnRLzsLze",
+	"1bFvpQdZyqgqB5soorQIXgcS1YfqASnCrqgnegTc2NxH2f7Ii/KG1OgZn30N15eBdawoUb1Br79ljJoh",
+	"ktKEKruTr5yPadeSArzazHOTDh43aDV3iOU3mkl+zH2De8FC7l+3ExKZZ1Zu17xaap7PxBUXrIMpPlqw",
+	"4SJZZGqH2KXQBusZfns3w+M1FxE42nBcrUJqBf2NzG8HBNIwl6K1dZTUQ4bIOrP0J8dU4hI7ZLK7KbsI",
+	"fPQQ2zSV88tGOwOit2mim2Zfxsqw3ih10Rgp+HCGKSDN3UKD9bCUoImaSUSiyE+CFlghqhsSqdqwfYDV",
+	"o+qi9yMjec+ZyMphdp98DhQk5ppIZ4kb5Ljc8VP+6zKRSvFJzALSdmJ4SALuoVGOFDGXNyjp6Ua1BCdJ",
+	"TqIo3WGb0B9pI9KNTCsxgs5x21pr/Lm6vbXz6YtG3mT2QVlLb05UuUsOtouzlhuOBmJofoX0nIqRCWgh",
+	"X80SI2mMX7Q4p/4UE3ajCaItU5JwcYUIUprVZClN9sArB3AIEGvtMHaaZWyeeFg7/HwZyyvk3/Y9sL5t",
+	"E9sG46kw+6dPnz5d48mCL8y0wSxq6AYa2RLz1twY0JbrI3LVE28SzDpTtedqcZbHz/jNK1szebu7J/id",
+	"j9UXe1C7ys0TYF1VW2n9WKzzL2nWCKv3SHm99A/na1oTd2eDmTU3Rg3zAS/tgjIb5054hCpyYNAcuzwK",
+	"CGK/7jUsx3ri3rgcOCrFflu/JYr9ptU1fXR9u7Nl/ol71JoXQT+vM/VeEzefcsHVbIsdLSwKMiVX/IaJ",
+	"avjs/TbYt7X3xdLeuH/+2/1nAz+TT9m1nVgmlTILy93qtBKMjNO8u2wfsW/71UhA+vBvJqj1hnc8Ughc",
+	"tNmPCuZ+y+cadzS39ps3Ya4LRtqJwRgpsL83JiIcbb/D27mZqsDga/Ou9EqZw67J0gHg/RK+TZ8e6uZB",
+	"GfkgZ1WlI+u4oPIroRJB6V5Q62QJe9t4RYosXaFHxJLnDvqfocfW64uLM3LU75MmDK+YApqN8Yz0jjot",
+	"AbeWcckA+FEGJ8PC4V6y25ClCSxuorKU0TlZCHpDeUwncbE8lyHkYh31+zsl0DARPex14z+ZmBcLuU2p",
+	"FOXg3M2r5mECxTLWSJvPGeJB5EhWbZPFBYMrn0zchGJucoGLagUzgPkFDtEoh1hYYdChBpvlkXyva8pR",
+	"ycoNhBCQ9hLRT0mWcuv1QOUmt3zbS6VkqnZFQEtTxjpdYrT2mUf3qRJgff4G9HgwREzJotYIxMykjyza",
+	"fHm/G+i4ge8Zwm5Itrf9AA3hB6Rt3LBaDRAsW8r0GrfeaLUpTSr8+ai/Oc9G2ARPh/iKzVzHdjb5wYtb",
+	"o0MEW5ZMJvf1ixdt7yyb/1HwCCoXX/1Ymds5IG2UrhHqj0OxCMychUOwV/YzjUUA6T0xyzKWGv+dviQm",
+	"i+iKZUQlTGQGmTph6ZwKoDnK40UK5oexCEIqQhbHuQ/KYNyDWMgBAC6ymW7m2JqxVlxMpYGgAo3tls9y",
+	"Se2rnqYX5bDhihs8ZQyRuEF3NpaSirfgzADf6VfMr71Qzsuu1kF/6HO2vhSpjGMH032XLAaRx+0waGZe",
+	"j1EoHiCWQWvUmih2efiPySD5ob/62/xA/fDs9unFb8Oflkd/v37yIR28Fo/fhP0T+uxFdPBq2juZPI9e",
+	"Tv86O/31+/iteJ8AvwyNrU13f5nb5HN7O03DmT4e8whUj5lUWQ7XouUiqaBwhVjcgla9mMQ8NDhhg8Fv",
+	"fz/5+/e3z9PpT+f7Ty5WP//w+v3Vk1l4c0YT/jZOl6eUnoWvf/wg/1JXyevTbUqffqSIFHhfO6uH8Jfl",
+	"7b3/ejlkcDQY+pQmu6BrMbKkyl7Bi5U1WxfQ9TIaHh0NnhF8H8vETKhijw8rkvhO674RqKrCpGrbUpqA",
+	"nb+Pib3Mv2yYJ0oyCHzfeAruElJdoH8CDdAdaOAucczwQemQVAHxdgKVO82+vOEmX55GAnQgVEk7ODEI",
+	"sRAElYOl7h0TNQOgWRGvyIylrHr8dlz6XaAUvih+nLOla7iQDxHCi9qxHgLte7YyScn6vd3j/tYhnDXC",
+	"J9RjKU1moEMdW+CB5VkaWyRXVK0otbySy13yFPxJCAlizrdGLbb6W/KP56ePT389uX1/8SOf/vCXv5gZ",
+	"QdAboPfFYjJ/1Y/+629xqymfpdHYEObB0x3NxFKWyDQzygLE2S9E1HiE7xlY/fCRzvnC1URgKqTgIY3z",
+	"CaNi5L+LGlZ9Iziisy01c7y5B/NXGrou7eau15yz2cVauDHD+fi8p+DGe8udGOw0FplyIZhB1yHLlGdZ",
+	"EbcDVUKylAqFgaf6qADqhMm4wzBIRLLO6K0Ucr4ibT2KjkEb1/pQBlAsXNnWx2LJs1kHTM1gDRMy41OD",
+	"Zqu7/u7k+ffnF+/Pum9Pv0NiHYtB76D3uDfoHfYGvYPh4ZODXr9TpEXxjMwZFWpvNBZj8S+slvOvov9/",
+	"gSZK/gVvaTr811j8q9vtlv5XfxjkhuiA/IuEKc+Awv5FBiSwgWDvZMRemDeyguliiKYbnkmJ5iokYSwl",
+	"iiEOu1YvtHaGmdQJzWbHsBAOEiIoNgTCJdpShLDMGD9KInbDQwaQWDyDwilSsA5C+AKcNM+InE73iDOZ",
+	"hUgZDWcUnLz/Ikua4gqQYXlKP5bfw6hWCI4jSUwFI7FUWREvOllkoI3puUHVGDvDtkzt4ISEF5yKA3N5",
+	"w1RpdInujIupJP8iB5URJe4Su8inWJtA92RRg7C0IEQRus07ED6XJgjH6e+w3N/b4uXz4t28+pFMSbJw",
+	"VqCMENTUK1j9nD6PGvt8ad/Me4jZNGvqQ5+8SxugXCLVx+Uezlk8fZW/V4RnFqHMJeIzoc1tJGfYc31c",
+	"JWx3HmZsRgLV7+xpKSjrSTGCM5rN7GHBCPiFsEcd8Gz1S4m+jWmarvTnzjY7nZTo5Gm5faQTb+sWWL9G",
+	"O9h0XhcXAUOsmc+dy7Oirw/mbcCYeZW/SwmAjhCZkoixBIF70L5t27dR19hrLEMaX2oWDLZvhy6Lbgf9",
+	"ot83+v0P5nWHMt1QW2hEEWp7ynuWDisHovKPIY/zLVZ5MGgagvuykStMqHvebUKVQmrC9VD+fosVd3nt",
+	"sKHjYs2hGWKbIVf0hpFFclyJYNetK+Sk2HsRMVTkSbozdhhQUelVnBcvOshvpYh0LohpDtPQnZUu+iyn",
+	"drr9Hnr6fb/I3k/XdA3VwGw9uM2d+1f6yNOxS9nltTT3mpAm+owKhFbj1jhXzTzAQdiwH5fS3UE4DOuV",
+	"ebVC5Rg2aG4Pd1R0SVcGmtr26cw+7zhPP3UX/Um92+fue27g4iNVTowo77emcsGW3q796/603nex7KWI",
+	"yVAuYqzYAItbzdEoxoH9FmFYvfp9N3CY2Xn+ov+ue6RI0VaeylLrxLeyw76vm9raOs3DJVmUwdtuft6V",
+	"HQ58fZfX1um4RKdFWFyvCIsrZjWstow4CsWLmjCvZizt5piGKCcoyCE4Jm6AXdGXzc3RI9MEXqq4KNP6",
+	"2Or7OjzwDa28r3SRyTnNeOh27dtW6MO7rYe+Xhq2FWHMmrbVnJkEShem5UPrjMK/w0e+Yfh2GMZQ2mGj",
+	"TfWKfJWSQOwwojzxr3gxL+JjE1to1ZLQzrWxDmaDd1AfWHVIr9ezQhPGafcMCqq7wA5HwljF58U7tJ6I",
+	"YtEgTOB322pvmbRATTkKIBR8wu5zn3vF5VJaCYc/WZ/PC0ajN87b1I1qAPXKtgzXk/WUmox1Dlnsjk+n",
+	"4swBp6Er3xqZApxJxQo9K8u2H0ovOcoYbhTUsLFvHDuJdFxLhLFNoisLwCqjwHcgAjfXL6gQcgEC85KL",
+	"SC4tm9dCtJ9ODxwuCPJ3QaIGHIZQCGBF4s9mIErUlD1LwFrZsbV7jL5ntb2qeiWn03wtUBHHBjluAS8u",
+	"Zhi9T/Y7GFQGX5P5zEKXhlrVQ9eptv/SmvqPpiCY1tcVaZuLXLAlaMzpDUv3CE0ZVqLVMo8ms2fPxiIf",
+	"HFg4guMiJFXBB4O+s/oXTGXvHBtD0BuLQC3ASmILGIEZISvC9BShEy1btQNjmgQvpRtsG3RIwEUI1erM",
+	"n+Zcmr/ysJsAj38NZ3NtmsMd3AsFmPXnKrTK+hhCp9ZyPbgaIgcPh/ofaE1pjVqWzCElD61Nbmh6Ec33",
+	"u+RO/F4gJ3cCEz/P0kWor4zIjyO+LXT4yzy8VGVQ7oyGqVSqOU7uoeJLc+Lx5XvPFnMq1O4B/N5wVbdE",
+	"jmK/LTTrOSZTGcdyCSGgWtAI4L4J7hK8WhD4Br+Gfe+zS/4Ne/5pA0hn6zSCYB5rx7ScxwMsvoPz73Nj",
+	"NpmfbtBmy3pXPdcE2vHoblvH7VZzk9lvGHFfcfHYwEO7pgVBFYtbHK3GHAaYhj/6Bx41Il/k+Xi/tUb9",
+	"bcN97gYcBsZ4T6RPMQAfWrW+9wxRA9idFBkXC7Y7gXujfJzeG5f1YpWwM6olP19knnCCum1AUuEMUIyR",
+	"AC/pPRvBk7IpvyUJtkjUIpzBHIGW/uQjsD/VIQYSO57W//6Fdv95+fHP7fG4Z/6597/0H+Pxn/b+13/6",
+	"uMvL2ySmgjbVFVmVTAwcKielDA+ndTqYH5agnV9JCMGqon6C4HY5p+n1vXIVMRCskvaY54dBiApCUw0w",
+	"jg833YEB24xj/LlG+OXB+1KcwNhvhFNMkt3qFKAU/Jam176j8Lsn/cFpiJzU1vXhe+a9z55d8rpm8+dG",
+	"saAZyOwPk7EJQ2iMTPi5RrPgRVIG2MQaz5bl0ghCLuvxEw9WGcIl4rXl4/IXN6S/FS12yiRc3yAfu3OI",
+	"s6kUiMcmWi+/tEaw3zmKJ09MNuVuR1XjN7udUSg/97tI2w9fVGRLDLKmdNGGihGbV2/7Eh95dmWDMAIa",
+	"M0D3vfOG6pwYtRmtFHJKXrAJp+KRMip5F2tHY70pKlYkSeVVSudEJYxeQ3WgTBGVRVyQ4Jqt/nJD4wUL",
+	"9GuZDGW8R7gozEVWSzetkggKO8pK1gUg1rLLlEVTrmZrL1x8U9+1/e6zy49/9t6xsAYvwC7QdJYeVd3a",
+	"1tEIs2NhyjICM6slkUKdgfqQt0kfvUPB2ZQiY+ZJa9QaPBv2+r1hb6ifLRRLTYAdjMWoEXrkl/jdpWIZ",
+	"BBtTpZYyhShiWzgCahbcu8yAWYzNOMMORW7IkvxS1QngckW/c3PmFzVEAaKkCaYDiyKkm+Umpq/Fwoyb",
+	"/EuWhLX0tXEDz/BVP43VZDSwaxmBXGUyZZE9VBLeKZ+qMonmwkg9tb5eqNQScy3fXoorrSali7yutAnh",
+	"pHHcQd9OKKuohENvzZdvqCKCgYXBNIOXF/Rq774gksXNQk0FFUMUvo12l/yuhQ4c5nyesHD3Ugce4y/N",
+	"A7y25NbrGKtS8SUXioUYELkdr9VN5UQ8aqkD/cyj29yRY97/oK6zEm3O66jYDUtHmbTRdmOnH+yNYDdY",
+	"V4p41SGKUfDeY6iI1mHHAlHYUpYtUsGiHjkBsX/k8gsodawyuuqREzCUkzldESGzsaCxkmQCUVABzi6o",
+	"Gbg9mwFyhTtzBy/QMVWVmYrBttecYQcOQ9qBnE4RaFIA7GO2UMHeWsZT1Icq14baeISRphrP2tmD7/97",
+	"s/HoZzNJmCWxUqCE2IFlCfTuWTkx5oKNBaPhrEfwmpjTLJyRAGwpH3PJ7k//GZA2NamHjw81j01pmLFU",
+	"7SEJ0ZSBQyrA+NDg2MhrZEZvGLFf6vk439oYEhzFJGX0WtVrkN2ZJWxDX7AnHyAwemfep1g87VoPHkgo",
+	"uN4Rjzom2JpFeV1BrWcIwcKdMK5KqK4HvWGldv4vHx2tsB52OtBH4cDUFLvhEJ6wvWr45Wr8uZOqQc7K",
+	"JYmlCW+Z6vv8mscxyaQs1zWExciPZd+TPFxaqSYoc3BFgmBXkYG2MiO58tFm90iO31k61rn8tDXu0ZYb",
+	"vTlDsMq5MlejdZeviZsVBUs8gK4sngYjQgWxKLduuKkNLz0mgZCCBSPCbk0eujlRJYBWUyxJClZB9MQH",
+	"dZ2Tszh66U+Lfy+0SjE16BFT/WblRMYyNCbh1r7JOSkco/mK1YE988+qXf7t/P07kkgoQ0e4MDx6IqMV",
+	"WMKD3xYsXfVqVaY7JEBAGO8jiIatPSiTyr4Nw1T7/X28nPcLMMLtPXgWZASABCy0U9U+r6UJcnpmUS/x",
+	"NWPjj4EOSfv56YsPexsNLPlKFkPykeBrRuPMU4kBf9crmzIacaEHg5d+E8i2vK5vJ8pxl43S/0mSxJxF",
+	"ZM6vkJ+RG6sPFN1qoWtvMzxBIyyyvA7wBpnBnCqcAGqRbvC2NSMBv7ah0HdPDc6jqWvpUmLKr4q1O/Bc",
+	"XJp+8zvMUGlD2Z5yY01qmK1SDq+bO8YJjaawX2ojxpvnUnF2CrmXJ6/JEQYUiEIrluVSwPZOEUceKd0Z",
+	"jw+bfSTeGw7ipU1Wj5xiIdHCYF0YVK6FXG6fyZfHBvvG6L/XuFAZ9SISn0Ia35SbmEfcpiSVoT457ZSK",
+	"SM47BkCPUGMNzGia7fXIyViYiC4yk3GkmRMGGUKm5wQ8d5Y4IQRfYBVV0/xYtAtgId0vwHto+TjPcRDE",
+	"jnxUbQxSnyBfQV8hdsTgxIHUGTMhDFxy4t5gpG2ppV14WUtIEUZuO5T6SBHFI7bnxoPiHE0sWmcsljMe",
+	"zurhV1cLmkYENLJrxpKqNN06nD4Oh3TAnk0OosPwiNWtu3Mucpmh7Fw96f4D1YHeZbfB1GuOdD1cA9RL",
+	"yCniMc9WJNE7oe+vbenujGYzH8mVKg84olTOT5ruhinhomsjivP3tx6PzQAxV1D5qB4dHfgHBeWb9FZe",
+	"NkGHeMIVR7CVTsxiXv8M5ORpKuf6LISMJxlREsmwOY6xKFVQEP9YWBrG7JFjl7L0f7roK3GJDOjLnAQ6",
+	"Z5DPphW5Hjl3cEcsQYPJtjhDBoyfZ2PBbiHQ0UCCQP89kiMl3YaMRapcyXosArc4cNBxD1s+rHI23kJk",
+	"PC6W6c+Q8eNuR6B/q1QFDjoGAqDWJflLvQETEJByQHIdi3r0KoRHHGM55yVXJpCA8CsBNhZTAyKd03gs",
+	"8vBUvcks3euRdya0k8XK5mmqEYG8wJxDpAuhND/BzEpM1cpXveNkrCny6yK6YhGJ+TUDzxKMqsIvBlid",
+	"ObeFDIaVUtmbEXwql/daOeQkvPafCtyXHNkIAuN3kT18taSbyrhtkjbeIVhQWcowbx+TKcvCGfjWDQVH",
+	"fDqtlgLdDlm2PGgPhK1iVqyGcFk8BKZ4fO40yVdpZBJ2i0hwaOHi4g0iuc6cvMpHynM+9IzMvQVOGKBL",
+	"oPmrlAot5JA+TrueMTqj0VhELIypJvScDCHo2fCC8mgJTVN+wyIoejIWLjub0xWhsRaxV2TCiD1ecC4g",
+	"RKGDXJBZ3pYywZbKhkZ3rAJq4+zgzOh7XYQMz/AVy1TBb8cC0gdyPFtgmwXxVU7MxvNxV/D2O3gTShSU",
+	"V5na5kRaKc+LoJXKDFIhUKJGTe1hMFF2L2fPbnVX/IZnq8urVC4S/HmnqCq0Gy7ZpOWPpuoX0VS1moxb",
+	"RFRpBgNZQKj5fLqD49lkEWl2VdGW3ML6YC2t19a3JnRT5b4PBuSEiUhd6lXU+peBNOZJq9Mq52Uag/Sl",
+	"zSsF5oWJD5cKjON5qVooLuU6R5xyHc+e9gZPe4Pe4/7+UBMuDHNKoSYVy2Z9vUpOwX7fTGoT+azXosjv",
+	"MefApFU9QNH+NcHj75eQHvO7gRd/Kbf83asce85hLfq2eIXAK8eEzZNshZCBUlQmwm5RxtkWfvd1EacZ",
+	"fZmIwF0qMt8loK3MKGpKVP6sQ2IJMojFwNwp+PjMMpPPO+lNVuFRFhJEpvqaAqfTzlqTr2/3JO9eu/ob",
+	"igo4FfroKgZChUm/g85Rq3p5Qa++QK1JNFO7I/EdytIyu/tdor1y9OTdAgvy47gJiNMR7R4Ce7PS3G5G",
+	"rT9aUcp84A9XNj83ER6TmCvI1US7gZ7HciZjBr9XtqrcMtQI0Q0LtiTnJ+++bIH9La6ed2xZvnJShgmS",
+	"VSdGxR52cN9bYA0/12Mqnt+JfZetw3MurB12J86uB5Kjddi93YmdQ+TQbuO5D7f/vO4k3MmXDxj2ZXs5",
+	"LSepZ140v09Obfy7pXR40jS2rs7682xF2lp4MuUX71ChtaGUubFxwFPjN4k21jNfr/T+rpXFzSpvKYmd",
+	"w9sb8gtswVNsei1zvlNgHbLaggYjNuWCe1Ttsvr6JTVNV0t8CJXPW4j4S94Cfx6QdBGzUR6PJEUJi0Kf",
+	"evjWRRtJWIoHn7zUV8dovary1W4PCPXAtCG6grC3ErBGJwfb4Om3cc0gdrx53CGUvDj5a451EBQWieAP",
+	"cP2UQnZR8m4Qpb2MIcda3o0p/GyRCUwcjVyIyIAToHNRZcdkzm9ZRJKYZporIgbClAvmC8W9A7h2foqN",
+	"5/6apYLFrVHrsW6gO3jatZ9WYLjrcbfNJnabsIJ5Kta47q++uangNE6oJref/UhAS8gYpNyX27ZT2NR2",
+	"sTr1KDatnjeA7zrNDo+OvPUGi0WuX81YW6F4Z3s1R6rsNOfCmypKF3tbRwPWv5OUgX25PMMaGWycrPRl",
+	"VQPkERdXRK1UxuaV+Dcgqk3bU72+7V5Bj4YuOhVKbDqtxartHB9f3S6rK+rx+Msbw9Eq7s/BQN+fH/V0",
+	"Q033QzRU2P9xLNjWkOotUOyjpRP7SN93z09ffCCaZ1QCIesDyYlt0/lYH70C86kdHJpGS82zvKWTfZPf",
+	"NAj/Ac131HNKYR13JC/oxUc+pwYYxpv7ZyAVOi4QmUxd0Krc65TxOYvrfPyO6DDgv1lrGb+bOlN+98mT",
+	"J08epvKufoYOCbD+P+47Phl988Y3voDM3xH/BcqJeq2RF1iOxFcW1LMVvf5gF/O9s7E1EBYskkLsS5BS",
+	"6tBdimVCanrkvYyka1L8tDwo48hgU+ld7oBfuYCOktMpmazqOFhtNy09BxgWrIM1ZjD6Tje4eSa9xzvM",
+	"haeACGDdbf5VBvThhCqFpekKFFhbyW7pySCsj2y4w7i+6fLMX1iz95anMCy32RG0njHdpxAjmj6NWdFE",
+	"rzscrjhvZVP8x9+lOHKJp9arE8l5wSwy6ejEpZ6AF2+DqbSmlP9pCUR1l3Oy0wnOzUDVIOuEicAExs3l",
+	"TSX5QD81Ch5cM00l3fLHnn4B2brhOvCD92YOe6xxPKhltR2DO9h+eTaWsuamnGAmv0I567qPa0OBa9zd",
+	"8i24TiLb5JiykH4P4pYqNbaVtpYLjn8wn1QJp3tHfcmgeHrAyxeJZkGBG4oSgEyMaSZckMBGpQQ2oky3",
+	"UQdKBgyz8o5uDHBJqgmazuuf/HNQhMaxXLLI+ssNWmi774KRm7CzvWp4YBFxuTmcrBhs7VLALk2QYEOy",
+	"60EpwvPp48Md811Lq+GMxkcbTo2DD1CBphFcJ1lk1bIKUEZyZrG/eUZCulC1Qj3CFK78ahFoO9XhKpXg",
+	"MvoLuOV3ClYafu60EBWaS+FnRXYZ1tqZ9TuVpmppLbnAohyI9cxB9NmKmb23XWxV/6lVGpOPkJrQdCAz",
+	"XU4JghmrDon4Fc9UhwS9oEOCywCoKOgGnSJuFFRsaj6B2g36m4rhjvK4bt3fIlfiYzlt4k/etIl33mKr",
+	"JzakHfNKFkIVQLZoGQ1+r6jLe9N8UXHza2De6PUFAIdNoLD/juurutWaZcHoy2iTDsf36gnO8xERsgDS",
+	"wxQSsWrABTTyhulvImXMqNjVI7eVHxlK7WQGme/fcWmeuDQrqd8tsqw4zesqH2K5Tpt03iGmflb+u7eU",
+	"7QY+9KClaRvKyzbQykuniuzD8obdy8MCeFeeANFM2kUyh6kZHpG2udIeHFMizcN+Nh1Nm0XorSJrSbC5",
+	"ZqxuAtj0XXxBS18IkUMhDxgPsT1b29aTUcwc7gQax++nEBeyhYz5qbmUMuJYqGYYOIARltdMQIUwRZYy",
+	"vbYmmjrxPLkD8Wwu7PxXfgPcwyA3lGpLtINuF1vowtflorNjAaip5ESQ4DRi80RCIfvu92wVYGzlKs/V",
+	"MtlttlQZZEdCuGK7luCobz6ZrKqlBHasJ11bjE7rtpvLmIhYhWD1WxRd9u9pnZI+Np+Mwt21Xfnsr5lo",
+	"5KfYJsK7d2n031XKNqd9k4UM8GYewjqWN7SVMmn11j+SVUyP+eGCtNfeIl3Bll824nqnu8W7FEWUbkOI",
+	"U4nDKsrBjEZBkBCZm9Q6w4oPpuaoGouEsdRY1wDzwlMLsg0HpEM+XFx0SCwVgpjl+z8WplChIZa0SH1B",
+	"PbxHTvLtmJqQ4TbFttGRSU0b1ga5R7iyUHpFFaxcPjLIEXpNdCfHY5GxmM2hShKNpWCknY+1YxyKYPx0",
+	"27VBjSDaj8VRbu0zeH6YA+/USG3KYf2UQ7N8aukewe6of6pw2eFwOFwTSspYerlTAOqw1WmlGeb39XuH",
+	"JQvZ540oMV8Le+JbwJpYa0HDhXAH1sSQzhv8YebeCByKwYOItxrCQwgSLJKgQwIsEDIWQam+cLuhbDDP",
+	"GgsG742FTEngaPgWSNJ44tz7TN/R6NZ0um2V7QclB13xcU3+K6yTvsvOhoUTU/o6D5QAlJmiPl/HFKAx",
+	"3tIMAGkeQly5Q+n5bUSc+6YulN89Ojo62hjrUypGsXNwumUHeZky+I0lyKlwd2BfaZpVsRMHw05LXtvC",
+	"S/ZomAh2zVw2SEiDf3xD4UWb6v5XihEqFJ6Lc/xlKv6vM2x+yM9MBa7jvnbN5syYvCbJMcgNWL0xX5Mr",
+	"fuOiTj1SBP3ItRyabVNmXkKujJEYCp7hMe8dbhUu8c1F1eRMstn0u54H3CesZkkVoeramO3MdVDiJjVk",
+	"BifUpnQPlL7aHgH+HZZmZDkF3TUS4uESlvIdya3Nhhv6yqXpR1r2WMSY04ngtJNVmStsJY+cZywx7lsf",
+	"DDwWO2xcyBdMZRxLLmHGjVPI94vUlnkgE/zWcZi7xrEUmO8mosWax4sUM72ruxnJK7SxRsZr/7ZgCxYV",
+	"9U0BDa9DgnQhBL5hKgeySP/sFAnV0pqpeNrzimmmCSjgVtzZ3vCp/M3a/mnx24/iivVLckKqa3pfyVi0",
+	"i1oUc3G9rR41neZ4LJ7EusEgf3qfPD9NrXOZMW8XoJLh491VOa2IKra10jhs/RuDpSmiNcptxDnNN8x4",
+	"PfVtrnpmybMWCDID6K7JikxkNiuGoXYdBxD15nGUqb6OtorozdZM5EsWKR+Uhh4arym3hy9U7iU/g3Xo",
+	"1iVLCXfKom9GEK4e4roEHjJ+s/2aDf1etjIrWN/Jl7nOXbbSdE4Yohne47A8RLyqPUulMVcJr0rqtUWu",
+	"ba1DOSUO5RMD9N15R2+lx246YdmSMUGypUSTfYeY/qHM2Bq+8KlFG9LD4XDuXtN20tTccNfmhuWz6Akx",
+	"2sY++FJE+bC2fLd8/k1lk0FnZ16Qx24+e7ZboZKWHm8T1bxEXWwHktESGRPRlrLYw5GCN93RbxhxwOkL",
+	"AOyFYsq6f2oDrYxuY7JhE2c0Ya32Fl8vtdzrYmmuKGVWpmnHN3n78GizCBbpQdx+eUNbm+H/aG4/PeYz",
+	"yj0D+67MLfHUCLb0nZWpTJc0jf6twvwhVBjz0bewW8OH3a3h3XZruMNuDe64W4M77NbAV+26OGrb8CJn",
+	"rze/XuEatquilSYOcidMK+NKt7cc+NiAyYDjDVPNBdt8UX8zHuB6uR3lTVukuUkod3Ar9D1i9EBcNpqX",
+	"8M03lJTKl8B3m5XuR5sn4UMNezBlvbzA3huWfSmrqt2mmt48l1r3ikgqFyLqZilP6hYS2Nu1K92Qqvnz",
+	"jIFiRxfZjIlMky2L3H1G2HDXGlm4iksGR/h5/bVud7uy0Oswv85c2Nfq0Hk4w7NYTkjjyoWbkqKAbjIA",
+	"bBAdwuvR27ZevBeO7s7e1ZJ/ZEt4623R6rCgJM2gAIHFX+cKUeysKbmDT7ygduDFMAW89zFXEN8bEXbL",
+	"M1PliQx2cNx5wuKr7rtjYgpmp2y6ULkLCPipjCOW4kapO7j5NhZNLxfhL1MOYB1A7U4YcfQ7+qKq4Hlf",
+	"P/OhGqBawufb6C/Jx2881XcAkMSjLckkrSedlg64J2PxPhrvJp3T5LdZCSx39Mw2+JC/hBa6dunPG3l+",
+	"WuWZKsPzJ7Aig4zYiAQF5wo6JCg7hPUveSEW+DcWb2p0Ym1wLpumWia5H//pc2ytdzefOTagu9RdLm2q",
+	"C1naHpC/6Kdzmq46ZEj+YmL+JjS8XiQd0uv19u5Hh+uNZt+AIWSdhf1HwX9bMJs63nwayua13exrhbyQ",
+	"j8NL/qmcxMxTEOREkA+vnpNnh0dPSIIvEbxca+DLeOM6uIO/DD72bK+jgkoADWShWESyJVIkS1OZ2lDP",
+	"oupl0dL+YN8xNxdlMBvbhKoMppzh4XDYaWU8g1390RaZopOYkZciwybNgsyyLFGj/X2bfdCL2M2+mbba",
+	"5+KGxjzaRdqgBqzCKVkJFGfC98oUl8dK/jL82CuwKEcE/81EuCLhKoyZFT5IF+ttEpVIGed/made8cOs",
+	"tBcHqVyOVHXgPMOUUS+bInjT9sYypwDq511K8iFKJ6yQxxi6fzPYNydW7W9jz9h3SxR6nTnQVaMEZIfC",
+	"ow5WtTOnNfivrrmou6dRQFKmEikUhFRHjdzk2bNnz5q5iVfuWTRs2OuLizMrbIZV/Q6pvl72B89B3bEq",
+	"04yoxVyzamuovOZoSDcHoDyh9QfJwXOBH+oM+McPp0TQuZVS1va13bHcdP3DU7sCnXU1SfMKEd6Aj6L0",
+	"UA4MkmcMsemUhRm/YUSxTN/NqsYm/0CFco4etFBOnWu6S7GOjzzXL52bBW1VVqS5RsgEYH0zV+7Nq5QU",
+	"2JIulmQD9TpopCY6cJtI+e85utjqW7Tu6zJyza5gzRvq+mPgcQVIlYuoqxIW8ikPCbTAsmqxuJ3Jo3am",
+	"KvSyw3b7oY5NmJqZcYkkyp11XEKr7ca6419Udt5BKi7SLaRgvpSLyrreLewdJripbr8NNf9cijUvpIOC",
+	"S9ThhRBc0N74fiBHFhGTo6S4LQBpcqUQZq001eHOaP1637ailSIO9HcNWM43ZYcBp41XjaVCDzZssYWb",
+	"kN6bEaKwMrN97iohoakBiPdGTRPZvupmJcQ0n+q6M/e9N/z6AiSEzELNC3pl4ubzQ0UC5AQBmaxAmBiN",
+	"xZ9IwJNgRALDuwKs/N4hdpB7Ha2vG+YVkLb7O+qolwXCdUDaMVfZHrR7I+PFnOm2sX+IT0XLig34kVrn",
+	"dVvEmOQAcPRkvMjQ9Vx+Z6r0yoDlAOauAujO2g9Gxn5QGauWiaAYP48upzxm1rZwWdzB2I4Mp7AegNtD",
+	"qCJBksobHrF0BP0WzXYI6131oPS/SXI8PdPLOAz2OsVat5HSyJwmuC5ZCAs+kyqDAUkYKwTl5AOGF7VI",
+	"p99cpHFA2vqvfZDyysvBbhMWZpcoqsEaQ4QKGfb72IyaZ1t2aMyl+mVgWu4Swgv6mAUjQsmLd+cI4QTU",
+	"hulUqmL6aWuleDg4eEyilZZiQ4Kmvb3RWBDTFqI8/VMKd11NUWPdPFdkwmK5hF/0a7CVkF+PmWu6Kf07",
+	"mljQiDKDihEp/HekZ1tesILSgRnbMBOpm0oWk5irWYcs1ILGMRrCb3iaLWhMTs+OiZzzLGPRyM19lUvh",
+	"NLOkaaR0WwUUAFB2pjfRZHp2iN2lQR8eKn51ec1WSJkV6tdtWbBNLCYhCSXXbEX025pC9efda7a6YsKW",
+	"NebmEM4pj2HH9D8MSDsE/2QS/tO2oLfxas/SiHtwYKs0BV0assnJ6wg4w5zWngwODyAqPUyyAL+HtxaK",
+	"pUH+CVVqKdPITrjYeoqzcie81yM/6GtjZFf1/O3FGVDO6duTM3KVMgZi0DHA+MJk0fphEqpM6Qr4CrcZ",
+	"B4fVu2kEtjZ0tEKDuuWIxSxjUSmrEZQB5GpaNyqMjiHgM4T6sT6g+uEc/mMOVAGvA/BkZbNj4rsmSxUz",
+	"do/u8qhf5UpJFQHrbgVjmmXbr6XHaJkenDtF5ndeTjnnQ3ghLlRGJmyDngOzbgLOP9gZOP9/kCakWRsj",
+	"gTubYO+PoB55BS3ps/8EN5wt9b2jeYY61uIH5hMHaPGiYaaXIU+S6rgQaHvH+uKZc2FetlXJmQJ2k8tr",
+	"8pqZiFzDdLDTHGhRphAgOOcVL7nztEak5+yG+a3rL29AEzHPy16VqWx1WkuammyfMOUZD2mFe+W/+rrl",
+	"V/rb75m3OLVhjV2Fb+HNG+prrUo1YCuy1LhN0NWUiyuWJikX+qWTyfPo5fSvs9Nfv4/fiveaq+mbFjTJ",
+	"667VazSvgxHoa1hT6OC3v5/8/fvb5+n0p/P9Jxern394/f7qySy8OaMJfxuny1NKz8LXP36Qf/HEtpox",
+	"10yI/EooCB60nunSZHGKdeS7jdktD52uy0QkU8Wiy8nKV1VmRXiEbNW+iDxXa/M0I6nM6qXGi7U+WNOj",
+	"PyJDLxvNFinTikvgDC7AWxuMozgqfZgaSKkVDmMxmb/qR//1t9hdiskqa6gj4NBRLTuSX0HlvfmERRHG",
+	"1VcRkCopGx5CrGfWMr9WbtYcAacguYeJGxbLpALrU6boup/NIfEaL4iGR0eDZ87qkfaEKvb4sBLasdPR",
+	"2LjMFdZsFqA01PJOdOzp2phTUTAgf8S0zcDX7OearR4kUtq2s11+bsEhN2GFNEcun/P5ItbLsDakiaWs",
+	"5HZeykUcgQawSB7E2rZz+OA2BTXXm6outoiNuG8l8Sbv+KmJZihH/Qi5BBC5LxLI9wVqYzbHxxmq4lLc",
+	"Lc7m9SqR2YyBcFByilbjGArz6S/bhRP4IbTXmGGdCoxhStWsIvJv16lzordAxl2nFECwYvNoz2g2U6TN",
+	"eDkv7pEiPNrDWUScNbtndhhdqdRsDSZpzRhfF75ispxJ5SJv6a9IQlVm6vRaTcbV6PU/sBRmRUi460wG",
+	"/eGhh4GupWo/qj04+RdZKOdGZVb5JzUvZciVhXV3CrH7rwzn7UYoNSauuGCGNWNlqq2vkhemfZ9Dzh2a",
+	"x4K+iAFdvXhLTxzjK0vcdcsrrXYbbbraiqUpDdXLlcQ8eQmr5N+583dvz24O7EJaVzgA60SKZClNFKFV",
+	"NjSRUq/MEy2E6u/wFtM84AmLnvWPjqYH4ZA+mwyiQ/Z4+qTfQr9ta3Tw2FNzwrRWHZ3KR/6dfqE0hCc+",
+	"x44zlua2Tl9ouXPGbtHYenA4GBA8NuRoRJhWqpOUK0YOhodPDhAM7ClJqYjknMgwY5mqCHfrp11z/XIf",
+	"un8xvgs+ZyMLb+d4wGLNH/RKlQtcQIWiDQ6TYl06Zq3NMJroBcu4eaO2NLkAVRD0O2BAty3TiqiqqhGa",
+	"whz8rRC8BJ3Eevyo4bEbgBtdJbY460zqC7Y1eDbs9XvD3qC/Y4W+OQhRVst3tXJjzRNzBYGAkJ0yeDzs",
+	"wCY5wNg3w/D+GP+ltWkA2lJglDXl/UeExvE9boAqp/sGIPurSS6MkYzdVpRzfQbevX/+SBnDT+pXiQ3R",
+	"NOVWGH6Wop17K0tCifL81iB4uMMmbdwUJG4fuzaTr+bxOodgK9ANU6jxSxWRKx+uDdeffW9LUywOPTfI",
+	"eqFWf3xxRvSTspf5sTd0rXyqN4xVzJOfzKu/TwGEg0u6yGaXSSozGUpPcGhw/voEA7/PX590h0ePA9IO",
+	"bg4qluWWedjQR5Lym3V9nLw89zd78vK8ocmFYqmfpH88f0v0U2+DViDZqRqE2SL0Vr68oFd7D1L8wdjA",
+	"4XAayquQT8GBynyjciI6JbZ/11oRxU19D8z+6n3eI4E71MB6XcGFGthbMiDtJZvMpLxWkJswlTXPhcm9",
+	"hMsVDVMt/6XtuVXveEtmEqRWw4PJnFGh7nlbuvpS33N5FpP0UfbNMCT5K6QNfuYu+I2Pc/c6REMHN8Mw",
+	"qATj2DWrFhkvF2aqQtxDH+9FvMpjtO4OhV26TQ2Gh8/B9TUu17ZMASWE3xJTi0rtVTdcptaylG+91ssq",
+	"BA34hjJVawwC69YIBnWxStiZKYm1mUo23uYFYpGNwfBEZ5UOTYkoDtYTxe90H1vQF33rbns75/koj4+O",
+	"Do7WZ6Tc6+a+OdjqgwNvqf0q01rPnDdBjyAHhlcfxJzuNLWd+aFQ+P5gACTFyO9SfeA5yGYYGiTcXciH",
+	"j/kqRGW06mCtKI/W5btFYYI/4E2GgkLpLqskLh9ALZVv5qrafDcdEyAJElIRslgRg+pJpKhY3Bsrq219",
+	"cW23lWCQ79lM/j/IRTT4Y1xEm6+eb/ju8TK9nw52lfWFtfPmyhZmThdQE1pfgkiAlN/QcEXa+tlZym/2",
+	"euSMKpXMUgQSSBkpBNlq4AnopvnbmvYW2cwUW+pqeqlor1oPxSTSm/J3+hf3u4pGahRNVCoLJbEeVVId",
+	"UI25lVegeJW0aUZiprX4p1qPT2moWXNFPa1OzzkOg+HT0nF4ug0H3KDcl0c7Iq/fnjzvalX+2WPSBs1/",
+	"Tx/c/OfhkfkdDAF7brQSLrw1A3zc0jZQ26iaL86Qz64LWd3v+y7kBguGGeaInLw87w6GT0n7+avvSuuj",
+	"CezjFqYNv10jP2Z19ulYNJxJHgw38M6KVATdVumlU6P36kLUd7BJsPqpybgCuipp57IAUFxwcxCQtp11",
+	"hxTMw43LA4P5zUF5XW+8wU0ODvvuaBWON1IKRgBYJUdu1EzOCKb1ghH3K7Xhi2nzLWEO+x/p4UFBFXed",
+	"bM+GSkwyjaYXecMuIcg4lXGsCekS3vlYhpHBl7cuKAGZ1HoThcxYrUaEQ6Ml57fTrrtAtTg0vfb2jfKt",
+	"u3vmlrxeI+DNzEbnaOxbGSDulCiFgd7rA50r5zXvp2OpAqbjPX0QDqt390zGPPRI5JBdFMcc822waGIp",
+	"UglilxB+CIJs9MOrGUu7FtlgLCCoIGXZIhWKtKkgDANb6UrldQsgyJ8rkkil+CTGiNxFJuc042EwFnm1",
+	"ev1iuZyRM0JkS/hRFT/EfanOA/K44LsF1BhwFWlmYwIf5X2gQYY7QNQYHwuGPBl7CCbBTJjKnOLOk1WO",
+	"YvElwqB8UqQjKzdVmp/KlCRMJjE7JoKxSLMHMmFkAfAi5YHKRHUT45Rzb25HCSm29YLNk9iLhnPipiCY",
+	"t0YkohntECNrs6hHgvytwMXaYrcJFZEaCy4yOSLYocLJOFH3VJHg0yf44fPn4FgTe2ZQjSicGC3XEjoW",
+	"EFgxQwysjF6b1MC8pUcKNLwOSM1ckZhNM33zmBMnxgJz7WhcfEMAMi+DCj0Ca/e4qf6B/nSEr+upjUXe",
+	"6ELEiOxLs3Jz0FStyF15XcUVF7dkwmZcRIQ6yVk9t2KH/q5ahs76wnUDNrcFlhHNDxb+BDtYsonJ3lrv",
+	"817r/v3Z7KbJx8FYf2eL4TdrcarV6GydGQgT/dULecNCmWFZSYUY/5qYCCYk9Xw8p7Qa2+d4XJSxy/Rm",
+	"OuSjRoTdhvFC8RuerS6vUrlIOsRpoVOunOeC3lW/a40wI6peMrB2yIX3eNvj57nXTMN1qd/Zdl9UJxfJ",
+	"YgeLox3BmW3WW2rHjyjyXjASc1EZ+FvI1MMawm1LAn+2BLB3x1Ly+jQyGyxv+ZHx6apNVQv8+TOFp8/i",
+	"hZSrxzsr7dKiT0ywq3jq4N3s5P5zeK00WPeI7EnzyfrrsC7ZpFUjCprRy1wa3lfpzf5yuezqn/W0eeKm",
+	"MD3pOwhWMMRf7gnRpRcov1YMu/pdCo5X12V7FvITjRcsZ212No+Uc3d1tKhQO7a1xY/Yzf7NVX/fHOfK",
+	"4h/5M8Xc3VgTDjynGIVaylsuUD15SoqGtkc/tztZiwSec2ENmh4W0ShIbOZxm7IUG9nDhcsLzFuIb0Dj",
+	"mKX2ijo2eJpRgW2ZfzWjynCRCAP8GsEQNvOVfA3y8IQSC3F2dR0P8fuoXkJAawMvuJtvyrRVpuSdLo17",
+	"pH3U7x3v9QK3GdoLGuZeObi5OEXCmEM08EKxalpwMcSSKmoTPD3MyjhQP/n4hM2dKERJcFmNsGZrTezE",
+	"iPOFtd9aqbIMpHK4KTLv5xzUtnyk/AtA2kJal30MR23PoD+4rMiXQOIVW/JNQ4G+jen8cmpQI4Dgq8FD",
+	"N/5M8WIrmowJvMh+Rvl6G1OCH5JMy0d/O3//DpQFEEshG7ds7zFmTHvIO62Yg5vZKYtDs1lZeS6ebYAn",
+	"RbZQljMMaFn+nve48Llubzex4mWOVJbB5+QGrrUe+bCImRo5yB+XcxUQgBYMSRBriesyy2L96/7B8VgE",
+	"kPRRfvv//f8R/DliNLqk04ylAfm//+f/X/lef43C4OVVSkMG3/7f//P/VDo/JkGRY3/pII3By2MROMnT",
+	"pccebcvXjIVeczsFzLJOyx0uqMkWgr6YGGCs1dagNRrqdxtGZiDSKnNHnLRmeIFyC/WSlghRod/vIvKF",
+	"fb+EIlA6Ijjx3KN28BiENvdi63sNfOWp1swDV6X6+Pk4ymzsyO35ca1fX7fl7fBWR4VXjh0sqikTWDVf",
+	"sXiK7BgVVJ4yAD3nSnqSYAbllaktzJF3gDXaqI7xLVfKovO7iPFT5P48BJRk/ZQrohsqZxE4Ixq6oxk2",
+	"Dmb9Tv344syzT1oRZzScbarLMOzvvoWNJ6KJnuGDXQh6LT37t612EGsUDXnQplCt0V9NMWsgODJhU5ky",
+	"8usiutLMlNYLLuxO79WIJncnK2ehPgXf9tfps3k/Ok2Mp/kGOkvllPsEL61xRfaeSfCtDnijwoXK5DxA",
+	"tYTdJjEPeUYCfDWwd9JYBFMK4D1qTuOYvDl5ZzGb1V6HBDEVBUbPHuIuLfVvCN5EAEspYopfiTxMtmwF",
+	"183rNaUCgCEgwheGVr7K8XndUCqvmfBm4ZycnWK+vC/9phqIu3PNncPDw8M1WcvGJEivuEQVQ4t4WhRS",
+	"15eH/5gMkh/QQYUSGEBx1AN6v5Hio7DEzWkQ61dic6FPqrJLrQQ2ZwiUi31YSOC2Cf0mWuMGaC4RMkLJ",
+	"nItFxvYecFF2smyYna5l7AD6euHatzYMJMeO5mgpC+WV4IpZV2fhDneppi6qG1iZtXBA+p11AfvQSD78",
+	"jRgIQBP3CKnPD6ffepYfnA1HZJedufMyuSu0YS2wZGIcv5+CuW6trg6M63PnU2VKSBAecUEBJltwsshm",
+	"MuX/NNEt3zGastToCPgtQpEHPXIixiI4jdg8kRkT4ar7PVsFJGVJTFc5oBUVaslSAwECjkoIwhuLtnPf",
+	"ovtUSBLKZLV3TDgSL5YUMC0sKVZZ6oxFyrpcqQUmZcI2k3Zw9v78guzfDPYRxGT/E/z3kkef91MGrwd7",
+	"Fa3BIfz+6m/zA/XDs9unF78Nf1oe/f36yYd08Fo8fhP2T+izF9HBq2mrHvRy27WhJF27sBD8Utli86y+",
+	"ux/95ItzyqGn7SFWM7kU6Bur4TV8G5dMJ6evXdf2s6X0TbHaHoyau1rC8pa2s36ZE/WHis/+GVOEfAtq",
+	"soeIWkwcJ9hmWeZLZBKX6fLx48ePt84aNpBfhlplonIivMwpdjlTLLx8O/3+hy2zhRdp7IDTQ5JVz6xB",
+	"L5TzfSeA7N6JxRGL+Q0DFMn/0dnFSQ79K0U31MoAJs3fMc0YaAxtrfkKP2w+1BYbhzHlf2rtlHnsE5LN",
+	"OW4Wk9efmW8pWzhlN1wu1KU5pMZc4yXPF4sUVW6LzfZIQQRRTJNO4dSxLRp+RfTBVBYiq4Gon9yBqKsj",
+	"b5LF1466kGvqwnplIh1jNVIZj2OYjyKZLMdOGdb2w/D22gu+tH6k99IaSky1HpP71fOygWevp0Rzin78",
+	"8OZ3zF3W47xjknJ5O++atGxW4R7qlU902C49a4er9Y7XKfrZDPfPpOXSaxJUm5C11tVRfsi8r6+XHfzl",
+	"78SmHOGdd8FcnFj0TnPPnqk88SWTs77eLbgjs6pmHqTx5pO9g7HAagnbmwsAtiqjIqJpRMzn+Z1r7o8R",
+	"CfCOCBDCCWy1iM2pL5qDoYV0mqwgHEFz29dvT54DBOrvaF2QUEG2uAdd44KFXNj/ZP6FBgb4xJgA6maG",
+	"4qZ8lj796/d//y29WP7649mLp6dvzv5xKodv6Bt6vjxIXk1+ePHh2fT7H/7ydUwNlo0XhobS/tUMDpBG",
+	"FFqVgYool3D2/rBK4l2353dSMYtDvslOYin1ISwlbltb8d6CofwRrSX3TWW367VFFntO89DoQyavV27c",
+	"r5C//gVTx32CS1MCuXmBf4k08u0WtYgarqj+/4PEleaztYolbYBFnshoVcB42usp98h5BI4ZTdhej7yS",
+	"6VgYIgkimlHISoFKnrCukGOSaOqYUcwZIYFpvodlmqmIxsJ8mtfHXxZWF5KPzzSs6BzqveBYU5alq+Ox",
+	"0Is8NbEEOfx7jvae0iUKO/XwJZrRTUXfiqPv3oPrtBSbcKiJ73P1An369OnTNRdoXokXstTmt1CHF9AR",
+	"9OX3W2t0ONT/8KE3qgXuOnRqCKEAVzAAnCqj86R5sr7PKtFTdsl2yhDBFLs2Uq2ljqr4ks/PO/gqZTuz",
+	"8fAvvLGw2xlNEiaqhfTvZfXwRzwWM8X8KJlW6L08gmJ+W1datVPu4D6suU3PQVL6YCTFXQG55RKsUCiT",
+	"5zfrowbnhDGzQUVUH8yt89xRmZ8+PtTstZI1a+BffRZG1CistDxhiiM6NBhHpEBBGYIGnpCIrtTeMekT",
+	"APPlGaEYSuDBkHVCiA6flmKI/CFETSuueXBDueOQ6fsLYpTzal1YsQ1oBMTRgPz44U2PfGAI443XrpC2",
+	"YFqVfLcSYV2Mkr43JfHnmaRz7h+3ieuHeHBffe3csS+FfrVwS7r1ZYw7eFsH6FcKBnAH1uikBBh1qK8G",
+	"0qTE2wRwhBE3UL+09yUCaHaKVUCD80JfCOd6kiYD/4qJ7GSB5VbrE8RQzjBlERMZB+j1bJEKFmHAzWRF",
+	"jPYNL2odHAuWAAuDtQR5DuIUyuXe9eLi7/7e3SAuk3wVmSTQSjBBAHatpjXfMIjPUBB9KhGRUWQUbkZL",
+	"sd+ZM4JVlygXLFU1Ybp4y3AerDyhCL2hPIYy3eANmdNwxoWBs9ciC1zZ4QKKu6DcMhZ6DCkNIb0iyMHG",
+	"A7S/wEMZkySmgo0gCF9GWrq2QXn6q2Gv9/gQ09eV/awaTarIhGVLhtffvEiuJDMXhZ9ns7HAnKW8Ej43",
+	"xaUSlnZB9nCymcZiLP7jP8hzKfTlxqVQ+pc/YXT/REa2UaIEvWaXIVXMKF+an6EYaV7TTM1UwGcRoVeU",
+	"C5VhqT5n1Y7JQlwLuRRWh9OfpexXKFPX011jhg5U3ydgkSIfXj0nzw6PnpCAJklsFsUWNf/zr0qKACVJ",
+	"I4VAab8zfBzsdQgXYbwAVeawf9ghh/2jDjkcHMCiHA6OeuSneuF+EnM7+nq5f8IFCWCE6pePvVjiiALS",
+	"prhwiYQoUMIFBr7qdtJitVYoP/y2YOmqh5FAmnhNHBDZh5j+iKX+ZxBaXHuyB2v3hiuTqIIGAa3sc2FC",
+	"jxKqFAliPudZQNqDXu+o33crUPYxHNSMN3DsCkHNoQZGEapIYF7oVd7XGwfM1alaCWjv+kMY6gdGI2V4",
+	"k97k4OUFvQp65OzHiw45O7l4/hrznV++eXnxksykkIuUBKfT7luahbNgRGCbVUZjhrGvJDdfWq5zOBhC",
+	"G0JmM715PE9RgxEATzLboooeqhZSfTsMD8lMLlKtE6cFjxvZtQLV5ZqtCkUHfgGatHAUhYU0ZSqRQjE8",
+	"I6Q9p+k1i3Q7yCvzEWTdD2CdhTqj6YIFe8dF43l3lER8OmVQh1j3qBuCipYmVQ9WYjjskRNr7MUE4JQl",
+	"GE+fu3mNcTLU4pbQzTghubTwURlbJq1XutobkaqZWDdjLMUdQ14y5yGkHdSssMEesAS0B3BBeAabVUWJ",
+	"WhtXB4PJw+q0XIB8RqaRpg4gb1vFz2brFFX87C9Yp+8Yw/vxseYQAopNgvYpY0AkEYxhqVfNFpwJ6eeB",
+	"Xvc5Vwqg+NKc++ElWSfZ/gBqpVJsPJOSxHJpnx2gmhvzkAnlimknCQ1nrDvs9Z008+KSOzk7da2erUGv",
+	"j2/KhAma8NaoddDr9w5M1DtIGYV4YGvU6V+9JRQ+GBI3gjhenfYrWPjfFmxhYIHhNkD8EJnNWLrkipEl",
+	"5ZpvJQDIrP8IyJzHMbclI8A0bnsRhjg0h+7lFRG5FKeRTag5k3H83A67AvFQr+4toISb7lbvoNtxNStB",
+	"C9pcfwS8uzCA62+t4EJLqtDwqL8288OniHwEHATgEbDow37fyjqmrJd7D+r7D3TsvPO1FTFxVb4DiyyI",
+	"UhWLp9220l51iIwjvUjIwdpzuppoFUawvZ6mo0Mcoa/jfCb739HIYt7AJ4PNn/woqDnmLEIhLk8gXf+h",
+	"uf1LIjTsvSM8//JRr7RazOc0XRlC6CYyjmHuYUE+Gb2CulTwrRbTK2e8NTKPdG/1c7P/yfzLxM5aALC1",
+	"VHlhhEAAYokwY7O4XmzVvzvFLgEBQ+5lTr/FAD1ZvQVhbdJtPnag3r6PQyQyzeD67AKgFa4CCL/6PN+y",
+	"cKGlRjMOkI+wZj1VEpLQllQVYqL/0BvSNQhrOA+msu9ktNri+LjWKqihridmYbcAuIwluFH3QVP7+Lmz",
+	"20E1s/lcVhwNIGCFSxz6Fj7Ul170VU/pIY5k/UfvZPZKLoT54NnmD55LMY052mUOBwdb8AC0jF9I+Yam",
+	"Vwy/O9pmOmqRaHpl0VsWcXqhqVx/PBxu83GSypAppZXIlyIzHoIvyrjwdBVQgI+URQu8D/MSU37VeOVD",
+	"JQCLXpVXMUYBycYS6ItjBG5wR0V9RKaLOB6LiE25AKOl6pCEAYiVwGRPowJXc+AQqErrtxWEVy0JG8Wl",
+	"XMeTAFtQJNTCkWYiUpCIq2ui5FhQwL8CTwLKw6bAuH4pZRS0PTQu6nbnEqRcObUKIkpiXi4EC/cFr3C3",
+	"G88NjjeHsyH/fW7oF0xBeYlmers7waMuA/ey9wp7eWtAkkzC6iOocwxuhJoelFsUofWxcIxx7ULL2kMf",
+	"GNrrlLFmK+IpwAu+NECunlLAYYG2y6E6NWPTI1Utrj0W+lh0wKAupyYYdq4lQWb107y+bqmicZ4W1BuL",
+	"E6LVyo7JCo+202kaT8tLXPV7XNbF2l9mmFvamii2Q6ZMz1OQGZY5t7U6lVz6vUGv3+q0NDfThDSPIFpV",
+	"740Rpea3A7eQvREZENcCy5vmUCGDwf7wUFPonIa67SH6quz/ODlDWAv/Y6d1zVLB4tao9VgPpDt42rVD",
+	"kFpgiblY3FYrPO9cxHw7NoRbl/OLbQSUwYPxwJf5rvtYID5l0TEJiqMHRqlaxtcdWeP/NPmjxIZxecHl",
+	"ZWFON/NcU/unzHTzlPtmvvuBCbZUOTTiI2VQBNAkUKgVhT2c0TibdeBHlBe0eKHv9HBGJzzm2apTgvoC",
+	"qQSr1Cr0ihphgiUynKmxADJlJmTBw3ZxQBcXbzr2T4DXZOm8MKiGixQsdOWryzCWRvb4Ol+fe3BI7LJg",
+	"YgcFCh+3oYDG7PPLxzoE43YHshjpVpzg4aShvOOT8NrHC97A5qSair66GvRvreZeWg1k7tpa0dVTb875",
+	"zgIffvbPRs3mBM63IsN+X0tIMTOOD5i+vkIWSY+cZiSSDHFvM7kI0SoT0YxOKBbhKh/mvzJ9lKHfOx0F",
+	"n3ECo0G3PiR6rRq0hfLk7nhEHvSGecNvmDBAYGZ31UplbL75bpmzLOVhs7H6LJVzls3YQkHKpJZjpeKF",
+	"IlEsh6a11xcXZ8Q06d3Wt6a7jduqO9tPYsrLG5qXTricZVlyad1Rl5nMaPwplBH7y1i3Nm519LBl9Jdx",
+	"668vL8atTioXmX4I2rpxJo9bn8kBXCYFXVSNdDUSMFOwgn51gdDo902QhTO0eb7uuxKI8Xn0VnQer7Vv",
+	"vE+YODk7LRz+jm/LOrpV4UA0Hm8vlZimdjv8doAuJDkMfUTAW7PrPnvnxAX5+8nbN9/E9pbCK+6wsymj",
+	"0Wpbzm7iCC3PRpcpiIgxXjMYhzrnV0ZWy2ZcjcWEC5quiFZ4gWEa2fCYHPUPSNuNSdgr/Fs++e6vLPuA",
+	"4733jQAkUMh3g85DXxIwUKz6ld7cWWk66h/sQCcPTFsfwKR3tyvlZrBPFxHPGikLwy7gHcjvTSNV9pj1",
+	"TFTLfIFBm1htCixIhu2OBXj1s5QKhQ4GQo1RB8xOI7KcSdJGN3sHwePb+GLH1Pjb64yFpmsftekRnsAc",
+	"at5Q39oWr+y/4XOeQSLbhhcx1aT1Rb2XMAVI1PFQ6XvB8mSd0l58Zal/Cyp/JdMJjyKEP/n6EnjpVKAx",
+	"EdYrSw1YvpWogWL8EnU05yI/Hlb+2HBC7GuVw+GlVpt688cmWDOLbUjWLs7Xpdbfj/b0muSTdogu/8lL",
+	"dw6ymNdchKm6ilDbdM9CJF4aT1Kl/HdMRXBsIq8MxGJnLHJYRa6KqtZaKigiHNsFGOiExXJJqBYR0sio",
+	"EWPhmIUApdR4jkjEMnBjQ6dG6IZ3O6QM3anGgk7kDTMg9CZmRO35GDzO25DbzmfGCXr7nq3Mkbijuami",
+	"bpnCFVOZEieUvUPKmzIiiBdpjeiaD23vKsdZG/yFr2yJtkve5InDxxC/YEKioUAN2AhhMC8v6FVTJ+a1",
+	"fXjnc6f1xoSabno/fw9G9Q1fff82ka1nkkjTBTfbmk/67+f9T0XO22c8rDHzFZt4Ab8bAdSSMADPajnW",
+	"hNNmRC6FIm0Tt258945tea9+tWPDd+ZT07cYuPZxm+AX7Cv61sW/rxAtM9yG/iDkESxhryiP7+POdxz2",
+	"egfuTr6d9QGnWn0qUSfPFGENaP0+Dbygwy8tAW64H+58J3z+luO67kk9f2XZHUjHkRB34i1mo05fAHdJ",
+	"LGRBAyrBLI9hx9BMLRvGjN5YxL1spkV5cs6yzICc0zmLcsGyEEYhJj80n5Uotgj3NC8/UsdjkeOAGxFH",
+	"5RDgPrHwRwDOeBh2e9doyrzs5mVOD07xzF2lvLMicvnrORk3HGKLbP3HOsz/rS6q/2mCIR7sLyMYbs74",
+	"QHNOVsSoKwKI0JGt9GBae6QwRKRi8emMhVNczWCArIroiw6oizaDSQqbFQltPVJjgZHgHEM1lRSkHUxo",
+	"dJkjRAQdEpiotMtrttJ/LlMpri61qAr6vQlf008wK0r/C7LJLiHsI+iQXq+312RLbU4ueWjrVKdezite",
+	"FcteStPYudJung5QyWexdQt3DP7/0lkrW5nRzMp84xHvv7PdTZ+UIt/CNb+BNDJvjKR4COlqLe9B0JlG",
+	"zvMSMWm4IIFivwWY0mdqAgWmelbbFpi1IbZKb68IGZQfzihEqYocY8L1uUA9SOOcyWFGOmQhIkScGYuC",
+	"s6VySWIZXneIkoCjgGFfugUEdlD5iDDCfM6VYmosbGHyDvwHtBgE2XRHoreGZ1qqgGJ9DXwIl2NTihvq",
+	"Sxb0yWSNxvoKTPXalNjG4cDPEmwRHE+OW3/HovcNPM0Mz4Zz66+aUVV8QzRYKsUI3YKYhx4ohm2GYRF5",
+	"iEzJUqYY3ePr3QGZ3Y6pFQhS9ZGcaW6m+D9ZtdCWv29I6vZvzqCUfjiolFL6ytmHQK5NXBxpueob+m+s",
+	"3+bet4KnIMZQLK8cjmw44u/JjvdVljI6bw6tIAHEN8HbXXw5IO1zCJbpnus54e7u2SCrypRVZyxKEiLy",
+	"UZXRlSIyYaJHXtJwZtaHo+nn/PwlMbBayEDHIuDRKIcqg5cfKXNTYM11zWYBlazyGqFY0nIsqlBWkG2R",
+	"MixzTwJ4exSg9m9Y/ySVS6UnMxb41TlE0PakMMMLiGJMmZAS0x9EMlKT9AEIatNUzgG9A6JSAJsDbi9Y",
+	"TgLZhrb8XfCGqqwLfXVPXwSkbevhmaGYfJLJaiwq1fxAexIshL1ICYsVK1+fI1AqOAY80UwL2/aLwiIB",
+	"WA480g0qujQ3Ww60oOd2xbL8h7HIljxkPfKOLV3owWShZizSS69kHvDAU889qMYCaqBfpez8hzfkzen5",
+	"xct3++/eX5y++nvH3miQu4trPGVLkiePK0LHYkrjWJ+evQ4WBIcFs0AImp2RZSoRpnbeIyfQL5xFLthY",
+	"tINRUfwv2INUAv0Uexsc5Z0pSZJU3nKmAP8gR4gRRl/RtIwVU01VWSEzDnWwIs0NpGA9EmhqsAh69lrR",
+	"FBdnBvfOkAQu2Mp9EnOVHRMO4Jg8jsdCr3Mu/4jFfAL+dyUhBResTUuZXputxYYQFd8jcZxDt9vJHOea",
+	"XA1lmYv0N9LmV0KmtoB0lYjNou79Wx755uQRzYcCHuVAMHD+kZEZDLTo2KVMIC5muVW10sFhrnei/asY",
+	"dIkiSiM36OetUet//9LvPvv4adAZPP38n3dSRGt3VTnMErAnR2TY7/c1D+bRiBwOxwJuDfJp3FLstzHA",
+	"GY6h73FrNC5oYdzqjPO1h0cWyHHc+qybcxiJ/nP3GE4c8jGAc2PCarwqAhoN6464yrm2SUY0oatQzeO/",
+	"tVz1Ki9lWRMzSMxvmFcw+VYErlJqzmbzWz4/57ttwqteO938oSOs7ERW2xiHnEX6t31onX1oViIPezDc",
+	"X7+k721DZFeiBTWIoHLIRsv2MesQjgYVR4QEDAItxpq8NtKm5MXJX0k2S+XiakYCk/l/KUWAEGjc5BTW",
+	"0fI+VFC18lzBCkQcuvtGINYZGL4VCVdhzDpg/7Ep08XTDokWOBlWYPsB1pT7pBjMWMiUmMgLzEhHMBXw",
+	"PFq+0CHXHFAV7EqjWhVJhB/lGaob+qUeeVfApC1TnmVM4K1CxSp/YGzyzRFo+XH8XWPQrAGQZ6vLq/T/",
+	"Y+9rt9vGkTZvBUf7nhPpXeojipNJ5DM/3N3u7uxMEk/bPXnPjHpNSIQkjClAC4CWtTn5uxewl7hXsgdV",
+	"AAnK1Ke/4oz+zKQtkiCBQlWhqp6nZDar9ezfIHm7VGUW1Yo5hdf0se+tA+ju/gV0rNvx/m7p/u7XJfzl",
+	"l5pdGuurzorXvob/gJnTjv1XMa1rvQJZ/rrT7h6FMPQcQ46unZd3u6nt4/6I/EDXMs2mwRzpmZRpabic",
+	"0Kat1XV76iuGFViqWvuaqjbc1J5h6V/VmPjUYlTHv1kM6+8tDQx0O/lvxNPvACNu+Gc5s17g9rgHL7Ln",
+	"MzZ87PLBYr+s8PZy6vtDCeGTZaX/TWsOJ4Eu39oF2Ca/HDykPVJy2jRsOktd87T79xxOb2bIREj8OKQe",
+	"/3LqCIndn3TcKMJbWNNTDNMXQOVKBZEqQQRYsS8hmuOcEw6BRKQ7brVa4ZfGfTGXWZr0HLOZzlLjUGdJ",
+	"5MuAEs+CNJywhKT8ilnzi+VEfZGPGeV+R/5FHNHIQynsgz0Db4sseyy90P+IQmrKKdf2/Bm4C6QObgyx",
+	"J9U4nPWPJx9O44Z1PGIHO4vRs3BvEb7ZC00c+UFfSIHc+cD5ZheFJcFEQuRTTikXzs/Q/gUGC/DJMEBb",
+	"sOti+PbWgxotctQ5gtR44Gr599nCd/lZyemFF8mn9GM8vSQbLL0Gdmu4LNvi+XzehOYBdiNYU/m287YT",
+	"gYEPfIM/dZCK/ZtyegoFUBNjLm6W+wBvZ0z9mr0X2lAxZAdjfjDmB2O+ZMwx/VHYwhXGvdiT92Tov+Rv",
+	"sAv4IDB51gIUh3iwk8XRfAXQ4A7H0QPU4HlCDe7itW6BNwhUuEccbC+UvzATSuTDB0U3GqID8GAl8GAv",
+	"QbqHCOjmuHq+vPuBFVokzkUW6yLiQmhj1wgeroz6wh1MsH3bRKaYYm6RE0/DHt8KtsVEsal0UIjg1IKW",
+	"x+4YuGw1XuG+tPadEQv7IRXy138SrMLGve/RCs9NBxzwCt8DXuFu5nmWVbPLFxAq1FEFvXQUNiUCdmff",
+	"cPm2eXYPemL183DZiYfPLjxo1P0RdWQejjsoyYOSfEQ6HvS1Hin0Xj6Rt9lNTk+4khMvR4dERRmYNlDS",
+	"l7Ah18BbNZCZKR/eSR0703GAbswyowOKtSEVCShozGLnQfhy8w8JHBp9AUHuidRAg+XZQSHwzjXBVlrA",
+	"tALAschV/UL9riEQf++LscRO6HwEziiM6m4Rcl7llp7i1DzK2Q3GEkG4rqITbXHJd13I9XmyKEWuuC7W",
+	"kj8uaGnXQ9m+mxDlsGkFWbe/OGu/Nlr2gV6xgh+b0GA/+TYEQa4KWs5hVSYVxDc9IyN+A1W51PidYJAf",
+	"/VamJGVUoYb+QNVVbZvgGNxzCI7dOZRrp7HoPuHWyUoKproqjcaGnZH3833EvbH58o8yYXfaRVw0fUnJ",
+	"XTLKe0RiKhPQZ8XxpNiKUpDY7e+YDBZkQoXLDQMA2Sq7QTadQQcOLNNaxRCZr7HjiowIdQDPvogHiovx",
+	"JReXbkLioq2YLvflywn2AWYdFdz1jvKea9LtdB3YQgQdEY0E6MVyrrnzriDQDqNAHOCb7nWgETBU8nAx",
+	"bthJ8SVs2D7I0Cts3ZOZvpCj/DZHq3nh1d4004ZM6DWD+kA88tzWf/ZbEjLwHVtYQupxNosrYd4/2Ikr",
+	"1lec5zVKT5gP3u30t/Vh7MxL0E7tPLr35vN88jNf5fGcDIdsZlhyjAAfqLb01y+dyg750EM+dL0RhV1d",
+	"dioLXWS1z3Ibqa0N6L62SmamKUfflL36mzULOrciJLZa+FJm5lKObtuR0HpU6HoXSJGC1NGw5VaNVBm1",
+	"BuLeaE7WXWFxWuQk9GlTIP62JoIUFqJ4xFHnXZV+v6BXRaTvU2Y+je5Vwx805femKZ9OaVlRLemssqg/",
+	"prbC3Ji8Zuqb0FQfIM1IBSk8/rDSRSoypdxuOyqG0IwSQN/AAIJz2BeB8vfRIAgsCTIAfIhZshCF0153",
+	"y9pD93zAtAkO34NF7og2ImwiDq1v6RL5ilNvfSHYHF3/FjlZp/2OXUfKa2x5n2pJqOgLLoY8sYeAvC7B",
+	"8ClLuWAt54s7hGBJOwtp4HyRf6A9SBbPRs2qMiG4GB8D4iV/Dtb82y8W0iCvip3gOpRxMkN5SjRdaDKf",
+	"LCod7PNclL4N0MiONYxbO9fFdwbe9cGbPnjTz9+bRtEum6ZrpgjUyhfH+Hs3UF7XrYbI/kx5al9FR6Qw",
+	"WZh1KMo7CkILrsiUUZ0pluRqcysc7fv8TZ41itZ/xjYg2nzyDxDadRBaHkjGt0KuBrmynWDlDmG6eSN8",
+	"hEc/601gP2GbDQBzchD+dcIvnDR4wcf/fnTM+EmS+H7dS8ykpE4NmUptyJsjdKjfvDaTAOKcA6as73q7",
+	"8WsELbwxA32r/fdyLJ1kwPtnpLv02B1EXOYcCDyofdEJ1RPMjAM9qedP6R6RicyUdm8Cn4PUWPEMUecx",
+	"yYThKbj9OCSOpFejnT6iYf5WGoUoOrwiJwE4+2aH+LX9lqdp/1GMnKzK1mNVQ4H3OSbxctPy6t7UB1jQ",
+	"wXF/ICV9kiS3Q91rlPQ2pUVw+3Y1C7+5+nCnmj3nxlBOp5nwhB7QT6RFTry+42mKtBqEC0KDKPMLHYAu",
+	"bqvwzjtU8C4mAZwaxCBfYEgIU6EpEVSyn6bcCT+EE3IokXg6/BCuwD6bYgvQkCfnvoUGcqL1oC7tOrt0",
+	"gP+shP9sLwePUl6W18SshPv8xlC1eTYg5cpBkGE0uLa1AnZzD3ru/lzBH3bz/p4EarNud3mUzTPaZYfa",
+	"8e8BYPOgTl17xMSQNRPmaxVWeXj5wQdpk1MpxkwRuBvoPCiZMabIgI2ksm89cvHaVUDun+2dP7H98vMH",
+	"V+z5umIvNEoNSdhSrvvOnlkQpgmH6BVRFCQdkHCjLgoi0c7WsauDfQo27AJyc3uDZkPFjL8P2WjytKkd",
+	"sS8m1O4Lsao1fFncH8yAhcOssGPhzBy8xbXe4l6i+ujOY7aGW1Oqcj+6iq9qkU9i6DcnmQCkkkVYAZFi",
+	"CxS4HCA5nmITj99Y7xtjndef5WgUY6FFX/i/aUNNpmOs5nUBVzkaNbyd4Ia4wIFYhFW9cjQKEBCOcxpi",
+	"bgkbplSxhMSJnEOnZ1+S7L7KGh6EFQHHJTw+IpR41mYSw3UtLLePiw4EniMz1woj12KGKGYUZ0mLxKBE",
+	"3OcMGNJesWFmrOW3ysILQ/JCu/ub2C+LJFyxoZFqQepxsxn+1Ey4iiPfxJrE7Uyrth5wETf6QgoHnUJK",
+	"e+Dk8nVw9aNuF5nE5lyzxrGDX4XX9sWULmAZiWAs0UWFnnstLrShaQofh1ruEqGiMaGK9YVmFKqqT07P",
+	"m93Xb5q//PihaJ7j9eIVWyDPqnD8+1Yds+S4L+hA59gyFxwv61JoG3DFZiYiM8XyixdebPuCpqkjKZ+2",
+	"yCe4y4V87K1BFzGiTcL9b3WIB0E9kFXgcbNpPRY5Mzp2vcEvYygniptx45g4eXWU9cY6NPlSVmn0s8zc",
+	"nwOz5xkLPrvWq4EsXSqWjLielKC+jies2+q0uq0ucLTPkEisdnT0qhbVtE4vudBsmCmruuwVeqENm+rL",
+	"TPFar9Z2j7X+5Dn+0rZXZZopF9eH4UHfleQHq8m0nksFhKCv7G/2KsOnTGbmUtd63c7WR8Jgtp8CX7yF",
+	"XXXi/QzN6+GY+Jwrdu7mrexzZAwqMLc6MQ7YUGIcqyimBNzisauF9IwsQSUPuN1BMJ9YOwanCPvr7UPl",
+	"qUg+BK/1pBHYAyryLgJ9KpJCoKelNf22MJCbfPAPVF0FOF4uwq8hdSGXgL0lF9ihJnBD5J2mVoFcrGcu",
+	"YcuUa5ZbffEZnJ055ebP1kjGUe4+hm1GrK+EjjgD6tW6dD0YscE1Guy4ERVg/jzPVyo41dVdhqgy5d25",
+	"ttPQZ8rNLaif1QFGwkuWes/Yj6rul2O/ubqf0IimmuV9ZgZSpoyKqi45f5VibCfUPqo06psVffsK56Zy",
+	"4Ddh6743T9q5L1iP34C6eG21A0I8A/ktatY1oj2d0ID4ODGxs9Y4qMO7qcOzzNv3pRW49xpcSM9vqCVE",
+	"NYRnWSCWNpOlBoCkbuaSzJgiKRdXjerawjMY6lnXFtpP2Ka2sDRXhyLDtUWGFeUioZTDfz9hm5q8zReI",
+	"NhkwM2fWes6l46wp7wRoXTOQZtIXKATWPiIhgIuETWTqQjL2GWVJibChIdETqhihfRHbQS95EucVNDyI",
+	"huUMOd6mW2cgZVTDZWMpGDoUuIFh34LHgA+haxrAWEF/0rJCuoK17OVLa3d3BtAPVj2uu+vjugHv+mIX",
+	"WnM7pU9T3WhHPqNcVWmtH6SZkEJSvTRbWTnkzv5dWcZvq+TtNPI2cQW4vf3F/t8uDOJWD0agWANpXZVm",
+	"3k97HajCnydV+B2ldYvCv1zioDlbxYCVVYFOCh/UGV11fvMvdcjzVuZ5S17Xo3mbm88wdkk34780n2YP",
+	"12fpxAok02SymEkzYZg+tZ5mpjAaA94u9gIi2oDFgC7oeTlGX3gWSdeaXYy5YMjbiFRQPoSE/ZO4GBfs",
+	"Vzrqizk3E5k5IixsRY7NC60XnHM8ojOMNABUk0TOBalDk8hSCFles8axq03KT6/WYy7ozanBP9fzTuf4",
+	"i9vdxdfTVAp8Wt7c0f0GDG63qdK9gx5EBA1RGeiVyqiZW9qf3Yi1uyLh/atb6d7KWd6e+9e9K5diJ76p",
+	"+1OA4QusC2b5/ZIQmZmhnLJv/EB+8FM3EYpSxwJLJnQ2s+feEWm1WrtDdL2alcIomTZnKRVsLXNuXh/g",
+	"Cy400cy+gCiYdKdcZIb5o7z1H1JGEx3lABnD1LTSY/gR3+MMXuMBN05pnBWbxs0JgTl51A1zD/TLsDB2",
+	"ulPfmX4/wShSHO0v+b/9saVSSE5CSsWxZCG48//9n/9LYsfC4v5LZ8MhYwlLYiIViV15UpBx8WUuM6aa",
+	"QDyDJrO6K01BGfKAwrOWl+SiTETy/benDyl97oEiYCmknEsST0qZqMKUv379+vXqtgGQrXI+rktWhWJc",
+	"W7bWoekfSTWlptarZRlc6RJV2iguxq5JgN0jmo+tQDev2EKv1Z0ljfJCk9Ok+/r1y3eeQanpHkRm2SDl",
+	"Q2KfhwknOjT8moEmtddoItjc36WxzAwK4iAptSBGWScX69PHyHBRlY44x+H+Yl/7QZ0UP8yqxIGdG/ux",
+	"y/wM33Rk4b4i/+HCX+FSbLmHysGmUArbShp/PNoQ3beSFAwfESYSqTRLSB35vRpWjMITDwpjX8DV1sRM",
+	"gbmb+19a5ASLLFNGFSTpoV8SstMMpRjxcYaSiDS2FJicgBzXHkoGbEgzzQi1r4NFkZ6/C+S6eEFuqg4Q",
+	"v8GnF0L3ADSILx9gb6zMQ7O53/5XbPHNR9ueDxkhyglK9u1tuPcuFNNZE4/7K01BUC1Nzj9+OLt+5QME",
+	"3O46rKr2hSAJm6Vyga0qIClm1bpPaDkXvJE71gMJvZMzaCxc52KoGNXQ+djlsKFoAeqDqcjvPyaKDRkH",
+	"ZqlEyRm5fkWMojNN5lAiY58KRfWGTxkZy76wnzCnyhof7fNpV7CLBTmT2owVO//bXxsrUCHnYjo7xTl6",
+	"SLtTjLKq/wT8+n3bGfudZSHDlaWKEQ3qPLQ4gArQWwv6lA/WOjwf3v9ApjLJAKlADbazYpr84B4NxEyG",
+	"j9wCa1KXMybojLd/OPnxL+cXn86aH97/0DI3phHBjrBfQqZU0LGVVSOJPdG3VsnYBz7YLGCG3Zh23jGm",
+	"cDDDNyA/nf78/uP7i/efPp6TXu/P5IfTX95/BOEuZHHZPawUuWBG6ucf3l93964U2k8u2DDDtO0//yjR",
+	"SQcfu6U4oJNalgek0txUTQOLaKXQUW+GEDSuHFJCN7Zh67KrfOEGfdZ1NcWHbFNdgzOI3/2tuwRPXFwT",
+	"TtVuim5VeuCcCWDjAgmuU4HqtVvSZHaRwj0VQdkqGOK+iEP9GTd8RsGpNdBzaKyn1AwBzQVvG4Hh93gp",
+	"e0fswV2xPRrqFontUy9dx/mYxNfdYewQULHL2ZlFfNwX8fWr/Af7z3qmmYrI+a8n1syf/3rS7L5+Q+za",
+	"M2HcN0Xk5PSczBS/psNFD348U/zaGvmfpbI+QxEb5Jj3cMJjKPivaH96+RnAsax736MI+RTekByR+JfT",
+	"C7LkWsVWY5im/UuvL2IkpPpdM0WajHRu+lmn82qIl17yBP6TEfyr/VD3B/u1+Ef7nu6P9hvxj/ZL8Y/Q",
+	"WONHP3/YHZlqPZsoqh0ga664YU17gOk5OBjSYEHBf6svLsDojmUJSgiINKkSplgSebgdNjMhVJM5G0yk",
+	"vNLHhPYFSBvXJBN0eCXkPGXJmCXk95/OwAXr1xKW2llkSb9GpowKjebdZ5JoX6RySFPClJJqdd1ToYie",
+	"tPppAlsvR3G97BTxGzHVgNgKRL3Wq12/qkX2f+yjMzO5LBYIm99OmmhXmvZevEJJI4cytVsaBR7bTF6X",
+	"77V/Ce/FK4p7T07PHTIscO1RE+2o+Z+mNipY8BU+S6BCD2Rudzjr/ttBtERS+HrgrVNv5PY/cjhT3v6C",
+	"/9ilgsoRvee88k5jLkgqx8fEJSmC45E9Cs9YsqrG6i6a8lBp9SwrrUSoC3f1JjcWWQXPjnK7XfBw6JXn",
+	"3FwKH+F48pBG4jvD/95HodadJG43pVSs8Xp+th8dGxtwT3CWJpqM+TUTx15O8T89lUFIggCnlL5Aun2r",
+	"bJcOLJ6sgRri/vYil/6w0ZI9NMDyt8hP3FotUNylXh5DliJhXEmvV/m9yDh1b9p8T4d3Cq0NrxlGZ2pz",
+	"qgSEkXZ3I5+EQm6zgvBEcgdFcSAKeAI+uTso0g3uZ9v5kXxNSwI8/sOBvC4VGTCrkdyB3wWAoJITbb9g",
+	"8zzuiZ4A8BJxRagxbDozukV+5oLrCfQr96OD0zpTmWCJIw/CBBJ6uVZn2n3OpSD1uAjVNJv+imZ+QRyR",
+	"Vx2S0IUmg4Wn6KnM5vgg7E/FHDx4HHbzle5tFufAw/QzTw174PitH3ErbGQ+V9+dS/+EveXKPuiL8vHu",
+	"UT2nTfrCMAwr39U9WxOdtseJfI9fMG0+BsHpGEPXQs4jIjOjOfa7xMBj5IoyHFtCHpO1xkQlhb5ZtMgJ",
+	"8UFJaJwWxiV7ZDhhwyt05cLgdirH45WlG/ZFH+c847frKmfFLhF8XShHeeDAaeHDgfyJg0u0WKe9LLpd",
+	"xZSaNXb7FBbeX4dWujCdesJnOrImUtApiwoBcYeXiBT7N0d8BGQmhrCbGbX7lQsjqzOcF/k7PuB28IOs",
+	"K9DLJ+s5lUJDCrCYcRNMpheX4m/b1EPnV7e/+H9e2sVfXQ9tLX8uQLmE7CIYpB5/+QI3fP0aI05oIlN7",
+	"HGpUhoT8aj6GxGySlu+6AhqhdLfFa3fp2lAG7Wcb9Ey5DnpKeVpd51ySz7WFzlN681cmxmZS6715tbrO",
+	"GVr8bGy7BhftX9FxgYM862IO+IZtTgI4WYcKjrXq++TsvZuocF/hH/ap38hrn0Xx6Ba5KHhduYs1cp1z",
+	"94p0ceyoX9U1U31xxdhME5qXSkDHM6DNXp1aB7F42tbALoNOx1yCQ7GshXaQ76fJVgdDr2xUBit67Il9",
+	"t+hJdkhN/5vyfAQaYDfdUrKI7S/w/5ubhV3LK8BcYHdFaqD3YovADz6DAQBKGMVdVvQBQ1g4Oeq8g5Kf",
+	"kH0Mra1nHM0EHrftnLXIZ4gfxu9HTUhTxBHuA+N3CqEaR1WMJtj2HAqTcPs0CNd9oeDdk2MXV6REsSbX",
+	"OmMhrxPX5Ohld3X/sT31345dL+BFD0fzJ+x6YVfgDntri0w5PKUqR94i740m8ekFHcd52yjfsqIvgh2F",
+	"4puQuoNAobDDxiq2CpGCKP89id0GTurp0DgmUcds4FwH2EeaMbEC+eC3wMO6nmsN4yHpdp/Z+b1lfDcl",
+	"CMsaBpdvWZ62YiCauweWi2ev8ph/4de+hAoNRrBlotC3KrvNiA5kItHYVkOmUAHgDd9x8ER0p+0+5kkE",
+	"p1ykVJEpI3XYehB3zRIO4T6eNlrkdw1cIrC7qd+Ac2vMpDZEKpIyesWSyP5zDu05AlsFgWnXyDZ4D397",
+	"JbAQJ/iOViy6B/xh5/Hd6SJyZZfeu9bRvTX7PWT098/oPyGGMreHgSbMS3b2cql90fuGMJO7jOhskP94",
+	"h6jTZz/qs447ua/YJvLkp/kQe1obe5oXcrEXcmhI0xQugkDMtVvhL//hy9cGMln8t3am0q+rsfpA9hMk",
+	"nSDB6zBD7v1eaBJnKo0L7FBflMFDYEWx88/Zp3ME1PiPa39x/0J6Si7GcSPqC4T/wzDnhoqEqoT4fULm",
+	"dNEif2eKj/AkaS+mJlOMSIiPQcqYzon9QN/1akaVti/EDXoGADWmJHajN3kSg+/cF3hDr0i9Wp/CALGv",
+	"OzRX2Gd3sXvFU5jsTXH1CfONsJLjAJIj8p5SRi0cuVue966mIXn79u3bDTQkE0/F45n68+9eG51fDsdH",
+	"VV/hUtIvNGC0gYP5d8FvrBKUItHHLoYA/teIKqRkWMhMkWEqsbNI8VEv//Tu9btX3U6ns+nV7WDa0Ols",
+	"7RfM7Nsp+5z/+c9O890f//0/KthUoqrEmVRkakVHz+iQNTWzq2k9tvj6ZYQorQHV7M0R+fXDyY/N819P",
+	"uq/fOMwWCjDIpAahJDHeUUw7Xtkq/zn/pNKvVo7dg6O+sLM4YyoPGAu7s4YMo8glofUIOueBUrHwXb3I",
+	"td09nLkaC1gL97x6kikg/SPA4wFMGUD86r1onzIs3HDYgK5Cq1jI65fRX17Lf4z+98d3r//x7ve/Zy9P",
+	"9ehv09HfP/5tIq7+0Z3965189/Gnj+1f27P3R3/etNr5hO4kr3dqqEwN8mCbWq/W7XTfNF++bHbfXHTe",
+	"9DqdXqfzj1pUK4ghw/1od97q/Yg99K1W/hrVyjeu38hTa2bGEESXCSPTm5dAJS7ngAVn/6vWO+raf+SF",
+	"vB6iaX/OBv9iQ4ODulmC1jlwu+sRhrtp5cdW3baTc+CiuFvF7f/rvyrBKAgzRH0J+p1rwsdCKh93q7qv",
+	"tDOgWaE/ByJ5BfKxN1NmVQVLSP2o8xZ+Oeq+g8JGVy0ZkYkUEvdH/JvVz82TkWEqRiD966qxf3PIStho",
+	"7AZnhtMUrKocjWCcf3ED7PUrHt9ai58/Ec6O5ChMb6E9urXCg/ha4aOdoz87wPzUrxcXZ/Xzhj1DzyQX",
+	"0O4G726R0wqIMMRqrX3H8bkhVJP/cf7pI6mjGJC4LAZxIyIVdr4vQkPf64u++M+SnUY+f286g6DxbdPZ",
+	"FySwntamJxnuedfDp3Fcenq+Cdwgmyxb6eZcQ8W9bWwEsfskA15M8FrIfdmIom4OSYwoLg3BPQOv00zY",
+	"UCbAxwqMLGEYEaPs8Xyi2fAyPibeHtgnuEu8ZXiBxi2lswjaKehsOCGB5Sts5mDhHmBtaUSWbFhdM0Zi",
+	"5I1yi3+Oh3xrVfrip1WuGG5fgTjmHrJF+2upIRRJY2Z2et30RR7KAbcUkmRPdQ5KbZggdS0h0eDQ4XC0",
+	"6wvNmCYx6L9sFnvXEtDwuVKMgXQK6Ol0o0VOSPfmxgV++qJul8a9gJMt4voXReRlh5RKnv2n6GPy+uYm",
+	"Ikedt1FfgEqCvp9mLtUVQqp1qKXWqpq+2KBrjqEpFjC6+XhVSWO2+uKzb8OM+2yQJWPMXOuZLzKXAoWB",
+	"eobehqcmLlaypHMj64znbq796dL/FAf6xa1PFHghN6boJ5trQE9VjKXubhWh9wfyB7mQodFEzkVQFB0R",
+	"f4rHVqZuIlwlbYQzWPSsdiQ+4HqFKd+KFP7q1LyT+CdNzsMMXloDn3cvbP1nLarlLeVdwyl79FyBFso9",
+	"NnvMV0lmFs2B4snYOmyZSq1rZ8xM99ptPPy70VtDOW0X0PUdPYqnKQQoDb4yduk0zi7FAAdM+6FwYHXZ",
+	"sXfPCM1DkGs8vO3DnaUYzLaA9jD4uQnWvgQT2oBt31sfHoDtz7OFyDxf8PvFtFfF6SsT91XZ8kIKHzpk",
+	"vsF+HNJa91gvvaeo7aaI3Lruh2QPUeWFnq/HTFhjkvQIdFKNG31RBTQvNG3Pn/zIRM7tgdx+WO61Y2vX",
+	"vgjOOP7ysfQerTudDakQ0pABc0UtybFLXtsjnWDz/CWNxJMhW1GJinDY+1Hv+/q5OIuuH+3u8asnQLdv",
+	"0BIe2n7QFgdY+yPD2vfTpuucz23g7AXaO8eu57GdMnid0eHEBUNcRAgiLr2+mE+YiEAxplKMkcT+14uL",
+	"M+iolHlWe2xXA6EGashUakNev+ySwcIw3Rcuaub15wt/2l8NjweSYsetHIRC9oTG53SMDR8MEQ6AXzje",
+	"UoRDZ8LwFFnNR/CKq0D1TuUccPUHXP2T4+qLKoPHw9SHDtyW6qr9xb/e2gY1n8IItdMg3n1ahnjrdeeS",
+	"HET+hED1oirhcNJYOmmEmYhHk9Xtdej+kt3O02m7F/vu/6qrioP/lrEs7ySS76v6FRcJiYvEX9zIc1x0",
+	"yjyjcc5tg38NU4yRy4LNJ9RAsJ/rvBEIMFUkhR3PnQ/Yv5SMFNOTUmqkRS4WMz6kabogmcaOhNSa7zDn",
+	"XGgF4XjL8pMZ12TEb1iCpzI3Xl9MMw2nMnemIfWjzjvMV8y5Zo3qMuJyoVKgRe67T0n30dSQYPNo+QC8",
+	"OMT1ns5suwUj1BcmABH1PZ4SZlyM76R+ViqUs0/nF1afuLoErxNaUJhIZniGWy6vcGw2YsiivrhFakPq",
+	"3BDBOCQS59QaeKs7hHQJScjOuiR0Y2sGnLzrCoIakBOGnASM5tj0QjJgyPGZyO7NDYSZNKZbwyxrcSI5",
+	"dkPCprCDsHREtOFpSlzHvEouwzMuxo8QNd2kDuxSHZhzvn3mHC9fQM18/5EEjEQ68vSHURa/IcmozouQ",
+	"rQHyWCB0BqxfIgWrAirZne7iBVKR2BXSXOrYVxeRuu+38PbNUaeDVTMJXbhSipli11xmPonhYEz+NYyU",
+	"vbwayk30hAkypApDJ3NZKlLloqqQidSXil8jQnVVpRbFepflyh6ANBb9nYZUEA38q06FYvzYFx4ZKD2B",
+	"kp2gTsZNTJ63gWJiV5FU8IF9tvNdTGKPdGK4e3mWrBgVs0RNX4C/Vc+qAF0I4mq0CPTrghusJctLokRf",
+	"+LdLlH2uq5Flannckuv2Iidp6guHE13dTK5UD/Xo0K89w+z5OtR6r950OrvG2fFjf3NVZrWvLuL+sAH2",
+	"7ao5Dli0Qxj+GwnDuyaCNFArZSO0nzWdSDrlazurISgT/MugS48r43U6o4d7JATTgns6TDnUCLrAFxlK",
+	"oWXKGoTqK+1qOuHobT+lCUQUrpfnHPKTpi+mdEHkaMSU81Nlypx3yjVSP+IRu2T9VmDiP+PXPqR2wRFW",
+	"9fmmacrUc2K1+zxx7B/w5oRvS4yUc9mVK9m/1AaMKqZOMjOp9f75hzU7yHNUhZk6ud0C/piU2lEiSRJa",
+	"4vnEisbJ2ftWXoL4BZaFfe21218mUpuvtah2TRW3G1MXvX++FLNUe9n9U6vT6rRe9t523nZqVavoxn6h",
+	"CU0SxbQuZ3JSrg0TDiSAL1AeYmLM7NaDYyiXjMmATTh4zRd/PW8apqZcoC8yU/IGEWEim9rpd4+B+6DC",
+	"/498aW5VHyBuJScA5MrTuTTn9vSqmbFjaFI3fMrFOHJ+m/2qiIyYGHIxBgZAV/Tp7ta121iqc1xOVBgq",
+	"EwU5bBM6RMfBY4RMWNUzXAMs1+BsRs1Ek/qEUWUGjBqScnGlG2TAzJwxQeAprbAi1UyqnnqmpGFDq7mC",
+	"/a1d4pCSn05+IXJEFNMyU0MPlpox1QT8zUxxqbjhpaE8IR+v/Ixfb7NB9kpjk/qU8jQK+phGRIy5uGnY",
+	"5XYva71gF88cyBuE01EyYvOA2bF1m4uv6oUKfrNAEuyOLT0At/UK8F/Bi2BfyjWPy4zrQZ8/BK5b8QyM",
+	"EqVyHIHVsD490UYxOo1yFCy8X9HRJ3iys20Vy5tSK6YkWBMyWJAJFYnL8Hpz4IQTy/ZzjKg/1rEk73fu",
+	"d6OZsGkoYHmb3ttvcerwM9pOT1nyoyX7mYd74FcyVCxxFfxyYCgXrpmuUDJN7Wjh9I6rR/+V0dRMIuBX",
+	"4oJpHZEpM4oP/YIDgmyYLT1OL7Sxqv+Pr/8/AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -1531,15 +1531,52 @@ export interface paths {
             };
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Get an API token
+         * @description Returns one token, without its secret. Its `ETag` changes when the
+         *     token is re-issued (a new secret), so `If-Match` on revoke and
+         *     re-issue acts only on the secret last seen.
+         */
+        get: operations["getToken"];
         put?: never;
         post?: never;
         /**
          * Revoke an API token
          * @description Revokes a token at once. Revoking the last admin token is refused
-         *     with 409, so the cluster never becomes unmanageable.
+         *     with 409, so the cluster never becomes unmanageable. With
+         *     `If-Match`, only the token as last read (the same secret) is
+         *     revoked; after a re-issue the answer is 412.
          */
         delete: operations["deleteToken"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tokens/{token_id}/reissue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Token id.
+                 * @example 0195f7a4-4444-7000-8000-000000000001
+                 */
+                token_id: components["parameters"]["TokenID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Re-issue an API token's secret
+         * @description Gives the token a new secret, shown only in this answer, and ends
+         *     the old one at once; the token keeps its id, name and role (and
+         *     its audit trail). Use it when a secret was lost or leaked, or when
+         *     the answer that created the token was lost.
+         */
+        post: operations["reissueToken"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -2813,7 +2850,8 @@ export interface components {
             /**
              * @description Use as `Authorization: Bearer <secret>`. An
              *     `Idempotency-Key` replay of this answer carries it empty
-             *     (the server keeps no copy).
+             *     (the server keeps no copy); if the first answer was lost,
+             *     re-issue the token (`POST /v1/tokens/{token_id}/reissue`).
              * @example bsk_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
              */
             secret: string;
@@ -8448,10 +8486,48 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
-    deleteToken: {
+    getToken: {
         parameters: {
             query?: never;
             header?: never;
+            path: {
+                /**
+                 * @description Token id.
+                 * @example 0195f7a4-4444-7000-8000-000000000001
+                 */
+                token_id: components["parameters"]["TokenID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The token. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Token"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    deleteToken: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description The ETag last read; a stale one is answered with 412.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
             path: {
                 /**
                  * @description Token id.
@@ -8475,6 +8551,54 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    reissueToken: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description The ETag last read; a stale one is answered with 412.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+                /**
+                 * @description A client-chosen key (1..255 characters). Repeating a POST with the
+                 *     same key and body returns the first answer; with another body, 422.
+                 * @example 6f1c2d3e-create-mail-cluster
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description Token id.
+                 * @example 0195f7a4-4444-7000-8000-000000000001
+                 */
+                token_id: components["parameters"]["TokenID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The token with its new `secret`, shown only here. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            422: components["responses"]["UnprocessableEntity"];
             default: components["responses"]["Problem"];
         };
     };
