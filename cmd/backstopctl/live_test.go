@@ -92,6 +92,12 @@ func TestLiveCLI(t *testing.T) {
 		if strings.Contains(r.stdout, "ALERTS") {
 			t.Errorf("a healthy cluster shows alerts:\n%s", r.stdout)
 		}
+		// Each path's RTT and loss come from its sender's last report.
+		testkit.Eventually(t, time.Minute, "status shows path RTTs", func() bool {
+			out := l.ok("status", "servertest").stdout
+			paths := out[strings.Index(out, "Paths:"):strings.Index(out, "Hierarchies:")]
+			return strings.Count(paths, " ms ") == 6 && strings.Count(paths, "0%") == 6
+		})
 		r = l.ok("status", "servertest", "-o", "json")
 		var doc statusDoc
 		if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
