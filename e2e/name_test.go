@@ -83,15 +83,17 @@ func TestNameFollowsFailover(t *testing.T) {
 			t.Fatalf("in-service with a wrong TSIG key: state %v, detail %q; want failed, with BIND's NOTAUTH/BADSIG", op["state"], detail)
 		}
 		t.Logf("bring-up refused: %s", detail)
-		var rolledBack bool
+		// A clean rollback: the name (the failed step itself) and the VIP
+		// are stopped, both successfully.
+		rolledBack := map[string]bool{}
 		for _, s := range op["steps"].([]any) {
 			s := s.(map[string]any)
-			if s["resource"] == "vip" && s["action"] == "rollback_stop" && s["ok"] == true {
-				rolledBack = true
+			if s["action"] == "rollback_stop" {
+				rolledBack[s["resource"].(string)] = s["ok"] == true
 			}
 		}
-		if !rolledBack {
-			t.Errorf("no successful rollback_stop of the VIP in the steps: %v", op["steps"])
+		if !rolledBack["vip"] || !rolledBack["dns"] || len(rolledBack) != 2 {
+			t.Errorf("rollback steps %v (from %v), want dns and vip stopped successfully", rolledBack, op["steps"])
 		}
 		if hs := nc.top.holders(vip); len(hs) > 0 {
 			t.Errorf("after the rollback the VIP %s is held by nodes %v", vip, hs)

@@ -48,7 +48,8 @@ const (
 // Stop deletes the record only if it still holds this node's address: a
 // prerequisite makes the server refuse the deletion (NXRRSET) when another
 // node already published its own, so a late take-down can never remove
-// the new holder's name.
+// the new holder's name. A deletion the server does not answer or refuses
+// is logged, and Stop still succeeds.
 //
 // Fence does nothing: it runs when the node is cut off and could not
 // reach the server anyway, and the node that takes over replaces the
@@ -278,7 +279,8 @@ func (k *nameKit) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop deletes the record if it still points at this node's address.
+// Stop deletes the record if it still points at this node's address,
+// as far as the server lets it: see the end of the function.
 func (k *nameKit) Stop(ctx context.Context) error {
 	ctx, cancel := withProbeDeadline(ctx)
 	defer cancel()
@@ -295,14 +297,19 @@ func (k *nameKit) Stop(ctx context.Context) error {
 	refused, err := k.update(ctx, m)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s: removing its record for %s: %w", k.desc, a, err)
+		k.log.Warn("name not removed: the update failed; the next holder's bring-up replaces the record", "name", k.name, "address", a.String(), "server", k.server, "error", err.Error())
 	case refused == dns.RcodeToString[dns.RcodeNXRrset]:
 		k.log.Info("name not removed: it no longer points here", "name", k.name, "address", a.String())
-		return nil
 	case refused != "":
-		return fmt.Errorf("%s: server %s refused removing its record for %s: %s", k.desc, k.server, a, refused)
+		k.log.Warn("name not removed: the server refused; the next holder's bring-up replaces the record", "name", k.name, "address", a.String(), "server", k.server, "refused", refused)
+	default:
+		k.log.Info("name removed", "name", k.name, "address", a.String(), "server", k.server)
 	}
-	k.log.Info("name removed", "name", k.name, "address", a.String(), "server", k.server)
+	// Never an error: the node stops holding the name whatever the server
+	// says, the next holder's update replaces the record atomically, and a
+	// failed take-down would turn a DNS problem (a server down, a key
+	// rotated) into an unclean take-down of the whole hierarchy, or an
+	// unclean rollback of a bring-up the server refused.
 	return nil
 }
 

@@ -267,6 +267,12 @@ func TestNameWrongKey(t *testing.T) {
 	if got := z.records(); len(got) != 0 {
 		t.Fatalf("records after a refused update: %q", got)
 	}
+	// The rollback of that refused bring-up stops the name: the server
+	// refuses that too, and Stop succeeds (logged), so the rollback is
+	// clean.
+	if err := inst.Stop(t.Context()); err != nil {
+		t.Fatalf("stop after a refused start: %v, want nil", err)
+	}
 	// Unsigned, to a server that wants TSIG.
 	inst, _ = New(nameResource(map[string]any{"name": "mail.test.example", "zone": "test.example", "server": z.addr, "address": "198.18.1.50"}), Env{})
 	if err := inst.Start(t.Context()); err == nil || !strings.Contains(err.Error(), "REFUSED") {
@@ -367,6 +373,9 @@ func TestNameCheckServerGone(t *testing.T) {
 		if err := inst.Check(ctx, deep); err != nil {
 			t.Errorf("check (deep %v) with the server gone: %v, want nil (logged)", deep, err)
 		}
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Errorf("stop with the server gone: %v, want nil (logged): a DNS outage must not make a take-down unclean", err)
 	}
 }
 
