@@ -207,6 +207,10 @@ func ActorFrom(ctx context.Context) Actor {
 type Page struct {
 	Limit  int
 	Cursor string
+	// Name, when set, keeps only the object of that name (the lists of
+	// clusters, nodes and hierarchies, whose names are unique): a lookup
+	// by name is a list of zero or one item.
+	Name string
 }
 
 // DefaultPageLimit is the page size when a client gives none.

@@ -38,7 +38,7 @@ func (ch *clusterHandlers) CreateCluster(ctx context.Context, r api.CreateCluste
 
 // ListClusters lists clusters.
 func (ch *clusterHandlers) ListClusters(ctx context.Context, r api.ListClustersRequestObject) (api.ListClustersResponseObject, error) {
-	cs, next, err := ch.store.ListClusters(ctx, page(r.Params.Limit, r.Params.Cursor))
+	cs, next, err := ch.store.ListClusters(ctx, named(page(r.Params.Limit, r.Params.Cursor), r.Params.Name))
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,14 @@ func page(limit *int, cursor *string) backstop.Page {
 	return p
 }
 
+// named is p filtered to the object of name (when set).
+func named(p backstop.Page, name *string) backstop.Page {
+	if name != nil {
+		p.Name = *name
+	}
+	return p
+}
+
 func nextCursor(c string) *string {
 	if c == "" {
 		return nil

@@ -25,7 +25,7 @@ func (hh *hierarchyHandlers) CreateHierarchy(ctx context.Context, r api.CreateHi
 
 // ListHierarchies lists a cluster's hierarchies.
 func (hh *hierarchyHandlers) ListHierarchies(ctx context.Context, r api.ListHierarchiesRequestObject) (api.ListHierarchiesResponseObject, error) {
-	hs, next, err := hh.store.ListHierarchies(ctx, r.ClusterId.String(), page(r.Params.Limit, r.Params.Cursor))
+	hs, next, err := hh.store.ListHierarchies(ctx, r.ClusterId.String(), named(page(r.Params.Limit, r.Params.Cursor), r.Params.Name))
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func (nh *nodeHandlers) CreateNode(ctx context.Context, r api.CreateNodeRequestO
 
 // ListNodes lists a cluster's nodes.
 func (nh *nodeHandlers) ListNodes(ctx context.Context, r api.ListNodesRequestObject) (api.ListNodesResponseObject, error) {
-	ns, next, err := nh.store.ListNodes(ctx, r.ClusterId.String(), page(r.Params.Limit, r.Params.Cursor))
+	ns, next, err := nh.store.ListNodes(ctx, r.ClusterId.String(), named(page(r.Params.Limit, r.Params.Cursor), r.Params.Name))
 	if err != nil {
 		return nil, err
 	}

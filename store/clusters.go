@@ -54,7 +54,7 @@ func (s *Store) ListClusters(ctx context.Context, p backstop.Page) ([]backstop.C
 	if err != nil {
 		return nil, "", err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id > $1 ORDER BY id LIMIT $2`, after, pageLimit(p))
+	rows, err := s.pool.Query(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id > $1 AND ($3 = '' OR name = $3) ORDER BY id LIMIT $2`, after, pageLimit(p), p.Name)
 	if err != nil {
 		return nil, "", interpretError(err)
 	}

@@ -141,8 +141,8 @@ func (s *Store) ListHierarchies(ctx context.Context, clusterID string, p backsto
 	if err != nil {
 		return nil, "", err
 	}
-	items, next, err := listInCluster(ctx, s, clusterID, p, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p)}, scanHierarchy, func(h backstop.Hierarchy) string { return h.ID })
+	items, next, err := listInCluster(ctx, s, clusterID, p, `SELECT `+hierarchyColumns+` FROM hierarchies WHERE cluster_id = $1 AND id > $2 AND ($4 = '' OR name = $4) ORDER BY id LIMIT $3`,
+		[]any{clusterID, after, pageLimit(p), p.Name}, scanHierarchy, func(h backstop.Hierarchy) string { return h.ID })
 	if err != nil {
 		return nil, "", err
 	}

@@ -89,8 +89,8 @@ func (s *Store) ListNodes(ctx context.Context, clusterID string, p backstop.Page
 	if err != nil {
 		return nil, "", err
 	}
-	return listInCluster(ctx, s, clusterID, p, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
-		[]any{clusterID, after, pageLimit(p)}, scanNode, func(n backstop.Node) string { return n.ID })
+	return listInCluster(ctx, s, clusterID, p, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id > $2 AND ($4 = '' OR name = $4) ORDER BY id LIMIT $3`,
+		[]any{clusterID, after, pageLimit(p), p.Name}, scanNode, func(n backstop.Node) string { return n.ID })
 }
 
 // listInCluster runs a page query over a cluster's children and tells an

@@ -3938,6 +3938,9 @@ type IfMatch = string
 // Limit defines model for Limit.
 type Limit = int
 
+// NameFilter defines model for NameFilter.
+type NameFilter = string
+
 // NodeID defines model for NodeID.
 type NodeID = openapi_types.UUID
 
@@ -4020,6 +4023,10 @@ type ListClustersParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Name Keeps only the object of this name (names are unique), so a name
+	// is looked up with one request: the page holds it, or nothing.
+	Name *NameFilter `form:"name,omitempty" json:"name,omitempty"`
 }
 
 // CreateClusterParams defines parameters for CreateCluster.
@@ -4090,6 +4097,10 @@ type ListHierarchiesParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Name Keeps only the object of this name (names are unique), so a name
+	// is looked up with one request: the page holds it, or nothing.
+	Name *NameFilter `form:"name,omitempty" json:"name,omitempty"`
 }
 
 // CreateHierarchyParams defines parameters for CreateHierarchy.
@@ -4161,6 +4172,10 @@ type ListNodesParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Name Keeps only the object of this name (names are unique), so a name
+	// is looked up with one request: the page holds it, or nothing.
+	Name *NameFilter `form:"name,omitempty" json:"name,omitempty"`
 }
 
 // CreateNodeParams defines parameters for CreateNode.
@@ -8087,6 +8102,18 @@ func NewListClustersRequest(server string, params *ListClustersParams) (*http.Re
 
 		}
 
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -8633,6 +8660,18 @@ func NewListHierarchiesRequest(server string, clusterId ClusterID, params *ListH
 		if params.Cursor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -9421,6 +9460,18 @@ func NewListNodesRequest(server string, clusterId ClusterID, params *ListNodesPa
 		if params.Cursor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

@@ -5413,6 +5413,12 @@ export interface components {
          */
         Cursor: string;
         /**
+         * @description Keeps only the object of this name (names are unique), so a name
+         *     is looked up with one request: the page holds it, or nothing.
+         * @example mail
+         */
+        NameFilter: string;
+        /**
          * @description The ETag last read; a stale one is answered with 412.
          * @example "3"
          */
@@ -5567,6 +5573,12 @@ export interface operations {
                  * @example MDE5NWY3YTQtMDAwMC03MDAwLTgwMDAtMDAwMDAwMDAwMDAx
                  */
                 cursor?: components["parameters"]["Cursor"];
+                /**
+                 * @description Keeps only the object of this name (names are unique), so a name
+                 *     is looked up with one request: the page holds it, or nothing.
+                 * @example mail
+                 */
+                name?: components["parameters"]["NameFilter"];
             };
             header?: never;
             path?: never;
@@ -5769,6 +5781,12 @@ export interface operations {
                  * @example MDE5NWY3YTQtMDAwMC03MDAwLTgwMDAtMDAwMDAwMDAwMDAx
                  */
                 cursor?: components["parameters"]["Cursor"];
+                /**
+                 * @description Keeps only the object of this name (names are unique), so a name
+                 *     is looked up with one request: the page holds it, or nothing.
+                 * @example mail
+                 */
+                name?: components["parameters"]["NameFilter"];
             };
             header?: never;
             path: {
@@ -6179,6 +6197,12 @@ export interface operations {
                  * @example MDE5NWY3YTQtMDAwMC03MDAwLTgwMDAtMDAwMDAwMDAwMDAx
                  */
                 cursor?: components["parameters"]["Cursor"];
+                /**
+                 * @description Keeps only the object of this name (names are unique), so a name
+                 *     is looked up with one request: the page holds it, or nothing.
+                 * @example mail
+                 */
+                name?: components["parameters"]["NameFilter"];
             };
             header?: never;
             path: {
