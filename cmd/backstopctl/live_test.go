@@ -212,10 +212,17 @@ func TestLiveCLI(t *testing.T) {
 		if r.code != 1 || !strings.HasPrefix(r.stderr, "error: 422 ") {
 			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 		}
+		fieldLines := 0
+		defer func() {
+			if fieldLines == 0 {
+				t.Errorf("no field error lines:\n%s", r.stderr)
+			}
+		}()
 		for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n")[1:] {
 			if strings.HasPrefix(line, "request id") || strings.HasPrefix(line, "hint") {
 				continue
 			}
+			fieldLines++
 			_, msg, _ := strings.Cut(strings.TrimSpace(line), ": ")
 			if n := strings.Count(r.stderr, msg); msg == "" || n != 1 {
 				t.Errorf("%q is printed %d times:\n%s", msg, n, r.stderr)
@@ -241,6 +248,8 @@ func TestLiveCLI(t *testing.T) {
 		}
 		r = l.ok("webhooks", "list")
 		mustContain(t, "webhooks list", r.stdout, "ops")
+		r = l.ok("webhooks", "rotate-secret", "ops", "--overlap-s", "60")
+		mustContain(t, "webhooks rotate-secret", r.stdout, "whsec_", "shown only now")
 		l.ok("webhooks", "create", "--url", "http://127.0.0.1:9/other", "--name", "ops", "--enabled=false")
 		r = l.run("", "webhooks", "get", "ops")
 		if r.code != 1 || !strings.Contains(r.stderr, `2 webhooks are named "ops"`) {
@@ -325,6 +334,10 @@ func TestLiveCLI(t *testing.T) {
 		if fieldValue(r.stdout, "ID") != fieldValue(r2.stdout, "ID") {
 			t.Errorf("replay names another token:\n%s\n%s", r.stdout, r2.stdout)
 		}
+		r = l.ok("tokens", "get", "nagios")
+		mustContain(t, "tokens get", r.stdout, "viewer", "bsk_")
+		r = l.ok("tokens", "reissue", "nagios", "--yes")
+		mustContain(t, "tokens reissue", r.stdout, "new secret", "bsk_")
 		r = l.ok("tokens", "delete", "nagios", "--yes")
 		mustContain(t, "tokens delete by name", r.stdout, "revoked")
 	})

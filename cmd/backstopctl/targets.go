@@ -244,7 +244,29 @@ func newWebhooksCmd(a *app) *cobra.Command {
 			return a.printDelivery(resp.JSON202, resp.Body)
 		}}
 
-	cmd.AddCommand(list, get, create, update, del, ping, deliveries, webhookDeliveryCmd(a), redeliver)
+	rotate := &cobra.Command{Use: "rotate-secret WEBHOOK", Short: "Give a webhook a new signing secret; the old one keeps signing during the overlap", Args: positional("WEBHOOK")}
+	var overlap int
+	rotate.Flags().IntVar(&overlap, "overlap-s", 86400, "seconds during which deliveries carry both signatures (0: the old secret stops at once)")
+	rmatch := addIfMatchFlag(rotate)
+	rotate.RunE = func(cmd *cobra.Command, args []string) error {
+		id, err := a.webhook(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		key := uuid.NewString()
+		resp, err := a.api.RotateWebhookSecretWithResponse(cmd.Context(), id, &client.RotateWebhookSecretParams{IfMatch: ifMatch(cmd, rmatch), IdempotencyKey: &key},
+			client.WebhookSecretRotation{OverlapS: ptrIf(cmd.Flags().Changed("overlap-s"), overlap)})
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return err
+		}
+		if a.jsonOutput() {
+			fmt.Fprintln(a.stderr, "warning: the secret is shown only in this answer; it will not be shown again")
+			return a.printJSON(resp.Body)
+		}
+		fmt.Fprintf(a.stdout, "Webhook %s has a new signing secret (shown only now):\n\n    %s\n\n", resp.JSON200.Name, resp.JSON200.Secret)
+		return nil
+	}
+	cmd.AddCommand(list, get, create, update, del, ping, deliveries, webhookDeliveryCmd(a), redeliver, rotate)
 	return cmd
 }
 

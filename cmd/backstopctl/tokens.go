@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/backstop-ha/backstop/openapi/client"
@@ -15,6 +16,8 @@ func newTokensCmd(a *app) *cobra.Command {
 	cmd.AddCommand(
 		tokensListCmd(a),
 		tokensCreateCmd(a),
+		tokensGetCmd(a),
+		tokensReissueCmd(a),
 		tokensDeleteCmd(a),
 	)
 	return cmd
@@ -119,6 +122,70 @@ func tokensDeleteCmd(a *app) *cobra.Command {
 			return err
 		}
 		return a.deleted("token %s revoked", id)
+	}
+	return cmd
+}
+
+func tokensGetCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get TOKEN",
+		Short: "Show an API token (never its secret)",
+		Args:  positional("TOKEN"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := resolve(cmd.Context(), "token", args[0], a.tokenNames)
+			if err != nil {
+				return err
+			}
+			resp, err := a.api.GetTokenWithResponse(cmd.Context(), id)
+			if err := a.check(resp, err, http.StatusOK); err != nil {
+				return err
+			}
+			if a.jsonOutput() {
+				return a.printJSON(resp.Body)
+			}
+			tk := resp.JSON200
+			return printFields(a.stdout,
+				field{"ID", tk.Id.String()},
+				field{"Name", tk.Name},
+				field{"Role", string(tk.Role)},
+				field{"Prefix", tk.Prefix},
+				field{"Created", fmtTime(tk.CreatedAt)},
+				field{"Last used", fmtTimePtr(tk.LastUsedAt)},
+				field{"ETag", resp.HTTPResponse.Header.Get("ETag")},
+			)
+		},
+	}
+}
+
+func tokensReissueCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reissue TOKEN",
+		Short: "Give an API token a new secret; the old one stops working at once",
+		Args:  positional("TOKEN"),
+	}
+	match := addIfMatchFlag(cmd)
+	yes := addYesFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		id, err := resolve(cmd.Context(), "token", args[0], a.tokenNames)
+		if err != nil {
+			return err
+		}
+		if err := a.confirm(*yes, "Re-issue API token "+args[0]+": its current secret stops working at once; clients need the new one."); err != nil {
+			return err
+		}
+		key := uuid.NewString()
+		resp, err := a.api.ReissueTokenWithResponse(cmd.Context(), id, &client.ReissueTokenParams{IfMatch: ifMatch(cmd, match), IdempotencyKey: &key})
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return err
+		}
+		if a.jsonOutput() {
+			fmt.Fprintln(a.stderr, "warning: the secret is shown only in this answer; it will not be shown again")
+			return a.printJSON(resp.Body)
+		}
+		tk := resp.JSON200
+		fmt.Fprintf(a.stdout, "Token %s has a new secret (prefix %s).\n\nSECRET:\n\n    %s\n\n", tk.Name, tk.Prefix, shownSecret(tk.Secret))
+		fmt.Fprintln(a.stdout, "WARNING: store this secret now: it will not be shown again.")
+		return nil
 	}
 	return cmd
 }
