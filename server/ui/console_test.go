@@ -176,6 +176,21 @@ func (b *browser) eval(ctx context.Context, expr string) string {
 	return v
 }
 
+// click waits for the element and clicks it in one step of the page: the
+// live console redraws often, so a node found by one protocol call may be
+// gone by the next.
+func (b *browser) click(ctx context.Context, sel string) {
+	b.t.Helper()
+	b.wait(ctx, "clickable "+sel, fmt.Sprintf(`(() => { const el = document.querySelector(%s); if (!el || el.disabled) return false; el.click(); return true })()`, js(sel)))
+}
+
+// press focuses the element and presses Enter on it, as a keyboard user.
+func (b *browser) press(ctx context.Context, sel string) {
+	b.t.Helper()
+	b.wait(ctx, "focusable "+sel, fmt.Sprintf(`(() => { const el = document.querySelector(%s); if (!el) return false; el.focus(); return document.activeElement === el })()`, js(sel)))
+	b.do(ctx, chromedp.KeyEvent("\r"))
+}
+
 func (b *browser) page(ctx context.Context) string {
 	v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
 	return v
@@ -361,7 +376,7 @@ func TestConsole(t *testing.T) {
 
 	run("Switchover", func(t *testing.T) {
 		// By keyboard: focus the action and press Enter.
-		b.do(ctx, chromedp.Focus(`#hier-table [data-hierarchy="mail"] button[data-action="switchover"]`), chromedp.KeyEvent("\r"))
+		b.press(ctx, `#hier-table [data-hierarchy="mail"] button[data-action="switchover"]`)
 		b.wait(ctx, "the confirmation from simulate", `!!document.querySelector("#sim-line") && !document.querySelector("#confirm").disabled`)
 		plan := b.eval(ctx, `document.querySelector("#plan").textContent`)
 		for _, want := range []string{"out of service on node1", "in service on node2", "stop svc, vip", "start vip, svc", "would move mail to node2"} {
@@ -372,7 +387,7 @@ func TestConsole(t *testing.T) {
 		if p := h.Placement("mail"); p.Node != 0 {
 			t.Fatalf("mail moved before the confirmation: %+v", p)
 		}
-		b.do(ctx, chromedp.Click("#confirm"))
+		b.click(ctx, "#confirm")
 		b.wait(ctx, "the switchover's end", `!!document.querySelector("#done") || !document.querySelector("#dlg-error").hidden`)
 		if e := b.eval(ctx, `document.querySelector("#dlg-error").hidden ? "" : document.querySelector("#dlg-error").textContent`); e != "" {
 			t.Fatalf("switchover failed in the console: %s", e)
@@ -381,7 +396,7 @@ func TestConsole(t *testing.T) {
 		if !strings.Contains(progress, "succeeded") || !strings.Contains(progress, "svc") {
 			t.Fatalf("progress %q shows no finished steps", progress)
 		}
-		b.do(ctx, chromedp.Click("#cancel"))
+		b.click(ctx, "#cancel")
 		h.WaitPlaced("mail", 1)
 		if n := h.ExactlyOneCopy("mail"); n != 1 {
 			t.Fatalf("mail on node%d after the switchover, want node2", n+1)
@@ -417,7 +432,7 @@ func TestConsole(t *testing.T) {
 	})
 
 	run("HierarchyView", func(t *testing.T) {
-		b.do(ctx, chromedp.Click(`#hier-table [data-hierarchy="mail"] th a`))
+		b.click(ctx, `#hier-table [data-hierarchy="mail"] th a`)
 		b.wait(ctx, "explain after the failover", `/in service on node1/.test(document.querySelector("#explain-text")?.textContent || "") &&
 			/failed over from node2 to node1/.test(document.querySelector("#explain-text").textContent)`)
 		text := b.eval(ctx, `document.querySelector("#hierarchy").textContent`)
@@ -460,7 +475,8 @@ func TestConsole(t *testing.T) {
 
 	run("WhatIf", func(t *testing.T) {
 		b.goTo(ctx, overview+"/whatif")
-		b.do(ctx, chromedp.Click(`input[data-pick="n-node1"]`), chromedp.Click("#simulate"))
+		b.click(ctx, `input[data-pick="n-node1"]`)
+		b.click(ctx, "#simulate")
 		b.wait(ctx, "the simulated outcome", `/node3/.test(document.querySelector('#sim-table [data-hierarchy="mail"] td.would')?.textContent || "")`)
 		if p := h.Placement("mail"); p.Node != 0 {
 			t.Fatalf("a simulation moved mail: %+v", p)
@@ -470,22 +486,22 @@ func TestConsole(t *testing.T) {
 
 	run("MaintenanceDrains", func(t *testing.T) {
 		b.goTo(ctx, overview)
-		b.do(ctx, chromedp.Click(`#node-table [data-node="node1"] button[data-action="maintenance-on"]`))
+		b.click(ctx, `#node-table [data-node="node1"] button[data-action="maintenance-on"]`)
 		b.wait(ctx, "the drain plan", `/mail: node1 → node3/.test(document.querySelector("#drain-plan")?.textContent || "") && !document.querySelector("#confirm").disabled`)
-		b.do(ctx, chromedp.Click("#confirm"))
+		b.click(ctx, "#confirm")
 		b.wait(ctx, "the drain to end", `!!document.querySelector("#done") || !document.querySelector("#dlg-error").hidden`)
 		if d := b.eval(ctx, `document.querySelector("#drain").textContent + " | " + document.querySelector("#dlg-error").textContent`); !strings.HasPrefix(d, "Drained 1 of 1") {
 			t.Fatalf("drain progress %q", d)
 		}
-		b.do(ctx, chromedp.Click("#cancel"))
+		b.click(ctx, "#cancel")
 		h.WaitPlaced("mail", 2)
 		h.ExactlyOneCopy("mail")
 		b.wait(ctx, "node1 in maintenance", `document.querySelector('#node-table [data-node="node1"] td.state [data-state]').dataset.state === "maintenance"`)
-		b.do(ctx, chromedp.Click(`#node-table [data-node="node1"] button[data-action="maintenance-off"]`))
+		b.click(ctx, `#node-table [data-node="node1"] button[data-action="maintenance-off"]`)
 		b.wait(ctx, "the end-of-maintenance plan", `!document.querySelector("#confirm").disabled`)
-		b.do(ctx, chromedp.Click("#confirm"))
+		b.click(ctx, "#confirm")
 		b.wait(ctx, "maintenance to end", `!!document.querySelector("#done")`)
-		b.do(ctx, chromedp.Click("#cancel"))
+		b.click(ctx, "#cancel")
 		b.wait(ctx, "node1 up again", `document.querySelector('#node-table [data-node="node1"] td.state [data-state]').dataset.state === "up"`)
 	})
 
@@ -498,12 +514,32 @@ func TestConsole(t *testing.T) {
 		h.ExactlyOneCopy("mail")
 		b.goTo(ctx, overview+"/h/"+mailID)
 		b.wait(ctx, "the failed mark with its action", `!!document.querySelector('#failed-marks button[data-action="clear-mark"]')`)
-		b.do(ctx, chromedp.Click(`#failed-marks button[data-action="clear-mark"]`))
+		b.click(ctx, `#failed-marks button[data-action="clear-mark"]`)
 		b.wait(ctx, "the clear confirmation", `!document.querySelector("#confirm").disabled`)
-		b.do(ctx, chromedp.Click("#confirm"))
+		b.click(ctx, "#confirm")
 		b.wait(ctx, "the mark cleared", `!!document.querySelector("#done")`)
-		b.do(ctx, chromedp.Click("#cancel"))
+		b.click(ctx, "#cancel")
 		b.wait(ctx, "no failed mark left", `!document.querySelector("#failed-marks") && /would go to node3/.test(document.querySelector("#explain-text").textContent)`)
+	})
+
+	run("StreamLostIsShown", func(t *testing.T) {
+		// The browser goes offline: the live stream breaks and the console
+		// says its data may be stale instead of showing it as current;
+		// back online, it follows the stream again.
+		offline := func(off bool) {
+			if _, err := chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+				MatchedNetworkConditions: []*network.Conditions{{Offline: off, DownloadThroughput: -1, UploadThroughput: -1}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.goTo(ctx, overview)
+		b.wait(ctx, "live", `document.querySelector("#live").dataset.state === "live"`)
+		offline(true)
+		defer offline(false)
+		b.wait(ctx, "the lost-connection alerts", `document.querySelector("#live").dataset.state !== "live" &&
+			/Live updates lost/.test(document.querySelector("#alerts").textContent) && /Cannot refresh:.*cannot reach backstopd/.test(document.querySelector("#alerts").textContent)`)
+		offline(false)
+		b.wait(ctx, "live again", `document.querySelector("#live").dataset.state === "live" && !/Live updates lost|Cannot refresh/.test(document.querySelector("#alerts").textContent)`)
 	})
 
 	run("APIErrorShown", func(t *testing.T) {

@@ -161,5 +161,10 @@ export function follow(clusterID, after, onEvent, onStatus) {
 		}
 	};
 	run();
-	return () => { stopped = true; if (ctrl) ctrl.abort(); };
+	const stop = () => { stopped = true; if (ctrl) ctrl.abort(); };
+	// stop.reconnect drops the connection and opens a new one: for when
+	// another request found the server unreachable, which an open stream
+	// may not notice for a long time.
+	stop.reconnect = () => { if (ctrl) ctrl.abort(new Error("backstopd is unreachable")); };
+	return stop;
 }

@@ -123,8 +123,11 @@ async function startCluster(cid) {
 	}
 	if (S.cid !== cid) return;
 	stopStream = api.follow(cid, after, onEvent, (state, detail) => {
-		if (state !== S.stream.state) S.stream = { state, detail, since: Date.now() };
-		else S.stream.detail = detail;
+		// since: when it became live, or when it stopped being live (not
+		// reset by each failed reconnect, so the alert below does come).
+		const wasLive = S.stream.state === "live";
+		if (wasLive !== (state === "live")) S.stream = { state, detail, since: Date.now() };
+		else Object.assign(S.stream, { state, detail });
 		if (state === "live") scheduleRefresh(); // catch up on what changed while away
 		render();
 	});
@@ -213,6 +216,7 @@ export async function refresh(initial) {
 		if (S.cid !== cid) return;
 		S.refreshError = e;
 		if (initial) showError(e);
+		if (e instanceof api.ApiError && e.status === 0 && S.stream.state === "live" && stopStream) stopStream.reconnect();
 	}
 	render();
 }
