@@ -54,7 +54,14 @@ func startBind(t *testing.T, top *netTopology) *bindServer {
 	}
 	ip := top.subnet + ".2"
 	ipCmd(t, "-n", top.lab.Bridge, "addr", "add", ip+"/24", "dev", "br0")
-	dir := t.TempDir()
+	// Under /var/lib/bind, where Debian's AppArmor profile of named lets
+	// it read and write (a host with AppArmor enforcing would refuse it a
+	// configuration in /tmp).
+	dir, err := os.MkdirTemp("/var/lib/bind", "backstop-e2e-")
+	if err != nil {
+		t.Fatalf("named's directory: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
