@@ -650,3 +650,30 @@ func TestServerURLWithV1(t *testing.T) {
 		t.Errorf("path %q", got)
 	}
 }
+
+// A cluster name is looked up with ?name= (one request), then the object
+// by id; the full list is read only when the name is not found.
+func TestNameLookupUsesNameFilter(t *testing.T) {
+	f := newFakeAPI(t, map[string]http.HandlerFunc{
+		"GET /v1/clusters": func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Query().Get("name") {
+			case "mail":
+				writeJSON(w, 200, `{"items":[`+clusterJSON(clusterA, "mail")+`]}`)
+			case "":
+				writeJSON(w, 200, `{"items":[`+clusterJSON(clusterA, "mail")+`]}`)
+			default:
+				writeJSON(w, 200, `{"items":[]}`)
+			}
+		},
+		"GET /v1/clusters/{id}": func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, clusterJSON(clusterA, "mail")) },
+	})
+	res := invoke(t, f.srv.URL, "", "clusters", "get", "mail")
+	reqs := f.requests()
+	if res.code != 0 || len(reqs) != 2 || reqs[0].query.Get("name") != "mail" || reqs[1].path != "/v1/clusters/"+clusterA {
+		t.Fatalf("exit %d, stderr %q, requests %+v", res.code, res.stderr, reqs)
+	}
+	res = invoke(t, f.srv.URL, "", "clusters", "get", "Mail")
+	if res.code != 1 || !strings.Contains(res.stderr, `did you mean "mail"`) {
+		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 
@@ -11,12 +12,13 @@ import (
 	"github.com/backstop-ha/backstop/openapi/client"
 )
 
-// Objects are named by UUID or by name wherever an id is accepted. The API
-// looks objects up by id only, so a name is resolved here: the owning list
-// is read (every page) and the one object of that name is taken. Cluster,
-// node and hierarchy names are unique in their scope (the server enforces
-// it); webhook and SNMP target names need not be, so an ambiguous name is
-// refused with the candidates' ids.
+// Objects are named by UUID or by name wherever an id is accepted. Clusters,
+// nodes and hierarchies are looked up with the API's ?name= filter (one
+// request); other kinds by reading the owning list (every page) and taking
+// the one object of that name. Cluster, node and hierarchy names are
+// unique in their scope (the server enforces it); webhook and SNMP target
+// names need not be, so an ambiguous name is refused with the candidates'
+// ids.
 
 // named is one object of a list with its id and name.
 type named struct {
@@ -28,11 +30,28 @@ type named struct {
 // id of the one object named arg among those list returns. what names the
 // kind in messages ("cluster").
 func resolve(ctx context.Context, what, arg string, list func(ctx context.Context) ([]named, error)) (uuid.UUID, error) {
+	return resolveBy(ctx, what, arg, nil, list)
+}
+
+// resolveBy is resolve with exact, the API's lookup by name (?name=),
+// tried first: one request for a name that exists. The whole list is
+// read only when it finds nothing, to say "did you mean" for a name that
+// differs in case.
+func resolveBy(ctx context.Context, what, arg string, exact func(ctx context.Context, name string) ([]named, error), list func(ctx context.Context) ([]named, error)) (uuid.UUID, error) {
 	if id, err := uuid.Parse(arg); err == nil {
 		return id, nil
 	}
 	if strings.TrimSpace(arg) == "" {
 		return uuid.Nil, usageErrorf("empty %s name or id", what)
+	}
+	if exact != nil {
+		hits, err := exact(ctx, arg)
+		if err != nil {
+			return uuid.Nil, fmt.Errorf("look up %s %q: %w", what, arg, err)
+		}
+		if len(hits) == 1 && hits[0].name == arg {
+			return hits[0].id, nil
+		}
 	}
 	items, err := list(ctx)
 	if err != nil {
@@ -161,17 +180,47 @@ func (a *app) tokenNames(ctx context.Context) ([]named, error) {
 
 // cluster resolves a CLUSTER argument.
 func (a *app) cluster(ctx context.Context, arg string) (uuid.UUID, error) {
-	return resolve(ctx, "cluster", arg, a.clusterNames)
+	return resolveBy(ctx, "cluster", arg, func(ctx context.Context, name string) ([]named, error) {
+		resp, err := a.api.ListClustersWithResponse(ctx, &client.ListClustersParams{Name: &name})
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return nil, err
+		}
+		var out []named
+		for _, c := range resp.JSON200.Items {
+			out = append(out, named{c.Id, c.Name})
+		}
+		return out, nil
+	}, a.clusterNames)
 }
 
 // node resolves a NODE argument of cluster cid.
 func (a *app) node(ctx context.Context, cid uuid.UUID, arg string) (uuid.UUID, error) {
-	return resolve(ctx, "node", arg, func(ctx context.Context) ([]named, error) { return a.nodeNames(ctx, cid) })
+	return resolveBy(ctx, "node", arg, func(ctx context.Context, name string) ([]named, error) {
+		resp, err := a.api.ListNodesWithResponse(ctx, cid, &client.ListNodesParams{Name: &name})
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return nil, err
+		}
+		var out []named
+		for _, n := range resp.JSON200.Items {
+			out = append(out, named{n.Id, n.Name})
+		}
+		return out, nil
+	}, func(ctx context.Context) ([]named, error) { return a.nodeNames(ctx, cid) })
 }
 
 // hierarchy resolves a HIERARCHY argument of cluster cid.
 func (a *app) hierarchy(ctx context.Context, cid uuid.UUID, arg string) (uuid.UUID, error) {
-	return resolve(ctx, "hierarchy", arg, func(ctx context.Context) ([]named, error) { return a.hierarchyNames(ctx, cid) })
+	return resolveBy(ctx, "hierarchy", arg, func(ctx context.Context, name string) ([]named, error) {
+		resp, err := a.api.ListHierarchiesWithResponse(ctx, cid, &client.ListHierarchiesParams{Name: &name})
+		if err := a.check(resp, err, http.StatusOK); err != nil {
+			return nil, err
+		}
+		var out []named
+		for _, h := range resp.JSON200.Items {
+			out = append(out, named{h.Id, h.Name})
+		}
+		return out, nil
+	}, func(ctx context.Context) ([]named, error) { return a.hierarchyNames(ctx, cid) })
 }
 
 // clusterChild resolves CLUSTER and a child argument of kind k.
