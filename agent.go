@@ -38,6 +38,9 @@ type AgentIdentity struct {
 	NodeID    string
 	ClusterID string
 	NodeName  string
+	// PublicKey is the Ed25519 key the agent enrolled with; its TLS
+	// client certificate must carry it.
+	PublicKey []byte
 }
 
 // CommandOutcome is what an agent reports about a command.

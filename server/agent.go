@@ -37,6 +37,9 @@ type agentHandlers struct {
 	// waiting to be woken, so a test can queue one then instead of
 	// sleeping.
 	pollWaiting atomic.Pointer[func(nodeID string)]
+	// clientCert is Config.AgentClientCert: enrollment must come with a
+	// client certificate of the key enrolled.
+	clientCert bool
 }
 
 // Keyring signs commands; package signing implements it.
@@ -166,6 +169,9 @@ func (ah *agentHandlers) AgentEnroll(ctx context.Context, r api.AgentEnrollReque
 	facts := backstop.HostFacts{Hostname: b.Facts.Hostname, OS: b.Facts.Os, Kernel: deref(b.Facts.Kernel, ""), Arch: b.Facts.Arch, AgentVersion: b.Facts.AgentVersion}
 	for _, i := range deref(b.Facts.Interfaces, nil) {
 		facts.Interfaces = append(facts.Interfaces, backstop.HostInterface{Name: i.Name, MAC: deref(i.Mac, ""), Addresses: deref(i.Addresses, nil)})
+	}
+	if err := checkEnrollKey(ctx, ah.clientCert, b.PublicKey); err != nil {
+		return nil, err
 	}
 	n, credential, err := ah.store.Enroll(ctx, b.EnrollmentToken, b.PublicKey, facts)
 	if err != nil {

@@ -40,6 +40,7 @@ func (s *Server) gate(next http.Handler) http.Handler {
 			return
 		}
 		op := route.Operation
+		r = withClientKey(r)
 		ctx := r.Context()
 		extendWriteDeadline(w, op)
 		need, _ := op.Extensions[roleExtension].(string)
@@ -193,21 +194,25 @@ func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, err
 		return backstop.AgentIdentity{}, err
 	}
 	key := sha256.Sum256([]byte(secret))
-	if a, ok := s.agentCreds.get(key, time.Now()); ok {
-		return a, nil
-	}
-	// Detached from the request, like the agent endpoints' store work:
-	// an agent giving up must not cost a PostgreSQL connection.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
-	defer cancel()
-	a, err := s.gateStore.AuthenticateAgent(ctx, secret)
-	if errors.Is(err, backstop.ErrUnauthenticated) {
-		return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
-	}
-	if err == nil {
+	a, ok := s.agentCreds.get(key, time.Now())
+	if !ok {
+		// Detached from the request, like the agent endpoints' store work:
+		// an agent giving up must not cost a PostgreSQL connection.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+		defer cancel()
+		var err error
+		a, err = s.gateStore.AuthenticateAgent(ctx, secret)
+		if errors.Is(err, backstop.ErrUnauthenticated) {
+			return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
+		}
+		if err != nil {
+			return a, err
+		}
 		s.agentCreds.put(key, a, time.Now())
 	}
-	return a, err
+	// Cached or not, the credential counts only with the client
+	// certificate of the enrolled key.
+	return a, s.checkClientKey(r.Context(), a)
 }
 
 // credCacheTTL is how long a resolved agent credential is believed

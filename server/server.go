@@ -59,6 +59,14 @@ type Config struct {
 	// FenceAgentsDir is where fence agents named by fence devices must
 	// be (default DefaultFenceAgentsDir).
 	FenceAgentsDir string
+	// TLSPin, if set, returns the fingerprint of the CA certificate
+	// (package pki) new enrollment tokens carry, so agents trust only
+	// this control plane's TLS certificate.
+	TLSPin func() string
+	// AgentClientCert requires agents to present a TLS client certificate
+	// of the key they enrolled with (see mtls.go); set when backstopd
+	// serves TLS itself.
+	AgentClientCert bool
 }
 
 // Server is the Backstop HTTP API. It is an http.Handler.
@@ -97,6 +105,8 @@ type Server struct {
 	handler    http.Handler
 	metrics    *httpMetrics
 	fences     *fenceMetrics
+	// agentClientCert is Config.AgentClientCert.
+	agentClientCert bool
 }
 
 // gateStore is what the gate needs: credentials and idempotency keys.
@@ -157,11 +167,11 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		healthHandlers:    healthHandlers{store: cfg.Store, log: log, registry: registry, schema: cfg.SchemaVersion},
 		clusterHandlers:   clusterHandlers{store: cfg.Store},
-		nodeHandlers:      nodeHandlers{store: cfg.Store, fingerprint: cfg.Keyring.Fingerprint},
+		nodeHandlers:      nodeHandlers{store: cfg.Store, fingerprint: enrollPin(cfg.Keyring.Fingerprint, cfg.TLSPin)},
 		pathHandlers:      pathHandlers{store: cfg.Store},
 		hierarchyHandlers: hierarchyHandlers{store: cfg.Store},
 		tokenHandlers:     tokenHandlers{store: cfg.Store},
-		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, slots: make(chan struct{}, agentSlots)},
+		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, slots: make(chan struct{}, agentSlots), clientCert: cfg.AgentClientCert},
 		placementHandlers: placementHandlers{store: cfg.Store, log: log, sign: cfg.Keyring.Sign, waiters: wake},
 		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events},
 		webhookHandlers:   webhookHandlers{store: cfg.Store, deliver: cfg.Deliverer},
@@ -172,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 		maxBody:           cfg.MaxBodyBytes,
 		metrics:           m,
 		fences:            fences,
+		agentClientCert:   cfg.AgentClientCert,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20

@@ -157,7 +157,7 @@ func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, fact
 // backstop.ErrUnauthenticated.
 func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (backstop.AgentIdentity, error) {
 	var a backstop.AgentIdentity
-	err := s.pool.QueryRow(ctx, `SELECT id, cluster_id, name FROM nodes WHERE credential_hash = $1`, hashSecret(credential)).Scan(&a.NodeID, &a.ClusterID, &a.NodeName)
+	err := s.pool.QueryRow(ctx, `SELECT id, cluster_id, name, agent_public_key FROM nodes WHERE credential_hash = $1`, hashSecret(credential)).Scan(&a.NodeID, &a.ClusterID, &a.NodeName, &a.PublicKey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a, backstop.ErrUnauthenticated
 	}
