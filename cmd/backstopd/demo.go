@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
 
 	"github.com/backstop-ha/backstop/openapi/client"
+	"github.com/backstop-ha/backstop/pki"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 )
@@ -33,6 +39,16 @@ func runDemo(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) e
 	if len(cfg.SecretKey) == 0 {
 		cfg.SecretKey = []byte(store.NewSecret("")) // the demo database is thrown away with it
 	}
+	var caFile string
+	if !cfg.InsecureHTTP && cfg.TLSCert == "" {
+		f, err := demoTLS(pg.Dir(), cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("demo TLS: %w", err)
+		}
+		cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, caFile = f.Cert, f.Key, f.CA, f.CA
+	} else if cfg.TLSCA != "" {
+		caFile = cfg.TLSCA
+	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, cfg, log, ready) }()
@@ -40,9 +56,14 @@ func runDemo(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) e
 	case err := <-errc:
 		return err
 	case addr := <-ready:
-		base := hostURL(addr)
-		if err := seedDemo(ctx, base, cfg.BootstrapToken, out); err != nil {
+		base := hostURL(addr, cfg.InsecureHTTP)
+		if err := seedDemo(ctx, base, caFile, cfg.BootstrapToken, out); err != nil {
 			return fmt.Errorf("create the sample cluster: %w", err)
+		}
+		curlCA, ctlCA := "", ""
+		if caFile != "" {
+			curlCA, ctlCA = "--cacert "+caFile+" ", "BACKSTOP_CA_FILE="+caFile+" "
+			fmt.Fprintf(out, "\nServing HTTPS with a throwaway CA: %s (SHA-256 %s).\n", caFile, caFingerprint(caFile))
 		}
 		fmt.Fprintf(out, `
 Backstop demo is running (PostgreSQL in %s, port %d).
@@ -51,20 +72,52 @@ Backstop demo is running (PostgreSQL in %s, port %d).
   API reference %s/openapi.yaml
   Admin token:  %s
 
-  Try: curl -H "Authorization: Bearer %s" %s/v1/clusters
-   or: BACKSTOP_URL=%s BACKSTOP_TOKEN=%s go run ./cmd/backstopctl clusters list
+  Try: curl %s-H "Authorization: Bearer %s" %s/v1/clusters
+   or: %sBACKSTOP_URL=%s BACKSTOP_TOKEN=%s go run ./cmd/backstopctl clusters list
 
 Press Ctrl-C to stop; the database is thrown away.
-`, pg.Dir(), pg.Port(), base, base, cfg.BootstrapToken, cfg.BootstrapToken, base, base, cfg.BootstrapToken)
+`, pg.Dir(), pg.Port(), base, base, cfg.BootstrapToken, curlCA, cfg.BootstrapToken, base, ctlCA, base, cfg.BootstrapToken)
 	}
 	return <-errc
+}
+
+// demoTLS makes a throwaway CA and a server certificate for the demo's
+// listen address and the local host's names, in dir (thrown away with the
+// demo database).
+func demoTLS(dir, listen string) (pki.Files, error) {
+	ca, err := pki.NewCA("Backstop demo CA", 7*24*time.Hour)
+	if err != nil {
+		return pki.Files{}, err
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, _, err := net.SplitHostPort(listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	return ca.WriteFiles(filepath.Join(dir, "tls"), hosts, 7*24*time.Hour)
+}
+
+// caFingerprint is the SHA-256 fingerprint of the CA certificate in path.
+func caFingerprint(path string) string {
+	cs, err := pki.ReadCertificates(path)
+	if err != nil {
+		return "?"
+	}
+	return pki.Fingerprint(cs[0].Raw)
 }
 
 // seedDemo creates a sample mail cluster through the API, as an operator
 // would: three nodes, paths between them, and a hierarchy of a virtual IP,
 // a volume and Postfix with priorities 1/2/3.
-func seedDemo(ctx context.Context, base, token string, out io.Writer) error {
-	c, err := client.NewClientWithResponses(base, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+func seedDemo(ctx context.Context, base, caFile, token string, out io.Writer) error {
+	tlsCfg, err := pki.ClientConfig(caFile)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true}}
+	c, err := client.NewClientWithResponses(base, client.WithHTTPClient(hc), client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 		r.Header.Set("Authorization", "Bearer "+token)
 		return nil
 	}))

@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/backstop-ha/backstop/pki"
 	"github.com/backstop-ha/backstop/server"
 	"github.com/backstop-ha/backstop/server/failover"
 	"github.com/backstop-ha/backstop/server/fencing"
@@ -49,6 +51,11 @@ type Config struct {
 	// PprofListen, when set, serves net/http/pprof there (a separate
 	// listener, never the API's: profiles are for operators on the host).
 	PprofListen string
+	// TLS: the server certificate and key (reloaded when they change on
+	// disk) and the CA certificate enrollment tokens pin. InsecureHTTP
+	// serves plain HTTP instead, only when asked for.
+	TLSCert, TLSKey, TLSCA string
+	InsecureHTTP           bool
 }
 
 // *store.Store is the persistence of every area of the HTTP layer.
@@ -112,6 +119,10 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	fs.StringVar(&c.FenceAgentsDir, "fence-agents-dir", env("BACKSTOP_FENCE_AGENTS_DIR", server.DefaultFenceAgentsDir),
 		"directory of the fence agents (Debian's fence-agents: fence_redfish, fence_ipmilan, ...) that fence devices name (BACKSTOP_FENCE_AGENTS_DIR)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", env("BACKSTOP_PPROF_LISTEN", ""), "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty (BACKSTOP_PPROF_LISTEN)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("BACKSTOP_TLS_CERT", ""), "PEM certificate (chain) the API is served with over HTTPS; reloaded when the file changes (BACKSTOP_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("BACKSTOP_TLS_KEY", ""), "PEM private key of --tls-cert; reloaded with it (BACKSTOP_TLS_KEY)")
+	fs.StringVar(&c.TLSCA, "tls-ca", env("BACKSTOP_TLS_CA", ""), "PEM certificate of the CA that issued --tls-cert: enrollment tokens pin it, so agents keep trusting the server across certificate renewals; it is sent with the chain (BACKSTOP_TLS_CA)")
+	fs.BoolVar(&c.InsecureHTTP, "insecure-http", envBool(getenv, "BACKSTOP_INSECURE_HTTP"), "serve plain HTTP instead of HTTPS: tokens and agent credentials cross the network in clear; for a loopback address or a TLS-terminating proxy on the same host only (BACKSTOP_INSECURE_HTTP)")
 	secretFile := fs.String("secret-key-file", env("BACKSTOP_SECRET_KEY_FILE", ""), "file holding the secret that seals the command-signing keys (BACKSTOP_SECRET_KEY_FILE; or the secret itself in BACKSTOP_SECRET_KEY)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", name)
@@ -140,6 +151,17 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 	case !demo:
 		return c, errors.New("--secret-key-file (or BACKSTOP_SECRET_KEY) is required: it seals the command-signing keys; create one with `openssl rand -base64 32 > /etc/backstop/secret.key`")
 	}
+	switch {
+	case c.InsecureHTTP && (c.TLSCert != "" || c.TLSKey != ""):
+		return c, errors.New("--insecure-http and --tls-cert/--tls-key exclude each other")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return c, errors.New("--tls-cert and --tls-key go together")
+	case c.TLSCA != "" && c.TLSCert == "" && !demo:
+		return c, errors.New("--tls-ca needs --tls-cert and --tls-key")
+	case !demo && !c.InsecureHTTP && c.TLSCert == "":
+		return c, errors.New("--tls-cert and --tls-key (or BACKSTOP_TLS_CERT and BACKSTOP_TLS_KEY) are required: backstopd serves HTTPS; " +
+			"--insecure-http serves plain HTTP instead, for a loopback address only")
+	}
 	if !demo && c.DatabaseURL == "" {
 		return c, errors.New("--database-url (or BACKSTOP_DATABASE_URL) is required")
 	}
@@ -158,6 +180,13 @@ func parseFlags(args []string, getenv func(string) string, demo bool) (Config, e
 		return c, errors.New("BACKSTOP_BOOTSTRAP_TOKEN must be at least 16 characters")
 	}
 	return c, nil
+}
+
+// envBool reads a boolean environment variable; false when unset or not a
+// boolean.
+func envBool(getenv func(string) string, k string) bool {
+	b, _ := strconv.ParseBool(getenv(k))
+	return b
 }
 
 func newLogger(c Config, w io.Writer) *slog.Logger {
@@ -234,8 +263,25 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest,
-		Registry: registry, Deliverer: delivery, FenceAgentsDir: cfg.FenceAgentsDir})
+	var certs *pki.Reloader
+	if !cfg.InsecureHTTP {
+		certs, err = pki.NewReloader(pki.ReloaderConfig{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CAFile: cfg.TLSCA, Logger: log.With("component", "tls")})
+		if err != nil {
+			return err
+		}
+		leaf := certs.Leaf()
+		log.Info("TLS certificate ready", "subject", leaf.Subject.String(), "dns_names", leaf.DNSNames, "ip_addresses", fmt.Sprint(leaf.IPAddresses),
+			"not_after", leaf.NotAfter, "pinned_ca_sha256", certs.Pin())
+		if cfg.TLSCA == "" {
+			log.Warn("no --tls-ca: enrollment tokens pin the last certificate of --tls-cert; if that is the server certificate itself, agents enrolled before a renewal stop trusting the server")
+		}
+	}
+	scfg := server.Config{Store: st, Keyring: keys, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, SchemaVersion: latest,
+		Registry: registry, Deliverer: delivery, FenceAgentsDir: cfg.FenceAgentsDir}
+	if certs != nil {
+		scfg.TLSPin, scfg.AgentClientCert = certs.Pin, true
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		return err
 	}
@@ -301,8 +347,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	}
 	hs.RegisterOnShutdown(srv.CloseStreams)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	log.Info("serving the Backstop API", "addr", ln.Addr().String())
+	if certs != nil {
+		// ServeTLS adds HTTP/2 to the configuration's protocols.
+		hs.TLSConfig = pki.ServerConfig(certs)
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+		log.Info("serving the Backstop API over HTTPS", "addr", ln.Addr().String())
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+		warnInsecure(log, ln.Addr())
+	}
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -332,11 +385,29 @@ func replicaID() string {
 	return host + "-" + store.NewSecret("")[:6]
 }
 
-// hostURL turns a listen address into a URL a browser can open.
-func hostURL(addr string) string {
+// warnInsecure says, at every start, what plain HTTP gives away.
+func warnInsecure(log *slog.Logger, addr net.Addr) {
+	loopback := false
+	if t, ok := addr.(*net.TCPAddr); ok {
+		loopback = t.IP.IsLoopback()
+	}
+	msg := "serving the Backstop API over plain HTTP (--insecure-http): API tokens and agent credentials cross the network in clear, agents present no client certificate"
+	if !loopback {
+		msg += "; and the address is not a loopback one: anyone on the network can read them"
+	}
+	log.Warn(msg, "addr", addr.String())
+}
+
+// hostURL turns a listen address into a URL a browser can open, https://
+// unless plain is set.
+func hostURL(addr string, plain bool) string {
+	scheme := "https://"
+	if plain {
+		scheme = "http://"
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "http://" + addr
+		return scheme + addr
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
@@ -344,5 +415,5 @@ func hostURL(addr string) string {
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	return "http://" + host + ":" + port
+	return scheme + host + ":" + port
 }
