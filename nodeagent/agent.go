@@ -23,6 +23,7 @@ import (
 	"github.com/backstop-ha/backstop/nodeagent/kit"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
+	"github.com/backstop-ha/backstop/pki"
 )
 
 // Config is the agent's configuration. cmd/backstop-agent fills it from
@@ -67,6 +68,11 @@ type Config struct {
 	// service. Zero disables it: a stop then leads to a failover once the
 	// lease runs out.
 	RestartHold time.Duration
+	// CAFile holds the CA certificates that verify the control plane's
+	// TLS certificate when the enrollment token pins none (tokens of a
+	// control plane without --tls-ca... or made before TLS); empty: the
+	// system's. A pinned CA always wins.
+	CAFile string
 	// ShutdownGrace is how long a stopping agent lets running commands
 	// finish before abandoning them (their hierarchies are then reported
 	// failed by the next agent process).
@@ -124,10 +130,12 @@ var defaultTiming = backstop.Profiles[backstop.ProfileLAN]
 // Agent is backstop-agent: New prepares it from its data directory, Run
 // enrolls if needed and runs its loops until the context ends.
 type Agent struct {
-	cfg    Config
-	log    *slog.Logger
-	met    *metrics
-	api    *apiClient
+	cfg Config
+	log *slog.Logger
+	met *metrics
+	api *apiClient
+	// tls verifies the control plane and presents the client certificate.
+	tls    *transportTLS
 	key    ed25519.PrivateKey
 	keys   *keyring
 	mem    *memory
@@ -209,7 +217,27 @@ func New(cfg Config) (*Agent, error) {
 	if a.mem, err = loadMemory(dir); err != nil {
 		return nil, err
 	}
-	if a.api, err = newAPIClient(cfg.Servers, cfg.httpDoer, cfg.Version, log.With(keyComponent, "api")); err != nil {
+	var id identity
+	enrolled, err := loadJSON(filepath.Join(dir, fileIdentity), &id)
+	if err != nil {
+		return nil, err
+	}
+	pin := id.CAFingerprint
+	if !enrolled && cfg.EnrollToken != "" {
+		tok, err := parseEnrollToken(cfg.EnrollToken)
+		if err != nil {
+			return nil, err
+		}
+		pin = tok.CAFP
+	}
+	if a.tls, err = newTransportTLS(dir, pin, cfg.CAFile, a.key, "backstop-agent "+id.NodeName); err != nil {
+		return nil, err
+	}
+	doerFor := a.tls.doer
+	if cfg.httpDoer != nil {
+		doerFor = func(string) (client.HttpRequestDoer, error) { return cfg.httpDoer, nil }
+	}
+	if a.api, err = newAPIClient(cfg.Servers, doerFor, cfg.Version, log.With(keyComponent, "api")); err != nil {
 		return nil, err
 	}
 	if a.fences, err = loadFenceQueue(dir, log); err != nil {
@@ -223,12 +251,7 @@ func New(cfg Config) (*Agent, error) {
 		delete(a.inflight, id)
 		a.workersMu.Unlock()
 	}
-	var id identity
-	ok, err := loadJSON(filepath.Join(dir, fileIdentity), &id)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
+	if enrolled {
 		a.setIdentity(&id)
 	}
 	a.instance = strings.ReplaceAll(uuid.NewString(), "-", "")
@@ -447,7 +470,7 @@ func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 	if tok == "" {
 		return nil, errors.New("not enrolled yet: give the node's enrollment token (--enroll-token or BACKSTOP_ENROLL_TOKEN)")
 	}
-	fp, err := parseEnrollToken(tok)
+	et, err := parseEnrollToken(tok)
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +481,12 @@ func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 			return c.AgentEnrollWithResponse(ctx, req)
 		})
 		if err == nil && resp.StatusCode() == http.StatusCreated && resp.JSON201 != nil {
-			return a.finishEnroll(resp.JSON201, fp)
+			return a.finishEnroll(resp.JSON201, et)
+		}
+		if errors.Is(err, pki.ErrPinMismatch) {
+			a.log.Error("refusing to enroll: the server is not the control plane the enrollment token pins; nothing stored",
+				keyEvent, eventEnrollRefused, keyErr, err)
+			return nil, fmt.Errorf("refusing to enroll: %w", err)
 		}
 		if err == nil {
 			err = unexpected(resp)
@@ -480,9 +508,9 @@ func (a *Agent) enroll(ctx context.Context) (*identity, error) {
 	}
 }
 
-func (a *Agent) finishEnroll(e *client.Enrollment, fingerprint string) (*identity, error) {
+func (a *Agent) finishEnroll(e *client.Enrollment, tok enrollToken) (*identity, error) {
 	now := time.Now()
-	keys, err := checkEnrollment(e, fingerprint, now)
+	keys, err := checkEnrollment(e, tok.KeyFP, now)
 	if err != nil {
 		a.log.Error("refusing to enroll with this server: nothing stored", keyEvent, eventEnrollRefused, keyErr, err)
 		return nil, fmt.Errorf("refusing to enroll: %w", err)
@@ -490,8 +518,13 @@ func (a *Agent) finishEnroll(e *client.Enrollment, fingerprint string) (*identit
 	if err := a.keys.set(keys); err != nil {
 		return nil, err
 	}
+	if tok.CAFP != "" && a.cfg.httpDoer == nil {
+		if err := a.tls.saveCA(a.cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	id := &identity{NodeID: e.NodeId.String(), ClusterID: e.ClusterId.String(), NodeName: e.NodeName,
-		Credential: e.Credential, EnrolledAt: now.UTC()}
+		Credential: e.Credential, EnrolledAt: now.UTC(), CAFingerprint: tok.CAFP}
 	// The identity is written last: its presence means "enrolled".
 	if err := saveJSON(filepath.Join(a.cfg.DataDir, fileIdentity), id); err != nil {
 		return nil, err

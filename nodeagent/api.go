@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -28,23 +27,17 @@ type apiClient struct {
 	cred   string
 }
 
-func newAPIClient(urls []string, doer client.HttpRequestDoer, version string, log *slog.Logger) (*apiClient, error) {
+func newAPIClient(urls []string, doerFor func(server string) (client.HttpRequestDoer, error), version string, log *slog.Logger) (*apiClient, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("no control plane URL")
 	}
 	a := &apiClient{log: log, urls: urls}
-	if doer == nil {
-		doer = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   5 * time.Second,
-			MaxIdleConnsPerHost:   4,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 0, // long polls; every call has its own deadline
-		}}
-	}
 	ua := "backstop-agent/" + version
 	for _, u := range urls {
+		doer, err := doerFor(u)
+		if err != nil {
+			return nil, err
+		}
 		c, err := client.NewClientWithResponses(u, client.WithHTTPClient(doer),
 			client.WithRequestEditorFn(func(ctx context.Context, req *http.Request) error {
 				req.Header.Set("User-Agent", ua)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
+	"github.com/backstop-ha/backstop/pki"
 )
 
 // identity is what enrollment gave this agent.
@@ -28,6 +29,9 @@ type identity struct {
 	NodeName   string    `json:"node_name"`
 	Credential string    `json:"credential"`
 	EnrolledAt time.Time `json:"enrolled_at"`
+	// CAFingerprint is the control plane's CA its enrollment token pinned
+	// (its certificate is in fileCA); empty when the token pinned none.
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
 
 // loadOrCreateKey returns the agent's Ed25519 key, generating it on first
@@ -68,18 +72,41 @@ func loadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
-// parseEnrollToken splits an enrollment token `bse_<secret>.<fingerprint>`
-// and returns the fingerprint of the control plane's signing key it
-// embeds.
-func parseEnrollToken(tok string) (fingerprint string, err error) {
-	if !strings.HasPrefix(tok, "bse_") {
-		return "", errors.New("enrollment token must look like bse_<secret>.<fingerprint>")
+// enrollToken is what an enrollment token tells the agent about the
+// control plane it was issued by.
+type enrollToken struct {
+	// KeyFP is the fingerprint of the command-signing key
+	// (envelope.Fingerprint).
+	KeyFP string
+	// CAFP is the SHA-256 fingerprint of the CA certificate of the
+	// server's TLS certificate (pki.Fingerprint); empty in tokens of a
+	// control plane serving plain HTTP, and in tokens made before TLS.
+	CAFP string
+}
+
+// parseEnrollToken splits an enrollment token
+// `bse_<secret>.<key fingerprint>[.<CA fingerprint>]`. Tokens without the
+// CA part (plain HTTP, or issued before TLS) still work: the server is
+// then verified with the system's or --ca-file's CAs.
+func parseEnrollToken(tok string) (enrollToken, error) {
+	const form = "bse_<secret>.<key fingerprint>[.<CA fingerprint>]"
+	rest, ok := strings.CutPrefix(tok, "bse_")
+	if !ok {
+		return enrollToken{}, errors.New("enrollment token must look like " + form)
 	}
-	i := strings.LastIndexByte(tok, '.')
-	if i < len("bse_")+1 || i == len(tok)-1 {
-		return "", errors.New("enrollment token must look like bse_<secret>.<fingerprint> (the fingerprint part is missing)")
+	parts := strings.Split(rest, ".")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return enrollToken{}, errors.New("enrollment token must look like " + form + " (a part is missing)")
 	}
-	return tok[i+1:], nil
+	t := enrollToken{KeyFP: parts[1]}
+	if len(parts) == 3 {
+		fp, err := pki.NormalizeFingerprint(parts[2])
+		if err != nil {
+			return enrollToken{}, fmt.Errorf("enrollment token: %w", err)
+		}
+		t.CAFP = fp
+	}
+	return t, nil
 }
 
 // trustedKey is a command-signing key this agent accepts envelopes from.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,18 +18,22 @@ import (
 )
 
 func TestParseEnrollToken(t *testing.T) {
-	for tok, want := range map[string]string{
-		"bse_4Zb1pQ0yJm3sQ9x8.AbCdEfGhIjKlMnOp": "AbCdEfGhIjKlMnOp",
-		"bse_a.b.c":                             "c",
-		"bse_.fp":                               "",
-		"bse_secret":                            "",
-		"bse_secret.":                           "",
-		"bsk_secret.fp":                         "",
-		"":                                      "",
+	ca := strings.Repeat("ab", 32)
+	for tok, want := range map[string]enrollToken{
+		"bse_4Zb1pQ0yJm3sQ9x8.AbCdEfGhIjKlMnOp":       {KeyFP: "AbCdEfGhIjKlMnOp"},
+		"bse_4Zb1pQ0yJm3sQ9x8.AbCdEfGhIjKlMnOp." + ca: {KeyFP: "AbCdEfGhIjKlMnOp", CAFP: ca},
+		"bse_s.k." + strings.ToUpper(ca):              {KeyFP: "k", CAFP: ca},
+		"bse_a.b.c":                                   {}, // c is no SHA-256 fingerprint
+		"bse_.fp":                                     {},
+		"bse_secret":                                  {},
+		"bse_secret.":                                 {},
+		"bse_s.k." + ca + ".x":                        {},
+		"bsk_secret.fp":                               {},
+		"":                                            {},
 	} {
 		got, err := parseEnrollToken(tok)
-		if (err == nil) != (want != "") || got != want {
-			t.Errorf("parseEnrollToken(%q) = %q, %v; want %q", tok, got, err, want)
+		if (err == nil) != (want.KeyFP != "") || got != want {
+			t.Errorf("parseEnrollToken(%q) = %+v, %v; want %+v", tok, got, err, want)
 		}
 	}
 }

@@ -79,6 +79,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	servers := fs.String("server", env("BACKSTOP_SERVER", ""), "control plane URL(s), comma-separated: the next is tried on connection errors and 5xx (BACKSTOP_SERVER)")
 	fs.StringVar(&o.cfg.DataDir, "data-dir", env("BACKSTOP_DATA_DIR", d.DataDir), "directory of the key pair, credential, cached configuration and local state (BACKSTOP_DATA_DIR)")
 	fs.StringVar(&o.cfg.EnrollToken, "enroll-token", env("BACKSTOP_ENROLL_TOKEN", ""), "one-time enrollment token of this node, used on first start (BACKSTOP_ENROLL_TOKEN)")
+	fs.StringVar(&o.cfg.CAFile, "ca-file", env("BACKSTOP_CA_FILE", ""), "PEM CA certificates that verify the control plane when the enrollment token pins no CA (the system's when empty); a pinned CA always wins (BACKSTOP_CA_FILE)")
 	port := fs.String("path-port", env("BACKSTOP_PATH_PORT", strconv.Itoa(d.PathPort)), "UDP port of communication path heartbeats (BACKSTOP_PATH_PORT)")
 	fs.StringVar(&o.cfg.MetricsListen, "metrics-listen", env("BACKSTOP_METRICS_LISTEN", d.MetricsListen), "address of /metrics; empty or \"off\" disables (BACKSTOP_METRICS_LISTEN)")
 	fs.StringVar(&o.cfg.Watchdog, "watchdog", env("BACKSTOP_WATCHDOG", ""), "watchdog device fed while the agent is healthy, e.g. /dev/watchdog (BACKSTOP_WATCHDOG)")
