@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/backstop-ha/backstop/openapi/client"
+	"github.com/backstop-ha/backstop/pki"
 )
 
 // globalOptions are the flags every command shares.
@@ -23,6 +24,7 @@ type globalOptions struct {
 	token   string
 	output  string
 	timeout time.Duration
+	caFile  string
 }
 
 // app is the state of one invocation: its streams, its options and, once a
@@ -88,6 +90,9 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if !flags.Changed("token") {
 		a.opts.token = a.getenv(envToken)
 	}
+	if !flags.Changed("ca-file") {
+		a.opts.caFile = strings.TrimSpace(a.getenv(envCAFile))
+	}
 	a.opts.token = strings.TrimSpace(a.opts.token)
 	a.opts.server = strings.TrimRight(a.opts.server, "/")
 
@@ -116,7 +121,12 @@ func (a *app) setup(cmd *cobra.Command) error {
 		return usageErrorf("--timeout must be positive")
 	}
 
-	hc := &http.Client{Timeout: a.opts.timeout}
+	tlsCfg, err := pki.ClientConfig(a.opts.caFile)
+	if err != nil {
+		return usageErrorf("--ca-file: %v", err)
+	}
+	hc := &http.Client{Timeout: a.opts.timeout, Transport: &http.Transport{
+		Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}}
 	api, err := client.NewClientWithResponses(a.opts.server,
 		client.WithHTTPClient(hc),
 		client.WithRequestEditorFn(a.editRequest))
@@ -172,7 +182,8 @@ func (a *app) requestError(err error) error {
 	if !errors.As(err, &uerr) {
 		return fmt.Errorf("invalid answer from server %s: %w", a.opts.server, err)
 	}
-	te := &transportError{server: a.opts.server, err: uerr.Err}
+	// An unknown CA or a name mismatch says what to do about it.
+	te := &transportError{server: a.opts.server, err: pki.Explain(uerr.Err, a.opts.caFile, "--ca-file or "+envCAFile)}
 	switch {
 	case errors.Is(err, context.Canceled):
 		te.reason = "interrupted"

@@ -10,11 +10,11 @@
 //
 // Usage:
 //
-//	backstopctl [--server URL] [--token T] [-o table|json|yaml] [--timeout D] COMMAND ...
+//	backstopctl [--server URL] [--token T] [--ca-file F] [-o table|json|yaml] [--timeout D] COMMAND ...
 //
 // Objects are named by name or by UUID wherever an id is accepted
-// (backstopctl status mail). The server URL and the API token default to
-// $BACKSTOP_URL and $BACKSTOP_TOKEN; a server URL ending in /v1 is taken
+// (backstopctl status mail). The server URL, the API token and the CA
+// file default to $BACKSTOP_URL, $BACKSTOP_TOKEN and $BACKSTOP_CA_FILE; a server URL ending in /v1 is taken
 // without it. List commands follow the API's cursors and print every page
 // unless --limit caps them. Create commands send an Idempotency-Key; a
 // create that got no answer is retried with the same key when the same
@@ -43,6 +43,7 @@ const (
 	defaultTimeout = 30 * time.Second
 	envServer      = "BACKSTOP_URL"
 	envToken       = "BACKSTOP_TOKEN"
+	envCAFile      = "BACKSTOP_CA_FILE"
 )
 
 func main() {
@@ -77,7 +78,7 @@ explain and simulate, incidents and events, webhooks and SNMP targets, and
 the configuration (clusters, nodes, paths, hierarchies, tokens, audit).
 Objects are named by name or id.
 
-The server and token default to $` + envServer + ` and $` + envToken + `.
+The server, token and CA file default to $` + envServer + `, $` + envToken + ` and $` + envCAFile + `.
 Exit status: 0 on success, 1 when the request failed, 2 for a usage error,
 3 when --wait ran out of time.`,
 		SilenceErrors: true,
@@ -88,6 +89,7 @@ Exit status: 0 on success, 1 when the request failed, 2 for a usage error,
 	f.StringVar(&a.opts.token, "token", "", "API token (env "+envToken+")")
 	f.StringVarP(&a.opts.output, "output", "o", outputTable, "output format: table, json or yaml")
 	f.DurationVar(&a.opts.timeout, "timeout", defaultTimeout, "time limit of each HTTP request")
+	f.StringVar(&a.opts.caFile, "ca-file", "", "PEM CA certificates that verify the server's TLS certificate instead of the system's (env "+envCAFile+")")
 
 	root.AddCommand(
 		newClustersCmd(a),
