@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -102,12 +103,22 @@ type client struct {
 
 func newClient(t *testing.T, base, secret string) *client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: env.caPool}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &client{
 		base:   base,
 		secret: secret,
 		http:   &http.Client{Transport: &validatingTransport{base: tr, t: t}, Timeout: 30 * time.Second},
 	}
+}
+
+// plainClient is an HTTP client trusting env.ca, without the contract
+// check (for streams).
+func plainClient(t *testing.T) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: env.caPool}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }
 
 // as returns a client with another default token.

@@ -556,7 +556,7 @@ func openStream(t *testing.T, d *daemon, cid, lastID string) *sseClient {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := plainClient(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/backstop-ha/backstop/pki"
 )
 
 const (
@@ -73,8 +75,12 @@ type daemon struct {
 
 	host string   // address to listen on; "" for 127.0.0.1
 	args []string // more command-line flags
-	addr string   // host:port it listens on
-	p    *proc    // the current process
+	// plain serves plain HTTP (--insecure-http) instead of HTTPS with a
+	// certificate of env.ca in tls (written at the first launch).
+	plain bool
+	tls   pki.Files
+	addr  string // host:port it listens on
+	p     *proc  // the current process
 }
 
 // proc is one backstopd process.
@@ -129,7 +135,18 @@ func (d *daemon) launch() {
 	}
 	d.addr = net.JoinHostPort(host, strconv.Itoa(port))
 	p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	cmd := exec.Command(env.bin, append([]string{"--listen", d.addr, "--database-url", d.dbURL}, d.args...)...)
+	args := []string{"--listen", d.addr, "--database-url", d.dbURL}
+	if d.plain {
+		args = append(args, "--insecure-http")
+	} else {
+		if d.tls.Cert == "" {
+			if d.tls, err = env.ca.WriteFiles(t.TempDir(), []string{"127.0.0.1", "localhost", host}, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args = append(args, "--tls-cert", d.tls.Cert, "--tls-key", d.tls.Key, "--tls-ca", d.tls.CA)
+	}
+	cmd := exec.Command(env.bin, append(args, d.args...)...)
 	cmd.Env = daemonEnv(d.bootstrap)
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	cmd.SysProcAttr = childAttr()
@@ -189,7 +206,12 @@ func freePort() (int, error) {
 }
 
 // url returns the base URL of the daemon's API.
-func (d *daemon) url() string { return "http://" + d.addr }
+func (d *daemon) url() string {
+	if d.plain {
+		return "http://" + d.addr
+	}
+	return "https://" + d.addr
+}
 
 // client returns an API client for the daemon whose requests carry secret
 // as their bearer token by default.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
+	"github.com/backstop-ha/backstop/pki"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
@@ -37,6 +39,12 @@ var env struct {
 	spec    []byte             // the contract, as in the repository
 	router  routers.Router     // finds the contract's operation for a request
 	options *openapi3filter.Options
+	// ca is the throwaway CA that issues every backstopd's certificate:
+	// the tests run TLS-first, agents pinned to it, clients trusting
+	// caPool (the CA in caFile, for backstopctl).
+	ca     *pki.CA
+	caPool *x509.CertPool
+	caFile string
 }
 
 // TestMain builds backstopd once, loads the contract and starts one
@@ -55,6 +63,17 @@ func runTests(m *testing.M) int {
 	removeOnSignal(tmp)
 
 	if err := buildBackstopd(tmp); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	if env.ca, err = pki.NewCA("e2e CA", 24*time.Hour); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	env.caPool = x509.NewCertPool()
+	env.caPool.AddCert(env.ca.Cert)
+	env.caFile = filepath.Join(tmp, "ca.pem")
+	if err := os.WriteFile(env.caFile, env.ca.PEM(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
