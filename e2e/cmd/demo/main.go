@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop/e2e/internal/nslab"
+	"github.com/backstop-ha/backstop/pki"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 )
@@ -76,6 +77,7 @@ type demo struct {
 	dir     string
 	token   string
 	base    string // backstopd's base URL
+	caFile  string // the throwaway CA of its certificate (the agents pin it)
 	api     *nslab.Client
 	cluster string // its id
 	hier    string // the protected hierarchy's id
@@ -170,7 +172,7 @@ func (d *demo) startNamespaces(ctx context.Context, bins nslab.Binaries, dbURL, 
 	if err != nil {
 		return err
 	}
-	d.api, d.base, d.cluster, d.nodeIDs = c.API, c.Daemon.URL(), c.ID, c.NodeIDs
+	d.api, d.base, d.cluster, d.nodeIDs, d.caFile = c.API, c.Daemon.URL(), c.ID, c.NodeIDs, c.Daemon.CAFile
 	d.mail, err = nslab.NewMail(filepath.Join(d.dir, "mail"), c.Top.VIP(1), c.Top.Subnet)
 	if err != nil {
 		return err
@@ -191,12 +193,20 @@ func (d *demo) startNamespaces(ctx context.Context, bins nslab.Binaries, dbURL, 
 func (d *demo) startLoopback(ctx context.Context, bins nslab.Binaries, dbURL, seal, profile string) error {
 	d.hname = "echo"
 	say(d.out, "Starting backstopd and three agents on loopback ...")
-	dm, err := nslab.StartBackstopd(ctx, bins.Backstopd, "127.0.0.1", dbURL, d.token, seal, filepath.Join(d.dir, "backstopd.log"))
+	ca, err := pki.NewCA("Backstop demo CA", 7*24*time.Hour)
 	if err != nil {
 		return err
 	}
-	d.daemon, d.base = dm, dm.URL()
-	d.api = nslab.NewClient(d.base, d.token)
+	certs, err := ca.WriteFiles(filepath.Join(d.dir, "tls"), []string{"127.0.0.1", "localhost"}, 7*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	dm, err := nslab.StartBackstopd(ctx, bins.Backstopd, "127.0.0.1", dbURL, d.token, seal, filepath.Join(d.dir, "backstopd.log"), &certs)
+	if err != nil {
+		return err
+	}
+	d.daemon, d.base, d.caFile = dm, dm.URL(), dm.CAFile
+	d.api = &nslab.Client{Base: d.base, Token: d.token, HTTP: dm.HTTPClient(10 * time.Second)}
 	var cl struct {
 		ID string `json:"id"`
 	}
@@ -312,6 +322,15 @@ func (d *demo) inService(ctx context.Context, i int) error {
 	return errors.New("the in-service operation did not end within a minute")
 }
 
+// caFingerprint is the SHA-256 fingerprint of the CA certificate in path.
+func caFingerprint(path string) string {
+	cs, err := pki.ReadCertificates(path)
+	if err != nil {
+		return "?"
+	}
+	return pki.Fingerprint(cs[0].Raw)
+}
+
 // banner prints how to reach everything and how to break it.
 func (d *demo) banner(root bool, pg *pgtemp.Server) {
 	w := d.out
@@ -321,7 +340,9 @@ func (d *demo) banner(root bool, pg *pgtemp.Server) {
 	say(w, "  Console:      %s/ui", d.base)
 	say(w, "  API:          %s/v1   (reference: %s/openapi.yaml)", d.base, d.base)
 	say(w, "  Admin token:  %s", d.token)
-	say(w, "  CLI:          export BACKSTOP_URL=%s BACKSTOP_TOKEN=%s", d.base, d.token)
+	say(w, "  TLS:          a throwaway CA, %s (SHA-256 %s): agents pin it;", d.caFile, caFingerprint(d.caFile))
+	say(w, "                your browser warns about it: accept it for this demo, or import the file")
+	say(w, "  CLI:          export BACKSTOP_URL=%s BACKSTOP_TOKEN=%s BACKSTOP_CA_FILE=%s", d.base, d.token, d.caFile)
 	say(w, "                go run ./cmd/backstopctl status %s --watch", d.clusterName(root))
 	say(w, "  Data:         %s (PostgreSQL on port %d)", d.dir, pg.Port())
 	if root {

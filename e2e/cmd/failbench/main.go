@@ -109,6 +109,7 @@ type options struct {
 	hog                       int
 	settle                    time.Duration
 	keep                      bool
+	plainHTTP                 bool
 }
 
 func main() { os.Exit(run()) }
@@ -125,6 +126,7 @@ func run() int {
 	flag.IntVar(&o.runs, "runs", 20, "runs per profile and fault")
 	flag.DurationVar(&o.settle, "settle", time.Second, "pause before each fault, with the hierarchy back on node 1")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (logs, agent data) after the run; it is kept anyway when a run fails")
+	flag.BoolVar(&o.plainHTTP, "plain-http", false, "run backstopd with --insecure-http (the default is HTTPS, agents pinned and with client certificates), to compare")
 	flag.Parse()
 	o.profiles = split(profiles)
 	o.faults = split(faults)
@@ -339,7 +341,7 @@ func benchProfile(ctx context.Context, pg *pgtemp.Server, bins nslab.Binaries, d
 	}
 	logf("%s: starting backstopd and 3 agents in namespaces", profile)
 	c, err := nslab.NewCluster(ctx, nslab.ClusterOptions{Bins: bins, DatabaseURL: dbURL, Profile: profile, Nodes: 3,
-		Dir: pdir, Prefix: "fb", AdminToken: adminToken, SealKey: sealKey})
+		Dir: pdir, Prefix: "fb", AdminToken: adminToken, SealKey: sealKey, PlainHTTP: o.plainHTTP})
 	if err != nil {
 		return nil, err
 	}
@@ -823,6 +825,11 @@ func printTables(w io.Writer, results []*result, o options) {
 	load := "idle host"
 	if o.hog > 0 {
 		load = fmt.Sprintf("CPU hog: %d busy loops", o.hog)
+	}
+	if o.plainHTTP {
+		load += "; plain HTTP"
+	} else {
+		load += "; HTTPS, agents pinned, client certificates"
 	}
 	fmt.Fprintf(w, "\nfault → service answering on the backup through the VIP (percentiles: nearest rank; %s; %d CPUs)\n", load, runtime.NumCPU())
 	fmt.Fprintln(w, "two copies: time two nodes held the VIP (address events) / samples with two nodes listening on VIP:7000 — must be 0")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop/e2e/testkit"
+	"github.com/backstop-ha/backstop/pki"
 )
 
 // Binaries are the programs a cluster runs.
@@ -30,6 +31,11 @@ type ClusterOptions struct {
 	SealKey     string   // backstopd's BACKSTOP_SECRET_KEY
 	Name        string   // the cluster's name (default bench-PROFILE-ID)
 	NodeNames   []string // the nodes' names (default node1, node2, ...)
+	// PlainHTTP runs backstopd with --insecure-http; by default it
+	// serves HTTPS with a certificate of a throwaway CA (in Dir/tls) the
+	// agents pin through their enrollment tokens, and the agents present
+	// client certificates.
+	PlainHTTP bool
 }
 
 // Cluster is a running test cluster: the network, one backstopd on the
@@ -59,11 +65,23 @@ func NewCluster(ctx context.Context, o ClusterOptions) (c *Cluster, err error) {
 	if c.Top, err = NewTopology(o.Prefix, o.Nodes); err != nil {
 		return c, err
 	}
+	var certs *pki.Files
+	if !o.PlainHTTP {
+		ca, err := pki.NewCA("nslab CA", 24*time.Hour)
+		if err != nil {
+			return c, err
+		}
+		f, err := ca.WriteFiles(filepath.Join(o.Dir, "tls"), []string{c.Top.HostAddr()}, 24*time.Hour)
+		if err != nil {
+			return c, err
+		}
+		certs = &f
+	}
 	if c.Daemon, err = StartBackstopd(ctx, o.Bins.Backstopd, c.Top.HostAddr(), o.DatabaseURL, o.AdminToken, o.SealKey,
-		filepath.Join(o.Dir, "backstopd.log")); err != nil {
+		filepath.Join(o.Dir, "backstopd.log"), certs); err != nil {
 		return c, err
 	}
-	c.API = NewClient(c.Daemon.URL(), o.AdminToken)
+	c.API = &Client{Base: c.Daemon.URL(), Token: o.AdminToken, HTTP: c.Daemon.HTTPClient(10 * time.Second)}
 	var cl struct {
 		ID string `json:"id"`
 	}

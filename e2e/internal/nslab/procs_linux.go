@@ -2,6 +2,8 @@ package nslab
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop/e2e/testkit"
+	"github.com/backstop-ha/backstop/pki"
 )
 
 // Proc is a child process whose output goes to a log file. It gets
@@ -105,15 +108,43 @@ func cleanEnv(extra ...string) []string {
 type Daemon struct {
 	*Proc
 	Addr string // host:port
+	// Roots trusts the daemon's certificate and CAFile holds it; nil and
+	// empty when it serves plain HTTP.
+	Roots  *x509.CertPool
+	CAFile string
 }
 
 // URL is the daemon's base URL.
-func (d *Daemon) URL() string { return "http://" + d.Addr }
+func (d *Daemon) URL() string {
+	if d.Roots == nil {
+		return "http://" + d.Addr
+	}
+	return "https://" + d.Addr
+}
+
+// HTTPClient returns a client of the daemon (trusting its CA).
+func (d *Daemon) HTTPClient(timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: d.Roots}
+	return &http.Client{Timeout: timeout, Transport: tr}
+}
 
 // StartBackstopd starts backstopd listening on host (a free port) with
 // the database dbURL, the admin bootstrap token and the key that seals
-// its signing keys, and waits until /readyz answers 200.
-func StartBackstopd(ctx context.Context, bin, host, dbURL, adminToken, sealKey, logPath string) (*Daemon, error) {
+// its signing keys, and waits until /readyz answers 200. With certs it
+// serves HTTPS with them (agents then pin certs.CA); without, plain HTTP
+// (--insecure-http).
+func StartBackstopd(ctx context.Context, bin, host, dbURL, adminToken, sealKey, logPath string, certs *pki.Files) (*Daemon, error) {
+	var roots *x509.CertPool
+	tlsArgs := []string{"--insecure-http"}
+	if certs != nil {
+		tlsArgs = []string{"--tls-cert", certs.Cert, "--tls-key", certs.Key, "--tls-ca", certs.CA}
+		pool, err := pki.CertPool(certs.CA)
+		if err != nil {
+			return nil, err
+		}
+		roots = pool
+	}
 	for attempt := 1; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
@@ -121,11 +152,14 @@ func StartBackstopd(ctx context.Context, bin, host, dbURL, adminToken, sealKey, 
 		}
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		p, err := startProc(logPath, cleanEnv("BACKSTOP_SECRET_KEY="+sealKey, "BACKSTOP_BOOTSTRAP_TOKEN="+adminToken),
-			bin, "--listen", addr, "--database-url", dbURL)
+			bin, append([]string{"--listen", addr, "--database-url", dbURL}, tlsArgs...)...)
 		if err != nil {
 			return nil, err
 		}
-		d := &Daemon{Proc: p, Addr: addr}
+		d := &Daemon{Proc: p, Addr: addr, Roots: roots}
+		if certs != nil {
+			d.CAFile = certs.CA
+		}
 		err = d.waitReady(ctx, time.Minute)
 		if err == nil {
 			return d, nil
@@ -140,7 +174,8 @@ func StartBackstopd(ctx context.Context, bin, host, dbURL, adminToken, sealKey, 
 }
 
 func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := d.HTTPClient(2 * time.Second)
+	defer c.CloseIdleConnections()
 	end := time.Now().Add(limit)
 	for time.Now().Before(end) {
 		if d.Exited() {
