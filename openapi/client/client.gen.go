@@ -3500,6 +3500,21 @@ type TimingProfile string
 //
 // Example: {"created_at":"2026-11-26T06:00:00Z","id":"0195f7a4-4444-7000-8000-000000000001","name":"nagios","prefix":"bsk_4Zb1pQ","role":"viewer"}
 type Token struct {
+	// Clusters The clusters this token is limited to; absent: every cluster. A
+	// scoped token sees and changes only these clusters: any other
+	// cluster is answered with 404, exactly as a cluster that does not
+	// exist, so a token of one team learns nothing about another's.
+	// `GET /v1/clusters` lists only these; operations of other clusters
+	// are 404 too. Endpoints that span every cluster (creating clusters,
+	// tokens, the audit trail, webhooks, SNMP targets, signing keys)
+	// answer 403 to a scoped token, whatever its role: a scoped admin
+	// cannot make itself an unscoped token. Each cluster must exist when
+	// the token is created (422 otherwise).
+	//
+	//
+	// Example: ["0195f7a4-1111-7000-8000-000000000001"]
+	Clusters *TokenScope `json:"clusters,omitempty"`
+
 	// CreatedAt Creation time.
 	//
 	// Example: 2026-11-26T06:00:00Z
@@ -3535,6 +3550,21 @@ type Token struct {
 //
 // Example: {"name":"nagios","role":"viewer"}
 type TokenCreate struct {
+	// Clusters The clusters this token is limited to; absent: every cluster. A
+	// scoped token sees and changes only these clusters: any other
+	// cluster is answered with 404, exactly as a cluster that does not
+	// exist, so a token of one team learns nothing about another's.
+	// `GET /v1/clusters` lists only these; operations of other clusters
+	// are 404 too. Endpoints that span every cluster (creating clusters,
+	// tokens, the audit trail, webhooks, SNMP targets, signing keys)
+	// answer 403 to a scoped token, whatever its role: a scoped admin
+	// cannot make itself an unscoped token. Each cluster must exist when
+	// the token is created (422 otherwise).
+	//
+	//
+	// Example: ["0195f7a4-1111-7000-8000-000000000001"]
+	Clusters *TokenScope `json:"clusters,omitempty"`
+
 	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 	//
 	// Example: mail
@@ -3548,6 +3578,21 @@ type TokenCreate struct {
 
 // TokenCreated A new token with its secret, shown only here.
 type TokenCreated struct {
+	// Clusters The clusters this token is limited to; absent: every cluster. A
+	// scoped token sees and changes only these clusters: any other
+	// cluster is answered with 404, exactly as a cluster that does not
+	// exist, so a token of one team learns nothing about another's.
+	// `GET /v1/clusters` lists only these; operations of other clusters
+	// are 404 too. Endpoints that span every cluster (creating clusters,
+	// tokens, the audit trail, webhooks, SNMP targets, signing keys)
+	// answer 403 to a scoped token, whatever its role: a scoped admin
+	// cannot make itself an unscoped token. Each cluster must exist when
+	// the token is created (422 otherwise).
+	//
+	//
+	// Example: ["0195f7a4-1111-7000-8000-000000000001"]
+	Clusters *TokenScope `json:"clusters,omitempty"`
+
 	// CreatedAt Creation time.
 	//
 	// Example: 2026-11-26T06:00:00Z
@@ -3600,6 +3645,20 @@ type TokenList struct {
 	// Example: MDE5NWY3YTQ
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
+
+// TokenScope The clusters this token is limited to; absent: every cluster. A
+// scoped token sees and changes only these clusters: any other
+// cluster is answered with 404, exactly as a cluster that does not
+// exist, so a token of one team learns nothing about another's.
+// `GET /v1/clusters` lists only these; operations of other clusters
+// are 404 too. Endpoints that span every cluster (creating clusters,
+// tokens, the audit trail, webhooks, SNMP targets, signing keys)
+// answer 403 to a scoped token, whatever its role: a scoped admin
+// cannot make itself an unscoped token. Each cluster must exist when
+// the token is created (422 otherwise).
+//
+// Example: ["0195f7a4-1111-7000-8000-000000000001"]
+type TokenScope = []openapi_types.UUID
 
 // Webhook A webhook subscription, without its secret.
 //
@@ -5366,7 +5425,8 @@ type ClientInterface interface {
 	// CreateTokenWithBody Create an API token
 	//
 	// Creates an API token. The secret is in this answer only; the server
-	// keeps a SHA-256 hash of it.
+	// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+	// those clusters (see TokenScope).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -5376,7 +5436,8 @@ type ClientInterface interface {
 	// CreateToken Create an API token
 	//
 	// Creates an API token. The secret is in this answer only; the server
-	// keeps a SHA-256 hash of it.
+	// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+	// those clusters (see TokenScope).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -7238,7 +7299,8 @@ func (c *Client) ListTokens(ctx context.Context, params *ListTokensParams, reqEd
 // CreateTokenWithBody Create an API token
 //
 // Creates an API token. The secret is in this answer only; the server
-// keeps a SHA-256 hash of it.
+// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+// those clusters (see TokenScope).
 //
 // Takes any type of body and a specified content type.
 //
@@ -7258,7 +7320,8 @@ func (c *Client) CreateTokenWithBody(ctx context.Context, params *CreateTokenPar
 // CreateToken Create an API token
 //
 // Creates an API token. The secret is in this answer only; the server
-// keeps a SHA-256 hash of it.
+// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+// those clusters (see TokenScope).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -12728,7 +12791,8 @@ type ClientWithResponsesInterface interface {
 	// CreateTokenWithBodyWithResponse Create an API token
 	//
 	// Creates an API token. The secret is in this answer only; the server
-	// keeps a SHA-256 hash of it.
+	// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+	// those clusters (see TokenScope).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -12738,7 +12802,8 @@ type ClientWithResponsesInterface interface {
 	// CreateTokenWithResponse Create an API token
 	//
 	// Creates an API token. The secret is in this answer only; the server
-	// keeps a SHA-256 hash of it.
+	// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+	// those clusters (see TokenScope).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -20906,7 +20971,8 @@ func (c *ClientWithResponses) ListTokensWithResponse(ctx context.Context, params
 // CreateTokenWithBodyWithResponse Create an API token
 //
 // Creates an API token. The secret is in this answer only; the server
-// keeps a SHA-256 hash of it.
+// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+// those clusters (see TokenScope).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -20922,7 +20988,8 @@ func (c *ClientWithResponses) CreateTokenWithBodyWithResponse(ctx context.Contex
 // CreateTokenWithResponse Create an API token
 //
 // Creates an API token. The secret is in this answer only; the server
-// keeps a SHA-256 hash of it.
+// keeps a SHA-256 hash of it. With `clusters` the token is limited to
+// those clusters (see TokenScope).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
