@@ -3,6 +3,7 @@ package backstop
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -159,6 +160,8 @@ type Token struct {
 	Prefix     string
 	CreatedAt  time.Time
 	LastUsedAt *time.Time
+	// Clusters limits the token to these clusters; nil: every cluster.
+	Clusters []string
 }
 
 // AuditRecord is one mutation: who did what to which object, and when.
@@ -179,6 +182,15 @@ type Actor struct {
 	TokenID string
 	Name    string
 	Role    Role
+	// Scope is the token's cluster scope (Token.Clusters); nil: every
+	// cluster.
+	Scope []string
+}
+
+// Sees reports whether the actor may see cluster id: it is unscoped or
+// the cluster is in its scope.
+func (a Actor) Sees(clusterID string) bool {
+	return a.Scope == nil || slices.Contains(a.Scope, clusterID)
 }
 
 // String names the actor in the audit trail.

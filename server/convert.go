@@ -254,7 +254,15 @@ func placementDetail(p backstop.Placement) *string {
 }
 
 func toAPIToken(t backstop.Token) api.Token {
-	return api.Token{Id: apiID(t.ID), Name: t.Name, Role: api.Role(t.Role), Prefix: t.Prefix, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt}
+	out := api.Token{Id: apiID(t.ID), Name: t.Name, Role: api.Role(t.Role), Prefix: t.Prefix, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt}
+	if t.Clusters != nil {
+		ids := make([]uuid.UUID, len(t.Clusters))
+		for i, id := range t.Clusters {
+			ids[i] = apiID(id)
+		}
+		out.Clusters = &ids
+	}
+	return out
 }
 
 func toAPIAudit(a backstop.AuditRecord) api.AuditRecord {

@@ -70,6 +70,9 @@ func (s *Server) gate(next http.Handler) http.Handler {
 			}
 		default:
 			actor, err := s.authenticate(r, backstop.Role(need))
+			if err == nil {
+				err = checkScope(actor, op.OperationID, params)
+			}
 			if err != nil {
 				s.writeError(w, r, err)
 				return
@@ -275,7 +278,32 @@ func (s *Server) authenticate(r *http.Request, need backstop.Role) (backstop.Act
 	if !t.Role.Allows(need) {
 		return backstop.Actor{}, fmt.Errorf("%w: token %q has role %s; this operation needs %s", backstop.ErrForbidden, t.Name, t.Role, need)
 	}
-	return backstop.Actor{TokenID: t.ID, Name: t.Name, Role: t.Role}, nil
+	return backstop.Actor{TokenID: t.ID, Name: t.Name, Role: t.Role, Scope: t.Clusters}, nil
+}
+
+// scopedGlobalOps are the operations outside /v1/clusters/{cluster_id} a
+// token scoped to clusters may call: its handler or store narrows them to
+// the scope (listClusters, getOperation) or they show no cluster's data
+// (getControlPlane).
+var scopedGlobalOps = map[string]bool{"listClusters": true, "getOperation": true, "getControlPlane": true}
+
+// checkScope keeps a token scoped to clusters inside them: another
+// cluster is answered 404 as if it did not exist (no 403, which would
+// tell that it does), and an operation spanning every cluster 403.
+func checkScope(a backstop.Actor, opID string, params map[string]string) error {
+	if a.Scope == nil {
+		return nil
+	}
+	if id, ok := params["cluster_id"]; ok {
+		if !a.Sees(strings.ToLower(id)) {
+			return fmt.Errorf("cluster %s: %w", id, backstop.ErrNotFound)
+		}
+		return nil
+	}
+	if !scopedGlobalOps[opID] {
+		return fmt.Errorf("%w: token %q is scoped to %d cluster(s); %s spans every cluster and needs an unscoped token", backstop.ErrForbidden, a.Name, len(a.Scope), opID)
+	}
+	return nil
 }
 
 var unsupportedRE = regexp.MustCompile(`^property "(.+)" is unsupported$`)

@@ -59,6 +59,11 @@ func (ph *placementHandlers) GetOperation(ctx context.Context, r api.GetOperatio
 	if err != nil {
 		return nil, err
 	}
+	if !backstop.ActorFrom(ctx).Sees(op.ClusterID) {
+		// As if it did not exist: a scoped token learns nothing of other
+		// clusters.
+		return nil, fmt.Errorf("operation %s: %w", r.OperationId, backstop.ErrNotFound)
+	}
 	return api.GetOperation200JSONResponse(toAPIOperation(op)), nil
 }
 

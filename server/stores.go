@@ -151,8 +151,9 @@ type AuthStore interface {
 // TokenStore keeps API tokens and shows the audit trail.
 type TokenStore interface {
 	// CreateToken returns the token and its secret, which is stored
-	// only hashed. Returns ErrConflict for a taken name.
-	CreateToken(ctx context.Context, name string, role backstop.Role) (backstop.Token, string, error)
+	// only hashed; clusters (nil: every cluster) is its scope. Returns
+	// ErrConflict for a taken name and ErrInvalid for an unknown cluster.
+	CreateToken(ctx context.Context, name string, role backstop.Role, clusters []string) (backstop.Token, string, error)
 	ListTokens(ctx context.Context, p backstop.Page) ([]backstop.Token, string, error)
 	// DeleteToken returns ErrNotFound, and ErrConflict for the last
 	// admin token.

@@ -15,13 +15,20 @@ type tokenHandlers struct {
 
 // CreateToken creates an API token; its secret is in this answer only.
 func (th *tokenHandlers) CreateToken(ctx context.Context, r api.CreateTokenRequestObject) (api.CreateTokenResponseObject, error) {
-	t, secret, err := th.store.CreateToken(ctx, r.Body.Name, backstop.Role(r.Body.Role))
+	var clusters []string
+	if r.Body.Clusters != nil {
+		clusters = make([]string, len(*r.Body.Clusters))
+		for i, id := range *r.Body.Clusters {
+			clusters[i] = id.String()
+		}
+	}
+	t, secret, err := th.store.CreateToken(ctx, r.Body.Name, backstop.Role(r.Body.Role), clusters)
 	if err != nil {
 		return nil, err
 	}
 	a := toAPIToken(t)
 	return api.CreateToken201JSONResponse{
-		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, Secret: secret},
+		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, Secret: secret, Clusters: a.Clusters},
 		Headers: api.CreateToken201ResponseHeaders{Location: location("/v1/tokens/%s", t.ID)},
 	}, nil
 }

@@ -48,13 +48,17 @@ func lockClusterTx(ctx context.Context, tx pgx.Tx, id string) (backstop.Cluster,
 	return c, nil
 }
 
-// ListClusters lists clusters, oldest first.
+// ListClusters lists clusters, oldest first: those in the scope of the
+// context's actor when its token is scoped.
 func (s *Store) ListClusters(ctx context.Context, p backstop.Page) ([]backstop.Cluster, string, error) {
 	after, err := idCursor(p)
 	if err != nil {
 		return nil, "", err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id > $1 AND ($3 = '' OR name = $3) ORDER BY id LIMIT $2`, after, pageLimit(p), p.Name)
+	// A token scoped to clusters lists only those (backstop.Actor.Scope);
+	// NULL: every cluster.
+	rows, err := s.pool.Query(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE id > $1 AND ($3 = '' OR name = $3)
+		AND ($4::uuid[] IS NULL OR id = ANY($4)) ORDER BY id LIMIT $2`, after, pageLimit(p), p.Name, backstop.ActorFrom(ctx).Scope)
 	if err != nil {
 		return nil, "", interpretError(err)
 	}

@@ -235,7 +235,7 @@ func TestLastAdminToken(t *testing.T) {
 	if err := st.DeleteToken(actorCtx(t), ts[0].ID, nil); !errors.Is(err, backstop.ErrConflict) {
 		t.Fatalf("revoking the last admin: %v, want ErrConflict", err)
 	}
-	if _, _, err := st.CreateToken(actorCtx(t), "second", backstop.RoleAdmin); err != nil {
+	if _, _, err := st.CreateToken(actorCtx(t), "second", backstop.RoleAdmin, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.DeleteToken(actorCtx(t), ts[0].ID, nil); err != nil {
@@ -279,7 +279,7 @@ func TestPagination(t *testing.T) {
 // another body, and is released for a retry after a server error.
 func TestIdempotencyKeys(t *testing.T) {
 	st := storetest.New(t)
-	tok, _, err := st.CreateToken(actorCtx(t), "t", backstop.RoleAdmin)
+	tok, _, err := st.CreateToken(actorCtx(t), "t", backstop.RoleAdmin, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

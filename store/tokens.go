@@ -41,35 +41,50 @@ func secretPrefix(secret string) string {
 	return secret[:n]
 }
 
-const tokenColumns = `id, name, role, prefix, created_at, last_used_at`
+const tokenColumns = `id, name, role, prefix, created_at, last_used_at, clusters`
 
 func scanToken(row pgx.Row) (backstop.Token, error) {
 	var t backstop.Token
 	var role string
-	err := row.Scan(&t.ID, &t.Name, &role, &t.Prefix, &t.CreatedAt, &t.LastUsedAt)
+	err := row.Scan(&t.ID, &t.Name, &role, &t.Prefix, &t.CreatedAt, &t.LastUsedAt, &t.Clusters)
 	t.Role = backstop.Role(role)
 	return t, err
 }
 
 // CreateToken creates an API token and returns it with its secret, which is
-// stored only as a hash.
-func (s *Store) CreateToken(ctx context.Context, name string, role backstop.Role) (backstop.Token, string, error) {
+// stored only as a hash. clusters, when not nil, limits the token to those
+// clusters; each must exist (backstop.ErrInvalid naming the first that
+// does not).
+func (s *Store) CreateToken(ctx context.Context, name string, role backstop.Role, clusters []string) (backstop.Token, string, error) {
 	secret := NewSecret(TokenPrefix)
 	t, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Token, error) {
-		return createTokenTx(ctx, tx, name, role, secret)
+		for i, id := range clusters {
+			var ok bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM clusters WHERE id = $1)`, id).Scan(&ok); err != nil {
+				return backstop.Token{}, interpretError(err)
+			}
+			if !ok {
+				return backstop.Token{}, backstop.Invalid(fmt.Sprintf("/clusters/%d", i), "no cluster %s", id)
+			}
+		}
+		return createTokenTx(ctx, tx, name, role, secret, clusters)
 	})
 	return t, secret, err
 }
 
-func createTokenTx(ctx context.Context, tx pgx.Tx, name string, role backstop.Role, secret string) (backstop.Token, error) {
+func createTokenTx(ctx context.Context, tx pgx.Tx, name string, role backstop.Role, secret string, clusters []string) (backstop.Token, error) {
 	id := newID()
-	t, err := scanToken(tx.QueryRow(ctx, `INSERT INTO api_tokens (id, name, role, secret_hash, prefix)
-		VALUES ($1, $2, $3, $4, $5) RETURNING `+tokenColumns,
-		id, name, string(role), hashSecret(secret), secretPrefix(secret)))
+	t, err := scanToken(tx.QueryRow(ctx, `INSERT INTO api_tokens (id, name, role, secret_hash, prefix, clusters)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+tokenColumns,
+		id, name, string(role), hashSecret(secret), secretPrefix(secret), clusters))
 	if err != nil {
 		return t, fmt.Errorf("insert token: %w", err)
 	}
-	return t, audit(ctx, tx, "token.create", "token", id, "", map[string]any{"name": name, "role": role})
+	details := map[string]any{"name": name, "role": role}
+	if clusters != nil {
+		details["clusters"] = clusters
+	}
+	return t, audit(ctx, tx, "token.create", "token", id, "", details)
 }
 
 // EnsureBootstrapToken creates an admin token when no token exists at all.
@@ -91,7 +106,7 @@ func (s *Store) EnsureBootstrapToken(ctx context.Context, secret string) (string
 		if n > 0 {
 			return "", nil
 		}
-		if _, err := createTokenTx(ctx, tx, "bootstrap", backstop.RoleAdmin, secret); err != nil {
+		if _, err := createTokenTx(ctx, tx, "bootstrap", backstop.RoleAdmin, secret, nil); err != nil {
 			return "", err
 		}
 		return secret, nil
