@@ -34,6 +34,7 @@ var env struct {
 	bin     string             // the backstopd binary built from ../cmd/backstopd
 	agent   string             // the backstop-agent binary
 	tcpecho string             // the protected service of the agent tests
+	ctl     string             // backstopctl
 	pg      *storetest.Harness // hands out fresh databases; nil when skip is set
 	skip    string             // why every test skips (no PostgreSQL available)
 	spec    []byte             // the contract, as in the repository
@@ -145,7 +146,9 @@ func buildBackstopd(dir string) error {
 	env.bin = filepath.Join(dir, "backstopd")
 	env.agent = filepath.Join(dir, "backstop-agent")
 	env.tcpecho = filepath.Join(dir, "tcpecho")
-	builds := map[string]string{env.bin: "./cmd/backstopd", env.agent: "./cmd/backstop-agent", env.tcpecho: "./e2e/internal/tcpecho"}
+	env.ctl = filepath.Join(dir, "backstopctl")
+	builds := map[string]string{env.bin: "./cmd/backstopd", env.agent: "./cmd/backstop-agent", env.tcpecho: "./e2e/internal/tcpecho",
+		env.ctl: "./cmd/backstopctl"}
 	// BACKSTOP_E2E_BACKSTOPD runs the tests against another backstopd
 	// build (e.g. a release candidate) with this tree's tests.
 	if b := os.Getenv("BACKSTOP_E2E_BACKSTOPD"); b != "" {
