@@ -134,7 +134,8 @@ func (a *app) setup(cmd *cobra.Command) error {
 		return usageErrorf("server %q: %v", a.opts.server, err)
 	}
 	a.api = api
-	sc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: a.opts.timeout}}
+	sc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: a.opts.timeout,
+		TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}}
 	if a.stream, err = client.NewClient(a.opts.server, client.WithHTTPClient(sc), client.WithRequestEditorFn(a.editRequest)); err != nil {
 		return usageErrorf("server %q: %v", a.opts.server, err)
 	}
