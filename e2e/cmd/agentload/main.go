@@ -373,7 +373,9 @@ func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) 
 		return nil, err
 	}
 	defer lf.Close()
-	args := []string{"--listen", addr, "--database-url", dbURL, "--log-level", o.logLevel}
+	// Plain HTTP on loopback: the simulated agents measure the heartbeat
+	// path, not TLS (they hold no enrolled keys' client certificates).
+	args := []string{"--listen", addr, "--database-url", dbURL, "--log-level", o.logLevel, "--insecure-http"}
 	if o.pprof != "" {
 		args = append(args, "--pprof-listen", o.pprof)
 	}
