@@ -203,7 +203,6 @@ func (s *Server) authenticateAgent(r *http.Request) (backstop.AgentIdentity, err
 		// an agent giving up must not cost a PostgreSQL connection.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
 		defer cancel()
-		var err error
 		a, err = s.gateStore.AuthenticateAgent(ctx, secret)
 		if errors.Is(err, backstop.ErrUnauthenticated) {
 			return a, fmt.Errorf("%w: the agent credential is unknown; enroll the agent again", backstop.ErrUnauthenticated)
