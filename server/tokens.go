@@ -84,7 +84,7 @@ func (th *tokenHandlers) ReissueToken(ctx context.Context, r api.ReissueTokenReq
 	}
 	a := toAPIToken(t)
 	return api.ReissueToken200JSONResponse{
-		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, LastUsedAt: a.LastUsedAt, Secret: secret},
+		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, LastUsedAt: a.LastUsedAt, Secret: secret, Clusters: a.Clusters},
 		Headers: api.ReissueToken200ResponseHeaders{ETag: ptr(tokenETag(t))},
 	}, nil
 }
