@@ -442,9 +442,17 @@ func (inv *Invariant) Exclude(i int) {
 
 // Include counts node i again.
 func (inv *Invariant) Include(i int) {
+	// The node's address events may still be on their way (a loaded
+	// host delays the reader): a Reboot's flush, not yet read, would
+	// count the stale address as held from now on. Its kernel, asked
+	// now, is the truth; later events go on updating from there.
+	held := slices.Contains(inv.top.Holders(inv.addr.String()), i)
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	delete(inv.excluded, i)
+	if !held {
+		clear(inv.holds[i])
+	}
 	inv.accountLocked(time.Now())
 }
 
