@@ -164,6 +164,19 @@ type Token struct {
 	Clusters []string
 }
 
+// AuditFilter narrows the audit trail; zero fields do not filter.
+type AuditFilter struct {
+	// Actor is exact ("token:ci"); ClusterID names a cluster.
+	Actor, ClusterID string
+	// Action is exact ("hierarchy.update") or a prefix ending in ".*"
+	// ("hierarchy.*").
+	Action string
+	// Since and Until bound the time of the change: Since <= at < Until.
+	Since, Until time.Time
+	// Newest lists the newest first (else the oldest first).
+	Newest bool
+}
+
 // AuditRecord is one mutation: who did what to which object, and when.
 type AuditRecord struct {
 	ID           int64

@@ -164,7 +164,7 @@ type TokenStore interface {
 	// ErrNotFound; ErrPreconditionFailed when prefix is set and is not
 	// the token's.
 	ReissueToken(ctx context.Context, id string, prefix *string) (backstop.Token, string, error)
-	ListAudit(ctx context.Context, p backstop.Page) ([]backstop.AuditRecord, string, error)
+	ListAudit(ctx context.Context, f backstop.AuditFilter, p backstop.Page) ([]backstop.AuditRecord, string, error)
 }
 
 // IdempotencyStore keeps the answers of POSTs made with an

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/openapi/api"
@@ -99,7 +100,13 @@ func (th *tokenHandlers) DeleteToken(ctx context.Context, r api.DeleteTokenReque
 
 // ListAudit lists the audit trail.
 func (th *tokenHandlers) ListAudit(ctx context.Context, r api.ListAuditRequestObject) (api.ListAuditResponseObject, error) {
-	as, next, err := th.store.ListAudit(ctx, page(r.Params.Limit, r.Params.Cursor))
+	q := r.Params
+	f := backstop.AuditFilter{Actor: deref(q.Actor, ""), Action: deref(q.Action, ""), Since: deref(q.Since, time.Time{}), Until: deref(q.Until, time.Time{}),
+		Newest: q.Order != nil && *q.Order == api.Newest}
+	if q.ClusterId != nil {
+		f.ClusterID = q.ClusterId.String()
+	}
+	as, next, err := th.store.ListAudit(ctx, f, page(q.Limit, q.Cursor))
 	if err != nil {
 		return nil, err
 	}

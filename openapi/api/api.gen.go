@@ -576,6 +576,24 @@ func (e TimingProfile) Valid() bool {
 	}
 }
 
+// Defines values for ListAuditParamsOrder.
+const (
+	Newest ListAuditParamsOrder = "newest"
+	Oldest ListAuditParamsOrder = "oldest"
+)
+
+// Valid indicates whether the value is a known member of the ListAuditParamsOrder enum.
+func (e ListAuditParamsOrder) Valid() bool {
+	switch e {
+	case Newest:
+		return true
+	case Oldest:
+		return true
+	default:
+		return false
+	}
+}
+
 // AgentConfig The desired configuration of one node.
 //
 // Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","fencing":"self","hierarchies":[],"node_id":"0195f7a4-1111-7000-8000-000000000001","path_key":"c2VjcmV0","paths":[],"peers":[],"signing_keys":[],"timing":{"deep_check_interval_ms":5000,"heartbeat_ms":250,"lease_ttl_ms":1000,"path_dead_after":3,"path_heartbeat_ms":200,"quick_check_interval_ms":500,"server_grace_ms":250},"version":3}
@@ -4077,7 +4095,28 @@ type ListAuditParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Order `oldest` (default) or `newest` first.
+	Order *ListAuditParamsOrder `form:"order,omitempty" json:"order,omitempty"`
+
+	// Actor Only the changes of this actor (`token:<name>` or `system`).
+	Actor *string `form:"actor,omitempty" json:"actor,omitempty"`
+
+	// ClusterId Only the changes concerning this cluster.
+	ClusterId *openapi_types.UUID `form:"cluster_id,omitempty" json:"cluster_id,omitempty"`
+
+	// Action Only this action (`hierarchy.update`) or the actions of a prefix (`hierarchy.*`).
+	Action *string `form:"action,omitempty" json:"action,omitempty"`
+
+	// Since Only the changes at or after this time.
+	Since *time.Time `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until Only the changes before this time.
+	Until *time.Time `form:"until,omitempty" json:"until,omitempty"`
 }
+
+// ListAuditParamsOrder defines parameters for ListAudit.
+type ListAuditParamsOrder string
 
 // ListClustersParams defines parameters for ListClusters.
 type ListClustersParams struct {
@@ -5422,6 +5461,84 @@ func (siw *ServerInterfaceWrapper) ListAudit(w http.ResponseWriter, r *http.Requ
 			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
 		} else {
 			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "order" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "order", r.URL.Query(), &params.Order, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "order"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "order", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "actor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "actor", r.URL.Query(), &params.Actor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "actor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "actor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cluster_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cluster_id", r.URL.Query(), &params.ClusterId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cluster_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "action" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "action", r.URL.Query(), &params.Action, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "action"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "action", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "since" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "since", r.URL.Query(), &params.Since, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "since"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "since", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "until" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "until", r.URL.Query(), &params.Until, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "until"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "until", Err: err})
 		}
 		return
 	}
@@ -21402,192 +21519,198 @@ var swaggerSpec = []string{
 	"uqga6WokYKZgBf3qAqHR73dBFs7QZvm6b0sgxufRXdJZvNK+8TFh4uT8rHD4O74t6+hWhQPReLy9VGKa",
 	"2u7w2wG6xQJg6EMC3ppt99k7Jy7I30/ev/tdbG8pvOIeO5syGi035ewmjtDybHSZgogY4zWDcagzfm1k",
 	"tWzK1UiMuaDpkmiFFximkQ2PyWFvn7TdmISdwr/lk+/+yrJPON4H3whAAoV81+889iUBA8V6fOntvZWm",
-	"w97+FnTyyLT1CUx697tSbvt7gLrRSFkYdoHIHClY3FXZY9Y1US2zOQZtYh04sCAZtjsS4NXPUioUOhgI",
-	"NUYdMDsNyWIqSRvd7IjZQdr4Ysfgfux0RkLTtY/a9AhPYA41b6hvbYtX9t7xGc8gkW3Ni5hq0npS7yVM",
-	"ARJ1PFT6UbA8Wae0F19Z6t+Ayt/IdMyjCMGCvr4EXjoVVVQZV6IGivFL1NGMi/x4uNhpK05IDmlTPhxe",
-	"arWpN09PsOvf/EBn7A2Pod7Gkzrncc6bELhdyq9L278dpeo1ySftkGj+k5dKHaw/r3EJE3sd/KiuhTq9",
-	"Mn6nShn/mIrg2MRpGajUzkjk8KhcFdXptQxRxEO2C1DfMYvlglAtUKSRUTpGwjEiAdqw8TORiGXg9IZO",
-	"jYgO73ZIGYJXjQQdy1tmikmYCBO147sOcN6G3LY+YU6I3LdsaY7EPY1TFeXMFKCZyJQ4ge8dUt6UIUHc",
-	"V2ty11xrc8c6ztqgNXxlu7Vd8ia/nQHPWtAcIgsKTYFFEQZzekmvmzoxr+3BO186rXcmMHXd+/l7MKrf",
-	"8UX5b4PaaiaJNF1ws435pP823/u1yJD7goc1Zr6iMa/hdyOuWhIGAGkt9Zrg24zIhVCkbaLcjaffsUTv",
-	"1AUBbPjefGryHsPcPm8SKoN9Rb93YfErxNYMNqE/CJAEu9kbyuOHOP8d977egfuTb2d1eKpWtkrUyTNF",
-	"WEPVDZ++XtDhU0uAa+6He98JX37PUWAPpJ6/suwepONIiFvxFrNRZ6+BuyQW4KABw2CaR7xjIKeWDWNG",
-	"by0+XzbVojy5YFlmihXQGYtywbIQRiGCPzSflSi2CA41Lz9TxyOR4/kbEUflUP4+sfB7gNl4HHZ739jL",
-	"vHzuVU4PThHcbaW88yLO+eu5JNccYos1/8c6zP+tLqr/aYIhHuynEQzX54eg8ScrItoVAbT1yFZsMa09",
-	"UxhQUrEPdUbCKZJoEEOWRaxGB9RFm+8khc2hhLaeqZHAuHGOgZ1KCtIOxjS6yvEkgg4JTAzb1Q1b6j8X",
-	"qRTXV1pUBf3eBLvpJ5hDpf8FuWdXECQSdEi3291psrw2p6I8gS2rajOKl8Wyl5I6tq6YnScPVLJfbP3R",
-	"LVMFnjrHZSMzmlmZ33l8/G9sd9MnpcjOcM1vII3MGuMuHkO6Wsl7EKKmkfOcIoINFyRQ7JcAEwBNba/A",
-	"VMFr20LRNiBX6e0VIYMy4hmFmFaRI1K4HhoAcTeunByUpEPmIkJ8mhzB/pkiqVyQWIY3Bow+NUFiugWE",
-	"gVD5iDAefcaVYmokECJet6v/A1oMQnK6I9FbwzMtVUDRzQY+hMuxLiEO9SULEWVyTGN9BaZ6bUps46Dv",
-	"Zwm2mJUnI67nQXtdjcvh5WlmeDb4W3/VjMHiG6JBXilG6Ba2PfAAN2wyDIvfQ2RKFjLFWCBf7w4k7WZM",
-	"rcCbqo/kXHMzxf/JqgXz/H1DCrh/c/qlZMV+pSTaV85VBHJt4uJIy1VP0n9j/Tb31RU8BRGJYnntcGTD",
-	"EX9LdrynspTRWXMgBgkgGgre3sWXA9K+gNCa3Qs9J9zdHRuSVZmy6oxESUI05TQyulREJnktClwfjqaf",
-	"i4tTYkC4kIGORMCjYQ5sBi8/U+am0Bo6slnAMKu8RiiWph2JKvAV5GakEE4iJAng7WGA2r9h/eNULpSe",
-	"zEjgVxcQb9uVwgwvwEopGIBi+oO4R2pSRABvbZLKGVbV0AMEJA+4vWA5CeQm2jKWwTuqsl3oa/fsdUDa",
-	"tq6lGYrJPhkvR6JSlRO0J8FC2IuUsFix8vU5BKWCY3gUzbSwbb8oLBKA/MAj3aCiC3OzFWVXRESuWZb/",
-	"MBLZgoesSz6whQtUmMzVlEV66ZXMwyN46rkH1Ui0z6XKrlN28d078u7s4vL0w96Hj5dnb/7esTcaZPri",
-	"Gk/YguSp5orQkZjQONanZ6eDhf1hwSxsgmZnZJFKBLWddckJ9AtnkQs2Eu1gWBTxDHYg8UA/xd76h3ln",
-	"SpIklXecKUBLyPFkhNFXNC1jxRxTHVrIjENlukhzAylYlwSaGizenr1WNMXFmUHJMySBC7Z0n8RcZceE",
-	"A5Qmj2OsVpPLP2I+G4O3/v9n79uW28iRNl8FwZ0Ik/8WKYqWPTYVc6Fuq9veGdtqSz39xwx7VCALJDEq",
-	"ApwCShRX4dt9gH3EfZINZAIoFFWkSOpkuXnTbbEOQAGJzEQivy+VBMAuRJtmMruwU4svQg79Co/jFJpd",
-	"z+c4NeJqJcsa0v+QOh8JmblC8ItCbAe1sfNHvjl/xOihmCeeNgbWPyoyy5iWHIaSCcLFnLZarItw4Ped",
-	"GP8qOl2SiFLPLVd6rVv71z/bzbe/X+9H+2++/mmrjegNW1VOygSmyi7ptNtto4N50iUHnZ4Aq0GuezXF",
-	"/tMD8sMetN2rdXuFLPRqUc+PPVxytI+92lfzukCRmD83z/jELh8ClTfCW9N5kf5oVXfCldfaFrpoE12h",
-	"9sd37Vf95EvS3nAzSMovWaVj8q04XCUgz+3hN/99wXPrJGO9D5r5A+Vjuc+erxNKCoZ0F01aFU0al4TJ",
-	"LaPw14c8qbslD2xq3DrItwrExuwEUhYRjuGXwOEEfgPj9FrMHKlT8u7oZ6LHmcxHYxJbVoFzKWKkV+MW",
-	"r3iTie/LAmOXxyEu0M/h4WAXnEBL8Tcng/kgZRFEixwcu7gakSTHj2EFbyDwWIVXis70hMyIzdNAtDsS",
-	"tZRqG0bkggNjgxtpV3sRqU25xs2JualFPhUUbLOMa80E2iAq5v6CjeAvz1fzy/FJM9ZcuJDr+fkok/m0",
-	"1jW/wVHvQk5aVCvGFLrpIuVrh9vt83Oohrfh853S852vC9jO65qZGuPZTotuX8IfMHLKMgtnTKlat0Ct",
-	"v2rvdQ5CiLvHp6Mj6OTdLGrzut8j19ClTPNJMEZqKmVaas6T5eyp7HJv4rKRM7Brtb1Lmu3BQ3tTTBSs",
-	"ahPfWrRquT2LZt2zpYaBysdfI47aB9h2w5/l1PiM62MqnMieTtngsZMNi/WyxDf0tPq7hMMnO8P+g2Yo",
-	"jgNdvrYLsM5pdPCSvWEmJ03NJtPUFma7f8/h+GqKLIfEtUPqvmqw+0nFjSIYhhlARTM9ATSxVBCZJYgu",
-	"K9YlxH6sc8Ih7IhUyq1WK/zSuCdmMk+TrmVNU3mqLaItiVzSUOIYlgZjlpCUX7Cw1rJvM/J+h/8ijkjn",
-	"gRTmxY7dt0UWPZZu6H9EIe3lhCuzWw3cBVIHN4aYfW1ccu6PPh7HDeN4xBbSFqNnYXsR9uyFIpZYoSek",
-	"QF5+4JMzk8KSYCAhTionlAvrZyjXgf4cfDIM5xbMvRjsvfGiRguqOQ+xIc98Y/uzhu/yUyYnZ04kn9KP",
-	"cdSVrL/QDawEcV62xbPZrAmFCcxCMKbyTftNOwIDH/gGf24jzfs35fQUCqAmRlxcLdYYXs+Yujn7IJSm",
-	"YsB2xnxnzHfGfMGY42FJYQuXGPdiTd6Tob/2PdgEqhCYPCh97zfxYCeLrfkSWMIdtqM7YMLzBCbcxWtd",
-	"A50QqHCHT1hfKH9mOpTIhw+K3mqIdjCFpTCFrQTpHiKgt8fW/fRuB21okdiLLGZRxIXQxrbIPNwZ9YTd",
-	"mGBpuLFM8UC6RY4cxXt8I9gWk4xNpAVOBLsWtDxmxcBty9EN96W174xv2A7X4Lv/JMiGW9e+wzY8Nx2w",
-	"Qzd8D+iGu5nnaV7NXF8ArlBHFdTVUVjwCJijXTHnm+bZvuiJ1c/DnU48/OnCg0bdH1FH+nDcTknulOQj",
-	"Uv2gr/VIoffyjnyPXXnqw6V8ex5LEhVJY0pDAmDCBlwBJ1Zf5rq8eSd1rHrHAegxzbUK6NsGVCSgoPEU",
-	"2wfhy4VFJDBu9AQEucdSAcWWYx6FwDtXBMt0AS8LwMwimyMM2b6aQPy9J0YSq6zzITij0Kp9RMhZlVt6",
-	"jEPzKHs3aEsE4bqKKrfFLd912tdv43kpcsVVMZf8cSFOm27Ktl2EKIdNI8hq79pa+5XRso/0ghXc24QG",
-	"68mVOAjOqqCcHeZwUkFcQTUy5FeQw0u1WwkauddvnJSkjGaooT/S7KK2TnAMntkFx+4cyjXDWFS2sPNk",
-	"JAWPuiqNxi0rw9cKfsS1sUbuoEzYnVYRF02XUnKXE+UtIjGVB9AnxfakWIpSkNiu75j052RMhT0bBriy",
-	"UXb9fDKF6h6YprWMfdLPseWhjAi1cNCeiPsZF6NzLs7tgMRFyTJVrvnnyfsBlB0VvPiWTp8r0ml3LDRD",
-	"BNUWtQSgxuJZc/ttQc4dRoE4gD1td6DIMGTycDFqmEFxKWxYmkjTCywLlOuekEP/mKXsPHNqb5IrTcb0",
-	"kkF+IG55buo/8y0J6btqMCwh9TifxpWg8B/MwBXzK059jtITngdvtvtbezN24iRoo1IhnXvzeT67ka/y",
-	"eI4GAzbVLDlEOBBkW7r7F3Zlu/PQ3XnoaiMKq7rsVBa6yGifxRJVaxvQbW2VzHVTDr8pe/WLMQvKWxES",
-	"Gy18LnN9Loc37UhoPSp0vQ2kSEHqaNi8VSNVRq2BKDnqicArLE6LHIU+bQqk4sZEkMJCFK84aL+t0u9n",
-	"9KKI9H3O9efhvWr4nab83jTl0yktI6olnVUW9cfUVng2Ji9Z9k1oqo9wzEgFKTz+MNNFZmRCuVl2VAyg",
-	"0CVAxIEvBMewJwLl76JBEFgSpA/4EL1gIQqnvW6ntYvueZ8pHWy++3PviDYiLFAOZXXpAlWLVW89IdgM",
-	"Xf8WOVql/Q5ttctLLKefKkmo6AkuBjwxmwCfl6D5hKVcsJb1xS2esKSdhdSwv/AfaDaSxbtRs2a5EFyM",
-	"DgHx4t+DOf/mi4XUyMJiBrgOaZxMU54SReeKzMbzSgf71IvStwEa2TCHcW3nuvjOwLveedM7b/r5e9Mo",
-	"2mXTdMkyArnyxTb+3g2U03XLAbU/UZ6arqiIFCYLTx2K9I6C/oJnZMKoyjOWeLW5Fur2g+/Jsy7a4T5j",
-	"HRCtH/wdhHYVhJYHkvGtULHBWdlGIHSLML19IXyCV/+BgOfmg9dZLjCCu6WyaqkIKztumeDfj44wP0oS",
-	"Vzl8gfWU1KkmE6k0eX2A7vfrV3ocAKI9vMp4ujdL0EZQTBzPq28UIl+MvJMcOAW1tLce2m2LPWcHchBq",
-	"Ojqmaozn6EB96rhZOgdkLPNM2Z7A5yDtVjxFjHpMcqF5CpsEbBJbUsuxUZ/QjH8rRUgyOrggRwGU+2qD",
-	"aLf5lqcpLVK0nCw728cciAIddEjixfLp1VWydyCinZv/QEr6KEluBsZXKOl1EpHg8fUyHL7YbHKrmh1D",
-	"x0BOJrlw9B9Qq6RFjpy+42mKJByEC0KDmPQLFUA0bqrw9ltU8DaCAQwcRCMXYUgfU6EpEYKynabcCG2E",
-	"A7JLqHg6tBHOwDaLYg2IkSP+voEdsqL1oC7tKru0AwstBQutLwePkozmM2iWgoO+MFRtjjsos8kjyF4a",
-	"3NtaAtK5Bz13f67gD5t5f08CzFm1uhwm5xmtsl2m+fcAx3lQp25vyMSANRPmMhuWeXh+44OUzKkUI5YR",
-	"eBrIPyiZMpaRPhvKzPR6aKO7y2DfP5kn37HtTvN3rtjzdcVeKJQakrCFk/E7e2ZBmCZsoltEUZCiQMKD",
-	"qkifRDtbx4oR5i1YDAyI080Dig0ypt1zyF3jD1lNiz0xpmZdiGVF6svi/mAGLGxmiR0LR2bnLa70FrcS",
-	"1Ud3HvMVTJwyK9e6q/iqFvksBm5xkjEAMFmE+RIplleB2wHA4wg5cfuN2cExZoX9RQ6HMaZl9IT7TWmq",
-	"cxVj7q8NuMrhsOHsBNfEBg7EPMwBlsNhgJewfNYQc0vYIKUZS0icyBlUkXYJzParjOFBEBIwYsLrI0KJ",
-	"Y4QmMdzXwuT8uKhu4Bg1vVYY2vI1JGM64yxpkRiUiP2cPkOSLDbItbH8Rlk4YUheKPt8E2txkYRnbKBl",
-	"Nif1uNkMLzUTnsWRK5BN4r1cZXuqz0Xc6AkpLNAK6fKBwctlzdUPOh3kHZtxxRqHFqwV3tsTEzqHaSSC",
-	"sUQV+Xy2W1woTdMUPg613DkCS2NCM9YTilHIwT46Pm12Xr1u/vzjx6Iwj9OLF2yOrKzCcvsbdcySw56g",
-	"feWRaDY4XtalUJLggk11RKYZ8zfPndj2BE1TS4A+aZHP8JQN+ZhHgwplROmEu2t1iAdB9pBR4HGzaTwW",
-	"OdUqtnXHz2NIPoqbceOQWHm1dPjaODR+Kqs0+kmu78+B2XKPBZ9d69ZAls4zlgy5GpeAwZZVrNNqtzqt",
-	"DvC/T5F2rHZw8LIW1ZRKz7lQbJBnRnWZO9RcaTZR53nGa93ann2t8SdP8cqeuStXLLNxfWge9F1JfjD3",
-	"TKmZzIA+9KW5Zu7SfMJkrs9Vrdtpr70lDEb7KdDIa9hVK97P0LzutonPOb/nbt7KNlvGIF9zrR1jnw0k",
-	"xrGK1EtAOR7azEnH3xLk/YDbHQTzibFjsIswV29uKo9F8jHo1pNGYHcYyrsI9LFICoGelOb020JM3uaD",
-	"f6TZRYD65SL8GlIXcgEGXHKBLcYCF4SvYrUMEmM8cwlLppzh3OqJ38DZmVGu/2KMZBx59zEsYWJ8JXTE",
-	"GRC11qWt74jFs9Fgx42ogP77c75SeqqqrmBEM11enSurGP1Gub4BDDQ6QEvoZKmujfmo6lo85puraxUN",
-	"aaqYr2HTlzJlVFRV4PmbFCMzoOZVpVZfL6kJWDg3lQ2/DssCvn7SqoDBfHwBouOV2Q4ICA3kt8hwV4gN",
-	"tUID4mPFxIxaY6cO76YOT3Jn3xdm4N4zduF4/pbMQ1RDuJcFGmo9XiguSOp6JsmUZSTl4qJRnYl4Ak09",
-	"63Rc8wnr5BaWxmqXZLgyybAiXSSUcvj7CYva+BJiINqkz/SMGes5k5bhprwSoNBNX+pxT6AQGPuI9AE2",
-	"EjaWqQ3JmHeUJSXCYolEjWnGCO2J2DR6zpPYZ9DwIBrm+XScTTfOQMqogttGUjB0KHABw7oFjwFfQleU",
-	"izGC/qRphXQJx9n+vrG7G8Pt+8te19n0dZ2ApX2+CQm6GdKnyW40LZ9QnlVprR+kHpNCUp00G1nZnZ39",
-	"UTnJb6rk9TTyOnEFeHzv2vxvE75xowcjUKyBtC47Zt5Oe+2IxZ8nsfgdpXWNxD8vcVDKraLByqxAK4UP",
-	"6owu27+5Tu3OeSvPeUte16N5m7fvYcyU3o4WU3ySP1xVpiMjkEyR8Xwq9Zjh8anxNPMMozHg7WLlIKI0",
-	"WAyosO7TMXrCcU7asu9ixAVDlkckjnIhJKy2xMWo4MpSUU/MuB7L3NJmYZlzLHVovGDPCInOMJIGUEUS",
-	"OROkDiUlSyFkeckahzY3ye9ejcdckKFTjT/XfRV1vGJXd/H1NJUC3+ZLQdprwPd2k1jdOehBRFCTLAe9",
-	"Uhk1s1P7k22xdlfcvOu6ke61nOX1mYJtX7kUG7FT3Z8CDDuwKpjl1ktCZK4HcsK+8Q35zk+9jX6UWs5Y",
-	"MqbTqdn3Dkmr1doc0OvUrBQ6k2lzmlLBVvLs+vwAl3ChiGKmA6Lg3Z1wkWvmtvLGf0gZTVTkATKaZZNK",
-	"j+FH7McJdOMBF06pnSWLxo4JgTF51AVzD2TNMDFmuFNX9X47wSiOOPau/b/dtqVSSI5CAsaRZCG48//9",
-	"n/9LYsvZYv9S+WDAWMKSmMiMxDY9KThxcWkuU5Y1gaYGTWZ1DZuCYOQBhWcli8lZmbbk+y99HxIA3QOh",
-	"wEJI2UsST0onUYUpf/Xq1avlRQbgtMr6uPawKhTj2qK1Dk3/UGYTqmvdWp7DnfagSumMi5EtKWDWiOIj",
-	"I9DNCzZXK3VnSaO8UOQ46bx6tf/W8S017YvINO+nfEDM+/DAiQ40v2SgSc09igg2c08pTDODhDg4lJoT",
-	"nRknF/PTR8iHUXUccYrN/dV0+0GdFNfMsoMDMzbmYxfZHL7pyMJ9Rf7Dib/AqVhzDZWDTaEU7mVSu+3R",
-	"LdF9I0lB8xFhIpGZYgmpIxtYw4hRuONBYewJuNuYmAnwfHN3pUWOMMkyZTSDQ3qoroRcNgMphnyUoyQi",
-	"6S0F3ieg0jWbkj4b0FwxQk13MCnSsX2BXBcd5LpqA/EFPr0QugcgTdx/gLWx9Byazdzyv2Dzbz7a9nyo",
-	"C1FOULJvLsOtV6GYTJu43V9qCoJsaXL66ePJ5UsXIOBm1WFWtUsESdg0lXMsbAGHYkatuwMt64I3vGPd",
-	"l1BpOYcyxHUuBhmjCuok2zNsSFqA/GAq/POHJGMDxoGHKsnklFy+JDqjU0VmkCJj3gpJ9ZpPGBnJnjCf",
-	"MKOZMT7KnaddwCoW5EQqPcrY6S9/ayxBhZyKyfQYx+gh7U7RyrJqFXD1+7Yz5jvLQoYzSzNGFKjz0OIA",
-	"KkCtLegT3l/p8Hz88AOZyCQHpALVWPyKKfKDfTXQOGk+tBOsSF1OmaBTvvfD0Y9/PT37fNL8+OGHlr7S",
-	"jQhWhPkSMqGCjoysaknMjr61TMY+8v7tAqbZld7z9WUKBzPsAXl3/NOHTx/OPnz+dEq63b+QH45//vAJ",
-	"hLuQxUX3sFLkghGpn378cNnZOlNoO7lggxyPbf/5e4l8OvjYNcUBndSyPCDx5m3ZNDCJRgotUWcIQeOZ",
-	"RUqoxjrcXmaWz2yjzzqvpviQdbJrcATxu791l+CJk2vCodpM0S07HjhlAti4QILrVKB67ZQ0mZmkcE1F",
-	"kLYKhrgn4lB/xg13omDVGug5NNYTqgeA5oLeRmD4HV7KPBE7cFdstoaqRWLz1nNbnz4m8WVnEFsEVGzP",
-	"7PQ8PuyJ+PKlv2D+Wc8VyyJy+v7ImPnT90fNzqvXxMw9E9p+U0SOjk/JNOOXdDDvwsWTjF8aI/+TzIzP",
-	"UMQGOZ57WOHRFPxXtD9dvwewnOzO9yhCPoU3JIck/vn4jCy4VrHRGLppfun2RIyEVL8qlpEmI+2rXt5u",
-	"vxzgrec8gT8ZwV/Nh9ofzNfij6af9kfzjfij+VL8Ecpw/OjGD2spU6Wm44wqC8iaZVyzptnAdC0cDGmw",
-	"IOG/1RNnYHRHsgQlBESazBKWsSRycDssfUKoIjPWH0t5oQ4J7QmQNq5ILujgQshZypIRS8iv707ABevV",
-	"EpaaUWRJr0YmjAqF5t2dJNGeSOWApoRlmcyW5z0ViuhJs5/GsPQ8imu/XcRvxEQBYisQ9Vq3dvmyFpn/",
-	"mFfnenxeTBCWyh030a40zbN4Rya1HMjULGkUeCxKeVl+1vwSPot3FM8eHZ9aZFjg2qMm2lDzP01uVDDh",
-	"S3yWQIXuyNzusNf9w0G0RFL4euCtU2fktt9yWFO+d43/2CSDytLCexZ6qzHnJJWjQ2IPKYLtkdkKT1my",
-	"LMfqLppyl2n1LDOtRKgLN/Umb02yCt4debtd8HCopftcL4WPsD15SCPxneF/7yNR604St5lSKuZ4NT/b",
-	"j5aNDbgnOEsTRUb8kolDJ6f4p6MyCEkQYJfSE0jOb5TtwobFkTVQTexvL7z0h2WZzKYBpr9F3nFjtUBx",
-	"lyp/DFiKhHElvV7l9yLj1L1p8y0d3gkUQrxkGJ2pzWgmIIy0uRv5JBRytysIRyS3UxQ7ooAn4JO7gyK9",
-	"xf3cs34kX1HAALf/sCGvy4z0mdFIdsNvA0CQyYm2X7CZj3uiJwC8RDwjVGs2mWrVIj9xwdUYqpu71sFp",
-	"nWa5YIklD8IDJPRyjc4065xLQepxEappNt0dTX9DHJGXbZLQuSL9uaPoqTzNcUHYd8UYfAOVFmxv5qfA",
-	"w/QYNRdci2thI/1YfXcu/RNWoiv7oC/K27tH9Zxu0xeaYVj5ru7Ziui02U74NX7GlP4UBKdjDF0LOYuI",
-	"zLXiWB0TA4+RTcqwbAk+JmuMSZYU+mbeIkfEBSWhzFoYl+ySwZgNLtCVC4PbqRyNlqZumI4+zn7GLddl",
-	"zoqZIvi6UI584MBq4d2G/ImDS7SYp60supnFlOoVdvsYJt7dh1a6MJ1qzKcqMiZS0AmLCgGxm5eIFOvX",
-	"Iz4CMhNN2NWUmvXKhZbVJ5xnvo8PuBxcI6sS9PxgPadUaDgCLEZcB4PpxKX4bZ18aH/33rX757mZ/OX5",
-	"0MbyewHyErKJYJB6fH0ND3z9GiNOaCxTsx1qVIaE3Gw+hsTcJi3fdQY0Quluitfm0nVLGrQbbdAz5Tzo",
-	"CeVpdZ5zST5XJjpP6NXfmBjpca37+uXyPGco8XNrkTa4afuMjjNs5Fknc8A3rLMTwMHaZXCsVN9HJx/s",
-	"QIXrCn/YJn/D5z6L4tUtclbwunIba+TKc/eKdH5oqV+zS5b1xAVjU0WoT5WAimdAm90iyD3mkKsxBiah",
-	"oBpXJDWCyhKipdnTS+V5UxSpK8YIyM7pQE5ZY/khPdz0tCWJ7Vk8HXEJrsmiPttgpTzNuXfQ9NKSZzBr",
-	"h44ieI3qZrtD7j8oY0igSzbTUiXbuncN/7+97NilvAD0BqoVqqGKY4vABXcWAlBMaKXQPraiGALMyUH7",
-	"LSQPhTxmaLcdd2kucONuxgwVW0/EH4ZNOPCII1wHhX6jClvNGE2w3DqkOOHyaRCueiKDvieHNkJJScaa",
-	"XKmchQxRXJGD/c7ySmZb6r8N62dAR3eb/Cesn2Fm4A5ra40zd3hL1Wl7i3zQisTHZ3QU+wJUrvhFTwQr",
-	"CsU3IXULpkJhh4VVLBUiBcnc9yRmGVippwNtOUktR4J1QmAdKcbEEgyFWwIP68SuNIy747v7POffWsY3",
-	"U4IwrWGY+obl2csYiObmIeri3ct875/5pUvGQoMRLJko9K3KDjjiDJlIFBbokCnkEjjDdxi8ER1zs455",
-	"EsF+GclZZMpIHZYeRHDzhEPgkKeNFvlVASsJrG7qFuDMGDOpNJEZSRm9YElk/jmDQh+BrYIQty2JG/TD",
-	"PV4JUcQBvqMVi+4Bydh+fHe6iIGZqXeudXRvZYN3uQHb5wY8IRrT28NAE/rkn61capc+f0vAyt5GVN73",
-	"F+8Qv/rNtfqsI1j2K9aJYblh3kWxVkaxZoVcbIVBGtA0hZsgEHNpZ/j6Ty4Rri+T+f/Yy7P063LUP9AG",
-	"BcdXcFRs0Ue2fy8UifMsjQsUUk+UYUhgRbGG0MnnU4TmuI/bu7b/QqJLLkZxI+oJJBKAZk41FQnNEuLW",
-	"CZnReYv8nWV8iDtJczPVecaIhEgbHD7TGTEf6OpnTWmmTIe4Rs8AQMuUxLb1Jk9i8J17Ah/oFoe4xqfQ",
-	"QBFsN80V9tnebLt4DIN9W4R+zFxJreQwAPcIX51KZ3NLE+dP0KsJTd68efPmFkKTsSP1cZz//rtXxvkX",
-	"A/tR1VfYw+0XCtDewOb8q+BXRglKkahDG0MA/2tIMyR3mMs8I4NUYo2S4qP2//z21duXnXa7fVvXTWNK",
-	"08l05RdMTe8y855//bPdfPv7//xTBS9LVHUEJzMyMaKjpnTAmoqZ2TQeW3y5HyHeq08Ve31A3n88+rF5",
-	"+v6o8+q1RX+hAINMKhBKEuMTxbDjna3yz/6TSleNHNsXRz1hRnHKMh96FmZlDRjGo0tC67B41gOlYu7q",
-	"g5FLs3o4s9kaMBf2ffUkz4A+kAAjCHBuAIWs86Ld4WPhhsMCtLHnYiIv96O/vpL/GP7vT29f/ePtr3/P",
-	"94/V8JfJ8O+ffhmLi390pv9+K99+evdp7/3e9MPBX26bbT+gG8nrnUozU42M2rrWrXXandfN/f1m5/VZ",
-	"+3W33e622/+oRbWCYjJcj2blLV+PWI3faOWvUa384OqFPDFmZgRBdJkwMrnaB1JyOQNUOftPrXvQMf/w",
-	"KcEO7Gku5/1/s4HGRu0oQREeeNxWG8PVtPRjqx7byDmwUdy14vb//d+VsBYELKK+BP3OFeEjITMXd6t6",
-	"rrQyoOyh2wciDQYyuzdTZlQFS0j9oP0Grhx03kKKpM27jMhYConrI/5i9HPzaKhZFiMk/1VV218sRhMW",
-	"GrvCkeE0Basqh0No599cAw/+kte3ViLxj4S1Ix7P6Sy0w8lWeBBfK3y0U/Rn+3jS9f7s7KR+2jB76Knk",
-	"Agrn4NMtclwBNoZYrbHv2D7XhCryv04/fyJ1FAMSl8UgbkSkws73RGjouz3RE/9VstNYGcCZziBofNN0",
-	"9gQJrKex6UmOa95WA2oclt7uF4Ft5DbLVnrYa6i4u46NIGad5MCwCV4LuS8bUWTgIR0SxakhuGagO82E",
-	"DWQCzK7A7RKGETHKHs/Gig3O40Pi7IF5g73FWYYXaNxSOo2gMIPKB2MSWL7CZvbn9gXGlkZkwYbBMWaM",
-	"DFR28k9xk2+sSk+8W+aK4fIViIjuIu+0u5dqQpF+ZmqG1w5f5EAh8EghSWZXZ0HZmglSVxIOGizOHLZ2",
-	"PaEYUyQG/ZdPY+daAq7eK8UY6KuA6E41WuSIdK6ubOCnJ+pmamwHrGwRWwkpIvttUkqedp+iDsmrq6uI",
-	"HLTfRD0BKgkqiOqZzC4QnK1CLbVS1fTELbrmEMprATeci1eVNGarJ35zBZ1xnfXzZIRn4Grq0tWlQGGg",
-	"juu34UiOi5ks6dzIOOPezTWXzt2lONAvdn6iwAu50kVlWq8BHekxJs3bWYQqIshEZEOGWhE5E0F6dUTc",
-	"Lh6LotqBsDm5EY5gUf3a0gGB6xUe+VYkAyw/mrcS/6SH8zCC58bA+zqIrf+qRTVfnN6WrjJbzyW4I++x",
-	"mW1+luR63uxnPBkZhy3PUuPaaT1V3b093Pzb1lsDOdkrQPAbehRPkwhQanxp7NJqnE2SAXbo+F3iwPIE",
-	"ZueeEepDkCs8vPXDnaUYzLrQ+DD4eRtAfgFwdAtKfmt9uIPIP89iJDM/4feLjq+K01ce3FedlhdS+NAh",
-	"81vsx+5Y6x4zr7cUtc0UkZ3X7TDxIT690PP1mAljTJIugZqscaMnqiDrhabtup0fGcuZ2ZCbD/NeOxaJ",
-	"7Ylgj+NuH0nn0drd2YAKITXpM5vUkhzaw2uzpRNs5jupJe4M2RKwFgJr70e9b+vn4ijayrabx6+eACd/",
-	"i5ZwIPmdttgB5B8ZIL+dNl3lfK4DjC9w4x4F72M7ZRg8o4OxDYbYiBBEXLo9MRszEYFiTKUYIR3++7Oz",
-	"E6jNlDt+fCx8A6EGqslEKk1e7XdIf66Z6gkbNXP684Xb7S8H2gPdsWVpDkIhW4LsPbFjwwVDhIXyF463",
-	"FGHTudA8RX70IXRxGTzfqpwdQn+H0H9yhH6RZfB46PzQgVtTXe1du+6tLHXzOYxQWw3i3KdFsLhatS/x",
-	"cPQnhLwXWQm7ncbCTiM8iXg0WV1fh24v2Xv+OG3zZN/tu7osOfiXnOW+JolfV/ULLhISFwd/ccOfcdEJ",
-	"c9zIniUHfw2PGCN7CjYbUw3Bfq58SRHgvEgKO+6dD1i/lAwzpsalo5EWOZtP+YCm6ZzkCmsbUmO+wzPn",
-	"QisIy4Dmd2ZckSG/Ygnuymx7PTHJFezK7J6G1A/ab/G8YsZVNRbwCysnKgVa5L4rnnQeTQ0JNosWN8Dz",
-	"XVzv6cy2nTBCXWICUFrf4y5hysXoTupnqUI5+Xx6ZvSJzUtwOqEFiYlkinu4xfQKy4sjBizqiRv0OKTO",
-	"NRGMw0HijBoDb3SHkPZAEk5n7SF0Y20uHV+/BUENyC5DjgJudCyfIRlw7biTyM7VFYSZFB63hqesxY7k",
-	"0DYJi8I0wtIhUZqnKbG19ypZEU+4GD1C1PQ2dWCmasfB8+1z8Dj5ApLn+48kYCTS0rA/jLL4gnSlyich",
-	"GwPksEDoDBi/RApWBVQyK93GC2RGYptIc65il11E6q5yw5vXB+02Zs0kdG5TKaYZu+Qyd4cYFsbkuqGl",
-	"7PpsKDvQYybIgGYYOpnJUpIqF1WJTKS+kPwaEaqqMrUo5rssZvYApLGoFDWggihgcrUqFOPHLvFIQ+oJ",
-	"pOwEeTJ2YPy5DSQT24ykglkMGRT8IHZJG1kUFkfJiFExSlT3BPhb9bwK0IUgrkaLQOUveMBYMp8SJXrC",
-	"9S7JzHttjizLFtstuW4vPN1TT1ic6PKydKV8qEeHfm0ZZvfzUOu+fN1ubxpnx4/9YrPMal9txP1hA+zr",
-	"ZXPssGi7MPw3Eoa35QhpoFbKRmg7azqWdMJX1mhDUCb4l0G9H5vGa3VGF9dICKYF93SQcsgRtIEvMpBC",
-	"yZQ1CFUXyuZ0wtbbfEoTiChsVdAZnE/qnpjQOZHDIcusnypTZr1TrpBEErfYJeu3BBP/G37tQ2oXbGFZ",
-	"xXCapix7Tvx4v40t+wf0nPB1KZY8K145k/261mc0Y9lRrse17j9/N2YHGZOqMFNHN4vJH5JSYUukW0JL",
-	"PBsb0Tg6+dDyKYjXMC3sa3dv73oslf5ai2qXNONmYaqiitB1MUq1/c6fW+1Wu7XffdN+065VzaJt+4Ui",
-	"NEkyplT5JCflSjNhQQLYgXITY62nN14cQ7pkTPpszMFrPvvbaVOzbMIF+iLTTF4hIkzkEzP89jXwHGT4",
-	"/+6n5kb2gWOQskdHPHN0Ls2Z2b0qpk0bitQ1n3AxiqzfZr4qIkMmBlyMgEvQJn06SqraTSzVKU4nKows",
-	"FwXNbBNqTcfBa4RMWNU7bCktWyptSvVYkfqY0Uz3GdUk5eJCNUif6RljgsBbWmFGqh5XvfUkk5oNjOYK",
-	"1reyB4eUvDv6mcghyZiSeTZwYKkpy5qAv5lmXGZc81JTjtqPV37G+5u8kt1S26Q+oTyNgoqoEREjLq4a",
-	"ZrptZ40XbOOZfXmFcDpKhmwWcES2brL6VXWoYEoLJMGs2NILcFkvAf8VvAimU7YMXa5tNXv/ErhvyTsw",
-	"SpTKUQRWw/j0ROmM0UnkUbDQv6I2UPBma9sqpjelRkxJMCekPydjKhJ7wuvMgRVOTNv3GFG3rWOJr5zu",
-	"VqMes0koYL7g781eHFv8jDLDU5b8aMF++nAPXCWDjCU2g1/2NeXCluUVmUxT01o4vKPq1t8zmupxBPxK",
-	"XDClIjJhOuMDN+GAIBvkC69Tc6WN6v/96/8PAAD//w==",
+	"w97+FnTyyLT1CUx697tSbvt7gLrRSFkYdoHIHClY3FXVYxaA7/kvWgpVWTAk+A98utMdCYx6mc0xqBPr",
+	"xIGFybJlcPpnKRUK/Q+EGpsPWKWGI7GYStJGNzxiepA2vtkxuCA7mOKNasyExxB9FMrZmAv9fUDDTKZB",
+	"hwRFXLT+CxsJSBvwVsA1Q21KotKiD1UjETgR+kEeRwIoCCTVAyQB4HUHpA3ROIrfMshjDOYi43EwEm1b",
+	"rwHDzwEmsBxTUg6usBOAolQpRMvUD5nemBPYupoT2EdSxSt77/iMZ5C/t+ZFzLCBNyulhpAAXBxEmeop",
+	"AQXgzleihuFRy+9ihjn6fcwt7MlBT8x/ME1+9sQh1gG8EdKmQOexOYGaLkg7wJiXekySnhUepSqKNH6R",
+	"h/g1zAzaL82sHNy6trzb2pmEUoQM8qVxRhahyO89XZ0A4JuBk0iwjbu0aeC45pAw75wrzIHDMoVg/w1z",
+	"zKH8PLbL57ASV+wk0TTuBGa/e7ei/xhbQTNgIBPEauJqDVBKzwEm8wwYeIp/zVcE+W8wTIMeu26Ez9eO",
+	"ENjb9iN8yhAQYIiQ7ei56j8Klmc8li60r2w62UBUeCPTMY8iRFz7+maMkmhRheZyzRJw//jNEtGMi1zG",
+	"cAEoV4gZOS5YScLoeu8+m7/4Va6/NW9+oDP2Bi7t1tNGOOGcNyFwu5Rfl7Z/O0rVa5JP2iHR/CcvlTqA",
+	"qV4LPaIjOCB8XYsXfWWc90EO8gwiX0xFcGyCXQ3edGckcoxpjko1eBe1dFcElbcLZPQx0wIi1Rw6jYzl",
+	"ZiQcSzxAthtnPYlYBpFD0KkRqOHdDinjmKuRoGN5y0xFHhOmp3Z8wiXO25Db1ifMiTP+li3Nkbinhb9i",
+	"4TJVvCYyJU72UIeUN2VIEDzb+i0119o8OglnbSBvvrLzzy55U/CDQSBc0BxnEKr1gVsGBnN6Sa+bOjGv",
+	"7cE7Xzqtdya6f937+Xswqt/xRflvr8RqJok0XXCzjfmk/zbf+7XQDr7gYY2Zr/LWa/jdKPWWhAGF/5al",
+	"S5PBkBG5EIq0TaqQCZdy3Hk7dUEAG743n5q8x1jhz5vEG2Jf0e9dWPwKAYqDTegPoszB+fCG8vghEVRO",
+	"jJTegfuTb2d1jL8UFerkmSKsoXSRz+hZ0OFTS4Br7od73wlffs+htA+knr+y7B6k40iIW/EWs1Fnr4G7",
+	"JBYlpgEIZpqnDWE0vJYNY0ZvLchpNtWiPLlgWWYqvtAZi3LBshBGIQ0qNJ+VKLawMZqXn6njkciLohgR",
+	"R+X1UHxi4fdgp3kcdnvfAPa8BvlVYSQsKolvK+WdF8kiXy+uY80htgU7/liH+b/VRfU/TTDEg/00guH6",
+	"JDs0/mRFWpAiULIismWvTGvPFEblVexDnZFwKs0a2KVlEfDWAXXRJo1KYRPRoa1naiQw+YZjdLwC2/SY",
+	"Rlc5KE/QIYEJBL66YUv95yKV4vpKi6qg35uIYf0EE1H1vyCB9woi7YIO6Xa7O01+nOZ8vid35YB5OPRm",
+	"xjX4EFbXX/YZim0R5y3zrZ46UXAjM5pZmd95ktFvbHfTJ6VIcXPNbyCNzBqD1x5DulrJexDnq5HznCIM",
+	"GBckUOyXAL2txoUTmFKiJe/tJcTJ/DJnImSEq5HIKCQGiBzWx/VjQyUM4+/OkZ06ZC4iBPnKy4A8UySV",
+	"CxLL8MZU9EhNpK1uAbF0VD4iTOqZcaWYGgmss6Hb1f8BLQZxjd2R6K3hmZYqoHJxAx/C5ViXVYz6ksXZ",
+	"M4n6sb4CU702JbZx0G9wx5mKgB6Xb88Dmb0a3MjL08zwrKdXf9UMZOUbooGv8voLjw429bxVhmFB0IhM",
+	"yUKmGFDpdf8VuN6bMbUCtK8+knPNzRT/J6tWHfX3DTga/s3plzK++5W6kl854RvItYmLIy1XPUn/jfXb",
+	"3FdX8BSEdYvltcORDUf8LdnxnspSRmfN0WwkgJBSeHsXXw5I+wLiE3cv9Jxwd3dsXGtlyqozEiUJ0dQk",
+	"yuhSEZnkBX1wfTiafi4uTolBMkQGOhIBj4Y5OiS8/EyZm0Jr6MhmAQiy8hqhWN97JKrogZDglkJMnpAk",
+	"gLeHAWr/hvWPU7lQejIjgV9dQNJCVwozvADLTWEUn+kPgsepybMD0MpJKmdYmkgPEOCQ4PaC5SSQ4G1r",
+	"AQfvqMp2oa/ds9cBadviwGYoJoVvvByJSmlj0J4EC2EvUsJixcrX5xCUCo4xpjTTwvb/z973brdxI3u+",
+	"Cg53zjF5t0lRsuyxqTMflERJvBPbiqWZ3J3pXDXIBkmMmgCngRbF1fHXfYB9xH2Se1AFoNFUkyKpf7bD",
+	"L4nF/gM0UKgqFOr3K/dEGZEA+hyemhcqOrOWraxdJVIyYtr/EAs94wPWIR/YLGR7nRZqzFIz9Er6JDKe",
+	"19hBFYvmqVR6lLOzX38hv7w7Oz/5sPfh4/m7H/935Cwa0CXgGA/ZjHi+DkVoLIY0y8zqaUUwzgg4dNwz",
+	"Rp2RWS6RGXzSIcfQLqxFLlgsmkmvrISctAC9Za5ia/uvfGNKkmkurzlTQDnjSbmE3a8YWcayY7bEvpCa",
+	"Q3nP1GgDKViHJEYaHGmpMyuJTTLDpDMUCRyweXgl40ofEQ58xDzLsOSX939EMenDab2SwHoA0aaZzC/t",
+	"1Lo8Ni1lncdxBs2u53OcGXENc2sU+zdp8pGQgMU00rgoxHZQWzt/5IvzR4weSnjqubdg/aMis7ST6VEo",
+	"mSBczGmrxeIyh37fifGvstMViaj03BacaPQa//XPbvvt7zf70f6bz3/aaiN6y1ZVM9uB7rdHDrrdrtHB",
+	"PO2Rw4NYgNUgN3FDsX/HwCAbQ9txoxeXshA3otiPPVxy3Llx47N5XaBIzJ+bp81jl4+gHgJyBGTzMofc",
+	"qu6UK6+1bY6eRQtAAaVv2q/60df1vuVmkIxfsVrH5EtxuCpoyLvDb/77gufWScb6OWjmD5SP5T57vk4o",
+	"KRjSXTRpVTRpXBEmt4zCXx/zpO6OPLCpcesg3yoQG7MTyFhEOIZfAocTSGKM02uBx6RJyQ/HPxE9zmUx",
+	"GpPEUrNcSGGxBdyCvm/TmX5aoD30UIQFDk88HOyBE2h5UudkMB9kLIJokeO0KK9GJC3wY1hJvgpkgOGV",
+	"sjOxkDmxeRpIGYJsV5UCsRG55EB740baFbBFfmiucXNibuqQDyWP5SznWjOBNoiKub9gI/jL89X8cnzW",
+	"jDUXLuR6fjHKZTFt9MxvcNS7kJMWNcoxhW66SPna4Xb7/BxKim74/EHl+YPPCwD5m4aZGuPZTstuX8Ef",
+	"MHLK0rPnTKlGr6T+eNXdOzgMeUI8yQc6gk7ezaI2r/s9cg1dyayYBGOkplJmleY849ieyq/2Ji4bOQe7",
+	"1ti7ovkePLQ3xUTBujbxrWWrliC5bNY9W2kY+ND8NeL40YCyPPxZTo3PuD4wzYns2ZQNnjrZsFwvS3xD",
+	"D6vYJRw+2xn2HzRDcRzo8rVdgHVOo4OX7A1zOWlrNplmtrrlw3sOJ9dTpIolrh3S9KXX3U8qaZXBMMwA",
+	"KpuJBXBtU0FkniJEt1yXEPuxzgmHsCPy0Xc6nfBLk1jMZJGlPUs9qYpMW1hwGrmkodTR1A3GLCUZv2Rh",
+	"wXrfZlRCIN0XcaSLGEhhXuwo0jtk0WPphf5HFHIHT7gyu9XAXSBNcGOI2dcmFef++P1J0jKOR2JxwQl6",
+	"FrYXYc9eKGLZaWIhBRY3AVJOMyksDQYS4qRyQrmwfoZyHejPwSfDcG5Jf47B3lsvanWgJP4QG/L0YbY/",
+	"a/guP+Zycu5E8jn9GMf/y/oL3cByOhdVWzybzdpQ3cUsBGMq33TfdCMw8IFv8Ocu1sr4opyeUgE0xIiL",
+	"68VC7esZUzdn74TSVAzYzpjvjPnOmC8YczwsKW3hEuNerskHMvQ3vgebQBUCk2csQLmJBztZbs2XwBLu",
+	"sR3dARO+TmDCfbzWNdAJgQp3+IT1hfInpkOJfPyg6J2GaAdTWApT2EqQHiACends3U/vdtCGDkm8yGIW",
+	"RVIKbYI0LnhnFAu7McH6mmOZ4YF0hxy7OhnJrWBbQnI2kRY4Eexa0PKYFQO3LUc3PJTWvje+YTtcg+/+",
+	"syAb7lz7DtvwtemAHbrhW0A33M88T4v68h8l4Ap1VMn/H4VV44B+31XEv22e7YueWf083unE458uPGrU",
+	"/Ql1pA/H7ZTkTkk+IdUP+lpPFHqv7sj32LXnj11KWuqxJFGZNKY0JACmbMAVMAf2ZaGrm3fSxNKhHIAe",
+	"00KrgANzQEUKChpPsX0QvlqdSQLjRiwgyD2WCngIHX0zBN65IljrEHhZAGYW2RxhyPbVBOLvsRhJIti1",
+	"JnwIzii0ah8Rclbnlp7g0DzJ3g3aEkG4rqZUeHnLN5329dt4XolccVXOJX9aiNOmm7JtFyHKYdsIstq7",
+	"sdZ+ZbTsPb1kZQEDQoP15OrEBGdVUBMUczipIK4qJRnya8jhpdqtBI0FLG6dlGSM5qih39P8srFOcAye",
+	"2QXH7h3KNcNYlgey82QkBY+6ao3GHSvDF1x/wrWxRu6gTNm9VhEXbZdScp8T5S0iMbUH0Kfl9qRcilKQ",
+	"xK7vhPTnZEyFPRsGuLJRdv1iMoUSSZimtYyj18+x5ZeMCLVw0Fgk/ZyL0QUXF3ZAkrLuo6oWTvUVUACU",
+	"HZXFRWxNEq7IQffAQjNEULJWSwBqLJ41d9+WFQ7CKBAHsKftDlRqh0weLkYtMyguhQ3ru2l6ibXVCh0L",
+	"OfSPYSIsYEFB7U0KpcmYXjHID8Qtz239Z74lJX1XUoulpJkU06QWFP6dGbhyfsWZz1F6xvPgzXZ/a2/G",
+	"Tp0EbVRv6eDBfJ6PbuTrPJ7jwYBNNUuPEA4E2Zbu/oVd2e48dHceutqIwqquOpWlLjLaZ7HO39oGdFtb",
+	"JQvdlsMvyl79asyC8laEJEYLX8hCX8jhbTsSWo8aXW8DKVKQJho2b9VqiedbiJKjvppCjcXpkOPQp82g",
+	"MoMxEaS0EOUrDrtv6/T7Ob0sI30fC/1x+KAafqcpvzVN+XxKy4hqRWdVRf0ptRWejckrln8Rmuo9HDNS",
+	"QUqPP8x0kTmZUG6WHRUDqBYMEHHgC8ExjEWg/F00CAJLgvQBH6IXLETptLvKCz10z/tM6WDz3Z97R7QV",
+	"EUYHYwK1yekCVYtVb7EQbIauf4ccr9J+R7Zk8BUkfdJMSUJFLLgY8NRsAnxeguYTlnHBOtYXt3jCinYW",
+	"UsP+wn+g2UiW70bNmhdCcDE6AsSLfw/m/JsvFlIjC4sZ4CakcTJNeUYUnSsyG89rHewzL0pfBmhkwxzG",
+	"tZ3r8jsD73rnTe+86a/fm0bRrpqmK5YTyJUvt/EPbqCcrlsOqP2R8sx0RUWkNFl46lCmd5T0FzwnE0ZV",
+	"kbPUq821ULfvfE8eHXP7mCha9xnrgGj94O8gtKsgtDyQjC+Fig3OyjYCoVuE6d0L4QO8+g8EPDcfvM5y",
+	"gRHcLZVVS0VY2XHLBP9+coT5cQogMYxjVFhPSZNqMpFKk9eH6H6/fqXHASDaw6uMp3u7jndEpBjgtsKG",
+	"nrHip7y0vnQYeScFcApqaW89stsWe84O5CDUdHRM1RjP0YH61HGzHBySsSxyZXsCn4O0W8kUMeoJgbpR",
+	"sEnAJrEltRwb9QHN+JdShCSng0tyHEC5rzeIdptveZ7SImXL6bKzfcyBKNFBRyQpJeYCJAZ5lcZyJlAY",
+	"3EntDkS0c/MfRUkfp+ntwPgKJb1OIhI8vl6GwyebTW5Vs2PoGMjJpBCO/gNqlXTIsdN3PMuQhINwQWgQ",
+	"k36hAojGbRXefYsK3kYwgIGDaOQiDOljajQlQlC205QboY1wQHYJFc+HNsIZ2GZRrAExcsTft7BDVrQe",
+	"1aVdZZd2YKGlYKH15eBJktF8Bs1ScNAnhqrNcQflvjip0a3BvZ0lIJ0H0HMP5wp+t5n39yzAnFWry2Fy",
+	"vqJVtss0/xbgOI/q1O0NmRiwdspcZsMyD89vfJCSOZNixHICTwP5ByVTxnJXNplC7qO8wro8dT7Yj+bJ",
+	"H9h2p/k7V+zrdcVeKJQakrKFk/F7e2ZBmCZsoldGUZCiQE6xcLpPn0Q728SKEeYtWAwMiNPNA4oNcqbd",
+	"c8hd4w9ZTYuxGFOzLkQtd81PTFfF/dEMWNjMEjsWjszOW1zpLW4lqk/uPBYrmDhlXq11V/NVHfJRDNzi",
+	"JGMAYLII8yUyLK8CtwOAxxFy4vYbs4MTzAr7ixwOE0zLiIX7TWmqC5Vg7q8NuMrhsOXsBNfEBg7EPMwB",
+	"lsNhgJewfNYQc0vZIKM5S0mSyhlUkXYJzParjOFBEBIwYsLrI0KJY4QmCdzXweT8pKxu4Bg1vVYY2vI1",
+	"JGc65yztkASUiP2cPkOSLDYotLH8Rlk4YUhfKPt8G2txkZTnbKBlPifNpN0OL7VTnieRK5BNkr1C5Xuq",
+	"z0XSioUUFmiFdPnA4OWy5pqHBwfIOzbjirWOLFgrvDcWEzqHaSSCsVSV+Xy2W1woTbMMPg613AUCSxNC",
+	"cxYLxSjkYB+fnLUPXr1u//T9+7Iwj9OLl2yOrKzCcvsbdczSo1jQvvJINBscr+pSKElwyaY6ItOc+Zvn",
+	"TmxjQbPMEqBPOuQjPGVDPubRoEIZUTrl7loT4kGQPWQUeNJuG49FTrVKbN3xiwSSj5J20joiVl4tHb42",
+	"Do2fyjqNflroh3NgttxjwWc3eg2QpYucpUOuxhVgsGUVO+h0OwedA+B/nyLtWOPw8GUjaiiVXXCh2KDI",
+	"jeoyd6i50myiLoqcN3qNPfta40+e4ZU9c1ehWG7j+tA86LuK/GDumVIzmQN96Etzzdyl+YTJQl+oRu+g",
+	"u/aWMBjt50Ajr2FXrXh/heZ1t038mvN77uetbLNlDPI119ox9tlAYhyrTL0ElOORzZx0/C1B3g+43UEw",
+	"nxg7BrsIc/X2pvJEpO+Dbj1rBHaHobyPQJ+ItBToSWVOvyzE5F0++HuaXwaoXy7CryFNIRdgwBUX2GIs",
+	"cEH4KlbLIDHGM5ewZKoZzp1Y/AbOzoxy/RdjJJPIu49hCRPjK6EjzoCotSltfUcsno0GO2lFJfTfn/NV",
+	"0lNVfQUjmuvq6lxZxeg3yvUtYKDRAVpCJyt1bcxH1dfiMd9cX6toSDPFfA2bvpQZo6KuAs8vUozMgJpX",
+	"VVp9vaQmYOnc1Db8OiwL+PpZqwIG8/EJiI5XZjsgIDSQ3zLDXSE21AoNiI8VEzNqrZ06vJ86PC2cfV+Y",
+	"gQfP2IXj+TsyD1EN4V4WaKj1eKG4IGnqmSRTlpOMi8tWfSbiKTT1Vafjmk9YJ7ewMla7JMOVSYY16SKh",
+	"lMPfz1jUxpcQA9EmfaZnzFjPmbQMN9WVAIVu+lKPY4FCYOwj0gfYSNhYZjYkY95RlZQIiyUSNaY5IzQW",
+	"iWn0gqeJz6DhQTTM8+k4m26cgYxRBbeNpGDoUOAChnULHgO+hK4oF2ME/VnTCukSjrP9fWN3N4bb95e9",
+	"7mDT1x0ELO3zTUjQzZA+T3ajafmU8rxOa30n9ZiUkuqk2cjK7uzsj8pJflslr6eR14krwON7N+Z/m/CN",
+	"Gz0YgWINpHXZMfN22mtHLP51EovfU1rXSPzzEgel3GoarM0KtFL4qM7osv2b69TunLf2nLfidT2Zt3n3",
+	"HsZM6d1oMcUnxeNVZTo2AskUGc+nUo8ZHp8aT7PIMRoD3i5WDiJKg8WACus+HSMWjnPSln0XIy4Ysjwi",
+	"cZQLIWG1JS5GJVeWimIx43osC0ubhWXOsdSh8YI9IyQ6w0gaQBVJ5UyQJpSUrISQ5RVrHdncJL97NR5z",
+	"SYZONf7c9FXU8Ypd3eXX00wKfJsvBWmvAd/bbWJ156AHEUFN8gL0Sm3UzE7tj7bFxn1x867rRrrXcpbX",
+	"Zwq2feVSbMRO9XAKMOzAqmCWWy8pkYUeyAn7wjfkOz/1LvpRajljyZhOp2bfOySdTmdzQK9Ts1LoXGbt",
+	"aUYFW8mz6/MDXMKFIoqZDoiSd3fCRaGZ28ob/yFjNFWRB8holk9qPYbvsR+n0I1HXDiVdpYsGjsmBMbk",
+	"SRfMA5A1w8SY4c5c1fvtBKM84ti78f9225ZaITkOCRhHkoXgzv//f/8fSSxni/1LFYMBYylLEyJzktj0",
+	"pODExaW5TFneBpoaNJn1NWxKgpFHFJ6VLCbnVdqSb7/0fUgA9ACEAgshZS9JPK2cRJWm/NWrV6+WFxmA",
+	"0yrr49rDqlCMG4vWOjT9Q5lPqG70GkUBd9qDKqVzLka2pIBZI4qPjEC3L9lcrdSdFY3yQpGT9ODVq/23",
+	"jm+pbV9EpkU/4wNi3ocHTnSg+RUDTWruUUSwmXtKYZoZJMTBodSc6Nw4uZifPkI+jLrjiDNs7q+m24/q",
+	"pLhmlh0cmLExH7vI5vBFRxYeKvIfTvwlTsWaa6gabAqlcC+X2m2P7ojuG0kKmo8IE6nMFUtJE9nAWkaM",
+	"wh0PCmMs4G5jYibA883dlQ45xiTLjNEcDumhuhJy2QykGPJRgZKIpLcUeJ+AStdsSvpsQAvFCDXdwaRI",
+	"x/YFcl12kOu6DcQn+PRS6B6BNHH/EdbG0nNoNnPL/5LNv/ho29dDXYhygpJ9exluvQrFZNrG7f5SUxBk",
+	"S5OzD+9Pr166AAE3qw6zql0iSMqmmZxjYQs4FDNq3R1oWRe85R3rvoRKywWUIW5yMcgZVVAn2Z5hQ9IC",
+	"5AdT4Z8/IjkbMA48VGkup+TqJdE5nSoygxQZ81ZIqtd8wshIxsJ8wozmxvgod552CatYkFOp9ChnZ7/+",
+	"0lqCCjkTk+kJjtFj2p2ylWXVKuDqt21nzHdWhQxnluaMKFDnocUBVIBaW9AnvL/S4Xn/7jsykWkBSAWq",
+	"sfgVU+Q7+2qgcdJ8aCdYkaacMkGnfO+74+//enb+8bT9/t13HX2tWxGsCPMlZEIFHRlZ1ZKYHX1nmYy9",
+	"5/27BUyza73n68uUDmbYA/LDyY/vPrw7f/fxwxnp9f5Cvjv56d0HEO5SFhfdw1qRC0akefb+3dXB1plC",
+	"28kFGxR4bPvP3yvk08HHrikO6KRW5QGJN+/KpoFJNFJoiTpDCBrPLVJCtdbh9jKzfG4b/arzasoPWSe7",
+	"BkcQv/tLdwmeObkmHKrNFN2y44EzJoCNCyS4SQWq14OKJjOTFK6pCNJWwRDHIgn1Z9JyJwpWrYGeQ2M9",
+	"oXoAaC7obQSG3+GlzBOJA3clZmuoOiQxb72w9ekTklwdDBKLgErsmZ2eJ0exSK5e+gvmn81CsTwiZz8f",
+	"GzN/9vNx++DVa2LmngltvykixydnZJrzKzqY9+Diac6vjJH/UebGZyhjgxzPPazwaAr+K9qfnt8DWE52",
+	"53uUIZ/SG5JDkvx0ck4WXKvEaAzdNr/0YpEgIdXfFMtJm5HudVx0uy8HeOsFT+FPRvBX86H2B/O1+KPp",
+	"p/3RfCP+aL4Uf4QyHN+78cNaylSp6TinygKyZjnXrG02MD0LB0MaLEj478TiHIzuSFaghIBIk3nKcpZG",
+	"Dm6HpU8IVWTG+mMpL9URobEAaeOKFIIOLoWcZSwdsZT87YdTcMHiRsoyM4osjRtkwqhQaN7dSRKNRSYH",
+	"NCMsz2W+PO+pVETPmv00hqXnUVz73TJ+IyYKEFuBqDd6jauXjcj8x7y60OOLcoKwVO64jXalbZ7FO3Kp",
+	"5UBmZkmjwGNRyqvqs+aX8Fm8o3z2+OTMIsMC1x410Yaa/3lyo4IJX+KzBCp0R+Z2j73uHw6iJdLS1wNv",
+	"nTojt/2Ww5ryvRv8xyYZVJYW3rPQW405J5kcHRF7SBFsj8xWeMrSZTlW99GUu0yrrzLTSoS6cFNv8s4k",
+	"q+DdkbfbJQ+HWrrP9VL4BNuTxzQS3xj+9yESte4lcZsppXKOV/OzfW/Z2IB7grMsVWTEr5g4cnKKfzoq",
+	"g5AEAXYpsUByfqNsFzYsjqyBamJ/e+GlPyzLZDYNMP0d8gM3VgsUd6Xyx4BlSBhX0et1fi8yTj2YNt/S",
+	"4Z1AIcQrhtGZxozmAsJIm7uRz0Ihd7eCcERyO0WxIwp4Bj65eyjSO9zPPetH8hUFDHD7DxvypsxJnxmN",
+	"ZDf8NgAEmZxo+wWb+bgnegLAS8RzQrVmk6lWHfIjF1yNobq5ax2c1mleCJZa8iA8QEIv1+hMs865FKSZ",
+	"lKGadtvd0fY3JBF52SUpnSvSnzuKntrTHBeE/aEcgy+g0oLtzfwMeJieouaCa3EtbKQfq2/OpX/GSnRV",
+	"H/RFdXv3pJ7TXfpCMwwr39c9WxGdNtsJv8bPmdIfguB0gqFrIWcRkYVWHKtjYuAxskkZli3Bx2SNMcnT",
+	"Ut/MO+SYuKAklFkL45I9MhizwSW6cmFwO5Oj0dLUDdPRp9nPuOW6zFkxUwRfF8qRDxxYLbzbkD9zcImW",
+	"87SVRTezmFG9wm6fwMS7+9BKl6ZTjflURcZECjphUSkgdvMSkXL9esRHQGaiCbueUrNeudCy/oTz3Pfx",
+	"EZeDa2RVgp4frK8pFRqOAMsR18FgOnEpf1snH9rfvXfj/nlhJn95PrSx/F6AvIRsIhikmdzcwAOfPyeI",
+	"ExrLzGyHWrUhITebTyExd0nLN50BjVC62+K1uXTdkQbtRhv0TDUPekJ5Vp/nXJHPlYnOE3r9CxMjPW70",
+	"Xr9cnucMJX7uLNIGN22f0XGOjXzVyRzwDevsBHCwdhkcK9X38ek7O1DhusIftsnf8LnPonx1h5yXvK7c",
+	"xhq58ty9IpsfWerX/IrlsbhkbKoI9akSUPEMaLM7BLnHHHI1wcAkFFTjimRGUFlKtDR7eqk8b4oiTcUY",
+	"Adk5G8gpay0/pIebnrcksT2LpyMuwTVZ1GcbrJTnOfcOml5a8gxm7chRBK9R3Wx3yP0HZQwJdMlmWqpi",
+	"W/du4P93lx27kpeA3kC1QjVUcewQuODOQgCKCa2U2sdWFEOAOTnsvoXkoZDHDO224y4tBG7czZihYotF",
+	"8m7YhgOPJMJ1UOo3qrDVnNEUy61DihMunxbhKhY59D09shFKSnLW5koVLGSI4ooc7h8sr2S2pf7bsH4G",
+	"dHS3yX/G+hlmBu6xttY4c4e31J22d8g7rUhyck5HiS9A5YpfxCJYUSi+KWlaMBUKOyyscqkQKUjuvic1",
+	"y8BKPR1oy0lqORKsEwLrSDEmlmAo3BJ4XCd2pWHcHd895Dn/1jK+mRKEaQ3D1Lcsz17OQDQ3D1GX717m",
+	"e//Er1wyFhqMYMlEoW9VdcARZ8hEqrBAh8wgl8AZvqPgjeiYm3XM0wj2y0jOIjNGmrD0IIJbpBwChzxr",
+	"dcjfFLCSwOqmbgHOjDGTShOZk4zRS5ZG5p8zKPQR2CoIcduSuEE/3OO1EEUc4HtasegBkIzdp3enyxiY",
+	"mXrnWkcPVjZ4lxuwfW7AM6IxvT0MNKFP/tnKpXbp83cErOxtRBV9f/Ee8avfXKtfdQTLfsU6MSw3zLso",
+	"1soo1qyUi60wSAOaZXATBGKu7Azf/MklwvVlOv8fe0WefV6O+gfaoOD4Co6KLfrI9u+FIkmRZ0mJQopF",
+	"FYYEVhRrCJ1+PENojvu4vRv7LyS65GKUtKJYIJEANHOmqUhpnhK3TsiMzjvk7yznQ9xJmpupLnJGJETa",
+	"4PCZzoj5QFc/a0pzZTrENXoGAFqmJLGtt3magO8cC3ygVx7iGp9CA0Ww3TTX2Gd7s+3iCQz2XRH6MXMl",
+	"tdKjANwjfHUqnc8tTZw/Qa8nNHnz5s2bOwhNxo7Ux3H+++9eGedfDOxHdV9hD7dfKEB7A5vz3wS/NkpQ",
+	"ilQd2RgC+F9DmiO5w1wWORlkEmuUlB+1/+e3r96+POh2u3d13TSmNJ1MV37B1PQuN+/5r392229//59/",
+	"quFlieqO4GROJkZ01JQOWFsxM5vGY0uu9iPEe/WpYq8Pyc/vj79vn/18fPDqtUV/oQCDTCoQSpLgE+Ww",
+	"452d6s/+kypXjRzbF0exMKM4ZbkPPQuzsgYM49EVoXVYPOuBUjF39cHIlVk9nNlsDZgL+75mWuRAH0iA",
+	"EQQ4N4BC1nnR7vCxdMNhAdrYczmRV/vRX1/Jfwz/z4e3r/7x9m9/L/ZP1PDXyfDvH34di8t/HEz/9Va+",
+	"/fDDh72f96bvDv9y12z7Ad1IXu9VmplqZNTWjV7joHvwur2/3z54fd593et2e93uPxpRo6SYDNejWXnL",
+	"1yNW4zda+XPUqD64eiFPjJkZQRBdpoxMrveBlFzOAFXO/t3oHR6Yf/iUYAf2NJeL/r/YQGOjdpSgCA88",
+	"bquN4Wpa+rF1j23kHNgo7lpx+//8z1pYCwIWUV+CfueK8JGQuYu71T1XWRlQ9tDtA5EGA5nd2xkzqoKl",
+	"pHnYfQNXDg/eQoqkzbuMyFgKiesj+WT0c/t4qFmeICT/VV3bnyxGExYau8aR4TQDqyqHQ2jnX1wDD/6S",
+	"13dWIvGPhbUjHs/pLLTDydZ4EJ9rfLQz9Gf7eNL18/n5afOsZfbQU8kFFM7BpzvkpAZsDLFaY9+xfa4J",
+	"VeR/nX38QJooBiSpikHSikiNnY9FaOh7sYjFf1TsNFYGcKYzCBrfNp2xIIH1NDY9LXDN22pAraPK2/0i",
+	"sI3cZdkqD3sNlfTWsRHErJMCGDbBayEPZSPKDDykQ6I4NQTXDHSnnbKBTIHZFbhdwjAiRtmT2VixwUVy",
+	"RJw9MG+wtzjL8AKNW0anERRmUMVgTALLV9rM/ty+wNjSiCzYMDjGTJCByk7+GW7yjVWJxQ/LXDFcvgIR",
+	"0T3knXb3Uk0o0s9MzfDa4YscKAQeKSXJ7OosKFszQZpKwkGDxZnD1i4WijFFEtB/xTRxriXg6r1STIC+",
+	"CojuVKtDjsnB9bUN/MSiaabGdsDKFrGVkCKy3yWV5Gn3KeqIvLq+jshh900UC1BJUEFUz2R+ieBsFWqp",
+	"laomFnfomiMorwXccC5eVdGYnVj85go64zrrF+kIz8DV1KWrS4HCQB3Xb8uRHJczWdG5kXHGvZtrLl24",
+	"S0mgX+z8RIEXcq3LyrReAzrSY0yat7MIVUSQiciGDLUiciaC9OqIuF08FkW1A2FzciMcwbL6taUDAtcr",
+	"PPKtSQZYfjRvJf5ZD+dhBC+Mgfd1EDv/0Ygavji9LV1ltp5LcEfeYzPb/Dwt9Lzdz3k6Mg5bkWfGtdN6",
+	"qnp7e7j5t613BnKyV4LgN/QonicRoNL40til1TibJAPs0PG7xIHlCczOPSPUhyBXeHjrhzsrMZh1ofFh",
+	"8PMugPwC4OgOlPzW+nAHkf86i5HM/IQ/LDq+Lk5fe3Bfd1peSuFjh8zvsB+7Y60HzLzeUtQ2U0R2XrfD",
+	"xIf49FLPNxMmjDFJewRqsiatWNRB1ktN23M7PzKWM7MhNx/mvXYsEhuLYI/jbh9J59Ha3dmACiE16TOb",
+	"1JIe2cNrs6UTbOY7qSXuDNkSsBYCax9GvW/r5+Io2sq2m8evngEnf4eWcCD5nbbYAeSfGCC/nTZd5Xyu",
+	"A4wvceMeBe9jO1UYPKODsQ2G2IgQRFx6sZiNmYhAMWZSjJAO/+fz81OozVQ4fnwsfAOhBqrJRCpNXu0f",
+	"kP5cMxULGzVz+vOF2+0vB9oD3bFlaQ5CIVuC7D2xY8sFQ4SF8peOtxRh04XQPEN+9CF0cRk836qcHUJ/",
+	"h9B/doR+mWXwdOj80IFbU13t3bjurSx18zGMUFsN4tynRbC4WrUv8XD0Z4S8l1kJu53Gwk4jPIl4Mlld",
+	"X4duL9l7/jht82Tf7bu6LDn414IVviaJX1fNSy5SkpQHf0nLn3HRCXPcyJ4lB38Njxgjewo2G1MNwX6u",
+	"fEkR4LxISzvunQ9Yv5QMc6bGlaORDjmfT/mAZtmcFAprG1JjvsMz51IrCMuA5ndmXJEhv2Yp7spse7GY",
+	"FAp2ZXZPQ5qH3bd4XjHjqh4L+IlVE5UCLfLQFU8OnkwNCTaLFjfA811c7/nMtp0wQl1iAlBaP+AuYcrF",
+	"6F7qZ6lCOf14dm70ic1LcDqhA4mJZIp7uMX0CsuLIwYsisUtehzS5JoIxuEgcUaNgTe6Q0h7IAmns/YQ",
+	"urU2l46v34KgBmSXIccBNzqWz5AMuHbcSeTB9TWEmRQet4anrOWO5Mg2CYvCNMKyIVGaZxmxtfdqWRFP",
+	"uRg9QdT0LnVgpmrHwfPlc/A4+QKS54ePJGAk0tKwP46y+IR0pconIRsD5LBA6AwYv0QKVgdUMivdxgtk",
+	"ThKbSHOhEpddRJqucsOb14fdLmbNpHRuUymmObvisnCHGBbG5Lqhpez5bCg70GMmyIDmGDqZyUqSKhd1",
+	"iUykuZD8GhGq6jK1KOa7LGb2AKSxrBQ1oIIoYHK1KhTjxy7xSEPqCaTsBHkydmD8uQ0kE9uMpJJZDBkU",
+	"/CD2SBdZFBZHyYhROUpUxwL8rWZRB+hCEFerQ6DyFzxgLJlPiRKxcL1Lc/NemyPL8sV2K67bC0/3FAuL",
+	"E11elq6SD/Xk0K8tw+x+Hhq9l6+73U3j7Pixn2yWWeOzjbg/boB9vWyOHRZtF4b/QsLwthwhDdRK1Qht",
+	"Z03Hkk74yhptCMoE/zKo92PTeK3O6OEaCcG04J4OMg45gjbwRQZSKJmxFqHqUtmcTth6m09pAxGFrQo6",
+	"g/NJHYsJnRM5HLLc+qkyY9Y75QpJJHGLXbF+SzDxv+HXPqZ2wRaWVQynWcbyr4kf77exZf+AnhO+LsWS",
+	"Z8WrZrLfNPqM5iw/LvS40fvn78bsIGNSHWbq+HYx+SNSKWyJdEtoiWdjIxrHp+86PgXxBqaFfe7t7d2M",
+	"pdKfG1HjiubcLExVVhG6KUepsX/w50630+3s995033QbdbNo236hCE3TnClVPcnJuNJMWJAAdqDaxFjr",
+	"6a0XJ5AumZA+G3Pwms9/OWtrlk+4QF9kmstrRISJYmKG374GnoMM/9/91NzKPnAMUvboiOeOzqU9M7tX",
+	"xbRpQ5Gm5hMuRpH128xXRWTIxICLEXAJ2qRPR0nVuI2lOsPpRIWRF6KkmW1DrekkeI2QKat7hy2lZUul",
+	"TakeK9IcM5rrPqOaZFxcqhbpMz1jTBB4SyfMSNXjuree5lKzgdFcwfpW9uCQkh+OfyJySHKmZJEPHFhq",
+	"yvI24G+mOZc517zSlKP247Wf8fNtXslepW3SnFCeRUFF1IiIERfXLTPdtrPGC7bxzL68RjgdJUM2Czgi",
+	"O7dZ/eo6VDKlBZJgVmzlBbisl4D/Sl4E0ylbhq7Qtpq9fwnct+QdGCXK5CgCq2F8eqJ0zugk8ihY6F9Z",
+	"Gyh4s7VtNdObUSOmJJgT0p+TMRWpPeF15sAKJ6bte4yo29ax1FdOd6tRj9kkFDBf8Pd2L04sfkaZ4alK",
+	"frRgP324B66SQc5Sm8Ev+5pyYcvyilxmmWktHN5Rfes/M5rpcQT8SlwwpSIyYTrnAzfhgCAbFAuvU3Ol",
+	"jer//fN/BwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -572,6 +572,24 @@ func (e TimingProfile) Valid() bool {
 	}
 }
 
+// Defines values for ListAuditParamsOrder.
+const (
+	Newest ListAuditParamsOrder = "newest"
+	Oldest ListAuditParamsOrder = "oldest"
+)
+
+// Valid indicates whether the value is a known member of the ListAuditParamsOrder enum.
+func (e ListAuditParamsOrder) Valid() bool {
+	switch e {
+	case Newest:
+		return true
+	case Oldest:
+		return true
+	default:
+		return false
+	}
+}
+
 // AgentConfig The desired configuration of one node.
 //
 // Example: {"cluster_id":"0195f7a4-0000-7000-8000-000000000001","fencing":"self","hierarchies":[],"node_id":"0195f7a4-1111-7000-8000-000000000001","path_key":"c2VjcmV0","paths":[],"peers":[],"signing_keys":[],"timing":{"deep_check_interval_ms":5000,"heartbeat_ms":250,"lease_ttl_ms":1000,"path_dead_after":3,"path_heartbeat_ms":200,"quick_check_interval_ms":500,"server_grace_ms":250},"version":3}
@@ -4073,7 +4091,28 @@ type ListAuditParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Order `oldest` (default) or `newest` first.
+	Order *ListAuditParamsOrder `form:"order,omitempty" json:"order,omitempty"`
+
+	// Actor Only the changes of this actor (`token:<name>` or `system`).
+	Actor *string `form:"actor,omitempty" json:"actor,omitempty"`
+
+	// ClusterId Only the changes concerning this cluster.
+	ClusterId *openapi_types.UUID `form:"cluster_id,omitempty" json:"cluster_id,omitempty"`
+
+	// Action Only this action (`hierarchy.update`) or the actions of a prefix (`hierarchy.*`).
+	Action *string `form:"action,omitempty" json:"action,omitempty"`
+
+	// Since Only the changes at or after this time.
+	Since *time.Time `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until Only the changes before this time.
+	Until *time.Time `form:"until,omitempty" json:"until,omitempty"`
 }
+
+// ListAuditParamsOrder defines parameters for ListAudit.
+type ListAuditParamsOrder string
 
 // ListClustersParams defines parameters for ListClusters.
 type ListClustersParams struct {
@@ -4710,9 +4749,12 @@ type ClientInterface interface {
 
 	// ListAudit Read the audit trail
 	//
-	// Lists audit records, oldest first. Every mutation writes one in the
-	// same transaction as the change: who (token), what (action, target),
-	// when.
+	// Lists audit records, oldest first (`order=newest`: newest first).
+	// Every mutation writes one in the same transaction as the change:
+	// who (token), what (action, target), when. The filters combine:
+	// `actor`, `cluster_id`, `action` (exact, or a prefix such as
+	// `hierarchy.*`) and the time range `since` (inclusive) to `until`
+	// (exclusive). Follow `next_cursor` with the same filters and order.
 	//
 	// Corresponds with GET /v1/audit (the `ListAudit` operationId).
 	ListAudit(ctx context.Context, params *ListAuditParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -5904,9 +5946,12 @@ func (c *Client) GetReadyz(ctx context.Context, reqEditors ...RequestEditorFn) (
 
 // ListAudit Read the audit trail
 //
-// Lists audit records, oldest first. Every mutation writes one in the
-// same transaction as the change: who (token), what (action, target),
-// when.
+// Lists audit records, oldest first (`order=newest`: newest first).
+// Every mutation writes one in the same transaction as the change:
+// who (token), what (action, target), when. The filters combine:
+// `actor`, `cluster_id`, `action` (exact, or a prefix such as
+// `hierarchy.*`) and the time range `since` (inclusive) to `until`
+// (exclusive). Follow `next_cursor` with the same filters and order.
 //
 // Corresponds with GET /v1/audit (the `ListAudit` operationId).
 func (c *Client) ListAudit(ctx context.Context, params *ListAuditParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -8090,6 +8135,78 @@ func NewListAuditRequest(server string, params *ListAuditParams) (*http.Request,
 		if params.Cursor != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Order != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "order", *params.Order, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Actor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "actor", *params.Actor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.ClusterId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cluster_id", *params.ClusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Action != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "action", *params.Action, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Since != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "since", *params.Since, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Until != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "until", *params.Until, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -12000,9 +12117,12 @@ type ClientWithResponsesInterface interface {
 
 	// ListAuditWithResponse Read the audit trail
 	//
-	// Lists audit records, oldest first. Every mutation writes one in the
-	// same transaction as the change: who (token), what (action, target),
-	// when.
+	// Lists audit records, oldest first (`order=newest`: newest first).
+	// Every mutation writes one in the same transaction as the change:
+	// who (token), what (action, target), when. The filters combine:
+	// `actor`, `cluster_id`, `action` (exact, or a prefix such as
+	// `hierarchy.*`) and the time range `since` (inclusive) to `until`
+	// (exclusive). Follow `next_cursor` with the same filters and order.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -19772,9 +19892,12 @@ func (c *ClientWithResponses) GetReadyzWithResponse(ctx context.Context, reqEdit
 
 // ListAuditWithResponse Read the audit trail
 //
-// Lists audit records, oldest first. Every mutation writes one in the
-// same transaction as the change: who (token), what (action, target),
-// when.
+// Lists audit records, oldest first (`order=newest`: newest first).
+// Every mutation writes one in the same transaction as the change:
+// who (token), what (action, target), when. The filters combine:
+// `actor`, `cluster_id`, `action` (exact, or a prefix such as
+// `hierarchy.*`) and the time range `since` (inclusive) to `until`
+// (exclusive). Follow `next_cursor` with the same filters and order.
 //
 // Returns a wrapper object for the known response body format(s).
 //

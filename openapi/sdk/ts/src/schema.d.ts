@@ -1509,7 +1509,8 @@ export interface paths {
         /**
          * Create an API token
          * @description Creates an API token. The secret is in this answer only; the server
-         *     keeps a SHA-256 hash of it.
+         *     keeps a SHA-256 hash of it. With `clusters` the token is limited to
+         *     those clusters (see TokenScope).
          */
         post: operations["createToken"];
         delete?: never;
@@ -1613,9 +1614,12 @@ export interface paths {
         };
         /**
          * Read the audit trail
-         * @description Lists audit records, oldest first. Every mutation writes one in the
-         *     same transaction as the change: who (token), what (action, target),
-         *     when.
+         * @description Lists audit records, oldest first (`order=newest`: newest first).
+         *     Every mutation writes one in the same transaction as the change:
+         *     who (token), what (action, target), when. The filters combine:
+         *     `actor`, `cluster_id`, `action` (exact, or a prefix such as
+         *     `hierarchy.*`) and the time range `since` (inclusive) to `until`
+         *     (exclusive). Follow `next_cursor` with the same filters and order.
          */
         get: operations["listAudit"];
         put?: never;
@@ -2797,7 +2801,24 @@ export interface components {
         TokenCreate: {
             name: components["schemas"]["Name"];
             role: components["schemas"]["Role"];
+            clusters?: components["schemas"]["TokenScope"];
         };
+        /**
+         * @description The clusters this token is limited to; absent: every cluster. A
+         *     scoped token sees and changes only these clusters: any other
+         *     cluster is answered with 404, exactly as a cluster that does not
+         *     exist, so a token of one team learns nothing about another's.
+         *     `GET /v1/clusters` lists only these; operations of other clusters
+         *     are 404 too. Endpoints that span every cluster (creating clusters,
+         *     tokens, the audit trail, webhooks, SNMP targets, signing keys)
+         *     answer 403 to a scoped token, whatever its role: a scoped admin
+         *     cannot make itself an unscoped token. Each cluster must exist when
+         *     the token is created (422 otherwise).
+         * @example [
+         *       "0195f7a4-1111-7000-8000-000000000001"
+         *     ]
+         */
+        TokenScope: string[];
         /**
          * @description An API token, without its secret.
          * @example {
@@ -2834,6 +2855,7 @@ export interface components {
              * @example 2026-11-26T06:00:00Z
              */
             last_used_at?: string;
+            clusters?: components["schemas"]["TokenScope"];
         };
         /**
          * @description A new token with its secret, shown only here.
@@ -8662,6 +8684,36 @@ export interface operations {
                  * @example MDE5NWY3YTQtMDAwMC03MDAwLTgwMDAtMDAwMDAwMDAwMDAx
                  */
                 cursor?: components["parameters"]["Cursor"];
+                /**
+                 * @description `oldest` (default) or `newest` first.
+                 * @example newest
+                 */
+                order?: "oldest" | "newest";
+                /**
+                 * @description Only the changes of this actor (`token:<name>` or `system`).
+                 * @example token:bootstrap
+                 */
+                actor?: string;
+                /**
+                 * @description Only the changes concerning this cluster.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id?: string;
+                /**
+                 * @description Only this action (`hierarchy.update`) or the actions of a prefix (`hierarchy.*`).
+                 * @example hierarchy.*
+                 */
+                action?: string;
+                /**
+                 * @description Only the changes at or after this time.
+                 * @example 2026-11-26T00:00:00Z
+                 */
+                since?: string;
+                /**
+                 * @description Only the changes before this time.
+                 * @example 2026-11-27T00:00:00Z
+                 */
+                until?: string;
             };
             header?: never;
             path?: never;
