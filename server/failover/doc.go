@@ -53,8 +53,14 @@
 // became of the agent. A heartbeat that reaches the control plane after
 // the node was declared down grants no lease (store.RecordHeartbeat
 // answers lease_ttl_ms 0) and the agent fences at once, so a heartbeat
-// racing the declaration cannot extend the node's service. Shown
-// by nodeagent.TestLeaseCountsFromSendTime,
+// racing the declaration cannot extend the node's service. Most
+// heartbeats take a shorter path (store.RenewLease: one UPDATE, the report
+// not rewritten), but only for a node that is up, holds no restart hold
+// and awaits no deep check, where it grants exactly the lease the full
+// heartbeat would; anything else goes through store.RecordHeartbeat. The
+// failure detector skips rows a heartbeat holds, which only delays a
+// judgement. Shown by store.TestRenewLease,
+// store.TestJudgeSkipsLockedNodes, nodeagent.TestLeaseCountsFromSendTime,
 // nodeagent.TestLeaseHoldEndsWithTheNextHeartbeat,
 // nodeagent.TestGuardFencesWhenTheAgentGoesSilent,
 // nodeagent.TestGuardFollowsTheNewestDeadline,
