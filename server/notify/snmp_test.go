@@ -101,6 +101,9 @@ type fakeBacklog struct {
 	targets map[string]string // id → kind
 }
 
+// PruneDeliveries has nothing to prune (the sweep loop prunes at start).
+func (f *fakeBacklog) PruneDeliveries(context.Context, time.Time, int) (int64, error) { return 0, nil }
+
 func (f *fakeBacklog) DeliveryBacklog(context.Context) ([]backstop.TargetBacklog, error) {
 	var bs []backstop.TargetBacklog
 	for id, kind := range f.targets {
