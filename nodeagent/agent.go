@@ -70,7 +70,7 @@ type Config struct {
 	RestartHold time.Duration
 	// CAFile holds the CA certificates that verify the control plane's
 	// TLS certificate when the enrollment token pins none (tokens of a
-	// control plane without --tls-ca... or made before TLS); empty: the
+	// control plane serving plain HTTP, or made before TLS); empty: the
 	// system's. A pinned CA always wins.
 	CAFile string
 	// ShutdownGrace is how long a stopping agent lets running commands
