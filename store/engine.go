@@ -186,15 +186,7 @@ func (s *Store) ClusterStatuses(ctx context.Context) ([]backstop.ClusterStatus, 
 		if err != nil {
 			return nil, err
 		}
-		out := make([]backstop.ClusterStatus, 0, len(cs))
-		for _, c := range cs {
-			st, err := clusterStatusTx(ctx, tx, c)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, st)
-		}
-		return out, nil
+		return clusterStatusesTx(ctx, tx, cs)
 	})
 }
 
@@ -211,34 +203,64 @@ func (s *Store) ClusterStatus(ctx context.Context, clusterID string) (backstop.C
 }
 
 func clusterStatusTx(ctx context.Context, tx pgx.Tx, c backstop.Cluster) (backstop.ClusterStatus, error) {
-	st := backstop.ClusterStatus{Cluster: c}
-	// seen: the nodes some fresh peer (up, lease not expired) reports a
-	// live path to, read in one pass over the cluster's reports rather
-	// than once per node (which was quadratic in the cluster's nodes).
-	rows, err := tx.Query(ctx, `WITH seen AS (SELECT DISTINCT e->>'peer_node_id' AS id
+	sts, err := clusterStatusesTx(ctx, tx, []backstop.Cluster{c})
+	if err != nil {
+		return backstop.ClusterStatus{}, err
+	}
+	return sts[0], nil
+}
+
+// clusterStatusesTx reads the engine's view of clusters cs in four
+// queries whatever their number (nodes, hierarchies, priorities, failed
+// marks), in cs's order; within a cluster nodes and hierarchies are in id
+// order. A query per cluster made the engine's step grow with the number
+// of clusters times four round trips, at twenty steps a second.
+func clusterStatusesTx(ctx context.Context, tx pgx.Tx, cs []backstop.Cluster) ([]backstop.ClusterStatus, error) {
+	out := make([]backstop.ClusterStatus, len(cs))
+	ids := make([]string, len(cs))
+	idx := make(map[string]int, len(cs))
+	for i, c := range cs {
+		out[i] = backstop.ClusterStatus{Cluster: c, Nodes: []backstop.NodeStatus{}, Hierarchies: []backstop.HierarchyStatus{}}
+		ids[i] = c.ID
+		idx[c.ID] = i
+	}
+	if len(cs) == 0 {
+		return out, nil
+	}
+	// seen: the nodes some fresh peer (up, lease not expired) of their
+	// cluster reports a live path to, read in one pass over the reports
+	// rather than once per node (which was quadratic in a cluster's
+	// nodes).
+	rows, err := tx.Query(ctx, `WITH seen AS (SELECT DISTINCT p.cluster_id, e->>'peer_node_id' AS id
 			FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
-			WHERE p.cluster_id = $1 AND p.state = 'up' AND p.lease_expires_at > now()
+			WHERE p.cluster_id = ANY($1::uuid[]) AND p.state = 'up' AND p.lease_expires_at > now()
 			AND e->>'state' = 'up' AND e->>'peer_node_id' <> p.id::text)
-		SELECT n.id, n.name, n.state, n.maintenance, n.state_since,
-		n.id::text IN (SELECT id FROM seen),
+		SELECT n.cluster_id, n.id, n.name, n.state, n.maintenance, n.state_since,
+		EXISTS (SELECT 1 FROM seen WHERE seen.cluster_id = n.cluster_id AND seen.id = n.id::text),
 		`+awaitingFenceSQL+`
-		FROM nodes n WHERE n.cluster_id = $1 ORDER BY n.id`, c.ID)
+		FROM nodes n WHERE n.cluster_id = ANY($1::uuid[]) ORDER BY n.cluster_id, n.id`, ids)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
-	st.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.NodeStatus, error) {
+	for rows.Next() {
+		var cid string
 		var n backstop.NodeStatus
-		err := r.Scan(&n.ID, &n.Name, &n.State, &n.Maintenance, &n.StateSince, &n.PathsAlive, &n.AwaitingFence)
-		return n, err
-	})
-	if err != nil {
-		return st, err
+		if err := rows.Scan(&cid, &n.ID, &n.Name, &n.State, &n.Maintenance, &n.StateSince, &n.PathsAlive, &n.AwaitingFence); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[idx[cid]].Nodes = append(out[idx[cid]].Nodes, n)
 	}
-	rows, err = tx.Query(ctx, `SELECT `+hierarchyColumns+`, last_decision, coalesce(move_to::text, '') FROM hierarchies WHERE cluster_id = $1 ORDER BY id`, c.ID)
-	if err != nil {
-		return st, err
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
-	st.Hierarchies, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.HierarchyStatus, error) {
+	rows, err = tx.Query(ctx, `SELECT `+hierarchyColumns+`, last_decision, coalesce(move_to::text, '') FROM hierarchies
+		WHERE cluster_id = ANY($1::uuid[]) ORDER BY cluster_id, id`, ids)
+	if err != nil {
+		return nil, err
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.HierarchyStatus, error) {
 		var h backstop.HierarchyStatus
 		p := &h.Placement
 		err := r.Scan(&h.ID, &h.ClusterID, &h.Name, &h.Description, &h.ExclusivityGroup, &h.Switchback, &h.Resources, &h.Version, &h.CreatedAt, &h.UpdatedAt,
@@ -247,33 +269,39 @@ func clusterStatusTx(ctx context.Context, tx pgx.Tx, c backstop.Cluster) (backst
 		return h, err
 	})
 	if err != nil {
-		return st, err
+		return nil, err
 	}
-	hs := make([]backstop.Hierarchy, len(st.Hierarchies))
-	at := map[string]int{}
-	for i, h := range st.Hierarchies {
+	hs := make([]backstop.Hierarchy, len(all))
+	for i, h := range all {
 		hs[i] = h.Hierarchy
-		at[h.ID] = i
 	}
 	if err := loadPriorities(ctx, tx, hs); err != nil {
-		return st, err
+		return nil, err
 	}
-	for i := range hs {
-		st.Hierarchies[i].Priorities = hs[i].Priorities
+	type loc struct{ c, h int }
+	at := make(map[string]loc, len(all))
+	for i, h := range all {
+		h.Priorities = hs[i].Priorities
+		ci := idx[h.ClusterID]
+		at[h.ID] = loc{ci, len(out[ci].Hierarchies)}
+		out[ci].Hierarchies = append(out[ci].Hierarchies, h)
 	}
-	rows, err = tx.Query(ctx, `SELECT m.hierarchy_id, m.node_id, m.reason FROM failed_marks m JOIN hierarchies h ON h.id = m.hierarchy_id WHERE h.cluster_id = $1`, c.ID)
+	rows, err = tx.Query(ctx, `SELECT m.hierarchy_id, m.node_id, m.reason FROM failed_marks m JOIN hierarchies h ON h.id = m.hierarchy_id
+		WHERE h.cluster_id = ANY($1::uuid[])`, ids)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var hid, nid, reason string
 		if err := rows.Scan(&hid, &nid, &reason); err != nil {
-			return st, err
+			return nil, err
 		}
-		st.Hierarchies[at[hid]].FailedOn[nid] = reason
+		if l, ok := at[hid]; ok {
+			out[l.c].Hierarchies[l.h].FailedOn[nid] = reason
+		}
 	}
-	return st, rows.Err()
+	return out, rows.Err()
 }
 
 func insertDecisionTx(ctx context.Context, tx pgx.Tx, d backstop.DecisionRecord) error {
