@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/backstop-ha/backstop"
@@ -57,6 +58,40 @@ func (hh *hierarchyHandlers) CreateHierarchyFromTemplate(ctx context.Context, r 
 	return api.CreateHierarchyFromTemplate201JSONResponse{Body: toAPIHierarchy(created), Headers: api.CreateHierarchyFromTemplate201ResponseHeaders{
 		ETag: etag(created.Version), Location: location("/v1/clusters/%s/hierarchies/%s", created.ClusterID, created.ID),
 	}}, nil
+}
+
+// ExpandTemplate returns the hierarchy a template gives with these
+// parameters, creating nothing.
+func (hh *hierarchyHandlers) ExpandTemplate(ctx context.Context, r api.ExpandTemplateRequestObject) (api.ExpandTemplateResponseObject, error) {
+	b := r.Body
+	t, err := templates.Find(r.TemplateName)
+	if err != nil {
+		return nil, err
+	}
+	if b.Version != nil && *b.Version != t.Version {
+		return nil, backstop.Invalid("/version", "template %s is at version %d, not %d: read it again (GET /v1/templates/%s) and check its parameters", t.Name, t.Version, *b.Version, t.Name)
+	}
+	h, err := t.Expand(b.Name, b.Parameters, fromAPIPriorities(b.Priorities))
+	if err != nil {
+		return nil, err
+	}
+	spec := api.HierarchySpec{Name: h.Name, Description: &h.Description, Priorities: b.Priorities}
+	if h.ExclusivityGroup != "" {
+		spec.ExclusivityGroup = &h.ExclusivityGroup
+	}
+	if h.Switchback != "" {
+		sb := api.SwitchbackPolicy(h.Switchback)
+		spec.Switchback = &sb
+	}
+	// The domain's resources carry the contract's JSON names.
+	raw, err := json.Marshal(h.Resources)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, &spec.Resources); err != nil {
+		return nil, fmt.Errorf("template %s: expanded resources: %w", t.Name, err)
+	}
+	return api.ExpandTemplate200JSONResponse(spec), nil
 }
 
 func toAPITemplate(t templates.Template) api.Template {

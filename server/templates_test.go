@@ -58,6 +58,26 @@ func TestTemplatesAPI(t *testing.T) {
 		t.Fatalf("patch: %d %s", resp.StatusCode, b)
 	}
 
+	// Expand, edit, create: the preview is a HierarchySpec that POST
+	// .../hierarchies takes as it is.
+	resp, b = e.do("POST", "/v1/templates/nginx/expand", map[string]any{"name": "web3", "priorities": prios,
+		"parameters": map[string]any{"vip": "198.18.1.72", "data_source": "/srv/www-data"}})
+	if resp.StatusCode != 200 {
+		t.Fatalf("expand: %d %s", resp.StatusCode, b)
+	}
+	var spec map[string]any
+	_ = json.Unmarshal(b, &spec)
+	if spec["name"] != "web3" || len(spec["resources"].([]any)) != 4 {
+		t.Fatalf("expanded spec: %s", b)
+	}
+	spec["description"] = "edited before creation"
+	if resp, b := e.do("POST", "/v1/clusters/"+cid+"/hierarchies", spec); resp.StatusCode != 201 {
+		t.Fatalf("create the expanded spec: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := e.do("POST", "/v1/templates/nginx/expand", map[string]any{"name": "x", "priorities": prios, "parameters": map[string]any{"vip": "x"}}); resp.StatusCode != 422 || !strings.Contains(string(b), "/parameters/vip") {
+		t.Fatalf("expand with a bad vip: %d %s", resp.StatusCode, b)
+	}
+
 	for _, tc := range []struct {
 		change func(m map[string]any)
 		status int

@@ -3388,6 +3388,29 @@ type Template struct {
 	Version int `json:"version"`
 }
 
+// TemplateExpansion A template's parameters, to see the hierarchy they give.
+//
+// Example: {"name":"web","parameters":{"data_source":"/srv/www-data","vip":"198.18.1.70"},"priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}]}
+type TemplateExpansion struct {
+	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+	//
+	// Example: mail
+	Name Name `json:"name"`
+
+	// Parameters Values of the template's parameters, by name.
+	//
+	// Example: {"data_source":"/srv/www-data","vip":"198.18.1.70"}
+	Parameters map[string]interface{} `json:"parameters"`
+
+	// Priorities Nodes that may run the hierarchy, with their priorities.
+	Priorities []Priority `json:"priorities"`
+
+	// Version The template version the caller expects; refused when the template has changed since.
+	//
+	// Example: 1
+	Version *int `json:"version,omitempty"`
+}
+
 // TemplateInstance A hierarchy to create from a template.
 //
 // Example: {"name":"web","parameters":{"data_source":"/srv/www-data","vip":"198.18.1.70"},"priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"template":"nginx"}
@@ -4544,6 +4567,9 @@ type CreateSnmpTargetJSONRequestBody = SnmpTargetCreate
 // UpdateSnmpTargetJSONRequestBody defines body for UpdateSnmpTarget for application/json ContentType.
 type UpdateSnmpTargetJSONRequestBody = SnmpTargetPatch
 
+// ExpandTemplateJSONRequestBody defines body for ExpandTemplate for application/json ContentType.
+type ExpandTemplateJSONRequestBody = TemplateExpansion
+
 // CreateTokenJSONRequestBody defines body for CreateToken for application/json ContentType.
 type CreateTokenJSONRequestBody = TokenCreate
 
@@ -5456,6 +5482,34 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
 	GetTemplate(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExpandTemplateWithBody Expand a template without creating anything
+	//
+	// Returns the hierarchy the template expands into with these
+	// parameters, as a `HierarchySpec`: read it, edit it and create it with
+	// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+	// local-recovery settings the template leaves out take the cluster's
+	// defaults when it is created. Refused with 422 as
+	// `.../hierarchies/from-template` refuses parameters; nothing is written.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+	ExpandTemplateWithBody(ctx context.Context, templateName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExpandTemplate Expand a template without creating anything
+	//
+	// Returns the hierarchy the template expands into with these
+	// parameters, as a `HierarchySpec`: read it, edit it and create it with
+	// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+	// local-recovery settings the template leaves out take the cluster's
+	// defaults when it is created. Refused with 422 as
+	// `.../hierarchies/from-template` refuses parameters; nothing is written.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+	ExpandTemplate(ctx context.Context, templateName string, body ExpandTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListTokens List API tokens
 	//
@@ -7314,6 +7368,54 @@ func (c *Client) ListTemplates(ctx context.Context, reqEditors ...RequestEditorF
 // Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
 func (c *Client) GetTemplate(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetTemplateRequest(c.Server, templateName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ExpandTemplateWithBody Expand a template without creating anything
+//
+// Returns the hierarchy the template expands into with these
+// parameters, as a `HierarchySpec`: read it, edit it and create it with
+// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+// local-recovery settings the template leaves out take the cluster's
+// defaults when it is created. Refused with 422 as
+// `.../hierarchies/from-template` refuses parameters; nothing is written.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+func (c *Client) ExpandTemplateWithBody(ctx context.Context, templateName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExpandTemplateRequestWithBody(c.Server, templateName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ExpandTemplate Expand a template without creating anything
+//
+// Returns the hierarchy the template expands into with these
+// parameters, as a `HierarchySpec`: read it, edit it and create it with
+// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+// local-recovery settings the template leaves out take the cluster's
+// defaults when it is created. Refused with 422 as
+// `.../hierarchies/from-template` refuses parameters; nothing is written.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+func (c *Client) ExpandTemplate(ctx context.Context, templateName string, body ExpandTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExpandTemplateRequest(c.Server, templateName, body)
 	if err != nil {
 		return nil, err
 	}
@@ -11099,6 +11201,53 @@ func NewGetTemplateRequest(server string, templateName string) (*http.Request, e
 	return req, nil
 }
 
+// NewExpandTemplateRequest calls the generic ExpandTemplate builder with application/json body
+func NewExpandTemplateRequest(server string, templateName string, body ExpandTemplateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewExpandTemplateRequestWithBody(server, templateName, "application/json", bodyReader)
+}
+
+// NewExpandTemplateRequestWithBody constructs an http.Request for the ExpandTemplate method, with any body, and a specified content type
+func NewExpandTemplateRequestWithBody(server string, templateName string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "template_name", templateName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/templates/%s/expand", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewListTokensRequest constructs an http.Request for the ListTokens method
 func NewListTokensRequest(server string, params *ListTokensParams) (*http.Request, error) {
 	var err error
@@ -12898,6 +13047,34 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/templates/{template_name} (the `GetTemplate` operationId).
 	GetTemplateWithResponse(ctx context.Context, templateName string, reqEditors ...RequestEditorFn) (*GetTemplateResponse, error)
+
+	// ExpandTemplateWithBodyWithResponse Expand a template without creating anything
+	//
+	// Returns the hierarchy the template expands into with these
+	// parameters, as a `HierarchySpec`: read it, edit it and create it with
+	// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+	// local-recovery settings the template leaves out take the cluster's
+	// defaults when it is created. Refused with 422 as
+	// `.../hierarchies/from-template` refuses parameters; nothing is written.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+	ExpandTemplateWithBodyWithResponse(ctx context.Context, templateName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExpandTemplateResponse, error)
+
+	// ExpandTemplateWithResponse Expand a template without creating anything
+	//
+	// Returns the hierarchy the template expands into with these
+	// parameters, as a `HierarchySpec`: read it, edit it and create it with
+	// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+	// local-recovery settings the template leaves out take the cluster's
+	// defaults when it is created. Refused with 422 as
+	// `.../hierarchies/from-template` refuses parameters; nothing is written.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+	ExpandTemplateWithResponse(ctx context.Context, templateName string, body ExpandTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*ExpandTemplateResponse, error)
 
 	// ListTokensWithResponse List API tokens
 	//
@@ -18258,6 +18435,54 @@ func (r GetTemplateResponse) ContentType() string {
 	return ""
 }
 
+type ExpandTemplateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *HierarchySpec
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ExpandTemplateResponse) GetJSON200() *HierarchySpec {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExpandTemplateResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExpandTemplateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExpandTemplateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExpandTemplateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExpandTemplateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -21074,6 +21299,46 @@ func (c *ClientWithResponses) GetTemplateWithResponse(ctx context.Context, templ
 		return nil, err
 	}
 	return ParseGetTemplateResponse(rsp)
+}
+
+// ExpandTemplateWithBodyWithResponse Expand a template without creating anything
+//
+// Returns the hierarchy the template expands into with these
+// parameters, as a `HierarchySpec`: read it, edit it and create it with
+// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+// local-recovery settings the template leaves out take the cluster's
+// defaults when it is created. Refused with 422 as
+// `.../hierarchies/from-template` refuses parameters; nothing is written.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+func (c *ClientWithResponses) ExpandTemplateWithBodyWithResponse(ctx context.Context, templateName string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ExpandTemplateResponse, error) {
+	rsp, err := c.ExpandTemplateWithBody(ctx, templateName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExpandTemplateResponse(rsp)
+}
+
+// ExpandTemplateWithResponse Expand a template without creating anything
+//
+// Returns the hierarchy the template expands into with these
+// parameters, as a `HierarchySpec`: read it, edit it and create it with
+// `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+// local-recovery settings the template leaves out take the cluster's
+// defaults when it is created. Refused with 422 as
+// `.../hierarchies/from-template` refuses parameters; nothing is written.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/templates/{template_name}/expand (the `ExpandTemplate` operationId).
+func (c *ClientWithResponses) ExpandTemplateWithResponse(ctx context.Context, templateName string, body ExpandTemplateJSONRequestBody, reqEditors ...RequestEditorFn) (*ExpandTemplateResponse, error) {
+	rsp, err := c.ExpandTemplate(ctx, templateName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExpandTemplateResponse(rsp)
 }
 
 // ListTokensWithResponse List API tokens
@@ -25800,6 +26065,39 @@ func ParseGetTemplateResponse(rsp *http.Response) (*GetTemplateResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseExpandTemplateResponse parses an HTTP response from a ExpandTemplateWithResponse call
+func ParseExpandTemplateResponse(rsp *http.Response) (*ExpandTemplateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExpandTemplateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest HierarchySpec
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -378,6 +378,37 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/templates/{template_name}/expand": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Template name.
+                 * @example nginx
+                 */
+                template_name: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Expand a template without creating anything
+         * @description Returns the hierarchy the template expands into with these
+         *     parameters, as a `HierarchySpec`: read it, edit it and create it with
+         *     `POST /v1/clusters/{cluster_id}/hierarchies`. Checks and
+         *     local-recovery settings the template leaves out take the cluster's
+         *     defaults when it is created. Refused with 422 as
+         *     `.../hierarchies/from-template` refuses parameters; nothing is written.
+         */
+        post: operations["expandTemplate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/templates/{template_name}": {
         parameters: {
             query?: never;
@@ -2649,6 +2680,42 @@ export interface components {
              * @example {
              *       "vip": "198.18.1.50",
              *       "data_source": "/dev/vg0/mail"
+             *     }
+             */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** @description Nodes that may run the hierarchy, with their priorities. */
+            priorities: components["schemas"]["Priority"][];
+        };
+        /**
+         * @description A template's parameters, to see the hierarchy they give.
+         * @example {
+         *       "name": "web",
+         *       "parameters": {
+         *         "vip": "198.18.1.70",
+         *         "data_source": "/srv/www-data"
+         *       },
+         *       "priorities": [
+         *         {
+         *           "node_id": "0195f7a4-1111-7000-8000-000000000001",
+         *           "priority": 1
+         *         }
+         *       ]
+         *     }
+         */
+        TemplateExpansion: {
+            /**
+             * @description The template version the caller expects; refused when the template has changed since.
+             * @example 1
+             */
+            version?: number;
+            name: components["schemas"]["Name"];
+            /**
+             * @description Values of the template's parameters, by name.
+             * @example {
+             *       "vip": "198.18.1.70",
+             *       "data_source": "/srv/www-data"
              *     }
              */
             parameters: {
@@ -6440,6 +6507,52 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    expandTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Template name.
+                 * @example nginx
+                 */
+                template_name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "name": "web",
+                 *       "parameters": {
+                 *         "vip": "198.18.1.70",
+                 *         "data_source": "/srv/www-data"
+                 *       },
+                 *       "priorities": [
+                 *         {
+                 *           "node_id": "0195f7a4-1111-7000-8000-000000000001",
+                 *           "priority": 1
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["TemplateExpansion"];
+            };
+        };
+        responses: {
+            /** @description The expanded hierarchy. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HierarchySpec"];
+                };
+            };
             default: components["responses"]["Problem"];
         };
     };
