@@ -16607,6 +16607,118 @@ func (response ExpandTemplate200JSONResponse) VisitExpandTemplateResponse(w http
 	return err
 }
 
+type ExpandTemplate400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate400ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExpandTemplate401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate401ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExpandTemplate404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate404ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExpandTemplate409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate409ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExpandTemplate413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate413ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExpandTemplate415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate415ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ExpandTemplate422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ExpandTemplate422ApplicationProblemPlusJSONResponse) VisitExpandTemplateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ExpandTemplatedefaultApplicationProblemPlusJSONResponse struct {
 	Body       Problem
 	StatusCode int
@@ -21797,66 +21909,66 @@ var swaggerSpec = []string{
 	"NFez4PHIGtBdYXuXnHw6xWPuW4mPkw750ThXCqEt4FS3bdwzTPBjWnMxUtXuZ4xCOV+hsfywQqXnkwqU",
 	"w9AwPp1leeqQzwtEYoSqWCSdTqfCxjzM5aTt2kssdU2o5w6Jw6YtQWfrnMBjGOmKDtu2/M8CYrH+wp70",
 	"upFSTc+xfrHRa+yp/HJvNpu1zc+NqHFpEUQtRMafuwHiBezy/3m9KQJHFTFj/RJDNw4wKsofiz5eYK8i",
-	"zUsTKWHOWFquns59QOLBW8HLC8wnlMUa2QzLYre35/KCiVuJJ+Gm7bPUzrCRbzpBDb5hnegGDtYuK22l",
-	"S3p08t4OVCi5+MM2OWm+nkOUr+6QsxKrmtvzE648HrnI5ocWzjq/ZHksLhibGgvm0r+AxRGoADoE8RSd",
-	"bUrQugBJJFckM4LKUqJlLBBU0d1ImooxArJzOpBT1lqeeAQ3PS3Nus0voiMuYbu16KNtsFKeJpcnaHop",
-	"jSPM2qGDPV+DsXGXuPMHRUEKdMlmWqpiW/eu4f+3UyleyguoSEO1QjUw0xr381JeuPNdKC+HVkrtY1kS",
-	"ETSDvOi+gYTIEJsR7bbDYy4EBiPNmKFii0XyftiGQ9wkwnVQ6jeqsFVw45s+bROXT4twFYsc+p4e2lMX",
-	"SnLW5koVLES944q82D9Yzs64pf7bkBMIOroLXD4hJ5CZgTusrTXyiOAtdRlEHfJeK5Icn9FR4kn1HKFP",
-	"LIIVheKbkqYtEEVhh4VVLhUiBcnd96RmGVippwNtcZYt7ot1QmAdKVa/7/uZabcEHtaJXWkYdykJ95m7",
-	"tLWMb6YEYVrDo7cblmcvZyCamx+7le9e5nv/zC9dgikajGDJRKFvVXXAsXaaiVQh6ZDMID/KGb7D4I3o",
-	"mJt1zNMIgmcIOCUzRpqw9OBUqkg5HIbwrNUhf1MYXRpDj+wCnBljJpUmMicZoxcsjcw/Z0BeFNgqOLaz",
-	"AaCgH+7x2rJrHOA7WrHoHqqzu4/vTpdxfTP1zrWO7o0KfZfvtH2+0xNWmHt7GGhCn9C4lUvtSoJuCVjZ",
-	"24gq+v7iHeJXv7lWv+kIlv2KdWJYbph3UayVUaxZKRdb1VUOaJbBTRCIubQzfP0nl9zbl+n8f+wVefZl",
-	"OZIJQKEFR/KQ/mIrKm3/nimSFHmWlJWVsaiWVoIVRV40fw7jPm7v2v4LwXu5GCWtKBYIjgLNnGoqUpqn",
-	"xK0TMqPzDvk7y/kQd5LmZqqLnBEJkTZIqKEzYj7QcQJOaa7gdESjZwBADJQktvU2TxPwnWOBD/TKxBTj",
-	"U2iAPbeb5hr7bG+2XTyGwb7t1HHMHE1gehgULArPuKfzuYW+9FlB9SBNr1+/fn0LSNPYAZWVxzb2u1ee",
-	"+S0e8kV1X2ETdp4pQLAAhPq/CX5llKAUqTq0MQTwv4Y0R8CauSxyMsgk8i6VH7X/5zcv3zw/6Ha7t3Xd",
-	"NKY0nUxXfsHU9C437/mvf3bbb37/n3+qwZqK6tIKZE4mRnTUlA5YWzEzm8ZjSy73I6xh7VPFXr0g7z4c",
-	"/dg+fXd08PKVrWhFAQaZVCCUJMEnymHHOzvVn/0nVa4aObYvjmJhRnHKch96FmZlDRjGoytC6+qLrQdK",
-	"xdxxHpJLs3o4sxloMBf2fc20yOHshwDKEeAIASy286JdQkXphsMCtLHnciIv96O/vpT/GP6fj29e/uPN",
-	"3/5e7B+r4a+T4d8//joWF/84mP7rjXzz8e3HvXd70/cv/nLbbPsB3Uhe70Q3TzWyBOhGr3HQPXjV3t9v",
-	"H7w6677qdbu9bvcfjahRHiKH69GsvOXrMWWa8sxo5S9Ro/rg6oU8MWZmBEF0mTIyudoHogU5A6QM9u9G",
-	"78WB+Ycvc3AF7OZy0f8XG2hs1I4SEIvB45ZBEVfT0o+te2wj58BGcdeK2//nf9aW6mERNupL0O9cET4S",
-	"Mndxt7rnKisDqFzdPhChfZCtop0xoypYSpovuq/hyouDN5D2bXPJIzKWQuL6SD4b/dw+GmqWJwgz8rKu",
-	"7c+27hwWGrvCkeE0A6sqh0No519cA7fHktd3VqKLHAlrR3yNurPQrva/xoP4UuOjnaI/28eTrndnZyfN",
-	"05bZQ08lF0AGhk93yHENgALEao19x/a5JlSR/3X66SNpohiQpCoGSSsiNXY+FqGh78UiFv9RsdPIduJM",
-	"ZxA0vmk6Y0EC62lselrgmrcMZ63Dytv9IrCN3GbZKg97DZX01rERxKyTAlCDwWsh92UjyqxihHijODUE",
-	"1wx0p52ygUwBrRrwqsIwIkbZk9lYscF5ckicPTBvsLc4y/AMjVtGpxGQzahiMCaB5SttZn9uX2BsaUQW",
-	"bBgcYyaIqmcn/xQ3+caqxOLtMlcMl69AlIceYum7e6kmFCG1pmZ47fBFrtANHiklyezqLNCEZoI0lYSD",
-	"BoudAVu7WCjGFElA/xXTxLmWgBXilWICkHwA3qlaHXJEDq6ubOAnFk0zNbYDVraIZXeLyH6XVApC3Keo",
-	"Q/Ly6ioiL7qvo1iASgJWZD2T+QUCTqhQS61UNbG4RdccAmUg4F26eFVFY3Zi8Zsjqcd11i/SEZ6Bq6kr",
-	"wZEChYE6/PKWA24vZ7KicyPjjHs311w6d5eSQL/Y+YkCL+RKl2zbXgM6IHcsBLKzCMxIiK5mQ4ZaETkT",
-	"QclIRNwuHome7UDYOoMIR7Bk9LcQZ+B6hUe+NckAy4/mrcQ/6eE8jOC5MfCe27XzH42oYcbQLPGOpeMz",
-	"W88ltZTeYzPb/Dwt9Lzdz3k6Mg5bkWfGtdN6qnp7e7j5t613BnKyVwJ7bOhRPE0iQKXxpbFLq3E2SQbY",
-	"IX7sEgeWF2U494xQH4Jc4eGtH+6sxGDWhfsIg5+3gX4sFFHegvyxtT7cwX58mwRLMz/h94v4URenrz24",
-	"rzstL6XwoUPmt9iP3bHWPVaTbClqmykiO6/b4XyEmBulnm8mTBhjkvYI8EwnrVjUwXCUmrbndn5kLGdm",
-	"Q24+zHvtSHwdi2CP424fSefR2t3ZgAohNekzm9SSHrr6Cmp84ZnvpJa4M2RLClARLOB+1Pu2fi6OomXr",
-	"3jx+9QTYH7doCQf8sdMWO9CPRwb92E6brnI+1wH7KLEwPLKHj+1UoT0YHYxtMMRGhCDi0ovFbMxEBIox",
-	"k2KEFB/vzs5OgG+ucJwfSOYFoQaqyUQqTV7uH5D+XDMVCxs1c/rzmdvtLwcPAQh3izwfhEK2BA7xdWUt",
-	"FwwRFp6kdLylCJsuhOYZcj4MoYvLIEesytmhjuxQR54cdaTMMng8xJHQgVtTXe1du+6tpO/6FEaorQZx",
-	"7tMiAIZatS/xEBtPCONRZiXsdhoLO43wJOLRZHV9Hbq9ZO/547TNk3237+qy5OBfC1Z4niW/rpoXXKQk",
-	"KQ/+kpY/46IT5vDePfIX/hoeMUb2FGw2phqC/Vx5miTA8UlLO+6dD1i/lAxzpsaVo5EOOZtP+YBm2ZxA",
-	"rbcUZutUPXMutYKwqI5+Z8YVGfIrluKuzLYXi0mhYFdm9zSk+aL7Bs8rZlzV1wJ+ZtVEpUCL3DeL08Gj",
-	"qSHBZtHiBni+i+s9ndm2E0aoS0wAmP573CVMuRjdSf0sVSgnn07PjD6xeQlOJ3QgMZFMcQ+3mF5hsb7E",
-	"gEWxuAH5RZpcE8E4HCTOqDHwRncIaQ8k4XTWHkK31sYH85xUWNSAiFnkKOB7QEogyQA/zJ1EHlxdQZhJ",
-	"4XFreMpa7kgObZOwKEwjLBsSpXmWEcsnWov0esLF6BGiprepAzNVO1yxrx9XzMkXANfffyQBI5GWWuJh",
-	"lMVnhGBWPgnZGCBXC4TOgPFLpGB1hUpmpdt4gcxJYhNpzlXisotI07HRvH71otvFrJmUzm0qxTRnl1wW",
-	"7hDDljG5bmgpez4byg70mAkyoDmGTmaykqTKRV0iE2kuJL8CCk9NphbFfJfFzB4oaSzZ7wZUEAXo1FaF",
-	"YvzYJR5pSD2BlJ0gT8YOjD+3gWRim5FUoiUigoIfxB7pIorC4igZMSpHiepYgL/VLOoKurCIq9UhwGYI",
-	"DxhL5lOiRCxc79LcvNfmyLJ8sd2K6/bMQ9jFwtaJLqfarORDPXrp15Zhdj8Pjd7zV93upnF2/NjPNsus",
-	"8cVG3B82wL5eNseuFm0Xhv9KwvCWYpUGaqVqhLazpmNJJ3wl7yQWZYJ/GXCY2TReqzN6uEbCYlpwTwcZ",
-	"hxxBG/giAymUzFiLUHWhbE4nbL3Np7QBiMIyHc/gfFLHYkLnRA6HLLd+qsyY9U65QmBc3GJXrN+Smvjf",
-	"8GsfUrtgC0u0yoBmGcu/JczP38YW/QN6Tvi6EEseGayayX7d6DOas/yo0ONG75+/G7ODiEl1NVNHQS2a",
-	"Z9etkPUi3BJa4tnYiMbRyfuOT0G8hmlhX3p7e9djqfSXRtS4pDk3C1OVzGjX5Sg19g/+3Ol2up393uvu",
-	"626jbhZt288UoWmaM6WqJzkZV5oJWySAHag2MdZ6euPFCaRLJqTPxhy85rNfTtua5RMu0BeZ5vIKK8JE",
-	"MTHDb18Dz0GG/+9+am5kHzgEKXt0xHMH59Kemd2rxzlsaj7hYhRZv818VUSGTAy4GAE+qk36dJBUjZu1",
-	"VKc4nagw8kKU0Nlt4M9PgtcImbK6d1h6QEv/OKV6rEhzzGiu+4xqknFxoVqkz/SMMUHgLZ0wI1WP6956",
-	"kkvNBkZzBetb2YNDSt4e/UzkkOQMoQztdnzK8jbU35SQhUFTAWhjTYPvbmLl9iptk+aE8iwKWJ4jAuCd",
-	"LTPdtrPGC7bxzL68wnI6SoZsFuBBdm4ifNZ1qERKCyTBrNjKC3BZLyn+K3ERTKcstWaBrlvwErhvyTsw",
-	"SpTJUQRWw/j0ROmc0Unkq2ChfyXfWfBma9tqpjejRkxJMCekPydjKlJ7wuvMgRVOTNv3NaJuW8dSx2Gu",
-	"3GrUYzYJBcyTmN/sxbGtn1FmeKqSHy3YTx/ugatkkLPUZvDLvqZcWKpxkcssM62Fwzuqb/0do5keR4Cv",
-	"xAVTKiITpnM+cBMOFWSDYuF1aq60Uf2/f/nvAAAA//8=",
+	"zUsTKWHOWFqunl2B4TcdNcNFCA524LlARbJRC2FF8vaulLxg4lbOT7hp+wTBM2zkm84NhG9YJ7CEg7VL",
+	"CFy5Gzg6eW8HKpRc/GGbdEBfSiPKV3fIWQkTzu3RFVceCl5k80OLJJ5fsjwWF4xNjfPgMu+AQBNYGDoE",
+	"oSydW5CgYQd+Tq5IZgSVpUTLWCCepbuRNBVjBGTndCCnrLU85wtuelqGe5vaRUdcwk530T3eYKU8TRpV",
+	"0PRSBk2YtUOHOL8GWeYuZ+oPCkAV6JLNtFTFtu5dw/9vZ7G8lBdQDIhqhWogBTae/6W8cEfrUNkPrZTa",
+	"xxJUIl4JedF9A7moISwm2m0HhV0IjAObMUPFFovk/bAN5+dJhOug1G9UYauwg2r6jFlcPi3CVSxy6Ht6",
+	"aA+8KMlZmytVsBBwkCvyYv9gOTHmlvpvQzom6OguZvyEdExmBu6wttZI4YK31CVvdch7rUhyfEZHiecz",
+	"dFxKsQhWFIpvSpq2NheFHRZWuVSIFCR335OaZWClng60hbi2kDvWCYF1pFj9lvtnpt0SeFgndqVh3GWD",
+	"3Gfa2NYyvpkShGkNTz1vWJ69nIFobn7iWb57me/9M790ub1oMIIlE4W+VdUBx7J1JlKFfE8yg9Q0Z/gO",
+	"gzeiY27WMU8jiFsi1pfMGGnC0oMDwSLlcA7Fs1aH/E1hYG8MPbILcGaMmVSayJxkjF6wNDL/nAFvVGCr",
+	"4MTUxt6CfrjHayvecYDvaMWieyiM7z6+O10eqZipd651dG8s9LtUs+1TzZ6wuN/bw0AT+lzSrVxqV411",
+	"S8DK3kZU0fcX7xC/+s21+k1HsOxXrBPDcsO8i2KtjGLNSrnYqqR1QLMMboJAzKWd4es/ubzqvkzn/2Ov",
+	"yLMvy0FkAIUuyIaAzCNbzGr790yRpMizpCxqjUW1qhWsKFLS+SMw93F71/ZfiJvMxShpRbFAXBpo5lRT",
+	"kdI8JW6dkBmdd8jfWc6HuJM0N1Nd5IxIiLRBLhOdEfOBjo5xSnMFB1MaPQPAwKAksa23eZqA7xwLfKBX",
+	"5gQZn0ID4rzdNNfYZ3uz7eIxDPZtB75j5hga08OgVlR4skOdzy3qqE/IqsfHev369etb8LHGDiOuPDGz",
+	"373yuHXxfDWq+wqbK/VMAXgIkAP8TfArowSlSNWhjSGA/zWkOWIFzWWRk0EmkfKq/Kj9P795+eb5Qbfb",
+	"va3rpjGl6WS68gumpne5ec9//bPbfvP7//xTDcxXVJfRIXMyMaKjpnTA2oqZ2TQeW3K5H2H5cJ8q9uoF",
+	"effh6Mf26bujg5evbDExCjDIpAKhJAk+UQ473tmp/uw/qXLVyLF9cRQLM4pTlvvQszAra8AwHl0RWlfa",
+	"bT1QKuaObpJcmtXDmU3+g7mw72umRQ5nPwQApgDCCRDJnRftcllKNxwWoI09lxN5uR/99aX8x/D/fHzz",
+	"8h9v/vb3Yv9YDX+dDP/+8dexuPjHwfRfb+Sbj28/7r3bm75/8ZfbZtsP6Ebyeiemf6qRoEE3eo2D7sGr",
+	"9v5+++DVWfdVr9vtdbv/aESN8vw+XI9m5S1fjynTlGdGK3+JGtUHVy/kiTEzIwiiy5SRydU+cFzIGYCU",
+	"sH83ei8OzD98hYnDDjCXi/6/2EBjo3aUgNMNHrfklbialn5s3WMbOQc2irtW3P4//7O2ShLr31Ffgn7n",
+	"ivCRkLmLu9U9V1kZwKLr9oGIqoREIe2MGVXBUtJ80X0NV14cvIGMe5vGH5GxFBLXR/LZ6Of20VCzPEGE",
+	"l5d1bX+2Jf+w0NgVjgynGVhVORxCO//iGmhVlry+sxLY5UhYO+LhAZyFdrALNR7Elxof7RT92T6edL07",
+	"OztpnrbMHnoquQAeNny6Q45rsCsgVmvsO7bPNaGK/K/TTx9JE8WAJFUxSFoRqbHzsQgNfS8WsfiPip1G",
+	"ohlnOoOg8U3TGQsSWE9j09MC17wll2sdVt7uF4Ft5DbLVnnYa6ikt46NIGadFADYDF4LuS8bUSZ0I7oe",
+	"xakhuGagO+2UDWQKQOEAFRaGETHKnszGig3Ok0Pi7IF5g73FWYZnaNwyOo2A50cVgzEJLF9pM/tz+wJj",
+	"SyOyYMPgGDNBQEM7+ae4yTdWJRZvl7liuHwFAmz0kMbA3Us1oYhmNjXDa4cvcjWG8EgpSWZXZzE+NBOk",
+	"qSQcNFjYEtjaxUIxpkgC+q+YJs61BJgWrxQTQEME3FTV6pAjcnB1ZQM/sWiaqbEdsLJFLLFeRPa7pFKL",
+	"4z5FHZKXV1cRedF9HcUCVBIQUuuZzC8Q60OFWmqlqonFLbrmENgaAWrUxasqGrMTi99sTNuus36RjvAM",
+	"XE1d9ZMUKAzUQce3HGZ+OZMVnRsZZ9y7uebSubuUBPrFzk8UeCFXuiQ69xrQYehjDZadRSClQmA7GzLU",
+	"isiZCKp1IuJ28cixbQfClnhEOIJ+o+/Q5cD1Co98a5IBlh/NW4l/0sN5GMFzY+A9rW7nPxpRw4yhWeId",
+	"y4Rotp5Lyli9x2a2+Xla6Hm7n/N0ZBy2Is+Ma6f1VPX29nDzb1vvDORkr8RU2dCjeJpEgErjS2OXVuNs",
+	"kgywA1vZJQ4sr4dx7hmhPgS5wsNbP9xZicGsi7QSBj9vw1tZqF+9BXRla324Q1z5NrmtZn7C7xdspS5O",
+	"X3twX3daXkrhQ4fMb7Efu2Oteyzk2VLUNlNEdl63g1gJ4U5KPd9MmDDGJO0RoPhOWrGoQ0ApNW3P7fzI",
+	"WM7Mhtx8mPfakXM8FsEex90+ks6jtbuzARVCatJnNqklPXSlLdT4wjPfSS1xZ8iW1P4iTsP9qPdt/Vwc",
+	"RUuUvnn86glgV27REg5zZactdngrj4y3sp02XeV8roOzUsKQeFAVH9upoqowOhjbYIiNCEHEpReL2ZiJ",
+	"CBRjJsUI2VXenZ2dANVf4ehWkEcNQg1Uk4lUmrzcPyD9uWYqFjZq5vTnM7fbX47bAuj5FvQ/CIVsidni",
+	"S/paLhgiLDJM6XhLETZdCM0zpNsYQheXob1YlbMDfNkBvjw54EuZZfB4YC+hA7emutq7dt1byZz2KYxQ",
+	"Ww3i3KdF7BG1al/i0U2eEEGlzErY7TQWdhrhScSjyer6OnR7yd7zx2mbJ/tu39VlycG/FqzwFFd+XTUv",
+	"uEhJUh78JS1/xkUnzEHte9A1/DU8YozsKdhsTDUE+7nyDFUAoZSWdtw7H7B+KRnmTI0rRyMdcjaf8gHN",
+	"sjmBMnspzNapeuZcagVhATX9zowrMuRXLMVdmW0vFpNCwa7M7mlI80X3DZ5XzLiqrwX8zKqJSoEWuW8C",
+	"rYNHU0OCzaLFDfB8F9d7OrNtJ4xQl5gADAn3uEuYcjG6k/pZqlBOPp2eGX1i8xKcTuhAYiKZ4h5uMb3C",
+	"wqyJAYticQNtjTS5JoJxOEicUWPgje4Q0h5IwumsPYRurQ3N5unAsKgBwcrIUUC1gWxMkgF0mzuJPLi6",
+	"gjCTwuPW8JS13JEc2iZhUZhGWDYkSvMsI5bKtRZk94SL0SNETW9TB2aqdpBuXz+km5Mv4Ay4/0gCRiIt",
+	"q8fDKIvPiH6tfBKyMUCuFgidAeOXSMHqCpXMSrfxApmTxCbSnKvEZReRpiMCev3qRbeLWTMpndtUimnO",
+	"Lrks3CGGLWNy3dBS9nw2lB3oMRNkQHMMncxkJUmVi7pEJtJcSH4FAKSaTC2K+S6LmT1Q0lgSDw6oIAqA",
+	"wa0KxfixSzzSkHoCKTtBnowdGH9uA8nENiOpBKpEBAU/iD3SRRSFxVEyYlSOEtWxAH+rWdQVdGERV6tD",
+	"gEgSHjCWzKdEiVi43qW5ea/NkWX5YrsV1+2ZRw+Mha0TXc5yWsmHevTSry3D7H4eGr3nr7rdTePs+LGf",
+	"bZZZ44uNuD9sgH29bI5dLdouDP+VhOEtuy0N1ErVCG1nTceSTvhKyk8sygT/MqCPs2m8Vmf0cI2ExbTg",
+	"ng4yDjmCNvBFBlIombEWoepC2ZxO2HqbT2kDEIUlmZ7B+aSOxYTOiRwOWW79VJkx651yhZjEuMWuWL8l",
+	"NfG/4dc+pHbBFpZolQHNMpZ/S3Crv40t+gf0nPB1IZY8Mlg1k/260Wc0Z/lRoceN3j9/N2YHEZPqaqaO",
+	"glo0T2xc4UlGuCW0xLOxEY2jk/cdn4J4DdPCvvT29q7HUukvjahxSXNuFqYqSemuy1Fq7B/8udPtdDv7",
+	"vdfd191G3Szatp8pQtM0Z0pVT3IyrjQTtkgAO1BtYqz19MaLE0iXTEifjTl4zWe/nLY1yydcoC8yzeUV",
+	"VoSJYmKG374GnoMM/9/91NzIPnAIUvboiOcOzqU9M7tXDzHZ1HzCxSiyfpv5qogMmRhwMQJoWpv06SCp",
+	"GjdrqU5xOlFh5IUoUcvbdMSEToLXCJmyundYZkbLvDmleqxIc8xorvuMapJxcaFapM/0jDFB4C2dMCNV",
+	"j+veepJLzQZGcwXrW9mDQ0reHv1M5JDkDFEk7XZ8yvI21N+UaJFBUwFeZk2D727CFPcqbZPmhPIsCgi2",
+	"IwK4qS0z3bazxgu28cy+vMJyOkqGbBZAcXZugqvWdahESgskwazYygtwWS8p/itxEUynLKtpga5b8BK4",
+	"b8k7MEqUyVEEVsP49ETpnNFJ5KtgoX8l1VzwZmvbaqY3o0ZMSTAnpD8nYypSe8LrzIEVTkzb9zWiblvH",
+	"Ukcfr9xq1GM2CQXM88ff7MWxrZ9RZniqkh8t2E8f7oGrZJCz1Gbwy76mXFiWd5HLLDOthcM7qm/9HaOZ",
+	"HkeAr8QFUyoiE6ZzPnATDhVkg2LhdWqutFH9v3/57wAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
