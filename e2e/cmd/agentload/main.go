@@ -386,7 +386,10 @@ func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) 
 			envv = append(envv, kv)
 		}
 	}
-	cmd.Env = append(envv, "BACKSTOP_SECRET_KEY="+sealKey, "BACKSTOP_BOOTSTRAP_TOKEN="+adminToken)
+	// Plain HTTP on loopback (set through the environment, which a
+	// backstopd older than the TLS flags ignores, so an old binary can
+	// be measured side by side).
+	cmd.Env = append(envv, "BACKSTOP_SECRET_KEY="+sealKey, "BACKSTOP_BOOTSTRAP_TOKEN="+adminToken, "BACKSTOP_INSECURE_HTTP=true")
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
