@@ -181,8 +181,21 @@ func (d *demo) startNamespaces(ctx context.Context, bins nslab.Binaries, dbURL, 
 		return err
 	}
 	say(d.out, "Bringing Postfix in service on mx1 (virtual IP %s) ...", d.mail.VIP)
-	if err := c.InService(ctx, d.hier, 0); err != nil {
-		return err
+	// A first start can be slow on a loaded machine (Postfix's start
+	// past the service kit's pid-file wait): clear the failed mark it
+	// leaves and try again, as an operator would, before giving up.
+	for attempt := 1; ; attempt++ {
+		err := c.InService(ctx, d.hier, 0)
+		if err == nil || attempt == 3 || ctx.Err() != nil {
+			if err != nil {
+				return err
+			}
+			break
+		}
+		say(d.out, "The first start failed (%v); clearing mx1's failed mark and trying again ...", err)
+		if err := c.ClearFailedMark(ctx, d.hier, 0); err != nil {
+			return err
+		}
 	}
 	d.sender = d.mail.StartSender(500 * time.Millisecond)
 	return nil
