@@ -47,7 +47,11 @@ func (hh *hierarchyHandlers) GetHierarchy(ctx context.Context, r api.GetHierarch
 
 // ReplaceHierarchy replaces a whole hierarchy definition.
 func (hh *hierarchyHandlers) ReplaceHierarchy(ctx context.Context, r api.ReplaceHierarchyRequestObject) (api.ReplaceHierarchyResponseObject, error) {
-	spec := fromAPIHierarchySpec(r.ClusterId.String(), r.Body)
+	// The read-only fields a GET answered (id, placement, version, ...)
+	// are ignored, so a read can be written back as it is.
+	b := r.Body
+	spec := fromAPIHierarchySpec(r.ClusterId.String(), &api.HierarchySpec{Name: b.Name, Description: b.Description,
+		ExclusivityGroup: b.ExclusivityGroup, Switchback: b.Switchback, Resources: b.Resources, Priorities: b.Priorities})
 	h, err := hh.store.UpdateHierarchy(ctx, r.ClusterId.String(), r.HierarchyId.String(), ifMatchVersion(r.Params.IfMatch), backstop.HierarchyUpdate{
 		Name: &spec.Name, Description: &spec.Description, ExclusivityGroup: &spec.ExclusivityGroup,
 		Switchback: &spec.Switchback, Resources: spec.Resources, Priorities: spec.Priorities,

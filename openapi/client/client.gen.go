@@ -1914,6 +1914,74 @@ type HierarchyPatch struct {
 	Switchback *SwitchbackPolicy `json:"switchback,omitempty"`
 }
 
+// HierarchyReplace A whole hierarchy definition for PUT: `HierarchySpec`, or a
+// `Hierarchy` as GET answered it, so a read can be edited and written
+// back as it is. The read-only fields (`id`, `cluster_id`,
+// `placement`, `version`, `created_at`, `updated_at`) are ignored;
+// send `If-Match` to guard against a change since the read.
+//
+// Example: {"name":"web","priorities":[{"node_id":"0195f7a4-1111-7000-8000-000000000001","priority":1}],"resources":[{"kind":"ip","name":"vip","params":{"address":"198.18.1.60/24","interface":"eth0"}}]}
+type HierarchyReplace struct {
+	// ClusterId Read-only; ignored.
+	//
+	// Example: 0195f7a4-0000-7000-8000-000000000001
+	ClusterId *string `json:"cluster_id,omitempty"`
+
+	// CreatedAt Read-only; ignored.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CreatedAt *string `json:"created_at,omitempty"`
+
+	// Description Free text for operators.
+	//
+	// Example: Postfix for example.com
+	Description *Description `json:"description,omitempty"`
+
+	// ExclusivityGroup N+1 rule: at most one hierarchy of a group in service per node. Empty: none.
+	//
+	// Example: exchange
+	ExclusivityGroup *string `json:"exclusivity_group,omitempty"`
+
+	// Id Read-only; ignored.
+	//
+	// Example: 0195f7a4-3333-7000-8000-000000000001
+	Id *string `json:"id,omitempty"`
+
+	// Name A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+	//
+	// Example: mail
+	Name Name `json:"name"`
+
+	// Placement Read-only; ignored.
+	//
+	// Example: {"epoch":0,"state":"out_of_service"}
+	Placement *map[string]interface{} `json:"placement,omitempty"`
+
+	// Priorities Nodes that may run the hierarchy, with their priorities.
+	Priorities []Priority `json:"priorities"`
+
+	// Resources The resources, a DAG through `depends_on`.
+	Resources []ResourceSpec `json:"resources"`
+
+	// Switchback `intelligent` keeps a hierarchy where it is when a higher-priority
+	// node returns (an event says a switchback is possible); `automatic`
+	// moves it back.
+	//
+	//
+	// Example: intelligent
+	Switchback *SwitchbackPolicy `json:"switchback,omitempty"`
+
+	// UpdatedAt Read-only; ignored.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	UpdatedAt *string `json:"updated_at,omitempty"`
+
+	// Version Read-only; ignored (send If-Match).
+	//
+	// Example: 1
+	Version *int64 `json:"version,omitempty"`
+}
+
 // HierarchyReport The local state of a hierarchy on this node.
 //
 // Example: {"epoch":4,"hierarchy_id":"0195f7a4-3333-7000-8000-000000000001","state":"in_service"}
@@ -4538,7 +4606,7 @@ type CreateHierarchyFromTemplateJSONRequestBody = TemplateInstance
 type UpdateHierarchyJSONRequestBody = HierarchyPatch
 
 // ReplaceHierarchyJSONRequestBody defines body for ReplaceHierarchy for application/json ContentType.
-type ReplaceHierarchyJSONRequestBody = HierarchySpec
+type ReplaceHierarchyJSONRequestBody = HierarchyReplace
 
 // BringHierarchyInServiceJSONRequestBody defines body for BringHierarchyInService for application/json ContentType.
 type BringHierarchyInServiceJSONRequestBody = PlacementRequest

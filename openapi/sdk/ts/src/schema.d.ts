@@ -2512,6 +2512,82 @@ export interface components {
             priority: number;
         };
         /**
+         * @description A whole hierarchy definition for PUT: `HierarchySpec`, or a
+         *     `Hierarchy` as GET answered it, so a read can be edited and written
+         *     back as it is. The read-only fields (`id`, `cluster_id`,
+         *     `placement`, `version`, `created_at`, `updated_at`) are ignored;
+         *     send `If-Match` to guard against a change since the read.
+         * @example {
+         *       "name": "web",
+         *       "resources": [
+         *         {
+         *           "name": "vip",
+         *           "kind": "ip",
+         *           "params": {
+         *             "address": "198.18.1.60/24",
+         *             "interface": "eth0"
+         *           }
+         *         }
+         *       ],
+         *       "priorities": [
+         *         {
+         *           "node_id": "0195f7a4-1111-7000-8000-000000000001",
+         *           "priority": 1
+         *         }
+         *       ]
+         *     }
+         */
+        HierarchyReplace: {
+            name: components["schemas"]["Name"];
+            description?: components["schemas"]["Description"];
+            /**
+             * @description N+1 rule: at most one hierarchy of a group in service per node. Empty: none.
+             * @example exchange
+             */
+            exclusivity_group?: string;
+            switchback?: components["schemas"]["SwitchbackPolicy"];
+            /** @description The resources, a DAG through `depends_on`. */
+            resources: components["schemas"]["ResourceSpec"][];
+            /** @description Nodes that may run the hierarchy, with their priorities. */
+            priorities: components["schemas"]["Priority"][];
+            /**
+             * @description Read-only; ignored.
+             * @example 0195f7a4-3333-7000-8000-000000000001
+             */
+            id?: string;
+            /**
+             * @description Read-only; ignored.
+             * @example 0195f7a4-0000-7000-8000-000000000001
+             */
+            cluster_id?: string;
+            /**
+             * @description Read-only; ignored.
+             * @example {
+             *       "epoch": 0,
+             *       "state": "out_of_service"
+             *     }
+             */
+            placement?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Format: int64
+             * @description Read-only; ignored (send If-Match).
+             * @example 1
+             */
+            version?: number;
+            /**
+             * @description Read-only; ignored.
+             * @example 2026-11-26T06:00:00Z
+             */
+            created_at?: string;
+            /**
+             * @description Read-only; ignored.
+             * @example 2026-11-26T06:00:00Z
+             */
+            updated_at?: string;
+        };
+        /**
          * @description A whole hierarchy definition.
          * @example {
          *       "name": "web",
@@ -6676,7 +6752,7 @@ export interface operations {
                  *       ]
                  *     }
                  */
-                "application/json": components["schemas"]["HierarchySpec"];
+                "application/json": components["schemas"]["HierarchyReplace"];
             };
         };
         responses: {
