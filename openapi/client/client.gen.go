@@ -4768,7 +4768,11 @@ type ClientInterface interface {
 	// credential (shown once). The agent sends its Ed25519 public key and
 	// host facts; the answer carries the control plane's command-signing
 	// keys, one of which matches the fingerprint embedded in the token.
-	// A used, expired or unknown token is answered with 401.
+	// A used, expired or unknown token is answered with 401. When
+	// backstopd serves TLS, the request must present a TLS client
+	// certificate whose key is `public_key` (backstop-agent presents a
+	// self-signed one of its Ed25519 key), and every later agent request
+	// a certificate of the enrolled key; 401 otherwise.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -4781,7 +4785,11 @@ type ClientInterface interface {
 	// credential (shown once). The agent sends its Ed25519 public key and
 	// host facts; the answer carries the control plane's command-signing
 	// keys, one of which matches the fingerprint embedded in the token.
-	// A used, expired or unknown token is answered with 401.
+	// A used, expired or unknown token is answered with 401. When
+	// backstopd serves TLS, the request must present a TLS client
+	// certificate whose key is `public_key` (backstop-agent presents a
+	// self-signed one of its Ed25519 key), and every later agent request
+	// a certificate of the enrolled key; 401 otherwise.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -5913,7 +5921,11 @@ func (c *Client) AgentConfig(ctx context.Context, reqEditors ...RequestEditorFn)
 // credential (shown once). The agent sends its Ed25519 public key and
 // host facts; the answer carries the control plane's command-signing
 // keys, one of which matches the fingerprint embedded in the token.
-// A used, expired or unknown token is answered with 401.
+// A used, expired or unknown token is answered with 401. When
+// backstopd serves TLS, the request must present a TLS client
+// certificate whose key is `public_key` (backstop-agent presents a
+// self-signed one of its Ed25519 key), and every later agent request
+// a certificate of the enrolled key; 401 otherwise.
 //
 // Takes any type of body and a specified content type.
 //
@@ -5936,7 +5948,11 @@ func (c *Client) AgentEnrollWithBody(ctx context.Context, contentType string, bo
 // credential (shown once). The agent sends its Ed25519 public key and
 // host facts; the answer carries the control plane's command-signing
 // keys, one of which matches the fingerprint embedded in the token.
-// A used, expired or unknown token is answered with 401.
+// A used, expired or unknown token is answered with 401. When
+// backstopd serves TLS, the request must present a TLS client
+// certificate whose key is `public_key` (backstop-agent presents a
+// self-signed one of its Ed25519 key), and every later agent request
+// a certificate of the enrolled key; 401 otherwise.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -12251,7 +12267,11 @@ type ClientWithResponsesInterface interface {
 	// credential (shown once). The agent sends its Ed25519 public key and
 	// host facts; the answer carries the control plane's command-signing
 	// keys, one of which matches the fingerprint embedded in the token.
-	// A used, expired or unknown token is answered with 401.
+	// A used, expired or unknown token is answered with 401. When
+	// backstopd serves TLS, the request must present a TLS client
+	// certificate whose key is `public_key` (backstop-agent presents a
+	// self-signed one of its Ed25519 key), and every later agent request
+	// a certificate of the enrolled key; 401 otherwise.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -12264,7 +12284,11 @@ type ClientWithResponsesInterface interface {
 	// credential (shown once). The agent sends its Ed25519 public key and
 	// host facts; the answer carries the control plane's command-signing
 	// keys, one of which matches the fingerprint embedded in the token.
-	// A used, expired or unknown token is answered with 401.
+	// A used, expired or unknown token is answered with 401. When
+	// backstopd serves TLS, the request must present a TLS client
+	// certificate whose key is `public_key` (backstop-agent presents a
+	// self-signed one of its Ed25519 key), and every later agent request
+	// a certificate of the enrolled key; 401 otherwise.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -13642,6 +13666,8 @@ type AgentEnrollResponse struct {
 	JSON201 *Enrollment
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
 	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *PayloadTooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
@@ -13660,6 +13686,11 @@ func (r AgentEnrollResponse) GetJSON201() *Enrollment {
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
 func (r AgentEnrollResponse) GetApplicationproblemJSON400() *BadRequest {
 	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AgentEnrollResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
 }
 
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
@@ -20103,7 +20134,11 @@ func (c *ClientWithResponses) AgentConfigWithResponse(ctx context.Context, reqEd
 // credential (shown once). The agent sends its Ed25519 public key and
 // host facts; the answer carries the control plane's command-signing
 // keys, one of which matches the fingerprint embedded in the token.
-// A used, expired or unknown token is answered with 401.
+// A used, expired or unknown token is answered with 401. When
+// backstopd serves TLS, the request must present a TLS client
+// certificate whose key is `public_key` (backstop-agent presents a
+// self-signed one of its Ed25519 key), and every later agent request
+// a certificate of the enrolled key; 401 otherwise.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -20122,7 +20157,11 @@ func (c *ClientWithResponses) AgentEnrollWithBodyWithResponse(ctx context.Contex
 // credential (shown once). The agent sends its Ed25519 public key and
 // host facts; the answer carries the control plane's command-signing
 // keys, one of which matches the fingerprint embedded in the token.
-// A used, expired or unknown token is answered with 401.
+// A used, expired or unknown token is answered with 401. When
+// backstopd serves TLS, the request must present a TLS client
+// certificate whose key is `public_key` (backstop-agent presents a
+// self-signed one of its Ed25519 key), and every later agent request
+// a certificate of the enrolled key; 401 otherwise.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -22053,6 +22092,13 @@ func ParseAgentEnrollResponse(rsp *http.Response) (*AgentEnrollResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
 		var dest PayloadTooLarge
