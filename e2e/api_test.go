@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/uuid"
+
+	"github.com/backstop-ha/backstop/pki"
 )
 
 // lanTiming is the lan profile of the contract, every cluster's default.
@@ -901,8 +905,15 @@ func TestNodeEventsOnce(t *testing.T) {
 		return got.Version
 	}
 
-	admin.as("").do(t, "POST", "/agent/v1/enroll", map[string]any{
-		"enrollment_token": n.EnrollmentToken, "public_key": base64.StdEncoding.EncodeToString(make([]byte, 32)),
+	// Standing in for an agent: enrollment over TLS presents a client
+	// certificate of the key it enrolls.
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	cert, err := pki.ClientCertificate(key, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.as("").withClientCert(cert).do(t, "POST", "/agent/v1/enroll", map[string]any{
+		"enrollment_token": n.EnrollmentToken, "public_key": base64.StdEncoding.EncodeToString(pub),
 		"facts": map[string]any{"hostname": "n1", "os": "linux", "arch": "amd64", "agent_version": "test"},
 	}).must(t, 201)
 	if got := events("node.up"); got != 1 {

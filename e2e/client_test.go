@@ -121,6 +121,17 @@ func plainClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// withClientCert returns a client that presents cert as its TLS client
+// certificate (a test standing in for an agent).
+func (c *client) withClientCert(cert *tls.Certificate) *client {
+	vt := c.http.Transport.(*validatingTransport)
+	tr := vt.base.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+	cc := *c
+	cc.http = &http.Client{Transport: &validatingTransport{base: tr, t: vt.t}, Timeout: c.http.Timeout}
+	return &cc
+}
+
 // as returns a client with another default token.
 func (c *client) as(secret string) *client {
 	cc := *c
