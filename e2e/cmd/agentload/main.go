@@ -50,6 +50,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -75,6 +77,7 @@ import (
 	"github.com/backstop-ha/backstop/e2e/internal/nslab"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
+	"github.com/backstop-ha/backstop/pki"
 	"github.com/backstop-ha/backstop/store/pgtemp"
 )
 
@@ -100,6 +103,7 @@ type options struct {
 	logLevel    string
 	keep        bool
 	pgStats     bool
+	ca          string
 }
 
 func main() { os.Exit(run()) }
@@ -121,6 +125,7 @@ func run() int {
 	flag.StringVar(&o.pprof, "pprof", "", "pass --pprof-listen to backstopd (e.g. 127.0.0.1:6060)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "backstopd's --log-level")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (backstopd log)")
+	flag.StringVar(&o.ca, "ca", "", "with --url on HTTPS: PEM file of the CA to trust (backstopd's --tls-ca)")
 	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print the statements that took most time at each point")
 	flag.Parse()
 	for f := range strings.SplitSeq(agents, ",") {
@@ -157,6 +162,7 @@ type env struct {
 	pgURL     string
 	m         *metrics
 	timing    client.Timing
+	roots     *x509.CertPool // nil: the system's
 }
 
 func bench(ctx context.Context, o options) (err error) {
@@ -212,8 +218,13 @@ func bench(ctx context.Context, o options) (err error) {
 	} else {
 		e.base = strings.TrimRight(o.url, "/")
 	}
+	if o.ca != "" {
+		if e.roots, err = pki.CertPool(o.ca); err != nil {
+			return err
+		}
+	}
 	e.api = nslab.NewClient(e.base, o.token)
-	e.api.HTTP.Timeout = 60 * time.Second
+	e.api.HTTP = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.roots}}}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -698,6 +709,7 @@ func newAgent(e *env, clusterID, nodeID string) *agent {
 		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
+		TLSClientConfig:     &tls.Config{RootCAs: e.roots},
 	}}
 	c, err := client.NewClientWithResponses(e.base, client.WithHTTPClient(doer),
 		client.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
