@@ -1423,7 +1423,11 @@ export interface paths {
          *     credential (shown once). The agent sends its Ed25519 public key and
          *     host facts; the answer carries the control plane's command-signing
          *     keys, one of which matches the fingerprint embedded in the token.
-         *     A used, expired or unknown token is answered with 401.
+         *     A used, expired or unknown token is answered with 401. When
+         *     backstopd serves TLS, the request must present a TLS client
+         *     certificate whose key is `public_key` (backstop-agent presents a
+         *     self-signed one of its Ed25519 key), and every later agent request
+         *     a certificate of the enrolled key; 401 otherwise.
          */
         post: operations["agentEnroll"];
         delete?: never;
@@ -8500,6 +8504,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableEntity"];
