@@ -685,6 +685,7 @@ type agent struct {
 	cred      string
 	c         *client.ClientWithResponses
 	keys      map[string]ed25519.PublicKey
+	key       ed25519.PrivateKey
 	instance  string
 
 	// mu guards the fields below.
@@ -703,13 +704,24 @@ type agent struct {
 func newAgent(e *env, clusterID, nodeID string) *agent {
 	a := &agent{e: e, clusterID: clusterID, nodeID: nodeID, inService: map[string]int64{}, epochs: map[string]int64{},
 		seen: map[string]bool{}, kick: make(chan struct{}, 1), instance: fmt.Sprintf("%016x", mrand.Uint64())}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	a.key = key
+	// Over HTTPS the agent shows a client certificate of its key, as
+	// backstop-agent does (enrollment binds the key to it).
+	tlsConf := &tls.Config{RootCAs: e.roots}
+	if cert, err := pki.ClientCertificate(key, "agentload"); err == nil {
+		tlsConf.Certificates = []tls.Certificate{*cert}
+	}
 	// One transport per agent, set up as backstop-agent's: each agent
 	// has its own connections, as separate machines would.
 	doer := &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
-		TLSClientConfig:     &tls.Config{RootCAs: e.roots},
+		TLSClientConfig:     tlsConf,
 	}}
 	c, err := client.NewClientWithResponses(e.base, client.WithHTTPClient(doer),
 		client.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
@@ -734,10 +746,7 @@ func (a *agent) enroll(ctx context.Context, token string) error {
 		return fmt.Errorf("malformed enrollment token")
 	}
 	fingerprint := token[i+1:]
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
+	pub := a.key.Public().(ed25519.PublicKey)
 	kernel := "6.1.0-agentload"
 	resp, err := a.c.AgentEnrollWithResponse(ctx, client.EnrollRequest{
 		EnrollmentToken: token, PublicKey: pub,
