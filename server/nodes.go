@@ -35,6 +35,24 @@ func (nh *nodeHandlers) CreateNode(ctx context.Context, r api.CreateNodeRequestO
 	}, nil
 }
 
+// ReissueEnrollmentToken gives a node that has not enrolled yet a new
+// enrollment token, in this answer only.
+func (nh *nodeHandlers) ReissueEnrollmentToken(ctx context.Context, r api.ReissueEnrollmentTokenRequestObject) (api.ReissueEnrollmentTokenResponseObject, error) {
+	n, enr, err := nh.store.ReissueEnrollment(ctx, r.ClusterId.String(), r.NodeId.String(), ifMatchVersion(r.Params.IfMatch), nh.fingerprint())
+	if err != nil {
+		return nil, err
+	}
+	a := toAPINode(n)
+	return api.ReissueEnrollmentToken200JSONResponse{
+		Body: api.NodeCreated{
+			Id: a.Id, ClusterId: a.ClusterId, Name: a.Name, Description: a.Description, State: a.State,
+			Version: a.Version, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+			EnrollmentToken: enr.Token, EnrollmentExpiresAt: enr.ExpiresAt,
+		},
+		Headers: api.ReissueEnrollmentToken200ResponseHeaders{ETag: etag(n.Version)},
+	}, nil
+}
+
 // ListNodes lists a cluster's nodes.
 func (nh *nodeHandlers) ListNodes(ctx context.Context, r api.ListNodesRequestObject) (api.ListNodesResponseObject, error) {
 	ns, next, err := nh.store.ListNodes(ctx, r.ClusterId.String(), named(page(r.Params.Limit, r.Params.Cursor), r.Params.Name))

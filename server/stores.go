@@ -84,6 +84,10 @@ type NodeStore interface {
 	CreateNode(ctx context.Context, n backstop.Node, keyFingerprint string) (backstop.Node, backstop.Enrollment, error)
 	// FindNodeByID returns ErrNotFound if the cluster has no node id.
 	FindNodeByID(ctx context.Context, clusterID, id string) (backstop.Node, error)
+	// ReissueEnrollment gives a node not enrolled yet a new enrollment
+	// token. ErrNotFound, ErrPreconditionFailed, and ErrConflict for an
+	// enrolled node.
+	ReissueEnrollment(ctx context.Context, clusterID, id string, ifMatch *int64, keyFingerprint string) (backstop.Node, backstop.Enrollment, error)
 	ListNodes(ctx context.Context, clusterID string, p backstop.Page) ([]backstop.Node, string, error)
 	// UpdateNode returns ErrNotFound, ErrPreconditionFailed and
 	// ErrConflict for a taken name.

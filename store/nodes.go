@@ -73,6 +73,36 @@ func (s *Store) CreateNode(ctx context.Context, n backstop.Node, keyFingerprint 
 	return out, enr, err
 }
 
+// ReissueEnrollment gives a node that has not enrolled yet a new
+// enrollment token (ending with keyFingerprint, as CreateNode's), which
+// replaces the old one, and returns it. It returns backstop.ErrNotFound,
+// backstop.ErrPreconditionFailed for a stale ifMatch version and
+// backstop.ErrConflict for a node whose agent already enrolled (delete
+// and re-create the node to enroll another machine).
+func (s *Store) ReissueEnrollment(ctx context.Context, clusterID, id string, ifMatch *int64, keyFingerprint string) (backstop.Node, backstop.Enrollment, error) {
+	enr := backstop.Enrollment{Token: NewSecret(EnrollmentPrefix) + "." + keyFingerprint, ExpiresAt: time.Now().Add(backstop.EnrollmentTTL).UTC().Truncate(time.Microsecond)}
+	out, err := withTx(ctx, s, func(tx pgx.Tx) (backstop.Node, error) {
+		cur, err := scanNode(tx.QueryRow(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id = $2 FOR UPDATE`, clusterID, id))
+		if err != nil {
+			return cur, fmt.Errorf("node %s: %w", id, interpretError(err))
+		}
+		if ifMatch != nil && *ifMatch != cur.Version {
+			return cur, fmt.Errorf("%w: node %q is at version %d", backstop.ErrPreconditionFailed, cur.Name, cur.Version)
+		}
+		if cur.Agent != nil {
+			return cur, fmt.Errorf("%w: node %q already enrolled (at %s); delete and re-create it to enroll another machine",
+				backstop.ErrConflict, cur.Name, cur.Agent.EnrolledAt.UTC().Format(time.RFC3339))
+		}
+		out, err := scanNode(tx.QueryRow(ctx, `UPDATE nodes SET enrollment_hash = $3, enrollment_expires_at = $4, version = version + 1, updated_at = now()
+			WHERE cluster_id = $1 AND id = $2 RETURNING `+nodeColumns, clusterID, id, hashSecret(enr.Token), enr.ExpiresAt))
+		if err != nil {
+			return out, err
+		}
+		return out, audit(ctx, tx, "node.reissue_enrollment", "node", out.ID, out.ClusterID, map[string]any{"name": out.Name})
+	})
+	return out, enr, err
+}
+
 // FindNodeByID returns a node of a cluster or backstop.ErrNotFound.
 func (s *Store) FindNodeByID(ctx context.Context, clusterID, id string) (backstop.Node, error) {
 	n, err := scanNode(s.pool.QueryRow(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE cluster_id = $1 AND id = $2`, clusterID, id))

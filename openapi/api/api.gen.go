@@ -2367,7 +2367,9 @@ type NodeCreated struct {
 
 	// EnrollmentToken Give it to the node's agent (`--enroll-token`); shown only
 	// here. An `Idempotency-Key` replay of this answer carries it
-	// empty (the server keeps no copy).
+	// empty (the server keeps no copy); if the first answer was
+	// lost, issue a new one with
+	// `POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token`.
 	//
 	//
 	// Example: bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
@@ -4390,6 +4392,16 @@ type UpdateNodeParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// ReissueEnrollmentTokenParams defines parameters for ReissueEnrollmentToken.
+type ReissueEnrollmentTokenParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeleteFenceDeviceParams defines parameters for DeleteFenceDevice.
 type DeleteFenceDeviceParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
@@ -4767,6 +4779,9 @@ type ServerInterface interface {
 	// UpdateNode Update a node
 	// (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 	UpdateNode(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params UpdateNodeParams)
+	// ReissueEnrollmentToken Re-issue a node's enrollment token
+	// (POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token)
+	ReissueEnrollmentToken(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params ReissueEnrollmentTokenParams)
 	// DeleteFenceDevice Remove a node's fence device
 	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
 	DeleteFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params DeleteFenceDeviceParams)
@@ -5112,6 +5127,12 @@ func (_ Unimplemented) GetNode(w http.ResponseWriter, r *http.Request, clusterId
 // UpdateNode Update a node
 // (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 func (_ Unimplemented) UpdateNode(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params UpdateNodeParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ReissueEnrollmentToken Re-issue a node's enrollment token
+// (POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token)
+func (_ Unimplemented) ReissueEnrollmentToken(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params ReissueEnrollmentTokenParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -7083,6 +7104,84 @@ func (siw *ServerInterfaceWrapper) UpdateNode(w http.ResponseWriter, r *http.Req
 	handler.ServeHTTP(w, r)
 }
 
+// ReissueEnrollmentToken operation middleware
+func (siw *ServerInterfaceWrapper) ReissueEnrollmentToken(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "node_id" -------------
+	var nodeId NodeID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "node_id", chi.URLParam(r, "node_id"), &nodeId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "node_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReissueEnrollmentTokenParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ReissueEnrollmentToken(w, r, clusterId, nodeId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // DeleteFenceDevice operation middleware
 func (siw *ServerInterfaceWrapper) DeleteFenceDevice(w http.ResponseWriter, r *http.Request) {
 
@@ -8983,6 +9082,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id}", wrapper.ClearFailedMark)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token", wrapper.ReissueEnrollmentToken)
 	})
 	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/maintenance", wrapper.EndMaintenance)
@@ -13719,6 +13821,169 @@ type UpdateNodedefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response UpdateNodedefaultApplicationProblemPlusJSONResponse) VisitUpdateNodeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentTokenRequestObject struct {
+	ClusterId ClusterID `json:"cluster_id"`
+	NodeId    NodeID    `json:"node_id"`
+	Params    ReissueEnrollmentTokenParams
+}
+
+type ReissueEnrollmentTokenResponseObject interface {
+	VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error
+}
+
+type ReissueEnrollmentToken200ResponseHeaders struct {
+	ETag *string
+}
+
+type ReissueEnrollmentToken200JSONResponse struct {
+	Body    NodeCreated
+	Headers ReissueEnrollmentToken200ResponseHeaders
+}
+
+func (response ReissueEnrollmentToken200JSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken400ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken401ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken403ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken404ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken409ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken412ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentToken422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ReissueEnrollmentToken422ApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReissueEnrollmentTokendefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReissueEnrollmentTokendefaultApplicationProblemPlusJSONResponse) VisitReissueEnrollmentTokenResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -19068,6 +19333,9 @@ type StrictServerInterface interface {
 	// UpdateNode Update a node
 	// (PATCH /v1/clusters/{cluster_id}/nodes/{node_id})
 	UpdateNode(ctx context.Context, request UpdateNodeRequestObject) (UpdateNodeResponseObject, error)
+	// ReissueEnrollmentToken Re-issue a node's enrollment token
+	// (POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token)
+	ReissueEnrollmentToken(ctx context.Context, request ReissueEnrollmentTokenRequestObject) (ReissueEnrollmentTokenResponseObject, error)
 	// DeleteFenceDevice Remove a node's fence device
 	// (DELETE /v1/clusters/{cluster_id}/nodes/{node_id}/fence-device)
 	DeleteFenceDevice(ctx context.Context, request DeleteFenceDeviceRequestObject) (DeleteFenceDeviceResponseObject, error)
@@ -20283,6 +20551,34 @@ func (sh *strictHandler) UpdateNode(w http.ResponseWriter, r *http.Request, clus
 	}
 }
 
+// ReissueEnrollmentToken operation middleware
+func (sh *strictHandler) ReissueEnrollmentToken(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params ReissueEnrollmentTokenParams) {
+	var request ReissueEnrollmentTokenRequestObject
+
+	request.ClusterId = clusterId
+	request.NodeId = nodeId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ReissueEnrollmentToken(ctx, request.(ReissueEnrollmentTokenRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReissueEnrollmentToken")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ReissueEnrollmentTokenResponseObject); ok {
+		if err := validResponse.VisitReissueEnrollmentTokenResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // DeleteFenceDevice operation middleware
 func (sh *strictHandler) DeleteFenceDevice(w http.ResponseWriter, r *http.Request, clusterId ClusterID, nodeId NodeID, params DeleteFenceDeviceParams) {
 	var request DeleteFenceDeviceRequestObject
@@ -21466,29 +21762,29 @@ func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L0NdtvGsi46lV68dy1Te1MUSf3YplbWXYotx9rxj2LJyckO/YQm0BQ7ArsRNCiKJ9sDuCN4E3hvJG8m",
-	"dyRvdVU30AAa/JFkJzln33vOiUUA/VtVXVVd9dXvrVDOEimYyFRr+HtrymjEUvjn6SW91v+NmApTnmRc",
-	"itaw9SNLFZeCyAnJpoykLJungkUkZUnKFBMZ1S8eE8VERHhGxjS8IVyQ4Gyy+5Zm4TTotjotFU7ZjOrW",
-	"2R2dJTFrDVuj1v6o1eq0smWi/1RZysV16/PnTuuNDCl2Xx3Nxw9v7EjClNEMBqLkPA1ZUzd7t/29MJ6r",
-	"jKVqr9d/fjh5Sg92e71eb/ep/j/P9P/pFf+v7xnS504roSmdscys1Qts8OxlfYjmEeGRHlExjg275rqN",
-	"hGbTVqcl6Ex/aUZ/xaNWp5Wy3+Y8ZVFrmKVz5k55ItMZzVrD1nwOb9bX9cU8VTKtD/lyykgg2F12FcIb",
-	"gV3jJGW3XM4VSeg1K0/n7cvTw3c//bz/8+UP2duXJ4u3L3r7+r9vLq8Xb1+e4G/F/97Zqf02Z+nSmRsO",
-	"yZ3HjN69YeI6m7aGg17PN4+XLOa3LF36lt8+q63/wbjHnob7dHcwOezvHkQ9tvucHh7u7of9SY89jwa0",
-	"37D+kWny4RtgB3eR0WyuXvE4Y57teC/iJTGdcqY0N2VTrojKaAa74FtIBU2WFvJ/pmzSGrb+x17B8nv4",
-	"VO2VRwKDe81ZStNw6l3W/GEzXe/v7+9vRddT2+bDF/YsYrNEZkyEy+/Zsj78ExLGnIlsN5xKxQS5YUvS",
-	"7ne7g8NDEk5pSkPN2Ttd8oEljGZcXBNKzt9fXJIFz6aaF0ZC0RmDD6mIyFhGSyMMFbDKhKcqI1SoBUuP",
-	"8SsqZDZlKbzbIQeDQXckSkt3NOmHg2if7aIs251RHu8abrdLhgK6WDRnprt6qk2cc3jYac24sH/3vas2",
-	"AQntFwj6OCAxVRlJGY2OCdX0FzMiBSNcmZmyCKd60B+UqcIKd/8czNHQNPi+n+3f8BnP6oM9p9eMKP6f",
-	"ZQF12PPzSQyNuB1HbELncWa6ndE7PpvPdAM9WEH8q1g/LjJ2zVIY0Ts6Y01c/D1jiSJS87KmDzn+lYUZ",
-	"ClauiB4Naev/qwhNGZkL/tuc7XSIkoTC05HgisRS3rCIzBNcZr32mk2YyoYooPXcpzKOFOFZh8iUaJrj",
-	"4rpKapq0GiQH/GfVTqwjo3cyYj6ZoX9vFhf9fr+/lbgQMmIPlxTnNJv6BnsW6b3RCxzxlIWZ0Xko0YNo",
-	"mMJgMBhsNQX918OncCFmySVNr1nmm8jFu7fnJIPHzYv/9OnTp1uNHBt8+Ngv5Q0TvmHDg+YBHxwcHGw3",
-	"YN3ew8f7ExtPpbzxjdg8ah7z0dHR0VZjXmCLDx31Z/2xSqRQDJTVb2n0AYWG/iuUImMC/kmTJOaoau8l",
-	"qRzHbPb3XxXq3fl89LQzLT2M4OiCBB0SMZ+NWUpmc5WRMSM0IzOpMnLY6+nVSFOpNeVffm/FuTLvft/q",
-	"tGZMKXoNnN3c1OdPHavaDA/gWOAZrPK3NCJ2VvkSTLMsUcO9PW2EqEwm3Yjd2pmpvVsa8wjH8nlTPekc",
-	"P8ZVrR+SRhiTSDKlRS+Z6XMNRXwkw/mMiWxIZjTWe8Yi8o+L9+86hJIJZ3FktexFKsU10VPQAlzO4ZRI",
-	"qbhmHUIFmYsbIRcCv9Efj2mkX0xBVWERyU2TDsnYXUayKc30Ea3H8/Hy1e4z/TYeEu8+voFTgqICo+03",
-	"kkndi0xYCmuDn2f0BmYkWJcEuJu/fAoIHliMhlMiJxMmIq0pwcC6ek1fSDGJefhQOqPEKEHQX0RGcHyN",
+	"7L0NdtvGsi46lV68dy1Te1MUSf3YplbWXYotx9rxj2IpyckO/YQm0BQ7ArsRNCiKx9sDuCN4E3hvJG8m",
+	"dyRvdVU30AAa/JFkJzln33vOiUUA/VtVXVVd9dWnVihniRRMZKo1/NSaMhqxFP55ekmv9X8jpsKUJxmX",
+	"ojVs/cRSxaUgckKyKSMpy+apYBFJWZIyxURG9YvHRDEREZ6RMQ1vCBckOJvsvqVZOA26rU5LhVM2o7p1",
+	"dkdnScxaw9aotT9qtTqtbJnoP1WWcnHd+vy503ojQ4rdV0fz44c3diRhymgGA1FynoasqZu92/5eGM9V",
+	"xlK11+s/P5w8pQe7vV6vt/tU/59n+v/0iv/X9wzpc6eV0JTOWGbW6gU2ePayPkTziPBIj6gYx4Zdc91G",
+	"QrNpq9MSdKa/NKO/4lGr00rZ73Oesqg1zNI5c6c8kemMZq1haz6HN+vr+mKeKpnWh3w5ZSQQ7C67CuGN",
+	"wK5xkrJbLueKJPSalafz9uXp4buff9n/5fKH7O3Lk8XbF719/d83l9eLty9P8Lfif+/s1H6fs3TpzA2H",
+	"5M5jRu/eMHGdTVvDQa/nm8dLFvNbli59y2+f1db/YNxjT8N9ujuYHPZ3D6Ie231ODw9398P+pMeeRwPa",
+	"b1j/yDT58A2wg7vIaDZXr3icMc92vBfxkphOOVOam7IpV0RlNINd8C2kgiZLC/k/UzZpDVv/Y69g+T18",
+	"qvbKI4HBveYspWk49S5r/rCZrvf39/e3ouupbfPhC3sWsVkiMybC5fdsWR/+CQljzkS2G06lYoLcsCVp",
+	"97vdweEhCac0paHm7J0u+cASRjMurgkl5+8vLsmCZ1PNCyOh6IzBh1REZCyjpRGGClhlwlOVESrUgqXH",
+	"+BUVMpuyFN7tkIPBoDsSpaU7mvTDQbTPdlGW7c4oj3cNt9slQwFdLJoz01091SbOOTzstGZc2L/73lWb",
+	"gIT2CwR9HJCYqoykjEbHhGr6ixmRghGuzExZhFM96A/KVGGFu38O5mhoGnzfz/Zv+Ixn9cGe02tGFP/P",
+	"soA67Pn5JIZG3I4jNqHzODPdzugdn81nuoEerCD+VawfFxm7ZimM6B2dsSYu/p6xRBGpeVnThxz/xsIM",
+	"BStXRI+GtPX/VYSmjMwF/33OdjpESULh6UhwRWIpb1hE5gkus157zSZMZUMU0HruUxlHivCsQ2RKNM1x",
+	"cV0lNU1aDZID/rNqJ9aR0TsZMZ/M0L83i4t+v9/fSlwIGbGHS4pzmk19gz2L9N7oBY54ysLM6DyU6EE0",
+	"TGEwGAy2moL+6+FTuBCz5JKm1yzzTeTi3dtzksHj5sV/+vTp061Gjg0+fOyX8oYJ37DhQfOADw4ODrYb",
+	"sG7v4eP9mY2nUt74RmweNY/56OjoaKsxL7DFh476s/5YJVIoBsrqtzT6gEJD/xVKkTEB/6RJEnNUtfeS",
+	"VI5jNvv7bwr17nw+etqZlh5GcHRBgg6JmM/GLCWzucrImBGakZlUGTns9fRqpKnUmvKvn1pxrsy737c6",
+	"rRlTil4DZzc39fljx6o2wwM4FngGq/wtjYidVb4E0yxL1HBvTxshKpNJN2K3dmZq75bGPMKxfN5UTzrH",
+	"j3FV64ekEcYkkkxp0Utm+lxDER/JcD5jIhuSGY31nrGI/OPi/bsOoWTCWRxZLXuRSnFN9BS0AJdzOCVS",
+	"Kq5Zh1BB5uJGyIXAb/THYxrpF1NQVVhEctOkQzJ2l5FsSjN9ROvx/Hj5aveZfhsPiXc/voFTgqICo+03",
+	"kkndi0xYCmuDn2f0BmYkWJcEuJu/fgwIHliMhlMiJxMmIq0pwcC6ek1fSDGJefhQOqPEKEHQX0RGcHyN",
 	"WoTGWhdZEnbHVQbKbk4azwvSyEexIV2E9v3HpgrbsMq1SBLO01QvOujyQ3PU5/PSqy5g0426oDIexyRl",
 	"E5YyETLYfvgUd2ki0zGPUAGlcGbB7uo/QVsNKtpiYBocM9BwjQoHW/cKmoqYeODegdwlo1ZE1XQsaRqN",
 	"WmRKFUllzMgtZ6AeA38UFCcYixSh0YyL0p7uF3taDG/DTZ3kHzzWrsLMnpiZcEXGLJYL1O0E80+pHdzt",
@@ -21496,571 +21792,574 @@ var swaggerSpec = []string{
 	"bIxCS9oyNb8U7KEVNGNkmbXA9T2ny1jS6FLKN1pveeAyW3YGkcnuQtjafu/g2eHTIzJeZqwkifoO1ZoD",
 	"ipyKjGdLciklwQFtuMK6x91Myt0Yvnps+QQT0laGbl2LDYqrr1h6y1JCw5AlmSLtPnnLvyXjJTGmklnk",
 	"lIVSRFw3/IrymD2UnEE+GpIOp/r8i4bE2ooELEoynmclOQpWKldk1DoAe7PYhkGxDe5IiRnqhjuQOJ/u",
-	"TvDTx9iGwj1a1x0qs2urDBQE3QFNuZJCnxsLRm9I8NNeQDJ6TQTTGwYNMLVznDPNgiq7lF3ygdHItUXp",
+	"TvDTx9iGwj1a1x0qs2urDBQE3QFNuZJCnxsLRm9I8PNeQDJ6TQTTGwYNMLVznDPNgiq7lF3ygdHItUXp",
 	"NeUCvBkpy9Kl2VQc8sN2UtvIqaAxAc3h2HiOkeg0k0dMZHwCvq3MsrwhulheG+WXKbA3HIX6+fPnz5sV",
 	"arv1h66aeGZHcoHNn+oBbbr5dhqPJN+WBEUVLEqHUJBkH169IM8PDp8S0+uQHN7dkTYlwGlGRRwJXB1c",
-	"yaBYHauR+ZZxR6sCh7190hYyGwnQMHa6IzgQPwo6z6Yy5f/5KFyLhz5Xua4qUyC9lN3KG1Y+cfrF5pRG",
-	"seGezOEbTT+hVn4fZWveSRKmDIiSxqBB4YmOarSZU8fORj9vT7QSfa072AHepQL/dBrqEi1rUckiIU3B",
-	"lxv89NNPuyfODIbkW0ZTlgZd3JcklaE2jMYxw1PjwYcXXo+oXwafuhFLmIjUlRYh+G+tGZJwGcaMJFJl",
-	"E35HdkfzXm+fEZVIGed/maeNtt1e3tHeYK/oZ69XsvTu2WnJChwMXApy1sscs5tzNxiEj36qckUWLI53",
-	"jcmnT6xxyuiNIpSk85iVrUMSUqEJiN0lKVNKc351kbTSn/GZluf6e/0n2ND6H3h/Yu4HkPUjHgFJcqXA",
-	"o6gpVXhMAa75c66sC9f1VntsPjg3yiafMiSr5kki04xFb1nE6SWs/YNo9gV+uqubIqOWNmr3kphyMWpZ",
-	"uxZ1ExaZi0e3B2jZ1QQOXXrJB0tgtASGu7Hsyb/enemvd+GzxyIgq47p+QXVGWn5kHcEbp0TLW+0rcuv",
-	"/R78iCmesgjMUH49N5aJ8XIKGZUd5r+794wbX1dOmAi5uG4NW4rFk1Ynv9ThTIuIT53cbbux6xecpDds",
-	"qQ2cwY+/hrMfe+ZX02LC4BZW/1Pxa8HFtX7d/IKMggvCkqtwysKbKzjIb2l8NUP9oNdpTRlNszGjGfw2",
-	"OOx1WjGjil1lGb7Wh9dgMBGj0RWdgJt/3/xW+V6/+9uchzcNPXZayJ1X1ykNme3zc6d1i/frreH+504r",
+	"yaBYHauR+ZZxR6sCh7190hYyGwnQMHa6IzgQfxR0nk1lyv/zUbgWD32ucl1VpkB6KbuVN6x84vSLzSmN",
+	"YsM9mcM3mn5Crfw+yta8kyRMGRAljUGDwhMd1Wgzp46djX7enmgl+lp3sAO8SwX+6TTUJVrWopJFQpqC",
+	"Lzf4+eefd0+cGQzJt4ymLA26uC9JKkNtGI1jhqfGgw8vvB5Rvw4+diOWMBGpKy1C8N9aMyThMowZSaTK",
+	"JvyO7I7mvd4+IyqRMs7/Mk8bbbu9vKO9wV7Rz16vZOnds9OSFTgYuBTkrJc5ZjfnbjAIH/1U5YosWBzv",
+	"GpNPn1jjlNEbRShJ5zErW4ckpEITELtLUqaU5vzqImmlP+MzLc/19/pPsKH1P/D+xNwPIOtHPAKS5EqB",
+	"R1FTqvCYAlzz51xZF67rrfbYfHBulE0+ZUhWzZNEphmL3rKI00tY+wfR7Av8dFc3RUYtbdTuJTHlYtSy",
+	"di3qJiwyF49uD9CyqwkcuvSSD5bAaAkMd2PZk3+9O9Nf78Jnj0VAVh3T8wuqM9LyIe8I3DonWt5oW5df",
+	"+z34EVM8ZRGYofx6biwT4+UUMio7zD+594wbX1dOmAi5uG4NW4rFk1Ynv9ThTIuIj53cbbux6xecpDds",
+	"qQ2cwU+/hbOfeuZX02LC4BZW/1Pxa8HFtX7d/IKMggvCkqtwysKbKzjIb2l8NUP9oNdpTRlNszGjGfw2",
+	"OOx1WjGjil1lGb7Wh9dgMBGj0RWdgJt/3/xW+V6/+/uchzcNPXZayJ1X1ykNme3zc6d1i/frreH+504r",
 	"SbUFmXH027n70XDLfK8r5jX+Q2dTV5PzK3ztXMY8XOrvSnvfdIOoT0EUOCRJuUy1YTSxIsxSJc/YTK3r",
 	"P7+T1H2bSdA0pfB3TnZ1znD62fpeYu3aFdRbu6diqb3cg2tE0C9cZUah2ZtTliLt129PXuxevD4ZHB7t",
 	"lMfrsEY+Jm2LNo3JsyMv4aIDHIjZVJFJKmdgDWTyHptxTrOpbx8Ms1b7PoU7ejxxdD95VEdB1xt1C0Lw",
 	"nLHU13dZOtRYSM5mVES75i29J+qYCLbQ8lERJiKZ6tNxvNTnb6rHFemXNh7bBTb8PfMSaCGoVrVxiW+5",
-	"gqJ2cyXCVEsuRRZThoYgFUu0/9BHhRagKhHQvkM3XGRHBy3vDWdxC/FLPoJOOSKluJczUyoESFkkWGKw",
-	"BOkwS2WvPuVjQVNVz7/Y6frtvlhJSM4RZy5aZneD1pYn06BVk8/YWG07MrzdLbMr9ljjzEYppSd6Pyk1",
-	"WC+lKvtabCDMyLv484hnb7jKfKEVcAktJ4Tql0jKQplGqrLwhmF++VRbxZyVfBp13tRmwkAP4AN85D0S",
+	"gqJ2cyXCVEsuRRZThoYgFUu0/9BHhRagKhHQvkM3XGRHBy3vDWdxC/FrPoJOOSKluJczUyoESFkkWGKw",
+	"BOkwS2WvPuZjQVNVz7/Y6frtvlhJSM4RZy5aZneD1pYn06BVk8/YWG07MrzdLbMr9ljjzEYppSd6Pyk1",
+	"WC+lKvtabCDMyLv484hnb7jKfKEVcAktJ4Tql0jKQplGqrLwhmF+/VhbxZyVfBp13tRmwkAP4AN85D0S",
 	"iggnjzRARdpQj34V5nVM6BhuSSSa1zFVWXlL3r08W7vCOPrGhTVD9gQCMTKbY4RdZT3R21/4gLsYQtLq",
 	"6Cd6fuiIH46lzFSW0kQ/0RQx6A2Odvv93cHRZe9o2OsNe71/tjpG91Yuj2hd/HOnpanzQJtc+Q3wxoqG",
 	"+cRM2ga21CjAzqV2waoPyAXVtpKo8EEeOlTMu8ZbZiHqrcohCXB1wMwMIdoCDM4AvMyBWqqMzYLKiVtf",
 	"UH+XV/nVc8MlNxz8MxoxFFQgnO917b1WGaGZ/9jjmTYoC1npGUIDneRdRjRju7oRX78baK7aKglZKljU",
 	"IXyiT6wvo8s6hE0j9OPS+NyhP7xdr8g0oMhdlbCQT3hITCMNh4lhlBpv+2ZvDmt9NlfiBjSPrT2RS2zo",
 	"D2FxHLzW83ufeL3aQpaYuRbsxAXGz6zoOOfZ9eIyQmllebhjRUR5FJ1SVIrdaJ+UfUFFxDXF+o4v0BpC",
-	"KRSPIKANXHukkDCVTZfRvTUILfjQ4mkNB3V1Alr+MuqEPk2/lDbhzso3+oqVxxqWduCj9pT9CiaKT4wv",
+	"KRSPIKANXHukkDCVTZfRvTUILfjQ4mkNB3V1Alr+MuqEPk2/lDbhzso3+oqVxxqWduCj9pT9BiaKT4wv",
 	"Cc+9Zxm9YeW284NbK8XmzfLsuSAzqvsSVIRsGy1Jb5Qzay/FTVl484EpCCxsEj0TGivm8wSZsEtlbgAo",
 	"AadCVQVYcZzLGxRs9bM28y0lrlBKBWkbL3Ysw5udRzwRrG/Pe8bjvVq5t1bHjUM86D0/8rSqp1kPB1Wq",
 	"0hiKePP1WMqYUVHbX3mDQqdxNy9YlnFxrbbczzPjCULTms+YCfAxm4pXOvZ3GwKVxxaMhPUkdcn7Gc8y",
-	"Fg1d++aJsq7htm1jSmM8BeyXO5Vg0N9bde+U+dhxTFW0dPeL2pGuJ5J3VwnDdWNq949AqDhxtYc97yHn",
-	"jMbfmXmjLEEOV/fV7601cd1plobhpQqj0HqjzVHJkRMy6HaPDkD4KtT8IEMGQ6jAap0nVT8sZrZcrdbX",
-	"3Q59jthtFHVXk+m01IJn4VQP8yqPjYaViWOupUPrr+dlxfFeJamccBAvMdUsMU+itSud+136dQets1E1",
-	"MtXPIJyOz9ijClKnl3U5HsWrD/DqrlLi75nktFajsK6VVQN9p9/57CfXNY65/Itiltu646oUtcl35+bl",
-	"z2XKqy7uG336P7pNtoH/kGaEgV8WO8ej6fSSXpeG0d/ec1g4l8oEXFtGx4fo2VbXseg4IwsuLK3rCpH9",
-	"Ap0G2x3kJ+Ab9vsVa9K3LFFr4mdCVVZ3hHx93v4vzmdVFb7JvWnIYp2D06aRPoZv021rI+fmi8J99nUc",
-	"m06G5wMcnGbY5zbRbAuGewVBBiSTRh7podIGBqxx2IICY8y4cPvp/5vlvjzL1WkAb9q+9Scbmqeqfgvs",
-	"6sTmJS+bFQ9rHvQ4YirD5MyNOe1U3LJYYmBHmdUqVJ/3+6l50mdiIn0yRfFrAbEZ8BYYhwuwDlhI0TPL",
-	"syaf/1jz4BUXV1rb5eC7uE/sBkuk3o8D3UnCU6Ya9OB90DJK2bqbp/1GW2REKTVfo4zfMNP9za5ttHWP",
-	"EBMbG9RS8zBkLMLwQ5bOfFp+0/UESHHcvifKpF/AjgltbP7i26WM3rArbVHKifNrylRG0+zKRtC1Oq2Z",
-	"vGVXPNGEVQhkX4P38Lx/GY1d81HMmlRa9ISRlIWM37KI0GydZtt/uG8JboyfKOO9r7mXau0Yfqg5lGIa",
-	"MgjVgxfKTvuNfPYue3kHqUjKJnPFCM8IWMAgB9cs0f4Wyn+ZeRuT++91U7CWNLy0aOTePZMn1/dZyJJa",
-	"gixK3vUkuMX6Wrnk68vEltSmWhJhm7vyT6IoZUqx6AsGMaHbnUtxpS3DJuFHDX/hOySUEUNvu/XalwcH",
-	"8AFXyGSePq1MXqMFI91Y2AortWsmNCAOEP3wUWzXhoCXCoJFfkuVT1IPLqeOTgHSUZBnSTqs0CPW2iZG",
-	"F3kU28RpazPbxNF1/mr2CQ793lc1cp6FEhU2mmtzZszAIJUN8aoeKmMJRtTnOh6oBK1OKzJxu+gtHRRX",
-	"O508tL81bN3ypPX5k8eh4D8ZX89nVDSdi+uvXZqEwiuZksAyf9AxaT9GlKB8aAdjGl1p5Zdm85QFHRKY",
-	"/IqrG7bUf0I29JXmseIvw376B+QW3XqQsiSm8I0jWoo/NfPpv/Ls62CnS2CIeN+kn00gqzYg7cxckBL8",
-	"hfBMsXhCFlMemzANs7UpFceoqXPI4oVQ8gVV5kNIugm4kjHNyg3jCQ/RlfBZHqQ31J0RcIuTKY2ImSGY",
-	"BLoPuiBCkhn9FW4bd44JJaAJ7s4Tc3NGlNTf30Iemf1tRtMbS4gwALh/cq9ICVck0cpNhKlgq8S1QxRH",
-	"ByuldyXPLSdzWG5ceNKmRJO8GapZT72I41TOr6cZAJ5g0rCeijZncWFz4iJtu55jNpEpI+lc6JN2x9XA",
-	"XRab2LS//Eq5pFuXDIH65IA9fQG9MA28qd1cXF5kLDEC5zMs7Rl+NTg8WmNxmmVeIcgumjbitzmb4y4Y",
-	"aCn8Y4P92emUFj6XbDlJ8wx3x/ImaWMYat4RJKfxGSvtDg4IPMLmNS0JV26ZPSy32bwXUmSpjM9jKpj/",
-	"uLPJHgBqF/OQVg9R+7PJMACNox6uH4PO4dXZPmADeP+n31PVcI7dMOnvHkwG1DcF07LiImQ+HVOEqHg9",
-	"okJbTLlhLoooxoTNOoSAhRkX86wcMV7VVkyzVccGqrStYavf6+r/fzh81nvWs+6D8urorq503ysdBbhk",
-	"OXYKyukVX9Stfjum2iTOz4h5WF7v6tg3soMsZVSNg3UUUVoE7wUS1Uz1iBRhV9QTPQLX2NxH2f7Ii/KG",
-	"1OgZn32Nqy8Dblkxorr9bm/DGDVDJKUJVXYnXzmf0K4lBXitmRcmHTxusGruEctvLJOczX2De8lC7l+3",
-	"ExKZZ1Zv17JaapnPxDUXrIMpPlqx4SKZZ2qL2KXQBusZeXs/x+MNFxFctOG4WoXWCvYbmd31CaRhLkRr",
-	"4yipxwyRdWbpT46pxCV2yHh7V3YR+OghtkkqZ1eNfgZEb9NEN8m+jJdhtVPqsjFS8PEcU0Ca24UG62Ep",
-	"QRM1lYhEkXOCVlghqhsSqdqwfYDVo+qq9xOjec+YyMphdr/7LlCQmGsqnSVu0OPyi5/yX1eJVIqPYxaQ",
-	"thPDQxK4HhrmSBEzeYuanm5Ua3CS5CSK2h22Cf2RNiLdyLQSI+iw28ZW40/V7a3xpy8aeZ3bB3UtvTlR",
-	"5SzZ3yzOWq5hDUQS/QrpORUnE9BCvpolQdIYv2jRXv0pJuxWE0RbpiTh4hoRpLSoyVKa7MCtHMAhQKy1",
-	"I9hplrFZ4hHt8PNVLK9Rftv3wPu2SWwbjKci7J89e/ZsxU0WfGGmDW5RQzfQyIbIv+bEgLbcOyLXPPEm",
-	"waxyVXuOFmd5/ILfvLKxkLe7e4Lf+UR9sQe1o9w8AdFV9ZXW2WLV/ZIWjbB6T5T3lv7x7ppWxN3ZYGYt",
-	"jdHCfMRDu6DMxrkTHqGJHBg0x10eBQQRcHcalmM1ca9dDhyVYr+t3hLFftPmmmZd3+5smH/islrzIujn",
-	"daHebZLmEy64mm6wo4VHQabkmt8yUQ2ffdgG+7b2oYjia/fPf7r/ZOBn8im7vhMrpFJmwclbnVaCkXFa",
-	"dpf9I/ZtvxkJSB/+zQSz3siOJwqBi9bfo4K738q5xh3Nvf3mTZjrnJF2YjBGCgT0tYkIh5vv8GbXTFV4",
-	"9JV5V3qlDLNrsnQAeL/E3abPDnXzoIx+kIuqEss6V1D5kVCJoHQPqFW6hD1tvCpFli7xRsSS5xb2n6HH",
-	"1uvLy3Ny2OuRJgyvmAKajbkZ6R52WgJOLXMlA+BHGXCGhcO9YnchSxNY3ERlKaMzMhf0lvKYjuNiea5C",
-	"yMU67PW2SqBhInrc48bPmZgXC7lNqRTl4Nz1q+YRAsUy1kibzxjiQeRIVm2TxQWDK3MmbkIxNznHRbWK",
-	"GcD8goRo1EMsrDDYUP31+ki+1zXjqOTlBkIISHuB6KckS7m99UDjJvd820Ol5Kp2VUBLU8Y7XRK09pnH",
-	"9qkSYH3+BvS4P0BMyaLiCsTMpE8s5n55vxvouEHuGcJuSLa3/QAN4Qekba5htRkgWLaQ6Q1uvbFqU5pU",
-	"5PNhb32ejbAJng7xFZu5SuysuwcvTo0OEWxRcpk89F68aHtr3fyvgkdQOfjqbGVO54C0UbtGqD8OJTMw",
-	"cxaYYKd8zzQSAaT3xCzLWGru7/QhMZ5H1ywjKmEiM8jUCUtnVADNUR7PU3A/jEQQUhGyOM7voAzGPaiF",
-	"HADgIpvpZtjWjLVyxVQaCBrQ2G6Zl0tmX5WbXpbDhivX4CljiMQNtrPxlFRuC84N8J1+xfzaDeWsfNXa",
-	"7w18l62nIpVx7GC6b5PFIPK4HQbNzOoxCsUDxDJoDVtjxa4O/jnuJz/0lv+Y7asfnt89u/xt8OPi8Oeb",
-	"px/S/mtx9CbsndDnL6P9V5PuyfhFdDr5bnr26/fxW/E+AXkZGl+b7v4q98nn/naahlPNHrMITI+pVFkO",
-	"16L1IqmgfIeY34FVPR/HPDQ4Yf3+bz+f/Pz93Yt08uPF3tPL5U8/vH5//XQa3p7ThL+N08UZpefh648f",
-	"5Dd1k7w+3ab06SeKSIHntbN6CH9Z3t6Hr5dDBof9gc9osgu6EiNLquwVvFhZs1UBXafR4PCw/5zg+1gs",
-	"Z0wVOzqoaOJbrftaoKqKkKptS2kCdv4+IXaaf9kwT9RkEPi+kQvuE1JdoH8CDdAtaOA+cczwQYlJqoB4",
-	"W4HKnWVf3nGTL08jAToQqqQdnBiEWAiCysFSd46JmgLQrIiXZMpSVmW/LZd+GyiFL4of52zpCinkQ4Tw",
-	"onashkD7ni1NUrJ+b/u4v1UIZ43wCfVYSpMZ6FDHBnhgeZbGBskVVS9KLa/kaps8BX8SQoKY861hiy3/",
-	"kfzzxdnR2a8nd+8vP/LJD998Y2YEQW+A3heL8exVL/qPf8StpnyWRmdDmAdPd7QQS1ki08wYCxBnPxdR",
+	"Fg1d++aJsq7htm1jSmM8BeyXO5Vg0E+tunfKfOw4pipauvtF7UjXE8m7q4ThujG1+0cgVJy42sOe95Bz",
+	"RuPvzLxRliCHq/vq99aauO40S8PwUoVRaL3R5qjkyAkZdLtHByB8FWp+kCGDIVRgtc6Tqh8WM1uuVuvr",
+	"boc+R+w2irqryXRaasGzcKqHeZXHRsPKxDHX0qH11/Oy4nivklROOIiXmGqWmCfR2pXO/S79uoPW2aga",
+	"mepnEE7HZ+xRBanTy7ocj+LVB3h1Vynx90xyWqtRWNfKqoG+0+989pPrGsdc/kUxy23dcVWK2uS7c/Py",
+	"5zLlVRf3jT79H90m28B/SDPCwC+LnePRdHpJr0vD6G/vOSycS2UCri2j40P0bKvrWHSckQUXltZ1hch+",
+	"gU6D7Q7yE/AN+/2KNelblqg18TOhKqs7Qr4+b/8X57OqCt/k3jRksc7BadNIH8O36ba1kXPzReE++zqO",
+	"TSfD8wEOTjPsc5totgXDvYIgA5JJI4/0UGkDA9Y4bEGBMWZcuP30/81yX57l6jSAN23f+pMNzVNVvwV2",
+	"dWLzkpfNioc1D3ocMZVhcubGnHYqblksMbCjzGoVqs/7/dg86TMxkT6Zovi1gNgMeAuMwwVYByyk6Jnl",
+	"WZPPf6x58IqLK63tcvBd3Cd2gyVS78eB7iThKVMNevA+aBmlbN3N036jLTKilJqvUcZvmOn+Ztc22rpH",
+	"iImNDWqpeRgyFmH4IUtnPi2/6XoCpDhu3xNl0i9gx4Q2Nn/17VJGb9iVtijlxPk1ZSqjaXZlI+handZM",
+	"3rIrnmjCKgSyr8F7eN6/jMau+ShmTSotesJIykLGb1lEaLZOs+0/3LcEN8ZPlPHe19xLtXYMP9QcSjEN",
+	"GYTqwQtlp/1GPnuXvbyDVCRlk7lihGcELGCQg2uWaH8L5b/MvI3J/fe6KVhLGl5aNHLvnsmT6/ssZEkt",
+	"QRYl73oS3GJ9rVzy9WViS2pTLYmwzV35J1GUMqVY9AWDmNDtzqW40pZhk/Cjhr/wHRLKiKG33Xrty4MD",
+	"+IArZDJPn1Ymr9GCkW4sbIWV2jUTGhAHiH74KLZrQ8BLBcEiv6XKJ6kHl1NHpwDpKMizJB1W6BFrbROj",
+	"izyKbeK0tZlt4ug6fzX7BId+76saOc9CiQobzbU5M2ZgkMqGeFUPlbEEI+pzHQ9UglanFZm4XfSWDoqr",
+	"nU4e2t8atm550vr80eNQ8J+Mr+czKprOxfXXLk1C4ZVMSWCZP+iYtB8jSlA+tIMxja608kuzecqCDglM",
+	"fsXVDVvqPyEb+krzWPGXYT/9A3KLbj1IWRJT+MYRLcWfmvn0X3n2dbDTJTBEvG/SzyaQVRuQdmYuSAn+",
+	"QnimWDwhiymPTZiG2dqUimPU1Dlk8UIo+YIq8yEk3QRcyZhm5YbxhIfoSvgsD9Ib6s4IuMXJlEbEzBBM",
+	"At0HXRAhyYz+BreNO8eEEtAEd+eJuTkjSurvbyGPzP42o+mNJUQYANw/uVekhCuSaOUmwlSwVeLaIYqj",
+	"g5XSu5LnlpM5LDcuPGlTokneDNWsp17EcSrn19MMAE8waVhPRZuzuLA5cZG2Xc8xm8iUkXQu9Em742rg",
+	"LotNbNpffqVc0q1LhkB9csCevoBemAbe1G4uLi8ylhiB8xmW9gy/GhwerbE4zTKvEGQXTRvx+5zNcRcM",
+	"tBT+scH+7HRKC59LtpykeYa7Y3mTtDEMNe8IktP4jJV2BwcEHmHzmpaEK7fMHpbbbN4LKbJUxucxFcx/",
+	"3NlkDwC1i3lIq4eo/dlkGIDGUQ/Xj0Hn8OpsH7ABvP/T76lqOMdumPR3DyYD6puCaVlxETKfjilCVLwe",
+	"UaEtptwwF0UUY8JmHULAwoyLeVaOGK9qK6bZqmMDVdrWsNXvdfX/Pxw+6z3rWfdBeXV0V1e675WOAlyy",
+	"HDsF5fSKL+pWvx1TbRLnZ8Q8LK93dewb2UGWMqrGwTqKKC2C9wKJaqZ6RIqwK+qJHoFrbO6jbH/kRXlD",
+	"avSMz77G1ZcBt6wYUd1+t7dhjJohktKEKruTr5xPaNeSArzWzAuTDh43WDX3iOU3lknO5r7BvWQh96/b",
+	"CYnMM6u3a1kttcxn4poL1sEUH63YcJHMM7VF7FJog/WMvL2f4/GGiwgu2nBcrUJrBfuNzO76BNIwF6K1",
+	"cZTUY4bIOrP0J8dU4hI7ZLy9K7sIfPQQ2ySVs6tGPwOit2mim2Rfxsuw2il12Rgp+HiOKSDN7UKD9bCU",
+	"oImaSkSiyDlBK6wQ1Q2JVG3YPsDqUXXV+4nRvGdMZOUwu0++CxQk5ppKZ4kb9Lj84qf811UileLjmAWk",
+	"7cTwkASuh4Y5UsRM3qKmpxvVGpwkOYmidodtQn+kjUg3Mq3ECDrstrHV+HN1e2v86YtGXuf2QV1Lb05U",
+	"OUv2N4uzlmtYA5FEv0J6TsXJBLSQr2ZJkDTGL1q0V3+KCbvVBNGWKUm4uEYEKS1qspQmO3ArB3AIEGvt",
+	"CHaaZWyWeEQ7/HwVy2uU3/Y98L5tEtsG46kI+2fPnj1bcZMFX5hpg1vU0A00siHyrzkxoC33jsg1T7xJ",
+	"MKtc1Z6jxVkev+A3r2ws5O3unuB3PlFf7EHtKDdPQHRVfaV1tlh1v6RFI6zeE+W9pX+8u6YVcXc2mFlL",
+	"Y7QwH/HQLiizce6ER2giBwbNcZdHAUEE3J2G5VhN3GuXA0el2O+rt0Sx37W5plnXtzsb5p+4rNa8CPp5",
+	"Xah3m6T5hAuuphvsaOFRkCm55rdMVMNnH7bBvq19KKL42v3zn+4/G/iZfMqu78QKqZRZcPJWp5VgZJyW",
+	"3WX/iH3bb0YC0od/M8GsN7LjiULgovX3qODut3KucUdzb795E+Y6Z6SdGIyRAgF9bSLC4eY7vNk1UxUe",
+	"fWXelV4pw+yaLB0A3i9xt+mzQ908KKMf5KKqxLLOFVR+JFQiKN0DapUuYU8br0qRpUu8EbHkuYX9Z+ix",
+	"9fry8pwc9nqkCcMrpoBmY25GuoedloBTy1zJAPhRBpxh4XCv2F3I0gQWN1FZyuiMzAW9pTym47hYnqsQ",
+	"crEOe72tEmiYiB73uPFzJubFQm5TKkU5OHf9qnmEQLGMNdLmM4Z4EDmSVdtkccHgypyJm1DMTc5xUa1i",
+	"BjC/ICEa9RALKww2VH+9PpLvdc04Knm5gRAC0l4g+inJUm5vPdC4yT3f9lApuapdFdDSlPFOlwStfeax",
+	"faoEWJ+/AT3uDxBTsqi4AjEz6ROLuV/e7wY6bpB7hrAbku1tP0BD+AFpm2tYbQYIli1keoNbb6zalCYV",
+	"+XzYW59nI2yCp0N8xWauEjvr7sGLU6NDBFuUXCYPvRcv2t5aN/+r4BFUDr46W5nTOSBt1K4R6o9DyQzM",
+	"nAUm2CnfM41EAOk9Mcsylpr7O31IjOfRNcuISpjIDDJ1wtIZFUBzlMfzFNwPIxGEVIQsjvM7KINxD2oh",
+	"BwC4yGa6GbY1Y61cMZUGggY0tlvm5ZLZV+Wml+Ww4co1eMoYInGD7Ww8JZXbgnMDfKdfMb92QzkrX7X2",
+	"ewPfZeupSGUcO5ju22QxiDxuh0Ezs3qMQvEAsQxaw9ZYsauDf477yQ+95T9m++qH53fPLn8f/LQ4/OXm",
+	"6Ye0/1ocvQl7J/T5y2j/1aR7Mn4RnU6+m5799n38VrxPQF6Gxtemu7/KffK5v52m4VSzxywC02MqVZbD",
+	"tWi9SCoo3yHmd2BVz8cxDw1OWL//+y8nv3x/9yKd/HSx9/Ry+fMPr99fP52Gt+c04W/jdHFG6Xn4+scP",
+	"8pu6SV6fblP69BNFpMDz2lk9hL8sb+/D18shg8P+wGc02QVdiZElVfYKXqys2aqArtNocHjYf07wfSyW",
+	"M6aKHR1UNPGt1n0tUFVFSNW2pTQBO3+fEDvNv2yYJ2oyCHzfyAX3Caku0D+BBugWNHCfOGb4oMQkVUC8",
+	"rUDlzrIv77jJl6eRAB0IVdIOTgxCLARB5WCpO8dETQFoVsRLMmUpq7Lflku/DZTCF8WPc7Z0hRTyIUJ4",
+	"UTtWQ6B9z5YmKVm/t33c3yqEs0b4hHospckMdKhjAzywPEtjg+SKqhellldytU2egj8JIUHM+dawxZb/",
+	"SP754uzo7LeTu/eXP/LJD998Y2YEQW+A3heL8exVL/qPf8StpnyWRmdDmAdPd7QQS1ki08wYCxBnPxdR",
 	"Iws/MLD68SOd84WrqcBUSMFDGucTRsPIfxY1rPpacERnW2rueHMO5q80dF3azW2POWezi7VwY4bz8Xm5",
 	"4NZ7yp0Y7DQWmXIhmEHXIYuUZ1kRtwNVQrKUCoWBp5pVAHXCZNxhGCQiWWf0Tgo5W5K2HkXHoI1reygD",
 	"KBaubOsjseDZtAOuZvCGCZnxiUGz1V1/e/Li+4vL9+e7b8++RWIdiX53v3vU7XcPuv3u/uDg6X631ynS",
 	"onhGZowKtTMciZH4F1bL+VfR/7/AEiX/grc0Hf5rJP61u7tb+l/9YZA7ogPyLxKmPAMK+xfpk8AGgr2T",
 	"EXtp3sgKoYshmm54JiVaqpCEsZQohjjs2rzQ1hlmUic0mx7DQjhIiGDYEAiXaEsRwjJj/CiJ2C0PGUBi",
-	"8QwKp0jBOgjhC3DSPCNyMtkhzmTmImU0nFK45P0XWdAUV4AMylP6WH4Po1ohOI4kMRWMxFJlRbzoeJ6B",
-	"NabnBlVj7AzbMrWDExJecCoOzOQtU6XRJbozLiaS/IvsV0aUuEvsIp9ibQLdk0UNwgKLEEXoNu9A+FyZ",
-	"IBynv4Nyf2+Lly+Kd/PqRzIlydxZgTJCUFOv4PVz+jxs7PPUvpn3ELNJ1tSH5rwrG6BcItWjcg8XLJ68",
-	"yt8rwjOLUOYS8ZnQ5jaSM+y5ZlcJ252HGZuRQPU7yy0FZT0tRnBOs6llFoyAnwvL6oBnq19K9GlM03Sp",
-	"P3e22emkRCfPyu0jnXhbt8D6NdrBpvPqwAgYYt187lyeF319MG8Dxsyr/F1KAHSEyJREjCUI3IP+bdu+",
-	"jbrGXmMZ0vhKi2DwfTt0WXTb7xX9vtHvfzCvO5TphtpCI4pQ21Pes3REORCVfwx5nG+xyv1+0xDcl41e",
-	"YULd824TqhRSE66H8vdbrLgrawcNHRdrDs0Q2wy5preMzJPjSgS7bl2hJMXei4ihIk/SnbEjgIp6t+Ki",
-	"eNFBfitFpHNBTHOYhu6sdNFnObXT7ffA0+/7efZ+sqJrqAZm68Gt79y/0oeejl3KLq+lOdeENNFnVCC0",
-	"GrfOuWrmAQ7Chv24lO4OwhFYr8yrFSrHsEFzerijogu6NNDUtk9n9nnHefqpu+hP692+cN9zAxefqHJi",
-	"RHm/NZULtvB27V/3Z/W+i2UvRUyGch5jxQZY3GqORjEO7LcIw+rWz7u+I8wu8hf9Z90TRYq28lSWWie+",
-	"lR30fN3U1tZpHg7JogzeZvPzruyg7+u7vLZOxyU6LcLiukVYXDGrQbVlxFEoXtSEeT1l6W6OaYh6goIc",
-	"gmPiBtgVfdncHD0yTeCliosyrY+tvq+Dfd/QyvtK55mc0YyHbte+bYU+vNt64OulYVsRxqxpWw3PJFC6",
-	"MC0zrTMK/w4f+obh22EYQ2mHjTXVLfJVSgqxI4jyxL/ixbyIj01soVVPQju3xjqYDd5Be2DZId1u1ypN",
-	"GKfdNSio7gI7EgljFV8U79B6IopFgzCB321rvWXSAjXlKIBQ8Am7z+/cK1cupZVw5JO983nJaPTGeZu6",
-	"UQ1gXtmW4XiyN6UmY51DFrtzp1O5zIFLQ1e/NToFXCYVK/S8rNt+KL3kGGO4UVDDxr5x7CTSca0RxjaJ",
-	"rqwAq4yC3IEI3Ny+oELIOSjMCy4iubBiXivRfjrdd6Qg6N8FiRpwGEIhgBWJP5uCKlEz9iwBa2PH1u4x",
-	"9p619qrmlZxM8rVAQxwb5LgFvDiYYfQ+3W+/Xxl8TeczC10aatUOXWXa/ktb6h9NQTBtryvSNge5YAuw",
-	"mNNblu5A/XO409Q6jyaz589HIh8ceDiC4yIkFQum93vO6l8ylb1zfAxBdyQCNQcviS1gBG6ErAjTU4SO",
-	"tW7VDoxrEm4p3WDboEMCLkKoVmf+NHxp/srDbgJk/xrO5so0h3tcLxRg1p+r0CqrYwidWsv14GqIHDwY",
-	"6H+gN6U1bFkyh5Q89Da5oelFNN8fkjvxR4Gc3AtM/CJL56E+MiI/jvim0OGneXipyqDcGQ1TqVRznNxj",
-	"xZfmxOPL957OZ1So7QP4veGqbokcxX6ba9FzTCYyjuUCQkC1ohHAeRPcJ3i1IPA19xr2vc8u+Tfs+e9r",
-	"QDpbZxEE81g/ppU8HmDxLS7/Pjdmk/npBn22rHvddV2gHY/ttnHcbjU3mf2GEfeVKx4beGjXtCCoYnEL",
-	"1mrMYYBp+KN/4FEj8kWej/dba9jbNNznfsBh4Iz3RPoUA/ChVetzzxA1gN1JkXExZ9sTuDfKx+m9cVkv",
-	"lwk7p1rz80XmCSeo2wYkFZcBijES4CG9YyN4UjbhdyTBFomah1OYI9DS33wE9rc6xEBix9P6v36hu/95",
-	"9env7dGoa/6587/0H6PR33b+1//0SZfTuySmgjbVFVmWXAwcKielDJnTXjqYHxZgnV9LCMGqon6C4nY1",
-	"o+nNg3IVMRCskvaY54dBiApCU/Uxjg833YEBW49j/LlG+OXB+1KcwNlvlFNMkt2IC1ALfkvTGx8r/OFJ",
-	"f8ANkZPaujp8z7z32bNL3qvZ/LkxLGgGOvvjZGzCEBojE36q0SzcIikDbGKdZ4tyaQQhF/X4iUerDOES",
-	"8crycfmLa9LfihY7ZRKub5BP3DnE2VQKxOMTrZdfWqHYbx3Fkycmm3K3w6rzm91NKZSf+0O07ccvKrIh",
-	"BllTumhDxYj1q7d5iY88u7JBGQGLGaD73nlDdU6M2YxeCjkhL9mYU/FEGZN8F2tHY70pKpYkSeV1SmdE",
-	"JYzeQHWgTBGVRVyQ4IYtv7ml8ZwF+rVMhjLeIVwU7iJrpZtWSQSFHWUl6wIQa9lVyqIJV9OVBy6+qc/a",
-	"3u7zq09/956xsAYvwS/QxEtPqtfa9qIRZsfClGUEZlZLIoU6A/Uhb5I+eo+CsylFwcyT1rDVfz7o9rqD",
-	"7kA/myuWmgA7GIsxI/TIr/C7K8UyCDamSi1kClHEtnAE1Cx4cJkBsxjrcYYdilyTJfmlqhPA4Yr3zs2Z",
-	"X9QQBaiSJpgOPIqQbpa7mL6WCDPX5F+yJKylr7UbeI6v+mmspqOBX8so5CqTKYssU0l4p8xVZRLNlZF6",
-	"an29UKkl5lq+vRTX2kxK53ldaRPCSeO4g3c7oayiEg68NV/+RBURDCwMphmcXtLrnYeCSBYnCzUVVAxR",
-	"+DbaXfL7FjpwhPNFwsLtSx14nL80D/DaUFqvEqxKxVdcKBZiQORmslY3lRPxsKX29TOPbXNPiflwRl3l",
-	"JVqf11HxG5ZYmbTRd2OnH+wMYTfYrhTxskMUo3B7j6Ei2oYdCURhS1k2TwWLuuQE1P6hKy+g1LHK6LJL",
-	"TsBRTmZ0SYTMRoLGSpIxREEFOLug5uD2bAboFe7MHbxAx1VVFioG215Lhi0kDGkHcjJBoEkBsI/ZXAU7",
-	"KwVPUR+qXBtqLQsjTTXy2vmj7/97s/F4z2aSMEtqpUANsQPLEujds3pizAUbCUbDaZfgMTGjWTglAfhS",
-	"PuWa3d/+Z0Da1KQeHh1oGZvSMGOp2kESoimDC6kA40ODY6OvkSm9ZcR+qefjfGtjSHAU45TRG1WvQXZv",
-	"kbAJfcGefIDA6K1ln2LxZNfe4IGGgusd8ahjgq1ZlNcV1HaGECzcCuOqhOq63x1Uauf/8smxCuthp33N",
-	"Cvumptgth/CEzU3DL1fjz51UDXJWLkgsTXjLRJ/nNzyOSSZlua4hLEbOlj1P8nBppZqgzOEqEhS7ig60",
-	"kRvJ1Y/WX4/k+J0lts71p41xjzbc6PUZglXJlbkWrbt8TdKsKFjiAXRl8SQYEiqIRbl1w01teOkxCYQU",
-	"LBgSdmfy0A1HlQBaTbEkKVgF0RMf1G1OzuLo1J8W/15ok2Ji0CMm+s0KR8YyNC7h1p7JOSkuRvMVqwN7",
-	"5p9Vu/zHxft3JJFQho5wYWT0WEZL8IQHv81ZuuzWqkx3SICAMN5HEA1be1AmlT0bhqn2ent4OO8VYISb",
-	"3+BZkBEAErDQTlX/vNYmyNm5Rb3E14yPPwY6JO0XZy8/7Kx1sOQrWQzJR4KvGY0zTyUG/F2vbMpoxIUe",
-	"DB76TSDb8qa+najHXTVq/ydJEnMWkRm/RnlGbq09UHSrla6d9fAEjbDI8ibAE2QKc6pIAqhFuua2rRkJ",
-	"+LUNhb5/anAeTV1LlxITfl2s3b7n4NL0m59hhkobyvaUG2syw2yVcnjdnDFOaDSF/VJrMd48h4qzUyi9",
-	"PHlNjjKgQBVasizXAja/FHH0kdKZcXTQfEfiPeEgXtpk9cgJFhItHNaFQ+VGyMXmmXx5bLBvjP5zjQuV",
-	"US8i8Rmk8U24iXnEbUpSGWrOaadURHLWMQB6hBpvYEbTbKdLTkbCRHSRqYwjLZwwyBAyPcdwc2eJE0Lw",
-	"BVZRNc2PRLsAFtL9AryH1o/zHAdB7MiH1cYg9QnyFfQRYkcMlziQOmMmhIFLTtwbjLQttbYLL2sNKcLI",
-	"bYdSnyiieMR23HhQnKOJReuMxGLKw2k9/Op6TtOIgEV2w1hS1aZbB5OjcED77Pl4PzoID1nduzvjItcZ",
-	"yperJ7v/RHOge7Xb4Oo1LF0P1wDzEnKKeMyzJUn0Tujza1O6O6fZ1EdypcoDjiqVy5Oms2FCuNi1EcX5",
-	"+xuPx2aAmCOozKqHh/v+QUH5Jr2VV03QIZ5wxSFspROzmNc/Az15ksqZ5oWQ8SQjSiIZNscxFqUKCuIf",
-	"CUvDmD1y7FKW/s8u3pW4RAb0ZTiBzhjks2lDrksuHNwRS9Dgsi14yIDx82wk2B0EOhpIEOi/S3KkpLuQ",
-	"sUiVK1mPROAWBw46LrPlwypn481FxuNimf4OGT/udgT6t0pV4KBjIABqXZJv6g2YgICUA5LrSNSjVyE8",
-	"4hjLOS+4MoEEhF8L8LGYGhDpjMYjkYen6k1m6U6XvDOhnSxWNk9TDQnkBeYSIp0LpeUJZlZiqla+6h0n",
-	"Y02RX+fRNYtIzG8Y3CzBqCryoo/VmXNfSH9QKZW9HsGncniv1ENOwhs/V+C+5MhGEBi/je7hqyXdVMZt",
-	"nbbxDsGCylqGefuYTFgWTuFu3VBwxCeTainQzZBly4P2QNgqZtVqCJdFJjDF4/NLk3yVhiZht4gEhxYu",
-	"L98gkuvUyat8ojz8oWdkzi24hAG6BJq/TqnQSg7p4bTrGaNTGo1ExMKYakLPyRCCno0sKI+W0DTltyyC",
-	"oicj4YqzGV0SGmsVe0nGjFj2Ar6AEIUOSkFmZVvKBFsoGxrdsQaojbMDntHnuggZ8vA1y1Qhb0cC0gdy",
-	"PFsQmwXxVThmLX/cF7z9HrcJJQrKq0xtwpFWy/MiaKUyg1QI1KjRUnscTJTty9mzO90Vv+XZ8uo6lfME",
-	"f94qqgr9hgs2bvmjqXpFNFWtJuMGEVVawEAWEFo+v9/j4tlkEWlxVbGW3ML64C2t19a3LnRT5b4HDuSE",
+	"8QwKp0jBOgjhC3DSPCNyMtkhzmTmImU0nFK45P0XWdAUV4AMylP6sfweRrVCcBxJYioYiaXKinjR8TwD",
+	"a0zPDarG2Bm2ZWoHJyS84FQcmMlbpkqjS3RnXEwk+RfZr4wocZfYRT7F2gS6J4sahAUWIYrQbd6B8Lky",
+	"QThOfwfl/t4WL18U7+bVj2RKkrmzAmWEoKZewevn9HnY2OepfTPvIWaTrKkPzXlXNkC5RKpH5R4uWDx5",
+	"lb9XhGcWocwl4jOhzW0kZ9hzza4StjsPMzYjgep3llsKynpajOCcZlPLLBgBPxeW1QHPVr+U6NOYpulS",
+	"f+5ss9NJiU6eldtHOvG2boH1a7SDTefVgREwxLr53Lk8L/r6YN4GjJlX+buUAOgIkSmJGEsQuAf927Z9",
+	"G3WNvcYypPGVFsHg+3bosui23yv6faPf/2BedyjTDbWFRhShtqe8Z+mIciAq/xjyON9ilfv9piG4Lxu9",
+	"woS6590mVCmkJlwP5e+3WHFX1g4aOi7WHJohthlyTW8ZmSfHlQh23bpCSYq9FxFDRZ6kO2NHABX1bsVF",
+	"8aKD/FaKSOeCmOYwDd1Z6aLPcmqn2++Bp9/38+z9ZEXXUA3M1oNb37l/pQ89HbuUXV5Lc64JaaLPqEBo",
+	"NW6dc9XMAxyEDftxKd0dhCOwXplXK1SOYYPm9HBHRRd0aaCpbZ/O7POO8/RTd9Gf1rt94b7nBi4+UeXE",
+	"iPJ+ayoXbOHt2r/uz+p9F8teipgM5TzGig2wuNUcjWIc2G8RhtWtn3d9R5hd5C/6z7onihRt5akstU58",
+	"Kzvo+bqpra3TPBySRRm8zebnXdlB39d3eW2djkt0WoTFdYuwuGJWg2rLiKNQvKgJ83rK0t0c0xD1BAU5",
+	"BMfEDbAr+rK5OXpkmsBLFRdlWh9bfV8H+76hlfeVzjM5oxkP3a592wp9eLf1wNdLw7YijFnTthqeSaB0",
+	"YVpmWmcU/h0+9A3Dt8MwhtIOG2uqW+SrlBRiRxDliX/Fi3kRH5vYQquehHZujXUwG7yD9sCyQ7rdrlWa",
+	"ME67a1BQ3QV2JBLGKr4o3qH1RBSLBmECv9vWesukBWrKUQCh4BN2n9+5V65cSivhyCd75/OS0eiN8zZ1",
+	"oxrAvLItw/Fkb0pNxjqHLHbnTqdymQOXhq5+a3QKuEwqVuh5Wbf9UHrJMcZwo6CGjX3j2Emk41ojjG0S",
+	"XVkBVhkFuQMRuLl9QYWQc1CYF1xEcmHFvFai/XS670hB0L8LEjXgMIRCACsSfzYFVaJm7FkC1saOrd1j",
+	"7D1r7VXNKzmZ5GuBhjg2yHELeHEww+h9ut9+vzL4ms5nFro01Kodusq0/Ze21H80BcG0va5I2xzkgi3A",
+	"Yk5vWboD9c/hTlPrPJrMnj8fiXxw4OEIjouQVCyY3u85q3/JVPbO8TEE3ZEI1By8JLaAEbgRsiJMTxE6",
+	"1rpVOzCuSbildINtgw4JuAihWp350/Cl+SsPuwmQ/Ws4myvTHO5xvVCAWX+uQqusjiF0ai3Xg6shcvBg",
+	"oP+B3pTWsGXJHFLy0NvkhqYX0Xx/SO7EHwVyci8w8YssnYf6yIj8OOKbQoef5uGlKoNyZzRMpVLNcXKP",
+	"FV+aE48v33s6n1Ghtg/g94aruiVyFPt9rkXPMZnIOJYLCAHVikYA501wn+DVgsDX3GvY9z675N+w55/W",
+	"gHS2ziII5rF+TCt5PMDiW1z+fW7MJvPTDfpsWfe667pAOx7bbeO43WpuMvsdI+4rVzw28NCuaUFQxeIW",
+	"rNWYwwDT8Ef/wKNG5Is8H+/31rC3abjP/YDDwBnvifQpBuBDq9bnniFqALuTIuNizrYncG+Uj9N747Je",
+	"LhN2TrXm54vME05Qtw1IKi4DFGMkwEN6x0bwpGzC70iCLRI1D6cwR6Clv/kI7G91iIHEjqf1f/1Kd//z",
+	"6uPf26NR1/xz53/pP0ajv+38r//pky6nd0lMBW2qK7IsuRg4VE5KGTKnvXQwPyzAOr+WEIJVRf0Exe1q",
+	"RtObB+UqYiBYJe0xzw+DEBWEpupjHB9uugMDth7H+HON8MuD96U4gbPfKKeYJLsRF6AW/JamNz5W+MOT",
+	"/oAbIie1dXX4nnnvs2eXvFez+XNjWNAMdPbHydiEITRGJvxco1m4RVIG2MQ6zxbl0ghCLurxE49WGcIl",
+	"4pXl4/IX16S/FS12yiRc3yCfuHOIs6kUiMcnWi+/tEKx3zqKJ09MNuVuh1XnN7ubUig/94do249fVGRD",
+	"DLKmdNGGihHrV2/zEh95dmWDMgIWM0D3vfOG6pwYsxm9FHJCXrIxp+KJMib5LtaOxnpTVCxJksrrlM6I",
+	"Shi9gepAmSIqi7ggwQ1bfnNL4zkL9GuZDGW8Q7go3EXWSjetkggKO8pK1gUg1rKrlEUTrqYrD1x8U5+1",
+	"vd3nVx//7j1jYQ1egl+giZeeVK+17UUjzI6FKcsIzKyWRAp1BupD3iR99B4FZ1OKgpknrWGr/3zQ7XUH",
+	"3YF+NlcsNQF2MBZjRuiRX+F3V4plEGxMlVrIFKKIbeEIqFnw4DIDZjHW4ww7FLkmS/JLVSeAwxXvnZsz",
+	"v6ghClAlTTAdeBQh3Sx3MX0tEWauyb9kSVhLX2s38Bxf9dNYTUcDv5ZRyFUmUxZZppLwTpmryiSaKyP1",
+	"1Pp6oVJLzLV8eymutZmUzvO60iaEk8ZxB+92QllFJRx4a778iSoiGFgYTDM4vaTXOw8FkSxOFmoqqBii",
+	"8G20u+T3LXTgCOeLhIXblzrwOH9pHuC1obReJViViq+4UCzEgMjNZK1uKifiYUvt62ce2+aeEvPhjLrK",
+	"S7Q+r6PiNyyxMmmj78ZOP9gZwm6wXSniZYcoRuH2HkNFtA07EojClrJsngoWdckJqP1DV15AqWOV0WWX",
+	"nICjnMzokgiZjQSNlSRjiIIKcHZBzcHt2QzQK9yZO3iBjquqLFQMtr2WDFtIGNIO5GSCQJMCYB+zuQp2",
+	"Vgqeoj5UuTbUWhZGmmrktfNH3//3ZuPxns0kYZbUSoEaYgeWJdC7Z/XEmAs2EoyG0y7BY2JGs3BKAvCl",
+	"fMw1u7/9z4C0qUk9PDrQMjalYcZStYMkRFMGF1IBxocGx0ZfI1N6y4j9Us/H+dbGkOAoximjN6peg+ze",
+	"ImET+oI9+QCB0VvLPsXiya69wQMNBdc74lHHBFuzKK8rqO0MIVi4FcZVCdV1vzuo1M7/9aNjFdbDTvua",
+	"FfZNTbFbDuEJm5uGX67GnzupGuSsXJBYmvCWiT7Pb3gck0zKcl1DWIycLXue5OHSSjVBmcNVJCh2FR1o",
+	"IzeSqx+tvx7J8TtLbJ3rTxvjHm240eszBKuSK3MtWnf5mqRZUbDEA+jK4kkwJFQQi3Lrhpva8NJjEggp",
+	"WDAk7M7koRuOKgG0mmJJUrAKoic+qNucnMXRqT8t/r3QJsXEoEdM9JsVjoxlaFzCrT2Tc1JcjOYrVgf2",
+	"zD+rdvmPi/fvSCKhDB3hwsjosYyW4AkPfp+zdNmtVZnukAABYbyPIBq29qBMKns2DFPt9fbwcN4rwAg3",
+	"v8GzICMAJGChnar+ea1NkLNzi3qJrxkffwx0SNovzl5+2FnrYMlXshiSjwRfMxpnnkoM+Lte2ZTRiAs9",
+	"GDz0m0C25U19O1GPu2rU/k+SJOYsIjN+jfKM3Fp7oOhWK1076+EJGmGR5U2AJ8gU5lSRBFCLdM1tWzMS",
+	"8GsbCn3/1OA8mrqWLiUm/LpYu33PwaXpNz/DDJU2lO0pN9Zkhtkq5fC6OWOc0GgK+6XWYrx5DhVnp1B6",
+	"efKaHGVAgSq0ZFmuBWx+KeLoI6Uz4+ig+Y7Ee8JBvLTJ6pETLCRaOKwLh8qNkIvNM/ny2GDfGP3nGhcq",
+	"o15E4jNI45twE/OI25SkMtSc006piOSsYwD0CDXewIym2U6XnIyEiegiUxlHWjhhkCFkeo7h5s4SJ4Tg",
+	"C6yiapofiXYBLKT7BXgPrR/nOQ6C2JEPq41B6hPkK+gjxI4YLnEgdcZMCAOXnLg3GGlbam0XXtYaUoSR",
+	"2w6lPlFE8YjtuPGgOEcTi9YZicWUh9N6+NX1nKYRAYvshrGkqk23DiZH4YD22fPxfnQQHrK6d3fGRa4z",
+	"lC9XT3b/ieZA92q3wdVrWLoergHmJeQU8ZhnS5LondDn16Z0d06zqY/kSpUHHFUqlydNZ8OEcLFrI4rz",
+	"9zcej80AMUdQmVUPD/f9g4LyTXorr5qgQzzhikPYSidmMa9/BnryJJUzzQsh40lGlEQybI5jLEoVFMQ/",
+	"EpaGMXvk2KUs/Z9dvCtxiQzoy3ACnTHIZ9OGXJdcOLgjlqDBZVvwkAHj59lIsDsIdDSQINB/l+RISXch",
+	"Y5EqV7IeicAtDhx0XGbLh1XOxpuLjMfFMv0dMn7c7Qj0b5WqwEHHQADUuiTf1BswAQEpByTXkahHr0J4",
+	"xDGWc15wZQIJCL8W4GMxNSDSGY1HIg9P1ZvM0p0ueWdCO1msbJ6mGhLIC8wlRDoXSssTzKzEVK181TtO",
+	"xpoiv82jaxaRmN8wuFmCUVXkRR+rM+e+kP6gUip7PYJP5fBeqYechDd+rsB9yZGNIDB+G93DV0u6qYzb",
+	"Om3jHYIFlbUM8/YxmbAsnMLduqHgiE8m1VKgmyHLlgftgbBVzKrVEC6LTGCKx+eXJvkqDU3CbhEJDi1c",
+	"Xr5BJNepk1f5RHn4Q8/InFtwCQN0CTR/nVKhlRzSw2nXM0anNBqJiIUx1YSekyEEPRtZUB4toWnKb1kE",
+	"RU9GwhVnM7okNNYq9pKMGbHsBXwBIQodlILMyraUCbZQNjS6Yw1QG2cHPKPPdREy5OFrlqlC3o4EpA/k",
+	"eLYgNgviq3DMWv64L3j7PW4TShSUV5nahCOtludF0EplBqkQqFGjpfY4mCjbl7Nnd7orfsuz5dV1KucJ",
+	"/rxVVBX6DRds3PJHU/WKaKpaTcYNIqq0gIEsILR8Pt3j4tlkEWlxVbGW3ML64C2t19a3LnRT5b4HDuSE",
 	"iUhd6VXU9peBNOZJq9Mq52Uah/SVzSsF4YWJD1cKnON5qVooLuVejjjlOp4/6/afdfvdo97eQBMuDHNC",
 	"oSYVy6Y9vUpOwX7fTGoT+azXosjvMXxg0qoeoWj/iuDx9wtIj/nDwIu/1LX8/asce/iwFn1bvELglWPC",
 	"Zkm2RMhAKSoTYXeo42wKv/u6iNOMvkxE4DYVme8T0FYWFDUjKn/WIbEEHcRiYG4VfHxuhcnnrewma/Ao",
 	"CwkiU31MwaXT1laTr2+Xk7evXf0nigo4E5p1FQOlwqTfQedoVZ1e0usvUGsS3dTuSHxMWVpmd79LtFeO",
 	"nrxfYEHOjuuAOB3V7jGwNyvNbefU+qsVpcwH/nhl83MX4TGJuYJcTfQb6HkspjJm8Htlq8otQ40Q3bBg",
 	"C3Jx8u7LFtjf4Oh5xxblIydlmCBZvcSo+MP2H3oKrJDnekzF83uJ77J3eMaF9cNuJdn1QHK0Dru3W4lz",
-	"iBzabjwPkfafV3HCByTXrS/zkbQLB3nEJlzA56CfnH+8HJIg70XPOMAslpEofg4IVeS700vjp4D0V7BG",
-	"KdxEAU7GmBEW8czc3OZIWGBjUoUuIQTS0p9A1A5eUirSDjCftJD8kIuaC2v9zEhreC0X11A+NZfXAabS",
-	"GrfT8UiA1yA4m+y+1WIEkouMI/macqEyQq2IgNKCBumFRrVYjbIp9SWtHtdieQzz4/N2CJgf7NYc22W8",
-	"lxGwldK/rs8GbebrKvnv/t4n6TxmwzzmR4oS3sOEUBTFLqJHwlKMqyWnWjwPV5sD6yT0gzZstY3weDbB",
-	"5nnBa4a+gZvCJzBXHk0QR4I5SXQJMXUl1I5OjuTB0z/HGYbi0jzuEEpennyXAykEhbsj+LOfbastmccS",
-	"AY22S70D0obTwR4OD49wRkOlwfL4tOZo3z5MD8rTlK/CaRl/JvMC9eZsdXDfbE1PBubGhdd/mi5JW+sd",
-	"prLyPYqvm+E3XF/AUxMSUSaig61DIlanar7+smmaZpU3dLJcwNtrUgdtLXNseiVJ3itmvlnV7P4XVqf+",
-	"y6sdj2YY/vv0/QMtyweeVXkZhe2Ewk8WdMiEyMq5iAzuEMYNqeyYzPgdi0gS00xLRYQ3mnDBfFk296ib",
-	"kXOxCcq7YalgcWvYOtIN7Paf7dpPKxU26ik1zbfnNhcVU1Dtvbm/sHYlMqnGcDihmkvu/CMBB2DGAE2n",
-	"3Ladwrq2i9WpB6irrBFX32l2cHjoLSVcLHL9aMayScU7m3swpcrOcilcYpjBoScWye5tHehf/05SBlfH",
-	"5RnWyGDtZKUPMAXQDLm4JmqpMjarhLYDUa3bnurxbfcKejR00alQYhO3Fqu2depbdbusG1iPp8qTeHgC",
-	"axXnZ7+vz89PerqhpvsBquz2f5zLaXtHWuG1otWaf90+0ufdi7OXH4iWGZUch/pAcmJbxx+rA1NhPjXG",
-	"oWm00DLLDLvC9J7JrxuEn0HzHfVwKazjluQFvfjI58xgvnnT+g1aUsfFGJWpi0eZB5RkfMbiuhy/J/Ab",
-	"hGasvPS+nzlTfvfp06dPH6eovn6GsQZwsX/Uc/wY+uSNb325Fn8gtBtUCvea55dYacxX8duzFd1ef5ub",
-	"eWdja/hqWP+M2JcALcKhuxQrgNXsyAfdf67I3tf6oIwjAzupd7kDIWMFKqScTMh4WYe4bLuIM3ntAME6",
-	"WD4OA+t1g+tn0j3aYi48BbAfG0njX2UoLJBQpbDqbAHwbovULjzgAPWRDbYYVypna8rL8wyKA3wZRII/",
-	"1LL3Vp4yIrc5xmO1YHpIjWW81TQ3hiYxzZFwBb+Vb9lL+WrO+1sA2Sy3h00sydR64UE5K4RFJh2buNQT",
-	"yOJN4BIREdDLNWclfPRt+GQrDs7dQNX8qYSJwMS8z+RtJa9QPzUGHhwzTdVa88eefqFoRcNx4Mflzxzx",
-	"WJN4UKZyMwG3v/nyZHK9GFlgicIvAfC1Nnyl4oEztanzXFTc3fIpuEojWxdzYtF6HyXipNTYRtZarjj+",
-	"xcJNSiU4trSXDEC3py7JPNEiKHCjTAPQiTGDlAsS2IDTwAaL6zbqNRAAnrS8o2tjV5Mq9oLz+u/+OShC",
-	"41guWGRD4QwQeLvn1hkxEeU71cj/IplifaR4MdjaoYBdmvj/BhyL/VLyxrOjgy2hLEqr4YzGRxtO+aIP",
-	"UFyuETcvmWfViklQIXpqy3rwjIR0rmr3nMLUpP5qweVbldgsVdc09gtE3G0Vhzz43GlhwQcuhV8U2WVY",
-	"6WfW71SaqmWs5gqLcqqnZA5Y30bC7L3tYqPSjq3SmHyE1ASUB6AzckKwToHqkIhf80x1SNANOiS4CoCK",
-	"gt2gU6SEgIlNzSdQlkl/U3HcUR7XvfsbpEF+KmdE/s2bEfnOW0f9xGarYcroXKgCox49o8EflVDxYJov",
-	"iml/DTg7vb6AzbQO7/3fIfvVa7VmXTD6MtakI/G9doLzfEiELDByMTtULBsgf42+YfobSxkzKra9kdvo",
-	"Hhmq6GUGdPffIeeekHOrqd8vaLzg5lVFjbESt8WT6RBTGjP/3Vulfo0cetSq8w2V4xto5dQpEP+4smH7",
-	"yu+Ay5nnNjaTdpGnCRnVtxgnBEfao8NFpXnYzzrWtAAB3gLxlgSby8HrJkBM3+cuaOELIXIo5BHjITYX",
-	"a5veZBQzhzOBxvH7CcSFbKBj/u6ldSjHjxBVqhnhFSoEyBsmoPinIguZ3lgXTZ14nt6DeJzRQEf1gXzH",
+	"iBzabjwPkfafV3HCByTXrS/zkbQLB3nEJlzA56CfnP94OSRB3ouecYBZLCNR/BwQqsh3p5fGTwHpr2CN",
+	"UriJApyMMSMs4pm5uc2RsMDGpApdQgikpT+BqB28pFSkHWA+aSH5IRc1F9b6mZHW8FourqF8ai6vA0yl",
+	"NW6n45EAr0FwNtl9q8UIJBcZR/I15UJlhFoRAaUFDdILjWqxGmVT6ktaPa7F8hjmx+ftEDA/2K05tst4",
+	"LyNgK6V/XZ8N2szXVfLf/b1P0nnMhnnMjxQlvIcJoSiKXUSPhKUYV0tOtXgerjYH1knoB23Yahvh8WyC",
+	"zfOC1wx9AzeFT2CuPJogjgRzkugSYupKqB2dHMmDp3+OMwzFpXncIZS8PPkuB1IICndH8Gc/21ZbMo8l",
+	"Ahptl3oHpA2ngz0cHh7hjIZKg+Xxcc3Rvn2YHpSnKV+F0zL+TOYF6s3Z6uC+2ZqeDMyNC6//PF2SttY7",
+	"TGXlexRfN8NvuL6ApyYkokxEB1uHRKxO1Xz9ZdM0zSpv6GS5gLfXpA7aWubY9EqSvFfMfLOq2f0vrE79",
+	"l1c7Hs0w/Pfp+wdalg88q/IyCtsJhZ8t6JAJkZVzERncIYwbUtkxmfE7FpEkppmWighvNOGC+bJs7lE3",
+	"I+diE5R3w1LB4tawdaQb2O0/27WfVips1FNqmm/PbS4qpqDae3N/Ye1KZFKN4XBCNZfc+Y8EHIAZAzSd",
+	"ctt2CuvaLlanHqCuskZcfafZweGht5Rwscj1oxnLJhXvbO7BlCo7y6VwiWEGh55YJLu3daB//TtJGVwd",
+	"l2dYI4O1k5U+wBRAM+TimqilytisEtoORLVue6rHt90r6NHQRadCiU3cWqza1qlv1e2ybmA9nipP4uEJ",
+	"rFWcn/2+Pj8/6umGmu4HqLLb/3Eup+0daYXXilZr/nX7SJ93L85efiBaZlRyHOoDyYltHX+sDkyF+dQY",
+	"h6bRQsssM+wK03smv24QfgbNd9TDpbCOW5IX9OIjnzOD+eZN6zdoSR0XY1SmLh5lHlCS8RmL63L8nsBv",
+	"EJqx8tL7fuZM+d2nT58+fZyi+voZxhrAxf5Rz/Fj6JM3vvXlWvyB0G5QKdxrnl9ipTFfxW/PVnR7/W1u",
+	"5p2NreGrYf0zYl8CtAiH7lKsAFazIx90/7kie1/rgzKODOyk3uUOhIwVqJByMiHjZR3isu0izuS1AwTr",
+	"YPk4DKzXDa6fSfdoi7nwFMB+bCSNf5WhsEBClcKqswXAuy1Su/CAA9RHNthiXKmcrSkvzzMoDvBlEAn+",
+	"UMveW3nKiNzmGI/VgukhNZbxVtPcGJrENEfCFfxWvmUv5as5728BZLPcHjaxJFPrhQflrBAWmXRs4lJP",
+	"IIs3gUtEREAv15yV8NG34ZOtODh3A1XzpxImAhPzPpO3lbxC/dQYeHDMNFVrzR97+oWiFQ3HgR+XP3PE",
+	"Y03iQZnKzQTc/ubLk8n1YmSBJQq/BMDX2vCVigfO1KbOc1Fxd8un4CqNbF3MiUXrfZSIk1JjG1lrueL4",
+	"Fws3KZXg2NJeMgDdnrok80SLoMCNMg1AJ8YMUi5IYANOAxssrtuo10AAeNLyjq6NXU2q2AvO65/8c1CE",
+	"xrFcsMiGwhkg8HbPrTNiIsp3qpH/RTLF+kjxYrC1QwG7NPH/DTgW+6XkjWdHB1tCWZRWwxmNjzac8kUf",
+	"oLhcI25eMs+qFZOgQvTUlvXgGQnpXNXuOYWpSf3Vgsu3KrFZqq5p7BeIuNsqDnnwudPCgg9cCr8ossuw",
+	"0s+s36k0VctYzRUW5VRPyRywvo2E2XvbxUalHVulMfkIqQkoD0Bn5IRgnQLVIRG/5pnqkKAbdEhwFQAV",
+	"BbtBp0gJARObmk+gLJP+puK4ozyue/c3SIP8WM6I/Js3I/Kdt476ic1Ww5TRuVAFRj16RoM/KqHiwTRf",
+	"FNP+GnB2en0Bm2kd3vu/Q/ar12rNumD0ZaxJR+J77QTn+ZAIWWDkYnaoWDZA/hp9w/Q3ljJmVGx7I7fR",
+	"PTJU0csM6O6/Q849IedWU79f0HjBzauKGmMlbosn0yGmNGb+u7dK/Ro59KhV5xsqxzfQyqlTIP5xZcP2",
+	"ld8BlzPPbWwm7SJPEzKqbzFOCI60R4eLSvOwn3WsaQECvAXiLQk2l4PXTYCYvs9d0MIXQuRQyCPGQ2wu",
+	"1ja9yShmDmcCjeP3E4gL2UDH/OSldSjHjxBVqhnhFSoEyBsmoPinIguZ3lgXTZ14nt6DeJzRQEf1gXzH",
 	"b0F6GFCmUtmodrC7iy3swtflevIjAYDo5ESQ4Cxis0RmTITL3e/ZMsC0iWWehm0S120VUgA+gEyEdg27",
-	"QJ98MllWqwS1xoo9pFZ9p3W3m+uYCEaJ8aZ+dnGWrNOwp3VK+tTMGcV1lxS4XYQ5gk939IflEPsptonw",
-	"6iS1/db8cVq24fZ1HjKAknsM71je0EbGpLVb/0peMT3mx8u/WnmK7Aq2+LLJVFudLd6lKKJ0G0KcShJW",
-	"UQ5uNAqKhMhcvIopFnMy5cTVSCSMpca7BnBWnjLPbWCQDvlwedkhsVSIT5rv/0iYGsSGWNIiqxXt8C45",
-	"ybdjYkKG2xTbxotMatqwPsgdwpVFyS0KXOb6kQGF0muiOzkeiYzFbAYFEGksBSPtfKwdc6EIzk+3XRvU",
-	"CKr9SBzm3j4D1YvwNk758yZ4it9z1LXfW7pH8DvqnypSdjAYDFaEkjKWXm0VgDpodVpphqn7ve5ByUP2",
-	"eS0A3NeClfozwEit9KDhQrgDaxJIFw33YebcCByKQUbEUw2RnwQJ5knQIQHW/hqJYC7MOscsQJWljO8C",
-	"1eF5RsaAOKTpg6iMx7Fl3p2RkCkJHAvfYkSbmzj3PNNnNF5rOt22yv6D0gVd8XFN/yu8k77DzoaFE0Qt",
-	"LgIlAECuKL3bMbXlzG1pBlhzj6GuYLnYyjdHR0dHD1NxHpq6UH738PDwcG2sT6nO1NbB6VYc5BVI4TeW",
-	"oKTC3YF9pWlWhUXuDzoteWNzpyxrmAh2LVzWaEj9f/6JwotcivAiYZXrDCtUngs+bhjVapJ6kGPzQ84z",
-	"FSSuh/o1mzNj8nJjx6A3YGHmfE2u+a0LKPlEEbxHruXQbJoycwq5MkZjKGSGx713sFG4xJ8uqiYXks2u",
-	"39Uy4CFhNQuqCFU3xm1njoOSNKmBLjmhNqVzoPTV5sVd3mHVZZZT0H0jIR4vYSnfkdzbbKShrxKqfqR1",
-	"j3mMcA2IOz9elqXCRvrIRcYSc33rq/CCdYwbF/IlUxnHaoqYcePU6P8iZeMeyQW/cRzmtnEsRTkXE9Fi",
-	"3eNFipne1e2c5BXaWKHjtX+bszmLitLlAHTbIUE6FwLfMEWBWaR/dup/a23NFDPvetU00wTUZi3ObG/4",
-	"VP5mbf+0+u0HaMfSZDkh1S29r+Qs2sYsirm42dSOmkxyqDVPYl2/nz99SJ6fptaZzJi3CzDJ8PH2ppw2",
-	"RBXb2GgctP4Nr9YU0RrlPuKc5htmvJr61hc0teRZCwSZAirneEnGMpsWw1DbjgOIev04ylRfB1LHwgzW",
-	"TeRLFikzSkMPjceU28MXquSW82AdlX3BUsIV1EVgaTWD31scoMrEdQ08ZPx28zUb+G/ZyqJgdSdf5jh3",
-	"xUoTnzAEKn4AszxGvKrlpdKYq4RXJfXaIte21qGckoTyqQH67LznbaXHbzpm2YIxQbKFRJd9h5j+oYLo",
-	"Crnwe4s2pIcDc25frn7c1Nxg2+YGZV70hBht4h88FVE+rA3fLfO/KVrW72wtC/LYzefPt6tB1tLjbaKa",
-	"U7TFtiAZrZExEW2oiz0eKXjTHf2OEafuTFHbYq6Ystc/tYFWRrc22bBJMpqwVnuKr9ZaHnSwNBeLNCvT",
-	"tOPrbvuQtVkEi/Qo1355Qxu74f9q1356zOeUewb2bVlaItcItvDxykSmC5pG/zZh/hImjPnoz7Bbg8fd",
-	"rcH9dmuwxW7177lb/XvsVt8ThOew2iayyNnr9a9XpIbtqmilSYLcC9PKXKXbUw7u2EDIwMUbppoLtv6g",
-	"/tPcANcr6Slv2iLNXUL5BbfCu0eMHojLTvNS6ZI11SLzJfCdZqXz0eZJ+FDDHs1YLy+w94RlX8qrarep",
-	"ZjfPpLa9IpLKuYh2s5QndQ8J7O3KlW5I1fxpysCwo/NsykSmyZZF7j5jRRDXG1lcFZccjvDz6mPd7nZl",
-	"oVdhfp276I3VofNwirxYTkjjyoWbkqKAbjIAbBAdwuvR2zN52wxHd+/b1dL9yIaVKzZFq8Na0TSD2kK2",
-	"tApXiGJnXckdfOIFtYNbjESqbMLv9jBXEN8bEnbHM1PAkfS3uLjzhMVXr++O0SmuSMomc5VfAYE8lXHE",
-	"UtwodY9rvpXcqx/mmmpeNKegHMA6gLLcMOLoD7yLqoLnff3Mh2qAagmfb+19ST5+c1N9DwBJZG1Jxmk9",
-	"6bTE4J6MxYdYvOtsTpPfZjWw/KJnuuYO+UtYoSuX/qJR5qdVmaky5D+BxZZkxIYkKCRX0CFB+UJY/5LX",
-	"WIN/Y13GxkusNZfLpqmWSe7Hf/outlZfN587PqDtcgnQiVvaVBeytN0n3+inM5ouO2RAvjExf2Ma3syT",
-	"Dul2uzsPo8PVTrM/gSNklYf9o+C/zZlNHW/mhrJ7bTv/WqEv5OPwkn8qxzHz1Po6EeTDqxfk+cHhU5Lg",
-	"SwQP11pdBTxxHdzBX/qfurbXYUElgAYyVywi2QIpkqWpTG2oZ1HQumhpr7/nuJuLCteNbULBJVOp+GAw",
-	"6LQynsGufrT1I+k4ZuRUZNikWZBpliVquLdnsw+6EbvdM9NWe1zc0phH22gb1IBVONWogeJM+F6Z4vJY",
-	"yV8Gn7oFFuWQ4L+ZCJckXIYxs8oH2cVS2kQlUsb5X+apV/0wK+3FQSpXGlcd4GeYMtplEwRv2txZ5tQ2",
-	"/7xNtV1E6YQV8jhD9277e4Zj1d4m/ow9t/qw9zIHumrUgOxQeNTBgrWGW4P/2DUH9e5ZFJCUqUQKBSHV",
-	"UaM0ef78+fMtUNubym3rcb2+vDy3ymZYte+Q6usV/ZAP6herMs2Ims+0qLaOyhuOjnTDAOUJrWYkB88F",
-	"fqgL4I8fzoigM6ulrOxrM7Zcd/zDU7sCnVXlxvPiT96Aj6KqYA4MkmcMscmEhRm/ZUSxTJ/NqiYm/0I1",
-	"8A4ftQZeXWq6S7FKjrzQL12YBW1VVqS5/NcYYH0zV+/NC5AV2JIulmQD9TpopCY6cJNI+e85XrHVt2jV",
-	"12Xkmm3Bmt3d3LBogx7mrkpYyCc8JNACy6p1YLcmjxpPVehli+32Qx2bMDUz4xJJlDvruIRW241V7G9S",
-	"HbbTiot0CymYL+Wisq73C3uHCcLIVjjobaj551KseaEdFFKiDi+E4IL2xPcDObKImBylotiOyZVCmLXS",
-	"VAdbo/XrfduIVoo40D80YDnflC0GnDYeNZYKPdiwxRauQ3pvRogCOWPLmCvXCAlNeV88N2qWyOYFtSsh",
-	"pvlUV/Hc997w60vQEDILNS/otYmbz5mKBCgJAjJegjIxHIm/kYAnwZAERnYFpP3i7OWHDrGD3Oloe90I",
-	"r4C03d/RRr0qEK4D0o65ynag3VsZz2dMt439Q3wqelZswI/UNq/bIsYkB4CjJ+N5hlfP5XcmSq8MeA5g",
-	"7iqA7qz/YGj8B5Wxap1If5Pw6GrCY2Z9C1fFGYztyHAC6wG4PYQqEiSpvOURS4fQb9Fsh7DudZcERZLj",
-	"2blexkGgO7Rr3UZKIzOa4LpkISz4VCqo5JVIGCsE5eQDhhe1SqffnKdxQNr6rz3Q8srLwe4SFmZXqKrB",
-	"GkOEChn0etiMmmUbdmjcpfplEFruEsILms2CIaHk5bsLhHACasN0KlVx/bS1UTzo7x+RaKm12JCga29n",
-	"OBLEtIUoT/8phbuuCHMCzXNFxiyWC/hFvwZbCfn1mLmmm9K/o4sFnShTqBiRwn+HerblBSsoHYSxDTOR",
-	"uqlkPo65mnbIXM1pHKMj/Jan2ZzG5Oz8mMgZzzIWDd3cV7kQTjMLmkZKt1VAAQBlZ3oTTaZnh9hd6vfg",
-	"oeLXVzdsiZRZoX7dlgXbxGISklByw5ZEv60pVH++e8OW10xACTqbpPc3yNGLYcf0PwxIOwT/ZBL+07ag",
-	"t/Fyx9KIyziwVZqCrgzZ5OR1CJJhRmtP+gf7EJUeJlmA38Nbc8XSIP+EKrWQaWQnXGw9xVm5E97pkh/0",
-	"sTG0q3rx9vIcKOfs7ck5uU4ZAzXoGGB8YbLo/TAJVaZ0BXyF24yDI+BkoBH42vCiFRrULUcsZhmLSlmN",
-	"YAygVNO2UeF0DAGfIdSPNYPqhzP4j2GoAl4H4MnKbsfEd0yWKmZsH93lMb/KlZIqCtb9CsY067Zfy47R",
-	"Oj1c7hSZ39ZfWcghPBDnKiNjtsbOgVk3Aefvbw2c/9/IEtKijZHAnU2w81cwj7yKlvT5f4Jbzhb63NEy",
-	"Qx1r9QPziQP0eNEw08uQJ0l1XAi0nWN98My4MC8DePq1thtA3OT6mrxhJiLXCB3sNAdalCkECM545Zbc",
-	"eVoj0gt2y/ze9dNbsETM8/KtykS2Oq0FTU22T5jyjIe0Ir3yX33d8mv97fds6fNtGdG4q/AtPHlDfaxV",
-	"qQZ8RZYaNwm6mnBxzdIk5UK/dDJ+EZ1Ovpue/fp9/Fa811JNn7RgSd7sWrtGyzoYgT6GNYX2f/v55Ofv",
-	"716kkx8v9p5eLn/64fX766fT8PacJvxtnC7OKD0PX3/8IL/xxLaaMddciPxaKAgetDfTpcniFOvId2uz",
-	"Wx47XZeJSKaKRVfjpa+qzJLwCMWqfRFlrrbmaUZSmdF6LH++1vsrevRHZOhlo9k8ZdpwCZzBBXhqg3MU",
-	"R6WZqYGUWuEgFuPZq170H/+I3aUYL7OGOgIOHdWyI/k1VN6bjVkUYVx9FQGpkrLhIcR6Zi3zW+VmzRFw",
-	"CpJ7mLhlsUwqsD5liq7fszkkXpMF0eDwsP/cWT3SHlPFjg4qoR1bscbaZa6IZrMApaGWd6JjuWttTkUh",
-	"gPwR0zYDX4ufG7Z8lEhp285m+bmFhFyHFdIcuXzBZ/NYL8PKkCaWstK180LO4wgsgHnyKN62rcMHNymo",
-	"udpVdblBbMQD3VWNt+NnJpqhHPUj5AJA5L5IIN8XqI3ZHB9nqIpLcb84m9fLRGZTBspB6VK0GsdQuE9/",
-	"2SycwA+hvcIN61RgDFOqphWVf7NOHY7eABl3lVEAwYrNoz2n2VSRNuPlvLgnivBoB2cRcdZ8PbPF6Eql",
-	"ZmswSSvG+Lq4KyaLqVQu8pb+iiRUZaZOr7VkXIte/wNLYVaUhPvOpN8bHHgE6Eqq9qPawyX/PAvlzJjM",
-	"Kv+kdksZcmVh3Z1y4P4jw3m7EUqNiWsumBHNWJlq46PkpWnfdyHnDs3jQZ/HgK5evKUnjvGVJem64ZFW",
-	"O43WHW3F0pSG6pVKYpacwir5d+7i3dvz2327kPYqHIB1IkWylCaK0KoYGkupV+apVkL1d3iKaRnwlEXP",
-	"e4eHk/1wQJ+P+9EBO5o87bXw3rY13D/y1JwwrVVHp/KRf6tfKA3hqe9ixxlLc1tnL7XeOWV36GzdP+j3",
-	"CbINORwSpo3qJOWKkf3BwdN9BAN7RlIqIjkjMsxYpirK3epp165+uQ/dvxjfJZ+xoYW3c27AYi0f9EqV",
-	"C1xAhaI1FybFunTMWpthNNELlnHzRm1pcgGqIHjvgAHdtkwroqqqRmgKw/gbIXgJOo71+NHCY7cAN7pM",
-	"bHHWqdQHbKv/fNDtdQfdfm/LCn0zUKKsle9a5cabJ2YKAgEhO6V/NOjAJjnA2LeD8OEY/6W1aQDaUuCU",
-	"PSYMazTTOH7ACVCVdH8CyP5qkgtjJGN3FeNc88C79y+eKOP4Sf0msSGaptwKI89S9HNv5EkoUZ7fGwQP",
-	"t9iktZuCxO0T12by1Txehwk2At0whRq/VBG5MnOtOf7sexu6YnHouUPWC7X68eU50U/Kt8xH3tC1Mlev",
-	"GauYJT+aV/+YAgj7V3SeTa+SVGYylJ7g0ODi9QkGfl+8PtkdHB4FpB3c7lc8yy3zsKGPJOW3q/o4Ob3w",
-	"N3tyetHQ5Fyx1E/SHy/eEv3U26BVSLaqBmG2CG8rTy/p9c6jFH8wPnBgTkN5FfIpJFBZblQ4olMS+/et",
-	"FVGc1A/A7K+e510SuEMN7K0rXKEG9pQMSHvBxlMpbxTkJkxk7ebC5F7C4YqOqZb/0Pacqvc8JTMJWquR",
-	"wWTGqFAPPC1de6nnOTyLSfoo+3YQkvwV0oZ75l24Nz7Or9chGjq4HYRBJRjHrlm1yHi5MFMV4h76eC/i",
-	"ZR6jdX8o7NJpajA8fBdcX+NwbcsUUEL4HTG1qNROdcNlaj1L+dZru6xC0IBvKFO1wiGwao1gUJfLhJ2b",
-	"kljrqWTtaV4gFtkYDE90VolpSkSxv5oo/qDz2IK+6FN309M5z0c5OjzcP1ydkfKgk/t2f6MP9r2l9qtC",
-	"a7VwXgc9ghIYXn0Ud7rT1Gbuh8Lg+4sBkBQjv0/1gRegm2FokHB3IR8+5qsQldHqBWvFeLRXvhsUJvgL",
-	"nmSoKJTOskri8j7UUvnTHFXrz6ZjAiRBQipCFitiUD2JFBWPe2NltY0Prs22EhzyXZvJ/xc5iPp/jYNo",
-	"/dHzJz57vELvx/1tdX1h/by5sYWZ0wXUhLaXIBIg5bc0XJK2fnae8tudLjmnSiXTFIEEUkYKRbYaeAK2",
-	"af62pr15NjXFlnY1vVSsV22HYhLpbfk7/Yv7XcUiNYYmGpWFkViPKqkOqCbcyitQvEraNCMx01b8M23H",
-	"pzTUorlinlan57BDf/CsxA7PNpGAa4z78miH5PXbkxe72pR/fkTaYPnvaMbNfx4cmt/BEbDjRivhwls3",
-	"wKcNfQO1jardxRny2XYhq/v90IVc48EwwxySk9OL3f7gGWm/ePVtaX00gX3awLXh92vkbFYXn45Hw5nk",
-	"/mCN7KxoRdBtlV46NXqvLkR9B5sUqx+bnCtgq5J2rgsAxQW3+wFp21l3SCE83Lg8cJjf7pfX9dYb3OTg",
-	"sG+PVuHcRkrBCACr5MiNWsgZxbReMOJhpTZ8MW2+Jcxh/yM9PCio4q6T7dlQiUmm0fQib9kVBBmnMo41",
-	"IV3BO5/KMDL48sYFJSCTWm+ikBmr1YhwaLR0+e206y5QLQ5Nr719o3zqbp+5JW9WKHhTs9E5GvtGDoh7",
-	"JUphoPfqQOcKv+b9dCxVwHS83AfhsHp3z2XMQ49GDtlFccwx3waLJpYilSB2CeGHIMhGP7yesnTXIhuM",
-	"BAQVpCybp0KRNhWEYWArXaq8bgEE+XNFEqkUH8cYkTvP5IxmPAxGIq9Wr18slzNyRohiCT+q4oe4L9Vl",
-	"QB4XfL+AGgOuIs1sTOCjfAg0yGALiBpzx4IhT8YfgkkwY6Yyp7jzeJmjWHyJMCifFunoyk2V5icyJQmT",
-	"ScyOiWAs0uKBjBmZA7xIeaAyUbuJuZRzT27HCCm29ZLNktiLhnPipiCYt4YkohntEKNrs6hLgvytwMXa",
-	"YncJFZEaCS4yOSTYocLJOFH3VJHg99/hh8+fg2NN7JlBNaLAMVqvJXQkILBiihhYGb0xqYF5S08UWHgd",
-	"0Jq5IjGbZPrkMRwnRgJz7WhcfEMAMi+DCj0Ca/e4qf6B/nSIr+upjUTe6FzEiOxLs3Jz0FStyF15XcU1",
-	"F3dkzKZcRIQ6yVldt2KH/q5ahs7ehesGbG4LLCO6Hyz8CXawYGOTvbX6znvl9e9PZjdNPg7G+jtbDL9Z",
-	"j1OtRmfr3ECY6K9eylsWygzLSirE+NfERDAhqeuTOaXV2DzH47KMXaY30yEfNSTsLoznit/ybHl1ncp5",
-	"0iFOC51y5TwX9K76XWuIGVH1koE1Jhde9rbs5znXTMN1rd/Zdl9UJxfJfAuPox3BuW3WW2rHjyjyXjAS",
-	"c1EZ+FvI1MMawm1LAn+3BLBzz1LymhuZDZa38sjc6ap1VQv8+TPFTZ/FCylXj3dW2qVFn5pgV/FUiz07",
-	"la3u/+yUnihHPnbQY1UFJYPww2t+21CadcHGrRqd0Ixe5Qrynkpv9xaLxa7+Wa8ET9yspqc9B9QKBv3L",
-	"A1G7PEGv2yZ65VPZXBD8SOM5ywVUwwqPl3Xmu9d61YjCXcAVQb0zirGkpT0usDl5SoqGNscwt4tfi+ed",
-	"cWHdknVGb2TES5frzFuIJEDjmKX2MDg2yJVRgSKZfzWlyvBrhKF0jbADG3NwiUOd5V7FomcOJNVWHOrw",
-	"nzTlKBB8l+Zz/OvwY6eV5Zqf0Sg+/xF1m/8MzB2x273b696eOXEri3/4X4a5s0Zdf70asi6R+K8iOPI1",
-	"6DxEhvivkU8h5rxBFtzv+ti0VabkrfS6B2Rm1VVDrwYICie69BrmXmHc3OIhYcwhYH+uWDVzvxhiyVtk",
-	"c7A9wsrEOPzukxM2vamw9uBWeYhllWuWISaFzO0VizX8ylhHB+uCZ3/KcafLLOVfANIW0kbVxMBqOwag",
-	"xRVFvhwvr2WRbxra3G1E3JATA+wCBF+N77v1gzkUW9Hk7+MFQAGawJt4+/yogdqE+cfF+3dgz4PlCAnz",
-	"ZZesuWmwTN5pxRwiQZzKVTSblv1bxbM1CMIoFsqmgMEVzN/zsguf6fa2UytOczDBDD4nt3CsdcmHeczU",
-	"0AHnuZqpgAD6Z0iCWBtFV1kW61/39o9HIoC8rPLb/9//TfDniNHoik4ylgbk//zv/6fyvf4a7bWr65SG",
-	"DL79P//7/610fkyCAgbjygEDhJdHInDwDUqPPQ4RXzMWHdHtFGAFOy13uODJslUiiokBDGJtDVrDgX63",
-	"YWQGxbAyd4QybEYAKbdQrzqLKDL6/V0Ep7Hvl4A+SiyCE88vvfePQGlzD7ae1wdfnmrNgwc4bfk7+TjK",
-	"YuzQ7fmo1q+v2/J2eAsYwyvHDlzchIkQ/NOKxRMUx+hD4imDugRcSU+eWr+8MrWFOfQOsEYb1TG+5UrZ",
-	"AhpuUYcJSn8eApC5fsoV0Q2VE32cEQ3c0QwaB7N6pz6+PPfsE5GCMBpO15VOGfS238JGjmiiZ/hgG4Je",
-	"Sc/+basxYo2iAarA1JI2LiZTbx4IjozZRKaM/DqPrrUwpfWaKNvTezXo0N3JCi/Up+Db/jp9Nu9Hp0nw",
-	"NJ9A56mccJ/ipS2uyJ4zCb7VgQvjcK4yOQvQLGF3ScxDnpEAXw3smTQSwYQCvpaa0Tgmb07eWVh1tdMh",
-	"QUxFAaO1g9BoC/0b4qsRgDuLmOLXIo9kL19U6eb1mlIB2C0QhA9DKx/l+Lx+lyFvmPAmyp2cnyGkhS9D",
-	"rhorv3VZrIODg4MVwALGa0+vuUQTQ6t4WhVSN1cH/xz3kx/wDhk1MEDLaYq5X6/160lehDJhf6aqwjCq",
-	"5vym1eu3voIvVdmVNh2bU3/KVXws1nfb5HQQbacD5p4IGaFkxsU8YzuPuChb+UMMfdRS8aCsQhGzYz0f",
-	"SMTgKU5ZKK8FV8zGMBRxLi6t1RV8gxe1EudLv7MqEwcayYe/FtwEaOIBuTI5S/t9bjm7fRHG2mY/7724",
-	"7rquWUGsoBrH7yfgGlw7kdbnzu+VhUAy8qgmCiAag5N5NpUp/08T7PYtoylLjT2C32JlgqBLTsRIBGcR",
-	"myUyYyJc7n7PlgFJWRLTZY5vR4VasNQgAkHcAsTkjkTbOdsxmkJIEspkuXNMOJI8VhgxLSwoFl3rjETK",
-	"drlSc7wuAeIg7eD8/cUl2bvt7yGm0d7v8N8rHn3eSxm8HuxULBSHXXrLf8z21Q/P755d/jb4cXH4883T",
-	"D2n/tTh6E/ZO6POX0f6rSaseA3e3ayPLdu3CQixcZYvNs/rufvITPc4pR6K3rK+mciHwqrwG3/LnONA6",
-	"OX1tu7afLaWvS93wQFbd1+uWt7SZp81w1F8qXcORZ941CPPsB82sSHdckZjPuD4xM1m40BBqw9bXIScj",
-	"oXS7kfkK6kGiHwdzPIBOsylTRS9DQsUSS6mPhPmR5EKCRUjyB72DDmF3NMzipZZJ1H5vYGUkg4COkWB3",
-	"XGm2kISaQZjgw4zRmbYUUgFvTsFGGGt1kAro/Qloud+dosSwwwtIzFXmjvyYIGChraiLVeDt+yNBU6aH",
-	"SzIpu+RURInkIjNXAirBAK9i0UgbeFSPxjbRGQkkww7a0POIZyRLKY87xGZ7dkrpSp0SFtjOSBj5eNDb",
-	"R8Rdd1ew9B3cp2tBopl1WLwC+IwjEVIhZEZm9IZZu50KMi9tb5ecgoVqJgJeQFh+MPFHopDEXOU13NsH",
-	"gwEu2YIrVpW+XxbSqG/svYZrkk4LQ6rMYxPA/BOuuE/8mM0gaj52IkjWWxlfAoajLMWPjo6ONobcMHiZ",
-	"RrbLROUi+yqX74upYuHV28n3P2wItTFPY6eyC9Bs16xBN5SzPSf6+sGoHBGL+S0DCOb/1tAcSY6bL8Vu",
-	"qM10RJy5J0YH0BjeguQr/LjJxBtsHCZk/a21FWyHzxA1fNxsiq7mmT8T1EbKbrmcqyvDpMaR6iXPl/MU",
-	"nWEW2PSJgvDbmCad4rrVtmjkFdGMqeyZ0kDUT+9B1NWRN9m7K0ddWAF1g7gykY7x56qMxzHMR8GxXJoR",
-	"irYfBnc3XuTC1SN9kGVeEqr1hJavDmoCMns1JRou+vjhzR8I/KHHeU+Ej/J23hfxw6zCA1wYPtVhs9zm",
-	"LY7Wex6neANupH8mrZRege7QBEu5omhf6zGTpr8etMaXPxObADa23gVzcGLFWC09u6Zs05fMbP56p+CW",
-	"wqqatpfG6zl7C9eatRI2d64B5mNGRUTTiJjP8zPXnB9DEuAZESD+IdyiILC1Pmj2BxYPcbyEQCEtbV+/",
-	"PXkB+OF/oC9OQvn14hx0XXHWgt373fwL3XHwiXGY1Z1yxUn5PH323fc//5ZeLn79eP7y2dmb83+eycEb",
-	"+oZeLPaTV+MfXn54Pvn+h2++jmPOivHCLVfav5p7DnJwQ2syUBHlGs7OX9ZIvO/2/EEmZsHk67yKllIf",
-	"w6/otrWR7C0Eyl/Kt2iG/VAcGLteG0DA5DQPjT4m8kvlxP0K4C9fEHfFp7g0oa+YF/iXwGDZbFGLlJuK",
-	"6f/fSF1p5q1lLGlDTYGxjJYFBrY9nvJbb4/CMaUJ2+mSVzIdCUMkQUQzCimdUAYb1hUSNBNNHVOKCZck",
-	"MM13E4gUoSIaCfOpjXHPR8CjLsnHZxpWdAbF0nCsKcvS5fFI6EWemCifvHZKXiolpQtUduqBhTSj6yqm",
-	"FqzvnoOrrBSbra+J73P1AH327NmzFQdoXsYeUrxnd1DEHqCF9OH3W2t4MND/8EEfqznuOnRqCKFAJjLo",
-	"1Sqjs6R5sr7PKnGNdsm2Sq/E/PQ2Uq2ljqr6ks/PO/gqZTuz8cgvPLGw2ylNEiYqNtfDvB7+WORipphc",
-	"LNMKvZdHUMxv4zLldsod3IcVp+kFaEofjKa4bTULuQAvFOrk+cn6pOFywrjZoJy4DyPeee6YzM+ODrR4",
-	"rUBOGOx0n4cRLQqrLY+Z4lhaAZwjUqCiDIE5T0lEl2rnmPQIIOHzjFAM1/EAsDvBfQfPStF9/uC+phXX",
-	"MthLEikLmT6/IHsgL3WJ5U6BRkAdDcjHD2+65APDGhh47Appq41WyXcjFdYF+Op58/l/mko64w13uphx",
-	"A5ka5jTwB89IoV8tLvHd4mwmeGLTcIEH5X1uHjrjDqzxSh9qkEBxUtAmJZ4mAMKPoLv6pZ0vEaS2VWQP",
-	"Opzn+kC40JM08DXXTGQnc6xVXp8gBlmHKYuYyDjULcnmqWARBrWNl8RY3/CitsGx2heIMFhL0OcgqqcY",
-	"P1QD/dwxv/t7d8Mr8xteRFCohN4E4NdqWvM1g9DLAvYnwBmLjMLJaCn2W8MjWLKQcsFSVVOmi7eM5MGy",
-	"TYrQW8pjrTvjbciMhlMuTC0YrbLAkR3OoTIa6i0joceQ0hASn4K8UkeA/hd4KGOSxFSwIaTHyEhr13lY",
-	"hZyQQbd7dIDYL8p+Vo3zVmTMsgXD429WIBPkuYRQwoZnU7hp5ynBaqNMhNxEXSQs3QXdw8kzHImR+B//",
-	"g7yQQh9uXAqlf/kb5t2MZWQbJUrQG3YVUsWM8aXlGaqR5jUt1G5pzE0g5TXlQmVY59ZZtWMyFzdCLoS1",
-	"4fRnKfsVarx2ddeYO8cA/Qg8UuTDqxfk+cHhUxLQJInNouwlqRzHbPb3X5UUAWqSRguBurjn+DjY6RAu",
-	"wngOpgzEjRz0DjvkoL8Pi3LQP+ySH3HYeqltqSCI87BVeuVkYmwhM2guSAAjVL986sYSRxSQNsWFgxgP",
-	"lhIuMCRdt5MWq7VE/eG3OUuXXYyb08RroubIHmTbRCz1P4Og/9qTHVi7NxCcMldQ1l0b/gm95sIE6iVU",
-	"KRJA3E5A2v1u97DXc8s39zBQ24w3cPwKQe1CDZwiVJHAvNCtvK83DoSrU/IZSqXoD2GoHxiNlJFNepOD",
-	"00t6HXTJ+cfLDjk/uXzxGsFCTt+cXp6SqRRynpLgbLL7lmbhNBgS2GaV0ZhhVLonSqg/gDZsfA/Pk0dh",
-	"BCCTzLaoooeqh1SfDoMDMpXzVNvEaSHjhnatwHS5YcvC0IFfgCYtllPhIU2ZSqRQDHmEtGc0vWGRbgdl",
-	"ZT6CbPcDeGehSHc6Z8HOcdF43h0lEZ9MGBTx1z3qhqActEmihZUYDLrkxDp7ET0jZQlmuuTXvMY5GWp1",
-	"S+hmnGB5WtxRGV8mrZeJ3BmSqptYN2M8xR1DXjKXIaQd1LywwQ6IBPQHcEF4BptVhVhcGYUKg8mDULVe",
-	"gHJGppGmDiBvWwLX5tEVJXDtL1jk9hgTb/IgL0iixO3Up7aW6IIxrJOuxYIzIf080Os+40oBjm2aS788",
-	"Eqoa2NaHQuMUG8+kJLFc2Gf7aObGPGRCuWraSULDKdsddHs1R+hisehSeNyV6fWe+VbtvTl7cfru4hS+",
-	"KXBdioPx5PzM9ZS2+t0evikTJmjCW8PWfrfX3Tc5LKCZFCqFLQqrf/XWLPpg2MIo73jc2q9gs36bs7nB",
-	"4YcTBAG78lgxsqBcy7oEKiDoPwIy43HMbY0mcKfbXoQhKC3Vu3kJYi7FWWTT485lHL+ww65gKtUu3KWA",
-	"mqm6W73rbsfVHCOtnHP9Ecj7wmmuv7XKDi2ZT4PD3so8Lp/x8gmAh0CuwKIPej2rH5k6mu7Zqc9MsMvz",
-	"zleWoMZV+Ra8uKB+VbykdttKe9UhMo70IqHUa8/ocqzNHsF2upqODnCEvo7zmex9SyMLMgef9Nd/8lFQ",
-	"IxpYhIpfng6++kOjMZTUbth7R+H+5ZNeaTWfzWi6NISwm8g4hrmHBflk9BoKQcK3WrWvyIXW0DzSvdX5",
-	"Zu938y8TnW4RN1dS5aVRHAH5LML86+JIsmV27xXvBAQMmdQ5/RYD9OToF4S1zh761GklXvzrDyyRaQZH",
-	"7i4gSOIqgMKs+fmOhXOtaZpxgE4FUplRJSGldEFVoVr6md6QroE0xXkwlX0ro+UG7ON6uDKazZWemMW5",
-	"BKRQluBGPQS+9NPnznaMambzuWxsmgDWipQ48C18qA/K6Kty6QGOZPVH72T2Ss6F+eD5+g9eSDGJOfpy",
-	"Dvr7G8gA9KZfSvmGptcMvzvcZDpqnmh6ZdFbFnF6ucT0oIPBYJOPk1SGTClteJ6KzNwqfFHBhdxVYO8+",
-	"URae9yHCS0z4deORD6V3LFwkwZcNF+TxB/rgGMLVuWPWPiGTeRyPRMQmXICjU3VIwgA1UmDqtjGbqxmt",
-	"iAypbeIKpLrWno2xUy6cTUAsKBJqjUkLESlIxNUNUXIkKABOwu0D6tBoYyv9UsooWIjokNTtziRoxnJi",
-	"jUrU3rxSCBbuCx7hbjeeExxPDmdD/uuc0C+ZgnpOzfR2f4JH+wfOZe8RdnpnM10w/VwzmcCrh5rtlHsh",
-	"ofWRcBx47cIy28F7M/TxKeMBV8RT8R7u36BUxIQCqhK0XQ7vqTmonigrD3YNV4yEZosOOOHlxATQzrQm",
-	"yKxNmxe0J2w2ZpCXz0WReNcdiROiTdGOwXiINrODuuQnyBtxa9+mt0yRyzcXHXPSo0sFUk2SlIEzl+rn",
-	"Bk1nJEKWZnwC2b4mkFGvDVckKKryB6SdbzYurGlLEToSisUTWAxwoMIiuCt+w5Y7aNjivWVMM5aa/THj",
-	"03LDHYfxpSABsEg3cawnXNg2jYLiFAnuAXpKQXZXGSbJt8aKbZGG1z0Zv4hOJ99Nz379Pn4r3icQUhhm",
-	"hWvaqRrX6/bBJNWCXPPQLILgXk2WRouc3fUNfE86oaEBtDMAPVhKPcc86vf3BgeaOWc01G0P8GrP/o+T",
-	"kMiyaQ8CtG5YKpi2ho/0QHb7z3btEKTW1WIu5oh2lxODtnT7v/188vP3dy/SyY8Xe08vlz/98Pr99dNp",
-	"eHtOE/42ThdnlJ6Hrz9+kN+0NtbNcOtyUbmJbtZ/NPF/mu+6T/qfGko8JkEhdcCHV0sn/Zoa4X83fa10",
-	"bOGewLWixWFff0aZ4oTlQyoHHGk+pz4wwRYqx25+ogyGCrpQCjOsuHNgNM6mHfgR9SutjmkdKJzSMY95",
-	"tuyUgA5Bi8My+gpvno3yxRIZTtVIAG0zExbiOaZwQJeXbzr2T8D/ZumscFqH8xS8oOWj3kijRpn6Ol+f",
-	"B4hV7LKQfPsFTDC34ZbGTfbLpzpG9GZcXIx0I/HxeNpj3vFJeOMTIG9gc1JNRV/dbPy3FfggKxCwBAzf",
-	"17je8PnWCjJ+9p+NluAJ8Lcig15Pa5QxM5dLMH197syTLjkr8rhJJucherEimtExxSqhZWb+jmlWhn7v",
-	"xQo+Zw5G3G7MJHqtGqyr8uTuySKPesK84bdMGBhEs7tqqTI2W3+2zFiW8rDZuX+eyhnLpmyuIC1V6/1S",
-	"8cLwKpZD09rry8tzYpr0butb093abdWd7SUx5eUNzWs7XU2zLLmyV35Xmcxo/HsoI/bNSLc2anX0sGX0",
-	"zaj13enlqNVJ5TzTD10IgFHrM9mHw6Sgi6pTs0YCZgrWMKouEDpJ/xRk4Qxtlq/7tgRi7oi6SzqLV/qD",
-	"3idMnJyfFUEVzv2hDSZQxSWtiSrwUolpajvmtwN0a6bA0IcEbre23WfvnLggP5+8ffOn2N5SCMs9djZl",
-	"NFpuKtlNrKaV2XgtDSpizBybecavja6WTbkaiTEXNF2SGyEXIDCNbnhMDnv7pO3Gfeystpm/Y9kHHO+D",
-	"TwQggUK/63ce+5CAgWKRh/T23pbWYW9/Czp5ZNr6AC7Q+x0pt/09QDZppCwMbUH0kxRuKFT1hjGA+/1v",
-	"tBaqsmBI8B/4dKc7EhhZNJtj4CyWywSPnBXLEFiRpVQovK8h1PjIwIs3HInFVJI2hjogbgpp45sdg72y",
-	"g2n0aMZMeAwRXqGcjbnQ3wc0zGQadEhQxJ7rv7CRgLQB0wausqhN+1Ra9aFqJAInCyLIY3UAaYKkeoAk",
-	"AEz0gLQh4knxWwa5osFcZDwORqJty9ZgiD9AMZbjdsoBLHYCUJsvhYikOpPpjTmBratdmvtIqnhl7w2f",
-	"8QxyJNe8iFlM8Gal4hoSgIs1KVM9JaAA3PlKZDY8avmv5GGO/jv5FvbkIFTmP5gmP3liPesg6QgbVCAg",
-	"2bxLTRekHWBcUT3uS88KWamK1I1f5GGUDTOD9kszKwcQr61yuXYmoRQhg5x0nJFFgfLfNq9OsvDNwEnW",
-	"2OZ6uWnguOYASuDwFeYZYrVW8JeHOa5Tzo/tMh9WYredRKXGnUCEAe9W9B9jK2gGAmSCeFhcrQGj6Tng",
-	"b54Bg0zxr/mKRIoNhmkQeteN8OnaEYJ4236EXzJkBgQiZJR6jvr3guVZpaUD7Su7TjZQFV7JdMyjCFHt",
-	"vr4bo6RaVOHPXLcEnD9+t0Q04yLXMVyQzxVqRo69VtIwut6zz+aIfpXjb82b7+iMvYJDu/VlI8JwzpsQ",
-	"uF3Kr0vbfxyl6jXJJ+2QaP6Tl0odUFqvhx4RKBygw67F5L4ywQ5BDqQNKl9MRXBsAooNpndnJHIcb45G",
-	"NdzGau2uCNxvF+jzY6YVRKoldBoZz81IOJ54gMU3wQ0kYhlEWkGnRqGGdzukjBWvRoKO5S0zVY9MWKPa",
-	"8SmXOG9DbltzmBPL/T1bGpa4p4e/4uEyxQwnMiVOhlaHlDdlSBCg3F52aqm1eTQXztrACn3lG0O75E3B",
-	"IgblcUFzLEcoWgrXMjCY00t63dSJeW0P3vncab0xGRTr3s/fg1H9iQ/Kf99KrBaSSNOFNNtYTvpP873f",
-	"C+vgMzJrzHzVzV7C78aotyQMlQ5uWbo0WSIZkQuhSNukY5nwMuc6b6euCGDD95ZTk7cYW/1pk/hM7Cv6",
-	"syuLXyGgc7AJ/UFUPlw+vKI8fkjEmRNTpnfg/uTbWZ0TIUWFOnmmCGsoD+VzehZ0+KU1wDXnw73PhM9/",
-	"5tDjB1LPdyy7B+k4GuJWssVs1NlLkC6JReJpANuZ5qlZmD2gdcOY0VsLJJtNtSpPLliWmao6dMaiXLEs",
-	"lFFINQvNZyWKLXyM5uUn6ngk8sIzRsVRec0Zn1r4Efw0jyNu7xvwv+BZONW7dFU4Cek8kzP6/7P3ddtt",
-	"3Niar4LF6bVMnilSlCy7bWr1hZIoiadjW7HUnTPdlaMCWSCJVhFgF1CieLR8Ow8wjzhPMgt7AygUVaRI",
-	"6s92eJPIrB+ggI39v7+t+WBjLe+0LK55uryOOw6xa4rydR3mb0pQ/dEUQzzYj6MY3l2UiM4fXZZRKQJt",
-	"QVLXWsy+7YXCrLwF/1AUi6Cbr4W2mpcJbxGYi64wVwpX7A/veqFigcVKHKsJFPim+zS98MBHSUQSmzgN",
-	"icsRSWa5FKMLo6qCfW8zrM0VLPY1f0GR9AVk2iUR6XQ6rWVxnOX1j48eygH38KC2knBJDGF1j+s6R7Fr",
-	"lL1hfdpjF1au5UazK/OFF2U9s9/N5unX1GGCNjJZmrz2ENrVSt6DWGpLOc8JQq1xQRLF/p1gtNWGcBLb",
-	"rrUSvT2HPJl/F0wMGOEqFppCIYXw0ElhHBu6jdh4t0fPikghUgRS861WXiiSyxnJ5ODSdk3JbaateQPi",
-	"FSk/IyyCmnClmIoF9jIx7zX/AysGSy7CmZit4dpoFdAdegkfwuW4qwob7SWHZWjBEDIjAnOzNhW2cbi/",
-	"JBxnuy7WhHy7NbDkqwGkanmanZ6L9JqnloOF1U3RQoTVxgtfH64beVuYhgOaIzInM5ljQmVt+K/ETl+P",
-	"qZXAiLdncmq4meL/zRY7u9aPDVgl9ZuzX6mQ31/o3fnEBfJArsu4ONLyYiTpG7Zvfayu5CkInZfJUcCR",
-	"LUd8Tna8p3TO6GR5NhtJIKUU7m7jzQlpnkF+YvvMfBPubsvltS58sopiUdEQbd8nTeeKyKlvmoTrw9H1",
-	"c3Z2QixaJDLQWCQ87XkETrj5hbKSwljoyGYBbHPhNkKxh3osFhEaoSAwh5w8IUkCd/cStP4t6+/ncqbM",
-	"x8QCnzqDooWOFHZ6Cbb0wiw+Ox4kj1NblwjAoMNcTrD9k5kgQE6B9ILlJFAQ7/otJ79QpdswVvvdDwlp",
-	"ugbMdiq25LE/j8VC+2iwngQbwF7khGWKVcVnD4wKjjmmVBtl2z1ReiQAooin5oWKzqxkK/uDiZSMmPY/",
-	"xELP+IB1yAc2CxF1p4Uas9QsvZI+iYznNXJQxaJ5KpUe5ezs11/IL+/Ozk8+7H34eP7ux/8dOYkG8BK4",
-	"xkM2Ix7fBMoThzTLzOlpRbDOWKDp8H0MOyOzXCL6+qRDjmFcOItcsFg0k17ZbTppQcmXuYqj7b/ygylJ",
-	"prm85kwBrI8HPhPWXjG0jK3dYIlhiTi0UE0NN5CCdUhiqMEBwzqxktgkM0w6Q5LABZuHVzKu9BHhgPnM",
-	"swzbqnn9RxSTPkTrlQSUCPA2zWR+abfW5bFpKes0jjMYdj2d48yQa5hbo9i/SZOPhITaVUONi0RsF7W1",
-	"00e+OH3E8KGEpx7fDM4/MjIL7ZkehZQJxMUct1ps4HPo7U70f5WTrlBEZea2qUej1/ivf3bbb3+/2Y/2",
-	"33z+01aG6C1ZVc1sB0jlHjnodruGB/O0Rw4PYgFSg9zEDcX+HQNKbwxjx41eXNJC3Ihiv/ZwyeETx43P",
-	"5nUBIzH/3DxtHqd8BD0nEFMhm5c55JZ1p1x5rm1z9Gy1ADSp+qb1qh997/RbagbJ+BWrVUy+FIWrUg15",
-	"t/vNf1/w3DrJWD8Hw/yB8rHcZ8/XcSUFS7rzJq3yJo0rxOSOUfjrY0bq7sgDmxq1DvKtArIxlkDGIsLR",
-	"/RIonACqY5ReW3hMmpT8cPwT0eNcFqMxSSyUzYUUtraA26Lv25CxnxagJX0pwgJOKgYHe6AEWizaORnM",
-	"BxmLwFvkMEDKqxFJC/wYVgLcAuBieKWcTCxkTmyeBkKsIDpYpQlvRC45wAS5lXZNghGDm2s0TsxNHfKh",
-	"xAqd5VxrJlAGUTH3F6wHf3m+mj+Oz5qx5tyFXM8vRrkspo2e+Q1CvQs5aVGjXFOYpvOUr+1ut8/PoW3r",
-	"hs8fVJ4/+LxQIH/TMFtjNNtpOe0r+AesnLIQ+DlTqtEr8UJedfcODkNwEY8Mgoqgo3dzqM3rfo/cQFcy",
-	"KybBGqmplFllOI/Qtqfyq72Jy0bOQa419q5ovgcP7U0xUbBuTHxrOaoFoS6Hdc9WBgb8OH+NODw5gIUP",
-	"f5ZTozOuX5jmSPZsygZPnWxYnpcluqEvq9glHD5bDPsPmqE4Dnj52irAOtHo4CV7w1xO2ppNppntIPrw",
-	"msPJ9RShdYkbhzR9e3v3k0papTMMM4DKYWIBeOZUEJmnWKJbnkvw/VjlhIPbETH/O51O+KVJLGayyNKe",
-	"BfBSRaZtWXAauaSh1MH6DcYsJRm/ZEb8YvJRLPyYUVkC6b6II1zEQArzYgdD3yGLGksv1D+iEJ95wpWx",
-	"VgN1gTRBjSHGrk0qyv3x+5OkZRSPxNYFJ6hZ2FmEM3uhiEWniYUU2EAGQEzNprA0WEjwk8oJ5cLqGcpN",
-	"oD8HnQzduSXEPDp7b72o1SGH3UMIpAeqlpvPGrrLj7mcnDuSfE49xuEls/7CNLBl0UVVFs9mszZ00DEH",
-	"wYjKN9033QgEfKAb/LmL/Ui+KKWnZAANMeLierEZ/nrC1O3ZO6E0FQO2E+Y7Yb4T5gvCHIMlpSxcItzL",
-	"M/lAgv7Gz2CTUoVA5BkJUBrxICdL03xJWcI9zNFdYcLXWZhwH611jeqEgIW7+oT1ifInpkOKfHyn6J2C",
-	"aFemsLRMYStCegAP6N2+db+925U2dEjiSRazKJKSaBOEccE7o1hYwwR7mI5lhgHpDjl2fUWSW862hORs",
-	"Im3hRGC1oOQxJwZuW17d8FBc+971DdvVNfjpP0tlw51n39U2fG08YFfd8C1UN9xPPE+L+nYpZcEV8qiy",
-	"X0IUduaDdgVgdgHQ/yL3sS96ZvbzeNGJx48ubOF1t4v+xbFJ75Hb8ckdn3xCtB9Ut57I+141yvfYtYeQ",
-	"XYpb6stJojJvTGnIAUzZgCsAD+zLQlftd9LEDq0caj2mhVYBDOaAihR4NAayvR++2tBKAuhGLMDPPZYK",
-	"oAgdgjP43rki2FISoFmg0iyyacKQ8KsJuOBjMZJEsGtNOLa0gFHtI0LO6jTTE1yaJzHfYCwReOxqOrKX",
-	"t3zTmV+/jecV5xVX5V7yp61y2tQu2/YQIh22DSGrvRsr8Fc6zN7TS1b2MCA0OE+utU4QroLWq5jGSQVx",
-	"zT/JkF9DGi/V7iRobHxxK1iSMZojh35P88vGOv4xeGbnH7u3N9csY9lRye6ToRSMdtUKjTtOhu9r/4Rn",
-	"Y430QZmye50iLtouq+Q+QeUtnDG1MejT0kIpj6IUJLHnOyH9ORlTYcPDULFsmF2/mEyhqxRmai2D6fV7",
-	"bCEmI0JtRWgskn7OxeiCiwu7IEnZKlNVe836JihQlx2V/UVsWxKuyEH3wFZniKAzsJZQq7EYbu6+LZsc",
-	"hI4gDvWedjrQEB+SebgYtcyiuCw2bImn6SW2oyt0LOTQP4a5sFAOCmwPemGN6RWDFEG0em7zP/MtKekH",
-	"TaiaSTFNauvCvzMLV+6vOPNpSs8YEt7MAFzbHjt1FLRRn6aDB9N5PrqVr9N4jgcDNtUsPcKKIEi4dPcv",
-	"WGW7kOguJLpaiMKpriqVJS8y3GexNeLaAnRbWSUL3ZbDL0pe/WrEgvJShCSGC1/IQl/I4W05EkqPGl5v",
-	"HSlSkCYKNi/VarHnW1goR31DhRqJ0yHHoU6bQXMGIyJIKSHKVxx239bx93N6WTr7Phb64/BBOfyOU35r",
-	"nPL5mJYh1QrPqpL6U3IrDI/JK5Z/EZzqPUQaqSClxh8mu8icTCg3x46KATRYhipxgAzBNYxFwPydNwgc",
-	"S4L0oUREL0iIUml3zRd6qJ73mdKB8d2fe0W0FRFGB2MC7dzpAlqLZW+xEGyGqn+HHK/ifke2y/IV5H3S",
-	"TElCRSy4GPDUGAE+NUHzCcu4YB2ri9uSwgp3FlKDfeE/0BiS5buRs+aFEFyMjqDoxb8H0/7NFwupEYjF",
-	"LHATMjmZpjwjis4VmY3ntQr2mSelL6NuZMM0xrWV6/I7A+16p03vtOmvX5tG0q6KpiuWE0iXL834BxdQ",
-	"jtctr6n9kfLMTEVFpBRZGHUoMzxKBAyekwmjqshZ6tnmWoW37/xMHr3s9jELad1nrFNH6xd/V0W7qoqW",
-	"B5TxpaCxQaxsozp0W2R690H4AK/+A9Wemw9e57jACu6OyqqjIiztuGOC/37yIvPjFOrE0I9RAT4lTarJ",
-	"RCpNXh+i+v36lR4HNdG+wspourdbeUdEigGaFdb1jE0/5aXVpUPPOykAVlBLe+uRNVtsnB3wQaiZ6Jiq",
-	"McbRAf3UwbMcHJKxLHJlZwKfg8hbyRTL1BMCraPASMAhcSS1vDzqA4rxL6UPSU4Hl+Q4qOa+3sDbbb7l",
-	"ebqLlCOny2L7mANRFggdkaSkmAugGIRWGsuZQGJwkdpdHdFOzX8UJn2cprcd4yuY9DqJSPD4ehkOn2xC",
-	"uWXNDqRjICeTQjgEEGhX0iHHjt/xLEMcDsIFoYFP+oUKqjRus/DuW2Tw1oMBIBxEIxxhiCBTwymxCmU7",
-	"TrlRwREuyC6h4vkKjnAHtjkUa1QZOezvW+VDlrQeVaVdJZd29UJL64XWp4MnSUbzGTRL64M+MWRtDj4o",
-	"9/1JDW8N7u0sqdN5AD73cKrgd5tpf89Sm7PqdLmynK/olO0yzb+FipxHVer2hkwMWDtlLrNhmYbnDR9E",
-	"Zc6kGLGcwNOA/0HJlLHcdU6mkPsor7A1T50O9qN58ge2XTR/p4p9varYC4VUQ1K2EBm/t2YWuGnCIXql",
-	"FwVRCuQUe6f79EmUs01sGmHegv3AADvdPKDYIGfaPYfwNT7IakaMxZiacyFq4Wt+YrpK7o8mwMJhlsix",
-	"cGV22uJKbXErUn1y5bFYAcYp82q7u5qv6pCPYuAOJxlDDSaLMF8iww4rcDsU8DhMTjS/MTs4waywv8jh",
-	"MMG0jFi435SmulAJ5v5ah6scDltOTnBNrONAzMMcYDkcBvUSFtIafG4pG2Q0ZylJUjmDRtIugdl+lRE8",
-	"WIQEoJjw+ohQ4kChSQL3dTA5PykbHDhQTc8VhraDDcmZzjlLOyQBJmI/p88QJ4sNCm0kv2EWjhjSF8o+",
-	"38Z2XCTlORtomc9JM2m3w0vtlOdJ5Hpkk2SvUPme6nORtGIhhS20QsR8APFyWXPNw4MDhB6bccVaR7ZY",
-	"K7w3FhM6h20kgrFUlfl8dlpcKE2zDD4OudwF1pYmhOYsFopRyME+PjlrH7x63f7p+/dlbx7HFy/ZHIFZ",
-	"hYX3N+yYpUexoH3lK9Gsc7zKS6ErwSWb6ohMc+ZvnjuyjQXNMouBPumQj/CUdfmYR4MmZUTplLtrTfAH",
-	"QfaQYeBJu200FjnVKrGtxy8SSD5K2knriFh6tYj42ig0fivrOPppoR9OgdnSxoLPbvQaQEsXOUuHXI0r",
-	"tcEWWOyg0+0cdA4AAn6KyGONw8OXjaihVHbBhWKDIjesy9yh5kqzibooct7oNfbsa40+eYZX9sxdhWK5",
-	"9evD8MDvKvSDuWdKzWQOCKIvzTVzl+YTJgt9oRq9g+7aJmGw2uvDgD6pXLXk/RWK152Z+DXn99xPW9nG",
-	"ZAzyNdeyGPtsINGPVaZeQpXjkc2cdBAuQd4PqN2BM58YOQZWhLl626g8Een7YFrP6oHd1VDeh6BPRFoS",
-	"9KSyp19WxeRdOvh7ml8GVb9chF9DmkIulAFXVGBbY4EHwjeyWlYSYzRzCUemmuHcicVvoOzMKNd/MUIy",
-	"ibz6GHYxMboSKuIMsFqb0rZ4xP7ZKLCTVlSW/vs4XyU9VdU3MaK5rp7OlY2MfqNc3yoMNDxAS5hkpbWN",
-	"+aj6djzmm+vbFQ1ppphvY9OXMmNU1DXh+UWKkVlQ86rKqK+XtAUslZvagV+HnQFfP2tjwGA/PgHW8cps",
-	"BywIDei3zHBXWBtqiQbIx5KJWbXWjh3ejx2eFk6+L+zAg2fsQnj+jsxDZENoywIStR4v9BckTT2TZMpy",
-	"knFx2arPRDyFob7qdFzzCevkFlbWapdkuDLJsCZdJKRy+Pcz9rXxXcSAtEmf6Rkz0nMmLcJN9SRAr5u+",
-	"1ONYIBEY+YjwAdYTNpaZdcmYd1QpJcJ+iUSNac4IjUViBr3gaeIzaHjgDfN4Ok6mG2UgY1TBbSMpGCoU",
-	"eIDh3ILGgC+hKzrGGEJ/1rRCugTmbH/fyN2Ny+37y153sOnrDgKg9vkmOOhmSZ8nu9GMfEp5Xse1vpN6",
-	"TEpKddRsaGUXO/ujwpLfZsnrceR1/Arw+N6N+d8mkOOGD0bAWANqXRZm3o577bDFv05s8XtS6xqJf57i",
-	"oJtbzYC1WYGWCh9VGV1mv7lJ7eK8tXHeitb1ZNrm3TaM2dK7q8UUnxSP15jp2BAkU2Q8n0o9Zhg+NZpm",
-	"kaM3BrRdbB5ElAaJAU3WfTpGLBzmpO38LkZcMER5ROAo50LChktcjEqsLBXFYsb1WBYWNgs7nWO3Q6MF",
-	"e0RIVIYRNIAqksqZIE3oKllxIcsr1jqyuUneejUac4mHTjX+3PSN1PGKPd3l19NMCnyb7wZprwHe221s",
-	"daegBx5BTfIC+Eqt18xu7Y92xMZ96+bd1A11r6Usrw8WbOfKpdgInerhGGA4gVXOLHdeUiILPZAT9oUb",
-	"5Ds99S74UWoxY8mYTqfG7h2STqezeUGvY7NS6Fxm7WlGBVuJs+vzA1zChSKKmQmIEnd3wkWhmTPljf6Q",
-	"MZqqyBfIaJZPajWG73EepzCNRzw4lXGWHBq7JgTW5EkPzAOANcPGmOXOXOP77QijDHHs3fi/ndlSSyTH",
-	"IQDjSLKwuPP//Z//SxKL2WL/pYrBgLGUpQmROUlselIQcXFpLlOWtwGmBkVmfRubEmDkEYlnJYrJeRW2",
-	"5Nvvfh8CAD0AoMCCS9lTEk8rkahSlL969erV8j4DEK2yOq4NVoVk3FiU1qHoH8p8QnWj1ygKuNMGqpTO",
-	"uRjZrgLmjCg+MgTdvmRztZJ3VjjKC0VO0oNXr/bfOryltn0RmRb9jA+IeR8GnOhA8ysGnNTco4hgM/eU",
-	"wjQzSIiDoNSc6NwouZifPkI8jLpwxBkO91cz7UdVUtwwywIHZm3Mxy6iOXzRnoWH8vyHG3+JW7HmGao6",
-	"m0Iq3MuldubRHd59Q0nB8BFhIpW5YilpIhpYy5BRaPEgMcYC7jYiZgI439xd6ZBjTLLMGM0hSA8NlhDL",
-	"ZiDFkI8KpEQEvaWA+wRQusYo6bMBLRQj1EwHkyId2hfQdTlBrusMiE/w6SXRPQJo4v4jnI2lcWg2c8f/",
-	"ks2/eG/b1wNdiHSClH37GG59CsVk2kZzf6koCLKlydmH96dXL52DgJtTh1nVLhEkZdNMzrGxBQTFDFt3",
-	"AS2rgre8Yt2X0Gy5gE7ETS4GOaMKWiXbGDYkLUB+MBX++SOSswHjgEOV5nJKrl4SndOpIjNIkTFvhaR6",
-	"zSeMjGQszCfMaG6Ej3LxtEs4xYKcSqVHOTv79ZfWkqqQMzGZnuAaPabcKUdZ1q0Crn7bcsZ8Z5XIcGdp",
-	"zogCdh5KHKgKUGsT+oT3Vyo87999RyYyLaBSgWrsf8UU+c6+GmCcNB/aDVakKadM0Cnf++74+7+enX88",
-	"bb9/911HX+tWBCfCfAmZUEFHhla1JMai7yyjsfe8fzeBaXat93x/mVLBDGdAfjj58d2Hd+fvPn44I73e",
-	"X8h3Jz+9+wDEXdLionpYS3LBijTP3r+7Otg6U2g7umCDAsO2//y9Aj4dfOya5IBKapUeEHjzrmwa2ERD",
-	"hRaoMyxB47mtlFCtdbC9zC6f20G/6rya8kPWya7BFcTv/tJVgmdOrgmXajNGtyw8cMYEoHEBBTepQPZ6",
-	"UOFkZpPCMxVB2ioI4lgkIf9MWi6iYNka8DkU1hOqB1DNBbONQPC7einzROKKuxJjGqoOScxbL2yL+oQk",
-	"VweDxFZAJTZmp+fJUSySq5f+gvmzWSiWR+Ts52Mj5s9+Pm4fvHpNzN4zoe03ReT45IxMc35FB/MeXDzN",
-	"+ZUR8j/K3OgMpW+QY9zDEo+moL+i/Ol5G8Bisjvdo3T5lNqQHJLkp5NzsqBaJYZj6Lb5pReLBAGp/qZY",
-	"TtqMdK/jott9OcBbL3gK/2QEfzUfan8wX4s/mnnaH8034o/mS/FHaMPxvVs/bKdMlZqOc6psQdYs55q1",
-	"jQHTs+VgCIMFCf+dWJyD0B3JSikhVKTJPGU5SyNXboetTwhVZMb6Yykv1RGhsQBq44oUgg4uhZxlLB2x",
-	"lPzth1NQweJGyjKziiyNG2TCqFAo3l0kicYikwOaEZbnMl+e91QyomfNfhrD0fNVXPvd0n8jJgoqtgJS",
-	"b/QaVy8bkfmPeXWhxxflBmG33HEb5UrbPIt35FLLgczMkUaCx76UV9VnzS/hs3hH+ezxyZmtDAtUe+RE",
-	"G3L+58mNCjZ8ic4SsNAdmNs9bN0/XImWSEtdD7R16oTc9iaHFeV7N/jHJhlUFhbeo9BbjjknmRwdERuk",
-	"CMwjYwpPWbosx+o+nHKXafVVZlqJkBduqk3emWQVvDvycrvE4VBL7VxPhU9gnjymkPjG6n8fIlHrXhS3",
-	"GVMq93g1Ptv3Fo0NsCc4y1JFRvyKiSNHp/hPB2UQgiCAlRILBOc3zHbBYHFgDVQT+9sLT/1hWyZjNMD2",
-	"d8gP3EgtYNyVzh8DliFgXIWv1+m9iDj1YNx8S4V3Ao0Qrxh6ZxozmgtwI22uRj4LhNzdDMIBye0YxQ4o",
-	"4Bnw5O7BSO9QP/esHslXNDBA8x8M8qbMSZ8ZjmQNfusAgkxOlP2CzbzfEzUBwCXiOaFas8lUqw75kQuu",
-	"xtDd3I0OSus0LwRLLXgQBpBQyzU805xzLgVpJqWrpt12d7T9DUlEXnZJSueK9OcOoqc2muOcsD+Ua/AF",
-	"dFqws5mfAQ7TU/RccCOuVRvp1+qbU+mfsRNdVQd9UTXvnlRzuotfaIZu5fuqZyu808ac8Gf8nCn9IXBO",
-	"J+i6FnIWEVloxbE7JjoeI5uUYdESvE/WCJM8LfnNvEOOiXNKQpu10C/ZI4MxG1yiKhc6tzM5Gi1N3TAT",
-	"fRp7xh3XZcqK2SL4upCOvOPAcuGdQf7MziVa7tNWEt3sYkb1Crl9Ahvv7kMpXYpONeZTFRkRKeiERSWB",
-	"WOMlIuX59RUfAZiJJux6Ss155ULL+gjnuZ/jIx4HN8iqBD2/WF9TKjSEAMsV18FiOnIpf1snH9rfvXfj",
-	"/rwwm788H9pIfk9AnkI2IQzSTG5u4IHPnxOsExrLzJhDrVqXkNvNp6CYu6jlm86AxlK62+S1OXXdkQbt",
-	"Vhv4TDUPekJ5Vp/nXKHPlYnOE3r9CxMjPW70Xr9cnue8lPb3kFprdJq1P0OMuLh+7O9YpjOFQMrBbgZk",
-	"XD2PTilSLBblB0fY+yrxPWPPpmyQ9EjOqFF4IsJSDmmu5sBjyBrQXcG8S04/nmGY+87Gx0mHfG+UK4XQ",
-	"FhDVbRv1DBP8mNZcjFR1+hmjUM5XaCw/rLTS80kFymFoGJ3OdnnqkE8LjcQIVbFIOp1OpRvzMJeTthsv",
-	"sa1rQj53RBw2bQk6W6cEnsBKV3jYtuV/FhCL9Rds0ptGSjW9wPrFRq+xp/Krvdls1jY/N6LGlUUQtRAZ",
-	"f+4GiBdg5f/zZlMEjipixvolhm4dYFWUD4s+nWOvQs1LEylhz1hanp5dgeFX7TXDQwgKdqC5QEWyYQth",
-	"RfL2qpS8ZOLOnp9w0/YJguc4yFedGwjfsI5jCRdrlxC40ho4Pn1nFyqkXPxhm3RAX0ojyld3yHkJE85t",
-	"6IorDwUvsvmRRRLPr1gei0vGpkZ5cJl30EATujB0CEJZOrUgQcEO/Tm5IpkhVJYSLWOBeJbuRtJUjBGg",
-	"nbOBnLLW8pwvuOl5O9zb1C464hIs3UX1eIOT8jxpVMHQSztowq4dOcT5NZpl7nKm/qAAVAEv2YxLVWTr",
-	"3g38/+4ullfyEooBka1QDU2BjeZ/JS9daB0q+2GUkvvYBpWIV0IOu28hFzWExUS57aCwC4F+YLNmyNhi",
-	"kbwbtiF+nkR4Dkr+RhWOChZU02fM4vFpEa5ikcPc0yMb8KIkZ22uVMFCwEGuyOH+wfLGmFvyvw3bMcFE",
-	"dz7jZ2zHZHbgHmdrjRQueEtd8laHvNOKJCfndJT4foaul1IsghOF5JuSpq3NRWKHg1UeFSIFyd33pOYY",
-	"WKqnA20hri3kjlVC4BwpVm9y/8S0OwKPq8SuFIy7bJCHTBvbmsY3Y4KwrWHU85bk2csZkObmEc/y3ct0",
-	"75/4lcvtRYERHJko1K2qCjiWrTORKuz3JDNITXOC7yh4Iyrm5hzzNAK/JWJ9yYyRJhw9CAgWKYc4FM9a",
-	"HfI3hY69MczIHsCZEWZSaSJzkjF6ydLI/DmDvlGBrIKIqfW9BfNwj9dWvOMC31OKRQ9QGN99enW6DKmY",
-	"rXeqdfRgXeh3qWbbp5o9Y3G/l4cBJ/S5pFup1K4a6w6Hlb2NqKLvL97Df/WbG/Wr9mDZr1jHh+WWeefF",
-	"WunFmpV0sVVJ64BmGdwEjpgru8M3f3J51X2Zzv/HXpFnn5eDyAAKXZANAZlHtpjVzu+FIkmRZ0lZ1BqL",
-	"alUrSFFsSedDYO7j9m7sX4ibzMUoaUWxQFwaGOZMU5HSPCXunJAZnXfI31nOh2hJmpupLnJGJHjaIJeJ",
-	"zoj5QNeOcUpzBYEpjZoBYGBQktjR2zxNQHeOBT7QK3OCjE6hAXHeGs018tnebKd4Aot9V8B3zFyHxvQo",
-	"qBUVvtmhzucWddQnZNXjY7158+bNHfhYY4cRV0bM7HevDLcuxlejuq+wuVIvFICHQHOAvwl+bZigFKk6",
-	"sj4E0L+GNEesoLkscjLIJLa8Kj9q/89vX719edDtdu+auhlMaTqZrvyCqZldbt7zX//stt/+/j//VAPz",
-	"FdVldMicTAzpqCkdsLZiZjeNxpZc7UdYPtynir0+JD+/P/6+ffbz8cGr17aYGAkYaFIBUZIEnyiXHe/s",
-	"VH/2n1S5aujYvjiKhVnFKcu961mYkzVg6I+uEK0r7bYaKBVz126SXJnTw5lN/oO9sO9rpkUOsR8CAFMA",
-	"4QSI5E6LdrkspRoOB9D6nsuNvNqP/vpK/mP43x/evvrH27/9vdg/UcNfJ8O/f/h1LC7/cTD911v59sMP",
-	"H/Z+3pu+O/zLXbvtF3Qjer1Xp3+qsUGDbvQaB92D1+39/fbB6/Pu61632+t2/9GIGmX8PjyP5uQtP48p",
-	"05Rnhit/jhrVB1cf5IkRMyNwosuUkcn1PvS4kDMAKWH/bvQOD8wfvsLEYQeYy0X/X2ygcVC7StDTDR63",
-	"zSvxNC392LrHNlIOrBd3Lb/9f/5nbZUk1r8jvwT+zhXhIyFz53ere65yMqCLrrMDEVUJG4W0M2ZYBUtJ",
-	"87D7Bq4cHryFjHubxh+RsRQSz0fyyfDn9vFQszxBhJdXdWN/siX/cNDYNa4MpxlIVTkcwjj/4hraqix5",
-	"fWclsMuxsHLEwwM4Ce1gF2o0iM81OtoZ6rN9jHT9fH5+2jxrGRt6KrmAPmz4dIec1GBXgK/WyHccn2tC",
-	"FflfZx8/kCaSAUmqZJC0IlIj52MRCvpeLGLxHxU5jY1mnOgMnMa3RWcsSCA9jUxPCzzztrlc66jydn8I",
-	"7CB3SbbKw55DJb11ZAQx56QAwGbQWshDyYgyoRvR9ShuDcEzA9Npp2wgUwAKB6iw0I2IXvZkNlZscJEc",
-	"EScPzBvsLU4yvEDhltFpBH1+VDEYk0DylTKzP7cvMLI0IgsyDMKYCQIa2s0/QyPfSJVY/LBMFcPjKxBg",
-	"o4dtDNy9VBOKaGZTs7x2+SJXYwiPlJRkrDqL8aGZIE0lIdBgYUvAtIuFYkyRBPhfMU2cagkwLZ4pJoCG",
-	"CLipqtUhx+Tg+to6fmLRNFtjJ2Bpi9jGehHZ75JKLY77FHVEXl1fR+Sw+yaKBbAkaEitZzK/RKwPFXKp",
-	"lawmFnfwmiPo1ghQo85fVeGYnVj8Zn3a9pz1i3SEMXA1ddVPUiAxUAcd33KY+eVOVnhuZJRxr+aaSxfu",
-	"UhLwF7s/UaCFXOuy0bnngA5DH2uw7C5CUyoEtrMuQ62InImgWicizorHHtt2IWyJR4Qr6A19hy4HqlcY",
-	"8q1JBlgemrcU/6zBeVjBCyPgfVvdzn80ooZZQ3PEO7YTojE9l5Sxeo3NmPl5Wuh5u5/zdGQUtiLPjGqn",
-	"9VT19vbQ+LejdwZysldiqmyoUTxPIkBl8KW+S8txNkkG2IGt7BIHltfDOPWMUO+CXKHhre/urPhg1kVa",
-	"CZ2fd+GtLNSv3gG6sjU/3CGufJ29rWZ+wx8WbKXOT18buK+LlpdU+Ngu8zvkxy6s9YCFPFuS2maMyO7r",
-	"dhArIdxJyeebCRNGmKQ9Ai2+k1Ys6hBQSk7bc5YfGcuZMcjNh3mtHXuOxyKwcdztI+k0WmudDagQUpM+",
-	"s0kt6ZErbaFGF575SWqJliFbUvuLOA0Pw9631XNxFW2j9M39V88Au3IHl3CYKztuscNbeWK8le246Srl",
-	"cx2clRKGxIOqeN9OFVWF0cHYOkOsRwg8Lr1YzMZMRMAYMylG2F3l5/PzU2j1V7h2K9hHDVwNVJOJVJq8",
-	"2j8g/blmKhbWa+b45wtn7S/HbQH0fAv6H7hCtsRs8SV9LecMERYZplS8pQiHLoTmGbbbGMIUl6G9WJaz",
-	"A3zZAb48O+BLmWXwdGAvoQK3Jrvau3HTW9k57WPoobYcxKlPi9gjapVd4tFNnhFBpcxK2FkaC5ZGGIl4",
-	"Mlpdn4duT9l7Ppy2ebLv9lNdlhz8a8EK3+LKn6vmJRcpScrAX9LyMS46YQ5q34Ou4a9hiDGyUbDZmGpw",
-	"9nPlO1QBhFJaynGvfMD5pWSYMzWuhEY65Hw+5QOaZXMCZfZSGNOpGnMuuYKwgJreMuOKDPk1S9Eqs+PF",
-	"YlIosMqsTUOah923GK+YcVVfC/iJVROVAi7y0A20Dp6MDQk2ixYN4PnOr/d8YttuGKEuMQE6JDyglTDl",
-	"YnQv9rOUoZx+PDs3/MTmJTie0IHERDJFG24xvcLCrIkBi2JxC22NNLkmgnEIJM6oEfCGdwhpA5IQnbVB",
-	"6Nba0Gy+HRgWNSBYGTkOWm1gNybJALrNRSIPrq/BzaQw3BpGWUuL5MgOCYfCDMKyIVGaZxmxrVxrQXZP",
-	"uRg9gdf0LnZgtmoH6fblQ7o5+oKeAQ/vSUBPpO3q8TjM4hOiXyufhGwEkKsFQmXA6CVSsLpCJXPSrb9A",
-	"5iSxiTQXKnHZRaTpGgG9eX3Y7WLWTErnNpVimrMrLgsXxLBlTG4aWsqez4ayCz1mggxojq6TmawkqXJR",
-	"l8hEmgvJrwCAVJOpRTHfZTGzB0oay8aDAyqIAmBwy0LRf+wSjzSknkDKTpAnYxfGx20gmdhmJJVAlYig",
-	"4BexR7qIorC4SoaMylWiOhagbzWLuoIuLOJqdQg0koQHjCTzKVEiFm52aW7ea3NkWb44bkV1e+HRA2Nh",
-	"60SXdzmt5EM9eenXlm52vw+N3svX3e6mfnb82E82y6zx2XrcH9fBvl42x64WbeeG/0Lc8La7LQ3YSlUI",
-	"bSdNx5JO+MqWn1iUCfpl0D7OpvFantHDMxIW04J6Osg45AhaxxcZSKFkxlqEqktlczrB9Daf0gYgCttk",
-	"egbxSR2LCZ0TORyy3OqpMmNWO+UKMYnRxK5IvyU18b/h1z4md8ERlnCVAc0yln9NcKu/jS36B8yc8HUh",
-	"ljwyWDWT/abRZzRn+XGhx43eP383YgcRk+pqpo6DWjTf2LjSJxnhllASz8aGNI5P33V8CuINbAv73Nvb",
-	"uxlLpT83osYVzbk5mKpsSndTrlJj/+DPnW6n29nvvem+6TbqdtGO/UIRmqY5U6oaycm40kzYIgGcQHWI",
-	"sdbTWy9OIF0yIX025qA1n/9y1tYsn3CBusg0l9dYESaKiVl++xp4DjL8f/dbcyv7wCFI2dARzx2cS3tm",
-	"rFcPMdnUfMLFKLJ6m/mqiAyZGHAxAmham/TpIKkat2upznA7kWHkhShRy9t0xIROgtcImbK6d9jOjLbz",
-	"5pTqsSLNMaO57jOqScbFpWqRPtMzxgSBt3TCjFQ9rnvraS41GxjOFZxvZQOHlPxw/BORQ5IzRJG05viU",
-	"5W2ovynRIoOhArzMmgF/vg1T3KuMTZoTyrMoaLAdEcBNbZnttpM1WrD1Z/blNZbTUTJkswCKs3MbXLVu",
-	"QiVSWkAJ5sRWXoDHeknxX4mLYCZlu5oWqLoFL4H7lrwDvUSZHEUgNYxOT5TOGZ1EvgoW5le2mgvebGVb",
-	"zfZm1JApCfaE9OdkTEVqI7xOHFjixLR9XyPqzDqWuvbxyp1GPWaTkMB8//jbszix9TPKLE+V8qMF+end",
-	"PXCVDHKW2gx+2deUC9vlXeQyy8xo4fKO6kf/mdFMjyPAV+KCKRWRCdM5H7gNhwqyQbHwOjVX2rD+3z//",
-	"/wAAAP//",
+	"QJ98MlnuHBM+cSramhYWVI1ELFXWIVypOcMqSTlyyUgE5+8vLsnebX/PSGu196mQ25/3ACRs75NxB33e",
+	"K1bIzLGKGTJW7CE18jutu91ct0UQTIxz9bOps1WdBlqqU/DHZo4srtmkQDIhzBG4uqM/LHfZzylNBF8n",
+	"5e235o/T7o2UWeeZA+p8DK9c3tBGRqy1l/9K3jg95sfL+1p5eu0KtviySVxbnWnepSiigxtCq0qSXVEO",
+	"7jsKCozIXJyMKRaRMmXM1UgkjKXGqwcwWp7y0m1gkA75cHnZIbFUiIua7/9ImNrHhljSIpsW7f8uOcm3",
+	"Y2JCldsU28YLVGrasL7PHcKVRectCmvmepkBo9Jrojs5HomMxWwGhRdprI+Ldj7WjrnIBKer264NpgST",
+	"YiQOcy+jgQhGWB3nkGqCxfiUo719aukewd+pf6pI2cFgMFgRwspYerVV4Oug1WmlGUIG9LoHJc/c57XA",
+	"c18LzurPAF+10nOHC+EOrEkgXTTcw5lzI3AoBhkRTzVEnBIkmCdBhwRYc2wkgrkw6xyzAFWlMq4MVKXn",
+	"GRkD0pGmD6IyHseWeXdGQqYkcDwLVr0xN4DueabPaLxOdbptlf0WpYvB4uOa3ll4RX2HnQ1HJ4iWXARo",
+	"AHBdUfK3Y2ramVvaDDDuHkNdwTK1lW+Ojo6OHqbiPDRlovzu4eHh4doYo1J9q62D4q04yCufwm8sQUmF",
+	"uwP7StOsCsfcH3Ra8sbmbFnWMJHzWris0ZD6//wThTW5FOFF4CrXN1aoPBd83DCq1ST1IIfqh5xnKghg",
+	"D/WnNmfk5GXOjkFvwILQ+Zpc81sXyPKJInh/Xcvd2TRV5xRydIzGUMgMj1vxYKMwjT9dNE8uJJtdzqtl",
+	"wEPCeRZUEapujLvQHAclaVIDe3JCfErnQOmrzYvKvMNqzyynoPtGYDxeolS+I7mX20hDXwVW/UjrHvMY",
+	"YSIQ7368LEuFjfSRi4wl5trYV1kG6yc3LuRLpjKOVRwx06fYqC9Tru6RXP8bx39uGz9TlJExkTTWLV+k",
+	"tuld3c45X6GNFTpe+/c5m7OoKJkOALsdEqRzIfANU4yYRfpnp+641tZMEfWuV00zTUBN2OLM9oZt5W/W",
+	"9k+r335geCyJlhNS3dL7Ss6ibcyimIubTe2oySSHePMk9PX7+dOH5Bdqap3JjHm7AJMMH29vymlDVLGN",
+	"jcZB69+wbk2RtFHum85pvmHGq6lvfSFVS561AJQpoIGOl2Qss2kxDLXtOICo14+jTPV1AHcsCGHdRL4k",
+	"lTKjNPTQeEy5PXyhCnI5D9bR4BcsJVxBPQaWVpEDvEUJqkxc18BDxm83X7OB/3avLApWd/JljnNXrDTx",
+	"CUOA5Acwy2PEyVpeKo25SnhVUq8tcm1rHcopSSifGqDPznveknr8pmOWLRgTJFtIdNl3iOkfKpeukAuf",
+	"WrQhLR2Yc/sy+eOm5gbbNjco86IntGkT/+CpiPJhbfhumf9NsbR+Z2tZkMeMPn++Xe2zlh5vE9Wcoi22",
+	"BclojYyJaENd7PFIwZtm6XeMOPVuipoac8WUvf6pDbQyurVJjk2S0YTT2lN8tdbyoIOluUilWZmmHV93",
+	"24eszSJYpEe59ssb2tgN/1e79tNjPqfcM7Bvy9ISuUawhY9XJjJd0DT6twnzlzBhzEd/ht0aPO5uDe63",
+	"W4Mtdqt/z93q32O3+p7gP4fVNpFFzl6vf70iNWxXRStNEuReWFrmKt2ecnDHBkIGLt4wxV2w9Qf1n+YG",
+	"uF7BT3nTJWnuEsovuBXePWL0QFx2mpdKpqypUpkvge80K52PNj/Dh1b2aMZ6eYG9Jyz7Ul5Vu001u3km",
+	"te0VkVTORbSbpType0hgb1eudEOK6M9TBoYdnWdTJjJNtixy9xkrkbjeyOKquORwhJ9XH+t2tysLvQpr",
+	"7NxFjawOnYdT5MVyIhxXLsyVFAVklAF+g+gQXo8an8nbZhi8e9+ulu5HNqyYsSlKHtaophnUNLIlXbhC",
+	"9DzrSu7gEy+YHtxiJFJlE363hzmK+N6QsDuemcKRpL/FxZ0nHL96fXeMTnFFUjaZq/wKCOSpjCOW4kap",
+	"e1zzreRe/TDXVPNiPQXlAMYClAOHEUd/4F1UFbTv62dcVANUS7iAa+9L8vGbm+p7AFcia0syTuvJriUG",
+	"92RKPsTiXWdzmrw6q4HlFz3TNXfIX8IKXbn0F40yP63KTJUh/wks8iQjNiRBIbmCDgnKF8L6l7y2G/wb",
+	"60E2XmKtuVw2TbUMqAD+03extfq6+dzxAW2Xw4BO3NKmulCp7T75Rj+d0XTZIQPyjYn5G9PwZp50SLfb",
+	"3XkYHa52mv0JHCGrPOw/Cv77nNmU9WZuKLvXtvOvFfpCPg4v+adyHDNPjbETQT68ekGeHxw+JQm+RPBw",
+	"rdVzwBPXwTv8tf+xa3sdFlQCKCRzxSKSLZAiWZrK1IZ6FoW0i5b2+nuOu7morN3YJhR6MhWSDwaDTivj",
+	"Gezqj7ZuJR3HjJyKDJs0CzLNskQN9/Zs9kE3Yrd7Ztpqj4tbGvNoG22DGpAMpwo2UJwJ3ytTXB4r+evg",
+	"Y7fAwBwS/DcT4ZKEyzBmVvkgu1jCm6hEyjj/yzz1qh9mpb34S+UK56oD/AxTRrtsgqBRmzvLnJrqn7ep",
+	"8ovooLBCHmdoKVFlE3/Gnlv12HuZA101akB2KDzqYKFcw63Bf+yag3r3LApIylQihYKQ6qhRmjx//vz5",
+	"FmjxTWW+9bheX16eW2UzrNp3SPX1SoLIB/WLVZlmRM1nWlRbR+UNR0e6YYDyhFYzkoMjAz/UBfCPH86I",
+	"oDOrpazsazO2XHf8w1O7Ap1VZc7zolPegI+immEOSJJnDLHJhIUZv2VEsUyfzaomJv9CtfcOH7X2Xl1q",
+	"ukuxSo680C9dmAVtVVakuezYGOCEM1fvzQufFZiWLoZlA/U6KKgmOnCTSPnvOV6x1bdo1ddlxJxtQaLd",
+	"3dywWIQe5q5KWMgnPCTQAsuq9We3Jo8aT1XoZYvt9kMsmzA1M+MSSZQ767iEVtuNVexvUh2204qLdAsp",
+	"mC/lorKu9wt7hwnCyFY46G2o+edSrHmhHRRSog5rhKCG9sT3A0iyiJgcpaLIj8mVQni30lQHW1cJ0Pu2",
+	"Ea0UcaB/aMByvilbDDhtPGosFXowaYstXIcw34xMBXLGlk9XrhESmrLCeG7ULJHNC3lXQkzzqa7iue+9",
+	"4deXoCFkFuJe0GsTN58zFQlQEgRkvARlYjgSfyMBT4IhCYzsCkj7xdnLDx1iB7nT0fa6EV4Babu/o416",
+	"VSBrB6Qdc5XtQLu3Mp7PmG4b+4f4VPSs2IAfqW1et0WMSQ4Av0/G8wyvnsvvTJReGfAcwNxVAN1Z/8HQ",
+	"+A8qY9U6kf4m4dHVhMfM+hauijMY25HhBNYD8IIIVSRIUnnLI5YOod+i2Q5h3esuCYokx7NzvYyDQHdo",
+	"17qNlEZmNMF1yUJY8KlUUEEskTBWCMrJBwwvapVOvzlP44C09V97oOWVl4PdJSzMrlBVgzWGCBUy6PWw",
+	"GTXLNuzQuEv1yyC03CWEFzSbBUNCyct3FwgdBdSG6VSq4vppa6N40N8/ItFSa7EhQdfeznAkiGkL0aX+",
+	"Uwp3XRFeBZrnioxZLBfwi34NthLy+jFzTTelf0cXCzpRplCpIoX/DvVsywtWUDoIYxtmInVTyXwcczXt",
+	"kLma0zhGR/gtT7M5jcnZ+TGRM55lLBq6ua9yIZxmFjSNlG6rgCAAys70JppMzw6xu9TvwUPFr69u2BIp",
+	"s0L9ui0L8olFLCSh5IYtiX5bU6j+fPeGLa+ZgNJ3Nknvb5CjF8OO6X8YcHgI/skk/KdtwXbj5Y6lEZdx",
+	"YKs0BV0ZssnJ6xAkw4zWnvQP9iEqPUyyAL+Ht+aKpUH+CVVqIdPITrjYeoqzcie80yU/6GNjaFf14u3l",
+	"OVDO2duTc3KdMgZq0DHAB8Nk0fthEqpMyQz4CrcZB0fAyUAj8LXhRSs0qFuOWMwyFpWyGsEYQKmmbaPC",
+	"6RgCPkOoH2sG1Q9n8B/DUAWsD8Cild2Oie+YLFXq2D66y2N+lSs0VRSs+xWqadZtv5Ydo3V6uNwpMr+t",
+	"v7KQQ3ggzlVGxmyNnQOzbgLs398asP+/kSWkRRsjgTubYOevYB55FS3p8/8Et5wt9LmjZYY61uoH5hMH",
+	"6PGiYaaXIU+S6rjQazvH+uCZcWFeBtD2a203gLjJ9TV5w0xErhE62GkO8ChTCBCc8cotufO0RqQX7Jb5",
+	"veunt2CJmOflW5WJbHVaC5qabJ8w5RkPaUV65b/6uuXX+tvv2dLn2zKicVfhW3jyhvpYq1IN+IosNW4S",
+	"dDXh4pqlScqFfulk/CI6nXw3Pfvt+/iteK+lmj5pwZK82bV2jZZ1MAJ9DGsK7f/+y8kv39+9SCc/Xew9",
+	"vVz+/MPr99dPp+HtOU342zhdnFF6Hr7+8YP8xhPbasZccyHya6EgeNDeTJcmi1OsI+6tzW557HRdJiKZ",
+	"KhZdjZe+ajZLwiMUq/ZFlLnamqcZSWVG67H8+Vrvr+jRH5Ghl41m85RpwyVwBhfgqQ3OURyVZqYGUmqF",
+	"g1iMZ6960X/8I3aXYrzMGuoXOHRUy47k11DxbzZmUYRx9VUEpErKhocQ65m1zG+VmzVHoCtI7mHilsUy",
+	"qcD6lCm6fs/mkHhNFkSDw8P+c2f1SHtMFTs6qIR2bMUaa5e5IprNApSGWt6JjuWutTkVhQDyR0zbDHwt",
+	"fm7Y8lEipW07m+XnFhJyHVZIc+TyBZ/NY70MK0OaWMpK184LOY8jsADmyaN427YOH9ykkOdqV9XlBrER",
+	"D3RXNd6On5lohnLUj5ALAK/7IoF8X6AmZ3N8nKEqLsX94mxeLxOZTRkoB6VL0WocQ+E+/XWzcAI/dPcK",
+	"N6xT+TFMqZpWVP7NOnU4egNE3lVGAQQrNo/2nGZTRdqMl/PinijCox2cRcRZ8/XMFqMrlbitwSStGOPr",
+	"4q6YLKZSuchb+iuSUJWZ+sDWknEtev0PLMFZURLuO5N+b3DgEaArqdqPpg+X/PMslDNjMqv8k9otZciV",
+	"hZN3ypD7jwzn7UYoNSauuWBGNGNFrI2Pkpemfd+FnDs0jwd9HgOqe/GWnjjGV5ak64ZHWu00Wne0FUtT",
+	"GqpXKolZcgqr5N+5i3dvz2/37ULaq3AA1okUyVKaKEKrYmgspV6Zp1oJ1d/hKaZlwFMWPe8dHk72wwF9",
+	"Pu5HB+xo8rTXwnvb1nD/yFPrwrRWHZ3KR/6tfqE0hKe+ix1nLM1tnb3UeueU3aGzdf+g3yfINuRwSJg2",
+	"qpOUK0b2BwdP9xEM7BlJqYjkjMgwY5mqKHerp127+uW+qgLF+C75jA0tvJ1zAxZr+aBXqlxYAyojrbkw",
+	"KdalY9baDKOJXrB8nDdqS5MLUAXBewcM6LblYRFVVTVCUxjG3wjBS9BxrMePFh67BbjRZWKLwk6lPmBb",
+	"/eeDbq876PZ7W1YGnIESZa181yo33jwxUxAICNkp/aNBBzbJAeS+HYQPry1QWpsGoC0FTtljwrA2NI3j",
+	"B5wAVUn3JygVUE1yYYxk7K5inGseePf+xRNlHD+p3yQ2RNOUW2HkWYp+7o08CSXK83uD4OEWm7R2U5C4",
+	"feLaTL6ax+swwUagG6ZA5JcqXldmrjXHn31vQ1csDj13yHqhVn98eU70k/It85E3dK3M1WvGKmbJT+bV",
+	"P6bwwv4VnWfTqySVmQylJzg0uHh9goHfF69PdgeHRwFpB7f7Fc9yyzxs6CNJ+e2qPk5OL/zNnpxeNDQ5",
+	"Vyz1k/SPF2+Jfupt0CokW1WhMFuEt5Wnl/R651GKThgfODCnobwK+RQSqCw3KhzRKYn9+9aoKE7qB9QK",
+	"qJ7nXRK4Qw3srStcoQb2lAxIe8HGUylvFOQmTGTt5sLkXsLhio6plv/Q9pyq9zwlMwlaq5HBZMaoUA88",
+	"LV17qec5PItJ+ij7dhCS/BXShnvmXbg3Ps6v1yEaOrgdhEElGMeuWbW4ebkgVBXiHvp4L+JlHqN1fyjs",
+	"0mlqMDx8F1xf43BtyxRQQvgdMTWw1E51w2VqPUv51mu7rELQgG8oU7XCIbBqjWBQl8uEnZtSXOupZO1p",
+	"XiAW2RgMT3RWiWlKRLG/mij+oPPYgr7oU3fT0znPRzk6PNw/XJ2R8qCT+3Z/ow/2vSX+q0JrtXBeBz2C",
+	"EhhefRR3utPUZu6HwuD7iwGQFCO/T/WBF6CbYWiQcHchHz7mqxCV0eoFa8V4tFe+GxQm+AueZKgolM6y",
+	"SuLyPtRS+dMcVevPpmMCJEFCKkIWK2JQPYkUFY97Y0W3jQ+uzbYSHPJdm8n/FzmI+n+Ng2j90fMnPnu8",
+	"Qu+n/W11fWH9vLmxhZnTBdSEtpcgEiDltzRckrZ+dp7y250uOadKJdMUgQRSRgpFthp4ArZp/ramvXk2",
+	"NcWWdjW9VKxXbYdiEult+Tv9i/tdxSI1hiYalYWRWI8qqQ6oJtzKK1C8Sto0IzHTVvwzbcenNNSiuWKe",
+	"VqfnsEN/8KzEDs82kYBrjPvyaIfk9duTF7valH9+RNpg+e9oxs1/Hhya38ERsONGK+HCWzfAxw19A7WN",
+	"qt3FGfLZdiGr+/3QhVzjwTDDHJKT04vd/uAZab949W1pfTSBfdzAteH3a+RsVhefjkfDmeT+YI3srGhF",
+	"0G2VXjo1eq8uRH0HmxSrn5qcK2CrknauCwDFBbf7AWnbWXdIITzcuDxwmN/ul9f11hvc5OCwb49W4dxG",
+	"SsEIAKvkyI1ayBnFtF4w4mGlNnwxbb4lzGH/Iz08KKjirpPt2VCJSabR9CJv2RUEGacyjjUhXcE7H8sw",
+	"MvjyxgUlIJNab6KQGavViHBotHT57bTrLlAtDk2vvX2jfOpun7klb1YoeFOz0Tka+0YOiHslSmGg9+pA",
+	"5wq/5v10LFXAdLzcB+GwenfPZcxDj0YO2UVxzDHfBos1liKVIHYJ4YcgyEY/vJ6ydNciG4wEBBWkLJun",
+	"QpE2FYRhYCtdqrxuAQT5c0USqRQfxxiRO8/kjGY8DEYir5KvXyyXM3JGiGIJP6rih7gv1WVAHhd8v4Aa",
+	"A64izWxM4KN8CDTIYAuIGnPHgiFPxh+CSTBjpjKnqPR4maNYfIkwKJ8W6ejKTRXuJzIlCZNJzI6JYCzS",
+	"4oGMGZkDvEh5oDJRu4m5lHNPbscIKbb1ks2S2IuGc+KmIJi3hiSiGe0Qo2uzqEuC/K3AxdpidwkVkRoJ",
+	"LjI5JNihwsk4UfdUkeDTJ/jh8+fgWBN7ZlCNKHCM1msJHQkIrJgiBlZGb0xqYN7SEwUWXge0Zq5IzCaZ",
+	"PnkMx4mRwFw7GhffEIDMy6BCj8DaPW6qf6A/HeLremojkTc6FzEi+9Ks3Bw0VStyV15Xcc3FHRmzKRcR",
+	"oU5yVtet2KG/q5ahs3fhugGb2wLLiO4HC3+CHSzY2GRvrb7zXnn9+7PZTZOPg7H+zhbDb9bjVKvR2To3",
+	"ECb6q5fyloUyw7KSCjH+NTERTEjq+mROaTU2z/G4LGOX6c10yEcNCbsL47nitzxbXl2ncp50iNNCp1w5",
+	"zwW9q37XGmJGVL1kYI3JhZe9Lft5zjXTcF3rd7bdF9XJRTLfwuNoR3Bum/WW2vEjirwXjMRcVAb+FjL1",
+	"sHZx25LA3y0B7NyzhL3mRmaD5a08Mne6al3VAn/+THHTZ/FCylXrnZV2adGnJthVPNViz05lq/s/O6Un",
+	"ypGPHfRYVUHJIPzwmt82lGZdsHGrRic0o1e5gryn0tu9xWKxq3/WK8ETN6vpac8BtYJB//pA1C5P0Ou2",
+	"iV75VDYXBD/ReM5yAdWwwuNlnfnutV41onAXcEVQ74xiLGlpjwtsTp6SoqHNMczt4tfieWdcWLdkndEb",
+	"GfHS5TrzFiIJ0DhmqT0Mjg1yZVSgSOZfTaky/BphKF0j7MDGHFziUGe5V7HomQNJtRWHOvwnTTkKBN+l",
+	"+Rz/OvzYaWW55mc0is9/RN3mPwNzR+x27/a6t2dO3MriH/6XYe6sUddfr4asSyT+qwiOfA06D5Eh/mvk",
+	"U4g5b5AF97s+Nm2VKXkrve4BmVl11dCrAYLCiS69hrlXGDe3eEgYcwjYnytWzdwvhljyFtkcbI+wMjEO",
+	"n3xywqY3FdYe3CoPsaxyzTLEpJC5vWKxhl8Z6+hgXfDszznudJml/AtA2kLaqJoYWG3HALS4osiX4+W1",
+	"LPJNQ5u7jYgbcmKAXYDgq/F9t34wh2Irmvx9vAAoQBN4E2+fHzVQmzD/uHj/Dux5sBwhYb7skjU3DZbJ",
+	"O62YQySIU7mKZtOyf6t4tgZBGMVC2RQwuIL5e1524TPd3nZqxWkOJpjB5+QWjrUu+TCPmRo64DxXMxUQ",
+	"QP8MSRBro+gqy2L9697+8UgEkJdVfvv/+78J/hwxGl3RScbSgPyf//3/VL7XX6O9dnWd0pDBt//nf/+/",
+	"lc6PSVDAYFw5YIDw8kgEDr5B6bHHIeJrxqIjup0CrGCn5Q4XPFm2SkQxMYBBrK1BazjQ7zaMzKAYVuaO",
+	"UIbNCCDlFupVZxFFRr+/i+A09v0S0EeJRXDi+aX3/hEobe7B1vP64MtTrXnwAKctfycfR1mMHbo9H9X6",
+	"9XVb3g5vAWN45diBi5swEYJ/WrF4guIYfUg8ZVCXgCvpyVPrl1emtjCH3gHWaKM6xrdcKVtAwy3qMEHp",
+	"z0MAMtdPuSK6oXKijzOigTuaQeNgVu/Ujy/PPftEpCCMhtN1pVMGve23sJEjmugZPtiGoFfSs3/baoxY",
+	"o2iAKjC1pI2LydSbB4IjYzaRKSO/zaNrLUxpvSbK9vReDTp0d7LCC/Up+La/Tp/N+9FpEjzNJ9B5Kifc",
+	"p3hpiyuy50yCb3Xgwjicq0zOAjRL2F0S85BnJMBXA3smjUQwoYCvpWY0jsmbk3cWVl3tdEgQU1HAaO0g",
+	"NNpC/4b4agTgziKm+LXII9nLF1W6eb2mVAB2CwThw9DKRzk+r99lyBsmvIlyJ+dnCGnhy5CrxspvXRbr",
+	"4ODgYAWwgPHa02su0cTQKp5WhdTN1cE/x/3kB7xDRg0M0HKaYu7Xa/16khehTNifqaowjKo5v2n1+q2v",
+	"4EtVdqVNx+bUn3IVH4v13TY5HUTb6YC5J0JGKJlxMc/YziMuylb+EEMftVQ8KKtQxOxYzwcSMXiKUxbK",
+	"a8EVszEMRZyLS2t1Bd/gRa3E+dLvrMrEgUby4a8FNwGaeECuTM7Sfp9bzm5fhLG22c97L667rmtWECuo",
+	"xvH7CbgG106k9bnzqbIQSEYe1UQBRGNwMs+mMuX/aYLdvmU0ZamxR/BbrEwQdMmJGIngLGKzRGZMhMvd",
+	"79kyIClLYrrM8e2oUAuWGkQgiFuAmNyRaDtnO0ZTCElCmSx3jglHkscKI6aFBcWia52RSNkuV2qO1yVA",
+	"HKQdnL+/uCR7t/09xDTa+wT/veLR572UwevBTsVCcdilt/zHbF/98Pzu2eXvg58Wh7/cPP2Q9l+Lozdh",
+	"74Q+fxntv5q06jFwd7s2smzXLizEwlW22Dyr7+5HP9HjnHIkesv6aioXAq/Ka/Atf44DrZPT17Zr+9lS",
+	"+rrUDQ9k1X29bnlLm3naDEf9pdI1HHnmXYMwz37QzIp0xxWJ+YzrEzOThQsNoTZsfR1yMhJKtxuZr6Ae",
+	"JPpxMMcD6DSbMlX0MiRULLGU+kiYH0kuJFiEJH/QO+gQdkfDLF5qmUTt9wZWRjII6BgJdseVZgtJqBmE",
+	"CT7MGJ1pSyEV8OYUbISxVgepgN6fgJb73SlKDDu8gMRcZe7IjwkCFtqKulgF3r4/EjRlergkk7JLTkWU",
+	"SC4ycyWgEgzwKhaNtIFH9WhsE52RQDLsoA09j3hGspTyuENstmenlK7UKWGB7YyEkY8HvX1E3HV3BUvf",
+	"wX26FiSaWYfFK4DPOBIhFUJmZEZvmLXbqSDz0vZ2ySlYqGYi4AWE5QcTfyQKScxVXsO9fTAY4JItuGJV",
+	"6ftlIY36xt5ruCbptDCkyjw2Acw/44r7xI/ZDKLmYyeCZL2V8SVgOMpS/Ojo6GhjyA2Dl2lku0xULrKv",
+	"cvm+mCoWXr2dfP/DhlAb8zR2KrsAzXbNGnRDOdtzoq8fjMoRsZjfMoBg/m8NzZHkuPlS7IbaTEfEmXti",
+	"dACN4S1IvsKPm0y8wcZhQtbfWlvBdvgMUcPHzaboap75M0FtpOyWy7m6MkxqHKle8nw5T9EZZoFNnygI",
+	"v41p0imuW22LRl4RzZjKnikNRP30HkRdHXmTvbty1IUVUDeIKxPpGH+uyngcw3wUHMulGaFo+2Fwd+NF",
+	"Llw90gdZ5iWhWk9o+eqgJiCzV1Oi4aIfP7z5A4E/9DjvifBR3s77In6YVXiAC8OnOmyW27zF0XrP4xRv",
+	"wI30z6SV0ivQHZpgKVcU7Ws9ZtL014PW+PJnYhPAxta7YA5OrBirpWfXlG36kpnNX+8U3FJYVdP20ng9",
+	"Z2/hWrNWwubONcB8zKiIaBoR83l+5przY0gCPCMCxD+EWxQEttYHzf7A4iGOlxAopKXt67cnLwA//A/0",
+	"xUkov16cg64rzlqwe5/Mv9AdB58Yh1ndKVeclM/TZ999/8vv6eXitx/PXz47e3P+zzM5eEPf0IvFfvJq",
+	"/MPLD88n3//wzddxzFkxXrjlSvtXc89BDm5oTQYqolzD2fnLGon33Z4/yMQsmHydV9FS6mP4Fd22NpK9",
+	"hUD5S/kWzbAfigNj12sDCJic5qHRx0R+qZy4XwH85QvirvgUlyb0FfMC/xIYLJstapFyUzH9/xupK828",
+	"tYwlbagpMJbRssDAtsdTfuvtUTimNGE7XfJKpiNhiCSIaEYhpRPKYMO6QoJmoqljSjHhkgSm+W4CkSJU",
+	"RCNhPrUx7vkIeNQl+fhMw4rOoFgajjVlWbo8Hgm9yBMT5ZPXTslLpaR0gcpOPbCQZnRdxdSC9d1zcJWV",
+	"YrP1NfF9rh6gz549e7biAM3L2EOK9+wOitgDtJA+/H5vDQ8G+h8+6GM1x12HTg0hFMhEBr1aZXSWNE/W",
+	"91klrtEu2VbplZif3kaqtdRRVV/y+XkHX6VsZzYe+YUnFnY7pUnCRMXmepjXwx+LXMwUk4tlWqH38giK",
+	"+W1cptxOuYP7sOI0vQBN6YPRFLetZiEX4IVCnTw/WZ80XE4YNxuUE/dhxDvPHZP52dGBFq8VyAmDne7z",
+	"MKJFYbXlMVMcSyuAc0QKVJQhMOcpiehS7RyTHgEkfJ4RiuE6HgB2J7jv4Fkpus8f3Ne04loGe0kiZSHT",
+	"5xdkD+SlLrHcKdAIqKMB+fHDmy75wLAGBh67Qtpqo1Xy3UiFdQG+et58/p+nks54w50uZtxApoY5DfzB",
+	"M1LoV4tLfLc4mwme2DRc4EF5n5uHzrgDa7zShxokUJwUtEmJpwmA8CPorn5p50sEqW0V2YMO57k+EC70",
+	"JA18zTUT2ckca5XXJ4hB1mHKIiYyDnVLsnkqWIRBbeMlMdY3vKhtcKz2BSIM1hL0OYjqKcYP1UA/d8zv",
+	"/t7d8Mr8hhcRFCqhNwH4tZrWfM0g9LKA/QlwxiKjcDJaiv3W8AiWLKRcsFTVlOniLSN5sGyTIvSW8ljr",
+	"zngbMqPhlAtTC0arLHBkh3OojIZ6y0joMaQ0hMSnIK/UEaD/BR7KmCQxFWwI6TEy0tp1HlYhJ2TQ7R4d",
+	"IPaLsp9V47wVGbNswfD4mxXIBHkuIZSw4dkUbtp5SrDaKBMhN1EXCUt3Qfdw8gxHYiT+x/8gL6TQhxuX",
+	"Qulf/oZ5N2MZ2UaJEvSGXYVUMWN8aXmGaqR5TQu1WxpzE0h5TblQGda5dVbtmMzFjZALYW04/VnKfoMa",
+	"r13dNebOMUA/Ao8U+fDqBXl+cPiUBDRJYrMoe0kqxzGb/f03JUWAmqTRQqAu7jk+DnY6hIswnoMpA3Ej",
+	"B73DDjno78OiHPQPu+QnHLZealsqCOI8bJVeOZkYW8gMmgsSwAjVrx+7scQRBaRNceEgxoOlhAsMSdft",
+	"pMVqLVF/+H3O0mUX4+Y08ZqoObIH2TYRS/3PIOi/9mQH1u4NBKfMFZR114Z/Qq+5MIF6CVWKBBC3E5B2",
+	"v9s97PXc8s09DNQ24w0cv0JQu1ADpwhVJDAvdCvv640D4eqUfIZSKfpDGOoHRiNlZJPe5OD0kl4HXXL+",
+	"42WHnJ9cvniNYCGnb04vT8lUCjlPSXA22X1Ls3AaDAlss8pozDAq3RMl1B9AGza+h+fJozACkElmW1TR",
+	"Q9VDqk+HwQGZynmqbeK0kHFDu1ZgutywZWHowC9AkxbLqfCQpkwlUiiGPELaM5resEi3g7IyH0G2+wG8",
+	"s1CkO52zYOe4aDzvjpKITyYMivjrHnVDUA7aJNHCSgwGXXJinb2InpGyBDNd8mte45wMtboldDNOsDwt",
+	"7qiML5PWy0TuDEnVTaybMZ7ijiEvmcsQ0g5qXthgB0QC+gO4IDyDzapCLK6MQoXB5EGoWi9AOSPTSFMH",
+	"kLctgWvz6IoSuPYXLHJ7jIk3eZAXJFHidupTW0t0wRjWSddiwZmQfh7odZ9xpQDHNs2lXx4JVQ1s60Oh",
+	"cYqNZ1KSWC7ss300c2MeMqFcNe0koeGU7Q66vZojdLFYdCk87sr0es98q/benL04fXdxCt8UuC7FwXhy",
+	"fuZ6Slv9bg/flAkTNOGtYWu/2+vumxwW0EwKlcIWhdW/emsWfTBsYZR3PG7tV7BZv8/Z3ODwwwmCgF15",
+	"rBhZUK5lXQIVEPQfAZnxOOa2RhO4020vwhCUlurdvAQxl+Issulx5zKOX9hhVzCVahfuUkDNVN2t3nW3",
+	"42qOkVbOuf4I5H3hNNffWmWHlsynwWFvZR6Xz3j5CMBDIFdg0Qe9ntWPTB1N9+zUZybY5XnnK0tQ46p8",
+	"C15cUL8qXlK7baW96hAZR3qRUOq1Z3Q51maPYDtdTUcHOEJfx/lM9r6lkQWZg0/66z/5UVAjGliEil+e",
+	"Dr76Q6MxlNRu2HtH4f71o15pNZ/NaLo0hLCbyDiGuYcF+WT0GgpBwrdata/IhdbQPNK91flm75P5l4lO",
+	"t4ibK6ny0iiOgHwWYf51cSTZMrv3incCAoZM6px+iwF6cvQLwlpnD33stBIv/vUHlsg0gyN3FxAkcRVA",
+	"Ydb8fMfCudY0zThApwKpzKiSkFK6oKpQLf1Mb0jXQJriPJjKvpXRcgP2cT1cGc3mSk/M4lwCUihLcKMe",
+	"Al/68XNnO0Y1s/lcNjZNAGtFShz4Fj7UB2X0Vbn0AEey+qN3Mnsl58J88Hz9By+kmMQcfTkH/f0NZAB6",
+	"0y+lfEPTa4bfHW4yHTVPNL2y6C2LOL1cYnrQwWCwycdJKkOmlDY8T0VmbhW+qOBC7iqwd58oC8/7EOEl",
+	"Jvy68ciH0jsWLpLgy4YL8vgDfXAM4ercMWufkMk8jkciYhMuwNGpOiRhgBopMHXbmM3VjFZEhtQ2cQVS",
+	"XWvPxtgpF84mIBYUCbXGpIWIFCTi6oYoORIUACfh9gF1aLSxlX4pZRQsRHRI6nZnEjRjObFGJWpvXikE",
+	"C/cFj3C3G88JjieHsyH/dU7ol0xBPadmers/waP9A+ey9wg7vbOZLph+rplM4NVDzXbKvZDQ+kg4Drx2",
+	"YZnt4L0Z+viU8YAr4ql4D/dvUCpiQgFVCdouh/fUHFRPlJUHu4YrRkKzRQec8HJiAmhnWhNk1qbNC9oT",
+	"NhszyMvnoki8647ECdGmaMdgPESb2UFd8jPkjbi1b9Nbpsjlm4uOOenRpQKpJknKwJlL9XODpjMSIUsz",
+	"PoFsXxPIqNeGKxIUVfkD0s43GxfWtKUIHQnF4gksBjhQYRHcFb9hyx00bPHeMqYZS83+mPFpueGOw/hS",
+	"kABYpJs41hMubJtGQXGKBPcAPaUgu6sMk+RbY8W2SMPrnoxfRKeT76Znv30fvxXvEwgpDLPCNe1Ujet1",
+	"+2CSakGueWgWQXCvJkujRc7u+ga+J53Q0ADaGYAeLKWeYx71+3uDA82cMxrqtgd4tWf/x0lIZNm0BwFa",
+	"NywVTFvDR3ogu/1nu3YIUutqMRdzRLvLiUFbuv3ffzn55fu7F+nkp4u9p5fLn394/f766TS8PacJfxun",
+	"izNKz8PXP36Q37Q21s1w63JRuYlu1n808X+a77pP+p8aSjwmQSF1wIdXSyf9mhrhfzd9rXRs4Z7AtaLF",
+	"YV9/RpnihOVDKgccaT6nPjDBFirHbn6iDIYKulAKM6y4c2A0zqYd+BH1K62OaR0onNIxj3m27JSADkGL",
+	"wzL6Cm+ejfLFEhlO1UgAbTMTFuI5pnBAl5dvOvZPwP9m6axwWofzFLyg5aPeSKNGmfo6X58HiFXsspB8",
+	"+wVMMLfhlsZN9uvHOkb0ZlxcjHQj8fF42mPe8Ul44xMgb2BzUk1FX91s/LcV+CArELAEDN/XuN7w+dYK",
+	"Mn72n42W4AnwtyKDXk9rlDEzl0swfX3uzJMuOSvyuEkm5yF6sSKa0THFKqFlZv6OaVaGfu/FCj5nDkbc",
+	"bswkeq0arKvy5O7JIo96wrzht0wYGESzu2qpMjZbf7bMWJbysNm5f57KGcumbK4gLVXr/VLxwvAqlkPT",
+	"2uvLy3NimvRu61vT3dpt1Z3tJTHl5Q3NaztdTbMsubJXfleZzGj8KZQR+2akWxu1OnrYMvpm1Pru9HLU",
+	"6qRynumHLgTAqPWZ7MNhUtBF1alZIwEzBWsYVRcInaR/CrJwhjbL131bAjF3RN0lncUr/UHvEyZOzs+K",
+	"oArn/tAGE6jiktZEFXipxDS1HfPbAbo1U2DoQwK3W9vus3dOXJBfTt6++VNsbymE5R47mzIaLTeV7CZW",
+	"08psvJYGFTFmjs0849dGV8umXI3EmAuaLsmNkAsQmEY3PCaHvX3SduM+dlbbzN+x7AOO98EnApBAod/1",
+	"O499SMBAschDentvS+uwt78FnTwybX0AF+j9jpTb/h4gmzRSFoa2IPpJCjcUqnrDGMD9/jdaC1VZMCT4",
+	"D3y60x0JjCyazTFwFstlgkfOimUIrMhSKhTe1xBqfGTgxRuOxGIqSRtDHRA3hbTxzY7BXtnBNHo0YyY8",
+	"hgivUM7GXOjvAxpmMg06JChiz/Vf2EhA2oBpA1dZ1KZ9Kq36UDUSgZMFEeSxOoA0QVI9QBIAJnpA2hDx",
+	"pPgtg1zRYC4yHgcj0bZlazDEH6AYy3E75QAWOwGozZdCRFKdyfTGnMDW1S7NfSRVvLL3hs94BjmSa17E",
+	"LCZ4s1JxDQnAxZqUqZ4SUADufCUyGx61/FfyMEf/nXwLe3IQKvMfTJMfPbGedZB0hA0qEJBs3qWmC9IO",
+	"MK6oHvelZ4WsVEXqxi/yMMqGmUH7pZmVA4jXVrlcO5NQipBBTjrOyKJA+W+bVydZ+GbgJGtsc73cNHBc",
+	"cwAlcPgK8wyxWiv4y8Mc1ynnx3aZDyux206iUuNOIMKAdyv6j7EVNAMBMkE8LK7WgNH0HPA3z4BBpvjX",
+	"fEUixQbDNAi960b4dO0IQbxtP8IvGTIDAhEySj1H/XvB8qzS0oH2lV0nG6gKr2Q65lGEqHZf341RUi2q",
+	"8GeuWwLOH79bIppxkesYLsjnCjUjx14raRhd79lnc0S/yvG35s13dMZewaHd+rIRYTjnTQjcLuXXpe0/",
+	"jlL1muSTdkg0/8lLpQ4orddDjwgUDtBh12JyX5lghyAH0gaVL6YiODYBxQbTuzMSOY43R6MabmO1dlcE",
+	"7rcL9Pkx0woi1RI6jYznZiQcTzzA4pvgBhKxDCKtoFOjUMO7HVLGilcjQcfylpmqRyasUe34lEuctyG3",
+	"rTnMieX+ni0NS9zTw1/xcJlihhOZEidDq0PKmzIkCFBuLzu11No8mgtnbWCFvvKNoV3ypmARg/K4oDmW",
+	"IxQthWsZGMzpJb1u6sS8tgfvfO603pgMinXv5+/BqP7EB+W/byVWC0mk6UKabSwn/af53qfCOviMzBoz",
+	"X3Wzl/C7MeotCUOlg1uWLk2WSEbkQijSNulYJrzMuc7bqSsC2PC95dTkLcZWf9wkPhP7iv7syuJXCOgc",
+	"bEJ/EJUPlw+vKI8fEnHmxJTpHbg/+XZW50RIUaFOninCGspD+ZyeBR1+aQ1wzflw7zPh85859PiB1PMd",
+	"y+5BOo6GuJVsMRt19hKkS2KReBrAdqZ5ahZmD2jdMGb01gLJZlOtypMLlv3/7H3vdts4suer4GjnnEh3",
+	"KVl2nEwin/ng7jid7HQSd+yevjvDviYkQhLGFKAmQMu6Pvm6D7CPuE+yB1UACMqULMv/krS+zKQtkiCB",
+	"QlWh/vx+2rLq0AlLvWNZOqPQajawt1Uktowx2oufqYNYeOIZ6+IozzlT5xb+CnGa+1G3mxb8z7gejM0q",
+	"nZVBQlpoOaGaD27t5R2XzTWPV9dxwyZ2pCjf1mb+rgzVn80xxI39MI7hzU2JGPzRZRuVIkALkjpqMfu0",
+	"Zwqr8hbiQ1EsAjZfC201LwveIjguusZcKVyzPzzrmYoFNitx7CZQEJvu0/TMAx8lEUls4TQULkckmeVS",
+	"jM6Mqwrne1thbX7BZl/zL2iSPoNKuyQinU6ntSyPs7z/8cFTORAeHtR2Ei7JIazmuK4LFDui7Fv2pz10",
+	"Y+VaYTQ7M195U9YTx91snX5NHyZ4I5OlxWv34V2t1D2IpbZU8xwh1BoXJFHsjwSzrTaFk1i61kr29hTq",
+	"ZP4omBgwwlUsNIVGCuGhk8I8NrCN2Hy3R8+KSCFSBFLzVCvPFMnljGRycG5ZU3JbaWuegHhFyr8RNkFN",
+	"uFJMxQK5TMxzzf/BKQZbLsI3MUvDtfEqgB16iR7C6bipCxvPSw7L0IIhZMYE5mZuKmpjf3dJOs6yLtak",
+	"fLs1sOSrAaRqdZp9PZfpNXctBwure0ULEVabL3y5v27mbeE1HNAckTmZyRwLKmvTfyV2+npKrQRGvP4m",
+	"x0abKf7fbJHZtX5swCqpX5zdSof87gJ35yM3yIO4LtPiKMuLmaTv+Hzrc3WlTkHovEyOAo1sNeJTquMd",
+	"pXNGJ8ur2UgCJaVwdRsvTkjzBOoT2yfmm3B1W66udeGTVRSLiodoeZ80nSsip540CeeHY+jn5OSIWLRI",
+	"VKCxSHja8wiccPEzZS2FOaGjmgWwzYXLCEUO9VgsIjRCQ2AONXlCkgSu7iV4+reqv5/LmTIfEwu86wSa",
+	"FjpS2NdLkNILq/jseFA8Tm1fIgCDDnM5Qfon84IAOQXWC6aTQEO841tOfqZKt2Gs9vs3CWk6Amb7Krbl",
+	"sT+PxQJ9NJyeBBvAWuSEZYpVzWcPDhUca0ypNs62u6OMSABEEU/NAxWdWctW8oOJlIyY9n+IhZ7xAeuQ",
+	"j2wWIupOCzVmqZl6JX0RGc9r7KCKRfNYKj3K2ckvP5Of35+cHn3c+fjp9P3b/x05iwbwEjjHQzYjHt8E",
+	"2hOHNMvM7mlFMM/YoOnwfYw6I7NcIvr6pEMOYVzYi1ywWDSTXsk2nbSg5cv8iqPtvvCDKUmmubzkTAGs",
+	"jwc+E/a8YmQZqd1gimGKOFCopkYbSME6JDHS4IBhnVlJbJEZFp2hSOCEzcNfMq70AeGA+cyzDGnVvP8j",
+	"ikkfsvVKAkoERJtmMj+3S+vq2LSUdR7HCQy7ns9xYsQ1rK1R7A/S5CMhoXfVSOOiENtJbW39ka/OHzF6",
+	"KOGpxzeD/Y+KzEJ7pgehZIJwMaetFgl89v25E+Nf5UtXJKLy5pbUo9Fr/Ne/uu3Xv1/tRruvvvxlo4Po",
+	"NVtVrWwHSOUe2et2u0YH87RH9vdiAVaDXMUNxf6IAaU3hrHjRi8uZSFuRLGfe/jJ4RPHjS/mcYEiMf95",
+	"+7J5fOUD4JxATIVsXtaQW9WdcuW1tq3Rs90CQFL1XftVbz13+jU3g2T8gtU6Jl+Lw1Xphrw5/Oa/L7hv",
+	"nWKsd8Ewf6J6LPfZ83VCScGUbqNJq6JJ44owuW0U/vUhM3U31IFNjVsH9VaB2JiTQMYiwjH8EjicAKpj",
+	"nF7beEyalLw5/InocS6L0ZgkFsrmTArbW8Bt0/d1yNjPC9CSvhVhAScVk4M9cAItFu2cDOaDjEUQLXIY",
+	"IOWvEUkL/BhWAtwC4GL4S/kysZA5sXUaCLGC6GAVEt6InHOACXIz7UiCEYObazycmIs65GOJFTrLudZM",
+	"oA2iYu5/sBH85fVqfjs+acWaCxdyPT8b5bKYNnrmb5DqXahJixrlnMJrukj52uF2e/8caFtvef9e5f69",
+	"LwsN8lcNszTGs52Wr30B/wEzpywEfs6UavRKvJAX3Z29/RBcxCODoCPo5N1savO43yM30IXMikkwR2oq",
+	"ZVYZziO07aj8YmfiqpFzsGuNnQua78BNO1MsFKwbE59ajmpBqMth3b2VgQE/zv9GHJ4cwMKHf5ZT4zOu",
+	"35jmRPZkygaPXWxY7pclvqFvq9gWHD5ZDvtPWqE4DnT52i7AOtno4CE7w1xO2ppNppllEL1/z+HocorQ",
+	"usSNQ5qe3t79SSWtMhiGFUDlMLEAPHMqiMxTbNEt9yXEfqxzwiHsiJj/nU4n/NIkFjNZZGnPAnipItO2",
+	"LTiNXNFQ6mD9BmOWkoyfM2N+sfgoFn7MqGyBdF/EES5iIIV5sIOh75BFj6UX+h9RiM884cqcVgN3gTTB",
+	"jSHmXJtUnPvDD0dJyzgeie0LTtCzsG8RvtkzRSw6TSykQAIZADE1i8LSYCIhTionlAvrZyj3Av05+GQY",
+	"zi0h5jHYe+1BrQ7Z7+5DIj1wtdz7rOG7vM3l5NSJ5FP6MQ4vmfUXXgMpi86qtng2m7WBQcdsBGMqX3Vf",
+	"dSMw8IFv8Ncu8pF8VU5PqQAaYsTF5SIZ/nrG1K3Ze6E0FQO2NeZbY7415gvGHJMlpS1cYtzLPXlPhv7K",
+	"v8FtWhUCk2csQHmIBztZHs2XtCXc4Ti6bUz4NhsT7uK1rtGdEKhw15+wvlD+xHQokQ8fFL3REG3bFJa2",
+	"KWwkSPcQAb05tu6Xd7PWhg5JvMhiFUVSCm2CMC54ZRQLezBBDtOxzDAh3SGHjlckuRZsS0jOJtI2TgSn",
+	"FrQ8ZsfAZcu7G+5La9+5v2Gzvgb/+k/S2XDj3ne9Dd+aDth2N3wP3Q13M8/Top4upWy4Qh1V8iVEITMf",
+	"0BXAsQuA/he1j33QE6ufh8tOPHx2YYOou530r05N+ojcVk9u9eQjov2gu/VI0ffqoXyHXXoI2aW4pb6d",
+	"JCrrxpSGGsCUDbgC8MC+LHT1/E6ayNDKoddjWmgVwGAOqEhBR2Mi28fhq4RWEkA3YgFx7rFUAEXoEJwh",
+	"9s4VQUpJgGaBTrPIlglDwa8mEIKPxUgSwS414UhpAaPaW4Sc1XmmRzg1j3J8g7FEELGrYWQvL/muK79+",
+	"G88rwSuuyrXkj9vldNtz2aabEOWwbQRZ7VxZg78yYPaBnrOSw4DQYD85ap0gXQXUq1jGSQVx5J9kyC+h",
+	"jJdqtxM0El9cS5ZkjOaooT/Q/LyxTnwM7tnGx+4czTXTWDIq2XUykoLZrlqjccPO8Lz2j7g31igflCm7",
+	"0y7iou2qSu6SVN4gGFObgz4uTyjlVpSCJHZ/J6Q/J2MqbHoYOpaNsusXkymwSmGl1jKYXr/GFmIyItR2",
+	"hMYi6edcjM64OLMTkpRUmarKNetJUKAvOyr5RSwtCVdkr7tnuzNEwAysJfRqLKabu69LkoMwEMSh39O+",
+	"DhDiQzEPF6OWmRRXxYaUeJqeIx1doWMhh/42rIWFdlBQe8CFNaYXDEoE8dRzXf+Zb0lJPyChaibFNKnt",
+	"C//BTFy5vuLElyk9YUr4dgfAtc9jx06CbsXTtHdvPs8nN/N1Hs/hYMCmmqUH2BEEBZfu+oVT2TYluk2J",
+	"rjaisKurTmWpi4z2WaRGXNuAbmqrZKHbcvhV2atfjFlQ3oqQxGjhM1noMzm8bkdC61Gj620gRQrSRMPm",
+	"rVot9nwLG+WoJ1SosTgdchj6tBmQMxgTQUoLUT5iv/u6Tr+f0vMy2Pep0J+G96rht5rye9OUT6e0jKhW",
+	"dFZV1B9TW2F6TF6w/KvQVB8g00gFKT3+sNhF5mRCudl2VAyAYBm6xAEyBOcwFoHyd9EgCCwJ0ocWEb1g",
+	"IUqn3ZEv9NA97zOlg8N3f+4d0VZEGB2MCdC50wW0FqveYiHYDF3/Djlcpf0OLMvyBdR90kxJQkUsuBjw",
+	"1BwCfGmC5hOWccE61he3LYUV7SykhvOF/0BzkCyfjZo1L4TgYnQATS/+OVj2b75YSI1ALGaCm1DJyTTl",
+	"GVF0rshsPK91sE+8KH0dfSO3LGNc27kuvzPwrrfe9Nab/va9aRTtqmm6YDmBcvnyGH/vBsrpuuU9tW8p",
+	"z8yrqIiUJguzDmWFR4mAwXMyYVQVOUu92lyr8fa9f5MHb7t9yEZa9xnr9NH6yd920a7qouWBZHwtaGyQ",
+	"K7tVH7ptMr15I3yER/+Jes/NB6+zXWAGt1tl1VYRVnbcNsH/fvQm88MU+sQwjlEBPiVNqslEKk1e7qP7",
+	"/fKFHgc90b7Dyni616m8IyLFAI8VNvSMpJ/y3PrSYeSdFAArqKW99MAeW2yeHfBBqHnRMVVjzKMD+qmD",
+	"Z9nbJ2NZ5Mq+CXwOIm8lU2xTTwhQR8EhAYfEkdTy9qiPaMa/Fh6SnA7OyWHQzX15i2i3+ZanYRcpR06X",
+	"5faxBqJsEDogSSkxZyAxCK00ljOBwuAytds+oq2b/yBK+jBNrwfGVyjpdQqR4Pb1Khw+24Jyq5odSMdA",
+	"TiaFcAggQFfSIYdO3/EsQxwOwgWhQUz6mQq6NK6r8O5rVPA2ggEgHEQjHGGIIFOjKbELZTNNeauGI5yQ",
+	"bUHF0zUc4QpssinW6DJy2N/X2oesaD2oS7vKLm37hZb2C60vB49SjOYraJb2B31mqNocfFDu+UmNbg2u",
+	"7Szp07kHPXd/ruAPt/P+nqQ3Z9Xucm0539Au21aafw8dOQ/q1O2UJ5c2nFweOGcYar3aE/5PPPAjET0a",
+	"z79jiqkwXxc2R63OZsF53ZzJzYG9CU1F/pzdisLDGJQ1cGUDAAeW8IldcFko9wDA7ASgXi5GHfKrwup0",
+	"n1iDiyyliafkhufFApBWMKyQutr4TEJT5vXPcgk8/1kcsPCq/m6PpLZ9GjCs23jwNM/2IQgXzY/FhA7G",
+	"XNTiqHxmQBpz5OfrFJZ8YxMR3UPhRffxj+4u+1qVHVzUrWp/AtX+lP08bdgSZdH2okA8nOodMjFg7ZS5",
+	"orJlh2svuAiIn0kxYjmBuwF6iZIpY7kjradQdi4vkBWt7vj71tz5hm1WSLU9BX+7p+BnCqWGpGyhKOnO",
+	"h+IgQh4O0SsD2AgQI+FGVVau4xGniXw95ilIxQi0FeYGxQY50+4+RA7zZtiMGAv0DOot3k9MV8X9waxP",
+	"OMwS6xPOzPagvvKgvpGoPvq5vViBgyzzKtNozVd1yCcxcJsTHFwpWISlahmSW8Hl0Dvp4JAx8omNGQkW",
+	"5P5NDocJVsTFwv1NaaoLlWDbhc11yeGw5ewE18TGbMU8bL+Qw2HQqmbZBMCHTdkgo8bfTVI5Aw5/1zti",
+	"v8oYHuz/BDxieHxEKHF4/CSB6zrYF5WU3DIOz9hrhaElDyM508aN7pAElIj9nD5DiEI2KLRxB4yycMKQ",
+	"PlP2/jYyIZKU52ygZT4nzaTdDn9qpzxPImKlliQ7hcp3VJ+LpBULKWyPK5KVgFfvCpab+3t7iPo444q1",
+	"DmyfbHitccTnsIxEMJaqspTavhYXSlPj8ndIglruDNv6E0JzFgvFKLS/HB6dtPdevGz/9OOHkhbN6cVz",
+	"NkdMbGGZVYw6ZulBLGhf+SZgm5es6lIghDlnUx2Z04+/eO7ENhY0yyz9xKRDPsFdNtpubg34IYnSKXe/",
+	"NSEUD4WbRoEn7bbxWORUqwRd7+QsgbrPpJ20DoiVV0tGoo1D45eyTqMfF/r+HJgNw1vw2Y1eA2TpLGfp",
+	"kKtxBZbBYjrudbqdvc4esG9MEfSxsb//vBE1lMrOuFBsUORGdZkr1FxpNlFnRc4bvcaOfazxJ0/wlx1z",
+	"VaFYblOqMDzou4r84BFeqZnMAbz5ufnNXKX5hMlCn6lGb6+7djQumO31EZgf1a5a8f4Gzes2Qvctl1be",
+	"zVvZ5MgYlMqvdWLss4HEFEJZ9Q4N5ge2aN2hZwUll+B2B3lUYuwYnCLMr9cPlUci/RC81pMmv7bt63cR",
+	"6CORlgI9qazp19WsfpMP/oHm5wHgAhfh15CmkAsIDBUX2La34YbwHILLuhExBmu2TLW5pBOL38DZmVGu",
+	"/2aMZBJ59zEkkDK+EjriDGCym9Ky68Yi8QY7aUUl6oovsah0Bqh6/jia6+ruXMkh9xvl+lpPttEBWsJL",
+	"VljFzEfVM6GZb65nihvSTDHPINaXMmNU1PGf/SzFyEyoeVRl1JdLGFlL56Z24JchKevLJ+VkDdbjM8DM",
+	"r4xWYy9+IL9lc5HCtnwrNCA+VkzMrLW26vBu6vC4cPZ9YQXuvVkCKqNuKPpGNYRnWSAB0OMFalfS1DNJ",
+	"piwnGRfnrfoi8GMY6pvuhDCfsE5Zd2WutvXdK+u7ayr1QimH/35CSjFP4AiiTfpMz5ixnjNpwcWqOwFo",
+	"xvpSj2OBQmDsYy9I0pKxzGxIxjyjKikRUtUSNaY5IzQWiRn0jKeJz+DyIBrmocycTTfOQMaogstGUjB0",
+	"KHADw74FjwEfQleQdRlBf9KKbroEYXJ319jdWyOd9Jc9bu+2j9sLODLmt6GgMFP6NIXlZuRjyvM6rfWD",
+	"1GNSSqqTZiMr29zZn5UR4rpKXk8jrxNXgNt3rsz/3YbtwejBCBRrIK3L0sybaa8trcO3SetwR2ldo+ba",
+	"SxwQadYMWFuQbaXwQZ3RZec391LbPG9tnrfidT2at3nzGcYs6c2NuopPiofjxDs0AskUGc+nUo8Zpk+N",
+	"p1nkGI0Bbxd524jS1NcG+nKMWDi4X2WbGkdcMATYRcw+F0JCrjsuRiVMoYpiMeN6LAuLWAiQXJZo1njB",
+	"HowXnWHEa6GKpHImSBMIfSshZHnBWge2NsmfXo3HXFJRUI1/btr8cSzwF7u7y6+nmRT4NE/Ea38DqM3r",
+	"tBbOQQ8igprkBeiV2qiZXdq3dsTGXSFL3Ksb6V7LWV4fp92+K5fiVsCA96cAwxdYFcxy+yUlstADOWFf",
+	"+YF866fehPxMLVw3GdPp1Jx7h6TT6dweS8GpWSl0LrP2NKOCrYQ49/UBruBCEcXMC4gS8nzCRaGZO8ob",
+	"/yFjNFWR703ULJ/Uegw/4nscw2s84MapjLNk09g5ITAnj7ph7gEnHxbGTDfWMm0sGGWKY+fK/9sdW2qF",
+	"5DDEvh1JFvbV/7//839JYuGy7H+pYjBgLGVpQmROElueFGRcXJnLlOVtQAhDk1nPIFZiOz2g8KwEkDqt",
+	"IkZ9x47kW5llclbBXrsHLJeFkLKXJJ5WMlGlKX/x4sWL5RQvkK2yPq5NVoVi3Fi01qHpH8p8QnWj1ygK",
+	"uNImqpTOuRhZQhezRxQfGYFun7O5Wqk7KxrlmSJH6d6LF7uvHdRd2z6ITIt+xgfEPA8TTnSg+QUDTWqu",
+	"we4Je5fCMjMoiIOk1Jzo3Di5WJ8+QiiiunTECQ73d/PaD+qkuGGWJQ7M3JiPXQTS+aojC/cV+Q8X/hyX",
+	"Ys09VA02hVK4k0vtjkc3RPeNJAXDR4SJVOaKpaSJQIwtI0bhiQeFMRZwtTExE6BY4O6XDjnEIsuM0RyS",
+	"9MBthzBiAymGfFSgJCLeOAXIPUAxN4eSPhvQQjFCzetgUaTr0wK5Ll+Q69o+K/j0UugeAK929wH2xtI8",
+	"NJu57X/O5l99tO3bQY1FOUHJvr4NN96FYjJt43F/qSkIqqXJyccPxxfPXYCAm12HVdWuECRl00zOkVMI",
+	"kmJGrbuElnXBW96x7kvguS+ABL7JxSBnVAFLvc1hQ9EC1AdT4e8/IDkbMA4QgGkup+TiOdE5nSrbLWme",
+	"CkX1mk8YGclYmE+Y0dwYH+XyaeewiwU5lkqPcnbyy8+tJV0hJ2IyPcI5eki7U46yjCgIfv2+7Yz5zqqQ",
+	"4crSnBEF6jy0ONAVoNYW9Anvr3R4Prz/gUxkWkCnAtVIPcgU+cE+GhD0NB/aBVakKadM0Cnf+eHwx7+f",
+	"nH46bn94/0NHX+pWBDvCfAmZUEFHRla1JOZE31kmYx94/2YB0+xS73hqr9LBDN+AvDl6+/7j+9P3nz6e",
+	"kF7vb+SHo5/efwThLmVx0T2sFblgRponH95f7G1cKbSZXLBBgWnbf/1ewf0PPnZNcUAntSoPiHl8UzUN",
+	"LKKRQouRHLag8dx2SqjWOrCKZpVP7aDfdF1N+SHrVNfgDOJ3f+0uwRMX14RTdTtFtyw9cMIEACGCBDep",
+	"QPW6V9FkZpHCPRVB2SoY4lgkof5MWi6jYNUa6Dk01hOqB9DNBW8bgeF3/VLmjsQ1dyXmaKg6JDFPPTN2",
+	"HLp6kou9QWI7oBKbs9Pz5CAWycVz/4P5Z7NQLI/IybtDY+ZP3h229168JGbtmdD2myJyeHRCpjm/oIN5",
+	"D348zvmFMfJvZW58hjI2yDHvYYVHU/Bf0f70/BnA0mE436MM+ZTekByS5KejU7LgWiVGY+i2+UsvFglC",
+	"MvyqWE7ajHQv46LbfT7AS894Cv/JCP7VfKj9g/la/KN5T/tH8434R/Ol+EdgQPrRzR8y2VOlpuOcKtuQ",
+	"Ncu5Zm1zgOnZdjAEvYCC/04sTsHojmSllRA60mSespylkWu3Q9YpQhWZsf5YynN1QGgsQNq4IoWgg3Mh",
+	"ZxlLRywlv745BhcsbqQsM7PI0rhBJowKhebdZZJoLDI5oBlheS7z5XVPpSJ60uqnMWw938W12y3jN2Ki",
+	"oGMrEPVGr3HxvBGZ/zGPLvT4rFwgJCoft9GutM29eEUutRzIzGxpFHikBL6o3mv+Et6LV5T3Hh6d2M6w",
+	"wLVHTXRLzf80tVHBgi/xWQIVusXRvMNZ90/XoiXS0tcDb506I7f5kcOa8p0r/MdtKqgsI4eHoLEac04y",
+	"OTogNkkRHI/MUXjK0mU1VnfRlNtKq2+y0kqEuvC23uSNRVbBsyNvt0scDrX0nOul8BGOJw9pJL6z/t/7",
+	"KNS6k8TdTimVa7waGvNHC4QJ2BOcZakiI37BxIGTU/xPB2UQgiDAKSUWyItilO3CgcWBNVBN7N+eeekP",
+	"GfHMoQGWv0PecGO1QHFXSJcGLEOszoper/N7Eezv3rT5hg7vBDhoLxhGZxozmgsII93ejXwS9M6bFYTD",
+	"8Nwqii1QwBNAed5Bkd7gfu5YP5Kv4I7B4z8cyJsyJ31mNJI98NsAEFRyou0XbObjnugJAC4RzwnVmk2m",
+	"WnXIWy64GrOUlKOD0zrNC8FSCx6ECST0co3ONPucS0GaSRmqabfdFW1/QRKR512S0rki/bmD6KnN5rgg",
+	"7JtyDr4Ckhv7NvMTwGF6DLobN+JavZF+rr47l/4JSUCrPuiz6vHuUT2nm/SFZhhWvqt7tiI6bY4Tfo+f",
+	"MqU/BsHpBEPXQs4iIgutOBITY+AxskUZFi3Bx2SNMcnTUt/MO+SQuKAkMFyGcckeGYzZ4BxduTC4ncnR",
+	"aGnphnnRxznPuO26zFkxSwRfF8qRDxxYLbw9kD9xcImW67SRRTermFG9wm4fwcK769BKl6ZTjflURcZE",
+	"CjphUSkg9vASkXL/+o6PAMxEE3Y5pWa/cqFlfYbz1L/jA24HN8iqAj0/Wd9SKTSkAMsZ18FkOnEp/7ZO",
+	"PbS/eufK/fPMLP7yemhj+b0AeQm5jWCQZnJ1BTd8+ZJgn9BYZuY41KoNCbnVfAyJuUlavusKaGyluy5e",
+	"t5euG8qg3WyDnqnWQU8oz+rrnCvyubLQeUIvf2ZipMeN3svny+ucl8r+DkprjU+z9meIEReXD/0dy3ym",
+	"EEg5WM1AjKv70TlFisWi/OAIaQcTT9d9MmWDpEdyRo3DExGWcihzNRu+ZBHA411y/OkE09w3cs4nHfKj",
+	"ca4UQltAVrdt3DMs8GNaczFS1dfPGIV2vkJj+2GFxdQXFSiHoWF8Okuw1yGfFzgcCVWxSDqdToUIf5jL",
+	"SduNl1jWsFDPHRCHTVuCztY5gUcw0xUdtmn7nwXEYv2FM+lVI6WanmH/YqPX2FH5xc5sNmubPzeixoVF",
+	"ELUQGX/tBogXcMr/19VtETiqiBnrtxi6eYBZUT4t+niBvYo0Ly2khDVjabl7tg2G33TUDDchONiB5wId",
+	"yUYthB3Jm7tS8pyJG+mW4aLNCwRPcZBvujYQvmGdwBJO1rYgcOVp4PD4vZ2oUHLxD5uUA/pWGlE+ukNO",
+	"S5hwrhZYj6DP5cAiiecXLI/FOWNT4zy4yjvgLgYWhg5BKEvnFiQBBxJXJDOCylKiZSwQz9JdSJqKMQKy",
+	"czKQU9ZaXvO1IRPRPZZ7udIuOuISTrqL7vEtdsrTlFEFQy9lQIJVO3CI82vwFG9rpv6kAFSBLrmdlqrY",
+	"1p0r+P+bCYQv5Dk0A6JaoRr42I3nfyHPXWodOvthlFL7WK40xCsh+93XUIsawmKi3XZQ2IXAOLCZM1Rs",
+	"sUjeD9uQP08i3AelfqMKR4UTVNNXzOL2aVm2NvPu6YFNeFGSO1KpAHCQK7K/u7eck/iOTGxr0jHBi25j",
+	"xk9Ix2RW4A57a40SLnhKXfFWh7zXiiRHp3SUeCpZx6XkiA9hR6H4pqRpe3NR2GFjlVuFSEFy9z2p2QaO",
+	"Sm2gLcS1hdyxTgjsI8Xqj9w/MU9G+LBO7ErDuK0Guc+ysY1l/HZKEJY1zHpeszw7ORJf3j7jWT57NWFp",
+	"YDCCLbOCdhTb1plIFfI9yQxK05zhOwieiI652cc8jSBuiVhfMmOkCVsPEoJFyiEPxbNWlbCUug3oiEiJ",
+	"zEnG6DlLI/PPGfBGBbYKCUzRjwzew/OYLmcW/a74RNd2p6uMos61jm5wrLelZn8WatFAE/pa0o1cateN",
+	"dUPAyl5GVNH3P94hfvWbG/WbjmDZr1gnhuWmeRvFWhnFmpVysVFL64BmGVwEgZgLu8JXf3F11X2Zzv/H",
+	"TpFnX5aDyAAKXVANAZVHtpnVvt8zRZIiz5KyqTUW1a5WsKJISedTYO7jdq7svxA3mYtR0opigbg0MMyJ",
+	"piKleUrcPiEzOu+Qf7CcD/EkaS6musgZkRdIEM5ITmfEfKCjY5zSXEFiSqNnABgYlCR29DZPE/CdY4E3",
+	"9MqaIONTaECct4fmGvtsL7aveASTfVPCd8wcQ2N6EPSKCk92qPO5RR31BVn1+FivXr16dQM+1thhxJUZ",
+	"M/vdK9Oti/nVqO4rbK3UMwXgIUAO8Kvgl0YJSpGqAxtDAP9rSHPECprLIieDTCLlVflRu399/eL1871u",
+	"t3vTq5vBlKaT6covmJq3y81z/utf3fbr3//nX2pgvqK6ig6Zk4kRHTWlA9ZWzKym8diSi90I24f7VLGX",
+	"++Tdh8Mf2yfvDvdevLTNxCjAIJMKhJIkeEc57Xhlp/pn/0mVX40c2wdHsTCzOGW5Dz0Ls7MGDOPRFaF1",
+	"rd3WA6Vi7ugmyYXZPZzZ4j9YC/u8ZlrkkPshADAFEE6ASO68aFfLUrrhsAFt7LlcyIvd6O8v5D+H//3x",
+	"9Yt/vv71H8XukRr+Mhn+4+MvY3H+z73pv1/L1x/ffNx5tzN9v/+3m1bbT+it5PUuAWvIFJvLdKPX2Ovu",
+	"vWzv7rb3Xp52X/a63V63+89G1Cjz9+F+NDtv+X5MmaY8M1r5S9So3rh6I0+MmRlBEF2mjEwud4HjQs4A",
+	"pIT90ejt75l/+A4Thx1gfi76/2YDjYPaWQJON7jdklfiblr6sXW33co5sFHcteL2//mftV2S2P+O+hL0",
+	"O1eEj4TMXdyt7r7KzgAWXXcORFQlJAppZ8yoCpaS5n73Ffyyv/caKu5tGX9ExlJI3B/JZ6Of24dDzfIE",
+	"EV5e1I392bb8w0ZjlzgznGZgVeVwCOP8m2ugVVny+M5KYJdDYe2IhwdwFtrBLtR4EF9qfLQT9Gf7mOl6",
+	"d3p63DxpmTP0VHKg68dxVIcc1WBXQKzW2Hccn2tCFflfJ58+kiaKAUmqYpC0IlJj52MRGvpeLGLxHxU7",
+	"jUQzznQGQePrpjMWJLCexqanBe55Sy7XOqg83W8CO8hNlq1ys9dQSW8dG0HMPikAsBm8FnJfNqIs6EZ0",
+	"PYpLQ3DPwOu0UzaQKQCFA1RYGEbEKHsyGys2OEsOiLMH5gn2EmcZnqFxy+g0Ap4fVQzGJLB8pc3sz+0D",
+	"jC2NyIINgzRmgoCGdvFP8JBvrEos3ixzxXD7CgTY6CGNgbuWakIRzWxqptdOX+R6DOGWUpLMqc5ifGgm",
+	"SFNJSDRY2BI42sVCMaZIAvqvmCbOtQSYFq8UE0BDBNxU1eqQQ7J3eWkDP7FomqWxL2Bli1hivYjsdkml",
+	"F8d9ijogLy4vI7LffRXFAlQSEFLrmczPEetDhVpqpaqJxQ265gDYGgFq1MWrKhqzE4vfbEzb7rN+kY4w",
+	"B66mrvtJChQG6qDjWw4zv1zJis6NjDPu3Vzz05n7KQn0i12fKPBCLnVJdO41oMPQxx4su4pASoXAdjZk",
+	"qBWRMxF060TEneKRY9tOhG3xiHAG/UHfocuB6xWmfGuKAZan5q3EP2lyHmbwzBh4T6vb+Y9G1DBzaLZ4",
+	"xzIhmqPnkjZW77GZY36eFnre7uc8HRmHrcgz49ppPVW9nR08/NvROwM52SkxVW7pUTxNIUBl8KWxS6tx",
+	"blMMsAVb2RYOLO+Hce4ZoT4EucLDWz/cWYnBrIu0EgY/b8JbWehfvQF0ZWN9uEVc+Ta5rWZ+we8XbKUu",
+	"Tl+buK/LlpdS+NAh8xvsxzatdY+NPBuK2u0UkV3XzSBWQriTUs83EyaMMUl7BCi+k1Ys6hBQSk3bcyc/",
+	"MpYzcyA3H+a9duQcj0VwxnGXj6TzaO3pbECFkJr0mS1qSQ9caws1vvDMv6SWeDJkS3p/EafhftT7pn4u",
+	"zqIlSr99/OoJYFdu0BIOc2WrLbZ4K4+Mt7KZNl3lfK6Ds1LCkHhQFR/bqaKqMDoY22CIjQhBxKUXi9mY",
+	"iQgUYybFCNlV3p2eHgPVX+HoVpBHDUINVJOJVJq82N0j/blmKhY2aub05zN32l+O2wLo+Rb0PwiFbIjZ",
+	"4lv6Wi4YIiwyTOl4SxEOXQjNM6TbGMIrLkN7sSpnC/iyBXx5csCXssrg8cBeQgduTXW1c+VebyVz2qcw",
+	"Qm01iHOfFrFH1KpziUc3eUIElbIqYXvSWDhphJmIR5PV9XXo5pK949Npty/23fxVlxUH/1KwwlNc+X3V",
+	"POciJUmZ+EtaPsdFJ8xB7XvQNfxrmGKMbBZsNqYagv1ceYYqgFBKSzvunQ/Yv5QMc6bGldRIh5zOp3xA",
+	"s2xOoM1eCnN0quacS60gLKCmP5lxRYb8kqV4KrPjxWJSKDiV2TMNae53X2O+YsZVfS/gZ1YtVAq0yH0T",
+	"aO09mhoSbBYtHoDn27je05ltu2CEusIEYEi4x1PClIvRndTPUoVy/Onk1OgTW5fgdEIHChPJFM9wi+UV",
+	"FmZNDFgUi2toa6TJNRGMQyJxRo2BN7pDSJuQhOysTUK31oZm83Rg2NSAYGXkMKDaQDYmyQC6zWUi9y4v",
+	"IcykMN0aZlnLE8mBHRI2hRmEZUOiNM8yYqlca0F2j7kYPULU9CZ1YJZqC+n29UO6OfkCzoD7jyRgJNKy",
+	"ejyMsviM6NfKFyEbA+R6gdAZMH6JFKyuUcnsdBsvkDlJbCHNmUpcdRFpOiKgVy/3u12smknp3JZSTHN2",
+	"wWXhkhi2jcm9hpay56uh7ESPmSADmmPoZCYrRapc1BUykeZC8SsAINVUalGsd1ms7IGWxpJ4cEAFUQAM",
+	"blUoxo9d4ZGG0hMo2QnqZOzE+LwNFBPbiqQSqBIRFPwk9kgXURQWZ8mIUTlLVMcC/K1mUdfQhU1crQ4B",
+	"Ikm4wVgyXxIlYuHeLs3Nc22NLMsXx624bs88emAsbJ/ocpbTSj3Uo7d+bRhm9+vQ6D1/2e3eNs6OH/vZ",
+	"Vpk1vtiI+8MG2Ner5tj2om3D8F9JGN6y29JArVSN0GbWdCzphK+k/MSmTPAvA/o4W8ZrdUYP90jYTAvu",
+	"6SDjUCNoA19kIIWSGWsRqs6VremEo7f5lDYAUViS6RnkJ3UsJnRO5HDIcuunyoxZ75QrxCTGI3bF+i3p",
+	"if8Nv/YhtQuOsESrDGiWsfxbglv9bWzRP+DNCV8XYskjg1Ur2a8afUZzlh8Wetzo/et3Y3YQMamuZ+ow",
+	"6EXzxMYVnmSEW0JLPBsb0Tg8ft/xJYhXsCzsS29n52oslf7SiBoXNOdmY6qSlO6qnKXG7t5fO91Ot7Pb",
+	"e9V91W3UraId+5kiNE1zplQ1k5NxpZmwTQL4AtUhxlpPrz04gXLJhPTZmIPXfPrzSVuzfMIF+iLTXF5i",
+	"R5goJmb67WPgPqjw/90vzbXqA4cgZVNHPHdwLu2ZOb16iMmm5hMuRpH128xXRWTIxICLEUDT2qJPB0nV",
+	"uN5LdYLLiQojL0SJWt6mIyZ0EjxGyJTVPcMyM1rmzSnVY0WaY0Zz3WdUk4yLc9UifaZnjAkCT+mEFal6",
+	"XPfU41xqNjCaK9jfyiYOKXlz+BORQ5IzRJG0x/Epy9vQf1OiRQZDBXiZNQO+uw5T3KuMTZoTyrMoINiO",
+	"COCmtsxy25c1XrCNZ/blJbbTUTJkswCKs3MdXLXuhUqktEASzI6tPAC39ZLmvxIXwbyUZTUt0HULHgLX",
+	"LXkGRokyOYrAahifniidMzqJfBcsvF9JNRc82dq2muXNqBFTEqwJ6c/JmIrUZnidObDCiWX7vkfUHetY",
+	"6ujjlduNeswmoYB5/vjrb3Fk+2eUmZ6q5EcL9tOHe+BXMshZaiv4ZV9TLizLu8hllpnRwukd1Y/+jtFM",
+	"jyPAV+KCKRWRCdM5H7gFhw6yQbHwODVX2qj+37/8/wAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -2363,7 +2363,9 @@ type NodeCreated struct {
 
 	// EnrollmentToken Give it to the node's agent (`--enroll-token`); shown only
 	// here. An `Idempotency-Key` replay of this answer carries it
-	// empty (the server keeps no copy).
+	// empty (the server keeps no copy); if the first answer was
+	// lost, issue a new one with
+	// `POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token`.
 	//
 	//
 	// Example: bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
@@ -4386,6 +4388,16 @@ type UpdateNodeParams struct {
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
+// ReissueEnrollmentTokenParams defines parameters for ReissueEnrollmentToken.
+type ReissueEnrollmentTokenParams struct {
+	// IfMatch The ETag last read; a stale one is answered with 412.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+
+	// IdempotencyKey A client-chosen key (1..255 characters). Repeating a POST with the
+	// same key and body returns the first answer; with another body, 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeleteFenceDeviceParams defines parameters for DeleteFenceDevice.
 type DeleteFenceDeviceParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
@@ -5250,6 +5262,18 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 	UpdateNode(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReissueEnrollmentToken Re-issue a node's enrollment token
+	//
+	// Gives a node whose agent has not enrolled yet a new enrollment
+	// token (valid 24 hours), shown only in this answer; the previous
+	// token stops working. Use it when the token expired or the answer
+	// that carried it was lost. A node whose agent already enrolled is
+	// refused with 409: delete and re-create it to enroll another
+	// machine.
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token (the `ReissueEnrollmentToken` operationId).
+	ReissueEnrollmentToken(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *ReissueEnrollmentTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteFenceDevice Remove a node's fence device
 	//
@@ -6844,6 +6868,28 @@ func (c *Client) UpdateNodeWithBody(ctx context.Context, clusterId ClusterID, no
 // Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 func (c *Client) UpdateNode(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateNodeRequest(c.Server, clusterId, nodeId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReissueEnrollmentToken Re-issue a node's enrollment token
+//
+// Gives a node whose agent has not enrolled yet a new enrollment
+// token (valid 24 hours), shown only in this answer; the previous
+// token stops working. Use it when the token expired or the answer
+// that carried it was lost. A node whose agent already enrolled is
+// refused with 409: delete and re-create it to enroll another
+// machine.
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token (the `ReissueEnrollmentToken` operationId).
+func (c *Client) ReissueEnrollmentToken(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *ReissueEnrollmentTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReissueEnrollmentTokenRequest(c.Server, clusterId, nodeId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -10089,6 +10135,73 @@ func NewUpdateNodeRequestWithBody(server string, clusterId ClusterID, nodeId Nod
 	return req, nil
 }
 
+// NewReissueEnrollmentTokenRequest constructs an http.Request for the ReissueEnrollmentToken method
+func NewReissueEnrollmentTokenRequest(server string, clusterId ClusterID, nodeId NodeID, params *ReissueEnrollmentTokenParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "node_id", nodeId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/nodes/%s/enrollment-token", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IfMatch != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewDeleteFenceDeviceRequest constructs an http.Request for the DeleteFenceDevice method
 func NewDeleteFenceDeviceRequest(server string, clusterId ClusterID, nodeId NodeID, params *DeleteFenceDeviceParams) (*http.Request, error) {
 	var err error
@@ -12791,6 +12904,20 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/clusters/{cluster_id}/nodes/{node_id} (the `UpdateNode` operationId).
 	UpdateNodeWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *UpdateNodeParams, body UpdateNodeJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateNodeResponse, error)
+
+	// ReissueEnrollmentTokenWithResponse Re-issue a node's enrollment token
+	//
+	// Gives a node whose agent has not enrolled yet a new enrollment
+	// token (valid 24 hours), shown only in this answer; the previous
+	// token stops working. Use it when the token expired or the answer
+	// that carried it was lost. A node whose agent already enrolled is
+	// refused with 409: delete and re-create it to enroll another
+	// machine.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token (the `ReissueEnrollmentToken` operationId).
+	ReissueEnrollmentTokenWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *ReissueEnrollmentTokenParams, reqEditors ...RequestEditorFn) (*ReissueEnrollmentTokenResponse, error)
 
 	// DeleteFenceDeviceWithResponse Remove a node's fence device
 	//
@@ -16480,6 +16607,110 @@ func (r UpdateNodeResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateNodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ReissueEnrollmentTokenResponse200Headers the declared response headers of an HTTP 200 response for ReissueEnrollmentToken
+type ReissueEnrollmentTokenResponse200Headers struct {
+	ETag *string
+}
+
+type ReissueEnrollmentTokenResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NodeCreated
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON412 the response for an HTTP 412 `application/problem+json` response
+	ApplicationproblemJSON412 *PreconditionFailed
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ReissueEnrollmentTokenResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReissueEnrollmentTokenResponse) GetJSON200() *NodeCreated {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON412 returns the response for an HTTP 412 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON412() *PreconditionFailed {
+	return r.ApplicationproblemJSON412
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ReissueEnrollmentTokenResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReissueEnrollmentTokenResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReissueEnrollmentTokenResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReissueEnrollmentTokenResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReissueEnrollmentTokenResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -20929,6 +21160,26 @@ func (c *ClientWithResponses) UpdateNodeWithResponse(ctx context.Context, cluste
 	return ParseUpdateNodeResponse(rsp)
 }
 
+// ReissueEnrollmentTokenWithResponse Re-issue a node's enrollment token
+//
+// Gives a node whose agent has not enrolled yet a new enrollment
+// token (valid 24 hours), shown only in this answer; the previous
+// token stops working. Use it when the token expired or the answer
+// that carried it was lost. A node whose agent already enrolled is
+// refused with 409: delete and re-create it to enroll another
+// machine.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token (the `ReissueEnrollmentToken` operationId).
+func (c *ClientWithResponses) ReissueEnrollmentTokenWithResponse(ctx context.Context, clusterId ClusterID, nodeId NodeID, params *ReissueEnrollmentTokenParams, reqEditors ...RequestEditorFn) (*ReissueEnrollmentTokenResponse, error) {
+	rsp, err := c.ReissueEnrollmentToken(ctx, clusterId, nodeId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReissueEnrollmentTokenResponse(rsp)
+}
+
 // DeleteFenceDeviceWithResponse Remove a node's fence device
 //
 // The node is no longer fenced by a peer before a failover.
@@ -24504,6 +24755,101 @@ func ParseUpdateNodeResponse(rsp *http.Response) (*UpdateNodeResponse, error) {
 	switch {
 	case rsp.StatusCode == 200:
 		var headers UpdateNodeResponse200Headers
+		if values := rsp.Header.Values("ETag"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.ETag = &value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseReissueEnrollmentTokenResponse parses an HTTP response from a ReissueEnrollmentTokenWithResponse call
+func ParseReissueEnrollmentTokenResponse(rsp *http.Response) (*ReissueEnrollmentTokenResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReissueEnrollmentTokenResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NodeCreated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 412:
+		var dest PreconditionFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON412 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ReissueEnrollmentTokenResponse200Headers
 		if values := rsp.Header.Values("ETag"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "ETag", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {

@@ -658,6 +658,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+                /**
+                 * @description Node id.
+                 * @example 0195f7a4-1111-7000-8000-000000000001
+                 */
+                node_id: components["parameters"]["NodeID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Re-issue a node's enrollment token
+         * @description Gives a node whose agent has not enrolled yet a new enrollment
+         *     token (valid 24 hours), shown only in this answer; the previous
+         *     token stops working. Use it when the token expired or the answer
+         *     that carried it was lost. A node whose agent already enrolled is
+         *     refused with 409: delete and re-create it to enroll another
+         *     machine.
+         */
+        post: operations["reissueEnrollmentToken"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/clusters/{cluster_id}/nodes/{node_id}/maintenance": {
         parameters: {
             query?: never;
@@ -2158,7 +2194,9 @@ export interface components {
             /**
              * @description Give it to the node's agent (`--enroll-token`); shown only
              *     here. An `Idempotency-Key` replay of this answer carries it
-             *     empty (the server keeps no copy).
+             *     empty (the server keeps no copy); if the first answer was
+             *     lost, issue a new one with
+             *     `POST /v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token`.
              * @example bse_4Zb1pQ0yJm3sQ9x8Tq2Vw5Yk7Rr1Hn6Lc0Aa9Dd3Ff
              */
             enrollment_token: string;
@@ -7113,6 +7151,58 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    reissueEnrollmentToken: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description The ETag last read; a stale one is answered with 412.
+                 * @example "3"
+                 */
+                "If-Match"?: components["parameters"]["IfMatch"];
+                /**
+                 * @description A client-chosen key (1..255 characters). Repeating a POST with the
+                 *     same key and body returns the first answer; with another body, 422.
+                 * @example 6f1c2d3e-create-mail-cluster
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+                /**
+                 * @description Node id.
+                 * @example 0195f7a4-1111-7000-8000-000000000001
+                 */
+                node_id: components["parameters"]["NodeID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The node with its new enrollment token. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            422: components["responses"]["UnprocessableEntity"];
             default: components["responses"]["Problem"];
         };
     };
