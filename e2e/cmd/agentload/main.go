@@ -386,7 +386,7 @@ func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) 
 	defer lf.Close()
 	// Plain HTTP on loopback: the simulated agents measure the heartbeat
 	// path, not TLS (they hold no enrolled keys' client certificates).
-	args := []string{"--listen", addr, "--database-url", dbURL, "--log-level", o.logLevel, "--insecure-http"}
+	args := []string{"--listen", addr, "--database-url", dbURL, "--log-level", o.logLevel} // plain HTTP: BACKSTOP_INSECURE_HTTP below
 	if o.pprof != "" {
 		args = append(args, "--pprof-listen", o.pprof)
 	}
