@@ -741,11 +741,13 @@ func newAgent(e *env, clusterID, nodeID string) *agent {
 // enroll enrolls as backstop-agent does and checks the answer's keys
 // against the token's fingerprint.
 func (a *agent) enroll(ctx context.Context, token string) error {
-	i := strings.LastIndexByte(token, '.')
-	if !strings.HasPrefix(token, "bse_") || i < 0 {
+	// bse_<secret>.<key fingerprint>[.<CA fingerprint>] (the CA part when
+	// backstopd serves HTTPS; the client already trusts --ca).
+	parts := strings.Split(strings.TrimPrefix(token, "bse_"), ".")
+	if !strings.HasPrefix(token, "bse_") || len(parts) < 2 || len(parts) > 3 {
 		return fmt.Errorf("malformed enrollment token")
 	}
-	fingerprint := token[i+1:]
+	fingerprint := parts[1]
 	pub := a.key.Public().(ed25519.PublicKey)
 	kernel := "6.1.0-agentload"
 	resp, err := a.c.AgentEnrollWithResponse(ctx, client.EnrollRequest{
