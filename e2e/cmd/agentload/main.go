@@ -75,6 +75,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/backstop-ha/backstop/e2e/internal/nslab"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/openapi/client"
 	"github.com/backstop-ha/backstop/openapi/envelope"
 	"github.com/backstop-ha/backstop/pki"
@@ -244,7 +245,7 @@ func bench(ctx context.Context, o options) (err error) {
 		clusters = cs
 		all = append(all, added...)
 		logf("point %d agents: %d running; warming up %v", n, len(all), o.warmup)
-		if err := sleep(ctx, o.warmup); err != nil {
+		if err := testkit.Sleep(ctx, o.warmup); err != nil {
 			return err
 		}
 		r, err := e.measure(ctx, all, clusters)
@@ -260,17 +261,6 @@ func bench(ctx context.Context, o options) (err error) {
 	fmt.Println()
 	printRows(os.Stdout, o, rows, true)
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // setupDatabase creates the database.
@@ -421,7 +411,7 @@ func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) 
 				return d, nil
 			}
 		}
-		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 50*time.Millisecond); err != nil {
 			d.stop()
 			return nil, err
 		}
@@ -623,7 +613,7 @@ func (e *env) place(ctx context.Context, h *loadHierarchy, i int, lat *placeLate
 		if time.Since(start) > time.Minute {
 			return fmt.Errorf("placement of %s not done after a minute (state %s)", h.id, op.State)
 		}
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 5*time.Millisecond); err != nil {
 			return err
 		}
 		if _, err := e.api.Do(ctx, "GET", "/v1/operations/"+op.ID, nil, 200, &op); err != nil {
@@ -956,7 +946,7 @@ func (a *agent) pollLoop(ctx context.Context) {
 		if err != nil {
 			a.e.m.fail(err)
 			backoff = min(max(2*backoff, 250*time.Millisecond), 5*time.Second)
-			if sleep(ctx, backoff) != nil {
+			if testkit.Sleep(ctx, backoff) != nil {
 				return
 			}
 			continue
@@ -1022,7 +1012,7 @@ func (a *agent) handle(ctx context.Context, e client.Envelope) {
 			err = fmt.Errorf("result: HTTP %d: %.200s", resp.StatusCode(), resp.Body)
 		}
 		a.e.m.fail(err)
-		_ = sleep(ctx, 200*time.Millisecond)
+		_ = testkit.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 
@@ -1082,12 +1072,12 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 				placeErr = err
 				logf("placement: %v", err)
 			}
-			if err := sleep(ctx, time.Until(next)); err != nil {
+			if err := testkit.Sleep(ctx, time.Until(next)); err != nil {
 				return r, err
 			}
 		}
 	}
-	if err := sleep(ctx, time.Until(start.Add(e.o.duration))); err != nil {
+	if err := testkit.Sleep(ctx, time.Until(start.Add(e.o.duration))); err != nil {
 		return r, err
 	}
 	r.measured = time.Since(start)

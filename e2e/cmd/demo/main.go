@@ -33,7 +33,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -42,6 +41,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop/e2e/internal/nslab"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/pki"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/pgtemp"
@@ -116,7 +116,7 @@ func run(ctx context.Context, o options, stdin io.Reader, out io.Writer) error {
 		return err
 	}
 
-	bins, err := binaries(ctx, filepath.Join(dir, "bin"), o)
+	bins, err := nslab.Binaries{Backstopd: o.backstopd, Agent: o.agent, TCPEcho: o.tcpecho}.Build(ctx, filepath.Join(dir, "bin"), func(pkg string) { fmt.Printf("Building %s ...\n", pkg) })
 	if err != nil {
 		return err
 	}
@@ -301,7 +301,7 @@ func (d *demo) waitNodeUp(ctx context.Context, i int) error {
 		if _, err := d.api.Do(ctx, "GET", d.path("/nodes/"+d.nodeIDs[i]), nil, 200, &n); err == nil && n.State == "up" {
 			return nil
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -328,7 +328,7 @@ func (d *demo) inService(ctx context.Context, i int) error {
 		case "failed":
 			return fmt.Errorf("bring %s in service on %s: %s", d.hname, d.nodes[i], op.Detail)
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := testkit.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -587,17 +587,6 @@ func (d *demo) killServiceOf(a *nslab.Agent) {
 
 func now() string { return time.Now().Format("15:04:05.000") }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -605,46 +594,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// binaries returns the programs to run, building those not given.
-func binaries(ctx context.Context, dir string, o options) (nslab.Binaries, error) {
-	b := nslab.Binaries{Backstopd: o.backstopd, Agent: o.agent, TCPEcho: o.tcpecho}
-	builds := []struct {
-		path *string
-		pkg  string
-	}{{&b.Backstopd, "./cmd/backstopd"}, {&b.Agent, "./cmd/backstop-agent"}, {&b.TCPEcho, "./e2e/internal/tcpecho"}}
-	var root string
-	for _, x := range builds {
-		if *x.path != "" {
-			abs, err := filepath.Abs(*x.path)
-			if err != nil {
-				return b, err
-			}
-			if _, err := os.Stat(abs); err != nil {
-				return b, err
-			}
-			*x.path = abs
-			continue
-		}
-		if root == "" {
-			out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-			gomod := strings.TrimSpace(string(out))
-			if err != nil || gomod == "" || gomod == os.DevNull {
-				return b, fmt.Errorf("find the module to build %s: run from the backstop module or pass the binary (%v)", x.pkg, err)
-			}
-			root = filepath.Dir(gomod)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return b, err
-			}
-		}
-		*x.path = filepath.Join(dir, filepath.Base(x.pkg))
-		fmt.Printf("Building %s ...\n", x.pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", *x.path, x.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go build %s: %w\n%s", x.pkg, err, out)
-		}
-	}
-	return b, nil
 }

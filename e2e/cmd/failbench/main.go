@@ -166,7 +166,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "failbench:", err)
 		return 1
 	}
-	bins, err := binaries(ctx, dir, o)
+	bins, err := nslab.Binaries{Backstopd: o.backstopd, Agent: o.agent, TCPEcho: o.tcpecho}.Build(ctx, dir, func(pkg string) { logf("building %s", pkg) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "failbench:", err)
 		code = 1
@@ -253,44 +253,6 @@ func split(s string) []string {
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000")+" "+format+"\n", a...)
-}
-
-// binaries returns the programs to run, building those not given.
-func binaries(ctx context.Context, dir string, o options) (nslab.Binaries, error) {
-	b := nslab.Binaries{Backstopd: o.backstopd, Agent: o.agent, TCPEcho: o.tcpecho}
-	builds := []struct {
-		path *string
-		pkg  string
-	}{{&b.Backstopd, "./cmd/backstopd"}, {&b.Agent, "./cmd/backstop-agent"}, {&b.TCPEcho, "./e2e/internal/tcpecho"}}
-	var root string
-	for _, x := range builds {
-		if *x.path != "" {
-			abs, err := filepath.Abs(*x.path)
-			if err != nil {
-				return b, err
-			}
-			if _, err := os.Stat(abs); err != nil {
-				return b, err
-			}
-			*x.path = abs
-			continue
-		}
-		if root == "" {
-			out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-			if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-				return b, fmt.Errorf("find the module to build %s: run from the backstop module or pass the binary (%v)", x.pkg, err)
-			}
-			root = filepath.Dir(strings.TrimSpace(string(out)))
-		}
-		*x.path = filepath.Join(dir, filepath.Base(x.pkg))
-		logf("building %s", x.pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", *x.path, x.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go build %s: %w\n%s", x.pkg, err, out)
-		}
-	}
-	return b, nil
 }
 
 // createDatabase creates an empty database on the pgtemp server.
