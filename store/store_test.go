@@ -370,3 +370,33 @@ func TestLateFenceReport(t *testing.T) {
 		}
 	}
 }
+
+// Never two copies: a hierarchy whose fence failed on the node (the agent
+// reports it failed, perhaps still running) keeps its node and gets a
+// failed mark, even when the same heartbeat's fence report lists it; only
+// a clean fence leaves it with no node to be placed again.
+func TestFailedFenceKeepsTheNode(t *testing.T) {
+	e := newJudgeEnv(t, 2)
+	h := e.placeOnFirst()
+	a := backstop.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: e.nodes[0].Name}
+	e.exec(`UPDATE hierarchies SET placement_updated_at = now() - interval '1 minute' WHERE id = $1`, h.ID)
+	rep := backstop.AgentReport{Raw: []byte(`{}`),
+		Hierarchies: []backstop.HierarchyReport{{HierarchyID: h.ID, Epoch: 1, State: backstop.PlacementFailed, Detail: "fence of svc failed"}},
+		Fences:      []backstop.FenceReport{{At: time.Now(), Reason: "lease expired", Hierarchies: []string{h.ID}}}}
+	if _, err := e.st.RecordHeartbeat(t.Context(), a, rep); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.ClusterStatuses(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.st.FindHierarchyByID(t.Context(), e.c.ID, h.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Placement.NodeID != e.nodes[0].ID || got.Placement.State != backstop.PlacementFailed {
+		t.Fatalf("placement %+v: want failed on n1 (its fence failed)", got.Placement)
+	}
+	if marks, err := e.st.FailedMarks(t.Context(), h.ID); err != nil || len(marks) != 1 {
+		t.Fatalf("failed marks %+v (%v): want the node's", marks, err)
+	}
+}
