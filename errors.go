@@ -32,6 +32,12 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // ErrForbidden is returned when the credential's role is too low.
 var ErrForbidden = errors.New("forbidden")
 
+// ErrBusy is returned when concurrent work kept a change from completing
+// now: PostgreSQL aborted its transaction to break a deadlock or a
+// serialization conflict, again on every retry. Nothing was changed; the
+// caller may try again shortly.
+var ErrBusy = errors.New("busy")
+
 // FieldError names one offending field by its JSON pointer into the request
 // body (for example "/resources/2/params/address").
 type FieldError struct {

@@ -47,6 +47,10 @@ func statusFor(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "body-too-large"
 	case errors.Is(err, errOverloaded):
 		return http.StatusServiceUnavailable, "overloaded"
+	case errors.Is(err, backstop.ErrBusy):
+		return http.StatusServiceUnavailable, "busy"
+	case errors.Is(err, errNoDeliverer):
+		return http.StatusServiceUnavailable, "unavailable"
 	default:
 		return http.StatusInternalServerError, "internal"
 	}
@@ -111,7 +115,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="backstop"`)
 	}
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable && !errors.Is(err, errNoDeliverer) {
+		// Shed load and lost lock races pass in a moment; a missing
+		// deliverer does not.
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	s.writeProblem(w, r, status, slug, detailOf(err), nil)
@@ -137,7 +143,7 @@ func detailOf(err error) string {
 
 var sentinels = []error{
 	backstop.ErrConflict, backstop.ErrInvalid, backstop.ErrPreconditionFailed,
-	backstop.ErrLimit, backstop.ErrUnauthenticated, backstop.ErrForbidden,
+	backstop.ErrLimit, backstop.ErrUnauthenticated, backstop.ErrForbidden, backstop.ErrBusy,
 }
 
 // badRequest answers a request the generated code could not decode

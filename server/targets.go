@@ -24,7 +24,10 @@ type Deliverer interface {
 	TestTrap(ctx context.Context, t backstop.Target) (backstop.Delivery, error)
 }
 
-var errNoDeliverer = errors.New("server: no Deliverer configured")
+// errNoDeliverer answers the endpoints that seal target secrets or send
+// (webhooks, SNMP, fence devices) on a server built without delivery:
+// 503, the server cannot do it, not a fault of the request.
+var errNoDeliverer = errors.New("event delivery is not configured on this server: it cannot seal target secrets or send to targets")
 
 // requireDeliverer returns d, or errNoDeliverer when there is none: the
 // endpoints that seal secrets or send answer 503 then.

@@ -98,8 +98,35 @@ func (s *Store) UpdateCluster(ctx context.Context, id string, ifMatch *int64, ch
 }
 
 // DeleteCluster deletes a cluster and everything it owns.
+//
+// Lock order. Everything an agent or the leader does to a cluster locks
+// rows of it first (a command, a node, a hierarchy) and the cluster row
+// last, when it writes an event (clusters.event_seq) or bumps
+// config_version. Deleting the cluster row cascades to every one of those
+// rows, so locking the cluster first and cascading made the delete wait
+// on a heartbeat's node row while the heartbeat waited on the cluster row
+// for its node.up event: "deadlock detected" while agents still ran. The
+// delete therefore takes the rows others lock first, in their order and
+// in id order within a table (open commands, nodes, hierarchies), and the
+// cluster row last; whoever holds one of them finishes first, and whoever
+// comes later waits at its first lock holding nothing. Configuration
+// writes that lock the cluster row first (creating a node, path or
+// hierarchy) can still meet the delete the other way round; withTx runs
+// the loser again and it finds the cluster gone.
 func (s *Store) DeleteCluster(ctx context.Context, id string, ifMatch *int64) error {
 	_, err := withTx(ctx, s, func(tx pgx.Tx) (struct{}, error) {
+		for _, q := range []string{
+			// Command results and polls lock the command first.
+			`SELECT 1 FROM commands WHERE cluster_id = $1 AND status IN ('queued', 'delivered') ORDER BY id FOR UPDATE`,
+			// Heartbeats and the failure detector lock node rows first.
+			`SELECT 1 FROM nodes WHERE cluster_id = $1 ORDER BY id FOR UPDATE`,
+			// The engine and placements lock the hierarchy first.
+			`SELECT 1 FROM hierarchies WHERE cluster_id = $1 ORDER BY id FOR UPDATE`,
+		} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return struct{}{}, err
+			}
+		}
 		cur, err := lockClusterTx(ctx, tx, id)
 		if err != nil {
 			return struct{}{}, err

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +26,10 @@ import (
 // Store is Backstop's PostgreSQL store. It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
+	// txRetries counts the transactions withTx ran again after
+	// PostgreSQL aborted them (deadlock, serialization failure); tests
+	// read it to show a lock order holds without leaning on the retry.
+	txRetries atomic.Int64
 }
 
 // Open connects a pool to the database at url and checks it answers.
@@ -70,6 +75,7 @@ func withTx[T any](ctx context.Context, s *Store, fn func(tx pgx.Tx) (T, error))
 		if err == nil || attempt == maxTxAttempts || !retryableTx(err) || ctx.Err() != nil {
 			return v, err
 		}
+		s.txRetries.Add(1)
 		select {
 		case <-ctx.Done():
 			return v, err
@@ -125,6 +131,10 @@ func interpretError(err error) error {
 			return fmt.Errorf("%w: the object is still referenced (%s)", backstop.ErrConflict, pgErr.ConstraintName)
 		case "23514": // check_violation
 			return fmt.Errorf("%w: value out of range (%s)", backstop.ErrInvalid, pgErr.ConstraintName)
+		case "40P01", "40001": // deadlock_detected, serialization_failure
+			// Both %w: withTx still sees the driver error to retry on.
+			return fmt.Errorf("%w: the database aborted the change to resolve a conflict with concurrent work (%s); nothing was changed, retry shortly: %w",
+				backstop.ErrBusy, map[string]string{"40P01": "deadlock", "40001": "serialization failure"}[pgErr.Code], err)
 		}
 	}
 	return err

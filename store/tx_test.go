@@ -2,12 +2,14 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/store"
 	"github.com/backstop-ha/backstop/store/storetest"
 )
@@ -58,5 +60,27 @@ func TestDeadlockedTransactionIsRetried(t *testing.T) {
 	}
 	if sum != 4 {
 		t.Fatalf("sum %d, want 4: each transaction's two updates exactly once", sum)
+	}
+}
+
+// TestTransactionAbortedEveryTimeIsBusy: a transaction PostgreSQL aborts
+// on every attempt (a deadlock or serialization failure that keeps
+// coming back) is given up after a bounded number of runs and reported as
+// backstop.ErrBusy, which the API answers 503 with Retry-After, never 500.
+func TestTransactionAbortedEveryTimeIsBusy(t *testing.T) {
+	st := storetest.New(t)
+	for _, code := range []string{"40P01", "40001"} {
+		var attempts int
+		_, err := store.WithTx(t.Context(), st, func(tx pgx.Tx) (int, error) {
+			attempts++
+			_, err := tx.Exec(t.Context(), `DO $$ BEGIN RAISE EXCEPTION 'lost a lock race' USING ERRCODE = '`+code+`'; END $$`)
+			return 0, err
+		})
+		if !errors.Is(err, backstop.ErrBusy) {
+			t.Fatalf("SQLSTATE %s every time: %v, want ErrBusy", code, err)
+		}
+		if attempts < 2 || attempts > 10 {
+			t.Fatalf("SQLSTATE %s: %d attempts, want a few, bounded", code, attempts)
+		}
 	}
 }
