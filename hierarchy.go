@@ -322,6 +322,13 @@ var kindParams = map[string]map[string]paramSpec{
 		"imap_user":          {true, checkString},
 		"imap_password_file": {true, checkAbsPath},
 	},
+	KindFiles: {
+		"paths":          {true, checkConfigPaths},
+		"max_bytes":      {false, checkIntRange(1, MaxConfigMaxBytes)},
+		"secret":         {false, checkBool},
+		"keep_versions":  {false, checkIntRange(1, MaxConfigKeep)},
+		"on_unreachable": {false, checkOnUnreachable},
+	},
 	KindName: {
 		"name":          {true, checkDNSName},
 		"zone":          {true, checkDNSName},
