@@ -62,6 +62,8 @@ var EventTypes = []EventType{
 	{"node.restarting", SeverityInfo, 29, "backstopNodeRestarting", true, "the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window"},
 	{"fence.failed", SeverityCritical, 30, "backstopFenceFailed", true, "fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried"},
 	{"fence.succeeded", SeverityInfo, 31, "backstopFenceSucceeded", true, "the node's fence device confirmed it off; its hierarchies fail over"},
+	{"config.captured", SeverityInfo, 32, "backstopConfigCaptured", true, "the node in service uploaded a new version of a `files` resource (details: resource, version, sha256)"},
+	{"config.installed", SeverityInfo, 33, "backstopConfigInstalled", true, "a node bringing a hierarchy in service installed a version of a `files` resource, or started with its own files (details: resource, version, sha256, source)"},
 }
 
 // GenericTrap is the notification for an event type the MIB does not

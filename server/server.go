@@ -94,6 +94,7 @@ type Server struct {
 	webhookHandlers
 	snmpHandlers
 	fenceHandlers
+	configHandlers
 
 	// gateStore authenticates requests and keeps idempotent answers.
 	gateStore  gateStore
@@ -177,6 +178,7 @@ func New(cfg Config) (*Server, error) {
 		webhookHandlers:   webhookHandlers{store: cfg.Store, deliver: cfg.Deliverer},
 		snmpHandlers:      snmpHandlers{store: cfg.Store, deliver: cfg.Deliverer},
 		fenceHandlers:     fenceHandlers{store: cfg.Store, deliver: cfg.Deliverer, dir: fenceDir},
+		configHandlers:    configHandlers{store: cfg.Store, deliver: cfg.Deliverer},
 		gateStore:         cfg.Store,
 		log:               log,
 		maxBody:           cfg.MaxBodyBytes,

@@ -31,6 +31,7 @@ type Store interface {
 	EngineStore
 	EventStore
 	TargetStore
+	ConfigVersionStore
 }
 
 // HealthStore answers readiness and shows the control plane.

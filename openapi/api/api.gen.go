@@ -99,6 +99,48 @@ func (e CommandStatus) Valid() bool {
 	}
 }
 
+// Defines values for ConfigFileChangeChange.
+const (
+	Added     ConfigFileChangeChange = "added"
+	Modified  ConfigFileChangeChange = "modified"
+	Removed   ConfigFileChangeChange = "removed"
+	Unchanged ConfigFileChangeChange = "unchanged"
+)
+
+// Valid indicates whether the value is a known member of the ConfigFileChangeChange enum.
+func (e ConfigFileChangeChange) Valid() bool {
+	switch e {
+	case Added:
+		return true
+	case Modified:
+		return true
+	case Removed:
+		return true
+	case Unchanged:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ConfigInstalledSource.
+const (
+	ConfigInstalledSourceControlPlane ConfigInstalledSource = "control_plane"
+	ConfigInstalledSourceLocal        ConfigInstalledSource = "local"
+)
+
+// Valid indicates whether the value is a known member of the ConfigInstalledSource enum.
+func (e ConfigInstalledSource) Valid() bool {
+	switch e {
+	case ConfigInstalledSourceControlPlane:
+		return true
+	case ConfigInstalledSourceLocal:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeliveryKind.
 const (
 	DeliveryKindEvent      DeliveryKind = "event"
@@ -348,6 +390,7 @@ func (e PlacementState) Valid() bool {
 // Defines values for ResourceKind.
 const (
 	ResourceKindCommand ResourceKind = "command"
+	ResourceKindFiles   ResourceKind = "files"
 	ResourceKindHttp    ResourceKind = "http"
 	ResourceKindIp      ResourceKind = "ip"
 	ResourceKindMail    ResourceKind = "mail"
@@ -363,6 +406,8 @@ const (
 func (e ResourceKind) Valid() bool {
 	switch e {
 	case ResourceKindCommand:
+		return true
+	case ResourceKindFiles:
 		return true
 	case ResourceKindHttp:
 		return true
@@ -1086,6 +1131,244 @@ type CommandResultStatus string
 // Example: succeeded
 type CommandStatus string
 
+// ConfigDownload The newest version of a `files` resource, with contents.
+//
+// Example: {"captured_at":"2026-11-26T06:00:00Z","files":[],"secret":false,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","version":3}
+type ConfigDownload struct {
+	// CapturedAt When it was stored.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CapturedAt time.Time `json:"captured_at"`
+
+	// Files The files.
+	Files []ConfigFileContent `json:"files"`
+
+	// NodeId Node that captured it.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// Secret Sealed at rest.
+	//
+	// Example: false
+	Secret bool `json:"secret"`
+
+	// Sha256 The version's checksum (see `ConfigUpload`).
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Version Version number.
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigFileChange One file of a version and how it changed since the version before.
+//
+// Example: {"binary":false,"change":"modified","mode":420,"path":"/etc/postfix/main.cf","sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","size":812}
+type ConfigFileChange struct {
+	// Binary Not text, or of a secret resource; no diff is shown.
+	//
+	// Example: false
+	Binary bool `json:"binary"`
+
+	// Change Against the version before.
+	//
+	// Example: modified
+	Change ConfigFileChangeChange `json:"change"`
+
+	// Diff Unified diff against the version before (text files of non-secret resources that changed).
+	//
+	// Example: --- /etc/postfix/main.cf (v2)
+	// +++ /etc/postfix/main.cf (v3)
+	// @@ -1 +1 @@
+	// -a
+	// +b
+	Diff *string `json:"diff,omitempty"`
+
+	// Mode Permission bits (absent when removed).
+	//
+	// Example: 420
+	Mode *int `json:"mode,omitempty"`
+
+	// Path Absolute path.
+	//
+	// Example: /etc/postfix/main.cf
+	Path string `json:"path"`
+
+	// PreviousSha256 Checksum in the version before (modified, removed).
+	//
+	// Example: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+	PreviousSha256 *string `json:"previous_sha256,omitempty"`
+
+	// Sha256 Checksum (absent when removed).
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 *string `json:"sha256,omitempty"`
+
+	// Size Size (absent when removed).
+	//
+	// Example: 812
+	Size *int64 `json:"size,omitempty"`
+}
+
+// ConfigFileChangeChange Against the version before.
+//
+// Example: modified
+type ConfigFileChangeChange string
+
+// ConfigFileContent One regular file of a configuration version, with its content.
+//
+// Example: {"content":"dGVzdA==","mode":420,"path":"/etc/postfix/main.cf","sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","size":4}
+type ConfigFileContent struct {
+	// Content The content (base64).
+	//
+	// Example: dGVzdA==
+	Content []byte `json:"content"`
+
+	// Mode Permission bits (e.g. 420 = 0644).
+	//
+	// Example: 420
+	Mode int `json:"mode"`
+
+	// Path Absolute path on the nodes.
+	//
+	// Example: /etc/postfix/main.cf
+	Path string `json:"path"`
+
+	// Sha256 Hex SHA-256 of the content.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Size Size in bytes.
+	//
+	// Example: 4
+	Size int64 `json:"size"`
+}
+
+// ConfigInstalled What a bring-up installed.
+//
+// Example: {"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","source":"control_plane","version":3}
+type ConfigInstalled struct {
+	// Detail Why (for `local`).
+	//
+	// Example: control plane unreachable: dial tcp 198.18.0.1:8443: connect: connection refused
+	Detail *string `json:"detail,omitempty"`
+
+	// Sha256 Checksum of the files the node runs with.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Source `control_plane`: the newest version was installed (or was on the node already); `local`: the node started with its own files.
+	//
+	// Example: control_plane
+	Source ConfigInstalledSource `json:"source"`
+
+	// Version The version installed (0 when none).
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigInstalledSource `control_plane`: the newest version was installed (or was on the node already); `local`: the node started with its own files.
+//
+// Example: control_plane
+type ConfigInstalledSource string
+
+// ConfigUpload A captured state of a `files` resource. `sha256` is the version's
+// checksum: the SHA-256 of its files sorted by path, each as
+// `path NUL mode-in-octal NUL sha256 LF`.
+//
+// Example: {"files":[],"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+type ConfigUpload struct {
+	// Files The regular files below the declared paths.
+	Files []ConfigFileContent `json:"files"`
+
+	// Sha256 The version's checksum.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+}
+
+// ConfigUploadResult Where an upload went.
+//
+// Example: {"created":true,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","version":3}
+type ConfigUploadResult struct {
+	// Created False when the files equal the newest version.
+	//
+	// Example: true
+	Created bool `json:"created"`
+
+	// Sha256 Its checksum.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Version The version the files are (new or the newest).
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigVersion A captured version of a `files` resource.
+//
+// Example: {"captured_at":"2026-11-26T06:00:00Z","files":[],"resource":"postfix-config","secret":false,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","size":4096,"version":3}
+type ConfigVersion struct {
+	// CapturedAt When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CapturedAt time.Time `json:"captured_at"`
+
+	// Files Its files and the ones removed since the version before.
+	Files []ConfigFileChange `json:"files"`
+
+	// NodeId Node that captured it.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// Resource The `files` resource.
+	//
+	// Example: postfix-config
+	Resource string `json:"resource"`
+
+	// Secret Sealed; contents and diffs are never shown.
+	//
+	// Example: false
+	Secret bool `json:"secret"`
+
+	// Sha256 The version's checksum (see `ConfigUpload`).
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Size Total size of its files.
+	//
+	// Example: 4096
+	Size int64 `json:"size"`
+
+	// Version Version number (per resource, from 1).
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigVersionList Configuration versions, newest first.
+//
+// Example: {"items":[]}
+type ConfigVersionList struct {
+	// Items The versions.
+	Items []ConfigVersion `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
 // ControlPlane The backstopd replicas.
 //
 // Example: {"replicas":[],"term":3}
@@ -1449,6 +1732,8 @@ type Envelope struct {
 // | `node.restarting` | info | 29 `backstopNodeRestarting` | the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window |
 // | `fence.failed` | critical | 30 `backstopFenceFailed` | fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried |
 // | `fence.succeeded` | info | 31 `backstopFenceSucceeded` | the node's fence device confirmed it off; its hierarchies fail over |
+// | `config.captured` | info | 32 `backstopConfigCaptured` | the node in service uploaded a new version of a `files` resource (details: resource, version, sha256) |
+// | `config.installed` | info | 33 `backstopConfigInstalled` | a node bringing a hierarchy in service installed a version of a `files` resource, or started with its own files (details: resource, version, sha256, source) |
 //
 // Unknown types (from a newer server) are sent as trap 99
 // `backstopEvent`; test traps are 100 `backstopTestNotification`.
@@ -2825,6 +3110,17 @@ type Resource struct {
 	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
 	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
 	//   `rcpt` is read back over IMAP and deleted
+	// * `files`: configuration that follows the hierarchy: `paths` (required,
+	//   1..64 absolute paths of files or directories, no `..`), `max_bytes`
+	//   (total size of a version, default 262144, at most 524288),
+	//   `keep_versions` (default 10, at most 100), `secret` (default false:
+	//   a secret resource's versions are sealed and never shown; otherwise a
+	//   file others cannot read is refused, as it looks like a secret),
+	//   `on_unreachable` (`proceed`, the default, or `fail`: what a
+	//   bring-up does when the control plane cannot give the newest version).
+	//   The node in service uploads every change (checked each quick check);
+	//   a bring-up installs the newest version (temporary file, then rename;
+	//   modes kept) before the resources that depend on this one start
 	//
 	//
 	// Example: ip
@@ -2908,6 +3204,17 @@ type ResourceHealth struct {
 //     `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
 //     the SMTP and IMAP greetings; deep: a message sent through SMTP to
 //     `rcpt` is read back over IMAP and deleted
+//   - `files`: configuration that follows the hierarchy: `paths` (required,
+//     1..64 absolute paths of files or directories, no `..`), `max_bytes`
+//     (total size of a version, default 262144, at most 524288),
+//     `keep_versions` (default 10, at most 100), `secret` (default false:
+//     a secret resource's versions are sealed and never shown; otherwise a
+//     file others cannot read is refused, as it looks like a secret),
+//     `on_unreachable` (`proceed`, the default, or `fail`: what a
+//     bring-up does when the control plane cannot give the newest version).
+//     The node in service uploads every change (checked each quick check);
+//     a bring-up installs the newest version (temporary file, then rename;
+//     modes kept) before the resources that depend on this one start
 //
 // Example: ip
 type ResourceKind string
@@ -2948,6 +3255,17 @@ type ResourceSpec struct {
 	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
 	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
 	//   `rcpt` is read back over IMAP and deleted
+	// * `files`: configuration that follows the hierarchy: `paths` (required,
+	//   1..64 absolute paths of files or directories, no `..`), `max_bytes`
+	//   (total size of a version, default 262144, at most 524288),
+	//   `keep_versions` (default 10, at most 100), `secret` (default false:
+	//   a secret resource's versions are sealed and never shown; otherwise a
+	//   file others cannot read is refused, as it looks like a secret),
+	//   `on_unreachable` (`proceed`, the default, or `fail`: what a
+	//   bring-up does when the control plane cannot give the newest version).
+	//   The node in service uploads every change (checked each quick check);
+	//   a bring-up installs the newest version (temporary file, then rename;
+	//   modes kept) before the resources that depend on this one start
 	//
 	//
 	// Example: ip
@@ -4121,6 +4439,11 @@ type NodeID = openapi_types.UUID
 // PathID defines model for PathID.
 type PathID = openapi_types.UUID
 
+// ResourceName A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+//
+// Example: mail
+type ResourceName = Name
+
 // SnmpTargetID defines model for SnmpTargetID.
 type SnmpTargetID = openapi_types.UUID
 
@@ -4328,6 +4651,18 @@ type UpdateHierarchyParams struct {
 type ReplaceHierarchyParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListConfigVersionsParams defines parameters for ListConfigVersions.
+type ListConfigVersionsParams struct {
+	// Resource Only the versions of this `files` resource.
+	Resource *Name `form:"resource,omitempty" json:"resource,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // BringHierarchyInServiceParams defines parameters for BringHierarchyInService.
@@ -4606,6 +4941,12 @@ type AgentEnrollJSONRequestBody = EnrollRequest
 // AgentHeartbeatJSONRequestBody defines body for AgentHeartbeat for application/json ContentType.
 type AgentHeartbeatJSONRequestBody = Heartbeat
 
+// AgentUploadConfigJSONRequestBody defines body for AgentUploadConfig for application/json ContentType.
+type AgentUploadConfigJSONRequestBody = ConfigUpload
+
+// AgentConfigInstalledJSONRequestBody defines body for AgentConfigInstalled for application/json ContentType.
+type AgentConfigInstalledJSONRequestBody = ConfigInstalled
+
 // CreateClusterJSONRequestBody defines body for CreateCluster for application/json ContentType.
 type CreateClusterJSONRequestBody = ClusterCreate
 
@@ -4686,6 +5027,15 @@ type ServerInterface interface {
 	// AgentHeartbeat Renew the node lease and report health
 	// (POST /agent/v1/heartbeat)
 	AgentHeartbeat(w http.ResponseWriter, r *http.Request)
+	// AgentDownloadConfig The newest configuration version of a files resource
+	// (GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name})
+	AgentDownloadConfig(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName)
+	// AgentUploadConfig Upload a captured configuration version
+	// (POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name})
+	AgentUploadConfig(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName)
+	// AgentConfigInstalled Report the configuration a bring-up runs with
+	// (POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed)
+	AgentConfigInstalled(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName)
 	// GetHealthz Liveness
 	// (GET /healthz)
 	GetHealthz(w http.ResponseWriter, r *http.Request)
@@ -4746,6 +5096,9 @@ type ServerInterface interface {
 	// ReplaceHierarchy Replace a hierarchy
 	// (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	ReplaceHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ReplaceHierarchyParams)
+	// ListConfigVersions List the captured configuration versions of a hierarchy
+	// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions)
+	ListConfigVersions(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ListConfigVersionsParams)
 	// ExplainHierarchy Why a hierarchy is where it is
 	// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain)
 	ExplainHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID)
@@ -4944,6 +5297,24 @@ func (_ Unimplemented) AgentHeartbeat(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// AgentDownloadConfig The newest configuration version of a files resource
+// (GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name})
+func (_ Unimplemented) AgentDownloadConfig(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// AgentUploadConfig Upload a captured configuration version
+// (POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name})
+func (_ Unimplemented) AgentUploadConfig(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// AgentConfigInstalled Report the configuration a bring-up runs with
+// (POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed)
+func (_ Unimplemented) AgentConfigInstalled(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // GetHealthz Liveness
 // (GET /healthz)
 func (_ Unimplemented) GetHealthz(w http.ResponseWriter, r *http.Request) {
@@ -5061,6 +5432,12 @@ func (_ Unimplemented) UpdateHierarchy(w http.ResponseWriter, r *http.Request, c
 // ReplaceHierarchy Replace a hierarchy
 // (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 func (_ Unimplemented) ReplaceHierarchy(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ReplaceHierarchyParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// ListConfigVersions List the captured configuration versions of a hierarchy
+// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions)
+func (_ Unimplemented) ListConfigVersions(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ListConfigVersionsParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -5489,6 +5866,111 @@ func (siw *ServerInterfaceWrapper) AgentHeartbeat(w http.ResponseWriter, r *http
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AgentHeartbeat(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentDownloadConfig operation middleware
+func (siw *ServerInterfaceWrapper) AgentDownloadConfig(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "resource_name" -------------
+	var resourceName ResourceName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "resource_name", chi.URLParam(r, "resource_name"), &resourceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "resource_name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentDownloadConfig(w, r, hierarchyId, resourceName)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentUploadConfig operation middleware
+func (siw *ServerInterfaceWrapper) AgentUploadConfig(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "resource_name" -------------
+	var resourceName ResourceName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "resource_name", chi.URLParam(r, "resource_name"), &resourceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "resource_name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentUploadConfig(w, r, hierarchyId, resourceName)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AgentConfigInstalled operation middleware
+func (siw *ServerInterfaceWrapper) AgentConfigInstalled(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "resource_name" -------------
+	var resourceName ResourceName
+
+	err = runtime.BindStyledParameterWithOptions("simple", "resource_name", chi.URLParam(r, "resource_name"), &resourceName, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "resource_name", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AgentConfigInstalled(w, r, hierarchyId, resourceName)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6513,6 +6995,83 @@ func (siw *ServerInterfaceWrapper) ReplaceHierarchy(w http.ResponseWriter, r *ht
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.ReplaceHierarchy(w, r, clusterId, hierarchyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListConfigVersions operation middleware
+func (siw *ServerInterfaceWrapper) ListConfigVersions(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "cluster_id" -------------
+	var clusterId ClusterID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "cluster_id", chi.URLParam(r, "cluster_id"), &clusterId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cluster_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "hierarchy_id" -------------
+	var hierarchyId HierarchyID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "hierarchy_id", chi.URLParam(r, "hierarchy_id"), &hierarchyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "hierarchy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListConfigVersionsParams
+
+	// ------------- Optional query parameter "resource" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "resource", r.URL.Query(), &params.Resource, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "resource"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "resource", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListConfigVersions(w, r, clusterId, hierarchyId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -9084,6 +9643,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Delete(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/failed-marks/{node_id}", wrapper.ClearFailedMark)
 	})
 	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions", wrapper.ListConfigVersions)
+	})
+	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token", wrapper.ReissueEnrollmentToken)
 	})
 	r.Group(func(r chi.Router) {
@@ -9199,6 +9761,15 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/agent/v1/config", wrapper.AgentConfig)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}", wrapper.AgentDownloadConfig)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}", wrapper.AgentUploadConfig)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed", wrapper.AgentConfigInstalled)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/tokens", wrapper.ListTokens)
@@ -9882,6 +10453,432 @@ type AgentHeartbeatdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response AgentHeartbeatdefaultApplicationProblemPlusJSONResponse) VisitAgentHeartbeatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentDownloadConfigRequestObject struct {
+	HierarchyId  HierarchyID  `json:"hierarchy_id"`
+	ResourceName ResourceName `json:"resource_name"`
+}
+
+type AgentDownloadConfigResponseObject interface {
+	VisitAgentDownloadConfigResponse(w http.ResponseWriter) error
+}
+
+type AgentDownloadConfig200JSONResponse ConfigDownload
+
+func (response AgentDownloadConfig200JSONResponse) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentDownloadConfig204Response struct {
+}
+
+func (response AgentDownloadConfig204Response) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type AgentDownloadConfig400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentDownloadConfig400ApplicationProblemPlusJSONResponse) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentDownloadConfig401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentDownloadConfig401ApplicationProblemPlusJSONResponse) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentDownloadConfig404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response AgentDownloadConfig404ApplicationProblemPlusJSONResponse) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentDownloadConfig409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AgentDownloadConfig409ApplicationProblemPlusJSONResponse) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentDownloadConfigdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentDownloadConfigdefaultApplicationProblemPlusJSONResponse) VisitAgentDownloadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfigRequestObject struct {
+	HierarchyId  HierarchyID  `json:"hierarchy_id"`
+	ResourceName ResourceName `json:"resource_name"`
+	Body         *AgentUploadConfigJSONRequestBody
+}
+
+type AgentUploadConfigResponseObject interface {
+	VisitAgentUploadConfigResponse(w http.ResponseWriter) error
+}
+
+type AgentUploadConfig200JSONResponse ConfigUploadResult
+
+func (response AgentUploadConfig200JSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig201JSONResponse ConfigUploadResult
+
+func (response AgentUploadConfig201JSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig400ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig401ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig404ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig409ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig413ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig415ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfig422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response AgentUploadConfig422ApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentUploadConfigdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentUploadConfigdefaultApplicationProblemPlusJSONResponse) VisitAgentUploadConfigResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalledRequestObject struct {
+	HierarchyId  HierarchyID  `json:"hierarchy_id"`
+	ResourceName ResourceName `json:"resource_name"`
+	Body         *AgentConfigInstalledJSONRequestBody
+}
+
+type AgentConfigInstalledResponseObject interface {
+	VisitAgentConfigInstalledResponse(w http.ResponseWriter) error
+}
+
+type AgentConfigInstalled204Response struct {
+}
+
+func (response AgentConfigInstalled204Response) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type AgentConfigInstalled400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled400ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalled401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled401ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalled404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled404ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalled409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled409ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalled413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled413ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalled415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled415ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalled422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response AgentConfigInstalled422ApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AgentConfigInstalleddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AgentConfigInstalleddefaultApplicationProblemPlusJSONResponse) VisitAgentConfigInstalledResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -12295,6 +13292,111 @@ type ReplaceHierarchydefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ReplaceHierarchydefaultApplicationProblemPlusJSONResponse) VisitReplaceHierarchyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConfigVersionsRequestObject struct {
+	ClusterId   ClusterID   `json:"cluster_id"`
+	HierarchyId HierarchyID `json:"hierarchy_id"`
+	Params      ListConfigVersionsParams
+}
+
+type ListConfigVersionsResponseObject interface {
+	VisitListConfigVersionsResponse(w http.ResponseWriter) error
+}
+
+type ListConfigVersions200JSONResponse ConfigVersionList
+
+func (response ListConfigVersions200JSONResponse) VisitListConfigVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConfigVersions400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListConfigVersions400ApplicationProblemPlusJSONResponse) VisitListConfigVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConfigVersions401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListConfigVersions401ApplicationProblemPlusJSONResponse) VisitListConfigVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConfigVersions404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListConfigVersions404ApplicationProblemPlusJSONResponse) VisitListConfigVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConfigVersions422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ListConfigVersions422ApplicationProblemPlusJSONResponse) VisitListConfigVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListConfigVersionsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListConfigVersionsdefaultApplicationProblemPlusJSONResponse) VisitListConfigVersionsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -19240,6 +20342,15 @@ type StrictServerInterface interface {
 	// AgentHeartbeat Renew the node lease and report health
 	// (POST /agent/v1/heartbeat)
 	AgentHeartbeat(ctx context.Context, request AgentHeartbeatRequestObject) (AgentHeartbeatResponseObject, error)
+	// AgentDownloadConfig The newest configuration version of a files resource
+	// (GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name})
+	AgentDownloadConfig(ctx context.Context, request AgentDownloadConfigRequestObject) (AgentDownloadConfigResponseObject, error)
+	// AgentUploadConfig Upload a captured configuration version
+	// (POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name})
+	AgentUploadConfig(ctx context.Context, request AgentUploadConfigRequestObject) (AgentUploadConfigResponseObject, error)
+	// AgentConfigInstalled Report the configuration a bring-up runs with
+	// (POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed)
+	AgentConfigInstalled(ctx context.Context, request AgentConfigInstalledRequestObject) (AgentConfigInstalledResponseObject, error)
 	// GetHealthz Liveness
 	// (GET /healthz)
 	GetHealthz(ctx context.Context, request GetHealthzRequestObject) (GetHealthzResponseObject, error)
@@ -19300,6 +20411,9 @@ type StrictServerInterface interface {
 	// ReplaceHierarchy Replace a hierarchy
 	// (PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id})
 	ReplaceHierarchy(ctx context.Context, request ReplaceHierarchyRequestObject) (ReplaceHierarchyResponseObject, error)
+	// ListConfigVersions List the captured configuration versions of a hierarchy
+	// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions)
+	ListConfigVersions(ctx context.Context, request ListConfigVersionsRequestObject) (ListConfigVersionsResponseObject, error)
 	// ExplainHierarchy Why a hierarchy is where it is
 	// (GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/explain)
 	ExplainHierarchy(ctx context.Context, request ExplainHierarchyRequestObject) (ExplainHierarchyResponseObject, error)
@@ -19641,6 +20755,101 @@ func (sh *strictHandler) AgentHeartbeat(w http.ResponseWriter, r *http.Request) 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AgentHeartbeatResponseObject); ok {
 		if err := validResponse.VisitAgentHeartbeatResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentDownloadConfig operation middleware
+func (sh *strictHandler) AgentDownloadConfig(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName) {
+	var request AgentDownloadConfigRequestObject
+
+	request.HierarchyId = hierarchyId
+	request.ResourceName = resourceName
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentDownloadConfig(ctx, request.(AgentDownloadConfigRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentDownloadConfig")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentDownloadConfigResponseObject); ok {
+		if err := validResponse.VisitAgentDownloadConfigResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentUploadConfig operation middleware
+func (sh *strictHandler) AgentUploadConfig(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName) {
+	var request AgentUploadConfigRequestObject
+
+	request.HierarchyId = hierarchyId
+	request.ResourceName = resourceName
+
+	var body AgentUploadConfigJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentUploadConfig(ctx, request.(AgentUploadConfigRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentUploadConfig")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentUploadConfigResponseObject); ok {
+		if err := validResponse.VisitAgentUploadConfigResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AgentConfigInstalled operation middleware
+func (sh *strictHandler) AgentConfigInstalled(w http.ResponseWriter, r *http.Request, hierarchyId HierarchyID, resourceName ResourceName) {
+	var request AgentConfigInstalledRequestObject
+
+	request.HierarchyId = hierarchyId
+	request.ResourceName = resourceName
+
+	var body AgentConfigInstalledJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AgentConfigInstalled(ctx, request.(AgentConfigInstalledRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AgentConfigInstalled")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AgentConfigInstalledResponseObject); ok {
+		if err := validResponse.VisitAgentConfigInstalledResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -20210,6 +21419,34 @@ func (sh *strictHandler) ReplaceHierarchy(w http.ResponseWriter, r *http.Request
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ReplaceHierarchyResponseObject); ok {
 		if err := validResponse.VisitReplaceHierarchyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListConfigVersions operation middleware
+func (sh *strictHandler) ListConfigVersions(w http.ResponseWriter, r *http.Request, clusterId ClusterID, hierarchyId HierarchyID, params ListConfigVersionsParams) {
+	var request ListConfigVersionsRequestObject
+
+	request.ClusterId = clusterId
+	request.HierarchyId = hierarchyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListConfigVersions(ctx, request.(ListConfigVersionsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListConfigVersions")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListConfigVersionsResponseObject); ok {
+		if err := validResponse.VisitListConfigVersionsResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -21762,604 +22999,654 @@ func (sh *strictHandler) GetWhoami(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L0NdtvGsi46lV68dy1Te1MUSf3YplbWXYotx9rxj2IpyckO/YQm0BQ7ArsRNCiKx9sDuCN4E3hvJG8m",
-	"dyRvdVU30AAa/JFkJzln33vOiUUA/VtVXVVd9dWnVihniRRMZKo1/NSaMhqxFP55ekmv9X8jpsKUJxmX",
-	"ojVs/cRSxaUgckKyKSMpy+apYBFJWZIyxURG9YvHRDEREZ6RMQ1vCBckOJvsvqVZOA26rU5LhVM2o7p1",
-	"dkdnScxaw9aotT9qtTqtbJnoP1WWcnHd+vy503ojQ4rdV0fz44c3diRhymgGA1FynoasqZu92/5eGM9V",
-	"xlK11+s/P5w8pQe7vV6vt/tU/59n+v/0iv/X9wzpc6eV0JTOWGbW6gU2ePayPkTziPBIj6gYx4Zdc91G",
-	"QrNpq9MSdKa/NKO/4lGr00rZ73Oesqg1zNI5c6c8kemMZq1haz6HN+vr+mKeKpnWh3w5ZSQQ7C67CuGN",
-	"wK5xkrJbLueKJPSalafz9uXp4buff9n/5fKH7O3Lk8XbF719/d83l9eLty9P8Lfif+/s1H6fs3TpzA2H",
-	"5M5jRu/eMHGdTVvDQa/nm8dLFvNbli59y2+f1db/YNxjT8N9ujuYHPZ3D6Ie231ODw9398P+pMeeRwPa",
-	"b1j/yDT58A2wg7vIaDZXr3icMc92vBfxkphOOVOam7IpV0RlNINd8C2kgiZLC/k/UzZpDVv/Y69g+T18",
-	"qvbKI4HBveYspWk49S5r/rCZrvf39/e3ouupbfPhC3sWsVkiMybC5fdsWR/+CQljzkS2G06lYoLcsCVp",
-	"97vdweEhCac0paHm7J0u+cASRjMurgkl5+8vLsmCZ1PNCyOh6IzBh1REZCyjpRGGClhlwlOVESrUgqXH",
-	"+BUVMpuyFN7tkIPBoDsSpaU7mvTDQbTPdlGW7c4oj3cNt9slQwFdLJoz01091SbOOTzstGZc2L/73lWb",
-	"gIT2CwR9HJCYqoykjEbHhGr6ixmRghGuzExZhFM96A/KVGGFu38O5mhoGnzfz/Zv+Ixn9cGe02tGFP/P",
-	"soA67Pn5JIZG3I4jNqHzODPdzugdn81nuoEerCD+VawfFxm7ZimM6B2dsSYu/p6xRBGpeVnThxz/xsIM",
-	"BStXRI+GtPX/VYSmjMwF/33OdjpESULh6UhwRWIpb1hE5gkus157zSZMZUMU0HruUxlHivCsQ2RKNM1x",
-	"cV0lNU1aDZID/rNqJ9aR0TsZMZ/M0L83i4t+v9/fSlwIGbGHS4pzmk19gz2L9N7oBY54ysLM6DyU6EE0",
-	"TGEwGAy2moL+6+FTuBCz5JKm1yzzTeTi3dtzksHj5sV/+vTp061Gjg0+fOyX8oYJ37DhQfOADw4ODrYb",
-	"sG7v4eP9mY2nUt74RmweNY/56OjoaKsxL7DFh476s/5YJVIoBsrqtzT6gEJD/xVKkTEB/6RJEnNUtfeS",
-	"VI5jNvv7bwr17nw+etqZlh5GcHRBgg6JmM/GLCWzucrImBGakZlUGTns9fRqpKnUmvKvn1pxrsy737c6",
-	"rRlTil4DZzc39fljx6o2wwM4FngGq/wtjYidVb4E0yxL1HBvTxshKpNJN2K3dmZq75bGPMKxfN5UTzrH",
-	"j3FV64ekEcYkkkxp0Utm+lxDER/JcD5jIhuSGY31nrGI/OPi/bsOoWTCWRxZLXuRSnFN9BS0AJdzOCVS",
-	"Kq5Zh1BB5uJGyIXAb/THYxrpF1NQVVhEctOkQzJ2l5FsSjN9ROvx/Hj5aveZfhsPiXc/voFTgqICo+03",
-	"kkndi0xYCmuDn2f0BmYkWJcEuJu/fgwIHliMhlMiJxMmIq0pwcC6ek1fSDGJefhQOqPEKEHQX0RGcHyN",
-	"WoTGWhdZEnbHVQbKbk4azwvSyEexIV2E9v3HpgrbsMq1SBLO01QvOujyQ3PU5/PSqy5g0426oDIexyRl",
-	"E5YyETLYfvgUd2ki0zGPUAGlcGbB7uo/QVsNKtpiYBocM9BwjQoHW/cKmoqYeODegdwlo1ZE1XQsaRqN",
-	"WmRKFUllzMgtZ6AeA38UFCcYixSh0YyL0p7uF3taDG/DTZ3kHzzWrsLMnpiZcEXGLJYL1O0E80+pHdzt",
-	"2uHt6u+CHVjsdzJ7JecieuBaWy7ZxLUA0mACnbpLfFAs8TuZkVfmhY2WWMhsF1t8jCU+0ac/2roMlC4j",
-	"bIxCS9oyNb8U7KEVNGNkmbXA9T2ny1jS6FLKN1pveeAyW3YGkcnuQtjafu/g2eHTIzJeZqwkifoO1ZoD",
-	"ipyKjGdLciklwQFtuMK6x91Myt0Yvnps+QQT0laGbl2LDYqrr1h6y1JCw5AlmSLtPnnLvyXjJTGmklnk",
-	"lIVSRFw3/IrymD2UnEE+GpIOp/r8i4bE2ooELEoynmclOQpWKldk1DoAe7PYhkGxDe5IiRnqhjuQOJ/u",
-	"TvDTx9iGwj1a1x0qs2urDBQE3QFNuZJCnxsLRm9I8PNeQDJ6TQTTGwYNMLVznDPNgiq7lF3ygdHItUXp",
-	"NeUCvBkpy9Kl2VQc8sN2UtvIqaAxAc3h2HiOkeg0k0dMZHwCvq3MsrwhulheG+WXKbA3HIX6+fPnz5sV",
-	"arv1h66aeGZHcoHNn+oBbbr5dhqPJN+WBEUVLEqHUJBkH169IM8PDp8S0+uQHN7dkTYlwGlGRRwJXB1c",
-	"yaBYHauR+ZZxR6sCh7190hYyGwnQMHa6IzgQfxR0nk1lyv/zUbgWD32ucl1VpkB6KbuVN6x84vSLzSmN",
-	"YsM9mcM3mn5Crfw+yta8kyRMGRAljUGDwhMd1Wgzp46djX7enmgl+lp3sAO8SwX+6TTUJVrWopJFQpqC",
-	"Lzf4+eefd0+cGQzJt4ymLA26uC9JKkNtGI1jhqfGgw8vvB5Rvw4+diOWMBGpKy1C8N9aMyThMowZSaTK",
-	"JvyO7I7mvd4+IyqRMs7/Mk8bbbu9vKO9wV7Rz16vZOnds9OSFTgYuBTkrJc5ZjfnbjAIH/1U5YosWBzv",
-	"GpNPn1jjlNEbRShJ5zErW4ckpEITELtLUqaU5vzqImmlP+MzLc/19/pPsKH1P/D+xNwPIOtHPAKS5EqB",
-	"R1FTqvCYAlzz51xZF67rrfbYfHBulE0+ZUhWzZNEphmL3rKI00tY+wfR7Av8dFc3RUYtbdTuJTHlYtSy",
-	"di3qJiwyF49uD9CyqwkcuvSSD5bAaAkMd2PZk3+9O9Nf78Jnj0VAVh3T8wuqM9LyIe8I3DonWt5oW5df",
-	"+z34EVM8ZRGYofx6biwT4+UUMio7zD+594wbX1dOmAi5uG4NW4rFk1Ynv9ThTIuIj53cbbux6xecpDds",
-	"qQ2cwU+/hbOfeuZX02LC4BZW/1Pxa8HFtX7d/IKMggvCkqtwysKbKzjIb2l8NUP9oNdpTRlNszGjGfw2",
-	"OOx1WjGjil1lGb7Wh9dgMBGj0RWdgJt/3/xW+V6/+/uchzcNPXZayJ1X1ykNme3zc6d1i/frreH+504r",
-	"SbUFmXH027n70XDLfK8r5jX+Q2dTV5PzK3ztXMY8XOrvSnvfdIOoT0EUOCRJuUy1YTSxIsxSJc/YTK3r",
-	"P7+T1H2bSdA0pfB3TnZ1znD62fpeYu3aFdRbu6diqb3cg2tE0C9cZUah2ZtTliLt129PXuxevD4ZHB7t",
-	"lMfrsEY+Jm2LNo3JsyMv4aIDHIjZVJFJKmdgDWTyHptxTrOpbx8Ms1b7PoU7ejxxdD95VEdB1xt1C0Lw",
-	"nLHU13dZOtRYSM5mVES75i29J+qYCLbQ8lERJiKZ6tNxvNTnb6rHFemXNh7bBTb8PfMSaCGoVrVxiW+5",
-	"gqJ2cyXCVEsuRRZThoYgFUu0/9BHhRagKhHQvkM3XGRHBy3vDWdxC/FrPoJOOSKluJczUyoESFkkWGKw",
-	"BOkwS2WvPuZjQVNVz7/Y6frtvlhJSM4RZy5aZneD1pYn06BVk8/YWG07MrzdLbMr9ljjzEYppSd6Pyk1",
-	"WC+lKvtabCDMyLv484hnb7jKfKEVcAktJ4Tql0jKQplGqrLwhmF+/VhbxZyVfBp13tRmwkAP4AN85D0S",
-	"iggnjzRARdpQj34V5nVM6BhuSSSa1zFVWXlL3r08W7vCOPrGhTVD9gQCMTKbY4RdZT3R21/4gLsYQtLq",
-	"6Cd6fuiIH46lzFSW0kQ/0RQx6A2Odvv93cHRZe9o2OsNe71/tjpG91Yuj2hd/HOnpanzQJtc+Q3wxoqG",
-	"+cRM2ga21CjAzqV2waoPyAXVtpKo8EEeOlTMu8ZbZiHqrcohCXB1wMwMIdoCDM4AvMyBWqqMzYLKiVtf",
-	"UH+XV/nVc8MlNxz8MxoxFFQgnO917b1WGaGZ/9jjmTYoC1npGUIDneRdRjRju7oRX78baK7aKglZKljU",
-	"IXyiT6wvo8s6hE0j9OPS+NyhP7xdr8g0oMhdlbCQT3hITCMNh4lhlBpv+2ZvDmt9NlfiBjSPrT2RS2zo",
-	"D2FxHLzW83ufeL3aQpaYuRbsxAXGz6zoOOfZ9eIyQmllebhjRUR5FJ1SVIrdaJ+UfUFFxDXF+o4v0BpC",
-	"KRSPIKANXHukkDCVTZfRvTUILfjQ4mkNB3V1Alr+MuqEPk2/lDbhzso3+oqVxxqWduCj9pT9BiaKT4wv",
-	"Cc+9Zxm9YeW284NbK8XmzfLsuSAzqvsSVIRsGy1Jb5Qzay/FTVl484EpCCxsEj0TGivm8wSZsEtlbgAo",
-	"AadCVQVYcZzLGxRs9bM28y0lrlBKBWkbL3Ysw5udRzwRrG/Pe8bjvVq5t1bHjUM86D0/8rSqp1kPB1Wq",
-	"0hiKePP1WMqYUVHbX3mDQqdxNy9YlnFxrbbczzPjCULTms+YCfAxm4pXOvZ3GwKVxxaMhPUkdcn7Gc8y",
-	"Fg1d++aJsq7htm1jSmM8BeyXO5Vg0E+tunfKfOw4pipauvtF7UjXE8m7q4ThujG1+0cgVJy42sOe95Bz",
-	"RuPvzLxRliCHq/vq99aauO40S8PwUoVRaL3R5qjkyAkZdLtHByB8FWp+kCGDIVRgtc6Tqh8WM1uuVuvr",
-	"boc+R+w2irqryXRaasGzcKqHeZXHRsPKxDHX0qH11/Oy4nivklROOIiXmGqWmCfR2pXO/S79uoPW2aga",
-	"mepnEE7HZ+xRBanTy7ocj+LVB3h1Vynx90xyWqtRWNfKqoG+0+989pPrGsdc/kUxy23dcVWK2uS7c/Py",
-	"5zLlVRf3jT79H90m28B/SDPCwC+LnePRdHpJr0vD6G/vOSycS2UCri2j40P0bKvrWHSckQUXltZ1hch+",
-	"gU6D7Q7yE/AN+/2KNelblqg18TOhKqs7Qr4+b/8X57OqCt/k3jRksc7BadNIH8O36ba1kXPzReE++zqO",
-	"TSfD8wEOTjPsc5totgXDvYIgA5JJI4/0UGkDA9Y4bEGBMWZcuP30/81yX57l6jSAN23f+pMNzVNVvwV2",
-	"dWLzkpfNioc1D3ocMZVhcubGnHYqblksMbCjzGoVqs/7/dg86TMxkT6Zovi1gNgMeAuMwwVYByyk6Jnl",
-	"WZPPf6x58IqLK63tcvBd3Cd2gyVS78eB7iThKVMNevA+aBmlbN3N036jLTKilJqvUcZvmOn+Ztc22rpH",
-	"iImNDWqpeRgyFmH4IUtnPi2/6XoCpDhu3xNl0i9gx4Q2Nn/17VJGb9iVtijlxPk1ZSqjaXZlI+handZM",
-	"3rIrnmjCKgSyr8F7eN6/jMau+ShmTSotesJIykLGb1lEaLZOs+0/3LcEN8ZPlPHe19xLtXYMP9QcSjEN",
-	"GYTqwQtlp/1GPnuXvbyDVCRlk7lihGcELGCQg2uWaH8L5b/MvI3J/fe6KVhLGl5aNHLvnsmT6/ssZEkt",
-	"QRYl73oS3GJ9rVzy9WViS2pTLYmwzV35J1GUMqVY9AWDmNDtzqW40pZhk/Cjhr/wHRLKiKG33Xrty4MD",
-	"+IArZDJPn1Ymr9GCkW4sbIWV2jUTGhAHiH74KLZrQ8BLBcEiv6XKJ6kHl1NHpwDpKMizJB1W6BFrbROj",
-	"izyKbeK0tZlt4ug6fzX7BId+76saOc9CiQobzbU5M2ZgkMqGeFUPlbEEI+pzHQ9UglanFZm4XfSWDoqr",
-	"nU4e2t8atm550vr80eNQ8J+Mr+czKprOxfXXLk1C4ZVMSWCZP+iYtB8jSlA+tIMxja608kuzecqCDglM",
-	"fsXVDVvqPyEb+krzWPGXYT/9A3KLbj1IWRJT+MYRLcWfmvn0X3n2dbDTJTBEvG/SzyaQVRuQdmYuSAn+",
-	"QnimWDwhiymPTZiG2dqUimPU1Dlk8UIo+YIq8yEk3QRcyZhm5YbxhIfoSvgsD9Ib6s4IuMXJlEbEzBBM",
-	"At0HXRAhyYz+BreNO8eEEtAEd+eJuTkjSurvbyGPzP42o+mNJUQYANw/uVekhCuSaOUmwlSwVeLaIYqj",
-	"g5XSu5LnlpM5LDcuPGlTokneDNWsp17EcSrn19MMAE8waVhPRZuzuLA5cZG2Xc8xm8iUkXQu9Em742rg",
-	"LotNbNpffqVc0q1LhkB9csCevoBemAbe1G4uLi8ylhiB8xmW9gy/GhwerbE4zTKvEGQXTRvx+5zNcRcM",
-	"tBT+scH+7HRKC59LtpykeYa7Y3mTtDEMNe8IktP4jJV2BwcEHmHzmpaEK7fMHpbbbN4LKbJUxucxFcx/",
-	"3NlkDwC1i3lIq4eo/dlkGIDGUQ/Xj0Hn8OpsH7ABvP/T76lqOMdumPR3DyYD6puCaVlxETKfjilCVLwe",
-	"UaEtptwwF0UUY8JmHULAwoyLeVaOGK9qK6bZqmMDVdrWsNXvdfX/Pxw+6z3rWfdBeXV0V1e675WOAlyy",
-	"HDsF5fSKL+pWvx1TbRLnZ8Q8LK93dewb2UGWMqrGwTqKKC2C9wKJaqZ6RIqwK+qJHoFrbO6jbH/kRXlD",
-	"avSMz77G1ZcBt6wYUd1+t7dhjJohktKEKruTr5xPaNeSArzWzAuTDh43WDX3iOU3lknO5r7BvWQh96/b",
-	"CYnMM6u3a1kttcxn4poL1sEUH63YcJHMM7VF7FJog/WMvL2f4/GGiwgu2nBcrUJrBfuNzO76BNIwF6K1",
-	"cZTUY4bIOrP0J8dU4hI7ZLy9K7sIfPQQ2ySVs6tGPwOit2mim2Rfxsuw2il12Rgp+HiOKSDN7UKD9bCU",
-	"oImaSkSiyDlBK6wQ1Q2JVG3YPsDqUXXV+4nRvGdMZOUwu0++CxQk5ppKZ4kb9Lj84qf811UileLjmAWk",
-	"7cTwkASuh4Y5UsRM3qKmpxvVGpwkOYmidodtQn+kjUg3Mq3ECDrstrHV+HN1e2v86YtGXuf2QV1Lb05U",
-	"OUv2N4uzlmtYA5FEv0J6TsXJBLSQr2ZJkDTGL1q0V3+KCbvVBNGWKUm4uEYEKS1qspQmO3ArB3AIEGvt",
-	"CHaaZWyWeEQ7/HwVy2uU3/Y98L5tEtsG46kI+2fPnj1bcZMFX5hpg1vU0A00siHyrzkxoC33jsg1T7xJ",
-	"MKtc1Z6jxVkev+A3r2ws5O3unuB3PlFf7EHtKDdPQHRVfaV1tlh1v6RFI6zeE+W9pX+8u6YVcXc2mFlL",
-	"Y7QwH/HQLiizce6ER2giBwbNcZdHAUEE3J2G5VhN3GuXA0el2O+rt0Sx37W5plnXtzsb5p+4rNa8CPp5",
-	"Xah3m6T5hAuuphvsaOFRkCm55rdMVMNnH7bBvq19KKL42v3zn+4/G/iZfMqu78QKqZRZcPJWp5VgZJyW",
-	"3WX/iH3bb0YC0od/M8GsN7LjiULgovX3qODut3KucUdzb795E+Y6Z6SdGIyRAgF9bSLC4eY7vNk1UxUe",
-	"fWXelV4pw+yaLB0A3i9xt+mzQ908KKMf5KKqxLLOFVR+JFQiKN0DapUuYU8br0qRpUu8EbHkuYX9Z+ix",
-	"9fry8pwc9nqkCcMrpoBmY25GuoedloBTy1zJAPhRBpxh4XCv2F3I0gQWN1FZyuiMzAW9pTym47hYnqsQ",
-	"crEOe72tEmiYiB73uPFzJubFQm5TKkU5OHf9qnmEQLGMNdLmM4Z4EDmSVdtkccHgypyJm1DMTc5xUa1i",
-	"BjC/ICEa9RALKww2VH+9PpLvdc04Knm5gRAC0l4g+inJUm5vPdC4yT3f9lApuapdFdDSlPFOlwStfeax",
-	"faoEWJ+/AT3uDxBTsqi4AjEz6ROLuV/e7wY6bpB7hrAbku1tP0BD+AFpm2tYbQYIli1keoNbb6zalCYV",
-	"+XzYW59nI2yCp0N8xWauEjvr7sGLU6NDBFuUXCYPvRcv2t5aN/+r4BFUDr46W5nTOSBt1K4R6o9DyQzM",
-	"nAUm2CnfM41EAOk9Mcsylpr7O31IjOfRNcuISpjIDDJ1wtIZFUBzlMfzFNwPIxGEVIQsjvM7KINxD2oh",
-	"BwC4yGa6GbY1Y61cMZUGggY0tlvm5ZLZV+Wml+Ww4co1eMoYInGD7Ww8JZXbgnMDfKdfMb92QzkrX7X2",
-	"ewPfZeupSGUcO5ju22QxiDxuh0Ezs3qMQvEAsQxaw9ZYsauDf477yQ+95T9m++qH53fPLn8f/LQ4/OXm",
-	"6Ye0/1ocvQl7J/T5y2j/1aR7Mn4RnU6+m5799n38VrxPQF6Gxtemu7/KffK5v52m4VSzxywC02MqVZbD",
-	"tWi9SCoo3yHmd2BVz8cxDw1OWL//+y8nv3x/9yKd/HSx9/Ry+fMPr99fP52Gt+c04W/jdHFG6Xn4+scP",
-	"8pu6SV6fblP69BNFpMDz2lk9hL8sb+/D18shg8P+wGc02QVdiZElVfYKXqys2aqArtNocHjYf07wfSyW",
-	"M6aKHR1UNPGt1n0tUFVFSNW2pTQBO3+fEDvNv2yYJ2oyCHzfyAX3Caku0D+BBugWNHCfOGb4oMQkVUC8",
-	"rUDlzrIv77jJl6eRAB0IVdIOTgxCLARB5WCpO8dETQFoVsRLMmUpq7Lflku/DZTCF8WPc7Z0hRTyIUJ4",
-	"UTtWQ6B9z5YmKVm/t33c3yqEs0b4hHospckMdKhjAzywPEtjg+SKqhellldytU2egj8JIUHM+dawxZb/",
-	"SP754uzo7LeTu/eXP/LJD998Y2YEQW+A3heL8exVL/qPf8StpnyWRmdDmAdPd7QQS1ki08wYCxBnPxdR",
-	"Iws/MLD68SOd84WrqcBUSMFDGucTRsPIfxY1rPpacERnW2rueHMO5q80dF3azW2POWezi7VwY4bz8Xm5",
-	"4NZ7yp0Y7DQWmXIhmEHXIYuUZ1kRtwNVQrKUCoWBp5pVAHXCZNxhGCQiWWf0Tgo5W5K2HkXHoI1reygD",
-	"KBaubOsjseDZtAOuZvCGCZnxiUGz1V1/e/Li+4vL9+e7b8++RWIdiX53v3vU7XcPuv3u/uDg6X631ynS",
-	"onhGZowKtTMciZH4F1bL+VfR/7/AEiX/grc0Hf5rJP61u7tb+l/9YZA7ogPyLxKmPAMK+xfpk8AGgr2T",
-	"EXtp3sgKoYshmm54JiVaqpCEsZQohjjs2rzQ1hlmUic0mx7DQjhIiGDYEAiXaEsRwjJj/CiJ2C0PGUBi",
-	"8QwKp0jBOgjhC3DSPCNyMtkhzmTmImU0nFK45P0XWdAUV4AMylP6sfweRrVCcBxJYioYiaXKinjR8TwD",
-	"a0zPDarG2Bm2ZWoHJyS84FQcmMlbpkqjS3RnXEwk+RfZr4wocZfYRT7F2gS6J4sahAUWIYrQbd6B8Lky",
-	"QThOfwfl/t4WL18U7+bVj2RKkrmzAmWEoKZewevn9HnY2OepfTPvIWaTrKkPzXlXNkC5RKpH5R4uWDx5",
-	"lb9XhGcWocwl4jOhzW0kZ9hzza4StjsPMzYjgep3llsKynpajOCcZlPLLBgBPxeW1QHPVr+U6NOYpulS",
-	"f+5ss9NJiU6eldtHOvG2boH1a7SDTefVgREwxLr53Lk8L/r6YN4GjJlX+buUAOgIkSmJGEsQuAf927Z9",
-	"G3WNvcYypPGVFsHg+3bosui23yv6faPf/2BedyjTDbWFRhShtqe8Z+mIciAq/xjyON9ilfv9piG4Lxu9",
-	"woS6590mVCmkJlwP5e+3WHFX1g4aOi7WHJohthlyTW8ZmSfHlQh23bpCSYq9FxFDRZ6kO2NHABX1bsVF",
-	"8aKD/FaKSOeCmOYwDd1Z6aLPcmqn2++Bp9/38+z9ZEXXUA3M1oNb37l/pQ89HbuUXV5Lc64JaaLPqEBo",
-	"NW6dc9XMAxyEDftxKd0dhCOwXplXK1SOYYPm9HBHRRd0aaCpbZ/O7POO8/RTd9Gf1rt94b7nBi4+UeXE",
-	"iPJ+ayoXbOHt2r/uz+p9F8teipgM5TzGig2wuNUcjWIc2G8RhtWtn3d9R5hd5C/6z7onihRt5akstU58",
-	"Kzvo+bqpra3TPBySRRm8zebnXdlB39d3eW2djkt0WoTFdYuwuGJWg2rLiKNQvKgJ83rK0t0c0xD1BAU5",
-	"BMfEDbAr+rK5OXpkmsBLFRdlWh9bfV8H+76hlfeVzjM5oxkP3a592wp9eLf1wNdLw7YijFnTthqeSaB0",
-	"YVpmWmcU/h0+9A3Dt8MwhtIOG2uqW+SrlBRiRxDliX/Fi3kRH5vYQquehHZujXUwG7yD9sCyQ7rdrlWa",
-	"ME67a1BQ3QV2JBLGKr4o3qH1RBSLBmECv9vWesukBWrKUQCh4BN2n9+5V65cSivhyCd75/OS0eiN8zZ1",
-	"oxrAvLItw/Fkb0pNxjqHLHbnTqdymQOXhq5+a3QKuEwqVuh5Wbf9UHrJMcZwo6CGjX3j2Emk41ojjG0S",
-	"XVkBVhkFuQMRuLl9QYWQc1CYF1xEcmHFvFai/XS670hB0L8LEjXgMIRCACsSfzYFVaJm7FkC1saOrd1j",
-	"7D1r7VXNKzmZ5GuBhjg2yHELeHEww+h9ut9+vzL4ms5nFro01Kodusq0/Ze21H80BcG0va5I2xzkgi3A",
-	"Yk5vWboD9c/hTlPrPJrMnj8fiXxw4OEIjouQVCyY3u85q3/JVPbO8TEE3ZEI1By8JLaAEbgRsiJMTxE6",
-	"1rpVOzCuSbildINtgw4JuAihWp350/Cl+SsPuwmQ/Ws4myvTHO5xvVCAWX+uQqusjiF0ai3Xg6shcvBg",
-	"oP+B3pTWsGXJHFLy0NvkhqYX0Xx/SO7EHwVyci8w8YssnYf6yIj8OOKbQoef5uGlKoNyZzRMpVLNcXKP",
-	"FV+aE48v33s6n1Ghtg/g94aruiVyFPt9rkXPMZnIOJYLCAHVikYA501wn+DVgsDX3GvY9z675N+w55/W",
-	"gHS2ziII5rF+TCt5PMDiW1z+fW7MJvPTDfpsWfe667pAOx7bbeO43WpuMvsdI+4rVzw28NCuaUFQxeIW",
-	"rNWYwwDT8Ef/wKNG5Is8H+/31rC3abjP/YDDwBnvifQpBuBDq9bnniFqALuTIuNizrYncG+Uj9N747Je",
-	"LhN2TrXm54vME05Qtw1IKi4DFGMkwEN6x0bwpGzC70iCLRI1D6cwR6Clv/kI7G91iIHEjqf1f/1Kd//z",
-	"6uPf26NR1/xz53/pP0ajv+38r//pky6nd0lMBW2qK7IsuRg4VE5KGTKnvXQwPyzAOr+WEIJVRf0Exe1q",
-	"RtObB+UqYiBYJe0xzw+DEBWEpupjHB9uugMDth7H+HON8MuD96U4gbPfKKeYJLsRF6AW/JamNz5W+MOT",
-	"/oAbIie1dXX4nnnvs2eXvFez+XNjWNAMdPbHydiEITRGJvxco1m4RVIG2MQ6zxbl0ghCLurxE49WGcIl",
-	"4pXl4/IX16S/FS12yiRc3yCfuHOIs6kUiMcnWi+/tEKx3zqKJ09MNuVuh1XnN7ubUig/94do249fVGRD",
-	"DLKmdNGGihHrV2/zEh95dmWDMgIWM0D3vfOG6pwYsxm9FHJCXrIxp+KJMib5LtaOxnpTVCxJksrrlM6I",
-	"Shi9gepAmSIqi7ggwQ1bfnNL4zkL9GuZDGW8Q7go3EXWSjetkggKO8pK1gUg1rKrlEUTrqYrD1x8U5+1",
-	"vd3nVx//7j1jYQ1egl+giZeeVK+17UUjzI6FKcsIzKyWRAp1BupD3iR99B4FZ1OKgpknrWGr/3zQ7XUH",
-	"3YF+NlcsNQF2MBZjRuiRX+F3V4plEGxMlVrIFKKIbeEIqFnw4DIDZjHW4ww7FLkmS/JLVSeAwxXvnZsz",
-	"v6ghClAlTTAdeBQh3Sx3MX0tEWauyb9kSVhLX2s38Bxf9dNYTUcDv5ZRyFUmUxZZppLwTpmryiSaKyP1",
-	"1Pp6oVJLzLV8eymutZmUzvO60iaEk8ZxB+92QllFJRx4a778iSoiGFgYTDM4vaTXOw8FkSxOFmoqqBii",
-	"8G20u+T3LXTgCOeLhIXblzrwOH9pHuC1obReJViViq+4UCzEgMjNZK1uKifiYUvt62ce2+aeEvPhjLrK",
-	"S7Q+r6PiNyyxMmmj78ZOP9gZwm6wXSniZYcoRuH2HkNFtA07EojClrJsngoWdckJqP1DV15AqWOV0WWX",
-	"nICjnMzokgiZjQSNlSRjiIIKcHZBzcHt2QzQK9yZO3iBjquqLFQMtr2WDFtIGNIO5GSCQJMCYB+zuQp2",
-	"Vgqeoj5UuTbUWhZGmmrktfNH3//3ZuPxns0kYZbUSoEaYgeWJdC7Z/XEmAs2EoyG0y7BY2JGs3BKAvCl",
-	"fMw1u7/9z4C0qUk9PDrQMjalYcZStYMkRFMGF1IBxocGx0ZfI1N6y4j9Us/H+dbGkOAoximjN6peg+ze",
-	"ImET+oI9+QCB0VvLPsXiya69wQMNBdc74lHHBFuzKK8rqO0MIVi4FcZVCdV1vzuo1M7/9aNjFdbDTvua",
-	"FfZNTbFbDuEJm5uGX67GnzupGuSsXJBYmvCWiT7Pb3gck0zKcl1DWIycLXue5OHSSjVBmcNVJCh2FR1o",
-	"IzeSqx+tvx7J8TtLbJ3rTxvjHm240eszBKuSK3MtWnf5mqRZUbDEA+jK4kkwJFQQi3Lrhpva8NJjEggp",
-	"WDAk7M7koRuOKgG0mmJJUrAKoic+qNucnMXRqT8t/r3QJsXEoEdM9JsVjoxlaFzCrT2Tc1JcjOYrVgf2",
-	"zD+rdvmPi/fvSCKhDB3hwsjosYyW4AkPfp+zdNmtVZnukAABYbyPIBq29qBMKns2DFPt9fbwcN4rwAg3",
-	"v8GzICMAJGChnar+ea1NkLNzi3qJrxkffwx0SNovzl5+2FnrYMlXshiSjwRfMxpnnkoM+Lte2ZTRiAs9",
-	"GDz0m0C25U19O1GPu2rU/k+SJOYsIjN+jfKM3Fp7oOhWK1076+EJGmGR5U2AJ8gU5lSRBFCLdM1tWzMS",
-	"8GsbCn3/1OA8mrqWLiUm/LpYu33PwaXpNz/DDJU2lO0pN9Zkhtkq5fC6OWOc0GgK+6XWYrx5DhVnp1B6",
-	"efKaHGVAgSq0ZFmuBWx+KeLoI6Uz4+ig+Y7Ee8JBvLTJ6pETLCRaOKwLh8qNkIvNM/ny2GDfGP3nGhcq",
-	"o15E4jNI45twE/OI25SkMtSc006piOSsYwD0CDXewIym2U6XnIyEiegiUxlHWjhhkCFkeo7h5s4SJ4Tg",
-	"C6yiapofiXYBLKT7BXgPrR/nOQ6C2JEPq41B6hPkK+gjxI4YLnEgdcZMCAOXnLg3GGlbam0XXtYaUoSR",
-	"2w6lPlFE8YjtuPGgOEcTi9YZicWUh9N6+NX1nKYRAYvshrGkqk23DiZH4YD22fPxfnQQHrK6d3fGRa4z",
-	"lC9XT3b/ieZA92q3wdVrWLoergHmJeQU8ZhnS5LondDn16Z0d06zqY/kSpUHHFUqlydNZ8OEcLFrI4rz",
-	"9zcej80AMUdQmVUPD/f9g4LyTXorr5qgQzzhikPYSidmMa9/BnryJJUzzQsh40lGlEQybI5jLEoVFMQ/",
-	"EpaGMXvk2KUs/Z9dvCtxiQzoy3ACnTHIZ9OGXJdcOLgjlqDBZVvwkAHj59lIsDsIdDSQINB/l+RISXch",
-	"Y5EqV7IeicAtDhx0XGbLh1XOxpuLjMfFMv0dMn7c7Qj0b5WqwEHHQADUuiTf1BswAQEpByTXkahHr0J4",
-	"xDGWc15wZQIJCL8W4GMxNSDSGY1HIg9P1ZvM0p0ueWdCO1msbJ6mGhLIC8wlRDoXSssTzKzEVK181TtO",
-	"xpoiv82jaxaRmN8wuFmCUVXkRR+rM+e+kP6gUip7PYJP5fBeqYechDd+rsB9yZGNIDB+G93DV0u6qYzb",
-	"Om3jHYIFlbUM8/YxmbAsnMLduqHgiE8m1VKgmyHLlgftgbBVzKrVEC6LTGCKx+eXJvkqDU3CbhEJDi1c",
-	"Xr5BJNepk1f5RHn4Q8/InFtwCQN0CTR/nVKhlRzSw2nXM0anNBqJiIUx1YSekyEEPRtZUB4toWnKb1kE",
-	"RU9GwhVnM7okNNYq9pKMGbHsBXwBIQodlILMyraUCbZQNjS6Yw1QG2cHPKPPdREy5OFrlqlC3o4EpA/k",
-	"eLYgNgviq3DMWv64L3j7PW4TShSUV5nahCOtludF0EplBqkQqFGjpfY4mCjbl7Nnd7orfsuz5dV1KucJ",
-	"/rxVVBX6DRds3PJHU/WKaKpaTcYNIqq0gIEsILR8Pt3j4tlkEWlxVbGW3ML64C2t19a3LnRT5b4HDuSE",
-	"iUhd6VXU9peBNOZJq9Mq52Uah/SVzSsF4YWJD1cKnON5qVooLuVejjjlOp4/6/afdfvdo97eQBMuDHNC",
-	"oSYVy6Y9vUpOwX7fTGoT+azXosjvMXxg0qoeoWj/iuDx9wtIj/nDwIu/1LX8/asce/iwFn1bvELglWPC",
-	"Zkm2RMhAKSoTYXeo42wKv/u6iNOMvkxE4DYVme8T0FYWFDUjKn/WIbEEHcRiYG4VfHxuhcnnrewma/Ao",
-	"CwkiU31MwaXT1laTr2+Xk7evXf0nigo4E5p1FQOlwqTfQedoVZ1e0usvUGsS3dTuSHxMWVpmd79LtFeO",
-	"nrxfYEHOjuuAOB3V7jGwNyvNbefU+qsVpcwH/nhl83MX4TGJuYJcTfQb6HkspjJm8Htlq8otQ40Q3bBg",
-	"C3Jx8u7LFtjf4Oh5xxblIydlmCBZvcSo+MP2H3oKrJDnekzF83uJ77J3eMaF9cNuJdn1QHK0Dru3W4lz",
-	"iBzabjwPkfafV3HCByTXrS/zkbQLB3nEJlzA56CfnP94OSRB3ouecYBZLCNR/BwQqsh3p5fGTwHpr2CN",
-	"UriJApyMMSMs4pm5uc2RsMDGpApdQgikpT+BqB28pFSkHWA+aSH5IRc1F9b6mZHW8FourqF8ai6vA0yl",
-	"NW6n45EAr0FwNtl9q8UIJBcZR/I15UJlhFoRAaUFDdILjWqxGmVT6ktaPa7F8hjmx+ftEDA/2K05tst4",
-	"LyNgK6V/XZ8N2szXVfLf/b1P0nnMhnnMjxQlvIcJoSiKXUSPhKUYV0tOtXgerjYH1knoB23Yahvh8WyC",
-	"zfOC1wx9AzeFT2CuPJogjgRzkugSYupKqB2dHMmDp3+OMwzFpXncIZS8PPkuB1IICndH8Gc/21ZbMo8l",
-	"Ahptl3oHpA2ngz0cHh7hjIZKg+Xxcc3Rvn2YHpSnKV+F0zL+TOYF6s3Z6uC+2ZqeDMyNC6//PF2SttY7",
-	"TGXlexRfN8NvuL6ApyYkokxEB1uHRKxO1Xz9ZdM0zSpv6GS5gLfXpA7aWubY9EqSvFfMfLOq2f0vrE79",
-	"l1c7Hs0w/Pfp+wdalg88q/IyCtsJhZ8t6JAJkZVzERncIYwbUtkxmfE7FpEkppmWighvNOGC+bJs7lE3",
-	"I+diE5R3w1LB4tawdaQb2O0/27WfVips1FNqmm/PbS4qpqDae3N/Ye1KZFKN4XBCNZfc+Y8EHIAZAzSd",
-	"ctt2CuvaLlanHqCuskZcfafZweGht5Rwscj1oxnLJhXvbO7BlCo7y6VwiWEGh55YJLu3daB//TtJGVwd",
-	"l2dYI4O1k5U+wBRAM+TimqilytisEtoORLVue6rHt90r6NHQRadCiU3cWqza1qlv1e2ybmA9nipP4uEJ",
-	"rFWcn/2+Pj8/6umGmu4HqLLb/3Eup+0daYXXilZr/nX7SJ93L85efiBaZlRyHOoDyYltHX+sDkyF+dQY",
-	"h6bRQsssM+wK03smv24QfgbNd9TDpbCOW5IX9OIjnzOD+eZN6zdoSR0XY1SmLh5lHlCS8RmL63L8nsBv",
-	"EJqx8tL7fuZM+d2nT58+fZyi+voZxhrAxf5Rz/Fj6JM3vvXlWvyB0G5QKdxrnl9ipTFfxW/PVnR7/W1u",
-	"5p2NreGrYf0zYl8CtAiH7lKsAFazIx90/7kie1/rgzKODOyk3uUOhIwVqJByMiHjZR3isu0izuS1AwTr",
-	"YPk4DKzXDa6fSfdoi7nwFMB+bCSNf5WhsEBClcKqswXAuy1Su/CAA9RHNthiXKmcrSkvzzMoDvBlEAn+",
-	"UMveW3nKiNzmGI/VgukhNZbxVtPcGJrENEfCFfxWvmUv5as5728BZLPcHjaxJFPrhQflrBAWmXRs4lJP",
-	"IIs3gUtEREAv15yV8NG34ZOtODh3A1XzpxImAhPzPpO3lbxC/dQYeHDMNFVrzR97+oWiFQ3HgR+XP3PE",
-	"Y03iQZnKzQTc/ubLk8n1YmSBJQq/BMDX2vCVigfO1KbOc1Fxd8un4CqNbF3MiUXrfZSIk1JjG1lrueL4",
-	"Fws3KZXg2NJeMgDdnrok80SLoMCNMg1AJ8YMUi5IYANOAxssrtuo10AAeNLyjq6NXU2q2AvO65/8c1CE",
-	"xrFcsMiGwhkg8HbPrTNiIsp3qpH/RTLF+kjxYrC1QwG7NPH/DTgW+6XkjWdHB1tCWZRWwxmNjzac8kUf",
-	"oLhcI25eMs+qFZOgQvTUlvXgGQnpXNXuOYWpSf3Vgsu3KrFZqq5p7BeIuNsqDnnwudPCgg9cCr8ossuw",
-	"0s+s36k0VctYzRUW5VRPyRywvo2E2XvbxUalHVulMfkIqQkoD0Bn5IRgnQLVIRG/5pnqkKAbdEhwFQAV",
-	"BbtBp0gJARObmk+gLJP+puK4ozyue/c3SIP8WM6I/Js3I/Kdt476ic1Ww5TRuVAFRj16RoM/KqHiwTRf",
-	"FNP+GnB2en0Bm2kd3vu/Q/ar12rNumD0ZaxJR+J77QTn+ZAIWWDkYnaoWDZA/hp9w/Q3ljJmVGx7I7fR",
-	"PTJU0csM6O6/Q849IedWU79f0HjBzauKGmMlbosn0yGmNGb+u7dK/Ro59KhV5xsqxzfQyqlTIP5xZcP2",
-	"ld8BlzPPbWwm7SJPEzKqbzFOCI60R4eLSvOwn3WsaQECvAXiLQk2l4PXTYCYvs9d0MIXQuRQyCPGQ2wu",
-	"1ja9yShmDmcCjeP3E4gL2UDH/OSldSjHjxBVqhnhFSoEyBsmoPinIguZ3lgXTZ14nt6DeJzRQEf1gXzH",
-	"b0F6GFCmUtmodrC7iy3swtflevIjAYDo5ESQ4Cxis0RmTITL3e/ZMsC0iWWehm0S120VUgA+gEyEdg27",
-	"QJ98MlnuHBM+cSramhYWVI1ELFXWIVypOcMqSTlyyUgE5+8vLsnebX/PSGu196mQ25/3ACRs75NxB33e",
-	"K1bIzLGKGTJW7CE18jutu91ct0UQTIxz9bOps1WdBlqqU/DHZo4srtmkQDIhzBG4uqM/LHfZzylNBF8n",
-	"5e235o/T7o2UWeeZA+p8DK9c3tBGRqy1l/9K3jg95sfL+1p5eu0KtviySVxbnWnepSiigxtCq0qSXVEO",
-	"7jsKCozIXJyMKRaRMmXM1UgkjKXGqwcwWp7y0m1gkA75cHnZIbFUiIua7/9ImNrHhljSIpsW7f8uOcm3",
-	"Y2JCldsU28YLVGrasL7PHcKVRectCmvmepkBo9Jrojs5HomMxWwGhRdprI+Ldj7WjrnIBKer264NpgST",
-	"YiQOcy+jgQhGWB3nkGqCxfiUo719aukewd+pf6pI2cFgMFgRwspYerVV4Oug1WmlGUIG9LoHJc/c57XA",
-	"c18LzurPAF+10nOHC+EOrEkgXTTcw5lzI3AoBhkRTzVEnBIkmCdBhwRYc2wkgrkw6xyzAFWlMq4MVKXn",
-	"GRkD0pGmD6IyHseWeXdGQqYkcDwLVr0xN4DueabPaLxOdbptlf0WpYvB4uOa3ll4RX2HnQ1HJ4iWXARo",
-	"AHBdUfK3Y2ramVvaDDDuHkNdwTK1lW+Ojo6OHqbiPDRlovzu4eHh4doYo1J9q62D4q04yCufwm8sQUmF",
-	"uwP7StOsCsfcH3Ra8sbmbFnWMJHzWris0ZD6//wThTW5FOFF4CrXN1aoPBd83DCq1ST1IIfqh5xnKghg",
-	"D/WnNmfk5GXOjkFvwILQ+Zpc81sXyPKJInh/Xcvd2TRV5xRydIzGUMgMj1vxYKMwjT9dNE8uJJtdzqtl",
-	"wEPCeRZUEapujLvQHAclaVIDe3JCfErnQOmrzYvKvMNqzyynoPtGYDxeolS+I7mX20hDXwVW/UjrHvMY",
-	"YSIQ7368LEuFjfSRi4wl5trYV1kG6yc3LuRLpjKOVRwx06fYqC9Tru6RXP8bx39uGz9TlJExkTTWLV+k",
-	"tuld3c45X6GNFTpe+/c5m7OoKJkOALsdEqRzIfANU4yYRfpnp+641tZMEfWuV00zTUBN2OLM9oZt5W/W",
-	"9k+r335geCyJlhNS3dL7Ss6ibcyimIubTe2oySSHePMk9PX7+dOH5Bdqap3JjHm7AJMMH29vymlDVLGN",
-	"jcZB69+wbk2RtFHum85pvmHGq6lvfSFVS561AJQpoIGOl2Qss2kxDLXtOICo14+jTPV1AHcsCGHdRL4k",
-	"lTKjNPTQeEy5PXyhCnI5D9bR4BcsJVxBPQaWVpEDvEUJqkxc18BDxm83X7OB/3avLApWd/JljnNXrDTx",
-	"CUOA5Acwy2PEyVpeKo25SnhVUq8tcm1rHcopSSifGqDPznveknr8pmOWLRgTJFtIdNl3iOkfKpeukAuf",
-	"WrQhLR2Yc/sy+eOm5gbbNjco86IntGkT/+CpiPJhbfhumf9NsbR+Z2tZkMeMPn++Xe2zlh5vE9Wcoi22",
-	"BclojYyJaENd7PFIwZtm6XeMOPVuipoac8WUvf6pDbQyurVJjk2S0YTT2lN8tdbyoIOluUilWZmmHV93",
-	"24eszSJYpEe59ssb2tgN/1e79tNjPqfcM7Bvy9ISuUawhY9XJjJd0DT6twnzlzBhzEd/ht0aPO5uDe63",
-	"W4Mtdqt/z93q32O3+p7gP4fVNpFFzl6vf70iNWxXRStNEuReWFrmKt2ecnDHBkIGLt4wxV2w9Qf1n+YG",
-	"uF7BT3nTJWnuEsovuBXePWL0QFx2mpdKpqypUpkvge80K52PNj/Dh1b2aMZ6eYG9Jyz7Ul5Vu001u3km",
-	"te0VkVTORbSbpType0hgb1eudEOK6M9TBoYdnWdTJjJNtixy9xkrkbjeyOKquORwhJ9XH+t2tysLvQpr",
-	"7NxFjawOnYdT5MVyIhxXLsyVFAVklAF+g+gQXo8an8nbZhi8e9+ulu5HNqyYsSlKHtaophnUNLIlXbhC",
-	"9DzrSu7gEy+YHtxiJFJlE363hzmK+N6QsDuemcKRpL/FxZ0nHL96fXeMTnFFUjaZq/wKCOSpjCOW4kap",
-	"e1zzreRe/TDXVPNiPQXlAMYClAOHEUd/4F1UFbTv62dcVANUS7iAa+9L8vGbm+p7AFcia0syTuvJriUG",
-	"92RKPsTiXWdzmrw6q4HlFz3TNXfIX8IKXbn0F40yP63KTJUh/wks8iQjNiRBIbmCDgnKF8L6l7y2G/wb",
-	"60E2XmKtuVw2TbUMqAD+03extfq6+dzxAW2Xw4BO3NKmulCp7T75Rj+d0XTZIQPyjYn5G9PwZp50SLfb",
-	"3XkYHa52mv0JHCGrPOw/Cv77nNmU9WZuKLvXtvOvFfpCPg4v+adyHDNPjbETQT68ekGeHxw+JQm+RPBw",
-	"rdVzwBPXwTv8tf+xa3sdFlQCKCRzxSKSLZAiWZrK1IZ6FoW0i5b2+nuOu7morN3YJhR6MhWSDwaDTivj",
-	"Gezqj7ZuJR3HjJyKDJs0CzLNskQN9/Zs9kE3Yrd7Ztpqj4tbGvNoG22DGpAMpwo2UJwJ3ytTXB4r+evg",
-	"Y7fAwBwS/DcT4ZKEyzBmVvkgu1jCm6hEyjj/yzz1qh9mpb34S+UK56oD/AxTRrtsgqBRmzvLnJrqn7ep",
-	"8ovooLBCHmdoKVFlE3/Gnlv12HuZA101akB2KDzqYKFcw63Bf+yag3r3LApIylQihYKQ6qhRmjx//vz5",
-	"FmjxTWW+9bheX16eW2UzrNp3SPX1SoLIB/WLVZlmRM1nWlRbR+UNR0e6YYDyhFYzkoMjAz/UBfCPH86I",
-	"oDOrpazsazO2XHf8w1O7Ap1VZc7zolPegI+immEOSJJnDLHJhIUZv2VEsUyfzaomJv9CtfcOH7X2Xl1q",
-	"ukuxSo680C9dmAVtVVakuezYGOCEM1fvzQufFZiWLoZlA/U6KKgmOnCTSPnvOV6x1bdo1ddlxJxtQaLd",
-	"3dywWIQe5q5KWMgnPCTQAsuq9We3Jo8aT1XoZYvt9kMsmzA1M+MSSZQ767iEVtuNVexvUh2204qLdAsp",
-	"mC/lorKu9wt7hwnCyFY46G2o+edSrHmhHRRSog5rhKCG9sT3A0iyiJgcpaLIj8mVQni30lQHW1cJ0Pu2",
-	"Ea0UcaB/aMByvilbDDhtPGosFXowaYstXIcw34xMBXLGlk9XrhESmrLCeG7ULJHNC3lXQkzzqa7iue+9",
-	"4deXoCFkFuJe0GsTN58zFQlQEgRkvARlYjgSfyMBT4IhCYzsCkj7xdnLDx1iB7nT0fa6EV4Babu/o416",
-	"VSBrB6Qdc5XtQLu3Mp7PmG4b+4f4VPSs2IAfqW1et0WMSQ4Av0/G8wyvnsvvTJReGfAcwNxVAN1Z/8HQ",
-	"+A8qY9U6kf4m4dHVhMfM+hauijMY25HhBNYD8IIIVSRIUnnLI5YOod+i2Q5h3esuCYokx7NzvYyDQHdo",
-	"17qNlEZmNMF1yUJY8KlUUEEskTBWCMrJBwwvapVOvzlP44C09V97oOWVl4PdJSzMrlBVgzWGCBUy6PWw",
-	"GTXLNuzQuEv1yyC03CWEFzSbBUNCyct3FwgdBdSG6VSq4vppa6N40N8/ItFSa7EhQdfeznAkiGkL0aX+",
-	"Uwp3XRFeBZrnioxZLBfwi34NthLy+jFzTTelf0cXCzpRplCpIoX/DvVsywtWUDoIYxtmInVTyXwcczXt",
-	"kLma0zhGR/gtT7M5jcnZ+TGRM55lLBq6ua9yIZxmFjSNlG6rgCAAys70JppMzw6xu9TvwUPFr69u2BIp",
-	"s0L9ui0L8olFLCSh5IYtiX5bU6j+fPeGLa+ZgNJ3Nknvb5CjF8OO6X8YcHgI/skk/KdtwXbj5Y6lEZdx",
-	"YKs0BV0ZssnJ6xAkw4zWnvQP9iEqPUyyAL+Ht+aKpUH+CVVqIdPITrjYeoqzcie80yU/6GNjaFf14u3l",
-	"OVDO2duTc3KdMgZq0DHAB8Nk0fthEqpMyQz4CrcZB0fAyUAj8LXhRSs0qFuOWMwyFpWyGsEYQKmmbaPC",
-	"6RgCPkOoH2sG1Q9n8B/DUAWsD8Cild2Oie+YLFXq2D66y2N+lSs0VRSs+xWqadZtv5Ydo3V6uNwpMr+t",
-	"v7KQQ3ggzlVGxmyNnQOzbgLs398asP+/kSWkRRsjgTubYOevYB55FS3p8/8Et5wt9LmjZYY61uoH5hMH",
-	"6PGiYaaXIU+S6rjQazvH+uCZcWFeBtD2a203gLjJ9TV5w0xErhE62GkO8ChTCBCc8cotufO0RqQX7Jb5",
-	"veunt2CJmOflW5WJbHVaC5qabJ8w5RkPaUV65b/6uuXX+tvv2dLn2zKicVfhW3jyhvpYq1IN+IosNW4S",
-	"dDXh4pqlScqFfulk/CI6nXw3Pfvt+/iteK+lmj5pwZK82bV2jZZ1MAJ9DGsK7f/+y8kv39+9SCc/Xew9",
-	"vVz+/MPr99dPp+HtOU342zhdnFF6Hr7+8YP8xhPbasZccyHya6EgeNDeTJcmi1OsI+6tzW557HRdJiKZ",
-	"KhZdjZe+ajZLwiMUq/ZFlLnamqcZSWVG67H8+Vrvr+jRH5Ghl41m85RpwyVwBhfgqQ3OURyVZqYGUmqF",
-	"g1iMZ6960X/8I3aXYrzMGuoXOHRUy47k11DxbzZmUYRx9VUEpErKhocQ65m1zG+VmzVHoCtI7mHilsUy",
-	"qcD6lCm6fs/mkHhNFkSDw8P+c2f1SHtMFTs6qIR2bMUaa5e5IprNApSGWt6JjuWutTkVhQDyR0zbDHwt",
-	"fm7Y8lEipW07m+XnFhJyHVZIc+TyBZ/NY70MK0OaWMpK184LOY8jsADmyaN427YOH9ykkOdqV9XlBrER",
-	"D3RXNd6On5lohnLUj5ALAK/7IoF8X6AmZ3N8nKEqLsX94mxeLxOZTRkoB6VL0WocQ+E+/XWzcAI/dPcK",
-	"N6xT+TFMqZpWVP7NOnU4egNE3lVGAQQrNo/2nGZTRdqMl/PinijCox2cRcRZ8/XMFqMrlbitwSStGOPr",
-	"4q6YLKZSuchb+iuSUJWZ+sDWknEtev0PLMFZURLuO5N+b3DgEaArqdqPpg+X/PMslDNjMqv8k9otZciV",
-	"hZN3ypD7jwzn7UYoNSauuWBGNGNFrI2Pkpemfd+FnDs0jwd9HgOqe/GWnjjGV5ak64ZHWu00Wne0FUtT",
-	"GqpXKolZcgqr5N+5i3dvz2/37ULaq3AA1okUyVKaKEKrYmgspV6Zp1oJ1d/hKaZlwFMWPe8dHk72wwF9",
-	"Pu5HB+xo8rTXwnvb1nD/yFPrwrRWHZ3KR/6tfqE0hKe+ix1nLM1tnb3UeueU3aGzdf+g3yfINuRwSJg2",
-	"qpOUK0b2BwdP9xEM7BlJqYjkjMgwY5mqKHerp127+uW+qgLF+C75jA0tvJ1zAxZr+aBXqlxYAyojrbkw",
-	"KdalY9baDKOJXrB8nDdqS5MLUAXBewcM6LblYRFVVTVCUxjG3wjBS9BxrMePFh67BbjRZWKLwk6lPmBb",
-	"/eeDbq876PZ7W1YGnIESZa181yo33jwxUxAICNkp/aNBBzbJAeS+HYQPry1QWpsGoC0FTtljwrA2NI3j",
-	"B5wAVUn3JygVUE1yYYxk7K5inGseePf+xRNlHD+p3yQ2RNOUW2HkWYp+7o08CSXK83uD4OEWm7R2U5C4",
-	"feLaTL6ax+swwUagG6ZA5JcqXldmrjXHn31vQ1csDj13yHqhVn98eU70k/It85E3dK3M1WvGKmbJT+bV",
-	"P6bwwv4VnWfTqySVmQylJzg0uHh9goHfF69PdgeHRwFpB7f7Fc9yyzxs6CNJ+e2qPk5OL/zNnpxeNDQ5",
-	"Vyz1k/SPF2+Jfupt0CokW1WhMFuEt5Wnl/R651GKThgfODCnobwK+RQSqCw3KhzRKYn9+9aoKE7qB9QK",
-	"qJ7nXRK4Qw3srStcoQb2lAxIe8HGUylvFOQmTGTt5sLkXsLhio6plv/Q9pyq9zwlMwlaq5HBZMaoUA88",
-	"LV17qec5PItJ+ij7dhCS/BXShnvmXbg3Ps6v1yEaOrgdhEElGMeuWbW4ebkgVBXiHvp4L+JlHqN1fyjs",
-	"0mlqMDx8F1xf43BtyxRQQvgdMTWw1E51w2VqPUv51mu7rELQgG8oU7XCIbBqjWBQl8uEnZtSXOupZO1p",
-	"XiAW2RgMT3RWiWlKRLG/mij+oPPYgr7oU3fT0znPRzk6PNw/XJ2R8qCT+3Z/ow/2vSX+q0JrtXBeBz2C",
-	"EhhefRR3utPUZu6HwuD7iwGQFCO/T/WBF6CbYWiQcHchHz7mqxCV0eoFa8V4tFe+GxQm+AueZKgolM6y",
-	"SuLyPtRS+dMcVevPpmMCJEFCKkIWK2JQPYkUFY97Y0W3jQ+uzbYSHPJdm8n/FzmI+n+Ng2j90fMnPnu8",
-	"Qu+n/W11fWH9vLmxhZnTBdSEtpcgEiDltzRckrZ+dp7y250uOadKJdMUgQRSRgpFthp4ArZp/ramvXk2",
-	"NcWWdjW9VKxXbYdiEult+Tv9i/tdxSI1hiYalYWRWI8qqQ6oJtzKK1C8Sto0IzHTVvwzbcenNNSiuWKe",
-	"VqfnsEN/8KzEDs82kYBrjPvyaIfk9duTF7valH9+RNpg+e9oxs1/Hhya38ERsONGK+HCWzfAxw19A7WN",
-	"qt3FGfLZdiGr+/3QhVzjwTDDHJKT04vd/uAZab949W1pfTSBfdzAteH3a+RsVhefjkfDmeT+YI3srGhF",
-	"0G2VXjo1eq8uRH0HmxSrn5qcK2CrknauCwDFBbf7AWnbWXdIITzcuDxwmN/ul9f11hvc5OCwb49W4dxG",
-	"SsEIAKvkyI1ayBnFtF4w4mGlNnwxbb4lzGH/Iz08KKjirpPt2VCJSabR9CJv2RUEGacyjjUhXcE7H8sw",
-	"MvjyxgUlIJNab6KQGavViHBotHT57bTrLlAtDk2vvX2jfOpun7klb1YoeFOz0Tka+0YOiHslSmGg9+pA",
-	"5wq/5v10LFXAdLzcB+GwenfPZcxDj0YO2UVxzDHfBos1liKVIHYJ4YcgyEY/vJ6ydNciG4wEBBWkLJun",
-	"QpE2FYRhYCtdqrxuAQT5c0USqRQfxxiRO8/kjGY8DEYir5KvXyyXM3JGiGIJP6rih7gv1WVAHhd8v4Aa",
-	"A64izWxM4KN8CDTIYAuIGnPHgiFPxh+CSTBjpjKnqPR4maNYfIkwKJ8W6ejKTRXuJzIlCZNJzI6JYCzS",
-	"4oGMGZkDvEh5oDJRu4m5lHNPbscIKbb1ks2S2IuGc+KmIJi3hiSiGe0Qo2uzqEuC/K3AxdpidwkVkRoJ",
-	"LjI5JNihwsk4UfdUkeDTJ/jh8+fgWBN7ZlCNKHCM1msJHQkIrJgiBlZGb0xqYN7SEwUWXge0Zq5IzCaZ",
-	"PnkMx4mRwFw7GhffEIDMy6BCj8DaPW6qf6A/HeLremojkTc6FzEi+9Ks3Bw0VStyV15Xcc3FHRmzKRcR",
-	"oU5yVtet2KG/q5ahs3fhugGb2wLLiO4HC3+CHSzY2GRvrb7zXnn9+7PZTZOPg7H+zhbDb9bjVKvR2To3",
-	"ECb6q5fyloUyw7KSCjH+NTERTEjq+mROaTU2z/G4LGOX6c10yEcNCbsL47nitzxbXl2ncp50iNNCp1w5",
-	"zwW9q37XGmJGVL1kYI3JhZe9Lft5zjXTcF3rd7bdF9XJRTLfwuNoR3Bum/WW2vEjirwXjMRcVAb+FjL1",
-	"sHZx25LA3y0B7NyzhL3mRmaD5a08Mne6al3VAn/+THHTZ/FCylXrnZV2adGnJthVPNViz05lq/s/O6Un",
-	"ypGPHfRYVUHJIPzwmt82lGZdsHGrRic0o1e5gryn0tu9xWKxq3/WK8ETN6vpac8BtYJB//pA1C5P0Ou2",
-	"iV75VDYXBD/ReM5yAdWwwuNlnfnutV41onAXcEVQ74xiLGlpjwtsTp6SoqHNMczt4tfieWdcWLdkndEb",
-	"GfHS5TrzFiIJ0DhmqT0Mjg1yZVSgSOZfTaky/BphKF0j7MDGHFziUGe5V7HomQNJtRWHOvwnTTkKBN+l",
-	"+Rz/OvzYaWW55mc0is9/RN3mPwNzR+x27/a6t2dO3MriH/6XYe6sUddfr4asSyT+qwiOfA06D5Eh/mvk",
-	"U4g5b5AF97s+Nm2VKXkrve4BmVl11dCrAYLCiS69hrlXGDe3eEgYcwjYnytWzdwvhljyFtkcbI+wMjEO",
-	"n3xywqY3FdYe3CoPsaxyzTLEpJC5vWKxhl8Z6+hgXfDszznudJml/AtA2kLaqJoYWG3HALS4osiX4+W1",
-	"LPJNQ5u7jYgbcmKAXYDgq/F9t34wh2Irmvx9vAAoQBN4E2+fHzVQmzD/uHj/Dux5sBwhYb7skjU3DZbJ",
-	"O62YQySIU7mKZtOyf6t4tgZBGMVC2RQwuIL5e1524TPd3nZqxWkOJpjB5+QWjrUu+TCPmRo64DxXMxUQ",
-	"QP8MSRBro+gqy2L9697+8UgEkJdVfvv/+78J/hwxGl3RScbSgPyf//3/VL7XX6O9dnWd0pDBt//nf/+/",
-	"lc6PSVDAYFw5YIDw8kgEDr5B6bHHIeJrxqIjup0CrGCn5Q4XPFm2SkQxMYBBrK1BazjQ7zaMzKAYVuaO",
-	"UIbNCCDlFupVZxFFRr+/i+A09v0S0EeJRXDi+aX3/hEobe7B1vP64MtTrXnwAKctfycfR1mMHbo9H9X6",
-	"9XVb3g5vAWN45diBi5swEYJ/WrF4guIYfUg8ZVCXgCvpyVPrl1emtjCH3gHWaKM6xrdcKVtAwy3qMEHp",
-	"z0MAMtdPuSK6oXKijzOigTuaQeNgVu/Ujy/PPftEpCCMhtN1pVMGve23sJEjmugZPtiGoFfSs3/baoxY",
-	"o2iAKjC1pI2LydSbB4IjYzaRKSO/zaNrLUxpvSbK9vReDTp0d7LCC/Up+La/Tp/N+9FpEjzNJ9B5Kifc",
-	"p3hpiyuy50yCb3Xgwjicq0zOAjRL2F0S85BnJMBXA3smjUQwoYCvpWY0jsmbk3cWVl3tdEgQU1HAaO0g",
-	"NNpC/4b4agTgziKm+LXII9nLF1W6eb2mVAB2CwThw9DKRzk+r99lyBsmvIlyJ+dnCGnhy5CrxspvXRbr",
-	"4ODgYAWwgPHa02su0cTQKp5WhdTN1cE/x/3kB7xDRg0M0HKaYu7Xa/16khehTNifqaowjKo5v2n1+q2v",
-	"4EtVdqVNx+bUn3IVH4v13TY5HUTb6YC5J0JGKJlxMc/YziMuylb+EEMftVQ8KKtQxOxYzwcSMXiKUxbK",
-	"a8EVszEMRZyLS2t1Bd/gRa3E+dLvrMrEgUby4a8FNwGaeECuTM7Sfp9bzm5fhLG22c97L667rmtWECuo",
-	"xvH7CbgG106k9bnzqbIQSEYe1UQBRGNwMs+mMuX/aYLdvmU0ZamxR/BbrEwQdMmJGIngLGKzRGZMhMvd",
-	"79kyIClLYrrM8e2oUAuWGkQgiFuAmNyRaDtnO0ZTCElCmSx3jglHkscKI6aFBcWia52RSNkuV2qO1yVA",
-	"HKQdnL+/uCR7t/09xDTa+wT/veLR572UwevBTsVCcdilt/zHbF/98Pzu2eXvg58Wh7/cPP2Q9l+Lozdh",
-	"74Q+fxntv5q06jFwd7s2smzXLizEwlW22Dyr7+5HP9HjnHIkesv6aioXAq/Ka/Atf44DrZPT17Zr+9lS",
-	"+rrUDQ9k1X29bnlLm3naDEf9pdI1HHnmXYMwz37QzIp0xxWJ+YzrEzOThQsNoTZsfR1yMhJKtxuZr6Ae",
-	"JPpxMMcD6DSbMlX0MiRULLGU+kiYH0kuJFiEJH/QO+gQdkfDLF5qmUTt9wZWRjII6BgJdseVZgtJqBmE",
-	"CT7MGJ1pSyEV8OYUbISxVgepgN6fgJb73SlKDDu8gMRcZe7IjwkCFtqKulgF3r4/EjRlergkk7JLTkWU",
-	"SC4ycyWgEgzwKhaNtIFH9WhsE52RQDLsoA09j3hGspTyuENstmenlK7UKWGB7YyEkY8HvX1E3HV3BUvf",
-	"wX26FiSaWYfFK4DPOBIhFUJmZEZvmLXbqSDz0vZ2ySlYqGYi4AWE5QcTfyQKScxVXsO9fTAY4JItuGJV",
-	"6ftlIY36xt5ruCbptDCkyjw2Acw/44r7xI/ZDKLmYyeCZL2V8SVgOMpS/Ojo6GhjyA2Dl2lku0xULrKv",
-	"cvm+mCoWXr2dfP/DhlAb8zR2KrsAzXbNGnRDOdtzoq8fjMoRsZjfMoBg/m8NzZHkuPlS7IbaTEfEmXti",
-	"dACN4S1IvsKPm0y8wcZhQtbfWlvBdvgMUcPHzaboap75M0FtpOyWy7m6MkxqHKle8nw5T9EZZoFNnygI",
-	"v41p0imuW22LRl4RzZjKnikNRP30HkRdHXmTvbty1IUVUDeIKxPpGH+uyngcw3wUHMulGaFo+2Fwd+NF",
-	"Llw90gdZ5iWhWk9o+eqgJiCzV1Oi4aIfP7z5A4E/9DjvifBR3s77In6YVXiAC8OnOmyW27zF0XrP4xRv",
-	"wI30z6SV0ivQHZpgKVcU7Ws9ZtL014PW+PJnYhPAxta7YA5OrBirpWfXlG36kpnNX+8U3FJYVdP20ng9",
-	"Z2/hWrNWwubONcB8zKiIaBoR83l+5przY0gCPCMCxD+EWxQEttYHzf7A4iGOlxAopKXt67cnLwA//A/0",
-	"xUkov16cg64rzlqwe5/Mv9AdB58Yh1ndKVeclM/TZ999/8vv6eXitx/PXz47e3P+zzM5eEPf0IvFfvJq",
-	"/MPLD88n3//wzddxzFkxXrjlSvtXc89BDm5oTQYqolzD2fnLGon33Z4/yMQsmHydV9FS6mP4Fd22NpK9",
-	"hUD5S/kWzbAfigNj12sDCJic5qHRx0R+qZy4XwH85QvirvgUlyb0FfMC/xIYLJstapFyUzH9/xupK828",
-	"tYwlbagpMJbRssDAtsdTfuvtUTimNGE7XfJKpiNhiCSIaEYhpRPKYMO6QoJmoqljSjHhkgSm+W4CkSJU",
-	"RCNhPrUx7vkIeNQl+fhMw4rOoFgajjVlWbo8Hgm9yBMT5ZPXTslLpaR0gcpOPbCQZnRdxdSC9d1zcJWV",
-	"YrP1NfF9rh6gz549e7biAM3L2EOK9+wOitgDtJA+/H5vDQ8G+h8+6GM1x12HTg0hFMhEBr1aZXSWNE/W",
-	"91klrtEu2VbplZif3kaqtdRRVV/y+XkHX6VsZzYe+YUnFnY7pUnCRMXmepjXwx+LXMwUk4tlWqH38giK",
-	"+W1cptxOuYP7sOI0vQBN6YPRFLetZiEX4IVCnTw/WZ80XE4YNxuUE/dhxDvPHZP52dGBFq8VyAmDne7z",
-	"MKJFYbXlMVMcSyuAc0QKVJQhMOcpiehS7RyTHgEkfJ4RiuE6HgB2J7jv4Fkpus8f3Ne04loGe0kiZSHT",
-	"5xdkD+SlLrHcKdAIqKMB+fHDmy75wLAGBh67Qtpqo1Xy3UiFdQG+et58/p+nks54w50uZtxApoY5DfzB",
-	"M1LoV4tLfLc4mwme2DRc4EF5n5uHzrgDa7zShxokUJwUtEmJpwmA8CPorn5p50sEqW0V2YMO57k+EC70",
-	"JA18zTUT2ckca5XXJ4hB1mHKIiYyDnVLsnkqWIRBbeMlMdY3vKhtcKz2BSIM1hL0OYjqKcYP1UA/d8zv",
-	"/t7d8Mr8hhcRFCqhNwH4tZrWfM0g9LKA/QlwxiKjcDJaiv3W8AiWLKRcsFTVlOniLSN5sGyTIvSW8ljr",
-	"zngbMqPhlAtTC0arLHBkh3OojIZ6y0joMaQ0hMSnIK/UEaD/BR7KmCQxFWwI6TEy0tp1HlYhJ2TQ7R4d",
-	"IPaLsp9V47wVGbNswfD4mxXIBHkuIZSw4dkUbtp5SrDaKBMhN1EXCUt3Qfdw8gxHYiT+x/8gL6TQhxuX",
-	"Qulf/oZ5N2MZ2UaJEvSGXYVUMWN8aXmGaqR5TQu1WxpzE0h5TblQGda5dVbtmMzFjZALYW04/VnKfoMa",
-	"r13dNebOMUA/Ao8U+fDqBXl+cPiUBDRJYrMoe0kqxzGb/f03JUWAmqTRQqAu7jk+DnY6hIswnoMpA3Ej",
-	"B73DDjno78OiHPQPu+QnHLZealsqCOI8bJVeOZkYW8gMmgsSwAjVrx+7scQRBaRNceEgxoOlhAsMSdft",
-	"pMVqLVF/+H3O0mUX4+Y08ZqoObIH2TYRS/3PIOi/9mQH1u4NBKfMFZR114Z/Qq+5MIF6CVWKBBC3E5B2",
-	"v9s97PXc8s09DNQ24w0cv0JQu1ADpwhVJDAvdCvv640D4eqUfIZSKfpDGOoHRiNlZJPe5OD0kl4HXXL+",
-	"42WHnJ9cvniNYCGnb04vT8lUCjlPSXA22X1Ls3AaDAlss8pozDAq3RMl1B9AGza+h+fJozACkElmW1TR",
-	"Q9VDqk+HwQGZynmqbeK0kHFDu1ZgutywZWHowC9AkxbLqfCQpkwlUiiGPELaM5resEi3g7IyH0G2+wG8",
-	"s1CkO52zYOe4aDzvjpKITyYMivjrHnVDUA7aJNHCSgwGXXJinb2InpGyBDNd8mte45wMtboldDNOsDwt",
-	"7qiML5PWy0TuDEnVTaybMZ7ijiEvmcsQ0g5qXthgB0QC+gO4IDyDzapCLK6MQoXB5EGoWi9AOSPTSFMH",
-	"kLctgWvz6IoSuPYXLHJ7jIk3eZAXJFHidupTW0t0wRjWSddiwZmQfh7odZ9xpQDHNs2lXx4JVQ1s60Oh",
-	"cYqNZ1KSWC7ss300c2MeMqFcNe0koeGU7Q66vZojdLFYdCk87sr0es98q/benL04fXdxCt8UuC7FwXhy",
-	"fuZ6Slv9bg/flAkTNOGtYWu/2+vumxwW0EwKlcIWhdW/emsWfTBsYZR3PG7tV7BZv8/Z3ODwwwmCgF15",
-	"rBhZUK5lXQIVEPQfAZnxOOa2RhO4020vwhCUlurdvAQxl+Issulx5zKOX9hhVzCVahfuUkDNVN2t3nW3",
-	"42qOkVbOuf4I5H3hNNffWmWHlsynwWFvZR6Xz3j5CMBDIFdg0Qe9ntWPTB1N9+zUZybY5XnnK0tQ46p8",
-	"C15cUL8qXlK7baW96hAZR3qRUOq1Z3Q51maPYDtdTUcHOEJfx/lM9r6lkQWZg0/66z/5UVAjGliEil+e",
-	"Dr76Q6MxlNRu2HtH4f71o15pNZ/NaLo0hLCbyDiGuYcF+WT0GgpBwrdata/IhdbQPNK91flm75P5l4lO",
-	"t4ibK6ny0iiOgHwWYf51cSTZMrv3incCAoZM6px+iwF6cvQLwlpnD33stBIv/vUHlsg0gyN3FxAkcRVA",
-	"Ydb8fMfCudY0zThApwKpzKiSkFK6oKpQLf1Mb0jXQJriPJjKvpXRcgP2cT1cGc3mSk/M4lwCUihLcKMe",
-	"Al/68XNnO0Y1s/lcNjZNAGtFShz4Fj7UB2X0Vbn0AEey+qN3Mnsl58J88Hz9By+kmMQcfTkH/f0NZAB6",
-	"0y+lfEPTa4bfHW4yHTVPNL2y6C2LOL1cYnrQwWCwycdJKkOmlDY8T0VmbhW+qOBC7iqwd58oC8/7EOEl",
-	"Jvy68ciH0jsWLpLgy4YL8vgDfXAM4ercMWufkMk8jkciYhMuwNGpOiRhgBopMHXbmM3VjFZEhtQ2cQVS",
-	"XWvPxtgpF84mIBYUCbXGpIWIFCTi6oYoORIUACfh9gF1aLSxlX4pZRQsRHRI6nZnEjRjObFGJWpvXikE",
-	"C/cFj3C3G88JjieHsyH/dU7ol0xBPadmers/waP9A+ey9wg7vbOZLph+rplM4NVDzXbKvZDQ+kg4Drx2",
-	"YZnt4L0Z+viU8YAr4ql4D/dvUCpiQgFVCdouh/fUHFRPlJUHu4YrRkKzRQec8HJiAmhnWhNk1qbNC9oT",
-	"NhszyMvnoki8647ECdGmaMdgPESb2UFd8jPkjbi1b9Nbpsjlm4uOOenRpQKpJknKwJlL9XODpjMSIUsz",
-	"PoFsXxPIqNeGKxIUVfkD0s43GxfWtKUIHQnF4gksBjhQYRHcFb9hyx00bPHeMqYZS83+mPFpueGOw/hS",
-	"kABYpJs41hMubJtGQXGKBPcAPaUgu6sMk+RbY8W2SMPrnoxfRKeT76Znv30fvxXvEwgpDLPCNe1Ujet1",
-	"+2CSakGueWgWQXCvJkujRc7u+ga+J53Q0ADaGYAeLKWeYx71+3uDA82cMxrqtgd4tWf/x0lIZNm0BwFa",
-	"NywVTFvDR3ogu/1nu3YIUutqMRdzRLvLiUFbuv3ffzn55fu7F+nkp4u9p5fLn394/f766TS8PacJfxun",
-	"izNKz8PXP36Q37Q21s1w63JRuYlu1n808X+a77pP+p8aSjwmQSF1wIdXSyf9mhrhfzd9rXRs4Z7AtaLF",
-	"YV9/RpnihOVDKgccaT6nPjDBFirHbn6iDIYKulAKM6y4c2A0zqYd+BH1K62OaR0onNIxj3m27JSADkGL",
-	"wzL6Cm+ejfLFEhlO1UgAbTMTFuI5pnBAl5dvOvZPwP9m6axwWofzFLyg5aPeSKNGmfo6X58HiFXsspB8",
-	"+wVMMLfhlsZN9uvHOkb0ZlxcjHQj8fF42mPe8Ul44xMgb2BzUk1FX91s/LcV+CArELAEDN/XuN7w+dYK",
-	"Mn72n42W4AnwtyKDXk9rlDEzl0swfX3uzJMuOSvyuEkm5yF6sSKa0THFKqFlZv6OaVaGfu/FCj5nDkbc",
-	"bswkeq0arKvy5O7JIo96wrzht0wYGESzu2qpMjZbf7bMWJbysNm5f57KGcumbK4gLVXr/VLxwvAqlkPT",
-	"2uvLy3NimvRu61vT3dpt1Z3tJTHl5Q3NaztdTbMsubJXfleZzGj8KZQR+2akWxu1OnrYMvpm1Pru9HLU",
-	"6qRynumHLgTAqPWZ7MNhUtBF1alZIwEzBWsYVRcInaR/CrJwhjbL131bAjF3RN0lncUr/UHvEyZOzs+K",
-	"oArn/tAGE6jiktZEFXipxDS1HfPbAbo1U2DoQwK3W9vus3dOXJBfTt6++VNsbymE5R47mzIaLTeV7CZW",
-	"08psvJYGFTFmjs0849dGV8umXI3EmAuaLsmNkAsQmEY3PCaHvX3SduM+dlbbzN+x7AOO98EnApBAod/1",
-	"O499SMBAschDentvS+uwt78FnTwybX0AF+j9jpTb/h4gmzRSFoa2IPpJCjcUqnrDGMD9/jdaC1VZMCT4",
-	"D3y60x0JjCyazTFwFstlgkfOimUIrMhSKhTe1xBqfGTgxRuOxGIqSRtDHRA3hbTxzY7BXtnBNHo0YyY8",
-	"hgivUM7GXOjvAxpmMg06JChiz/Vf2EhA2oBpA1dZ1KZ9Kq36UDUSgZMFEeSxOoA0QVI9QBIAJnpA2hDx",
-	"pPgtg1zRYC4yHgcj0bZlazDEH6AYy3E75QAWOwGozZdCRFKdyfTGnMDW1S7NfSRVvLL3hs94BjmSa17E",
-	"LCZ4s1JxDQnAxZqUqZ4SUADufCUyGx61/FfyMEf/nXwLe3IQKvMfTJMfPbGedZB0hA0qEJBs3qWmC9IO",
-	"MK6oHvelZ4WsVEXqxi/yMMqGmUH7pZmVA4jXVrlcO5NQipBBTjrOyKJA+W+bVydZ+GbgJGtsc73cNHBc",
-	"cwAlcPgK8wyxWiv4y8Mc1ynnx3aZDyux206iUuNOIMKAdyv6j7EVNAMBMkE8LK7WgNH0HPA3z4BBpvjX",
-	"fEUixQbDNAi960b4dO0IQbxtP8IvGTIDAhEySj1H/XvB8qzS0oH2lV0nG6gKr2Q65lGEqHZf341RUi2q",
-	"8GeuWwLOH79bIppxkesYLsjnCjUjx14raRhd79lnc0S/yvG35s13dMZewaHd+rIRYTjnTQjcLuXXpe0/",
-	"jlL1muSTdkg0/8lLpQ4orddDjwgUDtBh12JyX5lghyAH0gaVL6YiODYBxQbTuzMSOY43R6MabmO1dlcE",
-	"7rcL9Pkx0woi1RI6jYznZiQcTzzA4pvgBhKxDCKtoFOjUMO7HVLGilcjQcfylpmqRyasUe34lEuctyG3",
-	"rTnMieX+ni0NS9zTw1/xcJlihhOZEidDq0PKmzIkCFBuLzu11No8mgtnbWCFvvKNoV3ypmARg/K4oDmW",
-	"IxQthWsZGMzpJb1u6sS8tgfvfO603pgMinXv5+/BqP7EB+W/byVWC0mk6UKabSwn/af53qfCOviMzBoz",
-	"X3Wzl/C7MeotCUOlg1uWLk2WSEbkQijSNulYJrzMuc7bqSsC2PC95dTkLcZWf9wkPhP7iv7syuJXCOgc",
-	"bEJ/EJUPlw+vKI8fEnHmxJTpHbg/+XZW50RIUaFOninCGspD+ZyeBR1+aQ1wzflw7zPh85859PiB1PMd",
-	"y+5BOo6GuJVsMRt19hKkS2KReBrAdqZ5ahZmD2jdMGb01gLJZlOtypMLlv3/7H3vdts4suer4GjnnEh3",
-	"KVl2nEwin/ng7jid7HQSd+yevjvDviYkQhLGFKAmQMu6Pvm6D7CPuE+yB1UACMqULMv/krS+zKQtkiCB",
-	"QlWh/vx+2rLq0AlLvWNZOqPQajawt1Uktowx2oufqYNYeOIZ6+IozzlT5xb+CnGa+1G3mxb8z7gejM0q",
-	"nZVBQlpoOaGaD27t5R2XzTWPV9dxwyZ2pCjf1mb+rgzVn80xxI39MI7hzU2JGPzRZRuVIkALkjpqMfu0",
-	"Zwqr8hbiQ1EsAjZfC201LwveIjguusZcKVyzPzzrmYoFNitx7CZQEJvu0/TMAx8lEUls4TQULkckmeVS",
-	"jM6Mqwrne1thbX7BZl/zL2iSPoNKuyQinU6ntSyPs7z/8cFTORAeHtR2Ei7JIazmuK4LFDui7Fv2pz10",
-	"Y+VaYTQ7M195U9YTx91snX5NHyZ4I5OlxWv34V2t1D2IpbZU8xwh1BoXJFHsjwSzrTaFk1i61kr29hTq",
-	"ZP4omBgwwlUsNIVGCuGhk8I8NrCN2Hy3R8+KSCFSBFLzVCvPFMnljGRycG5ZU3JbaWuegHhFyr8RNkFN",
-	"uFJMxQK5TMxzzf/BKQZbLsI3MUvDtfEqgB16iR7C6bipCxvPSw7L0IIhZMYE5mZuKmpjf3dJOs6yLtak",
-	"fLs1sOSrAaRqdZp9PZfpNXctBwure0ULEVabL3y5v27mbeE1HNAckTmZyRwLKmvTfyV2+npKrQRGvP4m",
-	"x0abKf7fbJHZtX5swCqpX5zdSof87gJ35yM3yIO4LtPiKMuLmaTv+Hzrc3WlTkHovEyOAo1sNeJTquMd",
-	"pXNGJ8ur2UgCJaVwdRsvTkjzBOoT2yfmm3B1W66udeGTVRSLiodoeZ80nSsip540CeeHY+jn5OSIWLRI",
-	"VKCxSHja8wiccPEzZS2FOaGjmgWwzYXLCEUO9VgsIjRCQ2AONXlCkgSu7iV4+reqv5/LmTIfEwu86wSa",
-	"FjpS2NdLkNILq/jseFA8Tm1fIgCDDnM5Qfon84IAOQXWC6aTQEO841tOfqZKt2Gs9vs3CWk6Amb7Krbl",
-	"sT+PxQJ9NJyeBBvAWuSEZYpVzWcPDhUca0ypNs62u6OMSABEEU/NAxWdWctW8oOJlIyY9n+IhZ7xAeuQ",
-	"j2wWIupOCzVmqZl6JX0RGc9r7KCKRfNYKj3K2ckvP5Of35+cHn3c+fjp9P3b/x05iwbwEjjHQzYjHt8E",
-	"2hOHNMvM7mlFMM/YoOnwfYw6I7NcIvr6pEMOYVzYi1ywWDSTXsk2nbSg5cv8iqPtvvCDKUmmubzkTAGs",
-	"jwc+E/a8YmQZqd1gimGKOFCopkYbSME6JDHS4IBhnVlJbJEZFp2hSOCEzcNfMq70AeGA+cyzDGnVvP8j",
-	"ikkfsvVKAkoERJtmMj+3S+vq2LSUdR7HCQy7ns9xYsQ1rK1R7A/S5CMhoXfVSOOiENtJbW39ka/OHzF6",
-	"KOGpxzeD/Y+KzEJ7pgehZIJwMaetFgl89v25E+Nf5UtXJKLy5pbUo9Fr/Ne/uu3Xv1/tRruvvvxlo4Po",
-	"NVtVrWwHSOUe2et2u0YH87RH9vdiAVaDXMUNxf6IAaU3hrHjRi8uZSFuRLGfe/jJ4RPHjS/mcYEiMf95",
-	"+7J5fOUD4JxATIVsXtaQW9WdcuW1tq3Rs90CQFL1XftVbz13+jU3g2T8gtU6Jl+Lw1Xphrw5/Oa/L7hv",
-	"nWKsd8Ewf6J6LPfZ83VCScGUbqNJq6JJ44owuW0U/vUhM3U31IFNjVsH9VaB2JiTQMYiwjH8EjicAKpj",
-	"nF7beEyalLw5/InocS6L0ZgkFsrmTArbW8Bt0/d1yNjPC9CSvhVhAScVk4M9cAItFu2cDOaDjEUQLXIY",
-	"IOWvEUkL/BhWAtwC4GL4S/kysZA5sXUaCLGC6GAVEt6InHOACXIz7UiCEYObazycmIs65GOJFTrLudZM",
-	"oA2iYu5/sBH85fVqfjs+acWaCxdyPT8b5bKYNnrmb5DqXahJixrlnMJrukj52uF2e/8caFtvef9e5f69",
-	"LwsN8lcNszTGs52Wr30B/wEzpywEfs6UavRKvJAX3Z29/RBcxCODoCPo5N1savO43yM30IXMikkwR2oq",
-	"ZVYZziO07aj8YmfiqpFzsGuNnQua78BNO1MsFKwbE59ajmpBqMth3b2VgQE/zv9GHJ4cwMKHf5ZT4zOu",
-	"35jmRPZkygaPXWxY7pclvqFvq9gWHD5ZDvtPWqE4DnT52i7AOtno4CE7w1xO2ppNppllEL1/z+HocorQ",
-	"usSNQ5qe3t79SSWtMhiGFUDlMLEAPHMqiMxTbNEt9yXEfqxzwiHsiJj/nU4n/NIkFjNZZGnPAnipItO2",
-	"LTiNXNFQ6mD9BmOWkoyfM2N+sfgoFn7MqGyBdF/EES5iIIV5sIOh75BFj6UX+h9RiM884cqcVgN3gTTB",
-	"jSHmXJtUnPvDD0dJyzgeie0LTtCzsG8RvtkzRSw6TSykQAIZADE1i8LSYCIhTionlAvrZyj3Av05+GQY",
-	"zi0h5jHYe+1BrQ7Z7+5DIj1wtdz7rOG7vM3l5NSJ5FP6MQ4vmfUXXgMpi86qtng2m7WBQcdsBGMqX3Vf",
-	"dSMw8IFv8Ncu8pF8VU5PqQAaYsTF5SIZ/nrG1K3Ze6E0FQO2NeZbY7415gvGHJMlpS1cYtzLPXlPhv7K",
-	"v8FtWhUCk2csQHmIBztZHs2XtCXc4Ti6bUz4NhsT7uK1rtGdEKhw15+wvlD+xHQokQ8fFL3REG3bFJa2",
-	"KWwkSPcQAb05tu6Xd7PWhg5JvMhiFUVSCm2CMC54ZRQLezBBDtOxzDAh3SGHjlckuRZsS0jOJtI2TgSn",
-	"FrQ8ZsfAZcu7G+5La9+5v2Gzvgb/+k/S2XDj3ne9Dd+aDth2N3wP3Q13M8/Top4upWy4Qh1V8iVEITMf",
-	"0BXAsQuA/he1j33QE6ufh8tOPHx2YYOou530r05N+ojcVk9u9eQjov2gu/VI0ffqoXyHXXoI2aW4pb6d",
-	"JCrrxpSGGsCUDbgC8MC+LHT1/E6ayNDKoddjWmgVwGAOqEhBR2Mi28fhq4RWEkA3YgFx7rFUAEXoEJwh",
-	"9s4VQUpJgGaBTrPIlglDwa8mEIKPxUgSwS414UhpAaPaW4Sc1XmmRzg1j3J8g7FEELGrYWQvL/muK79+",
-	"G88rwSuuyrXkj9vldNtz2aabEOWwbQRZ7VxZg78yYPaBnrOSw4DQYD85ap0gXQXUq1jGSQVx5J9kyC+h",
-	"jJdqtxM0El9cS5ZkjOaooT/Q/LyxTnwM7tnGx+4czTXTWDIq2XUykoLZrlqjccPO8Lz2j7g31igflCm7",
-	"0y7iou2qSu6SVN4gGFObgz4uTyjlVpSCJHZ/J6Q/J2MqbHoYOpaNsusXkymwSmGl1jKYXr/GFmIyItR2",
-	"hMYi6edcjM64OLMTkpRUmarKNetJUKAvOyr5RSwtCVdkr7tnuzNEwAysJfRqLKabu69LkoMwEMSh39O+",
-	"DhDiQzEPF6OWmRRXxYaUeJqeIx1doWMhh/42rIWFdlBQe8CFNaYXDEoE8dRzXf+Zb0lJPyChaibFNKnt",
-	"C//BTFy5vuLElyk9YUr4dgfAtc9jx06CbsXTtHdvPs8nN/N1Hs/hYMCmmqUH2BEEBZfu+oVT2TYluk2J",
-	"rjaisKurTmWpi4z2WaRGXNuAbmqrZKHbcvhV2atfjFlQ3oqQxGjhM1noMzm8bkdC61Gj620gRQrSRMPm",
-	"rVot9nwLG+WoJ1SosTgdchj6tBmQMxgTQUoLUT5iv/u6Tr+f0vMy2Pep0J+G96rht5rye9OUT6e0jKhW",
-	"dFZV1B9TW2F6TF6w/KvQVB8g00gFKT3+sNhF5mRCudl2VAyAYBm6xAEyBOcwFoHyd9EgCCwJ0ocWEb1g",
-	"IUqn3ZEv9NA97zOlg8N3f+4d0VZEGB2MCdC50wW0FqveYiHYDF3/Djlcpf0OLMvyBdR90kxJQkUsuBjw",
-	"1BwCfGmC5hOWccE61he3LYUV7SykhvOF/0BzkCyfjZo1L4TgYnQATS/+OVj2b75YSI1ALGaCm1DJyTTl",
-	"GVF0rshsPK91sE+8KH0dfSO3LGNc27kuvzPwrrfe9Nab/va9aRTtqmm6YDmBcvnyGH/vBsrpuuU9tW8p",
-	"z8yrqIiUJguzDmWFR4mAwXMyYVQVOUu92lyr8fa9f5MHb7t9yEZa9xnr9NH6yd920a7qouWBZHwtaGyQ",
-	"K7tVH7ptMr15I3yER/+Jes/NB6+zXWAGt1tl1VYRVnbcNsH/fvQm88MU+sQwjlEBPiVNqslEKk1e7qP7",
-	"/fKFHgc90b7Dyni616m8IyLFAI8VNvSMpJ/y3PrSYeSdFAArqKW99MAeW2yeHfBBqHnRMVVjzKMD+qmD",
-	"Z9nbJ2NZ5Mq+CXwOIm8lU2xTTwhQR8EhAYfEkdTy9qiPaMa/Fh6SnA7OyWHQzX15i2i3+ZanYRcpR06X",
-	"5faxBqJsEDogSSkxZyAxCK00ljOBwuAytds+oq2b/yBK+jBNrwfGVyjpdQqR4Pb1Khw+24Jyq5odSMdA",
-	"TiaFcAggQFfSIYdO3/EsQxwOwgWhQUz6mQq6NK6r8O5rVPA2ggEgHEQjHGGIIFOjKbELZTNNeauGI5yQ",
-	"bUHF0zUc4QpssinW6DJy2N/X2oesaD2oS7vKLm37hZb2C60vB49SjOYraJb2B31mqNocfFDu+UmNbg2u",
-	"7Szp07kHPXd/ruAPt/P+nqQ3Z9Xucm0539Au21aafw8dOQ/q1O2UJ5c2nFweOGcYar3aE/5PPPAjET0a",
-	"z79jiqkwXxc2R63OZsF53ZzJzYG9CU1F/pzdisLDGJQ1cGUDAAeW8IldcFko9wDA7ASgXi5GHfKrwup0",
-	"n1iDiyyliafkhufFApBWMKyQutr4TEJT5vXPcgk8/1kcsPCq/m6PpLZ9GjCs23jwNM/2IQgXzY/FhA7G",
-	"XNTiqHxmQBpz5OfrFJZ8YxMR3UPhRffxj+4u+1qVHVzUrWp/AtX+lP08bdgSZdH2okA8nOodMjFg7ZS5",
-	"orJlh2svuAiIn0kxYjmBuwF6iZIpY7kjradQdi4vkBWt7vj71tz5hm1WSLU9BX+7p+BnCqWGpGyhKOnO",
-	"h+IgQh4O0SsD2AgQI+FGVVau4xGniXw95ilIxQi0FeYGxQY50+4+RA7zZtiMGAv0DOot3k9MV8X9waxP",
-	"OMwS6xPOzPagvvKgvpGoPvq5vViBgyzzKtNozVd1yCcxcJsTHFwpWISlahmSW8Hl0Dvp4JAx8omNGQkW",
-	"5P5NDocJVsTFwv1NaaoLlWDbhc11yeGw5ewE18TGbMU8bL+Qw2HQqmbZBMCHTdkgo8bfTVI5Aw5/1zti",
-	"v8oYHuz/BDxieHxEKHF4/CSB6zrYF5WU3DIOz9hrhaElDyM508aN7pAElIj9nD5DiEI2KLRxB4yycMKQ",
-	"PlP2/jYyIZKU52ygZT4nzaTdDn9qpzxPImKlliQ7hcp3VJ+LpBULKWyPK5KVgFfvCpab+3t7iPo444q1",
-	"DmyfbHitccTnsIxEMJaqspTavhYXSlPj8ndIglruDNv6E0JzFgvFKLS/HB6dtPdevGz/9OOHkhbN6cVz",
-	"NkdMbGGZVYw6ZulBLGhf+SZgm5es6lIghDlnUx2Z04+/eO7ENhY0yyz9xKRDPsFdNtpubg34IYnSKXe/",
-	"NSEUD4WbRoEn7bbxWORUqwRd7+QsgbrPpJ20DoiVV0tGoo1D45eyTqMfF/r+HJgNw1vw2Y1eA2TpLGfp",
-	"kKtxBZbBYjrudbqdvc4esG9MEfSxsb//vBE1lMrOuFBsUORGdZkr1FxpNlFnRc4bvcaOfazxJ0/wlx1z",
-	"VaFYblOqMDzou4r84BFeqZnMAbz5ufnNXKX5hMlCn6lGb6+7djQumO31EZgf1a5a8f4Gzes2Qvctl1be",
-	"zVvZ5MgYlMqvdWLss4HEFEJZ9Q4N5ge2aN2hZwUll+B2B3lUYuwYnCLMr9cPlUci/RC81pMmv7bt63cR",
-	"6CORlgI9qazp19WsfpMP/oHm5wHgAhfh15CmkAsIDBUX2La34YbwHILLuhExBmu2TLW5pBOL38DZmVGu",
-	"/2aMZBJ59zEkkDK+EjriDGCym9Ky68Yi8QY7aUUl6oovsah0Bqh6/jia6+ruXMkh9xvl+lpPttEBWsJL",
-	"VljFzEfVM6GZb65nihvSTDHPINaXMmNU1PGf/SzFyEyoeVRl1JdLGFlL56Z24JchKevLJ+VkDdbjM8DM",
-	"r4xWYy9+IL9lc5HCtnwrNCA+VkzMrLW26vBu6vC4cPZ9YQXuvVkCKqNuKPpGNYRnWSAB0OMFalfS1DNJ",
-	"piwnGRfnrfoi8GMY6pvuhDCfsE5Zd2WutvXdK+u7ayr1QimH/35CSjFP4AiiTfpMz5ixnjNpwcWqOwFo",
-	"xvpSj2OBQmDsYy9I0pKxzGxIxjyjKikRUtUSNaY5IzQWiRn0jKeJz+DyIBrmocycTTfOQMaogstGUjB0",
-	"KHADw74FjwEfQleQdRlBf9KKbroEYXJ319jdWyOd9Jc9bu+2j9sLODLmt6GgMFP6NIXlZuRjyvM6rfWD",
-	"1GNSSqqTZiMr29zZn5UR4rpKXk8jrxNXgNt3rsz/3YbtwejBCBRrIK3L0sybaa8trcO3SetwR2ldo+ba",
-	"SxwQadYMWFuQbaXwQZ3RZec391LbPG9tnrfidT2at3nzGcYs6c2NuopPiofjxDs0AskUGc+nUo8Zpk+N",
-	"p1nkGI0Bbxd524jS1NcG+nKMWDi4X2WbGkdcMATYRcw+F0JCrjsuRiVMoYpiMeN6LAuLWAiQXJZo1njB",
-	"HowXnWHEa6GKpHImSBMIfSshZHnBWge2NsmfXo3HXFJRUI1/btr8cSzwF7u7y6+nmRT4NE/Ea38DqM3r",
-	"tBbOQQ8igprkBeiV2qiZXdq3dsTGXSFL3Ksb6V7LWV4fp92+K5fiVsCA96cAwxdYFcxy+yUlstADOWFf",
-	"+YF866fehPxMLVw3GdPp1Jx7h6TT6dweS8GpWSl0LrP2NKOCrYQ49/UBruBCEcXMC4gS8nzCRaGZO8ob",
-	"/yFjNFWR703ULJ/Uegw/4nscw2s84MapjLNk09g5ITAnj7ph7gEnHxbGTDfWMm0sGGWKY+fK/9sdW2qF",
-	"5DDEvh1JFvbV/7//839JYuGy7H+pYjBgLGVpQmROElueFGRcXJnLlOVtQAhDk1nPIFZiOz2g8KwEkDqt",
-	"IkZ9x47kW5llclbBXrsHLJeFkLKXJJ5WMlGlKX/x4sWL5RQvkK2yPq5NVoVi3Fi01qHpH8p8QnWj1ygK",
-	"uNImqpTOuRhZQhezRxQfGYFun7O5Wqk7KxrlmSJH6d6LF7uvHdRd2z6ITIt+xgfEPA8TTnSg+QUDTWqu",
-	"we4Je5fCMjMoiIOk1Jzo3Di5WJ8+QiiiunTECQ73d/PaD+qkuGGWJQ7M3JiPXQTS+aojC/cV+Q8X/hyX",
-	"Ys09VA02hVK4k0vtjkc3RPeNJAXDR4SJVOaKpaSJQIwtI0bhiQeFMRZwtTExE6BY4O6XDjnEIsuM0RyS",
-	"9MBthzBiAymGfFSgJCLeOAXIPUAxN4eSPhvQQjFCzetgUaTr0wK5Ll+Q69o+K/j0UugeAK929wH2xtI8",
-	"NJu57X/O5l99tO3bQY1FOUHJvr4NN96FYjJt43F/qSkIqqXJyccPxxfPXYCAm12HVdWuECRl00zOkVMI",
-	"kmJGrbuElnXBW96x7kvguS+ABL7JxSBnVAFLvc1hQ9EC1AdT4e8/IDkbMA4QgGkup+TiOdE5nSrbLWme",
-	"CkX1mk8YGclYmE+Y0dwYH+XyaeewiwU5lkqPcnbyy8+tJV0hJ2IyPcI5eki7U46yjCgIfv2+7Yz5zqqQ",
-	"4crSnBEF6jy0ONAVoNYW9Anvr3R4Prz/gUxkWkCnAtVIPcgU+cE+GhD0NB/aBVakKadM0Cnf+eHwx7+f",
-	"nH46bn94/0NHX+pWBDvCfAmZUEFHRla1JOZE31kmYx94/2YB0+xS73hqr9LBDN+AvDl6+/7j+9P3nz6e",
-	"kF7vb+SHo5/efwThLmVx0T2sFblgRponH95f7G1cKbSZXLBBgWnbf/1ewf0PPnZNcUAntSoPiHl8UzUN",
-	"LKKRQouRHLag8dx2SqjWOrCKZpVP7aDfdF1N+SHrVNfgDOJ3f+0uwRMX14RTdTtFtyw9cMIEACGCBDep",
-	"QPW6V9FkZpHCPRVB2SoY4lgkof5MWi6jYNUa6Dk01hOqB9DNBW8bgeF3/VLmjsQ1dyXmaKg6JDFPPTN2",
-	"HLp6kou9QWI7oBKbs9Pz5CAWycVz/4P5Z7NQLI/IybtDY+ZP3h229168JGbtmdD2myJyeHRCpjm/oIN5",
-	"D348zvmFMfJvZW58hjI2yDHvYYVHU/Bf0f70/BnA0mE436MM+ZTekByS5KejU7LgWiVGY+i2+UsvFglC",
-	"MvyqWE7ajHQv46LbfT7AS894Cv/JCP7VfKj9g/la/KN5T/tH8434R/Ol+EdgQPrRzR8y2VOlpuOcKtuQ",
-	"Ncu5Zm1zgOnZdjAEvYCC/04sTsHojmSllRA60mSespylkWu3Q9YpQhWZsf5YynN1QGgsQNq4IoWgg3Mh",
-	"ZxlLRywlv745BhcsbqQsM7PI0rhBJowKhebdZZJoLDI5oBlheS7z5XVPpSJ60uqnMWw938W12y3jN2Ki",
-	"oGMrEPVGr3HxvBGZ/zGPLvT4rFwgJCoft9GutM29eEUutRzIzGxpFHikBL6o3mv+Et6LV5T3Hh6d2M6w",
-	"wLVHTXRLzf80tVHBgi/xWQIVusXRvMNZ90/XoiXS0tcDb506I7f5kcOa8p0r/MdtKqgsI4eHoLEac04y",
-	"OTogNkkRHI/MUXjK0mU1VnfRlNtKq2+y0kqEuvC23uSNRVbBsyNvt0scDrX0nOul8BGOJw9pJL6z/t/7",
-	"KNS6k8TdTimVa7waGvNHC4QJ2BOcZakiI37BxIGTU/xPB2UQgiDAKSUWyItilO3CgcWBNVBN7N+eeekP",
-	"GfHMoQGWv0PecGO1QHFXSJcGLEOszoper/N7Eezv3rT5hg7vBDhoLxhGZxozmgsII93ejXwS9M6bFYTD",
-	"8Nwqii1QwBNAed5Bkd7gfu5YP5Kv4I7B4z8cyJsyJ31mNJI98NsAEFRyou0XbObjnugJAC4RzwnVmk2m",
-	"WnXIWy64GrOUlKOD0zrNC8FSCx6ECST0co3ONPucS0GaSRmqabfdFW1/QRKR512S0rki/bmD6KnN5rgg",
-	"7JtyDr4Ckhv7NvMTwGF6DLobN+JavZF+rr47l/4JSUCrPuiz6vHuUT2nm/SFZhhWvqt7tiI6bY4Tfo+f",
-	"MqU/BsHpBEPXQs4iIgutOBITY+AxskUZFi3Bx2SNMcnTUt/MO+SQuKAkMFyGcckeGYzZ4BxduTC4ncnR",
-	"aGnphnnRxznPuO26zFkxSwRfF8qRDxxYLbw9kD9xcImW67SRRTermFG9wm4fwcK769BKl6ZTjflURcZE",
-	"CjphUSkg9vASkXL/+o6PAMxEE3Y5pWa/cqFlfYbz1L/jA24HN8iqAj0/Wd9SKTSkAMsZ18FkOnEp/7ZO",
-	"PbS/eufK/fPMLP7yemhj+b0AeQm5jWCQZnJ1BTd8+ZJgn9BYZuY41KoNCbnVfAyJuUlavusKaGyluy5e",
-	"t5euG8qg3WyDnqnWQU8oz+rrnCvyubLQeUIvf2ZipMeN3svny+ucl8r+DkprjU+z9meIEReXD/0dy3ym",
-	"EEg5WM1AjKv70TlFisWi/OAIaQcTT9d9MmWDpEdyRo3DExGWcihzNRu+ZBHA411y/OkE09w3cs4nHfKj",
-	"ca4UQltAVrdt3DMs8GNaczFS1dfPGIV2vkJj+2GFxdQXFSiHoWF8Okuw1yGfFzgcCVWxSDqdToUIf5jL",
-	"SduNl1jWsFDPHRCHTVuCztY5gUcw0xUdtmn7nwXEYv2FM+lVI6WanmH/YqPX2FH5xc5sNmubPzeixoVF",
-	"ELUQGX/tBogXcMr/19VtETiqiBnrtxi6eYBZUT4t+niBvYo0Ly2khDVjabl7tg2G33TUDDchONiB5wId",
-	"yUYthB3Jm7tS8pyJG+mW4aLNCwRPcZBvujYQvmGdwBJO1rYgcOVp4PD4vZ2oUHLxD5uUA/pWGlE+ukNO",
-	"S5hwrhZYj6DP5cAiiecXLI/FOWNT4zy4yjvgLgYWhg5BKEvnFiQBBxJXJDOCylKiZSwQz9JdSJqKMQKy",
-	"czKQU9ZaXvO1IRPRPZZ7udIuOuISTrqL7vEtdsrTlFEFQy9lQIJVO3CI82vwFG9rpv6kAFSBLrmdlqrY",
-	"1p0r+P+bCYQv5Dk0A6JaoRr42I3nfyHPXWodOvthlFL7WK40xCsh+93XUIsawmKi3XZQ2IXAOLCZM1Rs",
-	"sUjeD9uQP08i3AelfqMKR4UTVNNXzOL2aVm2NvPu6YFNeFGSO1KpAHCQK7K/u7eck/iOTGxr0jHBi25j",
-	"xk9Ix2RW4A57a40SLnhKXfFWh7zXiiRHp3SUeCpZx6XkiA9hR6H4pqRpe3NR2GFjlVuFSEFy9z2p2QaO",
-	"Sm2gLcS1hdyxTgjsI8Xqj9w/MU9G+LBO7ErDuK0Guc+ysY1l/HZKEJY1zHpeszw7ORJf3j7jWT57NWFp",
-	"YDCCLbOCdhTb1plIFfI9yQxK05zhOwieiI652cc8jSBuiVhfMmOkCVsPEoJFyiEPxbNWlbCUug3oiEiJ",
-	"zEnG6DlLI/PPGfBGBbYKCUzRjwzew/OYLmcW/a74RNd2p6uMos61jm5wrLelZn8WatFAE/pa0o1cateN",
-	"dUPAyl5GVNH3P94hfvWbG/WbjmDZr1gnhuWmeRvFWhnFmpVysVFL64BmGVwEgZgLu8JXf3F11X2Zzv/H",
-	"TpFnX5aDyAAKXVANAZVHtpnVvt8zRZIiz5KyqTUW1a5WsKJISedTYO7jdq7svxA3mYtR0opigbg0MMyJ",
-	"piKleUrcPiEzOu+Qf7CcD/EkaS6musgZkRdIEM5ITmfEfKCjY5zSXEFiSqNnABgYlCR29DZPE/CdY4E3",
-	"9MqaIONTaECct4fmGvtsL7aveASTfVPCd8wcQ2N6EPSKCk92qPO5RR31BVn1+FivXr16dQM+1thhxJUZ",
-	"M/vdK9Oti/nVqO4rbK3UMwXgIUAO8Kvgl0YJSpGqAxtDAP9rSHPECprLIieDTCLlVflRu399/eL1871u",
-	"t3vTq5vBlKaT6covmJq3y81z/utf3fbr3//nX2pgvqK6ig6Zk4kRHTWlA9ZWzKym8diSi90I24f7VLGX",
-	"++Tdh8Mf2yfvDvdevLTNxCjAIJMKhJIkeEc57Xhlp/pn/0mVX40c2wdHsTCzOGW5Dz0Ls7MGDOPRFaF1",
-	"rd3WA6Vi7ugmyYXZPZzZ4j9YC/u8ZlrkkPshADAFEE6ASO68aFfLUrrhsAFt7LlcyIvd6O8v5D+H//3x",
-	"9Yt/vv71H8XukRr+Mhn+4+MvY3H+z73pv1/L1x/ffNx5tzN9v/+3m1bbT+it5PUuAWvIFJvLdKPX2Ovu",
-	"vWzv7rb3Xp52X/a63V63+89G1Cjz9+F+NDtv+X5MmaY8M1r5S9So3rh6I0+MmRlBEF2mjEwud4HjQs4A",
-	"pIT90ejt75l/+A4Thx1gfi76/2YDjYPaWQJON7jdklfiblr6sXW33co5sFHcteL2//mftV2S2P+O+hL0",
-	"O1eEj4TMXdyt7r7KzgAWXXcORFQlJAppZ8yoCpaS5n73Ffyyv/caKu5tGX9ExlJI3B/JZ6Of24dDzfIE",
-	"EV5e1I392bb8w0ZjlzgznGZgVeVwCOP8m2ugVVny+M5KYJdDYe2IhwdwFtrBLtR4EF9qfLQT9Gf7mOl6",
-	"d3p63DxpmTP0VHKg68dxVIcc1WBXQKzW2Hccn2tCFflfJ58+kiaKAUmqYpC0IlJj52MRGvpeLGLxHxU7",
-	"jUQzznQGQePrpjMWJLCexqanBe55Sy7XOqg83W8CO8hNlq1ys9dQSW8dG0HMPikAsBm8FnJfNqIs6EZ0",
-	"PYpLQ3DPwOu0UzaQKQCFA1RYGEbEKHsyGys2OEsOiLMH5gn2EmcZnqFxy+g0Ap4fVQzGJLB8pc3sz+0D",
-	"jC2NyIINgzRmgoCGdvFP8JBvrEos3ixzxXD7CgTY6CGNgbuWakIRzWxqptdOX+R6DOGWUpLMqc5ifGgm",
-	"SFNJSDRY2BI42sVCMaZIAvqvmCbOtQSYFq8UE0BDBNxU1eqQQ7J3eWkDP7FomqWxL2Bli1hivYjsdkml",
-	"F8d9ijogLy4vI7LffRXFAlQSEFLrmczPEetDhVpqpaqJxQ265gDYGgFq1MWrKhqzE4vfbEzb7rN+kY4w",
-	"B66mrvtJChQG6qDjWw4zv1zJis6NjDPu3Vzz05n7KQn0i12fKPBCLnVJdO41oMPQxx4su4pASoXAdjZk",
-	"qBWRMxF060TEneKRY9tOhG3xiHAG/UHfocuB6xWmfGuKAZan5q3EP2lyHmbwzBh4T6vb+Y9G1DBzaLZ4",
-	"xzIhmqPnkjZW77GZY36eFnre7uc8HRmHrcgz49ppPVW9nR08/NvROwM52SkxVW7pUTxNIUBl8KWxS6tx",
-	"blMMsAVb2RYOLO+Hce4ZoT4EucLDWz/cWYnBrIu0EgY/b8JbWehfvQF0ZWN9uEVc+Ta5rWZ+we8XbKUu",
-	"Tl+buK/LlpdS+NAh8xvsxzatdY+NPBuK2u0UkV3XzSBWQriTUs83EyaMMUl7BCi+k1Ys6hBQSk3bcyc/",
-	"MpYzcyA3H+a9duQcj0VwxnGXj6TzaO3pbECFkJr0mS1qSQ9caws1vvDMv6SWeDJkS3p/EafhftT7pn4u",
-	"zqIlSr99/OoJYFdu0BIOc2WrLbZ4K4+Mt7KZNl3lfK6Ds1LCkHhQFR/bqaKqMDoY22CIjQhBxKUXi9mY",
-	"iQgUYybFCNlV3p2eHgPVX+HoVpBHDUINVJOJVJq82N0j/blmKhY2aub05zN32l+O2wLo+Rb0PwiFbIjZ",
-	"4lv6Wi4YIiwyTOl4SxEOXQjNM6TbGMIrLkN7sSpnC/iyBXx5csCXssrg8cBeQgduTXW1c+VebyVz2qcw",
-	"Qm01iHOfFrFH1KpziUc3eUIElbIqYXvSWDhphJmIR5PV9XXo5pK949Npty/23fxVlxUH/1KwwlNc+X3V",
-	"POciJUmZ+EtaPsdFJ8xB7XvQNfxrmGKMbBZsNqYagv1ceYYqgFBKSzvunQ/Yv5QMc6bGldRIh5zOp3xA",
-	"s2xOoM1eCnN0quacS60gLKCmP5lxRYb8kqV4KrPjxWJSKDiV2TMNae53X2O+YsZVfS/gZ1YtVAq0yH0T",
-	"aO09mhoSbBYtHoDn27je05ltu2CEusIEYEi4x1PClIvRndTPUoVy/Onk1OgTW5fgdEIHChPJFM9wi+UV",
-	"FmZNDFgUi2toa6TJNRGMQyJxRo2BN7pDSJuQhOysTUK31oZm83Rg2NSAYGXkMKDaQDYmyQC6zWUi9y4v",
-	"IcykMN0aZlnLE8mBHRI2hRmEZUOiNM8yYqlca0F2j7kYPULU9CZ1YJZqC+n29UO6OfkCzoD7jyRgJNKy",
-	"ejyMsviM6NfKFyEbA+R6gdAZMH6JFKyuUcnsdBsvkDlJbCHNmUpcdRFpOiKgVy/3u12smknp3JZSTHN2",
-	"wWXhkhi2jcm9hpay56uh7ESPmSADmmPoZCYrRapc1BUykeZC8SsAINVUalGsd1ms7IGWxpJ4cEAFUQAM",
-	"blUoxo9d4ZGG0hMo2QnqZOzE+LwNFBPbiqQSqBIRFPwk9kgXURQWZ8mIUTlLVMcC/K1mUdfQhU1crQ4B",
-	"Ikm4wVgyXxIlYuHeLs3Nc22NLMsXx624bs88emAsbJ/ocpbTSj3Uo7d+bRhm9+vQ6D1/2e3eNs6OH/vZ",
-	"Vpk1vtiI+8MG2Ner5tj2om3D8F9JGN6y29JArVSN0GbWdCzphK+k/MSmTPAvA/o4W8ZrdUYP90jYTAvu",
-	"6SDjUCNoA19kIIWSGWsRqs6VremEo7f5lDYAUViS6RnkJ3UsJnRO5HDIcuunyoxZ75QrxCTGI3bF+i3p",
-	"if8Nv/YhtQuOsESrDGiWsfxbglv9bWzRP+DNCV8XYskjg1Ur2a8afUZzlh8Wetzo/et3Y3YQMamuZ+ow",
-	"6EXzxMYVnmSEW0JLPBsb0Tg8ft/xJYhXsCzsS29n52oslf7SiBoXNOdmY6qSlO6qnKXG7t5fO91Ot7Pb",
-	"e9V91W3UraId+5kiNE1zplQ1k5NxpZmwTQL4AtUhxlpPrz04gXLJhPTZmIPXfPrzSVuzfMIF+iLTXF5i",
-	"R5goJmb67WPgPqjw/90vzbXqA4cgZVNHPHdwLu2ZOb16iMmm5hMuRpH128xXRWTIxICLEUDT2qJPB0nV",
-	"uN5LdYLLiQojL0SJWt6mIyZ0EjxGyJTVPcMyM1rmzSnVY0WaY0Zz3WdUk4yLc9UifaZnjAkCT+mEFal6",
-	"XPfU41xqNjCaK9jfyiYOKXlz+BORQ5IzRJG0x/Epy9vQf1OiRQZDBXiZNQO+uw5T3KuMTZoTyrMoINiO",
-	"COCmtsxy25c1XrCNZ/blJbbTUTJkswCKs3MdXLXuhUqktEASzI6tPAC39ZLmvxIXwbyUZTUt0HULHgLX",
-	"LXkGRokyOYrAahifniidMzqJfBcsvF9JNRc82dq2muXNqBFTEqwJ6c/JmIrUZnidObDCiWX7vkfUHetY",
-	"6ujjlduNeswmoYB5/vjrb3Fk+2eUmZ6q5EcL9tOHe+BXMshZaiv4ZV9TLizLu8hllpnRwukd1Y/+jtFM",
-	"jyPAV+KCKRWRCdM5H7gFhw6yQbHwODVX2qj+37/8/wAAAP//",
+	"7L0LduM41ia4FRx1nxNypSRL8iNs+dTp3xmPClfGwxl2ZnZVOsaESMhCmgKYBGVZFRUL6BXMBmZWMjvp",
+	"lczBvQAJkqAetiMff/8z/VeGRRLPi/vCvd/93ArlLJGCiUy1Rp9bU0YjlsI/X13SG/3fiKkw5UnGpWiN",
+	"Wj+yVHEpiJyQbMpIyrJ5KlhEUpakTDGRUf3iCVFMRIRnZEzDW8IFCc4m3Xc0C6dBr9VpqXDKZlS3zu7p",
+	"LIlZa9S6au1dtVqdVrZM9J8qS7m4aX350mm9lSHF7quj+eHjWzuSMGU0g4EoOU9D1tTN7t1gN4znKmOp",
+	"2u0Pjg8mz+l+t9/v97vP9f8c6f/pF//fwDOkL51WQlM6Y5lZqxfY4NnL+hDNI8IjPaJiHBt2zXUbCc2m",
+	"rU5L0Jn+0oz+mketTitlv855yqLWKEvnzJ3yRKYzmrVGrfkc3qyv64t5qmRaH/LllJFAsPvsOoQ3ArvG",
+	"ScruuJwrktAbVp7Ou5evDt7/9I+9f1x+n717ebp496K/p//79vJm8e7lKf5W/N+9ndqvc5YunbnhkNx5",
+	"zOj9WyZusmlrNOz3ffN4yWJ+x9Klb/nts9r674/77Hm4R7vDycGgux/1WfeYHhx098LBpM+OoyEdNKx/",
+	"ZJp8/AbYwV1kNJur1zzOmGc7Poh4SUynnCl9mrIpV0RlNINd8C2kgiZLC/nfUzZpjVr/bbc48rv4VO2W",
+	"RwKDe8NZStNw6l3W/GEzXe/t7e1tRddT2+bjF/YsYrNEZkyEy+/Ysj78UxLGnImsG06lYoLcsiVpD3q9",
+	"4cEBCac0paE+2Ts98pEljGZc3BBKzj9cXJIFz6b6LFwJRWcMPqQiImMZLQ0zVHBUJjxVGaFCLVh6gl9R",
+	"IbMpS+HdDtkfDntXorR0h5NBOIz2WBd5WXdGedw1p90uGTLoYtGcmXb1VJtOzsFBpzXjwv498K7aBDi0",
+	"nyFocUBiqjKSMhqdEKrpL2ZECka4MjNlEU51fzAsU4Vl7v45GNHQNPiB/9i/5TOe1Qd7Tm8YUfxfZQZ1",
+	"0PefkxgacTuO2ITO48x0O6P3fDaf6Qb6sIL4V7F+XGTshqUwovd0xppO8XeMJYpIfZY1fcjxLyzMkLFy",
+	"RfRoSFv/ryI0ZWQu+K9zttMhShIKT68EVySW8pZFZJ7gMuu118eEqWyEDFrPfSrjSBGedYhMiaY5Lm6q",
+	"pKZJq4FzwH9W7cQ6MnovI+bjGfr3ZnYxGAwGW7ELISP2eE5xTrOpb7Bnkd4bvcART1mYGZ2HEj2IhikM",
+	"h8PhVlPQfz1+Ch+NxvMeGq2tuqYsGLnVjKw0z/lteTqJVNmE33dDKSb8xj9w29S1IZbm4a8SOjBgPYML",
+	"MUsuaXrDMt9WXLx/d04yeNxMPs+fP3++1dpjg49f/Ut5y4Rv2PCgecD7+/v72w1Yt/f48f7ExlMpb30j",
+	"No+ax3x4eHi41ZgX2OJjR/1Ff6wSKRQDdftbGn1Etqf/CqXImIB/0iSJORoLu0kqxzGbffOLQsshn4+e",
+	"dqb5n2F9PZABIyLmszFLyWyuMjJmhGZkJlVGDvp9vRppKrWu//PnVpybI+73rU5rxpSiN8Cbmpv68qlj",
+	"lbPRPgg2nsEqf0sjYmeVL8E0yxI12t3VZpTKZNKL2J2dmdq9ozGPcCxfNj105/gxrmpdzBtxQiLJlBYe",
+	"ZKYlMwqpSIbzGRPZiMxorPeMReTvFx/edwglE87iyHKWRSrFDdFT0CJIzkHOpVTcsA6hgszFrZALgd/o",
+	"j8c00i+moGyxiOTGVYdk7D4j2ZRmWsnQ4/nh8nX3SL+NYu79D29BzlFUwbQFSjKpe5EJS2Ft8POM3sKM",
+	"BOuRAHfz508BQZHLaDglcjJhItK6Hgysp9f0hRSTmIePpTNKjBoH/UXkCgTwVYvQWGtTS8LuucpAXc9J",
+	"47ggjXwUG9JFaN9/aqqwDatcDybhPE31ooM1MjLKSj4vveoCNt0oPCrjcUxSNmEpEyGD7YdPcZcmMh3z",
+	"CFVoClIXdlf/Cfp2UNF3A9PgmIGObpRQ2LrX0FTExCP3DvguuWpFVE3HkqbRVYtMqSKpjBm54wwUfDgf",
+	"BcUJxiJFaDTjorSne8WeFsPbcFMn+QdPtasws2dmJlyRMYvlArVTwfxTagf3XTu8rv4u2IHFfi+z13Iu",
+	"okeutT0lmzhHgBtMoFN3ifeLJX4vM/LavLDREguZdbHFp1jiUy390VpnoDYaZmNUctKWqfmlOB5aUTNm",
+	"olkLXN9zuowljS6lfKv1lkcusz3OwDLZfQhbO+jvHx08PyTjZcZKnGjgUK0RUOSVyHi2JJdSEhzQhius",
+	"e+xmUnZj+Oqp+RNMSNtJunXNNiiuvmLpHUsJDUOWZIq0B+Qd/5aMl8QYe2aRUxZKEXHd8GvKY/ZYcgb+",
+	"aEg6nGr5F42ItXYJ2MRkPM9KfBTsbK7IVWsfLOZiG4bFNrgjJWaoG+5A4nzaneCnT7ENhYO3rjtUZtdW",
+	"GSgIugOaciWFlhsLRm9J8NNuQDJ6QwTTGwYNMLVzkh+aBVV2KXvkI6ORa03TG8oF+GNSlqVLs6k45Mft",
+	"pLbyU0FjAprDifF9I9HpQx4xkfEJeOcye+QN0cXyxii/TIG94SjUx8fHx80Ktd36A1dNPLMjucDmX+kB",
+	"bbr5dhpPxN+WBFkVLEqHUOBkH1+/IMf7B8+J6XVEDu7vSZsSOGlGRbwSuDq4kkGxOlYj8y3jjlYFDvp7",
+	"pC1kdiVAw9jpXYFA/EHQeTaVKf/Xk5xaFPpc5bqqTIH0UnYnb1lZ4gyKzSmNYsM9mcM3mn5Crfw+yda8",
+	"lyRMGRAljUGDQomOarSZU8fORj9vT7QSfaM72IGzSwX+6TTUI5rXopJFQpqCNzr46aefuqfODEbkW0ZT",
+	"lgY93JcklaE2jMYxQ6nxaOGFvgf18/BTL2IJE5G61iwE/601QxIuw5gR48kg3at5v7/HiEqkjPO/zNNG",
+	"224372h3uFv0s9svWXoP7LRkBQ6HLgU562XE7OanGwzCJ5eqXJEFi+OuMfm0xBqnjN4qQkk6j1nZOiQh",
+	"FZqA2H2SMqX0ya8uklb6Mz7T/Fx/r/8EG1r/A2+AzA0HHv2IR0CSXCnwiWpKFR5TgOvzOVfWCe362z02",
+	"H8iNssmnDMmqeZLINGPROxZxeglr/yiafYGfdnVT5KqljdrdJKZcXLWsXYu6CYvM1anbA7TsagIHLr3k",
+	"gyUwWgLD3Zj35F93Z/rrLnz2VARk1TE9v6A6I80f8o7ArXOq+c0LdDt67yAipnjKIoKuybmxTIyfVsio",
+	"7PL/7N6UbnzhOmEi5OKmNWopFk9anfxaijPNIj51csfzxs5rcPPesqU2cIY//hLOfuybX02LCYN7ZP1P",
+	"xW8EFzf6dfMLHhRcEJZch1MW3l6DIL+j8fUM9YN+pzVlNM3GjGbw2/Cg32nFjCp2nWX42gBeg8FEjEbX",
+	"dAIXFXvmt8r3+t1f5zy8beix08LTeX2T0pDZPr90WncYIdAa7X3ptJJUW5AZR7+dux8N9+QPuiRf4z90",
+	"NnU1Ob/G185lzMOl/q609013oFoKIsMhScplqg2jiWVhlip5xmZqXf/5raru20yCpimFv3Oyq58Mp5+t",
+	"b1bWrl1BvbWbNpba60m4CAX9wlVmFJq9OWUp0n7z7vRF9+LN6fDgcKc8Xudo5GPStmjTmDw78hKuasCB",
+	"mE0VmaRyBtZAJh+wGec0m/r2wRzWat+vIMoAJY7uJ49LKeh6o26BCZ4zlvr6LnOH2hGSsxkVUde8pfdE",
+	"nRDBFpo/KsJEJFMtHcdLLX9TPa5Iv7Tx2C6w4e+Yl0ALRrWqjUt8y2UUtbs3EaaacymymDI0BKlYov2H",
+	"Piq0AFWJgPYcuuEiO9xvee9oi1uIn/MRdMoxNcXNoplSwUDKLMESgyVI57BU9upTPhY0VfX8i52uxyeI",
+	"lYTkiDhz0TK7H7a2lEzDVo0/C+8N4lmG99Pl44o91k5mI5fSE30Ylxqu51KVfS02EGbkXfx5xLO3XGW+",
+	"4BC4RpcTQvVLJGWhTCNVWXhzYH7+VFvF/Cj5NOq8qc2YgR7AR/jIKxKKGC0PN0BF2lCPfhXmdULoGG5J",
+	"JJrXMVVZeUvevzxbu8I4+saFNUP2hDIxMptjjGBlPdHbX/iAexgE0+roJ3p+6IgfjaXMVJbSRD/RFDHs",
+	"Dw+7g0F3eHjZPxz1+6N+/5+tjtG9lXtGtC7+pdPS1LmvTa78BnhjRcN8YiZtQ3NqFGDnUrtg1QJyQbWt",
+	"JCrnoLiMz+ddO1tmIeqtyhEJcHXAzAwhXgQMzgC8zIFaqozNgorErS+ov8vr/Oq54ZIbBP+MRgwZFTDn",
+	"B117r1VGaOYXezzTBmXBKz1DaKCTvMuIZqyrG/H1u4Hmqq2SkKWCRR3CJ1pifR1d1iFsGqEfl8bnDv3h",
+	"7XqFpwFFdlXCQj7hITGNNAgTc1BqZ9s3eyOstWyuxA3oM7ZWIpeOoT8Ix3HwWs/vQyIOawtZOsy1cC0u",
+	"MAJoRcf5mV3PLiPkVvYMdyyLKI+iU4pKsRvt47IvqIi4plif+AKtIZRC8QhC8sC11xDu8xmE5UM1CM34",
+	"0OJpjYZ1dQJa/jrqhJamX0ubcGflG33FymuKpBr6qD1lv4CJ4mPjS8Jz71lGb1m57Vxwa6XYvFmePRdk",
+	"RnVfgoqQbaMl6Y1yZu2luCkLbz8yBaGRTaxnQmPFfJ4gEziqzA0AJeBUqKoAK8S5vEXGVpe1mW8pcYVS",
+	"KkjbeLFjGd7uPKFEsL49r4zHe7Vyb62OG0m53z8+9LSqp1kPaFWq0hiyePP1WMqYUVHbX3mLTKdxNy9Y",
+	"lnFxo7bczzPjCULTms+YCfAxm4pXOvZ3GwKVxxZcCetJ6pEPM55lLBq59s0zZV3DbdvGlMYoBeyXO5Vw",
+	"1s+tunfKfOw4pipauvtFTaTrieTdVQKJ3ajgvUNgKk5k8EHfK+Sc0fg7M2+UOcjB6r4G/bUmrjvN0jC8",
+	"VGEUWm+8PCo5ckKGvd7hPjBfhZof5PhgCBVYrfOk6ofF3Jzr1fq626HPEbuNou5qMp2WWvAsnOphXufR",
+	"3bAyccw1d2j9+bysON7rJJUTDuwlpvpIzJNo7UrnfpdB3UHrbFSNTPUzCKfjM/akjNTpZV2WSvHqI7y6",
+	"q5T4B6ZprdUorGtlfTy0n1zXOObyL4pZbuuOq1LUJt+dm5e/lCmvurhvtfR/cptsA/8hzQgDvyx2jqLp",
+	"1SW9KQ1jsL3nsHAulQm4toyOD9Gzra5j0XFGFqewtK4rWPYLdBpsJ8hPwTfs9yvWuG+Zo9bYz4SqrO4I",
+	"+e3P9n/yc1ZV4Zvcm4Ys1jk4bSLsU/g23bY2cm6+KNxnv41j08lRfYSD0wz73KbKbXHgXkOQAcmk4Ud6",
+	"qLThANZO2ILCwZhx4fYz+K8j9/WPXJ0G8KbtW3+6pHmq6rfArk5sXvIes+JhzYMeR0xlmF668Ul7Je5Y",
+	"LDGwo3zUKlSf9/upedJnYiJ9PEXxGwGxGfAWGIcLsA5YaFLQeNbk8x/rM3jNxbXWdjn4Lh4Su8ESqfdj",
+	"X3eS8JSpBj14D7SMUr7x5onL0RYZUUrN1yjjt8x0f9u1jbYeEGJiY4Naah6GjEUYfsjSmU/Lb7qeAC6O",
+	"2/dMmfQL2DGhjc2ffbuU0Vt2rS1KOXF+TZnKaJpd2wi6Vqc1k3fsmieasAqG7GvwAZ73r6Ox63MUsyaV",
+	"Fj1hJGUh43csIjRbp9kOHu9bghvjZ8p472vupVo75jzUHEoxDRmE6sELZaf9Rj5793h5B6lIyiZzxQjP",
+	"CFjAwAfXLNHeFsp/+fA2whM86KZgLWl4adHwvQcmT67vs+AltQRZ5LzrSXCL9bV8ydeXiS2pTbXEwjZ3",
+	"5Z9GUcqUYtFXDGJCtzuX4lpbhk3Mj5rzhe+QUEYMve3Wa18eHAAgXOMh8/RpefIaLRjpxgJvWK5dM6EB",
+	"M4Hoh09iuzYEvFQwOPJbqnySenA5dXQKmJGCPEvcYYUesdY2MbrIk9gmTlub2SaOrvNns09w6A++qpHz",
+	"LJQWM8Bqc2bMcEAqG+JVPVTGEoyoz3U8UAlanVZk4nbRWzosrnY6eWh/a9S640nryyePQ8EvGd/MZ1Q0",
+	"ycX11y5NTOG1TElgD3/QMWk/hpUgf2gHYxpda+WXZvOUBR0SmPyK61u21H9CNvS1PmPFX+b46R/wtOjW",
+	"g5QlMYVvHNZS/KkPn/4rz74OdnoEhoj3TfrZBLJqA9LOzAUpwV8IzxSLJ2Qx5bEJ0zBbm1Jxgpo6hyxe",
+	"CCVfUGU+hKSbgCsZ06zcMEp4iK6Ez/IgvZHujIBbnExpRMwMwSTQfdAFEZLM6C9w27hzQigBTbA7T8zN",
+	"GVFSf38HeWT2txlNby0hwgDg/sm9IiVckUQrNxGmgq1i1w5RHO6v5N6VPLeczGG5ceFJmxJN8maoZj31",
+	"Io5TOb+ZZgDZgknDeiranMWFzYmLtO16jtlEpoykc6El7Y6rgbtHbGLT/vIr5ZJuXTIE6pOD4+kL6IVp",
+	"4E3t5uzyImOJYThfYGnP8KvhweEai9Ms8wpGdtG0Eb/O2Rx3wYBj4R8b7M9Op7TwOWfLSZpnuDv2bJI2",
+	"hqHmHUFyGp+x0u7ggMAjbF7TnHDllllhuc3mYYbES7kQsaRNoRFswVRG7gq0PkqCCY+ZCnIcmA5GrZu0",
+	"lqqcDWmi+dlq6xVaNIkLLExZlssVNaXDg8PWqHU8OTqM+keDo6P98Hl0eHBMhxNGaT88OKBRf3BA98aT",
+	"/clgPBz3x0fDYRgNDqLDcHAw7k/6fdo/aq3OKHBH2RQGoA+eymRa1d8epSCbqfsWHx5toWro7XzNY2ay",
+	"hLYK/gdQJbiFtUtRdbM8mQ5td7hmEjAag/mhKavctyGGaqBCQR6+5TPb/UxhPIGaz0hbMUYCXKkfEk32",
+	"1VjGJyCzzS+YLAgmwrw8XRS6WZV8qTsl+rY05+eVORGBZ9kfequ/R15gGYMWoVO5gHAiDHEjiosQNQT7",
+	"EgqkCn8Yc0HTZb7Foem2NZMRn3DgXDOI/9ofmvvw1qi1y7Jw1+RA7s60hA4nradlFor/i7VGR4N6OJod",
+	"cf0IZQAzg3myenVw+XNGeaKVkIhPJlq/UFO5EJsRediwFadaN1FZ0xobaUKjyK6iXdCUzeQd/GsuzHaV",
+	"5Ybzbt2pxCcTD4KqgA9werRxYKQNQDxAgHqNhBTdyiqZYBAzrsrx7Ha7xLf5pH033LkS33zzTdPjvZ0r",
+	"8R//QboD8s2A/Md/XIkuvRLfjK+Eb44zb8ThOUtnXOFstGbadgPpzJruVEJXvVE8SMW17RwrGc8z5oGG",
+	"a6B3T7whAqteN/HFF5YTmqT46u7Yje/459M67O/19ygbDsfHx0dHh4NxyPbGw6PJ3h5j4WDMnh8c0eFg",
+	"Lzw6DI/3wv7zw2jMjicHB0fhYBA+P/DGZq4d6/p1/ipsGzlA3XH1L7bBiI4Gw+05uAE9M+e9YznNGkbt",
+	"pBNvbqF/AMjHm3lMU4edlxNiDXEY/U5TvNHxaldQZgSt6G8//is6/etff1+mve+5B8vXyOfUgYekPaaK",
+	"He5XKMuZ0tp0wg3ZBuvd9Mj+sE/+SvqH+/selpHH6u33jw+cQL2HchPX3FUbsZb1vo6mY/uG3ZOLN6fd",
+	"4cFhnkbhIZun2O6EZhlLdaf/18/97jHtTj59Ptz/8t+3PM1cIFjR2guMAsR1uD88Olq9Mf6zPcMQaRiN",
+	"o6hZAm0+6mdCZTQ2WEJbHHSII3YcI9y2U3W/PeUxtN43Pa1UxtdJTAVbbYE1x0EvEVQkiGVI46q+bnog",
+	"0AOZi5TRcErHMRuRiNOYZGFCBsdHvcFRr98bjI729/dGmh4FC7P8H/poGpP9UaSfSyxD96jmFI6uucAM",
+	"7yc/CGudUGZDar6P0gYFI+NpLtn82urNiQbSwPQvJf8ZgvTtnNg9GhXPckegFSEI2GgMW6ujVukEmimr",
+	"pNVXNreyHFvQnUgfpbeQgu2sNb22OOg+MwyXv/lwoy26ddhdbqoj8qHXO9MjAY4DcE0y1y6+EtYwxg1z",
+	"uLbeKaRehZgg4yUIkg7GZ1N1JQIQLO9/eEs0T+ty0ZVhRmP4BXskb18HtQh719XzZCynxk1WeFVcrcfF",
+	"KoxYGNPUJv0/zu1SeC4PBkNP+v1WXovfUWxWnayWoNc5EJCei6ujmj8tZQDgCq+RhUelxNDVHOL3N/IC",
+	"2l5r9zf6/CG/KPg6+3WuBUyNY26QYdNMAmfZV9z4h/HMYsZUm4iAA5E68975Co4ruxPNJPZj09AdtrjS",
+	"bf1IP7Vzx1hDOv+KPmxj4YBe8hh/9tf3YJ/lIsTerwF6iLGWV7oHt2W8aC//Qd3dBaF46+Ososo6ZW3p",
+	"TD/Jb2VgEyI+meApxmuoLXyQfwpHu9/Gu5RaLdHPSppN2dqDA7VBxNqGvnzSTljq3JABhNDg0ZzSCYT0",
+	"qZnGqHyY099MwB9O88LnGFIdK/nyMOLHBtjYlrfkAlYY/OlCbMCmOQeTxrseFm4PCqPFPKTV61X7s8F4",
+	"g5ivujiIIerLywk/YgPIDPV7qppQ3w2TQXd/MqS+I2daBm7uc69oJr94WnlTTLlhLoooxoR1cUPK+IyL",
+	"eVaWLVWtwTRbDS3HoMLWqDXo9/T/fzA66h/1bQB3eXV0V9e675VKBC5Zrtqigbzii3rctR1TbRLnZ8Q8",
+	"LK93dewbRaJayqiGZ66jiNIieFP4aMzvnjKDz66oR9GBRGLuo+xGzdzZkBo947PfIvnwR48x0er3Br3+",
+	"highhkhKE6rsTr5yPuZUg2XzxpO+MIDccUNc6QOEnIkNzY+5b3AvWcib1P/IPMu9cJTHUqs7TNxwwZzr",
+	"DC6SeS1gZdXRDS1ciuG3D0v9uOUiglRHHFeriBsEhZXM7gcEgHAXorUxTsVTghQ5s/TDE1aQYTpkvH0y",
+	"UQE94yE2rS9dr9be4VBPvpLSvjot4LK56tWTpQYAaW4HzqSHpQRN1FRm1qXFcx8u4GqBHtq2ntnMMc7y",
+	"+TwzsY8zJiqm/WdfChsSc82xbIkbIuny1LvyX9eJVIqPYxaQtoOiQBJI0BvlWP14vWqi8AI9fJKTKMbX",
+	"YZvQH2ljrRGZVgwO57htHLf7U3V7a+fThwe1LvAedS29OVFFluxthnQl1xwNrEb5GwAkVsL8gRby1Swx",
+	"kkYEGVsx1B9pxO7gZlamJOHiBmv4aFaTpTTZgbxIAKQHtCuHsdMsY7PEw9rh5+tY3iD/tu9B/sMm6CIw",
+	"ngqzPzo6OlqRSwhfmGlDYoqhG2hkw+qxRmJAW26Wnhsg6oUhXJUs5BEtzvL4Gb95ZWMmb3f3FL/zsfpi",
+	"D2qi3DwB1lXNVqkfi1UZfpo1wuo9U9486afL9luBfOLGkWKM7xMK7YIyG+dOeIRByoGpp9flUUCwiupO",
+	"w3KsJu61y4GjUuzX1Vui2K/aXIMQE8/ubIgA6B615kXQz+tMvdfEzSdccDXdYEeLmG6Zkht+x0QVwOhx",
+	"G+zb2sdWpV67f37p/pMpAJJP2b3LtUwqZbbAdavTShCbRPPu8rWufdtvRkKtBf9mgllveMczhaVj1mey",
+	"gjfI8rnGHc2dQeZNmOuckXZiqjwUVbTXQsEdbL7DmyX6VUtsr0S+1CtlDrsmS6cE6tfILvXZoS4SpdEP",
+	"clZVOrJOEmAuEioYNq6AWqVLWGnjVSmydIkXQpY8t7D/DD223lxenpODfp80VVGKKdQTMblpvYNOS4DU",
+	"MklxUH4mg5NhC5Jes/uQpQksbqKylNEZmQt6R3lMx3GxPNchBJkd9PtbQRgyET2tuPGfTEQmhtDIVIoy",
+	"PNL6VfMwgWIZa6TNZwwR+fNaQm1zLwmDK59M3IRibnKOi2oVM/DaA4do1EOsax99+ev1kXyva8ZRKc8I",
+	"CCEg7QXWnyRZym3eGRo3ee6RFSqlZCFXBbQ0ZfKDSozWPvPdT1UIsD5/U3Z2MMRAOetZMagF6TNbt728",
+	"3w103MD3DGE3wJ3bfoCG8IM8ClebAYJlC5ne4tYbqzalSYU/H/TXx+8IC7HrEF+xmavYzrpM5EJqPP3F",
+	"SdH21rr5nwURviL46sfKSOeAtFG7xmJrPIO6TIBdDIdgp5zpdyUCAFiMWZax1GRQaiExnkc3LCMqYSIz",
+	"tYETls6oAJqjPJ6n4H64EkFIRcjiOM8CNFXGQS3kUIIrslij5tiasVaS/EoDQQMa2y2f5ZLZVz1NL8vA",
+	"TZVAlpQxrIUMtrPxlFRuC85N6TH9ivm1F8pZOc5w0B/6Ig1fiVTGsVNVe5uANpEjJzBoZlYPDCoeIJp8",
+	"a9QaK3a9/8/xIPm+v/z7bE99f3x/dPnr8MfFwT9un39MB2/E4duwf0qPX0Z7rye90/GL6NXkb9OzX76L",
+	"34kPCfDL0PjadPfXuU8+97fTNJzq4zGLwPSYSpXlBTO0XiS1MR5zMb8Hq3o+jnloKjUNBr/+4/Qf392/",
+	"SCc/Xuw+v1z+9P2bDzfPp+HdOU34uzhdnFF6Hr754aP8a90kr0+3CcD6mSJSoLx2Vg8LEJa39/Hr5ZCB",
+	"G9/mGE12QVdWKZIqew0vVtZsFaTGq2h4cDA4Jvg+wIf44/a3Wve1sf0VJlXbltIE7Px9TOxV/mXDPFGT",
+	"wdLjjafgIaBWRf1FoAG6BQ08BEkKPigdkmpJsq3Kep1lX99xky9PIwE6RSxJOzg1NTohKCIvV7lzgnE1",
+	"RIp4SaaskvG4/dJvA2b/VSt4OVu6ggv5MPkH/midVUWovmNLkwmo39seeWVVjalGAPs6mo3BZnWoY4OK",
+	"TDlO3gbwdlUvSg3Z73obpDg/DFyCVb9boxZb/j3554uzw7NfTu8/XP7AJ99DZlMOOwL102Ixnr3uR//z",
+	"73GrCVGw0dkQ5vBVHc3EUpbINDPGAiCdzUXUeIQfCW319FhT+cLVVGAqpOAhjfMJo2Hkl0UNq742n8zZ",
+	"lpo73sjB/JWGrku7ua2Ycza7WAsXtSkfn/cU3Hml3KmpXpWnLWC6Y4csUp5lRdyOotq+T6lQCP2jjwrg",
+	"/hvMUwSiwVrCGb2XQs6WpK1H0TH1nrU9lEExDK5s61diwbNpB1zN4A0TMuMTU09Ud/3t6YvvLi4/nHff",
+	"nX2LxHolBr293mFv0NvvDXp7w/3ne71+pwCm5BmZMSrUzuhKXIl/g4OZ/Lvo/99giZJ/w1uaDv99Jf7d",
+	"7XZL/6c/DHJHdED+TcKUZ0Bh/yYDEthAsPcyYi/NG1nBdBEkxwXIoURzFZIwlhLFsBK2Ni+0dYZY1gnN",
+	"piewEE4tOjBsCIRLtKUIGcZLMv2viN3xkEFRIp6RKSQBsQ7mjEJBX54ROZnsEGcyTkKWHvGCprgCZFie",
+	"0g/l92zSYJHZFUuTTw43sON5BtaYnlvG4zifYVumdnBCwgtOzfeZvGOqNLpEd8bFRJJ/k73KiBJ3id3a",
+	"k1gdXvdk67aAFY84Lm7zThGVaxOE4/S3X+7vXfHyRfEuFbmRRpK5swLlGi1NvYLXz+nzoLHPV/bNvIeY",
+	"TbKmPvTJu7YQUSVSPSz3cMHiyev8vQIgpwCTKhGfAZdqIznDnuvjKmG7c6AnMxJIk7enpaCs58UIzmk2",
+	"tYcFMcjmwh51yF7SLyVaGtM0XerPnW12OinRyVG5faQTb+u2tHmNdrDpPOQbSzZYN587l+Oir4/mbcgx",
+	"fJ2/SwmUfSAyJRFjCUZgo3/btm9xr7BXSK271iwYfN8OXRbdDvpFv2/1+x/N6w5lumBH0Igi1PaU9ywd",
+	"Vg5E5R9DjrRUrPJg0DQE92WjV5gcw7zbhCqF1GQi0v39Fivu8tphQ8fFmkMzxDZDbugdI/PkpIIhpltX",
+	"yEmx9yJiqECqdWfsMKAcd/RMXBQvOrW3SphgXBDTHAKBOytd9FkG13X73ff0+2GefZis6Dqjt0wQU7Bn",
+	"fef+lT7wdOxSdnktjVwT0kSfUYHFrbh1zlWx33AQNuzHpXR3EA7Dem1erVA5hg0a6eGOii7o0hQHtn06",
+	"s887zgGA3UV/Xu/2hfueG7j4TJWh6cr7ralcsIW3a/+6H9X7Lpa9FDEZynmMNfNhcasoecU4sN8iDKtX",
+	"l3cDh5ld5C/6Zd0zRYq28hziWie+lR32fd3U1tZpHoQkxg5tPj/vyg4Hvr7La+t0XKLTIiyuV4TFFbMa",
+	"VltGJPviRU2YN1OWdvOqcqgnKMghOCFugF3Rl0VH1CPTBG4cT7nOURtbfV+He76hlfeVzjM5oxkP3a59",
+	"2wp9eLd139dLw7ZiIammbTVnJknZhKVp+dA6o/Dv8IFvGL4dhjGUdthYU70CMbCkEDuMKIdeLV6kogIt",
+	"SKuehHZujXUQj7uD9sCyQ3q9nlWaME67Z9CV3AV2OBLGKr4o3qH1RBSLx28Cv9vWesukLZWT12GL5Y3t",
+	"Pr9zr1y5lFbC4U/2zuclo9Fb523qRjWAeWVbBvFkb0oNZjgHHHHnTqdymQOXhq5+a3QKuEwqVui4rNt+",
+	"LL3kGGO4UVyRopkTB8qUa40wtjCmZQVYZRT4DkTg5vYFFULOQWFecBHJhWXzWon20+mewwVB/y5I1JTn",
+	"IBQCWJH4symoEjVjzxKwNnYijpLA2HvW2quaV3IyydcCDXFskOMW8EIww+h9ut/eoDL4ms5nFro01Kod",
+	"usq0tQdSTPhNz6bJuSMYuodRv/XCeck1wqyAwFR2OJdaGK/MPCZtU5J15GQI5mBLmM63Ux5jjlvhDnKv",
+	"Osgz9y2jioHgxv32SrYCEYOug/mU6Qo4j00m1SH4ACZ3JX5AfGNwmCjSNpqUYAtwWaR3LN2BZFW4VNZK",
+	"pz7nx8dXIp82uJiCkyImGLNbB32H/C+Zyt47Tp6gdyUCNQc3VQDeaoV+nKyIk1SEjrVy2w6Mbxiuid1o",
+	"56BDAi5CHmEok0Vd5iE1f+VxTwHy3xoQxso8kwfc7xT1nL9Uq4usDuKcMaXoTUN0O4Ru7g/1P9Cd1Rq1",
+	"LJ8BVFp097m5AUU45e+SvPJ71fl4UD3tiyydh5h/7i2lvWn17Fd5fK/K6DhmhIapVKo5UPGpAnxz4vFB",
+	"nk/nMyrU9hkU3njhc5Z2bfVQxX6da95/QiYyjhF3FFhSAAI/eEj0cEHgay6W7HtfXPJv2PPPa+pUts4i",
+	"iKayjmTLeTy1tbe4ff3SmM7npxt0mgMsneOD7niM540Dp6vIMexXTHmo3LHZyE+7pgVBFYtbHK3GJBKY",
+	"hj/8Ch41Fn/IEyJ/bY36m8ZbPax21l0DJHMxAF/BZi33DFFDvTcpMi7mbHsC94ZZOb03LuvlMmHnFjHo",
+	"cz1kp4iqtxFhxW0MoECgkN6xIVQpm/B7YjCIiJoDnJShu7/4COwvdYAzF8GIdv91/emb9tVVz/xz53/o",
+	"P66u/rLzP7xIgK/uk5gK6g+Q+mm6LGtKWjlgKcPDaW99zA8LcI/cSIiBqxa+BM35ekbT20cli2IkXiXv",
+	"NE/QgxghrM40wEBK3HSnEtb6Ur5f6vBZpcH7cszgtsVYB5ilvNEpQDPkHU1vfUfhd8+6hNMQObnFq+Mn",
+	"zXtfPLvkvRvPnxvLjmZgND1NyiwMoTE05KcazXLEQsHaHtZ7uciDOA043qIewPI0mYQVIl417bzO2Lr8",
+	"w6LFTpmE6xvkY3cOcXpurRHqsO6UruTor1bstw6jyjPDDRTQqHr7wO6nVAvU6HfRtleEIrGvWoarKV+X",
+	"Wq7kBVJasXrrNJgiSChPb21QRsBlAdXr3ntjpU6N3wLdRHJCXrIxp+KZMj6RLjxQAXhdqFiSJJU3KZ0R",
+	"lTB6q015fW5VFnFBglu2/Osdjecs0K9lMpTxDgDaWn+ddZOYVknEUxZmspL2AkVb2XXKoglX05UCF9/U",
+	"srbfPb7+9I1XxsIavATHTNNZelaNK7A3vTA7xISHmdWyeG8QbLo65E3yd7c+fwlNKTJmnrRGrcHxsNfv",
+	"DXtD/WyuWGoiHGEsaQHIdY3fXSuWIfivUguZIp4dnzE5z66hbP+jK+2bxVhfatehyDVpql+rQD8IV7z4",
+	"b069o4YoQJU00Yzg0oV8v9zH91uxMBOn8PU4WUFfazfwHF/101hNRwO/llHIsWiNPVQS3imfqjKJ5spI",
+	"HdugCgpTEHMN8ECKG20mpXNwKEqRx9DSOO6gCzKU1cJ8/oIJ7iHxIgrhfcZviMuDeR6vLunNzmPrKBaS",
+	"BQ9zThS+jXaX/KG1/h3mfJGwcPtq/x7vO80j7Dbk1qsYq1LxNReKhRiRuhmv1U3lRDxqqT1AwfvyVBzz",
+	"8Qd1lZdofWJNFd7RPcqmpEBgpx/sjGA3WFeKeNkhqlRZSduwVwIRIFOWzVPBoh45BbV/5PILwOtUGV32",
+	"yCk4ysmMLomQ2ZWgsZJkDDcgAc6ujvTs2QzQK9yZO2jljquqzFRMeXfNGbbgMKQdyMkEay0KqHyYzVWw",
+	"s5Lx5Pj+e/2+g/k9WHuEkaYaz9r5k+//B7PxeNFpsmBLaqVADbEDyxLo3bN6YswFuxKMhtMeQTExo1k4",
+	"JQH4Uj7lmt1f/ntA2tTkfh7uax6b0jBjqdpBEgIgUZmRAAN0gxOjr5EpvWPEfqnn43xrg3hwFOOU0VtV",
+	"I52Hs4RN6Av25CNEpm/N+xSLJ117hQoaCq53xKFmToJo6QuTda3tDKgwsA3IWKmw6V5vWPhFeAE+bKzC",
+	"etzvQB+FPaz0Qe44xIdsbhqStjlBsQxvd55QnpYmVSsZIhcklia+aKLl+S2PY5JJeVuGR9KL4YHiL7K3",
+	"SyvVVM0b7oJBsavoQBu5kVz9aP31SA4EXzrWuf60MfDUhhu9PkWzyrky16J1l6+Jm3Fxcw4AXb6apiye",
+	"BCNCBbGFXt14Xxvfe0ICIaHcBLs3QADmRJVqlLIYE88EqxS1xAd1m5OzOHrlxyX4ILRJMTHwHRP9ZuVE",
+	"xjI0LuHWrkn6KS5G8xWrI6vmn1W7/PvFh/ckkVpkpIQLw6PHMlqCJzz4dc7SZe9q3u/vhbpD+BeU9kVE",
+	"Hu8jCEeuPahU9Mkrqe32d1E47xZokJvf4FmUF0BysDf+Vf+81ibI2bmFHcXXjI8/Bjok7RdnLz/urHWw",
+	"5CtZDMlHgm8YjX31jvB3vbIpoxEXejAo9JvqTMvb+naiHnfdqP2fJknMWURm/KaMhUzaRbda6dpZjw/R",
+	"WBlY3gYoQaYwpwonkLfrb9uai+G+sbHoD8/NzsPZ62XAJvymWLs9j+CC2hplAP2GXNBKY01mWFFhysGn",
+	"LmLTKeyXelR9lw6qF8oHsl4oAwpUoSUUMkQtYPNLEUcfKcmMw/3mOxKvhIOA9aIaDNRqKRzWhUPlVsjF",
+	"5qmUeXC2b4x+uQZRRV5I6DPIo5xwE3SK25SkMtQnp51SEclZxyAYEmq8gRlNs50eOb0SJqSOTGUcaeaE",
+	"UZ6QajuGmztLnBDEJCTg/5rmr0S7QHbS/QK+itaP8yQTUyFIhGxUbQxyzyBhRIsQO2K4xIHcJTMhDFxy",
+	"Ag9hpG2ptV14WWtIEYbOO5T6TBHFI7bjBuTiHE0wYOdKLKY8nNbj327mNI0IWGS3jCVVbbq1PzkMh3TA",
+	"jsd70X54wOre3RkXuc5Qvlw97f4TzYHedbfB1WuOdD1cA8xLSOriMc+WJNE7YUpbbkR35zSb+kiuVJXL",
+	"UaVyftIkGyaEi64NfMvf33g8NgXHiKDyUT042PMPSpPrtd7K6ybsFk+86Ai20gkaxQtDrlBPnqRyps9C",
+	"yHiSESWRDJsDSYtq/QXxXwlLw5i+c+JSlv5PF+9KXCID+jIngc4YJBRqQ65HLhzgF0vQ4LItzpCpMcqz",
+	"K8HuIdLUYLJA/z2SQ1Xdh4xFeATyIOIrEcBCXGdZfD1TQcc9bPmwyumQc5HxuFimbyDlyt2OQP+GbVzf",
+	"pDRk2DJiMNS6JH+tN2ACAlIOULpXoh4+DOERJwQY0YIrE0hA+I0AHwtyJC2O4iuRxwfrTWbpTo+8N7G1",
+	"LFY2UVaNiLSlU4BDQFk5Oc8wtRVz5fJV7zjRqor8Mo9uWERifsvgZglGVeEXg4N+3/WFDIb9fskdsh5C",
+	"qSK8V+ohp+Gt/1TgvuTQUpCZsI3u4e6dFlMA/QTQvIOttY33iNbkLY96QiYsC6dwt24oOOKTCUvVA6B9",
+	"y4P2YAgrZtVqCJfFQyAikCr5pUm+SiOTMV2E4kMLl5dvO7aGU/7uM+U5H3pGRm7BJQzQJdD8TUqFVnJI",
+	"v6iLVU7ZndLoSuRV1XIyhKhzwwvKoyU0Tfkdi0aa710Jl53N6NKWGSRjU1XQngsIUeggF2SWt6VMsIWy",
+	"sekda4DaODs4M1qui5DhGb5hmSr47ZWA/I08zBnYZkF8lROz9nw8FD3/AbcJJQrqWDD9TU6k1fK8EGap",
+	"zCAXBTVqtNSeBpRm7e1neSzQp+6K3/FseX2TynmCP28VVYV+wwUbt/zRVP0imqqcOblZRJVmMJCGhZbP",
+	"5wdcPJs0Ls2uKtaS3h6WXENqK3hLRcbSO4o8A7m3daHrX4aIFRmxhIlIXetV1PaXwZTmia23mSfGGof0",
+	"tU3sBeaFmSfXCpzjX/IVvIPvSxcctl4KVl0d9A77u0NNuDDMCYWSaSyb9vUqQfJy80xqE/mi16JIsDLn",
+	"wOS1tR59m74qePzDAvKTfjf06K91LR+V8eJWR7wVr37xnsNa9G3xCoFXTgibJdkSMRulqEyE3ee1zzfC",
+	"P35TxGlGXyci0MIdrVqW/IrwAQFtZUZRM6LyZx0SS9BBLAjpVsHH55aZfNnKbrIGj7KYLDLVYgounba2",
+	"mnx9uyd5TdS9k/QKzuc/VlTAmdBHVzFQKkz+I3SOVtWrS3rzWMHuAahCN7U7Et+hLC2zu98l2itHTz4s",
+	"sCA/juuQUB3V7inATyvNbefU+rMVjcsHfk6zcLqlGxfuSBRkEiCKEmA25C7CExJzBcmy6DfQ81hMZczg",
+	"98pWlVvGqp6ZhPTHi9P34B7hwh3RoF7z/SuKnvdsURY5WHlU1S4xKv6wvcdKgRX8XI+peP4g9l32Ds+4",
+	"sH7YrTi7Hkiejmr3dit2DpFD243nMdz+y6qT8BHJdevLfCTtwkEesQkX8DnoJ+c/XI5IkPeiZxxgFsuV",
+	"KH4OCFXkb68ujZ8C8o/BGqVwEwVAJWNGWMQzc3ObQ5GBjUkVuoQQyUx/AlE7eEmpSDvAfNKC80Muas6s",
+	"9TPDreG1nF3rvwp+HWAqrXE7nVwJ8BoEZ5PuO81GILnIOJJvKBcqI9SyiKJSrx5cLVajbEp9TavHtVie",
+	"wvz4sh0E6Ue7NSd2GR9kBGyl9K/rs0Gb+W2V/PffDEg6j9koj/mRogS4MSEUWbGbeJ6wFONqySvNnker",
+	"zYF1HPpRG7baRng6m2DzvOA1Q9/ATeFjmCtFE8SRYE4SXUJMXQk2pZNDqfD0jyHDkF2axx1CycvTv+VI",
+	"FkHh7gj+6LJttSXzVCyg0Xapd0DaIB2scHh8hDMaKg2Wx6c1on37MD2oD1S+CqdlAKDMi5ScH6v9h2Zr",
+	"ejIwv9S13ozy2J962tZ6ByYw7azSUktXoE5VFhx+w/UFPDUhEWUi2t86JGJ1quabr5umaVZ5QyfLBby9",
+	"JnUQV842vZIkHxQz36xq9v4Tq1P/6dWOJzMM/0v6/o6W5SNlVV7HYjum8JMFHTIhsnIuIoM7hHFDKjsh",
+	"M37PIpLENNNcEeGNJlwwX5bNAwqX5KfYBOXdslSwuDVqHeoGuoOjrv20UuKknlLTfHtuc1ExBdXem/sr",
+	"m1cik2oHDidUc8md/0DAAZgxQNMpt22nsK7tYnXqAeoqayxs4DQ7PDjw1nIuFrkumrFuVfHO5h5MqbKz",
+	"nAuXDszwwBOLZPe2XmlB/05SBlfH5RnWyGDtZKUPMAXgJLm4IWqpMjarhLYDUa3bnqr4tnsFPRq66FQo",
+	"sem0Fqu2depbdbusG1iPp3omUXjC0Srk52Cg5ecnPd1Q0/0QVXb7/5zLaXtHWjlrRas1/7p9pOXdi7OX",
+	"H4nmGZUch/pAcmJbdz5WB6bCfGoHh6bRQvMsM+zKofdMft0g/Ac031HPKYV13JK8oBcf+ZwZzDdvWr9B",
+	"S+q4IK8ydQFB84CSjM9YXOfjDwR+g9CMlZfeDzNnyu8+f/78+YrSI6hOOmXW8ywlD+aXjTWAi/3DvuPH",
+	"0JI3vvPlWvyO0G5Qqt1rnl9iqTdfyXXPVvT6g21u5p2NreGrYQE6Yl8CtAiH7lIswVazIx91/7kie1/r",
+	"gzKODO6n3uUOhIwVsJxyMiHjZR1jtO0izuTFGwQCTi4oBtbrBtfPpHe4xVx4CmA/NpLGv8pQ2SGhSmHZ",
+	"3wJh31YJXnjAAeojG24xrlTO1tT35xlUZ/g6iAS/q2XvLf1lWG5zjMdqxvSYItd4q2luDE1imsPhivNW",
+	"vmUv5as5728BZLPcHjaxxFPrlR/lrGAWmXRs4lJPwIs3gUtEREDvqTkrAdRvc062OsG5G6iaP5UwEZiY",
+	"95m8q+QV6qfGwAMx01QuN3/s6ReqhjSIA39hhMxhjzWOB3VCN2Nwe5svTybXs5EF1oj8GgBfa8NXKh44",
+	"Uxw8z0XF3S1LwVUa2bqYE4vW+yQRJ6XGNrLWcsXxTxZuUqqBsqW9ZBDSPYVh5olmQYEbZRqATowZpFyQ",
+	"wAacBjZYXLdRL0IB8KTlHV0bu5pUsRec1z/756AIjWO5YJENhTNI7O2+W+jFRJTvVCP/i2SK9ZHixWBr",
+	"QgG7NPH/DTgWe6XkjaPD/S2hLEqr4YzGRxtO/aiPUN2vETcvmWfVklVQontq66rwjIR0rmr3nMIUBf/N",
+	"gsu3qnFaKm9q7BeIuNsqDnn4pdPCihtcCj8rssuw0s+s36k0VctYzRUW5ZSvyRywvo2Y2QfbxUa1NVul",
+	"MfkIqQkoD0Bn5IRgoQjVIRG/4ZnqkKAXdEhwHQAVBd2gU6SEgIlNzSdQF0t/U3HcUR7XvfsbpEF+KmdE",
+	"/sWbEfneW8j+1GarYcroXKgCox49o8HvlVDxaJovqpn/FnB2en0Bm2kd3vt/hexXr9WadcHo61iTDsf3",
+	"2gnO8xERssDIxexQsWyA/DX6hulvLGXMqNj2Rm6je2QoY5gZ0N3/Cjn3hJxbTf1hQePFaV5VVRpLoVs8",
+	"mQ4xtUnz36txHObnlXzoScv+N5Tub6CVV06F/qflDduX3gdczjy3sZm0izxNyKi+wzghEGlPDheV5mE/",
+	"646mBQjwVui3JNhcj183AWz6IXdBC18IkUMhTxgPsTlb2/Qmo5g5yAQaxx8mEBeygY752UvrmpyvEaJK",
+	"NSO8QoUAecsEVF9VZCHTW+uiqRPP8wcQjzMa6Kg+kL/xO+AeBpSpVLerHXS72EIXvi4X9L8SAIhOTgUJ",
+	"ziI2S2TGRLjsfseWAaZNLPM0bJO4bsvAAvABZCK0a9gFWvLJZLlzQvjEKSlsWlhQdSViqbIO4UrNmSky",
+	"ZZFLrkRw/uHikuzeDXYNt1a7nwu+/WUXQMJ2Pxt30JfdYoXMHKuYIWPFrvf/OR4k3/eXf5/tqe+P748u",
+	"fx3+uDj4x+3zj+ngjTh8G/ZP6fHLaO91HY2r07rv5rotgmBinKv/mDpb1WmgpToFf2o+kU55KoFkQpjD",
+	"cHVHv1vusv+kNBF8nZS335rfT7s3XGadZw6o8ym8cnlDGxmx1l7+M3nj9JifLu9rpfTqCrb4uklcW8k0",
+	"71IU0cENoVUlzq4oB/cdBQVGZC5OxhSLSJk68upKJIylxqsHMFqe+t5tOCAd8vHyskNiqRAXNd//K2GK",
+	"TxtiSYtsWrT/e+Q0346JCVVuU2wbL1CpacP6PncIVxadt6hsmutlBoxKr4nu5ORKZCxmM6h8SWMtLtr5",
+	"WDvmIhOcrm67NpgSTIorcZB7GQ1EMMLqOEKqCRbjc4729rmlewR/p/6pwmWHw+FwRQgrY+n1VoGvw1an",
+	"lWYIGdDv7Zc8c1/WAs/9VnBWfwT4qpWeO1wId2BNDOmi4R7OyI3AoRg8iCjVEHFKkGCeBB0SYM2xKxHM",
+	"hVnnmAWoKpVxZbQipI/QGJCONH0QlfE4tod350rIlASOZ8GqN+YG0JVnWkbjdarTbavstyhdDBYf1/TO",
+	"wivqE3Y2HJ0gWnIRoAHAdUXN5Y6paWduaTPAuHsKdQXrBFe+OTw8PHycivPYlInyuwcHBwdrY4xK9a22",
+	"Doq37CAvPQu/sQQ5Fe4O7CtNsyoc82DYaclbm7Nlj4aJnNfMZY2GNPjnHyisyaUILwJXucC0QuW5OMcN",
+	"o1pNUo9yqH7Mz0wFAeyx/tTmjJy8zNkJ6A1YkTtfkxt+5wJZPlME769ruTubpuq8ghwdozEUPMPjVtzf",
+	"KEzjDxfNkzPJZpfzah7wmHCeBVWEqlvjLjTioMRNamBPTohPSQ6Uvtq8qMx7LLfNcgp6aATG0yVK5TuS",
+	"e7kNN/RVYNWPtO4xjxEmAvHux8syV9hIH7nIWGKujX2VZbB+cuNCvmQq41jFETN9io36OuXqnsj1v3H8",
+	"57bxM0UZGRNJY93yRWqb3tXtnPMV2lih47V/nbM5i4qa9QCw2yFBOhcC3zDFiFmkf3YKv2ttzVSx73nV",
+	"NNME1IQtZLY3bCt/s7Z/Wv32A8NjSbSckOqW3m/kLNrGLIq5uN3UjppMcog3T0LfYJA/fUx+oabWmcyY",
+	"twswyfDx9qacNkQV29hoHLb+C9atKZI2yn3TOc03zHg19a0vpGrJsxaAMgU00PGSjGU2LYahth0HEPX6",
+	"cZSpvg7gjgUhrJvIl6RSPigNPTSKKbeHr1RBLj+DdTT4BUsJV1CPgaVV5ABvUYLqIa5r4CHjd5uv2dB/",
+	"u1dmBas7+Tri3GUrTeeEIUDyIw7LU8TJ2rNUGnOV8KqkXlvk2tY6lFPiUD41QMvOB96SevymY5YtGBMk",
+	"W0h02XeI6R8ql67gC59btCEtHQ7n9mXyx03NDbdtblg+i57Qpk38g69ElA9rw3fL598USxt0tuYFeczo",
+	"8fF2tc9aerxNVPMKbbEtSEZrZExEG+piT0cK3jRLv2PEqXdT1NSYK6bs9U9toJXRrU1ybOKMJpzWSvHV",
+	"WsujBEtzkUqzMk07vu62D482i2CRnuTaL29oYzf8n+3aT4/5nHLPwL4tc0s8NYItfGdlItMFTaP/MmH+",
+	"FCaM+eiPsFvDp92t4cN2a7jFbg0euFuDB+zWwBP85xy1TXiRs9frX69wDdtV0UoTB3kQlpa5SrdSDu7Y",
+	"gMnAxRumuAu2XlD/YW6A6xX8lDddkuYuofyCW+HdI0YPxGWnealkypoqlfkS+KRZST7a/AwfWtmTGevl",
+	"BfZKWPa1vKp2m2p280xq2ysiqZyLqJulPKl7SGBvV650Q4roT1MGhh2dZ1MmMk22LHL3GSuRuN7I4qq4",
+	"5HCEn1eLdbvblYVehTV27qJGVofOwymexXIiHFcuzJUUBWSUAX6D6BBejxqfybtmGLwH366W7kc2rJix",
+	"KUoe1qimGdQ0siVduEL0POtK7uATL5ge3GIkUmUTfr+LOYr43oiwe56ZwpFksMXFnSccv3p9d4JOcUVS",
+	"Npmr/AoI+KmMI5biRqkHXPOtPL36Ya6p5sV6CsoBjAUoBw4jjn7Hu6gqaN9vn3FRDVAt4QKuvS/Jx29u",
+	"qh8AXIlHW5JxWk92LR1wT6bkYyzedTanyauzGlh+0TNdc4f8NazQlUt/0cjz0yrPVBmeP4FFnmTERiQo",
+	"OFfQIUH5Qlj/ktd2g39jPcjGS6w1l8umqZYBFcB/+i62Vl83nzs+oO1yGNCJW9pUFyq1PSB/1U9nNF12",
+	"yJD81cT8jWl4O086pNfr7TyODlc7zf4AjpBVHvYfBP91zmzKevNpKLvXtvOvFfpCPg4v+adyHDNPjbFT",
+	"QT6+fkGO9w+ekwRfIihca/UcUOI6eIc/Dz71bK+jgkoAhWSuWESyBVIkS1OZ2lDPopB20dLuYNdxNxeV",
+	"tRvbhEJPpkLy/nDYaWU8g139wdatpOOYkVciwybNgkyzLFGj3V2bfdCL2N2umbba5eKOxjzaRtugBiTD",
+	"qYINFGfC98oUl8dK/jz81CswMEcE/81EuCThMoyZVT5IF0t4E5VIGed/made9cOstBd/qVzhXHXgPMOU",
+	"0S6bIGjU5s4yp6b6l22q/CI6KKyQxxlaSlTZxJ+x61Y99l7mQFeNGpAdCo86WCjXnNbgf3aNoO6eRQFJ",
+	"mUqkUBBSHTVyk+Pj4+Mt0OKbynzrcb25vDy3ymZYte+Q6uuVBPEc1C9WZZoRNZ9pVm0dlbccHenmAJQn",
+	"tPogOTgy8EOdAf/w8YwIOrNaysq+NjuW68Q/PLUr0FlV5jwvOuUN+CiqGeaAJHnGEJtMWJjxO0YUy7Rs",
+	"VjU2+SeqvXfwpLX36lzTXYpVfOSFfunCLGirsiLNZcfGACecuXpvXviswLR0MSwbqNdBQTXRgZtEyn/H",
+	"8YqtvkWrvi4j5mwLEu3u5obFIvQwuyphIZ/wkEALLKvWn92aPGpnqkIvW2y3H2LZhKmZGZdIotxZxyW0",
+	"2m6sOv4m1WE7rbhIt5CC+VIuKuv6sLB3mCCMbIWD3oaafynFmhfaQcEl6rBGCGpoJb4fQJJFxOQoFUV+",
+	"TK4UwruVpjrcukqA3reNaKWIA/1dA5bzTdliwGmjqLFU6MGkLbZwHcJ8MzIV8BlbPl25Rkhoygqj3KhZ",
+	"IpsX8q6EmOZTXXXmvvOGX1+ChpBZiHtBb0zcfH6oSICcICDjJSgToyvxFxLwJBiRwPCugLRfnL382CF2",
+	"kDsdba8b5hWQtvs72qjXBbJ2QNoxV9kOtHsn4/mM6baxf4hPRc+KDfiR2uZ1W8SY5ADw+2Q8z/DqufzO",
+	"ROmVAc8BzF0F0J31H4yM/6AyVq0T6W8SHl1PeMysb+G6kMHYjgwnsB6AF0SoIkGSyjsesXQE/RbNdgjr",
+	"3fRIUCQ5np3rZRwGukO71m2kNDKjCa5LFsKCT6WCCmKJhLFCUE4+YHhRq3T6zXkaB6St/9oFLa+8HOw+",
+	"YWF2jaoarDFEqJBhv4/NqFm2YYfGXapfBqblLiG8oI9ZMCKUvHx/gdBRQG2YTqUqrp+2NoqHg71DEi21",
+	"FhsSdO3tjK4EMW0hutS/pHDXFeFVoHmuyJjFcgG/6NdgKyGvHzPXdFP6d3SxoBNlCpUqUvjvSM+2vGAF",
+	"pQMztmEmUjeVzMcxV9MOmas5jWN0hN/xNJvTmJydnxA541nGopGb+yoXwmlmQdNI6bYKCAKg7Exvosn0",
+	"7BC7S4M+PFT85vqWLZEyK9Sv27Ign1jEQhJKbtmS6Lc1herPu7dsecMElL6zSXp/gRy9GHZM/8OAw0Pw",
+	"TybhP20LthsvdyyNuAcHtkpT0LUhm5y8DoAzzGjtyWB/D6LSwyQL8Ht4a65YGuSfUKUWMo3shIutpzgr",
+	"d8I7PfK9Fhsju6oX7y7PgXLO3p2ek5uUMVCDTgA+GCaL3g+TUGVKZsBXuM04OAJOBhqBrw0vWqFB3XLE",
+	"YpaxCNZQD0gFIwRavjHJaisof6QPfzZVLqvQvQ56vcN9UtpbuJmA9l2mCNWIhSRBrwesRJsr42XGNIci",
+	"pJ3JjMZE8X+ZuksGD6AgquHhcLC/38kTjQ+G+8OjI7OZt1rTM5+4/GLQLz4Y9Pt40MKUuVsL2hxsAyX4",
+	"MJcuz5QdB5bQUIzGphoj3nwAwscJxnsuuGKE6nZws/VvioRUCJnhlnB7hxN1TP3GWMpbRWJ+y/LOzYyk",
+	"uC5ntAZgdsMNld4YM/pO7kEORnhzBSOAW4DuPCGRZKq4vClnxJqh3Wir1aDtMpUX2tjp6YbyqwXHlpon",
+	"saSRKqFHmTPHIkx7B40IlcSdE1zafEjg/olj5emTtDM2S2RKU+QDHUz1TZnmm9DODJjFLUuyHQvwWU6S",
+	"BwpGmyCv2KUVchCfpXxeMINRnrc6LcfdHgIySagfa9GkH87gP0aUFIBWBhAQaL3ieE98imKpVs328Y0e",
+	"B0S5RlnFxHhYqaZm6+63suS1VQtMpNhW67EvJDGqhHOVkTFbY+nDrJtKVuxtXbLi/yBfgBbujATubIKd",
+	"P4ODwGtqSJ8HNLjjbKE1L82i1YlWwDGjPkCfLw0zvQx5mmDHBR/cOdGq14wL87KVpkyBkMgtFnnLTEy6",
+	"YT7YaQ5xKlMIkZ3xSpyI87RGpBea/3rvl17dgS1unpfvFSey1WktaGry3cKUZzykcbnb/Fdft/xGf/sd",
+	"W/q8u4ZFdhW+hbpnqBW7KtWAt9RS4yZhhxMubliapFzol07HL6JXk79Nz375Ln4nPmiupnVN8KXcdq1l",
+	"r3kdjEAroppCB7/+4/Qf392/SCc/Xuw+v1z+9P2bDzfPp+HdOU34uzhdnFF6Hr754aP8qye624y55kTn",
+	"N0JB+KyNzShNFqdYx5xcm9/11AnrTEQyVSy6Hi999ZyWhEfIVu2LhfikGUllRuvZLPla763o0R+TpJeN",
+	"ZvOUadM9cAYXoN4K1wM4Kn2YGkipFQ5jMZ697kf/8++xuxRaufRX8HDoqJYfzG+g5uVszKIIM0uqGGCV",
+	"pCUPIdZzy5nfL2XWHKHeIL2NiTsWy6QCbFWm6PpNs0PiNV4QDQ8OBsfO6pH2mCp2uF8JbtrqaKxd5gpr",
+	"NgtQGmp5Jzr2dK3NKioYkD9nwGJQaPZzy5ZPkitg29ksQ73gkOvQcppj9y/4bB7rZVgZ1MdSVgq8WMh5",
+	"HIENPE+exN+8dQDtJqVsVztrLzeIDnqkw7YxPuTMxPOU496EXAB841cJZf0KVWmbI0QNVXEpHhZp9maZ",
+	"aLsWlINSWEA1kqe4QPh5s4AaP3j9iosIp/ZpmFI1raj8m3XqnOgNMKlXGQUQrts82nPwi7QZL2eGPlOE",
+	"RzvGaOWs+YJyi9GVijzXgMJWjPFNES1BFlOpXLNaf0USqjJTIdtaMq5PS/8Di9BWlISHzmTQH+57GOhK",
+	"qvbXk4Awl3kWypkxmVX+Se2ePuTKFlRwCvH7RYbzdiOYIBM3XDDDmrEm3Mai5KVp33cl7Q7Nc4c0j6Gu",
+	"QfGWnji6bErcdUORVpNG60RbsTSloXq5kpglr2CV/Dt38f7d+d2eXUgbDALQUpEiWUoTRWiVDY2l1Cvz",
+	"XCuh+juUYpoHPGfRcf/gYLIXDunxeBDts8PJ834LIxdao71DT7UX01p1dCof+bf6hdIQnvuuNp2xNLd1",
+	"9lLrnVN2j9cNe/uDAcFjQw5GhGmjOkm5YmRvuP98D31kRySlIpIzIsOMZaqi3K2edi34gfvqahTju+Qz",
+	"NrIAj84dcKz5g16pcmkZqA225sqwWJeOWWszjCZ6wQKK3rhFTS5AFQRv3jClwRZIRi+ragRnMQd/Iww7",
+	"QcexHj9aeOwOAHeXiS2LPJVawLYGx8NevzfsDfpb1sacgRJlrXzXKjfePDFTEAoL+VmDw2EHNsmBpL8b",
+	"ho+vrlFamwaoOQXXEieEYXV0GsePkABVTvcHKJZRTfNijGTsvmKc6zPw/sOLZ8o4flK/SWyIpim7yPCz",
+	"FG96NvIklCjP7w2Ch1ts0tpNQeL2sWsz+Womu3MINoKdMSVSv1b5xvLhWiP+7HsbumJx6LlD1gs2/MPL",
+	"c6KflOMsDr3Bm+VTvWasYpb8aF79fUqP7F3TeTa9TlKZyVB6wqODizenmPpw8ea0Ozw4DEg7uNureJZb",
+	"5mFDH0nK71b1cfrqwt/s6auLhibniqV+kv7h4h3RT70NWoVkqzosP+Y3Xqbqys6TlF0xPnA4nIbyKuRT",
+	"cKAy36iciE6J7T+0SkshqR9RLaMqz3skcIca2LtQCCIIrJQMSHvBxlMpbxVk50xk7ebCZB+DcEXHVMsv",
+	"tD1S9YFSMpOgtRoeTGaMCvVIaenaS32P8Cwm6aPsu2FI8ldIGyItuhA5cZIHmEA+QHA3DINKOJpds2p5",
+	"/3JJtGqRB+jjg4iXeZTiw8HgS9LUoNj4Lrh+C+Haling5PB7YqrAqZ3qhsvUepbyrdd2WYWgAeFTpmqF",
+	"Q2DVGsGgLpcJOzfF6NZTyVppXmB22SgkT3xi6dCUiGJvNVH8TvLYwh5pqbupdM4zsg4PDvYOVudkPUpy",
+	"3+1t9MFe3RuIzL/U9WrmvA58BzkwvPok7nSnqc3cD4XB9yeD4ClG/pD6Gy9AN8PgOOHuQj58zNgiKqPV",
+	"C9aK8WivfDcozfEnlGSoKJRkWSV1fw+qCf1hRNV62XSCgWkkpCJksSIG15ZIUfG4N9Y03FhwbbaV4JDv",
+	"WSyLP4kgGvw5BNF60fMHlj1epvfj3ra6vrB+3tzYQuyAAmxF20sQCZDyOxouSVs/O0/53U6PnFOlkmmK",
+	"UBopI4UiWw08Ads0f1vT3jybmnJjXU0vFetV26GYRn1X/k7/4n5XsUiNoYlGZWEk1qNKqgOqMbfyChSv",
+	"kjbNSMy0FX+k7fiUhpo1V8zT6vSc4zAYHpWOw9EmHHCNcV8e7Yi8eXf6oqtN+eND0gbLf0cf3Pzn4YH5",
+	"HRwBO260Ei68dQN82tA3UNuo2l2cIZ9tF7K6349dyDUeDDPMETl9ddEdDI9I+8Xrb0vrowns0wauDb9f",
+	"Iz9mdfbpeDScSe4N1/DOilYE3VbppVOj9+pC1HewSbH6scm5ArYqaee6AFBccLcXkLaddYcUzMONywOH",
+	"+d1eeV3vvMFNTiWC7fFanNtIDE9mSYFdSm3wsq9kyuOKzfhi2nxLmBe+iPTwoKSQu062Z0MlJp1M04u8",
+	"Y9cQZJzKONaEdA3vfCoDKeHLG5dUASwBvYlCZqxWJcWh0dLlt9Ouu0C1ODS99vaNstTdPndR3q5Q8KZm",
+	"o/N6BBs5IB6UKoiB3qsDnSvnNe+nY6kCpuM9fRAOq3f3XMY89GjkkF8XxxwzzrBcaSlSCWKXEIALgmz0",
+	"w5spS7sW2+NKQFBByrJ5KhRpU0EYBrbSpcord0CaC1ckkUrxcYwRufNMzmjGw+BKaHqEVAv9YrmglzNC",
+	"ZEv4URVBx32pzgPyuOCHBdQYeCFpZmMCH+VjwHGGW4A0mTsWDHky/hBMAxszlTll1cfLHMfla4RB+bRI",
+	"R1f22Xt0hsXeEyaTmJ0QwVik2QMZMzIHgJ3yQGWiuom5lHMlt2OEFNt6yWZJ7MWDOnVTEMxbIxLRjHZs",
+	"FguLeiTI3wpctDl2n1ARqSvBRSZHBDtUOBkn6p4qEnz+DD98+RKcaGLPDK4XhROj9VpCrwQEVkwRBS6j",
+	"tyY5Nm/pmQILrwNaM1ckZpNMSx5z4sSVwGxTGhffEACNxLQggdWrXLCLQH86wtf11K5E3uhcxIhtTbNy",
+	"c9BUrcxjeV3FDRf3ZMymXESEOumJPbdmjf6uWojR3oXrBmxuCywjuh8sABB2sGBjk7+4+s575fXvT2Y3",
+	"TT4Oxvo7Wwy/WY9TrUpt69yA+OivXso7FsoMC6sqrHKhiYlgYlLPx3NKq7F5jsdlGb1Pb6ZDPmpE2H0Y",
+	"zxW/49ny+iaV86RDnBY65dqRLuxj9bvWyGZGVfeqdsiF93jb4+eRa6bhutbvbLsvqpOLZL6Fx9GO4Nw2",
+	"6y025cfU+SAYibmoDPwd5Kpi9e62JYFvLAHsbHV5WKBG6tPIbLC85UfmTletq9vhz58pbvosYo7beWml",
+	"XVr0qQl2FV9ptmenstX9n53SM+Xwxw56rKqwfBB+eMPvGooTL9i4VaMTmtHrXEHeVend7mKx6Oqf9Urw",
+	"xM1qet53YN1g0D8/ErfOE/S6baJXPpXNGcGPNJ6znEE1rPB4WT98D1qvGlG4C7giqHdGMZa0tMcFOi1P",
+	"SdHQ5ij+dvFr8bwzLqxbsn7QGw/ipXvqbBIrZNrSOGapFQYnNu+3SMXNv5pSZc5rhKF0jcAbG5/g0gl1",
+	"lnvVET1zQNm2OqHO+ZOmIAvCT9N8jn+e89hpZbnmZzSKL79H5fI/wuGO2N3u3U1/10jcyuIf/Kc53Fmj",
+	"rr9eDVmXSPxnYRz5GnQew0P818ivIOa8gRc87PrYtFWm5K30ukdkZtVVQ68GCAonuvQa5l45uLnFQ8KY",
+	"Q8D+XLFq5n4xxJK3yOZge5iViXH47OMTNr2psPbgVnmEhcVrliEmhcztFYs1/MpoX/vrgmd/ypHXy0fK",
+	"vwCkLaSNqonhqO0YiCKXFflyvLyWRb5paHO3EXNGTgy0ERB8Nb7vzg/mUGxFk7+PFwAFaAJv4u3z42Zq",
+	"E+bvFx/egz0PliMkzJddsuamwR7yTivmEAni1G6j2bTs3yqercHQRrZQNgUMsmb+nve48Jlubzu14lUO",
+	"p5nB5+QOxFqPfJzHTI0ceKrrmQoI4N+GJIi1UXSdZbH+dXfv5EoAaM11+e3/7/9GLJvriNHomk4ylgbk",
+	"f/+v/6fyvf4a7bXrm5SGDL793//r/610fkKCAgbj2oHDhJevRODgG5QeexwivmYsPqjbKQBrdlrucMGT",
+	"ZeukFBMDINDaGrRGQ/1uw8gMjmdl7gjm2YwAUm6hXncZwXb0+12EZ7Lvl4A+SkcEJ55feu8dgtLmCra+",
+	"1wdfnmrNgwdIhfk7+TjKbOzA7fmw1q+v2/J2eEt4wysnDmDihIkQ/NOKxRNkx+hD4imDyhxcSU+e2qC8",
+	"MrWFOfAOsEYb1TG+40rZEjJuWZMJcn8eApS/fsoV0Q2VE32cEQ3d0QwbB7N6p354ee7ZJyIFggytKR40",
+	"7G+/hY0noome4YNtCHolPfu3rXYQaxQNUAWmmrpxMWUS49o0wVmkpF/m0Y1mprReFWh7eq8GHbo7WTkL",
+	"9Sn4tr9On8370WliPM0S6DyVE+5TvLTFFVk5k+BbCKsVzlUmZwGaJew+iXnIMxLgq4GVSVcimFBAmFMz",
+	"Gsfk7el7W1hA7XRIEFNRoI3tIDjgQv+GOGsEAP8ipviNyCPZyxdVunm9plQAdgsE4cPQyqIcn9fvMuQt",
+	"E95EudPzM4S08GXIVWPlty4Mt7+/v78CWMB47ekNl2hiaBVPq0Lq9nr/n+NB8j3eIaMGBmg5TTH367V+",
+	"PcmLUCbsj1RXG0bVnN+0ev3W17CmKrvWpmNz6k+5jpVFu2+bnI4cOE+KkBFKZlzMM7bzhIuylT/E0Ect",
+	"FQ8KixQxO9bzgUQMnuKUhfJGcMVsDEMR5+LSWl3BN3hRK3G+9DurMnGgkXz4a8FNgCYekSuTH2m/zy0/",
+	"bl/lYG2znw9eXHdd16wg1hCO4w8TcA2unUjrS+dzZSGQjDyqiQKQ0uB0nk1lyv9lgt2+ZTRlqbFH8Fus",
+	"zRH0yKm4EsFZxGaJzJgIl93v2DIgKUtiuszx7ahQC5YaRCCIW4CY3CvRdmQ7RlMISUKZLHdOCEeSxxo7",
+	"poUFxbKDnSuRsi5Xao7XJUAcpB2cf7i4JLt3g13ENNr9DP+95tGX3ZTB68FOxUJxjkt/+ffZnvr++P7o",
+	"8tfhj4uDf9w+/5gO3ojDt2H/lB6/jPZeT1r1GLj7ro0s69qFhVi4yhabZ/Xd/eQnepxTXovBHn0A58Sr",
+	"8hp8yx9DoHVy+tp2bb9YSl+XuuGBrHqo1y1vaTNPmzlRf6p0DYefedcgzLMf9GFFuuOKxHzGtcTMZOFC",
+	"M+iopsIUOb0SSrcbma+gIir6cTDHA+g0mzJV9DIiVCwRSPZKmB9JziRYhCS/39/vEHZPwyxeap5E7fcG",
+	"VkYyCOi4EuyeK30sJKFmECb4MGN0pi2FVMCbU7ARxlodpAJ6fwZa7t9eIcewwwtIzFXmjvyEIGChrSkN",
+	"H+fTuRI0ZXq4JJOyR16JKJFcZOZKQCUY4FUsGmnDGdWjsU10rgSSIYLg0nnEM5KllMcdYrM9O6V0pU4J",
+	"C2znShj+uN/fQ8xpd1ew+CPcp2tGog/rqHgF8BmvhIHNndFbZu12Ksi8tL098gosVDMR8ALC8oOJfyUK",
+	"TsyVuTSLSHt/OCyghKvc9+tCGg2MvddwTdJpYUiVeWwCmH/CFfexH7MZRM3HTgTJeivja8BwlLn44eHh",
+	"4caQGwYv0/B2maicZV/n/H0xVSy8fjf57vsNoTbmaezUNgKa7Zk16IVytutEXz8alSNiMb9jAEL+fzQ0",
+	"R5JXjpCiG2ozHRFnHojRATSGtyD5Cj9tMvEGG4cJWX9pbQXb4TNEzTluNkVXn5k/EtRGyu64nKtrc0iN",
+	"I9VLni/nKTrDLLDpMwXhtzFNOsV1q23RQsPrg6msTGkg6ucPIOrqyJvs3ZWjLqyAukFcmUjH+HNVxuMY",
+	"5qNALJdmhKzt++H9rRe5cPVIH2WZl5hqPaHlNwc1AZ69mhLNKfrh49vfEfhDj/OBCB/l7Xwo4odZhUe4",
+	"MHyqw2a5zVuI1geKU7wBN9w/k5ZLr0B3aIKlXFG2svWUSdO/HbTG15eJTQAbW++CEZxYM1lzz54pXPY1",
+	"M5t/Oym4JbOqpu2l8fqTvYVrzVoJmzvXAPMxoyKiaUTM57nMNfJjRAKUEQHiH8ItCgJba0GzN7R4iFBj",
+	"BkXjm3enLwA//Hf0xWmpzRw56LrirAW7+9n8C91x8IlxmNWdcoWkPE6P/vbdP35NLxe//HD+8ujs7fk/",
+	"z+TwLX1LLxZ7yevx9y8/Hk+++/6vv41jzrLxwi1X2r+aew5ycENrMlAR5RrOzp/WSHzo9vxOJmZxyNd5",
+	"FS2lPoVf0W1rI95bMJQ/lW/RDPuxODB2vTaAgMlpHhp9SuSXisT9DcBfviLuik9xaUJfMS/wr4HBstmi",
+	"Fik3FdP//yB1pflsLWNJG2oKjGW0LDCwrXjKb709CseUJmynR17L9EoYIgkimlFI6YRC8LCukKCZaOqY",
+	"Uky4JIFpvpdApAgV0ZUwn9oY93wEPOqRfHymYUVnUC4Qx5qyLF2eXAm9yBMT5ZPXTslLpaR0gcpOPbCQ",
+	"ZnRdzeDi6LtycJWVYrP1NfF9qQrQo6OjoxUCFEsZtkagiZPZ/QACyuRCgPD7tTXaH+p/+KCP1Rx3HTo1",
+	"hFAgExn0apXRWdI8Wd9nlbhGu2RbpVdifnobqdZSR1V9yefnHXyVsp3ZePgXSizsdkqThImKzfU4r4c/",
+	"FrmYKSYXy7RC7+URFPPbuFC/nXIH92GFNL0ATemj0RS3rWYhF+CFQp08l6zPGi4njJsNCur7MOKd547J",
+	"fHS4r9lrBXLCYKf7PIxoUVhtecwUj/L6jHBd17aBOc9JRJdq54T0CSDh84xQDNfxALA7wX37R6XoPn9w",
+	"X9OKax7sJYmUhUzLL8geyAuCYsFfoBFQRwPyw8e3PfKRYQ0MFLtC2qqjVfLdSIV1Ab763nz+n6aSznjD",
+	"nS5m3ECmhpEG/uAZKfSrxSW+W5zNBE9sGi7wqLzPzUNn3IE1XulDDRIozwvapERpAiD8CLqrX9r5GkFq",
+	"W0X2oMN5rgXChZ6kga+5YSI7nWO1/voEMcg6TFnERMahbkk2TwWLMKhtvCTG+oYXtQ2O1b6AhcFagj4H",
+	"UT3F+KEq6JeO+d3fuxtemd/wIoJCJfQmAL9W05qvGYReFrA/Ac5YZBQko6XYb80ZwZKFlAuWqpoyXbxl",
+	"OA+WbVKE3lEea90Zb0NmNJxyYWrBaJUFRHY4h8poqLdcCagwS0NIfArySh2mZm2p/OwI0mNkpLXrPKxC",
+	"Tsiw1zvcR+wXZT+rxnkrMmbZgqH4mxXIBHkuIZSw4dkUbtp5agrCMhFyE3WRsLQLuoeTZ3glrsR/+2/k",
+	"hRRauHEplP7lL5h3M5aRbZQoQW/ZdUgVM8aX5meoRprXNFO7ozE3gZQ3lAuVYaVnZ9VOyFzcCrkQ1obT",
+	"n6XsF6jx2tNdY+4cA/Qj8EiRj69fkOP9g+ckoEkSm0XZTVI5jtnsm1+UFAFqkkYLgWLC5/g42OkQLsJ4",
+	"DqYMxI3s9w86ZH+wB4uyPzjokR9x2HqpbakgiPOwdarlZGJsITNoLkgAI1Q/f+rFEkcUkDbFhYMYD5YS",
+	"LjAkXbeTFqu1RP3h1zlLlz2Mm9PEa6LmyC5k20Qs9T+DoP/akx1Yu7cQnDLXRhwa/gm94cIE6iVUKRJA",
+	"3E5A2oNe76DfdwuY9zFQ24w3cPwKQe1CDZwiVJHAvNCrvK83DpirU/QcSqXoD2GoHxmNlOFNepODV5f0",
+	"JuiR8x8uO+T89PLFGwQLefX21eUrMpVCzlMSnE2672gWToMRFn1WGY0ZRqV7ooQGQ6xbbeJ7eJ48CiMA",
+	"nmS2RRU9VD2kWjoM98lUzlNtE6cFjxvZtQLT5ZYtC0MHfgGatFhOhYc0ZSqRQjE8I6Q9o+kti3Q7yCvz",
+	"EWTdj+CdhTL16ZwFOydF43l3lER8MmGpZkm6R91QUXXbrMRw2COn1tmL6BkpSzDTJb/mNc7JUKtbQjfj",
+	"BMvT4o7K+DJpvUzkzohU3cS6GeMp7hjykjkPIe2g5oUNdoAloD+AC8Iz2KwqxOLKKFQYTB6EqvUC5DMy",
+	"jTR1AHnbErg2j64ogWt/wSK3J5h4kwd5QRIlbqeW2pqjC8YimKhmC86E9PNAr/uMKwU4tmnO/fJIqGpg",
+	"26CDtcOh8UxKEsuFfbaHZm7MQyaUq6adJjScsu6w1685QheLRY/C455Mb3bNt2r37dmLV+8vXsE3Ba5L",
+	"IRhPz89cT2lr0OvjmzJhgia8NWrt9fq9PZPDAppJoVLYorD6V2/Noo/mWBjlHcWt/Qo269c5mxscfpAg",
+	"CNhVlJ1fUK55XQIVEPQfAZnxOOa2RhO4020vwhCU5uq9vAQxl+Issulx5zKOX9hhVzCVahfuUkDNVN2t",
+	"3nW342qOkVbOuf4I+H3hNNffWmWHlsyn4UF/ZR6Xz3j5BMBDwFdg0Yf9vtWPTB1NV3ZqmQl2ed75yhLU",
+	"uCrfghcX1K+Kl9RuW2mvOkTGkV4k5HrtGV2Otdkj2E5P09E+jtDXcT6T3W9pZEHm4JPB+k9+ENSwBhah",
+	"4peng6/+0GgMJbUb9t5RuH/+pFdazWczmi4NIXQTGccw97Agn4zeQCFI+Far9hW+0BqZR7q3+rnZ/Wz+",
+	"ZaLTLeLmSqq8NIojIJ9FmH9diCRbZvdB8U5AwJBJndNvMUBPjn5BWOvsoU+dVuLFv/7IEplmIHK7gCCJ",
+	"qwAKsz7P9yyca03TjAN0KuDKjCoJKaULqgrV0n/oDekaSFOcB1PZtzJabnB8XA9XRrO50hOzOJeAFMoS",
+	"3KjHwJd++tLZ7qCa2XwpG5smgLXCJfZ9Cx9qQRn9pqd0H0ey+qP3Mnst58J8cLz+gxdSTGKOvpz9wd4G",
+	"PAC96ZdSvqXpDcPvDjaZjponml5Z9I5FnF4uMT1ofzjc5OMklSFTShuer0RmbhW+KuPC01Vg7z5TFp73",
+	"McxLTPhNo8iH0jsWLpLgy+YU5PEHWnCM4OrcMWufkck8jq9ExCZcgKNTdUjCADVSYOq2MZurGa2IDKlt",
+	"4gqkutaejbFTLpxNgC0oEmqNSTMRKUjE1S1R8kpQAJyE2wfUodHGVvqllFGwENEhqdudSdCM5cQalai9",
+	"ebkQLNxXFOFuNx4JjpLD2ZD/PBL6JVP/P3tvu9w2jvSP3gpK56mK9BxKlh0nk8g1HzwTT5KzefHEnp1n",
+	"dzmPCYmQhTUFaAjQsjaVr+cCziWeK/kXugEQlClZkt+SjKq2dmKJIkGg0d3ol98P+JwWy9vmAo/nH7DL",
+	"tSbs6Mp1umD7udlkAlMP185OPgoJd49FEMBrliezFubNMManbARckRrGe8i/AVXEkAKqEty7Wt5zLUD1",
+	"RDl90La7IhZmW0QQhJdDW0A7Np4gc2daT2hP2LjPoC+fi7LxrhOLQ2KOopHFeEhXOwd1yO/QNxJy3+aX",
+	"TJHTdyeRtfQYUoFWk0nOIJhLzfcWTScWA5ZrPoRuX1vIaOaGK5KUrPwJafrFxom191KExkKxbAiTAQFU",
+	"mIRwxi/YrIUHW8xbZlSz3K6PHZ/RG+E4bCwFBYCl5hYH5oXLs81CRXGEAncLP6UUuzONTfKNvmJrtOF1",
+	"Dvs/p0fD16O3//5b9l58nEBJ4UCXoemANa7b2YUjqVHkZg+NUyjuNWJpvcjx1a6F78mHdGAB7SxAD1Kp",
+	"e8yj3d2dvX2zOcd0YO69h6k997+gIZHpURcKtC5YLpg5DT83A2nvvmi7IUjjq2VcFIh254XBnHR3//zH",
+	"4T/+dvVzPvz7yc4Pp7Pff33z8fyH0eDymE74+yyfvqX0ePDmt0/yx8bKvhkunVeVq/hmu3em/o/8qtdp",
+	"/yMriQckKbUOxPCutZM+pEf4V/PXKmYL1wTSig6H/WYbZckJq0bKA44stlOfmGBT5bGbnyiLoYIhlPIY",
+	"VuYcGM30KIIP0b8y7pjxgQYj2ucZ17OoAnQIXhzS6CvMPFvni03kYKRiAbLNbFlIjZnCAZ2evovcn4D/",
+	"zfJxGbQeFDlEQaum3mqjhTr1jZ+fW6hVfGSp+Z6WMMHclVvaMNm//riOEb3aLi5HupL6uDvv0T/4cHBR",
+	"p0DeweLkRooe/Ni4PQXe6hQIWAJ231/b9Xafb+4gB3tg57Mv4oOYFu6Ync9uK5wZ2/1l6eHRiBcwNEx0",
+	"YTxFhyEKZQyJOfGpZA66n2uFCVpw55o+1+F+WgjFaMbSVlT1v7E/u49UBaBcSsxfLly+GDhihNI0yxze",
+	"lPENXeZVQ4Vqrjvko8hm2AEN81zF8OYKQemB/6YJv7DJgvJJLTKms1ikciqMZB64LnW8X437/LJD9rr7",
+	"HuwS8l9TaibDzd6M6YU68ZV9zv0fTPEJ7nmLzqZ25Z0qN/uiNnT1QfqVnVJFKu/6fUWz7lUthJutzpbi",
+	"joMNRwIGndWVxLX0St07lJfsvHGb5e0r6Km54XLHEYTVQwsjzCda5v4UmyGCdI0ioXjGhuJ5NwFNOF4D",
+	"v5kiCU5Sx4lb0opKYhA2I+zPgmaunC2Q41g097rdyO9PZcaTtlBdkBW0RSy8uogCZQGhcDPrEy7Oe4Ri",
+	"5h1DEaSYmI3GUpJCV60LarWNagEtY69YScVgrYaZMI/62meZnBJKUjbIgNrDuD0RzKBVGHBpLCCIgJ+P",
+	"2OBCFd6Tc/PzJPgKbl/+BNYoFnPwEQdkYt4UYwO4ek8UScb06gyqhJMIM+FARgbJKSgwVoDdAT9NLhjz",
+	"BJIqcQXyTJdBDci+65wKhUH9hUr0t8mcCt3Qt4R3hV3if9NIX//9P+nhjz8C+1jKGr39PQuE2ug1dpge",
+	"7EyQbmNnTLnoDIaNqKFGdO/Z80av8XL44nnafbH74sX+4If0+bOXdG/IKO0Onj2jaXf3GX3aH+4Pd/t7",
+	"/W7/xd7eIN19lj4f7D7rd4fdLu2+MPfi/zEPBbVxZ7ddI89h5hTn96F94fDZYaLlutFCnbJo8x+EZtlu",
+	"fWvYdh94sKAHU8TRAU7hwMxu8z/fp+ePMkFo6SPVWvoHdP13rCeNbUtfg3/we9W8+/ElPRsHX34AgWMD",
+	"Gk/3S3dKqJj0J9dPDMyls6mOBdfuwzKZj7qFazKiKWkm+MQeRlgSCxYfRPeBNU2YP4vMM8ZBtGZ1fyMW",
+	"UiCJBZwND4wHsELIGlXQW7+2t8mx36UBcyl2O0NnMEFhxdPTNc1R+YrbxPtW8d6UeNfzGVdCMdzQLiYk",
+	"LwSWXa+tfjFg85+FYZRD8OEV2et2jQ7LmC3rhVkwe72YdMjbEkGPaFkMUOWkVNM+Vex6Jc1rpt/Y527k",
+	"eNWV0WCv88rhyUyPFrlh1ZfbcGvdaWz/Hb9kwhJQ2NVVM6XZ+Oao/pjpnA8Wl1Ue53LM9IgVCgDBCLua",
+	"SMXLlHc5Heas9eb09JjYW9Yu63v7uBuX1TxsZ5JRXl1Qz6p9NtJ6cuaKrc+01DT7PJAp+zE2d4sbkRm2",
+	"TH+MG6+PTuNGlMtCmy9D8MW48YU8BTtTysV8Odk1EbCv4E5v8xOE5WlfhVgEQxv7eV9XQGx1bmdGx9nS",
+	"YOrHCROHx2/Ldpagctu1caiyPN72c9RKib3VepvfDTBkq4Wh9wjUFa+7zrXvxAX5x+H7d1/F8laahzZY",
+	"2ZzRdLaqZrddsk5nY0MAJOcyFlQrjPm5tT56xFUs+lzQfEYuhJyCwrRZuQPyrPuUNMOOm9Zy1+81059w",
+	"vLe2CCACZWZtN7prIwEDRXrN/HLjHPez7tM15OSOZesTFJ9tZlIud3cAU3ahZGFTEeLO5uCiqvna7gQ6",
+	"K37ECEfSc6EO+LbViQXGCccFtiwTGzeVQBlWG1Qj1FYnQdCyF4vpSJImNpkgYi1p4pWRRb1tIYAhBveG",
+	"PIPeuoEc97kwv0/oQMs8iUhSdv2bv/AmCWkCmjCcuqgD3FLG9aEqFkmAP5H4LinA+CQ5RFUTYKNLSBN6",
+	"zRS/ZIDSlRRC8yyJRdMRBiO4ApBgVDumqq1D7gXMo2Bu6zaZWZhDWLp14+nv+JjrVU7KiB8DV85x3aMA",
+	"hCwfMjevBBKAKz/XEw9fNeqbIeAd67shGvikgBvEf2Bv+UdNl+11ejp7xPXY0w7xysgFaSbY0XW94868",
+	"FW6leY40/IVvYF3wZnD/yptVW7ehr8Mzs2/yJgMpBgzQAPGNHP52fZ3/cniLujcIYDLWKexfNHCcc0ii",
+	"BPsKEZ6Slqvix0tsSsbux2Z1H851zQcQMQtXAiNatUuxexdLQTUokCEikXN1AwxwN4Ddrxkw6JT6OV8C",
+	"YbHCMH0UavkIf7hxhKDe1h/hfTYrgUIELK8aU/9RMI/nVTFoDxxyWcFV+EXmfZ6myCfw8NGMimsxDzwf",
+	"hiXA/tSHJdIxF97HCOlVlrgZHvW+4mF0am2fQ+d6EPN3w5Uf6Jj9Aka7cb+9ePjOqwi4m8qHle3Hk1Qz",
+	"J/6lAxH1H9VKaUAHVJsEQOzPgGKi49jQzmybSeIpzMDly6hIDmwrt2VTi2LhGdQ4HqqhDt54dyVkQrPk",
+	"/XNJdD3ieWojN7EIaiCBkNC2lZCUaehxg4dahxqujUiVpU/FgvblJbN807ahVLXqnEt8bytua++woIv+",
+	"b2xmt8SGYf+5CBfmtaFcK8DGiUh1UXoEqeFcmbnRWqsH9PGtLaDzA9dquylf1KZj+TWgvgkxVox2RMQI",
+	"GMzRKT1f9BB72Q5c8yVqvLPYFTdd76+DUX3FhnKbnFiuJFGmS222sp6st+Y7n8vTwRfcrBmr45V/BZ/b",
+	"Q70TYeCYvGT5zOJzaCKnQpGmBcKxjX1BJrl13RHAG2+sp4bvsav9j1USdPis9Gt3Fh8go7e3ivwBHgIk",
+	"H36hPLtNr1/QzWdWYHPxjZajUUgxJ51cK8IWEHPXBT1LObxvD/AG+7CxTfjyNeeebyk9r5neQHQCD3Et",
+	"3WIX6u0rLDFxGMgLYI5HHhQHcRuMb5gxeukofPTIuPLkhGlt+YzpmKXesSydUQD5GdifVSS2jDHai5+o",
+	"g1h4yl/r4ijP9lvnFv4GcZq7UbebloFMuR6MzCqdlUFCWmg5ppoP1vbyjktYkwesIly+iR0d7be1mb8r",
+	"Q/VXcwxxY9+PY3gzHBQGf3QJYKMIELKmjtTd3u2Jwv6cufhQFAun2wD5EEDFZ2WrIXb3OEg0KRzMItzr",
+	"iYoFwsRwxHFQEJvu0/TMQ04nEUlsyzq0jEckmeZSnJ8ZVxXO97a33XyDMGvmXwBPdwY9jklEOp1Oa1Ee",
+	"ZzHy1L2nciA8PKjFcFqQQ1hGxlgfKDY3WzeB8ACQViuF0ezMfOVVeY8cd7MICTUIWOCNjBcWr92Fd7VU",
+	"9yCK/ULNc4Qg91yQRLE/E8y22hROAv+B5HCZvT2FOpk/CyYGjHAVC00BwkJ40Oowjw19hDbf7XHLI1KI",
+	"FCHsPcntE0VyOSWZHFxYvtrc9jibOyBStPIjQviZMVeKqVggi6y5r/kPnGIQ7CIciVkaro1XkVHNFukh",
+	"nI6b8O/wvORYJCwMZWZMYG7mpqI29ncXpOOGelHKt1tDCLccurtWp9nhuUyv+dVimPa6IVpw9tp84fP9",
+	"VTNvc8NwEP9E5mQqcyyorE3/lax1qym1kpLi+kiOjTZT/D/VGdhdBE4IKLH1i7NbwSbcrUIT7j4wNCGI",
+	"6yItjrI8n0n6js+3PldX6hQkLcjkeaCRrUZ8THW8o3TO6HhxNRtJoKQUrm7jxQlpnkB9YvvEvBOubsvV",
+	"tc69sopiUfEQLeO2pjNF5MTTVeP8cAz9nJwcEcvTgQo0FglPe577BC5+oqylMCd0VLNAczJ3GaEKwKBj",
+	"Mc+NAVBMOdTkCUkSuLqX4Onfqv5+LqfKvEws8Fcn0K7QkcIOL0Eydazis8+Dtn1qEaGAkmWYyzG2nZsB",
+	"Atg3WC+YTmwqUc7UvaNKt+FZ7bevEtLEDhc/FAs21Z/FwhKAQ5GhzaALwQawFjlhmWJV89mDQwV3XfXG",
+	"2Xa/KCMS0KLKU3NDRafWspXM7CIl50z7D2Khp3zAOuQDm4ZcRpNCjbCTTUlfRMbzGjuoYtE8lkqf5+zk",
+	"13fk3duT06MPOx8+nr795R+Rs2gA7IlzPGRT4pFlARhqSLPM7J5WBPOMLUEOWdmoMzLNJfLejTvkEJ4L",
+	"e5ELFotm0iM+35e0AGzHfItP233mH6YkmeTyijMFgMoecl7Y84qRZSTVhymGKeIDBh24FM46HZIYaXCU",
+	"PM6sJLbIDIvOUCSo7VgOvsm40geEA9sWzzIktPf+jyjGfcjWKwn4nBBtmsr8wi6tq2PTUtZ5HCfw2NV8",
+	"jhMjrmFtjWJ/kiY/F9C8CNI4L8R2Ultbf+Sr80eMHkp46pHlYf+jIrOkKulBKJkgXMxpq3nq5H1/7sT4",
+	"VznoikRURm7pVBu9xv/+q9t++cfn3Wj3xZf/2ugges1WVSvbgcyqR/a63a7RwTztkf29WIDVIJ/jhmJ/",
+	"xsCPFMOz40YvLmUhbkSxn3v4yjFDxY0v5naBIjF/rl82j0M+ALZPRLPMZmUNuVXdKVdea9saPdstAPTg",
+	"37VfZQt269wMkvFLVuuYfC0OVwWH6ubwm3+/4HerFGO9CR7zF6rH8p3Hq4SSgindRpOWRZNGFWFy2yj8",
+	"9D4zdTfUgU2MWwf1VoHYmJNAxgCFxZwkAoezhyBUHvKNNCl5dfia6FEui/MRSSyI8JkUtreAW7i962Q9",
+	"n+ZIPXwrwhxDDSYHe+AEWhagGRnMBhmLIFrk0FfLbyOSFvgyJXYKUl2E35SDiYVEZBgVWXBbxGVHyBir",
+	"RSJywQGg2c00HsJSiexnXOPhxFzUIR9KlpZpzrVmAm0QFTP/hY3gL65X89vxUSvWXLiQ69nZeS6LSaNn",
+	"PoNU71xNWtQo5xSG6SLlK4fb7e9njd6u0Ytr/X6v8vu9L3PQhJ8bZmmMZzsph30Jf8DMKUs+mDOlGr0S",
+	"qfVZd2dvP4R19Zis6Ag6eTeb2tzuj8g96FJmxTiYIzWRMqs8zjfu76j8cmfsqpFzsGuNnUua78CPHABO",
+	"3TPxruVTLW5S+Vj328qDAbnff0cckj8Q8oUfy4nxGVdvTHMiezJhg4cuNiz3ywLfsASC2BYcPlYO+y9a",
+	"oTgKdPnKLsAq2egQmmaYy3Fbs/Eko1i2ePeew9HVBEmNiHsOaSavjywfov1IJa0yGIYVQOVjYgFMclQQ",
+	"mafYolvuS4j9WOeEQ9gR2RY7nU74pkksprLI0p6DRysybduC08gVDaWOUGEwYinJ+AUz5heLjwIIzKhs",
+	"gXRvxBEuYiCFubEjAOyQeY+lF/ofUciMNebKnFYDd4E0wY0h5lybVJz7w/dHScs4HontC07Qs7CjCEf2",
+	"RBGLCxwLKRAbD+hjzKKwNJhIiJPKMeXC+hnKDaA/A58Mw7kluR8Ge6/dqNUh+919SKQHrpYbzwq+yy+5",
+	"HJ86kXxMP8YxVbH+3DCQLPqsaoun02kbuIvNRjCm8kX3RTcCAx/4Bj90kQn2q3J6SgXQEOdcXIU4QLsr",
+	"W3K3ZoAEJAZsa8y3xnxrzOeMOSZLSlu4wLiXe/KODH0Vg27VVoXA5BkLUB7iwU6WR/MFbQm3OI5uGxO+",
+	"zcaE23itK3QnBCrc9SesLpSvmQ4l8v6Dojcaom2bwsI2hY0E6Q4ioNF6aJvrtzZ0SOJFFqsoklJoE4Rx",
+	"wSujWNiDCdwEQqxI4UoOHaNrci3YlpCcjaVtnAiB+8HymB0Dly3ubrgrrX3r/obN+hr88B+ls+HGve96",
+	"G741HbDtbvgeuhtuZ54nRT1RbdlwhTqqZKqMggZ/CkSRcOwCeO157WNv9Mjq5/6yE/efXdgg6m4n/atT",
+	"kz4it9WTWz35gGg/6G49UPS9Fhi+7eg3VmESVgFnU0DM5FHtbXlZALYei3mkdhVVAAsjwuhghOcrQBrE",
+	"xG1KAI8LnUqH/O5Zn3qEkkLwIWcpSflwSCZAT3elSclE7MhMsMIqFhAhJhZzE0hU4ANLUeWz8M0EP+kR",
+	"o5TAQYbSZE9rhRWZNCs5Sjzup/GuhS1KNYdIgHs/1GQslY7FPNuJn1Nzxws20fAWbiBYj2crgcxZ1FwR",
+	"Cw4wixPqmWFc0W4zwYlLHGeqBa1XJKFpytJkSTOckYO/OzG4oTDUw5v54bvSxvmFrhYN2oxte+AYWuqK",
+	"HgN6o9UUO3IKrHCKWrvo6Y97ZzWxM75KKZOb6+rW2VY1LatqAh2wlG7D4h1+K0f/TfU8u/JQ4Qv1u28b",
+	"jMr6YGTJISkbcNC+tC8LPcdX0TQ6CJoUCBeTQqsA7nhARQq+OBYs+Xyr7fnlGvIiMkemPMhnGlUrWpFn",
+	"x4AcK1dkTPMLlgIEF3QUR7YdBBo7NIFUayzOJdKGcVSA8FT7EyGndervCKfmQcJ08CwRZGaurwIrL/mu",
+	"K3x/H80qSQquyrXkD9vN+lCbEOWwbQRZ7Xy2B7uliZH39IKVLMHAHeT2kyPPDMoSzikXtlyfQptKTrXM",
+	"yZBfQbsG1W4naKSWvpYUzxjN0RN/T/OLxip5EPjNNg9y66ydmUZb1vlEuXUykoJVDbUG6oad4QTgIffG",
+	"CmXiMmW32kVctF314G2KhzYIutfWGh2XkahyK0pBEru/E9KfkREVtgwIkCmMsusX4wkcH7AidxEcu19j",
+	"eyaKzHEFOv9jkQB9zRkXZ3ZCEocGYB7wZ8EKYy+tnrCSBee2qGTwtsTfXJG97p7twnO6A7rpJfTkzZcV",
+	"dV+WZDYVpl4VngmbwIqJdJktMykhwWUPWDABgq7QsZBD/zN0bKHtH9QeMFGO6CWDUnCMbl3Xf+ZdUtJn",
+	"hFlyfdJMikn9kecnM3Hl+ooTX476iKU/6wX6Vo67HTsJ8mp3lbjb3p35PB/dzNd5PIeDAZtolh5g5ycc",
+	"d931c9G3benLtvRluRGFXV11KktdBHxfZo9tYkA3tVWy0G05/Krs1a/GLChvRUhitPCZLPSZHF63I6H1",
+	"qNH1AYs6GjZv1Wo5RlrYEE09cU6NxemQw9CnzYCEx5gIUlqI8hb73Zd1+v2UXpRJnY+F/ji8Uw2/1ZTf",
+	"m6Z8PKVlRLWis6qi/pDaCssg5CXLvwpN9R4qSqggpccfFjXKnIwpN9uOigHr2SgRQkPhHMYiUP4uGgSB",
+	"JUH60Aqo5yxE6bQ7kp0euud9YOb3h+/+zDuiLZu8UJpNSq3q9Ceqt1gINkXXv0MOl2k/jPiP5SXyv2dK",
+	"EipiwcWAp+YQ4EvQNB+zjAvWsb64bR2vaGchNZwv/Auag2R5b9SseSEEF+cH0Nzo74PtXeaNhdQIuGUm",
+	"uAmpDqYpz4iiM0Wmo1mtg33iRenr6A9cs1x9Zee6fM/Au95601tv+tv3plG0q6bpkuUE2qLKY/ydGyin",
+	"6xYno3+hPDNDUREpTRZmHcpKvhLpiOdkzKiCHJBTmysBLLz1I7l3eIX7zDS611glyegnf5tXXJZX5IFk",
+	"fC2om5ArWwtvxIIJ3LwRPsCt/0IYI+aFV9kuMIPbrbJsqwgrO26b4N8PDiZymEI/MMYxKgDXpEmxOoc8",
+	"30f3+/kzPQqwL3wnrfF0T0eM2Jj5gOY5QvWIga03wtAzkjvLC+tLh5F3UgB8rJb20gN7bLF5dsCBomag",
+	"I6pGmEcHlGsHw7W3T0ayyJUdCbwOIiwmE4QjSQhQBMIhAR+JT1KL22A/oBn/Wvimcjq4IIcBasfVGtFu",
+	"8y6PwyJVPjldlNvHGoiyEfSAJKXEnIHEIITeSE4FCoPL1G77Rbdu/r0o6cM0vR4YX6KkVyk4hZ+vVuHw",
+	"yTYOWdXswJgGcjwuhEN6AlqqDjl0+o5nGeItES4IDWLST1TQjXddhXdfooK3EQwAWyIaaztDpLAaTYnd",
+	"hptpyrUaS3FCtgUVj9dYiiuwyaZYoZvUcTxcaxO1onWvLu0yu7TtC13YF7q6HDxIMZqvoFnYB/qJoWpz",
+	"MHG556E2ujW4trOgH/MO9NzduYI/ref9PUoP5rLd5dovv6Fdtu0o+h46L+/VqdspTy5tOLncc84w1Hq1",
+	"J/zXPPAjkSUAz78jiqkwXxc2Q63OpsF53ZzJzYG9Cc2j/pzdisLDGJQ1cGUDAAeW2I9dclkodwPAZgZA",
+	"di7OO+Q3hdXpPrEGF1nqKgfrjPeLBSBqYVghdbXxmYTm++uv5RJ4/rU4YJ5W/d0eSS1MBnAVtPHgae7t",
+	"QxAumh+LMR2MuKjFy/rEgBzsyM/XKSz5xiYiuoPCi+7DH91d9rUqO7ioW9X+CKr9Mfs227AlyqLteYG4",
+	"P9U7ZGLA2ilzRWWLDtdecJH4JJPinOUEfg0Qe5RMGMtdSyWFsnN5ieyXdcffX8wvX7HNCqm2p+Bv9xT8",
+	"RKHUkJTNFSXd+lAcRMjDR/TKADYCgUn4oSor1/GI08ReW2hGBcrdlut9tU299neIEOnNsHliLNAzqLd4",
+	"r5muivu9WZ/wMQusTzgz24P60oP6RqL64Of2YgnevcyrjNI1b9UhH8XAbU5wcKVgEZaqZUhiCJdD76SD",
+	"vcfIJzZmJFiQ+6McDhOsiIuF+0xpqguVYNuFzXXJ4bBVtt4TG7MVs7D9Qg6HQauaZY0BHzZlgwy61ZNU",
+	"TkVyUPaO2Lcyhgf7P6GPHW4fEUoc7wpJ4LoO9kUlJYeYw633WmFoSSJJzrRxozskASViX6fPEIqWDQpt",
+	"3AGjLJwwpE+U/X0bGW9JynM20DKfkWbSbodftVOeJxGxUkuSnULlO6rPRdKKhRS2xxVJqcCrdwXLzf29",
+	"PUT3nXLFWge2Tza81jjiM1hGIhhLVVlKbYfFhdLUuPwdYoEKzhC+JSE0Z7GwyATNw6OT9t6z5+3XP78v",
+	"6S+dXrxgs1YNWMFBLGhf+SZgm5es6lIPVhCZ04+/eObENhY0yywOxLhDPsKvbLTd/DTgASZKp9x914RQ",
+	"PBRuGgWetNvGY5ETrRJ0vZOzBOo+k3bSOiBWXi3plDYOjV/KOo1+XOi7c2A2DG/Bazd6DZCls5ylQ65G",
+	"Ffgdi9271+l29jp7wLI0QXDfxv7+00bUUCo740KxQZEb1WWuUDOl2VidFTlv9Bo79rbGnzzBb3bMVYVi",
+	"uU2pwuNB31XkB4/wSk1lDiD9T8135irNx0wW+kw1envdlaNxwWyvjrT/oHbVivc3aF63EbpvubTydt7K",
+	"JkfGoFR+pRNjnw0kphDKqndoMD+wResOJTEouQS3O8ijEmPH4BRhvr1+qDwS6ftgWI+a/Nq2r99GoI9E",
+	"Wgr0uLKmX1ez+k0++HuaXwSAC1yEb0OaQs4hMFRcYNvehhvCc8Uu6kbEGKzZMtXmkk4sfgdnZ0q5/tEC",
+	"UDn3MSQKNL4SOuIM6BCa0rKoxyLxBjtpRSXqii+xqHQGqHqeUJrr6u5cCgn1O+X6Wk+20QFawiArQFDm",
+	"perBn8w71zOCDmmmmGeK7EuZMSrqeC7fSXFuJtTcqvLU5wuYt0vnpvbBz0Py7eePyr0drMcnoBNZGq3G",
+	"XvxAfsvmIoVt+VZoQHysmJhZa23V4e3U4XHh7PvcCtx5swRURt1Q9I1qCM+yQPaiR3MU3qSppxKQ5zIu",
+	"Llr1ReDH8KhvuhPCvMIqZd2VudrWdy+t766p1AulHP5+ROpIT9QLok36TE+ZsZ5TacHFqjsB6CT7Uo9i",
+	"gUJg7GMvSNKSkcxsSMbcoyopEVKSEzWiOSM0Fol56BlPE5/B5UE0zEOZOZtunIGMUQWXnUvB0KHADQz7",
+	"FjwGvAldQspoBP1RK7rpAiTh3V1jd9dGOukvut3eurfbC7iQZutQDZkpfZzCcvPkY8rzOq31k9QjUkqq",
+	"k2YjK9vc2V+V+ee6Sl5NI68SV4Cf73w2/1mH1cfowQgUayCti9LMm2mvLX3Pt0nfc0tpXaHm2kscYr1e",
+	"f2BtQbaVwnt1Rhed39ygtnne2jxvxet6MG/z5jOMWdKbG3UVHxf3x316aASSKTKaTaQeMUyfGk+zyDEa",
+	"A94u8nMSpamvDfTlGLFwcL/KNjWec8EQYBcx+1wICTlNuTgvYQpVFIsp1yNZWMRCgOSyhOLGC/ZgvOgM",
+	"I14LVSSVU0GaQNxeCSHLS9Y6sLVJ/vRqPOaScohq/Lhp88exwG/s7i7fnmZS4N081Lv9DqA2r9MXOQc9",
+	"iAhqkhegV2qjZnZpf7FPbNwWssQN3Uj3Ss7y6nwcdqxcirWAAe9OAYYDWBbMcvslJbLQAzlmX/mBfOun",
+	"3oT8TC1cNxnRycSce4ek0+msj6Xg1KwUOpdZe5JRwZZCnPv6AFdwoYhiZgCihDwfc1Fo5o7yxn/IGE1V",
+	"5HsTNcvHtR7DzziOYxjG/VIHlM9ZsGnsnBCYkwfdMHfAhwILY6Yba5k2FowyxbHz2f/bHVtqheQwxL49",
+	"lyzsq////9//jyQWLsv+pYrBgLGUpQmROUlseVKQcXFlLhOWtwEhDE1mPVNkie10j8KzFEDqtIoY9R07",
+	"kr/ILJPTCvbaHWC5zIWUvSTxtEqE4k35s2fPni2m8oJslfVxbbIqFOPGvLUOTf9Q5mOqG71GUcCVNlGl",
+	"dM7FuSXuMntE8XMj0O0LNltO/1PRKE8UOUr3nj3bfemg7tr2RmRS9DM+IOZ+mHCiA80vGWhScw12T9hf",
+	"KSwzg4I4SErNiM6Nk4v16ecIRVSXjjjBx/3NDPtenRT3mEWJAzM35mXngXS+6sjCXUX+w4W/wKVYcQ9V",
+	"g02hFO7kUrvj0Q3RfSNJweMjwkQqc8VS0kQgxpYRo/DEg8IYC7jamJgxUCxw902HHGKRZcZoDkl64DBF",
+	"GLEKgwzijVOA3AMUc3Mo6bMBLRQj1AwHiyJdnxbIdTlArmv7rODVS6G7B7za3XvYGwvz0Gzqtv8Fm331",
+	"0bZvBzUW5QQl+/o23HgXivGkjcf9haYgqJYmJx/eH18+dQECbnYdVlW7QpCUTTI5Q04hSIoZte4SWtYF",
+	"b3nHui+l0SqFgJQ0F4OcUbNVqLY5bChagPpgKvzvD0jOBowDBGCaywm5fEp0TifKdkuau0JRveZjRs5l",
+	"LMwrTGlujI9y+TTgXuOCHEulz3N28uu71oKukBMxnhzhHN2n3SmfsogoCL79vu2Mec+qkOHKIv+eUeeh",
+	"xYGuALWyoI95f6nD8/7tT2Qs0wI6FahGilmmyE/21oCgp/nQLrAiTTlhgk74zk+HP//t5PTjcfv92586",
+	"+kq3ItgR5k3ImAp6bmRVS2JO9J1FMvae928WMM2u9I6n9iodzHAE5NXRL28/vD19+/HDCen1fiQ/Hb1+",
+	"+wGEu5TFefewVuSCGWmevH97ubdxpdBmcsEGBaZt//VHBfc/eNkVxQGd1Ko8IObxTdU0sIhGCi1GctiC",
+	"xnPbKaFaq8AqmlU+tQ/9putqyhdZpboGZxDf+2t3CR65uCacqvUU3aL0wAkTAIQIEtykAtXrXkWTmUUK",
+	"91QEZatgiGORhPozabmMglVroOfQWI+pHkA3F4w2AsPv+qXMLxLX3JWYo6HqkMTc1XGjJiS53BsktgMq",
+	"sTk7PUsOYpFcPvVfmH82C8XyiJy8OTRm/uTNYXvv2XNi1p4Jbd8pIodHJ2SS80s6mPXgy+OcXxoj/4vM",
+	"jc9Qxga5pbhF4dEU/Fe0Pz1/BrB0GM73KEM+pTckhyR5fXRK5lyrxGgM3Taf9GKRICTDb4rlpM1I9you",
+	"ut2nA7z0jKfwJyP4qXlR+4F5W/zQjNN+aN4RPzRvih8CA9LPbv7A2ZpQpSajnCrbkDXNuWZtc4Dp2XYw",
+	"BL2Agv9OLE7B6J7LSishdKTJPGU5SyPXboesU4QqMmX9kZQX6oDQWIC0cUUKQQcXQk4zlp6zlPz26hhc",
+	"sLiRsszMIkvjBhkzKhSad5dJorHI5IBmhOW5zBfXPZWK6FGrn0aw9XwX1263jN+IsYKOrUDUG73G5dNG",
+	"ZP7P3LrQo7NygcyOLvSojXalbX6LV+RSy4HMzJZGgUfq98vqb80n4W/xivK3h0cntjMscO1RE62p+R+n",
+	"NipY8AU+S6BCtziatzjr/uVatERa+nrgrVNn5DY/clhTvvMZ/7FOBZVl5PAQNFZjzkgmzw+ITVIExyNz",
+	"FJ6wdFGN1W005bbS6pustBKhLlzXm7yxyCq4d+TtdonDoRaec70UPsDx5D6NxHfW/3sXhVq3krj1lFK5",
+	"xsuhMX+2QJiAPcFZlipyzi+ZOHByin86KIMQBAFOKbFAXhSjbOcOLA6sgWpHLv/ES3/IiGcODbD8HfKK",
+	"G6sFirtCujRgGWJ1VvR6nd+LYH93ps03dHjHwEF7yTA605jSXEAYaX038lHQO29WEA7Dc6sotkABjwDl",
+	"eQtFeoP7uWP9SL6EOwaP/3Agb8qc9JnRSPbAbwNAUMmJtl+wqY97oicAuEQ8J1RrNp5o1SG/cMHViKWk",
+	"fDo4rZO8ECy14EGYQEIv1+hMs8+5FKSZlKGadttd0fYXJBF52iUpnSnSnzmIntpsjgvCvirn4CsgubGj",
+	"mZ0ADtND0N24J67UG+nn6rtz6R+RBLTqgz6pHu8e1HO6SV9ohmHl27pnS6LT5jjh9/gpU/pDEJxOMHQt",
+	"5DQistCKIzExBh4jW5Rh0RJ8TNYYkzwt9c2sQw6JC0oCw2UYl+yRwYgNLtCVC4PbmTw/X1i6YQb6MOcZ",
+	"t10XOStmieDtQjnygQOrhbcH8kcOLtFynTay6GYVM6qX2O0jWHh3HVrp0nSqEZ+oyJhIQccsKgXEHl4i",
+	"Uu5f3/ERgJlowq4m1OxXLrSsz3Ce+jHe43ZwD1lWoOcn61sqhYYUYDnjOphMJy7lZ6vUQ/urdz67f56Z",
+	"xV9cD20svxcgLyHrCAZpJp8/ww++fEmwT2gkM3McatWGhNxqPoTE3CQt33UFNLbSXRev9aXrhjJoN9ug",
+	"Z6p10GPKs/o654p8Li10HtOrd0yc61Gj9/zp4jrnhbK/g9Ja49Os/BrinIur+36PRT5TCKQcrGYgxtX9",
+	"6JwixWJRvnCEtIOJp+s+mbBB0iM5o8bhiQhLOZS5mg1fsgjg8S45/niCae4bOeeTDvnZOFcKoS0gq9s2",
+	"7hkW+DGtuThX1eFnjEI7X6Gx/bDCYuqLCpTD0DA+nSXY65BPcxyOhKpYJJ1Op0KEP8zluO2el1jWsFDP",
+	"HRCHTVuCztY5gUcw0xUdtmn7nwXEYv25M+nnRko1PcP+xUavsaPyy53pdNo2HzeixqVFELUQGT90A8QL",
+	"OOX/6/O6CBxVxIzVWwzdPMCsKJ8WfbjAXkWaFxZSwpqxtNw92wbDbzpqhpsQHOzAc4GOZKMWwo7kzV0p",
+	"ecHEjXTLcNHmBYKn+JBvujYQ3mGVwBJO1rYgcOlp4PD4rZ2oUHLxg03KAX0rjShv3SGnJUw4V3OsR9Dn",
+	"cmCRxPNLlsfigrGJcR5c5R1wFwMLQ4cglKVzC5KAA4krkhlBZSnRMhaIZ+kuJE3FGAHZORnICWstrvna",
+	"kInoDsu9XGkXPecSTrrz7vEaO+VxyqiCRy9kQIJVO3CI8yvwFG9rpv6iAFSBLllPS1Vs685n+O/NBMKX",
+	"8gKaAVGtUA187Mbzv5QXLrUOnf3wlFL7WK40xCsh+92XUIsawmKi3XZQ2IXAOLCZM1RssUjeDtuQP08i",
+	"3AelfqMKnwonqKavmMXt07JsbWbs6YFNeFGSO1KpAHCQK7K/u7eYk/iWTGwr0jHBQLcx40ekYzIrcIu9",
+	"tUIJF9ylrnirQ95qRZKjU3qeeCpZx6XkiA9hR6H4pqRpe3NR2GFjlVuFSEFy9z6p2QaOSm2gLcS1hdyx",
+	"TgjsI8Xqj9yvmScjvF8ndqlh3FaD3GXZ2MYyvp4ShGUNs57XLM9OjsSX62c8y3svJywNDEawZZbQjmLb",
+	"OhOpQr4nmUFpmjN8B8Ed0TE3+5inEcQtEetLZow0YetBQrBIOeSheNaqEpZStwEdESmROckYvWBpZP45",
+	"Bd6owFYhgSn6kcE4PI/pYmbR74pPdGV3usoo6lzr6AbHeltq9lehFg00oa8l3cildt1YNwSs7GVEFX3/",
+	"5S3iV7+7p37TESz7FqvEsNw0b6NYS6NY01IuNmppHdAsg4sgEHNpV/jzf7m66r5MZ//XTpFnXxaDyAAK",
+	"XVANAZVHtpnVju+JIkmRZ0nZ1BqLalcrWFGkpPMpMPdyO5/tvxA3mYvzpBXFAnFp4DEnmoqU5ilx+4RM",
+	"6axD/s5yPsSTpLmY6iJnRF4iQTgjOZ0S84KOjnFCcwWJKY2eAWBgUJLYp7d5moDvHAv8Qa+sCTI+hQbE",
+	"eXtorrHP9mI7xCOY7JsSviPmGBrTg6BXVHiyQ53PLOqoL8iqx8d68eLFixvwsUYOI67MmNn3Xppunc+v",
+	"RnVvYWulnigADwFygN8EvzJKUIpUHdgYAvhfQ5ojVtBMFjkZZBIpr8qX2v3h5bOXT/e63e5NQzcPU5qO",
+	"J0vfYGJGl5v7/O+/uu2Xf/zf/1UD8xXVVXTInIyN6KgJHbC2YmY1jceWXO5G2D7cp4o93ydv3h/+3D55",
+	"c7j37LltJkYBBplUIJQkwV+U045Xdqof+1eqfGvk2N44ioWZxQnLfehZmJ01YBiPrgita+22HigVM0c3",
+	"SS7N7uHMFv/BWtj7NdMih9wPAYApgHACRHLnRbtaltINhw1oY8/lQl7uRn97Jv85/M+Hl8/++fK3vxe7",
+	"R2r463j49w+/jsTFP/cm/34pX3549WHnzc7k7f6PN622n9C15PU2AWvIFJvLdKPX2OvuPW/v7rb3np92",
+	"n/e63V63+89G1Cjz9+F+NDtv8X5MmaY8M1r5S9So/nD5Rh4bM3MOQXSZMjK+2gWOCzkFkBL2Z6O3v2f+",
+	"4TtMHHaA+bro/5sNND7UzhJwusHPLXkl7qaFL1v3s7WcAxvFXSlu/z//U9slif3vqC9Bv3NF+LmQuYu7",
+	"1f2usjOARdedAxFVCYlC2hkzqoKlpLnffQHf7O+9hIp7W8YfkZEUEvdH8sno5/bhULM8QYSXZ3XP/mRb",
+	"/mGjsSucGU4zsKpyOITn/JtroFVZcPvOUmCXQ2HtiIcHcBbawS7UeBBfany0E/Rn+5jpenN6etw8aZkz",
+	"9ERyoOvH56gOOarBroBYrbHv+HyuCVXk/zn5+IE0UQxIUhWDpBWRGjsfi9DQ92IRi/+u2GkkmnGmMwga",
+	"XzedsSCB9TQ2PS1wz1tyudZB5e5+E9iH3GTZKj/2GirprWIjiNknBQA2g9dC7spGlAXdiK5HcWkI7hkY",
+	"TjtlA5kCUDhAhYVhRIyyJ9ORYoOz5IA4e2DuYC9xluEJGreMTiLg+VHFYEQCy1fazP7M3sDY0ojM2TBI",
+	"YyYIaGgX/wQP+caqxOLVIlcMt69AgI0e0hi4a6kmFNHMJmZ67fRFrscQflJKkjnVWYwPzQRpKgmJBgtb",
+	"Ake7WCjGFElA/xWTxLmWANPilWICaIiAm6paHXJI9q6ubOAnFk2zNHYAVraIJdaLyG6XVHpx3KuoA/Ls",
+	"6ioi+90XUSxAJQEhtZ7K/AKxPlSopZaqmljcoGsOgK0RoEZdvKqiMTux+N3GtO0+6xfpOebA1cR1P0mB",
+	"wkAddHzLYeaXK1nRuZFxxr2ba746c18lgX6x6xMFXsiVLonOvQZ0GPrYg2VXEUipENjOhgy1InIqgm6d",
+	"iLhTPHJs24mwLR4RzqA/6Dt0OXC9wpRvTTHA4tS8lfhHTc7DDJ4ZA+9pdTv/3YgaZg7NFu9YJkRz9FzQ",
+	"xuo9NnPMz9NCz9r9nKfnxmEr8sy4dlpPVG9nBw//9umdgRzvlJgqa3oUj1MIUHn4wtil1TjrFANswVa2",
+	"hQOL+2Gce0aoD0Eu8fBWD3dWYjCrIq2Ewc+b8Fbm+ldvAF3ZWB9uEVe+TW6rqV/wuwVbqYvT1ybu67Ll",
+	"pRTed8j8BvuxTWvdYSPPhqK2niKy67oZxEoId1Lq+WbChDEmaY8AxXfSikUdAkqpaXvu5EdGcmoO5ObF",
+	"vNeOnOOxCM447vJz6TxaezobUCGkJn1mi1rSA9faQo0vPPWD1BJPhmxB7y/iNNyNet/Uz8VZtETp68ev",
+	"HgF25QYt4TBXttpii7fywHgrm2nTZc7nKjgrJQyJB1XxsZ0qqgqjg5ENhtiIEERcerGYjpiIQDFmUpwj",
+	"u8qb09NjoPorHN0K8qhBqIFqMpZKk2e7e6Q/00zFwkbNnP584k77i3FbAD3fgv4HoZANMVt8S1/LBUOE",
+	"RYYpHW8pwkcXQvMM6TaGMMRFaC9W5WwBX7aAL48O+FJWGTwc2EvowK2ornY+u+EtZU77GEaorQZx7tM8",
+	"9ohadi7x6CaPiKBSViVsTxpzJ40wE/Fgsrq6Dt1csnd8Om39Yt/Nh7qoOPjXghWe4srvq+YFFylJysRf",
+	"0vI5LjpmDmrfg67hp2GKMbJZsOmIagj2c+UZqgBCKS3tuHc+YP9SMsyZGlVSIx1yOpvwAc2yGYE2eynM",
+	"0amacy61grCAmv5kxhUZ8iuW4qnMPi8W40LBqcyeaUhzv/sS8xVTrup7AT+xaqFSoEXumkBr78HUkGDT",
+	"aP4APNvG9R7PbNsFI9QVJgBDwh2eEiZcnN9K/SxUKMcfT06NPrF1CU4ndKAwkUzwDDdfXmFh1sSARbG4",
+	"hrZGmlwTwTgkEqfUGHijO4S0CUnIztokdGtlaDZPB4ZNDQhWRg4Dqg1kY5IMoNtcJnLv6grCTArTrWGW",
+	"tTyRHNhHwqYwD2HZkCjNs4xYKtdakN1jLs4fIGp6kzowS7WFdPv6Id2cfAFnwN1HEjASaVk97kdZfEL0",
+	"a+WLkI0Bcr1A6AwYv0QKVteoZHa6jRfInCS2kOZMJa66iDQdEdCL5/vdLlbNpHRmSykmObvksnBJDNvG",
+	"5Iahpez5aig70SMmyIDmGDqZykqRKhd1hUykOVf8CgBINZVaFOtd5it7oKWxJB4cUEEUAINbFYrxY1d4",
+	"pKH0BEp2gjoZOzE+bwPFxLYiqQSqRAQFP4k90kUUhflZMmJUzhLVsQB/q1nUNXRhE1erQ4BIEn5gLJkv",
+	"iRKxcKNLc3NfWyPL8vnnVly3Jx49MBa2T3Qxy2mlHurBW782DLP7dWj0nj7vdteNs+PLfrJVZo0vNuJ+",
+	"vwH21ao5tr1o2zD8VxKGt+y2NFArVSO0mTUdSTrmSyk/sSkT/MuAPs6W8Vqd0cM9EjbTgns6yDjUCNrA",
+	"FxlIoWTGWoSqC2VrOuHobV6lDUAUlmR6CvlJHYsxnRE5HLLc+qkyY9Y75QoxifGIXbF+C3rif8e3vU/t",
+	"gk9YoFUGNMtY/i3Brf4+sugfMHLCV4VY8shg1Ur2z40+oznLDws9avT+9YcxO4iYVNczdRj0onli4wpP",
+	"MsItoSWejoxoHB6/7fgSxM+wLOxLb2fn80gq/aURNS5pzs3GVCUp3edylhq7ez90up1uZ7f3ovui26hb",
+	"RfvsJ4rQNM2ZUtVMTsaVZsI2CeAAqo8YaT25duMEyiUT0mcjDl7z6buTtmb5mAv0RSa5vMKOMFGMzfTb",
+	"28DvoML/D78016oPHIKUTR3x3MG5tKfm9OohJpuaj7k4j6zfZt4qIkMmBlycAzStLfp0kFSN671UJ7ic",
+	"qDDyQpSo5W16zoROgtsImbK6e1hmRsu8OaF6pEhzxGiu+4xqknFxoVqkz/SUMUHgLp2wIlWP6u56nEvN",
+	"BkZzBftb2cQhJa8OXxM5JDlDFEl7HJ+wvA39NyVaZPCoAC+z5oFvrsMU9yrPJs0x5VkUEGxHBHBTW2a5",
+	"7WCNF2zjmX15he10lAzZNIDi7FwHV60bUImUFkiC2bGVG+C2XtD8V+IimEFZVtMCXbfgJnDdgntglCiT",
+	"5xFYDePTE6VzRseR74KF8ZVUc8GdrW2rWd6MGjElwZqQ/oyMqEhthteZAyucWLbve0TdsY6ljj5eud2o",
+	"R2wcCpjnj78+iiPbP6PM9FQlP5qznz7cA9+SQc5SW8Ev+5pyYVneRS6zzDwtnN7z+qe/YTTTowjwlbhg",
+	"SkVkzHTOB27BoYNsUMzdTs2UNqr/jy//JwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

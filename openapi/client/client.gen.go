@@ -95,6 +95,48 @@ func (e CommandStatus) Valid() bool {
 	}
 }
 
+// Defines values for ConfigFileChangeChange.
+const (
+	Added     ConfigFileChangeChange = "added"
+	Modified  ConfigFileChangeChange = "modified"
+	Removed   ConfigFileChangeChange = "removed"
+	Unchanged ConfigFileChangeChange = "unchanged"
+)
+
+// Valid indicates whether the value is a known member of the ConfigFileChangeChange enum.
+func (e ConfigFileChangeChange) Valid() bool {
+	switch e {
+	case Added:
+		return true
+	case Modified:
+		return true
+	case Removed:
+		return true
+	case Unchanged:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ConfigInstalledSource.
+const (
+	ConfigInstalledSourceControlPlane ConfigInstalledSource = "control_plane"
+	ConfigInstalledSourceLocal        ConfigInstalledSource = "local"
+)
+
+// Valid indicates whether the value is a known member of the ConfigInstalledSource enum.
+func (e ConfigInstalledSource) Valid() bool {
+	switch e {
+	case ConfigInstalledSourceControlPlane:
+		return true
+	case ConfigInstalledSourceLocal:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeliveryKind.
 const (
 	DeliveryKindEvent      DeliveryKind = "event"
@@ -344,6 +386,7 @@ func (e PlacementState) Valid() bool {
 // Defines values for ResourceKind.
 const (
 	ResourceKindCommand ResourceKind = "command"
+	ResourceKindFiles   ResourceKind = "files"
 	ResourceKindHttp    ResourceKind = "http"
 	ResourceKindIp      ResourceKind = "ip"
 	ResourceKindMail    ResourceKind = "mail"
@@ -359,6 +402,8 @@ const (
 func (e ResourceKind) Valid() bool {
 	switch e {
 	case ResourceKindCommand:
+		return true
+	case ResourceKindFiles:
 		return true
 	case ResourceKindHttp:
 		return true
@@ -1082,6 +1127,244 @@ type CommandResultStatus string
 // Example: succeeded
 type CommandStatus string
 
+// ConfigDownload The newest version of a `files` resource, with contents.
+//
+// Example: {"captured_at":"2026-11-26T06:00:00Z","files":[],"secret":false,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","version":3}
+type ConfigDownload struct {
+	// CapturedAt When it was stored.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CapturedAt time.Time `json:"captured_at"`
+
+	// Files The files.
+	Files []ConfigFileContent `json:"files"`
+
+	// NodeId Node that captured it.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// Secret Sealed at rest.
+	//
+	// Example: false
+	Secret bool `json:"secret"`
+
+	// Sha256 The version's checksum (see `ConfigUpload`).
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Version Version number.
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigFileChange One file of a version and how it changed since the version before.
+//
+// Example: {"binary":false,"change":"modified","mode":420,"path":"/etc/postfix/main.cf","sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","size":812}
+type ConfigFileChange struct {
+	// Binary Not text, or of a secret resource; no diff is shown.
+	//
+	// Example: false
+	Binary bool `json:"binary"`
+
+	// Change Against the version before.
+	//
+	// Example: modified
+	Change ConfigFileChangeChange `json:"change"`
+
+	// Diff Unified diff against the version before (text files of non-secret resources that changed).
+	//
+	// Example: --- /etc/postfix/main.cf (v2)
+	// +++ /etc/postfix/main.cf (v3)
+	// @@ -1 +1 @@
+	// -a
+	// +b
+	Diff *string `json:"diff,omitempty"`
+
+	// Mode Permission bits (absent when removed).
+	//
+	// Example: 420
+	Mode *int `json:"mode,omitempty"`
+
+	// Path Absolute path.
+	//
+	// Example: /etc/postfix/main.cf
+	Path string `json:"path"`
+
+	// PreviousSha256 Checksum in the version before (modified, removed).
+	//
+	// Example: 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+	PreviousSha256 *string `json:"previous_sha256,omitempty"`
+
+	// Sha256 Checksum (absent when removed).
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 *string `json:"sha256,omitempty"`
+
+	// Size Size (absent when removed).
+	//
+	// Example: 812
+	Size *int64 `json:"size,omitempty"`
+}
+
+// ConfigFileChangeChange Against the version before.
+//
+// Example: modified
+type ConfigFileChangeChange string
+
+// ConfigFileContent One regular file of a configuration version, with its content.
+//
+// Example: {"content":"dGVzdA==","mode":420,"path":"/etc/postfix/main.cf","sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","size":4}
+type ConfigFileContent struct {
+	// Content The content (base64).
+	//
+	// Example: dGVzdA==
+	Content []byte `json:"content"`
+
+	// Mode Permission bits (e.g. 420 = 0644).
+	//
+	// Example: 420
+	Mode int `json:"mode"`
+
+	// Path Absolute path on the nodes.
+	//
+	// Example: /etc/postfix/main.cf
+	Path string `json:"path"`
+
+	// Sha256 Hex SHA-256 of the content.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Size Size in bytes.
+	//
+	// Example: 4
+	Size int64 `json:"size"`
+}
+
+// ConfigInstalled What a bring-up installed.
+//
+// Example: {"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","source":"control_plane","version":3}
+type ConfigInstalled struct {
+	// Detail Why (for `local`).
+	//
+	// Example: control plane unreachable: dial tcp 198.18.0.1:8443: connect: connection refused
+	Detail *string `json:"detail,omitempty"`
+
+	// Sha256 Checksum of the files the node runs with.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Source `control_plane`: the newest version was installed (or was on the node already); `local`: the node started with its own files.
+	//
+	// Example: control_plane
+	Source ConfigInstalledSource `json:"source"`
+
+	// Version The version installed (0 when none).
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigInstalledSource `control_plane`: the newest version was installed (or was on the node already); `local`: the node started with its own files.
+//
+// Example: control_plane
+type ConfigInstalledSource string
+
+// ConfigUpload A captured state of a `files` resource. `sha256` is the version's
+// checksum: the SHA-256 of its files sorted by path, each as
+// `path NUL mode-in-octal NUL sha256 LF`.
+//
+// Example: {"files":[],"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+type ConfigUpload struct {
+	// Files The regular files below the declared paths.
+	Files []ConfigFileContent `json:"files"`
+
+	// Sha256 The version's checksum.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+}
+
+// ConfigUploadResult Where an upload went.
+//
+// Example: {"created":true,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","version":3}
+type ConfigUploadResult struct {
+	// Created False when the files equal the newest version.
+	//
+	// Example: true
+	Created bool `json:"created"`
+
+	// Sha256 Its checksum.
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Version The version the files are (new or the newest).
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigVersion A captured version of a `files` resource.
+//
+// Example: {"captured_at":"2026-11-26T06:00:00Z","files":[],"resource":"postfix-config","secret":false,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","size":4096,"version":3}
+type ConfigVersion struct {
+	// CapturedAt When.
+	//
+	// Example: 2026-11-26T06:00:00Z
+	CapturedAt time.Time `json:"captured_at"`
+
+	// Files Its files and the ones removed since the version before.
+	Files []ConfigFileChange `json:"files"`
+
+	// NodeId Node that captured it.
+	//
+	// Example: 0195f7a4-1111-7000-8000-000000000001
+	NodeId *openapi_types.UUID `json:"node_id,omitempty"`
+
+	// Resource The `files` resource.
+	//
+	// Example: postfix-config
+	Resource string `json:"resource"`
+
+	// Secret Sealed; contents and diffs are never shown.
+	//
+	// Example: false
+	Secret bool `json:"secret"`
+
+	// Sha256 The version's checksum (see `ConfigUpload`).
+	//
+	// Example: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+	Sha256 string `json:"sha256"`
+
+	// Size Total size of its files.
+	//
+	// Example: 4096
+	Size int64 `json:"size"`
+
+	// Version Version number (per resource, from 1).
+	//
+	// Example: 3
+	Version int64 `json:"version"`
+}
+
+// ConfigVersionList Configuration versions, newest first.
+//
+// Example: {"items":[]}
+type ConfigVersionList struct {
+	// Items The versions.
+	Items []ConfigVersion `json:"items"`
+
+	// NextCursor Cursor of the next page; absent on the last.
+	//
+	// Example: MDE5NWY3YTQ
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
 // ControlPlane The backstopd replicas.
 //
 // Example: {"replicas":[],"term":3}
@@ -1445,6 +1728,8 @@ type Envelope struct {
 // | `node.restarting` | info | 29 `backstopNodeRestarting` | the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window |
 // | `fence.failed` | critical | 30 `backstopFenceFailed` | fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried |
 // | `fence.succeeded` | info | 31 `backstopFenceSucceeded` | the node's fence device confirmed it off; its hierarchies fail over |
+// | `config.captured` | info | 32 `backstopConfigCaptured` | the node in service uploaded a new version of a `files` resource (details: resource, version, sha256) |
+// | `config.installed` | info | 33 `backstopConfigInstalled` | a node bringing a hierarchy in service installed a version of a `files` resource, or started with its own files (details: resource, version, sha256, source) |
 //
 // Unknown types (from a newer server) are sent as trap 99
 // `backstopEvent`; test traps are 100 `backstopTestNotification`.
@@ -2821,6 +3106,17 @@ type Resource struct {
 	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
 	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
 	//   `rcpt` is read back over IMAP and deleted
+	// * `files`: configuration that follows the hierarchy: `paths` (required,
+	//   1..64 absolute paths of files or directories, no `..`), `max_bytes`
+	//   (total size of a version, default 262144, at most 524288),
+	//   `keep_versions` (default 10, at most 100), `secret` (default false:
+	//   a secret resource's versions are sealed and never shown; otherwise a
+	//   file others cannot read is refused, as it looks like a secret),
+	//   `on_unreachable` (`proceed`, the default, or `fail`: what a
+	//   bring-up does when the control plane cannot give the newest version).
+	//   The node in service uploads every change (checked each quick check);
+	//   a bring-up installs the newest version (temporary file, then rename;
+	//   modes kept) before the resources that depend on this one start
 	//
 	//
 	// Example: ip
@@ -2904,6 +3200,17 @@ type ResourceHealth struct {
 //     `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
 //     the SMTP and IMAP greetings; deep: a message sent through SMTP to
 //     `rcpt` is read back over IMAP and deleted
+//   - `files`: configuration that follows the hierarchy: `paths` (required,
+//     1..64 absolute paths of files or directories, no `..`), `max_bytes`
+//     (total size of a version, default 262144, at most 524288),
+//     `keep_versions` (default 10, at most 100), `secret` (default false:
+//     a secret resource's versions are sealed and never shown; otherwise a
+//     file others cannot read is refused, as it looks like a secret),
+//     `on_unreachable` (`proceed`, the default, or `fail`: what a
+//     bring-up does when the control plane cannot give the newest version).
+//     The node in service uploads every change (checked each quick check);
+//     a bring-up installs the newest version (temporary file, then rename;
+//     modes kept) before the resources that depend on this one start
 //
 // Example: ip
 type ResourceKind string
@@ -2944,6 +3251,17 @@ type ResourceSpec struct {
 	//   `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
 	//   the SMTP and IMAP greetings; deep: a message sent through SMTP to
 	//   `rcpt` is read back over IMAP and deleted
+	// * `files`: configuration that follows the hierarchy: `paths` (required,
+	//   1..64 absolute paths of files or directories, no `..`), `max_bytes`
+	//   (total size of a version, default 262144, at most 524288),
+	//   `keep_versions` (default 10, at most 100), `secret` (default false:
+	//   a secret resource's versions are sealed and never shown; otherwise a
+	//   file others cannot read is refused, as it looks like a secret),
+	//   `on_unreachable` (`proceed`, the default, or `fail`: what a
+	//   bring-up does when the control plane cannot give the newest version).
+	//   The node in service uploads every change (checked each quick check);
+	//   a bring-up installs the newest version (temporary file, then rename;
+	//   modes kept) before the resources that depend on this one start
 	//
 	//
 	// Example: ip
@@ -4117,6 +4435,11 @@ type NodeID = openapi_types.UUID
 // PathID defines model for PathID.
 type PathID = openapi_types.UUID
 
+// ResourceName A name of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+//
+// Example: mail
+type ResourceName = Name
+
 // SnmpTargetID defines model for SnmpTargetID.
 type SnmpTargetID = openapi_types.UUID
 
@@ -4324,6 +4647,18 @@ type UpdateHierarchyParams struct {
 type ReplaceHierarchyParams struct {
 	// IfMatch The ETag last read; a stale one is answered with 412.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListConfigVersionsParams defines parameters for ListConfigVersions.
+type ListConfigVersionsParams struct {
+	// Resource Only the versions of this `files` resource.
+	Resource *Name `form:"resource,omitempty" json:"resource,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // BringHierarchyInServiceParams defines parameters for BringHierarchyInService.
@@ -4602,6 +4937,12 @@ type AgentEnrollJSONRequestBody = EnrollRequest
 // AgentHeartbeatJSONRequestBody defines body for AgentHeartbeat for application/json ContentType.
 type AgentHeartbeatJSONRequestBody = Heartbeat
 
+// AgentUploadConfigJSONRequestBody defines body for AgentUploadConfig for application/json ContentType.
+type AgentUploadConfigJSONRequestBody = ConfigUpload
+
+// AgentConfigInstalledJSONRequestBody defines body for AgentConfigInstalled for application/json ContentType.
+type AgentConfigInstalledJSONRequestBody = ConfigInstalled
+
 // CreateClusterJSONRequestBody defines body for CreateCluster for application/json ContentType.
 type CreateClusterJSONRequestBody = ClusterCreate
 
@@ -4831,6 +5172,76 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
 	AgentHeartbeat(ctx context.Context, body AgentHeartbeatJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentDownloadConfig The newest configuration version of a files resource
+	//
+	// The newest captured version of a `files` resource with its
+	// contents (a secret version unsealed), for the agent that brings the
+	// hierarchy in service to install before its dependents start. Only
+	// the node the hierarchy is placed on (starting or in service) may
+	// download; another node is answered with 409. 204 when nothing was
+	// captured yet.
+	//
+	// Corresponds with GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentDownloadConfig` operationId).
+	AgentDownloadConfig(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentUploadConfigWithBody Upload a captured configuration version
+	//
+	// Stores the files of a `files` resource as its next version (and
+	// writes `config.captured`), unless they equal the newest version
+	// (200, nothing stored). Only the node the hierarchy is placed on
+	// (starting, in service, or stopping: a last change uploaded during
+	// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+	// match its checksum and the version's checksum must match its files
+	// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+	// versions past `keep_versions` are deleted in the same transaction.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+	AgentUploadConfigWithBody(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentUploadConfig Upload a captured configuration version
+	//
+	// Stores the files of a `files` resource as its next version (and
+	// writes `config.captured`), unless they equal the newest version
+	// (200, nothing stored). Only the node the hierarchy is placed on
+	// (starting, in service, or stopping: a last change uploaded during
+	// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+	// match its checksum and the version's checksum must match its files
+	// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+	// versions past `keep_versions` are deleted in the same transaction.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+	AgentUploadConfig(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentUploadConfigJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentConfigInstalledWithBody Report the configuration a bring-up runs with
+	//
+	// Writes `config.installed`: which version of a `files` resource the
+	// node installed before the hierarchy's dependents started, or that
+	// it started with the files it had (`source: local`, e.g. the control
+	// plane could not be reached). Only the node the hierarchy is placed
+	// on may report; 409 otherwise.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+	AgentConfigInstalledWithBody(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AgentConfigInstalled Report the configuration a bring-up runs with
+	//
+	// Writes `config.installed`: which version of a `files` resource the
+	// node installed before the hierarchy's dependents started, or that
+	// it started with the files it had (`source: local`, e.g. the control
+	// plane could not be reached). Only the node the hierarchy is placed
+	// on may report; 409 otherwise.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+	AgentConfigInstalled(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentConfigInstalledJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealthz Liveness
 	//
@@ -5103,6 +5514,19 @@ type ClientInterface interface {
 	//
 	// Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 	ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListConfigVersions List the captured configuration versions of a hierarchy
+	//
+	// The versions the agent in service captured of the hierarchy's
+	// `files` resources, newest first, each with what changed since the
+	// version before it: a unified diff per text file, the checksums only
+	// for a binary file or a secret resource (`secret: true`, whose
+	// contents are sealed in the database and never returned). At most
+	// `keep_versions` versions are kept per resource; the oldest one kept
+	// is compared with nothing (`change` of its files is `added`).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
+	ListConfigVersions(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ExplainHierarchy Why a hierarchy is where it is
 	//
@@ -6037,6 +6461,126 @@ func (c *Client) AgentHeartbeat(ctx context.Context, body AgentHeartbeatJSONRequ
 	return c.Client.Do(req)
 }
 
+// AgentDownloadConfig The newest configuration version of a files resource
+//
+// The newest captured version of a `files` resource with its
+// contents (a secret version unsealed), for the agent that brings the
+// hierarchy in service to install before its dependents start. Only
+// the node the hierarchy is placed on (starting or in service) may
+// download; another node is answered with 409. 204 when nothing was
+// captured yet.
+//
+// Corresponds with GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentDownloadConfig` operationId).
+func (c *Client) AgentDownloadConfig(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentDownloadConfigRequest(c.Server, hierarchyId, resourceName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentUploadConfigWithBody Upload a captured configuration version
+//
+// Stores the files of a `files` resource as its next version (and
+// writes `config.captured`), unless they equal the newest version
+// (200, nothing stored). Only the node the hierarchy is placed on
+// (starting, in service, or stopping: a last change uploaded during
+// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+// match its checksum and the version's checksum must match its files
+// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+// versions past `keep_versions` are deleted in the same transaction.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+func (c *Client) AgentUploadConfigWithBody(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentUploadConfigRequestWithBody(c.Server, hierarchyId, resourceName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentUploadConfig Upload a captured configuration version
+//
+// Stores the files of a `files` resource as its next version (and
+// writes `config.captured`), unless they equal the newest version
+// (200, nothing stored). Only the node the hierarchy is placed on
+// (starting, in service, or stopping: a last change uploaded during
+// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+// match its checksum and the version's checksum must match its files
+// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+// versions past `keep_versions` are deleted in the same transaction.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+func (c *Client) AgentUploadConfig(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentUploadConfigJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentUploadConfigRequest(c.Server, hierarchyId, resourceName, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentConfigInstalledWithBody Report the configuration a bring-up runs with
+//
+// Writes `config.installed`: which version of a `files` resource the
+// node installed before the hierarchy's dependents started, or that
+// it started with the files it had (`source: local`, e.g. the control
+// plane could not be reached). Only the node the hierarchy is placed
+// on may report; 409 otherwise.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+func (c *Client) AgentConfigInstalledWithBody(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentConfigInstalledRequestWithBody(c.Server, hierarchyId, resourceName, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AgentConfigInstalled Report the configuration a bring-up runs with
+//
+// Writes `config.installed`: which version of a `files` resource the
+// node installed before the hierarchy's dependents started, or that
+// it started with the files it had (`source: local`, e.g. the control
+// plane could not be reached). Only the node the hierarchy is placed
+// on may report; 409 otherwise.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+func (c *Client) AgentConfigInstalled(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentConfigInstalledJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAgentConfigInstalledRequest(c.Server, hierarchyId, resourceName, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetHealthz Liveness
 //
 // Answers 200 while the process is up. It does not touch the database.
@@ -6559,6 +7103,29 @@ func (c *Client) ReplaceHierarchyWithBody(ctx context.Context, clusterId Cluster
 // Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 func (c *Client) ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewReplaceHierarchyRequest(c.Server, clusterId, hierarchyId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListConfigVersions List the captured configuration versions of a hierarchy
+//
+// The versions the agent in service captured of the hierarchy's
+// `files` resources, newest first, each with what changed since the
+// version before it: a unified diff per text file, the checksums only
+// for a binary file or a secret resource (`secret: true`, whose
+// contents are sealed in the database and never returned). At most
+// `keep_versions` versions are kept per resource; the oldest one kept
+// is compared with nothing (`change` of its files is `added`).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
+func (c *Client) ListConfigVersions(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListConfigVersionsRequest(c.Server, clusterId, hierarchyId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -8216,6 +8783,155 @@ func NewAgentHeartbeatRequestWithBody(server string, contentType string, body io
 	return req, nil
 }
 
+// NewAgentDownloadConfigRequest constructs an http.Request for the AgentDownloadConfig method
+func NewAgentDownloadConfigRequest(server string, hierarchyId HierarchyID, resourceName ResourceName) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "resource_name", resourceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/hierarchies/%s/config/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAgentUploadConfigRequest calls the generic AgentUploadConfig builder with application/json body
+func NewAgentUploadConfigRequest(server string, hierarchyId HierarchyID, resourceName ResourceName, body AgentUploadConfigJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAgentUploadConfigRequestWithBody(server, hierarchyId, resourceName, "application/json", bodyReader)
+}
+
+// NewAgentUploadConfigRequestWithBody constructs an http.Request for the AgentUploadConfig method, with any body, and a specified content type
+func NewAgentUploadConfigRequestWithBody(server string, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "resource_name", resourceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/hierarchies/%s/config/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAgentConfigInstalledRequest calls the generic AgentConfigInstalled builder with application/json body
+func NewAgentConfigInstalledRequest(server string, hierarchyId HierarchyID, resourceName ResourceName, body AgentConfigInstalledJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAgentConfigInstalledRequestWithBody(server, hierarchyId, resourceName, "application/json", bodyReader)
+}
+
+// NewAgentConfigInstalledRequestWithBody constructs an http.Request for the AgentConfigInstalled method, with any body, and a specified content type
+func NewAgentConfigInstalledRequestWithBody(server string, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "resource_name", resourceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/agent/v1/hierarchies/%s/config/%s/installed", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetHealthzRequest constructs an http.Request for the GetHealthz method
 func NewGetHealthzRequest(server string) (*http.Request, error) {
 	var err error
@@ -9461,6 +10177,98 @@ func NewReplaceHierarchyRequestWithBody(server string, clusterId ClusterID, hier
 			req.Header.Set("If-Match", headerParam0)
 		}
 
+	}
+
+	return req, nil
+}
+
+// NewListConfigVersionsRequest constructs an http.Request for the ListConfigVersions method
+func NewListConfigVersionsRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/config-versions", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Resource != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "resource", *params.Resource, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 
 	return req, nil
@@ -12432,6 +13240,78 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /agent/v1/heartbeat (the `AgentHeartbeat` operationId).
 	AgentHeartbeatWithResponse(ctx context.Context, body AgentHeartbeatJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentHeartbeatResponse, error)
 
+	// AgentDownloadConfigWithResponse The newest configuration version of a files resource
+	//
+	// The newest captured version of a `files` resource with its
+	// contents (a secret version unsealed), for the agent that brings the
+	// hierarchy in service to install before its dependents start. Only
+	// the node the hierarchy is placed on (starting or in service) may
+	// download; another node is answered with 409. 204 when nothing was
+	// captured yet.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentDownloadConfig` operationId).
+	AgentDownloadConfigWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, reqEditors ...RequestEditorFn) (*AgentDownloadConfigResponse, error)
+
+	// AgentUploadConfigWithBodyWithResponse Upload a captured configuration version
+	//
+	// Stores the files of a `files` resource as its next version (and
+	// writes `config.captured`), unless they equal the newest version
+	// (200, nothing stored). Only the node the hierarchy is placed on
+	// (starting, in service, or stopping: a last change uploaded during
+	// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+	// match its checksum and the version's checksum must match its files
+	// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+	// versions past `keep_versions` are deleted in the same transaction.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+	AgentUploadConfigWithBodyWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentUploadConfigResponse, error)
+
+	// AgentUploadConfigWithResponse Upload a captured configuration version
+	//
+	// Stores the files of a `files` resource as its next version (and
+	// writes `config.captured`), unless they equal the newest version
+	// (200, nothing stored). Only the node the hierarchy is placed on
+	// (starting, in service, or stopping: a last change uploaded during
+	// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+	// match its checksum and the version's checksum must match its files
+	// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+	// versions past `keep_versions` are deleted in the same transaction.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+	AgentUploadConfigWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentUploadConfigJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentUploadConfigResponse, error)
+
+	// AgentConfigInstalledWithBodyWithResponse Report the configuration a bring-up runs with
+	//
+	// Writes `config.installed`: which version of a `files` resource the
+	// node installed before the hierarchy's dependents started, or that
+	// it started with the files it had (`source: local`, e.g. the control
+	// plane could not be reached). Only the node the hierarchy is placed
+	// on may report; 409 otherwise.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+	AgentConfigInstalledWithBodyWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentConfigInstalledResponse, error)
+
+	// AgentConfigInstalledWithResponse Report the configuration a bring-up runs with
+	//
+	// Writes `config.installed`: which version of a `files` resource the
+	// node installed before the hierarchy's dependents started, or that
+	// it started with the files it had (`source: local`, e.g. the control
+	// plane could not be reached). Only the node the hierarchy is placed
+	// on may report; 409 otherwise.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+	AgentConfigInstalledWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentConfigInstalledJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentConfigInstalledResponse, error)
+
 	// GetHealthzWithResponse Liveness
 	//
 	// Answers 200 while the process is up. It does not touch the database.
@@ -12731,6 +13611,21 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id} (the `ReplaceHierarchy` operationId).
 	ReplaceHierarchyWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ReplaceHierarchyParams, body ReplaceHierarchyJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplaceHierarchyResponse, error)
+
+	// ListConfigVersionsWithResponse List the captured configuration versions of a hierarchy
+	//
+	// The versions the agent in service captured of the hierarchy's
+	// `files` resources, newest first, each with what changed since the
+	// version before it: a unified diff per text file, the checksums only
+	// for a binary file or a secret resource (`secret: true`, whose
+	// contents are sealed in the database and never returned). At most
+	// `keep_versions` versions are kept per resource; the oldest one kept
+	// is compared with nothing (`change` of its files is `added`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
+	ListConfigVersionsWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*ListConfigVersionsResponse, error)
 
 	// ExplainHierarchyWithResponse Why a hierarchy is where it is
 	//
@@ -13953,6 +14848,276 @@ func (r AgentHeartbeatResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AgentHeartbeatResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentDownloadConfigResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConfigDownload
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AgentDownloadConfigResponse) GetJSON200() *ConfigDownload {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AgentDownloadConfigResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AgentDownloadConfigResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AgentDownloadConfigResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AgentDownloadConfigResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentDownloadConfigResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentDownloadConfigResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentDownloadConfigResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentDownloadConfigResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentDownloadConfigResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentUploadConfigResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConfigUploadResult
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *ConfigUploadResult
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AgentUploadConfigResponse) GetJSON200() *ConfigUploadResult {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AgentUploadConfigResponse) GetJSON201() *ConfigUploadResult {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentUploadConfigResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentUploadConfigResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentUploadConfigResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentUploadConfigResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentUploadConfigResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AgentConfigInstalledResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AgentConfigInstalledResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AgentConfigInstalledResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AgentConfigInstalledResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AgentConfigInstalledResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AgentConfigInstalledResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -15602,6 +16767,82 @@ func (r ReplaceHierarchyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ReplaceHierarchyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListConfigVersionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConfigVersionList
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListConfigVersionsResponse) GetJSON200() *ConfigVersionList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListConfigVersionsResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListConfigVersionsResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListConfigVersionsResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ListConfigVersionsResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListConfigVersionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListConfigVersionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListConfigVersionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListConfigVersionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListConfigVersionsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -20441,6 +21682,108 @@ func (c *ClientWithResponses) AgentHeartbeatWithResponse(ctx context.Context, bo
 	return ParseAgentHeartbeatResponse(rsp)
 }
 
+// AgentDownloadConfigWithResponse The newest configuration version of a files resource
+//
+// The newest captured version of a `files` resource with its
+// contents (a secret version unsealed), for the agent that brings the
+// hierarchy in service to install before its dependents start. Only
+// the node the hierarchy is placed on (starting or in service) may
+// download; another node is answered with 409. 204 when nothing was
+// captured yet.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentDownloadConfig` operationId).
+func (c *ClientWithResponses) AgentDownloadConfigWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, reqEditors ...RequestEditorFn) (*AgentDownloadConfigResponse, error) {
+	rsp, err := c.AgentDownloadConfig(ctx, hierarchyId, resourceName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentDownloadConfigResponse(rsp)
+}
+
+// AgentUploadConfigWithBodyWithResponse Upload a captured configuration version
+//
+// Stores the files of a `files` resource as its next version (and
+// writes `config.captured`), unless they equal the newest version
+// (200, nothing stored). Only the node the hierarchy is placed on
+// (starting, in service, or stopping: a last change uploaded during
+// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+// match its checksum and the version's checksum must match its files
+// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+// versions past `keep_versions` are deleted in the same transaction.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+func (c *ClientWithResponses) AgentUploadConfigWithBodyWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentUploadConfigResponse, error) {
+	rsp, err := c.AgentUploadConfigWithBody(ctx, hierarchyId, resourceName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentUploadConfigResponse(rsp)
+}
+
+// AgentUploadConfigWithResponse Upload a captured configuration version
+//
+// Stores the files of a `files` resource as its next version (and
+// writes `config.captured`), unless they equal the newest version
+// (200, nothing stored). Only the node the hierarchy is placed on
+// (starting, in service, or stopping: a last change uploaded during
+// a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+// match its checksum and the version's checksum must match its files
+// (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+// versions past `keep_versions` are deleted in the same transaction.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name} (the `AgentUploadConfig` operationId).
+func (c *ClientWithResponses) AgentUploadConfigWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentUploadConfigJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentUploadConfigResponse, error) {
+	rsp, err := c.AgentUploadConfig(ctx, hierarchyId, resourceName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentUploadConfigResponse(rsp)
+}
+
+// AgentConfigInstalledWithBodyWithResponse Report the configuration a bring-up runs with
+//
+// Writes `config.installed`: which version of a `files` resource the
+// node installed before the hierarchy's dependents started, or that
+// it started with the files it had (`source: local`, e.g. the control
+// plane could not be reached). Only the node the hierarchy is placed
+// on may report; 409 otherwise.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+func (c *ClientWithResponses) AgentConfigInstalledWithBodyWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AgentConfigInstalledResponse, error) {
+	rsp, err := c.AgentConfigInstalledWithBody(ctx, hierarchyId, resourceName, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentConfigInstalledResponse(rsp)
+}
+
+// AgentConfigInstalledWithResponse Report the configuration a bring-up runs with
+//
+// Writes `config.installed`: which version of a `files` resource the
+// node installed before the hierarchy's dependents started, or that
+// it started with the files it had (`source: local`, e.g. the control
+// plane could not be reached). Only the node the hierarchy is placed
+// on may report; 409 otherwise.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed (the `AgentConfigInstalled` operationId).
+func (c *ClientWithResponses) AgentConfigInstalledWithResponse(ctx context.Context, hierarchyId HierarchyID, resourceName ResourceName, body AgentConfigInstalledJSONRequestBody, reqEditors ...RequestEditorFn) (*AgentConfigInstalledResponse, error) {
+	rsp, err := c.AgentConfigInstalled(ctx, hierarchyId, resourceName, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAgentConfigInstalledResponse(rsp)
+}
+
 // GetHealthzWithResponse Liveness
 //
 // Answers 200 while the process is up. It does not touch the database.
@@ -20895,6 +22238,27 @@ func (c *ClientWithResponses) ReplaceHierarchyWithResponse(ctx context.Context, 
 		return nil, err
 	}
 	return ParseReplaceHierarchyResponse(rsp)
+}
+
+// ListConfigVersionsWithResponse List the captured configuration versions of a hierarchy
+//
+// The versions the agent in service captured of the hierarchy's
+// `files` resources, newest first, each with what changed since the
+// version before it: a unified diff per text file, the checksums only
+// for a binary file or a secret resource (`secret: true`, whose
+// contents are sealed in the database and never returned). At most
+// `keep_versions` versions are kept per resource; the oldest one kept
+// is compared with nothing (`change` of its files is `added`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
+func (c *ClientWithResponses) ListConfigVersionsWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*ListConfigVersionsResponse, error) {
+	rsp, err := c.ListConfigVersions(ctx, clusterId, hierarchyId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListConfigVersionsResponse(rsp)
 }
 
 // ExplainHierarchyWithResponse Why a hierarchy is where it is
@@ -22459,6 +23823,237 @@ func ParseAgentHeartbeatResponse(rsp *http.Response) (*AgentHeartbeatResponse, e
 	return response, nil
 }
 
+// ParseAgentDownloadConfigResponse parses an HTTP response from a AgentDownloadConfigWithResponse call
+func ParseAgentDownloadConfigResponse(rsp *http.Response) (*AgentDownloadConfigResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentDownloadConfigResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConfigDownload
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAgentUploadConfigResponse parses an HTTP response from a AgentUploadConfigWithResponse call
+func ParseAgentUploadConfigResponse(rsp *http.Response) (*AgentUploadConfigResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentUploadConfigResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConfigUploadResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest ConfigUploadResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAgentConfigInstalledResponse parses an HTTP response from a AgentConfigInstalledWithResponse call
+func ParseAgentConfigInstalledResponse(rsp *http.Response) (*AgentConfigInstalledResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AgentConfigInstalledResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetHealthzResponse parses an HTTP response from a GetHealthzWithResponse call
 func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -23875,6 +25470,67 @@ func ParseReplaceHierarchyResponse(rsp *http.Response) (*ReplaceHierarchyRespons
 			headers.ETag = &value
 		}
 		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListConfigVersionsResponse parses an HTTP response from a ListConfigVersionsWithResponse call
+func ParseListConfigVersionsResponse(rsp *http.Response) (*ListConfigVersionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListConfigVersionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConfigVersionList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil

@@ -658,6 +658,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List the captured configuration versions of a hierarchy
+         * @description The versions the agent in service captured of the hierarchy's
+         *     `files` resources, newest first, each with what changed since the
+         *     version before it: a unified diff per text file, the checksums only
+         *     for a binary file or a secret resource (`secret: true`, whose
+         *     contents are sealed in the database and never returned). At most
+         *     `keep_versions` versions are kept per resource; the oldest one kept
+         *     is compared with nothing (`change` of its files is `added`).
+         */
+        get: operations["listConfigVersions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token": {
         parameters: {
             query?: never;
@@ -1564,6 +1601,88 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * The newest configuration version of a files resource
+         * @description The newest captured version of a `files` resource with its
+         *     contents (a secret version unsealed), for the agent that brings the
+         *     hierarchy in service to install before its dependents start. Only
+         *     the node the hierarchy is placed on (starting or in service) may
+         *     download; another node is answered with 409. 204 when nothing was
+         *     captured yet.
+         */
+        get: operations["agentDownloadConfig"];
+        put?: never;
+        /**
+         * Upload a captured configuration version
+         * @description Stores the files of a `files` resource as its next version (and
+         *     writes `config.captured`), unless they equal the newest version
+         *     (200, nothing stored). Only the node the hierarchy is placed on
+         *     (starting, in service, or stopping: a last change uploaded during
+         *     a take-down) may upload; another node is answered with 409. Every file must be below a declared path, its content must
+         *     match its checksum and the version's checksum must match its files
+         *     (422 otherwise); past the resource's `max_bytes`, 422. The oldest
+         *     versions past `keep_versions` are deleted in the same transaction.
+         */
+        post: operations["agentUploadConfig"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/agent/v1/hierarchies/{hierarchy_id}/config/{resource_name}/installed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report the configuration a bring-up runs with
+         * @description Writes `config.installed`: which version of a `files` resource the
+         *     node installed before the hierarchy's dependents started, or that
+         *     it started with the files it had (`source: local`, e.g. the control
+         *     plane could not be reached). Only the node the hierarchy is placed
+         *     on may report; 409 otherwise.
+         */
+        post: operations["agentConfigInstalled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tokens": {
         parameters: {
             query?: never;
@@ -2409,10 +2528,21 @@ export interface components {
          *       `imap_user`, `imap_password_file` (required; a file on the nodes). Quick:
          *       the SMTP and IMAP greetings; deep: a message sent through SMTP to
          *       `rcpt` is read back over IMAP and deleted
+         *     * `files`: configuration that follows the hierarchy: `paths` (required,
+         *       1..64 absolute paths of files or directories, no `..`), `max_bytes`
+         *       (total size of a version, default 262144, at most 524288),
+         *       `keep_versions` (default 10, at most 100), `secret` (default false:
+         *       a secret resource's versions are sealed and never shown; otherwise a
+         *       file others cannot read is refused, as it looks like a secret),
+         *       `on_unreachable` (`proceed`, the default, or `fail`: what a
+         *       bring-up does when the control plane cannot give the newest version).
+         *       The node in service uploads every change (checked each quick check);
+         *       a bring-up installs the newest version (temporary file, then rename;
+         *       modes kept) before the resources that depend on this one start
          * @example ip
          * @enum {string}
          */
-        ResourceKind: "ip" | "volume" | "service" | "ocf" | "tcp" | "http" | "smtp" | "command" | "name" | "mail";
+        ResourceKind: "ip" | "volume" | "service" | "ocf" | "tcp" | "http" | "smtp" | "command" | "name" | "mail" | "files";
         /**
          * @description Interval and timeout of a check; the timeout must be below the
          *     interval. Omitted: the cluster's timing (timeout half the interval).
@@ -4552,6 +4682,8 @@ export interface components {
          *     | `node.restarting` | info | 29 `backstopNodeRestarting` | the node's agent is restarting; its lease is held and its hierarchies stay in place for the announced window |
          *     | `fence.failed` | critical | 30 `backstopFenceFailed` | fencing a down node through its fence device failed (or did not confirm it off); nothing moves off the node, the fence is retried |
          *     | `fence.succeeded` | info | 31 `backstopFenceSucceeded` | the node's fence device confirmed it off; its hierarchies fail over |
+         *     | `config.captured` | info | 32 `backstopConfigCaptured` | the node in service uploaded a new version of a `files` resource (details: resource, version, sha256) |
+         *     | `config.installed` | info | 33 `backstopConfigInstalled` | a node bringing a hierarchy in service installed a version of a `files` resource, or started with its own files (details: resource, version, sha256, source) |
          *
          *     Unknown types (from a newer server) are sent as trap 99
          *     `backstopEvent`; test traps are 100 `backstopTestNotification`.
@@ -4638,6 +4770,292 @@ export interface components {
              * @example 42
              */
             last_seq: number;
+        };
+        /**
+         * @description One regular file of a configuration version, with its content.
+         * @example {
+         *       "path": "/etc/postfix/main.cf",
+         *       "mode": 420,
+         *       "size": 4,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "content": "dGVzdA=="
+         *     }
+         */
+        ConfigFileContent: {
+            /**
+             * @description Absolute path on the nodes.
+             * @example /etc/postfix/main.cf
+             */
+            path: string;
+            /**
+             * @description Permission bits (e.g. 420 = 0644).
+             * @example 420
+             */
+            mode: number;
+            /**
+             * Format: int64
+             * @description Size in bytes.
+             * @example 4
+             */
+            size: number;
+            /**
+             * @description Hex SHA-256 of the content.
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256: string;
+            /**
+             * Format: byte
+             * @description The content (base64).
+             * @example dGVzdA==
+             */
+            content: string;
+        };
+        /**
+         * @description A captured state of a `files` resource. `sha256` is the version's
+         *     checksum: the SHA-256 of its files sorted by path, each as
+         *     `path NUL mode-in-octal NUL sha256 LF`.
+         * @example {
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "files": []
+         *     }
+         */
+        ConfigUpload: {
+            /**
+             * @description The version's checksum.
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256: string;
+            /** @description The regular files below the declared paths. */
+            files: components["schemas"]["ConfigFileContent"][];
+        };
+        /**
+         * @description Where an upload went.
+         * @example {
+         *       "version": 3,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "created": true
+         *     }
+         */
+        ConfigUploadResult: {
+            /**
+             * Format: int64
+             * @description The version the files are (new or the newest).
+             * @example 3
+             */
+            version: number;
+            /**
+             * @description Its checksum.
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256: string;
+            /**
+             * @description False when the files equal the newest version.
+             * @example true
+             */
+            created: boolean;
+        };
+        /**
+         * @description The newest version of a `files` resource, with contents.
+         * @example {
+         *       "version": 3,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "secret": false,
+         *       "captured_at": "2026-11-26T06:00:00Z",
+         *       "files": []
+         *     }
+         */
+        ConfigDownload: {
+            /**
+             * Format: int64
+             * @description Version number.
+             * @example 3
+             */
+            version: number;
+            /**
+             * @description The version's checksum (see `ConfigUpload`).
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256: string;
+            /**
+             * @description Sealed at rest.
+             * @example false
+             */
+            secret: boolean;
+            /**
+             * Format: uuid
+             * @description Node that captured it.
+             * @example 0195f7a4-1111-7000-8000-000000000001
+             */
+            node_id?: string;
+            /**
+             * Format: date-time
+             * @description When it was stored.
+             * @example 2026-11-26T06:00:00Z
+             */
+            captured_at: string;
+            /** @description The files. */
+            files: components["schemas"]["ConfigFileContent"][];
+        };
+        /**
+         * @description What a bring-up installed.
+         * @example {
+         *       "version": 3,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "source": "control_plane"
+         *     }
+         */
+        ConfigInstalled: {
+            /**
+             * Format: int64
+             * @description The version installed (0 when none).
+             * @example 3
+             */
+            version: number;
+            /**
+             * @description Checksum of the files the node runs with.
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256: string;
+            /**
+             * @description `control_plane`: the newest version was installed (or was on the node already); `local`: the node started with its own files.
+             * @example control_plane
+             * @enum {string}
+             */
+            source: "control_plane" | "local";
+            /**
+             * @description Why (for `local`).
+             * @example control plane unreachable: dial tcp 198.18.0.1:8443: connect: connection refused
+             */
+            detail?: string;
+        };
+        /**
+         * @description One file of a version and how it changed since the version before.
+         * @example {
+         *       "path": "/etc/postfix/main.cf",
+         *       "change": "modified",
+         *       "mode": 420,
+         *       "size": 812,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "binary": false
+         *     }
+         */
+        ConfigFileChange: {
+            /**
+             * @description Absolute path.
+             * @example /etc/postfix/main.cf
+             */
+            path: string;
+            /**
+             * @description Against the version before.
+             * @example modified
+             * @enum {string}
+             */
+            change: "added" | "modified" | "removed" | "unchanged";
+            /**
+             * @description Permission bits (absent when removed).
+             * @example 420
+             */
+            mode?: number;
+            /**
+             * Format: int64
+             * @description Size (absent when removed).
+             * @example 812
+             */
+            size?: number;
+            /**
+             * @description Checksum (absent when removed).
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256?: string;
+            /**
+             * @description Checksum in the version before (modified, removed).
+             * @example 60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+             */
+            previous_sha256?: string;
+            /**
+             * @description Not text, or of a secret resource; no diff is shown.
+             * @example false
+             */
+            binary: boolean;
+            /**
+             * @description Unified diff against the version before (text files of non-secret resources that changed).
+             * @example --- /etc/postfix/main.cf (v2)
+             *     +++ /etc/postfix/main.cf (v3)
+             *     @@ -1 +1 @@
+             *     -a
+             *     +b
+             */
+            diff?: string;
+        };
+        /**
+         * @description A captured version of a `files` resource.
+         * @example {
+         *       "resource": "postfix-config",
+         *       "version": 3,
+         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         *       "size": 4096,
+         *       "secret": false,
+         *       "captured_at": "2026-11-26T06:00:00Z",
+         *       "files": []
+         *     }
+         */
+        ConfigVersion: {
+            /**
+             * @description The `files` resource.
+             * @example postfix-config
+             */
+            resource: string;
+            /**
+             * Format: int64
+             * @description Version number (per resource, from 1).
+             * @example 3
+             */
+            version: number;
+            /**
+             * @description The version's checksum (see `ConfigUpload`).
+             * @example 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+             */
+            sha256: string;
+            /**
+             * Format: int64
+             * @description Total size of its files.
+             * @example 4096
+             */
+            size: number;
+            /**
+             * @description Sealed; contents and diffs are never shown.
+             * @example false
+             */
+            secret: boolean;
+            /**
+             * Format: uuid
+             * @description Node that captured it.
+             * @example 0195f7a4-1111-7000-8000-000000000001
+             */
+            node_id?: string;
+            /**
+             * Format: date-time
+             * @description When.
+             * @example 2026-11-26T06:00:00Z
+             */
+            captured_at: string;
+            /** @description Its files and the ones removed since the version before. */
+            files: components["schemas"]["ConfigFileChange"][];
+        };
+        /**
+         * @description Configuration versions, newest first.
+         * @example {
+         *       "items": []
+         *     }
+         */
+        ConfigVersionList: {
+            /** @description The versions. */
+            items: components["schemas"]["ConfigVersion"][];
+            /**
+             * @description Cursor of the next page; absent on the last.
+             * @example MDE5NWY3YTQ
+             */
+            next_cursor?: string;
         };
         /**
          * @description The backstopd replicas.
@@ -5604,6 +6022,11 @@ export interface components {
          * @example 0195f7a4-3333-7000-8000-000000000001
          */
         HierarchyID: string;
+        /**
+         * @description Name of a resource of the hierarchy.
+         * @example postfix-config
+         */
+        ResourceName: components["schemas"]["Name"];
         /**
          * @description Token id.
          * @example 0195f7a4-4444-7000-8000-000000000001
@@ -7151,6 +7574,58 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listConfigVersions: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Only the versions of this `files` resource.
+                 * @example postfix-config
+                 */
+                resource?: components["schemas"]["Name"];
+                /**
+                 * @description Page size.
+                 * @example 50
+                 */
+                limit?: components["parameters"]["Limit"];
+                /**
+                 * @description The `next_cursor` of the previous page.
+                 * @example MDE5NWY3YTQtMDAwMC03MDAwLTgwMDAtMDAwMDAwMDAwMDAx
+                 */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of versions, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConfigVersionList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableEntity"];
             default: components["responses"]["Problem"];
         };
     };
@@ -8738,6 +9213,163 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    agentDownloadConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The newest version. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConfigDownload"];
+                };
+            };
+            /** @description No version was captured yet. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    agentUploadConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                 *       "files": [
+                 *         {
+                 *           "path": "/etc/postfix/main.cf",
+                 *           "mode": 420,
+                 *           "size": 4,
+                 *           "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                 *           "content": "dGVzdA=="
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["ConfigUpload"];
+            };
+        };
+        responses: {
+            /** @description The files equal the newest version; nothing was stored. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConfigUploadResult"];
+                };
+            };
+            /** @description Stored as a new version. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConfigUploadResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    agentConfigInstalled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "version": 3,
+                 *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                 *       "source": "control_plane"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ConfigInstalled"];
+            };
+        };
+        responses: {
+            /** @description Recorded. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableEntity"];
             default: components["responses"]["Problem"];
         };
     };
