@@ -261,6 +261,13 @@ func New(cfg Config) (*Agent, error) {
 	a.paths = newPathManager(log.With(keyComponent, "paths"), a.met, cfg.PathPort)
 	a.runner = newRunner(dir, cfg.newInstance, log.With(keyComponent, "hierarchies"), a.met, a.timing, cfg.StepTimeout)
 	a.runner.authority = a.authority
+	a.runner.configStore = func(hierarchyID, resource string) kit.ConfigStore {
+		hid, err := uuid.Parse(hierarchyID)
+		if err != nil {
+			return nil // not an id the control plane gave: no store
+		}
+		return &configStore{api: a.api, hid: hid, resource: resource}
+	}
 	if err := a.runner.load(); err != nil {
 		return nil, err
 	}

@@ -121,6 +121,11 @@ type runner struct {
 	// failed over, would restart a second copy.
 	authority func(hierarchyID string, epoch int64, byCommand bool) (bool, string)
 
+	// configStore, when set, gives a files resource of a hierarchy its
+	// kit.ConfigStore (the agent API); without it files resources run
+	// as if the control plane were unreachable.
+	configStore func(hierarchyID, resource string) kit.ConfigStore
+
 	// hookBeforeAuthority, tests only: called by local recovery between
 	// its dependency checks (h.mu not held) and asking authority, the
 	// window in which fencing may overtake it.
@@ -261,8 +266,11 @@ func (r *runner) unitsLocked(h *localHierarchy, resources []backstop.Resource) [
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				u.err = fmt.Errorf("resource %q: state directory: %w", res.Name, err)
 			} else {
-				u.inst, u.err = r.newInstance(res, kit.Env{StateDir: dir,
-					Log: r.log.With(keyHierarchy, h.id, keyResource, res.Name, "kit", res.Kind)})
+				env := kit.Env{StateDir: dir, Log: r.log.With(keyHierarchy, h.id, keyResource, res.Name, "kit", res.Kind)}
+				if res.Kind == backstop.KindFiles && r.configStore != nil {
+					env.Config = r.configStore(h.id, res.Name)
+				}
+				u.inst, u.err = r.newInstance(res, env)
 				if u.err != nil {
 					u.inst = nil
 				}

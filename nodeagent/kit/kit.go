@@ -20,6 +20,9 @@ type Env struct {
 	StateDir string
 	// Log is the resource's logger.
 	Log *slog.Logger
+	// Config keeps the versions of a files resource at the control
+	// plane; nil for other kinds (and where there is no control plane).
+	Config ConfigStore
 }
 
 // Instance manages one resource on this node. Methods are called by one

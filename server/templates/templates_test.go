@@ -2,6 +2,7 @@ package templates
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -114,7 +115,32 @@ func TestMailTemplate(t *testing.T) {
 		t.Errorf("vip address %v", got)
 	}
 	if got := h.Resources[2].DependsOn; !slices.Equal(got, []string{"data", "vip"}) {
-		t.Errorf("postfix depends on %v, want [data vip] (dns left out, its own dependency in its place)", got)
+		t.Errorf("postfix depends on %v, want [data vip] (dns and config left out, their own dependencies in their place)", got)
+	}
+
+	// With config_paths: a files resource that Postfix and Dovecot depend
+	// on, so a bring-up installs the configuration before they start.
+	withConfig := map[string]any{"config_paths": []any{"/etc/postfix/main.cf", "/etc/postfix/master.cf"}}
+	for k, v := range minimal["mail"] {
+		withConfig[k] = v
+	}
+	h, err = tp.Expand("mail", withConfig, prios)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Normalize(lan()); err != nil {
+		t.Fatalf("mail with config_paths refused: %v", err)
+	}
+	i := slices.IndexFunc(h.Resources, func(r backstop.Resource) bool { return r.Kind == backstop.KindFiles })
+	if i < 0 || fmt.Sprint(h.Resources[i].Params["paths"]) != "[/etc/postfix/main.cf /etc/postfix/master.cf]" {
+		t.Fatalf("files resource: %+v", h.Resources)
+	}
+	order := backstop.BringUpOrder(h.Resources)
+	at := func(name string) int {
+		return slices.IndexFunc(order, func(r backstop.Resource) bool { return r.Name == name })
+	}
+	if !(at("config") < at("postfix") && at("config") < at("dovecot")) {
+		t.Errorf("bring-up order %v: the configuration must come before Postfix and Dovecot", order)
 	}
 }
 
