@@ -284,7 +284,7 @@ func TestMailTemplate(t *testing.T) {
 		Resources        []map[string]any `json:"resources"`
 	}
 	nc.c.do(t, "POST", "/v1/clusters/"+nc.id+"/hierarchies/from-template", map[string]any{
-		"template": "mail", "version": 1, "name": "mail", "priorities": ps,
+		"template": "mail", "version": 2, "name": "mail", "priorities": ps,
 		"parameters": map[string]any{
 			"vip": vip, "interface": "eth0", "backup_interfaces": []string{"eth1"},
 			"data_source": m.volume, "data_target": m.target,
