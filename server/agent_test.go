@@ -256,3 +256,88 @@ func TestAgentRestartHold(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrollmentChangesNoAgentConfiguration: enrolling a node changes
+// nothing any agent's configuration holds (the node was a peer, with its
+// paths and priorities, from its creation), so it leaves the cluster's
+// configuration version alone; bumping it made every running agent of
+// the cluster fetch its whole configuration at each enrollment,
+// quadratic in the cluster's size during a mass enrollment (issue 10).
+// A change agents must apply, such as a new node, still raises it.
+func TestEnrollmentChangesNoAgentConfiguration(t *testing.T) {
+	e := newEnv(t, 1)
+	cid, _ := clusterWithNodes(e, 0)
+	var tokens, nodes []string
+	newNode := func(name string) {
+		resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": name})
+		if resp.StatusCode != 201 {
+			t.Fatalf("node: %d %s", resp.StatusCode, b)
+		}
+		var n struct {
+			ID    string `json:"id"`
+			Token string `json:"enrollment_token"`
+		}
+		_ = json.Unmarshal(b, &n)
+		tokens, nodes = append(tokens, n.Token), append(nodes, n.ID)
+	}
+	for _, name := range []string{"mx1", "mx2", "mx3"} {
+		newNode(name)
+	}
+	if resp, b := e.do("POST", "/v1/clusters/"+cid+"/paths", map[string]any{
+		"a": map[string]any{"node_id": nodes[0], "address": "198.18.3.1"},
+		"b": map[string]any{"node_id": nodes[1], "address": "198.18.3.2"},
+	}); resp.StatusCode != 201 {
+		t.Fatalf("path: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := e.do("POST", "/v1/clusters/"+cid+"/hierarchies", mailSpec("mail", nodes[:2])); resp.StatusCode != 201 {
+		t.Fatalf("hierarchy: %d %s", resp.StatusCode, b)
+	}
+	a1 := e.enroll(tokens[0])
+	config := func() (string, float64) {
+		t.Helper()
+		resp, b := e.agentDo(a1.Credential, "GET", "/agent/v1/config", nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("config: %d %s", resp.StatusCode, b)
+		}
+		var c struct {
+			Version float64 `json:"version"`
+		}
+		_ = json.Unmarshal(b, &c)
+		return string(b), c.Version
+	}
+	ackVersion := func() float64 {
+		t.Helper()
+		resp, b := e.agentDo(a1.Credential, "POST", "/agent/v1/heartbeat", map[string]any{"config_version": 0})
+		if resp.StatusCode != 200 {
+			t.Fatalf("heartbeat: %d %s", resp.StatusCode, b)
+		}
+		var ack struct {
+			ConfigVersion float64 `json:"config_version"`
+		}
+		_ = json.Unmarshal(b, &ack)
+		return ack.ConfigVersion
+	}
+	before, v := config()
+	if got := ackVersion(); got != v {
+		t.Fatalf("heartbeat announces configuration %v, the configuration is %v", got, v)
+	}
+	e.enroll(tokens[1]) // a peer with a path and a priority
+	e.enroll(tokens[2]) // a peer with neither
+	after, v2 := config()
+	if after != before {
+		t.Fatalf("enrolling the peers changed mx1's configuration:\nbefore %s\nafter  %s", before, after)
+	}
+	if got := ackVersion(); got != v {
+		t.Fatalf("after enrolling peers the heartbeat announces configuration %v, want %v unchanged (mx1 would fetch it again for nothing)", got, v)
+	}
+	if v2 != v {
+		t.Fatalf("configuration version %v, want %v", v2, v)
+	}
+	newNode("mx4")
+	if got := ackVersion(); got <= v {
+		t.Fatalf("a new peer left the configuration version at %v: mx1 would not learn of it", got)
+	}
+	if now, _ := config(); !strings.Contains(now, nodes[3]) {
+		t.Fatalf("mx1's configuration does not name the new peer: %s", now)
+	}
+}

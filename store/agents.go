@@ -136,9 +136,15 @@ func (s *Store) Enroll(ctx context.Context, token string, publicKey []byte, fact
 		if err != nil {
 			return n, err
 		}
-		if err := bumpConfigTx(ctx, tx, n.ClusterID); err != nil {
-			return n, err
-		}
+		// No configuration version bump: nothing any agent's
+		// configuration holds changes here. Peers (id and name), paths
+		// (addresses) and hierarchies are the same before and after; the
+		// node was a peer from its creation, which bumped the version.
+		// Bumping here made every running agent of the cluster fetch its
+		// whole configuration again at each enrollment, quadratic in the
+		// cluster's size during a mass enrollment (issue 10). The
+		// enrolling agent fetches its own after its first heartbeat.
+		//
 		// The node is up from its enrollment on, so its first heartbeat
 		// finds it up: the node.up of its first time is written here.
 		if was != backstop.NodeUp {
