@@ -30,6 +30,11 @@
 // the CPU and memory of backstopd, PostgreSQL and agentload itself, from
 // /proc.
 //
+// With --api-rate N it also sends N operator GETs a second while each
+// point is measured, at a fixed rate (open loop: latency from each
+// request's scheduled time, so a stalled server is not hidden by a
+// client waiting for it), and prints their p50/p99/max and errors.
+//
 // Unless --url is given it starts everything itself: a throwaway
 // PostgreSQL (store/pgtemp) and backstopd built from this module as a
 // child process. The curve is incremental: agents are added to the
@@ -106,6 +111,7 @@ type options struct {
 	pgStats     bool
 	ca          string
 	runEnrolled bool
+	apiRate     int
 }
 
 func main() { os.Exit(run()) }
@@ -128,6 +134,7 @@ func run() int {
 	flag.StringVar(&o.logLevel, "log-level", "info", "backstopd's --log-level")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (backstopd log)")
 	flag.StringVar(&o.ca, "ca", "", "with --url on HTTPS: PEM file of the CA to trust (backstopd's --tls-ca)")
+	flag.IntVar(&o.apiRate, "api-rate", 0, "while measuring, GET requests per second an operator token sends at a fixed rate (open loop: cluster list, a cluster, its nodes, its hierarchies, its latest events), latency from each request's scheduled time; 0: none")
 	flag.BoolVar(&o.runEnrolled, "run-enrolled", false, "start each agent as soon as it has enrolled, as machines enrolled one after another do (default: start a point's agents once all are enrolled)")
 	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print the statements that took most time at each point")
 	flag.Parse()
@@ -166,6 +173,7 @@ type env struct {
 	m         *metrics
 	timing    client.Timing
 	roots     *x509.CertPool // nil: the system's
+	apiLoad   *apiLoad       // --api-rate
 }
 
 func bench(ctx context.Context, o options) (err error) {
@@ -1043,6 +1051,7 @@ type pointResult struct {
 	placeErr              string
 	measured              time.Duration
 	load1                 string
+	api                   *apiResult // --api-rate
 }
 
 // measure resets the counters, runs the window (with placements) and
@@ -1065,6 +1074,15 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	m.declared.Store(0)
 	logf("config fetches while the agents were added and warmed up: %d", m.configs.Swap(0))
 	m.rejected.Store(0)
+	var apiDone chan apiResult
+	if e.o.apiRate > 0 {
+		l, err := e.prepareAPILoad(ctx, clusters)
+		if err != nil {
+			return r, err
+		}
+		apiDone = make(chan apiResult, 1)
+		go func() { apiDone <- l.run(ctx, e.o.duration) }()
+	}
 	cpu0 := e.cpuTimes()
 	start := time.Now()
 	var lat placeLatency
@@ -1091,6 +1109,11 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	}
 	r.measured = time.Since(start)
 	cpu1 := e.cpuTimes()
+	if apiDone != nil {
+		// The last requests' answers: the window's CPU is already taken.
+		res := <-apiDone
+		r.api = &res
+	}
 	secs := r.measured.Seconds()
 	r.srvCPU = 100 * (cpu1.srv - cpu0.srv) / secs
 	r.pgCPU = 100 * (cpu1.pg - cpu0.pg) / secs
@@ -1262,15 +1285,27 @@ func printRows(w io.Writer, o options, rows []pointResult, header bool) {
 	if header {
 		fmt.Fprintf(w, "agentload: profile %s, %d nodes per cluster, %d hierarchies per cluster; %v measured per point after %v warm-up\n",
 			o.profile, o.clusterSize, o.hierarchies, o.duration, o.warmup)
-		fmt.Fprintln(w, "| agents | heartbeats/s acked / expected | p50 / p99 / max ms | errors (503 shed, timeouts) | lease lapses | declared down / unreachable | placement delivered p50/max, done p50/max ms (n) | backstopd CPU / RSS | PostgreSQL CPU / RSS | agentload CPU | load1 |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+		apiCol, apiSep := "", ""
+		if o.apiRate > 0 {
+			apiCol, apiSep = fmt.Sprintf(" API GET at %d/s p50 / p99 / max ms (errors) |", o.apiRate), "---|"
+		}
+		fmt.Fprintln(w, "| agents | heartbeats/s acked / expected | p50 / p99 / max ms | errors (503 shed, timeouts) | lease lapses | declared down / unreachable | placement delivered p50/max, done p50/max ms (n) | backstopd CPU / RSS | PostgreSQL CPU / RSS | agentload CPU | load1 |"+apiCol)
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|"+apiSep)
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %d | %.0f / %.0f | %.1f / %.1f / %.0f | %d (%d, %d) | %d | %d / %d | %.0f/%.0f, %.0f/%.0f (%d) | %.0f%% / %.0f MB | %.0f%% / %.0f MB | %.0f%% | %s |\n",
+		apiCell := ""
+		if header && r.api != nil {
+			apiCell = fmt.Sprintf(" %.1f / %.1f / %.0f (%s) |", msf(r.api.p50), msf(r.api.p99), msf(r.api.max), r.api.errString())
+		}
+		fmt.Fprintf(w, "| %d | %.0f / %.0f | %.1f / %.1f / %.0f | %d (%d, %d) | %d | %d / %d | %.0f/%.0f, %.0f/%.0f (%d) | %.0f%% / %.0f MB | %.0f%% / %.0f MB | %.0f%% | %s |%s\n",
 			r.agents, r.acked, r.expected, msf(r.p50), msf(r.p99), msf(r.max), r.errs, r.shed, r.timeouts, r.lapses,
 			r.down, r.unreachable, msf(r.delivP50), msf(r.delivMax), msf(r.doneP50), msf(r.doneMax), r.placements,
-			r.srvCPU, float64(r.srvRSS)/1e6, r.pgCPU, float64(r.pgRSS)/1e6, r.ownCPU, r.load1)
+			r.srvCPU, float64(r.srvRSS)/1e6, r.pgCPU, float64(r.pgRSS)/1e6, r.ownCPU, r.load1, apiCell)
 		if !header {
+			if r.api != nil {
+				fmt.Fprintf(w, "  API GET at %d/s (open loop, from the scheduled time): %d sent, p50 / p99 / max %.1f / %.1f / %.0f ms, errors %s\n",
+					o.apiRate, r.api.sent, msf(r.api.p50), msf(r.api.p99), msf(r.api.max), r.api.errString())
+			}
 			fmt.Fprintf(w, "  config fetches %d, commands rejected %d, declared-down answers %d", r.configs, r.rejected, r.declared)
 			if r.lastErr != "" {
 				fmt.Fprintf(w, ", last error: %.300s", r.lastErr)
