@@ -264,12 +264,17 @@ func (s *Server) authenticate(r *http.Request, need backstop.Role) (backstop.Act
 	if err != nil {
 		return backstop.Actor{}, err
 	}
-	t, err := s.gateStore.Authenticate(r.Context(), secret)
-	if errors.Is(err, backstop.ErrUnauthenticated) {
-		return backstop.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", backstop.ErrUnauthenticated)
-	}
-	if err != nil {
-		return backstop.Actor{}, err
+	key := tokenKey(secret)
+	t, gen, ok := s.tokens.get(key, time.Now())
+	if !ok {
+		t, err = s.gateStore.Authenticate(r.Context(), secret)
+		if errors.Is(err, backstop.ErrUnauthenticated) {
+			return backstop.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", backstop.ErrUnauthenticated)
+		}
+		if err != nil {
+			return backstop.Actor{}, err
+		}
+		s.tokens.put(key, t, gen, time.Now())
 	}
 	if !need.Valid() {
 		return backstop.Actor{}, fmt.Errorf("operation has no valid %s (%q)", roleExtension, need)

@@ -99,6 +99,7 @@ type Server struct {
 	// gateStore authenticates requests and keeps idempotent answers.
 	gateStore  gateStore
 	agentCreds credCache
+	tokens     *tokenCache
 	log        *slog.Logger
 	router     routers.Router
 	validation *openapi3filter.Options
@@ -165,13 +166,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	wake := &waiters{}
+	tokens := &tokenCache{}
 	s := &Server{
 		healthHandlers:    healthHandlers{store: cfg.Store, log: log, registry: registry, schema: cfg.SchemaVersion},
 		clusterHandlers:   clusterHandlers{store: cfg.Store},
 		nodeHandlers:      nodeHandlers{store: cfg.Store, fingerprint: enrollPin(cfg.Keyring.Fingerprint, cfg.TLSPin)},
 		pathHandlers:      pathHandlers{store: cfg.Store},
 		hierarchyHandlers: hierarchyHandlers{store: cfg.Store},
-		tokenHandlers:     tokenHandlers{store: cfg.Store},
+		tokenHandlers:     tokenHandlers{store: cfg.Store, revoked: tokens.clear},
 		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, slots: make(chan struct{}, agentSlots), clientCert: cfg.AgentClientCert},
 		placementHandlers: placementHandlers{store: cfg.Store, log: log, sign: cfg.Keyring.Sign, waiters: wake},
 		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events},
@@ -180,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 		fenceHandlers:     fenceHandlers{store: cfg.Store, deliver: cfg.Deliverer, dir: fenceDir},
 		configHandlers:    configHandlers{store: cfg.Store, deliver: cfg.Deliverer},
 		gateStore:         cfg.Store,
+		tokens:            tokens,
 		log:               log,
 		maxBody:           cfg.MaxBodyBytes,
 		metrics:           m,

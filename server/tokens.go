@@ -12,6 +12,9 @@ import (
 // tokenHandlers manage API tokens and show the audit trail.
 type tokenHandlers struct {
 	store TokenStore
+	// revoked empties the gate's token cache (tokenCacheTTL): called
+	// when a secret stops being valid.
+	revoked func()
 }
 
 // CreateToken creates an API token; its secret is in this answer only.
@@ -83,6 +86,7 @@ func (th *tokenHandlers) ReissueToken(ctx context.Context, r api.ReissueTokenReq
 	if err != nil {
 		return nil, err
 	}
+	th.revoked()
 	a := toAPIToken(t)
 	return api.ReissueToken200JSONResponse{
 		Body:    api.TokenCreated{Id: a.Id, Name: a.Name, Role: a.Role, Prefix: a.Prefix, CreatedAt: a.CreatedAt, LastUsedAt: a.LastUsedAt, Secret: secret, Clusters: a.Clusters},
@@ -95,6 +99,7 @@ func (th *tokenHandlers) DeleteToken(ctx context.Context, r api.DeleteTokenReque
 	if err := th.store.DeleteToken(ctx, r.TokenId.String(), ifMatchPrefix(r.Params.IfMatch)); err != nil {
 		return nil, err
 	}
+	th.revoked()
 	return api.DeleteToken204Response{}, nil
 }
 

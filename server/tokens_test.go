@@ -103,3 +103,30 @@ func TestTokenReadReissueRevoke(t *testing.T) {
 		t.Errorf("no token.reissue audit record for %s", created.ID)
 	}
 }
+
+// TestTokenRevokedElsewhereStops: the gate caches resolved API tokens
+// for a second (tokenCacheTTL), so a token revoked through another
+// replica (here: removed from the database behind this server's back)
+// stops working here too, within that second, not at a restart.
+func TestTokenRevokedElsewhereStops(t *testing.T) {
+	e := newEnv(t, 1)
+	resp, b := e.do("POST", "/v1/tokens", map[string]any{"name": "dashboard", "role": "operator"})
+	var tk struct {
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
+	}
+	if resp.StatusCode != 201 || json.Unmarshal(b, &tk) != nil {
+		t.Fatalf("create: %d %s", resp.StatusCode, b)
+	}
+	read := func() int {
+		resp, _ := testkit.Request(t, nil, "GET", e.url+"/v1/clusters", tk.Secret, nil)
+		return resp.StatusCode
+	}
+	if code := read(); code != 200 {
+		t.Fatalf("the new token reads: %d", code)
+	}
+	if _, err := e.st.Pool().Exec(t.Context(), `DELETE FROM api_tokens WHERE id = $1`, tk.ID); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 0, "the token revoked elsewhere is refused", func() bool { return read() == 401 })
+}
