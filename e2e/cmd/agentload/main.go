@@ -112,6 +112,7 @@ type options struct {
 	ca          string
 	runEnrolled bool
 	apiRate     int
+	tls         bool
 }
 
 func main() { os.Exit(run()) }
@@ -135,6 +136,7 @@ func run() int {
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (backstopd log)")
 	flag.StringVar(&o.ca, "ca", "", "with --url on HTTPS: PEM file of the CA to trust (backstopd's --tls-ca)")
 	flag.IntVar(&o.apiRate, "api-rate", 0, "while measuring, GET requests per second an operator token sends at a fixed rate (open loop: cluster list, a cluster, its nodes, its hierarchies, its latest events), latency from each request's scheduled time; 0: none")
+	flag.BoolVar(&o.tls, "tls", false, "serve the backstopd agentload starts over HTTPS (a throwaway CA; agents trust it and show client certificates of their keys, as backstop-agent does) instead of plain HTTP on loopback")
 	flag.BoolVar(&o.runEnrolled, "run-enrolled", false, "start each agent as soon as it has enrolled, as machines enrolled one after another do (default: start a point's agents once all are enrolled)")
 	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print the statements that took most time at each point")
 	flag.Parse()
@@ -174,6 +176,7 @@ type env struct {
 	timing    client.Timing
 	roots     *x509.CertPool // nil: the system's
 	apiLoad   *apiLoad       // --api-rate
+	tlsFiles  pki.Files      // --tls: the CA and server certificate of the backstopd started
 }
 
 func bench(ctx context.Context, o options) (err error) {
@@ -220,7 +223,17 @@ func bench(ctx context.Context, o options) (err error) {
 				return err
 			}
 		}
-		d, err := startBackstopd(ctx, bin, e.pgURL, filepath.Join(dir, "backstopd.log"), o)
+		if o.tls {
+			ca, err := pki.NewCA("agentload", 24*time.Hour)
+			if err != nil {
+				return err
+			}
+			if e.tlsFiles, err = ca.WriteFiles(filepath.Join(dir, "tls"), []string{"127.0.0.1"}, 24*time.Hour); err != nil {
+				return err
+			}
+			o.ca = e.tlsFiles.CA
+		}
+		d, err := startBackstopd(ctx, bin, e.pgURL, filepath.Join(dir, "backstopd.log"), o, e.tlsFiles)
 		if err != nil {
 			return err
 		}
@@ -372,7 +385,7 @@ type daemon struct {
 	done chan struct{}
 }
 
-func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) (*daemon, error) {
+func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options, tlsFiles pki.Files) (*daemon, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -384,11 +397,17 @@ func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) 
 		return nil, err
 	}
 	defer lf.Close()
-	// Plain HTTP on loopback: the simulated agents measure the heartbeat
-	// path, not TLS (they hold no enrolled keys' client certificates).
-	args := []string{"--listen", addr, "--database-url", dbURL, "--log-level", o.logLevel} // plain HTTP: BACKSTOP_INSECURE_HTTP below
+	// Plain HTTP on loopback (BACKSTOP_INSECURE_HTTP below) unless --tls:
+	// then HTTPS with the throwaway CA's certificate, pinned by the
+	// enrollment tokens as in production.
+	args := []string{"--listen", addr, "--database-url", dbURL, "--log-level", o.logLevel}
 	if o.pprof != "" {
 		args = append(args, "--pprof-listen", o.pprof)
+	}
+	scheme := "http"
+	if tlsFiles.Cert != "" {
+		scheme = "https"
+		args = append(args, "--tls-cert", tlsFiles.Cert, "--tls-key", tlsFiles.Key, "--tls-ca", tlsFiles.CA)
 	}
 	cmd := exec.Command(bin, args...)
 	var envv []string
@@ -400,15 +419,26 @@ func startBackstopd(ctx context.Context, bin, dbURL, logPath string, o options) 
 	// Plain HTTP on loopback (set through the environment, which a
 	// backstopd older than the TLS flags ignores, so an old binary can
 	// be measured side by side).
-	cmd.Env = append(envv, "BACKSTOP_SECRET_KEY="+sealKey, "BACKSTOP_BOOTSTRAP_TOKEN="+adminToken, "BACKSTOP_INSECURE_HTTP=true")
+	cmd.Env = append(envv, "BACKSTOP_SECRET_KEY="+sealKey, "BACKSTOP_BOOTSTRAP_TOKEN="+adminToken)
+	if scheme == "http" {
+		cmd.Env = append(cmd.Env, "BACKSTOP_INSECURE_HTTP=true")
+	}
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	d := &daemon{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
+	d := &daemon{cmd: cmd, url: scheme + "://" + addr, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.done) }()
 	c := &http.Client{Timeout: 2 * time.Second}
+	if tlsFiles.CA != "" {
+		conf, err := pki.ClientConfig(tlsFiles.CA)
+		if err != nil {
+			d.stop()
+			return nil, err
+		}
+		c.Transport = &http.Transport{TLSClientConfig: conf}
+	}
 	for end := time.Now().Add(time.Minute); time.Now().Before(end); {
 		select {
 		case <-d.done:
