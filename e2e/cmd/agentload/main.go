@@ -113,6 +113,7 @@ type options struct {
 	runEnrolled bool
 	apiRate     int
 	tls         bool
+	dbParams    string
 }
 
 func main() { os.Exit(run()) }
@@ -136,6 +137,7 @@ func run() int {
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (backstopd log)")
 	flag.StringVar(&o.ca, "ca", "", "with --url on HTTPS: PEM file of the CA to trust (backstopd's --tls-ca)")
 	flag.IntVar(&o.apiRate, "api-rate", 0, "while measuring, GET requests per second an operator token sends at a fixed rate (open loop: cluster list, a cluster, its nodes, its hierarchies, its latest events), latency from each request's scheduled time; 0: none")
+	flag.StringVar(&o.dbParams, "db-params", "", "extra parameters of backstopd's --database-url, e.g. pool_max_conns=32")
 	flag.BoolVar(&o.tls, "tls", false, "serve the backstopd agentload starts over HTTPS (a throwaway CA; agents trust it and show client certificates of their keys, as backstop-agent does) instead of plain HTTP on loopback")
 	flag.BoolVar(&o.runEnrolled, "run-enrolled", false, "start each agent as soon as it has enrolled, as machines enrolled one after another do (default: start a point's agents once all are enrolled)")
 	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print the statements that took most time at each point")
@@ -233,7 +235,11 @@ func bench(ctx context.Context, o options) (err error) {
 			}
 			o.ca = e.tlsFiles.CA
 		}
-		d, err := startBackstopd(ctx, bin, e.pgURL, filepath.Join(dir, "backstopd.log"), o, e.tlsFiles)
+		dbURL := e.pgURL
+		if o.dbParams != "" {
+			dbURL += "&" + o.dbParams
+		}
+		d, err := startBackstopd(ctx, bin, dbURL, filepath.Join(dir, "backstopd.log"), o, e.tlsFiles)
 		if err != nil {
 			return err
 		}
