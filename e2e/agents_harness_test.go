@@ -31,18 +31,25 @@ type agentProc struct {
 	// running node sees the mounts its predecessor made, as on a real
 	// machine (a reboot, by contrast, starts from a fresh namespace).
 	mntPID int
+	// binds are bind mounts (host source, target) made in the agent's new
+	// private mount namespace before it starts: files of the node's own
+	// at a path every node shares, as on separate machines (the mail
+	// tests' Postfix configuration directory). A start that joins a
+	// namespace (mntPID) finds them there already.
+	binds [][2]string
 }
 
 // startAgent starts backstop-agent in node nd's network namespace and in a
-// private mount namespace of its own, enrolling with token. It is killed
-// (by PID) when t ends, and its log is shown if t failed.
-func startAgent(t *testing.T, name string, nd *netNode, server, token string) *agentProc {
+// private mount namespace of its own (with binds mounted in it, if any),
+// enrolling with token. It is killed (by PID) when t ends, and its log is
+// shown if t failed.
+func startAgent(t *testing.T, name string, nd *netNode, server, token string, binds ...[2]string) *agentProc {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentProc{t: t, name: name, ns: nd.ns, dir: dir, out: &syncBuffer{}}
+	a := &agentProc{t: t, name: name, ns: nd.ns, dir: dir, out: &syncBuffer{}, binds: binds}
 	a.start(server, token)
 	return a
 }
@@ -54,6 +61,17 @@ func (a *agentProc) start(server, token string) {
 		bin = a.bin
 	}
 	mnt := []string{"unshare", "--mount", "--propagation", "private", "--"}
+	if len(a.binds) > 0 {
+		// sh mounts the binds ("$1" on "$2", ...), then execs the agent.
+		script := ""
+		args := []string{}
+		for i, b := range a.binds {
+			script += fmt.Sprintf(`mount --bind "$%d" "$%d" && `, 2*i+1, 2*i+2)
+			args = append(args, b[0], b[1])
+		}
+		script += fmt.Sprintf(`shift %d && exec "$@"`, 2*len(a.binds))
+		mnt = append(mnt, append([]string{"sh", "-c", script, "sh"}, args...)...)
+	}
 	if a.mntPID > 0 {
 		mnt = []string{"nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", a.mntPID), "--"}
 		a.mntPID = 0

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/smtp"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/backstop-ha/backstop/e2e/internal/nslab"
 )
 
 // The mail service of the e2e tests: Debian's Postfix with a configuration
@@ -32,7 +33,10 @@ import (
 //
 //	conf/  main.cf and master.cf: ONE configuration directory that every
 //	       node uses (it lives on the host, outside the volume, so that
-//	       each node's Postfix is configured identically)
+//	       each node's Postfix is configured identically) — unless the
+//	       nodes get their own (nodeBinds): then conf-nodeN/ is bind-
+//	       mounted on conf/ in node N, as each machine has its own
+//	       /etc/postfix, and confToNodes copies conf/ into each
 //	vol/   the volume's source: spool/ (queue_directory), data/
 //	       (data_directory: master.lock), log/ (maillog_file) and vmail/
 //	       (virtual Maildir mailboxes)
@@ -86,6 +90,49 @@ func newMailDir(t *testing.T) *mailSetup {
 	return m
 }
 
+// nodeBinds gives each of n nodes a configuration directory of its own
+// (conf-nodeN, empty until confToNodes), bind-mounted on conf/ in its
+// mount namespace: pass it to newNSClusterWith.
+func (m *mailSetup) nodeBinds(t *testing.T, n int) func(i int) [][2]string {
+	t.Helper()
+	for i := range n {
+		if err := os.MkdirAll(m.nodeConf(i), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return func(i int) [][2]string { return [][2]string{{m.nodeConf(i), m.conf}} }
+}
+
+// nodeConf returns (the host's view of) node i's configuration directory.
+func (m *mailSetup) nodeConf(i int, parts ...string) string {
+	return filepath.Join(append([]string{m.dir, fmt.Sprintf("conf-node%d", i+1)}, parts...)...)
+}
+
+// confToNodes copies the files of conf/ into every node's own directory,
+// keeping their modes.
+func (m *mailSetup) confToNodes(t *testing.T, n int) {
+	t.Helper()
+	ents, err := os.ReadDir(m.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		for _, e := range ents {
+			info, err := e.Info()
+			if err != nil || !info.Mode().IsRegular() {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(m.conf, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(m.nodeConf(i, e.Name()), b, info.Mode().Perm()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // vol returns a path in the volume's source (the host's view).
 func (m *mailSetup) vol(parts ...string) string {
 	return filepath.Join(append([]string{m.volume}, parts...)...)
@@ -101,84 +148,13 @@ func (m *mailSetup) mnt(parts ...string) string {
 func (m *mailSetup) configure(t *testing.T, vip, subnet string) {
 	t.Helper()
 	m.vip = vip
-	mainCF := fmt.Sprintf(`# Written by the e2e mail test; see e2e/mail_harness_test.go.
-compatibility_level = 3.6
-queue_directory = %[1]s
-data_directory = %[2]s
-maillog_file = %[3]s/maillog
-maillog_file_prefixes = %[3]s
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-command_directory = /usr/sbin
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-# Only the virtual IP: Postfix refuses to start where it is absent, so the
-# ip resource is brought up first (and taken down last).
-inet_interfaces = %[4]s
-inet_protocols = ipv4
-myhostname = mail.%[5]s
-mydomain = %[5]s
-mydestination = $myhostname, localhost
-mynetworks = 127.0.0.0/8 %[6]s.0/24
-relayhost =
-disable_dns_lookups = yes
-smtp_host_lookup = native
-lmtp_host_lookup = native
-smtpd_peername_lookup = no
-default_transport = error:outbound disabled
-relay_transport = error:outbound disabled
-virtual_mailbox_domains = %[5]s
-virtual_mailbox_base = %[7]s
-virtual_mailbox_maps = inline:{ %[8]s=alice/ }
-virtual_uid_maps = static:65534
-virtual_gid_maps = static:65534
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-# A deferred delivery is retried within seconds, not minutes: the test
-# waits for the queue to drain.
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-`, m.mnt("spool"), m.mnt("data"), m.mnt("log"), vip, mailDomain, subnet, m.mnt("vmail"), m.rcpt)
-	if err := os.WriteFile(filepath.Join(m.conf, "main.cf"), []byte(mainCF), 0o644); err != nil {
+	pc := nslab.PostfixConfig{Domain: mailDomain, VIP: vip, Subnet: subnet, Rcpt: m.rcpt,
+		Spool: m.mnt("spool"), Data: m.mnt("data"), Log: m.mnt("log"), VMail: m.mnt("vmail"),
+		Origin: "the e2e mail test; see e2e/mail_harness_test.go"}
+	if err := pc.Write(m.conf); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile("/etc/postfix/master.cf")
-	if err != nil {
-		t.Fatalf("Debian's master.cf: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(m.conf, "master.cf"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Debian's master.cf chroots smtpd and friends into the queue
-	// directory; without the chroot nothing needs copying into it.
-	if out, err := exec.Command("postconf", "-c", m.conf, "-F", "*/*/chroot = n").CombinedOutput(); err != nil {
-		t.Fatalf("postconf -F: %v\n%s", err, out)
-	}
-	// Ownership as Postfix wants it: the queue directory root's (Postfix
-	// creates its subdirectories at start), data_directory the
-	// postfix user's, the mailboxes the virtual delivery uid's.
-	//
-	// The log directory and maillog must be the postfix user's too:
-	// `postfix start` runs postsuper as that user, and after a crash
-	// postsuper finds the temporary file of a cleanup process killed
-	// mid-message in incoming/ ("bogus file name"), logs a warning
-	// straight to maillog_file, and dies if it cannot open it for
-	// writing ("open logfile ...: Permission denied") — so the start
-	// fails, on every node in turn (measured: a root-owned maillog made
-	// 2 of 6 runs fail the hierarchy after a crash).
-	if err := os.WriteFile(m.vol("log", "maillog"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{m.vol("data"), m.vol("log"), m.vol("log", "maillog")} {
-		if out, err := exec.Command("chown", "postfix:postfix", p).CombinedOutput(); err != nil {
-			t.Fatalf("chown: %v\n%s", err, out)
-		}
-	}
-	if err := os.Chown(m.vol("vmail"), 65534, 65534); err != nil {
+	if err := nslab.PreparePostfixVolume(m.vol("data"), m.vol("log"), m.vol("vmail")); err != nil {
 		t.Fatal(err)
 	}
 }

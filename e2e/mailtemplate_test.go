@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backstop-ha/backstop"
 	"github.com/backstop-ha/backstop/e2e/testkit"
 )
 
@@ -268,11 +270,15 @@ func (r *imapReader) halt() {
 // two nodes ever held the VIP or listened on its port 25.
 func TestMailTemplate(t *testing.T) {
 	m := newMailDir(t)
-	nc := newNSCluster(t, 3, "lan", 1)
+	// Each node has its own Postfix configuration directory, as each
+	// machine has its own /etc/postfix: a change on one node reaches
+	// another only through the files resource.
+	nc := newNSClusterWith(t, 3, "lan", 1, m.nodeBinds(t, 3))
 	b := startBind(t, nc.top)
 	vip := nc.top.vip(0)
 	m.configure(t, vip, nc.top.subnet)
 	m.configureDovecot(t)
+	m.confToNodes(t, 3)
 	const name = "mail." + dnsZone
 	var ps []map[string]any
 	for i := range 3 {
@@ -292,9 +298,10 @@ func TestMailTemplate(t *testing.T) {
 			"postfix_config_dir": m.conf, "postfix_pid_file": m.mnt("spool", "pid", "master.pid"),
 			"dovecot_config": m.confPath("dovecot.conf"), "dovecot_pid_file": m.mnt("run", "dovecot", "master.pid"),
 			"probe_rcpt": probeRcpt, "probe_user": probeRcpt, "probe_password_file": m.confPath("probe.pw"),
+			"config_paths": []string{m.confPath("main.cf"), m.confPath("master.cf")},
 		},
 	}).must(t, 201).decode(t, &h)
-	if h.ExclusivityGroup != "mail" || len(h.Resources) != 6 {
+	if h.ExclusivityGroup != "mail" || len(h.Resources) != 7 {
 		t.Fatalf("hierarchy from the template: group %q, %d resources", h.ExclusivityGroup, len(h.Resources))
 	}
 	inv := nc.watchInvariantPort(vip, 25)
@@ -320,6 +327,11 @@ func TestMailTemplate(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "a probe message delivered and read back by the deep check", func() bool {
 		return m.probeDone()
 	})
+	// The configuration as it was at bring-up is version 1.
+	testkit.Eventually(t, 30*time.Second, "config.captured version 1", func() bool { return configVersionEvent(nc, "config.captured", 1, "") != nil })
+	if _, err := smtpSession(vip, aliasRcpt, "<alias-before@client.test>"); err == nil || !strings.Contains(err.Error(), "550") {
+		t.Fatalf("mail to %s before the alias exists: %v, want 550 (unknown user)", aliasRcpt, err)
+	}
 
 	client := startMailClientBy("25", m.rcpt, resolve)
 	defer client.halt()
@@ -328,6 +340,7 @@ func TestMailTemplate(t *testing.T) {
 	testkit.Eventually(t, 0, "the first message accepted", func() bool { return len(client.acceptedSince(time.Time{})) > 0 })
 	time.Sleep(2 * time.Second)
 
+	var aliasIDs []string // messages sent to the alias of the change
 	measure := func(fault string, at time.Time, to int) {
 		t.Helper()
 		nc.waitPlaced(h.ID, to, 30*time.Second)
@@ -355,9 +368,49 @@ func TestMailTemplate(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}
 
+	// An operator changes Postfix's configuration on node 1: a banner and
+	// a virtual alias (as an editor saves: a new file renamed over the
+	// old). The agent captures it as version 2.
+	changedAt := time.Now()
+	wantSHA := m.editConfig(t, 0, fmt.Sprintf("smtpd_banner = $myhostname ESMTP %s\nvirtual_alias_maps = inline:{ %s=%s }\n", configBanner, aliasRcpt, m.rcpt))
+	var captured *eventRecord
+	testkit.Eventually(t, 30*time.Second, "config.captured version 2", func() bool {
+		captured = configVersionEvent(nc, "config.captured", 2, nc.nodes[0])
+		return captured != nil
+	})
+	t.Logf("configuration change on node1 → config.captured version 2: %v", captured.At.Sub(changedAt).Round(time.Millisecond))
+	if b, _ := os.ReadFile(m.nodeConf(1, "main.cf")); strings.Contains(string(b), configBanner) {
+		t.Fatal("node2's main.cf has the change before any failover: the nodes share their configuration directory")
+	}
+
 	at := time.Now()
 	nc.crash(0, inv)
 	measure("node1 crash", at, 1)
+	checkConfigOn := func(i int) {
+		t.Helper()
+		if got := fileSHA(t, m.nodeConf(i, "main.cf")); got != wantSHA {
+			t.Fatalf("node%d's main.cf has sha256 %s, want %s (the captured change)", i+1, got, wantSHA)
+		}
+		banner, err := smtpSession(vip, aliasRcpt, fmt.Sprintf("<alias-node%d@client.test>", i+1))
+		if err != nil || !strings.Contains(banner, configBanner) {
+			t.Fatalf("SMTP on node%d: banner %q, %v; want the banner and the alias of the change", i+1, banner, err)
+		}
+		aliasIDs = append(aliasIDs, fmt.Sprintf("<alias-node%d@client.test>", i+1))
+		// Reported once the hierarchy runs (the report does not delay
+		// the bring-up).
+		var ev *eventRecord
+		testkit.Eventually(t, 15*time.Second, fmt.Sprintf("config.installed of version 2 by node%d", i+1), func() bool {
+			ev = configVersionEvent(nc, "config.installed", 2, nc.nodes[i])
+			return ev != nil
+		})
+		if ev.Details["source"] != "control_plane" {
+			t.Fatalf("config.installed by node%d: %+v", i+1, ev)
+		}
+		for _, l := range nc.agents[i].logLines("msg", "configuration version installed") {
+			t.Logf("node%d installed configuration version %v in %vms (%v files written) before Postfix started", i+1, l["version"], l["duration_ms"], l["files_written"])
+		}
+	}
+	checkConfigOn(1)
 
 	at = time.Now()
 	r := nc.c.do(t, "POST", "/v1/clusters/"+nc.id+"/hierarchies/"+h.ID+"/switchover", map[string]any{"node_id": nc.nodes[2]}).must(t, 202)
@@ -377,10 +430,11 @@ func TestMailTemplate(t *testing.T) {
 	}
 	t.Logf("switchover steps: %s", strings.Join(steps, ", "))
 	measure("switchover node2 → node3", at, 2)
+	checkConfigOn(2)
 
 	client.halt()
 	reader.halt()
-	accepted := client.acceptedIDs()
+	accepted := append(client.acceptedIDs(), aliasIDs...)
 	var got map[string]int
 	testkit.Eventually(t, 30*time.Second, "every accepted message readable over IMAP", func() bool {
 		ic, err := imapLogin(net.JoinHostPort(vip, "143"), m.rcpt, mailPassword, 2*time.Second)
@@ -406,7 +460,7 @@ func TestMailTemplate(t *testing.T) {
 	}
 	t.Logf("client: %d messages accepted in %d attempts; IMAP reads %d messages (%d duplicate copies): 0 lost",
 		len(accepted), client.attempts.Load(), len(got), dups)
-	nc.hasEvents("node.down", "failover.completed", "switchover.completed")
+	nc.hasEvents("config.captured", "node.down", "failover.completed", "switchover.completed")
 	inv.check(t)
 }
 
@@ -415,4 +469,94 @@ func TestMailTemplate(t *testing.T) {
 func (m *mailSetup) probeDone() bool {
 	_, err := os.Stat(m.vol("vmail", "probe", "dovecot-uidlist"))
 	return err == nil
+}
+
+// The configuration change of TestMailTemplate: a banner and an alias.
+const (
+	configBanner = "backstop-config-v2"
+	aliasRcpt    = "bob@" + mailDomain
+)
+
+// editConfig appends lines to node i's main.cf the way an editor saves
+// (a new file renamed over the old one) and returns the new file's
+// SHA-256.
+func (m *mailSetup) editConfig(t *testing.T, i int, lines string) string {
+	t.Helper()
+	p := m.nodeConf(i, "main.cf")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, lines...)
+	if err := os.WriteFile(p+".new", b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p+".new", p); err != nil {
+		t.Fatal(err)
+	}
+	return backstop.FileSHA256(b)
+}
+
+func fileSHA(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return backstop.FileSHA256(b)
+}
+
+// configVersionEvent returns the event of type typ about version v
+// (written for node, when not empty), or nil.
+func configVersionEvent(nc *nsCluster, typ string, v int, node string) *eventRecord {
+	for _, e := range nc.eventsOf(typ) {
+		if e.Details["version"] == float64(v) && (node == "" || e.Details["node_id"] == node) {
+			return &e
+		}
+	}
+	return nil
+}
+
+// smtpSession sends one message to rcpt through addr:25 and returns the
+// server's greeting; an error names the refused step with its reply.
+func smtpSession(addr, rcpt, msgID string) (string, error) {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "25"), 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	tp := textproto.NewConn(c)
+	_, banner, err := tp.ReadResponse(220)
+	if err != nil {
+		return "", fmt.Errorf("greeting: %w", err)
+	}
+	step := func(code int, format string, args ...any) error {
+		id, err := tp.Cmd(format, args...)
+		if err != nil {
+			return err
+		}
+		tp.StartResponse(id)
+		defer tp.EndResponse(id)
+		_, _, err = tp.ReadResponse(code)
+		return err
+	}
+	for _, s := range []struct {
+		code int
+		cmd  string
+	}{{250, "HELO client.test"}, {250, "MAIL FROM:<sender@client.test>"}, {250, "RCPT TO:<" + rcpt + ">"}, {354, "DATA"}} {
+		if err := step(s.code, "%s", s.cmd); err != nil {
+			return banner, fmt.Errorf("%s: %w", s.cmd, err)
+		}
+	}
+	w := tp.DotWriter()
+	fmt.Fprintf(w, "From: sender@client.test\r\nTo: %s\r\nSubject: alias\r\nMessage-ID: %s\r\n\r\nTo the alias.\r\n", rcpt, msgID)
+	if err := w.Close(); err != nil {
+		return banner, err
+	}
+	if _, _, err := tp.ReadResponse(250); err != nil {
+		return banner, fmt.Errorf("end of DATA: %w", err)
+	}
+	_ = step(221, "QUIT")
+	return banner, nil
 }

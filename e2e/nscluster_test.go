@@ -32,6 +32,13 @@ type nsCluster struct {
 // served by `replicas` backstopd processes sharing one database.
 func newNSCluster(t *testing.T, n int, profile string, replicas int) *nsCluster {
 	t.Helper()
+	return newNSClusterWith(t, n, profile, replicas, nil)
+}
+
+// newNSClusterWith is newNSCluster whose node i's agent starts with
+// binds(i) mounted in its private mount namespace (nil: none).
+func newNSClusterWith(t *testing.T, n int, profile string, replicas int, binds func(i int) [][2]string) *nsCluster {
+	t.Helper()
 	requireRoot(t)
 	top := newTopology(t, n)
 	nc := &nsCluster{t: t, top: top, dbURL: newDatabase(t)}
@@ -61,7 +68,11 @@ func newNSCluster(t *testing.T, n int, profile string, replicas int) *nsCluster 
 		}
 	}
 	for i := range n {
-		nc.agents = append(nc.agents, startAgent(t, fmt.Sprintf("node%d", i+1), top.nodes[i], nc.servers(), nc.tokens[i]))
+		var b [][2]string
+		if binds != nil {
+			b = binds(i)
+		}
+		nc.agents = append(nc.agents, startAgent(t, fmt.Sprintf("node%d", i+1), top.nodes[i], nc.servers(), nc.tokens[i], b...))
 	}
 	for i := range n {
 		nc.waitNodeState(i, "up", 60*time.Second)

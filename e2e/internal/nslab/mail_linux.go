@@ -52,7 +52,43 @@ func NewMail(dir, vip, subnet string) (*Mail, error) {
 			return nil, err
 		}
 	}
-	mainCF := fmt.Sprintf(`# Written by the Backstop demo (e2e/internal/nslab/mail_linux.go).
+	pc := PostfixConfig{Domain: "test.example", VIP: vip, Subnet: subnet, Rcpt: m.Rcpt,
+		Spool: m.mntPath("spool"), Data: m.mntPath("data"), Log: m.mntPath("log"), VMail: m.mntPath("vmail"),
+		Origin: "the Backstop demo (e2e/internal/nslab/mail_linux.go)"}
+	if err := pc.Write(m.conf()); err != nil {
+		return nil, err
+	}
+	if err := PreparePostfixVolume(m.vol("data"), m.vol("log"), m.vol("vmail")); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// PostfixConfig is the Postfix of the demo and the e2e mail tests
+// (the shared notes' recipe, section 2): one virtual Maildir mailbox,
+// listening on the virtual IP only, no outbound mail, fast retries. The
+// paths are what Postfix sees (under the volume's target).
+type PostfixConfig struct {
+	// Domain is the mail domain (virtual mailbox domain); myhostname is
+	// mail.Domain.
+	Domain string
+	// VIP is inet_interfaces: Postfix refuses to start where it is
+	// absent, so the ip resource comes up first (and goes down last).
+	VIP string
+	// Subnet ("198.19.K") gives mynetworks its /24.
+	Subnet string
+	// Rcpt is the one mailbox (delivered to VMail/alice/).
+	Rcpt string
+	// Spool (queue_directory), Data (data_directory), Log (maillog_file's
+	// directory) and VMail (virtual_mailbox_base).
+	Spool, Data, Log, VMail string
+	// Origin says who wrote the file, in its first comment.
+	Origin string
+}
+
+// MainCF is the text of main.cf.
+func (c PostfixConfig) MainCF() string {
+	return fmt.Sprintf(`# Written by %[9]s.
 compatibility_level = 3.6
 queue_directory = %[1]s
 data_directory = %[2]s
@@ -64,12 +100,14 @@ command_directory = /usr/sbin
 meta_directory = /etc/postfix
 mail_owner = postfix
 setgid_group = postdrop
+# Only the virtual IP: Postfix refuses to start where it is absent, so the
+# ip resource is brought up first (and taken down last).
 inet_interfaces = %[4]s
 inet_protocols = ipv4
-myhostname = mail.test.example
-mydomain = test.example
+myhostname = mail.%[5]s
+mydomain = %[5]s
 mydestination = $myhostname, localhost
-mynetworks = 127.0.0.0/8 %[5]s.0/24
+mynetworks = 127.0.0.0/8 %[6]s.0/24
 relayhost =
 disable_dns_lookups = yes
 smtp_host_lookup = native
@@ -77,46 +115,66 @@ lmtp_host_lookup = native
 smtpd_peername_lookup = no
 default_transport = error:outbound disabled
 relay_transport = error:outbound disabled
-virtual_mailbox_domains = test.example
-virtual_mailbox_base = %[6]s
-virtual_mailbox_maps = inline:{ %[7]s=alice/ }
+virtual_mailbox_domains = %[5]s
+virtual_mailbox_base = %[7]s
+virtual_mailbox_maps = inline:{ %[8]s=alice/ }
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
 alias_maps =
 alias_database =
 local_recipient_maps =
 biff = no
+# A deferred delivery is retried within seconds, not minutes: the tests
+# wait for the queue to drain.
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
-`, m.mntPath("spool"), m.mntPath("data"), m.mntPath("log"), vip, subnet, m.mntPath("vmail"), m.Rcpt)
-	if err := os.WriteFile(filepath.Join(m.conf(), "main.cf"), []byte(mainCF), 0o644); err != nil {
-		return nil, err
+`, c.Spool, c.Data, c.Log, c.VIP, c.Domain, c.Subnet, c.VMail, c.Rcpt, c.Origin)
+}
+
+// Write writes main.cf and Debian's master.cf into dir, with every
+// service's chroot off (Debian's master.cf chroots smtpd and friends into
+// the queue directory; without it nothing needs copying into it).
+func (c PostfixConfig) Write(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte(c.MainCF()), 0o644); err != nil {
+		return err
 	}
 	b, err := os.ReadFile("/etc/postfix/master.cf")
 	if err != nil {
-		return nil, fmt.Errorf("Debian's master.cf: %w", err)
+		return fmt.Errorf("Debian's master.cf: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(m.conf(), "master.cf"), b, 0o644); err != nil {
-		return nil, err
+	if err := os.WriteFile(filepath.Join(dir, "master.cf"), b, 0o644); err != nil {
+		return err
 	}
-	if out, err := exec.Command("postconf", "-c", m.conf(), "-F", "*/*/chroot = n").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("postconf -F: %v: %s", err, out)
+	if out, err := exec.Command("postconf", "-c", dir, "-F", "*/*/chroot = n").CombinedOutput(); err != nil {
+		return fmt.Errorf("postconf -F: %v: %s", err, out)
 	}
-	// Ownership as Postfix wants it (see e2e/mail_harness_test.go: a
-	// root-owned maillog makes postsuper fail the start after a crash).
-	if err := os.WriteFile(m.vol("log", "maillog"), nil, 0o644); err != nil {
-		return nil, err
+	return nil
+}
+
+// PreparePostfixVolume gives the volume's directories (host view) the
+// ownership Postfix wants: data_directory, the log directory and an empty
+// maillog the postfix user's, the mailboxes the virtual delivery uid's
+// (65534).
+//
+// The log directory and maillog must be the postfix user's: `postfix
+// start` runs postsuper as that user, and after a crash postsuper finds
+// the temporary file of a cleanup process killed mid-message in incoming/
+// ("bogus file name"), logs a warning straight to maillog_file, and dies
+// if it cannot open it for writing ("open logfile ...: Permission
+// denied"), so the start fails on every node in turn (measured: a
+// root-owned maillog made 2 of 6 runs fail the hierarchy after a crash).
+func PreparePostfixVolume(data, log, vmail string) error {
+	maillog := filepath.Join(log, "maillog")
+	if err := os.WriteFile(maillog, nil, 0o644); err != nil {
+		return err
 	}
-	for _, p := range []string{m.vol("data"), m.vol("log"), m.vol("log", "maillog")} {
+	for _, p := range []string{data, log, maillog} {
 		if out, err := exec.Command("chown", "postfix:postfix", p).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("chown: %v: %s", err, out)
+			return fmt.Errorf("chown: %v: %s", err, out)
 		}
 	}
-	if err := os.Chown(m.vol("vmail"), 65534, 65534); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return os.Chown(vmail, 65534, 65534)
 }
 
 func (m *Mail) conf() string { return filepath.Join(m.Dir, "conf") }
