@@ -143,7 +143,7 @@ func toAPINode(n backstop.Node) api.Node {
 			}
 			facts.Interfaces = &ifs
 		}
-		out.Agent = &api.NodeAgent{EnrolledAt: a.EnrolledAt, LastHeartbeatAt: a.LastHeartbeatAt, Facts: facts, Report: toAPINodeReport(a.Report)}
+		out.Agent = &api.NodeAgent{EnrolledAt: a.EnrolledAt, LastHeartbeatAt: a.LastHeartbeatAt, Facts: facts, Report: reports.decode(n.ID, a.Report)}
 	}
 	return out
 }
