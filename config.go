@@ -58,6 +58,9 @@ type ConfigFile struct {
 	Size    int64
 	SHA256  string // hex
 	Content []byte
+	// MTime is the modification time where it was captured (zero:
+	// unknown); an install restores it. Not part of any checksum.
+	MTime time.Time
 }
 
 // ConfigVersion is one captured state of a files resource.

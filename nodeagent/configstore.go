@@ -51,6 +51,9 @@ func (c *configStore) Newest(ctx context.Context) (*backstop.ConfigVersion, erro
 	}
 	for i, f := range d.Files {
 		v.Files[i] = backstop.ConfigFile{Path: f.Path, Mode: uint32(f.Mode), Size: f.Size, SHA256: f.Sha256, Content: f.Content}
+		if f.Mtime != nil {
+			v.Files[i].MTime = *f.Mtime
+		}
 		if v.Files[i].Content == nil {
 			v.Files[i].Content = []byte{}
 		}
@@ -62,6 +65,10 @@ func (c *configStore) Upload(ctx context.Context, sha string, files []backstop.C
 	body := client.ConfigUpload{Sha256: sha, Files: make([]client.ConfigFileContent, len(files))}
 	for i, f := range files {
 		body.Files[i] = client.ConfigFileContent{Path: f.Path, Mode: int(f.Mode), Size: f.Size, Sha256: f.SHA256, Content: f.Content}
+		if !f.MTime.IsZero() {
+			mt := f.MTime.UTC()
+			body.Files[i].Mtime = &mt
+		}
 	}
 	resp, err := call(ctx, c.api, configPerTry, func(ctx context.Context, cl *client.ClientWithResponses) (*client.AgentUploadConfigResponse, error) {
 		return cl.AgentUploadConfigWithResponse(ctx, c.hid, c.resource, body)

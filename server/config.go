@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aymanbagabas/go-udiff"
 
@@ -73,7 +74,7 @@ func (ch *configHandlers) AgentUploadConfig(ctx context.Context, r api.AgentUplo
 	}
 	files := make([]backstop.ConfigFile, len(r.Body.Files))
 	for i, f := range r.Body.Files {
-		files[i] = backstop.ConfigFile{Path: f.Path, Mode: uint32(f.Mode), Size: f.Size, SHA256: f.Sha256, Content: f.Content}
+		files[i] = backstop.ConfigFile{Path: f.Path, Mode: uint32(f.Mode), Size: f.Size, SHA256: f.Sha256, Content: f.Content, MTime: deref(f.Mtime, time.Time{})}
 		if files[i].Content == nil {
 			files[i].Content = []byte{}
 		}
@@ -112,6 +113,9 @@ func (ch *configHandlers) AgentDownloadConfig(ctx context.Context, r api.AgentDo
 	}
 	for i, f := range v.Files {
 		out.Files[i] = api.ConfigFileContent{Path: f.Path, Mode: int(f.Mode), Size: f.Size, Sha256: f.SHA256, Content: f.Content}
+		if !f.MTime.IsZero() {
+			out.Files[i].Mtime = ptr(f.MTime)
+		}
 	}
 	return out, nil
 }

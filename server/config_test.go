@@ -16,6 +16,7 @@ type upFile struct {
 	Size    int    `json:"size"`
 	SHA256  string `json:"sha256"`
 	Content []byte `json:"content"`
+	MTime   string `json:"mtime,omitempty"`
 }
 
 func upload(files map[string]string, mode int) map[string]any {
@@ -24,7 +25,7 @@ func upload(files map[string]string, mode int) map[string]any {
 	for p, c := range files {
 		f := backstop.ConfigFile{Path: p, Mode: uint32(mode), Size: int64(len(c)), SHA256: backstop.FileSHA256([]byte(c)), Content: []byte(c)}
 		fs = append(fs, f)
-		out = append(out, upFile{Path: p, Mode: mode, Size: len(c), SHA256: f.SHA256, Content: f.Content})
+		out = append(out, upFile{Path: p, Mode: mode, Size: len(c), SHA256: f.SHA256, Content: f.Content, MTime: "2026-12-01T10:00:00Z"})
 	}
 	return map[string]any{"sha256": backstop.ConfigDigest(fs), "files": out}
 }
@@ -165,7 +166,7 @@ func TestConfigVersionsAPI(t *testing.T) {
 	var dl struct {
 		Files []upFile `json:"files"`
 	}
-	if err := json.Unmarshal(b, &dl); err != nil || string(dl.Files[0].Content) != secret+"x\n" {
+	if err := json.Unmarshal(b, &dl); err != nil || string(dl.Files[0].Content) != secret+"x\n" || dl.Files[0].MTime != "2026-12-01T10:00:00Z" {
 		t.Fatalf("downloaded secret: %v %+v", err, dl)
 	}
 	if resp, b := e.agentDo(creds[1], "GET", base+"keys", nil); resp.StatusCode != 409 {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,16 +18,17 @@ import (
 
 // configFileMeta is a file of a version as the files column keeps it.
 type configFileMeta struct {
-	Path   string `json:"path"`
-	Mode   uint32 `json:"mode"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	Path   string    `json:"path"`
+	Mode   uint32    `json:"mode"`
+	Size   int64     `json:"size"`
+	SHA256 string    `json:"sha256"`
+	MTime  time.Time `json:"mtime,omitzero"`
 }
 
 func metaOf(files []backstop.ConfigFile) []configFileMeta {
 	out := make([]configFileMeta, len(files))
 	for i, f := range files {
-		out[i] = configFileMeta{Path: f.Path, Mode: f.Mode, Size: f.Size, SHA256: f.SHA256}
+		out[i] = configFileMeta{Path: f.Path, Mode: f.Mode, Size: f.Size, SHA256: f.SHA256, MTime: f.MTime}
 	}
 	return out
 }
@@ -34,7 +36,7 @@ func metaOf(files []backstop.ConfigFile) []configFileMeta {
 func filesOf(meta []configFileMeta) []backstop.ConfigFile {
 	out := make([]backstop.ConfigFile, len(meta))
 	for i, m := range meta {
-		out[i] = backstop.ConfigFile{Path: m.Path, Mode: m.Mode, Size: m.Size, SHA256: m.SHA256}
+		out[i] = backstop.ConfigFile{Path: m.Path, Mode: m.Mode, Size: m.Size, SHA256: m.SHA256, MTime: m.MTime}
 	}
 	return out
 }

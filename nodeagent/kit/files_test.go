@@ -207,7 +207,7 @@ func (f *files) lastProblemNow() string {
 }
 
 // Bringing up on another node installs the newest version before Start
-// returns: contents and modes as captured, written through a temporary
+// returns: contents, modes and modification times as captured, written through a temporary
 // file and a rename (an open reader keeps the old file), files the
 // version lacks removed, a file already equal left alone; the install is
 // reported as from the control plane.
@@ -215,6 +215,10 @@ func TestFilesInstall(t *testing.T) {
 	src, dst := t.TempDir(), t.TempDir()
 	writeFile(t, filepath.Join(src, "main.cf"), "relayhost = [198.18.1.9]\n", 0o644)
 	writeFile(t, filepath.Join(src, "maps", "virtual"), "a@x b@x\n", 0o664)
+	edited := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(src, "main.cf"), edited, edited); err != nil {
+		t.Fatal(err)
+	}
 	store := newFakeConfig()
 	f := newFilesKit(t, store, map[string]any{"paths": []any{src}})
 	if err := f.Start(t.Context()); err != nil {
@@ -244,8 +248,8 @@ func TestFilesInstall(t *testing.T) {
 	}
 	b, _ := os.ReadFile(filepath.Join(dst, "main.cf"))
 	st, _ := os.Stat(filepath.Join(dst, "main.cf"))
-	if string(b) != "relayhost = [198.18.1.9]\n" || st.Mode().Perm() != 0o644 {
-		t.Fatalf("main.cf after install: %q %v", b, st.Mode())
+	if string(b) != "relayhost = [198.18.1.9]\n" || st.Mode().Perm() != 0o644 || !st.ModTime().Equal(edited) {
+		t.Fatalf("main.cf after install: %q %v %v (want mode 0644 and the captured time %v)", b, st.Mode(), st.ModTime(), edited)
 	}
 	st, _ = os.Stat(filepath.Join(dst, "maps", "virtual"))
 	if st == nil || st.Mode().Perm() != 0o664 {

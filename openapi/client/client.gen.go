@@ -1228,6 +1228,15 @@ type ConfigFileContent struct {
 	// Example: 420
 	Mode int `json:"mode"`
 
+	// Mtime Modification time on the node that captured it. An install gives
+	// the file this time (as `cp -p` does): programs that distrust a
+	// file changed in the last seconds start at once (Postfix waits
+	// until main.cf is two seconds old). Not part of the checksums.
+	//
+	//
+	// Example: 2026-11-26T05:59:58Z
+	Mtime *time.Time `json:"mtime,omitempty"`
+
 	// Path Absolute path on the nodes.
 	//
 	// Example: /etc/postfix/main.cf

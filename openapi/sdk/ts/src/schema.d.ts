@@ -4809,6 +4809,15 @@ export interface components {
              * @example dGVzdA==
              */
             content: string;
+            /**
+             * Format: date-time
+             * @description Modification time on the node that captured it. An install gives
+             *     the file this time (as `cp -p` does): programs that distrust a
+             *     file changed in the last seconds start at once (Postfix waits
+             *     until main.cf is two seconds old). Not part of the checksums.
+             * @example 2026-11-26T05:59:58Z
+             */
+            mtime?: string;
         };
         /**
          * @description A captured state of a `files` resource. `sha256` is the version's
