@@ -257,6 +257,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	prometheus.WrapRegistererWith(prometheus.Labels{"pool": "api"}, registry).MustRegister(st.PoolCollector())
+	prometheus.WrapRegistererWith(prometheus.Labels{"pool": "delivery"}, registry).MustRegister(dst.PoolCollector())
 	dcfg := cfg.Delivery
 	dcfg.Pool, dcfg.Store, dcfg.Sealer, dcfg.Logger, dcfg.Registry = dst.Pool(), dst, sealer, log, registry
 	delivery, err := notify.New(dcfg)

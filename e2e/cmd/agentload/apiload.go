@@ -162,3 +162,48 @@ func (r apiResult) errString() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// poolStats are backstopd's API pool counters (/metrics, pool="api").
+type poolStats struct {
+	ok                      bool
+	acquires, waited, waitS float64
+}
+
+// scrapePool reads the pool counters from backstopd's /metrics (no
+// token needed); ok false when it has none (an older backstopd).
+func (e *env) scrapePool(ctx context.Context) poolStats {
+	var p poolStats
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/metrics", nil)
+	if err != nil {
+		return p
+	}
+	resp, err := e.api.HTTP.Do(req)
+	if err != nil {
+		return p
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return p
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok || !strings.Contains(rest, `pool="api"`) {
+			continue
+		}
+		_, val, _ := strings.Cut(rest, "} ")
+		var v float64
+		if _, err := fmt.Sscan(val, &v); err != nil {
+			continue
+		}
+		switch name {
+		case "backstop_db_pool_acquires_total":
+			p.acquires, p.ok = v, true
+		case "backstop_db_pool_waited_acquires_total":
+			p.waited = v
+		case "backstop_db_pool_wait_seconds_total":
+			p.waitS = v
+		}
+	}
+	return p
+}

@@ -1088,6 +1088,7 @@ type pointResult struct {
 	measured              time.Duration
 	load1                 string
 	api                   *apiResult // --api-rate
+	pool0, pool1          poolStats  // backstopd's API pool at the start and end
 }
 
 // measure resets the counters, runs the window (with placements) and
@@ -1119,6 +1120,7 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 		apiDone = make(chan apiResult, 1)
 		go func() { apiDone <- l.run(ctx, e.o.duration) }()
 	}
+	r.pool0 = e.scrapePool(ctx)
 	cpu0 := e.cpuTimes()
 	start := time.Now()
 	var lat placeLatency
@@ -1145,6 +1147,7 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	}
 	r.measured = time.Since(start)
 	cpu1 := e.cpuTimes()
+	r.pool1 = e.scrapePool(ctx)
 	if apiDone != nil {
 		// The last requests' answers: the window's CPU is already taken.
 		res := <-apiDone
@@ -1341,6 +1344,11 @@ func printRows(w io.Writer, o options, rows []pointResult, header bool) {
 			if r.api != nil {
 				fmt.Fprintf(w, "  API GET at %d/s (open loop, from the scheduled time): %d sent, p50 / p99 / max %.1f / %.1f / %.0f ms, errors %s\n",
 					o.apiRate, r.api.sent, msf(r.api.p50), msf(r.api.p99), msf(r.api.max), r.api.errString())
+			}
+			if r.pool0.ok && r.pool1.ok {
+				acq, waited, waitS := r.pool1.acquires-r.pool0.acquires, r.pool1.waited-r.pool0.waited, r.pool1.waitS-r.pool0.waitS
+				fmt.Fprintf(w, "  backstopd API pool: %.0f acquires, %.0f waited for a connection (%.1f%%), %.1f ms waited on average\n",
+					acq, waited, 100*waited/max(acq, 1), 1000*waitS/max(waited, 1))
 			}
 			fmt.Fprintf(w, "  config fetches %d, commands rejected %d, declared-down answers %d", r.configs, r.rejected, r.declared)
 			if r.lastErr != "" {
