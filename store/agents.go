@@ -170,46 +170,6 @@ func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (backs
 	return a, interpretError(err)
 }
 
-// RenewLease is the heartbeat of an agent whose report says nothing new:
-// one UPDATE, no transaction, no report written. It renews the lease
-// exactly as RecordHeartbeat would (TTL plus grace from the database's
-// now) and answers ok, but only when RecordHeartbeat would have done
-// nothing else: the node is up (so a node declared down still gets its
-// lease refused by RecordHeartbeat), holds no restart hold, has no
-// incident waiting for its first passing deep check, and its stored
-// report has digest. Otherwise it changes nothing and answers ok false,
-// and the caller must call RecordHeartbeat. A report with failed
-// hierarchies, fences or a restart hold must never come here (the
-// caller checks; see server.AgentHeartbeat).
-//
-// Leaving the stored report as it was loses only telemetry (round-trip
-// times, losses, check times): the digest covers everything the failure
-// detector, the engine and reportChangesTx read, and the deep check times
-// the incident timeline reads are stored while an incident waits for
-// them.
-func (s *Store) RenewLease(ctx context.Context, a backstop.AgentIdentity, digest []byte) (backstop.HeartbeatAck, bool, error) {
-	var ack backstop.HeartbeatAck
-	if len(digest) == 0 {
-		return ack, false, nil
-	}
-	var ttlMS int64
-	err := s.pool.QueryRow(ctx, `UPDATE nodes n SET last_heartbeat_at = now(),
-			lease_expires_at = now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0)
-		FROM clusters c
-		WHERE n.id = $1 AND c.id = n.cluster_id AND n.state = 'up' AND n.hold_instance IS NULL AND n.report_digest = $2
-		AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.to_node = $1 AND i.started_at IS NOT NULL AND i.first_deep_check_at IS NULL)
-		RETURNING (c.timing->>'lease_ttl_ms')::bigint, c.config_version, (SELECT term FROM control_plane WHERE id = 1)`,
-		a.NodeID, digest).Scan(&ttlMS, &ack.ConfigVersion, &ack.Term)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ack, false, nil
-	}
-	if err != nil {
-		return ack, false, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))
-	}
-	ack.LeaseTTL = time.Duration(ttlMS) * time.Millisecond
-	return ack, true, nil
-}
-
 // RecordHeartbeat renews a node's lease, measured by the server's clock
 // from now: the cluster's lease TTL plus the server grace, so the agent's
 // own deadline (TTL from its send time) always passes first. An agent

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,5 +179,86 @@ func TestJudgeSkipsLockedNodes(t *testing.T) {
 	trs = e.judge()
 	if len(trs) != 1 || trs[0].NodeID != e.nodes[0].ID || trs[0].To != backstop.NodeDown {
 		t.Fatalf("after the heartbeat let go: %+v, want node 1 down", trs)
+	}
+}
+
+// TestRenewLeaseGroups: renewals that arrive together are committed
+// together, and each still gets the answer a lone renewal would: the
+// nodes whose stored report has the digest and that are up are renewed,
+// a node declared down and a node with another digest are not, and a
+// node whose row another transaction holds is answered at once with "not
+// renewed" (the caller then takes the full heartbeat, which waits for
+// the lock) instead of holding up the whole group. Invariant (never two
+// copies): grouping grants no lease a lone RenewLease would refuse.
+func TestRenewLeaseGroups(t *testing.T) {
+	const n = 24
+	e := newJudgeEnv(t, n)
+	ctx := t.Context()
+	digest := func(i int) []byte { return []byte(fmt.Sprintf("digest-%02d-0123456789abcdef012345", i)) }
+	for i := range n {
+		if _, err := e.st.RecordHeartbeat(ctx, e.agent(i), backstop.AgentReport{ConfigVersion: 1, Raw: []byte(`{"config_version": 1}`), Digest: digest(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const down, changed, locked = 3, 5, 7
+	e.exec(`UPDATE nodes SET state = 'down', lease_expires_at = now() - interval '1 s' WHERE id = $1`, e.nodes[down].ID)
+	e.exec(`UPDATE nodes SET lease_expires_at = now() + interval '10 ms'`)
+	tx, err := e.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE`, e.nodes[locked].ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every node renews several times at once, so groups form (the
+	// in-flight limit holds the rest back while the first are written).
+	const rounds = 4
+	type answer struct {
+		ok  bool
+		ack backstop.HeartbeatAck
+		err error
+	}
+	answers := make([][rounds]answer, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		for k := range rounds {
+			wg.Go(func() {
+				d := digest(i)
+				if i == changed {
+					d = digest(99)
+				}
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				ack, ok, err := e.st.RenewLease(rctx, e.agent(i), d)
+				answers[i][k] = answer{ok, ack, err}
+			})
+		}
+	}
+	wg.Wait()
+	for i := range n {
+		want := i != down && i != changed && i != locked
+		for k := range rounds {
+			a := answers[i][k]
+			if a.err != nil {
+				t.Fatalf("node %d renewal %d: %v (a locked row held up the group?)", i, k, a.err)
+			}
+			if a.ok != want {
+				t.Errorf("node %d renewal %d: renewed %v, want %v", i, k, a.ok, want)
+			}
+			if a.ok && (a.ack.LeaseTTL != time.Second || a.ack.Term != e.term) {
+				t.Errorf("node %d renewal %d: ack %+v, want a 1 s lease at term %d", i, k, a.ack, e.term)
+			}
+		}
+		if left := e.leaseLeft(i); want != (left > 500*time.Millisecond) {
+			t.Errorf("node %d: lease runs %v more after the groups; renewed should be %v", i, left, want)
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := e.st.RenewLease(ctx, e.agent(locked), digest(locked)); err != nil || !ok {
+		t.Errorf("node %d after its row was let go: renewed %v, %v", locked, ok, err)
 	}
 }

@@ -30,6 +30,8 @@ type Store struct {
 	// PostgreSQL aborted them (deadlock, serialization failure); tests
 	// read it to show a lock order holds without leaning on the retry.
 	txRetries atomic.Int64
+	// renew groups lease renewals (RenewLease).
+	renew renewBatcher
 }
 
 // Open connects a pool to the database at url and checks it answers.
