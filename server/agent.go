@@ -32,6 +32,8 @@ type agentHandlers struct {
 	leases leaseBook
 	// recovery observes the time from detection to recovery.
 	recovery prometheus.Observer
+	// heartbeats counts answered heartbeats by lane and store path.
+	heartbeats *prometheus.CounterVec
 	// pollWaiting is a test signal (River's elector tests have them): when
 	// set, it is called each time a long poll found no command and starts
 	// waiting to be woken, so a test can queue one then instead of
@@ -223,6 +225,7 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 		}
 		if ok {
 			ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL)
+			ah.countHeartbeat(ctx, "renewed")
 			return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
 		}
 	}
@@ -251,7 +254,22 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 		return nil, err
 	}
 	ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL)
+	ah.countHeartbeat(ctx, "recorded")
 	return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
+}
+
+// fastLaneKey marks the context of a heartbeat the fast lane serves.
+type fastLaneKey struct{}
+
+func (ah *agentHandlers) countHeartbeat(ctx context.Context, store string) {
+	if ah.heartbeats == nil {
+		return
+	}
+	lane := "general"
+	if ctx.Value(fastLaneKey{}) != nil {
+		lane = "fast"
+	}
+	ah.heartbeats.WithLabelValues(lane, store).Inc()
 }
 
 // TelemetryEvery bounds the age of the telemetry in a node's stored report

@@ -5,7 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -339,5 +342,92 @@ func TestEnrollmentChangesNoAgentConfiguration(t *testing.T) {
 	}
 	if now, _ := config(); !strings.Contains(now, nodes[3]) {
 		t.Fatalf("mx1's configuration does not name the new peer: %s", now)
+	}
+}
+
+// TestHeartbeatFastLane: over HTTP, the heartbeats agents send are served
+// by the fast lane and renew the lease (first through the full
+// transaction that stores the report, then through grouped renewals),
+// and what the lane hands over is answered exactly as before: fences
+// through the general path, bad bodies with the contract's problem, a
+// wrong content type 415, a body too large 413. The lane changes the cost
+// of a heartbeat, never its answer or the lease it grants.
+func TestHeartbeatFastLane(t *testing.T) {
+	e := newEnv(t, 1)
+	cid, _ := clusterWithNodes(e, 0)
+	resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": "mx1"})
+	if resp.StatusCode != 201 {
+		t.Fatalf("node: %d %s", resp.StatusCode, b)
+	}
+	var n struct {
+		Token string `json:"enrollment_token"`
+	}
+	_ = json.Unmarshal(b, &n)
+	en := e.enroll(n.Token)
+	send := func(contentType, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), "POST", e.url+"/agent/v1/heartbeat", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+en.Credential)
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out)
+	}
+	counter := func(lane, store string) int {
+		t.Helper()
+		_, m := e.do("GET", "/metrics", nil)
+		re := regexp.MustCompile(`(?m)^backstop_agent_heartbeats_total\{lane="` + lane + `",store="` + store + `"\} (\d+)$`)
+		if mm := re.FindStringSubmatch(string(m)); mm != nil {
+			v, _ := strconv.Atoi(mm[1])
+			return v
+		}
+		return 0
+	}
+	good := `{"config_version":0,"paths":[],"hierarchies":[],"resources":[],"instance":"i1"}`
+	for i := range 3 {
+		if code, body := send("application/json", good); code != 200 || !strings.Contains(body, `"lease_ttl_ms":1000`) {
+			t.Fatalf("heartbeat %d: %d %s", i, code, body)
+		}
+	}
+	if got := counter("fast", "recorded") + counter("fast", "renewed"); got != 3 {
+		t.Errorf("fast lane served %d of 3 good heartbeats", got)
+	}
+	if counter("fast", "renewed") < 1 {
+		t.Error("no heartbeat renewed its lease through the grouped renewal")
+	}
+	fence := `{"config_version":0,"fences":[{"at":"2026-11-26T06:00:00Z","reason":"lease expired","hierarchies":[]}]}`
+	if code, body := send("application/json", fence); code != 200 {
+		t.Fatalf("heartbeat with a fence report: %d %s", code, body)
+	}
+	if counter("general", "recorded") != 1 {
+		t.Error("the heartbeat with a fence report did not take the general path")
+	}
+	for _, c := range []struct {
+		contentType, body string
+		code              int
+		detail            string
+	}{
+		{"application/json", `{"config_version":0,"bogus":1}`, 400, "/bogus"},
+		{"application/json", `{"Config_Version":0}`, 400, "config_version"},
+		{"application/json", `{"config_version":null}`, 400, "/config_version"},
+		{"application/json", `{"config_version":0,"restart_hold_ms":120001}`, 400, "/restart_hold_ms"},
+		{"application/json", `{"config_version":0} {"config_version":1}`, 400, "unexpected data after the JSON value"},
+		{"application/json", `{"config_version":0,"instance":"a\u0000b"}`, 400, "/instance"},
+		{"text/plain", good, 415, "send application/json"},
+		{"application/json", `{"config_version":0,"instance":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "request body exceeds"},
+	} {
+		code, body := send(c.contentType, c.body)
+		if code != c.code || !strings.Contains(body, c.detail) || !strings.Contains(body, `"status":`) {
+			t.Errorf("%s %.60q: %d %.300s; want %d with %q", c.contentType, c.body, code, body, c.code, c.detail)
+		}
 	}
 }

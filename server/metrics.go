@@ -14,6 +14,8 @@ type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	recovery prometheus.Histogram
+	// heartbeats counts heartbeats answered 200 by lane and store path.
+	heartbeats *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
@@ -32,8 +34,12 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 			Help:    "Time from a failure's detection (or a switchover's request) to the hierarchy in service on its new node.",
 			Buckets: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60},
 		}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "backstop_agent_heartbeats_total",
+			Help: "Heartbeats that renewed a lease, by lane (fast: decoded once, see the heartbeat fast lane; general: through the contract validator) and store path (renewed: grouped lease renewal; recorded: the full transaction that stores the report).",
+		}, []string{"lane", "store"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.recovery} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.recovery, m.heartbeats} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

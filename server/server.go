@@ -174,7 +174,7 @@ func New(cfg Config) (*Server, error) {
 		pathHandlers:      pathHandlers{store: cfg.Store},
 		hierarchyHandlers: hierarchyHandlers{store: cfg.Store},
 		tokenHandlers:     tokenHandlers{store: cfg.Store, revoked: tokens.clear},
-		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, slots: make(chan struct{}, agentSlots), clientCert: cfg.AgentClientCert},
+		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, heartbeats: m.heartbeats, slots: make(chan struct{}, agentSlots), clientCert: cfg.AgentClientCert},
 		placementHandlers: placementHandlers{store: cfg.Store, log: log, sign: cfg.Keyring.Sign, waiters: wake},
 		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events},
 		webhookHandlers:   webhookHandlers{store: cfg.Store, deliver: cfg.Deliverer},
@@ -201,13 +201,7 @@ func New(cfg Config) (*Server, error) {
 	if s.router, err = gorillamux.NewRouter(doc); err != nil {
 		return nil, fmt.Errorf("server: build router: %w", err)
 	}
-	s.validation = &openapi3filter.Options{
-		MultiError:         true,
-		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, // the gate authenticates first
-		SchemaValidationOptions: []openapi3.SchemaValidationOption{
-			openapi3.WithStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
-		},
-	}
+	s.validation = contractValidation()
 
 	r := chi.NewRouter()
 	r.Use(s.requestID, s.observe, s.recoverer, s.gate)
@@ -320,3 +314,15 @@ func (s *Server) observe(next http.Handler) http.Handler {
 func (s *Server) Run(ctx context.Context) { s.agentHandlers.run(ctx) }
 
 var errNoKeyring = errors.New("server: Keyring is required")
+
+// contractValidation is how the gate checks requests against the
+// contract.
+func contractValidation() *openapi3filter.Options {
+	return &openapi3filter.Options{
+		MultiError:         true,
+		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, // the gate authenticates first
+		SchemaValidationOptions: []openapi3.SchemaValidationOption{
+			openapi3.WithStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
+		},
+	}
+}
