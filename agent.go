@@ -135,6 +135,18 @@ func AgentFrom(ctx context.Context) (AgentIdentity, bool) {
 	return a, ok
 }
 
+// LeaseRenewal is a heartbeat that says nothing new (see
+// store.RenewLease): the digest of its report, and, when the report is
+// due to be stored again for its telemetry, the report and the digest the
+// stored one has if nothing but telemetry changed since.
+type LeaseRenewal struct {
+	Digest []byte
+	// Report, when not nil, replaces the stored report if the stored
+	// digest is Prev (then the digest becomes Digest).
+	Report []byte
+	Prev   []byte
+}
+
 // HeartbeatAck is the server's answer to a heartbeat.
 type HeartbeatAck struct {
 	// LeaseTTL is the lease the agent may count on from its send time:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,9 +218,20 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	// stuck database; the agent's own deadline is far shorter.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	digest := telemetryDigest(reportDigest(r.Body), a.NodeID, time.Now())
+	now := time.Now()
+	content := reportDigest(r.Body)
+	digest := telemetryDigest(content, a.NodeID, now)
 	if hold == 0 && deref(r.Body.Fences, nil) == nil && !reportsFailure(r.Body) {
-		ack, ok, err := ah.store.RenewLease(sctx, a, digest)
+		lr := backstop.LeaseRenewal{Digest: digest}
+		if ah.leases.telemetryDue(a.NodeID, now) {
+			// The stored report's telemetry period ended: store this
+			// one, in the renewal, if nothing else changed.
+			if lr.Report, err = json.Marshal(r.Body); err != nil {
+				return nil, err
+			}
+			lr.Prev = telemetryDigest(content, a.NodeID, now.Add(-TelemetryEvery))
+		}
+		ack, ok, err := ah.store.RenewLease(sctx, a, lr)
 		if err != nil {
 			return nil, err
 		}
@@ -285,10 +297,15 @@ const TelemetryEvery = 5 * time.Second
 // shifted by a phase taken from its id, so the nodes of a large cluster
 // do not all store their reports at the same instant.
 func telemetryDigest(d []byte, nodeID string, now time.Time) []byte {
+	return binary.AppendVarint(slices.Clip(d), telemetryPeriod(nodeID, now))
+}
+
+// telemetryPeriod numbers nodeID's telemetry periods.
+func telemetryPeriod(nodeID string, t time.Time) int64 {
 	f := fnv.New64a()
 	_, _ = f.Write([]byte(nodeID))
 	phase := int64(f.Sum64() % uint64(TelemetryEvery))
-	return binary.AppendVarint(d, (now.UnixNano()+phase)/int64(TelemetryEvery))
+	return (t.UnixNano() + phase) / int64(TelemetryEvery)
 }
 
 // storeTimeout bounds store work detached from its request.
@@ -413,6 +430,18 @@ func (b *leaseBook) note(nodeID string, at time.Time, ttl time.Duration) {
 		b.m = map[string]leaseEntry{}
 	}
 	b.m[nodeID] = leaseEntry{granted: at, ttl: ttl}
+}
+
+// telemetryDue tells whether nodeID's last lease granted here is from an
+// earlier telemetry period (or unknown): then the stored report is due to
+// be replaced by this heartbeat's. Only a hint: a wrong guess costs the
+// full heartbeat (the stored digest does not match) or a report sent for
+// nothing.
+func (b *leaseBook) telemetryDue(nodeID string, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.m[nodeID]
+	return !ok || telemetryPeriod(nodeID, e.granted) != telemetryPeriod(nodeID, now)
 }
 
 // comfortable tells whether nodeID's lease, granted here, has more than

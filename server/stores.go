@@ -199,7 +199,7 @@ type AgentStore interface {
 	// RenewLease renews the lease of an up node whose stored report has
 	// digest, and nothing else, in one statement; ok false: nothing was
 	// done and RecordHeartbeat must be called.
-	RenewLease(ctx context.Context, a backstop.AgentIdentity, digest []byte) (ack backstop.HeartbeatAck, ok bool, err error)
+	RenewLease(ctx context.Context, a backstop.AgentIdentity, r backstop.LeaseRenewal) (ack backstop.HeartbeatAck, ok bool, err error)
 	// RecordHeartbeat renews the node's lease and records its report.
 	RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r backstop.AgentReport) (backstop.HeartbeatAck, error)
 	// AgentConfig returns the node's desired configuration.

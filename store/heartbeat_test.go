@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func TestRenewLease(t *testing.T) {
 	d1, d2 := []byte("digest-1-0123456789abcdef0123456"), []byte("digest-2-0123456789abcdef0123456")
 	renew := func(d []byte) (backstop.HeartbeatAck, bool) {
 		t.Helper()
-		ack, ok, err := e.st.RenewLease(ctx, e.agent(0), d)
+		ack, ok, err := e.st.RenewLease(ctx, e.agent(0), backstop.LeaseRenewal{Digest: d})
 		if err != nil {
 			t.Fatalf("RenewLease: %v", err)
 		}
@@ -86,6 +87,32 @@ func TestRenewLease(t *testing.T) {
 	if got := e.storedReport(0); got != stored {
 		t.Errorf("report rewritten by the fast path: %s, want %s", got, stored)
 	}
+
+	// The same content in the next telemetry period: the renewal that
+	// carries the report and the previous digest stores both; one whose
+	// previous digest does not match changes nothing.
+	raw2 := strings.Replace(raw1, `"rtt_ms": 0.3`, `"rtt_ms": 0.7`, 1)
+	d1next := []byte("digest-1-0123456789abcdef0123456+next")
+	if _, ok, err := e.st.RenewLease(ctx, e.agent(0), backstop.LeaseRenewal{Digest: d1next, Prev: d2, Report: []byte(raw2)}); err != nil || ok {
+		t.Fatalf("renewal refreshing from a digest that is not stored: renewed %v, %v", ok, err)
+	}
+	if got := e.storedReport(0); got != stored {
+		t.Errorf("report rewritten by a refused refresh: %s", got)
+	}
+	if _, ok, err := e.st.RenewLease(ctx, e.agent(0), backstop.LeaseRenewal{Digest: d1next, Prev: d1, Report: []byte(raw2)}); err != nil || !ok {
+		t.Fatalf("renewal refreshing the telemetry: renewed %v, %v", ok, err)
+	}
+	if got := e.storedReport(0); !strings.Contains(got, `"rtt_ms": 0.7`) {
+		t.Errorf("telemetry not stored by the refreshing renewal: %s", got)
+	}
+	stored = e.storedReport(0)
+	if _, ok := renew(d1next); !ok {
+		t.Fatal("RenewLease refused the digest the refresh stored")
+	}
+	if _, ok := renew(d1); ok {
+		t.Fatal("RenewLease renewed with the digest of the telemetry period before")
+	}
+	d1 = d1next
 
 	// Another digest: nothing done.
 	e.exec(`UPDATE nodes SET lease_expires_at = now() + interval '10 ms' WHERE id = $1`, e.nodes[0].ID)
@@ -231,7 +258,7 @@ func TestRenewLeaseGroups(t *testing.T) {
 				}
 				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				ack, ok, err := e.st.RenewLease(rctx, e.agent(i), d)
+				ack, ok, err := e.st.RenewLease(rctx, e.agent(i), backstop.LeaseRenewal{Digest: d})
 				answers[i][k] = answer{ok, ack, err}
 			})
 		}
@@ -258,7 +285,7 @@ func TestRenewLeaseGroups(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := e.st.RenewLease(ctx, e.agent(locked), digest(locked)); err != nil || !ok {
+	if _, ok, err := e.st.RenewLease(ctx, e.agent(locked), backstop.LeaseRenewal{Digest: digest(locked)}); err != nil || !ok {
 		t.Errorf("node %d after its row was let go: renewed %v, %v", locked, ok, err)
 	}
 }

@@ -17,7 +17,10 @@ import (
 // nothing else: the node is up (so a node declared down still gets its
 // lease refused by RecordHeartbeat), holds no restart hold, has no
 // incident waiting for its first passing deep check, and its stored
-// report has digest. Otherwise it changes nothing and answers ok false,
+// report has the renewal's digest (or, for a renewal carrying a report to
+// store, the previous digest r.Prev: then the report and its digest are
+// stored too, which keeps a steady node's telemetry fresh without a
+// transaction of its own). Otherwise it changes nothing and answers ok false,
 // and the caller must call RecordHeartbeat. A report with failed
 // hierarchies, fences or a restart hold must never come here (the
 // caller checks; see server.AgentHeartbeat).
@@ -39,11 +42,14 @@ import (
 // failure detector judging it, a placement) is answered ok false and
 // takes RecordHeartbeat, which waits for the lock and then sees what
 // that transaction decided, as a lone heartbeat always did.
-func (s *Store) RenewLease(ctx context.Context, a backstop.AgentIdentity, digest []byte) (backstop.HeartbeatAck, bool, error) {
-	if len(digest) == 0 {
+func (s *Store) RenewLease(ctx context.Context, a backstop.AgentIdentity, lr backstop.LeaseRenewal) (backstop.HeartbeatAck, bool, error) {
+	if len(lr.Digest) == 0 {
 		return backstop.HeartbeatAck{}, false, nil
 	}
-	r := &renewal{nodeID: a.NodeID, digest: digest, done: make(chan struct{})}
+	r := &renewal{nodeID: a.NodeID, digest: lr.Digest, done: make(chan struct{})}
+	if lr.Report != nil && len(lr.Prev) > 0 {
+		r.prev, r.report = lr.Prev, string(lr.Report)
+	}
 	s.renew.submit(s, r)
 	select {
 	case <-r.done:
@@ -72,6 +78,9 @@ const (
 type renewal struct {
 	nodeID string
 	digest []byte
+	// prev and report: see backstop.LeaseRenewal (nil and "": none).
+	prev   []byte
+	report string
 	// Set before done is closed.
 	ack  backstop.HeartbeatAck
 	ok   bool
@@ -136,12 +145,20 @@ func (s *Store) renewGroup(group []*renewal) {
 	// answer; with another digest at most one can match the stored report.
 	ids := make([]string, 0, len(group))
 	digests := make([][]byte, 0, len(group))
+	prevs := make([][]byte, 0, len(group))
+	reports := make([]*string, 0, len(group))
 	seen := make(map[string]bool, len(group))
 	for _, r := range group {
 		if k := r.nodeID + string(r.digest); !seen[k] {
 			seen[k] = true
 			ids = append(ids, r.nodeID)
 			digests = append(digests, r.digest)
+			prevs = append(prevs, r.prev)
+			if r.prev != nil {
+				reports = append(reports, &r.report)
+			} else {
+				reports = append(reports, nil)
+			}
 		}
 	}
 	type result struct {
@@ -153,17 +170,20 @@ func (s *Store) renewGroup(group []*renewal) {
 	// l locks, in one order, the rows of the group's nodes that nothing
 	// else holds and that are still up, without a hold and with the
 	// digest; the UPDATE checks it all again on the row it locked.
-	rows, err := s.pool.Query(ctx, `WITH b AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS b(id, digest)),
-		l AS (SELECT n.id, b.digest FROM nodes n JOIN b ON n.id = b.id
-			WHERE n.state = 'up' AND n.hold_instance IS NULL AND n.report_digest = b.digest
+	rows, err := s.pool.Query(ctx, `WITH b AS (SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[]) AS b(id, digest, prev, report)),
+		l AS (SELECT n.id, b.digest, b.prev, b.report FROM nodes n JOIN b ON n.id = b.id
+			WHERE n.state = 'up' AND n.hold_instance IS NULL AND (n.report_digest = b.digest OR n.report_digest = b.prev)
 			ORDER BY n.id FOR UPDATE OF n SKIP LOCKED)
 		UPDATE nodes n SET last_heartbeat_at = now(),
-			lease_expires_at = now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0)
+			lease_expires_at = now() + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0),
+			report = CASE WHEN n.report_digest = l.digest THEN n.report ELSE l.report::jsonb END,
+			report_digest = l.digest
 		FROM l, clusters c
-		WHERE n.id = l.id AND c.id = n.cluster_id AND n.state = 'up' AND n.hold_instance IS NULL AND n.report_digest = l.digest
+		WHERE n.id = l.id AND c.id = n.cluster_id AND n.state = 'up' AND n.hold_instance IS NULL
+		AND (n.report_digest = l.digest OR (n.report_digest = l.prev AND l.report IS NOT NULL))
 		AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.to_node = n.id AND i.started_at IS NOT NULL AND i.first_deep_check_at IS NULL)
 		RETURNING n.id::text, l.digest, (c.timing->>'lease_ttl_ms')::bigint, c.config_version, (SELECT term FROM control_plane WHERE id = 1)`,
-		ids, digests)
+		ids, digests, prevs, reports)
 	if err == nil {
 		for rows.Next() {
 			var id string
