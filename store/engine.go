@@ -73,32 +73,37 @@ func checkTermTx(ctx context.Context, tx pgx.Tx, term int64) (int64, error) {
 // is skipped, judged at the next pass if its lease is still out: the
 // failure detector never waits on a heartbeat, and so never makes the
 // heartbeats behind it wait on it. Skipping only delays a judgement; it
-// can never declare anything.
+// can never declare anything. The evidence is read before any node is
+// locked, and the locks are taken only on nodes unchanged since (same
+// state, no heartbeat since): the pass over the peers' reports, which
+// takes long when most nodes lapsed at once, holds no lock a heartbeat
+// needs.
 func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTransition, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) ([]backstop.NodeTransition, error) {
 		if _, err := checkTermTx(ctx, tx, term); err != nil {
 			return nil, err
 		}
-		// lapsed: the nodes to judge, locked (SKIP LOCKED: see above).
-		// evidence: per cluster of a lapsed node and per node reported
-		// on, what the fresh peers (up, lease running) report: whether
-		// any sees it up, and the latest receipt of a report with an
-		// entry for it. Read in one pass over the reports, not once per
-		// lapsed node: when the control plane was starved, most nodes
-		// lapse at once, and a per-node pass was quadratic exactly then.
+		// lapsed: the nodes to judge. evidence: per cluster of a lapsed
+		// node and per node reported on, what the fresh peers (up, lease
+		// running) report: whether any sees it up, and the latest receipt
+		// of a report with an entry for it. Read in one pass over the
+		// reports, not once per lapsed node: when the control plane was
+		// starved, most nodes lapse at once, and a per-node pass was
+		// quadratic exactly then. Read without locking anything: the pass
+		// over the reports is the expensive part, and a heartbeat must not
+		// wait for it (see lockUnchanged).
 		rows, err := tx.Query(ctx, `WITH lapsed AS (
 				SELECT n.id, n.cluster_id, n.name, n.state, n.last_heartbeat_at
 				FROM nodes n JOIN clusters c ON c.id = n.cluster_id CROSS JOIN control_plane cp
 				WHERE n.state IN ('up', 'unreachable') AND n.lease_expires_at < now()
-				AND cp.leader_since + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0) < now()
-				ORDER BY n.id FOR UPDATE OF n SKIP LOCKED),
+				AND cp.leader_since + make_interval(secs => ((c.timing->>'lease_ttl_ms')::int + (c.timing->>'server_grace_ms')::int) / 1000.0) < now()),
 			evidence AS (
 				SELECT p.cluster_id, e->>'peer_node_id' AS node_id, bool_or(e->>'state' = 'up') AS seen, max(p.last_heartbeat_at) AS latest
 				FROM nodes p, jsonb_array_elements(coalesce(p.report->'paths', '[]'::jsonb)) e
 				WHERE p.cluster_id IN (SELECT cluster_id FROM lapsed) AND p.state = 'up' AND p.lease_expires_at > now()
 				AND e->>'peer_node_id' <> p.id::text
 				GROUP BY 1, 2)
-			SELECT l.id, l.cluster_id, l.name, l.state,
+			SELECT l.id, l.cluster_id, l.name, l.state, l.last_heartbeat_at,
 				coalesce(ev.seen, false),
 				coalesce(ev.latest > coalesce(l.last_heartbeat_at, '-infinity'::timestamptz), false),
 				NOT EXISTS (SELECT 1 FROM nodes p WHERE p.cluster_id = l.cluster_id AND p.id <> l.id AND p.state <> 'pending')
@@ -109,37 +114,74 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTran
 		}
 		type row struct {
 			t                      backstop.NodeTransition
+			lastHeartbeat          *time.Time
 			seen, witnessed, alone bool
+			sev, msg               string
 		}
 		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 			var x row
-			err := r.Scan(&x.t.NodeID, &x.t.ClusterID, &x.t.Node, &x.t.From, &x.seen, &x.witnessed, &x.alone)
+			err := r.Scan(&x.t.NodeID, &x.t.ClusterID, &x.t.Node, &x.t.From, &x.lastHeartbeat, &x.seen, &x.witnessed, &x.alone)
 			return x, err
 		})
 		if err != nil {
 			return nil, err
 		}
-		out := []backstop.NodeTransition{}
+		var judged []row
 		for _, x := range rs {
-			var sev, msg string
 			switch {
 			case x.seen:
-				x.t.To, sev, msg = backstop.NodeUnreachable, backstop.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
+				x.t.To, x.sev, x.msg = backstop.NodeUnreachable, backstop.SeverityWarning, "node %s is unreachable: the control plane lost it but a peer still sees it; nothing moves"
 			case x.witnessed:
-				x.t.To, sev, msg = backstop.NodeDown, backstop.SeverityCritical, "node %s is down: its lease expired and its peers see it on no communication path"
+				x.t.To, x.sev, x.msg = backstop.NodeDown, backstop.SeverityCritical, "node %s is down: its lease expired and its peers see it on no communication path"
 			case x.alone:
-				x.t.To, sev, msg = backstop.NodeUnreachable, backstop.SeverityWarning, "node %s is unreachable: its lease expired and it has no peer that could see it dead; nothing moves"
+				x.t.To, x.sev, x.msg = backstop.NodeUnreachable, backstop.SeverityWarning, "node %s is unreachable: its lease expired and it has no peer that could see it dead; nothing moves"
 			default:
 				continue // no fresh evidence either way: judge it again later
 			}
-			if x.t.To == x.t.From {
+			if x.t.To != x.t.From {
+				judged = append(judged, x)
+			}
+		}
+		if len(judged) == 0 {
+			return []backstop.NodeTransition{}, nil
+		}
+		// lockUnchanged: lock, in one order, the judged nodes that nothing
+		// else holds (SKIP LOCKED: see above) and whose row has not changed
+		// since the evidence was read (same state, no heartbeat since,
+		// lease still out). The verdict is applied only to those; the
+		// others are judged again at the next pass. The evidence is as old
+		// as it would be had it been read under the locks: a statement
+		// sees the reports as of its start either way.
+		ids := make([]string, len(judged))
+		froms := make([]string, len(judged))
+		hbs := make([]*time.Time, len(judged))
+		for i, x := range judged {
+			ids[i], froms[i], hbs[i] = x.t.NodeID, string(x.t.From), x.lastHeartbeat
+		}
+		rows, err = tx.Query(ctx, `SELECT n.id FROM nodes n JOIN unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS b(id, state, hb) ON n.id = b.id
+			WHERE n.state = b.state AND n.last_heartbeat_at IS NOT DISTINCT FROM b.hb AND n.lease_expires_at < now()
+			ORDER BY n.id FOR UPDATE OF n SKIP LOCKED`, ids, froms, hbs)
+		if err != nil {
+			return nil, err
+		}
+		locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, err
+		}
+		held := make(map[string]bool, len(locked))
+		for _, id := range locked {
+			held[id] = true
+		}
+		out := []backstop.NodeTransition{}
+		for _, x := range judged {
+			if !held[x.t.NodeID] {
 				continue
 			}
 			if _, err := tx.Exec(ctx, `UPDATE nodes SET state = $2, state_since = now() WHERE id = $1`, x.t.NodeID, x.t.To); err != nil {
 				return nil, err
 			}
-			if err := writeEvent(ctx, tx, x.t.ClusterID, "node."+string(x.t.To), sev, map[string]string{"node_id": x.t.NodeID},
-				map[string]any{"from": x.t.From}, msg, x.t.Node); err != nil {
+			if err := writeEvent(ctx, tx, x.t.ClusterID, "node."+string(x.t.To), x.sev, map[string]string{"node_id": x.t.NodeID},
+				map[string]any{"from": x.t.From}, x.msg, x.t.Node); err != nil {
 				return nil, err
 			}
 			out = append(out, x.t)
