@@ -54,12 +54,22 @@
 // the node was declared down grants no lease (store.RecordHeartbeat
 // answers lease_ttl_ms 0) and the agent fences at once, so a heartbeat
 // racing the declaration cannot extend the node's service. Most
-// heartbeats take a shorter path (store.RenewLease: one UPDATE, the report
-// not rewritten), but only for a node that is up, holds no restart hold
-// and awaits no deep check, where it grants exactly the lease the full
-// heartbeat would; anything else goes through store.RecordHeartbeat. The
-// failure detector skips rows a heartbeat holds, which only delays a
-// judgement. Shown by store.TestRenewLease,
+// heartbeats take a shorter path (store.RenewLease: the report not
+// rewritten, except its telemetry once per period), but only for a node
+// that is up, holds no restart hold and awaits no deep check, where it
+// grants exactly the lease the full heartbeat would; anything else goes
+// through store.RecordHeartbeat. Such renewals are committed in groups
+// (one UPDATE for the heartbeats that arrive together); each is answered
+// only after its group committed, every condition is checked per node on
+// the row it locked, and a node whose row another transaction holds is
+// not waited for but sent the full way, which waits for that transaction
+// and then sees what it decided. Grouping delays a lease's start by the
+// group's wait, which only ends the server's lease later than the agent's
+// (counted from its send time), never earlier. The failure detector reads
+// its evidence without locks, then locks only the judged nodes whose row
+// has not changed since (same state, no heartbeat since) and skips rows
+// another transaction holds, which only delays a judgement. Shown by
+// store.TestRenewLease, store.TestRenewLeaseGroups,
 // store.TestJudgeSkipsLockedNodes, nodeagent.TestLeaseCountsFromSendTime,
 // nodeagent.TestLeaseHoldEndsWithTheNextHeartbeat,
 // nodeagent.TestGuardFencesWhenTheAgentGoesSilent,
