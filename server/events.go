@@ -28,6 +28,8 @@ type eventHandlers struct {
 	heartbeat, poll time.Duration
 	// events counts committed events by type and severity.
 	events *prometheus.CounterVec
+	// onChange is Config.OnChange.
+	onChange func()
 }
 
 // eventStore is what eventHandlers read.
@@ -136,6 +138,9 @@ func (eh *eventHandlers) RunEvents(ctx context.Context) {
 		err := eh.store.ListenEvents(ctx, func(e backstop.EventSignal) {
 			eh.events.WithLabelValues(e.Type, e.Severity).Inc()
 			eh.hub.publish(e.ClusterID)
+			if eh.onChange != nil {
+				eh.onChange()
+			}
 		})
 		if ctx.Err() != nil {
 			return

@@ -67,6 +67,12 @@ type Config struct {
 	// of the key they enrolled with (see mtls.go); set when backstopd
 	// serves TLS itself.
 	AgentClientCert bool
+	// OnChange, if set, is called when something the failover engine
+	// reads may have changed: for each event this replica hears (any
+	// replica's), and after each successful change an operator makes
+	// through this replica. The leader's engine passes at once then
+	// (failover.Engine.Poke) instead of at its idle interval.
+	OnChange func()
 }
 
 // Server is the Backstop HTTP API. It is an http.Handler.
@@ -109,6 +115,8 @@ type Server struct {
 	fences     *fenceMetrics
 	// agentClientCert is Config.AgentClientCert.
 	agentClientCert bool
+	// onChange is Config.OnChange.
+	onChange func()
 }
 
 // gateStore is what the gate needs: credentials and idempotency keys.
@@ -176,7 +184,7 @@ func New(cfg Config) (*Server, error) {
 		tokenHandlers:     tokenHandlers{store: cfg.Store, revoked: tokens.clear},
 		agentHandlers:     agentHandlers{store: cfg.Store, log: log, keys: cfg.Keyring, waiters: wake, recovery: m.recovery, heartbeats: m.heartbeats, slots: make(chan struct{}, agentSlots), clientCert: cfg.AgentClientCert},
 		placementHandlers: placementHandlers{store: cfg.Store, log: log, sign: cfg.Keyring.Sign, waiters: wake},
-		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events},
+		eventHandlers:     eventHandlers{store: cfg.Store, log: log, heartbeat: heartbeat, poll: poll, events: events, onChange: cfg.OnChange},
 		webhookHandlers:   webhookHandlers{store: cfg.Store, deliver: cfg.Deliverer},
 		snmpHandlers:      snmpHandlers{store: cfg.Store, deliver: cfg.Deliverer},
 		fenceHandlers:     fenceHandlers{store: cfg.Store, deliver: cfg.Deliverer, dir: fenceDir},
@@ -188,6 +196,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:           m,
 		fences:            fences,
 		agentClientCert:   cfg.AgentClientCert,
+		onChange:          cfg.OnChange,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -292,6 +301,9 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		d := time.Since(start)
 		s.metrics.observe(r.Method, route, ww.Status(), d)
+		if s.onChange != nil && r.Method != http.MethodGet && ww.Status() < 400 && strings.HasPrefix(r.URL.Path, "/v1/") {
+			s.onChange()
+		}
 		level := slog.LevelInfo
 		if ww.Status() < 400 && strings.HasPrefix(r.URL.Path, "/agent/") {
 			// Every agent heartbeats several times a second: their

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -283,6 +284,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if certs != nil {
 		scfg.TLSPin, scfg.AgentClientCert = certs.Pin, true
 	}
+	// The engine passes at once when something changed (see
+	// server.Config.OnChange); it is made after the server, which it
+	// reports fences to.
+	var poke atomic.Pointer[failover.Engine]
+	scfg.OnChange = func() {
+		if e := poke.Load(); e != nil {
+			e.Poke()
+		}
+	}
 	srv, err := server.New(scfg)
 	if err != nil {
 		return err
@@ -293,6 +303,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	}
 	engine := &failover.Engine{Store: st, Sign: keys.Sign, Log: log.With("component", "engine"),
 		Fencer: &fencing.Runner{Dir: cfg.FenceAgentsDir, Open: sealer.Open}, OnFence: srv.ObserveFence}
+	poke.Store(engine)
 	elector := leader.New(leader.Config{
 		Store:     leader.FromStore[*store.LeaderSession](st),
 		ReplicaID: replicaID(),

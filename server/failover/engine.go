@@ -32,9 +32,21 @@ type Engine struct {
 	Store Store
 	Sign  backstop.Signer
 	Log   *slog.Logger
-	// Interval is the longest pause between passes (default 50 ms); the
-	// engine also wakes right after the next lease expires.
+	// Interval is the longest pause between passes while anything is
+	// under way (default 50 ms): a move, a hierarchy starting or stopping,
+	// a node awaiting its fence, a decision just taken.
 	Interval time.Duration
+	// Idle is the longest pause while everything is settled (default
+	// 250 ms). Either way the engine wakes right after the next lease
+	// expires (that is how failures are detected, so an idle engine
+	// detects as fast as a busy one) and when poked (Poke: a replica
+	// heard an event, which every placement result, node transition and
+	// operator move writes). The idle pause only bounds how late the
+	// engine notices changes that write no event (a new hierarchy, a
+	// cleared failed mark): reading every cluster's state twenty times a
+	// second while nothing happens was most of PostgreSQL's work with a
+	// thousand agents.
+	Idle time.Duration
 	// Observe, if set, is told about each decision acted on.
 	Observe func(d Decision)
 	// Fencer fences down nodes through their fence devices before their
@@ -47,7 +59,33 @@ type Engine struct {
 	fences   fences
 	wakeOnce sync.Once
 	wakeCh   chan struct{}
+	// busy: the last pass found something under way; actedOn counts the
+	// decisions it acted on (only the stepping goroutine touches them).
+	busy    bool
+	actedOn int
 }
+
+// settled tells whether nothing is under way: no move, no hierarchy
+// starting, stopping or failed, no node awaiting its fence.
+func settled(sts []backstop.ClusterStatus) bool {
+	for _, st := range sts {
+		for _, n := range st.Nodes {
+			if n.AwaitingFence {
+				return false
+			}
+		}
+		for _, h := range st.Hierarchies {
+			if h.MoveTo != "" || (h.Placement.State != backstop.PlacementInService && h.Placement.State != backstop.PlacementOutOfService) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Poke makes the engine run its next pass now (if it is running; a poke
+// while a pass runs makes one more pass right after it).
+func (e *Engine) Poke() { e.wakeUp() }
 
 // minRecheck is the shortest pause between two passes.
 const minRecheck = 5 * time.Millisecond
@@ -58,6 +96,11 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 	if iv <= 0 {
 		iv = 50 * time.Millisecond
 	}
+	idle := e.Idle
+	if idle <= 0 {
+		idle = 250 * time.Millisecond
+	}
+	idle = max(idle, iv)
 	timer := time.NewTimer(iv)
 	defer timer.Stop()
 	for {
@@ -68,13 +111,16 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 			}
 			e.Log.WarnContext(ctx, "engine step", "err", err)
 		}
-		wait := iv
+		wait := idle
+		if e.busy {
+			wait = iv
+		}
 		if d, ok, err := e.Store.NextLeaseExpiry(ctx); err == nil && ok {
 			// Wake just after the next lease runs out. NextLeaseExpiry
 			// leaves out leases already lapsed (a node left unjudged
 			// for want of evidence stays lapsed), and minRecheck bounds
 			// the rate anyway, so the engine never spins.
-			wait = min(iv, max(d+2*time.Millisecond, minRecheck))
+			wait = min(wait, max(d+2*time.Millisecond, minRecheck))
 		}
 		timer.Reset(wait)
 		select {
@@ -95,13 +141,21 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 	for _, tr := range trs {
 		e.Log.WarnContext(ctx, "node state changed", "node", tr.Node, "node_id", tr.NodeID, "from", tr.From, "to", tr.To)
 	}
-	if _, err := e.Store.AdvanceMoves(ctx, term, e.Sign); err != nil {
+	// Busy until this pass finds everything settled; an error keeps it
+	// busy (the pass is retried at the short interval).
+	e.busy = true
+	advanced, err := e.Store.AdvanceMoves(ctx, term, e.Sign)
+	if err != nil {
 		return fmt.Errorf("advance moves: %w", err)
 	}
 	sts, err := e.Store.ClusterStatuses(ctx)
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
+	e.actedOn = 0
+	defer func() {
+		e.busy = len(trs) > 0 || advanced > 0 || e.actedOn > 0 || !settled(sts)
+	}()
 	var errs []error
 	if err := e.startFences(ctx, term, sts); err != nil {
 		errs = append(errs, fmt.Errorf("start fences: %w", err))
@@ -161,6 +215,7 @@ func (e *Engine) act(ctx context.Context, term int64, st backstop.ClusterStatus)
 			continue
 		}
 		e.Log.InfoContext(ctx, "decision", "kind", d.Kind, "hierarchy", h.Name, "from", d.From, "to", d.To, "reason", d.Reason)
+		e.actedOn++
 		if e.Observe != nil {
 			e.Observe(d)
 		}

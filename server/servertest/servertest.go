@@ -35,6 +35,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,13 +266,20 @@ func (h *Harness) startControlPlane() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, SchemaVersion: latest, Deliverer: deliverer})
+	var poke atomic.Pointer[failover.Engine]
+	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, SchemaVersion: latest, Deliverer: deliverer,
+		OnChange: func() {
+			if e := poke.Load(); e != nil {
+				e.Poke()
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv)
 	h.URL = ts.URL
 	engine := &failover.Engine{Store: st, Sign: keys.Sign, Log: log.With("component", "engine"), OnFence: srv.ObserveFence}
+	poke.Store(engine)
 	elector := leader.New(leader.Config{
 		Store:     leader.FromStore[*store.LeaderSession](st),
 		ReplicaID: "servertest",
