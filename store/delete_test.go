@@ -71,8 +71,8 @@ func TestDeleteClusterWhileAgentsHeartbeat(t *testing.T) {
 					}
 					var err error
 					if beat%3 == 2 {
-						// The fast path: one UPDATE, outside withTx (no retry).
-						_, _, err = st.RenewLease(ctx, agent(i), []byte("digest-0123456789abcdef0123456789"))
+						// The fast path: a grouped UPDATE, outside withTx (no retry).
+						_, _, err = st.RenewLease(ctx, agent(i), backstop.LeaseRenewal{Digest: []byte("digest-0123456789abcdef0123456789")})
 					} else {
 						_, err = st.RecordHeartbeat(ctx, agent(i), backstop.AgentReport{ConfigVersion: 1, Raw: report(i, beat)})
 					}
