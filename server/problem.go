@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -47,13 +48,27 @@ func statusFor(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "body-too-large"
 	case errors.Is(err, errOverloaded):
 		return http.StatusServiceUnavailable, "overloaded"
-	case errors.Is(err, backstop.ErrBusy):
+	case errors.Is(err, backstop.ErrBusy), lostLockRace(err):
 		return http.StatusServiceUnavailable, "busy"
 	case errors.Is(err, errNoDeliverer):
 		return http.StatusServiceUnavailable, "unavailable"
 	default:
 		return http.StatusInternalServerError, "internal"
 	}
+}
+
+// lostLockRace reports a driver error PostgreSQL raised to break a
+// deadlock (40P01) or a serialization conflict (40001) that reached here
+// without the store turning it into backstop.ErrBusy: it passes, and is
+// no server fault. The driver's error is recognised by its SQLState
+// method, so that this package stays free of the driver.
+func lostLockRace(err error) bool {
+	var st interface{ SQLState() string }
+	if !errors.As(err, &st) {
+		return false
+	}
+	code := st.SQLState()
+	return code == "40P01" || code == "40001"
 }
 
 // writeProblem writes an RFC 9457 body. 4xx are logged at Debug, 5xx at
@@ -102,6 +117,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	status, slug := statusFor(err)
+	if status == http.StatusServiceUnavailable && lostLockRace(err) && !errors.Is(err, backstop.ErrBusy) {
+		// The driver's text names SQL internals; say what it means.
+		err = fmt.Errorf("%w: the database aborted the change to resolve a conflict with concurrent work; nothing was changed, retry shortly", backstop.ErrBusy)
+	}
 	if status == http.StatusInternalServerError {
 		s.log.ErrorContext(r.Context(), "internal error", "err", err, "request_id", requestIDFrom(r.Context()), "path", r.URL.Path)
 		s.writeProblem(w, r, status, slug, "internal error; the request id identifies it in the server log", nil)

@@ -25,6 +25,9 @@ func TestUnavailableIsNever500(t *testing.T) {
 	}{
 		{fmt.Errorf("%w: the database aborted the change to resolve a conflict with concurrent work (deadlock); nothing was changed, retry shortly: ERROR: deadlock detected (SQLSTATE 40P01)", backstop.ErrBusy), "busy", "1", "deadlock"},
 		{errNoDeliverer, "unavailable", "", "event delivery is not configured"},
+		// A driver error that skipped the store's mapping.
+		{fmt.Errorf("commit: %w", sqlStateError("40P01")), "busy", "1", "conflict with concurrent work"},
+		{sqlStateError("40001"), "busy", "1", "retry shortly"},
 	} {
 		w := httptest.NewRecorder()
 		s.writeError(w, httptest.NewRequest(http.MethodDelete, "/v1/clusters/x", nil), c.err)
@@ -40,3 +43,10 @@ func TestUnavailableIsNever500(t *testing.T) {
 		}
 	}
 }
+
+// sqlStateError stands in for the driver's error (pgconn.PgError), which
+// this package recognises by its SQLState method only.
+type sqlStateError string
+
+func (e sqlStateError) Error() string    { return "ERROR: lost a lock race (SQLSTATE " + string(e) + ")" }
+func (e sqlStateError) SQLState() string { return string(e) }
