@@ -130,6 +130,15 @@ func TestConfigOnlyHolder(t *testing.T) {
 	if err := e.st.ConfigInstalled(t.Context(), other, h.ID, "conf", 0, "", "local", "x"); !errors.Is(err, backstop.ErrConflict) {
 		t.Fatalf("report by another node: %v", err)
 	}
+	// Stopping on node 1 (a take-down): its last change may still be
+	// uploaded, but nothing is handed out for a bring-up.
+	e.exec(`UPDATE hierarchies SET placement_state = 'stopping' WHERE id = $1`, h.ID)
+	if _, _, err := e.st.UploadConfig(t.Context(), agentOf(e, 0), h.ID, "conf", sha, fs, nil); err != nil {
+		t.Fatalf("last upload of the stopping node: %v", err)
+	}
+	if _, _, err := e.st.NewestConfig(t.Context(), agentOf(e, 0), h.ID, "conf"); !errors.Is(err, backstop.ErrConflict) {
+		t.Fatalf("download by the stopping node: %v", err)
+	}
 	// Starting on node 2 (a bring-up): node 2 may read, node 1 no longer
 	// writes.
 	e.exec(`UPDATE hierarchies SET placement_node_id = $2, placement_state = 'starting', epoch = 2 WHERE id = $1`, h.ID, e.nodes[1].ID)

@@ -199,12 +199,17 @@ func (f *files) Stop(ctx context.Context) error {
 }
 
 // Check captures: it never fails for a capture problem (see files).
+// Monitors check only resources in service, so a check with no uploader
+// running is an agent process that restarted while the hierarchy ran
+// (its resources are resumed, not started again): watching resumes,
+// without failing the check, which would restart the service.
 func (f *files) Check(ctx context.Context, deep bool) error {
 	f.mu.Lock()
 	running := f.up != nil
 	f.mu.Unlock()
 	if !running {
-		return ErrNotRunning
+		f.log.InfoContext(ctx, "watching the configuration again (the agent restarted while the hierarchy was in service)", "resource", f.name)
+		f.startUploader()
 	}
 	scanned, err := f.scan()
 	if err != nil {

@@ -162,9 +162,31 @@ func TestFilesCapture(t *testing.T) {
 	if len(last.Files) != 2 || last.Files[0].Path != filepath.Join(dir, "main.cf") || last.Files[0].Mode != 0o644 || string(last.Files[0].Content) != "a = 2\n" {
 		t.Fatalf("version 3: %+v", last.Files)
 	}
-	if err := f.Check(t.Context(), false); !errors.Is(err, ErrNotRunning) {
-		t.Fatalf("check after stop: %v", err)
+}
+
+// After an agent restart the hierarchy's resources are resumed, not
+// started: the new instance's first check (never Start) resumes watching
+// and passes — failing it would restart Postfix for a routine agent
+// restart — and a change made while the agent was down is captured.
+func TestFilesResumeAfterAgentRestart(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "main.cf"), "a = 1\n", 0o644)
+	store := newFakeConfig()
+	f := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
+	if err := f.Start(t.Context()); err != nil {
+		t.Fatal(err)
 	}
+	waitUpload(t, store)
+	_ = f.Fence() // the agent process dies (its uploader with it)
+	writeFile(t, filepath.Join(dir, "main.cf"), "a = 2\n", 0o644)
+	g := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
+	if err := g.Check(t.Context(), false); err != nil {
+		t.Fatalf("first check of the restarted agent: %v", err)
+	}
+	if v := waitUpload(t, store); v != 2 {
+		t.Fatalf("change made while the agent was down captured as version %d", v)
+	}
+	_ = g.Stop(t.Context())
 }
 
 // A file others cannot read is not captured in a resource not marked
