@@ -141,8 +141,9 @@ func FileSHA256(b []byte) string {
 }
 
 // VerifyConfig checks a version's files: each content hashes to its
-// SHA256 and has its Size, paths are unique, clean and below one of the
-// declared paths, and the digest is sha (when sha is not empty). It
+// SHA256 and has its Size, paths are unique, clean and (unless declared
+// is nil) below one of the declared paths, and the digest is sha (when
+// sha is not empty). It
 // returns the first problem found, to refuse an upload or an install with.
 func VerifyConfig(files []ConfigFile, declared []string, sha string) error {
 	seen := map[string]bool{}
@@ -154,7 +155,7 @@ func VerifyConfig(files []ConfigFile, declared []string, sha string) error {
 			return fmt.Errorf("file %q: listed twice", f.Path)
 		}
 		seen[f.Path] = true
-		if !ConfigPathCovered(f.Path, declared) {
+		if declared != nil && !ConfigPathCovered(f.Path, declared) {
 			return fmt.Errorf("file %q: not below any declared path (%s)", f.Path, strings.Join(declared, ", "))
 		}
 		if f.Mode&^0o7777 != 0 {

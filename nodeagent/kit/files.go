@@ -142,10 +142,21 @@ func (f *files) Start(ctx context.Context) error {
 	case v == nil:
 		f.log.InfoContext(ctx, "no configuration version captured yet: starting with the files on this node", "resource", f.name)
 	default:
-		if err := backstop.VerifyConfig(v.Files, f.p.Paths, v.SHA256); err != nil {
+		if err := backstop.VerifyConfig(v.Files, nil, v.SHA256); err != nil {
 			return fmt.Errorf("refusing to install configuration version %d: %w", v.Version, err)
 		}
-		wrote, err := f.install(v.Files)
+		// Files outside today's paths (the paths changed since the
+		// capture) are left alone, never written.
+		var want []backstop.ConfigFile
+		for _, vf := range v.Files {
+			if backstop.ConfigPathCovered(vf.Path, f.p.Paths) {
+				want = append(want, vf)
+			} else {
+				f.log.WarnContext(ctx, "configuration version holds a file outside the declared paths: not installed", "resource", f.name,
+					"version", v.Version, "path", vf.Path)
+			}
+		}
+		wrote, err := f.install(want)
 		if err != nil {
 			return fmt.Errorf("install configuration version %d: %w", v.Version, err)
 		}
@@ -484,8 +495,21 @@ func (f *files) install(want []backstop.ConfigFile) (int, error) {
 		dirs[filepath.Dir(w.Path)] = true
 		changed++
 	}
-	// Files below the declared paths that the version does not have.
+	// Files the version does not have, below a declared path it holds a
+	// file under: deleted on the node that captured it. Below a declared
+	// path the version holds nothing under (added to paths since the
+	// capture, or emptied), files are left alone: an install never
+	// empties a directory it knows nothing of.
+	var roots []string
+	for _, p := range f.p.Paths {
+		if slices.ContainsFunc(want, func(w backstop.ConfigFile) bool { return backstop.ConfigPathCovered(w.Path, []string{p}) }) {
+			roots = append(roots, p)
+		}
+	}
 	for _, p := range slices.Sorted(maps.Keys(cur)) {
+		if !backstop.ConfigPathCovered(p, roots) {
+			continue
+		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return changed, err
 		}

@@ -309,9 +309,9 @@ func TestFilesInstall(t *testing.T) {
 	}
 }
 
-// A download whose content does not match its checksum, or that names a
-// file outside the declared paths, is refused with the reason and
-// nothing is written.
+// A download whose content does not match its checksum, whose version
+// checksum does not match its files, or that names a path that is not
+// clean, is refused with the reason and nothing is written.
 func TestFilesRefuseBadDownload(t *testing.T) {
 	dst := t.TempDir()
 	writeFile(t, filepath.Join(dst, "main.cf"), "mine\n", 0o644)
@@ -320,14 +320,24 @@ func TestFilesRefuseBadDownload(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		file  backstop.ConfigFile
+		sha   string
 		tamp  bool
 		wants string
 	}{
-		{"checksum mismatch", good, true, "checksum mismatch"},
-		{"outside the declared paths", func() backstop.ConfigFile { f := good; f.Path = "/etc/passwd"; return f }(), false, "not below any declared path"},
+		{"checksum mismatch", good, "", true, "checksum mismatch: content hashes to"},
+		{"version checksum mismatch", good, strings.Repeat("a", 64), false, "version checksum mismatch"},
+		{"path not clean", func() backstop.ConfigFile {
+			f := good
+			f.Path = dst + "/../" + filepath.Base(dst) + "/main.cf"
+			return f
+		}(), "", false, "not an absolute, clean path"},
 	} {
 		store := newFakeConfig()
-		store.versions = []backstop.ConfigVersion{{Version: 7, Files: []backstop.ConfigFile{c.file}, SHA256: backstop.ConfigDigest([]backstop.ConfigFile{c.file})}}
+		sha := c.sha
+		if sha == "" {
+			sha = backstop.ConfigDigest([]backstop.ConfigFile{c.file})
+		}
+		store.versions = []backstop.ConfigVersion{{Version: 7, Files: []backstop.ConfigFile{c.file}, SHA256: sha}}
 		store.tamper = c.tamp
 		f := newFilesKit(t, store, map[string]any{"paths": []any{dst}})
 		err := f.Start(t.Context())
@@ -338,6 +348,35 @@ func TestFilesRefuseBadDownload(t *testing.T) {
 			t.Fatalf("%s: main.cf is %q after a refused install", c.name, b)
 		}
 	}
+}
+
+// When the declared paths changed since the capture, an install writes
+// only below today's paths (a file of the version outside them is left
+// alone), and below a path the version holds nothing under (one added
+// since) removes nothing.
+func TestFilesInstallAfterPathsChanged(t *testing.T) {
+	dst, added, dropped := t.TempDir(), t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(added, "keep"), "the backup's own\n", 0o644)
+	var fs []backstop.ConfigFile
+	for p, c := range map[string]string{filepath.Join(dst, "main.cf"): "theirs\n", filepath.Join(dropped, "old"): "x\n"} {
+		fs = append(fs, backstop.ConfigFile{Path: p, Mode: 0o644, Size: int64(len(c)), SHA256: backstop.FileSHA256([]byte(c)), Content: []byte(c)})
+	}
+	store := newFakeConfig()
+	store.versions = []backstop.ConfigVersion{{Version: 3, Files: fs, SHA256: backstop.ConfigDigest(fs)}}
+	f := newFilesKit(t, store, map[string]any{"paths": []any{dst, added}})
+	if err := f.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "main.cf")); string(b) != "theirs\n" {
+		t.Fatalf("main.cf %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dropped, "old")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a file outside today's paths was written: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(added, "keep")); string(b) != "the backup's own\n" {
+		t.Fatalf("a file below a path the version knows nothing of was removed: %q", b)
+	}
+	_ = f.Fence()
 }
 
 // With the control plane unreachable at bring-up: on_unreachable proceed
