@@ -489,6 +489,9 @@ func (f *files) install(want []backstop.ConfigFile) (int, error) {
 		if ok && h.SHA256 == w.SHA256 && h.Mode == w.Mode {
 			continue
 		}
+		if err := noSymlinkBelow(w.Path, f.p.Paths); err != nil {
+			return changed, err
+		}
 		if err := writeAtomic(w); err != nil {
 			return changed, err
 		}
@@ -523,6 +526,39 @@ func (f *files) install(want []backstop.ConfigFile) (int, error) {
 	f.cache = map[string]cachedFile{}
 	f.mu.Unlock()
 	return changed, nil
+}
+
+// noSymlinkBelow refuses to write p when a directory between its declared
+// path and p is a symbolic link on this node: the write would land
+// outside the declared paths (a capture never contains such a path, since
+// the walk follows no link; a version that does is refused). The file
+// itself may be a link: the rename replaces the link, not its target.
+func noSymlinkBelow(p string, declared []string) error {
+	for _, root := range declared {
+		if !backstop.ConfigPathCovered(p, []string{root}) || p == root {
+			continue
+		}
+		rel, err := filepath.Rel(root, filepath.Dir(p))
+		if err != nil || rel == "." {
+			return nil
+		}
+		dir := root
+		for _, part := range strings.Split(rel, string(filepath.Separator)) {
+			dir = filepath.Join(dir, part)
+			info, err := os.Lstat(dir)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // created as a directory by the install
+			}
+			if err != nil {
+				return err
+			}
+			if info.Mode()&fs.ModeSymlink != 0 {
+				return fmt.Errorf("refusing to write %s: %s is a symbolic link on this node, which would put the file outside the declared path %s", p, dir, root)
+			}
+		}
+		return nil
+	}
+	return nil
 }
 
 const tempMarker = ".backstop-tmp-"

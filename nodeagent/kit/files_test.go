@@ -404,3 +404,24 @@ func TestFilesUnreachable(t *testing.T) {
 	}
 	_ = f.Stop(t.Context())
 }
+
+// An install never writes through a symbolic link below a declared
+// directory: the version is refused and the link's target is untouched.
+func TestFilesInstallRefusesSymlinkedDir(t *testing.T) {
+	dst, outside := t.TempDir(), t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dst, "maps")); err != nil {
+		t.Fatal(err)
+	}
+	c := []byte("evil\n")
+	fs := []backstop.ConfigFile{{Path: filepath.Join(dst, "maps", "passwd"), Mode: 0o644, Size: int64(len(c)), SHA256: backstop.FileSHA256(c), Content: c}}
+	store := newFakeConfig()
+	store.versions = []backstop.ConfigVersion{{Version: 2, Files: fs, SHA256: backstop.ConfigDigest(fs)}}
+	f := newFilesKit(t, store, map[string]any{"paths": []any{dst}})
+	err := f.Start(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "is a symbolic link on this node") {
+		t.Fatalf("start: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "passwd")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("written through the link: %v", err)
+	}
+}
