@@ -29,14 +29,21 @@ type apiLoad struct {
 	token   string // an operator token, made by prepare
 	base    string
 	client  *http.Client
-	targets []string
+	targets []apiTarget
 }
+
+// apiTarget is one read: its path and what it reads (for per-read p99).
+type apiTarget struct{ path, kind string }
+
+// apiKinds are the reads, in the order they are cycled through.
+var apiKinds = []string{"clusters", "cluster", "nodes", "hierarchies", "events"}
 
 // apiResult is what one window of apiLoad measured.
 type apiResult struct {
 	sent          int
 	p50, p99, max time.Duration
 	errs          map[string]int // by status ("503") or transport error ("timeout", "error")
+	p99By         map[string]time.Duration
 }
 
 // prepareAPILoad makes the operator token the reads use and the list of
@@ -78,8 +85,10 @@ func (e *env) prepareAPILoad(ctx context.Context, clusters []*loadCluster) (*api
 				break
 			}
 		}
-		l.targets = append(l.targets, "/v1/clusters", "/v1/clusters/"+c.id, "/v1/clusters/"+c.id+"/nodes",
-			"/v1/clusters/"+c.id+"/hierarchies", fmt.Sprintf("/v1/clusters/%s/events?after=%d&limit=100", c.id, max(0, seq-100)))
+		for i, path := range []string{"/v1/clusters", "/v1/clusters/" + c.id, "/v1/clusters/" + c.id + "/nodes",
+			"/v1/clusters/" + c.id + "/hierarchies", fmt.Sprintf("/v1/clusters/%s/events?after=%d&limit=100", c.id, max(0, seq-100))} {
+			l.targets = append(l.targets, apiTarget{path, apiKinds[i]})
+		}
 	}
 	return l, nil
 }
@@ -88,6 +97,7 @@ func (e *env) prepareAPILoad(ctx context.Context, clusters []*loadCluster) (*api
 func (l *apiLoad) run(ctx context.Context, d time.Duration) apiResult {
 	var mu sync.Mutex
 	var lats []time.Duration
+	by := map[string][]time.Duration{}
 	errs := map[string]int{}
 	var wg sync.WaitGroup
 	interval := time.Second / time.Duration(l.rate)
@@ -108,9 +118,9 @@ func (l *apiLoad) run(ctx context.Context, d time.Duration) apiResult {
 			case <-timer.C:
 			}
 		}
-		path := l.targets[n%len(l.targets)]
+		tg := l.targets[n%len(l.targets)]
 		wg.Go(func() {
-			status := l.get(ctx, path)
+			status := l.get(ctx, tg.path)
 			lat := time.Since(due)
 			mu.Lock()
 			defer mu.Unlock()
@@ -119,10 +129,15 @@ func (l *apiLoad) run(ctx context.Context, d time.Duration) apiResult {
 				return
 			}
 			lats = append(lats, lat)
+			by[tg.kind] = append(by[tg.kind], lat)
 		})
 	}
 	wg.Wait()
-	return apiResult{sent: n, p50: pct(lats, 50), p99: pct(lats, 99), max: pct(lats, 100), errs: errs}
+	p99By := map[string]time.Duration{}
+	for k, ls := range by {
+		p99By[k] = pct(ls, 99)
+	}
+	return apiResult{sent: n, p50: pct(lats, 50), p99: pct(lats, 99), max: pct(lats, 100), errs: errs, p99By: p99By}
 }
 
 // get reads path to the end and returns the status, or what failed.
@@ -144,6 +159,17 @@ func (l *apiLoad) get(ctx context.Context, path string) string {
 		return "error"
 	}
 	return fmt.Sprint(resp.StatusCode)
+}
+
+// byKindString renders the p99 of each read, in cycle order.
+func (r apiResult) byKindString() string {
+	var parts []string
+	for _, k := range apiKinds {
+		if d, ok := r.p99By[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", k, msf(d)))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // errString renders the errors as "503: 4, timeout: 1" ("0" for none).

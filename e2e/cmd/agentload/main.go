@@ -1342,8 +1342,8 @@ func printRows(w io.Writer, o options, rows []pointResult, header bool) {
 			r.srvCPU, float64(r.srvRSS)/1e6, r.pgCPU, float64(r.pgRSS)/1e6, r.ownCPU, r.load1, apiCell)
 		if !header {
 			if r.api != nil {
-				fmt.Fprintf(w, "  API GET at %d/s (open loop, from the scheduled time): %d sent, p50 / p99 / max %.1f / %.1f / %.0f ms, errors %s\n",
-					o.apiRate, r.api.sent, msf(r.api.p50), msf(r.api.p99), msf(r.api.max), r.api.errString())
+				fmt.Fprintf(w, "  API GET at %d/s (open loop, from the scheduled time): %d sent, p50 / p99 / max %.1f / %.1f / %.0f ms, errors %s; p99 ms by read: %s\n",
+					o.apiRate, r.api.sent, msf(r.api.p50), msf(r.api.p99), msf(r.api.max), r.api.errString(), r.api.byKindString())
 			}
 			if r.pool0.ok && r.pool1.ok {
 				acq, waited, waitS := r.pool1.acquires-r.pool0.acquires, r.pool1.waited-r.pool0.waited, r.pool1.waitS-r.pool0.waitS
