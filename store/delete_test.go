@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/backstop-ha/backstop/e2e/testkit"
 	"github.com/backstop-ha/backstop/store"
 )
 
@@ -114,21 +115,19 @@ func TestDeleteClusterWhileAgentsHeartbeat(t *testing.T) {
 		}()
 		// Delete once the cluster is busy: every node has heartbeated and
 		// the detector has written events.
-		for {
-			var up, judged int
-			if err := st.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM nodes WHERE cluster_id = $1 AND state <> 'pending'),
-				(SELECT count(*) FROM events WHERE cluster_id = $1 AND type = 'node.unreachable')`, c.ID).Scan(&up, &judged); err != nil {
-				t.Fatal(err)
-			}
-			if up == nodes && judged > 0 {
-				break
-			}
+		testkit.Eventually(t, 0, "every node heartbeating and a node judged unreachable", func() bool {
 			select {
 			case err := <-errs:
 				t.Fatal(err)
 			default:
 			}
-		}
+			var up, judged int
+			if err := st.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM nodes WHERE cluster_id = $1 AND state <> 'pending'),
+				(SELECT count(*) FROM events WHERE cluster_id = $1 AND type = 'node.unreachable')`, c.ID).Scan(&up, &judged); err != nil {
+				t.Fatal(err)
+			}
+			return up == nodes && judged > 0
+		})
 		delErr := st.DeleteCluster(actorCtx(t), c.ID, nil)
 		close(stop)
 		wg.Wait()
