@@ -32,6 +32,9 @@ type ConfigVersionStore interface {
 	// ListConfigVersions lists versions (with the one before each) by
 	// resource, newest first. ErrNotFound for an unknown hierarchy.
 	ListConfigVersions(ctx context.Context, clusterID, hierarchyID, resource string, p backstop.Page) ([]backstop.ConfigVersion, string, error)
+	// FindConfigVersion returns one version with the one before it.
+	// ErrNotFound for an unknown hierarchy or version.
+	FindConfigVersion(ctx context.Context, clusterID, hierarchyID, resource string, version int64) (backstop.ConfigVersion, error)
 }
 
 // configHandlers serve configuration versions: the agents' uploads and
@@ -149,6 +152,34 @@ func (ch *configHandlers) ListConfigVersions(ctx context.Context, r api.ListConf
 		out.Items[i] = item
 	}
 	return out, nil
+}
+
+// GetConfigVersion shows one version with its changes and, unless it is
+// secret, its contents.
+func (ch *configHandlers) GetConfigVersion(ctx context.Context, r api.GetConfigVersionRequestObject) (api.GetConfigVersionResponseObject, error) {
+	v, err := ch.store.FindConfigVersion(ctx, r.ClusterId.String(), r.HierarchyId.String(), r.ResourceName, r.Version)
+	if err != nil {
+		return nil, err
+	}
+	out, err := toAPIConfigVersion(v)
+	if err != nil {
+		return nil, err
+	}
+	if !v.Secret {
+		if err := backstop.OpenConfigContent(&v, v.Stored); err != nil {
+			return nil, err
+		}
+		content := map[string][]byte{}
+		for _, f := range v.Files {
+			content[f.Path] = f.Content
+		}
+		for i := range out.Files {
+			if c, ok := content[out.Files[i].Path]; ok {
+				out.Files[i].Content = &c
+			}
+		}
+	}
+	return api.GetConfigVersion200JSONResponse(out), nil
 }
 
 // toAPIConfigVersion describes v and its changes since v.Previous: a

@@ -157,6 +157,32 @@ func TestConfigVersionsAPI(t *testing.T) {
 		t.Fatalf("bad cursor: %d %s", resp.StatusCode, b)
 	}
 
+	// One version: its changes and, unless secret, its contents.
+	hv := "/v1/clusters/" + cid + "/hierarchies/" + h.ID + "/config-versions/"
+	resp, b = e.do("GET", hv+"conf/2", nil)
+	var one struct {
+		Version int64 `json:"version"`
+		Files   []struct {
+			Path    string  `json:"path"`
+			Content []byte  `json:"content"`
+			Diff    *string `json:"diff"`
+		} `json:"files"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(b, &one) != nil || one.Version != 2 || string(one.Files[0].Content) != "myhostname = b\n" || one.Files[0].Diff == nil {
+		t.Fatalf("GET conf/2: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do("GET", hv+"keys/2", nil)
+	if resp.StatusCode != 200 || strings.Contains(string(b), "hunter2") || strings.Contains(string(b), `"content"`) {
+		t.Fatalf("GET of a secret version: %d %s; want no content", resp.StatusCode, b)
+	}
+	resp, b = e.do("GET", hv+"conf/99", nil)
+	if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(b), "no configuration version 99") {
+		t.Fatalf("GET of a version never captured: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := e.do("GET", hv+"conf/0", nil); resp.StatusCode != 400 {
+		t.Fatalf("GET version 0: %d %s", resp.StatusCode, b)
+	}
+
 	// The holder's agent gets the secret back, unsealed; the other node
 	// does not.
 	resp, b = e.agentDo(creds[0], "GET", base+"keys", nil)

@@ -242,16 +242,49 @@ func (s *Store) ListConfigVersions(ctx context.Context, clusterID, hierarchyID, 
 	if err := s.pool.QueryRow(ctx, `SELECT 1 FROM hierarchies WHERE cluster_id = $1 AND id = $2`, clusterID, hierarchyID).Scan(&one); err != nil {
 		return nil, "", fmt.Errorf("hierarchy %s: %w", hierarchyID, interpretError(err))
 	}
+	items, err := s.queryConfigVersions(ctx, `c.hierarchy_id = $1 AND ($2 = '' OR c.resource = $2)
+		AND (c.resource > $3 OR (c.resource = $3 AND c.version < $4))
+		ORDER BY c.resource, c.version DESC LIMIT $5`, hierarchyID, resource, afterRes, afterVer, pageLimit(p))
+	if err != nil {
+		return nil, "", err
+	}
+	items, next := trimPage(items, p, func(v backstop.ConfigVersion) string {
+		return v.Resource + "\x00" + strconv.FormatInt(v.Version, 10)
+	})
+	return items, next, nil
+}
+
+// FindConfigVersion returns one version of a hierarchy's files resource
+// with the version before it (Previous) and their stored contents.
+// backstop.ErrNotFound for an unknown hierarchy and for a version never
+// captured or pruned.
+func (s *Store) FindConfigVersion(ctx context.Context, clusterID, hierarchyID, resource string, version int64) (backstop.ConfigVersion, error) {
+	var one int
+	if err := s.pool.QueryRow(ctx, `SELECT 1 FROM hierarchies WHERE cluster_id = $1 AND id = $2`, clusterID, hierarchyID).Scan(&one); err != nil {
+		return backstop.ConfigVersion{}, fmt.Errorf("hierarchy %s: %w", hierarchyID, interpretError(err))
+	}
+	vs, err := s.queryConfigVersions(ctx, `c.hierarchy_id = $1 AND c.resource = $2 AND c.version = $3`, hierarchyID, resource, version)
+	if err != nil {
+		return backstop.ConfigVersion{}, err
+	}
+	if len(vs) == 0 {
+		return backstop.ConfigVersion{}, fmt.Errorf("%w: resource %q has no configuration version %d (never captured, or pruned past keep_versions)",
+			backstop.ErrNotFound, resource, version)
+	}
+	return vs[0], nil
+}
+
+// queryConfigVersions reads versions matching where (on c, with args),
+// each with the version before it.
+func (s *Store) queryConfigVersions(ctx context.Context, where string, args ...any) ([]backstop.ConfigVersion, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+configColumns+`, p.version, p.sha256, p.secret, p.files, p.content
 		FROM config_versions c
 		LEFT JOIN LATERAL (SELECT version, sha256, secret, files, content FROM config_versions p
 			WHERE p.hierarchy_id = c.hierarchy_id AND p.resource = c.resource AND p.version < c.version
 			ORDER BY p.version DESC LIMIT 1) p ON true
-		WHERE c.hierarchy_id = $1 AND ($2 = '' OR c.resource = $2)
-		AND (c.resource > $3 OR (c.resource = $3 AND c.version < $4))
-		ORDER BY c.resource, c.version DESC LIMIT $5`, hierarchyID, resource, afterRes, afterVer, pageLimit(p))
+		WHERE `+where, args...)
 	if err != nil {
-		return nil, "", interpretError(err)
+		return nil, interpretError(err)
 	}
 	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backstop.ConfigVersion, error) {
 		var pv *int64
@@ -266,11 +299,5 @@ func (s *Store) ListConfigVersions(ctx context.Context, clusterID, hierarchyID, 
 		}
 		return v, err
 	})
-	if err != nil {
-		return nil, "", interpretError(err)
-	}
-	items, next := trimPage(items, p, func(v backstop.ConfigVersion) string {
-		return v.Resource + "\x00" + strconv.FormatInt(v.Version, 10)
-	})
-	return items, next, nil
+	return items, interpretError(err)
 }

@@ -98,6 +98,12 @@ func TestConfigVersions(t *testing.T) {
 	if err := backstop.OpenConfigContent(&v, v.Stored); err != nil || string(v.Files[0].Content) != "a = 4\n" {
 		t.Fatalf("stored content of version 4: %v %q", err, v.Files[0].Content)
 	}
+	if v, err := e.st.FindConfigVersion(t.Context(), e.c.ID, h.ID, "conf", 3); err != nil || v.Version != 3 || v.Previous == nil || v.Previous.Version != 2 {
+		t.Fatalf("find version 3: %+v, %v", v, err)
+	}
+	if _, err := e.st.FindConfigVersion(t.Context(), e.c.ID, h.ID, "conf", 1); !errors.Is(err, backstop.ErrNotFound) {
+		t.Fatalf("find a pruned version: %v", err)
+	}
 	newest, found, err := e.st.NewestConfig(t.Context(), a, h.ID, "conf")
 	if err != nil || !found || newest.Version != 4 {
 		t.Fatalf("newest: %+v %v %v", newest, found, err)

@@ -1174,6 +1174,11 @@ type ConfigFileChange struct {
 	// Example: modified
 	Change ConfigFileChangeChange `json:"change"`
 
+	// Content The content (base64): only in getConfigVersion, never for a secret resource.
+	//
+	// Example: dGVzdA==
+	Content *[]byte `json:"content,omitempty"`
+
 	// Diff Unified diff against the version before (text files of non-secret resources that changed).
 	//
 	// Example: --- /etc/postfix/main.cf (v2)
@@ -5537,6 +5542,17 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
 	ListConfigVersions(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetConfigVersion One captured configuration version, with its contents
+	//
+	// A version as listed by `listConfigVersions` (with what changed
+	// since the version before it), and each file's content, to read or
+	// restore it, unless the resource is secret: a secret version's
+	// contents are never returned. 404 when the version was never
+	// captured or was pruned.
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions/{resource_name}/{version} (the `GetConfigVersion` operationId).
+	GetConfigVersion(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, resourceName ResourceName, version int64, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ExplainHierarchy Why a hierarchy is where it is
 	//
 	// The placement, the last stored decision about the hierarchy (with
@@ -7135,6 +7151,27 @@ func (c *Client) ReplaceHierarchy(ctx context.Context, clusterId ClusterID, hier
 // Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
 func (c *Client) ListConfigVersions(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListConfigVersionsRequest(c.Server, clusterId, hierarchyId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetConfigVersion One captured configuration version, with its contents
+//
+// A version as listed by `listConfigVersions` (with what changed
+// since the version before it), and each file's content, to read or
+// restore it, unless the resource is secret: a secret version's
+// contents are never returned. 404 when the version was never
+// captured or was pruned.
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions/{resource_name}/{version} (the `GetConfigVersion` operationId).
+func (c *Client) GetConfigVersion(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, resourceName ResourceName, version int64, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetConfigVersionRequest(c.Server, clusterId, hierarchyId, resourceName, version)
 	if err != nil {
 		return nil, err
 	}
@@ -10273,6 +10310,61 @@ func NewListConfigVersionsRequest(server string, clusterId ClusterID, hierarchyI
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
 		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetConfigVersionRequest constructs an http.Request for the GetConfigVersion method
+func NewGetConfigVersionRequest(server string, clusterId ClusterID, hierarchyId HierarchyID, resourceName ResourceName, version int64) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "cluster_id", clusterId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "hierarchy_id", hierarchyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "resource_name", resourceName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam3 string
+
+	pathParam3, err = runtime.StyleParamWithOptions("simple", false, "version", version, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/clusters/%s/hierarchies/%s/config-versions/%s/%s", pathParam0, pathParam1, pathParam2, pathParam3)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -13636,6 +13728,19 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions (the `ListConfigVersions` operationId).
 	ListConfigVersionsWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, params *ListConfigVersionsParams, reqEditors ...RequestEditorFn) (*ListConfigVersionsResponse, error)
 
+	// GetConfigVersionWithResponse One captured configuration version, with its contents
+	//
+	// A version as listed by `listConfigVersions` (with what changed
+	// since the version before it), and each file's content, to read or
+	// restore it, unless the resource is secret: a secret version's
+	// contents are never returned. 404 when the version was never
+	// captured or was pruned.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions/{resource_name}/{version} (the `GetConfigVersion` operationId).
+	GetConfigVersionWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, resourceName ResourceName, version int64, reqEditors ...RequestEditorFn) (*GetConfigVersionResponse, error)
+
 	// ExplainHierarchyWithResponse Why a hierarchy is where it is
 	//
 	// The placement, the last stored decision about the hierarchy (with
@@ -16852,6 +16957,75 @@ func (r ListConfigVersionsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListConfigVersionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetConfigVersionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConfigVersion
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetConfigVersionResponse) GetJSON200() *ConfigVersion {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetConfigVersionResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetConfigVersionResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetConfigVersionResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetConfigVersionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetConfigVersionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetConfigVersionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetConfigVersionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetConfigVersionResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -22270,6 +22444,25 @@ func (c *ClientWithResponses) ListConfigVersionsWithResponse(ctx context.Context
 	return ParseListConfigVersionsResponse(rsp)
 }
 
+// GetConfigVersionWithResponse One captured configuration version, with its contents
+//
+// A version as listed by `listConfigVersions` (with what changed
+// since the version before it), and each file's content, to read or
+// restore it, unless the resource is secret: a secret version's
+// contents are never returned. 404 when the version was never
+// captured or was pruned.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions/{resource_name}/{version} (the `GetConfigVersion` operationId).
+func (c *ClientWithResponses) GetConfigVersionWithResponse(ctx context.Context, clusterId ClusterID, hierarchyId HierarchyID, resourceName ResourceName, version int64, reqEditors ...RequestEditorFn) (*GetConfigVersionResponse, error) {
+	rsp, err := c.GetConfigVersion(ctx, clusterId, hierarchyId, resourceName, version, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetConfigVersionResponse(rsp)
+}
+
 // ExplainHierarchyWithResponse Why a hierarchy is where it is
 //
 // The placement, the last stored decision about the hierarchy (with
@@ -25532,6 +25725,60 @@ func ParseListConfigVersionsResponse(rsp *http.Response) (*ListConfigVersionsRes
 			return nil, err
 		}
 		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetConfigVersionResponse parses an HTTP response from a GetConfigVersionWithResponse call
+func ParseGetConfigVersionResponse(rsp *http.Response) (*GetConfigVersionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetConfigVersionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConfigVersion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -695,6 +695,51 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/clusters/{cluster_id}/hierarchies/{hierarchy_id}/config-versions/{resource_name}/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+                /**
+                 * @description Version number.
+                 * @example 3
+                 */
+                version: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * One captured configuration version, with its contents
+         * @description A version as listed by `listConfigVersions` (with what changed
+         *     since the version before it), and each file's content, to read or
+         *     restore it, unless the resource is secret: a secret version's
+         *     contents are never returned. 404 when the version was never
+         *     captured or was pruned.
+         */
+        get: operations["getConfigVersion"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/clusters/{cluster_id}/nodes/{node_id}/enrollment-token": {
         parameters: {
             query?: never;
@@ -4987,6 +5032,12 @@ export interface components {
              */
             binary: boolean;
             /**
+             * Format: byte
+             * @description The content (base64): only in getConfigVersion, never for a secret resource.
+             * @example dGVzdA==
+             */
+            content?: string;
+            /**
              * @description Unified diff against the version before (text files of non-secret resources that changed).
              * @example --- /etc/postfix/main.cf (v2)
              *     +++ /etc/postfix/main.cf (v3)
@@ -7635,6 +7686,51 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             422: components["responses"]["UnprocessableEntity"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getConfigVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Cluster id.
+                 * @example 0195f7a4-0000-7000-8000-000000000001
+                 */
+                cluster_id: components["parameters"]["ClusterID"];
+                /**
+                 * @description Hierarchy id.
+                 * @example 0195f7a4-3333-7000-8000-000000000001
+                 */
+                hierarchy_id: components["parameters"]["HierarchyID"];
+                /**
+                 * @description Name of a resource of the hierarchy.
+                 * @example postfix-config
+                 */
+                resource_name: components["parameters"]["ResourceName"];
+                /**
+                 * @description Version number.
+                 * @example 3
+                 */
+                version: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The version. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConfigVersion"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
             default: components["responses"]["Problem"];
         };
     };
