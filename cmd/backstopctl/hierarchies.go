@@ -25,6 +25,7 @@ func newHierarchiesCmd(a *app) *cobra.Command {
 		hierarchiesReplaceCmd(a),
 		hierarchiesUpdateCmd(a),
 		hierarchiesDeleteCmd(a),
+		hierarchiesConfigCmd(a),
 	)
 	return cmd
 }
