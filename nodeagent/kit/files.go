@@ -49,9 +49,12 @@ func init() { kinds[backstop.KindFiles] = newFiles }
 // service for a configuration upload; the problem is logged instead.
 //
 // Start installs the newest version before the dependents start (they
-// start after it: dependency order). Stop uploads a last change before
-// the hierarchy leaves (an operator's edit just before a switchover).
-// Fence stops the uploader at once.
+// start after it: dependency order). The install report and the first
+// capture wait for the first check, which only comes once the whole
+// hierarchy is in service: a bring-up that rolls back reports and
+// uploads nothing. Stop uploads a last change before the hierarchy
+// leaves (an operator's edit just before a switchover). Fence stops the
+// uploader at once.
 type files struct {
 	name  string
 	p     backstop.FilesParams
@@ -73,6 +76,11 @@ type files struct {
 	lastProblem string
 	// up is the running uploader; nil when not in service here.
 	up *uploader
+	// checked is set by the first check after a start: the hierarchy
+	// is in service (monitors check only then). Until then nothing is
+	// reported or uploaded, so a bring-up that rolls back (perhaps with
+	// the node's own, stale files) leaves no version and no report.
+	checked bool
 }
 
 type installReport struct {
@@ -201,11 +209,22 @@ func (f *files) Stop(ctx context.Context) error {
 	}
 	up.cancel()
 	<-up.done
+	f.mu.Lock()
+	checked := f.checked
+	f.mu.Unlock()
+	if !checked {
+		// Never in service (a rolled-back bring-up): nothing ran with
+		// these files; they are no news worth a version.
+		return nil
+	}
 	if err := f.flush(ctx); err != nil {
 		// The service is down already; a lost last change must not keep
 		// the hierarchy from moving. Say so.
 		f.log.WarnContext(ctx, "last configuration change not uploaded before take-down", "resource", f.name, "err", err)
 	}
+	f.mu.Lock()
+	f.checked = false
+	f.mu.Unlock()
 	return nil
 }
 
@@ -222,9 +241,17 @@ func (f *files) Check(ctx context.Context, deep bool) error {
 		f.log.InfoContext(ctx, "watching the configuration again (the agent restarted while the hierarchy was in service)", "resource", f.name)
 		f.startUploader()
 	}
+	f.mu.Lock()
+	first := !f.checked
+	f.checked = true
+	pending := f.report != nil
+	f.mu.Unlock()
 	scanned, err := f.scan()
 	if err != nil {
 		f.problem(ctx, err)
+		if first || pending {
+			f.kick() // the install report at least
+		}
 		return nil
 	}
 	f.problem(ctx, nil)
@@ -232,7 +259,7 @@ func (f *files) Check(ctx context.Context, deep bool) error {
 	f.mu.Lock()
 	changed := sha != f.known
 	f.mu.Unlock()
-	if changed {
+	if changed || first || pending {
 		f.kick()
 	}
 	return nil
@@ -243,6 +270,7 @@ func (f *files) Fence() error {
 	f.mu.Lock()
 	up := f.up
 	f.up = nil
+	f.checked = false
 	f.mu.Unlock()
 	if up != nil {
 		up.cancel()
@@ -283,7 +311,6 @@ func (f *files) kick() {
 func (f *files) startUploader() {
 	ctx, cancel := context.WithCancel(context.Background())
 	up := &uploader{cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	up.wake <- struct{}{} // report the install, capture the first state
 	f.mu.Lock()
 	f.up = up
 	f.mu.Unlock()
@@ -317,8 +344,11 @@ func (f *files) flush(ctx context.Context) error {
 		return fmt.Errorf("%w: this agent has no control plane connection", ErrUnreachable)
 	}
 	f.mu.Lock()
-	rep := f.report
+	rep, checked := f.report, f.checked
 	f.mu.Unlock()
+	if !checked {
+		return nil // not known to be in service yet (see checked)
+	}
 	if rep != nil {
 		if err := f.store.Installed(ctx, rep.version, rep.sha, rep.source, rep.detail); err != nil {
 			return fmt.Errorf("report the installed version: %w", err)

@@ -138,6 +138,9 @@ func TestFilesCapture(t *testing.T) {
 	if err := f.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.Check(t.Context(), false); err != nil { // in service
+		t.Fatal(err)
+	}
 	if v := waitUpload(t, store); v != 1 {
 		t.Fatalf("first capture is version %d", v)
 	}
@@ -174,6 +177,9 @@ func TestFilesResumeAfterAgentRestart(t *testing.T) {
 	store := newFakeConfig()
 	f := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
 	if err := f.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Check(t.Context(), false); err != nil {
 		t.Fatal(err)
 	}
 	waitUpload(t, store)
@@ -218,6 +224,9 @@ func TestFilesSecretLooking(t *testing.T) {
 	if err := g.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	if err := g.Check(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
 	waitUpload(t, secret)
 	_ = g.Stop(t.Context())
 }
@@ -244,6 +253,9 @@ func TestFilesInstall(t *testing.T) {
 	store := newFakeConfig()
 	f := newFilesKit(t, store, map[string]any{"paths": []any{src}})
 	if err := f.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Check(t.Context(), false); err != nil {
 		t.Fatal(err)
 	}
 	waitUpload(t, store)
@@ -291,6 +303,12 @@ func TestFilesInstall(t *testing.T) {
 		if isTemp(e.Name()) {
 			t.Fatalf("temporary file left: %s", e.Name())
 		}
+	}
+	if len(store.installs()) != 0 {
+		t.Fatal("the install was reported before the hierarchy was in service")
+	}
+	if err := g.Check(t.Context(), false); err != nil {
+		t.Fatal(err)
 	}
 	select {
 	case <-store.reported:
@@ -391,9 +409,27 @@ func TestFilesUnreachable(t *testing.T) {
 	if err := strict.Start(t.Context()); err == nil || !strings.Contains(err.Error(), "on_unreachable is fail") {
 		t.Fatalf("on_unreachable fail: %v", err)
 	}
+	// A bring-up with the node's files that is rolled back before the
+	// control plane answers again uploads nothing at its take-down: a
+	// stale node's files must not become the newest version.
+	rolled := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
+	if err := rolled.Start(t.Context()); err != nil {
+		t.Fatalf("on_unreachable proceed: %v", err)
+	}
+	store.set(func(c *fakeConfig) { c.unreachable = false })
+	if err := rolled.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(store.versions) != 0 || len(store.installs()) != 0 {
+		t.Fatalf("rolled-back local start uploaded %d versions, %d reports", len(store.versions), len(store.installs()))
+	}
+	store.set(func(c *fakeConfig) { c.unreachable = true })
 	f := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
 	if err := f.Start(t.Context()); err != nil {
 		t.Fatalf("on_unreachable proceed: %v", err)
+	}
+	if err := f.Check(t.Context(), false); err != nil { // in service
+		t.Fatal(err)
 	}
 	store.set(func(c *fakeConfig) { c.unreachable = false })
 	if v := waitUpload(t, store); v != 1 {
