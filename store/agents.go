@@ -170,6 +170,10 @@ func (s *Store) AuthenticateAgent(ctx context.Context, credential string) (backs
 	return a, interpretError(err)
 }
 
+// heartbeatLockWaitSQL bounds how long a full heartbeat waits for a lock
+// (heartbeatLockWait).
+const heartbeatLockWaitSQL = `SET LOCAL lock_timeout = '250ms'`
+
 // RecordHeartbeat renews a node's lease, measured by the server's clock
 // from now: the cluster's lease TTL plus the server grace, so the agent's
 // own deadline (TTL from its send time) always passes first. An agent
@@ -190,6 +194,17 @@ func (s *Store) RecordHeartbeat(ctx context.Context, a backstop.AgentIdentity, r
 		var ttlMS int64
 		var was backstop.NodeState
 		var prev []byte
+		// A heartbeat waits for the node's row (a placement, the failure
+		// detector, this node's previous heartbeat still running) and the
+		// cluster's (events) at most heartbeatLockWait, then is answered
+		// 503 and the agent sends its next one: a heartbeat that waited
+		// longer would hold a pooled connection while the agent, past its
+		// own deadline, already sent the next, which would wait behind
+		// it. Nothing is granted by a heartbeat that gave up (the
+		// transaction rolls back), so this only ever shortens leases.
+		if _, err := tx.Exec(ctx, heartbeatLockWaitSQL); err != nil {
+			return ack, err
+		}
 		var prevSeen *time.Time
 		if err := tx.QueryRow(ctx, `SELECT state, report, last_heartbeat_at FROM nodes WHERE id = $1 FOR UPDATE`, a.NodeID).Scan(&was, &prev, &prevSeen); err != nil {
 			return ack, fmt.Errorf("node %s: %w", a.NodeID, interpretError(err))

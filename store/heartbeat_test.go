@@ -289,3 +289,37 @@ func TestRenewLeaseGroups(t *testing.T) {
 		t.Errorf("node %d after its row was let go: renewed %v, %v", locked, ok, err)
 	}
 }
+
+// TestHeartbeatGivesUpOnAHeldRow: a full heartbeat whose node row another
+// transaction holds waits at most heartbeatLockWait, then fails with
+// ErrBusy (503 to the agent) and grants nothing. Invariant (never two
+// copies): giving up only ever shortens a lease; and a heartbeat never
+// holds a connection for long behind someone else's lock.
+func TestHeartbeatGivesUpOnAHeldRow(t *testing.T) {
+	e := newJudgeEnv(t, 2)
+	ctx := t.Context()
+	e.exec(`UPDATE nodes SET lease_expires_at = now() + interval '10 ms' WHERE id = $1`, e.nodes[0].ID)
+	tx, err := e.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE`, e.nodes[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err = e.st.RecordHeartbeat(hctx, e.agent(0), backstop.AgentReport{ConfigVersion: 1, Raw: []byte(`{"config_version": 1}`)})
+	if !errors.Is(err, backstop.ErrBusy) {
+		t.Fatalf("heartbeat behind a held row: %v, want ErrBusy", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := e.leaseLeft(0); left > 100*time.Millisecond {
+		t.Errorf("a heartbeat that gave up renewed the lease (%v left)", left)
+	}
+	if _, err := e.st.RecordHeartbeat(ctx, e.agent(0), backstop.AgentReport{ConfigVersion: 1, Raw: []byte(`{"config_version": 1}`)}); err != nil {
+		t.Fatalf("heartbeat after the row was let go: %v", err)
+	}
+}

@@ -40,10 +40,11 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	// Two connections listen all the time (commands, events) and long
-	// polls and streams come in bursts: pgx's default of max(4, CPUs) is
-	// too small for a control plane.
-	cfg.MaxConns = max(cfg.MaxConns, 16)
+	// Two connections listen all the time (commands, events), long polls
+	// and streams come in bursts, and a full heartbeat may hold one while
+	// it waits for a lock (at most heartbeatLockWait): pgx's default of
+	// max(4, CPUs) is too small for a control plane.
+	cfg.MaxConns = max(cfg.MaxConns, 32)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)
@@ -133,6 +134,8 @@ func interpretError(err error) error {
 			return fmt.Errorf("%w: the object is still referenced (%s)", backstop.ErrConflict, pgErr.ConstraintName)
 		case "23514": // check_violation
 			return fmt.Errorf("%w: value out of range (%s)", backstop.ErrInvalid, pgErr.ConstraintName)
+		case "55P03": // lock_not_available: a lock_timeout ran out
+			return fmt.Errorf("%w: the change waited too long for a lock other work holds; nothing was changed, retry shortly", backstop.ErrBusy)
 		case "40P01", "40001": // deadlock_detected, serialization_failure
 			// Both %w: withTx still sees the driver error to retry on.
 			return fmt.Errorf("%w: the database aborted the change to resolve a conflict with concurrent work (%s); nothing was changed, retry shortly: %w",
