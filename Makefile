@@ -71,11 +71,12 @@ build:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 5 ./server/
 
-## bench-scale: the control plane's capacity curve: 250, 1,000 and 2,000
-## simulated agents (real protocol) at the lan profile against one
-## backstopd and a throwaway PostgreSQL (see e2e/cmd/agentload)
+## bench-scale: the control plane's capacity curve: 250, 1,000, 2,000 and
+## 4,000 simulated agents (real protocol) at the lan profile against one
+## backstopd and a throwaway PostgreSQL, with operators' GETs at 1,000/s
+## (see e2e/cmd/agentload; SCALE_FLAGS= adds or overrides flags)
 bench-scale:
-	$(GO) run ./e2e/cmd/agentload --agents 250,1000,2000 --profile lan $(SCALE_FLAGS)
+	$(GO) run ./e2e/cmd/agentload --agents 250,1000,2000,4000 --profile lan --api-rate 1000 $(SCALE_FLAGS)
 
 clean:
 	rm -rf bin
