@@ -52,6 +52,24 @@ func (e *env) enroll(token string) enrolled {
 	return out
 }
 
+// addNode creates a node in cluster cid and returns its id and its
+// enrollment token.
+func (e *env) addNode(cid, name string) (id, token string) {
+	e.t.Helper()
+	resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": name})
+	if resp.StatusCode != 201 {
+		e.t.Fatalf("node %s: %d %s", name, resp.StatusCode, b)
+	}
+	var n struct {
+		ID    string `json:"id"`
+		Token string `json:"enrollment_token"`
+	}
+	if err := json.Unmarshal(b, &n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n.ID, n.Token
+}
+
 // The agent side of a manual placement, spoken over HTTP the way an agent
 // does: enroll with the token's key fingerprint, long-poll, verify the
 // signed command, report the result; the operation and the placement
@@ -62,16 +80,8 @@ func TestAgentPlacementFlow(t *testing.T) {
 	cid, _ := clusterWithNodes(e, 0)
 	var tokens, nodes []string
 	for _, name := range []string{"mx1", "mx2"} {
-		resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": name})
-		if resp.StatusCode != 201 {
-			t.Fatalf("node: %d %s", resp.StatusCode, b)
-		}
-		var n struct {
-			ID    string `json:"id"`
-			Token string `json:"enrollment_token"`
-		}
-		_ = json.Unmarshal(b, &n)
-		tokens, nodes = append(tokens, n.Token), append(nodes, n.ID)
+		id, token := e.addNode(cid, name)
+		tokens, nodes = append(tokens, token), append(nodes, id)
 	}
 	resp, b := e.do("POST", "/v1/clusters/"+cid+"/hierarchies", mailSpec("mail", nodes))
 	if resp.StatusCode != 201 {
@@ -228,15 +238,8 @@ func TestAgentPlacementFlow(t *testing.T) {
 func TestAgentRestartHold(t *testing.T) {
 	e := newEnv(t, 1)
 	cid, _ := clusterWithNodes(e, 0)
-	resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": "mx1"})
-	if resp.StatusCode != 201 {
-		t.Fatalf("node: %d %s", resp.StatusCode, b)
-	}
-	var n struct {
-		Token string `json:"enrollment_token"`
-	}
-	_ = json.Unmarshal(b, &n)
-	en := e.enroll(n.Token)
+	_, token := e.addNode(cid, "mx1")
+	en := e.enroll(token)
 	beat := func(body map[string]any) (int, map[string]any) {
 		resp, b := e.agentDo(en.Credential, "POST", "/agent/v1/heartbeat", body)
 		var out map[string]any
@@ -249,7 +252,7 @@ func TestAgentRestartHold(t *testing.T) {
 	if code, ack := beat(map[string]any{"config_version": 0, "restart_hold_ms": 20000}); code != 200 || ack["lease_ttl_ms"] != float64(20000) {
 		t.Fatalf("heartbeat with a restart hold: %d %v; want lease_ttl_ms 20000", code, ack)
 	}
-	_, b = e.do("GET", "/v1/clusters/"+cid+"/events?type=node.restarting", nil)
+	_, b := e.do("GET", "/v1/clusters/"+cid+"/events?type=node.restarting", nil)
 	if !strings.Contains(string(b), "node mx1's agent is restarting; its hierarchies stay in place for up to 20000 ms") {
 		t.Fatalf("events: %s", b)
 	}
@@ -272,16 +275,8 @@ func TestEnrollmentChangesNoAgentConfiguration(t *testing.T) {
 	cid, _ := clusterWithNodes(e, 0)
 	var tokens, nodes []string
 	newNode := func(name string) {
-		resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": name})
-		if resp.StatusCode != 201 {
-			t.Fatalf("node: %d %s", resp.StatusCode, b)
-		}
-		var n struct {
-			ID    string `json:"id"`
-			Token string `json:"enrollment_token"`
-		}
-		_ = json.Unmarshal(b, &n)
-		tokens, nodes = append(tokens, n.Token), append(nodes, n.ID)
+		id, token := e.addNode(cid, name)
+		tokens, nodes = append(tokens, token), append(nodes, id)
 	}
 	for _, name := range []string{"mx1", "mx2", "mx3"} {
 		newNode(name)
@@ -355,15 +350,8 @@ func TestEnrollmentChangesNoAgentConfiguration(t *testing.T) {
 func TestHeartbeatFastLane(t *testing.T) {
 	e := newEnv(t, 1)
 	cid, _ := clusterWithNodes(e, 0)
-	resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": "mx1"})
-	if resp.StatusCode != 201 {
-		t.Fatalf("node: %d %s", resp.StatusCode, b)
-	}
-	var n struct {
-		Token string `json:"enrollment_token"`
-	}
-	_ = json.Unmarshal(b, &n)
-	en := e.enroll(n.Token)
+	_, token := e.addNode(cid, "mx1")
+	en := e.enroll(token)
 	send := func(contentType, body string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(t.Context(), "POST", e.url+"/agent/v1/heartbeat", strings.NewReader(body))

@@ -41,17 +41,9 @@ func TestConfigVersionsAPI(t *testing.T) {
 	cid, _ := clusterWithNodes(e, 0)
 	var creds, nodes []string
 	for _, name := range []string{"mx1", "mx2"} {
-		resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": name})
-		if resp.StatusCode != 201 {
-			t.Fatalf("node: %d %s", resp.StatusCode, b)
-		}
-		var n struct {
-			ID    string `json:"id"`
-			Token string `json:"enrollment_token"`
-		}
-		_ = json.Unmarshal(b, &n)
-		nodes = append(nodes, n.ID)
-		creds = append(creds, e.enroll(n.Token).Credential)
+		id, token := e.addNode(cid, name)
+		nodes = append(nodes, id)
+		creds = append(creds, e.enroll(token).Credential)
 	}
 	spec := mailSpec("mail", nodes)
 	res := spec["resources"].([]map[string]any)
