@@ -1095,9 +1095,13 @@ type pointResult struct {
 // collects the row.
 func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster) (pointResult, error) {
 	r := pointResult{agents: len(all)}
-	seqs, err := e.eventSeqs(ctx, clusters)
+	// Bounded: a control plane far beyond capacity may not answer these
+	// reads for minutes (4,000 agents on 2 cores); say so and stop.
+	sctx, cancel := context.WithTimeout(ctx, eventReadsTimeout)
+	seqs, err := e.eventSeqs(sctx, clusters)
+	cancel()
 	if err != nil {
-		return r, err
+		return r, fmt.Errorf("read the clusters' events before measuring (the API did not answer within %v: the control plane is beyond capacity?): %w", eventReadsTimeout, err)
 	}
 	m := e.m
 	m.mu.Lock()
@@ -1206,6 +1210,9 @@ func (e *env) events(ctx context.Context, cluster string, after int64) ([]event,
 	_, err := e.api.Do(ctx, "GET", fmt.Sprintf("/v1/clusters/%s/events?after=%d&limit=500", cluster, after), nil, 200, &page)
 	return page.Items, err
 }
+
+// eventReadsTimeout bounds the event reads that start a point.
+const eventReadsTimeout = 2 * time.Minute
 
 // eventSeqs returns the newest event seq of every cluster.
 func (e *env) eventSeqs(ctx context.Context, clusters []*loadCluster) (map[string]int64, error) {
