@@ -104,6 +104,7 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 	timer := time.NewTimer(iv)
 	defer timer.Stop()
 	for {
+		start := time.Now()
 		if err := e.Step(ctx, term); err != nil && ctx.Err() == nil {
 			if errors.Is(err, backstop.ErrStaleTerm) {
 				e.Log.ErrorContext(ctx, "engine: another replica leads now; stopping", "term", term)
@@ -128,12 +129,27 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 			return
 		case <-timer.C:
 		case <-e.wake():
+			// Poked: pass now, but passes still start at most once per
+			// Interval, as when the engine only ticked; a storm of
+			// events (many nodes flapping) must not make it read every
+			// cluster back to back.
+			if d := time.Until(start.Add(iv)); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-ctx.Done():
+					return
+				case <-timer.C:
+				}
+			}
 		}
 	}
 }
 
 // Step runs one pass: judge leases, advance two-step moves, decide and act.
 func (e *Engine) Step(ctx context.Context, term int64) error {
+	// Busy until this pass finds everything settled; an error keeps it
+	// busy (the pass is retried at the short interval).
+	e.busy = true
 	trs, err := e.Store.JudgeNodes(ctx, term)
 	if err != nil {
 		return fmt.Errorf("judge nodes: %w", err)
@@ -141,9 +157,6 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 	for _, tr := range trs {
 		e.Log.WarnContext(ctx, "node state changed", "node", tr.Node, "node_id", tr.NodeID, "from", tr.From, "to", tr.To)
 	}
-	// Busy until this pass finds everything settled; an error keeps it
-	// busy (the pass is retried at the short interval).
-	e.busy = true
 	advanced, err := e.Store.AdvanceMoves(ctx, term, e.Sign)
 	if err != nil {
 		return fmt.Errorf("advance moves: %w", err)

@@ -67,8 +67,9 @@ func (s *passStore) count() int {
 // does not reread the clusters at its short interval, but it still
 // passes right after the next lease runs out (failure detection is not
 // slowed by idling: invariant "a crash is detected when its lease
-// expires"), when poked (an event was heard), and at the short interval
-// while something is under way.
+// expires"), when poked (an event was heard; but never more often than
+// its short interval), and at the short interval while something is
+// under way.
 func TestEngineIdlesButDetectsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &passStore{}
@@ -106,6 +107,20 @@ func TestEngineIdlesButDetectsAtOnce(t *testing.T) {
 		if n := st.count(); n != before+1 {
 			t.Fatalf("passes in the 310 ms after a lease expiry was due: %d, want 1", n-before)
 		}
+
+		// A storm of pokes: passes still start at most once per
+		// Interval (50 ms), never back to back.
+		before = st.count()
+		for range 20 {
+			e.Poke()
+			time.Sleep(5 * time.Millisecond)
+		}
+		synctest.Wait()
+		if n := st.count() - before; n < 1 || n > 3 {
+			t.Fatalf("passes during 100 ms of pokes every 5 ms: %d, want 2 (at most one per 50 ms)", n)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
 
 		// Under way: back to the short interval.
 		st.set(true, 0)
