@@ -392,6 +392,9 @@ func TestHeartbeatFastLane(t *testing.T) {
 	if counter("fast", "renewed") < 1 {
 		t.Error("no heartbeat renewed its lease through the grouped renewal")
 	}
+	if _, m := e.do("GET", "/metrics", nil); !regexp.MustCompile(`backstop_http_requests_total\{code="200",method="POST",route="/agent/v1/heartbeat"\} [3-9]`).Match(m) {
+		t.Error("heartbeats served by the fast lane are not counted under their route in backstop_http_requests_total")
+	}
 	fence := `{"config_version":0,"fences":[{"at":"2026-11-26T06:00:00Z","reason":"lease expired","hierarchies":[]}]}`
 	if code, body := send("application/json", fence); code != 200 {
 		t.Fatalf("heartbeat with a fence report: %d %s", code, body)

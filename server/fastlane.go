@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/go-chi/chi/v5"
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 
@@ -84,6 +85,11 @@ func (s *Server) fastHeartbeat(w http.ResponseWriter, r *http.Request) (next *ht
 	hb, ok := decodeFastHeartbeat(body)
 	if !ok {
 		return r, release, false
+	}
+	// Served here, not by the router: name the route for the request
+	// metrics and the access log as the router would.
+	if rc := chi.RouteContext(ctx); rc != nil {
+		rc.RoutePatterns = append(rc.RoutePatterns, heartbeatPath)
 	}
 	ctx = context.WithValue(ctx, fastLaneKey{}, true)
 	resp, err := s.agentHandlers.AgentHeartbeat(ctx, api.AgentHeartbeatRequestObject{Body: hb})
