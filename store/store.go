@@ -136,7 +136,7 @@ func interpretError(err error) error {
 		case "23514": // check_violation
 			return fmt.Errorf("%w: value out of range (%s)", backstop.ErrInvalid, pgErr.ConstraintName)
 		case "55P03": // lock_not_available: a lock_timeout ran out
-			return fmt.Errorf("%w: the change waited too long for a lock other work holds; nothing was changed, retry shortly", backstop.ErrBusy)
+			return fmt.Errorf("%w: the change waited too long for a lock other work holds; nothing was changed, retry shortly: %w", backstop.ErrBusy, err)
 		case "40P01", "40001": // deadlock_detected, serialization_failure
 			// Both %w: withTx still sees the driver error to retry on.
 			return fmt.Errorf("%w: the database aborted the change to resolve a conflict with concurrent work (%s); nothing was changed, retry shortly: %w",
