@@ -24,13 +24,8 @@ func (nh *nodeHandlers) CreateNode(ctx context.Context, r api.CreateNodeRequestO
 	if err != nil {
 		return nil, err
 	}
-	a := toAPINode(n)
 	return api.CreateNode201JSONResponse{
-		Body: api.NodeCreated{
-			Id: a.Id, ClusterId: a.ClusterId, Name: a.Name, Description: a.Description, State: a.State,
-			Version: a.Version, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
-			EnrollmentToken: enr.Token, EnrollmentExpiresAt: enr.ExpiresAt,
-		},
+		Body:    toAPINodeCreated(n, enr),
 		Headers: api.CreateNode201ResponseHeaders{ETag: etag(n.Version), Location: location("/v1/clusters/%s/nodes/%s", n.ClusterID, n.ID)},
 	}, nil
 }
@@ -42,13 +37,8 @@ func (nh *nodeHandlers) ReissueEnrollmentToken(ctx context.Context, r api.Reissu
 	if err != nil {
 		return nil, err
 	}
-	a := toAPINode(n)
 	return api.ReissueEnrollmentToken200JSONResponse{
-		Body: api.NodeCreated{
-			Id: a.Id, ClusterId: a.ClusterId, Name: a.Name, Description: a.Description, State: a.State,
-			Version: a.Version, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
-			EnrollmentToken: enr.Token, EnrollmentExpiresAt: enr.ExpiresAt,
-		},
+		Body:    toAPINodeCreated(n, enr),
 		Headers: api.ReissueEnrollmentToken200ResponseHeaders{ETag: etag(n.Version)},
 	}, nil
 }
@@ -91,4 +81,15 @@ func (nh *nodeHandlers) DeleteNode(ctx context.Context, r api.DeleteNodeRequestO
 		return nil, err
 	}
 	return api.DeleteNode204Response{}, nil
+}
+
+// toAPINodeCreated is a node with the enrollment token shown only in the
+// answer that made it.
+func toAPINodeCreated(n backstop.Node, enr backstop.Enrollment) api.NodeCreated {
+	a := toAPINode(n)
+	return api.NodeCreated{
+		Id: a.Id, ClusterId: a.ClusterId, Name: a.Name, Description: a.Description, State: a.State,
+		Version: a.Version, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		EnrollmentToken: enr.Token, EnrollmentExpiresAt: enr.ExpiresAt,
+	}
 }

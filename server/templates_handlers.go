@@ -36,14 +36,7 @@ func (hh *hierarchyHandlers) GetTemplate(ctx context.Context, r api.GetTemplateR
 // as an ordinary hierarchy.
 func (hh *hierarchyHandlers) CreateHierarchyFromTemplate(ctx context.Context, r api.CreateHierarchyFromTemplateRequestObject) (api.CreateHierarchyFromTemplateResponseObject, error) {
 	b := r.Body
-	t, err := templates.Find(b.Template)
-	if err != nil {
-		return nil, err
-	}
-	if b.Version != nil && *b.Version != t.Version {
-		return nil, backstop.Invalid("/version", "template %s is at version %d, not %d: read it again (GET /v1/templates/%s) and check its parameters", t.Name, t.Version, *b.Version, t.Name)
-	}
-	h, err := t.Expand(b.Name, b.Parameters, fromAPIPriorities(b.Priorities))
+	t, h, err := expandTemplate(b.Template, b.Version, b.Name, b.Parameters, b.Priorities)
 	if err != nil {
 		return nil, err
 	}
@@ -64,14 +57,7 @@ func (hh *hierarchyHandlers) CreateHierarchyFromTemplate(ctx context.Context, r 
 // parameters, creating nothing.
 func (hh *hierarchyHandlers) ExpandTemplate(ctx context.Context, r api.ExpandTemplateRequestObject) (api.ExpandTemplateResponseObject, error) {
 	b := r.Body
-	t, err := templates.Find(r.TemplateName)
-	if err != nil {
-		return nil, err
-	}
-	if b.Version != nil && *b.Version != t.Version {
-		return nil, backstop.Invalid("/version", "template %s is at version %d, not %d: read it again (GET /v1/templates/%s) and check its parameters", t.Name, t.Version, *b.Version, t.Name)
-	}
-	h, err := t.Expand(b.Name, b.Parameters, fromAPIPriorities(b.Priorities))
+	t, h, err := expandTemplate(r.TemplateName, b.Version, b.Name, b.Parameters, b.Priorities)
 	if err != nil {
 		return nil, err
 	}
@@ -100,4 +86,18 @@ func toAPITemplate(t templates.Template) api.Template {
 		ps[i] = api.TemplateParameter{Name: p.Name, Description: p.Description, Type: api.TemplateParameterType(p.Type), Required: p.Required, Default: p.Default}
 	}
 	return api.Template{Name: t.Name, Version: t.Version, Title: t.Title, Description: t.Description, Parameters: ps, Hierarchy: t.Hierarchy}
+}
+
+// expandTemplate finds a template, checks the version the client read (if
+// it says) and expands it with the client's parameters.
+func expandTemplate(name string, version *int, hierarchy string, params map[string]any, prios []api.Priority) (templates.Template, backstop.Hierarchy, error) {
+	t, err := templates.Find(name)
+	if err != nil {
+		return t, backstop.Hierarchy{}, err
+	}
+	if version != nil && *version != t.Version {
+		return t, backstop.Hierarchy{}, backstop.Invalid("/version", "template %s is at version %d, not %d: read it again (GET /v1/templates/%s) and check its parameters", t.Name, t.Version, *version, t.Name)
+	}
+	h, err := t.Expand(hierarchy, params, fromAPIPriorities(prios))
+	return t, h, err
 }
