@@ -103,6 +103,21 @@ func newFilesKit(t *testing.T, store ConfigStore, params map[string]any) *files 
 	return f
 }
 
+// capturedKit starts a files resource, runs its first check and waits
+// for the capture it uploads.
+func capturedKit(t *testing.T, store *fakeConfig, params map[string]any) *files {
+	t.Helper()
+	f := newFilesKit(t, store, params)
+	if err := f.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Check(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	waitUpload(t, store)
+	return f
+}
+
 func waitUpload(t *testing.T, c *fakeConfig) int64 {
 	t.Helper()
 	select {
@@ -175,14 +190,7 @@ func TestFilesResumeAfterAgentRestart(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "main.cf"), "a = 1\n", 0o644)
 	store := newFakeConfig()
-	f := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
-	if err := f.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Check(t.Context(), false); err != nil {
-		t.Fatal(err)
-	}
-	waitUpload(t, store)
+	f := capturedKit(t, store, map[string]any{"paths": []any{dir}})
 	_ = f.Fence() // the agent process dies (its uploader with it)
 	writeFile(t, filepath.Join(dir, "main.cf"), "a = 2\n", 0o644)
 	g := newFilesKit(t, store, map[string]any{"paths": []any{dir}})
@@ -251,14 +259,7 @@ func TestFilesInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := newFakeConfig()
-	f := newFilesKit(t, store, map[string]any{"paths": []any{src}})
-	if err := f.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Check(t.Context(), false); err != nil {
-		t.Fatal(err)
-	}
-	waitUpload(t, store)
+	f := capturedKit(t, store, map[string]any{"paths": []any{src}})
 	_ = f.Stop(t.Context())
 	// The backup's files, under the same path: rewrite the version's paths
 	// to dst (as if dst were the same /etc/postfix on another node).
