@@ -19,7 +19,6 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/uuid"
@@ -207,7 +206,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	doc.Servers = nil // match paths as they are, whatever host serves them
-	if s.router, err = gorillamux.NewRouter(doc); err != nil {
+	if s.router, err = newContractRouter(doc); err != nil {
 		return nil, fmt.Errorf("server: build router: %w", err)
 	}
 	s.validation = contractValidation()
