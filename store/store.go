@@ -46,6 +46,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	// max(4, CPUs) is too small for a control plane. (32 measured the
 	// same as 16 at 1,000 agents, 48 worse.)
 	cfg.MaxConns = max(cfg.MaxConns, 16)
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		registerJSONCodecs(c.TypeMap())
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)
