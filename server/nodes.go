@@ -53,7 +53,7 @@ func (nh *nodeHandlers) ListNodes(ctx context.Context, r api.ListNodesRequestObj
 	for i, n := range ns {
 		out.Items[i] = toAPINode(n)
 	}
-	return out, nil
+	return listNodesJSON(out), nil
 }
 
 // GetNode returns a node.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,6 +188,8 @@ func BenchmarkReads(b *testing.B) {
 			}
 			if w := serve(); w.Code != 200 {
 				b.Fatalf("GET %s: %d %s", p.path, w.Code, w.Body)
+			} else if dir := os.Getenv("BACKSTOP_BENCH_DUMP"); dir != "" {
+				_ = os.WriteFile(filepath.Join(dir, p.kind+".json"), w.Body.Bytes(), 0o644)
 			} else if p.kind == "nodes" && strings.Count(w.Body.String(), `"path_id"`) != 128 {
 				b.Fatalf("nodes without their reports: %s", w.Body)
 			}
@@ -200,3 +204,4 @@ func BenchmarkReads(b *testing.B) {
 		})
 	}
 }
+
