@@ -2,11 +2,14 @@ package server
 
 import (
 	"bytes"
+	"encoding/hex"
 	"net/http"
 	"sync"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	jsonv1 "github.com/go-json-experiment/json/v1"
+	"github.com/google/uuid"
 
 	"github.com/backstop-ha/backstop/openapi/api"
 )
@@ -44,8 +47,26 @@ func (r getClusterJSON) VisitGetClusterResponse(w http.ResponseWriter) error {
 }
 
 // v1Rules are encoding/json's rules (HTML-safe escaping, sorted map
-// keys, nil slices as null, ...) for encoding/json/v2's encoder.
-var v1Rules = jsonv1.DefaultOptionsV1()
+// keys, nil slices as null, ...) for encoding/json/v2's encoder, which
+// writes ids without allocating (uuid.UUID's MarshalText allocates the
+// text of each: a quarter of a node list's allocations).
+var v1Rules = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv2.WithMarshalers(jsonv2.MarshalToFunc(encodeUUID)))
+
+// encodeUUID writes u as uuid.UUID.MarshalText does, quoted.
+func encodeUUID(enc *jsontext.Encoder, u uuid.UUID) error {
+	var b [38]byte
+	b[0], b[37] = '"', '"'
+	hex.Encode(b[1:9], u[0:4])
+	b[9] = '-'
+	hex.Encode(b[10:14], u[4:6])
+	b[14] = '-'
+	hex.Encode(b[15:19], u[6:8])
+	b[19] = '-'
+	hex.Encode(b[20:24], u[8:10])
+	b[24] = '-'
+	hex.Encode(b[25:37], u[10:])
+	return enc.WriteValue(b[:])
+}
 
 // maxPooledBuffer bounds the buffers kept for reuse: a rare huge answer
 // does not stay allocated.
