@@ -204,4 +204,3 @@ func BenchmarkReads(b *testing.B) {
 		})
 	}
 }
-
