@@ -30,6 +30,16 @@
 // the CPU and memory of backstopd, PostgreSQL and agentload itself, from
 // /proc.
 //
+// With --crashes N (default 3) N agents that hold a hierarchy in
+// service crash while each point is measured (they stop at once and
+// never answer again; their connections stay open and silent; their
+// peers report the paths to them dead), and each crash is followed to
+// the hierarchy in service on its other node: node.down, command issued,
+// delivered, answered, each from the fault. Take-overs delivered before
+// the crashed agent's lease could have run out are counted (must be 0);
+// crashed nodes are left out of the false detections and, from their
+// crash on, of the heartbeats expected (crash.go).
+//
 // With --api-rate N it also sends N operator GETs a second while each
 // point is measured, at a fixed rate (open loop: latency from each
 // request's scheduled time, so a stalled server is not hidden by a
@@ -114,6 +124,7 @@ type options struct {
 	apiRate     int
 	tls         bool
 	dbParams    string
+	crashes     int
 }
 
 func main() { os.Exit(run()) }
@@ -140,8 +151,13 @@ func run() int {
 	flag.StringVar(&o.dbParams, "db-params", "", "extra parameters of backstopd's --database-url, e.g. pool_max_conns=32")
 	flag.BoolVar(&o.tls, "tls", false, "serve the backstopd agentload starts over HTTPS (a throwaway CA; agents trust it and show client certificates of their keys, as backstop-agent does) instead of plain HTTP on loopback")
 	flag.BoolVar(&o.runEnrolled, "run-enrolled", false, "start each agent as soon as it has enrolled, as machines enrolled one after another do (default: start a point's agents once all are enrolled)")
+	flag.IntVar(&o.crashes, "crashes", 3, "node crashes per point: while measuring, this many agents holding a hierarchy in service die as crashed machines do (spread over the window), and each is followed to its hierarchy in service on the other node (0: none)")
 	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print the statements that took most time at each point")
 	flag.Parse()
+	if o.crashes < 0 {
+		fmt.Fprintln(os.Stderr, "agentload: --crashes must be 0 or more")
+		return 2
+	}
 	for f := range strings.SplitSeq(agents, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 || (len(o.agents) > 0 && n <= o.agents[len(o.agents)-1]) {
@@ -179,10 +195,13 @@ type env struct {
 	roots     *x509.CertPool // nil: the system's
 	apiLoad   *apiLoad       // --api-rate
 	tlsFiles  pki.Files      // --tls: the CA and server certificate of the backstopd started
+	byNode    map[string]*agent
+	crashes   *crashPlan
+	deadPaths sync.Map // crashed node id → time.Time its peers see their paths to it dead
 }
 
 func bench(ctx context.Context, o options) (err error) {
-	e := &env{o: o, m: newMetrics()}
+	e := &env{o: o, m: newMetrics(), byNode: map[string]*agent{}, crashes: newCrashPlan()}
 	dir, err := os.MkdirTemp("", "agentload-")
 	if err != nil {
 		return err
@@ -258,11 +277,14 @@ func bench(ctx context.Context, o options) (err error) {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	var all []*agent
 	defer func() {
 		cancel()
 		wg.Wait()
+		for _, a := range all {
+			a.wire.release()
+		}
 	}()
-	var all []*agent
 	var clusters []*loadCluster
 	var rows []pointResult
 	for _, n := range o.agents {
@@ -289,6 +311,10 @@ func bench(ctx context.Context, o options) (err error) {
 	}
 	fmt.Println()
 	printRows(os.Stdout, o, rows, true)
+	if o.crashes > 0 {
+		fmt.Println()
+		printCrashTable(os.Stdout, o, rows)
+	}
 	return nil
 }
 
@@ -488,6 +514,7 @@ type loadHierarchy struct {
 	cluster *loadCluster
 	nodes   [2]string // its priority 1 and 2
 	on      int       // index into nodes it is placed on (-1: nowhere)
+	crashed bool      // a node of it crashed (--crashes): it moves no more
 }
 
 // addAgents creates the nodes for agents from..to-1 (new clusters as
@@ -578,7 +605,7 @@ func (e *env) addAgents(ctx, runCtx context.Context, wg *sync.WaitGroup, from, t
 			}
 			agents[k] = a
 			if e.o.runEnrolled {
-				wg.Go(func() { a.run(runCtx) })
+				a.start(runCtx, wg)
 			}
 		})
 	}
@@ -593,8 +620,9 @@ func (e *env) addAgents(ctx, runCtx context.Context, wg *sync.WaitGroup, from, t
 	// agents with --run-enrolled); it no longer does, and either way
 	// each agent fetches its configuration about once.
 	for _, a := range agents {
+		e.byNode[a.nodeID] = a
 		if !e.o.runEnrolled {
-			wg.Go(func() { a.run(runCtx) })
+			a.start(runCtx, wg)
 		}
 	}
 	// Bring the hierarchies of the new clusters in service on their
@@ -730,6 +758,8 @@ type agent struct {
 	keys      map[string]ed25519.PublicKey
 	key       ed25519.PrivateKey
 	instance  string
+	wire      *wire              // its connections, cut by a crash
+	stop      context.CancelFunc // ends its loops (set by start)
 
 	// mu guards the fields below.
 	mu        sync.Mutex
@@ -742,11 +772,14 @@ type agent struct {
 	quickAt   time.Time
 	deepAt    time.Time
 	kick      chan struct{}
+	lastSent  time.Time // the newest heartbeat's send time
+	crashedAt time.Time // zero while it runs
 }
 
 func newAgent(e *env, clusterID, nodeID string) *agent {
 	a := &agent{e: e, clusterID: clusterID, nodeID: nodeID, inService: map[string]int64{}, epochs: map[string]int64{},
-		seen: map[string]bool{}, kick: make(chan struct{}, 1), instance: fmt.Sprintf("%016x", mrand.Uint64())}
+		seen: map[string]bool{}, kick: make(chan struct{}, 1), instance: fmt.Sprintf("%016x", mrand.Uint64()),
+		wire: newWire(net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}), stop: func() {}}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		panic(err)
@@ -761,7 +794,7 @@ func newAgent(e *env, clusterID, nodeID string) *agent {
 	// One transport per agent, set up as backstop-agent's: each agent
 	// has its own connections, as separate machines would.
 	doer := &http.Client{Transport: &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		DialContext:         a.wire.dial,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 		TLSClientConfig:     tlsConf,
@@ -823,6 +856,12 @@ func (a *agent) enroll(ctx context.Context, token string) error {
 	return nil
 }
 
+// start runs the agent until ctx ends or it crashes.
+func (a *agent) start(ctx context.Context, wg *sync.WaitGroup) {
+	ctx, a.stop = context.WithCancel(ctx)
+	wg.Go(func() { a.run(ctx) })
+}
+
 func (a *agent) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.heartbeatLoop(ctx) })
@@ -847,6 +886,7 @@ func (a *agent) heartbeatLoop(ctx context.Context) {
 		sent := time.Now()
 		a.mu.Lock()
 		lapsed := !first && sent.After(a.leaseEnd)
+		a.lastSent = sent
 		a.mu.Unlock()
 		if lapsed {
 			a.e.m.lapses.Add(1)
@@ -939,7 +979,13 @@ func (a *agent) report(now time.Time) client.Heartbeat {
 			}
 			loss := float32(0)
 			rtt := float32(0.2 + 0.2*mrand.Float64())
-			paths = append(paths, client.PathReport{PathId: p.Id, PeerNodeId: p.RemoteNodeId, State: client.PathReportStateUp, Loss: &loss, RttMs: &rtt})
+			pr := client.PathReport{PathId: p.Id, PeerNodeId: p.RemoteNodeId, State: client.PathReportStateUp, Loss: &loss, RttMs: &rtt}
+			if dead, ok := a.e.deadPaths.Load(p.RemoteNodeId.String()); ok && !now.Before(dead.(time.Time)) {
+				// The peer crashed (--crashes): its path heartbeats stopped.
+				loss = 1
+				pr.State, pr.RttMs = client.PathReportStateDown, nil
+			}
+			paths = append(paths, pr)
 		}
 	}
 	return client.Heartbeat{ConfigVersion: version, Instance: &a.instance, Hierarchies: &hiers, Resources: &res, Paths: &paths}
@@ -1008,19 +1054,23 @@ func (a *agent) pollLoop(ctx context.Context) {
 		now := time.Now()
 		for _, env := range resp.JSON200.Commands {
 			a.e.m.delivered.LoadOrStore(env.CommandId.String(), now)
-			a.handle(ctx, env)
+			if cmd, answered, ok := a.handle(ctx, env); ok && cmd.Action == envelope.BringInService {
+				a.e.crashes.tookOver(a.nodeID, cmd, now, answered)
+			}
 		}
 	}
 }
 
 // handle verifies an envelope and answers it: a verified command
 // "runs" (its steps take no time here) and succeeds; a refused one is
-// reported rejected with its reason, as the agent does.
-func (a *agent) handle(ctx context.Context, e client.Envelope) {
+// reported rejected with its reason, as the agent does. It returns the
+// verified command (ok false: refused) and when its success answer was
+// acknowledged (zero: it was not).
+func (a *agent) handle(ctx context.Context, e client.Envelope) (cmd envelope.Command, answered time.Time, ok bool) {
 	a.mu.Lock()
 	v := envelope.Verifier{ClusterID: a.clusterID, NodeID: a.nodeID, Keys: a.keys, Memory: a}
-	cmd, err := v.Verify(envelope.Envelope{Payload: e.Payload, KeyID: e.KeyId, Signature: e.Signature})
-	if err == nil && cmd.ID != e.CommandId.String() {
+	c, err := v.Verify(envelope.Envelope{Payload: e.Payload, KeyID: e.KeyId, Signature: e.Signature})
+	if err == nil && c.ID != e.CommandId.String() {
 		err = &envelope.Rejection{Reason: envelope.ReasonMalformed, Detail: "command id mismatch"}
 	}
 	var res client.CommandResult
@@ -1035,6 +1085,7 @@ func (a *agent) handle(ctx context.Context, e client.Envelope) {
 		d := err.Error()
 		res = client.CommandResult{Status: client.CommandResultStatusRejected, Reason: &reason, Detail: &d}
 	} else {
+		cmd, ok = *c, true
 		a.seen[cmd.ID] = true
 		a.epochs[cmd.HierarchyID] = max(a.epochs[cmd.HierarchyID], cmd.Epoch)
 		a.term = max(a.term, cmd.Term)
@@ -1059,7 +1110,10 @@ func (a *agent) handle(ctx context.Context, e client.Envelope) {
 		resp, err := a.c.AgentCommandResultWithResponse(tctx, e.CommandId, res)
 		cancel()
 		if err == nil && resp.StatusCode() < 300 {
-			return
+			if ok {
+				answered = time.Now()
+			}
+			return cmd, answered, ok
 		}
 		if err == nil {
 			err = fmt.Errorf("result: HTTP %d: %.200s", resp.StatusCode(), resp.Body)
@@ -1067,6 +1121,7 @@ func (a *agent) handle(ctx context.Context, e client.Envelope) {
 		a.e.m.fail(err)
 		_ = testkit.Sleep(ctx, 200*time.Millisecond)
 	}
+	return cmd, answered, ok
 }
 
 // pointResult is one row of the curve.
@@ -1087,8 +1142,9 @@ type pointResult struct {
 	placeErr              string
 	measured              time.Duration
 	load1                 string
-	api                   *apiResult // --api-rate
-	pool0, pool1          poolStats  // backstopd's API pool at the start and end
+	api                   *apiResult   // --api-rate
+	crash                 *crashResult // --crashes
+	pool0, pool1          poolStats    // backstopd's API pool at the start and end
 }
 
 // measure resets the counters, runs the window (with placements) and
@@ -1127,19 +1183,23 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	r.pool0 = e.scrapePool(ctx)
 	cpu0 := e.cpuTimes()
 	start := time.Now()
+	var hs []*loadHierarchy
+	for _, c := range clusters {
+		hs = append(hs, c.hierarchies...)
+	}
+	crashes := make(chan crashRun, 1)
+	go func() { crashes <- e.runCrashes(ctx, hs, start) }()
 	var lat placeLatency
 	var placeErr error
 	if e.o.placeEvery > 0 {
-		var hs []*loadHierarchy
-		for _, c := range clusters {
-			hs = append(hs, c.hierarchies...)
-		}
-		for k := 0; time.Since(start) < e.o.duration && len(hs) > 0; k++ {
+		for k := 0; time.Since(start) < e.o.duration; k++ {
 			next := start.Add(time.Duration(k+1) * e.o.placeEvery)
-			h := hs[mrand.IntN(len(hs))]
-			if err := e.place(ctx, h, 1-h.on, &lat); err != nil && placeErr == nil {
-				placeErr = err
-				logf("placement: %v", err)
+			if h, done := e.crashes.pickSwitchover(hs); h != nil {
+				if err := e.place(ctx, h, 1-h.on, &lat); err != nil && placeErr == nil {
+					placeErr = err
+					logf("placement: %v", err)
+				}
+				done()
 			}
 			if err := testkit.Sleep(ctx, time.Until(next)); err != nil {
 				return r, err
@@ -1149,7 +1209,8 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	if err := testkit.Sleep(ctx, time.Until(start.Add(e.o.duration))); err != nil {
 		return r, err
 	}
-	r.measured = time.Since(start)
+	end := time.Now()
+	r.measured = end.Sub(start)
 	cpu1 := e.cpuTimes()
 	r.pool1 = e.scrapePool(ctx)
 	if apiDone != nil {
@@ -1163,7 +1224,7 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	r.ownCPU = 100 * (cpu1.own - cpu0.own) / secs
 	r.srvRSS, r.pgRSS = cpu1.srvRSS, cpu1.pgRSS
 	r.acked = float64(m.acked.Load()) / secs
-	r.expected = float64(len(all)) * 1000 / float64(e.timing.HeartbeatMs)
+	r.expected = liveAgentSeconds(all, start, end) / secs * 1000 / float64(e.timing.HeartbeatMs)
 	m.mu.Lock()
 	lats := slices.Clone(m.latencies)
 	m.mu.Unlock()
@@ -1179,8 +1240,19 @@ func (e *env) measure(ctx context.Context, all []*agent, clusters []*loadCluster
 	r.placements = len(lat.done)
 	r.delivP50, r.delivMax = pct(lat.delivered, 50), pct(lat.delivered, 100)
 	r.doneP50, r.doneMax = pct(lat.done, 50), pct(lat.done, 100)
-	if r.down, r.unreachable, err = e.countDetections(ctx, clusters, seqs); err != nil {
+	// The crashes' take-overs, then every event of the window.
+	cr := <-crashes
+	evs, err := e.eventsAfter(ctx, clusters, seqs)
+	if err != nil {
 		return r, err
+	}
+	r.down, r.unreachable = e.countDetections(evs)
+	if e.o.crashes > 0 {
+		c := summarize(cr.watches, evs, e.o.crashes, cr.skipped)
+		r.crash = &c
+		for _, l := range c.timelines {
+			logf("crash: %s", l)
+		}
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		r.load1 = strings.Fields(string(b))[0]
@@ -1199,8 +1271,10 @@ func pct(ds []time.Duration, p float64) time.Duration {
 }
 
 type event struct {
-	Seq  int64  `json:"seq"`
-	Type string `json:"type"`
+	Seq     int64             `json:"seq"`
+	Type    string            `json:"type"`
+	Subject map[string]string `json:"subject"`
+	At      time.Time         `json:"at"`
 }
 
 func (e *env) events(ctx context.Context, cluster string, after int64) ([]event, error) {
@@ -1232,31 +1306,42 @@ func (e *env) eventSeqs(ctx context.Context, clusters []*loadCluster) (map[strin
 	return seqs, nil
 }
 
-// countDetections counts node.down and node.unreachable events after
-// seqs: every simulated node is healthy, so each is a false detection.
-func (e *env) countDetections(ctx context.Context, clusters []*loadCluster, seqs map[string]int64) (down, unreachable int, err error) {
+// eventsAfter reads every cluster's events after seqs.
+func (e *env) eventsAfter(ctx context.Context, clusters []*loadCluster, seqs map[string]int64) ([]event, error) {
+	var all []event
 	for _, c := range clusters {
 		seq := seqs[c.id]
 		for {
 			evs, err := e.events(ctx, c.id, seq)
 			if err != nil {
-				return down, unreachable, err
+				return nil, err
 			}
 			if len(evs) == 0 {
 				break
 			}
-			for _, ev := range evs {
-				switch ev.Type {
-				case "node.down":
-					down++
-				case "node.unreachable":
-					unreachable++
-				}
-			}
+			all = append(all, evs...)
 			seq = evs[len(evs)-1].Seq
 		}
 	}
-	return down, unreachable, nil
+	return all, nil
+}
+
+// countDetections counts the node.down and node.unreachable events of
+// nodes whose agent runs: each is a false detection. The nodes crashed
+// on purpose (--crashes) are counted with their crash.
+func (e *env) countDetections(evs []event) (down, unreachable int) {
+	for _, ev := range evs {
+		if a := e.byNode[ev.Subject["node_id"]]; a != nil && a.crashed() {
+			continue
+		}
+		switch ev.Type {
+		case "node.down":
+			down++
+		case "node.unreachable":
+			unreachable++
+		}
+	}
+	return down, unreachable
 }
 
 // cpu is CPU seconds used so far and resident memory.
@@ -1356,6 +1441,9 @@ func printRows(w io.Writer, o options, rows []pointResult, header bool) {
 				acq, waited, waitS := r.pool1.acquires-r.pool0.acquires, r.pool1.waited-r.pool0.waited, r.pool1.waitS-r.pool0.waitS
 				fmt.Fprintf(w, "  backstopd API pool: %.0f acquires, %.0f waited for a connection (%.1f%%), %.1f ms waited on average\n",
 					acq, waited, 100*waited/max(acq, 1), 1000*waitS/max(waited, 1))
+			}
+			if r.crash != nil {
+				printCrashes(w, r.crash)
 			}
 			fmt.Fprintf(w, "  config fetches %d, commands rejected %d, declared-down answers %d", r.configs, r.rejected, r.declared)
 			if r.lastErr != "" {
