@@ -74,6 +74,7 @@ bench:
 ## bench-scale: the control plane's capacity curve: 250, 1,000, 2,000 and
 ## 4,000 simulated agents (real protocol) at the lan profile against one
 ## backstopd and a throwaway PostgreSQL, with operators' GETs at 1,000/s
+## and 3 node crashes per point followed to their take-over
 ## (see e2e/cmd/agentload; SCALE_FLAGS= adds or overrides flags)
 bench-scale:
 	$(GO) run ./e2e/cmd/agentload --agents 250,1000,2000,4000 --profile lan --api-rate 1000 $(SCALE_FLAGS)
