@@ -79,6 +79,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,6 +126,7 @@ type options struct {
 	tls         bool
 	dbParams    string
 	crashes     int
+	cpuProfile  string
 }
 
 func main() { os.Exit(run()) }
@@ -153,6 +155,7 @@ func run() int {
 	flag.BoolVar(&o.runEnrolled, "run-enrolled", false, "start each agent as soon as it has enrolled, as machines enrolled one after another do (default: start a point's agents once all are enrolled)")
 	flag.IntVar(&o.crashes, "crashes", 3, "node crashes per point: while measuring, this many agents holding a hierarchy in service die as crashed machines do (spread over the window), and each is followed to its hierarchy in service on the other node (0: none)")
 	flag.BoolVar(&o.pgStats, "pg-stats", false, "load pg_stat_statements and print the statements that took most time at each point")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write agentload's own CPU profile to this file (where the load tool's share of the cores goes)")
 	flag.Parse()
 	if o.crashes < 0 {
 		fmt.Fprintln(os.Stderr, "agentload: --crashes must be 0 or more")
@@ -168,6 +171,21 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "agentload:", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "agentload:", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	if err := bench(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "agentload:", err)
 		if ctx.Err() != nil {
