@@ -152,6 +152,20 @@ type NodeTransition struct {
 	From, To                NodeState
 }
 
+// LeaseOutlook is what the failover engine reads about leases at the
+// start of a pass: whether the failure detector has work, and when it
+// will next.
+type LeaseOutlook struct {
+	// Lapsed: some up or unreachable node's lease has run out (it is to
+	// be judged, or judged again).
+	Lapsed bool
+	// Running: some up or unreachable node holds a lease still running;
+	// Next is how long until the first of them runs out, by the
+	// database clock.
+	Running bool
+	Next    time.Duration
+}
+
 // Move kinds for StartMove and incidents.
 const (
 	MoveFailover   = "failover"

@@ -29,7 +29,7 @@ type eventHandlers struct {
 	// events counts committed events by type and severity.
 	events *prometheus.CounterVec
 	// onChange is Config.OnChange.
-	onChange func()
+	onChange func(clusterID string)
 }
 
 // eventStore is what eventHandlers read.
@@ -139,7 +139,7 @@ func (eh *eventHandlers) RunEvents(ctx context.Context) {
 			eh.events.WithLabelValues(e.Type, e.Severity).Inc()
 			eh.hub.publish(e.ClusterID)
 			if eh.onChange != nil {
-				eh.onChange()
+				eh.onChange(e.ClusterID)
 			}
 		})
 		if ctx.Err() != nil {
@@ -147,6 +147,9 @@ func (eh *eventHandlers) RunEvents(ctx context.Context) {
 		}
 		eh.log.WarnContext(ctx, "event listener stopped; restarting", "err", err)
 		eh.hub.publish("")
+		if eh.onChange != nil {
+			eh.onChange("") // events may be missed until it listens again
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):

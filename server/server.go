@@ -67,11 +67,14 @@ type Config struct {
 	// serves TLS itself.
 	AgentClientCert bool
 	// OnChange, if set, is called when something the failover engine
-	// reads may have changed: for each event this replica hears (any
-	// replica's), and after each successful change an operator makes
-	// through this replica. The leader's engine passes at once then
-	// (failover.Engine.Poke) instead of at its idle interval.
-	OnChange func()
+	// reads may have changed: with the cluster's id for each event this
+	// replica hears (any replica's), with "" (anything may have changed)
+	// after each successful change an operator makes through this
+	// replica and when the event listener restarted. The leader's engine
+	// passes at once then and reads that cluster, or every cluster
+	// (failover.Engine.PokeCluster, Poke), instead of waiting for its
+	// idle interval.
+	OnChange func(clusterID string)
 }
 
 // Server is the Backstop HTTP API. It is an http.Handler.
@@ -115,7 +118,7 @@ type Server struct {
 	// agentClientCert is Config.AgentClientCert.
 	agentClientCert bool
 	// onChange is Config.OnChange.
-	onChange func()
+	onChange func(clusterID string)
 }
 
 // gateStore is what the gate needs: credentials and idempotency keys.
@@ -301,7 +304,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		d := time.Since(start)
 		s.metrics.observe(r.Method, route, ww.Status(), d)
 		if s.onChange != nil && r.Method != http.MethodGet && ww.Status() < 400 && strings.HasPrefix(r.URL.Path, "/v1/") {
-			s.onChange()
+			s.onChange("")
 		}
 		level := slog.LevelInfo
 		if ww.Status() < 400 && strings.HasPrefix(r.URL.Path, "/agent/") {

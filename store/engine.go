@@ -190,37 +190,46 @@ func (s *Store) JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTran
 	})
 }
 
-// NextLeaseExpiry returns how long until the next lease of an up or
-// unreachable node runs out (plus its grace), measured by the database
-// clock, or ok false when no lease runs. The engine sleeps until then
-// instead of polling blindly, so detection costs no tick latency. Leases
-// that already ran out are left out: a node JudgeNodes left unjudged
-// (no fresh evidence, or a new leader's grace) or found unreachable
-// would otherwise make the engine wake at once, again and again, and
-// spin exactly when the control plane is overloaded. Such nodes are
-// judged again at the engine's regular interval.
-func (s *Store) NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error) {
+// LeaseOutlook tells the engine, in one pass over the nodes, whether any
+// lease of an up or unreachable node has run out (JudgeNodes has work:
+// the engine skips it otherwise, it is the costliest read of a pass) and
+// how long until the next running one runs out, by the database clock.
+// The engine sleeps until then instead of polling blindly, so detection
+// costs no tick latency. Leases that already ran out are left out of
+// Next: a node JudgeNodes left unjudged (no fresh evidence, or a new
+// leader's grace) or found unreachable would otherwise make the engine
+// wake at once, again and again, and spin exactly when the control plane
+// is overloaded. Such nodes are judged again at the engine's passes.
+func (s *Store) LeaseOutlook(ctx context.Context) (backstop.LeaseOutlook, error) {
 	var ms *float64
-	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM min(lease_expires_at) - now()) * 1000 FROM nodes
-		WHERE state IN ('up', 'unreachable') AND lease_expires_at > now()`).Scan(&ms)
-	if err != nil || ms == nil {
-		return 0, false, interpretError(err)
+	var o backstop.LeaseOutlook
+	err := s.pool.QueryRow(ctx, `SELECT extract(epoch FROM min(lease_expires_at) FILTER (WHERE lease_expires_at > now()) - now()) * 1000,
+		coalesce(bool_or(lease_expires_at < now()), false)
+		FROM nodes WHERE state IN ('up', 'unreachable')`).Scan(&ms, &o.Lapsed)
+	if err != nil {
+		return o, interpretError(err)
 	}
-	return time.Duration(*ms * float64(time.Millisecond)), true, nil
+	if ms != nil {
+		o.Running, o.Next = true, time.Duration(*ms*float64(time.Millisecond))
+	}
+	return o, nil
 }
 
-// ClusterStatuses reads what the failover engine decides from, for every
-// cluster with hierarchies. Placements failed on an up node (the agent
-// gave up after local recovery, or a bring-up failed) are first turned
-// into failed marks.
-func (s *Store) ClusterStatuses(ctx context.Context) ([]backstop.ClusterStatus, error) {
+// ClusterStatuses reads what the failover engine decides from, for the
+// clusters ids that have hierarchies (nil: every cluster with
+// hierarchies; ids of clusters gone or without hierarchies are left
+// out). Placements failed on an up node (the agent gave up after local
+// recovery, or a bring-up failed) are first turned into failed marks.
+func (s *Store) ClusterStatuses(ctx context.Context, ids []string) ([]backstop.ClusterStatus, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) ([]backstop.ClusterStatus, error) {
 		if _, err := tx.Exec(ctx, `INSERT INTO failed_marks (hierarchy_id, node_id, reason)
 			SELECT h.id, h.placement_node_id, h.placement_detail FROM hierarchies h JOIN nodes n ON n.id = h.placement_node_id
-			WHERE h.placement_state = 'failed' AND n.state = 'up' ON CONFLICT DO NOTHING`); err != nil {
+			WHERE h.placement_state = 'failed' AND n.state = 'up' AND ($1::uuid[] IS NULL OR h.cluster_id = ANY($1::uuid[]))
+			ON CONFLICT DO NOTHING`, ids); err != nil {
 			return nil, err
 		}
-		rows, err := tx.Query(ctx, `SELECT `+clusterColumns+` FROM clusters c WHERE EXISTS (SELECT 1 FROM hierarchies h WHERE h.cluster_id = c.id) ORDER BY id`)
+		rows, err := tx.Query(ctx, `SELECT `+clusterColumns+` FROM clusters c WHERE EXISTS (SELECT 1 FROM hierarchies h WHERE h.cluster_id = c.id)
+			AND ($1::uuid[] IS NULL OR c.id = ANY($1::uuid[])) ORDER BY id`, ids)
 		if err != nil {
 			return nil, err
 		}

@@ -185,8 +185,8 @@ func TestJudgeStarvedControlPlane(t *testing.T) {
 		t.Fatalf("node events with every lease lapsed: %v", evs)
 	}
 	// The engine reads them as up, with no lapsed lease to wake for.
-	if _, ok, err := e.st.NextLeaseExpiry(t.Context()); err != nil || ok {
-		t.Fatalf("NextLeaseExpiry with every lease lapsed: ok %v, err %v; want no lease to wait for", ok, err)
+	if o, err := e.st.LeaseOutlook(t.Context()); err != nil || o.Running || !o.Lapsed {
+		t.Fatalf("LeaseOutlook with every lease lapsed: %+v, err %v; want no lease to wait for, lapsed ones to judge", o, err)
 	}
 	// The control plane recovers: n2's heartbeat arrives first and sees
 	// n1 and n3 alive, so they are unreachable at most, never down.
@@ -366,16 +366,36 @@ func TestJudgeNewLeaderGrace(t *testing.T) {
 	}
 }
 
-// The engine never spins: NextLeaseExpiry waits for the next lease still
-// running, never for one already lapsed (a node left unjudged, or
-// unreachable, keeps a lapsed lease for as long as that lasts).
-func TestNextLeaseExpiryIgnoresLapsed(t *testing.T) {
-	e := newJudgeEnv(t, 2)
+// The engine never spins: LeaseOutlook's Next is the next lease still
+// running, never one already lapsed (a node left unjudged, or
+// unreachable, keeps a lapsed lease for as long as that lasts); Lapsed
+// tells whether the failure detector has work (the engine judges only
+// then: invariant "a crash is detected when its lease expires" rests on
+// Lapsed being true as soon as any up or unreachable node's lease ran
+// out).
+func TestLeaseOutlook(t *testing.T) {
+	e := newJudgeEnv(t, 3)
+	for i := range 3 {
+		e.exec(`UPDATE nodes SET state = 'up', lease_expires_at = now() + interval '10 s' WHERE id = $1`, e.nodes[i].ID)
+	}
+	if o, err := e.st.LeaseOutlook(t.Context()); err != nil || !o.Running || o.Lapsed || o.Next <= 9*time.Second || o.Next > 10*time.Second {
+		t.Fatalf("LeaseOutlook, every lease running for 10 s: %+v, %v; want running, none lapsed, 9 s < next ≤ 10 s", o, err)
+	}
 	e.lapse(0)
 	e.exec(`UPDATE nodes SET lease_expires_at = now() + interval '800 ms' WHERE id = $1`, e.nodes[1].ID)
-	d, ok, err := e.st.NextLeaseExpiry(t.Context())
-	if err != nil || !ok || d <= 0 || d > 800*time.Millisecond {
-		t.Fatalf("NextLeaseExpiry: %v, %v, %v; want n2's lease, 0 < d ≤ 800 ms", d, ok, err)
+	o, err := e.st.LeaseOutlook(t.Context())
+	if err != nil || !o.Running || !o.Lapsed || o.Next <= 0 || o.Next > 800*time.Millisecond {
+		t.Fatalf("LeaseOutlook: %+v, %v; want n1 lapsed, n2's lease next, 0 < next ≤ 800 ms", o, err)
+	}
+	// An unreachable node's lapsed lease is still judged (it may turn
+	// out down); a down or pending node's is not.
+	e.exec(`UPDATE nodes SET state = 'unreachable' WHERE id = $1`, e.nodes[0].ID)
+	if o, err := e.st.LeaseOutlook(t.Context()); err != nil || !o.Lapsed {
+		t.Fatalf("LeaseOutlook with n1 unreachable: %+v, %v; want lapsed", o, err)
+	}
+	e.exec(`UPDATE nodes SET state = 'down' WHERE id = $1`, e.nodes[0].ID)
+	if o, err := e.st.LeaseOutlook(t.Context()); err != nil || o.Lapsed {
+		t.Fatalf("LeaseOutlook with n1 down: %+v, %v; want nothing lapsed", o, err)
 	}
 }
 

@@ -46,7 +46,7 @@ func TestFencedBringUpLeavesNoFailedMark(t *testing.T) {
 				Detail: "the node fenced itself while the command ran"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.st.ClusterStatuses(t.Context()); err != nil { // turns failed placements on up nodes into marks
+			if _, err := e.st.ClusterStatuses(t.Context(), nil); err != nil { // turns failed placements on up nodes into marks
 				t.Fatal(err)
 			}
 			st, err := e.st.ClusterStatus(t.Context(), e.c.ID)

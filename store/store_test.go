@@ -354,7 +354,7 @@ func TestLateFenceReport(t *testing.T) {
 	}
 	// A clean fence leaves the hierarchy failed with no node and no failed
 	// mark, so the engine places it again (the node is up: on it).
-	if _, err := st.ClusterStatuses(t.Context()); err != nil { // turns failed placements on up nodes into marks
+	if _, err := st.ClusterStatuses(t.Context(), nil); err != nil { // turns failed placements on up nodes into marks
 		t.Fatal(err)
 	}
 	for id, want := range map[string]backstop.Placement{old.ID: {State: backstop.PlacementFailed}, fresh.ID: {NodeID: n1.ID, State: backstop.PlacementInService}} {
@@ -386,7 +386,7 @@ func TestFailedFenceKeepsTheNode(t *testing.T) {
 	if _, err := e.st.RecordHeartbeat(t.Context(), a, rep); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.ClusterStatuses(t.Context()); err != nil {
+	if _, err := e.st.ClusterStatuses(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.st.FindHierarchyByID(t.Context(), e.c.ID, h.ID)

@@ -288,9 +288,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	// server.Config.OnChange); it is made after the server, which it
 	// reports fences to.
 	var poke atomic.Pointer[failover.Engine]
-	scfg.OnChange = func() {
+	scfg.OnChange = func(clusterID string) {
 		if e := poke.Load(); e != nil {
-			e.Poke()
+			e.PokeCluster(clusterID)
 		}
 	}
 	srv, err := server.New(scfg)

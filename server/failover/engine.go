@@ -17,8 +17,10 @@ import (
 // leads, so a deposed leader cannot act.
 type Store interface {
 	JudgeNodes(ctx context.Context, term int64) ([]backstop.NodeTransition, error)
-	NextLeaseExpiry(ctx context.Context) (time.Duration, bool, error)
-	ClusterStatuses(ctx context.Context) ([]backstop.ClusterStatus, error)
+	LeaseOutlook(ctx context.Context) (backstop.LeaseOutlook, error)
+	// ClusterStatuses reads clusters ids (nil: every cluster) that have
+	// hierarchies.
+	ClusterStatuses(ctx context.Context, ids []string) ([]backstop.ClusterStatus, error)
 	StartMove(ctx context.Context, term int64, m backstop.MoveRequest, sign backstop.Signer) (backstop.Incident, *backstop.Operation, error)
 	AdvanceMoves(ctx context.Context, term int64, sign backstop.Signer) (int, error)
 	FailHierarchy(ctx context.Context, term int64, clusterID, hierarchyID string, expectEpoch int64, d backstop.DecisionRecord) error
@@ -47,6 +49,15 @@ type Engine struct {
 	// second while nothing happens was most of PostgreSQL's work with a
 	// thousand agents.
 	Idle time.Duration
+	// FullEvery bounds how long a cluster may go without being read
+	// (default 1 s). A pass reads only the clusters that changed: those
+	// named by PokeCluster (an event heard: every placement result,
+	// node transition, path change and move writes one), those whose
+	// nodes it judged, and those with something under way; every
+	// FullEvery, and after Poke or an error, it reads them all. Changes
+	// that write no event and that no operator made through this
+	// replica's API are thus noticed within FullEvery.
+	FullEvery time.Duration
 	// Observe, if set, is told about each decision acted on.
 	Observe func(d Decision)
 	// Fencer fences down nodes through their fence devices before their
@@ -60,32 +71,74 @@ type Engine struct {
 	wakeOnce sync.Once
 	wakeCh   chan struct{}
 	// busy: the last pass found something under way; actedOn counts the
-	// decisions it acted on (only the stepping goroutine touches them).
-	busy    bool
-	actedOn int
+	// decisions it acted on; next is when the next running lease runs
+	// out (zero: none runs); unsettled are the clusters with something
+	// under way at their last read; lastFull is when every cluster was
+	// last read (only the stepping goroutine touches these).
+	busy      bool
+	actedOn   int
+	next      time.Time
+	unsettled map[string]bool
+	lastFull  time.Time
+
+	// mu guards dirty and all: what PokeCluster and Poke asked for.
+	mu    sync.Mutex
+	dirty map[string]bool
+	all   bool
 }
 
-// settled tells whether nothing is under way: no move, no hierarchy
-// starting, stopping or failed, no node awaiting its fence.
-func settled(sts []backstop.ClusterStatus) bool {
-	for _, st := range sts {
-		for _, n := range st.Nodes {
-			if n.AwaitingFence {
-				return false
-			}
+// settled tells whether nothing is under way in a cluster: no move, no
+// hierarchy starting, stopping or failed, no node awaiting its fence.
+func settled(st backstop.ClusterStatus) bool {
+	for _, n := range st.Nodes {
+		if n.AwaitingFence {
+			return false
 		}
-		for _, h := range st.Hierarchies {
-			if h.MoveTo != "" || (h.Placement.State != backstop.PlacementInService && h.Placement.State != backstop.PlacementOutOfService) {
-				return false
-			}
+	}
+	for _, h := range st.Hierarchies {
+		if h.MoveTo != "" || (h.Placement.State != backstop.PlacementInService && h.Placement.State != backstop.PlacementOutOfService) {
+			return false
 		}
 	}
 	return true
 }
 
-// Poke makes the engine run its next pass now (if it is running; a poke
-// while a pass runs makes one more pass right after it).
-func (e *Engine) Poke() { e.wakeUp() }
+// Poke makes the engine run its next pass now and read every cluster in
+// it (if it is running; a poke while a pass runs makes one more pass
+// right after it). For changes of unknown extent: an operator's change,
+// an event listener that restarted (events may have been missed).
+func (e *Engine) Poke() {
+	e.mu.Lock()
+	e.all = true
+	e.mu.Unlock()
+	e.wakeUp()
+}
+
+// PokeCluster makes the engine run its next pass now and read cluster
+// id in it: an event of that cluster was heard. "" is Poke.
+func (e *Engine) PokeCluster(id string) {
+	if id == "" {
+		e.Poke()
+		return
+	}
+	e.mu.Lock()
+	if e.dirty == nil {
+		e.dirty = map[string]bool{}
+	}
+	e.dirty[id] = true
+	e.mu.Unlock()
+	e.wakeUp()
+}
+
+// takeDirty returns the clusters asked for since the last call and
+// whether every cluster was.
+func (e *Engine) takeDirty() (map[string]bool, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d, all := e.dirty, e.all
+	e.dirty, e.all = nil, false
+	return d, all
+}
 
 // minRecheck is the shortest pause between two passes.
 const minRecheck = 5 * time.Millisecond
@@ -103,6 +156,9 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 	idle = max(idle, iv)
 	timer := time.NewTimer(iv)
 	defer timer.Stop()
+	e.mu.Lock()
+	e.all = true // a new term reads everything first
+	e.mu.Unlock()
 	for {
 		start := time.Now()
 		if err := e.Step(ctx, term); err != nil && ctx.Err() == nil {
@@ -116,12 +172,15 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 		if e.busy {
 			wait = iv
 		}
-		if d, ok, err := e.Store.NextLeaseExpiry(ctx); err == nil && ok {
-			// Wake just after the next lease runs out. NextLeaseExpiry
-			// leaves out leases already lapsed (a node left unjudged
-			// for want of evidence stays lapsed), and minRecheck bounds
-			// the rate anyway, so the engine never spins.
-			wait = min(wait, max(d+2*time.Millisecond, minRecheck))
+		if !e.next.IsZero() {
+			// Wake just after the next lease runs out, as read at the
+			// start of the pass (renewals since only push it later; a
+			// node that got a lease since came up, which writes an
+			// event, which pokes). LeaseOutlook leaves out leases
+			// already lapsed (a node left unjudged for want of
+			// evidence stays lapsed), and minRecheck bounds the rate
+			// anyway, so the engine never spins.
+			wait = min(wait, max(time.Until(e.next)+2*time.Millisecond, minRecheck))
 		}
 		timer.Reset(wait)
 		select {
@@ -145,14 +204,36 @@ func (e *Engine) Run(ctx context.Context, term int64) {
 	}
 }
 
-// Step runs one pass: judge leases, advance two-step moves, decide and act.
-func (e *Engine) Step(ctx context.Context, term int64) error {
+// Step runs one pass: judge leases, advance two-step moves, decide and act
+// on the clusters that changed (see FullEvery).
+func (e *Engine) Step(ctx context.Context, term int64) (err error) {
 	// Busy until this pass finds everything settled; an error keeps it
-	// busy (the pass is retried at the short interval).
+	// busy (the pass is retried at the short interval) and makes the next
+	// pass read every cluster (what this one was asked to read is not
+	// lost).
 	e.busy = true
-	trs, err := e.Store.JudgeNodes(ctx, term)
+	dirty, all := e.takeDirty()
+	defer func() {
+		if err != nil {
+			e.mu.Lock()
+			e.all = true
+			e.mu.Unlock()
+		}
+	}()
+	asked := time.Now()
+	lo, err := e.Store.LeaseOutlook(ctx)
 	if err != nil {
-		return fmt.Errorf("judge nodes: %w", err)
+		return fmt.Errorf("read leases: %w", err)
+	}
+	e.next = time.Time{}
+	if lo.Running {
+		e.next = asked.Add(lo.Next)
+	}
+	var trs []backstop.NodeTransition
+	if lo.Lapsed {
+		if trs, err = e.Store.JudgeNodes(ctx, term); err != nil {
+			return fmt.Errorf("judge nodes: %w", err)
+		}
 	}
 	for _, tr := range trs {
 		e.Log.WarnContext(ctx, "node state changed", "node", tr.Node, "node_id", tr.NodeID, "from", tr.From, "to", tr.To)
@@ -161,13 +242,46 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 	if err != nil {
 		return fmt.Errorf("advance moves: %w", err)
 	}
-	sts, err := e.Store.ClusterStatuses(ctx)
-	if err != nil {
-		return fmt.Errorf("read state: %w", err)
+	full := all || e.lastFull.IsZero() || time.Since(e.lastFull) >= e.fullEvery()
+	var ids []string // nil: every cluster
+	if !full {
+		if dirty == nil {
+			dirty = map[string]bool{}
+		}
+		for _, tr := range trs {
+			dirty[tr.ClusterID] = true
+		}
+		for id := range e.unsettled {
+			dirty[id] = true
+		}
+		ids = make([]string, 0, len(dirty))
+		for id := range dirty {
+			ids = append(ids, id)
+		}
+	}
+	var sts []backstop.ClusterStatus
+	if full || len(ids) > 0 {
+		read := time.Now()
+		if sts, err = e.Store.ClusterStatuses(ctx, ids); err != nil {
+			return fmt.Errorf("read state: %w", err)
+		}
+		if full {
+			e.unsettled, e.lastFull = map[string]bool{}, read
+		}
+		for _, id := range ids { // gone, or no hierarchy left
+			delete(e.unsettled, id)
+		}
+		for _, st := range sts {
+			if settled(st) {
+				delete(e.unsettled, st.Cluster.ID)
+			} else {
+				e.unsettled[st.Cluster.ID] = true
+			}
+		}
 	}
 	e.actedOn = 0
 	defer func() {
-		e.busy = len(trs) > 0 || advanced > 0 || e.actedOn > 0 || !settled(sts)
+		e.busy = len(trs) > 0 || advanced > 0 || e.actedOn > 0 || len(e.unsettled) > 0
 	}()
 	var errs []error
 	if err := e.startFences(ctx, term, sts); err != nil {
@@ -182,6 +296,13 @@ func (e *Engine) Step(ctx context.Context, term int64) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (e *Engine) fullEvery() time.Duration {
+	if e.FullEvery > 0 {
+		return e.FullEvery
+	}
+	return time.Second
 }
 
 // act decides for one cluster and carries the decisions out.

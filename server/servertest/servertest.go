@@ -268,9 +268,9 @@ func (h *Harness) startControlPlane() {
 	}
 	var poke atomic.Pointer[failover.Engine]
 	srv, err := server.New(server.Config{Store: st, Keyring: keys, Logger: log, SchemaVersion: latest, Deliverer: deliverer,
-		OnChange: func() {
+		OnChange: func(clusterID string) {
 			if e := poke.Load(); e != nil {
-				e.Poke()
+				e.PokeCluster(clusterID)
 			}
 		}})
 	if err != nil {
