@@ -527,7 +527,7 @@ func (ah *agentHandlers) AgentCommandResult(ctx context.Context, r api.AgentComm
 	if out.Status == backstop.CommandRejected && out.Reason == "" {
 		return nil, backstop.Invalid("/reason", "a rejected command needs a reason code")
 	}
-	eff, err := ah.store.RecordCommandResult(ctx, a, r.CommandId.String(), out)
+	eff, err := ah.store.RecordCommandResult(ctx, a, r.CommandId.String(), out, ah.keys.Sign)
 	if err != nil {
 		return nil, err
 	}

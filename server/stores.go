@@ -209,10 +209,11 @@ type AgentStore interface {
 	ListenCommands(ctx context.Context, wake func(nodeID string)) error
 	// NextCommands returns the node's queued, unexpired commands.
 	NextCommands(ctx context.Context, nodeID string) ([]backstop.SignedCommand, error)
-	// RecordCommandResult records a command's outcome. Returns
-	// ErrNotFound for a command the agent's node does not have and
-	// ErrConflict for one already closed.
-	RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome) (backstop.CommandEffect, error)
+	// RecordCommandResult records a command's outcome; a move's stop
+	// that succeeded has its bring-up on the target issued at once,
+	// signed with sign. Returns ErrNotFound for a command the agent's
+	// node does not have and ErrConflict for one already closed.
+	RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome, sign backstop.Signer) (backstop.CommandEffect, error)
 	// ExpireCommands closes commands whose result is overdue by more
 	// than resultGrace and returns how many.
 	ExpireCommands(ctx context.Context, resultGrace time.Duration) (int, error)

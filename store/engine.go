@@ -537,56 +537,67 @@ func (s *Store) StartMove(ctx context.Context, term int64, m backstop.MoveReques
 
 // AdvanceMoves brings hierarchies whose old node finished taking them out
 // of service in service on their move's target, and abandons moves whose
-// stop failed. It returns how many moved on.
+// stop failed. It returns how many moved on. A successful stop usually
+// advanced its move already (RecordCommandResult); this catches the rest:
+// a failed stop, a result recorded without a signer.
 func (s *Store) AdvanceMoves(ctx context.Context, term int64, sign backstop.Signer) (int, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) (int, error) {
 		cur, err := checkTermTx(ctx, tx, term)
 		if err != nil {
 			return 0, err
 		}
-		rows, err := tx.Query(ctx, `SELECT `+hierarchyColumns+`, move_to::text, coalesce(move_incident::text, '') FROM hierarchies
-			WHERE move_to IS NOT NULL AND placement_state IN ('out_of_service', 'failed') FOR UPDATE`)
-		if err != nil {
+		return advanceMovesTx(ctx, tx, cur, sign, "")
+	})
+}
+
+// advanceMovesTx advances the moves whose stop finished (of hierarchy
+// hierarchyID only, if not ""), with leader term cur: a bring-up on the
+// target for a stop that succeeded, the incident and operation failed
+// for one that failed. The hierarchies are locked; each move is cleared
+// as it advances, so it advances once.
+func advanceMovesTx(ctx context.Context, tx pgx.Tx, cur int64, sign backstop.Signer, hierarchyID string) (int, error) {
+	rows, err := tx.Query(ctx, `SELECT `+hierarchyColumns+`, move_to::text, coalesce(move_incident::text, '') FROM hierarchies
+		WHERE move_to IS NOT NULL AND placement_state IN ('out_of_service', 'failed') AND ($1::uuid IS NULL OR id = $1::uuid) FOR UPDATE`, nullUUID(hierarchyID))
+	if err != nil {
+		return 0, err
+	}
+	type row struct {
+		h       backstop.Hierarchy
+		to, inc string
+	}
+	rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		p := &x.h.Placement
+		err := r.Scan(&x.h.ID, &x.h.ClusterID, &x.h.Name, &x.h.Description, &x.h.ExclusivityGroup, &x.h.Switchback, &x.h.Resources, &x.h.Version, &x.h.CreatedAt, &x.h.UpdatedAt,
+			&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt, &x.to, &x.inc)
+		return x, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, x := range rs {
+		if _, err := tx.Exec(ctx, `UPDATE hierarchies SET move_to = NULL, move_incident = NULL WHERE id = $1`, x.h.ID); err != nil {
 			return 0, err
 		}
-		type row struct {
-			h       backstop.Hierarchy
-			to, inc string
-		}
-		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-			var x row
-			p := &x.h.Placement
-			err := r.Scan(&x.h.ID, &x.h.ClusterID, &x.h.Name, &x.h.Description, &x.h.ExclusivityGroup, &x.h.Switchback, &x.h.Resources, &x.h.Version, &x.h.CreatedAt, &x.h.UpdatedAt,
-				&p.NodeID, &p.Epoch, &p.State, &p.Detail, &p.UpdatedAt, &x.to, &x.inc)
-			return x, err
-		})
-		if err != nil {
-			return 0, err
-		}
-		for _, x := range rs {
-			if _, err := tx.Exec(ctx, `UPDATE hierarchies SET move_to = NULL, move_incident = NULL WHERE id = $1`, x.h.ID); err != nil {
+		var opID *string
+		_ = tx.QueryRow(ctx, `SELECT operation_id::text FROM commands WHERE incident_id = $1 AND operation_id IS NOT NULL LIMIT 1`, x.inc).Scan(&opID)
+		if x.h.Placement.State == backstop.PlacementFailed {
+			if _, err := tx.Exec(ctx, `UPDATE incidents SET state = 'failed' WHERE id = $1`, x.inc); err != nil {
 				return 0, err
 			}
-			var opID *string
-			_ = tx.QueryRow(ctx, `SELECT operation_id::text FROM commands WHERE incident_id = $1 AND operation_id IS NOT NULL LIMIT 1`, x.inc).Scan(&opID)
-			if x.h.Placement.State == backstop.PlacementFailed {
-				if _, err := tx.Exec(ctx, `UPDATE incidents SET state = 'failed' WHERE id = $1`, x.inc); err != nil {
+			if opID != nil {
+				if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', detail = $2, updated_at = now() WHERE id = $1`, *opID, "stopping on the old node failed: "+x.h.Placement.Detail); err != nil {
 					return 0, err
 				}
-				if opID != nil {
-					if _, err := tx.Exec(ctx, `UPDATE operations SET state = 'failed', detail = $2, updated_at = now() WHERE id = $1`, *opID, "stopping on the old node failed: "+x.h.Placement.Detail); err != nil {
-						return 0, err
-					}
-				}
-				continue
 			}
-			if _, err := issueCommandTx(ctx, tx, issueCommandParams{Hierarchy: x.h, NodeID: x.to, Action: "bring_in_service",
-				State: backstop.PlacementStarting, Term: cur, IncidentID: x.inc, OperationID: deref(opID)}, sign); err != nil {
-				return 0, err
-			}
+			continue
 		}
-		return len(rs), nil
-	})
+		if _, err := issueCommandTx(ctx, tx, issueCommandParams{Hierarchy: x.h, NodeID: x.to, Action: "bring_in_service",
+			State: backstop.PlacementStarting, Term: cur, IncidentID: x.inc, OperationID: deref(opID)}, sign); err != nil {
+			return 0, err
+		}
+	}
+	return len(rs), nil
 }
 
 func deref(p *string) string {

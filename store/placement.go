@@ -161,10 +161,14 @@ func (s *Store) NextCommands(ctx context.Context, nodeID string) ([]backstop.Sig
 
 // RecordCommandResult stores an agent's outcome of a command addressed to
 // it, completes its operation, moves the placement on when the command's
-// epoch is still the hierarchy's, and advances the command's incident. It
-// returns backstop.ErrNotFound for a command of another node and
+// epoch is still the hierarchy's, and advances the command's incident.
+// When the command was a move's stop and it succeeded, the move's
+// bring-up on the target is issued in the same transaction (signed with
+// sign, under the current term, as an operator's move is; nil leaves it
+// to the engine's AdvanceMoves, up to a pass later). It returns
+// backstop.ErrNotFound for a command of another node and
 // backstop.ErrConflict for a second result.
-func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome) (backstop.CommandEffect, error) {
+func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentity, commandID string, r backstop.CommandOutcome, sign backstop.Signer) (backstop.CommandEffect, error) {
 	return withTx(ctx, s, func(tx pgx.Tx) (backstop.CommandEffect, error) {
 		var eff backstop.CommandEffect
 		var status, action, hierarchyID, clusterID, hname string
@@ -303,6 +307,23 @@ func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentit
 					map[string]any{"detail": detail}, "%s of %s failed on %s: %s", kind, hname, a.NodeName, detail)
 			}
 			if err != nil {
+				return eff, err
+			}
+		}
+		if place == backstop.PlacementOutOfService && sign != nil {
+			// The stop of a move succeeded (its incident's stopped_at is
+			// set above): bring the hierarchy up on the target now. The
+			// engine's AdvanceMoves did it at its next pass: after the
+			// event's notification reached the leader and up to its
+			// 50-ms pass interval, a third of a switchover's time at a
+			// thousand agents. Same checks, same lock (the hierarchy's
+			// row, held since setPlacementTx), and the move is cleared as
+			// it advances, so it advances once either way.
+			cur, err := checkTermTx(ctx, tx, 0)
+			if err != nil {
+				return eff, err
+			}
+			if _, err := advanceMovesTx(ctx, tx, cur, sign, hierarchyID); err != nil {
 				return eff, err
 			}
 		}

@@ -43,7 +43,7 @@ func TestFencedBringUpLeavesNoFailedMark(t *testing.T) {
 			}
 			a := backstop.AgentIdentity{NodeID: e.nodes[1].ID, ClusterID: e.c.ID, NodeName: e.nodes[1].Name}
 			if _, err := e.st.RecordCommandResult(t.Context(), a, cmdID, backstop.CommandOutcome{Status: backstop.CommandFailed, Reason: tc.reason,
-				Detail: "the node fenced itself while the command ran"}); err != nil {
+				Detail: "the node fenced itself while the command ran"}, fakeSign); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := e.st.ClusterStatuses(t.Context(), nil); err != nil { // turns failed placements on up nodes into marks
@@ -61,6 +61,95 @@ func TestFencedBringUpLeavesNoFailedMark(t *testing.T) {
 				}
 			} else if p.NodeID != e.nodes[1].ID || p.State != backstop.PlacementFailed || marks[e.nodes[1].ID] == "" {
 				t.Fatalf("placement %+v, marks %v: want failed on n2 with a mark", p, marks)
+			}
+		})
+	}
+}
+
+// A move's bring-up is issued once, by whichever gets there first: the
+// stop's result (RecordCommandResult, with a signer) issues it in the
+// same transaction, and AdvanceMoves then finds nothing; without a signer
+// AdvanceMoves issues it. Invariant "never two copies": the target gets
+// its bring-up only after the old node confirmed the stop, exactly once,
+// at the next epoch; a stop that failed brings nothing up.
+func TestStopResultAdvancesTheMove(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		sign   backstop.Signer
+		status string
+	}{
+		{"signed result", fakeSign, backstop.CommandSucceeded},
+		{"no signer: AdvanceMoves", nil, backstop.CommandSucceeded},
+		{"stop failed", fakeSign, backstop.CommandFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newJudgeEnv(t, 2)
+			for i := range 2 {
+				e.set(i, "up", "-10 ms", "10 s", nil)
+			}
+			h := e.placeOnFirst()
+			if _, op, err := e.st.StartMove(t.Context(), 0, backstop.MoveRequest{Kind: backstop.MoveSwitchover, ClusterID: e.c.ID, HierarchyID: h.ID,
+				ExpectEpoch: 1, To: e.nodes[1].ID, DetectedAt: time.Now(), WithOperation: true, Decision: backstop.DecisionRecord{ClusterID: e.c.ID, HierarchyID: h.ID,
+					Kind: "switchover", From: e.nodes[0].ID, To: e.nodes[1].ID, Reason: "test", Key: "k"}}, fakeSign); err != nil || op == nil {
+				t.Fatalf("StartMove: %v, operation %v", err, op)
+			}
+			bringUps := func() (n int, epoch, term int64) {
+				t.Helper()
+				if err := e.st.Pool().QueryRow(t.Context(), `SELECT count(*), coalesce(max(epoch), 0), coalesce(max(term), 0) FROM commands
+					WHERE hierarchy_id = $1 AND node_id = $2 AND action = 'bring_in_service'`, h.ID, e.nodes[1].ID).Scan(&n, &epoch, &term); err != nil {
+					t.Fatal(err)
+				}
+				return n, epoch, term
+			}
+			var stopID string
+			if err := e.st.Pool().QueryRow(t.Context(), `SELECT id FROM commands WHERE hierarchy_id = $1 AND node_id = $2 AND action = 'take_out_of_service'`,
+				h.ID, e.nodes[0].ID).Scan(&stopID); err != nil {
+				t.Fatal(err)
+			}
+			if n, _, _ := bringUps(); n != 0 {
+				t.Fatalf("%d bring-ups on the target before the old node stopped", n)
+			}
+			a := backstop.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: e.nodes[0].Name}
+			if _, err := e.st.RecordCommandResult(t.Context(), a, stopID, backstop.CommandOutcome{Status: tc.status, Detail: "done"}, tc.sign); err != nil {
+				t.Fatal(err)
+			}
+			n, epoch, term := bringUps()
+			switch {
+			case tc.status != backstop.CommandSucceeded:
+				if n != 0 {
+					t.Fatalf("a failed stop issued %d bring-ups", n)
+				}
+			case tc.sign != nil:
+				if n != 1 || epoch != 3 || term != e.term {
+					t.Fatalf("after the stop's result: %d bring-ups (epoch %d, term %d), want 1 at epoch 3, term %d", n, epoch, term, e.term)
+				}
+			default:
+				if n != 0 {
+					t.Fatalf("a result without a signer issued %d bring-ups", n)
+				}
+			}
+			advanced, err := e.st.AdvanceMoves(t.Context(), e.term, fakeSign)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantAdvanced := 1
+			if tc.sign != nil && tc.status == backstop.CommandSucceeded {
+				wantAdvanced = 0
+			}
+			if advanced != wantAdvanced {
+				t.Fatalf("AdvanceMoves after the result: %d, want %d", advanced, wantAdvanced)
+			}
+			n, epoch, _ = bringUps()
+			wantN := 1
+			if tc.status != backstop.CommandSucceeded {
+				wantN = 0
+			}
+			if n != wantN || (n == 1 && epoch != 3) {
+				t.Fatalf("bring-ups in the end: %d (epoch %d), want %d at epoch 3", n, epoch, wantN)
+			}
+			var moving bool
+			if err := e.st.Pool().QueryRow(t.Context(), `SELECT move_to IS NOT NULL FROM hierarchies WHERE id = $1`, h.ID).Scan(&moving); err != nil || moving {
+				t.Fatalf("move still recorded: %v, %v", moving, err)
 			}
 		})
 	}
