@@ -2,9 +2,9 @@ package failover
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
-	"errors"
 	"slices"
 	"sync"
 	"testing"
