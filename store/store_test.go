@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -398,5 +399,41 @@ func TestFailedFenceKeepsTheNode(t *testing.T) {
 	}
 	if marks, err := e.st.FailedMarks(t.Context(), h.ID); err != nil || len(marks) != 1 {
 		t.Fatalf("failed marks %+v (%v): want the node's", marks, err)
+	}
+}
+
+// A read of hierarchies (one, or a page) carries each one's priorities,
+// lowest number first whatever order they were given in, each with its
+// node; one round trip reads them with the hierarchies.
+func TestHierarchyReadsCarryPriorities(t *testing.T) {
+	st := storetest.New(t)
+	c := newCluster(t, st, "prio")
+	n1, n2, n3 := newNode(t, st, c, "n1"), newNode(t, st, c, "n2"), newNode(t, st, c, "n3")
+	h := vipHierarchy(c, "a")
+	// Neither in the order given nor in node id order.
+	h.Priorities = []backstop.Priority{{NodeID: n2.ID, Priority: 30}, {NodeID: n3.ID, Priority: 5}, {NodeID: n1.ID, Priority: 7}}
+	a, err := st.CreateHierarchy(actorCtx(t), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.CreateHierarchy(actorCtx(t), vipHierarchy(c, "b", n2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantA := []backstop.Priority{{NodeID: n3.ID, Priority: 5}, {NodeID: n1.ID, Priority: 7}, {NodeID: n2.ID, Priority: 30}}
+	wantB := []backstop.Priority{{NodeID: n2.ID, Priority: 1}}
+	got, err := st.FindHierarchyByID(t.Context(), c.ID, a.ID)
+	if err != nil || !slices.Equal(got.Priorities, wantA) {
+		t.Fatalf("find: %v %+v, want %+v", err, got.Priorities, wantA)
+	}
+	list, _, err := st.ListHierarchies(t.Context(), c.ID, backstop.Page{Limit: 10})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %v %d", err, len(list))
+	}
+	for _, h := range list {
+		want := map[string][]backstop.Priority{a.ID: wantA, b.ID: wantB}[h.ID]
+		if !slices.Equal(h.Priorities, want) {
+			t.Fatalf("list: %s has %+v, want %+v", h.Name, h.Priorities, want)
+		}
 	}
 }
