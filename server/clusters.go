@@ -46,7 +46,7 @@ func (ch *clusterHandlers) ListClusters(ctx context.Context, r api.ListClustersR
 	for i, c := range cs {
 		out.Items[i] = toAPICluster(c)
 	}
-	return listClustersJSON(out), nil
+	return out, nil
 }
 
 // GetCluster returns a cluster.
@@ -55,7 +55,7 @@ func (ch *clusterHandlers) GetCluster(ctx context.Context, r api.GetClusterReque
 	if err != nil {
 		return nil, err
 	}
-	return getClusterJSON{Body: toAPICluster(c), Headers: api.GetCluster200ResponseHeaders{ETag: etag(c.Version)}}, nil
+	return api.GetCluster200JSONResponse{Body: toAPICluster(c), Headers: api.GetCluster200ResponseHeaders{ETag: etag(c.Version)}}, nil
 }
 
 // UpdateCluster changes a cluster's settings.

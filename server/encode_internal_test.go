@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -43,6 +44,11 @@ func TestFastEncodingIsTheGeneratedEncoding(t *testing.T) {
 			var v api.ListHierarchies200JSONResponse
 			f.fill(reflect.ValueOf(&v).Elem(), 0)
 			return v.VisitListHierarchiesResponse, listHierarchiesJSON(v).VisitListHierarchiesResponse
+		}},
+		{"listEvents", func(f *filler) (visit, visit) {
+			var v api.ListEvents200JSONResponse
+			f.fill(reflect.ValueOf(&v).Elem(), 0)
+			return v.VisitListEventsResponse, listEventsJSON(v).VisitListEventsResponse
 		}},
 	}
 	for _, c := range cases {
@@ -146,5 +152,25 @@ func (f *filler) fill(v reflect.Value, depth int) {
 		v.SetUint(uint64(f.r.IntN(256)))
 	case reflect.Float32, reflect.Float64:
 		v.SetFloat([]float64{0, 0.2, 0.35, 1e21, 1e-7, 123456.789, float64(float32(0.3))}[f.r.IntN(7)])
+	}
+}
+
+// fastAnswers swaps the generated answers of the mix for the fast ones
+// and leaves every other answer, and errors, as they are.
+func TestFastAnswersSwapsTheMix(t *testing.T) {
+	for _, c := range []struct{ in, want any }{
+		{api.ListClusters200JSONResponse{}, listClustersJSON{}},
+		{api.GetCluster200JSONResponse{}, getClusterJSON{}},
+		{api.ListNodes200JSONResponse{}, listNodesJSON{}},
+		{api.ListHierarchies200JSONResponse{}, listHierarchiesJSON{}},
+		{api.ListEvents200JSONResponse{}, listEventsJSON{}},
+		{api.GetNode200JSONResponse{}, api.GetNode200JSONResponse{}},
+		{nil, nil},
+	} {
+		h := fastAnswers(func(context.Context, http.ResponseWriter, *http.Request, any) (any, error) { return c.in, nil }, "op")
+		got, err := h(t.Context(), nil, nil, nil)
+		if err != nil || reflect.TypeOf(got) != reflect.TypeOf(c.want) {
+			t.Errorf("%T became %T (%v), want %T", c.in, got, err, c.want)
+		}
 	}
 }

@@ -33,7 +33,7 @@ func (hh *hierarchyHandlers) ListHierarchies(ctx context.Context, r api.ListHier
 	for i, h := range hs {
 		out.Items[i] = toAPIHierarchy(h)
 	}
-	return listHierarchiesJSON(out), nil
+	return out, nil
 }
 
 // GetHierarchy returns a hierarchy.

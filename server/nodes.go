@@ -53,7 +53,7 @@ func (nh *nodeHandlers) ListNodes(ctx context.Context, r api.ListNodesRequestObj
 	for i, n := range ns {
 		out.Items[i] = toAPINode(n)
 	}
-	return listNodesJSON(out), nil
+	return out, nil
 }
 
 // GetNode returns a node.

@@ -216,7 +216,7 @@ func New(cfg Config) (*Server, error) {
 
 	r := chi.NewRouter()
 	r.Use(s.requestID, s.observe, s.recoverer, s.gate)
-	strict := api.NewStrictHandlerWithOptions(s, nil, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(s, []api.StrictMiddlewareFunc{fastAnswers}, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  s.badRequest,
 		ResponseErrorHandlerFunc: s.writeError,
 	})
