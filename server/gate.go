@@ -279,14 +279,19 @@ func (s *Server) authenticate(r *http.Request, need backstop.Role) (backstop.Act
 	key := tokenKey(secret)
 	t, gen, ok := s.tokens.get(key, time.Now())
 	if !ok {
-		t, err = s.gateStore.Authenticate(r.Context(), secret)
+		t, err = s.tokens.lookup(r.Context(), key, gen, func() (backstop.Token, error) {
+			// Shared by the requests waiting on it: no one request's
+			// client giving up may fail the others.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+			defer cancel()
+			return s.gateStore.Authenticate(ctx, secret)
+		})
 		if errors.Is(err, backstop.ErrUnauthenticated) {
 			return backstop.Actor{}, fmt.Errorf("%w: the token is unknown or was revoked", backstop.ErrUnauthenticated)
 		}
 		if err != nil {
 			return backstop.Actor{}, err
 		}
-		s.tokens.put(key, t, gen, time.Now())
 	}
 	if !need.Valid() {
 		return backstop.Actor{}, fmt.Errorf("operation has no valid %s (%q)", roleExtension, need)

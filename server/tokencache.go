@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
+	"fmt"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/backstop-ha/backstop"
 )
@@ -33,6 +37,15 @@ type tokenCache struct {
 	// gen counts clears: a lookup that started before a revocation must
 	// not put back what the revocation removed.
 	gen uint64
+
+	// flights shares one database lookup among the requests that miss
+	// the cache for the same secret at the same time. Without it, every
+	// request arriving while the lookup that refreshes an expired entry
+	// waits for a connection missed too and looked the token up itself:
+	// when the pool was congested (connection waits of seconds at 1,000
+	// GETs/s), nearly every operator request cost two acquires, which
+	// congested the pool further.
+	flights singleflight.Group
 }
 
 type tokenEntry struct {
@@ -74,4 +87,29 @@ func (c *tokenCache) clear() {
 	defer c.mu.Unlock()
 	c.m = nil
 	c.gen++
+}
+
+// lookup returns the token of a secret the cache did not have: gen is
+// what get returned, lookup asks the database (once for all the
+// requests that wait on the same secret and generation) and the answer
+// is cached. A request that arrives after a revocation has a newer
+// generation and never joins a lookup that started before it. ctx
+// bounds only this request's wait; the shared lookup runs with what
+// lookup gave it, detached from whichever request started it.
+func (c *tokenCache) lookup(ctx context.Context, key [32]byte, gen uint64, look func() (backstop.Token, error)) (backstop.Token, error) {
+	flight := fmt.Sprintf("%x/%d", key, gen)
+	ch := c.flights.DoChan(flight, func() (any, error) {
+		t, err := look()
+		if err == nil {
+			c.put(key, t, gen, time.Now())
+		}
+		return t, err
+	})
+	select {
+	case <-ctx.Done():
+		return backstop.Token{}, ctx.Err()
+	case res := <-ch:
+		t, _ := res.Val.(backstop.Token)
+		return t, res.Err
+	}
 }
