@@ -310,7 +310,7 @@ type crashResult struct {
 	skipped                int // no hierarchy could be crashed when due
 	detect, issued         []time.Duration
 	delivered, inService   []time.Duration
-	nodeDown, nodeUnreach  int           // the crashed nodes' node.down / node.unreachable events
+	nodeDown, nodeUnreach  int           // the crashed nodes' node.down / node.unreachable events since their crash
 	completed              int           // failover.completed events of the crashed hierarchies
 	beforeLease            int           // take-overs delivered before the crashed agent's lease could have run out (must be 0)
 	beforeTTL              int           // take-overs delivered before fault + lease TTL
@@ -329,6 +329,9 @@ func summarize(ws []*crashWatch, evs []event, planned, skipped int) crashResult 
 		r.ttl = w.ttl
 		var down time.Time
 		for _, ev := range evs {
+			if ev.At.Before(w.fault) {
+				continue // before the crash: the node ran (a false detection, if any)
+			}
 			switch {
 			case ev.Subject["node_id"] == w.node && ev.Type == "node.down":
 				r.nodeDown++
@@ -337,7 +340,7 @@ func summarize(ws []*crashWatch, evs []event, planned, skipped int) crashResult 
 				}
 			case ev.Subject["node_id"] == w.node && ev.Type == "node.unreachable":
 				r.nodeUnreach++
-			case ev.Subject["hierarchy_id"] == w.h.id && ev.Type == "failover.completed" && !ev.At.Before(w.fault):
+			case ev.Subject["hierarchy_id"] == w.h.id && ev.Type == "failover.completed":
 				r.completed++
 			}
 		}
@@ -423,11 +426,12 @@ func (e *env) runCrashes(ctx context.Context, hs []*loadHierarchy, start time.Ti
 	return r
 }
 
-// crashed reports whether the agent was crashed on purpose.
-func (a *agent) crashed() bool {
+// crashedBy reports whether the agent was crashed on purpose at or
+// before t.
+func (a *agent) crashedBy(t time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return !a.crashedAt.IsZero()
+	return !a.crashedAt.IsZero() && !t.Before(a.crashedAt)
 }
 
 // liveAgentSeconds sums how long each agent ran between start and end:

@@ -200,7 +200,8 @@ func TestCrashTargets(t *testing.T) {
 // agents saw and the events; a take-over delivered before the crashed
 // agent's lease could have run out is counted as a second copy, and one
 // before fault + lease TTL is reported; the crashed node's own events are
-// counted with the crash, not as false detections.
+// counted with the crash from the crash on, not as false detections;
+// before its crash, a node's events are false detections as any other's.
 func TestCrashTimeline(t *testing.T) {
 	t0 := time.Date(2026, 12, 8, 3, 0, 0, 0, time.UTC)
 	ttl := time.Second
@@ -243,6 +244,7 @@ func TestCrashTimeline(t *testing.T) {
 		return event{Type: typ, Subject: map[string]string{key: id}, At: at(ms)}
 	}
 	evs := []event{
+		ev("node.unreachable", "node_id", "nB", 4000), // before nB's crash: a false detection
 		ev("node.unreachable", "node_id", "nA", 1000),
 		ev("node.down", "node_id", "nA", 1140),
 		ev("failover.completed", "hierarchy_id", "hA", 1168),
@@ -270,8 +272,8 @@ func TestCrashTimeline(t *testing.T) {
 		e.byNode[n] = newAgent(e, "c", n)
 	}
 	e.byNode["nA"].crashedAt, e.byNode["nB"].crashedAt = at(0), at(5000)
-	if down, unreachable := e.countDetections(evs); down != 1 || unreachable != 1 {
-		t.Fatalf("false detections %d down / %d unreachable, want 1 / 1 (the healthy node's only)", down, unreachable)
+	if down, unreachable := e.countDetections(evs); down != 1 || unreachable != 2 {
+		t.Fatalf("false detections %d down / %d unreachable, want 1 / 2 (the healthy node's, and nB's before its crash)", down, unreachable)
 	}
 }
 

@@ -1356,11 +1356,13 @@ func (e *env) eventsAfter(ctx context.Context, clusters []*loadCluster, seqs map
 }
 
 // countDetections counts the node.down and node.unreachable events of
-// nodes whose agent runs: each is a false detection. The nodes crashed
-// on purpose (--crashes) are counted with their crash.
+// nodes whose agent ran: each is a false detection. Those of a node
+// crashed on purpose (--crashes) from its crash on are counted with the
+// crash (the event's time is backstopd's clock, the crash's agentload's:
+// the same host's unless --url points elsewhere).
 func (e *env) countDetections(evs []event) (down, unreachable int) {
 	for _, ev := range evs {
-		if a := e.byNode[ev.Subject["node_id"]]; a != nil && a.crashed() {
+		if a := e.byNode[ev.Subject["node_id"]]; a != nil && a.crashedBy(ev.At) {
 			continue
 		}
 		switch ev.Type {
