@@ -266,17 +266,29 @@ func TestRenewLeaseGroups(t *testing.T) {
 	wg.Wait()
 	for i := range n {
 		want := i != down && i != changed && i != locked
+		renewed := 0
 		for k := range rounds {
 			a := answers[i][k]
 			if a.err != nil {
 				t.Fatalf("node %d renewal %d: %v (a locked row held up the group?)", i, k, a.err)
 			}
-			if a.ok != want {
-				t.Errorf("node %d renewal %d: renewed %v, want %v", i, k, a.ok, want)
+			if a.ok && !want {
+				t.Errorf("node %d renewal %d: renewed, want refused", i, k)
+			}
+			if a.ok {
+				renewed++
 			}
 			if a.ok && (a.ack.LeaseTTL != time.Second || a.ack.Term != e.term) {
 				t.Errorf("node %d renewal %d: ack %+v, want a 1 s lease at term %d", i, k, a.ack, e.term)
 			}
+		}
+		// A node's renewals in two groups written at once: the later
+		// group skips the row the earlier holds and answers "not
+		// renewed" (that heartbeat takes the full path), so not every
+		// renewal of a healthy node need succeed, but the first group
+		// to reach its row renews it.
+		if want && renewed == 0 {
+			t.Errorf("node %d: none of its %d renewals renewed", i, rounds)
 		}
 		if left := e.leaseLeft(i); want != (left > 500*time.Millisecond) {
 			t.Errorf("node %d: lease runs %v more after the groups; renewed should be %v", i, left, want)
