@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/backstop-ha/backstop"
+	"github.com/google/uuid"
 )
 
 // RenewLease is the heartbeat of an agent whose report says nothing new:
@@ -143,15 +144,23 @@ func (s *Store) renewGroup(group []*renewal) {
 	// A node may appear twice (an agent that retried while its first
 	// heartbeat waited): its renewals with the same digest get the one
 	// answer; with another digest at most one can match the stored report.
-	ids := make([]string, 0, len(group))
+	// ids are passed as uuid.UUID: pgx encodes those as uuid[] in
+	// binary, while for strings it first tried binary, failed (an error
+	// allocated per group) and fell back to text.
+	ids := make([]uuid.UUID, 0, len(group))
 	digests := make([][]byte, 0, len(group))
 	prevs := make([][]byte, 0, len(group))
 	reports := make([]*string, 0, len(group))
 	seen := make(map[string]bool, len(group))
 	for _, r := range group {
+		id, err := uuid.Parse(r.nodeID)
+		if err != nil {
+			r.err = fmt.Errorf("node %q: %w", r.nodeID, backstop.ErrNotFound)
+			continue
+		}
 		if k := r.nodeID + string(r.digest); !seen[k] {
 			seen[k] = true
-			ids = append(ids, r.nodeID)
+			ids = append(ids, id)
 			digests = append(digests, r.digest)
 			prevs = append(prevs, r.prev)
 			if r.prev != nil {
