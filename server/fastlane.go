@@ -74,7 +74,19 @@ func (s *Server) fastHeartbeat(w http.ResponseWriter, r *http.Request) (next *ht
 	if r.Header.Get("Content-Type") != "application/json" || r.URL.RawQuery != "" || r.Header.Get("Idempotency-Key") != "" {
 		return r, release, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	var body []byte
+	if n := r.ContentLength; n > 0 && n <= s.maxBody {
+		// Agents send the length: one buffer of that size, where
+		// io.ReadAll grew one through several (7% of backstopd's
+		// allocations at 1,000 agents). net/http ends the body at the
+		// length; a short one is an error, answered by the general path.
+		body = make([]byte, n)
+		var k int
+		k, err = io.ReadFull(r.Body, body)
+		body = body[:k]
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	}
 	if err != nil {
 		// Let the general path read it again (what was read, then the
 		// rest) and answer the error as it always does.
