@@ -134,4 +134,20 @@
 // further placement goes through 1–8 again. Shown by
 // store.TestFencedBringUpLeavesNoFailedMark, store.TestLateFenceReport
 // and TestFailoverCascade.
+//
+// 11. Reading less never decides on stale state. A pass reads only the
+// clusters that changed (an event heard in them, a node judged in them,
+// something under way in them), and every cluster at the first pass of a
+// term, after an operator's change, after an error and at least once a
+// second; it judges leases only when one ran out (store.LeaseOutlook,
+// read at the start of the pass). A cluster not read in a pass is not
+// decided on in it; a cluster that is read is read whole, in one
+// transaction, as before, and every move it leads to is still checked
+// against the hierarchy's epoch under its row lock (1, 6). A move's
+// second step (the bring-up on the target once the old node confirmed
+// its stop) is issued by the stop's result in the same transaction, or
+// by AdvanceMoves if that had no signer: the move is cleared as it
+// advances, so it advances once. Shown by
+// failover.TestEngineReadsWhatChanged, store.TestLeaseOutlook and
+// store.TestStopResultAdvancesTheMove.
 package failover
