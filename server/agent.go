@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -219,7 +220,10 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	now := time.Now()
-	content := reportDigest(r.Body)
+	content := laneContent(ctx)
+	if content == nil {
+		content = reportDigest(r.Body)
+	}
 	digest := telemetryDigest(content, a.NodeID, now)
 	if hold == 0 && deref(r.Body.Fences, nil) == nil && !reportsFailure(r.Body) {
 		lr := backstop.LeaseRenewal{Digest: digest}
@@ -236,7 +240,7 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 			return nil, err
 		}
 		if ok {
-			ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL)
+			ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL, content)
 			ah.countHeartbeat(ctx, "renewed")
 			return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
 		}
@@ -265,13 +269,28 @@ func (ah *agentHandlers) AgentHeartbeat(ctx context.Context, r api.AgentHeartbea
 	if err != nil {
 		return nil, err
 	}
-	ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL)
+	ah.leases.note(a.NodeID, time.Now(), ack.LeaseTTL, content)
 	ah.countHeartbeat(ctx, "recorded")
 	return api.AgentHeartbeat200JSONResponse{LeaseTtlMs: int(ack.LeaseTTL.Milliseconds()), Term: ack.Term, ConfigVersion: ack.ConfigVersion}, nil
 }
 
-// fastLaneKey marks the context of a heartbeat the fast lane serves.
+// fastLaneKey marks the context of a heartbeat the fast lane serves; its
+// value is a fastLane.
 type fastLaneKey struct{}
+
+// fastLane is what the fast lane learned of a heartbeat before its
+// handler ran.
+type fastLane struct {
+	// content is the report's digest without telemetry (reportDigest),
+	// if the lane computed it (nil: not).
+	content []byte
+}
+
+// laneContent returns the report digest the fast lane computed, or nil.
+func laneContent(ctx context.Context) []byte {
+	l, _ := ctx.Value(fastLaneKey{}).(fastLane)
+	return l.content
+}
 
 func (ah *agentHandlers) countHeartbeat(ctx context.Context, store string) {
 	if ah.heartbeats == nil {
@@ -382,7 +401,7 @@ func reportDigest(b *api.AgentHeartbeatJSONRequestBody) []byte {
 // made the control plane collapse instead of saturating: every request
 // got slow, the agents gave up on all of them, and the server went on
 // serving requests nobody waited for.
-func (ah *agentHandlers) admit(ctx context.Context, nodeID string) (func(), error) {
+func (ah *agentHandlers) admit(ctx context.Context, nodeID string, news func() bool) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // the agent gave up already: don't start
 	}
@@ -391,7 +410,12 @@ func (ah *agentHandlers) admit(ctx context.Context, nodeID string) (func(), erro
 		return ah.release, nil
 	default:
 	}
-	if ah.leases.comfortable(nodeID, time.Now()) {
+	// A comfortable lease is shed at once, unless its heartbeat says
+	// something new (news, asked only now: it may read the body): a
+	// path that went down (the evidence the failure detector waits for
+	// to declare a peer down), a hierarchy's new state. Shedding those
+	// delayed failovers under load by up to the reporter's lease.
+	if ah.leases.comfortable(nodeID, time.Now()) && (news == nil || !news()) {
 		return nil, errOverloaded
 	}
 	t := time.NewTimer(admitWait)
@@ -421,15 +445,27 @@ type leaseBook struct {
 type leaseEntry struct {
 	granted time.Time
 	ttl     time.Duration
+	// content is the digest (reportDigest) of the report the lease was
+	// granted on.
+	content []byte
 }
 
-func (b *leaseBook) note(nodeID string, at time.Time, ttl time.Duration) {
+func (b *leaseBook) note(nodeID string, at time.Time, ttl time.Duration, content []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.m == nil {
 		b.m = map[string]leaseEntry{}
 	}
-	b.m[nodeID] = leaseEntry{granted: at, ttl: ttl}
+	b.m[nodeID] = leaseEntry{granted: at, ttl: ttl, content: content}
+}
+
+// says tells whether nodeID's last lease granted here was granted on a
+// report with this content digest (a heartbeat that says nothing new).
+func (b *leaseBook) says(nodeID string, content []byte) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.m[nodeID]
+	return ok && bytes.Equal(e.content, content)
 }
 
 // telemetryDue tells whether nodeID's last lease granted here is from an

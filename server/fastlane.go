@@ -66,36 +66,69 @@ func (s *Server) fastHeartbeat(w http.ResponseWriter, r *http.Request) (next *ht
 	}
 	ctx = backstop.WithAgent(ctx, a)
 	r = r.WithContext(ctx)
-	release, err = s.agentHandlers.admit(ctx, a.NodeID)
+	eligible := r.Header.Get("Content-Type") == "application/json" && r.URL.RawQuery == "" && r.Header.Get("Idempotency-Key") == ""
+	// The body is read before admission only when admit asks whether
+	// it says something new (all slots busy and a comfortable lease):
+	// then it costs a read and a decode more, but a report of a path
+	// gone down is not shed.
+	var (
+		body    []byte
+		readErr error
+		read    bool
+		hb      *api.AgentHeartbeatJSONRequestBody
+		decoded bool
+		content []byte
+	)
+	readBody := func() {
+		if read {
+			return
+		}
+		read = true
+		if n := r.ContentLength; n > 0 && n <= s.maxBody {
+			// Agents send the length: one buffer of that size, where
+			// io.ReadAll grew one through several (7% of backstopd's
+			// allocations at 1,000 agents). net/http ends the body at
+			// the length; a short one is an error, answered by the
+			// general path.
+			body = make([]byte, n)
+			var k int
+			k, readErr = io.ReadFull(r.Body, body)
+			body = body[:k]
+		} else {
+			body, readErr = io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+		}
+		if readErr == nil {
+			hb, decoded = decodeFastHeartbeat(body)
+		}
+	}
+	news := func() bool {
+		if !eligible {
+			return true // the general path will see; not shed unread
+		}
+		readBody()
+		if readErr != nil || !decoded {
+			return true // a fence report, or anything unsure
+		}
+		content = reportDigest(hb)
+		return !s.agentHandlers.leases.says(a.NodeID, content)
+	}
+	release, err = s.agentHandlers.admit(ctx, a.NodeID, news)
 	if err != nil {
 		s.writeError(w, r, err)
 		return r, nil, true
 	}
-	if r.Header.Get("Content-Type") != "application/json" || r.URL.RawQuery != "" || r.Header.Get("Idempotency-Key") != "" {
+	if !eligible {
 		return r, release, false
 	}
-	var body []byte
-	if n := r.ContentLength; n > 0 && n <= s.maxBody {
-		// Agents send the length: one buffer of that size, where
-		// io.ReadAll grew one through several (7% of backstopd's
-		// allocations at 1,000 agents). net/http ends the body at the
-		// length; a short one is an error, answered by the general path.
-		body = make([]byte, n)
-		var k int
-		k, err = io.ReadFull(r.Body, body)
-		body = body[:k]
-	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	}
-	if err != nil {
+	readBody()
+	if readErr != nil {
 		// Let the general path read it again (what was read, then the
 		// rest) and answer the error as it always does.
 		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 		return r, release, false
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	hb, ok := decodeFastHeartbeat(body)
-	if !ok {
+	if !decoded {
 		return r, release, false
 	}
 	// Served here, not by the router: name the route for the request
@@ -103,7 +136,7 @@ func (s *Server) fastHeartbeat(w http.ResponseWriter, r *http.Request) (next *ht
 	if rc := chi.RouteContext(ctx); rc != nil {
 		rc.RoutePatterns = append(rc.RoutePatterns, heartbeatPath)
 	}
-	ctx = context.WithValue(ctx, fastLaneKey{}, true)
+	ctx = context.WithValue(ctx, fastLaneKey{}, fastLane{content: content})
 	resp, err := s.agentHandlers.AgentHeartbeat(ctx, api.AgentHeartbeatRequestObject{Body: hb})
 	if err == nil {
 		err = resp.VisitAgentHeartbeatResponse(w)

@@ -73,7 +73,7 @@ func (s *Server) gate(next http.Handler) http.Handler {
 			if op.OperationID == "agentHeartbeat" && admitted == nil {
 				// Admitted (or shed) before its body is read and
 				// validated: that is most of what a heartbeat costs here.
-				release, err := s.agentHandlers.admit(ctx, a.NodeID)
+				release, err := s.agentHandlers.admit(ctx, a.NodeID, nil)
 				if err != nil {
 					s.writeError(w, r, err)
 					return
