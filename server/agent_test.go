@@ -52,6 +52,27 @@ func (e *env) enroll(token string) enrolled {
 	return out
 }
 
+// addCluster creates a cluster (timing profile "" for the default) and
+// returns its id.
+func (e *env) addCluster(name, profile string) string {
+	e.t.Helper()
+	body := map[string]any{"name": name}
+	if profile != "" {
+		body["timing_profile"] = profile
+	}
+	resp, b := e.do("POST", "/v1/clusters", body)
+	if resp.StatusCode != 201 {
+		e.t.Fatalf("cluster %s: %d %s", name, resp.StatusCode, b)
+	}
+	var c struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		e.t.Fatal(err)
+	}
+	return c.ID
+}
+
 // addNode creates a node in cluster cid and returns its id and its
 // enrollment token.
 func (e *env) addNode(cid, name string) (id, token string) {

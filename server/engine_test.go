@@ -97,27 +97,15 @@ func TestEngineFailover(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 
-	resp, b := e.do("POST", "/v1/clusters", map[string]any{"name": "fast", "timing_profile": "fast"})
-	if resp.StatusCode != 201 {
-		t.Fatalf("cluster: %d %s", resp.StatusCode, b)
-	}
-	var c struct {
-		ID string `json:"id"`
-	}
-	_ = json.Unmarshal(b, &c)
+	cid := e.addCluster("fast", "fast")
 	var agents []*fakeAgent
 	var ids []string
 	for _, name := range []string{"n1", "n2", "n3"} {
-		_, b := e.do("POST", "/v1/clusters/"+c.ID+"/nodes", map[string]any{"name": name})
-		var n struct {
-			ID    string `json:"id"`
-			Token string `json:"enrollment_token"`
-		}
-		_ = json.Unmarshal(b, &n)
-		en := e.enroll(n.Token)
-		a := &fakeAgent{e: e, id: n.ID, cred: en.Credential}
+		id, token := e.addNode(cid, name)
+		en := e.enroll(token)
+		a := &fakeAgent{e: e, id: id, cred: en.Credential}
 		a.alive.Store(true)
-		agents, ids = append(agents, a), append(ids, n.ID)
+		agents, ids = append(agents, a), append(ids, id)
 	}
 	for _, a := range agents {
 		m := map[string]string{}
@@ -129,12 +117,12 @@ func TestEngineFailover(t *testing.T) {
 		a.setPeers(m)
 		a.run(ctx)
 	}
-	_, b = e.do("POST", "/v1/clusters/"+c.ID+"/hierarchies", mailSpec("mail", ids))
+	_, b := e.do("POST", "/v1/clusters/"+cid+"/hierarchies", mailSpec("mail", ids))
 	var h struct {
 		ID string `json:"id"`
 	}
 	_ = json.Unmarshal(b, &h)
-	hpath := "/v1/clusters/" + c.ID + "/hierarchies/" + h.ID
+	hpath := "/v1/clusters/" + cid + "/hierarchies/" + h.ID
 	if resp, b := e.do("POST", hpath+"/in-service", map[string]any{"node_id": ids[0]}); resp.StatusCode != 202 {
 		t.Fatalf("in-service: %d %s", resp.StatusCode, b)
 	}
@@ -157,7 +145,7 @@ func TestEngineFailover(t *testing.T) {
 	// n2 goes silent but n3 still sees it: unreachable, nothing moves.
 	agents[1].alive.Store(false)
 	testkit.Eventually(t, 30*time.Second, "n2 unreachable", func() bool {
-		_, b := e.do("GET", "/v1/clusters/"+c.ID+"/nodes/"+ids[1], nil)
+		_, b := e.do("GET", "/v1/clusters/"+cid+"/nodes/"+ids[1], nil)
 		return strings.Contains(string(b), `"state":"unreachable"`)
 	})
 	// n1 goes silent and its peers lose it: down, failover. n2 is not up,
@@ -173,11 +161,11 @@ func TestEngineFailover(t *testing.T) {
 	if n, _ := placement(); n != ids[2] {
 		t.Fatalf("placed on %s after the failover", n)
 	}
-	_, b = e.do("GET", "/v1/clusters/"+c.ID+"/incidents", nil)
+	_, b = e.do("GET", "/v1/clusters/"+cid+"/incidents", nil)
 	if !strings.Contains(string(b), `"kind":"failover"`) || !strings.Contains(string(b), `"state":"resolved"`) || !strings.Contains(string(b), `"recovery_ms"`) {
 		t.Fatalf("incidents: %s", b)
 	}
-	_, b = e.do("GET", "/v1/clusters/"+c.ID+"/events", nil)
+	_, b = e.do("GET", "/v1/clusters/"+cid+"/events", nil)
 	for _, typ := range []string{"node.unreachable", "node.down", "failover.started", "failover.completed"} {
 		if !strings.Contains(string(b), `"type":"`+typ+`"`) {
 			t.Errorf("no %s event in %s", typ, b)

@@ -14,14 +14,8 @@ import (
 // so re-issuing never touches a running agent's credential.
 func TestReissueEnrollmentToken(t *testing.T) {
 	e := newEnv(t, 1)
-	resp, b := e.do("POST", "/v1/clusters", map[string]any{"name": "enr"})
-	var c struct {
-		ID string `json:"id"`
-	}
-	if resp.StatusCode != 201 || json.Unmarshal(b, &c) != nil {
-		t.Fatalf("create cluster: %d %s", resp.StatusCode, b)
-	}
-	resp, b = e.do("POST", "/v1/clusters/"+c.ID+"/nodes", map[string]any{"name": "n1"})
+	cid := e.addCluster("enr", "")
+	resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": "n1"})
 	type node struct {
 		ID              string `json:"id"`
 		Version         int64  `json:"version"`
@@ -31,7 +25,7 @@ func TestReissueEnrollmentToken(t *testing.T) {
 	if resp.StatusCode != 201 || json.Unmarshal(b, &n) != nil {
 		t.Fatalf("create node: %d %s", resp.StatusCode, b)
 	}
-	path := "/v1/clusters/" + c.ID + "/nodes/" + n.ID + "/enrollment-token"
+	path := "/v1/clusters/" + cid + "/nodes/" + n.ID + "/enrollment-token"
 	if resp, b := e.do("POST", path, nil, "If-Match", `"99"`); resp.StatusCode != 412 {
 		t.Errorf("stale If-Match: %d %s", resp.StatusCode, b)
 	}

@@ -29,25 +29,18 @@ type readPath struct{ kind, path string }
 func newReadCluster(b *testing.B, size, hierarchies int) *readCluster {
 	b.Helper()
 	e := newEnv(b, 1)
-	resp, body := e.do("POST", "/v1/clusters", map[string]any{"name": "load-1", "timing_profile": "lan"})
-	if resp.StatusCode != 201 {
-		b.Fatalf("cluster: %d %s", resp.StatusCode, body)
-	}
-	var c struct {
-		ID string `json:"id"`
-	}
-	_ = json.Unmarshal(body, &c)
+	cid := e.addCluster("load-1", "lan")
 	nodes := make([]string, size)
 	creds := make([]string, size)
 	for i := range size {
-		id, token := e.addNode(c.ID, fmt.Sprintf("n%03d", i+1))
+		id, token := e.addNode(cid, fmt.Sprintf("n%03d", i+1))
 		nodes[i], creds[i] = id, e.enroll(token).Credential
 	}
 	type pathRep struct{ id, peer string }
 	pathsOf := map[string][]pathRep{}
 	for i := range size {
 		j := (i + 1) % size
-		resp, body := e.do("POST", "/v1/clusters/"+c.ID+"/paths", map[string]any{
+		resp, body := e.do("POST", "/v1/clusters/"+cid+"/paths", map[string]any{
 			"a": map[string]any{"node_id": nodes[i], "address": fmt.Sprintf("198.18.0.%d", i+1)},
 			"b": map[string]any{"node_id": nodes[j], "address": fmt.Sprintf("198.18.0.%d", j+1)},
 		})
@@ -66,7 +59,7 @@ func newReadCluster(b *testing.B, size, hierarchies int) *readCluster {
 	hiers := make([]string, hierarchies)
 	inService := map[string]string{} // node → hierarchy
 	for k := range hierarchies {
-		resp, body := e.do("POST", "/v1/clusters/"+c.ID+"/hierarchies", map[string]any{
+		resp, body := e.do("POST", "/v1/clusters/"+cid+"/hierarchies", map[string]any{
 			"name":       fmt.Sprintf("h%d", k+1),
 			"resources":  []map[string]any{{"name": "probe", "kind": "tcp", "params": map[string]any{"host": "198.18.0.1", "port": 7000}}},
 			"priorities": []map[string]any{{"node_id": nodes[2*k], "priority": 1}, {"node_id": nodes[2*k+1], "priority": 2}},
@@ -80,7 +73,7 @@ func newReadCluster(b *testing.B, size, hierarchies int) *readCluster {
 		_ = json.Unmarshal(body, &h)
 		hiers[k] = h.ID
 		// In service on its first node, the agent's way: poll, succeed.
-		if resp, body := e.do("POST", "/v1/clusters/"+c.ID+"/hierarchies/"+h.ID+"/in-service", map[string]any{"node_id": nodes[2*k]}); resp.StatusCode != 202 {
+		if resp, body := e.do("POST", "/v1/clusters/"+cid+"/hierarchies/"+h.ID+"/in-service", map[string]any{"node_id": nodes[2*k]}); resp.StatusCode != 202 {
 			b.Fatalf("in-service: %d %s", resp.StatusCode, body)
 		}
 		_, body = e.agentDo(creds[2*k], "GET", "/agent/v1/commands?wait=0", nil)
@@ -100,7 +93,7 @@ func newReadCluster(b *testing.B, size, hierarchies int) *readCluster {
 		}
 		inService[nodes[2*k]] = h.ID
 	}
-	_, body = e.agentDo(creds[0], "GET", "/agent/v1/config", nil)
+	_, body := e.agentDo(creds[0], "GET", "/agent/v1/config", nil)
 	var conf struct {
 		Version int64 `json:"version"`
 	}
@@ -130,15 +123,13 @@ func newReadCluster(b *testing.B, size, hierarchies int) *readCluster {
 	// agentload's 1,000 agents are 16 such clusters: the cluster list
 	// shows them all.
 	for i := range 15 {
-		if resp, body := e.do("POST", "/v1/clusters", map[string]any{"name": fmt.Sprintf("load-%d", i+2), "timing_profile": "lan"}); resp.StatusCode != 201 {
-			b.Fatalf("cluster: %d %s", resp.StatusCode, body)
-		}
+		e.addCluster(fmt.Sprintf("load-%d", i+2), "lan")
 	}
 	// An operator's switchovers (one a second in agentload) leave many
 	// events; maintenance toggles are the cheapest to make.
-	maintenance(e, c.ID, nodes[size-1], 40)
+	maintenance(e, cid, nodes[size-1], 40)
 	// agentload reads the latest page: 100 events back from the newest.
-	_, body = e.do("GET", "/v1/clusters/"+c.ID+"/events?limit=1000", nil)
+	_, body = e.do("GET", "/v1/clusters/"+cid+"/events?limit=1000", nil)
 	var page struct {
 		Items []struct {
 			Seq int64 `json:"seq"`
@@ -149,12 +140,12 @@ func newReadCluster(b *testing.B, size, hierarchies int) *readCluster {
 		b.Fatalf("only %d events", len(page.Items))
 	}
 	seq := page.Items[len(page.Items)-1].Seq
-	return &readCluster{e: e, cid: c.ID, paths: []readPath{
+	return &readCluster{e: e, cid: cid, paths: []readPath{
 		{"clusters", "/v1/clusters"},
-		{"cluster", "/v1/clusters/" + c.ID},
-		{"nodes", "/v1/clusters/" + c.ID + "/nodes"},
-		{"hierarchies", "/v1/clusters/" + c.ID + "/hierarchies"},
-		{"events", fmt.Sprintf("/v1/clusters/%s/events?after=%d&limit=100", c.ID, max(0, seq-100))},
+		{"cluster", "/v1/clusters/" + cid},
+		{"nodes", "/v1/clusters/" + cid + "/nodes"},
+		{"hierarchies", "/v1/clusters/" + cid + "/hierarchies"},
+		{"events", fmt.Sprintf("/v1/clusters/%s/events?after=%d&limit=100", cid, max(0, seq-100))},
 	}}
 }
 

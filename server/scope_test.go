@@ -15,16 +15,7 @@ import (
 // unscoped token), and a scope naming no cluster is refused.
 func TestScopedToken(t *testing.T) {
 	e := newEnv(t, 1)
-	mk := func(name string) string {
-		resp, b := e.do("POST", "/v1/clusters", map[string]any{"name": name})
-		if resp.StatusCode != 201 {
-			t.Fatalf("create cluster: %d %s", resp.StatusCode, b)
-		}
-		var c struct{ ID string }
-		json.Unmarshal(b, &c)
-		return c.ID
-	}
-	mine, theirs := mk("mine"), mk("theirs")
+	mine, theirs := e.addCluster("mine", ""), e.addCluster("theirs", "")
 	resp, b := e.do("POST", "/v1/tokens", map[string]any{"name": "team-a", "role": "admin", "clusters": []string{mine}})
 	if resp.StatusCode != 201 {
 		t.Fatalf("create scoped token: %d %s", resp.StatusCode, b)

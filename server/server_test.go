@@ -145,17 +145,10 @@ func TestNoTextPlainErrors(t *testing.T) {
 
 func clusterWithNodes(e *env, n int) (string, []string) {
 	e.t.Helper()
-	resp, b := e.do("POST", "/v1/clusters", map[string]any{"name": fmt.Sprintf("c-%p", e)})
-	if resp.StatusCode != 201 {
-		e.t.Fatalf("create cluster: %d %s", resp.StatusCode, b)
-	}
-	var c struct {
-		ID string `json:"id"`
-	}
-	_ = json.Unmarshal(b, &c)
+	cid := e.addCluster(fmt.Sprintf("c-%p", e), "")
 	var nodes []string
 	for i := range n {
-		resp, b := e.do("POST", "/v1/clusters/"+c.ID+"/nodes", map[string]any{"name": fmt.Sprintf("n%d", i)})
+		resp, b := e.do("POST", "/v1/clusters/"+cid+"/nodes", map[string]any{"name": fmt.Sprintf("n%d", i)})
 		if resp.StatusCode != 201 {
 			e.t.Fatalf("create node: %d %s", resp.StatusCode, b)
 		}
@@ -165,7 +158,7 @@ func clusterWithNodes(e *env, n int) (string, []string) {
 		_ = json.Unmarshal(b, &nd)
 		nodes = append(nodes, nd.ID)
 	}
-	return c.ID, nodes
+	return cid, nodes
 }
 
 func mailSpec(name string, nodes []string) map[string]any {
