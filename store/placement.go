@@ -250,6 +250,9 @@ func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentit
 		// can take it, rather than leaving a failed mark no operator asked
 		// for (the last survivor's lease lapsing once under load must not
 		// end the service).
+		// stopped: this result took the hierarchy out of service on this
+		// node at the command's epoch (a stale result changes nothing).
+		stopped := false
 		unplaced := place == backstop.PlacementFailed && action == "bring_in_service" && backstop.NodeGaveUp(r.Reason)
 		switch {
 		case unplaced:
@@ -259,9 +262,11 @@ func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentit
 				return eff, err
 			}
 		case place != "":
-			if _, err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == backstop.PlacementFailed, detail)); err != nil {
+			name, err := setPlacementTx(ctx, tx, a.NodeID, hierarchyID, epoch, place, detailIf(place == backstop.PlacementFailed, detail))
+			if err != nil {
 				return eff, err
 			}
+			stopped = place == backstop.PlacementOutOfService && name != ""
 		}
 		subject := map[string]string{"hierarchy_id": hierarchyID, "node_id": a.NodeID, "command_id": commandID}
 		switch {
@@ -310,7 +315,7 @@ func (s *Store) RecordCommandResult(ctx context.Context, a backstop.AgentIdentit
 				return eff, err
 			}
 		}
-		if place == backstop.PlacementOutOfService && sign != nil {
+		if stopped && sign != nil {
 			// The stop of a move succeeded (its incident's stopped_at is
 			// set above): bring the hierarchy up on the target now. The
 			// engine's AdvanceMoves did it at its next pass: after the

@@ -71,16 +71,20 @@ func TestFencedBringUpLeavesNoFailedMark(t *testing.T) {
 // same transaction, and AdvanceMoves then finds nothing; without a signer
 // AdvanceMoves issues it. Invariant "never two copies": the target gets
 // its bring-up only after the old node confirmed the stop, exactly once,
-// at the next epoch; a stop that failed brings nothing up.
+// at the next epoch; a stop that failed brings nothing up, and a stale
+// stop result (the hierarchy's epoch moved on since its command) neither
+// stops nor advances anything.
 func TestStopResultAdvancesTheMove(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		sign   backstop.Signer
 		status string
+		stale  bool
 	}{
-		{"signed result", fakeSign, backstop.CommandSucceeded},
-		{"no signer: AdvanceMoves", nil, backstop.CommandSucceeded},
-		{"stop failed", fakeSign, backstop.CommandFailed},
+		{"signed result", fakeSign, backstop.CommandSucceeded, false},
+		{"no signer: AdvanceMoves", nil, backstop.CommandSucceeded, false},
+		{"stop failed", fakeSign, backstop.CommandFailed, false},
+		{"stale result", fakeSign, backstop.CommandSucceeded, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newJudgeEnv(t, 2)
@@ -109,12 +113,23 @@ func TestStopResultAdvancesTheMove(t *testing.T) {
 			if n, _, _ := bringUps(); n != 0 {
 				t.Fatalf("%d bring-ups on the target before the old node stopped", n)
 			}
+			if tc.stale {
+				e.exec(`UPDATE hierarchies SET epoch = epoch + 1 WHERE id = $1`, h.ID)
+			}
 			a := backstop.AgentIdentity{NodeID: e.nodes[0].ID, ClusterID: e.c.ID, NodeName: e.nodes[0].Name}
 			if _, err := e.st.RecordCommandResult(t.Context(), a, stopID, backstop.CommandOutcome{Status: tc.status, Detail: "done"}, tc.sign); err != nil {
 				t.Fatal(err)
 			}
 			n, epoch, term := bringUps()
 			switch {
+			case tc.stale:
+				if n != 0 {
+					t.Fatalf("a stale stop result issued %d bring-ups", n)
+				}
+				if advanced, err := e.st.AdvanceMoves(t.Context(), e.term, fakeSign); err != nil || advanced != 0 {
+					t.Fatalf("AdvanceMoves after a stale stop result: %d, %v; want nothing (the stop is not confirmed)", advanced, err)
+				}
+				return
 			case tc.status != backstop.CommandSucceeded:
 				if n != 0 {
 					t.Fatalf("a failed stop issued %d bring-ups", n)

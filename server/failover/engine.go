@@ -43,9 +43,9 @@ type Engine struct {
 	// expires (that is how failures are detected, so an idle engine
 	// detects as fast as a busy one) and when poked (Poke: a replica
 	// heard an event, which every placement result, node transition and
-	// operator move writes). The idle pause only bounds how late the
-	// engine notices changes that write no event (a new hierarchy, a
-	// cleared failed mark): reading every cluster's state twenty times a
+	// operator move writes). An idle pass reads no cluster unless one
+	// changed (see FullEvery, which bounds how late changes that write no
+	// event are noticed): reading every cluster's state twenty times a
 	// second while nothing happens was most of PostgreSQL's work with a
 	// thousand agents.
 	Idle time.Duration
